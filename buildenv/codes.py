@@ -1,0 +1,160 @@
+"""Stable diagnostic codes and what each one means (`buildenv explain CODE`).
+
+Codes never change meaning once released; a test fails when the source uses a
+code that has no entry here. Ranges: BE0xx environment and project files,
+BE05x locks, BE1xx static checks of training code, BE2xx data validation,
+BE3xx training, BE4xx verification against the serving stack, BE6xx drift,
+BE7xx promotion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CODES", "Code", "explain"]
+
+
+@dataclass(frozen=True)
+class Code:
+    title: str
+    explanation: str
+
+
+CODES: dict[str, Code] = {
+    # --- environment files ---------------------------------------------------
+    "BE001": Code("invalid YAML", "The file is not valid YAML. The location points at the token "
+                  "the parser stopped on; the usual cause is bad indentation or an unclosed quote."),
+    "BE002": Code("duplicate key", "A mapping has the same key twice. YAML loaders silently keep "
+                  "the last one, which hides mistakes, so buildenv refuses. Keep one of them."),
+    "BE003": Code("unknown key", "The key is not part of the environment format (SPEC §2). Check "
+                  "the spelling (a hint names the closest known key) or `buildenv schema`."),
+    "BE004": Code("invalid value", "The value has the wrong type or is out of the allowed set. "
+                  "The message says what was expected; `buildenv schema` lists every field."),
+    "BE005": Code("missing key", "A required key is absent, e.g. a dataset without `uri` or a "
+                  "column without `dtype`."),
+    "BE006": Code("name does not match file", "An environment's `name` must equal its file stem "
+                  "(environments/<name>.yaml), so that references (`extends`, --env, locks) are "
+                  "unambiguous. Rename the file or fix `name`."),
+    "BE007": Code("unknown parent", "`extends` names an environment that has no file in the "
+                  "environments directory. The hint lists the closest existing name."),
+    "BE008": Code("extends cycle", "Following `extends` leads back to an environment already in "
+                  "the chain. Every file of the cycle is named; break it by removing one `extends`."),
+    "BE009": Code("unknown dataset", "A reference (label, privacy.restricted, monitoring) names a "
+                  "dataset the environment does not declare under `datasets`."),
+    "BE010": Code("unknown column", "A reference names a column the dataset does not declare."),
+    "BE011": Code("bad range", "`range: [lo, hi]` needs lo <= hi, numbers for numeric dtypes and "
+                  "ISO 8601 strings for date/timestamp; bool and string columns take no range."),
+    "BE012": Code("bad domain", "`domain` lists the allowed values of a string, integer or bool "
+                  "column; every value must have the column's type."),
+    "BE013": Code("unsupported format version", "The file declares a `schema:`/`lock_version:` "
+                  "this buildenv does not know. Upgrade buildenv, or use a supported version."),
+    "BE014": Code("unknown environment", "No environments/<name>.yaml exists for that name. "
+                  "`buildenv envs` lists them."),
+    "BE015": Code("dataset uri escapes the repository", "A relative dataset uri resolves outside "
+                  "the repository root (e.g. `../../data.parquet`). Builds must be reproducible "
+                  "from the repository: move the data inside it, or use an absolute file:// or "
+                  "s3:// uri, which is pinned by the lock like any other."),
+    "BE016": Code("invalid project configuration", "`[tool.buildenv]` in pyproject.toml is "
+                  "malformed (unknown key, wrong type, bad training entry)."),
+    "BE017": Code("unknown training", "No `[tool.buildenv.trainings.<name>]` table exists for "
+                  "that name."),
+    "BE018": Code("unsupported uri", "The dataset uri scheme is not supported. Use a path "
+                  "relative to the repository root, file://, s3:// or gs://."),
+    # --- locks ---------------------------------------------------------------
+    "BE050": Code("lock missing", "The environment has no lock file, so its data is not pinned. "
+                  "Run the `buildenv lock ENV` command named in the hint and commit the lock."),
+    "BE051": Code("dataset changed", "A dataset's bytes no longer match the digest in the lock: "
+                  "the data changed after it was pinned. If the change is intended, re-lock "
+                  "(and review `buildenv drift`); otherwise restore the pinned version."),
+    "BE052": Code("lock stale", "The environment file changed since the lock was written (a "
+                  "dataset was added, removed or its uri changed). Run `buildenv lock ENV`."),
+    "BE053": Code("dataset unreadable", "The dataset could not be opened or parsed: the file is "
+                  "missing, not readable, or not in the declared format."),
+    "BE054": Code("invalid lock file", "The lock file is not valid JSON of the lock format. Do "
+                  "not edit locks by hand: delete it and run `buildenv lock ENV`."),
+    # --- static checks of training code -----------------------------------------
+    "BE100": Code("syntax error in training", "The training module does not parse."),
+    "BE101": Code("undeclared dataset", "`ctx.read` asks for a dataset the environment does not "
+                  "declare. Training code sees only declared datasets."),
+    "BE102": Code("undeclared column", "`ctx.read` asks for a column the dataset does not "
+                  "declare in this environment."),
+    "BE103": Code("entry function missing", "The training entry `path.py:function` names a "
+                  "function that the module does not define at top level."),
+    "BE104": Code("bad entry signature", "The entry function must take exactly one positional "
+                  "parameter, the build context: `def train(ctx):`."),
+    "BE105": Code("dynamic ctx.read", "`ctx.read` is called with a non-literal dataset or column "
+                  "list, so it cannot be checked statically. It is still enforced at run time."),
+    "BE106": Code("estimator not served", "The training imports an estimator class that the "
+                  "environment's serving stack does not list in `serving.ops`. The verify stage "
+                  "decides; this early warning saves a training run."),
+    "BE107": Code("training module not found", "The entry's module file does not exist."),
+    # --- data validation ---------------------------------------------------------
+    "BE201": Code("wrong dtype", "The column is stored with an Arrow type that is neither the "
+                  "declared dtype nor a widening of it (int32 data for int64 is fine)."),
+    "BE202": Code("null in non-nullable column", "The column is declared `nullable: false` but "
+                  "has nulls."),
+    "BE203": Code("too many nulls", "The column's null fraction exceeds `max_null_fraction`."),
+    "BE204": Code("value outside domain", "The column has values that its `domain` does not "
+                  "list. Either the data is wrong or the domain needs the new value."),
+    "BE205": Code("value out of range", "The column has values outside its inclusive `range`."),
+    "BE206": Code("declared column missing", "The environment declares a column that the "
+                  "dataset file does not have."),
+    # --- training ------------------------------------------------------------------
+    "BE301": Code("training raised", "The training function raised an exception; the location "
+                  "is the innermost frame in your code."),
+    "BE302": Code("training timed out", "The training exceeded its time limit (--timeout)."),
+    "BE303": Code("forbidden read", "At run time the training asked `ctx.read` for a dataset or "
+                  "column the environment does not declare."),
+    "BE304": Code("no model returned", "`train(ctx)` must return a fitted model."),
+    "BE305": Code("training process died", "The training subprocess exited without a result "
+                  "(killed, out of memory, or interpreter crash)."),
+    # --- verification ----------------------------------------------------------------
+    "BE401": Code("input not served", "The model uses a column that the environment marks "
+                  "`serving: false` (training-only): production cannot provide it. Drop the "
+                  "input, or build against an environment that serves it (the hint lists them)."),
+    "BE402": Code("undeclared input", "The model uses a column that no dataset of the "
+                  "environment declares, so serving cannot provide it."),
+    "BE403": Code("label used as input", "The label column is one of the model's inputs: the "
+                  "model would be given the answer."),
+    "BE404": Code("operation not supported by serving", "The fitted model contains a class that "
+                  "the environment's `serving.ops` allow-list does not match. The message says "
+                  "where it sits in the pipeline and which environments support it."),
+    "BE405": Code("ONNX conversion failed", "The model could not be converted to ONNX at the "
+                  "environment's opset."),
+    "BE406": Code("ONNX op not supported", "The converted graph uses an operator outside the "
+                  "environment's opset or allowed op domains."),
+    "BE407": Code("ONNX parity failed", "onnxruntime's predictions on the held-out sample differ "
+                  "from scikit-learn's beyond tolerance."),
+    "BE408": Code("library version not served", "The model was trained with a library version "
+                  "outside `serving.requirements`: production would load it with another "
+                  "version."),
+    "BE409": Code("model inputs unknown", "buildenv cannot tell which columns the model reads "
+                  "(no `feature_names_in_`). Fit on a pandas DataFrame with named columns."),
+    "BE410": Code("no holdout", "The training did not call `ctx.set_holdout(X, y)`; checks that "
+                  "need a held-out sample (ONNX parity, importance) were skipped."),
+    # --- drift ---------------------------------------------------------------------------
+    "BE601": Code("categorical drift", "The distribution of a categorical column moved more than "
+                  "its L-infinity (`linf`) threshold: the largest change of any value's frequency."),
+    "BE602": Code("numeric drift", "A numeric column's distribution moved more than its PSI or "
+                  "Jensen-Shannon threshold over shared bins."),
+    "BE603": Code("new categorical values", "The candidate data has values outside the column's "
+                  "declared domain."),
+    "BE604": Code("null fraction changed", "A column's null fraction moved more than the "
+                  "`null_fraction` threshold."),
+    # --- promotion -----------------------------------------------------------------------
+    "BE701": Code("gate failed: metric below minimum", "The candidate's gate metric is below "
+                  "`promotion.min_value`."),
+    "BE702": Code("gate failed: regression", "The candidate is worse than the current champion "
+                  "by more than `promotion.max_regression` on the same held-out data."),
+    "BE703": Code("no candidate", "No registered model version exists for that training and "
+                  "environment: build it first."),
+    "BE704": Code("registry error", "The MLflow tracking/registry server could not be reached or "
+                  "refused the request."),
+}
+
+
+def explain(code: str) -> str | None:
+    entry = CODES.get(code.upper())
+    if entry is None:
+        return None
+    return f"{code.upper()}: {entry.title}\n\n{entry.explanation}"

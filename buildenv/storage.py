@@ -1,0 +1,112 @@
+"""Where dataset bytes live: repo-relative paths, file://, s3://, gs://.
+
+Everything reads through pyarrow filesystems, so local disks and object stores
+share one code path (streams, file info). Relative uris resolve against the
+repository root (or the data root Pants passes in) and may not escape it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pyarrow import fs as pafs
+
+from .project import Project
+
+__all__ = ["Location", "Stat", "locate", "uri_problem"]
+
+_REMOTE = ("s3", "gs", "gcs")
+
+
+@dataclass(frozen=True)
+class Stat:
+    size: int
+    mtime_ns: int
+    ctime_ns: int = 0
+    inode: int = 0
+    device: int = 0
+
+
+@dataclass(frozen=True)
+class Location:
+    uri: str  # as written in the environment
+    key: str  # stable identity for caches: absolute path or scheme://bucket/key
+    fs: pafs.FileSystem
+    path: str  # path inside `fs`
+    local: Path | None  # set for local files (fast paths: os.stat, mmap-free reads)
+
+    def stat(self) -> Stat:
+        if self.local is not None:
+            st = os.stat(self.local)
+            return Stat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+        info = self.fs.get_file_info(self.path)
+        if info.type != pafs.FileType.File:
+            raise FileNotFoundError(self.uri)
+        mtime = info.mtime_ns or 0
+        return Stat(int(info.size or 0), int(mtime))
+
+    def open(self):
+        """A binary input stream (pyarrow NativeFile)."""
+        return self.fs.open_input_stream(self.path)
+
+    def open_random(self):
+        return self.fs.open_input_file(self.path)
+
+
+def uri_problem(uri: str, project: Project) -> tuple[str, str, str] | None:
+    """(code, message, hint) when `uri` cannot be used, else None."""
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
+        if scheme == "file":
+            return None
+        base = project.data_base.resolve()
+        target = (base / uri).resolve()
+        if not target.is_relative_to(base):
+            return ("BE015", f"uri '{uri}' resolves outside the repository ({target})",
+                    "keep data inside the repository, or use an absolute file:// uri")
+        return None
+    if scheme in _REMOTE:
+        if not parsed.netloc:
+            return ("BE018", f"uri '{uri}' names no bucket", f"use {scheme}://bucket/key")
+        return None
+    return ("BE018", f"unsupported uri scheme '{scheme}://'",
+            "use a repository-relative path, file://, s3:// or gs://")
+
+
+def locate(uri: str, project: Project) -> Location:
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme == "file":
+        local = Path(parsed.path).resolve()
+        return Location(uri, str(local), pafs.LocalFileSystem(), str(local), local)
+    if scheme == "":
+        local = (project.data_base / uri).resolve()
+        return Location(uri, str(local), pafs.LocalFileSystem(), str(local), local)
+    if scheme == "s3":
+        return Location(uri, uri, _s3(), f"{parsed.netloc}{parsed.path}", None)
+    filesystem, path = pafs.FileSystem.from_uri(uri)
+    return Location(uri, uri, filesystem, path, None)
+
+
+_S3: pafs.S3FileSystem | None = None
+
+
+def _s3() -> pafs.S3FileSystem:
+    """One S3 client per process; endpoint from AWS_ENDPOINT_URL(_S3) like the AWS CLI."""
+    global _S3
+    if _S3 is None:
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        kwargs: dict = {}
+        if endpoint:
+            parsed = urlparse(endpoint)
+            kwargs["endpoint_override"] = parsed.netloc or parsed.path
+            kwargs["scheme"] = parsed.scheme or "https"
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            kwargs["region"] = region
+        _S3 = pafs.S3FileSystem(**kwargs)
+    return _S3

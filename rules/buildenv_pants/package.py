@@ -1,0 +1,87 @@
+"""`pants package`: build each `ml_model` into `dist/<training>/<env>/`, like `buildenv build`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from buildenv_pants.register_model import RegisterModelRequest, RegisteredModel
+from buildenv_pants.sandbox import BuildenvProcess, MlModelSandbox
+from buildenv_pants.subsystem import Buildenv
+from buildenv_pants.target_types import (
+    MlEntryField,
+    MlEnvField,
+    MlModelFieldSet,
+    MlSeedField,
+    MlTimeoutField,
+)
+from pants.base.build_root import BuildRoot
+from pants.core.goals.package import BuiltPackage, BuiltPackageArtifact, PackageFieldSet
+from pants.engine.fs import Digest, RemovePrefix
+from pants.engine.process import FallibleProcessResult
+from pants.engine.rules import Get, collect_rules, rule
+from pants.engine.unions import UnionRule
+from pants.util.logging import LogLevel
+
+OUT = "__out"
+
+
+@dataclass(frozen=True)
+class MlModelPackageFieldSet(PackageFieldSet):
+    required_fields = (MlEntryField, MlEnvField)
+
+    entry: MlEntryField
+    env: MlEnvField
+    seed: MlSeedField
+    timeout: MlTimeoutField
+
+    def model(self) -> MlModelFieldSet:
+        return MlModelFieldSet(self.address, self.entry, self.env, self.seed, self.timeout)
+
+
+class BuildenvBuildFailed(Exception):
+    """buildenv's own diagnostics, shown without a Python traceback of ours."""
+
+
+@rule(desc="Build an ML model with buildenv", level=LogLevel.DEBUG)
+async def package_ml_model(
+    package_field_set: MlModelPackageFieldSet, buildenv: Buildenv, build_root: BuildRoot
+) -> BuiltPackage:
+    field_set = package_field_set.model()
+    sandbox = await Get(MlModelSandbox, MlModelFieldSet, field_set)
+    if sandbox.problem is not None:
+        raise BuildenvBuildFailed(sandbox.problem)
+
+    relpath = f"{field_set.training}/{field_set.env_name}"
+    out_dir = f"{OUT}/{relpath}"
+    result = await Get(
+        FallibleProcessResult,
+        BuildenvProcess(
+            sandbox,
+            argv=(
+                "build", field_set.training, "--env", field_set.env_name,
+                "--out", out_dir, "--no-register", "--no-cache",
+                "--data-root", buildenv.data_root_or(build_root.path),
+            ),
+            description=f"buildenv build {field_set.training} --env {field_set.env_name}",
+            output_directories=(out_dir,),
+            remote_cache_speculation_delay_millis=buildenv.remote_cache_speculation_delay,
+        ),
+    )
+    if result.exit_code != 0:
+        raise BuildenvBuildFailed(
+            f"buildenv build {field_set.training} --env {field_set.env_name} failed "
+            f"(exit code {result.exit_code}):\n"
+            + (result.stdout.decode() + result.stderr.decode()).rstrip()
+        )
+    artifact = await Get(Digest, RemovePrefix(result.output_digest, OUT))
+    extra_lines: tuple = ()
+    if buildenv.register:
+        registered = await Get(
+            RegisteredModel, RegisterModelRequest(field_set, sandbox, result.output_digest, out_dir)
+        )
+        extra_lines = registered.log_lines
+    return BuiltPackage(artifact, (BuiltPackageArtifact(relpath, extra_lines),))
+
+
+def rules():
+    return [*collect_rules(), UnionRule(PackageFieldSet, MlModelPackageFieldSet)]

@@ -1,0 +1,198 @@
+"""The sandbox every `python -m buildenv` process of an `ml_model` runs in.
+
+Inputs, all by digest (they make up the process cache key):
+* a venv PEX of the third-party requirements of the model's code and of buildenv;
+* the first-party sources (the training's code, buildenv itself when first-party);
+* the environment file, its lock, and the files of the environments it extends
+  (their YAML only: a parent's lock is not read when building a child);
+* a synthesized `pyproject.toml` declaring just this training, so that editing other
+  trainings or unrelated project metadata does not invalidate the model.
+
+Datasets are *not* inputs: they are read from the absolute data root, and buildenv
+refuses to build when their bytes differ from the digests in the lock, which is an
+input. So the key stays truthful without copying data into sandboxes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Mapping, Optional, Tuple
+
+import toml
+
+from buildenv_pants.config import BuildenvConfig
+from buildenv_pants.target_types import MlEnvironmentSourcesField, MlModelFieldSet
+from buildenv_pants.subsystem import Buildenv
+from pants.backend.python.target_types import EntryPoint
+from pants.backend.python.util_rules.pex import VenvPex, VenvPexProcess
+from pants.backend.python.util_rules.pex_from_targets import PexFromTargetsRequest
+from pants.backend.python.util_rules.python_sources import (
+    PythonSourceFiles,
+    PythonSourceFilesRequest,
+)
+from pants.core.util_rules.source_files import SourceFiles, SourceFilesRequest
+from pants.engine.addresses import Addresses, UnparsedAddressInputs
+from pants.engine.fs import (
+    EMPTY_DIGEST,
+    CreateDigest,
+    Digest,
+    DigestSubset,
+    FileContent,
+    MergeDigests,
+    PathGlobs,
+)
+from pants.engine.process import Process, ProcessCacheScope
+from pants.engine.rules import Get, MultiGet, collect_rules, rule
+from pants.engine.target import TransitiveTargets, TransitiveTargetsRequest
+from pants.util.logging import LogLevel
+
+BUILDENV_MAIN = "buildenv.cli:main"
+
+
+@dataclass(frozen=True)
+class MlModelSandbox:
+    """Everything but argv. `problem` is a user-facing error found while preparing it."""
+
+    venv_pex: Optional[VenvPex]
+    digest: Digest
+    source_roots: Tuple[str, ...]
+    problem: Optional[str] = None
+
+
+def synthesized_pyproject(config: BuildenvConfig, field_set: MlModelFieldSet) -> str:
+    training = {
+        "entry": field_set.entry.value,
+        "environments": [field_set.env_name],
+    }
+    if field_set.seed.value is not None:
+        training["seed"] = field_set.seed.value
+    if field_set.timeout.value is not None:
+        training["timeout"] = float(field_set.timeout.value)
+    doc = {
+        "tool": {
+            "buildenv": {
+                "environments_dir": config.environments_dir or ".",
+                "trainings": {field_set.training: training},
+            }
+        }
+    }
+    return "# Synthesized by the buildenv Pants plugin for one model.\n" + toml.dumps(doc)
+
+
+@rule(desc="Prepare a buildenv sandbox", level=LogLevel.DEBUG)
+async def ml_model_sandbox(
+    field_set: MlModelFieldSet, buildenv: Buildenv, config: BuildenvConfig
+) -> MlModelSandbox:
+    runtime = await Get(Addresses, UnparsedAddressInputs, buildenv.runtime)
+    roots = (field_set.address, *runtime)
+    transitive = await Get(TransitiveTargets, TransitiveTargetsRequest(roots))
+
+    env_targets = [t for t in transitive.closure if t.has_field(MlEnvironmentSourcesField)]
+    own = [t for t in env_targets if t[MlEnvironmentSourcesField].env_name == field_set.env_name]
+    if not own:
+        return MlModelSandbox(
+            None,
+            EMPTY_DIGEST,
+            (),
+            problem=(
+                f"{field_set.address}: no `ml_environment` target for environment "
+                f"{field_set.env_name!r} in {config.environments_dir or '.'}/\n"
+                f"  hint: run `pants tailor ::` to add one"
+            ),
+        )
+    own_sources = own[0][MlEnvironmentSourcesField]
+    wanted = [own_sources.yaml_path, *(
+        f"{own_sources.address.spec_path}/{g}".lstrip("/")
+        for g in own_sources.globs if not g.endswith(".yaml")
+    )]
+    wanted += [
+        t[MlEnvironmentSourcesField].yaml_path for t in env_targets if t not in own
+    ]
+
+    pex_request = PexFromTargetsRequest(
+        roots,
+        output_filename="buildenv.pex",
+        internal_only=True,
+        include_source_files=False,
+        main=EntryPoint.parse(BUILDENV_MAIN),
+        description=f"Build the buildenv runtime for {field_set.address}",
+    )
+    venv_pex, python_sources, env_sources, pyproject = await MultiGet(
+        Get(VenvPex, PexFromTargetsRequest, pex_request),
+        Get(
+            PythonSourceFiles,
+            PythonSourceFilesRequest(transitive.closure, include_files=True, include_resources=True),
+        ),
+        Get(SourceFiles, SourceFilesRequest([t[MlEnvironmentSourcesField] for t in env_targets])),
+        Get(
+            Digest,
+            CreateDigest(
+                [FileContent("pyproject.toml", synthesized_pyproject(config, field_set).encode())]
+            ),
+        ),
+    )
+    env_files = await Get(
+        Digest, DigestSubset(env_sources.snapshot.digest, PathGlobs(wanted))
+    )
+    digest = await Get(
+        Digest,
+        MergeDigests([python_sources.source_files.snapshot.digest, env_files, pyproject]),
+    )
+    entry_file = field_set.entry.module_path
+    if entry_file not in python_sources.source_files.snapshot.files:
+        return MlModelSandbox(
+            None,
+            digest,
+            (),
+            problem=(
+                f"{field_set.address}: the entry file {entry_file} is not owned by a "
+                f"`python_source(s)` target\n  hint: run `pants tailor ::`"
+            ),
+        )
+    return MlModelSandbox(venv_pex, digest, python_sources.source_roots)
+
+
+@dataclass(frozen=True)
+class BuildenvProcess:
+    """`python -m buildenv <argv>` in the sandbox of `field_set`."""
+
+    sandbox: MlModelSandbox
+    argv: Tuple[str, ...]
+    description: str
+    output_directories: Tuple[str, ...] = ()
+    extra_env: Optional[Mapping[str, str]] = None
+    cache_scope: ProcessCacheScope = ProcessCacheScope.SUCCESSFUL
+    remote_cache_speculation_delay_millis: int = 0
+
+
+@rule(level=LogLevel.DEBUG)
+async def buildenv_process(request: BuildenvProcess) -> Process:
+    sandbox = request.sandbox
+    assert sandbox.venv_pex is not None, sandbox.problem
+    process = await Get(
+        Process,
+        VenvPexProcess(
+            sandbox.venv_pex,
+            argv=request.argv,
+            description=request.description,
+            level=LogLevel.INFO,
+            input_digest=sandbox.digest,
+            extra_env={
+                "PEX_EXTRA_SYS_PATH": ":".join(sandbox.source_roots),
+                **(request.extra_env or {}),
+            },
+            output_directories=request.output_directories,
+            cache_scope=request.cache_scope,
+        ),
+    )
+    if request.remote_cache_speculation_delay_millis:
+        process = dataclasses.replace(
+            process,
+            remote_cache_speculation_delay_millis=request.remote_cache_speculation_delay_millis,
+        )
+    return process
+
+
+def rules():
+    return collect_rules()
