@@ -157,8 +157,14 @@ def _die_with_parent() -> None:
         pass
 
 
+def holdout_file(project: Project, cache_key: str) -> Path:
+    """Where a build's held-out sample is kept (local state, not the artifact)."""
+    hexkey = cache_key.split(":", 1)[1]
+    return project.state_dir / "holdouts" / hexkey[:2] / f"{hexkey}.parquet"
+
+
 def run_training(project: Project, config: TrainingConfig, res: Resolved, out_dir: Path,
-                 timeout: float) -> dict:
+                 timeout: float, holdout_path: Path | None = None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="buildenv-train-"))
     try:
         request = {
@@ -166,6 +172,7 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
             "module_path": config.module_path, "function": config.function,
             "seed": config.seed, "env": res.env.model_dump(mode="json", by_alias=True),
             "out_dir": str(out_dir), "result": str(work / "result.json"),
+            "holdout_path": str(holdout_path) if holdout_path else None,
         }
         (work / "request.json").write_text(json.dumps(request))
         log_path = work / "output.log"
@@ -216,6 +223,8 @@ def build_pair(project: Project, mv: Multiverse, training: str, env_name: str,
     except DiagnosticError as exc:
         outcome.diagnostics.extend(exc.diagnostics)
         outcome.status = "failed"
+    if outcome.status == "failed" and outcome.reason != CACHED_FAILURE:
+        outcome.reason = ""  # "why it rebuilt" means nothing for a build that did not finish
     outcome.seconds = time.monotonic() - started
     return outcome
 
@@ -258,7 +267,7 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
         try:
             cached_failure = json.loads(failure.read_text())
             outcome.diagnostics = problems + [Diagnostic.from_json(d) for d in cached_failure]
-            outcome.reason = "failed before with the same inputs"
+            outcome.reason = CACHED_FAILURE
             return
         except (OSError, ValueError, KeyError):
             pass
@@ -270,7 +279,8 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
         return
     with atomic_dir(out) as tmp:
         model_dir = tmp / "model"
-        result = run_training(project, config, res, model_dir, options.timeout or config.timeout)
+        result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
+                              holdout_file(project, key))
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
             found = [Diagnostic.from_json(d) for d in result.get("diagnostics", [])]
@@ -299,6 +309,9 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
 
 class _Abort(Exception):
     pass
+
+
+CACHED_FAILURE = "failed before with the same inputs"
 
 
 # Failures that depend only on the inputs; a timeout or a crash may not recur, so is retried.

@@ -212,11 +212,18 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
         mv.require(name)
     if check:
         resolved, problems = mv.resolve_all(names)
+        config_error = any(p.is_error for p in problems)  # invalid environment files
         for res in resolved.values():
-            problems.extend(check_lock(mv, res)[1])
+            try:
+                problems.extend(check_lock(mv, res)[1])
+            except DiagnosticError as exc:  # unreadable lock file (BE054, BE013)
+                problems.extend(exc.diagnostics)
+                config_error = True
         if not problems and fmt is Format.text:
             print(f"{len(resolved)} lock(s) up to date")
-        _finish(problems, fmt)
+        _emit(problems, fmt)
+        if any(p.is_error for p in problems):
+            raise typer.Exit(2 if config_error else 1)
         return
     results, problems = lock_environments(mv, names, algorithm)
     if fmt is Format.text:
@@ -224,10 +231,10 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
             rows = sum(d.rows for d in lock.datasets.values())
             state = "updated" if changed else "unchanged"
             print(f"{name}: {state} ({len(lock.datasets)} datasets, {rows} rows)")
-    exit_code = 2 if any(p.code in ("BE053",) for p in problems) else 1
     _emit(problems, fmt)
     if any(p.is_error for p in problems):
-        raise typer.Exit(exit_code if any(p.code != "BE053" for p in problems) else 1)
+        # an invalid environment file is a configuration error (2); unreadable data is 1
+        raise typer.Exit(2 if any(p.is_error and p.code != "BE053" for p in problems) else 1)
 
 
 @app.command("validate")
@@ -338,6 +345,74 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
     _finish(outcome.diagnostics, fmt)
     if outcome.status == "failed":
         raise typer.Exit(1)
+
+
+@app.command("promote")
+@command
+def promote_cmd(training: str = typer.Argument(..., help="Training name."),
+                env: str = typer.Option(..., "--env", help="Environment name."),
+                dry_run: bool = typer.Option(False, "--dry-run", help="Evaluate the gates and "
+                                             "print the comparison; move nothing."),
+                root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+    """Gate the built candidate against `<env>-champion` on the same holdout, then promote."""
+    from .promote import alias_name, evaluate, promote
+    from .resolve import Multiverse
+
+    project = _project(root)
+    project.training(training)
+    res = Multiverse(project).resolve(env)
+    ev = evaluate(project, res, training)
+    if fmt is Format.json:
+        print(json.dumps({"evaluation": ev.to_json(), "dry_run": dry_run}, indent=2))
+    else:
+        print(ev.table())
+    _emit(ev.diagnostics, Format.text if fmt is Format.json else fmt, sys.stderr)
+    if not ev.passed:
+        raise typer.Exit(1)
+    if ev.already_champion:
+        print(f"{training} v{ev.candidate.version} is already {alias_name(env)}",
+              file=sys.stderr)
+    elif dry_run:
+        print(f"dry run: would move {alias_name(env)} to v{ev.candidate.version}",
+              file=sys.stderr)
+    else:
+        seq = promote(project, ev)
+        before = f"v{ev.champion.version}" if ev.champion else "unset"
+        print(f"{alias_name(env)}: {before} -> v{ev.candidate.version} (history #{seq})",
+              file=sys.stderr)
+
+
+@app.command("history")
+@command
+def history_cmd(training: str = typer.Argument(..., help="Training name."),
+                env: str = typer.Option(..., "--env", help="Environment name."),
+                root: Optional[Path] = RootOpt,
+                fmt: DataFormat = typer.Option(DataFormat.yaml, "--format",
+                                               help="table (yaml) or json")) -> None:
+    """Past champions of `<env>-champion`, oldest first, with lineage."""
+    from .promote import history, render_history
+
+    project = _project(root)
+    project.training(training)
+    data = history(project, training, env)
+    print(json.dumps(data, indent=2) if fmt is DataFormat.json else render_history(data))
+
+
+@app.command("rollback")
+@command
+def rollback_cmd(training: str = typer.Argument(..., help="Training name."),
+                 env: str = typer.Option(..., "--env", help="Environment name."),
+                 dry_run: bool = typer.Option(False, "--dry-run", help="Say what would move."),
+                 root: Optional[Path] = RootOpt) -> None:
+    """Move `<env>-champion` back to the previous champion (no gates: an emergency lever)."""
+    from .promote import alias_name, rollback
+
+    project = _project(root)
+    project.training(training)
+    result = rollback(project, training, env, dry_run)
+    verb = "would move" if dry_run else "moved"
+    now = f"v{result['from']}" if result["from"] else "unset"
+    print(f"{alias_name(env)}: {verb} {now} -> v{result['to']}")
 
 
 @app.command("schema")

@@ -150,6 +150,21 @@ CODES: dict[str, Code] = {
                   "environment: build it first."),
     "BE704": Code("registry error", "The MLflow tracking/registry server could not be reached or "
                   "refused the request."),
+    "BE705": Code("no promotion gates", "The environment has no `promotion:` section, so there is "
+                  "nothing to gate a candidate on. Add one (metric, min_value, max_regression)."),
+    "BE706": Code("no previous champion", "`rollback` found no earlier champion in the alias "
+                  "history (`buildenv history`): the alias was set once, or never."),
+    "BE707": Code("gate failed: required check", "A check listed in "
+                  "`promotion.required_checks` has not passed for the candidate. `validate` and "
+                  "`verify` pass with every build; `drift` is recorded on the model version by "
+                  "`buildenv retrain`."),
+    "BE708": Code("compared logged metrics", "Candidate and champion could not both be scored on "
+                  "the candidate's held-out sample (a metric buildenv cannot recompute, a holdout "
+                  "built on another machine, or a champion that reads other columns), so the "
+                  "values each training logged are compared; they may come from different rows."),
+    "BE709": Code("gate metric unavailable", "The promotion metric can be neither recomputed on "
+                  "the held-out sample nor read from the training's logged metrics. Log it with "
+                  "`ctx.log_metric`, or gate on val_auc, val_logloss or accuracy."),
 }
 
 

@@ -15,9 +15,6 @@ from typing import Any, Iterator
 
 __all__ = ["describe", "model_inputs", "public_path", "walk_ops"]
 
-_FITTED_CHILDREN = ("transformers_", "estimators_", "estimator_", "best_estimator_",
-                    "named_estimators_", "calibrated_classifiers_", "final_estimator_",
-                    "base_estimator_", "steps")
 _PARAM_SKIP = ("memory", "verbose", "n_jobs", "random_state")
 
 
@@ -45,24 +42,31 @@ def _is_estimator(value: Any) -> bool:
 
 
 def _children(est: Any) -> Iterator[tuple[str, Any]]:
-    """(label, child) pairs, fitted attributes first."""
+    """(label, child) pairs: the components a user composed, fitted where that matters.
+
+    We follow estimator-valued constructor params (Pipeline steps, a meta-estimator's
+    `estimator`, Voting/Stacking `estimators`, ...) and a fitted ColumnTransformer's
+    `transformers_` / a search's `best_estimator_`. We do not descend into an ensemble's
+    internal clones (a RandomForest's trees): those are the class's implementation, and a
+    serving stack that runs the ensemble runs them.
+    """
     seen: set[int] = set()
-    for attr in _FITTED_CHILDREN:
-        value = getattr(est, attr, None) if attr != "steps" else getattr(est, "steps", None)
-        if value is None:
-            continue
-        for label, child in _unpack(attr, value):
+    fitted_transformers = getattr(est, "transformers_", None)
+    if fitted_transformers is not None:
+        for label, child in _unpack("transformers_", fitted_transformers):
             if _is_estimator(child) and id(child) not in seen:
                 seen.add(id(child))
                 yield label, child
-    if hasattr(est, "transformers_") or hasattr(est, "estimators_"):
-        return  # fitted: the unfitted templates in params are not what runs
+    best = getattr(est, "best_estimator_", None)
+    if best is not None and _is_estimator(best):
+        seen.add(id(best))
+        yield "best_estimator_", best
     try:
         params = est.get_params(deep=False)
     except Exception:
         return
     for name, value in sorted(params.items()):
-        if name in _PARAM_SKIP:
+        if name in _PARAM_SKIP or (name == "transformers" and fitted_transformers is not None):
             continue
         for label, child in _unpack(name, value):
             if _is_estimator(child) and id(child) not in seen:

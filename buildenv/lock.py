@@ -85,6 +85,10 @@ def read_lock(project: Project, name: str) -> Lock | None:
                 "BE013", f"lock_version {version} is newer than this buildenv supports "
                 f"({LOCK_VERSION})", display, hints=("upgrade buildenv",))], 2)
         while version < LOCK_VERSION:
+            if version not in LOCK_UPGRADES:
+                raise DiagnosticError([Diagnostic(
+                    "BE013", f"lock_version {version} is not supported (this buildenv reads "
+                    f"{LOCK_VERSION})", display, hints=(f"run `buildenv lock {name}`",))], 2)
             data = LOCK_UPGRADES[version](data)
             version = data["lock_version"]
         return Lock(
@@ -95,7 +99,11 @@ def read_lock(project: Project, name: str) -> Lock | None:
         )
     except DiagnosticError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except KeyError as exc:
+        raise DiagnosticError([Diagnostic(
+            "BE054", f"invalid lock file: missing key {exc}", display,
+            hints=(f"delete it and run `buildenv lock {name}`",))], 2) from None
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise DiagnosticError([Diagnostic(
             "BE054", f"invalid lock file: {exc}", display,
             hints=(f"delete it and run `buildenv lock {name}`",))], 2) from None

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from .diagnostics import Diagnostic, DiagnosticError, did_you_mean, sort_diagnostics
 from .digest import digest_json
 from .project import Project
-from .spec import Environment, OnnxServing, SklearnServing
+from .spec import CURRENT_SCHEMA, Environment, OnnxServing, SklearnServing
 from .yamlsrc import KeyPath, Located, Position, load_yaml
 
 __all__ = ["Multiverse", "Resolved", "canonical_environment", "environment_digest"]
@@ -153,14 +153,21 @@ class Multiverse:
         for link in chain:
             located = self._load(link)
             _overlay(merged, located.data, (), located, origin)
+        # a problem of the document as a whole (a missing top-level key) names this file
+        origin[()] = Position(self.display(name), 1, 1)
         problems = self._name_problems(chain)
         for link in chain:
             problems.extend(self._load(link).problems)
+        versions = self._version_problems(chain)
+        if versions:  # another format: its keys would only produce noise
+            raise DiagnosticError(problems + versions, 2)
         env: Environment | None = None
         try:
             env = Environment.model_validate(merged)
         except ValidationError as exc:
-            problems.extend(_pydantic_problems(exc, merged, origin))
+            problems.extend(p for p in _pydantic_problems(exc, merged, origin)
+                            # a missing `name` is reported per file by _name_problems
+                            if not (p.code == "BE005" and p.message == "missing key 'name'"))
         problems.extend(_semantic_problems(merged, origin, self.project))
         if any(p.is_error for p in problems):
             raise DiagnosticError(problems, 2)
@@ -180,6 +187,25 @@ class Multiverse:
             except DiagnosticError as exc:
                 problems.extend(exc.diagnostics)
         return out, sort_diagnostics(problems)
+
+    def _version_problems(self, chain: list[str]) -> list[Diagnostic]:
+        """BE013 for each file declaring a `schema:` version this buildenv does not read."""
+        problems = []
+        for link in chain:
+            located = self._load(link)
+            version = located.data.get("schema")
+            if version is None or isinstance(version, bool) or not isinstance(version, int):
+                continue  # absent (= current), or not a number: the model reports BE004
+            if version == CURRENT_SCHEMA:
+                continue
+            pos = located.keys[("schema",)]
+            hint = ("upgrade buildenv to read this file" if version > CURRENT_SCHEMA
+                    else f"rewrite the file in the current format and set `schema: "
+                    f"{CURRENT_SCHEMA}`")
+            problems.append(Diagnostic(
+                "BE013", f"unsupported schema version {version} (this buildenv supports "
+                f"{CURRENT_SCHEMA})", pos.path, pos.line, pos.col, hints=(hint,)))
+        return problems
 
     def _name_problems(self, chain: list[str]) -> list[Diagnostic]:
         problems = []
@@ -284,6 +310,10 @@ def _pydantic_problems(exc: ValidationError, merged: dict,
         else:
             where = loc
             message = f"{dotted}: {err['msg']}"
+            # a column's cross-field check: point at the key it is about, when written
+            field_key = {"bad_range": "range", "bad_domain": "domain"}.get(kind)
+            if field_key and loc + (field_key,) in origin:
+                where = loc + (field_key,)
         pos = _position(where, origin)
         problems.append(Diagnostic(code, message, pos.path if pos else None,
                                    pos.line if pos else None, pos.col if pos else None,

@@ -177,6 +177,8 @@ def run(request: dict) -> dict:
     if holdout is not None:
         X, y = holdout
         result["holdout"] = {"rows": int(len(X))}
+        if request.get("holdout_path"):
+            _save_holdout(X, y, env, Path(request["holdout_path"]))
         result["importance"] = _importance(model, X, y, seed, info["inputs"] or [])
     else:
         result["importance"] = _own_importance(model, info["inputs"])
@@ -202,6 +204,20 @@ def run(request: dict) -> dict:
         result["libraries"].update(onnx_result.get("libraries", {}))
         timings["onnx"] = time.perf_counter() - mark
     return result
+
+
+def _save_holdout(X: Any, y: Any, env: Any, path: Path) -> None:
+    """Keep the held-out sample in the local build state (never in the artifact) so that
+    `promote` can score candidate and champion on the same rows."""
+    import pandas as pd
+
+    frame = pd.DataFrame(X).reset_index(drop=True).copy()
+    label = env.label.column if env.label is not None else "__label__"
+    frame[f"__label__{label}"] = pd.Series(y).reset_index(drop=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
 
 
 def _own_importance(model: Any, inputs: list[str] | None) -> dict | None:

@@ -112,8 +112,9 @@ class Column(Strict):
             for value in self.domain:
                 ok = isinstance(value, want) and (self.dtype == "bool" or not isinstance(value, bool))
                 if not ok:
-                    raise PydanticCustomError("bad_domain", "domain value {value!r} is not a "
-                                              "{dtype}", {"value": value, "dtype": self.dtype})
+                    raise PydanticCustomError("bad_domain", "domain value {value} is not a "
+                                              "{dtype}", {"value": repr(value),
+                                                          "dtype": self.dtype})
             if len(set(map(repr, self.domain))) != len(self.domain):
                 raise PydanticCustomError("bad_domain", "domain lists a value twice", {})
         return self
@@ -349,6 +350,9 @@ def _partial(node: Any) -> Any:
             elif key == "properties":
                 out[key] = {k: {"anyOf": [_partial(v), {"type": "null"}]}
                             for k, v in value.items()}
+            elif key == "additionalProperties" and isinstance(value, dict):
+                # entries of a mapping (datasets, columns, drift.columns) can be deleted too
+                out[key] = {"anyOf": [_partial(value), {"type": "null"}]}
             else:
                 out[key] = _partial(value)
         return out

@@ -1,0 +1,310 @@
+"""Benchmark `buildenv lock`: hashing throughput, re-lock latency, and memory vs file size.
+
+    .venv/bin/python bench/bench_lock.py [--size-mb 1024] [--small-mb 250] [--repeats 5]
+
+1. Throughput: a seeded ~1 GB Parquet file in a temp repo with an environment file.
+   Timed, alternating round by round, with a warm page cache for all:
+   - `buildenv lock big` (the CLI, stat cache deleted before each run: a cold lock);
+   - bare sha256: a one-pass hashlib loop over the same bytes, 8 MiB chunks, in a child
+     python (the floor for a sha256 lock);
+   - `sha256sum` (coreutils), for reference;
+   - DVC: `dvc add --no-commit` in a fresh `dvc init --no-scm` repo (DVC's hashing only)
+     and plain `dvc add` (hash + copy into its cache, what a DVC user runs), from the
+     separate peer venv.
+   Goals: lock >= 0.9x the bare sha256 throughput, >= 3x DVC.
+2. Re-lock of the unchanged example multiverse (a copy of the repo): goal well under 1 s.
+3. Peak RSS of a cold lock of a ~250 MB file vs the ~1 GB file: should not grow with size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (BUILDENV, MAIN_PY, PEER_VENV, Run, alternate, copy_repo,  # noqa: E402
+                     ensure_peer_venv, machine, peer_version, run, table, verdict, work_dir)
+
+SEED = 20260901
+ROWS_PER_GROUP = 1 << 20
+
+SHA_SCRIPT = """
+import hashlib, sys
+h = hashlib.sha256()
+buf = bytearray(8 << 20)
+view = memoryview(buf)
+size = 0
+with open(sys.argv[1], "rb", buffering=0) as f:
+    while n := f.readinto(view):
+        h.update(view[:n])
+        size += n
+print(h.hexdigest(), size)
+"""
+
+ENV_TEMPLATE = """name: {name}
+description: benchmark dataset, ~{mb} MB, seed {seed}
+datasets:
+  big:
+    uri: data/{name}.parquet
+    format: parquet
+    columns:
+      id: {{dtype: int64, nullable: false}}
+      user: {{dtype: int32, nullable: false}}
+      x: {{dtype: float64}}
+      y: {{dtype: float64, range: [0, 1]}}
+      z: {{dtype: float64}}
+      kind: {{dtype: string, domain: [a, b, c, d, e, f]}}
+"""
+
+
+def make_parquet(path: Path, target_bytes: int, seed: int) -> int:
+    """Write row groups of random data until the file reaches `target_bytes`; rows written."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    kinds = np.array(list("abcdef"))
+    schema = pa.schema([("id", pa.int64()), ("user", pa.int32()), ("x", pa.float64()),
+                        ("y", pa.float64()), ("z", pa.float64()), ("kind", pa.string())])
+    tmp = path.with_suffix(".tmp")
+    rows = 0
+    with pq.ParquetWriter(tmp, schema, compression="snappy") as writer:
+        while not tmp.exists() or tmp.stat().st_size < target_bytes:
+            n = ROWS_PER_GROUP
+            table = pa.table({
+                "id": np.arange(rows, rows + n, dtype=np.int64),
+                "user": rng.integers(0, 2**31 - 1, n, dtype=np.int32),
+                "x": rng.normal(size=n),
+                "y": rng.random(n),
+                "z": rng.standard_exponential(n),
+                "kind": kinds[rng.integers(0, len(kinds), n)],
+            }, schema=schema)
+            writer.write_table(table)
+            rows += n
+    os.replace(tmp, path)
+    return rows
+
+
+def setup_repo(root: Path, sizes: dict[str, int]) -> dict[str, Path]:
+    (root / "environments").mkdir(parents=True, exist_ok=True)
+    (root / "data").mkdir(exist_ok=True)
+    (root / "pyproject.toml").write_text('[tool.buildenv]\nenvironments_dir = "environments"\n')
+    files = {}
+    for name, mb in sizes.items():
+        data = root / "data" / f"{name}.parquet"
+        marker = data.with_suffix(".seed")
+        stamp = f"{SEED}:{mb}"
+        if not data.is_file() or not marker.is_file() or marker.read_text() != stamp:
+            print(f"generating {data} (~{mb} MB, seed {SEED})", flush=True)
+            rows = make_parquet(data, mb << 20, SEED)
+            marker.write_text(stamp)
+            print(f"  {rows} rows, {data.stat().st_size / 2**20:.0f} MiB", flush=True)
+        (root / "environments" / f"{name}.yaml").write_text(
+            ENV_TEMPLATE.format(name=name, mb=mb, seed=SEED))
+        files[name] = data
+    return files
+
+
+def lock_case(root: Path, name: str):
+    def go() -> Run:
+        return run([BUILDENV, "lock", name], cwd=root)
+    return go
+
+
+def drop_statcache(root: Path):
+    def go() -> None:
+        (root / ".buildenv" / "statcache.json").unlink(missing_ok=True)
+    return go
+
+
+def dvc_cases(work: Path, data: Path) -> tuple[dict, dict]:
+    """`dvc add` in a fresh `dvc init --no-scm` repo each run (so DVC's own state db is cold)."""
+    dvc = PEER_VENV / "bin" / "dvc"
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(work / "dvc-site")}
+    repos = {"nocommit": work / "dvc-nocommit", "add": work / "dvc-add"}
+
+    def fresh(kind: str):
+        def go() -> None:
+            repo = repos[kind]
+            shutil.rmtree(repo, ignore_errors=True)
+            shutil.rmtree(work / "dvc-site", ignore_errors=True)
+            repo.mkdir(parents=True)
+            os.link(data, repo / data.name)  # same inode, same cached pages, no copy
+            run([dvc, "init", "--no-scm", "-q"], cwd=repo, env=env)
+        return go
+
+    def add(kind: str):
+        flags = ["--no-commit"] if kind == "nocommit" else []
+        return lambda: run([dvc, "add", "-q", *flags, data.name], cwd=repos[kind], env=env)
+
+    cases = {"dvc add --no-commit": add("nocommit"), "dvc add": add("add")}
+    before = {"dvc add --no-commit": fresh("nocommit"), "dvc add": fresh("add")}
+    return cases, before
+
+
+def bench_throughput(root: Path, data: Path, name: str, repeats: int, work: Path,
+                     with_dvc: bool) -> tuple[str, dict[str, bool]]:
+    size = data.stat().st_size
+    cases = {
+        "buildenv lock (CLI, cold stat cache)": lock_case(root, name),
+        "bare sha256 (hashlib, 8 MiB)": lambda: run([MAIN_PY, "-c", SHA_SCRIPT, data]),
+        "sha256sum (coreutils)": lambda: run(["sha256sum", data]),
+    }
+    before = {"buildenv lock (CLI, cold stat cache)": drop_statcache(root)}
+    if with_dvc:
+        dcases, dbefore = dvc_cases(work, data)
+        cases.update(dcases)
+        before.update(dbefore)
+    print(f"throughput: {size / 2**20:.0f} MiB file, {repeats} alternating rounds", flush=True)
+    series = alternate(cases, repeats, before)
+    # sanity: the lock's digest is the bare sha256
+    lock_text = (root / "environments" / f"{name}.lock.json").read_text()
+    bare = series["bare sha256 (hashlib, 8 MiB)"].runs[-1].stdout.split()[0]
+    assert f"sha256:{bare}" in lock_text, "lock digest differs from the bare sha256"
+
+    lock_s = series["buildenv lock (CLI, cold stat cache)"]
+    rows = []
+    for s in series.values():
+        rows.append([s.name, f"{s.median:.3f}", s.spread(), f"{size / s.median / 2**20:.0f}",
+                     f"{s.median / lock_s.median:.2f}x", f"{s.rss_mb:.0f}"])
+    out = [f"File: {size / 2**20:.0f} MiB Parquet; median of {repeats} alternating runs, warm "
+           "page cache.", "",
+           table(["command", "median s", "range s", "MiB/s", "time vs lock", "peak RSS MiB"],
+                 rows), ""]
+    ratio_sha = series["bare sha256 (hashlib, 8 MiB)"].median / lock_s.median
+    goals = {"lock >= 0.9x bare sha256 throughput": ratio_sha >= 0.9}
+    out.append(f"- lock throughput / bare sha256 throughput: **{ratio_sha:.2f}x** (goal >= 0.9x:"
+               f" {verdict(ratio_sha >= 0.9)})")
+    if with_dvc:
+        for key in ("dvc add --no-commit", "dvc add"):
+            r = series[key].median / lock_s.median
+            out.append(f"- lock throughput / `{key}` throughput: **{r:.2f}x** (goal >= 3x: "
+                       f"{verdict(r >= 3)})")
+            goals[f"lock >= 3x {key}"] = r >= 3
+    return "\n".join(out), goals
+
+
+def bench_in_process(data: Path, repeats: int) -> str:
+    """Where the CLI's time goes: digest_location in-process vs the same loop bare."""
+    script = f"""
+import hashlib, statistics, sys, time
+from pathlib import Path
+from buildenv.content import digest_location
+from buildenv.project import Project
+from buildenv.storage import locate
+import pyarrow.parquet  # noqa: imported by the lock too; keep it out of the timing
+path = Path({str(data)!r})
+loc = locate("file://" + str(path), Project(root=path.parent))
+def bare():
+    h = hashlib.sha256(); buf = bytearray(8 << 20); v = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(v):
+            h.update(v[:n])
+    return h.hexdigest()
+bare()
+a, b = [], []
+for _ in range({repeats}):
+    t = time.perf_counter(); digest_location(loc, "parquet"); a.append(time.perf_counter() - t)
+    t = time.perf_counter(); bare(); b.append(time.perf_counter() - t)
+print(statistics.median(a), statistics.median(b))
+"""
+    res = run([MAIN_PY, "-c", script])
+    dl, bare = map(float, res.stdout.split())
+    return (f"In-process (no interpreter start, no CLI): `digest_location` {dl:.3f} s vs bare loop "
+            f"{bare:.3f} s: **{bare / dl:.2f}x** of bare throughput.")
+
+
+def bench_startup(root: Path, repeats: int) -> str:
+    cases = {
+        "python -c pass": lambda: run([MAIN_PY, "-c", "pass"]),
+        "import buildenv.cli": lambda: run([MAIN_PY, "-c", "import buildenv.cli"]),
+        "import buildenv.lock": lambda: run([MAIN_PY, "-c", "import buildenv.lock"]),
+        "buildenv --help": lambda: run([BUILDENV, "--help"], cwd=root),
+    }
+    series = alternate(cases, repeats)
+    return table(["fixed cost", "median s"], [[s.name, f"{s.median:.3f}"]
+                                              for s in series.values()])
+
+
+def bench_relock(repeats: int, work: Path) -> tuple[str, bool]:
+    copy = copy_repo(work / "multiverse")
+    run([BUILDENV, "lock"], cwd=copy)  # first lock fills the stat cache
+    cases = {"buildenv lock (unchanged multiverse)": lambda: run([BUILDENV, "lock"], cwd=copy),
+             "buildenv lock --check": lambda: run([BUILDENV, "lock", "--check"], cwd=copy),
+             "buildenv --help": lambda: run([BUILDENV, "--help"], cwd=copy)}
+    series = alternate(cases, repeats)
+    relock = series["buildenv lock (unchanged multiverse)"]
+    rows = [[s.name, f"{s.median:.3f}", s.spread(), f"{s.rss_mb:.0f}"] for s in series.values()]
+    envs = len(list((copy / "environments").glob("*.yaml")))
+    text = (f"{envs} environments, stat cache warm; median of {repeats}.\n\n"
+            + table(["command", "median s", "range s", "peak RSS MiB"], rows)
+            + f"\n\n- re-lock: **{relock.median:.2f} s** (goal well under 1 s: "
+            f"{verdict(relock.median < 1.0)})")
+    return text, relock.median < 1.0
+
+
+def bench_memory(root: Path, names: dict[str, Path], repeats: int) -> tuple[str, bool]:
+    rows = []
+    peaks = {}
+    for name, data in names.items():
+        rss = []
+        for _ in range(repeats):
+            drop_statcache(root)()
+            rss.append(lock_case(root, name)().maxrss_kb / 1024)
+        peaks[name] = statistics.median(rss)
+        rows.append([name, f"{data.stat().st_size / 2**20:.0f}", f"{peaks[name]:.0f}"])
+    small, large = list(peaks.values())
+    growth = large - small
+    ok = growth < 16
+    text = (table(["file", "size MiB", "peak RSS MiB (median)"], rows)
+            + f"\n\n- RSS growth from the small to the large file: {growth:+.1f} MiB "
+            f"(goal: independent of size, < 16 MiB: {verdict(ok)})")
+    return text, ok
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size-mb", type=int, default=1024)
+    ap.add_argument("--small-mb", type=int, default=250)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-dvc", action="store_true", help="skip the peer (no peer venv)")
+    ap.add_argument("--only", choices=["throughput", "relock", "memory", "startup"],
+                    action="append")
+    args = ap.parse_args()
+    only = set(args.only or ["throughput", "relock", "memory", "startup"])
+    work = work_dir("lock")
+    if not args.no_dvc and "throughput" in only:
+        ensure_peer_venv(["dvc"])
+    root = work / "repo"
+    big, small = f"big-{args.size_mb}m", f"big-{args.small_mb}m"
+    files = setup_repo(root, {big: args.size_mb, small: args.small_mb})
+    print(f"# bench_lock ({machine()})\n", flush=True)
+    sections, goals = [], {}
+    if "throughput" in only:
+        text, g = bench_throughput(root, files[big], big, args.repeats, work, not args.no_dvc)
+        sections += ["## Throughput", text, bench_in_process(files[big], 3)]
+        goals.update(g)
+        if not args.no_dvc:
+            sections.append(f"(dvc {peer_version('dvc')})")
+    if "startup" in only:
+        sections += ["## Fixed costs", bench_startup(root, args.repeats)]
+    if "relock" in only:
+        text, ok = bench_relock(max(args.repeats, 7), work)
+        sections += ["## Re-lock of the unchanged example multiverse", text]
+        goals["re-lock < 1 s"] = ok
+    if "memory" in only:
+        text, ok = bench_memory(root, {small: files[small], big: files[big]}, 3)
+        sections += ["## Peak RSS vs file size (cold lock)", text]
+        goals["RSS independent of size"] = ok
+    print("\n\n".join(sections))
+    print("\n## Goals\n" + "\n".join(f"- {k}: {verdict(v)}" for k, v in goals.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The real `./pants` (Pants 2.17 + the buildenv plugin) on a small repo.
+
+Slow: each step starts Pants without pantsd (~10 s) and the first builds the
+requirements PEX (~1 min when Pants' caches are cold).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pants_toy_repo import ToyRepo, make_toy_repo
+
+pytestmark = pytest.mark.slow
+
+PAIRS = ["toy a", "toy b", "toy2 a", "toy2 b"]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> ToyRepo:
+    base = tmp_path_factory.mktemp("pants")
+    repo = make_toy_repo(base / "repo", base / "trainings.log")
+    repo.pants("tailor", "::")
+    return repo
+
+
+def test_tailor_writes_targets(repo: ToyRepo) -> None:
+    envs = (repo.root / "environments/BUILD").read_text()
+    assert 'ml_environment(\n    name="a",\n)' in envs
+    assert 'ml_environment(\n    name="b",\n)' in envs
+    models = (repo.root / "models/toy/BUILD").read_text()
+    assert 'name="toy",\n    entry="models/toy/train.py:train"' in models
+    listed = repo.pants("list", "models/toy:").stdout.split()
+    assert {"models/toy:toy#a", "models/toy:toy#b", "models/toy:toy2#a"} <= set(listed)
+
+
+def test_clean_build_equals_buildenv_build(repo: ToyRepo) -> None:
+    repo.trained()
+    repo.pants("build", "::")
+    assert repo.trained() == PAIRS
+    for pair in ("toy/a", "toy/b", "toy2/a", "toy2/b"):
+        assert (repo.root / "dist" / pair / "buildenv.json").is_file()
+
+    # `pants package` writes what `buildenv build` writes, byte for byte.
+    out = repo.root.parent / "direct"
+    repo.buildenv("build", "toy", "--env", "b", "--out", str(out), "--no-register", "--no-cache")
+    repo.trained()
+    ours = _tree(repo.root / "dist/toy/b")
+    assert ours.keys() == _tree(out).keys()
+    assert ours == _tree(out)
+
+
+def test_noop_rebuild_trains_nothing(repo: ToyRepo) -> None:
+    repo.trained()
+    proc = repo.pants("build", "::")
+    assert repo.trained() == []
+    assert "buildenv succeeded" in proc.stderr
+
+
+def test_editing_one_environment_rebuilds_only_its_pairs(repo: ToyRepo) -> None:
+    path = repo.root / "environments/b.yaml"
+    path.write_text(path.read_text().replace("range: [-100, 100]", "range: [-50, 50]"))
+    repo.buildenv("lock", "b")
+    repo.trained()
+    repo.pants("package", "::")
+    assert repo.trained() == ["toy b", "toy2 b"]
+
+
+def test_new_dataset_version_rebuilds_only_pairs_that_read_it(repo: ToyRepo) -> None:
+    repo.write_items("data/items-v2.parquet", rows=250, shift=1.0)
+    repo.buildenv("lock", "b")
+    repo.trained()
+    repo.pants("package", "::")
+    assert repo.trained() == ["toy b", "toy2 b"]
+
+
+def test_check_failure_is_a_clean_diagnostic(repo: ToyRepo) -> None:
+    repo.write("models/typo/train.py", (
+        "def train(ctx):\n"
+        "    df = ctx.read('items', columns=['x', 'y', 'xx'])\n"
+        "    return None\n"))
+    repo.write("models/typo/BUILD", (
+        "python_sources()\n\n"
+        "ml_training(name='typo', entry='models/typo/train.py:train', environments=['a'])\n"))
+    proc = repo.pants("check", "models/typo::", check=False)
+    assert proc.returncode != 0
+    assert "models/typo/train.py:2:" in proc.stderr
+    assert "error[BE102]" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "buildenv failed" in proc.stderr
+
+
+def test_training_only_feature_fails_the_build(repo: ToyRepo) -> None:
+    repo.write("models/leaky/train.py", (
+        "from sklearn.linear_model import LogisticRegression\n\n"
+        "def train(ctx):\n"
+        "    df = ctx.read('items', columns=['secret', 'y'])\n"
+        "    return LogisticRegression().fit(df[['secret']], df['y'])\n"))
+    repo.write("models/leaky/BUILD", (
+        "python_sources()\n\n"
+        "ml_training(name='leaky', entry='models/leaky/train.py:train', environments=['a'])\n"))
+    proc = repo.pants("build", "models/leaky::", check=False)
+    assert proc.returncode != 0
+    assert "error[BE401]" in proc.stderr
+    assert "'secret'" in proc.stderr
+    assert "Traceback (most recent call last)" not in proc.stderr
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
