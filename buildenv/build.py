@@ -35,7 +35,6 @@ from .fsutil import atomic_dir
 from .lock import check_lock
 from .project import Project, TrainingConfig
 from .resolve import Multiverse, Resolved
-from .validate import validate_env
 from .verify import verify_model
 
 __all__ = ["BuildOptions", "BuildOutcome", "build_pair", "cache_key_parts"]
@@ -142,6 +141,10 @@ def _child_env(seed: int, threads: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in _KEEP_ENV or k.startswith(_KEEP_PREFIXES)}
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
+    # The runner must import this very buildenv (a Pants sandbox, a test's PYTHONPATH).
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     env.update({"PYTHONHASHSEED": str(seed % (2**32)), "TZ": "UTC",
                 "PYTHONDONTWRITEBYTECODE": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
                 "DO_NOT_TRACK": "true", "MLFLOW_TRACKING_URI": "file:///nonexistent-buildenv"})
@@ -273,6 +276,8 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
             pass
     parts_with_files = {**parts, "_files": files}
     outcome.reason = explain_rebuild(previous, parts_with_files)
+    from .validate import validate_env  # pyarrow: only when something is to be built
+
     problems += validate_env(res, project, digests)
     outcome.diagnostics = problems
     if any(p.is_error for p in problems):

@@ -157,7 +157,8 @@ class _HashingReader:
         self.closed = False
 
     def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n if n is not None and n >= 0 else -1)
+        # pyarrow streams read everything with no argument; a negative size is an error
+        data = self._stream.read() if n is None or n < 0 else self._stream.read(n)
         self._hasher.update(data)
         self.size += len(data)
         return data
@@ -181,8 +182,10 @@ def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
         reader = _HashingReader(stream, hasher)
         # Parse everything as strings: we count rows here, types are validate's job.
         convert = pacsv.ConvertOptions(auto_dict_encode=False, strings_can_be_null=False)
+        # quoted fields may hold newlines: a row is not a line
         batches = pacsv.open_csv(reader, read_options=pacsv.ReadOptions(block_size=CHUNK,
                                                                           use_threads=False),
+                                 parse_options=pacsv.ParseOptions(newlines_in_values=True),
                                  convert_options=convert)
         for batch in batches:
             rows += batch.num_rows

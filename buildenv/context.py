@@ -75,7 +75,8 @@ def _read_table(uri: str, fmt: str, columns: list[str], project: Project):
         import pyarrow.csv as pacsv
 
         with location.open() as stream:
-            return pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(
+            return pacsv.read_csv(stream, parse_options=pacsv.ParseOptions(
+                newlines_in_values=True), convert_options=pacsv.ConvertOptions(
                 include_columns=columns))
     import pyarrow.parquet as pq
 

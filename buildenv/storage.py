@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pyarrow import fs as pafs
+from typing import Any
 
 from .project import Project
 
@@ -34,14 +34,26 @@ class Stat:
 class Location:
     uri: str  # as written in the environment
     key: str  # stable identity for caches: absolute path or scheme://bucket/key
-    fs: pafs.FileSystem
-    path: str  # path inside `fs`
-    local: Path | None  # set for local files (fast paths: os.stat, mmap-free reads)
+    path: str  # path inside the filesystem
+    local: Path | None  # set for local files (fast paths: os.stat, plain reads)
+
+    @property
+    def fs(self) -> Any:
+        """The pyarrow filesystem; imported lazily so a no-op build never loads pyarrow."""
+        from pyarrow import fs as pafs
+
+        if self.local is not None:
+            return pafs.LocalFileSystem()
+        if self.uri.lower().startswith("s3://"):
+            return _s3()
+        return pafs.FileSystem.from_uri(self.uri)[0]
 
     def stat(self) -> Stat:
         if self.local is not None:
             st = os.stat(self.local)
             return Stat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+        from pyarrow import fs as pafs
+
         info = self.fs.get_file_info(self.path)
         if info.type != pafs.FileType.File:
             raise FileNotFoundError(self.uri)
@@ -82,20 +94,21 @@ def locate(uri: str, project: Project) -> Location:
     scheme = parsed.scheme.lower()
     if scheme == "file":
         local = Path(parsed.path).resolve()
-        return Location(uri, str(local), pafs.LocalFileSystem(), str(local), local)
+        return Location(uri, str(local), str(local), local)
     if scheme == "":
         local = (project.data_base / uri).resolve()
-        return Location(uri, str(local), pafs.LocalFileSystem(), str(local), local)
+        return Location(uri, str(local), str(local), local)
     if scheme == "s3":
-        return Location(uri, uri, _s3(), f"{parsed.netloc}{parsed.path}", None)
-    filesystem, path = pafs.FileSystem.from_uri(uri)
-    return Location(uri, uri, filesystem, path, None)
+        return Location(uri, uri, f"{parsed.netloc}{parsed.path}", None)
+    from pyarrow import fs as pafs
+
+    return Location(uri, uri, pafs.FileSystem.from_uri(uri)[1], None)
 
 
-_S3: pafs.S3FileSystem | None = None
+_S3: Any = None
 
 
-def _s3() -> pafs.S3FileSystem:
+def _s3() -> Any:
     """One S3 client per process; endpoint from AWS_ENDPOINT_URL(_S3) like the AWS CLI."""
     global _S3
     if _S3 is None:
@@ -108,5 +121,7 @@ def _s3() -> pafs.S3FileSystem:
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         if region:
             kwargs["region"] = region
+        from pyarrow import fs as pafs
+
         _S3 = pafs.S3FileSystem(**kwargs)
     return _S3

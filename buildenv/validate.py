@@ -150,6 +150,7 @@ def _batches(dataset: Dataset, project: Project, columns: list[str],
                  if name in columns}
         stream = location.open()
         reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=8 << 20),
+                                parse_options=pacsv.ParseOptions(newlines_in_values=True),
                                 convert_options=pacsv.ConvertOptions(
                                     column_types=types, include_columns=columns,
                                     include_missing_columns=False))

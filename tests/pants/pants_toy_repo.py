@@ -70,8 +70,8 @@ def train(ctx):
 
 TRAININGS = {
     # name: (module, columns read, features)
-    "toy": ("models/toy/train.py", ["x", "y"], ["x"]),
-    "toy2": ("models/toy/train2.py", ["x", "y"], ["x"]),
+    "toy": ("models/train_toy.py", ["x", "y"], ["x"]),
+    "toy2": ("models/train_toy2.py", ["x", "y"], ["x"]),
 }
 
 

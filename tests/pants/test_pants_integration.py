@@ -29,10 +29,11 @@ def test_tailor_writes_targets(repo: ToyRepo) -> None:
     envs = (repo.root / "environments/BUILD").read_text()
     assert 'ml_environment(\n    name="a",\n)' in envs
     assert 'ml_environment(\n    name="b",\n)' in envs
-    models = (repo.root / "models/toy/BUILD").read_text()
-    assert 'name="toy",\n    entry="models/toy/train.py:train"' in models
-    listed = repo.pants("list", "models/toy:").stdout.split()
-    assert {"models/toy:toy#a", "models/toy:toy#b", "models/toy:toy2#a"} <= set(listed)
+    models = (repo.root / "models/BUILD").read_text()
+    assert 'name="toy",\n    entry="models/train_toy.py:train"' in models
+    assert "python_sources()" in models
+    listed = repo.pants("list", "models:").stdout.split()
+    assert {"models:toy#a", "models:toy#b", "models:toy2#a", "models:toy2#b"} <= set(listed)
 
 
 def test_clean_build_equals_buildenv_build(repo: ToyRepo) -> None:
