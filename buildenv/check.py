@@ -33,6 +33,7 @@ class ReadCall:
     col: int
     dataset: str | None  # None when not a literal
     columns: tuple[tuple[str, int, int], ...] | None  # (name, line, col); None when not literal
+    dataset_at: tuple[int, int] | None = None  # (line, col) of the dataset argument
 
 
 @dataclass
@@ -115,11 +116,16 @@ def _reads(tree: ast.Module, ctx_name: str) -> list[ReadCall]:
             (k.value for k in node.keywords if k.arg == "columns"), None)
         dataset = _literal_str(dataset_node) if dataset_node is not None else None
         columns: tuple[tuple[str, int, int], ...] | None = None
-        if isinstance(columns_node, (ast.List, ast.Tuple)):
+        if columns_node is None or (isinstance(columns_node, ast.Constant)
+                                    and columns_node.value is None):
+            columns = ()  # every declared column: nothing to check
+        elif isinstance(columns_node, (ast.List, ast.Tuple)):
             items = [(_literal_str(e), e.lineno, e.col_offset + 1) for e in columns_node.elts]
             if all(name is not None for name, _, _ in items):
                 columns = tuple((str(n), ln, c) for n, ln, c in items)
-        out.append(ReadCall(node.lineno, node.col_offset + 1, dataset, columns))
+        dataset_at = ((dataset_node.lineno, dataset_node.col_offset + 1)
+                      if dataset_node is not None else None)
+        out.append(ReadCall(node.lineno, node.col_offset + 1, dataset, columns, dataset_at))
     return sorted(out, key=lambda r: (r.line, r.col))
 
 
@@ -148,9 +154,10 @@ def check_training(project: Project, training: str, config: TrainingConfig,
         ds = env.datasets.get(read.dataset)
         if ds is None:
             hint = did_you_mean(read.dataset, env.datasets)
+            line, col = read.dataset_at or (read.line, read.col)  # at the string literal
             problems.append(Diagnostic(
                 "BE101", f"dataset '{read.dataset}' is not declared in environment {env.name}",
-                rel, read.line, read.col,
+                rel, line, col,
                 hints=(hint or f"declared datasets: {', '.join(sorted(env.datasets))}",)))
             continue
         if read.columns is None:

@@ -415,6 +415,37 @@ def rollback_cmd(training: str = typer.Argument(..., help="Training name."),
     print(f"{alias_name(env)}: {verb} {now} -> v{result['to']}")
 
 
+@app.command("retrain")
+@command
+def retrain_cmd(env: str = typer.Argument(..., help="Environment name."),
+                dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset whose "
+                                                      "new version is at --uri."),
+                uri: Optional[str] = typer.Option(None, "--uri", help="New uri of --dataset: "
+                                                  "written into the environment file."),
+                promote: bool = typer.Option(False, "--promote", help="Move `<env>-champion` "
+                                             "when every gate passes."),
+                events: Optional[Path] = typer.Option(None, "--events", help="Append each "
+                                                      "step's outcome to this JSON-lines file."),
+                root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+    """For cron/CI: new data -> validate, drift, relock, rebuild, gate (and promote).
+
+    A stop (failed data check, build or gate) exits 1 and leaves the lock, dist/ and the
+    aliases as they were.
+    """
+    from .retrain import RetrainOptions, retrain
+
+    project = _project(root)
+    result = retrain(project, env, RetrainOptions(dataset, uri, promote, events))
+    if fmt is Format.text:
+        for event in result.events:
+            who = f" {event['training']}" if event.get("training") else ""
+            first = (event.get("message") or "").splitlines()[:1]
+            print(f"[{event['step']}{who}] {event['status']}" + (f": {first[0]}" if first
+                                                                  else ""))
+    _emit(result.diagnostics, fmt, sys.stderr if fmt is Format.text else None)
+    raise typer.Exit(result.exit_code)
+
+
 @app.command("schema")
 @command
 def schema_cmd(full: bool = typer.Option(False, "--resolved", help="Schema of a resolved "

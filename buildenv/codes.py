@@ -165,6 +165,13 @@ CODES: dict[str, Code] = {
     "BE709": Code("gate metric unavailable", "The promotion metric can be neither recomputed on "
                   "the held-out sample nor read from the training's logged metrics. Log it with "
                   "`ctx.log_metric`, or gate on val_auc, val_logloss or accuracy."),
+    "BE710": Code("cannot rewrite dataset uri", "`buildenv retrain ENV --dataset NAME --uri NEW` "
+                  "edits the line of ENV's own file where the dataset's uri is written. A uri "
+                  "inherited through `extends` is not rewritten (that would change every sibling "
+                  "of the parent): override the dataset's uri in ENV's file first."),
+    "BE711": Code("retrain already running", "Another `buildenv retrain` holds the repository's "
+                  "retrain lock (.buildenv/retrain/.lock). Retrains of one repository run one at "
+                  "a time; wait for it to finish."),
 }
 
 

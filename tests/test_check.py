@@ -1,0 +1,297 @@
+"""`buildenv check`: static checks of training code, located at the exact token."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import PYPROJECT, TRAIN_DEMO, invoke_cli, write_repo
+
+
+def check(tmp_path: Path, source: str, env: str = "base", pyproject: str | None = None,
+          extra: tuple[str, ...] = ()) -> tuple[int, str, list[str]]:
+    files = {"train/demo.py": textwrap.dedent(source)}
+    if pyproject is not None:
+        files["pyproject.toml"] = pyproject
+    root = write_repo(tmp_path, files=files)
+    code, out, err = invoke_cli(["check", "demo", "--env", env, *extra], root)
+    return code, out, err.splitlines()
+
+
+def test_clean_training_passes(tmp_path):
+    assert check(tmp_path, TRAIN_DEMO) == (0, "demo @ base: static checks passed\n", [])
+    assert check(tmp_path / "c", TRAIN_DEMO, env="child")[0] == 0
+
+
+def test_undeclared_dataset_points_at_the_string(tmp_path):
+    code, out, err = check(tmp_path, """\
+        def train(ctx):
+            m = ctx.read("movie", columns=["movie_id"])
+            u = ctx.read(
+                "users", columns=["user_id"])
+        """)
+    assert (code, out) == (1, "")
+    assert err == [
+        "train/demo.py:2:18: error[BE101]: dataset 'movie' is not declared in environment base",
+        "  hint: did you mean 'movies'?",
+        "train/demo.py:4:9: error[BE101]: dataset 'users' is not declared in environment base",
+        "  hint: declared datasets: movies, ratings",
+    ]
+
+
+def test_undeclared_columns_point_at_each_string(tmp_path):
+    code, _, err = check(tmp_path, """\
+        def train(ctx):
+            r = ctx.read("ratings", columns=["movie_id",
+                                             "likd"])
+            s = ctx.read(dataset="movies", columns=("critic_scores", "genre", "zzz"))
+        """)
+    assert code == 1
+    assert err == [
+        "train/demo.py:3:42: error[BE102]: column 'likd' is not in dataset 'ratings' of "
+        "environment base",
+        "  hint: did you mean 'liked'?",
+        "train/demo.py:4:45: error[BE102]: column 'critic_scores' is not in dataset 'movies' of "
+        "environment base",
+        "  hint: did you mean 'critic_score'?",
+        "train/demo.py:4:71: error[BE102]: column 'zzz' is not in dataset 'movies' of "
+        "environment base",
+    ]
+
+
+def test_columns_depend_on_the_environment(tmp_path):
+    source = """\
+        def train(ctx):
+            return ctx.read("movies", columns=["budget"])
+        """
+    root = write_repo(tmp_path, files={"train/demo.py": textwrap.dedent(source)}, envs={
+        "rich": "name: rich\nextends: base\ndatasets:\n  movies:\n    columns:\n"
+                "      budget: {dtype: float64}\n"})
+    assert invoke_cli(["check", "demo", "--env", "rich"], root)[0] == 0
+    code, _, err = invoke_cli(["check", "demo", "--env", "base"], root)
+    assert code == 1
+    assert err.splitlines() == [
+        "train/demo.py:2:40: error[BE102]: column 'budget' is not in dataset 'movies' of "
+        "environment base",
+    ]
+
+
+def test_ctx_is_whatever_the_entry_names_it_and_helpers_are_checked(tmp_path):
+    code, _, err = check(tmp_path, """\
+        def load(context):
+            return context.read("movies", columns=["genra"])
+
+
+        def train(context):
+            other = object()
+            other.read("anything", columns=["x"])  # not the context: ignored
+            return context.read("ratngs", columns=["liked"])
+        """)
+    assert code == 1
+    assert err == [
+        "train/demo.py:2:44: error[BE102]: column 'genra' is not in dataset 'movies' of "
+        "environment base",
+        "  hint: did you mean 'genre'?",
+        "train/demo.py:8:25: error[BE101]: dataset 'ratngs' is not declared in environment base",
+        "  hint: did you mean 'ratings'?",
+    ]
+
+
+def test_reading_every_declared_column_needs_no_list(tmp_path):
+    code, out, err = check(tmp_path, """\
+        def train(ctx):
+            a = ctx.read("movies")
+            b = ctx.read("ratings", columns=None)
+        """)
+    assert (code, out, err) == (0, "demo @ base: static checks passed\n", [])
+
+
+def test_dynamic_reads_are_warnings(tmp_path):
+    code, out, err = check(tmp_path, """\
+        NAME = "movies"
+        COLS = ["genre"]
+
+
+        def train(ctx):
+            a = ctx.read(NAME, columns=["genre"])
+            b = ctx.read("movies", columns=COLS)
+            c = ctx.read("movies", columns=["genre", NAME])
+        """)
+    assert (code, out) == (0, "demo @ base: static checks passed\n")
+    assert err == [
+        "train/demo.py:6:9: warning[BE105]: ctx.read with a non-literal dataset name cannot be "
+        "checked statically",
+        "train/demo.py:7:9: warning[BE105]: ctx.read without a literal `columns=[...]` list "
+        "cannot be checked statically",
+        "train/demo.py:8:9: warning[BE105]: ctx.read without a literal `columns=[...]` list "
+        "cannot be checked statically",
+    ]
+
+
+def test_estimator_import_not_in_serving_ops_is_a_warning(tmp_path):
+    code, out, err = check(tmp_path, """\
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.model_selection import GridSearchCV, train_test_split
+        from sklearn.metrics import RocCurveDisplay
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.pipeline import make_pipeline
+        import sklearn.tree
+
+
+        def train(ctx):
+            from sklearn.svm import SVC
+            return None
+        """)
+    assert (code, out) == (0, "demo @ base: static checks passed\n")
+    assert err == [
+        "train/demo.py:1:1: warning[BE106]: RandomForestClassifier is imported but serving stack "
+        "'sklearn' of environment base does not list sklearn.ensemble.RandomForestClassifier in "
+        "serving.ops",
+        "  hint: the verify stage will refuse the model if it contains it",
+        "train/demo.py:11:5: warning[BE106]: SVC is imported but serving stack 'sklearn' of "
+        "environment base does not list sklearn.svm.SVC in serving.ops",
+        "  hint: the verify stage will refuse the model if it contains it",
+    ]
+
+
+def test_estimator_allowed_by_an_extended_environment(tmp_path):
+    source = "from sklearn.ensemble import RandomForestClassifier\n\n\ndef train(ctx):\n    pass\n"
+    root = write_repo(tmp_path, files={"train/demo.py": source}, envs={
+        "trees": "name: trees\nextends: base\nserving:\n  ops: [sklearn.ensemble.*]\n"})
+    assert invoke_cli(["check", "demo", "--env", "trees"], root) == (
+        0, "demo @ trees: static checks passed\n", "")
+
+
+def test_syntax_error_location(tmp_path):
+    code, out, err = check(tmp_path, """\
+        def train(ctx):
+            x = [1, 2
+            return x
+        """)
+    assert (code, out) == (1, "")
+    assert err == ["train/demo.py:2:9: error[BE100]: syntax error: '[' was never closed"]
+
+
+def test_syntax_error_unclosed_paren(tmp_path):
+    code, _, err = check(tmp_path, "def train(ctx:\n    pass\n")
+    assert code == 1
+    assert err == ["train/demo.py:1:10: error[BE100]: syntax error: '(' was never closed"]
+
+
+def test_missing_entry_function(tmp_path):
+    code, out, err = check(tmp_path, "def trian(ctx):\n    pass\n")
+    assert (code, out) == (1, "")
+    assert err == [
+        "pyproject.toml:9:1: error[BE103]: 'train/demo.py' defines no top-level function 'train'",
+        "  hint: did you mean 'trian'?",
+    ]
+
+
+def test_nested_function_is_not_an_entry(tmp_path):
+    code, _, err = check(tmp_path, "class T:\n    def train(self, ctx):\n        pass\n")
+    assert code == 1
+    assert err == [
+        "pyproject.toml:9:1: error[BE103]: 'train/demo.py' defines no top-level function 'train'",
+    ]
+
+
+@pytest.mark.parametrize("signature, line", [
+    ("def train(ctx, extra):", 1),
+    ("def train():", 1),
+    ("def train(ctx, *, required):", 1),
+    ("async def train(ctx):", 1),
+    ("import os\n\n\ndef train(*args):", 4),
+])
+def test_bad_entry_signature(tmp_path, signature, line):
+    code, _, err = check(tmp_path, f"{signature}\n    pass\n")
+    assert code == 1
+    assert err == [
+        f"train/demo.py:{line}:1: error[BE104]: entry 'train' must take exactly one parameter, "
+        "the build context: `def train(ctx):`",
+    ]
+
+
+@pytest.mark.parametrize("signature", ["def train(ctx, extra=1):", "def train(ctx, /):",
+                                       "def train(ctx, *, k=2, **kw):"])
+def test_acceptable_signatures(tmp_path, signature):
+    assert check(tmp_path, f"{signature}\n    pass\n")[0] == 0
+
+
+def test_module_not_found(tmp_path):
+    code, out, err = check(tmp_path, TRAIN_DEMO,
+                           pyproject=PYPROJECT.replace("train/demo.py", "train/nope.py"))
+    assert (code, out) == (1, "")
+    assert err == [
+        "pyproject.toml:9:1: error[BE107]: training 'demo': module 'train/nope.py' not found",
+        "  hint: entry is `path/relative/to/root.py:function`",
+    ]
+
+
+def test_unknown_training_and_environment(repo):
+    code, _, err = invoke_cli(["check", "demoo", "--env", "base"], repo)
+    assert code == 2
+    assert err.splitlines() == ["pyproject.toml: error[BE017]: unknown training 'demoo'",
+                                "  hint: did you mean 'demo'?"]
+    code, _, err = invoke_cli(["check", "demo", "--env", "bsae"], repo)
+    assert code == 2
+    assert err.splitlines() == ["buildenv: error[BE014]: unknown environment 'bsae'",
+                                "  hint: did you mean 'base'?"]
+
+
+def test_invalid_training_config_is_be016(tmp_path):
+    root = write_repo(tmp_path, files={"pyproject.toml": PYPROJECT.replace(
+        'entry = "train/demo.py:train"', 'entry = "train/demo.py"')})
+    code, _, err = invoke_cli(["check", "demo", "--env", "base"], root)
+    assert code == 2
+    assert err.splitlines()[0].startswith(
+        "pyproject.toml:9:1: error[BE016]: trainings.demo.entry: String should match pattern")
+
+
+def test_all_problems_sorted_with_json_and_sarif(tmp_path):
+    source = """\
+        from sklearn.ensemble import RandomForestClassifier
+
+
+        def train(ctx):
+            a = ctx.read("movies", columns=["genra"])
+            b = ctx.read("movie", columns=["x"])
+        """
+    code, out, _ = check(tmp_path, source, extra=("--format", "json"))
+    assert code == 1
+    diags = json.loads(out)["diagnostics"]
+    assert [(d["code"], d["line"], d["col"], d["severity"]) for d in diags] == [
+        ("BE106", 1, 1, "warning"), ("BE102", 5, 37, "error"), ("BE101", 6, 18, "error")]
+    code, out, _ = invoke_cli(["check", "demo", "--env", "base", "--format", "sarif"], tmp_path)
+    assert code == 1
+    results = json.loads(out)["runs"][0]["results"]
+    assert [(r["ruleId"], r["level"]) for r in results] == [
+        ("BE106", "warning"), ("BE102", "error"), ("BE101", "error")]
+
+
+def test_check_never_imports_the_training_nor_heavy_libraries(tmp_path):
+    """`check` parses, it does not run: the training's top level must not execute, and the
+    command must not pay for pandas/sklearn/mlflow imports."""
+    source = TRAIN_DEMO + "\nimport pathlib\npathlib.Path(__file__).with_name('RAN').touch()\n"
+    root = write_repo(tmp_path, files={"train/demo.py": source})
+    probe = textwrap.dedent("""\
+        import sys
+        from buildenv.cli import main
+        sys.argv = ["buildenv", "check", "demo", "--env", "child"]
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code
+        heavy = sorted({m.split(".")[0] for m in sys.modules}
+                       & {"pandas", "sklearn", "mlflow", "scipy", "onnx", "onnxruntime"})
+        print("RESULT", code, ",".join(heavy))
+        """)
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.stdout.splitlines()[-1] == "RESULT 0 ", proc.stderr
+    assert not (root / "train" / "RAN").exists()
