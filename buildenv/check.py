@@ -89,7 +89,10 @@ def parse_training(project: Project, training: str, config: TrainingConfig) -> P
     args = func.args
     positional = args.posonlyargs + args.args
     required_kw = [a for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is None]
-    if isinstance(func, ast.AsyncFunctionDef) or len(positional) != 1 or required_kw:
+    required = positional[: len(positional) - len(args.defaults)]
+    # called as `train(ctx)`: one positional parameter, any others must have defaults
+    if (isinstance(func, ast.AsyncFunctionDef) or not positional or len(required) > 1
+            or required_kw):
         problems.append(Diagnostic("BE104", f"entry '{config.function}' must take exactly one "
                                    "parameter, the build context: `def "
                                    f"{config.function}(ctx):`", rel, func.lineno,

@@ -115,7 +115,8 @@ def envs_cmd(root: Optional[Path] = RootOpt,
     for name in mv.names():
         res = resolved.get(name)
         if res is None:
-            rows.append({"name": name, "extends": None, "datasets": [], "lock": "invalid"})
+            rows.append({"name": name, "extends": None, "datasets": [], "lock": "invalid",
+                         "serving": None})
             continue
         rows.append({"name": name, "extends": res.env.extends,
                      "datasets": sorted(res.env.datasets), "lock": lock_state(mv, res),
@@ -129,7 +130,9 @@ def envs_cmd(root: Optional[Path] = RootOpt,
         for r in rows:
             print(f"{r['name']:<{width}}  {r['extends'] or '-':<{pwidth}}  {r['lock']:<8}  "
                   f"{', '.join(r['datasets'])}")
-    _finish(problems, Format.text)
+    _emit(problems, Format.text)
+    if any(p.is_error for p in problems):
+        raise typer.Exit(2)  # an invalid environment file is a configuration error
 
 
 @app.command("show")
@@ -158,7 +161,8 @@ def show_cmd(env: str = typer.Argument(..., help="Environment name."),
 
 @app.command("diff")
 @command
-def diff_cmd(env_a: str = typer.Argument(...), env_b: str = typer.Argument(...),
+def diff_cmd(env_a: str = typer.Argument(..., help="First environment (shown as -)."),
+             env_b: str = typer.Argument(..., help="Second environment (shown as +)."),
              root: Optional[Path] = RootOpt,
              fmt: DataFormat = typer.Option(DataFormat.yaml, "--format")) -> None:
     """What differs between two resolved environments."""

@@ -51,7 +51,8 @@ class BuildContext:
             raise ValueError("format must be 'pandas' or 'arrow'")
         self.reads.setdefault(dataset, [])
         self.reads[dataset] = sorted(set(self.reads[dataset]) | set(wanted))
-        table = _read_table(ds.uri, ds.format, wanted, self._project)
+        table = _read_table(ds.uri, ds.format, wanted, self._project,
+                            {c: ds.columns[c].dtype for c in wanted})
         return table if format == "arrow" else table.to_pandas()
 
     def log_metric(self, name: str, value: float) -> None:
@@ -69,15 +70,19 @@ class BuildContext:
         self.holdout = (X, y)
 
 
-def _read_table(uri: str, fmt: str, columns: list[str], project: Project):
+def _read_table(uri: str, fmt: str, columns: list[str], project: Project,
+                dtypes: dict[str, str]):
     location = locate(uri, project)
     if fmt == "csv":
         import pyarrow.csv as pacsv
 
-        with location.open() as stream:
+        from .validate import arrow_type
+
+        with location.open() as stream:  # CSV has no types: the environment's are the truth
             return pacsv.read_csv(stream, parse_options=pacsv.ParseOptions(
                 newlines_in_values=True), convert_options=pacsv.ConvertOptions(
-                include_columns=columns))
+                include_columns=columns,
+                column_types={c: arrow_type(t) for c, t in dtypes.items()}))
     import pyarrow.parquet as pq
 
     with location.open_random() as handle:

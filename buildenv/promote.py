@@ -251,7 +251,7 @@ def evaluate(project: Project, res: Resolved, training: str,
                     "is unavailable: it cannot be recomputed and the training did not log it",
                     hints=(f"log it with ctx.log_metric('{promotion.metric}', ...) or gate on "
                            "val_auc, val_logloss or accuracy",)))
-    _apply_gates(ev, c, lineage)
+    _apply_gates(ev, c, lineage, res)
     return ev
 
 
@@ -291,7 +291,7 @@ def _score_holdout(ev: Evaluation, c: Any, project: Project, training: str, kind
     return None
 
 
-def _apply_gates(ev: Evaluation, c: Any, lineage: dict) -> None:
+def _apply_gates(ev: Evaluation, c: Any, lineage: dict, res: Resolved) -> None:
     p = ev.promotion
     cand = ev.candidate.value
     sense = 1.0 if p.direction == "maximize" else -1.0
@@ -301,10 +301,10 @@ def _apply_gates(ev: Evaluation, c: Any, lineage: dict) -> None:
         ev.gates.append(Gate("min_value", f"{op} {p.min_value:g}", _fmt(cand), ok))
         if not ok:
             bound = "below the minimum" if sense > 0 else "above the maximum"
-            ev.diagnostics.append(Diagnostic(
+            ev.diagnostics.append(res.diag(
                 "BE701", f"{p.metric} {cand:.4f} of candidate {ev.training} v"
                 f"{ev.candidate.version} is {bound} {p.min_value:g} "
-                f"(promotion.min_value of {ev.env})",
+                f"(promotion.min_value of {ev.env})", "promotion", "min_value",
                 hints=(f"the champion stays {_champ_text(ev)}",)))
     champ = ev.champion.value if ev.champion else None
     if (p.max_regression is not None and cand is not None and champ is not None
@@ -316,11 +316,12 @@ def _apply_gates(ev: Evaluation, c: Any, lineage: dict) -> None:
         if not ok:
             rows = f"the same {ev.rows} held-out rows" if ev.source == "holdout" else \
                 "their logged values"
-            ev.diagnostics.append(Diagnostic(
+            ev.diagnostics.append(res.diag(
                 "BE702", f"{p.metric} regressed by {worse_by:.4f}: candidate {ev.training} v"
                 f"{ev.candidate.version} has {cand:.4f}, champion v{ev.champion.version} has "
                 f"{champ:.4f} on {rows}; promotion.max_regression of {ev.env} is "
-                f"{p.max_regression:g}", hints=(f"the champion stays {_champ_text(ev)}",)))
+                f"{p.max_regression:g}", "promotion", "max_regression",
+                hints=(f"the champion stays {_champ_text(ev)}",)))
     tags = _version_tags(c, ev.training, ev.candidate.version)
     for check in p.required_checks:
         if check in ("validate", "verify"):
@@ -332,10 +333,10 @@ def _apply_gates(ev: Evaluation, c: Any, lineage: dict) -> None:
             ok = actual == "passed"
         ev.gates.append(Gate(f"required_check:{check}", "passed", actual, ok))
         if not ok:
-            ev.diagnostics.append(Diagnostic(
+            ev.diagnostics.append(res.diag(
                 "BE707", f"required check '{check}' has not passed for candidate "
-                f"{ev.training} v{ev.candidate.version} ({actual})",
-                hints=(f"`buildenv retrain {ev.env}` runs and records the {check} check",)))
+                f"{ev.training} v{ev.candidate.version} ({actual})", "promotion",
+                "required_checks", hints=(f"`buildenv retrain {ev.env}` runs and records the {check} check",)))
 
 
 def _champ_text(ev: Evaluation) -> str:

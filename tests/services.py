@@ -98,16 +98,25 @@ def train(ctx):
 
 
 def events(seed: int, rows: int = 1200, shuffle_labels: bool = False,
-           weak: float = 1.0) -> pd.DataFrame:
-    """Churn events with a real signal (AUC ~0.8); `weak` < 1 fades it, `shuffle_labels` kills it."""
+           corrupt_basic: float = 0.0) -> pd.DataFrame:
+    """Churn events with a real signal (held-out AUC ~0.75-0.8).
+
+    `shuffle_labels` kills the signal (held-out AUC ~0.5). `corrupt_basic` mimics a bad label
+    backfill: in the training part (first 75% of rows) that fraction of `basic`-plan rows is
+    marked not churned, so a model trained on it is worse on the clean held-out part.
+    """
     rng = np.random.default_rng(seed)
     tenure = rng.uniform(0, 100, rows).round(1)
     spend = rng.gamma(2.0, 60.0, rows).clip(0, 1000).round(2)
     plan = rng.choice(["basic", "pro", "team"], rows, p=[0.5, 0.3, 0.2])
-    logit = weak * (1.2 - 0.035 * tenure + 0.004 * spend + np.where(plan == "basic", 0.8, -0.4))
+    logit = 1.2 - 0.035 * tenure + 0.004 * spend + np.where(plan == "basic", 0.8, -0.4)
     churned = rng.random(rows) < 1 / (1 + np.exp(-logit))
     if shuffle_labels:
         churned = rng.permutation(churned)
+    if corrupt_basic:
+        training_part = np.arange(rows) < int(rows * 0.75)
+        churned = churned & ~(training_part & (plan == "basic")
+                              & (rng.random(rows) < corrupt_basic))
     return pd.DataFrame({"tenure": tenure, "spend": spend, "plan": plan,
                          "notes": rng.integers(0, 5, rows), "churned": churned})
 
@@ -119,7 +128,7 @@ def write_events(root: Path, name: str, frame: pd.DataFrame) -> str:
     return f"data/{name}"
 
 
-def make_repo(root: Path) -> Path:
+def make_churn_repo(root: Path) -> Path:
     """The test repo: one environment `prod` with gates, one training `churn`, data v1."""
     (root / "environments").mkdir(parents=True, exist_ok=True)
     (root / "pyproject.toml").write_text(PYPROJECT)

@@ -281,3 +281,20 @@ def test_build_all_matrix_incremental(repo):
     code, out, err = run(repo, "build", "lr", "--env", "base", "--no-register")
     assert code == 0, err
     assert "lr @ base: built (dataset 'items' changed)" in out
+
+
+def test_library_version_outside_serving_pins_is_refused(repo):
+    env = repo / "environments" / "oldserving.yaml"
+    env.write_text("name: oldserving\nextends: base\nserving:\n"
+                   "  requirements: [\"scikit-learn>=1.0,<1.8\"]\n")
+    try:
+        assert run(repo, "lock", "oldserving")[0] == 0
+        code, out, err = run(repo, "build", "lr", "--env", "oldserving", "--no-register")
+    finally:
+        env.unlink()
+        (repo / "environments" / "oldserving.lock.json").unlink(missing_ok=True)
+    assert code == 1
+    import sklearn
+
+    assert (f"environments/oldserving.yaml:4:18: error[BE408]: the model was trained with "
+            f"scikit-learn {sklearn.__version__}, but serving pins 'scikit-learn>=1.0,<1.8'") in err

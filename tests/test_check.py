@@ -53,7 +53,7 @@ def test_undeclared_columns_point_at_each_string(tmp_path):
         """)
     assert code == 1
     assert err == [
-        "train/demo.py:3:42: error[BE102]: column 'likd' is not in dataset 'ratings' of "
+        "train/demo.py:3:38: error[BE102]: column 'likd' is not in dataset 'ratings' of "
         "environment base",
         "  hint: did you mean 'liked'?",
         "train/demo.py:4:45: error[BE102]: column 'critic_scores' is not in dataset 'movies' of "

@@ -47,9 +47,10 @@ def test_clean_build_equals_buildenv_build(repo: ToyRepo) -> None:
     out = repo.root.parent / "direct"
     repo.buildenv("build", "toy", "--env", "b", "--out", str(out), "--no-register", "--no-cache")
     repo.trained()
-    ours = _tree(repo.root / "dist/toy/b")
-    assert ours.keys() == _tree(out).keys()
-    assert ours == _tree(out)
+    ours, theirs = _tree(repo.root / "dist/toy/b"), _tree(out)
+    assert ours.keys() == theirs.keys()
+    differing = {name: _diff(theirs[name], ours[name]) for name in ours if ours[name] != theirs[name]}
+    assert not differing, "\n".join(differing.values())
 
 
 def test_noop_rebuild_trains_nothing(repo: ToyRepo) -> None:
@@ -106,6 +107,14 @@ def test_training_only_feature_fails_the_build(repo: ToyRepo) -> None:
     assert "error[BE401]" in proc.stderr
     assert "'secret'" in proc.stderr
     assert "Traceback (most recent call last)" not in proc.stderr
+
+
+def _diff(a: bytes, b: bytes) -> str:
+    import difflib
+
+    return "".join(difflib.unified_diff(a.decode(errors="replace").splitlines(True),
+                                        b.decode(errors="replace").splitlines(True),
+                                        "buildenv build", "pants package"))
 
 
 def _tree(root: Path) -> dict[str, bytes]:

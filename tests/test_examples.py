@@ -1,0 +1,184 @@
+"""The example multiverse of this repository works as its README says.
+
+Runs on a copy (environments/, data/, examples/, pyproject.toml in a temp dir), so the
+repository is never written to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from buildenv.project import Project
+from buildenv.resolve import Multiverse
+from conftest import REPO_ROOT, invoke_cli
+
+ENVS = sorted(p.stem for p in (REPO_ROOT / "environments").glob("*.yaml"))
+ROOT_ENV = "prod-2026-06"
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("example")
+    for name in ("environments", "data", "examples"):
+        shutil.copytree(REPO_ROOT / name, root / name,
+                        ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    shutil.copy2(REPO_ROOT / "pyproject.toml", root / "pyproject.toml")
+    return root
+
+
+def test_the_multiverse_has_its_five_environments():
+    assert ENVS == ["exp-genre-v2", "exp-onnx", "prod-2026-06", "prod-2026-09", "prod-2026-12"]
+
+
+def test_envs(example):
+    code, out, err = invoke_cli(["envs"], example)
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "NAME          EXTENDS       LOCK      DATASETS",
+        "exp-genre-v2  prod-2026-09  locked    movies, ratings, users",
+        "exp-onnx      prod-2026-09  locked    movies, ratings, users",
+        "prod-2026-06  -             locked    movies, ratings, users",
+        "prod-2026-09  prod-2026-06  locked    movies, ratings, users",
+        "prod-2026-12  prod-2026-09  locked    movies, ratings, users",
+    ]
+
+
+def test_every_environment_but_the_root_extends(example):
+    mv = Multiverse(Project.discover(example))
+    for name in ENVS:
+        chain = mv.resolve(name).chain
+        assert chain[0] == ROOT_ENV, name
+        if name == ROOT_ENV:
+            assert chain == [ROOT_ENV]
+        else:
+            assert len(chain) >= 2, f"{name} should branch from another environment"
+    assert mv.children("prod-2026-09") == ["exp-genre-v2", "exp-onnx", "prod-2026-12"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_show(example, env):
+    code, out, err = invoke_cli(["show", env, "--format", "json"], example)
+    assert (code, err) == (0, "")
+    doc = json.loads(out)
+    assert doc["name"] == env
+    assert set(doc["datasets"]) == {"movies", "ratings", "users"}
+    assert doc["label"] == {"dataset": "ratings", "column": "liked", "classes": [False, True]}
+    code, out, err = invoke_cli(["show", env, "--explain"], example)
+    assert (code, err) == (0, "")
+    assert out.startswith(f"# {env}: resolved from {ROOT_ENV}")
+
+
+def test_show_explain_attributes_branch_values(example):
+    code, out, _ = invoke_cli(["show", "exp-onnx", "--explain"], example)
+    lines = out.splitlines()
+    assert "  stack: onnx  # environments/exp-onnx.yaml:12" in lines
+    assert "  opset: 17  # environments/exp-onnx.yaml:13" in lines
+    assert "    uri: data/movies/2026-09.parquet  # environments/prod-2026-09.yaml:11" in lines
+
+
+def test_diff_prod_09_vs_12(example):
+    code, out, err = invoke_cli(["diff", "prod-2026-09", "prod-2026-12"], example)
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "--- prod-2026-09",
+        "+++ prod-2026-12",
+        '~ description: "Production as of 2026-09-30; serving image v1 unchanged." -> '
+        '"Serving image v2 - critic scores served, tree ensembles allowed."',
+        "~ datasets.movies.columns.critic_score.serving: false -> true",
+        '~ serving.ops: ["sklearn.pipeline.Pipeline", "sklearn.compose.ColumnTransformer", '
+        '"sklearn.preprocessing.*", "sk... -> ["sklearn.pipeline.Pipeline", '
+        '"sklearn.compose.ColumnTransformer", "sklearn.preprocessing.*", "sk...',
+        '~ serving.requirements: ["scikit-learn>=1.6,<2"] -> ["scikit-learn>=1.8,<2"]',
+    ]
+
+
+def test_diff_json_names_the_new_op(example):
+    code, out, _ = invoke_cli(["diff", "prod-2026-09", "prod-2026-12", "--format", "json"],
+                              example)
+    ops = next(c for c in json.loads(out)["changes"] if c["path"] == "serving.ops")
+    assert set(ops["b"]) - set(ops["a"]) == {"sklearn.ensemble.HistGradientBoostingClassifier"}
+
+
+def test_locks_are_committed_and_up_to_date(example):
+    for env in ENVS:
+        assert (REPO_ROOT / "environments" / f"{env}.lock.json").is_file(), env
+    code, out, err = invoke_cli(["lock", "--check"], example)
+    assert (code, out, err) == (0, f"{len(ENVS)} lock(s) up to date\n", "")
+
+
+def test_relocking_changes_no_byte(example, tmp_path):
+    """Stronger than --check: the environment digests in the committed locks are current too."""
+    copy = tmp_path / "relock"
+    shutil.copytree(example, copy, ignore=shutil.ignore_patterns(".buildenv"))
+    code, out, err = invoke_cli(["lock"], copy)
+    assert (code, err) == (0, "")
+    assert all(line.split(": ")[1].startswith("unchanged") for line in out.splitlines()), out
+    for env in ENVS:
+        name = f"{env}.lock.json"
+        assert (copy / "environments" / name).read_bytes() == \
+            (REPO_ROOT / "environments" / name).read_bytes()
+
+
+def test_locks_are_tracked_by_git():
+    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(["git", "ls-files", "environments"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert {f"environments/{env}.lock.json" for env in ENVS} <= set(tracked)
+
+
+def test_lock_row_counts_match_the_readme():
+    rows = {}
+    for env in ENVS:
+        lock = json.loads((REPO_ROOT / "environments" / f"{env}.lock.json").read_text())
+        for ds in lock["datasets"].values():
+            rows[ds["uri"]] = ds["rows"]
+    assert rows == {
+        "data/movies/2026-06.parquet": 3320, "data/movies/2026-09.parquet": 3400,
+        "data/movies/2026-09-genre-v2.parquet": 3400,
+        "data/users/2026-06.parquet": 7010, "data/users/2026-09.parquet": 7400,
+        "data/ratings/2026-06.parquet": 38320, "data/ratings/2026-09.parquet": 51759,
+    }
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_validate(example, env):
+    code, out, err = invoke_cli(["validate", env], example)
+    assert (code, out, err) == (0, f"{env}: 3 dataset(s) valid\n", "")
+
+
+TRAININGS = ["boosted", "critic-aware", "recommender"]
+
+
+@pytest.mark.parametrize("training", TRAININGS)
+def test_static_checks_pass_everywhere(example, training):
+    for env in ENVS:
+        code, out, err = invoke_cli(["check", training, "--env", env], example)
+        assert (code, out) == (0, f"{training} @ {env}: static checks passed\n"), err
+        warnings = [line for line in err.splitlines() if "warning[" in line]
+        if training == "boosted" and env != "prod-2026-12":
+            assert len(warnings) == 1 and "warning[BE106]: HistGradientBoostingClassifier" \
+                in warnings[0], (env, err)
+        else:
+            assert warnings == [], (training, env, err)
+
+
+def test_generate_is_byte_identical(tmp_path):
+    out = tmp_path / "generated"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "examples" / "movies" / "generate.py"),
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    generated = {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                 for p in sorted(out.rglob("*.parquet"))}
+    committed = {p.relative_to(REPO_ROOT / "data").as_posix():
+                 hashlib.sha256(p.read_bytes()).hexdigest()
+                 for p in sorted((REPO_ROOT / "data").rglob("*.parquet"))}
+    assert len(generated) == 7
+    assert generated == committed
