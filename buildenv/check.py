@@ -102,6 +102,23 @@ def parse_training(project: Project, training: str, config: TrainingConfig) -> P
     return ParsedTraining(rel, tree, problems, reads, _imports(tree))
 
 
+def _helper_reads(project: Project, config: TrainingConfig,
+                  parsed: ParsedTraining) -> list[tuple[str, ReadCall]]:
+    """`ctx.read` calls in the repository modules the training imports (shared loaders)."""
+    out = []
+    entry = (project.root / config.module_path).resolve()
+    for path in repo_imports(project, config.module_path):
+        if path == entry:
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue  # the training itself will fail to import it, with a located error
+        rel = project.rel(path)
+        out += [(rel, read) for read in _reads(tree, "ctx")]
+    return out
+
+
 def _literal_str(node: ast.AST) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
@@ -147,8 +164,10 @@ def check_training(project: Project, training: str, config: TrainingConfig,
     parsed = parsed or parse_training(project, training, config)
     env = res.env
     problems = list(parsed.problems)
-    rel = parsed.path
-    for read in parsed.reads:
+    reads = [(parsed.path, read) for read in parsed.reads]
+    if parsed.tree is not None:
+        reads += _helper_reads(project, config, parsed)
+    for rel, read in reads:
         if read.dataset is None:
             problems.append(Diagnostic("BE105", "ctx.read with a non-literal dataset name cannot "
                                        "be checked statically", rel, read.line, read.col,
