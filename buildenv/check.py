@@ -203,8 +203,8 @@ def check_training(project: Project, training: str, config: TrainingConfig,
             if not op_allowed(name, env.serving.ops):
                 problems.append(Diagnostic(
                     "BE106", f"{leaf} is imported but serving stack '{env.serving.stack}' of "
-                    f"environment {env.name} does not list {name} in serving.ops", rel, line,
-                    col, Severity.WARNING,
+                    f"environment {env.name} does not list {name} in serving.ops", parsed.path,
+                    line, col, Severity.WARNING,
                     hints=("the verify stage will refuse the model if it contains it",)))
     return problems
 

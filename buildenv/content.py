@@ -73,7 +73,9 @@ class StatCache:
         entry = self._entries.get(f"{algorithm}:{fmt}:{key}")
         if not entry or entry.get("stat") != asdict(stat):
             return None
-        if stat.mtime_ns >= entry.get("hashed_at_ns", 0) - RACY_NS:
+        # Remote objects have second-resolution mtimes and no inode: a wider window.
+        window = RACY_NS if stat.inode else 3 * RACY_NS
+        if stat.mtime_ns >= entry.get("hashed_at_ns", 0) - window:
             return None  # modified too close to hashing to trust the timestamp
         return ContentDigest(entry["digest"], entry["size"], entry["rows"])
 

@@ -295,3 +295,24 @@ def test_check_never_imports_the_training_nor_heavy_libraries(tmp_path):
                           text=True, timeout=120)
     assert proc.stdout.splitlines()[-1] == "RESULT 0 ", proc.stderr
     assert not (root / "train" / "RAN").exists()
+
+
+def test_reads_in_imported_repository_modules_are_checked(tmp_path):
+    """A shared loader module is checked too, each problem in its own file; warnings about the
+    entry's imports stay located in the entry (regression: they took the last read's file)."""
+    loaders = "def load(ctx):\n    return ctx.read('movies', columns=['genra'])\n"
+    entry = ("from sklearn.ensemble import RandomForestClassifier\n"
+             "from loaders import load\n\n\n"
+             "def train(ctx):\n    return load(ctx)\n")
+    root = write_repo(tmp_path, files={"train/demo.py": entry, "train/loaders.py": loaders})
+    code, out, err = invoke_cli(["check", "demo", "--env", "base"], root)
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        "train/demo.py:1:1: warning[BE106]: RandomForestClassifier is imported but serving stack "
+        "'sklearn' of environment base does not list sklearn.ensemble.RandomForestClassifier in "
+        "serving.ops",
+        "  hint: the verify stage will refuse the model if it contains it",
+        "train/loaders.py:2:40: error[BE102]: column 'genra' is not in dataset 'movies' of "
+        "environment base",
+        "  hint: did you mean 'genre'?",
+    ]

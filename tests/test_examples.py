@@ -80,7 +80,7 @@ def test_show_explain_attributes_branch_values(example):
     lines = out.splitlines()
     assert "  stack: onnx  # environments/exp-onnx.yaml:12" in lines
     assert "  opset: 17  # environments/exp-onnx.yaml:13" in lines
-    assert "    uri: data/movies/2026-09.parquet  # environments/prod-2026-09.yaml:11" in lines
+    assert "    uri: data/movies/2026-09.parquet  # environments/prod-2026-09.yaml:12" in lines
 
 
 def test_diff_prod_09_vs_12(example):
