@@ -192,8 +192,15 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
         problems.append(Diagnostic("BE052", f"lock pins dataset '{ds_name}', which environment "
                                    f"'{name}' no longer declares", display,
                                    hints=(f"run `buildenv lock {name}`",)))
-    if problems or not verify_data:
-        return (None if problems else lock), problems
+    if not problems and lock.environment_digest != res.digest:
+        # The data pins still hold; only the recorded environment digest is old (columns,
+        # serving or monitoring changed). Builds proceed; `lock` refreshes the record.
+        problems.append(Diagnostic(
+            "BE052", f"lock of '{name}' records an older version of the environment "
+            "(its data pins still match)", display, severity=Severity.WARNING,
+            hints=(f"run `buildenv lock {name}` to refresh it",)))
+    if any(p.is_error for p in problems) or not verify_data:
+        return (None if any(p.is_error for p in problems) else lock), problems
     own_cache = cache is None
     cache = cache or stat_cache(project)
     for ds_name, ds in sorted(res.env.datasets.items()):
@@ -217,7 +224,7 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
                        f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`",)))
     if own_cache:
         cache.save()
-    return (None if problems else lock), problems
+    return (None if any(p.is_error for p in problems) else lock), problems
 
 
 def lock_state(multiverse: Multiverse, res: Resolved) -> str:
