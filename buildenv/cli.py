@@ -450,6 +450,88 @@ def retrain_cmd(env: str = typer.Argument(..., help="Environment name."),
     raise typer.Exit(result.exit_code)
 
 
+@app.command("drift")
+@command
+def drift_cmd(env: str = typer.Argument(..., help="Environment whose locked version is the "
+                                        "baseline."),
+              dataset: str = typer.Option(..., "--dataset", help="Dataset to compare."),
+              against: Optional[str] = typer.Option(None, "--against", help="Candidate data "
+                                                    "(uri like a dataset's; csv by extension)."),
+              against_lock: Optional[str] = typer.Option(None, "--against-lock", help="Compare "
+                                                         "with this environment's locked "
+                                                         "version instead."),
+              stats: Optional[Path] = typer.Option(None, "--stats", help="Statistics JSON "
+                                                   "(default .buildenv/drift/<env>/"
+                                                   "<dataset>-<digest12>.json)."),
+              html: Optional[Path] = typer.Option(None, "--html", help="Also write a "
+                                                  "self-contained HTML report."),
+              all_: bool = typer.Option(False, "--all", help="Show suppressed alerts too."),
+              root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+    """Drift between the locked version of a dataset and a candidate, with actionable alerts."""
+    from .drift import run_drift, write_outputs
+    from .drift_report import render
+
+    project = _project(root)
+    result = run_drift(project, env, dataset, against=against, against_lock=against_lock)
+    write_outputs(result, project, stats, html)
+    print(render(result, fmt.value, show_all=all_))
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("image")
+@command
+def image_cmd(training: str = typer.Argument(..., help="Training name."),
+              env: str = typer.Option(..., "--env", help="Environment name."),
+              out: Optional[Path] = typer.Option(None, "--out", help="Build context directory "
+                                                 "(default .buildenv/image/<training>/<env>)."),
+              oci: Optional[Path] = typer.Option(None, "--oci", help="Write an OCI image archive "
+                                                 "here, without any daemon (needs "
+                                                 "--base-rootfs)."),
+              base_rootfs: Optional[Path] = typer.Option(None, "--base-rootfs", help="Root "
+                                                         "filesystem tarball: the OCI base "
+                                                         "layer."),
+              base_image: Optional[str] = typer.Option(None, "--base-image", help="FROM image "
+                                                       "of the Docker build (default "
+                                                       "python:<X.Y>-slim-bookworm)."),
+              tag: Optional[str] = typer.Option(None, "--tag", help="Image tag (default "
+                                                "buildenv/<training>:<env>)."),
+              docker: Optional[bool] = typer.Option(None, "--docker/--no-docker",
+                                                    help="Build with the Docker daemon "
+                                                    "(default: when one is reachable and "
+                                                    "--oci is not given)."),
+              root: Optional[Path] = RootOpt) -> None:
+    """A serving image: Docker build context, daemon build, and/or reproducible OCI archive."""
+    from .image import (build_docker, check_base_rootfs, docker_client, host_python,
+                        write_context, write_oci)
+    from .resolve import Multiverse
+
+    project = _project(root)
+    project.training(training)
+    res = Multiverse(project).resolve(env)
+    if oci is not None and base_rootfs is None:
+        raise DiagnosticError([Diagnostic("BE004", "--oci needs --base-rootfs TAR (the base "
+                                          "layer)")], 2)
+    if base_rootfs is not None:
+        check_base_rootfs(base_rootfs, host_python())  # before minutes of copying
+    ctx = write_context(project, res, training, out)
+    print(f"context: {project.rel(ctx.path)} (python {ctx.python}, "
+          f"{len(ctx.packages)} vendored packages)")
+    name = tag or f"buildenv/{training}:{env}"
+    if oci is not None:
+        assert base_rootfs is not None
+        result = write_oci(project, ctx, base_rootfs, oci, name.rsplit(":", 1)[-1])
+        print(f"oci: {oci} manifest {result['manifest']}")
+    want_docker = docker if docker is not None else oci is None
+    if want_docker:
+        client = docker_client(required=docker is True)
+        if client is None:
+            print("docker: no daemon reachable; wrote the context only (`docker build` it, or "
+                  "use --oci)", file=sys.stderr)
+        else:
+            image_id = build_docker(client, ctx, name, base_image)
+            print(f"docker: {name} {image_id}")
+
+
 @app.command("schema")
 @command
 def schema_cmd(full: bool = typer.Option(False, "--resolved", help="Schema of a resolved "

@@ -133,12 +133,18 @@ CODES: dict[str, Code] = {
     "BE410": Code("no holdout", "The training did not call `ctx.set_holdout(X, y)`; checks that "
                   "need a held-out sample (ONNX parity, importance) were skipped."),
     # --- drift ---------------------------------------------------------------------------
-    "BE601": Code("categorical drift", "The distribution of a categorical column moved more than "
-                  "its L-infinity (`linf`) threshold: the largest change of any value's frequency."),
-    "BE602": Code("numeric drift", "A numeric column's distribution moved more than its PSI or "
-                  "Jensen-Shannon threshold over shared bins."),
+    "BE601": Code("categorical drift", "The value frequencies of a categorical (string or bool) "
+                  "column moved more than a threshold: `linf`, the largest change of any value's "
+                  "frequency (L-infinity distance, as in TFDV), `jsd` (Jensen-Shannon divergence, "
+                  "log base 2) or `psi`. The message names the value that moved most; the hints "
+                  "give the command that accepts the new data and the exact threshold change."),
+    "BE602": Code("numeric drift", "A numeric, date or timestamp column's distribution moved "
+                  "more than its `psi`, `jsd` or `linf` threshold over shared bins (the locked "
+                  "version's deciles). The message gives the shift in the column's own units: "
+                  "mean, spread, median and the bin that moved most."),
     "BE603": Code("new categorical values", "The candidate data has values outside the column's "
-                  "declared domain."),
+                  "declared domain, with their row counts (for restricted datasets, values seen "
+                  "fewer than `privacy.min_group_size` times are counted, never shown)."),
     "BE604": Code("null fraction changed", "A column's null fraction moved more than the "
                   "`null_fraction` threshold."),
     # --- promotion -----------------------------------------------------------------------
@@ -172,6 +178,26 @@ CODES: dict[str, Code] = {
     "BE711": Code("retrain already running", "Another `buildenv retrain` holds the repository's "
                   "retrain lock (.buildenv/retrain/.lock). Retrains of one repository run one at "
                   "a time; wait for it to finish."),
+    # --- serving images ---------------------------------------------------------------------
+    "BE750": Code("no artifact to package", "`buildenv image` packages dist/<training>/<env>/; "
+                  "build it first."),
+    "BE751": Code("serving requirement not vendorable", "The image vendors the serving runtime "
+                  "(serving.requirements, pandas, cloudpickle and their dependencies) from the "
+                  "Python environment running buildenv. A package is missing there, its "
+                  "installed version does not satisfy the requirement, or it has no RECORD "
+                  "file list."),
+    "BE752": Code("not servable by the image", "`buildenv image` serves scikit-learn models "
+                  "whose inputs are served columns of the environment; this artifact is for "
+                  "another stack, or its inputs are unknown or not served."),
+    "BE753": Code("no Docker daemon", "`--docker` was asked for, but no daemon answered at "
+                  "DOCKER_HOST (or the default socket). `--oci FILE` builds an image archive "
+                  "without a daemon."),
+    "BE754": Code("docker build failed", "The daemon refused or failed the build; the hints show "
+                  "the last lines of its log (often: the base image is not present locally and "
+                  "no registry is reachable; pass --base-image)."),
+    "BE755": Code("unusable base rootfs", "`--base-rootfs` must be a readable tarball of a root "
+                  "filesystem holding python<X.Y> for the Python version the packages are "
+                  "vendored from."),
 }
 
 

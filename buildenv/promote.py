@@ -336,7 +336,8 @@ def _apply_gates(ev: Evaluation, c: Any, lineage: dict, res: Resolved) -> None:
             ev.diagnostics.append(res.diag(
                 "BE707", f"required check '{check}' has not passed for candidate "
                 f"{ev.training} v{ev.candidate.version} ({actual})", "promotion",
-                "required_checks", hints=(f"`buildenv retrain {ev.env}` runs and records the {check} check",)))
+                "required_checks",
+                hints=(f"`buildenv retrain {ev.env}` runs and records the {check} check",)))
 
 
 def _champ_text(ev: Evaluation) -> str:

@@ -180,7 +180,7 @@ def rewrite_uri(project: Project, mv: Multiverse, res: Resolved, dataset: str,
         where = f"{pos.path}:{pos.line}" if pos else "a parent"
         raise DiagnosticError([res.diag(
             "BE710", f"the uri of dataset '{dataset}' is inherited ({where}); retrain --uri "
-            f"edits only {own}", "datasets", dataset,
+            f"edits only {own}", "extends",
             hints=(f"add `datasets: {{{dataset}: {{uri: ...}}}}` to {own}, or create a new "
                    "environment that extends it",))], 2)
     path = mv.path(res.name)

@@ -23,8 +23,24 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-VENV_BIN = Path(sys.executable).parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# Pants runs tests with a scrubbed environment: find system tools on the usual paths too.
+SYSTEM_PATH = os.pathsep.join(filter(None, [os.environ.get("PATH"), "/usr/local/sbin",
+                                            "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin",
+                                            "/bin"]))
+
+
+def tool(name: str) -> str:
+    """Absolute path of a system tool (skopeo, dockerd, debootstrap, runuser, tar)."""
+    found = shutil.which(name, path=SYSTEM_PATH)
+    if found is None:
+        raise RuntimeError(f"{name} is not installed; .ci/run installs it (see "
+                           "docs/production.md)")
+    return found
+
+
+def system_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PATH": SYSTEM_PATH, **extra}
 
 # --- a small, self-contained repository ------------------------------------------------------
 
@@ -138,19 +154,6 @@ def make_churn_repo(root: Path) -> Path:
     return root
 
 
-def buildenv(root: Path, *args: str, env: dict | None = None,
-             check: bool = False) -> subprocess.CompletedProcess:
-    """Run the CLI the way users do, in a subprocess."""
-    full_env = {**os.environ, **(env or {}), "MLFLOW_DISABLE_TELEMETRY": "true",
-                "DO_NOT_TRACK": "true"}
-    proc = subprocess.run([str(VENV_BIN / "buildenv"), *args, "--root", str(root)],
-                          capture_output=True, text=True, env=full_env, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"buildenv {' '.join(args)} exited {proc.returncode}\n"
-                             f"{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
 # --- processes and ports --------------------------------------------------------------------
 
 def free_port() -> int:
@@ -201,10 +204,10 @@ def mlflow_server(workdir: Path, backend_uri: str | None = None) -> Iterator[str
     port = free_port()
     backend = backend_uri or f"sqlite:///{workdir / 'server.db'}"
     log = workdir / "mlflow-server.log"
-    cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1", "--backend-store-uri", backend,
            "--artifacts-destination", (workdir / "artifacts").as_uri()]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    env = system_env(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env=env,
                                 start_new_session=True)
@@ -228,7 +231,7 @@ def postgres(workdir: Path) -> Iterator[str]:
     if os.geteuid() == 0:  # initdb refuses to run as root
         shutil.chown(workdir, "postgres")
         shutil.chown(sockets, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
+        as_user = [tool("runuser"), "-u", "postgres", "--"]
         _traversable(workdir)
     subprocess.run([*as_user, str(PG_BIN / "initdb"), "-D", str(data), "-U", "buildenv",
                     "--auth=trust", "--no-sync", "-E", "UTF8"], check=True,
@@ -243,9 +246,9 @@ def postgres(workdir: Path) -> Iterator[str]:
             return subprocess.run([str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p",
                                    str(port)], capture_output=True).returncode == 0
         wait_for(ready, 60, "postgres", proc, log)
-        subprocess.run([str(PG_BIN.parent / "bin" / "createdb"), "-h", "127.0.0.1", "-p",
+        subprocess.run([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p",
                         str(port), "-U", "buildenv", "mlflow"], check=True, capture_output=True)
-        yield f"postgresql://buildenv@127.0.0.1:{port}/mlflow"
+        yield f"postgresql+psycopg2://buildenv@127.0.0.1:{port}/mlflow"
     finally:
         stop(proc)
 
@@ -279,15 +282,15 @@ def base_rootfs() -> Path:
     work = Path(tempfile_dir(target.parent))
     rootfs = work / "rootfs"
     try:
-        subprocess.run(["debootstrap", "--variant=minbase", "--include=python3,ca-certificates",
-                        "bookworm", str(rootfs), MIRROR], check=True, capture_output=True,
-                       timeout=1800)
+        subprocess.run([tool("debootstrap"), "--variant=minbase",
+                        "--include=python3,ca-certificates", "bookworm", str(rootfs), MIRROR],
+                       check=True, capture_output=True, timeout=1800, env=system_env())
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "var/log"):
             for item in (rootfs / junk).glob("*"):
                 if item.is_file():
                     item.unlink()
         tmp = work / "rootfs.tar"
-        subprocess.run(["tar", "-C", str(rootfs), "--sort=name", "--numeric-owner",
+        subprocess.run([tool("tar"), "-C", str(rootfs), "--sort=name", "--numeric-owner",
                         "--mtime=@0", "--exclude=./dev/*", "--exclude=./proc/*",
                         "--exclude=./sys/*", "-cf", str(tmp), "."], check=True)
         os.replace(tmp, target)
@@ -300,3 +303,71 @@ def tempfile_dir(parent: Path) -> str:
     import tempfile
 
     return tempfile.mkdtemp(prefix=".build-", dir=parent)
+
+
+# --- a Docker daemon --------------------------------------------------------------------------
+
+def _docker_ok(host: str) -> bool:
+    import docker
+
+    client = docker.DockerClient(base_url=host, version="auto", timeout=5)
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def docker_daemon(workdir: Path) -> Iterator[str]:
+    """A reachable Docker daemon; yields its DOCKER_HOST.
+
+    Uses DOCKER_HOST when it answers; otherwise starts Debian's dockerd (root) on a private
+    socket: overlay2 storage, no iptables, no bridge (so containers run with --network host).
+    Its data root is cached in ~/.cache/buildenv/docker, so imported base images survive runs.
+    """
+    given = os.environ.get("DOCKER_HOST")
+    if given:
+        with contextlib.suppress(Exception):
+            if _docker_ok(given):
+                yield given
+                return
+    workdir.mkdir(parents=True, exist_ok=True)
+    sock = workdir / "docker.sock"
+    host = f"unix://{sock}"
+    data_root = CACHE / "docker"
+    data_root.mkdir(parents=True, exist_ok=True)
+    log = workdir / "dockerd.log"
+    cmd = [tool("dockerd"), "--host", host, "--data-root", str(data_root),
+           "--exec-root", str(workdir / "exec"), "--pidfile", str(workdir / "docker.pid"),
+           "--storage-driver", os.environ.get("BUILDENV_DOCKER_STORAGE", "overlay2"),
+           "--iptables=false", "--ip6tables=false", "--bridge=none",
+           "--containerd-namespace", "buildenv-tests", "--containerd-plugins-namespace",
+           "buildenv-tests-plugins"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=system_env(),
+                                start_new_session=True)
+    try:
+        wait_for(lambda: _docker_ok(host), 90, "dockerd", proc, log)
+        yield host
+    finally:
+        stop(proc, timeout=30)
+
+
+def base_image(host: str, tag: str = "buildenv-base:bookworm") -> str:
+    """`docker import` the cached base rootfs once per daemon data root."""
+    import docker
+
+    client = docker.DockerClient(base_url=host, version="auto", timeout=600)
+    try:
+        try:
+            client.images.get(tag)
+            return tag
+        except docker.errors.ImageNotFound:
+            pass
+        repository, _, name = tag.partition(":")
+        with open(base_rootfs(), "rb") as data:
+            client.api.import_image_from_data(data.read(), repository=repository, tag=name)
+        client.images.get(tag)
+        return tag
+    finally:
+        client.close()

@@ -1,0 +1,1 @@
+"""Files copied into serving images by `buildenv image` (see buildenv/image.py)."""
