@@ -1,24 +1,9 @@
 """Drift (SPEC §6, `buildenv drift`): the locked version of a dataset against a candidate.
 
-Statistics are computed in a streaming way, one record batch at a time, with pyarrow compute
-and numpy; memory is bounded by the batch size plus fixed-size sketches, never by the data:
+The statistics of both versions come from `drift_stats` (streaming, bounded memory). Here they
+are compared and judged. Metrics, over the shared bins (numeric) or the values (categorical),
+non-null values only (missing values are judged by `null_fraction`):
 
-- categorical columns (string, bool): exact value counts (a dictionary-encoded read makes this a
-  `bincount` over indices); past `MAX_DISTINCT` distinct values the rarest are dropped and the
-  largest count that could have been lost is recorded as `max_count_error`;
-- numeric columns (ints, floats; dates as days and timestamps as seconds since 1970-01-01):
-  count, nulls (NaN counts as null), min, max, mean and variance (merged per batch with Chan's
-  formula), and a uniform sample of `SAMPLE_SIZE` values without replacement (bottom-k by a
-  seeded random key, so the sample does not depend on the batch size). The quantiles reported
-  come from the sample (exact when the column has no more values than the sample holds; rank
-  error about 1/sqrt(SAMPLE_SIZE) otherwise). The shared bins are the baseline sample's deciles
-  with open ends, (-inf, q10), [q10, q20), ..., [q90, +inf); counts in those bins are *exact*:
-  a second pass over the baseline's numeric columns (skipped when the sample already holds every
-  value) runs concurrently with the candidate's single pass. A bin count is a sum of
-  `count_nonzero(x < edge)` differences, which is several times faster than searchsorted.
-
-Metrics, over the shared bins (numeric) or over the values (categorical), non-null values only
-(missing values are judged by `null_fraction`):
 - `linf`: L-infinity distance, the largest absolute change of one value's (bin's) frequency, each
   distribution normalized by its own total: TFDV's `infinity_norm`.
 - `jsd`: Jensen-Shannon divergence with log base 2, in [0, 1]: TFDV's `jensen_shannon_divergence`
@@ -27,13 +12,22 @@ Metrics, over the shared bins (numeric) or over the values (categorical), non-nu
 - `psi`: population stability index, natural log, empty bins floored at `PSI_EPSILON`.
 - `null_fraction`: absolute change of the fraction of null rows.
 
+Thresholds: per statistic, `monitoring.drift.columns.<col>.<stat>` when set, else the categorical
+(string, bool) or numeric default; every alert is located at the YAML line of the threshold it
+crossed (the column declaration for a built-in default). Triage reads the lineage of every model
+built against the environment (`dist/*/<env>/buildenv.json`): alerts are ranked by the largest
+importance of the column in those models; alerts on columns no model reads, or whose importance
+is below `monitoring.min_importance` in every model, are suppressed and counted. With no model
+built at all, nothing is suppressed (a note says so).
+
 Privacy (restricted datasets): everything that leaves this module -- alert messages, the
 statistics file, text, JSON, SARIF and HTML -- is built from a *public view*: categorical values
-seen fewer than `privacy.min_group_size` times in a version are merged into "(other)"; numeric
-columns have no min/max, their quantiles (only p10..p90, and only those with at least
-min_group_size rows beyond them) and bin edges are rounded to 2 significant digits (dates to the
-month, timestamps to the day), there are at most count/min_group_size bins, and mean/std are
-omitted below min_group_size values. Baseline statistics of restricted datasets are never cached.
+seen fewer than `privacy.min_group_size` times in a version are merged into "(other)" (and in
+messages named only where they reach that size); numeric columns have no min/max, their
+quantiles (only p10..p90, and only those with at least min_group_size rows beyond them) and bin
+edges are rounded to 2 significant digits (dates to the month, timestamps to the day), there are
+at most count/min_group_size bins, histogram cells below min_group_size are withheld, and
+mean/std are omitted below min_group_size values.
 
 Rendering (text, JSON, SARIF, HTML) lives in `drift_report`.
 """
@@ -43,263 +37,44 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .diagnostics import Diagnostic, DiagnosticError, Severity, did_you_mean
-from .digest import digest_json
+from .drift_stats import (
+    BATCH_ROWS,
+    BINS,
+    EPOCH,
+    PSI_EPSILON,
+    RESTRICTED_QUANTILES,
+    SAMPLE_SIZE,
+    Source,
+    coarse,
+    jsd,
+    kind_of,
+    linf,
+    open_batches,
+    profile_pair,
+    psi,
+)
 from .fsutil import atomic_write_text
 from .project import Project
 from .resolve import Multiverse, Resolved
-from .spec import Column, TEMPORAL_DTYPES
-from .storage import Location, locate
+from .spec import TEMPORAL_DTYPES, Column
+from .storage import locate
 
-__all__ = ["BATCH_ROWS", "BINS", "SAMPLE_SIZE", "Alert", "DriftResult", "Usage", "jsd", "linf",
-           "psi", "run_drift", "write_outputs"]
+__all__ = ["BATCH_ROWS", "BINS", "SAMPLE_SIZE", "Alert", "DriftResult", "Usage", "analyse",
+           "drift_check", "jsd", "linf", "psi", "run_drift", "write_outputs"]
 
 STATS_VERSION = 1
-BATCH_ROWS = 262_144
-SAMPLE_SIZE = 100_000
-BINS = 10
-PSI_EPSILON = 1e-4
-MAX_DISTINCT = 100_000
-SEED = 20260630
 OTHER = "(other)"
-_QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
-_RESTRICTED_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 _STATS = ("linf", "jsd", "psi", "null_fraction")
 STAT_NAMES = {"linf": "L∞", "jsd": "JSD", "psi": "PSI", "null_fraction": "null-fraction change",
               "domain": "values outside the domain"}
-_TS_FACTOR = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
-
-
-# --- metrics -------------------------------------------------------------------------------
-
-def _normalize(counts: np.ndarray) -> np.ndarray:
-    total = counts.sum()
-    return counts / total if total else counts.astype(np.float64)
-
-
-def linf(p_counts: np.ndarray, q_counts: np.ndarray) -> tuple[float, int]:
-    """L-infinity distance of two count vectors (each normalized) and the index attaining it."""
-    diff = np.abs(_normalize(q_counts) - _normalize(p_counts))
-    i = int(np.argmax(diff)) if len(diff) else 0
-    return (float(diff[i]) if len(diff) else 0.0), i
-
-
-def jsd(p_counts: np.ndarray, q_counts: np.ndarray) -> float:
-    """Jensen-Shannon divergence, log base 2 (0 = identical, 1 = disjoint)."""
-    p, q = _normalize(p_counts), _normalize(q_counts)
-    m = (p + q) / 2
-
-    def kl(a: np.ndarray) -> float:
-        mask = a > 0
-        return float(np.sum(a[mask] * np.log2(a[mask] / m[mask])))
-
-    return min(max((kl(p) + kl(q)) / 2, 0.0), 1.0)
-
-
-def psi(p_counts: np.ndarray, q_counts: np.ndarray, epsilon: float = PSI_EPSILON) -> float:
-    """Population stability index: sum((q - p) * ln(q / p)), empty bins floored at epsilon."""
-    p = np.maximum(_normalize(p_counts), epsilon)
-    q = np.maximum(_normalize(q_counts), epsilon)
-    return float(np.sum((q - p) * np.log(q / p)))
-
-
-# --- streaming accumulators ------------------------------------------------------------------
-
-def _as_float(arr: pa.Array, dtype: str) -> np.ndarray:
-    """Values as float64 (NaN for null): dates in days, timestamps in seconds since the epoch."""
-    if dtype == "date":
-        arr = pc.cast(arr, pa.int32())
-    elif dtype == "timestamp":
-        unit = arr.type.unit if pa.types.is_timestamp(arr.type) else "us"
-        values = pc.cast(arr, pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64)
-        return values / _TS_FACTOR[unit]
-    return arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-
-
-class _Numeric:
-    """Count, nulls, min/max, mean/M2 (Chan's merge), a bottom-k sample, bin counts."""
-
-    def __init__(self, dtype: str, edges: np.ndarray | None, sample_size: int, sample: bool,
-                 domain: list | None):
-        self.dtype = dtype
-        self.rows = self.nulls = self.n = 0
-        self.mean = self.m2 = 0.0
-        self.min, self.max = math.inf, -math.inf
-        self.sample_size = sample_size if sample else 0
-        self.keys = np.empty(0)
-        self.values = np.empty(0)
-        self.tau = math.inf
-        self.edges = edges
-        self.below = np.zeros(len(edges), np.int64) if edges is not None else None
-        self.domain = pa.array(domain) if domain is not None else None
-        self.out_of_domain: dict[Any, int] = {}
-
-    def update(self, arr: pa.Array, keys: np.ndarray | None) -> None:
-        self.rows += len(arr)
-        if self.domain is not None:
-            _out_of_domain(arr, self.domain, self.out_of_domain)
-        x = _as_float(arr, self.dtype)
-        missing = np.isnan(x) if (arr.null_count or self.dtype in ("float32", "float64")) \
-            else None
-        if missing is not None and missing.any():
-            valid = ~missing
-            xv = x[valid]
-        else:
-            valid = None
-            xv = x
-        n = len(xv)
-        self.nulls += len(x) - n
-        if n == 0:
-            return
-        mean = float(xv.mean())
-        centred = xv - mean
-        m2 = float(np.dot(centred, centred))
-        total = self.n + n
-        delta = mean - self.mean
-        self.mean += delta * n / total
-        self.m2 += m2 + delta * delta * self.n * n / total
-        self.n = total
-        self.min = min(self.min, float(xv.min()))
-        self.max = max(self.max, float(xv.max()))
-        if self.below is not None:
-            for j, edge in enumerate(self.edges):  # type: ignore[arg-type]
-                self.below[j] += np.count_nonzero(xv < edge)
-        if self.sample_size and keys is not None:
-            chosen = keys < self.tau
-            if valid is not None:
-                chosen &= valid
-            new_keys, new_values = keys[chosen], x[chosen]
-            if len(new_keys):
-                k_all = np.concatenate([self.keys, new_keys])
-                v_all = np.concatenate([self.values, new_values])
-                if len(k_all) > self.sample_size:
-                    keep = np.argpartition(k_all, self.sample_size - 1)[: self.sample_size]
-                    k_all, v_all = k_all[keep], v_all[keep]
-                    self.tau = float(k_all.max())
-                self.keys, self.values = k_all, v_all
-
-    @property
-    def complete_sample(self) -> bool:
-        return self.sample_size > 0 and len(self.values) == self.n
-
-    def bin_counts(self) -> np.ndarray | None:
-        if self.below is None:
-            return None
-        return np.diff(np.concatenate([[0], self.below, [self.n]])).astype(np.int64)
-
-
-class _Categorical:
-    """Exact value counts (bounded: past MAX_DISTINCT values the rarest are dropped)."""
-
-    def __init__(self, dtype: str):
-        self.is_bool = dtype == "bool"
-        self.rows = self.nulls = 0
-        self.counts: dict[Any, int] = {}
-        self.max_count_error = 0
-
-    def update(self, arr: pa.Array, keys: np.ndarray | None = None) -> None:
-        self.rows += len(arr)
-        self.nulls += arr.null_count
-        counts = self.counts
-        if self.is_bool:
-            valid = len(arr) - arr.null_count
-            true = int(pc.sum(arr).as_py() or 0)
-            for key, n in ((True, true), (False, valid - true)):
-                if n:
-                    counts[key] = counts.get(key, 0) + n
-            return
-        if pa.types.is_dictionary(arr.type):
-            indices = arr.indices
-            if arr.null_count:
-                indices = pc.drop_null(indices)
-            bins = np.bincount(indices.to_numpy(zero_copy_only=False),
-                               minlength=len(arr.dictionary))
-            present = np.flatnonzero(bins)
-            values = arr.dictionary.take(pa.array(present)).to_pylist()
-            numbers = bins[present].tolist()
-        else:
-            vc = pc.value_counts(arr)
-            values = vc.field(0).to_pylist()
-            numbers = vc.field(1).to_pylist()
-        for value, n in zip(values, numbers):
-            if value is None:
-                continue
-            counts[value] = counts.get(value, 0) + n
-        if len(counts) > 2 * MAX_DISTINCT:
-            ranked = sorted(counts.items(), key=lambda kv: -kv[1])
-            self.max_count_error = max(self.max_count_error, ranked[MAX_DISTINCT][1])
-            self.counts = dict(ranked[:MAX_DISTINCT])
-
-
-def _out_of_domain(arr: pa.Array, domain: pa.Array, into: dict) -> None:
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
-    try:
-        inside = pc.is_in(arr, value_set=domain.cast(arr.type))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return
-    bad = pc.and_kleene(pc.invert(inside), pc.is_valid(arr))
-    if not pc.any(bad).as_py():
-        return
-    vc = pc.value_counts(pc.filter(arr, bad))
-    for value, n in zip(vc.field(0).to_pylist(), vc.field(1).to_pylist()):
-        into[value] = into.get(value, 0) + n
-
-
-# --- reading -------------------------------------------------------------------------------
-
-@dataclass
-class Source:
-    """One version of the dataset: where it is and what identifies it."""
-
-    uri: str
-    format: str
-    digest: str
-    rows: int
-    origin: str  # how it was chosen, for people: "locked in environments/x.lock.json"
-    location: Location = field(repr=False, default=None)  # type: ignore[assignment]
-
-    def describe(self) -> dict:
-        return {"uri": self.uri, "format": self.format, "digest": self.digest,
-                "rows": self.rows, "origin": self.origin}
-
-
-def _kind(col: Column) -> str:
-    return "categorical" if col.dtype in ("string", "bool") else "numeric"
-
-
-def _open(source: Source, columns: dict[str, Column], batch_rows: int
-          ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    from .validate import arrow_type
-
-    if source.format == "csv":
-        import pyarrow.csv as pacsv
-
-        with source.location.open() as stream:
-            names = pacsv.open_csv(stream).schema.names
-        present = [c for c in columns if c in names]
-        types = {c: arrow_type(columns[c].dtype) for c in present}
-        reader = pacsv.open_csv(
-            source.location.open(), read_options=pacsv.ReadOptions(block_size=8 << 20),
-            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=present))
-        return reader.schema, iter(reader)
-    import pyarrow.parquet as pq
-
-    dictionary = [c for c, col in columns.items() if col.dtype == "string"]
-    pf = pq.ParquetFile(source.location.open_random(), read_dictionary=dictionary,
-                        buffer_size=1 << 20, pre_buffer=False)
-    schema = pf.schema_arrow
-    present = [c for c in columns if c in schema.names]
-    return schema, pf.iter_batches(batch_size=batch_rows, columns=present, use_threads=True)
 
 
 def _check_schema(schema: pa.Schema, columns: dict[str, Column], source: Source, res: Resolved,
@@ -324,170 +99,32 @@ def _check_schema(schema: pa.Schema, columns: dict[str, Column], source: Source,
     return usable, problems
 
 
-def _scan(source: Source, columns: dict[str, Column], edges: dict[str, np.ndarray] | None,
-          sample_size: int, batch_rows: int, numeric_only: bool = False) -> dict[str, Any]:
-    """One streaming pass: an accumulator per column."""
-    if numeric_only:
-        columns = {n: c for n, c in columns.items() if _kind(c) == "numeric"}
-    _, batches = _open(source, columns, batch_rows)
-    accs: dict[str, Any] = {}
-    for name, col in columns.items():
-        if _kind(col) == "categorical":
-            accs[name] = _Categorical(col.dtype)
-        else:
-            accs[name] = _Numeric(col.dtype, None if edges is None else edges.get(name),
-                                  sample_size, not numeric_only,
-                                  col.domain if col.domain is not None and not numeric_only
-                                  else None)
-    rng = np.random.default_rng(SEED)
-    wants_keys = not numeric_only and any(isinstance(a, _Numeric) for a in accs.values())
-    for batch in batches:
-        keys = rng.random(batch.num_rows) if wants_keys else None
-        for name, acc in accs.items():
-            acc.update(batch.column(batch.schema.get_field_index(name)), keys)
-    return accs
+# --- formatting in the column's own units ----------------------------------------------------
 
-
-# --- summaries (serializable; what comparisons, the cache and the report use) ------------------
-
-def _quantile(sample: np.ndarray, qs: tuple[float, ...], method: str = "linear") -> list[float]:
-    if not len(sample):
-        return []
-    return [float(v) for v in np.quantile(sample, qs, method=method)]
-
-
-def _coarse(value: float, dtype: str) -> float:
-    """Round for restricted datasets: 2 significant digits; dates to the month, times to a day."""
-    if not math.isfinite(value):
-        return value
-    if dtype == "date":
-        day = _EPOCH + dt.timedelta(days=int(math.floor(value)))
-        return float((day.replace(day=1) - _EPOCH).days)
-    if dtype == "timestamp":
-        return float(math.floor(value / 86400.0) * 86400.0)
-    if value == 0:
-        return 0.0
-    digits = 1 - int(math.floor(math.log10(abs(value))))
-    return float(round(value, digits))
-
-
-_EPOCH = dt.date(1970, 1, 1)
-
-
-def _edges(acc: _Numeric, restricted: bool, min_group: int) -> np.ndarray:
-    """Interior bin edges: the baseline sample's deciles (actual values), deduplicated."""
-    bins = BINS
-    if restricted:
-        bins = max(1, min(BINS, acc.n // max(min_group, 1)))
-    if bins < 2 or not len(acc.values):
-        return np.empty(0)
-    qs = tuple(i / bins for i in range(1, bins))
-    cuts = np.quantile(acc.values, qs, method="inverted_cdf")
-    if restricted:
-        cuts = np.array([_coarse(float(c), acc.dtype) for c in cuts])
-    return np.unique(cuts)
-
-
-def _summary_numeric(acc: _Numeric, edges: np.ndarray, bins: np.ndarray | None) -> dict:
-    if bins is None and acc.complete_sample:
-        bins = np.diff(np.concatenate([[0], [np.count_nonzero(acc.values < e) for e in edges],
-                                       [acc.n]])).astype(np.int64)
-    std = math.sqrt(acc.m2 / acc.n) if acc.n else None
-    return {
-        "kind": "numeric", "rows": acc.rows, "nulls": acc.nulls, "count": acc.n,
-        "mean": acc.mean if acc.n else None, "std": std,
-        "min": acc.min if acc.n else None, "max": acc.max if acc.n else None,
-        "quantiles": dict(zip(_QUANTILES, _quantile(acc.values, _QUANTILES))),
-        "restricted_quantiles": dict(zip(_RESTRICTED_QUANTILES,
-                                         _quantile(acc.values, _RESTRICTED_QUANTILES))),
-        "edges": [float(e) for e in edges],
-        "bins": [int(c) for c in bins] if bins is not None else None,
-        "out_of_domain": {json.dumps(k): v for k, v in acc.out_of_domain.items()},
-        "sample_exact": acc.complete_sample,
-    }
-
-
-def _summary_categorical(acc: _Categorical) -> dict:
-    return {"kind": "categorical", "rows": acc.rows, "nulls": acc.nulls,
-            "count": acc.rows - acc.nulls,
-            "counts": {json.dumps(k): v for k, v in acc.counts.items()},
-            "max_count_error": acc.max_count_error}
-
-
-def _profile_pair(baseline: Source, candidate: Source, columns: dict[str, Column],
-                  restricted: bool, min_group: int, sample_size: int, batch_rows: int,
-                  cache_dir: Path | None) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Summaries of both versions: baseline pass 1, then (baseline bins ∥ candidate pass)."""
-    key = None
-    if cache_dir is not None and not restricted:
-        key = digest_json({"v": STATS_VERSION, "data": baseline.digest, "bins": BINS,
-                           "sample": sample_size, "seed": SEED, "columns": {
-                               n: c.model_dump(mode="json", include={"dtype", "domain"})
-                               for n, c in sorted(columns.items())}}).split(":", 1)[1]
-        cached = _cache_get(cache_dir, key)
-        if cached is not None and set(cached) == set(columns):
-            edges = {n: np.array(s["edges"]) for n, s in cached.items() if s["kind"] == "numeric"}
-            cand = _scan(candidate, columns, edges, sample_size, batch_rows)
-            return cached, _summaries(cand, edges, {})
-    first = _scan(baseline, columns, None, sample_size, batch_rows)
-    edges = {n: _edges(a, restricted, min_group) for n, a in first.items()
-             if isinstance(a, _Numeric)}
-    need_second = {n for n, a in first.items() if isinstance(a, _Numeric)
-                   and not a.complete_sample}
-    with ThreadPoolExecutor(2) as pool:
-        cand_future = pool.submit(_scan, candidate, columns, edges, sample_size, batch_rows)
-        second = (_scan(baseline, {n: columns[n] for n in need_second}, edges, sample_size,
-                        batch_rows, numeric_only=True) if need_second else {})
-        cand = cand_future.result()
-    base_bins = {n: a.bin_counts() for n, a in second.items()}
-    base = _summaries(first, edges, base_bins)
-    if key is not None:
-        _cache_put(cache_dir, key, base)  # type: ignore[arg-type]
-    return base, _summaries(cand, edges, {})
-
-
-def _summaries(accs: dict[str, Any], edges: dict[str, np.ndarray],
-               bins: dict[str, np.ndarray | None]) -> dict[str, dict]:
-    out = {}
-    for name, acc in accs.items():
-        if isinstance(acc, _Numeric):
-            out[name] = _summary_numeric(acc, edges[name],
-                                         bins.get(name) if name in bins else acc.bin_counts())
-        else:
-            out[name] = _summary_categorical(acc)
-    return out
-
-
-def _cache_get(folder: Path, key: str) -> dict | None:
-    path = folder / key[:2] / f"{key}.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))["columns"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _cache_put(folder: Path, key: str, summaries: dict) -> None:
-    try:
-        atomic_write_text(folder / key[:2] / f"{key}.json",
-                          json.dumps({"columns": summaries}, sort_keys=True))
-    except OSError:
-        pass  # a cache that cannot be written is only slower
-
-
-# --- formatting in the column's own units ------------------------------------------------------
-
-def fmt_number(value: float | None, dtype: str = "float64") -> str:
+def fmt_number(value: float | None, dtype: str = "float64", decimals: int | None = None) -> str:
+    """A value in the column's own units: dates and times as ISO text, numbers with 4
+    significant digits (or `decimals` places)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     if dtype == "date":
-        return (_EPOCH + dt.timedelta(days=int(round(value)))).isoformat()
+        return (EPOCH + dt.timedelta(days=int(round(value)))).isoformat()
     if dtype == "timestamp":
         moment = dt.datetime.fromtimestamp(value, dt.timezone.utc)
         return moment.strftime("%Y-%m-%d %H:%M") + "Z"
+    if decimals is not None and abs(value) < 1e9:
+        return f"{value:,.{decimals}f}"
     return _plain(value)
 
 
-def _plain(value: float, digits: int = 5) -> str:
+def decimals_for(*values: float) -> int:
+    """Decimal places that show the largest of `values` with 4 significant digits."""
+    peak = max((abs(v) for v in values if v), default=0.0)
+    if peak == 0:
+        return 0
+    return min(6, max(0, 3 - int(math.floor(math.log10(peak)))))
+
+
+def _plain(value: float, digits: int = 4) -> str:
     if value == 0:
         return "0"
     magnitude = int(math.floor(math.log10(abs(value))))
@@ -500,7 +137,7 @@ def _plain(value: float, digits: int = 5) -> str:
     return text
 
 
-def fmt_delta(value: float, dtype: str) -> str:
+def fmt_delta(value: float, dtype: str, decimals: int | None = None) -> str:
     sign = "+" if value >= 0 else "-"
     size = abs(value)
     if dtype == "date":
@@ -510,12 +147,16 @@ def fmt_delta(value: float, dtype: str) -> str:
             if size >= seconds:
                 return f"{sign}{_plain(size / seconds, 3)} {unit}"
         return f"{sign}{_plain(size, 3)} s"
-    return f"{sign}{_plain(size)}"
+    return f"{sign}{fmt_number(size, dtype, decimals)}"
+
+
+def _percent(ratio: float) -> str:
+    return f"{ratio * 100:+.1f}%" if abs(ratio) < 0.1 else f"{ratio * 100:+.0f}%"
 
 
 def fmt_stat(value: float, against: float | None = None) -> str:
     """A statistic, with enough digits to differ visibly from `against` (the threshold)."""
-    for digits in range(2, 7):
+    for digits in range(3, 8):
         text = f"{value:.{digits}g}"
         if against is None or float(text) != against:
             return text
@@ -556,7 +197,7 @@ def _suggest(value: float, bounded: bool) -> float:
     return min(out, 1.0) if bounded else out
 
 
-# --- thresholds ---------------------------------------------------------------------------------
+# --- thresholds ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Threshold:
@@ -573,7 +214,8 @@ class Threshold:
         return ".".join(map(str, self.path)) if self.written else "built-in default"
 
 
-def thresholds_for(res: Resolved, ds_name: str, col_name: str, kind: str) -> dict[str, Threshold]:
+def thresholds_for(res: Resolved, ds_name: str, col_name: str, kind: str
+                   ) -> dict[str, Threshold]:
     """Per statistic: the column's override if set, else the categorical/numeric default."""
     drift = res.env.monitoring.drift
     default = drift.categorical if kind == "categorical" else drift.numeric
@@ -592,7 +234,7 @@ def thresholds_for(res: Resolved, ds_name: str, col_name: str, kind: str) -> dic
     return out
 
 
-# --- comparison -----------------------------------------------------------------------------------
+# --- comparison ------------------------------------------------------------------------------
 
 def _decode(counts: dict[str, int]) -> dict[Any, int]:
     return {json.loads(k): v for k, v in counts.items()}
@@ -623,7 +265,7 @@ def _compare(base: dict, cand: dict) -> dict:
     return out
 
 
-# --- triage --------------------------------------------------------------------------------------
+# --- triage ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Usage:
@@ -639,13 +281,14 @@ class Usage:
     def describe(self) -> str:
         who = f"{self.training}@{self.environment}"
         if self.label:
-            return f"label of {who}"
+            return f"{who} (the label)"
         if self.importance is None:
             return f"{who} (importance unknown)"
         return f"{who} (importance {self.importance:.2f}, rank {self.rank} of {self.of})"
 
 
-def model_usage(project: Project, env: str, ds_name: str) -> tuple[list[str], dict[str, list[Usage]]]:
+def model_usage(project: Project, env: str, ds_name: str
+                ) -> tuple[list[str], dict[str, list[Usage]]]:
     """Models in dist/*/<env>/buildenv.json, and per column of `ds_name` those that use it."""
     from .artifact import read_lineage
 
@@ -682,7 +325,7 @@ def _importance(usages: list[Usage]) -> float | None:
     return max(known) if known else None
 
 
-# --- alerts ----------------------------------------------------------------------------------------
+# --- alerts ----------------------------------------------------------------------------------
 
 @dataclass
 class Alert:
@@ -787,7 +430,7 @@ class _View:
         value = _qget(qs, 0.5)
         if value is None or (self.restricted and s["count"] * 0.5 < self.min_group):
             return None
-        return _coarse(value, self.col.dtype) if self.restricted else value
+        return coarse(value, self.col.dtype) if self.restricted else value
 
 
 def _qget(qs: dict, q: float) -> float | None:
@@ -836,20 +479,29 @@ def _distribution_text(v: _View) -> tuple[str, str, str]:
             rel = ""
         else:
             verb = "rose" if delta >= 0 else "fell"
-            rel = f", {delta / abs(old_mean) * 100:+.1f}%" if old_mean else ""
-        old_t, new_t = fmt_number(old_mean, dtype), fmt_number(new_mean, dtype)
-        parts.append(f"mean {verb} {old_t} → {new_t} ({fmt_delta(delta, dtype)}{rel})")
+            rel = f", {_percent(delta / abs(old_mean))}" if old_mean else ""
+        places = decimals_for(old_mean, new_mean)
+        old_t, new_t = fmt_number(old_mean, dtype, places), fmt_number(new_mean, dtype, places)
+        parts.append(f"mean {verb} {old_t} → {new_t} ({fmt_delta(delta, dtype, places)}{rel})")
     old_std, new_std = v.stat("old", "std"), v.stat("new", "std")
     if old_std is not None and new_std is not None and dtype not in TEMPORAL_DTYPES:
-        parts.append(f"std {_plain(old_std, 4)} → {_plain(new_std, 4)}")
+        places = decimals_for(old_std, new_std)
+        parts.append(f"std {fmt_number(old_std, dtype, places)} → "
+                     f"{fmt_number(new_std, dtype, places)}")
     old_med, new_med = v.stat("old", "median"), v.stat("new", "median")
     if old_med is not None and new_med is not None:
-        parts.append(f"median {fmt_number(old_med, dtype)} → {fmt_number(new_med, dtype)}")
+        places = decimals_for(old_med, new_med)
+        parts.append(f"median {fmt_number(old_med, dtype, places)} → "
+                     f"{fmt_number(new_med, dtype, places)}")
     at = m.get("linf_at")
     if at is not None:
-        p, q = m["p"] / m["p"].sum(), m["q"] / m["q"].sum()
+        shares = []
+        for counts in (m["p"], m["q"]):
+            c = int(counts[at])
+            shares.append(f"fewer than {v.min_group} rows" if _small(c, v)
+                          else fmt_share(c / counts.sum()))
         parts.append(f"largest change in {bin_label(at, v.base['edges'], dtype)}: "
-                     f"{fmt_share(p[at])} → {fmt_share(q[at])} of values")
+                     f"{shares[0]} → {shares[1]} of values")
     return "; ".join(parts) or "distribution changed", old_t, new_t
 
 
@@ -945,7 +597,7 @@ def _domain_alert(v: _View, res: Resolved, mv: Multiverse, bad: dict, bad_old: d
                  res.diag("BE603", "", *where_col, "domain"), hints=tuple(hints))
 
 
-# --- the public view (privacy-aware; the only thing that leaves this module) -----------------------
+# --- the public view (privacy-aware; the only thing that leaves this module) -----------------
 
 def _small(count: int, v: _View) -> bool:
     return v.restricted and 0 < count < v.min_group
@@ -961,8 +613,8 @@ def _public_side(v: _View, which: str) -> dict:
         out["mean"], out["std"] = v.stat(which, "mean"), v.stat(which, "std")
         if v.restricted:
             out["quantiles"] = {
-                f"p{round(q * 100):02d}": _coarse(val, dtype)
-                for q, val in zip(_RESTRICTED_QUANTILES, s["restricted_quantiles"].values())
+                f"p{round(q * 100):02d}": coarse(val, dtype)
+                for q, val in zip(RESTRICTED_QUANTILES, s["restricted_quantiles"].values())
                 if s["count"] * min(q, 1 - q) >= v.min_group}
         else:
             out["min"], out["max"] = s["min"], s["max"]
@@ -1025,7 +677,7 @@ def _public_column(v: _View, thresholds: dict[str, Threshold], res: Resolved,
             "baseline": _public_side(v, "old"), "candidate": _public_side(v, "new")}
 
 
-# --- the command ---------------------------------------------------------------------------------
+# --- the command -----------------------------------------------------------------------------
 
 @dataclass
 class DriftResult:
@@ -1146,20 +798,55 @@ def run_drift(project: Project, env: str, dataset: str, *, against: str | None =
                                       algorithm)
         accept = (f"if the new data is expected, accept it: set datasets.{dataset}.uri to "
                   f"'{against}' in {own}, then run `buildenv lock {env}`")
+    return analyse(project, mv, res, dataset, baseline, candidate, accept,
+                   sample_size=sample_size, batch_rows=batch_rows, use_cache=use_cache)
+
+
+def drift_check(project: Project, res: Resolved, dataset: str, baseline_uri: str
+                ) -> list[Diagnostic]:
+    """For `buildenv retrain`: the locked version at `baseline_uri` against the uri that `res`
+    declares now. Writes the statistics file; returns problems and alerts (suppressed ones as
+    notes)."""
+    mv = Multiverse(project)
+    declared = res.env.datasets[dataset]
+    try:
+        baseline = _candidate_source(project, baseline_uri,
+                                     _format_of(baseline_uri, declared.format), "sha256")
+        candidate = _candidate_source(project, declared.uri, declared.format, "sha256")
+    except DiagnosticError as exc:
+        return list(exc.diagnostics)
+    baseline.origin = "the locked version"
+    candidate.origin = f"datasets.{dataset}.uri"
+    accept = (f"if the new data is expected, relock: `buildenv lock {res.name}` "
+              f"({mv.display(res.name)} already points at '{declared.uri}')")
+    try:
+        result = analyse(project, mv, res, dataset, baseline, candidate, accept)
+    except DiagnosticError as exc:
+        return list(exc.diagnostics)
+    write_outputs(result, project)
+    return [*result.problems, *(a.diagnostic() for a in result.alerts)]
+
+
+def analyse(project: Project, mv: Multiverse, res: Resolved, dataset: str, baseline: Source,
+            candidate: Source, accept: str, *, sample_size: int = SAMPLE_SIZE,
+            batch_rows: int = BATCH_ROWS, use_cache: bool = True) -> DriftResult:
+    """Statistics of both versions, metrics, alerts, triage and the public view."""
+    env = res.name
+    declared = res.env.datasets[dataset]
     restricted = res.env.restricted(dataset)
     min_group = res.env.privacy.min_group_size
     problems: list[Diagnostic] = []
     columns = dict(declared.columns)
     for source, what in ((baseline, "locked version"), (candidate, "candidate")):
         try:
-            schema, _ = _open(source, columns, batch_rows)
+            schema, _ = open_batches(source, columns, batch_rows)
         except (OSError, pa.ArrowInvalid) as exc:
             raise _usage_error("BE053", f"cannot read the {what} of '{dataset}' ({source.uri}): "
                                f"{str(exc).splitlines()[0]}") from None
         columns, found = _check_schema(schema, columns, source, res, dataset, what)
         problems.extend(found)
     cache_dir = project.state_dir / "cache" / "drift" if use_cache else None
-    base, cand = _profile_pair(baseline, candidate, columns, restricted, min_group, sample_size,
+    base, cand = profile_pair(baseline, candidate, columns, restricted, min_group, sample_size,
                                batch_rows, cache_dir)
     models, usage = model_usage(project, env, dataset)
     triage_on = bool(models)
@@ -1167,7 +854,7 @@ def run_drift(project: Project, env: str, dataset: str, *, against: str | None =
     alerts: list[Alert] = []
     public_columns = {}
     for name, col in columns.items():
-        kind = _kind(col)
+        kind = kind_of(col)
         view = _View(name, dataset, col, kind, base[name], cand[name],
                      _compare(base[name], cand[name]), restricted, min_group)
         uses = usage.get(name, [])
@@ -1179,7 +866,8 @@ def run_drift(project: Project, env: str, dataset: str, *, against: str | None =
             if triage_on:
                 if not uses:
                     alert.suppressed = "unused"
-                    alert.suppressed_why = f"no model built against {env} uses {name}"
+                    alert.suppressed_why = (f"no model built against {env} takes {name} as "
+                                            "an input")
                 elif alert.importance is not None and alert.importance < min_importance:
                     alert.suppressed = "unimportant"
                     alert.suppressed_why = (f"importance {alert.importance:.3g} < min_importance "

@@ -13,7 +13,16 @@ import json
 from typing import Any
 
 from .diagnostics import Diagnostic, to_sarif
-from .drift import OTHER, Alert, DriftResult, fmt_number, fmt_share, fmt_stat, value_label
+from .drift import (
+    OTHER,
+    Alert,
+    DriftResult,
+    decimals_for,
+    fmt_number,
+    fmt_share,
+    fmt_stat,
+    value_label,
+)
 
 __all__ = ["render", "render_html", "render_json", "render_sarif", "render_text"]
 
@@ -40,7 +49,7 @@ def _suppressed_line(result: DriftResult) -> str | None:
         return None
     reasons = []
     for reason, words in (("unimportant", "unimportant features"),
-                          ("unused", "features no model uses")):
+                          ("unused", "features no model takes as input")):
         cols = sorted({a.column for a in hidden if a.suppressed == reason})
         if cols:
             reasons.append(f"{words} ({', '.join(cols)})")
@@ -123,8 +132,9 @@ def _default(value: Any) -> Any:
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#1d2330;
-background:#fff;max-width:1100px}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #dde;
+background:#fff;max-width:1240px}
+h1{font-size:22px;margin:0 0 4px}h1 code,h3 code{font-size:inherit}
+h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #dde;
 padding-bottom:4px}h3{font-size:15px;margin:0 0 6px}
 code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px}
 table{border-collapse:collapse;margin:6px 0}td,th{padding:3px 10px 3px 0;text-align:left;
@@ -136,6 +146,7 @@ border-radius:3px}.alert.suppressed{border-color:#999;background:#f4f4f6}
 background:#e8ecf4;color:#334}.badge.bad{background:#c0392b;color:#fff}
 .column{border:1px solid #e3e6ee;border-radius:6px;padding:12px 14px;margin:14px 0}
 .grid{display:flex;gap:22px;flex-wrap:wrap;align-items:flex-start}
+.grid>div{flex:0 1 auto;min-width:0}
 .legend span{display:inline-block;width:11px;height:11px;margin:0 4px 0 12px;
 vertical-align:middle}
 .ok{color:#2d7d46}.crossed{color:#c0392b;font-weight:600}.muted{color:#778}
@@ -176,7 +187,7 @@ def render_html(result: DriftResult) -> str:
         out.append(_alert_html(alert.diagnostic(), alert))
     if result.suppressed:
         out.append(f"<details><summary>{len(result.suppressed)} suppressed (unimportant "
-                   "features or features no model uses)</summary>")
+                   "features or features no model takes as input)</summary>")
         for alert in result.suppressed:
             out.append(_alert_html(alert.diagnostic(), alert))
         out.append("</details>")
@@ -199,10 +210,12 @@ def _alert_html(d: Diagnostic, alert: Alert | None) -> str:
 
 def _column_html(name: str, col: dict, alerted: bool) -> str:
     badges = [f'<span class="badge">{_e(col["kind"])} · {_e(col["dtype"])}</span>']
-    if col["importance"] is not None:
+    if any(u.endswith("(the label)") for u in col["used_by"]):
+        badges.append('<span class="badge">label</span>')
+    elif col["importance"] is not None:
         badges.append(f'<span class="badge">importance {col["importance"]:.2f}</span>')
     elif not col["used_by"]:
-        badges.append('<span class="badge">used by no model</span>')
+        badges.append('<span class="badge">not a model input</span>')
     if alerted:
         badges.append('<span class="badge bad">alert</span>')
     parts = [f'<div class="column" id="col-{_e(name)}"><h3><code>{_e(name)}</code>'
@@ -244,14 +257,13 @@ def _stats_table(col: dict) -> str:
     rows = [("rows", f"{b['rows']:,}", f"{c['rows']:,}"),
             ("null fraction", _share(b["null_fraction"]), _share(c["null_fraction"]))]
     if col["kind"] == "numeric":
-        for key in ("mean", "std", "min", "max"):
-            if key in b or key in c:
-                fmt = (lambda v: fmt_number(v)) if key == "std" else \
-                    (lambda v, d=dtype: fmt_number(v, d))
-                rows.append((key, fmt(b.get(key)), fmt(c.get(key))))
-        for q in b.get("quantiles", {}):
-            rows.append((q, fmt_number(b["quantiles"].get(q), dtype),
-                         fmt_number(c.get("quantiles", {}).get(q), dtype)))
+        pairs = [(k, b.get(k), c.get(k)) for k in ("mean", "std", "min", "max")
+                 if k in b or k in c]
+        pairs += [(q, v, c.get("quantiles", {}).get(q)) for q, v in b.get("quantiles", {}).items()]
+        for key, old, new in pairs:
+            places = decimals_for(*(v for v in (old, new) if v is not None))
+            kind = "float64" if key == "std" else dtype
+            rows.append((key, fmt_number(old, kind, places), fmt_number(new, kind, places)))
     else:
         rows.append(("distinct", f"{b['distinct']:,}", f"{c['distinct']:,}"))
         rows.append(("mode", _mode(b), _mode(c)))
@@ -282,7 +294,7 @@ def _numeric_svg(col: dict) -> str:
     pb = [f or 0.0 for f in b["fractions"]]
     pc_ = [f or 0.0 for f in c["fractions"]]
     n = len(labels)
-    width, height, left, bottom, top = 560, 250, 44, 86, 12
+    width, height, left, bottom, top = 480, 250, 44, 86, 12
     plot_w, plot_h = width - left - 10, height - bottom - top
     peak = max(pb + pc_ + [1e-9])
     group = plot_w / max(n, 1)
@@ -337,9 +349,9 @@ def _categorical_svg(col: dict) -> str:
     if b.get("other") or c.get("other"):
         rows.append((OTHER, (b.get("other") or {}).get("fraction") or 0.0,
                      (c.get("other") or {}).get("fraction") or 0.0))
-    row_h, left, width = 26, 150, 560
-    height = max(len(rows), 1) * row_h + 30
-    plot_w = width - left - 60
+    row_h, left, width = 26, 140, 480
+    height = max(len(rows), 1) * row_h + 14
+    plot_w = width - left - 110
     peak = max([max(x, y) for _, x, y in rows] + [1e-9])
     parts = [_svg_open(width, height, "value frequencies")]
     for i, (label, x, y) in enumerate(rows):
@@ -353,7 +365,7 @@ def _categorical_svg(col: dict) -> str:
                          f"{'locked' if j == 0 else 'candidate'} {fmt_share(frac)}</title></rect>")
         parts.append(f'<text x="{left + plot_w * max(x, y) / peak + 4:.1f}" y="{y0 + 15}" '
                      f'fill="#556">{fmt_share(x)} → {fmt_share(y)}</text>')
-    parts.append(f'<line x1="{left}" y1="4" x2="{left}" y2="{height - 20}" stroke="#889"/>')
+    parts.append(f'<line x1="{left}" y1="4" x2="{left}" y2="{height - 6}" stroke="#889"/>')
     parts.append("</svg>")
     return "".join(parts)
 
