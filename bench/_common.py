@@ -3,8 +3,8 @@ alternating repeats, medians, the peer-tool venv, and Markdown tables.
 
 Benchmarks are not tests: they print measured times and ratios against a peer
 tool run on the same machine in the same run. Every measured command runs as a
-child process; its peak RSS comes from `os.wait4` (that child and the children
-it waited for), so tools are measured one at a time and never share a process.
+child process, so tools are measured one at a time and never share a process;
+its CPU time comes from `os.wait4` and its peak RSS from GNU time (see `run`).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class Run:
     returncode: int
     stdout: str = ""
     stderr: str = ""
+    cpu: float = 0.0  # user + system seconds of the child (and children it waited for)
 
 
 @dataclass
@@ -48,6 +49,11 @@ class Series:
     @property
     def median(self) -> float:
         return statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def cpu(self) -> float:
+        """Median CPU seconds: steadier than wall time on a shared, loaded machine."""
+        return statistics.median(r.cpu for r in self.runs)
 
     @property
     def best(self) -> float:
@@ -62,20 +68,43 @@ class Series:
         return f"{xs[0]:.2f}-{xs[-1]:.2f}"
 
 
+TIME = Path("/usr/bin/time")  # GNU time: reports the peak RSS of the command alone
+
+
 def run(cmd: Sequence[str | os.PathLike], cwd: Path | None = None,
         env: dict[str, str] | None = None, check: bool = True) -> Run:
-    """Run one command; wall time and the peak RSS of that child (os.wait4)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """Run one command; wall time, CPU time and peak RSS of that child.
+
+    The peak RSS comes from GNU time (`%M`) wrapped around the command: the rusage of a
+    child forked from this process would count this process's own pages, which the child
+    maps until it execs (Linux keeps that high-water mark across exec). Without
+    /usr/bin/time, os.wait4's ru_maxrss is used (an upper bound).
+    PYTHONDONTWRITEBYTECODE is dropped: a user's buildenv has its .pyc files, and without
+    them every run would also pay for compiling buildenv's own modules."""
+    env = dict(os.environ if env is None else env)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    argv = [str(c) for c in cmd]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        if TIME.exists():
+            argv = [str(TIME), "-q", "-f", "%M", "-o", rss.name, *argv]
         started = time.perf_counter()
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env, stdout=out,
-                                stderr=err, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
+        maxrss = usage.ru_maxrss
+        if TIME.exists():
+            try:
+                maxrss = int(rss.read().strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                pass
         out.seek(0)
         err.seek(0)
-        result = Run(seconds, usage.ru_maxrss, proc.returncode,
-                     out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+        result = Run(seconds, maxrss, proc.returncode,
+                     out.read().decode(errors="replace"), err.read().decode(errors="replace"),
+                     usage.ru_utime + usage.ru_stime)
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} exited {result.returncode}\n"
                            f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")

@@ -41,6 +41,32 @@ def finalize_mlmodel(model_dir: Path, cache_key: str) -> None:
     data.pop("model_id", None)
     path.write_text(yaml.safe_dump(data, default_flow_style=False, sort_keys=True),
                     encoding="utf-8")
+    _unpin_build_tools(model_dir)
+
+
+def _unpin_build_tools(model_dir: Path) -> None:
+    """MLflow pins the *building* machine's pip/setuptools in the environment files; those say
+    nothing about the model and differ between a venv and a Pants sandbox, so drop the pins."""
+
+    def plain(item):
+        if isinstance(item, str):
+            for tool in ("pip", "setuptools", "wheel"):
+                if item == tool or (item.startswith(tool) and item[len(tool)] in "<>=!~ "):
+                    return tool
+        return item
+
+    python_env = model_dir / "python_env.yaml"
+    if python_env.is_file():
+        data = yaml.safe_load(python_env.read_text(encoding="utf-8"))
+        data["build_dependencies"] = [plain(d) for d in data.get("build_dependencies") or []]
+        python_env.write_text(yaml.safe_dump(data, default_flow_style=False, sort_keys=False),
+                              encoding="utf-8")
+    conda = model_dir / "conda.yaml"
+    if conda.is_file():
+        data = yaml.safe_load(conda.read_text(encoding="utf-8"))
+        data["dependencies"] = [plain(d) for d in data.get("dependencies") or []]
+        conda.write_text(yaml.safe_dump(data, default_flow_style=False, sort_keys=False),
+                         encoding="utf-8")
 
 
 def tree_digest(directory: Path, exclude: tuple[str, ...] = ()) -> str:

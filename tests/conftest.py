@@ -207,6 +207,9 @@ def invoke_cli(args: Sequence[object], cwd: Path | str, *, subprocess: bool = Fa
     argv = [str(a) for a in args]
     if subprocess:
         full_env = {k: v for k, v in os.environ.items() if k != "BUILDENV_ROOT"}
+        # The child must import this buildenv (under Pants it lives in the test's sandbox).
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
         full_env.update(env or {})
         proc = _subprocess.run([sys.executable, "-m", "buildenv", *argv], cwd=cwd,
                                capture_output=True, text=True, env=full_env, timeout=300)

@@ -18,10 +18,15 @@ from buildrepo import BASE, SENTINEL, make_build_repo
 pytestmark = pytest.mark.slow
 
 
+ROOT = Path(__file__).resolve().parents[1]
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+
+
 def run(repo: Path, *args: str, env: dict | None = None, timeout: float = 300):
     proc = subprocess.run([sys.executable, "-m", "buildenv", *args], cwd=repo,
                           capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+                          env={**CHILD_ENV, **(env or {})})
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -165,7 +170,8 @@ def test_sigkill_mid_training_leaves_nothing(repo, tracking):
     gate.write_text("")
     started.unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", "buildenv", "build", "slow", "--env", "base"],
-                            cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**CHILD_ENV, "BUILDENV_TRACKING_URI": tracking})
     try:
         deadline = time.monotonic() + 120
         while not started.exists():
@@ -248,7 +254,7 @@ except Exception as exc:
     print("REJECTED", type(exc).__name__, str(exc)[:300].replace("\\n", " "))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, env=CHILD_ENV)
     assert proc.returncode == 0, proc.stderr
     assert "PRED [" in proc.stdout
     assert "REJECTED MlflowException" in proc.stdout and "x2" in proc.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -291,8 +292,9 @@ def test_check_never_imports_the_training_nor_heavy_libraries(tmp_path):
                        & {"pandas", "sklearn", "mlflow", "scipy", "onnx", "onnxruntime"})
         print("RESULT", code, ",".join(heavy))
         """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, env=env)
     assert proc.stdout.splitlines()[-1] == "RESULT 0 ", proc.stderr
     assert not (root / "train" / "RAN").exists()
 

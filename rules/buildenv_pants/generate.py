@@ -7,9 +7,12 @@ import os
 
 from buildenv_pants.config import BuildenvConfig
 from buildenv_pants.target_types import (
+    MlEntryField,
     MlEnvField,
     MlEnvironmentsField,
     MlModelTarget,
+    MlSeedField,
+    MlTimeoutField,
     MlTrainingTarget,
 )
 from pants.engine.fs import PathGlobs, Paths
@@ -42,8 +45,21 @@ async def generate_ml_models(
     paths = await Get(Paths, PathGlobs([os.path.join(config.environments_dir, "*" + ENV_SUFFIX)]))
     names = environment_names(paths.files)
     generator = request.generator
-    patterns = generator[MlEnvironmentsField].value or ()
-    matched = match_environments(patterns, names)
+    decl = next((t for t in config.trainings if t.name == generator.address.target_name), None)
+    entry = generator[MlEntryField].value or (decl.entry if decl else None)
+    if entry is None:
+        raise InvalidFieldException(
+            f"The {MlEntryField.alias!r} field in target {generator.address} must be set, "
+            f"but it is not, and pyproject.toml has no "
+            f"[tool.buildenv.trainings.{generator.address.target_name}] to take it from."
+        )
+    patterns = generator[MlEnvironmentsField].value or (decl.environments if decl else ("*",))
+    seed = generator[MlSeedField].value
+    timeout = generator[MlTimeoutField].value
+    if decl is not None:
+        seed = decl.seed if seed is None else seed
+        timeout = decl.timeout if timeout is None else timeout
+    matched = match_environments(tuple(patterns), names)
     if not matched:
         raise InvalidFieldException(
             f"The {MlEnvironmentsField.alias!r} field in target {generator.address} must match "
@@ -54,7 +70,13 @@ async def generate_ml_models(
         generator,
         (
             MlModelTarget(
-                {**request.template, MlEnvField.alias: env},
+                {
+                    **request.template,
+                    MlEntryField.alias: entry,
+                    MlSeedField.alias: seed,
+                    MlTimeoutField.alias: timeout,
+                    MlEnvField.alias: env,
+                },
                 request.template_address.create_generated(env),
                 union_membership,
             )

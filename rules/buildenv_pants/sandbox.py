@@ -68,7 +68,7 @@ def synthesized_pyproject(config: BuildenvConfig, field_set: MlModelFieldSet) ->
     if field_set.seed.value is not None:
         training["seed"] = field_set.seed.value
     if field_set.timeout.value is not None:
-        training["timeout"] = float(field_set.timeout.value)
+        training["timeout"] = field_set.timeout.value
     doc = {
         "tool": {
             "buildenv": {
@@ -116,7 +116,7 @@ async def ml_model_sandbox(
         internal_only=True,
         include_source_files=False,
         main=EntryPoint.parse(BUILDENV_MAIN),
-        description=f"Build the buildenv runtime for {field_set.address}",
+        description="Build the buildenv runtime PEX",
     )
     venv_pex, python_sources, env_sources, pyproject = await MultiGet(
         Get(VenvPex, PexFromTargetsRequest, pex_request),

@@ -71,9 +71,6 @@ async def find_putative_buildenv_targets(
         directory = os.path.dirname(training.entry.rsplit(":", 1)[0])
         if not _in_dirs(directory, request.dirs):
             continue
-        kwargs: dict = {"entry": training.entry, "environments": training.environments}
-        if training.seed is not None:
-            kwargs["seed"] = training.seed
         putative.append(
             PutativeTarget(
                 directory,
@@ -81,8 +78,12 @@ async def find_putative_buildenv_targets(
                 MlTrainingTarget.alias,
                 triggering_sources=(),
                 owned_sources=(),
-                kwargs=kwargs,
-                comments=("# From [tool.buildenv.trainings." + training.name + "] in pyproject.toml",),
+                # Explicit even when it equals the directory's name: the training's name.
+                kwargs={"name": training.name},
+                comments=(
+                    f"# entry, environments, seed: [tool.buildenv.trainings.{training.name}] "
+                    "in pyproject.toml",
+                ),
             )
         )
     return PutativeTargets(putative)

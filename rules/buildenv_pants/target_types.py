@@ -16,6 +16,7 @@ from pants.engine.target import (
     COMMON_TARGET_FIELDS,
     Dependencies,
     FieldSet,
+    FloatField,
     IntField,
     InvalidFieldException,
     MultipleSourcesField,
@@ -96,20 +97,18 @@ class MlEnvironmentTarget(Target):
 
 class MlEntryField(StringField):
     alias = "entry"
-    required = True
     help = help_text(
         """
-        The training function, `path/to/module.py:function`, relative to the build root
-        (as in `[tool.buildenv.trainings.<name>] entry`). The file's owning target is an
-        inferred dependency.
+        The training function, `path/to/module.py:function`, relative to the build root.
+        Default: `entry` of `[tool.buildenv.trainings.<name>]` in pyproject.toml. The file's
+        owning target is an inferred dependency.
         """
     )
 
     @classmethod
-    def compute_value(cls, raw_value: Optional[str], address: Address) -> str:
+    def compute_value(cls, raw_value: Optional[str], address: Address) -> Optional[str]:
         value = super().compute_value(raw_value, address)
-        assert value is not None
-        if not ENTRY_RE.match(value):
+        if value is not None and not ENTRY_RE.match(value):
             raise InvalidFieldException(
                 f"The {cls.alias!r} field in target {address} must look like "
                 f"`path/to/module.py:function`, but it was set to {value!r}."
@@ -122,28 +121,43 @@ class MlEntryField(StringField):
         return self.value.rsplit(":", 1)[0]
 
 
+class MlModelEntryField(MlEntryField):
+    required = True
+    help = "The training function, `path/to/module.py:function`, relative to the build root."
+
+
 class MlEnvironmentsField(StringSequenceField):
     alias = "environments"
-    default = ("*",)
     help = help_text(
         """
         Glob patterns (fnmatch) over environment names: one `ml_model` target is generated
-        per matching environment, addressed `<this target>#<environment>`.
+        per matching environment, addressed `<this target>#<environment>`. Default:
+        `environments` of `[tool.buildenv.trainings.<name>]` in pyproject.toml, else `["*"]`.
         """
     )
 
 
 class MlSeedField(IntField):
     alias = "seed"
-    help = "The build seed (`ctx.seed`). Defaults to buildenv's default (0)."
+    help = help_text(
+        """
+        The build seed (`ctx.seed`). Default: pyproject.toml's `seed` for this training, else
+        buildenv's default (0).
+        """
+    )
 
 
-class MlTimeoutField(IntField):
+class MlTimeoutField(FloatField):
     alias = "timeout"
-    help = "Seconds the training may run before buildenv stops it. Defaults to buildenv's."
+    help = help_text(
+        """
+        Seconds the training may run before buildenv stops it. Default: pyproject.toml's
+        `timeout` for this training, else buildenv's.
+        """
+    )
 
     @classmethod
-    def compute_value(cls, raw_value: Optional[int], address: Address) -> Optional[int]:
+    def compute_value(cls, raw_value: Optional[float], address: Address) -> Optional[float]:
         value = super().compute_value(raw_value, address)
         if value is not None and value <= 0:
             raise InvalidFieldException(
@@ -172,7 +186,7 @@ class MlModelTarget(Target):
     alias = "ml_model"
     core_fields = (
         *COMMON_TARGET_FIELDS,
-        MlEntryField,
+        MlModelEntryField,
         MlEnvField,
         MlSeedField,
         MlTimeoutField,
@@ -196,8 +210,9 @@ class MlTrainingTarget(TargetGenerator):
     generated_target_cls = MlModelTarget
     help = help_text(
         """
-        A training compiled against every environment matching `environments`; the target's
-        name is the training's name (as in `[tool.buildenv.trainings.<name>]`).
+        A training compiled against every environment matching `environments`. The target's
+        name is the training's name: fields left unset come from
+        `[tool.buildenv.trainings.<name>]` in pyproject.toml, so the training is declared once.
 
         Generates one `ml_model` target per matching environment, `<address>#<env>`.
         """

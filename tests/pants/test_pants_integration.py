@@ -30,7 +30,8 @@ def test_tailor_writes_targets(repo: ToyRepo) -> None:
     assert 'ml_environment(\n    name="a",\n)' in envs
     assert 'ml_environment(\n    name="b",\n)' in envs
     models = (repo.root / "models/BUILD").read_text()
-    assert 'name="toy",\n    entry="models/train_toy.py:train"' in models
+    # entry and environments stay in pyproject.toml: the BUILD file only names the training.
+    assert 'ml_training(\n    name="toy",\n)' in models
     assert "python_sources()" in models
     listed = repo.pants("list", "models:").stdout.split()
     assert {"models:toy#a", "models:toy#b", "models:toy2#a", "models:toy2#b"} <= set(listed)
@@ -83,7 +84,7 @@ def test_check_failure_is_a_clean_diagnostic(repo: ToyRepo) -> None:
         "    df = ctx.read('items', columns=['x', 'y', 'xx'])\n"
         "    return None\n"))
     repo.write("models/typo/BUILD", (
-        "python_sources()\n\n"
+        "python_sources(name='src')\n\n"
         "ml_training(name='typo', entry='models/typo/train.py:train', environments=['a'])\n"))
     proc = repo.pants("check", "models/typo::", check=False)
     assert proc.returncode != 0
@@ -100,7 +101,7 @@ def test_training_only_feature_fails_the_build(repo: ToyRepo) -> None:
         "    df = ctx.read('items', columns=['secret', 'y'])\n"
         "    return LogisticRegression().fit(df[['secret']], df['y'])\n"))
     repo.write("models/leaky/BUILD", (
-        "python_sources()\n\n"
+        "python_sources(name='src')\n\n"
         "ml_training(name='leaky', entry='models/leaky/train.py:train', environments=['a'])\n"))
     proc = repo.pants("build", "models/leaky::", check=False)
     assert proc.returncode != 0

@@ -1,0 +1,395 @@
+"""Benchmark `buildenv validate` against pandera, Great Expectations and a bare Parquet decode.
+
+    .venv/bin/python bench/bench_validate.py [--rows 5000000] [--repeats 3]
+
+Data: a seeded Parquet file of 5M rows x 20 columns (ints, floats with nulls, strings with
+domains, a free-text string, bools, a date), valid against its declarations, and an
+environment declaring those columns. One column spec (COLUMNS below) is rendered three
+ways, so the rules are the same for every tool:
+
+| rule               | buildenv                  | pandera (pandas backend)        | Great Expectations (pandas)                      |
+|--------------------|---------------------------|---------------------------------|--------------------------------------------------|
+| dtype              | `dtype:`                  | `Column(dtype)`                 | ExpectColumnValuesToBeOfType                      |
+| not null           | `nullable: false`         | `nullable=False`                | ExpectColumnValuesToNotBeNull                     |
+| max null fraction  | `max_null_fraction: f`    | `Check(isna().mean() <= f)`     | ExpectColumnProportionOfNonNullValuesToBeBetween  |
+| domain             | `domain: [...]`           | `Check.isin([...])`             | ExpectColumnValuesToBeInSet                       |
+| range (inclusive)  | `range: [lo, hi]`         | `Check.in_range(lo, hi)`        | ExpectColumnValuesToBeBetween                     |
+
+Each tool runs in its own child process (peak RSS per tool from os.wait4), alternating
+round by round, page cache warm:
+- buildenv: `buildenv validate bench` (CLI), and `validate_env` timed inside the process;
+- pandera 0.x: `pd.read_parquet` + `schema.validate(df, lazy=True)` (peer venv);
+- Great Expectations 1.x: `pd.read_parquet` + ephemeral context, pandas datasource,
+  whole-dataframe batch, `batch.validate(suite, result_format="BASIC")` (peer venv);
+- floor: pyarrow `ParquetFile.iter_batches` over all columns (same pyarrow as buildenv),
+  and the same with buildenv's read options (domain strings read as dictionaries).
+Each child prints the seconds of its work after its imports ("work s"), so both the
+end-to-end time and the work alone are compared.
+Goals: >= 3x pandera, >= 10x GE, within 1.25x of the bare decode, memory bounded by the
+batch size (RSS on a 4x smaller file should be about the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (BUILDENV, MAIN_PY, PEER_PY, Run, alternate, ensure_peer_venv,  # noqa: E402
+                     machine, peer_version, run, table, verdict, work_dir)
+
+SEED = 20260917
+ROW_GROUP = 1 << 20
+COUNTRIES = ["US", "GB", "DE", "FR", "BR", "IN", "CA", "ES", "MX", "JP", "IT", "NL", "AU", "SE"]
+PLANS = ["basic", "standard", "premium"]
+DEVICES = ["tv", "mobile", "web", "tablet"]
+GENRES = ["drama", "comedy", "action", "thriller", "documentary", "horror", "romance", "sci-fi",
+          "animation", "family", "fantasy", "mystery", "war", "western", "musical"]
+
+# name: (dtype, nullable, max_null_fraction, domain, range)
+COLUMNS: dict[str, tuple] = {
+    "event_id": ("int64", False, None, None, None),
+    "user_id": ("int64", False, None, None, [1, 10_000_000]),
+    "age": ("int16", False, None, None, [16, 100]),
+    "views": ("int32", False, None, None, [0, 100_000]),
+    "release_year": ("int16", False, None, None, [1920, 2026]),
+    "rating": ("int8", True, 0.05, None, [1, 5]),
+    "price": ("float64", True, 0.02, None, [0, 1000]),
+    "score": ("float64", True, 0.10, None, [0, 100]),
+    "ratio": ("float32", False, None, None, [0, 1]),
+    "latency_ms": ("float64", False, None, None, None),
+    "lat": ("float64", False, None, None, [-90, 90]),
+    "lon": ("float64", False, None, None, [-180, 180]),
+    "country": ("string", False, None, COUNTRIES, None),
+    "plan": ("string", False, None, PLANS, None),
+    "device": ("string", True, 0.01, DEVICES, None),
+    "genre": ("string", False, None, GENRES, None),
+    "title": ("string", False, None, None, None),
+    "liked": ("bool", False, None, None, None),
+    "promo": ("bool", True, 0.05, None, None),
+    "signup_date": ("date", False, None, None, ["2018-01-01", "2026-12-31"]),
+}
+
+
+def make_data(path: Path, rows: int, seed: int) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    types = {"int64": pa.int64(), "int16": pa.int16(), "int32": pa.int32(), "int8": pa.int8(),
+             "float64": pa.float64(), "float32": pa.float32(), "string": pa.string(),
+             "bool": pa.bool_(), "date": pa.date32()}
+    schema = pa.schema([(n, types[c[0]]) for n, c in COLUMNS.items()])
+    titles = np.array([f"title {i:05d}" for i in range(20_000)], dtype=object)
+    base = np.datetime64("2018-01-01")
+    tmp = path.with_suffix(".tmp")
+    with pq.ParquetWriter(tmp, schema, compression="snappy") as writer:
+        done = 0
+        while done < rows:
+            n = min(ROW_GROUP, rows - done)
+
+            def nulls(arr, fraction, kind=None):
+                mask = rng.random(n) < fraction * 0.5  # half the allowed fraction
+                return pa.array(arr, mask=mask, type=kind)
+
+            cols = {
+                "event_id": np.arange(done, done + n, dtype=np.int64),
+                "user_id": rng.integers(1, 10_000_001, n, dtype=np.int64),
+                "age": rng.integers(16, 101, n, dtype=np.int16),
+                "views": rng.integers(0, 100_001, n, dtype=np.int32),
+                "release_year": rng.integers(1920, 2027, n, dtype=np.int16),
+                "rating": nulls(rng.integers(1, 6, n, dtype=np.int8), 0.05),
+                "price": nulls(np.round(rng.gamma(2.0, 20.0, n).clip(0, 1000), 2), 0.02),
+                "score": nulls(rng.uniform(0, 100, n), 0.10),
+                "ratio": rng.random(n, dtype=np.float32),
+                "latency_ms": rng.lognormal(3, 1, n),
+                "lat": rng.uniform(-90, 90, n),
+                "lon": rng.uniform(-180, 180, n),
+                "country": np.array(COUNTRIES, dtype=object)[rng.integers(0, len(COUNTRIES), n)],
+                "plan": np.array(PLANS, dtype=object)[rng.integers(0, len(PLANS), n)],
+                "device": nulls(np.array(DEVICES, dtype=object)[rng.integers(0, 4, n)], 0.01,
+                                pa.string()),
+                "genre": np.array(GENRES, dtype=object)[rng.integers(0, len(GENRES), n)],
+                "title": titles[rng.integers(0, len(titles), n)],
+                "liked": rng.random(n) < 0.6,
+                "promo": nulls(rng.random(n) < 0.2, 0.05),
+                "signup_date": base + rng.integers(0, 3287, n).astype("timedelta64[D]"),
+            }
+            writer.write_table(pa.table({k: pa.array(v) if not isinstance(v, pa.Array) else v
+                                         for k, v in cols.items()}).cast(schema))
+            done += n
+    os.replace(tmp, path)
+
+
+def env_yaml(name: str, uri: str) -> str:
+    lines = [f"name: {name}", "description: validate benchmark", "datasets:", "  events:",
+             f"    uri: {uri}", "    format: parquet", "    columns:"]
+    for col, (dtype, nullable, mnf, domain, rng) in COLUMNS.items():
+        parts = [f"dtype: {dtype}", f"nullable: {'true' if nullable else 'false'}"]
+        if mnf is not None:
+            parts.append(f"max_null_fraction: {mnf}")
+        if domain is not None:
+            parts.append("domain: [" + ", ".join(json.dumps(v) for v in domain) + "]")
+        if rng is not None:
+            parts.append("range: [" + ", ".join(json.dumps(v) for v in rng) + "]")
+        lines.append(f"      {col}: {{{', '.join(parts)}}}")
+    return "\n".join(lines) + "\n"
+
+
+BUILDENV_INPROC = """
+import sys, time
+t0 = time.perf_counter()
+from pathlib import Path
+from buildenv.project import Project
+from buildenv.resolve import Multiverse
+from buildenv.validate import validate_env
+import pyarrow.parquet
+project = Project.discover(sys.argv[1])
+res = Multiverse(project).resolve(sys.argv[2])
+t1 = time.perf_counter()
+problems = validate_env(res, project)
+t2 = time.perf_counter()
+assert not problems, [p.to_text() for p in problems]
+print(f"WORK {t2 - t1:.4f} IMPORT {t1 - t0:.4f}")
+"""
+
+BARE_DECODE = """
+import sys, time
+t0 = time.perf_counter()
+import pyarrow.parquet as pq
+t1 = time.perf_counter()
+dictionary = sys.argv[3].split(",") if len(sys.argv) > 3 else None
+pf = pq.ParquetFile(sys.argv[1], read_dictionary=dictionary)
+rows = 0
+for batch in pf.iter_batches(batch_size=int(sys.argv[2]), columns=pf.schema_arrow.names,
+                             use_threads=True):
+    rows += batch.num_rows
+t2 = time.perf_counter()
+print(f"WORK {t2 - t1:.4f} IMPORT {t1 - t0:.4f} ROWS {rows}")
+"""
+
+PANDERA = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import pandas as pd
+import pandera.pandas as pa
+t1 = time.perf_counter()
+spec = json.loads(sys.argv[2])
+DTYPES = {"int64": "int64", "int32": "int32", "int16": "int16", "int8": "int8",
+          "float64": "float64", "float32": "float32", "string": pa.String,
+          "bool": "bool", "date": pa.Date}
+columns = {}
+for name, (dtype, nullable, mnf, domain, rng) in spec.items():
+    checks = []
+    if domain is not None:
+        checks.append(pa.Check.isin(domain))
+    if rng is not None:
+        lo, hi = rng
+        if dtype == "date":
+            import datetime as dt
+            lo, hi = dt.date.fromisoformat(lo), dt.date.fromisoformat(hi)
+        checks.append(pa.Check.in_range(lo, hi))
+    if mnf is not None:
+        checks.append(pa.Check(lambda s, f=mnf: s.isna().mean() <= f, ignore_na=False,
+                               name="max_null_fraction"))
+    kind = DTYPES[dtype]
+    if dtype in ("int8", "bool") and nullable:
+        kind = None  # nulls make pandas use float64 / object: checked by the rules, not dtype
+    columns[name] = pa.Column(kind, nullable=nullable, checks=checks)
+schema = pa.DataFrameSchema(columns, strict=False)
+t2 = time.perf_counter()
+df = pd.read_parquet(sys.argv[1])
+t3 = time.perf_counter()
+schema.validate(df, lazy=True)
+t4 = time.perf_counter()
+print(f"WORK {t4 - t2:.4f} IMPORT {t1 - t0:.4f} READ {t3 - t2:.4f} CHECK {t4 - t3:.4f}")
+"""
+
+GE = r"""
+import json, sys, time, warnings, logging
+warnings.filterwarnings("ignore")
+logging.disable(logging.WARNING)
+t0 = time.perf_counter()
+import pandas as pd
+import great_expectations as gx
+import great_expectations.expectations as gxe
+t1 = time.perf_counter()
+spec = json.loads(sys.argv[2])
+context = gx.get_context(mode="ephemeral")
+asset = context.data_sources.add_pandas("bench").add_dataframe_asset("events")
+batch_def = asset.add_batch_definition_whole_dataframe("all")
+suite = context.suites.add(gx.ExpectationSuite(name="events"))
+TYPES = {"int64": "int64", "int32": "int32", "int16": "int16", "int8": "int8",
+         "float64": "float64", "float32": "float32", "string": "str", "bool": "bool",
+         "date": "date"}
+for name, (dtype, nullable, mnf, domain, rng) in spec.items():
+    if not (dtype in ("int8", "bool") and nullable):
+        suite.add_expectation(gxe.ExpectColumnValuesToBeOfType(column=name, type_=TYPES[dtype]))
+    if not nullable:
+        suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=name))
+    if mnf is not None:
+        suite.add_expectation(gxe.ExpectColumnProportionOfNonNullValuesToBeBetween(
+            column=name, min_value=1 - mnf))
+    if domain is not None:
+        suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=domain))
+    if rng is not None:
+        lo, hi = rng
+        if dtype == "date":
+            import datetime as dt
+            lo, hi = dt.date.fromisoformat(lo), dt.date.fromisoformat(hi)
+        suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=lo,
+                                                                max_value=hi))
+t2 = time.perf_counter()
+df = pd.read_parquet(sys.argv[1])
+t3 = time.perf_counter()
+batch = batch_def.get_batch(batch_parameters={"dataframe": df})
+result = batch.validate(suite, result_format="BASIC")
+t4 = time.perf_counter()
+failed = [r.expectation_config.type + ":" + str(r.expectation_config.kwargs.get("column"))
+          for r in result.results if not r.success]
+if failed:
+    print("FAILED", failed, file=sys.stderr)
+    sys.exit(3)
+print(f"WORK {t4 - t2:.4f} IMPORT {t1 - t0:.4f} READ {t3 - t2:.4f} CHECK {t4 - t3:.4f} "
+      f"N {len(result.results)}")
+"""
+
+
+def parse(r: Run) -> dict[str, float]:
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("WORK ")][-1].split()
+    return {line[i]: float(line[i + 1]) for i in range(0, len(line) - 1, 2)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=5_000_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-peers", action="store_true", help="buildenv vs bare decode only")
+    ap.add_argument("--skip", action="append", default=[], choices=["pandera", "ge"])
+    args = ap.parse_args()
+    peers = [] if args.no_peers else [p for p in ("pandera", "ge") if p not in args.skip]
+    if peers:
+        ensure_peer_venv(["pandas", "pyarrow"] + [{"pandera": "pandera",
+                                                   "ge": "great_expectations"}[p]
+                                                  for p in peers])
+    root = work_dir("validate") / "repo"
+    (root / "environments").mkdir(parents=True, exist_ok=True)
+    (root / "data").mkdir(exist_ok=True)
+    (root / "pyproject.toml").write_text('[tool.buildenv]\nenvironments_dir = "environments"\n')
+    sizes = {"bench": args.rows, "bench-small": args.rows // 4}
+    files = {}
+    for name, rows in sizes.items():
+        data = root / "data" / f"{name}.parquet"
+        stamp = data.with_suffix(".seed")
+        want = f"{SEED}:{rows}:{json.dumps(COLUMNS, sort_keys=True)}"
+        if not data.is_file() or not stamp.is_file() or stamp.read_text() != want:
+            print(f"generating {data} ({rows} rows, seed {SEED})", flush=True)
+            make_data(data, rows, SEED)
+            stamp.write_text(want)
+        (root / "environments" / f"{name}.yaml").write_text(env_yaml(name, f"data/{name}.parquet"))
+        files[name] = data
+    data = files["bench"]
+    spec = json.dumps(COLUMNS)
+    from buildenv.validate import BATCH_ROWS
+
+    print(f"# bench_validate ({machine()})\n\n{args.rows} rows x {len(COLUMNS)} columns, "
+          f"{data.stat().st_size / 2**20:.0f} MiB Parquet; batch {BATCH_ROWS} rows", flush=True)
+    cases = {
+        "buildenv validate (CLI)": lambda: run([BUILDENV, "validate", "bench"], cwd=root),
+        "buildenv validate_env (in-process)": lambda: run(
+            [MAIN_PY, "-c", BUILDENV_INPROC, root, "bench"]),
+        "bare decode (iter_batches, all columns)": lambda: run(
+            [MAIN_PY, "-c", BARE_DECODE, data, str(BATCH_ROWS)]),
+        "bare decode, domain strings as dictionary": lambda: run(
+            [MAIN_PY, "-c", BARE_DECODE, data, str(BATCH_ROWS), ",".join(
+                n for n, c in COLUMNS.items() if c[0] == "string" and c[3] is not None)]),
+    }
+    if "pandera" in peers:
+        cases["pandera (pandas)"] = lambda: run([PEER_PY, "-c", PANDERA, data, spec])
+    if "ge" in peers:
+        cases["Great Expectations (pandas)"] = lambda: run([PEER_PY, "-c", GE, data, spec])
+    series = alternate(cases, args.repeats)
+
+    works = {name: sorted(parse(r)["WORK"] for r in s.runs) for name, s in series.items()
+             if name != "buildenv validate (CLI)"}
+    work_med = {name: xs[len(xs) // 2] for name, xs in works.items()}
+    ours_e2e = series["buildenv validate (CLI)"].median
+    ours_work = work_med["buildenv validate_env (in-process)"]
+    ours_cpu = series["buildenv validate (CLI)"].cpu
+    rows = []
+    for name, s in series.items():
+        w = work_med.get(name)
+        rows.append([name, f"{s.median:.2f}", f"{s.median / ours_e2e:.2f}x",
+                     f"{w:.2f}" if w is not None else "-",
+                     f"{w / ours_work:.2f}x" if w is not None else "-", f"{s.cpu:.2f}",
+                     f"{s.cpu / ours_cpu:.2f}x", f"{s.rss_mb:.0f}"])
+    print()
+    print("Times are medians; \"x\" columns are that tool's time / buildenv's (CLI for "
+          "end-to-end and CPU, validate_env for work): how many times faster buildenv is.\n")
+    print(table(["tool", "end-to-end s", "x (wall)", "work s", "x (work)", "CPU s", "x (CPU)",
+                 "peak RSS MiB"], rows))
+    for name in ("pandera (pandas)", "Great Expectations (pandas)"):
+        if name in series:
+            parts = [parse(r) for r in series[name].runs]
+            mid = sorted(parts, key=lambda p: p["WORK"])[len(parts) // 2]
+            print(f"\n{name}: read_parquet {mid['READ']:.2f} s + checks {mid['CHECK']:.2f} s "
+                  f"(imports {mid['IMPORT']:.2f} s)")
+    goals = {}
+    floor = work_med["bare decode (iter_batches, all columns)"]
+    r = ours_work / floor
+    goals["within 1.25x of bare decode (work)"] = r <= 1.25
+    tight = work_med["bare decode, domain strings as dictionary"]
+    lines = [f"- validate_env / bare decode (work): **{r:.2f}x** (goal <= 1.25x: "
+             f"{verdict(r <= 1.25)}); vs the same decode with buildenv's read options (domain "
+             f"strings as dictionary): {ours_work / tight:.2f}x; end-to-end CLI / bare decode "
+             f"process: {ours_e2e / series['bare decode (iter_batches, all columns)'].median:.2f}x"
+             f" (CPU {ours_cpu / series['bare decode (iter_batches, all columns)'].cpu:.2f}x)"]
+    for name, goal in (("pandera (pandas)", 3), ("Great Expectations (pandas)", 10)):
+        if name in series:
+            e2e = series[name].median / ours_e2e
+            work = work_med[name] / ours_work
+            goals[f">= {goal}x {name}"] = e2e >= goal
+            lines.append(f"- {name} / buildenv: end-to-end **{e2e:.1f}x**, work only "
+                         f"{work:.1f}x, CPU {series[name].cpu / ours_cpu:.1f}x (goal >= {goal}x "
+                         f"end-to-end: {verdict(e2e >= goal)})")
+
+    # memory: the same CLI on a 4x smaller file
+    small = [run([BUILDENV, "validate", "bench-small"], cwd=root).maxrss_kb / 1024
+             for _ in range(2)]
+    big = series["buildenv validate (CLI)"].rss_mb
+    table_mb = _table_mb(data)
+    ok = big - max(small) < 64
+    goals["memory bounded by batch (RSS ~ same at 1/4 rows)"] = ok
+    lines.append(f"- peak RSS: {big:.0f} MiB on {args.rows} rows vs {max(small):.0f} MiB on "
+                 f"{args.rows // 4} rows (the decoded table is {table_mb:.0f} MiB); "
+                 f"bounded: {verdict(ok)}")
+    print("\n" + "\n".join(lines))
+    versions = [f"pyarrow (buildenv) {_version(MAIN_PY, 'pyarrow')}"]
+    if peers:
+        versions += [f"pandas {peer_version('pandas')}"] + (
+            [f"pandera {peer_version('pandera')}"] if "pandera" in peers else []) + (
+            [f"great_expectations {peer_version('great_expectations')}"] if "ge" in peers
+            else [])
+    print("\nversions: " + ", ".join(versions))
+    print("\n## Goals\n" + "\n".join(f"- {k}: {verdict(v)}" for k, v in goals.items()))
+    return 0
+
+
+def _table_mb(path: Path) -> float:
+    import pyarrow.parquet as pq
+
+    md = pq.ParquetFile(path).metadata
+    return sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups)) / 2**20
+
+
+def _version(py: Path, module: str) -> str:
+    return run([py, "-c", f"import importlib.metadata as m; print(m.version({module!r}))"]
+               ).stdout.strip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
