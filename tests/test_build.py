@@ -19,14 +19,16 @@ pytestmark = pytest.mark.slow
 
 
 ROOT = Path(__file__).resolve().parents[1]
-CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
-    [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+def child_env() -> dict[str, str]:
+    """The environment *now* (fixtures set BUILDENV_TRACKING_URI), importing this buildenv."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
 
 
 def run(repo: Path, *args: str, env: dict | None = None, timeout: float = 300):
     proc = subprocess.run([sys.executable, "-m", "buildenv", *args], cwd=repo,
                           capture_output=True, text=True, timeout=timeout,
-                          env={**CHILD_ENV, **(env or {})})
+                          env={**child_env(), **(env or {})})
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -54,10 +56,7 @@ def versions(uri: str, name: str) -> list:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    try:
-        return list(client.search_model_versions(f"name='{name}'"))
-    except Exception:
-        return []
+    return list(client.search_model_versions(f"name='{name}'"))
 
 
 def line_col(text: str, needle: str, key: str) -> tuple[int, int]:
@@ -171,7 +170,7 @@ def test_sigkill_mid_training_leaves_nothing(repo, tracking):
     started.unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", "buildenv", "build", "slow", "--env", "base"],
                             cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**CHILD_ENV, "BUILDENV_TRACKING_URI": tracking})
+                            env={**child_env(), "BUILDENV_TRACKING_URI": tracking})
     try:
         deadline = time.monotonic() + 120
         while not started.exists():
@@ -254,7 +253,7 @@ except Exception as exc:
     print("REJECTED", type(exc).__name__, str(exc)[:300].replace("\\n", " "))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, env=CHILD_ENV)
+                          timeout=120, env=child_env())
     assert proc.returncode == 0, proc.stderr
     assert "PRED [" in proc.stdout
     assert "REJECTED MlflowException" in proc.stdout and "x2" in proc.stdout
