@@ -13,6 +13,7 @@ verified, written to a temp dir and renamed into place, then registered.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import platform
@@ -81,6 +82,7 @@ class BuildOutcome:
                 "registered": self.registered, "seconds": round(self.seconds, 3)}
 
 
+@functools.cache
 def _library_versions() -> dict[str, str]:
     out = {}
     for name in _KEY_LIBRARIES:
@@ -282,6 +284,8 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
     outcome.diagnostics = problems
     if any(p.is_error for p in problems):
         return
+    if options.register:
+        _warm_registry()
     with atomic_dir(out) as tmp:
         model_dir = tmp / "model"
         result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
@@ -314,6 +318,20 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
 
 class _Abort(Exception):
     pass
+
+
+def _warm_registry() -> None:
+    """Import MLflow's client while the training runs (seconds of imports, off the critical
+    path). Registration itself still happens only after the artifact is complete."""
+    import threading
+
+    def work() -> None:
+        try:
+            import mlflow.tracking  # noqa: F401
+        except Exception:
+            pass
+
+    threading.Thread(target=work, name="buildenv-warm-mlflow", daemon=True).start()
 
 
 CACHED_FAILURE = "failed before with the same inputs"

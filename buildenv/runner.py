@@ -65,12 +65,12 @@ def _importance(model: Any, X: Any, y: Any, seed: int, inputs: list[str]) -> dic
         from sklearn.inspection import permutation_importance
 
         n = len(X)
-        if n > 2000:
+        if n > 1000:
             rng = np.random.default_rng(seed)
-            idx = np.sort(rng.choice(n, 2000, replace=False))
+            idx = np.sort(rng.choice(n, 1000, replace=False))
             X = X.iloc[idx] if hasattr(X, "iloc") else X[idx]
             y = y.iloc[idx] if hasattr(y, "iloc") else np.asarray(y)[idx]
-        result = permutation_importance(model, X, y, n_repeats=5, random_state=seed,
+        result = permutation_importance(model, X, y, n_repeats=3, random_state=seed,
                                         n_jobs=1)
         raw = [max(0.0, float(v)) for v in result.importances_mean]
         total = sum(raw)
