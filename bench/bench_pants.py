@@ -1,0 +1,107 @@
+"""No-op `./pants build ::` (pantsd warm) vs `dvc repro` of an equivalent dvc.yaml, same run.
+
+Both work on fresh copies of this repository (`git archive HEAD`). The dvc.yaml is generated:
+one stage per (training, environment) pair, running `buildenv build` with the same deps Pants
+keys on (the training's repository modules, the environment chain, its lock, the datasets) and
+the artifact directory as an uncached out. After one real build with each tool, the no-op
+rebuild is timed, alternating tools. Also reported: clone-to-artifacts with
+`./pants --no-pantsd build ::` on this machine's warm bootstrap/resolve caches (a truly cold
+machine adds the bootstrap and the requirements PEX: ~4.8 min measured in rules/README.md).
+
+    .venv/bin/python bench/bench_pants.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import BUILDENV, PEER_VENV, REPO, WORK  # noqa: E402
+
+
+def fresh_copy(dest: Path) -> Path:
+    subprocess.run(["rm", "-rf", str(dest)], check=True)
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def timed(cmd: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return elapsed
+
+
+def dvc_yaml(root: Path) -> dict:
+    from buildenv.check import repo_imports
+    from buildenv.lock import lock_path
+    from buildenv.plan import pairs
+    from buildenv.project import Project
+    from buildenv.resolve import Multiverse
+
+    project = Project.discover(root)
+    mv = Multiverse(project)
+    stages = {}
+    for training, env in pairs(project.trainings, mv.names()):
+        config = project.training(training)
+        res = mv.resolve(env)
+        deps = [project.rel(p) for p in repo_imports(project, config.module_path)]
+        deps += [project.rel(mv.path(name)) for name in res.chain]
+        deps.append(project.rel(lock_path(project, env)))
+        deps += sorted({ds.uri for ds in res.env.datasets.values()})
+        stages[f"{training}@{env}"] = {
+            "cmd": f"{BUILDENV} build {training} --env {env} --no-register",
+            "deps": sorted(set(deps)),
+            "outs": [{f"dist/{training}/{env}": {"cache": False}}],
+        }
+    return {"stages": stages}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    dvc = PEER_VENV / "bin" / "dvc"
+    if not dvc.exists():
+        raise SystemExit(f"dvc not found in {PEER_VENV}: run bench/bench_lock.py once")
+
+    pants_repo = fresh_copy(WORK / "pants" / "pants-repo")
+    clone_to_artifacts = timed(["./pants", "--no-pantsd", "build", "::"], pants_repo)
+    timed(["./pants", "build", "::"], pants_repo)  # start pantsd, warm its graph
+
+    dvc_repo = fresh_copy(WORK / "pants" / "dvc-repo")
+    (dvc_repo / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml(dvc_repo), sort_keys=True))
+    timed([str(dvc), "init", "--no-scm", "-q"], dvc_repo)
+    first_dvc = timed([str(dvc), "repro", "-q"], dvc_repo)
+
+    pants_runs, dvc_runs = [], []
+    for _ in range(args.repeats):
+        pants_runs.append(timed(["./pants", "build", "::"], pants_repo))
+        dvc_runs.append(timed([str(dvc), "repro", "-q"], dvc_repo))
+    for pid_file in (pants_repo / ".pids").rglob("pid"):  # stop this copy's pantsd
+        subprocess.run(["kill", pid_file.read_text().strip()], capture_output=True)
+    p, d = statistics.median(pants_runs), statistics.median(dvc_runs)
+    print("| command | no-op wall s (median) | runs |")
+    print("|---|---|---|")
+    print(f"| ./pants build :: (pantsd warm) | {p:.2f} | {', '.join(f'{x:.2f}' for x in pants_runs)} |")
+    print(f"| dvc repro | {d:.2f} | {', '.join(f'{x:.2f}' for x in dvc_runs)} |")
+    print(f"\nno-op pants / dvc = {p / d:.2f}x (goal <= 1x: {'MET' if p <= d else 'MISSED'})")
+    print(f"clone-to-artifacts, ./pants --no-pantsd build :: (warm machine caches): "
+          f"{clone_to_artifacts:.1f} s; first dvc repro (7 trainings): {first_dvc:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
