@@ -62,7 +62,7 @@ def dvc_yaml(root: Path) -> dict:
         deps += [project.rel(mv.path(name)) for name in res.chain]
         deps.append(project.rel(lock_path(project, env)))
         deps += sorted({ds.uri for ds in res.env.datasets.values()})
-        stages[f"{training}@{env}"] = {
+        stages[f"{training}--{env}"] = {
             "cmd": f"{BUILDENV} build {training} --env {env} --no-register",
             "deps": sorted(set(deps)),
             "outs": [{f"dist/{training}/{env}": {"cache": False}}],
