@@ -29,8 +29,18 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (BUILDENV, MAIN_PY, Run, alternate, copy_repo, machine, run,  # noqa: E402
-                     table, verdict, work_dir)
+from _common import (  # noqa: E402
+    BUILDENV,
+    MAIN_PY,
+    Run,
+    alternate,
+    copy_repo,
+    machine,
+    run,
+    table,
+    verdict,
+    work_dir,
+)
 
 SEED = 20261001
 ROWS = 300_000
@@ -174,10 +184,10 @@ def calibrate(root: Path, target: float) -> int:
 BREAKDOWN = r"""
 import json, sys, time
 from pathlib import Path
-import buildenv.build as B
-import buildenv.validate as V
-from buildenv.project import Project
-from buildenv.resolve import Multiverse
+import buildenv.compile.build as B
+import buildenv.data.validate as V
+from buildenv.core.project import Project
+from buildenv.env.resolve import Multiverse
 spent = {}
 def wrap(mod, name, label):
     if not hasattr(mod, name):  # imported inside a function: wrap it at its source

@@ -42,8 +42,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (BUILDENV, MAIN_PY, Run, alternate, machine, run, table,  # noqa: E402
-                     verdict, work_dir)
+from _common import (  # noqa: E402
+    BUILDENV,
+    MAIN_PY,
+    Run,
+    alternate,
+    machine,
+    run,
+    table,
+    verdict,
+    work_dir,
+)
 
 SEED = 20260923
 ROW_GROUP = 1 << 20
@@ -119,13 +128,13 @@ def env_yaml(name: str, uri: str) -> str:
 BUILDENV_INPROC = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from buildenv.drift import run_drift, write_outputs
-from buildenv.project import Project
+from buildenv.monitor.drift import run_drift, write_stats
+from buildenv.core.project import Project
 t1 = time.perf_counter()
 project = Project.discover(sys.argv[1])
 result = run_drift(project, sys.argv[2], "events", against=sys.argv[3], use_cache=False,
                    batch_rows=int(sys.argv[4]))
-write_outputs(result, project)
+write_stats(result, project)
 t2 = time.perf_counter()
 metrics = {n: {k: c["metrics"][k] for k in ("linf", "jsd", "psi")}
            for n, c in result.stats["columns"].items()}
@@ -262,7 +271,7 @@ def main() -> int:
     args = ap.parse_args()
     if not args.no_peers:
         ensure_peer_venv()
-    from buildenv.drift_stats import BATCH_ROWS
+    from buildenv.monitor.statistics import BATCH_ROWS
 
     root = work_dir("drift") / "repo"
     (root / "environments").mkdir(parents=True, exist_ok=True)

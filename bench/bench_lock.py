@@ -31,8 +31,21 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (BUILDENV, MAIN_PY, PEER_VENV, Run, alternate, copy_repo,  # noqa: E402
-                     ensure_peer_venv, machine, peer_version, run, table, verdict, work_dir)
+from _common import (  # noqa: E402
+    BUILDENV,
+    MAIN_PY,
+    PEER_VENV,
+    Run,
+    alternate,
+    copy_repo,
+    ensure_peer_venv,
+    machine,
+    peer_version,
+    run,
+    table,
+    verdict,
+    work_dir,
+)
 
 SEED = 20260901
 ROWS_PER_GROUP = 1 << 20
@@ -251,9 +264,9 @@ def bench_in_process(data: Path, repeats: int) -> str:
     script = f"""
 import hashlib, statistics, sys, time
 from pathlib import Path
-from buildenv.content import digest_location
-from buildenv.project import Project
-from buildenv.storage import locate
+from buildenv.data.digests import digest_location
+from buildenv.core.project import Project
+from buildenv.data.storage import locate
 import pyarrow.parquet  # noqa: imported by the lock too; keep it out of the timing
 path = Path({str(data)!r})
 loc = locate("file://" + str(path), Project(root=path.parent))
@@ -280,7 +293,7 @@ def bench_startup(root: Path, repeats: int) -> str:
     cases = {
         "python -c pass": lambda: run([MAIN_PY, "-c", "pass"]),
         "import buildenv.cli": lambda: run([MAIN_PY, "-c", "import buildenv.cli"]),
-        "import buildenv.lock": lambda: run([MAIN_PY, "-c", "import buildenv.lock"]),
+        "import buildenv.data.lock": lambda: run([MAIN_PY, "-c", "import buildenv.data.lock"]),
         "buildenv --help": lambda: run([BUILDENV, "--help"], cwd=root),
     }
     series = alternate(cases, repeats)

@@ -46,11 +46,11 @@ def timed(cmd: list[str], cwd: Path) -> float:
 
 
 def dvc_yaml(root: Path) -> dict:
-    from buildenv.check import repo_imports
-    from buildenv.lock import lock_path
-    from buildenv.plan import pairs
-    from buildenv.project import Project
-    from buildenv.resolve import Multiverse
+    from buildenv.compile.check import repo_imports
+    from buildenv.compile.plan import pairs
+    from buildenv.core.project import Project
+    from buildenv.data.lock import lock_path
+    from buildenv.env.resolve import Multiverse
 
     project = Project.discover(root)
     mv = Multiverse(project)

@@ -38,8 +38,20 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (BUILDENV, MAIN_PY, PEER_PY, Run, alternate, ensure_peer_venv,  # noqa: E402
-                     machine, peer_version, run, table, verdict, work_dir)
+from _common import (  # noqa: E402
+    BUILDENV,
+    MAIN_PY,
+    PEER_PY,
+    Run,
+    alternate,
+    ensure_peer_venv,
+    machine,
+    peer_version,
+    run,
+    table,
+    verdict,
+    work_dir,
+)
 
 SEED = 20260917
 ROW_GROUP = 1 << 20
@@ -144,9 +156,9 @@ BUILDENV_INPROC = """
 import sys, time
 t0 = time.perf_counter()
 from pathlib import Path
-from buildenv.project import Project
-from buildenv.resolve import Multiverse
-from buildenv.validate import validate_env
+from buildenv.core.project import Project
+from buildenv.env.resolve import Multiverse
+from buildenv.data.validate import validate_env
 import pyarrow.parquet
 project = Project.discover(sys.argv[1])
 res = Multiverse(project).resolve(sys.argv[2])
@@ -294,7 +306,7 @@ def main() -> int:
         files[name] = data
     data = files["bench"]
     spec = json.dumps(COLUMNS)
-    from buildenv.validate import BATCH_ROWS
+    from buildenv.data.validate import BATCH_ROWS
 
     print(f"# bench_validate ({machine()})\n\n{args.rows} rows x {len(COLUMNS)} columns, "
           f"{data.stat().st_size / 2**20:.0f} MiB Parquet; batch {BATCH_ROWS} rows", flush=True)

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from buildrepo import BASE, SENTINEL, make_build_repo
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import PYPROJECT, TRAIN_DEMO, invoke_cli, write_repo
 
 

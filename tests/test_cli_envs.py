@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import invoke_cli, movies_table, write_env, write_parquet, write_repo
 
 
@@ -143,7 +142,7 @@ def test_version(repo):
 
 
 def test_internal_errors_exit_3_without_traceback(repo, monkeypatch):
-    from buildenv import explain
+    from buildenv.env import views as explain
 
     def boom(*args, **kwargs):
         raise RuntimeError("kaboom")

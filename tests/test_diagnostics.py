@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import invoke_cli, write_repo
 
-from buildenv.codes import CODES
-from buildenv.diagnostics import (
+from buildenv.core.codes import CODES
+from buildenv.core.diagnostics import (
     Diagnostic,
     DiagnosticError,
     Severity,
     did_you_mean,
     render,
     sort_diagnostics,
+    to_sarif,
 )
-from buildenv.diagnostics import to_sarif
-from conftest import invoke_cli, write_repo
 
 D_COL = Diagnostic("BE102", "column 'critic_scores' is not in dataset 'movies' of environment "
                    "prod-2026-06", "examples/movies/train.py", 7, 5,

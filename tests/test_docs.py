@@ -6,10 +6,10 @@ import re
 
 import pytest
 import typer.main
+from conftest import REPO_ROOT, invoke_cli
 
 from buildenv.cli import app
-from buildenv.codes import CODES
-from conftest import REPO_ROOT, invoke_cli
+from buildenv.core.codes import CODES
 
 SOURCES = sorted((REPO_ROOT / "buildenv").rglob("*.py"))
 USED = sorted({code for path in SOURCES

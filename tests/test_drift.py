@@ -18,12 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from buildenv import drift
 from buildenv.cli import app
-from buildenv.drift_report import BASE_COLOR, CAND_COLOR
-from buildenv.lock import lock_environments
-from buildenv.project import Project
-from buildenv.resolve import Multiverse
+from buildenv.core.project import Project
+from buildenv.data.lock import lock_environments
+from buildenv.env.resolve import Multiverse
+from buildenv.monitor import drift, formatting, statistics
+from buildenv.monitor.report import BASE_COLOR, CAND_COLOR
 
 PROD_YAML = """\
 name: prod
@@ -171,13 +171,13 @@ def test_metrics_match_their_definitions():
     from scipy.spatial.distance import jensenshannon
 
     p, q = np.array([50.0, 30, 20, 0]), np.array([10.0, 30, 40, 20])
-    assert drift.jsd(p, p) == 0.0
-    assert drift.jsd(np.array([1.0, 0]), np.array([0.0, 1])) == 1.0
-    assert drift.jsd(p, q) == pytest.approx(jensenshannon(p, q, base=2) ** 2)
-    value, at = drift.linf(p, q)
+    assert statistics.jsd(p, p) == 0.0
+    assert statistics.jsd(np.array([1.0, 0]), np.array([0.0, 1])) == 1.0
+    assert statistics.jsd(p, q) == pytest.approx(jensenshannon(p, q, base=2) ** 2)
+    value, at = statistics.linf(p, q)
     assert (value, at) == (pytest.approx(0.4), 0)
     pn, qn = np.maximum(p / 100, 1e-4), np.maximum(q / 100, 1e-4)
-    assert drift.psi(p, q) == pytest.approx(float(np.sum((qn - pn) * np.log(qn / pn))))
+    assert statistics.psi(p, q) == pytest.approx(float(np.sum((qn - pn) * np.log(qn / pn))))
 
 
 # --- alerts ----------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ def test_categorical_shift_names_value_numbers_threshold_and_line(repo: Path):
     assert alert.value == pytest.approx(expected)
     assert (f"items.genre: 'horror' is now the most frequent value ({new_c['horror']:.1%} of rows, "
             f"was 'comedy' at {old_c['comedy']:.1%})") in alert.message
-    assert f"L∞ {drift.fmt_stat(expected, 0.05)} > 0.05 (monitoring.drift.columns.genre.linf at " \
+    assert f"L∞ {formatting.fmt_stat(expected, 0.05)} > 0.05 (monitoring.drift.columns.genre.linf at " \
            f"environments/prod.yaml:{yaml_line(PROD_YAML, 'genre: {linf', 'columns:')})" \
         in alert.message
     d = alert.diagnostic()
@@ -219,7 +219,7 @@ def test_categorical_shift_names_value_numbers_threshold_and_line(repo: Path):
     assert alert.hints[0] == "used by model@prod (importance 0.40, rank 1 of 6)"
     assert f"set datasets.items.uri to '{uri}' in environments/prod.yaml, then run " \
            "`buildenv lock prod`" in alert.hints[1]
-    suggested = drift._suggest(expected, True)
+    suggested = formatting.suggest_threshold(expected, True)
     assert suggested > expected
     assert alert.hints[2] == (f"or raise the threshold: `linf: {suggested}` at "
                               f"environments/prod.yaml:{d.line}")

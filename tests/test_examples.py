@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from buildenv.project import Project
-from buildenv.resolve import Multiverse
 from conftest import REPO_ROOT, invoke_cli
+
+from buildenv.core.project import Project
+from buildenv.env.resolve import Multiverse
 
 ENVS = sorted(p.stem for p in (REPO_ROOT / "environments").glob("*.yaml"))
 ROOT_ENV = "prod-2026-06"

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 from conftest import invoke_cli
-from services import (base_image, base_rootfs, docker_daemon, free_port, make_churn_repo, stop,
-                      tool)
+from services import base_image, base_rootfs, docker_daemon, free_port, make_churn_repo, stop, tool
 
 pytestmark = pytest.mark.slow
 

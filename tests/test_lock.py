@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-
-from buildenv import content, fsutil
-from buildenv.lock import lock_environments, read_lock
-from buildenv.project import Project
-from buildenv.resolve import Multiverse
 from conftest import CHILD_YAML, invoke_cli, movies_table, write_parquet, write_repo
+
+from buildenv.core import atomic as fsutil
+from buildenv.core.project import Project
+from buildenv.data import digests as content
+from buildenv.data.lock import lock_environments, read_lock
+from buildenv.env.resolve import Multiverse
 
 
 def sha256_of(path: Path) -> str:

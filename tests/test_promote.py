@@ -17,9 +17,10 @@ import pytest
 from conftest import invoke_cli
 from services import events, make_churn_repo, write_events
 
-from buildenv.project import Project
-from buildenv.promote import HISTORY_PREFIX, alias_name, champion_stack
-from buildenv.registry import client
+from buildenv.core.project import Project
+from buildenv.release.champion import HISTORY_PREFIX, champion_stack
+from buildenv.release.gates import alias_name
+from buildenv.compile.registry import client
 
 pytestmark = pytest.mark.slow
 
@@ -186,7 +187,7 @@ def test_champion_stack_replays_promotions_and_rollbacks() -> None:
 def test_missing_holdout_falls_back_to_logged_metrics(world: dict, repo: Path) -> None:
     use(world, "good1")
     lineage = json.loads((repo / DIST / "buildenv.json").read_text())
-    from buildenv.build import holdout_file
+    from buildenv.compile.launch import holdout_file
 
     hold = holdout_file(Project.discover(repo), lineage["cache_key"])
     saved = hold.read_bytes()

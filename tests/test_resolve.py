@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
-
-from buildenv.project import Project
-from buildenv.resolve import Multiverse
 from conftest import BASE_YAML, invoke_cli, write_repo
+
+from buildenv.core.project import Project
+from buildenv.env.resolve import Multiverse
 
 GRAND = """\
 name: grand

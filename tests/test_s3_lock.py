@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from buildenv import storage
 from conftest import invoke_cli, movies_table, write_repo
+
+from buildenv.data import storage
 
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")

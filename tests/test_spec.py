@@ -12,7 +12,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from conftest import BASE_YAML, REPO_ROOT, invoke_cli, write_repo
 
 

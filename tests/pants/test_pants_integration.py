@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from pants_toy_repo import ToyRepo, make_toy_repo
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from pants_toy_repo import MAIN_REPO, ToyRepo, make_toy_repo
 
 pytestmark = pytest.mark.slow

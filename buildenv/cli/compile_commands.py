@@ -1,0 +1,105 @@
+"""Commands that compile trainings: check, build."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from buildenv.cli.app import (
+    Format,
+    FormatOpt,
+    RootOpt,
+    app,
+    command,
+    emit,
+    finish,
+    open_project,
+)
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+
+
+@app.command("check")
+@command
+def check_cmd(training: str = typer.Argument(..., help="Training name from pyproject.toml."),
+              env: str = typer.Option(..., "--env", help="Environment name."),
+              root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+    """Static checks only: no data read, no training (fast)."""
+    from buildenv.compile.check import check_training
+    from buildenv.env.resolve import Multiverse
+
+    project = open_project(root)
+    config = project.training(training)
+    mv = Multiverse(project)
+    problems = check_training(project, training, config, mv.resolve(env))
+    if not any(p.is_error for p in problems) and fmt is Format.text:
+        print(f"{training} @ {env}: static checks passed")
+    finish(problems, fmt)
+
+
+@app.command("build")
+@command
+def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name."),
+              env: Optional[str] = typer.Option(None, "--env", help="Environment name."),
+              all_: bool = typer.Option(False, "--all", help="Every (training, environment) "
+                                        "pair of the multiverse."),
+              out: Optional[Path] = typer.Option(None, "--out", help="Artifact directory "
+                                                 "(default dist/<training>/<env>)."),
+              register: bool = typer.Option(True, "--register/--no-register",
+                                            help="Log and register in MLflow."),
+              cache: bool = typer.Option(True, "--cache/--no-cache",
+                                         help="Use the content-addressed build cache."),
+              jobs: Optional[int] = typer.Option(None, "--jobs", "-j",
+                                                 help="Parallel builds (default: cores)."),
+              matrix_out: Optional[Path] = typer.Option(None, "--matrix-json",
+                                                        help="Where --all writes the matrix "
+                                                        "(default dist/matrix.json)."),
+              data_root: Optional[Path] = typer.Option(None, "--data-root",
+                                                       help="Where relative dataset uris "
+                                                       "resolve (default: the root)."),
+              timeout: Optional[float] = typer.Option(None, "--timeout",
+                                                      help="Training time limit, seconds."),
+              root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+    """Compile: check, validate, train, verify, emit (and register)."""
+    from buildenv.compile.build import BuildOptions, build_pair
+    from buildenv.compile.plan import matrix_json, pairs, render_matrix, run_matrix
+    from buildenv.core.atomic import atomic_write_text
+    from buildenv.env.resolve import Multiverse
+
+    project = open_project(root, data_root)
+    mv = Multiverse(project)
+    options = BuildOptions(out=out, register=register, use_cache=cache, timeout=timeout)
+    if all_:
+        if training or env or out:
+            raise DiagnosticError([Diagnostic("BE004", "--all takes no TRAINING, --env or "
+                                              "--out")], 2)
+        selected = pairs(project.trainings, mv.names())
+        outcomes = run_matrix(project, mv, selected, options, jobs)
+        payload = matrix_json(outcomes)
+        target = matrix_out or project.root / "dist" / "matrix.json"
+        atomic_write_text(target, json.dumps(payload, indent=2) + "\n")
+        if fmt is Format.text:
+            print(render_matrix(outcomes))
+        else:
+            emit([d for o in outcomes for d in o.diagnostics], fmt)
+        if any(o.status == "failed" for o in outcomes):
+            raise typer.Exit(1)
+        return
+    if not training or not env:
+        raise DiagnosticError([Diagnostic("BE004", "build needs TRAINING and --env ENV, or "
+                                          "--all")], 2)
+    project.training(training)
+    mv.require(env)
+    outcome = build_pair(project, mv, training, env, options)
+    if fmt is Format.text:
+        if outcome.status != "failed":
+            where = project.rel(outcome.artifact) if outcome.artifact else "?"
+            why = f" ({outcome.reason})" if outcome.reason else ""
+            reg = outcome.registered
+            reg_text = f", registered {training} v{reg['version']}" if reg else ""
+            print(f"{training} @ {env}: {outcome.status}{why} -> {where}{reg_text}")
+    finish(outcome.diagnostics, fmt)
+    if outcome.status == "failed":
+        raise typer.Exit(1)

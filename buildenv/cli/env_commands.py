@@ -1,0 +1,146 @@
+"""Commands about environments themselves: envs, show, diff, schema, explain, version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from buildenv import __version__
+from buildenv.cli.app import (
+    DataFormat,
+    Format,
+    RootOpt,
+    app,
+    command,
+    emit,
+    open_project,
+)
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+
+
+@app.command("envs")
+@command
+def envs_cmd(root: Optional[Path] = RootOpt,
+             fmt: DataFormat = typer.Option(DataFormat.yaml, "--format",
+                                            help="table (yaml) or json")) -> None:
+    """List environments: name, parent, datasets, lock state."""
+    from buildenv.data.lock import lock_state
+    from buildenv.env.resolve import Multiverse
+
+    mv = Multiverse(open_project(root))
+    resolved, problems = mv.resolve_all()
+    rows = []
+    for name in mv.names():
+        res = resolved.get(name)
+        if res is None:
+            rows.append({"name": name, "extends": None, "datasets": [], "lock": "invalid",
+                         "serving": None})
+            continue
+        rows.append({"name": name, "extends": res.env.extends,
+                     "datasets": sorted(res.env.datasets), "lock": lock_state(mv, res),
+                     "serving": res.env.serving.stack if res.env.serving else None})
+    if fmt is DataFormat.json:
+        print(json.dumps({"environments": rows}, indent=2))
+    else:
+        width = max([len(r["name"]) for r in rows] + [4])
+        pwidth = max([len(r["extends"] or "-") for r in rows] + [7])
+        print(f"{'NAME':<{width}}  {'EXTENDS':<{pwidth}}  {'LOCK':<8}  DATASETS")
+        for r in rows:
+            print(f"{r['name']:<{width}}  {r['extends'] or '-':<{pwidth}}  {r['lock']:<8}  "
+                  f"{', '.join(r['datasets'])}")
+    emit(problems, Format.text)
+    if any(p.is_error for p in problems):
+        raise typer.Exit(2)  # an invalid environment file is a configuration error
+
+
+@app.command("show")
+@command
+def show_cmd(env: str = typer.Argument(..., help="Environment name."),
+             root: Optional[Path] = RootOpt,
+             fmt: DataFormat = typer.Option(DataFormat.yaml, "--format"),
+             explain: bool = typer.Option(False, "--explain",
+                                          help="Annotate each value with the file:line it "
+                                          "came from.")) -> None:
+    """Print the resolved environment (after `extends`)."""
+    from buildenv.env.resolve import Multiverse
+    from buildenv.env.views import explained_yaml, resolved_document
+
+    mv = Multiverse(open_project(root))
+    res = mv.resolve(env)
+    if explain:
+        print(explained_yaml(res), end="")
+    elif fmt is DataFormat.json:
+        print(json.dumps(resolved_document(res), indent=2))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(resolved_document(res), sort_keys=False, allow_unicode=True), end="")
+
+
+@app.command("diff")
+@command
+def diff_cmd(env_a: str = typer.Argument(..., help="First environment (shown as -)."),
+             env_b: str = typer.Argument(..., help="Second environment (shown as +)."),
+             root: Optional[Path] = RootOpt,
+             fmt: DataFormat = typer.Option(DataFormat.yaml, "--format")) -> None:
+    """What differs between two resolved environments."""
+    from buildenv.env.resolve import Multiverse
+    from buildenv.env.views import diff_environments
+
+    mv = Multiverse(open_project(root))
+    a, b = mv.resolve(env_a), mv.resolve(env_b)
+    changes = diff_environments(a, b)
+    if fmt is DataFormat.json:
+        print(json.dumps({"a": env_a, "b": env_b, "changes": changes}, indent=2, default=str))
+        return
+    if not changes:
+        print(f"{env_a} and {env_b} resolve to the same environment")
+        return
+    print(f"--- {env_a}\n+++ {env_b}")
+    for change in changes:
+        path = change["path"]
+        if change["kind"] == "added":
+            print(f"+ {path}: {_short(change['b'])}")
+        elif change["kind"] == "removed":
+            print(f"- {path}: {_short(change['a'])}")
+        else:
+            print(f"~ {path}: {_short(change['a'])} -> {_short(change['b'])}")
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+@app.command("schema")
+@command
+def schema_cmd(full: bool = typer.Option(False, "--resolved", help="Schema of a resolved "
+                                         "environment (no partial `extends` files).")) -> None:
+    """Print the JSON Schema of environment files."""
+    from buildenv.env.spec import file_json_schema, json_schema
+
+    print(json.dumps(json_schema() if full else file_json_schema(), indent=2))
+
+
+@app.command("explain")
+@command
+def explain_cmd(code: str = typer.Argument(..., help="A diagnostic code, e.g. BE102.")) -> None:
+    """What a diagnostic code means and how to fix it."""
+    from buildenv.core.codes import CODES, explain
+
+    text = explain(code)
+    if text is None:
+        from buildenv.core.diagnostics import did_you_mean
+
+        hint = did_you_mean(code.upper(), CODES) or "codes look like BE102"
+        raise DiagnosticError([Diagnostic("BE004", f"unknown code '{code}'", hints=(hint,))], 2)
+    print(text)
+
+
+@app.command("version")
+def version_cmd() -> None:
+    """Print buildenv's version."""
+    print(__version__)

@@ -1,0 +1,47 @@
+"""Commands that watch data after release: drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from buildenv.cli.app import (
+    Format,
+    FormatOpt,
+    RootOpt,
+    app,
+    command,
+    open_project,
+)
+
+
+@app.command("drift")
+@command
+def drift_cmd(env: str = typer.Argument(..., help="Environment whose locked version is the "
+                                        "baseline."),
+              dataset: str = typer.Option(..., "--dataset", help="Dataset to compare."),
+              against: Optional[str] = typer.Option(None, "--against", help="Candidate data "
+                                                    "(uri like a dataset's; csv by extension)."),
+              against_lock: Optional[str] = typer.Option(None, "--against-lock", help="Compare "
+                                                         "with this environment's locked "
+                                                         "version instead."),
+              stats: Optional[Path] = typer.Option(None, "--stats", help="Statistics JSON "
+                                                   "(default .buildenv/drift/<env>/"
+                                                   "<dataset>-<digest12>.json)."),
+              html: Optional[Path] = typer.Option(None, "--html", help="Also write a "
+                                                  "self-contained HTML report."),
+              all_: bool = typer.Option(False, "--all", help="Show suppressed alerts too."),
+              root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+    """Drift between the locked version of a dataset and a candidate, with actionable alerts."""
+    from buildenv.monitor.drift import run_drift, write_stats
+    from buildenv.monitor.report import render, write_html
+
+    project = open_project(root)
+    result = run_drift(project, env, dataset, against=against, against_lock=against_lock)
+    write_stats(result, project, stats)
+    if html is not None:
+        write_html(result, html)
+    print(render(result, fmt.value, show_all=all_))
+    raise typer.Exit(result.exit_code)

@@ -1,0 +1,250 @@
+"""Compile one (training, environment) pair: check, lock, validate, train, verify, emit.
+
+The cheapest checks run first: static checks and the lock (a stat per
+dataset) decide whether anything changed. The cache key covers everything
+that determines the artifact's bytes: code digest (the entry module and the
+repository modules it imports), resolved-environment digest, dataset digests,
+seed, buildenv and library versions. When `dist/` already holds the artifact
+for that key, nothing runs; when the content-addressed cache holds it, it is
+copied; otherwise the training runs in a subprocess and the result is
+verified, written to a temp dir and renamed into place, then registered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from buildenv import __version__
+from buildenv.compile.artifact import (
+    LINEAGE_FILE,
+    finalize_mlmodel,
+    read_lineage,
+    write_lineage,
+)
+from buildenv.compile.cache import (
+    CACHED_FAILURE,
+    cache_key_parts,
+    code_files,
+    explain_rebuild,
+    failure_file,
+    intact,
+    remember_failure,
+    save_to_cache,
+    store,
+)
+from buildenv.compile.check import check_training
+from buildenv.compile.launch import holdout_file, run_training
+from buildenv.compile.verify import verify_model
+from buildenv.core.atomic import atomic_dir
+from buildenv.core.canonical import digest_json
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.project import Project, TrainingConfig
+from buildenv.data.lock import check_lock
+from buildenv.env.resolve import Multiverse, Resolved
+
+__all__ = ["BuildOptions", "BuildOutcome", "build_pair"]
+
+
+@dataclass
+class BuildOptions:
+    out: Path | None = None  # default dist/<training>/<env>
+    register: bool = True
+    use_cache: bool = True
+    timeout: float | None = None
+
+
+@dataclass
+class BuildOutcome:
+    training: str
+    env: str
+    status: str  # built | cached | failed
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    reason: str = ""
+    artifact: Path | None = None
+    lineage: dict | None = None
+    registered: dict | None = None
+    seconds: float = 0.0
+    timings: dict = field(default_factory=dict)
+
+    def first_error(self) -> Diagnostic | None:
+        return next((d for d in self.diagnostics if d.is_error), None)
+
+    def to_json(self) -> dict:
+        first = self.first_error()
+        return {"training": self.training, "environment": self.env, "status": self.status,
+                "reason": self.reason, "artifact": str(self.artifact) if self.artifact else None,
+                "first_error": first.to_text() if first else None,
+                "diagnostics": [d.to_json() for d in self.diagnostics],
+                "registered": self.registered, "seconds": round(self.seconds, 3)}
+
+
+def build_pair(project: Project, mv: Multiverse, training: str, env_name: str,
+               options: BuildOptions, everything: dict[str, Resolved] | None = None
+               ) -> BuildOutcome:
+    started = time.monotonic()
+    outcome = BuildOutcome(training, env_name, "failed")
+    try:
+        _build(project, mv, training, env_name, options, everything, outcome)
+    except _Abort:  # unwound atomic_dir: the temp dir is gone, nothing was emitted
+        outcome.status = "failed"
+    except DiagnosticError as exc:
+        outcome.diagnostics.extend(exc.diagnostics)
+        outcome.status = "failed"
+    if outcome.status == "failed" and outcome.reason != CACHED_FAILURE:
+        outcome.reason = ""  # "why it rebuilt" means nothing for a build that did not finish
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def _build(project: Project, mv: Multiverse, training: str, env_name: str,
+           options: BuildOptions, everything: dict[str, Resolved] | None,
+           outcome: BuildOutcome) -> None:
+    config = project.training(training)
+    res = mv.resolve(env_name)
+    problems = check_training(project, training, config, res)
+    lock, lock_problems = check_lock(mv, res)
+    problems += lock_problems
+    outcome.diagnostics = problems
+    if any(p.is_error for p in problems) or lock is None:
+        return
+    digests = {name: d.digest for name, d in lock.datasets.items()}
+    parts = cache_key_parts(project, training, config, res, digests)
+    files = code_files(project, config)
+    key = digest_json(parts)
+    out = options.out or project.root / "dist" / training / env_name
+    previous = read_lineage(out)
+    if previous and previous.get("cache_key") == key and intact(out, previous):
+        outcome.status, outcome.reason, outcome.artifact = "cached", "up to date", out
+        outcome.lineage = previous
+        _maybe_register(project, training, env_name, out, previous, options, outcome)
+        return
+    hexkey = key.split(":", 1)[1]
+    entry = store(project) / hexkey[:2] / hexkey
+    if options.use_cache and (entry / LINEAGE_FILE).is_file():
+        cached = read_lineage(entry)
+        if cached and cached.get("cache_key") == key and intact(entry, cached):
+            with atomic_dir(out) as tmp:
+                shutil.copytree(entry, tmp, dirs_exist_ok=True)
+            outcome.status, outcome.artifact, outcome.lineage = "cached", out, cached
+            outcome.reason = "restored from cache"
+            _maybe_register(project, training, env_name, out, cached, options, outcome)
+            return
+    failure = failure_file(project, hexkey)
+    if options.use_cache and failure.is_file():
+        try:
+            cached_failure = json.loads(failure.read_text())
+            outcome.diagnostics = problems + [Diagnostic.from_json(d) for d in cached_failure]
+            outcome.reason = CACHED_FAILURE
+            return
+        except (OSError, ValueError, KeyError):
+            pass
+    parts_with_files = {**parts, "_files": files}
+    outcome.reason = explain_rebuild(previous, parts_with_files)
+    from buildenv.data.validate import validate_env  # pyarrow: only when something is to be built
+
+    problems += validate_env(res, project, digests)
+    outcome.diagnostics = problems
+    if any(p.is_error for p in problems):
+        return
+    if options.register:
+        _warm_registry()
+    with atomic_dir(out) as tmp:
+        model_dir = tmp / "model"
+        result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
+                              holdout_file(project, key))
+        outcome.timings = result.get("timings", {})
+        if not result.get("ok"):
+            found = [Diagnostic.from_json(d) for d in result.get("diagnostics", [])]
+            outcome.diagnostics = problems + found
+            remember_failure(project, hexkey, found, options.use_cache)
+            raise _Abort()
+        multiverse = everything if everything is not None else mv.resolve_all()[0]
+        found = verify_model(res, result, multiverse, config.module_path)
+        outcome.diagnostics = problems + found
+        if any(p.is_error for p in found):
+            remember_failure(project, hexkey, found, options.use_cache)
+            raise _Abort()
+        problems = outcome.diagnostics
+        for item in model_dir.iterdir():
+            os.replace(item, tmp / item.name)
+        model_dir.rmdir()
+        finalize_mlmodel(tmp, key)
+        lineage = _lineage(training, env_name, config, res, lock, result, parts, files, key)
+        write_lineage(tmp, lineage)
+        outcome.lineage = read_lineage(tmp)
+        if options.use_cache:
+            save_to_cache(tmp, entry)
+    outcome.status, outcome.artifact = "built", out
+    _maybe_register(project, training, env_name, out, outcome.lineage or {}, options, outcome)
+
+
+class _Abort(Exception):
+    pass
+
+
+def _warm_registry() -> None:
+    """Import MLflow's client while the training runs (seconds of imports, off the critical
+    path). Registration itself still happens only after the artifact is complete."""
+    import threading
+
+    def work() -> None:
+        try:
+            import mlflow.tracking  # noqa: F401
+        except Exception:
+            pass
+
+    threading.Thread(target=work, name="buildenv-warm-mlflow", daemon=True).start()
+
+
+def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved, lock,
+             result: dict, parts: dict, files: dict, key: str) -> dict:
+    reads = result.get("reads", {})
+    return {
+        "training": training,
+        "entry": config.entry,
+        "environment": env_name,
+        "environment_digest": res.digest,
+        "environment_chain": res.chain,
+        "code_digest": parts["code_digest"],
+        "code_files": files,
+        "datasets": {name: {"digest": d.digest, "uri": d.uri, "rows": d.rows,
+                            "columns_read": reads.get(name, [])}
+                     for name, d in sorted(lock.datasets.items())},
+        "seed": config.seed,
+        "buildenv_version": __version__,
+        "libraries": {**parts["libraries"], **result.get("libraries", {})},
+        "python": parts["python"],
+        "metrics": result.get("metrics", {}),
+        "params": result.get("params", {}),
+        "inputs": result.get("inputs"),
+        "ops": result.get("ops", []),
+        "model_class": result.get("model_class"),
+        "importance": result.get("importance"),
+        "holdout": result.get("holdout"),
+        "onnx": result.get("onnx"),
+        "serving": res.env.serving.model_dump(mode="json") if res.env.serving else None,
+        "label": res.env.label.model_dump(mode="json") if res.env.label else None,
+        "cache_key": key,
+        "cache_parts": parts,
+    }
+
+
+def _maybe_register(project: Project, training: str, env_name: str, artifact: Path,
+                    lineage: dict, options: BuildOptions, outcome: BuildOutcome) -> None:
+    if not options.register or not lineage:
+        return
+    marker = project.state_dir / "registered" / digest_json(
+        [project.tracking_uri(), training, env_name, lineage.get("model_digest")]).split(":")[1]
+    if marker.is_file():
+        outcome.registered = json.loads(marker.read_text())
+        return
+    from buildenv.compile.registry import register_artifact
+
+    outcome.registered = register_artifact(project, training, env_name, artifact, lineage)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({**outcome.registered, "created": False}))

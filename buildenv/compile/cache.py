@@ -1,0 +1,134 @@
+"""What makes a build reusable: its cache key, the artifact store and the failure cache.
+
+The cache key covers everything that determines the artifact's bytes: code digest (the entry
+module and the repository modules it imports), resolved-environment digest, dataset digests,
+seed, threads, buildenv and library versions. Entries live under
+`.buildenv/cache/builds/<k[:2]>/<k>/`; failures that depend only on the inputs are remembered
+under `.buildenv/cache/failures/`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import platform
+import shutil
+from importlib import metadata
+from pathlib import Path
+
+from buildenv import __version__
+from buildenv.compile.artifact import (
+    LINEAGE_FILE,
+    tree_digest,
+)
+from buildenv.compile.check import repo_imports
+from buildenv.core.atomic import atomic_dir
+from buildenv.core.canonical import digest_json
+from buildenv.core.diagnostics import Diagnostic
+from buildenv.core.project import Project, TrainingConfig
+from buildenv.env.resolve import Resolved
+
+__all__ = ["CACHED_FAILURE", "cache_key_parts", "code_files", "explain_rebuild", "failure_file",
+           "intact", "remember_failure", "save_to_cache", "store"]
+
+
+_KEY_LIBRARIES = ("scikit-learn", "numpy", "pandas", "pyarrow", "mlflow", "scipy", "skl2onnx",
+                  "onnx", "onnxruntime")
+
+
+@functools.cache
+def _library_versions() -> dict[str, str]:
+    out = {}
+    for name in _KEY_LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def code_files(project: Project, config: TrainingConfig) -> dict[str, str]:
+    files = repo_imports(project, config.module_path)
+    out = {}
+    for path in files:
+        out[project.rel(path)] = "sha256:" + __import__("hashlib").sha256(
+            path.read_bytes()).hexdigest()
+    return out
+
+
+def cache_key_parts(project: Project, training: str, config: TrainingConfig, res: Resolved,
+                    dataset_digests: dict[str, str]) -> dict:
+    files = code_files(project, config)
+    return {
+        "code_digest": digest_json({"files": files, "entry": config.entry}),
+        "environment_digest": res.digest,
+        "datasets": dict(sorted(dataset_digests.items())),
+        "seed": config.seed,
+        "threads": config.threads,
+        "buildenv": __version__,
+        "python": platform.python_version(),
+        "libraries": _library_versions(),
+    }
+
+
+def explain_rebuild(previous: dict | None, parts: dict) -> str:
+    """Why a pair is rebuilt, by the cheapest difference first."""
+    if previous is None:
+        return "not built before"
+    old = previous.get("cache_parts") or {}
+    if old.get("code_digest") != parts["code_digest"]:
+        changed = sorted(set((previous.get("code_files") or {}).items()) ^ set(
+            (parts.get("_files") or {}).items()))
+        names = sorted({name for name, _ in changed})
+        return "code changed" + (f" ({', '.join(names)})" if names else "")
+    if old.get("datasets") != parts["datasets"]:
+        names = sorted(k for k in set(old.get("datasets", {})) | set(parts["datasets"])
+                       if old.get("datasets", {}).get(k) != parts["datasets"].get(k))
+        return ", ".join(f"dataset '{n}' changed" for n in names)
+    if old.get("environment_digest") != parts["environment_digest"]:
+        return "environment changed"
+    for key in ("seed", "buildenv", "python", "libraries"):
+        if old.get(key) != parts[key]:
+            return f"{key} changed"
+    return "artifact missing or modified"
+
+
+def store(project: Project) -> Path:
+    return project.state_dir / "cache" / "builds"
+
+
+CACHED_FAILURE = "failed before with the same inputs"
+
+
+# Failures that depend only on the inputs; a timeout or a crash may not recur, so is retried.
+_DETERMINISTIC = ("BE301", "BE303", "BE304", "BE401", "BE402", "BE403", "BE404", "BE405",
+                  "BE406", "BE407", "BE408", "BE409")
+
+
+def failure_file(project: Project, hexkey: str) -> Path:
+    return project.state_dir / "cache" / "failures" / hexkey[:2] / f"{hexkey}.json"
+
+
+def remember_failure(project: Project, hexkey: str, found: list[Diagnostic],
+                      use_cache: bool) -> None:
+    errors = [d for d in found if d.is_error]
+    if not use_cache or not errors or any(d.code not in _DETERMINISTIC for d in errors):
+        return
+    from buildenv.core.atomic import atomic_write_text
+
+    try:
+        atomic_write_text(failure_file(project, hexkey), json.dumps([d.to_json() for d in found]))
+    except OSError:
+        pass
+
+
+def intact(directory: Path, lineage: dict) -> bool:
+    return tree_digest(directory, exclude=(LINEAGE_FILE,)) == lineage.get("model_digest")
+
+
+def save_to_cache(source: Path, entry: Path) -> None:
+    try:
+        with atomic_dir(entry) as tmp:
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+    except OSError:
+        pass  # a cache that cannot be written is only slower

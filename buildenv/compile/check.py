@@ -1,0 +1,244 @@
+"""Static checks of training code (`buildenv check`): no data read, no code run.
+
+The training module is parsed, never imported. Every `ctx.read("dataset",
+columns=[...])` with literal arguments is checked against the environment
+(dataset and columns declared), and estimator imports are compared with the
+serving stack's op allow-list as early warnings (verification after training
+is authoritative). `ctx` is whatever the entry function names its parameter;
+helpers that take a parameter of the same name are checked too.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+from buildenv.core.diagnostics import Diagnostic, Severity, did_you_mean
+from buildenv.core.project import Project, TrainingConfig
+from buildenv.env.resolve import Resolved
+from buildenv.env.spec import op_allowed
+
+__all__ = ["ReadCall", "check_training", "parse_training"]
+
+# Modules whose CamelCase names are tools, not parts of a fitted model.
+_NOT_MODEL_PARTS = ("sklearn.model_selection", "sklearn.metrics", "sklearn.utils",
+                    "sklearn.datasets", "sklearn.exceptions", "sklearn.inspection",
+                    "sklearn.base", "sklearn.calibration.CalibrationDisplay")
+
+
+@dataclass(frozen=True)
+class ReadCall:
+    line: int
+    col: int
+    dataset: str | None  # None when not a literal
+    columns: tuple[tuple[str, int, int], ...] | None  # (name, line, col); None when not literal
+    dataset_at: tuple[int, int] | None = None  # (line, col) of the dataset argument
+
+
+@dataclass
+class ParsedTraining:
+    path: str  # repo-relative
+    tree: ast.Module | None
+    problems: list[Diagnostic]
+    reads: list[ReadCall]
+    imports: list[tuple[str, int, int]]  # fully qualified name, line, col
+
+
+def _entry_position(project: Project, training: str) -> tuple[int | None, int | None]:
+    pyproject = project.root / "pyproject.toml"
+    if not pyproject.is_file():
+        return None, None
+    header = f"[tool.buildenv.trainings.{training}]"
+    lines = pyproject.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() in (header, f'[tool.buildenv.trainings."{training}"]'):
+            for j in range(i + 1, len(lines)):
+                if lines[j].strip().startswith("entry"):
+                    return j + 1, 1
+            return i + 1, 1
+    return None, None
+
+
+def parse_training(project: Project, training: str, config: TrainingConfig) -> ParsedTraining:
+    rel = config.module_path
+    path = project.root / rel
+    if not path.is_file():
+        line, col = _entry_position(project, training)
+        return ParsedTraining(rel, None, [Diagnostic(
+            "BE107", f"training '{training}': module '{rel}' not found", "pyproject.toml", line,
+            col, hints=("entry is `path/relative/to/root.py:function`",))], [], [])
+    source = path.read_text(encoding="utf-8")
+    try:
+        tree = ast.parse(source, filename=rel)
+    except SyntaxError as exc:
+        return ParsedTraining(rel, None, [Diagnostic(
+            "BE100", f"syntax error: {exc.msg}", rel, exc.lineno, exc.offset)], [], [])
+    problems: list[Diagnostic] = []
+    func = next((node for node in tree.body if isinstance(node, (ast.FunctionDef,
+                                                                  ast.AsyncFunctionDef))
+                 and node.name == config.function), None)
+    if func is None:
+        defined = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+        hint = did_you_mean(config.function, defined)
+        line, col = _entry_position(project, training)
+        problems.append(Diagnostic("BE103", f"'{rel}' defines no top-level function "
+                                   f"'{config.function}'", "pyproject.toml", line, col,
+                                   hints=(hint,) if hint else ()))
+        return ParsedTraining(rel, tree, problems, [], _imports(tree))
+    args = func.args
+    positional = args.posonlyargs + args.args
+    required_kw = [a for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is None]
+    required = positional[: len(positional) - len(args.defaults)]
+    # called as `train(ctx)`: one positional parameter, any others must have defaults
+    if (isinstance(func, ast.AsyncFunctionDef) or not positional or len(required) > 1
+            or required_kw):
+        problems.append(Diagnostic("BE104", f"entry '{config.function}' must take exactly one "
+                                   "parameter, the build context: `def "
+                                   f"{config.function}(ctx):`", rel, func.lineno,
+                                   func.col_offset + 1))
+    ctx_name = positional[0].arg if positional else "ctx"
+    reads = _reads(tree, ctx_name)
+    return ParsedTraining(rel, tree, problems, reads, _imports(tree))
+
+
+def _helper_reads(project: Project, config: TrainingConfig,
+                  parsed: ParsedTraining) -> list[tuple[str, ReadCall]]:
+    """`ctx.read` calls in the repository modules the training imports (shared loaders)."""
+    out = []
+    entry = (project.root / config.module_path).resolve()
+    for path in repo_imports(project, config.module_path):
+        if path == entry:
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue  # the training itself will fail to import it, with a located error
+        rel = project.rel(path)
+        out += [(rel, read) for read in _reads(tree, "ctx")]
+    return out
+
+
+def _literal_str(node: ast.AST) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def _reads(tree: ast.Module, ctx_name: str) -> list[ReadCall]:
+    out = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "read" and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == ctx_name):
+            continue
+        dataset_node = node.args[0] if node.args else next(
+            (k.value for k in node.keywords if k.arg == "dataset"), None)
+        columns_node = node.args[1] if len(node.args) > 1 else next(
+            (k.value for k in node.keywords if k.arg == "columns"), None)
+        dataset = _literal_str(dataset_node) if dataset_node is not None else None
+        columns: tuple[tuple[str, int, int], ...] | None = None
+        if columns_node is None or (isinstance(columns_node, ast.Constant)
+                                    and columns_node.value is None):
+            columns = ()  # every declared column: nothing to check
+        elif isinstance(columns_node, (ast.List, ast.Tuple)):
+            items = [(_literal_str(e), e.lineno, e.col_offset + 1) for e in columns_node.elts]
+            if all(name is not None for name, _, _ in items):
+                columns = tuple((str(n), ln, c) for n, ln, c in items)
+        dataset_at = ((dataset_node.lineno, dataset_node.col_offset + 1)
+                      if dataset_node is not None else None)
+        out.append(ReadCall(node.lineno, node.col_offset + 1, dataset, columns, dataset_at))
+    return sorted(out, key=lambda r: (r.line, r.col))
+
+
+def _imports(tree: ast.Module) -> list[tuple[str, int, int]]:
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                out.append((f"{node.module}.{alias.name}", node.lineno, node.col_offset + 1))
+    return out
+
+
+def check_training(project: Project, training: str, config: TrainingConfig,
+                   res: Resolved, parsed: ParsedTraining | None = None) -> list[Diagnostic]:
+    """Every static problem of `training` against environment `res`."""
+    parsed = parsed or parse_training(project, training, config)
+    env = res.env
+    problems = list(parsed.problems)
+    reads = [(parsed.path, read) for read in parsed.reads]
+    if parsed.tree is not None:
+        reads += _helper_reads(project, config, parsed)
+    for rel, read in reads:
+        if read.dataset is None:
+            problems.append(Diagnostic("BE105", "ctx.read with a non-literal dataset name cannot "
+                                       "be checked statically", rel, read.line, read.col,
+                                       Severity.WARNING))
+            continue
+        ds = env.datasets.get(read.dataset)
+        if ds is None:
+            hint = did_you_mean(read.dataset, env.datasets)
+            line, col = read.dataset_at or (read.line, read.col)  # at the string literal
+            problems.append(Diagnostic(
+                "BE101", f"dataset '{read.dataset}' is not declared in environment {env.name}",
+                rel, line, col,
+                hints=(hint or f"declared datasets: {', '.join(sorted(env.datasets))}",)))
+            continue
+        if read.columns is None:
+            problems.append(Diagnostic("BE105", "ctx.read without a literal `columns=[...]` list "
+                                       "cannot be checked statically", rel, read.line, read.col,
+                                       Severity.WARNING))
+            continue
+        for column, line, col in read.columns:
+            if column not in ds.columns:
+                hint = did_you_mean(column, ds.columns)
+                problems.append(Diagnostic(
+                    "BE102", f"column '{column}' is not in dataset '{read.dataset}' of "
+                    f"environment {env.name}", rel, line, col, hints=(hint,) if hint else ()))
+    if env.serving is not None:
+        for name, line, col in parsed.imports:
+            if not name.startswith("sklearn.") or name.startswith(_NOT_MODEL_PARTS):
+                continue
+            leaf = name.rsplit(".", 1)[1]
+            if not leaf[:1].isupper():
+                continue
+            if not op_allowed(name, env.serving.ops):
+                problems.append(Diagnostic(
+                    "BE106", f"{leaf} is imported but serving stack '{env.serving.stack}' of "
+                    f"environment {env.name} does not list {name} in serving.ops", parsed.path,
+                    line, col, Severity.WARNING,
+                    hints=("the verify stage will refuse the model if it contains it",)))
+    return problems
+
+
+def repo_imports(project: Project, entry: str) -> list[Path]:
+    """The entry module and the repository modules it imports, transitively (for code digests)."""
+    root = project.root
+    seen: dict[Path, None] = {}
+    todo = [root / entry]
+    while todo:
+        path = todo.pop()
+        if path in seen or not path.is_file():
+            continue
+        seen[path] = None
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            names: list[tuple[str, int]] = []
+            if isinstance(node, ast.Import):
+                names = [(a.name, 0) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                names = [(base, node.level)] + [(f"{base}.{a.name}" if base else a.name,
+                                                  node.level) for a in node.names]
+            for dotted, level in names:
+                parts = [p for p in dotted.split(".") if p]
+                bases = [path.parent] if level else [root, path.parent]
+                if level > 1:
+                    bases = [path.parents[level - 1]]
+                for base in bases:
+                    candidate = base.joinpath(*parts)
+                    for option in (candidate.with_suffix(".py"), candidate / "__init__.py"):
+                        if option.is_file() and option.resolve().is_relative_to(root):
+                            todo.append(option.resolve())
+    return sorted(seen)

@@ -1,0 +1,104 @@
+"""Start the hermetic training process and collect its result.
+
+The runner (`python -m buildenv.compile.runner REQ`) gets a scrubbed environment, fixed seeds
+and thread counts, dies with its parent (PR_SET_PDEATHSIG), and is stopped at its time limit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from buildenv.core.project import Project, TrainingConfig
+from buildenv.env.resolve import Resolved
+
+__all__ = ["child_env", "holdout_file", "run_training"]
+
+
+_KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
+             "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+             "MKL_NUM_THREADS", "SOURCE_DATE_EPOCH", "SSL_CERT_FILE", "SSL_CERT_DIR",
+             "REQUESTS_CA_BUNDLE", "VIRTUAL_ENV")
+
+
+_KEEP_PREFIXES = ("AWS_", "GOOGLE_", "GCS_")
+
+
+def child_env(seed: int, threads: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in _KEEP_ENV or k.startswith(_KEEP_PREFIXES)}
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    # The runner must import this very buildenv (a Pants sandbox, a test's PYTHONPATH).
+    package_parent = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env.update({"PYTHONHASHSEED": str(seed % (2**32)), "TZ": "UTC",
+                "PYTHONDONTWRITEBYTECODE": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+                "DO_NOT_TRACK": "true", "MLFLOW_TRACKING_URI": "file:///nonexistent-buildenv"})
+    return env
+
+
+def _die_with_parent() -> None:
+    """Linux: the training dies when the build process does (SIGKILL leaves no orphan)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def holdout_file(project: Project, cache_key: str) -> Path:
+    """Where a build's held-out sample is kept (local state, not the artifact)."""
+    hexkey = cache_key.split(":", 1)[1]
+    return project.state_dir / "holdouts" / hexkey[:2] / f"{hexkey}.parquet"
+
+
+def run_training(project: Project, config: TrainingConfig, res: Resolved, out_dir: Path,
+                 timeout: float, holdout_path: Path | None = None) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="buildenv-train-"))
+    try:
+        request = {
+            "root": str(project.root), "data_root": str(project.data_root or project.root),
+            "module_path": config.module_path, "function": config.function,
+            "seed": config.seed, "env": res.env.model_dump(mode="json", by_alias=True),
+            "out_dir": str(out_dir), "result": str(work / "result.json"),
+            "holdout_path": str(holdout_path) if holdout_path else None,
+        }
+        (work / "request.json").write_text(json.dumps(request))
+        log_path = work / "output.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "buildenv.compile.runner", str(work / "request.json")],
+                cwd=project.root, env=child_env(config.seed, config.threads), stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                return {"ok": False, "diagnostics": [{
+                    "code": "BE302", "message": f"training exceeded its time limit of "
+                    f"{timeout:g} s", "path": config.module_path, "line": None, "col": None,
+                    "severity": "error", "hints": ["raise `timeout` in the training's "
+                                                   "[tool.buildenv.trainings] table"]}]}
+        output = log_path.read_text(errors="replace")
+        result_file = work / "result.json"
+        if not result_file.is_file():
+            tail = [line for line in output.strip().splitlines()[-5:]]
+            return {"ok": False, "output": output, "diagnostics": [{
+                "code": "BE305", "message": f"training process exited with code "
+                f"{proc.returncode} and no result", "path": config.module_path, "line": None,
+                "col": None, "severity": "error", "hints": tail}]}
+        result = json.loads(result_file.read_text())
+        result["output"] = output
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,82 @@
+"""The multiverse build plan: which (training, environment) pairs exist, and the matrix of outcomes.
+
+`pairs` is a pure function of the project configuration and the environment
+names, so it has its own unit test; `run_matrix` builds independent pairs in
+parallel (the heavy part of each is a training subprocess).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from buildenv.compile.build import BuildOptions, BuildOutcome, build_pair
+from buildenv.core.project import Project, TrainingConfig
+from buildenv.env.resolve import Multiverse
+
+__all__ = ["matrix_json", "pairs", "render_matrix", "run_matrix"]
+
+
+def pairs(trainings: dict[str, TrainingConfig], env_names: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for training, config in sorted(trainings.items()):
+        for env in sorted(env_names):
+            if any(fnmatch.fnmatchcase(env, pattern) for pattern in config.environments):
+                out.append((training, env))
+    return out
+
+
+def run_matrix(project: Project, mv: Multiverse, selected: list[tuple[str, str]],
+               options: BuildOptions, jobs: int | None = None) -> list[BuildOutcome]:
+    everything, _ = mv.resolve_all()
+    for env in {e for _, e in selected}:  # parse everything once, before threads share it
+        try:
+            mv.resolve(env)
+        except Exception:
+            pass
+    workers = max(1, min(jobs or os.cpu_count() or 1, len(selected) or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda pair: build_pair(project, mv, pair[0], pair[1], options,
+                                                     everything), selected))
+
+
+def render_matrix(outcomes: list[BuildOutcome]) -> str:
+    trainings = sorted({o.training for o in outcomes})
+    envs = sorted({o.env for o in outcomes})
+    cell = {(o.training, o.env): o for o in outcomes}
+
+    def text(o: BuildOutcome | None) -> str:
+        if o is None:
+            return "-"
+        if o.status == "failed":
+            first = o.first_error()
+            return f"failed {first.code}" if first else "failed"
+        return o.status
+
+    width = max([len(t) for t in trainings] + [8])
+    cols = [max(len(e), *(len(text(cell.get((t, e)))) for t in trainings)) for e in envs]
+    lines = ["".ljust(width) + "  " + "  ".join(e.ljust(w) for e, w in zip(envs, cols))]
+    for t in trainings:
+        lines.append(t.ljust(width) + "  " + "  ".join(
+            text(cell.get((t, e))).ljust(w) for e, w in zip(envs, cols)))
+    failed = [o for o in outcomes if o.status == "failed"]
+    rebuilt = [o for o in outcomes if o.status == "built"]
+    if rebuilt:
+        lines.append("")
+        lines.extend(f"built {o.training} @ {o.env}: {o.reason}" for o in rebuilt)
+    if failed:
+        lines.append("")
+        for o in failed:
+            first = o.first_error()
+            lines.append(f"{o.training} @ {o.env}: " + (first.to_text() if first else "failed"))
+    built = sum(o.status == "built" for o in outcomes)
+    cached = sum(o.status == "cached" for o in outcomes)
+    lines.append(f"\n{len(outcomes)} pairs: {built} built, {cached} cached, {len(failed)} failed")
+    return "\n".join(lines)
+
+
+def matrix_json(outcomes: list[BuildOutcome]) -> dict:
+    return {"pairs": [o.to_json() for o in sorted(outcomes, key=lambda o: (o.training, o.env))],
+            "summary": {s: sum(o.status == s for o in outcomes)
+                        for s in ("built", "cached", "failed")}}

@@ -1,0 +1,123 @@
+"""MLflow tracking and model registry: every build is a run and a model version.
+
+Default store: `sqlite:///<root>/.buildenv/mlflow.db` with artifacts beside it;
+any MLflow tracking URI works (`BUILDENV_TRACKING_URI`, `[tool.buildenv]
+tracking_uri`). Registration is idempotent: a version is identified by the
+artifact's digest, so rebuilding identical inputs never adds a version.
+Registration is the last step of a build: a killed build registers nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.project import Project
+
+__all__ = ["client", "register_artifact"]
+
+_LOCK = threading.Lock()
+TAG_DIGEST = "buildenv.artifact_digest"
+TAG_ENV = "buildenv.environment"
+
+
+def client(project: Project):
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.ERROR)
+    from mlflow.tracking import MlflowClient
+
+    uri = project.tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _experiment(c: Any, project: Project, training: str) -> str:
+    name = f"buildenv/{training}"
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    uri = project.tracking_uri()
+    if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        location = (project.state_dir / "mlartifacts").resolve().as_uri()
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except Exception:
+        exp = c.get_experiment_by_name(name)  # created concurrently
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def register_artifact(project: Project, training: str, env: str, artifact: Path,
+                      lineage: dict) -> dict:
+    """Log the artifact as a run and register it as a version of model `training`."""
+    try:
+        with _LOCK:
+            return _register(project, training, env, artifact, lineage)
+    except DiagnosticError:
+        raise
+    except Exception as exc:
+        raise DiagnosticError([Diagnostic(
+            "BE704", f"could not register {training}@{env} in MLflow at "
+            f"{project.tracking_uri()}: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+            hints=("the artifact in dist/ is complete; rerun the build to retry registration",)
+        )]) from None
+
+
+def find_version(c: Any, training: str, digest: str, env: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = c.search_model_versions(f"name='{training}'")
+    except MlflowException:
+        return None
+    for version in versions:
+        tags = version.tags or {}
+        if tags.get(TAG_DIGEST) == digest and tags.get(TAG_ENV) == env:
+            return version
+    return None
+
+
+def _register(project: Project, training: str, env: str, artifact: Path, lineage: dict) -> dict:
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.exceptions import MlflowException
+
+    c = client(project)
+    digest = lineage["model_digest"]
+    try:
+        c.get_registered_model(training)
+    except MlflowException:
+        try:
+            c.create_registered_model(training, description=f"buildenv training '{training}'")
+        except MlflowException:
+            pass  # created concurrently
+    existing = find_version(c, training, digest, env)
+    if existing is not None:
+        return {"version": existing.version, "run_id": existing.run_id, "created": False}
+    exp_id = _experiment(c, project, training)
+    tags = {TAG_ENV: env, TAG_DIGEST: digest,
+            "buildenv.environment_digest": lineage["environment_digest"],
+            "buildenv.code_digest": lineage["code_digest"],
+            "buildenv.cache_key": lineage["cache_key"],
+            "buildenv.training": training}
+    run = c.create_run(exp_id, run_name=f"{training}@{env}", tags=tags)
+    run_id = run.info.run_id
+    params = [Param("seed", str(lineage["seed"])), Param("environment", env)]
+    params += [Param(f"dataset.{k}", v["digest"][:71]) for k, v in lineage["datasets"].items()]
+    params += [Param(k, str(v)[:6000]) for k, v in sorted(lineage.get("params", {}).items())
+               if k not in ("seed", "environment")]
+    metrics = [Metric(k, float(v), 0, 0) for k, v in sorted(lineage.get("metrics", {}).items())]
+    c.log_batch(run_id, metrics=metrics, params=params,
+                tags=[RunTag("mlflow.source.name", lineage.get("entry", training))])
+    c.log_artifacts(run_id, str(artifact), "model")
+    source = f"{run.info.artifact_uri}/model"
+    version = c.create_model_version(training, source, run_id=run_id, tags=tags,
+                                     description=f"{training} compiled against {env}")
+    c.set_terminated(run_id)
+    return {"version": version.version, "run_id": run_id, "created": True}

@@ -1,0 +1,450 @@
+"""The multiverse: environment files, `extends` resolution, validation, provenance.
+
+Resolution (SPEC §2): walk `extends` to the root, then overlay files root
+first: mappings merge key by key, lists and scalars replace, `null` deletes an
+inherited key. Every resolved value remembers the file and line it came from,
+which is how errors in a parent point at the parent, and how
+`buildenv show --explain` works. Validation runs on the resolved form, and all
+problems of every file are reported at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from buildenv.core.canonical import digest_json
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean, sort_diagnostics
+from buildenv.core.project import Project
+from buildenv.env.loader import KeyPath, Located, Position, load_yaml
+from buildenv.env.spec import CURRENT_SCHEMA, Environment, OnnxServing, SklearnServing
+
+__all__ = ["Multiverse", "Resolved", "canonical_environment", "environment_digest"]
+
+
+@dataclass
+class Resolved:
+    """A validated environment plus where each of its values was written."""
+
+    env: Environment
+    chain: list[str]  # root first, this environment last
+    raw: dict  # the merged document before validation
+    origin: dict[KeyPath, Position] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.env.name
+
+    @property
+    def digest(self) -> str:
+        return environment_digest(self.env)
+
+    def where(self, *path: Any) -> Position | None:
+        """Position of the closest written key on `path` (falls back to parents)."""
+        key = tuple(path)
+        while key:
+            if key in self.origin:
+                return self.origin[key]
+            key = key[:-1]
+        return self.origin.get(())
+
+    def diag(self, code: str, message: str, *path: Any, hints: tuple[str, ...] = (),
+             severity: Any = None) -> Diagnostic:
+        pos = self.where(*path)
+        kwargs = {"severity": severity} if severity is not None else {}
+        return Diagnostic(code, message, pos.path if pos else None, pos.line if pos else None,
+                          pos.col if pos else None, hints=hints, **kwargs)
+
+
+class Multiverse:
+    """All environments of a project; files are parsed once and shared between chains."""
+
+    def __init__(self, project: Project):
+        self.project = project
+        self._files: dict[str, Located] = {}
+        self._resolved: dict[str, Resolved] = {}
+
+    # --- files --------------------------------------------------------------------
+    def names(self) -> list[str]:
+        folder = self.project.environments_dir
+        if not folder.is_dir():
+            return []
+        return sorted(p.name[: -len(".yaml")] for p in folder.glob("*.yaml")
+                      if not p.name.startswith("."))
+
+    def path(self, name: str) -> Path:
+        return self.project.environments_dir / f"{name}.yaml"
+
+    def display(self, name: str) -> str:
+        return self.project.rel(self.path(name))
+
+    def _load(self, name: str) -> Located:
+        if name not in self._files:
+            located = load_yaml(self.path(name), self.display(name))
+            if not isinstance(located.data, dict):
+                raise DiagnosticError([Diagnostic(
+                    "BE004", "an environment file is a mapping of keys (name, datasets, ...)",
+                    self.display(name), 1, 1)], 2)
+            self._files[name] = located
+        return self._files[name]
+
+    def require(self, name: str) -> None:
+        if not self.path(name).is_file():
+            hint = did_you_mean(name, self.names()) or "`buildenv envs` lists the environments"
+            raise DiagnosticError([Diagnostic("BE014", f"unknown environment '{name}'",
+                                              hints=(hint,))], 2)
+
+    def children(self, name: str) -> list[str]:
+        out = []
+        for other in self.names():
+            try:
+                data = self._load(other).data
+            except DiagnosticError:
+                continue
+            if data.get("extends") == name:
+                out.append(other)
+        return out
+
+    # --- chains -------------------------------------------------------------------
+    def chain(self, name: str) -> list[str]:
+        """Names from the root ancestor to `name`; BE007/BE008 name every file involved."""
+        seen: list[str] = []
+        current: str | None = name
+        while current is not None:
+            if current in seen:
+                files = " -> ".join(self.display(n) for n in [*seen, current])
+                pos = self._load(seen[-1]).keys.get(("extends",))
+                raise DiagnosticError([Diagnostic(
+                    "BE008", f"extends cycle: {files}", pos.path if pos else None,
+                    pos.line if pos else None, pos.col if pos else None,
+                    hints=("remove `extends` from one environment of the cycle",))], 2)
+            seen.append(current)
+            located = self._load(current)
+            parent = located.data.get("extends")
+            if parent is not None and not isinstance(parent, str):
+                pos = located.keys[("extends",)]
+                raise DiagnosticError([Diagnostic("BE004", "extends takes an environment name",
+                                                  pos.path, pos.line, pos.col)], 2)
+            if parent is not None and not self.path(parent).is_file():
+                pos = located.keys[("extends",)]
+                chain = " -> ".join(self.display(n) for n in seen)
+                hint = did_you_mean(parent, self.names())
+                raise DiagnosticError([Diagnostic(
+                    "BE007", f"unknown parent '{parent}': no {self.project.rel(self.path(parent))}"
+                    f" (chain: {chain})", pos.path, pos.line, pos.col,
+                    hints=(hint,) if hint else ())], 2)
+            current = parent
+        return list(reversed(seen))
+
+    # --- resolution -----------------------------------------------------------------
+    def resolve(self, name: str) -> Resolved:
+        """The validated environment, or DiagnosticError(exit 2) listing every problem."""
+        if name in self._resolved:
+            return self._resolved[name]
+        self.require(name)
+        chain = self.chain(name)
+        merged: dict = {}
+        origin: dict[KeyPath, Position] = {}
+        for link in chain:
+            located = self._load(link)
+            _overlay(merged, located.data, (), located, origin)
+        # a problem of the document as a whole (a missing top-level key) names this file
+        origin[()] = Position(self.display(name), 1, 1)
+        problems = self._name_problems(chain)
+        for link in chain:
+            problems.extend(self._load(link).problems)
+        versions = self._version_problems(chain)
+        if versions:  # another format: its keys would only produce noise
+            raise DiagnosticError(problems + versions, 2)
+        env: Environment | None = None
+        try:
+            env = Environment.model_validate(merged)
+        except ValidationError as exc:
+            problems.extend(p for p in _pydantic_problems(exc, merged, origin)
+                            # a missing `name` is reported per file by _name_problems
+                            if not (p.code == "BE005" and p.message == "missing key 'name'"))
+        problems.extend(_semantic_problems(merged, origin, self.project))
+        if any(p.is_error for p in problems):
+            raise DiagnosticError(problems, 2)
+        assert env is not None
+        resolved = Resolved(env=env, chain=chain, raw=merged, origin=origin)
+        self._resolved[name] = resolved
+        return resolved
+
+    def resolve_all(self, names: list[str] | None = None) -> tuple[dict[str, Resolved],
+                                                                    list[Diagnostic]]:
+        """Every environment that resolves, and all problems of those that do not."""
+        out: dict[str, Resolved] = {}
+        problems: list[Diagnostic] = []
+        for name in names or self.names():
+            try:
+                out[name] = self.resolve(name)
+            except DiagnosticError as exc:
+                problems.extend(exc.diagnostics)
+        return out, sort_diagnostics(problems)
+
+    def _version_problems(self, chain: list[str]) -> list[Diagnostic]:
+        """BE013 for each file declaring a `schema:` version this buildenv does not read."""
+        problems = []
+        for link in chain:
+            located = self._load(link)
+            version = located.data.get("schema")
+            if version is None or isinstance(version, bool) or not isinstance(version, int):
+                continue  # absent (= current), or not a number: the model reports BE004
+            if version == CURRENT_SCHEMA:
+                continue
+            pos = located.keys[("schema",)]
+            hint = ("upgrade buildenv to read this file" if version > CURRENT_SCHEMA
+                    else f"rewrite the file in the current format and set `schema: "
+                    f"{CURRENT_SCHEMA}`")
+            problems.append(Diagnostic(
+                "BE013", f"unsupported schema version {version} (this buildenv supports "
+                f"{CURRENT_SCHEMA})", pos.path, pos.line, pos.col, hints=(hint,)))
+        return problems
+
+    def _name_problems(self, chain: list[str]) -> list[Diagnostic]:
+        problems = []
+        for link in chain:
+            located = self._load(link)
+            written = located.data.get("name")
+            if written is None:
+                problems.append(Diagnostic("BE005", "missing key 'name' (it must be "
+                                           f"'{link}', the file stem)", self.display(link), 1, 1))
+            elif written != link:
+                pos = located.keys[("name",)]
+                problems.append(Diagnostic(
+                    "BE006", f"name '{written}' does not match the file name '{link}.yaml'",
+                    pos.path, pos.line, pos.col,
+                    hints=(f"set `name: {link}` or rename the file to {written}.yaml",)))
+        return problems
+
+
+def _overlay(target: dict, source: dict, prefix: KeyPath, located: Located,
+             origin: dict[KeyPath, Position]) -> None:
+    for key, value in source.items():
+        path = prefix + (key,)
+        if value is None:
+            target.pop(key, None)
+            _forget(origin, path)
+            continue
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            origin[path] = located.keys[path]
+            _overlay(target[key], value, path, located, origin)
+            continue
+        target[key] = copy.deepcopy(value)
+        _forget(origin, path)
+        origin[path] = located.keys[path]
+        for sub, pos in located.keys.items():
+            if len(sub) > len(path) and sub[: len(path)] == path:
+                origin[sub] = pos
+        for sub, pos in located.values.items():
+            if len(sub) > len(path) and sub[: len(path)] == path and sub not in origin:
+                origin[sub] = pos
+
+
+def _forget(origin: dict[KeyPath, Position], path: KeyPath) -> None:
+    for sub in [p for p in origin if p[: len(path)] == path]:
+        del origin[sub]
+
+
+# --- pydantic errors -> diagnostics ---------------------------------------------------
+
+_TYPE_CODES = {"extra_forbidden": "BE003", "missing": "BE005", "bad_range": "BE011",
+               "bad_domain": "BE012"}
+
+
+def _clean_loc(loc: tuple, merged: dict) -> KeyPath:
+    """Drop the union tags pydantic inserts (serving.sklearn.ops -> serving.ops)."""
+    out: list[Any] = []
+    for part in loc:
+        if out == ["serving"] and part in ("sklearn", "onnx"):
+            continue
+        if part == "schema_":
+            part = "schema"
+        out.append(part)
+    return tuple(out)
+
+
+def _pydantic_problems(exc: ValidationError, merged: dict,
+                       origin: dict[KeyPath, Position]) -> list[Diagnostic]:
+    problems = []
+    for err in exc.errors():
+        loc = _clean_loc(err["loc"], merged)
+        kind = err["type"]
+        code = _TYPE_CODES.get(kind, "BE004")
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        hints: tuple[str, ...] = ()
+        if kind == "missing":
+            where = loc[:-1]
+            message = f"missing key '{loc[-1]}'" + (f" in {'.'.join(map(str, where))}"
+                                                    if where else "")
+        elif kind == "extra_forbidden":
+            where = loc
+            known = _known_keys(loc[:-1], merged)
+            hint = did_you_mean(str(loc[-1]), known)
+            hints = (hint,) if hint else (("allowed keys: " + ", ".join(sorted(known)),)
+                                          if known else ())
+            message = f"unknown key '{loc[-1]}'" + (
+                f" in {'.'.join(map(str, loc[:-1]))}" if len(loc) > 1 else "")
+        elif kind == "literal_error":
+            where = loc
+            expected = err.get("ctx", {}).get("expected", "")
+            choices = [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",")
+                       if c.strip()]
+            hint = did_you_mean(str(err.get("input")), choices)
+            hints = (hint,) if hint else ()
+            message = f"{dotted}: {err['input']!r} is not one of {expected}"
+        elif kind == "union_tag_invalid":
+            where = loc
+            message = (f"{dotted}: unknown serving stack {err['ctx'].get('tag')!r}; expected "
+                       f"{err['ctx'].get('expected_tags')}")
+        elif kind == "union_tag_not_found":
+            where = loc
+            message = f"{dotted}: missing key 'stack' (sklearn or onnx)"
+            code = "BE005"
+        else:
+            where = loc
+            message = f"{dotted}: {err['msg']}"
+            # a column's cross-field check: point at the key it is about, when written
+            field_key = {"bad_range": "range", "bad_domain": "domain"}.get(kind)
+            if field_key and loc + (field_key,) in origin:
+                where = loc + (field_key,)
+        pos = _position(where, origin)
+        problems.append(Diagnostic(code, message, pos.path if pos else None,
+                                   pos.line if pos else None, pos.col if pos else None,
+                                   hints=hints))
+    return problems
+
+
+def _position(path: KeyPath, origin: dict[KeyPath, Position]) -> Position | None:
+    while True:
+        if path in origin:
+            return origin[path]
+        if not path:
+            return None
+        path = path[:-1]
+
+
+def _known_keys(loc: KeyPath, merged: dict) -> list[str]:
+    """Field names of the model found at `loc` (for "did you mean" on unknown keys)."""
+    model: Any = Environment
+    data: Any = merged
+    for part in loc:
+        if isinstance(data, dict):
+            data = data.get(part)
+        ann = _annotation_of(model, part)
+        if ann is None:
+            return []
+        model = _unwrap(ann, data)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [f.alias or n for n, f in model.model_fields.items()]
+    return []
+
+
+def _annotation_of(model: Any, part: Any) -> Any:
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        for name, info in model.model_fields.items():
+            if part in (name, info.alias):
+                return info.annotation
+        return None
+    origin = typing.get_origin(model)
+    if origin is dict:
+        return typing.get_args(model)[1]
+    if origin in (list, tuple):
+        return typing.get_args(model)[0]
+    return None
+
+
+def _unwrap(ann: Any, data: Any) -> Any:
+    """Optional/Annotated/Union -> the model class that applies to `data`."""
+    while True:
+        origin = typing.get_origin(ann)
+        if origin is typing.Annotated:
+            ann = typing.get_args(ann)[0]
+            continue
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            args = [a for a in typing.get_args(ann) if a is not type(None)]
+            if SklearnServing in args or OnnxServing in args:
+                stack = data.get("stack") if isinstance(data, dict) else None
+                return OnnxServing if stack == "onnx" else SklearnServing
+            if len(args) == 1:
+                ann = args[0]
+                continue
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            return models[0] if models else ann
+        return ann
+
+
+# --- cross-field checks -------------------------------------------------------------------
+
+def _semantic_problems(raw: dict, origin: dict[KeyPath, Position],
+                       project: Project) -> list[Diagnostic]:
+    """Cross-references, checked on the merged document so they are reported even when
+    other keys are invalid (every problem at once)."""
+    from buildenv.env.uris import uri_problem
+
+    def diag(code: str, message: str, *path: Any, hint: str | None = None) -> Diagnostic:
+        pos = _position(tuple(path), origin)
+        return Diagnostic(code, message, pos.path if pos else None, pos.line if pos else None,
+                          pos.col if pos else None, hints=(hint,) if hint else ())
+
+    def mapping(value: Any) -> dict:
+        return value if isinstance(value, dict) else {}
+
+    datasets = mapping(raw.get("datasets"))
+    problems: list[Diagnostic] = []
+    label = mapping(raw.get("label"))
+    ds_name, col_name = label.get("dataset"), label.get("column")
+    if isinstance(ds_name, str):
+        if ds_name not in datasets:
+            problems.append(diag("BE009", f"label: unknown dataset '{ds_name}'", "label",
+                                 "dataset", hint=did_you_mean(ds_name, datasets)))
+        elif isinstance(col_name, str):
+            cols = mapping(mapping(datasets[ds_name]).get("columns"))
+            if col_name not in cols:
+                problems.append(diag("BE010", f"label: unknown column '{col_name}' in dataset "
+                                     f"'{ds_name}'", "label", "column",
+                                     hint=did_you_mean(col_name, cols)))
+    restricted = mapping(raw.get("privacy")).get("restricted")
+    for i, name in enumerate(restricted if isinstance(restricted, list) else []):
+        if isinstance(name, str) and name not in datasets:
+            problems.append(diag("BE009", f"privacy.restricted: unknown dataset '{name}'",
+                                 "privacy", "restricted", i, hint=did_you_mean(name, datasets)))
+    all_columns = {c for ds in datasets.values() for c in mapping(mapping(ds).get("columns"))}
+    for col in mapping(mapping(mapping(raw.get("monitoring")).get("drift")).get("columns")):
+        if col not in all_columns:
+            problems.append(diag("BE010", f"monitoring.drift.columns: unknown column '{col}'",
+                                 "monitoring", "drift", "columns", col,
+                                 hint=did_you_mean(str(col), all_columns)))
+    for name, ds in datasets.items():
+        uri = mapping(ds).get("uri")
+        if isinstance(uri, str):
+            problem = uri_problem(uri, project)
+            if problem:
+                code, message, hint = problem
+                problems.append(diag(code, f"dataset '{name}': {message}", "datasets", name,
+                                     "uri", hint=hint))
+    return problems
+
+
+# --- canonical form ---------------------------------------------------------------------
+
+def canonical_environment(env: Environment) -> dict:
+    """The resolved environment without cosmetic fields: what its digest covers."""
+    data = env.model_dump(mode="json", by_alias=True)
+    for key in ("name", "extends", "description", "schema"):
+        data.pop(key, None)
+    for ds in data["datasets"].values():
+        ds.pop("description", None)
+        for col in ds["columns"].values():
+            col.pop("description", None)
+    return data
+
+
+def environment_digest(env: Environment) -> str:
+    return digest_json(canonical_environment(env))

@@ -1,0 +1,38 @@
+"""Which dataset uris an environment may name: repository-relative paths, file://, s3://, gs://.
+
+Part of the environment format (checked when an environment is resolved, reported at the uri's
+YAML line); `buildenv.data.storage` opens what passes. Relative uris resolve against the
+repository root (or the data root Pants passes in) and may not escape it.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlparse
+
+from buildenv.core.project import Project
+
+__all__ = ["REMOTE_SCHEMES", "uri_problem"]
+
+REMOTE_SCHEMES = ("s3", "gs", "gcs")
+
+
+def uri_problem(uri: str, project: Project) -> tuple[str, str, str] | None:
+    """(code, message, hint) when `uri` cannot be used, else None."""
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
+        if scheme == "file":
+            return None
+        base = project.data_base.resolve()
+        target = (base / uri).resolve()
+        if not target.is_relative_to(base):
+            return ("BE015", f"uri '{uri}' resolves outside the repository ({target})",
+                    "keep data inside the repository, or use an absolute file:// uri")
+        return None
+    if scheme in REMOTE_SCHEMES:
+        if not parsed.netloc:
+            return ("BE018", f"uri '{uri}' names no bucket", f"use {scheme}://bucket/key")
+        return None
+    return ("BE018", f"unsupported uri scheme '{scheme}://'",
+            "use a repository-relative path, file://, s3:// or gs://")

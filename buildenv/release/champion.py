@@ -1,0 +1,203 @@
+"""The champion alias and its history: promote, rollback, history.
+
+History is append-only: every alias move adds a registered-model tag
+`buildenv.history.<env>.<seq>` holding one JSON entry (version, action, metric values, time,
+actor). The alias is the truth about the present; the tags are the past. `rollback` replays
+them as a stack (promote pushes, rollback pops) to find the previous champion.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import math
+import os
+from typing import Any
+
+from buildenv.compile.registry import TAG_ENV, client
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.project import Project
+from buildenv.release.gates import (
+    CHECK_PREFIX,
+    Evaluation,
+    alias_name,
+    champion_version,
+    registry_error,
+)
+
+__all__ = ["HISTORY_PREFIX", "champion_stack", "history", "history_entries", "promote",
+           "render_history", "rollback"]
+
+
+HISTORY_PREFIX = "buildenv.history."
+
+
+def _actor() -> str:
+    for var in ("BUILDENV_ACTOR", "GITHUB_ACTOR", "GITLAB_USER_LOGIN", "USER"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def history_entries(c: Any, training: str, env: str) -> list[dict]:
+    """The alias moves for `env`, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = c.get_registered_model(training)
+    except MlflowException:
+        return []
+    prefix = f"{HISTORY_PREFIX}{env}."
+    out = []
+    for key, value in (model.tags or {}).items():
+        if key.startswith(prefix) and key[len(prefix):].isdigit():
+            try:
+                entry = json.loads(value)
+            except ValueError:
+                continue
+            entry["seq"] = int(key[len(prefix):])
+            out.append(entry)
+    return sorted(out, key=lambda e: e["seq"])
+
+
+def _append_history(c: Any, training: str, env: str, entry: dict) -> int:
+    seq = max([e["seq"] for e in history_entries(c, training, env)] + [0]) + 1
+    c.set_registered_model_tag(training, f"{HISTORY_PREFIX}{env}.{seq:06d}",
+                               json.dumps(entry, sort_keys=True, separators=(",", ":")))
+    return seq
+
+
+def _move_alias(project: Project, training: str, env: str, version: str, entry: dict) -> int:
+    try:
+        c = client(project)
+        c.set_registered_model_alias(training, alias_name(env), version)
+        return _append_history(c, training, env, entry)
+    except Exception as exc:
+        raise registry_error(project, exc, f"moving alias {alias_name(env)}") from None
+
+
+def promote(project: Project, ev: Evaluation) -> int | None:
+    """Set `<env>-champion` to the evaluated candidate; the history sequence number."""
+    if not ev.passed:
+        raise DiagnosticError(ev.diagnostics)
+    if ev.already_champion:
+        return None
+    entry = {"action": "promote", "version": ev.candidate.version,
+             "previous": ev.champion.version if ev.champion else None,
+             "metric": ev.metric, "value": _finite(ev.candidate.value),
+             "previous_value": _finite(ev.champion.value) if ev.champion else None,
+             "source": ev.source, "at": _now(), "by": _actor()}
+    return _move_alias(project, ev.training, ev.env, ev.candidate.version, entry)
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, 6)
+
+
+def champion_stack(entries: list[dict]) -> list[str]:
+    """Replay history: promote pushes, rollback pops back to its target."""
+    stack: list[str] = []
+    for e in entries:
+        version = str(e["version"])
+        if e.get("action") == "rollback":
+            while stack and stack[-1] != version:
+                stack.pop()
+            if not stack:
+                stack.append(version)
+        elif not stack or stack[-1] != version:
+            stack.append(version)
+    return stack
+
+
+def rollback(project: Project, training: str, env: str, dry_run: bool = False) -> dict:
+    """Move `<env>-champion` back to the champion before the current one."""
+    try:
+        c = client(project)
+        current = champion_version(c, training, env)
+        entries = history_entries(c, training, env)
+    except Exception as exc:
+        raise registry_error(project, exc, "reading the champion history") from None
+    stack = champion_stack(entries)
+    now = str(current.version) if current is not None else None
+    if stack and stack[-1] == now:
+        stack.pop()
+    target = stack[-1] if stack else None
+    if target is None:
+        raise DiagnosticError([Diagnostic(
+            "BE706", f"no previous champion of {training} for {env} to roll back to "
+            f"(current: {'v' + now if now else 'none'}, {len(entries)} history entries)",
+            hints=(f"`buildenv history {training} --env {env}` lists the champions",))])
+    result = {"training": training, "environment": env, "from": now, "to": target,
+              "seq": None}
+    if not dry_run:
+        result["seq"] = _move_alias(project, training, env, target, {
+            "action": "rollback", "version": target, "previous": now, "at": _now(),
+            "by": _actor()})
+    return result
+
+
+def history(project: Project, training: str, env: str) -> dict:
+    """Past champions (oldest first) with each version's lineage, and the current one."""
+    try:
+        c = client(project)
+        current = champion_version(c, training, env)
+        entries = history_entries(c, training, env)
+        lineage: dict[str, dict] = {}
+        for e in entries:
+            v = str(e["version"])
+            if v in lineage:
+                continue
+            mv = c.get_model_version(training, v)
+            tags = dict(mv.tags or {})
+            params = c.get_run(mv.run_id).data.params if mv.run_id else {}
+            lineage[v] = {
+                "environment": tags.get(TAG_ENV), "run_id": mv.run_id,
+                "artifact_digest": tags.get("buildenv.artifact_digest"),
+                "code_digest": tags.get("buildenv.code_digest"),
+                "environment_digest": tags.get("buildenv.environment_digest"),
+                "cache_key": tags.get("buildenv.cache_key"),
+                "datasets": {k[len("dataset."):]: val for k, val in sorted(params.items())
+                             if k.startswith("dataset.")},
+                "checks": {k[len(CHECK_PREFIX):]: val for k, val in sorted(tags.items())
+                           if k.startswith(CHECK_PREFIX)},
+            }
+    except Exception as exc:
+        raise registry_error(project, exc, "reading the champion history") from None
+    return {"training": training, "environment": env, "alias": alias_name(env),
+            "current": str(current.version) if current is not None else None,
+            "entries": [{**e, "lineage": lineage[str(e["version"])]} for e in entries]}
+
+
+def render_history(data: dict) -> str:
+    entries = data["entries"]
+    head = (f"{data['training']} @ {data['environment']}: alias {data['alias']} -> "
+            f"{'v' + data['current'] if data['current'] else 'unset'}")
+    if not entries:
+        return head + "\n(no champions yet)"
+    rows = [("SEQ", "ACTION", "VERSION", "FROM", "METRIC", "WHEN", "BY", "CODE", "DATA")]
+    for e in entries:
+        lin = e["lineage"]
+        metric = f"{e['metric']}={e['value']:.4f}" if e.get("value") is not None else "-"
+        data_digests = ",".join(f"{k}:{_short(v)}" for k, v in lin["datasets"].items())
+        rows.append((str(e["seq"]), e["action"], f"v{e['version']}",
+                     f"v{e['previous']}" if e.get("previous") else "-", metric,
+                     e.get("at", "-"), e.get("by", "-"), _short(lin.get("code_digest")),
+                     data_digests or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [head, ""]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _short(digest: str | None) -> str:
+    if not digest:
+        return "-"
+    return digest.split(":", 1)[-1][:12]

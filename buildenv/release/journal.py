@@ -1,0 +1,103 @@
+"""What a retrain must put back if it does not finish: saved files and a journal.
+
+Before the first write, the files a retrain may rewrite (the lock, the environment file) are
+copied into `.buildenv/retrain/<id>/` with a journal. Any stop restores them byte for byte; a
+retrain killed midway is rolled back by the next one (the journal says what to restore).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from buildenv.core.atomic import atomic_write_bytes
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.project import Project
+
+__all__ = ["exclusive", "journal", "recover", "restore", "save", "swap", "work_root"]
+
+
+def work_root(project: Project) -> Path:
+    return project.state_dir / "retrain"
+
+
+@contextlib.contextmanager
+def exclusive(project: Project) -> Iterator[None]:
+    """One retrain at a time per repository."""
+    path = work_root(project) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DiagnosticError([Diagnostic(
+                "BE711", "another `buildenv retrain` is running in this repository",
+                hints=("wait for it; retrains of one repository run one at a time",))],
+                1) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def journal(work: Path, data: dict) -> None:
+    atomic_write_bytes(work / "journal.json", json.dumps(data, indent=2).encode())
+
+
+def restore(project: Project, work: Path) -> list[str]:
+    """Put back the files a retrain saved; return what was restored."""
+    try:
+        journal = json.loads((work / "journal.json").read_text())
+    except (OSError, ValueError):
+        shutil.rmtree(work, ignore_errors=True)
+        return []
+    restored = []
+    if journal.get("phase") != "swapping":  # once swapping, the new state is the committed one
+        for item in journal.get("saved", []):
+            target = project.root / item["path"]
+            backup = work / item["backup"]
+            if item.get("existed", True):
+                atomic_write_bytes(target, backup.read_bytes())
+            else:
+                target.unlink(missing_ok=True)
+            restored.append(item["path"])
+    shutil.rmtree(work, ignore_errors=True)
+    return restored
+
+
+def recover(project: Project) -> list[str]:
+    """Roll back retrains that were killed before they finished."""
+    root = work_root(project)
+    restored: list[str] = []
+    if root.is_dir():
+        for work in sorted(p for p in root.iterdir() if p.is_dir()):
+            restored += restore(project, work)
+    return restored
+
+
+def save(project: Project, work: Path, paths: list[Path]) -> list[dict]:
+    """Copy the files a retrain may rewrite, and journal how to put them back."""
+    (work / "saved").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i, path in enumerate(paths):
+        backup = f"saved/{i}-{path.name}"
+        if path.is_file():
+            shutil.copy2(path, work / backup)
+        entries.append({"path": path.resolve().relative_to(project.root).as_posix(),
+                        "backup": backup, "existed": path.is_file()})
+    journal(work, {"phase": "started", "saved": entries})
+    return entries
+
+
+def swap(staged: Path, final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = final.parent / f".{final.name}.tmp-old-{os.getpid()}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staged, final)
+    shutil.rmtree(old, ignore_errors=True)
