@@ -1,13 +1,15 @@
-"""Commands about data: lock, validate."""
+"""Commands about data: lock, validate, audit."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from buildenv.cli.app import (
+    DataFormat,
     Format,
     FormatOpt,
     RootOpt,
@@ -91,3 +93,49 @@ def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
     if not problems and fmt is Format.text:
         print(f"{env}: {len(dataset or res.env.datasets)} dataset(s) valid")
     finish(problems, fmt)
+
+
+@app.command("audit")
+@command
+def audit_cmd(env: Optional[str] = typer.Argument(None, help="Only reads in this environment."),
+              verify: bool = typer.Option(False, "--verify", help="Check the hash chain; exit 1 "
+                                          "naming the first record that was edited, removed "
+                                          "or reordered."),
+              root: Optional[Path] = RootOpt,
+              fmt: DataFormat = typer.Option(DataFormat.yaml, "--format",
+                                             help="table (yaml) or json")) -> None:
+    """Every read of a restricted dataset: who, why, which data, how many rows."""
+    from buildenv.data.audit import AuditLog
+
+    project = open_project(root)
+    log = AuditLog(project.data_state_dir)
+    if verify:
+        checked, broken = log.verify()
+        if broken is None:
+            print(f"audit log {project.rel(log.path)}: {checked} record(s), hash chain intact")
+            return
+        raise DiagnosticError([Diagnostic(
+            "BE801", f"record {broken.line} is broken: {broken.reason} ({checked} record(s) "
+            "before it hold)", project.rel(log.path), broken.line,
+            hints=("restore the log from a backup; records after a broken one cannot be "
+                   "trusted",))], 1)
+    records = [r for r in log.records() if env is None or r.get("environment") == env]
+    if fmt is DataFormat.json:
+        print(json.dumps({"log": project.rel(log.path), "records": records}, indent=2))
+        return
+    rows = [("SEQ", "TIME", "ACTOR", "PURPOSE", "ENVIRONMENT", "DATASET", "ROWS", "DIGEST",
+             "COLUMNS")]
+    for r in records:
+        digest = (r.get("digest") or "-").split(":", 1)[-1][:12]
+        outcome = (r.get("details") or {}).get("outcome")
+        purpose = r.get("purpose", "-") + (f" ({outcome})" if outcome not in (None, "read")
+                                           else "")
+        rows.append((str(r.get("seq")), str(r.get("time", "-"))[:19], str(r.get("actor", "-")),
+                     purpose, str(r.get("environment") or "-"), str(r.get("dataset")),
+                     f"{r['rows']:,}" if isinstance(r.get("rows"), int) else "-", digest,
+                     ",".join(r.get("columns") or [])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    if len(rows) == 1:
+        print("(no reads of restricted datasets recorded)")

@@ -38,7 +38,7 @@ from buildenv.compile.cache import (
     store,
 )
 from buildenv.compile.check import check_training
-from buildenv.compile.launch import holdout_file, run_training
+from buildenv.compile.launch import run_training
 from buildenv.compile.verify import verify_model
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.canonical import digest_json
@@ -156,7 +156,7 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
     with atomic_dir(out) as tmp:
         model_dir = tmp / "model"
         result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
-                              holdout_file(project, key))
+                              digests)
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
             found = [Diagnostic.from_json(d) for d in result.get("diagnostics", [])]
@@ -225,7 +225,7 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
         "ops": result.get("ops", []),
         "model_class": result.get("model_class"),
         "importance": result.get("importance"),
-        "holdout": result.get("holdout"),
+        "evaluation": result.get("evaluation"),
         "onnx": result.get("onnx"),
         "serving": res.env.serving.model_dump(mode="json") if res.env.serving else None,
         "label": res.env.label.model_dump(mode="json") if res.env.label else None,

@@ -113,6 +113,8 @@ def _register(project: Project, training: str, env: str, artifact: Path, lineage
     params += [Param(k, str(v)[:6000]) for k, v in sorted(lineage.get("params", {}).items())
                if k not in ("seed", "environment")]
     metrics = [Metric(k, float(v), 0, 0) for k, v in sorted(lineage.get("metrics", {}).items())]
+    evaluated = ((lineage.get("evaluation") or {}).get("metrics") or {})
+    metrics += [Metric(f"evaluation.{k}", float(v), 0, 0) for k, v in sorted(evaluated.items())]
     c.log_batch(run_id, metrics=metrics, params=params,
                 tags=[RunTag("mlflow.source.name", lineage.get("entry", training))])
     c.log_artifacts(run_id, str(artifact), "model")

@@ -175,10 +175,19 @@ def _digest_bytes(location: Location, algorithm: str) -> ContentDigest:
 
 
 def _parquet_rows(location: Location) -> int:
-    import pyarrow.parquet as pq
+    from buildenv.data.formats import FORMATS
 
-    with location.open_random() as handle:
-        return pq.ParquetFile(handle).metadata.num_rows
+    return FORMATS["parquet"].count_rows(_Random(location))
+
+
+class _Random:
+    """A location as the formats' `Bytes`: opened for random access each time."""
+
+    def __init__(self, location: Location):
+        self.location = location
+
+    def open(self):
+        return self.location.open_random()
 
 
 class _HashingReader:
@@ -208,21 +217,12 @@ class _HashingReader:
 
 
 def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
-    import pyarrow.csv as pacsv
+    """Hash and count rows in one pass: the CSV reader parses the very bytes being hashed."""
+    from buildenv.data.formats import FORMATS
 
     hasher = ALGORITHMS[algorithm]()
-    rows = 0
     with location.open() as stream:
         reader = _HashingReader(stream, hasher)
-        # Parse everything as strings: we count rows here, types are validate's job.
-        convert = pacsv.ConvertOptions(auto_dict_encode=False, strings_can_be_null=False)
-        # quoted fields may hold newlines: a row is not a line
-        batches = pacsv.open_csv(reader, read_options=pacsv.ReadOptions(block_size=CHUNK,
-                                                                          use_threads=False),
-                                 parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                                 convert_options=convert)
-        for batch in batches:
-            rows += batch.num_rows
-        rest = reader.read()  # the parser may stop before EOF on a trailing newline
-        del rest
+        rows = FORMATS["csv"].count_stream_rows(reader)  # type: ignore[attr-defined]
+        reader.read()  # the parser may stop before EOF on a trailing newline
     return ContentDigest(f"{algorithm}:{hasher.hexdigest()}", reader.size, rows)

@@ -123,19 +123,13 @@ def rewrite_uri(project: Project, mv: Multiverse, res: Resolved, dataset: str,
 
 # --- drift -------------------------------------------------------------------------------------
 
-def _drift(project: Project, res: Resolved, dataset: str, baseline_uri: str) -> tuple[
-        str, list[Diagnostic], str]:
-    """Run buildenv.monitor.drift if this installation has it: (status, diagnostics, message)."""
-    try:
-        from buildenv.monitor import drift as drift_module
-    except ImportError:
-        return "skipped", [], "buildenv.monitor.drift is not available in this installation"
-    func = getattr(drift_module, "drift_check", None)
-    if func is None:
-        return "skipped", [], "buildenv.monitor.drift has no drift_check(); drift not run"
-    found = list(func(project, res, dataset, baseline_uri))
-    failed = any(d.is_error for d in found)
-    return ("failed" if failed else "passed"), found, ""
+def _drift(project: Project, res: Resolved, dataset: str, baseline_uri: str,
+           baseline_digest: str) -> tuple[str, list[Diagnostic]]:
+    """Drift of the new data against the locked version: (status, diagnostics)."""
+    from buildenv.monitor.drift import drift_check
+
+    found = drift_check(project, res, dataset, baseline_uri, baseline_digest)
+    return ("failed" if any(d.is_error for d in found) else "passed"), found
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -352,11 +346,10 @@ def _drift_step(project: Project, res: Resolved, lock: Any, changed: dict[str, s
                      dataset=name)
             statuses.append("skipped")
             continue
-        status, found, message = _drift(project, res, name, baseline)
+        status, found = _drift(project, res, name, baseline, pinned.digest)
         problems += found
         alerts = [d for d in found if d.severity is not Severity.NOTE]
-        log.emit("drift", status if status != "skipped" else "skipped",
-                 message or f"dataset '{name}' against {baseline}: {len(alerts)} alert(s)",
+        log.emit("drift", status, f"dataset '{name}' against {baseline}: {len(alerts)} alert(s)",
                  dataset=name, against=baseline, codes=sorted({d.code for d in found}))
         statuses.append(status)
     if any(s == "failed" for s in statuses):
