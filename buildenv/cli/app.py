@@ -51,6 +51,10 @@ class DataFormat(str, Enum):
 RootOpt = typer.Option(None, "--root", help="Repository root (default: nearest parent with "
                        "pyproject.toml or environments/; env BUILDENV_ROOT).")
 FormatOpt = typer.Option(Format.text, "--format", help="Diagnostics as text, json or sarif.")
+ExecutorOpt = typer.Option(None, "--executor", help="Where the per-file work on partitioned "
+                           "datasets runs: local (this process) or ray (BUILDENV_RAY_ADDRESS / "
+                           "RAY_ADDRESS, else a local Ray). Default: [tool.buildenv] executor, "
+                           "else local.")
 
 
 def open_project(root: Optional[Path], data_root: Optional[Path] = None):

@@ -10,6 +10,7 @@ import typer
 
 from buildenv.cli.app import (
     DataFormat,
+    ExecutorOpt,
     Format,
     FormatOpt,
     RootOpt,
@@ -30,8 +31,10 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
                                            help="sha256 (default) or blake3"),
              check: bool = typer.Option(False, "--check", help="Only report locks that are "
                                         "missing or stale; write nothing."),
+             executor: Optional[str] = ExecutorOpt,
              fmt: Format = FormatOpt) -> None:
     """Pin every dataset's content digest in environments/<name>.lock.json."""
+    from buildenv.data.executor import make_executor
     from buildenv.data.lock import check_lock, lock_environments
     from buildenv.env.resolve import Multiverse
 
@@ -42,22 +45,23 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
     names = list(envs or mv.names())
     for name in names:
         mv.require(name)
-    if check:
-        resolved, problems = mv.resolve_all(names)
-        config_error = any(p.is_error for p in problems)  # invalid environment files
-        for res in resolved.values():
-            try:
-                problems.extend(check_lock(mv, res)[1])
-            except DiagnosticError as exc:  # unreadable lock file (BE054, BE013)
-                problems.extend(exc.diagnostics)
-                config_error = True
-        if not problems and fmt is Format.text:
-            print(f"{len(resolved)} lock(s) up to date")
-        emit(problems, fmt)
-        if any(p.is_error for p in problems):
-            raise typer.Exit(2 if config_error else 1)
-        return
-    results, problems = lock_environments(mv, names, algorithm)
+    with make_executor(executor, mv.project) as runner:
+        if check:
+            resolved, problems = mv.resolve_all(names)
+            config_error = any(p.is_error for p in problems)  # invalid environment files
+            for res in resolved.values():
+                try:
+                    problems.extend(check_lock(mv, res, executor=runner)[1])
+                except DiagnosticError as exc:  # unreadable lock file (BE054, BE013), Ray
+                    problems.extend(exc.diagnostics)
+                    config_error = True
+            if not problems and fmt is Format.text:
+                print(f"{len(resolved)} lock(s) up to date")
+            emit(problems, fmt)
+            if any(p.is_error for p in problems):
+                raise typer.Exit(2 if config_error else 1)
+            return
+        results, problems = lock_environments(mv, names, algorithm, runner)
     if fmt is Format.text:
         for name, lock, changed in results:
             rows = sum(d.rows for d in lock.datasets.values())
@@ -66,7 +70,12 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
     emit(problems, fmt)
     if any(p.is_error for p in problems):
         # an invalid environment file is a configuration error (2); unreadable data is 1
-        raise typer.Exit(2 if any(p.is_error and p.code != "BE053" for p in problems) else 1)
+        raise typer.Exit(2 if any(p.is_error and p.code not in _DATA_CODES for p in problems)
+                         else 1)
+
+
+# Problems of the data itself (exit 1), not of the configuration (exit 2).
+_DATA_CODES = ("BE053", "BE061", "BE062", "BE065")
 
 
 @app.command("validate")
@@ -74,8 +83,10 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
 def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
                  dataset: Optional[list[str]] = typer.Option(None, "--dataset",
                                                              help="Only these datasets."),
+                 executor: Optional[str] = ExecutorOpt,
                  root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
     """Check every dataset against its declared columns."""
+    from buildenv.data.executor import make_executor
     from buildenv.data.validate import validate_env
     from buildenv.env.resolve import Multiverse
 
@@ -89,7 +100,9 @@ def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
             raise DiagnosticError([Diagnostic("BE009", f"unknown dataset '{name}' in "
                                               f"environment {env}",
                                               hints=(hint,) if hint else ())], 2)
-    problems = validate_env(res, mv.project, datasets=list(dataset) if dataset else None)
+    with make_executor(executor, mv.project) as runner:
+        problems = validate_env(res, mv.project, datasets=list(dataset) if dataset else None,
+                                executor=runner)
     if not problems and fmt is Format.text:
         print(f"{env}: {len(dataset or res.env.datasets)} dataset(s) valid")
     finish(problems, fmt)

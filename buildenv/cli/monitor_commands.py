@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from buildenv.cli.app import (
+    ExecutorOpt,
     Format,
     FormatOpt,
     RootOpt,
@@ -33,13 +34,17 @@ def drift_cmd(env: str = typer.Argument(..., help="Environment whose locked vers
               html: Optional[Path] = typer.Option(None, "--html", help="Also write a "
                                                   "self-contained HTML report."),
               all_: bool = typer.Option(False, "--all", help="Show suppressed alerts too."),
+              executor: Optional[str] = ExecutorOpt,
               root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
     """Drift between the locked version of a dataset and a candidate, with actionable alerts."""
+    from buildenv.data.executor import make_executor
     from buildenv.monitor.drift import run_drift, write_stats
     from buildenv.monitor.report import render, write_html
 
     project = open_project(root)
-    result = run_drift(project, env, dataset, against=against, against_lock=against_lock)
+    with make_executor(executor, project) as runner:
+        result = run_drift(project, env, dataset, against=against, against_lock=against_lock,
+                           executor=runner)
     write_stats(result, project, stats)
     if html is not None:
         write_html(result, html)

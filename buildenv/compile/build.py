@@ -147,7 +147,7 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
     outcome.reason = explain_rebuild(previous, parts_with_files)
     from buildenv.data.validate import validate_env  # pyarrow: only when something is to be built
 
-    problems += validate_env(res, project, digests)
+    problems += validate_env(res, project, digests, manifests=lock.manifests())
     outcome.diagnostics = problems
     if any(p.is_error for p in problems):
         return
@@ -156,7 +156,7 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
     with atomic_dir(out) as tmp:
         model_dir = tmp / "model"
         result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
-                              digests)
+                              digests, lock.manifests())
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
             found = [Diagnostic.from_json(d) for d in result.get("diagnostics", [])]
@@ -216,6 +216,7 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
                             "columns_read": reads.get(name, [])}
                      for name, d in sorted(lock.datasets.items())},
         "seed": config.seed,
+        "threads": parts["threads"],
         "buildenv_version": __version__,
         "libraries": {**parts["libraries"], **result.get("libraries", {})},
         "python": parts["python"],

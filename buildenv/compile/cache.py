@@ -64,7 +64,7 @@ def cache_key_parts(project: Project, training: str, config: TrainingConfig, res
         "environment_digest": res.digest,
         "datasets": dict(sorted(dataset_digests.items())),
         "seed": config.seed,
-        "threads": config.threads,
+        "threads": config.native_threads,
         "buildenv": __version__,
         "python": platform.python_version(),
         "libraries": _library_versions(),
@@ -87,7 +87,7 @@ def explain_rebuild(previous: dict | None, parts: dict) -> str:
         return ", ".join(f"dataset '{n}' changed" for n in names)
     if old.get("environment_digest") != parts["environment_digest"]:
         return "environment changed"
-    for key in ("seed", "buildenv", "python", "libraries"):
+    for key in ("seed", "threads", "buildenv", "python", "libraries"):
         if old.get(key) != parts[key]:
             return f"{key} changed"
     return "artifact missing or modified"

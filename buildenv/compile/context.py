@@ -7,6 +7,13 @@ datasets. Rows the environment holds out for evaluation are dropped from the lab
 before the training sees them, and the evaluation dataset (if any) cannot be read at all.
 Anything else raises `ForbiddenRead`, which the runner reports as BE303 at the user's line.
 Metrics and params go back to the build.
+
+`ctx.scan` yields the same rows in batches, with memory bounded by the batch size, for
+trainings that learn incrementally (`partial_fit`) from data larger than memory. Each file is
+verified when its last batch has been read; a mismatch fails the build even if the training
+catches it, and a scan the training abandons is verified (to the end of its current file)
+when the training returns. Both take `filters` (buildenv.data.filters): on a partitioned
+dataset, files whose partition values rule them out are never opened.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ import pyarrow as pa
 
 from buildenv.core.project import Project
 from buildenv.data.evaluation import holdout_mask, key_columns
+from buildenv.data.filters import Filters, parse_filters
 from buildenv.data.gate import Gate, GateError
+from buildenv.data.manifest import Manifest
 from buildenv.data.privacy import Redactor
 from buildenv.env.spec import Environment
 
@@ -33,13 +42,15 @@ class ForbiddenRead(Exception):
 
 class BuildContext:
     def __init__(self, env: Environment, seed: int, project: Project,
-                 pins: dict[str, str] | None = None):
+                 pins: dict[str, str] | None = None,
+                 manifests: dict[str, Manifest] | None = None):
         self.env = env
         """The resolved environment."""
         self.seed = seed
         """The build seed; use it for every random_state."""
         self._project = project
-        self._gate = Gate(project, env, "build", pins=pins or {})
+        self._gate = Gate(project, env, "build", pins=pins or {}, manifests=manifests or {})
+        self._scans: list[Any] = []  # generators not yet run to the end
         self.metrics: dict[str, float] = {}
         self.params: dict[str, str] = {}
         self.reads: dict[str, list[str]] = {}
@@ -51,8 +62,90 @@ class BuildContext:
         self.deprecated_holdout = False
 
     def read(self, dataset: str, columns: list[str] | None = None,
-             format: Literal["pandas", "arrow"] = "pandas"):
-        """Training rows of a declared dataset: a pandas DataFrame, or a pyarrow Table."""
+             format: Literal["pandas", "arrow"] = "pandas", filters: Any = None):
+        """Training rows of a declared dataset: a pandas DataFrame, or a pyarrow Table.
+        `filters`: `[(column, op, value), ...]` (or a list of such lists, any of which may
+        hold), as pandas and pyarrow take them."""
+        wanted, rule = self._request(dataset, columns, format, filters)
+        split = self._split_keys(dataset)
+        extra = [c for c in (rule.columns if rule else []) if c not in wanted]
+        try:
+            with self._gate.open(dataset, filters=rule) as read:
+                table = read.table(list(dict.fromkeys(wanted + split + extra)))
+        except GateError as exc:
+            self.gate_errors.append(exc)
+            raise
+        table = self._training_rows(dataset, table, split, rule, wanted)
+        if self.env.restricted(dataset):
+            self.restricted_reads.add(dataset)
+            self._remember_strings(table)
+        return table if format == "arrow" else table.to_pandas()
+
+    def scan(self, dataset: str, columns: list[str] | None = None, *, batch_rows: int = 65_536,
+             format: Literal["pandas", "arrow"] = "pandas", filters: Any = None):
+        """Training rows of a declared dataset in batches of at most `batch_rows` rows
+        (pandas DataFrames, or pyarrow RecordBatches): the same rows `read` returns, in the
+        same order, with memory bounded by the batch size. Each file is verified once its
+        last batch is read."""
+        wanted, rule = self._request(dataset, columns, format, filters)
+        if not isinstance(batch_rows, int) or isinstance(batch_rows, bool) or batch_rows < 1:
+            raise ValueError("batch_rows must be a positive integer")
+        scan = self._scan(dataset, wanted, rule, batch_rows, format)
+        self._scans.append(scan)
+        return scan
+
+    def _scan(self, dataset: str, wanted: list[str], rule: Filters | None, batch_rows: int,
+              format: str):
+        split = self._split_keys(dataset)
+        extra = [c for c in (rule.columns if rule else []) if c not in wanted]
+        restricted = self.env.restricted(dataset)
+        if restricted:
+            self.restricted_reads.add(dataset)
+        try:
+            read = self._gate.open(dataset, filters=rule)
+        except GateError as exc:
+            self.gate_errors.append(exc)
+            raise
+        batches = read.batches(list(dict.fromkeys(wanted + split + extra)),
+                               batch_rows=batch_rows, typed=True)
+        finished = False
+        try:
+            for batch in batches:
+                table = self._training_rows(dataset, pa.Table.from_batches([batch]), split,
+                                            rule, wanted)
+                if restricted:
+                    self._remember_strings(table)
+                if table.num_rows:
+                    chunk = table.combine_chunks().to_batches()[0]
+                    yield chunk if format == "arrow" else chunk.to_pandas()
+            finished = True
+        except GateError as exc:
+            self.gate_errors.append(exc)
+            raise
+        finally:
+            if not finished:
+                self._verify_abandoned(read)
+            batches.close()
+            read.close()
+
+    def _verify_abandoned(self, read: Any) -> None:
+        """A scan stopped early handed out rows of a file it had not finished: that file's
+        bytes are verified anyway (its hash runs to the end independently of the decoder)."""
+        current = getattr(read, "current", read)
+        if current is None or current.digest is not None:
+            return
+        try:
+            current.verify()
+        except GateError as exc:
+            self.gate_errors.append(exc)
+
+    def finish(self) -> None:
+        """Close scans the training left open (verifying what they handed out)."""
+        while self._scans:
+            self._scans.pop().close()
+
+    def _request(self, dataset: str, columns: Any, format: str, filters: Any
+                 ) -> tuple[list[str], Filters | None]:
         ds = self.env.datasets.get(dataset)
         if ds is None:
             raise ForbiddenRead(f"dataset '{dataset}' is not declared in environment "
@@ -69,22 +162,26 @@ class BuildContext:
                                 f"dataset '{dataset}' of environment {self.env.name}")
         if format not in ("pandas", "arrow"):
             raise ValueError("format must be 'pandas' or 'arrow'")
-        self.reads.setdefault(dataset, [])
-        self.reads[dataset] = sorted(set(self.reads[dataset]) | set(wanted))
-        split = self._split_keys(dataset)
         try:
-            with self._gate.open(dataset) as read:
-                table = read.table(list(dict.fromkeys(wanted + split)))
-        except GateError as exc:
-            self.gate_errors.append(exc)
-            raise
+            rule = parse_filters(filters, ds.columns, dataset)
+        except KeyError as exc:
+            raise ForbiddenRead(f"filter column {exc} is not declared in dataset '{dataset}' "
+                                f"of environment {self.env.name}") from None
+        self.reads.setdefault(dataset, [])
+        self.reads[dataset] = sorted(set(self.reads[dataset]) | set(wanted)
+                                     | set(rule.columns if rule else []))
+        return wanted, rule
+
+    def _training_rows(self, dataset: str, table: pa.Table, split: list[str],
+                       rule: Filters | None, wanted: list[str]) -> pa.Table:
+        """Rows passing the filters, without the environment's evaluation rows, `wanted`
+        columns only. Per row, so a batch gives the same rows as the whole table."""
+        if rule is not None:
+            table = rule.apply(table, self.env.datasets[dataset].columns)
         if split:  # the environment's evaluation rows never reach the training
             keep = ~holdout_mask(table, split, self.env.evaluation.fraction)
-            table = table.filter(pa.array(keep)).select(wanted)
-        if self.env.restricted(dataset):
-            self.restricted_reads.add(dataset)
-            self._remember_strings(table)
-        return table if format == "arrow" else table.to_pandas()
+            table = table.filter(pa.array(keep))
+        return table.select(wanted)
 
     def _split_keys(self, dataset: str) -> list[str]:
         label = self.env.label

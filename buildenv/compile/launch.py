@@ -55,9 +55,10 @@ def _die_with_parent() -> None:
 
 
 def run_training(project: Project, config: TrainingConfig, res: Resolved, out_dir: Path,
-                 timeout: float, pins: dict[str, str]) -> dict:
+                 timeout: float, pins: dict[str, str], manifests: dict | None = None) -> dict:
     """Run the training; its result (a dict) or failure diagnostics. `pins` are the lock's
-    digests: every read of the training and of its evaluation is verified against them."""
+    digests (and `manifests` the file lists of partitioned datasets): every read of the
+    training and of its evaluation is verified against them."""
     work = Path(tempfile.mkdtemp(prefix="buildenv-train-"))
     try:
         request = {
@@ -66,13 +67,15 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
             "seed": config.seed, "env": res.env.model_dump(mode="json", by_alias=True),
             "out_dir": str(out_dir), "result": str(work / "result.json"),
             "pins": dict(pins),
+            "manifests": {name: {"partitions": list(m.partitions), "files": m.files_json()}
+                          for name, m in (manifests or {}).items()},
         }
         (work / "request.json").write_text(json.dumps(request))
         log_path = work / "output.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "buildenv.compile.runner", str(work / "request.json")],
-                cwd=project.root, env=child_env(config.seed, config.threads), stdin=subprocess.DEVNULL,
+                cwd=project.root, env=child_env(config.seed, config.native_threads), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
             try:

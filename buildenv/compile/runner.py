@@ -146,7 +146,8 @@ def run(request: dict) -> dict:
     project = Project(root=root, data_root=Path(request["data_root"]) if request.get(
         "data_root") else None)
     pins = dict(request.get("pins") or {})
-    ctx = BuildContext(env, seed, project, pins)
+    manifests = _manifests(request)
+    ctx = BuildContext(env, seed, project, pins, manifests)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     import time
@@ -155,7 +156,10 @@ def run(request: dict) -> dict:
     started = time.perf_counter()
     try:
         fn = _load_entry(root, request["module_path"], request["function"])
-        model = fn(ctx)
+        try:
+            model = fn(ctx)
+        finally:
+            ctx.finish()  # scans the training left open are verified before anything is used
         timings["train"] = time.perf_counter() - started
     except GateError as exc:
         return _refused([*ctx.gate_errors, exc])
@@ -194,7 +198,8 @@ def run(request: dict) -> dict:
     mark = time.perf_counter()
     rows = None
     if env.label is not None:
-        rows, evaluation, problems = _evaluate(project, env, pins, model, info["inputs"])
+        rows, evaluation, problems = _evaluate(project, env, pins, model, info["inputs"],
+                                               manifests)
         result["evaluation"] = evaluation
         result["diagnostics"].extend(problems)
         if any(d["severity"] == "error" for d in problems):
@@ -253,8 +258,16 @@ def _safe_params(ctx: Any) -> dict[str, str]:
     return {ctx.redactor.clean(k): ctx.redactor.clean(v) for k, v in ctx.params.items()}
 
 
-def _evaluate(project: Any, env: Any, pins: dict, model: Any, inputs: list[str] | None
-              ) -> tuple[Any, dict | None, list[dict]]:
+def _manifests(request: dict) -> dict:
+    from buildenv.data.manifest import FileEntry, Manifest
+
+    return {name: Manifest(tuple(FileEntry.from_json(f) for f in data["files"]),
+                           tuple(data.get("partitions") or ()))
+            for name, data in (request.get("manifests") or {}).items()}
+
+
+def _evaluate(project: Any, env: Any, pins: dict, model: Any, inputs: list[str] | None,
+              manifests: dict | None = None) -> tuple[Any, dict | None, list[dict]]:
     """Score the model on the environment's evaluation rows, read through the gate."""
     from buildenv.compile.scoring import ScoringError, score
     from buildenv.data.evaluation import evaluation_rows
@@ -263,7 +276,7 @@ def _evaluate(project: Any, env: Any, pins: dict, model: Any, inputs: list[str] 
     served = {c for ds in env.datasets.values() for c, col in ds.columns.items() if col.serving}
     if inputs and not set(inputs) <= served:
         return None, None, []  # it cannot serve anywhere here: verification says so (BE401)
-    gate = Gate(project, env, "evaluate", pins=pins)
+    gate = Gate(project, env, "evaluate", pins=pins, manifests=manifests or {})
     try:
         rows = evaluation_rows(gate, env)
     except GateError as exc:

@@ -4,7 +4,8 @@ Codes never change meaning once released; a test fails when the source uses a
 code that has no entry here. Ranges: BE0xx environment and project files,
 BE05x locks, BE1xx static checks of training code, BE2xx data validation,
 BE3xx training, BE4xx verification against the serving stack, BE6xx drift,
-BE7xx promotion, BE75x images, BE8xx the audit log.
+BE7xx promotion, BE75x images, BE8xx the audit log, BE88x executors; BE06x partitioned
+datasets.
 """
 
 from __future__ import annotations
@@ -88,6 +89,32 @@ CODES: dict[str, Code] = {
     "BE056": Code("data written during a read", "The file's size, mtime or ctime changed while "
                   "the data gate read it: a writer was at work. Nothing read is used; retry "
                   "when the writer has finished."),
+    # --- partitioned datasets -------------------------------------------------
+    "BE060": Code("invalid partitioned dataset", "A dataset whose `uri` ends in `/` is a "
+                  "directory (or bucket prefix) of Parquet files: its `format` is parquet, its "
+                  "`partitions` are declared columns listed once, a uri naming one file takes "
+                  "no `partitions`, and a restricted dataset declares none (partition values "
+                  "are file paths, which the lock records and diagnostics name)."),
+    "BE061": Code("not a Parquet file", "A file under a partitioned dataset's uri is not a "
+                  "Parquet file (by its name: .parquet, .parq or .pq). It is neither pinned nor "
+                  "silently left out: remove it or move it elsewhere. Files whose path has a "
+                  "part starting with `.` or `_` (`_SUCCESS`, `.crc`) are not data and are "
+                  "skipped."),
+    "BE062": Code("path does not match the partitions", "With `partitions: [a, b]` every "
+                  "file of the dataset lives at `a=<value>/b=<value>/<file>`. The message names "
+                  "the file and what differs; move the file or fix `partitions`."),
+    "BE063": Code("invalid partition value", "A partition value taken from a file's path does "
+                  "not convert to its column's dtype, is null (`__HIVE_DEFAULT_PARTITION__`) "
+                  "in a column declared `nullable: false`, or lies outside the column's domain "
+                  "or range. The message names the files."),
+    "BE064": Code("pinned file missing", "A file of the lock's manifest no longer exists "
+                  "when the data gate reads it (it was removed after the lock). Nothing read "
+                  "from the dataset is used: restore the file, or review the data and relock."),
+    "BE065": Code("empty partitioned dataset", "The directory or prefix a partitioned dataset "
+                  "names holds no Parquet file."),
+    "BE066": Code("uri names a directory", "A dataset uri without a trailing `/` names a "
+                  "directory. Write the uri with a trailing `/` to read it as a partitioned "
+                  "dataset (a directory of Parquet files)."),
     # --- static checks of training code -----------------------------------------
     "BE100": Code("syntax error in training", "The training module does not parse."),
     "BE101": Code("undeclared dataset", "`ctx.read` asks for a dataset the environment does not "
@@ -234,6 +261,19 @@ CODES: dict[str, Code] = {
                   "truncated or reordered, or cannot be written. Reads of restricted datasets "
                   "stop until it is sound: `buildenv audit --verify` names the first bad "
                   "record; restore the log from a backup."),
+    # --- executors --------------------------------------------------------------
+    "BE880": Code("Ray not installed", "`--executor ray` (or `[tool.buildenv] executor = "
+                  "\"ray\"`) needs the optional extra: `pip install 'buildenv[ray]'`. Or run "
+                  "with `--executor local`."),
+    "BE881": Code("Ray cluster does not answer", "The Ray address (`BUILDENV_RAY_ADDRESS`, "
+                  "else `RAY_ADDRESS`) did not accept a connection, or Ray did not connect "
+                  "within `BUILDENV_RAY_TIMEOUT` seconds (default 30). Check the address: "
+                  "`ray://head:10001` for Ray Client from outside the cluster, `head:6379` from "
+                  "inside it."),
+    "BE882": Code("Ray task failed", "A Ray task died (a worker ran out of memory or was "
+                  "killed, an object was lost) after Ray's retries. Nothing it computed is "
+                  "used; the worker's log says why. Data problems are never this code: tasks "
+                  "report them as diagnostics."),
 }
 
 

@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -34,9 +35,21 @@ class TrainingConfig(BaseModel):
     """Build seed: `ctx.seed`, and the seed of Python's and NumPy's global generators."""
     timeout: float = Field(default=3600.0, gt=0)
     """Seconds the training may run before it is stopped (BE302)."""
-    threads: int = Field(default=1, ge=1)
-    """Native threads (OpenMP/BLAS) the training may use. Part of the cache key: parallel
-    float reductions can change the last bits of a model, so it is fixed, not "all cores"."""
+    threads: int | None = Field(default=None, ge=1)
+    """Native threads (OpenMP/BLAS) the training may use; default: every core this machine
+    gives the build. Recorded in the lineage and part of the cache key: parallel float
+    reductions can change the last bits of a model, so a rebuild on the same machine is
+    byte-identical, and `threads = 1` makes artifacts identical across machines too."""
+
+    @property
+    def native_threads(self) -> int:
+        """`threads`, or the cores this process may run on."""
+        if self.threads is not None:
+            return self.threads
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except (AttributeError, OSError):
+            return max(1, os.cpu_count() or 1)
 
     @property
     def module_path(self) -> str:
@@ -53,6 +66,8 @@ class ToolConfig(BaseModel):
     environments_dir: str = "environments"
     tracking_uri: str | None = None
     cache_dir: str = ".buildenv"
+    executor: Literal["local", "ray"] = "local"
+    """Where lock, validate and drift run the per-file work of partitioned datasets."""
     trainings: dict[str, TrainingConfig] = {}
 
 

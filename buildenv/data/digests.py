@@ -3,7 +3,8 @@
 sha256 is the default because it matches `sha256sum` and object-store
 checksums; blake3 is offered for very large data (it is multi-threaded).
 The pass that hashes the bytes also yields the row count: Parquet's from its
-footer, CSV's from a streaming parse fed by the very bytes being hashed.
+footer (`parquet_footer`), CSV's by counting the records of the very chunks being
+hashed (`csv_rows`), on another core.
 
 The stat cache trusts an entry only when size, mtime, ctime, inode and device
 all match *and* the file had not been modified within a second of being
@@ -25,7 +26,7 @@ from pathlib import Path
 from buildenv.core.atomic import atomic_write_text
 from buildenv.data.storage import Location, Stat
 
-__all__ = ["ALGORITHMS", "ContentDigest", "StatCache", "digest_location"]
+__all__ = ["ALGORITHMS", "ContentDigest", "StatCache", "digest_location", "prefetch"]
 
 CHUNK = 8 << 20  # 8 MiB: large enough for hashlib to run at memory speed, small enough to bound RAM
 RACY_NS = 1_000_000_000
@@ -105,27 +106,81 @@ def digest_location(location: Location, fmt: str, algorithm: str = "sha256",
         hit = cache.get(location.key, stat, algorithm, fmt)
         if hit is not None:
             return hit
-    started = time.time_ns()
+    early = _take_prefetched(location, fmt, algorithm, stat)
+    if early is not None:
+        value, started = early
+    else:
+        started = time.time_ns()
+        value = _compute(location, fmt, algorithm)
+        if location.stat() != stat:
+            raise ValueError(f"{location.uri} changed while it was being hashed; try again")
+    if cache is not None:
+        cache.put(location.key, stat, algorithm, fmt, value, started)
+    return value
+
+
+def _compute(location: Location, fmt: str, algorithm: str) -> ContentDigest:
     if fmt == "csv":
-        value = _digest_csv(location, algorithm)
-    elif location.local is not None:
-        # The footer read (and, in a fresh process, pyarrow's import: ~0.25 s) runs in a
-        # thread while this one hashes; hashlib releases the GIL, so the cost is hidden.
+        return _digest_csv(location, algorithm)
+    if location.local is not None:
+        # The footer read runs in a thread while this one hashes; hashlib releases the GIL,
+        # so its cost is hidden.
         rows = _Background(_parquet_rows, location)
         try:
             value = _digest_bytes(location, algorithm)
         finally:
             rows.thread.join()
-        value = ContentDigest(value.digest, value.size, rows.result())
-    else:
-        value = _digest_bytes(location, algorithm)
-        value = ContentDigest(value.digest, value.size, _parquet_rows(location))
-    after = location.stat()
-    if after != stat:
-        raise ValueError(f"{location.uri} changed while it was being hashed; try again")
-    if cache is not None:
-        cache.put(location.key, stat, algorithm, fmt, value, started)
-    return value
+        return ContentDigest(value.digest, value.size, rows.result())
+    value = _digest_bytes(location, algorithm)
+    return ContentDigest(value.digest, value.size, _parquet_rows(location))
+
+
+# --- digests started before they are asked for ------------------------------------------------
+#
+# `buildenv lock` knows which files it will hash long before its imports, the environment's
+# resolution and validation are done (a third of a second of Python). `prefetch` starts the
+# hash of a file in a thread right away (`buildenv.cli.early`); `digest_location` then takes
+# the result if the file's stat is still the one it was hashed under, and hashes anew if not.
+
+_PREFETCHED: dict[tuple[str, str, str], tuple[threading.Thread, list]] = {}
+
+
+def prefetch(location: Location, fmt: str, algorithm: str = "sha256",
+             cache: StatCache | None = None) -> None:
+    """Start digesting `location` in a background thread (errors are left to the caller that
+    asks for the digest later: it hashes again and reports them)."""
+    key = (location.key, algorithm, fmt)
+    if key in _PREFETCHED:
+        return
+    box: list = []
+
+    def work() -> None:
+        try:
+            stat = location.stat()
+            if cache is not None and cache.get(location.key, stat, algorithm, fmt) is not None:
+                return  # the stat cache answers: nothing to hash
+            started = time.time_ns()
+            value = _compute(location, fmt, algorithm)
+            if location.stat() == stat:
+                box.append((stat, value, started))
+        except Exception:
+            pass
+
+    thread = threading.Thread(target=work, name="buildenv-prefetch", daemon=True)
+    _PREFETCHED[key] = (thread, box)
+    thread.start()
+
+
+def _take_prefetched(location: Location, fmt: str, algorithm: str, stat: Stat
+                     ) -> tuple[ContentDigest, int] | None:
+    entry = _PREFETCHED.pop((location.key, algorithm, fmt), None)
+    if entry is None:
+        return None
+    thread, box = entry
+    thread.join()
+    if box and box[0][0] == stat:
+        return box[0][1], box[0][2]
+    return None
 
 
 class _Background:
@@ -175,6 +230,25 @@ def _digest_bytes(location: Location, algorithm: str) -> ContentDigest:
 
 
 def _parquet_rows(location: Location) -> int:
+    """The footer's row count: parsed directly (no pyarrow import), else by pyarrow, which
+    also says what is wrong with a file that is not Parquet."""
+    from buildenv.data.parquet_footer import footer_rows
+
+    if location.local is not None:
+        with open(location.local, "rb", buffering=0) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            rows = footer_rows(lambda offset, n: os.pread(handle.fileno(), n, offset), size)
+    else:
+        with location.open_random() as handle:
+            size = handle.size()
+
+            def read_at(offset: int, n: int) -> bytes:
+                handle.seek(offset)
+                return handle.read(n)
+
+            rows = footer_rows(read_at, size)
+    if rows is not None:
+        return rows
     from buildenv.data.formats import FORMATS
 
     return FORMATS["parquet"].count_rows(_Random(location))
@@ -190,39 +264,49 @@ class _Random:
         return self.location.open_random()
 
 
-class _HashingReader:
-    """A file object that hashes every byte it hands to the CSV parser."""
-
-    def __init__(self, stream, hasher):
-        self._stream = stream
-        self._hasher = hasher
-        self.size = 0
-        self.closed = False
-
-    def read(self, n: int = -1) -> bytes:
-        # pyarrow streams read everything with no argument; a negative size is an error
-        data = self._stream.read() if n is None or n < 0 else self._stream.read(n)
-        self._hasher.update(data)
-        self.size += len(data)
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        self.closed = True
-
-
 def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
-    """Hash and count rows in one pass: the CSV reader parses the very bytes being hashed."""
-    from buildenv.data.formats import FORMATS
+    """Hash and count records in one read of the bytes: each chunk is hashed in a thread (the
+    hash releases the GIL) while this thread counts its records (`csv_rows`)."""
+    import queue
+
+    from buildenv.data.csv_rows import RowCounter
 
     hasher = ALGORITHMS[algorithm]()
-    with location.open() as stream:
-        reader = _HashingReader(stream, hasher)
-        rows = FORMATS["csv"].count_stream_rows(reader)  # type: ignore[attr-defined]
-        reader.read()  # the parser may stop before EOF on a trailing newline
-    return ContentDigest(f"{algorithm}:{hasher.hexdigest()}", reader.size, rows)
+    chunks: queue.Queue = queue.Queue(maxsize=4)  # bounded: at most a few chunks in memory
+    failure: list[BaseException] = []
+
+    def hash_chunks() -> None:
+        while (chunk := chunks.get()) is not None:
+            try:
+                hasher.update(chunk)
+            except BaseException as exc:  # re-raised below
+                failure.append(exc)
+
+    worker = threading.Thread(target=hash_chunks, name="buildenv-hash", daemon=True)
+    worker.start()
+    counter = RowCounter()
+    size = 0
+    try:
+        if location.local is not None:
+            with open(location.local, "rb", buffering=0) as handle:
+                if hasattr(os, "posix_fadvise"):
+                    os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                while chunk := handle.read(CHUNK):
+                    chunks.put(chunk)
+                    counter.feed(chunk)
+                    size += len(chunk)
+        else:
+            with location.open() as stream:
+                while True:
+                    chunk = stream.read(CHUNK)
+                    if not chunk:
+                        break
+                    chunks.put(chunk)
+                    counter.feed(chunk)
+                    size += len(chunk)
+    finally:
+        chunks.put(None)
+        worker.join()
+    if failure:
+        raise failure[0]
+    return ContentDigest(f"{algorithm}:{hasher.hexdigest()}", size, counter.rows())

@@ -16,6 +16,11 @@ reads through `Gate.open`, which
    and type, never the value; every completed read of a restricted dataset appends a record to
    the audit log (`audit.AuditLog`) before its rows are handed over.
 
+A partitioned dataset (uri ending in `/`) is read file by file (`PartitionedRead`), each file
+pinned and verified against its own manifest entry as above, one file open at a time; partition
+columns come from the paths, typed as declared. Filters on partition columns leave the files
+they rule out unopened.
+
 Hashing a lock (`digests`) reads bytes without decoding a value and is not audited.
 """
 
@@ -42,6 +47,13 @@ from buildenv.data.formats import (
     declared_types,
     parse_timestamps,
 )
+from buildenv.data.manifest import (
+    FileEntry,
+    Manifest,
+    ManifestError,
+    list_files,
+    partition_values,
+)
 from buildenv.data.privacy import (
     csv_column_of,
     decode_error_message,
@@ -51,7 +63,8 @@ from buildenv.data.privacy import (
 from buildenv.data.storage import Location, locate
 from buildenv.env.spec import Column, Dataset, Environment
 
-__all__ = ["DatasetRead", "Gate", "GateError", "Pinned"]
+__all__ = ["DatasetRead", "FileTask", "Gate", "GateError", "PartitionedRead", "Pinned",
+           "partition_scalar"]
 
 
 class GateError(Exception):
@@ -185,19 +198,27 @@ class Gate:
     purpose: str
     pins: Mapping[str, str] = field(default_factory=dict)  # dataset -> locked digest
     where: Any = None  # Resolved, to place diagnostics at the dataset's YAML line (optional)
+    manifests: Mapping[str, Manifest] = field(default_factory=dict)  # partitioned datasets
 
     def restricted(self, dataset: str) -> bool:
         return self.env.restricted(dataset)
 
     def open(self, dataset: str, *, uri: str | None = None, fmt: str | None = None,
-             expect: str | None | bool = True, origin: str | None = None) -> DatasetRead:
+             expect: str | Manifest | None | bool = True, origin: str | None = None,
+             filters: Any = None) -> DatasetRead | PartitionedRead:
         """Open `dataset` (or another version of it at `uri`) for reading.
 
-        `expect`: True (default) verifies against the lock's pin, a digest string verifies
-        against that digest, None reads unpinned bytes (new data being validated or compared:
-        the digest read is reported, nothing is claimed about it).
+        `expect`: True (default) verifies against the lock's pin, a digest string (or, for a
+        partitioned dataset, a manifest) verifies against that, None reads unpinned bytes (new
+        data being validated or compared: the digest read is reported, nothing is claimed
+        about it). `filters` (buildenv.data.filters.Filters): partitioned datasets open only
+        the files whose partition values may pass.
         """
         spec = self.env.datasets[dataset]
+        uri = uri or spec.uri
+        if uri.endswith("/"):
+            return PartitionedRead(self, dataset, spec, uri, self._manifest(dataset, expect),
+                                   origin or uri, filters)
         expected: str | None
         if expect is True:
             expected = self.pins.get(dataset)
@@ -205,11 +226,28 @@ class Gate:
                 raise GateError(self._diag(
                     "BE050", f"dataset '{dataset}' has no locked digest to verify against",
                     dataset, hints=(f"run `buildenv lock {self.env.name}`",)))
+        elif isinstance(expect, Manifest):
+            raise GateError(self._diag("BE052", f"dataset '{dataset}': the lock pins a "
+                                       f"directory of files, the uri '{uri}' names one file",
+                                       dataset, hints=(f"run `buildenv lock {self.env.name}`",)))
         else:
             expected = expect or None
-        uri = uri or spec.uri
         return DatasetRead(self, dataset, spec, uri, fmt or spec.format, expected,
                            origin or uri)
+
+    def _manifest(self, dataset: str, expect: Any) -> Manifest | None:
+        """The manifest a partitioned read is verified against (None: unpinned)."""
+        if expect is None or expect is False:
+            return None
+        if isinstance(expect, Manifest):
+            return expect
+        pinned = self.pins.get(dataset) if expect is True else expect
+        manifest = self.manifests.get(dataset)
+        if pinned is None or manifest is None or manifest.digest != pinned:
+            raise GateError(self._diag(
+                "BE050", f"dataset '{dataset}' has no locked manifest to verify its files "
+                "against", dataset, hints=(f"run `buildenv lock {self.env.name}`",)))
+        return manifest
 
     def _diag(self, code: str, message: str, dataset: str, hints: tuple[str, ...] = ()
               ) -> Diagnostic:
@@ -222,16 +260,21 @@ class DatasetRead:
     """One verified, typed, audited read of a dataset version. Use as a context manager."""
 
     def __init__(self, gate: Gate, name: str, spec: Dataset, uri: str, fmt: str,
-                 expected: str | None, origin: str):
+                 expected: str | None, origin: str, *,
+                 constants: Mapping[str, pa.Scalar] | None = None, audit: bool = True,
+                 algorithm: str | None = None):
+        """`constants`: columns of a partition file that come from its path (typed as
+        declared); `audit=False`: one file of a partitioned read, which audits as a whole."""
         self.gate, self.name, self.spec, self.uri = gate, name, spec, uri
         self.format: FileFormat = FORMATS[fmt]
         self.expected = expected
         self.origin = origin
-        self.restricted = gate.restricted(name)
+        self.constants = dict(constants or {})
+        self.restricted = gate.restricted(name) and audit
         self.columns_read: set[str] = set()
         self.rows_read = 0
         self.digest: str | None = None  # known once the read is verified
-        algorithm = (expected or "sha256:").split(":", 1)[0]
+        algorithm = algorithm or (expected or "sha256:").split(":", 1)[0]
         if algorithm not in ALGORITHMS:
             algorithm = "sha256"
         try:
@@ -270,8 +313,9 @@ class DatasetRead:
         return self.spec.columns
 
     @property
-    def schema(self) -> pa.Schema:
-        """The stored columns and types (CSV: the header, typed by the environment)."""
+    def stored_schema(self) -> pa.Schema:
+        """The columns and types stored in the file (CSV: the header, typed by the
+        environment)."""
         if self._schema is None:
             try:
                 self._schema = self.format.schema(self._pinned, self.declared)
@@ -281,24 +325,48 @@ class DatasetRead:
                 self._header = list(self._schema.names)
         return self._schema
 
+    @property
+    def schema(self) -> pa.Schema:
+        """The stored columns, then the partition columns of the file's path."""
+        stored = self.stored_schema
+        if not self.constants:
+            return stored
+        return pa.schema([f for f in stored if f.name not in self.constants]
+                         + [pa.field(n, v.type) for n, v in self.constants.items()])
+
     def batches(self, columns: Sequence[str], *, batch_rows: int = BATCH_ROWS,
                 dictionary: Sequence[str] = (), typed: bool = False
                 ) -> Iterator[pa.RecordBatch]:
         """Batches of the columns present in the file, then verification: a mismatch raises
         GateError after the last batch (callers release nothing before the iterator ends)."""
-        present = [c for c in columns if c in self.schema.names]
+        names = self.schema.names
+        present = [c for c in columns if c in names]
+        stored = [c for c in present if c not in self.constants]
         self.columns_read.update(present)
         rows = 0
         self._decoded = True
         try:
-            for batch in self.format.batches(self._pinned, self.declared, present,
+            for batch in self.format.batches(self._pinned, self.declared, stored,
                                              batch_rows=batch_rows, dictionary=dictionary):
                 rows += batch.num_rows
-                yield declared_types(batch, self.declared) if typed else batch
+                if typed:
+                    batch = declared_types(batch, self.declared)
+                if self.constants:
+                    batch = _with_constants(batch, present, self.constants, dictionary)
+                yield batch
+            if not stored and self.constants and present:  # only path columns were asked for
+                rows = self._stored_rows()
+                for start in range(0, rows, batch_rows):
+                    empty = pa.RecordBatch.from_arrays([], names=[])
+                    yield _with_constants(empty, present, self.constants, dictionary,
+                                          min(batch_rows, rows - start))
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise self._decode_error(exc, rows, present) from None
         self.rows_read = max(self.rows_read, rows)
         self.verify()
+
+    def _stored_rows(self) -> int:
+        return self.format.count_rows(self._pinned)
 
     def table(self, columns: Sequence[str], typed: bool = True) -> pa.Table:
         """Every row of `columns`, verified before it is returned."""
@@ -392,6 +460,297 @@ class DatasetRead:
             except (OSError, pa.ArrowException, ValueError):
                 return None, column
         return None, column
+
+
+def _with_constants(batch: pa.RecordBatch, order: Sequence[str],
+                    constants: Mapping[str, pa.Scalar], dictionary: Sequence[str],
+                    rows: int | None = None) -> pa.RecordBatch:
+    """`batch` plus the partition columns among `order`, each a constant, in `order`."""
+    n = batch.num_rows if rows is None else rows
+    arrays = []
+    for name in order:
+        if name in constants:
+            value = constants[name]
+            if name in dictionary and pa.types.is_string(value.type):
+                array = pa.DictionaryArray.from_arrays(
+                    pa.repeat(pa.scalar(0 if value.is_valid else None, pa.int32()), n),
+                    pa.repeat(value, 1) if value.is_valid else pa.array([], value.type))
+            else:
+                array = pa.repeat(value, n) if value.is_valid else pa.nulls(n, value.type)
+            arrays.append(array)
+        else:
+            arrays.append(batch.column(batch.schema.get_field_index(name)))
+    return pa.RecordBatch.from_arrays(arrays, names=list(order))
+
+
+def partition_scalar(text: str | None, column: Column) -> pa.Scalar:
+    """A partition value from a path, typed as its declared column; ValueError when it does
+    not convert."""
+    kind = arrow_type(column.dtype)
+    if text is None:
+        return pa.scalar(None, kind)
+    raw = text.encode("utf-8")
+    offsets = (0).to_bytes(4, "little") + len(raw).to_bytes(4, "little")
+    array = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(offsets),
+                                                    pa.py_buffer(raw)])
+    try:
+        if column.dtype == "timestamp":
+            batch = parse_timestamps(pa.RecordBatch.from_arrays([array], names=["v"]), ["v"])
+            return batch.column(0)[0]
+        return array.cast(kind)[0]
+    except (pa.ArrowException, ValueError):
+        raise ValueError(f"'{text}' is not a {column.dtype}") from None
+
+
+# --- partitioned datasets ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FileTask:
+    """One file of a partitioned read, self-contained: what a task (local or Ray) needs to open
+    it through a gate of its own and verify it against its manifest entry."""
+
+    project: Project
+    env: Environment
+    purpose: str
+    dataset: str
+    uri: str  # the file's
+    expected: str | None
+    values: tuple[tuple[str, str | None], ...]  # partition values as written in the path
+    algorithm: str = "sha256"
+    index: int = 0  # position in the dataset's file order
+
+    def open(self) -> DatasetRead:
+        spec = self.env.datasets[self.dataset]
+        gate = Gate(self.project, self.env, self.purpose)
+        constants = {n: partition_scalar(v, spec.columns[n]) for n, v in self.values}
+        try:
+            return DatasetRead(gate, self.dataset, spec, self.uri, "parquet", self.expected,
+                               self.uri, constants=constants, audit=False,
+                               algorithm=self.algorithm)
+        except GateError as exc:
+            if exc.diagnostic.code == "BE053" and "not found" in exc.diagnostic.message:
+                raise GateError(Diagnostic(
+                    "BE064", f"dataset '{self.dataset}': '{self.uri}' is pinned by the lock "
+                    "but no longer exists; nothing read from the dataset is used",
+                    hints=("restore the file, or review the data and run `buildenv lock "
+                           f"{self.env.name}`",))) from None
+            raise
+
+
+class PartitionedRead:
+    """One verified, typed, audited read of a partitioned dataset: its files in path order,
+    each opened (and pinned, and verified against its manifest entry) in turn, so memory holds
+    one file's row group at a time. Unpinned (no manifest): the files under the uri now, each
+    hashed as it is read; `digest` is then the manifest of what was read."""
+
+    def __init__(self, gate: Gate, name: str, spec: Dataset, uri: str,
+                 manifest: Manifest | None, origin: str, filters: Any = None):
+        self.gate, self.name, self.spec, self.uri = gate, name, spec, uri
+        self.manifest = manifest
+        self.expected = manifest.digest if manifest is not None else None
+        self.origin = origin
+        self.restricted = gate.restricted(name)
+        self.columns_read: set[str] = set()
+        self.rows_read = 0
+        self.digest: str | None = None
+        self.partitions = tuple(spec.partition_columns)
+        location = locate(uri, gate.project)
+        self.location = location
+        if manifest is not None:
+            entries = [(f.path, f.digest) for f in manifest.files]
+            self.algorithm = manifest.algorithm
+        else:
+            try:
+                listed = list_files(location, self.partitions)
+            except FileNotFoundError:
+                raise GateError(gate._diag("BE053", f"dataset '{name}': '{uri}' not found",
+                                           name)) from None
+            except ManifestError as exc:
+                code, text = exc.problems[0]
+                more = len(exc.problems) - 1
+                raise GateError(gate._diag(code, f"dataset '{name}': {text}" + (
+                    f" (and {more} more)" if more else ""), name)) from None
+            except OSError as exc:
+                raise GateError(gate._diag("BE053", f"dataset '{name}': cannot read '{uri}': "
+                                           f"{exc.strerror or exc}", name)) from None
+            entries = [(item.path, None) for item in listed]
+            self.algorithm = "sha256"
+        self.all_files = len(entries)
+        self.files: list[tuple[str, str | None, dict[str, str | None]]] = []
+        for path, digest in entries:
+            try:
+                values = partition_values(path, self.partitions)
+            except ValueError as exc:
+                raise GateError(gate._diag("BE062", f"dataset '{name}': '{self.file_uri(path)}'"
+                                           f" does not match the declared partitions: {exc}",
+                                           name)) from None
+            self.files.append((path, digest, values))
+        if filters is not None:
+            self.files = [f for f in self.files if filters.may_hold(self._typed(f))]
+        self._found: dict[str, FileEntry] = {}
+        self.current: DatasetRead | None = None  # the file being read by `batches`
+        self._decoded = False
+        self._audited = False
+        self._schema: pa.Schema | None = None
+
+    def file_uri(self, path: str) -> str:
+        return (self.uri if self.uri.endswith("/") else self.uri + "/") + path
+
+    def _typed(self, file: tuple[str, str | None, dict[str, str | None]]) -> dict[str, Any]:
+        """Partition values as Python values of the declared types (for filters)."""
+        out = {}
+        for column, text in file[2].items():
+            try:
+                out[column] = partition_scalar(text, self.spec.columns[column]).as_py()
+            except ValueError:
+                out[column] = None  # validation reports it (BE063); no filter passes it
+        return out
+
+    def tasks(self, purpose: str | None = None) -> list[FileTask]:
+        """One self-contained task per file to read (for an executor)."""
+        return [FileTask(self.gate.project, self.gate.env, purpose or self.gate.purpose,
+                         self.name, self.file_uri(path), digest, tuple(values.items()),
+                         self.algorithm, i)
+                for i, (path, digest, values) in enumerate(self.files)]
+
+    def _open(self, task: FileTask) -> DatasetRead:
+        try:
+            return task.open()
+        except ValueError as exc:  # a partition value that does not convert
+            raise GateError(self.gate._diag(
+                "BE063", f"dataset '{self.name}': partition value in '{task.uri}': {exc}",
+                self.name)) from None
+        except GateError as exc:
+            raise self._placed(exc) from None
+
+    def _placed(self, exc: GateError) -> GateError:
+        """A file's error, placed at the dataset's uri line like the gate's own."""
+        d = exc.diagnostic
+        if self.gate.where is None or d.path is not None:
+            return exc
+        return GateError(self.gate._diag(d.code, d.message, self.name, hints=d.hints))
+
+    # --- the DatasetRead interface ------------------------------------------------------------
+    def __enter__(self) -> PartitionedRead:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.restricted and self._decoded and not self._audited:
+            try:
+                self._audit("incomplete")
+            except GateError:
+                pass
+
+    @property
+    def declared(self) -> dict[str, Column]:
+        return self.spec.columns
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The first file's stored columns, then the partition columns (declared types)."""
+        if self._schema is None:
+            if not self.files:
+                stored = pa.schema([])
+            else:
+                with self._open(self.tasks()[0]) as first:
+                    try:
+                        stored = first.stored_schema
+                    except GateError as exc:
+                        raise self._placed(exc) from None
+            self._schema = pa.schema(
+                [f for f in stored if f.name not in self.partitions]
+                + [pa.field(p, arrow_type(self.spec.columns[p].dtype)) for p in self.partitions])
+        return self._schema
+
+    def batches(self, columns: Sequence[str], *, batch_rows: int = BATCH_ROWS,
+                dictionary: Sequence[str] = (), typed: bool = False
+                ) -> Iterator[pa.RecordBatch]:
+        """Batches of every selected file in turn; each file is verified after its last batch
+        (a mismatch raises GateError naming the file before the next file is opened)."""
+        self._decoded = True
+        rows = 0
+        for task in self.tasks():
+            with self._open(task) as read:
+                self.current = read
+                missing = [c for c in columns if c not in read.schema.names
+                           and c in self.schema.names]
+                if missing:
+                    raise GateError(self.gate._diag(
+                        "BE206", f"dataset '{self.name}': '{task.uri}' has no column "
+                        f"'{missing[0]}'", self.name))
+                try:
+                    for batch in read.batches(columns, batch_rows=batch_rows,
+                                              dictionary=dictionary, typed=typed):
+                        rows += batch.num_rows
+                        yield batch
+                except GateError as exc:
+                    raise self._placed(exc) from None
+                self.columns_read.update(read.columns_read)
+                self._record(task, read)
+            self.current = None
+        self.rows_read = max(self.rows_read, rows)
+        self.verify()
+
+    def table(self, columns: Sequence[str], typed: bool = True) -> pa.Table:
+        present = [c for c in columns if c in self.schema.names]
+        batches = list(self.batches(present, typed=typed))
+        if batches:
+            return pa.Table.from_batches(batches)
+        fields = [pa.field(c, arrow_type(self.spec.columns[c].dtype)) if typed
+                  else self.schema.field(c) for c in present]
+        return pa.Table.from_batches([], schema=pa.schema(fields))
+
+    def _record(self, task: FileTask, read: DatasetRead) -> None:
+        path = task.uri[len(self.file_uri("")):]
+        self._found[path] = FileEntry(path, read._pinned.size, read.digest or "",
+                                      read.rows_read)
+
+    def complete(self, found: Sequence[tuple[str, int, str, int]], rows: int,
+                 columns: Sequence[str]) -> str:
+        """Record files verified by tasks (path, size, digest, rows), then verify the whole."""
+        for path, size, digest, file_rows in found:
+            self._found[path] = FileEntry(path, size, digest, file_rows)
+        self._decoded = True
+        self.columns_read.update(columns)
+        self.rows_read = max(self.rows_read, rows)
+        return self.verify()
+
+    def verify(self) -> str:
+        """Every selected file was read and verified: the dataset's digest (the pinned
+        manifest's; unpinned: the manifest of what was read); audits a restricted read."""
+        if self.digest is not None:
+            return self.digest
+        if self.manifest is not None:
+            for path, digest, _ in self.files:
+                found = self._found.get(path)
+                if found is None or found.digest != digest:  # the file reads verify each
+                    raise GateError(self.gate._diag(
+                        "BE055", f"dataset '{self.name}': '{self.file_uri(path)}' was not "
+                        "verified against the lock; nothing read from it is used", self.name))
+            self.digest = self.manifest.digest
+        else:
+            self.digest = Manifest(tuple(self._found[p] for p, _, _ in self.files),
+                                   self.partitions).digest
+        if self.restricted:
+            self._audit("read")
+        return self.digest
+
+    def _audit(self, outcome: str) -> None:
+        from buildenv.core.diagnostics import DiagnosticError
+
+        self._audited = True
+        try:
+            AuditLog(self.gate.project.data_state_dir).append(
+                purpose=self.gate.purpose, environment=self.gate.env.name, dataset=self.name,
+                digest=self.digest or self.expected, columns=sorted(self.columns_read),
+                rows=self.rows_read, outcome=outcome, files=len(self.files))
+        except DiagnosticError as exc:
+            raise GateError(exc.diagnostics[0]) from None
+        except OSError as exc:
+            raise GateError(Diagnostic("BE801", f"cannot write the audit log: {exc}")) from None
 
 
 def _first_failure(array: pa.Array, dtype: str) -> int | None:

@@ -2,32 +2,53 @@
 
 Intent (the YAML) and lock are separate files, as in dvc.yaml / dvc.lock. The
 lock holds, per dataset, the uri as declared, its format, content digest, size
-and row count, plus the digest of the resolved environment. It is written
-atomically and carries `lock_version`; a newer major is refused, older ones are
-upgraded by small dict -> dict functions in `LOCK_UPGRADES`.
+and row count, plus the digest of the resolved environment. A partitioned
+dataset (uri ending in `/`) also holds its manifest (`files`: path, size, digest
+and rows of every file; `partitions`), and its digest is the manifest's
+(`manifest.py`). It is written atomically and carries `lock_version`; a newer
+major is refused, older ones are upgraded by small dict -> dict functions in
+`LOCK_UPGRADES`. Version 2 added manifests; a lock without a partitioned dataset
+is still written as version 1, byte for byte as before, so older buildenvs keep
+reading it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project
 from buildenv.data.digests import ContentDigest, StatCache, digest_location
+from buildenv.data.executor import Executor
+from buildenv.data.manifest import (
+    FileEntry,
+    Manifest,
+    ManifestError,
+    describe_diff,
+    digest_partitioned,
+)
 from buildenv.data.storage import locate
 from buildenv.env.resolve import Multiverse, Resolved
 
-__all__ = ["LOCK_VERSION", "Lock", "LockedDataset", "check_lock", "lock_environments", "lock_path",
-           "read_lock"]
+__all__ = ["LOCK_VERSION", "Lock", "LockedDataset", "check_lock", "digest_dataset",
+           "lock_environments", "lock_path", "read_lock"]
 
-LOCK_VERSION = 1
-LOCK_UPGRADES: dict[int, Callable[[dict], dict]] = {}
+LOCK_VERSION = 2
+
+
+def _v1_to_v2(data: dict) -> dict:
+    """Version 2 only adds manifests: a version 1 lock is a version 2 lock of single files."""
+    return {**data, "lock_version": 2}
+
+
+LOCK_UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
 
 
 @dataclass(frozen=True)
@@ -37,10 +58,32 @@ class LockedDataset:
     digest: str
     size: int
     rows: int
+    manifest: Manifest | None = None  # partitioned datasets: every file, pinned
 
     def to_json(self) -> dict:
-        return {"uri": self.uri, "format": self.format, "digest": self.digest,
+        data = {"uri": self.uri, "format": self.format, "digest": self.digest,
                 "size": self.size, "rows": self.rows}
+        if self.manifest is not None:
+            data["partitions"] = list(self.manifest.partitions)
+            data["files"] = self.manifest.files_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> LockedDataset:
+        manifest = None
+        if "files" in data:
+            manifest = Manifest(tuple(FileEntry.from_json(f) for f in data["files"]),
+                                tuple(data.get("partitions") or ()))
+            if manifest.digest != data["digest"]:
+                raise ValueError(f"the manifest of '{data['uri']}' does not match its digest")
+        return cls(data["uri"], data["format"], data["digest"], int(data["size"]),
+                   int(data["rows"]), manifest)
+
+    @property
+    def pin(self) -> str | Manifest:
+        """What a read of this version is verified against: the manifest of a partitioned
+        dataset (each file's digest), else the file's digest."""
+        return self.manifest if self.manifest is not None else self.digest
 
 
 @dataclass(frozen=True)
@@ -50,12 +93,19 @@ class Lock:
     datasets: dict[str, LockedDataset]
 
     def to_json(self) -> dict:
+        partitioned = any(d.manifest is not None for d in self.datasets.values())
         return {
-            "lock_version": LOCK_VERSION,
+            "lock_version": LOCK_VERSION if partitioned else 1,
             "environment": self.environment,
             "environment_digest": self.environment_digest,
             "datasets": {k: v.to_json() for k, v in sorted(self.datasets.items())},
         }
+
+    def pins(self) -> dict[str, str]:
+        return {name: d.digest for name, d in self.datasets.items()}
+
+    def manifests(self) -> dict[str, Manifest]:
+        return {name: d.manifest for name, d in self.datasets.items() if d.manifest is not None}
 
     def render(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
@@ -94,8 +144,7 @@ def read_lock(project: Project, name: str) -> Lock | None:
         return Lock(
             environment=data["environment"],
             environment_digest=data["environment_digest"],
-            datasets={k: LockedDataset(v["uri"], v["format"], v["digest"], int(v["size"]),
-                                       int(v["rows"])) for k, v in data["datasets"].items()},
+            datasets={k: LockedDataset.from_json(v) for k, v in data["datasets"].items()},
         )
     except DiagnosticError:
         raise
@@ -109,23 +158,52 @@ def read_lock(project: Project, name: str) -> Lock | None:
             hints=(f"delete it and run `buildenv lock {name}`",))], 2) from None
 
 
-def _digest_all(project: Project, wanted: dict[tuple[str, str], str], algorithm: str,
-                cache: StatCache) -> tuple[dict[tuple[str, str], ContentDigest],
-                                           dict[tuple[str, str], str]]:
-    """Hash each distinct (uri, format) once, a few in parallel (hashlib releases the GIL)."""
-    results: dict[tuple[str, str], ContentDigest] = {}
-    errors: dict[tuple[str, str], str] = {}
+DatasetKey = tuple[str, str, tuple[str, ...]]  # uri, format, partitions
 
-    def work(item: tuple[str, str]) -> None:
-        uri, fmt = item
+
+@dataclass(frozen=True)
+class Digested:
+    value: ContentDigest
+    manifest: Manifest | None = None
+
+
+def digest_dataset(project: Project, uri: str, fmt: str, partitions: Sequence[str] = (),
+                   algorithm: str = "sha256", cache: StatCache | None = None,
+                   executor: Executor | None = None) -> Digested:
+    """The content digest of a dataset version now: one file's, or a partitioned dataset's
+    manifest (a stat per file, a hash per file the stat cache cannot vouch for). Raises
+    FileNotFoundError, ManifestError or another exception naming what cannot be read."""
+    location = locate(uri, project)
+    if not uri.endswith("/"):
+        return Digested(digest_location(location, fmt, algorithm, cache))
+    manifest = digest_partitioned(location, partitions, algorithm, cache, executor)
+    return Digested(ContentDigest(manifest.digest, manifest.size, manifest.rows), manifest)
+
+
+def _digest_all(project: Project, wanted: set[DatasetKey], algorithm: str, cache: StatCache,
+                executor: Executor | None = None
+                ) -> tuple[dict[DatasetKey, Digested], dict[DatasetKey, list[tuple[str, str]]]]:
+    """Hash each distinct dataset once, a few in parallel (hashlib releases the GIL)."""
+    results: dict[DatasetKey, Digested] = {}
+    errors: dict[DatasetKey, list[tuple[str, str]]] = {}
+
+    def work(item: DatasetKey) -> None:
+        uri, fmt, partitions = item
         try:
-            results[item] = digest_location(locate(uri, project), fmt, algorithm, cache)
+            results[item] = digest_dataset(project, uri, fmt, partitions, algorithm, cache,
+                                           executor)
+        except ManifestError as exc:
+            errors[item] = exc.problems
         except FileNotFoundError:
-            errors[item] = "file not found"
+            errors[item] = [("BE053", f"cannot read '{uri}': file not found")]
         except OSError as exc:
-            errors[item] = exc.strerror or str(exc)
+            errors[item] = [("BE053", f"cannot read '{uri}': {exc.strerror or exc}")]
+        except DiagnosticError:
+            raise
         except Exception as exc:  # a parse error from pyarrow: bad Parquet/CSV
-            errors[item] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            errors[item] = [("BE053", text if item[0].endswith("/")
+                             else f"cannot read '{uri}': {text}")]
 
     workers = max(1, min(len(wanted), os.cpu_count() or 1, 4))
     with ThreadPoolExecutor(workers) as pool:
@@ -133,34 +211,37 @@ def _digest_all(project: Project, wanted: dict[tuple[str, str], str], algorithm:
     return results, errors
 
 
+def _key(ds: Any) -> DatasetKey:
+    return (ds.uri, ds.format, tuple(ds.partition_columns) if ds.partitioned else ())
+
+
 def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str = "sha256",
+                      executor: Executor | None = None,
                       ) -> tuple[list[tuple[str, Lock, bool]], list[Diagnostic]]:
     """Lock each environment; returns (name, lock, changed) and the problems found."""
     project = multiverse.project
     resolved, problems = multiverse.resolve_all(names)
-    wanted: dict[tuple[str, str], str] = {}
-    for res in resolved.values():
-        for ds in res.env.datasets.values():
-            wanted[(ds.uri, ds.format)] = ds.uri
+    wanted = {_key(ds) for res in resolved.values() for ds in res.env.datasets.values()}
     cache = stat_cache(project)
-    digests, errors = _digest_all(project, wanted, algorithm, cache)
+    digests, errors = _digest_all(project, wanted, algorithm, cache, executor)
     cache.save()
     out = []
     for name, res in sorted(resolved.items()):
         bad = False
         for ds_name, ds in res.env.datasets.items():
-            err = errors.get((ds.uri, ds.format))
-            if err:
+            for code, text in errors.get(_key(ds), []):
                 bad = True
-                problems.append(res.diag("BE053", f"dataset '{ds_name}': cannot read "
-                                         f"'{ds.uri}': {err}", "datasets", ds_name, "uri"))
+                problems.append(res.diag(code, f"dataset '{ds_name}': {text}", "datasets",
+                                         ds_name, "uri"))
         if bad:
             continue
-        lock = Lock(name, res.digest, {
-            ds_name: LockedDataset(ds.uri, ds.format, digests[(ds.uri, ds.format)].digest,
-                                   digests[(ds.uri, ds.format)].size,
-                                   digests[(ds.uri, ds.format)].rows)
-            for ds_name, ds in res.env.datasets.items()})
+        datasets = {}
+        for ds_name, ds in res.env.datasets.items():
+            found = digests[_key(ds)]
+            datasets[ds_name] = LockedDataset(ds.uri, ds.format, found.value.digest,
+                                              found.value.size, found.value.rows,
+                                              found.manifest)
+        lock = Lock(name, res.digest, datasets)
         path = lock_path(project, name)
         text = lock.render()
         changed = not path.is_file() or path.read_text(encoding="utf-8") != text
@@ -171,7 +252,8 @@ def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str =
 
 
 def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
-               cache: StatCache | None = None) -> tuple[Lock | None, list[Diagnostic]]:
+               cache: StatCache | None = None, executor: Executor | None = None
+               ) -> tuple[Lock | None, list[Diagnostic]]:
     """The lock if it pins exactly this environment's data, else diagnostics saying what to run."""
     project = multiverse.project
     name = res.name
@@ -183,9 +265,14 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
     problems: list[Diagnostic] = []
     for ds_name, ds in res.env.datasets.items():
         pinned = lock.datasets.get(ds_name)
-        if pinned is None or pinned.uri != ds.uri or pinned.format != ds.format:
+        partitions = tuple(pinned.manifest.partitions) if pinned and pinned.manifest else ()
+        if (pinned is None or pinned.uri != ds.uri or pinned.format != ds.format
+                or (ds.partitioned and partitions != tuple(ds.partition_columns))):
             what = ("is not in the lock" if pinned is None else
-                    f"uri changed: lock has '{pinned.uri}', environment has '{ds.uri}'")
+                    f"uri changed: lock has '{pinned.uri}', environment has '{ds.uri}'"
+                    if pinned.uri != ds.uri or pinned.format != ds.format else
+                    f"partitions changed: lock has {list(partitions)}, environment has "
+                    f"{ds.partition_columns}")
             problems.append(res.diag("BE052", f"dataset '{ds_name}' {what}", "datasets",
                                      ds_name, "uri", hints=(f"run `buildenv lock {name}`",)))
     for ds_name in sorted(set(lock.datasets) - set(res.env.datasets)):
@@ -205,21 +292,33 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
     cache = cache or stat_cache(project)
     for ds_name, ds in sorted(res.env.datasets.items()):
         pinned = lock.datasets[ds_name]
-        algorithm = pinned.digest.split(":", 1)[0]
+        algorithm = (pinned.manifest.algorithm if pinned.manifest is not None
+                     else pinned.digest.split(":", 1)[0])
         try:
-            now = digest_location(locate(ds.uri, project), ds.format, algorithm, cache)
+            now = digest_dataset(project, ds.uri, ds.format, ds.partition_columns, algorithm,
+                                 cache, executor)
         except FileNotFoundError:
             problems.append(res.diag("BE053", f"dataset '{ds_name}': '{ds.uri}' not found",
                                      "datasets", ds_name, "uri"))
             continue
+        except ManifestError as exc:
+            problems.extend(res.diag(code, f"dataset '{ds_name}': {text}", "datasets", ds_name,
+                                     "uri") for code, text in exc.problems)
+            continue
+        except DiagnosticError:
+            raise
         except Exception as exc:
             problems.append(res.diag("BE053", f"dataset '{ds_name}': cannot read '{ds.uri}': "
                                      f"{exc}", "datasets", ds_name, "uri"))
             continue
-        if now.digest != pinned.digest:
+        if now.value.digest != pinned.digest:
+            if pinned.manifest is not None and now.manifest is not None:
+                what = describe_diff(*pinned.manifest.diff(now.manifest))
+            else:
+                what = f"{pinned.digest} -> {now.value.digest}"
             problems.append(res.diag(
-                "BE051", f"dataset '{ds_name}' changed since it was locked: {pinned.digest} -> "
-                f"{now.digest} ({ds.uri})", "datasets", ds_name, "uri",
+                "BE051", f"dataset '{ds_name}' changed since it was locked: {what} ({ds.uri})",
+                "datasets", ds_name, "uri",
                 hints=(f"if the new data is intended, review `buildenv drift {name} --dataset "
                        f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`",)))
     if own_cache:

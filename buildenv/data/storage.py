@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from buildenv.core.project import Project
+if TYPE_CHECKING:  # the lock's start-up path imports this module: keep pydantic out of it
+    from buildenv.core.project import Project
 
 __all__ = ["Location", "Stat", "locate"]
-
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,45 @@ class Location:
 
     def open_random(self):
         return self.fs.open_input_file(self.path)
+
+    def child(self, rel: str) -> Location:
+        """The file at `rel` (a posix path) under this directory or prefix."""
+        base = self.uri if self.uri.endswith("/") else self.uri + "/"
+        if self.local is not None:
+            local = self.local.joinpath(*rel.split("/"))
+            return Location(base + rel, str(local), str(local), local)
+        path = self.path.rstrip("/") + "/" + rel
+        return Location(base + rel, base + rel, path, None)
+
+    def walk(self) -> list[tuple[str, Stat]]:
+        """Every file under this directory or prefix: (posix path relative to it, stat),
+        sorted by path. FileNotFoundError when it does not exist."""
+        if self.local is not None:
+            if not self.local.is_dir():
+                raise FileNotFoundError(self.uri)
+            out = []
+            for folder, dirs, files in os.walk(self.local):
+                dirs.sort()
+                rel_dir = os.path.relpath(folder, self.local)
+                for name in files:
+                    full = os.path.join(folder, name)
+                    st = os.stat(full)
+                    rel = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
+                    out.append((rel, Stat(st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                                          st.st_ino, st.st_dev)))
+            return sorted(out)
+        from pyarrow import fs as pafs
+
+        prefix = self.path.rstrip("/")
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(prefix, recursive=True))
+        except FileNotFoundError:
+            raise FileNotFoundError(self.uri) from None
+        out = [(info.path[len(prefix) + 1:], Stat(int(info.size or 0), int(info.mtime_ns or 0)))
+               for info in infos if info.type == pafs.FileType.File]
+        if not out and self.fs.get_file_info(prefix).type == pafs.FileType.NotFound:
+            raise FileNotFoundError(self.uri)
+        return sorted(out)
 
 
 def locate(uri: str, project: Project) -> Location:

@@ -6,6 +6,12 @@ runs on the (small) dictionary rather than on every row; ranges use a per-batch
 min/max and count offending rows only when a bound is crossed. Restricted
 datasets yield counts and aggregates only, never a value. Results are cached by
 (dataset digest, column-spec digest).
+
+A partitioned dataset is checked one task per file (`_validate_file`: that file's columns
+and types, and the same per-column counts), run by an executor (in this process or as Ray
+tasks) and merged in file order, so the result is the same wherever the tasks ran. Partition
+values are checked from the paths: one that does not convert, is null in a non-nullable
+column, or lies outside the domain or range is BE063, naming the files.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from buildenv.core.atomic import atomic_write_text
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
+from buildenv.data.executor import Executor, LocalExecutor
 from buildenv.data.formats import ARROW_TYPES, arrow_type, type_accepts
-from buildenv.data.gate import Gate, GateError
+from buildenv.data.gate import FileTask, Gate, GateError, PartitionedRead, partition_scalar
+from buildenv.data.manifest import Manifest
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Column, Dataset, _parse_temporal
 
@@ -145,13 +153,14 @@ def _bounds(col: Column, actual: pa.DataType) -> tuple[pa.Scalar, pa.Scalar] | N
 
 
 def validate_dataset(res: Resolved, ds_name: str, project: Project,
-                     digest: str | None = None, purpose: str = "validate"
-                     ) -> tuple[list[Diagnostic], str | None]:
+                     digest: str | Manifest | None = None, purpose: str = "validate",
+                     executor: Executor | None = None) -> tuple[list[Diagnostic], str | None]:
     """Every violation of `ds_name`'s column declarations, one diagnostic per (column, rule),
     and the digest of the bytes validated (None when they could not be read).
 
-    The bytes are read through the gate: verified against `digest` when given (a lock pin),
-    otherwise hashed while read so the result can be cached by what was actually checked."""
+    The bytes are read through the gate: verified against `digest` when given (a lock pin;
+    a manifest for a partitioned dataset), otherwise hashed while read so the result can be
+    cached by what was actually checked."""
     env = res.env
     dataset = env.datasets[ds_name]
     restricted = env.restricted(ds_name)
@@ -163,6 +172,9 @@ def validate_dataset(res: Resolved, ds_name: str, project: Project,
     except GateError as exc:
         return [exc.diagnostic], None
     with read:
+        if isinstance(read, PartitionedRead):
+            return _validate_partitioned(res, ds_name, dataset, read, dict_cols, restricted,
+                                         executor or LocalExecutor())
         return _validate_read(res, ds_name, dataset, read, columns, dict_cols, restricted)
 
 
@@ -192,24 +204,211 @@ def _validate_read(res: Resolved, ds_name: str, dataset: Dataset, read: Any, col
         if col.domain is not None:
             domain = _domain_array(list(col.domain), col.dtype)
         checked[name] = (col, domain, _bounds(col, actual))
-    reports = {name: ColumnReport() for name in checked}
     try:
-        for batch in read.batches(list(checked), dictionary=dict_cols):
-            for name, (_col, domain, bounds) in checked.items():
-                arr = batch.column(batch.schema.get_field_index(name))
-                report = reports[name]
-                report.rows += len(arr)
-                report.nulls += arr.null_count
-                if domain is not None:
-                    _domain_counts(arr, domain, report)
-                if bounds is not None:
-                    _range_counts(arr, bounds[0], bounds[1], report)
+        reports = _count(read, checked, dict_cols)
     except GateError as exc:  # nothing decoded so far is reported: the bytes are not trusted
         problems.append(exc.diagnostic)
         return problems, None
     for name, report in reports.items():
         problems.extend(_judge(res, ds_name, name, checked[name][0], report, restricted))
     return problems, read.digest
+
+
+def _count(read: Any, checked: dict[str, tuple[Column, Any, Any]], dict_cols: list[str]
+           ) -> dict[str, ColumnReport]:
+    """One pass over the checked columns of `read`: the counts every rule is judged on."""
+    reports = {name: ColumnReport() for name in checked}
+    for batch in read.batches(list(checked), dictionary=dict_cols):
+        for name, (_col, domain, bounds) in checked.items():
+            arr = batch.column(batch.schema.get_field_index(name))
+            report = reports[name]
+            report.rows += len(arr)
+            report.nulls += arr.null_count
+            if domain is not None:
+                _domain_counts(arr, domain, report)
+            if bounds is not None:
+                _range_counts(arr, bounds[0], bounds[1], report)
+    return reports
+
+
+# --- partitioned datasets: a task per file, merged in file order --------------------------------
+
+FILES_NAMED = 5  # files named in one diagnostic
+
+
+@dataclass
+class FileResult:
+    """What one file's task found: counts per column, schema findings, or the error that
+    stopped it; and, when it completed, what was read (for the manifest of the read)."""
+
+    path: str
+    reports: dict[str, ColumnReport] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # declared columns the file lacks
+    wrong: dict[str, str] = field(default_factory=dict)  # column -> stored type not accepted
+    error: dict | None = None  # Diagnostic.to_json() of a GateError
+    size: int = 0
+    digest: str = ""
+    rows: int = 0
+
+
+def _validate_file(job: tuple[FileTask, str, dict[str, Column], list[str]]) -> FileResult:
+    """The task: one file's schema against the declarations, then its counts. Runs wherever
+    the executor puts it; reads and verifies the file through a gate of its own."""
+    task, path, columns, dict_cols = job
+    result = FileResult(path)
+    try:
+        with task.open() as read:
+            schema = read.stored_schema
+            checked: dict[str, tuple[Column, Any, Any]] = {}
+            for name, col in columns.items():
+                if name not in schema.names:
+                    result.missing.append(name)
+                    continue
+                actual = schema.field(name).type
+                if not type_accepts(col.dtype, actual):
+                    result.wrong[name] = str(actual)
+                    continue
+                domain = _domain_array(list(col.domain), col.dtype) if col.domain else None
+                checked[name] = (col, domain, _bounds(col, actual))
+            result.reports = _count(read, checked, [c for c in dict_cols if c in checked])
+            if not checked:
+                read.verify()
+            result.size, result.digest = read._pinned.size, read.digest or ""
+            result.rows = read.rows_read or read._stored_rows()
+    except GateError as exc:
+        result.error = exc.diagnostic.to_json()
+    except ValueError as exc:  # a partition value that does not convert
+        result.error = Diagnostic("BE063", f"dataset '{task.dataset}': partition value in "
+                                  f"'{task.uri}': {exc}").to_json()
+    return result
+
+
+def _merge(into: ColumnReport, part: ColumnReport) -> None:
+    into.rows += part.rows
+    into.nulls += part.nulls
+    into.out_of_domain += part.out_of_domain
+    for key, n in part.out_of_domain_values.items():
+        into.out_of_domain_values[key] = into.out_of_domain_values.get(key, 0) + n
+    into.below += part.below
+    into.above += part.above
+    into.examples.extend(part.examples[: max(0, EXAMPLES - len(into.examples))])
+
+
+def _files_text(read: PartitionedRead, paths: list[str], values: dict[str, str] | None = None
+                ) -> str:
+    shown = [f"'{read.file_uri(p)}'" + (f" ({values[p]})" if values and p in values else "")
+             for p in paths[:FILES_NAMED]]
+    more = len(paths) - FILES_NAMED
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def _validate_partitioned(res: Resolved, ds_name: str, dataset: Dataset, read: PartitionedRead,
+                          dict_cols: list[str], restricted: bool, executor: Executor
+                          ) -> tuple[list[Diagnostic], str | None]:
+    partitions = set(read.partitions)
+    stored = {n: c for n, c in dataset.columns.items() if n not in partitions}
+    jobs = [(task, path, stored, dict_cols)
+            for task, (path, _, _) in zip(read.tasks(), read.files)]
+    results: list[FileResult] = executor.map(_validate_file, jobs)
+    for result in results:
+        if result.error is not None:  # the bytes are not trusted: nothing else is reported
+            d = Diagnostic.from_json(result.error)
+            return [res.diag(d.code, d.message, "datasets", ds_name, "uri", hints=d.hints)], None
+    problems: list[Diagnostic] = []
+    missing: dict[str, list[str]] = {}
+    wrong: dict[str, list[str]] = {}
+    wrong_types: dict[str, dict[str, str]] = {}
+    for result in results:
+        for name in result.missing:
+            missing.setdefault(name, []).append(result.path)
+        for name, actual in result.wrong.items():
+            wrong.setdefault(name, []).append(result.path)
+            wrong_types.setdefault(name, {})[result.path] = actual
+    for name in stored:
+        where = ("datasets", ds_name, "columns", name)
+        if name in missing:
+            paths = missing[name]
+            problems.append(res.diag("BE206", f"dataset '{ds_name}' has no column '{name}' in "
+                                     f"{len(paths)} of {len(results)} file(s): "
+                                     f"{_files_text(read, paths)}", *where))
+        if name in wrong:
+            paths = wrong[name]
+            problems.append(res.diag("BE201", f"{ds_name}.{name}: declared "
+                                     f"{stored[name].dtype}, stored as another type in "
+                                     f"{len(paths)} file(s): "
+                                     f"{_files_text(read, paths, wrong_types[name])}",
+                                     *where, "dtype"))
+    reports: dict[str, ColumnReport] = {}
+    for name in stored:
+        if name in missing or name in wrong:
+            continue
+        merged = ColumnReport()
+        for result in results:
+            if name in result.reports:
+                _merge(merged, result.reports[name])
+        reports[name] = merged
+    rows = {r.path: r.rows for r in results}
+    problems.extend(_partition_problems(res, ds_name, dataset, read, rows, reports))
+    for name, report in reports.items():
+        problems.extend(_judge(res, ds_name, name, dataset.columns[name], report, restricted))
+    try:
+        digest = read.complete([(r.path, r.size, r.digest, r.rows) for r in results],
+                               sum(rows.values()), list(dataset.columns))
+    except GateError as exc:
+        return [exc.diagnostic], None
+    return problems, digest
+
+
+def _partition_problems(res: Resolved, ds_name: str, dataset: Dataset, read: PartitionedRead,
+                        rows: dict[str, int], reports: dict[str, ColumnReport]
+                        ) -> list[Diagnostic]:
+    """Partition values, from the paths: BE063 naming the files whose value does not
+    convert, is null where nulls are not allowed, or lies outside the domain or range; the
+    null fraction is judged on rows like any column's."""
+    problems = []
+    for name in read.partitions:
+        col = dataset.columns[name]
+        where = ("datasets", ds_name, "columns", name)
+        bad: dict[str, list[str]] = {}
+        shown: dict[str, str] = {}
+        report = ColumnReport()
+        bounds = None
+        if col.range is not None:
+            lo, hi = (partition_scalar(str(v), col).as_py() if col.dtype in ("date",
+                      "timestamp") else v for v in col.range)
+            bounds = (lo, hi)
+        for path, _, values in read.files:
+            text = values[name]
+            n = rows.get(path, 0)
+            report.rows += n
+            try:
+                value = partition_scalar(text, col).as_py()
+            except ValueError:
+                bad.setdefault(f"is not a {col.dtype}", []).append(path)
+                shown[path] = repr(text)
+                continue
+            if value is None:
+                report.nulls += n
+                if not col.nullable:
+                    bad.setdefault("is null but the column is declared nullable: false",
+                                   []).append(path)
+                continue
+            if col.domain is not None and value not in col.domain:
+                bad.setdefault("is outside the domain", []).append(path)
+                shown[path] = repr(text)
+            elif bounds is not None and not bounds[0] <= value <= bounds[1]:
+                bad.setdefault(f"is outside range [{col.range[0]}, {col.range[1]}]",  # type: ignore[index]
+                               []).append(path)
+                shown[path] = repr(text)
+        for why, paths in bad.items():
+            problems.append(res.diag(
+                "BE063", f"{ds_name}.{name}: the partition value {why} in {len(paths)} "
+                f"file(s): {_files_text(read, paths, shown)}", *where,
+                hints=("rename the directory or fix the declaration; files of a partition "
+                       "are read with the value their path gives",)))
+        if col.nullable:  # nulls where they are not allowed are BE063 above, with the files
+            reports[name] = ColumnReport(rows=report.rows, nulls=report.nulls)
+    return problems
 
 
 def _judge(res: Resolved, ds_name: str, name: str, col: Column, report: ColumnReport,
@@ -270,27 +469,35 @@ def _spec_digest(dataset: Dataset, restricted: bool) -> str:
     for col in data["columns"].values():
         col.pop("description", None)
         col.pop("serving", None)
-    return digest_json({"columns": data["columns"], "format": data["format"],
-                        "restricted": restricted, "v": 1})
+    spec = {"columns": data["columns"], "format": data["format"], "restricted": restricted,
+            "v": 1}
+    if data.get("partitions"):  # only when set: cache keys of other datasets stay as they were
+        spec["partitions"] = data["partitions"]
+    return digest_json(spec)
 
 
 def validate_env(res: Resolved, project: Project, digests: dict[str, str] | None = None,
-                 datasets: list[str] | None = None, purpose: str = "validate"
-                 ) -> list[Diagnostic]:
-    """Validate each dataset. With `digests` (the lock's pins) the reads are verified against
-    them and a result already cached for (digest, column declarations) is reused; results are
-    cached under the digest of the bytes actually validated."""
+                 datasets: list[str] | None = None, purpose: str = "validate",
+                 manifests: dict[str, Manifest] | None = None,
+                 executor: Executor | None = None) -> list[Diagnostic]:
+    """Validate each dataset. With `digests` (the lock's pins, and `manifests` for
+    partitioned datasets) the reads are verified against them and a result already cached for
+    (digest, column declarations) is reused; results are cached under the digest of the bytes
+    actually validated. `executor` runs the per-file tasks of partitioned datasets."""
     problems: list[Diagnostic] = []
     for ds_name in datasets or sorted(res.env.datasets):
         dataset = res.env.datasets[ds_name]
         spec = _spec_digest(dataset, res.env.restricted(ds_name))
-        pinned = (digests or {}).get(ds_name)
+        pinned: str | Manifest | None = (digests or {}).get(ds_name)
         if pinned is not None:
             cached = _cache_get(project, pinned, spec)
             if cached is not None:
                 problems.extend(_relocate(res, ds_name, cached))
                 continue
-        found, digest = validate_dataset(res, ds_name, project, pinned, purpose)
+            if dataset.partitioned:
+                manifest = (manifests or {}).get(ds_name)
+                pinned = manifest if manifest is not None and manifest.digest == pinned else None
+        found, digest = validate_dataset(res, ds_name, project, pinned, purpose, executor)
         problems.extend(found)
         if digest is not None:
             _cache_put(project, digest, spec, [_portable(p, res, ds_name) for p in found])

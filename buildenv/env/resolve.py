@@ -434,6 +434,55 @@ def _semantic_problems(raw: dict, origin: dict[KeyPath, Position],
                 code, message, hint = problem
                 problems.append(diag(code, f"dataset '{name}': {message}", "datasets", name,
                                      "uri", hint=hint))
+    problems.extend(_partition_problems(datasets, restricted, diag, mapping))
+    return problems
+
+
+def _partition_problems(datasets: dict, restricted: Any, diag: Any, mapping: Any
+                        ) -> list[Diagnostic]:
+    """A partitioned dataset (`uri` ending in `/`) is Parquet; its `partitions` are declared
+    columns, listed once; a restricted dataset has none (their values would be file paths,
+    which the lock records and diagnostics name)."""
+    problems = []
+    hidden = set(restricted) if isinstance(restricted, list) else set()
+    for name, ds in datasets.items():
+        ds = mapping(ds)
+        uri, parts = ds.get("uri"), ds.get("partitions")
+        directory = isinstance(uri, str) and uri.endswith("/")
+        if directory and ds.get("format", "parquet") != "parquet":
+            problems.append(diag("BE060", f"dataset '{name}': a partitioned dataset (uri ending "
+                                 "in '/') is a directory of Parquet files; format "
+                                 f"'{ds.get('format')}' is not supported", "datasets", name,
+                                 "format", hint="convert the files to Parquet, or name one "
+                                 "CSV file"))
+        if not isinstance(parts, list) or not parts:
+            continue
+        if isinstance(uri, str) and not directory:
+            problems.append(diag("BE060", f"dataset '{name}': partitions are declared but uri "
+                                 f"'{uri}' names one file", "datasets", name, "partitions",
+                                 hint="end the uri with '/' to name the directory of "
+                                 "partitions"))
+        columns = mapping(ds.get("columns"))
+        seen: set = set()
+        for i, col in enumerate(parts):
+            if not isinstance(col, str):
+                continue
+            if col not in columns:
+                problems.append(diag("BE010", f"dataset '{name}': partition column '{col}' is "
+                                     "not declared under columns", "datasets", name,
+                                     "partitions", i, hint=did_you_mean(col, columns)
+                                     or "declare it like any other column (dtype, domain or "
+                                     "range)"))
+            if col in seen:
+                problems.append(diag("BE060", f"dataset '{name}': partition column '{col}' is "
+                                     "listed twice", "datasets", name, "partitions", i))
+            seen.add(col)
+        if name in hidden:
+            problems.append(diag("BE060", f"dataset '{name}' is restricted and declares "
+                                 "partitions: partition values are file paths, which the lock "
+                                 "records and diagnostics name", "datasets", name,
+                                 "partitions", hint="partition a restricted dataset by "
+                                 "nothing (a plain directory of files), or un-partition it"))
     return problems
 
 

@@ -119,13 +119,27 @@ class Dataset(Strict):
     """A dataset the training may read, pinned by content digest in the lock."""
 
     uri: str
-    """Relative to the repository root, or file://, s3://, gs://."""
+    """Relative to the repository root, or file://, s3://, gs://. A uri ending in `/` names a
+    directory (or bucket prefix) of Parquet files: a partitioned dataset, pinned file by file."""
     format: Literal["parquet", "csv"] = "parquet"
     """Storage format."""
     columns: dict[str, Column]
     """Declared columns. Training code can read only these."""
+    partitions: list[str] | None = None
+    """Hive partition columns of a partitioned dataset, in path order: `[date]` reads
+    `date=2026-09-01/part-0.parquet`. Each is a declared column; its values come from the paths
+    and are validated like any other column's."""
     description: str | None = None
     """Free text for humans; not part of the environment digest."""
+
+    @property
+    def partitioned(self) -> bool:
+        """Whether `uri` names a directory or prefix of files rather than one file."""
+        return self.uri.endswith("/")
+
+    @property
+    def partition_columns(self) -> list[str]:
+        return list(self.partitions or [])
 
     @field_validator("columns")
     @classmethod

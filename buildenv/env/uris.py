@@ -8,6 +8,7 @@ repository root (or the data root Pants passes in) and may not escape it.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from urllib.parse import urlparse
 
 from buildenv.core.project import Project
@@ -23,16 +24,26 @@ def uri_problem(uri: str, project: Project) -> tuple[str, str, str] | None:
     scheme = parsed.scheme.lower()
     if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
         if scheme == "file":
-            return None
+            return _directory_problem(uri, Path(parsed.path))
         base = project.data_base.resolve()
         target = (base / uri).resolve()
         if not target.is_relative_to(base):
             return ("BE015", f"uri '{uri}' resolves outside the repository ({target})",
                     "keep data inside the repository, or use an absolute file:// uri")
-        return None
+        return _directory_problem(uri, target)
     if scheme in REMOTE_SCHEMES:
         if not parsed.netloc:
             return ("BE018", f"uri '{uri}' names no bucket", f"use {scheme}://bucket/key")
         return None
     return ("BE018", f"unsupported uri scheme '{scheme}://'",
             "use a repository-relative path, file://, s3:// or gs://")
+
+
+def _directory_problem(uri: str, target: Path) -> tuple[str, str, str] | None:
+    """A directory is read as a partitioned dataset only when the uri says so (a trailing
+    `/`): a file path that became a directory must not silently change meaning."""
+    if not uri.endswith("/") and target.is_dir():
+        return ("BE066", f"uri '{uri}' names a directory",
+                f"write '{uri}/' to read it as a partitioned dataset (a directory of Parquet "
+                "files)")
+    return None

@@ -123,7 +123,7 @@ def _locked_source(project: Project, gate: Gate, env: str, ds_name: str) -> Sour
         raise _usage_error("BE052", f"the lock of '{env}' pins no dataset '{ds_name}' "
                            f"({display})", f"run `buildenv lock {env}`")
     try:
-        read = gate.open(ds_name, uri=pinned.uri, fmt=pinned.format, expect=pinned.digest)
+        read = gate.open(ds_name, uri=pinned.uri, fmt=pinned.format, expect=pinned.pin)
     except GateError as exc:
         raise DiagnosticError([exc.diagnostic], 2) from None
     return Source(pinned.uri, pinned.format, pinned.digest, pinned.rows,
@@ -131,15 +131,16 @@ def _locked_source(project: Project, gate: Gate, env: str, ds_name: str) -> Sour
 
 
 def _candidate_source(project: Project, gate: Gate, ds_name: str, uri: str, fmt: str,
-                      what: str = "--against") -> Source:
-    """Data that no lock pins yet: read as it is, its digest is what the read found."""
+                      what: str = "--against", expect: Any = None) -> Source:
+    """Data that no lock pins yet: read as it is, its digest is what the read found (or,
+    with `expect`, verified against that pin)."""
     from buildenv.env.uris import uri_problem
 
     problem = uri_problem(uri, project)
-    if problem and problem[0] == "BE018":
+    if problem and problem[0] in ("BE018", "BE066"):
         raise _usage_error(problem[0], f"{what}: {problem[1]}", problem[2])
     try:
-        read = gate.open(ds_name, uri=uri, fmt=fmt, expect=None)
+        read = gate.open(ds_name, uri=uri, fmt=fmt, expect=expect)
     except GateError as exc:
         raise _usage_error("BE053", f"{what}: {exc.diagnostic.message}") from None
     return Source(uri, fmt, None, None, what, read)
@@ -156,7 +157,8 @@ def _format_of(uri: str, default: str) -> str:
 
 def run_drift(project: Project, env: str, dataset: str, *, against: str | None = None,
               against_lock: str | None = None, sample_size: int = SAMPLE_SIZE,
-              batch_rows: int = BATCH_ROWS, use_cache: bool = True) -> DriftResult:
+              batch_rows: int = BATCH_ROWS, use_cache: bool = True,
+              executor: Any = None) -> DriftResult:
     """Compare the locked version of `dataset` in `env` with a candidate; nothing printed."""
     mv = Multiverse(project)
     res = mv.resolve(env)
@@ -189,11 +191,12 @@ def run_drift(project: Project, env: str, dataset: str, *, against: str | None =
         baseline.read.close()
         raise
     return analyse(project, mv, res, dataset, baseline, candidate, accept,
-                   sample_size=sample_size, batch_rows=batch_rows, use_cache=use_cache)
+                   sample_size=sample_size, batch_rows=batch_rows, use_cache=use_cache,
+                   executor=executor)
 
 
 def drift_check(project: Project, res: Resolved, dataset: str, baseline_uri: str,
-                baseline_digest: str | None = None) -> list[Diagnostic]:
+                baseline_digest: Any = None, executor: Any = None) -> list[Diagnostic]:
     """For `buildenv retrain`: the locked version at `baseline_uri` against the uri that `res`
     declares now. Writes the statistics file; returns problems and alerts (suppressed ones as
     notes)."""
@@ -202,9 +205,9 @@ def drift_check(project: Project, res: Resolved, dataset: str, baseline_uri: str
     gate = Gate(project, res.env, "drift", where=res)
     try:
         baseline = _candidate_source(project, gate, dataset, baseline_uri,
-                                     _format_of(baseline_uri, declared.format), "baseline")
-        baseline.digest = baseline_digest
-        baseline.read.expected = baseline_digest
+                                     _format_of(baseline_uri, declared.format), "baseline",
+                                     expect=baseline_digest)
+        baseline.digest = getattr(baseline_digest, "digest", baseline_digest)
         candidate = _candidate_source(project, gate, dataset, declared.uri, declared.format,
                                       f"datasets.{dataset}.uri")
     except DiagnosticError as exc:
@@ -214,7 +217,8 @@ def drift_check(project: Project, res: Resolved, dataset: str, baseline_uri: str
     accept = (f"if the new data is expected, relock: `buildenv lock {res.name}` "
               f"({mv.display(res.name)} already points at '{declared.uri}')")
     try:
-        result = analyse(project, mv, res, dataset, baseline, candidate, accept)
+        result = analyse(project, mv, res, dataset, baseline, candidate, accept,
+                         executor=executor)
     except DiagnosticError as exc:
         return list(exc.diagnostics)
     write_stats(result, project)
@@ -223,7 +227,8 @@ def drift_check(project: Project, res: Resolved, dataset: str, baseline_uri: str
 
 def analyse(project: Project, mv: Multiverse, res: Resolved, dataset: str, baseline: Source,
             candidate: Source, accept: str, *, sample_size: int = SAMPLE_SIZE,
-            batch_rows: int = BATCH_ROWS, use_cache: bool = True) -> DriftResult:
+            batch_rows: int = BATCH_ROWS, use_cache: bool = True,
+            executor: Any = None) -> DriftResult:
     """Statistics of both versions, metrics, alerts, triage and the public view."""
     env = res.name
     declared = res.env.datasets[dataset]
@@ -243,7 +248,7 @@ def analyse(project: Project, mv: Multiverse, res: Resolved, dataset: str, basel
     cache_dir = project.state_dir / "cache" / "drift" if use_cache else None
     try:
         base, cand = profile_pair(baseline, candidate, columns, restricted, min_group,
-                                  sample_size, batch_rows, cache_dir)
+                                  sample_size, batch_rows, cache_dir, executor)
     except GateError as exc:  # the bytes are not the ones pinned: nothing is reported on them
         raise DiagnosticError([exc.diagnostic], 1) from None
     finally:

@@ -23,6 +23,12 @@ value) runs concurrently with the candidate's single pass. A bin count is a diff
 The baseline's summaries are cached under `.buildenv/cache/drift/`, keyed by its content digest
 and the column declarations, so later comparisons against the same locked version read only the
 candidate. Restricted datasets are never cached: their summaries hold raw value counts.
+
+A partitioned dataset is summarised one task per file (`_profile_file`), run by an executor (in
+this process or as Ray tasks), and the partial accumulators are merged in file order (`merge`:
+Chan's formula for the moments, a union of the bottom-k samples, sums of counts); each file's
+sampling keys come from a generator seeded by (SEED, file index), so the result does not depend
+on where the tasks ran.
 """
 
 from __future__ import annotations
@@ -186,6 +192,32 @@ class _Numeric:
                     self.tau = float(k_all.max())
                 self.keys, self.values = k_all, v_all
 
+    def merge(self, other: _Numeric) -> None:
+        """Fold in the accumulator of the next file (same columns, edges and sample size)."""
+        self.rows += other.rows
+        self.nulls += other.nulls
+        for value, n in other.out_of_domain.items():
+            self.out_of_domain[value] = self.out_of_domain.get(value, 0) + n
+        if self.below is not None and other.below is not None:
+            self.below = self.below + other.below  # a Ray result is a read-only view
+        if other.n:
+            total = self.n + other.n
+            delta = other.mean - self.mean
+            self.mean += delta * other.n / total
+            self.m2 += other.m2 + delta * delta * self.n * other.n / total
+            self.n = total
+            self.min = min(self.min, other.min)
+            self.max = max(self.max, other.max)
+        if self.sample_size and len(other.keys):
+            keys = np.concatenate([self.keys, other.keys])
+            values = np.concatenate([self.values, other.values])
+            if len(keys) > self.sample_size:
+                keep = np.sort(np.argpartition(keys, self.sample_size - 1)[: self.sample_size])
+                keys, values = keys[keep], values[keep]
+                self.tau = float(keys.max())
+            self.keys, self.values = keys, values
+            self._sorted = None
+
     def sorted_values(self) -> np.ndarray:
         if self._sorted is None or len(self._sorted) != len(self.values):
             self._sorted = np.sort(self.values)
@@ -238,10 +270,22 @@ class _Categorical:
             if value is None:
                 continue
             counts[value] = counts.get(value, 0) + n
-        if len(counts) > 2 * MAX_DISTINCT:
-            ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+        self._bound()
+
+    def _bound(self) -> None:
+        if len(self.counts) > 2 * MAX_DISTINCT:
+            ranked = sorted(self.counts.items(), key=lambda kv: -kv[1])
             self.max_count_error = max(self.max_count_error, ranked[MAX_DISTINCT][1])
             self.counts = dict(ranked[:MAX_DISTINCT])
+
+    def merge(self, other: _Categorical) -> None:
+        """Fold in the accumulator of the next file."""
+        self.rows += other.rows
+        self.nulls += other.nulls
+        self.max_count_error = max(self.max_count_error, other.max_count_error)
+        for value, n in other.counts.items():
+            self.counts[value] = self.counts.get(value, 0) + n
+        self._bound()
 
 
 def _out_of_domain(arr: pa.Array, domain: pa.Array, into: dict) -> None:
@@ -285,12 +329,26 @@ def kind_of(col: Column) -> str:
 
 
 def _scan(source: Source, columns: dict[str, Column], edges: dict[str, np.ndarray] | None,
-          sample_size: int, batch_rows: int, numeric_only: bool = False) -> dict[str, Any]:
-    """One streaming pass: an accumulator per column."""
+          sample_size: int, batch_rows: int, numeric_only: bool = False,
+          executor: Any = None) -> dict[str, Any]:
+    """One streaming pass: an accumulator per column (a partitioned dataset: one task per
+    file, merged in file order)."""
     if numeric_only:
         columns = {n: c for n, c in columns.items() if kind_of(c) == "numeric"}
+    from buildenv.data.gate import PartitionedRead
+
+    if isinstance(source.read, PartitionedRead):
+        return _scan_partitioned(source.read, columns, edges, sample_size, batch_rows,
+                                 numeric_only, executor)
+    return _scan_read(source.read, columns, edges, sample_size, batch_rows, numeric_only,
+                      np.random.default_rng(SEED))
+
+
+def _scan_read(read: Any, columns: dict[str, Column], edges: dict[str, np.ndarray] | None,
+               sample_size: int, batch_rows: int, numeric_only: bool, rng: Any
+               ) -> dict[str, Any]:
     strings = [c for c, col in columns.items() if col.dtype == "string"]
-    batches = source.read.batches(list(columns), batch_rows=batch_rows, dictionary=strings)
+    batches = read.batches(list(columns), batch_rows=batch_rows, dictionary=strings)
     accs: dict[str, Any] = {}
     for name, col in columns.items():
         if kind_of(col) == "categorical":
@@ -304,13 +362,71 @@ def _scan(source: Source, columns: dict[str, Column], edges: dict[str, np.ndarra
     for acc in accs.values():
         if isinstance(acc, _Numeric):
             acc.scratch = scratch
-    rng = np.random.default_rng(SEED)
     wants_keys = not numeric_only and any(isinstance(a, _Numeric) for a in accs.values())
     for batch in batches:
         keys = rng.random(batch.num_rows) if wants_keys else None
         for name, acc in accs.items():
             acc.update(batch.column(batch.schema.get_field_index(name)), keys)
     return accs
+
+
+def _profile_file(job: tuple) -> tuple[dict[str, Any] | None, tuple | None, dict | None]:
+    """The task: one file's accumulators, and (size, digest, rows) of what it read, or the
+    error (Diagnostic.to_json()) that stopped it. Runs wherever the executor puts it."""
+    from buildenv.data.gate import GateError
+
+    task, path, columns, edges, sample_size, batch_rows, numeric_only = job
+    try:
+        with task.open() as read:
+            accs = _scan_read(read, columns, edges, sample_size, batch_rows, numeric_only,
+                              np.random.default_rng([SEED, task.index]))
+            digest = read.verify()
+            found = (path, read._pinned.size, digest, read.rows_read)
+    except GateError as exc:
+        return None, None, exc.diagnostic.to_json()
+    except ValueError as exc:  # a partition value that does not convert
+        from buildenv.core.diagnostics import Diagnostic
+
+        return None, None, Diagnostic("BE063", f"dataset '{task.dataset}': partition value "
+                                      f"in '{task.uri}': {exc}").to_json()
+    for acc in accs.values():
+        if isinstance(acc, _Numeric):
+            acc.scratch = _Scratch()  # its buffers stay here, not in the result
+    return accs, found, None
+
+
+def _scan_partitioned(read: Any, columns: dict[str, Column],
+                      edges: dict[str, np.ndarray] | None, sample_size: int, batch_rows: int,
+                      numeric_only: bool, executor: Any) -> dict[str, Any]:
+    from buildenv.core.diagnostics import Diagnostic
+    from buildenv.data.executor import LocalExecutor
+    from buildenv.data.gate import GateError
+
+    jobs = [(task, path, columns, edges, sample_size, batch_rows, numeric_only)
+            for task, (path, _, _) in zip(read.tasks(), read.files)]
+    results = (executor or LocalExecutor()).map(_profile_file, jobs)
+    merged: dict[str, Any] | None = None
+    found = []
+    for accs, seen, error in results:
+        if error is not None:  # nothing decoded is used: the bytes are not trusted
+            d = Diagnostic.from_json(error)
+            raise GateError(read.gate._diag(d.code, d.message, read.name, hints=d.hints))
+        found.append(seen)
+        if merged is None:
+            merged = accs
+        else:
+            for name, acc in merged.items():
+                acc.merge(accs[name])
+    if merged is None:  # no file passes: empty accumulators
+        merged = _scan_read(_NoRows(), columns, edges, sample_size, batch_rows, numeric_only,
+                            np.random.default_rng(SEED))
+    read.complete(found, sum(f[3] for f in found), list(columns))
+    return merged
+
+
+class _NoRows:
+    def batches(self, *args: Any, **kwargs: Any):
+        return iter(())
 
 
 # --- summaries (serializable; what comparisons, the cache and the report use) ----------------
@@ -386,7 +502,8 @@ def _summary_categorical(acc: _Categorical) -> dict:
 
 def profile_pair(baseline: Source, candidate: Source, columns: dict[str, Column],
                   restricted: bool, min_group: int, sample_size: int, batch_rows: int,
-                  cache_dir: Path | None) -> tuple[dict[str, dict], dict[str, dict]]:
+                  cache_dir: Path | None, executor: Any = None
+                  ) -> tuple[dict[str, dict], dict[str, dict]]:
     """Summaries of both versions: baseline pass 1, then (baseline bins ∥ candidate pass)."""
     key = None
     if cache_dir is not None and not restricted:
@@ -397,17 +514,20 @@ def profile_pair(baseline: Source, candidate: Source, columns: dict[str, Column]
         cached = _cache_get(cache_dir, key)
         if cached is not None and set(cached) == set(columns):
             edges = {n: np.array(s["edges"]) for n, s in cached.items() if s["kind"] == "numeric"}
-            cand = _scan(candidate, columns, edges, sample_size, batch_rows)
+            cand = _scan(candidate, columns, edges, sample_size, batch_rows,
+                         executor=executor)
             return cached, _summaries(cand, edges, {})
-    first = _scan(baseline, columns, None, sample_size, batch_rows)
+    first = _scan(baseline, columns, None, sample_size, batch_rows, executor=executor)
     edges = {n: _edges(a, restricted, min_group) for n, a in first.items()
              if isinstance(a, _Numeric)}
     need_second = {n for n, a in first.items() if isinstance(a, _Numeric)
                    and not a.complete_sample}
     with ThreadPoolExecutor(2) as pool:
-        cand_future = pool.submit(_scan, candidate, columns, edges, sample_size, batch_rows)
+        cand_future = pool.submit(_scan, candidate, columns, edges, sample_size, batch_rows,
+                                  executor=executor)
         second = (_scan(baseline, {n: columns[n] for n in need_second}, edges, sample_size,
-                        batch_rows, numeric_only=True) if need_second else {})
+                        batch_rows, numeric_only=True, executor=executor)
+                  if need_second else {})
         cand = cand_future.result()
     base_bins = {n: a.bin_counts() for n, a in second.items()}
     base = _summaries(first, edges, base_bins)

@@ -237,7 +237,8 @@ def _score_on_evaluation_rows(ev: Evaluation, c: Any, project: Project, res: Res
         raise DiagnosticError(problems, 1)
     pins = {name: d.digest for name, d in lock.datasets.items()}
     try:
-        rows = evaluation_rows(DataGate(project, res.env, "evaluate", pins=pins, where=res),
+        rows = evaluation_rows(DataGate(project, res.env, "evaluate", pins=pins, where=res,
+                                        manifests=lock.manifests()),
                                res.env)
     except GateError as exc:
         raise DiagnosticError([exc.diagnostic], 1) from None

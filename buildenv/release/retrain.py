@@ -124,7 +124,7 @@ def rewrite_uri(project: Project, mv: Multiverse, res: Resolved, dataset: str,
 # --- drift -------------------------------------------------------------------------------------
 
 def _drift(project: Project, res: Resolved, dataset: str, baseline_uri: str,
-           baseline_digest: str) -> tuple[str, list[Diagnostic]]:
+           baseline_digest: Any) -> tuple[str, list[Diagnostic]]:
     """Drift of the new data against the locked version: (status, diagnostics)."""
     from buildenv.monitor.drift import drift_check
 
@@ -290,8 +290,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
 
 def _changed(project: Project, res: Resolved, lock: Any) -> tuple[dict[str, str],
                                                                    list[Diagnostic]]:
-    from buildenv.data.digests import digest_location
-    from buildenv.data.storage import locate
+    from buildenv.data.lock import digest_dataset
 
     changed: dict[str, str] = {}
     problems: list[Diagnostic] = []
@@ -303,9 +302,11 @@ def _changed(project: Project, res: Resolved, lock: Any) -> tuple[dict[str, str]
             continue
         if pinned.uri != ds.uri or pinned.format != ds.format:
             changed[name] = f"new uri {ds.uri}"
-        algorithm = pinned.digest.split(":", 1)[0]
+        algorithm = (pinned.manifest.algorithm if pinned.manifest is not None
+                     else pinned.digest.split(":", 1)[0])
         try:
-            now = digest_location(locate(ds.uri, project), ds.format, algorithm, cache)
+            now = digest_dataset(project, ds.uri, ds.format, ds.partition_columns, algorithm,
+                                 cache).value
         except Exception as exc:
             reason = "not found" if isinstance(exc, FileNotFoundError) else str(exc)
             problems.append(res.diag("BE053", f"dataset '{name}': cannot read '{ds.uri}': "
@@ -321,8 +322,7 @@ def _changed(project: Project, res: Resolved, lock: Any) -> tuple[dict[str, str]
 
 def _drift_step(project: Project, res: Resolved, lock: Any, changed: dict[str, str],
                 log: EventLog) -> str:
-    from buildenv.data.digests import digest_location
-    from buildenv.data.storage import locate
+    from buildenv.data.lock import digest_dataset
 
     statuses = []
     problems: list[Diagnostic] = []
@@ -331,9 +331,11 @@ def _drift_step(project: Project, res: Resolved, lock: Any, changed: dict[str, s
         baseline = None
         if pinned is not None and pinned.uri != res.env.datasets[name].uri:
             try:
-                algorithm = pinned.digest.split(":", 1)[0]
-                if digest_location(locate(pinned.uri, project), pinned.format,
-                                   algorithm).digest == pinned.digest:
+                algorithm = (pinned.manifest.algorithm if pinned.manifest is not None
+                             else pinned.digest.split(":", 1)[0])
+                partitions = pinned.manifest.partitions if pinned.manifest else ()
+                if digest_dataset(project, pinned.uri, pinned.format, partitions,
+                                  algorithm).value.digest == pinned.digest:
                     baseline = pinned.uri
             except Exception:
                 baseline = None
@@ -346,7 +348,7 @@ def _drift_step(project: Project, res: Resolved, lock: Any, changed: dict[str, s
                      dataset=name)
             statuses.append("skipped")
             continue
-        status, found = _drift(project, res, name, baseline, pinned.digest)
+        status, found = _drift(project, res, name, baseline, pinned.pin)
         problems += found
         alerts = [d for d in found if d.severity is not Severity.NOTE]
         log.emit("drift", status, f"dataset '{name}' against {baseline}: {len(alerts)} alert(s)",

@@ -1,0 +1,218 @@
+"""Where the per-file work on a partitioned dataset runs: in this process, or as Ray tasks.
+
+Locking, validating and profiling a partitioned dataset split into one task per file (hash it;
+check its columns; summarise its columns), whose partial results the caller merges in file
+order. An `Executor` only runs those tasks: `LocalExecutor` on a few threads of this process
+(hashing and pyarrow's decoding release the GIL), `RayExecutor` as Ray tasks on a local Ray or
+a cluster (`BUILDENV_RAY_ADDRESS`, else `RAY_ADDRESS`). Because tasks and the merge are the
+same code whichever runs them, results are identical (tests/test_executor.py). Ray schedules,
+retries and moves the results; buildenv has no scheduler or worker protocol of its own.
+
+Tasks read their file from its storage uri and verify it against the manifest themselves, so
+every worker must reach the data under the same uri: on a cluster, object storage (`s3://`,
+`gs://`) or a file system mounted at the same path everywhere (docs/scale.md).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RayExecutor", "make_executor"]
+
+EXECUTORS = ("local", "ray")
+RAY_TIMEOUT = 30.0  # seconds to reach a Ray cluster (BUILDENV_RAY_TIMEOUT)
+
+
+class Executor:
+    """Runs `fn(item)` for each item; results in the order of the items."""
+
+    name = "executor"
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    @property
+    def remote(self) -> bool:
+        """Whether tasks may run on other machines (they cannot read this one's paths)."""
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class LocalExecutor(Executor):
+    """A few threads of this process: hashing and Arrow decoding release the GIL, so two files
+    are worked on at once on a two-core machine, while memory stays a few files' worth."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None):
+        self.workers = workers or max(1, min(os.cpu_count() or 1, 4))
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        if self.workers <= 1 or len(items) <= 1:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(min(self.workers, len(items)),
+                                thread_name_prefix="buildenv-task") as pool:
+            return list(pool.map(fn, items))
+
+
+class RayExecutor(Executor):
+    """Ray tasks, one per item. Connects on first use: to `address` (a cluster), else to a
+    Ray started here with `num_cpus` CPUs and an object store capped at `object_store_mb`."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None,
+                 object_store_mb: int | None = None, timeout: float | None = None):
+        self.address = address if address is not None else (
+            os.environ.get("BUILDENV_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS") or None)
+        self.num_cpus = num_cpus or _int_env("BUILDENV_RAY_NUM_CPUS") or os.cpu_count() or 1
+        self.object_store_mb = object_store_mb or _int_env("BUILDENV_RAY_OBJECT_STORE_MB") or 256
+        self.timeout = timeout or float(os.environ.get("BUILDENV_RAY_TIMEOUT") or RAY_TIMEOUT)
+        self._ray: Any = None
+        self._started = False
+        self._remotes: dict[Callable, Any] = {}
+
+    @property
+    def remote(self) -> bool:
+        return self.address not in (None, "", "local")
+
+    def _connect(self) -> Any:
+        if self._ray is not None:
+            return self._ray
+        try:
+            import ray  # pants: no-infer-dep (an optional extra: not in the build runtime)
+        except ImportError:
+            raise DiagnosticError([Diagnostic(
+                "BE880", "the Ray executor needs Ray, which is not installed",
+                hints=("pip install 'buildenv[ray]'", "or run with --executor local"))],
+                2) from None
+        if ray.is_initialized():  # a caller (a notebook, a test) already connected
+            self._ray = ray
+            return ray
+        if not self.remote:  # a Ray of our own: started from the main thread, as Ray wants
+            self._ray, self._started = self._init(ray), True
+            self._ray = ray
+            return ray
+        self._probe()
+        box: list = []
+
+        def init() -> None:
+            try:
+                box.append(self._init(ray))
+            except BaseException as exc:  # reported below, with the address
+                box.append(exc)
+
+        thread = threading.Thread(target=init, name="buildenv-ray-init", daemon=True)
+        thread.start()
+        thread.join(self.timeout)
+        if not box:
+            raise self._unreachable(f"no answer within {self.timeout:g} s")
+        if isinstance(box[0], BaseException):
+            raise self._unreachable(str(box[0]).splitlines()[0] if str(box[0])
+                                    else type(box[0]).__name__)
+        self._ray, self._started = ray, True
+        return ray
+
+    def _init(self, ray: Any) -> Any:
+        kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+        if self.remote:
+            return ray.init(address=self.address, **kwargs)
+        # A Ray of our own: its workers are started from this interpreter and must import this
+        # very buildenv (a checkout on PYTHONPATH, a Pants sandbox), so they get its path.
+        package_parent = str(Path(__file__).resolve().parents[2])
+        saved = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join([package_parent] + ([saved] if saved else []))
+        try:
+            return ray.init(num_cpus=self.num_cpus, include_dashboard=False,
+                            object_store_memory=self.object_store_mb << 20, **kwargs)
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
+
+    def _probe(self) -> None:
+        """A TCP connect to the address first: an address that does not answer fails in
+        seconds with its name, instead of Ray retrying for minutes."""
+        assert self.address is not None
+        if self.address == "auto":
+            return
+        target = self.address if "://" in self.address else f"ray://{self.address}"
+        parsed = urlparse(target)
+        host, port = parsed.hostname, parsed.port
+        if not host or not port:
+            raise self._unreachable("not host:port (write ray://host:10001 or host:6379)")
+        try:
+            with socket.create_connection((host, port), timeout=min(self.timeout, 10.0)):
+                pass
+        except OSError as exc:
+            raise self._unreachable(exc.strerror or str(exc) or type(exc).__name__) from None
+
+    def _unreachable(self, why: str) -> DiagnosticError:
+        return DiagnosticError([Diagnostic(
+            "BE881", f"Ray cluster at '{self.address or 'local'}' does not answer: {why}",
+            hints=("check BUILDENV_RAY_ADDRESS / RAY_ADDRESS (ray://head:10001 for Ray "
+                   "Client, head:6379 from inside the cluster)",
+                   "or run with --executor local"))], 2)
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        if not items:
+            return []
+        ray = self._connect()
+        remote = self._remotes.get(fn)
+        if remote is None:
+            remote = self._remotes[fn] = ray.remote(num_cpus=1, max_retries=2)(fn)
+        refs = [remote.remote(item) for item in items]
+        try:
+            return ray.get(refs)
+        except Exception as exc:  # a worker died, an object was lost: not the data's fault
+            for ref in refs:
+                try:
+                    ray.cancel(ref)
+                except Exception:
+                    pass
+            text = str(exc).strip().splitlines()
+            raise DiagnosticError([Diagnostic(
+                "BE882", f"a Ray task failed: {type(exc).__name__}"
+                + (f": {text[-1]}" if text else ""),
+                hints=("the Ray dashboard or `ray logs` has the worker's output",
+                       "rerun with --executor local to rule the cluster out"))], 2) from None
+
+    def close(self) -> None:
+        if self._started and self._ray is not None:
+            self._ray.shutdown()
+        self._ray, self._started = None, False
+
+
+def _int_env(name: str) -> int | None:
+    value = os.environ.get(name)
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def make_executor(name: str | None, project: Any = None) -> Executor:
+    """`--executor` if given, else `[tool.buildenv] executor`, else local."""
+    chosen = name or (project.config.executor if project is not None else None) or "local"
+    if chosen not in EXECUTORS:
+        raise DiagnosticError([Diagnostic("BE004", f"unknown executor '{chosen}'",
+                                          hints=("use local or ray",))], 2)
+    return RayExecutor() if chosen == "ray" else LocalExecutor()

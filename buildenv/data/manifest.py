@@ -1,0 +1,241 @@
+"""Partitioned datasets: a directory or bucket prefix of Parquet files, pinned file by file.
+
+A dataset whose `uri` ends in `/` is every Parquet file under it, in path order. Its lock entry
+is a **manifest**: each file's path (relative to the uri), size, content digest and row count,
+plus one digest over the manifest, which is what every other part of buildenv treats as the
+dataset's digest (pins, cache keys, lineage). The manifest digest is the file algorithm's hash
+of the canonical JSON `{"files": [[path, size, digest], ...], "manifest": 1}` (files sorted by
+path), prefixed with the algorithm like any digest.
+
+- Files whose path has a component starting with `.` or `_` are not data (`_SUCCESS`,
+  `_temporary/`, `.part-0.crc`) and are skipped; any other file must end in `.parquet`, `.parq`
+  or `.pq` (BE061), so a stray CSV is never silently left out of a pin.
+- Hive partitions (`partitions: [date, region]`): every file lives at
+  `date=<value>/region=<value>/<file>` (BE062 otherwise). Values are URI-decoded;
+  `__HIVE_DEFAULT_PARTITION__` is null. They are typed and validated as the declared columns.
+- Relocking hashes only files the stat cache cannot vouch for, so adding a day to a year of
+  data costs the new day's hash plus a `stat` per file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from buildenv.core.canonical import canonical_json
+from buildenv.data.storage import Location, Stat
+
+__all__ = ["HIVE_NULL", "FileEntry", "Manifest", "ManifestError", "hash_file", "list_files",
+           "partition_values"]
+
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+MANIFEST_VERSION = 1
+
+
+class ManifestError(Exception):
+    """Files under a partitioned dataset's uri that cannot be pinned: (code, message) pairs,
+    each message naming its file."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        super().__init__("; ".join(m for _, m in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str  # posix, relative to the dataset's uri
+    size: int
+    digest: str
+    rows: int
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "size": self.size, "digest": self.digest, "rows": self.rows}
+
+    @classmethod
+    def from_json(cls, data: dict) -> FileEntry:
+        return cls(str(data["path"]), int(data["size"]), str(data["digest"]), int(data["rows"]))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The files of one version of a partitioned dataset, sorted by path."""
+
+    files: tuple[FileEntry, ...]
+    partitions: tuple[str, ...] = ()
+
+    @property
+    def algorithm(self) -> str:
+        return self.files[0].digest.split(":", 1)[0] if self.files else "sha256"
+
+    @property
+    def digest(self) -> str:
+        from buildenv.data.digests import ALGORITHMS
+
+        hasher = ALGORITHMS[self.algorithm]()
+        hasher.update(canonical_json({"manifest": MANIFEST_VERSION, "files": [
+            [f.path, f.size, f.digest] for f in self.files]}))
+        return f"{self.algorithm}:{hasher.hexdigest()}"
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+    def entry(self, path: str) -> FileEntry | None:
+        return next((f for f in self.files if f.path == path), None)
+
+    def diff(self, newer: Manifest) -> tuple[list[str], list[str], list[str]]:
+        """(added, removed, changed) paths from this manifest to `newer`."""
+        old = {f.path: f for f in self.files}
+        new = {f.path: f for f in newer.files}
+        added = sorted(set(new) - set(old))
+        removed = sorted(set(old) - set(new))
+        changed = sorted(p for p in set(old) & set(new) if old[p].digest != new[p].digest)
+        return added, removed, changed
+
+    def files_json(self) -> list[dict]:
+        return [f.to_json() for f in self.files]
+
+
+def describe_diff(added: Sequence[str], removed: Sequence[str], changed: Sequence[str],
+                  limit: int = 5) -> str:
+    """"2 added (a, b), 1 removed (c)": for lock --check and the stale-lock diagnostic."""
+    def part(paths: Sequence[str], what: str) -> str | None:
+        if not paths:
+            return None
+        shown = ", ".join(paths[:limit]) + (f", ... ({len(paths) - limit} more)"
+                                            if len(paths) > limit else "")
+        return f"{len(paths)} {what} ({shown})"
+
+    return "; ".join(p for p in (part(added, "added"), part(removed, "removed"),
+                                 part(changed, "changed")) if p) or "no file differs"
+
+
+def is_data_file(path: str) -> bool:
+    """False for bookkeeping files (`_SUCCESS`, `.crc`, anything under `_temporary/`)."""
+    return not any(part.startswith((".", "_")) for part in path.split("/"))
+
+
+def partition_values(path: str, partitions: Sequence[str]) -> dict[str, str | None]:
+    """The hive partition values of a file path; ValueError naming what does not match."""
+    if not partitions:
+        return {}
+    parts = path.split("/")[:-1]
+    if len(parts) != len(partitions):
+        raise ValueError(f"expected {len(partitions)} partition director"
+                         f"{'y' if len(partitions) == 1 else 'ies'} "
+                         f"({'/'.join(f'{p}=...' for p in partitions)}), found {len(parts)}")
+    values: dict[str, str | None] = {}
+    for part, name in zip(parts, partitions):
+        key, eq, value = part.partition("=")
+        if not eq or unquote(key) != name:
+            raise ValueError(f"directory '{part}' is not '{name}=<value>'")
+        text = unquote(value)
+        values[name] = None if text == HIVE_NULL else text
+    return values
+
+
+@dataclass(frozen=True)
+class Listed:
+    path: str
+    location: Location
+    stat: Stat
+
+
+def list_files(location: Location, partitions: Sequence[str]) -> list[Listed]:
+    """Every data file under a partitioned dataset's uri, in path order. FileNotFoundError
+    when the directory or prefix does not exist; ManifestError naming the files that cannot
+    be part of it (not Parquet, not under the declared partition directories) or when there is
+    no data file at all."""
+    found = location.walk()
+    problems: list[tuple[str, str]] = []
+    out = []
+    for rel, stat in found:
+        if not is_data_file(rel):
+            continue
+        if not rel.lower().endswith(PARQUET_SUFFIXES):
+            problems.append(("BE061", f"'{location.uri}{_sep(location)}{rel}' is not a Parquet "
+                             "file (a partitioned dataset holds only .parquet files)"))
+            continue
+        try:
+            partition_values(rel, partitions)
+        except ValueError as exc:
+            problems.append(("BE062", f"'{location.uri}{_sep(location)}{rel}' does not match "
+                             f"the declared partitions: {exc}"))
+            continue
+        out.append(Listed(rel, location.child(rel), stat))
+    if problems:
+        raise ManifestError(problems)
+    if not out:
+        raise ManifestError([("BE065", f"'{location.uri}' holds no Parquet file")])
+    return out
+
+
+def _sep(location: Location) -> str:
+    return "" if location.uri.endswith("/") else "/"
+
+
+def hash_file(task: tuple[Location, str]) -> tuple[Stat | None, object, int]:
+    """One file's (stat, ContentDigest or error text, time the hash started): the unit of work
+    the executor runs, locally or as a Ray task. Errors are returned, not raised, so that they
+    come back naming their file whatever ran them."""
+    from buildenv.data.digests import _compute
+
+    location, algorithm = task
+    try:
+        stat = location.stat()
+        started = time.time_ns()
+        value = _compute(location, "parquet", algorithm)
+        if location.stat() != stat:
+            return None, f"{location.uri} changed while it was being hashed; try again", 0
+        return stat, value, started
+    except FileNotFoundError:
+        return None, f"'{location.uri}' not found", 0
+    except OSError as exc:
+        return None, f"cannot read '{location.uri}': {exc.strerror or exc}", 0
+    except Exception as exc:  # a parse error from pyarrow: not Parquet
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return None, f"cannot read '{location.uri}': {text}", 0
+
+
+def digest_partitioned(location: Location, partitions: Sequence[str], algorithm: str,
+                       cache, executor=None) -> Manifest:
+    """The manifest of the files under `location` now: a stat per file, and a hash of each
+    file the stat cache cannot vouch for (run by `executor`, default a few local threads).
+    Raises FileNotFoundError, ManifestError (files that cannot be pinned, each named) or
+    ValueError (a file that cannot be read or changed while hashed, named)."""
+    from buildenv.data.digests import ContentDigest
+    from buildenv.data.executor import LocalExecutor
+
+    listed = list_files(location, partitions)
+    known: dict[str, ContentDigest] = {}
+    todo: list[Listed] = []
+    for item in listed:
+        hit = cache.get(item.location.key, item.stat, algorithm, "parquet") if cache else None
+        if hit is not None:
+            known[item.path] = hit
+        else:
+            todo.append(item)
+    if todo:
+        runner = executor or LocalExecutor()
+        results = runner.map(hash_file, [(item.location, algorithm) for item in todo])
+        errors = []
+        for item, (stat, value, started) in zip(todo, results):
+            if stat is None:
+                errors.append(str(value))
+                continue
+            known[item.path] = value  # type: ignore[assignment]
+            if cache is not None:
+                cache.put(item.location.key, stat, algorithm, "parquet", value, started)
+        if errors:
+            raise ValueError("; ".join(errors[:3]) + (f"; and {len(errors) - 3} more"
+                                                     if len(errors) > 3 else ""))
+    return Manifest(tuple(FileEntry(item.path, known[item.path].size, known[item.path].digest,
+                                    known[item.path].rows) for item in listed),
+                    tuple(partitions))
