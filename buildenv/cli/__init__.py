@@ -5,15 +5,21 @@
 
 from __future__ import annotations
 
+import sys
+
 # isort: off
+# `buildenv lock` starts hashing now, while the imports below run (early.py says why).
+from buildenv.cli import early
+
+early.start(sys.argv)
 # Registration order is the order of `buildenv --help`: the pipeline's.
-from buildenv.cli import env_commands  # noqa: F401
-from buildenv.cli import data_commands  # noqa: F401
-from buildenv.cli import compile_commands  # noqa: F401
-from buildenv.cli import monitor_commands  # noqa: F401
-from buildenv.cli import release_commands  # noqa: F401
+from buildenv.cli import env_commands  # noqa: E402, F401
+from buildenv.cli import data_commands  # noqa: E402, F401
+from buildenv.cli import compile_commands  # noqa: E402, F401
+from buildenv.cli import monitor_commands  # noqa: E402, F401
+from buildenv.cli import release_commands  # noqa: E402, F401
 # isort: on
-from buildenv.cli.app import app
+from buildenv.cli.app import app  # noqa: E402
 
 __all__ = ["app", "main"]
 

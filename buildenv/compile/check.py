@@ -1,8 +1,9 @@
 """Static checks of training code (`buildenv check`): no data read, no code run.
 
 The training module is parsed, never imported. Every `ctx.read("dataset",
-columns=[...])` with literal arguments is checked against the environment
-(dataset and columns declared), and estimator imports are compared with the
+columns=[...])` and `ctx.scan(...)` with literal arguments is checked against
+the environment (dataset, columns and the columns of literal `filters` declared),
+and estimator imports are compared with the
 serving stack's op allow-list as early warnings (verification after training
 is authoritative). `ctx` is whatever the entry function names its parameter;
 helpers that take a parameter of the same name are checked too.
@@ -34,6 +35,8 @@ class ReadCall:
     dataset: str | None  # None when not a literal
     columns: tuple[tuple[str, int, int], ...] | None  # (name, line, col); None when not literal
     dataset_at: tuple[int, int] | None = None  # (line, col) of the dataset argument
+    method: str = "read"  # read | scan
+    filter_columns: tuple[tuple[str, int, int], ...] = ()  # literal filter columns
 
 
 @dataclass
@@ -127,7 +130,7 @@ def _reads(tree: ast.Module, ctx_name: str) -> list[ReadCall]:
     out = []
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "read" and isinstance(node.func.value, ast.Name)
+                and node.func.attr in ("read", "scan") and isinstance(node.func.value, ast.Name)
                 and node.func.value.id == ctx_name):
             continue
         dataset_node = node.args[0] if node.args else next(
@@ -145,8 +148,25 @@ def _reads(tree: ast.Module, ctx_name: str) -> list[ReadCall]:
                 columns = tuple((str(n), ln, c) for n, ln, c in items)
         dataset_at = ((dataset_node.lineno, dataset_node.col_offset + 1)
                       if dataset_node is not None else None)
-        out.append(ReadCall(node.lineno, node.col_offset + 1, dataset, columns, dataset_at))
+        filters_node = next((k.value for k in node.keywords if k.arg == "filters"), None)
+        out.append(ReadCall(node.lineno, node.col_offset + 1, dataset, columns, dataset_at,
+                            node.func.attr, _filter_columns(filters_node)))
     return sorted(out, key=lambda r: (r.line, r.col))
+
+
+def _filter_columns(node: ast.AST | None) -> tuple[tuple[str, int, int], ...]:
+    """The literal column names of `filters=[("col", op, value), ...]` (or nested lists)."""
+    if not isinstance(node, (ast.List, ast.Tuple)):
+        return ()
+    out = []
+    for item in node.elts:
+        conds = item.elts if isinstance(item, ast.List) else [item]
+        for cond in conds:
+            if isinstance(cond, (ast.Tuple, ast.List)) and cond.elts:
+                name = _literal_str(cond.elts[0])
+                if name is not None:
+                    out.append((name, cond.elts[0].lineno, cond.elts[0].col_offset + 1))
+    return tuple(out)
 
 
 def _imports(tree: ast.Module) -> list[tuple[str, int, int]]:
@@ -168,8 +188,9 @@ def check_training(project: Project, training: str, config: TrainingConfig,
     if parsed.tree is not None:
         reads += _helper_reads(project, config, parsed)
     for rel, read in reads:
+        call = f"ctx.{read.method}"
         if read.dataset is None:
-            problems.append(Diagnostic("BE105", "ctx.read with a non-literal dataset name cannot "
+            problems.append(Diagnostic("BE105", f"{call} with a non-literal dataset name cannot "
                                        "be checked statically", rel, read.line, read.col,
                                        Severity.WARNING))
             continue
@@ -191,11 +212,11 @@ def check_training(project: Project, training: str, config: TrainingConfig,
                        "datasets",)))
             continue
         if read.columns is None:
-            problems.append(Diagnostic("BE105", "ctx.read without a literal `columns=[...]` list "
+            problems.append(Diagnostic("BE105", f"{call} without a literal `columns=[...]` list "
                                        "cannot be checked statically", rel, read.line, read.col,
                                        Severity.WARNING))
             continue
-        for column, line, col in read.columns:
+        for column, line, col in read.columns + read.filter_columns:
             if column not in ds.columns:
                 hint = did_you_mean(column, ds.columns)
                 problems.append(Diagnostic(

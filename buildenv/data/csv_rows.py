@@ -43,7 +43,7 @@ class RowCounter:
             return
         if (self.state != _QUOTED and not self.prev_cr and b'"' not in data
                 and b"\r" not in data):
-            n = data.count(b"\n")
+            n = _count_lf(data)
             if not n or not _empty_line(data, self.content):
                 self.records += n
                 last = data[-1]
@@ -155,6 +155,15 @@ class RowCounter:
             else:
                 state = _UNQUOTED
         self.state, self.content, self.records, self.prev_cr = state, content, records, prev_cr
+
+
+def _count_lf(data: bytes) -> int:
+    """`data.count(b"\\n")`, vectorised: several times faster on large chunks."""
+    if len(data) < 4096:
+        return data.count(b"\n")
+    import numpy as np
+
+    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == _LF))
 
 
 def _empty_line(data: bytes, content: bool) -> bool:

@@ -76,7 +76,7 @@ def _column_codes(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
         if pa.types.is_timestamp(kind):
             array = array.cast(pa.timestamp("us", tz=kind.tz))
         if pa.types.is_date(kind):
-            array = array.cast(pa.date32())
+            array = array.cast(pa.date32()).cast(pa.int32())  # days; no direct cast to int64
         values = array.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
         codes = _mix(values.astype(np.int64).view(np.uint64))
     return np.where(valid, codes, _NULL)

@@ -45,6 +45,9 @@ class Executor:
         """Whether tasks may run on other machines (they cannot read this one's paths)."""
         return False
 
+    def prepare(self) -> None:
+        """Connect now, from the calling (main) thread, before work is spread over threads."""
+
     def close(self) -> None:
         pass
 
@@ -93,6 +96,9 @@ class RayExecutor(Executor):
     def remote(self) -> bool:
         return self.address not in (None, "", "local")
 
+    def prepare(self) -> None:
+        self._connect()
+
     def _connect(self) -> Any:
         if self._ray is not None:
             return self._ray
@@ -106,9 +112,13 @@ class RayExecutor(Executor):
         if ray.is_initialized():  # a caller (a notebook, a test) already connected
             self._ray = ray
             return ray
-        if not self.remote:  # a Ray of our own: started from the main thread, as Ray wants
-            self._ray, self._started = self._init(ray), True
-            self._ray = ray
+        if threading.current_thread() is not threading.main_thread():
+            # Ray starts (or joins) a cluster only from the main thread; callers that spread
+            # work over threads call prepare() first
+            raise RuntimeError("RayExecutor used from a thread before prepare()")
+        if not self.remote:  # a Ray of our own
+            self._init(ray)
+            self._ray, self._started = ray, True
             return ray
         self._probe()
         box: list = []

@@ -519,10 +519,13 @@ class FileTask:
     algorithm: str = "sha256"
     index: int = 0  # position in the dataset's file order
 
-    def open(self) -> DatasetRead:
+    def open(self, partitions: bool = True) -> DatasetRead:
+        """The file, verified as it is read; with its partition columns unless
+        `partitions=False` (validation checks the values from the paths itself)."""
         spec = self.env.datasets[self.dataset]
         gate = Gate(self.project, self.env, self.purpose)
-        constants = {n: partition_scalar(v, spec.columns[n]) for n, v in self.values}
+        constants = ({n: partition_scalar(v, spec.columns[n]) for n, v in self.values}
+                     if partitions else {})
         try:
             return DatasetRead(gate, self.dataset, spec, self.uri, "parquet", self.expected,
                                self.uri, constants=constants, audit=False,

@@ -222,6 +222,8 @@ def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str =
     project = multiverse.project
     resolved, problems = multiverse.resolve_all(names)
     wanted = {_key(ds) for res in resolved.values() for ds in res.env.datasets.values()}
+    if executor is not None and any(uri.endswith("/") for uri, _, _ in wanted):
+        executor.prepare()  # datasets are hashed from threads: connect from this one
     cache = stat_cache(project)
     digests, errors = _digest_all(project, wanted, algorithm, cache, executor)
     cache.save()

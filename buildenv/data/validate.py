@@ -257,7 +257,7 @@ def _validate_file(job: tuple[FileTask, str, dict[str, Column], list[str]]) -> F
     task, path, columns, dict_cols = job
     result = FileResult(path)
     try:
-        with task.open() as read:
+        with task.open(partitions=False) as read:
             schema = read.stored_schema
             checked: dict[str, tuple[Column, Any, Any]] = {}
             for name, col in columns.items():

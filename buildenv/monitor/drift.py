@@ -246,6 +246,12 @@ def analyse(project: Project, mv: Multiverse, res: Resolved, dataset: str, basel
         columns, found = _check_schema(schema, columns, source, res, dataset, what)
         problems.extend(found)
     cache_dir = project.state_dir / "cache" / "drift" if use_cache else None
+    if executor is not None and (baseline.uri.endswith("/") or candidate.uri.endswith("/")):
+        try:
+            executor.prepare()  # the two versions are profiled on two threads
+        except BaseException:
+            _close(baseline, candidate)
+            raise
     try:
         base, cand = profile_pair(baseline, candidate, columns, restricted, min_group,
                                   sample_size, batch_rows, cache_dir, executor)

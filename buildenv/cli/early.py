@@ -1,0 +1,130 @@
+"""Start hashing before the command line is even parsed: `buildenv lock` only.
+
+A lock is a hash of every dataset; the command's own start-up (typer, the environment models,
+resolving `extends`) is a third of a second of Python before the first byte would be hashed,
+which on a few hundred megabytes is most of the time a lock takes. So, before anything heavy
+is imported, this reads the environment files the command names (YAML through the C loader),
+and starts hashing the single-file datasets they declare in background threads
+(`digests.prefetch`); the real command later takes each digest if the file's stat has not
+changed since, and hashes again if it has. Nothing here decides anything: a guess that is
+wrong (a format inferred wrongly, an environment that does not resolve) only costs a hash
+nobody uses. Errors are swallowed; the command reports them properly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+__all__ = ["start"]
+
+_FLAGS_WITH_VALUE = ("--algorithm", "--root", "--format", "--executor")
+
+
+def start(argv: list[str]) -> None:
+    """Begin prefetching for `buildenv lock ...` (no-op for every other command)."""
+    if len(argv) < 2 or argv[1] != "lock" or os.environ.get("BUILDENV_NO_PREFETCH"):
+        return
+    thread = threading.Thread(target=_prefetch, args=(argv[2:],), name="buildenv-early",
+                              daemon=True)
+    thread.start()
+
+
+def _options(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    names, options = [], {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--"):
+            key, eq, value = arg.partition("=")
+            if key in _FLAGS_WITH_VALUE and not eq and i + 1 < len(args):
+                value = args[i + 1]
+                i += 1
+            options[key] = value
+        elif not arg.startswith("-"):
+            names.append(arg)
+        i += 1
+    return names, options
+
+
+def _root(option: str | None) -> Path:
+    if option:
+        return Path(option).resolve()
+    if os.environ.get("BUILDENV_ROOT"):
+        return Path(os.environ["BUILDENV_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "pyproject.toml").is_file() or (candidate / "environments").is_dir():
+            return candidate
+    return here
+
+
+def _prefetch(args: list[str]) -> None:
+    try:
+        names, options = _options(args)
+        if options.get("--executor") == "ray":
+            return
+        algorithm = options.get("--algorithm", "sha256")
+        if algorithm not in ("sha256", "blake3"):
+            return
+        root = _root(options.get("--root"))
+        env_dir, cache_dir = _config(root)
+        import yaml
+
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        docs: dict[str, dict] = {}
+
+        def doc(name: str) -> dict:
+            if name not in docs:
+                path = env_dir / f"{name}.yaml"
+                data = (yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+                        if path.is_file() else None)
+                docs[name] = data if isinstance(data, dict) else {}
+            return docs[name]
+
+        wanted = names or sorted(p.stem for p in env_dir.glob("*.yaml"))
+        datasets: dict[tuple[str, str], None] = {}
+        for name in wanted:
+            chain = [name]
+            while isinstance(doc(chain[-1]).get("extends"), str) and len(chain) < 32:
+                chain.append(doc(chain[-1])["extends"])
+            merged: dict[str, dict] = {}
+            for link in reversed(chain):  # root first, as `extends` overlays
+                for ds_name, ds in (doc(link).get("datasets") or {}).items():
+                    if ds is None:
+                        merged.pop(ds_name, None)
+                    elif isinstance(ds, dict):
+                        merged.setdefault(ds_name, {}).update(
+                            {k: v for k, v in ds.items() if k in ("uri", "format")})
+            for ds in merged.values():
+                uri, fmt = ds.get("uri"), ds.get("format") or "parquet"
+                if isinstance(uri, str) and not uri.endswith("/") and isinstance(fmt, str):
+                    datasets[(uri, fmt)] = None
+        from buildenv.data.digests import StatCache, prefetch
+        from buildenv.data.storage import locate
+
+        cache = StatCache(root / cache_dir / "statcache.json")
+
+        class _Root:  # what `locate` needs of a Project
+            data_base = root
+
+        for uri, fmt in datasets:
+            if "://" in uri and not uri.startswith("file://"):
+                continue  # object stores: the command's own pass streams them
+            prefetch(locate(uri, _Root()), fmt, algorithm, cache)  # type: ignore[arg-type]
+    except Exception:
+        return
+
+
+def _config(root: Path) -> tuple[Path, str]:
+    env_dir, cache_dir = "environments", ".buildenv"
+    path = root / "pyproject.toml"
+    if path.is_file():
+        import tomllib
+
+        tool = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get(
+            "buildenv", {})
+        env_dir = str(tool.get("environments_dir", env_dir))
+        cache_dir = str(tool.get("cache_dir", cache_dir))
+    return root / env_dir, cache_dir

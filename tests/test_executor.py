@@ -1,0 +1,204 @@
+"""Executors: the same lock manifest, validation diagnostics and drift statistics whether the
+per-file tasks run in this process or as Ray tasks; and a Ray that is missing or does not
+answer is a diagnostic naming it, quickly."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO_ROOT
+from partitioned_repo import DAYS, FILES_PER_DAY, day, events_table, file_path, make_partitioned_repo
+
+from buildenv.core.diagnostics import DiagnosticError
+from buildenv.core.project import Project
+from buildenv.data.executor import LocalExecutor, RayExecutor, make_executor
+from buildenv.data.lock import lock_environments, read_lock
+from buildenv.data.validate import validate_env
+from buildenv.env.resolve import Multiverse
+from buildenv.monitor.drift import run_drift, write_stats
+
+
+def planted_repo(root: Path) -> Path:
+    """Problems in several files, so that merging partial results has something to merge."""
+    make_partitioned_repo(root, days=DAYS)
+    t = events_table(5)
+    t = t.set_column(1, "x", pa.array([99.0, -50.0] + t.column("x").to_pylist()[2:]))
+    pq.write_table(t, file_path(root, 1, 0))
+    t = events_table(6)
+    t = t.set_column(2, "kind", pa.array(["z", "q", "z"] + t.column("kind").to_pylist()[3:]))
+    pq.write_table(t, file_path(root, 2, 1))
+    bad = root / "data" / "events" / "date=2027-03-01" / "part-0.parquet"
+    bad.parent.mkdir()
+    pq.write_table(events_table(7), bad)
+    # a shifted candidate for drift
+    cand = root / "cand" / "events"
+    for i in range(DAYS):
+        for part in range(FILES_PER_DAY):
+            t = events_table(1000 + 10 * i + part)
+            t = t.set_column(1, "x", pa.array([v + 0.8 for v in t.column("x").to_pylist()]))
+            target = cand / f"date={day(i)}" / f"part-{part}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(t, target)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    pytest.importorskip("ray")
+    executor = RayExecutor(address="", num_cpus=2, object_store_mb=100, timeout=120)
+    yield executor
+    executor.close()
+
+
+def run_all(root: Path, executor) -> tuple[dict, list[dict], str]:
+    project = Project.discover(root)
+    (root / ".buildenv" / "statcache.json").unlink(missing_ok=True)
+    shutil.rmtree(root / ".buildenv" / "cache", ignore_errors=True)
+    mv = Multiverse(project)
+    results, problems = lock_environments(mv, ["ev"], executor=executor)
+    assert problems == []
+    lock = results[0][1]
+    res = mv.resolve("ev")
+    found = validate_env(res, project, lock.pins(), manifests=lock.manifests(),
+                         executor=executor)
+    result = run_drift(project, "ev", "events", against="cand/events/", use_cache=False,
+                       executor=executor, batch_rows=256)
+    stats = root / "stats.json"
+    write_stats(result, project, stats)
+    return (lock.datasets["events"].to_json(), [d.to_json() for d in found],
+            stats.read_text())
+
+
+def test_ray_results_are_identical_to_local(tmp_path, ray_executor):
+    root = planted_repo(tmp_path)
+    started = time.monotonic()
+    local = run_all(root, LocalExecutor(2))
+    ray = run_all(root, ray_executor)
+    assert ray[0] == local[0]  # the manifest
+    assert ray[1] == local[1]  # every diagnostic, in order
+    assert ray[2] == local[2]  # the statistics JSON, byte for byte
+    codes = sorted({d["code"] for d in local[1]})
+    assert codes == ["BE063", "BE204", "BE205"], local[1]
+    stats = json.loads(local[2])
+    assert stats["columns"]["x"]["baseline"]["count"] > 0 and stats["alerts"]
+    assert time.monotonic() - started < 60
+
+
+def test_ray_refuses_a_changed_file_like_local(tmp_path, ray_executor):
+    root = planted_repo(tmp_path)
+    project = Project.discover(root)
+    mv = Multiverse(project)
+    results, _ = lock_environments(mv, ["ev"])
+    lock = results[0][1]
+    pq.write_table(events_table(4242), file_path(root, 3, 0))
+    res = mv.resolve("ev")
+    out = {}
+    for name, executor in (("local", LocalExecutor(2)), ("ray", ray_executor)):
+        shutil.rmtree(root / ".buildenv" / "cache", ignore_errors=True)
+        out[name] = [d.to_json() for d in validate_env(res, project, lock.pins(),
+                                                       manifests=lock.manifests(),
+                                                       executor=executor)]
+    assert out["ray"] == out["local"]
+    assert [d["code"] for d in out["local"]] == ["BE055"]
+    assert f"date={day(3)}/part-0.parquet" in out["local"][0]["message"]
+
+
+def test_the_local_executor_keeps_the_order_of_the_items():
+    def slow_first(i: int) -> int:
+        time.sleep(0.05 if i == 0 else 0)
+        return i * i
+
+    assert LocalExecutor(4).map(slow_first, list(range(8))) == [i * i for i in range(8)]
+    assert make_executor(None).name == "local"
+    with pytest.raises(DiagnosticError) as info:
+        make_executor("spark")
+    assert info.value.diagnostics[0].code == "BE004"
+
+
+def cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 120,
+        prelude: str = "") -> tuple[int, str, str, float]:
+    full = {k: v for k, v in os.environ.items() if k not in ("BUILDENV_ROOT", "RAY_ADDRESS")}
+    full["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [
+        p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    full.update(env or {})
+    code = (prelude + "import sys; sys.argv = ['buildenv'] + sys.argv[1:]\n"
+            "from buildenv.cli import main\nmain()\n")
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True,
+                          text=True, env=full, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
+
+
+def test_an_address_nobody_listens_on_is_named_quickly(tmp_path):
+    root = make_partitioned_repo(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free, and nothing listens once closed
+    code, out, err, took = cli(["validate", "ev", "--executor", "ray"], root,
+                               {"BUILDENV_RAY_ADDRESS": f"ray://127.0.0.1:{port}"})
+    assert code == 2, err
+    assert f"error[BE881]: Ray cluster at 'ray://127.0.0.1:{port}' does not answer: " in err
+    assert "Traceback" not in err and took < 60
+
+
+def test_an_address_that_accepts_but_never_answers_times_out(tmp_path):
+    pytest.importorskip("ray")
+    root = make_partitioned_repo(tmp_path)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    accepted: list = []
+    stop = threading.Event()
+
+    def swallow() -> None:  # accepts connections and says nothing
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=swallow, daemon=True)
+    thread.start()
+    try:
+        code, out, err, took = cli(["lock", "--executor", "ray"], root,
+                                   {"BUILDENV_RAY_ADDRESS": f"127.0.0.1:{port}",
+                                    "BUILDENV_RAY_TIMEOUT": "4"})
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+    assert code == 2, err
+    assert f"error[BE881]: Ray cluster at '127.0.0.1:{port}' does not answer" in err
+    assert took < 45
+    assert not (root / "environments" / "ev.lock.json").exists()
+
+
+def test_without_the_extra_the_diagnostic_says_what_to_install(tmp_path):
+    root = make_partitioned_repo(tmp_path)
+    no_ray = "import sys; sys.modules['ray'] = None\n"
+    code, _, err, _ = cli(["lock", "--executor", "local"], root, prelude=no_ray)
+    assert code == 0, err
+    assert read_lock(Project.discover(root), "ev") is not None
+    code, out, err, _ = cli(["drift", "ev", "--dataset", "events", "--against", "data/events/",
+                             "--executor", "ray"], root, prelude=no_ray)
+    assert code == 2
+    assert "error[BE880]: the Ray executor needs Ray, which is not installed" in err
+    assert "hint: pip install 'buildenv[ray]'" in err
+    # and [tool.buildenv] executor selects it the same way
+    (root / "pyproject.toml").write_text((root / "pyproject.toml").read_text().replace(
+        "[tool.buildenv]\n", '[tool.buildenv]\nexecutor = "ray"\n'))
+    code, _, err, _ = cli(["lock", "--check"], root, prelude=no_ray)
+    assert code == 2 and "error[BE880]" in err
