@@ -18,7 +18,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO_ROOT
-from partitioned_repo import DAYS, FILES_PER_DAY, day, events_table, file_path, make_partitioned_repo
+from partitioned_repo import (
+    DAYS,
+    FILES_PER_DAY,
+    day,
+    events_table,
+    file_path,
+    make_partitioned_repo,
+)
 
 from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.project import Project

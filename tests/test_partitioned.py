@@ -214,7 +214,7 @@ def test_invalid_declarations_are_configuration_errors(repo, change, code, messa
 
 
 def test_partition_values_are_validated_naming_the_files(locked):
-    for i, name in enumerate(["date=2027-01-05", "date=not-a-date"]):
+    for name in ["date=2027-01-05", "date=not-a-date"]:
         target = locked / "data" / "events" / name / "part-0.parquet"
         target.parent.mkdir()
         shutil.copy(file_path(locked, 0, 0), target)
@@ -377,7 +377,7 @@ def test_scan_checks_its_arguments_like_read(locked):
 # --- builds ------------------------------------------------------------------------------------
 
 def test_builds_train_with_scan_and_with_filters(locked):
-    for training, rows in (("scan", None), ("recent", None)):
+    for training in ("scan", "recent"):
         code, out, err = invoke_cli(["build", training, "--env", "ev", "--no-register"], locked)
         assert code == 0, err
         lineage = json.loads((locked / "dist" / training / "ev" / "buildenv.json").read_text())
