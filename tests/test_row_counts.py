@@ -1,0 +1,164 @@
+"""Row counts the lock records without decoding: CSV records counted beside the hash
+(`csv_rows`), Parquet rows from the footer (`parquet_footer`), both equal to what the decoder
+reads, for any chunking; and a Parquet lock does not import pyarrow."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO_ROOT
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from buildenv.data.csv_rows import RowCounter, count_rows
+from buildenv.data.parquet_footer import footer_rows
+from buildenv.data.storage import locate
+
+
+def decoder_rows(data: bytes) -> int:
+    reader = pacsv.open_csv(io.BytesIO(data),
+                            read_options=pacsv.ReadOptions(use_threads=False),
+                            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                            convert_options=pacsv.ConvertOptions(strings_can_be_null=False))
+    return sum(batch.num_rows for batch in reader)
+
+
+def bytewise(data: bytes) -> int:
+    counter = RowCounter()
+    counter._bytewise(data)
+    return counter.rows()
+
+
+plain = st.text(alphabet="ab1 .-", max_size=5)
+quoted = st.builds(lambda s: '"' + s.replace('"', '""') + '"',
+                   st.text(alphabet='ab,\n\r" ', max_size=6))
+
+
+@st.composite
+def csv_texts(draw) -> bytes:
+    columns = draw(st.integers(1, 3))
+    newline = draw(st.sampled_from(["\n", "\r\n", "\r"]))
+    lines = [",".join(f"h{i}" for i in range(columns))]
+    for _ in range(draw(st.integers(0, 8))):
+        if draw(st.booleans()) and draw(st.booleans()):
+            lines.append("")  # an empty line: skipped by the decoder
+        lines.append(",".join(draw(st.one_of(plain, quoted)) for _ in range(columns)))
+    text = newline.join(lines) + (newline if draw(st.booleans()) else "")
+    if draw(st.booleans()) and draw(st.booleans()):
+        text = newline + text
+    return text.encode()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(csv_texts(), st.integers(1, 64))
+def test_csv_records_match_the_decoder_in_any_chunking(data, chunk):
+    try:
+        expect = decoder_rows(data)
+    except pa.ArrowInvalid:  # the decoder refuses a header-only text without a newline
+        assume(False)
+    assert bytewise(data) == expect
+    assert count_rows(data, chunk) == expect
+    assert count_rows(data) == expect
+
+
+@pytest.mark.parametrize("text, rows", [
+    ('a,b\nq"c,2\n3,4\n', 2),                 # a quote inside an unquoted field is literal
+    ('a,b\n"x"y,2\n3,4\n', 2),                # text after a closing quote
+    ('a,b\n1,"\n\n"\n', 1),                   # empty lines inside quotes are data
+    ("\n\na,b\n1,2\n\n", 1),                  # leading and trailing empty lines
+    ("a,b\r\n1,2\r\n3,4", 2),                 # CRLF, no final terminator
+    ("a,b\n", 0), ("", 0),
+])
+def test_csv_edge_cases(text, rows):
+    data = text.encode()
+    assert decoder_rows(data) == rows if data else True
+    for chunk in (1, 2, 3, 1 << 20):
+        assert count_rows(data, chunk) == rows
+
+
+def test_large_chunks_take_the_fast_paths_and_agree():
+    rng = np.random.default_rng(3)
+    body = "\n".join(f"{i},{v:.5f},x{i % 7}" for i, v in enumerate(rng.normal(size=50_000)))
+    plain_data = ("id,v,s\n" + body + "\n").encode()
+    quoted_data = ("id,v,s\n" + "\n".join(f'{i},"{v:.3f}","s\n{i}"' for i, v in
+                                           enumerate(rng.normal(size=20_000))) + "\n").encode()
+    for data in (plain_data, quoted_data):
+        expect = decoder_rows(data)
+        for chunk in (4096, 65_536, 1 << 22):
+            assert count_rows(data, chunk) == expect
+
+
+@pytest.mark.parametrize("rows, group", [(0, None), (1, None), (1000, 100), (123_457, 10_000)])
+def test_footer_rows_equal_pyarrow(tmp_path, rows, group):
+    table = pa.table({"a": np.arange(rows), "s": [str(i) for i in range(rows)],
+                      "m": pa.array([{"k": i} for i in range(rows)]),
+                      "b": pa.array([i % 2 == 0 for i in range(rows)])})
+    path = tmp_path / "t.parquet"
+    pq.write_table(table, path, row_group_size=group)
+    data = path.read_bytes()
+    assert footer_rows(lambda o, n: data[o:o + n], len(data)) == rows
+    assert pq.ParquetFile(path).metadata.num_rows == rows
+
+
+@pytest.mark.parametrize("data", [b"not parquet at all", b"PAR1" + b"\0" * 20 + b"PAR1",
+                                  b"PAR1\x15\x00\x00\x00\x00PAR1"])
+def test_footer_parser_declines_what_it_does_not_understand(data):
+    assert footer_rows(lambda o, n: data[o:o + n], len(data)) is None
+
+
+def test_a_truncated_footer_is_declined(tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"a": np.arange(10)}), path)
+    data = bytearray(path.read_bytes())
+    length = int.from_bytes(data[-8:-4], "little")
+    data[-8 - length: -8 - length + 6] = b"\xff" * 6  # corrupt the start of the metadata
+    assert footer_rows(lambda o, n: bytes(data[o:o + n]), len(data)) is None
+
+
+def test_locking_parquet_imports_no_pyarrow(tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"a": np.arange(5000)}), path)
+    code = ("import sys\n"
+            "from buildenv.data.digests import digest_location\n"
+            "from buildenv.data.storage import locate\n"
+            "class P: data_base = None\n"
+            f"d = digest_location(locate('file://{path}', P()), 'parquet')\n"
+            "assert d.rows == 5000, d\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('pyarrow', 'pandas', 'numpy', 'pydantic')))\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_lock_prefetch_is_used_only_when_the_file_is_unchanged(tmp_path, monkeypatch):
+    """A digest started before the command resolved its environment is taken only if the
+    file's stat is still the one it was hashed under."""
+    from buildenv.data import digests
+
+    class P:
+        data_base = tmp_path
+
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"a": np.arange(10)}), path)
+    location = locate("a.parquet", P())  # type: ignore[arg-type]
+    digests.prefetch(location, "parquet")
+    first = digests.digest_location(location, "parquet")
+    pq.write_table(pa.table({"a": np.arange(20)}), path)
+    digests.prefetch(location, "parquet")
+    thread = digests._PREFETCHED[(location.key, "sha256", "parquet")][0]
+    thread.join()
+    pq.write_table(pa.table({"a": np.arange(30)}), path)  # changed after the prefetch
+    Path(path).touch()
+    third = digests.digest_location(location, "parquet")
+    assert (first.rows, third.rows) == (10, 30)
