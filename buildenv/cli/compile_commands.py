@@ -91,7 +91,7 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
         raise DiagnosticError([Diagnostic("BE004", "build needs TRAINING and --env ENV, or "
                                           "--all")], 2)
     project.training(training)
-    mv.require(env)
+    mv.resolve(env)  # an unknown or invalid environment is a configuration error: exit 2
     outcome = build_pair(project, mv, training, env, options)
     if fmt is Format.text:
         if outcome.status != "failed":
