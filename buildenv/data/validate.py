@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic
@@ -195,7 +196,7 @@ def _batches(dataset: Dataset, project: Project, columns: list[str],
                                 convert_options=pacsv.ConvertOptions(
                                     column_types=types, include_columns=columns,
                                     include_missing_columns=False))
-        return reader.schema, (b for b in reader)
+        return reader.schema, progress.batches(reader, f"validate {dataset.uri}")
     import pyarrow.parquet as pq
 
     handle = location.open_random()
@@ -208,7 +209,9 @@ def _batches(dataset: Dataset, project: Project, columns: list[str],
                         buffer_size=(1 << 20) if local else 0)
     schema = pf.schema_arrow
     present = [c for c in columns if c in schema.names]
-    return schema, pf.iter_batches(batch_size=BATCH_ROWS, columns=present, use_threads=True)
+    return schema, progress.batches(pf.iter_batches(batch_size=BATCH_ROWS, columns=present,
+                                                    use_threads=True),
+                                    f"validate {dataset.uri}", pf.metadata.num_rows)
 
 
 def validate_dataset(res: Resolved, ds_name: str, project: Project) -> list[Diagnostic]:
