@@ -172,6 +172,20 @@ def test_live_view_appears_after_a_second_and_is_erased_at_the_end():
     assert "\x1b[?25h" in tail and tail.endswith("\x1b[2K")  # cursor back, live lines erased
 
 
+def test_live_view_prints_stray_stderr_writes_above_itself():
+    out = io.StringIO()
+    live = Live(out, after=0.0, force_terminal=True, ticking=False)
+    with progress.installed(live):
+        with progress.task("a @ prod", keep=True) as pair:
+            pair.phase("register")
+            live.tick(time.monotonic())
+            print("FutureWarning: something deprecated", file=sys.stderr)
+            live.tick(time.monotonic())
+    text = out.getvalue()
+    assert "FutureWarning: something deprecated" in text
+    assert text.index("FutureWarning") < text.rindex("a @ prod")  # the view is redrawn below
+
+
 def test_live_view_keeps_finished_pairs_and_drops_finished_bars():
     out = io.StringIO()
     live = Live(out, after=0.0, force_terminal=True, ticking=False)
@@ -393,12 +407,16 @@ def test_quiet_prints_errors_and_the_summary_only(locked, tmp_path):
             [sys.executable, "-m", "buildenv", "build", "demo", "--env", "base", "--no-register",
              "--no-cache", "--out", str(tmp_path / "b"), "--quiet"], cwd=locked,
             capture_output=True, text=True, timeout=300, env=env)
+        check = invoke_cli(["lock", "--check"], locked)
+        quiet_check = invoke_cli(["lock", "--check", "--quiet"], locked)
     finally:
         stale.write_text(original)
     assert loud.returncode == quiet.returncode == 0
     assert "warning[BE052]" in loud.stderr and ": started" in loud.stderr
     assert quiet.stderr == ""
     assert quiet.stdout.startswith("demo @ base: built") and len(quiet.stdout.splitlines()) == 1
+    assert check[0] == 0 and "warning[BE052]" in check[2] and check[1] == ""
+    assert quiet_check == (0, "2 lock(s) up to date\n", "")
     # errors still come through
     code, out, err = invoke_cli(["validate", "base", "--quiet", "--dataset", "nope"], locked)
     assert code == 2 and "BE009" in err

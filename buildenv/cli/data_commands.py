@@ -55,7 +55,7 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
                 except DiagnosticError as exc:  # unreadable lock file (BE054, BE013)
                     problems.extend(exc.diagnostics)
                     config_error = True
-        if not problems and fmt is Format.text:
+        if fmt is Format.text and not quieted(problems, fmt, quiet):  # --quiet: warnings too
             print(f"{len(resolved)} lock(s) up to date")
         emit(quieted(problems, fmt, quiet), fmt)
         if any(p.is_error for p in problems):
@@ -100,6 +100,6 @@ def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
                                               hints=(hint,) if hint else ())], 2)
     with progress_shown(progress, quiet):
         problems = validate_env(res, mv.project, datasets=list(dataset) if dataset else None)
-    if not problems and fmt is Format.text:
+    if fmt is Format.text and not quieted(problems, fmt, quiet):  # --quiet: warnings too
         print(f"{env}: {len(dataset or res.env.datasets)} dataset(s) valid")
     finish(problems, fmt, quiet)

@@ -369,22 +369,32 @@ class Lines(Renderer):
 
 
 _DONE_STYLE = {"failed": "red", "stopped": "red"}
+_BAR = 20  # characters
 
 
 class Live(Renderer):
     """A live view (rich) redrawn in place a few times a second: a bar with rate and ETA for
     tasks that count something, the phase and elapsed time for the others. It appears once some
-    work has run `after` seconds, and is erased when the command ends (transient)."""
+    work has run `after` seconds, and is erased when the command ends (transient). rich is
+    imported then, in the drawing thread: short commands never pay for it."""
 
     def __init__(self, stream: IO[str], after: float = AFTER, *, no_color: bool = False,
                  force_terminal: bool = False, ticking: bool = True) -> None:
         super().__init__(stream, after, ticking)
-        from rich.console import Console
-
-        self.console = Console(file=stream, no_color=no_color or None,
-                               force_terminal=True if force_terminal else None,
-                               highlight=False, soft_wrap=False)
+        self.no_color, self.force_terminal = no_color, force_terminal
+        self._console: Any = None
         self._live: Any = None
+
+    @property
+    def console(self) -> Any:
+        with self._lock:
+            if self._console is None:
+                from rich.console import Console
+
+                self._console = Console(file=self.stream, no_color=self.no_color or None,
+                                        force_terminal=True if self.force_terminal else None,
+                                        highlight=False, soft_wrap=False)
+            return self._console
 
     def finished(self, task: Task) -> None:
         with self._lock:
@@ -418,34 +428,33 @@ class Live(Renderer):
                     return
                 from rich.live import Live as RichLive
 
+                # Python-level writes to stderr while the view is up (a library's warning)
+                # are printed above it; stdout is left alone: it may be machine output.
                 self._live = RichLive(console=self.console, auto_refresh=False, transient=True,
-                                      redirect_stdout=False, redirect_stderr=False)
+                                      redirect_stdout=False, redirect_stderr=True)
                 self._live.start()
             self._live.update(self.render(rows, now), refresh=True)
 
     def render(self, rows: list[Task], now: float) -> Any:
-        from rich.progress_bar import ProgressBar
-        from rich.table import Table
+        """One line per task: label, phase or final status, elapsed, bar, amount/rate/ETA.
+        Plain padded text rather than a rich Table: a frame costs a fraction of the time."""
         from rich.text import Text
 
-        grid = Table.grid(padding=(0, 1))
-        # the label column keeps its width; the details shrink first on narrow terminals
-        grid.add_column(no_wrap=True, min_width=max((2 * t.depth + len(t.label) for t in rows),
-                                                     default=0))
-        for _ in range(4):
-            grid.add_column(no_wrap=True)
-        for item in rows:
-            label = Text("  " * item.depth + item.label)
+        width = max((2 * t.depth + len(t.label) for t in rows), default=0)
+        states = [t.status if t.ended is not None else t.phase_name or "" for t in rows]
+        state_width = max((len(x) for x in states), default=0)
+        lines = []
+        for item, state in zip(rows, states):
             elapsed = (item.ended if item.ended is not None else now) - item.started
-            if item.ended is not None:
-                state = Text(item.status, style=_DONE_STYLE.get(item.status, "green"))
-            else:
-                state = Text(item.phase_name or "", style="cyan")
-            bar: Any = ""
-            detail = ""
+            line = Text(("  " * item.depth + item.label).ljust(width) + " ")
+            style = _DONE_STYLE.get(state, "green") if item.ended is not None else "cyan"
+            line.append(state.ljust(state_width), style=style)
+            line.append(f" {_clock(elapsed):>5}")
             if item.total:
-                bar = ProgressBar(total=item.total, completed=min(item.completed, item.total),
-                                  width=20)
+                done = int(_BAR * min(item.completed, item.total) / item.total)
+                line.append("  " + "━" * done, style="magenta" if done < _BAR else "green")
+                if done < _BAR:
+                    line.append("╺" + "━" * (_BAR - done - 1), style="bright_black")
             if item.unit or item.completed:
                 detail = amount_text(item)
                 rate = rate_text(item, elapsed)
@@ -454,8 +463,12 @@ class Live(Renderer):
                 if item.total and item.completed and item.ended is None:
                     left = (item.total - item.completed) / (item.completed / max(elapsed, 1e-9))
                     detail += f"  ETA {_clock(left)}"
-            grid.add_row(label, state, bar, Text(detail, style="dim"), Text(_clock(elapsed)))
-        return grid
+                line.append("  " + detail, style="dim")
+            line.truncate(self.console.width, overflow="ellipsis")
+            lines.append(line)
+        frame = Text("\n").join(lines)
+        frame.no_wrap = True
+        return frame
 
     def _on_close(self) -> None:
         if self._live is not None:
