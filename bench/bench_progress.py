@@ -16,11 +16,12 @@ runs as the CLI in a child process, alternating round by round, once per mode:
   progress code (e.g. `git archive <commit before> buildenv | tar -x -C DIR`).
 
 Wall time and CPU time (user + system, from os.wait4) per mode, medians; ratios are
-`mode / off`. On a shared, loaded machine these end-to-end numbers move by more than the
-effect being measured, so a second section measures the parts in-process, in the same run:
-what one hook call costs next to the work it sits in (hashing an 8 MiB chunk, reading one
-262,144-row batch of the validate data), and what one renderer tick costs (at four ticks a
-second, its share of one core). Goal: hooks and ticks together under 1% of the work.
+`mode / off`. On a shared, loaded machine these end-to-end numbers move by a few percent
+either way from run to run, more than the effect being measured, so they carry no verdict. A
+second section measures the parts in-process, in CPU time, in the same run: what one hook
+call costs next to the work it sits in (hashing an 8 MiB chunk, reading one 262,144-row batch
+of the validate data), and what one renderer tick costs (at four ticks a second, its share of
+one core). Goal: hooks and ticks together under 1% of the work.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ import bench_lock  # noqa: E402
 import bench_validate  # noqa: E402
 from _common import BUILDENV, Run, alternate, machine, run, table, verdict, work_dir  # noqa: E402
 
-GOAL = 1.03  # end to end, CPU time: informative on a quiet machine
 MICRO_GOAL = 0.01  # hooks + ticks, as a share of the work they report on
 
 MICRO = r"""
@@ -46,10 +46,10 @@ import hashlib, io, json, sys, time
 from buildenv.core import progress
 from buildenv.core.progress import Lines, Live
 
-def best(fn, repeats=7):
+def best(fn, repeats=7):  # CPU seconds: what it costs, whatever else the machine runs
     out = []
     for _ in range(repeats):
-        t = time.perf_counter(); fn(); out.append(time.perf_counter() - t)
+        t = time.process_time(); fn(); out.append(time.process_time() - t)
     return min(out)
 
 N = 1_000_000
@@ -84,10 +84,10 @@ def ticks(renderer, n=200):
             t.advance(1 << 29)
         now = time.monotonic() + 40
         renderer.tick(now)  # first frame (and rich's import) not counted
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for i in range(n):
             renderer.tick(now + i * 0.25)
-        spent = (time.perf_counter() - t0) / n
+        spent = (time.process_time() - t0) / n
         for t in tasks:
             t.done()
     return spent
@@ -156,7 +156,7 @@ def drift_repo(rows: int) -> Path:
 
 
 def compare(title: str, argv: list[str], root: Path, repeats: int, baseline: Path | None,
-            before=None, ok_codes: tuple[int, ...] = (0,)) -> tuple[str, bool]:
+            before=None, ok_codes: tuple[int, ...] = (0,)) -> str:
     modes = ["off", "plain", "live"]
     cases = {}
     for mode in modes:
@@ -176,20 +176,16 @@ def compare(title: str, argv: list[str], root: Path, repeats: int, baseline: Pat
     print(f"\n{title}: buildenv {' '.join(argv)}", flush=True)
     series = alternate(cases, repeats, before={name: before for name in cases} if before else None)
     off = series["off"]
-    rows, ok = [], True
+    rows = []
     for name, s in series.items():
         wall, cpu = s.median / off.median, s.cpu / off.cpu
-        if name != "off":
-            ok = ok and cpu <= GOAL
         rows.append([name, f"{s.median:.2f}", f"{wall:.3f}x", f"{s.cpu:.2f}", f"{cpu:.3f}x",
                      f"{s.rss_mb:.0f}"])
-    if baseline is not None:
-        ok = ok and off.cpu / series["no hooks"].cpu <= GOAL
     lines = series["live"].runs[-1].stderr.count("\n")
     text = table(["mode", "wall s", "wall vs off", "CPU s", "CPU vs off", "peak RSS MiB"], rows)
     return (f"### {title}\n\n`buildenv {' '.join(argv)}`\n\n{text}\n\n"
             f"(live mode wrote {len(series['live'].runs[-1].stderr):,} bytes of redraws to "
-            f"stderr in its last run, {lines} newlines)"), ok
+            f"stderr in its last run, {lines} newlines)")
 
 
 def micro(parquet: Path) -> tuple[str, bool]:
@@ -234,28 +230,21 @@ def main() -> int:
     if "lock" in only:
         root, name, data = lock_repo(args.lock_mb)
         cache = root / ".buildenv" / "statcache.json"
-        text, ok = compare(f"lock, {data.stat().st_size / 2**20:.0f} MiB Parquet, cold",
-                           ["lock", name], root, args.repeats, baseline,
-                           before=lambda: cache.unlink(missing_ok=True))
-        sections.append(text)
-        goals["lock: progress within 3% (end to end)"] = ok
+        sections.append(compare(f"lock, {data.stat().st_size / 2**20:.0f} MiB Parquet, cold",
+                                ["lock", name], root, args.repeats, baseline,
+                                before=lambda: cache.unlink(missing_ok=True)))
     if "validate" in only:
         root = validate_repo(args.rows)
-        text, ok = compare(f"validate, {args.rows:,} rows", ["validate", "bench"], root,
-                           args.repeats, baseline, ok_codes=(0, 1))
-        sections.append(text)
-        goals["validate: progress within 3% (end to end)"] = ok
+        sections.append(compare(f"validate, {args.rows:,} rows", ["validate", "bench"], root,
+                                args.repeats, baseline, ok_codes=(0, 1)))
     if "drift" in only:
         root = drift_repo(args.rows)
         cache = root / ".buildenv" / "cache" / "drift"
-        text, ok = compare(f"drift, 2 x {args.rows:,} rows", ["drift", "bench", "--dataset",
-                                                              "events", "--against",
-                                                              "data/b.parquet"],
-                           root, args.repeats, baseline,
-                           before=lambda: shutil.rmtree(cache, ignore_errors=True),
-                           ok_codes=(0, 1))
-        sections.append(text)
-        goals["drift: progress within 3% (end to end)"] = ok
+        sections.append(compare(f"drift, 2 x {args.rows:,} rows",
+                                ["drift", "bench", "--dataset", "events", "--against",
+                                 "data/b.parquet"], root, args.repeats, baseline,
+                                before=lambda: shutil.rmtree(cache, ignore_errors=True),
+                                ok_codes=(0, 1)))
     if "micro" in only:
         text, ok = micro(validate_repo(args.rows) / "data" / "bench.parquet")
         sections.append(text)
