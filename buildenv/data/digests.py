@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
 from buildenv.data.storage import Location, Stat
 
@@ -154,23 +155,28 @@ class _Background:
 def _digest_bytes(location: Location, algorithm: str) -> ContentDigest:
     hasher = ALGORITHMS[algorithm]()
     size = 0
+    label = f"hash {location.uri}"
     if location.local is not None:
         buffer = bytearray(CHUNK)
         view = memoryview(buffer)
-        with open(location.local, "rb", buffering=0) as handle:
+        with progress.task(label, unit="bytes") as bar, \
+                open(location.local, "rb", buffering=0) as handle:
+            bar.total = os.fstat(handle.fileno()).st_size
             if hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
             while n := handle.readinto(view):
                 hasher.update(view[:n])
                 size += n
+                bar.advance(n)
     else:
-        with location.open() as stream:
+        with progress.task(label, unit="bytes") as bar, location.open() as stream:
             while True:
                 chunk = stream.read_buffer(CHUNK)
                 if chunk.size == 0:
                     break
                 hasher.update(memoryview(chunk))
                 size += chunk.size
+                bar.advance(chunk.size)
     return ContentDigest(f"{algorithm}:{hasher.hexdigest()}", size, 0)
 
 
@@ -193,9 +199,10 @@ class _Random:
 class _HashingReader:
     """A file object that hashes every byte it hands to the CSV parser."""
 
-    def __init__(self, stream, hasher):
+    def __init__(self, stream, hasher, bar: progress.Task | None = None):
         self._stream = stream
         self._hasher = hasher
+        self._bar = bar
         self.size = 0
         self.closed = False
 
@@ -204,6 +211,8 @@ class _HashingReader:
         data = self._stream.read() if n is None or n < 0 else self._stream.read(n)
         self._hasher.update(data)
         self.size += len(data)
+        if self._bar is not None:
+            self._bar.advance(len(data))
         return data
 
     def readable(self) -> bool:
@@ -221,8 +230,9 @@ def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
     from buildenv.data.formats import FORMATS
 
     hasher = ALGORITHMS[algorithm]()
-    with location.open() as stream:
-        reader = _HashingReader(stream, hasher)
+    total = os.path.getsize(location.local) if location.local is not None else None
+    with progress.task(f"hash {location.uri}", total, "bytes") as bar, location.open() as stream:
+        reader = _HashingReader(stream, hasher, bar)
         rows = FORMATS["csv"].count_stream_rows(reader)  # type: ignore[attr-defined]
         reader.read()  # the parser may stop before EOF on a trailing newline
     return ContentDigest(f"{algorithm}:{hasher.hexdigest()}", reader.size, rows)

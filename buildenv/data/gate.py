@@ -286,6 +286,16 @@ class DatasetRead:
                 self._header = list(self._schema.names)
         return self._schema
 
+    @property
+    def total_rows(self) -> int | None:
+        """Rows in the file when the format says so cheaply (Parquet's footer), for progress."""
+        if self.format.name != "parquet":
+            return None
+        try:
+            return self.format.count_rows(self._pinned)
+        except (OSError, pa.ArrowException, ValueError):
+            return None
+
     def batches(self, columns: Sequence[str], *, batch_rows: int = BATCH_ROWS,
                 dictionary: Sequence[str] = (), typed: bool = False
                 ) -> Iterator[pa.RecordBatch]:

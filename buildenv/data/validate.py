@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic
@@ -194,7 +195,8 @@ def _validate_read(res: Resolved, ds_name: str, dataset: Dataset, read: Any, col
         checked[name] = (col, domain, _bounds(col, actual))
     reports = {name: ColumnReport() for name in checked}
     try:
-        for batch in read.batches(list(checked), dictionary=dict_cols):
+        for batch in progress.batches(read.batches(list(checked), dictionary=dict_cols),
+                                      f"validate {dataset.uri}", read.total_rows):
             for name, (_col, domain, bounds) in checked.items():
                 arr = batch.column(batch.schema.get_field_index(name))
                 report = reports[name]

@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.canonical import digest_json
 from buildenv.env.spec import Column
@@ -306,7 +307,8 @@ def _scan(source: Source, columns: dict[str, Column], edges: dict[str, np.ndarra
             acc.scratch = scratch
     rng = np.random.default_rng(SEED)
     wants_keys = not numeric_only and any(isinstance(a, _Numeric) for a in accs.values())
-    for batch in batches:
+    what = "bins of" if numeric_only else "profile"
+    for batch in progress.batches(batches, f"{what} {source.uri}", source.rows or None):
         keys = rng.random(batch.num_rows) if wants_keys else None
         for name, acc in accs.items():
             acc.update(batch.column(batch.schema.get_field_index(name)), keys)
