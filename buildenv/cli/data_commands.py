@@ -13,12 +13,16 @@ from buildenv.cli.app import (
     ExecutorOpt,
     Format,
     FormatOpt,
+    ProgressOpt,
+    QuietOpt,
     RootOpt,
     app,
     command,
     emit,
     finish,
     open_project,
+    progress_shown,
+    quieted,
 )
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 
@@ -32,7 +36,8 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
              check: bool = typer.Option(False, "--check", help="Only report locks that are "
                                         "missing or stale; write nothing."),
              executor: Optional[str] = ExecutorOpt,
-             fmt: Format = FormatOpt) -> None:
+             fmt: Format = FormatOpt, progress: Optional[bool] = ProgressOpt,
+             quiet: bool = QuietOpt) -> None:
     """Pin every dataset's content digest in environments/<name>.lock.json."""
     from buildenv.data.executor import make_executor
     from buildenv.data.lock import check_lock, lock_environments
@@ -45,29 +50,33 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
     names = list(envs or mv.names())
     for name in names:
         mv.require(name)
-    with make_executor(executor, mv.project) as runner:
-        if check:
-            resolved, problems = mv.resolve_all(names)
-            config_error = any(p.is_error for p in problems)  # invalid environment files
+    if check:
+        resolved, problems = mv.resolve_all(names)
+        config_error = any(p.is_error for p in problems)  # invalid environment files
+        with progress_shown(progress, quiet), make_executor(executor, mv.project) as runner:
             for res in resolved.values():
                 try:
                     problems.extend(check_lock(mv, res, executor=runner)[1])
                 except DiagnosticError as exc:  # unreadable lock file (BE054, BE013), Ray
                     problems.extend(exc.diagnostics)
                     config_error = True
-            if not problems and fmt is Format.text:
-                print(f"{len(resolved)} lock(s) up to date")
-            emit(problems, fmt)
-            if any(p.is_error for p in problems):
-                raise typer.Exit(2 if config_error else 1)
-            return
+        if fmt is Format.text and not quieted(problems, fmt, quiet):  # --quiet: warnings too
+            print(f"{len(resolved)} lock(s) up to date")
+        emit(quieted(problems, fmt, quiet), fmt)
+        if any(p.is_error for p in problems):
+            raise typer.Exit(2 if config_error else 1)
+        return
+    with progress_shown(progress, quiet), make_executor(executor, mv.project) as runner:
         results, problems = lock_environments(mv, names, algorithm, runner)
-    if fmt is Format.text:
+    if fmt is Format.text and not quiet:
         for name, lock, changed in results:
             rows = sum(d.rows for d in lock.datasets.values())
             state = "updated" if changed else "unchanged"
             print(f"{name}: {state} ({len(lock.datasets)} datasets, {rows} rows)")
-    emit(problems, fmt)
+    elif fmt is Format.text and results:
+        updated = sum(changed for _, _, changed in results)
+        print(f"{len(results)} lock(s): {updated} updated, {len(results) - updated} unchanged")
+    emit(quieted(problems, fmt, quiet), fmt)
     if any(p.is_error for p in problems):
         # an invalid environment file is a configuration error (2); unreadable data is 1
         raise typer.Exit(2 if any(p.is_error and p.code not in _DATA_CODES for p in problems)
@@ -84,7 +93,8 @@ def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
                  dataset: Optional[list[str]] = typer.Option(None, "--dataset",
                                                              help="Only these datasets."),
                  executor: Optional[str] = ExecutorOpt,
-                 root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+                 root: Optional[Path] = RootOpt, fmt: Format = FormatOpt,
+                 progress: Optional[bool] = ProgressOpt, quiet: bool = QuietOpt) -> None:
     """Check every dataset against its declared columns."""
     from buildenv.data.executor import make_executor
     from buildenv.data.validate import validate_env
@@ -100,12 +110,12 @@ def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
             raise DiagnosticError([Diagnostic("BE009", f"unknown dataset '{name}' in "
                                               f"environment {env}",
                                               hints=(hint,) if hint else ())], 2)
-    with make_executor(executor, mv.project) as runner:
+    with progress_shown(progress, quiet), make_executor(executor, mv.project) as runner:
         problems = validate_env(res, mv.project, datasets=list(dataset) if dataset else None,
                                 executor=runner)
-    if not problems and fmt is Format.text:
+    if fmt is Format.text and not quieted(problems, fmt, quiet):  # --quiet: warnings too
         print(f"{env}: {len(dataset or res.env.datasets)} dataset(s) valid")
-    finish(problems, fmt)
+    finish(problems, fmt, quiet)
 
 
 @app.command("audit")

@@ -11,10 +11,13 @@ from buildenv.cli.app import (
     ExecutorOpt,
     Format,
     FormatOpt,
+    ProgressOpt,
+    QuietOpt,
     RootOpt,
     app,
     command,
     open_project,
+    progress_shown,
 )
 
 
@@ -35,18 +38,19 @@ def drift_cmd(env: str = typer.Argument(..., help="Environment whose locked vers
                                                   "self-contained HTML report."),
               all_: bool = typer.Option(False, "--all", help="Show suppressed alerts too."),
               executor: Optional[str] = ExecutorOpt,
-              root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+              root: Optional[Path] = RootOpt, fmt: Format = FormatOpt,
+              progress: Optional[bool] = ProgressOpt, quiet: bool = QuietOpt) -> None:
     """Drift between the locked version of a dataset and a candidate, with actionable alerts."""
     from buildenv.data.executor import make_executor
     from buildenv.monitor.drift import run_drift, write_stats
     from buildenv.monitor.report import render, write_html
 
     project = open_project(root)
-    with make_executor(executor, project) as runner:
+    with progress_shown(progress, quiet), make_executor(executor, project) as runner:
         result = run_drift(project, env, dataset, against=against, against_lock=against_lock,
                            executor=runner)
     write_stats(result, project, stats)
     if html is not None:
         write_html(result, html)
-    print(render(result, fmt.value, show_all=all_))
+    print(render(result, fmt.value, show_all=all_, quiet=quiet))
     raise typer.Exit(result.exit_code)

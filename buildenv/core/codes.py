@@ -27,8 +27,8 @@ CODES: dict[str, Code] = {
                   "the parser stopped on; the usual cause is bad indentation or an unclosed quote."),
     "BE002": Code("duplicate key", "A mapping has the same key twice. YAML loaders silently keep "
                   "the last one, which hides mistakes, so buildenv refuses. Keep one of them."),
-    "BE003": Code("unknown key", "The key is not part of the environment format (SPEC §2). Check "
-                  "the spelling (a hint names the closest known key) or `buildenv schema`."),
+    "BE003": Code("unknown key", "The key is not part of the environment format (docs/environment.md). "
+                  "Check the spelling (a hint names the closest known key) or `buildenv schema`."),
     "BE004": Code("invalid value", "The value has the wrong type or is out of the allowed set. "
                   "The message says what was expected; `buildenv schema` lists every field."),
     "BE005": Code("missing key", "A required key is absent, e.g. a dataset without `uri` or a "

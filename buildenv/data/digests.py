@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
 from buildenv.data.storage import Location, Stat
 
@@ -209,23 +210,28 @@ class _Background:
 def _digest_bytes(location: Location, algorithm: str) -> ContentDigest:
     hasher = ALGORITHMS[algorithm]()
     size = 0
+    label = f"hash {location.uri}"
     if location.local is not None:
         buffer = bytearray(CHUNK)
         view = memoryview(buffer)
-        with open(location.local, "rb", buffering=0) as handle:
+        with progress.task(label, unit="bytes") as bar, \
+                open(location.local, "rb", buffering=0) as handle:
+            bar.total = os.fstat(handle.fileno()).st_size
             if hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
             while n := handle.readinto(view):
                 hasher.update(view[:n])
                 size += n
+                bar.advance(n)
     else:
-        with location.open() as stream:
+        with progress.task(label, unit="bytes") as bar, location.open() as stream:
             while True:
                 chunk = stream.read_buffer(CHUNK)
                 if chunk.size == 0:
                     break
                 hasher.update(memoryview(chunk))
                 size += chunk.size
+                bar.advance(chunk.size)
     return ContentDigest(f"{algorithm}:{hasher.hexdigest()}", size, 0)
 
 
@@ -286,24 +292,28 @@ def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
     worker.start()
     counter = RowCounter()
     size = 0
+    total = os.path.getsize(location.local) if location.local is not None else None
     try:
-        if location.local is not None:
-            with open(location.local, "rb", buffering=0) as handle:
-                if hasattr(os, "posix_fadvise"):
-                    os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-                while chunk := handle.read(CHUNK):
-                    chunks.put(chunk)
-                    counter.feed(chunk)
-                    size += len(chunk)
-        else:
-            with location.open() as stream:
-                while True:
-                    chunk = stream.read(CHUNK)
-                    if not chunk:
-                        break
-                    chunks.put(chunk)
-                    counter.feed(chunk)
-                    size += len(chunk)
+        with progress.task(f"hash {location.uri}", total, "bytes") as bar:
+            if location.local is not None:
+                with open(location.local, "rb", buffering=0) as handle:
+                    if hasattr(os, "posix_fadvise"):
+                        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                    while chunk := handle.read(CHUNK):
+                        chunks.put(chunk)
+                        counter.feed(chunk)
+                        size += len(chunk)
+                        bar.advance(len(chunk))
+            else:
+                with location.open() as stream:
+                    while True:
+                        chunk = stream.read(CHUNK)
+                        if not chunk:
+                            break
+                        chunks.put(chunk)
+                        counter.feed(chunk)
+                        size += len(chunk)
+                        bar.advance(len(chunk))
     finally:
         chunks.put(None)
         worker.join()

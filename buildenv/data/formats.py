@@ -225,16 +225,26 @@ _UTC = pa.timestamp("us", tz="UTC")
 
 
 def parse_timestamps(batch: pa.RecordBatch, names: Sequence[str]) -> pa.RecordBatch:
-    """ISO 8601 text -> UTC timestamps; text without an offset is UTC."""
+    """ISO 8601 text -> UTC timestamps; text without an offset is UTC. The common cases (every
+    value with an offset, or none with one) take one native cast; a mix takes two and a regex."""
     arrays = []
     for name, array in zip(batch.schema.names, batch.columns):
         if name in names:
-            zoned = pc.match_substring_regex(array, _ZONED)
-            aware = pc.cast(pc.if_else(zoned, array, None), _UTC)
-            naive = pc.cast(pc.if_else(zoned, None, array), pa.timestamp("us")).cast(_UTC)
-            array = pc.coalesce(aware, naive)
+            array = _utc(array)
         arrays.append(array)
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _utc(array: pa.Array) -> pa.Array:
+    for target in (_UTC, pa.timestamp("us")):
+        try:
+            return pc.cast(array, target).cast(_UTC)
+        except pa.ArrowInvalid:
+            continue
+    zoned = pc.match_substring_regex(array, _ZONED)
+    aware = pc.cast(pc.if_else(zoned, array, None), _UTC)
+    naive = pc.cast(pc.if_else(zoned, None, array), pa.timestamp("us")).cast(_UTC)
+    return pc.coalesce(aware, naive)
 
 
 def _dictionary_encode(batch: pa.RecordBatch, names: Sequence[str]) -> pa.RecordBatch:

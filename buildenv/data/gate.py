@@ -100,9 +100,6 @@ class Pinned:
             self._stat = os.fstat(self._fd)
             self._reopen = (f"/proc/self/fd/{self._fd}" if sys.platform.startswith("linux")
                             else f"/dev/fd/{self._fd}")
-            self._thread = threading.Thread(target=self._hash_local, daemon=True,
-                                            name="buildenv-gate-hash")
-            self._thread.start()
         else:
             self._copy_remote()
 
@@ -110,6 +107,13 @@ class Pinned:
         if self._buffer is not None:
             return pa.BufferReader(self._buffer)
         return pa.OSFile(self._reopen)
+
+    def start_hashing(self) -> None:
+        """Hash the pinned file in a thread (once), while the caller decodes it."""
+        if self._fd is not None and self._thread is None and self._digest is None:
+            self._thread = threading.Thread(target=self._hash_local, daemon=True,
+                                            name="buildenv-gate-hash")
+            self._thread.start()
 
     def _hash_local(self) -> None:
         assert self._fd is not None
@@ -147,6 +151,7 @@ class Pinned:
     def digest(self) -> str:
         """The digest of every byte (waits for the hashing thread). Raises `Changed` when a
         local file was written while it was read."""
+        self.start_hashing()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -334,6 +339,16 @@ class DatasetRead:
         return pa.schema([f for f in stored if f.name not in self.constants]
                          + [pa.field(n, v.type) for n, v in self.constants.items()])
 
+    @property
+    def total_rows(self) -> int | None:
+        """Rows in the file when the format says so cheaply (Parquet's footer), for progress."""
+        if self.format.name != "parquet":
+            return None
+        try:
+            return self.format.count_rows(self._pinned)
+        except (OSError, pa.ArrowException, ValueError):
+            return None
+
     def batches(self, columns: Sequence[str], *, batch_rows: int = BATCH_ROWS,
                 dictionary: Sequence[str] = (), typed: bool = False
                 ) -> Iterator[pa.RecordBatch]:
@@ -345,6 +360,7 @@ class DatasetRead:
         self.columns_read.update(present)
         rows = 0
         self._decoded = True
+        self._pinned.start_hashing()
         try:
             for batch in self.format.batches(self._pinned, self.declared, stored,
                                              batch_rows=batch_rows, dictionary=dictionary):

@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic
@@ -205,7 +206,7 @@ def _validate_read(res: Resolved, ds_name: str, dataset: Dataset, read: Any, col
             domain = _domain_array(list(col.domain), col.dtype)
         checked[name] = (col, domain, _bounds(col, actual))
     try:
-        reports = _count(read, checked, dict_cols)
+        reports = _count(read, checked, dict_cols, f"validate {dataset.uri}")
     except GateError as exc:  # nothing decoded so far is reported: the bytes are not trusted
         problems.append(exc.diagnostic)
         return problems, None
@@ -214,11 +215,15 @@ def _validate_read(res: Resolved, ds_name: str, dataset: Dataset, read: Any, col
     return problems, read.digest
 
 
-def _count(read: Any, checked: dict[str, tuple[Column, Any, Any]], dict_cols: list[str]
-           ) -> dict[str, ColumnReport]:
-    """One pass over the checked columns of `read`: the counts every rule is judged on."""
+def _count(read: Any, checked: dict[str, tuple[Column, Any, Any]], dict_cols: list[str],
+           label: str | None = None) -> dict[str, ColumnReport]:
+    """One pass over the checked columns of `read`: the counts every rule is judged on
+    (shown as progress under `label`)."""
     reports = {name: ColumnReport() for name in checked}
-    for batch in read.batches(list(checked), dictionary=dict_cols):
+    batches = read.batches(list(checked), dictionary=dict_cols)
+    if label is not None:
+        batches = progress.batches(batches, label, read.total_rows)
+    for batch in batches:
         for name, (_col, domain, bounds) in checked.items():
             arr = batch.column(batch.schema.get_field_index(name))
             report = reports[name]

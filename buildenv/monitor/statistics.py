@@ -45,6 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.canonical import digest_json
 from buildenv.env.spec import Column
@@ -341,12 +342,12 @@ def _scan(source: Source, columns: dict[str, Column], edges: dict[str, np.ndarra
         return _scan_partitioned(source.read, columns, edges, sample_size, batch_rows,
                                  numeric_only, executor)
     return _scan_read(source.read, columns, edges, sample_size, batch_rows, numeric_only,
-                      np.random.default_rng(SEED))
+                      np.random.default_rng(SEED), source.uri, source.rows)
 
 
 def _scan_read(read: Any, columns: dict[str, Column], edges: dict[str, np.ndarray] | None,
-               sample_size: int, batch_rows: int, numeric_only: bool, rng: Any
-               ) -> dict[str, Any]:
+               sample_size: int, batch_rows: int, numeric_only: bool, rng: Any,
+               uri: str = "", rows: int | None = None) -> dict[str, Any]:
     strings = [c for c, col in columns.items() if col.dtype == "string"]
     batches = read.batches(list(columns), batch_rows=batch_rows, dictionary=strings)
     accs: dict[str, Any] = {}
@@ -363,7 +364,8 @@ def _scan_read(read: Any, columns: dict[str, Column], edges: dict[str, np.ndarra
         if isinstance(acc, _Numeric):
             acc.scratch = scratch
     wants_keys = not numeric_only and any(isinstance(a, _Numeric) for a in accs.values())
-    for batch in batches:
+    what = "bins of" if numeric_only else "profile"
+    for batch in progress.batches(batches, f"{what} {uri}", rows or None):
         keys = rng.random(batch.num_rows) if wants_keys else None
         for name, acc in accs.items():
             acc.update(batch.column(batch.schema.get_field_index(name)), keys)
@@ -379,7 +381,7 @@ def _profile_file(job: tuple) -> tuple[dict[str, Any] | None, tuple | None, dict
     try:
         with task.open() as read:
             accs = _scan_read(read, columns, edges, sample_size, batch_rows, numeric_only,
-                              np.random.default_rng([SEED, task.index]))
+                              np.random.default_rng([SEED, task.index]), task.uri)
             digest = read.verify()
             found = (path, read._pinned.size, digest, read.rows_read)
     except GateError as exc:

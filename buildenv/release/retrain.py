@@ -35,6 +35,7 @@ from typing import Any
 
 from buildenv.compile.build import BuildOptions, build_pair
 from buildenv.compile.plan import pairs
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_bytes
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity, did_you_mean
 from buildenv.core.project import Project
@@ -148,7 +149,9 @@ def retrain(project: Project, env: str, options: RetrainOptions) -> RetrainResul
         tracker = Tracker(project, env, retrain_id)
         work = work_root(project) / retrain_id
         try:
-            _run(project, env, options, log, work, result, tracker)
+            with progress.task(f"{env} (retrain)", keep=True) as steps:  # phases: the steps
+                _run(project, env, options, log, work, result, tracker)
+                steps.status = result.status
         except _Stop as stop:
             result.status = "stopped"
             result.diagnostics = stop.diagnostics
@@ -197,6 +200,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
             raise _Stop(exc.diagnostics) from None
 
     # detect
+    progress.phase("detect")
     changed, unreadable = _changed(project, res, old_lock)
     if unreadable:
         log.emit("detect", "failed", "; ".join(d.message for d in unreadable))
@@ -210,6 +214,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
              datasets=changed)
 
     # validate
+    progress.phase("validate")
     from buildenv.data.validate import validate_env
 
     found = validate_env(res, project, datasets=sorted(changed))
@@ -221,9 +226,11 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
         raise _Stop(found)
 
     # drift
+    progress.phase("drift")
     drift_status = _drift_step(project, res, old_lock, changed, log)
 
     # lock
+    progress.phase("lock")
     journal(work, {"phase": "locking", "saved": entries})
     locked, problems = lock_environments(mv, [env])
     if problems or not locked:
@@ -234,6 +241,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
         n: d.digest for n, d in sorted(new_lock.datasets.items()) if n in changed})
 
     # build
+    progress.phase("build")
     targets = [t for t, _ in pairs(project.trainings, [env])]
     if not targets:
         log.emit("build", "skipped", f"no training targets environment {env}")
@@ -249,15 +257,17 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
         version = (outcome.registered or {}).get("version")
         log.emit("build", "passed", f"{training}: {outcome.status} ({outcome.reason}), "
                  f"registered v{version}", training=training, version=str(version),
-                 cache_key=(outcome.lineage or {}).get("cache_key"))
+                 cache_key=(outcome.lineage or {}).get("cache_key"), timings=outcome.timings)
         staged[training] = out
         if version is not None:
             _tag_candidate(project, training, str(version), result.retrain_id, drift_status)
 
     # gate
+    progress.phase("gate")
     evaluations = _gate_step(project, res, staged, log)
 
     # swap
+    progress.phase("swap")
     journal(work, {"phase": "swapping", "saved": entries})
     for training, out in staged.items():
         swap(out, project.root / "dist" / training / env)
@@ -266,6 +276,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
     result.status = "retrained"
 
     # promote
+    progress.phase("promote")
     if not options.promote:
         log.emit("promote", "skipped", "run with --promote to move the alias")
     else:
