@@ -236,7 +236,8 @@ class Evaluation(Strict):
     join: dict[str, list[str]] = {}
     """How an evaluation row gets the served columns of other datasets: dataset -> the key
     column(s) it shares with the label dataset (unique in that dataset), e.g.
-    `{movies: [movie_id], users: [user_id]}`."""
+    `{movies: [movie_id], users: [user_id]}`. Default: each dataset that shares column names
+    with the label dataset is joined on them where they are unique in it."""
 
     @field_validator("key", mode="before")
     @classmethod
