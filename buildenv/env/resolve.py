@@ -22,7 +22,13 @@ from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean, sort_diagnostics
 from buildenv.core.project import Project
 from buildenv.env.loader import KeyPath, Located, Position, load_yaml
-from buildenv.env.spec import CURRENT_SCHEMA, Environment, OnnxServing, SklearnServing
+from buildenv.env.spec import (
+    CURRENT_SCHEMA,
+    Environment,
+    OnnxServing,
+    SklearnServing,
+    omit_added_defaults,
+)
 
 __all__ = ["Multiverse", "Resolved", "canonical_environment", "environment_digest"]
 
@@ -255,7 +261,12 @@ def _forget(origin: dict[KeyPath, Position], path: KeyPath) -> None:
 # --- pydantic errors -> diagnostics ---------------------------------------------------
 
 _TYPE_CODES = {"extra_forbidden": "BE003", "missing": "BE005", "bad_range": "BE011",
-               "bad_domain": "BE012"}
+               "bad_domain": "BE012", "bad_pattern": "BE035", "bad_length": "BE036",
+               "bad_tolerance": "BE037", "bad_unique": "BE038"}
+#: a column's cross-field check -> the key it is about (the diagnostic points at it)
+_FIELD_OF_KIND = {"bad_range": "range", "bad_domain": "domain", "bad_pattern": "pattern",
+                  "bad_length": "length", "bad_tolerance": "max_violation_fraction",
+                  "bad_unique": "unique"}
 
 
 def _clean_loc(loc: tuple, merged: dict) -> KeyPath:
@@ -311,7 +322,7 @@ def _pydantic_problems(exc: ValidationError, merged: dict,
             where = loc
             message = f"{dotted}: {err['msg']}"
             # a column's cross-field check: point at the key it is about, when written
-            field_key = {"bad_range": "range", "bad_domain": "domain"}.get(kind)
+            field_key = _FIELD_OF_KIND.get(kind)
             if field_key and loc + (field_key,) in origin:
                 where = loc + (field_key,)
         pos = _position(where, origin)
@@ -443,6 +454,7 @@ def canonical_environment(env: Environment) -> dict:
         ds.pop("description", None)
         for col in ds["columns"].values():
             col.pop("description", None)
+            omit_added_defaults(col)
     return data
 
 
