@@ -238,6 +238,30 @@ CODES: dict[str, Code] = {
     "BE755": Code("unusable base rootfs", "`--base-rootfs` must be a readable tarball of a root "
                   "filesystem holding python<X.Y> for the Python version the packages are "
                   "vendored from."),
+    # --- importers (buildenv import) ---------------------------------------------------------
+    "BE900": Code("cannot read import file", "`buildenv import` could not read the suite or "
+                  "schema file: it does not exist, is not readable, or is not UTF-8 text."),
+    "BE901": Code("not an expectation suite", "`buildenv import gx` reads a Great Expectations "
+                  "expectation suite saved as JSON (GX 0.x or 1.x): an object with an "
+                  "`expectations` list, each entry with `type` (or `expectation_type`) and "
+                  "`kwargs`. The location points at invalid JSON when that is the cause."),
+    "BE902": Code("not a TFDV schema", "`buildenv import tfdv` reads a TFDV schema in protobuf "
+                  "text format (what `tfdv.write_schema_text` writes): `feature { name: ... "
+                  "type: ... }` entries. The location points at the token the reader stopped "
+                  "on."),
+    "BE903": Code("expectation not translated", "An expectation of the suite has no "
+                  "equivalent in the environment format; the message says why (an aggregate "
+                  "statistic, several columns, a row condition, a deny-list, a regex RE2 "
+                  "cannot compile, ...). Nothing was printed for it: keep checking it in Great "
+                  "Expectations, or drop it knowingly."),
+    "BE904": Code("TFDV field not translated", "A field of the TFDV schema has no equivalent in "
+                  "the environment format; the message says why (skew comparators, list-valued "
+                  "features, counts, semantic domains, ...). Nothing was printed for it."),
+    "BE905": Code("translated approximately", "Something was translated, but not exactly: a "
+                  "dtype inferred from the values a suite compares with (no type expectation), "
+                  "several tolerances (`mostly`) merged into the column's one "
+                  "`max_violation_fraction`, column order or exact column sets dropped. Check "
+                  "the printed key."),
 }
 
 

@@ -23,6 +23,7 @@ from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean,
 from buildenv.core.project import Project
 from buildenv.env.loader import KeyPath, Located, Position, load_yaml
 from buildenv.env.spec import (
+    COLUMN_PROBLEM_KEYS,
     CURRENT_SCHEMA,
     Environment,
     OnnxServing,
@@ -263,10 +264,6 @@ def _forget(origin: dict[KeyPath, Position], path: KeyPath) -> None:
 _TYPE_CODES = {"extra_forbidden": "BE003", "missing": "BE005", "bad_range": "BE011",
                "bad_domain": "BE012", "bad_pattern": "BE035", "bad_length": "BE036",
                "bad_tolerance": "BE037", "bad_unique": "BE038"}
-#: a column's cross-field check -> the key it is about (the diagnostic points at it)
-_FIELD_OF_KIND = {"bad_range": "range", "bad_domain": "domain", "bad_pattern": "pattern",
-                  "bad_length": "length", "bad_tolerance": "max_violation_fraction",
-                  "bad_unique": "unique"}
 
 
 def _clean_loc(loc: tuple, merged: dict) -> KeyPath:
@@ -322,7 +319,7 @@ def _pydantic_problems(exc: ValidationError, merged: dict,
             where = loc
             message = f"{dotted}: {err['msg']}"
             # a column's cross-field check: point at the key it is about, when written
-            field_key = _FIELD_OF_KIND.get(kind)
+            field_key = COLUMN_PROBLEM_KEYS.get(kind)
             if field_key and loc + (field_key,) in origin:
                 where = loc + (field_key,)
         pos = _position(where, origin)

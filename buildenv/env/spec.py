@@ -110,6 +110,11 @@ class Column(Strict):
                 if getattr(self, key) is not None] + (["unique"] if self.unique else [])
 
 
+#: A column's cross-field problem (its error type) -> the key it is about.
+COLUMN_PROBLEM_KEYS = {"bad_range": "range", "bad_domain": "domain", "bad_pattern": "pattern",
+                       "bad_length": "length", "bad_tolerance": "max_violation_fraction",
+                       "bad_unique": "unique"}
+
 #: Column keys added to schema 1 after its first release. Digests and `show` omit them at
 #: their default, so an environment that does not use them keeps its digest (and its lock).
 ADDED_COLUMN_KEYS: dict[str, Any] = {"max_violation_fraction": None, "unique": False,
