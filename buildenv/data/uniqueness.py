@@ -4,9 +4,10 @@ Method: hash partitioning spilled to disk. Non-null values are buffered in memor
 take `budget` bytes; a column that fits is counted there (numbers: one numpy sort; strings:
 pyarrow's hash `value_counts`). Past the budget, every value goes to one of 64 Arrow IPC files
 by the top 6 bits of a 64-bit hash, so equal values always share a file. Each file is then
-counted on its own; a file still larger than the budget is split again by the next 6 bits,
-and one that does not shrink (a few values repeated millions of times) is folded batch by batch
-into running `(value, count)` pairs, whose size is the number of distinct values, not of rows.
+counted on its own; a file still larger than the budget is split again by the next hash bits
+(into as many files as its size needs, twice over), and one whose split does not shrink (a few
+values repeated millions of times) is folded batch by batch into running `(value, count)`
+pairs, whose size is the number of distinct values, not of rows.
 Memory is about one budget per unique column plus one batch, whatever the row count; the
 counts are exact (the hash only decides where a value goes, never whether two are equal).
 
@@ -18,6 +19,7 @@ directory that is removed when counting ends or fails, and when the counter is d
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -30,9 +32,8 @@ import pyarrow.compute as pc
 __all__ = ["BUDGET", "DuplicateCounter", "Duplicates"]
 
 BUDGET = 64 << 20  # bytes of buffered values per column before spilling
-FANOUT_BITS = 6
-FANOUT = 1 << FANOUT_BITS
-MAX_LEVEL = 9  # 10 levels use 60 of the hash's 64 bits
+FANOUT_BITS = 6  # the first split: 64 files (the total size is not known yet)
+HASH_BITS = 60  # splits stop when this many of the hash's 64 bits are used
 DOMINANT = 0.9  # a split whose largest part keeps this share of the rows did not shrink
 _STRING_CHUNK_BYTES = 1 << 20  # string hashing works on this many bytes at a time
 _LONG_STRING = 4096  # longer strings are hashed one at a time
@@ -52,8 +53,9 @@ class Duplicates:
 class DuplicateCounter:
     """Feed `add` every batch's array of one column, then call `finish` once."""
 
-    def __init__(self, budget: int = BUDGET, examples: int = 3, spill_dir: str | None = None):
-        self.budget = max(int(budget), 1)
+    def __init__(self, budget: int | None = None, examples: int = 3,
+                 spill_dir: str | None = None):
+        self.budget = max(int(BUDGET if budget is None else budget), 1)
         self.examples = examples
         self.spill_dir = spill_dir
         self._kind: str | None = None  # "int", "float", "string"
@@ -118,7 +120,8 @@ class DuplicateCounter:
 
     def _start_spilling(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="buildenv-unique-", dir=self.spill_dir)
-        self._parts = _Partitions(self._tmp.name, 0, self._kind)  # type: ignore[arg-type]
+        self._parts = _Partitions(self._tmp.name, 0, FANOUT_BITS,
+                                  self._kind)  # type: ignore[arg-type]
         for keys in self._chunks:
             self._parts.write(keys)
         self._chunks, self._bytes = [], 0
@@ -169,16 +172,19 @@ class DuplicateCounter:
         return all(later[0] > earlier[1] for earlier, later in zip(runs, runs[1:]))
 
     def _drain(self, parts: _Partitions, out: Duplicates, found: list) -> None:
-        for index in range(FANOUT):
+        for index in range(parts.fanout):
             rows, size = parts.rows[index], parts.bytes[index]
             if not rows:
                 continue
             path = parts.path(index)
-            if size <= self.budget or parts.level >= MAX_LEVEL:
+            if size <= self.budget or parts.used >= HASH_BITS:
                 self._count(_read_all(path, self._kind), out, found)
             else:
-                child = _Partitions(os.path.join(parts.folder, f"{index:02d}"), parts.level + 1,
-                                    self._kind)  # type: ignore[arg-type]
+                # as many parts as the size needs (twice over), by the next hash bits
+                bits = min(FANOUT_BITS, HASH_BITS - parts.used,
+                           max(1, math.ceil(math.log2(size / self.budget)) + 1))
+                child = _Partitions(os.path.join(parts.folder, f"{index:02d}"), parts.used,
+                                    bits, self._kind)  # type: ignore[arg-type]
                 for keys in _read_batches(path, self._kind):
                     child.write(keys)
                 child.close()
@@ -192,7 +198,7 @@ class DuplicateCounter:
 
     def _fold(self, parts: _Partitions, out: Duplicates, found: list) -> None:
         """A split that did not shrink: few values, many rows. Count each file batch by batch."""
-        for index in range(FANOUT):
+        for index in range(parts.fanout):
             if not parts.rows[index]:
                 continue
             running: pa.Table | None = None
@@ -247,14 +253,17 @@ class DuplicateCounter:
 
 
 class _Partitions:
-    """FANOUT Arrow IPC stream files, one per value of the hash bits of `level`."""
+    """2**bits Arrow IPC stream files, one per value of the hash bits after the `after` used
+    by the splits above."""
 
-    def __init__(self, folder: str, level: int, kind: str):
+    def __init__(self, folder: str, after: int, bits: int, kind: str):
         os.makedirs(folder, exist_ok=True)
-        self.folder, self.level, self.kind = folder, level, kind
-        self.shift = 64 - FANOUT_BITS * (level + 1)
-        self.rows = [0] * FANOUT
-        self.bytes = [0] * FANOUT
+        self.folder, self.kind = folder, kind
+        self.used = after + bits
+        self.fanout = 1 << bits
+        self.shift = 64 - self.used
+        self.rows = [0] * self.fanout
+        self.bytes = [0] * self.fanout
         self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
         self._schema: pa.Schema | None = None
 
@@ -262,10 +271,10 @@ class _Partitions:
         return os.path.join(self.folder, f"{index:02d}.arrow")
 
     def write(self, keys: Any) -> None:
-        part = ((_hash(keys, self.kind) >> np.uint64(self.shift)) & np.uint64(FANOUT - 1)
+        part = ((_hash(keys, self.kind) >> np.uint64(self.shift)) & np.uint64(self.fanout - 1)
                 ).astype(np.int64)
         order = np.argsort(part, kind="stable")
-        sizes = np.bincount(part, minlength=FANOUT)
+        sizes = np.bincount(part, minlength=self.fanout)
         if self.kind == "string":
             ordered = keys.take(pa.array(order))
         else:
