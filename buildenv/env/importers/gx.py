@@ -131,9 +131,11 @@ class _Suite:
         self.translated = 0
 
     def draft(self, column: str, line: int | None) -> ColumnDraft:
-        if column not in self.drafts:
-            self.drafts[column] = ColumnDraft(column, line=line)
-        return self.drafts[column]
+        """The column's draft; its line is the first expectation about that column alone."""
+        draft = self.drafts.setdefault(column, ColumnDraft(column, line=line))
+        if line is not None and (draft.line is None or line < draft.line):
+            draft.line = line
+        return draft
 
 
 def import_suite(text: str) -> Imported:
@@ -311,6 +313,23 @@ def _between(suite: _Suite, kw: dict, tol: float, what: str, line: int | None,
     return None
 
 
+def _extreme(suite: _Suite, kw: dict, tol: float, what: str, line: int | None, *,
+             low: bool) -> str | None:
+    """min_to_be_between's min_value bounds every value from below (max's max_value from
+    above); its other bound constrains only the extreme itself, an aggregate."""
+    kept, other = ("min_value", "max_value") if low else ("max_value", "min_value")
+    if kw.get(kept) is None:
+        return f"only {other} is given, which bounds the column's " \
+               f"{'minimum' if low else 'maximum'} itself, an aggregate"
+    reason = _between(suite, {**kw, other: None}, 0.0, what, line, (low, not low))
+    if reason is None and kw.get(other) is not None:
+        suite.skipped.append(Skipped(what, f"{kept} is a range bound; {other} bounds the "
+                                     f"column's {'minimum' if low else 'maximum'} itself, an "
+                                     "aggregate, and is not translated", line,
+                                     approximate=True))
+    return reason
+
+
 def _bound(draft: ColumnDraft, value: Any, strict: bool, low: bool, parse_dates: Any) -> Any:
     """A bound as buildenv writes it (inclusive), or "!reason" when there is none."""
     if isinstance(value, bool):
@@ -459,7 +478,7 @@ def _columns(suite: _Suite, kw: dict, tol: float, what: str, line: int | None) -
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         return "the column list is not a list of names"
     for name in names:
-        suite.draft(name, line)
+        suite.draft(name, None)
     if kw.get("column_list") is not None:
         suite.skipped.append(Skipped(what, "columns are declared, but buildenv does not "
                                      "constrain their order", line, approximate=True))
@@ -481,12 +500,8 @@ _HANDLERS: dict[str, Handler] = {
     "expect_column_values_to_not_be_null": _not_null,
     "expect_column_proportion_of_non_null_values_to_be_between": _non_null_share,
     "expect_column_values_to_be_between": _between,
-    "expect_column_min_to_be_between":
-        lambda s, kw, t, w, ln: _between(s, {**kw, "max_value": None}, 0.0, w, ln,
-                                         (True, False)),
-    "expect_column_max_to_be_between":
-        lambda s, kw, t, w, ln: _between(s, {**kw, "min_value": None}, 0.0, w, ln,
-                                         (False, True)),
+    "expect_column_min_to_be_between": lambda *a: _extreme(*a, low=True),
+    "expect_column_max_to_be_between": lambda *a: _extreme(*a, low=False),
     "expect_column_values_to_be_in_set": _in_set,
     "expect_column_distinct_values_to_be_in_set": _in_set,
     "expect_column_values_to_be_unique": _unique,
