@@ -112,8 +112,12 @@ class ColumnChecks:
     _dictionary: Any = None  # the last dictionary seen, kept alive so its buffers stay its own
     _flags: dict[str, pa.Array] = field(default_factory=dict)
 
-    def flags(self, values: pa.Array, name: str, compute) -> pa.Array:
-        """`compute(values)`, once per distinct dictionary (Parquet reuses a row group's)."""
+    def flags(self, arr: pa.Array, name: str, compute) -> pa.Array:
+        """`compute` over the batch's values: for a dictionary-encoded batch, its dictionary,
+        computed once per distinct dictionary (a row group's batches share equal ones)."""
+        if not pa.types.is_dictionary(arr.type):
+            return compute(arr)
+        values = arr.dictionary
         if values is not self._dictionary and not _same_array(values, self._dictionary):
             self._dictionary, self._flags = values, {}
         if name not in self._flags:
@@ -122,10 +126,15 @@ class ColumnChecks:
 
 
 def _same_array(a: pa.Array, b: pa.Array | None) -> bool:
-    if b is None or len(a) != len(b) or a.offset != b.offset or a.type != b.type:
+    """Same buffers, or equal contents: a row group's batches get equal dictionaries, and
+    comparing them costs far less than a regex over them."""
+    if b is None or len(a) != len(b) or a.type != b.type:
         return False
-    return all((x.address if x is not None else None) == (y.address if y is not None else None)
-               for x, y in zip(a.buffers(), b.buffers()))
+    if a.offset == b.offset and all(
+            (x.address if x is not None else None) == (y.address if y is not None else None)
+            for x, y in zip(a.buffers(), b.buffers())):
+        return True
+    return a.equals(b)
 
 
 def check_batch(arr: pa.Array, checks: ColumnChecks, report: ColumnReport) -> None:
@@ -145,12 +154,9 @@ def check_batch(arr: pa.Array, checks: ColumnChecks, report: ColumnReport) -> No
         checks.duplicates.add(arr)
 
 
-def _values_of(arr: pa.Array) -> pa.Array:
-    return arr.dictionary if pa.types.is_dictionary(arr.type) else arr
-
-
 def _rows_flagged(arr: pa.Array, flags: pa.Array) -> pa.Array:
-    """Per-row flags from flags over `_values_of(arr)` (nulls stay null: never counted)."""
+    """Per-row flags from flags over the batch's values (its dictionary, when encoded); nulls
+    stay null and are never counted."""
     return pc.take(flags, arr.indices) if pa.types.is_dictionary(arr.type) else flags
 
 
@@ -181,7 +187,7 @@ def _show(value: Any) -> str:
 
 def _domain_counts(arr: pa.Array, checks: ColumnChecks, report: ColumnReport) -> None:
     domain = checks.domain
-    flags = checks.flags(_values_of(arr), "domain",
+    flags = checks.flags(arr, "domain",
                          lambda values: pc.invert(pc.is_in(values, value_set=domain)))
     if pa.types.is_dictionary(arr.type) and not pc.any(flags).as_py():
         return
@@ -218,7 +224,7 @@ def _range_counts(arr: pa.Array, lo: pa.Scalar | None, hi: pa.Scalar | None,
 
 def _pattern_counts(arr: pa.Array, checks: ColumnChecks, report: ColumnReport) -> None:
     pattern = checks.col.pattern
-    flags = checks.flags(_values_of(arr), "pattern",
+    flags = checks.flags(arr, "pattern",
                          lambda values: pc.invert(pc.match_substring_regex(values, pattern)))
     if pa.types.is_dictionary(arr.type) and not pc.any(flags).as_py():
         return
@@ -232,12 +238,11 @@ def _pattern_counts(arr: pa.Array, checks: ColumnChecks, report: ColumnReport) -
 
 def _length_counts(arr: pa.Array, checks: ColumnChecks, report: ColumnReport) -> None:
     lo, hi = checks.col.length  # type: ignore[misc]
-    values = _values_of(arr)
-    lengths = checks.flags(values, "lengths", pc.utf8_length)
+    lengths = checks.flags(arr, "lengths", pc.utf8_length)
     for bound, compare, attr in ((lo, pc.less, "too_short"), (hi, pc.greater, "too_long")):
         if bound is None:
             continue
-        flags = checks.flags(values, attr, lambda _v, c=compare, b=bound: c(lengths, b))
+        flags = checks.flags(arr, attr, lambda _v, c=compare, b=bound: c(lengths, b))
         if pa.types.is_dictionary(arr.type) and not pc.any(flags).as_py():
             continue
         rows = _rows_flagged(arr, flags)
