@@ -15,6 +15,8 @@ import pyarrow as pa
 import pytest
 import yaml
 from conftest import invoke_cli, write_parquet, write_repo
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from buildenv.env.importers.textproto import Enum, TextProtoError, parse
 
@@ -528,3 +530,62 @@ def test_text_proto_errors_are_located(text, message, line, col):
     with pytest.raises(TextProtoError) as info:
         parse(text)
     assert (str(info.value), info.value.line, info.value.col) == (message, line, col)
+
+
+# --- arbitrary input: a translation or a located error, never a crash ----------------------------
+
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20),
+                     st.floats(allow_nan=True), st.text(max_size=8))
+_JSON = st.recursive(_SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12)
+_KINDS = st.sampled_from(sorted({"expect_" + c[3] for c in GX_CASES} | {
+    "expect_column_values_to_be_of_type", "expect_column_values_to_be_in_type_list",
+    "expect_table_columns_to_match_set", "expect_column_min_to_be_between",
+    "expect_column_mean_to_be_between", "expect_nothing_known"}))
+_KWARG_NAMES = st.sampled_from(["column", "min_value", "max_value", "strict_min", "strict_max",
+                                "mostly", "value_set", "regex", "regex_list", "match_on",
+                                "type_", "type_list", "value", "column_set", "row_condition",
+                                "parse_strings_as_datetimes", "exact_match"])
+_EXPECTATIONS = st.lists(st.fixed_dictionaries({
+    "type": _KINDS,
+    "kwargs": st.dictionaries(_KWARG_NAMES, st.one_of(_JSON, st.just("x"), st.just("a")),
+                              max_size=5)}), max_size=6)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_EXPECTATIONS)
+def test_any_suite_translates_or_is_refused(expectations):
+    from buildenv.env.importers.common import render_yaml
+    from buildenv.env.importers.gx import GxError, import_suite
+
+    try:
+        imported = import_suite(json.dumps({"name": "s", "expectations": expectations}))
+    except GxError:
+        return
+    from buildenv.env.spec import Column
+
+    text = render_yaml(imported, "t", "test")
+    for column in (yaml.safe_load(text)["datasets"]["t"]["columns"] or {}).values():
+        Column.model_validate(column)  # what is printed always loads
+
+
+_PROTO_ATOMS = st.sampled_from(['feature', '{', '}', 'name:', '"x"', 'type:', 'INT', 'BYTES',
+                                'FLOAT', 'int_domain', 'min:', 'max:', '1', '-2.5', 'inf', '[',
+                                ']', ',', 'presence', 'min_fraction:', '0.5', 'string_domain',
+                                'value:', '"a"', 'domain:', 'bool_domain', '<', '>', '#c\n',
+                                '"\\x4"', "'q'", 'drift_comparator', 'infinity_norm',
+                                'threshold:', '2', 'value_count', 'shape', 'dim', 'size:'])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PROTO_ATOMS, max_size=40).map(" ".join))
+def test_any_text_proto_translates_or_is_refused_with_a_location(text):
+    from buildenv.env.importers.tfdv import TfdvError, import_schema
+
+    try:
+        import_schema(text)
+    except TfdvError as exc:
+        assert str(exc)
+        if str(exc).startswith("invalid text proto"):
+            assert exc.line >= 1 and exc.col >= 1

@@ -147,9 +147,11 @@ class DuplicateCounter:
         found: list[tuple[int, Any]] = []  # (rows, key) candidates for the examples
         try:
             if self._parts is None:
-                if self._chunks and not self._increasing():
-                    self._count(_concat(self._chunks, self._kind), out, found)
-                self._chunks, self._bytes = [], 0
+                chunks, self._chunks, self._bytes = self._chunks, [], 0
+                if chunks and not self._increasing():
+                    keys = _concat(chunks, self._kind)
+                    del chunks  # the batches go as the copy is made: about one budget at a time
+                    self._count(keys, out, found)
             else:
                 parts, self._parts = self._parts, None
                 parts.close()
@@ -217,9 +219,10 @@ class DuplicateCounter:
             _tally(vc.field("values"), vc.field("counts").to_numpy(), "string", out, found,
                    self.examples)
             return
-        ordered = np.sort(keys)
-        if len(ordered) < 2:
+        if len(keys) < 2:
             return
+        ordered = keys if keys.flags.writeable and keys.flags.owndata else keys.copy()
+        ordered.sort()  # in place: no second copy of the keys
         same = ordered[1:] == ordered[:-1]
         if not same.any():
             return
@@ -318,9 +321,10 @@ def _nbytes(keys: Any) -> int:
 
 
 def _concat(chunks: list, kind: str | None) -> Any:
+    """One array of the chunks' keys (numbers: a fresh, writable copy)."""
     if kind == "string":
         return pa.concat_arrays(chunks) if len(chunks) > 1 else chunks[0]
-    return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+    return np.concatenate(chunks)
 
 
 def _read_batches(path: str, kind: str | None):
