@@ -8,6 +8,7 @@ seed, buildenv and library versions. When `dist/` already holds the artifact
 for that key, nothing runs; when the content-addressed cache holds it, it is
 copied; otherwise the training runs in a subprocess and the result is
 verified, written to a temp dir and renamed into place, then registered.
+Each build is a progress task whose phases (`PHASES`) are timed: `BuildOutcome.timings`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from buildenv.compile.cache import (
     store,
 )
 from buildenv.compile.check import check_training
-from buildenv.compile.launch import holdout_file, run_training
+from buildenv.compile.launch import run_training
 from buildenv.compile.verify import verify_model
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
@@ -47,7 +49,9 @@ from buildenv.core.project import Project, TrainingConfig
 from buildenv.data.lock import check_lock
 from buildenv.env.resolve import Multiverse, Resolved
 
-__all__ = ["BuildOptions", "BuildOutcome", "build_pair"]
+__all__ = ["PHASES", "BuildOptions", "BuildOutcome", "build_pair", "phase_timings"]
+
+PHASES = ("check", "validate", "train", "importance", "verify", "onnx", "save", "register")
 
 
 @dataclass
@@ -69,7 +73,7 @@ class BuildOutcome:
     lineage: dict | None = None
     registered: dict | None = None
     seconds: float = 0.0
-    timings: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)  # phase -> seconds (PHASES order)
 
     def first_error(self) -> Diagnostic | None:
         return next((d for d in self.diagnostics if d.is_error), None)
@@ -80,7 +84,8 @@ class BuildOutcome:
                 "reason": self.reason, "artifact": str(self.artifact) if self.artifact else None,
                 "first_error": first.to_text() if first else None,
                 "diagnostics": [d.to_json() for d in self.diagnostics],
-                "registered": self.registered, "seconds": round(self.seconds, 3)}
+                "registered": self.registered, "seconds": round(self.seconds, 3),
+                "timings": self.timings}
 
 
 def build_pair(project: Project, mv: Multiverse, training: str, env_name: str,
@@ -88,17 +93,36 @@ def build_pair(project: Project, mv: Multiverse, training: str, env_name: str,
                ) -> BuildOutcome:
     started = time.monotonic()
     outcome = BuildOutcome(training, env_name, "failed")
-    try:
-        _build(project, mv, training, env_name, options, everything, outcome)
-    except _Abort:  # unwound atomic_dir: the temp dir is gone, nothing was emitted
-        outcome.status = "failed"
-    except DiagnosticError as exc:
-        outcome.diagnostics.extend(exc.diagnostics)
-        outcome.status = "failed"
+    with progress.task(f"{training} @ {env_name}", keep=True) as task:
+        task.phase("check")
+        try:
+            _build(project, mv, training, env_name, options, everything, outcome)
+        except _Abort:  # unwound atomic_dir: the temp dir is gone, nothing was emitted
+            outcome.status = "failed"
+        except DiagnosticError as exc:
+            outcome.diagnostics.extend(exc.diagnostics)
+            outcome.status = "failed"
+        task.phase(None)
+        outcome.timings = phase_timings(task.timings, outcome.timings)
+        task.timings, task.status = dict(outcome.timings), outcome.status
     if outcome.status == "failed" and outcome.reason != CACHED_FAILURE:
         outcome.reason = ""  # "why it rebuilt" means nothing for a build that did not finish
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def phase_timings(own: dict[str, float], runner: dict[str, float]) -> dict[str, float]:
+    """Seconds per phase, in `PHASES` order. `own` are the phases this process timed;
+    `runner` those the training process reports. Its importance, onnx and save come out of
+    the `train` span, which keeps the process start and imports along with `train()`."""
+    merged = dict(own)
+    span = merged.get("train")
+    if span is not None:
+        inner = {k: float(runner[k]) for k in ("importance", "onnx", "save") if k in runner}
+        merged["train"] = max(0.0, span - sum(inner.values()))
+        for name, seconds in inner.items():
+            merged[name] = merged.get(name, 0.0) + seconds
+    return {name: round(merged[name], 3) for name in PHASES if name in merged}
 
 
 def _build(project: Project, mv: Multiverse, training: str, env_name: str,
@@ -128,6 +152,7 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
     if options.use_cache and (entry / LINEAGE_FILE).is_file():
         cached = read_lineage(entry)
         if cached and cached.get("cache_key") == key and intact(entry, cached):
+            progress.phase("save")
             with atomic_dir(out) as tmp:
                 shutil.copytree(entry, tmp, dirs_exist_ok=True)
             outcome.status, outcome.artifact, outcome.lineage = "cached", out, cached
@@ -147,6 +172,7 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
     outcome.reason = explain_rebuild(previous, parts_with_files)
     from buildenv.data.validate import validate_env  # pyarrow: only when something is to be built
 
+    progress.phase("validate")
     problems += validate_env(res, project, digests)
     outcome.diagnostics = problems
     if any(p.is_error for p in problems):
@@ -155,14 +181,16 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
         _warm_registry()
     with atomic_dir(out) as tmp:
         model_dir = tmp / "model"
+        progress.phase("train")
         result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
-                              holdout_file(project, key))
+                              digests)
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
             found = [Diagnostic.from_json(d) for d in result.get("diagnostics", [])]
             outcome.diagnostics = problems + found
             remember_failure(project, hexkey, found, options.use_cache)
             raise _Abort()
+        progress.phase("verify")
         multiverse = everything if everything is not None else mv.resolve_all()[0]
         found = verify_model(res, result, multiverse, config.module_path)
         outcome.diagnostics = problems + found
@@ -170,6 +198,7 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
             remember_failure(project, hexkey, found, options.use_cache)
             raise _Abort()
         problems = outcome.diagnostics
+        progress.phase("save")
         for item in model_dir.iterdir():
             os.replace(item, tmp / item.name)
         model_dir.rmdir()
@@ -225,7 +254,7 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
         "ops": result.get("ops", []),
         "model_class": result.get("model_class"),
         "importance": result.get("importance"),
-        "holdout": result.get("holdout"),
+        "evaluation": result.get("evaluation"),
         "onnx": result.get("onnx"),
         "serving": res.env.serving.model_dump(mode="json") if res.env.serving else None,
         "label": res.env.label.model_dump(mode="json") if res.env.label else None,
@@ -238,6 +267,9 @@ def _maybe_register(project: Project, training: str, env_name: str, artifact: Pa
                     lineage: dict, options: BuildOptions, outcome: BuildOutcome) -> None:
     if not options.register or not lineage:
         return
+    progress.phase("register")
+    task = progress.current()
+    so_far = phase_timings(task.timings if task else {}, outcome.timings)  # for the run
     marker = project.state_dir / "registered" / digest_json(
         [project.tracking_uri(), training, env_name, lineage.get("model_digest")]).split(":")[1]
     if marker.is_file():
@@ -245,6 +277,7 @@ def _maybe_register(project: Project, training: str, env_name: str, artifact: Pa
         return
     from buildenv.compile.registry import register_artifact
 
-    outcome.registered = register_artifact(project, training, env_name, artifact, lineage)
+    outcome.registered = register_artifact(project, training, env_name, artifact, lineage,
+                                           timings=so_far)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({**outcome.registered, "created": False}))

@@ -5,11 +5,13 @@ any MLflow tracking URI works (`BUILDENV_TRACKING_URI`, `[tool.buildenv]
 tracking_uri`). Registration is idempotent: a version is identified by the
 artifact's digest, so rebuilding identical inputs never adds a version.
 Registration is the last step of a build: a killed build registers nothing.
+The run carries the build's phase timings as metrics `timing.<phase>_s`.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +57,12 @@ def _experiment(c: Any, project: Project, training: str) -> str:
 
 
 def register_artifact(project: Project, training: str, env: str, artifact: Path,
-                      lineage: dict) -> dict:
-    """Log the artifact as a run and register it as a version of model `training`."""
+                      lineage: dict, timings: dict[str, float] | None = None) -> dict:
+    """Log the artifact as a run and register it as a version of model `training`.
+    `timings` (phase -> seconds) become metrics; registration times itself."""
     try:
         with _LOCK:
-            return _register(project, training, env, artifact, lineage)
+            return _register(project, training, env, artifact, lineage, timings or {})
     except DiagnosticError:
         raise
     except Exception as exc:
@@ -68,6 +71,10 @@ def register_artifact(project: Project, training: str, env: str, artifact: Path,
             f"{project.tracking_uri()}: {type(exc).__name__}: {str(exc).splitlines()[0]}",
             hints=("the artifact in dist/ is complete; rerun the build to retry registration",)
         )]) from None
+
+
+def timing_metric(phase: str) -> str:
+    return f"timing.{phase}_s"
 
 
 def find_version(c: Any, training: str, digest: str, env: str):
@@ -84,10 +91,12 @@ def find_version(c: Any, training: str, digest: str, env: str):
     return None
 
 
-def _register(project: Project, training: str, env: str, artifact: Path, lineage: dict) -> dict:
+def _register(project: Project, training: str, env: str, artifact: Path, lineage: dict,
+              timings: dict[str, float]) -> dict:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
 
+    started = time.perf_counter()
     c = client(project)
     digest = lineage["model_digest"]
     try:
@@ -113,11 +122,16 @@ def _register(project: Project, training: str, env: str, artifact: Path, lineage
     params += [Param(k, str(v)[:6000]) for k, v in sorted(lineage.get("params", {}).items())
                if k not in ("seed", "environment")]
     metrics = [Metric(k, float(v), 0, 0) for k, v in sorted(lineage.get("metrics", {}).items())]
+    evaluated = ((lineage.get("evaluation") or {}).get("metrics") or {})
+    metrics += [Metric(f"evaluation.{k}", float(v), 0, 0) for k, v in sorted(evaluated.items())]
+    metrics += [Metric(timing_metric(k), float(v), 0, 0) for k, v in timings.items()
+                if k != "register"]
     c.log_batch(run_id, metrics=metrics, params=params,
                 tags=[RunTag("mlflow.source.name", lineage.get("entry", training))])
     c.log_artifacts(run_id, str(artifact), "model")
     source = f"{run.info.artifact_uri}/model"
     version = c.create_model_version(training, source, run_id=run_id, tags=tags,
                                      description=f"{training} compiled against {env}")
+    c.log_metric(run_id, timing_metric("register"), round(time.perf_counter() - started, 3), 0, 0)
     c.set_terminated(run_id)
     return {"version": version.version, "run_id": run_id, "created": True}
