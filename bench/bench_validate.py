@@ -406,7 +406,7 @@ def main() -> int:
         env_yaml("bench-before", "data/bench.parquet", extra=False))
     data = files["bench"]
     spec = json.dumps(COLUMNS)
-    from buildenv.data.validate import BATCH_ROWS
+    from buildenv.data.formats import BATCH_ROWS
 
     print(f"# bench_validate ({machine()})\n\n{args.rows} rows x {len(COLUMNS)} columns, "
           f"{data.stat().st_size / 2**20:.0f} MiB Parquet; batch {BATCH_ROWS} rows", flush=True)

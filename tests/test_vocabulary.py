@@ -480,3 +480,28 @@ def test_drift_with_every_column_excluded_reports_nothing(tmp_path):
     lock_environments(Multiverse(Project(repo)), ["prod"])
     result = run_drift(Project(repo), "prod", "events", against="data/events-next.parquet")
     assert result.alerts == [] and result.stats["columns"] == {} and result.exit_code == 0
+
+
+def test_validating_every_new_constraint_never_imports_pandas(tmp_path):
+    """pyarrow imports pandas on `Array.to_numpy`, `pa.array(ndarray)` and `pa.scalar(int)`:
+    about 0.5 s of CPU per validation that the kernels avoid (the bench measured it)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = flights_repo(tmp_path, flights_table(dup_ids=2, negative=1, bad_rating=1,
+                                                bad_carrier=1, long_comments=1, bad_dest=1))
+    script = ("import sys\n"
+              "from buildenv.core.project import Project\n"
+              "from buildenv.env.resolve import Multiverse\n"
+              "from buildenv.data import uniqueness\n"
+              "from buildenv.data.validate import validate_env\n"
+              "uniqueness.BUDGET = 64  # spill too\n"
+              "project = Project.discover(sys.argv[1])\n"
+              "found = validate_env(Multiverse(project).resolve('flights'), project)\n"
+              "print(sorted({d.code for d in found}), 'pandas' in sys.modules)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", script, str(repo)], capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ("['BE204', 'BE205', 'BE207', 'BE208', 'BE209'] False")

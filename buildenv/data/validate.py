@@ -205,7 +205,8 @@ def _length_counts(arr: pa.Array, checks: ColumnChecks, report: ColumnReport) ->
     for bound, compare, attr in ((lo, pc.less, "too_short"), (hi, pc.greater, "too_long")):
         if bound is None:
             continue
-        flags = checks.flags(arr, attr, lambda _v, c=compare, b=bound: c(lengths, b))
+        limit = _packed("q", [bound], pa.int64())[0]  # not pa.scalar: see _packed
+        flags = checks.flags(arr, attr, lambda _v, c=compare, b=limit: c(lengths, b))
         if pa.types.is_dictionary(arr.type) and not pc.any(flags).as_py():
             continue
         rows = _rows_flagged(arr, flags)
