@@ -12,6 +12,7 @@ from buildenv.cli import data_commands  # noqa: F401
 from buildenv.cli import compile_commands  # noqa: F401
 from buildenv.cli import monitor_commands  # noqa: F401
 from buildenv.cli import release_commands  # noqa: F401
+from buildenv.cli import import_commands  # noqa: F401
 # isort: on
 from buildenv.cli.app import app
 
