@@ -301,6 +301,14 @@ def validate_dataset(res: Resolved, ds_name: str, project: Project,
         return _validate_read(res, ds_name, dataset, read, columns, dict_cols, restricted)
 
 
+def _spill_dir(read: Any) -> str:
+    """Where duplicate counting may spill values: inside the repository's own state (owner
+    only), never a shared temp directory; each count removes its files when it ends."""
+    folder = read.gate.project.state_dir / "tmp"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return str(folder)
+
+
 def _validate_read(res: Resolved, ds_name: str, dataset: Dataset, read: Any, columns: list[str],
                    dict_cols: list[str], restricted: bool) -> tuple[list[Diagnostic], str | None]:
     try:
@@ -326,7 +334,8 @@ def _validate_read(res: Resolved, ds_name: str, dataset: Dataset, read: Any, col
         checked[name] = ColumnChecks(
             col, domain=_domain_array(list(col.domain), col.dtype) if col.domain else None,
             bounds=_bounds(col, actual), examples=not restricted,
-            duplicates=DuplicateCounter(examples=0 if restricted else EXAMPLES)
+            duplicates=DuplicateCounter(examples=0 if restricted else EXAMPLES,
+                                        spill_dir=_spill_dir(read))
             if col.unique else None)
     reports = {name: ColumnReport() for name in checked}
     try:
