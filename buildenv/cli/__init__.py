@@ -18,6 +18,7 @@ from buildenv.cli import data_commands  # noqa: E402, F401
 from buildenv.cli import compile_commands  # noqa: E402, F401
 from buildenv.cli import monitor_commands  # noqa: E402, F401
 from buildenv.cli import release_commands  # noqa: E402, F401
+from buildenv.cli import import_commands  # noqa: E402, F401
 # isort: on
 from buildenv.cli.app import app  # noqa: E402
 

@@ -44,9 +44,11 @@ CODES: dict[str, Code] = {
                   "dataset the environment does not declare under `datasets`."),
     "BE010": Code("unknown column", "A reference names a column the dataset does not declare."),
     "BE011": Code("bad range", "`range: [lo, hi]` needs lo <= hi, numbers for numeric dtypes and "
-                  "ISO 8601 strings for date/timestamp; bool and string columns take no range."),
-    "BE012": Code("bad domain", "`domain` lists the allowed values of a string, integer or bool "
-                  "column; every value must have the column's type."),
+                  "ISO 8601 strings for date/timestamp; bool and string columns take no range. "
+                  "`null` leaves one end open (`[0, null]`), but not both ends."),
+    "BE012": Code("bad domain", "`domain` lists the allowed values of a string, integer, float or "
+                  "bool column; every value must have the column's type (a float such as 1.5 is "
+                  "not an integer; float domains take finite numbers) and appear once."),
     "BE013": Code("unsupported format version", "The file declares a `schema:`/`lock_version:` "
                   "this buildenv does not know. Upgrade buildenv, or use a supported version."),
     "BE014": Code("unknown environment", "No environments/<name>.yaml exists for that name. "
@@ -69,6 +71,21 @@ CODES: dict[str, Code] = {
                   "(`key`), an existing dataset holding the label column (`dataset`), and join "
                   "keys declared in both datasets and unique in the joined one (`join`); "
                   "`dataset` and `holdout`/`key` exclude each other."),
+    "BE035": Code("bad pattern", "`pattern` applies to string columns and must compile as RE2, "
+                  "the regular-expression engine validation runs (pyarrow's): no look-around, "
+                  "no backreferences. The message quotes the compiler's reason. The pattern is "
+                  "searched anywhere in a value; anchor it with `^...$` for a whole-value match."),
+    "BE036": Code("bad length", "`length: [min, max]` bounds the length of string values in "
+                  "characters: string columns only, non-negative integers, min <= max, and "
+                  "`null` for at most one open end."),
+    "BE037": Code("tolerance without a constraint", "`max_violation_fraction` is the share of "
+                  "non-null values allowed to violate the column's range, domain, pattern, "
+                  "length or unique constraints; the column declares none of them, so it "
+                  "would tolerate nothing. Add the constraint, or remove the key (for nulls, "
+                  "use `max_null_fraction`)."),
+    "BE038": Code("unique bool column", "`unique: true` marks a key column, and a bool column "
+                  "has only two values, so any third row would violate it. Declare a domain "
+                  "instead, or make the key another column."),
     # --- locks ---------------------------------------------------------------
     "BE050": Code("lock missing", "The environment has no lock file, so its data is not pinned. "
                   "Run the `buildenv lock ENV` command named in the hint and commit the lock."),
@@ -141,10 +158,33 @@ CODES: dict[str, Code] = {
                   "has nulls."),
     "BE203": Code("too many nulls", "The column's null fraction exceeds `max_null_fraction`."),
     "BE204": Code("value outside domain", "The column has values that its `domain` does not "
-                  "list. Either the data is wrong or the domain needs the new value."),
-    "BE205": Code("value out of range", "The column has values outside its inclusive `range`."),
+                  "list. Either the data is wrong or the domain needs the new value. The "
+                  "message gives the count and the fraction of non-null values; with "
+                  "`max_violation_fraction`, a fraction within it is a warning."),
+    "BE205": Code("value out of range", "The column has values outside its inclusive `range` "
+                  "(an end written `null` is open). The message gives the count and fraction of "
+                  "non-null values below and above; within `max_violation_fraction` it is a "
+                  "warning."),
     "BE206": Code("declared column missing", "The environment declares a column that the "
                   "dataset file does not have."),
+    "BE207": Code("value does not match pattern", "String values in which the column's "
+                  "`pattern` (RE2, searched anywhere in the value unless anchored with ^...$) "
+                  "finds no match. The message gives the count and fraction of non-null values "
+                  "and, for unrestricted datasets, a few of them; within "
+                  "`max_violation_fraction` it is a warning."),
+    "BE208": Code("value length out of bounds", "String values whose length in characters "
+                  "(Unicode code points) is outside the column's `length: [min, max]`. The "
+                  "message counts the shorter and longer ones; within `max_violation_fraction` "
+                  "it is a warning."),
+    "BE209": Code("duplicated key", "The column is declared `unique: true`, but some non-null "
+                  "values occur more than once. The message says how many values are "
+                  "duplicated and how many rows hold them (every such row counts, as Great "
+                  "Expectations counts them); values are shown for unrestricted datasets only. "
+                  "Joins on this key (evaluation splits, label sets) would multiply rows."),
+    "BE210": Code("uniqueness not checked", "Counting duplicates of a large `unique` column "
+                  "spills its values to a private temporary directory (removed afterwards), and "
+                  "writing there failed, usually for lack of space. Free space or point TMPDIR "
+                  "at a larger disk and validate again; this result is not cached."),
     # --- training ------------------------------------------------------------------
     "BE301": Code("training raised", "The training function raised an exception; the location "
                   "is the innermost frame in your code."),
@@ -274,6 +314,30 @@ CODES: dict[str, Code] = {
                   "killed, an object was lost) after Ray's retries. Nothing it computed is "
                   "used; the worker's log says why. Data problems are never this code: tasks "
                   "report them as diagnostics."),
+    # --- importers (buildenv import) ---------------------------------------------------------
+    "BE900": Code("cannot read import file", "`buildenv import` could not read the suite or "
+                  "schema file: it does not exist, is not readable, or is not UTF-8 text."),
+    "BE901": Code("not an expectation suite", "`buildenv import gx` reads a Great Expectations "
+                  "expectation suite saved as JSON (GX 0.x or 1.x): an object with an "
+                  "`expectations` list, each entry with `type` (or `expectation_type`) and "
+                  "`kwargs`. The location points at invalid JSON when that is the cause."),
+    "BE902": Code("not a TFDV schema", "`buildenv import tfdv` reads a TFDV schema in protobuf "
+                  "text format (what `tfdv.write_schema_text` writes): `feature { name: ... "
+                  "type: ... }` entries. The location points at the token the reader stopped "
+                  "on."),
+    "BE903": Code("expectation not translated", "An expectation of the suite has no "
+                  "equivalent in the environment format; the message says why (an aggregate "
+                  "statistic, several columns, a row condition, a deny-list, a regex RE2 "
+                  "cannot compile, ...). Nothing was printed for it: keep checking it in Great "
+                  "Expectations, or drop it knowingly."),
+    "BE904": Code("TFDV field not translated", "A field of the TFDV schema has no equivalent in "
+                  "the environment format; the message says why (skew comparators, list-valued "
+                  "features, counts, semantic domains, ...). Nothing was printed for it."),
+    "BE905": Code("translated approximately", "Something was translated, but not exactly: a "
+                  "dtype inferred from the values a suite compares with (no type expectation), "
+                  "several tolerances (`mostly`) merged into the column's one "
+                  "`max_violation_fraction`, column order or exact column sets dropped. Check "
+                  "the printed key."),
 }
 
 

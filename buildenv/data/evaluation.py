@@ -18,7 +18,8 @@ strings as the first 8 bytes (little-endian) of BLAKE2b-64 of their UTF-8; null 
 
 Evaluation rows carry every served column, typed as the serving app receives them (numbers as
 float64, everything else as Python objects, dates and timestamps as ISO 8601 text), and the
-label; other datasets' served columns come in through `evaluation.join`.
+label; other datasets' served columns come in through `evaluation.join` (when not written:
+joined on shared column names where those are unique, see `join_plan`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ import pyarrow.compute as pc
 from buildenv.data.gate import Gate, GateError
 from buildenv.env.spec import NUMERIC_DTYPES, Environment
 
-__all__ = ["KEY_HASH", "EvaluationRows", "evaluation_rows", "holdout_mask", "key_columns",
-           "key_hash", "rows_dataset"]
+__all__ = ["KEY_HASH", "EvaluationRows", "evaluation_rows", "holdout_mask", "join_plan",
+           "key_columns", "key_hash", "rows_dataset"]
 
 KEY_HASH = "buildenv-key-hash-v1"
 _G = np.uint64(0x9E3779B97F4A7C15)
@@ -141,7 +142,7 @@ def evaluation_rows(gate: Gate, env: Environment) -> EvaluationRows:
     assert source is not None
     keys = key_columns(env)
     label = env.label.column
-    joins = env.evaluation.join
+    joins, inferred = join_plan(env)
     wanted = list(dict.fromkeys(_served(env, source) + [label] + keys
                                 + [k for ks in joins.values() for k in ks]))
     digests = {}
@@ -163,6 +164,9 @@ def evaluation_rows(gate: Gate, env: Environment) -> EvaluationRows:
             digests[other] = read.digest
         right = _as_served(extra, env, other, exclude=set())
         duplicated = int(right.duplicated(subset=on).sum())
+        if duplicated and inferred:  # shared names that are not a key: not a lookup table
+            method.setdefault("not_joined", []).append(other)
+            continue
         if duplicated:
             raise GateError(gate._diag(
                 "BE020", f"evaluation.join.{other}: {duplicated:,} rows of '{other}' repeat a "
@@ -172,8 +176,32 @@ def evaluation_rows(gate: Gate, env: Environment) -> EvaluationRows:
     served = [c for c in frame.columns if c != label and any(
         c in ds.columns and ds.columns[c].serving for ds in env.datasets.values())]
     frame = frame[served]
-    method["join"] = {k: list(v) for k, v in joins.items()}
+    method["join"] = {k: list(v) for k, v in joins.items()
+                      if k not in method.get("not_joined", [])}
+    if inferred:
+        method["join_inferred"] = True
     return EvaluationRows(frame.reset_index(drop=True), labels, len(frame), method, digests)
+
+
+def join_plan(env: Environment) -> tuple[dict[str, list[str]], bool]:
+    """`evaluation.join` when written (True: inferred). Otherwise every other dataset that
+    serves columns the evaluation rows lack and shares column names with them is joined on
+    those names -- used only when they are unique there (a lookup table, as in a star
+    schema), so the SPEC's plain `ratings.merge(movies, on="movie_id")` trainings just work."""
+    if env.evaluation.join:
+        return dict(env.evaluation.join), False
+    source = rows_dataset(env)
+    assert source is not None and env.label is not None
+    own = env.datasets[source].columns
+    plan = {}
+    for name, ds in env.datasets.items():
+        if name in (source, env.label.dataset, env.evaluation.dataset):
+            continue
+        shared = [c for c in ds.columns if c in own]
+        adds = [c for c, col in ds.columns.items() if col.serving and c not in own]
+        if shared and adds:
+            plan[name] = shared
+    return plan, True
 
 
 def _as_served(table: pa.Table, env: Environment, dataset: str, exclude: set[str]):

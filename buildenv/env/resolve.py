@@ -22,7 +22,13 @@ from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean, sort_diagnostics
 from buildenv.core.project import Project
 from buildenv.env.loader import KeyPath, Located, Position, load_yaml
-from buildenv.env.spec import CURRENT_SCHEMA, Environment, OnnxServing, SklearnServing
+from buildenv.env.spec import (
+    COLUMN_PROBLEM_KEYS,
+    CURRENT_SCHEMA,
+    Environment,
+    OnnxServing,
+    SklearnServing,
+)
 
 __all__ = ["Multiverse", "Resolved", "canonical_environment", "environment_digest"]
 
@@ -259,7 +265,8 @@ def _forget(origin: dict[KeyPath, Position], path: KeyPath) -> None:
 # --- pydantic errors -> diagnostics ---------------------------------------------------
 
 _TYPE_CODES = {"extra_forbidden": "BE003", "missing": "BE005", "bad_range": "BE011",
-               "bad_domain": "BE012", "evaluation": "BE020"}
+               "bad_domain": "BE012", "evaluation": "BE020", "bad_pattern": "BE035",
+               "bad_length": "BE036", "bad_tolerance": "BE037", "bad_unique": "BE038"}
 
 
 def _clean_loc(loc: tuple, merged: dict) -> KeyPath:
@@ -315,7 +322,7 @@ def _pydantic_problems(exc: ValidationError, merged: dict,
             where = loc
             message = f"{dotted}: {err['msg']}"
             # a column's cross-field check: point at the key it is about, when written
-            field_key = {"bad_range": "range", "bad_domain": "domain"}.get(kind)
+            field_key = COLUMN_PROBLEM_KEYS.get(kind)
             if field_key and loc + (field_key,) in origin:
                 where = loc + (field_key,)
         pos = _position(where, origin)
