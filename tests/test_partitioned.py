@@ -234,8 +234,8 @@ def test_validate_counts_rows_and_names_files_lacking_a_column(locked):
     assert code == 1
     assert (f"error[BE206]: dataset 'events' has no column 'kind' in 1 of {FILES} file(s): "
             f"'data/events/date={day(3)}/part-1.parquet'") in err
-    assert "error[BE205]: events.x: 1 rows outside range [-10, 10] (0 below, 1 above); e.g. " \
-           "99.0" in err
+    assert "error[BE205]: events.x: 1 of 3502 non-null values (fraction 0.0002856) are " \
+           "outside range [-10, 10] (0 below, 1 above); e.g. 99.0" in err
 
 
 # --- verified reads ----------------------------------------------------------------------------

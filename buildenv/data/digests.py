@@ -178,7 +178,9 @@ def _take_prefetched(location: Location, fmt: str, algorithm: str, stat: Stat
     if entry is None:
         return None
     thread, box = entry
-    thread.join()
+    with progress.task(f"hash {location.uri}", stat.size, "bytes") as bar:
+        thread.join()  # what is left of the hash is what this command waits for
+        bar.advance(stat.size)
     if box and box[0][0] == stat:
         return box[0][1], box[0][2]
     return None
