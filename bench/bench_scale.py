@@ -75,8 +75,7 @@ from pathlib import Path
 from buildenv.core.project import Project
 from buildenv.data.lock import lock_environments
 from buildenv.env.resolve import Multiverse
-root, data, new = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
-spare = new.with_suffix(".spare")
+root, data, new, spare = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
 def bare():
     for folder, dirs, files in os.walk(data):
         for name in files:
@@ -86,9 +85,10 @@ def bare():
         while chunk := f.read(8 << 20):
             h.update(chunk)
 ours, floor = [], []
-for _ in range(int(sys.argv[4])):
+for _ in range(int(sys.argv[5])):
     new.unlink(missing_ok=True)
     lock_environments(Multiverse(Project.discover(root)), ["days"])  # the lock without it
+    new.parent.mkdir(exist_ok=True)
     shutil.copy2(spare, new)
     past = time.time() - 60
     os.utime(new, (past, past))
@@ -247,7 +247,8 @@ def make_days(root: Path, days: int, day_mb: int) -> Path:
         pq.write_table(pa.table({"id": np.arange(rows) + i * rows, "x": rng.random(rows)}),
                        target, compression="none")
     new = folder / f"date={day(days)}" / "part-0.parquet"
-    shutil.move(new, new.with_suffix(".spare"))
+    shutil.move(new, root / "data" / "spare-day.parquet")  # outside the dataset until added
+    new.parent.rmdir()
     stamp.write_text(want)
     print(f"generated {days} days x ~{day_mb} MiB", flush=True)
     return folder
@@ -288,8 +289,8 @@ def drop_statcache(root: Path):
 
 def bench_lock(root: Path, days: int, day_mb: int, repeats: int) -> tuple[str, dict]:
     folder = make_days(root, days, day_mb)
-    spare = next(folder.rglob("*.spare"))
-    new = spare.with_suffix(".parquet")
+    spare = root / "data" / "spare-day.parquet"
+    new = folder / f"date={day(days)}" / "part-0.parquet"
     new.unlink(missing_ok=True)
     total = sum(p.stat().st_size for p in folder.rglob("*.parquet")) / 2**20
     full = alternate({"buildenv lock days (cold stat cache)": lambda: run(
@@ -302,6 +303,7 @@ def bench_lock(root: Path, days: int, day_mb: int, repeats: int) -> tuple[str, d
     def add_day() -> None:
         new.unlink(missing_ok=True)
         run([BUILDENV, "lock", "days"], cwd=root)  # the lock and stat cache without it
+        new.parent.mkdir(exist_ok=True)
         shutil.copy2(spare, new)
         past = dt.datetime.now().timestamp() - 60
         os.utime(new, (past, past))
@@ -312,7 +314,7 @@ def bench_lock(root: Path, days: int, day_mb: int, repeats: int) -> tuple[str, d
             [MAIN_PY, "-c", STAT_AND_HASH_ONE, folder, new])},
         repeats, before={"buildenv lock days (one day added)": add_day,
                          "bare: stat every file + sha256 the new one": add_day})
-    inproc = json.loads(run([MAIN_PY, "-c", RELOCK_INPROC, root, folder, new,
+    inproc = json.loads(run([MAIN_PY, "-c", RELOCK_INPROC, root, folder, new, spare,
                              str(max(repeats, 5))]).stdout)
     new.unlink(missing_ok=True)
     r_lock = relock["buildenv lock days (one day added)"]

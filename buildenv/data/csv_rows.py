@@ -37,7 +37,8 @@ class RowCounter:
         self.state = _FIELD_START
         self.prev_cr = False  # the previous chunk ended with a CR outside quotes
 
-    def feed(self, chunk: bytes | memoryview) -> None:
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
+        """Count the records ending in `chunk` (not kept: a reused buffer may be passed)."""
         data = bytes(chunk) if isinstance(chunk, memoryview) else chunk
         if not data:
             return
@@ -58,7 +59,7 @@ class RowCounter:
         return max(records - 1, 0)  # the first record is the header
 
     # --- numpy: one pass of vector operations per chunk ---------------------------------------
-    def _vectorised(self, data: bytes) -> bool:
+    def _vectorised(self, data: bytes | bytearray) -> bool:
         import numpy as np
 
         a = np.frombuffer(data, dtype=np.uint8)
@@ -126,7 +127,7 @@ class RowCounter:
         return True
 
     # --- the reference: what the decoder does, one byte at a time ------------------------------
-    def _bytewise(self, data: bytes) -> None:
+    def _bytewise(self, data: bytes | bytearray) -> None:
         state, content, records, prev_cr = self.state, self.content, self.records, self.prev_cr
         for byte in data:
             if prev_cr:
@@ -157,7 +158,7 @@ class RowCounter:
         self.state, self.content, self.records, self.prev_cr = state, content, records, prev_cr
 
 
-def _count_lf(data: bytes) -> int:
+def _count_lf(data: bytes | bytearray) -> int:
     """`data.count(b"\\n")`, vectorised: several times faster on large chunks."""
     if len(data) < 4096:
         return data.count(b"\n")
@@ -166,7 +167,7 @@ def _count_lf(data: bytes) -> int:
     return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == _LF))
 
 
-def _empty_line(data: bytes, content: bool) -> bool:
+def _empty_line(data: bytes | bytearray, content: bool) -> bool:
     """Whether `data` (no quote, no CR) holds an empty line: two adjacent LFs, or an LF first
     when the record before the chunk is empty. `b"\\n\\n" in data` would stop at every LF;
     comparing 16-bit words at both alignments is one fast pass."""

@@ -274,21 +274,29 @@ class _Random:
 
 def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
     """Hash and count records in one read of the bytes: each chunk is hashed in a thread (the
-    hash releases the GIL) while this thread counts its records (`csv_rows`)."""
+    hash releases the GIL) while this thread counts its records (`csv_rows`). Local files are
+    read into a few reused buffers (no fresh pages per chunk); a buffer goes back to the reader
+    once it is hashed."""
     import queue
 
     from buildenv.data.csv_rows import RowCounter
 
     hasher = ALGORITHMS[algorithm]()
-    chunks: queue.Queue = queue.Queue(maxsize=4)  # bounded: at most a few chunks in memory
+    chunks: queue.Queue = queue.Queue()
+    free: queue.Queue = queue.Queue()
+    for _ in range(3):  # bounded: at most three chunks in memory
+        free.put(bytearray(CHUNK))
     failure: list[BaseException] = []
 
     def hash_chunks() -> None:
-        while (chunk := chunks.get()) is not None:
+        while (item := chunks.get()) is not None:
+            buffer, n = item
             try:
-                hasher.update(chunk)
+                hasher.update(memoryview(buffer)[:n] if n is not None else buffer)
             except BaseException as exc:  # re-raised below
                 failure.append(exc)
+            if n is not None:
+                free.put(buffer)
 
     worker = threading.Thread(target=hash_chunks, name="buildenv-hash", daemon=True)
     worker.start()
@@ -301,18 +309,22 @@ def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
                 with open(location.local, "rb", buffering=0) as handle:
                     if hasattr(os, "posix_fadvise"):
                         os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-                    while chunk := handle.read(CHUNK):
-                        chunks.put(chunk)
-                        counter.feed(chunk)
-                        size += len(chunk)
-                        bar.advance(len(chunk))
+                    while True:
+                        buffer = free.get()
+                        n = handle.readinto(buffer)
+                        if not n:
+                            break
+                        chunks.put((buffer, n))
+                        counter.feed(buffer if n == len(buffer) else bytes(buffer[:n]))
+                        size += n
+                        bar.advance(n)
             else:
                 with location.open() as stream:
                     while True:
                         chunk = stream.read(CHUNK)
                         if not chunk:
                             break
-                        chunks.put(chunk)
+                        chunks.put((chunk, None))
                         counter.feed(chunk)
                         size += len(chunk)
                         bar.advance(len(chunk))

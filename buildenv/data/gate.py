@@ -275,7 +275,8 @@ class DatasetRead:
         self.expected = expected
         self.origin = origin
         self.constants = dict(constants or {})
-        self.restricted = gate.restricted(name) and audit
+        self.restricted = gate.restricted(name)  # decode errors never quote values
+        self.audited = self.restricted and audit  # one file of a partitioned read: not
         self.columns_read: set[str] = set()
         self.rows_read = 0
         self.digest: str | None = None  # known once the read is verified
@@ -305,7 +306,7 @@ class DatasetRead:
     def close(self) -> None:
         """Release the file; a restricted read that decoded rows but did not complete (an
         error, a mismatch, a consumer that stopped early) is audited here."""
-        if self.restricted and self._decoded and not self._audited:
+        if self.audited and self._decoded and not self._audited:
             try:
                 self._audit("incomplete")
             except GateError:
@@ -405,7 +406,7 @@ class DatasetRead:
         if self.digest is not None:
             return self.digest  # a later pass over the same pinned bytes
         if self.expected is not None and found != self.expected:
-            if self.restricted:
+            if self.audited:
                 self._audit("refused: does not match the lock", found)
             raise GateError(self.gate._diag(
                 "BE055", f"dataset '{self.name}' does not match the lock: expected "
@@ -414,7 +415,7 @@ class DatasetRead:
                     "the data changed after the lock was checked; if the new bytes are "
                     f"intended, review them and run `buildenv lock {self.gate.env.name}`",)))
         self.digest = found
-        if self.restricted:
+        if self.audited:
             self._audit("read")
         return self.digest
 
