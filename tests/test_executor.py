@@ -209,3 +209,35 @@ def test_without_the_extra_the_diagnostic_says_what_to_install(tmp_path):
         "[tool.buildenv]\n", '[tool.buildenv]\nexecutor = "ray"\n'))
     code, _, err, _ = cli(["lock", "--check"], root, prelude=no_ray)
     assert code == 2 and "error[BE880]" in err
+
+
+def test_the_per_file_sampling_threshold_changes_no_statistic(tmp_path, monkeypatch):
+    """Each file keeps only sample keys below a threshold derived from the row count; the
+    statistics are the ones of no threshold, and a threshold that turns out too low is
+    detected and the pass rerun."""
+    from buildenv.data.gate import PartitionedRead
+    from buildenv.monitor import statistics
+
+    root = planted_repo(tmp_path)
+    project = Project.discover(root)
+    lock_environments(Multiverse(project), ["ev"])
+    monkeypatch.setattr(statistics, "SAMPLE_SIZE", 700)  # fewer than the rows: a real sample
+
+    def stats(name: str) -> str:
+        result = run_drift(project, "ev", "events", against="cand/events/", use_cache=False,
+                           sample_size=700, executor=LocalExecutor(2))
+        write_stats(result, project, root / "s.json")
+        return (root / "s.json").read_text()
+
+    with_threshold = stats("threshold")
+    passes = []
+    real = statistics._merge_files
+    monkeypatch.setattr(statistics, "_merge_files",
+                        lambda *a: passes.append(a[6]) or real(*a))
+    monkeypatch.setattr(PartitionedRead, "total_rows", lambda self: None)
+    assert stats("none") == with_threshold
+    assert passes and all(t == float("inf") for t in passes)
+    passes.clear()
+    monkeypatch.setattr(PartitionedRead, "total_rows", lambda self: 10**9)  # far too low
+    assert stats("low") == with_threshold
+    assert passes[:2] == [pytest.approx(2 * 700 / 10**9 + 1e-4), float("inf")]

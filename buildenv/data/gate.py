@@ -626,6 +626,19 @@ class PartitionedRead:
                 out[column] = None  # validation reports it (BE063); no filter passes it
         return out
 
+    def total_rows(self) -> int | None:
+        """Rows of the selected files: from the manifest, else each file's Parquet footer
+        (None when a footer cannot be read: the caller then does without)."""
+        if self.manifest is not None:
+            rows = {f.path: f.rows for f in self.manifest.files}
+            return sum(rows[path] for path, _, _ in self.files)
+        from buildenv.data.digests import _parquet_rows
+
+        try:
+            return sum(_parquet_rows(self.location.child(path)) for path, _, _ in self.files)
+        except Exception:
+            return None
+
     def tasks(self, purpose: str | None = None) -> list[FileTask]:
         """One self-contained task per file to read (for an executor)."""
         return [FileTask(self.gate.project, self.gate.env, purpose or self.gate.purpose,

@@ -131,7 +131,7 @@ class _Numeric:
     """Count, nulls, min/max, mean/M2 (Chan's merge), a bottom-k sample, bin counts."""
 
     def __init__(self, dtype: str, edges: np.ndarray | None, sample_size: int, sample: bool,
-                 domain: list | None):
+                 domain: list | None, tau: float = math.inf):
         self.dtype = dtype
         self.rows = self.nulls = self.n = 0
         self.mean = self.m2 = 0.0
@@ -139,7 +139,7 @@ class _Numeric:
         self.sample_size = sample_size if sample else 0
         self.keys = np.empty(0)
         self.values = np.empty(0)
-        self.tau = math.inf
+        self.tau = tau  # keys at or above it cannot be in the sample
         self.edges = edges
         self.below = np.zeros(len(edges), np.int64) if edges is not None else None
         self.domain = pa.array(domain) if domain is not None else None
@@ -213,7 +213,7 @@ class _Numeric:
             keys = np.concatenate([self.keys, other.keys])
             values = np.concatenate([self.values, other.values])
             if len(keys) > self.sample_size:
-                keep = np.sort(np.argpartition(keys, self.sample_size - 1)[: self.sample_size])
+                keep = np.argpartition(keys, self.sample_size - 1)[: self.sample_size]
                 keys, values = keys[keep], values[keep]
                 self.tau = float(keys.max())
             self.keys, self.values = keys, values
@@ -347,7 +347,8 @@ def _scan(source: Source, columns: dict[str, Column], edges: dict[str, np.ndarra
 
 def _scan_read(read: Any, columns: dict[str, Column], edges: dict[str, np.ndarray] | None,
                sample_size: int, batch_rows: int, numeric_only: bool, rng: Any,
-               uri: str = "", rows: int | None = None) -> dict[str, Any]:
+               uri: str = "", rows: int | None = None, tau: float = math.inf
+               ) -> dict[str, Any]:
     strings = [c for c, col in columns.items() if col.dtype == "string"]
     batches = read.batches(list(columns), batch_rows=batch_rows, dictionary=strings)
     accs: dict[str, Any] = {}
@@ -358,7 +359,7 @@ def _scan_read(read: Any, columns: dict[str, Column], edges: dict[str, np.ndarra
             accs[name] = _Numeric(col.dtype, None if edges is None else edges.get(name),
                                   sample_size, not numeric_only,
                                   col.domain if col.domain is not None and not numeric_only
-                                  else None)
+                                  else None, tau)
     scratch = _Scratch()
     for acc in accs.values():
         if isinstance(acc, _Numeric):
@@ -377,11 +378,11 @@ def _profile_file(job: tuple) -> tuple[dict[str, Any] | None, tuple | None, dict
     error (Diagnostic.to_json()) that stopped it. Runs wherever the executor puts it."""
     from buildenv.data.gate import GateError
 
-    task, path, columns, edges, sample_size, batch_rows, numeric_only = job
+    task, path, columns, edges, sample_size, batch_rows, numeric_only, tau = job
     try:
         with task.open() as read:
             accs = _scan_read(read, columns, edges, sample_size, batch_rows, numeric_only,
-                              np.random.default_rng([SEED, task.index]), task.uri)
+                              np.random.default_rng([SEED, task.index]), task.uri, tau=tau)
             digest = read.verify()
             found = (path, read._pinned.size, digest, read.rows_read)
     except GateError as exc:
@@ -400,11 +401,29 @@ def _profile_file(job: tuple) -> tuple[dict[str, Any] | None, tuple | None, dict
 def _scan_partitioned(read: Any, columns: dict[str, Column],
                       edges: dict[str, np.ndarray] | None, sample_size: int, batch_rows: int,
                       numeric_only: bool, executor: Any) -> dict[str, Any]:
+    # A file's sample needs only keys below what the whole dataset's k-th smallest key will
+    # be, about k / rows (keys are uniform): a threshold of twice that spares every file most
+    # of the bottom-k work. If it turns out too low (fewer keys below it than the sample
+    # holds), the pass is run again without one, so the sample is exact either way.
+    total = read.total_rows() if sample_size and not numeric_only else None
+    tau = min(1.0, 2.0 * sample_size / total + 1e-4) if total else math.inf
+    merged = _merge_files(read, columns, edges, sample_size, batch_rows, numeric_only, tau,
+                          executor)
+    if tau < 1.0 and any(isinstance(a, _Numeric) and a.sample_size
+                         and len(a.values) < min(a.sample_size, a.n) for a in merged.values()):
+        merged = _merge_files(read, columns, edges, sample_size, batch_rows, numeric_only,
+                              math.inf, executor)
+    return merged
+
+
+def _merge_files(read: Any, columns: dict[str, Column], edges: dict[str, np.ndarray] | None,
+                 sample_size: int, batch_rows: int, numeric_only: bool, tau: float,
+                 executor: Any) -> dict[str, Any]:
     from buildenv.core.diagnostics import Diagnostic
     from buildenv.data.executor import LocalExecutor
     from buildenv.data.gate import GateError
 
-    jobs = [(task, path, columns, edges, sample_size, batch_rows, numeric_only)
+    jobs = [(task, path, columns, edges, sample_size, batch_rows, numeric_only, tau)
             for task, (path, _, _) in zip(read.tasks(), read.files)]
     results = (executor or LocalExecutor()).map(_profile_file, jobs)
     merged: dict[str, Any] | None = None
