@@ -73,7 +73,7 @@ class StatCache:
 
     def get(self, key: str, stat: Stat, algorithm: str, fmt: str) -> ContentDigest | None:
         entry = self._entries.get(f"{algorithm}:{fmt}:{key}")
-        if not entry or entry.get("stat") != asdict(stat):
+        if not entry or entry.get("stat") != stat.__dict__:  # asdict() deep-copies: slower
             return None
         # Remote objects have second-resolution mtimes and no inode: a wider window.
         window = RACY_NS if stat.inode else 3 * RACY_NS

@@ -19,6 +19,7 @@ path), prefixed with the algorithm like any digest.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -144,8 +145,19 @@ def partition_values(path: str, partitions: Sequence[str]) -> dict[str, str | No
 @dataclass(frozen=True)
 class Listed:
     path: str
-    location: Location
+    parent: Location  # the dataset's directory or prefix
     stat: Stat
+
+    @property
+    def key(self) -> str:
+        """`location.key`, without building the Location (a relock looks up every file)."""
+        if self.parent.local is not None:
+            return os.path.join(self.parent.key, *self.path.split("/"))
+        return self.location.key
+
+    @property
+    def location(self) -> Location:
+        return self.parent.child(self.path)
 
 
 def list_files(location: Location, partitions: Sequence[str]) -> list[Listed]:
@@ -169,7 +181,7 @@ def list_files(location: Location, partitions: Sequence[str]) -> list[Listed]:
             problems.append(("BE062", f"'{location.uri}{_sep(location)}{rel}' does not match "
                              f"the declared partitions: {exc}"))
             continue
-        out.append(Listed(rel, location.child(rel), stat))
+        out.append(Listed(rel, location, stat))
     if problems:
         raise ManifestError(problems)
     if not out:
@@ -217,7 +229,7 @@ def digest_partitioned(location: Location, partitions: Sequence[str], algorithm:
     known: dict[str, ContentDigest] = {}
     todo: list[Listed] = []
     for item in listed:
-        hit = cache.get(item.location.key, item.stat, algorithm, "parquet") if cache else None
+        hit = cache.get(item.key, item.stat, algorithm, "parquet") if cache else None
         if hit is not None:
             known[item.path] = hit
         else:
@@ -232,7 +244,7 @@ def digest_partitioned(location: Location, partitions: Sequence[str], algorithm:
                 continue
             known[item.path] = value  # type: ignore[assignment]
             if cache is not None:
-                cache.put(item.location.key, stat, algorithm, "parquet", value, started)
+                cache.put(item.key, stat, algorithm, "parquet", value, started)
         if errors:
             raise ValueError("; ".join(errors[:3]) + (f"; and {len(errors) - 3} more"
                                                      if len(errors) > 3 else ""))
