@@ -14,6 +14,7 @@ nobody uses. Errors are swallowed; the command reports them properly.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -26,6 +27,9 @@ def start(argv: list[str]) -> None:
     """Begin prefetching for `buildenv lock ...` (no-op for every other command)."""
     if len(argv) < 2 or argv[1] != "lock" or os.environ.get("BUILDENV_NO_PREFETCH"):
         return
+    # The hashing thread needs the GIL back after every chunk, while this thread imports (GIL
+    # held): with the default 5 ms switch interval it would wait up to 5 ms a chunk.
+    sys.setswitchinterval(0.0005)
     thread = threading.Thread(target=_prefetch, args=(argv[2:],), name="buildenv-early",
                               daemon=True)
     thread.start()
