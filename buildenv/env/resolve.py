@@ -613,10 +613,10 @@ def _reuse_cycles(sets: dict, diag: Any, mapping: Any) -> list[Diagnostic]:
         stack.append(name)
         for i, other in edges(name):
             if state.get(other) == 1:
-                cycle = stack[stack.index(other):]
+                cycle = stack[stack.index(other):]  # other ... name
                 if frozenset(cycle) not in reported:
                     reported.add(frozenset(cycle))
-                    shown = " -> ".join([*cycle, other])
+                    shown = " -> ".join([name, *cycle[:-1], name])  # from where it closes
                     problems.append(diag("BE852", f"labels.{name}.reuse: reuse cycle: {shown}",
                                          "labels", name, "reuse", i, "labels",
                                          hint="a label set cannot reuse itself, directly or "

@@ -104,7 +104,7 @@ def exposure_problems(exposed: list[Exposed], restricted: set[str], place: Place
     for e in exposed:
         if not e.own:
             continue
-        where = next(own_names[s] for s in e.label_sets if s in own_names)
+        where = [own_names[s] for s in e.label_sets if s in own_names][-1]  # the newest
         ranked = sorted(e.annotators.items(), key=lambda kv: (-kv[1], kv[0]))
         who = ", ".join(f"{a} ({n:,})" for a, n in ranked[:SHOWN_ANNOTATORS])
         if len(ranked) > SHOWN_ANNOTATORS:

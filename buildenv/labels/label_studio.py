@@ -164,6 +164,9 @@ def iter_elements(chunks: Iterable[bytes], display: str) -> Iterator[tuple[Any, 
                 # the element may go on in the next chunk; past MAX_ELEMENT it is broken
                 if len(text.buf) - start < MAX_ELEMENT and text.more():
                     continue
+                if exc.pos >= len(text.buf.rstrip()):
+                    raise text.fail("the export ends inside a task (is it truncated?)",
+                                    exc.pos) from None
                 raise text.fail(f"invalid JSON: {exc.msg}", exc.pos) from None
             if end == len(text.buf) and text.more():  # a literal may go on in the next chunk
                 continue
