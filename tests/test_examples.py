@@ -156,6 +156,25 @@ def test_lock_row_counts_match_the_readme():
     }
 
 
+def test_genre_label_sets_match_the_readme(example):
+    """The label-set change of exp-genre-v2, as examples/README.md describes it."""
+    lock = json.loads((REPO_ROOT / "environments" / "exp-genre-v2.lock.json").read_text())
+    counts = {name: (e["examples"], e["annotations"], e["annotators"], e["ui_version"])
+              for name, e in lock["labels"].items()}
+    assert counts == {"genre-v1": (3008, 4041, 6, "1"), "genre-v2": (1085, 1498, 6, "2")}
+    assert list(lock["labels"]["genre-v2"]["mappings"]) == ["data/labels/genre-v1-to-v2.sssom.tsv"]
+    code, out, err = invoke_cli(["labels", "exp-genre-v2", "--format", "json"], example)
+    assert code == 0, err
+    report = json.loads(out)
+    sets = {s["name"]: s for s in report["label_sets"]}
+    v2 = sets["genre-v2"]["resolved"]
+    assert (v2["own"], v2["tied"], v2["from_reuse"]) == (1040, 45, 1693)
+    assert v2["relabel"] == {"genre-v1": {"drama": 270, "sci-fi": 39}}
+    assert sets["genre-v1"]["cancelled"] == 96 and sets["genre-v1"]["agreement"]["pairs"] == 15
+    found = {(d["code"], d["severity"]) for d in report["diagnostics"]}
+    assert found == {("BE860", "warning"), ("BE861", "warning")}
+
+
 @pytest.mark.parametrize("env", ENVS)
 def test_validate(example, env):
     code, out, err = invoke_cli(["validate", env], example)
