@@ -609,3 +609,29 @@ def expected_v2(table) -> dict[str, str]:
         if k not in own and v in ("a", "c"):
             want[k] = {"a": "a", "c": "cd"}[v]
     return want
+
+
+def test_concurrent_locks_agree(repo):
+    """Several `buildenv lock` processes at once: every one succeeds and the lock they leave
+    is the one a single process writes."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("BUILDENV_ROOT", None)
+    procs = [subprocess.Popen([sys.executable, "-m", "buildenv", "lock"], cwd=repo, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(4)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, results
+    together = {n: (repo / "environments" / f"{n}.lock.json").read_bytes() for n in ("base", "v2")}
+    for n in together:
+        (repo / "environments" / f"{n}.lock.json").unlink()
+    shutil_rm = __import__("shutil").rmtree
+    shutil_rm(repo / ".buildenv", ignore_errors=True)
+    assert lock(repo)[0] == 0
+    assert together == {n: (repo / "environments" / f"{n}.lock.json").read_bytes()
+                        for n in together}
