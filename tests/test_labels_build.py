@@ -190,7 +190,7 @@ def test_keys_missing_from_the_dataset_stop_the_build(tmp_path):
     line, col = yaml_line(root / "environments/base.yaml", "key: item_id")
     assert (f"environments/base.yaml:{line}:{col}: error[BE862]: label set 'kind-v1': 2 of "
             f"{len(tasks)} annotated example(s) have a key that dataset 'items' does not hold in "
-            "column 'item_id' (e.g. 4040, 4041)") in err
+            f"column 'item_id' (e.g. 4040, 4041; first at data/kind-v1.json:{len(tasks)})") in err
     assert not (root / "dist").exists()
 
 

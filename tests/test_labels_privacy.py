@@ -179,7 +179,7 @@ def test_no_example_of_a_restricted_label_set_reaches_any_output_or_file(tmp_pat
     assert run(bad, outputs, "lock")[0] == 0
     code, out, err = run(bad, outputs, "build", "tagger", "--env", "people")
     assert code == 1 and "error[BE862]: label set 'segment': 1 of 301 annotated example(s)" \
-        in err and "(e.g." not in err, err
+        in err and "(first at data/segment.json:302)" in err and "e.g." not in err, err
     exposed = make(tmp_path / "exposed", second=[
         {"id": 9000, "data": {"email": SENTINEL}, "annotations": [annotation(9000, 1, "high")]}])
     code, out, err = run(exposed, outputs, "lock")

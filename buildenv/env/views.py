@@ -16,6 +16,8 @@ def resolved_document(res: Resolved) -> dict:
     """The resolved environment as a user would write it (defaults filled in)."""
     data = res.env.model_dump(mode="json", by_alias=True, exclude_none=True)
     data.pop("schema", None)
+    if not data.get("labels"):  # shown like datasets, when there are any
+        data.pop("labels", None)
     return data
 
 

@@ -99,18 +99,21 @@ def key_problems(gate: Gate, res: Resolved, sets: LabelSets) -> tuple[list[Diagn
         for name in names:
             spec = res.env.labels[name]
             held = present[spec.key]
-            own = pc.unique(sets.file(name).annotations.keys)
+            annotations = sets.file(name).annotations
+            own = pc.unique(annotations.keys)
             missing = pc.invert(pc.is_in(own, value_set=held))
             n_missing = int(pc.sum(missing).as_py() or 0)
             if n_missing:
-                sample = ""
-                if not restricted:
+                absent = pc.invert(pc.is_in(annotations.keys, value_set=held))
+                first = int(pc.index(absent, True).as_py())
+                where = f"first at {annotations.where(spec.uri, first)}"
+                if not restricted:  # keys are the examples' data: never for restricted ones
                     shown = own.filter(missing)[:SHOWN_KEYS].to_pylist()
-                    sample = f" (e.g. {', '.join(shown)})"
+                    where = f"e.g. {', '.join(shown)}; {where}"
                 problems.append(res.diag(
                     "BE862", f"label set '{name}': {n_missing:,} of {len(own):,} annotated "
                     f"example(s) have a key that dataset '{dataset}' does not hold in column "
-                    f"'{spec.key}'{sample}", "labels", name, "key",
+                    f"'{spec.key}' ({where})", "labels", name, "key",
                     hints=("the export labels other examples than the dataset's: check the "
                            "key field and the dataset version",)))
             resolved = sets.resolve(name).keys
