@@ -4,7 +4,8 @@ Codes never change meaning once released; a test fails when the source uses a
 code that has no entry here. Ranges: BE0xx environment and project files,
 BE05x locks, BE1xx static checks of training code, BE2xx data validation,
 BE3xx training, BE4xx verification against the serving stack, BE6xx drift,
-BE7xx promotion, BE75x images, BE8xx the audit log.
+BE7xx promotion, BE75x images, BE80x the audit log, BE85x-BE87x label sets (their locks:
+BE057-BE059).
 """
 
 from __future__ import annotations
@@ -105,6 +106,18 @@ CODES: dict[str, Code] = {
     "BE056": Code("data written during a read", "The file's size, mtime or ctime changed while "
                   "the data gate read it: a writer was at work. Nothing read is used; retry "
                   "when the writer has finished."),
+    "BE057": Code("label lock stale", "A label set is not pinned in the lock as the environment "
+                  "declares it now: it is new, its uri or mapping files changed, or its "
+                  "declaration (dataset, key, field, taxonomy, UI version, reuse, exposure) "
+                  "changed. Run `buildenv lock ENV`; builds refuse stale label locks."),
+    "BE058": Code("label file changed", "A label export or mapping file no longer matches the "
+                  "digest in the lock: the annotations changed after they were pinned. If the "
+                  "change is intended, review `buildenv labels ENV` and re-lock; otherwise "
+                  "restore the pinned file."),
+    "BE059": Code("label read does not match the lock", "The bytes of a label export or "
+                  "mapping read through the data gate hash to another digest than the lock "
+                  "pins: the file changed after the lock was checked. Nothing parsed from it is "
+                  "used and nothing is built on it."),
     # --- static checks of training code -----------------------------------------
     "BE100": Code("syntax error in training", "The training module does not parse."),
     "BE101": Code("undeclared dataset", "`ctx.read` asks for a dataset the environment does not "
@@ -274,6 +287,69 @@ CODES: dict[str, Code] = {
                   "truncated or reordered, or cannot be written. Reads of restricted datasets "
                   "stop until it is sound: `buildenv audit --verify` names the first bad "
                   "record; restore the log from a backup."),
+    # --- label sets ----------------------------------------------------------------------
+    "BE850": Code("invalid label set", "A label set declaration (or `label:`) is inconsistent: a "
+                  "Label Studio export without `field`, a key column that is not an integer or "
+                  "string, a taxonomy without classes or with a class twice, `reuse` of a set "
+                  "that labels other examples, or `label` with both `labels` and "
+                  "`dataset`/`column`. docs/labels.md describes the format."),
+    "BE851": Code("unknown label set", "`label: {labels: NAME}` or a `reuse` entry names a "
+                  "label set that the environment does not declare under `labels:`."),
+    "BE852": Code("reuse cycle", "Following `reuse` from a label set leads back to it. A label "
+                  "set reuses older sets only; remove one `reuse` entry of the cycle."),
+    "BE853": Code("label file unreadable", "A label export or mapping file could not be "
+                  "opened: it is missing or not readable."),
+    "BE854": Code("not a Label Studio export", "The export is not Label Studio JSON: not a "
+                  "JSON array of tasks, a task without `data` or without the key, an annotation "
+                  "without `completed_by`, more than one choice for the field, or a bad "
+                  "`created_at`. The message gives the export line."),
+    "BE855": Code("invalid Parquet label file", "The Parquet form needs columns `key`, "
+                  "`label` and `annotator` (plus optional `ui_version`, `taxonomy_version`, "
+                  "`created_at`) with text or integer values; keys and annotators are never "
+                  "null."),
+    "BE856": Code("class outside the taxonomy", "Annotations choose classes the label set's "
+                  "taxonomy does not list (or, in Parquet, were made under another taxonomy "
+                  "version). The message counts them per class with the first export line. "
+                  "Add the classes in a new taxonomy version, or fix the annotations."),
+    "BE857": Code("invalid SSSOM mapping", "A mapping file is not SSSOM TSV as buildenv reads "
+                  "it: a header with subject_id, predicate_id and object_id, tab-separated rows, "
+                  "and predicates skos:exactMatch, skos:broadMatch, skos:narrowMatch or "
+                  "skos:closeMatch. The message gives the TSV line."),
+    "BE858": Code("mapping names an unknown class", "A mapping row's subject_id is not a class "
+                  "of the reused label set's taxonomy, or its object_id is not a class of this "
+                  "label set's taxonomy. The message gives the TSV line."),
+    "BE859": Code("reuse needs a mapping", "A `reuse` entry without `mapping` carries classes "
+                  "over by name, so every class of the reused taxonomy must exist in this one. "
+                  "Add an SSSOM mapping saying where the others go."),
+    "BE860": Code("examples need relabeling", "Reused examples whose class cannot be carried "
+                  "into the new taxonomy automatically (a split class: narrowMatch or several "
+                  "targets; a closeMatch; no mapping row) are left out, counted per class. With "
+                  "`ambiguous: refuse` this is an error. Annotate them in the new label set."),
+    "BE861": Code("tied votes", "Two or more classes share the most annotators of an example, "
+                  "so it gets no label (the majority rule, docs/labels.md). Add an annotation to "
+                  "break each tie."),
+    "BE862": Code("label key not in the dataset", "A label set annotates examples whose key the "
+                  "dataset does not hold: the export belongs to another dataset version, or "
+                  "`key` names the wrong column. Keys are shown only for unrestricted "
+                  "datasets."),
+    "BE863": Code("double exposure", "An annotator labeled the same example under two "
+                  "different annotation UI versions (in any label sets of the multiverse): the "
+                  "second judgment is not independent of the first. With `exposure: exclusive` "
+                  "(the default) this is an error; `exposure: allow` on every label set "
+                  "involved makes it a warning."),
+    "BE864": Code("ctx.labels() without a label set", "The training calls `ctx.labels()`, but "
+                  "the environment takes its label from a column (or has no label). Read the "
+                  "label column with `ctx.read`, or build against an environment whose `label:` "
+                  "names a label set."),
+    "BE865": Code("label set not used by the training", "The environment's label comes from a "
+                  "label set but the training never calls `ctx.labels()`: the build scores the "
+                  "model on the label set's labels, which the training did not fit."),
+    "BE866": Code("no usable labels", "After ties, relabeling and keys, the environment's label "
+                  "set leaves no example of its dataset with a label: there is nothing to train "
+                  "on. `buildenv labels ENV` shows the counts."),
+    "BE867": Code("label field not in export", "No annotation of the export has a result from "
+                  "the label set's `field` (the Label Studio `from_name`). The message lists the "
+                  "from_names the export has."),
     # --- importers (buildenv import) ---------------------------------------------------------
     "BE900": Code("cannot read import file", "`buildenv import` could not read the suite or "
                   "schema file: it does not exist, is not readable, or is not UTF-8 text."),

@@ -31,8 +31,9 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-__all__ = ["CURRENT_SCHEMA", "Column", "Dataset", "Dtype", "Environment", "Label", "Monitoring",
-           "OnnxServing", "Privacy", "Promotion", "SklearnServing", "json_schema", "op_allowed"]
+__all__ = ["CURRENT_SCHEMA", "Column", "Dataset", "Dtype", "Environment", "Label", "LabelSet",
+           "Monitoring", "OnnxServing", "Privacy", "Promotion", "Reuse", "SklearnServing",
+           "Taxonomy", "json_schema", "op_allowed"]
 
 CURRENT_SCHEMA = 1
 #: dict -> dict upgrades from an older schema version to the next one.
@@ -276,14 +277,100 @@ class Dataset(Strict):
 
 
 class Label(Strict):
-    """What the model predicts."""
+    """What the model predicts: a column of a dataset (`dataset` + `column`), or a label set
+    (`labels`). Switching form in a child replaces the inherited label as a whole."""
 
-    dataset: str
-    """Dataset that holds the label."""
-    column: str
+    dataset: str | None = None
+    """Dataset that holds the label column."""
+    column: str | None = None
     """Label column; never a model input."""
     classes: list[Scalar] | None = None
-    """Class values for classification; absent for regression."""
+    """Class values for classification; absent for regression. A label set's classes are its
+    taxonomy's."""
+    labels: str | None = None
+    """A label set declared under `labels:` that the label comes from instead of a column:
+    `ctx.read` of its dataset returns only rows with a usable label, `ctx.labels()` the aligned
+    labels."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Label:
+        if self.labels is not None:
+            if self.dataset is not None or self.column is not None or self.classes is not None:
+                raise PydanticCustomError(
+                    "label_source", "label takes either `labels` (a label set) or `dataset` and "
+                    "`column`, not both (a label set's classes are its taxonomy's)", {})
+        elif self.dataset is None or self.column is None:
+            raise PydanticCustomError(
+                "label_source", "label needs `dataset` and `column`, or `labels` (a label set)",
+                {})
+        return self
+
+
+class Taxonomy(Strict):
+    """The classes a label set may hold, with a name and a version (taxonomies change)."""
+
+    name: str
+    """What is classified (`genre`): names the labels in reports, lineage and signatures."""
+    version: Union[int, str]
+    """The taxonomy's version; recorded in the lock and the lineage."""
+    classes: list[str]
+    """Every class a label may take; anything else in an export is an error (BE856)."""
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise PydanticCustomError("label_source", "a taxonomy declares at least one class",
+                                      {})
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("label_source", "taxonomy lists a class twice", {})
+        return value
+
+
+class Reuse(Strict):
+    """An older label set whose labels are mapped into this set's taxonomy."""
+
+    labels: str
+    """The reused label set (declared under `labels:`)."""
+    mapping: str | None = None
+    """SSSOM TSV file mapping the reused set's classes (`subject_id`) to this taxonomy's
+    (`object_id`). Absent: every reused class must be a class of this taxonomy (a relabel
+    overlay of the same taxonomy)."""
+    ambiguous: Literal["skip", "refuse"] = "skip"
+    """What to do with reused examples whose class cannot be mapped automatically (split by
+    `narrowMatch`, several targets, `closeMatch`, no mapping row): `skip` them (they need
+    relabeling; a warning counts them per class) or `refuse` the build."""
+
+
+class LabelSet(Strict):
+    """Annotations pinned like data: an export of an annotation tool, its taxonomy and the
+    annotation UI version that produced it."""
+
+    uri: str
+    """The export: relative to the repository root, or file://, s3://, gs://."""
+    format: Literal["label-studio", "parquet"] = "label-studio"
+    """A Label Studio JSON export, or Parquet (`key`, `label`, `annotator`, `ui_version`,
+    `taxonomy_version`, `created_at`)."""
+    dataset: str
+    """The dataset whose examples are labeled."""
+    key: str
+    """The dataset column (integer or string) that identifies an example; Label Studio tasks
+    carry it in `data`."""
+    field: str | None = None
+    """Label Studio `from_name` of the choices control holding the label."""
+    taxonomy: Taxonomy
+    """The classes, with the taxonomy's name and version."""
+    ui_version: str | None = None
+    """The annotation UI/guidelines version that produced these annotations (Label Studio
+    exports do not record it). Parquet rows carry their own."""
+    reuse: list[Reuse] = []
+    """Older label sets mapped into this taxonomy; this set's own annotations win for the keys
+    it annotates, then the reused sets in the order listed."""
+    exposure: Literal["exclusive", "allow"] = "exclusive"
+    """`exclusive`: an annotator who labeled the same example under two UI versions (in any
+    label set of the multiverse) is an error; `allow` reports it as a warning."""
+    description: str | None = None
+    """Free text for humans; not part of the environment digest."""
 
 
 class SklearnServing(Strict):
@@ -431,6 +518,8 @@ class Environment(Strict):
     """Free text for humans; not part of the environment digest."""
     datasets: dict[str, Dataset]
     """The datasets training may read."""
+    labels: dict[str, LabelSet] = {}
+    """Label sets: annotation exports pinned in the lock like datasets."""
     label: Label | None = None
     """The prediction target."""
     serving: Serving | None = None
@@ -455,6 +544,26 @@ class Environment(Strict):
 
     def restricted(self, dataset: str) -> bool:
         return dataset in self.privacy.restricted
+
+    def label_set(self) -> LabelSet | None:
+        """The label set the label comes from (None for a column label, or no label)."""
+        if self.label is None or self.label.labels is None:
+            return None
+        return self.labels.get(self.label.labels)
+
+    def label_dataset(self) -> str | None:
+        """The dataset whose rows are the training examples: the label column's, or the one
+        the label set labels."""
+        if self.label is None:
+            return None
+        found = self.label_set()
+        return found.dataset if found is not None else self.label.dataset
+
+    def label_classes(self) -> list | None:
+        found = self.label_set()
+        if found is not None:
+            return list(found.taxonomy.classes)
+        return self.label.classes if self.label is not None else None
 
     def served_columns(self) -> dict[str, list[str]]:
         """column name -> datasets serving it."""
