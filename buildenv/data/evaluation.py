@@ -76,8 +76,8 @@ def _column_codes(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
     else:  # integers, booleans, dates, timestamps: their int64 value
         if pa.types.is_timestamp(kind):
             array = array.cast(pa.timestamp("us", tz=kind.tz))
-        if pa.types.is_date(kind):
-            array = array.cast(pa.date32())
+        if pa.types.is_date(kind):  # days since 1970-01-01 (date32 casts only to int32)
+            array = array.cast(pa.date32()).cast(pa.int32())
         values = array.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
         codes = _mix(values.astype(np.int64).view(np.uint64))
     return np.where(valid, codes, _NULL)

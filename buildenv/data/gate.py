@@ -106,15 +106,17 @@ class Pinned:
         assert self._fd is not None
         hasher = ALGORITHMS[self.algorithm]()
         offset = 0
+        buffer = bytearray(CHUNK)  # one buffer, reused: no allocation per chunk
+        view = memoryview(buffer)
         try:
             if hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
             while not self._cancel.is_set():
-                chunk = os.pread(self._fd, CHUNK, offset)
-                if not chunk:
+                n = os.preadv(self._fd, [buffer], offset)
+                if not n:
                     break
-                hasher.update(chunk)
-                offset += len(chunk)
+                hasher.update(view[:n])
+                offset += n
             self._size = offset
             self._digest = f"{self.algorithm}:{hasher.hexdigest()}"
         except BaseException as exc:  # re-raised by digest()
