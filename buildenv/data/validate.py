@@ -236,15 +236,22 @@ def _judge(res: Resolved, ds_name: str, name: str, col: Column, report: ColumnRe
         else:
             message += f" ({len(report.out_of_domain_values)} distinct values; restricted " \
                        "dataset: values not shown)"
-            hint = "inspect with an approved, audited tool; values are never printed"
+            hint = (f"values are never printed; a person allowed by privacy.peek can look, "
+                    f"audited: `buildenv peek ENV --dataset {ds_name} --rows 10 "
+                    f"--invalid {name} --reason \"...\"`")
         out.append(res.diag("BE204", message, *where, "domain", hints=(hint,)))
     if report.below or report.above:
         lo, hi = col.range  # type: ignore[misc]
         message = (f"{label}: {report.below + report.above} rows outside range [{lo}, {hi}] "
                    f"({report.below} below, {report.above} above)")
+        hints: tuple[str, ...] = ()
         if not restricted and report.examples:
             message += f"; e.g. {', '.join(report.examples[:EXAMPLES])}"
-        out.append(res.diag("BE205", message, *where, "range"))
+        elif restricted:
+            hints = (f"values are never printed; a person allowed by privacy.peek can look, "
+                     f"audited: `buildenv peek ENV --dataset {ds_name} --rows 10 "
+                     f"--invalid {name} --reason \"...\"`",)
+        out.append(res.diag("BE205", message, *where, "range", hints=hints))
     return out
 
 
