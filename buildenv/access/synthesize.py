@@ -298,9 +298,20 @@ def identifier_values(ident: Identifier, rows: int, pool: np.ndarray | None,
     return pa.array([f"{ident.name}-{i:0{width}d}" for i in range(1, rows + 1)], pa.string())
 
 
+def _valid_cells(coding: Coding) -> np.ndarray:
+    """Cells a value of the declared column can be in (the synthetic file holds no others)."""
+    valid = np.ones(len(coding.cells), bool)
+    if coding.kind == "categorical":
+        valid[len(coding.keys)] = False
+    if not coding.column.nullable:
+        valid[coding.null_cell] = False
+    return valid
+
+
 def fidelity(table: Any, codings: list[Coding], cells: dict[str, np.ndarray], rows: int,
              pair: tuple[str, str] | None) -> dict:
-    """Synthetic marginals vs the privately released ones (`access.fidelity`)."""
+    """Synthetic marginals vs the privately released ones (`access.fidelity`), over the cells
+    the declared columns allow (noise puts mass in the others; the file has none there)."""
     from mbi import Factor
 
     one_way: dict[str, list] = {}
@@ -310,31 +321,34 @@ def fidelity(table: Any, codings: list[Coding], cells: dict[str, np.ndarray], ro
     out = []
     for coding in codings:
         k = len(coding.cells)
-        synthetic = np.bincount(cells[coding.name], minlength=k)[:k]
+        valid = _valid_cells(coding)
+        synthetic = np.bincount(cells[coding.name], minlength=k)[:k][valid]
         released = _combine(one_way.get(coding.name, []), k)
         model = np.asarray(table.project([coding.name]), dtype=np.float64).ravel()
-        total = max(float(model.sum()), 1.0)
+        total = max(float(np.clip(model, 0, None)[valid].sum()), 1.0)
         std = float(table.std([coding.name]))
-        frequency = distribution(model)
+        frequency = distribution(model[valid])
         # per cell: the model's private error (95% of a Laplace of that deviation) plus the
         # sampling error of `rows` draws (95% normal) and one row of rounding
         accuracy = float(np.max(LAPLACE_95 * std / total
                                 + 1.96 * np.sqrt(frequency * (1 - frequency) / rows)))
         accuracy += 1.0 / rows
         p = distribution(synthetic)
-        q = distribution(released if released is not None else model)
-        out.append({"name": coding.name, "kind": coding.kind, "cells": coding.cells,
+        q = distribution((released if released is not None else model)[valid])
+        out.append({"name": coding.name, "kind": coding.kind,
+                    "cells": [c for c, ok in zip(coding.cells, valid) if ok],
                     "linf": linf(p, q), "jsd": jsd(p, q), "accuracy": accuracy,
                     "synthetic": p.tolist(), "released": q.tolist()})
     report: dict = {"columns": out}
     if pair is not None:
-        a, b = pair
-        ka, kb = (len(next(c for c in codings if c.name == n).cells) for n in pair)
+        a, b = (next(c for c in codings if c.name == n) for n in pair)
+        ka, kb = len(a.cells), len(b.cells)
         joint = np.zeros((ka, kb))
-        np.add.at(joint, (cells[a], cells[b]), 1)
-        model = np.asarray(table.project([a, b]), dtype=np.float64).reshape(ka, kb)
-        measured = any(set(clique) == {a, b} for clique in table.marginals.cliques())
-        report["pair"] = pair_report(a, b, joint, model, measured)
+        np.add.at(joint, (cells[a.name], cells[b.name]), 1)
+        model = np.asarray(table.project([a.name, b.name]), dtype=np.float64).reshape(ka, kb)
+        keep = np.ix_(_valid_cells(a), _valid_cells(b))
+        measured = any(set(clique) == {a.name, b.name} for clique in table.marginals.cliques())
+        report["pair"] = pair_report(a.name, b.name, joint[keep], model[keep], measured)
     return report
 
 
