@@ -40,6 +40,7 @@ datasets:
       joined: {dtype: date, range: ["2020-01-01", "2025-12-31"]}
       active: {dtype: bool, nullable: false}
 label: {dataset: people, column: active, classes: [false, true]}
+evaluation: {holdout: 0.2, key: [person_id]}
 serving:
   stack: sklearn
   ops: [sklearn.pipeline.Pipeline, sklearn.compose.ColumnTransformer, sklearn.preprocessing.*,

@@ -41,7 +41,7 @@ from buildenv.data.formats import arrow_type
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.spec import INTEGER_DTYPES, Column
 
-__all__ = ["METHOD", "Identifier", "mst_epsilon", "plan_columns", "run_synth"]
+__all__ = ["METHOD", "Identifier", "mst_budget", "plan_columns", "run_synth"]
 
 METHOD = "mst"
 LAPLACE_95 = math.log(20) / math.sqrt(2)  # 95% half-width of a Laplace, in standard deviations
@@ -95,14 +95,18 @@ def plan_columns(res: Resolved, dataset: str, bins: int) -> tuple[list[Coding], 
     return codings, identifiers
 
 
-def mst_epsilon(dp: Any, epsilon: float, columns: int) -> float:
-    """The largest epsilon <= `epsilon` for which OpenDP 0.16's MST splits the budget into parts
-    that add up (as OpenDP's composition maps them) to no more than the whole.
+def mst_budget(dp: Any, epsilon: float, columns: int) -> tuple[float, int]:
+    """(epsilon, selections) to run OpenDP 0.16's MST with: the largest epsilon <= `epsilon`,
+    and the most pair selections <= `columns - 1`, for which MST's split of the budget adds up
+    (as OpenDP's composition maps it) to no more than the whole.
 
-    MST divides its selection budget into `columns - 1` equal parts, one ulp below the
-    quotient; OpenDP sums them rounding up, which for some budgets exceeds the whole by an ulp
-    and fails the release ("insufficient budget for query"). The check needs no data, so it
-    runs before anything is read; the epsilon found is at most `epsilon` (within 1e-5)."""
+    MST divides its selection budget into one part per selection, one ulp below the quotient,
+    and OpenDP sums the parts rounding up: for some budgets the sum exceeds the whole by an ulp
+    and the release fails ("insufficient budget for query"), and for 8, 12, 16 or 20 parts it
+    does for every budget (the quotient is exact, so the parts sum to one ulp below the whole
+    only without rounding). buildenv then lowers epsilon by at most 1e-5 relative, or selects
+    one pair fewer (the model is a spanning forest rather than a tree). The check needs no
+    data, so it runs before anything is read."""
     def prior(x: float) -> float:
         return float(np.nextafter(x, -np.inf))
 
@@ -112,7 +116,7 @@ def mst_epsilon(dp: Any, epsilon: float, columns: int) -> float:
         return dp.c.make_adaptive_composition(domain, dp.symmetric_distance(),
                                               dp.max_divergence(), 1, parts).map(1)
 
-    def fits(e: float) -> bool:
+    def fits(e: float, n: int) -> bool:
         oneway = e * 0.5
         multiway = prior(prior(e - oneway))
         if total([oneway, multiway]) > e:
@@ -121,14 +125,15 @@ def mst_epsilon(dp: Any, epsilon: float, columns: int) -> float:
         select = prior(prior(multiway - measure))
         if total([select, measure]) > multiway:
             return False
-        n = columns - 1
         return total([prior(select / n)] * n) <= select
 
-    for step in range(20_000):
-        candidate = epsilon * (1 - step * 2 ** -31)
-        if fits(candidate):
-            return candidate
-    raise AssertionError(f"no epsilon near {epsilon} composes for MST over {columns} columns")
+    for selections in range(columns - 1, 0, -1):
+        for step in range(256):
+            candidate = epsilon * (1 - step * 2 ** -32)
+            if fits(candidate, selections):
+                return candidate, selections
+    raise AssertionError(f"no budget split near {epsilon} composes for MST over {columns} "
+                         "columns")
 
 
 def _check(rows: int) -> None:
@@ -221,15 +226,15 @@ def _read_codes(read: Any, codings: list[Coding], truncation: Any) -> dict[str, 
 
 
 def fit(dp: Any, pl: Any, codes: dict[str, pa.Array], codings: list[Coding], epsilon: float,
-        d_in: int) -> Any:
+        selections: int, d_in: int) -> Any:
     """OpenDP's MST release over the coded frame: a `ContingencyTable`."""
     frame = pl.from_arrow(pa.table(codes))
     keys = {c.name: list(range(len(c.cells) - 1)) for c in codings}
     context = dp.Context.compositor(data=frame.lazy(),
                                    privacy_unit=dp.unit_of(contributions=d_in),
                                    privacy_loss=dp.loss_of(epsilon=epsilon))
-    query = context.query(epsilon=epsilon).contingency_table(keys=keys,
-                                                             algorithm=dp.mbi.MST())
+    algorithm = dp.mbi.MST(num_selections=selections)
+    query = context.query(epsilon=epsilon).contingency_table(keys=keys, algorithm=algorithm)
     return query.release()
 
 
@@ -413,7 +418,7 @@ def run_synth(mv: Multiverse, res: Resolved, dataset: str, rows: int, epsilon: f
     req = policy.request(project, res, dataset, epsilon, "synth")
     dp, pl = backend.polars("`buildenv synth`")
     pools = _foreign_keys(project, mv, res, identifiers, stand_ins)
-    epsilon_used = mst_epsilon(dp, req.epsilon, len(codings))
+    epsilon_used, selections = mst_budget(dp, req.epsilon, len(codings))
     gate = Gate(project, res.env, "synth", pins={dataset: req.pinned.digest}, where=res)
     try:
         with gate.open(dataset) as read:
@@ -422,7 +427,8 @@ def run_synth(mv: Multiverse, res: Resolved, dataset: str, rows: int, epsilon: f
         raise DiagnosticError([exc.diagnostic], 1) from None
     names = [c.name for c in codings]
     entry = req.spend(columns=names, method=METHOD, rows=rows, seed=seed)
-    table = fit(dp, pl, codes, codings, epsilon_used, contributions(res.env, dataset))
+    table = fit(dp, pl, codes, codings, epsilon_used, selections,
+                contributions(res.env, dataset))
     del codes
     cells = sample(table, codings, rows, seed)
     rng = np.random.default_rng(seed)
@@ -452,6 +458,7 @@ def run_synth(mv: Multiverse, res: Resolved, dataset: str, rows: int, epsilon: f
         "environment": res.name, "dataset": dataset, "derived_environment": derived,
         "file": uri, "digest": record["digest"], "rows": rows, "method": METHOD,
         "epsilon": req.epsilon, "epsilon_released": epsilon_used, "seed": seed,
+        "pairs_selected": selections,
         "identifiers": {i.name: (f"drawn from {i.target}" if i.target else "numbered")
                         for i in identifiers},
         "budget": {"scope": req.scope, "total": req.budget, "spent": spent,
