@@ -255,7 +255,8 @@ CODES: dict[str, Code] = {
                   "time column that declares no `range`: without public bounds no mean, "
                   "histogram or quantile can be released privately (or described without "
                   "looking). Declare the range users may know publicly."),
-    "BE815": Code("invalid row count", "--rows must be at least 1."),
+    "BE815": Code("invalid row count", "--rows (rows to synthesize, or rows to peek at) must be "
+                  "at least 1."),
     "BE816": Code("peek without a reason", "`buildenv peek` shows real rows only with a reason, "
                   "which the audit log records with the access: pass --reason \"...\"."),
     "BE817": Code("actor may not peek", "The actor (BUILDENV_ACTOR, the CI's user, or the login "
