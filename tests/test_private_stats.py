@@ -237,3 +237,33 @@ def test_the_privacy_unit_scales_the_noise(tmp_path):
     assert report["rows_per_person"] == 4 and report["person_key"] == "person_id"
     scales = {f["figure"]: f["scale"] for f in report["figures"]}
     assert scales["rows"] == pytest.approx(4 / 0.5, rel=1e-6)  # d_in 4, epsilon 1 over 2
+
+
+def test_a_new_version_of_the_data_gets_no_fresh_budget(tmp_path):
+    """The ledger's scope is the dataset, not its digest: next quarter's export of the same
+    people spends from the same budget (docs/privacy.md: the rule for a new version)."""
+    import pyarrow.parquet as pq
+
+    root = write_access_repo(tmp_path / "r", rows=3_000, budget="1.0", extra_envs={
+        "people-q3": "name: people-q3\nextends: people\ndatasets:\n  people:\n"
+                     "    uri: data/people-q3.parquet\n"})
+    pq.write_table(people_table(3_100, seed=12), root / "data" / "people-q3.parquet")
+    assert invoke_cli(["lock"], root)[0] == 0
+    assert stats(root, "--epsilon", "0.75", "--columns", "plan")[0] == 0
+    code, out, err = stats(root, "--epsilon", "0.5", "--columns", "plan", env="people-q3")
+    assert (code, out) == (1, "") and "0.75 of 1 is spent, 0.25 is left" in err
+    assert stats(root, "--epsilon", "0.25", "--columns", "plan", env="people-q3")[0] == 0
+    digests = {r["digest"] for r in Ledger(root / ".buildenv").records()}
+    assert len(digests) == 2  # two versions, one budget
+    # unless the policy says each version holds different people
+    text = (root / "environments" / "people.yaml").read_text()
+    (root / "environments" / "people.yaml").write_text(
+        text.replace("  epsilon_budget: 1.0\n", "  epsilon_budget: 1.0\n"
+                     "  budget_per_version: [people]\n"))
+    assert invoke_cli(["lock"], root)[0] == 0
+    code, out, err = stats(root, "--epsilon", "1", "--columns", "plan", env="people-q3")
+    assert code == 0, err  # this version's own scope: nothing spent in it yet
+    code, out, err = stats(root, "--epsilon", "0.25", "--columns", "plan", env="people-q3")
+    assert code == 1 and "1 of 1 is spent, 0 is left" in err
+    scopes = {r["scope"] for r in Ledger(root / ".buildenv").records()}
+    assert len(scopes) == 2 and "people" in scopes

@@ -234,9 +234,10 @@ def coding_for(name: str, column: Column, bins: int = 20) -> Coding:
 
 def plan_codings(dataset: str, columns: dict[str, Column], asked: Sequence[str] | None,
                  bins: int = 20, where: Any = None) -> tuple[list[Coding], list[str]]:
-    """The codings of the asked columns (default: every declared one), and notes on what is
-    described less fully. A column named explicitly that cannot get the statistics its type
-    calls for (a number, date or time without a range) is BE814."""
+    """The codings of the asked columns (default: every declared one but integers without a
+    domain or range, which are usually identifiers), and notes on what is described less
+    fully. A column named explicitly that cannot get the statistics its type calls for (a
+    number, date or time without a range) is BE814."""
     names = list(asked) if asked else list(columns)
     problems, notes, out = [], [], []
     for name in names:
@@ -248,6 +249,10 @@ def plan_codings(dataset: str, columns: dict[str, Column], asked: Sequence[str] 
                                        f"'{dataset}'", hints=(hint,) if hint else ()))
             continue
         coding = coding_for(name, columns[name], bins)
+        if coding.kind == "keys" and coding.dtype != "string" and not asked:
+            notes.append(f"{name}: an integer without domain or range (an identifier?) is "
+                         "described only when named in --columns")
+            continue
         if coding.kind == "nulls":
             message = (f"column '{name}' ({coding.dtype}) of dataset '{dataset}' has neither a "
                        "range nor a domain, so no numeric or categorical statistic can be "

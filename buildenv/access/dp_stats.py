@@ -278,7 +278,7 @@ def _cells_entry(coding: Coding, counts: np.ndarray, cell_accuracy: float, count
         return entry
     labels = coding.cells
     if coding.kind == "categorical":
-        entry["domain"] = [_public(k) for k in coding.keys]
+        entry["domain"] = list(coding.keys)
         entry["histogram"] = [{"value": labels[i], "count": int(shown[i]),
                                "accuracy": cell_accuracy} for i in range(len(coding.keys))]
         entry["outside_domain"] = {"value": int(shown[len(coding.keys)]),
@@ -352,7 +352,7 @@ def _keys_entry(coding: Coding, released: dict, key_accuracy: float,
                 threshold: int | None) -> dict:
     ranked = sorted(released.items(), key=lambda kv: (-kv[1], str(kv[0])))
     entry: dict = {"name": coding.name, "dtype": coding.dtype, "kind": "keys",
-                   "values": [{"value": _public(v), "count": max(0, int(c)),
+                   "values": [{"value": v, "count": max(0, int(c)),
                                "accuracy": key_accuracy} for v, c in ranked]}
     if threshold is not None:
         entry["threshold"] = threshold
@@ -367,10 +367,6 @@ def _show(coding: Coding, value: float | None) -> Any:
     if coding.integral:
         return round(float(value), 3)
     return round(float(value), 6)
-
-
-def _public(value: Any) -> Any:
-    return value
 
 
 # --- the command ------------------------------------------------------------------------------
