@@ -207,21 +207,28 @@ def _foreign_keys(project: Project, mv: Multiverse, res: Resolved,
 
 
 def _read_codes(read: Any, codings: list[Coding], truncation: Any) -> dict[str, pa.Array]:
-    """Every row's cell per coded column; the null cell becomes a null (OpenDP's null key)."""
+    """Every row's cell per coded column; the null cell becomes a null (OpenDP's null key).
+    Cells are kept as uint8/uint16 while batches stream in, and the Arrow pool's freed batch
+    buffers are handed back before the fit (which needs the memory)."""
     wanted = list(dict.fromkeys([c.name for c in codings]
                                 + ([truncation.key] if truncation else [])))
     strings = [c.name for c in codings if c.dtype == "string"]
     parts: dict[str, list[np.ndarray]] = {c.name: [] for c in codings}
+    compact = {c.name: np.uint8 if len(c.cells) <= 256 else np.uint16 if len(c.cells) <= 65536
+               else np.uint32 for c in codings}
     for batch in read.batches(wanted, dictionary=strings):
         mask = truncation.keep(batch) if truncation is not None else None
         for coding in codings:
             cells = coding.encode(batch.column(batch.schema.get_field_index(coding.name)))
-            parts[coding.name].append(cells if mask is None else cells[mask])
+            cells = cells if mask is None else cells[mask]
+            parts[coding.name].append(cells.astype(compact[coding.name]))
+        del batch
     out = {}
     for coding in codings:
-        cells = np.concatenate(parts[coding.name]) if parts[coding.name] else \
-            np.zeros(0, np.int32)
+        chunks = parts.pop(coding.name)
+        cells = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
         out[coding.name] = pa.array(cells.astype(np.uint32), mask=cells == coding.null_cell)
+    pa.default_memory_pool().release_unused()
     return out
 
 
@@ -250,8 +257,10 @@ def sample(table: Any, codings: list[Coding], rows: int, seed: int) -> dict[str,
         frame = table.synthesize(rows=rows, method="sample")
     finally:
         np.random.set_state(state)
-    return {c.name: frame[c.name].fill_null(c.null_cell).to_numpy().astype(np.int64)
-            for c in codings}
+    cells = {c.name: frame[c.name].fill_null(c.null_cell).to_numpy().astype(np.int32)
+             for c in codings}
+    del frame
+    return cells
 
 
 def _settle(coding: Coding, cells: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -266,8 +275,7 @@ def _settle(coding: Coding, cells: np.ndarray, rng: np.random.Generator) -> np.n
     pool = cells[~bad & (cells != coding.null_cell)]
     if not len(pool):
         pool = np.arange(len(coding.keys) if coding.kind == "categorical" else coding.bins)
-    cells = cells.copy()
-    cells[bad] = rng.choice(pool, int(bad.sum()))
+    cells[bad] = rng.choice(pool, int(bad.sum()))  # in place: the cells are this run's own
     return cells
 
 
@@ -367,6 +375,21 @@ def _combine(measurements: list, k: int) -> np.ndarray | None:
     return (weights[:, None] * stacked).sum(axis=0) / weights.sum()
 
 
+def _return_free_memory() -> None:
+    """Hand freed memory back to the system between the stages of a synthesis: Arrow's pool
+    and glibc's heap keep what was freed, which would add up with the next stage's peak."""
+    import gc
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim
+
+
 def _write_parquet(path: Path, table: pa.Table) -> str:
     """Write atomically; the sha256 content digest of the file written."""
     import os
@@ -430,11 +453,15 @@ def run_synth(mv: Multiverse, res: Resolved, dataset: str, rows: int, epsilon: f
     table = fit(dp, pl, codes, codings, epsilon_used, selections,
                 contributions(res.env, dataset))
     del codes
+    _return_free_memory()
     cells = sample(table, codings, rows, seed)
     rng = np.random.default_rng(seed)
     cells = {c.name: _settle(c, cells[c.name], rng) for c in codings}
     report = fidelity(table, codings, cells, rows, pair)
-    columns = {c.name: decode(c, cells[c.name], rng) for c in codings}
+    del table
+    columns = {}
+    for coding in codings:  # one column at a time: its cells go as its values arrive
+        columns[coding.name] = decode(coding, cells.pop(coding.name), rng)
     for ident in identifiers:
         columns[ident.name] = identifier_values(ident, rows, pools.get(ident.name), rng)
     order = list(res.env.datasets[dataset].columns)
@@ -447,6 +474,8 @@ def run_synth(mv: Multiverse, res: Resolved, dataset: str, rows: int, epsilon: f
     arrow = arrow.replace_schema_metadata(
         {METADATA_KEY: json.dumps(embedded_provenance(record), sort_keys=True)})
     record["digest"] = _write_parquet(project.data_base / uri, arrow)
+    del arrow, columns
+    _return_free_memory()
     derived = write_derived(mv, res, dataset, record)
     fresh = Multiverse(project)
     locked, problems = lock_environments(fresh, [derived])
