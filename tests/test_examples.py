@@ -34,21 +34,22 @@ def example(tmp_path_factory) -> Path:
 
 
 def test_the_multiverse_has_its_six_environments():
-    assert ENVS == ["exp-genre-v1", "exp-genre-v2", "exp-onnx", "prod-2026-06", "prod-2026-09",
-                    "prod-2026-12"]
+    assert ENVS == ["exp-genre-v1", "exp-genre-v2", "exp-onnx", "prod-2026-06",
+                    "prod-2026-06-synthetic", "prod-2026-09", "prod-2026-12"]
 
 
 def test_envs(example):
     code, out, err = invoke_cli(["envs"], example)
     assert (code, err) == (0, "")
     assert out.splitlines() == [
-        "NAME          EXTENDS       LOCK      DATASETS",
-        "exp-genre-v1  prod-2026-09  locked    movies, ratings, users",
-        "exp-genre-v2  exp-genre-v1  locked    movies, ratings, users",
-        "exp-onnx      prod-2026-09  locked    movies, ratings, users",
-        "prod-2026-06  -             locked    movies, ratings, users",
-        "prod-2026-09  prod-2026-06  locked    movies, ratings, users",
-        "prod-2026-12  prod-2026-09  locked    movies, ratings, users",
+        "NAME                    EXTENDS       LOCK      DATASETS",
+        "exp-genre-v1            prod-2026-09  locked    movies, ratings, users",
+        "exp-genre-v2            exp-genre-v1  locked    movies, ratings, users",
+        "exp-onnx                prod-2026-09  locked    movies, ratings, users",
+        "prod-2026-06            -             locked    movies, ratings, users",
+        "prod-2026-06-synthetic  prod-2026-06  locked    movies, ratings, users",
+        "prod-2026-09            prod-2026-06  locked    movies, ratings, users",
+        "prod-2026-12            prod-2026-09  locked    movies, ratings, users",
     ]
 
 
@@ -153,6 +154,8 @@ def test_lock_row_counts_match_the_readme():
         "data/movies/2026-09-genre-v2.parquet": 3400,
         "data/users/2026-06.parquet": 7010, "data/users/2026-09.parquet": 7400,
         "data/ratings/2026-06.parquet": 38320, "data/ratings/2026-09.parquet": 51759,
+        "data/synthetic/prod-2026-06/users.parquet": 2000,
+        "data/synthetic/prod-2026-06/ratings.parquet": 8000,
     }
 
 
@@ -218,6 +221,32 @@ def test_generate_is_byte_identical(tmp_path):
                  for pattern, _ in data for p in sorted(out.glob(f"**/{pattern}"))}
     committed = {p.relative_to(REPO_ROOT / "data").as_posix():
                  hashlib.sha256(p.read_bytes()).hexdigest()
-                 for pattern, _ in data for p in sorted((REPO_ROOT / "data").glob(f"**/{pattern}"))}
+                 for pattern, _ in data for p in sorted((REPO_ROOT / "data").glob(f"**/{pattern}"))
+                 if "synthetic" not in p.parts}  # written by `buildenv synth`, not generated
     assert len(generated) == sum(n for _, n in data)
     assert generated == committed
+
+
+def test_the_restricted_example_answers_private_statistics(example):
+    code, out, err = invoke_cli(["stats", ROOT_ENV, "--dataset", "users", "--columns",
+                                 "country,age", "--epsilon", "0.5"], example)
+    assert (code, err) == (0, ""), err
+    assert out.splitlines()[1].startswith("differentially private: epsilon 0.5 spent by this "
+                                          "call; budget of 'users': 4,")
+    code, out, err = invoke_cli(["stats", ROOT_ENV, "--dataset", "movies", "--columns",
+                                 "genre"], example)
+    assert code == 0 and "public dataset: exact figures" in out
+    assert out.splitlines()[7].split() == ["drama", "1,080"]
+
+
+def test_the_synthetic_environment_replaces_exactly_the_restricted_data():
+    mv = Multiverse(Project.discover(REPO_ROOT))
+    real, synthetic = mv.resolve(ROOT_ENV).env, mv.resolve("prod-2026-06-synthetic").env
+    assert synthetic.privacy.restricted == []
+    assert set(synthetic.privacy.synthetic) == set(real.privacy.restricted) == {"users",
+                                                                                 "ratings"}
+    for name, record in synthetic.privacy.synthetic.items():
+        assert synthetic.datasets[name].uri == record.uri
+        assert record.uri.startswith("data/synthetic/prod-2026-06/")
+        assert record.source.environment == ROOT_ENV and record.method == "mst"
+    assert synthetic.datasets["movies"] == real.datasets["movies"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 # Registration order is the order of `buildenv --help`: the pipeline's.
 from buildenv.cli import env_commands  # noqa: F401
 from buildenv.cli import data_commands  # noqa: F401
+from buildenv.cli import access_commands  # noqa: F401
 from buildenv.cli import labels_commands  # noqa: F401
 from buildenv.cli import compile_commands  # noqa: F401
 from buildenv.cli import monitor_commands  # noqa: F401

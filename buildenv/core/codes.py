@@ -4,8 +4,8 @@ Codes never change meaning once released; a test fails when the source uses a
 code that has no entry here. Ranges: BE0xx environment and project files,
 BE05x locks, BE1xx static checks of training code, BE2xx data validation,
 BE3xx training, BE4xx verification against the serving stack, BE6xx drift,
-BE7xx promotion, BE75x images, BE80x the audit log, BE85x-BE87x label sets (their locks:
-BE057-BE059).
+BE7xx promotion, BE75x images, BE80x the audit log, BE81x-BE84x private statistics,
+synthetic data and peek, BE85x-BE87x label sets (their locks: BE057-BE059).
 """
 
 from __future__ import annotations
@@ -287,6 +287,68 @@ CODES: dict[str, Code] = {
                   "truncated or reordered, or cannot be written. Reads of restricted datasets "
                   "stop until it is sound: `buildenv audit --verify` names the first bad "
                   "record; restore the log from a backup."),
+    # --- learning about restricted data: private statistics, synthetic data, peek --------
+    "BE810": Code("privacy extra not installed", "`buildenv stats` of a restricted dataset and "
+                  "`buildenv synth` release figures with differential privacy through OpenDP "
+                  "(with its Polars and mbi extras), an optional dependency. Install it with "
+                  "`pip install 'buildenv[privacy]'`."),
+    "BE811": Code("privacy budget exceeded", "The request would spend more privacy loss "
+                  "(epsilon) than is left of the dataset's `privacy.epsilon_budget`. The message "
+                  "shows what is spent and what is left; nothing was released and nothing was "
+                  "spent. Ask for less (--epsilon), or accept that the data has told all it "
+                  "may: raising the budget weakens the guarantee for every person in it."),
+    "BE812": Code("no privacy budget declared", "The environment declares no "
+                  "`privacy.epsilon_budget` for this restricted dataset, so no private figure "
+                  "may be released. Declare one (one number for every restricted dataset, or a "
+                  "mapping per dataset); see docs/privacy.md."),
+    "BE813": Code("invalid epsilon", "--epsilon is the privacy loss a call may spend: a finite "
+                  "number greater than 0 (smaller is more private and noisier)."),
+    "BE814": Code("column cannot be described", "Statistics were asked for a number, date or "
+                  "time column that declares no `range`: without public bounds no mean, "
+                  "histogram or quantile can be released privately (or described without "
+                  "looking). Declare the range users may know publicly."),
+    "BE815": Code("invalid row count", "--rows (rows to synthesize, or rows to peek at) must be "
+                  "at least 1."),
+    "BE816": Code("peek without a reason", "`buildenv peek` shows real rows only with a reason, "
+                  "which the audit log records with the access: pass --reason \"...\"."),
+    "BE817": Code("actor may not peek", "The actor (BUILDENV_ACTOR, the CI's user, or the login "
+                  "name) is not in the environment's `privacy.peek.actors`, so no real row is "
+                  "shown. The refused attempt is in the audit log. Use `buildenv stats` or "
+                  "`buildenv synth` to learn about the data without seeing it."),
+    "BE818": Code("dataset not restricted", "`buildenv synth` makes stand-ins for data people "
+                  "may not see; this dataset is not restricted in the environment, so use it "
+                  "as it is."),
+    "BE819": Code("privacy ledger damaged", "A line of .buildenv/privacy/ledger.jsonl (other "
+                  "than a torn last one) is not a release record. Ignoring it could understate "
+                  "what was spent, so private releases stop until the ledger is restored from a "
+                  "backup; `buildenv audit` lists every release with its epsilon."),
+    "BE820": Code("synthetic provenance names another file", "`privacy.synthetic.<D>.uri` must "
+                  "be the uri dataset <D> reads in the same environment: the provenance "
+                  "describes a file, and only that file may stand in for restricted data. "
+                  "Regenerate with `buildenv synth`, which writes both."),
+    "BE821": Code("synthetic file does not match provenance", "A dataset the environment "
+                  "un-restricts as synthetic points at a file whose digest differs from the "
+                  "recorded one, or whose Parquet footer lacks the provenance `buildenv synth` "
+                  "embeds (e.g. a copy of real data). Lock and build refuse it; regenerate the "
+                  "stand-in with `buildenv synth`."),
+    "BE822": Code("join key has no public source", "A column that joins another dataset "
+                  "(`evaluation.join`) is synthesized by drawing from that dataset's keys. The "
+                  "other dataset is restricted and has no synthetic stand-in yet, and real keys "
+                  "may not be copied: synthesize it first."),
+    "BE823": Code("column cannot be synthesized", "A number, date or time column without a "
+                  "`range` cannot be synthesized without looking at the data (strings and "
+                  "integers without a domain become identifiers). Declare its range."),
+    "BE824": Code("invalid --pair", "--pair names two different columns of the dataset that "
+                  "have a domain or range, e.g. --pair age,plan."),
+    "BE825": Code("derived environment written by hand", "`buildenv synth` writes "
+                  "environments/<ENV>-synthetic.yaml and starts it with a marker line; a file "
+                  "of that name without the marker was written by someone and is not "
+                  "overwritten. Rename it, or use --out and write the environment yourself."),
+    "BE826": Code("invalid --bins", "--bins is the number of bins a declared range is cut into, "
+                  "from 1 to 1000."),
+    "BE827": Code("too few columns to synthesize", "MST models the dataset through pairs of "
+                  "columns with a domain or range; the dataset has fewer than two. Declare a "
+                  "domain or range on more of its columns."),
     # --- label sets ----------------------------------------------------------------------
     "BE850": Code("invalid label set", "A label set declaration (or `label:`) is inconsistent: a "
                   "Label Studio export without `field`, a key column that is not an integer or "

@@ -20,6 +20,7 @@ from buildenv.core.atomic import atomic_write_text
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project
 from buildenv.data.digests import ContentDigest, StatCache, digest_location
+from buildenv.data.provenance import provenance_problems
 from buildenv.data.storage import locate
 from buildenv.env.resolve import Multiverse, Resolved
 
@@ -211,6 +212,12 @@ def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str =
                 bad = True
                 problems.append(res.diag("BE053", f"dataset '{ds_name}': cannot read "
                                          f"'{ds.uri}': {err}", "datasets", ds_name, "uri"))
+        for ds_name, ds in res.env.datasets.items():
+            if ds_name in res.env.privacy.synthetic and (ds.uri, ds.format) in digests:
+                found = provenance_problems(project, res, ds_name,
+                                            digests[(ds.uri, ds.format)].digest)
+                problems.extend(found)
+                bad = bad or bool(found)
         if bad:
             continue
         labels: dict[str, LockedLabels] = {}
@@ -290,6 +297,8 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
             problems.append(res.diag("BE053", f"dataset '{ds_name}': cannot read '{ds.uri}': "
                                      f"{exc}", "datasets", ds_name, "uri"))
             continue
+        if ds_name in res.env.privacy.synthetic:
+            problems.extend(provenance_problems(project, res, ds_name, now.digest))
         if now.digest != pinned.digest:
             problems.append(res.diag(
                 "BE051", f"dataset '{ds_name}' changed since it was locked: {pinned.digest} -> "

@@ -439,6 +439,7 @@ def _semantic_problems(raw: dict, origin: dict[KeyPath, Position],
         if isinstance(name, str) and name not in datasets:
             problems.append(diag("BE009", f"privacy.restricted: unknown dataset '{name}'",
                                  "privacy", "restricted", i, hint=did_you_mean(name, datasets)))
+    problems.extend(_private_release_problems(raw, datasets, diag, mapping))
     problems.extend(_evaluation_problems(raw, datasets, diag, mapping))
     problems.extend(_label_set_problems(raw, datasets, diag, mapping, project))
     all_columns = {c for ds in datasets.values() for c in mapping(mapping(ds).get("columns"))}
@@ -455,6 +456,50 @@ def _semantic_problems(raw: dict, origin: dict[KeyPath, Position],
                 code, message, hint = problem
                 problems.append(diag(code, f"dataset '{name}': {message}", "datasets", name,
                                      "uri", hint=hint))
+    return problems
+
+
+def _private_release_problems(raw: dict, datasets: dict, diag: Any,
+                              mapping: Any) -> list[Diagnostic]:
+    """`privacy:` keys about private releases name datasets and columns that exist, and a
+    synthetic stand-in's provenance names the file the dataset points at."""
+    privacy = mapping(raw.get("privacy"))
+    problems = []
+    budget = privacy.get("epsilon_budget")
+    for name in budget if isinstance(budget, dict) else {}:
+        if name not in datasets:
+            problems.append(diag("BE009", f"privacy.epsilon_budget: unknown dataset '{name}'",
+                                 "privacy", "epsilon_budget", name,
+                                 hint=did_you_mean(str(name), datasets)))
+    per_version = privacy.get("budget_per_version")
+    for i, name in enumerate(per_version if isinstance(per_version, list) else []):
+        if isinstance(name, str) and name not in datasets:
+            problems.append(diag("BE009", f"privacy.budget_per_version: unknown dataset '{name}'",
+                                 "privacy", "budget_per_version", i,
+                                 hint=did_you_mean(name, datasets)))
+    for name, unit in mapping(privacy.get("units")).items():
+        if name not in datasets:
+            problems.append(diag("BE009", f"privacy.units: unknown dataset '{name}'", "privacy",
+                                 "units", name, hint=did_you_mean(str(name), datasets)))
+            continue
+        key = mapping(unit).get("key")
+        columns = mapping(mapping(datasets[name]).get("columns"))
+        if isinstance(key, str) and key not in columns:
+            problems.append(diag("BE010", f"privacy.units.{name}.key: unknown column '{key}' in "
+                                 f"dataset '{name}'", "privacy", "units", name, "key",
+                                 hint=did_you_mean(key, columns)))
+    for name, provenance in mapping(privacy.get("synthetic")).items():
+        if name not in datasets:
+            problems.append(diag("BE009", f"privacy.synthetic: unknown dataset '{name}'",
+                                 "privacy", "synthetic", name,
+                                 hint=did_you_mean(str(name), datasets)))
+            continue
+        uri, declared = mapping(provenance).get("uri"), mapping(datasets[name]).get("uri")
+        if isinstance(uri, str) and isinstance(declared, str) and uri != declared:
+            problems.append(diag(
+                "BE820", f"privacy.synthetic.{name}.uri is '{uri}' but dataset '{name}' reads "
+                f"'{declared}': provenance describes another file", "privacy", "synthetic",
+                name, "uri", hint="regenerate with `buildenv synth`, which writes both"))
     return problems
 
 
@@ -637,23 +682,74 @@ def _reuse_cycles(sets: dict, diag: Any, mapping: Any) -> list[Diagnostic]:
 
 def privacy_problems(child: Resolved, parent: Resolved) -> list[Diagnostic]:
     """A child may tighten its parent's privacy, never loosen it (SPEC §2): every dataset the
-    parent restricts stays restricted, and `min_group_size` does not shrink."""
+    parent restricts stays restricted (unless the child replaced it by a synthetic stand-in
+    with provenance), `min_group_size` does not shrink, budgets do not grow, the peek policy
+    names no new actor, and a person stays the unit a private release protects."""
     problems = []
     own, inherited = child.env.privacy, parent.env.privacy
     for name in inherited.restricted:
         if name in child.env.datasets and name not in own.restricted:
+            if _synthetic_stand_in(child, parent, name):
+                continue
             problems.append(child.diag(
                 "BE019", f"privacy.restricted: dataset '{name}' is restricted in "
                 f"{parent.name} and must stay restricted in {child.name} (an environment "
                 "may tighten its parent's privacy, never loosen it)", "privacy", "restricted",
-                hints=(f"add '{name}' back to privacy.restricted",)))
+                hints=(f"add '{name}' back to privacy.restricted",
+                       f"for data without people in it, generate a synthetic stand-in: "
+                       f"`buildenv synth {parent.name} --dataset {name} --rows N`")))
     if own.min_group_size < inherited.min_group_size:
         problems.append(child.diag(
             "BE019", f"privacy.min_group_size {own.min_group_size} is smaller than "
             f"{inherited.min_group_size} in {parent.name}: privacy may be tightened, not "
             "loosened", "privacy", "min_group_size",
             hints=(f"use {inherited.min_group_size} or more",)))
+    for name in sorted(set(own.restricted) & set(inherited.restricted)):
+        mine, theirs = own.budget(name), inherited.budget(name)
+        if mine > theirs:
+            where = ("epsilon_budget", name) if isinstance(own.epsilon_budget, dict) \
+                and name in own.epsilon_budget else ("epsilon_budget",)
+            problems.append(child.diag(
+                "BE019", f"privacy.epsilon_budget: {mine:g} for dataset '{name}' is more than "
+                f"{theirs:g} in {parent.name}: a budget may be lowered, not raised", "privacy",
+                *where, hints=(f"use {theirs:g} or less",)))
+    fresh = sorted(set(own.budget_per_version) - set(inherited.budget_per_version))
+    if fresh:
+        problems.append(child.diag(
+            "BE019", f"privacy.budget_per_version: {', '.join(fresh)} share one budget over "
+            f"every version in {parent.name}; a child may not give each version a fresh one",
+            "privacy", "budget_per_version",
+            hints=(f"remove {', '.join(fresh)} from privacy.budget_per_version",)))
+    added = sorted(set(own.peek.actors) - set(inherited.peek.actors))
+    if added:
+        problems.append(child.diag(
+            "BE019", f"privacy.peek.actors: {', '.join(added)} may not peek in {parent.name}; "
+            "a child may shrink the list of actors who see real rows, never widen it",
+            "privacy", "peek", "actors",
+            hints=("ask for the actor to be added where the parent's policy is written",)))
+    for name, unit in inherited.units.items():
+        mine_unit = own.units.get(name)
+        if name in child.env.datasets and (mine_unit is None or mine_unit.key != unit.key):
+            problems.append(child.diag(
+                "BE019", f"privacy.units.{name}: a person is identified by '{unit.key}' in "
+                f"{parent.name}; the child must keep that unit (otherwise a release would "
+                "protect a row, not a person)", "privacy", "units",
+                hints=(f"keep `units: {{{name}: {{key: {unit.key}, max_rows: ...}}}}`",)))
     return problems
+
+
+def _synthetic_stand_in(child: Resolved, parent: Resolved, name: str) -> bool:
+    """Whether the child may un-restrict `name`: it records the provenance of a synthetic file
+    (written by `buildenv synth`) that the dataset points at, and that file is not the
+    parent's data. `buildenv lock` and every build check the file's digest and its embedded
+    provenance (`buildenv.data.provenance`)."""
+    provenance = child.env.privacy.synthetic.get(name)
+    if provenance is None:
+        return False
+    uri = child.env.datasets[name].uri
+    real = parent.env.datasets.get(name)
+    return provenance.uri == uri and (real is None or real.uri != uri) \
+        and provenance.source.digest != provenance.digest
 
 
 # --- canonical form ---------------------------------------------------------------------

@@ -32,8 +32,9 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 __all__ = ["CURRENT_SCHEMA", "Column", "Dataset", "Dtype", "Environment", "Label", "LabelSet",
-           "Monitoring", "OnnxServing", "Privacy", "Promotion", "Reuse", "SklearnServing",
-           "Taxonomy", "json_schema", "op_allowed"]
+           "Monitoring", "OnnxServing", "PeekPolicy", "Privacy", "PrivacyUnit", "Promotion",
+           "Reuse", "SklearnServing", "Synthetic", "SyntheticSource", "Taxonomy", "json_schema",
+           "op_allowed"]
 
 CURRENT_SCHEMA = 1
 #: dict -> dict upgrades from an older schema version to the next one.
@@ -437,6 +438,57 @@ class Monitoring(Strict):
     suppressed (and counted)."""
 
 
+class PrivacyUnit(Strict):
+    """Who one differential-privacy guarantee protects in a dataset where a person holds several
+    rows (e.g. a user's ratings)."""
+
+    key: str
+    """Column that identifies a person (e.g. `user_id`)."""
+    max_rows: Annotated[int, Field(ge=1)]
+    """Rows of one person that private statistics and synthetic data use (the first ones read);
+    further rows of that person are left out, so the bound holds whatever the data."""
+
+
+class PeekPolicy(Strict):
+    """Who may look at real rows of a restricted dataset (`buildenv peek`)."""
+
+    actors: list[str] = []
+    """Actors allowed to peek, always with a reason that the audit log records first (actor:
+    `BUILDENV_ACTOR`, else the CI's user, else the login name). Empty: nobody."""
+
+
+class SyntheticSource(Strict):
+    """The real data a synthetic stand-in was generated from."""
+
+    environment: str
+    """Environment whose locked dataset was read."""
+    dataset: str
+    """Dataset name in that environment."""
+    digest: str
+    """Locked content digest of the real data read."""
+
+
+class Synthetic(Strict):
+    """Provenance of a synthetic stand-in written by `buildenv synth`: what lets an environment
+    un-restrict a dataset its parent restricts (the data is no one's)."""
+
+    uri: str
+    """The synthetic file; must be the dataset's uri in this environment."""
+    digest: str
+    """Content digest of the synthetic file (checked by `buildenv lock` and every build)."""
+    source: SyntheticSource
+    """The real data it stands in for."""
+    method: Literal["mst"]
+    """Generator: MST (marginal-based, differentially private) via OpenDP and Private-PGM."""
+    epsilon: Annotated[float, Field(gt=0)]
+    """Privacy loss spent on the real data to generate it."""
+    seed: int
+    """Seed of the sampling from the fitted model (the private measurements themselves are
+    random by nature and cannot be replayed)."""
+    rows: Annotated[int, Field(ge=1)]
+    """Rows generated."""
+
+
 class Privacy(Strict):
     """Which datasets never show a row to a human."""
 
@@ -444,6 +496,28 @@ class Privacy(Strict):
     """Datasets whose row values never appear in output: aggregates and counts only."""
     min_group_size: Annotated[int, Field(ge=1)] = 10
     """Categories seen fewer times than this are merged into "(other)" in reports."""
+    epsilon_budget: (Annotated[float, Field(ge=0)]
+                     | dict[str, Annotated[float, Field(ge=0)]] | None) = None
+    """Total privacy loss (epsilon) that `buildenv stats` and `buildenv synth` may spend on a
+    restricted dataset, over every version of it: one number for each restricted dataset, or a
+    mapping dataset -> budget (a restricted dataset not listed gets 0). Absent: none may be
+    spent."""
+    budget_per_version: list[str] = []
+    """Restricted datasets whose every locked version (content digest) gets a fresh budget. Only
+    for data where each version holds different people; by default all versions share one."""
+    units: dict[str, PrivacyUnit] = {}
+    """Per dataset: the column identifying a person and how many rows of one person private
+    releases use. A dataset not listed has one row per person."""
+    peek: PeekPolicy = PeekPolicy()
+    """Who may look at real rows (`buildenv peek`, audited)."""
+    synthetic: dict[str, Synthetic] = {}
+    """Datasets replaced by synthetic stand-ins (written by `buildenv synth`), with provenance."""
+
+    def budget(self, dataset: str) -> float:
+        """The epsilon `dataset` may spend in total (0 when none is declared)."""
+        if isinstance(self.epsilon_budget, dict):
+            return float(self.epsilon_budget.get(dataset, 0.0))
+        return float(self.epsilon_budget or 0.0)
 
 
 class Evaluation(Strict):
