@@ -84,8 +84,9 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
             print(render_matrix(outcomes))
         else:
             emit([d for o in outcomes for d in o.diagnostics], fmt)
-        if any(o.status == "failed" for o in outcomes):
-            raise typer.Exit(1)
+        failed = [o.exit_code for o in outcomes if o.status == "failed"]
+        if failed:
+            raise typer.Exit(max(failed))  # 2 when an environment file is invalid
         return
     if not training or not env:
         raise DiagnosticError([Diagnostic("BE004", "build needs TRAINING and --env ENV, or "
@@ -100,6 +101,36 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
             reg = outcome.registered
             reg_text = f", registered {training} v{reg['version']}" if reg else ""
             print(f"{training} @ {env}: {outcome.status}{why} -> {where}{reg_text}")
-    finish(outcome.diagnostics, fmt)
     if outcome.status == "failed":
-        raise typer.Exit(1)
+        emit(outcome.diagnostics, fmt)
+        raise typer.Exit(outcome.exit_code)  # 2 for a configuration error, as elsewhere
+    finish(outcome.diagnostics, fmt)
+
+
+@app.command("register")
+@command
+def register_cmd(artifact: Path = typer.Argument(..., help="A built artifact directory, e.g. "
+                                                 "from `buildenv build --out DIR`."),
+                 training: str = typer.Option(..., "--training", help="Training name."),
+                 env: str = typer.Option(..., "--env", help="Environment name."),
+                 root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+    """Log and register a built artifact in MLflow (idempotent: one version per digest)."""
+    from buildenv.compile.artifact import read_lineage
+    from buildenv.compile.integrity import verify_artifact
+    from buildenv.compile.registry import ensure_registered
+
+    project = open_project(root)
+    lineage = read_lineage(artifact)
+    if lineage is None or (lineage.get("training"), lineage.get("environment")) != (
+            training, env):
+        found = ("no buildenv.json lineage" if lineage is None else
+                 f"lineage of {lineage.get('training')} @ {lineage.get('environment')}")
+        raise DiagnosticError([Diagnostic(
+            "BE771", f"{artifact} is not an artifact of {training} @ {env} ({found})",
+            hints=(f"`buildenv build {training} --env {env} --out DIR` builds one",))], 2)
+    verify_artifact(project, artifact, lineage.get("model_digest"), f"the artifact at {artifact}")
+    registered, notes = ensure_registered(project, training, env, artifact, lineage)
+    state = "registered" if registered.get("created") else "already registered as"
+    if fmt is Format.text:
+        print(f"{training} @ {env}: {state} {training} v{registered['version']}")
+    finish(notes, fmt)

@@ -160,7 +160,8 @@ def run(request: dict) -> dict:
         path, line, trail = _user_frame(exc, root, own)
         message = f"training raised {type(exc).__name__}: {exc}".strip()
         return {"ok": False, "diagnostics": [_diag("BE301", message, path, line,
-                                                    [f"called from {t}" for t in trail[:-1]])]}
+                                                    [f"called from {t}" for t in trail[:-1]])],
+                "transient": isinstance(exc, (OSError, MemoryError))}  # not cached
     if model is None or not hasattr(model, "predict"):
         return {"ok": False, "diagnostics": [_diag(
             "BE304", f"train() returned {type(model).__name__}, not a fitted model with "

@@ -22,7 +22,7 @@ from typing import Any
 
 from buildenv.compile.artifact import read_lineage
 from buildenv.compile.launch import holdout_file
-from buildenv.compile.registry import client, find_version
+from buildenv.compile.registry import TAG_DIGEST, client, find_version
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project
 from buildenv.env.resolve import Resolved
@@ -133,6 +133,8 @@ def _promotion(res: Resolved) -> Promotion:
 
 
 def registry_error(project: Project, exc: Exception, what: str) -> DiagnosticError:
+    if isinstance(exc, DiagnosticError):  # e.g. BE761 from a model that failed verification
+        return exc
     return DiagnosticError([Diagnostic(
         "BE704", f"{what} failed at {project.tracking_uri()}: {type(exc).__name__}: "
         f"{str(exc).splitlines()[0] if str(exc) else ''}")])
@@ -164,13 +166,17 @@ def candidate_version(project: Project, c: Any, training: str, env: str,
 
 
 def _load_model(c: Any, project: Project, training: str, version: str, scratch: Path):
+    """A registered version, unpickled only after its files matched its recorded digest."""
     import mlflow.artifacts
-    import mlflow.sklearn
 
+    from buildenv.compile.integrity import load_verified_model
+
+    expected = (c.get_model_version(training, version).tags or {}).get(TAG_DIGEST)
     uri = c.get_model_version_download_uri(training, version)
     local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(
         scratch / f"v{version}"), tracking_uri=project.tracking_uri())
-    return mlflow.sklearn.load_model(local)
+    return load_verified_model(project, Path(local), expected,
+                               f"model '{training}' v{version} in the registry")
 
 
 def compute_metric(kind: str, model: Any, X: Any, y: Any, classes: list | None) -> float:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from buildenv.core.atomic import atomic_write_bytes
+from buildenv.core.atomic import atomic_write_bytes, install_dir
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
 
@@ -95,9 +94,4 @@ def save(project: Project, work: Path, paths: list[Path]) -> list[dict]:
 
 
 def swap(staged: Path, final: Path) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    old = final.parent / f".{final.name}.tmp-old-{os.getpid()}"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staged, final)
-    shutil.rmtree(old, ignore_errors=True)
+    install_dir(staged, final)  # one exchange where the kernel can; no temp dir in dist/

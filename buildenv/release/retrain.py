@@ -162,8 +162,15 @@ def retrain(project: Project, env: str, options: RetrainOptions) -> RetrainResul
             log.emit("finish", "failed", "stopped; " + (
                 "restored " + ", ".join(back) if back else "nothing was changed"),
                 alert=[d.to_text() for d in stop.diagnostics if d.is_error])
-        except BaseException:
-            restore(project, work)
+        except BaseException as exc:
+            back = restore(project, work)
+            if log.events:  # it had started: close the event log and the MLflow run too
+                found = exc.diagnostics if isinstance(exc, DiagnosticError) else []
+                log.emit("finish", "failed", "stopped by " + (
+                    "a configuration error" if found else type(exc).__name__) + "; " + (
+                    "restored " + ", ".join(back) if back else "nothing was changed"),
+                    alert=[d.to_text() for d in found if d.is_error])
+                tracker.finish(log, "stopped")
             raise
         tracker.finish(log, result.status)
         return result
