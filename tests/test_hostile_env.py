@@ -82,6 +82,14 @@ def test_unsupported_values_are_diagnostics_not_crashes(repo, value, problem):
     assert not (repo / "pwned").exists()
 
 
+def test_control_characters_are_located_not_crashes(repo):
+    write_env(repo, "ctl", "name: ctl\ndescription: a\x1fb\n")
+    code, _, err = invoke_cli(["show", "ctl"], repo)
+    assert code == 2
+    assert "environments/ctl.yaml:2:15: error[BE001]: invalid YAML: unacceptable character " \
+        "#x001f" in err
+
+
 def test_build_exits_2_for_an_invalid_environment_file(repo):
     write_env(repo, "broken", "name: broken\nextends: base\nservng: {}\n")
     code, out, err = invoke_cli(["build", "demo", "--env", "broken"], repo)

@@ -124,7 +124,7 @@ def sign_artifact(project: Project, directory: Path) -> bool:
     ms = _model_signing()
     try:
         config = ms.signing.Config().use_elliptic_key_signer(private_key=key)
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, AttributeError) as exc:  # not a (PEM EC) key
         raise _bad_key(key, exc) from None
     config.set_hashing_config(_hashing(ms)).sign(directory, directory / SIGNATURE_FILE)
     return True
@@ -143,7 +143,7 @@ def verify_signature(project: Project, directory: Path, what: str) -> None:
     ms = _model_signing()
     try:
         config = ms.verifying.Config().use_elliptic_key_verifier(public_key=key)
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, AttributeError) as exc:  # not a (PEM EC) key
         raise _bad_key(key, exc) from None
     try:
         config.set_hashing_config(_hashing(ms)).verify(directory, signature)

@@ -271,7 +271,9 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
     evaluations = _gate_step(project, res, staged, log)
 
     # swap
-    journal(work, {"phase": "swapping", "saved": entries})
+    journal(work, {"phase": "swapping", "saved": entries, "staged": [
+        {"staged": out.relative_to(work).as_posix(), "final": f"dist/{training}/{env}"}
+        for training, out in staged.items()]})
     for training, out in staged.items():
         swap(out, project.root / "dist" / training / env)
     log.emit("swap", "passed", f"{len(staged)} artifact(s) in dist/",
