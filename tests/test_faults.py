@@ -120,6 +120,12 @@ def assert_clean(repo: Path, training: str = "lr", env: str = "base") -> None:
         assert tree_digest(art, exclude=UNHASHED) == lineage["model_digest"]
 
 
+def temp_dirs(repo: Path) -> list[Path]:
+    """Temp dirs left anywhere in the repository's state or outputs."""
+    return [p for p in [*(repo / ".buildenv").rglob("*"), *(repo / "dist").rglob("*")]
+            if p.is_dir() and ".tmp-" in p.name]
+
+
 def test_concurrent_identical_builds_train_once_and_register_once(repo):
     procs = [start(repo, "build", "lr", "--env", "base") for _ in range(4)]
     results = [(p.wait(300), *p.communicate()) for p in procs]
@@ -130,7 +136,7 @@ def test_concurrent_identical_builds_train_once_and_register_once(repo):
         "lr @ base: cached (up to date) -> dist/lr/base, registered lr v1"] * 3
     assert len(versions(repo, "lr")) == 1
     assert_clean(repo)
-    assert list((repo / ".buildenv" / "tmp").iterdir()) == []
+    assert temp_dirs(repo) == []
 
 
 def test_concurrent_builds_sharing_one_cache_entry(repo):
@@ -143,7 +149,7 @@ def test_concurrent_builds_sharing_one_cache_entry(repo):
     digests = {read_lineage(o)["model_digest"] for o in outs}
     assert len(digests) == 1
     assert all(tree_digest(o, exclude=UNHASHED) in digests for o in outs)
-    assert list((repo / ".buildenv" / "tmp").iterdir()) == []
+    assert temp_dirs(repo) == []
     entries = list((repo / ".buildenv" / "cache" / "builds").glob("*/*"))
     assert [e.name.startswith(".") for e in entries] == [False]
 
@@ -195,7 +201,7 @@ def test_sigkill_at_random_points_of_builds(repo, tmp_path):
         assert version.tags["buildenv.artifact_digest"] == digest
         assert expected in (None, digest)  # every completed build: the same bytes
         expected = digest
-        assert list((repo / ".buildenv" / "tmp").iterdir()) == []
+        assert temp_dirs(repo) == []
 
 
 def _alive(pid: int) -> bool:
@@ -306,4 +312,4 @@ def test_sigterm_stops_the_build_and_the_trainings_workers(repo):
         if _alive(worker):
             os.kill(worker, signal.SIGKILL)
     assert_clean(repo, "spawner")
-    assert list((repo / ".buildenv" / "tmp").iterdir()) == []
+    assert temp_dirs(repo) == []

@@ -20,12 +20,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from buildenv.compile.artifact import SIGNATURE_FILE, UNHASHED, read_lineage, tree_digest
+from buildenv.compile.artifact import SIGNATURE_FILE, UNHASHED, tree_digest
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
 
 __all__ = ["SIGNING_KEY_ENV", "VERIFY_KEY_ENV", "artifact_digest", "load_verified_model",
-           "sign_artifact", "signing_key", "verify_artifact", "verify_key"]
+           "sign_artifact", "signing_key", "verify_artifact", "verify_key", "verify_signature"]
 
 SIGNING_KEY_ENV = "BUILDENV_SIGNING_KEY"
 VERIFY_KEY_ENV = "BUILDENV_VERIFY_KEY"
@@ -63,14 +63,6 @@ def load_verified_model(project: Project, directory: Path, expected: str | None,
     import mlflow.sklearn
 
     return mlflow.sklearn.load_model(str(directory))
-
-
-def verify_lineage_artifact(project: Project, directory: Path, what: str) -> dict:
-    """Check a directory against its own lineage's `model_digest`; the lineage."""
-    lineage = read_lineage(directory)
-    verify_artifact(project, directory, (lineage or {}).get("model_digest"), what)
-    assert lineage is not None
-    return lineage
 
 
 # --- signing --------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["is_owned_temp", "owned_temp_dir", "owner_alive", "process_start", "scratch_dir",
+__all__ = ["owned_temp_dir", "owner_alive", "process_start", "scratch_dir",
            "sweep"]
 
 _NAME = re.compile(r"^\..+\.tmp-(\d+)-(\d+)-[A-Za-z0-9_]+$")
@@ -74,10 +74,6 @@ def owned_temp_dir(parent: Path, label: str) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
     pid, start = _me()
     return Path(tempfile.mkdtemp(prefix=f".{label}.tmp-{pid}-{start}-", dir=parent))
-
-
-def is_owned_temp(path: Path) -> bool:
-    return bool(_NAME.match(path.name))
 
 
 def sweep(parent: Path) -> list[Path]:
