@@ -122,9 +122,8 @@ def train(ctx):
     X, y = df[["x1", "x2", "cat"]], df["y"]
     model = Pipeline([("prep", prep(["x1", "x2"])),
                       ("clf", LogisticRegression(random_state=ctx.seed))])
-    model.fit(X.iloc[:1500], y.iloc[:1500])
-    ctx.set_holdout(X.iloc[1500:], y.iloc[1500:])
-    ctx.log_metric("accuracy", float((model.predict(X.iloc[1500:]) == y.iloc[1500:]).mean()))
+    model.fit(X, y)
+    ctx.log_metric("train_accuracy", float((model.predict(X) == y).mean()))
     return model
 """,
     "leaky.py": _COMMON + """

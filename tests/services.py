@@ -17,8 +17,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -86,7 +86,6 @@ TRAIN = '''\
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -98,7 +97,6 @@ def train(ctx):
     X = df[FEATURES].copy()
     X["plan"] = X["plan"].astype(object)
     y = df["churned"].astype(bool).to_numpy()
-    cut = int(len(df) * 0.75)
     model = Pipeline([
         ("features", ColumnTransformer([
             ("plan", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["plan"]),
@@ -106,20 +104,18 @@ def train(ctx):
         ])),
         ("classifier", LogisticRegression(random_state=ctx.seed)),
     ])
-    model.fit(X.iloc[:cut], y[:cut])
-    ctx.log_metric("val_auc", roc_auc_score(y[cut:], model.predict_proba(X.iloc[cut:])[:, 1]))
-    ctx.set_holdout(X.iloc[cut:], y[cut:])
-    return model
+    return model.fit(X, y)  # the environment holds out its evaluation rows and scores it
 '''
 
 
 def events(seed: int, rows: int = 1200, shuffle_labels: bool = False,
            corrupt_basic: float = 0.0) -> pd.DataFrame:
-    """Churn events with a real signal (held-out AUC ~0.75-0.8).
+    """Churn events with a real signal (evaluation AUC ~0.75-0.8).
 
-    `shuffle_labels` kills the signal (held-out AUC ~0.5). `corrupt_basic` mimics a bad label
-    backfill: in the training part (first 75% of rows) that fraction of `basic`-plan rows is
-    marked not churned, so a model trained on it is worse on the clean held-out part.
+    `shuffle_labels` kills the signal (AUC ~0.5). `corrupt_basic` mimics a bad label backfill:
+    in the training rows (those the environment does not hold out: the default 20% by a hash
+    of the row without its label) that fraction of `basic`-plan rows is marked not churned, so
+    a model trained on them is worse on the clean evaluation rows.
     """
     rng = np.random.default_rng(seed)
     tenure = rng.uniform(0, 100, rows).round(1)
@@ -129,12 +125,18 @@ def events(seed: int, rows: int = 1200, shuffle_labels: bool = False,
     churned = rng.random(rows) < 1 / (1 + np.exp(-logit))
     if shuffle_labels:
         churned = rng.permutation(churned)
+    notes = rng.integers(0, 5, rows)
     if corrupt_basic:
-        training_part = np.arange(rows) < int(rows * 0.75)
+        import pyarrow as pa
+
+        from buildenv.data.evaluation import holdout_mask
+
+        features = pa.table({"tenure": tenure, "spend": spend, "plan": plan, "notes": notes})
+        training_part = ~holdout_mask(features, ["tenure", "spend", "plan", "notes"], 0.2)
         churned = churned & ~(training_part & (plan == "basic")
                               & (rng.random(rows) < corrupt_basic))
-    return pd.DataFrame({"tenure": tenure, "spend": spend, "plan": plan,
-                         "notes": rng.integers(0, 5, rows), "churned": churned})
+    return pd.DataFrame({"tenure": tenure, "spend": spend, "plan": plan, "notes": notes,
+                         "churned": churned})
 
 
 def write_events(root: Path, name: str, frame: pd.DataFrame) -> str:

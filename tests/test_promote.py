@@ -1,9 +1,11 @@
 """`buildenv promote` / `history` / `rollback` against the embedded sqlite registry.
 
-One repository and one MLflow store per module (store creation costs seconds): four builds
+One repository and one MLflow store per module (store creation costs seconds): five builds
 are registered up front (v1 clean data, v2 new clean data, v3 shuffled labels, v4 a bad label
-backfill), each artifact kept aside; every test starts from an unset alias and empty history
-and puts the artifact it needs into dist/.
+backfill, v5 a model reading fewer columns), each artifact kept aside; every test starts from
+an unset alias and empty history and puts the artifact it needs into dist/. The trainings only
+return fitted models: the environment holds out its evaluation rows and promotion scores both
+models on them (the current lock's data: v4's, whose evaluation rows are clean).
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ import pytest
 from conftest import invoke_cli
 from services import events, make_churn_repo, write_events
 
+from buildenv.compile.registry import client
 from buildenv.core.project import Project
 from buildenv.release.champion import HISTORY_PREFIX, champion_stack
 from buildenv.release.gates import alias_name
-from buildenv.compile.registry import client
 
 pytestmark = pytest.mark.slow
 
 DIST = Path("dist/churn/prod")
+ROWS = r"the (\d+) held-out rows \(20% of 'events' by key tenure, spend, plan, notes\)"
 DATA = {"good1": events(1), "good2": events(2), "shuffled": events(3, shuffle_labels=True),
         "backfill": events(4, corrupt_basic=0.5)}
 
@@ -42,6 +45,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
         assert f"registered churn v{i}" in out
         kept[name] = root / "kept" / name
         shutil.copytree(root / DIST, kept[name])
+    train = root / "train.py"
+    train.write_text(train.read_text().replace('FEATURES = ["tenure", "spend", "plan"]',
+                                               'FEATURES = ["tenure", "plan"]').replace(
+        '("numeric", StandardScaler(), ["tenure", "spend"])',
+        '("numeric", StandardScaler(), ["tenure"])'))
+    code, out, err = invoke_cli(["build", "churn", "--env", "prod"], root)
+    assert code == 0 and "registered churn v5" in out, out + err
+    kept["narrow"] = root / "kept" / "narrow"
+    shutil.copytree(root / DIST, kept["narrow"])
     return {"root": root, "kept": kept}
 
 
@@ -81,7 +93,7 @@ def test_first_promotion_sets_alias_and_prints_the_comparison(world: dict, repo:
     use(world, "good1")
     code, out, err = promote(repo)
     assert code == 0, err
-    assert out.splitlines()[0] == "churn @ prod: val_auc (maximize), on the same 300 held-out rows"
+    assert re.fullmatch(r"churn @ prod: val_auc \(maximize\), on " + ROWS, out.splitlines()[0])
     assert re.search(r"^candidate\s+v1\s+0\.\d{4}$", out, re.M)
     assert re.search(r"^champion\s+-\s+\(none yet\)$", out, re.M)
     assert re.search(r"^gate min_value >= 0\.65\s+0\.\d{4}\s+pass$", out, re.M)
@@ -97,14 +109,14 @@ def test_dry_run_evaluates_but_moves_nothing(world: dict, repo: Path) -> None:
     assert champion(repo) is None
 
 
-def test_new_champion_is_compared_on_the_candidates_holdout(world: dict, repo: Path) -> None:
+def test_new_champion_is_compared_on_the_environments_rows(world: dict, repo: Path) -> None:
     use(world, "good1")
     assert promote(repo)[0] == 0
     use(world, "good2")
     code, out, err = promote(repo, "--format", "json")
     assert code == 0, err
     ev = json.loads(out)["evaluation"]
-    assert ev["source"] == "holdout" and ev["rows"] == 300
+    assert ev["source"] == "evaluation" and 200 < ev["rows"] < 300  # 20% of 1,200 events
     assert ev["candidate"]["version"] == "2" and ev["champion"]["version"] == "1"
     assert abs(ev["candidate"]["value"] - ev["champion"]["value"]) < 0.03
     assert champion(repo) == "2"
@@ -133,10 +145,10 @@ def test_regression_gate_fails_with_BE702_naming_both_values(world: dict, repo: 
     code, out, err = promote(repo)
     assert code == 1, out + err
     match = re.search(r"error\[BE702\]: val_auc regressed by (0\.\d{4}): candidate churn v4 has "
-                      r"(0\.\d{4}), champion v2 has (0\.\d{4}) on the same 300 held-out rows; "
+                      r"(0\.\d{4}), champion v2 has (0\.\d{4}) on " + ROWS + "; "
                       r"promotion\.max_regression of prod is 0\.03", err)
     assert match, err
-    drop, cand, champ = map(float, match.groups())
+    drop, cand, champ = map(float, match.groups()[:3])
     assert cand >= 0.65 and drop > 0.03 and abs(champ - cand - drop) < 2e-4
     assert "BE701" not in err
     assert champion(repo) == "2"
@@ -184,24 +196,36 @@ def test_champion_stack_replays_promotions_and_rollbacks() -> None:
     assert champion_stack(entries(("rollback", "5"))) == ["5"]  # alias set by someone else
 
 
-def test_missing_holdout_falls_back_to_logged_metrics(world: dict, repo: Path) -> None:
-    use(world, "good1")
-    lineage = json.loads((repo / DIST / "buildenv.json").read_text())
-    from buildenv.compile.launch import holdout_file
+def test_models_reading_different_columns_are_compared_on_the_same_rows(
+        world: dict, repo: Path) -> None:
+    """The evaluation rows carry every served column: a champion reading `spend` and a
+    candidate that does not are scored on exactly the same rows."""
+    use(world, "good2")
+    assert promote(repo)[0] == 0
+    use(world, "narrow")
+    code, out, err = promote(repo, "--dry-run", "--format", "json")
+    ev = json.loads(out)["evaluation"]
+    assert ev["candidate"]["version"] == "5" and ev["champion"]["version"] == "2"
+    assert ev["candidate"]["value"] is not None and ev["champion"]["value"] is not None
+    assert ev["candidate"]["value"] != ev["champion"]["value"]
+    assert "BE708" not in err and "BE713" not in err
 
-    hold = holdout_file(Project.discover(repo), lineage["cache_key"])
-    saved = hold.read_bytes()
-    hold.unlink()
+
+def test_a_metric_buildenv_does_not_compute_is_compared_as_logged(world: dict,
+                                                                   repo: Path) -> None:
+    env_file = repo / "environments" / "prod.yaml"
+    saved = env_file.read_text()
+    env_file.write_text(saved.replace("metric: val_auc", "metric: n_customers"))
     try:
+        use(world, "good1")
         code, out, err = promote(repo, "--dry-run")
     finally:
-        hold.write_bytes(saved)
-    assert code == 0, err
-    assert "as logged by each training (held-out rows may differ)" in out
-    assert ("warning[BE708]: the candidate's held-out sample is not on this machine; comparing "
-            "the 'val_auc' values the trainings logged") in err
-    assert re.search(r"^candidate\s+v1\s+{:.4f}$".format(lineage["metrics"]["val_auc"]), out,
-                     re.M)
+        env_file.write_text(saved)
+    assert code == 1
+    assert "as logged by each training (their rows may differ)" in out
+    assert ("warning[BE708]: buildenv does not compute 'n_customers'; comparing the "
+            "'n_customers' values the trainings logged") in err
+    assert "error[BE709]: metric 'n_customers' of candidate churn v1 is unavailable" in err
 
 
 def test_no_artifact_is_BE703(world: dict, repo: Path) -> None:

@@ -67,4 +67,4 @@ def test_promote_retrain_history_rollback(repo: Path, tracking_uri: str) -> None
     assert (code, out.strip()) == (0, "prod-champion: moved v2 -> v1"), err
     code, out, err = cli("promote", "churn", "--env", "prod", "--dry-run")
     assert code == 0, err
-    assert "on the same 300 held-out rows" in out  # v2 (dist) vs v1 (champion), both from HTTP
+    assert "held-out rows (20% of 'events'" in out  # v2 (dist) vs v1 (champion), both from HTTP

@@ -35,7 +35,7 @@ datasets:
   ratings:
     uri: data/ratings-v2.parquet
 privacy:
-  restricted: []
+  min_group_size: 25
 """
 
 
@@ -141,9 +141,9 @@ def test_depth_four_chain(deep):
     assert env.label is None                                              # deleted by grand
     assert list(env.datasets["movies"].columns) == [
         "movie_id", "genre", "runtime_minutes", "budget"]
-    assert env.privacy.restricted == []
+    assert env.privacy.restricted == ["ratings"] and env.privacy.min_group_size == 25
     # each level is its own branch: ancestors are untouched
-    assert resolve(deep, "grand").env.privacy.restricted == ["ratings"]
+    assert resolve(deep, "grand").env.privacy.min_group_size == 10
     assert resolve(deep, "child").env.label is not None
 
 
@@ -195,9 +195,19 @@ def test_golden_environment_digests(repo):
     key depends on it. If this fails, the change invalidates users' locks: say so in
     CHANGELOG.md, then update the digests."""
     assert resolve(repo, "base").digest == (
-        "sha256:8835ad1e87b22edfbdfc2b354fb8f9fb289005f228f8ba19c35895ad6fcf76e8")
+        "sha256:73b8359539f2c2c9b9815d60ff2e7a27840b61957684a793ea7689fc664ee351")
     assert resolve(repo, "child").digest == (
-        "sha256:01a26277e27aedf1b893becd57d1440e3dd73831a6cfb506f57d3da115bcc8b7")
+        "sha256:d7e0d841ae46ddadeb2d18f6a278e931d4b6499816dcf1ca72bb6b1befd70262")
+
+
+def test_writing_a_default_does_not_change_the_digest(repo, tmp_path):
+    """Defaults are not part of the canonical form: an optional key added to the format later
+    leaves the digest (and every lock) of environments that do not use it unchanged."""
+    explicit = write_repo(tmp_path / "explicit", envs={"child": (
+        "name: child\nextends: base\ndatasets:\n  movies:\n    uri: data/movies-v2.parquet\n"
+        "    columns:\n      genre: {serving: true}\n      runtime_minutes: {nullable: true}\n"
+        "monitoring: {min_importance: 0.0}\nevaluation: {join: {}}\n")})
+    assert resolve(explicit, "child").digest == resolve(repo, "child").digest
 
 
 # --- show --explain -------------------------------------------------------------------------
@@ -219,7 +229,7 @@ def test_show_explain_names_the_file_of_each_value(deep):
         "    uri: data/ratings-v2.parquet  # environments/great.yaml:9",
         "  stack: sklearn  # environments/base.yaml:20",
         "  ops: [sklearn.linear_model.LogisticRegression]  # environments/grand.yaml:5",
-        "  restricted: []  # environments/great.yaml:11",
+        "  min_group_size: 25  # environments/great.yaml:11",
         "extends: grand  # environments/great.yaml:2",
     ]:
         assert expected in lines, expected
@@ -267,8 +277,8 @@ def test_diff_additions_and_json(deep):
     assert by_path["datasets.movies.columns.critic_score.serving"] == {
         "path": "datasets.movies.columns.critic_score.serving", "kind": "removed", "a": False}
     assert by_path["datasets.ratings.uri"]["kind"] == "changed"
-    assert by_path["privacy.restricted"] == {"path": "privacy.restricted", "kind": "changed",
-                                             "a": ["ratings"], "b": []}
+    assert by_path["privacy.min_group_size"] == {"path": "privacy.min_group_size",
+                                                 "kind": "changed", "a": 10, "b": 25}
 
 
 def test_diff_of_identical_environments(repo):
@@ -289,3 +299,36 @@ def test_base_yaml_line_numbers_are_what_tests_pin():
     assert lines[19] == "  stack: sklearn"                  # line 20
     assert lines[25].startswith("      genre:")             # line 26
     assert lines[27] == "  restricted: [ratings]"           # line 28
+
+
+# --- privacy is monotonic across extends ------------------------------------------------------
+
+@pytest.mark.parametrize("privacy, line, message", [
+    ("privacy:\n  restricted: []\n", 4,
+     "privacy.restricted: dataset 'ratings' is restricted in base and must stay restricted in "
+     "loose (an environment may tighten its parent's privacy, never loosen it)"),
+    ("privacy:\n  min_group_size: 3\n", 4,
+     "privacy.min_group_size 3 is smaller than 10 in base: privacy may be tightened, not "
+     "loosened"),
+])
+def test_a_child_cannot_loosen_privacy(tmp_path, privacy, line, message):
+    root = write_repo(tmp_path, envs={"loose": f"name: loose\nextends: base\n{privacy}"})
+    code, out, err = invoke_cli(["show", "loose"], root)
+    assert (code, out) == (2, "")
+    assert err.splitlines()[0] == f"environments/loose.yaml:{line}:3: error[BE019]: {message}"
+    assert "Traceback" not in err
+
+
+def test_a_child_may_tighten_privacy(tmp_path):
+    root = write_repo(tmp_path, envs={"tight": (
+        "name: tight\nextends: base\nprivacy:\n  restricted: [ratings, movies]\n"
+        "  min_group_size: 50\n")})
+    env = resolve(root, "tight").env
+    assert env.privacy.restricted == ["ratings", "movies"] and env.privacy.min_group_size == 50
+
+
+def test_deleting_a_restricted_dataset_is_not_loosening(tmp_path):
+    root = write_repo(tmp_path, envs={"slim": (
+        "name: slim\nextends: base\ndatasets:\n  ratings: null\nprivacy:\n  restricted: []\n"
+        "label: null\n")})
+    assert resolve(root, "slim").env.privacy.restricted == []

@@ -14,11 +14,11 @@ import pytest
 from conftest import invoke_cli
 from services import events, make_churn_repo, write_events
 
+from buildenv.compile.registry import client
 from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.project import Project
 from buildenv.env.resolve import Multiverse
 from buildenv.release.journal import recover
-from buildenv.compile.registry import client
 from buildenv.release.retrain import rewrite_uri
 
 pytestmark = pytest.mark.slow

@@ -431,7 +431,8 @@ def test_every_problem_at_once_sorted_by_file_and_line(tmp_path):
 
 def test_validate_and_lock_report_environment_errors_with_exit_2(tmp_path):
     root = write_repo(tmp_path, envs=child("descripton: typo\n"))
-    for args in (["validate", "child"], ["lock", "child"], ["check", "demo", "--env", "child"]):
+    for args in (["validate", "child"], ["lock", "child"], ["check", "demo", "--env", "child"],
+                 ["build", "demo", "--env", "child", "--no-register"]):
         code, _, err = invoke_cli(args, root)
         assert code == 2, args
         assert err.splitlines()[0] == ("environments/child.yaml:3:1: error[BE003]: unknown key "

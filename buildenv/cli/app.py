@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -51,6 +52,12 @@ class DataFormat(str, Enum):
 RootOpt = typer.Option(None, "--root", help="Repository root (default: nearest parent with "
                        "pyproject.toml or environments/; env BUILDENV_ROOT).")
 FormatOpt = typer.Option(Format.text, "--format", help="Diagnostics as text, json or sarif.")
+# Every long command (lock, validate, drift, build, retrain, image) takes these two.
+ProgressOpt = typer.Option(None, "--progress/--no-progress",
+                           help="Progress on stderr: a live view on a terminal, status lines "
+                           "otherwise (default: on; env BUILDENV_PROGRESS=auto|live|plain|off).")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="Print errors and the final summary only "
+                        "(and no progress unless --progress).")
 
 
 def open_project(root: Optional[Path], data_root: Optional[Path] = None):
@@ -97,10 +104,43 @@ def command(func: Callable) -> Callable:
     return wrapper
 
 
-def finish(diagnostics: list[Diagnostic], fmt: Format) -> None:
-    emit(diagnostics, fmt)
+def finish(diagnostics: list[Diagnostic], fmt: Format, quiet: bool = False) -> None:
+    emit(quieted(diagnostics, fmt, quiet), fmt)
     if any(d.severity is Severity.ERROR for d in diagnostics):
         raise typer.Exit(1)
+
+
+def quieted(diagnostics: list[Diagnostic], fmt: Format, quiet: bool) -> list[Diagnostic]:
+    """--quiet keeps errors only, in text; machine formats (json, sarif) are never trimmed."""
+    if quiet and fmt is Format.text:
+        return [d for d in diagnostics if d.severity is Severity.ERROR]
+    return diagnostics
+
+
+@contextmanager
+def progress_shown(progress: Optional[bool], quiet: bool = False) -> Iterator[None]:
+    """Show the progress of the work inside the block on stderr (docs/progress.md).
+
+    Wrap the work, not the output: the live view is erased when the block ends, before the
+    command prints its results. `--progress`/`--no-progress` win over BUILDENV_PROGRESS;
+    `--quiet` turns progress off unless `--progress` is given."""
+    from buildenv.core import progress as tasks
+
+    mode = os.environ.get("BUILDENV_PROGRESS", "").strip().lower() or "auto"
+    if mode not in tasks.MODES:
+        raise DiagnosticError([Diagnostic(
+            "BE004", f"BUILDENV_PROGRESS must be one of {', '.join(tasks.MODES)}, not "
+            f"'{mode}'")], 2)
+    if progress is False or (quiet and progress is None):
+        mode = "off"
+    elif progress and mode == "off":
+        mode = "auto"
+    try:
+        reporter = tasks.renderer(sys.stderr, mode)
+    except ValueError as exc:
+        raise DiagnosticError([Diagnostic("BE004", str(exc))], 2) from None
+    with tasks.installed(reporter):
+        yield
 
 
 # --- environments ------------------------------------------------------------------------

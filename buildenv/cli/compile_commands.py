@@ -11,14 +11,18 @@ import typer
 from buildenv.cli.app import (
     Format,
     FormatOpt,
+    ProgressOpt,
+    QuietOpt,
     RootOpt,
     app,
     command,
     emit,
     finish,
     open_project,
+    progress_shown,
+    quieted,
 )
-from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError, sort_diagnostics
 
 
 @app.command("check")
@@ -61,7 +65,8 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
                                                        "resolve (default: the root)."),
               timeout: Optional[float] = typer.Option(None, "--timeout",
                                                       help="Training time limit, seconds."),
-              root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+              root: Optional[Path] = RootOpt, fmt: Format = FormatOpt,
+              progress: Optional[bool] = ProgressOpt, quiet: bool = QuietOpt) -> None:
     """Compile: check, validate, train, verify, emit (and register)."""
     from buildenv.compile.build import BuildOptions, build_pair
     from buildenv.compile.plan import matrix_json, pairs, render_matrix, run_matrix
@@ -76,24 +81,30 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
             raise DiagnosticError([Diagnostic("BE004", "--all takes no TRAINING, --env or "
                                               "--out")], 2)
         selected = pairs(project.trainings, mv.names())
-        outcomes = run_matrix(project, mv, selected, options, jobs)
+        with progress_shown(progress, quiet):
+            outcomes = run_matrix(project, mv, selected, options, jobs)
         payload = matrix_json(outcomes)
         target = matrix_out or project.root / "dist" / "matrix.json"
         atomic_write_text(target, json.dumps(payload, indent=2) + "\n")
         if fmt is Format.text:
-            print(render_matrix(outcomes))
+            print(render_matrix(outcomes, quiet=quiet))
         else:
-            emit([d for o in outcomes for d in o.diagnostics], fmt)
-        failed = [o.exit_code for o in outcomes if o.status == "failed"]
-        if failed:
-            raise typer.Exit(max(failed))  # 2 when an environment file is invalid
+            _emit_builds(outcomes, fmt)
+        if any(o.status == "failed" for o in outcomes):
+            raise typer.Exit(1)  # an invalid environment fails only its own pairs
         return
     if not training or not env:
         raise DiagnosticError([Diagnostic("BE004", "build needs TRAINING and --env ENV, or "
                                           "--all")], 2)
     project.training(training)
-    mv.require(env)
-    outcome = build_pair(project, mv, training, env, options)
+    mv.resolve(env)  # an unknown or invalid environment is a configuration error: exit 2
+    with progress_shown(progress, quiet):
+        outcome = build_pair(project, mv, training, env, options)
+    if fmt is Format.json:
+        _emit_builds([outcome], fmt)
+        if outcome.status == "failed":
+            raise typer.Exit(outcome.exit_code)
+        return
     if fmt is Format.text:
         if outcome.status != "failed":
             where = project.rel(outcome.artifact) if outcome.artifact else "?"
@@ -102,9 +113,22 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
             reg_text = f", registered {training} v{reg['version']}" if reg else ""
             print(f"{training} @ {env}: {outcome.status}{why} -> {where}{reg_text}")
     if outcome.status == "failed":
-        emit(outcome.diagnostics, fmt)
-        raise typer.Exit(outcome.exit_code)  # 2 for a configuration error, as elsewhere
-    finish(outcome.diagnostics, fmt)
+        emit(quieted(outcome.diagnostics, fmt, quiet), fmt)
+        raise typer.Exit(outcome.exit_code)  # 2 for a configuration error (BE767)
+    finish(outcome.diagnostics, fmt, quiet)
+
+
+def _emit_builds(outcomes: list, fmt: Format) -> None:
+    """json: the diagnostics, plus each pair's outcome and phase timings (as in matrix.json);
+    sarif: the diagnostics."""
+    from buildenv.compile.plan import matrix_json
+
+    diagnostics = [d for o in outcomes for d in o.diagnostics]
+    if fmt is not Format.json:
+        emit(diagnostics, fmt)
+        return
+    print(json.dumps({"diagnostics": [d.to_json() for d in sort_diagnostics(diagnostics)],
+                      **matrix_json(outcomes)}, indent=2))
 
 
 @app.command("register")

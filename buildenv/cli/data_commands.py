@@ -1,21 +1,27 @@
-"""Commands about data: lock, validate."""
+"""Commands about data: lock, validate, audit."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from buildenv.cli.app import (
+    DataFormat,
     Format,
     FormatOpt,
+    ProgressOpt,
+    QuietOpt,
     RootOpt,
     app,
     command,
     emit,
     finish,
     open_project,
+    progress_shown,
+    quieted,
 )
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 
@@ -28,7 +34,8 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
                                            help="sha256 (default) or blake3"),
              check: bool = typer.Option(False, "--check", help="Only report locks that are "
                                         "missing or stale; write nothing."),
-             fmt: Format = FormatOpt) -> None:
+             fmt: Format = FormatOpt, progress: Optional[bool] = ProgressOpt,
+             quiet: bool = QuietOpt) -> None:
     """Pin every dataset's content digest in environments/<name>.lock.json."""
     from buildenv.data.lock import check_lock, lock_environments
     from buildenv.env.resolve import Multiverse
@@ -43,25 +50,30 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
     if check:
         resolved, problems = mv.resolve_all(names)
         config_error = any(p.is_error for p in problems)  # invalid environment files
-        for res in resolved.values():
-            try:
-                problems.extend(check_lock(mv, res)[1])
-            except DiagnosticError as exc:  # unreadable lock file (BE054, BE013)
-                problems.extend(exc.diagnostics)
-                config_error = True
-        if not problems and fmt is Format.text:
+        with progress_shown(progress, quiet):
+            for res in resolved.values():
+                try:
+                    problems.extend(check_lock(mv, res)[1])
+                except DiagnosticError as exc:  # unreadable lock file (BE054, BE013)
+                    problems.extend(exc.diagnostics)
+                    config_error = True
+        if fmt is Format.text and not quieted(problems, fmt, quiet):  # --quiet: warnings too
             print(f"{len(resolved)} lock(s) up to date")
-        emit(problems, fmt)
+        emit(quieted(problems, fmt, quiet), fmt)
         if any(p.is_error for p in problems):
             raise typer.Exit(2 if config_error else 1)
         return
-    results, problems = lock_environments(mv, names, algorithm)
-    if fmt is Format.text:
+    with progress_shown(progress, quiet):
+        results, problems = lock_environments(mv, names, algorithm)
+    if fmt is Format.text and not quiet:
         for name, lock, changed in results:
             rows = sum(d.rows for d in lock.datasets.values())
             state = "updated" if changed else "unchanged"
             print(f"{name}: {state} ({len(lock.datasets)} datasets, {rows} rows)")
-    emit(problems, fmt)
+    elif fmt is Format.text and results:
+        updated = sum(changed for _, _, changed in results)
+        print(f"{len(results)} lock(s): {updated} updated, {len(results) - updated} unchanged")
+    emit(quieted(problems, fmt, quiet), fmt)
     if any(p.is_error for p in problems):
         # an invalid environment file is a configuration error (2); unreadable data is 1
         raise typer.Exit(2 if any(p.is_error and p.code != "BE053" for p in problems) else 1)
@@ -72,7 +84,8 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
 def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
                  dataset: Optional[list[str]] = typer.Option(None, "--dataset",
                                                              help="Only these datasets."),
-                 root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+                 root: Optional[Path] = RootOpt, fmt: Format = FormatOpt,
+                 progress: Optional[bool] = ProgressOpt, quiet: bool = QuietOpt) -> None:
     """Check every dataset against its declared columns."""
     from buildenv.data.validate import validate_env
     from buildenv.env.resolve import Multiverse
@@ -87,7 +100,54 @@ def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
             raise DiagnosticError([Diagnostic("BE009", f"unknown dataset '{name}' in "
                                               f"environment {env}",
                                               hints=(hint,) if hint else ())], 2)
-    problems = validate_env(res, mv.project, datasets=list(dataset) if dataset else None)
-    if not problems and fmt is Format.text:
+    with progress_shown(progress, quiet):
+        problems = validate_env(res, mv.project, datasets=list(dataset) if dataset else None)
+    if fmt is Format.text and not quieted(problems, fmt, quiet):  # --quiet: warnings too
         print(f"{env}: {len(dataset or res.env.datasets)} dataset(s) valid")
-    finish(problems, fmt)
+    finish(problems, fmt, quiet)
+
+
+@app.command("audit")
+@command
+def audit_cmd(env: Optional[str] = typer.Argument(None, help="Only reads in this environment."),
+              verify: bool = typer.Option(False, "--verify", help="Check the hash chain; exit 1 "
+                                          "naming the first record that was edited, removed "
+                                          "or reordered."),
+              root: Optional[Path] = RootOpt,
+              fmt: DataFormat = typer.Option(DataFormat.yaml, "--format",
+                                             help="table (yaml) or json")) -> None:
+    """Every read of a restricted dataset: who, why, which data, how many rows."""
+    from buildenv.data.audit import AuditLog
+
+    project = open_project(root)
+    log = AuditLog(project.data_state_dir)
+    if verify:
+        checked, broken = log.verify()
+        if broken is None:
+            print(f"audit log {project.rel(log.path)}: {checked} record(s), hash chain intact")
+            return
+        raise DiagnosticError([Diagnostic(
+            "BE801", f"record {broken.line} is broken: {broken.reason} ({checked} record(s) "
+            "before it hold)", project.rel(log.path), broken.line,
+            hints=("restore the log from a backup; records after a broken one cannot be "
+                   "trusted",))], 1)
+    records = [r for r in log.records() if env is None or r.get("environment") == env]
+    if fmt is DataFormat.json:
+        print(json.dumps({"log": project.rel(log.path), "records": records}, indent=2))
+        return
+    rows = [("SEQ", "TIME", "ACTOR", "PURPOSE", "ENVIRONMENT", "DATASET", "ROWS", "DIGEST",
+             "COLUMNS")]
+    for r in records:
+        digest = (r.get("digest") or "-").split(":", 1)[-1][:12]
+        outcome = (r.get("details") or {}).get("outcome")
+        purpose = r.get("purpose", "-") + (f" ({outcome})" if outcome not in (None, "read")
+                                           else "")
+        rows.append((str(r.get("seq")), str(r.get("time", "-"))[:19], str(r.get("actor", "-")),
+                     purpose, str(r.get("environment") or "-"), str(r.get("dataset")),
+                     f"{r['rows']:,}" if isinstance(r.get("rows"), int) else "-", digest,
+                     ",".join(r.get("columns") or [])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    if len(rows) == 1:
+        print("(no reads of restricted datasets recorded)")

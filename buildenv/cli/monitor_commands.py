@@ -10,10 +10,13 @@ import typer
 from buildenv.cli.app import (
     Format,
     FormatOpt,
+    ProgressOpt,
+    QuietOpt,
     RootOpt,
     app,
     command,
     open_project,
+    progress_shown,
 )
 
 
@@ -33,15 +36,17 @@ def drift_cmd(env: str = typer.Argument(..., help="Environment whose locked vers
               html: Optional[Path] = typer.Option(None, "--html", help="Also write a "
                                                   "self-contained HTML report."),
               all_: bool = typer.Option(False, "--all", help="Show suppressed alerts too."),
-              root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+              root: Optional[Path] = RootOpt, fmt: Format = FormatOpt,
+              progress: Optional[bool] = ProgressOpt, quiet: bool = QuietOpt) -> None:
     """Drift between the locked version of a dataset and a candidate, with actionable alerts."""
     from buildenv.monitor.drift import run_drift, write_stats
     from buildenv.monitor.report import render, write_html
 
     project = open_project(root)
-    result = run_drift(project, env, dataset, against=against, against_lock=against_lock)
+    with progress_shown(progress, quiet):
+        result = run_drift(project, env, dataset, against=against, against_lock=against_lock)
     write_stats(result, project, stats)
     if html is not None:
         write_html(result, html)
-    print(render(result, fmt.value, show_all=all_))
+    print(render(result, fmt.value, show_all=all_, quiet=quiet))
     raise typer.Exit(result.exit_code)

@@ -14,11 +14,15 @@ from buildenv.cli.app import (
     DataFormat,
     Format,
     FormatOpt,
+    ProgressOpt,
+    QuietOpt,
     RootOpt,
     app,
     command,
     emit,
     open_project,
+    progress_shown,
+    quieted,
 )
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 
@@ -108,7 +112,8 @@ def retrain_cmd(env: str = typer.Argument(..., help="Environment name."),
                                              "when every gate passes."),
                 events: Optional[Path] = typer.Option(None, "--events", help="Append each "
                                                       "step's outcome to this JSON-lines file."),
-                root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+                root: Optional[Path] = RootOpt, fmt: Format = FormatOpt,
+                progress: Optional[bool] = ProgressOpt, quiet: bool = QuietOpt) -> None:
     """For cron/CI: new data -> validate, drift, relock, rebuild, gate (and promote).
 
     A stop (failed data check, build or gate) exits 1 and leaves the lock, dist/ and the
@@ -117,14 +122,15 @@ def retrain_cmd(env: str = typer.Argument(..., help="Environment name."),
     from buildenv.release.retrain import RetrainOptions, retrain
 
     project = open_project(root)
-    result = retrain(project, env, RetrainOptions(dataset, uri, promote, events))
+    with progress_shown(progress, quiet):
+        result = retrain(project, env, RetrainOptions(dataset, uri, promote, events))
     if fmt is Format.text:
-        for event in result.events:
+        for event in result.events[-1:] if quiet else result.events:
             who = f" {event['training']}" if event.get("training") else ""
             first = (event.get("message") or "").splitlines()[:1]
             print(f"[{event['step']}{who}] {event['status']}" + (f": {first[0]}" if first
                                                                   else ""))
-    emit(result.diagnostics, fmt, sys.stderr if fmt is Format.text else None)
+    emit(quieted(result.diagnostics, fmt, quiet), fmt, sys.stderr if fmt is Format.text else None)
     raise typer.Exit(result.exit_code)
 
 
@@ -152,7 +158,8 @@ def image_cmd(training: str = typer.Argument(..., help="Training name."),
               champion: bool = typer.Option(False, "--champion", help="Package the version "
                                             "`<env>-champion` points to, from the registry "
                                             "(default: dist/<training>/<env>)."),
-              root: Optional[Path] = RootOpt) -> None:
+              root: Optional[Path] = RootOpt, progress: Optional[bool] = ProgressOpt,
+              quiet: bool = QuietOpt) -> None:
     """A serving image: Docker build context, daemon build, and/or reproducible OCI archive."""
     from buildenv.env.resolve import Multiverse
     from buildenv.release.image import build_docker, docker_client, host_python, write_context
@@ -167,23 +174,38 @@ def image_cmd(training: str = typer.Argument(..., help="Training name."),
                                           "layer)")], 2)
     if base_rootfs is not None:
         check_base_rootfs(base_rootfs, host_python())  # before minutes of copying
-    with tempfile.TemporaryDirectory(prefix="buildenv-image-") as scratch:
-        artifact, notes = select_artifact(project, training, env, champion, Path(scratch))
-        emit(notes, Format.text)
-        ctx = write_context(project, res, training, out, artifact)
-    print(f"context: {project.rel(ctx.path)} (python {ctx.python}, "
-          f"{len(ctx.packages)} vendored packages)")
+    from buildenv.core import progress as tasks
+
+    said: list[tuple[str, bool, bool]] = []  # (line, final result, to stderr): after the work
     name = tag or f"buildenv/{training}:{env}"
-    if oci is not None:
-        assert base_rootfs is not None
-        result = write_oci(project, ctx, base_rootfs, oci, name.rsplit(":", 1)[-1])
-        print(f"oci: {oci} manifest {result['manifest']}")
     want_docker = docker if docker is not None else oci is None
-    if want_docker:
-        client = docker_client(required=docker is True)
-        if client is None:
-            print("docker: no daemon reachable; wrote the context only (`docker build` it, or "
-                  "use --oci)", file=sys.stderr)
-        else:
-            image_id = build_docker(client, ctx, name, base_image)
-            print(f"docker: {name} {image_id}")
+    try:
+        with progress_shown(progress, quiet), \
+                tasks.task(f"{training} @ {env} (image)", keep=True) as steps:
+            steps.phase("context")
+            with tempfile.TemporaryDirectory(prefix="buildenv-image-") as scratch:
+                artifact, notes = select_artifact(project, training, env, champion,
+                                                  Path(scratch))  # verified; BE769 if stale
+                emit(quieted(notes, Format.text, quiet), Format.text)
+                ctx = write_context(project, res, training, out, artifact)
+            said.append((f"context: {project.rel(ctx.path)} (python {ctx.python}, "
+                         f"{len(ctx.packages)} vendored packages)",
+                         oci is None and not want_docker, False))
+            if oci is not None:
+                assert base_rootfs is not None
+                steps.phase("oci")
+                result = write_oci(project, ctx, base_rootfs, oci, name.rsplit(":", 1)[-1])
+                said.append((f"oci: {oci} manifest {result['manifest']}", True, False))
+            if want_docker:
+                client = docker_client(required=docker is True)
+                if client is None:
+                    said.append(("docker: no daemon reachable; wrote the context only (`docker "
+                                 "build` it, or use --oci)", True, True))
+                else:
+                    steps.phase("docker build")
+                    image_id = build_docker(client, ctx, name, base_image)
+                    said.append((f"docker: {name} {image_id}", True, False))
+    finally:
+        for line, final, to_stderr in said:
+            if final or not quiet:
+                print(line, file=sys.stderr if to_stderr else sys.stdout)

@@ -8,6 +8,7 @@ seed, buildenv and library versions. When `dist/` already holds the artifact
 for that key, nothing runs; when the content-addressed cache holds it, it is
 copied; otherwise the training runs in a subprocess and the result is
 verified, written to a temp dir and renamed into place, then registered.
+Each build is a progress task whose phases (`PHASES`) are timed: `BuildOutcome.timings`.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ from buildenv.compile.cache import (
 )
 from buildenv.compile.check import check_training
 from buildenv.compile.integrity import sign_artifact
-from buildenv.compile.launch import holdout_file, run_training
+from buildenv.compile.launch import run_training
 from buildenv.compile.outputs import check_out_dir, pair_lock, scratch
 from buildenv.compile.verify import verify_model
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
@@ -49,7 +51,9 @@ from buildenv.core.project import Project, TrainingConfig
 from buildenv.data.lock import check_lock
 from buildenv.env.resolve import Multiverse, Resolved
 
-__all__ = ["BuildOptions", "BuildOutcome", "build_pair"]
+__all__ = ["PHASES", "BuildOptions", "BuildOutcome", "build_pair", "phase_timings"]
+
+PHASES = ("check", "validate", "train", "importance", "verify", "onnx", "save", "register")
 
 
 @dataclass
@@ -71,7 +75,7 @@ class BuildOutcome:
     lineage: dict | None = None
     registered: dict | None = None
     seconds: float = 0.0
-    timings: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)  # phase -> seconds (PHASES order)
     exit_code: int = 1  # when failed: 2 for a configuration error (an invalid environment file)
 
     def first_error(self) -> Diagnostic | None:
@@ -83,7 +87,8 @@ class BuildOutcome:
                 "reason": self.reason, "artifact": str(self.artifact) if self.artifact else None,
                 "first_error": first.to_text() if first else None,
                 "diagnostics": [d.to_json() for d in self.diagnostics],
-                "registered": self.registered, "seconds": round(self.seconds, 3)}
+                "registered": self.registered, "seconds": round(self.seconds, 3),
+                "timings": self.timings}
 
 
 def build_pair(project: Project, mv: Multiverse, training: str, env_name: str,
@@ -92,21 +97,40 @@ def build_pair(project: Project, mv: Multiverse, training: str, env_name: str,
     started = time.monotonic()
     outcome = BuildOutcome(training, env_name, "failed")
     out = options.out or project.root / "dist" / training / env_name
-    try:
-        with pair_lock(project, training, env_name, out, options.timeout):  # across processes
-            if options.out is not None:
-                check_out_dir(project, out)
-            _build(project, mv, training, env_name, options, everything, outcome)
-    except _Abort:  # unwound atomic_dir: the temp dir is gone, nothing was emitted
-        outcome.status = "failed"
-    except DiagnosticError as exc:
-        outcome.diagnostics.extend(exc.diagnostics)
-        outcome.status = "failed"
-        outcome.exit_code = max(outcome.exit_code, exc.exit_code)
+    with progress.task(f"{training} @ {env_name}", keep=True) as task:
+        task.phase("check")
+        try:
+            with pair_lock(project, training, env_name, out, options.timeout):  # processes
+                if options.out is not None:
+                    check_out_dir(project, out)
+                _build(project, mv, training, env_name, options, everything, outcome)
+        except _Abort:  # unwound atomic_dir: the temp dir is gone, nothing was emitted
+            outcome.status = "failed"
+        except DiagnosticError as exc:
+            outcome.diagnostics.extend(exc.diagnostics)
+            outcome.status = "failed"
+            outcome.exit_code = max(outcome.exit_code, exc.exit_code)
+        task.phase(None)
+        outcome.timings = phase_timings(task.timings, outcome.timings)
+        task.timings, task.status = dict(outcome.timings), outcome.status
     if outcome.status == "failed" and outcome.reason != CACHED_FAILURE:
         outcome.reason = ""  # "why it rebuilt" means nothing for a build that did not finish
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def phase_timings(own: dict[str, float], runner: dict[str, float]) -> dict[str, float]:
+    """Seconds per phase, in `PHASES` order. `own` are the phases this process timed;
+    `runner` those the training process reports. Its importance, onnx and save come out of
+    the `train` span, which keeps the process start and imports along with `train()`."""
+    merged = dict(own)
+    span = merged.get("train")
+    if span is not None:
+        inner = {k: float(runner[k]) for k in ("importance", "onnx", "save") if k in runner}
+        merged["train"] = max(0.0, span - sum(inner.values()))
+        for name, seconds in inner.items():
+            merged[name] = merged.get(name, 0.0) + seconds
+    return {name: round(merged[name], 3) for name in PHASES if name in merged}
 
 
 def _build(project: Project, mv: Multiverse, training: str, env_name: str,
@@ -136,6 +160,7 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
     if options.use_cache and (entry / LINEAGE_FILE).is_file():
         cached = read_lineage(entry)
         if cached and cached.get("cache_key") == key and intact(entry, cached):
+            progress.phase("save")
             with atomic_dir(out, scratch(project)) as tmp:
                 shutil.copytree(entry, tmp, dirs_exist_ok=True)
             outcome.status, outcome.artifact, outcome.lineage = "cached", out, cached
@@ -154,6 +179,7 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
     outcome.reason = explain_rebuild(previous, parts_with_files)
     from buildenv.data.validate import validate_env  # pyarrow: only when something is to be built
 
+    progress.phase("validate")
     problems += validate_env(res, project, digests)
     outcome.diagnostics = problems
     if any(p.is_error for p in problems):
@@ -162,8 +188,9 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
         _warm_registry()
     with atomic_dir(out, scratch(project)) as tmp:
         model_dir = tmp / "model"
+        progress.phase("train")
         result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
-                              holdout_file(project, key))
+                              digests)
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
             found = [Diagnostic.from_json(d) for d in result.get("diagnostics", [])]
@@ -172,6 +199,7 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
             remember_failure(project, hexkey, found, options.use_cache and not result.get(
                 "transient"))
             raise _Abort()
+        progress.phase("verify")
         multiverse = everything if everything is not None else mv.resolve_all()[0]
         found = verify_model(res, result, multiverse, config.module_path)
         outcome.diagnostics = problems + found
@@ -180,6 +208,7 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
                              _multiverse_digest(multiverse))  # hints name other environments
             raise _Abort()
         problems = outcome.diagnostics
+        progress.phase("save")
         for item in model_dir.iterdir():
             os.replace(item, tmp / item.name)
         model_dir.rmdir()
@@ -236,7 +265,7 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
         "ops": result.get("ops", []),
         "model_class": result.get("model_class"),
         "importance": result.get("importance"),
-        "holdout": result.get("holdout"),
+        "evaluation": result.get("evaluation"),
         "onnx": result.get("onnx"),
         "serving": res.env.serving.model_dump(mode="json") if res.env.serving else None,
         "label": res.env.label.model_dump(mode="json") if res.env.label else None,
@@ -249,10 +278,13 @@ def _maybe_register(project: Project, training: str, env_name: str, artifact: Pa
                     lineage: dict, options: BuildOptions, outcome: BuildOutcome) -> None:
     if not options.register or not lineage:
         return
+    progress.phase("register")
+    task = progress.current()
+    so_far = phase_timings(task.timings if task else {}, outcome.timings)  # for the run
     from buildenv.compile.registry import ensure_registered
 
     outcome.registered, notes = ensure_registered(project, training, env_name, artifact,
-                                                  lineage)
+                                                  lineage, timings=so_far)
     outcome.diagnostics = outcome.diagnostics + notes
 
 

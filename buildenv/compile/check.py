@@ -182,6 +182,14 @@ def check_training(project: Project, training: str, config: TrainingConfig,
                 rel, line, col,
                 hints=(hint or f"declared datasets: {', '.join(sorted(env.datasets))}",)))
             continue
+        if read.dataset == env.evaluation.dataset:
+            line, col = read.dataset_at or (read.line, read.col)
+            problems.append(Diagnostic(
+                "BE108", f"dataset '{read.dataset}' holds the evaluation rows of environment "
+                f"{env.name}: training code cannot read it", rel, line, col,
+                hints=("the build scores the returned model on it; train on the other "
+                       "datasets",)))
+            continue
         if read.columns is None:
             problems.append(Diagnostic("BE105", "ctx.read without a literal `columns=[...]` list "
                                        "cannot be checked statically", rel, read.line, read.col,

@@ -1,8 +1,12 @@
 """`ctx`: the training's only view of data and of the build (SPEC §4).
 
-`ctx.read` returns exactly the asked columns of declared datasets; anything
-else raises `ForbiddenRead`, which the runner reports as BE303 at the user's
-line. Metrics, params and the held-out sample go back to the build.
+`ctx.read` returns exactly the asked columns of declared datasets, read through the data gate:
+verified against the lock's digests (bytes that changed after the lock check stop the build,
+even if the training catches the error), typed by the environment, audited for restricted
+datasets. Rows the environment holds out for evaluation are dropped from the label dataset
+before the training sees them, and the evaluation dataset (if any) cannot be read at all.
+Anything else raises `ForbiddenRead`, which the runner reports as BE303 at the user's line.
+Metrics and params go back to the build.
 """
 
 from __future__ import annotations
@@ -10,11 +14,17 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+import pyarrow as pa
+
 from buildenv.core.project import Project
-from buildenv.data.storage import locate
+from buildenv.data.evaluation import holdout_mask, key_columns
+from buildenv.data.gate import Gate, GateError
+from buildenv.data.privacy import Redactor
 from buildenv.env.spec import Environment
 
 __all__ = ["BuildContext", "ForbiddenRead"]
+
+_REDACTOR_LIMIT = 2_000_000  # distinct restricted strings kept for redaction
 
 
 class ForbiddenRead(Exception):
@@ -22,24 +32,34 @@ class ForbiddenRead(Exception):
 
 
 class BuildContext:
-    def __init__(self, env: Environment, seed: int, project: Project):
+    def __init__(self, env: Environment, seed: int, project: Project,
+                 pins: dict[str, str] | None = None):
         self.env = env
         """The resolved environment."""
         self.seed = seed
         """The build seed; use it for every random_state."""
         self._project = project
+        self._gate = Gate(project, env, "build", pins=pins or {})
         self.metrics: dict[str, float] = {}
         self.params: dict[str, str] = {}
         self.reads: dict[str, list[str]] = {}
-        self.holdout: tuple[Any, Any] | None = None
+        self.gate_errors: list[GateError] = []
+        """Reads the gate refused; the build fails on them even if the training caught them."""
+        self.restricted_reads: set[str] = set()
+        self.redactor = Redactor()
+        self.redaction_complete = True
+        self.deprecated_holdout = False
 
     def read(self, dataset: str, columns: list[str] | None = None,
              format: Literal["pandas", "arrow"] = "pandas"):
-        """Columns of a declared dataset: a pandas DataFrame, or a pyarrow Table."""
+        """Training rows of a declared dataset: a pandas DataFrame, or a pyarrow Table."""
         ds = self.env.datasets.get(dataset)
         if ds is None:
             raise ForbiddenRead(f"dataset '{dataset}' is not declared in environment "
                                 f"{self.env.name}")
+        if dataset == self.env.evaluation.dataset:
+            raise ForbiddenRead(f"dataset '{dataset}' holds the evaluation rows of environment "
+                                f"{self.env.name}: training code cannot read it")
         if isinstance(columns, str):
             raise ForbiddenRead("columns must be a list of column names, not a string")
         wanted = list(ds.columns) if columns is None else list(columns)
@@ -51,9 +71,39 @@ class BuildContext:
             raise ValueError("format must be 'pandas' or 'arrow'")
         self.reads.setdefault(dataset, [])
         self.reads[dataset] = sorted(set(self.reads[dataset]) | set(wanted))
-        table = _read_table(ds.uri, ds.format, wanted, self._project,
-                            {c: ds.columns[c].dtype for c in wanted})
+        split = self._split_keys(dataset)
+        try:
+            with self._gate.open(dataset) as read:
+                table = read.table(list(dict.fromkeys(wanted + split)))
+        except GateError as exc:
+            self.gate_errors.append(exc)
+            raise
+        if split:  # the environment's evaluation rows never reach the training
+            keep = ~holdout_mask(table, split, self.env.evaluation.fraction)
+            table = table.filter(pa.array(keep)).select(wanted)
+        if self.env.restricted(dataset):
+            self.restricted_reads.add(dataset)
+            self._remember_strings(table)
         return table if format == "arrow" else table.to_pandas()
+
+    def _split_keys(self, dataset: str) -> list[str]:
+        label = self.env.label
+        if label is None or label.dataset != dataset:
+            return []
+        return key_columns(self.env)
+
+    def _remember_strings(self, table: pa.Table) -> None:
+        """Distinct restricted strings, so params the training logs can be checked."""
+        import pyarrow.compute as pc
+
+        for column in table.columns:
+            if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+                continue
+            values = pc.unique(column)
+            if len(self.redactor.values) + len(values) > _REDACTOR_LIMIT:
+                self.redaction_complete = False
+                return
+            self.redactor.add(values.to_pylist())
 
     def log_metric(self, name: str, value: float) -> None:
         value = float(value)
@@ -65,25 +115,5 @@ class BuildContext:
         self.params[str(name)] = str(value)
 
     def set_holdout(self, X: Any, y: Any) -> None:
-        """A held-out sample (model inputs and labels): used for verification (ONNX parity),
-        feature importance, and promotion gates."""
-        self.holdout = (X, y)
-
-
-def _read_table(uri: str, fmt: str, columns: list[str], project: Project,
-                dtypes: dict[str, str]):
-    location = locate(uri, project)
-    if fmt == "csv":
-        import pyarrow.csv as pacsv
-
-        from buildenv.data.validate import arrow_type
-
-        with location.open() as stream:  # CSV has no types: the environment's are the truth
-            return pacsv.read_csv(stream, parse_options=pacsv.ParseOptions(
-                newlines_in_values=True), convert_options=pacsv.ConvertOptions(
-                include_columns=columns,
-                column_types={c: arrow_type(t) for c, t in dtypes.items()}))
-    import pyarrow.parquet as pq
-
-    with location.open_random() as handle:
-        return pq.read_table(handle, columns=columns)
+        """Deprecated: the environment owns evaluation (`evaluation:`); the sample is ignored."""
+        self.deprecated_holdout = True

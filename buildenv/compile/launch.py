@@ -21,7 +21,7 @@ from pathlib import Path
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
 
-__all__ = ["child_env", "holdout_file", "kill_group", "run_training"]
+__all__ = ["child_env", "kill_group", "run_training"]
 
 
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
@@ -65,14 +65,10 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def holdout_file(project: Project, cache_key: str) -> Path:
-    """Where a build's held-out sample is kept (local state, not the artifact)."""
-    hexkey = cache_key.split(":", 1)[1]
-    return project.state_dir / "holdouts" / hexkey[:2] / f"{hexkey}.parquet"
-
-
 def run_training(project: Project, config: TrainingConfig, res: Resolved, out_dir: Path,
-                 timeout: float, holdout_path: Path | None = None) -> dict:
+                 timeout: float, pins: dict[str, str]) -> dict:
+    """Run the training; its result (a dict) or failure diagnostics. `pins` are the lock's
+    digests: every read of the training and of its evaluation is verified against them."""
     work = Path(tempfile.mkdtemp(prefix="buildenv-train-"))
     try:
         request = {
@@ -80,7 +76,7 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
             "module_path": config.module_path, "function": config.function,
             "seed": config.seed, "env": res.env.model_dump(mode="json", by_alias=True),
             "out_dir": str(out_dir), "result": str(work / "result.json"),
-            "holdout_path": str(holdout_path) if holdout_path else None,
+            "pins": dict(pins),
         }
         (work / "request.json").write_text(json.dumps(request))
         log_path = work / "output.log"
@@ -106,13 +102,20 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
         output = log_path.read_text(errors="replace")
         result_file = work / "result.json"
         if not result_file.is_file():
-            tail = [line for line in output.strip().splitlines()[-5:]]
-            return {"ok": False, "output": output, "diagnostics": [{
+            tail = _output_tail(output, res)
+            return {"ok": False, "diagnostics": [{
                 "code": "BE305", "message": f"training process exited with code "
                 f"{proc.returncode} and no result", "path": config.module_path, "line": None,
                 "col": None, "severity": "error", "hints": tail}]}
-        result = json.loads(result_file.read_text())
-        result["output"] = output
-        return result
+        return json.loads(result_file.read_text())
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _output_tail(output: str, res: Resolved) -> list[str]:
+    """The last lines the training printed, unless it may have printed restricted rows."""
+    lines = output.strip().splitlines()
+    if res.env.privacy.restricted:
+        return [f"({len(lines)} line(s) of output withheld: environment {res.name} has "
+                "restricted datasets)"] if lines else []
+    return lines[-5:]

@@ -3,7 +3,7 @@
 Conversion uses skl2onnx with one graph input per model input column (named
 like the column, typed from the environment). The graph may only use the
 default and `ai.onnx.ml` domains at or below the declared opset. Parity:
-onnxruntime and scikit-learn must agree on the held-out sample (labels
+onnxruntime and scikit-learn must agree on the evaluation rows (labels
 exactly, probabilities within 1e-3, float32 arithmetic).
 """
 
@@ -102,8 +102,8 @@ def check_onnx(model: Any, inputs: list[str] | None, env: Any, holdout: Any, out
     summary: dict = {"opset": opset, "ops": [f"{d or 'ai.onnx'}.{o}" for d, o in ops],
                      "file": "model.onnx", "parity": None}
     if holdout is None:
-        problems.append({**_diag("BE410", "no holdout: ONNX parity was not checked (call "
-                                 "ctx.set_holdout(X, y) in the training)"),
+        problems.append({**_diag("BE410", "no evaluation rows: ONNX parity was not checked "
+                                 "(the environment declares no label to evaluate)"),
                          "severity": "warning"})
         return {"summary": summary, "libraries": libraries, "diagnostics": problems}
     X = holdout[0].head(2000)
@@ -124,7 +124,8 @@ def check_onnx(model: Any, inputs: list[str] | None, env: Any, holdout: Any, out
                          "max_proba_diff": None if max_diff is None else float(f"{max_diff:.3g}")}
     if label_match < 0.999 or (max_diff is not None and max_diff > PROBA_TOLERANCE):
         problems.append(_diag(
-            "BE407", f"onnxruntime disagrees with scikit-learn on the holdout: labels agree on "
+            "BE407", "onnxruntime disagrees with scikit-learn on the evaluation rows: labels "
+            f"agree on "
             f"{label_match:.2%} of {len(X)} rows, max probability difference {max_diff}",
             ["check for steps whose ONNX converter differs (string handling, float64)"]))
     return {"summary": summary, "libraries": libraries, "diagnostics": problems}

@@ -5,6 +5,7 @@ any MLflow tracking URI works (`BUILDENV_TRACKING_URI`, `[tool.buildenv]
 tracking_uri`). Registration is idempotent: a version is identified by the
 artifact's digest, so rebuilding identical inputs never adds a version.
 Registration is the last step of a build: a killed build registers nothing.
+The run carries the build's phase timings as metrics `timing.<phase>_s`.
 
 Processes sharing a repository serialise registration (and the creation of a new sqlite
 store, whose schema migrations are not safe to run twice at once) on a cross-process lock per
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,11 +88,12 @@ def _experiment(c: Any, project: Project, training: str) -> str:
 
 
 def register_artifact(project: Project, training: str, env: str, artifact: Path,
-                      lineage: dict) -> dict:
-    """Log the artifact as a run and register it as a version of model `training`."""
+                      lineage: dict, timings: dict[str, float] | None = None) -> dict:
+    """Log the artifact as a run and register it as a version of model `training`.
+    `timings` (phase -> seconds) become metrics; registration times itself."""
     try:
         with store_lock(project):
-            return _register(project, training, env, artifact, lineage)
+            return _register(project, training, env, artifact, lineage, timings or {})
     except DiagnosticError:
         raise
     except Exception as exc:
@@ -99,6 +102,10 @@ def register_artifact(project: Project, training: str, env: str, artifact: Path,
             f"{project.tracking_uri()}: {type(exc).__name__}: {str(exc).splitlines()[0]}",
             hints=("the artifact in dist/ is complete; rerun the build to retry registration",)
         )]) from None
+
+
+def timing_metric(phase: str) -> str:
+    return f"timing.{phase}_s"
 
 
 def find_version(c: Any, training: str, digest: str, env: str):
@@ -115,10 +122,12 @@ def find_version(c: Any, training: str, digest: str, env: str):
     return None
 
 
-def _register(project: Project, training: str, env: str, artifact: Path, lineage: dict) -> dict:
+def _register(project: Project, training: str, env: str, artifact: Path, lineage: dict,
+              timings: dict[str, float]) -> dict:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
 
+    started = time.perf_counter()
     c = client(project)
     digest = lineage["model_digest"]
     try:
@@ -144,12 +153,17 @@ def _register(project: Project, training: str, env: str, artifact: Path, lineage
     params += [Param(k, str(v)[:6000]) for k, v in sorted(lineage.get("params", {}).items())
                if k not in ("seed", "environment")]
     metrics = [Metric(k, float(v), 0, 0) for k, v in sorted(lineage.get("metrics", {}).items())]
+    evaluated = ((lineage.get("evaluation") or {}).get("metrics") or {})
+    metrics += [Metric(f"evaluation.{k}", float(v), 0, 0) for k, v in sorted(evaluated.items())]
+    metrics += [Metric(timing_metric(k), float(v), 0, 0) for k, v in timings.items()
+                if k != "register"]
     c.log_batch(run_id, metrics=metrics, params=params,
                 tags=[RunTag("mlflow.source.name", lineage.get("entry", training))])
     c.log_artifacts(run_id, str(artifact), "model")
     source = f"{run.info.artifact_uri}/model"
     version = c.create_model_version(training, source, run_id=run_id, tags=tags,
                                      description=f"{training} compiled against {env}")
+    c.log_metric(run_id, timing_metric("register"), round(time.perf_counter() - started, 3), 0, 0)
     c.set_terminated(run_id)
     return {"version": version.version, "run_id": run_id, "created": True}
 
@@ -160,7 +174,8 @@ def _marker(project: Project, training: str, env: str, digest: str | None) -> Pa
 
 
 def ensure_registered(project: Project, training: str, env: str, artifact: Path,
-                      lineage: dict) -> tuple[dict, list[Diagnostic]]:
+                      lineage: dict, timings: dict[str, float] | None = None
+                      ) -> tuple[dict, list[Diagnostic]]:
     """Register unless the store still holds this artifact's version: (registration, notes)."""
     digest = lineage.get("model_digest")
     marker = _marker(project, training, env, digest)
@@ -171,7 +186,7 @@ def ensure_registered(project: Project, training: str, env: str, artifact: Path,
     if isinstance(recorded, dict) and digest and _still_registered(
             project, training, str(recorded.get("version")), digest):
         return {**recorded, "created": False}, []
-    result = register_artifact(project, training, env, artifact, lineage)
+    result = register_artifact(project, training, env, artifact, lineage, timings)
     notes = []
     if isinstance(recorded, dict) and result.get("created"):
         notes.append(Diagnostic(

@@ -1,12 +1,15 @@
 """The training process: hermetic side of `buildenv build` (`python -m buildenv.compile.runner REQ`).
 
 Runs in a fresh interpreter with a scrubbed environment and fixed seeds. It
-imports the user's module, calls `train(ctx)`, describes the fitted model
-(inputs, ops), computes importances on the holdout, converts to ONNX when the
-serving stack asks for it, saves the MLflow model, and writes `result.json`.
-It judges nothing about the environment beyond what needs the live model:
-verification against the multiverse happens in the parent, from the result.
-An exception in user code is reported at the user's innermost frame.
+imports the user's module, calls `train(ctx)` (every read goes through the data
+gate, verified against the lock's pins), describes the fitted model (inputs,
+ops), scores it on the environment's evaluation rows (read again through the
+gate, never written anywhere), computes importances on them, converts to ONNX
+when the serving stack asks for it, saves the MLflow model, and writes
+`result.json`. It judges nothing about the environment beyond what needs the
+live model: verification against the multiverse happens in the parent.
+An exception in user code is reported at the user's innermost frame; when the
+training has read a restricted dataset, its message is withheld.
 """
 
 from __future__ import annotations
@@ -136,12 +139,14 @@ def run(request: dict) -> dict:
     np.random.seed(seed % (2**32))
     from buildenv.compile.context import BuildContext, ForbiddenRead
     from buildenv.core.project import Project
+    from buildenv.data.gate import GateError
     from buildenv.env.spec import Environment
 
     env = Environment.model_validate(request["env"])
     project = Project(root=root, data_root=Path(request["data_root"]) if request.get(
         "data_root") else None)
-    ctx = BuildContext(env, seed, project)
+    pins = dict(request.get("pins") or {})
+    ctx = BuildContext(env, seed, project, pins)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     import time
@@ -152,16 +157,25 @@ def run(request: dict) -> dict:
         fn = _load_entry(root, request["module_path"], request["function"])
         model = fn(ctx)
         timings["train"] = time.perf_counter() - started
+    except GateError as exc:
+        return _refused([*ctx.gate_errors, exc])
     except ForbiddenRead as exc:
         path, line, trail = _user_frame(exc, root, own)
         return {"ok": False, "diagnostics": [_diag("BE303", str(exc), path, line,
                                                     [f"at {t}" for t in trail[:-1]])]}
     except Exception as exc:
+        if ctx.gate_errors:
+            return _refused(ctx.gate_errors)
         path, line, trail = _user_frame(exc, root, own)
         message = f"training raised {type(exc).__name__}: {exc}".strip()
+        if ctx.restricted_reads:
+            message = (f"training raised {type(exc).__name__} (message withheld: the training "
+                       f"read restricted dataset(s) {', '.join(sorted(ctx.restricted_reads))})")
         return {"ok": False, "diagnostics": [_diag("BE301", message, path, line,
                                                     [f"called from {t}" for t in trail[:-1]])],
                 "transient": isinstance(exc, (OSError, MemoryError))}  # not cached
+    if ctx.gate_errors:  # caught by the training: the model saw unverified data
+        return _refused(ctx.gate_errors)
     if model is None or not hasattr(model, "predict"):
         return {"ok": False, "diagnostics": [_diag(
             "BE304", f"train() returned {type(model).__name__}, not a fitted model with "
@@ -169,18 +183,29 @@ def run(request: dict) -> dict:
     from buildenv.compile.introspect import describe
 
     info = describe(model)
-    result: dict = {"ok": True, "diagnostics": [], "metrics": ctx.metrics, "params": ctx.params,
-                    "reads": ctx.reads, **info}
+    result: dict = {"ok": True, "diagnostics": [], "metrics": ctx.metrics,
+                    "params": _safe_params(ctx), "reads": ctx.reads, **info}
     result["timings"] = timings
-    holdout = ctx.holdout
-    result["holdout"] = None
+    if ctx.deprecated_holdout:
+        result["diagnostics"].append(_diag(
+            "BE306", "ctx.set_holdout is deprecated and ignored: the environment owns "
+            "evaluation", request["module_path"], None, severity="warning",
+            hints=["declare the held-out rows in the environment (`evaluation:`) and return "
+                   "the fitted model; the build scores it"]))
     mark = time.perf_counter()
-    if holdout is not None:
-        X, y = holdout
-        result["holdout"] = {"rows": int(len(X))}
-        if request.get("holdout_path"):
-            _save_holdout(X, y, env, Path(request["holdout_path"]))
-        result["importance"] = _importance(model, X, y, seed, info["inputs"] or [])
+    rows = None
+    if env.label is not None:
+        rows, evaluation, problems = _evaluate(project, env, pins, model, info["inputs"])
+        result["evaluation"] = evaluation
+        result["diagnostics"].extend(problems)
+        if any(d["severity"] == "error" for d in problems):
+            result["ok"] = False
+            return result
+        timings["evaluate"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    if rows is not None:
+        X = rows.frame[info["inputs"]] if info["inputs"] else rows.frame
+        result["importance"] = _importance(model, X, rows.labels, seed, info["inputs"] or [])
     else:
         result["importance"] = _own_importance(model, info["inputs"])
     timings["importance"] = time.perf_counter() - mark
@@ -199,7 +224,8 @@ def run(request: dict) -> dict:
     if serving is not None and serving.stack == "onnx":
         from buildenv.compile.onnx_parity import check_onnx
 
-        onnx_result = check_onnx(model, info["inputs"], env, holdout, out)
+        sample = (X, rows.labels) if rows is not None else None
+        onnx_result = check_onnx(model, info["inputs"], env, sample, out)
         result["onnx"] = onnx_result["summary"]
         result["diagnostics"].extend(onnx_result["diagnostics"])
         result["libraries"].update(onnx_result.get("libraries", {}))
@@ -207,18 +233,53 @@ def run(request: dict) -> dict:
     return result
 
 
-def _save_holdout(X: Any, y: Any, env: Any, path: Path) -> None:
-    """Keep the held-out sample in the local build state (never in the artifact) so that
-    `promote` can score candidate and champion on the same rows."""
-    import pandas as pd
+def _refused(errors: list) -> dict:
+    """The training read bytes the gate refused: nothing it produced is used."""
+    seen: set[str] = set()
+    diagnostics = []
+    for exc in errors:
+        d = exc.diagnostic
+        if d.message not in seen:
+            seen.add(d.message)
+            diagnostics.append(d.to_json())
+    return {"ok": False, "diagnostics": diagnostics}
 
-    frame = pd.DataFrame(X).reset_index(drop=True).copy()
-    label = env.label.column if env.label is not None else "__label__"
-    frame[f"__label__{label}"] = pd.Series(y).reset_index(drop=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+
+def _safe_params(ctx: Any) -> dict[str, str]:
+    """Params as logged, unless they quote a restricted value the training read."""
+    if not ctx.restricted_reads:
+        return ctx.params
+    if not ctx.redaction_complete:
+        return {k: "[withheld: restricted data]" for k in ctx.params}
+    return {ctx.redactor.clean(k): ctx.redactor.clean(v) for k, v in ctx.params.items()}
+
+
+def _evaluate(project: Any, env: Any, pins: dict, model: Any, inputs: list[str] | None
+              ) -> tuple[Any, dict | None, list[dict]]:
+    """Score the model on the environment's evaluation rows, read through the gate."""
+    from buildenv.compile.scoring import ScoringError, score
+    from buildenv.data.evaluation import evaluation_rows
+    from buildenv.data.gate import Gate, GateError
+
+    served = {c for ds in env.datasets.values() for c, col in ds.columns.items() if col.serving}
+    if inputs and not set(inputs) <= served:
+        return None, None, []  # it cannot serve anywhere here: verification says so (BE401)
+    gate = Gate(project, env, "evaluate", pins=pins)
+    try:
+        rows = evaluation_rows(gate, env)
+    except GateError as exc:
+        return None, None, [exc.diagnostic.to_json()]
+    restricted = any(env.restricted(d) for d in rows.digests)
+    summary = {**rows.method, "rows": rows.rows, "metrics": {}}
+    try:
+        summary["metrics"] = {k: round(v, 6) for k, v in score(
+            model, rows.frame, rows.labels, env.label, inputs, restricted).items()}
+    except ScoringError as exc:
+        return None, summary, [_diag(
+            "BE411", f"the model cannot be scored on {rows.describe()}: {exc}", None, None,
+            hints=["every model input must be a served column of the evaluation rows; "
+                   "declare `evaluation.join` for columns of other datasets"])]
+    return rows, summary, []
 
 
 def _own_importance(model: Any, inputs: list[str] | None) -> dict | None:
@@ -239,9 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(request)
     except BaseException as exc:  # a bug in buildenv, or a crash in a library
+        # Frames only: messages and source lines may quote data (restricted or not).
+        frames = [f"at {Path(f.filename).name}:{f.lineno} in {f.name}"
+                  for f in traceback.extract_tb(exc.__traceback__)[-5:]]
         result = {"ok": False, "diagnostics": [_diag(
-            "BE305", f"training process failed: {type(exc).__name__}: {exc}", None, None,
-            [line.rstrip() for line in traceback.format_exc().splitlines()[-6:]])]}
+            "BE305", f"training process failed: {type(exc).__name__}", None, None, frames)]}
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, default=str))
     os.replace(tmp, result_path)

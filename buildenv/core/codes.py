@@ -4,7 +4,7 @@ Codes never change meaning once released; a test fails when the source uses a
 code that has no entry here. Ranges: BE0xx environment and project files,
 BE05x locks, BE1xx static checks of training code, BE2xx data validation,
 BE3xx training, BE4xx verification against the serving stack, BE6xx drift,
-BE7xx promotion.
+BE7xx promotion, BE75x images, BE8xx the audit log.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ CODES: dict[str, Code] = {
                   "the parser stopped on; the usual cause is bad indentation or an unclosed quote."),
     "BE002": Code("duplicate key", "A mapping has the same key twice. YAML loaders silently keep "
                   "the last one, which hides mistakes, so buildenv refuses. Keep one of them."),
-    "BE003": Code("unknown key", "The key is not part of the environment format (SPEC §2). Check "
-                  "the spelling (a hint names the closest known key) or `buildenv schema`."),
+    "BE003": Code("unknown key", "The key is not part of the environment format (docs/environment.md). "
+                  "Check the spelling (a hint names the closest known key) or `buildenv schema`."),
     "BE004": Code("invalid value", "The value has the wrong type or is out of the allowed set. "
                   "The message says what was expected; `buildenv schema` lists every field."),
     "BE005": Code("missing key", "A required key is absent, e.g. a dataset without `uri` or a "
@@ -60,6 +60,14 @@ CODES: dict[str, Code] = {
                   "that name."),
     "BE018": Code("unsupported uri", "The dataset uri scheme is not supported. Use a path "
                   "relative to the repository root, file://, s3:// or gs://."),
+    "BE019": Code("privacy loosened", "An environment may tighten the privacy of the one it "
+                  "extends (restrict more datasets, a larger `min_group_size`, a smaller "
+                  "budget), never loosen it: a child that un-restricts a parent's dataset would "
+                  "show rows the parent's policy hides. Restore the parent's setting."),
+    "BE020": Code("invalid evaluation", "`evaluation:` must name columns of the label dataset "
+                  "(`key`), an existing dataset holding the label column (`dataset`), and join "
+                  "keys declared in both datasets and unique in the joined one (`join`); "
+                  "`dataset` and `holdout`/`key` exclude each other."),
     # --- hostile environment files ---------------------------------------------
     "BE030": Code("environment file too large", "The file is larger than the limit "
                   "(BUILDENV_MAX_ENV_BYTES, default 256 KiB) and was refused before it was read. "
@@ -88,6 +96,14 @@ CODES: dict[str, Code] = {
                   "missing, not readable, or not in the declared format."),
     "BE054": Code("invalid lock file", "The lock file is not valid JSON of the lock format. Do "
                   "not edit locks by hand: delete it and run `buildenv lock ENV`."),
+    "BE055": Code("read does not match the lock", "The bytes read through the data gate hash "
+                  "to another digest than the lock pins: the data changed after the lock was "
+                  "checked (a writer, a race, a replaced object). Nothing read is used and "
+                  "nothing is built on it. If the new bytes are intended, review them "
+                  "(`buildenv drift`) and relock."),
+    "BE056": Code("data written during a read", "The file's size, mtime or ctime changed while "
+                  "the data gate read it: a writer was at work. Nothing read is used; retry "
+                  "when the writer has finished."),
     # --- static checks of training code -----------------------------------------
     "BE100": Code("syntax error in training", "The training module does not parse."),
     "BE101": Code("undeclared dataset", "`ctx.read` asks for a dataset the environment does not "
@@ -104,6 +120,9 @@ CODES: dict[str, Code] = {
                   "environment's serving stack does not list in `serving.ops`. The verify stage "
                   "decides; this early warning saves a training run."),
     "BE107": Code("training module not found", "The entry's module file does not exist."),
+    "BE108": Code("evaluation dataset read", "The training reads the dataset the environment "
+                  "names as `evaluation.dataset`: those rows exist to score the model, so "
+                  "training on them would grade the model on its own answers."),
     # --- data validation ---------------------------------------------------------
     "BE201": Code("wrong dtype", "The column is stored with an Arrow type that is neither the "
                   "declared dtype nor a widening of it (int32 data for int64 is fine)."),
@@ -124,6 +143,10 @@ CODES: dict[str, Code] = {
     "BE304": Code("no model returned", "`train(ctx)` must return a fitted model."),
     "BE305": Code("training process died", "The training subprocess exited without a result "
                   "(killed, out of memory, or interpreter crash)."),
+    "BE306": Code("ctx.set_holdout is deprecated", "The environment owns evaluation "
+                  "(`evaluation:`): the build scores every model on rows the training never "
+                  "sees, and promotion compares models on them. A sample handed over with "
+                  "`ctx.set_holdout` is ignored; remove the call."),
     # --- verification ----------------------------------------------------------------
     "BE401": Code("input not served", "The model uses a column that the environment marks "
                   "`serving: false` (training-only): production cannot provide it. Drop the "
@@ -146,8 +169,13 @@ CODES: dict[str, Code] = {
                   "version."),
     "BE409": Code("model inputs unknown", "buildenv cannot tell which columns the model reads "
                   "(no `feature_names_in_`). Fit on a pandas DataFrame with named columns."),
-    "BE410": Code("no holdout", "The training did not call `ctx.set_holdout(X, y)`; checks that "
-                  "need a held-out sample (ONNX parity, importance) were skipped."),
+    "BE410": Code("no evaluation rows", "The environment declares no label, so it has no "
+                  "evaluation rows: checks that need them (ONNX parity, importance) were "
+                  "skipped."),
+    "BE411": Code("model cannot be evaluated", "The build could not score the model on the "
+                  "environment's evaluation rows: a model input is not among the served columns "
+                  "of those rows (declare `evaluation.join` for columns of other datasets), or "
+                  "the model failed on them."),
     # --- drift ---------------------------------------------------------------------------
     "BE601": Code("categorical drift", "The value frequencies of a categorical (string or bool) "
                   "column moved more than a threshold: `linf`, the largest change of any value's "
@@ -194,6 +222,9 @@ CODES: dict[str, Code] = {
     "BE711": Code("retrain already running", "Another `buildenv retrain` holds the repository's "
                   "retrain lock (.buildenv/retrain/.lock). Retrains of one repository run one at "
                   "a time; wait for it to finish."),
+    "BE713": Code("champion cannot be scored", "The current champion cannot be scored on this "
+                  "environment's evaluation rows (it reads a column this environment does not "
+                  "serve): it could not serve here either, so the regression gate is skipped."),
     # --- serving images ---------------------------------------------------------------------
     "BE750": Code("no artifact to package", "`buildenv image` packages dist/<training>/<env>/; "
                   "build it first."),
@@ -266,6 +297,11 @@ CODES: dict[str, Code] = {
     "BE772": Code("no champion to package", "`buildenv image --champion` packages the version "
                   "the <env>-champion alias points to, and the alias is not set. Promote a "
                   "version first, or leave out --champion to package dist/."),
+    # --- audit ---------------------------------------------------------------------------
+    "BE801": Code("audit log not sound", "The audit log of restricted reads was edited, "
+                  "truncated or reordered, or cannot be written. Reads of restricted datasets "
+                  "stop until it is sound: `buildenv audit --verify` names the first bad "
+                  "record; restore the log from a backup."),
 }
 
 

@@ -101,6 +101,12 @@ class Project:
         return self.root / self.config.cache_dir
 
     @property
+    def data_state_dir(self) -> Path:
+        """State that belongs to the data rather than to this checkout: the audit log. A Pants
+        sandbox reads the real repository's data (`data_root`), and records its reads there."""
+        return self.data_base / self.config.cache_dir
+
+    @property
     def trainings(self) -> dict[str, TrainingConfig]:
         return self.config.trainings
 

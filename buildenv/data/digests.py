@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
 from buildenv.data.storage import Location, Stat
 
@@ -154,39 +155,54 @@ class _Background:
 def _digest_bytes(location: Location, algorithm: str) -> ContentDigest:
     hasher = ALGORITHMS[algorithm]()
     size = 0
+    label = f"hash {location.uri}"
     if location.local is not None:
         buffer = bytearray(CHUNK)
         view = memoryview(buffer)
-        with open(location.local, "rb", buffering=0) as handle:
+        with progress.task(label, unit="bytes") as bar, \
+                open(location.local, "rb", buffering=0) as handle:
+            bar.total = os.fstat(handle.fileno()).st_size
             if hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
             while n := handle.readinto(view):
                 hasher.update(view[:n])
                 size += n
+                bar.advance(n)
     else:
-        with location.open() as stream:
+        with progress.task(label, unit="bytes") as bar, location.open() as stream:
             while True:
                 chunk = stream.read_buffer(CHUNK)
                 if chunk.size == 0:
                     break
                 hasher.update(memoryview(chunk))
                 size += chunk.size
+                bar.advance(chunk.size)
     return ContentDigest(f"{algorithm}:{hasher.hexdigest()}", size, 0)
 
 
 def _parquet_rows(location: Location) -> int:
-    import pyarrow.parquet as pq
+    from buildenv.data.formats import FORMATS
 
-    with location.open_random() as handle:
-        return pq.ParquetFile(handle).metadata.num_rows
+    return FORMATS["parquet"].count_rows(_Random(location))
+
+
+class _Random:
+    """A location as the formats' `Bytes`: opened for random access each time."""
+
+    def __init__(self, location: Location):
+        self.location = location
+
+    def open(self):
+        return self.location.open_random()
 
 
 class _HashingReader:
     """A file object that hashes every byte it hands to the CSV parser."""
 
-    def __init__(self, stream, hasher):
+    def __init__(self, stream, hasher, bar: progress.Task | None = None):
         self._stream = stream
         self._hasher = hasher
+        self._bar = bar
         self.size = 0
         self.closed = False
 
@@ -195,6 +211,8 @@ class _HashingReader:
         data = self._stream.read() if n is None or n < 0 else self._stream.read(n)
         self._hasher.update(data)
         self.size += len(data)
+        if self._bar is not None:
+            self._bar.advance(len(data))
         return data
 
     def readable(self) -> bool:
@@ -208,21 +226,13 @@ class _HashingReader:
 
 
 def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
-    import pyarrow.csv as pacsv
+    """Hash and count rows in one pass: the CSV reader parses the very bytes being hashed."""
+    from buildenv.data.formats import FORMATS
 
     hasher = ALGORITHMS[algorithm]()
-    rows = 0
-    with location.open() as stream:
-        reader = _HashingReader(stream, hasher)
-        # Parse everything as strings: we count rows here, types are validate's job.
-        convert = pacsv.ConvertOptions(auto_dict_encode=False, strings_can_be_null=False)
-        # quoted fields may hold newlines: a row is not a line
-        batches = pacsv.open_csv(reader, read_options=pacsv.ReadOptions(block_size=CHUNK,
-                                                                          use_threads=False),
-                                 parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                                 convert_options=convert)
-        for batch in batches:
-            rows += batch.num_rows
-        rest = reader.read()  # the parser may stop before EOF on a trailing newline
-        del rest
+    total = os.path.getsize(location.local) if location.local is not None else None
+    with progress.task(f"hash {location.uri}", total, "bytes") as bar, location.open() as stream:
+        reader = _HashingReader(stream, hasher, bar)
+        rows = FORMATS["csv"].count_stream_rows(reader)  # type: ignore[attr-defined]
+        reader.read()  # the parser may stop before EOF on a trailing newline
     return ContentDigest(f"{algorithm}:{hasher.hexdigest()}", reader.size, rows)

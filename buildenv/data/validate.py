@@ -14,61 +14,25 @@ import datetime as dt
 import json
 import struct
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
-from buildenv.data.storage import locate
+from buildenv.data.formats import ARROW_TYPES, arrow_type, type_accepts
+from buildenv.data.gate import Gate, GateError
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Column, Dataset, _parse_temporal
 
-__all__ = ["ColumnReport", "arrow_type", "type_accepts", "validate_dataset", "validate_env"]
+__all__ = ["ColumnReport", "validate_dataset", "validate_env"]
 
-BATCH_ROWS = 262_144
 EXAMPLES = 3
-
-ARROW_TYPES = {
-    "int8": pa.int8(), "int16": pa.int16(), "int32": pa.int32(), "int64": pa.int64(),
-    "float32": pa.float32(), "float64": pa.float64(), "bool": pa.bool_(),
-    "string": pa.string(), "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC"),
-}
-_INT_WIDTH = {"int8": 8, "int16": 16, "int32": 32, "int64": 64}
-
-
-def arrow_type(dtype: str) -> pa.DataType:
-    return ARROW_TYPES[dtype]
-
-
-def type_accepts(dtype: str, actual: pa.DataType) -> bool:
-    """Declared dtype vs stored Arrow type: equal, or a widening of the same kind."""
-    if pa.types.is_dictionary(actual):
-        actual = actual.value_type
-    if dtype in _INT_WIDTH:
-        width = _INT_WIDTH[dtype]
-        if pa.types.is_signed_integer(actual):
-            return actual.bit_width <= width
-        if pa.types.is_unsigned_integer(actual):
-            return actual.bit_width < width
-        return False
-    if dtype == "float64":
-        return pa.types.is_floating(actual)
-    if dtype == "float32":
-        return pa.types.is_floating(actual) and actual.bit_width <= 32
-    if dtype == "bool":
-        return pa.types.is_boolean(actual)
-    if dtype == "string":
-        return pa.types.is_string(actual) or pa.types.is_large_string(actual) or (
-            hasattr(pa.types, "is_string_view") and pa.types.is_string_view(actual))
-    if dtype == "date":
-        return pa.types.is_date(actual)
-    if dtype == "timestamp":
-        return pa.types.is_timestamp(actual)
-    return False
 
 
 @dataclass
@@ -151,7 +115,7 @@ def _domain_array(values: list, dtype: str) -> pa.Array:
             return pa.Array.from_buffers(pa.string(), len(values), [
                 None, pa.py_buffer(struct.pack(f"<{len(offsets)}i", *offsets)),
                 pa.py_buffer(b"".join(data))])
-        if dtype in _INT_WIDTH and all(type(v) is int for v in values):
+        if dtype in _PACK and dtype.startswith("int") and all(type(v) is int for v in values):
             return _packed(_PACK[dtype], values, arrow_type(dtype))
     except (struct.error, UnicodeError, OverflowError):
         pass  # out of range for the width, or not encodable: let pyarrow say so
@@ -181,48 +145,34 @@ def _bounds(col: Column, actual: pa.DataType) -> tuple[pa.Scalar, pa.Scalar] | N
     return array[0], array[1]
 
 
-def _batches(dataset: Dataset, project: Project, columns: list[str],
-             dictionary_columns: list[str]):
-    location = locate(dataset.uri, project)
-    if dataset.format == "csv":
-        import pyarrow.csv as pacsv
+def validate_dataset(res: Resolved, ds_name: str, project: Project,
+                     digest: str | None = None, purpose: str = "validate"
+                     ) -> tuple[list[Diagnostic], str | None]:
+    """Every violation of `ds_name`'s column declarations, one diagnostic per (column, rule),
+    and the digest of the bytes validated (None when they could not be read).
 
-        types = {name: arrow_type(c.dtype) for name, c in dataset.columns.items()
-                 if name in columns}
-        stream = location.open()
-        reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=8 << 20),
-                                parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                                convert_options=pacsv.ConvertOptions(
-                                    column_types=types, include_columns=columns,
-                                    include_missing_columns=False))
-        return reader.schema, (b for b in reader)
-    import pyarrow.parquet as pq
-
-    handle = location.open_random()
-    # pre_buffer fetches every selected column chunk of every row group up front: one
-    # coalesced read per range, which object stores need, but memory then grows with the
-    # file. A local file is read through a 1 MiB buffer instead: memory stays at about
-    # one row group, whatever the file size, and the batches are the same.
-    local = location.local is not None
-    pf = pq.ParquetFile(handle, read_dictionary=dictionary_columns, pre_buffer=not local,
-                        buffer_size=(1 << 20) if local else 0)
-    schema = pf.schema_arrow
-    present = [c for c in columns if c in schema.names]
-    return schema, pf.iter_batches(batch_size=BATCH_ROWS, columns=present, use_threads=True)
-
-
-def validate_dataset(res: Resolved, ds_name: str, project: Project) -> list[Diagnostic]:
-    """Every violation of `ds_name`'s column declarations, one diagnostic per (column, rule)."""
+    The bytes are read through the gate: verified against `digest` when given (a lock pin),
+    otherwise hashed while read so the result can be cached by what was actually checked."""
     env = res.env
     dataset = env.datasets[ds_name]
     restricted = env.restricted(ds_name)
     columns = list(dataset.columns)
     dict_cols = [n for n, c in dataset.columns.items() if c.dtype == "string" and c.domain]
+    gate = Gate(project, env, purpose, where=res)
     try:
-        schema, batches = _batches(dataset, project, columns, dict_cols)
-    except (OSError, pa.ArrowInvalid) as exc:
-        return [res.diag("BE053", f"dataset '{ds_name}': cannot read '{dataset.uri}': "
-                         f"{str(exc).splitlines()[0]}", "datasets", ds_name, "uri")]
+        read = gate.open(ds_name, expect=digest)
+    except GateError as exc:
+        return [exc.diagnostic], None
+    with read:
+        return _validate_read(res, ds_name, dataset, read, columns, dict_cols, restricted)
+
+
+def _validate_read(res: Resolved, ds_name: str, dataset: Dataset, read: Any, columns: list[str],
+                   dict_cols: list[str], restricted: bool) -> tuple[list[Diagnostic], str | None]:
+    try:
+        schema = read.schema
+    except GateError as exc:
+        return [exc.diagnostic], None
     problems: list[Diagnostic] = []
     checked: dict[str, tuple[Column, Any, Any]] = {}
     for name, col in dataset.columns.items():
@@ -245,7 +195,8 @@ def validate_dataset(res: Resolved, ds_name: str, project: Project) -> list[Diag
         checked[name] = (col, domain, _bounds(col, actual))
     reports = {name: ColumnReport() for name in checked}
     try:
-        for batch in batches:
+        for batch in progress.batches(read.batches(list(checked), dictionary=dict_cols),
+                                      f"validate {dataset.uri}", read.total_rows):
             for name, (_col, domain, bounds) in checked.items():
                 arr = batch.column(batch.schema.get_field_index(name))
                 report = reports[name]
@@ -255,14 +206,12 @@ def validate_dataset(res: Resolved, ds_name: str, project: Project) -> list[Diag
                     _domain_counts(arr, domain, report)
                 if bounds is not None:
                     _range_counts(arr, bounds[0], bounds[1], report)
-    except (OSError, pa.ArrowInvalid) as exc:
-        problems.append(res.diag("BE201" if "convert" in str(exc).lower() else "BE053",
-                                 f"dataset '{ds_name}': {str(exc).splitlines()[0]}",
-                                 "datasets", ds_name, "uri"))
-        return problems
+    except GateError as exc:  # nothing decoded so far is reported: the bytes are not trusted
+        problems.append(exc.diagnostic)
+        return problems, None
     for name, report in reports.items():
         problems.extend(_judge(res, ds_name, name, checked[name][0], report, restricted))
-    return problems
+    return problems, read.digest
 
 
 def _judge(res: Resolved, ds_name: str, name: str, col: Column, report: ColumnReport,
@@ -328,29 +277,45 @@ def _spec_digest(dataset: Dataset, restricted: bool) -> str:
 
 
 def validate_env(res: Resolved, project: Project, digests: dict[str, str] | None = None,
-                 datasets: list[str] | None = None) -> list[Diagnostic]:
-    """Validate each dataset; with `digests` (from the lock), results are cached."""
+                 datasets: list[str] | None = None, purpose: str = "validate"
+                 ) -> list[Diagnostic]:
+    """Validate each dataset. With `digests` (the lock's pins) the reads are verified against
+    them and a result already cached for (digest, column declarations) is reused; results are
+    cached under the digest of the bytes actually validated."""
     problems: list[Diagnostic] = []
     for ds_name in datasets or sorted(res.env.datasets):
         dataset = res.env.datasets[ds_name]
-        cache_file = None
-        if digests and ds_name in digests:
-            key = digest_json({"data": digests[ds_name],
-                               "spec": _spec_digest(dataset, res.env.restricted(ds_name))})
-            hexkey = key.split(":", 1)[1]
-            cache_file = project.state_dir / "cache" / "validate" / hexkey[:2] / f"{hexkey}.json"
-            if cache_file.is_file():
-                try:
-                    cached = json.loads(cache_file.read_text())
-                    problems.extend(_relocate(res, ds_name, cached))
-                    continue
-                except (OSError, ValueError, KeyError):
-                    pass
-        found = validate_dataset(res, ds_name, project)
+        spec = _spec_digest(dataset, res.env.restricted(ds_name))
+        pinned = (digests or {}).get(ds_name)
+        if pinned is not None:
+            cached = _cache_get(project, pinned, spec)
+            if cached is not None:
+                problems.extend(_relocate(res, ds_name, cached))
+                continue
+        found, digest = validate_dataset(res, ds_name, project, pinned, purpose)
         problems.extend(found)
-        if cache_file is not None and not any(p.code == "BE053" for p in found):
-            atomic_write_text(cache_file, json.dumps([_portable(p, res, ds_name) for p in found]))
+        if digest is not None:
+            _cache_put(project, digest, spec, [_portable(p, res, ds_name) for p in found])
     return problems
+
+
+def _cache_file(project: Project, digest: str, spec: str) -> Path:
+    hexkey = digest_json({"data": digest, "spec": spec}).split(":", 1)[1]
+    return project.state_dir / "cache" / "validate" / hexkey[:2] / f"{hexkey}.json"
+
+
+def _cache_get(project: Project, digest: str, spec: str) -> list[dict] | None:
+    try:
+        return json.loads(_cache_file(project, digest, spec).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _cache_put(project: Project, digest: str, spec: str, entries: list[dict]) -> None:
+    try:
+        atomic_write_text(_cache_file(project, digest, spec), json.dumps(entries))
+    except OSError:
+        pass  # a cache that cannot be written is only slower
 
 
 def _portable(d: Diagnostic, res: Resolved, ds_name: str) -> dict:

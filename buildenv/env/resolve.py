@@ -173,6 +173,10 @@ class Multiverse:
             raise DiagnosticError(problems, 2)
         assert env is not None
         resolved = Resolved(env=env, chain=chain, raw=merged, origin=origin)
+        if env.extends is not None:
+            loosened = privacy_problems(resolved, self.resolve(env.extends))
+            if loosened:
+                raise DiagnosticError(loosened, 2)
         self._resolved[name] = resolved
         return resolved
 
@@ -255,7 +259,7 @@ def _forget(origin: dict[KeyPath, Position], path: KeyPath) -> None:
 # --- pydantic errors -> diagnostics ---------------------------------------------------
 
 _TYPE_CODES = {"extra_forbidden": "BE003", "missing": "BE005", "bad_range": "BE011",
-               "bad_domain": "BE012"}
+               "bad_domain": "BE012", "evaluation": "BE020"}
 
 
 def _clean_loc(loc: tuple, merged: dict) -> KeyPath:
@@ -415,6 +419,7 @@ def _semantic_problems(raw: dict, origin: dict[KeyPath, Position],
         if isinstance(name, str) and name not in datasets:
             problems.append(diag("BE009", f"privacy.restricted: unknown dataset '{name}'",
                                  "privacy", "restricted", i, hint=did_you_mean(name, datasets)))
+    problems.extend(_evaluation_problems(raw, datasets, diag, mapping))
     all_columns = {c for ds in datasets.values() for c in mapping(mapping(ds).get("columns"))}
     for col in mapping(mapping(mapping(raw.get("monitoring")).get("drift")).get("columns")):
         if col not in all_columns:
@@ -432,16 +437,92 @@ def _semantic_problems(raw: dict, origin: dict[KeyPath, Position],
     return problems
 
 
+def _evaluation_problems(raw: dict, datasets: dict, diag: Any, mapping: Any) -> list[Diagnostic]:
+    """`evaluation:` names columns and datasets that exist, around a label."""
+    evaluation = mapping(raw.get("evaluation"))
+    if not evaluation:
+        return []
+    label = mapping(raw.get("label"))
+    label_ds = label.get("dataset") if isinstance(label.get("dataset"), str) else None
+    if label_ds is None or label_ds not in datasets:
+        return [diag("BE020", "evaluation: the environment declares no label (a `label:` with "
+                     "a dataset), so there is nothing to evaluate", "evaluation")] \
+            if not label else []
+    problems = []
+    label_cols = mapping(mapping(datasets[label_ds]).get("columns"))
+    key = evaluation.get("key")
+    for i, col in enumerate([key] if isinstance(key, str) else key or []):
+        if isinstance(col, str) and col not in label_cols:
+            problems.append(diag("BE020", f"evaluation.key: column '{col}' is not declared in "
+                                 f"the label dataset '{label_ds}'", "evaluation", "key",
+                                 *(() if isinstance(key, str) else (i,)),
+                                 hint=did_you_mean(col, label_cols)))
+    held = evaluation.get("dataset")
+    if isinstance(held, str):
+        if held not in datasets:
+            problems.append(diag("BE020", f"evaluation.dataset: unknown dataset '{held}'",
+                                 "evaluation", "dataset", hint=did_you_mean(held, datasets)))
+        elif held == label_ds:
+            problems.append(diag("BE020", f"evaluation.dataset: '{held}' is the label dataset; "
+                                 "name a separate dataset of evaluation rows, or use `holdout`",
+                                 "evaluation", "dataset"))
+        elif label.get("column") not in mapping(mapping(datasets[held]).get("columns")):
+            problems.append(diag("BE020", f"evaluation.dataset: '{held}' does not declare the "
+                                 f"label column '{label.get('column')}'", "evaluation",
+                                 "dataset"))
+    for other, keys in mapping(evaluation.get("join")).items():
+        if other not in datasets:
+            problems.append(diag("BE020", f"evaluation.join: unknown dataset '{other}'",
+                                 "evaluation", "join", other,
+                                 hint=did_you_mean(str(other), datasets)))
+            continue
+        rows_ds = held if isinstance(held, str) and held in datasets else label_ds
+        rows_cols = mapping(mapping(datasets[rows_ds]).get("columns"))
+        other_cols = mapping(mapping(datasets[other]).get("columns"))
+        for col in [keys] if isinstance(keys, str) else keys or []:
+            if isinstance(col, str) and (col not in rows_cols or col not in other_cols):
+                missing = rows_ds if col not in rows_cols else other
+                problems.append(diag("BE020", f"evaluation.join.{other}: key column '{col}' is "
+                                     f"not declared in dataset '{missing}'", "evaluation",
+                                     "join", other))
+    return problems
+
+
+def privacy_problems(child: Resolved, parent: Resolved) -> list[Diagnostic]:
+    """A child may tighten its parent's privacy, never loosen it (SPEC §2): every dataset the
+    parent restricts stays restricted, and `min_group_size` does not shrink."""
+    problems = []
+    own, inherited = child.env.privacy, parent.env.privacy
+    for name in inherited.restricted:
+        if name in child.env.datasets and name not in own.restricted:
+            problems.append(child.diag(
+                "BE019", f"privacy.restricted: dataset '{name}' is restricted in "
+                f"{parent.name} and must stay restricted in {child.name} (an environment "
+                "may tighten its parent's privacy, never loosen it)", "privacy", "restricted",
+                hints=(f"add '{name}' back to privacy.restricted",)))
+    if own.min_group_size < inherited.min_group_size:
+        problems.append(child.diag(
+            "BE019", f"privacy.min_group_size {own.min_group_size} is smaller than "
+            f"{inherited.min_group_size} in {parent.name}: privacy may be tightened, not "
+            "loosened", "privacy", "min_group_size",
+            hints=(f"use {inherited.min_group_size} or more",)))
+    return problems
+
+
 # --- canonical form ---------------------------------------------------------------------
 
 def canonical_environment(env: Environment) -> dict:
-    """The resolved environment without cosmetic fields: what its digest covers."""
-    data = env.model_dump(mode="json", by_alias=True)
+    """The resolved environment without cosmetic fields: what its digest covers.
+
+    Values equal to their defaults are left out (writing `nullable: true` or omitting it is the
+    same environment), so a new optional key added to the format does not change the digest of
+    environments that do not use it: additive format changes keep every lock valid."""
+    data = env.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     for key in ("name", "extends", "description", "schema"):
         data.pop(key, None)
     for ds in data["datasets"].values():
         ds.pop("description", None)
-        for col in ds["columns"].values():
+        for col in ds.get("columns", {}).values():
             col.pop("description", None)
     return data
 

@@ -219,6 +219,49 @@ class Privacy(Strict):
     """Categories seen fewer times than this are merged into "(other)" in reports."""
 
 
+class Evaluation(Strict):
+    """The rows every model of this environment is scored on, chosen by the environment (not by
+    the training): a fraction of the label dataset held out by a hash of a key, or a separately
+    pinned dataset. `ctx.read` never returns them to the training."""
+
+    holdout: Annotated[float, Field(gt=0, lt=1)] | None = None
+    """Fraction of the label dataset's rows held out for evaluation (default 0.2), chosen by a
+    stable hash of `key`: the same key is held out in every version of the data."""
+    key: list[str] | None = None
+    """Columns of the label dataset whose values decide whether a row is held out: a stable id
+    (e.g. `[user_id, movie_id]`). Default: every declared column but the label."""
+    dataset: str | None = None
+    """A separately pinned dataset of evaluation rows (declared under `datasets`, holding the
+    label column), instead of a held-out fraction. Training code cannot read it."""
+    join: dict[str, list[str]] = {}
+    """How an evaluation row gets the served columns of other datasets: dataset -> the key
+    column(s) it shares with the label dataset (unique in that dataset), e.g.
+    `{movies: [movie_id], users: [user_id]}`."""
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _one_key(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("join", mode="before")
+    @classmethod
+    def _one_join_key(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _one_method(self) -> Evaluation:
+        if self.dataset is not None and (self.holdout is not None or self.key is not None):
+            raise PydanticCustomError("evaluation", "evaluation takes either `dataset` or "
+                                      "`holdout`/`key`, not both", {})
+        return self
+
+    @property
+    def fraction(self) -> float:
+        return self.holdout if self.holdout is not None else 0.2
+
+
 class Promotion(Strict):
     """Gates a candidate must pass before it becomes `<env>-champion`."""
 
@@ -255,6 +298,9 @@ class Environment(Strict):
     """Drift thresholds and alert triage."""
     privacy: Privacy = Privacy()
     """Row-level privacy policy."""
+    evaluation: Evaluation = Evaluation()
+    """Which rows every model is scored on (default: 20% of the label dataset, by a hash of
+    the row without its label)."""
     promotion: Promotion | None = None
     """Promotion gates."""
 

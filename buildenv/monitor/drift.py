@@ -32,7 +32,7 @@ import pyarrow as pa
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 from buildenv.core.project import Project
-from buildenv.data.storage import locate
+from buildenv.data.gate import Gate, GateError
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.spec import Column
 from buildenv.monitor.alerts import Alert, ColumnView, alerts_for, compare, thresholds_for
@@ -44,7 +44,6 @@ from buildenv.monitor.statistics import (
     SAMPLE_SIZE,
     Source,
     kind_of,
-    open_batches,
     profile_pair,
 )
 from buildenv.monitor.triage import importance_of, model_usage
@@ -108,9 +107,10 @@ def _usage_error(code: str, message: str, hint: str | None = None) -> Diagnostic
     return DiagnosticError([Diagnostic(code, message, hints=(hint,) if hint else ())], 2)
 
 
-def _locked_source(project: Project, mv: Multiverse, env: str, ds_name: str) -> Source:
-    from buildenv.data.digests import digest_location
-    from buildenv.data.lock import lock_path, read_lock, stat_cache
+def _locked_source(project: Project, gate: Gate, env: str, ds_name: str) -> Source:
+    """The version of `ds_name` that `env`'s lock pins, opened through the gate (verified
+    against the pin as it is read)."""
+    from buildenv.data.lock import lock_path, read_lock
 
     lock = read_lock(project, env)
     display = project.rel(lock_path(project, env))
@@ -122,42 +122,27 @@ def _locked_source(project: Project, mv: Multiverse, env: str, ds_name: str) -> 
     if pinned is None:
         raise _usage_error("BE052", f"the lock of '{env}' pins no dataset '{ds_name}' "
                            f"({display})", f"run `buildenv lock {env}`")
-    location = locate(pinned.uri, project)
-    cache = stat_cache(project)
     try:
-        now = digest_location(location, pinned.format, pinned.digest.split(":", 1)[0], cache)
-    except (OSError, ValueError) as exc:
-        raise _usage_error("BE053", f"dataset '{ds_name}' of '{env}': cannot read the locked "
-                           f"version '{pinned.uri}': {exc}") from None
-    cache.save()
-    if now.digest != pinned.digest:
-        raise _usage_error("BE051", f"dataset '{ds_name}' changed since '{env}' was locked: "
-                           f"{pinned.digest} -> {now.digest} ({pinned.uri}); the locked version "
-                           "is gone, so there is no baseline to compare with",
-                           f"restore the pinned file, or run `buildenv lock {env}`")
+        read = gate.open(ds_name, uri=pinned.uri, fmt=pinned.format, expect=pinned.digest)
+    except GateError as exc:
+        raise DiagnosticError([exc.diagnostic], 2) from None
     return Source(pinned.uri, pinned.format, pinned.digest, pinned.rows,
-                  f"locked in {display}", location)
+                  f"locked in {display}", read)
 
 
-def _candidate_source(project: Project, uri: str, fmt: str, algorithm: str) -> Source:
-    from buildenv.data.digests import digest_location
-    from buildenv.data.lock import stat_cache
+def _candidate_source(project: Project, gate: Gate, ds_name: str, uri: str, fmt: str,
+                      what: str = "--against") -> Source:
+    """Data that no lock pins yet: read as it is, its digest is what the read found."""
     from buildenv.env.uris import uri_problem
 
     problem = uri_problem(uri, project)
     if problem and problem[0] == "BE018":
-        raise _usage_error(problem[0], f"--against: {problem[1]}", problem[2])
-    location = locate(uri, project)
-    cache = stat_cache(project)
+        raise _usage_error(problem[0], f"{what}: {problem[1]}", problem[2])
     try:
-        found = digest_location(location, fmt, algorithm, cache)
-    except FileNotFoundError:
-        raise _usage_error("BE053", f"--against: '{uri}' not found") from None
-    except (OSError, ValueError) as exc:
-        raise _usage_error("BE053", f"--against: cannot read '{uri}' as {fmt}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else exc}") from None
-    cache.save()
-    return Source(uri, fmt, found.digest, found.rows, "--against", location)
+        read = gate.open(ds_name, uri=uri, fmt=fmt, expect=None)
+    except GateError as exc:
+        raise _usage_error("BE053", f"{what}: {exc.diagnostic.message}") from None
+    return Source(uri, fmt, None, None, what, read)
 
 
 def _format_of(uri: str, default: str) -> str:
@@ -182,36 +167,46 @@ def run_drift(project: Project, env: str, dataset: str, *, against: str | None =
         raise _usage_error("BE004", "drift takes one candidate: --against URI or "
                            "--against-lock ENV")
     declared = res.env.datasets[dataset]
-    baseline = _locked_source(project, mv, env, dataset)
-    algorithm = baseline.digest.split(":", 1)[0]
+    gate = Gate(project, res.env, "drift", where=res)
     own = mv.display(env)
     if against_lock is not None:
         mv.require(against_lock)
-        candidate = _locked_source(project, mv, against_lock, dataset)
-        candidate.origin = f"--against-lock {against_lock}: {candidate.origin}"
-        accept = (f"if {against_lock}'s version is expected, adopt it: set datasets.{dataset}.uri "
-                  f"to '{candidate.uri}' in {own}, then run `buildenv lock {env}`")
-    else:
-        assert against is not None
-        candidate = _candidate_source(project, against, _format_of(against, declared.format),
-                                      algorithm)
-        accept = (f"if the new data is expected, accept it: set datasets.{dataset}.uri to "
-                  f"'{against}' in {own}, then run `buildenv lock {env}`")
+    baseline = _locked_source(project, gate, env, dataset)
+    try:
+        if against_lock is not None:
+            candidate = _locked_source(project, gate, against_lock, dataset)
+            candidate.origin = f"--against-lock {against_lock}: {candidate.origin}"
+            accept = (f"if {against_lock}'s version is expected, adopt it: set datasets."
+                      f"{dataset}.uri to '{candidate.uri}' in {own}, then run `buildenv lock "
+                      f"{env}`")
+        else:
+            assert against is not None
+            candidate = _candidate_source(project, gate, dataset, against,
+                                          _format_of(against, declared.format))
+            accept = (f"if the new data is expected, accept it: set datasets.{dataset}.uri to "
+                      f"'{against}' in {own}, then run `buildenv lock {env}`")
+    except BaseException:
+        baseline.read.close()
+        raise
     return analyse(project, mv, res, dataset, baseline, candidate, accept,
                    sample_size=sample_size, batch_rows=batch_rows, use_cache=use_cache)
 
 
-def drift_check(project: Project, res: Resolved, dataset: str, baseline_uri: str
-                ) -> list[Diagnostic]:
+def drift_check(project: Project, res: Resolved, dataset: str, baseline_uri: str,
+                baseline_digest: str | None = None) -> list[Diagnostic]:
     """For `buildenv retrain`: the locked version at `baseline_uri` against the uri that `res`
     declares now. Writes the statistics file; returns problems and alerts (suppressed ones as
     notes)."""
     mv = Multiverse(project)
     declared = res.env.datasets[dataset]
+    gate = Gate(project, res.env, "drift", where=res)
     try:
-        baseline = _candidate_source(project, baseline_uri,
-                                     _format_of(baseline_uri, declared.format), "sha256")
-        candidate = _candidate_source(project, declared.uri, declared.format, "sha256")
+        baseline = _candidate_source(project, gate, dataset, baseline_uri,
+                                     _format_of(baseline_uri, declared.format), "baseline")
+        baseline.digest = baseline_digest
+        baseline.read.expected = baseline_digest
+        candidate = _candidate_source(project, gate, dataset, declared.uri, declared.format,
+                                      f"datasets.{dataset}.uri")
     except DiagnosticError as exc:
         return list(exc.diagnostics)
     baseline.origin = "the locked version"
@@ -238,15 +233,21 @@ def analyse(project: Project, mv: Multiverse, res: Resolved, dataset: str, basel
     columns = dict(declared.columns)
     for source, what in ((baseline, "locked version"), (candidate, "candidate")):
         try:
-            schema, _ = open_batches(source, columns, batch_rows)
-        except (OSError, pa.ArrowInvalid) as exc:
+            schema = source.read.schema
+        except GateError as exc:
+            _close(baseline, candidate)
             raise _usage_error("BE053", f"cannot read the {what} of '{dataset}' ({source.uri}): "
-                               f"{str(exc).splitlines()[0]}") from None
+                               f"{exc.diagnostic.message}") from None
         columns, found = _check_schema(schema, columns, source, res, dataset, what)
         problems.extend(found)
     cache_dir = project.state_dir / "cache" / "drift" if use_cache else None
-    base, cand = profile_pair(baseline, candidate, columns, restricted, min_group, sample_size,
-                               batch_rows, cache_dir)
+    try:
+        base, cand = profile_pair(baseline, candidate, columns, restricted, min_group,
+                                  sample_size, batch_rows, cache_dir)
+    except GateError as exc:  # the bytes are not the ones pinned: nothing is reported on them
+        raise DiagnosticError([exc.diagnostic], 1) from None
+    finally:
+        _close(baseline, candidate)
     models, usage = model_usage(project, env, dataset)
     triage_on = bool(models)
     min_importance = res.env.monitoring.min_importance
@@ -297,6 +298,12 @@ def analyse(project: Project, mv: Multiverse, res: Resolved, dataset: str, basel
     }
     return DriftResult(env, dataset, baseline, candidate, restricted, alerts, problems, stats,
                        triage)
+
+
+def _close(*sources: Source) -> None:
+    for source in sources:
+        if source.read is not None:
+            source.read.close()
 
 
 def default_stats_path(project: Project, result: DriftResult) -> Path:

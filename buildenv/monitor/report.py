@@ -33,12 +33,13 @@ CAND_COLOR = "#f58518"
 TOP_VALUES = 12
 
 
-def render(result: DriftResult, fmt: str = "text", show_all: bool = False) -> str:
+def render(result: DriftResult, fmt: str = "text", show_all: bool = False,
+           quiet: bool = False) -> str:
     if fmt == "json":
         return render_json(result, show_all)
     if fmt == "sarif":
         return render_sarif(result, show_all)
-    return render_text(result, show_all)
+    return render_text(result, show_all, quiet)
 
 
 def _shown(result: DriftResult, show_all: bool) -> list[Alert]:
@@ -60,7 +61,12 @@ def _suppressed_line(result: DriftResult) -> str | None:
             "--all shows them")
 
 
-def render_text(result: DriftResult, show_all: bool = False) -> str:
+def render_text(result: DriftResult, show_all: bool = False, quiet: bool = False) -> str:
+    """The report; `quiet` (--quiet): errors, active alerts and the count line only."""
+    if quiet:
+        lines = [p.to_text() for p in result.problems if p.is_error]
+        lines += [a.diagnostic().to_text() for a in result.active]
+        return "\n".join(lines + [_count_line(result)])
     b, c = result.baseline, result.candidate
     lines = [f"drift of {result.dataset} in {result.environment}"
              + (" (restricted: aggregates only)" if result.restricted else ""),
@@ -75,12 +81,7 @@ def render_text(result: DriftResult, show_all: bool = False) -> str:
         lines.append(problem.to_text())
     for alert in _shown(result, show_all):
         lines.append(alert.diagnostic().to_text())
-    active = len(result.active)
-    compared = len(result.stats["columns"])
-    if active:
-        lines.append(f"{active} alert{'s' if active != 1 else ''} on {compared} columns compared")
-    else:
-        lines.append(f"no drift beyond the thresholds ({compared} columns compared)")
+    lines.append(_count_line(result))
     line = _suppressed_line(result)
     if line and not show_all:
         lines.append(line)
@@ -89,6 +90,14 @@ def render_text(result: DriftResult, show_all: bool = False) -> str:
     if result.stats_path is not None:
         lines.append(f"statistics: {result.stats.get('statistics_file', result.stats_path)}")
     return "\n".join(lines)
+
+
+def _count_line(result: DriftResult) -> str:
+    active = len(result.active)
+    compared = len(result.stats["columns"])
+    if active:
+        return f"{active} alert{'s' if active != 1 else ''} on {compared} columns compared"
+    return f"no drift beyond the thresholds ({compared} columns compared)"
 
 
 def render_json(result: DriftResult, show_all: bool = False) -> str:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,13 +39,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.canonical import digest_json
-from buildenv.data.storage import Location
 from buildenv.env.spec import Column
 
 __all__ = ["BATCH_ROWS", "BINS", "SAMPLE_SIZE", "Source", "coarse", "jsd", "kind_of", "linf",
-           "open_batches", "profile_pair", "psi"]
+           "profile_pair", "psi"]
 
 SUMMARY_VERSION = 1
 BATCH_ROWS = 262_144
@@ -265,16 +264,19 @@ def _out_of_domain(arr: pa.Array, domain: pa.Array, into: dict) -> None:
 
 @dataclass
 class Source:
-    """One version of the dataset: where it is and what identifies it."""
+    """One version of the dataset: where it is, what identifies it, and its open gate read."""
 
     uri: str
     format: str
-    digest: str
-    rows: int
+    digest: str | None  # the lock's pin; for unpinned data, what the read found
+    rows: int | None
     origin: str  # how it was chosen, for people: "locked in environments/x.lock.json"
-    location: Location = field(repr=False, default=None)  # type: ignore[assignment]
+    read: Any = field(repr=False, default=None)  # buildenv.data.gate.DatasetRead
 
     def describe(self) -> dict:
+        if self.read is not None and self.read.digest is not None:
+            self.digest = self.read.digest
+            self.rows = self.rows if self.rows is not None else self.read.rows_read
         return {"uri": self.uri, "format": self.format, "digest": self.digest,
                 "rows": self.rows, "origin": self.origin}
 
@@ -283,37 +285,13 @@ def kind_of(col: Column) -> str:
     return "categorical" if col.dtype in ("string", "bool") else "numeric"
 
 
-def open_batches(source: Source, columns: dict[str, Column], batch_rows: int
-          ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    from buildenv.data.validate import arrow_type
-
-    if source.format == "csv":
-        import pyarrow.csv as pacsv
-
-        with source.location.open() as stream:
-            names = pacsv.open_csv(stream).schema.names
-        present = [c for c in columns if c in names]
-        types = {c: arrow_type(columns[c].dtype) for c in present}
-        reader = pacsv.open_csv(
-            source.location.open(), read_options=pacsv.ReadOptions(block_size=8 << 20),
-            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=present))
-        return reader.schema, iter(reader)
-    import pyarrow.parquet as pq
-
-    dictionary = [c for c, col in columns.items() if col.dtype == "string"]
-    pf = pq.ParquetFile(source.location.open_random(), read_dictionary=dictionary,
-                        buffer_size=1 << 20, pre_buffer=False)
-    schema = pf.schema_arrow
-    present = [c for c in columns if c in schema.names]
-    return schema, pf.iter_batches(batch_size=batch_rows, columns=present, use_threads=True)
-
-
 def _scan(source: Source, columns: dict[str, Column], edges: dict[str, np.ndarray] | None,
           sample_size: int, batch_rows: int, numeric_only: bool = False) -> dict[str, Any]:
     """One streaming pass: an accumulator per column."""
     if numeric_only:
         columns = {n: c for n, c in columns.items() if kind_of(c) == "numeric"}
-    _, batches = open_batches(source, columns, batch_rows)
+    strings = [c for c, col in columns.items() if col.dtype == "string"]
+    batches = source.read.batches(list(columns), batch_rows=batch_rows, dictionary=strings)
     accs: dict[str, Any] = {}
     for name, col in columns.items():
         if kind_of(col) == "categorical":
@@ -329,7 +307,8 @@ def _scan(source: Source, columns: dict[str, Column], edges: dict[str, np.ndarra
             acc.scratch = scratch
     rng = np.random.default_rng(SEED)
     wants_keys = not numeric_only and any(isinstance(a, _Numeric) for a in accs.values())
-    for batch in batches:
+    what = "bins of" if numeric_only else "profile"
+    for batch in progress.batches(batches, f"{what} {source.uri}", source.rows or None):
         keys = rng.random(batch.num_rows) if wants_keys else None
         for name, acc in accs.items():
             acc.update(batch.column(batch.schema.get_field_index(name)), keys)

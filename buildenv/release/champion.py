@@ -14,13 +14,12 @@ racing promotions of one candidate record one move, and history sequence numbers
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 import math
-import os
 from typing import Any
 
 from buildenv.compile.registry import TAG_ENV, client, store_lock
+from buildenv.core.actor import actor
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
 from buildenv.release.gates import (
@@ -36,16 +35,6 @@ __all__ = ["HISTORY_PREFIX", "champion_stack", "history", "history_entries", "pr
 
 
 HISTORY_PREFIX = "buildenv.history."
-
-
-def _actor() -> str:
-    for var in ("BUILDENV_ACTOR", "GITHUB_ACTOR", "GITLAB_USER_LOGIN", "USER"):
-        if os.environ.get(var):
-            return os.environ[var]
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "unknown"
 
 
 def _now() -> str:
@@ -113,7 +102,7 @@ def promote(project: Project, ev: Evaluation) -> int | None:
              "previous": ev.champion.version if ev.champion else None,
              "metric": ev.metric, "value": _finite(ev.candidate.value),
              "previous_value": _finite(ev.champion.value) if ev.champion else None,
-             "source": ev.source, "at": _now(), "by": _actor()}
+             "source": ev.source, "at": _now(), "by": actor()}
     return _move_alias(project, ev.training, ev.env, ev.candidate.version, entry,
                        ev.champion.version if ev.champion else None)
 
@@ -160,7 +149,7 @@ def rollback(project: Project, training: str, env: str, dry_run: bool = False) -
     if not dry_run:
         result["seq"] = _move_alias(project, training, env, target, {
             "action": "rollback", "version": target, "previous": now, "at": _now(),
-            "by": _actor()}, now)
+            "by": actor()}, now)
     return result
 
 

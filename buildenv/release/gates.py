@@ -1,16 +1,13 @@
-"""Promotion (SPEC §6, §7): gate a candidate against the champion, then move `<env>-champion`.
+"""Promotion gates (SPEC §6, §7): score a candidate and the champion on the same rows.
 
 The candidate is the registered version of the artifact in `dist/<training>/<env>/` (found by
 its artifact digest). Candidate and champion are both loaded from the registry and scored on
-the same rows: the candidate build's held-out sample (`holdout_file`). Metrics buildenv can
-recompute: `val_auc`/`auc`/`roc_auc`, `val_logloss`/`logloss`, `accuracy`/`val_accuracy`;
-any other metric, or a candidate whose holdout is not on this machine, is compared through
-the values the trainings logged (a warning says the rows may differ).
-
-History is append-only: every alias move adds a registered-model tag
-`buildenv.history.<env>.<seq>` holding one JSON entry (version, action, metric values, time,
-actor). The alias is the truth about the present; the tags are the past. `rollback` replays
-them as a stack (promote pushes, rollback pops) to find the previous champion.
+the environment's evaluation rows (`evaluation:`), read through the data gate and verified
+against the environment's lock: rows the environment chose, not the candidate's code, and
+every served column, so either model can be scored whatever columns it reads. Metrics buildenv
+computes: see `compile.scoring` (`val_auc`, `val_logloss`, `accuracy`, `rmse`, ...); any other
+metric is compared through the values the trainings logged (a warning says the rows may
+differ). Moving the alias is `champion`'s job.
 """
 
 from __future__ import annotations
@@ -21,22 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from buildenv.compile.artifact import read_lineage
-from buildenv.compile.launch import holdout_file
 from buildenv.compile.registry import TAG_DIGEST, client, find_version
+from buildenv.compile.scoring import METRIC_ALIASES, ScoringError, score
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Promotion
 
 __all__ = ["CHECK_PREFIX", "Evaluation", "Gate", "Scored", "alias_name", "champion_version",
-           "compute_metric", "evaluate", "record_check", "registry_error"]
+           "evaluate", "record_check", "registry_error"]
 
 CHECK_PREFIX = "buildenv.check."
-_COMPUTED = {
-    "val_auc": "roc_auc", "auc": "roc_auc", "roc_auc": "roc_auc", "val_roc_auc": "roc_auc",
-    "val_logloss": "logloss", "logloss": "logloss", "log_loss": "logloss",
-    "val_log_loss": "logloss", "accuracy": "accuracy", "val_accuracy": "accuracy",
-}
 
 
 def alias_name(env: str) -> str:
@@ -66,8 +58,9 @@ class Evaluation:
     promotion: Promotion
     candidate: Scored
     champion: Scored | None
-    source: str = "holdout"  # holdout | logged
+    source: str = "evaluation"  # evaluation | logged
     rows: int | None = None
+    rows_text: str | None = None  # which rows, for people
     gates: list[Gate] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
@@ -86,8 +79,9 @@ class Evaluation:
 
     def table(self) -> str:
         p = self.promotion
-        where = (f"on the same {self.rows} held-out rows" if self.source == "holdout"
-                 else "as logged by each training (held-out rows may differ)")
+        where = (f"on {self.rows_text or f'the same {self.rows} evaluation rows'}"
+                 if self.source == "evaluation"
+                 else "as logged by each training (their rows may differ)")
         lines = [f"{self.training} @ {self.env}: {p.metric} ({p.direction}), {where}", ""]
         rows = [("", "version", p.metric)]
         rows.append(("candidate", f"v{self.candidate.version}", _fmt(self.candidate.value)))
@@ -165,8 +159,10 @@ def candidate_version(project: Project, c: Any, training: str, env: str,
     return version, lineage
 
 
-def _load_model(c: Any, project: Project, training: str, version: str, scratch: Path):
-    """A registered version, unpickled only after its files matched its recorded digest."""
+def _load_model(c: Any, project: Project, training: str, version: str, scratch: Path
+                ) -> tuple[Any, list[str] | None]:
+    """The registered model and the input columns its lineage records; the model is
+    unpickled only after its files matched the version's recorded digest."""
     import mlflow.artifacts
 
     from buildenv.compile.integrity import load_verified_model
@@ -175,28 +171,10 @@ def _load_model(c: Any, project: Project, training: str, version: str, scratch: 
     uri = c.get_model_version_download_uri(training, version)
     local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(
         scratch / f"v{version}"), tracking_uri=project.tracking_uri())
-    return load_verified_model(project, Path(local), expected,
-                               f"model '{training}' v{version} in the registry")
-
-
-def compute_metric(kind: str, model: Any, X: Any, y: Any, classes: list | None) -> float:
-    """roc_auc / logloss / accuracy of `model` on (X, y)."""
-    import numpy as np
-    from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
-
-    if kind == "accuracy":
-        return float(accuracy_score(y, model.predict(X)))
-    proba = model.predict_proba(X)
-    model_classes = list(model.classes_)
-    if kind == "roc_auc":
-        positive = classes[-1] if classes else model_classes[-1]
-        if positive not in model_classes:
-            raise ValueError(f"the model does not predict class {positive!r}")
-        y_true = np.asarray(y) == positive
-        if y_true.all() or not y_true.any():
-            raise ValueError("the held-out labels hold a single class; AUC is undefined")
-        return float(roc_auc_score(y_true, proba[:, model_classes.index(positive)]))
-    return float(log_loss(y, proba, labels=model_classes))
+    lineage = read_lineage(Path(local)) or {}
+    model = load_verified_model(project, Path(local), expected,
+                                f"model '{training}' v{version} in the registry")
+    return model, lineage.get("inputs")
 
 
 def _logged(c: Any, run_id: str | None, metric: str) -> float | None:
@@ -208,7 +186,7 @@ def _logged(c: Any, run_id: str | None, metric: str) -> float | None:
 
 def evaluate(project: Project, res: Resolved, training: str,
              artifact: Path | None = None) -> Evaluation:
-    """Score candidate and champion on the candidate's holdout and apply every gate."""
+    """Score candidate and champion on the environment's evaluation rows; apply every gate."""
     env = res.name
     promotion = _promotion(res)
     artifact = artifact or project.root / "dist" / training / env
@@ -224,19 +202,15 @@ def evaluate(project: Project, res: Resolved, training: str,
                                                       cand_v.run_id),
                     Scored("champion", str(champ_v.version), champ_v.run_id) if champ_v
                     else None)
-    kind = _COMPUTED.get(promotion.metric)
-    hold = holdout_file(project, lineage["cache_key"])
-    label = res.env.label
+    kind = METRIC_ALIASES.get(promotion.metric)
     reason = None
-    if kind is None:
-        reason = f"buildenv cannot recompute '{promotion.metric}'"
-    elif not hold.is_file():
-        reason = "the candidate's held-out sample is not on this machine"
-    elif label is None:
-        reason = "the environment declares no label"
+    if res.env.label is None:
+        reason = "the environment declares no label, so it has no evaluation rows"
+    elif kind is None:
+        reason = f"buildenv does not compute '{promotion.metric}'"
     if reason is None:
-        reason = _score_holdout(ev, c, project, training, kind, hold, label)
-    if reason is not None:
+        _score_on_evaluation_rows(ev, c, project, res, training, kind)
+    else:
         ev.source = "logged"
         ev.diagnostics.append(Diagnostic(
             "BE708", f"{reason}; comparing the '{promotion.metric}' values the trainings "
@@ -248,47 +222,62 @@ def evaluate(project: Project, res: Resolved, training: str,
             if s is not None and s.value is None:
                 ev.diagnostics.append(Diagnostic(
                     "BE709", f"metric '{promotion.metric}' of {s.role} {training} v{s.version} "
-                    "is unavailable: it cannot be recomputed and the training did not log it",
-                    hints=(f"log it with ctx.log_metric('{promotion.metric}', ...) or gate on "
-                           "val_auc, val_logloss or accuracy",)))
+                    "is unavailable: buildenv does not compute it and the training did not "
+                    "log it", hints=(f"log it with ctx.log_metric('{promotion.metric}', ...) "
+                                     "or gate on a computed metric: "
+                                     + ", ".join(sorted(set(METRIC_ALIASES.values()))),)))
     _apply_gates(ev, c, lineage, res)
     return ev
 
 
-def _score_holdout(ev: Evaluation, c: Any, project: Project, training: str, kind: str,
-                   hold: Path, label: Any) -> str | None:
-    """Fill in both values from the holdout; a reason string when that is not possible."""
-    import pandas as pd
+def _score_on_evaluation_rows(ev: Evaluation, c: Any, project: Project, res: Resolved,
+                              training: str, kind: str) -> None:
+    """Both values from the environment's evaluation rows, read through the gate now."""
+    from buildenv.data.evaluation import evaluation_rows
+    from buildenv.data.gate import Gate as DataGate
+    from buildenv.data.gate import GateError
+    from buildenv.data.lock import check_lock
+    from buildenv.env.resolve import Multiverse
 
-    frame = pd.read_parquet(hold)
-    target = f"__label__{label.column}"
-    if target not in frame.columns:
-        return "the held-out sample has no label column"
-    y = frame.pop(target).to_numpy()
-    ev.rows = len(frame)
+    lock, problems = check_lock(Multiverse(project), res)
+    if lock is None:
+        raise DiagnosticError(problems, 1)
+    pins = {name: d.digest for name, d in lock.datasets.items()}
+    try:
+        rows = evaluation_rows(DataGate(project, res.env, "evaluate", pins=pins, where=res),
+                               res.env)
+    except GateError as exc:
+        raise DiagnosticError([exc.diagnostic], 1) from None
+    ev.rows, ev.rows_text = rows.rows, rows.describe()
+    restricted = any(res.env.restricted(d) for d in rows.digests)
     with tempfile.TemporaryDirectory(prefix="buildenv-promote-") as scratch:
-        try:
-            models = {s.role: _load_model(c, project, training, s.version, Path(scratch))
-                      for s in (ev.candidate, ev.champion) if s is not None}
-        except Exception as exc:
-            raise registry_error(project, exc, "loading the models") from None
         for s in (ev.candidate, ev.champion):
             if s is None:
                 continue
-            model = models[s.role]
-            needed = list(getattr(model, "feature_names_in_", frame.columns))
-            missing = [col for col in needed if col not in frame.columns]
-            if missing:
-                return (f"{s.role} v{s.version} reads column(s) {', '.join(missing)} that the "
-                        "candidate's held-out sample lacks")
             try:
-                s.value = compute_metric(kind, model, frame[needed], y, label.classes)
-            except ValueError as exc:
+                model, inputs = _load_model(c, project, training, s.version, Path(scratch))
+            except DiagnosticError:
+                raise
+            except Exception as exc:
+                raise registry_error(project, exc, "loading the models") from None
+            try:
+                metrics = score(model, rows.frame, rows.labels, res.env.label, inputs,
+                                restricted)
+            except ScoringError as exc:
+                severity = Severity.ERROR if s.role == "candidate" else Severity.WARNING
                 ev.diagnostics.append(Diagnostic(
-                    "BE709", f"cannot compute '{ev.metric}' of {s.role} v{s.version} on the "
-                    f"held-out sample: {exc}"))
-                return None
-    return None
+                    "BE709" if s.role == "candidate" else "BE713",
+                    f"{s.role} {training} v{s.version} cannot be scored on {rows.describe()}: "
+                    f"{exc}", severity=severity,
+                    hints=() if s.role == "candidate" else (
+                        "it cannot serve this environment either: the regression gate is "
+                        "skipped",)))
+                continue
+            s.value = metrics.get(kind)
+            if s.value is None:
+                ev.diagnostics.append(Diagnostic(
+                    "BE709", f"'{ev.metric}' ({kind}) is undefined for {s.role} v{s.version} on "
+                    f"{rows.describe()} (computed: {', '.join(sorted(metrics)) or 'nothing'})"))
 
 
 def _apply_gates(ev: Evaluation, c: Any, lineage: dict, res: Resolved) -> None:
@@ -314,8 +303,8 @@ def _apply_gates(ev: Evaluation, c: Any, lineage: dict, res: Resolved) -> None:
         ev.gates.append(Gate("max_regression", f"<= {p.max_regression:g}",
                              f"{max(worse_by, 0.0):.4f}", ok))
         if not ok:
-            rows = f"the same {ev.rows} held-out rows" if ev.source == "holdout" else \
-                "their logged values"
+            rows = ((ev.rows_text or f"the same {ev.rows} evaluation rows")
+                    if ev.source == "evaluation" else "their logged values")
             ev.diagnostics.append(res.diag(
                 "BE702", f"{p.metric} regressed by {worse_by:.4f}: candidate {ev.training} v"
                 f"{ev.candidate.version} has {cand:.4f}, champion v{ev.champion.version} has "

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
+from buildenv.core import progress
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
 from buildenv.release.image import (
@@ -48,16 +49,26 @@ class _Hashing:
         self.target.flush()
 
 
-def _gzip(source: IO[bytes], dest: IO[bytes]) -> tuple[str, str, int]:
+def _gzip(source: IO[bytes], dest: IO[bytes], label: str = "compress layer"
+          ) -> tuple[str, str, int]:
     """(diff_id, digest, size): gzip without a timestamp or file name."""
     raw = hashlib.sha256()
     out = _Hashing(dest)
-    with gzip.GzipFile(filename="", mode="wb", fileobj=out,  # type: ignore[arg-type]
-                       compresslevel=_GZIP_LEVEL, mtime=0) as gz:
+    with progress.task(label, _size(source), "bytes") as bar, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=out,  # type: ignore[arg-type]
+                          compresslevel=_GZIP_LEVEL, mtime=0) as gz:
         for chunk in iter(lambda: source.read(1 << 20), b""):
             raw.update(chunk)
             gz.write(chunk)
+            bar.advance(len(chunk))
     return "sha256:" + raw.hexdigest(), "sha256:" + out.sha.hexdigest(), out.size
+
+
+def _size(handle: IO[bytes]) -> int | None:
+    try:
+        return os.fstat(handle.fileno()).st_size
+    except (OSError, ValueError, AttributeError):  # not a file: no total, still counted
+        return None
 
 
 def _tarinfo(name: str, kind: bytes, mode: int, size: int = 0) -> tarfile.TarInfo:
@@ -103,9 +114,11 @@ def _base_python(rootfs: Path, python: str) -> bool:
 
 def _cached_base_layer(project: Project, rootfs: Path, scratch: Path) -> tuple[Path, dict]:
     h = hashlib.sha256()
-    with open(rootfs, "rb") as handle:
+    with progress.task(f"hash {rootfs.name}", rootfs.stat().st_size, "bytes") as bar, \
+            open(rootfs, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             h.update(chunk)
+            bar.advance(len(chunk))
     key = h.hexdigest()
     folder = project.state_dir / "cache" / "oci-base"
     blob, meta = folder / f"{key}.{_GZIP_LEVEL}.tar.gz", folder / f"{key}.{_GZIP_LEVEL}.json"
@@ -119,7 +132,7 @@ def _cached_base_layer(project: Project, rootfs: Path, scratch: Path) -> tuple[P
     folder.mkdir(parents=True, exist_ok=True)
     tmp = scratch / "base.tar.gz"
     with open(rootfs, "rb") as src, open(tmp, "wb") as dst:
-        diff_id, digest, size = _gzip(src, dst)
+        diff_id, digest, size = _gzip(src, dst, "layer 1 of 2: compress the base rootfs")
     info = {"diff_id": diff_id, "digest": digest, "size": size}
     try:
         os.replace(tmp, blob)
@@ -163,13 +176,15 @@ def check_base_rootfs(base_rootfs: Path, python: str) -> None:
 
 def _write_oci(project: Project, ctx: ImageContext, base_rootfs: Path, dest: Path, tag: str,
                scratch: Path) -> dict:
+    progress.phase("base layer")
     base_blob, base = _cached_base_layer(project, base_rootfs, scratch)
+    progress.phase("app layer")
     app_tar = scratch / "app.tar"
     with open(app_tar, "wb") as handle:
         _app_layer(ctx.path, handle)
     app_blob = scratch / "app.tar.gz"
     with open(app_tar, "rb") as src, open(app_blob, "wb") as dst:
-        app_diff, app_digest, app_size = _gzip(src, dst)
+        app_diff, app_digest, app_size = _gzip(src, dst, "layer 2 of 2: compress the app")
     app_tar.unlink()
     created = _iso(_mtime())
     config = {
@@ -200,6 +215,7 @@ def _write_oci(project: Project, ctx: ImageContext, base_rootfs: Path, dest: Pat
     blobs: dict[str, Path | bytes] = {
         base["digest"]: base_blob, app_digest: app_blob,
         _sha(config_bytes): config_bytes, _sha(manifest_bytes): manifest_bytes}
+    progress.phase("archive")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp_dest = dest.parent / f".{dest.name}.tmp"
     with tarfile.open(tmp_dest, "w", format=tarfile.PAX_FORMAT) as tar:

@@ -35,6 +35,7 @@ from typing import Any
 
 from buildenv.compile.build import BuildOptions, build_pair
 from buildenv.compile.plan import pairs
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_bytes
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity, did_you_mean
 from buildenv.core.project import Project
@@ -123,19 +124,13 @@ def rewrite_uri(project: Project, mv: Multiverse, res: Resolved, dataset: str,
 
 # --- drift -------------------------------------------------------------------------------------
 
-def _drift(project: Project, res: Resolved, dataset: str, baseline_uri: str) -> tuple[
-        str, list[Diagnostic], str]:
-    """Run buildenv.monitor.drift if this installation has it: (status, diagnostics, message)."""
-    try:
-        from buildenv.monitor import drift as drift_module
-    except ImportError:
-        return "skipped", [], "buildenv.monitor.drift is not available in this installation"
-    func = getattr(drift_module, "drift_check", None)
-    if func is None:
-        return "skipped", [], "buildenv.monitor.drift has no drift_check(); drift not run"
-    found = list(func(project, res, dataset, baseline_uri))
-    failed = any(d.is_error for d in found)
-    return ("failed" if failed else "passed"), found, ""
+def _drift(project: Project, res: Resolved, dataset: str, baseline_uri: str,
+           baseline_digest: str) -> tuple[str, list[Diagnostic]]:
+    """Drift of the new data against the locked version: (status, diagnostics)."""
+    from buildenv.monitor.drift import drift_check
+
+    found = drift_check(project, res, dataset, baseline_uri, baseline_digest)
+    return ("failed" if any(d.is_error for d in found) else "passed"), found
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -154,7 +149,9 @@ def retrain(project: Project, env: str, options: RetrainOptions) -> RetrainResul
         tracker = Tracker(project, env, retrain_id)
         work = work_root(project) / retrain_id
         try:
-            _run(project, env, options, log, work, result, tracker)
+            with progress.task(f"{env} (retrain)", keep=True) as steps:  # phases: the steps
+                _run(project, env, options, log, work, result, tracker)
+                steps.status = result.status
         except _Stop as stop:
             result.status = "stopped"
             result.diagnostics = stop.diagnostics
@@ -210,6 +207,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
             raise _Stop(exc.diagnostics) from None
 
     # detect
+    progress.phase("detect")
     changed, unreadable = _changed(project, res, old_lock)
     if unreadable:
         log.emit("detect", "failed", "; ".join(d.message for d in unreadable))
@@ -223,6 +221,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
              datasets=changed)
 
     # validate
+    progress.phase("validate")
     from buildenv.data.validate import validate_env
 
     found = validate_env(res, project, datasets=sorted(changed))
@@ -234,9 +233,11 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
         raise _Stop(found)
 
     # drift
+    progress.phase("drift")
     drift_status = _drift_step(project, res, old_lock, changed, log)
 
     # lock
+    progress.phase("lock")
     journal(work, {"phase": "locking", "saved": entries})
     locked, problems = lock_environments(mv, [env])
     if problems or not locked:
@@ -247,6 +248,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
         n: d.digest for n, d in sorted(new_lock.datasets.items()) if n in changed})
 
     # build
+    progress.phase("build")
     targets = [t for t, _ in pairs(project.trainings, [env])]
     if not targets:
         log.emit("build", "skipped", f"no training targets environment {env}")
@@ -262,15 +264,17 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
         version = (outcome.registered or {}).get("version")
         log.emit("build", "passed", f"{training}: {outcome.status} ({outcome.reason}), "
                  f"registered v{version}", training=training, version=str(version),
-                 cache_key=(outcome.lineage or {}).get("cache_key"))
+                 cache_key=(outcome.lineage or {}).get("cache_key"), timings=outcome.timings)
         staged[training] = out
         if version is not None:
             _tag_candidate(project, training, str(version), result.retrain_id, drift_status)
 
     # gate
+    progress.phase("gate")
     evaluations = _gate_step(project, res, staged, log)
 
     # swap
+    progress.phase("swap")
     journal(work, {"phase": "swapping", "saved": entries, "staged": [
         {"staged": out.relative_to(work).as_posix(), "final": f"dist/{training}/{env}"}
         for training, out in staged.items()]})
@@ -281,6 +285,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
     result.status = "retrained"
 
     # promote
+    progress.phase("promote")
     if not options.promote:
         log.emit("promote", "skipped", "run with --promote to move the alias")
     else:
@@ -361,11 +366,10 @@ def _drift_step(project: Project, res: Resolved, lock: Any, changed: dict[str, s
                      dataset=name)
             statuses.append("skipped")
             continue
-        status, found, message = _drift(project, res, name, baseline)
+        status, found = _drift(project, res, name, baseline, pinned.digest)
         problems += found
         alerts = [d for d in found if d.severity is not Severity.NOTE]
-        log.emit("drift", status if status != "skipped" else "skipped",
-                 message or f"dataset '{name}' against {baseline}: {len(alerts)} alert(s)",
+        log.emit("drift", status, f"dataset '{name}' against {baseline}: {len(alerts)} alert(s)",
                  dataset=name, against=baseline, codes=sorted({d.code for d in found}))
         statuses.append(status)
     if any(s == "failed" for s in statuses):

@@ -1,31 +1,21 @@
-"""What every movie training shares: the joined examples, the time split, the evaluation.
+"""What every movie training shares: the joined training rows and the model inputs.
 
 Reads go through `ctx` with literal columns, so `buildenv check` verifies them here too
-(the checker follows the repository modules a training imports).
+(the checker follows the repository modules a training imports). `ctx.read` returns training
+rows only: the environment holds out its evaluation rows (`evaluation:` in
+environments/prod-2026-06.yaml) and the build scores every model on them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pandas as pd
-from sklearn.metrics import log_loss, roc_auc_score
 
 CATEGORICAL = ["genre", "country", "plan", "device"]
 LABEL = "liked"
-HOLDOUT_FRACTION = 0.2
-
-
-@dataclass
-class Split:
-    X_train: pd.DataFrame
-    X_hold: pd.DataFrame
-    y_train: object
-    y_hold: object
 
 
 def load_examples(ctx, with_critic_score: bool = False) -> pd.DataFrame:
-    """One row per rating, joined with its movie and user, oldest first."""
+    """One row per training rating, joined with its movie and user, oldest first."""
     ratings = ctx.read("ratings", columns=["user_id", "movie_id", "rating_ts", "device", "liked"])
     if with_critic_score:
         movies = ctx.read("movies", columns=["movie_id", "genre", "release_year",
@@ -40,24 +30,16 @@ def load_examples(ctx, with_critic_score: bool = False) -> pd.DataFrame:
         drop=True)
 
 
-def time_split(df: pd.DataFrame, features: list[str]) -> Split:
-    """The most recent ratings are the holdout, as they are when the model goes live."""
+def inputs(df: pd.DataFrame, features: list[str]) -> tuple[pd.DataFrame, object]:
+    """Model inputs as serving sends them (strings as plain Python objects) and the label."""
     X = df[features].copy()
     for col in CATEGORICAL:
-        X[col] = X[col].astype(object)  # plain Python strings: what serving sends
-    y = df[LABEL].astype(bool).to_numpy()
-    cut = int(len(df) * (1 - HOLDOUT_FRACTION))
-    return Split(X.iloc[:cut], X.iloc[cut:], y[:cut], y[cut:])
+        X[col] = X[col].astype(object)
+    return X, df[LABEL].astype(bool).to_numpy()
 
 
-def evaluate(ctx, model, split: Split, name: str, features: list[str]) -> None:
-    """Log the holdout metrics the promotion gates use, and hand the holdout to the build."""
-    p_hold = model.predict_proba(split.X_hold)[:, 1]
+def describe(ctx, name: str, features: list[str], rows: int) -> None:
+    """What was trained, for the run's params (the environment computes the metrics)."""
     ctx.log_param("model", name)
     ctx.log_param("features", ",".join(features))
-    ctx.log_param("holdout", f"time split, last {HOLDOUT_FRACTION:.0%} of ratings")
-    ctx.log_metric("n_train", float(len(split.X_train)))
-    ctx.log_metric("n_holdout", float(len(split.X_hold)))
-    ctx.log_metric("val_auc", float(roc_auc_score(split.y_hold, p_hold)))
-    ctx.log_metric("val_logloss", float(log_loss(split.y_hold, p_hold, labels=[False, True])))
-    ctx.set_holdout(split.X_hold, split.y_hold)
+    ctx.log_metric("n_train", float(rows))

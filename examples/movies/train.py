@@ -6,8 +6,9 @@ the device the request comes from. It never reads `critic_score` (training-only
 until prod-2026-12), and uses only steps every serving stack of the multiverse
 runs, skl2onnx included, so it compiles in every environment.
 
-Evaluation is a time split: the most recent 20% of ratings are the holdout, as
-they would be when the model goes live after the snapshot.
+It fits on every row `ctx.read` returns and returns the model: the environment
+holds out 20% of the ratings (by a hash of user and movie) and the build scores
+the model on them; promotion compares candidates on the same rows.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from examples.movies.features import CATEGORICAL, evaluate, load_examples, time_split
+from examples.movies.features import CATEGORICAL, describe, inputs, load_examples
 
 NULLABLE_NUMERIC = ["runtime_minutes", "budget_musd"]  # imputed: the environment allows nulls
 NUMERIC = ["release_year", "age"]                      # declared non-null
@@ -27,7 +28,7 @@ FEATURES = CATEGORICAL + NULLABLE_NUMERIC + NUMERIC
 
 def train(ctx):
     df = load_examples(ctx)
-    split = time_split(df, FEATURES)
+    X, y = inputs(df, FEATURES)
     model = Pipeline([
         ("features", ColumnTransformer([
             ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False),
@@ -40,6 +41,6 @@ def train(ctx):
         ])),
         ("classifier", LogisticRegression(C=1.0, max_iter=1000, random_state=ctx.seed)),
     ])
-    model.fit(split.X_train, split.y_train)
-    evaluate(ctx, model, split, "logistic_regression", FEATURES)
+    model.fit(X, y)
+    describe(ctx, "logistic_regression", FEATURES, len(X))
     return model

@@ -19,7 +19,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
-from examples.movies.features import CATEGORICAL, evaluate, load_examples, time_split
+from examples.movies.features import CATEGORICAL, describe, inputs, load_examples
 
 NUMERIC = ["runtime_minutes", "budget_musd", "release_year", "age"]
 FEATURES = CATEGORICAL + NUMERIC
@@ -27,7 +27,7 @@ FEATURES = CATEGORICAL + NUMERIC
 
 def train(ctx):
     df = load_examples(ctx)
-    split = time_split(df, FEATURES)
+    X, y = inputs(df, FEATURES)
     model = Pipeline([
         ("features", ColumnTransformer([
             ("categorical", OrdinalEncoder(handle_unknown="use_encoded_value",
@@ -40,6 +40,6 @@ def train(ctx):
             categorical_features=list(range(len(CATEGORICAL))), random_state=ctx.seed,
         )),
     ])
-    model.fit(split.X_train, split.y_train)
-    evaluate(ctx, model, split, "hist_gradient_boosting", FEATURES)
+    model.fit(X, y)
+    describe(ctx, "hist_gradient_boosting", FEATURES, len(X))
     return model

@@ -5,7 +5,7 @@ serving stack does not have them (`critic_score: {serving: false}`): compiling
 this training against prod-2026-06, prod-2026-09 or their branches is refused
 when the fitted model is verified (BE401). prod-2026-12's serving stack fetches the score at
 request time (null for titles not reviewed yet, which the imputer covers), and
-there it builds, with a better holdout AUC than `recommender`.
+there it builds, with a better evaluation AUC than `recommender`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from examples.movies.features import CATEGORICAL, evaluate, load_examples, time_split
+from examples.movies.features import CATEGORICAL, describe, inputs, load_examples
 
 NULLABLE_NUMERIC = ["runtime_minutes", "budget_musd", "critic_score"]
 NUMERIC = ["release_year", "age"]
@@ -25,7 +25,7 @@ FEATURES = CATEGORICAL + NULLABLE_NUMERIC + NUMERIC
 
 def train(ctx):
     df = load_examples(ctx, with_critic_score=True)
-    split = time_split(df, FEATURES)
+    X, y = inputs(df, FEATURES)
     model = Pipeline([
         ("features", ColumnTransformer([
             ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False),
@@ -38,6 +38,6 @@ def train(ctx):
         ])),
         ("classifier", LogisticRegression(C=1.0, max_iter=1000, random_state=ctx.seed)),
     ])
-    model.fit(split.X_train, split.y_train)
-    evaluate(ctx, model, split, "logistic_regression_with_critic_score", FEATURES)
+    model.fit(X, y)
+    describe(ctx, "logistic_regression_with_critic_score", FEATURES, len(X))
     return model

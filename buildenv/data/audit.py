@@ -1,0 +1,192 @@
+"""The audit log: every read of a restricted dataset, in a tamper-evident, append-only file.
+
+`.buildenv/audit/log.jsonl` holds one JSON record per line: sequence number, time, actor
+(`core.actor`), purpose (build, validate, drift, evaluate, stats, ...), environment, dataset,
+locked digest, columns and row count, the hash of the previous record (`prev`) and its own
+(`hash`: sha256 of the record's canonical JSON without `hash`). Editing, removing or reordering
+a record breaks the chain at that record; `head.json` (written after each append) holds the
+last sequence number and hash, so cutting records off the end is seen too.
+
+Writers (parallel builds, several processes) take an exclusive lock on `.lock`, check that the
+log is sound at its end, append one line with a single write and fsync it, then update the
+head. A crash between the two leaves the head one record behind, which `verify` accepts; a
+torn last line (a crash inside the write) was never a record and is cut off by the next writer.
+A log found tampered with refuses further records: reads of restricted data stop until someone
+looks (`buildenv audit --verify` names the first bad record).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from buildenv.core.actor import actor
+from buildenv.core.atomic import atomic_write_text
+from buildenv.core.canonical import canonical_json
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+
+__all__ = ["AuditLog", "Broken", "GENESIS"]
+
+GENESIS = "sha256:" + "0" * 64
+_TAIL = 1 << 16
+
+
+def _hash(record: dict) -> str:
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return "sha256:" + hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Broken:
+    """The first record that does not hold, and why (1-based line number)."""
+
+    line: int
+    reason: str
+
+
+class AuditLog:
+    def __init__(self, state_dir: Path):
+        self.folder = state_dir / "audit"
+        self.path = self.folder / "log.jsonl"
+        self.head_path = self.folder / "head.json"
+
+    # --- writing ------------------------------------------------------------------------
+    def append(self, *, purpose: str, environment: str | None, dataset: str,
+               digest: str | None, columns: list[str], rows: int | None,
+               **details: Any) -> dict:
+        """Append one record; DiagnosticError(BE801) when the log is not sound."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            last = self._sound_tail()
+            record = {
+                "seq": (last["seq"] + 1) if last else 1,
+                "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                "actor": actor(), "purpose": purpose, "environment": environment,
+                "dataset": dataset, "digest": digest, "columns": sorted(columns),
+                "rows": rows, **({"details": details} if details else {}),
+                "prev": last["hash"] if last else GENESIS,
+            }
+            record["hash"] = _hash(record)
+            line = json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            atomic_write_text(self.head_path, json.dumps(
+                {"seq": record["seq"], "hash": record["hash"]}, sort_keys=True) + "\n")
+        return record
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.folder / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _sound_tail(self) -> dict | None:
+        """The last record, after cutting off a torn line; refuses a log that was tampered
+        with at its end (last record invalid, or fewer records than the head says)."""
+        if not self.path.is_file():
+            head = self._head()
+            if head and head.get("seq"):
+                raise self._refuse(f"the log is gone but {self.head_path.name} records "
+                                   f"{head['seq']} records")
+            return None
+        with open(self.path, "rb+") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - _TAIL))
+            tail = handle.read()
+            if tail and not tail.endswith(b"\n"):
+                cut = tail.rfind(b"\n") + 1  # a torn write: never a record
+                handle.truncate(size - (len(tail) - cut))
+                tail = tail[:cut]
+        lines = tail.splitlines()
+        if not lines:
+            return None
+        try:
+            last = json.loads(lines[-1])
+        except ValueError:
+            raise self._refuse("its last record is not JSON") from None
+        if not isinstance(last, dict) or last.get("hash") != _hash(last):
+            raise self._refuse("its last record does not match its hash")
+        head = self._head()
+        if head and int(head.get("seq", 0)) > int(last.get("seq", 0)):
+            raise self._refuse(f"{self.head_path.name} records {head['seq']} records but the "
+                               f"log ends at {last.get('seq')}")
+        return last
+
+    def _refuse(self, why: str) -> DiagnosticError:
+        return DiagnosticError([Diagnostic(
+            "BE801", f"the audit log {self.path} is not sound: {why}; restricted data is not "
+            "read until it is", hints=("run `buildenv audit --verify` to find the first bad "
+                                       "record, and restore the log from a backup",))], 1)
+
+    def _head(self) -> dict | None:
+        try:
+            data = json.loads(self.head_path.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    # --- reading ------------------------------------------------------------------------
+    def records(self) -> list[dict]:
+        """Every parseable record, in file order (verification is `verify`'s job)."""
+        out = []
+        if not self.path.is_file():
+            return out
+        with open(self.path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(item, dict):
+                    out.append(item)
+        return out
+
+    def verify(self) -> tuple[int, Broken | None]:
+        """(records checked, the first broken one or None)."""
+        prev, seq, line_no = GENESIS, 0, 0
+        if self.path.is_file():
+            with open(self.path, encoding="utf-8") as handle:
+                for line_no, line in enumerate(handle, 1):  # noqa: B007 (used after the loop)
+                    if not line.endswith("\n"):
+                        return seq, Broken(line_no, "incomplete last line (a torn write)")
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        return seq, Broken(line_no, "not a JSON record")
+                    if not isinstance(record, dict):
+                        return seq, Broken(line_no, "not a JSON object")
+                    if record.get("hash") != _hash(record):
+                        return seq, Broken(line_no, "edited: its content does not match its "
+                                           "hash")
+                    if record.get("prev") != prev:
+                        return seq, Broken(line_no, "the chain is broken before it: a record "
+                                           "was removed, inserted or reordered")
+                    if record.get("seq") != seq + 1:
+                        return seq, Broken(line_no, f"sequence number {record.get('seq')} "
+                                           f"where {seq + 1} was expected")
+                    prev, seq = record["hash"], seq + 1
+        head = self._head()
+        if head is not None:
+            if int(head.get("seq", 0)) > seq:
+                return seq, Broken(seq + 1, f"missing: {self.head_path.name} records "
+                                   f"{head['seq']} records, the log holds {seq} (records were "
+                                   "cut off the end)")
+            if int(head.get("seq", 0)) == seq and head.get("hash") != prev:
+                return seq, Broken(seq, f"the last record differs from the one "
+                                   f"{self.head_path.name} recorded")
+        return seq, None

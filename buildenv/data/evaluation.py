@@ -1,0 +1,199 @@
+"""The environment owns evaluation: which rows are held out, and the rows every model is scored on.
+
+Held-out rows are chosen by a stable hash of a key (`evaluation.key`; default every declared
+column of the label dataset but the label itself, so relabeling a row does not move it): a row
+is held out when the first 53 bits of its key hash are
+below `holdout` x 2^53. The hash is specified here and never changes meaning (`KEY_HASH`), so
+the same key is held out in every version of the data, on every machine: a champion built on
+last quarter's data never trained on a row this quarter holds out (as long as the key is a
+stable id). `ctx.read` drops held-out rows before the training sees them; the build and
+promotion score models on exactly those rows, read again through the gate (never stored).
+
+Key hash v1, per row: start from 0; for each key column in order, `h = mix(h * G + c)` where
+`G = 0x9E3779B97F4A7C15`, `mix` is SplitMix64's finaliser and `c` is the column value's 64-bit
+code: integers, booleans, dates (days) and timestamps (microseconds, UTC) as their int64 value
+through `mix`; floats through `mix` of their IEEE-754 bits (-0.0 as 0.0, every NaN alike);
+strings as the first 8 bytes (little-endian) of BLAKE2b-64 of their UTF-8; null as
+`0x6E756C6C6E756C6C`. Arithmetic is modulo 2^64.
+
+Evaluation rows carry every served column, typed as the serving app receives them (numbers as
+float64, everything else as Python objects, dates and timestamps as ISO 8601 text), and the
+label; other datasets' served columns come in through `evaluation.join`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from buildenv.data.gate import Gate, GateError
+from buildenv.env.spec import NUMERIC_DTYPES, Environment
+
+__all__ = ["KEY_HASH", "EvaluationRows", "evaluation_rows", "holdout_mask", "key_columns",
+           "key_hash", "rows_dataset"]
+
+KEY_HASH = "buildenv-key-hash-v1"
+_G = np.uint64(0x9E3779B97F4A7C15)
+_NULL = np.uint64(0x6E756C6C6E756C6C)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser over uint64 (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = x + _G
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _column_codes(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    valid = np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        array = array.dictionary_decode()
+        kind = array.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        encoded = pc.dictionary_encode(array)
+        words = [hashlib.blake2b(v.encode("utf-8"), digest_size=8).digest()
+                 for v in encoded.dictionary.to_pylist()]
+        table = np.frombuffer(b"".join(words), dtype="<u8") if words else np.zeros(0, "<u8")
+        indices = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False)
+        codes = table[indices].astype(np.uint64) if len(table) else np.zeros(len(array),
+                                                                             np.uint64)
+    elif pa.types.is_floating(kind):
+        values = array.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False)
+        values = np.where(values == 0.0, 0.0, values)  # -0.0 is 0.0
+        values = np.where(np.isnan(values), np.nan, values)
+        codes = _mix(np.ascontiguousarray(values, dtype=np.float64).view(np.uint64))
+    else:  # integers, booleans, dates, timestamps: their int64 value
+        if pa.types.is_timestamp(kind):
+            array = array.cast(pa.timestamp("us", tz=kind.tz))
+        if pa.types.is_date(kind):
+            array = array.cast(pa.date32())
+        values = array.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+        codes = _mix(values.astype(np.int64).view(np.uint64))
+    return np.where(valid, codes, _NULL)
+
+
+def key_hash(table: pa.Table, columns: list[str]) -> np.ndarray:
+    """The v1 key hash of every row (uint64)."""
+    h = np.zeros(table.num_rows, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for name in columns:
+            h = _mix(h * _G + _column_codes(table.column(name)))
+    return h
+
+
+def holdout_mask(table: pa.Table, columns: list[str], fraction: float) -> np.ndarray:
+    """True for the rows held out for evaluation."""
+    threshold = np.uint64(int(fraction * (1 << 53)))
+    return (key_hash(table, columns) >> np.uint64(11)) < threshold
+
+
+def rows_dataset(env: Environment) -> str | None:
+    """The dataset whose rows are scored: the evaluation dataset, else the label's."""
+    if env.label is None:
+        return None
+    return env.evaluation.dataset or env.label.dataset
+
+
+def key_columns(env: Environment) -> list[str]:
+    """The columns whose hash holds a row out (empty when a separate dataset is used)."""
+    if env.label is None or env.evaluation.dataset is not None:
+        return []
+    if env.evaluation.key:
+        return list(env.evaluation.key)
+    return [c for c in env.datasets[env.label.dataset].columns if c != env.label.column]
+
+
+@dataclass
+class EvaluationRows:
+    """The rows every model of the environment is scored on (kept in memory only)."""
+
+    frame: Any  # pandas DataFrame: every served column, as serving receives it
+    labels: Any  # numpy array
+    rows: int
+    method: dict  # how they were chosen: for lineage and messages
+    digests: dict[str, str]  # dataset -> digest of the bytes read
+
+    def describe(self) -> str:
+        if self.method["method"] == "dataset":
+            return f"the {self.rows:,} rows of evaluation dataset '{self.method['dataset']}'"
+        return (f"the {self.rows:,} held-out rows ({self.method['holdout']:.0%} of "
+                f"'{self.method['dataset']}' by key {', '.join(self.method['key'])})")
+
+
+def _served(env: Environment, dataset: str) -> list[str]:
+    return [n for n, c in env.datasets[dataset].columns.items() if c.serving]
+
+
+def evaluation_rows(gate: Gate, env: Environment) -> EvaluationRows:
+    """Read (and verify) the evaluation rows through `gate`; GateError on bad bytes."""
+    assert env.label is not None, "evaluation needs a label"
+    source = rows_dataset(env)
+    assert source is not None
+    keys = key_columns(env)
+    label = env.label.column
+    joins = env.evaluation.join
+    wanted = list(dict.fromkeys(_served(env, source) + [label] + keys
+                                + [k for ks in joins.values() for k in ks]))
+    digests = {}
+    with gate.open(source) as read:
+        table = read.table([c for c in wanted if c in env.datasets[source].columns])
+        digests[source] = read.digest
+    total = table.num_rows
+    if keys:
+        table = table.filter(pa.array(holdout_mask(table, keys, env.evaluation.fraction)))
+        method = {"method": "holdout", "dataset": source, "holdout": env.evaluation.fraction,
+                  "key": keys, "hash": KEY_HASH, "of_rows": total}
+    else:
+        method = {"method": "dataset", "dataset": source}
+    labels = table.column(label).to_numpy(zero_copy_only=False)
+    frame = _as_served(table, env, source, exclude={label})
+    for other, on in joins.items():
+        with gate.open(other) as read:
+            extra = read.table(list(dict.fromkeys(on + _served(env, other))))
+            digests[other] = read.digest
+        right = _as_served(extra, env, other, exclude=set())
+        duplicated = int(right.duplicated(subset=on).sum())
+        if duplicated:
+            raise GateError(gate._diag(
+                "BE020", f"evaluation.join.{other}: {duplicated:,} rows of '{other}' repeat a "
+                f"key ({', '.join(on)}): the key must be unique to join evaluation rows", other))
+        new = [c for c in right.columns if c not in frame.columns]
+        frame = frame.merge(right[on + new], on=on, how="left", sort=False)
+    served = [c for c in frame.columns if c != label and any(
+        c in ds.columns and ds.columns[c].serving for ds in env.datasets.values())]
+    frame = frame[served]
+    method["join"] = {k: list(v) for k, v in joins.items()}
+    return EvaluationRows(frame.reset_index(drop=True), labels, len(frame), method, digests)
+
+
+def _as_served(table: pa.Table, env: Environment, dataset: str, exclude: set[str]):
+    """A pandas frame of the columns as the serving app builds them from JSON requests."""
+    import pandas as pd
+
+    columns = env.datasets[dataset].columns
+    data = {}
+    for name in table.column_names:
+        if name in exclude:
+            continue
+        array = table.column(name)
+        dtype = columns[name].dtype if name in columns else "string"
+        if dtype in NUMERIC_DTYPES:
+            data[name] = pd.Series(array.cast(pa.float64()).to_numpy(zero_copy_only=False),
+                                   dtype="float64")
+        elif dtype in ("date", "timestamp"):
+            text = pc.strftime(array, format="%Y-%m-%d" if dtype == "date"
+                               else "%Y-%m-%dT%H:%M:%SZ")
+            data[name] = pd.Series(text.to_pylist(), dtype=object)
+        else:
+            data[name] = pd.Series(array.to_pylist(), dtype=object)
+    return pd.DataFrame(data)
