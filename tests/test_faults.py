@@ -54,14 +54,16 @@ def train(ctx):
 FLAKY = '''
 from pathlib import Path
 
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
 
 
 def train(ctx):
     if Path(__file__).with_name("flaky.flag").exists():
         raise OSError("the network share is unreachable")
     df = ctx.read("items", columns=["x1", "x2", "y"])
-    return LogisticRegression().fit(df[["x1", "x2"]].fillna(0.0), df["y"])
+    return make_pipeline(SimpleImputer(), LogisticRegression()).fit(df[["x1", "x2"]], df["y"])
 '''
 
 
