@@ -86,7 +86,7 @@ def _temp_parent(final: Path, scratch: Path | None) -> Path:
     if scratch is None:
         return final.parent
     try:
-        scratch.mkdir(parents=True, exist_ok=True)
+        scratch.mkdir(parents=True, exist_ok=True, mode=0o700)  # private: rows may pass by
         if scratch.stat().st_dev == final.parent.stat().st_dev:
             return scratch
     except OSError:
