@@ -1,11 +1,13 @@
 """Benchmark `buildenv validate` against pandera, Great Expectations and a bare Parquet decode.
 
     .venv/bin/python bench/bench_validate.py [--rows 5000000] [--repeats 3]
+    .venv/bin/python bench/bench_validate.py --no-peers            # buildenv vs the decode
+    .venv/bin/python bench/bench_validate.py --unique-only         # duplicate counting paths
 
-Data: a seeded Parquet file of 5M rows x 20 columns (ints, floats with nulls, strings with
-domains, a free-text string, bools, a date), valid against its declarations, and an
-environment declaring those columns. One column spec (COLUMNS below) is rendered three
-ways, so the rules are the same for every tool:
+Data: a seeded Parquet file of 5M rows x 21 columns (ints, floats with nulls, strings with
+domains, a free-text string, bools, a date, a float column with a float domain), valid
+against its declarations, and an environment declaring those columns. One column spec
+(COLUMNS below) is rendered three ways, so the rules are the same for every tool:
 
 | rule               | buildenv                  | pandera (pandas backend)        | Great Expectations (pandas)                      |
 |--------------------|---------------------------|---------------------------------|--------------------------------------------------|
@@ -14,6 +16,12 @@ ways, so the rules are the same for every tool:
 | max null fraction  | `max_null_fraction: f`    | `Check(isna().mean() <= f)`     | ExpectColumnProportionOfNonNullValuesToBeBetween  |
 | domain             | `domain: [...]`           | `Check.isin([...])`             | ExpectColumnValuesToBeInSet                       |
 | range (inclusive)  | `range: [lo, hi]`         | `Check.in_range(lo, hi)`        | ExpectColumnValuesToBeBetween                     |
+
+On top, buildenv checks the vocabulary of issue #12 (EXTRA below; the peers do not): an open
+range, `unique: true` on the event id, a `pattern` and a `length` on the free-text title, a
+float domain, and `max_violation_fraction` on two columns. `--unique-only` times the duplicate
+counter alone on 5M keys (sequential, shuffled in memory, shuffled spilled, strings spilled)
+against counting the whole column in memory, with peak RSS.
 
 Each tool runs in its own child process (peak RSS per tool from os.wait4), alternating
 round by round, page cache warm:
@@ -25,8 +33,8 @@ round by round, page cache warm:
   and the same with buildenv's read options (domain strings read as dictionaries).
 Each child prints the seconds of its work after its imports ("work s"), so both the
 end-to-end time and the work alone are compared.
-Goals: >= 3x pandera, >= 10x GE, within 1.25x of the bare decode, memory bounded by the
-batch size (RSS on a 4x smaller file should be about the same).
+Goals: >= 3x pandera, >= 10x GE, within 1.25x of the bare decode (with every constraint of
+EXTRA), memory bounded by the batch size (RSS on a 4x smaller file should be about the same).
 """
 
 from __future__ import annotations
@@ -72,7 +80,7 @@ COLUMNS: dict[str, tuple] = {
     "price": ("float64", True, 0.02, None, [0, 1000]),
     "score": ("float64", True, 0.10, None, [0, 100]),
     "ratio": ("float32", False, None, None, [0, 1]),
-    "latency_ms": ("float64", False, None, None, None),
+    "latency_ms": ("float64", False, None, None, [0, None]),
     "lat": ("float64", False, None, None, [-90, 90]),
     "lon": ("float64", False, None, None, [-180, 180]),
     "country": ("string", False, None, COUNTRIES, None),
@@ -83,6 +91,14 @@ COLUMNS: dict[str, tuple] = {
     "liked": ("bool", False, None, None, None),
     "promo": ("bool", True, 0.05, None, None),
     "signup_date": ("date", False, None, None, ["2018-01-01", "2026-12-31"]),
+    "stars": ("float64", False, None, [0.5 * i for i in range(1, 11)], None),
+}
+# the issue #12 vocabulary, buildenv only: name -> extra column keys
+EXTRA: dict[str, dict] = {
+    "event_id": {"unique": True},
+    "title": {"pattern": "^title [0-9]{5}$", "length": [11, 11]},
+    "score": {"max_violation_fraction": 0.001},
+    "device": {"max_violation_fraction": 0.001},
 }
 
 
@@ -130,6 +146,7 @@ def make_data(path: Path, rows: int, seed: int) -> None:
                 "liked": rng.random(n) < 0.6,
                 "promo": nulls(rng.random(n) < 0.2, 0.05),
                 "signup_date": base + rng.integers(0, 3287, n).astype("timedelta64[D]"),
+                "stars": rng.integers(1, 11, n) * 0.5,
             }
             writer.write_table(pa.table({k: pa.array(v) if not isinstance(v, pa.Array) else v
                                          for k, v in cols.items()}).cast(schema))
@@ -137,17 +154,21 @@ def make_data(path: Path, rows: int, seed: int) -> None:
     os.replace(tmp, path)
 
 
-def env_yaml(name: str, uri: str) -> str:
+def env_yaml(name: str, uri: str, extra: bool = True) -> str:
     lines = [f"name: {name}", "description: validate benchmark", "datasets:", "  events:",
              f"    uri: {uri}", "    format: parquet", "    columns:"]
     for col, (dtype, nullable, mnf, domain, rng) in COLUMNS.items():
         parts = [f"dtype: {dtype}", f"nullable: {'true' if nullable else 'false'}"]
         if mnf is not None:
             parts.append(f"max_null_fraction: {mnf}")
-        if domain is not None:
+        if domain is not None and (extra or not dtype.startswith("float")):  # float: #12
             parts.append("domain: [" + ", ".join(json.dumps(v) for v in domain) + "]")
         if rng is not None:
             parts.append("range: [" + ", ".join(json.dumps(v) for v in rng) + "]")
+        if extra:
+            parts += [f"{key}: {json.dumps(value)}" for key, value in EXTRA.get(col, {}).items()]
+        elif rng is not None and None in rng:
+            parts.pop()  # the open range is #12 vocabulary too
         lines.append(f"      {col}: {{{', '.join(parts)}}}")
     return "\n".join(lines) + "\n"
 
@@ -204,7 +225,8 @@ for name, (dtype, nullable, mnf, domain, rng) in spec.items():
         if dtype == "date":
             import datetime as dt
             lo, hi = dt.date.fromisoformat(lo), dt.date.fromisoformat(hi)
-        checks.append(pa.Check.in_range(lo, hi))
+        checks.append(pa.Check.in_range(lo, hi) if lo is not None and hi is not None
+                      else pa.Check.ge(lo) if lo is not None else pa.Check.le(hi))
     if mnf is not None:
         checks.append(pa.Check(lambda s, f=mnf: s.isna().mean() <= f, ignore_na=False,
                                name="max_null_fraction"))
@@ -271,6 +293,76 @@ print(f"WORK {t4 - t2:.4f} IMPORT {t1 - t0:.4f} READ {t3 - t2:.4f} CHECK {t4 - t
 """
 
 
+DICT_CASE = "bare decode, checked strings as dictionary"
+BEFORE_CASE = "validate_env without the #12 constraints"
+
+UNIQUE = r"""
+import resource, sys, time
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from buildenv.data.uniqueness import DuplicateCounter
+kind, rows, budget = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+BATCH = 262_144
+def keys(start, n):
+    i = np.arange(start, start + n, dtype=np.uint64)
+    if kind == "sequential":  # an id column: increasing, no duplicates
+        return pa.array(i.astype(np.int64))
+    i[i % np.uint64(5000) == np.uint64(1)] -= np.uint64(1)  # 1 duplicated key in 5000
+    with np.errstate(over="ignore"):  # a bijection of the index: shuffled, distinct keys
+        mixed = (i * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(24)
+    if kind == "strings":
+        return pa.array(np.char.add("user-", mixed.astype(str)).astype(object))
+    return pa.array(mixed.astype(np.int64))
+work = 0.0
+if budget:
+    counter = DuplicateCounter(budget=budget)
+    for start in range(0, rows, BATCH):
+        arr = keys(start, min(BATCH, rows - start))
+        t = time.perf_counter(); counter.add(arr); work += time.perf_counter() - t
+    t = time.perf_counter(); found = counter.finish(); work += time.perf_counter() - t
+    values, dup_rows, spilled = found.values, found.rows, found.spilled
+else:  # the reference: the whole column in memory, counted at once
+    column = pa.chunked_array([keys(s, min(BATCH, rows - s)) for s in range(0, rows, BATCH)])
+    t = time.perf_counter()
+    if kind == "strings":
+        vc = pc.value_counts(column.combine_chunks())
+        counts = vc.field("counts").to_numpy()
+    else:
+        _, counts = np.unique(column.to_numpy(), return_counts=True)
+    work = time.perf_counter() - t
+    values, dup_rows, spilled = int((counts > 1).sum()), int(counts[counts > 1].sum()), False
+print(f"WORK {work:.4f} VALUES {values} ROWS {dup_rows} SPILLED {int(spilled)}")
+"""
+
+
+def unique_section(rows: int, repeats: int) -> None:
+    """The duplicate counter alone: its paths against counting the whole column in memory."""
+    from buildenv.data.uniqueness import BUDGET
+
+    cases = {
+        "sequential int64 keys, none repeated (like event_id)": ("sequential", BUDGET),
+        "shuffled int64 keys, in memory (one sort)": ("shuffled", BUDGET),
+        "shuffled int64 keys, 8 MiB budget (spilled)": ("shuffled", 8 << 20),
+        "shuffled int64, reference: np.unique of the whole column": ("shuffled", 0),
+        "string keys, 64 MiB budget (spilled)": ("strings", BUDGET),
+        "string keys, reference: value_counts of the whole column": ("strings", 0),
+    }
+    series = alternate({name: (lambda k=kind, b=budget: run(
+        [MAIN_PY, "-c", UNIQUE, k, str(rows), str(b)])) for name, (kind, budget)
+        in cases.items()}, repeats, warmup=False)
+    rows_out = []
+    for name, s in series.items():
+        parts = [dict(zip(r.stdout.split()[::2], r.stdout.split()[1::2])) for r in s.runs]
+        work = sorted(float(p["WORK"]) for p in parts)[len(parts) // 2]
+        rows_out.append([name, f"{work:.2f}", f"{s.rss_mb:.0f}", parts[0]["VALUES"],
+                         parts[0]["ROWS"], "yes" if parts[0]["SPILLED"] == "1" else "no"])
+    print(f"\n## unique: exact duplicate counts of {rows:,} keys (shuffled and string keys: "
+          "1 in 5000 duplicated)\n")
+    print(table(["case", "work s", "peak RSS MiB", "dup values", "dup rows", "spilled"],
+                rows_out))
+
+
 def parse(r: Run) -> dict[str, float]:
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("WORK ")][-1].split()
     return {line[i]: float(line[i + 1]) for i in range(0, len(line) - 1, 2)}
@@ -282,7 +374,13 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-peers", action="store_true", help="buildenv vs bare decode only")
     ap.add_argument("--skip", action="append", default=[], choices=["pandera", "ge"])
+    ap.add_argument("--unique-only", action="store_true",
+                    help="only the duplicate-counting section")
     args = ap.parse_args()
+    if args.unique_only:
+        print(f"# bench_validate --unique-only ({machine()})", flush=True)
+        unique_section(args.rows, args.repeats)
+        return 0
     peers = [] if args.no_peers else [p for p in ("pandera", "ge") if p not in args.skip]
     if peers:
         ensure_peer_venv(["pandas", "pyarrow"] + [{"pandera": "pandera",
@@ -304,9 +402,11 @@ def main() -> int:
             stamp.write_text(want)
         (root / "environments" / f"{name}.yaml").write_text(env_yaml(name, f"data/{name}.parquet"))
         files[name] = data
+    (root / "environments" / "bench-before.yaml").write_text(
+        env_yaml("bench-before", "data/bench.parquet", extra=False))
     data = files["bench"]
     spec = json.dumps(COLUMNS)
-    from buildenv.data.validate import BATCH_ROWS
+    from buildenv.data.formats import BATCH_ROWS
 
     print(f"# bench_validate ({machine()})\n\n{args.rows} rows x {len(COLUMNS)} columns, "
           f"{data.stat().st_size / 2**20:.0f} MiB Parquet; batch {BATCH_ROWS} rows", flush=True)
@@ -314,11 +414,14 @@ def main() -> int:
         "buildenv validate (CLI)": lambda: run([BUILDENV, "validate", "bench"], cwd=root),
         "buildenv validate_env (in-process)": lambda: run(
             [MAIN_PY, "-c", BUILDENV_INPROC, root, "bench"]),
+        BEFORE_CASE: lambda: run([MAIN_PY, "-c", BUILDENV_INPROC, root, "bench-before"]),
         "bare decode (iter_batches, all columns)": lambda: run(
             [MAIN_PY, "-c", BARE_DECODE, data, str(BATCH_ROWS)]),
-        "bare decode, domain strings as dictionary": lambda: run(
+        DICT_CASE: lambda: run(
             [MAIN_PY, "-c", BARE_DECODE, data, str(BATCH_ROWS), ",".join(
-                n for n, c in COLUMNS.items() if c[0] == "string" and c[3] is not None)]),
+                n for n, c in COLUMNS.items() if c[0] == "string" and (
+                    c[3] is not None or "pattern" in EXTRA.get(n, {})
+                    or "length" in EXTRA.get(n, {})))]),
     }
     if "pandera" in peers:
         cases["pandera (pandas)"] = lambda: run([PEER_PY, "-c", PANDERA, data, spec])
@@ -354,10 +457,14 @@ def main() -> int:
     floor = work_med["bare decode (iter_batches, all columns)"]
     r = ours_work / floor
     goals["within 1.25x of bare decode (work)"] = r <= 1.25
-    tight = work_med["bare decode, domain strings as dictionary"]
+    tight = work_med[DICT_CASE]
+    before = work_med[BEFORE_CASE]
     lines = [f"- validate_env / bare decode (work): **{r:.2f}x** (goal <= 1.25x: "
-             f"{verdict(r <= 1.25)}); vs the same decode with buildenv's read options (domain "
-             f"strings as dictionary): {ours_work / tight:.2f}x; end-to-end CLI / bare decode "
+             f"{verdict(r <= 1.25)}); the #12 constraints (unique, pattern, length, open "
+             f"range, float domain, tolerances) add {ours_work - before:+.2f} s "
+             f"({ours_work / before:.2f}x of validate_env without them); vs the same decode "
+             f"with buildenv's read options (checked strings as dictionary): "
+             f"{ours_work / tight:.2f}x; end-to-end CLI / bare decode "
              f"process: {ours_e2e / series['bare decode (iter_batches, all columns)'].median:.2f}x"
              f" (CPU {ours_cpu / series['bare decode (iter_batches, all columns)'].cpu:.2f}x)"]
     for name, goal in (("pandera (pandas)", 3), ("Great Expectations (pandas)", 10)):

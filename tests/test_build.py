@@ -203,7 +203,8 @@ def test_restricted_dataset_reports_counts_never_values(repo):
     assert code == 1
     outputs += [out, err]
     text = "\n".join(outputs)
-    assert "items.x1: 1 rows outside range [-10, 10] (0 below, 1 above)" in text
+    assert ("items.x1: 1 of 1999 non-null values (fraction 0.0005003) are outside range "
+            "[-10, 10] (0 below, 1 above)") in text
     sentinel = str(SENTINEL)
     assert sentinel not in text and "987654" not in text
     for path in list((repo / ".buildenv").rglob("*")) + list((repo / "dist").rglob("*")):
@@ -219,7 +220,8 @@ def test_public_dataset_reports_examples(repo, tmp_path):
     try:
         code, out, err = run(repo, "validate", "public")
         assert code == 1
-        assert "items.x1: 1 rows outside range [-10, 10] (0 below, 1 above); e.g. 987654.321" \
+        assert ("items.x1: 1 of 1999 non-null values (fraction 0.0005003) are outside range "
+                "[-10, 10] (0 below, 1 above); e.g. 987654.321") \
             in err
     finally:
         env.unlink()

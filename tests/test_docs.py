@@ -262,7 +262,7 @@ CODE_GROUPS = [  # (first, last, title): the ranges of codes.py
     (100, 199, "static checks of training code"), (200, 299, "data validation"),
     (300, 399, "training"), (400, 499, "verification against the serving stack"),
     (600, 699, "drift"), (700, 749, "promotion and retraining"), (750, 799, "serving images"),
-    (800, 899, "the audit log"),
+    (800, 899, "the audit log"), (900, 999, "importers (buildenv import)"),
 ]
 BEGIN_CODES = ("<!-- BEGIN CODES: generated from buildenv/core/codes.py by "
                "`python tests/test_docs.py --write`; do not edit by hand -->")

@@ -276,11 +276,11 @@ def test_bad_ranges(tmp_path):
         "environments/child.yaml:6:25: error[BE011]: datasets.movies.columns.runtime_minutes: "
         "range [600, 1] is empty: the first bound must not exceed the second",
         "environments/child.yaml:7:22: error[BE011]: datasets.movies.columns.critic_score: "
-        "range of a float64 column takes two numbers",
+        "range of a float64 column takes two numbers (or null for an open end)",
         "environments/child.yaml:8:15: error[BE011]: datasets.movies.columns.genre: a string "
         "column takes no range (use domain)",
         "environments/child.yaml:9:31: error[BE011]: datasets.movies.columns.released: range of "
-        "a date column takes two ISO 8601 strings",
+        "a date column takes two ISO 8601 strings (or null for an open end)",
     ]
 
 
@@ -288,14 +288,14 @@ def test_bad_domains(tmp_path):
     root = write_repo(tmp_path, envs=child(
         "datasets:\n  movies:\n    columns:\n"
         "      genre: {domain: [comedy, 2]}\n"
-        "      critic_score: {domain: [1.5]}\n"
+        "      released: {dtype: date, domain: ['2026-01-01']}\n"
         "      movie_id: {domain: [1, 1]}\n"
         "      flag: {dtype: bool, domain: [true, 'yes']}\n"))
     assert show_errors(root, "child") == [
         "environments/child.yaml:6:15: error[BE012]: datasets.movies.columns.genre: domain value "
         "2 is not a string",
-        "environments/child.yaml:7:22: error[BE012]: datasets.movies.columns.critic_score: a "
-        "float64 column takes no domain (use range)",
+        "environments/child.yaml:7:31: error[BE012]: datasets.movies.columns.released: a "
+        "date column takes no domain (use range)",
         "environments/child.yaml:8:18: error[BE012]: datasets.movies.columns.movie_id: domain "
         "lists a value twice",
         "environments/child.yaml:9:27: error[BE012]: datasets.movies.columns.flag: domain value "

@@ -11,9 +11,11 @@ import signal
 # Registration order is the order of `buildenv --help`: the pipeline's.
 from buildenv.cli import env_commands  # noqa: F401
 from buildenv.cli import data_commands  # noqa: F401
+from buildenv.cli import labels_commands  # noqa: F401
 from buildenv.cli import compile_commands  # noqa: F401
 from buildenv.cli import monitor_commands  # noqa: F401
 from buildenv.cli import release_commands  # noqa: F401
+from buildenv.cli import import_commands  # noqa: F401
 # isort: on
 from buildenv.cli.app import app
 

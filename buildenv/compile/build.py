@@ -145,7 +145,8 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
     if any(p.is_error for p in problems) or lock is None:
         return
     digests = {name: d.digest for name, d in lock.datasets.items()}
-    parts = cache_key_parts(project, training, config, res, digests)
+    label_pins = lock.label_pins()
+    parts = cache_key_parts(project, training, config, res, digests, label_pins)
     files = code_files(project, config)
     key = digest_json(parts)
     out = options.out or project.root / "dist" / training / env_name
@@ -181,6 +182,10 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
 
     progress.phase("validate")
     problems += validate_env(res, project, digests)
+    if res.env.labels and not any(p.is_error for p in problems):
+        from buildenv.labels.checks import check_labels
+
+        problems += check_labels(project, mv, res, lock, everything)
     outcome.diagnostics = problems
     if any(p.is_error for p in problems):
         return
@@ -190,7 +195,7 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
         model_dir = tmp / "model"
         progress.phase("train")
         result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
-                              digests)
+                              digests, label_pins)
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
             found = [Diagnostic.from_json(d) for d in result.get("diagnostics", [])]
@@ -241,10 +246,33 @@ def _warm_registry() -> None:
     threading.Thread(target=work, name="buildenv-warm-mlflow", daemon=True).start()
 
 
+def _label_lineage(res: Resolved, lock, result: dict) -> dict:
+    """Each label set: its export's digest, taxonomy, UI version, mapping files and counts;
+    and how the training's labels were obtained (from the training process)."""
+    chosen = res.env.label.labels if res.env.label is not None else None
+    out = {}
+    for name, entry in sorted(lock.labels.items()):
+        spec = res.env.labels[name]
+        out[name] = {"uri": entry.uri, "format": entry.format, "digest": entry.digest,
+                     "taxonomy": {"name": spec.taxonomy.name,
+                                  "version": spec.taxonomy.version},
+                     "ui_version": spec.ui_version, "mappings": dict(entry.mappings),
+                     "reuse": [e.labels for e in spec.reuse],
+                     "examples": entry.examples, "annotations": entry.annotations,
+                     "annotators": entry.annotators, "label": name == chosen}
+        if name == chosen and result.get("labels"):
+            out[name]["resolution"] = result["labels"]
+    return out
+
+
 def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved, lock,
              result: dict, parts: dict, files: dict, key: str) -> dict:
     reads = result.get("reads", {})
-    return {
+    extra = {"labels": _label_lineage(res, lock, result)} if lock.labels else {}
+    label = res.env.label.model_dump(mode="json", exclude_none=True) if res.env.label else None
+    if label is not None and res.env.label.labels is None:
+        label.setdefault("classes", None)  # the form lineage always had for column labels
+    return {**extra,
         "training": training,
         "entry": config.entry,
         "environment": env_name,
@@ -268,7 +296,7 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
         "evaluation": result.get("evaluation"),
         "onnx": result.get("onnx"),
         "serving": res.env.serving.model_dump(mode="json") if res.env.serving else None,
-        "label": res.env.label.model_dump(mode="json") if res.env.label else None,
+        "label": label,
         "cache_key": key,
         "cache_parts": parts,
     }

@@ -57,9 +57,11 @@ def code_files(project: Project, config: TrainingConfig) -> dict[str, str]:
 
 
 def cache_key_parts(project: Project, training: str, config: TrainingConfig, res: Resolved,
-                    dataset_digests: dict[str, str]) -> dict:
+                    dataset_digests: dict[str, str],
+                    label_pins: dict[str, dict] | None = None) -> dict:
     files = code_files(project, config)
-    return {
+    extra = {"labels": dict(sorted(label_pins.items()))} if label_pins else {}
+    return {**extra,
         "code_digest": digest_json({"files": files, "entry": config.entry}),
         "environment_digest": res.digest,
         "datasets": dict(sorted(dataset_digests.items())),
@@ -85,6 +87,10 @@ def explain_rebuild(previous: dict | None, parts: dict) -> str:
         names = sorted(k for k in set(old.get("datasets", {})) | set(parts["datasets"])
                        if old.get("datasets", {}).get(k) != parts["datasets"].get(k))
         return ", ".join(f"dataset '{n}' changed" for n in names)
+    if old.get("labels") != parts.get("labels"):
+        names = sorted(k for k in set(old.get("labels") or {}) | set(parts.get("labels") or {})
+                       if (old.get("labels") or {}).get(k) != (parts.get("labels") or {}).get(k))
+        return ", ".join(f"label set '{n}' changed" for n in names)
     if old.get("environment_digest") != parts["environment_digest"]:
         return "environment changed"
     for key in ("seed", "buildenv", "python", "libraries"):

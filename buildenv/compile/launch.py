@@ -66,9 +66,11 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def run_training(project: Project, config: TrainingConfig, res: Resolved, out_dir: Path,
-                 timeout: float, pins: dict[str, str]) -> dict:
-    """Run the training; its result (a dict) or failure diagnostics. `pins` are the lock's
-    digests: every read of the training and of its evaluation is verified against them."""
+                 timeout: float, pins: dict[str, str],
+                 label_pins: dict[str, dict] | None = None) -> dict:
+    """Run the training; its result (a dict) or failure diagnostics. `pins` (datasets) and
+    `label_pins` (label sets) are the lock's digests: every read of the training and of its
+    evaluation is verified against them."""
     work = Path(tempfile.mkdtemp(prefix="buildenv-train-"))
     try:
         request = {
@@ -76,7 +78,7 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
             "module_path": config.module_path, "function": config.function,
             "seed": config.seed, "env": res.env.model_dump(mode="json", by_alias=True),
             "out_dir": str(out_dir), "result": str(work / "result.json"),
-            "pins": dict(pins),
+            "pins": dict(pins), "label_pins": dict(label_pins or {}),
         }
         (work / "request.json").write_text(json.dumps(request))
         log_path = work / "output.log"

@@ -4,7 +4,8 @@ Codes never change meaning once released; a test fails when the source uses a
 code that has no entry here. Ranges: BE0xx environment and project files,
 BE05x locks, BE1xx static checks of training code, BE2xx data validation,
 BE3xx training, BE4xx verification against the serving stack, BE6xx drift,
-BE7xx promotion, BE75x images, BE8xx the audit log.
+BE7xx promotion, BE75x images, BE80x the audit log, BE85x-BE87x label sets (their locks:
+BE057-BE059).
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ CODES: dict[str, Code] = {
                   "dataset the environment does not declare under `datasets`."),
     "BE010": Code("unknown column", "A reference names a column the dataset does not declare."),
     "BE011": Code("bad range", "`range: [lo, hi]` needs lo <= hi, numbers for numeric dtypes and "
-                  "ISO 8601 strings for date/timestamp; bool and string columns take no range."),
-    "BE012": Code("bad domain", "`domain` lists the allowed values of a string, integer or bool "
-                  "column; every value must have the column's type."),
+                  "ISO 8601 strings for date/timestamp; bool and string columns take no range. "
+                  "`null` leaves one end open (`[0, null]`), but not both ends."),
+    "BE012": Code("bad domain", "`domain` lists the allowed values of a string, integer, float or "
+                  "bool column; every value must have the column's type (a float such as 1.5 is "
+                  "not an integer; float domains take finite numbers) and appear once."),
     "BE013": Code("unsupported format version", "The file declares a `schema:`/`lock_version:` "
                   "this buildenv does not know. Upgrade buildenv, or use a supported version."),
     "BE014": Code("unknown environment", "No environments/<name>.yaml exists for that name. "
@@ -84,6 +87,21 @@ CODES: dict[str, Code] = {
                   "`!!set`, a custom `!tag`) or a value the safe YAML constructor cannot build "
                   "(e.g. an integer with thousands of digits). Environment files hold plain "
                   "mappings, lists, strings, numbers, booleans and null."),
+    "BE035": Code("bad pattern", "`pattern` applies to string columns and must compile as RE2, "
+                  "the regular-expression engine validation runs (pyarrow's): no look-around, "
+                  "no backreferences. The message quotes the compiler's reason. The pattern is "
+                  "searched anywhere in a value; anchor it with `^...$` for a whole-value match."),
+    "BE036": Code("bad length", "`length: [min, max]` bounds the length of string values in "
+                  "characters: string columns only, non-negative integers, min <= max, and "
+                  "`null` for at most one open end."),
+    "BE037": Code("tolerance without a constraint", "`max_violation_fraction` is the share of "
+                  "non-null values allowed to violate the column's range, domain, pattern, "
+                  "length or unique constraints; the column declares none of them, so it "
+                  "would tolerate nothing. Add the constraint, or remove the key (for nulls, "
+                  "use `max_null_fraction`)."),
+    "BE038": Code("unique bool column", "`unique: true` marks a key column, and a bool column "
+                  "has only two values, so any third row would violate it. Declare a domain "
+                  "instead, or make the key another column."),
     # --- locks ---------------------------------------------------------------
     "BE050": Code("lock missing", "The environment has no lock file, so its data is not pinned. "
                   "Run the `buildenv lock ENV` command named in the hint and commit the lock."),
@@ -104,6 +122,18 @@ CODES: dict[str, Code] = {
     "BE056": Code("data written during a read", "The file's size, mtime or ctime changed while "
                   "the data gate read it: a writer was at work. Nothing read is used; retry "
                   "when the writer has finished."),
+    "BE057": Code("label lock stale", "A label set is not pinned in the lock as the environment "
+                  "declares it now: it is new, its uri or mapping files changed, or its "
+                  "declaration (dataset, key, field, taxonomy, UI version, reuse, exposure) "
+                  "changed. Run `buildenv lock ENV`; builds refuse stale label locks."),
+    "BE058": Code("label file changed", "A label export or mapping file no longer matches the "
+                  "digest in the lock: the annotations changed after they were pinned. If the "
+                  "change is intended, review `buildenv labels ENV` and re-lock; otherwise "
+                  "restore the pinned file."),
+    "BE059": Code("label read does not match the lock", "The bytes of a label export or "
+                  "mapping read through the data gate hash to another digest than the lock "
+                  "pins: the file changed after the lock was checked. Nothing parsed from it is "
+                  "used and nothing is built on it."),
     # --- static checks of training code -----------------------------------------
     "BE100": Code("syntax error in training", "The training module does not parse."),
     "BE101": Code("undeclared dataset", "`ctx.read` asks for a dataset the environment does not "
@@ -130,10 +160,33 @@ CODES: dict[str, Code] = {
                   "has nulls."),
     "BE203": Code("too many nulls", "The column's null fraction exceeds `max_null_fraction`."),
     "BE204": Code("value outside domain", "The column has values that its `domain` does not "
-                  "list. Either the data is wrong or the domain needs the new value."),
-    "BE205": Code("value out of range", "The column has values outside its inclusive `range`."),
+                  "list. Either the data is wrong or the domain needs the new value. The "
+                  "message gives the count and the fraction of non-null values; with "
+                  "`max_violation_fraction`, a fraction within it is a warning."),
+    "BE205": Code("value out of range", "The column has values outside its inclusive `range` "
+                  "(an end written `null` is open). The message gives the count and fraction of "
+                  "non-null values below and above; within `max_violation_fraction` it is a "
+                  "warning."),
     "BE206": Code("declared column missing", "The environment declares a column that the "
                   "dataset file does not have."),
+    "BE207": Code("value does not match pattern", "String values in which the column's "
+                  "`pattern` (RE2, searched anywhere in the value unless anchored with ^...$) "
+                  "finds no match. The message gives the count and fraction of non-null values "
+                  "and, for unrestricted datasets, a few of them; within "
+                  "`max_violation_fraction` it is a warning."),
+    "BE208": Code("value length out of bounds", "String values whose length in characters "
+                  "(Unicode code points) is outside the column's `length: [min, max]`. The "
+                  "message counts the shorter and longer ones; within `max_violation_fraction` "
+                  "it is a warning."),
+    "BE209": Code("duplicated key", "The column is declared `unique: true`, but some non-null "
+                  "values occur more than once. The message says how many values are "
+                  "duplicated and how many rows hold them (every such row counts, as Great "
+                  "Expectations counts them); values are shown for unrestricted datasets only. "
+                  "Joins on this key (evaluation splits, label sets) would multiply rows."),
+    "BE210": Code("uniqueness not checked", "Counting duplicates of a large `unique` column "
+                  "spills its values to a private temporary directory (removed afterwards), and "
+                  "writing there failed, usually for lack of space. Free space or point TMPDIR "
+                  "at a larger disk and validate again; this result is not cached."),
     # --- training ------------------------------------------------------------------
     "BE301": Code("training raised", "The training function raised an exception; the location "
                   "is the innermost frame in your code."),
@@ -302,6 +355,93 @@ CODES: dict[str, Code] = {
                   "truncated or reordered, or cannot be written. Reads of restricted datasets "
                   "stop until it is sound: `buildenv audit --verify` names the first bad "
                   "record; restore the log from a backup."),
+    # --- label sets ----------------------------------------------------------------------
+    "BE850": Code("invalid label set", "A label set declaration (or `label:`) is inconsistent: a "
+                  "Label Studio export without `field`, a key column that is not an integer or "
+                  "string, a taxonomy without classes or with a class twice, `reuse` of a set "
+                  "that labels other examples, or `label` with both `labels` and "
+                  "`dataset`/`column`. docs/labels.md describes the format."),
+    "BE851": Code("unknown label set", "`label: {labels: NAME}` or a `reuse` entry names a "
+                  "label set that the environment does not declare under `labels:`."),
+    "BE852": Code("reuse cycle", "Following `reuse` from a label set leads back to it. A label "
+                  "set reuses older sets only; remove one `reuse` entry of the cycle."),
+    "BE853": Code("label file unreadable", "A label export or mapping file could not be "
+                  "opened: it is missing or not readable."),
+    "BE854": Code("not a Label Studio export", "The export is not Label Studio JSON: not a "
+                  "JSON array of tasks, a task without `data` or without the key, an annotation "
+                  "without `completed_by`, more than one choice for the field, or a bad "
+                  "`created_at`. The message gives the export line."),
+    "BE855": Code("invalid Parquet label file", "The Parquet form needs columns `key`, "
+                  "`label` and `annotator` (plus optional `ui_version`, `taxonomy_version`, "
+                  "`created_at`) with text or integer values; keys and annotators are never "
+                  "null."),
+    "BE856": Code("class outside the taxonomy", "Annotations choose classes the label set's "
+                  "taxonomy does not list (or, in Parquet, were made under another taxonomy "
+                  "version). The message counts them per class with the first export line. "
+                  "Add the classes in a new taxonomy version, or fix the annotations."),
+    "BE857": Code("invalid SSSOM mapping", "A mapping file is not SSSOM TSV as buildenv reads "
+                  "it: a header with subject_id, predicate_id and object_id, tab-separated rows, "
+                  "and predicates skos:exactMatch, skos:broadMatch, skos:narrowMatch or "
+                  "skos:closeMatch. The message gives the TSV line."),
+    "BE858": Code("mapping names an unknown class", "A mapping row's subject_id is not a class "
+                  "of the reused label set's taxonomy, or its object_id is not a class of this "
+                  "label set's taxonomy. The message gives the TSV line."),
+    "BE859": Code("reuse needs a mapping", "A `reuse` entry without `mapping` carries classes "
+                  "over by name, so every class of the reused taxonomy must exist in this one. "
+                  "Add an SSSOM mapping saying where the others go."),
+    "BE860": Code("examples need relabeling", "Reused examples whose class cannot be carried "
+                  "into the new taxonomy automatically (a split class: narrowMatch or several "
+                  "targets; a closeMatch; no mapping row) are left out, counted per class. With "
+                  "`ambiguous: refuse` this is an error. Annotate them in the new label set."),
+    "BE861": Code("tied votes", "Two or more classes share the most annotators of an example, "
+                  "so it gets no label (the majority rule, docs/labels.md). Add an annotation to "
+                  "break each tie."),
+    "BE862": Code("label key not in the dataset", "A label set annotates examples whose key the "
+                  "dataset does not hold: the export belongs to another dataset version, or "
+                  "`key` names the wrong column. Keys are shown only for unrestricted "
+                  "datasets."),
+    "BE863": Code("double exposure", "An annotator labeled the same example under two "
+                  "different annotation UI versions (in any label sets of the multiverse): the "
+                  "second judgment is not independent of the first. With `exposure: exclusive` "
+                  "(the default) this is an error; `exposure: allow` on every label set "
+                  "involved makes it a warning."),
+    "BE864": Code("ctx.labels() without a label set", "The training calls `ctx.labels()`, but "
+                  "the environment takes its label from a column (or has no label). Read the "
+                  "label column with `ctx.read`, or build against an environment whose `label:` "
+                  "names a label set."),
+    "BE865": Code("label set not used by the training", "The environment's label comes from a "
+                  "label set but the training never calls `ctx.labels()`: the build scores the "
+                  "model on the label set's labels, which the training did not fit."),
+    "BE866": Code("no usable labels", "After ties, relabeling and keys, the environment's label "
+                  "set leaves no example of its dataset with a label: there is nothing to train "
+                  "on. `buildenv labels ENV` shows the counts."),
+    "BE867": Code("label field not in export", "No annotation of the export has a result from "
+                  "the label set's `field` (the Label Studio `from_name`). The message lists the "
+                  "from_names the export has."),
+    # --- importers (buildenv import) ---------------------------------------------------------
+    "BE900": Code("cannot read import file", "`buildenv import` could not read the suite or "
+                  "schema file: it does not exist, is not readable, or is not UTF-8 text."),
+    "BE901": Code("not an expectation suite", "`buildenv import gx` reads a Great Expectations "
+                  "expectation suite saved as JSON (GX 0.x or 1.x): an object with an "
+                  "`expectations` list, each entry with `type` (or `expectation_type`) and "
+                  "`kwargs`. The location points at invalid JSON when that is the cause."),
+    "BE902": Code("not a TFDV schema", "`buildenv import tfdv` reads a TFDV schema in protobuf "
+                  "text format (what `tfdv.write_schema_text` writes): `feature { name: ... "
+                  "type: ... }` entries. The location points at the token the reader stopped "
+                  "on."),
+    "BE903": Code("expectation not translated", "An expectation of the suite has no "
+                  "equivalent in the environment format; the message says why (an aggregate "
+                  "statistic, several columns, a row condition, a deny-list, a regex RE2 "
+                  "cannot compile, ...). Nothing was printed for it: keep checking it in Great "
+                  "Expectations, or drop it knowingly."),
+    "BE904": Code("TFDV field not translated", "A field of the TFDV schema has no equivalent in "
+                  "the environment format; the message says why (skew comparators, list-valued "
+                  "features, counts, semantic domains, ...). Nothing was printed for it."),
+    "BE905": Code("translated approximately", "Something was translated, but not exactly: a "
+                  "dtype inferred from the values a suite compares with (no type expectation), "
+                  "several tolerances (`mostly`) merged into the column's one "
+                  "`max_violation_fraction`, column order or exact column sets dropped. Check "
+                  "the printed key."),
 }
 
 

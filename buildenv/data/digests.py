@@ -26,8 +26,9 @@ from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
 from buildenv.data.storage import Location, Stat
 
-__all__ = ["ALGORITHMS", "ContentDigest", "StatCache", "digest_location"]
+__all__ = ["ALGORITHMS", "FILE", "ContentDigest", "StatCache", "digest_location"]
 
+FILE = "file"  # the `fmt` of files that are hashed but hold no rows (label exports, mappings)
 CHUNK = 8 << 20  # 8 MiB: large enough for hashlib to run at memory speed, small enough to bound RAM
 RACY_NS = 1_000_000_000
 
@@ -109,6 +110,8 @@ def digest_location(location: Location, fmt: str, algorithm: str = "sha256",
     started = time.time_ns()
     if fmt == "csv":
         value = _digest_csv(location, algorithm)
+    elif fmt == FILE:  # a non-tabular file (a label export, a mapping): bytes only
+        value = _digest_bytes(location, algorithm)
     elif location.local is not None:
         # The footer read (and, in a fresh process, pyarrow's import: ~0.25 s) runs in a
         # thread while this one hashes; hashlib releases the GIL, so the cost is hidden.

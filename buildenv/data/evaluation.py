@@ -18,7 +18,8 @@ strings as the first 8 bytes (little-endian) of BLAKE2b-64 of their UTF-8; null 
 
 Evaluation rows carry every served column, typed as the serving app receives them (numbers as
 float64, everything else as Python objects, dates and timestamps as ISO 8601 text), and the
-label; other datasets' served columns come in through `evaluation.join`.
+label; other datasets' served columns come in through `evaluation.join` (when not written:
+joined on shared column names where those are unique, see `join_plan`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ import pyarrow.compute as pc
 from buildenv.data.gate import Gate, GateError
 from buildenv.env.spec import NUMERIC_DTYPES, Environment
 
-__all__ = ["KEY_HASH", "EvaluationRows", "evaluation_rows", "holdout_mask", "key_columns",
-           "key_hash", "rows_dataset"]
+__all__ = ["KEY_HASH", "EvaluationRows", "evaluation_rows", "holdout_mask", "join_plan",
+           "key_columns", "key_hash", "labeled_rows", "rows_dataset"]
 
 KEY_HASH = "buildenv-key-hash-v1"
 _G = np.uint64(0x9E3779B97F4A7C15)
@@ -101,16 +102,34 @@ def rows_dataset(env: Environment) -> str | None:
     """The dataset whose rows are scored: the evaluation dataset, else the label's."""
     if env.label is None:
         return None
-    return env.evaluation.dataset or env.label.dataset
+    return env.evaluation.dataset or env.label_dataset()
 
 
 def key_columns(env: Environment) -> list[str]:
-    """The columns whose hash holds a row out (empty when a separate dataset is used)."""
+    """The columns whose hash holds a row out (empty when a separate dataset is used). With a
+    label set the default is its key: the example's identity."""
     if env.label is None or env.evaluation.dataset is not None:
         return []
     if env.evaluation.key:
         return list(env.evaluation.key)
+    label_set = env.label_set()
+    if label_set is not None:
+        return [label_set.key]
     return [c for c in env.datasets[env.label.dataset].columns if c != env.label.column]
+
+
+def labeled_rows(table: pa.Table, key: str, labels: pa.Table) -> tuple[np.ndarray, pa.Array]:
+    """Which rows of `table` have a usable label in `labels` (columns `key` and `label`, one
+    row per key, keys as `keys.key_text`), and those rows' labels, in table order."""
+    from buildenv.data.keys import key_text
+
+    index = pc.index_in(key_text(table.column(key)),
+                        value_set=labels.column("key").combine_chunks())
+    mask = np.asarray(index.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    taken = labels.column("label").take(pc.drop_null(index))
+    if isinstance(taken, pa.ChunkedArray):
+        taken = taken.combine_chunks()
+    return mask, taken
 
 
 @dataclass
@@ -134,14 +153,19 @@ def _served(env: Environment, dataset: str) -> list[str]:
     return [n for n, c in env.datasets[dataset].columns.items() if c.serving]
 
 
-def evaluation_rows(gate: Gate, env: Environment) -> EvaluationRows:
-    """Read (and verify) the evaluation rows through `gate`; GateError on bad bytes."""
+def evaluation_rows(gate: Gate, env: Environment, labels: pa.Table | None = None
+                    ) -> EvaluationRows:
+    """Read (and verify) the evaluation rows through `gate`; GateError on bad bytes. When the
+    label comes from a label set, `labels` holds its resolved labels (columns `key`, `label`):
+    the rows are the held-out rows of its dataset that have a usable label."""
     assert env.label is not None, "evaluation needs a label"
     source = rows_dataset(env)
     assert source is not None
     keys = key_columns(env)
-    label = env.label.column
-    joins = env.evaluation.join
+    label_set = env.label_set()
+    assert (label_set is None) == (labels is None), "a label set's evaluation needs its labels"
+    label = label_set.key if label_set is not None else env.label.column
+    joins, inferred = join_plan(env)
     wanted = list(dict.fromkeys(_served(env, source) + [label] + keys
                                 + [k for ks in joins.values() for k in ks]))
     digests = {}
@@ -149,31 +173,73 @@ def evaluation_rows(gate: Gate, env: Environment) -> EvaluationRows:
         table = read.table([c for c in wanted if c in env.datasets[source].columns])
         digests[source] = read.digest
     total = table.num_rows
+    values = None
+    if label_set is not None:
+        assert labels is not None
+        usable, values = labeled_rows(table, label_set.key, labels)
+        table = table.filter(pa.array(usable))
     if keys:
-        table = table.filter(pa.array(holdout_mask(table, keys, env.evaluation.fraction)))
+        held = holdout_mask(table, keys, env.evaluation.fraction)
+        table = table.filter(pa.array(held))
+        if values is not None:
+            values = values.filter(pa.array(held))
         method = {"method": "holdout", "dataset": source, "holdout": env.evaluation.fraction,
                   "key": keys, "hash": KEY_HASH, "of_rows": total}
     else:
         method = {"method": "dataset", "dataset": source}
-    labels = table.column(label).to_numpy(zero_copy_only=False)
-    frame = _as_served(table, env, source, exclude={label})
+    if label_set is not None:
+        assert values is not None
+        method["labels"] = env.label.labels
+        labels_out = np.asarray(values.to_pylist(), dtype=object)
+        exclude: set[str] = set()
+    else:
+        labels_out = table.column(label).to_numpy(zero_copy_only=False)
+        exclude = {label}
+    frame = _as_served(table, env, source, exclude=exclude)
     for other, on in joins.items():
         with gate.open(other) as read:
             extra = read.table(list(dict.fromkeys(on + _served(env, other))))
             digests[other] = read.digest
         right = _as_served(extra, env, other, exclude=set())
         duplicated = int(right.duplicated(subset=on).sum())
+        if duplicated and inferred:  # shared names that are not a key: not a lookup table
+            method.setdefault("not_joined", []).append(other)
+            continue
         if duplicated:
             raise GateError(gate._diag(
                 "BE020", f"evaluation.join.{other}: {duplicated:,} rows of '{other}' repeat a "
                 f"key ({', '.join(on)}): the key must be unique to join evaluation rows", other))
         new = [c for c in right.columns if c not in frame.columns]
         frame = frame.merge(right[on + new], on=on, how="left", sort=False)
-    served = [c for c in frame.columns if c != label and any(
+    served = [c for c in frame.columns if c not in exclude and any(
         c in ds.columns and ds.columns[c].serving for ds in env.datasets.values())]
     frame = frame[served]
-    method["join"] = {k: list(v) for k, v in joins.items()}
-    return EvaluationRows(frame.reset_index(drop=True), labels, len(frame), method, digests)
+    method["join"] = {k: list(v) for k, v in joins.items()
+                      if k not in method.get("not_joined", [])}
+    if inferred:
+        method["join_inferred"] = True
+    return EvaluationRows(frame.reset_index(drop=True), labels_out, len(frame), method, digests)
+
+
+def join_plan(env: Environment) -> tuple[dict[str, list[str]], bool]:
+    """`evaluation.join` when written (True: inferred). Otherwise every other dataset that
+    serves columns the evaluation rows lack and shares column names with them is joined on
+    those names -- used only when they are unique there (a lookup table, as in a star
+    schema), so the SPEC's plain `ratings.merge(movies, on="movie_id")` trainings just work."""
+    if env.evaluation.join:
+        return dict(env.evaluation.join), False
+    source = rows_dataset(env)
+    assert source is not None and env.label is not None
+    own = env.datasets[source].columns
+    plan = {}
+    for name, ds in env.datasets.items():
+        if name in (source, getattr(env.label, "dataset", None), env.evaluation.dataset):
+            continue
+        shared = [c for c in ds.columns if c in own]
+        adds = [c for c, col in ds.columns.items() if col.serving and c not in own]
+        if shared and adds:
+            plan[name] = shared
+    return plan, True
 
 
 def _as_served(table: pa.Table, env: Environment, dataset: str, exclude: set[str]):

@@ -1,11 +1,15 @@
 """Data validation: each dataset against its declared columns, streamed and vectorised.
 
 Record batches are read with bounded memory and checked with pyarrow compute.
-String columns with a domain are read dictionary-encoded, so the domain test
-runs on the (small) dictionary rather than on every row; ranges use a per-batch
-min/max and count offending rows only when a bound is crossed. Restricted
-datasets yield counts and aggregates only, never a value. Results are cached by
-(dataset digest, column-spec digest).
+String columns with a domain, pattern or length are read dictionary-encoded, so
+those tests run once per dictionary entry (RE2 for patterns) and rows are
+counted by a `take` over the indices; ranges (either end may be open) use a
+per-batch min/max and count offending rows only when a bound is crossed; unique
+columns stream into `uniqueness.DuplicateCounter` (exact, bounded memory).
+Each constraint is judged against `max_violation_fraction` of the non-null
+values: above it an error, up to it a warning. Restricted datasets yield counts
+and fractions only, never a value. Results are cached by (dataset digest,
+column-spec digest).
 """
 
 from __future__ import annotations
@@ -23,14 +27,15 @@ import pyarrow.compute as pc
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.canonical import digest_json
-from buildenv.core.diagnostics import Diagnostic
+from buildenv.core.diagnostics import Diagnostic, Severity
 from buildenv.core.project import Project
 from buildenv.data.formats import ARROW_TYPES, arrow_type, type_accepts
 from buildenv.data.gate import Gate, GateError
+from buildenv.data.uniqueness import DuplicateCounter, Duplicates
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Column, Dataset, _parse_temporal
 
-__all__ = ["ColumnReport", "validate_dataset", "validate_env"]
+__all__ = ["ColumnChecks", "ColumnReport", "check_batch", "validate_dataset", "validate_env"]
 
 EXAMPLES = 3
 
@@ -42,53 +47,174 @@ class ColumnReport:
     rows: int = 0
     nulls: int = 0
     out_of_domain: int = 0
-    out_of_domain_values: dict[str, int] = field(default_factory=dict)
+    out_of_domain_values: dict[Any, int] = field(default_factory=dict)
     below: int = 0
     above: int = 0
     examples: list[str] = field(default_factory=list)
+    mismatched: int = 0  # rows not matching `pattern`
+    pattern_examples: list[str] = field(default_factory=list)
+    too_short: int = 0
+    too_long: int = 0
+    length_examples: list[str] = field(default_factory=list)
+    duplicates: Duplicates | None = None  # unique columns, after the last batch
+
+    @property
+    def non_null(self) -> int:
+        return self.rows - self.nulls
 
 
-def _domain_counts(arr: pa.Array, domain: pa.Array, report: ColumnReport) -> None:
+@dataclass
+class ColumnChecks:
+    """What to test in each batch of one column, prepared once from its declaration."""
+
+    col: Column
+    domain: pa.Array | None = None
+    bounds: tuple[pa.Scalar | None, pa.Scalar | None] | None = None
+    duplicates: DuplicateCounter | None = None
+    examples: bool = True  # False for restricted datasets: no value is ever kept
+    _dictionary: Any = None  # the last dictionary seen, kept alive so its buffers stay its own
+    _flags: dict[str, pa.Array] = field(default_factory=dict)
+
+    def flags(self, arr: pa.Array, name: str, compute) -> pa.Array:
+        """`compute` over the batch's values: for a dictionary-encoded batch, its dictionary,
+        computed once per distinct dictionary (a row group's batches share equal ones)."""
+        if not pa.types.is_dictionary(arr.type):
+            return compute(arr)
+        values = arr.dictionary
+        if values is not self._dictionary and not _same_array(values, self._dictionary):
+            self._dictionary, self._flags = values, {}
+        if name not in self._flags:
+            self._flags[name] = compute(values)
+        return self._flags[name]
+
+
+def _same_array(a: pa.Array, b: pa.Array | None) -> bool:
+    """Same buffers, or equal contents: a row group's batches get equal dictionaries, and
+    comparing them costs far less than a regex over them."""
+    if b is None or len(a) != len(b) or a.type != b.type:
+        return False
+    if a.offset == b.offset and all(
+            (x.address if x is not None else None) == (y.address if y is not None else None)
+            for x, y in zip(a.buffers(), b.buffers())):
+        return True
+    return a.equals(b)
+
+
+def check_batch(arr: pa.Array, checks: ColumnChecks, report: ColumnReport) -> None:
+    """Every declared rule of one column on one batch, accumulated into `report`."""
+    report.rows += len(arr)
+    report.nulls += arr.null_count
+    col = checks.col
+    if checks.domain is not None:
+        _domain_counts(arr, checks, report)
+    if checks.bounds is not None:
+        _range_counts(arr, checks.bounds[0], checks.bounds[1], report, checks.examples)
+    if col.pattern is not None:
+        _pattern_counts(arr, checks, report)
+    if col.length is not None:
+        _length_counts(arr, checks, report)
+    if checks.duplicates is not None:
+        checks.duplicates.add(arr)
+
+
+def _rows_flagged(arr: pa.Array, flags: pa.Array) -> pa.Array:
+    """Per-row flags from flags over the batch's values (its dictionary, when encoded); nulls
+    stay null and are never counted."""
+    return pc.take(flags, arr.indices) if pa.types.is_dictionary(arr.type) else flags
+
+
+def _count(row_flags: pa.Array) -> int:
+    return pc.sum(row_flags).as_py() or 0
+
+
+def _flagged_values(arr: pa.Array, row_flags: pa.Array) -> pa.Array:
     if pa.types.is_dictionary(arr.type):
-        dictionary = arr.dictionary
-        bad_mask = pc.invert(pc.is_in(dictionary, value_set=domain))
-        if not pc.any(bad_mask).as_py():
-            return
-        bad_idx = pc.indices_nonzero(bad_mask)
-        hits = pc.is_in(arr.indices, value_set=bad_idx.cast(arr.indices.type))
-        count = pc.sum(hits).as_py() or 0
-        if not count:
-            return
-        values = pc.take(dictionary, pc.filter(arr.indices, hits))
-    else:
-        hits = pc.invert(pc.is_in(arr, value_set=domain))
-        hits = pc.and_kleene(hits, pc.is_valid(arr))
-        count = pc.sum(hits).as_py() or 0
-        if not count:
-            return
-        values = pc.filter(arr, hits)
+        return pc.take(arr.dictionary, pc.filter(arr.indices, row_flags))
+    return pc.filter(arr, row_flags)
+
+
+def _add_examples(into: list[str], values: pa.Array) -> None:
+    """Up to EXAMPLES distinct values, in the order first seen."""
+    if len(into) >= EXAMPLES:
+        return
+    for value in pc.unique(values)[: EXAMPLES].to_pylist():
+        shown = _show(value)
+        if shown not in into and len(into) < EXAMPLES:
+            into.append(shown)
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _domain_counts(arr: pa.Array, checks: ColumnChecks, report: ColumnReport) -> None:
+    domain = checks.domain
+    flags = checks.flags(arr, "domain",
+                         lambda values: pc.invert(pc.is_in(values, value_set=domain)))
+    if pa.types.is_dictionary(arr.type) and not pc.any(flags).as_py():
+        return
+    rows = _rows_flagged(arr, flags)
+    if arr.null_count and not pa.types.is_dictionary(arr.type):
+        rows = pc.and_kleene(rows, pc.is_valid(arr))  # is_in(null) is false: not a violation
+    count = _count(rows)
+    if not count:
+        return
     report.out_of_domain += count
-    vc = pc.value_counts(values)
+    vc = pc.value_counts(_flagged_values(arr, rows))
     for item in vc.to_pylist():
-        key = str(item["values"])
+        key = item["values"]
         report.out_of_domain_values[key] = report.out_of_domain_values.get(key, 0) + item["counts"]
 
 
-def _range_counts(arr: pa.Array, lo: pa.Scalar, hi: pa.Scalar, report: ColumnReport) -> None:
+def _range_counts(arr: pa.Array, lo: pa.Scalar | None, hi: pa.Scalar | None,
+                  report: ColumnReport, examples: bool = True) -> None:
     mm = pc.min_max(arr)
     mn, mx = mm["min"], mm["max"]
     if not mn.is_valid:
         return
-    if pc.less(mn, lo).as_py():
+    if lo is not None and pc.less(mn, lo).as_py():
         below = pc.less(arr, lo)
         report.below += pc.sum(below).as_py() or 0
-        if len(report.examples) < EXAMPLES:
+        if examples and len(report.examples) < EXAMPLES:
             report.examples.extend(str(v) for v in pc.filter(arr, below)[:EXAMPLES].to_pylist())
-    if pc.greater(mx, hi).as_py():
+    if hi is not None and pc.greater(mx, hi).as_py():
         above = pc.greater(arr, hi)
         report.above += pc.sum(above).as_py() or 0
-        if len(report.examples) < EXAMPLES:
+        if examples and len(report.examples) < EXAMPLES:
             report.examples.extend(str(v) for v in pc.filter(arr, above)[:EXAMPLES].to_pylist())
+
+
+def _pattern_counts(arr: pa.Array, checks: ColumnChecks, report: ColumnReport) -> None:
+    pattern = checks.col.pattern
+    flags = checks.flags(arr, "pattern",
+                         lambda values: pc.invert(pc.match_substring_regex(values, pattern)))
+    if pa.types.is_dictionary(arr.type) and not pc.any(flags).as_py():
+        return
+    rows = _rows_flagged(arr, flags)
+    count = _count(rows)
+    if count:
+        report.mismatched += count
+        if checks.examples:
+            _add_examples(report.pattern_examples, _flagged_values(arr, rows))
+
+
+def _length_counts(arr: pa.Array, checks: ColumnChecks, report: ColumnReport) -> None:
+    lo, hi = checks.col.length  # type: ignore[misc]
+    lengths = checks.flags(arr, "lengths", pc.utf8_length)
+    for bound, compare, attr in ((lo, pc.less, "too_short"), (hi, pc.greater, "too_long")):
+        if bound is None:
+            continue
+        limit = _packed("q", [bound], pa.int64())[0]  # not pa.scalar: see _packed
+        flags = checks.flags(arr, attr, lambda _v, c=compare, b=limit: c(lengths, b))
+        if pa.types.is_dictionary(arr.type) and not pc.any(flags).as_py():
+            continue
+        rows = _rows_flagged(arr, flags)
+        count = _count(rows)
+        if count:
+            setattr(report, attr, getattr(report, attr) + count)
+            if checks.examples:
+                _add_examples(report.length_examples, _flagged_values(arr, rows))
 
 
 # pa.array()/pa.scalar() on Python values make pyarrow import pandas (its lazy "is this a
@@ -117,32 +243,39 @@ def _domain_array(values: list, dtype: str) -> pa.Array:
                 pa.py_buffer(b"".join(data))])
         if dtype in _PACK and dtype.startswith("int") and all(type(v) is int for v in values):
             return _packed(_PACK[dtype], values, arrow_type(dtype))
+        if dtype in ("float32", "float64") and all(type(v) in (int, float) for v in values):
+            # float64 values; is_in casts them to the stored type (float32 data: float32)
+            return _packed("d", [float(v) for v in values], pa.float64())
     except (struct.error, UnicodeError, OverflowError):
         pass  # out of range for the width, or not encodable: let pyarrow say so
     return pa.array(values, type=arrow_type(dtype))
 
 
-def _bounds(col: Column, actual: pa.DataType) -> tuple[pa.Scalar, pa.Scalar] | None:
+def _bounds(col: Column, actual: pa.DataType
+            ) -> tuple[pa.Scalar | None, pa.Scalar | None] | None:
+    """The range as scalars comparable with the stored type; None for an open end."""
     if col.range is None:
         return None
     lo, hi = col.range
+    given = [v for v in (lo, hi) if v is not None]
     if col.dtype == "date":
-        days = [(_parse_temporal(v).date() - _EPOCH_DAY).days for v in (lo, hi)]
-        array = _packed("i", days, pa.date32())
-        return array[0], array[1]
-    if col.dtype == "timestamp":
+        days = [(_parse_temporal(v).date() - _EPOCH_DAY).days for v in given]
+        scalars = list(_packed("i", days, pa.date32()))
+    elif col.dtype == "timestamp":
         unit = actual.unit if pa.types.is_timestamp(actual) else "us"
         tz = actual.tz if pa.types.is_timestamp(actual) else "UTC"
         if unit in ("us", "ns"):  # exact: datetime has microsecond precision
             scale = 1000 if unit == "ns" else 1
             ticks = [(_parse_temporal(v) - _EPOCH) // dt.timedelta(microseconds=1) * scale
-                     for v in (lo, hi)]
-            array = _packed("q", ticks, pa.timestamp(unit, tz or "UTC"))
-            return array[0].cast(actual), array[1].cast(actual)
-        return (pa.scalar(_parse_temporal(lo), pa.timestamp(unit, tz or "UTC")).cast(actual),
-                pa.scalar(_parse_temporal(hi), pa.timestamp(unit, tz or "UTC")).cast(actual))
-    array = _packed("d", [float(lo), float(hi)], pa.float64())
-    return array[0], array[1]
+                     for v in given]
+            scalars = [s.cast(actual) for s in _packed("q", ticks, pa.timestamp(unit, tz or "UTC"))]
+        else:
+            scalars = [pa.scalar(_parse_temporal(v), pa.timestamp(unit, tz or "UTC")).cast(actual)
+                       for v in given]
+    else:
+        scalars = list(_packed("d", [float(v) for v in given], pa.float64()))
+    found = iter(scalars)
+    return (next(found) if lo is not None else None, next(found) if hi is not None else None)
 
 
 def validate_dataset(res: Resolved, ds_name: str, project: Project,
@@ -157,7 +290,8 @@ def validate_dataset(res: Resolved, ds_name: str, project: Project,
     dataset = env.datasets[ds_name]
     restricted = env.restricted(ds_name)
     columns = list(dataset.columns)
-    dict_cols = [n for n, c in dataset.columns.items() if c.dtype == "string" and c.domain]
+    dict_cols = [n for n, c in dataset.columns.items()
+                 if c.dtype == "string" and (c.domain or c.pattern is not None or c.length)]
     gate = Gate(project, env, purpose, where=res)
     try:
         read = gate.open(ds_name, expect=digest)
@@ -167,6 +301,14 @@ def validate_dataset(res: Resolved, ds_name: str, project: Project,
         return _validate_read(res, ds_name, dataset, read, columns, dict_cols, restricted)
 
 
+def _spill_dir(read: Any) -> str:
+    """Where duplicate counting may spill values: inside the repository's own state (owner
+    only), never a shared temp directory; each count removes its files when it ends."""
+    folder = read.gate.project.state_dir / "tmp"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return str(folder)
+
+
 def _validate_read(res: Resolved, ds_name: str, dataset: Dataset, read: Any, columns: list[str],
                    dict_cols: list[str], restricted: bool) -> tuple[list[Diagnostic], str | None]:
     try:
@@ -174,7 +316,7 @@ def _validate_read(res: Resolved, ds_name: str, dataset: Dataset, read: Any, col
     except GateError as exc:
         return [exc.diagnostic], None
     problems: list[Diagnostic] = []
-    checked: dict[str, tuple[Column, Any, Any]] = {}
+    checked: dict[str, ColumnChecks] = {}
     for name, col in dataset.columns.items():
         where = ("datasets", ds_name, "columns", name)
         if name not in schema.names:
@@ -189,28 +331,26 @@ def _validate_read(res: Resolved, ds_name: str, dataset: Dataset, read: Any, col
                                      hints=(f"declare `dtype: {_suggest(actual)}` or cast the "
                                             "column when writing the data",)))
             continue
-        domain = None
-        if col.domain is not None:
-            domain = _domain_array(list(col.domain), col.dtype)
-        checked[name] = (col, domain, _bounds(col, actual))
+        checked[name] = ColumnChecks(
+            col, domain=_domain_array(list(col.domain), col.dtype) if col.domain else None,
+            bounds=_bounds(col, actual), examples=not restricted,
+            duplicates=DuplicateCounter(examples=0 if restricted else EXAMPLES,
+                                        spill_dir=_spill_dir(read))
+            if col.unique else None)
     reports = {name: ColumnReport() for name in checked}
     try:
         for batch in progress.batches(read.batches(list(checked), dictionary=dict_cols),
                                       f"validate {dataset.uri}", read.total_rows):
-            for name, (_col, domain, bounds) in checked.items():
+            for name, checks in checked.items():
                 arr = batch.column(batch.schema.get_field_index(name))
-                report = reports[name]
-                report.rows += len(arr)
-                report.nulls += arr.null_count
-                if domain is not None:
-                    _domain_counts(arr, domain, report)
-                if bounds is not None:
-                    _range_counts(arr, bounds[0], bounds[1], report)
+                check_batch(arr, checks, reports[name])
     except GateError as exc:  # nothing decoded so far is reported: the bytes are not trusted
         problems.append(exc.diagnostic)
         return problems, None
     for name, report in reports.items():
-        problems.extend(_judge(res, ds_name, name, checked[name][0], report, restricted))
+        if checked[name].duplicates is not None:
+            report.duplicates = checked[name].duplicates.finish()  # type: ignore[union-attr]
+        problems.extend(_judge(res, ds_name, name, checked[name].col, report, restricted))
     return problems, read.digest
 
 
@@ -219,6 +359,7 @@ def _judge(res: Resolved, ds_name: str, name: str, col: Column, report: ColumnRe
     out = []
     where = ("datasets", ds_name, "columns", name)
     label = f"{ds_name}.{name}"
+    hidden = "inspect with an approved, audited tool; values are never printed"
     if report.nulls and not col.nullable:
         out.append(res.diag("BE202", f"{label}: {report.nulls} of {report.rows} rows are null "
                             "but the column is declared nullable: false", *where, "nullable"))
@@ -228,26 +369,75 @@ def _judge(res: Resolved, ds_name: str, name: str, col: Column, report: ColumnRe
             out.append(res.diag("BE203", f"{label}: null fraction {fraction:.4f} ({report.nulls}"
                                 f" of {report.rows} rows) exceeds max_null_fraction "
                                 f"{col.max_null_fraction}", *where, "max_null_fraction"))
+
+    def violation(code: str, key: str, count: int, what: str, detail: str = "",
+                  hints: tuple[str, ...] = ()) -> None:
+        share, severity, tolerance = _tolerance(col, count, report.non_null)
+        out.append(res.diag(code, f"{label}: {count} of {report.non_null} non-null values "
+                            f"({share}) {what}{detail}{tolerance}", *where, key, hints=hints,
+                            severity=severity))
+
     if report.out_of_domain:
-        message = f"{label}: {report.out_of_domain} rows have values outside the domain"
         if not restricted:
             top = sorted(report.out_of_domain_values.items(), key=lambda kv: (-kv[1], kv[0]))
-            message += " (" + ", ".join(f"{v!r}: {n}" for v, n in top[:EXAMPLES]) + (
+            detail = " (" + ", ".join(f"{_show(v)}: {n}" for v, n in top[:EXAMPLES]) + (
                 ", ..." if len(top) > EXAMPLES else "") + ")"
-            hint = f"add {', '.join(repr(v) for v, _ in top[:EXAMPLES])} to the domain if valid"
+            hint = f"add {', '.join(_show(v) for v, _ in top[:EXAMPLES])} to the domain if valid"
         else:
-            message += f" ({len(report.out_of_domain_values)} distinct values; restricted " \
-                       "dataset: values not shown)"
-            hint = "inspect with an approved, audited tool; values are never printed"
-        out.append(res.diag("BE204", message, *where, "domain", hints=(hint,)))
+            detail = (f" ({len(report.out_of_domain_values)} distinct values; restricted "
+                      "dataset: values not shown)")
+            hint = hidden
+        violation("BE204", "domain", report.out_of_domain, "are outside the domain", detail,
+                  (hint,))
     if report.below or report.above:
-        lo, hi = col.range  # type: ignore[misc]
-        message = (f"{label}: {report.below + report.above} rows outside range [{lo}, {hi}] "
-                   f"({report.below} below, {report.above} above)")
+        lo, hi = (_bound(v) for v in col.range)  # type: ignore[union-attr]
+        detail = f" ({report.below} below, {report.above} above)"
         if not restricted and report.examples:
-            message += f"; e.g. {', '.join(report.examples[:EXAMPLES])}"
-        out.append(res.diag("BE205", message, *where, "range"))
+            detail += f"; e.g. {', '.join(report.examples[:EXAMPLES])}"
+        violation("BE205", "range", report.below + report.above, f"are outside range [{lo}, {hi}]",
+                  detail)
+    if report.mismatched:
+        detail = (f"; e.g. {', '.join(report.pattern_examples)}" if not restricted
+                  and report.pattern_examples else "")
+        violation("BE207", "pattern", report.mismatched,
+                  f"do not match pattern {col.pattern!r}", detail,
+                  (hidden,) if restricted else ())
+    if report.too_short or report.too_long:
+        lo, hi = (_bound(v) for v in col.length)  # type: ignore[union-attr]
+        detail = f" ({report.too_short} shorter, {report.too_long} longer)"
+        if not restricted and report.length_examples:
+            detail += f"; e.g. {', '.join(report.length_examples)}"
+        violation("BE208", "length", report.too_short + report.too_long,
+                  f"have a length outside [{lo}, {hi}]", detail)
+    dups = report.duplicates
+    if dups is not None and dups.error is not None:
+        out.append(res.diag("BE210", f"{label}: unique could not be checked: spilling values "
+                            f"to disk failed ({dups.error})", *where, "unique",
+                            hints=("free space in the temporary directory (TMPDIR), or point "
+                                   "TMPDIR at a larger disk",)))
+    elif dups is not None and dups.rows:
+        detail = f" ({dups.values} distinct values occur more than once)"
+        if not restricted and dups.examples:
+            detail += "; e.g. " + ", ".join(f"{_show(v)} ({n} rows)" for v, n in dups.examples)
+        violation("BE209", "unique", dups.rows, "are duplicated", detail,
+                  (hidden,) if restricted else ())
     return out
+
+
+def _bound(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+def _tolerance(col: Column, count: int, non_null: int) -> tuple[str, Severity, str]:
+    """The violating share, and whether it is an error or, within the tolerance, a warning."""
+    fraction = count / non_null if non_null else 1.0
+    share = f"fraction {fraction:.4g}"
+    limit = col.max_violation_fraction
+    if limit is None:
+        return share, Severity.ERROR, ""
+    if fraction <= limit + 1e-12:
+        return share, Severity.WARNING, f"; within max_violation_fraction {limit}"
+    return share, Severity.ERROR, f"; exceeds max_violation_fraction {limit}"
 
 
 def _close(name: str, names: list[str]) -> str | None:
@@ -272,8 +462,11 @@ def _spec_digest(dataset: Dataset, restricted: bool) -> str:
     for col in data["columns"].values():
         col.pop("description", None)
         col.pop("serving", None)
+        col.pop("monitor", None)  # drift only
+    # every other column key (range, domain, pattern, length, unique, max_violation_fraction,
+    # ...) is in the digest; v2: messages carry fractions, severities are cached
     return digest_json({"columns": data["columns"], "format": data["format"],
-                        "restricted": restricted, "v": 1})
+                        "restricted": restricted, "v": 2})
 
 
 def validate_env(res: Resolved, project: Project, digests: dict[str, str] | None = None,
@@ -294,7 +487,8 @@ def validate_env(res: Resolved, project: Project, digests: dict[str, str] | None
                 continue
         found, digest = validate_dataset(res, ds_name, project, pinned, purpose)
         problems.extend(found)
-        if digest is not None:
+        # a failed spill is not a property of the data: not cached
+        if digest is not None and not any(p.code == "BE210" for p in found):
             _cache_put(project, digest, spec, [_portable(p, res, ds_name) for p in found])
     return problems
 
@@ -339,7 +533,8 @@ def _where_of(d: Diagnostic, ds_name: str) -> list[str]:
 
 
 _RULE_KEY = {"BE201": "dtype", "BE202": "nullable", "BE203": "max_null_fraction",
-             "BE204": "domain", "BE205": "range"}
+             "BE204": "domain", "BE205": "range", "BE207": "pattern", "BE208": "length",
+             "BE209": "unique", "BE210": "unique"}
 
 
 def _relocate(res: Resolved, ds_name: str, cached: list[dict]) -> list[Diagnostic]:
@@ -348,5 +543,6 @@ def _relocate(res: Resolved, ds_name: str, cached: list[dict]) -> list[Diagnosti
         path = list(item["where"])
         if item["code"] in _RULE_KEY:
             path.append(_RULE_KEY[item["code"]])
-        out.append(res.diag(item["code"], item["message"], *path, hints=tuple(item["hints"])))
+        out.append(res.diag(item["code"], item["message"], *path, hints=tuple(item["hints"]),
+                            severity=Severity(item.get("severity", "error"))))
     return out

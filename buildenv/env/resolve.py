@@ -22,7 +22,14 @@ from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean, sort_diagnostics
 from buildenv.core.project import Project
 from buildenv.env.loader import KeyPath, Located, Position, load_yaml
-from buildenv.env.spec import CURRENT_SCHEMA, Environment, OnnxServing, SklearnServing
+from buildenv.env.spec import (
+    COLUMN_PROBLEM_KEYS,
+    CURRENT_SCHEMA,
+    INTEGER_DTYPES,
+    Environment,
+    OnnxServing,
+    SklearnServing,
+)
 
 __all__ = ["Multiverse", "Resolved", "canonical_environment", "environment_digest"]
 
@@ -236,7 +243,8 @@ def _overlay(target: dict, source: dict, prefix: KeyPath, located: Located,
             target.pop(key, None)
             _forget(origin, path)
             continue
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
+        if isinstance(value, dict) and isinstance(target.get(key), dict) and not (
+                path == ("label",) and _label_form(value) != _label_form(target[key])):
             origin[path] = located.keys[path]
             _overlay(target[key], value, path, located, origin)
             continue
@@ -251,6 +259,16 @@ def _overlay(target: dict, source: dict, prefix: KeyPath, located: Located,
                 origin[sub] = pos
 
 
+def _label_form(label: dict) -> str | None:
+    """`label` takes a column or a label set: a child that switches form replaces the whole
+    inherited label instead of merging into it."""
+    if "labels" in label:
+        return "labels"
+    if "dataset" in label or "column" in label:
+        return "column"
+    return None
+
+
 def _forget(origin: dict[KeyPath, Position], path: KeyPath) -> None:
     for sub in [p for p in origin if p[: len(path)] == path]:
         del origin[sub]
@@ -259,7 +277,9 @@ def _forget(origin: dict[KeyPath, Position], path: KeyPath) -> None:
 # --- pydantic errors -> diagnostics ---------------------------------------------------
 
 _TYPE_CODES = {"extra_forbidden": "BE003", "missing": "BE005", "bad_range": "BE011",
-               "bad_domain": "BE012", "evaluation": "BE020"}
+               "bad_domain": "BE012", "evaluation": "BE020", "bad_pattern": "BE035",
+               "bad_length": "BE036", "bad_tolerance": "BE037", "bad_unique": "BE038",
+               "label_source": "BE850"}
 
 
 def _clean_loc(loc: tuple, merged: dict) -> KeyPath:
@@ -315,7 +335,7 @@ def _pydantic_problems(exc: ValidationError, merged: dict,
             where = loc
             message = f"{dotted}: {err['msg']}"
             # a column's cross-field check: point at the key it is about, when written
-            field_key = {"bad_range": "range", "bad_domain": "domain"}.get(kind)
+            field_key = COLUMN_PROBLEM_KEYS.get(kind)
             if field_key and loc + (field_key,) in origin:
                 where = loc + (field_key,)
         pos = _position(where, origin)
@@ -420,6 +440,7 @@ def _semantic_problems(raw: dict, origin: dict[KeyPath, Position],
             problems.append(diag("BE009", f"privacy.restricted: unknown dataset '{name}'",
                                  "privacy", "restricted", i, hint=did_you_mean(name, datasets)))
     problems.extend(_evaluation_problems(raw, datasets, diag, mapping))
+    problems.extend(_label_set_problems(raw, datasets, diag, mapping, project))
     all_columns = {c for ds in datasets.values() for c in mapping(mapping(ds).get("columns"))}
     for col in mapping(mapping(mapping(raw.get("monitoring")).get("drift")).get("columns")):
         if col not in all_columns:
@@ -444,6 +465,14 @@ def _evaluation_problems(raw: dict, datasets: dict, diag: Any, mapping: Any) -> 
         return []
     label = mapping(raw.get("label"))
     label_ds = label.get("dataset") if isinstance(label.get("dataset"), str) else None
+    label_set = mapping(mapping(raw.get("labels")).get(label.get("labels")))
+    if isinstance(label.get("labels"), str) and isinstance(label_set.get("dataset"), str):
+        label_ds = label_set["dataset"]
+        if isinstance(evaluation.get("dataset"), str):
+            return [diag("BE020", "evaluation.dataset: a label set's evaluation rows are held "
+                         "out of its dataset by key; a separate evaluation dataset is not "
+                         "supported with `label: {labels: ...}`", "evaluation", "dataset",
+                         hint="use `holdout` (and `key`) instead")]
     if label_ds is None or label_ds not in datasets:
         return [diag("BE020", "evaluation: the environment declares no label (a `label:` with "
                      "a dataset), so there is nothing to evaluate", "evaluation")] \
@@ -488,6 +517,124 @@ def _evaluation_problems(raw: dict, datasets: dict, diag: Any, mapping: Any) -> 
     return problems
 
 
+def _label_set_problems(raw: dict, datasets: dict, diag: Any, mapping: Any,
+                        project: Project) -> list[Diagnostic]:
+    """`labels:` and `label: {labels: ...}` name datasets, columns and label sets that exist,
+    and `reuse` forms no cycle."""
+    from buildenv.env.uris import uri_problem
+
+    sets = mapping(raw.get("labels"))
+    problems: list[Diagnostic] = []
+    for name, spec in sets.items():
+        spec = mapping(spec)
+        ds, key = spec.get("dataset"), spec.get("key")
+        if isinstance(ds, str):
+            if ds not in datasets:
+                problems.append(diag("BE009", f"labels.{name}: unknown dataset '{ds}'", "labels",
+                                     name, "dataset", hint=did_you_mean(ds, datasets)))
+            elif isinstance(key, str):
+                cols = mapping(mapping(datasets[ds]).get("columns"))
+                if key not in cols:
+                    problems.append(diag("BE010", f"labels.{name}: key '{key}' is not a column "
+                                         f"of dataset '{ds}'", "labels", name, "key",
+                                         hint=did_you_mean(key, cols)))
+                elif mapping(cols[key]).get("dtype") not in (*INTEGER_DTYPES, "string"):
+                    problems.append(diag("BE850", f"labels.{name}: key '{key}' is a "
+                                         f"{mapping(cols[key]).get('dtype')} column; an example "
+                                         "is identified by an integer or string column",
+                                         "labels", name, "key"))
+        if spec.get("format", "label-studio") == "label-studio" and spec.get("field") is None:
+            problems.append(diag("BE850", f"labels.{name}: a Label Studio export needs `field`, "
+                                 "the `from_name` of the choices control that holds the label",
+                                 "labels", name))
+        uri = spec.get("uri")
+        if isinstance(uri, str):
+            problem = uri_problem(uri, project)
+            if problem:
+                problems.append(diag(problem[0], f"labels.{name}: {problem[1]}", "labels", name,
+                                     "uri", hint=problem[2]))
+        reuse = spec.get("reuse")
+        for i, entry in enumerate(reuse if isinstance(reuse, list) else []):
+            entry = mapping(entry)
+            other = entry.get("labels")
+            if isinstance(entry.get("mapping"), str):
+                problem = uri_problem(entry["mapping"], project)
+                if problem:
+                    problems.append(diag(problem[0], f"labels.{name}.reuse: {problem[1]}",
+                                         "labels", name, "reuse", i, "mapping", hint=problem[2]))
+            if not isinstance(other, str):
+                continue
+            if other not in sets:
+                problems.append(diag("BE851", f"labels.{name}.reuse: unknown label set "
+                                     f"'{other}'", "labels", name, "reuse", i, "labels",
+                                     hint=did_you_mean(other, sets)
+                                     or "declare it under `labels:`"))
+                continue
+            reused = mapping(sets[other])
+            if isinstance(ds, str) and reused.get("dataset") not in (None, ds) or (
+                    isinstance(key, str) and reused.get("key") not in (None, key)):
+                problems.append(diag("BE850", f"labels.{name}.reuse: '{other}' labels "
+                                     f"{reused.get('dataset')}.{reused.get('key')}, this set "
+                                     f"{ds}.{key}: reuse needs the same examples", "labels",
+                                     name, "reuse", i, "labels"))
+            if entry.get("mapping") is None:
+                own = mapping(spec.get("taxonomy")).get("classes")
+                old = mapping(reused.get("taxonomy")).get("classes")
+                if isinstance(own, list) and isinstance(old, list):
+                    missing = [c for c in old if c not in own]
+                    if missing:
+                        problems.append(diag(
+                            "BE859", f"labels.{name}.reuse: without a mapping every class of "
+                            f"'{other}' must be a class of this taxonomy; not: "
+                            f"{', '.join(map(str, missing[:8]))}"
+                            + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""),
+                            "labels", name, "reuse", i,
+                            hint="add `mapping: <file>.sssom.tsv` saying where they go"))
+    problems.extend(_reuse_cycles(sets, diag, mapping))
+    label = mapping(raw.get("label"))
+    chosen = label.get("labels")
+    if isinstance(chosen, str) and chosen not in sets:
+        problems.append(diag("BE851", f"label: unknown label set '{chosen}'", "label", "labels",
+                             hint=did_you_mean(chosen, sets) or "declare it under `labels:`"))
+    return problems
+
+
+def _reuse_cycles(sets: dict, diag: Any, mapping: Any) -> list[Diagnostic]:
+    """BE852 once per cycle of `reuse`, at the `reuse` entry that closes it."""
+    def edges(name: str) -> list[tuple[int, str]]:
+        reuse = mapping(sets.get(name)).get("reuse")
+        return [(i, e["labels"]) for i, e in enumerate(reuse if isinstance(reuse, list) else [])
+                if isinstance(e, dict) and isinstance(e.get("labels"), str)
+                and e["labels"] in sets]
+
+    problems: list[Diagnostic] = []
+    reported: set[frozenset] = set()
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(name: str, stack: list[str]) -> None:
+        state[name] = 1
+        stack.append(name)
+        for i, other in edges(name):
+            if state.get(other) == 1:
+                cycle = stack[stack.index(other):]  # other ... name
+                if frozenset(cycle) not in reported:
+                    reported.add(frozenset(cycle))
+                    shown = " -> ".join([name, *cycle[:-1], name])  # from where it closes
+                    problems.append(diag("BE852", f"labels.{name}.reuse: reuse cycle: {shown}",
+                                         "labels", name, "reuse", i, "labels",
+                                         hint="a label set cannot reuse itself, directly or "
+                                         "through others: remove one `reuse` entry"))
+            elif state.get(other) is None:
+                visit(other, stack)
+        stack.pop()
+        state[name] = 2
+
+    for name in sets:
+        if state.get(name) is None:
+            visit(name, [])
+    return problems
+
+
 def privacy_problems(child: Resolved, parent: Resolved) -> list[Diagnostic]:
     """A child may tighten its parent's privacy, never loosen it (SPEC §2): every dataset the
     parent restricts stays restricted, and `min_group_size` does not shrink."""
@@ -520,6 +667,8 @@ def canonical_environment(env: Environment) -> dict:
     data = env.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     for key in ("name", "extends", "description", "schema"):
         data.pop(key, None)
+    for ls in data.get("labels", {}).values():
+        ls.pop("description", None)
     for ds in data["datasets"].values():
         ds.pop("description", None)
         for col in ds.get("columns", {}).values():

@@ -16,14 +16,24 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import functools
+import math
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-__all__ = ["CURRENT_SCHEMA", "Column", "Dataset", "Dtype", "Environment", "Label", "Monitoring",
-           "OnnxServing", "Privacy", "Promotion", "SklearnServing", "json_schema", "op_allowed"]
+__all__ = ["CURRENT_SCHEMA", "Column", "Dataset", "Dtype", "Environment", "Label", "LabelSet",
+           "Monitoring", "OnnxServing", "Privacy", "Promotion", "Reuse", "SklearnServing",
+           "Taxonomy", "json_schema", "op_allowed"]
 
 CURRENT_SCHEMA = 1
 #: dict -> dict upgrades from an older schema version to the next one.
@@ -53,10 +63,29 @@ class Column(Strict):
     max_null_fraction: Annotated[float, Field(ge=0, le=1)] | None = None
     """Upper bound on the fraction of null rows (0..1), for nullable columns."""
     domain: list[Scalar] | None = None
-    """Allowed values (string, integer or bool columns). Values outside it are violations and
-    drift alerts."""
-    range: tuple[Scalar, Scalar] | None = None
-    """Inclusive [min, max]: numbers for numeric dtypes, ISO 8601 strings for date/timestamp."""
+    """Allowed values (string, integer, float or bool columns). Values outside it are violations
+    and drift alerts. Float values are compared in the stored precision."""
+    range: tuple[Scalar | None, Scalar | None] | None = None
+    """Inclusive [min, max]: numbers for numeric dtypes, ISO 8601 strings for date/timestamp.
+    `null` leaves that end open (`[0, null]`: at least 0); not both ends."""
+    max_violation_fraction: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Tolerance (0..1): the share of non-null values that may violate each of the column's
+    range, domain, pattern, length and unique constraints before it is an error; up to it, a
+    warning with the count (Great Expectations' `1 - mostly`, TFDV's `1 - min_domain_mass`).
+    Absent: any violation is an error. Nulls never count (see nullable, max_null_fraction)."""
+    unique: bool = False
+    """A key: every non-null value occurs once; duplicated values are violations (counted as
+    every row holding a duplicated value). Unique columns are not drift-monitored."""
+    pattern: str | None = None
+    """Regular expression (RE2 syntax, as pyarrow's compute engine runs it) searched anywhere
+    in each string value; anchor it with `^...$` to match the whole value."""
+    length: tuple[Annotated[int, Field(ge=0)] | None, Annotated[int, Field(ge=0)] | None] | None \
+        = None
+    """Inclusive [min, max] length of string values in characters (Unicode code points); `null`
+    leaves that end open."""
+    monitor: bool = True
+    """Whether `buildenv drift` compares this column's distribution (`false` for identifiers,
+    free text and other columns whose distribution means nothing). It is still validated."""
     serving: bool = True
     """Whether production has this column at prediction time. `false` marks a training-only
     column (TFDV users know this as `not_in_environment: SERVING`): a model may not take it as
@@ -66,46 +95,158 @@ class Column(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Column:
-        if self.range is not None:
-            lo, hi = self.range
-            if self.dtype in NUMERIC_DTYPES:
-                if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                           for v in (lo, hi)):
-                    raise PydanticCustomError("bad_range", "range of a {dtype} column takes "
-                                              "two numbers", {"dtype": self.dtype})
-            elif self.dtype in TEMPORAL_DTYPES:
-                try:
-                    lo, hi = (_parse_temporal(v) for v in (lo, hi))
-                except ValueError:
-                    raise PydanticCustomError("bad_range", "range of a {dtype} column takes two "
-                                              "ISO 8601 strings", {"dtype": self.dtype}) from None
-            else:
-                raise PydanticCustomError("bad_range", "a {dtype} column takes no range "
-                                          "(use domain)", {"dtype": self.dtype})
-            if lo > hi:
-                raise PydanticCustomError("bad_range", "range [{lo}, {hi}] is empty: the first "
-                                          "bound must not exceed the second",
-                                          {"lo": str(self.range[0]), "hi": str(self.range[1])})
-        if self.domain is not None:
-            want: tuple[type, ...]
-            if self.dtype == "string":
-                want = (str,)
-            elif self.dtype in INTEGER_DTYPES:
-                want = (int,)
-            elif self.dtype == "bool":
-                want = (bool,)
-            else:
-                raise PydanticCustomError("bad_domain", "a {dtype} column takes no domain "
-                                          "(use range)", {"dtype": self.dtype})
-            for value in self.domain:
-                ok = isinstance(value, want) and (self.dtype == "bool" or not isinstance(value, bool))
-                if not ok:
-                    raise PydanticCustomError("bad_domain", "domain value {value} is not a "
-                                              "{dtype}", {"value": repr(value),
-                                                          "dtype": self.dtype})
-            if len(set(map(repr, self.domain))) != len(self.domain):
-                raise PydanticCustomError("bad_domain", "domain lists a value twice", {})
+        # every cross-field problem of the column at once, each located at its own key
+        problems = [problem for check in (_range_problem, _domain_problem, _pattern_problem,
+                                          _length_problem, _unique_problem, _tolerance_problem)
+                    if (problem := check(self)) is not None]
+        if problems:
+            raise ValidationError.from_exception_data(
+                "Column", [InitErrorDetails(type=p, loc=(), input=self.model_dump())
+                           for p in problems])
         return self
+
+    def constraints(self) -> list[str]:
+        """The value constraints `max_violation_fraction` applies to, as declared."""
+        return [key for key in ("range", "domain", "pattern", "length")
+                if getattr(self, key) is not None] + (["unique"] if self.unique else [])
+
+
+#: A column's cross-field problem (its error type) -> the key it is about.
+COLUMN_PROBLEM_KEYS = {"bad_range": "range", "bad_domain": "domain", "bad_pattern": "pattern",
+                       "bad_length": "length", "bad_tolerance": "max_violation_fraction",
+                       "bad_unique": "unique"}
+
+#: Column keys added to schema 1 after its first release. `show` and `diff` omit them at their
+#: default (as the digest leaves out every default), so environments that do not use them look
+#: and hash as before.
+ADDED_COLUMN_KEYS: dict[str, Any] = {"max_violation_fraction": None, "unique": False,
+                                     "pattern": None, "length": None, "monitor": True}
+
+
+def omit_added_defaults(column: dict) -> dict:
+    """A dumped column without the keys of `ADDED_COLUMN_KEYS` that hold their default."""
+    for key, default in ADDED_COLUMN_KEYS.items():
+        if key in column and column[key] == default and type(column[key]) is type(default):
+            del column[key]
+    return column
+
+
+@functools.lru_cache(maxsize=256)
+def pattern_problem(pattern: str) -> str | None:
+    """Why RE2 (pyarrow's regex engine, the one validation runs) refuses `pattern`, if it does."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        pc.match_substring_regex(pa.nulls(1, pa.string()), pattern)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        return str(exc).removeprefix("Invalid regular expression: ")
+    return None
+
+
+def _range_problem(col: Column) -> PydanticCustomError | None:
+    if col.range is None:
+        return None
+    dtype, (lo, hi) = col.dtype, col.range
+    if lo is None and hi is None:
+        return PydanticCustomError("bad_range", "range [null, null] bounds nothing: give at "
+                                   "least one end", {})
+    given = [v for v in (lo, hi) if v is not None]
+    if dtype in NUMERIC_DTYPES:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in given):
+            return PydanticCustomError("bad_range", "range of a {dtype} column takes two "
+                                       "numbers (or null for an open end)", {"dtype": dtype})
+        if any(isinstance(v, float) and math.isnan(v) for v in given):
+            return PydanticCustomError("bad_range", "range bounds cannot be NaN", {})
+        parsed = [lo, hi]
+    elif dtype in TEMPORAL_DTYPES:
+        try:
+            parsed = [None if v is None else _parse_temporal(v) for v in (lo, hi)]
+        except ValueError:
+            return PydanticCustomError("bad_range", "range of a {dtype} column takes two ISO "
+                                       "8601 strings (or null for an open end)", {"dtype": dtype})
+    else:
+        return PydanticCustomError("bad_range", "a {dtype} column takes no range (use domain)",
+                                   {"dtype": dtype})
+    if parsed[0] is not None and parsed[1] is not None and parsed[0] > parsed[1]:
+        return PydanticCustomError("bad_range", "range [{lo}, {hi}] is empty: the first bound "
+                                   "must not exceed the second", {"lo": str(lo), "hi": str(hi)})
+    return None
+
+
+def _domain_problem(col: Column) -> PydanticCustomError | None:
+    if col.domain is None:
+        return None
+    dtype = col.dtype
+    if dtype not in ("string", "bool") + NUMERIC_DTYPES:
+        return PydanticCustomError("bad_domain", "a {dtype} column takes no domain (use range)",
+                                   {"dtype": dtype})
+    floating = dtype in ("float32", "float64")
+    for value in col.domain:
+        if not _domain_value_fits(dtype, value):
+            return PydanticCustomError("bad_domain", "domain value {value} is not {what}",
+                                       {"value": repr(value),
+                                        "what": "a finite number" if floating else f"a {dtype}"})
+    seen = [float(v) for v in col.domain] if floating else [repr(v) for v in col.domain]
+    if len(set(seen)) != len(seen):
+        return PydanticCustomError("bad_domain", "domain lists a value twice", {})
+    return None
+
+
+def _pattern_problem(col: Column) -> PydanticCustomError | None:
+    if col.pattern is None:
+        return None
+    if col.dtype != "string":
+        return PydanticCustomError("bad_pattern", "a {dtype} column takes no pattern (patterns "
+                                   "apply to strings)", {"dtype": col.dtype})
+    why = pattern_problem(col.pattern)
+    if why:
+        return PydanticCustomError("bad_pattern", "pattern {pattern} does not compile as RE2: "
+                                   "{why}", {"pattern": repr(col.pattern), "why": why})
+    return None
+
+
+def _length_problem(col: Column) -> PydanticCustomError | None:
+    if col.length is None:
+        return None
+    if col.dtype != "string":
+        return PydanticCustomError("bad_length", "a {dtype} column takes no length (lengths "
+                                   "apply to strings)", {"dtype": col.dtype})
+    lo, hi = col.length
+    if lo is None and hi is None:
+        return PydanticCustomError("bad_length", "length [null, null] bounds nothing: give at "
+                                   "least one end", {})
+    if lo is not None and hi is not None and lo > hi:
+        return PydanticCustomError("bad_length", "length [{lo}, {hi}] is empty: the first bound "
+                                   "must not exceed the second", {"lo": lo, "hi": hi})
+    return None
+
+
+def _unique_problem(col: Column) -> PydanticCustomError | None:
+    if col.unique and col.dtype == "bool":
+        return PydanticCustomError("bad_unique", "a bool column cannot be unique (it has two "
+                                   "values); declare a domain instead", {})
+    return None
+
+
+def _tolerance_problem(col: Column) -> PydanticCustomError | None:
+    if col.max_violation_fraction is not None and not col.constraints():
+        return PydanticCustomError("bad_tolerance", "max_violation_fraction tolerates "
+                                   "violations of range, domain, pattern, length or unique, and "
+                                   "this column declares none of them", {})
+    return None
+
+
+def _domain_value_fits(dtype: str, value: Any) -> bool:
+    if dtype == "string":
+        return isinstance(value, str)
+    if dtype == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if dtype in INTEGER_DTYPES:
+        return isinstance(value, int)
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _parse_temporal(value: Any) -> dt.datetime:
@@ -136,14 +277,100 @@ class Dataset(Strict):
 
 
 class Label(Strict):
-    """What the model predicts."""
+    """What the model predicts: a column of a dataset (`dataset` + `column`), or a label set
+    (`labels`). Switching form in a child replaces the inherited label as a whole."""
 
-    dataset: str
-    """Dataset that holds the label."""
-    column: str
+    dataset: str | None = None
+    """Dataset that holds the label column."""
+    column: str | None = None
     """Label column; never a model input."""
     classes: list[Scalar] | None = None
-    """Class values for classification; absent for regression."""
+    """Class values for classification; absent for regression. A label set's classes are its
+    taxonomy's."""
+    labels: str | None = None
+    """A label set declared under `labels:` that the label comes from instead of a column:
+    `ctx.read` of its dataset returns only rows with a usable label, `ctx.labels()` the aligned
+    labels."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Label:
+        if self.labels is not None:
+            if self.dataset is not None or self.column is not None or self.classes is not None:
+                raise PydanticCustomError(
+                    "label_source", "label takes either `labels` (a label set) or `dataset` and "
+                    "`column`, not both (a label set's classes are its taxonomy's)", {})
+        elif self.dataset is None or self.column is None:
+            raise PydanticCustomError(
+                "label_source", "label needs `dataset` and `column`, or `labels` (a label set)",
+                {})
+        return self
+
+
+class Taxonomy(Strict):
+    """The classes a label set may hold, with a name and a version (taxonomies change)."""
+
+    name: str
+    """What is classified (`genre`): names the labels in reports, lineage and signatures."""
+    version: Union[int, str]
+    """The taxonomy's version; recorded in the lock and the lineage."""
+    classes: list[str]
+    """Every class a label may take; anything else in an export is an error (BE856)."""
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise PydanticCustomError("label_source", "a taxonomy declares at least one class",
+                                      {})
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("label_source", "taxonomy lists a class twice", {})
+        return value
+
+
+class Reuse(Strict):
+    """An older label set whose labels are mapped into this set's taxonomy."""
+
+    labels: str
+    """The reused label set (declared under `labels:`)."""
+    mapping: str | None = None
+    """SSSOM TSV file mapping the reused set's classes (`subject_id`) to this taxonomy's
+    (`object_id`). Absent: every reused class must be a class of this taxonomy (a relabel
+    overlay of the same taxonomy)."""
+    ambiguous: Literal["skip", "refuse"] = "skip"
+    """What to do with reused examples whose class cannot be mapped automatically (split by
+    `narrowMatch`, several targets, `closeMatch`, no mapping row): `skip` them (they need
+    relabeling; a warning counts them per class) or `refuse` the build."""
+
+
+class LabelSet(Strict):
+    """Annotations pinned like data: an export of an annotation tool, its taxonomy and the
+    annotation UI version that produced it."""
+
+    uri: str
+    """The export: relative to the repository root, or file://, s3://, gs://."""
+    format: Literal["label-studio", "parquet"] = "label-studio"
+    """A Label Studio JSON export, or Parquet (`key`, `label`, `annotator`, `ui_version`,
+    `taxonomy_version`, `created_at`)."""
+    dataset: str
+    """The dataset whose examples are labeled."""
+    key: str
+    """The dataset column (integer or string) that identifies an example; Label Studio tasks
+    carry it in `data`."""
+    field: str | None = None
+    """Label Studio `from_name` of the choices control holding the label."""
+    taxonomy: Taxonomy
+    """The classes, with the taxonomy's name and version."""
+    ui_version: str | None = None
+    """The annotation UI/guidelines version that produced these annotations (Label Studio
+    exports do not record it). Parquet rows carry their own."""
+    reuse: list[Reuse] = []
+    """Older label sets mapped into this taxonomy; this set's own annotations win for the keys
+    it annotates, then the reused sets in the order listed."""
+    exposure: Literal["exclusive", "allow"] = "exclusive"
+    """`exclusive`: an annotator who labeled the same example under two UI versions (in any
+    label set of the multiverse) is an error; `allow` reports it as a warning."""
+    description: str | None = None
+    """Free text for humans; not part of the environment digest."""
 
 
 class SklearnServing(Strict):
@@ -236,7 +463,8 @@ class Evaluation(Strict):
     join: dict[str, list[str]] = {}
     """How an evaluation row gets the served columns of other datasets: dataset -> the key
     column(s) it shares with the label dataset (unique in that dataset), e.g.
-    `{movies: [movie_id], users: [user_id]}`."""
+    `{movies: [movie_id], users: [user_id]}`. Default: each dataset that shares column names
+    with the label dataset is joined on them where they are unique in it."""
 
     @field_validator("key", mode="before")
     @classmethod
@@ -290,6 +518,8 @@ class Environment(Strict):
     """Free text for humans; not part of the environment digest."""
     datasets: dict[str, Dataset]
     """The datasets training may read."""
+    labels: dict[str, LabelSet] = {}
+    """Label sets: annotation exports pinned in the lock like datasets."""
     label: Label | None = None
     """The prediction target."""
     serving: Serving | None = None
@@ -314,6 +544,26 @@ class Environment(Strict):
 
     def restricted(self, dataset: str) -> bool:
         return dataset in self.privacy.restricted
+
+    def label_set(self) -> LabelSet | None:
+        """The label set the label comes from (None for a column label, or no label)."""
+        if self.label is None or self.label.labels is None:
+            return None
+        return self.labels.get(self.label.labels)
+
+    def label_dataset(self) -> str | None:
+        """The dataset whose rows are the training examples: the label column's, or the one
+        the label set labels."""
+        if self.label is None:
+            return None
+        found = self.label_set()
+        return found.dataset if found is not None else self.label.dataset
+
+    def label_classes(self) -> list | None:
+        found = self.label_set()
+        if found is not None:
+            return list(found.taxonomy.classes)
+        return self.label.classes if self.label is not None else None
 
     def served_columns(self) -> dict[str, list[str]]:
         """column name -> datasets serving it."""

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from buildenv.env.resolve import Resolved
+from buildenv.env.spec import omit_added_defaults
 
 __all__ = ["diff_environments", "explained_yaml", "resolved_document"]
 
@@ -16,6 +17,11 @@ def resolved_document(res: Resolved) -> dict:
     """The resolved environment as a user would write it (defaults filled in)."""
     data = res.env.model_dump(mode="json", by_alias=True, exclude_none=True)
     data.pop("schema", None)
+    for ds in data["datasets"].values():
+        for col in ds["columns"].values():
+            omit_added_defaults(col)
+    if not data.get("labels"):  # shown like datasets, when there are any
+        data.pop("labels", None)
     return data
 
 

@@ -230,7 +230,10 @@ def analyse(project: Project, mv: Multiverse, res: Resolved, dataset: str, basel
     restricted = res.env.restricted(dataset)
     min_group = res.env.privacy.min_group_size
     problems: list[Diagnostic] = []
-    columns = dict(declared.columns)
+    # keys (unique) and `monitor: false` columns are validated, never drift-compared
+    columns = {n: c for n, c in declared.columns.items() if c.monitor and not c.unique}
+    not_monitored = {n: "unique (a key)" if c.unique else "monitor: false"
+                     for n, c in declared.columns.items() if n not in columns}
     for source, what in ((baseline, "locked version"), (candidate, "candidate")):
         try:
             schema = source.read.schema
@@ -290,7 +293,7 @@ def analyse(project: Project, mv: Multiverse, res: Resolved, dataset: str, basel
                    "sample_size": sample_size, "jsd_log_base": 2, "psi_log": "natural",
                    "psi_epsilon": PSI_EPSILON, "batch_rows": batch_rows,
                    "quantiles": "from a uniform sample (exact when every value fits in it)"},
-        "triage": triage, "columns": public_columns,
+        "triage": triage, "columns": public_columns, "not_monitored": not_monitored,
         "alerts": [a.to_json() for a in alerts],
         "summary": {"alerts": sum(1 for a in alerts if not a.suppressed),
                     "suppressed": sum(1 for a in alerts if a.suppressed)},

@@ -15,6 +15,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from buildenv.compile.artifact import read_lineage
@@ -243,9 +244,18 @@ def _score_on_evaluation_rows(ev: Evaluation, c: Any, project: Project, res: Res
     if lock is None:
         raise DiagnosticError(problems, 1)
     pins = {name: d.digest for name, d in lock.datasets.items()}
+    gate = DataGate(project, res.env, "evaluate", pins=pins, where=res)
+    labels = None
+    if res.env.label_set() is not None:
+        from buildenv.labels.labelset import LabelError, LabelSets
+
+        try:
+            labels = LabelSets(gate, lock.label_pins(), res).resolve(
+                res.env.label.labels).table()  # type: ignore[union-attr]
+        except LabelError as exc:
+            raise DiagnosticError(exc.diagnostics, 1) from None
     try:
-        rows = evaluation_rows(DataGate(project, res.env, "evaluate", pins=pins, where=res),
-                               res.env)
+        rows = evaluation_rows(gate, res.env, labels)
     except GateError as exc:
         raise DiagnosticError([exc.diagnostic], 1) from None
     ev.rows, ev.rows_text = rows.rows, rows.describe()
@@ -261,7 +271,8 @@ def _score_on_evaluation_rows(ev: Evaluation, c: Any, project: Project, res: Res
             except Exception as exc:
                 raise registry_error(project, exc, "loading the models") from None
             try:
-                metrics = score(model, rows.frame, rows.labels, res.env.label, inputs,
+                metrics = score(model, rows.frame, rows.labels,
+                                SimpleNamespace(classes=res.env.label_classes()), inputs,
                                 restricted)
             except ScoringError as exc:
                 severity = Severity.ERROR if s.role == "candidate" else Severity.WARNING

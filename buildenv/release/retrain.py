@@ -239,7 +239,9 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
     # lock
     progress.phase("lock")
     journal(work, {"phase": "locking", "saved": entries})
-    locked, problems = lock_environments(mv, [env])
+    from buildenv.labels.locking import lock_label_sets
+
+    locked, problems = lock_environments(mv, [env], label_locker=lock_label_sets)
     if problems or not locked:
         log.emit("lock", "failed", "; ".join(p.message for p in problems))
         raise _Stop(problems)
