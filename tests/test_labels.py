@@ -94,6 +94,7 @@ def test_unknown_label_set_and_reuse_cycle_are_configuration_errors(tmp_path):
         "label: {labels: kind-v3}\n")
     root = make_label_repo(tmp_path, envs={"v2": text})
     cycle_line = yaml_line(env_path(root, "v2"), "- {labels: kind-v2}")[0]
+    # a configuration error: exit 2 from build too, as from show and lock (issue 10)
     for command, exit_code in ((["show", "v2"], 2), (["lock", "v2"], 2),
                                (["build", "tagger", "--env", "v2", "--no-register"], 2)):
         code, out, err = invoke_cli(command, root)

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import signal
+
 # isort: off
 # Registration order is the order of `buildenv --help`: the pipeline's.
 from buildenv.cli import env_commands  # noqa: F401
@@ -22,7 +24,14 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
+    # SIGTERM (a cancelled CI job) unwinds like Ctrl-C: the training's process group is
+    # killed, temp dirs are removed, an unfinished retrain is restored.
+    signal.signal(signal.SIGTERM, _terminated)
     app(prog_name="buildenv")
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 The runner (`python -m buildenv.compile.runner REQ`) gets a scrubbed environment, fixed seeds
 and thread counts, dies with its parent (PR_SET_PDEATHSIG), and is stopped at its time limit.
+It leads its own process group (a new session), so what the training starts itself (joblib
+or multiprocessing workers) is killed with it: the whole group, on timeout and on interrupt.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
 
-__all__ = ["child_env", "run_training"]
+__all__ = ["child_env", "kill_group", "run_training"]
 
 
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
@@ -54,6 +56,15 @@ def _die_with_parent() -> None:
         pass
 
 
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the runner's process group (the runner and everything it started); reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
 def run_training(project: Project, config: TrainingConfig, res: Resolved, out_dir: Path,
                  timeout: float, pins: dict[str, str],
                  label_pins: dict[str, dict] | None = None) -> dict:
@@ -75,18 +86,21 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
             proc = subprocess.Popen(
                 [sys.executable, "-m", "buildenv.compile.runner", str(work / "request.json")],
                 cwd=project.root, env=child_env(config.seed, config.threads), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                kill_group(proc)
                 return {"ok": False, "diagnostics": [{
                     "code": "BE302", "message": f"training exceeded its time limit of "
                     f"{timeout:g} s", "path": config.module_path, "line": None, "col": None,
                     "severity": "error", "hints": ["raise `timeout` in the training's "
                                                    "[tool.buildenv.trainings] table"]}]}
+            except BaseException:  # Ctrl-C, SIGTERM turned into an exception, a bug
+                kill_group(proc)
+                raise
+            kill_group(proc)  # the runner exited: workers it left behind go too
         output = log_path.read_text(errors="replace")
         result_file = work / "result.json"
         if not result_file.is_file():

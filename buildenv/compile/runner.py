@@ -177,7 +177,8 @@ def run(request: dict) -> dict:
             message = (f"training raised {type(exc).__name__} (message withheld: the training "
                        f"read restricted dataset(s) {', '.join(sorted(ctx.restricted_reads))})")
         return {"ok": False, "diagnostics": [_diag("BE301", message, path, line,
-                                                    [f"called from {t}" for t in trail[:-1]])]}
+                                                    [f"called from {t}" for t in trail[:-1]])],
+                "transient": isinstance(exc, (OSError, MemoryError))}  # not cached
     if ctx.gate_errors:  # caught by the training: the model saw unverified data
         return _refused(ctx.gate_errors)
     if model is None or not hasattr(model, "predict"):

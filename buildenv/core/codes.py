@@ -71,6 +71,22 @@ CODES: dict[str, Code] = {
                   "(`key`), an existing dataset holding the label column (`dataset`), and join "
                   "keys declared in both datasets and unique in the joined one (`join`); "
                   "`dataset` and `holdout`/`key` exclude each other."),
+    # --- hostile environment files ---------------------------------------------
+    "BE030": Code("environment file too large", "The file is larger than the limit "
+                  "(BUILDENV_MAX_ENV_BYTES, default 256 KiB) and was refused before it was read. "
+                  "Environment files are a few kilobytes; a file this size is generated or "
+                  "hostile. Raise the limit only for a file you trust."),
+    "BE031": Code("too many YAML values", "The document expands to more values than the limit "
+                  "(BUILDENV_MAX_ENV_VALUES, default 100,000). Anchors and aliases (`&a`, `*a`) "
+                  "count once per use, so a few lines of aliases of aliases (an alias bomb) "
+                  "can expand to billions; the parser stops at the limit instead of hanging."),
+    "BE032": Code("YAML nesting too deep", "Mappings and lists nest more than 64 levels deep. "
+                  "The environment format nests a few levels; deeper documents are refused "
+                  "before they exhaust the parser's stack."),
+    "BE033": Code("unsupported YAML value", "The document holds a tag (`!!python/...`, "
+                  "`!!set`, a custom `!tag`) or a value the safe YAML constructor cannot build "
+                  "(e.g. an integer with thousands of digits). Environment files hold plain "
+                  "mappings, lists, strings, numbers, booleans and null."),
     "BE035": Code("bad pattern", "`pattern` applies to string columns and must compile as RE2, "
                   "the regular-expression engine validation runs (pyarrow's): no look-around, "
                   "no backreferences. The message quotes the compiler's reason. The pattern is "
@@ -282,6 +298,58 @@ CODES: dict[str, Code] = {
     "BE755": Code("unusable base rootfs", "`--base-rootfs` must be a readable tarball of a root "
                   "filesystem holding python<X.Y> for the Python version the packages are "
                   "vendored from."),
+    # --- integrity, signing, concurrency ------------------------------------------------
+    "BE760": Code("lock wait timed out", "Another buildenv process held a lock this command "
+                  "needs (a build of the same pair, registration in the same MLflow store, a "
+                  "champion alias move) for longer than the wait limit. The message names its "
+                  "pid. Locks are released when their holder exits, even when it is killed; "
+                  "BUILDENV_LOCK_TIMEOUT sets the wait in seconds."),
+    "BE761": Code("artifact does not match its record", "The files of a model artifact hash "
+                  "to another digest than the one recorded for it (the registry's "
+                  "buildenv.artifact_digest tag, or the lineage's model_digest). It was "
+                  "modified after it was built, so buildenv refuses to load it: the model file "
+                  "is never deserialised, since unpickling a modified file can run arbitrary "
+                  "code. Rebuild it, or find out who changed it."),
+    "BE762": Code("no integrity record", "A model version or artifact directory has no "
+                  "recorded digest (no buildenv.artifact_digest tag, no lineage), so its bytes "
+                  "cannot be checked before loading; buildenv does not load unverified models. "
+                  "Register it with `buildenv build` or `buildenv register`."),
+    "BE763": Code("signature does not verify", "A verification key is configured "
+                  "(BUILDENV_VERIFY_KEY or [tool.buildenv] verify_key), and the artifact's "
+                  "signature (buildenv.sig) does not verify with it: the files changed after "
+                  "signing, or another key signed them."),
+    "BE764": Code("artifact not signed", "A verification key is configured, but the artifact "
+                  "has no buildenv.sig. Build it with a signing key configured "
+                  "(BUILDENV_SIGNING_KEY or [tool.buildenv] signing_key)."),
+    "BE765": Code("signing support not installed", "Signing and verifying artifacts uses the "
+                  "`signing` extra (model-signing, pyopenssl). Install it "
+                  "(`pip install 'buildenv[signing]'`) or unset the signing and verification "
+                  "keys."),
+    "BE766": Code("unusable signing key", "The configured signing or verification key cannot "
+                  "be read or is not an elliptic-curve key in PEM format (P-256, P-384 or "
+                  "P-521). `openssl ecparam -name prime256v1 -genkey -noout -out key.pem` makes "
+                  "one; `openssl ec -in key.pem -pubout -out key.pub` its public half."),
+    "BE767": Code("output directory holds other files", "`--out DIR` would replace DIR, but DIR "
+                  "holds files buildenv did not write (it is neither empty nor an unmodified "
+                  "buildenv artifact). buildenv never deletes them: choose an empty or new "
+                  "directory, or remove DIR yourself."),
+    "BE768": Code("champion changed meanwhile", "Another promotion or rollback moved the "
+                  "champion alias after this command compared against it. Moves are "
+                  "compare-and-set: nothing was changed. Run the command again to compare with "
+                  "the new champion."),
+    "BE769": Code("image is not the champion", "`buildenv image` packages "
+                  "dist/<training>/<env>/, and that artifact is not the version the "
+                  "<env>-champion alias points to (after a rollback, or a build not yet "
+                  "promoted). `--champion` packages the champion from the registry instead."),
+    "BE770": Code("registered again", "buildenv remembered registering this artifact, but the "
+                  "MLflow store no longer holds that version (the store was reset or lost), so "
+                  "the artifact was registered again under a new version number."),
+    "BE771": Code("not an artifact of that pair", "`buildenv register DIR --training T --env E` "
+                  "registers a built artifact: DIR must hold buildenv.json lineage naming "
+                  "training T and environment E."),
+    "BE772": Code("no champion to package", "`buildenv image --champion` packages the version "
+                  "the <env>-champion alias points to, and the alias is not set. Promote a "
+                  "version first, or leave out --champion to package dist/."),
     # --- audit ---------------------------------------------------------------------------
     "BE801": Code("audit log not sound", "The audit log of restricted reads was edited, "
                   "truncated or reordered, or cannot be written. Reads of restricted datasets "

@@ -53,6 +53,8 @@ class ToolConfig(BaseModel):
     environments_dir: str = "environments"
     tracking_uri: str | None = None
     cache_dir: str = ".buildenv"
+    signing_key: str | None = None  # PEM EC private key: sign artifacts at build time
+    verify_key: str | None = None  # PEM EC public key: verify signatures before loading
     trainings: dict[str, TrainingConfig] = {}
 
 

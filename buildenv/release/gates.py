@@ -19,7 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from buildenv.compile.artifact import read_lineage
-from buildenv.compile.registry import client, find_version
+from buildenv.compile.registry import TAG_DIGEST, client, find_version
 from buildenv.compile.scoring import METRIC_ALIASES, ScoringError, score
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project
@@ -128,6 +128,8 @@ def _promotion(res: Resolved) -> Promotion:
 
 
 def registry_error(project: Project, exc: Exception, what: str) -> DiagnosticError:
+    if isinstance(exc, DiagnosticError):  # e.g. BE761 from a model that failed verification
+        return exc
     return DiagnosticError([Diagnostic(
         "BE704", f"{what} failed at {project.tracking_uri()}: {type(exc).__name__}: "
         f"{str(exc).splitlines()[0] if str(exc) else ''}")])
@@ -160,15 +162,20 @@ def candidate_version(project: Project, c: Any, training: str, env: str,
 
 def _load_model(c: Any, project: Project, training: str, version: str, scratch: Path
                 ) -> tuple[Any, list[str] | None]:
-    """The registered model and the input columns its lineage records."""
+    """The registered model and the input columns its lineage records; the model is
+    unpickled only after its files matched the version's recorded digest."""
     import mlflow.artifacts
-    import mlflow.sklearn
 
+    from buildenv.compile.integrity import load_verified_model
+
+    expected = (c.get_model_version(training, version).tags or {}).get(TAG_DIGEST)
     uri = c.get_model_version_download_uri(training, version)
     local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(
         scratch / f"v{version}"), tracking_uri=project.tracking_uri())
     lineage = read_lineage(Path(local)) or {}
-    return mlflow.sklearn.load_model(local), lineage.get("inputs")
+    model = load_verified_model(project, Path(local), expected,
+                                f"model '{training}' v{version} in the registry")
+    return model, lineage.get("inputs")
 
 
 def _logged(c: Any, run_id: str | None, metric: str) -> float | None:
