@@ -69,7 +69,7 @@ def test_envs_lists_broken_environments_and_their_errors(tmp_path):
     ]
     assert err.splitlines() == [
         "environments/broken.yaml:3:1: error[BE003]: unknown key 'foo'",
-        "  hint: allowed keys: datasets, description, evaluation, extends, label, monitoring, name, "
+        "  hint: allowed keys: datasets, description, evaluation, extends, label, labels, monitoring, name, "
         "privacy, promotion, schema, serving",
     ]
 

@@ -174,6 +174,12 @@ def test_key_hash_is_stable_and_documented():
     assert key_hash(table, ["id", "name"]).tolist() == [
         _reference_hash([0, "a"]), _reference_hash([1, "b"]), _reference_hash([2, None]),
         _reference_hash([None, "d"])]
+    import datetime as dt
+
+    mixed = pa.table({"d": pa.array([dt.date(1970, 1, 3), None], pa.date32()),
+                      "b": pa.array([True, False])})
+    assert key_hash(mixed, ["d", "b"]).tolist() == [_reference_hash([2, 1]),
+                                                    _reference_hash([None, 0])]
     floats = pa.table({"x": pa.array([0.0, -0.0, float("nan"), 1.5])})
     codes = key_hash(floats, ["x"]).tolist()
     assert codes[0] == codes[1] and codes[2] == _reference_hash([float("nan")])

@@ -33,20 +33,23 @@ def example(tmp_path_factory) -> Path:
     return root
 
 
-def test_the_multiverse_has_its_five_environments():
-    assert ENVS == ["exp-genre-v2", "exp-onnx", "prod-2026-06", "prod-2026-09", "prod-2026-12"]
+def test_the_multiverse_has_its_six_environments():
+    assert ENVS == ["exp-genre-v1", "exp-genre-v2", "exp-onnx", "prod-2026-06",
+                    "prod-2026-06-synthetic", "prod-2026-09", "prod-2026-12"]
 
 
 def test_envs(example):
     code, out, err = invoke_cli(["envs"], example)
     assert (code, err) == (0, "")
     assert out.splitlines() == [
-        "NAME          EXTENDS       LOCK      DATASETS",
-        "exp-genre-v2  prod-2026-09  locked    movies, ratings, users",
-        "exp-onnx      prod-2026-09  locked    movies, ratings, users",
-        "prod-2026-06  -             locked    movies, ratings, users",
-        "prod-2026-09  prod-2026-06  locked    movies, ratings, users",
-        "prod-2026-12  prod-2026-09  locked    movies, ratings, users",
+        "NAME                    EXTENDS       LOCK      DATASETS",
+        "exp-genre-v1            prod-2026-09  locked    movies, ratings, users",
+        "exp-genre-v2            exp-genre-v1  locked    movies, ratings, users",
+        "exp-onnx                prod-2026-09  locked    movies, ratings, users",
+        "prod-2026-06            -             locked    movies, ratings, users",
+        "prod-2026-06-synthetic  prod-2026-06  locked    movies, ratings, users",
+        "prod-2026-09            prod-2026-06  locked    movies, ratings, users",
+        "prod-2026-12            prod-2026-09  locked    movies, ratings, users",
     ]
 
 
@@ -59,7 +62,8 @@ def test_every_environment_but_the_root_extends(example):
             assert chain == [ROOT_ENV]
         else:
             assert len(chain) >= 2, f"{name} should branch from another environment"
-    assert mv.children("prod-2026-09") == ["exp-genre-v2", "exp-onnx", "prod-2026-12"]
+    assert mv.children("prod-2026-09") == ["exp-genre-v1", "exp-onnx", "prod-2026-12"]
+    assert mv.children("exp-genre-v1") == ["exp-genre-v2"]
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -69,7 +73,12 @@ def test_show(example, env):
     doc = json.loads(out)
     assert doc["name"] == env
     assert set(doc["datasets"]) == {"movies", "ratings", "users"}
-    assert doc["label"] == {"dataset": "ratings", "column": "liked", "classes": [False, True]}
+    if env.startswith("exp-genre-"):  # the genre tagger's label: a label set
+        assert doc["label"] == {"labels": env.replace("exp-", "")}
+        assert doc["labels"][env.replace("exp-", "")]["ui_version"] == env[-1]
+    else:
+        assert doc["label"] == {"dataset": "ratings", "column": "liked",
+                                "classes": [False, True]}
     code, out, err = invoke_cli(["show", env, "--explain"], example)
     assert (code, err) == (0, "")
     assert out.startswith(f"# {env}: resolved from {ROOT_ENV}")
@@ -92,9 +101,8 @@ def test_diff_prod_09_vs_12(example):
         '~ description: "Production as of 2026-09-30; serving image v1 unchanged." -> '
         '"Serving image v2 - critic scores served, tree ensembles allowed."',
         "~ datasets.movies.columns.critic_score.serving: false -> true",
-        '~ serving.ops: ["sklearn.pipeline.Pipeline", "sklearn.compose.ColumnTransformer", '
-        '"sklearn.preprocessing.*", "sk... -> ["sklearn.pipeline.Pipeline", '
-        '"sklearn.compose.ColumnTransformer", "sklearn.preprocessing.*", "sk...',
+        "~ serving.ops:",  # a long list, element by element: the new entry is visible
+        '    + "sklearn.ensemble.HistGradientBoostingClassifier"',
         '~ serving.requirements: ["scikit-learn>=1.6,<2"] -> ["scikit-learn>=1.8,<2"]',
     ]
 
@@ -145,7 +153,28 @@ def test_lock_row_counts_match_the_readme():
         "data/movies/2026-09-genre-v2.parquet": 3400,
         "data/users/2026-06.parquet": 7010, "data/users/2026-09.parquet": 7400,
         "data/ratings/2026-06.parquet": 38320, "data/ratings/2026-09.parquet": 51759,
+        "data/synthetic/prod-2026-06/users.parquet": 2000,
+        "data/synthetic/prod-2026-06/ratings.parquet": 8000,
     }
+
+
+def test_genre_label_sets_match_the_readme(example):
+    """The label-set change of exp-genre-v2, as examples/README.md describes it."""
+    lock = json.loads((REPO_ROOT / "environments" / "exp-genre-v2.lock.json").read_text())
+    counts = {name: (e["examples"], e["annotations"], e["annotators"], e["ui_version"])
+              for name, e in lock["labels"].items()}
+    assert counts == {"genre-v1": (3008, 4041, 6, "1"), "genre-v2": (1085, 1498, 6, "2")}
+    assert list(lock["labels"]["genre-v2"]["mappings"]) == ["data/labels/genre-v1-to-v2.sssom.tsv"]
+    code, out, err = invoke_cli(["labels", "exp-genre-v2", "--format", "json"], example)
+    assert code == 0, err
+    report = json.loads(out)
+    sets = {s["name"]: s for s in report["label_sets"]}
+    v2 = sets["genre-v2"]["resolved"]
+    assert (v2["own"], v2["tied"], v2["from_reuse"]) == (1040, 45, 1693)
+    assert v2["relabel"] == {"genre-v1": {"drama": 270, "sci-fi": 39}}
+    assert sets["genre-v1"]["cancelled"] == 96 and sets["genre-v1"]["agreement"]["pairs"] == 15
+    found = {(d["code"], d["severity"]) for d in report["diagnostics"]}
+    assert found == {("BE860", "warning"), ("BE861", "warning")}
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -154,20 +183,31 @@ def test_validate(example, env):
     assert (code, out, err) == (0, f"{env}: 3 dataset(s) valid\n", "")
 
 
-TRAININGS = ["boosted", "critic-aware", "recommender"]
+TRAININGS = ["boosted", "critic-aware", "genre-tagger", "recommender"]
+LABEL_SET_ENVS = ["exp-genre-v1", "exp-genre-v2"]
 
 
 @pytest.mark.parametrize("training", TRAININGS)
 def test_static_checks_pass_everywhere(example, training):
+    """Every training checks cleanly against every environment of its kind of label: the
+    genre tagger where the label is a label set, the others where it is `ratings.liked`."""
     for env in ENVS:
         code, out, err = invoke_cli(["check", training, "--env", env], example)
-        assert (code, out) == (0, f"{training} @ {env}: static checks passed\n"), err
         warnings = [line for line in err.splitlines() if "warning[" in line]
+        if training == "genre-tagger" and env not in LABEL_SET_ENVS:
+            assert code == 1, (env, out, err)
+            assert "error[BE864]: ctx.labels() needs a label set, but environment " \
+                f"{env} takes its label from column 'ratings.liked'" in err, err
+            continue
+        assert (code, out) == (0, f"{training} @ {env}: static checks passed\n"), err
+        expected = []
         if training == "boosted" and env != "prod-2026-12":
-            assert len(warnings) == 1 and "warning[BE106]: HistGradientBoostingClassifier" \
-                in warnings[0], (env, err)
-        else:
-            assert warnings == [], (training, env, err)
+            expected.append("warning[BE106]: HistGradientBoostingClassifier")
+        if training != "genre-tagger" and env in LABEL_SET_ENVS:
+            expected.append("warning[BE865]: environment " + env)
+        assert len(warnings) == len(expected), (training, env, err)
+        for want in expected:
+            assert any(want in w for w in warnings), (training, env, want, err)
 
 
 def test_generate_is_byte_identical(tmp_path):
@@ -175,10 +215,37 @@ def test_generate_is_byte_identical(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "examples" / "movies" / "generate.py"),
                            "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    data = [("*.parquet", 7), ("labels/*.json", 2), ("labels/*.sssom.tsv", 1)]
     generated = {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                 for p in sorted(out.rglob("*.parquet"))}
+                 for pattern, _ in data for p in sorted(out.glob(f"**/{pattern}"))}
     committed = {p.relative_to(REPO_ROOT / "data").as_posix():
                  hashlib.sha256(p.read_bytes()).hexdigest()
-                 for p in sorted((REPO_ROOT / "data").rglob("*.parquet"))}
-    assert len(generated) == 7
+                 for pattern, _ in data for p in sorted((REPO_ROOT / "data").glob(f"**/{pattern}"))
+                 if "synthetic" not in p.parts}  # written by `buildenv synth`, not generated
+    assert len(generated) == sum(n for _, n in data)
     assert generated == committed
+
+
+def test_the_restricted_example_answers_private_statistics(example):
+    code, out, err = invoke_cli(["stats", ROOT_ENV, "--dataset", "users", "--columns",
+                                 "country,age", "--epsilon", "0.5"], example)
+    assert (code, err) == (0, ""), err
+    assert out.splitlines()[1].startswith("differentially private: epsilon 0.5 spent by this "
+                                          "call; budget of 'users': 4,")
+    code, out, err = invoke_cli(["stats", ROOT_ENV, "--dataset", "movies", "--columns",
+                                 "genre"], example)
+    assert code == 0 and "public dataset: exact figures" in out
+    assert out.splitlines()[7].split() == ["drama", "1,080"]
+
+
+def test_the_synthetic_environment_replaces_exactly_the_restricted_data():
+    mv = Multiverse(Project.discover(REPO_ROOT))
+    real, synthetic = mv.resolve(ROOT_ENV).env, mv.resolve("prod-2026-06-synthetic").env
+    assert synthetic.privacy.restricted == []
+    assert set(synthetic.privacy.synthetic) == set(real.privacy.restricted) == {"users",
+                                                                                 "ratings"}
+    for name, record in synthetic.privacy.synthetic.items():
+        assert synthetic.datasets[name].uri == record.uri
+        assert record.uri.startswith("data/synthetic/prod-2026-06/")
+        assert record.source.environment == ROOT_ENV and record.method == "mst"
+    assert synthetic.datasets["movies"] == real.datasets["movies"]

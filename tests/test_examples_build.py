@@ -76,3 +76,22 @@ def test_recommender_compiles_to_onnx_with_parity(repo):
     assert lineage["onnx"]["parity"]["label_agreement"] == 1.0
     assert lineage["onnx"]["parity"]["max_proba_diff"] < 1e-3
     assert (art / "model.onnx").is_file()
+
+
+def test_recommender_builds_on_the_synthetic_environment_without_the_real_data(tmp_path):
+    """What CI compiles: prod-2026-06-synthetic, on a copy holding no real users or ratings."""
+    root = tmp_path / "laptop"
+    root.mkdir()
+    for name in ("environments", "examples"):
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "data", root / "data",
+                    ignore=shutil.ignore_patterns("users", "ratings", "BUILD"))
+    shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
+    assert not list((root / "data").glob("users/*")) and (root / "data/movies").is_dir()
+    code, out, err = run(root, "build", "recommender", "--env", "prod-2026-06-synthetic",
+                         "--no-register")
+    assert code == 0, err
+    lineage = json.loads((root / "dist/recommender/prod-2026-06-synthetic/buildenv.json")
+                         .read_text())
+    assert lineage["evaluation"]
+    assert not (root / ".buildenv" / "audit" / "log.jsonl").exists()  # nothing restricted read

@@ -20,6 +20,7 @@ from buildenv.cli.app import (
     finish,
     open_project,
     progress_shown,
+    quieted,
 )
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, sort_diagnostics
 
@@ -90,7 +91,7 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
         else:
             _emit_builds(outcomes, fmt)
         if any(o.status == "failed" for o in outcomes):
-            raise typer.Exit(1)
+            raise typer.Exit(1)  # an invalid environment fails only its own pairs
         return
     if not training or not env:
         raise DiagnosticError([Diagnostic("BE004", "build needs TRAINING and --env ENV, or "
@@ -102,7 +103,7 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
     if fmt is Format.json:
         _emit_builds([outcome], fmt)
         if outcome.status == "failed":
-            raise typer.Exit(1)
+            raise typer.Exit(outcome.exit_code)
         return
     if fmt is Format.text:
         if outcome.status != "failed":
@@ -111,9 +112,10 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
             reg = outcome.registered
             reg_text = f", registered {training} v{reg['version']}" if reg else ""
             print(f"{training} @ {env}: {outcome.status}{why} -> {where}{reg_text}")
-    finish(outcome.diagnostics, fmt, quiet)
     if outcome.status == "failed":
-        raise typer.Exit(1)
+        emit(quieted(outcome.diagnostics, fmt, quiet), fmt)
+        raise typer.Exit(outcome.exit_code)  # 2 for a configuration error (BE767)
+    finish(outcome.diagnostics, fmt, quiet)
 
 
 def _emit_builds(outcomes: list, fmt: Format) -> None:
@@ -127,3 +129,32 @@ def _emit_builds(outcomes: list, fmt: Format) -> None:
         return
     print(json.dumps({"diagnostics": [d.to_json() for d in sort_diagnostics(diagnostics)],
                       **matrix_json(outcomes)}, indent=2))
+
+
+@app.command("register")
+@command
+def register_cmd(artifact: Path = typer.Argument(..., help="A built artifact directory, e.g. "
+                                                 "from `buildenv build --out DIR`."),
+                 training: str = typer.Option(..., "--training", help="Training name."),
+                 env: str = typer.Option(..., "--env", help="Environment name."),
+                 root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+    """Log and register a built artifact in MLflow (idempotent: one version per digest)."""
+    from buildenv.compile.artifact import read_lineage
+    from buildenv.compile.integrity import verify_artifact
+    from buildenv.compile.registry import ensure_registered
+
+    project = open_project(root)
+    lineage = read_lineage(artifact)
+    if lineage is None or (lineage.get("training"), lineage.get("environment")) != (
+            training, env):
+        found = ("no buildenv.json lineage" if lineage is None else
+                 f"lineage of {lineage.get('training')} @ {lineage.get('environment')}")
+        raise DiagnosticError([Diagnostic(
+            "BE771", f"{artifact} is not an artifact of {training} @ {env} ({found})",
+            hints=(f"`buildenv build {training} --env {env} --out DIR` builds one",))], 2)
+    verify_artifact(project, artifact, lineage.get("model_digest"), f"the artifact at {artifact}")
+    registered, notes = ensure_registered(project, training, env, artifact, lineage)
+    state = "registered" if registered.get("created") else "already registered as"
+    if fmt is Format.text:
+        print(f"{training} @ {env}: {state} {training} v{registered['version']}")
+    finish(notes, fmt)

@@ -66,25 +66,32 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
         if any(p.is_error for p in problems):
             raise typer.Exit(2 if config_error else 1)
         return
+    from buildenv.labels.locking import lock_label_sets
+
     with progress_shown(progress, quiet), make_executor(executor, mv.project) as runner:
-        results, problems = lock_environments(mv, names, algorithm, runner)
+        results, problems = lock_environments(mv, names, algorithm,
+                                              label_locker=lock_label_sets, executor=runner)
     if fmt is Format.text and not quiet:
         for name, lock, changed in results:
             rows = sum(d.rows for d in lock.datasets.values())
             state = "updated" if changed else "unchanged"
-            print(f"{name}: {state} ({len(lock.datasets)} datasets, {rows} rows)")
+            labels = (f", {len(lock.labels)} label set(s), "
+                      f"{sum(e.annotations for e in lock.labels.values())} annotations"
+                      if lock.labels else "")
+            print(f"{name}: {state} ({len(lock.datasets)} datasets, {rows} rows{labels})")
     elif fmt is Format.text and results:
         updated = sum(changed for _, _, changed in results)
         print(f"{len(results)} lock(s): {updated} updated, {len(results) - updated} unchanged")
     emit(quieted(problems, fmt, quiet), fmt)
     if any(p.is_error for p in problems):
-        # an invalid environment file is a configuration error (2); unreadable data is 1
+        # an invalid environment file is a configuration error (2); bad data is 1
         raise typer.Exit(2 if any(p.is_error and p.code not in _DATA_CODES for p in problems)
                          else 1)
 
 
-# Problems of the data itself (exit 1), not of the configuration (exit 2).
-_DATA_CODES = ("BE053", "BE061", "BE062", "BE065")
+# Problems of the data itself (exit 1), not of the environment files (exit 2).
+_DATA_CODES = {"BE053", "BE056", "BE061", "BE062", "BE065", "BE853", "BE854", "BE855", "BE856",
+               "BE857", "BE858", "BE860", "BE862", "BE863", "BE867"}
 
 
 @app.command("validate")

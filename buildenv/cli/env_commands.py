@@ -103,16 +103,28 @@ def diff_cmd(env_a: str = typer.Argument(..., help="First environment (shown as 
     for change in changes:
         path = change["path"]
         if change["kind"] == "added":
-            print(f"+ {path}: {_short(change['b'])}")
+            print(f"+ {path}: {_text(change['b'])}")
         elif change["kind"] == "removed":
-            print(f"- {path}: {_short(change['a'])}")
+            print(f"- {path}: {_text(change['a'])}")
+        elif isinstance(change["a"], list) and isinstance(change["b"], list) and max(
+                len(_text(change["a"])), len(_text(change["b"]))) > 100:
+            print(f"~ {path}:")  # element by element: a long list never hides the change
+            for line in _list_changes(change["a"], change["b"]):
+                print(f"    {line}")
         else:
-            print(f"~ {path}: {_short(change['a'])} -> {_short(change['b'])}")
+            print(f"~ {path}: {_text(change['a'])} -> {_text(change['b'])}")
 
 
-def _short(value) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 100 else text[:97] + "..."
+def _text(value) -> str:
+    return json.dumps(value, default=str)
+
+
+def _list_changes(a: list, b: list) -> list[str]:
+    keys_a = [_text(v) for v in a]
+    keys_b = [_text(v) for v in b]
+    lines = [f"- {k}" for k in keys_a if k not in keys_b]
+    lines += [f"+ {k}" for k in keys_b if k not in keys_a]
+    return lines or [f"(same items, reordered: {', '.join(keys_b)})"]
 
 
 @app.command("schema")

@@ -25,7 +25,15 @@ from buildenv.cli.app import (
 @command
 def drift_cmd(env: str = typer.Argument(..., help="Environment whose locked version is the "
                                         "baseline."),
-              dataset: str = typer.Option(..., "--dataset", help="Dataset to compare."),
+              dataset: Optional[str] = typer.Option(None, "--dataset",
+                                                    help="Dataset to compare."),
+              labels: Optional[str] = typer.Option(None, "--labels", help="Compare the class "
+                                                   "shares of this label set instead of a "
+                                                   "dataset."),
+              against_labels: Optional[str] = typer.Option(None, "--against-labels",
+                                                           help="With --labels: the label set "
+                                                           "to compare with (default: the "
+                                                           "same name)."),
               against: Optional[str] = typer.Option(None, "--against", help="Candidate data "
                                                     "(uri like a dataset's; csv by extension)."),
               against_lock: Optional[str] = typer.Option(None, "--against-lock", help="Compare "
@@ -40,15 +48,31 @@ def drift_cmd(env: str = typer.Argument(..., help="Environment whose locked vers
               executor: Optional[str] = ExecutorOpt,
               root: Optional[Path] = RootOpt, fmt: Format = FormatOpt,
               progress: Optional[bool] = ProgressOpt, quiet: bool = QuietOpt) -> None:
-    """Drift between the locked version of a dataset and a candidate, with actionable alerts."""
+    """Drift between the locked version of a dataset (or label set) and a candidate."""
+    from buildenv.core.diagnostics import Diagnostic, DiagnosticError
     from buildenv.data.executor import make_executor
     from buildenv.monitor.drift import run_drift, write_stats
     from buildenv.monitor.report import render, write_html
 
     project = open_project(root)
-    with progress_shown(progress, quiet), make_executor(executor, project) as runner:
-        result = run_drift(project, env, dataset, against=against, against_lock=against_lock,
-                           executor=runner)
+    if (dataset is None) == (labels is None):
+        raise DiagnosticError([Diagnostic("BE004", "drift compares one thing: --dataset NAME "
+                                          "or --labels NAME")], 2)
+    if labels is not None:
+        from buildenv.monitor.label_drift import run_label_drift
+
+        if against is not None:
+            raise DiagnosticError([Diagnostic("BE004", "--against takes data; label sets are "
+                                              "compared with --against-labels / "
+                                              "--against-lock")], 2)
+        with progress_shown(progress, quiet):
+            result = run_label_drift(project, env, labels, against_labels=against_labels,
+                                     against_lock=against_lock)
+    else:
+        assert dataset is not None
+        with progress_shown(progress, quiet), make_executor(executor, project) as runner:
+            result = run_drift(project, env, dataset, against=against,
+                               against_lock=against_lock, executor=runner)
     write_stats(result, project, stats)
     if html is not None:
         write_html(result, html)

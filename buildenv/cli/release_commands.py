@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -58,8 +59,12 @@ def promote_cmd(training: str = typer.Argument(..., help="Training name."),
     else:
         seq = promote(project, ev)
         before = f"v{ev.champion.version}" if ev.champion else "unset"
-        print(f"{alias_name(env)}: {before} -> v{ev.candidate.version} (history #{seq})",
-              file=sys.stderr)
+        if seq is None:  # a concurrent promotion of the same candidate moved it first
+            print(f"{training} v{ev.candidate.version} is already {alias_name(env)}",
+                  file=sys.stderr)
+        else:
+            print(f"{alias_name(env)}: {before} -> v{ev.candidate.version} (history #{seq})",
+                  file=sys.stderr)
 
 
 @app.command("history")
@@ -150,11 +155,15 @@ def image_cmd(training: str = typer.Argument(..., help="Training name."),
                                                     help="Build with the Docker daemon "
                                                     "(default: when one is reachable and "
                                                     "--oci is not given)."),
+              champion: bool = typer.Option(False, "--champion", help="Package the version "
+                                            "`<env>-champion` points to, from the registry "
+                                            "(default: dist/<training>/<env>)."),
               root: Optional[Path] = RootOpt, progress: Optional[bool] = ProgressOpt,
               quiet: bool = QuietOpt) -> None:
     """A serving image: Docker build context, daemon build, and/or reproducible OCI archive."""
     from buildenv.env.resolve import Multiverse
     from buildenv.release.image import build_docker, docker_client, host_python, write_context
+    from buildenv.release.image_source import select_artifact
     from buildenv.release.oci import check_base_rootfs, write_oci
 
     project = open_project(root)
@@ -174,7 +183,11 @@ def image_cmd(training: str = typer.Argument(..., help="Training name."),
         with progress_shown(progress, quiet), \
                 tasks.task(f"{training} @ {env} (image)", keep=True) as steps:
             steps.phase("context")
-            ctx = write_context(project, res, training, out)
+            with tempfile.TemporaryDirectory(prefix="buildenv-image-") as scratch:
+                artifact, notes = select_artifact(project, training, env, champion,
+                                                  Path(scratch))  # verified; BE769 if stale
+                emit(quieted(notes, Format.text, quiet), Format.text)
+                ctx = write_context(project, res, training, out, artifact)
             said.append((f"context: {project.rel(ctx.path)} (python {ctx.python}, "
                          f"{len(ctx.packages)} vendored packages)",
                          oci is None and not want_docker, False))

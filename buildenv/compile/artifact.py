@@ -19,10 +19,12 @@ import yaml
 
 from buildenv.core.canonical import canonical_json
 
-__all__ = ["LINEAGE_FILE", "LINEAGE_VERSION", "finalize_mlmodel", "read_lineage", "tree_digest",
-           "write_lineage"]
+__all__ = ["LINEAGE_FILE", "LINEAGE_VERSION", "SIGNATURE_FILE", "UNHASHED", "finalize_mlmodel",
+           "read_lineage", "tree_digest", "write_lineage"]
 
 LINEAGE_FILE = "buildenv.json"
+SIGNATURE_FILE = "buildenv.sig"  # optional Sigstore bundle over every other file
+UNHASHED = (LINEAGE_FILE, SIGNATURE_FILE)  # outside `model_digest`: written after it
 LINEAGE_VERSION = 1
 _NAMESPACE = uuid.UUID("6f1c1f55-63a4-4c5e-9b1b-2b7e3c0c9a10")
 
@@ -86,7 +88,7 @@ def tree_digest(directory: Path, exclude: tuple[str, ...] = ()) -> str:
 
 def write_lineage(model_dir: Path, lineage: dict) -> None:
     lineage = {"format_version": LINEAGE_VERSION, **lineage,
-               "model_digest": tree_digest(model_dir, exclude=(LINEAGE_FILE,))}
+               "model_digest": tree_digest(model_dir, exclude=UNHASHED)}
     (model_dir / LINEAGE_FILE).write_text(
         json.dumps(lineage, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 

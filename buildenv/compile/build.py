@@ -13,7 +13,6 @@ Each build is a progress task whose phases (`PHASES`) are timed: `BuildOutcome.t
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -30,6 +29,7 @@ from buildenv.compile.artifact import (
 from buildenv.compile.cache import (
     CACHED_FAILURE,
     cache_key_parts,
+    cached_failure,
     code_files,
     explain_rebuild,
     failure_file,
@@ -39,7 +39,9 @@ from buildenv.compile.cache import (
     store,
 )
 from buildenv.compile.check import check_training
+from buildenv.compile.integrity import sign_artifact
 from buildenv.compile.launch import run_training
+from buildenv.compile.outputs import check_out_dir, pair_lock, scratch
 from buildenv.compile.verify import verify_model
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_dir
@@ -74,6 +76,7 @@ class BuildOutcome:
     registered: dict | None = None
     seconds: float = 0.0
     timings: dict = field(default_factory=dict)  # phase -> seconds (PHASES order)
+    exit_code: int = 1  # when failed: 2 for a configuration error (an invalid environment file)
 
     def first_error(self) -> Diagnostic | None:
         return next((d for d in self.diagnostics if d.is_error), None)
@@ -93,15 +96,20 @@ def build_pair(project: Project, mv: Multiverse, training: str, env_name: str,
                ) -> BuildOutcome:
     started = time.monotonic()
     outcome = BuildOutcome(training, env_name, "failed")
+    out = options.out or project.root / "dist" / training / env_name
     with progress.task(f"{training} @ {env_name}", keep=True) as task:
         task.phase("check")
         try:
-            _build(project, mv, training, env_name, options, everything, outcome)
+            with pair_lock(project, training, env_name, out, options.timeout):  # processes
+                if options.out is not None:
+                    check_out_dir(project, out)
+                _build(project, mv, training, env_name, options, everything, outcome)
         except _Abort:  # unwound atomic_dir: the temp dir is gone, nothing was emitted
             outcome.status = "failed"
         except DiagnosticError as exc:
             outcome.diagnostics.extend(exc.diagnostics)
             outcome.status = "failed"
+            outcome.exit_code = max(outcome.exit_code, exc.exit_code)
         task.phase(None)
         outcome.timings = phase_timings(task.timings, outcome.timings)
         task.timings, task.status = dict(outcome.timings), outcome.status
@@ -137,7 +145,8 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
     if any(p.is_error for p in problems) or lock is None:
         return
     digests = {name: d.digest for name, d in lock.datasets.items()}
-    parts = cache_key_parts(project, training, config, res, digests)
+    label_pins = lock.label_pins()
+    parts = cache_key_parts(project, training, config, res, digests, label_pins)
     files = code_files(project, config)
     key = digest_json(parts)
     out = options.out or project.root / "dist" / training / env_name
@@ -153,7 +162,7 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
         cached = read_lineage(entry)
         if cached and cached.get("cache_key") == key and intact(entry, cached):
             progress.phase("save")
-            with atomic_dir(out) as tmp:
+            with atomic_dir(out, scratch(project)) as tmp:
                 shutil.copytree(entry, tmp, dirs_exist_ok=True)
             outcome.status, outcome.artifact, outcome.lineage = "cached", out, cached
             outcome.reason = "restored from cache"
@@ -161,41 +170,47 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
             return
     failure = failure_file(project, hexkey)
     if options.use_cache and failure.is_file():
-        try:
-            cached_failure = json.loads(failure.read_text())
-            outcome.diagnostics = problems + [Diagnostic.from_json(d) for d in cached_failure]
+        multiverse = everything if everything is not None else mv.resolve_all()[0]
+        replayed = cached_failure(project, hexkey, _multiverse_digest(multiverse))
+        if replayed is not None:
+            outcome.diagnostics = problems + replayed
             outcome.reason = CACHED_FAILURE
             return
-        except (OSError, ValueError, KeyError):
-            pass
     parts_with_files = {**parts, "_files": files}
     outcome.reason = explain_rebuild(previous, parts_with_files)
     from buildenv.data.validate import validate_env  # pyarrow: only when something is to be built
 
     progress.phase("validate")
     problems += validate_env(res, project, digests, manifests=lock.manifests())
+    if res.env.labels and not any(p.is_error for p in problems):
+        from buildenv.labels.checks import check_labels
+
+        problems += check_labels(project, mv, res, lock, everything)
     outcome.diagnostics = problems
     if any(p.is_error for p in problems):
         return
     if options.register:
         _warm_registry()
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, scratch(project)) as tmp:
         model_dir = tmp / "model"
         progress.phase("train")
         result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
-                              digests, lock.manifests())
+                              digests, label_pins, lock.manifests())
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
             found = [Diagnostic.from_json(d) for d in result.get("diagnostics", [])]
             outcome.diagnostics = problems + found
-            remember_failure(project, hexkey, found, options.use_cache)
+            # an OSError or MemoryError in training may not recur: not remembered
+            remember_failure(project, hexkey, found, options.use_cache and not result.get(
+                "transient"))
             raise _Abort()
         progress.phase("verify")
         multiverse = everything if everything is not None else mv.resolve_all()[0]
         found = verify_model(res, result, multiverse, config.module_path)
         outcome.diagnostics = problems + found
         if any(p.is_error for p in found):
-            remember_failure(project, hexkey, found, options.use_cache)
+            remember_failure(project, hexkey, found, options.use_cache,
+                             _multiverse_digest(multiverse))  # hints name other environments
             raise _Abort()
         problems = outcome.diagnostics
         progress.phase("save")
@@ -205,9 +220,10 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
         finalize_mlmodel(tmp, key)
         lineage = _lineage(training, env_name, config, res, lock, result, parts, files, key)
         write_lineage(tmp, lineage)
+        sign_artifact(project, tmp)  # buildenv.sig, when a signing key is configured
         outcome.lineage = read_lineage(tmp)
         if options.use_cache:
-            save_to_cache(tmp, entry)
+            save_to_cache(tmp, entry, scratch(project))
     outcome.status, outcome.artifact = "built", out
     _maybe_register(project, training, env_name, out, outcome.lineage or {}, options, outcome)
 
@@ -230,10 +246,33 @@ def _warm_registry() -> None:
     threading.Thread(target=work, name="buildenv-warm-mlflow", daemon=True).start()
 
 
+def _label_lineage(res: Resolved, lock, result: dict) -> dict:
+    """Each label set: its export's digest, taxonomy, UI version, mapping files and counts;
+    and how the training's labels were obtained (from the training process)."""
+    chosen = res.env.label.labels if res.env.label is not None else None
+    out = {}
+    for name, entry in sorted(lock.labels.items()):
+        spec = res.env.labels[name]
+        out[name] = {"uri": entry.uri, "format": entry.format, "digest": entry.digest,
+                     "taxonomy": {"name": spec.taxonomy.name,
+                                  "version": spec.taxonomy.version},
+                     "ui_version": spec.ui_version, "mappings": dict(entry.mappings),
+                     "reuse": [e.labels for e in spec.reuse],
+                     "examples": entry.examples, "annotations": entry.annotations,
+                     "annotators": entry.annotators, "label": name == chosen}
+        if name == chosen and result.get("labels"):
+            out[name]["resolution"] = result["labels"]
+    return out
+
+
 def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved, lock,
              result: dict, parts: dict, files: dict, key: str) -> dict:
     reads = result.get("reads", {})
-    return {
+    extra = {"labels": _label_lineage(res, lock, result)} if lock.labels else {}
+    label = res.env.label.model_dump(mode="json", exclude_none=True) if res.env.label else None
+    if label is not None and res.env.label.labels is None:
+        label.setdefault("classes", None)  # the form lineage always had for column labels
+    return {**extra,
         "training": training,
         "entry": config.entry,
         "environment": env_name,
@@ -258,7 +297,7 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
         "evaluation": result.get("evaluation"),
         "onnx": result.get("onnx"),
         "serving": res.env.serving.model_dump(mode="json") if res.env.serving else None,
-        "label": res.env.label.model_dump(mode="json") if res.env.label else None,
+        "label": label,
         "cache_key": key,
         "cache_parts": parts,
     }
@@ -271,14 +310,12 @@ def _maybe_register(project: Project, training: str, env_name: str, artifact: Pa
     progress.phase("register")
     task = progress.current()
     so_far = phase_timings(task.timings if task else {}, outcome.timings)  # for the run
-    marker = project.state_dir / "registered" / digest_json(
-        [project.tracking_uri(), training, env_name, lineage.get("model_digest")]).split(":")[1]
-    if marker.is_file():
-        outcome.registered = json.loads(marker.read_text())
-        return
-    from buildenv.compile.registry import register_artifact
+    from buildenv.compile.registry import ensure_registered
 
-    outcome.registered = register_artifact(project, training, env_name, artifact, lineage,
-                                           timings=so_far)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({**outcome.registered, "created": False}))
+    outcome.registered, notes = ensure_registered(project, training, env_name, artifact,
+                                                  lineage, timings=so_far)
+    outcome.diagnostics = outcome.diagnostics + notes
+
+
+def _multiverse_digest(everything: dict[str, Resolved]) -> str:
+    return digest_json({name: res.digest for name, res in sorted(everything.items())})

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from buildenv import __version__
 from buildenv.compile.artifact import (
-    LINEAGE_FILE,
+    UNHASHED,
     tree_digest,
 )
 from buildenv.compile.check import repo_imports
@@ -28,8 +28,8 @@ from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
 
-__all__ = ["CACHED_FAILURE", "cache_key_parts", "code_files", "explain_rebuild", "failure_file",
-           "intact", "remember_failure", "save_to_cache", "store"]
+__all__ = ["CACHED_FAILURE", "cache_key_parts", "cached_failure", "code_files", "explain_rebuild",
+           "failure_file", "intact", "remember_failure", "save_to_cache", "store"]
 
 
 _KEY_LIBRARIES = ("scikit-learn", "numpy", "pandas", "pyarrow", "mlflow", "scipy", "skl2onnx",
@@ -57,9 +57,11 @@ def code_files(project: Project, config: TrainingConfig) -> dict[str, str]:
 
 
 def cache_key_parts(project: Project, training: str, config: TrainingConfig, res: Resolved,
-                    dataset_digests: dict[str, str]) -> dict:
+                    dataset_digests: dict[str, str],
+                    label_pins: dict[str, dict] | None = None) -> dict:
     files = code_files(project, config)
-    return {
+    extra = {"labels": dict(sorted(label_pins.items()))} if label_pins else {}
+    return {**extra,
         "code_digest": digest_json({"files": files, "entry": config.entry}),
         "environment_digest": res.digest,
         "datasets": dict(sorted(dataset_digests.items())),
@@ -85,6 +87,10 @@ def explain_rebuild(previous: dict | None, parts: dict) -> str:
         names = sorted(k for k in set(old.get("datasets", {})) | set(parts["datasets"])
                        if old.get("datasets", {}).get(k) != parts["datasets"].get(k))
         return ", ".join(f"dataset '{n}' changed" for n in names)
+    if old.get("labels") != parts.get("labels"):
+        names = sorted(k for k in set(old.get("labels") or {}) | set(parts.get("labels") or {})
+                       if (old.get("labels") or {}).get(k) != (parts.get("labels") or {}).get(k))
+        return ", ".join(f"label set '{n}' changed" for n in names)
     if old.get("environment_digest") != parts["environment_digest"]:
         return "environment changed"
     for key in ("seed", "threads", "buildenv", "python", "libraries"):
@@ -110,25 +116,42 @@ def failure_file(project: Project, hexkey: str) -> Path:
 
 
 def remember_failure(project: Project, hexkey: str, found: list[Diagnostic],
-                      use_cache: bool) -> None:
+                      use_cache: bool, multiverse: str | None = None) -> None:
+    """Cache a failure that will recur with the same inputs. `multiverse` is the digest of
+    every environment when the diagnostics' hints name other environments ("it is supported
+    in: ..."): the record is replayed only while that digest is unchanged."""
     errors = [d for d in found if d.is_error]
     if not use_cache or not errors or any(d.code not in _DETERMINISTIC for d in errors):
         return
     from buildenv.core.atomic import atomic_write_text
 
+    record = {"diagnostics": [d.to_json() for d in found], "multiverse": multiverse}
     try:
-        atomic_write_text(failure_file(project, hexkey), json.dumps([d.to_json() for d in found]))
+        atomic_write_text(failure_file(project, hexkey), json.dumps(record))
     except OSError:
         pass
 
 
-def intact(directory: Path, lineage: dict) -> bool:
-    return tree_digest(directory, exclude=(LINEAGE_FILE,)) == lineage.get("model_digest")
-
-
-def save_to_cache(source: Path, entry: Path) -> None:
+def cached_failure(project: Project, hexkey: str, multiverse: str) -> list[Diagnostic] | None:
+    """The remembered diagnostics, unless the record is unreadable or its hints are stale."""
     try:
-        with atomic_dir(entry) as tmp:
+        record = json.loads(failure_file(project, hexkey).read_text())
+        if not isinstance(record, dict):  # an older format, without the multiverse digest
+            return None
+        if record.get("multiverse") not in (None, multiverse):
+            return None
+        return [Diagnostic.from_json(d) for d in record["diagnostics"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def intact(directory: Path, lineage: dict) -> bool:
+    return tree_digest(directory, exclude=UNHASHED) == lineage.get("model_digest")
+
+
+def save_to_cache(source: Path, entry: Path, scratch: Path | None = None) -> None:
+    try:
+        with atomic_dir(entry, scratch) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
     except OSError:
         pass  # a cache that cannot be written is only slower

@@ -12,7 +12,7 @@ helpers that take a parameter of the same name are checked too.
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildenv.core.diagnostics import Diagnostic, Severity, did_you_mean
@@ -46,6 +46,8 @@ class ParsedTraining:
     problems: list[Diagnostic]
     reads: list[ReadCall]
     imports: list[tuple[str, int, int]]  # fully qualified name, line, col
+    label_calls: list[tuple[int, int]] = field(default_factory=list)  # ctx.labels(): line, col
+    entry_line: int | None = None
 
 
 def _entry_position(project: Project, training: str) -> tuple[int | None, int | None]:
@@ -102,12 +104,20 @@ def parse_training(project: Project, training: str, config: TrainingConfig) -> P
                                    func.col_offset + 1))
     ctx_name = positional[0].arg if positional else "ctx"
     reads = _reads(tree, ctx_name)
-    return ParsedTraining(rel, tree, problems, reads, _imports(tree))
+    return ParsedTraining(rel, tree, problems, reads, _imports(tree),
+                          _label_calls(tree, ctx_name), func.lineno)
 
 
-def _helper_reads(project: Project, config: TrainingConfig,
-                  parsed: ParsedTraining) -> list[tuple[str, ReadCall]]:
-    """`ctx.read` calls in the repository modules the training imports (shared loaders)."""
+def _label_calls(tree: ast.Module, ctx_name: str) -> list[tuple[int, int]]:
+    """Where `ctx.labels(...)` is called."""
+    return sorted((node.lineno, node.col_offset + 1) for node in ast.walk(tree)
+                  if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                  and node.func.attr == "labels" and isinstance(node.func.value, ast.Name)
+                  and node.func.value.id == ctx_name)
+
+
+def _helper_trees(project: Project, config: TrainingConfig) -> list[tuple[str, ast.Module]]:
+    """The repository modules the training imports (shared loaders), parsed."""
     out = []
     entry = (project.root / config.module_path).resolve()
     for path in repo_imports(project, config.module_path):
@@ -117,9 +127,15 @@ def _helper_reads(project: Project, config: TrainingConfig,
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError, OSError):
             continue  # the training itself will fail to import it, with a located error
-        rel = project.rel(path)
-        out += [(rel, read) for read in _reads(tree, "ctx")]
+        out.append((project.rel(path), tree))
     return out
+
+
+def _helper_reads(project: Project, config: TrainingConfig,
+                  parsed: ParsedTraining) -> list[tuple[str, ReadCall]]:
+    """`ctx.read` calls in the repository modules the training imports (shared loaders)."""
+    return [(rel, read) for rel, tree in _helper_trees(project, config)
+            for read in _reads(tree, "ctx")]
 
 
 def _literal_str(node: ast.AST) -> str | None:
@@ -222,6 +238,7 @@ def check_training(project: Project, training: str, config: TrainingConfig,
                 problems.append(Diagnostic(
                     "BE102", f"column '{column}' is not in dataset '{read.dataset}' of "
                     f"environment {env.name}", rel, line, col, hints=(hint,) if hint else ()))
+    problems.extend(_label_problems(project, config, parsed, res))
     if env.serving is not None:
         for name, line, col in parsed.imports:
             if not name.startswith("sklearn.") or name.startswith(_NOT_MODEL_PARTS):
@@ -236,6 +253,35 @@ def check_training(project: Project, training: str, config: TrainingConfig,
                     line, col, Severity.WARNING,
                     hints=("the verify stage will refuse the model if it contains it",)))
     return problems
+
+
+def _label_problems(project: Project, config: TrainingConfig, parsed: ParsedTraining,
+                    res: Resolved) -> list[Diagnostic]:
+    """`ctx.labels()` needs a label set; a label set's environment needs `ctx.labels()`."""
+    if parsed.tree is None:
+        return []
+    env = res.env
+    calls = [(parsed.path, line, col) for line, col in parsed.label_calls]
+    calls += [(rel, line, col) for rel, tree in _helper_trees(project, config)
+              for line, col in _label_calls(tree, "ctx")]
+    label_set = env.label_set()
+    if label_set is None:
+        return [Diagnostic(
+            "BE864", f"ctx.labels() needs a label set, but environment {env.name} takes its "
+            "label from " + (f"column '{env.label.dataset}.{env.label.column}'"
+                             if env.label is not None else "nowhere (it declares no label)"),
+            rel, line, col, hints=("read the label column with ctx.read, or build for an "
+                                   "environment whose `label:` names a label set",))
+                for rel, line, col in calls]
+    if not calls:
+        assert env.label is not None
+        return [Diagnostic(
+            "BE865", f"environment {env.name} takes its label from label set "
+            f"'{env.label.labels}', but the training never calls ctx.labels(): the build will "
+            f"score its model on those labels", parsed.path, parsed.entry_line, None,
+            Severity.WARNING, hints=("fit on `y = ctx.labels()`, aligned with "
+                                     f"ctx.read('{label_set.dataset}', ...)",))]
+    return []
 
 
 def repo_imports(project: Project, entry: str) -> list[Path]:

@@ -5,6 +5,8 @@ verified against the lock's digests (bytes that changed after the lock check sto
 even if the training catches the error), typed by the environment, audited for restricted
 datasets. Rows the environment holds out for evaluation are dropped from the label dataset
 before the training sees them, and the evaluation dataset (if any) cannot be read at all.
+When the label comes from a label set, `ctx.read` of its dataset returns only the rows with a
+usable label (in file order) and `ctx.labels()` their labels, aligned row for row.
 Anything else raises `ForbiddenRead`, which the runner reports as BE303 at the user's line.
 Metrics and params go back to the build.
 
@@ -13,7 +15,8 @@ trainings that learn incrementally (`partial_fit`) from data larger than memory.
 verified when its last batch has been read; a mismatch fails the build even if the training
 catches it, and a scan the training abandons is verified (to the end of its current file)
 when the training returns. Both take `filters` (buildenv.data.filters): on a partitioned
-dataset, files whose partition values rule them out are never opened.
+dataset, files whose partition values rule them out are never opened. (A label set's dataset
+is read whole: `ctx.labels()` is aligned with `ctx.read`'s rows.)
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 
 from buildenv.core.project import Project
@@ -42,7 +46,7 @@ class ForbiddenRead(Exception):
 
 class BuildContext:
     def __init__(self, env: Environment, seed: int, project: Project,
-                 pins: dict[str, str] | None = None,
+                 pins: dict[str, str] | None = None, label_pins: dict[str, dict] | None = None,
                  manifests: dict[str, Manifest] | None = None):
         self.env = env
         """The resolved environment."""
@@ -60,6 +64,9 @@ class BuildContext:
         self.redactor = Redactor()
         self.redaction_complete = True
         self.deprecated_holdout = False
+        self._label_pins = label_pins or {}
+        self._label_rows: tuple[Any, Any] | None = None  # (row mask, labels of kept rows)
+        self.label_sets: Any = None  # buildenv.labels.labelset.LabelSets, once labels are read
 
     def read(self, dataset: str, columns: list[str] | None = None,
              format: Literal["pandas", "arrow"] = "pandas", filters: Any = None):
@@ -67,6 +74,19 @@ class BuildContext:
         `filters`: `[(column, op, value), ...]` (or a list of such lists, any of which may
         hold), as pandas and pyarrow take them."""
         wanted, rule = self._request(dataset, columns, format, filters)
+        if self.env.label_set() is not None and dataset == self.env.label_dataset():
+            keep, _ = self._labeled_rows()
+            try:
+                with self._gate.open(dataset) as read:
+                    table = read.table(wanted)
+            except GateError as exc:
+                self.gate_errors.append(exc)
+                raise
+            table = table.filter(pa.array(keep))
+            if self.env.restricted(dataset):
+                self.restricted_reads.add(dataset)
+                self._remember_strings(table)
+            return table if format == "arrow" else table.to_pandas()
         split = self._split_keys(dataset)
         extra = [c for c in (rule.columns if rule else []) if c not in wanted]
         try:
@@ -88,6 +108,9 @@ class BuildContext:
         same order, with memory bounded by the batch size. Each file is verified once its
         last batch is read."""
         wanted, rule = self._request(dataset, columns, format, filters)
+        if self.env.label_set() is not None and dataset == self.env.label_dataset():
+            raise ForbiddenRead(f"dataset '{dataset}' takes its labels from a label set: read "
+                                "it with ctx.read, whose rows ctx.labels() is aligned with")
         if not isinstance(batch_rows, int) or isinstance(batch_rows, bool) or batch_rows < 1:
             raise ValueError("batch_rows must be a positive integer")
         scan = self._scan(dataset, wanted, rule, batch_rows, format)
@@ -167,6 +190,11 @@ class BuildContext:
         except KeyError as exc:
             raise ForbiddenRead(f"filter column {exc} is not declared in dataset '{dataset}' "
                                 f"of environment {self.env.name}") from None
+        if rule is not None and self.env.label_set() is not None \
+                and dataset == self.env.label_dataset():
+            raise ForbiddenRead(f"dataset '{dataset}' takes its labels from a label set: "
+                                "ctx.labels() is aligned with all its rows, so it takes no "
+                                "filters; filter the rows after reading them")
         self.reads.setdefault(dataset, [])
         self.reads[dataset] = sorted(set(self.reads[dataset]) | set(wanted)
                                      | set(rule.columns if rule else []))
@@ -183,9 +211,69 @@ class BuildContext:
             table = table.filter(pa.array(keep))
         return table.select(wanted)
 
+    def labels(self, format: Literal["pandas", "arrow"] = "pandas"):
+        """The labels of the rows `ctx.read` returns for the label set's dataset, row for row:
+        a pandas Series named after the taxonomy, or a pyarrow Array."""
+        label_set = self.env.label_set()
+        if label_set is None:
+            raise ForbiddenRead(f"ctx.labels(): environment {self.env.name} takes its label from "
+                                "a column, not a label set; read the label column with "
+                                "ctx.read")
+        if format not in ("pandas", "arrow"):
+            raise ValueError("format must be 'pandas' or 'arrow'")
+        _, labels = self._labeled_rows()
+        if format == "arrow":
+            return labels
+        import pandas as pd
+
+        return pd.Series(labels.to_pylist(), name=label_set.taxonomy.name, dtype=object)
+
+    def label_table(self) -> pa.Table:
+        """The resolved labels (`key`, `label`) of the environment's label set."""
+        assert self.env.label is not None and self.env.label.labels is not None
+        return self._label_sets().resolve(self.env.label.labels).table()
+
+    def _label_sets(self) -> Any:
+        from buildenv.labels.labelset import LabelError, LabelSets
+
+        if self.label_sets is None:
+            self.label_sets = LabelSets(self._gate, self._label_pins)
+        try:
+            self.label_sets.resolve(self.env.label.labels)  # type: ignore[union-attr]
+        except LabelError as exc:
+            error = GateError(exc.diagnostics[0])
+            self.gate_errors.append(error)
+            raise error from None
+        return self.label_sets
+
+    def _labeled_rows(self) -> tuple[Any, pa.Array]:
+        """Rows of the label set's dataset that have a usable label and are not held out."""
+        if self._label_rows is None:
+            from buildenv.data.evaluation import labeled_rows
+
+            label_set = self.env.label_set()
+            assert label_set is not None
+            labels = self.label_table()
+            split = key_columns(self.env)
+            dataset = label_set.dataset
+            try:
+                with self._gate.open(dataset) as read:
+                    table = read.table(list(dict.fromkeys([label_set.key] + split)))
+            except GateError as exc:
+                self.gate_errors.append(exc)
+                raise
+            usable, values = labeled_rows(table, label_set.key, labels)
+            held = holdout_mask(table, split, self.env.evaluation.fraction) if split else \
+                np.zeros(table.num_rows, dtype=bool)
+            keep = usable & ~held
+            self._label_rows = (keep, values.filter(pa.array(keep[usable])))
+            if self.env.restricted(dataset):
+                self.restricted_reads.add(dataset)
+        return self._label_rows
+
     def _split_keys(self, dataset: str) -> list[str]:
         label = self.env.label
-        if label is None or label.dataset != dataset:
+        if label is None or self.env.label_dataset() != dataset:
             return []
         return key_columns(self.env)
 

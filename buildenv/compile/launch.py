@@ -2,6 +2,8 @@
 
 The runner (`python -m buildenv.compile.runner REQ`) gets a scrubbed environment, fixed seeds
 and thread counts, dies with its parent (PR_SET_PDEATHSIG), and is stopped at its time limit.
+It leads its own process group (a new session), so what the training starts itself (joblib
+or multiprocessing workers) is killed with it: the whole group, on timeout and on interrupt.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from pathlib import Path
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
 
-__all__ = ["child_env", "run_training"]
+__all__ = ["child_env", "kill_group", "run_training"]
 
 
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
              "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-             "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "SOURCE_DATE_EPOCH", "SSL_CERT_FILE",
-             "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "VIRTUAL_ENV")
+             "OMP_WAIT_POLICY",
+             "MKL_NUM_THREADS", "SOURCE_DATE_EPOCH", "SSL_CERT_FILE", "SSL_CERT_DIR",
+             "REQUESTS_CA_BUNDLE", "VIRTUAL_ENV")
 
 
 _KEEP_PREFIXES = ("AWS_", "GOOGLE_", "GCS_")
@@ -59,11 +62,23 @@ def _die_with_parent() -> None:
         pass
 
 
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the runner's process group (the runner and everything it started); reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
 def run_training(project: Project, config: TrainingConfig, res: Resolved, out_dir: Path,
-                 timeout: float, pins: dict[str, str], manifests: dict | None = None) -> dict:
-    """Run the training; its result (a dict) or failure diagnostics. `pins` are the lock's
-    digests (and `manifests` the file lists of partitioned datasets): every read of the
-    training and of its evaluation is verified against them."""
+                 timeout: float, pins: dict[str, str],
+                 label_pins: dict[str, dict] | None = None, manifests: dict | None = None
+                 ) -> dict:
+    """Run the training; its result (a dict) or failure diagnostics. `pins` (datasets) and
+    `label_pins` (label sets) are the lock's digests: every read of the training and of its
+    evaluation is verified against them (and `manifests`, the file lists of partitioned
+    datasets)."""
     work = Path(tempfile.mkdtemp(prefix="buildenv-train-"))
     try:
         request = {
@@ -71,7 +86,7 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
             "module_path": config.module_path, "function": config.function,
             "seed": config.seed, "env": res.env.model_dump(mode="json", by_alias=True),
             "out_dir": str(out_dir), "result": str(work / "result.json"),
-            "pins": dict(pins),
+            "pins": dict(pins), "label_pins": dict(label_pins or {}),
             "manifests": {name: {"partitions": list(m.partitions), "files": m.files_json()}
                           for name, m in (manifests or {}).items()},
         }
@@ -81,18 +96,21 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
             proc = subprocess.Popen(
                 [sys.executable, "-m", "buildenv.compile.runner", str(work / "request.json")],
                 cwd=project.root, env=child_env(config.seed, config.native_threads), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                kill_group(proc)
                 return {"ok": False, "diagnostics": [{
                     "code": "BE302", "message": f"training exceeded its time limit of "
                     f"{timeout:g} s", "path": config.module_path, "line": None, "col": None,
                     "severity": "error", "hints": ["raise `timeout` in the training's "
                                                    "[tool.buildenv.trainings] table"]}]}
+            except BaseException:  # Ctrl-C, SIGTERM turned into an exception, a bug
+                kill_group(proc)
+                raise
+            kill_group(proc)  # the runner exited: workers it left behind go too
         output = log_path.read_text(errors="replace")
         result_file = work / "result.json"
         if not result_file.is_file():

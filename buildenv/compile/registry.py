@@ -6,23 +6,48 @@ tracking_uri`). Registration is idempotent: a version is identified by the
 artifact's digest, so rebuilding identical inputs never adds a version.
 Registration is the last step of a build: a killed build registers nothing.
 The run carries the build's phase timings as metrics `timing.<phase>_s`.
+
+Processes sharing a repository serialise registration (and the creation of a new sqlite
+store, whose schema migrations are not safe to run twice at once) on a cross-process lock per
+tracking store, so one artifact digest is one version however many builds race. A build
+remembers what it registered in `.buildenv/registered/`; that marker is written atomically
+and re-checked against the store before it is believed, so a lost or reset store means
+registering again, never a stale "registered vN".
 """
 
 from __future__ import annotations
 
-import threading
+import json
+import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.atomic import atomic_write_text
+from buildenv.core.canonical import digest_json
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
+from buildenv.core.locks import file_lock, lock_path, lock_timeout
 from buildenv.core.project import Project
 
-__all__ = ["client", "register_artifact"]
+__all__ = ["client", "ensure_registered", "register_artifact", "store_lock"]
 
-_LOCK = threading.Lock()
 TAG_DIGEST = "buildenv.artifact_digest"
 TAG_ENV = "buildenv.environment"
+_READY: set[str] = set()  # sqlite stores this process has seen created and migrated
+
+
+@contextmanager
+def store_lock(project: Project) -> Iterator[None]:
+    """Exclusive use of the tracking store for a registration or an alias move."""
+    uri = project.tracking_uri()
+    # Beside an sqlite store: every process using it shares the lock, whatever its root.
+    base = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else \
+        project.state_dir
+    with file_lock(lock_path(base, "registry", uri), f"the MLflow store {uri}",
+                   lock_timeout(300.0)):
+        yield
 
 
 def client(project: Project):
@@ -35,7 +60,13 @@ def client(project: Project):
     uri = project.tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    c = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if uri.startswith("sqlite:") and uri not in _READY:
+        with store_lock(project):  # creates and migrates the schema, one process at a time
+            c.search_experiments(max_results=1)
+            c.search_registered_models(max_results=1)
+        _READY.add(uri)
+    return c
 
 
 def _experiment(c: Any, project: Project, training: str) -> str:
@@ -61,7 +92,7 @@ def register_artifact(project: Project, training: str, env: str, artifact: Path,
     """Log the artifact as a run and register it as a version of model `training`.
     `timings` (phase -> seconds) become metrics; registration times itself."""
     try:
-        with _LOCK:
+        with store_lock(project):
             return _register(project, training, env, artifact, lineage, timings or {})
     except DiagnosticError:
         raise
@@ -135,3 +166,66 @@ def _register(project: Project, training: str, env: str, artifact: Path, lineage
     c.log_metric(run_id, timing_metric("register"), round(time.perf_counter() - started, 3), 0, 0)
     c.set_terminated(run_id)
     return {"version": version.version, "run_id": run_id, "created": True}
+
+
+def _marker(project: Project, training: str, env: str, digest: str | None) -> Path:
+    key = digest_json([project.tracking_uri(), training, env, digest]).split(":")[1]
+    return project.state_dir / "registered" / key
+
+
+def ensure_registered(project: Project, training: str, env: str, artifact: Path,
+                      lineage: dict, timings: dict[str, float] | None = None
+                      ) -> tuple[dict, list[Diagnostic]]:
+    """Register unless the store still holds this artifact's version: (registration, notes)."""
+    digest = lineage.get("model_digest")
+    marker = _marker(project, training, env, digest)
+    try:
+        recorded = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        recorded = None
+    if isinstance(recorded, dict) and digest and _still_registered(
+            project, training, str(recorded.get("version")), digest):
+        return {**recorded, "created": False}, []
+    result = register_artifact(project, training, env, artifact, lineage, timings)
+    notes = []
+    if isinstance(recorded, dict) and result.get("created"):
+        notes.append(Diagnostic(
+            "BE770", f"{training} v{recorded.get('version')} was registered for this artifact "
+            f"before, but {project.tracking_uri()} no longer holds it; registered it again as "
+            f"v{result['version']}", severity=Severity.NOTE))
+    atomic_write_text(marker, json.dumps({**result, "created": False}))
+    return result, notes
+
+
+_REGISTERED_SQL = (
+    "SELECT 1 FROM model_versions v JOIN model_version_tags t "
+    "ON t.name = v.name AND t.version = v.version "
+    "WHERE v.name = ? AND v.version = ? AND v.current_stage != 'Deleted_Internal' "
+    "AND t.key = ? AND t.value = ?")
+
+
+def _still_registered(project: Project, training: str, version: str, digest: str) -> bool:
+    """Does the store hold `training` v`version` with this digest? For the embedded sqlite
+    store a read-only query answers without importing MLflow (no-op builds stay fast)."""
+    if not version.isdigit():
+        return False
+    uri = project.tracking_uri()
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        if not path.is_file():
+            return False
+        try:
+            con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
+            try:
+                row = con.execute(_REGISTERED_SQL, (training, int(version), TAG_DIGEST,
+                                                    digest)).fetchone()
+            finally:
+                con.close()
+            return row is not None
+        except sqlite3.Error:
+            pass  # another schema: ask MLflow
+    try:
+        found = client(project).get_model_version(training, version)
+    except Exception:
+        return False
+    return (found.tags or {}).get(TAG_DIGEST) == digest

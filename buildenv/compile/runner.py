@@ -21,6 +21,7 @@ import random
 import sys
 import traceback
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 __all__ = ["main"]
@@ -107,7 +108,10 @@ def _signature(env: Any, inputs: list[str] | None, label: Any):
         return None
     schema = Schema([ColSpec(colspec_type(served[n]), n) for n in inputs])
     outputs = None
-    if label is not None and label.dataset in env.datasets:
+    label_set = env.label_set()
+    if label_set is not None:
+        outputs = Schema([ColSpec("string", label_set.taxonomy.name)])
+    elif label is not None and label.dataset in env.datasets:
         col = env.datasets[label.dataset].columns.get(label.column)
         if col is not None:
             outputs = Schema([ColSpec(colspec_type(col), label.column)])
@@ -146,8 +150,9 @@ def run(request: dict) -> dict:
     project = Project(root=root, data_root=Path(request["data_root"]) if request.get(
         "data_root") else None)
     pins = dict(request.get("pins") or {})
+    label_pins = dict(request.get("label_pins") or {})
     manifests = _manifests(request)
-    ctx = BuildContext(env, seed, project, pins, manifests)
+    ctx = BuildContext(env, seed, project, pins, label_pins, manifests)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     import time
@@ -176,7 +181,8 @@ def run(request: dict) -> dict:
             message = (f"training raised {type(exc).__name__} (message withheld: the training "
                        f"read restricted dataset(s) {', '.join(sorted(ctx.restricted_reads))})")
         return {"ok": False, "diagnostics": [_diag("BE301", message, path, line,
-                                                    [f"called from {t}" for t in trail[:-1]])]}
+                                                    [f"called from {t}" for t in trail[:-1]])],
+                "transient": isinstance(exc, (OSError, MemoryError))}  # not cached
     if ctx.gate_errors:  # caught by the training: the model saw unverified data
         return _refused(ctx.gate_errors)
     if model is None or not hasattr(model, "predict"):
@@ -197,9 +203,16 @@ def run(request: dict) -> dict:
                    "the fitted model; the build scores it"]))
     mark = time.perf_counter()
     rows = None
+    if env.label_set() is not None:
+        try:
+            label_table = ctx.label_table()
+        except GateError as exc:
+            return _refused([*ctx.gate_errors, exc])
+        result["labels"] = _label_summary(ctx)
     if env.label is not None:
-        rows, evaluation, problems = _evaluate(project, env, pins, model, info["inputs"],
-                                               manifests)
+        rows, evaluation, problems = _evaluate(
+            project, env, pins, model, info["inputs"],
+            label_table if env.label_set() is not None else None, manifests)
         result["evaluation"] = evaluation
         result["diagnostics"].extend(problems)
         if any(d["severity"] == "error" for d in problems):
@@ -258,6 +271,14 @@ def _safe_params(ctx: Any) -> dict[str, str]:
     return {ctx.redactor.clean(k): ctx.redactor.clean(v) for k, v in ctx.params.items()}
 
 
+def _label_summary(ctx: Any) -> dict:
+    """How the label set's labels were obtained, for the lineage (counts only)."""
+    resolution = ctx.label_sets.resolve(ctx.env.label.labels)
+    keep, labels = ctx._labeled_rows()
+    return {"label_set": ctx.env.label.labels, **resolution.summary(),
+            "training_rows": int(len(labels))}
+
+
 def _manifests(request: dict) -> dict:
     from buildenv.data.manifest import FileEntry, Manifest
 
@@ -267,7 +288,8 @@ def _manifests(request: dict) -> dict:
 
 
 def _evaluate(project: Any, env: Any, pins: dict, model: Any, inputs: list[str] | None,
-              manifests: dict | None = None) -> tuple[Any, dict | None, list[dict]]:
+              labels: Any = None, manifests: dict | None = None
+              ) -> tuple[Any, dict | None, list[dict]]:
     """Score the model on the environment's evaluation rows, read through the gate."""
     from buildenv.compile.scoring import ScoringError, score
     from buildenv.data.evaluation import evaluation_rows
@@ -278,14 +300,15 @@ def _evaluate(project: Any, env: Any, pins: dict, model: Any, inputs: list[str] 
         return None, None, []  # it cannot serve anywhere here: verification says so (BE401)
     gate = Gate(project, env, "evaluate", pins=pins, manifests=manifests or {})
     try:
-        rows = evaluation_rows(gate, env)
+        rows = evaluation_rows(gate, env, labels)
     except GateError as exc:
         return None, None, [exc.diagnostic.to_json()]
     restricted = any(env.restricted(d) for d in rows.digests)
     summary = {**rows.method, "rows": rows.rows, "metrics": {}}
     try:
         summary["metrics"] = {k: round(v, 6) for k, v in score(
-            model, rows.frame, rows.labels, env.label, inputs, restricted).items()}
+            model, rows.frame, rows.labels, SimpleNamespace(classes=env.label_classes()),
+            inputs, restricted).items()}
     except ScoringError as exc:
         return None, summary, [_diag(
             "BE411", f"the model cannot be scored on {rows.describe()}: {exc}", None, None,

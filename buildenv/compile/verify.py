@@ -66,7 +66,7 @@ def verify_model(res: Resolved, result: dict, multiverse: dict[str, Resolved],
                 "BE402", f"model input '{column}' is not declared by any dataset of environment "
                 f"{env.name}", training_file,
                 hints=(_envs_hint("it is served", elsewhere),)))
-    if env.label is not None and env.label.column in inputs:
+    if env.label is not None and env.label.column is not None and env.label.column in inputs:
         problems.append(res.diag("BE403", f"the label column '{env.label.column}' is a model "
                                  "input", "label", "column",
                                  hints=("exclude the label from the features",)))

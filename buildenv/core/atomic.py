@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
 import tempfile
@@ -9,7 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_text"]
+from buildenv.core.locks import dir_lock
+from buildenv.core.tempdirs import owned_temp_dir, sweep
+
+__all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_text", "install_dir"]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -32,25 +37,93 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 @contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temp dir beside `final`; on success it replaces `final` in one rename.
+def atomic_dir(final: Path, scratch: Path | None = None) -> Iterator[Path]:
+    """Yield an empty temp dir; on success it replaces `final` in one rename.
 
-    A process killed inside the block leaves only a `.tmp-*` sibling, which the
-    next run removes; `final` is either the old complete directory or the new one.
+    The temp dir lives in `scratch` (e.g. `.buildenv/tmp/`) when that is on the same
+    filesystem as `final`, else beside `final`; its name records the owning process. A
+    process killed inside the block leaves only that temp dir, which a later run removes
+    once its owner is gone (never a directory another process is still writing). `final`
+    is either the old complete directory or the new one.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".{final.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    parent = _temp_parent(final, scratch)
+    sweep(parent)
+    if parent != final.parent:
+        sweep(final.parent)  # left there by an older buildenv or a fallback
+    tmp = owned_temp_dir(parent, final.name)
     try:
         yield tmp
-        old = None
-        if final.exists():
-            old = final.parent / f".{final.name}.tmp-old-{os.getpid()}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would make the result private
+        install_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def install_dir(source: Path, final: Path) -> None:
+    """Move directory `source` to `final` (same filesystem), replacing what is there.
+
+    Where the kernel can exchange two paths (Linux renameat2), readers never see `final`
+    missing; otherwise the old directory is moved aside for an instant. Concurrent
+    installs into one parent directory are serialised.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with dir_lock(final.parent):
+        if not final.exists():
+            os.replace(source, final)
+            return
+        if _exchange(source, final):
+            shutil.rmtree(source, ignore_errors=True)  # now holds the old directory
+            return
+        old = owned_temp_dir(source.parent, final.name)
+        os.replace(final, old)  # onto the empty dir just made
+        os.replace(source, final)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _temp_parent(final: Path, scratch: Path | None) -> Path:
+    if scratch is None:
+        return final.parent
+    try:
+        scratch.mkdir(parents=True, exist_ok=True, mode=0o700)  # private: rows may pass by
+        if scratch.stat().st_dev == final.parent.stat().st_dev:
+            return scratch
+    except OSError:
+        pass
+    return final.parent
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths; False when the platform cannot."""
+    func = _renameat2()
+    if func is None:
+        return False
+    if func(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _renameat2():
+    global _RENAMEAT2
+    if _RENAMEAT2 is None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            func = libc.renameat2
+            func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                             ctypes.c_uint]
+            func.restype = ctypes.c_int
+            _RENAMEAT2 = func
+        except (OSError, AttributeError):
+            _RENAMEAT2 = False
+    return _RENAMEAT2 or None
+
+
+_RENAMEAT2 = None

@@ -4,8 +4,9 @@ Codes never change meaning once released; a test fails when the source uses a
 code that has no entry here. Ranges: BE0xx environment and project files,
 BE05x locks, BE1xx static checks of training code, BE2xx data validation,
 BE3xx training, BE4xx verification against the serving stack, BE6xx drift,
-BE7xx promotion, BE75x images, BE8xx the audit log, BE88x executors; BE06x partitioned
-datasets.
+BE7xx promotion, BE75x images, BE80x the audit log, BE81x-BE84x private statistics,
+synthetic data and peek, BE85x-BE87x label sets (their locks: BE057-BE059), BE88x executors;
+BE06x partitioned datasets.
 """
 
 from __future__ import annotations
@@ -71,6 +72,22 @@ CODES: dict[str, Code] = {
                   "(`key`), an existing dataset holding the label column (`dataset`), and join "
                   "keys declared in both datasets and unique in the joined one (`join`); "
                   "`dataset` and `holdout`/`key` exclude each other."),
+    # --- hostile environment files ---------------------------------------------
+    "BE030": Code("environment file too large", "The file is larger than the limit "
+                  "(BUILDENV_MAX_ENV_BYTES, default 256 KiB) and was refused before it was read. "
+                  "Environment files are a few kilobytes; a file this size is generated or "
+                  "hostile. Raise the limit only for a file you trust."),
+    "BE031": Code("too many YAML values", "The document expands to more values than the limit "
+                  "(BUILDENV_MAX_ENV_VALUES, default 100,000). Anchors and aliases (`&a`, `*a`) "
+                  "count once per use, so a few lines of aliases of aliases (an alias bomb) "
+                  "can expand to billions; the parser stops at the limit instead of hanging."),
+    "BE032": Code("YAML nesting too deep", "Mappings and lists nest more than 64 levels deep. "
+                  "The environment format nests a few levels; deeper documents are refused "
+                  "before they exhaust the parser's stack."),
+    "BE033": Code("unsupported YAML value", "The document holds a tag (`!!python/...`, "
+                  "`!!set`, a custom `!tag`) or a value the safe YAML constructor cannot build "
+                  "(e.g. an integer with thousands of digits). Environment files hold plain "
+                  "mappings, lists, strings, numbers, booleans and null."),
     "BE035": Code("bad pattern", "`pattern` applies to string columns and must compile as RE2, "
                   "the regular-expression engine validation runs (pyarrow's): no look-around, "
                   "no backreferences. The message quotes the compiler's reason. The pattern is "
@@ -106,6 +123,18 @@ CODES: dict[str, Code] = {
     "BE056": Code("data written during a read", "The file's size, mtime or ctime changed while "
                   "the data gate read it: a writer was at work. Nothing read is used; retry "
                   "when the writer has finished."),
+    "BE057": Code("label lock stale", "A label set is not pinned in the lock as the environment "
+                  "declares it now: it is new, its uri or mapping files changed, or its "
+                  "declaration (dataset, key, field, taxonomy, UI version, reuse, exposure) "
+                  "changed. Run `buildenv lock ENV`; builds refuse stale label locks."),
+    "BE058": Code("label file changed", "A label export or mapping file no longer matches the "
+                  "digest in the lock: the annotations changed after they were pinned. If the "
+                  "change is intended, review `buildenv labels ENV` and re-lock; otherwise "
+                  "restore the pinned file."),
+    "BE059": Code("label read does not match the lock", "The bytes of a label export or "
+                  "mapping read through the data gate hash to another digest than the lock "
+                  "pins: the file changed after the lock was checked. Nothing parsed from it is "
+                  "used and nothing is built on it."),
     # --- partitioned datasets -------------------------------------------------
     "BE060": Code("invalid partitioned dataset", "A dataset whose `uri` ends in `/` is a "
                   "directory (or bucket prefix) of Parquet files: its `format` is parquet, its "
@@ -296,11 +325,188 @@ CODES: dict[str, Code] = {
     "BE755": Code("unusable base rootfs", "`--base-rootfs` must be a readable tarball of a root "
                   "filesystem holding python<X.Y> for the Python version the packages are "
                   "vendored from."),
+    # --- integrity, signing, concurrency ------------------------------------------------
+    "BE760": Code("lock wait timed out", "Another buildenv process held a lock this command "
+                  "needs (a build of the same pair, registration in the same MLflow store, a "
+                  "champion alias move) for longer than the wait limit. The message names its "
+                  "pid. Locks are released when their holder exits, even when it is killed; "
+                  "BUILDENV_LOCK_TIMEOUT sets the wait in seconds."),
+    "BE761": Code("artifact does not match its record", "The files of a model artifact hash "
+                  "to another digest than the one recorded for it (the registry's "
+                  "buildenv.artifact_digest tag, or the lineage's model_digest). It was "
+                  "modified after it was built, so buildenv refuses to load it: the model file "
+                  "is never deserialised, since unpickling a modified file can run arbitrary "
+                  "code. Rebuild it, or find out who changed it."),
+    "BE762": Code("no integrity record", "A model version or artifact directory has no "
+                  "recorded digest (no buildenv.artifact_digest tag, no lineage), so its bytes "
+                  "cannot be checked before loading; buildenv does not load unverified models. "
+                  "Register it with `buildenv build` or `buildenv register`."),
+    "BE763": Code("signature does not verify", "A verification key is configured "
+                  "(BUILDENV_VERIFY_KEY or [tool.buildenv] verify_key), and the artifact's "
+                  "signature (buildenv.sig) does not verify with it: the files changed after "
+                  "signing, or another key signed them."),
+    "BE764": Code("artifact not signed", "A verification key is configured, but the artifact "
+                  "has no buildenv.sig. Build it with a signing key configured "
+                  "(BUILDENV_SIGNING_KEY or [tool.buildenv] signing_key)."),
+    "BE765": Code("signing support not installed", "Signing and verifying artifacts uses the "
+                  "`signing` extra (model-signing, pyopenssl). Install it "
+                  "(`pip install 'buildenv[signing]'`) or unset the signing and verification "
+                  "keys."),
+    "BE766": Code("unusable signing key", "The configured signing or verification key cannot "
+                  "be read or is not an elliptic-curve key in PEM format (P-256, P-384 or "
+                  "P-521). `openssl ecparam -name prime256v1 -genkey -noout -out key.pem` makes "
+                  "one; `openssl ec -in key.pem -pubout -out key.pub` its public half."),
+    "BE767": Code("output directory holds other files", "`--out DIR` would replace DIR, but DIR "
+                  "holds files buildenv did not write (it is neither empty nor an unmodified "
+                  "buildenv artifact). buildenv never deletes them: choose an empty or new "
+                  "directory, or remove DIR yourself."),
+    "BE768": Code("champion changed meanwhile", "Another promotion or rollback moved the "
+                  "champion alias after this command compared against it. Moves are "
+                  "compare-and-set: nothing was changed. Run the command again to compare with "
+                  "the new champion."),
+    "BE769": Code("image is not the champion", "`buildenv image` packages "
+                  "dist/<training>/<env>/, and that artifact is not the version the "
+                  "<env>-champion alias points to (after a rollback, or a build not yet "
+                  "promoted). `--champion` packages the champion from the registry instead."),
+    "BE770": Code("registered again", "buildenv remembered registering this artifact, but the "
+                  "MLflow store no longer holds that version (the store was reset or lost), so "
+                  "the artifact was registered again under a new version number."),
+    "BE771": Code("not an artifact of that pair", "`buildenv register DIR --training T --env E` "
+                  "registers a built artifact: DIR must hold buildenv.json lineage naming "
+                  "training T and environment E."),
+    "BE772": Code("no champion to package", "`buildenv image --champion` packages the version "
+                  "the <env>-champion alias points to, and the alias is not set. Promote a "
+                  "version first, or leave out --champion to package dist/."),
     # --- audit ---------------------------------------------------------------------------
     "BE801": Code("audit log not sound", "The audit log of restricted reads was edited, "
                   "truncated or reordered, or cannot be written. Reads of restricted datasets "
                   "stop until it is sound: `buildenv audit --verify` names the first bad "
                   "record; restore the log from a backup."),
+    # --- learning about restricted data: private statistics, synthetic data, peek --------
+    "BE810": Code("privacy extra not installed", "`buildenv stats` of a restricted dataset and "
+                  "`buildenv synth` release figures with differential privacy through OpenDP "
+                  "(with its Polars and mbi extras), an optional dependency. Install it with "
+                  "`pip install 'buildenv[privacy]'`."),
+    "BE811": Code("privacy budget exceeded", "The request would spend more privacy loss "
+                  "(epsilon) than is left of the dataset's `privacy.epsilon_budget`. The message "
+                  "shows what is spent and what is left; nothing was released and nothing was "
+                  "spent. Ask for less (--epsilon), or accept that the data has told all it "
+                  "may: raising the budget weakens the guarantee for every person in it."),
+    "BE812": Code("no privacy budget declared", "The environment declares no "
+                  "`privacy.epsilon_budget` for this restricted dataset, so no private figure "
+                  "may be released. Declare one (one number for every restricted dataset, or a "
+                  "mapping per dataset); see docs/privacy.md."),
+    "BE813": Code("invalid epsilon", "--epsilon is the privacy loss a call may spend: a finite "
+                  "number greater than 0 (smaller is more private and noisier)."),
+    "BE814": Code("column cannot be described", "Statistics were asked for a number, date or "
+                  "time column that declares no `range`: without public bounds no mean, "
+                  "histogram or quantile can be released privately (or described without "
+                  "looking). Declare the range users may know publicly."),
+    "BE815": Code("invalid row count", "--rows (rows to synthesize, or rows to peek at) must be "
+                  "at least 1."),
+    "BE816": Code("peek without a reason", "`buildenv peek` shows real rows only with a reason, "
+                  "which the audit log records with the access: pass --reason \"...\"."),
+    "BE817": Code("actor may not peek", "The actor (BUILDENV_ACTOR, the CI's user, or the login "
+                  "name) is not in the environment's `privacy.peek.actors`, so no real row is "
+                  "shown. The refused attempt is in the audit log. Use `buildenv stats` or "
+                  "`buildenv synth` to learn about the data without seeing it."),
+    "BE818": Code("dataset not restricted", "`buildenv synth` makes stand-ins for data people "
+                  "may not see; this dataset is not restricted in the environment, so use it "
+                  "as it is."),
+    "BE819": Code("privacy ledger damaged", "A line of .buildenv/privacy/ledger.jsonl (other "
+                  "than a torn last one) is not a release record. Ignoring it could understate "
+                  "what was spent, so private releases stop until the ledger is restored from a "
+                  "backup; `buildenv audit` lists every release with its epsilon."),
+    "BE820": Code("synthetic provenance names another file", "`privacy.synthetic.<D>.uri` must "
+                  "be the uri dataset <D> reads in the same environment: the provenance "
+                  "describes a file, and only that file may stand in for restricted data. "
+                  "Regenerate with `buildenv synth`, which writes both."),
+    "BE821": Code("synthetic file does not match provenance", "A dataset the environment "
+                  "un-restricts as synthetic points at a file whose digest differs from the "
+                  "recorded one, or whose Parquet footer lacks the provenance `buildenv synth` "
+                  "embeds (e.g. a copy of real data). Lock and build refuse it; regenerate the "
+                  "stand-in with `buildenv synth`."),
+    "BE822": Code("join key has no public source", "A column that joins another dataset "
+                  "(`evaluation.join`) is synthesized by drawing from that dataset's keys. The "
+                  "other dataset is restricted and has no synthetic stand-in yet, and real keys "
+                  "may not be copied: synthesize it first."),
+    "BE823": Code("column cannot be synthesized", "A number, date or time column without a "
+                  "`range` cannot be synthesized without looking at the data (strings and "
+                  "integers without a domain become identifiers). Declare its range."),
+    "BE824": Code("invalid --pair", "--pair names two different columns of the dataset that "
+                  "have a domain or range, e.g. --pair age,plan."),
+    "BE825": Code("derived environment written by hand", "`buildenv synth` writes "
+                  "environments/<ENV>-synthetic.yaml and starts it with a marker line; a file "
+                  "of that name without the marker was written by someone and is not "
+                  "overwritten. Rename it, or use --out and write the environment yourself."),
+    "BE826": Code("invalid --bins", "--bins is the number of bins a declared range is cut into, "
+                  "from 1 to 1000."),
+    "BE827": Code("too few columns to synthesize", "MST models the dataset through pairs of "
+                  "columns with a domain or range; the dataset has fewer than two. Declare a "
+                  "domain or range on more of its columns."),
+    # --- label sets ----------------------------------------------------------------------
+    "BE850": Code("invalid label set", "A label set declaration (or `label:`) is inconsistent: a "
+                  "Label Studio export without `field`, a key column that is not an integer or "
+                  "string, a taxonomy without classes or with a class twice, `reuse` of a set "
+                  "that labels other examples, or `label` with both `labels` and "
+                  "`dataset`/`column`. docs/labels.md describes the format."),
+    "BE851": Code("unknown label set", "`label: {labels: NAME}` or a `reuse` entry names a "
+                  "label set that the environment does not declare under `labels:`."),
+    "BE852": Code("reuse cycle", "Following `reuse` from a label set leads back to it. A label "
+                  "set reuses older sets only; remove one `reuse` entry of the cycle."),
+    "BE853": Code("label file unreadable", "A label export or mapping file could not be "
+                  "opened: it is missing or not readable."),
+    "BE854": Code("not a Label Studio export", "The export is not Label Studio JSON: not a "
+                  "JSON array of tasks, a task without `data` or without the key, an annotation "
+                  "without `completed_by`, more than one choice for the field, or a bad "
+                  "`created_at`. The message gives the export line."),
+    "BE855": Code("invalid Parquet label file", "The Parquet form needs columns `key`, "
+                  "`label` and `annotator` (plus optional `ui_version`, `taxonomy_version`, "
+                  "`created_at`) with text or integer values; keys and annotators are never "
+                  "null."),
+    "BE856": Code("class outside the taxonomy", "Annotations choose classes the label set's "
+                  "taxonomy does not list (or, in Parquet, were made under another taxonomy "
+                  "version). The message counts them per class with the first export line. "
+                  "Add the classes in a new taxonomy version, or fix the annotations."),
+    "BE857": Code("invalid SSSOM mapping", "A mapping file is not SSSOM TSV as buildenv reads "
+                  "it: a header with subject_id, predicate_id and object_id, tab-separated rows, "
+                  "and predicates skos:exactMatch, skos:broadMatch, skos:narrowMatch or "
+                  "skos:closeMatch. The message gives the TSV line."),
+    "BE858": Code("mapping names an unknown class", "A mapping row's subject_id is not a class "
+                  "of the reused label set's taxonomy, or its object_id is not a class of this "
+                  "label set's taxonomy. The message gives the TSV line."),
+    "BE859": Code("reuse needs a mapping", "A `reuse` entry without `mapping` carries classes "
+                  "over by name, so every class of the reused taxonomy must exist in this one. "
+                  "Add an SSSOM mapping saying where the others go."),
+    "BE860": Code("examples need relabeling", "Reused examples whose class cannot be carried "
+                  "into the new taxonomy automatically (a split class: narrowMatch or several "
+                  "targets; a closeMatch; no mapping row) are left out, counted per class. With "
+                  "`ambiguous: refuse` this is an error. Annotate them in the new label set."),
+    "BE861": Code("tied votes", "Two or more classes share the most annotators of an example, "
+                  "so it gets no label (the majority rule, docs/labels.md). Add an annotation to "
+                  "break each tie."),
+    "BE862": Code("label key not in the dataset", "A label set annotates examples whose key the "
+                  "dataset does not hold: the export belongs to another dataset version, or "
+                  "`key` names the wrong column. Keys are shown only for unrestricted "
+                  "datasets."),
+    "BE863": Code("double exposure", "An annotator labeled the same example under two "
+                  "different annotation UI versions (in any label sets of the multiverse): the "
+                  "second judgment is not independent of the first. With `exposure: exclusive` "
+                  "(the default) this is an error; `exposure: allow` on every label set "
+                  "involved makes it a warning."),
+    "BE864": Code("ctx.labels() without a label set", "The training calls `ctx.labels()`, but "
+                  "the environment takes its label from a column (or has no label). Read the "
+                  "label column with `ctx.read`, or build against an environment whose `label:` "
+                  "names a label set."),
+    "BE865": Code("label set not used by the training", "The environment's label comes from a "
+                  "label set but the training never calls `ctx.labels()`: the build scores the "
+                  "model on the label set's labels, which the training did not fit."),
+    "BE866": Code("no usable labels", "After ties, relabeling and keys, the environment's label "
+                  "set leaves no example of its dataset with a label: there is nothing to train "
+                  "on. `buildenv labels ENV` shows the counts."),
+    "BE867": Code("label field not in export", "No annotation of the export has a result from "
+                  "the label set's `field` (the Label Studio `from_name`). The message lists the "
+                  "from_names the export has."),
     # --- executors --------------------------------------------------------------
     "BE880": Code("Ray not installed", "`--executor ray` (or `[tool.buildenv] executor = "
                   "\"ray\"`) needs the optional extra: `pip install 'buildenv[ray]'`. Or run "

@@ -68,6 +68,8 @@ class ToolConfig(BaseModel):
     cache_dir: str = ".buildenv"
     executor: Literal["local", "ray"] = "local"
     """Where lock, validate and drift run the per-file work of partitioned datasets."""
+    signing_key: str | None = None  # PEM EC private key: sign artifacts at build time
+    verify_key: str | None = None  # PEM EC public key: verify signatures before loading
     trainings: dict[str, TrainingConfig] = {}
 
 

@@ -27,8 +27,9 @@ from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
 from buildenv.data.storage import Location, Stat
 
-__all__ = ["ALGORITHMS", "ContentDigest", "StatCache", "digest_location", "prefetch"]
+__all__ = ["ALGORITHMS", "FILE", "ContentDigest", "StatCache", "digest_location", "prefetch"]
 
+FILE = "file"  # the `fmt` of files that are hashed but hold no rows (label exports, mappings)
 CHUNK = 8 << 20  # 8 MiB: large enough for hashlib to run at memory speed, small enough to bound RAM
 RACY_NS = 1_000_000_000
 
@@ -123,6 +124,8 @@ def digest_location(location: Location, fmt: str, algorithm: str = "sha256",
 def _compute(location: Location, fmt: str, algorithm: str) -> ContentDigest:
     if fmt == "csv":
         return _digest_csv(location, algorithm)
+    if fmt == FILE:  # a non-tabular file (a label export, a mapping): bytes only
+        return _digest_bytes(location, algorithm)
     if location.local is not None:
         # The footer read runs in a thread while this one hashes; hashlib releases the GIL,
         # so its cost is hidden.

@@ -36,7 +36,7 @@ from buildenv.data.gate import Gate, GateError
 from buildenv.env.spec import NUMERIC_DTYPES, Environment
 
 __all__ = ["KEY_HASH", "EvaluationRows", "evaluation_rows", "holdout_mask", "join_plan",
-           "key_columns", "key_hash", "rows_dataset"]
+           "key_columns", "key_hash", "labeled_rows", "rows_dataset"]
 
 KEY_HASH = "buildenv-key-hash-v1"
 _G = np.uint64(0x9E3779B97F4A7C15)
@@ -76,8 +76,8 @@ def _column_codes(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
     else:  # integers, booleans, dates, timestamps: their int64 value
         if pa.types.is_timestamp(kind):
             array = array.cast(pa.timestamp("us", tz=kind.tz))
-        if pa.types.is_date(kind):
-            array = array.cast(pa.date32()).cast(pa.int32())  # days; no direct cast to int64
+        if pa.types.is_date(kind):  # days since 1970-01-01 (date32 casts only to int32)
+            array = array.cast(pa.date32()).cast(pa.int32())
         values = array.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
         codes = _mix(values.astype(np.int64).view(np.uint64))
     return np.where(valid, codes, _NULL)
@@ -102,16 +102,34 @@ def rows_dataset(env: Environment) -> str | None:
     """The dataset whose rows are scored: the evaluation dataset, else the label's."""
     if env.label is None:
         return None
-    return env.evaluation.dataset or env.label.dataset
+    return env.evaluation.dataset or env.label_dataset()
 
 
 def key_columns(env: Environment) -> list[str]:
-    """The columns whose hash holds a row out (empty when a separate dataset is used)."""
+    """The columns whose hash holds a row out (empty when a separate dataset is used). With a
+    label set the default is its key: the example's identity."""
     if env.label is None or env.evaluation.dataset is not None:
         return []
     if env.evaluation.key:
         return list(env.evaluation.key)
+    label_set = env.label_set()
+    if label_set is not None:
+        return [label_set.key]
     return [c for c in env.datasets[env.label.dataset].columns if c != env.label.column]
+
+
+def labeled_rows(table: pa.Table, key: str, labels: pa.Table) -> tuple[np.ndarray, pa.Array]:
+    """Which rows of `table` have a usable label in `labels` (columns `key` and `label`, one
+    row per key, keys as `keys.key_text`), and those rows' labels, in table order."""
+    from buildenv.data.keys import key_text
+
+    index = pc.index_in(key_text(table.column(key)),
+                        value_set=labels.column("key").combine_chunks())
+    mask = np.asarray(index.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    taken = labels.column("label").take(pc.drop_null(index))
+    if isinstance(taken, pa.ChunkedArray):
+        taken = taken.combine_chunks()
+    return mask, taken
 
 
 @dataclass
@@ -135,13 +153,18 @@ def _served(env: Environment, dataset: str) -> list[str]:
     return [n for n, c in env.datasets[dataset].columns.items() if c.serving]
 
 
-def evaluation_rows(gate: Gate, env: Environment) -> EvaluationRows:
-    """Read (and verify) the evaluation rows through `gate`; GateError on bad bytes."""
+def evaluation_rows(gate: Gate, env: Environment, labels: pa.Table | None = None
+                    ) -> EvaluationRows:
+    """Read (and verify) the evaluation rows through `gate`; GateError on bad bytes. When the
+    label comes from a label set, `labels` holds its resolved labels (columns `key`, `label`):
+    the rows are the held-out rows of its dataset that have a usable label."""
     assert env.label is not None, "evaluation needs a label"
     source = rows_dataset(env)
     assert source is not None
     keys = key_columns(env)
-    label = env.label.column
+    label_set = env.label_set()
+    assert (label_set is None) == (labels is None), "a label set's evaluation needs its labels"
+    label = label_set.key if label_set is not None else env.label.column
     joins, inferred = join_plan(env)
     wanted = list(dict.fromkeys(_served(env, source) + [label] + keys
                                 + [k for ks in joins.values() for k in ks]))
@@ -150,14 +173,29 @@ def evaluation_rows(gate: Gate, env: Environment) -> EvaluationRows:
         table = read.table([c for c in wanted if c in env.datasets[source].columns])
         digests[source] = read.digest
     total = table.num_rows
+    values = None
+    if label_set is not None:
+        assert labels is not None
+        usable, values = labeled_rows(table, label_set.key, labels)
+        table = table.filter(pa.array(usable))
     if keys:
-        table = table.filter(pa.array(holdout_mask(table, keys, env.evaluation.fraction)))
+        held = holdout_mask(table, keys, env.evaluation.fraction)
+        table = table.filter(pa.array(held))
+        if values is not None:
+            values = values.filter(pa.array(held))
         method = {"method": "holdout", "dataset": source, "holdout": env.evaluation.fraction,
                   "key": keys, "hash": KEY_HASH, "of_rows": total}
     else:
         method = {"method": "dataset", "dataset": source}
-    labels = table.column(label).to_numpy(zero_copy_only=False)
-    frame = _as_served(table, env, source, exclude={label})
+    if label_set is not None:
+        assert values is not None
+        method["labels"] = env.label.labels
+        labels_out = np.asarray(values.to_pylist(), dtype=object)
+        exclude: set[str] = set()
+    else:
+        labels_out = table.column(label).to_numpy(zero_copy_only=False)
+        exclude = {label}
+    frame = _as_served(table, env, source, exclude=exclude)
     for other, on in joins.items():
         with gate.open(other) as read:
             extra = read.table(list(dict.fromkeys(on + _served(env, other))))
@@ -173,14 +211,14 @@ def evaluation_rows(gate: Gate, env: Environment) -> EvaluationRows:
                 f"key ({', '.join(on)}): the key must be unique to join evaluation rows", other))
         new = [c for c in right.columns if c not in frame.columns]
         frame = frame.merge(right[on + new], on=on, how="left", sort=False)
-    served = [c for c in frame.columns if c != label and any(
+    served = [c for c in frame.columns if c not in exclude and any(
         c in ds.columns and ds.columns[c].serving for ds in env.datasets.values())]
     frame = frame[served]
     method["join"] = {k: list(v) for k, v in joins.items()
                       if k not in method.get("not_joined", [])}
     if inferred:
         method["join_inferred"] = True
-    return EvaluationRows(frame.reset_index(drop=True), labels, len(frame), method, digests)
+    return EvaluationRows(frame.reset_index(drop=True), labels_out, len(frame), method, digests)
 
 
 def join_plan(env: Environment) -> tuple[dict[str, list[str]], bool]:
@@ -195,7 +233,7 @@ def join_plan(env: Environment) -> tuple[dict[str, list[str]], bool]:
     own = env.datasets[source].columns
     plan = {}
     for name, ds in env.datasets.items():
-        if name in (source, env.label.dataset, env.evaluation.dataset):
+        if name in (source, getattr(env.label, "dataset", None), env.evaluation.dataset):
             continue
         shared = [c for c in ds.columns if c in own]
         adds = [c for c, col in ds.columns.items() if col.serving and c not in own]

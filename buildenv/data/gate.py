@@ -63,8 +63,8 @@ from buildenv.data.privacy import (
 from buildenv.data.storage import Location, locate
 from buildenv.env.spec import Column, Dataset, Environment
 
-__all__ = ["DatasetRead", "FileTask", "Gate", "GateError", "PartitionedRead", "Pinned",
-           "partition_scalar"]
+__all__ = ["DatasetRead", "FileRead", "FileTask", "Gate", "GateError", "PartitionedRead",
+           "Pinned", "partition_scalar"]
 
 
 class GateError(Exception):
@@ -119,15 +119,17 @@ class Pinned:
         assert self._fd is not None
         hasher = ALGORITHMS[self.algorithm]()
         offset = 0
+        buffer = bytearray(CHUNK)  # one buffer, reused: no allocation per chunk
+        view = memoryview(buffer)
         try:
             if hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
             while not self._cancel.is_set():
-                chunk = os.pread(self._fd, CHUNK, offset)
-                if not chunk:
+                n = os.preadv(self._fd, [buffer], offset)
+                if not n:
                     break
-                hasher.update(chunk)
-                offset += len(chunk)
+                hasher.update(view[:n])
+                offset += n
             self._size = offset
             self._digest = f"{self.algorithm}:{hasher.hexdigest()}"
         except BaseException as exc:  # re-raised by digest()
@@ -253,6 +255,26 @@ class Gate:
                 "BE050", f"dataset '{dataset}' has no locked manifest to verify its files "
                 "against", dataset, hints=(f"run `buildenv lock {self.env.name}`",)))
         return manifest
+
+    def open_file(self, uri: str, *, what: str, expect: str | None,
+                  place: tuple = (), restricted_dataset: str | None = None,
+                  missing_code: str = "BE053", mismatch_code: str = "BE055",
+                  relock: str | None = None, **audit: Any) -> FileRead:
+        """Open a non-tabular file (a label export, a mapping) for a verified read.
+
+        `what` names it in messages ("label set 'genre-v2'"); `place` is the YAML key path
+        its diagnostics point at; `expect` is the locked digest (None: unpinned). When
+        `restricted_dataset` is set, the file describes examples of that restricted dataset:
+        its completed (or abandoned) reads are audited like the dataset's, with `audit` as
+        details."""
+        return FileRead(self, uri, what, expect, place, restricted_dataset, missing_code,
+                        mismatch_code, relock, audit)
+
+    def _place(self, code: str, message: str, place: tuple, hints: tuple[str, ...] = ()
+               ) -> Diagnostic:
+        if self.where is not None and place:
+            return self.where.diag(code, message, *place, hints=hints)
+        return Diagnostic(code, message, hints=hints)
 
     def _diag(self, code: str, message: str, dataset: str, hints: tuple[str, ...] = ()
               ) -> Diagnostic:
@@ -784,6 +806,122 @@ class PartitionedRead:
             raise GateError(exc.diagnostics[0]) from None
         except OSError as exc:
             raise GateError(Diagnostic("BE801", f"cannot write the audit log: {exc}")) from None
+
+
+class FileRead:
+    """One verified read of a non-tabular file: the same pinning, hashing and audit as a
+    dataset read, for bytes that a caller decodes itself (`chunks()` streams them, `open()`
+    gives a random-access file). Call `verify()` after the last byte is used: a digest that
+    differs from the expected one raises GateError, and nothing decoded may be used."""
+
+    def __init__(self, gate: Gate, uri: str, what: str, expected: str | None, place: tuple,
+                 restricted_dataset: str | None, missing_code: str, mismatch_code: str,
+                 relock: str | None, audit: dict):
+        self.gate, self.uri, self.what, self.expected, self.place = gate, uri, what, expected, \
+            place
+        self.restricted_dataset = restricted_dataset
+        self.mismatch_code = mismatch_code
+        self.relock = relock
+        self.audit_details = audit
+        self.rows_read: int | None = None  # set by the caller (annotations, mapping rows)
+        self.digest: str | None = None
+        self._decoded = False
+        self._audited = False
+        algorithm = (expected or "sha256:").split(":", 1)[0]
+        if algorithm not in ALGORITHMS:
+            algorithm = "sha256"
+        try:
+            self._pinned = Pinned(locate(uri, gate.project), algorithm)
+        except FileNotFoundError:
+            raise GateError(gate._place(missing_code, f"{what}: '{uri}' not found",
+                                        place)) from None
+        except OSError as exc:
+            raise GateError(gate._place(missing_code, f"{what}: cannot read '{uri}': "
+                                        f"{exc.strerror or first_line(str(exc))}",
+                                        place)) from None
+
+    def __enter__(self) -> FileRead:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def size(self) -> int:
+        return self._pinned.size
+
+    def open(self) -> pa.NativeFile:
+        """A random-access file over the pinned bytes (Parquet readers)."""
+        self._decoded = True
+        return self._pinned.open()
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        """The pinned bytes, in order."""
+        self._decoded = True
+        with self._pinned.open() as handle:
+            while True:
+                try:
+                    chunk = handle.read(size)
+                except OSError as exc:
+                    raise GateError(self.gate._place(
+                        "BE053", f"{self.what}: cannot read '{self.uri}': {exc}",
+                        self.place)) from None
+                if not chunk:
+                    return
+                yield chunk
+
+    def verify(self) -> str:
+        try:
+            found = self._pinned.digest()
+        except Changed:
+            raise GateError(self.gate._place(
+                "BE056", f"{self.what}: '{self.uri}' was written to while it was being read; "
+                "nothing read from it is used", self.place,
+                hints=("retry when the writer has finished",))) from None
+        except OSError as exc:
+            raise GateError(self.gate._place(
+                "BE053", f"{self.what}: cannot read '{self.uri}': {exc.strerror or exc}",
+                self.place)) from None
+        if self.digest is not None:
+            return self.digest
+        if self.expected is not None and found != self.expected:
+            if self.restricted_dataset:
+                self._audit("refused: does not match the lock", found)
+            hint = (f"the file changed after the lock was checked; if the new bytes are "
+                    f"intended, review them and run `buildenv lock "
+                    f"{self.relock or self.gate.env.name}`")
+            raise GateError(self.gate._place(
+                self.mismatch_code, f"{self.what} does not match the lock: expected "
+                f"{self.expected}, found {found} ({self.uri}); nothing read from it is used",
+                self.place, hints=(hint,)))
+        self.digest = found
+        if self.restricted_dataset:
+            self._audit("read")
+        return found
+
+    def _audit(self, outcome: str, digest: str | None = None) -> None:
+        from buildenv.core.diagnostics import DiagnosticError
+
+        self._audited = True
+        assert self.restricted_dataset is not None
+        try:
+            AuditLog(self.gate.project.data_state_dir).append(
+                purpose=self.gate.purpose, environment=self.gate.env.name,
+                dataset=self.restricted_dataset, digest=digest or self.digest or self.expected,
+                columns=[], rows=self.rows_read, file=self.uri, outcome=outcome,
+                **self.audit_details)
+        except DiagnosticError as exc:
+            raise GateError(exc.diagnostics[0]) from None
+        except OSError as exc:
+            raise GateError(Diagnostic("BE801", f"cannot write the audit log: {exc}")) from None
+
+    def close(self) -> None:
+        if self.restricted_dataset and self._decoded and not self._audited:
+            try:
+                self._audit("incomplete")
+            except GateError:
+                pass
+        self._pinned.close()
 
 
 def _first_failure(array: pa.Array, dtype: str) -> int | None:

@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,13 @@ from buildenv.data.manifest import (
     describe_diff,
     digest_partitioned,
 )
+from buildenv.data.provenance import provenance_problems
 from buildenv.data.storage import locate
 from buildenv.env.resolve import Multiverse, Resolved
 
-__all__ = ["LOCK_VERSION", "Lock", "LockedDataset", "check_lock", "digest_dataset",
-           "lock_environments", "lock_path", "read_lock"]
+__all__ = ["LOCK_VERSION", "LabelLocker", "Lock", "LockedDataset", "LockedLabels", "check_lock",
+           "digest_dataset", "label_declaration", "lock_environments", "lock_path",
+           "read_lock"]
 
 LOCK_VERSION = 2
 
@@ -87,19 +89,61 @@ class LockedDataset:
 
 
 @dataclass(frozen=True)
+class LockedLabels:
+    """A label set pinned like data: its export's digest and counts, what it was declared as,
+    and the digests of the mapping files its reuse entries name."""
+
+    uri: str
+    format: str
+    digest: str
+    size: int
+    examples: int  # keys with at least one (not cancelled) annotation
+    annotations: int
+    annotators: int
+    taxonomy: dict  # {"name": ..., "version": ...}
+    ui_version: str | None
+    declaration: str  # digest of the label set's declaration: a change means relock
+    mappings: dict[str, str] = field(default_factory=dict)  # mapping uri -> digest
+
+    def to_json(self) -> dict:
+        return {"uri": self.uri, "format": self.format, "digest": self.digest,
+                "size": self.size, "examples": self.examples,
+                "annotations": self.annotations, "annotators": self.annotators,
+                "taxonomy": self.taxonomy, "ui_version": self.ui_version,
+                "declaration": self.declaration, "mappings": dict(sorted(self.mappings.items()))}
+
+    @classmethod
+    def from_json(cls, v: dict) -> LockedLabels:
+        return cls(v["uri"], v["format"], v["digest"], int(v["size"]), int(v["examples"]),
+                   int(v["annotations"]), int(v["annotators"]), dict(v["taxonomy"]),
+                   v.get("ui_version"), v["declaration"], dict(v.get("mappings") or {}))
+
+    def pins(self) -> dict:
+        """What the training and evaluation verify their reads against."""
+        return {"digest": self.digest, "mappings": dict(self.mappings)}
+
+
+@dataclass(frozen=True)
 class Lock:
     environment: str
     environment_digest: str
     datasets: dict[str, LockedDataset]
+    labels: dict[str, LockedLabels] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         partitioned = any(d.manifest is not None for d in self.datasets.values())
-        return {
+        out = {
             "lock_version": LOCK_VERSION if partitioned else 1,
             "environment": self.environment,
             "environment_digest": self.environment_digest,
             "datasets": {k: v.to_json() for k, v in sorted(self.datasets.items())},
         }
+        if self.labels:  # absent when there are none: older locks keep their bytes
+            out["labels"] = {k: v.to_json() for k, v in sorted(self.labels.items())}
+        return out
+
+    def label_pins(self) -> dict[str, dict]:
+        return {name: entry.pins() for name, entry in sorted(self.labels.items())}
 
     def pins(self) -> dict[str, str]:
         return {name: d.digest for name, d in self.datasets.items()}
@@ -159,6 +203,7 @@ def read_lock(project: Project, name: str) -> Lock | None:
             environment=data["environment"],
             environment_digest=data["environment_digest"],
             datasets={k: LockedDataset.from_json(v) for k, v in data["datasets"].items()},
+            labels={k: LockedLabels.from_json(v) for k, v in (data.get("labels") or {}).items()},
         )
     except DiagnosticError:
         raise
@@ -229,10 +274,26 @@ def _key(ds: Any) -> DatasetKey:
     return (ds.uri, ds.format, tuple(ds.partition_columns) if ds.partitioned else ())
 
 
+#: Pins an environment's label sets (buildenv.labels.locking.lock_label_sets): it reads and
+#: counts the exports, which the data room cannot do. Arguments: the multiverse, the resolved
+#: environment, the previous lock (or None), the algorithm and the stat cache.
+LabelLocker = Callable[..., tuple[dict[str, "LockedLabels"], list[Diagnostic]]]
+
+
+def label_declaration(spec) -> str:
+    """Digest of what determines a label set's lock entry (all but its description)."""
+    from buildenv.core.canonical import digest_json
+
+    return digest_json(spec.model_dump(mode="json", exclude={"description"}))
+
+
 def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str = "sha256",
+                      label_locker: LabelLocker | None = None,
                       executor: Executor | None = None,
                       ) -> tuple[list[tuple[str, Lock, bool]], list[Diagnostic]]:
-    """Lock each environment; returns (name, lock, changed) and the problems found."""
+    """Lock each environment; returns (name, lock, changed) and the problems found. An
+    environment with label sets needs `label_locker`; `executor` hashes the files of
+    partitioned datasets."""
     project = multiverse.project
     resolved, problems = multiverse.resolve_all(names)
     wanted = {_key(ds) for res in resolved.values() for ds in res.env.datasets.values()}
@@ -240,7 +301,6 @@ def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str =
         executor.prepare()  # datasets are hashed from threads: connect from this one
     cache = stat_cache(project)
     digests, errors = _digest_all(project, wanted, algorithm, cache, executor)
-    cache.save()
     out = []
     for name, res in sorted(resolved.items()):
         bad = False
@@ -249,21 +309,43 @@ def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str =
                 bad = True
                 problems.append(res.diag(code, f"dataset '{ds_name}': {text}", "datasets",
                                          ds_name, "uri"))
+        for ds_name, ds in res.env.datasets.items():
+            if ds_name in res.env.privacy.synthetic and _key(ds) in digests:
+                found = provenance_problems(project, res, ds_name,
+                                            digests[_key(ds)].value.digest)
+                problems.extend(found)
+                bad = bad or bool(found)
         if bad:
             continue
+        labels: dict[str, LockedLabels] = {}
+        if res.env.labels:
+            if label_locker is None:
+                problems.append(res.diag("BE057", f"environment '{name}' declares label sets, "
+                                         "which this caller cannot lock", "labels",
+                                         hints=(f"run `buildenv lock {name}`",)))
+                continue
+            try:
+                previous = read_lock(project, name)
+            except DiagnosticError:
+                previous = None
+            labels, found = label_locker(multiverse, res, previous, algorithm, cache)
+            problems.extend(found)
+            if any(p.is_error for p in found):
+                continue
         datasets = {}
         for ds_name, ds in res.env.datasets.items():
             found = digests[_key(ds)]
             datasets[ds_name] = LockedDataset(ds.uri, ds.format, found.value.digest,
                                               found.value.size, found.value.rows,
                                               found.manifest)
-        lock = Lock(name, res.digest, datasets)
+        lock = Lock(name, res.digest, datasets, labels)
         path = lock_path(project, name)
         text = lock.render()
         changed = not path.is_file() or path.read_text(encoding="utf-8") != text
         if changed:
             atomic_write_text(path, text)
         out.append((name, lock, changed))
+    cache.save()
     return out, problems
 
 
@@ -295,6 +377,7 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
         problems.append(Diagnostic("BE052", f"lock pins dataset '{ds_name}', which environment "
                                    f"'{name}' no longer declares", display,
                                    hints=(f"run `buildenv lock {name}`",)))
+    problems.extend(_label_pins_stale(res, lock, display))
     if not problems and lock.environment_digest != res.digest:
         # The data pins still hold; only the recorded environment digest is old (columns,
         # serving or monitoring changed). Builds proceed; `lock` refreshes the record.
@@ -327,6 +410,8 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
             problems.append(res.diag("BE053", f"dataset '{ds_name}': cannot read '{ds.uri}': "
                                      f"{exc}", "datasets", ds_name, "uri"))
             continue
+        if ds_name in res.env.privacy.synthetic:
+            problems.extend(provenance_problems(project, res, ds_name, now.value.digest))
         if now.value.digest != pinned.digest:
             if pinned.manifest is not None and now.manifest is not None:
                 what = describe_diff(*pinned.manifest.diff(now.manifest))
@@ -337,9 +422,70 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
                 "datasets", ds_name, "uri",
                 hints=(f"if the new data is intended, review `buildenv drift {name} --dataset "
                        f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`",)))
+    problems.extend(_label_bytes_changed(project, res, lock, cache))
     if own_cache:
         cache.save()
     return (None if any(p.is_error for p in problems) else lock), problems
+
+
+def _label_pins_stale(res: Resolved, lock: Lock, display: str) -> list[Diagnostic]:
+    """BE057: a label set the lock does not pin as it is declared now."""
+    name = res.name
+    problems = []
+    for ls_name, spec in res.env.labels.items():
+        pinned = lock.labels.get(ls_name)
+        mappings = {e.mapping for e in spec.reuse if e.mapping}
+        if pinned is None:
+            what = "is not in the lock"
+        elif pinned.uri != spec.uri or pinned.format != spec.format:
+            what = f"uri changed: lock has '{pinned.uri}', environment has '{spec.uri}'"
+        elif set(pinned.mappings) != mappings:
+            what = "names other mapping files than the lock pins"
+        elif pinned.declaration != label_declaration(spec):
+            what = ("changed since it was locked (dataset, key, field, taxonomy, UI version, "
+                    "reuse or exposure)")
+        else:
+            continue
+        problems.append(res.diag("BE057", f"label set '{ls_name}' {what}", "labels", ls_name,
+                                 hints=(f"run `buildenv lock {name}`",)))
+    for ls_name in sorted(set(lock.labels) - set(res.env.labels)):
+        problems.append(Diagnostic("BE057", f"lock pins label set '{ls_name}', which "
+                                   f"environment '{name}' no longer declares", display,
+                                   hints=(f"run `buildenv lock {name}`",)))
+    return problems
+
+
+def _label_bytes_changed(project: Project, res: Resolved, lock: Lock,
+                         cache: StatCache) -> list[Diagnostic]:
+    """BE058: an export or mapping whose bytes are not the ones the lock pins."""
+    from buildenv.data.digests import FILE
+
+    problems = []
+    for ls_name, spec in sorted(res.env.labels.items()):
+        pinned = lock.labels[ls_name]
+        files = [(spec.uri, pinned.digest, ("labels", ls_name, "uri"))]
+        files += [(e.mapping, pinned.mappings[e.mapping], ("labels", ls_name, "reuse", i,
+                                                          "mapping"))
+                  for i, e in enumerate(spec.reuse) if e.mapping]
+        for uri, digest, place in files:
+            try:
+                now = digest_location(locate(uri, project), FILE, digest.split(":", 1)[0],
+                                      cache)
+            except FileNotFoundError:
+                problems.append(res.diag("BE853", f"label set '{ls_name}': '{uri}' not found",
+                                         *place))
+                continue
+            except Exception as exc:
+                problems.append(res.diag("BE853", f"label set '{ls_name}': cannot read "
+                                         f"'{uri}': {exc}", *place))
+                continue
+            if now.digest != digest:
+                problems.append(res.diag(
+                    "BE058", f"label set '{ls_name}': '{uri}' changed since it was locked: "
+                    f"{digest} -> {now.digest}", *place,
+                    hints=(f"if the new annotations are intended, review `buildenv labels "
+                           f"{res.name}` and run `buildenv lock {res.name}`",)))
+    return problems
 
 
 def lock_state(multiverse: Multiverse, res: Resolved) -> str:
@@ -353,8 +499,8 @@ def lock_state(multiverse: Multiverse, res: Resolved) -> str:
         return "locked"
     if "BE050" in codes:
         return "missing"
-    if "BE052" in codes:
+    if codes & {"BE052", "BE057"}:
         return "stale"
-    if "BE051" in codes:
+    if codes & {"BE051", "BE058"}:
         return "changed"
     return "unreadable"

@@ -599,7 +599,9 @@ def _judge(res: Resolved, ds_name: str, name: str, col: Column, report: ColumnRe
     out = []
     where = ("datasets", ds_name, "columns", name)
     label = f"{ds_name}.{name}"
-    hidden = "inspect with an approved, audited tool; values are never printed"
+    hidden = (f"values are never printed; a person allowed by privacy.peek can look, audited: "
+              f"`buildenv peek ENV --dataset {ds_name} --rows 10 --invalid {name} --reason "
+              "\"...\"`")
     if report.nulls and not col.nullable:
         out.append(res.diag("BE202", f"{label}: {report.nulls} of {report.rows} rows are null "
                             "but the column is declared nullable: false", *where, "nullable"))

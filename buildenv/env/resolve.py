@@ -25,6 +25,7 @@ from buildenv.env.loader import KeyPath, Located, Position, load_yaml
 from buildenv.env.spec import (
     COLUMN_PROBLEM_KEYS,
     CURRENT_SCHEMA,
+    INTEGER_DTYPES,
     Environment,
     OnnxServing,
     SklearnServing,
@@ -242,7 +243,8 @@ def _overlay(target: dict, source: dict, prefix: KeyPath, located: Located,
             target.pop(key, None)
             _forget(origin, path)
             continue
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
+        if isinstance(value, dict) and isinstance(target.get(key), dict) and not (
+                path == ("label",) and _label_form(value) != _label_form(target[key])):
             origin[path] = located.keys[path]
             _overlay(target[key], value, path, located, origin)
             continue
@@ -257,6 +259,16 @@ def _overlay(target: dict, source: dict, prefix: KeyPath, located: Located,
                 origin[sub] = pos
 
 
+def _label_form(label: dict) -> str | None:
+    """`label` takes a column or a label set: a child that switches form replaces the whole
+    inherited label instead of merging into it."""
+    if "labels" in label:
+        return "labels"
+    if "dataset" in label or "column" in label:
+        return "column"
+    return None
+
+
 def _forget(origin: dict[KeyPath, Position], path: KeyPath) -> None:
     for sub in [p for p in origin if p[: len(path)] == path]:
         del origin[sub]
@@ -266,7 +278,8 @@ def _forget(origin: dict[KeyPath, Position], path: KeyPath) -> None:
 
 _TYPE_CODES = {"extra_forbidden": "BE003", "missing": "BE005", "bad_range": "BE011",
                "bad_domain": "BE012", "evaluation": "BE020", "bad_pattern": "BE035",
-               "bad_length": "BE036", "bad_tolerance": "BE037", "bad_unique": "BE038"}
+               "bad_length": "BE036", "bad_tolerance": "BE037", "bad_unique": "BE038",
+               "label_source": "BE850"}
 
 
 def _clean_loc(loc: tuple, merged: dict) -> KeyPath:
@@ -426,7 +439,9 @@ def _semantic_problems(raw: dict, origin: dict[KeyPath, Position],
         if isinstance(name, str) and name not in datasets:
             problems.append(diag("BE009", f"privacy.restricted: unknown dataset '{name}'",
                                  "privacy", "restricted", i, hint=did_you_mean(name, datasets)))
+    problems.extend(_private_release_problems(raw, datasets, diag, mapping))
     problems.extend(_evaluation_problems(raw, datasets, diag, mapping))
+    problems.extend(_label_set_problems(raw, datasets, diag, mapping, project))
     all_columns = {c for ds in datasets.values() for c in mapping(mapping(ds).get("columns"))}
     for col in mapping(mapping(mapping(raw.get("monitoring")).get("drift")).get("columns")):
         if col not in all_columns:
@@ -493,6 +508,50 @@ def _partition_problems(datasets: dict, restricted: Any, diag: Any, mapping: Any
     return problems
 
 
+def _private_release_problems(raw: dict, datasets: dict, diag: Any,
+                              mapping: Any) -> list[Diagnostic]:
+    """`privacy:` keys about private releases name datasets and columns that exist, and a
+    synthetic stand-in's provenance names the file the dataset points at."""
+    privacy = mapping(raw.get("privacy"))
+    problems = []
+    budget = privacy.get("epsilon_budget")
+    for name in budget if isinstance(budget, dict) else {}:
+        if name not in datasets:
+            problems.append(diag("BE009", f"privacy.epsilon_budget: unknown dataset '{name}'",
+                                 "privacy", "epsilon_budget", name,
+                                 hint=did_you_mean(str(name), datasets)))
+    per_version = privacy.get("budget_per_version")
+    for i, name in enumerate(per_version if isinstance(per_version, list) else []):
+        if isinstance(name, str) and name not in datasets:
+            problems.append(diag("BE009", f"privacy.budget_per_version: unknown dataset '{name}'",
+                                 "privacy", "budget_per_version", i,
+                                 hint=did_you_mean(name, datasets)))
+    for name, unit in mapping(privacy.get("units")).items():
+        if name not in datasets:
+            problems.append(diag("BE009", f"privacy.units: unknown dataset '{name}'", "privacy",
+                                 "units", name, hint=did_you_mean(str(name), datasets)))
+            continue
+        key = mapping(unit).get("key")
+        columns = mapping(mapping(datasets[name]).get("columns"))
+        if isinstance(key, str) and key not in columns:
+            problems.append(diag("BE010", f"privacy.units.{name}.key: unknown column '{key}' in "
+                                 f"dataset '{name}'", "privacy", "units", name, "key",
+                                 hint=did_you_mean(key, columns)))
+    for name, provenance in mapping(privacy.get("synthetic")).items():
+        if name not in datasets:
+            problems.append(diag("BE009", f"privacy.synthetic: unknown dataset '{name}'",
+                                 "privacy", "synthetic", name,
+                                 hint=did_you_mean(str(name), datasets)))
+            continue
+        uri, declared = mapping(provenance).get("uri"), mapping(datasets[name]).get("uri")
+        if isinstance(uri, str) and isinstance(declared, str) and uri != declared:
+            problems.append(diag(
+                "BE820", f"privacy.synthetic.{name}.uri is '{uri}' but dataset '{name}' reads "
+                f"'{declared}': provenance describes another file", "privacy", "synthetic",
+                name, "uri", hint="regenerate with `buildenv synth`, which writes both"))
+    return problems
+
+
 def _evaluation_problems(raw: dict, datasets: dict, diag: Any, mapping: Any) -> list[Diagnostic]:
     """`evaluation:` names columns and datasets that exist, around a label."""
     evaluation = mapping(raw.get("evaluation"))
@@ -500,6 +559,14 @@ def _evaluation_problems(raw: dict, datasets: dict, diag: Any, mapping: Any) -> 
         return []
     label = mapping(raw.get("label"))
     label_ds = label.get("dataset") if isinstance(label.get("dataset"), str) else None
+    label_set = mapping(mapping(raw.get("labels")).get(label.get("labels")))
+    if isinstance(label.get("labels"), str) and isinstance(label_set.get("dataset"), str):
+        label_ds = label_set["dataset"]
+        if isinstance(evaluation.get("dataset"), str):
+            return [diag("BE020", "evaluation.dataset: a label set's evaluation rows are held "
+                         "out of its dataset by key; a separate evaluation dataset is not "
+                         "supported with `label: {labels: ...}`", "evaluation", "dataset",
+                         hint="use `holdout` (and `key`) instead")]
     if label_ds is None or label_ds not in datasets:
         return [diag("BE020", "evaluation: the environment declares no label (a `label:` with "
                      "a dataset), so there is nothing to evaluate", "evaluation")] \
@@ -544,25 +611,194 @@ def _evaluation_problems(raw: dict, datasets: dict, diag: Any, mapping: Any) -> 
     return problems
 
 
+def _label_set_problems(raw: dict, datasets: dict, diag: Any, mapping: Any,
+                        project: Project) -> list[Diagnostic]:
+    """`labels:` and `label: {labels: ...}` name datasets, columns and label sets that exist,
+    and `reuse` forms no cycle."""
+    from buildenv.env.uris import uri_problem
+
+    sets = mapping(raw.get("labels"))
+    problems: list[Diagnostic] = []
+    for name, spec in sets.items():
+        spec = mapping(spec)
+        ds, key = spec.get("dataset"), spec.get("key")
+        if isinstance(ds, str):
+            if ds not in datasets:
+                problems.append(diag("BE009", f"labels.{name}: unknown dataset '{ds}'", "labels",
+                                     name, "dataset", hint=did_you_mean(ds, datasets)))
+            elif isinstance(key, str):
+                cols = mapping(mapping(datasets[ds]).get("columns"))
+                if key not in cols:
+                    problems.append(diag("BE010", f"labels.{name}: key '{key}' is not a column "
+                                         f"of dataset '{ds}'", "labels", name, "key",
+                                         hint=did_you_mean(key, cols)))
+                elif mapping(cols[key]).get("dtype") not in (*INTEGER_DTYPES, "string"):
+                    problems.append(diag("BE850", f"labels.{name}: key '{key}' is a "
+                                         f"{mapping(cols[key]).get('dtype')} column; an example "
+                                         "is identified by an integer or string column",
+                                         "labels", name, "key"))
+        if spec.get("format", "label-studio") == "label-studio" and spec.get("field") is None:
+            problems.append(diag("BE850", f"labels.{name}: a Label Studio export needs `field`, "
+                                 "the `from_name` of the choices control that holds the label",
+                                 "labels", name))
+        uri = spec.get("uri")
+        if isinstance(uri, str):
+            problem = uri_problem(uri, project)
+            if problem:
+                problems.append(diag(problem[0], f"labels.{name}: {problem[1]}", "labels", name,
+                                     "uri", hint=problem[2]))
+        reuse = spec.get("reuse")
+        for i, entry in enumerate(reuse if isinstance(reuse, list) else []):
+            entry = mapping(entry)
+            other = entry.get("labels")
+            if isinstance(entry.get("mapping"), str):
+                problem = uri_problem(entry["mapping"], project)
+                if problem:
+                    problems.append(diag(problem[0], f"labels.{name}.reuse: {problem[1]}",
+                                         "labels", name, "reuse", i, "mapping", hint=problem[2]))
+            if not isinstance(other, str):
+                continue
+            if other not in sets:
+                problems.append(diag("BE851", f"labels.{name}.reuse: unknown label set "
+                                     f"'{other}'", "labels", name, "reuse", i, "labels",
+                                     hint=did_you_mean(other, sets)
+                                     or "declare it under `labels:`"))
+                continue
+            reused = mapping(sets[other])
+            if isinstance(ds, str) and reused.get("dataset") not in (None, ds) or (
+                    isinstance(key, str) and reused.get("key") not in (None, key)):
+                problems.append(diag("BE850", f"labels.{name}.reuse: '{other}' labels "
+                                     f"{reused.get('dataset')}.{reused.get('key')}, this set "
+                                     f"{ds}.{key}: reuse needs the same examples", "labels",
+                                     name, "reuse", i, "labels"))
+            if entry.get("mapping") is None:
+                own = mapping(spec.get("taxonomy")).get("classes")
+                old = mapping(reused.get("taxonomy")).get("classes")
+                if isinstance(own, list) and isinstance(old, list):
+                    missing = [c for c in old if c not in own]
+                    if missing:
+                        problems.append(diag(
+                            "BE859", f"labels.{name}.reuse: without a mapping every class of "
+                            f"'{other}' must be a class of this taxonomy; not: "
+                            f"{', '.join(map(str, missing[:8]))}"
+                            + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""),
+                            "labels", name, "reuse", i,
+                            hint="add `mapping: <file>.sssom.tsv` saying where they go"))
+    problems.extend(_reuse_cycles(sets, diag, mapping))
+    label = mapping(raw.get("label"))
+    chosen = label.get("labels")
+    if isinstance(chosen, str) and chosen not in sets:
+        problems.append(diag("BE851", f"label: unknown label set '{chosen}'", "label", "labels",
+                             hint=did_you_mean(chosen, sets) or "declare it under `labels:`"))
+    return problems
+
+
+def _reuse_cycles(sets: dict, diag: Any, mapping: Any) -> list[Diagnostic]:
+    """BE852 once per cycle of `reuse`, at the `reuse` entry that closes it."""
+    def edges(name: str) -> list[tuple[int, str]]:
+        reuse = mapping(sets.get(name)).get("reuse")
+        return [(i, e["labels"]) for i, e in enumerate(reuse if isinstance(reuse, list) else [])
+                if isinstance(e, dict) and isinstance(e.get("labels"), str)
+                and e["labels"] in sets]
+
+    problems: list[Diagnostic] = []
+    reported: set[frozenset] = set()
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(name: str, stack: list[str]) -> None:
+        state[name] = 1
+        stack.append(name)
+        for i, other in edges(name):
+            if state.get(other) == 1:
+                cycle = stack[stack.index(other):]  # other ... name
+                if frozenset(cycle) not in reported:
+                    reported.add(frozenset(cycle))
+                    shown = " -> ".join([name, *cycle[:-1], name])  # from where it closes
+                    problems.append(diag("BE852", f"labels.{name}.reuse: reuse cycle: {shown}",
+                                         "labels", name, "reuse", i, "labels",
+                                         hint="a label set cannot reuse itself, directly or "
+                                         "through others: remove one `reuse` entry"))
+            elif state.get(other) is None:
+                visit(other, stack)
+        stack.pop()
+        state[name] = 2
+
+    for name in sets:
+        if state.get(name) is None:
+            visit(name, [])
+    return problems
+
+
 def privacy_problems(child: Resolved, parent: Resolved) -> list[Diagnostic]:
     """A child may tighten its parent's privacy, never loosen it (SPEC §2): every dataset the
-    parent restricts stays restricted, and `min_group_size` does not shrink."""
+    parent restricts stays restricted (unless the child replaced it by a synthetic stand-in
+    with provenance), `min_group_size` does not shrink, budgets do not grow, the peek policy
+    names no new actor, and a person stays the unit a private release protects."""
     problems = []
     own, inherited = child.env.privacy, parent.env.privacy
     for name in inherited.restricted:
         if name in child.env.datasets and name not in own.restricted:
+            if _synthetic_stand_in(child, parent, name):
+                continue
             problems.append(child.diag(
                 "BE019", f"privacy.restricted: dataset '{name}' is restricted in "
                 f"{parent.name} and must stay restricted in {child.name} (an environment "
                 "may tighten its parent's privacy, never loosen it)", "privacy", "restricted",
-                hints=(f"add '{name}' back to privacy.restricted",)))
+                hints=(f"add '{name}' back to privacy.restricted",
+                       f"for data without people in it, generate a synthetic stand-in: "
+                       f"`buildenv synth {parent.name} --dataset {name} --rows N`")))
     if own.min_group_size < inherited.min_group_size:
         problems.append(child.diag(
             "BE019", f"privacy.min_group_size {own.min_group_size} is smaller than "
             f"{inherited.min_group_size} in {parent.name}: privacy may be tightened, not "
             "loosened", "privacy", "min_group_size",
             hints=(f"use {inherited.min_group_size} or more",)))
+    for name in sorted(set(own.restricted) & set(inherited.restricted)):
+        mine, theirs = own.budget(name), inherited.budget(name)
+        if mine > theirs:
+            where = ("epsilon_budget", name) if isinstance(own.epsilon_budget, dict) \
+                and name in own.epsilon_budget else ("epsilon_budget",)
+            problems.append(child.diag(
+                "BE019", f"privacy.epsilon_budget: {mine:g} for dataset '{name}' is more than "
+                f"{theirs:g} in {parent.name}: a budget may be lowered, not raised", "privacy",
+                *where, hints=(f"use {theirs:g} or less",)))
+    fresh = sorted(set(own.budget_per_version) - set(inherited.budget_per_version))
+    if fresh:
+        problems.append(child.diag(
+            "BE019", f"privacy.budget_per_version: {', '.join(fresh)} share one budget over "
+            f"every version in {parent.name}; a child may not give each version a fresh one",
+            "privacy", "budget_per_version",
+            hints=(f"remove {', '.join(fresh)} from privacy.budget_per_version",)))
+    added = sorted(set(own.peek.actors) - set(inherited.peek.actors))
+    if added:
+        problems.append(child.diag(
+            "BE019", f"privacy.peek.actors: {', '.join(added)} may not peek in {parent.name}; "
+            "a child may shrink the list of actors who see real rows, never widen it",
+            "privacy", "peek", "actors",
+            hints=("ask for the actor to be added where the parent's policy is written",)))
+    for name, unit in inherited.units.items():
+        mine_unit = own.units.get(name)
+        if name in child.env.datasets and (mine_unit is None or mine_unit.key != unit.key):
+            problems.append(child.diag(
+                "BE019", f"privacy.units.{name}: a person is identified by '{unit.key}' in "
+                f"{parent.name}; the child must keep that unit (otherwise a release would "
+                "protect a row, not a person)", "privacy", "units",
+                hints=(f"keep `units: {{{name}: {{key: {unit.key}, max_rows: ...}}}}`",)))
     return problems
+
+
+def _synthetic_stand_in(child: Resolved, parent: Resolved, name: str) -> bool:
+    """Whether the child may un-restrict `name`: it records the provenance of a synthetic file
+    (written by `buildenv synth`) that the dataset points at, and that file is not the
+    parent's data. `buildenv lock` and every build check the file's digest and its embedded
+    provenance (`buildenv.data.provenance`)."""
+    provenance = child.env.privacy.synthetic.get(name)
+    if provenance is None:
+        return False
+    uri = child.env.datasets[name].uri
+    real = parent.env.datasets.get(name)
+    return provenance.uri == uri and (real is None or real.uri != uri) \
+        and provenance.source.digest != provenance.digest
 
 
 # --- canonical form ---------------------------------------------------------------------
@@ -576,6 +812,8 @@ def canonical_environment(env: Environment) -> dict:
     data = env.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     for key in ("name", "extends", "description", "schema"):
         data.pop(key, None)
+    for ls in data.get("labels", {}).values():
+        ls.pop("description", None)
     for ds in data["datasets"].values():
         ds.pop("description", None)
         for col in ds.get("columns", {}).values():

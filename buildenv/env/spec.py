@@ -31,8 +31,10 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-__all__ = ["CURRENT_SCHEMA", "Column", "Dataset", "Dtype", "Environment", "Label", "Monitoring",
-           "OnnxServing", "Privacy", "Promotion", "SklearnServing", "json_schema", "op_allowed"]
+__all__ = ["CURRENT_SCHEMA", "Column", "Dataset", "Dtype", "Environment", "Label", "LabelSet",
+           "Monitoring", "OnnxServing", "PeekPolicy", "Privacy", "PrivacyUnit", "Promotion",
+           "Reuse", "SklearnServing", "Synthetic", "SyntheticSource", "Taxonomy", "json_schema",
+           "op_allowed"]
 
 CURRENT_SCHEMA = 1
 #: dict -> dict upgrades from an older schema version to the next one.
@@ -290,14 +292,100 @@ class Dataset(Strict):
 
 
 class Label(Strict):
-    """What the model predicts."""
+    """What the model predicts: a column of a dataset (`dataset` + `column`), or a label set
+    (`labels`). Switching form in a child replaces the inherited label as a whole."""
 
-    dataset: str
-    """Dataset that holds the label."""
-    column: str
+    dataset: str | None = None
+    """Dataset that holds the label column."""
+    column: str | None = None
     """Label column; never a model input."""
     classes: list[Scalar] | None = None
-    """Class values for classification; absent for regression."""
+    """Class values for classification; absent for regression. A label set's classes are its
+    taxonomy's."""
+    labels: str | None = None
+    """A label set declared under `labels:` that the label comes from instead of a column:
+    `ctx.read` of its dataset returns only rows with a usable label, `ctx.labels()` the aligned
+    labels."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Label:
+        if self.labels is not None:
+            if self.dataset is not None or self.column is not None or self.classes is not None:
+                raise PydanticCustomError(
+                    "label_source", "label takes either `labels` (a label set) or `dataset` and "
+                    "`column`, not both (a label set's classes are its taxonomy's)", {})
+        elif self.dataset is None or self.column is None:
+            raise PydanticCustomError(
+                "label_source", "label needs `dataset` and `column`, or `labels` (a label set)",
+                {})
+        return self
+
+
+class Taxonomy(Strict):
+    """The classes a label set may hold, with a name and a version (taxonomies change)."""
+
+    name: str
+    """What is classified (`genre`): names the labels in reports, lineage and signatures."""
+    version: Union[int, str]
+    """The taxonomy's version; recorded in the lock and the lineage."""
+    classes: list[str]
+    """Every class a label may take; anything else in an export is an error (BE856)."""
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise PydanticCustomError("label_source", "a taxonomy declares at least one class",
+                                      {})
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("label_source", "taxonomy lists a class twice", {})
+        return value
+
+
+class Reuse(Strict):
+    """An older label set whose labels are mapped into this set's taxonomy."""
+
+    labels: str
+    """The reused label set (declared under `labels:`)."""
+    mapping: str | None = None
+    """SSSOM TSV file mapping the reused set's classes (`subject_id`) to this taxonomy's
+    (`object_id`). Absent: every reused class must be a class of this taxonomy (a relabel
+    overlay of the same taxonomy)."""
+    ambiguous: Literal["skip", "refuse"] = "skip"
+    """What to do with reused examples whose class cannot be mapped automatically (split by
+    `narrowMatch`, several targets, `closeMatch`, no mapping row): `skip` them (they need
+    relabeling; a warning counts them per class) or `refuse` the build."""
+
+
+class LabelSet(Strict):
+    """Annotations pinned like data: an export of an annotation tool, its taxonomy and the
+    annotation UI version that produced it."""
+
+    uri: str
+    """The export: relative to the repository root, or file://, s3://, gs://."""
+    format: Literal["label-studio", "parquet"] = "label-studio"
+    """A Label Studio JSON export, or Parquet (`key`, `label`, `annotator`, `ui_version`,
+    `taxonomy_version`, `created_at`)."""
+    dataset: str
+    """The dataset whose examples are labeled."""
+    key: str
+    """The dataset column (integer or string) that identifies an example; Label Studio tasks
+    carry it in `data`."""
+    field: str | None = None
+    """Label Studio `from_name` of the choices control holding the label."""
+    taxonomy: Taxonomy
+    """The classes, with the taxonomy's name and version."""
+    ui_version: str | None = None
+    """The annotation UI/guidelines version that produced these annotations (Label Studio
+    exports do not record it). Parquet rows carry their own."""
+    reuse: list[Reuse] = []
+    """Older label sets mapped into this taxonomy; this set's own annotations win for the keys
+    it annotates, then the reused sets in the order listed."""
+    exposure: Literal["exclusive", "allow"] = "exclusive"
+    """`exclusive`: an annotator who labeled the same example under two UI versions (in any
+    label set of the multiverse) is an error; `allow` reports it as a warning."""
+    description: str | None = None
+    """Free text for humans; not part of the environment digest."""
 
 
 class SklearnServing(Strict):
@@ -364,6 +452,57 @@ class Monitoring(Strict):
     suppressed (and counted)."""
 
 
+class PrivacyUnit(Strict):
+    """Who one differential-privacy guarantee protects in a dataset where a person holds several
+    rows (e.g. a user's ratings)."""
+
+    key: str
+    """Column that identifies a person (e.g. `user_id`)."""
+    max_rows: Annotated[int, Field(ge=1)]
+    """Rows of one person that private statistics and synthetic data use (the first ones read);
+    further rows of that person are left out, so the bound holds whatever the data."""
+
+
+class PeekPolicy(Strict):
+    """Who may look at real rows of a restricted dataset (`buildenv peek`)."""
+
+    actors: list[str] = []
+    """Actors allowed to peek, always with a reason that the audit log records first (actor:
+    `BUILDENV_ACTOR`, else the CI's user, else the login name). Empty: nobody."""
+
+
+class SyntheticSource(Strict):
+    """The real data a synthetic stand-in was generated from."""
+
+    environment: str
+    """Environment whose locked dataset was read."""
+    dataset: str
+    """Dataset name in that environment."""
+    digest: str
+    """Locked content digest of the real data read."""
+
+
+class Synthetic(Strict):
+    """Provenance of a synthetic stand-in written by `buildenv synth`: what lets an environment
+    un-restrict a dataset its parent restricts (the data is no one's)."""
+
+    uri: str
+    """The synthetic file; must be the dataset's uri in this environment."""
+    digest: str
+    """Content digest of the synthetic file (checked by `buildenv lock` and every build)."""
+    source: SyntheticSource
+    """The real data it stands in for."""
+    method: Literal["mst"]
+    """Generator: MST (marginal-based, differentially private) via OpenDP and Private-PGM."""
+    epsilon: Annotated[float, Field(gt=0)]
+    """Privacy loss spent on the real data to generate it."""
+    seed: int
+    """Seed of the sampling from the fitted model (the private measurements themselves are
+    random by nature and cannot be replayed)."""
+    rows: Annotated[int, Field(ge=1)]
+    """Rows generated."""
+
+
 class Privacy(Strict):
     """Which datasets never show a row to a human."""
 
@@ -371,6 +510,28 @@ class Privacy(Strict):
     """Datasets whose row values never appear in output: aggregates and counts only."""
     min_group_size: Annotated[int, Field(ge=1)] = 10
     """Categories seen fewer times than this are merged into "(other)" in reports."""
+    epsilon_budget: (Annotated[float, Field(ge=0)]
+                     | dict[str, Annotated[float, Field(ge=0)]] | None) = None
+    """Total privacy loss (epsilon) that `buildenv stats` and `buildenv synth` may spend on a
+    restricted dataset, over every version of it: one number for each restricted dataset, or a
+    mapping dataset -> budget (a restricted dataset not listed gets 0). Absent: none may be
+    spent."""
+    budget_per_version: list[str] = []
+    """Restricted datasets whose every locked version (content digest) gets a fresh budget. Only
+    for data where each version holds different people; by default all versions share one."""
+    units: dict[str, PrivacyUnit] = {}
+    """Per dataset: the column identifying a person and how many rows of one person private
+    releases use. A dataset not listed has one row per person."""
+    peek: PeekPolicy = PeekPolicy()
+    """Who may look at real rows (`buildenv peek`, audited)."""
+    synthetic: dict[str, Synthetic] = {}
+    """Datasets replaced by synthetic stand-ins (written by `buildenv synth`), with provenance."""
+
+    def budget(self, dataset: str) -> float:
+        """The epsilon `dataset` may spend in total (0 when none is declared)."""
+        if isinstance(self.epsilon_budget, dict):
+            return float(self.epsilon_budget.get(dataset, 0.0))
+        return float(self.epsilon_budget or 0.0)
 
 
 class Evaluation(Strict):
@@ -445,6 +606,8 @@ class Environment(Strict):
     """Free text for humans; not part of the environment digest."""
     datasets: dict[str, Dataset]
     """The datasets training may read."""
+    labels: dict[str, LabelSet] = {}
+    """Label sets: annotation exports pinned in the lock like datasets."""
     label: Label | None = None
     """The prediction target."""
     serving: Serving | None = None
@@ -469,6 +632,26 @@ class Environment(Strict):
 
     def restricted(self, dataset: str) -> bool:
         return dataset in self.privacy.restricted
+
+    def label_set(self) -> LabelSet | None:
+        """The label set the label comes from (None for a column label, or no label)."""
+        if self.label is None or self.label.labels is None:
+            return None
+        return self.labels.get(self.label.labels)
+
+    def label_dataset(self) -> str | None:
+        """The dataset whose rows are the training examples: the label column's, or the one
+        the label set labels."""
+        if self.label is None:
+            return None
+        found = self.label_set()
+        return found.dataset if found is not None else self.label.dataset
+
+    def label_classes(self) -> list | None:
+        found = self.label_set()
+        if found is not None:
+            return list(found.taxonomy.classes)
+        return self.label.classes if self.label is not None else None
 
     def served_columns(self) -> dict[str, list[str]]:
         """column name -> datasets serving it."""

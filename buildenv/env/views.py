@@ -20,6 +20,8 @@ def resolved_document(res: Resolved) -> dict:
     for ds in data["datasets"].values():
         for col in ds["columns"].values():
             omit_added_defaults(col)
+    if not data.get("labels"):  # shown like datasets, when there are any
+        data.pop("labels", None)
     return data
 
 

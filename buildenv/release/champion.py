@@ -4,6 +4,11 @@ History is append-only: every alias move adds a registered-model tag
 `buildenv.history.<env>.<seq>` holding one JSON entry (version, action, metric values, time,
 actor). The alias is the truth about the present; the tags are the past. `rollback` replays
 them as a stack (promote pushes, rollback pops) to find the previous champion.
+
+Moves are compare-and-set: under the tracking store's cross-process lock the alias is read
+again, and it moves only if it still points where the command's comparison saw it (else
+BE768, nothing changed). A move to where the alias already points adds no history entry, so
+racing promotions of one candidate record one move, and history sequence numbers are unique.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import json
 import math
 from typing import Any
 
-from buildenv.compile.registry import TAG_ENV, client
+from buildenv.compile.registry import TAG_ENV, client, store_lock
 from buildenv.core.actor import actor
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
@@ -64,11 +69,25 @@ def _append_history(c: Any, training: str, env: str, entry: dict) -> int:
     return seq
 
 
-def _move_alias(project: Project, training: str, env: str, version: str, entry: dict) -> int:
+def _move_alias(project: Project, training: str, env: str, version: str, entry: dict,
+                expected: str | None) -> int | None:
+    """Point the alias at `version` if it still points at `expected`: the history sequence
+    number, or None when it already pointed at `version`."""
     try:
-        c = client(project)
-        c.set_registered_model_alias(training, alias_name(env), version)
-        return _append_history(c, training, env, entry)
+        with store_lock(project):
+            c = client(project)
+            current = champion_version(c, training, env)
+            now = str(current.version) if current is not None else None
+            if now == str(version):
+                return None
+            if now != expected:
+                raise DiagnosticError([Diagnostic(
+                    "BE768", f"{alias_name(env)} of {training} moved to "
+                    f"{'v' + now if now else 'unset'} while this command compared against "
+                    f"{'v' + expected if expected else 'no champion'}; nothing was changed",
+                    hints=("run the command again: it compares with the new champion",))])
+            c.set_registered_model_alias(training, alias_name(env), version)
+            return _append_history(c, training, env, entry)
     except Exception as exc:
         raise registry_error(project, exc, f"moving alias {alias_name(env)}") from None
 
@@ -84,7 +103,8 @@ def promote(project: Project, ev: Evaluation) -> int | None:
              "metric": ev.metric, "value": _finite(ev.candidate.value),
              "previous_value": _finite(ev.champion.value) if ev.champion else None,
              "source": ev.source, "at": _now(), "by": actor()}
-    return _move_alias(project, ev.training, ev.env, ev.candidate.version, entry)
+    return _move_alias(project, ev.training, ev.env, ev.candidate.version, entry,
+                       ev.champion.version if ev.champion else None)
 
 
 def _finite(value: float | None) -> float | None:
@@ -129,7 +149,7 @@ def rollback(project: Project, training: str, env: str, dry_run: bool = False) -
     if not dry_run:
         result["seq"] = _move_alias(project, training, env, target, {
             "action": "rollback", "version": target, "previous": now, "at": _now(),
-            "by": actor()})
+            "by": actor()}, now)
     return result
 
 

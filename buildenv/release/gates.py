@@ -15,10 +15,11 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from buildenv.compile.artifact import read_lineage
-from buildenv.compile.registry import client, find_version
+from buildenv.compile.registry import TAG_DIGEST, client, find_version
 from buildenv.compile.scoring import METRIC_ALIASES, ScoringError, score
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project
@@ -127,6 +128,8 @@ def _promotion(res: Resolved) -> Promotion:
 
 
 def registry_error(project: Project, exc: Exception, what: str) -> DiagnosticError:
+    if isinstance(exc, DiagnosticError):  # e.g. BE761 from a model that failed verification
+        return exc
     return DiagnosticError([Diagnostic(
         "BE704", f"{what} failed at {project.tracking_uri()}: {type(exc).__name__}: "
         f"{str(exc).splitlines()[0] if str(exc) else ''}")])
@@ -159,15 +162,20 @@ def candidate_version(project: Project, c: Any, training: str, env: str,
 
 def _load_model(c: Any, project: Project, training: str, version: str, scratch: Path
                 ) -> tuple[Any, list[str] | None]:
-    """The registered model and the input columns its lineage records."""
+    """The registered model and the input columns its lineage records; the model is
+    unpickled only after its files matched the version's recorded digest."""
     import mlflow.artifacts
-    import mlflow.sklearn
 
+    from buildenv.compile.integrity import load_verified_model
+
+    expected = (c.get_model_version(training, version).tags or {}).get(TAG_DIGEST)
     uri = c.get_model_version_download_uri(training, version)
     local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(
         scratch / f"v{version}"), tracking_uri=project.tracking_uri())
     lineage = read_lineage(Path(local)) or {}
-    return mlflow.sklearn.load_model(local), lineage.get("inputs")
+    model = load_verified_model(project, Path(local), expected,
+                                f"model '{training}' v{version} in the registry")
+    return model, lineage.get("inputs")
 
 
 def _logged(c: Any, run_id: str | None, metric: str) -> float | None:
@@ -236,10 +244,19 @@ def _score_on_evaluation_rows(ev: Evaluation, c: Any, project: Project, res: Res
     if lock is None:
         raise DiagnosticError(problems, 1)
     pins = {name: d.digest for name, d in lock.datasets.items()}
+    gate = DataGate(project, res.env, "evaluate", pins=pins, where=res,
+                    manifests=lock.manifests())
+    labels = None
+    if res.env.label_set() is not None:
+        from buildenv.labels.labelset import LabelError, LabelSets
+
+        try:
+            labels = LabelSets(gate, lock.label_pins(), res).resolve(
+                res.env.label.labels).table()  # type: ignore[union-attr]
+        except LabelError as exc:
+            raise DiagnosticError(exc.diagnostics, 1) from None
     try:
-        rows = evaluation_rows(DataGate(project, res.env, "evaluate", pins=pins, where=res,
-                                        manifests=lock.manifests()),
-                               res.env)
+        rows = evaluation_rows(gate, res.env, labels)
     except GateError as exc:
         raise DiagnosticError([exc.diagnostic], 1) from None
     ev.rows, ev.rows_text = rows.rows, rows.describe()
@@ -255,7 +272,8 @@ def _score_on_evaluation_rows(ev: Evaluation, c: Any, project: Project, res: Res
             except Exception as exc:
                 raise registry_error(project, exc, "loading the models") from None
             try:
-                metrics = score(model, rows.frame, rows.labels, res.env.label, inputs,
+                metrics = score(model, rows.frame, rows.labels,
+                                SimpleNamespace(classes=res.env.label_classes()), inputs,
                                 restricted)
             except ScoringError as exc:
                 severity = Severity.ERROR if s.role == "candidate" else Severity.WARNING

@@ -8,7 +8,9 @@ The context (default `.buildenv/image/<training>/<env>/`) holds:
   image.json          what went in: artifact digest, python version, every vendored package
   app/serve.py        the stdlib HTTP app (buildenv/serving/serve.py) and app/serving.json,
                       the contract it enforces: the model's inputs as served columns
-  model/              the artifact from dist/<training>/<env>/
+  model/              the artifact from dist/<training>/<env>/ (or, with --champion, the
+                      champion's from the registry), verified against its recorded digest
+                      before it is copied; the app verifies it again before unpickling it
   site-packages/      the serving runtime, vendored from the Python environment running
                       buildenv: `serving.requirements` plus pandas and cloudpickle (the model
                       is a cloudpickled pipeline fed DataFrames), closed over their declared
@@ -41,9 +43,11 @@ from pathlib import Path
 from typing import Any
 
 from buildenv.compile.artifact import read_lineage
+from buildenv.compile.integrity import verify_artifact
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
+from buildenv.core.tempdirs import scratch_dir
 from buildenv.env.resolve import Resolved
 
 __all__ = ["ImageContext", "build_docker", "docker_client", "host_python", "vendor_closure",
@@ -147,15 +151,17 @@ def _served_inputs(res: Resolved, inputs: list[str]) -> dict[str, dict]:
     return out
 
 
-def write_context(project: Project, res: Resolved, training: str, out: Path | None = None
-                  ) -> ImageContext:
+def write_context(project: Project, res: Resolved, training: str, out: Path | None = None,
+                  artifact: Path | None = None) -> ImageContext:
     env = res.name
-    artifact = project.root / "dist" / training / env
+    artifact = artifact or project.root / "dist" / training / env
     lineage = read_lineage(artifact)
     if lineage is None:
         raise DiagnosticError([Diagnostic(
             "BE750", f"no artifact for {training} @ {env} at {project.rel(artifact)}",
             hints=(f"run `buildenv build {training} --env {env}`",))])
+    verify_artifact(project, artifact, lineage.get("model_digest"),
+                    f"the artifact of {training} @ {env}")  # the label claims this digest
     serving = res.env.serving
     if serving is None or serving.stack != "sklearn":
         stack = serving.stack if serving else "none"
@@ -184,7 +190,7 @@ def write_context(project: Project, res: Resolved, training: str, out: Path | No
     config = {"training": training, "environment": env, "python": python, "port": PORT,
               "model_file": model_file, "model_digest": lineage["model_digest"],
               "inputs": served, "label": lineage.get("label")}
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, scratch_dir(project.state_dir)) as tmp:
         app = tmp / "app"
         app.mkdir()
         shutil.copyfile(Path(__file__).resolve().parents[1] / "serving" / "serve.py", app / "serve.py")

@@ -10,12 +10,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from buildenv.core.atomic import atomic_write_bytes
+from buildenv.core.atomic import atomic_write_bytes, install_dir
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
 
@@ -50,14 +49,21 @@ def journal(work: Path, data: dict) -> None:
 
 
 def restore(project: Project, work: Path) -> list[str]:
-    """Put back the files a retrain saved; return what was restored."""
+    """Put back the files a retrain saved, or, once it was swapping its artifacts into dist/,
+    finish the swaps; return what was restored or completed."""
     try:
         journal = json.loads((work / "journal.json").read_text())
     except (OSError, ValueError):
         shutil.rmtree(work, ignore_errors=True)
         return []
     restored = []
-    if journal.get("phase") != "swapping":  # once swapping, the new state is the committed one
+    if journal.get("phase") == "swapping":  # the new state is the committed one: finish it
+        for item in journal.get("staged", []):
+            staged = work / item["staged"]
+            if staged.is_dir():  # killed before this swap: a lock without its artifact
+                install_dir(staged, project.root / item["final"])
+                restored.append(item["final"])
+    else:
         for item in journal.get("saved", []):
             target = project.root / item["path"]
             backup = work / item["backup"]
@@ -95,9 +101,4 @@ def save(project: Project, work: Path, paths: list[Path]) -> list[dict]:
 
 
 def swap(staged: Path, final: Path) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    old = final.parent / f".{final.name}.tmp-old-{os.getpid()}"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staged, final)
-    shutil.rmtree(old, ignore_errors=True)
+    install_dir(staged, final)  # one exchange where the kernel can; no temp dir in dist/

@@ -159,8 +159,15 @@ def retrain(project: Project, env: str, options: RetrainOptions) -> RetrainResul
             log.emit("finish", "failed", "stopped; " + (
                 "restored " + ", ".join(back) if back else "nothing was changed"),
                 alert=[d.to_text() for d in stop.diagnostics if d.is_error])
-        except BaseException:
-            restore(project, work)
+        except BaseException as exc:
+            back = restore(project, work)
+            if log.events:  # it had started: close the event log and the MLflow run too
+                found = exc.diagnostics if isinstance(exc, DiagnosticError) else []
+                log.emit("finish", "failed", "stopped by " + (
+                    "a configuration error" if found else type(exc).__name__) + "; " + (
+                    "restored " + ", ".join(back) if back else "nothing was changed"),
+                    alert=[d.to_text() for d in found if d.is_error])
+                tracker.finish(log, "stopped")
             raise
         tracker.finish(log, result.status)
         return result
@@ -232,7 +239,9 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
     # lock
     progress.phase("lock")
     journal(work, {"phase": "locking", "saved": entries})
-    locked, problems = lock_environments(mv, [env])
+    from buildenv.labels.locking import lock_label_sets
+
+    locked, problems = lock_environments(mv, [env], label_locker=lock_label_sets)
     if problems or not locked:
         log.emit("lock", "failed", "; ".join(p.message for p in problems))
         raise _Stop(problems)
@@ -268,7 +277,9 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
 
     # swap
     progress.phase("swap")
-    journal(work, {"phase": "swapping", "saved": entries})
+    journal(work, {"phase": "swapping", "saved": entries, "staged": [
+        {"staged": out.relative_to(work).as_posix(), "final": f"dist/{training}/{env}"}
+        for training, out in staged.items()]})
     for training, out in staged.items():
         swap(out, project.root / "dist" / training / env)
     log.emit("swap", "passed", f"{len(staged)} artifact(s) in dist/",

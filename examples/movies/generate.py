@@ -11,14 +11,25 @@ snapshotted at the end of each quarter, the way a warehouse export would be:
     data/users/2026-09.parquet             + Q3 signups (growth push in BR/IN/MX, younger)
     data/ratings/2026-06.parquet           trailing 12 months of ratings before the cutoff
     data/ratings/2026-09.parquet           idem, one quarter later (more mobile traffic)
+    data/labels/genre-v1.json              Label Studio export: genre annotations of the Q3
+                                           catalog under taxonomy v1, annotation UI v1
+    data/labels/genre-v2.json              Label Studio export, taxonomy v2, UI v2: the split
+                                           genres relabeled, a QA sample, new titles
+    data/labels/genre-v1-to-v2.sssom.tsv   SSSOM mapping of taxonomy v1 classes into v2
 
 `liked` depends on genre (the fine-grained, v2 genre), runtime, user age x genre,
 country, plan, device, and a latent movie quality that `critic_score` measures
 with noise; a latent per-user generosity is never observed. So served features
 carry real signal and `critic_score` adds lift on top of them.
 
+The genre annotations come from a simulated annotation team: several annotators per UI
+version, each right with their own accuracy, some titles labeled by two or three of them
+(agreement can be measured; ties happen), a few cancelled annotations. UI v2 is run by new
+annotators plus two from v1 who only get titles they did not label before (no double
+exposure). Labels use their own random stream, so the Parquet files do not depend on them.
+
 Deterministic: the same seed gives byte-identical files (no timestamps or pandas
-metadata in the Parquet footer; fixed writer options).
+metadata in the Parquet footer; fixed writer options; JSON with fixed key order).
 
     python examples/movies/generate.py [--out DIR] [--seed N]
 """
@@ -27,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
@@ -282,6 +294,106 @@ def ratings_table(ratings: dict, movies: dict, users: dict, cutoff: dt.date) -> 
     })
 
 
+# --- genre annotations (Label Studio exports) ------------------------------------------------
+GENRES_V2 = ["drama", "crime-drama", "comedy", "action", "thriller", "documentary", "horror",
+             "romance", "sci-fi", "space-opera", "animation", "family", "fantasy", "mystery",
+             "war", "western", "musical"]
+ANNOTATORS_V1 = {101: 0.93, 102: 0.90, 103: 0.88, 104: 0.85, 105: 0.92, 106: 0.80}
+ANNOTATORS_V2 = {201: 0.94, 202: 0.91, 203: 0.89, 204: 0.87, 103: 0.90, 105: 0.93}
+LABEL_WINDOWS = {"1": (dt.datetime(2026, 7, 1), dt.datetime(2026, 9, 1)),
+                 "2": (dt.datetime(2026, 9, 1), dt.datetime(2026, 9, 30))}
+SIBLING = {"drama": "crime-drama", "crime-drama": "drama", "sci-fi": "space-opera",
+           "space-opera": "sci-fi"}
+
+
+def _annotation(ids: list[int], who: int, choice: str | None, when: dt.datetime,
+                lead: float, cancelled: bool) -> dict:
+    ids[0] += 1
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S") + "Z"
+    result = [] if cancelled or choice is None else [{
+        "from_name": "genre", "to_name": "title", "type": "choices",
+        "value": {"choices": [choice]}}]
+    return {"id": ids[0], "completed_by": who, "created_at": stamp, "lead_time": lead,
+            "was_cancelled": cancelled, "result": result}
+
+
+def _judge(rng: np.random.Generator, truth: str, accuracy: float, classes: list[str]) -> str:
+    if rng.random() < accuracy:
+        return truth
+    if truth in SIBLING and SIBLING[truth] in classes and rng.random() < 0.5:
+        return SIBLING[truth]  # the new sub-genres are the easiest to confuse
+    others = [c for c in classes if c != truth]
+    return others[int(rng.integers(0, len(others)))]
+
+
+def _tasks(rng: np.random.Generator, catalog: pa.Table, chosen: np.ndarray, truth_column: str,
+           ui: str, annotators: dict[int, float], classes: list[str],
+           seen: dict[int, set[int]] | None, ids: list[int]) -> list[dict]:
+    """Tasks for the catalog rows in `chosen`; `seen` maps annotator -> movies they labeled
+    under another UI (never given to them again: no double exposure)."""
+    start, end = LABEL_WINDOWS[ui]
+    span = (end - start).total_seconds()
+    who_all = np.array(sorted(annotators))
+    movie_ids = catalog.column("movie_id").to_pylist()
+    titles = catalog.column("title").to_pylist()
+    truths = catalog.column(truth_column).to_pylist()
+    tasks = []
+    for row in np.flatnonzero(chosen).tolist():
+        movie = movie_ids[row]
+        allowed = [int(w) for w in who_all if seen is None or movie not in seen.get(int(w), ())]
+        k = min(len(allowed), int(rng.choice([1, 2, 3], p=[0.68, 0.27, 0.05])))
+        picked = sorted(int(w) for w in rng.choice(allowed, k, replace=False))
+        anns = []
+        for who in picked:
+            when = start + dt.timedelta(seconds=int(rng.random() * span))
+            cancelled = bool(rng.random() < 0.02)
+            choice = None if cancelled else _judge(rng, truths[row], annotators[who], classes)
+            anns.append(_annotation(ids, who, choice, when, round(float(rng.gamma(2.0, 9.0)), 1),
+                                    cancelled))
+        tasks.append({"id": 50_000 * int(ui) + row + 1,
+                      "data": {"movie_id": movie, "title": titles[row]},
+                      "annotations": anns})
+    return tasks
+
+
+def _export_json(tasks: list[dict]) -> str:
+    """A Label Studio JSON export, one task per line (byte-stable)."""
+    lines = [json.dumps(t, ensure_ascii=False, separators=(",", ":")) for t in tasks]
+    return "[\n" + ",\n".join(lines) + "\n]\n"
+
+
+def label_exports(seed: int, movies: dict) -> dict[str, str]:
+    """The genre annotation exports (taxonomy v1, UI 1; taxonomy v2, UI 2) and the SSSOM
+    mapping between the taxonomies, as file name -> text."""
+    rng = np.random.default_rng([seed, 2])
+    catalog = movies_table(movies, CUTOFFS["2026-09"])
+    fine = movies_table(movies, CUTOFFS["2026-09"], taxonomy="v2").column("genre")
+    catalog = catalog.append_column("fine_genre", fine)
+    n = catalog.num_rows
+    ids = [0]
+    in_v1 = rng.random(n) < 0.9
+    v1 = _tasks(rng, catalog, in_v1, "genre", "1", ANNOTATORS_V1, GENRES, None, ids)
+    seen: dict[int, set[int]] = {}
+    for task in v1:
+        for ann in task["annotations"]:
+            seen.setdefault(ann["completed_by"], set()).add(task["data"]["movie_id"])
+    split = np.isin(np.array(catalog.column("genre").to_pylist()), list(SPLITS))
+    draw = rng.random(n)
+    in_v2 = np.where(split, draw < 0.7, np.where(in_v1, draw < 0.08, draw < 0.5))
+    v2 = _tasks(rng, catalog, in_v2, "fine_genre", "2", ANNOTATORS_V2, GENRES_V2, seen, ids)
+    rows = ["# curie_map:", '#   genre-v1: "urn:example:taxonomy:genre:1:"',
+            '#   genre-v2: "urn:example:taxonomy:genre:2:"',
+            '# mapping_set_id: "urn:example:mappings:genre-v1-to-v2"',
+            "subject_id\tpredicate_id\tobject_id\tmapping_justification"]
+    for genre in GENRES:
+        targets = [genre, SPLITS[genre][0]] if genre in SPLITS else [genre]
+        predicate = "skos:narrowMatch" if genre in SPLITS else "skos:exactMatch"
+        rows += [f"genre-v1:{genre}\t{predicate}\tgenre-v2:{t}\tsemapv:ManualMappingCuration"
+                 for t in targets]
+    return {"genre-v1.json": _export_json(v1), "genre-v2.json": _export_json(v2),
+            "genre-v1-to-v2.sssom.tsv": "\n".join(rows) + "\n"}
+
+
 def write(table: pa.Table, path: Path) -> None:
     """Byte-stable Parquet: no pandas metadata, fixed codec, level, page and row-group sizes."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -309,6 +421,11 @@ def generate(out: Path, seed: int = SEED) -> list[Path]:
     path = out / "movies" / "2026-09-genre-v2.parquet"
     write(movies_table(movies, CUTOFFS["2026-09"], taxonomy="v2"), path)
     written.append(path)
+    for name, text in label_exports(seed, movies).items():
+        path = out / "labels" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text.encode("utf-8"))
+        written.append(path)
     return written
 
 
@@ -319,8 +436,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=SEED, help=f"world seed (default {SEED})")
     args = parser.parse_args(argv)
     for path in generate(args.out, args.seed):
-        meta = pq.read_metadata(path)
-        print(f"{path}: {meta.num_rows} rows, {path.stat().st_size} bytes")
+        if path.suffix == ".parquet":
+            print(f"{path}: {pq.read_metadata(path).num_rows} rows, {path.stat().st_size} bytes")
+        else:
+            print(f"{path}: {path.stat().st_size} bytes")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ class TrainingDecl:
     environments: Tuple[str, ...]
     seed: Optional[int]
     timeout: Optional[float]
+    threads: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class BuildenvConfig:
                     environments=tuple(str(e) for e in envs) if isinstance(envs, list) else ("*",),
                     seed=decl.get("seed") if isinstance(decl.get("seed"), int) else None,
                     timeout=decl.get("timeout") if isinstance(decl.get("timeout"), (int, float)) else None,
+                    threads=decl.get("threads") if isinstance(decl.get("threads"), int) else None,
                 )
             )
         return cls(

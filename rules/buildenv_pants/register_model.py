@@ -19,6 +19,7 @@ from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
 from pants.engine.fs import Digest, MergeDigests
 from pants.engine.process import ProcessCacheScope, ProcessResult
 from pants.engine.rules import Get, collect_rules, rule
+from pants.util.frozendict import FrozenDict
 from pants.util.logging import LogLevel
 
 TRACKING_URI_VAR = "BUILDENV_TRACKING_URI"
@@ -65,7 +66,8 @@ async def register_model(request: RegisterModelRequest, uri: TrackingUri) -> Reg
             sandbox,
             argv=("register", request.out_dir, "--training", fs.training, "--env", fs.env_name),
             description=f"buildenv register {fs.training} --env {fs.env_name}",
-            extra_env={TRACKING_URI_VAR: uri.uri},
+            # Hashable: the engine memoizes requests (a dict here was `unhashable type`).
+            extra_env=FrozenDict({TRACKING_URI_VAR: uri.uri}),
             cache_scope=ProcessCacheScope.PER_SESSION,
         ),
     )

@@ -69,6 +69,11 @@ def synthesized_pyproject(config: BuildenvConfig, field_set: MlModelFieldSet) ->
         training["seed"] = field_set.seed.value
     if field_set.timeout.value is not None:
         training["timeout"] = field_set.timeout.value
+    # `threads` is part of buildenv's cache key (it can change a model's last bits): without
+    # it the sandbox would build with 1 thread what the CLI builds with N.
+    decl = next((t for t in config.trainings if t.name == field_set.training), None)
+    if decl is not None and decl.threads is not None:
+        training["threads"] = decl.threads
     doc = {
         "tool": {
             "buildenv": {

@@ -275,6 +275,8 @@ def _not_null(suite: _Suite, kw: dict, tol: float, what: str, line: int | None) 
 def _non_null_share(suite: _Suite, kw: dict, tol: float, what: str,
                     line: int | None) -> str | None:
     low, high = kw.get("min_value"), kw.get("max_value")
+    if high is not None and (not isinstance(high, (int, float)) or isinstance(high, bool)):
+        return "max_value is not a number"
     if high is not None and high < 1:
         return "requires some nulls (max_value < 1); buildenv bounds nulls from above only"
     if not isinstance(low, (int, float)) or isinstance(low, bool) or not 0 <= low <= 1:

@@ -1,0 +1,32 @@
+"""Commands about label sets: labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from buildenv.cli.app import DataFormat, Format, RootOpt, app, command, emit, open_project
+
+
+@app.command("labels")
+@command
+def labels_cmd(env: str = typer.Argument(..., help="Environment name."),
+               root: Optional[Path] = RootOpt,
+               fmt: DataFormat = typer.Option(DataFormat.yaml, "--format",
+                                              help="text (yaml) or json")) -> None:
+    """Label sets of an environment: counts, classes, annotators, agreement, reuse."""
+    from buildenv.env.resolve import Multiverse
+    from buildenv.labels.report import label_report, render_json, render_text
+
+    mv = Multiverse(open_project(root))
+    res = mv.resolve(env)
+    report, problems = label_report(mv.project, mv, res)
+    if fmt is DataFormat.json:
+        print(render_json(report, problems))
+    else:
+        print(render_text(report))
+        emit(problems, Format.text)
+    if any(p.is_error for p in problems):
+        raise typer.Exit(1)

@@ -1,0 +1,93 @@
+"""Temporary directories that name their owner, so that a sweep removes only what a dead
+process left behind.
+
+A temp dir is called `.<label>.tmp-<pid>-<start>-<random>`: the owner's pid and its start time
+(clock ticks since boot, from /proc; 0 where unknown), which together survive pid reuse. A
+sweep removes a temp dir only when that process is gone; a directory in flight in another
+process, or one whose name does not follow the pattern, is never touched.
+
+Builds keep theirs under `.buildenv/tmp/` (on the repository's filesystem, so the final
+rename is atomic) rather than beside the artifact in `dist/`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+__all__ = ["owned_temp_dir", "owner_alive", "process_start", "scratch_dir",
+           "sweep"]
+
+_NAME = re.compile(r"^\..+\.tmp-(\d+)-(\d+)-[A-Za-z0-9_]+$")
+
+
+def scratch_dir(state_dir: Path) -> Path:
+    """Where a repository's temp dirs live: `.buildenv/tmp/`."""
+    return state_dir / "tmp"
+
+
+def process_start(pid: int) -> int:
+    """Start time of `pid` in clock ticks since boot (Linux), 0 when unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    try:  # the command name (field 2) may hold spaces and parentheses: split after the last ')'
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    except (ValueError, IndexError):
+        return 0
+
+
+@functools.cache
+def _own_start() -> tuple[int, int]:
+    return os.getpid(), process_start(os.getpid())
+
+
+def _me() -> tuple[int, int]:
+    pid, start = _own_start()
+    if pid != os.getpid():  # after fork
+        _own_start.cache_clear()
+        pid, start = _own_start()
+    return pid, start
+
+
+def owner_alive(pid: int, start: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    if start:
+        now = process_start(pid)
+        if now and now != start:
+            return False  # the pid was reused by another process
+    return True
+
+
+def owned_temp_dir(parent: Path, label: str) -> Path:
+    """A new empty directory in `parent` whose name says which process owns it."""
+    parent.mkdir(parents=True, exist_ok=True)
+    pid, start = _me()
+    return Path(tempfile.mkdtemp(prefix=f".{label}.tmp-{pid}-{start}-", dir=parent))
+
+
+def sweep(parent: Path) -> list[Path]:
+    """Remove the temp dirs in `parent` whose owner process is gone; return them."""
+    removed = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _NAME.match(entry.name)
+        if match is None or owner_alive(int(match.group(1)), int(match.group(2))):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        if not entry.exists():
+            removed.append(entry)
+    return removed

@@ -1,0 +1,142 @@
+"""`buildenv labels ENV`: what each label set of an environment holds, and how it resolves.
+
+Per label set: the export (uri, digest, taxonomy, UI version), examples, annotations and
+annotators (with cancelled and empty annotations), annotations per class, per annotator and per
+UI version, inter-annotator agreement (`agreement`), and the resolution: examples labeled by
+this set, tied, taken from each reused set and needing relabeling per class. Every number is a
+count: nothing of an example's data is shown, so the report is the same for restricted
+datasets. The checks of `checks.check_labels` run too, and their problems are listed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow.compute as pc
+
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.project import Project
+from buildenv.data.gate import Gate
+from buildenv.data.lock import check_lock
+from buildenv.env.resolve import Multiverse, Resolved
+from buildenv.labels.agreement import agreement
+from buildenv.labels.checks import check_labels
+from buildenv.labels.labelset import LabelError, LabelSets
+
+__all__ = ["label_report", "render_text"]
+
+
+def _counts(array: Any) -> dict[str, int]:
+    if not len(array):
+        return {}
+    vc = pc.value_counts(array)
+    pairs = zip(vc.field(0).to_pylist(), vc.field(1).to_pylist())
+    return dict(sorted(((str(k), int(v)) for k, v in pairs), key=lambda kv: (-kv[1], kv[0])))
+
+
+def label_report(project: Project, mv: Multiverse, res: Resolved) -> tuple[dict, list[Diagnostic]]:
+    """The report (JSON-ready) and the problems found; DiagnosticError when the environment's
+    lock does not pin its label sets."""
+    if not res.env.labels:
+        raise DiagnosticError([res.diag("BE851", f"environment {res.name} declares no label "
+                                        "sets", "name",
+                                        hints=("declare them under `labels:` "
+                                               "(docs/labels.md)",))], 2)
+    lock, problems = check_lock(mv, res)
+    if lock is None:
+        raise DiagnosticError(problems, 1)
+    pins = {name: d.digest for name, d in lock.datasets.items()}
+    gate = Gate(project, res.env, "labels", pins=pins, where=res)
+    sets = LabelSets(gate, lock.label_pins(), res)
+    problems = [p for p in problems if not p.is_error]
+    problems += check_labels(project, mv, res, lock, purpose="labels", sets=sets)
+    out = []
+    for name, spec in res.env.labels.items():
+        entry = lock.labels[name]
+        item: dict[str, Any] = {
+            "name": name, "uri": spec.uri, "format": spec.format, "digest": entry.digest,
+            "dataset": spec.dataset, "key": spec.key,
+            "taxonomy": {"name": spec.taxonomy.name, "version": spec.taxonomy.version,
+                         "classes": list(spec.taxonomy.classes)},
+            "ui_version": spec.ui_version, "exposure": spec.exposure,
+            "reuse": [{"labels": e.labels, "mapping": e.mapping, "ambiguous": e.ambiguous}
+                      for e in spec.reuse],
+            "label": res.env.label is not None and res.env.label.labels == name}
+        try:
+            ann = sets.file(name).annotations
+            resolution = sets.resolve(name)
+        except LabelError:
+            item["error"] = "cannot be read or resolved (see the problems)"
+            out.append(item)
+            continue
+        summary = resolution.summary()
+        item.update({
+            "tasks": ann.tasks, "examples": ann.examples, "annotations": len(ann),
+            "annotators": ann.annotator_count, "cancelled": ann.cancelled, "empty": ann.empty,
+            "per_annotator": _counts(ann.annotators),
+            "per_ui_version": _counts(ann.ui_versions.fill_null("(unknown)")),
+            "annotations_per_class": _counts(ann.labels),
+            "agreement": agreement(ann),
+            "resolved": {"examples": summary["examples"], "own": summary["own"],
+                         "tied": summary["tied"], "from_reuse": summary["from_reuse"],
+                         "reused": summary["reused"],
+                         "reused_by_mapping": summary["reused_by_mapping"],
+                         "needs_relabel": summary["needs_relabel"],
+                         "relabel": summary["relabel"], "per_class": summary["per_class"]}})
+        out.append(item)
+    return {"environment": res.name, "label_sets": out}, problems
+
+
+def _share(n: int, total: int) -> str:
+    return f"{n:,} ({n / total:.1%})" if total else f"{n:,}"
+
+
+def render_text(report: dict) -> str:
+    lines = [f"label sets of {report['environment']}"]
+    for item in report["label_sets"]:
+        tax = item["taxonomy"]
+        head = (f"\n{item['name']}{'  (the label)' if item['label'] else ''}: {item['uri']} "
+                f"({item['format']}) {item['digest'][:19]}")
+        lines.append(head)
+        lines.append(f"  taxonomy {tax['name']} v{tax['version']} ({len(tax['classes'])} "
+                     f"classes), UI version {item['ui_version'] or '-'}, labels "
+                     f"{item['dataset']}.{item['key']}, exposure {item['exposure']}")
+        if "error" in item:
+            lines.append(f"  {item['error']}")
+            continue
+        lines.append(f"  examples {item['examples']:,}   annotations {item['annotations']:,}   "
+                     f"annotators {item['annotators']:,}   cancelled {item['cancelled']:,}   "
+                     f"without a choice {item['empty']:,}")
+        r = item["resolved"]
+        lines.append(f"  resolved {r['examples']:,} examples: {r['own']:,} by this set's "
+                     f"majority, {r['tied']:,} tied (no label), {r['from_reuse']:,} from reuse")
+        for other, n in r["reused"].items():
+            kinds = ", ".join(f"{k} {v:,}" for k, v in
+                              sorted(r["reused_by_mapping"].get(other, {}).items()))
+            lines.append(f"    from {other}: {n:,}" + (f" ({kinds})" if kinds else ""))
+        if r["needs_relabel"]:
+            for other, classes in r["relabel"].items():
+                lines.append(f"    need relabeling (from {other}): "
+                             + ", ".join(f"{c} {n:,}" for c, n in classes.items()))
+        total = r["examples"]
+        lines.append("  per class: " + ", ".join(f"{c} {_share(n, total)}"
+                                                 for c, n in r["per_class"].items()))
+        lines.append("  per annotator: " + ", ".join(f"{a} {n:,}" for a, n in
+                                                     item["per_annotator"].items()))
+        lines.append("  per UI version: " + ", ".join(f"{u} {n:,}" for u, n in
+                                                      item["per_ui_version"].items()))
+        ag = item["agreement"]
+        if ag["examples"]:
+            fleiss = "n/a" if ag["fleiss_kappa"] is None else f"{ag['fleiss_kappa']:.3f}"
+            cohen = "n/a" if ag["cohen_kappa"] is None else f"{ag['cohen_kappa']:.3f}"
+            lines.append(f"  agreement: Fleiss' kappa {fleiss} over {ag['examples']:,} examples "
+                         f"with 2+ annotators; Cohen's kappa {cohen} (mean of {ag['pairs']} "
+                         "annotator pair(s))")
+        else:
+            lines.append("  agreement: n/a (no example has 2+ annotators)")
+    return "\n".join(lines)
+
+
+def render_json(report: dict, problems: list[Diagnostic]) -> str:
+    return json.dumps({**report, "diagnostics": [p.to_json() for p in problems]}, indent=2)

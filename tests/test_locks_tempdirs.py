@@ -1,0 +1,160 @@
+"""Cross-process locks, owner-named temp dirs and atomic directories, with real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+
+from buildenv.core.atomic import atomic_dir
+from buildenv.core.diagnostics import DiagnosticError
+from buildenv.core.locks import file_lock
+from buildenv.core.tempdirs import owned_temp_dir, process_start, sweep
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from buildenv.core.locks import file_lock
+with file_lock(Path(sys.argv[1]), "the test resource", 5):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_lock_excludes_another_process_and_dies_with_it(tmp_path):
+    path = tmp_path / "locks" / "x.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path)], env=ENV,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with pytest.raises(DiagnosticError) as caught:
+            with file_lock(path, "the test resource", 0.5):
+                pass
+        assert time.monotonic() - started >= 0.5
+        assert caught.value.diagnostics[0].to_text().startswith(
+            f"buildenv: error[BE760]: gave up after 0.5 s waiting for the test resource (held "
+            f"by process {holder.pid})")
+        holder.send_signal(signal.SIGKILL)  # the kernel releases the lock of a killed holder
+        holder.wait()
+        with file_lock(path, "the test resource", 5):
+            pass
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+def test_lock_is_reentrant_in_a_thread_and_exclusive_between_threads(tmp_path):
+    path = tmp_path / "y.lock"
+    order = []
+    with file_lock(path, "y", 1):
+        with file_lock(path, "y", 1):  # the same thread again: no deadlock
+            def other():
+                with file_lock(path, "y", 10):
+                    order.append("other")
+
+            thread = threading.Thread(target=other)
+            thread.start()
+            time.sleep(0.3)
+            order.append("first")
+    thread.join(10)
+    assert order == ["first", "other"]
+
+
+def _dead_pid() -> tuple[int, int]:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    start = process_start(proc.pid)
+    proc.kill()
+    proc.wait()
+    return proc.pid, start
+
+
+def test_sweep_removes_only_what_dead_owners_left(tmp_path):
+    pid, start = _dead_pid()
+    dead = tmp_path / f".out.tmp-{pid}-{start}-abc123"
+    reused = tmp_path / f".out.tmp-{os.getpid()}-{process_start(os.getpid()) + 1}-def456"
+    mine = owned_temp_dir(tmp_path, "out")
+    foreign = tmp_path / ".out.tmp-handmade"
+    plain = tmp_path / "out"
+    for d in (dead, reused, foreign, plain):
+        d.mkdir()
+        (d / "f").write_text("x")
+    removed = sweep(tmp_path)
+    assert sorted(removed) == sorted([dead, reused])  # a reused pid is another process
+    assert mine.is_dir() and foreign.is_dir() and plain.is_dir()
+
+
+WRITE_DIR = """
+import sys, time
+from pathlib import Path
+from buildenv.core.atomic import atomic_dir
+final, scratch, tag = Path(sys.argv[1]), Path(sys.argv[2]) if sys.argv[2] else None, sys.argv[3]
+with atomic_dir(final, scratch) as tmp:
+    for i in range(40):
+        (tmp / f"f{i}").write_text(tag)
+        time.sleep(0.01)
+    print("written", flush=True)
+    if tag == "hang":
+        time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("use_scratch", [False, True])
+def test_concurrent_atomic_dirs_do_not_sweep_each_other(tmp_path, use_scratch):
+    final = tmp_path / "dist" / "t" / "e"
+    scratch = tmp_path / "scratch" if use_scratch else ""
+    procs = [subprocess.Popen([sys.executable, "-c", WRITE_DIR, str(final), str(scratch),
+                               f"p{i}"], env=ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(4)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    contents = {p.read_text() for p in final.iterdir()}
+    assert len(contents) == 1 and len(list(final.iterdir())) == 40  # one writer's, whole
+    assert [p.name for p in final.parent.iterdir()] == ["e"]
+    assert oct(final.stat().st_mode & 0o777) == "0o755"
+
+
+def test_a_killed_writer_leaves_nothing_in_the_final_directory(tmp_path):
+    final, scratch = tmp_path / "dist" / "t" / "e", tmp_path / "scratch"
+    proc = subprocess.Popen([sys.executable, "-c", WRITE_DIR, str(final), str(scratch), "hang"],
+                            env=ENV, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "written"
+    assert list(final.parent.iterdir()) == []  # the temp dir is in scratch, not beside
+    [left] = list(scratch.iterdir())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not final.exists()
+    with atomic_dir(final, scratch) as tmp:  # the next writer sweeps the dead one's dir
+        assert not left.exists()
+        (tmp / "ok").write_text("1")
+    assert [p.name for p in final.iterdir()] == ["ok"]
+    assert list(scratch.iterdir()) == []
+
+
+def test_temp_dir_falls_back_beside_the_target_on_another_filesystem(tmp_path, monkeypatch):
+    final = tmp_path / "out" / "x"
+    scratch = tmp_path / "scratch"
+    real_stat = Path.stat
+
+    def other_device(self, *args, **kwargs):
+        result = real_stat(self, *args, **kwargs)
+        if self == scratch:
+            return os.stat_result((result.st_mode, result.st_ino, result.st_dev + 1,
+                                   *tuple(result)[3:]))
+        return result
+
+    monkeypatch.setattr(Path, "stat", other_device)
+    with atomic_dir(final, scratch) as tmp:
+        assert tmp.parent == final.parent and tmp.name.startswith(".x.tmp-")
+    assert final.is_dir()
