@@ -170,7 +170,7 @@ root, mode, batch = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 project = Project.discover(root)
 res = Multiverse(project).resolve("stats")
 lock = read_lock(project, "stats")
-ctx = BuildContext(res.env, 0, project, lock.pins(), lock.manifests())
+ctx = BuildContext(res.env, 0, project, lock.pins(), manifests=lock.manifests())
 COLUMNS = ["user", "amount", "score", "kind", "ok"]
 Path("/proc/self/clear_refs").write_text("5")
 base = status("VmRSS:")

@@ -300,7 +300,7 @@ def test_filters_on_partitions_open_only_matching_files(locked, monkeypatch):
     project = Project.discover(locked)
     res = Multiverse(project).resolve("ev")
     lock = read_lock(project, "ev")
-    ctx = BuildContext(res.env, 0, project, lock.pins(), lock.manifests())
+    ctx = BuildContext(res.env, 0, project, lock.pins(), manifests=lock.manifests())
     df = ctx.read("events", columns=["user", "x", "date"],
                   filters=[("date", ">=", "2026-09-03"), ("x", ">", 0)])
     assert sorted(set(opened)) == [str(file_path(locked, i, p).relative_to(locked))
@@ -328,7 +328,7 @@ def context(root: Path) -> BuildContext:
     project = Project.discover(root)
     res = Multiverse(project).resolve("ev")
     lock = read_lock(project, "ev")
-    return BuildContext(res.env, 0, project, lock.pins(), lock.manifests())
+    return BuildContext(res.env, 0, project, lock.pins(), manifests=lock.manifests())
 
 
 def test_scan_yields_the_rows_read_returns_in_bounded_batches(locked):

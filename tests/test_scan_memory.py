@@ -53,7 +53,7 @@ def rss_mib():
 project = Project.discover(sys.argv[1])
 res = Multiverse(project).resolve("big")
 lock = read_lock(project, "big")
-ctx = BuildContext(res.env, 0, project, lock.pins(), lock.manifests())
+ctx = BuildContext(res.env, 0, project, lock.pins(), manifests=lock.manifests())
 gc.collect()
 Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current RSS
 base = rss_mib()
