@@ -357,8 +357,9 @@ def test_restricted_dataset_shows_counts_and_fractions_never_values(tmp_path):
         outputs += [p.to_text() for p in cached_validation(repo)]
     text = "\n".join(outputs)
     assert "error[BE209]: flights.flight_id: 4 of 100 non-null values (fraction 0.04) are " \
-           "duplicated (2 distinct values occur more than once)\n  hint: inspect with an " \
-           "approved, audited tool; values are never printed" in text
+           "duplicated (2 distinct values occur more than once)\n  hint: values are never " \
+           "printed; a person allowed by privacy.peek can look, audited: `buildenv peek ENV " \
+           "--dataset flights --rows 10 --reason \"...\"`" in text
     assert "flights.carrier: 5 of 97 non-null values (fraction 0.05155) do not match pattern" \
            in text
     assert "flights.dest: 9 of 97 non-null values (fraction 0.09278) are outside the domain " \

@@ -599,9 +599,11 @@ def _judge(res: Resolved, ds_name: str, name: str, col: Column, report: ColumnRe
     out = []
     where = ("datasets", ds_name, "columns", name)
     label = f"{ds_name}.{name}"
-    hidden = (f"values are never printed; a person allowed by privacy.peek can look, audited: "
-              f"`buildenv peek ENV --dataset {ds_name} --rows 10 --invalid {name} --reason "
-              "\"...\"`")
+    # What a restricted dataset's violations point at instead of values: the audited peek;
+    # `--invalid` selects rows that break nullability, the domain or the range.
+    look = (f"values are never printed; a person allowed by privacy.peek can look, audited: "
+            f"`buildenv peek ENV --dataset {ds_name} --rows 10 --reason \"...\"`")
+    hidden = look.replace(" --rows 10 ", f" --rows 10 --invalid {name} ")
     if report.nulls and not col.nullable:
         out.append(res.diag("BE202", f"{label}: {report.nulls} of {report.rows} rows are null "
                             "but the column is declared nullable: false", *where, "nullable"))
@@ -643,7 +645,7 @@ def _judge(res: Resolved, ds_name: str, name: str, col: Column, report: ColumnRe
                   and report.pattern_examples else "")
         violation("BE207", "pattern", report.mismatched,
                   f"do not match pattern {col.pattern!r}", detail,
-                  (hidden,) if restricted else ())
+                  (look,) if restricted else ())
     if report.too_short or report.too_long:
         lo, hi = (_bound(v) for v in col.length)  # type: ignore[union-attr]
         detail = f" ({report.too_short} shorter, {report.too_long} longer)"
@@ -662,7 +664,7 @@ def _judge(res: Resolved, ds_name: str, name: str, col: Column, report: ColumnRe
         if not restricted and dups.examples:
             detail += "; e.g. " + ", ".join(f"{_show(v)} ({n} rows)" for v, n in dups.examples)
         violation("BE209", "unique", dups.rows, "are duplicated", detail,
-                  (hidden,) if restricted else ())
+                  (look,) if restricted else ())
     return out
 
 
