@@ -222,3 +222,55 @@ def test_holdout_fraction_and_stability_across_versions():
     assert abs(held.mean() - 0.2) < 0.005
     more = pa.table({"id": pa.array(np.arange(150_000), pa.int64())})  # a later export
     assert (holdout_mask(more, ["id"], 0.2)[:100_000] == held).all()
+
+
+# --- verified snapshots: the lock's stat cache vouches for an unchanged open file ---------------
+
+def test_a_file_the_lock_just_hashed_is_not_hashed_again(repo):
+    code, out, err = invoke_cli(["lock"], repo)
+    assert code == 0, err
+    import json
+    import time
+
+    lock = json.loads((repo / "environments" / "base.lock.json").read_text())
+    pins = {name: entry["digest"] for name, entry in lock["datasets"].items()}
+    cache = repo / ".buildenv" / "statcache.json"
+    entries = json.loads(cache.read_text())["entries"]
+    for entry in entries.values():  # as if hashed a while ago: outside the racy window
+        entry["hashed_at_ns"] = time.time_ns()
+        entry["stat"]["mtime_ns"] -= 5_000_000_000
+    path = repo / "data" / "movies.parquet"
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - 5_000_000_000))
+    key = next(k for k in entries if k.endswith("movies.parquet"))
+    entries[key]["stat"] = {**entries[key]["stat"], "mtime_ns": path.stat().st_mtime_ns,
+                            "ctime_ns": path.stat().st_ctime_ns}
+    cache.write_text(json.dumps({"version": 1, "entries": entries}))
+    with gate_for(repo, "base", pins=pins).open("movies") as read:
+        assert read._pinned._digest == pins["movies"]  # vouched before any decoding
+        assert read.table(["movie_id"]).num_rows == 20
+        assert read._pinned._thread is None  # nothing was hashed
+
+
+def test_an_in_place_edit_that_restores_mtime_is_still_caught(repo):
+    """Size and mtime can be put back after a write; ctime cannot: the stat cache stops
+    vouching and the read is hashed, which finds the edit."""
+    code, out, err = invoke_cli(["lock"], repo)
+    assert code == 0, err
+    import json
+
+    lock = json.loads((repo / "environments" / "base.lock.json").read_text())
+    pins = {name: entry["digest"] for name, entry in lock["datasets"].items()}
+    path = repo / "data" / "movies.parquet"
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit in a data page
+    with open(path, "r+b") as handle:
+        handle.write(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    with gate_for(repo, "base", pins=pins).open("movies") as read:
+        assert read._pinned._digest is None  # not vouched: its ctime moved
+        with pytest.raises(GateError) as caught:
+            read.verify()
+    assert caught.value.diagnostic.code == "BE055"

@@ -38,7 +38,7 @@ import pyarrow as pa
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
 from buildenv.data.audit import AuditLog
-from buildenv.data.digests import ALGORITHMS, CHUNK
+from buildenv.data.digests import ALGORITHMS, CHUNK, StatCache
 from buildenv.data.formats import (
     BATCH_ROWS,
     FORMATS,
@@ -60,7 +60,7 @@ from buildenv.data.privacy import (
     first_line,
     is_conversion_error,
 )
-from buildenv.data.storage import Location, locate
+from buildenv.data.storage import Location, Stat, locate
 from buildenv.env.spec import Column, Dataset, Environment
 
 __all__ = ["DatasetRead", "FileRead", "FileTask", "Gate", "GateError", "PartitionedRead",
@@ -107,6 +107,20 @@ class Pinned:
         if self._buffer is not None:
             return pa.BufferReader(self._buffer)
         return pa.OSFile(self._reopen)
+
+    @property
+    def identity(self) -> Stat | None:
+        """What the stat cache knows a local file by: size, mtime, ctime, inode, device."""
+        if self._fd is None:
+            return None
+        st = self._stat
+        return Stat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+    def vouch(self, digest: str) -> None:
+        """Take `digest` without hashing: the file open here is, by its identity, the very
+        file the stat cache hashed (a verified snapshot); `changed()` still guards the read."""
+        if self._thread is None and self._digest is None:
+            self._digest = digest
 
     def start_hashing(self) -> None:
         """Hash the pinned file in a thread (once), while the caller decodes it."""
@@ -206,9 +220,21 @@ class Gate:
     pins: Mapping[str, str] = field(default_factory=dict)  # dataset -> locked digest
     where: Any = None  # Resolved, to place diagnostics at the dataset's YAML line (optional)
     manifests: Mapping[str, Manifest] = field(default_factory=dict)  # partitioned datasets
+    _stat_cache: Any = field(default=None, init=False, repr=False, compare=False)
 
     def restricted(self, dataset: str) -> bool:
         return self.env.restricted(dataset)
+
+    def vouched(self, pinned: Pinned, fmt: str) -> str | None:
+        """The digest the lock's stat cache recorded for exactly this open file, if it can be
+        trusted (same size, mtime, ctime, inode and device, not modified near its hashing)."""
+        identity = pinned.identity
+        if identity is None:
+            return None
+        if self._stat_cache is None:
+            self._stat_cache = StatCache(self.project.state_dir / "statcache.json")
+        hit = self._stat_cache.get(pinned.location.key, identity, pinned.algorithm, fmt)
+        return hit.digest if hit is not None else None
 
     def open(self, dataset: str, *, uri: str | None = None, fmt: str | None = None,
              expect: str | Manifest | None | bool = True, origin: str | None = None,
@@ -313,6 +339,9 @@ class DatasetRead:
         except OSError as exc:
             raise GateError(gate._diag("BE053", f"dataset '{name}': cannot read '{uri}': "
                                        f"{exc.strerror or first_line(str(exc))}", name)) from None
+        vouched = gate.vouched(self._pinned, fmt)
+        if vouched is not None and expected in (None, vouched):
+            self._pinned.vouch(vouched)
         self._schema: pa.Schema | None = None
         self._header: list[str] | None = None
         self._decoded = False
