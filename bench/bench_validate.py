@@ -120,7 +120,7 @@ def make_data(path: Path, rows: int, seed: int) -> None:
         while done < rows:
             n = min(ROW_GROUP, rows - done)
 
-            def nulls(arr, fraction, kind=None):
+            def nulls(arr, fraction, kind=None, n=n):
                 mask = rng.random(n) < fraction * 0.5  # half the allowed fraction
                 return pa.array(arr, mask=mask, type=kind)
 
