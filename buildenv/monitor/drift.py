@@ -55,7 +55,7 @@ STATS_VERSION = 1
 
 def _check_schema(schema: pa.Schema, columns: dict[str, Column], source: Source, res: Resolved,
                   ds_name: str, what: str) -> tuple[dict[str, Column], list[Diagnostic]]:
-    from buildenv.data.validate import type_accepts
+    from buildenv.data.formats import type_accepts
 
     usable, problems = {}, []
     for name, col in columns.items():

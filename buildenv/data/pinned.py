@@ -1,0 +1,151 @@
+"""The bytes of one file, fixed while they are read, and their digest.
+
+Local files: one open descriptor for the whole read, re-opened by decoders through
+/proc/self/fd; hashed by a thread with pread, or vouched for by the lock's stat cache when the
+open file is, by its identity, the file the cache hashed. Remote objects: copied into memory
+while hashed, then decoded from memory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import pyarrow as pa
+
+from buildenv.data.digests import ALGORITHMS, CHUNK
+from buildenv.data.storage import Location, Stat
+
+__all__ = ["Changed", "Pinned"]
+
+
+class Pinned:
+    """The bytes of one file, fixed while they are read, and their digest.
+
+    Local files: one open file descriptor for the whole read; decoders reopen it through
+    /proc/self/fd (the same inode even if the path is replaced), and a thread hashes it with
+    pread. Remote objects: streamed into memory while hashed, then decoded from memory.
+    """
+
+    def __init__(self, location: Location, algorithm: str):
+        self.location = location
+        self.algorithm = algorithm
+        self._fd: int | None = None
+        self._buffer: pa.Buffer | None = None
+        self._digest: str | None = None
+        self._size = 0
+        self._error: BaseException | None = None
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        if location.local is not None:
+            self._fd = os.open(location.local, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            self._stat = os.fstat(self._fd)
+            self._reopen = (f"/proc/self/fd/{self._fd}" if sys.platform.startswith("linux")
+                            else f"/dev/fd/{self._fd}")
+        else:
+            self._copy_remote()
+
+    def open(self) -> pa.NativeFile:
+        if self._buffer is not None:
+            return pa.BufferReader(self._buffer)
+        return pa.OSFile(self._reopen)
+
+    @property
+    def identity(self) -> Stat | None:
+        """What the stat cache knows a local file by: size, mtime, ctime, inode, device."""
+        if self._fd is None:
+            return None
+        st = self._stat
+        return Stat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+    def vouch(self, digest: str) -> None:
+        """Take `digest` without hashing: the file open here is, by its identity, the very
+        file the stat cache hashed (a verified snapshot); `changed()` still guards the read."""
+        if self._thread is None and self._digest is None:
+            self._digest = digest
+
+    def start_hashing(self) -> None:
+        """Hash the pinned file in a thread (once), while the caller decodes it."""
+        if self._fd is not None and self._thread is None and self._digest is None:
+            self._thread = threading.Thread(target=self._hash_local, daemon=True,
+                                            name="buildenv-gate-hash")
+            self._thread.start()
+
+    def _hash_local(self) -> None:
+        assert self._fd is not None
+        hasher = ALGORITHMS[self.algorithm]()
+        offset = 0
+        buffer = bytearray(CHUNK)  # one buffer, reused: no allocation per chunk
+        view = memoryview(buffer)
+        try:
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            while not self._cancel.is_set():
+                n = os.preadv(self._fd, [buffer], offset)
+                if not n:
+                    break
+                hasher.update(view[:n])
+                offset += n
+            self._size = offset
+            self._digest = f"{self.algorithm}:{hasher.hexdigest()}"
+        except BaseException as exc:  # re-raised by digest()
+            self._error = exc
+
+    def _copy_remote(self) -> None:
+        hasher = ALGORITHMS[self.algorithm]()
+        parts = []
+        with self.location.open() as stream:
+            while True:
+                chunk = stream.read_buffer(CHUNK)
+                if chunk.size == 0:
+                    break
+                hasher.update(memoryview(chunk))
+                parts.append(chunk.to_pybytes())
+        data = b"".join(parts)
+        self._size = len(data)
+        self._buffer = pa.py_buffer(data)
+        self._digest = f"{self.algorithm}:{hasher.hexdigest()}"
+
+    def digest(self) -> str:
+        """The digest of every byte (waits for the hashing thread). Raises `Changed` when a
+        local file was written while it was read."""
+        self.start_hashing()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
+        if self.changed():  # checked after every pass, not only the first
+            raise Changed()
+        assert self._digest is not None
+        return self._digest
+
+    def changed(self) -> bool:
+        """Whether the pinned local file was written since it was opened. Any write moves
+        mtime and ctime; ctime also moves when the path is replaced (the old file loses its
+        link), which changes nothing we read, so then size and mtime decide."""
+        if self._fd is None:
+            return False
+        now, before = os.fstat(self._fd), self._stat
+        if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            return True
+        return now.st_nlink == before.st_nlink and now.st_ctime_ns != before.st_ctime_ns
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def close(self) -> None:
+        self._cancel.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._buffer = None
+
+
+class Changed(Exception):
+    """The file was written while it was being read."""

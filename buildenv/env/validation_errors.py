@@ -1,0 +1,147 @@
+"""Pydantic's validation errors as diagnostics at the YAML line of the key they concern."""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from buildenv.core.diagnostics import Diagnostic, did_you_mean
+from buildenv.env.loader import KeyPath, Position
+from buildenv.env.spec import (
+    COLUMN_PROBLEM_KEYS,
+    Environment,
+    OnnxServing,
+    SklearnServing,
+)
+
+__all__ = ["position", "pydantic_problems"]
+
+
+_TYPE_CODES = {"extra_forbidden": "BE003", "missing": "BE005", "bad_range": "BE011",
+               "bad_domain": "BE012", "evaluation": "BE020", "bad_pattern": "BE035",
+               "bad_length": "BE036", "bad_tolerance": "BE037", "bad_unique": "BE038",
+               "label_source": "BE850"}
+
+
+def _clean_loc(loc: tuple, merged: dict) -> KeyPath:
+    """Drop the union tags pydantic inserts (serving.sklearn.ops -> serving.ops)."""
+    out: list[Any] = []
+    for part in loc:
+        if out == ["serving"] and part in ("sklearn", "onnx"):
+            continue
+        if part == "schema_":
+            part = "schema"
+        out.append(part)
+    return tuple(out)
+
+
+def pydantic_problems(exc: ValidationError, merged: dict,
+                       origin: dict[KeyPath, Position]) -> list[Diagnostic]:
+    problems = []
+    for err in exc.errors():
+        loc = _clean_loc(err["loc"], merged)
+        kind = err["type"]
+        code = _TYPE_CODES.get(kind, "BE004")
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        hints: tuple[str, ...] = ()
+        if kind == "missing":
+            where = loc[:-1]
+            message = f"missing key '{loc[-1]}'" + (f" in {'.'.join(map(str, where))}"
+                                                    if where else "")
+        elif kind == "extra_forbidden":
+            where = loc
+            known = _known_keys(loc[:-1], merged)
+            hint = did_you_mean(str(loc[-1]), known)
+            hints = (hint,) if hint else (("allowed keys: " + ", ".join(sorted(known)),)
+                                          if known else ())
+            message = f"unknown key '{loc[-1]}'" + (
+                f" in {'.'.join(map(str, loc[:-1]))}" if len(loc) > 1 else "")
+        elif kind == "literal_error":
+            where = loc
+            expected = err.get("ctx", {}).get("expected", "")
+            choices = [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",")
+                       if c.strip()]
+            hint = did_you_mean(str(err.get("input")), choices)
+            hints = (hint,) if hint else ()
+            message = f"{dotted}: {err['input']!r} is not one of {expected}"
+        elif kind == "union_tag_invalid":
+            where = loc
+            message = (f"{dotted}: unknown serving stack {err['ctx'].get('tag')!r}; expected "
+                       f"{err['ctx'].get('expected_tags')}")
+        elif kind == "union_tag_not_found":
+            where = loc
+            message = f"{dotted}: missing key 'stack' (sklearn or onnx)"
+            code = "BE005"
+        else:
+            where = loc
+            message = f"{dotted}: {err['msg']}"
+            # a column's cross-field check: point at the key it is about, when written
+            field_key = COLUMN_PROBLEM_KEYS.get(kind)
+            if field_key and loc + (field_key,) in origin:
+                where = loc + (field_key,)
+        pos = position(where, origin)
+        problems.append(Diagnostic(code, message, pos.path if pos else None,
+                                   pos.line if pos else None, pos.col if pos else None,
+                                   hints=hints))
+    return problems
+
+
+def position(path: KeyPath, origin: dict[KeyPath, Position]) -> Position | None:
+    while True:
+        if path in origin:
+            return origin[path]
+        if not path:
+            return None
+        path = path[:-1]
+
+
+def _known_keys(loc: KeyPath, merged: dict) -> list[str]:
+    """Field names of the model found at `loc` (for "did you mean" on unknown keys)."""
+    model: Any = Environment
+    data: Any = merged
+    for part in loc:
+        if isinstance(data, dict):
+            data = data.get(part)
+        ann = _annotation_of(model, part)
+        if ann is None:
+            return []
+        model = _unwrap(ann, data)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [f.alias or n for n, f in model.model_fields.items()]
+    return []
+
+
+def _annotation_of(model: Any, part: Any) -> Any:
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        for name, info in model.model_fields.items():
+            if part in (name, info.alias):
+                return info.annotation
+        return None
+    origin = typing.get_origin(model)
+    if origin is dict:
+        return typing.get_args(model)[1]
+    if origin in (list, tuple):
+        return typing.get_args(model)[0]
+    return None
+
+
+def _unwrap(ann: Any, data: Any) -> Any:
+    """Optional/Annotated/Union -> the model class that applies to `data`."""
+    while True:
+        origin = typing.get_origin(ann)
+        if origin is typing.Annotated:
+            ann = typing.get_args(ann)[0]
+            continue
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            args = [a for a in typing.get_args(ann) if a is not type(None)]
+            if SklearnServing in args or OnnxServing in args:
+                stack = data.get("stack") if isinstance(data, dict) else None
+                return OnnxServing if stack == "onnx" else SklearnServing
+            if len(args) == 1:
+                ann = args[0]
+                continue
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            return models[0] if models else ann
+        return ann
