@@ -25,16 +25,13 @@ understate what was spent.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import math
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from buildenv.core.actor import actor
+from buildenv.core.appendlog import AppendLog
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.env.spec import Environment
 
@@ -97,43 +94,16 @@ class Ledger:
     def spend(self, *, scope: str, epsilon: float, budget: float, **record: Any) -> dict:
         """Record a release of `epsilon` in `scope` if it fits in `budget`; BudgetExceeded
         otherwise. The check and the append happen under one exclusive lock."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with self._locked():
-            self._cut_torn_tail()
+        log = AppendLog(self.path, "the privacy budget ledger")
+        with log.locked():
+            log.cut_torn_tail()
             spent = self.spent(scope)
             if spent + epsilon > budget + TOLERANCE:
                 raise BudgetExceeded(epsilon, spent, budget)
             entry = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
                      "actor": actor(), "scope": scope, "epsilon": epsilon, **record}
-            line = json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n"
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            log.append(json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n")
         return entry
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.folder / ".lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def _cut_torn_tail(self) -> None:
-        if not self.path.is_file():
-            return
-        with open(self.path, "rb+") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            if size == 0:
-                return
-            handle.seek(max(0, size - (1 << 16)))
-            tail = handle.read()
-            if not tail.endswith(b"\n"):
-                handle.truncate(size - (len(tail) - (tail.rfind(b"\n") + 1)))
 
 
 def _finite(value: Any) -> bool:

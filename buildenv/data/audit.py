@@ -7,9 +7,9 @@ locked digest, columns and row count, the hash of the previous record (`prev`) a
 a record breaks the chain at that record; `head.json` (written after each append) holds the
 last sequence number and hash, so cutting records off the end is seen too.
 
-Writers (parallel builds, several processes) take an exclusive lock on `.lock`, check that the
-log is sound at its end, append one line with a single write and fsync it, then update the
-head. A crash between the two leaves the head one record behind, which `verify` accepts; a
+Writers (parallel builds, several processes) take an exclusive lock (`core.appendlog`), check
+that the log is sound at its end, append one line with a single write and fsync it, then update
+the head. A crash between the two leaves the head one record behind, which `verify` accepts; a
 torn last line (a crash inside the write) was never a record and is cut off by the next writer.
 A log found tampered with refuses further records: reads of restricted data stop until someone
 looks (`buildenv audit --verify` names the first bad record).
@@ -18,17 +18,14 @@ looks (`buildenv audit --verify` names the first bad record).
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from buildenv.core.actor import actor
+from buildenv.core.appendlog import AppendLog
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.canonical import canonical_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
@@ -63,9 +60,10 @@ class AuditLog:
                digest: str | None, columns: list[str], rows: int | None,
                **details: Any) -> dict:
         """Append one record; DiagnosticError(BE801) when the log is not sound."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with self._locked():
-            last = self._sound_tail()
+        log = AppendLog(self.path, "the audit log")
+        with log.locked():
+            log.cut_torn_tail()
+            last = self._sound_tail(log)
             record = {
                 "seq": (last["seq"] + 1) if last else 1,
                 "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
@@ -75,45 +73,26 @@ class AuditLog:
                 "prev": last["hash"] if last else GENESIS,
             }
             record["hash"] = _hash(record)
-            line = json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            log.append(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
             atomic_write_text(self.head_path, json.dumps(
                 {"seq": record["seq"], "hash": record["hash"]}, sort_keys=True) + "\n")
         return record
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.folder / ".lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def _sound_tail(self) -> dict | None:
-        """The last record, after cutting off a torn line; refuses a log that was tampered
-        with at its end (last record invalid, or fewer records than the head says)."""
+    def _sound_tail(self, log: AppendLog) -> dict | None:
+        """The last record; refuses a log that was tampered with at its end (last record
+        invalid, or fewer records than the head says)."""
         if not self.path.is_file():
             head = self._head()
             if head and head.get("seq"):
                 raise self._refuse(f"the log is gone but {self.head_path.name} records "
                                    f"{head['seq']} records")
             return None
-        with open(self.path, "rb+") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, size - _TAIL))
-            tail = handle.read()
-            if tail and not tail.endswith(b"\n"):
-                cut = tail.rfind(b"\n") + 1  # a torn write: never a record
-                handle.truncate(size - (len(tail) - cut))
-                tail = tail[:cut]
-        lines = tail.splitlines()
+        lines = log.last_lines()
         if not lines:
+            head = self._head()
+            if head and head.get("seq"):
+                raise self._refuse(f"the log is empty but {self.head_path.name} records "
+                                   f"{head['seq']} records")
             return None
         try:
             last = json.loads(lines[-1])
