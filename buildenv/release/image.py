@@ -128,14 +128,39 @@ def vendor_closure(requirements: list[str]) -> tuple[list[Any], list[Diagnostic]
 
 def _vendor_files(dists: list[Any]) -> Iterator[tuple[str, Path]]:
     for dist in dists:
-        for rel in dist.files or []:
-            parts = rel.parts
-            if not parts or parts[0] == ".." or "__pycache__" in parts or \
-                    rel.name.endswith(".pyc") or "tests" in parts[:-1]:
+        for rel, source in dist_files(dist):
+            parts = Path(rel).parts
+            if "__pycache__" in parts or rel.endswith(".pyc") or "tests" in parts[:-1]:
                 continue
-            source = Path(dist.locate_file(rel))
-            if source.is_file():
-                yield rel.as_posix(), source
+            yield rel, source
+
+
+def dist_files(dist: Any) -> list[tuple[str, Path]]:
+    """Every installed file of `dist` as (path relative to site-packages, file).
+
+    Usually its RECORD. A PEX venv (what Pants runs tools and tests in) rewrites RECORD to
+    list only the .dist-info files and symlinks each top-level package into the wheel's
+    chroot, next to a copy of that .dist-info: those symlinks are the distribution's code.
+    """
+    listed = [rel for rel in dist.files or [] if rel.parts and rel.parts[0] != ".."]
+    out = [(rel.as_posix(), Path(dist.locate_file(rel))) for rel in listed]
+    info = {rel.parts[0] for rel in listed if rel.parts[0].endswith(".dist-info")}
+    if len(info) != 1 or any(rel.parts[0] not in info for rel in listed):
+        return [(rel, path) for rel, path in out if path.is_file()]
+    site = Path(dist.locate_file(""))
+    name = info.pop()
+    for entry in sorted(site.iterdir()):
+        if not entry.is_symlink():
+            continue
+        target = entry.resolve()
+        if not (target.parent / name).is_dir():
+            continue
+        if target.is_file():
+            out.append((entry.name, entry))
+        elif target.is_dir():
+            out += [((Path(entry.name) / f.relative_to(target)).as_posix(), f)
+                    for f in sorted(target.rglob("*"))]
+    return [(rel, path) for rel, path in out if path.is_file()]
 
 
 # --- the build context --------------------------------------------------------------------------
