@@ -353,6 +353,17 @@ def docker_daemon(workdir: Path) -> Iterator[str]:
         yield host
     finally:
         stop(proc, timeout=30)
+        _unmount_under(workdir / "exec")
+
+
+def _unmount_under(root: Path) -> None:
+    """dockerd leaves its netns bind mount behind: unmount it, so pytest can clean its tmp."""
+    prefix = str(root.resolve())
+    with contextlib.suppress(OSError):
+        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+        for point in sorted((m for m in mounts if m == prefix or m.startswith(prefix + "/")),
+                            reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 def base_image(host: str, tag: str = "buildenv-base:bookworm") -> str:
