@@ -78,7 +78,9 @@ def test_categorical_marginals_are_within_the_reported_accuracy(synthesized):
         fake = np.asarray(synthetic.column(name).to_pylist(), dtype=object)
         for key in keys:
             gap = abs((fake == key).mean() - (truth == key).mean())
-            assert gap <= accuracy, (name, key, gap, accuracy)
+            # accuracy is a 95% half-width and the DP noise differs on every run (OpenDP
+            # cannot be seeded): 3x it is exceeded with probability < 20**-3 per frequency
+            assert gap <= 3 * accuracy, (name, key, gap, accuracy)
 
 
 def test_provenance_is_recorded_and_embedded(synthesized):
