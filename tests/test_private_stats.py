@@ -75,24 +75,25 @@ def test_private_figures_are_within_their_reported_accuracy(repo, truth):
     report = json.loads(out)
     assert report["private"] is True and report["epsilon"] == 1.0
     assert report["budget"] == {"scope": "people", "total": 1.0, "spent": 1.0, "left": 0.0}
-    # 3x the 95% half-width: a Laplace draw exceeds it with probability 20**-3 per figure
-    assert abs(report["rows"]["value"] - ROWS) <= 3 * report["rows"]["accuracy"]
+    # 4x the 95% half-width: a Laplace draw exceeds it with probability 20**-4 per figure, so
+    # fresh DP noise fails this test about once in 6,000 runs (3x failed 2 runs in 1,000)
+    assert abs(report["rows"]["value"] - ROWS) <= 4 * report["rows"]["accuracy"]
     country = column(report, "country")
     values = np.asarray(truth["country"])
     for cell in country["histogram"]:
         real = int((values == cell["value"]).sum())
-        assert abs(cell["count"] - real) <= 3 * cell["accuracy"], cell
+        assert abs(cell["count"] - real) <= 4 * cell["accuracy"], cell
     age = column(report, "age")
     real_ages = np.asarray(truth["age"])
     for cell, lo in zip(age["histogram"], range(16, 101, 5)):
         real = int(((real_ages >= lo) & (real_ages < lo + 5)).sum())
-        assert abs(cell["count"] - real) <= 3 * cell["accuracy"], cell
+        assert abs(cell["count"] - real) <= 4 * cell["accuracy"], cell
     lo, hi = age["mean"]["interval"]
     width = hi - lo
     assert lo - width <= float(real_ages.mean()) <= hi + width
     assert abs(age["mean"]["value"] - real_ages.mean()) < 1.0
     score = column(report, "score")
-    assert abs(score["nulls"]["value"] - truth["score"].null_count) <= 3 * \
+    assert abs(score["nulls"]["value"] - truth["score"].null_count) <= 4 * \
         score["nulls"]["accuracy"]
     median = float(np.median(real_ages))
     q_lo, q_hi = age["quantiles"]["p50"]["interval"]

@@ -79,8 +79,9 @@ def test_categorical_marginals_are_within_the_reported_accuracy(synthesized):
         for key in keys:
             gap = abs((fake == key).mean() - (truth == key).mean())
             # accuracy is a 95% half-width and the DP noise differs on every run (OpenDP
-            # cannot be seeded): 3x it is exceeded with probability < 20**-3 per frequency
-            assert gap <= 3 * accuracy, (name, key, gap, accuracy)
+            # cannot be seeded): 4x it is exceeded with probability < 20**-4 per frequency
+            # (25 fits: the largest gap was 1.32x, two of them exceeded 1x)
+            assert gap <= 4 * accuracy, (name, key, gap, accuracy)
 
 
 def test_provenance_is_recorded_and_embedded(synthesized):
