@@ -32,13 +32,13 @@ def opendp(what: str = "a differentially private release") -> Any:
     names `opendp.prelude` gives them. The prelude itself also imports every integration
     (scikit-learn, Ibis, JAX through mbi), which costs seconds that statistics do not need."""
     try:
-        import opendp.accuracy as accuracy
-        import opendp.combinators as c
-        import opendp.domains as domains
-        import opendp.measurements as m
-        import opendp.metrics as metrics
-        import opendp.mod as mod
-        import opendp.transformations as t
+        import opendp.accuracy as accuracy  # pants: no-infer-dep
+        import opendp.combinators as c  # pants: no-infer-dep
+        import opendp.domains as domains  # pants: no-infer-dep
+        import opendp.measurements as m  # pants: no-infer-dep
+        import opendp.metrics as metrics  # pants: no-infer-dep
+        import opendp.mod as mod  # pants: no-infer-dep
+        import opendp.transformations as t  # pants: no-infer-dep
     except ImportError as exc:
         raise _missing(what, exc) from None
     mod.enable_features("contrib")
@@ -51,7 +51,7 @@ def opendp(what: str = "a differentially private release") -> Any:
 def prelude(what: str) -> Any:
     """`opendp.prelude` (the Context API and every integration), contrib enabled."""
     try:
-        import opendp.prelude as dp
+        import opendp.prelude as dp  # pants: no-infer-dep
     except ImportError as exc:
         raise _missing(what, exc) from None
     dp.enable_features("contrib")
@@ -62,8 +62,8 @@ def polars(what: str = "synthetic data") -> Any:
     """Polars and Private-PGM as OpenDP's integrations use them (synthesis)."""
     dp = prelude(what)
     try:
-        import mbi  # noqa: F401  (Private-PGM, and through it JAX)
-        import polars as pl
+        import mbi  # noqa: F401  # pants: no-infer-dep (Private-PGM, and JAX)
+        import polars as pl  # pants: no-infer-dep
     except ImportError as exc:
         raise _missing(what, exc) from None
     return dp, pl

@@ -194,7 +194,9 @@ def _threshold_figure(dp: Any, column: str, t: Any, share: float, delta: float,
 
 def release(plan: Plan, exact: Exact, codings: list[Coding]) -> dict:
     """Apply the plan's measurements to the aggregates (call only after the ledger spend)."""
-    from opendp.accuracy import discrete_laplacian_scale_to_accuracy as accuracy  # noqa: I001
+    from buildenv.access import backend
+
+    accuracy = backend.opendp().accuracy.discrete_laplacian_scale_to_accuracy
 
     by_column: dict[str, dict[str, Figure]] = {}
     rows_figure = plan.figures[0]

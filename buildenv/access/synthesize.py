@@ -325,7 +325,7 @@ def fidelity(table: Any, codings: list[Coding], cells: dict[str, np.ndarray], ro
              pair: tuple[str, str] | None) -> dict:
     """Synthetic marginals vs the privately released ones (`access.fidelity`), over the cells
     the declared columns allow (noise puts mass in the others; the file has none there)."""
-    from mbi import Factor
+    from mbi import Factor  # pants: no-infer-dep
 
     one_way: dict[str, list] = {}
     for measurement in table.marginals.flatten():
