@@ -1,6 +1,6 @@
 """Verified reads vs unverified reads: what the data gate's hashing costs.
 
-    .venv/bin/python bench/bench_gate.py [--rows 6000000] [--repeats 5]
+    .venv/bin/python bench/bench_gate.py [--rows 6000000] [--repeats 5] [--algorithm blake3]
 
 A read through the gate (`Gate.open(...).table(...)`: the file pinned by its open descriptor,
 hashed in a second thread while it is decoded, the digest compared with the lock's; or, when
@@ -104,10 +104,20 @@ print(json.dumps({"seconds": time.perf_counter() - start, "cpu": time.process_ti
 """
 
 
+def _hexdigest(algorithm: str, path) -> str:
+    if algorithm == "blake3":
+        import blake3
+
+        return blake3.blake3(path.read_bytes()).hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=6_000_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--algorithm", choices=("sha256", "blake3"), default="sha256",
+                        help="the lock's digest (`buildenv lock --algorithm`)")
     args = parser.parse_args()
     root = work_dir("gate")
     data = root / "data"
@@ -121,12 +131,12 @@ def main() -> int:
     for fmt in ("parquet", "csv"):
         (root / "environments" / f"bench-{fmt}.yaml").write_text(
             ENV.format(fmt=fmt).replace("name: bench", f"name: bench-{fmt}"))
-    digests = {fmt: "sha256:" + hashlib.sha256((data / f"events.{fmt}").read_bytes()).hexdigest()
+    digests = {fmt: f"{args.algorithm}:" + _hexdigest(args.algorithm, data / f"events.{fmt}")
                for fmt in ("parquet", "csv")}
     # `buildenv lock` leaves the stat cache that vouches for the files (they were written
     # long enough ago to be outside its racy window)
-    run([MAIN_PY, "-m", "buildenv", "lock", "--root", str(root)], env={**os.environ,
-                                                                      "PYTHONPATH": str(REPO)})
+    run([MAIN_PY, "-m", "buildenv", "lock", "--algorithm", args.algorithm, "--root", str(root)],
+        env={**os.environ, "PYTHONPATH": str(REPO)})
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     print(machine(), flush=True)
     rows_out = []
