@@ -158,6 +158,11 @@ def link_problems(path, text: str, root=REPO_ROOT) -> list[str]:
             problems.append(f"{target}: an absolute path is not in a clone of the repository")
             continue
         file_part, _, anchor = target.partition("#")
+        if ".." in file_part.replace("\\", "/").split("/"):
+            # it may still land inside, but readers and tools that resolve from the
+            # repository's root see it leave: name the file as a `path` instead
+            problems.append(f"{target}: climbs out of its directory (`..`)")
+            continue
         if not file_part:  # a heading of this page
             if anchor not in _anchors(text):
                 problems.append(f"{target}: no heading with anchor #{anchor}")
@@ -199,11 +204,12 @@ def test_link_checker_catches_links_that_leave(tmp_path):
     page = tmp_path / "docs" / "b.md"
     bad = {
         "[spec](../shared/SPEC.md)": "../shared",
-        "[spec](../../shared/SPEC.md)": "outside the repository",
+        "[spec](../../shared/SPEC.md)": "climbs out",
+        "[up](../README.md)": "climbs out",
         "[abs](/work/shared/SPEC.md)": "absolute path",
         "[web](https://example.com/docs)": "URL",
         "see https://example.com/docs": "URL",
-        "[ref]: ../../elsewhere.md": "outside the repository",
+        "[ref]: ../../elsewhere.md": "climbs out",
         "[gone](missing.md)": "no such file",
         "[anchor](a.md#no-such-heading)": "no heading",
         "<a href=\"file:///etc/passwd\">x</a>": "URL",
