@@ -120,3 +120,25 @@ def test_audit_lists_records_per_environment(tmp_path):
     assert out.splitlines()[0].split() == ["SEQ", "TIME", "ACTOR", "PURPOSE", "ENVIRONMENT",
                                            "DATASET", "ROWS", "DIGEST", "COLUMNS"]
     assert len(out.splitlines()) == 4
+
+
+def test_an_unwritable_log_stops_restricted_reads_and_releases(tmp_path):
+    """The record comes first: when it cannot be written, nothing restricted is read, released
+    or shown, and the user gets BE801 (exit 1), not a traceback."""
+    from access_repo import write_access_repo
+
+    root = write_access_repo(tmp_path / "repo", rows=500)
+    assert invoke_cli(["lock"], root)[0] == 0
+    audit = root / ".buildenv" / "audit"
+    if audit.exists():
+        for path in audit.iterdir():
+            path.unlink()
+        audit.rmdir()
+    audit.write_text("a file where the log's directory belongs\n")
+    for args in (["validate", "people"],
+                 ["stats", "people", "--dataset", "people", "--epsilon", "0.1"],
+                 ["peek", "people", "--dataset", "people", "--rows", "1", "--reason", "debug"]):
+        code, out, err = invoke_cli(args, root)
+        assert code == 1, (args, out, err)
+        assert "error[BE801]: cannot write the audit log" in err, (args, err)
+        assert "Traceback" not in err and out == "", (args, out)

@@ -127,10 +127,6 @@ def _unclamped(coding: Any, array: pa.Array) -> np.ndarray:
 
 def _record(log: AuditLog, res: Resolved, dataset: str, digest: str | None, columns: list[str],
             rows: int, reason: str | None, outcome: str, **details: Any) -> None:
-    try:
-        log.append(purpose="peek", environment=res.name, dataset=dataset, digest=digest,
-                   columns=columns, rows=rows, outcome=outcome, reason=reason,
-                   **{k: v for k, v in details.items() if v is not None})
-    except OSError as exc:
-        raise DiagnosticError([Diagnostic("BE801", f"cannot write the audit log: {exc}; "
-                                          "nothing is shown")], 1) from None
+    log.append(purpose="peek", environment=res.name, dataset=dataset, digest=digest,
+               columns=columns, rows=rows, outcome=outcome, reason=reason,
+               **{k: v for k, v in details.items() if v is not None})

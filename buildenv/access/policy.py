@@ -134,12 +134,8 @@ def request(project: Project, res: Resolved, dataset: str, epsilon: float,
 def audit_release(req: Request, columns: list[str], delta: float, entry: dict,
                   **details: Any) -> None:
     """Step 4: the release in the audit log (before anything is shown)."""
-    try:
-        AuditLog(req.project.data_state_dir).append(
-            purpose=req.purpose, environment=req.res.name, dataset=req.dataset,
-            digest=req.pinned.digest, columns=columns, rows=None, outcome="released",
-            epsilon=req.epsilon, delta=delta, scope=req.scope, ledger_time=entry.get("time"),
-            **details)
-    except OSError as exc:
-        raise DiagnosticError([Diagnostic("BE801", f"cannot write the audit log: {exc}")],
-                              1) from None
+    AuditLog(req.project.data_state_dir).append(
+        purpose=req.purpose, environment=req.res.name, dataset=req.dataset,
+        digest=req.pinned.digest, columns=columns, rows=None, outcome="released",
+        epsilon=req.epsilon, delta=delta, scope=req.scope, ledger_time=entry.get("time"),
+        **details)

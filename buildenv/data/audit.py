@@ -59,7 +59,22 @@ class AuditLog:
     def append(self, *, purpose: str, environment: str | None, dataset: str,
                digest: str | None, columns: list[str], rows: int | None,
                **details: Any) -> dict:
-        """Append one record; DiagnosticError(BE801) when the log is not sound."""
+        """Append one record; DiagnosticError(BE801) when the log is not sound or cannot be
+        written (then whatever wanted the record does not happen)."""
+        try:
+            return self._append(purpose=purpose, environment=environment, dataset=dataset,
+                                digest=digest, columns=columns, rows=rows, **details)
+        except OSError as exc:
+            raise DiagnosticError([Diagnostic(
+                "BE801", f"cannot write the audit log {self.path}: "
+                f"{exc.strerror or exc.__class__.__name__}; restricted data is not read, "
+                "released or shown until it can be",
+                hints=("make the state directory (`.buildenv/`, or the project's data_root) "
+                       "writable",))], 1) from None
+
+    def _append(self, *, purpose: str, environment: str | None, dataset: str,
+                digest: str | None, columns: list[str], rows: int | None,
+                **details: Any) -> dict:
         log = AppendLog(self.path, "the audit log")
         with log.locked():
             log.cut_torn_tail()

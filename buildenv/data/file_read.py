@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from buildenv.core.diagnostics import Diagnostic
 from buildenv.data.audit import AuditLog
 from buildenv.data.digests import ALGORITHMS
 from buildenv.data.gate_errors import GateError
@@ -125,10 +124,8 @@ class FileRead:
                 dataset=self.restricted_dataset, digest=digest or self.digest or self.expected,
                 columns=[], rows=self.rows_read, file=self.uri, outcome=outcome,
                 **self.audit_details)
-        except DiagnosticError as exc:
+        except DiagnosticError as exc:  # BE801: not sound or not writable
             raise GateError(exc.diagnostics[0]) from None
-        except OSError as exc:
-            raise GateError(Diagnostic("BE801", f"cannot write the audit log: {exc}")) from None
 
     def close(self) -> None:
         if self.restricted_dataset and self._decoded and not self._audited:

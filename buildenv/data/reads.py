@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from buildenv.core.diagnostics import Diagnostic
 from buildenv.data.audit import AuditLog
 from buildenv.data.digests import ALGORITHMS
 from buildenv.data.formats import (
@@ -211,10 +210,8 @@ class DatasetRead:
                 purpose=self.gate.purpose, environment=self.gate.env.name, dataset=self.name,
                 digest=digest or self.digest or self.expected, columns=sorted(self.columns_read),
                 rows=self.rows_read, outcome=outcome)
-        except DiagnosticError as exc:
+        except DiagnosticError as exc:  # BE801: not sound or not writable
             raise GateError(exc.diagnostics[0]) from None
-        except OSError as exc:
-            raise GateError(Diagnostic("BE801", f"cannot write the audit log: {exc}")) from None
 
     # --- errors ---------------------------------------------------------------------------
     def _changed_error(self) -> GateError:
