@@ -230,6 +230,22 @@ def invoke_cli(args: Sequence[object], cwd: Path | str, *, subprocess: bool = Fa
 
 
 @pytest.fixture
+def hash_calls(monkeypatch) -> list[str]:
+    """Every full hash of a file's bytes by the lock (stat-cache misses), by uri."""
+    from buildenv.data import digests
+
+    calls: list[str] = []
+    real = digests._digest_bytes
+
+    def counting(location, algorithm):
+        calls.append(location.uri)
+        return real(location, algorithm)
+
+    monkeypatch.setattr(digests, "_digest_bytes", counting)
+    return calls
+
+
+@pytest.fixture
 def make_repo() -> Callable[..., Path]:
     return write_repo
 

@@ -156,6 +156,21 @@ def make_churn_repo(root: Path) -> Path:
     return root
 
 
+def reset_champion(root: Path, model: str = "churn", alias: str = "prod-champion") -> None:
+    """The registry as before any promotion: the champion alias unset, no history tags."""
+    from buildenv.compile.registry import client
+    from buildenv.core.project import Project
+    from buildenv.release.champion import HISTORY_PREFIX
+
+    c = client(Project.discover(root))
+    registered = c.get_registered_model(model)
+    if alias in (registered.aliases or {}):
+        c.delete_registered_model_alias(model, alias)
+    for key in registered.tags or {}:
+        if key.startswith(HISTORY_PREFIX):
+            c.delete_registered_model_tag(model, key)
+
+
 # --- processes and ports --------------------------------------------------------------------
 
 def free_port() -> int:

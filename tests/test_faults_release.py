@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT, invoke_cli
-from services import events, make_churn_repo, write_events
+from services import events, make_churn_repo, reset_champion, write_events
 
 from buildenv.compile.artifact import read_lineage, tree_digest
 from buildenv.compile.registry import client
 from buildenv.core.project import Project
-from buildenv.release.champion import HISTORY_PREFIX, history_entries
+from buildenv.release.champion import history_entries
 
 UNHASHED = ("buildenv.json", "buildenv.sig")  # outside the recorded artifact digest
 
@@ -63,13 +63,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.fixture
 def repo(world: dict) -> Path:
     root = world["root"]
-    c = client(Project.discover(root))
-    model = c.get_registered_model("churn")
-    if "prod-champion" in (model.aliases or {}):
-        c.delete_registered_model_alias("churn", "prod-champion")
-    for key in model.tags or {}:
-        if key.startswith(HISTORY_PREFIX):
-            c.delete_registered_model_tag("churn", key)
+    reset_champion(root)
     use(world, "1")
     return root
 

@@ -229,19 +229,6 @@ def test_failure_mid_write_keeps_the_old_lock(locked, monkeypatch):
 
 # --- the stat cache -------------------------------------------------------------------------------
 
-@pytest.fixture
-def hash_calls(monkeypatch) -> list[str]:
-    """Every full read of a Parquet file's bytes, by uri."""
-    calls: list[str] = []
-    real = content._digest_bytes
-
-    def counting(location, algorithm):
-        calls.append(location.uri)
-        return real(location, algorithm)
-
-    monkeypatch.setattr(content, "_digest_bytes", counting)
-    return calls
-
 
 def test_second_check_costs_no_rehash(repo, hash_calls):
     age(*(repo / "data").iterdir())

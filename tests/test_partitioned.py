@@ -26,7 +26,6 @@ from partitioned_repo import (
 from buildenv.compile.context import BuildContext, ForbiddenRead
 from buildenv.core.canonical import canonical_json
 from buildenv.core.project import Project
-from buildenv.data import digests as content
 from buildenv.data import gate as gate_module
 from buildenv.data.evaluation import holdout_mask, key_columns
 from buildenv.data.gate import Gate, GateError
@@ -47,19 +46,6 @@ def locked(repo: Path) -> Path:
     code, out, err = invoke_cli(["lock"], repo)
     assert (code, err) == (0, ""), err
     return repo
-
-
-@pytest.fixture
-def hash_calls(monkeypatch) -> list[str]:
-    calls: list[str] = []
-    real = content._digest_bytes
-
-    def counting(location, algorithm):
-        calls.append(location.uri)
-        return real(location, algorithm)
-
-    monkeypatch.setattr(content, "_digest_bytes", counting)
-    return calls
 
 
 def lock_json(root: Path) -> dict:

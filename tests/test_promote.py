@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 from conftest import invoke_cli
-from services import events, make_churn_repo, write_events
+from services import events, make_churn_repo, reset_champion, write_events
 
 from buildenv.compile.registry import client
 from buildenv.core.project import Project
-from buildenv.release.champion import HISTORY_PREFIX, champion_stack
+from buildenv.release.champion import champion_stack
 from buildenv.release.gates import alias_name
 
 pytestmark = pytest.mark.slow
@@ -61,13 +61,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def repo(world: dict) -> Path:
     """Alias unset, history empty, dist/ empty."""
     root = world["root"]
-    c = client(Project.discover(root))
-    model = c.get_registered_model("churn")
-    if "prod-champion" in (model.aliases or {}):
-        c.delete_registered_model_alias("churn", "prod-champion")
-    for key in model.tags or {}:
-        if key.startswith(HISTORY_PREFIX):
-            c.delete_registered_model_tag("churn", key)
+    reset_champion(root)
     shutil.rmtree(root / DIST, ignore_errors=True)
     return root
 
