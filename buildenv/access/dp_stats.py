@@ -53,7 +53,6 @@ class Exact:
     cells: dict[str, np.ndarray] = field(default_factory=dict)
     sums: dict[str, int] = field(default_factory=dict)
     keys: dict[str, dict] = field(default_factory=dict)
-    left_out: int = 0  # rows beyond a person's bound (privacy.units)
 
 
 def collect(read: Any, codings: list[Coding], truncation: Truncation | None,
@@ -78,8 +77,6 @@ def collect(read: Any, codings: list[Coding], truncation: Truncation | None,
             array = batch.column(batch.schema.get_field_index(coding.name)) \
                 if coding.name in batch.schema.names else pa.nulls(batch.num_rows)
             _add(exact, coding, array, mask)
-    if truncation is not None:
-        exact.left_out = truncation.dropped
     return exact
 
 

@@ -262,7 +262,6 @@ class PartitionedRead:
                                            f"{exc.strerror or exc}", name)) from None
             entries = [(item.path, None) for item in listed]
             self.algorithm = "sha256"
-        self.all_files = len(entries)
         self.files: list[tuple[str, str | None, dict[str, str | None]]] = []
         for path, digest in entries:
             try:
