@@ -315,3 +315,27 @@ def test_sigterm_stops_the_build_and_the_trainings_workers(repo):
             os.kill(worker, signal.SIGKILL)
     assert_clean(repo, "spawner")
     assert temp_dirs(repo) == []
+
+
+def test_a_kill_while_mlflow_creates_its_store_leaves_no_half_made_store(tmp_path):
+    """MLflow makes a new sqlite store in many steps: killed between them, the store could not
+    be opened again ("table ... already exists"). buildenv makes it aside and renames it."""
+    (tmp_path / "pyproject.toml").write_text("[tool.buildenv]\n")
+    db = tmp_path / ".buildenv" / "mlflow.db"
+    code = ("from buildenv.compile.registry import client\n"
+            "from buildenv.core.project import Project\n"
+            f"client(Project.discover({str(tmp_path)!r}))\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "BUILDENV_TRACKING_URI": f"sqlite:///{db}"}
+    env.pop("BUILDENV_ROOT", None)
+    rng = random.Random(7)
+    for delay in sorted(rng.uniform(1.0, 6.0) for _ in range(4)):
+        db.unlink(missing_ok=True)
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        assert not db.exists() or subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=tmp_path, timeout=300).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                          timeout=300).returncode == 0
+    assert db.exists() and not list(db.parent.glob("mlflow.db.init-*"))

@@ -18,6 +18,7 @@ registering again, never a stale "registered vN".
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -58,15 +59,37 @@ def client(project: Project):
     from mlflow.tracking import MlflowClient
 
     uri = project.tracking_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    c = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    if uri.startswith("sqlite:") and uri not in _READY:
-        with store_lock(project):  # creates and migrates the schema, one process at a time
-            c.search_experiments(max_results=1)
-            c.search_registered_models(max_results=1)
-        _READY.add(uri)
+    if not uri.startswith("sqlite:") or uri in _READY:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with store_lock(project):  # creates and migrates the schema, one process at a time
+        if uri.startswith("sqlite:///"):
+            path = Path(uri[len("sqlite:///"):])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists() or path.stat().st_size == 0:
+                _create_sqlite_store(path)
+        c = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        c.search_experiments(max_results=1)  # migrates an older schema
+        c.search_registered_models(max_results=1)
+    _READY.add(uri)
     return c
+
+
+def _create_sqlite_store(path: Path) -> None:
+    """A new sqlite store, made and migrated in a temporary file and renamed into place (under
+    the store lock). MLflow creates its schema in many steps; a build killed between them
+    would leave a store MLflow cannot open again ("table ... already exists")."""
+    from mlflow.tracking import MlflowClient
+
+    for stale in path.parent.glob(f"{path.name}.init-*"):  # a killed creation's (we hold
+        stale.unlink(missing_ok=True)                      # the lock: nobody else's)
+    tmp = path.with_name(f"{path.name}.init-{os.getpid()}")
+    uri = f"sqlite:///{tmp}"
+    made = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    made.search_experiments(max_results=1)
+    made.search_registered_models(max_results=1)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
 
 
 def _experiment(c: Any, project: Project, training: str) -> str:
