@@ -197,7 +197,7 @@ def copy_repo(dest: Path) -> Path:
             continue
         rel = raw.decode()
         src = REPO / rel
-        # buildenv/ stays out: `python -m buildenv.compile.runner` runs with cwd=root and must import
+        # buildenv/ stays out: `python -m buildenv.training.runner` runs with cwd=root and must import
         # the installed package, not a stale copy of it
         if not src.is_file() or rel.startswith(("bench/", "buildenv/", "tests/")):
             continue

@@ -199,7 +199,7 @@ BREAKDOWN = r"""
 import json, sys, time
 from pathlib import Path
 import buildenv.compile.build as B
-import buildenv.data.validate as V
+import buildenv.data.validate.validate as V
 from buildenv.core.project import Project
 from buildenv.env.resolve import Multiverse
 spent = {}
@@ -223,9 +223,9 @@ for name, label in [("check_training", "static checks"), ("check_lock", "lock ch
                     ("write_lineage", "lineage")]:
     wrap(B, name, label)
 project = Project.discover(sys.argv[1])
-mv = Multiverse(project)
+multiverse = Multiverse(project)
 t = time.perf_counter()
-outcome = B.build_pair(project, mv, "synth", "bench", B.BuildOptions())
+outcome = B.build_pair(project, multiverse, "synth", "bench", B.BuildOptions())
 total = time.perf_counter() - t
 assert outcome.status == "built", [d.to_text() for d in outcome.diagnostics]
 print(json.dumps({"total": total, "spent": spent, "runner": outcome.timings}))

@@ -70,7 +70,7 @@ import json, sys, time
 fmt, mode, root, digest = sys.argv[1:5]
 import pyarrow as pa, pyarrow.csv as pacsv, pyarrow.parquet as pq
 from buildenv.core.project import Project
-from buildenv.data.gate import Gate
+from buildenv.data.gate.gate import Gate
 from buildenv.env.resolve import Multiverse
 project = Project.discover(root)
 res = Multiverse(project).resolve("bench-" + fmt)
@@ -90,7 +90,7 @@ if mode in ("gate", "vouched"):
         assert (read._pinned._digest is not None) == (mode == "vouched")  # vouched up front
         rows = read.table(columns).num_rows
 elif mode == "decode":
-    from buildenv.data.formats import FORMATS, declared_types
+    from buildenv.data.gate.formats import FORMATS, declared_types
     declared = res.env.datasets["events"].columns
     batches = [declared_types(b, declared) for b in
                FORMATS[fmt].batches(Plain(), declared, columns)]

@@ -267,7 +267,7 @@ def bench_in_process(data: Path, repeats: int) -> str:
     script = f"""
 import hashlib, statistics, sys, time
 from pathlib import Path
-from buildenv.data.digests import digest_location
+from buildenv.data.lock.digests import digest_location
 from buildenv.core.project import Project
 from buildenv.data.storage import locate
 import pyarrow.parquet  # noqa: imported by the lock too; keep it out of the timing

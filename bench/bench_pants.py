@@ -49,17 +49,17 @@ def dvc_yaml(root: Path) -> dict:
     from buildenv.compile.check import repo_imports
     from buildenv.compile.plan import pairs
     from buildenv.core.project import Project
-    from buildenv.data.lock import lock_path
+    from buildenv.data.lock.lockfile import lock_path
     from buildenv.env.resolve import Multiverse
 
     project = Project.discover(root)
-    mv = Multiverse(project)
+    multiverse = Multiverse(project)
     stages = {}
-    for training, env in pairs(project.trainings, mv.names()):
+    for training, env in pairs(project.trainings, multiverse.names()):
         config = project.training(training)
-        res = mv.resolve(env)
+        res = multiverse.resolve(env)
         deps = [project.rel(p) for p in repo_imports(project, config.module_path)]
-        deps += [project.rel(mv.path(name)) for name in res.chain]
+        deps += [project.rel(multiverse.path(name)) for name in res.chain]
         deps.append(project.rel(lock_path(project, env)))
         deps += sorted({ds.uri for ds in res.env.datasets.values()})
         stages[f"{training}--{env}"] = {

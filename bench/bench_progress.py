@@ -44,7 +44,8 @@ MICRO_GOAL = 0.01  # hooks + ticks, as a share of the work they report on
 MICRO = r"""
 import hashlib, io, json, sys, time
 from buildenv.core import progress
-from buildenv.core.progress import Lines, Live
+from buildenv.cli import progress_view
+from buildenv.cli.progress_view import Lines, Live
 
 def best(fn, repeats=7):  # CPU seconds: what it costs, whatever else the machine runs
     out = []

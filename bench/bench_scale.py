@@ -73,7 +73,7 @@ RELOCK_INPROC = r"""
 import hashlib, json, os, shutil, statistics, sys, time
 from pathlib import Path
 from buildenv.core.project import Project
-from buildenv.data.lock import lock_environments
+from buildenv.data.lock.locking import lock_environments
 from buildenv.env.resolve import Multiverse
 root, data, new, spare = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
 def bare():
@@ -105,8 +105,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from buildenv.core.project import Project
 from buildenv.data.executor import LocalExecutor, RayExecutor
-from buildenv.data.lock import read_lock
-from buildenv.data.validate import validate_env
+from buildenv.data.lock.lockfile import read_lock
+from buildenv.data.validate.validate import validate_env
 from buildenv.env.resolve import Multiverse
 from buildenv.monitor.drift import run_drift, write_stats
 root, repeats = Path(sys.argv[1]), int(sys.argv[2])
@@ -158,9 +158,9 @@ SCAN = r"""
 import json, sys, time
 from pathlib import Path
 import pandas, pyarrow.parquet as pq
-from buildenv.compile.context import BuildContext
+from buildenv.training.context import BuildContext
 from buildenv.core.project import Project
-from buildenv.data.lock import read_lock
+from buildenv.data.lock.lockfile import read_lock
 from buildenv.env.resolve import Multiverse
 def status(key):
     for line in Path("/proc/self/status").read_text().splitlines():

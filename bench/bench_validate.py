@@ -179,7 +179,7 @@ t0 = time.perf_counter()
 from pathlib import Path
 from buildenv.core.project import Project
 from buildenv.env.resolve import Multiverse
-from buildenv.data.validate import validate_env
+from buildenv.data.validate.validate import validate_env
 import pyarrow.parquet
 project = Project.discover(sys.argv[1])
 res = Multiverse(project).resolve(sys.argv[2])
@@ -301,7 +301,7 @@ import resource, sys, time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from buildenv.data.uniqueness import DuplicateCounter
+from buildenv.data.validate.uniqueness import DuplicateCounter
 kind, rows, budget = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 BATCH = 262_144
 def keys(start, n):
@@ -338,7 +338,7 @@ print(f"WORK {work:.4f} VALUES {values} ROWS {dup_rows} SPILLED {int(spilled)}")
 
 def unique_section(rows: int, repeats: int) -> None:
     """The duplicate counter alone: its paths against counting the whole column in memory."""
-    from buildenv.data.uniqueness import BUDGET
+    from buildenv.data.validate.uniqueness import BUDGET
 
     cases = {
         "sequential int64 keys, none repeated (like event_id)": ("sequential", BUDGET),
@@ -406,7 +406,7 @@ def main() -> int:
         env_yaml("bench-before", "data/bench.parquet", extra=False))
     data = files["bench"]
     spec = json.dumps(COLUMNS)
-    from buildenv.data.formats import BATCH_ROWS
+    from buildenv.data.gate.formats import BATCH_ROWS
 
     print(f"# bench_validate ({machine()})\n\n{args.rows} rows x {len(COLUMNS)} columns, "
           f"{data.stat().st_size / 2**20:.0f} MiB Parquet; batch {BATCH_ROWS} rows", flush=True)

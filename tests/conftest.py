@@ -232,7 +232,7 @@ def invoke_cli(args: Sequence[object], cwd: Path | str, *, subprocess: bool = Fa
 @pytest.fixture
 def hash_calls(monkeypatch) -> list[str]:
     """Every full hash of a file's bytes by the lock (stat-cache misses), by uri."""
-    from buildenv.data import digests
+    from buildenv.data.lock import digests
 
     calls: list[str] = []
     real = digests._digest_bytes

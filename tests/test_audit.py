@@ -10,7 +10,7 @@ import pytest
 from conftest import invoke_cli
 
 from buildenv.core.diagnostics import DiagnosticError
-from buildenv.data.audit import AuditLog
+from buildenv.data.gate.audit import AuditLog
 
 
 def append(state: Path, n: int, who: int) -> None:

@@ -13,7 +13,8 @@ from conftest import invoke_cli
 
 from buildenv.core.project import Project
 from buildenv.data.evaluation import holdout_mask, key_hash
-from buildenv.data.gate import Gate, GateError
+from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.gate import Gate
 from buildenv.env.resolve import Multiverse
 
 CSV_ENV = """\

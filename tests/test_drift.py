@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from buildenv.cli import app
 from buildenv.core.project import Project
-from buildenv.data.lock import lock_environments
+from buildenv.data.lock.locking import lock_environments
 from buildenv.env.resolve import Multiverse
 from buildenv.monitor import drift, formatting, statistics
 from buildenv.monitor.report import BASE_COLOR, CAND_COLOR

@@ -54,16 +54,16 @@ def test_envs(example):
 
 
 def test_every_environment_but_the_root_extends(example):
-    mv = Multiverse(Project.discover(example))
+    multiverse = Multiverse(Project.discover(example))
     for name in ENVS:
-        chain = mv.resolve(name).chain
+        chain = multiverse.resolve(name).chain
         assert chain[0] == ROOT_ENV, name
         if name == ROOT_ENV:
             assert chain == [ROOT_ENV]
         else:
             assert len(chain) >= 2, f"{name} should branch from another environment"
-    assert mv.children("prod-2026-09") == ["exp-genre-v1", "exp-onnx", "prod-2026-12"]
-    assert mv.children("exp-genre-v1") == ["exp-genre-v2"]
+    assert multiverse.children("prod-2026-09") == ["exp-genre-v1", "exp-onnx", "prod-2026-12"]
+    assert multiverse.children("exp-genre-v1") == ["exp-genre-v2"]
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -239,8 +239,8 @@ def test_the_restricted_example_answers_private_statistics(example):
 
 
 def test_the_synthetic_environment_replaces_exactly_the_restricted_data():
-    mv = Multiverse(Project.discover(REPO_ROOT))
-    real, synthetic = mv.resolve(ROOT_ENV).env, mv.resolve("prod-2026-06-synthetic").env
+    multiverse = Multiverse(Project.discover(REPO_ROOT))
+    real, synthetic = multiverse.resolve(ROOT_ENV).env, multiverse.resolve("prod-2026-06-synthetic").env
     assert synthetic.privacy.restricted == []
     assert set(synthetic.privacy.synthetic) == set(real.privacy.restricted) == {"users",
                                                                                  "ratings"}

@@ -30,8 +30,9 @@ from partitioned_repo import (
 from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.project import Project
 from buildenv.data.executor import LocalExecutor, RayExecutor, make_executor
-from buildenv.data.lock import lock_environments, read_lock
-from buildenv.data.validate import validate_env
+from buildenv.data.lock.lockfile import read_lock
+from buildenv.data.lock.locking import lock_environments
+from buildenv.data.validate.validate import validate_env
 from buildenv.env.resolve import Multiverse
 from buildenv.monitor.drift import run_drift, write_stats
 
@@ -72,11 +73,11 @@ def run_all(root: Path, executor) -> tuple[dict, list[dict], str]:
     project = Project.discover(root)
     (root / ".buildenv" / "statcache.json").unlink(missing_ok=True)
     shutil.rmtree(root / ".buildenv" / "cache", ignore_errors=True)
-    mv = Multiverse(project)
-    results, problems = lock_environments(mv, ["ev"], executor=executor)
+    multiverse = Multiverse(project)
+    results, problems = lock_environments(multiverse, ["ev"], executor=executor)
     assert problems == []
     lock = results[0][1]
-    res = mv.resolve("ev")
+    res = multiverse.resolve("ev")
     found = validate_env(res, project, lock.pins(), manifests=lock.manifests(),
                          executor=executor)
     result = run_drift(project, "ev", "events", against="cand/events/", use_cache=False,
@@ -105,11 +106,11 @@ def test_ray_results_are_identical_to_local(tmp_path, ray_executor):
 def test_ray_refuses_a_changed_file_like_local(tmp_path, ray_executor):
     root = planted_repo(tmp_path)
     project = Project.discover(root)
-    mv = Multiverse(project)
-    results, _ = lock_environments(mv, ["ev"])
+    multiverse = Multiverse(project)
+    results, _ = lock_environments(multiverse, ["ev"])
     lock = results[0][1]
     pq.write_table(events_table(4242), file_path(root, 3, 0))
-    res = mv.resolve("ev")
+    res = multiverse.resolve("ev")
     out = {}
     for name, executor in (("local", LocalExecutor(2)), ("ray", ray_executor)):
         shutil.rmtree(root / ".buildenv" / "cache", ignore_errors=True)
@@ -215,7 +216,7 @@ def test_the_per_file_sampling_threshold_changes_no_statistic(tmp_path, monkeypa
     """Each file keeps only sample keys below a threshold derived from the row count; the
     statistics are the ones of no threshold, and a threshold that turns out too low is
     detected and the pass rerun."""
-    from buildenv.data.gate import PartitionedRead
+    from buildenv.data.gate.partitioned_read import PartitionedRead
     from buildenv.monitor import statistics
 
     root = planted_repo(tmp_path)

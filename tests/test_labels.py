@@ -26,8 +26,8 @@ from labelrepo import (
 )
 
 from buildenv.core.project import Project
-from buildenv.data.gate import Gate
-from buildenv.data.lock import read_lock
+from buildenv.data.gate.gate import Gate
+from buildenv.data.lock.lockfile import read_lock
 from buildenv.env.resolve import Multiverse
 from buildenv.labels.annotations import ExportError
 from buildenv.labels.label_studio import read_label_studio
@@ -70,9 +70,9 @@ def test_schema_documents_label_sets(repo):
 def test_a_child_switching_the_label_form_replaces_the_whole_label(tmp_path):
     root = make_label_repo(tmp_path, envs={"base": BASE.replace(
         "label: {labels: kind-v1}", "label: {dataset: items, column: name}")})
-    mv = Multiverse(Project.discover(root))
-    assert mv.resolve("base").env.label.column == "name"
-    label = mv.resolve("v2").env.label
+    multiverse = Multiverse(Project.discover(root))
+    assert multiverse.resolve("base").env.label.column == "name"
+    label = multiverse.resolve("v2").env.label
     assert (label.labels, label.dataset, label.column) == ("kind-v2", None, None)
 
 
@@ -200,8 +200,8 @@ def test_a_read_that_does_not_match_the_lock_is_refused(repo):
     passed: a writer between the check and the read is caught."""
     assert lock(repo)[0] == 0
     project = Project.discover(repo)
-    mv = Multiverse(project)
-    res = mv.resolve("v2")
+    multiverse = Multiverse(project)
+    res = multiverse.resolve("v2")
     pins = read_lock(project, "v2").label_pins()
     tasks = v1_tasks(items_table())
     tasks[3]["annotations"][0]["result"][0]["value"]["choices"] = ["c"]

@@ -16,8 +16,9 @@ from conftest import CHILD_YAML, invoke_cli, movies_table, write_parquet, write_
 
 from buildenv.core import atomic as fsutil
 from buildenv.core.project import Project
-from buildenv.data import digests as content
-from buildenv.data.lock import lock_environments, read_lock
+from buildenv.data.lock import digests as content
+from buildenv.data.lock.lockfile import read_lock
+from buildenv.data.lock.locking import lock_environments
 from buildenv.env.resolve import Multiverse
 
 

@@ -15,7 +15,7 @@ from conftest import REPO_ROOT
 
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.diagnostics import DiagnosticError
-from buildenv.core.locks import file_lock
+from buildenv.core.mutex import mutex
 from buildenv.core.tempdirs import owned_temp_dir, process_start, sweep
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -23,8 +23,8 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from buildenv.core.locks import file_lock
-with file_lock(Path(sys.argv[1]), "the test resource", 5):
+from buildenv.core.mutex import mutex
+with mutex(Path(sys.argv[1]), "the test resource", 5):
     print("held", flush=True)
     time.sleep(120)
 """
@@ -38,7 +38,7 @@ def test_lock_excludes_another_process_and_dies_with_it(tmp_path):
         assert holder.stdout.readline().strip() == "held"
         started = time.monotonic()
         with pytest.raises(DiagnosticError) as caught:
-            with file_lock(path, "the test resource", 0.5):
+            with mutex(path, "the test resource", 0.5):
                 pass
         assert time.monotonic() - started >= 0.5
         assert caught.value.diagnostics[0].to_text().startswith(
@@ -46,7 +46,7 @@ def test_lock_excludes_another_process_and_dies_with_it(tmp_path):
             f"by process {holder.pid})")
         holder.send_signal(signal.SIGKILL)  # the kernel releases the lock of a killed holder
         holder.wait()
-        with file_lock(path, "the test resource", 5):
+        with mutex(path, "the test resource", 5):
             pass
     finally:
         if holder.poll() is None:
@@ -57,10 +57,10 @@ def test_lock_excludes_another_process_and_dies_with_it(tmp_path):
 def test_lock_is_reentrant_in_a_thread_and_exclusive_between_threads(tmp_path):
     path = tmp_path / "y.lock"
     order = []
-    with file_lock(path, "y", 1):
-        with file_lock(path, "y", 1):  # the same thread again: no deadlock
+    with mutex(path, "y", 1):
+        with mutex(path, "y", 1):  # the same thread again: no deadlock
             def other():
-                with file_lock(path, "y", 10):
+                with mutex(path, "y", 10):
                     order.append("other")
 
             thread = threading.Thread(target=other)

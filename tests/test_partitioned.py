@@ -23,14 +23,15 @@ from partitioned_repo import (
     write_file,
 )
 
-from buildenv.compile.context import BuildContext, ForbiddenRead
 from buildenv.core.canonical import canonical_json
 from buildenv.core.project import Project
-from buildenv.data import gate as gate_module
 from buildenv.data.evaluation import holdout_mask, key_columns
-from buildenv.data.gate import Gate, GateError
-from buildenv.data.lock import read_lock
+from buildenv.data.gate import partitioned_read as gate_module
+from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.gate import Gate
+from buildenv.data.lock.lockfile import read_lock
 from buildenv.env.resolve import Multiverse
+from buildenv.training.context import BuildContext, ForbiddenRead
 
 FILES = DAYS * FILES_PER_DAY
 

@@ -11,7 +11,7 @@ import pytest
 from access_repo import SENTINEL, write_access_repo
 from conftest import invoke_cli
 
-from buildenv.data.audit import AuditLog
+from buildenv.data.gate.audit import AuditLog
 
 STEWARD = {"BUILDENV_ACTOR": "steward"}
 

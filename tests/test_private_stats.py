@@ -20,7 +20,7 @@ from conftest import REPO_ROOT, invoke_cli
 
 from buildenv.access.budget import Ledger
 from buildenv.access.unit import Truncation
-from buildenv.data.audit import AuditLog
+from buildenv.data.gate.audit import AuditLog
 
 ROWS = 20_000
 OPEN = ENV.replace("name: people", "name: open").replace("restricted: [people]",

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, invoke_cli, write_repo
 
+from buildenv.cli import progress_view
+from buildenv.cli.progress_view import Lines, Live
 from buildenv.compile.build import PHASES, BuildOutcome, phase_timings
 from buildenv.compile.plan import render_matrix, slowest
 from buildenv.core import progress
-from buildenv.core.progress import Lines, Live
 
 CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # anything but newline
 
@@ -207,22 +208,22 @@ def test_renderer_choice(monkeypatch):
         def isatty(self):
             return True
 
-    assert progress.renderer(io.StringIO(), "off", env={}) is None
-    assert type(progress.renderer(io.StringIO(), "auto", env={})) is Lines
-    assert type(progress.renderer(Tty(), "auto", env={})) is Live
-    assert type(progress.renderer(Tty(), "auto", env={"TERM": "dumb"})) is Lines
-    assert type(progress.renderer(Tty(), "live", env={"TERM": "dumb"})) is Lines
-    assert type(progress.renderer(io.StringIO(), "live", env={})) is Live
-    assert progress.renderer(Tty(), "auto", env={"NO_COLOR": "1"}).console.no_color
-    assert not progress.renderer(Tty(), "auto", env={}).console.no_color
-    lines = progress.renderer(io.StringIO(), "plain", env={"BUILDENV_PROGRESS_AFTER": "0",
+    assert progress_view.renderer(io.StringIO(), "off", env={}) is None
+    assert type(progress_view.renderer(io.StringIO(), "auto", env={})) is Lines
+    assert type(progress_view.renderer(Tty(), "auto", env={})) is Live
+    assert type(progress_view.renderer(Tty(), "auto", env={"TERM": "dumb"})) is Lines
+    assert type(progress_view.renderer(Tty(), "live", env={"TERM": "dumb"})) is Lines
+    assert type(progress_view.renderer(io.StringIO(), "live", env={})) is Live
+    assert progress_view.renderer(Tty(), "auto", env={"NO_COLOR": "1"}).console.no_color
+    assert not progress_view.renderer(Tty(), "auto", env={}).console.no_color
+    lines = progress_view.renderer(io.StringIO(), "plain", env={"BUILDENV_PROGRESS_AFTER": "0",
                                                            "BUILDENV_PROGRESS_HEARTBEAT": "5"})
     assert (lines.after, lines.heartbeat) == (0.0, 5.0)
     for bad in ({"BUILDENV_PROGRESS_HEARTBEAT": "soon"}, {"BUILDENV_PROGRESS_AFTER": "-1"}):
         with pytest.raises(ValueError):
-            progress.renderer(io.StringIO(), "plain", env=bad)
+            progress_view.renderer(io.StringIO(), "plain", env=bad)
     with pytest.raises(ValueError):
-        progress.renderer(io.StringIO(), "fancy", env={})
+        progress_view.renderer(io.StringIO(), "fancy", env={})
 
 
 def test_bad_progress_settings_are_usage_errors(repo):

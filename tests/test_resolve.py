@@ -153,18 +153,18 @@ def test_many_children_of_one_parent(tmp_path):
                                f"serving:\n  ops: [op{i}.*]\n")
                 for i in range(6)}
     root = write_repo(tmp_path, envs=children)
-    mv = Multiverse(Project.discover(root))
-    assert mv.children("base") == ["branch0", "branch1", "branch2", "branch3", "branch4",
+    multiverse = Multiverse(Project.discover(root))
+    assert multiverse.children("base") == ["branch0", "branch1", "branch2", "branch3", "branch4",
                                    "branch5", "child"]
     for i in range(6):
-        env = mv.resolve(f"branch{i}").env
+        env = multiverse.resolve(f"branch{i}").env
         assert env.datasets["movies"].uri == f"data/m{i}.parquet"
         assert env.serving.ops == [f"op{i}.*"]
     # copy-on-write: no child's overlay leaked into the shared parent or a sibling
-    base = mv.resolve("base").env
+    base = multiverse.resolve("base").env
     assert base.datasets["movies"].uri == "data/movies.parquet"
     assert base.serving.ops[0] == "sklearn.pipeline.Pipeline"
-    assert Multiverse(Project.discover(root)).resolve("base").digest == mv.resolve("base").digest
+    assert Multiverse(Project.discover(root)).resolve("base").digest == multiverse.resolve("base").digest
 
 
 def test_resolve_all_reports_every_broken_environment(tmp_path):

@@ -183,13 +183,13 @@ def test_inherited_uri_is_not_rewritten(tmp_path: Path) -> None:
     root = make_churn_repo(tmp_path)
     (root / "environments/prod-eu.yaml").write_text("name: prod-eu\nextends: prod\n")
     project = Project.discover(root)
-    mv = Multiverse(project)
+    multiverse = Multiverse(project)
     with pytest.raises(DiagnosticError) as caught:
-        rewrite_uri(project, mv, mv.resolve("prod-eu"), "events", "data/eu.parquet")
+        rewrite_uri(project, multiverse, multiverse.resolve("prod-eu"), "events", "data/eu.parquet")
     assert caught.value.diagnostics[0].to_text().startswith(
         "environments/prod-eu.yaml:2:1: error[BE710]: the uri of dataset 'events' is inherited "
         "(environments/prod.yaml:5); retrain --uri edits only environments/prod-eu.yaml")
-    path, old, text = rewrite_uri(project, mv, mv.resolve("prod"), "events", "s3://b/e v2.pq")
+    path, old, text = rewrite_uri(project, multiverse, multiverse.resolve("prod"), "events", "s3://b/e v2.pq")
     assert old == "data/events-v1.parquet"
     assert '    uri: "s3://b/e v2.pq"   # replaced by retrain --uri\n' in text
 

@@ -19,8 +19,8 @@ from conftest import REPO_ROOT
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from buildenv.data.csv_rows import RowCounter, count_rows
-from buildenv.data.parquet_footer import footer_rows
+from buildenv.data.lock.csv_rows import RowCounter, count_rows
+from buildenv.data.lock.parquet_footer import footer_rows
 from buildenv.data.storage import locate
 
 
@@ -128,7 +128,7 @@ def test_locking_parquet_imports_no_pyarrow(tmp_path):
     path = tmp_path / "t.parquet"
     pq.write_table(pa.table({"a": np.arange(5000)}), path)
     code = ("import sys\n"
-            "from buildenv.data.digests import digest_location\n"
+            "from buildenv.data.lock.digests import digest_location\n"
             "from buildenv.data.storage import locate\n"
             "class P: data_base = None\n"
             f"d = digest_location(locate('file://{path}', P()), 'parquet')\n"
@@ -144,7 +144,7 @@ def test_locking_parquet_imports_no_pyarrow(tmp_path):
 def test_lock_prefetch_is_used_only_when_the_file_is_unchanged(tmp_path, monkeypatch):
     """A digest started before the command resolved its environment is taken only if the
     file's stat is still the one it was hashed under."""
-    from buildenv.data import digests
+    from buildenv.data.lock import digests
 
     class P:
         data_base = tmp_path

@@ -35,9 +35,9 @@ datasets:
 PROBE = r"""
 import gc, json, sys
 from pathlib import Path
-from buildenv.compile.context import BuildContext
+from buildenv.training.context import BuildContext
 from buildenv.core.project import Project
-from buildenv.data.lock import read_lock
+from buildenv.data.lock.lockfile import read_lock
 from buildenv.env.resolve import Multiverse
 import pandas, pyarrow.parquet  # imports are not what is measured
 

@@ -18,7 +18,7 @@ from access_repo import ENV, SENTINEL, files_containing, people_table, write_acc
 from conftest import invoke_cli
 
 from buildenv.access.budget import Ledger
-from buildenv.data.audit import AuditLog
+from buildenv.data.gate.audit import AuditLog
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from buildenv.data import uniqueness
-from buildenv.data.uniqueness import DuplicateCounter
+from buildenv.data.validate.validate import uniqueness
+from buildenv.data.validate.uniqueness import DuplicateCounter
 
 
 def reference(values: list) -> tuple[int, int, list[tuple]]:
@@ -158,8 +158,9 @@ def test_validate_reports_a_failed_spill_and_does_not_cache_it(monkeypatch, tmp_
     from conftest import invoke_cli, write_parquet, write_repo
 
     from buildenv.core.project import Project
-    from buildenv.data.lock import lock_environments, read_lock
-    from buildenv.data.validate import validate_env
+    from buildenv.data.lock.lockfile import read_lock
+    from buildenv.data.lock.locking import lock_environments
+    from buildenv.data.validate.validate import validate_env
     from buildenv.env.resolve import Multiverse
 
     repo = write_repo(tmp_path, envs={"k": "name: k\ndatasets:\n  t:\n    uri: data/k.parquet\n"

@@ -17,7 +17,7 @@ import pytest
 from conftest import invoke_cli, write_parquet, write_repo
 
 from buildenv.core.project import Project
-from buildenv.data.lock import lock_environments
+from buildenv.data.lock.locking import lock_environments
 from buildenv.env.resolve import Multiverse, environment_digest
 
 SENTINEL = "QZSENTINEL42"
@@ -97,8 +97,8 @@ def test_the_new_keys_are_inherited_and_overridable_through_extends(tmp_path):
                 "      runtime_minutes: {range: [1, null], max_violation_fraction: 0.1}\n",
         "leaf": "name: leaf\nextends: keys\ndatasets:\n  movies:\n    columns:\n"
                 "      genre: {length: null}\n"})
-    mv = Multiverse(Project(root))
-    leaf = mv.resolve("leaf").env.datasets["movies"].columns
+    multiverse = Multiverse(Project(root))
+    leaf = multiverse.resolve("leaf").env.datasets["movies"].columns
     assert leaf["movie_id"].unique and leaf["genre"].pattern == "^[a-z]+$"
     assert leaf["genre"].length is None and leaf["genre"].monitor is False
     assert leaf["runtime_minutes"].range == (1, None)
@@ -124,15 +124,15 @@ def test_digests_of_environments_without_the_new_keys_do_not_change(tmp_path):
     """The committed example locks record environment digests: adding keys must not stale
     them, and using a key must change the digest."""
     root = Path(__file__).resolve().parents[1]
-    mv = Multiverse(Project(root))
-    for name in mv.names():
+    multiverse = Multiverse(Project(root))
+    for name in multiverse.names():
         lock = json.loads((root / "environments" / f"{name}.lock.json").read_text())
-        assert environment_digest(mv.resolve(name).env) == lock["environment_digest"], name
+        assert environment_digest(multiverse.resolve(name).env) == lock["environment_digest"], name
     repo = write_repo(tmp_path, envs=child(
         "datasets:\n  movies:\n    columns:\n      movie_id: {unique: false, monitor: true}\n"))
-    mv = Multiverse(Project(repo))
-    assert mv.resolve("child").env.datasets["movies"].uri == "data/movies.parquet"
-    base, same = mv.resolve("base").env, mv.resolve("child").env
+    multiverse = Multiverse(Project(repo))
+    assert multiverse.resolve("child").env.datasets["movies"].uri == "data/movies.parquet"
+    base, same = multiverse.resolve("base").env, multiverse.resolve("child").env
     assert environment_digest(base) == environment_digest(same)
     code, out, _ = invoke_cli(["show", "child"], repo)
     assert code == 0 and "unique:" not in out and "monitor:" not in out
@@ -378,17 +378,18 @@ def test_restricted_dataset_shows_counts_and_fractions_never_values(tmp_path):
 
 def cached_validation(repo: Path, env: str = "flights"):
     """validate_env as `buildenv build` runs it: with the lock's digests, so results are cached."""
-    from buildenv.data.lock import lock_environments, read_lock
-    from buildenv.data.validate import validate_env
+    from buildenv.data.lock.lockfile import read_lock
+    from buildenv.data.lock.locking import lock_environments
+    from buildenv.data.validate.validate import validate_env
 
     project = Project(repo)
-    mv = Multiverse(project)
+    multiverse = Multiverse(project)
     lock = read_lock(project, env)
     if lock is None or any(not (repo / d.uri).is_file() for d in lock.datasets.values()):
-        lock_environments(mv, [env])
+        lock_environments(multiverse, [env])
         lock = read_lock(project, env)
     assert lock is not None
-    res = mv.resolve(env)
+    res = multiverse.resolve(env)
     return validate_env(res, project, {n: d.digest for n, d in lock.datasets.items()})
 
 
@@ -495,8 +496,8 @@ def test_validating_every_new_constraint_never_imports_pandas(tmp_path):
     script = ("import sys\n"
               "from buildenv.core.project import Project\n"
               "from buildenv.env.resolve import Multiverse\n"
-              "from buildenv.data import uniqueness\n"
-              "from buildenv.data.validate import validate_env\n"
+              "from buildenv.data.validate import uniqueness\n"
+              "from buildenv.data.validate.validate import validate_env\n"
               "uniqueness.BUDGET = 64  # spill too\n"
               "project = Project.discover(sys.argv[1])\n"
               "found = validate_env(Multiverse(project).resolve('flights'), project)\n"

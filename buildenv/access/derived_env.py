@@ -4,7 +4,7 @@ It `extends` ENV and changes only what the stand-ins change: each synthesized da
 its synthetic Parquet file, is dropped from `privacy.restricted`, and has its provenance under
 `privacy.synthetic` (uri, digest, source environment/dataset/digest, method, epsilon, seed,
 rows). The resolver accepts the un-restriction only with that record, and lock and build hold
-the record to the file (`buildenv.data.provenance`). Synthesizing a second dataset of ENV adds it
+the record to the file (`buildenv.data.lock.provenance`). Synthesizing a second dataset of ENV adds it
 to the same file, so `ratings` can draw its `user_id`s from the synthetic `users`. The file is
 generated: it starts with a marker line, and a hand-written file of the same name is never
 overwritten (BE825).
@@ -45,16 +45,16 @@ def _load(path: Path) -> dict | None:
     return data if isinstance(data, dict) else {}
 
 
-def existing_stand_ins(mv: Multiverse, env: str) -> dict[str, dict]:
+def existing_stand_ins(multiverse: Multiverse, env: str) -> dict[str, dict]:
     """Datasets of ENV already replaced in `<ENV>-synthetic`: name -> provenance record."""
-    data = _load(mv.path(derived_name(env)))
+    data = _load(multiverse.path(derived_name(env)))
     return dict(((data or {}).get("privacy") or {}).get("synthetic") or {})
 
 
-def write_derived(mv: Multiverse, parent: Resolved, dataset: str, record: dict) -> str:
+def write_derived(multiverse: Multiverse, parent: Resolved, dataset: str, record: dict) -> str:
     """Add (or replace) the stand-in for `dataset` in `<ENV>-synthetic.yaml`; its name."""
     name = derived_name(parent.name)
-    path = mv.path(name)
+    path = multiverse.path(name)
     data = _load(path) or {}
     datasets = dict(data.get("datasets") or {})
     datasets[dataset] = {"uri": record["uri"], "format": "parquet"}

@@ -378,7 +378,8 @@ def run_stats(project: Any, res: Any, dataset: str, columns: list[str] | None,
     from buildenv.access.coding import plan_codings
     from buildenv.access.unit import contributions, truncation_for
     from buildenv.core.diagnostics import DiagnosticError
-    from buildenv.data.gate import Gate, GateError
+    from buildenv.data.gate.errors import GateError
+    from buildenv.data.gate.gate import Gate
 
     policy.require_dataset(res, dataset)
     check_bins(bins)
@@ -386,7 +387,7 @@ def run_stats(project: Any, res: Any, dataset: str, columns: list[str] | None,
     codings, notes = plan_codings(dataset, env.datasets[dataset].columns, columns, bins, res)
     restricted = env.restricted(dataset)
     if not restricted:
-        from buildenv.data.lock import read_lock
+        from buildenv.data.lock.lockfile import read_lock
 
         lock = read_lock(project, res.name)
         pinned = lock.datasets.get(dataset) if lock else None

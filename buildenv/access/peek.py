@@ -27,7 +27,7 @@ from buildenv.access.coding import coding_for
 from buildenv.core.actor import actor
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 from buildenv.core.project import Project
-from buildenv.data.audit import AuditLog
+from buildenv.data.gate.audit import AuditLog
 from buildenv.env.resolve import Resolved
 
 __all__ = ["peek"]
@@ -41,7 +41,8 @@ def peek(project: Project, res: Resolved, dataset: str, rows: int, reason: str |
          columns: list[str] | None = None, invalid: str | None = None) -> pa.Table:
     """The rows to show, after the access is recorded. Raises diagnostics otherwise."""
     from buildenv.access.policy import locked_version, require_dataset
-    from buildenv.data.gate import Gate, GateError
+    from buildenv.data.gate.errors import GateError
+    from buildenv.data.gate.gate import Gate
 
     require_dataset(res, dataset)
     if rows <= 0:

@@ -20,8 +20,8 @@ from typing import Any
 from buildenv.access.budget import BudgetExceeded, Ledger, scope_of
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 from buildenv.core.project import Project
-from buildenv.data.audit import AuditLog
-from buildenv.data.lock import LockedDataset, lock_path, read_lock
+from buildenv.data.gate.audit import AuditLog
+from buildenv.data.lock.lockfile import LockedDataset, lock_path, read_lock
 from buildenv.env.resolve import Resolved
 
 __all__ = ["Request", "audit_release", "check_epsilon", "locked_version", "request",

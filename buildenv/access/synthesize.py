@@ -37,7 +37,7 @@ from buildenv.access.coding import Coding, coding_for
 from buildenv.access.fidelity import distribution, jsd, linf, pair_report
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 from buildenv.core.project import Project
-from buildenv.data.formats import arrow_type
+from buildenv.data.gate.formats import arrow_type
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.spec import INTEGER_DTYPES, Column
 
@@ -160,13 +160,14 @@ def _check_pair(pair: tuple[str, str] | None, codings: list[Coding], dataset: st
                               2)
 
 
-def _foreign_keys(project: Project, mv: Multiverse, res: Resolved,
+def _foreign_keys(project: Project, multiverse: Multiverse, res: Resolved,
                   identifiers: list[Identifier], stand_ins: dict[str, dict]
                   ) -> dict[str, np.ndarray]:
     """The key values each foreign-key identifier draws from (public or synthetic data only)."""
     from buildenv.access.derived_env import derived_name
     from buildenv.access.policy import locked_version
-    from buildenv.data.gate import Gate, GateError
+    from buildenv.data.gate.errors import GateError
+    from buildenv.data.gate.gate import Gate
 
     out: dict[str, np.ndarray] = {}
     for ident in identifiers:
@@ -178,7 +179,7 @@ def _foreign_keys(project: Project, mv: Multiverse, res: Resolved,
             gate, expect, env_name = Gate(project, res.env, "synth", where=res), \
                 pinned.digest, res.name
         elif target in stand_ins:
-            derived = mv.resolve(derived_name(res.name))
+            derived = multiverse.resolve(derived_name(res.name))
             gate, expect, env_name = Gate(project, derived.env, "synth", where=derived), \
                 None, derived.name
         else:
@@ -413,7 +414,7 @@ def _write_parquet(path: Path, table: pa.Table) -> str:
     return f"sha256:{digest}"
 
 
-def run_synth(mv: Multiverse, res: Resolved, dataset: str, rows: int, epsilon: float,
+def run_synth(multiverse: Multiverse, res: Resolved, dataset: str, rows: int, epsilon: float,
               seed: int = 0, bins: int = 16, out: str | None = None,
               pair: tuple[str, str] | None = None) -> dict:
     """`buildenv synth` end to end (the order of events is `access.policy`'s)."""
@@ -421,12 +422,13 @@ def run_synth(mv: Multiverse, res: Resolved, dataset: str, rows: int, epsilon: f
     from buildenv.access.derived_env import existing_stand_ins, write_derived
     from buildenv.access.dp_stats import check_bins
     from buildenv.access.unit import contributions, truncation_for
-    from buildenv.data.gate import Gate, GateError
-    from buildenv.data.lock import lock_environments
-    from buildenv.data.provenance import METADATA_KEY, embedded_provenance
-    from buildenv.data.validate import validate_env
+    from buildenv.data.gate.errors import GateError
+    from buildenv.data.gate.gate import Gate
+    from buildenv.data.lock.locking import lock_environments
+    from buildenv.data.lock.provenance import METADATA_KEY, embedded_provenance
+    from buildenv.data.validate.validate import validate_env
 
-    project = mv.project
+    project = multiverse.project
     policy.require_dataset(res, dataset)
     _check(rows)
     check_bins(bins)
@@ -437,10 +439,10 @@ def run_synth(mv: Multiverse, res: Resolved, dataset: str, rows: int, epsilon: f
     codings, identifiers = plan_columns(res, dataset, bins)
     _check_pair(pair, codings, dataset)
     uri = out or f"data/synthetic/{res.name}/{dataset}.parquet"
-    stand_ins = existing_stand_ins(mv, res.name)
+    stand_ins = existing_stand_ins(multiverse, res.name)
     req = policy.request(project, res, dataset, epsilon, "synth")
     dp, pl = backend.polars("`buildenv synth`")
-    pools = _foreign_keys(project, mv, res, identifiers, stand_ins)
+    pools = _foreign_keys(project, multiverse, res, identifiers, stand_ins)
     epsilon_used, selections = mst_budget(dp, req.epsilon, len(codings))
     gate = Gate(project, res.env, "synth", pins={dataset: req.pinned.digest}, where=res)
     try:
@@ -476,7 +478,7 @@ def run_synth(mv: Multiverse, res: Resolved, dataset: str, rows: int, epsilon: f
     record["digest"] = _write_parquet(project.data_base / uri, arrow)
     del arrow, columns
     _return_free_memory()
-    derived = write_derived(mv, res, dataset, record)
+    derived = write_derived(multiverse, res, dataset, record)
     fresh = Multiverse(project)
     locked, problems = lock_environments(fresh, [derived])
     problems += validate_env(fresh.resolve(derived), project, datasets=[dataset])

@@ -47,9 +47,9 @@ def stats_cmd(env: str = typer.Argument(..., help="Environment name."),
     from buildenv.access.stats_text import render_stats
     from buildenv.env.resolve import Multiverse
 
-    mv = Multiverse(open_project(root))
-    res = mv.resolve(env)
-    report = run_stats(mv.project, res, dataset, _columns(columns), epsilon, bins)
+    multiverse = Multiverse(open_project(root))
+    res = multiverse.resolve(env)
+    report = run_stats(multiverse.project, res, dataset, _columns(columns), epsilon, bins)
     if fmt is ReportFormat.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -91,9 +91,9 @@ def synth_cmd(env: str = typer.Argument(..., help="Environment holding the restr
     from buildenv.access.synthesize import run_synth
     from buildenv.env.resolve import Multiverse
 
-    mv = Multiverse(open_project(root))
-    res = mv.resolve(env)
-    report = run_synth(mv, res, dataset, rows, epsilon, seed, bins, out, _pair(pair))
+    multiverse = Multiverse(open_project(root))
+    res = multiverse.resolve(env)
+    report = run_synth(multiverse, res, dataset, rows, epsilon, seed, bins, out, _pair(pair))
     if fmt is ReportFormat.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -117,9 +117,9 @@ def peek_cmd(env: str = typer.Argument(..., help="Environment name."),
     from buildenv.access.peek import peek
     from buildenv.env.resolve import Multiverse
 
-    mv = Multiverse(open_project(root))
-    res = mv.resolve(env)
-    table = peek(mv.project, res, dataset, rows, reason, _columns(columns), invalid)
+    multiverse = Multiverse(open_project(root))
+    res = multiverse.resolve(env)
+    table = peek(multiverse.project, res, dataset, rows, reason, _columns(columns), invalid)
     if fmt is ReportFormat.json:
         print(json.dumps({"environment": env, "dataset": dataset,
                           "rows": table.to_pylist()}, indent=2, default=str))

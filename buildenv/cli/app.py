@@ -128,19 +128,20 @@ def progress_shown(progress: Optional[bool], quiet: bool = False) -> Iterator[No
     Wrap the work, not the output: the live view is erased when the block ends, before the
     command prints its results. `--progress`/`--no-progress` win over BUILDENV_PROGRESS;
     `--quiet` turns progress off unless `--progress` is given."""
+    from buildenv.cli import progress_view
     from buildenv.core import progress as tasks
 
     mode = os.environ.get("BUILDENV_PROGRESS", "").strip().lower() or "auto"
-    if mode not in tasks.MODES:
+    if mode not in progress_view.MODES:
         raise DiagnosticError([Diagnostic(
-            "BE004", f"BUILDENV_PROGRESS must be one of {', '.join(tasks.MODES)}, not "
+            "BE004", f"BUILDENV_PROGRESS must be one of {', '.join(progress_view.MODES)}, not "
             f"'{mode}'")], 2)
     if progress is False or (quiet and progress is None):
         mode = "off"
     elif progress and mode == "off":
         mode = "auto"
     try:
-        reporter = tasks.renderer(sys.stderr, mode)
+        reporter = progress_view.renderer(sys.stderr, mode)
     except ValueError as exc:
         raise DiagnosticError([Diagnostic("BE004", str(exc))], 2) from None
     with tasks.installed(reporter):

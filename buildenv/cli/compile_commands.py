@@ -36,8 +36,8 @@ def check_cmd(training: str = typer.Argument(..., help="Training name from pypro
 
     project = open_project(root)
     config = project.training(training)
-    mv = Multiverse(project)
-    problems = check_training(project, training, config, mv.resolve(env))
+    multiverse = Multiverse(project)
+    problems = check_training(project, training, config, multiverse.resolve(env))
     if not any(p.is_error for p in problems) and fmt is Format.text:
         print(f"{training} @ {env}: static checks passed")
     finish(problems, fmt)
@@ -74,15 +74,15 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
     from buildenv.env.resolve import Multiverse
 
     project = open_project(root, data_root)
-    mv = Multiverse(project)
+    multiverse = Multiverse(project)
     options = BuildOptions(out=out, register=register, use_cache=cache, timeout=timeout)
     if all_:
         if training or env or out:
             raise DiagnosticError([Diagnostic("BE004", "--all takes no TRAINING, --env or "
                                               "--out")], 2)
-        selected = pairs(project.trainings, mv.names())
+        selected = pairs(project.trainings, multiverse.names())
         with progress_shown(progress, quiet):
-            outcomes = run_matrix(project, mv, selected, options, jobs)
+            outcomes = run_matrix(project, multiverse, selected, options, jobs)
         payload = matrix_json(outcomes)
         target = matrix_out or project.root / "dist" / "matrix.json"
         atomic_write_text(target, json.dumps(payload, indent=2) + "\n")
@@ -97,9 +97,9 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
         raise DiagnosticError([Diagnostic("BE004", "build needs TRAINING and --env ENV, or "
                                           "--all")], 2)
     project.training(training)
-    mv.resolve(env)  # an unknown or invalid environment is a configuration error: exit 2
+    multiverse.resolve(env)  # an unknown or invalid environment is a configuration error: exit 2
     with progress_shown(progress, quiet):
-        outcome = build_pair(project, mv, training, env, options)
+        outcome = build_pair(project, multiverse, training, env, options)
     if fmt is Format.json:
         _emit_builds([outcome], fmt)
         if outcome.status == "failed":

@@ -40,23 +40,24 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
              quiet: bool = QuietOpt) -> None:
     """Pin every dataset's content digest in environments/<name>.lock.json."""
     from buildenv.data.executor import make_executor
-    from buildenv.data.lock import check_lock, lock_environments
+    from buildenv.data.lock.locking import lock_environments
+    from buildenv.data.lock.staleness import check_lock
     from buildenv.env.resolve import Multiverse
 
     if algorithm not in ("sha256", "blake3"):
         raise DiagnosticError([Diagnostic("BE004", f"unknown digest algorithm '{algorithm}'",
                                           hints=("use sha256 or blake3",))], 2)
-    mv = Multiverse(open_project(root))
-    names = list(envs or mv.names())
+    multiverse = Multiverse(open_project(root))
+    names = list(envs or multiverse.names())
     for name in names:
-        mv.require(name)
+        multiverse.require(name)
     if check:
-        resolved, problems = mv.resolve_all(names)
+        resolved, problems = multiverse.resolve_all(names)
         config_error = any(p.is_error for p in problems)  # invalid environment files
-        with progress_shown(progress, quiet), make_executor(executor, mv.project) as runner:
+        with progress_shown(progress, quiet), make_executor(executor, multiverse.project) as runner:
             for res in resolved.values():
                 try:
-                    problems.extend(check_lock(mv, res, executor=runner)[1])
+                    problems.extend(check_lock(multiverse, res, executor=runner)[1])
                 except DiagnosticError as exc:  # unreadable lock file (BE054, BE013), Ray
                     problems.extend(exc.diagnostics)
                     config_error = True
@@ -68,8 +69,8 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
         return
     from buildenv.labels.locking import lock_label_sets
 
-    with progress_shown(progress, quiet), make_executor(executor, mv.project) as runner:
-        results, problems = lock_environments(mv, names, algorithm,
+    with progress_shown(progress, quiet), make_executor(executor, multiverse.project) as runner:
+        results, problems = lock_environments(multiverse, names, algorithm,
                                               label_locker=lock_label_sets, executor=runner)
     if fmt is Format.text and not quiet:
         for name, lock, changed in results:
@@ -104,11 +105,11 @@ def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
                  progress: Optional[bool] = ProgressOpt, quiet: bool = QuietOpt) -> None:
     """Check every dataset against its declared columns."""
     from buildenv.data.executor import make_executor
-    from buildenv.data.validate import validate_env
+    from buildenv.data.validate.validate import validate_env
     from buildenv.env.resolve import Multiverse
 
-    mv = Multiverse(open_project(root))
-    res = mv.resolve(env)
+    multiverse = Multiverse(open_project(root))
+    res = multiverse.resolve(env)
     for name in dataset or []:
         if name not in res.env.datasets:
             from buildenv.core.diagnostics import did_you_mean
@@ -117,8 +118,8 @@ def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
             raise DiagnosticError([Diagnostic("BE009", f"unknown dataset '{name}' in "
                                               f"environment {env}",
                                               hints=(hint,) if hint else ())], 2)
-    with progress_shown(progress, quiet), make_executor(executor, mv.project) as runner:
-        problems = validate_env(res, mv.project, datasets=list(dataset) if dataset else None,
+    with progress_shown(progress, quiet), make_executor(executor, multiverse.project) as runner:
+        problems = validate_env(res, multiverse.project, datasets=list(dataset) if dataset else None,
                                 executor=runner)
     if fmt is Format.text and not quieted(problems, fmt, quiet):  # --quiet: warnings too
         print(f"{env}: {len(dataset or res.env.datasets)} dataset(s) valid")
@@ -135,7 +136,7 @@ def audit_cmd(env: Optional[str] = typer.Argument(None, help="Only reads in this
               fmt: DataFormat = typer.Option(DataFormat.yaml, "--format",
                                              help="table (yaml) or json")) -> None:
     """Every read of a restricted dataset: who, why, which data, how many rows."""
-    from buildenv.data.audit import AuditLog
+    from buildenv.data.gate.audit import AuditLog
 
     project = open_project(root)
     log = AuditLog(project.data_state_dir)

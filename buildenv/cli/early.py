@@ -105,7 +105,7 @@ def _prefetch(args: list[str]) -> None:
                 uri, fmt = ds.get("uri"), ds.get("format") or "parquet"
                 if isinstance(uri, str) and not uri.endswith("/") and isinstance(fmt, str):
                     datasets[(uri, fmt)] = None
-        from buildenv.data.digests import StatCache, prefetch
+        from buildenv.data.lock.digests import StatCache, prefetch
         from buildenv.data.storage import locate
 
         cache = StatCache(root / cache_dir / "statcache.json")

@@ -27,20 +27,20 @@ def envs_cmd(root: Optional[Path] = RootOpt,
              fmt: DataFormat = typer.Option(DataFormat.yaml, "--format",
                                             help="table (yaml) or json")) -> None:
     """List environments: name, parent, datasets, lock state."""
-    from buildenv.data.lock import lock_state
+    from buildenv.data.lock.staleness import lock_state
     from buildenv.env.resolve import Multiverse
 
-    mv = Multiverse(open_project(root))
-    resolved, problems = mv.resolve_all()
+    multiverse = Multiverse(open_project(root))
+    resolved, problems = multiverse.resolve_all()
     rows = []
-    for name in mv.names():
+    for name in multiverse.names():
         res = resolved.get(name)
         if res is None:
             rows.append({"name": name, "extends": None, "datasets": [], "lock": "invalid",
                          "serving": None})
             continue
         rows.append({"name": name, "extends": res.env.extends,
-                     "datasets": sorted(res.env.datasets), "lock": lock_state(mv, res),
+                     "datasets": sorted(res.env.datasets), "lock": lock_state(multiverse, res),
                      "serving": res.env.serving.stack if res.env.serving else None})
     if fmt is DataFormat.json:
         print(json.dumps({"environments": rows}, indent=2))
@@ -68,8 +68,8 @@ def show_cmd(env: str = typer.Argument(..., help="Environment name."),
     from buildenv.env.resolve import Multiverse
     from buildenv.env.views import explained_yaml, resolved_document
 
-    mv = Multiverse(open_project(root))
-    res = mv.resolve(env)
+    multiverse = Multiverse(open_project(root))
+    res = multiverse.resolve(env)
     if explain:
         print(explained_yaml(res), end="")
     elif fmt is DataFormat.json:
@@ -90,8 +90,8 @@ def diff_cmd(env_a: str = typer.Argument(..., help="First environment (shown as 
     from buildenv.env.resolve import Multiverse
     from buildenv.env.views import diff_environments
 
-    mv = Multiverse(open_project(root))
-    a, b = mv.resolve(env_a), mv.resolve(env_b)
+    multiverse = Multiverse(open_project(root))
+    a, b = multiverse.resolve(env_a), multiverse.resolve(env_b)
     changes = diff_environments(a, b)
     if fmt is DataFormat.json:
         print(json.dumps({"a": env_a, "b": env_b, "changes": changes}, indent=2, default=str))

@@ -20,9 +20,9 @@ def labels_cmd(env: str = typer.Argument(..., help="Environment name."),
     from buildenv.env.resolve import Multiverse
     from buildenv.labels.report import label_report, render_json, render_text
 
-    mv = Multiverse(open_project(root))
-    res = mv.resolve(env)
-    report, problems = label_report(mv.project, mv, res)
+    multiverse = Multiverse(open_project(root))
+    res = multiverse.resolve(env)
+    report, problems = label_report(multiverse.project, multiverse, res)
     if fmt is DataFormat.json:
         print(render_json(report, problems))
     else:

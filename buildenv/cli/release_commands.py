@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -24,7 +23,6 @@ from buildenv.cli.app import (
     progress_shown,
     quieted,
 )
-from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 
 
 @app.command("promote")
@@ -161,51 +159,17 @@ def image_cmd(training: str = typer.Argument(..., help="Training name."),
               root: Optional[Path] = RootOpt, progress: Optional[bool] = ProgressOpt,
               quiet: bool = QuietOpt) -> None:
     """A serving image: Docker build context, daemon build, and/or reproducible OCI archive."""
-    from buildenv.env.resolve import Multiverse
-    from buildenv.release.image import build_docker, docker_client, host_python, write_context
-    from buildenv.release.image_source import select_artifact
-    from buildenv.release.oci import check_base_rootfs, write_oci
+    from buildenv.release.image_build import ImageOptions, ImageOutcome, build_image
 
     project = open_project(root)
-    project.training(training)
-    res = Multiverse(project).resolve(env)
-    if oci is not None and base_rootfs is None:
-        raise DiagnosticError([Diagnostic("BE004", "--oci needs --base-rootfs TAR (the base "
-                                          "layer)")], 2)
-    if base_rootfs is not None:
-        check_base_rootfs(base_rootfs, host_python())  # before minutes of copying
-    from buildenv.core import progress as tasks
-
-    said: list[tuple[str, bool, bool]] = []  # (line, final result, to stderr): after the work
-    name = tag or f"buildenv/{training}:{env}"
-    want_docker = docker if docker is not None else oci is None
+    options = ImageOptions(out=out, oci=oci, base_rootfs=base_rootfs, base_image=base_image,
+                           tag=tag, docker=docker, champion=champion)
+    outcome = ImageOutcome()
     try:
-        with progress_shown(progress, quiet), \
-                tasks.task(f"{training} @ {env} (image)", keep=True) as steps:
-            steps.phase("context")
-            with tempfile.TemporaryDirectory(prefix="buildenv-image-") as scratch:
-                artifact, notes = select_artifact(project, training, env, champion,
-                                                  Path(scratch))  # verified; BE769 if stale
-                emit(quieted(notes, Format.text, quiet), Format.text)
-                ctx = write_context(project, res, training, out, artifact)
-            said.append((f"context: {project.rel(ctx.path)} (python {ctx.python}, "
-                         f"{len(ctx.packages)} vendored packages)",
-                         oci is None and not want_docker, False))
-            if oci is not None:
-                assert base_rootfs is not None
-                steps.phase("oci")
-                result = write_oci(project, ctx, base_rootfs, oci, name.rsplit(":", 1)[-1])
-                said.append((f"oci: {oci} manifest {result['manifest']}", True, False))
-            if want_docker:
-                client = docker_client(required=docker is True)
-                if client is None:
-                    said.append(("docker: no daemon reachable; wrote the context only (`docker "
-                                 "build` it, or use --oci)", True, True))
-                else:
-                    steps.phase("docker build")
-                    image_id = build_docker(client, ctx, name, base_image)
-                    said.append((f"docker: {name} {image_id}", True, False))
+        with progress_shown(progress, quiet):
+            build_image(project, training, env, options, outcome)
     finally:
-        for line, final, to_stderr in said:
-            if final or not quiet:
-                print(line, file=sys.stderr if to_stderr else sys.stdout)
+        emit(quieted(outcome.notes, Format.text, quiet), Format.text)
+        for line in outcome.said:
+            if line.final or not quiet:
+                print(line.text, file=sys.stderr if line.to_stderr else sys.stdout)

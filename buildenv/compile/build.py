@@ -41,14 +41,14 @@ from buildenv.compile.cache import (
 from buildenv.compile.check import check_training
 from buildenv.compile.integrity import sign_artifact
 from buildenv.compile.launch import run_training
-from buildenv.compile.outputs import check_out_dir, pair_lock, scratch
+from buildenv.compile.outputs import check_out_dir, pair_mutex, scratch
 from buildenv.compile.verify import verify_model
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
-from buildenv.data.lock import check_lock
+from buildenv.data.lock.staleness import check_lock
 from buildenv.env.resolve import Multiverse, Resolved
 
 __all__ = ["PHASES", "BuildOptions", "BuildOutcome", "build_pair", "phase_timings"]
@@ -91,8 +91,8 @@ class BuildOutcome:
                 "timings": self.timings}
 
 
-def build_pair(project: Project, mv: Multiverse, training: str, env_name: str,
-               options: BuildOptions, everything: dict[str, Resolved] | None = None
+def build_pair(project: Project, multiverse: Multiverse, training: str, env_name: str,
+               options: BuildOptions, all_resolved: dict[str, Resolved] | None = None
                ) -> BuildOutcome:
     started = time.monotonic()
     outcome = BuildOutcome(training, env_name, "failed")
@@ -100,10 +100,10 @@ def build_pair(project: Project, mv: Multiverse, training: str, env_name: str,
     with progress.task(f"{training} @ {env_name}", keep=True) as task:
         task.phase("check")
         try:
-            with pair_lock(project, training, env_name, out, options.timeout):  # processes
+            with pair_mutex(project, training, env_name, out, options.timeout):  # processes
                 if options.out is not None:
                     check_out_dir(project, out)
-                _build(project, mv, training, env_name, options, everything, outcome)
+                _build(project, multiverse, training, env_name, options, all_resolved, outcome)
         except _Abort:  # unwound atomic_dir: the temp dir is gone, nothing was emitted
             outcome.status = "failed"
         except DiagnosticError as exc:
@@ -133,13 +133,13 @@ def phase_timings(own: dict[str, float], runner: dict[str, float]) -> dict[str, 
     return {name: round(merged[name], 3) for name in PHASES if name in merged}
 
 
-def _build(project: Project, mv: Multiverse, training: str, env_name: str,
-           options: BuildOptions, everything: dict[str, Resolved] | None,
+def _build(project: Project, multiverse: Multiverse, training: str, env_name: str,
+           options: BuildOptions, all_resolved: dict[str, Resolved] | None,
            outcome: BuildOutcome) -> None:
     config = project.training(training)
-    res = mv.resolve(env_name)
+    res = multiverse.resolve(env_name)
     problems = check_training(project, training, config, res)
-    lock, lock_problems = check_lock(mv, res)
+    lock, lock_problems = check_lock(multiverse, res)
     problems += lock_problems
     outcome.diagnostics = problems
     if any(p.is_error for p in problems) or lock is None:
@@ -170,22 +170,24 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
             return
     failure = failure_file(project, hexkey)
     if options.use_cache and failure.is_file():
-        multiverse = everything if everything is not None else mv.resolve_all()[0]
-        replayed = cached_failure(project, hexkey, _multiverse_digest(multiverse))
+        all_resolved = all_resolved if all_resolved is not None else multiverse.resolve_all()[0]
+        replayed = cached_failure(project, hexkey, _multiverse_digest(all_resolved))
         if replayed is not None:
             outcome.diagnostics = problems + replayed
             outcome.reason = CACHED_FAILURE
             return
     parts_with_files = {**parts, "_files": files}
     outcome.reason = explain_rebuild(previous, parts_with_files)
-    from buildenv.data.validate import validate_env  # pyarrow: only when something is to be built
+    from buildenv.data.validate.validate import (
+        validate_env,  # pyarrow: only when something is to be built
+    )
 
     progress.phase("validate")
     problems += validate_env(res, project, digests, manifests=lock.manifests())
     if res.env.labels and not any(p.is_error for p in problems):
         from buildenv.labels.checks import check_labels
 
-        problems += check_labels(project, mv, res, lock, everything)
+        problems += check_labels(project, multiverse, res, lock, all_resolved)
     outcome.diagnostics = problems
     if any(p.is_error for p in problems):
         return
@@ -205,12 +207,12 @@ def _build(project: Project, mv: Multiverse, training: str, env_name: str,
                 "transient"))
             raise _Abort()
         progress.phase("verify")
-        multiverse = everything if everything is not None else mv.resolve_all()[0]
-        found = verify_model(res, result, multiverse, config.module_path)
+        all_resolved = all_resolved if all_resolved is not None else multiverse.resolve_all()[0]
+        found = verify_model(res, result, all_resolved, config.module_path)
         outcome.diagnostics = problems + found
         if any(p.is_error for p in found):
             remember_failure(project, hexkey, found, options.use_cache,
-                             _multiverse_digest(multiverse))  # hints name other environments
+                             _multiverse_digest(all_resolved))  # hints name other environments
             raise _Abort()
         problems = outcome.diagnostics
         progress.phase("save")
@@ -317,5 +319,5 @@ def _maybe_register(project: Project, training: str, env_name: str, artifact: Pa
     outcome.diagnostics = outcome.diagnostics + notes
 
 
-def _multiverse_digest(everything: dict[str, Resolved]) -> str:
-    return digest_json({name: res.digest for name, res in sorted(everything.items())})
+def _multiverse_digest(all_resolved: dict[str, Resolved]) -> str:
+    return digest_json({name: res.digest for name, res in sorted(all_resolved.items())})

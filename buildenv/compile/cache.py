@@ -116,7 +116,7 @@ def failure_file(project: Project, hexkey: str) -> Path:
 
 
 def remember_failure(project: Project, hexkey: str, found: list[Diagnostic],
-                      use_cache: bool, multiverse: str | None = None) -> None:
+                      use_cache: bool, multiverse_digest: str | None = None) -> None:
     """Cache a failure that will recur with the same inputs. `multiverse` is the digest of
     every environment when the diagnostics' hints name other environments ("it is supported
     in: ..."): the record is replayed only while that digest is unchanged."""
@@ -125,20 +125,20 @@ def remember_failure(project: Project, hexkey: str, found: list[Diagnostic],
         return
     from buildenv.core.atomic import atomic_write_text
 
-    record = {"diagnostics": [d.to_json() for d in found], "multiverse": multiverse}
+    record = {"diagnostics": [d.to_json() for d in found], "multiverse": multiverse_digest}
     try:
         atomic_write_text(failure_file(project, hexkey), json.dumps(record))
     except OSError:
         pass
 
 
-def cached_failure(project: Project, hexkey: str, multiverse: str) -> list[Diagnostic] | None:
+def cached_failure(project: Project, hexkey: str, multiverse_digest: str) -> list[Diagnostic] | None:
     """The remembered diagnostics, unless the record is unreadable or its hints are stale."""
     try:
         record = json.loads(failure_file(project, hexkey).read_text())
         if not isinstance(record, dict):  # an older format, without the multiverse digest
             return None
-        if record.get("multiverse") not in (None, multiverse):
+        if record.get("multiverse") not in (None, multiverse_digest):
             return None
         return [Diagnostic.from_json(d) for d in record["diagnostics"]]
     except (OSError, ValueError, KeyError, TypeError):

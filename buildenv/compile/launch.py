@@ -1,6 +1,6 @@
 """Start the hermetic training process and collect its result.
 
-The runner (`python -m buildenv.compile.runner REQ`) gets a scrubbed environment, fixed seeds
+The runner (`python -m buildenv.training.runner REQ`) gets a scrubbed environment, fixed seeds
 and thread counts, dies with its parent (PR_SET_PDEATHSIG), and is stopped at its time limit.
 It leads its own process group (a new session), so what the training starts itself (joblib
 or multiprocessing workers) is killed with it: the whole group, on timeout and on interrupt.
@@ -94,7 +94,7 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
         log_path = work / "output.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "buildenv.compile.runner", str(work / "request.json")],
+                [sys.executable, "-m", "buildenv.training.runner", str(work / "request.json")],
                 cwd=project.root, env=child_env(config.seed, config.native_threads), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)

@@ -1,6 +1,6 @@
 """Where a build writes, and who may write there at the same time.
 
-One build of a pair at a time: `pair_lock` is a cross-process lock on the output directory,
+One build of a pair at a time: `pair_mutex` is a cross-process mutex on the output directory,
 held from the up-to-date check to registration, so a second identical build waits and then
 finds the first one's artifact up to date (it reuses it, nothing is trained twice). A
 directory given with `--out` is replaced only when it is new, empty, or an unmodified
@@ -16,11 +16,11 @@ from pathlib import Path
 from buildenv.compile.artifact import read_lineage
 from buildenv.compile.cache import intact
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
-from buildenv.core.locks import file_lock, lock_path, lock_timeout
+from buildenv.core.mutex import mutex, mutex_path, mutex_timeout
 from buildenv.core.project import Project
 from buildenv.core.tempdirs import scratch_dir
 
-__all__ = ["check_out_dir", "pair_lock", "scratch"]
+__all__ = ["check_out_dir", "pair_mutex", "scratch"]
 
 
 def scratch(project: Project) -> Path:
@@ -29,14 +29,14 @@ def scratch(project: Project) -> Path:
 
 
 @contextmanager
-def pair_lock(project: Project, training: str, env: str, out: Path,
+def pair_mutex(project: Project, training: str, env: str, out: Path,
               timeout: float | None = None) -> Iterator[None]:
     """Exclusive use of `out` for one build; waits up to the training's time limit + 5 min."""
     config = project.trainings.get(training)
     limit = (timeout or (config.timeout if config else 3600.0)) + 300.0
-    with file_lock(lock_path(project.state_dir, "build", str(out.resolve())),
+    with mutex(mutex_path(project.state_dir, "build", str(out.resolve())),
                    f"another build of {training} @ {env} into {project.rel(out)}",
-                   lock_timeout(limit)):
+                   mutex_timeout(limit)):
         yield
 
 

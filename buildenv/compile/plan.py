@@ -31,18 +31,18 @@ def pairs(trainings: dict[str, TrainingConfig], env_names: list[str]) -> list[tu
     return out
 
 
-def run_matrix(project: Project, mv: Multiverse, selected: list[tuple[str, str]],
+def run_matrix(project: Project, multiverse: Multiverse, selected: list[tuple[str, str]],
                options: BuildOptions, jobs: int | None = None) -> list[BuildOutcome]:
-    everything, _ = mv.resolve_all()
+    all_resolved, _ = multiverse.resolve_all()
     for env in {e for _, e in selected}:  # parse everything once, before threads share it
         try:
-            mv.resolve(env)
+            multiverse.resolve(env)
         except Exception:
             pass
     workers = max(1, min(jobs or os.cpu_count() or 1, len(selected) or 1))
     with progress.task("build --all", total=len(selected), unit="pairs") as matrix:
         def one(pair: tuple[str, str]) -> BuildOutcome:
-            outcome = build_pair(project, mv, pair[0], pair[1], options, everything)
+            outcome = build_pair(project, multiverse, pair[0], pair[1], options, all_resolved)
             matrix.advance()
             return outcome
 

@@ -29,7 +29,7 @@ from typing import Any
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
-from buildenv.core.locks import file_lock, lock_path, lock_timeout
+from buildenv.core.mutex import mutex, mutex_path, mutex_timeout
 from buildenv.core.project import Project
 
 __all__ = ["client", "ensure_registered", "register_artifact", "store_lock"]
@@ -46,8 +46,8 @@ def store_lock(project: Project) -> Iterator[None]:
     # Beside an sqlite store: every process using it shares the lock, whatever its root.
     base = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else \
         project.state_dir
-    with file_lock(lock_path(base, "registry", uri), f"the MLflow store {uri}",
-                   lock_timeout(300.0)):
+    with mutex(mutex_path(base, "registry", uri), f"the MLflow store {uri}",
+                   mutex_timeout(300.0)):
         yield
 
 

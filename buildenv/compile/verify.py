@@ -18,13 +18,13 @@ from buildenv.env.spec import op_allowed
 __all__ = ["verify_model"]
 
 
-def _serving_envs(multiverse: dict[str, Resolved], column: str) -> list[str]:
-    return sorted(name for name, other in multiverse.items()
+def _serving_envs(all_resolved: dict[str, Resolved], column: str) -> list[str]:
+    return sorted(name for name, other in all_resolved.items()
                   if column in other.env.served_columns())
 
 
-def _op_envs(multiverse: dict[str, Resolved], cls: str) -> list[str]:
-    return sorted(name for name, other in multiverse.items()
+def _op_envs(all_resolved: dict[str, Resolved], cls: str) -> list[str]:
+    return sorted(name for name, other in all_resolved.items()
                   if other.env.serving is not None and op_allowed(cls, other.env.serving.ops))
 
 
@@ -34,7 +34,7 @@ def _envs_hint(kind: str, names: list[str]) -> str:
     return f"{kind} in: {', '.join(names)}"
 
 
-def verify_model(res: Resolved, result: dict, multiverse: dict[str, Resolved],
+def verify_model(res: Resolved, result: dict, all_resolved: dict[str, Resolved],
                  training_file: str | None = None) -> list[Diagnostic]:
     env = res.env
     problems: list[Diagnostic] = []
@@ -51,7 +51,7 @@ def verify_model(res: Resolved, result: dict, multiverse: dict[str, Resolved],
             continue
         declared = [(ds_name, ds.columns[column]) for ds_name, ds in env.datasets.items()
                     if column in ds.columns]
-        elsewhere = _serving_envs(multiverse, column)
+        elsewhere = _serving_envs(all_resolved, column)
         if declared:
             ds_name = declared[0][0]
             problems.append(res.diag(
@@ -81,7 +81,7 @@ def verify_model(res: Resolved, result: dict, multiverse: dict[str, Resolved],
             problems.append(res.diag(
                 "BE404", f"{cls} (at {op['where']}) is not supported by serving stack "
                 f"'{serving.stack}' of environment {env.name}", "serving", "ops",
-                hints=(_envs_hint("it is supported", _op_envs(multiverse, cls)),
+                hints=(_envs_hint("it is supported", _op_envs(all_resolved, cls)),
                        "use an allowed class, or add it to serving.ops if production runs it")))
         problems.extend(_requirements(res, result.get("libraries", {})))
     for item in result.get("diagnostics", []):

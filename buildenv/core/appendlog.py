@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from buildenv.core.locks import file_lock, lock_timeout
+from buildenv.core.mutex import mutex, mutex_timeout
 
 __all__ = ["AppendLog"]
 
@@ -28,8 +28,8 @@ class AppendLog:
     def locked(self) -> Iterator[None]:
         """Exclusive, across processes and threads; waits (BE760 past the lock timeout)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.path.with_name(f".{self.path.name}.lock"), self.what,
-                       lock_timeout(600.0)):
+        with mutex(self.path.with_name(f".{self.path.name}.lock"), self.what,
+                       mutex_timeout(600.0)):
             yield
 
     def cut_torn_tail(self) -> None:

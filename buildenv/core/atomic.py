@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from buildenv.core.locks import dir_lock
+from buildenv.core.mutex import dir_mutex
 from buildenv.core.tempdirs import owned_temp_dir, sweep
 
 __all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_text", "install_dir"]
@@ -69,7 +69,7 @@ def install_dir(source: Path, final: Path) -> None:
     installs into one parent directory are serialised.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    with dir_lock(final.parent):
+    with dir_mutex(final.parent):
         if not final.exists():
             os.replace(source, final)
             return

@@ -32,7 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from buildenv.data.gate import Gate, GateError
+from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.gate import Gate
 from buildenv.env.spec import NUMERIC_DTYPES, Environment
 
 __all__ = ["KEY_HASH", "EvaluationRows", "evaluation_rows", "holdout_mask", "join_plan",
@@ -206,7 +207,7 @@ def evaluation_rows(gate: Gate, env: Environment, labels: pa.Table | None = None
             method.setdefault("not_joined", []).append(other)
             continue
         if duplicated:
-            raise GateError(gate._diag(
+            raise GateError(gate.dataset_error(
                 "BE020", f"evaluation.join.{other}: {duplicated:,} rows of '{other}' repeat a "
                 f"key ({', '.join(on)}): the key must be unique to join evaluation rows", other))
         new = [c for c in right.columns if c not in frame.columns]

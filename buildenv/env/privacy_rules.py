@@ -76,7 +76,7 @@ def _synthetic_stand_in(child: Resolved, parent: Resolved, name: str) -> bool:
     """Whether the child may un-restrict `name`: it records the provenance of a synthetic file
     (written by `buildenv synth`) that the dataset points at, and that file is not the
     parent's data. `buildenv lock` and every build check the file's digest and its embedded
-    provenance (`buildenv.data.provenance`)."""
+    provenance (`buildenv.data.lock.provenance`)."""
     provenance = child.env.privacy.synthetic.get(name)
     if provenance is None:
         return False

@@ -16,7 +16,8 @@ import pyarrow.compute as pc
 
 from buildenv.core.diagnostics import Diagnostic, Severity
 from buildenv.core.project import Project
-from buildenv.data.gate import Gate, GateError
+from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.gate import Gate
 from buildenv.data.keys import key_text
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.labels.exposure import ExposureSource, double_exposure, exposure_problems
@@ -32,7 +33,7 @@ def _identity(spec: Any) -> tuple:
 
 
 def exposure_sources(project: Project, res: Resolved, own: LabelSets,
-                     everything: dict[str, Resolved], purpose: str
+                     all_resolved: dict[str, Resolved], purpose: str
                      ) -> tuple[list[ExposureSource], list[Diagnostic]]:
     """Every label set of the multiverse once: this environment's from `own` (as pinned
     there), the others read as they are now. Others that cannot be read are a warning: the
@@ -44,7 +45,7 @@ def exposure_sources(project: Project, res: Resolved, own: LabelSets,
         seen.add(_identity(spec))
         sources.append(ExposureSource(name, spec.dataset, spec.exposure,
                                       own.file(name).annotations, True))
-    for env_name, other in sorted(everything.items()):
+    for env_name, other in sorted(all_resolved.items()):
         if env_name == res.name or not other.env.labels:
             continue
         sets: LabelSets | None = None
@@ -68,10 +69,10 @@ def exposure_sources(project: Project, res: Resolved, own: LabelSets,
 
 
 def exposure_check(project: Project, res: Resolved, own: LabelSets,
-                   everything: dict[str, Resolved], purpose: str) -> list[Diagnostic]:
-    sources, problems = exposure_sources(project, res, own, everything, purpose)
+                   all_resolved: dict[str, Resolved], purpose: str) -> list[Diagnostic]:
+    sources, problems = exposure_sources(project, res, own, all_resolved, purpose)
     restricted = {s.dataset for s in sources if res.env.restricted(s.dataset)}
-    for other in everything.values():  # a dataset restricted anywhere is restricted here
+    for other in all_resolved.values():  # a dataset restricted anywhere is restricted here
         restricted |= set(other.env.privacy.restricted)
     return problems + exposure_problems(double_exposure(sources), restricted, own.place,
                                         {n: n for n in res.env.labels})
@@ -121,8 +122,8 @@ def key_problems(gate: Gate, res: Resolved, sets: LabelSets) -> tuple[list[Diagn
     return problems, usable
 
 
-def check_labels(project: Project, mv: Multiverse, res: Resolved, lock: Any,
-                 everything: dict[str, Resolved] | None = None, purpose: str = "build",
+def check_labels(project: Project, multiverse: Multiverse, res: Resolved, lock: Any,
+                 all_resolved: dict[str, Resolved] | None = None, purpose: str = "build",
                  sets: LabelSets | None = None) -> list[Diagnostic]:
     """Every problem of the environment's label sets (empty when there are none)."""
     if not res.env.labels:
@@ -140,9 +141,9 @@ def check_labels(project: Project, mv: Multiverse, res: Resolved, lock: Any,
         return _unique(problems)
     found, usable = key_problems(gate, res, sets)
     problems.extend(found)
-    everything = everything if everything is not None else mv.resolve_all()[0]
+    all_resolved = all_resolved if all_resolved is not None else multiverse.resolve_all()[0]
     try:
-        problems.extend(exposure_check(project, res, sets, everything, purpose))
+        problems.extend(exposure_check(project, res, sets, all_resolved, purpose))
     except LabelError as exc:
         problems.extend(exc.diagnostics)
     chosen = res.env.label.labels if res.env.label is not None else None

@@ -305,7 +305,7 @@ def read_label_studio(chunks: Iterable[bytes], *, key: str, field: str,
 
 def _timestamps(values: list[str | None], lines: list[int], display: str) -> pa.Array:
     """ISO 8601 `created_at` text -> UTC timestamps (no offset means UTC)."""
-    from buildenv.data.formats import parse_timestamps
+    from buildenv.data.gate.formats import parse_timestamps
 
     text = pa.array(values, pa.string())
     try:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from buildenv.core.diagnostics import Diagnostic, Severity
-from buildenv.data.gate import Gate, GateError
+from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.gate import Gate
 from buildenv.env.spec import LabelSet
 from buildenv.labels.annotations import Annotations, ExportError, outside_taxonomy
 from buildenv.labels.label_studio import read_label_studio

@@ -13,9 +13,10 @@ from __future__ import annotations
 import time
 
 from buildenv.core.diagnostics import Diagnostic
-from buildenv.data.digests import FILE, ContentDigest, StatCache
-from buildenv.data.gate import Gate
-from buildenv.data.lock import Lock, LockedLabels, label_declaration
+from buildenv.data.gate.gate import Gate
+from buildenv.data.lock.digests import FILE, ContentDigest, StatCache
+from buildenv.data.lock.lockfile import Lock, LockedLabels
+from buildenv.data.lock.locking import label_declaration
 from buildenv.data.storage import locate
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.labels.checks import exposure_check
@@ -58,9 +59,9 @@ def _remember(project, uri: str, digest: str, size: int, stat_before, started: i
               ContentDigest(digest, size, 0), started)
 
 
-def lock_label_sets(mv: Multiverse, res: Resolved, previous: Lock | None, algorithm: str,
+def lock_label_sets(multiverse: Multiverse, res: Resolved, previous: Lock | None, algorithm: str,
                     cache: StatCache) -> tuple[dict[str, LockedLabels], list[Diagnostic]]:
-    project = mv.project
+    project = multiverse.project
     gate = Gate(project, res.env, "lock", where=res)
     sets = LabelSets(gate, None, res)
     entries: dict[str, LockedLabels] = {}
@@ -99,9 +100,9 @@ def lock_label_sets(mv: Multiverse, res: Resolved, previous: Lock | None, algori
                 _remember(project, uri, digest, found.size if uri == spec.uri else 0,
                           stats[uri], started, cache)
     if parsed and not problems:
-        everything, _ = mv.resolve_all()
+        all_resolved, _ = multiverse.resolve_all()
         try:
-            found_problems = exposure_check(project, res, sets, everything, "lock")
+            found_problems = exposure_check(project, res, sets, all_resolved, "lock")
         except LabelError as exc:
             found_problems = exc.diagnostics
         problems.extend(found_problems)

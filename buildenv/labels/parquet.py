@@ -115,7 +115,7 @@ def read_parquet_labels(source: Any, *, ui_version: str | None, taxonomy_version
 
 
 def _timestamps(array: pa.Array, display: str) -> pa.Array:
-    from buildenv.data.formats import parse_timestamps
+    from buildenv.data.gate.formats import parse_timestamps
 
     utc = pa.timestamp("us", tz="UTC")
     if pa.types.is_timestamp(array.type):

@@ -17,8 +17,8 @@ import pyarrow.compute as pc
 
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
-from buildenv.data.gate import Gate
-from buildenv.data.lock import check_lock
+from buildenv.data.gate.gate import Gate
+from buildenv.data.lock.staleness import check_lock
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.labels.agreement import agreement
 from buildenv.labels.checks import check_labels
@@ -35,7 +35,7 @@ def _counts(array: Any) -> dict[str, int]:
     return dict(sorted(((str(k), int(v)) for k, v in pairs), key=lambda kv: (-kv[1], kv[0])))
 
 
-def label_report(project: Project, mv: Multiverse, res: Resolved) -> tuple[dict, list[Diagnostic]]:
+def label_report(project: Project, multiverse: Multiverse, res: Resolved) -> tuple[dict, list[Diagnostic]]:
     """The report (JSON-ready) and the problems found; DiagnosticError when the environment's
     lock does not pin its label sets."""
     if not res.env.labels:
@@ -43,14 +43,14 @@ def label_report(project: Project, mv: Multiverse, res: Resolved) -> tuple[dict,
                                         "sets", "name",
                                         hints=("declare them under `labels:` "
                                                "(docs/labels.md)",))], 2)
-    lock, problems = check_lock(mv, res)
+    lock, problems = check_lock(multiverse, res)
     if lock is None:
         raise DiagnosticError(problems, 1)
     pins = {name: d.digest for name, d in lock.datasets.items()}
     gate = Gate(project, res.env, "labels", pins=pins, where=res)
     sets = LabelSets(gate, lock.label_pins(), res)
     problems = [p for p in problems if not p.is_error]
-    problems += check_labels(project, mv, res, lock, purpose="labels", sets=sets)
+    problems += check_labels(project, multiverse, res, lock, purpose="labels", sets=sets)
     out = []
     for name, spec in res.env.labels.items():
         entry = lock.labels[name]

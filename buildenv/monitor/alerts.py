@@ -294,10 +294,10 @@ def _threshold_text(res: Resolved, thr: Threshold, value: float, kind: str) -> s
     return f"{head} ({thr.key}{at})"
 
 
-def _threshold_hint(res: Resolved, mv: Multiverse, thr: Threshold, value: float, column: str
+def _threshold_hint(res: Resolved, multiverse: Multiverse, thr: Threshold, value: float, column: str
                     ) -> str:
     new = suggest_threshold(value, thr.stat != "psi")
-    own = mv.display(res.name)
+    own = multiverse.display(res.name)
     pos = res.where(*thr.path) if thr.written else None
     if thr.per_column and pos is not None and pos.path == own:
         return f"or raise the threshold: `{thr.stat}: {new}` at {own}:{pos.line}"
@@ -306,7 +306,7 @@ def _threshold_hint(res: Resolved, mv: Multiverse, thr: Threshold, value: float,
             f"{new} in {own} (now {fmt_stat(thr.value)}{origin})")
 
 
-def alerts_for(v: ColumnView, res: Resolved, mv: Multiverse, accept: str) -> list[Alert]:
+def alerts_for(v: ColumnView, res: Resolved, multiverse: Multiverse, accept: str) -> list[Alert]:
     alerts: list[Alert] = []
     where_col = ("datasets", v.ds, "columns", v.name)
     for stat, thr in thresholds_for(res, v.ds, v.name, v.kind).items():
@@ -328,10 +328,10 @@ def alerts_for(v: ColumnView, res: Resolved, mv: Multiverse, accept: str) -> lis
         alerts.append(Alert(code, v.name, stat, value, thr.value,
                             thr.key if thr.written else None, old, new, message,
                             res.diag(code, "", *thr.path),
-                            hints=(accept, _threshold_hint(res, mv, thr, value, v.name))))
+                            hints=(accept, _threshold_hint(res, multiverse, thr, value, v.name))))
     bad_new, bad_old = _out_of_domain_counts(v, "new"), _out_of_domain_counts(v, "old")
     if bad_new:
-        alerts.append(_domain_alert(v, res, mv, bad_new, bad_old, accept, where_col))
+        alerts.append(_domain_alert(v, res, multiverse, bad_new, bad_old, accept, where_col))
     return alerts
 
 
@@ -345,7 +345,7 @@ def _out_of_domain_counts(v: ColumnView, which: str) -> dict[Any, int]:
     return {k: c for k, c in decode(s["counts"]).items() if k not in allowed}
 
 
-def _domain_alert(v: ColumnView, res: Resolved, mv: Multiverse, bad: dict, bad_old: dict, accept: str,
+def _domain_alert(v: ColumnView, res: Resolved, multiverse: Multiverse, bad: dict, bad_old: dict, accept: str,
                   where_col: tuple) -> Alert:
     rows = sum(bad.values())
     ranked = sorted(bad.items(), key=lambda kv: (-kv[1], str(kv[0])))

@@ -32,7 +32,8 @@ import pyarrow as pa
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 from buildenv.core.project import Project
-from buildenv.data.gate import Gate, GateError
+from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.gate import Gate
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.spec import Column
 from buildenv.monitor.alerts import Alert, ColumnView, alerts_for, compare, thresholds_for
@@ -55,7 +56,7 @@ STATS_VERSION = 1
 
 def _check_schema(schema: pa.Schema, columns: dict[str, Column], source: Source, res: Resolved,
                   ds_name: str, what: str) -> tuple[dict[str, Column], list[Diagnostic]]:
-    from buildenv.data.formats import type_accepts
+    from buildenv.data.gate.formats import type_accepts
 
     usable, problems = {}, []
     for name, col in columns.items():
@@ -110,7 +111,7 @@ def _usage_error(code: str, message: str, hint: str | None = None) -> Diagnostic
 def _locked_source(project: Project, gate: Gate, env: str, ds_name: str) -> Source:
     """The version of `ds_name` that `env`'s lock pins, opened through the gate (verified
     against the pin as it is read)."""
-    from buildenv.data.lock import lock_path, read_lock
+    from buildenv.data.lock.lockfile import lock_path, read_lock
 
     lock = read_lock(project, env)
     display = project.rel(lock_path(project, env))
@@ -160,8 +161,8 @@ def run_drift(project: Project, env: str, dataset: str, *, against: str | None =
               batch_rows: int = BATCH_ROWS, use_cache: bool = True,
               executor: Any = None) -> DriftResult:
     """Compare the locked version of `dataset` in `env` with a candidate; nothing printed."""
-    mv = Multiverse(project)
-    res = mv.resolve(env)
+    multiverse = Multiverse(project)
+    res = multiverse.resolve(env)
     if dataset not in res.env.datasets:
         raise _usage_error("BE009", f"unknown dataset '{dataset}' in environment {env}",
                            did_you_mean(dataset, res.env.datasets))
@@ -170,9 +171,9 @@ def run_drift(project: Project, env: str, dataset: str, *, against: str | None =
                            "--against-lock ENV")
     declared = res.env.datasets[dataset]
     gate = Gate(project, res.env, "drift", where=res)
-    own = mv.display(env)
+    own = multiverse.display(env)
     if against_lock is not None:
-        mv.require(against_lock)
+        multiverse.require(against_lock)
     baseline = _locked_source(project, gate, env, dataset)
     try:
         if against_lock is not None:
@@ -190,7 +191,7 @@ def run_drift(project: Project, env: str, dataset: str, *, against: str | None =
     except BaseException:
         baseline.read.close()
         raise
-    return analyse(project, mv, res, dataset, baseline, candidate, accept,
+    return analyse(project, multiverse, res, dataset, baseline, candidate, accept,
                    sample_size=sample_size, batch_rows=batch_rows, use_cache=use_cache,
                    executor=executor)
 
@@ -200,7 +201,7 @@ def drift_check(project: Project, res: Resolved, dataset: str, baseline_uri: str
     """For `buildenv retrain`: the locked version at `baseline_uri` against the uri that `res`
     declares now. Writes the statistics file; returns problems and alerts (suppressed ones as
     notes)."""
-    mv = Multiverse(project)
+    multiverse = Multiverse(project)
     declared = res.env.datasets[dataset]
     gate = Gate(project, res.env, "drift", where=res)
     try:
@@ -215,9 +216,9 @@ def drift_check(project: Project, res: Resolved, dataset: str, baseline_uri: str
     baseline.origin = "the locked version"
     candidate.origin = f"datasets.{dataset}.uri"
     accept = (f"if the new data is expected, relock: `buildenv lock {res.name}` "
-              f"({mv.display(res.name)} already points at '{declared.uri}')")
+              f"({multiverse.display(res.name)} already points at '{declared.uri}')")
     try:
-        result = analyse(project, mv, res, dataset, baseline, candidate, accept,
+        result = analyse(project, multiverse, res, dataset, baseline, candidate, accept,
                          executor=executor)
     except DiagnosticError as exc:
         return list(exc.diagnostics)
@@ -225,7 +226,7 @@ def drift_check(project: Project, res: Resolved, dataset: str, baseline_uri: str
     return [*result.problems, *(a.diagnostic() for a in result.alerts)]
 
 
-def analyse(project: Project, mv: Multiverse, res: Resolved, dataset: str, baseline: Source,
+def analyse(project: Project, multiverse: Multiverse, res: Resolved, dataset: str, baseline: Source,
             candidate: Source, accept: str, *, sample_size: int = SAMPLE_SIZE,
             batch_rows: int = BATCH_ROWS, use_cache: bool = True,
             executor: Any = None) -> DriftResult:
@@ -274,7 +275,7 @@ def analyse(project: Project, mv: Multiverse, res: Resolved, dataset: str, basel
         uses = usage.get(name, [])
         public_columns[name] = public_column(view, thresholds_for(res, dataset, name, kind), res,
                                               uses)
-        for alert in alerts_for(view, res, mv, accept):
+        for alert in alerts_for(view, res, multiverse, accept):
             alert.usage = uses
             alert.importance = importance_of(uses)
             if triage_on:

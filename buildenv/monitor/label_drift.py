@@ -17,8 +17,8 @@ import json
 
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 from buildenv.core.project import Project
-from buildenv.data.gate import Gate
-from buildenv.data.lock import check_lock
+from buildenv.data.gate.gate import Gate
+from buildenv.data.lock.staleness import check_lock
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.spec import Column
 from buildenv.labels.labelset import LabelError, LabelSets
@@ -35,12 +35,12 @@ def _usage(code: str, message: str, hint: str | None = None) -> DiagnosticError:
     return DiagnosticError([Diagnostic(code, message, hints=(hint,) if hint else ())], 2)
 
 
-def _resolved(project: Project, mv: Multiverse, res: Resolved, name: str
+def _resolved(project: Project, multiverse: Multiverse, res: Resolved, name: str
               ) -> tuple[Resolution, Source]:
     if name not in res.env.labels:
         raise _usage("BE851", f"unknown label set '{name}' in environment {res.name}",
                      did_you_mean(name, res.env.labels))
-    lock, problems = check_lock(mv, res, verify_data=False)
+    lock, problems = check_lock(multiverse, res, verify_data=False)
     if lock is None:
         raise DiagnosticError(problems, 2)
     pins = {n: d.digest for n, d in lock.datasets.items()}
@@ -52,7 +52,7 @@ def _resolved(project: Project, mv: Multiverse, res: Resolved, name: str
         raise DiagnosticError(exc.diagnostics, 1) from None
     entry = lock.labels[name]
     source = Source(entry.uri, entry.format, entry.digest, len(resolution.keys),
-                    f"label set '{name}' locked in {mv.project.rel(mv.path(res.name))[:-5]}"
+                    f"label set '{name}' locked in {multiverse.project.rel(multiverse.path(res.name))[:-5]}"
                     ".lock.json")
     return resolution, source
 
@@ -70,12 +70,12 @@ def run_label_drift(project: Project, env: str, labels: str, *,
     if against_labels is None and against_lock is None:
         raise _usage("BE004", "drift --labels takes a candidate: --against-labels NAME and/or "
                      "--against-lock ENV")
-    mv = Multiverse(project)
-    res = mv.resolve(env)
-    other_res = mv.resolve(against_lock) if against_lock is not None else res
+    multiverse = Multiverse(project)
+    res = multiverse.resolve(env)
+    other_res = multiverse.resolve(against_lock) if against_lock is not None else res
     other_name = against_labels or labels
-    base_res, baseline = _resolved(project, mv, res, labels)
-    cand_res, candidate = _resolved(project, mv, other_res, other_name)
+    base_res, baseline = _resolved(project, multiverse, res, labels)
+    cand_res, candidate = _resolved(project, multiverse, other_res, other_name)
     spec = other_res.env.labels[other_name]
     restricted = res.env.restricted(res.env.labels[labels].dataset) or \
         other_res.env.restricted(spec.dataset)
@@ -89,7 +89,7 @@ def run_label_drift(project: Project, env: str, labels: str, *,
     where = ("labels", labels, "taxonomy")
     accept = (f"if the new label distribution is expected, build against it (`label: {{labels: "
               f"{other_name}}}`{f' in {against_lock}' if against_lock else ''})")
-    alerts = alerts_for(view, res, mv, accept)
+    alerts = alerts_for(view, res, multiverse, accept)
     for alert in alerts:
         if alert.threshold_key is None:  # a built-in default: point at the label set
             alert.where = res.diag(alert.code, "", *where)

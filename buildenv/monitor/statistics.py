@@ -315,7 +315,7 @@ class Source:
     digest: str | None  # the lock's pin; for unpinned data, what the read found
     rows: int | None
     origin: str  # how it was chosen, for people: "locked in environments/x.lock.json"
-    read: Any = field(repr=False, default=None)  # buildenv.data.gate.DatasetRead
+    read: Any = field(repr=False, default=None)  # buildenv.data.gate.dataset_read.DatasetRead
 
     def describe(self) -> dict:
         if self.read is not None and self.read.digest is not None:
@@ -336,7 +336,7 @@ def _scan(source: Source, columns: dict[str, Column], edges: dict[str, np.ndarra
     file, merged in file order)."""
     if numeric_only:
         columns = {n: c for n, c in columns.items() if kind_of(c) == "numeric"}
-    from buildenv.data.gate import PartitionedRead
+    from buildenv.data.gate.partitioned_read import PartitionedRead
 
     if isinstance(source.read, PartitionedRead):
         return _scan_partitioned(source.read, columns, edges, sample_size, batch_rows,
@@ -376,7 +376,7 @@ def _scan_read(read: Any, columns: dict[str, Column], edges: dict[str, np.ndarra
 def _profile_file(job: tuple) -> tuple[dict[str, Any] | None, tuple | None, dict | None]:
     """The task: one file's accumulators, and (size, digest, rows) of what it read, or the
     error (Diagnostic.to_json()) that stopped it. Runs wherever the executor puts it."""
-    from buildenv.data.gate import GateError
+    from buildenv.data.gate.errors import GateError
 
     task, path, columns, edges, sample_size, batch_rows, numeric_only, tau = job
     try:
@@ -421,7 +421,7 @@ def _merge_files(read: Any, columns: dict[str, Column], edges: dict[str, np.ndar
                  executor: Any) -> dict[str, Any]:
     from buildenv.core.diagnostics import Diagnostic
     from buildenv.data.executor import LocalExecutor
-    from buildenv.data.gate import GateError
+    from buildenv.data.gate.errors import GateError
 
     jobs = [(task, path, columns, edges, sample_size, batch_rows, numeric_only, tau)
             for task, (path, _, _) in zip(read.tasks(), read.files)]
@@ -431,7 +431,7 @@ def _merge_files(read: Any, columns: dict[str, Column], edges: dict[str, np.ndar
     for accs, seen, error in results:
         if error is not None:  # nothing decoded is used: the bytes are not trusted
             d = Diagnostic.from_json(error)
-            raise GateError(read.gate._diag(d.code, d.message, read.name, hints=d.hints))
+            raise GateError(read.scope.dataset_error(d.code, d.message, read.name, hints=d.hints))
         found.append(seen)
         if merged is None:
             merged = accs

@@ -164,11 +164,11 @@ def history(project: Project, training: str, env: str) -> dict:
             v = str(e["version"])
             if v in lineage:
                 continue
-            mv = c.get_model_version(training, v)
-            tags = dict(mv.tags or {})
-            params = c.get_run(mv.run_id).data.params if mv.run_id else {}
+            multiverse = c.get_model_version(training, v)
+            tags = dict(multiverse.tags or {})
+            params = c.get_run(multiverse.run_id).data.params if multiverse.run_id else {}
             lineage[v] = {
-                "environment": tags.get(TAG_ENV), "run_id": mv.run_id,
+                "environment": tags.get(TAG_ENV), "run_id": multiverse.run_id,
                 "artifact_digest": tags.get("buildenv.artifact_digest"),
                 "code_digest": tags.get("buildenv.code_digest"),
                 "environment_digest": tags.get("buildenv.environment_digest"),

@@ -20,11 +20,11 @@ from typing import Any
 
 from buildenv.compile.artifact import read_lineage
 from buildenv.compile.registry import TAG_DIGEST, client, find_version
-from buildenv.compile.scoring import METRIC_ALIASES, ScoringError, score
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Promotion
+from buildenv.training.scoring import METRIC_ALIASES, ScoringError, score
 
 __all__ = ["CHECK_PREFIX", "Evaluation", "Gate", "Scored", "alias_name", "champion_version",
            "evaluate", "record_check", "registry_error"]
@@ -235,9 +235,9 @@ def _score_on_evaluation_rows(ev: Evaluation, c: Any, project: Project, res: Res
                               training: str, kind: str) -> None:
     """Both values from the environment's evaluation rows, read through the gate now."""
     from buildenv.data.evaluation import evaluation_rows
-    from buildenv.data.gate import Gate as DataGate
-    from buildenv.data.gate import GateError
-    from buildenv.data.lock import check_lock
+    from buildenv.data.gate.errors import GateError
+    from buildenv.data.gate.gate import Gate as DataGate
+    from buildenv.data.lock.staleness import check_lock
     from buildenv.env.resolve import Multiverse
 
     lock, problems = check_lock(Multiverse(project), res)

@@ -39,7 +39,8 @@ from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_bytes
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity, did_you_mean
 from buildenv.core.project import Project
-from buildenv.data.lock import lock_environments, lock_path, read_lock, stat_cache
+from buildenv.data.lock.lockfile import lock_path, read_lock, stat_cache
+from buildenv.data.lock.locking import lock_environments
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.release.events import EventLog, Tracker
 from buildenv.release.journal import exclusive, journal, recover, restore, save, swap, work_root
@@ -85,14 +86,14 @@ class _Stop(Exception):
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:@+-]+$")
 
 
-def rewrite_uri(project: Project, mv: Multiverse, res: Resolved, dataset: str,
+def rewrite_uri(project: Project, multiverse: Multiverse, res: Resolved, dataset: str,
                 new_uri: str) -> tuple[Path, str, str]:
     """Point `dataset` at `new_uri` by editing the one line where its uri is written.
 
     Only the environment's own file is edited (comments and layout are kept); a uri inherited
     from a parent is refused rather than silently changing every sibling of the parent.
     """
-    own = mv.display(res.name)
+    own = multiverse.display(res.name)
     pos = res.origin.get(("datasets", dataset, "uri"))
     if pos is None or pos.path != own:
         where = f"{pos.path}:{pos.line}" if pos else "a parent"
@@ -101,7 +102,7 @@ def rewrite_uri(project: Project, mv: Multiverse, res: Resolved, dataset: str,
             f"edits only {own}", "extends",
             hints=(f"add `datasets: {{{dataset}: {{uri: ...}}}}` to {own}, or create a new "
                    "environment that extends it",))], 2)
-    path = mv.path(res.name)
+    path = multiverse.path(res.name)
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     line = lines[pos.line - 1]
     start = pos.col - 1
@@ -175,8 +176,8 @@ def retrain(project: Project, env: str, options: RetrainOptions) -> RetrainResul
 
 def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, work: Path,
          result: RetrainResult, tracker: Tracker) -> None:
-    mv = Multiverse(project)
-    res = mv.resolve(env)  # configuration errors stop here (exit 2), nothing written yet
+    multiverse = Multiverse(project)
+    res = multiverse.resolve(env)  # configuration errors stop here (exit 2), nothing written yet
     log.emit("start", "started", f"retrain {env}", promote=options.promote,
              dataset=options.dataset, uri=options.uri)
     tracker.start(log)
@@ -192,7 +193,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
             raise DiagnosticError([Diagnostic("BE009", f"unknown dataset '{options.dataset}' "
                                               f"in environment {env}",
                                               hints=(hint,) if hint else ())], 2)
-        env_file, old_uri, new_text = rewrite_uri(project, mv, res, options.dataset,
+        env_file, old_uri, new_text = rewrite_uri(project, multiverse, res, options.dataset,
                                                   str(options.uri))
         saved.append(env_file)
     entries = save(project, work, saved)
@@ -200,9 +201,9 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
         atomic_write_bytes(env_file, new_text.encode("utf-8"))
         log.emit("dataset", "changed", f"dataset '{options.dataset}': {old_uri} -> "
                  f"{options.uri}", dataset=options.dataset, old_uri=old_uri, uri=options.uri)
-        mv = Multiverse(project)
+        multiverse = Multiverse(project)
         try:
-            res = mv.resolve(env)
+            res = multiverse.resolve(env)
         except DiagnosticError as exc:
             raise _Stop(exc.diagnostics) from None
 
@@ -222,7 +223,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
 
     # validate
     progress.phase("validate")
-    from buildenv.data.validate import validate_env
+    from buildenv.data.validate.validate import validate_env
 
     found = validate_env(res, project, datasets=sorted(changed))
     errors = [d for d in found if d.is_error]
@@ -241,7 +242,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
     journal(work, {"phase": "locking", "saved": entries})
     from buildenv.labels.locking import lock_label_sets
 
-    locked, problems = lock_environments(mv, [env], label_locker=lock_label_sets)
+    locked, problems = lock_environments(multiverse, [env], label_locker=lock_label_sets)
     if problems or not locked:
         log.emit("lock", "failed", "; ".join(p.message for p in problems))
         raise _Stop(problems)
@@ -257,7 +258,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
     staged: dict[str, Path] = {}
     for training in targets:
         out = work / "dist" / training
-        outcome = build_pair(project, mv, training, env, BuildOptions(out=out))
+        outcome = build_pair(project, multiverse, training, env, BuildOptions(out=out))
         if outcome.status == "failed":
             first = outcome.first_error()
             log.emit("build", "failed", first.to_text() if first else "build failed",
@@ -312,7 +313,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
 
 def _changed(project: Project, res: Resolved, lock: Any) -> tuple[dict[str, str],
                                                                    list[Diagnostic]]:
-    from buildenv.data.lock import digest_dataset
+    from buildenv.data.lock.locking import digest_dataset
 
     changed: dict[str, str] = {}
     problems: list[Diagnostic] = []
@@ -344,7 +345,7 @@ def _changed(project: Project, res: Resolved, lock: Any) -> tuple[dict[str, str]
 
 def _drift_step(project: Project, res: Resolved, lock: Any, changed: dict[str, str],
                 log: EventLog) -> str:
-    from buildenv.data.lock import digest_dataset
+    from buildenv.data.lock.locking import digest_dataset
 
     statuses = []
     problems: list[Diagnostic] = []

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
-from buildenv.data.audit import AuditLog
-from buildenv.data.digests import ALGORITHMS
-from buildenv.data.gate_errors import GateError
-from buildenv.data.pinned import Changed, Pinned
-from buildenv.data.privacy import (
-    first_line,
-)
+from buildenv.data.gate.audit import AuditLog
+from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.pinned import Changed, Pinned
+from buildenv.data.gate.privacy import first_line
+from buildenv.data.gate.scope import ReadScope
+from buildenv.data.lock.digests import ALGORITHMS
 from buildenv.data.storage import locate
-
-if TYPE_CHECKING:  # the gate opens these reads and hands itself in
-    from buildenv.data.gate import Gate
 
 __all__ = ["FileRead"]
 
@@ -28,10 +24,10 @@ class FileRead:
     gives a random-access file). Call `verify()` after the last byte is used: a digest that
     differs from the expected one raises GateError, and nothing decoded may be used."""
 
-    def __init__(self, gate: Gate, uri: str, what: str, expected: str | None, place: tuple,
+    def __init__(self, scope: ReadScope, uri: str, what: str, expected: str | None, place: tuple,
                  restricted_dataset: str | None, missing_code: str, mismatch_code: str,
                  relock: str | None, audit: dict):
-        self.gate, self.uri, self.what, self.expected, self.place = gate, uri, what, expected, \
+        self.scope, self.uri, self.what, self.expected, self.place = scope, uri, what, expected, \
             place
         self.restricted_dataset = restricted_dataset
         self.mismatch_code = mismatch_code
@@ -45,12 +41,12 @@ class FileRead:
         if algorithm not in ALGORITHMS:
             algorithm = "sha256"
         try:
-            self._pinned = Pinned(locate(uri, gate.project), algorithm)
+            self._pinned = Pinned(locate(uri, scope.project), algorithm)
         except FileNotFoundError:
-            raise GateError(gate._place(missing_code, f"{what}: '{uri}' not found",
+            raise GateError(scope.placed_error(missing_code, f"{what}: '{uri}' not found",
                                         place)) from None
         except OSError as exc:
-            raise GateError(gate._place(missing_code, f"{what}: cannot read '{uri}': "
+            raise GateError(scope.placed_error(missing_code, f"{what}: cannot read '{uri}': "
                                         f"{exc.strerror or first_line(str(exc))}",
                                         place)) from None
 
@@ -77,7 +73,7 @@ class FileRead:
                 try:
                     chunk = handle.read(size)
                 except OSError as exc:
-                    raise GateError(self.gate._place(
+                    raise GateError(self.scope.placed_error(
                         "BE053", f"{self.what}: cannot read '{self.uri}': {exc}",
                         self.place)) from None
                 if not chunk:
@@ -88,12 +84,12 @@ class FileRead:
         try:
             found = self._pinned.digest()
         except Changed:
-            raise GateError(self.gate._place(
+            raise GateError(self.scope.placed_error(
                 "BE056", f"{self.what}: '{self.uri}' was written to while it was being read; "
                 "nothing read from it is used", self.place,
                 hints=("retry when the writer has finished",))) from None
         except OSError as exc:
-            raise GateError(self.gate._place(
+            raise GateError(self.scope.placed_error(
                 "BE053", f"{self.what}: cannot read '{self.uri}': {exc.strerror or exc}",
                 self.place)) from None
         if self.digest is not None:
@@ -103,8 +99,8 @@ class FileRead:
                 self._audit("refused: does not match the lock", found)
             hint = (f"the file changed after the lock was checked; if the new bytes are "
                     f"intended, review them and run `buildenv lock "
-                    f"{self.relock or self.gate.env.name}`")
-            raise GateError(self.gate._place(
+                    f"{self.relock or self.scope.env.name}`")
+            raise GateError(self.scope.placed_error(
                 self.mismatch_code, f"{self.what} does not match the lock: expected "
                 f"{self.expected}, found {found} ({self.uri}); nothing read from it is used",
                 self.place, hints=(hint,)))
@@ -119,8 +115,8 @@ class FileRead:
         self._audited = True
         assert self.restricted_dataset is not None
         try:
-            AuditLog(self.gate.project.data_state_dir).append(
-                purpose=self.gate.purpose, environment=self.gate.env.name,
+            AuditLog(self.scope.project.data_state_dir).append(
+                purpose=self.scope.purpose, environment=self.scope.env.name,
                 dataset=self.restricted_dataset, digest=digest or self.digest or self.expected,
                 columns=[], rows=self.rows_read, file=self.uri, outcome=outcome,
                 **self.audit_details)

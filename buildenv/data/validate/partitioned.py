@@ -12,7 +12,11 @@ from typing import Any
 import pyarrow as pa
 
 from buildenv.core.diagnostics import Diagnostic, Severity
-from buildenv.data.column_checks import (
+from buildenv.data.executor import Executor
+from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.formats import type_accepts
+from buildenv.data.gate.partitioned_read import FileTask, PartitionedRead, partition_scalar
+from buildenv.data.validate.column_checks import (
     EXAMPLES,
     ColumnChecks,
     ColumnReport,
@@ -21,11 +25,8 @@ from buildenv.data.column_checks import (
     domain_array,
     spill_dir,
 )
-from buildenv.data.executor import Executor
-from buildenv.data.formats import type_accepts
-from buildenv.data.gate import FileTask, GateError, PartitionedRead, partition_scalar
-from buildenv.data.uniqueness import DuplicateCounter
-from buildenv.data.violations import bound, judge, tolerance
+from buildenv.data.validate.uniqueness import DuplicateCounter
+from buildenv.data.validate.violations import bound, judge, tolerance
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Column, Dataset
 

@@ -200,7 +200,7 @@ class CsvFormat(FileFormat):
     def count_rows(self, source: Bytes) -> int:
         """Records outside quoted fields, without parsing fields (`csv_rows`): what the lock
         records; the decoder yields as many rows from a well-formed file."""
-        from buildenv.data.csv_rows import RowCounter
+        from buildenv.data.lock.csv_rows import RowCounter
 
         counter = RowCounter()
         with source.open() as stream:

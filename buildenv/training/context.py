@@ -14,7 +14,7 @@ Metrics and params go back to the build.
 trainings that learn incrementally (`partial_fit`) from data larger than memory. Each file is
 verified when its last batch has been read; a mismatch fails the build even if the training
 catches it, and a scan the training abandons is verified (to the end of its current file)
-when the training returns. Both take `filters` (buildenv.data.filters): on a partitioned
+when the training returns. Both take `filters` (buildenv.data.gate.filters): on a partitioned
 dataset, files whose partition values rule them out are never opened. (A label set's dataset
 is read whole: `ctx.labels()` is aligned with `ctx.read`'s rows.)
 """
@@ -29,10 +29,11 @@ import pyarrow as pa
 
 from buildenv.core.project import Project
 from buildenv.data.evaluation import holdout_mask, key_columns
-from buildenv.data.filters import Filters, parse_filters
-from buildenv.data.gate import Gate, GateError
-from buildenv.data.manifest import Manifest
-from buildenv.data.privacy import Redactor
+from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.filters import Filters, parse_filters
+from buildenv.data.gate.gate import Gate
+from buildenv.data.gate.privacy import Redactor
+from buildenv.data.lock.manifest import Manifest
 from buildenv.env.spec import Environment
 
 __all__ = ["BuildContext", "ForbiddenRead"]

@@ -1,4 +1,4 @@
-"""The training process: hermetic side of `buildenv build` (`python -m buildenv.compile.runner REQ`).
+"""The training process: hermetic side of `buildenv build` (`python -m buildenv.training.runner REQ`).
 
 Runs in a fresh interpreter with a scrubbed environment and fixed seeds. It
 imports the user's module, calls `train(ctx)` (every read goes through the data
@@ -96,7 +96,7 @@ def _signature(env: Any, inputs: list[str] | None, label: Any):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    from buildenv.compile.signature import colspec_type
+    from buildenv.training.signature import colspec_type
 
     if not inputs:
         return None
@@ -141,10 +141,10 @@ def run(request: dict) -> dict:
     import numpy as np
 
     np.random.seed(seed % (2**32))
-    from buildenv.compile.context import BuildContext, ForbiddenRead
     from buildenv.core.project import Project
-    from buildenv.data.gate import GateError
+    from buildenv.data.gate.errors import GateError
     from buildenv.env.spec import Environment
+    from buildenv.training.context import BuildContext, ForbiddenRead
 
     env = Environment.model_validate(request["env"])
     project = Project(root=root, data_root=Path(request["data_root"]) if request.get(
@@ -189,7 +189,7 @@ def run(request: dict) -> dict:
         return {"ok": False, "diagnostics": [_diag(
             "BE304", f"train() returned {type(model).__name__}, not a fitted model with "
             "predict()", request["module_path"], None)]}
-    from buildenv.compile.introspect import describe
+    from buildenv.training.introspect import describe
 
     info = describe(model)
     result: dict = {"ok": True, "diagnostics": [], "metrics": ctx.metrics,
@@ -239,7 +239,7 @@ def run(request: dict) -> dict:
     timings["save"] = time.perf_counter() - mark
     mark = time.perf_counter()
     if serving is not None and serving.stack == "onnx":
-        from buildenv.compile.onnx_parity import check_onnx
+        from buildenv.training.onnx_parity import check_onnx
 
         sample = (X, rows.labels) if rows is not None else None
         onnx_result = check_onnx(model, info["inputs"], env, sample, out)
@@ -280,7 +280,7 @@ def _label_summary(ctx: Any) -> dict:
 
 
 def _manifests(request: dict) -> dict:
-    from buildenv.data.manifest import FileEntry, Manifest
+    from buildenv.data.lock.manifest import FileEntry, Manifest
 
     return {name: Manifest(tuple(FileEntry.from_json(f) for f in data["files"]),
                            tuple(data.get("partitions") or ()))
@@ -291,9 +291,10 @@ def _evaluate(project: Any, env: Any, pins: dict, model: Any, inputs: list[str] 
               labels: Any = None, manifests: dict | None = None
               ) -> tuple[Any, dict | None, list[dict]]:
     """Score the model on the environment's evaluation rows, read through the gate."""
-    from buildenv.compile.scoring import ScoringError, score
     from buildenv.data.evaluation import evaluation_rows
-    from buildenv.data.gate import Gate, GateError
+    from buildenv.data.gate.errors import GateError
+    from buildenv.data.gate.gate import Gate
+    from buildenv.training.scoring import ScoringError, score
 
     served = {c for ds in env.datasets.values() for c, col in ds.columns.items() if col.serving}
     if inputs and not set(inputs) <= served:

@@ -30,7 +30,13 @@ from buildenv.core.atomic import atomic_write_text
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, Severity
 from buildenv.core.project import Project
-from buildenv.data.column_checks import (
+from buildenv.data.executor import Executor, LocalExecutor
+from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.formats import type_accepts
+from buildenv.data.gate.gate import Gate
+from buildenv.data.gate.partitioned_read import PartitionedRead
+from buildenv.data.lock.manifest import Manifest
+from buildenv.data.validate.column_checks import (
     EXAMPLES,
     ColumnChecks,
     ColumnReport,
@@ -39,13 +45,9 @@ from buildenv.data.column_checks import (
     domain_array,
     spill_dir,
 )
-from buildenv.data.executor import Executor, LocalExecutor
-from buildenv.data.formats import type_accepts
-from buildenv.data.gate import Gate, GateError, PartitionedRead
-from buildenv.data.manifest import Manifest
-from buildenv.data.uniqueness import DuplicateCounter
-from buildenv.data.validate_partitioned import validate_partitioned
-from buildenv.data.violations import close, judge, suggest
+from buildenv.data.validate.partitioned import validate_partitioned
+from buildenv.data.validate.uniqueness import DuplicateCounter
+from buildenv.data.validate.violations import close, judge, suggest
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Dataset
 

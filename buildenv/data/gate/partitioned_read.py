@@ -1,170 +1,35 @@
-"""The data gate: the one path by which dataset bytes enter buildenv.
-
-Every caller -- validate, drift, the training's `ctx.read`, evaluation, promotion, retrain --
-reads through `Gate.open`, which
-
-1. **pins** the bytes: a local file is opened once and decoded through that open file
-   (`/proc/self/fd/N`), so a file replaced after the lock check is not what is read; a remote
-   object is copied into memory while it is hashed;
-2. **verifies** them: the whole file is hashed while it is decoded (a second thread reading the
-   same open file; hashing releases the GIL), and the digest is compared with the lock's when
-   the read completes. A local file must also keep its size, mtime and ctime (any write changes
-   them). A mismatch raises `GateError` (BE055/BE056) naming the dataset and both digests;
-   callers discard what they decoded;
-3. **types** them with the format's one reader (`formats.FORMATS`), and
-4. keeps them **private**: decoding errors of a restricted dataset carry the column, data row
-   and type, never the value; every completed read of a restricted dataset appends a record to
-   the audit log (`audit.AuditLog`) before its rows are handed over.
-
-A partitioned dataset (uri ending in `/`) is read file by file (`PartitionedRead`), each file
-pinned and verified against its own manifest entry as above, one file open at a time; partition
-columns come from the paths, typed as declared. Filters on partition columns leave the files
-they rule out unopened.
-
-Hashing a lock (`digests`) reads bytes without decoding a value and is not audited.
-
-Modules: `pinned` (pinned bytes and their digest), `reads` (one file's verified, typed read),
-`file_read` (non-tabular files), `gate_errors`; this module opens them and reads partitioned
-datasets file by file.
-"""
+"""Partitioned datasets read file by file: each file pinned and verified against its own
+manifest entry, one file open at a time, partition columns typed from the paths; filters on
+partition columns leave the files they rule out unopened. `FileTask` is one file of such a
+read, self-contained for an executor (local threads or Ray)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
-from buildenv.data.audit import AuditLog
-from buildenv.data.digests import StatCache
-from buildenv.data.file_read import FileRead
-from buildenv.data.formats import (
-    BATCH_ROWS,
-    arrow_type,
-    parse_timestamps,
-)
-from buildenv.data.gate_errors import GateError
-from buildenv.data.manifest import (
+from buildenv.data.gate.audit import AuditLog
+from buildenv.data.gate.dataset_read import DatasetRead
+from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.formats import BATCH_ROWS, arrow_type, parse_timestamps
+from buildenv.data.gate.scope import ReadScope
+from buildenv.data.lock.manifest import (
     FileEntry,
     Manifest,
     ManifestError,
     list_files,
     partition_values,
 )
-from buildenv.data.pinned import Pinned
-from buildenv.data.reads import DatasetRead
 from buildenv.data.storage import locate
 from buildenv.env.spec import Column, Dataset, Environment
 
-__all__ = ["DatasetRead", "FileRead", "FileTask", "Gate", "GateError", "PartitionedRead",
-           "Pinned", "partition_scalar"]
+__all__ = ["FileTask", "PartitionedRead", "partition_scalar"]
 
-
-# --- pinned bytes ---------------------------------------------------------------------------
-
-
-# --- the gate --------------------------------------------------------------------------------
-
-@dataclass
-class Gate:
-    """Reads of one environment's datasets for one purpose (build, validate, drift, ...)."""
-
-    project: Project
-    env: Environment
-    purpose: str
-    pins: Mapping[str, str] = field(default_factory=dict)  # dataset -> locked digest
-    where: Any = None  # Resolved, to place diagnostics at the dataset's YAML line (optional)
-    manifests: Mapping[str, Manifest] = field(default_factory=dict)  # partitioned datasets
-    _stat_cache: Any = field(default=None, init=False, repr=False, compare=False)
-
-    def restricted(self, dataset: str) -> bool:
-        return self.env.restricted(dataset)
-
-    def vouched(self, pinned: Pinned, fmt: str) -> str | None:
-        """The digest the lock's stat cache recorded for exactly this open file, if it can be
-        trusted (same size, mtime, ctime, inode and device, not modified near its hashing)."""
-        identity = pinned.identity
-        if identity is None:
-            return None
-        if self._stat_cache is None:
-            self._stat_cache = StatCache(self.project.state_dir / "statcache.json")
-        hit = self._stat_cache.get(pinned.location.key, identity, pinned.algorithm, fmt)
-        return hit.digest if hit is not None else None
-
-    def open(self, dataset: str, *, uri: str | None = None, fmt: str | None = None,
-             expect: str | Manifest | None | bool = True, origin: str | None = None,
-             filters: Any = None) -> DatasetRead | PartitionedRead:
-        """Open `dataset` (or another version of it at `uri`) for reading.
-
-        `expect`: True (default) verifies against the lock's pin, a digest string (or, for a
-        partitioned dataset, a manifest) verifies against that, None reads unpinned bytes (new
-        data being validated or compared: the digest read is reported, nothing is claimed
-        about it). `filters` (buildenv.data.filters.Filters): partitioned datasets open only
-        the files whose partition values may pass.
-        """
-        spec = self.env.datasets[dataset]
-        uri = uri or spec.uri
-        if uri.endswith("/"):
-            return PartitionedRead(self, dataset, spec, uri, self._manifest(dataset, expect),
-                                   origin or uri, filters)
-        expected: str | None
-        if expect is True:
-            expected = self.pins.get(dataset)
-            if expected is None:
-                raise GateError(self._diag(
-                    "BE050", f"dataset '{dataset}' has no locked digest to verify against",
-                    dataset, hints=(f"run `buildenv lock {self.env.name}`",)))
-        elif isinstance(expect, Manifest):
-            raise GateError(self._diag("BE052", f"dataset '{dataset}': the lock pins a "
-                                       f"directory of files, the uri '{uri}' names one file",
-                                       dataset, hints=(f"run `buildenv lock {self.env.name}`",)))
-        else:
-            expected = expect or None
-        return DatasetRead(self, dataset, spec, uri, fmt or spec.format, expected,
-                           origin or uri)
-
-    def _manifest(self, dataset: str, expect: Any) -> Manifest | None:
-        """The manifest a partitioned read is verified against (None: unpinned)."""
-        if expect is None or expect is False:
-            return None
-        if isinstance(expect, Manifest):
-            return expect
-        pinned = self.pins.get(dataset) if expect is True else expect
-        manifest = self.manifests.get(dataset)
-        if pinned is None or manifest is None or manifest.digest != pinned:
-            raise GateError(self._diag(
-                "BE050", f"dataset '{dataset}' has no locked manifest to verify its files "
-                "against", dataset, hints=(f"run `buildenv lock {self.env.name}`",)))
-        return manifest
-
-    def open_file(self, uri: str, *, what: str, expect: str | None,
-                  place: tuple = (), restricted_dataset: str | None = None,
-                  missing_code: str = "BE053", mismatch_code: str = "BE055",
-                  relock: str | None = None, **audit: Any) -> FileRead:
-        """Open a non-tabular file (a label export, a mapping) for a verified read.
-
-        `what` names it in messages ("label set 'genre-v2'"); `place` is the YAML key path
-        its diagnostics point at; `expect` is the locked digest (None: unpinned). When
-        `restricted_dataset` is set, the file describes examples of that restricted dataset:
-        its completed (or abandoned) reads are audited like the dataset's, with `audit` as
-        details."""
-        return FileRead(self, uri, what, expect, place, restricted_dataset, missing_code,
-                        mismatch_code, relock, audit)
-
-    def _place(self, code: str, message: str, place: tuple, hints: tuple[str, ...] = ()
-               ) -> Diagnostic:
-        if self.where is not None and place:
-            return self.where.diag(code, message, *place, hints=hints)
-        return Diagnostic(code, message, hints=hints)
-
-    def _diag(self, code: str, message: str, dataset: str, hints: tuple[str, ...] = ()
-              ) -> Diagnostic:
-        if self.where is not None:
-            return self.where.diag(code, message, "datasets", dataset, "uri", hints=hints)
-        return Diagnostic(code, message, hints=hints)
 
 
 def partition_scalar(text: str | None, column: Column) -> pa.Scalar:
@@ -207,11 +72,11 @@ class FileTask:
         """The file, verified as it is read; with its partition columns unless
         `partitions=False` (validation checks the values from the paths itself)."""
         spec = self.env.datasets[self.dataset]
-        gate = Gate(self.project, self.env, self.purpose)
+        scope = ReadScope(self.project, self.env, self.purpose)
         constants = ({n: partition_scalar(v, spec.columns[n]) for n, v in self.values}
                      if partitions else {})
         try:
-            return DatasetRead(gate, self.dataset, spec, self.uri, "parquet", self.expected,
+            return DatasetRead(scope, self.dataset, spec, self.uri, "parquet", self.expected,
                                self.uri, constants=constants, audit=False,
                                algorithm=self.algorithm)
         except GateError as exc:
@@ -230,18 +95,18 @@ class PartitionedRead:
     one file's row group at a time. Unpinned (no manifest): the files under the uri now, each
     hashed as it is read; `digest` is then the manifest of what was read."""
 
-    def __init__(self, gate: Gate, name: str, spec: Dataset, uri: str,
+    def __init__(self, scope: ReadScope, name: str, spec: Dataset, uri: str,
                  manifest: Manifest | None, origin: str, filters: Any = None):
-        self.gate, self.name, self.spec, self.uri = gate, name, spec, uri
+        self.scope, self.name, self.spec, self.uri = scope, name, spec, uri
         self.manifest = manifest
         self.expected = manifest.digest if manifest is not None else None
         self.origin = origin
-        self.restricted = gate.restricted(name)
+        self.restricted = scope.restricted(name)
         self.columns_read: set[str] = set()
         self.rows_read = 0
         self.digest: str | None = None
         self.partitions = tuple(spec.partition_columns)
-        location = locate(uri, gate.project)
+        location = locate(uri, scope.project)
         self.location = location
         if manifest is not None:
             entries = [(f.path, f.digest) for f in manifest.files]
@@ -250,15 +115,15 @@ class PartitionedRead:
             try:
                 listed = list_files(location, self.partitions)
             except FileNotFoundError:
-                raise GateError(gate._diag("BE053", f"dataset '{name}': '{uri}' not found",
+                raise GateError(scope.dataset_error("BE053", f"dataset '{name}': '{uri}' not found",
                                            name)) from None
             except ManifestError as exc:
                 code, text = exc.problems[0]
                 more = len(exc.problems) - 1
-                raise GateError(gate._diag(code, f"dataset '{name}': {text}" + (
+                raise GateError(scope.dataset_error(code, f"dataset '{name}': {text}" + (
                     f" (and {more} more)" if more else ""), name)) from None
             except OSError as exc:
-                raise GateError(gate._diag("BE053", f"dataset '{name}': cannot read '{uri}': "
+                raise GateError(scope.dataset_error("BE053", f"dataset '{name}': cannot read '{uri}': "
                                            f"{exc.strerror or exc}", name)) from None
             entries = [(item.path, None) for item in listed]
             self.algorithm = "sha256"
@@ -267,7 +132,7 @@ class PartitionedRead:
             try:
                 values = partition_values(path, self.partitions)
             except ValueError as exc:
-                raise GateError(gate._diag("BE062", f"dataset '{name}': '{self.file_uri(path)}'"
+                raise GateError(scope.dataset_error("BE062", f"dataset '{name}': '{self.file_uri(path)}'"
                                            f" does not match the declared partitions: {exc}",
                                            name)) from None
             self.files.append((path, digest, values))
@@ -298,7 +163,7 @@ class PartitionedRead:
         if self.manifest is not None:
             rows = {f.path: f.rows for f in self.manifest.files}
             return sum(rows[path] for path, _, _ in self.files)
-        from buildenv.data.digests import _parquet_rows
+        from buildenv.data.lock.digests import _parquet_rows
 
         try:
             return sum(_parquet_rows(self.location.child(path)) for path, _, _ in self.files)
@@ -307,7 +172,7 @@ class PartitionedRead:
 
     def tasks(self, purpose: str | None = None) -> list[FileTask]:
         """One self-contained task per file to read (for an executor)."""
-        return [FileTask(self.gate.project, self.gate.env, purpose or self.gate.purpose,
+        return [FileTask(self.scope.project, self.scope.env, purpose or self.scope.purpose,
                          self.name, self.file_uri(path), digest, tuple(values.items()),
                          self.algorithm, i)
                 for i, (path, digest, values) in enumerate(self.files)]
@@ -316,7 +181,7 @@ class PartitionedRead:
         try:
             return task.open()
         except ValueError as exc:  # a partition value that does not convert
-            raise GateError(self.gate._diag(
+            raise GateError(self.scope.dataset_error(
                 "BE063", f"dataset '{self.name}': partition value in '{task.uri}': {exc}",
                 self.name)) from None
         except GateError as exc:
@@ -325,9 +190,9 @@ class PartitionedRead:
     def _placed(self, exc: GateError) -> GateError:
         """A file's error, placed at the dataset's uri line like the gate's own."""
         d = exc.diagnostic
-        if self.gate.where is None or d.path is not None:
+        if self.scope.where is None or d.path is not None:
             return exc
-        return GateError(self.gate._diag(d.code, d.message, self.name, hints=d.hints))
+        return GateError(self.scope.dataset_error(d.code, d.message, self.name, hints=d.hints))
 
     # --- the DatasetRead interface ------------------------------------------------------------
     def __enter__(self) -> PartitionedRead:
@@ -377,7 +242,7 @@ class PartitionedRead:
                 missing = [c for c in columns if c not in read.schema.names
                            and c in self.schema.names]
                 if missing:
-                    raise GateError(self.gate._diag(
+                    raise GateError(self.scope.dataset_error(
                         "BE206", f"dataset '{self.name}': '{task.uri}' has no column "
                         f"'{missing[0]}'", self.name))
                 try:
@@ -426,7 +291,7 @@ class PartitionedRead:
             for path, digest, _ in self.files:
                 found = self._found.get(path)
                 if found is None or found.digest != digest:  # the file reads verify each
-                    raise GateError(self.gate._diag(
+                    raise GateError(self.scope.dataset_error(
                         "BE055", f"dataset '{self.name}': '{self.file_uri(path)}' was not "
                         "verified against the lock; nothing read from it is used", self.name))
             self.digest = self.manifest.digest
@@ -442,8 +307,8 @@ class PartitionedRead:
 
         self._audited = True
         try:
-            AuditLog(self.gate.project.data_state_dir).append(
-                purpose=self.gate.purpose, environment=self.gate.env.name, dataset=self.name,
+            AuditLog(self.scope.project.data_state_dir).append(
+                purpose=self.scope.purpose, environment=self.scope.env.name, dataset=self.name,
                 digest=self.digest or self.expected, columns=sorted(self.columns_read),
                 rows=self.rows_read, outcome=outcome, files=len(self.files))
         except DiagnosticError as exc:  # BE801: not sound or not writable

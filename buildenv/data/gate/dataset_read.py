@@ -9,13 +9,13 @@ dataset is restricted. Decoding errors of a restricted dataset locate the failin
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
-from buildenv.data.audit import AuditLog
-from buildenv.data.digests import ALGORITHMS
-from buildenv.data.formats import (
+from buildenv.data.gate.audit import AuditLog
+from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.formats import (
     BATCH_ROWS,
     FORMATS,
     FileFormat,
@@ -23,19 +23,17 @@ from buildenv.data.formats import (
     declared_types,
     parse_timestamps,
 )
-from buildenv.data.gate_errors import GateError
-from buildenv.data.pinned import Changed, Pinned
-from buildenv.data.privacy import (
+from buildenv.data.gate.pinned import Changed, Pinned
+from buildenv.data.gate.privacy import (
     csv_column_of,
     decode_error_message,
     first_line,
     is_conversion_error,
 )
+from buildenv.data.gate.scope import ReadScope
+from buildenv.data.lock.digests import ALGORITHMS
 from buildenv.data.storage import locate
 from buildenv.env.spec import Column, Dataset
-
-if TYPE_CHECKING:  # the gate opens these reads and hands itself in
-    from buildenv.data.gate import Gate
 
 __all__ = ["DatasetRead"]
 
@@ -43,18 +41,18 @@ __all__ = ["DatasetRead"]
 class DatasetRead:
     """One verified, typed, audited read of a dataset version. Use as a context manager."""
 
-    def __init__(self, gate: Gate, name: str, spec: Dataset, uri: str, fmt: str,
+    def __init__(self, scope: ReadScope, name: str, spec: Dataset, uri: str, fmt: str,
                  expected: str | None, origin: str, *,
                  constants: Mapping[str, pa.Scalar] | None = None, audit: bool = True,
                  algorithm: str | None = None):
         """`constants`: columns of a partition file that come from its path (typed as
         declared); `audit=False`: one file of a partitioned read, which audits as a whole."""
-        self.gate, self.name, self.spec, self.uri = gate, name, spec, uri
+        self.scope, self.name, self.spec, self.uri = scope, name, spec, uri
         self.format: FileFormat = FORMATS[fmt]
         self.expected = expected
         self.origin = origin
         self.constants = dict(constants or {})
-        self.restricted = gate.restricted(name)  # decode errors never quote values
+        self.restricted = scope.restricted(name)  # decode errors never quote values
         self.audited = self.restricted and audit  # one file of a partitioned read: not
         self.columns_read: set[str] = set()
         self.rows_read = 0
@@ -63,14 +61,14 @@ class DatasetRead:
         if algorithm not in ALGORITHMS:
             algorithm = "sha256"
         try:
-            self._pinned = Pinned(locate(uri, gate.project), algorithm)
+            self._pinned = Pinned(locate(uri, scope.project), algorithm)
         except FileNotFoundError:
-            raise GateError(gate._diag("BE053", f"dataset '{name}': '{uri}' not found",
+            raise GateError(scope.dataset_error("BE053", f"dataset '{name}': '{uri}' not found",
                                        name)) from None
         except OSError as exc:
-            raise GateError(gate._diag("BE053", f"dataset '{name}': cannot read '{uri}': "
+            raise GateError(scope.dataset_error("BE053", f"dataset '{name}': cannot read '{uri}': "
                                        f"{exc.strerror or first_line(str(exc))}", name)) from None
-        vouched = gate.vouched(self._pinned, fmt)
+        vouched = scope.vouched(self._pinned, fmt)
         if vouched is not None and expected in (None, vouched):
             self._pinned.vouch(vouched)
         self._schema: pa.Schema | None = None
@@ -182,7 +180,7 @@ class DatasetRead:
         except Changed:
             raise self._changed_error() from None
         except OSError as exc:
-            raise GateError(self.gate._diag(
+            raise GateError(self.scope.dataset_error(
                 "BE053", f"dataset '{self.name}': cannot read '{self.uri}': "
                 f"{exc.strerror or exc}", self.name)) from None
         if self.digest is not None:
@@ -190,12 +188,12 @@ class DatasetRead:
         if self.expected is not None and found != self.expected:
             if self.audited:
                 self._audit("refused: does not match the lock", found)
-            raise GateError(self.gate._diag(
+            raise GateError(self.scope.dataset_error(
                 "BE055", f"dataset '{self.name}' does not match the lock: expected "
                 f"{self.expected}, found {found} ({self.uri}); nothing read from it is used",
                 self.name, hints=(
                     "the data changed after the lock was checked; if the new bytes are "
-                    f"intended, review them and run `buildenv lock {self.gate.env.name}`",)))
+                    f"intended, review them and run `buildenv lock {self.scope.env.name}`",)))
         self.digest = found
         if self.audited:
             self._audit("read")
@@ -206,8 +204,8 @@ class DatasetRead:
 
         self._audited = True
         try:
-            AuditLog(self.gate.project.data_state_dir).append(
-                purpose=self.gate.purpose, environment=self.gate.env.name, dataset=self.name,
+            AuditLog(self.scope.project.data_state_dir).append(
+                purpose=self.scope.purpose, environment=self.scope.env.name, dataset=self.name,
                 digest=digest or self.digest or self.expected, columns=sorted(self.columns_read),
                 rows=self.rows_read, outcome=outcome)
         except DiagnosticError as exc:  # BE801: not sound or not writable
@@ -215,7 +213,7 @@ class DatasetRead:
 
     # --- errors ---------------------------------------------------------------------------
     def _changed_error(self) -> GateError:
-        return GateError(self.gate._diag(
+        return GateError(self.scope.dataset_error(
             "BE056", f"dataset '{self.name}' was written to while it was being read "
             f"({self.uri}); nothing read from it is used", self.name,
             hints=("retry when the writer has finished",)))
@@ -223,10 +221,10 @@ class DatasetRead:
     def _decode_error(self, exc: BaseException, rows_before: int = 0,
                       columns: Sequence[str] = ()) -> GateError:
         if isinstance(exc, FileNotFoundError):
-            return GateError(self.gate._diag("BE053", f"dataset '{self.name}': '{self.uri}' not "
+            return GateError(self.scope.dataset_error("BE053", f"dataset '{self.name}': '{self.uri}' not "
                                              "found", self.name))
         if isinstance(exc, OSError) and not isinstance(exc, pa.ArrowException):
-            return GateError(self.gate._diag("BE053", f"dataset '{self.name}': cannot read "
+            return GateError(self.scope.dataset_error("BE053", f"dataset '{self.name}': cannot read "
                                              f"'{self.uri}': {exc.strerror or exc}", self.name))
         if self._pinned.changed():  # the decoder failed because a writer was at work
             return self._changed_error()
@@ -234,7 +232,7 @@ class DatasetRead:
         message = decode_error_message(exc, self.name, self.restricted, self._header, row,
                                        column)
         code = "BE201" if is_conversion_error(exc) else "BE053"
-        return GateError(self.gate._diag(code, message, self.name))
+        return GateError(self.scope.dataset_error(code, message, self.name))
 
     def _locate_failure(self, exc: BaseException, rows_before: int, columns: Sequence[str]
                         ) -> tuple[int | None, str | None]:

@@ -16,8 +16,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from buildenv.data.formats import arrow_type
-from buildenv.data.uniqueness import DuplicateCounter, Duplicates
+from buildenv.data.gate.formats import arrow_type
+from buildenv.data.validate.uniqueness import DuplicateCounter, Duplicates
 from buildenv.env.spec import Column, _parse_temporal
 
 __all__ = ["EXAMPLES", "ColumnChecks", "ColumnReport", "bounds", "check_batch", "domain_array",
@@ -272,6 +272,6 @@ def bounds(col: Column, actual: pa.DataType
 def spill_dir(read: Any) -> str:
     """Where duplicate counting may spill values: inside the repository's own state (owner
     only), never a shared temp directory; each count removes its files when it ends."""
-    folder = read.gate.project.state_dir / "tmp"
+    folder = read.scope.project.state_dir / "tmp"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     return str(folder)

@@ -14,7 +14,7 @@ import threading
 
 import pyarrow as pa
 
-from buildenv.data.digests import ALGORITHMS, CHUNK
+from buildenv.data.lock.digests import ALGORITHMS, CHUNK
 from buildenv.data.storage import Location, Stat
 
 __all__ = ["Changed", "Pinned"]

@@ -73,7 +73,7 @@ class Manifest:
 
     @property
     def digest(self) -> str:
-        from buildenv.data.digests import ALGORITHMS
+        from buildenv.data.lock.digests import ALGORITHMS
 
         hasher = ALGORITHMS[self.algorithm]()
         hasher.update(canonical_json({"manifest": MANIFEST_VERSION, "files": [
@@ -197,7 +197,7 @@ def hash_file(task: tuple[Location, str]) -> tuple[Stat | None, object, int]:
     """One file's (stat, ContentDigest or error text, time the hash started): the unit of work
     the executor runs, locally or as a Ray task. Errors are returned, not raised, so that they
     come back naming their file whatever ran them."""
-    from buildenv.data.digests import _compute
+    from buildenv.data.lock.digests import _compute
 
     location, algorithm = task
     try:
@@ -222,8 +222,8 @@ def digest_partitioned(location: Location, partitions: Sequence[str], algorithm:
     file the stat cache cannot vouch for (run by `executor`, default a few local threads).
     Raises FileNotFoundError, ManifestError (files that cannot be pinned, each named) or
     ValueError (a file that cannot be read or changed while hashed, named)."""
-    from buildenv.data.digests import ContentDigest
     from buildenv.data.executor import LocalExecutor
+    from buildenv.data.lock.digests import ContentDigest
 
     listed = list_files(location, partitions)
     known: dict[str, ContentDigest] = {}

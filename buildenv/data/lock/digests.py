@@ -243,7 +243,7 @@ def _digest_bytes(location: Location, algorithm: str) -> ContentDigest:
 def _parquet_rows(location: Location) -> int:
     """The footer's row count: parsed directly (no pyarrow import), else by pyarrow, which
     also says what is wrong with a file that is not Parquet."""
-    from buildenv.data.parquet_footer import footer_rows
+    from buildenv.data.lock.parquet_footer import footer_rows
 
     if location.local is not None:
         with open(location.local, "rb", buffering=0) as handle:
@@ -260,19 +260,12 @@ def _parquet_rows(location: Location) -> int:
             rows = footer_rows(read_at, size)
     if rows is not None:
         return rows
-    from buildenv.data.formats import FORMATS
+    # Deferred on purpose: pyarrow costs a fresh `buildenv lock` a quarter of a second, and is
+    # needed only for a footer the parser above could not read (pyarrow says what is wrong).
+    import pyarrow.parquet as pq
 
-    return FORMATS["parquet"].count_rows(_Random(location))
-
-
-class _Random:
-    """A location as the formats' `Bytes`: opened for random access each time."""
-
-    def __init__(self, location: Location):
-        self.location = location
-
-    def open(self):
-        return self.location.open_random()
+    with location.open_random() as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
 
 
 def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
@@ -282,7 +275,7 @@ def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
     once it is hashed."""
     import queue
 
-    from buildenv.data.csv_rows import RowCounter
+    from buildenv.data.lock.csv_rows import RowCounter
 
     hasher = ALGORITHMS[algorithm]()
     chunks: queue.Queue = queue.Queue()

@@ -11,8 +11,8 @@ from typing import Any
 import pyarrow as pa
 
 from buildenv.core.diagnostics import Diagnostic, Severity
-from buildenv.data.column_checks import EXAMPLES, ColumnReport, show
-from buildenv.data.formats import ARROW_TYPES, type_accepts
+from buildenv.data.gate.formats import ARROW_TYPES, type_accepts
+from buildenv.data.validate.column_checks import EXAMPLES, ColumnReport, show
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Column
 

@@ -75,7 +75,7 @@ class Filters:
                    for alt in self.alternatives)
 
     def expression(self, declared: Mapping[str, Column]) -> Any:
-        from buildenv.data.formats import arrow_type
+        from buildenv.data.gate.formats import arrow_type
 
         types = {c: arrow_type(declared[c].dtype) for c in self.columns}
         out = None

@@ -1,4 +1,6 @@
-"""Cross-process locks: what two buildenv processes sharing a repository must not do at once.
+"""Cross-process mutexes: what two buildenv processes sharing a repository must not do at once.
+
+("Lock" in buildenv names the pin file, `environments/<name>.lock.json`; these are mutexes.)
 
 A thread lock protects one process; CI runs several `buildenv` processes over one checkout,
 cache and registry. These are `flock(2)` locks on small files under `.buildenv/locks/`: the
@@ -23,15 +25,15 @@ from pathlib import Path
 
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 
-__all__ = ["LOCK_TIMEOUT_ENV", "dir_lock", "file_lock", "lock_path", "lock_timeout"]
+__all__ = ["MUTEX_TIMEOUT_ENV", "dir_mutex", "mutex", "mutex_path", "mutex_timeout"]
 
-LOCK_TIMEOUT_ENV = "BUILDENV_LOCK_TIMEOUT"
+MUTEX_TIMEOUT_ENV = "BUILDENV_LOCK_TIMEOUT"
 _HELD = threading.local()
 
 
-def lock_timeout(default: float) -> float:
+def mutex_timeout(default: float) -> float:
     """`BUILDENV_LOCK_TIMEOUT` (seconds) when set and valid, else `default`."""
-    raw = os.environ.get(LOCK_TIMEOUT_ENV)
+    raw = os.environ.get(MUTEX_TIMEOUT_ENV)
     try:
         value = float(raw) if raw else default
     except ValueError:
@@ -39,14 +41,14 @@ def lock_timeout(default: float) -> float:
     return value if value >= 0 else default
 
 
-def lock_path(state_dir: Path, kind: str, key: str) -> Path:
+def mutex_path(state_dir: Path, kind: str, key: str) -> Path:
     """The lock file of one resource: `<state>/locks/<kind>-<digest of key>.lock`."""
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
     return state_dir / "locks" / f"{kind}-{digest}.lock"
 
 
 @contextmanager
-def file_lock(path: Path, what: str, timeout: float) -> Iterator[None]:
+def mutex(path: Path, what: str, timeout: float) -> Iterator[None]:
     """Hold an exclusive lock on `path` (created if needed); BE760 after `timeout` seconds."""
     held: set[str] = _HELD.__dict__.setdefault("paths", set())
     key = os.path.abspath(path)
@@ -73,7 +75,7 @@ def file_lock(path: Path, what: str, timeout: float) -> Iterator[None]:
 
 
 @contextmanager
-def dir_lock(directory: Path) -> Iterator[None]:
+def dir_mutex(directory: Path) -> Iterator[None]:
     """Serialise renames inside `directory` by locking the directory itself (no lock file).
 
     Best effort: where directories cannot be flock'ed (some network filesystems), no lock.
@@ -114,7 +116,7 @@ def _acquire(fd: int, path: Path, what: str, timeout: float) -> None:
                 + (f" (held by process {holder})" if holder else ""),
                 hints=("another buildenv process is working on the same thing; wait for it "
                        "to finish, or stop it",
-                       f"{LOCK_TIMEOUT_ENV}=SECONDS changes how long to wait"))], 1)
+                       f"{MUTEX_TIMEOUT_ENV}=SECONDS changes how long to wait"))], 1)
         time.sleep(pause)
         pause = min(pause * 2, 0.2)
 

@@ -1,0 +1,207 @@
+"""The lock file (SPEC §3): `environments/<name>.lock.json` pins each dataset by content.
+
+Intent (the YAML) and lock are separate files, as in dvc.yaml / dvc.lock. The
+lock holds, per dataset, the uri as declared, its format, content digest, size
+and row count, plus the digest of the resolved environment. A partitioned
+dataset (uri ending in `/`) also holds its manifest (`files`: path, size, digest
+and rows of every file; `partitions`), and its digest is the manifest's
+(`manifest.py`). It is written atomically and carries `lock_version`; a newer
+major is refused, older ones are upgraded by small dict -> dict functions in
+`LOCK_UPGRADES`. Version 2 added manifests; a lock without a partitioned dataset
+is still written as version 1, byte for byte as before, so older buildenvs keep
+reading it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.project import Project
+from buildenv.data.lock.digests import StatCache
+from buildenv.data.lock.manifest import (
+    FileEntry,
+    Manifest,
+)
+
+__all__ = ["LOCK_UPGRADES", "LOCK_VERSION", "Lock", "LockedDataset", "LockedLabels", "lock_path",
+           "read_lock", "stat_cache"]
+
+LOCK_VERSION = 2
+
+
+def _v1_to_v2(data: dict) -> dict:
+    """Version 2 only adds manifests: a version 1 lock is a version 2 lock of single files."""
+    return {**data, "lock_version": 2}
+
+
+LOCK_UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
+
+
+@dataclass(frozen=True)
+class LockedDataset:
+    uri: str
+    format: str
+    digest: str
+    size: int
+    rows: int
+    manifest: Manifest | None = None  # partitioned datasets: every file, pinned
+
+    def to_json(self) -> dict:
+        data = {"uri": self.uri, "format": self.format, "digest": self.digest,
+                "size": self.size, "rows": self.rows}
+        if self.manifest is not None:
+            data["partitions"] = list(self.manifest.partitions)
+            data["files"] = self.manifest.files_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> LockedDataset:
+        manifest = None
+        if "files" in data:
+            manifest = Manifest(tuple(FileEntry.from_json(f) for f in data["files"]),
+                                tuple(data.get("partitions") or ()))
+            if manifest.digest != data["digest"]:
+                raise ValueError(f"the manifest of '{data['uri']}' does not match its digest")
+        return cls(data["uri"], data["format"], data["digest"], int(data["size"]),
+                   int(data["rows"]), manifest)
+
+    @property
+    def pin(self) -> str | Manifest:
+        """What a read of this version is verified against: the manifest of a partitioned
+        dataset (each file's digest), else the file's digest."""
+        return self.manifest if self.manifest is not None else self.digest
+
+
+@dataclass(frozen=True)
+class LockedLabels:
+    """A label set pinned like data: its export's digest and counts, what it was declared as,
+    and the digests of the mapping files its reuse entries name."""
+
+    uri: str
+    format: str
+    digest: str
+    size: int
+    examples: int  # keys with at least one (not cancelled) annotation
+    annotations: int
+    annotators: int
+    taxonomy: dict  # {"name": ..., "version": ...}
+    ui_version: str | None
+    declaration: str  # digest of the label set's declaration: a change means relock
+    mappings: dict[str, str] = field(default_factory=dict)  # mapping uri -> digest
+
+    def to_json(self) -> dict:
+        return {"uri": self.uri, "format": self.format, "digest": self.digest,
+                "size": self.size, "examples": self.examples,
+                "annotations": self.annotations, "annotators": self.annotators,
+                "taxonomy": self.taxonomy, "ui_version": self.ui_version,
+                "declaration": self.declaration, "mappings": dict(sorted(self.mappings.items()))}
+
+    @classmethod
+    def from_json(cls, v: dict) -> LockedLabels:
+        return cls(v["uri"], v["format"], v["digest"], int(v["size"]), int(v["examples"]),
+                   int(v["annotations"]), int(v["annotators"]), dict(v["taxonomy"]),
+                   v.get("ui_version"), v["declaration"], dict(v.get("mappings") or {}))
+
+    def pins(self) -> dict:
+        """What the training and evaluation verify their reads against."""
+        return {"digest": self.digest, "mappings": dict(self.mappings)}
+
+
+@dataclass(frozen=True)
+class Lock:
+    environment: str
+    environment_digest: str
+    datasets: dict[str, LockedDataset]
+    labels: dict[str, LockedLabels] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        partitioned = any(d.manifest is not None for d in self.datasets.values())
+        out = {
+            "lock_version": LOCK_VERSION if partitioned else 1,
+            "environment": self.environment,
+            "environment_digest": self.environment_digest,
+            "datasets": {k: v.to_json() for k, v in sorted(self.datasets.items())},
+        }
+        if self.labels:  # absent when there are none: older locks keep their bytes
+            out["labels"] = {k: v.to_json() for k, v in sorted(self.labels.items())}
+        return out
+
+    def label_pins(self) -> dict[str, dict]:
+        return {name: entry.pins() for name, entry in sorted(self.labels.items())}
+
+    def pins(self) -> dict[str, str]:
+        return {name: d.digest for name, d in self.datasets.items()}
+
+    def manifests(self) -> dict[str, Manifest]:
+        return {name: d.manifest for name, d in self.datasets.items() if d.manifest is not None}
+
+    def render(self) -> str:
+        """Indented JSON; a manifest's files one per line (a relock's diff is the lines of the
+        files that changed, and a year of files renders in a millisecond)."""
+        data = self.to_json()
+        files = {}
+        for name, entry in data["datasets"].items():
+            if "files" in entry:
+                files[name] = entry["files"]
+                entry["files"] = f"\0files:{name}\0"
+        text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+        for name, entries in files.items():
+            rows = ",\n".join("        " + json.dumps(f, sort_keys=True, ensure_ascii=False)
+                              for f in entries)
+            text = text.replace(json.dumps(f"\0files:{name}\0"),
+                                "[\n" + rows + "\n      ]" if entries else "[]")
+        return text
+
+
+def lock_path(project: Project, name: str) -> Path:
+    return project.environments_dir / f"{name}.lock.json"
+
+
+def stat_cache(project: Project) -> StatCache:
+    return StatCache(project.state_dir / "statcache.json")
+
+
+def read_lock(project: Project, name: str) -> Lock | None:
+    """The lock, None when absent; DiagnosticError(BE054/BE013) when unreadable."""
+    path = lock_path(project, name)
+    display = project.rel(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        version = data.get("lock_version")
+        if not isinstance(version, int):
+            raise ValueError("no lock_version")
+        if version > LOCK_VERSION:
+            raise DiagnosticError([Diagnostic(
+                "BE013", f"lock_version {version} is newer than this buildenv supports "
+                f"({LOCK_VERSION})", display, hints=("upgrade buildenv",))], 2)
+        while version < LOCK_VERSION:
+            if version not in LOCK_UPGRADES:
+                raise DiagnosticError([Diagnostic(
+                    "BE013", f"lock_version {version} is not supported (this buildenv reads "
+                    f"{LOCK_VERSION})", display, hints=(f"run `buildenv lock {name}`",))], 2)
+            data = LOCK_UPGRADES[version](data)
+            version = data["lock_version"]
+        return Lock(
+            environment=data["environment"],
+            environment_digest=data["environment_digest"],
+            datasets={k: LockedDataset.from_json(v) for k, v in data["datasets"].items()},
+            labels={k: LockedLabels.from_json(v) for k, v in (data.get("labels") or {}).items()},
+        )
+    except DiagnosticError:
+        raise
+    except KeyError as exc:
+        raise DiagnosticError([Diagnostic(
+            "BE054", f"invalid lock file: missing key {exc}", display,
+            hints=(f"delete it and run `buildenv lock {name}`",))], 2) from None
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise DiagnosticError([Diagnostic(
+            "BE054", f"invalid lock file: {exc}", display,
+            hints=(f"delete it and run `buildenv lock {name}`",))], 2) from None
+
+

@@ -1,0 +1,168 @@
+"""Locking: hash every dataset of the environments asked for (each distinct version once),
+ask the label-set pinning for their label sets, and write each lock when it changed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from buildenv.core.atomic import atomic_write_text
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.project import Project
+from buildenv.data.executor import Executor
+from buildenv.data.lock.digests import ContentDigest, StatCache, digest_location
+from buildenv.data.lock.lockfile import (
+    Lock,
+    LockedDataset,
+    LockedLabels,
+    lock_path,
+    read_lock,
+    stat_cache,
+)
+from buildenv.data.lock.manifest import (
+    Manifest,
+    ManifestError,
+    digest_partitioned,
+)
+from buildenv.data.lock.provenance import provenance_problems
+from buildenv.data.storage import locate
+from buildenv.env.resolve import Multiverse
+
+__all__ = ["DatasetKey", "Digested", "LabelLocker", "digest_dataset", "label_declaration",
+           "lock_environments"]
+
+DatasetKey = tuple[str, str, tuple[str, ...]]  # uri, format, partitions
+
+
+@dataclass(frozen=True)
+class Digested:
+    value: ContentDigest
+    manifest: Manifest | None = None
+
+
+def digest_dataset(project: Project, uri: str, fmt: str, partitions: Sequence[str] = (),
+                   algorithm: str = "sha256", cache: StatCache | None = None,
+                   executor: Executor | None = None) -> Digested:
+    """The content digest of a dataset version now: one file's, or a partitioned dataset's
+    manifest (a stat per file, a hash per file the stat cache cannot vouch for). Raises
+    FileNotFoundError, ManifestError or another exception naming what cannot be read."""
+    location = locate(uri, project)
+    if not uri.endswith("/"):
+        return Digested(digest_location(location, fmt, algorithm, cache))
+    manifest = digest_partitioned(location, partitions, algorithm, cache, executor)
+    return Digested(ContentDigest(manifest.digest, manifest.size, manifest.rows), manifest)
+
+
+def _digest_all(project: Project, wanted: set[DatasetKey], algorithm: str, cache: StatCache,
+                executor: Executor | None = None
+                ) -> tuple[dict[DatasetKey, Digested], dict[DatasetKey, list[tuple[str, str]]]]:
+    """Hash each distinct dataset once, a few in parallel (hashlib releases the GIL)."""
+    results: dict[DatasetKey, Digested] = {}
+    errors: dict[DatasetKey, list[tuple[str, str]]] = {}
+
+    def work(item: DatasetKey) -> None:
+        uri, fmt, partitions = item
+        try:
+            results[item] = digest_dataset(project, uri, fmt, partitions, algorithm, cache,
+                                           executor)
+        except ManifestError as exc:
+            errors[item] = exc.problems
+        except FileNotFoundError:
+            errors[item] = [("BE053", f"cannot read '{uri}': file not found")]
+        except OSError as exc:
+            errors[item] = [("BE053", f"cannot read '{uri}': {exc.strerror or exc}")]
+        except DiagnosticError:
+            raise
+        except Exception as exc:  # a parse error from pyarrow: bad Parquet/CSV
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            errors[item] = [("BE053", text if item[0].endswith("/")
+                             else f"cannot read '{uri}': {text}")]
+
+    workers = max(1, min(len(wanted), os.cpu_count() or 1, 4))
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(work, sorted(wanted)))
+    return results, errors
+
+
+def _key(ds: Any) -> DatasetKey:
+    return (ds.uri, ds.format, tuple(ds.partition_columns) if ds.partitioned else ())
+
+
+#: Pins an environment's label sets (buildenv.labels.locking.lock_label_sets): it reads and
+#: counts the exports, which the data room cannot do. Arguments: the multiverse, the resolved
+#: environment, the previous lock (or None), the algorithm and the stat cache.
+LabelLocker = Callable[..., tuple[dict[str, "LockedLabels"], list[Diagnostic]]]
+
+
+def label_declaration(spec) -> str:
+    """Digest of what determines a label set's lock entry (all but its description)."""
+    from buildenv.core.canonical import digest_json
+
+    return digest_json(spec.model_dump(mode="json", exclude={"description"}))
+
+
+def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str = "sha256",
+                      label_locker: LabelLocker | None = None,
+                      executor: Executor | None = None,
+                      ) -> tuple[list[tuple[str, Lock, bool]], list[Diagnostic]]:
+    """Lock each environment; returns (name, lock, changed) and the problems found. An
+    environment with label sets needs `label_locker`; `executor` hashes the files of
+    partitioned datasets."""
+    project = multiverse.project
+    resolved, problems = multiverse.resolve_all(names)
+    wanted = {_key(ds) for res in resolved.values() for ds in res.env.datasets.values()}
+    if executor is not None and any(uri.endswith("/") for uri, _, _ in wanted):
+        executor.prepare()  # datasets are hashed from threads: connect from this one
+    cache = stat_cache(project)
+    digests, errors = _digest_all(project, wanted, algorithm, cache, executor)
+    out = []
+    for name, res in sorted(resolved.items()):
+        bad = False
+        for ds_name, ds in res.env.datasets.items():
+            for code, text in errors.get(_key(ds), []):
+                bad = True
+                problems.append(res.diag(code, f"dataset '{ds_name}': {text}", "datasets",
+                                         ds_name, "uri"))
+        for ds_name, ds in res.env.datasets.items():
+            if ds_name in res.env.privacy.synthetic and _key(ds) in digests:
+                found = provenance_problems(project, res, ds_name,
+                                            digests[_key(ds)].value.digest)
+                problems.extend(found)
+                bad = bad or bool(found)
+        if bad:
+            continue
+        labels: dict[str, LockedLabels] = {}
+        if res.env.labels:
+            if label_locker is None:
+                problems.append(res.diag("BE057", f"environment '{name}' declares label sets, "
+                                         "which this caller cannot lock", "labels",
+                                         hints=(f"run `buildenv lock {name}`",)))
+                continue
+            try:
+                previous = read_lock(project, name)
+            except DiagnosticError:
+                previous = None
+            labels, found = label_locker(multiverse, res, previous, algorithm, cache)
+            problems.extend(found)
+            if any(p.is_error for p in found):
+                continue
+        datasets = {}
+        for ds_name, ds in res.env.datasets.items():
+            found = digests[_key(ds)]
+            datasets[ds_name] = LockedDataset(ds.uri, ds.format, found.value.digest,
+                                              found.value.size, found.value.rows,
+                                              found.manifest)
+        lock = Lock(name, res.digest, datasets, labels)
+        path = lock_path(project, name)
+        text = lock.render()
+        changed = not path.is_file() or path.read_text(encoding="utf-8") != text
+        if changed:
+            atomic_write_text(path, text)
+        out.append((name, lock, changed))
+    cache.save()
+    return out, problems
+
+

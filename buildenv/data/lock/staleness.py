@@ -1,0 +1,177 @@
+"""Staleness: is an environment's lock still what its YAML, data and label sets say?
+
+`check_lock` compares the lock with the resolved environment (cheap first: the environment
+digest, then a stat per file through the stat cache) and says what changed and what to run."""
+
+from __future__ import annotations
+
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
+from buildenv.core.project import Project
+from buildenv.data.executor import Executor
+from buildenv.data.lock.digests import StatCache, digest_location
+from buildenv.data.lock.lockfile import Lock, lock_path, read_lock, stat_cache
+from buildenv.data.lock.locking import digest_dataset, label_declaration
+from buildenv.data.lock.manifest import (
+    ManifestError,
+    describe_diff,
+)
+from buildenv.data.lock.provenance import provenance_problems
+from buildenv.data.storage import locate
+from buildenv.env.resolve import Multiverse, Resolved
+
+
+def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
+               cache: StatCache | None = None, executor: Executor | None = None
+               ) -> tuple[Lock | None, list[Diagnostic]]:
+    """The lock if it pins exactly this environment's data, else diagnostics saying what to run."""
+    project = multiverse.project
+    name = res.name
+    lock = read_lock(project, name)
+    display = project.rel(lock_path(project, name))
+    if lock is None:
+        return None, [res.diag("BE050", f"environment '{name}' has no lock ({display})", "name",
+                               hints=(f"run `buildenv lock {name}`",))]
+    problems: list[Diagnostic] = []
+    for ds_name, ds in res.env.datasets.items():
+        pinned = lock.datasets.get(ds_name)
+        partitions = tuple(pinned.manifest.partitions) if pinned and pinned.manifest else ()
+        if (pinned is None or pinned.uri != ds.uri or pinned.format != ds.format
+                or (ds.partitioned and partitions != tuple(ds.partition_columns))):
+            what = ("is not in the lock" if pinned is None else
+                    f"uri changed: lock has '{pinned.uri}', environment has '{ds.uri}'"
+                    if pinned.uri != ds.uri or pinned.format != ds.format else
+                    f"partitions changed: lock has {list(partitions)}, environment has "
+                    f"{ds.partition_columns}")
+            problems.append(res.diag("BE052", f"dataset '{ds_name}' {what}", "datasets",
+                                     ds_name, "uri", hints=(f"run `buildenv lock {name}`",)))
+    for ds_name in sorted(set(lock.datasets) - set(res.env.datasets)):
+        problems.append(Diagnostic("BE052", f"lock pins dataset '{ds_name}', which environment "
+                                   f"'{name}' no longer declares", display,
+                                   hints=(f"run `buildenv lock {name}`",)))
+    problems.extend(_label_pins_stale(res, lock, display))
+    if not problems and lock.environment_digest != res.digest:
+        # The data pins still hold; only the recorded environment digest is old (columns,
+        # serving or monitoring changed). Builds proceed; `lock` refreshes the record.
+        problems.append(Diagnostic(
+            "BE052", f"lock of '{name}' records an older version of the environment "
+            "(its data pins still match)", display, severity=Severity.WARNING,
+            hints=(f"run `buildenv lock {name}` to refresh it",)))
+    if any(p.is_error for p in problems) or not verify_data:
+        return (None if any(p.is_error for p in problems) else lock), problems
+    own_cache = cache is None
+    cache = cache or stat_cache(project)
+    for ds_name, ds in sorted(res.env.datasets.items()):
+        pinned = lock.datasets[ds_name]
+        algorithm = (pinned.manifest.algorithm if pinned.manifest is not None
+                     else pinned.digest.split(":", 1)[0])
+        try:
+            now = digest_dataset(project, ds.uri, ds.format, ds.partition_columns, algorithm,
+                                 cache, executor)
+        except FileNotFoundError:
+            problems.append(res.diag("BE053", f"dataset '{ds_name}': '{ds.uri}' not found",
+                                     "datasets", ds_name, "uri"))
+            continue
+        except ManifestError as exc:
+            problems.extend(res.diag(code, f"dataset '{ds_name}': {text}", "datasets", ds_name,
+                                     "uri") for code, text in exc.problems)
+            continue
+        except DiagnosticError:
+            raise
+        except Exception as exc:
+            problems.append(res.diag("BE053", f"dataset '{ds_name}': cannot read '{ds.uri}': "
+                                     f"{exc}", "datasets", ds_name, "uri"))
+            continue
+        if ds_name in res.env.privacy.synthetic:
+            problems.extend(provenance_problems(project, res, ds_name, now.value.digest))
+        if now.value.digest != pinned.digest:
+            if pinned.manifest is not None and now.manifest is not None:
+                what = describe_diff(*pinned.manifest.diff(now.manifest))
+            else:
+                what = f"{pinned.digest} -> {now.value.digest}"
+            problems.append(res.diag(
+                "BE051", f"dataset '{ds_name}' changed since it was locked: {what} ({ds.uri})",
+                "datasets", ds_name, "uri",
+                hints=(f"if the new data is intended, review `buildenv drift {name} --dataset "
+                       f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`",)))
+    problems.extend(_label_bytes_changed(project, res, lock, cache))
+    if own_cache:
+        cache.save()
+    return (None if any(p.is_error for p in problems) else lock), problems
+
+
+def _label_pins_stale(res: Resolved, lock: Lock, display: str) -> list[Diagnostic]:
+    """BE057: a label set the lock does not pin as it is declared now."""
+    name = res.name
+    problems = []
+    for ls_name, spec in res.env.labels.items():
+        pinned = lock.labels.get(ls_name)
+        mappings = {e.mapping for e in spec.reuse if e.mapping}
+        if pinned is None:
+            what = "is not in the lock"
+        elif pinned.uri != spec.uri or pinned.format != spec.format:
+            what = f"uri changed: lock has '{pinned.uri}', environment has '{spec.uri}'"
+        elif set(pinned.mappings) != mappings:
+            what = "names other mapping files than the lock pins"
+        elif pinned.declaration != label_declaration(spec):
+            what = ("changed since it was locked (dataset, key, field, taxonomy, UI version, "
+                    "reuse or exposure)")
+        else:
+            continue
+        problems.append(res.diag("BE057", f"label set '{ls_name}' {what}", "labels", ls_name,
+                                 hints=(f"run `buildenv lock {name}`",)))
+    for ls_name in sorted(set(lock.labels) - set(res.env.labels)):
+        problems.append(Diagnostic("BE057", f"lock pins label set '{ls_name}', which "
+                                   f"environment '{name}' no longer declares", display,
+                                   hints=(f"run `buildenv lock {name}`",)))
+    return problems
+
+
+def _label_bytes_changed(project: Project, res: Resolved, lock: Lock,
+                         cache: StatCache) -> list[Diagnostic]:
+    """BE058: an export or mapping whose bytes are not the ones the lock pins."""
+    from buildenv.data.lock.digests import FILE
+
+    problems = []
+    for ls_name, spec in sorted(res.env.labels.items()):
+        pinned = lock.labels[ls_name]
+        files = [(spec.uri, pinned.digest, ("labels", ls_name, "uri"))]
+        files += [(e.mapping, pinned.mappings[e.mapping], ("labels", ls_name, "reuse", i,
+                                                          "mapping"))
+                  for i, e in enumerate(spec.reuse) if e.mapping]
+        for uri, digest, place in files:
+            try:
+                now = digest_location(locate(uri, project), FILE, digest.split(":", 1)[0],
+                                      cache)
+            except FileNotFoundError:
+                problems.append(res.diag("BE853", f"label set '{ls_name}': '{uri}' not found",
+                                         *place))
+                continue
+            except Exception as exc:
+                problems.append(res.diag("BE853", f"label set '{ls_name}': cannot read "
+                                         f"'{uri}': {exc}", *place))
+                continue
+            if now.digest != digest:
+                problems.append(res.diag(
+                    "BE058", f"label set '{ls_name}': '{uri}' changed since it was locked: "
+                    f"{digest} -> {now.digest}", *place,
+                    hints=(f"if the new annotations are intended, review `buildenv labels "
+                           f"{res.name}` and run `buildenv lock {res.name}`",)))
+    return problems
+
+
+def lock_state(multiverse: Multiverse, res: Resolved) -> str:
+    """One word for `buildenv envs`: locked / stale / changed / missing / invalid."""
+    try:
+        _, problems = check_lock(multiverse, res)
+    except DiagnosticError:
+        return "invalid"
+    codes = {p.code for p in problems if p.severity is Severity.ERROR}
+    if not codes:
+        return "locked"
+    if "BE050" in codes:
+        return "missing"
+    if codes & {"BE052", "BE057"}:
+        return "stale"
+    if codes & {"BE051", "BE058"}:
+        return "changed"
+    return "unreadable"
