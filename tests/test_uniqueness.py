@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from buildenv.data.validate.validate import uniqueness
+from buildenv.data.validate import uniqueness
 from buildenv.data.validate.uniqueness import DuplicateCounter
 
 
