@@ -40,9 +40,9 @@ from buildenv.compile.cache import (
 )
 from buildenv.compile.check import check_training
 from buildenv.compile.integrity import sign_artifact
-from buildenv.compile.launch import run_training
+from buildenv.compile.launch import package_parent, run_training
 from buildenv.compile.outputs import check_out_dir, pair_mutex, scratch
-from buildenv.compile.verify import verify_model
+from buildenv.compile.verify import check_toolchain, verify_model
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.canonical import digest_json
@@ -50,10 +50,12 @@ from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.data.lock.staleness import check_lock
 from buildenv.env.resolve import Multiverse, Resolved
+from buildenv.toolchain.toolchain import Toolchain, runner_interpreter, training_toolchain
 
 __all__ = ["PHASES", "BuildOptions", "BuildOutcome", "build_pair", "phase_timings"]
 
-PHASES = ("check", "validate", "train", "importance", "verify", "onnx", "save", "register")
+PHASES = ("check", "validate", "toolchain", "train", "importance", "verify", "onnx", "save",
+          "register")
 
 
 @dataclass
@@ -146,7 +148,11 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         return
     digests = {name: d.digest for name, d in lock.datasets.items()}
     label_pins = lock.label_pins()
-    parts = cache_key_parts(project, training, config, res, digests, label_pins)
+    toolchain = training_toolchain(project, training, config, res)  # BE32x: exit 2
+    forbidden = check_toolchain(res, toolchain, training)
+    if forbidden:
+        raise DiagnosticError(problems + forbidden, 2)
+    parts = cache_key_parts(project, training, config, res, digests, toolchain, label_pins)
     files = code_files(project, config)
     key = digest_json(parts)
     out = options.out or project.root / "dist" / training / env_name
@@ -191,13 +197,15 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
     outcome.diagnostics = problems
     if any(p.is_error for p in problems):
         return
+    progress.phase("toolchain")
+    interpreter = runner_interpreter(project, toolchain, package_parent())  # BE322/BE323
     if options.register:
         _warm_registry()
     with atomic_dir(out, scratch(project)) as tmp:
         model_dir = tmp / "model"
         progress.phase("train")
         result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
-                              digests, label_pins, lock.manifests())
+                              digests, label_pins, lock.manifests(), interpreter)
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
             found = [Diagnostic.from_json(d) for d in result.get("diagnostics", [])]
@@ -220,7 +228,8 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
             os.replace(item, tmp / item.name)
         model_dir.rmdir()
         finalize_mlmodel(tmp, key)
-        lineage = _lineage(training, env_name, config, res, lock, result, parts, files, key)
+        lineage = _lineage(training, env_name, config, res, lock, result, parts, files, key,
+                           toolchain)
         write_lineage(tmp, lineage)
         sign_artifact(project, tmp)  # buildenv.sig, when a signing key is configured
         outcome.lineage = read_lineage(tmp)
@@ -268,7 +277,7 @@ def _label_lineage(res: Resolved, lock, result: dict) -> dict:
 
 
 def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved, lock,
-             result: dict, parts: dict, files: dict, key: str) -> dict:
+             result: dict, parts: dict, files: dict, key: str, toolchain: Toolchain) -> dict:
     reads = result.get("reads", {})
     extra = {"labels": _label_lineage(res, lock, result)} if lock.labels else {}
     label = res.env.label.model_dump(mode="json", exclude_none=True) if res.env.label else None
@@ -288,7 +297,8 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
         "seed": config.seed,
         "threads": parts["threads"],
         "buildenv_version": __version__,
-        "libraries": {**parts["libraries"], **result.get("libraries", {})},
+        "libraries": _model_libraries(result, toolchain),
+        "toolchain": toolchain.lineage(),
         "python": parts["python"],
         "metrics": result.get("metrics", {}),
         "params": result.get("params", {}),
@@ -303,6 +313,17 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
         "cache_key": key,
         "cache_parts": parts,
     }
+
+
+def _model_libraries(result: dict, toolchain: Toolchain) -> dict[str, str]:
+    """The distributions the model's classes and operators come from, at the versions of the
+    toolchain (the runner names them; the lock knows their exact versions)."""
+    from packaging.utils import canonicalize_name
+
+    out = {}
+    for name, version in (result.get("libraries") or {}).items():
+        out[canonicalize_name(name)] = toolchain.packages.get(canonicalize_name(name), version)
+    return dict(sorted(out.items()))
 
 
 def _maybe_register(project: Project, training: str, env_name: str, artifact: Path,

@@ -2,18 +2,18 @@
 
 The cache key covers everything that determines the artifact's bytes: code digest (the entry
 module and the repository modules it imports), resolved-environment digest, dataset digests,
-seed, threads, buildenv and library versions. Entries live under
+seed, threads, buildenv's version, and the training's toolchain: the digest of its lock and
+the version of every distribution in it (known before the training runs, so a changed library
+rebuilds, and the reason names it). Entries live under
 `.buildenv/cache/builds/<k[:2]>/<k>/`; failures that depend only on the inputs are remembered
 under `.buildenv/cache/failures/`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import platform
 import shutil
-from importlib import metadata
 from pathlib import Path
 
 from buildenv import __version__
@@ -27,24 +27,11 @@ from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
+from buildenv.toolchain.toolchain import Toolchain
 
 __all__ = ["CACHED_FAILURE", "cache_key_parts", "cached_failure", "code_files", "explain_rebuild",
-           "failure_file", "intact", "remember_failure", "save_to_cache", "store"]
-
-
-_KEY_LIBRARIES = ("scikit-learn", "numpy", "pandas", "pyarrow", "mlflow", "scipy", "skl2onnx",
-                  "onnx", "onnxruntime")
-
-
-@functools.cache
-def _library_versions() -> dict[str, str]:
-    out = {}
-    for name in _KEY_LIBRARIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+           "failure_file", "intact", "library_changes", "remember_failure", "save_to_cache",
+           "store"]
 
 
 def code_files(project: Project, config: TrainingConfig) -> dict[str, str]:
@@ -57,7 +44,7 @@ def code_files(project: Project, config: TrainingConfig) -> dict[str, str]:
 
 
 def cache_key_parts(project: Project, training: str, config: TrainingConfig, res: Resolved,
-                    dataset_digests: dict[str, str],
+                    dataset_digests: dict[str, str], toolchain: Toolchain,
                     label_pins: dict[str, dict] | None = None) -> dict:
     files = code_files(project, config)
     extra = {"labels": dict(sorted(label_pins.items()))} if label_pins else {}
@@ -69,7 +56,8 @@ def cache_key_parts(project: Project, training: str, config: TrainingConfig, res
         "threads": config.native_threads,
         "buildenv": __version__,
         "python": platform.python_version(),
-        "libraries": _library_versions(),
+        "toolchain": toolchain.digest,
+        "libraries": dict(toolchain.packages),
     }
 
 
@@ -93,10 +81,29 @@ def explain_rebuild(previous: dict | None, parts: dict) -> str:
         return ", ".join(f"label set '{n}' changed" for n in names)
     if old.get("environment_digest") != parts["environment_digest"]:
         return "environment changed"
-    for key in ("seed", "threads", "buildenv", "python", "libraries"):
+    if old.get("libraries") != parts["libraries"]:
+        return library_changes(old.get("libraries") or {}, parts["libraries"])
+    for key in ("seed", "threads", "buildenv", "python", "toolchain"):
         if old.get(key) != parts[key]:
             return f"{key} changed"
     return "artifact missing or modified"
+
+
+def library_changes(old: dict[str, str], new: dict[str, str], limit: int = 4) -> str:
+    """`library xgboost changed (3.2.0 -> 2.1.4)`, ..., for the few that differ."""
+    changes = []
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name), new.get(name)
+        if before == after:
+            continue
+        if before is None:
+            changes.append(f"library {name} added ({after})")
+        elif after is None:
+            changes.append(f"library {name} removed (was {before})")
+        else:
+            changes.append(f"library {name} changed ({before} -> {after})")
+    more = len(changes) - limit
+    return ", ".join(changes[:limit]) + (f" and {more} more" if more > 0 else "")
 
 
 def store(project: Project) -> Path:

@@ -1,6 +1,8 @@
 """Start the hermetic training process and collect its result.
 
-The runner (`python -m buildenv.training.runner REQ`) gets a scrubbed environment, fixed seeds
+The runner (`python -m buildenv.training.runner REQ`) runs in the training's toolchain: the
+interpreter of its locked environment, with only buildenv's source on PYTHONPATH
+(`toolchain.runner_interpreter`). It gets a scrubbed environment, fixed seeds
 and thread counts, dies with its parent (PR_SET_PDEATHSIG), and is stopped at its time limit.
 It leads its own process group (a new session), so what the training starts itself (joblib
 or multiprocessing workers) is killed with it: the whole group, on timeout and on interrupt.
@@ -20,8 +22,9 @@ from pathlib import Path
 
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
+from buildenv.toolchain.toolchain import Interpreter
 
-__all__ = ["child_env", "kill_group", "run_training"]
+__all__ = ["child_env", "kill_group", "package_parent", "run_training"]
 
 
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
@@ -34,7 +37,14 @@ _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
 _KEEP_PREFIXES = ("AWS_", "GOOGLE_", "GCS_")
 
 
-def child_env(seed: int, threads: int) -> dict[str, str]:
+def package_parent() -> Path:
+    """The directory holding this very buildenv package (a checkout, site-packages, a Pants
+    sandbox): the runner must import the same buildenv."""
+    return Path(__file__).resolve().parents[2]
+
+
+def child_env(seed: int, threads: int, interpreter: Interpreter | None = None
+              ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in _KEEP_ENV or k.startswith(_KEEP_PREFIXES)}
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
@@ -43,12 +53,14 @@ def child_env(seed: int, threads: int) -> dict[str, str]:
     # a loaded two-core machine. Sleeping waits cost little when the machine is idle, and the
     # schedule (so the model's bytes) is the same. A user's OMP_WAIT_POLICY is kept.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    # The runner must import this very buildenv (a Pants sandbox, a test's PYTHONPATH).
-    package_parent = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(
-        [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    if interpreter is None:  # buildenv's own interpreter (a Pants sandbox, a test's PYTHONPATH)
+        inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        interpreter = Interpreter(sys.executable, (str(package_parent()), *inherited),
+                                  {"PYTHONDONTWRITEBYTECODE": "1"})
+    env["PYTHONPATH"] = os.pathsep.join(interpreter.pythonpath)
+    env.update(interpreter.env)
     env.update({"PYTHONHASHSEED": str(seed % (2**32)), "TZ": "UTC",
-                "PYTHONDONTWRITEBYTECODE": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+                "MLFLOW_DISABLE_TELEMETRY": "true",
                 "DO_NOT_TRACK": "true", "MLFLOW_TRACKING_URI": "file:///nonexistent-buildenv"})
     return env
 
@@ -73,12 +85,12 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 def run_training(project: Project, config: TrainingConfig, res: Resolved, out_dir: Path,
                  timeout: float, pins: dict[str, str],
-                 label_pins: dict[str, dict] | None = None, manifests: dict | None = None
-                 ) -> dict:
+                 label_pins: dict[str, dict] | None = None, manifests: dict | None = None,
+                 interpreter: Interpreter | None = None) -> dict:
     """Run the training; its result (a dict) or failure diagnostics. `pins` (datasets) and
     `label_pins` (label sets) are the lock's digests: every read of the training and of its
     evaluation is verified against them (and `manifests`, the file lists of partitioned
-    datasets)."""
+    datasets). `interpreter`: the training's toolchain (default: buildenv's own)."""
     work = Path(tempfile.mkdtemp(prefix="buildenv-train-"))
     try:
         request = {
@@ -94,8 +106,10 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
         log_path = work / "output.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "buildenv.training.runner", str(work / "request.json")],
-                cwd=project.root, env=child_env(config.seed, config.native_threads), stdin=subprocess.DEVNULL,
+                [interpreter.python if interpreter else sys.executable, "-m",
+                 "buildenv.training.runner", str(work / "request.json")],
+                cwd=project.root, env=child_env(config.seed, config.native_threads, interpreter),
+                stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
             try:

@@ -4,18 +4,23 @@ Inputs must all be served columns, the label must not be one, every class in
 the fitted graph must match `serving.ops`, and the libraries it was trained
 with must satisfy `serving.requirements`. Each refusal names the column or
 class, points at the YAML line that forbids it, and lists the environments of
-the multiverse where it would be accepted.
+the multiverse where it would be accepted. The libraries are checked twice: every
+distribution of the training's lock before it runs (`check_toolchain`: a requirement the
+serving stack forbids is a configuration error), and those the fitted model's classes come
+from after it ran.
 """
 
 from __future__ import annotations
 
-from importlib import metadata
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from buildenv.core.diagnostics import Diagnostic, Severity
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import op_allowed
+from buildenv.toolchain.toolchain import Toolchain
 
-__all__ = ["verify_model"]
+__all__ = ["check_toolchain", "verify_model"]
 
 
 def _serving_envs(all_resolved: dict[str, Resolved], column: str) -> list[str]:
@@ -95,11 +100,28 @@ def verify_model(res: Resolved, result: dict, all_resolved: dict[str, Resolved],
     return problems
 
 
-def _requirements(res: Resolved, libraries: dict[str, str]) -> list[Diagnostic]:
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
-
+def check_toolchain(res: Resolved, toolchain: Toolchain, training: str) -> list[Diagnostic]:
+    """BE408 for every distribution of the training's lock outside `serving.requirements`,
+    before anything runs: a model trained there could not be served."""
+    if res.env.serving is None:
+        return []
+    asked = {w.name: w for w in toolchain.wanted if w.path}
     out = []
+    for name, d in _unserved(res, toolchain.packages, f"training '{training}' would run with"):
+        why = asked.get(name)
+        out.append(d.with_hint(f"asked for by '{why.text}' ({why.where()})") if why and
+                   why.origin != "serving.requirements" else d)
+    return out
+
+
+def _requirements(res: Resolved, libraries: dict[str, str]) -> list[Diagnostic]:
+    return [d for _, d in _unserved(res, libraries, "the model was trained with")]
+
+
+def _unserved(res: Resolved, libraries: dict[str, str], subject: str
+              ) -> list[tuple[str, Diagnostic]]:
+    """(distribution, BE408) for each library whose version `serving.requirements` excludes."""
+    out: list[tuple[str, Diagnostic]] = []
     serving = res.env.serving
     assert serving is not None
     used = {canonicalize_name(k): v for k, v in libraries.items()}
@@ -107,21 +129,16 @@ def _requirements(res: Resolved, libraries: dict[str, str]) -> list[Diagnostic]:
         try:
             req = Requirement(text)
         except InvalidRequirement as exc:
-            out.append(res.diag("BE004", f"serving.requirements: {exc}", "serving",
-                                "requirements", i))
+            out.append(("", res.diag("BE004", f"serving.requirements: {exc}", "serving",
+                                      "requirements", i)))
             continue
         name = canonicalize_name(req.name)
         version = used.get(name)
-        if version is None:
-            try:
-                version = metadata.version(req.name) if name in ("numpy", "pandas") else None
-            except metadata.PackageNotFoundError:
-                version = None
         if version is not None and req.specifier and not req.specifier.contains(
                 version, prereleases=True):
-            out.append(res.diag(
-                "BE408", f"the model was trained with {req.name} {version}, but serving pins "
+            out.append((name, res.diag(
+                "BE408", f"{subject} {req.name} {version}, but serving pins "
                 f"'{text}'", "serving", "requirements", i,
                 severity=Severity.ERROR,
-                hints=(f"train with {req.name}{req.specifier}, or move the serving pin",)))
+                hints=(f"train with {req.name}{req.specifier}, or move the serving pin",))))
     return out

@@ -15,11 +15,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 
-__all__ = ["Project", "TrainingConfig", "find_root"]
+__all__ = ["TOOLCHAINS_DIR_ENV", "Project", "ToolchainsConfig", "TrainingConfig", "find_root"]
+
+TOOLCHAINS_DIR_ENV = "BUILDENV_TOOLCHAINS_DIR"
 
 
 class TrainingConfig(BaseModel):
@@ -40,6 +42,21 @@ class TrainingConfig(BaseModel):
     gives the build. Recorded in the lineage and part of the cache key: parallel float
     reductions can change the last bits of a model, so a rebuild on the same machine is
     byte-identical, and `threads = 1` makes artifacts identical across machines too."""
+    requirements: list[str] | None = None
+    """The libraries the training imports, as pip requirements: resolved (with what buildenv's
+    runner needs) into the training's own locked environment. Default: the environment's
+    `serving.requirements`, so the model is trained with what serving installs."""
+    lock: str | None = None
+    """A hashed requirements lock file (relative to the root; `uv pip compile
+    --generate-hashes` or `buildenv toolchain --write-lock` output): installed as is, nothing
+    is resolved. Excludes `requirements`."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TrainingConfig:
+        if self.requirements is not None and self.lock is not None:
+            raise ValueError("set `requirements` or `lock`, not both: a lock already pins "
+                             "every requirement")
+        return self
 
     @property
     def native_threads(self) -> int:
@@ -60,6 +77,32 @@ class TrainingConfig(BaseModel):
         return self.entry.rsplit(":", 1)[1]
 
 
+class ToolchainsConfig(BaseModel):
+    """`[tool.buildenv.toolchains]`: where trainings' environments come from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    mode: Literal["resolve", "interpreter"] = "resolve"
+    """`resolve`: each training runs in its own environment, resolved from its requirements
+    with uv. `interpreter`: trainings run in the interpreter running buildenv (what the Pants
+    plugin uses: there, the training's resolve is that interpreter)."""
+    index_url: str | None = None
+    """The package index (default: uv's, PyPI). A URL or a local `file://` index."""
+    extra_index_urls: list[str] = []
+    """More indexes, searched after `index_url`."""
+    find_links: list[str] = []
+    """Directories (relative to the root) or URLs of wheel files, e.g. a wheelhouse."""
+    constraints: list[str] = []
+    """Constraint files (relative to the root) applied to every resolution."""
+    offline: bool = False
+    """Resolve and install only from uv's cache and local `find_links`: no network."""
+    timeout: float = Field(default=60.0, gt=0)
+    """Seconds a package index may take to answer before the build stops (BE322)."""
+    dir: str | None = None
+    """Where locked environments are kept (default `<cache_dir>/toolchains`; relative to the
+    root). Environments are content-addressed, so checkouts may share one directory."""
+
+
 class ToolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -71,6 +114,7 @@ class ToolConfig(BaseModel):
     signing_key: str | None = None  # PEM EC private key: sign artifacts at build time
     verify_key: str | None = None  # PEM EC public key: verify signatures before loading
     trainings: dict[str, TrainingConfig] = {}
+    toolchains: ToolchainsConfig = ToolchainsConfig()
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -122,6 +166,15 @@ class Project:
         return self.data_base / self.config.cache_dir
 
     @property
+    def toolchains_dir(self) -> Path:
+        """Where trainings' locked environments live (`BUILDENV_TOOLCHAINS_DIR` wins)."""
+        configured = os.environ.get(TOOLCHAINS_DIR_ENV) or self.config.toolchains.dir
+        if configured:
+            path = Path(configured).expanduser()
+            return path if path.is_absolute() else self.root / path
+        return self.state_dir / "toolchains"
+
+    @property
     def trainings(self) -> dict[str, TrainingConfig]:
         return self.config.trainings
 
@@ -137,6 +190,20 @@ class Project:
             return path.resolve().relative_to(self.root).as_posix()
         except ValueError:
             return str(path)
+
+    def config_line(self, *loc: str | int) -> int | None:
+        """Best effort: the line of `[tool.buildenv]` key `loc` in pyproject.toml; an int last
+        part is an index into the key's array (its element's line)."""
+        try:
+            text = (self.root / "pyproject.toml").read_text(encoding="utf-8")
+        except OSError:
+            return None
+        keys = [str(p) for p in loc if not isinstance(p, int)]
+        line = _toml_line(text, keys)
+        index = loc[-1] if loc and isinstance(loc[-1], int) else None
+        if line is None or index is None:
+            return line
+        return _array_item_line(text, line, index) or line
 
     def training(self, name: str) -> TrainingConfig:
         if name not in self.trainings:
@@ -174,6 +241,25 @@ class Project:
                     "BE016", f"{'.'.join(loc)}: {err['msg']} (in {where})", "pyproject.toml",
                     line, 1 if line else None))
             raise DiagnosticError(problems, 2) from None
+
+
+_TOML_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'|#|\]')
+
+
+def _array_item_line(text: str, key_line: int, index: int) -> int | None:
+    """The line of the `index`-th string of the array that starts at `key_line` (1-based)."""
+    seen = -1
+    for number, line in enumerate(text.splitlines()[key_line - 1:], start=key_line):
+        body = line.split("=", 1)[1] if number == key_line and "=" in line else line
+        for token in _TOML_TOKEN.finditer(body):
+            if token.group() == "#":
+                break  # a comment: the rest of the line
+            if token.group() == "]":
+                return None
+            seen += 1
+            if seen == index:
+                return number
+    return None
 
 
 def _toml_line(text: str, loc: list[str]) -> int | None:
