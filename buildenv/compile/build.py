@@ -291,6 +291,7 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
         "environment_chain": res.chain,
         "code_digest": parts["code_digest"],
         "code_files": files,
+        "code_modules": result.get("code_modules", []),
         "datasets": {name: {"digest": d.digest, "uri": d.uri, "rows": d.rows,
                             "columns_read": reads.get(name, [])}
                      for name, d in sorted(lock.datasets.items())},

@@ -114,7 +114,7 @@ CACHED_FAILURE = "failed before with the same inputs"
 
 
 # Failures that depend only on the inputs; a timeout or a crash may not recur, so is retried.
-_DETERMINISTIC = ("BE301", "BE303", "BE304", "BE401", "BE402", "BE403", "BE404", "BE405",
+_DETERMINISTIC = ("BE301", "BE303", "BE304", "BE330", "BE401", "BE402", "BE403", "BE404", "BE405",
                   "BE406", "BE407", "BE408", "BE409", "BE411")
 
 

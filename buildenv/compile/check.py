@@ -19,6 +19,7 @@ from buildenv.core.diagnostics import Diagnostic, Severity, did_you_mean
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import op_allowed
+from buildenv.training.repo_modules import module_closure
 
 __all__ = ["ReadCall", "check_training", "parse_training"]
 
@@ -286,34 +287,4 @@ def _label_problems(project: Project, config: TrainingConfig, parsed: ParsedTrai
 
 def repo_imports(project: Project, entry: str) -> list[Path]:
     """The entry module and the repository modules it imports, transitively (for code digests)."""
-    root = project.root
-    seen: dict[Path, None] = {}
-    todo = [root / entry]
-    while todo:
-        path = todo.pop()
-        if path in seen or not path.is_file():
-            continue
-        seen[path] = None
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError):
-            continue
-        for node in ast.walk(tree):
-            names: list[tuple[str, int]] = []
-            if isinstance(node, ast.Import):
-                names = [(a.name, 0) for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                names = [(base, node.level)] + [(f"{base}.{a.name}" if base else a.name,
-                                                  node.level) for a in node.names]
-            for dotted, level in names:
-                parts = [p for p in dotted.split(".") if p]
-                bases = [path.parent] if level else [root, path.parent]
-                if level > 1:
-                    bases = [path.parents[level - 1]]
-                for base in bases:
-                    candidate = base.joinpath(*parts)
-                    for option in (candidate.with_suffix(".py"), candidate / "__init__.py"):
-                        if option.is_file() and option.resolve().is_relative_to(root):
-                            todo.append(option.resolve())
-    return sorted(seen)
+    return module_closure(project.root, [project.root / entry])

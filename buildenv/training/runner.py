@@ -19,6 +19,7 @@ import json
 import os
 import random
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
@@ -190,10 +191,16 @@ def run(request: dict) -> dict:
             "BE304", f"train() returned {type(model).__name__}, not a fitted model with "
             "predict()", request["module_path"], None)]}
     from buildenv.training.introspect import describe
+    from buildenv.training.shipping import model_needs, stage_code
 
     info = describe(model)
+    needs = model_needs(model, root, request["module_path"])
+    if needs.problems:
+        return {"ok": False, "diagnostics": needs.problems}
+    info["libraries"] = {**info["libraries"], **needs.libraries}
     result: dict = {"ok": True, "diagnostics": [], "metrics": ctx.metrics,
-                    "params": _safe_params(ctx), "reads": ctx.reads, **info}
+                    "params": _safe_params(ctx), "reads": ctx.reads, **info,
+                    "code_modules": needs.code_modules}
     result["timings"] = timings
     if ctx.deprecated_holdout:
         result["diagnostics"].append(_diag(
@@ -233,9 +240,12 @@ def run(request: dict) -> dict:
 
     signature = _signature(env, info["inputs"], env.label)
     requirements = list(serving.requirements) if serving else None
-    mlflow.sklearn.save_model(model, str(out), signature=signature,
-                              pip_requirements=requirements,
-                              serialization_format="cloudpickle")
+    with tempfile.TemporaryDirectory(prefix="buildenv-code-") as stage:
+        code_paths = stage_code(root, needs.code_modules, Path(stage), request["module_path"])
+        mlflow.sklearn.save_model(model, str(out), signature=signature,
+                                  pip_requirements=requirements,
+                                  serialization_format="cloudpickle",
+                                  code_paths=code_paths or None)
     timings["save"] = time.perf_counter() - mark
     mark = time.perf_counter()
     if serving is not None and serving.stack == "onnx":
