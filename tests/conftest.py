@@ -26,6 +26,12 @@ Fixtures
 ``repo``
     ``make_repo(tmp_path)``: the default repository, not locked.
 
+Trainings run in their own locked environments (docs/toolchains.md). Those are
+content-addressed, so every test repository shares one store (``BUILDENV_TOOLCHAINS_DIR``,
+default ``~/.cache/buildenv/test-toolchains``, or ``BUILDENV_TEST_TOOLCHAINS_DIR``): a
+requirement set is resolved and installed once per machine, not once per test. A test of the
+store itself sets its own directory.
+
 The same helpers are importable as plain functions (``from conftest import write_repo,
 invoke_cli, write_env, BASE_YAML, CHILD_YAML``) for module-level use.
 """
@@ -49,6 +55,7 @@ __all__ = [
     "CHILD_YAML",
     "PYPROJECT",
     "REPO_ROOT",
+    "TOOLCHAINS",
     "TRAIN_DEMO",
     "invoke_cli",
     "movies_table",
@@ -59,6 +66,10 @@ __all__ = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+TOOLCHAINS = Path(os.environ.get("BUILDENV_TEST_TOOLCHAINS_DIR")
+                  or Path.home() / ".cache" / "buildenv" / "test-toolchains")
+os.environ.setdefault("BUILDENV_TOOLCHAINS_DIR", str(TOOLCHAINS))
 
 PYPROJECT = """\
 [project]

@@ -237,8 +237,8 @@ def test_bad_progress_settings_are_usage_errors(repo):
 # --- timings and the slowest pairs -------------------------------------------------------------
 
 def test_phase_timings_split_the_training_process():
-    own = {"check": 0.2, "validate": 1.0, "train": 10.0, "verify": 0.1, "save": 0.3,
-           "register": 2.0}
+    own = {"check": 0.2, "validate": 1.0, "toolchain": 0.5, "train": 10.0, "verify": 0.1,
+           "save": 0.3, "register": 2.0}
     runner = {"train": 6.0, "importance": 1.5, "save": 0.5, "onnx": 1.0}
     got = phase_timings(own, runner)
     assert list(got) == [p for p in PHASES if p in got] == list(PHASES)
@@ -388,8 +388,8 @@ def test_build_json_carries_timings_and_is_unchanged_by_progress(locked, tmp_pat
     for data in (first, second):
         data["pairs"][0]["artifact"] = None
     assert first == second
-    assert first["pairs"][0]["timings"] == sorted(["check", "validate", "train", "importance",
-                                                   "verify", "save"])
+    assert first["pairs"][0]["timings"] == sorted(["check", "validate", "toolchain", "train",
+                                                   "importance", "verify", "save"])
     assert outs[0].stderr == "" and "demo @ base: built in" in outs[1].stderr
 
 

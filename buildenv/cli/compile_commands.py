@@ -1,4 +1,4 @@
-"""Commands that compile trainings: check, build."""
+"""Commands that compile trainings: check, toolchain, build."""
 
 from __future__ import annotations
 
@@ -41,6 +41,61 @@ def check_cmd(training: str = typer.Argument(..., help="Training name from pypro
     if not any(p.is_error for p in problems) and fmt is Format.text:
         print(f"{training} @ {env}: static checks passed")
     finish(problems, fmt)
+
+
+@app.command("toolchain")
+@command
+def toolchain_cmd(training: str = typer.Argument(..., help="Training name from pyproject.toml."),
+                  env: str = typer.Option(..., "--env", help="Environment name."),
+                  write_lock: Optional[Path] = typer.Option(
+                      None, "--write-lock", help="Write the training's hashed lock to FILE "
+                      "(for its `lock` key)."),
+                  upgrade: bool = typer.Option(False, "--upgrade", help="Resolve again, "
+                                               "ignoring the stored resolution."),
+                  create: bool = typer.Option(False, "--create", help="Also create the "
+                                              "environment now (e.g. before going offline)."),
+                  root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+    """The training's locked environment: its requirements, lock and packages."""
+    from buildenv.compile.launch import package_parent
+    from buildenv.core.atomic import atomic_write_text
+    from buildenv.env.resolve import Multiverse
+    from buildenv.toolchain.toolchain import (
+        environment_path,
+        runner_interpreter,
+        training_toolchain,
+    )
+
+    project = open_project(root)
+    config = project.training(training)
+    res = Multiverse(project).resolve(env)
+    toolchain = training_toolchain(project, training, config, res, upgrade=upgrade)
+    if write_lock is not None:
+        if toolchain.lock is None:
+            raise DiagnosticError([Diagnostic(
+                "BE004", "--write-lock: in interpreter mode a training has no lock of its own "
+                "([tool.buildenv.toolchains] mode)")], 2)
+        atomic_write_text(write_lock, toolchain.lock.text)
+    if create:
+        runner_interpreter(project, toolchain, package_parent())
+    where = environment_path(project, toolchain)
+    data = {"training": training, "environment": env, **toolchain.lineage(),
+            "requirements": [{"requirement": w.text, "origin": w.origin, "path": w.path,
+                              "line": w.line} for w in toolchain.wanted],
+            "path": str(where) if where else None,
+            "ready": bool(where and where.is_dir())}
+    if fmt is Format.json:
+        print(json.dumps(data, indent=2))
+        return
+    state = ("ready" if data["ready"] else "created on the first build") if where else \
+        "the interpreter running buildenv"
+    print(f"{training} @ {env}: {len(toolchain.packages)} packages, lock "
+          f"{toolchain.digest[:19]} ({toolchain.source}), python {toolchain.python}")
+    for w in toolchain.wanted:
+        print(f"  requires {w.text}  ({w.where() if w.path else w.origin})")
+    print(f"  environment: {project.rel(where) if where else 'none'} ({state})")
+    print("  packages: " + ", ".join(f"{n} {v}" for n, v in toolchain.packages.items()))
+    if write_lock is not None:
+        print(f"  lock written to {write_lock}")
 
 
 @app.command("build")

@@ -343,11 +343,13 @@ CODES: dict[str, Code] = {
     # --- serving images ---------------------------------------------------------------------
     "BE750": Code("no artifact to package", "`buildenv image` packages dist/<training>/<env>/; "
                   "build it first."),
-    "BE751": Code("serving requirement not vendorable", "The image vendors the serving runtime "
-                  "(serving.requirements, pandas, cloudpickle and their dependencies) from the "
-                  "Python environment running buildenv. A package is missing there, its "
-                  "installed version does not satisfy the requirement, or it has no RECORD "
-                  "file list."),
+    "BE751": Code("serving requirement not vendorable", "The image vendors the artifact's "
+                  "serving environment: serving.requirements and what the serving app imports "
+                  "(pandas, cloudpickle), locked with the versions the model was trained with. "
+                  "That set cannot be resolved or installed (the message is the resolver's), "
+                  "or, in interpreter mode, a package is missing from the Python environment "
+                  "running buildenv, its version does not satisfy the requirement, or it has "
+                  "no RECORD file list."),
     "BE752": Code("not servable by the image", "`buildenv image` serves scikit-learn models "
                   "whose inputs are served columns of the environment; this artifact is for "
                   "another stack, or its inputs are unknown or not served."),
@@ -360,6 +362,15 @@ CODES: dict[str, Code] = {
     "BE755": Code("unusable base rootfs", "`--base-rootfs` must be a readable tarball of a root "
                   "filesystem holding python<X.Y> for the Python version the packages are "
                   "vendored from."),
+    "BE756": Code("GPU libraries in a CPU image", "The serving environment's lock holds CUDA "
+                  "runtime distributions (nvidia-*, cuda-*, triton), which a CPU serving image "
+                  "must not carry: PyPI's torch wheels and the `xgboost` package bring them. "
+                  "Use the CPU builds (`xgboost-cpu`; torch from a CPU wheel index or "
+                  "wheelhouse, set in [tool.buildenv.toolchains])."),
+    "BE757": Code("image larger than allowed", "The image is bigger than the environment's "
+                  "`serving.limits.max_image_mb`. Checked before anything is written where "
+                  "the base's size is known (the --base-rootfs tarball, the daemon's base "
+                  "image), and on the image's own layer alone otherwise."),
     # --- integrity, signing, concurrency ------------------------------------------------
     "BE760": Code("lock wait timed out", "Another buildenv process held a lock this command "
                   "needs (a build of the same pair, registration in the same MLflow store, a "

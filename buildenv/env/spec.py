@@ -33,7 +33,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 __all__ = ["CURRENT_SCHEMA", "Column", "Dataset", "Dtype", "Environment", "Label", "LabelSet",
            "Monitoring", "OnnxServing", "PeekPolicy", "Privacy", "PrivacyUnit", "Promotion",
-           "Reuse", "SklearnServing", "Synthetic", "SyntheticSource", "Taxonomy", "json_schema",
+           "Reuse", "ServingLimits", "SklearnServing", "Synthetic", "SyntheticSource", "Taxonomy", "json_schema",
            "op_allowed"]
 
 CURRENT_SCHEMA = 1
@@ -388,6 +388,14 @@ class LabelSet(Strict):
     """Free text for humans; not part of the environment digest."""
 
 
+class ServingLimits(Strict):
+    """What the serving platform accepts."""
+
+    max_image_mb: Annotated[float, Field(gt=0)] | None = None
+    """The largest serving image, in MB (10^6 bytes), the platform runs: `buildenv image`
+    refuses a bigger one (BE757)."""
+
+
 class SklearnServing(Strict):
     """Serving runs pickled scikit-learn models (MLflow's sklearn flavor)."""
 
@@ -399,6 +407,8 @@ class SklearnServing(Strict):
     requirements: list[str] = ["scikit-learn"]
     """Pinned requirements the serving image installs (pip specifiers). A model trained with a
     version outside them is refused."""
+    limits: ServingLimits = ServingLimits()
+    """Limits of the serving platform."""
 
 
 class OnnxServing(Strict):
@@ -412,6 +422,8 @@ class OnnxServing(Strict):
     """Allow-list of scikit-learn classes (globs) accepted before conversion."""
     requirements: list[str] = ["onnxruntime"]
     """Pinned requirements the serving image installs."""
+    limits: ServingLimits = ServingLimits()
+    """Limits of the serving platform."""
 
 
 Serving = Annotated[Union[SklearnServing, OnnxServing], Field(discriminator="stack")]

@@ -4,22 +4,22 @@ archive built without any daemon.
 The context (default `.buildenv/image/<training>/<env>/`) holds:
 
   Dockerfile          FROM the base, COPY the three directories below, no RUN step
-  requirements.txt    `serving.requirements`, for people and for pip-based rebuilds
-  image.json          what went in: artifact digest, python version, every vendored package
+  requirements.txt    the serving lock (`serving.requirements` and the app's runtime at the
+                      versions the model was trained with, hashed), for people and pip
+  image.json          what went in: artifact digest, python version, every vendored package,
+                      the serving lock's digest and the image's size
   app/serve.py        the stdlib HTTP app (buildenv/serving/serve.py) and app/serving.json,
                       the contract it enforces: the model's inputs as served columns
   model/              the artifact from dist/<training>/<env>/ (or, with --champion, the
                       champion's from the registry), verified against its recorded digest
                       before it is copied; the app verifies it again before unpickling it
-  site-packages/      the serving runtime, vendored from the Python environment running
-                      buildenv: `serving.requirements` plus pandas and cloudpickle (the model
-                      is a cloudpickled pipeline fed DataFrames), closed over their declared
-                      dependencies, each checked against the requirement's specifier
+  site-packages/      the serving runtime: exactly the distributions of the artifact's
+                      locked serving environment (`image_runtime`)
 
-Vendoring installed distributions (their RECORD file lists) rather than running pip is what
-makes the image buildable offline and reproducibly: no resolver, no index, no compiler, and
-the model is served with the very library versions it was trained and verified with. The
-limit: the base image must run the same Python minor version (the wheels' ABI) on a glibc at
+Vendoring installed distributions (their RECORD file lists) rather than running pip in the
+image is what makes it buildable without a daemon and reproducibly: no resolver, no compiler
+at image build time, and the model is served with the very library versions it was trained
+and verified with. The limit: the base image must run the same Python minor version (the wheels' ABI) on a glibc at
 least as new as the host wheels need; `--base-rootfs` is checked for the interpreter, and the
 app refuses to start on another version. `tests` directories, `__pycache__` and scripts
 outside site-packages are left out.
@@ -37,7 +37,6 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,14 +48,13 @@ from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
 from buildenv.core.tempdirs import scratch_dir
 from buildenv.env.resolve import Resolved
+from buildenv.release.image_runtime import serving_runtime, vendor_files
 
-__all__ = ["ImageContext", "build_docker", "docker_client", "host_python", "vendor_closure",
-           "write_context"]
+__all__ = ["ImageContext", "build_docker", "docker_client", "host_python", "write_context"]
 
 PREFIX = "opt/buildenv"
 PORT = 8080
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-RUNTIME = ("pandas", "cloudpickle")  # what unpickling and feeding the model needs
 COPIED = ("app", "model", "site-packages")
 
 
@@ -68,99 +66,11 @@ class ImageContext:
     python: str
     packages: dict[str, str]
     config: dict = field(default_factory=dict)  # the OCI image config's `config`
+    layer_bytes: int = 0  # what the image adds to its base: app, model, site-packages
 
 
 def _mtime() -> int:
     return int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0)
-
-
-# --- the serving runtime, vendored --------------------------------------------------------------
-
-def vendor_closure(requirements: list[str]) -> tuple[list[Any], list[Diagnostic]]:
-    """Installed distributions satisfying `requirements` and their dependencies."""
-    from importlib import metadata
-
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
-
-    problems: list[Diagnostic] = []
-    found: dict[str, Any] = {}
-    queue: list[tuple[str, str]] = [(r, "serving.requirements") for r in requirements]
-    queue += [(r, "the serving app") for r in RUNTIME]
-    while queue:
-        text, wanted_by = queue.pop(0)
-        try:
-            req = Requirement(text)
-        except InvalidRequirement as exc:
-            problems.append(Diagnostic("BE751", f"invalid requirement '{text}' ({wanted_by}): "
-                                       f"{exc}"))
-            continue
-        name = canonicalize_name(req.name)
-        try:
-            dist = metadata.distribution(req.name)
-        except metadata.PackageNotFoundError:
-            problems.append(Diagnostic(
-                "BE751", f"'{req.name}' ({wanted_by}) is not installed in the Python "
-                f"environment running buildenv ({sys.prefix})",
-                hints=(f"install it there (pip install '{text}'); the image vendors what is "
-                       "installed",)))
-            continue
-        if req.specifier and not req.specifier.contains(dist.version, prereleases=True):
-            problems.append(Diagnostic(
-                "BE751", f"installed {dist.metadata['Name']} {dist.version} does not satisfy "
-                f"'{text}' ({wanted_by})",
-                hints=("install a version that does, or change serving.requirements",)))
-            continue
-        extras = set(req.extras)
-        if name in found and not extras:
-            continue
-        found[name] = dist
-        if dist.files is None:
-            problems.append(Diagnostic("BE751", f"{dist.metadata['Name']} {dist.version} has "
-                                       "no RECORD file list, so it cannot be vendored"))
-        for dep in dist.requires or []:
-            dep_req = Requirement(dep)
-            envs = [{"extra": e} for e in sorted(extras)] or [{"extra": ""}]
-            if dep_req.marker is None or any(dep_req.marker.evaluate(e) for e in envs):
-                queue.append((dep, f"required by {dist.metadata['Name']}"))
-    return sorted(found.values(), key=lambda d: canonicalize_name(d.metadata["Name"])), problems
-
-
-def _vendor_files(dists: list[Any]) -> Iterator[tuple[str, Path]]:
-    for dist in dists:
-        for rel, source in dist_files(dist):
-            parts = Path(rel).parts
-            if "__pycache__" in parts or rel.endswith(".pyc") or "tests" in parts[:-1]:
-                continue
-            yield rel, source
-
-
-def dist_files(dist: Any) -> list[tuple[str, Path]]:
-    """Every installed file of `dist` as (path relative to site-packages, file).
-
-    Usually its RECORD. A PEX venv (what Pants runs tools and tests in) rewrites RECORD to
-    list only the .dist-info files and symlinks each top-level package into the wheel's
-    chroot, next to a copy of that .dist-info: those symlinks are the distribution's code.
-    """
-    listed = [rel for rel in dist.files or [] if rel.parts and rel.parts[0] != ".."]
-    out = [(rel.as_posix(), Path(dist.locate_file(rel))) for rel in listed]
-    info = {rel.parts[0] for rel in listed if rel.parts[0].endswith(".dist-info")}
-    if len(info) != 1 or any(rel.parts[0] not in info for rel in listed):
-        return [(rel, path) for rel, path in out if path.is_file()]
-    site = Path(dist.locate_file(""))
-    name = info.pop()
-    for entry in sorted(site.iterdir()):
-        if not entry.is_symlink():
-            continue
-        target = entry.resolve()
-        if not (target.parent / name).is_dir():
-            continue
-        if target.is_file():
-            out.append((entry.name, entry))
-        elif target.is_dir():
-            out += [((Path(entry.name) / f.relative_to(target)).as_posix(), f)
-                    for f in sorted(target.rglob("*"))]
-    return [(rel, path) for rel, path in out if path.is_file()]
 
 
 # --- the build context --------------------------------------------------------------------------
@@ -202,19 +112,19 @@ def write_context(project: Project, res: Resolved, training: str, out: Path | No
             "BE752", f"the model's inputs are not all served columns of {env}: "
             f"{', '.join(missing) or '(unknown inputs)'}",
             hints=(f"rebuild: `buildenv build {training} --env {env}` verifies them",))])
-    dists, problems = vendor_closure(list(serving.requirements))
-    if any(p.is_error for p in problems):
-        raise DiagnosticError(problems)
+    runtime = serving_runtime(project, res, lineage)
     python = host_python()
     import yaml
 
     mlmodel = yaml.safe_load((artifact / "MLmodel").read_text(encoding="utf-8"))
-    model_file = mlmodel["flavors"]["sklearn"]["pickled_model"]
-    packages = {d.metadata["Name"]: d.version for d in dists}
+    flavor = mlmodel["flavors"]["sklearn"]
+    packages = {d.metadata["Name"]: d.version for d in runtime.dists}
     target = out or project.state_dir / "image" / training / env
     config = {"training": training, "environment": env, "python": python, "port": PORT,
-              "model_file": model_file, "model_digest": lineage["model_digest"],
+              "model_file": flavor["pickled_model"], "model_digest": lineage["model_digest"],
               "inputs": served, "label": lineage.get("label")}
+    if flavor.get("code"):  # repository code shipped with the model: importable when loading
+        config["code_dir"] = flavor["code"]
     with atomic_dir(target, scratch_dir(project.state_dir)) as tmp:
         app = tmp / "app"
         app.mkdir()
@@ -222,21 +132,24 @@ def write_context(project: Project, res: Resolved, training: str, out: Path | No
         (app / "serving.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         shutil.copytree(artifact, tmp / "model")
         site = tmp / "site-packages"
-        for rel, source in _vendor_files(dists):
+        for rel, source in vendor_files(runtime.dists):
             dest = site / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, dest)
             if os.access(source, os.X_OK):
                 dest.chmod(0o755)
-        (tmp / "requirements.txt").write_text("".join(f"{r}\n" for r in serving.requirements))
+        size = sum(f.stat().st_size for d in COPIED for f in (tmp / d).rglob("*") if f.is_file())
+        (tmp / "requirements.txt").write_text(
+            runtime.lock or "".join(f"{r}\n" for r in serving.requirements))
         (tmp / "image.json").write_text(json.dumps({
             "training": training, "environment": env, "python": python,
             "model_digest": lineage["model_digest"], "cache_key": lineage.get("cache_key"),
-            "packages": packages}, indent=2, sort_keys=True) + "\n")
+            "packages": packages, "serving_lock": runtime.lock_digest, "layer_bytes": size},
+            indent=2, sort_keys=True) + "\n")
         (tmp / "Dockerfile").write_text(_dockerfile(training, env, python, lineage))
         (tmp / ".dockerignore").write_text("image.json\nrequirements.txt\n")
     return ImageContext(target, training, env, python, packages,
-                        _image_config(training, env, lineage))
+                        _image_config(training, env, lineage), size)
 
 
 def _env_vars() -> list[str]:

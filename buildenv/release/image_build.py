@@ -15,12 +15,12 @@ from pathlib import Path
 from buildenv.core import progress
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
-from buildenv.env.resolve import Multiverse
+from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.release.image import build_docker, docker_client, host_python, write_context
 from buildenv.release.image_source import select_artifact
 from buildenv.release.oci import check_base_rootfs, write_oci
 
-__all__ = ["ImageOptions", "ImageOutcome", "Said", "build_image"]
+__all__ = ["ImageOptions", "ImageOutcome", "Said", "build_image", "check_size"]
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,17 @@ def build_image(project: Project, training: str, env: str, options: ImageOptions
             outcome.notes.extend(notes)
             ctx = write_context(project, res, training, options.out, artifact)
         outcome.said.append(Said(f"context: {project.rel(ctx.path)} (python {ctx.python}, "
-                                 f"{len(ctx.packages)} vendored packages)",
+                                 f"{len(ctx.packages)} vendored packages, "
+                                 f"{_mb(ctx.layer_bytes)} over the base)",
                                  options.oci is None and not want_docker))
+        limit = _limit(res)
+        check_size(res, ctx.layer_bytes, "the image's own layer", limit)  # a lower bound
         if options.oci is not None:
             assert options.base_rootfs is not None
+            total = ctx.layer_bytes + options.base_rootfs.stat().st_size
+            check_size(res, total, f"base rootfs {options.base_rootfs.name} + the layer", limit)
+            outcome.said.append(Said(f"size: {_mb(total)} (base rootfs {_mb(total - ctx.layer_bytes)}"
+                                     f" + {_mb(ctx.layer_bytes)})", True))
             steps.phase("oci")
             result = write_oci(project, ctx, options.base_rootfs, options.oci,
                                name.rsplit(":", 1)[-1])
@@ -84,6 +91,43 @@ def build_image(project: Project, training: str, env: str, options: ImageOptions
                 outcome.said.append(Said("docker: no daemon reachable; wrote the context only "
                                          "(`docker build` it, or use --oci)", True, True))
             else:
+                base = options.base_image or f"python:{ctx.python}-slim-bookworm"
+                base_bytes = _image_bytes(client, base)
+                if base_bytes is not None:
+                    check_size(res, base_bytes + ctx.layer_bytes, f"base image {base} + the "
+                               "layer", limit)
                 steps.phase("docker build")
                 image_id = build_docker(client, ctx, name, options.base_image)
-                outcome.said.append(Said(f"docker: {name} {image_id}", True))
+                built = _image_bytes(client, image_id)
+                size = f" ({_mb(built)})" if built is not None else ""
+                outcome.said.append(Said(f"docker: {name} {image_id}{size}", True))
+                if built is not None:
+                    check_size(res, built, f"image {name}", limit)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def _limit(res: Resolved) -> float | None:
+    serving = res.env.serving
+    return serving.limits.max_image_mb if serving is not None else None
+
+
+def check_size(res: Resolved, size: int, what: str, limit: float | None) -> None:
+    """BE757 when `size` bytes exceed `serving.limits.max_image_mb`."""
+    if limit is None or size <= limit * 1e6:
+        return
+    raise DiagnosticError([res.diag(
+        "BE757", f"{what} is {_mb(size)}, over serving.limits.max_image_mb ({limit:g} MB) of "
+        f"environment {res.name}", "serving", "limits", "max_image_mb",
+        hints=("trim serving.requirements (each vendored package is listed in the context's "
+               "image.json), use a smaller base, or raise the limit",))])
+
+
+def _image_bytes(client: object, ref: str) -> int | None:
+    """An image's size as the daemon reports it; None when it does not know the image."""
+    try:
+        return int(client.images.get(ref).attrs["Size"])  # type: ignore[attr-defined]
+    except Exception:
+        return None

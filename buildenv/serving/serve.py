@@ -119,6 +119,8 @@ def load_model():
     if not expected or actual != expected:
         sys.exit(f"buildenv serving: the model files in {MODEL_DIR} hash to {actual}, but the "
                  f"image was built for {expected}; refusing to load a modified model")
+    if CONFIG.get("code_dir"):  # repository classes shipped with the model (MLflow code_paths)
+        sys.path.insert(0, os.path.join(MODEL_DIR, CONFIG["code_dir"]))
     with open(os.path.join(MODEL_DIR, CONFIG["model_file"]), "rb") as stream:
         return pickle.load(stream)
 

@@ -30,8 +30,8 @@ from buildenv.toolchain.requirements import RUNNER_ORIGIN, Wanted, training_requ
 from buildenv.toolchain.store import Store
 from buildenv.toolchain.uv import UvFailure, UvSettings, run_uv, uv_version
 
-__all__ = ["Interpreter", "Toolchain", "base_python", "installed_packages", "resolve_lock",
-           "runner_interpreter", "training_toolchain"]
+__all__ = ["Interpreter", "Toolchain", "base_python", "ensure_environment", "environment_path",
+           "installed_packages", "resolve_lock", "runner_interpreter", "training_toolchain"]
 
 
 @dataclass(frozen=True)
@@ -99,12 +99,14 @@ def training_toolchain(project: Project, training: str, config: TrainingConfig,
                      tuple(wanted))
 
 
-def resolve_lock(project: Project, wanted: list[Wanted], who: str, upgrade: bool = False
-                 ) -> Lock:
-    """The lock of `wanted`: from the store when these inputs were resolved before."""
+def resolve_lock(project: Project, wanted: list[Wanted], who: str, upgrade: bool = False,
+                 pins: list[str] | None = None) -> Lock:
+    """The lock of `wanted` (constrained to `pins`, `name==version` lines): from the store
+    when these inputs were resolved before."""
     settings = UvSettings.of(project)
     text = "".join(f"{w.text}\n" for w in wanted)
-    key = digest_json({"requirements": text, "settings": settings.key(),
+    pinned = "".join(f"{p}\n" for p in pins or [])
+    key = digest_json({"requirements": text, "pins": pinned, "settings": settings.key(),
                        "python": _python_key(), "uv": uv_version()}).split(":", 1)[1]
     store = Store(project.toolchains_dir)
     cached = None if upgrade else store.read_resolved(key)
@@ -112,13 +114,13 @@ def resolve_lock(project: Project, wanted: list[Wanted], who: str, upgrade: bool
         with store.resolving(key):
             cached = None if upgrade else store.read_resolved(key)
             if cached is None:
-                cached = _compile(store, settings, text, wanted, who)
+                cached = _compile(store, settings, text, pinned, wanted, who)
                 store.save_resolved(key, cached)
     return parse_lock(cached)
 
 
-def _compile(store: Store, settings: UvSettings, text: str, wanted: list[Wanted],
-             who: str) -> str:
+def _compile(store: Store, settings: UvSettings, text: str, pinned: str,
+             wanted: list[Wanted], who: str) -> str:
     import tempfile
 
     (store.root / "tmp").mkdir(parents=True, exist_ok=True)
@@ -129,7 +131,11 @@ def _compile(store: Store, settings: UvSettings, text: str, wanted: list[Wanted]
         args = ["pip", "compile", "--no-config", "--quiet", "--generate-hashes",
                 "--no-header", "--no-annotate", "--python", base_python(),
                 *settings.index_args(), "--output-file", str(out), str(source)]
-        for constraint in settings.constraints:
+        constraints = list(settings.constraints)
+        if pinned:
+            constraints.append(Path(scratch) / "pins.txt")
+            constraints[-1].write_text(pinned, encoding="utf-8")
+        for constraint in constraints:
             args += ["--constraint", str(constraint)]
         try:
             run_uv(args, settings)
@@ -218,19 +224,37 @@ def _lock_file(project: Project, training: str, relpath: str) -> Lock:
     return lock
 
 
+def _env_key(toolchain: Toolchain) -> str:
+    return digest_json({"lock": toolchain.digest, "python": _python_key()}).split(":", 1)[1]
+
+
+def environment_path(project: Project, toolchain: Toolchain) -> Path | None:
+    """Where the environment of `toolchain` is (or will be); None in interpreter mode."""
+    if toolchain.lock is None:
+        return None
+    return Store(project.toolchains_dir).env_path(_env_key(toolchain))
+
+
+def ensure_environment(project: Project, toolchain: Toolchain) -> tuple[Path, bool]:
+    """The environment of a resolved toolchain, created when it is new (BE322/BE323, exit 2);
+    and whether this call created it."""
+    assert toolchain.lock is not None
+    store = Store(project.toolchains_dir)
+    settings = UvSettings.of(project)
+    try:
+        return store.ensure_env(_env_key(toolchain), toolchain.lock, base_python(), settings)
+    except UvFailure as exc:
+        raise DiagnosticError([_install_failure(exc, toolchain, settings)], 2) from None
+
+
 def runner_interpreter(project: Project, toolchain: Toolchain, package_parent: Path
                        ) -> Interpreter | None:
     """The interpreter a training runs in, creating its environment when it is new; None
     for the interpreter running buildenv (interpreter mode)."""
     if toolchain.mode == "interpreter" or toolchain.lock is None:
         return None
+    env, created = ensure_environment(project, toolchain)
     store = Store(project.toolchains_dir)
-    settings = UvSettings.of(project)
-    env_key = digest_json({"lock": toolchain.digest, "python": _python_key()}).split(":", 1)[1]
-    try:
-        env, created = store.ensure_env(env_key, toolchain.lock, base_python(), settings)
-    except UvFailure as exc:
-        raise DiagnosticError([_install_failure(exc, toolchain, settings)], 2) from None
     runner = store.runner_path(package_parent / "buildenv")
     # Bytecode of what the training imports goes to the store, not beside the sources: the
     # environment stays as installed, the repository clean, and later builds start fast.

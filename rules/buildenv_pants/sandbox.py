@@ -78,6 +78,9 @@ def synthesized_pyproject(config: BuildenvConfig, field_set: MlModelFieldSet) ->
         "tool": {
             "buildenv": {
                 "environments_dir": config.environments_dir or ".",
+                # The training's resolve is this sandbox's PEX: the training runs in the
+                # interpreter running buildenv, not in an environment buildenv resolves.
+                "toolchains": {"mode": "interpreter"},
                 "trainings": {field_set.training: training},
             }
         }

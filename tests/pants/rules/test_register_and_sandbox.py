@@ -100,3 +100,10 @@ def test_sandbox_pyproject_without_threads_uses_buildenvs_default() -> None:
     config = BuildenvConfig.parse(PYPROJECT.replace("threads = 4\n", ""))
     doc = toml.loads(synthesized_pyproject(config, field_set()))
     assert "threads" not in doc["tool"]["buildenv"]["trainings"]["rec"]
+
+
+def test_sandbox_trainings_run_in_the_sandbox_interpreter() -> None:
+    """Under Pants the training's resolve is the sandbox's PEX: buildenv must not resolve an
+    environment of its own there (tests/test_toolchains.py covers that mode's builds)."""
+    doc = toml.loads(synthesized_pyproject(BuildenvConfig.parse(PYPROJECT), field_set()))
+    assert doc["tool"]["buildenv"]["toolchains"] == {"mode": "interpreter"}
