@@ -160,7 +160,8 @@ def test_a_changed_library_rebuilds_and_the_reason_names_it(tmp_path):
     set_training(root, 'requirements = ["scikit-learn==1.9.1"]')
     code, out, err = build(root)
     assert code == 0, out + err
-    assert "built (library scikit-learn changed (1.8.0 -> 1.9.1))" in out
+    # the model's own library first, then what came with it
+    assert "built (library scikit-learn changed (1.8.0 -> 1.9.1), library narwhals added" in out
     assert lineage(root)["libraries"]["scikit-learn"] == "1.9.1"
     set_training(root, 'requirements = ["scikit-learn==1.8.0"]')
     code, out, err = build(root)

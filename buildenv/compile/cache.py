@@ -82,17 +82,20 @@ def explain_rebuild(previous: dict | None, parts: dict) -> str:
     if old.get("environment_digest") != parts["environment_digest"]:
         return "environment changed"
     if old.get("libraries") != parts["libraries"]:
-        return library_changes(old.get("libraries") or {}, parts["libraries"])
+        return library_changes(old.get("libraries") or {}, parts["libraries"],
+                               set(previous.get("libraries") or {}))
     for key in ("seed", "threads", "buildenv", "python", "toolchain"):
         if old.get(key) != parts[key]:
             return f"{key} changed"
     return "artifact missing or modified"
 
 
-def library_changes(old: dict[str, str], new: dict[str, str], limit: int = 4) -> str:
-    """`library xgboost changed (3.2.0 -> 2.1.4)`, ..., for the few that differ."""
+def library_changes(old: dict[str, str], new: dict[str, str], first: set[str] | None = None,
+                    limit: int = 4) -> str:
+    """`library xgboost changed (3.2.0 -> 2.1.4)`, ..., for the few that differ: those in
+    `first` (the libraries the model's classes came from) before the rest."""
     changes = []
-    for name in sorted(set(old) | set(new)):
+    for name in sorted(set(old) | set(new), key=lambda n: (n not in (first or ()), n)):
         before, after = old.get(name), new.get(name)
         if before == after:
             continue
