@@ -97,13 +97,24 @@ def test_oci_archive_is_reproducible_and_skopeo_reads_it(repo: Path, tiny_base: 
 
 
 def test_context_vendors_the_serving_runtime(repo: Path) -> None:
+    """Exactly the locked serving environment: serving.requirements and the app's runtime at
+    the versions the model was trained with, nothing of the training's toolchain."""
+    from buildenv.toolchain.lockfile import parse_lock
+
     ctx = repo / ".buildenv/image/churn/prod"
     info = json.loads((ctx / "image.json").read_text())
-    from importlib import metadata
-
-    assert info["packages"]["scikit-learn"] == metadata.version("scikit-learn")
-    assert {"pandas", "numpy", "scipy", "cloudpickle", "joblib"} <= set(info["packages"])
-    assert (ctx / "requirements.txt").read_text() == "scikit-learn>=1.6,<2\n"
+    lineage = json.loads((repo / "dist/churn/prod/buildenv.json").read_text())
+    lock = parse_lock((ctx / "requirements.txt").read_text())
+    assert lock.hashed and info["serving_lock"] == lock.digest
+    vendored = {k.lower().replace("_", "-"): v for k, v in info["packages"].items()}
+    assert vendored == lock.packages
+    assert {"scikit-learn", "pandas", "numpy", "scipy", "cloudpickle", "joblib"} <= set(vendored)
+    for name, version in lock.packages.items():
+        assert lineage["toolchain"]["packages"].get(name, version) == version
+    assert not {"mlflow-skinny", "pyarrow", "pydantic"} & set(vendored)
+    assert 0 < info["layer_bytes"] == sum(f.stat().st_size for d in ("app", "model",
+                                                                     "site-packages")
+                                          for f in (ctx / d).rglob("*") if f.is_file())
     assert not list((ctx / "site-packages").rglob("__pycache__"))
     serving = json.loads((ctx / "app/serving.json").read_text())
     assert serving["inputs"] == {"plan": {"dtype": "string", "nullable": False},
@@ -111,6 +122,58 @@ def test_context_vendors_the_serving_runtime(repo: Path) -> None:
                                  "tenure": {"dtype": "float64", "nullable": False}}
     dockerfile = (ctx / "Dockerfile").read_text()
     assert "RUN" not in dockerfile and "FROM ${BASE}" in dockerfile
+
+
+def test_the_size_is_reported_and_checked_against_the_limit(repo: Path, tiny_base: Path,
+                                                          tmp_path: Path) -> None:
+    code, out, err = image(repo, "--oci", str(tmp_path / "a.tar"), "--base-rootfs",
+                           str(tiny_base))
+    assert code == 0, out + err
+    layer = json.loads((repo / ".buildenv/image/churn/prod/image.json").read_text())["layer_bytes"]
+    total = layer + tiny_base.stat().st_size
+    assert f"size: {total / 1e6:.1f} MB (base rootfs " in out
+    (repo / "environments/prod-small.yaml").write_text(
+        "name: prod-small\nextends: prod\nserving:\n  limits:\n    max_image_mb: 5\n")
+    try:
+        for args in (["lock", "prod-small"], ["build", "churn", "--env", "prod-small",
+                                              "--no-register"]):
+            code, out, err = invoke_cli(args, repo)
+            assert code == 0, out + err
+        code, out, err = invoke_cli(["image", "churn", "--env", "prod-small", "--oci",
+                                     str(tmp_path / "b.tar"), "--base-rootfs", str(tiny_base)],
+                                    repo)
+    finally:
+        (repo / "environments/prod-small.yaml").unlink()
+        (repo / "environments/prod-small.lock.json").unlink(missing_ok=True)
+    assert code == 1, out + err
+    line = next(x for x in err.splitlines() if "BE757" in x)
+    assert line.startswith("environments/prod-small.yaml:5:5: error[BE757]: the image's own "
+                           "layer is ") and line.endswith(
+        " MB, over serving.limits.max_image_mb (5 MB) of environment prod-small"), line
+    assert float(line.split("layer is ")[1].split()[0]) > 5
+    assert not (tmp_path / "b.tar").exists()
+
+
+def test_gpu_libraries_in_the_serving_lock_are_refused(repo: Path, tmp_path: Path) -> None:
+    """PyPI's `xgboost` brings NVIDIA's NCCL: not in a CPU image (`xgboost-cpu` is the CPU
+    build). Refused from the lock, before anything is downloaded or installed."""
+    from buildenv.core.diagnostics import DiagnosticError
+    from buildenv.core.project import Project
+    from buildenv.env.resolve import Multiverse
+    from buildenv.toolchain.serving import serving_toolchain
+
+    (repo / "environments/prod-gpu.yaml").write_text(
+        "name: prod-gpu\nextends: prod\nserving:\n  requirements: [xgboost==3.2.0]\n")
+    try:
+        project = Project.discover(repo)
+        res = Multiverse(project).resolve("prod-gpu")
+        with pytest.raises(DiagnosticError) as caught:
+            serving_toolchain(project, res, {})
+    finally:
+        (repo / "environments/prod-gpu.yaml").unlink()
+    (d,) = caught.value.diagnostics
+    assert d.code == "BE756" and "nvidia-nccl-cu12" in d.message
+    assert (d.path, d.line) == ("environments/prod-gpu.yaml", 4) and "xgboost-cpu" in d.hints[0]
 
 
 def test_base_rootfs_without_the_python_is_refused(repo: Path, tmp_path: Path) -> None:
