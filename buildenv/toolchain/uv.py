@@ -127,7 +127,7 @@ class UvFailure(Exception):
         """The messages without uv's decoration (`error:`, `cause:`, `hint:`, box drawing)."""
         out = []
         for raw in self.stderr.splitlines():
-            line = re.sub(r"^[\s×╰─▶│├]*", "", raw).strip()
+            line = re.sub(r"^[\s\u00d7\u2570\u2500\u25b6\u2502\u251c]*", "", raw).strip()
             line = re.sub(r"^(error|cause|caused by|hint|warning):\s*", "", line,
                           flags=re.IGNORECASE)
             if line:
