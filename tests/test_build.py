@@ -89,6 +89,11 @@ def test_build_emits_artifact_lineage_and_registers(repo, tracking):
     [version] = versions(tracking, "lr")
     assert version.tags["buildenv.environment"] == "base"
     assert version.tags["buildenv.artifact_digest"] == lineage["model_digest"]
+    # the model version (MLflow's model card) names the libraries it was trained with
+    sklearn_version = lineage["libraries"]["scikit-learn"]
+    assert version.tags["buildenv.library.scikit-learn"] == sklearn_version
+    assert f"trained with numpy {lineage['libraries']['numpy']}, scikit-learn " \
+           f"{sklearn_version}" in version.description
 
 
 def test_rebuild_is_a_noop_and_registers_no_duplicate(repo, tracking):

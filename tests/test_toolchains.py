@@ -391,3 +391,22 @@ def test_the_lock_is_known_before_the_training_runs(tmp_path):
     toolchain = training_toolchain(project, "demo", project.training("demo"), res)
     assert toolchain.lock is not None and toolchain.packages == toolchain.lock.packages
     assert toolchain.digest.startswith("sha256:")
+
+
+def test_a_prepared_toolchain_builds_offline_without_running_uv(tmp_path, monkeypatch):
+    """`buildenv toolchain --create` while online; offline later, the build finds the stored
+    resolution and the environment: uv does not run at all."""
+    monkeypatch.setenv("BUILDENV_TOOLCHAINS_DIR", str(tmp_path / "store"))
+    root = locked_repo(tmp_path / "repo")
+    code, out, err = invoke_cli(["toolchain", "demo", "--env", "base", "--create"], root)
+    assert code == 0 and "(ready)" in out, out + err
+    set_training(root, "", "[tool.buildenv.toolchains]\noffline = true\n")
+    from buildenv.toolchain import store as store_module
+
+    def no_uv(*args, **kwargs):
+        raise AssertionError(f"uv ran: {args}")
+
+    monkeypatch.setattr(toolchain_module, "run_uv", no_uv)
+    monkeypatch.setattr(store_module, "run_uv", no_uv)
+    code, out, err = build(root)
+    assert code == 0, out + err

@@ -29,6 +29,7 @@ from typing import Any
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
+from buildenv.core.extras import require
 from buildenv.core.mutex import mutex, mutex_path, mutex_timeout
 from buildenv.core.project import Project
 
@@ -36,6 +37,7 @@ __all__ = ["client", "ensure_registered", "register_artifact", "store_lock"]
 
 TAG_DIGEST = "buildenv.artifact_digest"
 TAG_ENV = "buildenv.environment"
+TAG_LIBRARY = "buildenv.library."  # + distribution name: the version the model was trained with
 _READY: set[str] = set()  # sqlite stores this process has seen created and migrated
 
 
@@ -52,13 +54,16 @@ def store_lock(project: Project) -> Iterator[None]:
 
 
 def client(project: Project):
+    """An MLflow client of the project's tracking URI (BE026 without the `mlflow` extra)."""
     import logging
+
+    uri = project.tracking_uri()
+    _need_mlflow(uri)
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.ERROR)
     from mlflow.tracking import MlflowClient
 
-    uri = project.tracking_uri()
     if not uri.startswith("sqlite:") or uri in _READY:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
     with store_lock(project):  # creates and migrates the schema, one process at a time
@@ -72,6 +77,13 @@ def client(project: Project):
         c.search_registered_models(max_results=1)
     _READY.add(uri)
     return c
+
+
+def _need_mlflow(uri: str) -> None:
+    """BE026 without the `mlflow` extra: the client, and for sqlite stores SQLAlchemy."""
+    require("mlflow", f"the MLflow registry at {uri}", "mlflow")
+    if uri.startswith("sqlite:"):
+        require("mlflow", f"the MLflow store {uri}", "sqlalchemy", "alembic")
 
 
 def _create_sqlite_store(path: Path) -> None:
@@ -114,6 +126,7 @@ def register_artifact(project: Project, training: str, env: str, artifact: Path,
                       lineage: dict, timings: dict[str, float] | None = None) -> dict:
     """Log the artifact as a run and register it as a version of model `training`.
     `timings` (phase -> seconds) become metrics; registration times itself."""
+    _need_mlflow(project.tracking_uri())
     try:
         with store_lock(project):
             return _register(project, training, env, artifact, lineage, timings or {})
@@ -169,6 +182,8 @@ def _register(project: Project, training: str, env: str, artifact: Path, lineage
             "buildenv.code_digest": lineage["code_digest"],
             "buildenv.cache_key": lineage["cache_key"],
             "buildenv.training": training}
+    libraries = lineage.get("libraries") or {}
+    tags.update({f"{TAG_LIBRARY}{name}": str(version) for name, version in libraries.items()})
     run = c.create_run(exp_id, run_name=f"{training}@{env}", tags=tags)
     run_id = run.info.run_id
     params = [Param("seed", str(lineage["seed"])), Param("environment", env)]
@@ -184,8 +199,11 @@ def _register(project: Project, training: str, env: str, artifact: Path, lineage
                 tags=[RunTag("mlflow.source.name", lineage.get("entry", training))])
     c.log_artifacts(run_id, str(artifact), "model")
     source = f"{run.info.artifact_uri}/model"
-    version = c.create_model_version(training, source, run_id=run_id, tags=tags,
-                                     description=f"{training} compiled against {env}")
+    trained_with = ", ".join(f"{n} {v}" for n, v in sorted(libraries.items()))
+    version = c.create_model_version(
+        training, source, run_id=run_id, tags=tags,
+        description=f"{training} compiled against {env}"
+        + (f"; trained with {trained_with}" if trained_with else ""))
     c.log_metric(run_id, timing_metric("register"), round(time.perf_counter() - started, 3), 0, 0)
     c.set_terminated(run_id)
     return {"version": version.version, "run_id": run_id, "created": True}

@@ -73,6 +73,12 @@ CODES: dict[str, Code] = {
                   "keys declared in both datasets and unique in the joined one (`join`); "
                   "`dataset` and `holdout`/`key` exclude each other."),
     # --- hostile environment files ---------------------------------------------
+    "BE026": Code("optional dependency not installed", "The command needs a part of buildenv "
+                  "that is an optional extra: `mlflow` (MLflow's client and its sqlite store: "
+                  "registering, promotion, history, rollback, retrain) or `models` (scikit-learn "
+                  "and pandas in buildenv's own process: scoring models for promotion, trainings "
+                  "in interpreter mode). Install it with the `pip install 'buildenv[...]'` line "
+                  "the hint gives."),
     "BE030": Code("environment file too large", "The file is larger than the limit "
                   "(BUILDENV_MAX_ENV_BYTES, default 256 KiB) and was refused before it was read. "
                   "Environment files are a few kilobytes; a file this size is generated or "

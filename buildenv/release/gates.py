@@ -21,6 +21,7 @@ from typing import Any
 from buildenv.compile.artifact import read_lineage
 from buildenv.compile.registry import TAG_DIGEST, client, find_version
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
+from buildenv.core.extras import require
 from buildenv.core.project import Project
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Promotion
@@ -234,6 +235,7 @@ def evaluate(project: Project, res: Resolved, training: str,
 def _score_on_evaluation_rows(ev: Evaluation, c: Any, project: Project, res: Resolved,
                               training: str, kind: str) -> None:
     """Both values from the environment's evaluation rows, read through the gate now."""
+    require("models", "scoring models for promotion", "pandas", "sklearn")
     from buildenv.data.evaluation import evaluation_rows
     from buildenv.data.gate.errors import GateError
     from buildenv.data.gate.gate import Gate as DataGate

@@ -63,9 +63,9 @@ def _not_champion(project: Project, training: str, env: str, artifact: Path,
 
 def _champion(project: Project, training: str, env: str, scratch: Path) -> Path:
     try:
+        c = client(project)  # BE026 without the mlflow extra (passed on by registry_error)
         import mlflow.artifacts
 
-        c = client(project)
         current = champion_version(c, training, env)
         if current is None:
             raise DiagnosticError([Diagnostic(
