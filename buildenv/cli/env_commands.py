@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -32,7 +32,7 @@ def envs_cmd(root: Optional[Path] = RootOpt,
 
     multiverse = Multiverse(open_project(root))
     resolved, problems = multiverse.resolve_all()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in multiverse.names():
         res = resolved.get(name)
         if res is None:

@@ -272,7 +272,7 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
     reads = result.get("reads", {})
     extra = {"labels": _label_lineage(res, lock, result)} if lock.labels else {}
     label = res.env.label.model_dump(mode="json", exclude_none=True) if res.env.label else None
-    if label is not None and res.env.label.labels is None:
+    if label is not None and res.env.label is not None and res.env.label.labels is None:
         label.setdefault("classes", None)  # the form lineage always had for column labels
     return {**extra,
         "training": training,

@@ -116,6 +116,7 @@ def key_columns(env: Environment) -> list[str]:
     label_set = env.label_set()
     if label_set is not None:
         return [label_set.key]
+    assert env.label.dataset is not None  # the column form: the model requires both names
     return [c for c in env.datasets[env.label.dataset].columns if c != env.label.column]
 
 
@@ -140,7 +141,7 @@ class EvaluationRows:
     frame: Any  # pandas DataFrame: every served column, as serving receives it
     labels: Any  # numpy array
     rows: int
-    method: dict  # how they were chosen: for lineage and messages
+    method: dict[str, Any]  # how they were chosen: for lineage and messages
     digests: dict[str, str]  # dataset -> digest of the bytes read
 
     def describe(self) -> str:
@@ -166,12 +167,14 @@ def evaluation_rows(gate: Gate, env: Environment, labels: pa.Table | None = None
     label_set = env.label_set()
     assert (label_set is None) == (labels is None), "a label set's evaluation needs its labels"
     label = label_set.key if label_set is not None else env.label.column
+    assert label is not None  # the column form names its column
     joins, inferred = join_plan(env)
     wanted = list(dict.fromkeys(_served(env, source) + [label] + keys
                                 + [k for ks in joins.values() for k in ks]))
-    digests = {}
+    digests: dict[str, str] = {}
     with gate.open(source) as read:
         table = read.table([c for c in wanted if c in env.datasets[source].columns])
+        assert read.digest is not None  # set once the bytes read were verified
         digests[source] = read.digest
     total = table.num_rows
     values = None
@@ -200,6 +203,7 @@ def evaluation_rows(gate: Gate, env: Environment, labels: pa.Table | None = None
     for other, on in joins.items():
         with gate.open(other) as read:
             extra = read.table(list(dict.fromkeys(on + _served(env, other))))
+            assert read.digest is not None  # set once the bytes read were verified
             digests[other] = read.digest
         right = _as_served(extra, env, other, exclude=set())
         duplicated = int(right.duplicated(subset=on).sum())
@@ -243,7 +247,7 @@ def join_plan(env: Environment) -> tuple[dict[str, list[str]], bool]:
     return plan, True
 
 
-def _as_served(table: pa.Table, env: Environment, dataset: str, exclude: set[str]):
+def _as_served(table: pa.Table, env: Environment, dataset: str, exclude: set[str]) -> Any:
     """A pandas frame of the columns as the serving app builds them from JSON requests."""
     import pandas as pd
 

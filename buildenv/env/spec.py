@@ -38,7 +38,7 @@ __all__ = ["CURRENT_SCHEMA", "Column", "Dataset", "Dtype", "Environment", "Label
 
 CURRENT_SCHEMA = 1
 #: dict -> dict upgrades from an older schema version to the next one.
-SCHEMA_UPGRADES: dict[int, Callable[[dict], dict]] = {}
+SCHEMA_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 Dtype = Literal[
     "int8", "int16", "int32", "int64", "float32", "float64", "bool", "string", "date", "timestamp"
@@ -124,7 +124,7 @@ ADDED_COLUMN_KEYS: dict[str, Any] = {"max_violation_fraction": None, "unique": F
                                      "pattern": None, "length": None, "monitor": True}
 
 
-def omit_added_defaults(column: dict) -> dict:
+def omit_added_defaults(column: dict[str, Any]) -> dict[str, Any]:
     """A dumped column without the keys of `ADDED_COLUMN_KEYS` that hold their default."""
     for key, default in ADDED_COLUMN_KEYS.items():
         if key in column and column[key] == default and type(column[key]) is type(default):
@@ -159,7 +159,7 @@ def _range_problem(col: Column) -> PydanticCustomError | None:
                                        "numbers (or null for an open end)", {"dtype": dtype})
         if any(isinstance(v, float) and math.isnan(v) for v in given):
             return PydanticCustomError("bad_range", "range bounds cannot be NaN", {})
-        parsed = [lo, hi]
+        parsed: list[Any] = [lo, hi]
     elif dtype in TEMPORAL_DTYPES:
         try:
             parsed = [None if v is None else _parse_temporal(v) for v in (lo, hi)]
@@ -647,7 +647,7 @@ class Environment(Strict):
         found = self.label_set()
         return found.dataset if found is not None else self.label.dataset
 
-    def label_classes(self) -> list | None:
+    def label_classes(self) -> list[Any] | None:
         found = self.label_set()
         if found is not None:
             return list(found.taxonomy.classes)
@@ -667,7 +667,7 @@ def op_allowed(class_path: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(class_path, p) for p in patterns)
 
 
-def json_schema() -> dict:
+def json_schema() -> dict[str, Any]:
     schema = Environment.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://buildenv.dev/schema/environment-1.json"
@@ -675,7 +675,7 @@ def json_schema() -> dict:
     return schema
 
 
-def file_json_schema() -> dict:
+def file_json_schema() -> dict[str, Any]:
     """The schema of one environment *file*: complete, or a partial overlay when it `extends`.
 
     A child file holds only what it changes, so under `extends` every key is optional and

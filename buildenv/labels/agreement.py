@@ -14,6 +14,8 @@ Both use each annotator's latest annotation of an example (the vote that counts,
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from buildenv.labels.annotations import Annotations
@@ -85,7 +87,7 @@ def cohen_kappa(item: np.ndarray, rater: np.ndarray, label: np.ndarray, classes:
     return float(np.average(kappa, weights=n[ok])), int(ok.sum())
 
 
-def agreement(annotations: Annotations) -> dict:
+def agreement(annotations: Annotations) -> dict[str, Any]:
     """Fleiss' and Cohen's kappa of the set's own annotations (None where undefined)."""
     chosen = latest_per_annotator(annotations)
     if not len(chosen):

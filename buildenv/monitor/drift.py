@@ -322,6 +322,7 @@ def _close(*sources: Source) -> None:
 
 
 def default_stats_path(project: Project, result: DriftResult) -> Path:
+    assert result.candidate.digest is not None  # describe() set it once the read ended
     digest12 = result.candidate.digest.split(":", 1)[-1][:12]
     return project.state_dir / "drift" / result.environment / f"{result.dataset}-{digest12}.json"
 

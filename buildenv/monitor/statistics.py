@@ -384,7 +384,7 @@ def _profile_file(job: tuple) -> tuple[dict[str, Any] | None, tuple | None, dict
             accs = _scan_read(read, columns, edges, sample_size, batch_rows, numeric_only,
                               np.random.default_rng([SEED, task.index]), task.uri, tau=tau)
             digest = read.verify()
-            found = (path, read._pinned.size, digest, read.rows_read)
+            found = (path, read.size, digest, read.rows_read)
     except GateError as exc:
         return None, None, exc.diagnostic.to_json()
     except ValueError as exc:  # a partition value that does not convert
@@ -421,7 +421,6 @@ def _merge_files(read: Any, columns: dict[str, Column], edges: dict[str, np.ndar
                  executor: Any) -> dict[str, Any]:
     from buildenv.core.diagnostics import Diagnostic
     from buildenv.data.executor import LocalExecutor
-    from buildenv.data.gate.errors import GateError
 
     jobs = [(task, path, columns, edges, sample_size, batch_rows, numeric_only, tau)
             for task, (path, _, _) in zip(read.tasks(), read.files)]
@@ -431,7 +430,7 @@ def _merge_files(read: Any, columns: dict[str, Column], edges: dict[str, np.ndar
     for accs, seen, error in results:
         if error is not None:  # nothing decoded is used: the bytes are not trusted
             d = Diagnostic.from_json(error)
-            raise GateError(read.scope.dataset_error(d.code, d.message, read.name, hints=d.hints))
+            raise read.error(d.code, d.message, hints=d.hints)
         found.append(seen)
         if merged is None:
             merged = accs

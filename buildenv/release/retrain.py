@@ -40,8 +40,8 @@ from buildenv.core.atomic import atomic_write_bytes
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity, did_you_mean
 from buildenv.core.project import Project
 from buildenv.data.lock.lockfile import lock_path, read_lock, stat_cache
-from buildenv.data.lock.locking import lock_environments
 from buildenv.env.resolve import Multiverse, Resolved
+from buildenv.labels.locking import lock_environments
 from buildenv.release.events import EventLog, Tracker
 from buildenv.release.journal import exclusive, journal, recover, restore, save, swap, work_root
 
@@ -240,9 +240,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
     # lock
     progress.phase("lock")
     journal(work, {"phase": "locking", "saved": entries})
-    from buildenv.labels.locking import lock_label_sets
-
-    locked, problems = lock_environments(multiverse, [env], label_locker=lock_label_sets)
+    locked, problems = lock_environments(multiverse, [env])
     if problems or not locked:
         log.emit("lock", "failed", "; ".join(p.message for p in problems))
         raise _Stop(problems)

@@ -149,7 +149,7 @@ class BuildContext:
         finally:
             if not finished:
                 self._verify_abandoned(read)
-            batches.close()
+            batches.close()  # a generator: closing it ends the read's batches now
             read.close()
 
     def _verify_abandoned(self, read: Any) -> None:

@@ -24,7 +24,7 @@ def _diag(code: str, message: str, hints: list[str] | None = None) -> dict:
 
 
 def _column_types(env: Any, inputs: list[str]) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     for ds in env.datasets.values():
         for name, col in ds.columns.items():
             out.setdefault(name, col.dtype)

@@ -38,9 +38,9 @@ class Condition:
         if self.op == "not in":
             return value not in self.value
         try:
-            return {"==": value == self.value, "!=": value != self.value,
+            return bool({"==": value == self.value, "!=": value != self.value,
                     "<": value < self.value, "<=": value <= self.value,
-                    ">": value > self.value, ">=": value >= self.value}[self.op]
+                    ">": value > self.value, ">=": value >= self.value}[self.op])
         except TypeError:
             return False
 

@@ -5,6 +5,8 @@ digest, then a stat per file through the stat cache) and says what changed and w
 
 from __future__ import annotations
 
+from typing import Any
+
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project
 from buildenv.data.executor import Executor
@@ -141,7 +143,8 @@ def _label_bytes_changed(project: Project, res: Resolved, lock: Lock,
     problems = []
     for ls_name, spec in sorted(res.env.labels.items()):
         pinned = lock.labels[ls_name]
-        files = [(spec.uri, pinned.digest, ("labels", ls_name, "uri"))]
+        files: list[tuple[str, str, tuple[Any, ...]]] = [
+            (spec.uri, pinned.digest, ("labels", ls_name, "uri"))]
         files += [(e.mapping, pinned.mappings[e.mapping], ("labels", ls_name, "reuse", i,
                                                           "mapping"))
                   for i, e in enumerate(spec.reuse) if e.mapping]
