@@ -13,6 +13,7 @@ purpose), under `TYPE_CHECKING`, relative or absolute. `buildenv` itself holds o
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -243,3 +244,80 @@ def test_the_checker_catches_rooms_that_import_each_other(tmp_path):
 ])
 def test_rooms_of_modules(module, expected):
     assert room(module) == expected
+
+
+# --- imports at the top, unless deferred on purpose ------------------------------------------------
+
+_MARKER = re.compile(r"^# Deferred imports \(([^)]*)\):", re.M)
+
+
+def deferred_imports(path: Path) -> list[str]:
+    """Imports inside functions that do not say why they are deferred: no comment on their
+    line or just above their block of imports, and no module comment `# Deferred imports
+    (pkg, ...): why` naming their package. Also imports that repeat one of the module's top."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    declared = {name.strip() for match in _MARKER.finditer(text)
+                for name in match.group(1).split(",")}
+    tree = ast.parse(text, str(path))
+    top = {(getattr(node, "module", None), alias.name, alias.asname)
+           for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+           for alias in node.names}
+    problems = []
+    for function in ast.walk(tree):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(function):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            module = getattr(node, "module", None)
+            names = [(module, alias.name, alias.asname) for alias in node.names]
+            shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path.name
+            where = f"{shown}:{node.lineno}"
+            if any(name in top for name in names):
+                problems.append(f"{where}: imports again what the module imports at its top")
+                continue
+            package = (module or node.names[0].name).split(".")[0]
+            if package in declared or _commented(lines, node.lineno, node.end_lineno or 0):
+                continue
+            problems.append(f"{where}: deferred import of {package} without a reason")
+    return problems
+
+
+def _commented(lines: list[str], first: int, last: int) -> bool:
+    """A comment on the statement, or among the lines right above it that are comments,
+    blank or other imports (one comment may explain a block of deferred imports)."""
+    if any("#" in line for line in lines[first - 1:last]):
+        return True
+    for line in reversed(lines[:first - 1]):
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            return True
+        if stripped and not stripped.startswith(("import ", "from ")):
+            return False
+    return False
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")),
+                         ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
+def test_deferred_imports_say_why(path):
+    problems = deferred_imports(path)
+    assert not problems, ("imports belong at the top of the module, unless deferred on purpose "
+                          "(say why in a comment):\n" + "\n".join(problems))
+
+
+def test_the_deferred_import_check_catches_silence(tmp_path):
+    sample = tmp_path / "x.py"
+    sample.write_text(
+        "import json\n"
+        "# Deferred imports (mlflow): seconds of imports\n\n"
+        "def a():\n    import json\n"  # again
+        "def b():\n    import yaml\n"  # silent
+        "def c():\n    # only for c\n    import yaml\n"  # said above
+        "def d():\n    import yaml  # said on the line\n"
+        "def e():\n    import mlflow.sklearn\n"  # the module's marker
+        "def f():\n    x = 1\n    import pandas\n")  # silent
+    problems = [p.split(": ", 1)[1] for p in deferred_imports(sample)]
+    assert problems == ["imports again what the module imports at its top",
+                        "deferred import of yaml without a reason",
+                        "deferred import of pandas without a reason"]

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 from buildenv.env.spec import INTEGER_DTYPES, NUMERIC_DTYPES, TEMPORAL_DTYPES, Column
 
 __all__ = ["NULL", "OTHER", "PRESENT", "SUM_STEPS", "Coding", "coding_for", "plan_codings"]
@@ -244,8 +244,6 @@ def plan_codings(dataset: str, columns: dict[str, Column], asked: Sequence[str] 
     problems, notes, out = [], [], []
     for name in names:
         if name not in columns:
-            from buildenv.core.diagnostics import did_you_mean
-
             hint = did_you_mean(name, columns)
             problems.append(Diagnostic("BE010", f"unknown column '{name}' in dataset "
                                        f"'{dataset}'", hints=(hint,) if hint else ()))

@@ -34,8 +34,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from buildenv.access.coding import OTHER, Coding
-from buildenv.access.unit import Truncation
+from buildenv.access import backend, policy
+from buildenv.access.coding import OTHER, Coding, plan_codings
+from buildenv.access.unit import Truncation, contributions, truncation_for
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.gate import Gate
+from buildenv.data.lock.lockfile import read_lock
 
 __all__ = ["ALPHA", "DELTA", "Exact", "Plan", "collect", "exact_report", "plan_release",
            "release"]
@@ -192,8 +197,6 @@ def _threshold_figure(dp: Any, column: str, t: Any, share: float, delta: float,
 
 def release(plan: Plan, exact: Exact, codings: list[Coding]) -> dict[str, Any]:
     """Apply the plan's measurements to the aggregates (call only after the ledger spend)."""
-    from buildenv.access import backend
-
     accuracy = backend.opendp().accuracy.discrete_laplacian_scale_to_accuracy
 
     by_column: dict[str, dict[str, Figure]] = {}
@@ -376,21 +379,12 @@ def run_stats(project: Any, res: Any, dataset: str, columns: list[str] | None,
               epsilon: float, bins: int = 20) -> dict[str, Any]:
     """`buildenv stats`: exact figures of a public dataset, private ones of a restricted one
     (checks, read, spend, release and audit in the order `access.policy` describes)."""
-    from buildenv.access import backend, policy
-    from buildenv.access.coding import plan_codings
-    from buildenv.access.unit import contributions, truncation_for
-    from buildenv.core.diagnostics import DiagnosticError
-    from buildenv.data.gate.errors import GateError
-    from buildenv.data.gate.gate import Gate
-
     policy.require_dataset(res, dataset)
     check_bins(bins)
     env = res.env
     codings, notes = plan_codings(dataset, env.datasets[dataset].columns, columns, bins, res)
     restricted = env.restricted(dataset)
     if not restricted:
-        from buildenv.data.lock.lockfile import read_lock
-
         lock = read_lock(project, res.name)
         pinned = lock.datasets.get(dataset) if lock else None
         pins = {dataset: pinned.digest} if pinned and pinned.uri == env.datasets[dataset].uri \
@@ -431,8 +425,6 @@ def run_stats(project: Any, res: Any, dataset: str, columns: list[str] | None,
 
 
 def check_bins(bins: int) -> None:
-    from buildenv.core.diagnostics import Diagnostic, DiagnosticError
-
     if not 1 <= bins <= 1000:
         raise DiagnosticError([Diagnostic("BE826", f"--bins must be between 1 and 1000 (got "
                                           f"{bins})", hints=("e.g. --bins 20",))], 2)

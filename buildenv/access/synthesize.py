@@ -23,23 +23,38 @@ recorded in the provenance.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import hashlib
 import json
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from buildenv.access import backend, policy
 from buildenv.access.coding import Coding, coding_for
+from buildenv.access.derived_env import derived_name, existing_stand_ins, write_derived
+from buildenv.access.dp_stats import check_bins
 from buildenv.access.fidelity import distribution, jsd, linf, pair_report
+from buildenv.access.policy import locked_version
+from buildenv.access.unit import contributions, truncation_for
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 from buildenv.core.project import Project
+from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.formats import arrow_type
+from buildenv.data.gate.gate import Gate
+from buildenv.data.lock.provenance import METADATA_KEY, embedded_provenance
+from buildenv.data.validate.validate import validate_env
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.spec import INTEGER_DTYPES, Column
+from buildenv.labels.locking import lock_environments
 
 __all__ = ["METHOD", "Identifier", "mst_budget", "plan_columns", "run_synth"]
 
@@ -164,11 +179,6 @@ def _foreign_keys(project: Project, multiverse: Multiverse, res: Resolved,
                   identifiers: list[Identifier], stand_ins: dict[str, dict[str, Any]]
                   ) -> dict[str, np.ndarray]:
     """The key values each foreign-key identifier draws from (public or synthetic data only)."""
-    from buildenv.access.derived_env import derived_name
-    from buildenv.access.policy import locked_version
-    from buildenv.data.gate.errors import GateError
-    from buildenv.data.gate.gate import Gate
-
     out: dict[str, np.ndarray] = {}
     for ident in identifiers:
         target = ident.target
@@ -377,13 +387,9 @@ def _combine(measurements: list[Any], k: int) -> np.ndarray | None:
 def _return_free_memory() -> None:
     """Hand freed memory back to the system between the stages of a synthesis: Arrow's pool
     and glibc's heap keep what was freed, which would add up with the next stage's peak."""
-    import gc
-
     gc.collect()
     pa.default_memory_pool().release_unused()
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass  # not glibc: nothing to trim
@@ -391,10 +397,6 @@ def _return_free_memory() -> None:
 
 def _write_parquet(path: Path, table: pa.Table) -> str:
     """Write atomically; the sha256 content digest of the file written."""
-    import os
-    import tempfile
-
-    import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -416,16 +418,6 @@ def run_synth(multiverse: Multiverse, res: Resolved, dataset: str, rows: int, ep
               seed: int = 0, bins: int = 16, out: str | None = None,
               pair: tuple[str, str] | None = None) -> dict[str, Any]:
     """`buildenv synth` end to end (the order of events is `access.policy`'s)."""
-    from buildenv.access import backend, policy
-    from buildenv.access.derived_env import existing_stand_ins, write_derived
-    from buildenv.access.dp_stats import check_bins
-    from buildenv.access.unit import contributions, truncation_for
-    from buildenv.data.gate.errors import GateError
-    from buildenv.data.gate.gate import Gate
-    from buildenv.data.lock.provenance import METADATA_KEY, embedded_provenance
-    from buildenv.data.validate.validate import validate_env
-    from buildenv.labels.locking import lock_environments
-
     project = multiverse.project
     policy.require_dataset(res, dataset)
     _check(rows)

@@ -45,7 +45,7 @@ class Truncation:
 
     def keep(self, batch: pa.RecordBatch) -> np.ndarray:
         """Mask of the rows of `batch` that are within their person's bound."""
-        import pandas as pd
+        import pandas as pd  # deferred: only releases with a person unit pay its import
 
         column = batch.column(batch.schema.get_field_index(self.key))
         if pa.types.is_dictionary(column.type):

@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+from buildenv import __version__
+from buildenv.core.codes import CODES
+
 __all__ = ["Diagnostic", "DiagnosticError", "Severity", "did_you_mean", "render", "sort_diagnostics"]
 
 
@@ -115,9 +118,6 @@ _SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.N
 
 def to_sarif(diagnostics: Sequence[Diagnostic]) -> dict[str, Any]:
     """SARIF 2.1.0, the format CI code scanning annotates pull requests with."""
-    from buildenv import __version__
-    from buildenv.core.codes import CODES
-
     used = sorted({d.code for d in diagnostics})
     rules = [
         {

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 
 from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.gate import Gate
+from buildenv.data.keys import key_text
 from buildenv.env.spec import NUMERIC_DTYPES, Environment
 
 __all__ = ["KEY_HASH", "EvaluationRows", "evaluation_rows", "holdout_mask", "join_plan",
@@ -123,8 +124,6 @@ def key_columns(env: Environment) -> list[str]:
 def labeled_rows(table: pa.Table, key: str, labels: pa.Table) -> tuple[np.ndarray, pa.Array]:
     """Which rows of `table` have a usable label in `labels` (columns `key` and `label`, one
     row per key, keys as `keys.key_text`), and those rows' labels, in table order."""
-    from buildenv.data.keys import key_text
-
     index = pc.index_in(key_text(table.column(key)),
                         value_set=labels.column("key").combine_chunks())
     mask = np.asarray(index.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
@@ -249,7 +248,7 @@ def join_plan(env: Environment) -> tuple[dict[str, list[str]], bool]:
 
 def _as_served(table: pa.Table, env: Environment, dataset: str, exclude: set[str]) -> Any:
     """A pandas frame of the columns as the serving app builds them from JSON requests."""
-    import pandas as pd
+    import pandas as pd  # deferred: `history` and `rollback` import this module (the gates do)
 
     columns = env.datasets[dataset].columns
     data = {}

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+# Deferred imports (pyarrow): a no-op build, and the hash `buildenv lock` starts before its imports
+# (`cli/early.py`), locate local files without loading pyarrow.
+
 if TYPE_CHECKING:  # the lock's start-up path imports this module: keep pydantic out of it
     from buildenv.core.project import Project
 

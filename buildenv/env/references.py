@@ -16,6 +16,7 @@ from buildenv.env.loader import KeyPath, Position
 from buildenv.env.spec import (
     INTEGER_DTYPES,
 )
+from buildenv.env.uris import names_directory, uri_problem
 from buildenv.env.validation_errors import position
 
 __all__ = ["semantic_problems"]
@@ -25,8 +26,6 @@ def semantic_problems(raw: dict[str, Any], origin: dict[KeyPath, Position],
                        project: Project) -> list[Diagnostic]:
     """Cross-references, checked on the merged document so they are reported even when
     other keys are invalid (every problem at once)."""
-    from buildenv.env.uris import uri_problem
-
     def diag(code: str, message: str, *path: Any, hint: str | None = None) -> Diagnostic:
         pos = position(tuple(path), origin)
         return Diagnostic(code, message, pos.path if pos else None, pos.line if pos else None,
@@ -85,7 +84,7 @@ def _partition_problems(datasets: dict[str, Any], restricted: Any, diag: Any, ma
     for name, ds in datasets.items():
         ds = mapping(ds)
         uri, parts = ds.get("uri"), ds.get("partitions")
-        directory = isinstance(uri, str) and uri.endswith("/")
+        directory = isinstance(uri, str) and names_directory(uri)
         if directory and ds.get("format", "parquet") != "parquet":
             problems.append(diag("BE060", f"dataset '{name}': a partitioned dataset (uri ending "
                                  "in '/') is a directory of Parquet files; format "
@@ -231,8 +230,6 @@ def _label_set_problems(raw: dict[str, Any], datasets: dict[str, Any], diag: Any
                         project: Project) -> list[Diagnostic]:
     """`labels:` and `label: {labels: ...}` name datasets, columns and label sets that exist,
     and `reuse` forms no cycle."""
-    from buildenv.env.uris import uri_problem
-
     sets = mapping(raw.get("labels"))
     problems: list[Diagnostic] = []
     for name, spec in sets.items():
@@ -286,8 +283,6 @@ def _reuse_problems(name: str, spec: dict[str, Any], sets: dict[str, Any], diag:
                     project: Project) -> list[Diagnostic]:
     """Each `reuse` entry names a label set of the same examples, a mapping file that exists,
     or (without a mapping) an older taxonomy whose classes are all still classes."""
-    from buildenv.env.uris import uri_problem
-
     ds, key = spec.get("dataset"), spec.get("key")
     problems: list[Diagnostic] = []
     reuse = spec.get("reuse")

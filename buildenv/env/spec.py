@@ -14,6 +14,7 @@ newer than it knows (BE013).
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import fnmatch
 import functools
@@ -30,6 +31,11 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from buildenv.env.uris import names_directory
+
+# Deferred imports (pyarrow): only an environment that declares a `pattern` needs RE2 to check it;
+# `show`, `diff` and `schema` stay light.
 
 __all__ = ["CURRENT_SCHEMA", "Column", "Dataset", "Dtype", "Environment", "Label", "LabelSet",
            "Monitoring", "OnnxServing", "PeekPolicy", "Privacy", "PrivacyUnit", "Promotion",
@@ -277,7 +283,7 @@ class Dataset(Strict):
     @property
     def partitioned(self) -> bool:
         """Whether `uri` names a directory or prefix of files rather than one file."""
-        return self.uri.endswith("/")
+        return names_directory(self.uri)
 
     @property
     def partition_columns(self) -> list[str]:
@@ -681,8 +687,6 @@ def file_json_schema() -> dict[str, Any]:
     A child file holds only what it changes, so under `extends` every key is optional and
     `null` is allowed (it deletes the inherited key).
     """
-    import copy
-
     full = json_schema()
     defs = full.pop("$defs", {})
     partial_defs = {f"{k}Partial": _partial(copy.deepcopy(v)) for k, v in defs.items()}

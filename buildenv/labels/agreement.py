@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from buildenv.labels.annotations import Annotations
 from buildenv.labels.resolve import dictionary_codes, latest_per_annotator
@@ -92,7 +93,6 @@ def agreement(annotations: Annotations) -> dict[str, Any]:
     chosen = latest_per_annotator(annotations)
     if not len(chosen):
         return {"fleiss_kappa": None, "cohen_kappa": None, "examples": 0, "pairs": 0}
-    import pyarrow as pa
 
     take = pa.array(chosen)
     item, _ = dictionary_codes(annotations.keys.take(take))

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from buildenv.data.gate.formats import parse_timestamps
 from buildenv.labels.annotations import Annotations, ExportError
 
 __all__ = ["Annotation", "Task", "read_label_studio", "tasks_adapter"]
@@ -308,8 +309,6 @@ def read_label_studio(chunks: Iterable[bytes], *, key: str, field: str,
 
 def _timestamps(values: list[str | None], lines: list[int], display: str) -> pa.Array:
     """ISO 8601 `created_at` text -> UTC timestamps (no offset means UTC)."""
-    from buildenv.data.gate.formats import parse_timestamps
-
     text = pa.array(values, pa.string())
     try:
         batch = parse_timestamps(pa.RecordBatch.from_arrays([text], names=["t"]), ["t"])

@@ -30,6 +30,8 @@ from buildenv.release.gates import (
     registry_error,
 )
 
+# Deferred imports (mlflow): seconds of imports, paid only by what talks to the registry.
+
 __all__ = ["HISTORY_PREFIX", "champion_stack", "history", "history_entries", "promote",
            "render_history", "rollback"]
 

@@ -26,6 +26,10 @@ from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Promotion
 from buildenv.training.scoring import METRIC_ALIASES, ScoringError, score
 
+# Deferred imports (mlflow, buildenv): mlflow is seconds of imports, paid only by what talks to the
+# registry; the rooms that read evaluation rows (pyarrow, numpy) only by promotion: `buildenv
+# history` and `rollback` import this module and score nothing.
+
 __all__ = ["CHECK_PREFIX", "Evaluation", "Gate", "Scored", "alias_name", "champion_version",
            "evaluate", "record_check", "registry_error"]
 

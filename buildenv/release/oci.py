@@ -7,6 +7,7 @@ layer (a root filesystem tarball) is cached by its digest.
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import hashlib
 import io
@@ -256,8 +257,6 @@ def _file_sha(path: Path) -> str:
 
 
 def _iso(epoch: int) -> str:
-    import datetime as dt
-
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -49,6 +49,9 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+# Deferred imports (pandas): the app imports only the standard library; pandas comes with the
+# model's runtime, loaded with the model.
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "serving.json"), encoding="utf-8") as handle:
     CONFIG = json.load(handle)

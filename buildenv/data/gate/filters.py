@@ -15,6 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from buildenv.data.gate.formats import arrow_type
 from buildenv.env.spec import Column
 
 __all__ = ["Condition", "Filters", "parse_filters"]
@@ -45,9 +49,6 @@ class Condition:
             return False
 
     def expression(self, types: Mapping[str, Any]) -> Any:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         field = pc.field(self.column)
         kind = types[self.column]
         if self.op in ("in", "not in"):
@@ -75,8 +76,6 @@ class Filters:
                    for alt in self.alternatives)
 
     def expression(self, declared: Mapping[str, Column]) -> Any:
-        from buildenv.data.gate.formats import arrow_type
-
         types = {c: arrow_type(declared[c].dtype) for c in self.columns}
         out = None
         for alt in self.alternatives:

@@ -29,7 +29,11 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from buildenv.data.lock.csv_rows import RowCounter
 from buildenv.env.spec import Column
+
+# Deferred imports (pyarrow): pyarrow.parquet and pyarrow.csv take a quarter of a second to import;
+# `buildenv lock` reaches this module but hashes files without decoding them.
 
 __all__ = ["ARROW_TYPES", "BATCH_ROWS", "FORMATS", "Bytes", "CsvFormat", "FileFormat",
            "ParquetFormat", "arrow_type", "declared_types", "parse_timestamps",
@@ -201,8 +205,6 @@ class CsvFormat(FileFormat):
     def count_rows(self, source: Bytes) -> int:
         """Records outside quoted fields, without parsing fields (`csv_rows`): what the lock
         records; the decoder yields as many rows from a well-formed file."""
-        from buildenv.data.lock.csv_rows import RowCounter
-
         counter = RowCounter()
         with source.open() as stream:
             while chunk := stream.read(CSV_BLOCK):

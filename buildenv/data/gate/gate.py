@@ -43,6 +43,7 @@ from buildenv.data.gate.scope import ReadScope
 from buildenv.data.lock.manifest import (
     Manifest,
 )
+from buildenv.env.uris import names_directory
 
 __all__ = ["Gate"]
 
@@ -70,7 +71,7 @@ class Gate(ReadScope):
         """
         spec = self.env.datasets[dataset]
         uri = uri or spec.uri
-        if uri.endswith("/"):
+        if names_directory(uri):
             return PartitionedRead(self, dataset, spec, uri, self._manifest(dataset, expect),
                                    origin or uri, filters)
         expected: str | None

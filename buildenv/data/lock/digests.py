@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
+from buildenv.data.lock.csv_rows import RowCounter
+from buildenv.data.lock.parquet_footer import footer_rows
 from buildenv.data.storage import Location, Stat
 
 __all__ = ["ALGORITHMS", "FILE", "ContentDigest", "StatCache", "compute_digest", "digest_location",
@@ -257,8 +260,6 @@ def _digest_bytes(location: Location, algorithm: str) -> ContentDigest:
 def parquet_rows(location: Location) -> int:
     """The footer's row count: parsed directly (no pyarrow import), else by pyarrow, which
     also says what is wrong with a file that is not Parquet."""
-    from buildenv.data.lock.parquet_footer import footer_rows
-
     if location.local is not None:
         with open(location.local, "rb", buffering=0) as handle:
             size = os.fstat(handle.fileno()).st_size
@@ -287,10 +288,6 @@ def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
     hash releases the GIL) while this thread counts its records (`csv_rows`). Local files are
     read into a few reused buffers (no fresh pages per chunk); a buffer goes back to the reader
     once it is hashed."""
-    import queue
-
-    from buildenv.data.lock.csv_rows import RowCounter
-
     hasher = ALGORITHMS[algorithm]()
     chunks: queue.Queue[tuple[bytes | bytearray, int | None] | None] = queue.Queue()
     free: queue.Queue[bytearray] = queue.Queue()

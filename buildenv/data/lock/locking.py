@@ -33,6 +33,7 @@ from buildenv.data.lock.provenance import provenance_problems
 from buildenv.data.storage import locate
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.spec import LabelSet
+from buildenv.env.uris import names_directory
 
 __all__ = ["DatasetKey", "Digested", "LabelLocker", "digest_dataset", "label_declaration",
            "lock_environments_with"]
@@ -53,7 +54,7 @@ def digest_dataset(project: Project, uri: str, fmt: str, partitions: Sequence[st
     manifest (a stat per file, a hash per file the stat cache cannot vouch for). Raises
     FileNotFoundError, ManifestError or another exception naming what cannot be read."""
     location = locate(uri, project)
-    if not uri.endswith("/"):
+    if not names_directory(uri):
         return Digested(digest_location(location, fmt, algorithm, cache))
     manifest = digest_partitioned(location, partitions, algorithm, cache, executor)
     return Digested(ContentDigest(manifest.digest, manifest.size, manifest.rows), manifest)
@@ -81,7 +82,7 @@ def _digest_all(project: Project, wanted: set[DatasetKey], algorithm: str, cache
             raise
         except Exception as exc:  # a parse error from pyarrow: bad Parquet/CSV
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            errors[item] = [("BE053", text if item[0].endswith("/")
+            errors[item] = [("BE053", text if names_directory(item[0])
                              else f"cannot read '{uri}': {text}")]
 
     workers = max(1, min(len(wanted), os.cpu_count() or 1, 4))
@@ -122,7 +123,7 @@ def lock_environments_with(label_locker: LabelLocker, multiverse: Multiverse, na
     project = multiverse.project
     resolved, problems = multiverse.resolve_all(names)
     wanted = {_key(ds) for res in resolved.values() for ds in res.env.datasets.values()}
-    if executor is not None and any(uri.endswith("/") for uri, _, _ in wanted):
+    if executor is not None and any(names_directory(uri) for uri, _, _ in wanted):
         executor.prepare()  # datasets are hashed from threads: connect from this one
     cache = stat_cache(project)
     digests, errors = _digest_all(project, wanted, algorithm, cache, executor)

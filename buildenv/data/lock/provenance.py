@@ -17,7 +17,11 @@ from typing import Any
 
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
+from buildenv.data.storage import locate
 from buildenv.env.spec import Synthetic
+
+# Deferred imports (pyarrow): pyarrow.parquet is a quarter of a second of `buildenv lock`'s start-
+# up; only synthetic stand-ins need their footer read.
 
 __all__ = ["METADATA_KEY", "embedded_provenance", "provenance_problems"]
 
@@ -55,8 +59,6 @@ def provenance_problems(project: Project, res: Any, dataset: str, digest: str
 
 def _footer(project: Project, uri: str) -> dict[str, Any] | None:
     import pyarrow.parquet as pq
-
-    from buildenv.data.storage import locate
 
     try:
         with locate(uri, project).open_random() as handle:

@@ -10,7 +10,7 @@ from typing import Any
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project
 from buildenv.data.executor import Executor
-from buildenv.data.lock.digests import StatCache, digest_location
+from buildenv.data.lock.digests import FILE, StatCache, digest_location
 from buildenv.data.lock.lockfile import Lock, lock_path, read_lock, stat_cache
 from buildenv.data.lock.locking import digest_dataset, label_declaration
 from buildenv.data.lock.manifest import (
@@ -138,8 +138,6 @@ def _label_pins_stale(res: Resolved, lock: Lock, display: str) -> list[Diagnosti
 def _label_bytes_changed(project: Project, res: Resolved, lock: Lock,
                          cache: StatCache) -> list[Diagnostic]:
     """BE058: an export or mapping whose bytes are not the ones the lock pins."""
-    from buildenv.data.lock.digests import FILE
-
     problems = []
     for ls_name, spec in sorted(res.env.labels.items()):
         pinned = lock.labels[ls_name]
