@@ -18,6 +18,7 @@ registering again, never a stale "registered vN".
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -32,6 +33,9 @@ from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.extras import require
 from buildenv.core.mutex import mutex, mutex_path, mutex_timeout
 from buildenv.core.project import Project
+
+# Deferred imports (mlflow): seconds of imports, which a build overlaps with its training
+# (`build._warm_registry`) and which commands that never reach the registry do not pay.
 
 __all__ = ["client", "ensure_registered", "register_artifact", "store_lock"]
 
@@ -55,11 +59,8 @@ def store_lock(project: Project) -> Iterator[None]:
 
 def client(project: Project):
     """An MLflow client of the project's tracking URI (BE026 without the `mlflow` extra)."""
-    import logging
-
     uri = project.tracking_uri()
     _need_mlflow(uri)
-
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.ERROR)
     from mlflow.tracking import MlflowClient

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from buildenv.compile.artifact import read_lineage
 from buildenv.compile.integrity import verify_artifact
 from buildenv.core.atomic import atomic_dir
@@ -49,6 +51,9 @@ from buildenv.core.project import Project
 from buildenv.core.tempdirs import scratch_dir
 from buildenv.env.resolve import Resolved
 from buildenv.release.image_runtime import serving_runtime, vendor_files
+
+# Deferred imports (docker): the Docker SDK (requests, urllib3) is needed only to build through a
+# daemon.
 
 __all__ = ["ImageContext", "build_docker", "docker_client", "host_python", "write_context"]
 
@@ -114,7 +119,6 @@ def write_context(project: Project, res: Resolved, training: str, out: Path | No
             hints=(f"rebuild: `buildenv build {training} --env {env}` verifies them",))])
     runtime = serving_runtime(project, res, lineage)
     python = host_python()
-    import yaml
 
     mlmodel = yaml.safe_load((artifact / "MLmodel").read_text(encoding="utf-8"))
     flavor = mlmodel["flavors"]["sklearn"]

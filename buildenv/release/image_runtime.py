@@ -18,6 +18,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
 from buildenv.env.resolve import Resolved
@@ -37,8 +40,6 @@ class Runtime:
 
 def serving_runtime(project: Project, res: Resolved, lineage: dict) -> Runtime:
     """The distributions the image of this artifact vendors (BE751/BE756 when it cannot)."""
-    from packaging.utils import canonicalize_name
-
     serving = res.env.serving
     assert serving is not None
     if project.config.toolchains.mode == "interpreter":
@@ -59,9 +60,6 @@ def serving_runtime(project: Project, res: Resolved, lineage: dict) -> Runtime:
 
 def vendor_closure(requirements: list[str]) -> tuple[list[Any], list[Diagnostic]]:
     """Installed distributions satisfying `requirements` and their dependencies."""
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
-
     problems: list[Diagnostic] = []
     found: dict[str, Any] = {}
     queue: list[tuple[str, str]] = [(r, "serving.requirements") for r in requirements]

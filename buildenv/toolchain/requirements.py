@@ -55,14 +55,13 @@ def training_requirements(project: Project, training: str, config: TrainingConfi
     problems: list[Diagnostic] = []
     if config.requirements is not None:
         for i, text in enumerate(config.requirements):
-            where = ("pyproject.toml",
-                     project.config_line("trainings", training, "requirements", i))
-            out += _parsed(text, f"training '{training}'", where, problems)
+            line = project.config_line("trainings", training, "requirements", i)
+            out += _parsed(text, f"training '{training}'", ("pyproject.toml", line), problems)
     elif res.env.serving is not None:
         for i, text in enumerate(res.env.serving.requirements):
             pos = res.where("serving", "requirements", i)
-            where = (pos.path, pos.line) if pos else (None, None)
-            out += _parsed(text, "serving.requirements", where, problems)
+            out += _parsed(text, "serving.requirements", (pos.path, pos.line) if pos else
+                           (None, None), problems)
     if problems:
         raise DiagnosticError(problems, 2)
     named = {w.name for w in out}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from buildenv.core.atomic import atomic_dir, atomic_write_text
@@ -49,7 +50,7 @@ class Store:
     def save_resolved(self, input_key: str, text: str) -> None:
         atomic_write_text(self.resolved_path(input_key), text)
 
-    def resolving(self, input_key: str):
+    def resolving(self, input_key: str) -> AbstractContextManager[None]:
         """Mutex of one resolution: concurrent builds resolve a new requirement set once."""
         return mutex(mutex_path(self.root, "resolve", input_key),
                      "another process resolving the same requirements",

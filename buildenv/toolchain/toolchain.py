@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import functools
 import platform
+import re
 import sys
 import sysconfig
+import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -46,7 +48,7 @@ class Toolchain:
     lock: Lock | None = None
     wanted: tuple[Wanted, ...] = field(default=(), repr=False)
 
-    def lineage(self) -> dict:
+    def lineage(self) -> dict[str, object]:
         return {"mode": self.mode, "lock": self.digest, "source": self.source,
                 "python": self.python, "packages": dict(self.packages)}
 
@@ -66,7 +68,7 @@ def base_python() -> str:
     return getattr(sys, "_base_executable", None) or sys.executable
 
 
-def _python_key() -> dict:
+def _python_key() -> dict[str, str]:
     return {"version": platform.python_version(), "implementation":
             platform.python_implementation(), "platform": sysconfig.get_platform(),
             "executable": base_python()}
@@ -75,7 +77,7 @@ def _python_key() -> dict:
 @functools.cache
 def installed_packages() -> dict[str, str]:
     """The distributions of the interpreter running buildenv: its lock in interpreter mode."""
-    out = {}
+    out: dict[str, str] = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"]
         if name:
@@ -121,8 +123,6 @@ def resolve_lock(project: Project, wanted: list[Wanted], who: str, upgrade: bool
 
 def _compile(store: Store, settings: UvSettings, text: str, pinned: str,
              wanted: list[Wanted], who: str) -> str:
-    import tempfile
-
     (store.root / "tmp").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="resolve-", dir=store.root / "tmp") as scratch:
         source = Path(scratch) / "requirements.in"
@@ -148,6 +148,7 @@ def _resolve_failure(exc: UvFailure, wanted: list[Wanted], who: str,
                      settings: UvSettings) -> Diagnostic:
     lines = exc.lines()
     url = exc.unreachable
+    hints: tuple[str, ...]
     if url is not None or exc.offline_miss:
         if exc.offline_miss:
             message = (f"the requirements of {who} are not all in uv's cache, and the "
@@ -164,11 +165,11 @@ def _resolve_failure(exc: UvFailure, wanted: list[Wanted], who: str,
         return Diagnostic("BE322", message, *_first_declared(wanted, ""), hints=hints)
     culprit = _first_declared(wanted, exc.stderr)
     where = [f"{w.text} ({w.where()})" for w in wanted if w.origin != RUNNER_ORIGIN]
-    hints = [("requested: " + ", ".join(where))] if where else []
-    hints.append("loosen or change the conflicting requirement; buildenv's runner pins: "
-                 + ", ".join(f"{n}=={v}" for n, v in RUNNER.items()))
+    pins = ", ".join(f"{n}=={v}" for n, v in RUNNER.items())
+    hints = ((f"requested: {', '.join(where)}",) if where else ()) + (
+        f"loosen or change the conflicting requirement; buildenv's runner pins: {pins}",)
     return Diagnostic("BE321", f"the requirements of {who} cannot be resolved: "
-                      f"{_short(lines)}", *culprit, hints=tuple(hints))
+                      f"{_short(lines)}", *culprit, hints=hints)
 
 
 def _first_declared(wanted: list[Wanted], message: str) -> tuple[str | None, int | None]:
@@ -176,13 +177,11 @@ def _first_declared(wanted: list[Wanted], message: str) -> tuple[str | None, int
     one with a location)."""
     located = [w for w in wanted if w.path]
     named = [w for w in located if w.name in _names_in(message)]
-    best = (named or located or [None])[0]
-    return (best.path, best.line) if best else (None, None)
+    best = (named or located)[:1]
+    return (best[0].path, best[0].line) if best else (None, None)
 
 
 def _names_in(message: str) -> set[str]:
-    import re
-
     return {canonicalize_name(m) for m in re.findall(r"[A-Za-z0-9][A-Za-z0-9._-]*", message)}
 
 

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
@@ -35,7 +36,9 @@ _WHOLE_COMMAND_LIMIT = 1800.0  # a resolve or install that has not ended by then
 def uv_binary() -> str:
     """The uv executable installed with buildenv (the `uv` distribution)."""
     try:
-        from uv import find_uv_bin
+        from uv import (
+            find_uv_bin,  # deferred: a missing uv is a diagnostic (BE325), not an ImportError
+        )
 
         return str(find_uv_bin())
     except (ImportError, FileNotFoundError):
@@ -48,8 +51,6 @@ def uv_binary() -> str:
 
 
 def uv_version() -> str:
-    from importlib import metadata
-
     try:
         return metadata.version("uv")
     except metadata.PackageNotFoundError:
@@ -91,13 +92,13 @@ class UvSettings:
             args.append("--offline")
         return args
 
-    def key(self) -> dict:
+    def key(self) -> dict[str, object]:
         """What of these settings decides a resolution's result (not offline, not timeout)."""
-        links = {}
+        links: dict[str, list[str] | None] = {}
         for link in self.find_links:
             path = Path(link)
             links[link] = sorted(p.name for p in path.iterdir()) if path.is_dir() else None
-        constraints = {}
+        constraints: dict[str, str | None] = {}
         for c in self.constraints:
             try:
                 constraints[str(c)] = c.read_text(encoding="utf-8")

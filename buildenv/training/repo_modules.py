@@ -41,8 +41,8 @@ def module_closure(root: Path, start: list[Path]) -> list[Path]:
                 bases = [path.parent] if level else [root, path.parent]
                 if level > 1:
                     bases = [path.parents[level - 1]]
-                for base in bases:
-                    candidate = base.joinpath(*parts)
+                for folder in bases:
+                    candidate = folder.joinpath(*parts)
                     for option in (candidate.with_suffix(".py"), candidate / "__init__.py"):
                         if option.is_file() and option.resolve().is_relative_to(root):
                             todo.append(option.resolve())

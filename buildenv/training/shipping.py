@@ -19,9 +19,11 @@ later saved in. Each referenced module is one of:
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import pickletools
 import shutil
+import site
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -58,14 +60,14 @@ def referenced_globals(data: bytes) -> set[tuple[str, str]]:
             last_pushed = True
             continue
         if name in _GET_OPS:
-            pushed.append(memo.get(int(arg)))
+            pushed.append(memo.get(int(arg or 0)))
             last_pushed = True
             continue
         if name == "MEMOIZE":
             memo[len(memo)] = pushed[-1] if last_pushed and pushed else None
             continue
         if name in _PUT_OPS:
-            memo[int(arg)] = pushed[-1] if last_pushed and pushed else None
+            memo[int(arg or 0)] = pushed[-1] if last_pushed and pushed else None
             continue
         if name in ("FRAME", "PROTO"):
             continue
@@ -83,8 +85,6 @@ def referenced_globals(data: bytes) -> set[tuple[str, str]]:
 
 
 def _site_dirs() -> list[Path]:
-    import site
-
     dirs = [*site.getsitepackages(), site.getusersitepackages()]
     return [Path(d).resolve() for d in dirs if d]
 
@@ -93,8 +93,6 @@ def _module_file(module: str) -> Path | None:
     mod = sys.modules.get(module)
     path = getattr(mod, "__file__", None)
     if path is None:
-        import importlib.util
-
         try:
             spec = importlib.util.find_spec(module)
         except (ImportError, ValueError):
@@ -110,7 +108,7 @@ def _diag(message: str, path: str | None, hints: list[str]) -> dict:
 
 def model_needs(model: Any, root: Path, entry_path: str) -> ModelNeeds:
     """What loading `model` imports, sorted into libraries and repository code."""
-    import cloudpickle
+    import cloudpickle  # type: ignore[import-untyped]  # ships no type information
 
     needs = ModelNeeds()
     root = root.resolve()
