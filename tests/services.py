@@ -9,6 +9,7 @@ from PATH in CI: `.ci/run` installs them (see docs/production.md).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,6 +139,21 @@ def events(seed: int, rows: int = 1200, shuffle_labels: bool = False,
                               & (rng.random(rows) < corrupt_basic))
     return pd.DataFrame({"tenure": tenure, "spend": spend, "plan": plan, "notes": notes,
                          "churned": churned})
+
+
+VALID = {"tenure": 3.0, "spend": 120.5, "plan": "basic"}  # a row the churn model serves
+
+
+def post(port: int, payload: object) -> tuple[int, dict]:
+    """POST `payload` to a serving app's /invocations: (status, decoded JSON body)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                     data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def write_events(root: Path, name: str, frame: pd.DataFrame) -> str:

@@ -23,12 +23,19 @@ from pathlib import Path
 
 import pytest
 from conftest import invoke_cli
-from services import base_image, base_rootfs, docker_daemon, free_port, make_churn_repo, stop, tool
+from services import (
+    VALID,
+    base_image,
+    base_rootfs,
+    docker_daemon,
+    free_port,
+    make_churn_repo,
+    post,
+    stop,
+    tool,
+)
 
 pytestmark = pytest.mark.slow
-
-VALID = {"tenure": 3.0, "spend": 120.5, "plan": "basic"}
-
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -216,17 +223,6 @@ def test_serving_app_enforces_the_served_columns(repo: Path) -> None:
         assert status == 200 and body["predictions"] == [False]
     finally:
         stop(proc)
-
-
-def post(port: int, payload: object) -> tuple[int, dict]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
-                                     data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def check_contract(port: int) -> None:

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 from conftest import invoke_cli
-from services import free_port, make_churn_repo, stop, wait_for
-from test_image import VALID as VALID_ROW
-from test_image import post
+from services import VALID as VALID_ROW
+from services import free_port, make_churn_repo, post, stop, wait_for
 
 pytestmark = pytest.mark.slow
 

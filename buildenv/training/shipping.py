@@ -108,7 +108,8 @@ def _diag(message: str, path: str | None, hints: list[str]) -> dict:
 
 def model_needs(model: Any, root: Path, entry_path: str) -> ModelNeeds:
     """What loading `model` imports, sorted into libraries and repository code."""
-    import cloudpickle  # type: ignore[import-untyped]  # ships no type information
+    # deferred: the training process's start-up; cloudpickle comes with MLflow's client
+    import cloudpickle  # type: ignore[import-untyped]  # untyped; pants: no-infer-dep
 
     needs = ModelNeeds()
     root = root.resolve()
