@@ -85,8 +85,9 @@ def referenced_globals(data: bytes) -> set[tuple[str, str]]:
 
 
 def _site_dirs() -> list[Path]:
-    dirs = [*site.getsitepackages(), site.getusersitepackages()]
-    return [Path(d).resolve() for d in dirs if d]
+    """The interpreter's site-packages, as named and as resolved (a PEX venv links them)."""
+    dirs = [Path(d) for d in (*site.getsitepackages(), site.getusersitepackages()) if d]
+    return sorted({*(d.absolute() for d in dirs), *(d.resolve() for d in dirs)})
 
 
 def _module_file(module: str) -> Path | None:
@@ -98,7 +99,7 @@ def _module_file(module: str) -> Path | None:
         except (ImportError, ValueError):
             spec = None
         path = spec.origin if spec is not None and spec.has_location else None
-    return Path(path).resolve() if path else None
+    return Path(path).absolute() if path else None
 
 
 def _diag(message: str, path: str | None, hints: list[str]) -> dict:
@@ -109,7 +110,7 @@ def _diag(message: str, path: str | None, hints: list[str]) -> dict:
 def model_needs(model: Any, root: Path, entry_path: str) -> ModelNeeds:
     """What loading `model` imports, sorted into libraries and repository code."""
     # deferred: the training process's start-up; cloudpickle comes with MLflow's client
-    import cloudpickle  # type: ignore[import-untyped]  # untyped; pants: no-infer-dep
+    import cloudpickle  # type: ignore[import-untyped]  # pants: no-infer-dep (untyped)
 
     needs = ModelNeeds()
     root = root.resolve()
@@ -126,10 +127,16 @@ def model_needs(model: Any, root: Path, entry_path: str) -> ModelNeeds:
         top = module.split(".", 1)[0]
         if top in sys.stdlib_module_names or top == "__builtin__":
             continue
-        where = _module_file(module)
+        named = _module_file(module)  # as imported (in a PEX venv, a link into its chroot)
+        where = named.resolve() if named is not None else None
         what = ", ".join(f"{module}.{n}" for n in names[:3]) + (" ..." if len(names) > 3 else "")
-        if where is not None and any(where.is_relative_to(s) for s in sites):
-            for dist in distributions.get(top, []):
+        installed = named is not None and where is not None and any(
+            named.is_relative_to(s) or where.is_relative_to(s) for s in sites)
+        if installed or (top in distributions and where is not None
+                         and not where.is_relative_to(root)):
+            # A PEX venv lists no files in its RECORDs: then the distribution named like the
+            # package (numpy, pandas) is the best guess.
+            for dist in distributions.get(top) or [top]:
                 try:
                     needs.libraries[dist] = metadata.version(dist)
                 except metadata.PackageNotFoundError:
@@ -167,7 +174,8 @@ def stage_code(root: Path, modules: list[str], stage: Path, entry_path: str) -> 
     module) under `stage`, at their import paths with their packages' `__init__.py`; the
     top-level entries, for `code_paths`."""
     root = root.resolve()
-    files = module_closure(root, [p for m in modules if (p := _module_file(m)) is not None])
+    files = module_closure(root, [p.resolve() for m in modules
+                                  if (p := _module_file(m)) is not None])
     tops: set[str] = set()
     for path in files:
         if path == (root / entry_path).resolve():
