@@ -198,3 +198,46 @@ def test_a_class_of_the_entry_module_cannot_be_shipped(repo: Path):
             "run, the training module") in err, err
     assert "move Half into a module of its own" in err and yaml.is_file()
     assert not (repo / "dist/entry/prod-custom").exists()
+
+
+# --- what the pickled model refers to ---------------------------------------------------------
+
+def test_references_are_read_from_the_pickle_stream():
+    import pickle
+
+    import numpy as np
+
+    from buildenv.training.shipping import referenced_globals
+
+    value = {"a": np.float64(1.5), "b": [np.dtype("int8"), OrderedThing()], "c": json.dumps}
+    for protocol in (2, 4, 5):  # GLOBAL, and STACK_GLOBAL with memoized names
+        found = referenced_globals(pickle.dumps(value, protocol=protocol))
+        assert {("json", "dumps"), (__name__, "OrderedThing")} <= found, protocol
+        assert any(module.startswith("numpy") for module, _ in found)
+
+
+class OrderedThing:
+    pass
+
+
+def test_classes_that_cannot_be_shipped_are_named(tmp_path: Path, monkeypatch):
+    from buildenv.core.diagnostics import Diagnostic
+    from buildenv.training.shipping import model_needs
+
+    root = tmp_path / "repo"
+    (root / "train").mkdir(parents=True)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "stray.py").write_text("class Stray:\n    pass\n")
+    monkeypatch.syspath_prepend(str(outside))
+    import stray
+
+    needs = model_needs([stray.Stray()], root, "train/demo.py")
+    assert [d["code"] for d in needs.problems] == ["BE330"]
+    assert "stray.Stray, from" in needs.problems[0]["message"]
+    assert "neither the repository nor the training's environment" in needs.problems[0]["message"]
+    needs = model_needs([Diagnostic("BE001", "x")], root, "train/demo.py")
+    assert "buildenv.core.diagnostics.Diagnostic, buildenv.core.diagnostics.Severity, " \
+           "buildenv's own code" in \
+        needs.problems[0]["message"]
+    assert model_needs([1.5, "text"], root, "train/demo.py").problems == []

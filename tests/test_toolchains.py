@@ -410,3 +410,51 @@ def test_a_prepared_toolchain_builds_offline_without_running_uv(tmp_path, monkey
     monkeypatch.setattr(store_module, "run_uv", no_uv)
     code, out, err = build(root)
     assert code == 0, out + err
+
+
+# --- buildenv's own install: pins agree, extras are named ------------------------------------
+
+def test_the_runners_pins_are_buildenvs_own():
+    """pins.py repeats pyproject.toml's pins: the runner gets the versions buildenv is
+    tested with."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from buildenv.toolchain.pins import STACKS
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    declared = [*project["dependencies"], *(r for extra in project["optional-dependencies"]
+                                           .values() for r in extra)]
+    pinned = {}
+    for text in declared:
+        req = Requirement(text)
+        pinned.setdefault(canonicalize_name(req.name), set()).add(str(req.specifier))
+    for name, version in {**RUNNER, **STACKS["onnx"]}.items():
+        assert pinned[canonicalize_name(name)] == {f"=={version}"}, name
+
+
+def test_a_command_needing_a_missing_extra_names_it(tmp_path, monkeypatch):
+    """Without the `mlflow` extra: registering is BE026 (the artifact is built), so are
+    `register` and `history`; without `models`, scoring for promotion is."""
+    from buildenv.core import extras
+
+    root = locked_repo(tmp_path)
+    monkeypatch.setattr(extras, "installed", lambda module: module not in {"mlflow"})
+    code, out, err = build(root, "--register")
+    assert code == 2 and (root / "dist/demo/base/buildenv.json").is_file(), out + err
+    assert "error[BE026]: the MLflow registry at sqlite:///" in err
+    assert "hint: pip install 'buildenv[mlflow]'" in err
+    for args in (["history", "demo", "--env", "base"],
+                 ["register", "dist/demo/base", "--training", "demo", "--env", "base"]):
+        code, out, err = invoke_cli(args, root)
+        assert code == 2 and "BE026" in err and "buildenv[mlflow]" in err, args
+    monkeypatch.setattr(extras, "installed", lambda module: module not in {"pandas", "sklearn"})
+    from buildenv.core.diagnostics import DiagnosticError
+    from buildenv.release.gates import _score_on_evaluation_rows
+
+    with pytest.raises(DiagnosticError) as caught:
+        _score_on_evaluation_rows(None, None, Project.discover(root), None, "demo", "auc")
+    assert "scoring models for promotion needs the model libraries" in str(caught.value)
+    assert "pip install 'buildenv[models]'" in str(caught.value)

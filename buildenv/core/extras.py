@@ -13,7 +13,7 @@ import importlib.util
 
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 
-__all__ = ["EXTRAS", "require"]
+__all__ = ["EXTRAS", "installed", "require"]
 
 # extra -> what it is for (the diagnostic's wording)
 EXTRAS = {
@@ -22,9 +22,14 @@ EXTRAS = {
 }
 
 
+def installed(module: str) -> bool:
+    """Can `module` be imported (without importing it)?"""
+    return importlib.util.find_spec(module) is not None
+
+
 def require(extra: str, what: str, *modules: str) -> None:
     """BE026 unless every one of `modules` can be imported."""
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    missing = [m for m in modules if not installed(m)]
     if not missing:
         return
     raise DiagnosticError([Diagnostic(

@@ -132,8 +132,13 @@ def model_needs(model: Any, root: Path, entry_path: str) -> ModelNeeds:
         what = ", ".join(f"{module}.{n}" for n in names[:3]) + (" ..." if len(names) > 3 else "")
         installed = named is not None and where is not None and any(
             named.is_relative_to(s) or where.is_relative_to(s) for s in sites)
-        if installed or (top in distributions and where is not None
-                         and not where.is_relative_to(root)):
+        if where is not None and where.is_relative_to(own):
+            needs.problems.append(_diag(
+                f"the model refers to {what}, buildenv's own code: serving does not install "
+                "buildenv, so the artifact could not be loaded there", entry_path,
+                ["use classes of your libraries or of your repository in the model"]))
+        elif installed or (top in distributions and where is not None
+                           and not where.is_relative_to(root)):
             # A PEX venv lists no files in its RECORDs: then the distribution named like the
             # package (numpy, pandas) is the best guess.
             for dist in distributions.get(top) or [top]:
@@ -141,12 +146,6 @@ def model_needs(model: Any, root: Path, entry_path: str) -> ModelNeeds:
                     needs.libraries[dist] = metadata.version(dist)
                 except metadata.PackageNotFoundError:
                     pass
-            continue
-        if where is not None and where.is_relative_to(own):
-            needs.problems.append(_diag(
-                f"the model refers to {what}, buildenv's own code: serving does not install "
-                "buildenv, so the artifact could not be loaded there", entry_path,
-                ["use classes of your libraries or of your repository in the model"]))
         elif where is not None and where == entry_file:
             needs.problems.append(_diag(
                 f"the model refers to {what}, defined in the training's entry module "
