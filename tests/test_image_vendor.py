@@ -11,7 +11,7 @@ import os
 from importlib import metadata
 from pathlib import Path
 
-from buildenv.release.image import dist_files
+from buildenv.release.image_runtime import dist_files
 
 INFO = "demo_pkg-1.0.dist-info"
 
