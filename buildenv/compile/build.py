@@ -42,7 +42,7 @@ from buildenv.compile.check import check_training
 from buildenv.compile.integrity import sign_artifact
 from buildenv.compile.launch import run_training
 from buildenv.compile.outputs import check_out_dir, pair_mutex, scratch
-from buildenv.compile.verify import verify_model
+from buildenv.compile.verify import located, verify_model
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.canonical import digest_json
@@ -88,7 +88,8 @@ class BuildOutcome:
                 "first_error": first.to_text() if first else None,
                 "diagnostics": [d.to_json() for d in self.diagnostics],
                 "registered": self.registered, "seconds": round(self.seconds, 3),
-                "timings": self.timings}
+                "timings": self.timings,
+                "evaluation": (self.lineage or {}).get("evaluation")}
 
 
 def build_pair(project: Project, multiverse: Multiverse, training: str, env_name: str,
@@ -200,7 +201,7 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
                               digests, label_pins, lock.manifests())
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
-            found = [Diagnostic.from_json(d) for d in result.get("diagnostics", [])]
+            found = [located(res, d) for d in result.get("diagnostics", [])]
             outcome.diagnostics = problems + found
             # an OSError or MemoryError in training may not recur: not remembered
             remember_failure(project, hexkey, found, options.use_cache and not result.get(

@@ -60,8 +60,11 @@ def overall(rows: int) -> Family:
     return Family(None, np.zeros(rows, np.int32), ["all"], 1, "all", [True])
 
 
-def families(env: Environment, attributes: pa.Table) -> list[Family]:
-    """The families of `env.evaluation.slices` over `attributes` (the rows to score)."""
+def families(env: Environment, attributes: pa.Table, public_keys: bool = False
+             ) -> list[Family]:
+    """The families of `env.evaluation.slices` over `attributes` (the rows to score). With
+    `public_keys` a `by` column's slices are its declared domain (bool: false, true) and null,
+    whether or not rows hold them, so the data does not choose which slices exist."""
     declared = {name: col for name, (_, col) in slice_columns(env).items()}
     out = []
     for i, spec in enumerate(env.evaluation.slices):
@@ -70,6 +73,10 @@ def families(env: Environment, attributes: pa.Table) -> list[Family]:
                 raise MissingColumn(i, column)
         if spec.by is not None and spec.bins is not None:
             out.append(_binned(i, spec, attributes.column(spec.by)))
+        elif spec.by is not None and public_keys:
+            col = declared[spec.by]
+            keys = list(col.domain) if col.domain is not None else [False, True]
+            out.append(_by_key(i, spec, attributes.column(spec.by), keys))
         elif spec.by is not None:
             out.append(_by_value(i, spec, attributes.column(spec.by)))
         else:
@@ -101,6 +108,18 @@ def _by_value(index: int, spec: Slice, column: pa.ChunkedArray) -> Family:
         names = [names[k] for k in keep]
     return Family(index, codes.astype(np.int32), names, spec.min_rows, "value",
                   [False] * len(names), dropped)
+
+
+def _by_key(index: int, spec: Slice, column: pa.ChunkedArray, keys: list[Any]) -> Family:
+    """One slice per declared key and one for nulls; other values are in none."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    found = pc.index_in(array, value_set=pa.array(keys, type=array.type))
+    codes = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
+    codes[np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = len(keys)
+    names = [f"{spec.by}={value_text(k)}" for k in keys] + [f"{spec.by}=null"]
+    return Family(index, codes, names, spec.min_rows, "value", [True] * len(names))
 
 
 def _binned(index: int, spec: Slice, column: pa.ChunkedArray) -> Family:
