@@ -22,6 +22,8 @@ from pathlib import Path
 from buildenv import __version__
 from buildenv.compile.artifact import (
     LINEAGE_FILE,
+    build_time_iso,
+    card_serial,
     finalize_mlmodel,
     read_lineage,
     write_lineage,
@@ -38,6 +40,7 @@ from buildenv.compile.cache import (
     save_to_cache,
     store,
 )
+from buildenv.compile.card import card_facts, write_card
 from buildenv.compile.check import check_training
 from buildenv.compile.integrity import sign_artifact
 from buildenv.compile.launch import run_training
@@ -189,6 +192,10 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         from buildenv.labels.checks import check_labels
 
         problems += check_labels(project, multiverse, res, lock, all_resolved)
+    coverage = None
+    if _covered(res) and not any(p.is_error for p in problems):
+        coverage, found = _coverage(project, res, digests, lock, label_pins)
+        problems += found
     outcome.diagnostics = problems
     if any(p.is_error for p in problems):
         return
@@ -222,6 +229,9 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         model_dir.rmdir()
         finalize_mlmodel(tmp, key)
         lineage = _lineage(training, env_name, config, res, lock, result, parts, files, key)
+        if coverage is not None:
+            lineage["coverage"] = coverage
+        write_card(tmp, card_facts(lineage, config, res), card_serial(key), build_time_iso())
         write_lineage(tmp, lineage)
         sign_artifact(project, tmp)  # buildenv.sig, when a signing key is configured
         outcome.lineage = read_lineage(tmp)
@@ -233,6 +243,27 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
 
 class _Abort(Exception):
     pass
+
+
+def _covered(res: Resolved) -> bool:
+    return res.env.label is not None and res.env.label.coverage is not None
+
+
+def _coverage(project: Project, res: Resolved, digests: dict[str, str], lock,
+              label_pins: dict) -> tuple[dict | None, list[Diagnostic]]:
+    """`label.coverage` on the training and evaluation rows: (what the lineage records,
+    problems)."""
+    from buildenv.data.gate.errors import GateError
+    from buildenv.labels.coverage import check, label_counts, summary
+    from buildenv.labels.labelset import LabelError
+
+    try:
+        counted, restricted = label_counts(project, res, digests, lock.manifests(), label_pins)
+    except GateError as exc:
+        return None, [exc.diagnostic]
+    except LabelError as exc:
+        return None, list(exc.diagnostics)
+    return summary(res.env, counted, restricted), check(res, counted, restricted)
 
 
 def _warm_registry() -> None:

@@ -103,8 +103,17 @@ def promote(project: Project, ev: Evaluation) -> int | None:
              "metric": ev.metric, "value": _finite(ev.candidate.value),
              "previous_value": _finite(ev.champion.value) if ev.champion else None,
              "source": ev.source, "at": _now(), "by": actor()}
-    return _move_alias(project, ev.training, ev.env, ev.candidate.version, entry,
-                       ev.champion.version if ev.champion else None)
+    seq = _move_alias(project, ev.training, ev.env, ev.candidate.version, entry,
+                      ev.champion.version if ev.champion else None)
+    if seq is not None:
+        from buildenv.release.promotion_card import record_promotion
+
+        try:
+            record_promotion(project, ev, entry["at"])
+        except Exception as exc:
+            raise registry_error(project, exc, "recording the promotion on the model card"
+                                 ) from None
+    return seq
 
 
 def _finite(value: float | None) -> float | None:

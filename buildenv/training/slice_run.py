@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from buildenv.env.spec import Environment
 from buildenv.training.scoring import labelled
 from buildenv.training.slice_scores import SliceScores, score_slices
@@ -47,6 +49,9 @@ def evaluate_slices(env: Environment, rows: Any, outputs: Any, restricted: bool,
                              ["declare `evaluation.join` with a key that is unique in that "
                               "dataset"])]
     problems = [] if restricted else _empty(env, scores)
+    coverage = env.label.coverage if env.label is not None else None
+    if coverage is not None and coverage.per_slice:
+        problems += _slice_coverage(env, scores, np.asarray(rows.labels)[keep], restricted)
     if private:
         from buildenv.training.slice_dp import private_view
 
@@ -58,6 +63,23 @@ def evaluate_slices(env: Environment, rows: Any, outputs: Any, restricted: bool,
     intervals = {m: f["interval"] for m, f in overall.get("metrics", {}).items()
                  if "interval" in f}
     return {"intervals": intervals, **view}, problems
+
+
+def _slice_coverage(env: Environment, scores: SliceScores, labels: np.ndarray,
+                    restricted: bool) -> list[dict]:
+    """`label.coverage` in every slice with at least its `min_rows` rows."""
+    from buildenv.labels.coverage import class_counts, shortfalls
+
+    out = []
+    for family, code, index in scores.positions()[1:]:
+        rows = int(scores.rows[index])
+        if rows < family.min_rows:
+            continue
+        named = family.public[code] or not restricted or rows >= env.privacy.min_group_size
+        name = family.names[code] if named else "(withheld: restricted rows)"
+        counts = class_counts(labels[family.codes == code], f"evaluation rows of slice {name}")
+        out += shortfalls(env, counts, restricted, name)
+    return out
 
 
 def _empty(env: Environment, scores: SliceScores) -> list[dict]:
