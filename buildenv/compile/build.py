@@ -205,7 +205,7 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         model_dir = tmp / "model"
         progress.phase("train")
         result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
-                              digests, label_pins, lock.manifests())
+                              digests, label_pins, lock.manifests(), key)
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
             found = [located(res, d) for d in result.get("diagnostics", [])]
