@@ -460,7 +460,7 @@ def test_a_class_share_moving_is_a_drift_alert(tmp_path):
     root = _coverage_repo(tmp_path / "repo", "{max_share_change: 0.05}")
     table = pq.read_table(root / "data" / "items.parquet")
     y = table.column("y").to_numpy(zero_copy_only=False).copy()
-    y[: len(y) // 3] = True  # many more positives
+    y[: len(y) // 2] = False  # many more negatives
     pq.write_table(table.set_column(table.schema.get_field_index("y"), "y", pa.array(y)),
                    root / "data" / "items-new.parquet")
     assert invoke_cli(["lock", "base"], root)[0] == 0
@@ -469,7 +469,7 @@ def test_a_class_share_moving_is_a_drift_alert(tmp_path):
     assert code == 1
     import re
 
-    assert re.search(r"error\[BE508\]: items.y: class 'true' rose \d+\.\d% → \d+\.\d% "
+    assert re.search(r"error\[BE508\]: items.y: class 'false' rose \d+\.\d% → \d+\.\d% "
                      r"\(\+\d+\.\d points\), more than label.coverage.max_share_change 0.05; "
-                     r"most frequent class 'false' \(\d+\.\d%\) before, 'true' \(\d+\.\d%\) "
+                     r"most frequent class 'true' \(\d+\.\d%\) before, 'false' \(\d+\.\d%\) "
                      "after", out + err), out + err
