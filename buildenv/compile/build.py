@@ -229,10 +229,7 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         model_dir.rmdir()
         finalize_mlmodel(tmp, key)
         lineage = _lineage(training, env_name, config, res, lock, result, parts, files, key)
-        if coverage is not None:
-            lineage["coverage"] = coverage
-        write_card(tmp, card_facts(lineage, config, res), card_serial(key), build_time_iso())
-        write_lineage(tmp, lineage)
+        _write_record(tmp, lineage, coverage, config, res, key)
         sign_artifact(project, tmp)  # buildenv.sig, when a signing key is configured
         outcome.lineage = read_lineage(tmp)
         if options.use_cache:
@@ -243,6 +240,15 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
 
 class _Abort(Exception):
     pass
+
+
+def _write_record(out: Path, lineage: dict, coverage: dict | None, config: TrainingConfig,
+                  res: Resolved, key: str) -> None:
+    """The model card, then the lineage (whose `model_digest` covers the card)."""
+    if coverage is not None:
+        lineage["coverage"] = coverage
+    write_card(out, card_facts(lineage, config, res), card_serial(key), build_time_iso())
+    write_lineage(out, lineage)
 
 
 def _covered(res: Resolved) -> bool:

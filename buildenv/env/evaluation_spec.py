@@ -3,6 +3,7 @@ promotion gates (part of `buildenv.env.spec`, which re-exports every model here)
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Annotated, Any, Literal, Union
 
@@ -118,7 +119,7 @@ class Slice(Strict):
                 raise PydanticCustomError("bad_bins", "bins take at least two edges", {})
             if any(math.isnan(e) for e in edges):
                 raise PydanticCustomError("bad_bins", "bin edges cannot be NaN", {})
-            for lo, hi in zip(edges, edges[1:]):
+            for lo, hi in itertools.pairwise(edges):
                 if lo == hi:
                     raise PydanticCustomError("bad_bins", "bin edge {edge} is listed twice",
                                               {"edge": f"{lo:g}"})

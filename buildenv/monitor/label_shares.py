@@ -46,7 +46,7 @@ def share_alerts(res: Resolved, label: str, old: dict[Any, int], new: dict[Any, 
         return fmt_share(count / total)
 
     def mode(counts: dict[str, int], total: int) -> str:
-        name, count = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+        name = max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0]
         return f"'{name}' ({share(counts, total, name)})"
 
     where = res.diag("BE508", "", "label", "coverage", "max_share_change")

@@ -10,6 +10,7 @@ families. A `by` family with more than `MAX_VALUES` values keeps the largest one
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,7 +133,7 @@ def _binned(index: int, spec: Slice, column: pa.ChunkedArray) -> Family:
     codes = np.where(values == edges[-1], last, codes)  # the last bin is closed
     codes = np.where(np.isnan(values) | (codes < 0) | (codes > last), -1, codes)
     names = [f"{spec.by}=[{_edge(lo)}, {_edge(hi)}{']' if k == last else ')'}"
-             for k, (lo, hi) in enumerate(zip(edges, edges[1:]))]
+             for k, (lo, hi) in enumerate(itertools.pairwise(edges))]
     return Family(index, codes.astype(np.int32), names, spec.min_rows, "bins",
                   [True] * len(names))
 
