@@ -4,8 +4,9 @@ The bootstrap resamples the evaluation rows: in resample b row i counts `W[b, i]
 `W[b, i]` drawn from Poisson(1) (the Poisson bootstrap: each row's multiplicity is what it
 would be in a resample of n rows drawn with replacement, approximately and independently of
 the other rows, so one weight matrix serves every slice, however slices overlap). One matrix
-per seed, generated in chunks of resamples (bounded memory), is shared by every slice family
-and every model scored on the same rows: comparisons are paired.
+per seed, generated in chunks of resamples (bounded memory; each chunk from its own stream of
+the seed, so chunks run in parallel threads with the same result), is shared by every slice
+family and every model scored on the same rows: comparisons are paired.
 
 Every metric but ROC AUC is a function of sums over a slice's rows (`outputs.RowStats`):
 accuracy of `correct`, log loss of `loss`, rmse/mae/r2 of `se`, `ae`, `y`, `yy`. All of them,
@@ -19,7 +20,8 @@ the same code gives the point estimates, equal to scikit-learn's metrics.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +29,7 @@ import numpy as np
 from buildenv.training.outputs import RowStats
 from buildenv.training.slicing import Family
 
-__all__ = ["METRICS", "Resampled", "intervals", "poisson_weights", "resample"]
+__all__ = ["METRICS", "Resampled", "chunks", "intervals", "poisson_weights", "resample"]
 
 #: Metrics of each kind of model, in report order.
 METRICS = {"classification": ("accuracy", "logloss", "roc_auc"),
@@ -45,13 +47,18 @@ def _poisson_table() -> np.ndarray:
 _TABLE = _poisson_table()
 
 
-def poisson_weights(rows: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
-    """The weight matrix, in chunks of resamples: (chunk, rows) uint8."""
-    rng = np.random.default_rng([seed, 0x5B1CE])
+def chunks(rows: int, resamples: int) -> list[tuple[int, int]]:
+    """(index, size) of the chunks of resamples the weight matrix is made in."""
     chunk = max(1, min(resamples, _CELLS // max(rows, 1)))
-    for start in range(0, resamples, chunk):
-        size = min(chunk, resamples - start)
-        yield _TABLE[rng.integers(0, 1 << 16, size=(size, rows), dtype=np.uint16)]
+    return [(k, min(chunk, resamples - start))
+            for k, start in enumerate(range(0, resamples, chunk))]
+
+
+def poisson_weights(rows: int, size: int, seed: int, index: int) -> np.ndarray:
+    """Chunk `index` of the weight matrix: (size, rows) uint8. Each chunk has its own stream
+    of the seed, so chunks can be made in any order (or at once) with the same result."""
+    rng = np.random.default_rng([seed, 0x5B1CE, index])
+    return _TABLE[rng.integers(0, 1 << 16, size=(size, rows), dtype=np.uint16)]
 
 
 @dataclass
@@ -72,16 +79,29 @@ def resample(families: list[Family], models: list[RowStats], resamples: int,
     plans = [_Plan.of(families, m) for m in models]
     ones = np.ones((1, rows), np.uint8)
     point = [plan.metrics(ones) for plan in plans]
-    parts: list[list[dict[str, np.ndarray]]] = [[] for _ in models]
-    for weights in poisson_weights(rows, resamples, seed):
+
+    def work(chunk: tuple[int, int]) -> list[dict[str, np.ndarray]]:
+        weights = poisson_weights(rows, chunk[1], seed, chunk[0])
         dense = weights.astype(np.float64)
-        for k, plan in enumerate(plans):
-            parts[k].append(plan.metrics(weights, dense))
-    draws = [{name: np.concatenate([p[name] for p in chunks]) for name in chunks[0]}
-             if chunks else {} for chunks in parts]
+        return [plan.metrics(weights, dense) for plan in plans]
+
+    # NumPy releases the GIL in gathers, sums and products: chunks run on every core this
+    # process may use
+    with ThreadPoolExecutor(_workers()) as pool:
+        done = list(pool.map(work, chunks(rows, resamples)))
+    parts = [[d[k] for d in done] for k in range(len(models))]
+    draws = [{name: np.concatenate([p[name] for p in found]) for name in found[0]}
+             if found else {} for found in parts]
     names = [n for f in families for n in f.names]
     counts = np.concatenate([f.rows() for f in families]) if families else np.zeros(0, np.int64)
     return Resampled(names, counts, [{k: v[0] for k, v in p.items()} for p in point], draws)
+
+
+def _workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def intervals(draws: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
