@@ -473,3 +473,38 @@ def test_a_class_share_moving_is_a_drift_alert(tmp_path):
                      r"\(\+\d+\.\d points\), more than label.coverage.max_share_change 0.05; "
                      r"most frequent class 'true' \(\d+\.\d%\) before, 'false' \(\d+\.\d%\) "
                      "after", out + err), out + err
+
+
+def test_label_sets_are_covered_and_their_shares_watched(tmp_path):
+    """Coverage counts a label set's resolved labels; `drift --labels` alerts on shares."""
+    from labelrepo import BASE, make_label_repo
+
+    covered = BASE.replace("label: {labels: kind-v1}", "label:\n  labels: kind-v1\n  coverage: "
+                           "{min_count: 1000, max_share_change: 0.05}")
+    root = make_label_repo(tmp_path / "repo", envs={"base": covered, "v2": None})
+    assert invoke_cli(["lock", "base"], root)[0] == 0
+    code, out, err = invoke_cli(["validate", "base"], root)
+    assert code == 1
+    for name in ("a", "b", "c"):
+        assert f"error[BE507]: class '{name}': " in err and "training rows, below min_count " \
+            "1000" in err, err
+    # a relabel overlay that turns many 'b' into 'a' moves the shares
+    from labelrepo import annotation, export, items_table, v1_tasks
+
+    tasks = v1_tasks(items_table())
+    for i, task in enumerate(tasks):
+        if i % 2 == 0:
+            task["annotations"] = [annotation(9000 + i, 99, "a")]
+    (root / "data" / "kind-relabel.json").write_text(export(tasks))
+    relabel = covered.replace("label:\n  labels: kind-v1", "  relabel:\n"
+                              "    uri: data/kind-relabel.json\n    dataset: items\n"
+                              "    key: item_id\n    field: kind\n"
+                              "    taxonomy: {name: kind, version: 1, classes: [a, b, c]}\n"
+                              "    ui_version: \"1\"\n    exposure: allow\n"
+                              "label:\n  labels: kind-v1")
+    (root / "environments" / "base.yaml").write_text(relabel)
+    assert invoke_cli(["lock", "base"], root)[0] == 0
+    code, out, err = invoke_cli(["drift", "base", "--labels", "kind-v1", "--against-labels",
+                                 "relabel"], root)
+    assert "error[BE508]: label set 'kind-v1': class 'a' rose" in out + err, out + err
+    assert "most frequent class" in out + err
