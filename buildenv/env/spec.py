@@ -128,6 +128,25 @@ ADDED_COLUMN_KEYS: dict[str, Any] = {"max_violation_fraction": None, "unique": F
                                      "pattern": None, "length": None, "monitor": True}
 
 
+#: Section keys added to schema 1 after its first release (evaluation slices and intervals, the
+#: release of restricted figures): omitted at their default by `show` and `diff`, as above.
+ADDED_SECTION_KEYS: dict[str, dict[str, Any]] = {
+    "evaluation": {"slices": [], "confidence": 0.95, "resamples": 1000, "seed": 0},
+    "privacy": {"release": "exact", "release_epsilon": 1.0},
+}
+
+
+def omit_added_section_defaults(document: dict) -> dict:
+    """A dumped environment without the keys of `ADDED_SECTION_KEYS` that hold their default."""
+    for section, keys in ADDED_SECTION_KEYS.items():
+        found = document.get(section)
+        if isinstance(found, dict):
+            for key, default in keys.items():
+                if key in found and found[key] == default and type(found[key]) is type(default):
+                    del found[key]
+    return document
+
+
 def omit_added_defaults(column: dict) -> dict:
     """A dumped column without the keys of `ADDED_COLUMN_KEYS` that hold their default."""
     for key, default in ADDED_COLUMN_KEYS.items():
