@@ -48,7 +48,9 @@ def private_view(scores: SliceScores, outputs: Any, env: Environment, rows: Any,
     view: dict[str, Any] = {"bootstrap": base["bootstrap"], "overall": base["overall"]}
     stored = _stored(release)
     notes: list[dict] = []
-    if stored is not None:
+    if len(scores.families) == 1:  # no slices declared: nothing to release, nothing spent
+        cells, spent = [], 0.0
+    elif stored is not None:
         cells, spent = stored["cells"], stored["epsilon"]
     else:
         try:
