@@ -508,3 +508,53 @@ def test_label_sets_are_covered_and_their_shares_watched(tmp_path):
                                  "relabel"], root)
     assert "error[BE508]: label set 'kind-v1': class 'a' rose" in out + err, out + err
     assert "most frequent class" in out + err
+
+
+PRIVATE_DP = """\
+name: private
+extends: base
+datasets:
+  items:
+    uri: data/items_private.parquet
+    columns:
+      x1: {range: null}
+privacy:
+  restricted: [items]
+  epsilon_budget: 1.5
+  release: dp
+evaluation:
+  slices: [{by: cat}, {by: x2, bins: [-10, 0, 10]}]
+"""
+
+
+def test_a_dp_release_is_spent_once_per_artifact_and_withheld_without_budget(tmp_path):
+    from buildenv.access.budget import Ledger
+    from buildenv.core.project import Project
+
+    root = make_build_repo(tmp_path / "repo")
+    (root / "environments" / "private.yaml").write_text(PRIVATE_DP)
+    assert invoke_cli(["lock", "private"], root)[0] == 0
+    args = ["build", "private", "--env", "private", "--no-register", "--format", "json"]
+    code, out, err = invoke_cli(args, root)
+    assert code == 0, out + err
+    first = json.loads(out)["pairs"][0]["evaluation"]
+    assert first["release"]["policy"] == "dp" and first["release"]["epsilon_spent"] == 1.0
+    rows = first["slices"][0]["slices"][0]["rows"]
+    assert set(rows) == {"value", "accuracy"} and rows["accuracy"] > 0
+    code, out, err = invoke_cli([*args, "--no-cache", "--out", tmp_path / "again"], root)
+    assert code == 0, out + err
+    assert json.loads(out)["pairs"][0]["evaluation"] == first  # remembered: same figures
+    assert (tmp_path / "again" / "model_card.json").read_bytes() == (
+        root / "dist" / "private" / "private" / "model_card.json").read_bytes()
+    ledger = Ledger(Project.discover(root).data_state_dir)
+    assert [r["purpose"] for r in ledger.records()] == ["evaluation"]
+    # another model: 0.5 left, release_epsilon 1: withheld, the build still succeeds
+    train = root / "train" / "lr.py"
+    train.write_text(train.read_text() + "\n# another model\n")
+    code, out, err = invoke_cli(args, root)
+    assert code == 0, out + err
+    pair = json.loads(out)["pairs"][0]
+    assert any(d["code"] == "BE516" and d["severity"] == "warning" for d in pair["diagnostics"])
+    assert {e["status"] for f in pair["evaluation"]["slices"] for e in f["slices"]} == {
+        "withheld"}
+    assert [r["purpose"] for r in ledger.records()] == ["evaluation"]
