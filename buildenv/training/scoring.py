@@ -19,7 +19,8 @@ import numpy as np
 
 from buildenv.training.outputs import Outputs
 
-__all__ = ["METRIC_ALIASES", "ScoringError", "metrics", "predict", "score", "score_metric"]
+__all__ = ["METRIC_ALIASES", "ScoringError", "labelled", "metrics", "predict", "score",
+           "score_metric"]
 
 METRIC_ALIASES = {
     "val_auc": "roc_auc", "auc": "roc_auc", "roc_auc": "roc_auc", "val_roc_auc": "roc_auc",

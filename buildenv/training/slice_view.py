@@ -21,7 +21,7 @@ from buildenv.training.bootstrap import METRICS
 from buildenv.training.slice_scores import SliceScores
 from buildenv.training.slicing import Family
 
-__all__ = ["exact_view", "mlflow_key", "slice_spec"]
+__all__ = ["exact_view", "figures", "mlflow_key", "slice_spec"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 
