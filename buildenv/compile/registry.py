@@ -18,6 +18,7 @@ registering again, never a stale "registered vN".
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -32,7 +33,11 @@ from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.mutex import mutex, mutex_path, mutex_timeout
 from buildenv.core.project import Project
 
-__all__ = ["client", "ensure_registered", "register_artifact", "slice_metrics", "store_lock"]
+# Deferred imports (mlflow): seconds of imports, which a build overlaps with its training
+# (`build._warm_registry`) and which commands that never reach the registry do not pay.
+
+__all__ = ["client", "ensure_registered", "register_artifact", "slice_metrics",
+           "store_lock"]
 
 TAG_DIGEST = "buildenv.artifact_digest"
 TAG_ENV = "buildenv.environment"
@@ -52,8 +57,6 @@ def store_lock(project: Project) -> Iterator[None]:
 
 
 def client(project: Project):
-    import logging
-
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.ERROR)
     from mlflow.tracking import MlflowClient

@@ -28,7 +28,7 @@ _TYPE_CODES = {"extra_forbidden": "BE003", "missing": "BE005", "bad_range": "BE0
 _PROBLEM_KEYS = {**COLUMN_PROBLEM_KEYS, **SLICE_PROBLEM_KEYS}
 
 
-def _clean_loc(loc: tuple, merged: dict) -> KeyPath:
+def _clean_loc(loc: tuple[int | str, ...], merged: dict[str, Any]) -> KeyPath:
     """Drop the union tags pydantic inserts (serving.sklearn.ops -> serving.ops)."""
     out: list[Any] = []
     for part in loc:
@@ -40,7 +40,7 @@ def _clean_loc(loc: tuple, merged: dict) -> KeyPath:
     return tuple(out)
 
 
-def pydantic_problems(exc: ValidationError, merged: dict,
+def pydantic_problems(exc: ValidationError, merged: dict[str, Any],
                        origin: dict[KeyPath, Position]) -> list[Diagnostic]:
     problems = []
     for err in exc.errors():
@@ -100,7 +100,7 @@ def position(path: KeyPath, origin: dict[KeyPath, Position]) -> Position | None:
         path = path[:-1]
 
 
-def _known_keys(loc: KeyPath, merged: dict) -> list[str]:
+def _known_keys(loc: KeyPath, merged: dict[str, Any]) -> list[str]:
     """Field names of the model found at `loc` (for "did you mean" on unknown keys)."""
     model: Any = Environment
     data: Any = merged
