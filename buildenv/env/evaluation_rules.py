@@ -121,7 +121,7 @@ def _slice_problems(res: Resolved) -> list[Diagnostic]:
 
 
 def _unknown(res: Resolved, env: Environment, column: str,
-             available: dict[str, tuple[str, Column]], path: tuple) -> Diagnostic:
+             available: dict[str, tuple[str, Column]], path: tuple[Any, ...]) -> Diagnostic:
     elsewhere = sorted(name for name, ds in env.datasets.items() if column in ds.columns)
     hints = []
     if elsewhere:

@@ -132,9 +132,9 @@ class Slice(Strict):
         """`where` in disjunctive normal form: a list of lists of [column, op, value]."""
         if not self.where:
             return []
-        nested = all(isinstance(c, list) for c in self.where)
-        groups = self.where if nested else [self.where]
-        return [[list(c) for c in group] for group in groups]  # type: ignore[union-attr]
+        where: list[Any] = list(self.where)
+        groups = where if all(isinstance(c, list) for c in where) else [where]
+        return [[list(c) for c in group] for group in groups]
 
     @property
     def columns(self) -> list[str]:

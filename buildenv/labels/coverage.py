@@ -61,7 +61,7 @@ def class_counts(values: Any, where: str) -> ClassCounts:
 
 
 def shortfalls(env: Environment, counts: ClassCounts, restricted: bool,
-               slice_name: str | None = None) -> list[dict]:
+               slice_name: str | None = None) -> list[dict[str, Any]]:
     """Every class of `counts` below its rule, as diagnostics (JSON form with the YAML key
     path in `yaml_path`: the training process returns them so)."""
     coverage = env.label.coverage if env.label is not None else None
@@ -113,7 +113,8 @@ def _hint(counts: ClassCounts, slice_name: str | None) -> str:
 
 
 def label_counts(project: Project, res: Resolved, pins: dict[str, str] | None = None,
-                 manifests: dict | None = None, label_pins: dict | None = None
+                 manifests: dict[str, Any] | None = None,
+                 label_pins: dict[str, dict[str, Any]] | None = None
                  ) -> tuple[list[ClassCounts], bool]:
     """Class counts of the training rows and the evaluation rows (read through the gate,
     verified against `pins` when given, streamed), and whether any of them is restricted.
@@ -163,7 +164,8 @@ def label_counts(project: Project, res: Resolved, pins: dict[str, str] | None = 
 
 
 def coverage_problems(project: Project, res: Resolved, pins: dict[str, str] | None = None,
-                      manifests: dict | None = None, label_pins: dict | None = None
+                      manifests: dict[str, Any] | None = None,
+                      label_pins: dict[str, dict[str, Any]] | None = None
                       ) -> list[Diagnostic]:
     """`label.coverage` checked on the training and evaluation rows (empty when the
     environment declares no coverage)."""

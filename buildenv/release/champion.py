@@ -111,7 +111,7 @@ def promote(project: Project, ev: Evaluation) -> int | None:
         from buildenv.release.promotion_card import record_promotion
 
         try:
-            record_promotion(project, ev, entry["at"])
+            record_promotion(project, ev, str(entry["at"]))
         except Exception as exc:
             raise registry_error(project, exc, "recording the promotion on the model card"
                                  ) from None

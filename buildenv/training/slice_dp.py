@@ -89,7 +89,7 @@ def _layout(scores: SliceScores, outputs: Any) -> dict[str, Any]:
 
 
 def _release(scores: SliceScores, layout: dict[str, Any], env: Environment, rows: Any,
-             keep: np.ndarray, release: Any) -> tuple[list[list[int]], float]:
+             keep: np.ndarray, release: Any) -> tuple[list[list[float]], float]:
     """Spend, release, audit and remember; the noisy cells of each family."""
     from buildenv.access import backend
     from buildenv.access.budget import BudgetExceeded, Ledger, scope_of
@@ -102,7 +102,7 @@ def _release(scores: SliceScores, layout: dict[str, Any], env: Environment, rows
     except DiagnosticError as exc:
         raise _Withheld(exc.diagnostics[0].message) from None
     project = release.project
-    source = env.evaluation.dataset or env.label_dataset()
+    source = env.evaluation.dataset or env.label_dataset() or ""
     d_in = contributions(env, source)
     mask = np.ones(int(keep.sum()), bool)
     truncation = truncation_for(env, source)
@@ -136,7 +136,7 @@ def _release(scores: SliceScores, layout: dict[str, Any], env: Environment, rows
             raise _Withheld(f"the privacy budget of '{dataset}' has {exc.left:.6g} left, and "
                             f"privacy.release_epsilon is {epsilon:g}") from None
         spent_on.append((dataset, digest, entry))
-    cells = []
+    cells: list[list[float]] = []
     for family, (chain, scale) in zip(families, chains):
         codes = np.where(family.codes >= 0, family.codes * layout["per_slice"]
                          + layout["offset"], -1)[mask]
