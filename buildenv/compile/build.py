@@ -258,6 +258,7 @@ def _coverage(project: Project, res: Resolved, digests: dict[str, str], lock,
               label_pins: dict) -> tuple[dict | None, list[Diagnostic]]:
     """`label.coverage` on the training and evaluation rows: (what the lineage records,
     problems)."""
+    # label coverage reads the label column (pyarrow): only environments that declare it
     from buildenv.data.gate.errors import GateError
     from buildenv.labels.coverage import check, label_counts, summary
     from buildenv.labels.labelset import LabelError

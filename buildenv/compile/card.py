@@ -14,6 +14,7 @@ bytes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,6 @@ def _importance(importance: dict | None) -> list[tuple[str, float]]:
 
 def write_card(model_dir: Path, facts: dict[str, Any], serial: str, timestamp: str) -> None:
     """Write both cards into the artifact directory (before its digest is taken)."""
-    import json
-
     (model_dir / CARD_MD).write_text(markdown(facts), encoding="utf-8")
     document = cyclonedx_card(facts, serial, timestamp)
     (model_dir / CARD_JSON).write_text(
@@ -193,6 +192,4 @@ def _count(value: Any) -> str:
 
 
 def _plain(value: Any) -> str:
-    import json
-
     return json.dumps(value, sort_keys=True, ensure_ascii=False)

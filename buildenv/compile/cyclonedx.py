@@ -16,14 +16,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from buildenv import __version__
+
 __all__ = ["cyclonedx_card", "promotion_properties"]
 
 _HASHES = {"sha256": "SHA-256", "blake3": "BLAKE3"}
 
 
 def cyclonedx_card(facts: dict[str, Any], serial: str, timestamp: str) -> dict[str, Any]:
-    from buildenv import __version__
-
     data = [_dataset(name, d) for name, d in facts["datasets"].items()]
     data += [_label_set(name, s) for name, s in facts["labels"].items()]
     text = facts["text"]

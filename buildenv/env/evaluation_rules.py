@@ -10,14 +10,12 @@ line; they are configuration errors (exit 2).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from buildenv.core.diagnostics import Diagnostic, did_you_mean
 from buildenv.env.conditions import parse_conditions
+from buildenv.env.privacy_rules import Resolved  # a protocol: resolve calls these rules
 from buildenv.env.spec import NUMERIC_DTYPES, Column, Environment, class_key
-
-if TYPE_CHECKING:
-    from buildenv.env.resolve import Resolved
 
 __all__ = ["MAX_VALUES", "evaluation_problems", "label_class_keys", "slice_columns"]
 

@@ -30,6 +30,7 @@ from buildenv.data.gate.gate import Gate
 from buildenv.env.evaluation_rules import label_class_keys
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Environment, class_key
+from buildenv.labels.labelset import LabelError, LabelSets
 
 __all__ = ["ClassCounts", "check", "class_counts", "coverage_problems", "label_counts",
            "shortfalls", "summary"]
@@ -130,8 +131,6 @@ def label_counts(project: Project, res: Resolved, pins: dict[str, str] | None = 
     training: list[pa.Array] = []
     held: list[pa.Array] = []
     if label_set is not None:
-        from buildenv.labels.labelset import LabelSets
-
         resolved = LabelSets(gate, label_pins, res).resolve(env.label.labels or "").table()
         with gate.open(source, expect=expect) as read:
             table = read.table([label_set.key])
@@ -172,8 +171,6 @@ def coverage_problems(project: Project, res: Resolved, pins: dict[str, str] | No
     env = res.env
     if env.label is None or env.label.coverage is None:
         return []
-    from buildenv.labels.labelset import LabelError
-
     try:
         counted, restricted = label_counts(project, res, pins, manifests, label_pins)
     except GateError as exc:

@@ -47,6 +47,7 @@ from buildenv.monitor.alerts import (
     decode,
     thresholds_for,
 )
+from buildenv.monitor.label_shares import share_alerts
 from buildenv.monitor.public_view import public_column
 from buildenv.monitor.statistics import (
     BATCH_ROWS,
@@ -298,8 +299,6 @@ def analyse(project: Project, multiverse: Multiverse, res: Resolved, dataset: st
     label = res.env.label
     if label is not None and label.dataset == dataset and label.column in columns \
             and base[label.column]["kind"] == "categorical":
-        from buildenv.monitor.label_shares import share_alerts
-
         alerts += share_alerts(res, f"{dataset}.{label.column}",
                                decode(base[label.column]["counts"]),
                                decode(cand[label.column]["counts"]), restricted, accept)

@@ -29,6 +29,7 @@ from buildenv.release.gates import (
     champion_version,
     registry_error,
 )
+from buildenv.release.promotion_card import record_promotion
 
 # Deferred imports (mlflow): seconds of imports, paid only by what talks to the registry.
 
@@ -108,8 +109,6 @@ def promote(project: Project, ev: Evaluation) -> int | None:
     seq = _move_alias(project, ev.training, ev.env, ev.candidate.version, entry,
                       ev.champion.version if ev.champion else None)
     if seq is not None:
-        from buildenv.release.promotion_card import record_promotion
-
         try:
             record_promotion(project, ev, str(entry["at"]))
         except Exception as exc:

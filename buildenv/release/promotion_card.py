@@ -15,6 +15,7 @@ from pathlib import Path
 
 from buildenv.compile.card import CARD_JSON, CARD_MD
 from buildenv.compile.cyclonedx import promotion_properties
+from buildenv.compile.registry import client
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
 from buildenv.release.gates import Evaluation, champion_version, registry_error
@@ -25,7 +26,7 @@ PROMOTED = "promotion"  # run artifact folder of the promoted cards
 
 
 def _download(project: Project, run_id: str, path: str, scratch: Path) -> str | None:
-    import mlflow.artifacts
+    import mlflow.artifacts  # seconds of imports: only when a card is logged or read
 
     try:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
@@ -38,8 +39,6 @@ def _download(project: Project, run_id: str, path: str, scratch: Path) -> str | 
 
 def record_promotion(project: Project, ev: Evaluation, at: str) -> None:
     """Log the candidate's cards with the gate results to its run (`promotion/`)."""
-    from buildenv.compile.registry import client
-
     run_id = ev.candidate.run_id
     if not run_id:
         return
@@ -68,8 +67,6 @@ def record_promotion(project: Project, ev: Evaluation, at: str) -> None:
 def champion_card(project: Project, training: str, env: str, fmt: str) -> str:
     """The champion's card as promoted (its artifact's card if it was promoted before cards
     were recorded)."""
-    from buildenv.compile.registry import client
-
     name = CARD_JSON if fmt == "json" else CARD_MD
     try:
         c = client(project)

@@ -19,6 +19,9 @@ import numpy as np
 
 from buildenv.training.outputs import Outputs
 
+# Deferred imports (pandas, sklearn): `buildenv history` and `rollback` import this module
+# through the promotion gates and score nothing.
+
 __all__ = ["METRIC_ALIASES", "ScoringError", "labelled", "metrics", "predict", "score",
            "score_metric"]
 

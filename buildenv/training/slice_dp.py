@@ -27,10 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
+from buildenv.access import backend
+from buildenv.access.budget import BudgetExceeded, Ledger, scope_of
+from buildenv.access.unit import contributions, truncation_for
+from buildenv.core.atomic import atomic_write_text
+from buildenv.core.diagnostics import DiagnosticError
+from buildenv.data.gate.audit import AuditLog
 from buildenv.env.spec import Environment
 from buildenv.training.slice_scores import SliceScores
-from buildenv.training.slice_view import mlflow_key, slice_spec
+from buildenv.training.slice_view import exact_view, mlflow_key, slice_spec
 
 __all__ = ["private_view"]
 
@@ -41,8 +48,6 @@ _DRAWS = 1000
 def private_view(scores: SliceScores, outputs: Any, env: Environment, rows: Any,
                  keep: np.ndarray, release: Any) -> tuple[dict[str, Any], list[dict]]:
     """The slice view of restricted rows under `release: dp`, and notes (BE516)."""
-    from buildenv.training.slice_view import exact_view
-
     base = exact_view(scores, 0, env, True)  # its overall figures only (public as before)
     layout = _layout(scores, outputs)
     view: dict[str, Any] = {"bootstrap": base["bootstrap"], "overall": base["overall"]}
@@ -91,11 +96,6 @@ def _layout(scores: SliceScores, outputs: Any) -> dict[str, Any]:
 def _release(scores: SliceScores, layout: dict[str, Any], env: Environment, rows: Any,
              keep: np.ndarray, release: Any) -> tuple[list[list[float]], float]:
     """Spend, release, audit and remember; the noisy cells of each family."""
-    from buildenv.access import backend
-    from buildenv.access.budget import BudgetExceeded, Ledger, scope_of
-    from buildenv.access.unit import contributions, truncation_for
-    from buildenv.core.diagnostics import DiagnosticError
-    from buildenv.data.gate.audit import AuditLog
 
     try:
         dp = backend.opendp("slice figures of restricted evaluation rows")
@@ -107,8 +107,6 @@ def _release(scores: SliceScores, layout: dict[str, Any], env: Environment, rows
     mask = np.ones(int(keep.sum()), bool)
     truncation = truncation_for(env, source)
     if truncation is not None and rows.attributes is not None:
-        import pyarrow as pa
-
         key = rows.attributes.filter(pa.array(keep)).select([truncation.key])
         mask = truncation.keep(key.combine_chunks().to_batches()[0]) if key.num_rows else mask
     families = scores.families[1:]
@@ -238,8 +236,6 @@ def _stored(release: Any) -> dict | None:
 
 
 def _remember(release: Any, data: dict) -> None:
-    from buildenv.core.atomic import atomic_write_text
-
     path = _store(release)
     if path is not None:
         atomic_write_text(path, json.dumps(data, sort_keys=True))

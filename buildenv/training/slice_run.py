@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from buildenv.env.spec import Environment
+from buildenv.labels.coverage import class_counts, shortfalls
 from buildenv.training.scoring import labelled
+from buildenv.training.slice_dp import private_view
 from buildenv.training.slice_scores import SliceScores, score_slices
 from buildenv.training.slice_view import exact_view
 from buildenv.training.slicing import MissingColumn
@@ -53,8 +55,6 @@ def evaluate_slices(env: Environment, rows: Any, outputs: Any, restricted: bool,
     if coverage is not None and coverage.per_slice:
         problems += _slice_coverage(env, scores, np.asarray(rows.labels)[keep], restricted)
     if private:
-        from buildenv.training.slice_dp import private_view
-
         view, notes = private_view(scores, outputs, env, rows, keep, release)
         problems += notes
     else:
@@ -68,8 +68,6 @@ def evaluate_slices(env: Environment, rows: Any, outputs: Any, restricted: bool,
 def _slice_coverage(env: Environment, scores: SliceScores, labels: np.ndarray,
                     restricted: bool) -> list[dict]:
     """`label.coverage` in every slice with at least its `min_rows` rows."""
-    from buildenv.labels.coverage import class_counts, shortfalls
-
     out = []
     for family, code, index in scores.positions()[1:]:
         rows = int(scores.rows[index])
