@@ -20,7 +20,7 @@ from buildenv.env.resolve import Resolved
 from buildenv.env.spec import op_allowed
 from buildenv.toolchain.toolchain import Toolchain
 
-__all__ = ["check_toolchain", "verify_model"]
+__all__ = ["check_toolchain", "located", "verify_model"]
 
 
 def _serving_envs(all_resolved: dict[str, Resolved], column: str) -> list[str]:
@@ -90,7 +90,7 @@ def verify_model(res: Resolved, result: dict, all_resolved: dict[str, Resolved],
                        "use an allowed class, or add it to serving.ops if production runs it")))
         problems.extend(_requirements(res, result.get("libraries", {})))
     for item in result.get("diagnostics", []):
-        d = Diagnostic.from_json(item)
+        d = located(res, item)
         if d.path is None:
             pos = res.where("serving")
             d = Diagnostic(d.code, d.message, pos.path if pos else None,
@@ -112,6 +112,17 @@ def check_toolchain(res: Resolved, toolchain: Toolchain, training: str) -> list[
         out.append(d.with_hint(f"asked for by '{why.text}' ({why.where()})") if why and
                    why.origin != "serving.requirements" else d)
     return out
+
+
+def located(res: Resolved, found: dict) -> Diagnostic:
+    """A diagnostic of the training process; one about a key of the environment (it names
+    the key's path, `yaml_path`) is placed at that key's line."""
+    plain = Diagnostic.from_json(found)
+    path = found.get("yaml_path")
+    if not path or plain.path:
+        return plain
+    return res.diag(plain.code, plain.message, *path, hints=plain.hints,
+                    severity=plain.severity)
 
 
 def _requirements(res: Resolved, libraries: dict[str, str]) -> list[Diagnostic]:
