@@ -422,7 +422,7 @@ def test_the_runners_pins_are_buildenvs_own():
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    from buildenv.toolchain.pins import STACKS
+    from buildenv.toolchain.pins import PRIVATE_RELEASE, STACKS
 
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     declared = [*project["dependencies"], *(r for extra in project["optional-dependencies"]
@@ -431,7 +431,7 @@ def test_the_runners_pins_are_buildenvs_own():
     for text in declared:
         req = Requirement(text)
         pinned.setdefault(canonicalize_name(req.name), set()).add(str(req.specifier))
-    for name, version in {**RUNNER, **STACKS["onnx"]}.items():
+    for name, version in {**RUNNER, **STACKS["onnx"], **PRIVATE_RELEASE}.items():
         assert pinned[canonicalize_name(name)] == {f"=={version}"}, name
 
 

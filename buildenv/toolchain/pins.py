@@ -12,7 +12,7 @@ asks for another version of the same distribution: then its requirement wins.
 
 from __future__ import annotations
 
-__all__ = ["RUNNER", "SERVING_APP", "STACKS"]
+__all__ = ["PRIVATE_RELEASE", "RUNNER", "SERVING_APP", "STACKS"]
 
 RUNNER: dict[str, str] = {
     "pydantic": "2.14.4",
@@ -30,6 +30,11 @@ STACKS: dict[str, dict[str, str]] = {
     "sklearn": {},
     "onnx": {"skl2onnx": "1.20.0", "onnx": "1.23.2", "onnxruntime": "1.32.0"},
 }
+
+# What an environment with `privacy.release: dp` adds: the training releases its evaluation's
+# slice figures with OpenDP's counting and noise (buildenv/training/slice_dp.py), inside the
+# training process; without it the figures would be withheld (BE516).
+PRIVATE_RELEASE: dict[str, str] = {"opendp": "0.16.0"}
 
 # What the serving app (buildenv/serving/serve.py) needs beside `serving.requirements`: the
 # model is a cloudpickled pipeline fed pandas DataFrames. Their versions come from the lock

@@ -18,7 +18,7 @@ from packaging.utils import canonicalize_name
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
-from buildenv.toolchain.pins import RUNNER, STACKS
+from buildenv.toolchain.pins import PRIVATE_RELEASE, RUNNER, STACKS
 
 __all__ = ["RUNNER_ORIGIN", "Wanted", "parse_requirement", "training_requirements"]
 
@@ -66,8 +66,9 @@ def training_requirements(project: Project, training: str, config: TrainingConfi
         raise DiagnosticError(problems, 2)
     named = {w.name for w in out}
     stack = res.env.serving.stack if res.env.serving is not None else "sklearn"
+    private = PRIVATE_RELEASE if res.env.privacy.release == "dp" else {}
     for origin, pins in ((f"the {stack} serving stack", STACKS.get(stack, {})),
-                         (RUNNER_ORIGIN, RUNNER)):
+                         ("privacy.release: dp", private), (RUNNER_ORIGIN, RUNNER)):
         for name, version in pins.items():
             key = canonicalize_name(name)
             if key not in named:
