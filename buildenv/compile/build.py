@@ -22,6 +22,7 @@ from pathlib import Path
 from buildenv import __version__
 from buildenv.compile.artifact import (
     LINEAGE_FILE,
+    UNHASHED,
     finalize_mlmodel,
     read_lineage,
     write_lineage,
@@ -42,7 +43,7 @@ from buildenv.compile.check import check_training
 from buildenv.compile.integrity import sign_artifact
 from buildenv.compile.launch import run_training
 from buildenv.compile.outputs import check_out_dir, pair_mutex, scratch
-from buildenv.compile.verify import verify_model
+from buildenv.compile.verify import artifact_mib, verify_limits, verify_model
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.canonical import digest_json
@@ -53,7 +54,8 @@ from buildenv.env.resolve import Multiverse, Resolved
 
 __all__ = ["PHASES", "BuildOptions", "BuildOutcome", "build_pair", "phase_timings"]
 
-PHASES = ("check", "validate", "train", "importance", "verify", "onnx", "save", "register")
+PHASES = ("check", "validate", "precheck", "train", "importance", "verify", "onnx", "parity",
+          "save", "register")
 
 
 @dataclass
@@ -121,12 +123,13 @@ def build_pair(project: Project, multiverse: Multiverse, training: str, env_name
 
 def phase_timings(own: dict[str, float], runner: dict[str, float]) -> dict[str, float]:
     """Seconds per phase, in `PHASES` order. `own` are the phases this process timed;
-    `runner` those the training process reports. Its importance, onnx and save come out of
-    the `train` span, which keeps the process start and imports along with `train()`."""
+    `runner` those the training process reports. Its precheck, importance, onnx, parity and
+    save come out of the `train` span, which keeps the process start and imports along with `train()`."""
     merged = dict(own)
     span = merged.get("train")
     if span is not None:
-        inner = {k: float(runner[k]) for k in ("importance", "onnx", "save") if k in runner}
+        inner = {k: float(runner[k]) for k in ("precheck", "importance", "onnx", "parity", "save")
+                 if k in runner}
         merged["train"] = max(0.0, span - sum(inner.values()))
         for name, seconds in inner.items():
             merged[name] = merged.get(name, 0.0) + seconds
@@ -197,7 +200,8 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         model_dir = tmp / "model"
         progress.phase("train")
         result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
-                              digests, label_pins, lock.manifests())
+                              digests, label_pins, lock.manifests(),
+                              {name: d.rows for name, d in lock.datasets.items()})
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
             found = [Diagnostic.from_json(d) for d in result.get("diagnostics", [])]
@@ -209,6 +213,13 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         progress.phase("verify")
         all_resolved = all_resolved if all_resolved is not None else multiverse.resolve_all()[0]
         found = verify_model(res, result, all_resolved, config.module_path)
+        if (result.get("precheck") or {}).get("status") == "refused" and not any(
+                p.is_error for p in found):  # the two judges share their rules: a bug
+            found.append(Diagnostic("BE305", "the pre-check refused the model, but "
+                                    "verification found nothing to refuse",
+                                    config.module_path,
+                                    hints=("set precheck = false for this training and "
+                                           "report it",)))
         outcome.diagnostics = problems + found
         if any(p.is_error for p in found):
             remember_failure(project, hexkey, found, options.use_cache,
@@ -220,7 +231,13 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
             os.replace(item, tmp / item.name)
         model_dir.rmdir()
         finalize_mlmodel(tmp, key)
+        over = verify_limits(res, tmp, UNHASHED)
+        if over:
+            outcome.diagnostics = problems + over
+            remember_failure(project, hexkey, over, options.use_cache)
+            raise _Abort()
         lineage = _lineage(training, env_name, config, res, lock, result, parts, files, key)
+        lineage["model_mib"] = round(artifact_mib(tmp, UNHASHED), 6)
         write_lineage(tmp, lineage)
         sign_artifact(project, tmp)  # buildenv.sig, when a signing key is configured
         outcome.lineage = read_lineage(tmp)
@@ -295,9 +312,17 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
         "inputs": result.get("inputs"),
         "ops": result.get("ops", []),
         "model_class": result.get("model_class"),
+        "family": result.get("family"),
+        "format": result.get("format"),
+        "task": result.get("task"),
+        "classes": result.get("classes"),
+        "code_modules": result.get("code_modules", []),
         "importance": result.get("importance"),
         "evaluation": result.get("evaluation"),
         "onnx": result.get("onnx"),
+        "parity": result.get("parity"),
+        "precheck": result.get("precheck"),
+        **({"latency": result["latency"]} if result.get("latency") else {}),
         "serving": res.env.serving.model_dump(mode="json") if res.env.serving else None,
         "label": label,
         "cache_key": key,
