@@ -1,8 +1,9 @@
-"""Commands that compile trainings: check, build."""
+"""Commands that compile trainings: check, build, register, ops."""
 
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -158,3 +159,28 @@ def register_cmd(artifact: Path = typer.Argument(..., help="A built artifact dir
     if fmt is Format.text:
         print(f"{training} @ {env}: {state} {training} v{registered['version']}")
     finish(notes, fmt)
+
+
+class OpsFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@app.command("ops")
+@command
+def ops_cmd(target: str = typer.Argument(..., help="An artifact directory (dist/<training>/"
+                                         "<env>) or an environment name."),
+            config: bool = typer.Option(False, "--config", help="An artifact's operators in "
+                                        "onnxruntime's reduced-build configuration format "
+                                        "(an environment's are always printed so)."),
+            root: Optional[Path] = RootOpt,
+            fmt: OpsFormat = typer.Option(OpsFormat.text, "--format", help="text or json")
+            ) -> None:
+    """The ONNX operators an artifact runs, or that an environment's runtime must have."""
+    from buildenv.compile.ops_report import ops_report
+
+    report = ops_report(open_project(root), target)
+    if fmt is OpsFormat.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.text(config))

@@ -359,13 +359,17 @@ CODES: dict[str, Code] = {
     "BE750": Code("no artifact to package", "`buildenv image` packages dist/<training>/<env>/; "
                   "build it first."),
     "BE751": Code("serving requirement not vendorable", "The image vendors the serving runtime "
-                  "(serving.requirements, pandas, cloudpickle and their dependencies) from the "
+                  "(serving.requirements and what the model's format needs: numpy for ONNX, "
+                  "pandas and skops for skops files, pandas and cloudpickle for pickles, with "
+                  "their dependencies) from the "
                   "Python environment running buildenv. A package is missing there, its "
                   "installed version does not satisfy the requirement, or it has no RECORD "
                   "file list."),
-    "BE752": Code("not servable by the image", "`buildenv image` serves scikit-learn models "
-                  "whose inputs are served columns of the environment; this artifact is for "
-                  "another stack, or its inputs are unknown or not served."),
+    "BE752": Code("not servable by the image", "`buildenv image` serves a model on the "
+                  "environment's serving stack (scikit-learn models for `sklearn`, an ONNX graph "
+                  "with onnxruntime for `onnx`) whose inputs are served columns of the "
+                  "environment; the environment declares no serving stack, the artifact was "
+                  "built for the other stack, or its inputs are unknown or not served."),
     "BE753": Code("no Docker daemon", "`--docker` was asked for, but no daemon answered at "
                   "DOCKER_HOST (or the default socket). `--oci FILE` builds an image archive "
                   "without a daemon."),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["DEFAULT_DOMAIN", "Inventory", "InventoryError", "Operator", "domain_operators",
-           "inventory", "read_inventory", "reduced_build_config"]
+           "inventory", "ml_opset", "read_inventory", "reduced_build_config"]
 
 DEFAULT_DOMAIN = "ai.onnx"
 
@@ -130,6 +130,15 @@ def read_inventory(path: Path) -> Inventory:
     if not model.graph.node and not model.opset_import:
         raise InventoryError(f"{path.name} is not a readable ONNX model (no graph)")
     return inventory(model)
+
+
+def ml_opset(opset: int) -> int:
+    """The `ai.onnx.ml` opset released with default-domain `opset` (onnx's version table), at
+    most 3: the converters emit TreeEnsembleClassifier/Regressor, deprecated from ml 5."""
+    from onnx.helper import VERSION_TABLE
+
+    paired = [row[3] for row in VERSION_TABLE if row[2] <= opset]
+    return max(1, min(3, max(paired) if paired else 1))
 
 
 def domain_operators(domain: str, opset: int) -> list[str]:

@@ -30,8 +30,9 @@ from buildenv.training.introspect import (
     walk,
     walk_ops,
 )
+from buildenv.training.onnx_inventory import ml_opset
 
-__all__ = ["SklearnFamily", "ml_opset"]
+__all__ = ["SklearnFamily"]
 
 
 class SklearnFamily(Family):
@@ -137,15 +138,6 @@ def _classes(raw: list, declared: list | None) -> tuple[list, bool]:
             isinstance(c, int) and not isinstance(c, bool) for c in declared):
         return list(declared[:len(plain)]), True
     return plain, False
-
-
-def ml_opset(opset: int) -> int:
-    """The `ai.onnx.ml` opset released with default-domain `opset` (onnx's version table), at
-    most 3: the converters emit TreeEnsembleClassifier/Regressor, deprecated from ml 5."""
-    from onnx.helper import VERSION_TABLE
-
-    paired = [row[3] for row in VERSION_TABLE if row[2] <= opset]
-    return max(1, min(3, max(paired) if paired else 1))
 
 
 _REGISTERED = False
