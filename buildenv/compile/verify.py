@@ -92,10 +92,12 @@ def verify_model(res: Resolved, result: dict, all_resolved: dict[str, Resolved],
                        "drop it from the model's inputs, or build for an environment that "
                        "serves it")))
         else:
+            named = ("the ONNX graph's inputs are the model's input columns: name each like "
+                     "the column it takes",) if result.get("family") == "onnx" else ()
             problems.append(Diagnostic(
                 "BE402", f"model input '{column}' is not declared by any dataset of environment "
                 f"{env.name}", training_file,
-                hints=(*read_at, _envs_hint("it is served", elsewhere))))
+                hints=(*read_at, *named, _envs_hint("it is served", elsewhere))))
     if label_as_input(env, inputs):
         problems.append(res.diag("BE403", f"the label column '{env.label.column}' is a model "
                                  "input", "label", "column",

@@ -76,7 +76,10 @@ def run(ctx: Any, env: Any, train: Any, request: dict) -> dict:
     ops = family.ops()
     if not refused(env, family.inputs, family.kind, ops, inventory):
         return {"summary": {"status": "passed", "rows": SAMPLE_ROWS}}
-    result = {"ok": True, "diagnostics": [], "precheck": {"status": "refused",
+    problems = [{"code": p.code, "message": p.message, "path": request["module_path"],
+                 "line": None, "col": None, "severity": p.severity, "hints": list(p.hints)}
+                for p in family.problems]
+    result = {"ok": True, "diagnostics": problems, "precheck": {"status": "refused",
                                                           "rows": SAMPLE_ROWS},
               "inputs": family.inputs, "ops": ops, "family": family.kind,
               "model_class": family.model_class, "read_sites": dict(ctx.read_sites),

@@ -95,20 +95,16 @@ _PRELOAD: list[Any] = []  # the thread importing what saving needs
 
 
 def _preload(env: Any) -> None:
-    """Import what saving needs while the user's training runs: MLflow (and skops for the
-    sklearn stack, without torch) are seconds of mostly-Python imports that overlap well with
-    numeric code. `_preloaded` waits for it: two threads importing one package's cycle of
-    modules at once can see it half-initialised."""
+    """Import MLflow while the user's training runs: it is needed only to save the model, and
+    its import is seconds of mostly-Python work that overlaps well with numeric code.
+    `_preloaded` waits for it before anything else imports MLflow: two threads importing one
+    package's cycle of modules at once can see it half-initialised. (skops is not preloaded:
+    building its table of safe types imports every scikit-learn module, which the training
+    imports too.)"""
     import threading
-
-    stack = env.serving.stack if env.serving is not None else "sklearn"
 
     def work() -> None:
         try:
-            if stack == "sklearn":
-                from buildenv.core.model_runtime import import_skops
-
-                import_skops()
             import mlflow.sklearn  # noqa: F401
         except Exception:
             pass
@@ -286,7 +282,7 @@ def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: 
 
     def failed(exc: FamilyError) -> _Failed:
         p = exc.problem
-        result["diagnostics"].append(_diag(p.code, p.message, None, None, p.hints))
+        result["diagnostics"].append(_diag(p.code, p.message, module_path, None, p.hints))
         result["ok"] = False
         return _Failed(result)
 

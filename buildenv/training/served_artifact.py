@@ -76,10 +76,14 @@ def save_served(family: Family, env: Environment, out: Path, signature: Any,
 
     if fmt == "pickle":
         saved.descriptor = descriptor(family, "pickle", "model.pkl", family.encoded_labels)
-        mlflow.sklearn.save_model(family.model, str(out), signature=signature,
-                                  pip_requirements=requirements,
-                                  serialization_format="cloudpickle",
-                                  metadata={"buildenv": saved.descriptor})
+        try:
+            mlflow.sklearn.save_model(family.model, str(out), signature=signature,
+                                      pip_requirements=requirements,
+                                      serialization_format="cloudpickle",
+                                      metadata={"buildenv": saved.descriptor})
+        except Exception as exc:
+            raise FamilyError("BE417", f"cloudpickle cannot save {family.model_class} either: "
+                              f"{type(exc).__name__}: {str(exc).strip()[:200]}") from None
         return saved
     from buildenv.training.skops_format import dumps, refused_types, untrusted_in
 
