@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, invoke_cli
+from conftest import REPO_ROOT
 from familyrepo import make_family_repo
 from services import free_port, stop
 
@@ -196,7 +196,7 @@ def test_precheck_refuses_a_training_only_input_before_the_full_fit(repo):
     code, _, err = build(repo, "secret-slow", "sk")  # the full fit would sleep 600 s
     assert code == 1 and time.monotonic() - started < 110
     source = (repo / "train/secret_slow.py").read_text().splitlines()
-    line = next(i for i, t in enumerate(source, 1) if "ctx.read(" in t)
+    line = next(i for i, t in enumerate(source, 1) if '"secret", "y"' in t)
     assert "error[BE401]: model input 'secret' is training-only in environment sk" in err
     assert f"hint: the training reads it at train/secret_slow.py:{line}, and the model takes " \
         "it as an input" in err
@@ -333,8 +333,8 @@ def test_validate_inputs_warn_predicts_and_counts(repo):
     assert build(repo, "mlp", "ox-warn")[0] == 0
     proc, port, log = _serve(repo, "mlp", "ox-warn")
     try:
-        status, body = _post(port, [{**ROW, "n1": 500, "cat": "zzz"}])
-        assert status == 200 and body["predictions"][0] in (True, False), body
+        status, body = _post(port, [{**ROW, "n1": 500, "x1": 99.0, "cat": "zzz"}])
+        assert status == 200 and body["predictions"][0] in (True, False), body  # cat: unread
         status, body = _post(port, [{**ROW, "n1": "many"}])
         assert (status, body["column"]) == (400, "n1")  # a wrong type is never predicted
     finally:

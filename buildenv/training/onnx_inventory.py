@@ -6,12 +6,18 @@ subgraphs) and of model-local functions (a call to a local function is not an op
 runtime: its body is). Operators are named `domain:op_type` with the default domain written
 `ai.onnx`, which is how `serving.ops` globs match them and how onnxruntime's reduced-build
 configuration names domains. Each operator carries the model's opset for its domain, its node
-count, and the first node using it (with the subgraph it sits in). Reading a file parses the
-graph only: external tensor data is not loaded.
+count, and the first node using it (with the subgraph it sits in).
+
+Reading a file parses only what the inventory needs: a wire-compatible subset of onnx's
+schema (`_lite_model`: nodes' names, types and domains, graph-valued attributes, opset
+imports, functions) leaves weights and the large attribute arrays of tree ensembles unparsed
+(protobuf skips fields a schema does not name), which makes it several times faster than
+`onnx.load` on a 50 MB tree ensemble. External tensor data is never read.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,9 +88,7 @@ def _domain(name: str) -> str:
 
 
 def inventory(model: Any) -> Inventory:
-    """The inventory of an `onnx.ModelProto`."""
-    import onnx
-
+    """The inventory of an `onnx.ModelProto` (or of its lite form, `_lite_model`)."""
     opsets = {_domain(o.domain): int(o.version) for o in model.opset_import}
     functions = {(_domain(f.domain), f.name): f for f in model.functions}
     counts: dict[tuple[str, str], list] = {}  # -> [opset, nodes, first node]
@@ -105,11 +109,10 @@ def inventory(model: Any) -> Inventory:
                 entry = counts.setdefault(key, [imports.get(key[0]), 0, label])
                 entry[1] += 1
             for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
+                if attr.HasField("g"):
                     visit(attr.g.node, f"{label}.{attr.name} > ", imports)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for i, sub in enumerate(attr.graphs):
-                        visit(sub.node, f"{label}.{attr.name}[{i}] > ", imports)
+                for i, sub in enumerate(attr.graphs):
+                    visit(sub.node, f"{label}.{attr.name}[{i}] > ", imports)
 
     visit(model.graph.node, "", opsets)
     operators = tuple(Operator(d, t, opset, n, first)
@@ -118,18 +121,55 @@ def inventory(model: Any) -> Inventory:
 
 
 def read_inventory(path: Path) -> Inventory:
-    """The inventory of an ONNX file (its tensors' external data is not read)."""
-    import onnx
+    """The inventory of an ONNX file, parsing only what it needs."""
     from google.protobuf.message import DecodeError
 
+    model = _lite_model()()
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model.ParseFromString(path.read_bytes())
     except (DecodeError, ValueError, OSError, RuntimeError) as exc:
         raise InventoryError(f"{path.name} is not a readable ONNX model "
                              f"({type(exc).__name__})") from None
-    if not model.graph.node and not model.opset_import:
-        raise InventoryError(f"{path.name} is not a readable ONNX model (no graph)")
+    if not model.graph.node or not model.opset_import or not model.ir_version:
+        raise InventoryError(f"{path.name} is not a readable ONNX model (no graph, opset or "
+                             "IR version)")
     return inventory(model)
+
+
+@functools.cache
+def _lite_model() -> Any:
+    """A message class reading ONNX's ModelProto wire format, with only the fields an
+    inventory needs (numbers as in onnx.proto; every other field is skipped unparsed)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    field = descriptor_pb2.FieldDescriptorProto
+    one, many = field.LABEL_OPTIONAL, field.LABEL_REPEATED
+    text, number, nested = field.TYPE_STRING, field.TYPE_INT64, field.TYPE_MESSAGE
+    schema = {  # message -> (field, number, type, label, message type)
+        "Opset": [("domain", 1, text, one, ""), ("version", 2, number, one, "")],
+        "Attribute": [("name", 1, text, one, ""), ("g", 6, nested, one, "Graph"),
+                      ("graphs", 11, nested, many, "Graph")],
+        "Node": [("name", 3, text, one, ""), ("op_type", 4, text, one, ""),
+                 ("domain", 7, text, one, ""), ("attribute", 5, nested, many, "Attribute")],
+        "Graph": [("node", 1, nested, many, "Node")],
+        "Function": [("name", 1, text, one, ""), ("node", 7, nested, many, "Node"),
+                     ("opset_import", 9, nested, many, "Opset"), ("domain", 10, text, one, "")],
+        "Model": [("ir_version", 1, number, one, ""), ("opset_import", 8, nested, many, "Opset"),
+                  ("graph", 7, nested, one, "Graph"), ("functions", 25, nested, many,
+                                                       "Function")],
+    }
+    package = "buildenv_onnx_inventory"
+    proto = descriptor_pb2.FileDescriptorProto(name=f"{package}.proto", package=package,
+                                               syntax="proto2")
+    for name, fields in schema.items():
+        message = proto.message_type.add(name=name)
+        for fname, num, kind, label, target in fields:
+            entry = message.field.add(name=fname, number=num, type=kind, label=label)
+            if target:
+                entry.type_name = f".{package}.{target}"
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.Model"))
 
 
 def ml_opset(opset: int) -> int:

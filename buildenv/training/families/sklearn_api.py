@@ -98,9 +98,20 @@ class SklearnFamily(Family):
             raise FamilyError("BE409", "cannot convert to ONNX: the model's input columns are "
                               "unknown")
         _register_converters()
-        tensor = {"string": StringTensorType, "int64": Int64TensorType, "float": FloatTensorType}
-        initial = [(name, tensor[types[name]]([None, 1])) for name in self.inputs]
         model = _without_booster_names(self.model)
+        by_column = _takes_columns(model)
+        if by_column:
+            tensor = {"string": StringTensorType, "int64": Int64TensorType,
+                      "float": FloatTensorType}
+            initial = [(name, tensor[types[name]]([None, 1])) for name in self.inputs]
+        else:  # the estimator takes one matrix: convert it so, then feed it column by column
+            text = [name for name in self.inputs if types[name] == "string"]
+            if text:
+                raise FamilyError("BE405", f"cannot convert {self.model_class} to ONNX: it "
+                                  f"reads string column(s) {', '.join(text)} without a "
+                                  "ColumnTransformer to encode them",
+                                  ("encode them in a Pipeline(ColumnTransformer(...), ...)",))
+            initial = [(_MATRIX, FloatTensorType([None, len(self.inputs)]))]
         options = {id(model): {"zipmap": False}} if self.has_proba else None
         try:
             graph = convert_sklearn(model, name="model", initial_types=initial,
@@ -113,6 +124,8 @@ class SklearnFamily(Family):
                 "BE405", f"cannot convert {self.model_class} to ONNX opset {opset}: {first}",
                 ("use steps the converters (skl2onnx, onnxmltools) can represent, or serve "
                  "with stack: sklearn",)) from None
+        if not by_column:
+            _columns_to_matrix(graph, self.inputs)
         imports = sorted((i.domain, i.version) for i in graph.opset_import)
         del graph.opset_import[:]
         for domain, version in imports:
@@ -138,6 +151,34 @@ def _classes(raw: list, declared: list | None) -> tuple[list, bool]:
             isinstance(c, int) and not isinstance(c, bool) for c in declared):
         return list(declared[:len(plain)]), True
     return plain, False
+
+
+_MATRIX = "buildenv_matrix"  # the single input of an estimator fed a matrix
+
+
+def _takes_columns(model: Any) -> bool:
+    """Whether the model's first step routes named columns (a ColumnTransformer): then
+    skl2onnx converts it with one input per column. Anything else takes one matrix."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    while isinstance(model, Pipeline) and model.steps:
+        model = model.steps[0][1]
+    return isinstance(model, ColumnTransformer)
+
+
+def _columns_to_matrix(graph: Any, columns: list[str]) -> None:
+    """Give a graph converted with one matrix input one `[rows, 1]` float input per column,
+    concatenated in order into that matrix: every buildenv graph takes columns."""
+    from onnx import TensorProto, helper
+
+    del graph.graph.input[:]
+    graph.graph.input.extend(helper.make_tensor_value_info(c, TensorProto.FLOAT, [None, 1])
+                             for c in columns)
+    nodes = list(graph.graph.node)
+    del graph.graph.node[:]
+    graph.graph.node.extend([helper.make_node("Concat", list(columns), [_MATRIX], axis=1,
+                                              name="columns"), *nodes])
 
 
 _REGISTERED = False
