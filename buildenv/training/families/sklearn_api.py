@@ -199,8 +199,11 @@ def _register_converters() -> None:
 
     options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
     if "xgboost" in sys.modules:
-        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
-        from xgboost import XGBClassifier, XGBRegressor
+        # models extra: in a training's runtime only when it uses XGBoost (BUILD's overrides)
+        from onnxmltools.convert.xgboost.operator_converters.XGBoost import (  # pants: no-infer-dep
+            convert_xgboost,
+        )
+        from xgboost import XGBClassifier, XGBRegressor  # pants: no-infer-dep
 
         update_registered_converter(XGBClassifier, "XGBoostXGBClassifier",
                                     calculate_linear_classifier_output_shapes, convert_xgboost,
@@ -208,8 +211,10 @@ def _register_converters() -> None:
         update_registered_converter(XGBRegressor, "XGBoostXGBRegressor",
                                     calculate_linear_regressor_output_shapes, convert_xgboost)
     if "lightgbm" in sys.modules:
-        from lightgbm import LGBMClassifier, LGBMRegressor
-        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+        from lightgbm import LGBMClassifier, LGBMRegressor  # pants: no-infer-dep
+        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import (  # pants: no-infer-dep
+            convert_lightgbm,
+        )
 
         update_registered_converter(LGBMClassifier, "LightGbmLGBMClassifier",
                                     calculate_linear_classifier_output_shapes, convert_lightgbm,

@@ -7,6 +7,9 @@ without gradients, in eval mode. Conversion wraps it so that the ONNX graph take
 exporter is torch's own (`torch.onnx.export`, the dynamo path); the metadata it records (source
 paths, stack traces, Python class names) is removed, so the bytes do not depend on where the
 repository or the virtual environment lives.
+
+Imported only for a returned TorchModel, so torch is already loaded. Under Pants, torch is in a
+training's runtime only when the training imports it (BUILD's overrides add onnxscript).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-import torch  # this module is imported only for a returned TorchModel: torch is loaded
+import torch  # pants: no-infer-dep (the models extra: see the module docstring)
 
 from buildenv.env.spec import Environment
 from buildenv.training.families.base import (

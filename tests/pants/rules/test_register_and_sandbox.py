@@ -100,3 +100,12 @@ def test_sandbox_pyproject_without_threads_uses_buildenvs_default() -> None:
     config = BuildenvConfig.parse(PYPROJECT.replace("threads = 4\n", ""))
     doc = toml.loads(synthesized_pyproject(config, field_set()))
     assert "threads" not in doc["tool"]["buildenv"]["trainings"]["rec"]
+
+
+def test_sandbox_pyproject_keeps_precheck_false() -> None:
+    config = BuildenvConfig.parse(PYPROJECT + "precheck = false\n")
+    assert config.trainings[0].precheck is False
+    doc = toml.loads(synthesized_pyproject(config, field_set()))
+    assert doc["tool"]["buildenv"]["trainings"]["rec"]["precheck"] is False
+    doc = toml.loads(synthesized_pyproject(BuildenvConfig.parse(PYPROJECT), field_set()))
+    assert "precheck" not in doc["tool"]["buildenv"]["trainings"]["rec"]
