@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -24,6 +25,9 @@ from buildenv.cli.app import (
     quieted,
 )
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, sort_diagnostics
+
+# Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
+# imports its rooms when it runs, so it pays only for what it uses.
 
 
 @app.command("check")
@@ -106,13 +110,12 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
         if outcome.status == "failed":
             raise typer.Exit(outcome.exit_code)
         return
-    if fmt is Format.text:
-        if outcome.status != "failed":
-            where = project.rel(outcome.artifact) if outcome.artifact else "?"
-            why = f" ({outcome.reason})" if outcome.reason else ""
-            reg = outcome.registered
-            reg_text = f", registered {training} v{reg['version']}" if reg else ""
-            print(f"{training} @ {env}: {outcome.status}{why} -> {where}{reg_text}")
+    if fmt is Format.text and outcome.status != "failed":
+        where = project.rel(outcome.artifact) if outcome.artifact else "?"
+        why = f" ({outcome.reason})" if outcome.reason else ""
+        reg = outcome.registered
+        reg_text = f", registered {training} v{reg['version']}" if reg else ""
+        print(f"{training} @ {env}: {outcome.status}{why} -> {where}{reg_text}")
     if outcome.status == "failed":
         emit(quieted(outcome.diagnostics, fmt, quiet), fmt)
         raise typer.Exit(outcome.exit_code)  # 2 for a configuration error (BE767)
@@ -159,6 +162,38 @@ def register_cmd(artifact: Path = typer.Argument(..., help="A built artifact dir
     if fmt is Format.text:
         print(f"{training} @ {env}: {state} {training} v{registered['version']}")
     finish(notes, fmt)
+
+
+@app.command("card")
+@command
+def card_cmd(training: str = typer.Argument(..., help="Training name."),
+             env: str = typer.Option(..., "--env", help="Environment name."),
+             card_format: str = typer.Option("md", "--format", help="md (for people) or json "
+                                             "(CycloneDX 1.6 ML-BOM)."),
+             champion: bool = typer.Option(False, "--champion", help="The card of "
+                                           "`<env>-champion` from the registry, with the gates "
+                                           "that promoted it (default: dist/<training>/<env>)."),
+             root: Optional[Path] = RootOpt) -> None:
+    """The model card of a built artifact (or of the champion), generated from its lineage."""
+    from buildenv.compile.card import CARD_JSON, CARD_MD
+
+    if card_format not in ("md", "json"):
+        raise DiagnosticError([Diagnostic("BE004", f"--format must be md or json, not "
+                                          f"'{card_format}'")], 2)
+    project = open_project(root)
+    project.training(training)
+    if champion:
+        from buildenv.release.promotion_card import champion_card
+
+        sys.stdout.write(champion_card(project, training, env, card_format))
+        return
+    path = project.root / "dist" / training / env / (CARD_JSON if card_format == "json"
+                                                      else CARD_MD)
+    if not path.is_file():
+        raise DiagnosticError([Diagnostic(
+            "BE515", f"no model card for {training} @ {env} at {project.rel(path)}",
+            hints=(f"run `buildenv build {training} --env {env}` (every build writes one)",))])
+    sys.stdout.write(path.read_text(encoding="utf-8"))
 
 
 class OpsFormat(str, Enum):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from buildenv import __version__
 from buildenv.compile.artifact import (
     LINEAGE_FILE,
     UNHASHED,
+    build_time_iso,
+    card_serial,
     finalize_mlmodel,
     read_lineage,
     write_lineage,
@@ -39,18 +42,22 @@ from buildenv.compile.cache import (
     save_to_cache,
     store,
 )
+from buildenv.compile.card import card_facts, write_card
 from buildenv.compile.check import check_training
 from buildenv.compile.integrity import sign_artifact
 from buildenv.compile.launch import run_training
 from buildenv.compile.outputs import check_out_dir, pair_mutex, scratch
-from buildenv.compile.verify import artifact_mib, verify_limits, verify_model
+from buildenv.compile.registry import ensure_registered
+from buildenv.compile.verify import artifact_mib, located, verify_limits, verify_model
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.data.lock.staleness import check_lock
+from buildenv.data.validate.validate import validate_env
 from buildenv.env.resolve import Multiverse, Resolved
+from buildenv.labels.checks import check_labels
 
 __all__ = ["PHASES", "BuildOptions", "BuildOutcome", "build_pair", "phase_timings"]
 
@@ -90,7 +97,8 @@ class BuildOutcome:
                 "first_error": first.to_text() if first else None,
                 "diagnostics": [d.to_json() for d in self.diagnostics],
                 "registered": self.registered, "seconds": round(self.seconds, 3),
-                "timings": self.timings}
+                "timings": self.timings,
+                "evaluation": (self.lineage or {}).get("evaluation")}
 
 
 def build_pair(project: Project, multiverse: Multiverse, training: str, env_name: str,
@@ -181,16 +189,15 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
             return
     parts_with_files = {**parts, "_files": files}
     outcome.reason = explain_rebuild(previous, parts_with_files)
-    from buildenv.data.validate.validate import (
-        validate_env,  # pyarrow: only when something is to be built
-    )
 
     progress.phase("validate")
     problems += validate_env(res, project, digests, manifests=lock.manifests())
     if res.env.labels and not any(p.is_error for p in problems):
-        from buildenv.labels.checks import check_labels
-
         problems += check_labels(project, multiverse, res, lock, all_resolved)
+    coverage = None
+    if _covered(res) and not any(p.is_error for p in problems):
+        coverage, found = _coverage(project, res, digests, lock, label_pins)
+        problems += found
     outcome.diagnostics = problems
     if any(p.is_error for p in problems):
         return
@@ -200,11 +207,11 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         model_dir = tmp / "model"
         progress.phase("train")
         result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
-                              digests, label_pins, lock.manifests(),
+                              digests, label_pins, lock.manifests(), key,
                               {name: d.rows for name, d in lock.datasets.items()})
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
-            found = [Diagnostic.from_json(d) for d in result.get("diagnostics", [])]
+            found = [located(res, d) for d in result.get("diagnostics", [])]
             outcome.diagnostics = problems + found
             # an OSError or MemoryError in training may not recur: not remembered
             remember_failure(project, hexkey, found, options.use_cache and not result.get(
@@ -237,8 +244,8 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
             remember_failure(project, hexkey, over, options.use_cache)
             raise _Abort()
         lineage = _lineage(training, env_name, config, res, lock, result, parts, files, key)
-        lineage["model_mib"] = round(artifact_mib(tmp, UNHASHED), 6)
-        write_lineage(tmp, lineage)
+        lineage["model_mib"] = round(artifact_mib(tmp, UNHASHED), 6)  # before the card
+        _write_record(tmp, lineage, coverage, config, res, key)
         sign_artifact(project, tmp)  # buildenv.sig, when a signing key is configured
         outcome.lineage = read_lineage(tmp)
         if options.use_cache:
@@ -251,11 +258,40 @@ class _Abort(Exception):
     pass
 
 
+def _write_record(out: Path, lineage: dict, coverage: dict | None, config: TrainingConfig,
+                  res: Resolved, key: str) -> None:
+    """The model card, then the lineage (whose `model_digest` covers the card)."""
+    if coverage is not None:
+        lineage["coverage"] = coverage
+    write_card(out, card_facts(lineage, config, res), card_serial(key), build_time_iso())
+    write_lineage(out, lineage)
+
+
+def _covered(res: Resolved) -> bool:
+    return res.env.label is not None and res.env.label.coverage is not None
+
+
+def _coverage(project: Project, res: Resolved, digests: dict[str, str], lock,
+              label_pins: dict) -> tuple[dict | None, list[Diagnostic]]:
+    """`label.coverage` on the training and evaluation rows: (what the lineage records,
+    problems)."""
+    # label coverage reads the label column (pyarrow): only environments that declare it
+    from buildenv.data.gate.errors import GateError
+    from buildenv.labels.coverage import check, label_counts, summary
+    from buildenv.labels.labelset import LabelError
+
+    try:
+        counted, restricted = label_counts(project, res, digests, lock.manifests(), label_pins)
+    except GateError as exc:
+        return None, [exc.diagnostic]
+    except LabelError as exc:
+        return None, list(exc.diagnostics)
+    return summary(res.env, counted, restricted), check(res, counted, restricted)
+
+
 def _warm_registry() -> None:
     """Import MLflow's client while the training runs (seconds of imports, off the critical
     path). Registration itself still happens only after the artifact is complete."""
-    import threading
-
     def work() -> None:
         try:
             import mlflow.tracking  # noqa: F401
@@ -289,7 +325,7 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
     reads = result.get("reads", {})
     extra = {"labels": _label_lineage(res, lock, result)} if lock.labels else {}
     label = res.env.label.model_dump(mode="json", exclude_none=True) if res.env.label else None
-    if label is not None and res.env.label.labels is None:
+    if label is not None and res.env.label is not None and res.env.label.labels is None:
         label.setdefault("classes", None)  # the form lineage always had for column labels
     return {**extra,
         "training": training,
@@ -337,7 +373,6 @@ def _maybe_register(project: Project, training: str, env_name: str, artifact: Pa
     progress.phase("register")
     task = progress.current()
     so_far = phase_timings(task.timings if task else {}, outcome.timings)  # for the run
-    from buildenv.compile.registry import ensure_registered
 
     outcome.registered, notes = ensure_registered(project, training, env_name, artifact,
                                                   lineage, timings=so_far)

@@ -30,6 +30,9 @@ from buildenv.core.model_runtime import ModelLoadError, ServedModel, load, trust
 from buildenv.core.project import Project
 from buildenv.env.spec import Environment, SklearnServing
 
+# Deferred imports (mlflow, model_signing): mlflow takes seconds to import and only loading a model
+# needs it; model_signing is the optional `signing` extra.
+
 __all__ = ["SIGNING_KEY_ENV", "VERIFY_KEY_ENV", "artifact_digest", "load_verified_model",
            "model_descriptor", "sign_artifact", "signing_key", "verify_artifact", "verify_key",
            "verify_signature"]

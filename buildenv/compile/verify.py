@@ -18,6 +18,9 @@ from __future__ import annotations
 from importlib import metadata
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
 from buildenv.core.diagnostics import Diagnostic, Severity
 from buildenv.env.resolve import Resolved
 from buildenv.env.serving_rules import (
@@ -30,7 +33,7 @@ from buildenv.env.serving_rules import (
 )
 from buildenv.env.spec import OnnxServing, SklearnServing, op_allowed
 
-__all__ = ["artifact_mib", "verify_limits", "verify_model"]
+__all__ = ["artifact_mib", "located", "verify_limits", "verify_model"]
 
 
 def _serving_envs(all_resolved: dict[str, Resolved], column: str) -> list[str]:
@@ -107,7 +110,7 @@ def verify_model(res: Resolved, result: dict, all_resolved: dict[str, Resolved],
         problems.extend(_stack(res, result, all_resolved, training_file))
         problems.extend(_requirements(res, result.get("libraries", {})))
     for item in result.get("diagnostics", []):
-        d = Diagnostic.from_json(item)
+        d = located(res, item)
         if d.path is None:
             pos = res.where("serving", "parity") if d.code == "BE407" else res.where("serving")
             d = Diagnostic(d.code, d.message, pos.path if pos else None,
@@ -189,10 +192,18 @@ def verify_limits(res: Resolved, directory: Path, exclude: tuple[str, ...]) -> l
         hints=("a smaller model (fewer trees, narrower layers)",))]
 
 
-def _requirements(res: Resolved, libraries: dict[str, str]) -> list[Diagnostic]:
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
+def located(res: Resolved, found: dict) -> Diagnostic:
+    """A diagnostic of the training process; one about a key of the environment (it names
+    the key's path, `yaml_path`) is placed at that key's line."""
+    plain = Diagnostic.from_json(found)
+    path = found.get("yaml_path")
+    if not path or plain.path:
+        return plain
+    return res.diag(plain.code, plain.message, *path, hints=plain.hints,
+                    severity=plain.severity)
 
+
+def _requirements(res: Resolved, libraries: dict[str, str]) -> list[Diagnostic]:
     out = []
     serving = res.env.serving
     assert serving is not None

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 
 __all__ = ["Project", "TrainingConfig", "find_root"]
 
@@ -44,6 +44,23 @@ class TrainingConfig(BaseModel):
     """Before the full fit, run the training on a sample of its rows and verify the model's
     inputs and operations, so a refusal comes in seconds (the training function runs twice;
     see docs/training.md)."""
+
+    description: str | None = None
+    """What the model does, for its model card."""
+    intended_use: str | None = None
+    """What the model is for (and what it is not for), for its model card."""
+    limitations: str | None = None
+    """Known limitations, for its model card."""
+    owners: list[str] = []
+    """Who answers for the model, for its model card."""
+
+    def card_text(self) -> dict[str, object]:
+        """The free text of the model card (part of the cache key: the card is in the
+        artifact)."""
+        return {k: v for k, v in (("description", self.description),
+                                  ("intended_use", self.intended_use),
+                                  ("limitations", self.limitations),
+                                  ("owners", list(self.owners))) if v}
 
     @property
     def native_threads(self) -> int:
@@ -144,8 +161,6 @@ class Project:
 
     def training(self, name: str) -> TrainingConfig:
         if name not in self.trainings:
-            from buildenv.core.diagnostics import did_you_mean
-
             hint = did_you_mean(name, self.trainings) or (
                 "declared trainings: " + ", ".join(sorted(self.trainings))
                 if self.trainings else "declare it under [tool.buildenv.trainings.<name>]")

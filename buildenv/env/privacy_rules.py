@@ -4,14 +4,25 @@ parent's policy, and the one way a dataset may stop being restricted (a syntheti
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from buildenv.core.diagnostics import Diagnostic
-
-if TYPE_CHECKING:
-    from buildenv.env.resolve import Resolved
+from buildenv.env.spec import Environment
 
 __all__ = ["privacy_problems"]
+
+
+class Resolved(Protocol):
+    """What these rules need of a resolved environment (`env.resolve.Resolved`, which calls
+    them while it resolves: a protocol keeps the two modules out of a circle)."""
+
+    env: Environment
+
+    @property
+    def name(self) -> str: ...
+
+    def diag(self, code: str, message: str, *path: Any, hints: tuple[str, ...] = (),
+             severity: Any = None) -> Diagnostic: ...
 
 
 def privacy_problems(child: Resolved, parent: Resolved) -> list[Diagnostic]:
@@ -61,6 +72,16 @@ def privacy_problems(child: Resolved, parent: Resolved) -> list[Diagnostic]:
             "a child may shrink the list of actors who see real rows, never widen it",
             "privacy", "peek", "actors",
             hints=("ask for the actor to be added where the parent's policy is written",)))
+    if inherited.release == "dp" and own.release != "dp":
+        problems.append(child.diag(
+            "BE019", f"privacy.release: {parent.name} releases evaluation figures of restricted "
+            "rows with differential privacy; a child may not show them exactly", "privacy",
+            "release", hints=("keep `release: dp`",)))
+    if own.release_epsilon > inherited.release_epsilon:
+        problems.append(child.diag(
+            "BE019", f"privacy.release_epsilon {own.release_epsilon:g} is more than "
+            f"{inherited.release_epsilon:g} in {parent.name}: it may be lowered, not raised",
+            "privacy", "release_epsilon", hints=(f"use {inherited.release_epsilon:g} or less",)))
     for name, unit in inherited.units.items():
         mine_unit = own.units.get(name)
         if name in child.env.datasets and (mine_unit is None or mine_unit.key != unit.key):

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean, sort_diagnostics
 from buildenv.core.project import Project
+from buildenv.env.evaluation_rules import evaluation_problems
 from buildenv.env.loader import KeyPath, Located, Position, load_yaml
 from buildenv.env.privacy_rules import privacy_problems
 from buildenv.env.references import semantic_problems
@@ -38,7 +39,7 @@ class Resolved:
 
     env: Environment
     chain: list[str]  # root first, this environment last
-    raw: dict  # the merged document before validation
+    raw: dict[str, Any]  # the merged document before validation
     origin: dict[KeyPath, Position] = field(repr=False)
 
     @property
@@ -153,7 +154,7 @@ class Multiverse:
             return self._resolved[name]
         self.require(name)
         chain = self.chain(name)
-        merged: dict = {}
+        merged: dict[str, Any] = {}
         origin: dict[KeyPath, Position] = {}
         for link in chain:
             located = self._load(link)
@@ -178,6 +179,9 @@ class Multiverse:
             raise DiagnosticError(problems, 2)
         assert env is not None
         resolved = Resolved(env=env, chain=chain, raw=merged, origin=origin)
+        evaluation = evaluation_problems(resolved)
+        if evaluation:
+            raise DiagnosticError(problems + evaluation, 2)
         if env.extends is not None:
             loosened = privacy_problems(resolved, self.resolve(env.extends))
             if loosened:
@@ -233,7 +237,7 @@ class Multiverse:
         return problems
 
 
-def _overlay(target: dict, source: dict, prefix: KeyPath, located: Located,
+def _overlay(target: dict[str, Any], source: dict[str, Any], prefix: KeyPath, located: Located,
              origin: dict[KeyPath, Position]) -> None:
     for key, value in source.items():
         path = prefix + (key,)
@@ -257,7 +261,7 @@ def _overlay(target: dict, source: dict, prefix: KeyPath, located: Located,
                 origin[sub] = pos
 
 
-def _label_form(label: dict) -> str | None:
+def _label_form(label: dict[str, Any]) -> str | None:
     """`label` takes a column or a label set: a child that switches form replaces the whole
     inherited label instead of merging into it."""
     if "labels" in label:
@@ -274,7 +278,7 @@ def _forget(origin: dict[KeyPath, Position], path: KeyPath) -> None:
 
 # --- canonical form ---------------------------------------------------------------------
 
-def canonical_environment(env: Environment) -> dict:
+def canonical_environment(env: Environment) -> dict[str, Any]:
     """The resolved environment without cosmetic fields: what its digest covers.
 
     Values equal to their defaults are left out (writing `nullable: true` or omitting it is the

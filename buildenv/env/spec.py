@@ -14,6 +14,7 @@ newer than it knows (BE013).
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import fnmatch
 import functools
@@ -22,7 +23,6 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
@@ -31,14 +31,31 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-__all__ = ["CURRENT_SCHEMA", "Column", "Dataset", "Dtype", "Environment", "Label", "LabelSet",
-           "Limits", "Monitoring", "OnnxServing", "Parity", "PeekPolicy", "Privacy", "PrivacyUnit",
-           "Promotion", "Reuse", "SklearnServing", "Synthetic", "SyntheticSource", "Taxonomy",
+from buildenv.env.evaluation_spec import (
+    Coverage,
+    CoverageRule,
+    Evaluation,
+    Promotion,
+    Slice,
+    SliceGates,
+    class_key,
+)
+from buildenv.env.spec_base import Scalar, Strict
+from buildenv.env.uris import names_directory
+
+# Deferred imports (pyarrow): only an environment that declares a `pattern` needs RE2 to check it;
+# `show`, `diff` and `schema` stay light.
+
+__all__ = ["CURRENT_SCHEMA", "Column", "Coverage", "CoverageRule", "Dataset", "Dtype",
+           "Environment", "Evaluation", "Label", "LabelSet", "Limits", "Monitoring",
+           "OnnxServing", "Parity", "PeekPolicy", "Privacy", "PrivacyUnit", "Promotion", "Reuse",
+           "Slice", "SliceGates", "SklearnServing", "Synthetic", "SyntheticSource", "Taxonomy",
+           "class_key",
            "json_schema", "op_allowed"]
 
 CURRENT_SCHEMA = 1
 #: dict -> dict upgrades from an older schema version to the next one.
-SCHEMA_UPGRADES: dict[int, Callable[[dict], dict]] = {}
+SCHEMA_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 Dtype = Literal[
     "int8", "int16", "int32", "int64", "float32", "float64", "bool", "string", "date", "timestamp"
@@ -46,13 +63,6 @@ Dtype = Literal[
 INTEGER_DTYPES = ("int8", "int16", "int32", "int64")
 NUMERIC_DTYPES = INTEGER_DTYPES + ("float32", "float64")
 TEMPORAL_DTYPES = ("date", "timestamp")
-Scalar = Union[bool, int, float, str]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-
 class Column(Strict):
     """One column of a dataset: its type, allowed values, and whether serving has it."""
 
@@ -124,7 +134,26 @@ ADDED_COLUMN_KEYS: dict[str, Any] = {"max_violation_fraction": None, "unique": F
                                      "pattern": None, "length": None, "monitor": True}
 
 
-def omit_added_defaults(column: dict) -> dict:
+#: Section keys added to schema 1 after its first release (evaluation slices and intervals, the
+#: release of restricted figures): omitted at their default by `show` and `diff`, as above.
+ADDED_SECTION_KEYS: dict[str, dict[str, Any]] = {
+    "evaluation": {"slices": [], "confidence": 0.95, "resamples": 1000, "seed": 0},
+    "privacy": {"release": "exact", "release_epsilon": 1.0},
+}
+
+
+def omit_added_section_defaults(document: dict[str, Any]) -> dict[str, Any]:
+    """A dumped environment without the keys of `ADDED_SECTION_KEYS` that hold their default."""
+    for section, keys in ADDED_SECTION_KEYS.items():
+        found = document.get(section)
+        if isinstance(found, dict):
+            for key, default in keys.items():
+                if key in found and found[key] == default and type(found[key]) is type(default):
+                    del found[key]
+    return document
+
+
+def omit_added_defaults(column: dict[str, Any]) -> dict[str, Any]:
     """A dumped column without the keys of `ADDED_COLUMN_KEYS` that hold their default."""
     for key, default in ADDED_COLUMN_KEYS.items():
         if key in column and column[key] == default and type(column[key]) is type(default):
@@ -159,7 +188,7 @@ def _range_problem(col: Column) -> PydanticCustomError | None:
                                        "numbers (or null for an open end)", {"dtype": dtype})
         if any(isinstance(v, float) and math.isnan(v) for v in given):
             return PydanticCustomError("bad_range", "range bounds cannot be NaN", {})
-        parsed = [lo, hi]
+        parsed: list[Any] = [lo, hi]
     elif dtype in TEMPORAL_DTYPES:
         try:
             parsed = [None if v is None else _parse_temporal(v) for v in (lo, hi)]
@@ -277,7 +306,7 @@ class Dataset(Strict):
     @property
     def partitioned(self) -> bool:
         """Whether `uri` names a directory or prefix of files rather than one file."""
-        return self.uri.endswith("/")
+        return names_directory(self.uri)
 
     @property
     def partition_columns(self) -> list[str]:
@@ -306,6 +335,9 @@ class Label(Strict):
     """A label set declared under `labels:` that the label comes from instead of a column:
     `ctx.read` of its dataset returns only rows with a usable label, `ctx.labels()` the aligned
     labels."""
+    coverage: Coverage | None = None
+    """Rows every class needs in the training and evaluation rows, and how far a class's share
+    may move before drift alerts (absent: not checked)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> Label:
@@ -585,71 +617,20 @@ class Privacy(Strict):
     """Who may look at real rows (`buildenv peek`, audited)."""
     synthetic: dict[str, Synthetic] = {}
     """Datasets replaced by synthetic stand-ins (written by `buildenv synth`), with provenance."""
+    release: Literal["exact", "dp"] = "exact"
+    """How evaluation figures of restricted rows (slices, their counts, metrics and intervals)
+    are shown: `exact`, withholding every slice with fewer than `min_group_size` rows; or `dp`,
+    released with differential privacy through OpenDP, spending `release_epsilon` from the
+    budget once per artifact. Gates always decide on exact figures inside the process."""
+    release_epsilon: Annotated[float, Field(gt=0)] = 1.0
+    """With `release: dp`: the privacy loss one artifact's released evaluation figures spend
+    from the budget of each restricted dataset the evaluation rows read."""
 
     def budget(self, dataset: str) -> float:
         """The epsilon `dataset` may spend in total (0 when none is declared)."""
         if isinstance(self.epsilon_budget, dict):
             return float(self.epsilon_budget.get(dataset, 0.0))
         return float(self.epsilon_budget or 0.0)
-
-
-class Evaluation(Strict):
-    """The rows every model of this environment is scored on, chosen by the environment (not by
-    the training): a fraction of the label dataset held out by a hash of a key, or a separately
-    pinned dataset. `ctx.read` never returns them to the training."""
-
-    holdout: Annotated[float, Field(gt=0, lt=1)] | None = None
-    """Fraction of the label dataset's rows held out for evaluation (default 0.2), chosen by a
-    stable hash of `key`: the same key is held out in every version of the data."""
-    key: list[str] | None = None
-    """Columns of the label dataset whose values decide whether a row is held out: a stable id
-    (e.g. `[user_id, movie_id]`). Default: every declared column but the label."""
-    dataset: str | None = None
-    """A separately pinned dataset of evaluation rows (declared under `datasets`, holding the
-    label column), instead of a held-out fraction. Training code cannot read it."""
-    join: dict[str, list[str]] = {}
-    """How an evaluation row gets the served columns of other datasets: dataset -> the key
-    column(s) it shares with the label dataset (unique in that dataset), e.g.
-    `{movies: [movie_id], users: [user_id]}`. Default: each dataset that shares column names
-    with the label dataset is joined on them where they are unique in it."""
-
-    @field_validator("key", mode="before")
-    @classmethod
-    def _one_key(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-    @field_validator("join", mode="before")
-    @classmethod
-    def _one_join_key(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
-        return value
-
-    @model_validator(mode="after")
-    def _one_method(self) -> Evaluation:
-        if self.dataset is not None and (self.holdout is not None or self.key is not None):
-            raise PydanticCustomError("evaluation", "evaluation takes either `dataset` or "
-                                      "`holdout`/`key`, not both", {})
-        return self
-
-    @property
-    def fraction(self) -> float:
-        return self.holdout if self.holdout is not None else 0.2
-
-
-class Promotion(Strict):
-    """Gates a candidate must pass before it becomes `<env>-champion`."""
-
-    metric: str
-    """Metric logged by the training (`ctx.log_metric`) or computed on the holdout."""
-    direction: Literal["maximize", "minimize"] = "maximize"
-    """Whether larger is better."""
-    min_value: float | None = None
-    """Absolute bound the metric must reach (a minimum, or a maximum when minimizing)."""
-    max_regression: Annotated[float, Field(ge=0)] | None = None
-    """How much worse than the current champion the candidate may be, on the same holdout."""
-    required_checks: list[Literal["validate", "drift", "verify"]] = ["validate", "verify"]
-    """Checks that must have passed for this build."""
 
 
 class Environment(Strict):
@@ -706,7 +687,7 @@ class Environment(Strict):
         found = self.label_set()
         return found.dataset if found is not None else self.label.dataset
 
-    def label_classes(self) -> list | None:
+    def label_classes(self) -> list[Any] | None:
         found = self.label_set()
         if found is not None:
             return list(found.taxonomy.classes)
@@ -728,7 +709,7 @@ def op_allowed(class_path: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(class_path, p) for p in patterns)
 
 
-def json_schema() -> dict:
+def json_schema() -> dict[str, Any]:
     schema = Environment.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://buildenv.dev/schema/environment-1.json"
@@ -736,14 +717,12 @@ def json_schema() -> dict:
     return schema
 
 
-def file_json_schema() -> dict:
+def file_json_schema() -> dict[str, Any]:
     """The schema of one environment *file*: complete, or a partial overlay when it `extends`.
 
     A child file holds only what it changes, so under `extends` every key is optional and
     `null` is allowed (it deletes the inherited key).
     """
-    import copy
-
     full = json_schema()
     defs = full.pop("$defs", {})
     partial_defs = {f"{k}Partial": _partial(copy.deepcopy(v)) for k, v in defs.items()}

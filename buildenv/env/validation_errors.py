@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from buildenv.core.diagnostics import Diagnostic, did_you_mean
+from buildenv.env.evaluation_spec import SLICE_PROBLEM_KEYS
 from buildenv.env.loader import KeyPath, Position
 from buildenv.env.spec import (
     COLUMN_PROBLEM_KEYS,
@@ -22,10 +23,12 @@ __all__ = ["position", "pydantic_problems"]
 _TYPE_CODES = {"extra_forbidden": "BE003", "missing": "BE005", "bad_range": "BE011",
                "bad_domain": "BE012", "evaluation": "BE020", "bad_pattern": "BE035",
                "bad_length": "BE036", "bad_tolerance": "BE037", "bad_unique": "BE038",
-               "label_source": "BE850"}
+               "label_source": "BE850", "bad_bins": "BE502", "bad_slice": "BE503"}
+#: A cross-field problem (its error type) -> the key it is about, to point at when written.
+_PROBLEM_KEYS = {**COLUMN_PROBLEM_KEYS, **SLICE_PROBLEM_KEYS}
 
 
-def _clean_loc(loc: tuple, merged: dict) -> KeyPath:
+def _clean_loc(loc: tuple[int | str, ...], merged: dict[str, Any]) -> KeyPath:
     """Drop the union tags pydantic inserts (serving.sklearn.ops -> serving.ops)."""
     out: list[Any] = []
     for part in loc:
@@ -37,7 +40,7 @@ def _clean_loc(loc: tuple, merged: dict) -> KeyPath:
     return tuple(out)
 
 
-def pydantic_problems(exc: ValidationError, merged: dict,
+def pydantic_problems(exc: ValidationError, merged: dict[str, Any],
                        origin: dict[KeyPath, Position]) -> list[Diagnostic]:
     problems = []
     for err in exc.errors():
@@ -77,8 +80,8 @@ def pydantic_problems(exc: ValidationError, merged: dict,
         else:
             where = loc
             message = f"{dotted}: {err['msg']}"
-            # a column's cross-field check: point at the key it is about, when written
-            field_key = COLUMN_PROBLEM_KEYS.get(kind)
+            # a cross-field check (a column's, a slice's): point at the key it is about
+            field_key = _PROBLEM_KEYS.get(kind)
             if field_key and loc + (field_key,) in origin:
                 where = loc + (field_key,)
         pos = position(where, origin)
@@ -97,7 +100,7 @@ def position(path: KeyPath, origin: dict[KeyPath, Position]) -> Position | None:
         path = path[:-1]
 
 
-def _known_keys(loc: KeyPath, merged: dict) -> list[str]:
+def _known_keys(loc: KeyPath, merged: dict[str, Any]) -> list[str]:
     """Field names of the model found at `loc` (for "did you mean" on unknown keys)."""
     model: Any = Environment
     data: Any = merged

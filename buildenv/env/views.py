@@ -7,19 +7,21 @@ from typing import Any
 
 import yaml
 
+from buildenv.env.loader import KeyPath
 from buildenv.env.resolve import Resolved
-from buildenv.env.spec import omit_added_defaults
+from buildenv.env.spec import omit_added_defaults, omit_added_section_defaults
 
 __all__ = ["diff_environments", "explained_yaml", "resolved_document"]
 
 
-def resolved_document(res: Resolved) -> dict:
+def resolved_document(res: Resolved) -> dict[str, Any]:
     """The resolved environment as a user would write it (defaults filled in)."""
     data = res.env.model_dump(mode="json", by_alias=True, exclude_none=True)
     data.pop("schema", None)
     for ds in data["datasets"].values():
         for col in ds["columns"].values():
             omit_added_defaults(col)
+    omit_added_section_defaults(data)
     if not data.get("labels"):  # shown like datasets, when there are any
         data.pop("labels", None)
     return data
@@ -36,11 +38,12 @@ def explained_yaml(res: Resolved) -> str:
 
 
 def _scalar(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix(
-        "\n...").removesuffix("...").strip()
+    return str(yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix(
+        "\n...").removesuffix("...").strip())
 
 
-def _emit(node: dict, path: tuple, indent: int, res: Resolved, lines: list[str]) -> None:
+def _emit(node: dict[str, Any], path: KeyPath, indent: int, res: Resolved,
+          lines: list[str]) -> None:
     pad = "  " * indent
     for key, value in node.items():
         sub = path + (key,)
@@ -61,7 +64,7 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-def diff_environments(a: Resolved, b: Resolved) -> list[dict]:
+def diff_environments(a: Resolved, b: Resolved) -> list[dict[str, Any]]:
     """Leaf-level differences of two resolved environments, in document order."""
     flat_a: dict[str, Any] = {}
     flat_b: dict[str, Any] = {}

@@ -43,8 +43,12 @@ import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from buildenv.compile.artifact import read_lineage
 from buildenv.compile.integrity import model_descriptor, verify_artifact
@@ -55,6 +59,9 @@ from buildenv.core.project import Project
 from buildenv.core.tempdirs import scratch_dir
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import SklearnServing
+
+# Deferred imports (docker): the Docker SDK (requests, urllib3) is needed only to build through a
+# daemon.
 
 __all__ = ["ImageContext", "build_docker", "docker_client", "host_python", "vendor_closure",
            "write_context"]
@@ -87,10 +94,6 @@ def vendor_closure(requirements: list[str], runtime: tuple[str, ...] = RUNTIME["
                    ) -> tuple[list[Any], list[Diagnostic]]:
     """Installed distributions satisfying `requirements` (and the app's `runtime`) and their
     dependencies."""
-    from importlib import metadata
-
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
 
     problems: list[Diagnostic] = []
     found: dict[str, Any] = {}

@@ -21,11 +21,17 @@ import json
 import os
 import random
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+# Deferred imports (buildenv, numpy, mlflow, sklearn): the training process starts importing
+# mlflow in a thread first (`_preload`), and an import that fails inside `run` becomes a BE305
+# result instead of a process that dies before writing one. The model families' libraries are
+# imported only for a model of that family.
 
 __all__ = ["main"]
 
@@ -101,8 +107,6 @@ def _preload(env: Any) -> None:
     package's cycle of modules at once can see it half-initialised. (skops is not preloaded:
     building its table of safe types imports every scikit-learn module, which the training
     imports too.)"""
-    import threading
-
     def work() -> None:
         try:
             import mlflow.sklearn  # noqa: F401
@@ -290,7 +294,7 @@ def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: 
     mark = time.perf_counter()
     rows = trained = None
     if env.label is not None:
-        rows, trained = _evaluate(project, env, pins, family, ctx, manifests, result)
+        rows, trained = _evaluate(project, env, pins, family, ctx, manifests, result, request)
         timings["evaluate"] = time.perf_counter() - mark
     serving = env.serving
     proto = None
@@ -361,10 +365,17 @@ def _converter_versions(family: Any) -> dict[str, str]:
     return library_versions(names)
 
 
-def _parity(served: Any, trained: Any, rows: Any, env: Any, result: dict) -> None:
+def _parity(served: Any, outputs: Any, rows: Any, env: Any, result: dict) -> None:
+    """The served model on the labelled evaluation rows against the trained model's outputs
+    on them (computed once, for the metrics too)."""
     from buildenv.training.parity import Predictions, compare
+    from buildenv.training.scoring import labelled
 
-    frame = rows.frame
+    frame = rows.frame[labelled(rows.labels)]
+    if outputs.kind == "classification":
+        trained = Predictions(outputs.predicted, outputs.proba)
+    else:
+        trained = Predictions(None, None, outputs.predicted)
     if served.is_classifier:
         if hasattr(served, "predict_both"):
             labels, proba = served.predict_both(frame)
@@ -389,13 +400,15 @@ def _parity(served: Any, trained: Any, rows: Any, env: Any, result: dict) -> Non
 
 
 def _evaluate(project: Any, env: Any, pins: dict, family: Any, ctx: Any, manifests: dict,
-              result: dict) -> tuple[Any, Any]:
-    """Score the trained model on the environment's evaluation rows, read through the gate;
-    (rows, the trained model's predictions) for parity."""
+              result: dict, request: dict) -> tuple[Any, Any]:
+    """Score the trained model on the environment's evaluation rows, read through the gate:
+    overall, and on every slice with bootstrap intervals (`training.slice_run`); (rows, the
+    model's outputs on the labelled rows) for parity."""
     from buildenv.data.evaluation import evaluation_rows
     from buildenv.data.gate.errors import GateError
     from buildenv.data.gate.gate import Gate
-    from buildenv.training.scoring import ScoringError, predictions, score_predictions
+    from buildenv.training.scoring import ScoringError, metrics, predict
+    from buildenv.training.slice_run import evaluate_slices, slice_attributes
 
     labels = None
     if env.label_set() is not None:
@@ -405,12 +418,9 @@ def _evaluate(project: Any, env: Any, pins: dict, family: Any, ctx: Any, manifes
             raise _Failed(_refused([*ctx.gate_errors, exc])) from None
         result["labels"] = _label_summary(ctx)
     inputs = family.inputs
-    served = {c for ds in env.datasets.values() for c, col in ds.columns.items() if col.serving}
-    if inputs and not set(inputs) <= served:
-        return None, None  # it cannot serve anywhere here: verification says so (BE401)
     gate = Gate(project, env, "evaluate", pins=pins, manifests=manifests or {})
     try:
-        rows = evaluation_rows(gate, env, labels)
+        rows = evaluation_rows(gate, env, labels, attributes=slice_attributes(env))
     except GateError as exc:
         result["ok"] = False
         result["diagnostics"].append(exc.diagnostic.to_json())
@@ -419,10 +429,9 @@ def _evaluate(project: Any, env: Any, pins: dict, family: Any, ctx: Any, manifes
     summary = {**rows.method, "rows": rows.rows, "metrics": {}}
     result["evaluation"] = summary
     try:
-        trained = predictions(family, rows.frame, inputs, restricted)
-        summary["metrics"] = {k: round(v, 6) for k, v in score_predictions(
-            trained, rows.labels, SimpleNamespace(classes=env.label_classes()),
-            family.classes).items()}
+        outputs = predict(family, rows.frame, rows.labels,
+                          SimpleNamespace(classes=env.label_classes()), inputs, restricted)
+        summary["metrics"] = {k: round(v, 6) for k, v in metrics(outputs).items()}
     except ScoringError as exc:
         result["ok"] = False
         result["diagnostics"].append(_diag(
@@ -430,7 +439,14 @@ def _evaluate(project: Any, env: Any, pins: dict, family: Any, ctx: Any, manifes
             hints=["every model input must be a served column of the evaluation rows; "
                    "declare `evaluation.join` for columns of other datasets"]))
         raise _Failed(result) from None
-    return rows, trained
+    release = SimpleNamespace(project=project, pins=pins, key=request.get("release_key"))
+    found, problems = evaluate_slices(env, rows, outputs, restricted, release)
+    summary.update(found)
+    result["diagnostics"].extend(problems)
+    if any(d["severity"] == "error" for d in problems):
+        result["ok"] = False
+        raise _Failed(result)
+    return rows, outputs
 
 
 def _refused(errors: list) -> dict:

@@ -5,14 +5,25 @@ Classification (the label declares `classes`, or is bool/string): `accuracy`, an
 `rmse`, `mae`, `r2`. A model is fed exactly its recorded inputs, in the serving app's types.
 Promotion metrics may be named as trainings usually log them (`val_auc`, `val_logloss`, ...):
 `METRIC_ALIASES` maps them to what is computed here.
+
+Two steps: `predict` is the one place that calls the model (its outputs become arrays,
+`training.outputs`), and `metrics` computes from those arrays; slices and their intervals
+(`training.slice_scores`) start from the same outputs.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["METRIC_ALIASES", "ScoringError", "predictions", "score", "score_metric",
-           "score_predictions"]
+import numpy as np
+
+from buildenv.training.outputs import Outputs
+
+# Deferred imports (pandas, sklearn): `buildenv history` and `rollback` import this module
+# through the promotion gates and score nothing.
+
+__all__ = ["METRIC_ALIASES", "ScoringError", "labelled", "metrics", "predict", "score",
+           "score_metric"]
 
 METRIC_ALIASES = {
     "val_auc": "roc_auc", "auc": "roc_auc", "roc_auc": "roc_auc", "val_roc_auc": "roc_auc",
@@ -28,8 +39,6 @@ class ScoringError(Exception):
 
 
 def _is_classification(label: Any, labels: Any) -> bool:
-    import numpy as np
-
     if getattr(label, "classes", None):
         return True
     values = np.asarray(labels)
@@ -46,61 +55,61 @@ def _inputs(model: Any, frame: Any, inputs: list[str] | None) -> Any:
     return frame[wanted]
 
 
-def _has_proba(model: Any) -> bool:
-    return bool(getattr(model, "has_proba", hasattr(model, "predict_proba")))
+def labelled(labels: Any) -> np.ndarray:
+    """Which evaluation rows hold a label (the rows every metric is computed on)."""
+    import pandas as pd
+
+    return ~np.asarray(pd.isna(np.asarray(labels)), dtype=bool)
 
 
-def predictions(model: Any, frame: Any, inputs: list[str] | None, restricted: bool) -> Any:
-    """The model's predictions on the evaluation rows (labels and probabilities, or values),
-    computed once: the metrics and the parity check both read them."""
-    import numpy as np
+def _natural(values: Any) -> np.ndarray:
+    """Predicted labels with the dtype their values have (an object array of bools, as a model
+    answering with the environment's classes gives, becomes a bool array)."""
+    array = np.asarray(values)
+    return np.asarray(array.tolist()) if array.dtype == object and len(array) else array
 
-    from buildenv.training.parity import Predictions
 
+def predict(model: Any, frame: Any, labels: Any, label: Any, inputs: list[str] | None,
+            restricted: bool) -> Outputs:
+    """The model's outputs on the labelled evaluation rows: any object with `predict` (and,
+    for probabilities, `predict_proba` and `classes_`; `has_proba` when it says whether it
+    has them): a fitted estimator, a model family (`training.families`), a served model."""
     X = _inputs(model, frame, inputs)
+    y = np.asarray(labels)
+    keep = labelled(y)
+    X, y = X[keep], y[keep]
+    if not len(y):
+        raise ScoringError("the evaluation rows hold no labelled row")
     try:
-        classifier = getattr(model, "is_classifier", None)
-        if classifier is None:
-            classifier = hasattr(model, "classes_")
-        if not classifier:
-            return Predictions(None, None, np.asarray(model.predict(X), dtype=np.float64))
-        labels = model.predict(X)
-        proba = np.asarray(model.predict_proba(X), dtype=np.float64) if _has_proba(model) \
-            else None
-        return Predictions(labels, proba)
+        if _is_classification(label, y):
+            declared = getattr(label, "classes", None)
+            proba = classes = positive = None
+            if getattr(model, "has_proba", hasattr(model, "predict_proba")):
+                proba = np.asarray(model.predict_proba(X), dtype=np.float64)
+                classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes_]
+                if len(declared or classes) == 2:
+                    positive = (declared or classes)[-1]
+            return Outputs("classification", y, _natural(model.predict(X)), proba, classes,
+                           positive)
+        return Outputs("regression", y, np.asarray(model.predict(X), dtype=np.float64))
+    except ScoringError:
+        raise
     except Exception as exc:  # the model itself failed on served rows
         detail = "details withheld: restricted data" if restricted else str(exc).strip()[:300]
         raise ScoringError(f"{type(exc).__name__} while predicting ({detail})") from None
 
 
-def score_predictions(predicted: Any, labels: Any, label: Any, model_classes: list | None
-                      ) -> dict[str, float]:
-    """Every metric that applies to these predictions and label."""
-    import numpy as np
-
-    y = np.asarray(labels)
-    keep = ~_null(y)
-    if not keep.any():
-        raise ScoringError("the evaluation rows hold no labelled row")
-    if predicted.values is not None:
-        if _is_classification(label, y[keep]):
-            raise ScoringError("the model predicts numbers, but the label is a class")
-        return _regression(y[keep], predicted.values[keep])
-    if not _is_classification(label, y[keep]):
-        raise ScoringError("the model predicts classes, but the label is a number")
-    proba = predicted.proba[keep] if predicted.proba is not None else None
-    return _classification(y[keep], np.asarray(predicted.labels, dtype=object)[keep], proba,
-                           list(model_classes or []), getattr(label, "classes", None))
+def metrics(outputs: Outputs) -> dict[str, float]:
+    """Every metric that applies to these outputs."""
+    if outputs.kind == "classification":
+        return _classification(outputs)
+    return _regression(outputs)
 
 
 def score(model: Any, frame: Any, labels: Any, label: Any, inputs: list[str] | None,
           restricted: bool) -> dict[str, float]:
     """Every metric that applies to this model and label."""
-    predicted = predictions(model, frame, inputs, restricted)
-    classes = getattr(model, "classes", None)
-    if classes is None and hasattr(model, "classes_"):
-        classes = list(model.classes_)
-    return score_predictions(predicted, labels, label, classes)
+    return metrics(predict(model, frame, labels, label, inputs, restricted))
 
 
 def score_metric(name: str, metrics: dict[str, float]) -> float | None:
@@ -108,46 +117,32 @@ def score_metric(name: str, metrics: dict[str, float]) -> float | None:
     return metrics.get(kind) if kind else None
 
 
-def _null(values: Any) -> Any:
-    import numpy as np
-    import pandas as pd
+def _classification(out: Outputs) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
-    return np.asarray(pd.isna(values), dtype=bool)
-
-
-def _classification(y: Any, predicted: Any, proba: Any, model_classes: list,
-                    classes: list | None) -> dict[str, float]:
-    """Labels compared as values (a numpy bool equals Python's), whatever their type."""
-    import numpy as np
-    from sklearn.metrics import log_loss, roc_auc_score
-
-    y = np.asarray(y, dtype=object)
-    out = {"accuracy": float(np.mean(y == np.asarray(predicted, dtype=object)))}
-    if proba is None or not model_classes:
-        return out
-    position = {_key(c): i for i, c in enumerate(model_classes)}
-    codes = np.asarray([position.get(_key(v), -1) for v in y])
-    if (codes >= 0).all():
-        out["logloss"] = float(log_loss(codes, proba, labels=list(range(len(model_classes)))))
-    if len(classes or model_classes) == 2:
-        positive = _key((classes or model_classes)[-1])
-        y_true = np.asarray([_key(v) == positive for v in y], dtype=bool)
-        if positive in position and y_true.any() and not y_true.all():
-            out["roc_auc"] = float(roc_auc_score(y_true, proba[:, position[positive]]))
-    return out
+    y = out.truth
+    result = {"accuracy": float(accuracy_score(y, out.predicted))}
+    if out.proba is None or out.classes is None:
+        return result
+    try:
+        result["logloss"] = float(log_loss(y, y_proba=out.proba, labels=out.classes))
+    except ValueError:
+        pass  # a label the model never saw: logloss is undefined
+    if out.positive is not None:
+        y_true = np.asarray(y) == out.positive
+        if out.positive in out.classes and y_true.any() and not y_true.all():
+            column = out.proba[:, out.classes.index(out.positive)]
+            result["roc_auc"] = float(roc_auc_score(y_true, column))
+    return result
 
 
-def _key(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
-
-
-def _regression(y: Any, predicted: Any) -> dict[str, float]:
-    import numpy as np
+def _regression(out: Outputs) -> dict[str, float]:
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-    y = np.asarray(y, dtype=np.float64)
-    out = {"rmse": float(np.sqrt(mean_squared_error(y, predicted))),
-           "mae": float(mean_absolute_error(y, predicted))}
+    y = np.asarray(out.truth, dtype=np.float64)
+    predicted = out.predicted
+    result = {"rmse": float(np.sqrt(mean_squared_error(y, predicted))),
+              "mae": float(mean_absolute_error(y, predicted))}
     if len(y) > 1:
-        out["r2"] = float(r2_score(y, predicted))
-    return out
+        result["r2"] = float(r2_score(y, predicted))
+    return result
