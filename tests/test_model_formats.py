@@ -198,7 +198,7 @@ def test_onnx_ops_are_operators_not_classes():
     assert env.serving.ops == ["ai.onnx:*", "ai.onnx.ml:*"]
     assert (env.serving.parity.atol, env.serving.format, env.serving.validate_inputs) == (
         1e-5, "onnx", "reject")
-    with pytest.raises(Exception, match="'sklearn.pipeline.Pipeline' is not one"):
+    with pytest.raises(Exception, match=r"'sklearn\.pipeline\.Pipeline' is not one"):
         _env({"stack": "onnx", "opset": 17, "ops": ["sklearn.pipeline.Pipeline"]})
 
 
@@ -236,5 +236,5 @@ def test_torch_model_checks_its_contract_when_built():
                              "takes no classes")]:
         with pytest.raises(ModelContractError, match=message):
             TorchModel(module, **kwargs)
-    with pytest.raises(ModelContractError, match="wraps a torch.nn.Module, not list"):
+    with pytest.raises(ModelContractError, match=r"wraps a torch\.nn\.Module, not list"):
         TorchModel([module], inputs=["a"])

@@ -219,14 +219,7 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
             raise _Abort()
         progress.phase("verify")
         all_resolved = all_resolved if all_resolved is not None else multiverse.resolve_all()[0]
-        found = verify_model(res, result, all_resolved, config.module_path)
-        if (result.get("precheck") or {}).get("status") == "refused" and not any(
-                p.is_error for p in found):  # the two judges share their rules: a bug
-            found.append(Diagnostic("BE305", "the pre-check refused the model, but "
-                                    "verification found nothing to refuse",
-                                    config.module_path,
-                                    hints=("set precheck = false for this training and "
-                                           "report it",)))
+        found = _judge(res, result, all_resolved, config, model_dir)
         outcome.diagnostics = problems + found
         if any(p.is_error for p in found):
             remember_failure(project, hexkey, found, options.use_cache,
@@ -238,11 +231,6 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
             os.replace(item, tmp / item.name)
         model_dir.rmdir()
         finalize_mlmodel(tmp, key)
-        over = verify_limits(res, tmp, UNHASHED)
-        if over:
-            outcome.diagnostics = problems + over
-            remember_failure(project, hexkey, over, options.use_cache)
-            raise _Abort()
         lineage = _lineage(training, env_name, config, res, lock, result, parts, files, key)
         lineage["model_mib"] = round(artifact_mib(tmp, UNHASHED), 6)  # before the card
         _write_record(tmp, lineage, coverage, config, res, key)
@@ -256,6 +244,23 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
 
 class _Abort(Exception):
     pass
+
+
+def _judge(res: Resolved, result: dict, all_resolved: dict[str, Resolved],
+           config: TrainingConfig, model_dir: Path) -> list[Diagnostic]:
+    """The training's result against the environment (and the multiverse, for hints), then
+    the saved model against the serving budget on its size."""
+    found = verify_model(res, result, all_resolved, config.module_path)
+    errors = any(p.is_error for p in found)
+    if (result.get("precheck") or {}).get("status") == "refused" and not errors:
+        # the pre-check and verification share their rules: this is a bug
+        found.append(Diagnostic("BE305", "the pre-check refused the model, but verification "
+                                "found nothing to refuse", config.module_path,
+                                hints=("set precheck = false for this training and report "
+                                       "it",)))
+    elif not errors:
+        found += verify_limits(res, model_dir, UNHASHED)
+    return found
 
 
 def _write_record(out: Path, lineage: dict, coverage: dict | None, config: TrainingConfig,

@@ -24,7 +24,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from buildenv.compile.artifact import SIGNATURE_FILE, UNHASHED, tree_digest
+import yaml
+
+from buildenv.compile.artifact import SIGNATURE_FILE, UNHASHED, read_lineage, tree_digest
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.model_runtime import ModelLoadError, ServedModel, load, trusted_patterns
 from buildenv.core.project import Project
@@ -86,10 +88,6 @@ def load_verified_model(project: Project, directory: Path, expected: str | None,
 def model_descriptor(directory: Path) -> tuple[dict, bool]:
     """(the artifact's descriptor, whether it was built before descriptors existed: then it is
     a cloudpickle, described from its MLmodel and lineage)."""
-    import yaml
-
-    from buildenv.compile.artifact import read_lineage
-
     try:
         data = yaml.safe_load((directory / "MLmodel").read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):

@@ -21,6 +21,12 @@ from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
 from buildenv.env.resolve import Multiverse
 from buildenv.env.spec import OnnxServing
+from buildenv.training.onnx_inventory import (
+    InventoryError,
+    ml_opset,
+    read_inventory,
+    reduced_build_config,
+)
 
 __all__ = ["OpsReport", "ops_report"]
 
@@ -71,8 +77,6 @@ def ops_report(project: Project, target: str) -> OpsReport:
 
 
 def _artifact(project: Project, path: Path, target: str) -> OpsReport:
-    from buildenv.training.onnx_inventory import InventoryError, read_inventory
-
     lineage = read_lineage(path)
     if lineage is None:
         raise DiagnosticError([Diagnostic(
@@ -102,8 +106,6 @@ def _environment(multiverse: Multiverse, name: str) -> OpsReport:
     if not isinstance(serving, OnnxServing):
         report.classes = list(serving.ops) if serving is not None else []
         return report
-    from buildenv.training.onnx_inventory import ml_opset, reduced_build_config
-
     opsets = {"ai.onnx": serving.opset, "ai.onnx.ml": ml_opset(serving.opset)}
     report.config = reduced_build_config(list(serving.ops), opsets)
     report.header = [f"environment {name}: serving.ops expanded at opset {serving.opset} "

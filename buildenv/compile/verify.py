@@ -101,7 +101,7 @@ def verify_model(res: Resolved, result: dict, all_resolved: dict[str, Resolved],
                 "BE402", f"model input '{column}' is not declared by any dataset of environment "
                 f"{env.name}", training_file,
                 hints=(*read_at, *named, _envs_hint("it is served", elsewhere))))
-    if label_as_input(env, inputs):
+    if label_as_input(env, inputs) and env.label is not None:
         problems.append(res.diag("BE403", f"the label column '{env.label.column}' is a model "
                                  "input", "label", "column",
                                  hints=("exclude the label from the features",)))
@@ -136,7 +136,7 @@ def _stack(res: Resolved, result: dict, all_resolved: dict[str, Resolved],
         cls = op["class"]
         problems.append(res.diag(
             "BE404", f"{cls} (at {op['where']}) is not supported by serving stack "
-            f"'{env.serving.stack}' of environment {env.name}", "serving", "ops",
+            f"'sklearn' of environment {env.name}", "serving", "ops",
             hints=(_envs_hint("it is supported", _op_envs(all_resolved, cls)),
                    "use an allowed class, or add it to serving.ops if production runs it")))
     inventory = (result.get("onnx") or {}).get("inventory")
@@ -151,7 +151,7 @@ def _stack(res: Resolved, result: dict, all_resolved: dict[str, Resolved],
             "BE406", f"ONNX operator {op['operator']} (opset {op['opset']}, {op['nodes']} "
             f"node(s), first: {op['first_node']}) is not in serving.ops of environment "
             f"{env.name}", "serving", "ops",
-            hints=(_envs_hint("it is allowed", _operator_envs(all_resolved, inventory,
+            hints=(_envs_hint("it is allowed", _operator_envs(all_resolved, inventory or {},
                                                               op["operator"])),
                    "use steps that convert to allowed operators, or add it to serving.ops "
                    "if the serving runtime runs it")))

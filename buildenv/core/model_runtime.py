@@ -23,11 +23,17 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import importlib
 import json
 import os
 import pickle
 import sys
+import types
 from typing import Any
+
+# Deferred imports (numpy, pandas, onnxruntime, skops): this file runs in serving images where
+# only the model's own runtime is installed (numpy and onnxruntime for an ONNX graph; pandas,
+# skops and scikit-learn for a skops file), so each is imported where a format needs it.
 
 __all__ = ["BASE_TRUSTED", "COMPANION_TYPES", "EstimatorModel", "ModelLoadError", "OnnxModel", "ServedModel",
            "UNHASHED", "artifact_digest", "import_skops", "load", "trusted_patterns",
@@ -104,8 +110,6 @@ def trusted_patterns(ops: list[str]) -> list[str]:
 
 
 def _defining_path(path: str) -> str | None:
-    import importlib
-
     module_name, _, attr = path.rpartition(".")
     if not module_name:
         return None
@@ -128,8 +132,6 @@ def import_skops() -> Any:
     is already imported (the shim then costs nothing)."""
     if "skops.io" in sys.modules:
         return sys.modules["skops.io"]
-    import types
-
     shim = "sklearn.externals.array_api_compat.torch"
     placed = "torch" not in sys.modules and shim not in sys.modules
     if placed:
@@ -160,10 +162,10 @@ class ServedModel:
     """A loaded model answering for column-named inputs: `predict` gives the environment's label
     values (or numbers, for regression), `predict_proba` one column per class of `classes`."""
 
-    def __init__(self, descriptor: dict) -> None:
+    def __init__(self, descriptor: dict[str, Any]) -> None:
         self.descriptor = descriptor
         self.inputs: list[str] = list(descriptor.get("inputs") or [])
-        self.classes: list | None = descriptor.get("classes")
+        self.classes: list[Any] | None = descriptor.get("classes")
         self.is_classifier = descriptor.get("task") == "classification"
         self.has_proba = self.is_classifier
 
@@ -195,7 +197,7 @@ class ServedModel:
 class EstimatorModel(ServedModel):
     """A scikit-learn-API estimator loaded from skops (or, when allowed, a pickle)."""
 
-    def __init__(self, descriptor: dict, estimator: Any) -> None:
+    def __init__(self, descriptor: dict[str, Any], estimator: Any) -> None:
         raw = getattr(estimator, "classes_", None)
         if "task" not in descriptor:  # an artifact built before descriptors: the model says
             descriptor = {**descriptor, "task": "classification" if raw is not None
@@ -228,7 +230,7 @@ _FLOATS = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(floa
 class OnnxModel(ServedModel):
     """An ONNX graph run by onnxruntime: one graph input per model input column."""
 
-    def __init__(self, descriptor: dict, session: Any) -> None:
+    def __init__(self, descriptor: dict[str, Any], session: Any) -> None:
         super().__init__(descriptor)
         self.session = session
         self._graph_inputs = [(i.name, i.type, len(i.shape or [])) for i in session.get_inputs()]
@@ -237,7 +239,7 @@ class OnnxModel(ServedModel):
         self.inputs = self.inputs or [name for name, _, _ in self._graph_inputs]
         self.has_proba = self._proba_out is not None
 
-    def feeds(self, columns: Any) -> dict:
+    def feeds(self, columns: Any) -> dict[str, Any]:
         """The graph's inputs from named columns (a DataFrame or a mapping of sequences), null
         (None or NaN) as NaN for float inputs and as "" for string inputs; vectorised."""
         import numpy as np
@@ -267,20 +269,17 @@ class OnnxModel(ServedModel):
             feeds[name] = arr.reshape(-1, 1) if rank == 2 else arr.reshape(-1)
         return feeds
 
-    def run(self, columns: Any) -> dict:
+    def run(self, columns: Any) -> dict[str, Any]:
         names = [n for n in (self._label_out, self._proba_out, self._value_out) if n]
         return dict(zip(names, self.session.run(names, self.feeds(columns))))
 
     def predict(self, columns: Any) -> Any:
         import numpy as np
 
-        out = self.run(columns)
         if not self.is_classifier:
-            return np.asarray(out[self._value_out], dtype=np.float64).reshape(-1)
-        if self._label_out:
-            return self._label_values(out[self._label_out])
-        proba = np.asarray(out[self._proba_out])
-        return np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
+            out = self.run(columns)
+            return np.asarray(out[str(self._value_out)], dtype=np.float64).reshape(-1)
+        return self.predict_both(columns)[0]
 
     def predict_proba(self, columns: Any) -> Any:
         import numpy as np
@@ -298,6 +297,7 @@ class OnnxModel(ServedModel):
         if self._label_out:
             labels = self._label_values(out[self._label_out])
         else:
+            assert proba is not None  # _roles: a classifier has a label or probabilities
             labels = np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
         return labels, proba
 
@@ -321,7 +321,7 @@ def _roles(outputs: list[tuple[str, str, int]], classifier: bool
     return label, proba, None
 
 
-def load(directory: str, descriptor: dict, trusted: list[str] | None = None,
+def load(directory: str, descriptor: dict[str, Any], trusted: list[str] | None = None,
          allow_pickle: bool = False, threads: int | None = None) -> ServedModel:
     """Load the model file the descriptor names. `trusted`: the type globs a skops file may
     hold beyond skops' own (`trusted_patterns(serving.ops)`); `allow_pickle`: whether a pickle

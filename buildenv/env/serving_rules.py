@@ -9,6 +9,8 @@ family, classes (`ops`) and, for the onnx stack, its operator inventory (as JSON
 
 from __future__ import annotations
 
+from typing import Any
+
 from buildenv.env.spec import Environment, OnnxServing, SklearnServing, op_allowed
 
 __all__ = ["ONNX_FAMILIES", "family_refused", "forbidden_classes", "forbidden_operators",
@@ -32,7 +34,7 @@ def family_refused(env: Environment, family: str | None) -> bool:
     return isinstance(env.serving, SklearnServing) and family in ONNX_FAMILIES
 
 
-def forbidden_classes(env: Environment, ops: list[dict]) -> list[dict]:
+def forbidden_classes(env: Environment, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """sklearn stack: the classes of the fitted model that `serving.ops` does not allow (each
     class once, first occurrence)."""
     if not isinstance(env.serving, SklearnServing):
@@ -47,7 +49,8 @@ def forbidden_classes(env: Environment, ops: list[dict]) -> list[dict]:
     return out
 
 
-def forbidden_operators(env: Environment, inventory: dict | None) -> list[dict]:
+def forbidden_operators(env: Environment, inventory: dict[str, Any] | None
+                        ) -> list[dict[str, Any]]:
     """onnx stack: the inventory's operators that `serving.ops` does not allow."""
     if not isinstance(env.serving, OnnxServing) or not inventory:
         return []
@@ -55,7 +58,7 @@ def forbidden_operators(env: Environment, inventory: dict | None) -> list[dict]:
             if not op_allowed(op["operator"], env.serving.ops)]
 
 
-def version_excess(env: Environment, inventory: dict | None) -> list[str]:
+def version_excess(env: Environment, inventory: dict[str, Any] | None) -> list[str]:
     """onnx stack: what of the graph's versions exceeds the runtime's: the default-domain opset
     (`serving.opset`) and the IR version (`serving.max_ir_version`)."""
     serving = env.serving
@@ -71,8 +74,8 @@ def version_excess(env: Environment, inventory: dict | None) -> list[str]:
     return out
 
 
-def refused(env: Environment, inputs: list[str] | None, family: str | None, ops: list[dict],
-            inventory: dict | None) -> bool:
+def refused(env: Environment, inputs: list[str] | None, family: str | None,
+            ops: list[dict[str, Any]], inventory: dict[str, Any] | None) -> bool:
     """Whether verification will refuse a model so described."""
     inputs = inputs or []
     return bool(unserved_inputs(env, inputs) or label_as_input(env, inputs)

@@ -58,8 +58,7 @@ from typing import Any
 
 # Deferred imports (pandas): the app imports only the standard library; pandas comes with the
 # model's runtime, loaded with the model.
-
-import model_runtime  # beside this file (buildenv/core/model_runtime.py)
+import model_runtime  # type: ignore[import-not-found]  # beside this file in the image (buildenv/core/model_runtime.py)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "serving.json"), encoding="utf-8") as handle:
@@ -200,7 +199,7 @@ def _outside(value, spec: dict) -> str | None:
     """Why `value` is outside the column's declared domain or range (None when inside). The
     message names the constraint, never the value."""
     domain = spec.get("domain")
-    if domain is not None and not any(value == d and type(value) is type(d) or (
+    if domain is not None and not any((value == d and type(value) is type(d)) or (
             spec["dtype"] in NUMERIC and not isinstance(d, bool) and value == d)
             for d in domain):
         return "holds a value outside the domain"

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Any, Literal
 
 import numpy as np
@@ -361,7 +362,7 @@ _OWN = Path(__file__).resolve().parents[1]  # the buildenv package
 
 def _caller_site(root: Path) -> str | None:
     """`path:line` of the innermost frame of the training's own code calling into ctx."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None:
         path = Path(frame.f_code.co_filename).resolve()
         if path.is_file() and not path.is_relative_to(_OWN) and path.is_relative_to(root) \

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import pandas as pd
+from sklearn.inspection import permutation_importance
+from sklearn.metrics import r2_score
+
 __all__ = ["REPEATS", "ROWS", "model_importance", "permutation"]
 
 ROWS = 1000
@@ -24,15 +29,12 @@ class _Scored:
     def __init__(self, served: Any) -> None:
         self.served = served
 
-    def fit(self, X: Any, y: Any) -> _Scored:  # noqa: N803 (scikit-learn's names)
+    def fit(self, X: Any, y: Any) -> _Scored:
         return self
 
 
-def _score(classifier: bool):
-    import numpy as np
-    from sklearn.metrics import r2_score
-
-    def score(est: _Scored, X: Any, y: Any) -> float:  # noqa: N803
+def _score(classifier: bool) -> Any:
+    def score(est: _Scored, X: Any, y: Any) -> float:
         predicted = est.served.predict(X)
         if classifier:  # accuracy, labels compared as values (numpy bools equal Python's)
             return float(np.mean(np.asarray(y, dtype=object) ==
@@ -44,11 +46,7 @@ def _score(classifier: bool):
 
 def permutation(served: Any, frame: Any, labels: Any, seed: int, inputs: list[str],
                 classifier: bool) -> dict:
-    import numpy as np
-
     try:
-        from sklearn.inspection import permutation_importance
-
         X, y = frame[inputs], np.asarray(labels)
         keep = ~np.asarray(_null(y), dtype=bool)
         X, y = X[keep], y[keep]
@@ -70,8 +68,6 @@ def permutation(served: Any, frame: Any, labels: Any, seed: int, inputs: list[st
 
 
 def _null(values: Any) -> Any:
-    import pandas as pd
-
     return pd.isna(values)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
+
 __all__ = ["ROWS", "WARMUP", "single_row_latency"]
 
 ROWS = 1000
@@ -19,8 +21,6 @@ WARMUP = 20
 
 
 def single_row_latency(served: Any, frame: Any) -> dict:
-    import numpy as np
-
     n = len(frame)
     if n == 0:
         return {"rows": 0}
@@ -36,5 +36,5 @@ def single_row_latency(served: Any, frame: Any) -> dict:
         call()
         seconds.append(time.perf_counter() - start)
     ms = np.asarray(seconds) * 1000.0
-    return {"rows": int(len(ms)), "p99_ms": round(float(np.percentile(ms, 99)), 3),
+    return {"rows": len(ms), "p99_ms": round(float(np.percentile(ms, 99)), 3),
             "median_ms": round(float(np.median(ms)), 3)}

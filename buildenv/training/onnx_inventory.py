@@ -17,10 +17,15 @@ imports, functions) leaves weights and the large attribute arrays of tree ensemb
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# Deferred imports (onnx, google): onnx (and the protobuf runtime it brings) is imported when a
+# graph, a file or onnx's schemas are read; a scikit-learn stack build imports this module
+# (`ml_opset`) without needing either.
 
 __all__ = ["DEFAULT_DOMAIN", "Inventory", "InventoryError", "Operator", "domain_operators",
            "inventory", "ml_opset", "read_inventory", "reduced_build_config"]
@@ -202,8 +207,6 @@ def domain_operators(domain: str, opset: int) -> list[str]:
 def reduced_build_config(patterns: list[str], opsets: dict[str, int]) -> list[str]:
     """An allow-list (`domain:op_type` globs) expanded against onnx's operator schemas at the
     given opset per domain, as onnxruntime's reduced-build configuration."""
-    import fnmatch
-
     lines = []
     for domain, opset in sorted(opsets.items()):
         allowed = [op for op in domain_operators(domain, opset)

@@ -12,6 +12,7 @@ position among the evaluation rows) with their distance and tolerance, and the f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,7 @@ def _histogram(diff: np.ndarray) -> dict[str, int]:
     edges = np.asarray(DECADES)
     bins = np.searchsorted(edges, nonzero, side="right")
     labels = ["<1e-12"] + [f"1e{int(np.log10(lo))}..1e{int(np.log10(hi))}"
-                           for lo, hi in zip(DECADES, DECADES[1:])] + [">=1"]
+                           for lo, hi in pairwise(DECADES)] + [">=1"]
     counts = np.bincount(bins, minlength=len(labels))
     out.update({label: int(n) for label, n in zip(labels, counts) if n})
     return out
@@ -56,7 +57,7 @@ def compare(trained: Predictions, served: Predictions, atol: float, rtol: float,
     rows = len(ref_labels)
     flipped = np.flatnonzero(np.asarray([_key(a) != _key(b) for a, b in
                                          zip(ref_labels, got_labels)], dtype=bool))
-    report: dict = {"rows": rows, "atol": atol, "rtol": rtol, "label_flips": int(len(flipped))}
+    report: dict = {"rows": rows, "atol": atol, "rtol": rtol, "label_flips": len(flipped)}
     reason = None
     if trained.proba is not None and served.proba is not None:
         ref = np.asarray(trained.proba, dtype=np.float64)
@@ -68,7 +69,8 @@ def compare(trained: Predictions, served: Predictions, atol: float, rtol: float,
         report.update({k: v for k, v in numeric.items() if k not in ("rows", "atol", "rtol")})
         tolerance = atol + rtol * np.abs(ref)
         top = np.sort(ref, axis=1)
-        margin = top[:, -1] - top[:, -2] if ref.shape[1] > 1 else np.ones(len(ref))
+        margin = top[:, -1] - top[:, -2] if ref.ndim == 2 and ref.shape[-1] > 1 \
+            else np.ones(len(ref))
         near = [int(i) for i in flipped if margin[i] <= 2 * tolerance[i].max()]
         unexplained = [int(i) for i in flipped if int(i) not in set(near)]
         report["flips"] = [{"row": int(i), "margin": float(f"{margin[i]:.3g}"),
@@ -93,7 +95,7 @@ def _key(value: Any) -> Any:
 def _numeric(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float, what: str,
              kind: str) -> tuple[dict, str | None]:
     if ref.shape != got.shape:
-        return {"rows": int(len(ref))}, f"{what} answers {got.shape}, the trained model {ref.shape}"
+        return {"rows": len(ref)}, f"{what} answers {got.shape}, the trained model {ref.shape}"
     diff = np.abs(got - ref)
     both_nan = np.isnan(got) & np.isnan(ref)
     diff = np.where(both_nan, 0.0, diff)
@@ -107,7 +109,7 @@ def _numeric(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float, what: s
     worst_rows = [i for i in order[:WORST] if row_diff[i] > 0] if len(ref) else []
     outside = int(np.count_nonzero(per_row > 0)) if len(ref) else 0
     report = {
-        "rows": int(len(ref)), "atol": atol, "rtol": rtol,
+        "rows": len(ref), "atol": atol, "rtol": rtol,
         f"max_{kind}_diff": float(f"{float(diff.max()) if diff.size else 0.0:.3g}"),
         "histogram": _histogram(diff),
         "worst": [{"row": int(i), "diff": float(f"{row_diff[i]:.3g}"),

@@ -23,6 +23,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from buildenv.env.serving_rules import refused
+from buildenv.env.spec import OnnxServing
+from buildenv.training.context import ForbiddenRead
+from buildenv.training.families import FamilyError, adopt
+from buildenv.training.families.torch_contract import ModelContractError
+from buildenv.training.onnx_inventory import inventory as inventory_of
+from buildenv.training.served_artifact import convert
+
 __all__ = ["SAMPLE_ROWS", "run", "wanted"]
 
 SAMPLE_ROWS = 2000
@@ -41,12 +49,6 @@ def wanted(request: dict, env: Any) -> bool:
 
 def run(ctx: Any, env: Any, train: Any, request: dict) -> dict:
     """`{"refused": True, "result": ...}` to stop, else `{"summary": ...}` for the lineage."""
-    from buildenv.env.serving_rules import refused
-    from buildenv.env.spec import OnnxServing
-    from buildenv.training.context import ForbiddenRead
-    from buildenv.training.families import FamilyError, adopt
-    from buildenv.training.families.torch_contract import ModelContractError
-
     ctx.sample_rows = SAMPLE_ROWS
     try:
         model = train(ctx)
@@ -66,9 +68,6 @@ def run(ctx: Any, env: Any, train: Any, request: dict) -> dict:
         inventory = None
         if isinstance(env.serving, OnnxServing) and not refused(
                 env, family.inputs, family.kind, family.ops(), None):
-            from buildenv.training.onnx_inventory import inventory as inventory_of
-            from buildenv.training.served_artifact import convert
-
             inventory = inventory_of(convert(family, env)).to_json()
     except FamilyError as exc:
         return {"summary": {"status": "skipped", "rows": SAMPLE_ROWS,

@@ -473,9 +473,9 @@ def _safe_params(ctx: Any) -> dict[str, str]:
 def _label_summary(ctx: Any) -> dict:
     """How the label set's labels were obtained, for the lineage (counts only)."""
     resolution = ctx.label_sets.resolve(ctx.env.label.labels)
-    keep, labels = ctx._labeled_rows()
+    _, labels = ctx._labeled_rows()
     return {"label_set": ctx.env.label.labels, **resolution.summary(),
-            "training_rows": int(len(labels))}
+            "training_rows": len(labels)}
 
 
 def _manifests(request: dict) -> dict:

@@ -22,6 +22,10 @@ from typing import Any
 from buildenv.core.model_runtime import ModelLoadError, ServedModel, load, trusted_patterns
 from buildenv.env.spec import Environment, OnnxServing
 from buildenv.training.families.base import Family, FamilyError, Problem, column_kinds
+from buildenv.training.skops_format import dumps, refused_types, untrusted_in
+
+# Deferred imports (mlflow, onnx): MLflow's flavors are imported when a model is saved (the
+# runner imports MLflow in a thread while the training runs).
 
 __all__ = ["Saved", "load_served", "save_served"]
 
@@ -85,8 +89,6 @@ def save_served(family: Family, env: Environment, out: Path, signature: Any,
             raise FamilyError("BE417", f"cloudpickle cannot save {family.model_class} either: "
                               f"{type(exc).__name__}: {str(exc).strip()[:200]}") from None
         return saved
-    from buildenv.training.skops_format import dumps, refused_types, untrusted_in
-
     try:
         data = dumps(family.model)
     except Exception as exc:

@@ -17,6 +17,9 @@ from buildenv.env.spec import Environment
 from buildenv.training.families.base import Family, FamilyError, Problem
 from buildenv.training.families.torch_contract import TorchModel
 
+# Deferred imports (buildenv): each family's module imports its own library (torch, onnx,
+# scikit-learn and the converters), so only the family of the returned model is imported.
+
 __all__ = ["Family", "FamilyError", "Problem", "adopt"]
 
 

@@ -16,7 +16,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from buildenv.env.spec import Environment
+import numpy as np
+
+from buildenv.env.spec import Column, Environment
 
 __all__ = ["Family", "FamilyError", "Problem", "column_kinds", "environment_classes",
            "library_versions", "repository_modules"]
@@ -71,8 +73,6 @@ class Family:
 
     @property
     def classes_(self) -> Any:  # what scikit-learn code (scoring) reads
-        import numpy as np
-
         return np.asarray(self.classes, dtype=object)
 
     def ops(self) -> list[dict]:
@@ -130,18 +130,18 @@ def is_classification_label(env: Environment) -> bool | None:
 def column_kinds(env: Environment, inputs: list[str]) -> dict[str, str]:
     """How each input column reaches a graph: `string`, `int64` or `float` (a nullable
     integer or bool column arrives as float, null as NaN, as in the serving app)."""
-    declared = {}
+    declared: dict[str, Column] = {}
     for ds in env.datasets.values():
         for name, col in ds.columns.items():
             declared.setdefault(name, col)
     out = {}
     for name in inputs:
-        col = declared.get(name)
-        if col is None or col.dtype in ("float32", "float64"):
+        found = declared.get(name)
+        if found is None or found.dtype in ("float32", "float64"):
             out[name] = "float"
-        elif col.dtype in ("string", "date", "timestamp"):
+        elif found.dtype in ("string", "date", "timestamp"):
             out[name] = "string"
-        elif col.nullable:
+        elif found.nullable:
             out[name] = "float"
         else:
             out[name] = "int64"

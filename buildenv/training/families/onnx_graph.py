@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import onnx
+import onnxruntime
+
 from buildenv.core.model_runtime import ModelLoadError, OnnxModel
 from buildenv.env.spec import Environment
 from buildenv.training.families.base import (
@@ -28,9 +31,6 @@ __all__ = ["OnnxGraphFamily"]
 
 class OnnxGraphFamily(Family):
     def __init__(self, proto: Any, env: Environment) -> None:
-        import onnx
-        import onnxruntime
-
         initializers = {t.name for t in proto.graph.initializer}
         inputs = [i.name for i in proto.graph.input if i.name not in initializers]
         classes = environment_classes(env)

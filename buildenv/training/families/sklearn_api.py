@@ -11,8 +11,13 @@ opset imports, so the same model gives the same bytes.
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline
 
 from buildenv.env.spec import Environment
 from buildenv.training.families.base import (
@@ -31,6 +36,10 @@ from buildenv.training.introspect import (
     walk_ops,
 )
 from buildenv.training.onnx_inventory import ml_opset
+from buildenv.training.skops_format import dumps
+
+# Deferred imports (skl2onnx, onnx, onnxmltools, xgboost, lightgbm): conversion runs for the
+# onnx stack only, and the XGBoost and LightGBM converters only when those libraries are loaded.
 
 __all__ = ["SklearnFamily"]
 
@@ -54,8 +63,6 @@ class SklearnFamily(Family):
                  "module: it is converted to ONNX and its operators are checked",)))
 
     def predict(self, frame: Any) -> Any:
-        import numpy as np
-
         out = self.model.predict(self._x(frame))
         if self.encoded_labels:
             return np.asarray(self.classes, dtype=object)[np.asarray(out).astype(np.int64)]
@@ -83,8 +90,9 @@ class SklearnFamily(Family):
 
     def onnx_encoded_labels(self) -> bool:
         # skl2onnx writes bool classes as the integers 0/1: positions into [False, True]
-        return self.encoded_labels or bool(self.raw_classes) and all(
-            isinstance(c, (bool,)) or type(c).__name__ == "bool_" for c in self.raw_classes)
+        raw = self.raw_classes or []
+        return self.encoded_labels or (bool(raw) and all(
+            isinstance(c, bool) or type(c).__name__ == "bool_" for c in raw))
 
     def to_onnx(self, types: dict[str, str], opset: int) -> Any:
         from skl2onnx import convert_sklearn
@@ -103,7 +111,7 @@ class SklearnFamily(Family):
         if by_column:
             tensor = {"string": StringTensorType, "int64": Int64TensorType,
                       "float": FloatTensorType}
-            initial = [(name, tensor[types[name]]([None, 1])) for name in self.inputs]
+            initial = [(name, tensor[types[name]]([None, 1])) for name in self.inputs or []]
         else:  # the estimator takes one matrix: convert it so, then feed it column by column
             text = [name for name in self.inputs if types[name] == "string"]
             if text:
@@ -118,8 +126,8 @@ class SklearnFamily(Family):
                                     target_opset={"": opset, "ai.onnx.ml": ml_opset(opset)},
                                     options=options)
         except Exception as exc:
-            text = str(exc).strip()
-            first = text.splitlines()[0][:300] if text else type(exc).__name__
+            reason = str(exc).strip()
+            first = reason.splitlines()[0][:300] if reason else type(exc).__name__
             raise FamilyError(
                 "BE405", f"cannot convert {self.model_class} to ONNX opset {opset}: {first}",
                 ("use steps the converters (skl2onnx, onnxmltools) can represent, or serve "
@@ -133,8 +141,6 @@ class SklearnFamily(Family):
         return graph
 
     def save_native(self, directory: Path) -> list[str]:
-        from buildenv.training.skops_format import dumps
-
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "model.skops").write_bytes(dumps(self.model))
         return ["model.skops"]
@@ -142,8 +148,6 @@ class SklearnFamily(Family):
 
 def _classes(raw: list, declared: list | None) -> tuple[list, bool]:
     """(classes as environment values, whether predictions are positions into them)."""
-    import numpy as np
-
     plain = [c.item() if isinstance(c, np.generic) else c for c in raw]
     codes = all(isinstance(c, int) and not isinstance(c, bool) for c in plain) \
         and plain == list(range(len(plain)))
@@ -159,9 +163,6 @@ _MATRIX = "buildenv_matrix"  # the single input of an estimator fed a matrix
 def _takes_columns(model: Any) -> bool:
     """Whether the model's first step routes named columns (a ColumnTransformer): then
     skl2onnx converts it with one input per column. Anything else takes one matrix."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.pipeline import Pipeline
-
     while isinstance(model, Pipeline) and model.steps:
         model = model.steps[0][1]
     return isinstance(model, ColumnTransformer)
@@ -187,8 +188,6 @@ _REGISTERED = False
 def _register_converters() -> None:
     """onnxmltools' converters for the XGBoost and LightGBM wrappers, when those are loaded."""
     global _REGISTERED
-    import sys
-
     if _REGISTERED or not ({"xgboost", "lightgbm"} & set(sys.modules)):
         return
     from skl2onnx import update_registered_converter

@@ -14,6 +14,7 @@ training's runtime only when the training imports it (BUILD's overrides add onnx
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +78,12 @@ class TorchFamily(Family):
                 "BE415", f"the module's forward fails on the declared inputs (a float32 tensor "
                 f"[rows, {width}]): {type(exc).__name__}: {text}",
                 ("inputs=[...] lists the columns the module reads, in order",)) from None
-        expected = (2, len(self.classes)) if self.is_classifier else None
+        width = len(self.classes or [])
+        expected = (2, width) if self.is_classifier else None
         shape = tuple(getattr(out, "shape", ()))
         if not hasattr(out, "shape") or (expected and shape != expected) or (
                 not expected and shape not in ((2,), (2, 1))):
-            want = f"[rows, {len(self.classes)}]" if expected else "[rows] or [rows, 1]"
+            want = f"[rows, {width}]" if expected else "[rows] or [rows, 1]"
             raise FamilyError(
                 "BE415", f"output '{self.model.output}' must be {want} per batch, but the "
                 f"module returns {type(out).__name__} of shape "
@@ -99,8 +101,7 @@ class TorchFamily(Family):
                     y = torch.softmax(y, dim=1)
                 outs.append(y.double().numpy())
         if not outs:
-            width = len(self.classes) if self.is_classifier else 1
-            return np.zeros((0, width))
+            return np.zeros((0, len(self.classes or [None])))
         return np.concatenate(outs)
 
     def predict_proba(self, frame: Any) -> Any:
@@ -135,6 +136,7 @@ class TorchFamily(Family):
                 dynamic_shapes=(tuple({0: batch} for _ in example),),  # forward(*columns)
                 opset_version=opset,
                 dynamo=True, verbose=False, optimize=True)
+            assert program is not None  # dynamo=True returns the program
             proto = program.model_proto
         except Exception as exc:
             raise FamilyError("BE405", f"cannot export {self.model_class} to ONNX opset "
@@ -168,8 +170,6 @@ class _ColumnsToModule(torch.nn.Module):
 def _export_error(exc: Exception) -> str:
     """The exporter's reason, without its advice and terminal colours: the line of its
     `Exception summary` naming the underlying error, else the first line."""
-    import re
-
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
     for line in text.splitlines():
         if line.startswith("<class '"):
