@@ -30,7 +30,7 @@ __all__ = ["child_env", "kill_group", "package_parent", "run_training"]
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
              "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
              "OMP_WAIT_POLICY",
-             "MKL_NUM_THREADS", "SOURCE_DATE_EPOCH", "SSL_CERT_FILE", "SSL_CERT_DIR",
+             "MKL_NUM_THREADS", "SOURCE_DATE_EPOCH", "BUILDENV_DEBUG_RUNNER", "SSL_CERT_FILE", "SSL_CERT_DIR",
              "REQUESTS_CA_BUNDLE", "VIRTUAL_ENV")
 
 
@@ -86,20 +86,23 @@ def kill_group(proc: subprocess.Popen) -> None:
 def run_training(project: Project, config: TrainingConfig, res: Resolved, out_dir: Path,
                  timeout: float, pins: dict[str, str],
                  label_pins: dict[str, dict] | None = None, manifests: dict | None = None,
-                 release_key: str | None = None, interpreter: Interpreter | None = None
+                 release_key: str | None = None, rows: dict[str, int] | None = None,
+                 interpreter: Interpreter | None = None
                  ) -> dict:
     """Run the training; its result (a dict) or failure diagnostics. `pins` (datasets) and
     `label_pins` (label sets) are the lock's digests: every read of the training and of its
     evaluation is verified against them (and `manifests`, the file lists of partitioned
     datasets). `release_key` (the build's cache key) names what a private release of its
-    figures is remembered under. `interpreter`: the training's toolchain (default:
-    buildenv's own)."""
+    figures is remembered under. `rows`: the lock's row counts (the pre-check skips small
+    datasets). `interpreter`: the training's toolchain (default: buildenv's own)."""
     work = Path(tempfile.mkdtemp(prefix="buildenv-train-"))
     try:
         request = {
             "root": str(project.root), "data_root": str(project.data_root or project.root),
             "module_path": config.module_path, "function": config.function,
-            "seed": config.seed, "env": res.env.model_dump(mode="json", by_alias=True),
+            "seed": config.seed, "threads": config.native_threads,
+            "precheck": config.precheck, "rows": dict(rows or {}),
+            "env": res.env.model_dump(mode="json", by_alias=True),
             "out_dir": str(out_dir), "result": str(work / "result.json"),
             "pins": dict(pins), "label_pins": dict(label_pins or {}), "release_key": release_key,
             "manifests": {name: {"partitions": list(m.partitions), "files": m.files_json()}

@@ -51,6 +51,11 @@ class TrainingConfig(BaseModel):
     --generate-hashes` or `buildenv toolchain --write-lock` output): installed as is, nothing
     is resolved. Excludes `requirements`."""
 
+    precheck: bool = True
+    """Before the full fit, run the training on a sample of its rows and verify the model's
+    inputs and operations, so a refusal comes in seconds (the training function runs twice;
+    see docs/training.md)."""
+
     @model_validator(mode="after")
     def _one_source(self) -> TrainingConfig:
         if self.requirements is not None and self.lock is not None:

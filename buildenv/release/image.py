@@ -4,17 +4,24 @@ archive built without any daemon.
 The context (default `.buildenv/image/<training>/<env>/`) holds:
 
   Dockerfile          FROM the base, COPY the three directories below, no RUN step
-  requirements.txt    the serving lock (`serving.requirements` and the app's runtime at the
-                      versions the model was trained with, hashed), for people and pip
+  requirements.txt    the serving lock (`serving.requirements` and what the serving app needs
+                      for the model's format, at the versions the model was trained with,
+                      hashed), for people and pip
   image.json          what went in: artifact digest, python version, every vendored package,
                       the serving lock's digest and the image's size
-  app/serve.py        the stdlib HTTP app (buildenv/serving/serve.py) and app/serving.json,
-                      the contract it enforces: the model's inputs as served columns
+  app/serve.py        the stdlib HTTP app (buildenv/serving/serve.py), app/model_runtime.py
+                      (buildenv/core: loading and predicting, as the build measured them) and
+                      app/serving.json, the contract it enforces: the model's inputs as served
+                      columns (dtype, nullability, domain, range), its descriptor, the types
+                      a skops file may hold (from the environment's serving.ops)
   model/              the artifact from dist/<training>/<env>/ (or, with --champion, the
                       champion's from the registry), verified against its recorded digest
-                      before it is copied; the app verifies it again before unpickling it
+                      before it is copied; the app verifies it again before loading it
   site-packages/      the serving runtime: exactly the distributions of the artifact's
-                      locked serving environment (`image_runtime`)
+                      locked serving environment (`image_runtime`): `serving.requirements`
+                      plus what the model's format needs (`pins.SERVING_APP`: numpy for an
+                      ONNX graph; pandas and skops for a skops file; pandas and cloudpickle
+                      for a pickle)
 
 Vendoring installed distributions (their RECORD file lists) rather than running pip in the
 image is what makes it buildable without a daemon and reproducibly: no resolver, no compiler
@@ -44,12 +51,14 @@ from typing import Any
 import yaml
 
 from buildenv.compile.artifact import read_lineage
-from buildenv.compile.integrity import verify_artifact
+from buildenv.compile.integrity import model_descriptor, verify_artifact
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.model_runtime import trusted_patterns
 from buildenv.core.project import Project
 from buildenv.core.tempdirs import scratch_dir
 from buildenv.env.resolve import Resolved
+from buildenv.env.spec import SklearnServing
 from buildenv.release.image_runtime import serving_runtime, vendor_files
 
 # Deferred imports (docker): the Docker SDK (requests, urllib3) is needed only to build through a
@@ -81,12 +90,18 @@ def _mtime() -> int:
 # --- the build context --------------------------------------------------------------------------
 
 def _served_inputs(res: Resolved, inputs: list[str]) -> dict[str, dict]:
+    """Each input's contract as the serving app checks it (domain and range when declared)."""
     out = {}
     for name in inputs:
         for ds in res.env.datasets.values():
             col = ds.columns.get(name)
             if col is not None and col.serving:
-                out[name] = {"dtype": col.dtype, "nullable": col.nullable}
+                spec: dict = {"dtype": col.dtype, "nullable": col.nullable}
+                if col.domain is not None:
+                    spec["domain"] = list(col.domain)
+                if col.range is not None:
+                    spec["range"] = list(col.range)
+                out[name] = spec
                 break
     return out
 
@@ -103,12 +118,17 @@ def write_context(project: Project, res: Resolved, training: str, out: Path | No
     verify_artifact(project, artifact, lineage.get("model_digest"),
                     f"the artifact of {training} @ {env}")  # the label claims this digest
     serving = res.env.serving
-    if serving is None or serving.stack != "sklearn":
-        stack = serving.stack if serving else "none"
+    if serving is None:
         raise DiagnosticError([res.diag(
-            "BE752", f"`buildenv image` serves the sklearn stack; environment {env} has "
-            f"serving stack '{stack}'", "serving",
-            hints=("the ONNX stack's model.onnx is in the artifact for your own runtime",))])
+            "BE752", f"`buildenv image` serves a model on the environment's serving stack; "
+            f"environment {env} declares none", "serving",
+            hints=("declare `serving:` (stack sklearn or onnx)",))])
+    descriptor, legacy = model_descriptor(artifact)
+    if (descriptor.get("format") == "onnx") != (serving.stack == "onnx"):
+        raise DiagnosticError([res.diag(
+            "BE752", f"the artifact holds a {descriptor.get('format')} model, but environment "
+            f"{env} serves stack '{serving.stack}'",
+            "serving", "stack", hints=(f"rebuild: `buildenv build {training} --env {env}`",))])
     inputs = list(lineage.get("inputs") or [])
     served = _served_inputs(res, inputs)
     missing = [c for c in inputs if c not in served]
@@ -117,22 +137,27 @@ def write_context(project: Project, res: Resolved, training: str, out: Path | No
             "BE752", f"the model's inputs are not all served columns of {env}: "
             f"{', '.join(missing) or '(unknown inputs)'}",
             hints=(f"rebuild: `buildenv build {training} --env {env}` verifies them",))])
-    runtime = serving_runtime(project, res, lineage)
+    fmt = str(descriptor.get("format"))
+    runtime = serving_runtime(project, res, lineage, fmt)
     python = host_python()
-
-    mlmodel = yaml.safe_load((artifact / "MLmodel").read_text(encoding="utf-8"))
-    flavor = mlmodel["flavors"]["sklearn"]
     packages = {d.metadata["Name"]: d.version for d in runtime.dists}
     target = out or project.state_dir / "image" / training / env
+    sklearn_stack = isinstance(serving, SklearnServing)
     config = {"training": training, "environment": env, "python": python, "port": PORT,
-              "model_file": flavor["pickled_model"], "model_digest": lineage["model_digest"],
+              "model": descriptor, "model_digest": lineage["model_digest"],
+              "trusted": trusted_patterns(list(serving.ops)) if sklearn_stack else [],
+              "allow_pickle": legacy or (sklearn_stack and serving.format == "pickle"),
+              "validate_inputs": serving.validate_inputs,
               "inputs": served, "label": lineage.get("label")}
-    if flavor.get("code"):  # repository code shipped with the model: importable when loading
-        config["code_dir"] = flavor["code"]
+    code = _shipped_code(artifact)
+    if code:  # repository code shipped with the model: importable when loading
+        config["code_dir"] = code
     with atomic_dir(target, scratch_dir(project.state_dir)) as tmp:
         app = tmp / "app"
         app.mkdir()
-        shutil.copyfile(Path(__file__).resolve().parents[1] / "serving" / "serve.py", app / "serve.py")
+        package = Path(__file__).resolve().parents[1]
+        shutil.copyfile(package / "serving" / "serve.py", app / "serve.py")
+        shutil.copyfile(package / "core" / "model_runtime.py", app / "model_runtime.py")
         (app / "serving.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         shutil.copytree(artifact, tmp / "model")
         site = tmp / "site-packages"
@@ -154,6 +179,16 @@ def write_context(project: Project, res: Resolved, training: str, out: Path | No
         (tmp / ".dockerignore").write_text("image.json\nrequirements.txt\n")
     return ImageContext(target, training, env, python, packages,
                         _image_config(training, env, lineage), size)
+
+
+def _shipped_code(artifact: Path) -> str | None:
+    """The directory of the artifact where MLflow put the repository code shipped with the
+    model (`code_paths`), as its MLmodel records it."""
+    mlmodel = yaml.safe_load((artifact / "MLmodel").read_text(encoding="utf-8"))
+    for flavor in (mlmodel.get("flavors") or {}).values():
+        if isinstance(flavor, dict) and flavor.get("code"):
+            return str(flavor["code"])
+    return None
 
 
 def _env_vars() -> list[str]:

@@ -38,17 +38,19 @@ class Runtime:
     lock_digest: str | None = None
 
 
-def serving_runtime(project: Project, res: Resolved, lineage: dict) -> Runtime:
-    """The distributions the image of this artifact vendors (BE751/BE756 when it cannot)."""
+def serving_runtime(project: Project, res: Resolved, lineage: dict, fmt: str) -> Runtime:
+    """The distributions the image of this artifact (model format `fmt`) vendors
+    (BE751/BE756 when it cannot)."""
     serving = res.env.serving
     assert serving is not None
+    runtime = SERVING_APP.get(fmt, ())
     if project.config.toolchains.mode == "interpreter":
-        dists, problems = vendor_closure(list(serving.requirements))
+        dists, problems = vendor_closure(list(serving.requirements), runtime)
         if any(p.is_error for p in problems):
             raise DiagnosticError(problems)
         return Runtime(dists, None)
     trained = (lineage.get("toolchain") or {}).get("packages") or lineage.get("libraries") or {}
-    toolchain = serving_toolchain(project, res, dict(trained))
+    toolchain = serving_toolchain(project, res, dict(trained), runtime)
     env, _ = ensure_environment(project, toolchain)
     site = env / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
     found: dict[str, Any] = {}
@@ -58,12 +60,14 @@ def serving_runtime(project: Project, res: Resolved, lineage: dict) -> Runtime:
     return Runtime([found[k] for k in sorted(found)], toolchain.lock.text, toolchain.digest)
 
 
-def vendor_closure(requirements: list[str]) -> tuple[list[Any], list[Diagnostic]]:
-    """Installed distributions satisfying `requirements` and their dependencies."""
+def vendor_closure(requirements: list[str], runtime: tuple[str, ...] = SERVING_APP["pickle"]
+                   ) -> tuple[list[Any], list[Diagnostic]]:
+    """Installed distributions satisfying `requirements` (and the app's `runtime`) and their
+    dependencies."""
     problems: list[Diagnostic] = []
     found: dict[str, Any] = {}
     queue: list[tuple[str, str]] = [(r, "serving.requirements") for r in requirements]
-    queue += [(r, "the serving app") for r in SERVING_APP]
+    queue += [(r, "the serving app") for r in runtime]
     while queue:
         text, wanted_by = queue.pop(0)
         try:

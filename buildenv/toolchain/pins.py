@@ -3,8 +3,8 @@
 The runner (`python -m buildenv.training.runner`) runs from buildenv's source, which is put on
 the training interpreter's path alone: none of buildenv's other dependencies come with it.
 It imports pydantic (the environment's format), pyarrow, NumPy and pandas (the data gate),
-scikit-learn (introspection, scoring, importance), MLflow's client (saving the model) and
-blake3 (verifying reads pinned with blake3); the `onnx` serving stack adds the converter and
+scikit-learn (introspection, scoring, importance), MLflow's client and skops (saving the
+model, pickle-free) and blake3 (verifying reads pinned with blake3); the `onnx` serving stack adds the converter and
 the runtime it checks parity with. These pins equal those of pyproject.toml (a test checks),
 so a training's environment holds the versions buildenv is tested with, unless the training
 asks for another version of the same distribution: then its requirement wins.
@@ -21,6 +21,7 @@ RUNNER: dict[str, str] = {
     "pyarrow": "25.0.1",
     "scikit-learn": "1.9.1",
     "mlflow-skinny": "3.17.2",
+    "skops": "0.16.0",
     "blake3": "1.0.11",
 }
 
@@ -36,7 +37,12 @@ STACKS: dict[str, dict[str, str]] = {
 # training process; without it the figures would be withheld (BE516).
 PRIVATE_RELEASE: dict[str, str] = {"opendp": "0.16.0"}
 
-# What the serving app (buildenv/serving/serve.py) needs beside `serving.requirements`: the
-# model is a cloudpickled pipeline fed pandas DataFrames. Their versions come from the lock
+# What the serving app (buildenv/serving/serve.py with core/model_runtime.py) needs beside
+# `serving.requirements` to load and feed a model, per artifact format: an ONNX graph is fed
+# NumPy arrays, a skops file or a pickle pandas DataFrames. Their versions come from the lock
 # the model was trained with.
-SERVING_APP: tuple[str, ...] = ("pandas", "cloudpickle")
+SERVING_APP: dict[str, tuple[str, ...]] = {
+    "onnx": ("numpy",),
+    "skops": ("pandas", "skops"),
+    "pickle": ("pandas", "cloudpickle"),
+}

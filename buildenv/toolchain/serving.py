@@ -1,6 +1,7 @@
 """The serving environment of an artifact: exactly what its image installs.
 
-`serving.requirements`, plus what the serving app imports (`pins.SERVING_APP`), resolved with
+`serving.requirements`, plus what the serving app imports to load the artifact's format
+(`pins.SERVING_APP`), resolved with
 the versions the model was trained with as constraints (the training's lock, recorded in the
 lineage): a pickled model is loaded by the very library versions that pickled it, and nothing
 of the training's toolchain comes along that serving did not ask for. Locked with hashes and
@@ -19,7 +20,6 @@ from packaging.utils import canonicalize_name
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
 from buildenv.env.resolve import Resolved
-from buildenv.toolchain.pins import SERVING_APP
 from buildenv.toolchain.requirements import Wanted, parse_requirement
 from buildenv.toolchain.toolchain import Toolchain, resolve_lock
 
@@ -33,10 +33,11 @@ def cuda_packages(packages: dict[str, str]) -> list[str]:
     return sorted(name for name in packages if _CUDA.match(name))
 
 
-def serving_toolchain(project: Project, res: Resolved, trained_with: dict[str, str]
-                      ) -> Toolchain:
+def serving_toolchain(project: Project, res: Resolved, trained_with: dict[str, str],
+                      runtime: tuple[str, ...]) -> Toolchain:
     """The locked serving environment of a model trained with `trained_with` (name ->
-    version) for `res`; BE751 when it cannot be resolved, BE756 when it holds CUDA."""
+    version) for `res`, with the serving app's `runtime` for the artifact's format; BE751 when
+    it cannot be resolved, BE756 when it holds CUDA."""
     serving = res.env.serving
     assert serving is not None
     wanted: list[Wanted] = []
@@ -46,7 +47,7 @@ def serving_toolchain(project: Project, res: Resolved, trained_with: dict[str, s
         wanted.append(Wanted(text, canonicalize_name(req.name), "serving.requirements",
                              pos.path if pos else None, pos.line if pos else None))
     named = {w.name for w in wanted}
-    wanted += [Wanted(name, canonicalize_name(name), "the serving app") for name in SERVING_APP
+    wanted += [Wanted(name, canonicalize_name(name), "the serving app") for name in runtime
                if canonicalize_name(name) not in named]
     pins = [f"{name}=={version}" for name, version in sorted(trained_with.items())
             if "://" not in version]

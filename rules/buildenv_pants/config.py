@@ -24,6 +24,7 @@ class TrainingDecl:
     seed: Optional[int]
     timeout: Optional[float]
     threads: Optional[int] = None
+    precheck: Optional[bool] = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class BuildenvConfig:
                     seed=decl.get("seed") if isinstance(decl.get("seed"), int) else None,
                     timeout=decl.get("timeout") if isinstance(decl.get("timeout"), (int, float)) else None,
                     threads=decl.get("threads") if isinstance(decl.get("threads"), int) else None,
+                    precheck=decl.get("precheck") if isinstance(decl.get("precheck"), bool) else None,
                 )
             )
         return cls(

@@ -108,3 +108,12 @@ def test_sandbox_trainings_run_in_the_sandbox_interpreter() -> None:
     environment of its own there (tests/test_toolchains.py covers that mode's builds)."""
     doc = toml.loads(synthesized_pyproject(BuildenvConfig.parse(PYPROJECT), field_set()))
     assert doc["tool"]["buildenv"]["toolchains"] == {"mode": "interpreter"}
+
+
+def test_sandbox_pyproject_keeps_precheck_false() -> None:
+    config = BuildenvConfig.parse(PYPROJECT + "precheck = false\n")
+    assert config.trainings[0].precheck is False
+    doc = toml.loads(synthesized_pyproject(config, field_set()))
+    assert doc["tool"]["buildenv"]["trainings"]["rec"]["precheck"] is False
+    doc = toml.loads(synthesized_pyproject(BuildenvConfig.parse(PYPROJECT), field_set()))
+    assert "precheck" not in doc["tool"]["buildenv"]["trainings"]["rec"]
