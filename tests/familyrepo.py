@@ -26,9 +26,16 @@ TRAININGS = ["sk-lr", "xgb", "xgb-multi", "lgbm", "mlp", "mlp-multi", "onnx-read
              "bad-output", "wrapped-module", "onnx-bad-names", "onnx-invalid", "user-func",
              "generator-holder", "custom-convert"]
 
+# The families' trainings run in buildenv's own interpreter (the test extra installs the model
+# libraries there), as under Pants: these tests are about what happens inside the training
+# process. Trainings in their own resolved environments, XGBoost and LightGBM included, are
+# tests/test_toolchains.py's and tests/test_shipping.py's.
 PYPROJECT = """
 [tool.buildenv]
 environments_dir = "environments"
+
+[tool.buildenv.toolchains]
+mode = "interpreter"
 
 [tool.buildenv.trainings.sk-lr]
 entry = "train/sk_lr.py:train"
