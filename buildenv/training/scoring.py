@@ -125,7 +125,9 @@ def _classification(out: Outputs) -> dict[str, float]:
     if out.proba is None or out.classes is None:
         return result
     try:
-        result["logloss"] = float(log_loss(y, y_proba=out.proba, labels=out.classes))
+        # positional: scikit-learn renamed the argument (y_pred -> y_proba) in 1.9, and a
+        # training's environment may hold an older release
+        result["logloss"] = float(log_loss(y, out.proba, labels=out.classes))
     except ValueError:
         pass  # a label the model never saw: logloss is undefined
     if out.positive is not None:
