@@ -183,7 +183,8 @@ def test_repository_classes_load_from_the_shipped_code_only(repo: Path, tmp_path
     assert lineage["code_modules"] == ["models.parts"]
     assert (context / "model/code/models/parts.py").read_text() == PARTS
     assert not (context / "model/code/train_custom.py").exists()  # the training is not shipped
-    load = ("import pickle, sys; m = pickle.load(open('model/model.pkl', 'rb')); "
+    load = ("import skops.io as sio; p = 'model/model.skops'; "
+            "m = sio.load(p, trusted=sio.get_untrusted_types(file=p)); "
             "print(type(m.steps[0][1].transformers_[1][1]).__module__)")
     without = fresh_python(context, "-c", load)
     out = without.communicate(timeout=120)[0].decode()
