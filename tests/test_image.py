@@ -115,7 +115,7 @@ def test_context_vendors_the_serving_runtime(repo: Path) -> None:
     assert lock.hashed and info["serving_lock"] == lock.digest
     vendored = {k.lower().replace("_", "-"): v for k, v in info["packages"].items()}
     assert vendored == lock.packages
-    assert {"scikit-learn", "pandas", "numpy", "scipy", "cloudpickle", "joblib"} <= set(vendored)
+    assert {"scikit-learn", "pandas", "numpy", "scipy", "skops", "joblib"} <= set(vendored)
     for name, version in lock.packages.items():
         assert lineage["toolchain"]["packages"].get(name, version) == version
     assert not {"mlflow-skinny", "pyarrow", "pydantic"} & set(vendored)
