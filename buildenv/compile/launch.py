@@ -30,7 +30,7 @@ __all__ = ["child_env", "kill_group", "package_parent", "run_training"]
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
              "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
              "OMP_WAIT_POLICY",
-             "MKL_NUM_THREADS", "SOURCE_DATE_EPOCH", "BUILDENV_DEBUG_RUNNER", "SSL_CERT_FILE", "SSL_CERT_DIR",
+             "MKL_NUM_THREADS", "SOURCE_DATE_EPOCH", "SSL_CERT_FILE", "SSL_CERT_DIR",
              "REQUESTS_CA_BUNDLE", "VIRTUAL_ENV")
 
 

@@ -528,8 +528,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(request)
     except BaseException as exc:  # a bug in buildenv, or a crash in a library
-        if os.environ.get("BUILDENV_DEBUG_RUNNER"):  # TEMPORARY (development)
-            Path(os.environ["BUILDENV_DEBUG_RUNNER"]).write_text(traceback.format_exc())
         # Frames only: messages and source lines may quote data (restricted or not).
         frames = [f"at {Path(f.filename).name}:{f.lineno} in {f.name}"
                   for f in traceback.extract_tb(exc.__traceback__)[-5:]]
