@@ -124,9 +124,10 @@ def test_context_vendors_the_serving_runtime(repo: Path) -> None:
                                           for f in (ctx / d).rglob("*") if f.is_file())
     assert not list((ctx / "site-packages").rglob("__pycache__"))
     serving = json.loads((ctx / "app/serving.json").read_text())
-    assert serving["inputs"] == {"plan": {"dtype": "string", "nullable": False},
-                                 "spend": {"dtype": "float64", "nullable": False},
-                                 "tenure": {"dtype": "float64", "nullable": False}}
+    assert serving["inputs"] == {
+        "plan": {"dtype": "string", "nullable": False, "domain": ["basic", "pro", "team"]},
+        "spend": {"dtype": "float64", "nullable": False, "range": [0, 1000]},
+        "tenure": {"dtype": "float64", "nullable": False, "range": [0, 100]}}
     dockerfile = (ctx / "Dockerfile").read_text()
     assert "RUN" not in dockerfile and "FROM ${BASE}" in dockerfile
 
