@@ -176,7 +176,7 @@ def test_gpu_libraries_in_the_serving_lock_are_refused(repo: Path, tmp_path: Pat
         project = Project.discover(repo)
         res = Multiverse(project).resolve("prod-gpu")
         with pytest.raises(DiagnosticError) as caught:
-            serving_toolchain(project, res, {})
+            serving_toolchain(project, res, {}, ("numpy",))
     finally:
         (repo / "environments/prod-gpu.yaml").unlink()
     (d,) = caught.value.diagnostics
