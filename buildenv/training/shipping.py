@@ -118,7 +118,11 @@ def model_needs(model: Any, root: Path, entry_path: str) -> ModelNeeds:
     own = Path(__file__).resolve().parents[1]  # the buildenv package
     sites = _site_dirs()
     distributions = metadata.packages_distributions()
-    used = sorted(referenced_globals(cloudpickle.dumps(model, protocol=5)))
+    try:
+        data = cloudpickle.dumps(model, protocol=5)
+    except Exception:  # not picklable (a generator, a lock): saving it says why (BE417)
+        return needs
+    used = sorted(referenced_globals(data))
     modules: dict[str, list[str]] = {}
     for module, qualname in used:
         modules.setdefault(module, []).append(qualname)
