@@ -58,7 +58,8 @@ from typing import Any
 
 # Deferred imports (pandas): the app imports only the standard library; pandas comes with the
 # model's runtime, loaded with the model.
-import model_runtime  # type: ignore[import-not-found]  # beside this file in the image (buildenv/core/model_runtime.py)
+# model_runtime sits beside this file in the image (a copy of buildenv/core/model_runtime.py).
+import model_runtime  # type: ignore[import-not-found]  # pants: no-infer-dep
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "serving.json"), encoding="utf-8") as handle:
