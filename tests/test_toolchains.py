@@ -185,22 +185,22 @@ def test_a_requirement_the_serving_stack_forbids_is_refused_before_training(tmp_
     assert not (root / "dist").exists() and time.monotonic() - started < 60
 
 
-def test_an_invalid_requirement_is_BE320_at_its_line(tmp_path):
+def test_an_invalid_requirement_is_BE350_at_its_line(tmp_path):
     root = locked_repo(tmp_path, 'requirements = [\n  "numpy",\n  "scikit-learn>>1",\n]')
     code, out, err = build(root)
     assert code == 2
-    assert "pyproject.toml:13: error[BE320]: invalid requirement 'scikit-learn>>1' (training " \
+    assert "pyproject.toml:13: error[BE350]: invalid requirement 'scikit-learn>>1' (training " \
            "'demo')" in err and "Traceback" not in err
 
 
-def test_unresolvable_requirements_are_BE321_with_the_resolvers_reason(tmp_path, monkeypatch):
+def test_unresolvable_requirements_are_BE351_with_the_resolvers_reason(tmp_path, monkeypatch):
     store = tmp_path / "store"
     monkeypatch.setenv("BUILDENV_TOOLCHAINS_DIR", str(store))
     root = locked_repo(tmp_path / "repo", 'requirements = ["scikit-learn", "numpy<1.20"]')
     code, out, err = build(root)
     assert code == 2, out + err
-    line = next(x for x in err.splitlines() if "BE321" in x)
-    assert line.startswith("pyproject.toml:11: error[BE321]: the requirements of training "
+    line = next(x for x in err.splitlines() if "BE351" in x)
+    assert line.startswith("pyproject.toml:11: error[BE351]: the requirements of training "
                            "'demo' cannot be resolved: ")
     assert "numpy<1.20" in line and "unsatisfiable" in line
     assert "buildenv's runner pins: pydantic==" in err
@@ -217,7 +217,7 @@ def silent_index():
     server.close()
 
 
-def test_an_index_that_does_not_answer_is_BE322_named_with_an_offline_hint(
+def test_an_index_that_does_not_answer_is_BE352_named_with_an_offline_hint(
         tmp_path, monkeypatch, silent_index):
     monkeypatch.setenv("BUILDENV_TOOLCHAINS_DIR", str(tmp_path / "store"))
     root = locked_repo(tmp_path / "repo", toolchains=f'[tool.buildenv.toolchains]\n'
@@ -225,20 +225,20 @@ def test_an_index_that_does_not_answer_is_BE322_named_with_an_offline_hint(
     started = time.monotonic()
     code, out, err = build(root)
     assert code == 2, out + err
-    assert f"error[BE322]: the package index did not answer while resolving training 'demo': " \
+    assert f"error[BE352]: the package index did not answer while resolving training 'demo': " \
            f"{silent_index}/" in err
     assert "offline = true" in err and "timed out" in err
     assert time.monotonic() - started < 60 and not (root / "dist").exists()
 
 
-def test_offline_without_the_packages_in_the_cache_is_BE322(tmp_path, monkeypatch):
+def test_offline_without_the_packages_in_the_cache_is_BE352(tmp_path, monkeypatch):
     monkeypatch.setenv("BUILDENV_TOOLCHAINS_DIR", str(tmp_path / "store"))
     monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "empty-cache"))
     root = locked_repo(tmp_path / "repo", toolchains="[tool.buildenv.toolchains]\n"
                        "offline = true\n")
     code, out, err = build(root)
     assert code == 2, out + err
-    assert "error[BE322]: the requirements of training 'demo' are not all in uv's cache, and " \
+    assert "error[BE352]: the requirements of training 'demo' are not all in uv's cache, and " \
            "the toolchains are offline" in err
 
 
@@ -258,13 +258,13 @@ def test_a_lock_file_is_installed_as_written(tmp_path):
     unhashed = "".join(f"{n}=={v}\n" for n, v in toolchain_module.parse_lock(text).packages.items())
     (root / "train/demo.lock").write_text(unhashed)
     code, out, err = build(root)
-    assert code == 2 and "error[BE324]" in err and "not every entry has a --hash" in err
+    assert code == 2 and "error[BE354]" in err and "not every entry has a --hash" in err
     (root / "train/demo.lock").write_text("six==1.17.0 --hash=sha256:" + "0" * 64 + "\n")
     code, out, err = build(root)
     assert code == 2 and "buildenv's runner needs pydantic" in err
     set_training(root, 'lock = "train/missing.lock"')
     code, out, err = build(root)
-    assert code == 2 and "pyproject.toml:11: error[BE320]" in err
+    assert code == 2 and "pyproject.toml:11: error[BE350]" in err
     set_training(root, 'lock = "a.lock"\nrequirements = []')
     code, out, err = build(root)
     assert code == 2 and "BE016" in err and "not both" in err

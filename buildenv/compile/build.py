@@ -212,7 +212,7 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
     if any(p.is_error for p in problems):
         return
     progress.phase("toolchain")
-    interpreter = runner_interpreter(project, toolchain, package_parent())  # BE322/BE323
+    interpreter = runner_interpreter(project, toolchain, package_parent())  # BE352/BE353
     if options.register:
         _warm_registry()
     with atomic_dir(out, scratch(project)) as tmp:
@@ -387,7 +387,7 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
 
 def _toolchain(project: Project, training: str, config: TrainingConfig, res: Resolved,
                problems: list[Diagnostic]) -> Toolchain:
-    """The training's locked toolchain, known before anything runs (BE320-BE325), whose
+    """The training's locked toolchain, known before anything runs (BE350-BE355), whose
     every library must satisfy `serving.requirements` (BE408): a configuration error, exit 2."""
     toolchain = training_toolchain(project, training, config, res)
     forbidden = check_toolchain(res, toolchain, training)

@@ -239,30 +239,30 @@ CODES: dict[str, Code] = {
                   "sees, and promotion compares models on them. A sample handed over with "
                   "`ctx.set_holdout` is ignored; remove the call."),
     # --- toolchains: the training's own locked environment (docs/toolchains.md) -------------
-    "BE320": Code("invalid training requirements", "A requirement of the training's "
+    "BE350": Code("invalid training requirements", "A requirement of the training's "
                   "environment is not a pip requirement (`requirements` under "
                   "[tool.buildenv.trainings.<name>], or the environment's "
                   "`serving.requirements` it defaults to), or its `lock` file cannot be read. "
                   "Nothing was resolved."),
-    "BE321": Code("requirements cannot be resolved", "uv found no set of versions satisfying "
+    "BE351": Code("requirements cannot be resolved", "uv found no set of versions satisfying "
                   "the training's requirements together with what buildenv's runner needs. "
                   "The message is the resolver's reasoning, condensed; the location is the "
                   "requirement it names. Loosen or change it; a training's own requirement of a "
                   "distribution replaces buildenv's pin of it."),
-    "BE322": Code("package index unreachable", "The package index did not answer (timeout, "
+    "BE352": Code("package index unreachable", "The package index did not answer (timeout, "
                   "refused connection, DNS) while resolving or installing the training's "
                   "environment, or, offline, a package is not in uv's cache. The URL is named. "
                   "Check the network and `[tool.buildenv.toolchains] index_url`, raise "
                   "`timeout`, or with a warm cache set `offline = true`."),
-    "BE323": Code("environment not installed", "uv could not install the locked packages into "
+    "BE353": Code("environment not installed", "uv could not install the locked packages into "
                   "the training's environment (a hash that does not match the file the index "
                   "serves, a wheel missing for this platform, a full disk). Nothing half-built "
                   "is left: the environment is renamed into place only when complete."),
-    "BE324": Code("lock file not usable", "The training's `lock` file is not a hashed lock: a "
+    "BE354": Code("lock file not usable", "The training's `lock` file is not a hashed lock: a "
                   "line is not `name==version`, an entry has no `--hash`, or it lacks what "
                   "buildenv's runner imports. `buildenv toolchain TRAINING --env ENV "
                   "--write-lock FILE` writes a complete one."),
-    "BE325": Code("uv not installed", "buildenv resolves trainings' environments with uv, "
+    "BE355": Code("uv not installed", "buildenv resolves trainings' environments with uv, "
                   "which is installed with it (the `uv` distribution). Reinstall buildenv, or "
                   "set `[tool.buildenv.toolchains] mode = \"interpreter\"` to run trainings in "
                   "buildenv's own interpreter."),

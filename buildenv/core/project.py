@@ -119,7 +119,7 @@ class ToolchainsConfig(BaseModel):
     offline: bool = False
     """Resolve and install only from uv's cache and local `find_links`: no network."""
     timeout: float = Field(default=60.0, gt=0)
-    """Seconds a package index may take to answer before the build stops (BE322)."""
+    """Seconds a package index may take to answer before the build stops (BE352)."""
     dir: str | None = None
     """Where locked environments are kept (default `<cache_dir>/toolchains`; relative to the
     root). Environments are content-addressed, so checkouts may share one directory."""

@@ -82,7 +82,7 @@ def _parsed(text: str, origin: str, where: tuple[str | None, int | None],
     try:
         req = parse_requirement(text)
     except InvalidRequirement as exc:
-        problems.append(Diagnostic("BE320", f"invalid requirement '{text}' ({origin}): {exc}",
+        problems.append(Diagnostic("BE350", f"invalid requirement '{text}' ({origin}): {exc}",
                                    where[0], where[1],
                                    hints=("write a pip requirement such as "
                                           "'scikit-learn>=1.8,<2'",)))

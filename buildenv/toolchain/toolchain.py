@@ -87,7 +87,7 @@ def installed_packages() -> dict[str, str]:
 
 def training_toolchain(project: Project, training: str, config: TrainingConfig,
                        res: Resolved, upgrade: bool = False) -> Toolchain:
-    """The toolchain of `training` in `res`: BE320-BE324 (exit 2) when it cannot be had."""
+    """The toolchain of `training` in `res`: BE350-BE354 (exit 2) when it cannot be had."""
     python = platform.python_version()
     if project.config.toolchains.mode == "interpreter":
         packages = installed_packages()
@@ -162,13 +162,13 @@ def _resolve_failure(exc: UvFailure, wanted: list[Wanted], who: str,
                      f"requests time out after {settings.timeout:g} s: `timeout`)",
                      "with the packages already in uv's cache, build offline: "
                      "[tool.buildenv.toolchains] offline = true (or UV_OFFLINE=1)")
-        return Diagnostic("BE322", message, *_first_declared(wanted, ""), hints=hints)
+        return Diagnostic("BE352", message, *_first_declared(wanted, ""), hints=hints)
     culprit = _first_declared(wanted, exc.stderr)
     where = [f"{w.text} ({w.where()})" for w in wanted if w.origin != RUNNER_ORIGIN]
     pins = ", ".join(f"{n}=={v}" for n, v in RUNNER.items())
     hints = ((f"requested: {', '.join(where)}",) if where else ()) + (
         f"loosen or change the conflicting requirement; buildenv's runner pins: {pins}",)
-    return Diagnostic("BE321", f"the requirements of {who} cannot be resolved: "
+    return Diagnostic("BE351", f"the requirements of {who} cannot be resolved: "
                       f"{_short(lines)}", *culprit, hints=hints)
 
 
@@ -198,14 +198,14 @@ def _lock_file(project: Project, training: str, relpath: str) -> Lock:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DiagnosticError([Diagnostic(
-            "BE320", f"the lock file of training '{training}' cannot be read: {relpath} "
+            "BE350", f"the lock file of training '{training}' cannot be read: {relpath} "
             f"({type(exc).__name__})", "pyproject.toml", line,
             hints=("write it with `buildenv toolchain TRAINING --env ENV --write-lock "
                    f"{relpath}`",))], 2) from None
     try:
         lock = parse_lock(text)
     except LockError as exc:
-        raise DiagnosticError([Diagnostic("BE324", f"{exc}", relpath, exc.line, hints=(
+        raise DiagnosticError([Diagnostic("BE354", f"{exc}", relpath, exc.line, hints=(
             "a lock pins every distribution to one version with its hashes "
             "(`uv pip compile --generate-hashes`)",))], 2) from None
     missing = [name for name in RUNNER if canonicalize_name(name) not in lock.packages]
@@ -216,7 +216,7 @@ def _lock_file(project: Project, training: str, relpath: str) -> Lock:
         problems.append("buildenv's runner needs " + ", ".join(missing))
     if problems:
         raise DiagnosticError([Diagnostic(
-            "BE324", f"lock file {relpath} of training '{training}' cannot be used: "
+            "BE354", f"lock file {relpath} of training '{training}' cannot be used: "
             + "; ".join(problems), relpath, None,
             hints=("regenerate it: `buildenv toolchain TRAINING --env ENV --write-lock "
                    f"{relpath}` adds what the runner needs, with hashes",))], 2)
@@ -235,7 +235,7 @@ def environment_path(project: Project, toolchain: Toolchain) -> Path | None:
 
 
 def ensure_environment(project: Project, toolchain: Toolchain) -> tuple[Path, bool]:
-    """The environment of a resolved toolchain, created when it is new (BE322/BE323, exit 2);
+    """The environment of a resolved toolchain, created when it is new (BE352/BE353, exit 2);
     and whether this call created it."""
     assert toolchain.lock is not None
     store = Store(project.toolchains_dir)
@@ -266,7 +266,7 @@ def _install_failure(exc: UvFailure, toolchain: Toolchain, settings: UvSettings)
     lines = exc.lines()
     if exc.unreachable is not None or exc.offline_miss:
         return Diagnostic(
-            "BE322", f"could not download the locked packages ({toolchain.source}): "
+            "BE352", f"could not download the locked packages ({toolchain.source}): "
             f"{_short(lines)}",
             hints=("check the network and the index ([tool.buildenv.toolchains] index_url, "
                    f"timeout {settings.timeout:g} s)",
@@ -274,5 +274,5 @@ def _install_failure(exc: UvFailure, toolchain: Toolchain, settings: UvSettings)
     hint = ("a hash in the lock does not match the file the index serves: the lock was edited, "
             "or the index replaced the file" if "hash" in exc.stderr.lower() else
             "the hints above are uv's; `buildenv toolchain TRAINING --env ENV` shows the lock")
-    return Diagnostic("BE323", f"could not install the training's environment "
+    return Diagnostic("BE353", f"could not install the training's environment "
                       f"({toolchain.source}): {_short(lines)}", hints=(hint,))

@@ -5,8 +5,8 @@ or `[tool.uv]` of the repository changes a resolution behind the lock's back): t
 find-links and constraints of `[tool.buildenv.toolchains]`, the interpreter, offline mode.
 `UV_*` variables still reach uv (credentials, cache directory, proxies); those that change
 what a resolution returns are part of its key (`RESOLUTION_VARIABLES`). A failure becomes a
-diagnostic: unresolvable requirements (BE321) with the resolver's reasoning condensed, an index
-that does not answer (BE322) named with an offline hint, an install that failed (BE323).
+diagnostic: unresolvable requirements (BE351) with the resolver's reasoning condensed, an index
+that does not answer (BE352) named with an offline hint, an install that failed (BE353).
 """
 
 from __future__ import annotations
@@ -37,13 +37,13 @@ def uv_binary() -> str:
     """The uv executable installed with buildenv (the `uv` distribution)."""
     try:
         from uv import (
-            find_uv_bin,  # deferred: a missing uv is a diagnostic (BE325), not an ImportError
+            find_uv_bin,  # deferred: a missing uv is a diagnostic (BE355), not an ImportError
         )
 
         return str(find_uv_bin())
     except (ImportError, FileNotFoundError):
         raise DiagnosticError([Diagnostic(
-            "BE325", "uv, which resolves and installs trainings' environments, is not installed "
+            "BE355", "uv, which resolves and installs trainings' environments, is not installed "
             "with buildenv",
             hints=("pip install 'buildenv' installs it (the `uv` distribution)",
                    "or run trainings in buildenv's own interpreter: [tool.buildenv.toolchains] "
