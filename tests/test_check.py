@@ -249,8 +249,10 @@ def test_invalid_training_config_is_be016(tmp_path):
         'entry = "train/demo.py:train"', 'entry = "train/demo.py"')})
     code, _, err = invoke_cli(["check", "demo", "--env", "base"], root)
     assert code == 2
-    assert err.splitlines()[0].startswith(
-        "pyproject.toml:9:1: error[BE016]: trainings.demo.entry: String should match pattern")
+    assert err.splitlines() == [
+        "pyproject.toml:9:1: error[BE016]: trainings.demo.entry: 'train/demo.py' is not "
+        "`path/to/module.py:function` (relative to the repository root)",
+        '  hint: e.g. entry = "trainings/churn.py:train"']
 
 
 def test_all_problems_sorted_with_json_and_sarif(tmp_path):

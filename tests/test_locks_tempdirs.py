@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,9 +42,11 @@ def test_lock_excludes_another_process_and_dies_with_it(tmp_path):
             with mutex(path, "the test resource", 0.5):
                 pass
         assert time.monotonic() - started >= 0.5
-        assert caught.value.diagnostics[0].to_text().startswith(
-            f"buildenv: error[BE760]: gave up after 0.5 s waiting for the test resource (held "
-            f"by process {holder.pid})")
+        assert re.match(
+            rf"buildenv: error\[BE760\]: gave up after 0\.5 s waiting for the test resource "
+            rf"\(held by process {holder.pid} \(python -c \S+\) since "
+            rf"\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)$",
+            caught.value.diagnostics[0].to_text().splitlines()[0])
         holder.send_signal(signal.SIGKILL)  # the kernel releases the lock of a killed holder
         holder.wait()
         with mutex(path, "the test resource", 5):

@@ -237,7 +237,7 @@ def test_bad_progress_settings_are_usage_errors(repo):
 # --- timings and the slowest pairs -------------------------------------------------------------
 
 def test_phase_timings_split_the_training_process():
-    own = {"check": 0.2, "validate": 1.0, "train": 10.0, "verify": 0.1, "save": 0.3,
+    own = {"wait": 0.5, "check": 0.2, "validate": 1.0, "train": 10.0, "verify": 0.1, "save": 0.3,
            "register": 2.0}
     runner = {"train": 6.0, "importance": 1.5, "save": 0.5, "onnx": 1.0}
     got = phase_timings(own, runner)

@@ -53,7 +53,7 @@ from buildenv.env.resolve import Multiverse, Resolved
 
 __all__ = ["PHASES", "BuildOptions", "BuildOutcome", "build_pair", "phase_timings"]
 
-PHASES = ("check", "validate", "train", "importance", "verify", "onnx", "save", "register")
+PHASES = ("wait", "check", "validate", "train", "importance", "verify", "onnx", "save", "register")
 
 
 @dataclass

@@ -15,11 +15,13 @@ every worker must reach the data under the same uri: on a cluster, object storag
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -141,6 +143,10 @@ class RayExecutor(Executor):
         return ray
 
     def _init(self, ray: Any) -> Any:
+        with _ray_quiet():
+            return self._start(ray)
+
+    def _start(self, ray: Any) -> Any:
         kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
         if self.remote:
             return ray.init(address=self.address, **kwargs)
@@ -207,8 +213,23 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         if self._started and self._ray is not None:
-            self._ray.shutdown()
+            with _ray_quiet():
+                self._ray.shutdown()
         self._ray, self._started = None, False
+
+
+@contextmanager
+def _ray_quiet() -> Iterator[None]:
+    """Keep Ray's start-up and shutdown chatter (its token-authentication banner, "started a
+    local Ray instance") out of buildenv's output: with `configure_logging=False` Ray's
+    warnings would reach stderr through Python's last-resort handler. Errors still show."""
+    logger = logging.getLogger("ray")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _int_env(name: str) -> int | None:

@@ -187,7 +187,8 @@ def _domain_problem(col: Column) -> PydanticCustomError | None:
         if not _domain_value_fits(dtype, value):
             return PydanticCustomError("bad_domain", "domain value {value} is not {what}",
                                        {"value": repr(value),
-                                        "what": "a finite number" if floating else f"a {dtype}"})
+                                        "what": "a finite number" if floating else
+                                        f"{'an' if dtype.startswith('int') else 'a'} {dtype}"})
     seen = [float(v) for v in col.domain] if floating else [repr(v) for v in col.domain]
     if len(set(seen)) != len(seen):
         return PydanticCustomError("bad_domain", "domain lists a value twice", {})
