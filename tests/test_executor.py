@@ -242,3 +242,19 @@ def test_the_per_file_sampling_threshold_changes_no_statistic(tmp_path, monkeypa
     monkeypatch.setattr(PartitionedRead, "total_rows", lambda self: 10**9)  # far too low
     assert stats("low") == with_threshold
     assert passes[:2] == [pytest.approx(2 * 700 / 10**9 + 1e-4), float("inf")]
+
+
+@pytest.mark.slow
+def test_a_local_ray_prints_nothing_of_its_own(tmp_path):
+    """Ray's start-up warnings (its token-authentication banner) stay out of the command's
+    output: what a command prints is buildenv's."""
+    pytest.importorskip("ray")
+    root = make_partitioned_repo(tmp_path)
+    code, _, err, _ = cli(["lock", "ev"], root)
+    assert code == 0, err
+    code, out, err, _ = cli(["validate", "ev", "--executor", "ray", "--no-progress"], root,
+                            {"BUILDENV_RAY_NUM_CPUS": "1", "BUILDENV_RAY_OBJECT_STORE_MB": "80"},
+                            timeout=300)
+    assert code == 0, err
+    assert out == "ev: 1 dataset(s) valid\n"
+    assert err == ""

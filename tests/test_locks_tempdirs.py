@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
+from buildenv.cli.progress_view import Lines
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.mutex import mutex
@@ -55,6 +58,33 @@ def test_lock_excludes_another_process_and_dies_with_it(tmp_path):
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+
+
+def test_a_wait_is_shown_with_its_holder_and_timed_as_a_phase(tmp_path):
+    """Waiting for another process is visible: the task waiting switches to the phase `wait`
+    (so a build's timings say where its time went), and a progress task names the holder."""
+    path = tmp_path / "locks" / "x.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path)], env=ENV,
+                              stdout=subprocess.PIPE, text=True)
+    stream = io.StringIO()
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with progress.installed(Lines(stream, after=0, ticking=False)):
+            with progress.task("build demo @ base") as task:
+                task.phase("check")
+                with pytest.raises(DiagnosticError):
+                    with mutex(path, "the test resource", 0.3):
+                        pass
+                assert task.phase_name == "check"  # back to what it was doing
+                assert task.timings["wait"] >= 0.3
+    finally:
+        holder.kill()
+        holder.wait()
+    lines = stream.getvalue().splitlines()
+    assert "wait build demo @ base: started" in lines
+    waiting = [line for line in lines if line.startswith("waiting for the test resource")]
+    assert re.fullmatch(rf"waiting for the test resource, held by process {holder.pid} "
+                        rf"\(python -c \S+\) since \S+Z: started", waiting[0]), waiting
 
 
 def test_lock_is_reentrant_in_a_thread_and_exclusive_between_threads(tmp_path):
@@ -100,6 +130,8 @@ def test_sweep_removes_only_what_dead_owners_left(tmp_path):
 WRITE_DIR = """
 import sys, time
 from pathlib import Path
+from buildenv.cli.progress_view import Lines
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_dir
 final, scratch, tag = Path(sys.argv[1]), Path(sys.argv[2]) if sys.argv[2] else None, sys.argv[3]
 with atomic_dir(final, scratch) as tmp:

@@ -34,7 +34,7 @@ def key_positions(text: str) -> dict[KeyPath, tuple[int, int]]:
             double = stripped.startswith("[[")
             keys, _ = _dotted_key(stripped, 2 if double else 1)
             table = tuple(keys)
-            out.setdefault(table, (i + 1, col + 1 + (2 if double else 1)))
+            out.setdefault(table, (i + 1, col + 1))
             i += 1
             continue
         keys, end = _dotted_key(line, col)
