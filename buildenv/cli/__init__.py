@@ -14,6 +14,7 @@ from buildenv.cli import early
 
 early.start(sys.argv)
 # Registration order is the order of `buildenv --help`: the pipeline's.
+from buildenv.cli import init_commands  # noqa: E402, F401
 from buildenv.cli import env_commands  # noqa: E402, F401
 from buildenv.cli import data_commands  # noqa: E402, F401
 from buildenv.cli import access_commands  # noqa: E402, F401
