@@ -103,6 +103,35 @@ CODES: dict[str, Code] = {
     "BE038": Code("unique bool column", "`unique: true` marks a key column, and a bool column "
                   "has only two values, so any third row would violate it. Declare a domain "
                   "instead, or make the key another column."),
+    # --- the project, and `buildenv init` -----------------------------------------
+    "BE040": Code("not a buildenv project", "The command needs a project, and neither the "
+                  "working directory nor a parent holds a pyproject.toml with a "
+                  "`[tool.buildenv]` table or an `environments/` directory (or `--root` / "
+                  "BUILDENV_ROOT names a directory that does not). Nothing was done, so a CI job "
+                  "run from the wrong directory fails instead of reporting on nothing. Run it "
+                  "in the project, pass `--root`, or make one with `buildenv init`."),
+    "BE041": Code("init would overwrite", "`buildenv init` writes new files only: the "
+                  "environment file it would write already exists (or appeared while it "
+                  "worked). Choose another `--env` name, or move the file away first."),
+    "BE042": Code("no data to infer from", "A `--data` file of `buildenv init` is empty (0 bytes, "
+                  "or a CSV without a header): there is nothing to infer, and nothing was "
+                  "written. As a warning: the file has a header (or a Parquet schema) but no "
+                  "rows, so only column names and types were inferred."),
+    "BE043": Code("not a readable table", "A `--data` file of `buildenv init` is neither CSV "
+                  "text (UTF-8, comma-separated, a header row with distinct names) nor Parquet, "
+                  "or a `.parquet` file lacks Parquet's signature. Nothing was written."),
+    "BE044": Code("mixed values in a column", "A CSV column holds values of several kinds (e.g. "
+                  "integers and a few words): `buildenv init` declared the narrowest dtype that "
+                  "holds them all (`string` when any value is text) and counts each kind, with "
+                  "its first data row. Often the odd values are nulls written as text (`N/A`): "
+                  "fix the data, or keep the wider dtype."),
+    "BE045": Code("column left out", "A column's stored type has no environment dtype (a "
+                  "decimal, a list, a struct, an unsigned 64-bit integer), or the files of a "
+                  "partitioned dataset store it with types no one dtype reads. `buildenv init` "
+                  "leaves it out of the environment; convert it, or declare it by hand."),
+    "BE046": Code("dataset name needed", "`buildenv init --data PATH` names the dataset after "
+                  "the file (or its directory), and that name is not usable (it starts with a "
+                  "digit, holds spaces) or is already taken. Name it: `--data NAME=PATH`."),
     # --- locks ---------------------------------------------------------------
     "BE050": Code("lock missing", "The environment has no lock file, so its data is not pinned. "
                   "Run the `buildenv lock ENV` command named in the hint and commit the lock."),

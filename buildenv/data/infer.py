@@ -194,7 +194,7 @@ def declare(found: InferredDataset, profile: ColumnProfile) -> dict[str, Any]:
         integer = profile.dtype.startswith("int")
         out["range"] = [_outward(profile.lo, profile.hi, integer, ROUND_FLOOR),
                         _outward(profile.hi, profile.lo, integer, ROUND_CEILING)]
-    if (profile.dtype == "string" and profile.values is not None and not unique
+    if (profile.dtype == "string" and profile.values and not unique
             and len(profile.values) * 2 <= profile.non_null):
         out["domain"] = list(profile.values)
     if unique:

@@ -239,7 +239,7 @@ class TypedProfiler:
             return
         if dtype == "string" or dtype.startswith("int"):
             self.distinct.add(array)
-        elif dtype != "bool":
+        if dtype not in ("bool", "string"):
             low, high = pc.min_max(array).values()
             if low.is_valid:
                 lo, hi = low.as_py(), high.as_py()
