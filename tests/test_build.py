@@ -274,11 +274,19 @@ def test_build_all_matrix_incremental(repo):
     first = {(p["training"], p["environment"]): p["first_error"] for p in matrix["pairs"]}
     assert "BE401" in first[("leaky", "base")] and "BE404" in first[("forest", "base")]
     assert "lr " in out and "failed BE401" in out
+    reason = {(p["training"], p["environment"]): p["reason"] for p in matrix["pairs"]}
+    assert all(reason.values()), matrix  # every status says why
+    assert reason[("leaky", "base")] == "verify failed (BE401)"
+    assert reason[("forest", "base")] == "verify failed (BE404)"
     code, out, err = run(repo, "build", "--all", "--no-register")
     again = json.loads((repo / "dist" / "matrix.json").read_text())
     assert {p["status"] for p in again["pairs"]} <= {"cached", "failed"}
-    assert all(p["reason"] in ("up to date", "failed before with the same inputs", "")
-               for p in again["pairs"]), again
+    assert all(p["reason"] == "up to date" or p["reason"].startswith(
+        ("failed before with the same inputs (BE", "check failed (BE", "train failed (BE"))
+        for p in again["pairs"]), again
+    assert {p["reason"] for p in again["pairs"] if p["environment"] == "base"
+            and p["training"] in ("leaky", "forest")} == {
+        "failed before with the same inputs (BE401)", "failed before with the same inputs (BE404)"}
     # a new data version rebuilds exactly the pairs that read it
     import pyarrow.parquet as pq
 

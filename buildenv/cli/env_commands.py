@@ -35,9 +35,14 @@ def envs_cmd(root: Optional[Path] = RootOpt,
     rows = []
     for name in multiverse.names():
         res = resolved.get(name)
-        if res is None:
-            rows.append({"name": name, "extends": None, "datasets": [], "lock": "invalid",
-                         "serving": None})
+        if res is None:  # what its file says, as far as it can be read
+            written = multiverse.written(name)
+            extends = written.get("extends")
+            datasets = written.get("datasets")
+            rows.append({"name": name, "extends": extends if isinstance(extends, str) else None,
+                         "datasets": sorted(map(str, datasets))
+                         if isinstance(datasets, dict) else [],
+                         "lock": "invalid", "serving": None})
             continue
         rows.append({"name": name, "extends": res.env.extends,
                      "datasets": sorted(res.env.datasets), "lock": lock_state(multiverse, res),

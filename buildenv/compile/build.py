@@ -51,7 +51,8 @@ from buildenv.core.project import Project, TrainingConfig
 from buildenv.data.lock.staleness import check_lock
 from buildenv.env.resolve import Multiverse, Resolved
 
-__all__ = ["PHASES", "BuildOptions", "BuildOutcome", "build_pair", "phase_timings"]
+__all__ = ["PHASES", "BuildOptions", "BuildOutcome", "build_pair", "failure_reason",
+           "phase_timings"]
 
 PHASES = ("wait", "check", "validate", "train", "importance", "verify", "onnx", "save", "register")
 
@@ -110,13 +111,24 @@ def build_pair(project: Project, multiverse: Multiverse, training: str, env_name
             outcome.diagnostics.extend(exc.diagnostics)
             outcome.status = "failed"
             outcome.exit_code = max(outcome.exit_code, exc.exit_code)
+        stopped_in = task.phase_name
         task.phase(None)
         outcome.timings = phase_timings(task.timings, outcome.timings)
         task.timings, task.status = dict(outcome.timings), outcome.status
-    if outcome.status == "failed" and outcome.reason != CACHED_FAILURE:
-        outcome.reason = ""  # "why it rebuilt" means nothing for a build that did not finish
+    if outcome.status == "failed":
+        outcome.reason = failure_reason(outcome, stopped_in)
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def failure_reason(outcome: BuildOutcome, phase: str | None) -> str:
+    """Why a pair failed, for the matrix: the step it stopped in and the first error's code
+    (`verify failed (BE401)`), or that the same inputs failed before."""
+    first = outcome.first_error()
+    code = f" ({first.code})" if first is not None else ""
+    if outcome.reason == CACHED_FAILURE:
+        return CACHED_FAILURE + code
+    return f"{phase or 'check'} failed{code}"
 
 
 def phase_timings(own: dict[str, float], runner: dict[str, float]) -> dict[str, float]:

@@ -98,6 +98,14 @@ class Multiverse:
             self._files[name] = located
         return self._files[name]
 
+    def written(self, name: str) -> dict:
+        """The keys of `name`'s own file as written (not resolved, not validated); empty when
+        the file cannot be read (for listing an invalid environment)."""
+        try:
+            return self._load(name).data
+        except DiagnosticError:
+            return {}
+
     def require(self, name: str) -> None:
         if not self.path(name).is_file():
             hint = did_you_mean(name, self.names()) or "`buildenv envs` lists the environments"

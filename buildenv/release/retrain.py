@@ -412,8 +412,7 @@ def _gate_step(project: Project, res: Resolved, staged: dict[str, Path],
                      training=training)
             raise _Stop(exc.diagnostics) from None
         evaluations[training] = ev
-        log.emit("gate", "passed" if ev.passed else "failed",
-                 "; ".join(d.message for d in ev.diagnostics if d.is_error) or ev.table(),
+        log.emit("gate", "passed" if ev.passed else "failed", ev.summary(),
                  training=training, evaluation=ev.to_json())
         if not ev.passed:
             failures += ev.diagnostics
