@@ -77,9 +77,9 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
             rows = sum(d.rows for d in lock.datasets.values())
             state = "updated" if changed else "unchanged"
             labels = (f", {len(lock.labels)} label set(s), "
-                      f"{sum(e.annotations for e in lock.labels.values())} annotations"
+                      f"{sum(e.annotations for e in lock.labels.values()):,} annotations"
                       if lock.labels else "")
-            print(f"{name}: {state} ({len(lock.datasets)} datasets, {rows} rows{labels})")
+            print(f"{name}: {state} ({len(lock.datasets)} datasets, {rows:,} rows{labels})")
     elif fmt is Format.text and results:
         updated = sum(changed for _, _, changed in results)
         print(f"{len(results)} lock(s): {updated} updated, {len(results) - updated} unchanged")
@@ -154,15 +154,15 @@ def audit_cmd(env: Optional[str] = typer.Argument(None, help="Only reads in this
     if fmt is DataFormat.json:
         print(json.dumps({"log": project.rel(log.path), "records": records}, indent=2))
         return
-    rows = [("SEQ", "TIME", "ACTOR", "PURPOSE", "ENVIRONMENT", "DATASET", "ROWS", "DIGEST",
-             "COLUMNS")]
+    rows = [("SEQ", "TIME", "ACTOR", "OS USER", "PURPOSE", "ENVIRONMENT", "DATASET", "ROWS",
+             "DIGEST", "COLUMNS")]
     for r in records:
         digest = (r.get("digest") or "-").split(":", 1)[-1][:12]
         outcome = (r.get("details") or {}).get("outcome")
         purpose = r.get("purpose", "-") + (f" ({outcome})" if outcome not in (None, "read")
                                            else "")
         rows.append((str(r.get("seq")), str(r.get("time", "-"))[:19], str(r.get("actor", "-")),
-                     purpose, str(r.get("environment") or "-"), str(r.get("dataset")),
+                     str(r.get("os_user", "-")), purpose, str(r.get("environment") or "-"), str(r.get("dataset")),
                      f"{r['rows']:,}" if isinstance(r.get("rows"), int) else "-", digest,
                      ",".join(r.get("columns") or [])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -30,26 +30,26 @@ def judge(res: Resolved, ds_name: str, name: str, col: Column, report: ColumnRep
             f"`buildenv peek ENV --dataset {ds_name} --rows 10 --reason \"...\"`")
     hidden = look.replace(" --rows 10 ", f" --rows 10 --invalid {name} ")
     if report.nulls and not col.nullable:
-        out.append(res.diag("BE202", f"{label}: {report.nulls} of {report.rows} rows are null "
+        out.append(res.diag("BE202", f"{label}: {report.nulls:,} of {report.rows:,} rows are null "
                             "but the column is declared nullable: false", *where, "nullable"))
     if col.max_null_fraction is not None and report.rows:
         fraction = report.nulls / report.rows
         if fraction > col.max_null_fraction:
-            out.append(res.diag("BE203", f"{label}: null fraction {fraction:.4f} ({report.nulls}"
-                                f" of {report.rows} rows) exceeds max_null_fraction "
+            out.append(res.diag("BE203", f"{label}: null fraction {fraction:.4f} ({report.nulls:,}"
+                                f" of {report.rows:,} rows) exceeds max_null_fraction "
                                 f"{col.max_null_fraction}", *where, "max_null_fraction"))
 
     def violation(code: str, key: str, count: int, what: str, detail: str = "",
                   hints: tuple[str, ...] = ()) -> None:
         share, severity, allowed = tolerance(col, count, report.non_null)
-        out.append(res.diag(code, f"{label}: {count} of {report.non_null} non-null values "
+        out.append(res.diag(code, f"{label}: {count:,} of {report.non_null:,} non-null values "
                             f"({share}) {what}{detail}{allowed}", *where, key, hints=hints,
                             severity=severity))
 
     if report.out_of_domain:
         if not restricted:
             top = sorted(report.out_of_domain_values.items(), key=lambda kv: (-kv[1], kv[0]))
-            detail = " (" + ", ".join(f"{show(v)}: {n}" for v, n in top[:EXAMPLES]) + (
+            detail = " (" + ", ".join(f"{show(v)}: {n:,}" for v, n in top[:EXAMPLES]) + (
                 ", ..." if len(top) > EXAMPLES else "") + ")"
             hint = f"add {', '.join(show(v) for v, _ in top[:EXAMPLES])} to the domain if valid"
         else:
@@ -60,7 +60,7 @@ def judge(res: Resolved, ds_name: str, name: str, col: Column, report: ColumnRep
                   (hint,))
     if report.below or report.above:
         lo, hi = (bound(v) for v in col.range)  # type: ignore[union-attr]
-        detail = f" ({report.below} below, {report.above} above)"
+        detail = f" ({report.below:,} below, {report.above:,} above)"
         if not restricted and report.examples:
             detail += f"; e.g. {', '.join(report.examples[:EXAMPLES])}"
         violation("BE205", "range", report.below + report.above, f"are outside range [{lo}, {hi}]",
@@ -73,7 +73,7 @@ def judge(res: Resolved, ds_name: str, name: str, col: Column, report: ColumnRep
                   (look,) if restricted else ())
     if report.too_short or report.too_long:
         lo, hi = (bound(v) for v in col.length)  # type: ignore[union-attr]
-        detail = f" ({report.too_short} shorter, {report.too_long} longer)"
+        detail = f" ({report.too_short:,} shorter, {report.too_long:,} longer)"
         if not restricted and report.length_examples:
             detail += f"; e.g. {', '.join(report.length_examples)}"
         violation("BE208", "length", report.too_short + report.too_long,
@@ -87,7 +87,7 @@ def judge(res: Resolved, ds_name: str, name: str, col: Column, report: ColumnRep
     elif dups is not None and dups.rows:
         detail = f" ({dups.values} distinct values occur more than once)"
         if not restricted and dups.examples:
-            detail += "; e.g. " + ", ".join(f"{show(v)} ({n} rows)" for v, n in dups.examples)
+            detail += "; e.g. " + ", ".join(f"{show(v)} ({n:,} rows)" for v, n in dups.examples)
         violation("BE209", "unique", dups.rows, "are duplicated", detail,
                   (look,) if restricted else ())
     return out
