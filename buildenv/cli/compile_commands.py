@@ -1,4 +1,4 @@
-"""Commands that compile trainings: check, build."""
+"""Commands that compile trainings: check, build, register, and `ui` for their MLflow store."""
 
 from __future__ import annotations
 
@@ -158,3 +158,50 @@ def register_cmd(artifact: Path = typer.Argument(..., help="A built artifact dir
     if fmt is Format.text:
         print(f"{training} @ {env}: {state} {training} v{registered['version']}")
     finish(notes, fmt)
+
+
+@app.command("ui")
+@command
+def ui_cmd(port: int = typer.Option(5000, "--port", help="Port to listen on."),
+           host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on "
+                                    "(127.0.0.1: this machine only)."),
+           root: Optional[Path] = RootOpt) -> None:
+    """Open the project's MLflow store in a browser: runs, registered models, aliases."""
+    import os
+    import subprocess
+
+    from buildenv.compile.registry import ui_command
+
+    project = open_project(root)
+    argv = ui_command(project, host, port)
+    if argv is None:
+        print(f"the tracking URI is a server with its own UI: {project.tracking_uri()}")
+        return
+    print(f"MLflow UI for {project.tracking_uri()} at http://{host}:{port} (Ctrl-C stops it)",
+          flush=True)
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    # its own process group: the server's workers stop with it, whatever stops this command
+    server = subprocess.Popen(argv, env=env, cwd=project.root, start_new_session=True)
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli.main): the server stops with us
+        _stop_group(server)
+        code = 0
+    raise typer.Exit(0 if code in (0, -2, -15, 130) else code)
+
+
+def _stop_group(proc) -> None:
+    import os
+    import signal
+    import subprocess
+
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
