@@ -46,9 +46,11 @@ _FILE = re.compile(r"<!--\s*file:\s*(\S+)\s*-->\s*\n\s*$")
 _VOLATILE = [
     (re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)?"), "<time>"),
     (re.compile(r"\b\d+(\.\d+)? s\b"), "<seconds>"),
-    (re.compile(r"\b\d+:\d\d\b"), "<clock>"),
     (re.compile(r"\b[0-9a-f]{32}\b"), "<run id>"),
     (re.compile(r"\bpid \d+|process \d+"), "<process>"),
+    (re.compile(r'"(seconds|wait|check|validate|train|importance|verify|onnx|save|register)": '
+                r"\d+(\.\d+)?"), r'"\1": <seconds>'),
+    (re.compile(r"^  \S+ @ \S+: <seconds> \(.*\)$"), "  <one of the slowest pairs>"),
 ]
 _NUMBER = re.compile(r"-?\d[\d,]*(\.\d+)?(e[+-]?\d+)?")
 
