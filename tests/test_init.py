@@ -150,7 +150,7 @@ def test_what_is_inferred(inferred):
     assert doc["label"] == {"dataset": "events", "column": "churned", "classes": [False, True]}
     assert doc["serving"]["stack"] == "sklearn"
     source = (inferred / "trainings" / "model.py").read_text()
-    assert "CATEGORICAL = ['plan']" in source and "NUMERIC = ['spend']" in source
+    assert 'CATEGORICAL = ["plan"]' in source and 'NUMERIC = ["spend"]' in source
 
 
 def test_init_matches_the_examples_label_and_named_datasets(tmp_path):

@@ -113,7 +113,7 @@ def test_s3_digest_equals_local_sha256(tmp_path, s3):
 
     code, out, err = invoke_cli(["lock", "remote"], root)
     assert (code, err) == (0, ""), err
-    assert out == "remote: updated (1 datasets, 20 rows)\n"
+    assert out == "remote: updated (1 dataset, 20 rows)\n"
     locked = _lock(root)["datasets"]["movies"]
     assert locked == {"uri": f"s3://{bucket}/movies/2026.parquet", "format": "parquet",
                       "digest": "sha256:" + hashlib.sha256(local.read_bytes()).hexdigest(),

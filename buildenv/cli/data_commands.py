@@ -79,7 +79,9 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
             labels = (f", {len(lock.labels)} label set(s), "
                       f"{sum(e.annotations for e in lock.labels.values()):,} annotations"
                       if lock.labels else "")
-            print(f"{name}: {state} ({len(lock.datasets)} datasets, {rows:,} rows{labels})")
+            count = len(lock.datasets)
+            print(f"{name}: {state} ({count} dataset{'' if count == 1 else 's'}, {rows:,} rows"
+                  f"{labels})")
     elif fmt is Format.text and results:
         updated = sum(changed for _, _, changed in results)
         print(f"{len(results)} lock(s): {updated} updated, {len(results) - updated} unchanged")

@@ -82,7 +82,8 @@ def init_cmd(env: Optional[str] = typer.Option(None, "--env", help="Write enviro
     elif not lines:
         lines.append(f"{project.root} is already a buildenv project")
     emit(quieted(notes, fmt, quiet), fmt)
-    print("\n".join(lines))
+    if fmt is Format.text:  # machine formats print the diagnostics document alone
+        print("\n".join(lines))
 
 
 def _declares_trainings(plan: list) -> bool:

@@ -16,6 +16,7 @@ atomically: a reader sees the old file or the new one.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,10 +129,10 @@ def training_stub(training: str, model: StubModel | None) -> str:
     estimator = ("LogisticRegression(max_iter=1000, random_state=ctx.seed)"
                  if model.classification else "Ridge()")
     imported = "LogisticRegression" if model.classification else "Ridge"
-    return f'''"""Training `{training}`, written by `buildenv init` from environment {model.environment}:
-a first model of `{model.label}` over the columns of dataset `{model.dataset}`. Edit freely;
-`buildenv build {training} --env {model.environment}` compiles it, and the environment scores
-it on rows it holds out (`ctx.read` never returns them).
+    return f'''"""Training `{training}`, written by `buildenv init`: a first model of `{model.label}`
+over the columns of dataset `{model.dataset}`. Edit freely; `buildenv build {training} --env
+{model.environment}` compiles it, and the environment scores it on rows it holds out
+(`ctx.read` never returns them).
 """
 
 from sklearn.compose import ColumnTransformer
@@ -140,13 +141,13 @@ from sklearn.linear_model import {imported}
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-CATEGORICAL = {model.categorical!r}
-NUMERIC = {model.numeric!r}
-LABEL = {model.label!r}
+CATEGORICAL = {json.dumps(model.categorical)}
+NUMERIC = {json.dumps(model.numeric)}
+LABEL = {json.dumps(model.label)}
 
 
 def train(ctx):
-    df = ctx.read({model.dataset!r}, columns=CATEGORICAL + NUMERIC + [LABEL])
+    df = ctx.read({json.dumps(model.dataset)}, columns=CATEGORICAL + NUMERIC + [LABEL])
     df = df[df[LABEL].notna()]
     X = df[CATEGORICAL + NUMERIC].copy()
     for column in CATEGORICAL:
