@@ -36,7 +36,7 @@ from buildenv.data.lock.manifest import (
     ManifestError,
     list_files,
 )
-from buildenv.data.profile import ColumnProfile, TextProfiler, TypedProfiler
+from buildenv.data.profile import ColumnProfile, Slots, TextProfiler, TypedProfiler
 from buildenv.data.storage import locate
 from buildenv.env.spec import Column, Dataset, Environment, Privacy
 
@@ -141,12 +141,13 @@ def infer_dataset(project: Project, env_name: str, source: DataSource, restricte
     if repeated:
         raise DiagnosticError([_at(source, "BE043", f"'{source.uri}' names column "
                                    f"'{repeated[0]}' twice in its header")], 1)
+    slots = Slots()  # duplicate counters of this dataset, at most a few at once
     if found.format == "csv":
         declared = {n: Column(dtype="string") for n in names}
-        profilers: dict[str, Any] = {n: TextProfiler(n) for n in names}
+        profilers: dict[str, Any] = {n: TextProfiler(n, slots) for n in names}
     else:
         declared = {n: Column(dtype=typed.get(n) or "string") for n in names}
-        profilers = {n: TypedProfiler(n) for n in names}
+        profilers = {n: TypedProfiler(n, slots) for n in names}
     with _open(project, env_name, found, declared) as read:
         total = read.total_rows if found.format == "parquet" else None
         total = total() if callable(total) else total

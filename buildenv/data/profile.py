@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from buildenv.data.gate.formats import parse_timestamps, type_accepts
 from buildenv.data.validate.uniqueness import DuplicateCounter
 
-__all__ = ["DOMAIN_MAX", "ColumnProfile", "TextProfiler", "TypedProfiler", "dtype_of"]
+__all__ = ["DOMAIN_MAX", "ColumnProfile", "Slots", "TextProfiler", "TypedProfiler", "dtype_of"]
 
 DOMAIN_MAX = 20  # distinct values a domain may list; more is not a category
 UNIQUE_CANDIDATES = 8  # columns counted for duplicates at once (memory: one budget each)
@@ -93,13 +93,20 @@ class _Distinct:
         return None if self.values is None else sorted(self.values, key=_order)
 
 
+class Slots:
+    """How many duplicate counters the columns of one dataset may run at once (each may buffer
+    `UNIQUE_BUDGET` bytes): memory stays bounded however many columns look like keys."""
+
+    def __init__(self, limit: int = UNIQUE_CANDIDATES) -> None:
+        self.free = limit
+
+
 class _Uniqueness:
     """Exact: duplicates counted with bounded memory; given up at the first batch that repeats
     a value (most columns), so only key-like columns cost anything."""
 
-    active = 0  # counters alive in this process (each may buffer a budget of values)
-
-    def __init__(self) -> None:
+    def __init__(self, slots: Slots) -> None:
+        self.slots = slots
         self.counter: DuplicateCounter | None = None
         self.possible = True
 
@@ -111,10 +118,10 @@ class _Uniqueness:
             self.drop()
             return
         if self.counter is None:
-            if _Uniqueness.active >= UNIQUE_CANDIDATES:
+            if self.slots.free <= 0:
                 self.possible = False
                 return
-            _Uniqueness.active += 1
+            self.slots.free -= 1
             self.counter = DuplicateCounter(budget=UNIQUE_BUDGET, examples=0)
         self.counter.add(values)
 
@@ -122,7 +129,7 @@ class _Uniqueness:
         self.possible = False
         if self.counter is not None:
             self.counter = None
-            _Uniqueness.active -= 1
+            self.slots.free += 1
 
     def result(self) -> bool:
         if not self.possible or self.counter is None:
@@ -135,14 +142,14 @@ class _Uniqueness:
 class TextProfiler:
     """One CSV column, read as text."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, slots: Slots | None = None) -> None:
         self.name = name
         self.rows = self.nulls = 0
         self.kinds: dict[str, int] = {}
         self.first_row: dict[str, int] = {}  # kind -> data row of its first value
         self.bounds: dict[str, list[Any]] = {}  # kind -> [lo, hi]
         self.distinct = _Distinct()
-        self.unique = _Uniqueness()
+        self.unique = _Uniqueness(slots or Slots())
         self.unique_kind: str | None = None  # the kind the duplicate counter was fed
 
     def add(self, array: pa.Array) -> None:
@@ -216,14 +223,14 @@ class TextProfiler:
 class TypedProfiler:
     """One Parquet column (or partition column), already typed."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, slots: Slots | None = None) -> None:
         self.name = name
         self.rows = self.nulls = 0
         self.types: list[pa.DataType] = []
         self.lo: Any = None
         self.hi: Any = None
         self.distinct = _Distinct()
-        self.unique = _Uniqueness()
+        self.unique = _Uniqueness(slots or Slots())
 
     def add(self, array: pa.Array) -> None:
         if isinstance(array, pa.ChunkedArray):
