@@ -83,7 +83,7 @@ def parse_sources(project: Project, given: list[str], cwd: Path) -> list[DataSou
         scheme = urlparse(target).scheme.lower()
         if scheme and len(scheme) > 1:  # file://, s3://, gs://: written as given
             uri = target
-            stem = uri.rstrip("/").rsplit("/", 1)[-1]
+            stem = uri.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
             parent = uri.rstrip("/").rsplit("/", 2)[-2] if uri.count("/") > 3 else ""
         else:
             path = (cwd / target).resolve()
