@@ -64,7 +64,7 @@ def test_envs_lists_broken_environments_and_their_errors(tmp_path):
     assert out.splitlines() == [
         "NAME    EXTENDS  LOCK      DATASETS",
         "base    -        missing   movies, ratings",
-        "broken  -        invalid   ",
+        "broken  base     invalid   ",  # what its file says: its parent, no datasets of its own
         "child   base     missing   movies, ratings",
     ]
     assert err.splitlines() == [
