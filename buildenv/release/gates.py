@@ -98,8 +98,9 @@ class Evaluation:
         if self.gates:
             lines.append("")
             gw = max(len(f"{g.name} {g.limit}") for g in self.gates)
+            aw = max(len(g.actual) for g in self.gates)
             for g in self.gates:
-                lines.append(f"gate {f'{g.name} {g.limit}'.ljust(gw)}  {g.actual:<10}  "
+                lines.append(f"gate {f'{g.name} {g.limit}'.ljust(gw)}  {g.actual.ljust(aw)}  "
                              f"{'pass' if g.passed else 'FAIL'}")
         return "\n".join(lines)
 
