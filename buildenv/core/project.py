@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 from buildenv.core.toml_keys import key_positions, position_of
 
 __all__ = ["Project", "TrainingConfig", "config_problems", "find_root", "is_project",
@@ -195,8 +195,6 @@ class Project:
 
     def training(self, name: str) -> TrainingConfig:
         if name not in self.trainings:
-            from buildenv.core.diagnostics import did_you_mean
-
             hint = did_you_mean(name, self.trainings) or (
                 "declared trainings: " + ", ".join(sorted(self.trainings))
                 if self.trainings else "declare it under [tool.buildenv.trainings.<name>]")

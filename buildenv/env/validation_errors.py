@@ -26,7 +26,7 @@ _TYPE_CODES = {"extra_forbidden": "BE003", "missing": "BE005", "bad_range": "BE0
                "label_source": "BE850"}
 
 
-def _clean_loc(loc: tuple, merged: dict) -> KeyPath:
+def _clean_loc(loc: tuple[int | str, ...], merged: dict[str, Any]) -> KeyPath:
     """Drop the union tags pydantic inserts (serving.sklearn.ops -> serving.ops)."""
     out: list[Any] = []
     for part in loc:
@@ -44,7 +44,7 @@ _PARTNERS = {"bad_range": ("dtype",), "bad_domain": ("dtype",), "bad_pattern": (
              "bad_tolerance": ("range", "domain", "pattern", "length", "unique")}
 
 
-def pydantic_problems(exc: ValidationError, merged: dict,
+def pydantic_problems(exc: ValidationError, merged: dict[str, Any],
                        origin: dict[KeyPath, Position], files: Sequence[str] = ()
                        ) -> list[Diagnostic]:
     """Diagnostics at the line of the key each error concerns. `files`: the chain's files, root
@@ -150,7 +150,7 @@ def position(path: KeyPath, origin: dict[KeyPath, Position]) -> Position | None:
         path = path[:-1]
 
 
-def _known_keys(loc: KeyPath, merged: dict) -> list[str]:
+def _known_keys(loc: KeyPath, merged: dict[str, Any]) -> list[str]:
     """Field names of the model found at `loc` (for "did you mean" on unknown keys)."""
     model: Any = Environment
     data: Any = merged
