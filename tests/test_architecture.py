@@ -4,7 +4,7 @@ buildenv is a stack of rooms, one per stage of the pipeline (README's "Layout"):
 
     core < env < data < labels, access < training < compile < monitor < release < serving < cli
 
-and inside `data`: storage, executor, keys < lock < gate < validate, evaluation. A module may
+and inside `data`: storage, executor, keys < lock < gate < validate, evaluation < infer. A module may
 import its own room, the rooms below it, and a room of the same rank that does not import it
 back; never a room above. Every import counts: at module level, inside functions (deferred on
 purpose), under `TYPE_CHECKING`, relative or absolute. `buildenv` itself holds only the version.
@@ -26,7 +26,7 @@ PACKAGE = REPO_ROOT / "buildenv"
 ROOMS = {"core": 0, "env": 1, "data": 2, "labels": 3, "access": 3, "training": 4, "compile": 5,
          "monitor": 6, "release": 7, "serving": 8, "cli": 9}
 DATA_ROOMS = {"storage": 0, "executor": 0, "keys": 0, "lock": 1, "gate": 2, "validate": 3,
-              "evaluation": 3}
+              "evaluation": 3, "infer": 4}
 TOP = 10  # buildenv.__main__: the command line's entry point
 
 

@@ -37,8 +37,6 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
-pytestmark = pytest.mark.slow
-
 PAGES = [REPO_ROOT / "README.md", REPO_ROOT / "examples" / "README.md",
          *sorted((REPO_ROOT / "docs").glob("*.md"))]
 UPDATE = bool(os.environ.get("BUILDENV_UPDATE_DOCS"))
@@ -174,6 +172,7 @@ def _kept(shown: list[str], actual: list[str], root: Path, noisy: bool) -> list[
     return out + (["..."] if cut else [])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in PAGES if transcripts(p.read_text())[0]],
                          ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
 def test_transcripts_are_what_the_commands_print(page, tmp_path):

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import invoke_cli
 
-from buildenv.data.infer import _outward
+from buildenv.data.infer.datasets import _outward
 from buildenv.env.spec import Environment
 
 SENTINEL_TEXT = "Zq7sentinelplan"  # a restricted value: must appear nowhere init writes
@@ -212,7 +212,7 @@ def test_restricted_values_are_never_written(tmp_path):
 
 # --- bad input: a diagnostic, the right exit, nothing written ---------------------------------
 
-@pytest.mark.parametrize(("name", "content", "code", "expected"), [
+@pytest.mark.parametrize("name, content, code, expected", [
     ("empty.csv", b"", 1, "data/empty.csv: error[BE042]: dataset 'empty': 'data/empty.csv' is "
      "empty (0 bytes): nothing to infer"),
     ("image.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)), 1,

@@ -68,14 +68,14 @@ def test_a_wait_is_shown_with_its_holder_and_timed_as_a_phase(tmp_path):
     stream = io.StringIO()
     try:
         assert holder.stdout.readline().strip() == "held"
-        with progress.installed(Lines(stream, after=0, ticking=False)):
-            with progress.task("build demo @ base") as task:
-                task.phase("check")
-                with pytest.raises(DiagnosticError):
-                    with mutex(path, "the test resource", 0.3):
-                        pass
-                assert task.phase_name == "check"  # back to what it was doing
-                assert task.timings["wait"] >= 0.3
+        with progress.installed(Lines(stream, after=0, ticking=False)), \
+                progress.task("build demo @ base") as task:
+            task.phase("check")
+            with pytest.raises(DiagnosticError, match="BE760"), \
+                    mutex(path, "the test resource", 0.3):
+                pass
+            assert task.phase_name == "check"  # back to what it was doing
+            assert task.timings["wait"] >= 0.3
     finally:
         holder.kill()
         holder.wait()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 from typing import Optional
 
@@ -169,9 +172,6 @@ def ui_cmd(port: int = typer.Option(5000, "--port", help="Port to listen on."),
                                     "(127.0.0.1: this machine only)."),
            root: Optional[Path] = RootOpt) -> None:
     """Open the project's MLflow store in a browser: runs, registered models, aliases."""
-    import os
-    import subprocess
-
     from buildenv.compile.registry import ui_command
 
     project = open_project(root)
@@ -192,11 +192,7 @@ def ui_cmd(port: int = typer.Option(5000, "--port", help="Port to listen on."),
     raise typer.Exit(0 if code in (0, -2, -15, 130) else code)
 
 
-def _stop_group(proc) -> None:
-    import os
-    import signal
-    import subprocess
-
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
     for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
         try:
             os.killpg(proc.pid, sig)

@@ -22,6 +22,9 @@ from buildenv.cli.app import (
 )
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 
+# Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
+# imports its rooms when it runs, so it pays only for what it uses.
+
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -93,8 +96,8 @@ def _declares_trainings(plan: list) -> bool:
 
 def _infer(project, env: str, data: list[str], restricted: list[str], label: Optional[str]):
     """(file text, the model a training stub fits, summary), and the warnings."""
-    from buildenv.data.infer import infer_dataset, label_candidate, parse_sources
-    from buildenv.data.init_draft import draft_environment
+    from buildenv.data.infer.datasets import infer_dataset, label_candidate, parse_sources
+    from buildenv.data.infer.draft import draft_environment
 
     sources = parse_sources(project, data, Path.cwd())
     names = [s.name for s in sources]
@@ -116,7 +119,8 @@ def _infer(project, env: str, data: list[str], restricted: list[str], label: Opt
             hint = did_you_mean(label, known) or "write DATASET.COLUMN"
             raise DiagnosticError([Diagnostic("BE010", f"--label {label}: no such column in "
                                               "the --data datasets", hints=(hint,))], 2)
-        chosen, guessed = (ds_name, column), False
+        chosen: tuple[str, str] | None = (ds_name, column)
+        guessed = False
     else:
         chosen, guessed = label_candidate(found), True
     text, stub, summary = draft_environment(env, found, chosen, guessed)

@@ -33,7 +33,7 @@ class Constants:
             self.imported = _imported(tree, path, root)
         self._modules: dict[Path, Constants | None] = {}
 
-    def strings(self, node: ast.AST, depth: int = 0, at: ast.AST | None = None
+    def strings(self, node: ast.expr, depth: int = 0, at: ast.expr | None = None
                 ) -> list[Located] | None:
         """The strings a list expression folds to, or None when it cannot be folded. `at`:
         where to place the items (set when folding a constant of another module)."""
@@ -48,10 +48,10 @@ class Constants:
                 if isinstance(item, ast.Starred):
                     got = self.strings(item.value, depth + 1, at)
                 else:
-                    value = self.string(item, depth + 1)
+                    text = self.string(item, depth + 1)
                     place = at or item
-                    got = None if value is None else [(value, place.lineno,
-                                                       place.col_offset + 1)]
+                    got = None if text is None else [(text, place.lineno,
+                                                      place.col_offset + 1)]
                 if got is None:
                     return None
                 out.extend(got)
@@ -78,7 +78,7 @@ class Constants:
                 return other.strings(other.values[name], depth + 1, at or node)
         return None
 
-    def string(self, node: ast.AST, depth: int = 0) -> str | None:
+    def string(self, node: ast.expr, depth: int = 0) -> str | None:
         """The one string `node` folds to (a literal, or a name bound to one)."""
         if depth > _DEPTH:
             return None
@@ -105,12 +105,12 @@ class Constants:
         return self._modules[path]
 
 
-def _bound_once(tree: ast.Module) -> dict[str, ast.AST]:
+def _bound_once(tree: ast.Module) -> dict[str, ast.expr]:
     """Names assigned exactly once at module level (plain or annotated), and their values."""
-    seen: dict[str, list[ast.AST | None]] = {}
+    seen: dict[str, list[ast.expr | None]] = {}
     for node in tree.body:
-        targets: list[ast.AST] = []
-        value: ast.AST | None = None
+        targets: list[ast.expr] = []
+        value: ast.expr | None = None
         if isinstance(node, ast.Assign):
             targets, value = node.targets, node.value
         elif isinstance(node, ast.AnnAssign):

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,8 +81,6 @@ def ui_command(project: Project, host: str, port: int) -> list[str] | None:
     """The `mlflow server` command line that shows this project's store in a browser (the
     embedded sqlite store, created if need be, with the artifacts beside it); None when the
     tracking URI is a server already (it has its own UI)."""
-    import sys
-
     uri = project.tracking_uri()
     if uri.startswith(("http://", "https://", "databricks")):
         return None

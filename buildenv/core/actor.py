@@ -30,7 +30,7 @@ def actor() -> str:
 def os_user() -> str:
     """The login name of this process's user id (not `USER`, which anyone can set)."""
     try:
-        import pwd
+        import pwd  # POSIX only: imported where it is used, so Windows can import this module
 
         return pwd.getpwuid(os.geteuid()).pw_name
     except (ImportError, KeyError, OSError):

@@ -224,8 +224,6 @@ class Project:
 def config_problems(exc: ValidationError, text: str) -> list[Diagnostic]:
     """`[tool.buildenv]` validation errors as diagnostics at the line and column of their key,
     worded like the environment files' (unknown key with a "did you mean", missing key, ...)."""
-    from buildenv.core.diagnostics import did_you_mean
-
     positions = key_positions(text)
     problems = []
     for err in exc.errors():

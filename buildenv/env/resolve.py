@@ -98,11 +98,12 @@ class Multiverse:
             self._files[name] = located
         return self._files[name]
 
-    def written(self, name: str) -> dict:
+    def written(self, name: str) -> dict[str, Any]:
         """The keys of `name`'s own file as written (not resolved, not validated); empty when
         the file cannot be read (for listing an invalid environment)."""
         try:
-            return self._load(name).data
+            data: dict[str, Any] = self._load(name).data
+            return data
         except DiagnosticError:
             return {}
 

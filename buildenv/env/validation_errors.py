@@ -105,7 +105,8 @@ def pydantic_problems(exc: ValidationError, merged: dict[str, Any],
     return problems
 
 
-def _changed_in_a_later_file(column: KeyPath, key: str, partners: Sequence[str], merged: dict,
+def _changed_in_a_later_file(column: KeyPath, key: str, partners: Sequence[str],
+                             merged: dict[str, Any],
                              origin: dict[KeyPath, Position], files: Sequence[str]
                              ) -> tuple[KeyPath, str] | None:
     """When a partner of `key` (under the same column) was written in a later file of the

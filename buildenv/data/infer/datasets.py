@@ -25,18 +25,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import pyarrow as pa
+
 from buildenv.core import progress
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project
 from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.gate import Gate
+from buildenv.data.infer.profile import ColumnProfile, Slots, TextProfiler, TypedProfiler
 from buildenv.data.lock.manifest import (
     HIVE_NULL,
     PARQUET_SUFFIXES,
     ManifestError,
     list_files,
 )
-from buildenv.data.profile import ColumnProfile, Slots, TextProfiler, TypedProfiler
 from buildenv.data.storage import locate
 from buildenv.env.spec import Column, Dataset, Environment, Privacy
 
@@ -130,8 +132,7 @@ def infer_dataset(project: Project, env_name: str, source: DataSource, restricte
         found = InferredDataset(source.name, source.uri, fmt, restricted)
         typed = {}
     notes: list[Diagnostic] = []
-    placeholder = {"_": Column(dtype="string"),
-                   **{p: Column(dtype=typed[p]) for p in found.partitions}}
+    placeholder = {"_": Column(dtype="string"), **{p: _typed(typed[p]) for p in found.partitions}}
     with _open(project, env_name, found, placeholder) as read:
         names = list(_guarded(lambda: read.schema).names)
     if not names:
@@ -146,19 +147,19 @@ def infer_dataset(project: Project, env_name: str, source: DataSource, restricte
         declared = {n: Column(dtype="string") for n in names}
         profilers: dict[str, Any] = {n: TextProfiler(n, slots) for n in names}
     else:
-        declared = {n: Column(dtype=typed.get(n) or "string") for n in names}
+        declared = {n: _typed(typed.get(n) or "string") for n in names}
         profilers = {n: TypedProfiler(n, slots) for n in names}
     with _open(project, env_name, found, declared) as read:
         total = read.total_rows if found.format == "parquet" else None
         total = total() if callable(total) else total
 
-        def profile() -> None:
+        def stream() -> None:
             for batch in progress.batches(read.batches(names), f"infer {source.name}", total):
                 for i, column in enumerate(batch.schema.names):
                     profilers[column].add(batch.column(i))
                 found.rows += batch.num_rows
 
-        _guarded(profile)
+        _guarded(stream)
     found.columns = {n: profilers[n].finish() for n in names}
     if found.rows == 0:
         notes.append(_at(source, "BE042", f"'{source.uri}' has no rows: only the column names "
@@ -224,14 +225,20 @@ def _open(project: Project, env_name: str, found: InferredDataset,
           columns: dict[str, Column]) -> Any:
     """An unpinned read of the dataset through the gate, as part of a provisional environment
     (restricted when the user said so: its read is audited, its errors quote no value)."""
-    dataset = Dataset(uri=found.uri, format=found.format, columns=columns,
-                      partitions=found.partitions or None)
+    dataset = Dataset.model_validate({"uri": found.uri, "format": found.format,
+                                      "columns": columns,
+                                      "partitions": found.partitions or None})
     env = Environment(name=env_name, datasets={found.name: dataset},
                       privacy=Privacy(restricted=[found.name] if found.restricted else []))
     try:
         return Gate(project, env, "init").open(found.name, expect=None)
     except GateError as exc:
         raise DiagnosticError([exc.diagnostic], 1) from None
+
+
+def _typed(dtype: str) -> Column:
+    """A declared column of `dtype` (a provisional environment's)."""
+    return Column.model_validate({"dtype": dtype})
 
 
 def _guarded(work: Any) -> Any:
@@ -305,8 +312,6 @@ def _hive_partitions(project: Project, source: DataSource, found: InferredDatase
         for part, key in zip(dirs, keys):
             text = part.partition("=")[2]
             values[key].append(None if text == HIVE_NULL else text)
-    import pyarrow as pa
-
     typed = {}
     for key, seen in values.items():
         profiler = TextProfiler(key)

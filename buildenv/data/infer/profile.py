@@ -61,7 +61,7 @@ class ColumnProfile:
     nulls: int = 0
     lo: Any = None  # smallest non-null value (int, float, date, datetime, str length: no)
     hi: Any = None
-    values: list | None = None  # distinct non-null values (strings, integers), if <= DOMAIN_MAX
+    values: list[Any] | None = None  # distinct non-null values (strings, integers), if <= DOMAIN_MAX
     unique: bool = False  # every non-null value once (integer and string columns only)
     kinds: dict[str, int] = field(default_factory=dict)  # text: values of each kind, if mixed
     first_rows: dict[str, int] = field(default_factory=dict)  # kind -> its first data row
@@ -89,7 +89,7 @@ class _Distinct:
         if len(self.values) > DOMAIN_MAX:
             self.values = None
 
-    def result(self) -> list | None:
+    def result(self) -> list[Any] | None:
         return None if self.values is None else sorted(self.values, key=_order)
 
 
@@ -200,20 +200,21 @@ class TextProfiler:
             out.kinds = {k: self.kinds[k] for k in sorted(kinds, key=_kind_order)}
             out.first_rows = {k: self.first_row[k] for k in out.kinds}
         if dtype == "float64":
-            found = [self.bounds[k] for k in ("int", "float") if k in self.bounds]
-            finite = [v for pair in found for v in pair if math.isfinite(v)]
+            finite = [v for k in ("int", "float") for v in self.bounds.get(k, [])
+                      if math.isfinite(v)]
             out.lo, out.hi = (min(finite), max(finite)) if finite else (None, None)
         elif dtype == "timestamp":
-            found = [_as_datetime(v) for k in ("date", "timestamp") for v in
-                     self.bounds.get(k, [])]
-            out.lo, out.hi = (min(found), max(found)) if found else (None, None)
+            moments = [_as_datetime(v) for k in ("date", "timestamp") for v in
+                       self.bounds.get(k, [])]
+            out.lo, out.hi = (min(moments), max(moments)) if moments else (None, None)
         elif dtype in ("int64", "date"):
             out.lo, out.hi = self.bounds.get("int" if dtype == "int64" else "date",
                                              [None, None])
+        seen = self.distinct.result()
         if dtype == "string":
-            out.values = self.distinct.result()
-        elif dtype == "int64" and self.distinct.result() is not None:
-            out.values = sorted({int(v) for v in self.distinct.result()})
+            out.values = seen
+        elif dtype == "int64" and seen is not None:
+            out.values = sorted({int(v) for v in seen})
         out.unique = (dtype in ("int64", "string") and self.unique_kind in ("int", "text")
                       and self.unique.result())
         self.unique.drop()
@@ -324,7 +325,7 @@ def _kind_order(kind: str) -> int:
     return ["int", "float", "bool", "date", "timestamp", "text"].index(kind)
 
 
-def _order(value: Any) -> tuple:
+def _order(value: Any) -> tuple[str, Any]:
     return (str(type(value)), value)
 
 

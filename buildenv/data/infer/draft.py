@@ -11,10 +11,12 @@ the scikit-learn major version installed here. A restricted dataset is listed un
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.scaffold import StubModel
-from buildenv.data.infer import InferredDataset, declare
-from buildenv.data.profile import DOMAIN_MAX, ColumnProfile
+from buildenv.data.infer.datasets import InferredDataset, declare
+from buildenv.data.infer.profile import DOMAIN_MAX, ColumnProfile
 from buildenv.env.render import DatasetDraft, EnvironmentDraft, render_environment
 
 __all__ = ["SERVING_OPS", "draft_environment"]
@@ -28,7 +30,9 @@ def draft_environment(env: str, found: list[InferredDataset], label: tuple[str, 
     """(the environment file's text, what a first training fits, a one-line summary)."""
     datasets = [_dataset(env, d) for d in found]
     restricted = [d.name for d in found if d.restricted]
-    label_doc, stub, comment = None, None, ""
+    label_doc: dict[str, Any] | None = None
+    stub: StubModel | None = None
+    comment = ""
     if label is not None:
         ds = next(d for d in found if d.name == label[0])
         profile = ds.columns[label[1]]
@@ -67,8 +71,6 @@ def _dataset(env: str, found: InferredDataset) -> DatasetDraft:
             said.append(f"mixed values: {profile.dtype} holds them all")
         comments[name] = ", ".join(said)
     if not columns:
-        from buildenv.core.diagnostics import Diagnostic, DiagnosticError
-
         raise DiagnosticError([Diagnostic(
             "BE045", f"dataset '{found.name}': no column of '{found.uri}' has a type an "
             "environment can declare", found.uri.rstrip("/"))], 1)
@@ -81,7 +83,7 @@ def _dataset(env: str, found: InferredDataset) -> DatasetDraft:
                         comments, notes)
 
 
-def _classes(profile: ColumnProfile, restricted: bool) -> list | None:
+def _classes(profile: ColumnProfile, restricted: bool) -> list[Any] | None:
     if profile.dtype == "bool":
         return [False, True]
     if restricted or profile.values is None or len(profile.values) > DOMAIN_MAX:
@@ -108,7 +110,7 @@ def _stub(env: str, ds: InferredDataset, label: ColumnProfile, classification: b
     return StubModel(env, ds.name, label.name, categorical, numeric, classification)
 
 
-def _serving() -> dict:
+def _serving() -> dict[str, Any]:
     try:
         major, minor = version("scikit-learn").split(".")[:2]
         requirement = f"scikit-learn>={major}.{minor},<{int(major) + 1}"
