@@ -265,6 +265,17 @@ def test_slowest_pairs_in_the_matrix():
     assert "slowest:\n  b @ p: 61.2 s" in text and text.endswith("5 pairs: 5 built, 0 cached, "
                                                                   "0 failed")
     assert render_matrix(outcomes, quiet=True) == "5 pairs: 5 built, 0 cached, 0 failed"
+    assert render_matrix(outcomes[:1], quiet=True) == "1 pair: 1 built, 0 cached, 0 failed"
+
+
+def test_one_of_a_unit_is_singular():
+    with progress.task("build --all", total=1, unit="pairs") as matrix:
+        assert progress_view.amount_text(matrix) == "0 of 1 pairs"
+        matrix.advance(1)
+        assert progress_view.amount_text(matrix) == "1 pair"
+    with progress.task("infer events", unit="rows") as rows:
+        rows.advance(2)
+        assert progress_view.amount_text(rows) == "2 rows"
 
 
 # --- the command line, end to end --------------------------------------------------------------

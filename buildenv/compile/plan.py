@@ -88,7 +88,8 @@ def render_matrix(outcomes: list[BuildOutcome], quiet: bool = False) -> str:
         lines += ["", "slowest:"] + [f"  {line}" for line in slow]
     built = sum(o.status == "built" for o in outcomes)
     cached = sum(o.status == "cached" for o in outcomes)
-    lines.append(f"\n{len(outcomes)} pairs: {built} built, {cached} cached, {len(failed)} failed")
+    noun = "pair" if len(outcomes) == 1 else "pairs"
+    lines.append(f"\n{len(outcomes)} {noun}: {built} built, {cached} cached, {len(failed)} failed")
     return "\n".join(lines).lstrip("\n")
 
 
