@@ -22,7 +22,7 @@ __all__ = ["position", "pydantic_problems"]
 _TYPE_CODES = {"extra_forbidden": "BE003", "missing": "BE005", "bad_range": "BE011",
                "bad_domain": "BE012", "evaluation": "BE020", "bad_pattern": "BE035",
                "bad_length": "BE036", "bad_tolerance": "BE037", "bad_unique": "BE038",
-               "label_source": "BE850"}
+               "bad_presence": "BE045", "bad_nan": "BE046", "label_source": "BE850"}
 
 
 def _clean_loc(loc: tuple, merged: dict) -> KeyPath:
