@@ -22,10 +22,12 @@ UNDECLARED_SHOWN = 10  # column names listed in one BE213
 
 
 def judge(res: Resolved, ds_name: str, name: str, col: Column, report: ColumnReport,
-           restricted: bool) -> list[Diagnostic]:
+           restricted: bool, subject: str | None = None) -> list[Diagnostic]:
+    """One diagnostic per broken rule of the column, at the rule's key; `subject` names other
+    data than the dataset itself ("serving data")."""
     out = []
     where = ("datasets", ds_name, "columns", name)
-    label = f"{ds_name}.{name}"
+    label = f"{ds_name}.{name}" + (f" ({subject})" if subject else "")
     # What a restricted dataset's violations point at instead of values: the audited peek;
     # `--invalid` selects rows that break nullability, the domain or the range.
     look = (f"values are never printed; a person allowed by privacy.peek can look, audited: "
