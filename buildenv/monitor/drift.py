@@ -61,8 +61,8 @@ STATS_VERSION = 1
 def _check_schema(schema: pa.Schema, columns: dict[str, Column], source: Source, res: Resolved,
                   ds_name: str, what: str, comparison: Comparison = DRIFT,
                   serving: bool = False) -> tuple[dict[str, Column], list[Diagnostic]]:
-    """The columns both versions can be compared on; `serving`: `source` is serving data, so a
-    served column it lacks is BE212 (nothing when `required: false`)."""
+    """The columns both versions can be compared on; a column one lacks is BE206 (`serving`:
+    `source` is serving data, BE212), nothing when it is `required: false`."""
     from buildenv.data.gate.formats import type_accepts
 
     usable, problems = {}, []
@@ -70,7 +70,7 @@ def _check_schema(schema: pa.Schema, columns: dict[str, Column], source: Source,
     for name, col in columns.items():
         where = ("datasets", ds_name, "columns", name)
         if name not in schema.names:
-            if serving and not col.required:
+            if not col.required:  # may be absent: nothing to compare
                 continue
             hint = did_you_mean(name, schema.names)
             problems.append(res.diag("BE212" if serving else "BE206",
