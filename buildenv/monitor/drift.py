@@ -1,4 +1,7 @@
-"""Drift (SPEC §6, `buildenv drift`): the locked version of a dataset against a candidate.
+"""Drift (SPEC §6, `buildenv drift`): the locked version of a dataset against a candidate; and
+training/serving skew (`buildenv skew`, `run_skew`): the locked version, as training saw it,
+against serving data, with `monitoring.skew`'s thresholds, on served columns only, optionally
+joined on a key (`feature_skew`). Both are one `analyse`, told apart by a `Comparison`.
 
 The statistics of both versions come from `statistics` (streaming, bounded memory); `alerts`
 compares and judges them, `triage` ranks alerts by the importance of the column in the models
@@ -33,15 +36,16 @@ from buildenv.core.atomic import atomic_write_text
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity, did_you_mean
 from buildenv.core.project import Project
 from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.formats import format_of
 from buildenv.data.gate.gate import Gate
+from buildenv.data.validate.serving import serving_columns, training_only_present
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.spec import Column
-from buildenv.data.gate.formats import format_of
 from buildenv.monitor.alerts import Alert, ColumnView, alerts_for, compare, thresholds_for
 from buildenv.monitor.comparison import DRIFT, SKEW, Comparison
 from buildenv.monitor.feature_skew import RTOL, Mismatches, count_mismatches
-from buildenv.monitor.skew_alerts import mismatch_alerts, mismatch_view
 from buildenv.monitor.public_view import public_column
+from buildenv.monitor.skew_alerts import mismatch_alerts, mismatch_view
 from buildenv.monitor.statistics import (
     BATCH_ROWS,
     BINS,
@@ -87,19 +91,7 @@ def _check_schema(schema: pa.Schema, columns: dict[str, Column], source: Source,
     return usable, problems
 
 
-def _training_only_present(schema: pa.Schema, res: Resolved, ds_name: str, source: Source
-                           ) -> list[Diagnostic]:
-    """BE211 for the training-only columns of `ds_name` (and the label) serving data has."""
-    from buildenv.data.validate.serving import serving_columns
 
-    out = []
-    for name, entry in serving_columns(res.env, [ds_name]).items():
-        if not entry.served and name in schema.names:
-            where = ("label", "column") if entry.why == "the label" else (*entry.where,
-                                                                          "serving")
-            out.append(res.diag("BE211", f"{ds_name}.{name}: training-only ({entry.why}), but "
-                                f"the serving data ({source.uri}) has it", *where))
-    return out
 
 
 # --- the command -----------------------------------------------------------------------------
@@ -296,9 +288,8 @@ def analyse(project: Project, multiverse: Multiverse, res: Resolved, dataset: st
     problems: list[Diagnostic] = []
     # keys (unique) and `monitor: false` columns are validated, never compared; serving data
     # is compared on served columns only
-    label = res.env.label
-    training_only = {n for n, c in declared.columns.items() if not c.serving or (
-        label is not None and label.dataset == dataset and label.column == n)}
+    entries = serving_columns(res.env, [dataset])
+    training_only = {n for n, e in entries.items() if not e.served}
     columns = {n: c for n, c in declared.columns.items() if c.monitor and not c.unique
                and not (comparison.serving and n in training_only)}
     not_monitored = {n: "unique (a key)" if c.unique else "monitor: false" if not c.monitor
@@ -319,7 +310,8 @@ def analyse(project: Project, multiverse: Multiverse, res: Resolved, dataset: st
                                        serving)
         problems.extend(found)
         if serving:
-            problems.extend(_training_only_present(schema, res, dataset, source))
+            problems.extend(training_only_present(res, entries[n], source.uri)
+                            for n in sorted(training_only) if n in schema.names)
     cache_dir = project.state_dir / "cache" / "drift" if use_cache else None
     if executor is not None and (baseline.uri.endswith("/") or candidate.uri.endswith("/")):
         try:

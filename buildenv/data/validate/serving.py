@@ -42,7 +42,8 @@ from buildenv.data.validate.violations import UNDECLARED_SHOWN, judge, suggest
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Column, Dataset, Environment
 
-__all__ = ["ServingColumn", "ServingResult", "open_serving", "serving_columns", "validate_serving"]
+__all__ = ["ServingColumn", "ServingResult", "open_serving", "serving_columns",
+           "training_only_present", "validate_serving"]
 
 _STRICTNESS = {"ignore": 0, "warn": 1, "error": 2}
 
@@ -168,6 +169,16 @@ def validate_serving(res: Resolved, project: Project, uri: str,
     return ServingResult(problems, rows, len(checked))
 
 
+def training_only_present(res: Resolved, entry: ServingColumn, uri: str) -> Diagnostic:
+    """BE211: serving data at `uri` holds the training-only column (or label) `entry`."""
+    where = ("label", "column") if entry.why == "the label" else (*entry.where, "serving")
+    return res.diag("BE211", f"{entry.dataset}.{entry.name}: training-only ({entry.why}), but "
+                    f"the serving data ({uri}) has it", *where,
+                    hints=("production must not send it (a label or a training-only value in "
+                           "a request leaks into predictions); drop it from the requests, or "
+                           "declare it served if production really has it",))
+
+
 def _schema_problems(res: Resolved, uri: str, chosen: list[str],
                      known: dict[str, ServingColumn], everywhere: dict[str, ServingColumn],
                      names: list[str], inputs: dict[str, list[str]] | None
@@ -193,14 +204,7 @@ def _schema_problems(res: Resolved, uri: str, chosen: list[str],
                 hints=(hint,) if hint else ("send it with every request, or declare it "
                                             "`required: false` if it may be absent",)))
         elif not entry.served and name in present:
-            where = ("label", "column") if entry.why == "the label" else (*entry.where,
-                                                                          "serving")
-            problems.append(res.diag(
-                "BE211", f"{entry.dataset}.{name}: training-only ({entry.why}), but the "
-                f"serving data ({uri}) has it", *where,
-                hints=("production must not send it (a label or a training-only value in a "
-                       "request leaks into predictions); drop it from the requests, or "
-                       "declare it served if production really has it",)))
+            problems.append(training_only_present(res, entry, uri))
     extra = [n for n in names if n not in everywhere]
     setting = max((res.env.datasets[d].undeclared_columns for d in chosen),
                   key=_STRICTNESS.__getitem__)
