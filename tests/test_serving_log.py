@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import invoke_cli, write_repo
 from services import free_port, stop, wait_for
-from test_serving_hostile import exchange, make_app, request
+from serving_app import exchange, make_app, request
 
 SENTINEL = "QZLOGSENTINEL"
 CLIENTS = 6

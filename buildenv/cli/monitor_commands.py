@@ -20,6 +20,9 @@ from buildenv.cli.app import (
     progress_shown,
 )
 
+HtmlOpt = typer.Option(None, "--html", help="Also write a self-contained HTML report.")
+AllOpt = typer.Option(False, "--all", help="Show suppressed alerts too.")
+
 
 @app.command("drift")
 @command
@@ -45,9 +48,7 @@ def drift_cmd(env: str = typer.Argument(..., help="Environment whose locked vers
               stats: Optional[Path] = typer.Option(None, "--stats", help="Statistics JSON "
                                                    "(default .buildenv/drift/<env>/"
                                                    "<dataset>-<digest12>.json)."),
-              html: Optional[Path] = typer.Option(None, "--html", help="Also write a "
-                                                  "self-contained HTML report."),
-              all_: bool = typer.Option(False, "--all", help="Show suppressed alerts too."),
+              html: Optional[Path] = HtmlOpt, all_: bool = AllOpt,
               executor: Optional[str] = ExecutorOpt,
               root: Optional[Path] = RootOpt, fmt: Format = FormatOpt,
               progress: Optional[bool] = ProgressOpt, quiet: bool = QuietOpt) -> None:
@@ -93,9 +94,7 @@ def skew_cmd(env: str = typer.Argument(..., help="Environment whose locked versi
              stats: Optional[Path] = typer.Option(None, "--stats", help="Statistics JSON "
                                                   "(default .buildenv/skew/<env>/"
                                                   "<dataset>-<digest12>.json)."),
-             html: Optional[Path] = typer.Option(None, "--html", help="Also write a "
-                                                 "self-contained HTML report."),
-             all_: bool = typer.Option(False, "--all", help="Show suppressed alerts too."),
+             html: Optional[Path] = HtmlOpt, all_: bool = AllOpt,
              executor: Optional[str] = ExecutorOpt,
              root: Optional[Path] = RootOpt, fmt: Format = FormatOpt,
              progress: Optional[bool] = ProgressOpt, quiet: bool = QuietOpt) -> None:
