@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     BUILDENV,
     MAIN_PY,
     Run,
@@ -41,7 +41,7 @@ from _common import (  # noqa: E402
     verdict,
     work_dir,
 )
-from bench_drift import COLUMNS, SEED, env_yaml, make_data  # noqa: E402
+from bench_drift import COLUMNS, SEED, env_yaml, make_data
 
 INPROC = r"""
 import sys, time

@@ -243,4 +243,4 @@ def test_partitioned_files_may_lack_an_optional_column(tmp_path):
     assert [line.split(": ", 1)[1].split(":")[0] for line in lines if ": error[" in line] == [
         "error[BE204]", "error[BE206]"]
     assert "has no column 'must' in 1 of 3 file(s)" in "\n".join(lines)
-    assert "note" not in [line for line in lines if "BE206" in line][0]
+    assert "note" not in next(line for line in lines if "BE206" in line)

@@ -42,7 +42,7 @@ privacy:
 """
 
 
-@pytest.fixture()
+@pytest.fixture
 def shop(tmp_path: Path) -> Path:
     repo = write_repo(tmp_path / "repo", envs={"shop": SHOP})
     write_parquet(repo / "data" / "items.parquet", pa.table({

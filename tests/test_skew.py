@@ -65,7 +65,7 @@ def shoppers(seed: int, sentinel: bool = False, shift: float = 0.0) -> pa.Table:
                      "age": pa.array(rng.normal(40 + shift, 10, N))})
 
 
-@pytest.fixture()
+@pytest.fixture
 def store(tmp_path: Path) -> Path:
     repo = write_repo(tmp_path / "repo", envs={"store": STORE})
     write_parquet(repo / "data" / "products.parquet", products(1))
@@ -170,7 +170,7 @@ def test_restricted_dataset_never_shows_a_rare_value(store):
     for path in (store / ".buildenv").rglob("*.json"):
         text += path.read_text()
     assert SENTINEL not in text
-    assert "e.g." not in [line for line in out.splitlines() if "BE615" in line][0]
+    assert "e.g." not in next(line for line in out.splitlines() if "BE615" in line)
 
 
 def test_usage_errors(store):

@@ -282,36 +282,10 @@ def analyse(project: Project, multiverse: Multiverse, res: Resolved, dataset: st
             key: list[str] | None = None) -> DriftResult:
     """Statistics of both versions, metrics, alerts, triage and the public view."""
     env = res.name
-    declared = res.env.datasets[dataset]
     restricted = res.env.restricted(dataset)
     min_group = res.env.privacy.min_group_size
-    problems: list[Diagnostic] = []
-    # keys (unique) and `monitor: false` columns are validated, never compared; serving data
-    # is compared on served columns only
-    entries = serving_columns(res.env, [dataset])
-    training_only = {n for n, e in entries.items() if not e.served}
-    columns = {n: c for n, c in declared.columns.items() if c.monitor and not c.unique
-               and not (comparison.serving and n in training_only)}
-    not_monitored = {n: "unique (a key)" if c.unique else "monitor: false" if not c.monitor
-                     else "training-only" for n, c in declared.columns.items()
-                     if n not in columns}
-    sides = ((baseline, f"{comparison.baseline} version" if comparison.kind == "drift"
-              else "training data", False),
-             (candidate, "serving data" if comparison.serving else "candidate",
-              comparison.serving))
-    for source, what, serving in sides:
-        try:
-            schema = source.read.schema
-        except GateError as exc:
-            _close(baseline, candidate)
-            raise _usage_error("BE053", f"cannot read the {what} of '{dataset}' ({source.uri}): "
-                               f"{exc.diagnostic.message}") from None
-        columns, found = _check_schema(schema, columns, source, res, dataset, what, comparison,
-                                       serving)
-        problems.extend(found)
-        if serving:
-            problems.extend(training_only_present(res, entries[n], source.uri)
-                            for n in sorted(training_only) if n in schema.names)
+    columns, not_monitored, problems = _compared_columns(res, dataset, baseline, candidate,
+                                                         comparison)
     cache_dir = project.state_dir / "cache" / "drift" if use_cache else None
     if executor is not None and (baseline.uri.endswith("/") or candidate.uri.endswith("/")):
         try:
@@ -343,27 +317,11 @@ def analyse(project: Project, multiverse: Multiverse, res: Resolved, dataset: st
         public_columns[name] = public_column(view, thresholds, res, uses)
         found_alerts = alerts_for(view, res, multiverse, accept, comparison)
         if joined is not None and name in joined.differ:
-            seen = public_columns[name]["mismatch"] = mismatch_view(joined, name)
-            public_columns[name]["metrics"]["mismatch"] = seen["fraction"]
-            if "mismatch" in public_columns[name]["thresholds"] and seen["fraction"] is not None:
-                limit = public_columns[name]["thresholds"]["mismatch"]
-                limit["crossed"] = seen["fraction"] > limit["value"]
+            _record_mismatch(public_columns[name], joined, name)
             found_alerts += mismatch_alerts(view, joined, key or [], thresholds.get("mismatch"),
                                             res, multiverse, accept)
         for alert in found_alerts:
-            alert.usage = uses
-            alert.importance = importance_of(uses)
-            if triage_on:
-                if not uses:
-                    alert.suppressed = "unused"
-                    alert.suppressed_why = (f"no model built against {env} takes {name} as "
-                                            "an input")
-                elif alert.importance is not None and alert.importance < min_importance:
-                    alert.suppressed = "unimportant"
-                    alert.suppressed_why = (f"importance {alert.importance:.3g} < min_importance "
-                                            f"{min_importance:g}")
-                used = "; ".join(u.describe() for u in uses)
-                alert.hints = ((f"used by {used}",) if uses else ()) + alert.hints
+            _triage(alert, uses, name, env, min_importance if triage_on else None)
             alerts.append(alert)
     alerts.sort(key=lambda a: (a.suppressed is not None,
                                -(a.importance if a.importance is not None else min_importance),
@@ -400,6 +358,69 @@ def analyse(project: Project, multiverse: Multiverse, res: Resolved, dataset: st
                              "joined": joined.joined if joined else 0, "rtol": RTOL}
     return DriftResult(env, dataset, baseline, candidate, restricted, alerts, problems, stats,
                        triage, comparison=comparison)
+
+
+def _compared_columns(res: Resolved, dataset: str, baseline: Source, candidate: Source,
+                      comparison: Comparison
+                      ) -> tuple[dict[str, Column], dict[str, str], list[Diagnostic]]:
+    """The columns both sides can be compared on, why the others are not, and the problems
+    of each side's columns. Keys (unique) and `monitor: false` columns are validated, never
+    compared; serving data is compared on served columns only."""
+    declared = res.env.datasets[dataset]
+    entries = serving_columns(res.env, [dataset])
+    training_only = {n for n, e in entries.items() if not e.served}
+    columns = {n: c for n, c in declared.columns.items() if c.monitor and not c.unique
+               and not (comparison.serving and n in training_only)}
+    not_monitored = {n: "unique (a key)" if c.unique else "monitor: false" if not c.monitor
+                     else "training-only" for n, c in declared.columns.items()
+                     if n not in columns}
+    problems: list[Diagnostic] = []
+    sides = ((baseline, f"{comparison.baseline} version" if comparison.kind == "drift"
+              else "training data", False),
+             (candidate, "serving data" if comparison.serving else "candidate",
+              comparison.serving))
+    for source, what, serving in sides:
+        try:
+            schema = source.read.schema
+        except GateError as exc:
+            _close(baseline, candidate)
+            raise _usage_error("BE053", f"cannot read the {what} of '{dataset}' ({source.uri}): "
+                               f"{exc.diagnostic.message}") from None
+        columns, found = _check_schema(schema, columns, source, res, dataset, what, comparison,
+                                       serving)
+        problems.extend(found)
+        if serving:
+            problems.extend(training_only_present(res, entries[n], source.uri)
+                            for n in sorted(training_only) if n in schema.names)
+    return columns, not_monitored, problems
+
+
+def _record_mismatch(public: dict, joined: Mismatches, name: str) -> None:
+    """The join's counts in a column's public view, and whether `mismatch` was crossed."""
+    seen = public["mismatch"] = mismatch_view(joined, name)
+    public["metrics"]["mismatch"] = seen["fraction"]
+    limit = public["thresholds"].get("mismatch")
+    if limit is not None and seen["fraction"] is not None:
+        limit["crossed"] = seen["fraction"] > limit["value"]
+
+
+def _triage(alert: Alert, uses: list, name: str, env: str, min_importance: float | None
+            ) -> None:
+    """Rank an alert by the importance of its column; with models built (`min_importance`
+    set), suppress it when no model takes the column or it matters too little."""
+    alert.usage = uses
+    alert.importance = importance_of(uses)
+    if min_importance is None:
+        return
+    if not uses:
+        alert.suppressed = "unused"
+        alert.suppressed_why = f"no model built against {env} takes {name} as an input"
+    elif alert.importance is not None and alert.importance < min_importance:
+        alert.suppressed = "unimportant"
+        alert.suppressed_why = (f"importance {alert.importance:.3g} < min_importance "
+                                f"{min_importance:g}")
+    used = "; ".join(u.describe() for u in uses)
+    alert.hints = ((f"used by {used}",) if uses else ()) + alert.hints
 
 
 def _join(baseline: Source, candidate: Source, key: list[str], columns: dict[str, Column],

@@ -33,25 +33,7 @@ def judge(res: Resolved, ds_name: str, name: str, col: Column, report: ColumnRep
     look = (f"values are never printed; a person allowed by privacy.peek can look, audited: "
             f"`buildenv peek ENV --dataset {ds_name} --rows 10 --reason \"...\"`")
     hidden = look.replace(" --rows 10 ", f" --rows 10 --invalid {name} ")
-    if report.nulls and not col.nullable:
-        out.append(res.diag("BE202", f"{label}: {report.nulls} of {report.rows} rows are null "
-                            "but the column is declared nullable: false", *where, "nullable"))
-    if col.max_null_fraction is not None and report.rows:
-        fraction = report.nulls / report.rows
-        if fraction > col.max_null_fraction:
-            out.append(res.diag("BE203", f"{label}: null fraction {fraction:.4f} ({report.nulls}"
-                                f" of {report.rows} rows) exceeds max_null_fraction "
-                                f"{col.max_null_fraction}", *where, "max_null_fraction"))
-
-    if col.min_count is not None and report.non_null < col.min_count:
-        out.append(res.diag("BE214", f"{label}: {report.non_null} non-null values, fewer than "
-                            f"min_count {col.min_count} ({report.rows} rows)", *where,
-                            "min_count"))
-    if report.nans:
-        share = report.nans / report.non_null if report.non_null else 1.0
-        out.append(res.diag("BE215", f"{label}: {report.nans} of {report.non_null} non-null "
-                            f"values (fraction {share:.4g}) are NaN, but the column is declared "
-                            "allow_nan: false", *where, "allow_nan"))
+    out.extend(_presence(res, label, where, col, report))
 
     def violation(code: str, key: str, count: int, what: str, detail: str = "",
                   hints: tuple[str, ...] = ()) -> None:
@@ -104,6 +86,31 @@ def judge(res: Resolved, ds_name: str, name: str, col: Column, report: ColumnRep
             detail += "; e.g. " + ", ".join(f"{show(v)} ({n} rows)" for v, n in dups.examples)
         violation("BE209", "unique", dups.rows, "are duplicated", detail,
                   (look,) if restricted else ())
+    return out
+
+
+def _presence(res: Resolved, label: str, where: tuple[str, ...], col: Column,
+              report: ColumnReport) -> list[Diagnostic]:
+    """Nulls, the number of values and NaN: the rules no tolerance applies to."""
+    out: list[Diagnostic] = []
+    if report.nulls and not col.nullable:
+        out.append(res.diag("BE202", f"{label}: {report.nulls} of {report.rows} rows are null "
+                            "but the column is declared nullable: false", *where, "nullable"))
+    if col.max_null_fraction is not None and report.rows:
+        fraction = report.nulls / report.rows
+        if fraction > col.max_null_fraction:
+            out.append(res.diag("BE203", f"{label}: null fraction {fraction:.4f} ({report.nulls}"
+                                f" of {report.rows} rows) exceeds max_null_fraction "
+                                f"{col.max_null_fraction}", *where, "max_null_fraction"))
+    if col.min_count is not None and report.non_null < col.min_count:
+        out.append(res.diag("BE214", f"{label}: {report.non_null} non-null values, fewer than "
+                            f"min_count {col.min_count} ({report.rows} rows)", *where,
+                            "min_count"))
+    if report.nans:
+        share = report.nans / report.non_null if report.non_null else 1.0
+        out.append(res.diag("BE215", f"{label}: {report.nans} of {report.non_null} non-null "
+                            f"values (fraction {share:.4g}) are NaN, but the column is declared "
+                            "allow_nan: false", *where, "allow_nan"))
     return out
 
 

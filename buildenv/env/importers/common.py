@@ -59,17 +59,7 @@ class ColumnDraft:
 
     def finish(self, skipped: list[Skipped]) -> dict[str, Any]:
         """The column's keys (validated), reporting what could not be kept."""
-        out: dict[str, Any] = {"dtype": self.dtype or "string"}
-        if not self.nullable:
-            out["nullable"] = False
-        if self.max_null_fraction is not None and self.nullable:
-            out["max_null_fraction"] = self.max_null_fraction
-        if not self.required:
-            out["required"] = False
-        if self.min_count is not None:
-            out["min_count"] = self.min_count
-        if not self.allow_nan:
-            out["allow_nan"] = False
+        out: dict[str, Any] = {"dtype": self.dtype or "string", **self._presence()}
         tolerances: dict[str, float] = {}
         sources: dict[str, str] = {}
         if self.domains:
@@ -111,13 +101,25 @@ class ColumnDraft:
                     "max_violation_fraction per column, and these differ "
                     f"({shares}); the strictest, {strictest:g}, applies to all of them",
                     self.line, approximate=True))
-        if not self.monitor:
-            out["monitor"] = False
-        if not self.serving:
-            out["serving"] = False
-        if self.description:
-            out["description"] = self.description
+        out.update({key: value for key, value, default in (
+            ("monitor", self.monitor, True), ("serving", self.serving, True),
+            ("description", self.description, None)) if value != default and value != ""})
         return _validated(self.name, out, skipped, self.line)
+
+    def _presence(self) -> dict[str, Any]:
+        """The keys about nulls, presence and NaN that differ from their defaults."""
+        out: dict[str, Any] = {}
+        if not self.nullable:
+            out["nullable"] = False
+        if self.max_null_fraction is not None and self.nullable:
+            out["max_null_fraction"] = self.max_null_fraction
+        if not self.required:
+            out["required"] = False
+        if self.min_count is not None:
+            out["min_count"] = self.min_count
+        if not self.allow_nan:
+            out["allow_nan"] = False
+        return out
 
 
 def _plain(value: Any) -> Any:
