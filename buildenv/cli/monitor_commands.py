@@ -20,6 +20,9 @@ from buildenv.cli.app import (
     progress_shown,
 )
 
+# Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
+# imports its rooms when it runs, so it pays only for what it uses.
+
 HtmlOpt = typer.Option(None, "--html", help="Also write a self-contained HTML report.")
 AllOpt = typer.Option(False, "--all", help="Show suppressed alerts too.")
 

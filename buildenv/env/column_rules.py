@@ -12,12 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic_core import PydanticCustomError
 
-if TYPE_CHECKING:  # annotations only: spec imports this module
-    from buildenv.env.spec import Column
+# Deferred imports (pyarrow): only an environment that declares a `pattern` needs RE2 to check it;
+# `show`, `diff` and `schema` stay light.
 
 __all__ = ["COLUMN_CHECKS", "COLUMN_PROBLEM_KEYS", "FLOAT_DTYPES", "INTEGER_DTYPES",
            "NUMERIC_DTYPES", "TEMPORAL_DTYPES", "parse_temporal", "pattern_problem"]
@@ -26,6 +26,33 @@ INTEGER_DTYPES = ("int8", "int16", "int32", "int64")
 FLOAT_DTYPES = ("float32", "float64")
 NUMERIC_DTYPES = INTEGER_DTYPES + FLOAT_DTYPES
 TEMPORAL_DTYPES = ("date", "timestamp")
+
+class Column(Protocol):
+    """What the rules read of a column declaration (`spec.Column`, which imports this module)."""
+
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def required(self) -> bool: ...
+    @property
+    def min_count(self) -> int | None: ...
+    @property
+    def domain(self) -> list[Any] | None: ...
+    @property
+    def range(self) -> tuple[Any, Any] | None: ...
+    @property
+    def allow_nan(self) -> bool: ...
+    @property
+    def max_violation_fraction(self) -> float | None: ...
+    @property
+    def unique(self) -> bool: ...
+    @property
+    def pattern(self) -> str | None: ...
+    @property
+    def length(self) -> tuple[int | None, int | None] | None: ...
+
+    def constraints(self) -> list[str]: ...
+
 
 #: A column's cross-field problem (its error type) -> the key it is about.
 COLUMN_PROBLEM_KEYS = {"bad_range": "range", "bad_domain": "domain", "bad_pattern": "pattern",
@@ -61,7 +88,7 @@ def _range_problem(col: Column) -> PydanticCustomError | None:
                                        "numbers (or null for an open end)", {"dtype": dtype})
         if any(isinstance(v, float) and math.isnan(v) for v in given):
             return PydanticCustomError("bad_range", "range bounds cannot be NaN", {})
-        parsed = [lo, hi]
+        parsed: list[Any] = [lo, hi]
     elif dtype in TEMPORAL_DTYPES:
         try:
             parsed = [None if v is None else parse_temporal(v) for v in (lo, hi)]

@@ -72,8 +72,8 @@ def render_text(result: DriftResult, show_all: bool = False, quiet: bool = False
     words = result.comparison
     lines = [f"{words.kind} of {result.dataset} in {result.environment}"
              + (" (restricted: aggregates only)" if result.restricted else ""),
-             f"  {words.baseline:<9}  {b.uri}  {b.digest[:19]}  {b.rows:,} rows",
-             f"  {words.candidate:<9}  {c.uri}  {c.digest[:19]}  {c.rows:,} rows"]
+             f"  {words.baseline:<9}  {b.uri}  {(b.digest or '')[:19]}  {b.rows:,} rows",
+             f"  {words.candidate:<9}  {c.uri}  {(c.digest or '')[:19]}  {c.rows:,} rows"]
     triage = result.triage
     if triage["enabled"]:
         lines.append(f"  models     {', '.join(triage['models'])}")
@@ -186,7 +186,7 @@ def render_html(result: DriftResult) -> str:
     out.append("<table>")
     for label, src in ((words.baseline, b), (words.candidate, c)):
         out.append(f"<tr><th>{label}</th><td class=mono>{_e(src.uri)}</td>"
-                   f"<td class=mono>{_e(src.digest[:19])}</td><td>{src.rows:,} rows</td>"
+                   f"<td class=mono>{_e((src.digest or '')[:19])}</td><td>{src.rows:,} rows</td>"
                    f"<td class=muted>{_e(src.origin)}</td></tr>")
     triage = result.triage
     models = ", ".join(triage["models"]) if triage["enabled"] else triage["note"]

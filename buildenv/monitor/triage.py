@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from buildenv.compile.artifact import read_lineage
 from buildenv.core.project import Project
 
 __all__ = ["Usage", "importance_of", "model_inputs", "model_usage"]
@@ -35,8 +36,6 @@ class Usage:
 def model_usage(project: Project, env: str, ds_name: str
                 ) -> tuple[list[str], dict[str, list[Usage]]]:
     """Models in dist/*/<env>/buildenv.json, and per column of `ds_name` those that use it."""
-    from buildenv.compile.artifact import read_lineage
-
     models: list[str] = []
     usage: dict[str, list[Usage]] = {}
     for lineage_file in sorted((project.root / "dist").glob(f"*/{env}/buildenv.json")):
@@ -65,8 +64,6 @@ def model_usage(project: Project, env: str, ds_name: str
 def model_inputs(project: Project, env: str) -> dict[str, list[str]] | None:
     """column -> the models built against `env` that take it as input (`training@env`); None
     when no model is built against `env`."""
-    from buildenv.compile.artifact import read_lineage
-
     found: dict[str, list[str]] | None = None
     for lineage_file in sorted((project.root / "dist").glob(f"*/{env}/buildenv.json")):
         lineage = read_lineage(lineage_file.parent)

@@ -57,6 +57,10 @@ import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+# Deferred imports (pandas): the app imports only the standard library; pandas comes with the
+# model's runtime, loaded with the model.
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "serving.json"), encoding="utf-8") as handle:
@@ -298,8 +302,8 @@ DEADLINES = Deadlines()
 
 
 class Handler(BaseHTTPRequestHandler):
-    model = None
-    log: RequestLog | None = None
+    model: Any = None  # the loaded model, set once before serving
+    log: RequestLog | None = None  # the request log, when BUILDENV_SERVE_LOG is set
     server_version = "buildenv-serving/1"
     timeout = TIMEOUT  # each read; DEADLINES bounds the whole request
     expired = False
@@ -426,8 +430,9 @@ class Handler(BaseHTTPRequestHandler):
             rows = rows_of(payload)
             check(rows)
             frame = frame_of(rows)
-            if type(self).log is not None:
-                type(self).log.append(rows)
+            log = type(self).log
+            if log is not None:
+                log.append(rows)
         except BadRequest as exc:
             self._error(exc.status, str(exc), exc.column)
             return

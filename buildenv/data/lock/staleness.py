@@ -5,10 +5,12 @@ digest, then a stat per file through the stat cache) and says what changed and w
 
 from __future__ import annotations
 
+from typing import Any
+
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project
 from buildenv.data.executor import Executor
-from buildenv.data.lock.digests import StatCache, digest_location
+from buildenv.data.lock.digests import FILE, StatCache, digest_location
 from buildenv.data.lock.lockfile import Lock, lock_path, read_lock, stat_cache
 from buildenv.data.lock.locking import digest_dataset, label_declaration
 from buildenv.data.lock.manifest import (
@@ -136,12 +138,11 @@ def _label_pins_stale(res: Resolved, lock: Lock, display: str) -> list[Diagnosti
 def _label_bytes_changed(project: Project, res: Resolved, lock: Lock,
                          cache: StatCache) -> list[Diagnostic]:
     """BE058: an export or mapping whose bytes are not the ones the lock pins."""
-    from buildenv.data.lock.digests import FILE
-
     problems = []
     for ls_name, spec in sorted(res.env.labels.items()):
         pinned = lock.labels[ls_name]
-        files = [(spec.uri, pinned.digest, ("labels", ls_name, "uri"))]
+        files: list[tuple[str, str, tuple[Any, ...]]] = [
+            (spec.uri, pinned.digest, ("labels", ls_name, "uri"))]
         files += [(e.mapping, pinned.mappings[e.mapping], ("labels", ls_name, "reuse", i,
                                                           "mapping"))
                   for i, e in enumerate(spec.reuse) if e.mapping]

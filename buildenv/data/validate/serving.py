@@ -41,6 +41,7 @@ from buildenv.data.validate.column_checks import (
 from buildenv.data.validate.violations import UNDECLARED_SHOWN, judge, suggest
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Column, Dataset, Environment
+from buildenv.env.uris import names_directory, uri_problem
 
 __all__ = ["ServingColumn", "ServingResult", "open_serving", "serving_columns",
            "training_only_present", "validate_serving"]
@@ -95,13 +96,11 @@ def open_serving(project: Project, res: Resolved, uri: str, purpose: str, datase
     """A read of serving data at `uri` (not pinned: its digest is what the read finds), typed
     by `columns`. It is restricted (audited, decode errors without values) when one of
     `datasets` is; a uri that cannot be used or opened is a usage error (exit 2)."""
-    from buildenv.env.uris import uri_problem
-
     problem = uri_problem(uri, project)
     if problem:
         raise DiagnosticError([Diagnostic(problem[0], f"{flag}: {problem[1]}",
                                           hints=(problem[2],))], 2)
-    if uri.endswith("/"):
+    if names_directory(uri):
         raise DiagnosticError([Diagnostic("BE004", f"{flag}: '{uri}' names a directory; serving "
                                           "data is one Parquet, CSV or JSON-lines file")], 2)
     env = res.env

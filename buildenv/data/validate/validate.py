@@ -141,9 +141,9 @@ def _spec_digest(dataset: Dataset, restricted: bool) -> str:
         col.pop("description", None)
         col.pop("serving", None)
         col.pop("monitor", None)  # drift only
-        for key, default in _LATER_COLUMN_KEYS.items():
-            if col.get(key) == default:
-                col.pop(key)
+        for name, unset in _LATER_COLUMN_KEYS.items():
+            if col.get(name) == unset:
+                col.pop(name)
         empty_domain = empty_domain or col.get("domain") == []
     # every other column key (range, domain, pattern, length, unique, max_violation_fraction,
     # ...) is in the digest; v2: messages carry fractions, severities are cached
@@ -161,7 +161,8 @@ def _spec_digest(dataset: Dataset, restricted: bool) -> str:
 #: Keys added after the cache format: left out at their default, so that cache entries of
 #: datasets that do not use them stay valid.
 _LATER_KEYS = {"undeclared_columns": "ignore"}
-_LATER_COLUMN_KEYS = {"required": True, "min_count": None, "allow_nan": True}
+_LATER_COLUMN_KEYS: dict[str, bool | None] = {"required": True, "min_count": None,
+                                              "allow_nan": True}
 
 
 def validate_env(res: Resolved, project: Project, digests: dict[str, str] | None = None,
@@ -176,15 +177,16 @@ def validate_env(res: Resolved, project: Project, digests: dict[str, str] | None
     for ds_name in datasets or sorted(res.env.datasets):
         dataset = res.env.datasets[ds_name]
         spec = _spec_digest(dataset, res.env.restricted(ds_name))
-        pinned: str | Manifest | None = (digests or {}).get(ds_name)
-        if pinned is not None:
-            cached = _cache_get(project, pinned, spec)
+        pin = (digests or {}).get(ds_name)
+        pinned: str | Manifest | None = pin
+        if pin is not None:
+            cached = _cache_get(project, pin, spec)
             if cached is not None:
                 problems.extend(_relocate(res, ds_name, cached))
                 continue
             if dataset.partitioned:
                 manifest = (manifests or {}).get(ds_name)
-                pinned = manifest if manifest is not None and manifest.digest == pinned else None
+                pinned = manifest if manifest is not None and manifest.digest == pin else None
         found, digest = validate_dataset(res, ds_name, project, pinned, purpose, executor)
         problems.extend(found)
         # a failed spill is not a property of the data: not cached
@@ -198,21 +200,22 @@ def _cache_file(project: Project, digest: str, spec: str) -> Path:
     return project.state_dir / "cache" / "validate" / hexkey[:2] / f"{hexkey}.json"
 
 
-def _cache_get(project: Project, digest: str, spec: str) -> list[dict] | None:
+def _cache_get(project: Project, digest: str, spec: str) -> list[dict[str, Any]] | None:
     try:
-        return json.loads(_cache_file(project, digest, spec).read_text())
+        entries: list[dict[str, Any]] = json.loads(_cache_file(project, digest, spec).read_text())
     except (OSError, ValueError):
         return None
+    return entries
 
 
-def _cache_put(project: Project, digest: str, spec: str, entries: list[dict]) -> None:
+def _cache_put(project: Project, digest: str, spec: str, entries: list[dict[str, Any]]) -> None:
     try:
         atomic_write_text(_cache_file(project, digest, spec), json.dumps(entries))
     except OSError:
         pass  # a cache that cannot be written is only slower
 
 
-def _portable(d: Diagnostic, res: Resolved, ds_name: str) -> dict:
+def _portable(d: Diagnostic, res: Resolved, ds_name: str) -> dict[str, Any]:
     """Cache entries hold the column path, not file positions: other envs share the entry."""
     data = d.to_json()
     data["where"] = _where_of(d, ds_name)
@@ -239,7 +242,7 @@ _RULE_KEY = {"BE201": "dtype", "BE202": "nullable", "BE203": "max_null_fraction"
              "BE209": "unique", "BE210": "unique", "BE214": "min_count", "BE215": "allow_nan"}
 
 
-def _relocate(res: Resolved, ds_name: str, cached: list[dict]) -> list[Diagnostic]:
+def _relocate(res: Resolved, ds_name: str, cached: list[dict[str, Any]]) -> list[Diagnostic]:
     out = []
     for item in cached:
         path = list(item["where"])

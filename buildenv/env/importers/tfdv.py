@@ -20,7 +20,7 @@ the description. Everything else is listed with the reason it is not translated.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -63,7 +63,7 @@ class _Schema:
     def __init__(self, root: Message):
         self.root = root
         self.skipped: list[Skipped] = []
-        self.columns: dict[str, dict] = {}
+        self.columns: dict[str, dict[str, Any]] = {}
         self.drift: dict[str, dict[str, float]] = {}
         self.skew: dict[str, dict[str, float]] = {}
         self.left_out: list[tuple[str, int | None]] = []  # features not declared at all
@@ -196,7 +196,13 @@ def _scalar(f: Message) -> bool:
     return True
 
 
-def _domain_of(schema: _Schema, f: Message, skip) -> tuple[str | None, Message | None]:
+class _Skip(Protocol):
+    """Records a part of the schema buildenv leaves out, and why."""
+
+    def __call__(self, part: str, reason: str, approximate: bool = False) -> None: ...
+
+
+def _domain_of(schema: _Schema, f: Message, skip: _Skip) -> tuple[str | None, Message | None]:
     for kind in ("int_domain", "float_domain", "string_domain", "bool_domain"):
         value = f.get(kind)
         if isinstance(value, Message):
@@ -218,7 +224,7 @@ def _number(value: Any) -> float | int | None:
 
 
 def _apply_domain(draft: ColumnDraft, kind: str, domain_kind: str, domain: Message,
-                  f: Message, skip) -> None:
+                  f: Message, skip: _Skip) -> None:
     mass = None
     constraints = f.get("distribution_constraints")
     if isinstance(constraints, Message):
@@ -260,7 +266,7 @@ def _apply_domain(draft: ColumnDraft, kind: str, domain_kind: str, domain: Messa
         skip("bool_domain", f"a bool domain on a {kind} feature")
 
 
-def _float_domain(draft: ColumnDraft, domain: Message, both_ends: bool, skip) -> None:
+def _float_domain(draft: ColumnDraft, domain: Message, both_ends: bool, skip: _Skip) -> None:
     """What a float_domain asks beyond its range: `disallow_nan` is `allow_nan: false`; the
     rest buildenv leaves out, saying why."""
     if domain.get("disallow_nan") is True:
@@ -290,7 +296,7 @@ def _apply_presence(draft: ColumnDraft, f: Message) -> None:
         draft.required = False
 
 
-def _apply_environments(schema: _Schema, draft: ColumnDraft, f: Message, skip) -> None:
+def _apply_environments(schema: _Schema, draft: ColumnDraft, f: Message, skip: _Skip) -> None:
     inside = [str(e) for e in f.all("in_environment")]
     outside = [str(e) for e in f.all("not_in_environment")]
     mentioned = set(schema.defaults) | set(inside) | set(outside)
@@ -304,7 +310,7 @@ def _apply_environments(schema: _Schema, draft: ColumnDraft, f: Message, skip) -
              "serving (`serving:`)")
 
 
-def _apply_comparator(into: dict[str, dict[str, float]], name: str, f: Message, skip,
+def _apply_comparator(into: dict[str, dict[str, float]], name: str, f: Message, skip: _Skip,
                       field: str, categorical: bool, integer: bool) -> bool:
     """A `drift_comparator` or `skew_comparator` as the column's thresholds under
     `monitoring.drift` / `monitoring.skew`; whether it compares anything."""
