@@ -9,7 +9,7 @@ import yaml
 
 from buildenv.env.loader import KeyPath
 from buildenv.env.resolve import Resolved
-from buildenv.env.spec import Skew, omit_added_defaults
+from buildenv.env.spec import Skew, omit_added_defaults, omit_added_section_defaults
 
 __all__ = ["diff_environments", "explained_yaml", "resolved_document"]
 
@@ -26,6 +26,7 @@ def resolved_document(res: Resolved) -> dict[str, Any]:
     monitoring = data.get("monitoring", {})
     if res.env.monitoring.skew == Skew():  # added later: shown when set
         monitoring.pop("skew", None)
+    omit_added_section_defaults(data)
     if not data.get("labels"):  # shown like datasets, when there are any
         data.pop("labels", None)
     return data

@@ -43,9 +43,17 @@ from buildenv.data.validate.serving import serving_columns, training_only_presen
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.spec import Column
 from buildenv.env.uris import names_directory, uri_problem
-from buildenv.monitor.alerts import Alert, ColumnView, alerts_for, compare, thresholds_for
+from buildenv.monitor.alerts import (
+    Alert,
+    ColumnView,
+    alerts_for,
+    compare,
+    decode,
+    thresholds_for,
+)
 from buildenv.monitor.comparison import DRIFT, SKEW, Comparison
 from buildenv.monitor.feature_skew import RTOL, Mismatches, count_mismatches
+from buildenv.monitor.label_shares import share_alerts
 from buildenv.monitor.public_view import public_column
 from buildenv.monitor.skew_alerts import mismatch_alerts, mismatch_view
 from buildenv.monitor.statistics import (
@@ -320,6 +328,12 @@ def analyse(project: Project, multiverse: Multiverse, res: Resolved, dataset: st
         for alert in found_alerts:
             _triage(alert, uses, name, env, min_importance if triage_on else None)
             alerts.append(alert)
+    label = res.env.label
+    if label is not None and label.dataset == dataset and label.column in columns \
+            and base[label.column]["kind"] == "categorical":
+        alerts += share_alerts(res, f"{dataset}.{label.column}",
+                               decode(base[label.column]["counts"]),
+                               decode(cand[label.column]["counts"]), restricted, accept)
     alerts.sort(key=lambda a: (a.suppressed is not None,
                                -(a.importance if a.importance is not None else min_importance),
                                -a.ratio, a.column, a.statistic))
