@@ -102,10 +102,15 @@ _DATA_CODES = {"BE053", "BE056", "BE061", "BE062", "BE065", "BE853", "BE854", "B
 def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
                  dataset: Optional[list[str]] = typer.Option(None, "--dataset",
                                                              help="Only these datasets."),
+                 serving: Optional[str] = typer.Option(
+                     None, "--serving", help="Check this serving data instead (Parquet, CSV or "
+                     "JSON lines of requests; uri like a dataset's) against the served columns "
+                     "of the datasets."),
                  executor: Optional[str] = ExecutorOpt,
                  root: Optional[Path] = RootOpt, fmt: Format = FormatOpt,
                  progress: Optional[bool] = ProgressOpt, quiet: bool = QuietOpt) -> None:
-    """Check every dataset against its declared columns."""
+    """Check every dataset against its declared columns (or serving data against the served
+    ones)."""
     from buildenv.data.executor import make_executor
     from buildenv.data.validate.validate import validate_env
     from buildenv.env.resolve import Multiverse
@@ -120,6 +125,19 @@ def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
             raise DiagnosticError([Diagnostic("BE009", f"unknown dataset '{name}' in "
                                               f"environment {env}",
                                               hints=(hint,) if hint else ())], 2)
+    if serving is not None:
+        from buildenv.data.validate.serving import validate_serving
+        from buildenv.monitor.triage import model_inputs
+
+        with progress_shown(progress, quiet):
+            result = validate_serving(res, multiverse.project, serving,
+                                      list(dataset) if dataset else None,
+                                      model_inputs(multiverse.project, env))
+        if fmt is Format.text and not quieted(result.problems, fmt, quiet):
+            print(f"{env}: serving data valid ({result.rows} rows, {result.checked} served "
+                  "column(s) checked)")
+        finish(result.problems, fmt, quiet)
+        return
     with progress_shown(progress, quiet), make_executor(executor, multiverse.project) as runner:
         problems = validate_env(res, multiverse.project, datasets=list(dataset) if dataset else None,
                                 executor=runner)

@@ -88,6 +88,11 @@ CODES: dict[str, Code] = {
                   "`!!set`, a custom `!tag`) or a value the safe YAML constructor cannot build "
                   "(e.g. an integer with thousands of digits). Environment files hold plain "
                   "mappings, lists, strings, numbers, booleans and null."),
+    "BE034": Code("min_count on an optional column", "`min_count: N` asks the data for at "
+                  "least N non-null values, which an absent column cannot have; `required: "
+                  "false` says the column may be absent. Keep one of them: drop `required: "
+                  "false` (TFDV's `presence.min_count` makes a feature required too) or "
+                  "`min_count`."),
     "BE035": Code("bad pattern", "`pattern` applies to string columns and must compile as RE2, "
                   "the regular-expression engine validation runs (pyarrow's): no look-around, "
                   "no backreferences. The message quotes the compiler's reason. The pattern is "
@@ -103,6 +108,9 @@ CODES: dict[str, Code] = {
     "BE038": Code("unique bool column", "`unique: true` marks a key column, and a bool column "
                   "has only two values, so any third row would violate it. Declare a domain "
                   "instead, or make the key another column."),
+    "BE039": Code("allow_nan on a non-float column", "`allow_nan: false` refuses NaN values, "
+                  "which only float32 and float64 columns can hold. Remove the key, or declare "
+                  "the column as a float."),
     # --- the project, and `buildenv init` -----------------------------------------
     "BE040": Code("not a buildenv project", "The command needs a project, and neither the "
                   "working directory nor a parent holds a pyproject.toml with a "
@@ -243,6 +251,27 @@ CODES: dict[str, Code] = {
                   "spills its values to a private temporary directory (removed afterwards), and "
                   "writing there failed, usually for lack of space. Free space or point TMPDIR "
                   "at a larger disk and validate again; this result is not cached."),
+    "BE211": Code("training-only column in serving data", "Serving data (`--serving`) holds a "
+                  "column the environment marks training-only (`serving: false`), or the "
+                  "label column: production is not supposed to have it, so either requests "
+                  "carry something they should not (a label leaking into features) or the "
+                  "declaration is out of date. Drop the column from the requests, or declare "
+                  "it served (`serving: true`) if production really has it."),
+    "BE212": Code("served column missing", "Serving data (`--serving`) lacks a column the "
+                  "environment declares served: a model taking it as input cannot get it in "
+                  "production. Send it with the requests, or mark the column `required: false` "
+                  "(it may be absent) or `serving: false` (training-only)."),
+    "BE213": Code("undeclared column", "The data has a column that the dataset does not "
+                  "declare (TFDV's SCHEMA_NEW_COLUMN), reported because the dataset sets "
+                  "`undeclared_columns: error` (exit 1) or `warn`. Declare the column if it is "
+                  "meant to be there, or remove it from the data. Only names are shown, never "
+                  "values."),
+    "BE214": Code("too few values", "The column has fewer non-null values than its "
+                  "`min_count` (TFDV's `presence.min_count`); an absent or entirely null "
+                  "column has none."),
+    "BE215": Code("NaN value", "The float column is declared `allow_nan: false` (TFDV's "
+                  "`float_domain.disallow_nan`) but holds NaN values. NaN is not a null: "
+                  "write nulls for missing values, or fix the computation that produced NaN."),
     # --- training ------------------------------------------------------------------
     "BE301": Code("training raised", "The training function raised an exception; the location "
                   "is the innermost frame in your code."),
@@ -353,6 +382,29 @@ CODES: dict[str, Code] = {
                   "fewer than `privacy.min_group_size` times are counted, never shown)."),
     "BE604": Code("null fraction changed", "A column's null fraction moved more than the "
                   "`null_fraction` threshold."),
+    "BE611": Code("categorical skew", "A categorical (string or bool) column's value "
+                  "frequencies in serving data differ from the locked training data by more "
+                  "than a `monitoring.skew` threshold (`linf`, `jsd`, `psi`; TFDV's "
+                  "`skew_comparator`). The message names the value whose share differs most; "
+                  "the hints say where the threshold is written and how to change it."),
+    "BE612": Code("numeric skew", "A numeric, date or timestamp column's distribution in "
+                  "serving data differs from the locked training data by more than a "
+                  "`monitoring.skew` threshold, over shared bins (the training data's "
+                  "deciles). The message gives the difference in the column's own units."),
+    "BE613": Code("serving values outside the domain", "Serving data holds values outside the "
+                  "column's declared domain, with their row counts (for restricted datasets, "
+                  "values seen fewer than `privacy.min_group_size` times are counted, never "
+                  "shown): production sends the model values it was never trained on."),
+    "BE614": Code("null fraction skew", "A column's null fraction in serving data differs from "
+                  "the training data's by more than the `null_fraction` skew threshold: "
+                  "production is missing values that training had (or the reverse)."),
+    "BE615": Code("feature value skew", "With `buildenv skew --key`, serving rows are joined "
+                  "to training rows with the same key, and more than the `mismatch` share of "
+                  "the joined examples has a different value for the column at serving than "
+                  "in training: the feature is computed differently in production."),
+    "BE616": Code("no serving row joined", "`buildenv skew --key` found no serving row whose "
+                  "key occurs in the training data, so feature-value skew was not measured. "
+                  "Check that the key names the same entity on both sides."),
     # --- promotion -----------------------------------------------------------------------
     "BE701": Code("gate failed: metric below minimum", "The candidate's gate metric is below "
                   "`promotion.min_value`."),

@@ -57,11 +57,12 @@ def semantic_problems(raw: dict[str, Any], origin: dict[KeyPath, Position],
     problems.extend(_evaluation_problems(raw, datasets, diag, mapping))
     problems.extend(_label_set_problems(raw, datasets, diag, mapping, project))
     all_columns = {c for ds in datasets.values() for c in mapping(mapping(ds).get("columns"))}
-    for col in mapping(mapping(mapping(raw.get("monitoring")).get("drift")).get("columns")):
-        if col not in all_columns:
-            problems.append(diag("BE010", f"monitoring.drift.columns: unknown column '{col}'",
-                                 "monitoring", "drift", "columns", col,
-                                 hint=did_you_mean(str(col), all_columns)))
+    for section in ("drift", "skew"):
+        for col in mapping(mapping(mapping(raw.get("monitoring")).get(section)).get("columns")):
+            if col not in all_columns:
+                problems.append(diag("BE010", f"monitoring.{section}.columns: unknown column "
+                                     f"'{col}'", "monitoring", section, "columns", col,
+                                     hint=did_you_mean(str(col), all_columns)))
     for name, ds in datasets.items():
         uri = mapping(ds).get("uri")
         if isinstance(uri, str):

@@ -170,12 +170,16 @@ def dist_files(dist: Any) -> list[tuple[str, Path]]:
 # --- the build context --------------------------------------------------------------------------
 
 def _served_inputs(res: Resolved, inputs: list[str]) -> dict[str, dict]:
+    """Each input's contract for the app; `restricted` marks a column of a restricted dataset
+    (the app then refuses to log requests: docs/production.md)."""
     out = {}
     for name in inputs:
-        for ds in res.env.datasets.values():
+        for ds_name, ds in res.env.datasets.items():
             col = ds.columns.get(name)
             if col is not None and col.serving:
                 out[name] = {"dtype": col.dtype, "nullable": col.nullable}
+                if res.env.restricted(ds_name):
+                    out[name]["restricted"] = True
                 break
     return out
 

@@ -111,6 +111,7 @@ class DatasetRead(Reader):
         names = self.schema.names
         present = [c for c in columns if c in names]
         stored = [c for c in present if c not in self.constants]
+        absent = self._optional_absent(columns) if typed else []
         self.columns_read.update(present)
         rows = 0
         self._decoded = True
@@ -123,6 +124,8 @@ class DatasetRead(Reader):
                     batch = declared_types(batch, self.declared)
                 if self.constants:
                     batch = _with_constants(batch, present, self.constants, dictionary)
+                if absent:
+                    batch = self._with_nulls(batch, absent)
                 yield batch
             if not stored and self.constants and present:  # only path columns were asked for
                 rows = self.stored_rows()
@@ -139,12 +142,29 @@ class DatasetRead(Reader):
         """Rows stored in the file, as its format counts them."""
         return self.format.count_rows(self._pinned)
 
+    def _optional_absent(self, columns: Sequence[str]) -> list[str]:
+        """Asked-for columns declared `required: false` that this file does not have."""
+        names = self.schema.names
+        return [c for c in columns if c not in names and c in self.declared
+                and not self.declared[c].required]
+
+    def _with_nulls(self, batch: pa.RecordBatch, absent: Sequence[str]) -> pa.RecordBatch:
+        """`batch` plus an all-null column of the declared type for each absent optional
+        column: what a column that may be absent reads as where it is."""
+        arrays = list(batch.columns) + [pa.nulls(batch.num_rows, arrow_type(
+            self.declared[c].dtype)) for c in absent]
+        return pa.RecordBatch.from_arrays(arrays, names=[*batch.schema.names, *absent])
+
     def table(self, columns: Sequence[str], typed: bool = True) -> pa.Table:
-        """Every row of `columns`, verified before it is returned."""
-        present = [c for c in columns if c in self.schema.names]
-        batches = list(self.batches(present, typed=typed))
+        """Every row of `columns`, verified before it is returned (typed: an absent column
+        declared `required: false` is all nulls)."""
+        names = self.schema.names
+        present = [c for c in columns if c in names]
+        asked = present + (self._optional_absent(columns) if typed else [])
+        batches = list(self.batches(asked, typed=typed))
         schema = batches[0].schema if batches else pa.schema(
-            [self.schema.field(c) for c in present])
+            [self.schema.field(c) if c in names else pa.field(c, arrow_type(
+                self.declared[c].dtype)) for c in asked])
         return pa.Table.from_batches(batches, schema=schema)
 
     def verify(self) -> str:

@@ -40,14 +40,14 @@ from buildenv.data.validate.column_checks import (
     EXAMPLES,
     ColumnChecks,
     ColumnReport,
-    bounds,
     check_batch,
-    domain_array,
+    checks_for,
+    dictionary_columns,
     spill_dir,
 )
 from buildenv.data.validate.partitioned import validate_partitioned
 from buildenv.data.validate.uniqueness import DuplicateCounter
-from buildenv.data.validate.violations import close, judge, suggest
+from buildenv.data.validate.violations import close, judge, suggest, undeclared
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Dataset
 
@@ -67,8 +67,7 @@ def validate_dataset(res: Resolved, ds_name: str, project: Project,
     dataset = env.datasets[ds_name]
     restricted = env.restricted(ds_name)
     columns = list(dataset.columns)
-    dict_cols = [n for n, c in dataset.columns.items()
-                 if c.dtype == "string" and (c.domain or c.pattern is not None or c.length)]
+    dict_cols = dictionary_columns(dataset.columns)
     gate = Gate(project, env, purpose, where=res)
     try:
         read = gate.open(ds_name, expect=digest)
@@ -89,9 +88,12 @@ def _validate_read(res: Resolved, ds_name: str, dataset: Dataset, read: Any, col
         return [exc.diagnostic], None
     problems: list[Diagnostic] = []
     checked: dict[str, ColumnChecks] = {}
+    problems.extend(undeclared(res, ds_name, dataset, list(schema.names), dataset.uri))
     for name, col in dataset.columns.items():
         where = ("datasets", ds_name, "columns", name)
         if name not in schema.names:
+            if not col.required:  # may be absent: it reads as nulls
+                continue
             hint = close(name, schema.names)
             problems.append(res.diag("BE206", f"dataset '{ds_name}' has no column '{name}' "
                                      f"({dataset.uri})", *where, hints=(hint,) if hint else ()))
@@ -103,9 +105,8 @@ def _validate_read(res: Resolved, ds_name: str, dataset: Dataset, read: Any, col
                                      hints=(f"declare `dtype: {suggest(actual)}` or cast the "
                                             "column when writing the data",)))
             continue
-        checked[name] = ColumnChecks(
-            col, domain=domain_array(list(col.domain), col.dtype) if col.domain else None,
-            bounds=bounds(col, actual), examples=not restricted,
+        checked[name] = checks_for(
+            col, actual, examples=not restricted,
             duplicates=DuplicateCounter(examples=0 if restricted else EXAMPLES,
                                         spill_dir=spill_dir(read))
             if col.unique else None)
@@ -132,17 +133,36 @@ def _spec_digest(dataset: Dataset, restricted: bool) -> str:
     data = dataset.model_dump(mode="json")
     data.pop("description", None)
     data.pop("uri", None)
+    for key, default in _LATER_KEYS.items():  # only when set: other cache keys stay as they were
+        if data.get(key) == default:
+            data.pop(key)
+    empty_domain = False
     for col in data["columns"].values():
         col.pop("description", None)
         col.pop("serving", None)
         col.pop("monitor", None)  # drift only
+        for name, unset in _LATER_COLUMN_KEYS.items():
+            if col.get(name) == unset:
+                col.pop(name)
+        empty_domain = empty_domain or col.get("domain") == []
     # every other column key (range, domain, pattern, length, unique, max_violation_fraction,
     # ...) is in the digest; v2: messages carry fractions, severities are cached
     spec = {"columns": data["columns"], "format": data["format"], "restricted": restricted,
             "v": 2}
     if data.get("partitions"):  # only when set: cache keys of other datasets stay as they were
         spec["partitions"] = data["partitions"]
+    if "undeclared_columns" in data:
+        spec["undeclared_columns"] = data["undeclared_columns"]
+    if empty_domain:  # v3: an empty domain allows no value (it used to check nothing)
+        spec["v"] = 3
     return digest_json(spec)
+
+
+#: Keys added after the cache format: left out at their default, so that cache entries of
+#: datasets that do not use them stay valid.
+_LATER_KEYS = {"undeclared_columns": "ignore"}
+_LATER_COLUMN_KEYS: dict[str, bool | None] = {"required": True, "min_count": None,
+                                              "allow_nan": True}
 
 
 def validate_env(res: Resolved, project: Project, digests: dict[str, str] | None = None,
@@ -209,6 +229,8 @@ def _where_of(d: Diagnostic, ds_name: str) -> list[str]:
     head = d.message.split(":", 1)[0]
     if head.startswith(f"{ds_name}."):
         return ["datasets", ds_name, "columns", head[len(ds_name) + 1:]]
+    if d.code == "BE213":
+        return ["datasets", ds_name, "undeclared_columns"]
     if d.code == "BE206":
         column = d.message.split("column '", 1)[1].split("'", 1)[0]
         return ["datasets", ds_name, "columns", column]
@@ -217,7 +239,7 @@ def _where_of(d: Diagnostic, ds_name: str) -> list[str]:
 
 _RULE_KEY = {"BE201": "dtype", "BE202": "nullable", "BE203": "max_null_fraction",
              "BE204": "domain", "BE205": "range", "BE207": "pattern", "BE208": "length",
-             "BE209": "unique", "BE210": "unique"}
+             "BE209": "unique", "BE210": "unique", "BE214": "min_count", "BE215": "allow_nan"}
 
 
 def _relocate(res: Resolved, ds_name: str, cached: list[dict[str, Any]]) -> list[Diagnostic]:
