@@ -70,6 +70,8 @@ class Gate(ReadScope):
         """
         spec = self.env.datasets[dataset]
         uri = uri or spec.uri
+        if spec.is_table:
+            return self._open_table(dataset, uri, expect, origin, filters)
         if uri.endswith("/"):
             return PartitionedRead(self, dataset, spec, uri, self._manifest(dataset, expect),
                                    origin or uri, filters)
@@ -88,6 +90,25 @@ class Gate(ReadScope):
             expected = expect or None
         return DatasetRead(self, dataset, spec, uri, fmt or spec.format, expected,
                            origin or uri)
+
+    def _open_table(self, dataset: str, uri: str, expect: Any, origin: str | None,
+                    filters: Any) -> PartitionedRead:
+        """A table version: pinned, the files of the lock's manifest (no table library
+        needed); unpinned, the files of the version the declaration selects now, at `uri`."""
+        spec = self.env.datasets[dataset]
+        if expect is None or expect is False:
+            from buildenv.data.tables import TableError, resolve
+
+            try:
+                listing = resolve(self.project, spec.model_copy(update={"uri": uri}))
+            except TableError as exc:
+                raise GateError(self.dataset_error(exc.code, f"dataset '{dataset}': "
+                                                   f"{exc.message}", dataset,
+                                                   hints=exc.hints)) from None
+            return PartitionedRead(self, dataset, spec, uri, None, origin or uri, filters,
+                                   listing=listing)
+        return PartitionedRead(self, dataset, spec, uri, self._manifest(dataset, expect),
+                               origin or uri, filters)
 
     def _manifest(self, dataset: str, expect: Any) -> Manifest | None:
         """The manifest a partitioned read is verified against (None: unpinned)."""

@@ -7,7 +7,6 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
@@ -30,17 +29,20 @@ from buildenv.data.lock.manifest import (
 from buildenv.data.lock.provenance import provenance_problems
 from buildenv.data.storage import locate
 from buildenv.env.resolve import Multiverse
+from buildenv.env.spec import Dataset
 
-__all__ = ["DatasetKey", "Digested", "LabelLocker", "digest_dataset", "label_declaration",
-           "lock_environments"]
+__all__ = ["DatasetKey", "Digested", "LabelLocker", "digest_dataset", "digest_declared",
+           "label_declaration", "lock_environments"]
 
-DatasetKey = tuple[str, str, tuple[str, ...]]  # uri, format, partitions
+DatasetKey = tuple[str, str, tuple[str, ...]]  # uri, format, partitions (a table's: its pin)
 
 
 @dataclass(frozen=True)
 class Digested:
     value: ContentDigest
     manifest: Manifest | None = None
+    table: dict | None = None  # a table version's record
+    dvc: dict | None = None  # a DVC pin's record
 
 
 def digest_dataset(project: Project, uri: str, fmt: str, partitions: Sequence[str] = (),
@@ -56,30 +58,56 @@ def digest_dataset(project: Project, uri: str, fmt: str, partitions: Sequence[st
     return Digested(ContentDigest(manifest.digest, manifest.size, manifest.rows), manifest)
 
 
-def _digest_all(project: Project, wanted: set[DatasetKey], algorithm: str, cache: StatCache,
-                executor: Executor | None = None
-                ) -> tuple[dict[DatasetKey, Digested], dict[DatasetKey, list[tuple[str, str]]]]:
+def digest_declared(project: Project, ds: Dataset, algorithm: str = "sha256",
+                    cache: StatCache | None = None, executor: Executor | None = None
+                    ) -> Digested:
+    """The digest of what a dataset declaration selects now: a table's version (its files,
+    `lock.tables`), the bytes a `.dvc` file pins (`lock.dvc_pins`), or the file or directory
+    at its uri. Raises like `digest_dataset`, and TableError for tables and DVC pins."""
+    if ds.is_table:
+        from buildenv.data.lock.tables import digest_table
+
+        value, manifest, record = digest_table(project, ds, algorithm, cache, executor)
+        return Digested(value, manifest, table=record)
+    if ds.dvc is not None:
+        from buildenv.data.lock.dvc_pins import digest_dvc
+
+        value, record = digest_dvc(project, ds, algorithm, cache)
+        return Digested(value, dvc=record)
+    return digest_dataset(project, ds.uri, ds.format, ds.partition_columns, algorithm, cache,
+                          executor)
+
+
+Problem = tuple[str, str, tuple[str, ...]]  # code, message, hints
+
+
+def _digest_all(project: Project, wanted: dict[DatasetKey, Dataset], algorithm: str,
+                cache: StatCache, executor: Executor | None = None
+                ) -> tuple[dict[DatasetKey, Digested], dict[DatasetKey, list[Problem]]]:
     """Hash each distinct dataset once, a few in parallel (hashlib releases the GIL)."""
+    from buildenv.data.tables import TableError
+
     results: dict[DatasetKey, Digested] = {}
-    errors: dict[DatasetKey, list[tuple[str, str]]] = {}
+    errors: dict[DatasetKey, list[Problem]] = {}
 
     def work(item: DatasetKey) -> None:
-        uri, fmt, partitions = item
+        uri = item[0]
         try:
-            results[item] = digest_dataset(project, uri, fmt, partitions, algorithm, cache,
-                                           executor)
+            results[item] = digest_declared(project, wanted[item], algorithm, cache, executor)
+        except TableError as exc:
+            errors[item] = [(exc.code, exc.message, exc.hints)]
         except ManifestError as exc:
-            errors[item] = exc.problems
+            errors[item] = [(code, text, ()) for code, text in exc.problems]
         except FileNotFoundError:
-            errors[item] = [("BE053", f"cannot read '{uri}': file not found")]
+            errors[item] = [("BE053", f"cannot read '{uri}': file not found", ())]
         except OSError as exc:
-            errors[item] = [("BE053", f"cannot read '{uri}': {exc.strerror or exc}")]
+            errors[item] = [("BE053", f"cannot read '{uri}': {exc.strerror or exc}", ())]
         except DiagnosticError:
             raise
         except Exception as exc:  # a parse error from pyarrow: bad Parquet/CSV
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             errors[item] = [("BE053", text if item[0].endswith("/")
-                             else f"cannot read '{uri}': {text}")]
+                             else f"cannot read '{uri}': {text}", ())]
 
     workers = max(1, min(len(wanted), os.cpu_count() or 1, 4))
     with ThreadPoolExecutor(workers) as pool:
@@ -87,7 +115,13 @@ def _digest_all(project: Project, wanted: set[DatasetKey], algorithm: str, cache
     return results, errors
 
 
-def _key(ds: Any) -> DatasetKey:
+def _key(ds: Dataset) -> DatasetKey:
+    if ds.is_table or ds.dvc is not None:
+        from buildenv.core.canonical import canonical_json
+
+        pin = ds.model_dump(mode="json", include={"version", "as_of", "catalog", "ref",
+                                                  "snapshot", "dvc"})
+        return (ds.uri, ds.format, (canonical_json(pin).decode(),))
     return (ds.uri, ds.format, tuple(ds.partition_columns) if ds.partitioned else ())
 
 
@@ -113,8 +147,9 @@ def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str =
     partitioned datasets."""
     project = multiverse.project
     resolved, problems = multiverse.resolve_all(names)
-    wanted = {_key(ds) for res in resolved.values() for ds in res.env.datasets.values()}
-    if executor is not None and any(uri.endswith("/") for uri, _, _ in wanted):
+    wanted = {_key(ds): ds for res in resolved.values() for ds in res.env.datasets.values()}
+    if executor is not None and any(uri.endswith("/") or ds.is_table
+                                    for (uri, _, _), ds in wanted.items()):
         executor.prepare()  # datasets are hashed from threads: connect from this one
     cache = stat_cache(project)
     digests, errors = _digest_all(project, wanted, algorithm, cache, executor)
@@ -122,10 +157,15 @@ def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str =
     for name, res in sorted(resolved.items()):
         bad = False
         for ds_name, ds in res.env.datasets.items():
-            for code, text in errors.get(_key(ds), []):
+            found_problems = list(errors.get(_key(ds), []))
+            pinned = digests.get(_key(ds))
+            if pinned is not None and pinned.table is not None:
+                found_problems += [(c, t, ()) for c, t in
+                                   _table_problems(ds, pinned, res.env.restricted(ds_name))]
+            for code, text, hints in found_problems:
                 bad = True
                 problems.append(res.diag(code, f"dataset '{ds_name}': {text}", "datasets",
-                                         ds_name, "uri"))
+                                         ds_name, "uri", hints=hints))
         for ds_name, ds in res.env.datasets.items():
             if ds_name in res.env.privacy.synthetic and _key(ds) in digests:
                 found = provenance_problems(project, res, ds_name,
@@ -154,8 +194,10 @@ def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str =
             found = digests[_key(ds)]
             datasets[ds_name] = LockedDataset(ds.uri, ds.format, found.value.digest,
                                               found.value.size, found.value.rows,
-                                              found.manifest)
+                                              found.manifest, found.table, found.dvc)
         lock = Lock(name, res.digest, datasets, labels)
+        if not _kept(project, res, lock, cache, problems):
+            continue  # a lock is never written for bytes the store failed to keep
         path = lock_path(project, name)
         text = lock.render()
         changed = not path.is_file() or path.read_text(encoding="utf-8") != text
@@ -166,3 +208,29 @@ def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str =
     return out, problems
 
 
+def _table_problems(ds: Dataset, found: Digested, restricted: bool) -> list[tuple[str, str]]:
+    """What an environment cannot take of a table version: columns it declares that the
+    version lacks (BE076); partition values of a restricted table (BE075: the lock would
+    hold them)."""
+    from buildenv.data.lock.tables import column_problems
+
+    assert found.table is not None
+    problems = column_problems(ds, found.table)
+    if restricted and found.manifest is not None and found.manifest.partitions:
+        problems.append(("BE075", f"the table is partitioned by "
+                         f"{', '.join(found.manifest.partitions)} and the dataset is "
+                         "restricted: partition values would be written in the lock"))
+    return problems
+
+
+def _kept(project: Project, res, lock: Lock, cache: StatCache,
+          problems: list[Diagnostic]) -> bool:
+    """Keep the pinned bytes of the datasets that keep theirs (buildenv.data.store)."""
+    from buildenv.data.store.keeping import keep_pinned, pinned_files
+
+    failed = keep_pinned(project, pinned_files(project, res.env, lock), cache)
+    for item, text in failed:
+        problems.append(res.diag("BE053", f"dataset '{item.dataset}': {text}", "datasets",
+                                 item.dataset, "uri", hints=(f"run `buildenv lock {res.name}` "
+                                                             "again",)))
+    return not failed

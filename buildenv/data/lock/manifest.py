@@ -28,8 +28,8 @@ from urllib.parse import unquote
 from buildenv.core.canonical import canonical_json
 from buildenv.data.storage import Location, Stat
 
-__all__ = ["HIVE_NULL", "FileEntry", "Manifest", "ManifestError", "hash_file", "list_files",
-           "partition_values"]
+__all__ = ["HIVE_NULL", "FileEntry", "Listed", "Manifest", "ManifestError", "digest_listed",
+           "hash_file", "list_files", "partition_values"]
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -47,25 +47,35 @@ class ManifestError(Exception):
 
 @dataclass(frozen=True)
 class FileEntry:
-    path: str  # posix, relative to the dataset's uri
+    path: str  # posix, relative to the dataset's uri (a table's: to its base)
     size: int
     digest: str
     rows: int
+    values: dict[str, str | None] | None = None  # a table file's partition values (as text)
 
     def to_json(self) -> dict:
-        return {"path": self.path, "size": self.size, "digest": self.digest, "rows": self.rows}
+        data = {"path": self.path, "size": self.size, "digest": self.digest, "rows": self.rows}
+        if self.values is not None:
+            data["values"] = self.values
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> FileEntry:
-        return cls(str(data["path"]), int(data["size"]), str(data["digest"]), int(data["rows"]))
+        values = data.get("values")
+        return cls(str(data["path"]), int(data["size"]), str(data["digest"]), int(data["rows"]),
+                   {str(k): (None if v is None else str(v)) for k, v in values.items()}
+                   if isinstance(values, dict) else None)
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """The files of one version of a partitioned dataset, sorted by path."""
+    """The files of one version of a partitioned dataset (or of a table), sorted by path.
+    A table's files carry their partition values, which the digest covers (they are not in
+    the files), and live under `base`, the table's location, rather than under the uri."""
 
     files: tuple[FileEntry, ...]
     partitions: tuple[str, ...] = ()
+    base: str | None = None  # where a table's file paths are relative to (not in the digest)
 
     @property
     def algorithm(self) -> str:
@@ -77,7 +87,8 @@ class Manifest:
 
         hasher = ALGORITHMS[self.algorithm]()
         hasher.update(canonical_json({"manifest": MANIFEST_VERSION, "files": [
-            [f.path, f.size, f.digest] for f in self.files]}))
+            [f.path, f.size, f.digest] + ([f.values] if f.values is not None else [])
+            for f in self.files]}))
         return f"{self.algorithm}:{hasher.hexdigest()}"
 
     @property
@@ -222,10 +233,19 @@ def digest_partitioned(location: Location, partitions: Sequence[str], algorithm:
     file the stat cache cannot vouch for (run by `executor`, default a few local threads).
     Raises FileNotFoundError, ManifestError (files that cannot be pinned, each named) or
     ValueError (a file that cannot be read or changed while hashed, named)."""
+    return digest_listed(list_files(location, partitions), partitions, algorithm, cache,
+                         executor)
+
+
+def digest_listed(listed: Sequence[Listed], partitions: Sequence[str], algorithm: str,
+                  cache, executor=None, values: dict[str, dict] | None = None,
+                  base: str | None = None) -> Manifest:
+    """The manifest of `listed` files (a directory's, or a table version's with their
+    partition `values` by path and the table's `base`): each hashed unless the stat cache
+    vouches for it. Raises ValueError naming files that cannot be read."""
     from buildenv.data.executor import LocalExecutor
     from buildenv.data.lock.digests import ContentDigest
 
-    listed = list_files(location, partitions)
     known: dict[str, ContentDigest] = {}
     todo: list[Listed] = []
     for item in listed:
@@ -249,5 +269,7 @@ def digest_partitioned(location: Location, partitions: Sequence[str], algorithm:
             raise ValueError("; ".join(errors[:3]) + (f"; and {len(errors) - 3} more"
                                                      if len(errors) > 3 else ""))
     return Manifest(tuple(FileEntry(item.path, known[item.path].size, known[item.path].digest,
-                                    known[item.path].rows) for item in listed),
-                    tuple(partitions))
+                                    known[item.path].rows,
+                                    values.get(item.path) if values is not None else None)
+                          for item in listed),
+                    tuple(partitions), base)

@@ -44,6 +44,12 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
                     f"{ds.partition_columns}")
             problems.append(res.diag("BE052", f"dataset '{ds_name}' {what}", "datasets",
                                      ds_name, "uri", hints=(f"run `buildenv lock {name}`",)))
+        elif (pinned.table is not None) != ds.is_table or (pinned.dvc is not None) != (
+                ds.dvc is not None) or _pin_changed(ds, pinned):
+            problems.append(res.diag("BE052", f"dataset '{ds_name}': its pin changed since it "
+                                     "was locked (version, as_of, ref, snapshot, catalog or "
+                                     "dvc)", "datasets", ds_name,
+                                     hints=(f"run `buildenv lock {name}`",)))
     for ds_name in sorted(set(lock.datasets) - set(res.env.datasets)):
         problems.append(Diagnostic("BE052", f"lock pins dataset '{ds_name}', which environment "
                                    f"'{name}' no longer declares", display,
@@ -64,6 +70,12 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
         pinned = lock.datasets[ds_name]
         algorithm = (pinned.manifest.algorithm if pinned.manifest is not None
                      else pinned.digest.split(":", 1)[0])
+        if ds.is_table or ds.dvc is not None:
+            from buildenv.data.lock.sources import source_staleness
+
+            problems.extend(source_staleness(project, res, ds_name, pinned, algorithm, cache,
+                                             executor))
+            continue
         try:
             now = digest_dataset(project, ds.uri, ds.format, ds.partition_columns, algorithm,
                                  cache, executor)
@@ -175,3 +187,14 @@ def lock_state(multiverse: Multiverse, res: Resolved) -> str:
     if codes & {"BE051", "BE058"}:
         return "changed"
     return "unreadable"
+
+
+def _pin_changed(ds, pinned) -> bool:
+    """Whether a table's or DVC pin in the declaration differs from the one locked."""
+    if ds.is_table and pinned.table is not None:
+        from buildenv.data.lock.tables import declared_pin
+
+        return pinned.table.get("pin") != declared_pin(ds)
+    if ds.dvc is not None and pinned.dvc is not None:
+        return pinned.dvc.get("file") != ds.dvc
+    return False
