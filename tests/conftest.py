@@ -200,6 +200,15 @@ def write_repo(root: Path, envs: Mapping[str, str | None] | None = None,
     return root
 
 
+def drop_store(root: Path) -> None:
+    """Remove the local object store, where `buildenv lock` kept the pinned bytes: tests of
+    the gate refusing changed bytes need them to exist nowhere else (else the gate reads the
+    pinned bytes from the store, as it should)."""
+    import shutil
+
+    shutil.rmtree(Path(root) / ".buildenv" / "objects", ignore_errors=True)
+
+
 def invoke_cli(args: Sequence[object], cwd: Path | str, *, subprocess: bool = False,
                env: Mapping[str, str] | None = None) -> tuple[int, str, str]:
     """Run `buildenv ARGS` in `cwd`; returns (exit_code, stdout, stderr)."""

@@ -118,9 +118,15 @@ def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
             raise DiagnosticError([Diagnostic("BE009", f"unknown dataset '{name}' in "
                                               f"environment {env}",
                                               hints=(hint,) if hint else ())], 2)
+    from buildenv.data.lock.lockfile import read_lock
+
+    try:
+        lock = read_lock(multiverse.project, env)
+    except DiagnosticError:
+        lock = None  # an unreadable lock is `lock --check`'s to report
     with progress_shown(progress, quiet), make_executor(executor, multiverse.project) as runner:
         problems = validate_env(res, multiverse.project, datasets=list(dataset) if dataset else None,
-                                executor=runner)
+                                executor=runner, lock=lock)
     if fmt is Format.text and not quieted(problems, fmt, quiet):  # --quiet: warnings too
         print(f"{env}: {len(dataset or res.env.datasets)} dataset(s) valid")
     finish(problems, fmt, quiet)

@@ -137,7 +137,7 @@ def _candidate_source(project: Project, gate: Gate, ds_name: str, uri: str, fmt:
     with `expect`, verified against that pin)."""
     from buildenv.env.uris import uri_problem
 
-    problem = uri_problem(uri, project)
+    problem = None if gate.env.datasets[ds_name].is_table else uri_problem(uri, project)
     if problem and problem[0] in ("BE018", "BE066"):
         raise _usage_error(problem[0], f"{what}: {problem[1]}", problem[2])
     try:
@@ -187,7 +187,9 @@ def run_drift(project: Project, env: str, dataset: str, *, against: str | None =
             candidate = _candidate_source(project, gate, dataset, against,
                                           _format_of(against, declared.format))
             accept = (f"if the new data is expected, accept it: set datasets.{dataset}.uri to "
-                      f"'{against}' in {own}, then run `buildenv lock {env}`")
+                      f"'{against}' in {own}, then run `buildenv lock {env}`"
+                      if against != declared.uri else
+                      f"if the new data is expected, accept it: run `buildenv lock {env}`")
     except BaseException:
         baseline.read.close()
         raise

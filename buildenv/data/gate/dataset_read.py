@@ -32,7 +32,7 @@ from buildenv.data.gate.privacy import (
 )
 from buildenv.data.gate.scope import ReadScope
 from buildenv.data.lock.digests import ALGORITHMS
-from buildenv.data.storage import locate
+from buildenv.data.storage import Location, locate
 from buildenv.env.spec import Column, Dataset
 
 __all__ = ["DatasetRead"]
@@ -60,21 +60,52 @@ class DatasetRead:
         algorithm = algorithm or (expected or "sha256:").split(":", 1)[0]
         if algorithm not in ALGORITHMS:
             algorithm = "sha256"
+        self.from_store = False  # the pinned bytes are read from the object store
         try:
             self._pinned = Pinned(locate(uri, scope.project), algorithm)
         except FileNotFoundError:
-            raise GateError(scope.dataset_error("BE053", f"dataset '{name}': '{uri}' not found",
-                                       name)) from None
+            self._pinned = self._stored(None)
+            if self._pinned is None:
+                raise GateError(scope.dataset_error(
+                    "BE053", f"dataset '{name}': '{uri}' not found", name,
+                    hints=(("the object store does not hold the pinned bytes either: "
+                            "`buildenv pull` fetches them where they were pushed",)
+                           if expected else ()))) from None
         except OSError as exc:
             raise GateError(scope.dataset_error("BE053", f"dataset '{name}': cannot read '{uri}': "
                                        f"{exc.strerror or first_line(str(exc))}", name)) from None
-        vouched = scope.vouched(self._pinned, fmt)
+        vouched = scope.vouched(self._pinned, fmt) if not self.from_store else None
         if vouched is not None and expected in (None, vouched):
             self._pinned.vouch(vouched)
+        elif expected is not None and not self.from_store:
+            # the file at the uri is not known to hold the pinned bytes: the store's copy is
+            self._pinned = self._stored(self._pinned) or self._pinned
         self._schema: pa.Schema | None = None
         self._header: list[str] | None = None
         self._decoded = False
         self._audited = False
+
+    def _stored(self, current: Pinned | None) -> Pinned | None:
+        """The pinned bytes from the object store (fetched from the shared store when only it
+        has them), replacing `current`; None when the store does not hold them."""
+        from buildenv.data.store import ObjectStore, StoreError
+
+        if self.expected is None:
+            return None
+        try:
+            path = ObjectStore.of(self.scope.project).find(self.expected, self.restricted)
+        except StoreError as exc:
+            raise GateError(self.scope.dataset_error(exc.code, f"dataset '{self.name}': "
+                                                     f"{exc.message}", self.name,
+                                                     hints=exc.hints)) from None
+        if path is None:
+            return None
+        if current is not None:
+            current.close()
+        self.from_store = True
+        location = locate(self.uri, self.scope.project)
+        return Pinned(Location(location.uri, str(path), str(path), path),
+                      self.expected.split(":", 1)[0])
 
     # --- context manager ------------------------------------------------------------------
     def __enter__(self) -> DatasetRead:
@@ -188,6 +219,15 @@ class DatasetRead:
         if self.expected is not None and found != self.expected:
             if self.audited:
                 self._audit("refused: does not match the lock", found)
+            if self.from_store:
+                from buildenv.data.store import ObjectStore
+
+                ObjectStore.of(self.scope.project).local.remove(self.expected)
+                raise GateError(self.scope.dataset_error(
+                    "BE082", f"dataset '{self.name}': the object store's copy of {self.uri} "
+                    f"is damaged (it hashes to {found}, not {self.expected}); it was removed "
+                    "and nothing read from it is used", self.name,
+                    hints=("`buildenv pull` fetches it again from the shared store",)))
             raise GateError(self.scope.dataset_error(
                 "BE055", f"dataset '{self.name}' does not match the lock: expected "
                 f"{self.expected}, found {found} ({self.uri}); nothing read from it is used",

@@ -100,11 +100,14 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
                 what = describe_diff(*pinned.manifest.diff(now.manifest))
             else:
                 what = f"{pinned.digest} -> {now.value.digest}"
+            hints = [f"if the new data is intended, review `buildenv drift {name} --dataset "
+                     f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`"]
+            if _kept(project, pinned):
+                hints.append(f"if not, `buildenv checkout {name}` restores the locked bytes "
+                             "from the object store")
             problems.append(res.diag(
                 "BE051", f"dataset '{ds_name}' changed since it was locked: {what} ({ds.uri})",
-                "datasets", ds_name, "uri",
-                hints=(f"if the new data is intended, review `buildenv drift {name} --dataset "
-                       f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`",)))
+                "datasets", ds_name, "uri", hints=tuple(hints)))
     problems.extend(_label_bytes_changed(project, res, lock, cache))
     if own_cache:
         cache.save()
@@ -198,3 +201,13 @@ def _pin_changed(ds, pinned) -> bool:
     if ds.dvc is not None and pinned.dvc is not None:
         return pinned.dvc.get("file") != ds.dvc
     return False
+
+
+def _kept(project: Project, pinned) -> bool:
+    """Whether the object store holds every file a lock entry pins."""
+    from buildenv.data.store import ObjectStore
+
+    store = ObjectStore.of(project)
+    if pinned.manifest is not None:
+        return all(store.has(f.digest) for f in pinned.manifest.files)
+    return store.has(pinned.digest)

@@ -35,6 +35,7 @@ from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.formats import type_accepts
 from buildenv.data.gate.gate import Gate
 from buildenv.data.gate.partitioned_read import PartitionedRead
+from buildenv.data.lock.lockfile import Lock
 from buildenv.data.lock.manifest import Manifest
 from buildenv.data.validate.column_checks import (
     EXAMPLES,
@@ -148,11 +149,14 @@ def _spec_digest(dataset: Dataset, restricted: bool) -> str:
 def validate_env(res: Resolved, project: Project, digests: dict[str, str] | None = None,
                  datasets: list[str] | None = None, purpose: str = "validate",
                  manifests: dict[str, Manifest] | None = None,
-                 executor: Executor | None = None) -> list[Diagnostic]:
+                 executor: Executor | None = None, lock: Lock | None = None
+                 ) -> list[Diagnostic]:
     """Validate each dataset. With `digests` (the lock's pins, and `manifests` for
-    partitioned datasets) the reads are verified against them and a result already cached for
-    (digest, column declarations) is reused; results are cached under the digest of the bytes
-    actually validated. `executor` runs the per-file tasks of partitioned datasets."""
+    partitioned datasets and tables) the reads are verified against them and a result already
+    cached for (digest, column declarations) is reused; results are cached under the digest
+    of the bytes actually validated. `executor` runs the per-file tasks of partitioned
+    datasets. `lock` (unpinned validation): data that no longer matches the lock's pin is
+    reported (BE051) -- valid bytes that are not the locked ones are not what builds use."""
     problems: list[Diagnostic] = []
     for ds_name in datasets or sorted(res.env.datasets):
         dataset = res.env.datasets[ds_name]
@@ -163,11 +167,20 @@ def validate_env(res: Resolved, project: Project, digests: dict[str, str] | None
             if cached is not None:
                 problems.extend(_relocate(res, ds_name, cached))
                 continue
-            if dataset.partitioned:
+            if dataset.partitioned or dataset.is_table:
                 manifest = (manifests or {}).get(ds_name)
                 pinned = manifest if manifest is not None and manifest.digest == pinned else None
         found, digest = validate_dataset(res, ds_name, project, pinned, purpose, executor)
         problems.extend(found)
+        locked = lock.datasets.get(ds_name) if lock is not None and pinned is None else None
+        if (locked is not None and digest is not None and locked.uri == dataset.uri
+                and locked.format == dataset.format and digest != locked.digest):
+            problems.append(res.diag(
+                "BE051", f"dataset '{ds_name}' no longer matches its lock: the lock pins "
+                f"{locked.digest}, '{dataset.uri}' holds {digest}", "datasets", ds_name, "uri",
+                hints=(f"builds refuse it until it is relocked: review `buildenv drift "
+                       f"{res.name} --dataset {ds_name} --against {dataset.uri}`, then run "
+                       f"`buildenv lock {res.name}`",)))
         # a failed spill is not a property of the data: not cached
         if digest is not None and not any(p.code == "BE210" for p in found):
             _cache_put(project, digest, spec, [_portable(p, res, ds_name) for p in found])

@@ -1,0 +1,66 @@
+"""Commands about the object store: push, pull, checkout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from buildenv.cli.app import Format, FormatOpt, RootOpt, app, command, finish, open_project
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+@app.command("push")
+@command
+def push_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments whose pinned "
+                                                        "bytes to push (default: all)."),
+             root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+    """Copy the pinned bytes the locks keep to the shared store (`[tool.buildenv] store`)."""
+    from buildenv.data.store.transfer import push
+    from buildenv.env.resolve import Multiverse
+
+    done = push(Multiverse(open_project(root)), list(envs) if envs else None)
+    if fmt is Format.text:
+        print(f"pushed {done.moved} object(s) ({_size(done.size)}); {done.present} already "
+              "in the store")
+    finish(done.problems, fmt)
+
+
+@app.command("pull")
+@command
+def pull_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments whose pinned "
+                                                        "bytes to fetch (default: all)."),
+             root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+    """Fetch the pinned bytes the local store lacks from the shared store, verified."""
+    from buildenv.data.store.transfer import pull
+    from buildenv.env.resolve import Multiverse
+
+    done = pull(Multiverse(open_project(root)), list(envs) if envs else None)
+    if fmt is Format.text:
+        print(f"pulled {done.moved} object(s) ({_size(done.size)}); {done.present} already "
+              "here")
+    finish(done.problems, fmt)
+
+
+@app.command("checkout")
+@command
+def checkout_cmd(env: str = typer.Argument(..., help="Environment whose pinned bytes to "
+                                           "restore."),
+                 root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+    """Restore the bytes an environment's lock pins at its datasets' local paths."""
+    from buildenv.data.store.transfer import checkout
+    from buildenv.env.resolve import Multiverse
+
+    done = checkout(Multiverse(open_project(root)), env)
+    if fmt is Format.text:
+        print(f"{env}: restored {done.moved} file(s) ({_size(done.size)}); {done.present} "
+              "already as locked")
+    finish(done.problems, fmt)
