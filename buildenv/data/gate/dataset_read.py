@@ -62,7 +62,7 @@ class DatasetRead:
             algorithm = "sha256"
         self.from_store = False  # the pinned bytes are read from the object store
         try:
-            self._pinned = Pinned(locate(uri, scope.project), algorithm)
+            self._pinned = Pinned(self._source(), algorithm)
         except FileNotFoundError:
             self._pinned = self._stored(None)
             if self._pinned is None:
@@ -84,6 +84,20 @@ class DatasetRead:
         self._header: list[str] | None = None
         self._decoded = False
         self._audited = False
+
+    def _source(self) -> Location:
+        """Where the bytes are: the uri, or for a DVC-pinned dataset DVC's cache."""
+        if self.spec.dvc is None or self.uri != self.spec.uri:
+            return locate(self.uri, self.scope.project)
+        from buildenv.data.lock.dvc_pins import dvc_location
+        from buildenv.data.tables import TableError
+
+        try:
+            return dvc_location(self.scope.project, self.spec, self.uri)
+        except TableError as exc:
+            raise GateError(self.scope.dataset_error(exc.code, f"dataset '{self.name}': "
+                                                     f"{exc.message}", self.name,
+                                                     hints=exc.hints)) from None
 
     def _stored(self, current: Pinned | None) -> Pinned | None:
         """The pinned bytes from the object store (fetched from the shared store when only it

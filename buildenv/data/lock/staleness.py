@@ -102,7 +102,7 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
                 what = f"{pinned.digest} -> {now.value.digest}"
             hints = [f"if the new data is intended, review `buildenv drift {name} --dataset "
                      f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`"]
-            if _kept(project, pinned):
+            if locate(ds.uri, project).local is not None and _kept(project, pinned):
                 hints.append(f"if not, `buildenv checkout {name}` restores the locked bytes "
                              "from the object store")
             problems.append(res.diag(
