@@ -114,6 +114,18 @@ class Manifest:
     def files_json(self) -> list[dict]:
         return [f.to_json() for f in self.files]
 
+    def to_json(self) -> dict:
+        """The manifest alone (what a build hands its training process)."""
+        data: dict = {"partitions": list(self.partitions), "files": self.files_json()}
+        if self.base is not None:
+            data["base"] = self.base
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> Manifest:
+        return cls(tuple(FileEntry.from_json(f) for f in data["files"]),
+                   tuple(data.get("partitions") or ()), data.get("base"))
+
 
 def describe_diff(added: Sequence[str], removed: Sequence[str], changed: Sequence[str],
                   limit: int = 5) -> str:

@@ -162,17 +162,20 @@ def validate_env(res: Resolved, project: Project, digests: dict[str, str] | None
         dataset = res.env.datasets[ds_name]
         spec = _spec_digest(dataset, res.env.restricted(ds_name))
         pinned: str | Manifest | None = (digests or {}).get(ds_name)
+        if pinned is None and lock is not None:
+            pinned = _fixed_version(dataset, lock.datasets.get(ds_name))
         if pinned is not None:
             cached = _cache_get(project, pinned, spec)
             if cached is not None:
                 problems.extend(_relocate(res, ds_name, cached))
                 continue
             if dataset.partitioned or dataset.is_table:
-                manifest = (manifests or {}).get(ds_name)
+                manifest = (manifests or (lock.manifests() if lock else {})).get(ds_name)
                 pinned = manifest if manifest is not None and manifest.digest == pinned else None
         found, digest = validate_dataset(res, ds_name, project, pinned, purpose, executor)
         problems.extend(found)
-        locked = lock.datasets.get(ds_name) if lock is not None and pinned is None else None
+        locked = (lock.datasets.get(ds_name) if lock is not None and pinned is None
+                  and (digests or {}).get(ds_name) is None else None)
         if (locked is not None and digest is not None and locked.uri == dataset.uri
                 and locked.format == dataset.format and digest != locked.digest):
             problems.append(res.diag(
@@ -185,6 +188,21 @@ def validate_env(res: Resolved, project: Project, digests: dict[str, str] | None
         if digest is not None and not any(p.code == "BE210" for p in found):
             _cache_put(project, digest, spec, [_portable(p, res, ds_name) for p in found])
     return problems
+
+
+def _fixed_version(dataset: Dataset, locked: Any) -> str | None:
+    """A table pinned to a fixed version (`version`, `as_of`, `snapshot`) whose lock pins it
+    as declared: validating it means reading the locked files (from the object store when a
+    kept version was vacuumed), verified. A table following its latest commit or a ref is
+    validated as it is now."""
+    if not dataset.is_table or locked is None or locked.table is None:
+        return None
+    from buildenv.data.lock.tables import declared_pin
+
+    pin = declared_pin(dataset)
+    if locked.table.get("pin") != pin or not ({"version", "as_of", "snapshot"} & set(pin)):
+        return None
+    return str(locked.digest)
 
 
 def _cache_file(project: Project, digest: str, spec: str) -> Path:
