@@ -47,7 +47,12 @@ def source_staleness(project: Project, res: Resolved, ds_name: str, pinned: Lock
     label = f"{'Delta' if ds.format == 'delta' else 'Iceberg'} table '{ds.uri}' " \
             f"{pinned.version_label}"
     assert pinned.manifest is not None
-    now, missing = pinned_files_now(project, pinned.manifest, algorithm, cache, executor)
+    try:
+        now, missing = pinned_files_now(project, pinned.manifest, algorithm, cache, executor)
+    except ValueError as exc:  # a pinned file that is no longer Parquet: it was altered
+        return [res.diag("BE051", f"dataset '{ds_name}' changed since it was locked: {label}: "
+                         f"{exc}", *place, hints=("a table's files are never rewritten by its "
+                                                  "writers: restore them",))]
     if missing:
         store = ObjectStore.of(project)
         lost = [p for p in missing if not store.has(pinned.manifest.entry(p).digest)]
