@@ -115,7 +115,7 @@ LINEAGE = {
 }
 
 
-@pytest.fixture()
+@pytest.fixture
 def repo(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     (root / "environments").mkdir(parents=True)

@@ -98,14 +98,14 @@ class Coding:
     @property
     def sum_bound(self) -> int:
         """The most one row adds to the sum of units (what one person moves it by, per row)."""
-        return int(round((self.hi - self.lo) / self.quantum))
+        return round((self.hi - self.lo) / self.quantum)
 
     def display(self, value: float) -> Any:
         """A number of the numeric space as users read it (dates and times in ISO 8601)."""
         if self.dtype == "date":
-            return (_EPOCH + dt.timedelta(days=int(math.floor(value)))).date().isoformat()
+            return (_EPOCH + dt.timedelta(days=math.floor(value))).date().isoformat()
         if self.dtype == "timestamp":
-            moment = _EPOCH + dt.timedelta(microseconds=int(round(value)))
+            moment = _EPOCH + dt.timedelta(microseconds=round(value))
             return moment.isoformat().replace("+00:00", "Z")
         if self.integral:
             return int(value)

@@ -291,9 +291,7 @@ def decode(coding: Coding, cells: np.ndarray, rng: np.random.Generator) -> pa.Ar
     values = coding.decode_bins(cells, rng)
     if coding.dtype == "date":
         array = pa.array(values.astype(np.int32), mask=nulls).cast(pa.date32())
-    elif coding.dtype == "timestamp":
-        array = pa.array(values.astype(np.int64), mask=nulls).cast(target)
-    elif coding.integral:
+    elif coding.dtype == "timestamp" or coding.integral:
         array = pa.array(values.astype(np.int64), mask=nulls).cast(target)
     else:
         array = pa.array(values.astype(np.float64), mask=nulls).cast(target)
@@ -480,7 +478,7 @@ def run_synth(multiverse: Multiverse, res: Resolved, dataset: str, rows: int, ep
     _return_free_memory()
     derived = write_derived(multiverse, res, dataset, record)
     fresh = Multiverse(project)
-    locked, problems = lock_environments(fresh, [derived])
+    _, problems = lock_environments(fresh, [derived])
     problems += validate_env(fresh.resolve(derived), project, datasets=[dataset])
     if any(p.is_error for p in problems):
         raise DiagnosticError(problems, 1)

@@ -241,22 +241,7 @@ def _label_set_problems(raw: dict, datasets: dict, diag: Any, mapping: Any,
     problems: list[Diagnostic] = []
     for name, spec in sets.items():
         spec = mapping(spec)
-        ds, key = spec.get("dataset"), spec.get("key")
-        if isinstance(ds, str):
-            if ds not in datasets:
-                problems.append(diag("BE009", f"labels.{name}: unknown dataset '{ds}'", "labels",
-                                     name, "dataset", hint=did_you_mean(ds, datasets)))
-            elif isinstance(key, str):
-                cols = mapping(mapping(datasets[ds]).get("columns"))
-                if key not in cols:
-                    problems.append(diag("BE010", f"labels.{name}: key '{key}' is not a column "
-                                         f"of dataset '{ds}'", "labels", name, "key",
-                                         hint=did_you_mean(key, cols)))
-                elif mapping(cols[key]).get("dtype") not in (*INTEGER_DTYPES, "string"):
-                    problems.append(diag("BE850", f"labels.{name}: key '{key}' is a "
-                                         f"{mapping(cols[key]).get('dtype')} column; an example "
-                                         "is identified by an integer or string column",
-                                         "labels", name, "key"))
+        problems.extend(_label_key_problems(name, spec, datasets, diag, mapping))
         if spec.get("format", "label-studio") == "label-studio" and spec.get("field") is None:
             problems.append(diag("BE850", f"labels.{name}: a Label Studio export needs `field`, "
                                  "the `from_name` of the choices control that holds the label",
@@ -267,49 +252,85 @@ def _label_set_problems(raw: dict, datasets: dict, diag: Any, mapping: Any,
             if problem:
                 problems.append(diag(problem[0], f"labels.{name}: {problem[1]}", "labels", name,
                                      "uri", hint=problem[2]))
-        reuse = spec.get("reuse")
-        for i, entry in enumerate(reuse if isinstance(reuse, list) else []):
-            entry = mapping(entry)
-            other = entry.get("labels")
-            if isinstance(entry.get("mapping"), str):
-                problem = uri_problem(entry["mapping"], project)
-                if problem:
-                    problems.append(diag(problem[0], f"labels.{name}.reuse: {problem[1]}",
-                                         "labels", name, "reuse", i, "mapping", hint=problem[2]))
-            if not isinstance(other, str):
-                continue
-            if other not in sets:
-                problems.append(diag("BE851", f"labels.{name}.reuse: unknown label set "
-                                     f"'{other}'", "labels", name, "reuse", i, "labels",
-                                     hint=did_you_mean(other, sets)
-                                     or "declare it under `labels:`"))
-                continue
-            reused = mapping(sets[other])
-            if isinstance(ds, str) and reused.get("dataset") not in (None, ds) or (
-                    isinstance(key, str) and reused.get("key") not in (None, key)):
-                problems.append(diag("BE850", f"labels.{name}.reuse: '{other}' labels "
-                                     f"{reused.get('dataset')}.{reused.get('key')}, this set "
-                                     f"{ds}.{key}: reuse needs the same examples", "labels",
-                                     name, "reuse", i, "labels"))
-            if entry.get("mapping") is None:
-                own = mapping(spec.get("taxonomy")).get("classes")
-                old = mapping(reused.get("taxonomy")).get("classes")
-                if isinstance(own, list) and isinstance(old, list):
-                    missing = [c for c in old if c not in own]
-                    if missing:
-                        problems.append(diag(
-                            "BE859", f"labels.{name}.reuse: without a mapping every class of "
-                            f"'{other}' must be a class of this taxonomy; not: "
-                            f"{', '.join(map(str, missing[:8]))}"
-                            + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""),
-                            "labels", name, "reuse", i,
-                            hint="add `mapping: <file>.sssom.tsv` saying where they go"))
+        problems.extend(_reuse_problems(name, spec, sets, diag, mapping, project))
     problems.extend(_reuse_cycles(sets, diag, mapping))
     label = mapping(raw.get("label"))
     chosen = label.get("labels")
     if isinstance(chosen, str) and chosen not in sets:
         problems.append(diag("BE851", f"label: unknown label set '{chosen}'", "label", "labels",
                              hint=did_you_mean(chosen, sets) or "declare it under `labels:`"))
+    return problems
+
+
+def _label_key_problems(name: str, spec: dict, datasets: dict, diag: Any,
+                        mapping: Any) -> list[Diagnostic]:
+    """A label set's `dataset` exists and its `key` is an integer or string column of it."""
+    ds, key = spec.get("dataset"), spec.get("key")
+    if not isinstance(ds, str):
+        return []
+    if ds not in datasets:
+        return [diag("BE009", f"labels.{name}: unknown dataset '{ds}'", "labels",
+                     name, "dataset", hint=did_you_mean(ds, datasets))]
+    if not isinstance(key, str):
+        return []
+    cols = mapping(mapping(datasets[ds]).get("columns"))
+    if key not in cols:
+        return [diag("BE010", f"labels.{name}: key '{key}' is not a column "
+                     f"of dataset '{ds}'", "labels", name, "key",
+                     hint=did_you_mean(key, cols))]
+    if mapping(cols[key]).get("dtype") not in (*INTEGER_DTYPES, "string"):
+        return [diag("BE850", f"labels.{name}: key '{key}' is a "
+                     f"{mapping(cols[key]).get('dtype')} column; an example "
+                     "is identified by an integer or string column",
+                     "labels", name, "key")]
+    return []
+
+
+def _reuse_problems(name: str, spec: dict, sets: dict, diag: Any, mapping: Any,
+                    project: Project) -> list[Diagnostic]:
+    """Each `reuse` entry names a label set of the same examples, a mapping file that exists,
+    or (without a mapping) an older taxonomy whose classes are all still classes."""
+    from buildenv.env.uris import uri_problem
+
+    ds, key = spec.get("dataset"), spec.get("key")
+    problems: list[Diagnostic] = []
+    reuse = spec.get("reuse")
+    for i, entry in enumerate(reuse if isinstance(reuse, list) else []):
+        entry = mapping(entry)
+        other = entry.get("labels")
+        if isinstance(entry.get("mapping"), str):
+            problem = uri_problem(entry["mapping"], project)
+            if problem:
+                problems.append(diag(problem[0], f"labels.{name}.reuse: {problem[1]}",
+                                     "labels", name, "reuse", i, "mapping", hint=problem[2]))
+        if not isinstance(other, str):
+            continue
+        if other not in sets:
+            problems.append(diag("BE851", f"labels.{name}.reuse: unknown label set "
+                                 f"'{other}'", "labels", name, "reuse", i, "labels",
+                                 hint=did_you_mean(other, sets)
+                                 or "declare it under `labels:`"))
+            continue
+        reused = mapping(sets[other])
+        if (isinstance(ds, str) and reused.get("dataset") not in (None, ds)) or (
+                isinstance(key, str) and reused.get("key") not in (None, key)):
+            problems.append(diag("BE850", f"labels.{name}.reuse: '{other}' labels "
+                                 f"{reused.get('dataset')}.{reused.get('key')}, this set "
+                                 f"{ds}.{key}: reuse needs the same examples", "labels",
+                                 name, "reuse", i, "labels"))
+        if entry.get("mapping") is None:
+            own = mapping(spec.get("taxonomy")).get("classes")
+            old = mapping(reused.get("taxonomy")).get("classes")
+            if isinstance(own, list) and isinstance(old, list):
+                missing = [c for c in old if c not in own]
+                if missing:
+                    problems.append(diag(
+                        "BE859", f"labels.{name}.reuse: without a mapping every class of "
+                        f"'{other}' must be a class of this taxonomy; not: "
+                        f"{', '.join(map(str, missing[:8]))}"
+                        + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""),
+                        "labels", name, "reuse", i,
+                        hint="add `mapping: <file>.sssom.tsv` saying where they go"))
     return problems
 
 

@@ -468,13 +468,13 @@ def coarse(value: float, dtype: str) -> float:
     if not math.isfinite(value):
         return value
     if dtype == "date":
-        day = EPOCH + dt.timedelta(days=int(math.floor(value)))
+        day = EPOCH + dt.timedelta(days=math.floor(value))
         return float((day.replace(day=1) - EPOCH).days)
     if dtype == "timestamp":
         return float(math.floor(value / 86400.0) * 86400.0)
     if value == 0:
         return 0.0
-    digits = 1 - int(math.floor(math.log10(abs(value))))
+    digits = 1 - math.floor(math.log10(abs(value)))
     return float(round(value, digits))
 
 

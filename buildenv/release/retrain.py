@@ -252,25 +252,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
 
     # build
     progress.phase("build")
-    targets = [t for t, _ in pairs(project.trainings, [env])]
-    if not targets:
-        log.emit("build", "skipped", f"no training targets environment {env}")
-    staged: dict[str, Path] = {}
-    for training in targets:
-        out = work / "dist" / training
-        outcome = build_pair(project, multiverse, training, env, BuildOptions(out=out))
-        if outcome.status == "failed":
-            first = outcome.first_error()
-            log.emit("build", "failed", first.to_text() if first else "build failed",
-                     training=training)
-            raise _Stop(outcome.diagnostics)
-        version = (outcome.registered or {}).get("version")
-        log.emit("build", "passed", f"{training}: {outcome.status} ({outcome.reason}), "
-                 f"registered v{version}", training=training, version=str(version),
-                 cache_key=(outcome.lineage or {}).get("cache_key"), timings=outcome.timings)
-        staged[training] = out
-        if version is not None:
-            _tag_candidate(project, training, str(version), result.retrain_id, drift_status)
+    staged = _build_step(project, multiverse, env, work, log, result.retrain_id, drift_status)
 
     # gate
     progress.phase("gate")
@@ -309,6 +291,32 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
         result.status = "promoted"
     shutil.rmtree(work, ignore_errors=True)
     log.emit("finish", "passed", result.status)
+
+
+def _build_step(project: Project, multiverse: Multiverse, env: str, work: Path, log: EventLog,
+                retrain_id: str, drift_status: str) -> dict[str, Path]:
+    """Every training targeting the environment, built into the work directory (not dist/
+    yet) and registered as a candidate: training -> its staged artifact."""
+    targets = [t for t, _ in pairs(project.trainings, [env])]
+    if not targets:
+        log.emit("build", "skipped", f"no training targets environment {env}")
+    staged: dict[str, Path] = {}
+    for training in targets:
+        out = work / "dist" / training
+        outcome = build_pair(project, multiverse, training, env, BuildOptions(out=out))
+        if outcome.status == "failed":
+            first = outcome.first_error()
+            log.emit("build", "failed", first.to_text() if first else "build failed",
+                     training=training)
+            raise _Stop(outcome.diagnostics)
+        version = (outcome.registered or {}).get("version")
+        log.emit("build", "passed", f"{training}: {outcome.status} ({outcome.reason}), "
+                 f"registered v{version}", training=training, version=str(version),
+                 cache_key=(outcome.lineage or {}).get("cache_key"), timings=outcome.timings)
+        staged[training] = out
+        if version is not None:
+            _tag_candidate(project, training, str(version), retrain_id, drift_status)
+    return staged
 
 
 def _changed(project: Project, res: Resolved, lock: Any) -> tuple[dict[str, str],

@@ -357,7 +357,7 @@ class Handler(BaseHTTPRequestHandler):
         self._error(408, f"the request did not arrive within {TIMEOUT:g} s "
                          "(BUILDENV_SERVE_TIMEOUT)")
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:  # http.server's naming
         DEADLINES.stop(self)
         if self.path in ("/ping", "/health"):
             self._send(200, "ok")
@@ -366,7 +366,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": f"no route {self.path[:200]}"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if self.path != "/invocations":
             self._error(404, f"no route {self.path[:200]}")
             return
@@ -425,7 +425,7 @@ class Handler(BaseHTTPRequestHandler):
                              "(Content-Length)")
         return b"".join(chunks)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002
+    def log_message(self, format: str, *args) -> None:  # http.server's parameter name
         sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
 
 

@@ -76,7 +76,7 @@ def _children(est: Any) -> Iterator[tuple[str, Any]]:
 
 
 def _unpack(attr: str, value: Any) -> Iterator[tuple[str, Any]]:
-    if isinstance(value, dict) or hasattr(value, "items") and not _is_estimator(value):
+    if isinstance(value, dict) or (hasattr(value, "items") and not _is_estimator(value)):
         try:
             for key, child in value.items():
                 yield f"{attr}[{key}]", child

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import sys
+import time
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
@@ -144,7 +145,7 @@ def run(request: dict) -> dict:
     from buildenv.core.project import Project
     from buildenv.data.gate.errors import GateError
     from buildenv.env.spec import Environment
-    from buildenv.training.context import BuildContext, ForbiddenRead
+    from buildenv.training.context import BuildContext
 
     env = Environment.model_validate(request["env"])
     project = Project(root=root, data_root=Path(request["data_root"]) if request.get(
@@ -155,40 +156,10 @@ def run(request: dict) -> dict:
     ctx = BuildContext(env, seed, project, pins, label_pins, manifests)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    import time
-
     timings: dict[str, float] = {}
-    started = time.perf_counter()
-    try:
-        fn = _load_entry(root, request["module_path"], request["function"])
-        try:
-            model = fn(ctx)
-        finally:
-            ctx.finish()  # scans the training left open are verified before anything is used
-        timings["train"] = time.perf_counter() - started
-    except GateError as exc:
-        return _refused([*ctx.gate_errors, exc])
-    except ForbiddenRead as exc:
-        path, line, trail = _user_frame(exc, root, own)
-        return {"ok": False, "diagnostics": [_diag("BE303", str(exc), path, line,
-                                                    [f"at {t}" for t in trail[:-1]])]}
-    except Exception as exc:
-        if ctx.gate_errors:
-            return _refused(ctx.gate_errors)
-        path, line, trail = _user_frame(exc, root, own)
-        message = f"training raised {type(exc).__name__}: {exc}".strip()
-        if ctx.restricted_reads:
-            message = (f"training raised {type(exc).__name__} (message withheld: the training "
-                       f"read restricted dataset(s) {', '.join(sorted(ctx.restricted_reads))})")
-        return {"ok": False, "diagnostics": [_diag("BE301", message, path, line,
-                                                    [f"called from {t}" for t in trail[:-1]])],
-                "transient": isinstance(exc, (OSError, MemoryError))}  # not cached
-    if ctx.gate_errors:  # caught by the training: the model saw unverified data
-        return _refused(ctx.gate_errors)
-    if model is None or not hasattr(model, "predict"):
-        return {"ok": False, "diagnostics": [_diag(
-            "BE304", f"train() returned {type(model).__name__}, not a fitted model with "
-            "predict()", request["module_path"], None)]}
+    model, failed = _train(ctx, request, root, own, timings)
+    if failed is not None:
+        return failed
     from buildenv.training.introspect import describe
 
     info = describe(model)
@@ -250,6 +221,46 @@ def run(request: dict) -> dict:
     return result
 
 
+def _train(ctx: Any, request: dict, root: Path, own: Path,
+           timings: dict[str, float]) -> tuple[Any, dict | None]:
+    """Call the user's `train(ctx)`: the fitted model, or the result that reports why not."""
+    from buildenv.data.gate.errors import GateError
+    from buildenv.training.context import ForbiddenRead
+
+    started = time.perf_counter()
+    try:
+        fn = _load_entry(root, request["module_path"], request["function"])
+        try:
+            model = fn(ctx)
+        finally:
+            ctx.finish()  # scans the training left open are verified before anything is used
+        timings["train"] = time.perf_counter() - started
+    except GateError as exc:
+        return None, _refused([*ctx.gate_errors, exc])
+    except ForbiddenRead as exc:
+        path, line, trail = _user_frame(exc, root, own)
+        return None, {"ok": False, "diagnostics": [_diag("BE303", str(exc), path, line,
+                                                          [f"at {t}" for t in trail[:-1]])]}
+    except Exception as exc:
+        if ctx.gate_errors:
+            return None, _refused(ctx.gate_errors)
+        path, line, trail = _user_frame(exc, root, own)
+        message = f"training raised {type(exc).__name__}: {exc}".strip()
+        if ctx.restricted_reads:
+            message = (f"training raised {type(exc).__name__} (message withheld: the training "
+                       f"read restricted dataset(s) {', '.join(sorted(ctx.restricted_reads))})")
+        return None, {"ok": False, "diagnostics": [_diag(
+            "BE301", message, path, line, [f"called from {t}" for t in trail[:-1]])],
+            "transient": isinstance(exc, (OSError, MemoryError))}  # not cached
+    if ctx.gate_errors:  # caught by the training: the model saw unverified data
+        return None, _refused(ctx.gate_errors)
+    if model is None or not hasattr(model, "predict"):
+        return None, {"ok": False, "diagnostics": [_diag(
+            "BE304", f"train() returned {type(model).__name__}, not a fitted model with "
+            "predict()", request["module_path"], None)]}
+    return model, None
+
+
 def _refused(errors: list) -> dict:
     """The training read bytes the gate refused: nothing it produced is used."""
     seen: set[str] = set()
@@ -274,9 +285,9 @@ def _safe_params(ctx: Any) -> dict[str, str]:
 def _label_summary(ctx: Any) -> dict:
     """How the label set's labels were obtained, for the lineage (counts only)."""
     resolution = ctx.label_sets.resolve(ctx.env.label.labels)
-    keep, labels = ctx._labeled_rows()
+    _, labels = ctx._labeled_rows()
     return {"label_set": ctx.env.label.labels, **resolution.summary(),
-            "training_rows": int(len(labels))}
+            "training_rows": len(labels)}
 
 
 def _manifests(request: dict) -> dict:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Optional
 
 import toml
-
 from pants.engine.fs import DigestContents, PathGlobs
 from pants.engine.rules import Get, collect_rules, rule
 from pants.util.logging import LogLevel
@@ -21,7 +20,7 @@ class TrainingDecl:
 
     name: str
     entry: str
-    environments: Tuple[str, ...]
+    environments: tuple[str, ...]
     seed: Optional[int]
     timeout: Optional[float]
     threads: Optional[int] = None
@@ -32,10 +31,10 @@ class BuildenvConfig:
     environments_dir: str
     tracking_uri: Optional[str]
     cache_dir: str
-    trainings: Tuple[TrainingDecl, ...]
+    trainings: tuple[TrainingDecl, ...]
 
     @classmethod
-    def parse(cls, text: str) -> "BuildenvConfig":
+    def parse(cls, text: str) -> BuildenvConfig:
         """Lenient: buildenv itself reports a malformed table, with line numbers."""
         try:
             tool: Any = toml.loads(text).get("tool", {}).get("buildenv", {})

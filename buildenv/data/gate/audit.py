@@ -155,7 +155,7 @@ class AuditLog:
         prev, seq, line_no = GENESIS, 0, 0
         if self.path.is_file():
             with open(self.path, encoding="utf-8") as handle:
-                for line_no, line in enumerate(handle, 1):  # noqa: B007 (used after the loop)
+                for line_no, line in enumerate(handle, 1):
                     if not line.endswith("\n"):
                         return seq, Broken(line_no, "incomplete last line (a torn write)")
                     try:

@@ -84,11 +84,11 @@ def declared_types(batch: pa.RecordBatch, declared: Mapping[str, Column]) -> pa.
     for name, array in zip(batch.schema.names, batch.columns):
         col = declared.get(name)
         target = arrow_type(col.dtype) if col is not None else None
-        if target is not None and array.type != target and type_accepts(col.dtype, array.type):
-            if not (pa.types.is_timestamp(array.type) and pa.types.is_timestamp(target)
-                    and array.type.unit != target.unit):
-                array = array.cast(target)  # a timestamp keeps its stored precision
-                changed = True
+        if (target is not None and array.type != target and type_accepts(col.dtype, array.type)
+                and not (pa.types.is_timestamp(array.type) and pa.types.is_timestamp(target)
+                         and array.type.unit != target.unit)):
+            array = array.cast(target)  # a timestamp keeps its stored precision
+            changed = True
         arrays.append(array)
         fields.append(pa.field(name, array.type))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields)) if changed else batch

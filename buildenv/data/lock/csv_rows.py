@@ -139,7 +139,7 @@ class RowCounter:
                 if byte == _QUOTE:
                     state = _AFTER_CLOSE
                 continue
-            if byte == _LF or byte == _CR:
+            if byte in (_LF, _CR):
                 if content:
                     records += 1
                 content = False

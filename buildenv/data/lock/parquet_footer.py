@@ -65,19 +65,9 @@ class _Reader:
             length = self.varint()  # read first: `self.pos += ...` would use the old pos
             self.pos += length
         elif kind in (_LIST, _SET):
-            size, elem = self.list_header()
-            for _ in range(size):
-                if elem in (_TRUE, _FALSE):
-                    self.pos += 1  # booleans in containers take one byte each
-                else:
-                    self.skip(elem, depth + 1)
+            self._skip_list(depth)
         elif kind == _MAP:
-            size = self.varint()
-            if size:
-                types = self.byte()
-                for _ in range(size):
-                    self.skip(types >> 4, depth + 1)
-                    self.skip(types & 0x0F, depth + 1)
+            self._skip_map(depth)
         elif kind == _STRUCT:
             for _field, ftype in self.fields():
                 self.skip(ftype, depth + 1)
@@ -85,6 +75,22 @@ class _Reader:
             raise _Bad(f"unknown type {kind}")
         if self.pos > len(self.data):
             raise _Bad("truncated")
+
+    def _skip_list(self, depth: int) -> None:
+        size, elem = self.list_header()
+        for _ in range(size):
+            if elem in (_TRUE, _FALSE):
+                self.pos += 1  # booleans in containers take one byte each
+            else:
+                self.skip(elem, depth + 1)
+
+    def _skip_map(self, depth: int) -> None:
+        size = self.varint()
+        if size:
+            types = self.byte()
+            for _ in range(size):
+                self.skip(types >> 4, depth + 1)
+                self.skip(types & 0x0F, depth + 1)
 
     def list_header(self) -> tuple[int, int]:
         header = self.byte()

@@ -31,29 +31,7 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
     if lock is None:
         return None, [res.diag("BE050", f"environment '{name}' has no lock ({display})", "name",
                                hints=(f"run `buildenv lock {name}`",))]
-    problems: list[Diagnostic] = []
-    for ds_name, ds in res.env.datasets.items():
-        pinned = lock.datasets.get(ds_name)
-        partitions = tuple(pinned.manifest.partitions) if pinned and pinned.manifest else ()
-        if (pinned is None or pinned.uri != ds.uri or pinned.format != ds.format
-                or (ds.partitioned and partitions != tuple(ds.partition_columns))):
-            what = ("is not in the lock" if pinned is None else
-                    f"uri changed: lock has '{pinned.uri}', environment has '{ds.uri}'"
-                    if pinned.uri != ds.uri or pinned.format != ds.format else
-                    f"partitions changed: lock has {list(partitions)}, environment has "
-                    f"{ds.partition_columns}")
-            problems.append(res.diag("BE052", f"dataset '{ds_name}' {what}", "datasets",
-                                     ds_name, "uri", hints=(f"run `buildenv lock {name}`",)))
-        elif (pinned.table is not None) != ds.is_table or (pinned.dvc is not None) != (
-                ds.dvc is not None) or _pin_changed(ds, pinned):
-            problems.append(res.diag("BE052", f"dataset '{ds_name}': its pin changed since it "
-                                     "was locked (version, as_of, ref, snapshot, catalog or "
-                                     "dvc)", "datasets", ds_name,
-                                     hints=(f"run `buildenv lock {name}`",)))
-    for ds_name in sorted(set(lock.datasets) - set(res.env.datasets)):
-        problems.append(Diagnostic("BE052", f"lock pins dataset '{ds_name}', which environment "
-                                   f"'{name}' no longer declares", display,
-                                   hints=(f"run `buildenv lock {name}`",)))
+    problems = _dataset_pins_stale(res, lock, display)
     problems.extend(_label_pins_stale(res, lock, display))
     if not problems and lock.environment_digest != res.digest:
         # The data pins still hold; only the recorded environment digest is old (columns,
@@ -112,6 +90,35 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
     if own_cache:
         cache.save()
     return (None if any(p.is_error for p in problems) else lock), problems
+
+
+def _dataset_pins_stale(res: Resolved, lock: Lock, display: str) -> list[Diagnostic]:
+    """BE052: a dataset the lock does not pin as it is declared now."""
+    name = res.name
+    problems: list[Diagnostic] = []
+    for ds_name, ds in res.env.datasets.items():
+        pinned = lock.datasets.get(ds_name)
+        partitions = tuple(pinned.manifest.partitions) if pinned and pinned.manifest else ()
+        if (pinned is None or pinned.uri != ds.uri or pinned.format != ds.format
+                or (ds.partitioned and partitions != tuple(ds.partition_columns))):
+            what = ("is not in the lock" if pinned is None else
+                    f"uri changed: lock has '{pinned.uri}', environment has '{ds.uri}'"
+                    if pinned.uri != ds.uri or pinned.format != ds.format else
+                    f"partitions changed: lock has {list(partitions)}, environment has "
+                    f"{ds.partition_columns}")
+            problems.append(res.diag("BE052", f"dataset '{ds_name}' {what}", "datasets",
+                                     ds_name, "uri", hints=(f"run `buildenv lock {name}`",)))
+        elif (pinned.table is not None) != ds.is_table or (pinned.dvc is not None) != (
+                ds.dvc is not None) or _pin_changed(ds, pinned):
+            problems.append(res.diag("BE052", f"dataset '{ds_name}': its pin changed since it "
+                                     "was locked (version, as_of, ref, snapshot, catalog or "
+                                     "dvc)", "datasets", ds_name,
+                                     hints=(f"run `buildenv lock {name}`",)))
+    for ds_name in sorted(set(lock.datasets) - set(res.env.datasets)):
+        problems.append(Diagnostic("BE052", f"lock pins dataset '{ds_name}', which environment "
+                                   f"'{name}' no longer declares", display,
+                                   hints=(f"run `buildenv lock {name}`",)))
+    return problems
 
 
 def _label_pins_stale(res: Resolved, lock: Lock, display: str) -> list[Diagnostic]:

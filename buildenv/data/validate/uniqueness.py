@@ -23,6 +23,7 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -170,7 +171,7 @@ class DuplicateCounter:
         if self._runs is None:
             return False
         runs = sorted(self._runs)
-        return all(later[0] > earlier[1] for earlier, later in zip(runs, runs[1:]))
+        return all(later[0] > earlier[1] for earlier, later in pairwise(runs))
 
     def _drain(self, parts: _Partitions, out: Duplicates, found: list) -> None:
         for index in range(parts.fanout):
@@ -251,7 +252,7 @@ class DuplicateCounter:
     def __del__(self) -> None:
         try:
             self._cleanup()
-        except Exception:  # noqa: BLE001 - interpreter shutdown: the directory's own finalizer runs
+        except Exception:  # interpreter shutdown: the directory's own finalizer runs
             pass
 
 

@@ -214,14 +214,7 @@ def _apply_domain(draft: ColumnDraft, kind: str, domain_kind: str, domain: Messa
         if hi is not None:
             draft.highs.append((hi, 0.0, domain_kind))
         if domain_kind == "float_domain":
-            if domain.get("disallow_nan") is True:
-                skip("float_domain.disallow_nan", "buildenv ranges ignore NaN (it is neither "
-                     "below nor above a bound)")
-            if domain.get("disallow_inf") is True and (lo is None or hi is None):
-                skip("float_domain.disallow_inf", "infinities are refused only by a range "
-                     "with both ends")
-            if domain.get("is_embedding") is True:
-                skip("float_domain.is_embedding", "embeddings are list-valued")
+            _float_domain_skips(domain, lo is not None and hi is not None, skip)
         if mass is not None:
             skip("distribution_constraints", "min_domain_mass applies to string domains")
         return
@@ -244,6 +237,18 @@ def _apply_domain(draft: ColumnDraft, kind: str, domain_kind: str, domain: Messa
         draft.domains.append((values, tolerance, "bool_domain"))
     else:
         skip("bool_domain", f"a bool domain on a {kind} feature")
+
+
+def _float_domain_skips(domain: Message, both_ends: bool, skip) -> None:
+    """What a float_domain asks beyond its range, and why buildenv leaves it out."""
+    if domain.get("disallow_nan") is True:
+        skip("float_domain.disallow_nan", "buildenv ranges ignore NaN (it is neither "
+             "below nor above a bound)")
+    if domain.get("disallow_inf") is True and not both_ends:
+        skip("float_domain.disallow_inf", "infinities are refused only by a range "
+             "with both ends")
+    if domain.get("is_embedding") is True:
+        skip("float_domain.is_embedding", "embeddings are list-valued")
 
 
 def _apply_presence(schema: _Schema, draft: ColumnDraft, f: Message, skip) -> None:
