@@ -158,10 +158,9 @@ def test_a_damaged_local_object_is_refused_and_removed(cust):
     (cust / "data" / "customers.csv").unlink()
     project = Project.discover(cust)
     res = Multiverse(project).resolve("cust")
-    with pytest.raises(GateError) as caught:
-        with Gate(project, res.env, "build", pins=lock.pins(), where=res).open(
-                "customers") as read:
-            read.table(["id"])
+    gate = Gate(project, res.env, "build", pins=lock.pins(), where=res)
+    with pytest.raises(GateError) as caught, gate.open("customers") as read:
+        read.table(["id"])
     assert caught.value.diagnostic.code == "BE082"
     assert not kept.exists()
 

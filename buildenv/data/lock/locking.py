@@ -155,24 +155,9 @@ def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str =
     digests, errors = _digest_all(project, wanted, algorithm, cache, executor)
     out = []
     for name, res in sorted(resolved.items()):
-        bad = False
-        for ds_name, ds in res.env.datasets.items():
-            found_problems = list(errors.get(_key(ds), []))
-            pinned = digests.get(_key(ds))
-            if pinned is not None and pinned.table is not None:
-                found_problems += [(c, t, ()) for c, t in
-                                   _table_problems(ds, pinned, res.env.restricted(ds_name))]
-            for code, text, hints in found_problems:
-                bad = True
-                problems.append(res.diag(code, f"dataset '{ds_name}': {text}", "datasets",
-                                         ds_name, "uri", hints=hints))
-        for ds_name, ds in res.env.datasets.items():
-            if ds_name in res.env.privacy.synthetic and _key(ds) in digests:
-                found = provenance_problems(project, res, ds_name,
-                                            digests[_key(ds)].value.digest)
-                problems.extend(found)
-                bad = bad or bool(found)
-        if bad:
+        found_problems = _dataset_problems(project, res, digests, errors)
+        problems.extend(found_problems)
+        if found_problems:
             continue
         labels: dict[str, LockedLabels] = {}
         if res.env.labels:
@@ -206,6 +191,25 @@ def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str =
         out.append((name, lock, changed))
     cache.save()
     return out, problems
+
+
+def _dataset_problems(project: Project, res, digests: dict[DatasetKey, Digested],
+                      errors: dict[DatasetKey, list[Problem]]) -> list[Diagnostic]:
+    """Why an environment's datasets cannot be pinned: what hashing them found, what its
+    declarations cannot take of a table version, a synthetic file that is not its
+    provenance's."""
+    problems = []
+    for ds_name, ds in res.env.datasets.items():
+        found = list(errors.get(_key(ds), []))
+        pinned = digests.get(_key(ds))
+        if pinned is not None and pinned.table is not None:
+            found += [(c, t, ()) for c, t in
+                      _table_problems(ds, pinned, res.env.restricted(ds_name))]
+        problems += [res.diag(code, f"dataset '{ds_name}': {text}", "datasets", ds_name, "uri",
+                              hints=hints) for code, text, hints in found]
+        if ds_name in res.env.privacy.synthetic and pinned is not None:
+            problems += provenance_problems(project, res, ds_name, pinned.value.digest)
+    return problems
 
 
 def _table_problems(ds: Dataset, found: Digested, restricted: bool) -> list[tuple[str, str]]:
