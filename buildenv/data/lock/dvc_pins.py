@@ -84,8 +84,8 @@ def _remote_url(project: Project) -> str | None:
 
 
 def _odb(path: str, hash_name: str, read_only: bool, fs: Any = None) -> Any:
-    from dvc_data.hashfile.db import HashFileDB, get_odb
-    from dvc_objects.fs.local import LocalFileSystem
+    from dvc_data.hashfile.db import HashFileDB, get_odb  # pants: no-infer-dep (the tables extra)
+    from dvc_objects.fs.local import LocalFileSystem  # pants: no-infer-dep (the tables extra)
 
     if fs is None:
         return get_odb(LocalFileSystem(), path, hash_name=hash_name, read_only=read_only)
@@ -100,7 +100,7 @@ def _remote(url: str, hash_name: str) -> Any:
         import os
 
         import s3fs
-        from dvc_objects.fs.base import FileSystem
+        from dvc_objects.fs.base import FileSystem  # pants: no-infer-dep (the tables extra)
 
         class S3(FileSystem):  # dvc-s3 would pull in the whole of DVC: s3fs suffices
             protocol = "s3"
@@ -117,9 +117,9 @@ def dvc_location(project: Project, ds: Dataset, uri: str) -> Location:
     when missing and checked by DVC); TableError BE085/BE086. Messages name `uri`."""
     require_tables(f"dataset '{ds.uri}' (dvc)")
     pin = read_pin(project, ds)
-    from dvc_data.hashfile.hash_info import HashInfo
-    from dvc_data.hashfile.transfer import transfer
-    from dvc_objects.errors import ObjectFormatError
+    from dvc_data.hashfile.hash_info import HashInfo  # pants: no-infer-dep (the tables extra)
+    from dvc_data.hashfile.transfer import transfer  # pants: no-infer-dep (the tables extra)
+    from dvc_objects.errors import ObjectFormatError  # pants: no-infer-dep (the tables extra)
 
     sub = "files/md5" if pin.hash_name == "md5" else ""
     cache = _odb(str(project.root / ".dvc" / "cache" / sub), pin.hash_name, False)

@@ -63,8 +63,8 @@ def storage_options(location: Location) -> dict[str, str]:
 def _open(location: Location, uri: str) -> Any:
     """The table at its latest version; TableError when it is not a table or unreachable."""
     require_tables(f"dataset '{uri}' (format: delta)")
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
+    from deltalake import DeltaTable  # pants: no-infer-dep (the tables extra)
+    from deltalake.exceptions import TableNotFoundError  # pants: no-infer-dep (the tables extra)
 
     try:
         return DeltaTable(_table_uri(location), storage_options=storage_options(location))
@@ -85,7 +85,7 @@ def open_version(project: Project, ds: Dataset, version: int | None,
     (BE072), cannot be read file by file (BE075) or is unreachable (BE073)."""
     location = table_location(project, ds.uri)
     table = _open(location, ds.uri)
-    from deltalake.exceptions import DeltaError
+    from deltalake.exceptions import DeltaError  # pants: no-infer-dep (the tables extra)
 
     latest = table.version()
     try:

@@ -108,16 +108,16 @@ def _load_table(project: Project, ds: Dataset) -> Any:
         raise TableError("BE053", f"{label}: the database '{missing}' does not exist")
 
     def load() -> Any:
-        from pyiceberg.catalog import load_catalog
+        from pyiceberg.catalog import load_catalog  # pants: no-infer-dep (the tables extra)
 
         return load_catalog(catalog.name, **catalog_properties(project, catalog)
                             ).load_table(ds.uri)
 
-    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+    import pyiceberg.exceptions as iceberg_errors  # pants: no-infer-dep (the tables extra)
 
     try:
         return with_deadline(load, catalog.timeout, label)
-    except (NoSuchTableError, NoSuchNamespaceError):
+    except (iceberg_errors.NoSuchTableError, iceberg_errors.NoSuchNamespaceError):
         raise TableError("BE053", f"Iceberg table '{ds.uri}' is not in {label}") from None
     except TableError:
         raise
@@ -185,8 +185,8 @@ def open_snapshot(project: Project, ds: Dataset, *, snapshot: int | None = None,
 
 def _files(table: Any, snapshot_id: int, schema: Any, base: str, label: str
            ) -> tuple[TableFile, ...]:
-    from pyiceberg.manifest import FileFormat
-    from pyiceberg.transforms import IdentityTransform
+    from pyiceberg.manifest import FileFormat  # pants: no-infer-dep (the tables extra)
+    from pyiceberg.transforms import IdentityTransform  # pants: no-infer-dep (the tables extra)
 
     specs = table.specs()
     out = []

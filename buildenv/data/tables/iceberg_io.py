@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pyiceberg.io.pyarrow import PyArrowFileIO  # the tables extra: imported only by iceberg.py
+from pyiceberg.io.pyarrow import PyArrowFileIO  # pants: no-infer-dep (the tables extra)
 
 __all__ = ["DATA_ROOT", "RepoFileIO"]
 
