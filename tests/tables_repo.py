@@ -80,8 +80,10 @@ def batch(lo: int, hi: int, seed: int = 0) -> pa.Table:
 
 def _repo(root: Path) -> Path:
     write_repo(root, files={"train/events.py": TRAIN})
-    with open(root / "pyproject.toml", "a", encoding="utf-8") as handle:
-        handle.write(PYPROJECT_TRAINING)
+    text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    (root / "pyproject.toml").write_text(  # the demo training reads movies and ratings
+        text.replace('environments = ["*"]', 'environments = ["base", "child"]')
+        + PYPROJECT_TRAINING, encoding="utf-8")
     return root
 
 

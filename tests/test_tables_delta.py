@@ -340,3 +340,19 @@ def test_a_table_on_s3_is_locked_and_read(tmp_path, s3):
     deltalake.write_deltalake(uri, batch(50, 60), mode="append", storage_options=options)
     code, out, err = invoke_cli(["lock", "tab", "--check"], root)
     assert code == 1 and "version 2, the lock pins 1: 1 commit — WRITE append" in err
+
+
+@pytest.mark.slow
+def test_retrain_relocks_a_followed_table_to_its_newest_version(tmp_path):
+    root = make_delta_repo(tmp_path)
+    assert invoke_cli(["lock", "tab"], root)[0] == 0
+    deltalake.write_deltalake(str(root / "data" / "events"), batch(90, 150), mode="append")
+    events = tmp_path / "events.jsonl"
+    code, out, err = invoke_cli(["retrain", "tab", "--events", str(events)], root)
+    assert code == 0, err
+    assert lock_json(root)["datasets"]["events"]["table"]["version"] == 2
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    detect = next(r for r in records if r["step"] == "detect")
+    assert detect["status"] == "changed" and "a new version of the table" in detect["message"]
+    drift = next(r for r in records if r["step"] == "drift")
+    assert drift["status"] in ("passed", "failed") and "against data/events" in drift["message"]

@@ -188,8 +188,10 @@ class DatasetRead:
         self._decoded = True
         self._pinned.start_hashing()
         try:
+            # partition columns are constants, not in the file: the reader must not look them up
             for batch in self.format.batches(self._pinned, self.declared, stored,
-                                             batch_rows=batch_rows, dictionary=dictionary):
+                                             batch_rows=batch_rows,
+                                             dictionary=[c for c in dictionary if c in stored]):
                 rows += batch.num_rows
                 if typed:
                     batch = declared_types(batch, self.declared)
