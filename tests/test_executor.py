@@ -245,3 +245,24 @@ def test_the_per_file_sampling_threshold_changes_no_statistic(tmp_path, monkeypa
     monkeypatch.setattr(PartitionedRead, "total_rows", lambda self: 10**9)  # far too low
     assert stats("low") == with_threshold
     assert passes[:2] == [pytest.approx(2 * 700 / 10**9 + 1e-4), float("inf")]
+
+
+def test_a_delta_table_runs_one_task_per_data_file_on_ray_like_local(tmp_path, ray_executor):
+    pytest.importorskip("deltalake")
+    from tables_repo import make_delta_repo
+
+    root = make_delta_repo(tmp_path)
+    project = Project.discover(root)
+    multiverse = Multiverse(project)
+    out = {}
+    for name, executor in (("local", LocalExecutor(2)), ("ray", ray_executor)):
+        (root / ".buildenv" / "statcache.json").unlink(missing_ok=True)
+        shutil.rmtree(root / ".buildenv" / "cache", ignore_errors=True)
+        results, problems = lock_environments(multiverse, ["tab"], executor=executor)
+        assert problems == []
+        lock = results[0][1]
+        assert len(lock.datasets["events"].manifest.files) == 6  # tasks: one per data file
+        found = validate_env(multiverse.resolve("tab"), project, lock.pins(),
+                             manifests=lock.manifests(), executor=executor)
+        out[name] = (lock.render(), [d.to_json() for d in found])
+    assert out["ray"] == out["local"]
