@@ -19,8 +19,8 @@ from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.project import Project
 from buildenv.data.lock import digests as content
 from buildenv.data.lock.lockfile import read_lock
-from buildenv.data.lock.locking import lock_environments
 from buildenv.env.resolve import Multiverse
+from buildenv.labels.locking import lock_environments
 
 
 def sha256_of(path: Path) -> str:

@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO_ROOT, invoke_cli, write_env, write_repo
 
 from buildenv.core.project import Project
-from buildenv.data.store.objects import LocalObjects, clone_file
+from buildenv.data.lock.objects import LocalObjects, clone_file
 
 CUSTOMERS = "id,spend\n1,2.5\n2,3.5\n3,4.0\n"
 CUSTOMERS_ENV = """\

@@ -24,6 +24,9 @@ from buildenv.cli.app import (
 )
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, sort_diagnostics
 
+# Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
+# imports its rooms when it runs, so it pays only for what it uses.
+
 
 @app.command("check")
 @command

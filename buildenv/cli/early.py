@@ -18,6 +18,9 @@ import sys
 import threading
 from pathlib import Path
 
+# Deferred imports (buildenv, yaml, tomllib): this module runs before the rest of buildenv is
+# imported, to start hashing early.
+
 __all__ = ["start"]
 
 _FLAGS_WITH_VALUE = ("--algorithm", "--root", "--format", "--executor")
@@ -96,6 +99,8 @@ def _single_files(env_dir: Path, names: list[str]) -> dict[tuple[str, str], None
     (`extends` followed) without the environment model: pydantic is still importing."""
     import yaml
 
+    from buildenv.env.uris import names_directory
+
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     docs: dict[str, dict] = {}
 
@@ -123,7 +128,7 @@ def _single_files(env_dir: Path, names: list[str]) -> dict[tuple[str, str], None
                         {k: v for k, v in ds.items() if k in ("uri", "format")})
         for ds in merged.values():
             uri, fmt = ds.get("uri"), ds.get("format") or "parquet"
-            if isinstance(uri, str) and not uri.endswith("/") and isinstance(fmt, str):
+            if isinstance(uri, str) and not names_directory(uri) and isinstance(fmt, str):
                 datasets[(uri, fmt)] = None
     return datasets
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -20,6 +20,9 @@ from buildenv.cli.app import (
 )
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 
+# Deferred imports (buildenv, yaml): every command module is imported when `buildenv` starts; a command
+# imports its rooms when it runs, so it pays only for what it uses.
+
 
 @app.command("envs")
 @command
@@ -32,7 +35,7 @@ def envs_cmd(root: Optional[Path] = RootOpt,
 
     multiverse = Multiverse(open_project(root))
     resolved, problems = multiverse.resolve_all()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in multiverse.names():
         res = resolved.get(name)
         if res is None:
@@ -125,7 +128,6 @@ def diff_cmd(env_a: str = typer.Argument(..., help="First environment (shown as 
 
 def _pinned_versions(project, env: str) -> str:
     """`# locked: ...` lines naming the version the lock pins of each table."""
-    from buildenv.core.diagnostics import DiagnosticError
     from buildenv.data.lock.compare import pinned_text
     from buildenv.data.lock.lockfile import lock_path, read_lock
 
@@ -142,7 +144,6 @@ def _pinned_versions(project, env: str) -> str:
 
 def _data_changes(project, env_a: str, env_b: str) -> list[dict]:
     """What the two locks pin differently (empty when either has no readable lock)."""
-    from buildenv.core.diagnostics import DiagnosticError
     from buildenv.data.lock.compare import compare_locks
     from buildenv.data.lock.lockfile import read_lock
 

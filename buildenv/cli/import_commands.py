@@ -16,6 +16,9 @@ import typer
 from buildenv.cli.app import Format, RootOpt, app, command, emit, open_project
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 
+# Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
+# imports its rooms when it runs, so it pays only for what it uses.
+
 import_app = typer.Typer(name="import", no_args_is_help=True,
                          help="Print environment columns translated from a Great Expectations "
                               "suite or a TFDV schema, or datasets from a Feast feature "
@@ -72,7 +75,7 @@ def import_feast(repo: Path = typer.Argument(..., help="Feast feature repository
                                                    "printing."),
                  root: Optional[Path] = RootOpt, strict: bool = StrictOpt) -> None:
     """Datasets of a Feast feature service: served and training-only features, keys, dtypes."""
-    import yaml
+    import yaml  # only this command reads an environment's YAML
 
     from buildenv.env.importers.feast_import import (
         FeastError,

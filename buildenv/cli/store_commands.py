@@ -9,6 +9,9 @@ import typer
 
 from buildenv.cli.app import Format, FormatOpt, RootOpt, app, command, finish, open_project
 
+# Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
+# imports its rooms when it runs, so it pays only for what it uses.
+
 
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -24,7 +27,7 @@ def push_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
                                                         "bytes to push (default: all)."),
              root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
     """Copy the pinned bytes the locks keep to the shared store (`[tool.buildenv] store`)."""
-    from buildenv.data.store.transfer import push
+    from buildenv.data.transfer import push
     from buildenv.env.resolve import Multiverse
 
     done = push(Multiverse(open_project(root)), list(envs) if envs else None)
@@ -40,7 +43,7 @@ def pull_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
                                                         "bytes to fetch (default: all)."),
              root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
     """Fetch the pinned bytes the local store lacks from the shared store, verified."""
-    from buildenv.data.store.transfer import pull
+    from buildenv.data.transfer import pull
     from buildenv.env.resolve import Multiverse
 
     done = pull(Multiverse(open_project(root)), list(envs) if envs else None)
@@ -56,7 +59,7 @@ def checkout_cmd(env: str = typer.Argument(..., help="Environment whose pinned b
                                            "restore."),
                  root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
     """Restore the bytes an environment's lock pins at its datasets' local paths."""
-    from buildenv.data.store.transfer import checkout
+    from buildenv.data.transfer import checkout
     from buildenv.env.resolve import Multiverse
 
     done = checkout(Multiverse(open_project(root)), env)

@@ -18,23 +18,22 @@ from buildenv.env.spec import (
     TABLE_FORMATS,
 )
 from buildenv.env.table_sources import source_problems
+from buildenv.env.uris import names_directory, uri_problem
 from buildenv.env.validation_errors import position
 
 __all__ = ["semantic_problems"]
 
 
-def semantic_problems(raw: dict, origin: dict[KeyPath, Position],
+def semantic_problems(raw: dict[str, Any], origin: dict[KeyPath, Position],
                        project: Project) -> list[Diagnostic]:
     """Cross-references, checked on the merged document so they are reported even when
     other keys are invalid (every problem at once)."""
-    from buildenv.env.uris import uri_problem
-
     def diag(code: str, message: str, *path: Any, hint: str | None = None) -> Diagnostic:
         pos = position(tuple(path), origin)
         return Diagnostic(code, message, pos.path if pos else None, pos.line if pos else None,
                           pos.col if pos else None, hints=(hint,) if hint else ())
 
-    def mapping(value: Any) -> dict:
+    def mapping(value: Any) -> dict[str, Any]:
         return value if isinstance(value, dict) else {}
 
     datasets = mapping(raw.get("datasets"))
@@ -78,7 +77,7 @@ def semantic_problems(raw: dict, origin: dict[KeyPath, Position],
     return problems
 
 
-def _partition_problems(datasets: dict, restricted: Any, diag: Any, mapping: Any
+def _partition_problems(datasets: dict[str, Any], restricted: Any, diag: Any, mapping: Any
                         ) -> list[Diagnostic]:
     """A partitioned dataset (`uri` ending in `/`) is Parquet; its `partitions` are declared
     columns, listed once; a restricted dataset has none (their values would be file paths,
@@ -90,7 +89,7 @@ def _partition_problems(datasets: dict, restricted: Any, diag: Any, mapping: Any
         if ds.get("format") in TABLE_FORMATS:
             continue  # a table's partitions are its own (table_sources)
         uri, parts = ds.get("uri"), ds.get("partitions")
-        directory = isinstance(uri, str) and uri.endswith("/")
+        directory = isinstance(uri, str) and names_directory(uri)
         if directory and ds.get("format", "parquet") != "parquet":
             problems.append(diag("BE060", f"dataset '{name}': a partitioned dataset (uri ending "
                                  "in '/') is a directory of Parquet files; format "
@@ -105,7 +104,7 @@ def _partition_problems(datasets: dict, restricted: Any, diag: Any, mapping: Any
                                  hint="end the uri with '/' to name the directory of "
                                  "partitions"))
         columns = mapping(ds.get("columns"))
-        seen: set = set()
+        seen: set[str] = set()
         for i, col in enumerate(parts):
             if not isinstance(col, str):
                 continue
@@ -128,7 +127,7 @@ def _partition_problems(datasets: dict, restricted: Any, diag: Any, mapping: Any
     return problems
 
 
-def _private_release_problems(raw: dict, datasets: dict, diag: Any,
+def _private_release_problems(raw: dict[str, Any], datasets: dict[str, Any], diag: Any,
                               mapping: Any) -> list[Diagnostic]:
     """`privacy:` keys about private releases name datasets and columns that exist, and a
     synthetic stand-in's provenance names the file the dataset points at."""
@@ -172,7 +171,8 @@ def _private_release_problems(raw: dict, datasets: dict, diag: Any,
     return problems
 
 
-def _evaluation_problems(raw: dict, datasets: dict, diag: Any, mapping: Any) -> list[Diagnostic]:
+def _evaluation_problems(raw: dict[str, Any], datasets: dict[str, Any], diag: Any,
+                         mapping: Any) -> list[Diagnostic]:
     """`evaluation:` names columns and datasets that exist, around a label."""
     evaluation = mapping(raw.get("evaluation"))
     if not evaluation:
@@ -231,12 +231,10 @@ def _evaluation_problems(raw: dict, datasets: dict, diag: Any, mapping: Any) -> 
     return problems
 
 
-def _label_set_problems(raw: dict, datasets: dict, diag: Any, mapping: Any,
+def _label_set_problems(raw: dict[str, Any], datasets: dict[str, Any], diag: Any, mapping: Any,
                         project: Project) -> list[Diagnostic]:
     """`labels:` and `label: {labels: ...}` name datasets, columns and label sets that exist,
     and `reuse` forms no cycle."""
-    from buildenv.env.uris import uri_problem
-
     sets = mapping(raw.get("labels"))
     problems: list[Diagnostic] = []
     for name, spec in sets.items():
@@ -262,7 +260,7 @@ def _label_set_problems(raw: dict, datasets: dict, diag: Any, mapping: Any,
     return problems
 
 
-def _label_key_problems(name: str, spec: dict, datasets: dict, diag: Any,
+def _label_key_problems(name: str, spec: dict[str, Any], datasets: dict[str, Any], diag: Any,
                         mapping: Any) -> list[Diagnostic]:
     """A label set's `dataset` exists and its `key` is an integer or string column of it."""
     ds, key = spec.get("dataset"), spec.get("key")
@@ -286,12 +284,10 @@ def _label_key_problems(name: str, spec: dict, datasets: dict, diag: Any,
     return []
 
 
-def _reuse_problems(name: str, spec: dict, sets: dict, diag: Any, mapping: Any,
+def _reuse_problems(name: str, spec: dict[str, Any], sets: dict[str, Any], diag: Any, mapping: Any,
                     project: Project) -> list[Diagnostic]:
     """Each `reuse` entry names a label set of the same examples, a mapping file that exists,
     or (without a mapping) an older taxonomy whose classes are all still classes."""
-    from buildenv.env.uris import uri_problem
-
     ds, key = spec.get("dataset"), spec.get("key")
     problems: list[Diagnostic] = []
     reuse = spec.get("reuse")
@@ -334,7 +330,7 @@ def _reuse_problems(name: str, spec: dict, sets: dict, diag: Any, mapping: Any,
     return problems
 
 
-def _reuse_cycles(sets: dict, diag: Any, mapping: Any) -> list[Diagnostic]:
+def _reuse_cycles(sets: dict[str, Any], diag: Any, mapping: Any) -> list[Diagnostic]:
     """BE852 once per cycle of `reuse`, at the `reuse` entry that closes it."""
     def edges(name: str) -> list[tuple[int, str]]:
         reuse = mapping(sets.get(name)).get("reuse")
@@ -343,7 +339,7 @@ def _reuse_cycles(sets: dict, diag: Any, mapping: Any) -> list[Diagnostic]:
                 and e["labels"] in sets]
 
     problems: list[Diagnostic] = []
-    reported: set[frozenset] = set()
+    reported: set[frozenset[str]] = set()
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
 
     def visit(name: str, stack: list[str]) -> None:

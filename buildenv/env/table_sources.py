@@ -17,6 +17,7 @@ from typing import Any
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
 from buildenv.env.spec import TABLE_FORMATS
+from buildenv.env.uris import uri_problem
 
 __all__ = ["ICEBERG_IDENTIFIER", "source_problems"]
 
@@ -25,8 +26,8 @@ _DELTA_ONLY = ("version", "as_of")
 _ICEBERG_ONLY = ("catalog", "ref", "snapshot")
 
 
-def source_problems(datasets: dict, diag: Callable[..., Diagnostic],
-                    mapping: Callable[[Any], dict], project: Project) -> list[Diagnostic]:
+def source_problems(datasets: dict[str, Any], diag: Callable[..., Diagnostic],
+                    mapping: Callable[[Any], dict[str, Any]], project: Project) -> list[Diagnostic]:
     """BE070 for keys that do not belong to the dataset's format, a missing catalog, two pins
     at once, or a `dvc:` pin on a table; uri problems of table datasets (BE015/BE018)."""
     problems: list[Diagnostic] = []
@@ -50,7 +51,7 @@ def source_problems(datasets: dict, diag: Callable[..., Diagnostic],
     return problems
 
 
-def _foreign_keys(ds: dict, fmt: str, refuse: Callable[..., None]) -> None:
+def _foreign_keys(ds: dict[str, Any], fmt: str, refuse: Callable[..., None]) -> None:
     """Pins of another format's tables; partitions or a DVC pin on a table."""
     foreign = [k for k in (*_DELTA_ONLY, *_ICEBERG_ONLY) if ds.get(k) is not None
                and not (fmt == "delta" and k in _DELTA_ONLY)
@@ -68,10 +69,8 @@ def _foreign_keys(ds: dict, fmt: str, refuse: Callable[..., None]) -> None:
                    hint="remove `dvc`")
 
 
-def _delta_problems(name: str, ds: dict, refuse: Callable[..., None],
+def _delta_problems(name: str, ds: dict[str, Any], refuse: Callable[..., None],
                     diag: Callable[..., Diagnostic], project: Project) -> list[Diagnostic]:
-    from buildenv.env.uris import uri_problem
-
     if ds.get("version") is not None and ds.get("as_of") is not None:
         refuse("as_of", "`version` and `as_of` are two pins: keep one")
     as_of = ds.get("as_of")
@@ -88,7 +87,7 @@ def _delta_problems(name: str, ds: dict, refuse: Callable[..., None],
     return [diag(code, f"dataset '{name}': {message}", "datasets", name, "uri", hint=hint)]
 
 
-def _iceberg_problems(name: str, ds: dict, refuse: Callable[..., None],
+def _iceberg_problems(name: str, ds: dict[str, Any], refuse: Callable[..., None],
                       diag: Callable[..., Diagnostic], problems: list[Diagnostic]) -> None:
     if ds.get("catalog") is None:
         problems.append(diag("BE070", f"dataset '{name}': an Iceberg table needs the `catalog` "
@@ -102,7 +101,7 @@ def _iceberg_problems(name: str, ds: dict, refuse: Callable[..., None],
                hint="write `namespace.table`, as the catalog names it")
 
 
-def _dvc_problems(ds: dict, refuse: Callable[..., None]) -> None:
+def _dvc_problems(ds: dict[str, Any], refuse: Callable[..., None]) -> None:
     pin, uri = ds.get("dvc"), ds.get("uri")
     if isinstance(pin, str) and not pin.endswith(".dvc"):
         refuse("dvc", f"'{pin}' is not a `.dvc` file",

@@ -35,14 +35,22 @@ from typing import Any
 
 from buildenv.compile.build import BuildOptions, build_pair
 from buildenv.compile.plan import pairs
+from buildenv.compile.registry import client
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_bytes
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity, did_you_mean
 from buildenv.core.project import Project
 from buildenv.data.lock.lockfile import lock_path, read_lock, stat_cache
-from buildenv.data.lock.locking import lock_environments
+from buildenv.data.lock.locking import digest_dataset, digest_declared
+from buildenv.data.store import ObjectStore
+from buildenv.data.tables import TableError
+from buildenv.data.validate.validate import validate_env
 from buildenv.env.resolve import Multiverse, Resolved
+from buildenv.labels.locking import lock_environments
+from buildenv.monitor.drift import drift_check
+from buildenv.release.champion import promote
 from buildenv.release.events import EventLog, Tracker
+from buildenv.release.gates import alias_name, evaluate, record_check
 from buildenv.release.journal import exclusive, journal, recover, restore, save, swap, work_root
 
 __all__ = ["RetrainOptions", "RetrainResult", "retrain"]
@@ -128,8 +136,6 @@ def rewrite_uri(project: Project, multiverse: Multiverse, res: Resolved, dataset
 def _drift(project: Project, res: Resolved, dataset: str, baseline_uri: str,
            baseline_digest: Any) -> tuple[str, list[Diagnostic]]:
     """Drift of the new data against the locked version: (status, diagnostics)."""
-    from buildenv.monitor.drift import drift_check
-
     found = drift_check(project, res, dataset, baseline_uri, baseline_digest)
     return ("failed" if any(d.is_error for d in found) else "passed"), found
 
@@ -223,7 +229,6 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
 
     # validate
     progress.phase("validate")
-    from buildenv.data.validate.validate import validate_env
 
     found = validate_env(res, project, datasets=sorted(changed))
     errors = [d for d in found if d.is_error]
@@ -240,9 +245,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
     # lock
     progress.phase("lock")
     journal(work, {"phase": "locking", "saved": entries})
-    from buildenv.labels.locking import lock_label_sets
-
-    locked, problems = lock_environments(multiverse, [env], label_locker=lock_label_sets)
+    locked, problems = lock_environments(multiverse, [env])
     if problems or not locked:
         log.emit("lock", "failed", "; ".join(p.message for p in problems))
         raise _Stop(problems)
@@ -274,9 +277,6 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
     if not options.promote:
         log.emit("promote", "skipped", "run with --promote to move the alias")
     else:
-        from buildenv.release.champion import promote
-        from buildenv.release.gates import alias_name
-
         for training, ev in evaluations.items():
             if ev is None:
                 log.emit("promote", "skipped", "no promotion gates", training=training)
@@ -321,9 +321,6 @@ def _build_step(project: Project, multiverse: Multiverse, env: str, work: Path, 
 
 def _changed(project: Project, res: Resolved, lock: Any) -> tuple[dict[str, str],
                                                                    list[Diagnostic]]:
-    from buildenv.data.lock.locking import digest_declared
-    from buildenv.data.tables import TableError
-
     changed: dict[str, str] = {}
     problems: list[Diagnostic] = []
     cache = stat_cache(project)
@@ -358,8 +355,6 @@ def _changed(project: Project, res: Resolved, lock: Any) -> tuple[dict[str, str]
 
 def _drift_step(project: Project, res: Resolved, lock: Any, changed: dict[str, str],
                 log: EventLog) -> str:
-    from buildenv.data.lock.locking import digest_dataset
-
     statuses = []
     problems: list[Diagnostic] = []
     for name in sorted(changed):
@@ -399,19 +394,14 @@ def _drift_step(project: Project, res: Resolved, lock: Any, changed: dict[str, s
 
 def _tag_candidate(project: Project, training: str, version: str, retrain_id: str,
                    drift_status: str) -> None:
-    from buildenv.compile.registry import client
-
     c = client(project)
     c.set_model_version_tag(training, version, "buildenv.retrain_id", retrain_id)
-    from buildenv.release.gates import record_check
 
     record_check(project, training, version, "drift", drift_status)
 
 
 def _gate_step(project: Project, res: Resolved, staged: dict[str, Path],
                log: EventLog) -> dict[str, Any]:
-    from buildenv.release.gates import evaluate
-
     evaluations: dict[str, Any] = {}
     failures: list[Diagnostic] = []
     for training, out in staged.items():
@@ -440,8 +430,6 @@ def _gate_step(project: Project, res: Resolved, staged: dict[str, Path],
 def _retrievable(project: Project, pinned: Any) -> bool:
     """Whether the locked version can still be read though its uri now holds other data: a
     table version (its pinned files, or their kept copies) or bytes the object store kept."""
-    from buildenv.data.store import ObjectStore
-
     store = ObjectStore.of(project)
     if pinned.manifest is not None:
         if pinned.table is not None:

@@ -47,6 +47,10 @@ import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+# Deferred imports (pandas): the app imports only the standard library; pandas comes with the
+# model's runtime, loaded with the model.
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "serving.json"), encoding="utf-8") as handle:
@@ -253,7 +257,7 @@ DEADLINES = Deadlines()
 
 
 class Handler(BaseHTTPRequestHandler):
-    model = None
+    model: Any = None  # the loaded model, set once before serving
     server_version = "buildenv-serving/1"
     timeout = TIMEOUT  # each read; DEADLINES bounds the whole request
     expired = False

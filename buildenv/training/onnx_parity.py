@@ -12,6 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
+import onnxruntime
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
+
 __all__ = ["check_onnx"]
 
 PROBA_TOLERANCE = 1e-3
@@ -24,7 +30,7 @@ def _diag(code: str, message: str, hints: list[str] | None = None) -> dict:
 
 
 def _column_types(env: Any, inputs: list[str]) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     for ds in env.datasets.values():
         for name, col in ds.columns.items():
             out.setdefault(name, col.dtype)
@@ -32,8 +38,6 @@ def _column_types(env: Any, inputs: list[str]) -> dict[str, str]:
 
 
 def _feeds(X: Any, types: dict[str, str]) -> dict:
-    import numpy as np
-
     feeds = {}
     for name, dtype in types.items():
         values = X[name]
@@ -53,8 +57,6 @@ def _feeds(X: Any, types: dict[str, str]) -> dict:
 def _initial_types(types: dict[str, str], holdout: Any) -> list[tuple[str, Any]]:
     """One graph input per column: strings, int64 (integers without nulls in the evaluation
     rows), else float."""
-    from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
-
     nullable_int = set()
     if holdout is not None:
         X = holdout[0]
@@ -86,11 +88,6 @@ def _graph_problems(graph: Any, ops: list[tuple[str, str]], opset: int) -> list[
 
 
 def check_onnx(model: Any, inputs: list[str] | None, env: Any, holdout: Any, out: Path) -> dict:
-    import numpy as np
-    import onnx
-    import onnxruntime
-    from skl2onnx import convert_sklearn
-
     opset = env.serving.opset
     libraries = {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
     if not inputs:

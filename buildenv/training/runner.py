@@ -19,11 +19,16 @@ import json
 import os
 import random
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+# Deferred imports (buildenv, numpy, mlflow, sklearn): the training process starts importing mlflow
+# in a thread first (`_preload`), and an import that fails inside `run` becomes a BE305 result
+# instead of a process that dies before writing one.
 
 __all__ = ["main"]
 
@@ -122,8 +127,6 @@ def _signature(env: Any, inputs: list[str] | None, label: Any):
 def _preload() -> None:
     """Import MLflow while the user's training runs: it is needed only to save the model,
     and its import is seconds of mostly-Python work that overlaps well with numeric code."""
-    import threading
-
     def work() -> None:
         try:
             import mlflow.sklearn  # noqa: F401

@@ -36,7 +36,7 @@ GENESIS = "sha256:" + "0" * 64
 _TAIL = 1 << 16
 
 
-def _hash(record: dict) -> str:
+def _hash(record: dict[str, Any]) -> str:
     body = {k: v for k, v in record.items() if k != "hash"}
     return "sha256:" + hashlib.sha256(canonical_json(body)).hexdigest()
 
@@ -58,7 +58,7 @@ class AuditLog:
     # --- writing ------------------------------------------------------------------------
     def append(self, *, purpose: str, environment: str | None, dataset: str,
                digest: str | None, columns: list[str], rows: int | None,
-               **details: Any) -> dict:
+               **details: Any) -> dict[str, Any]:
         """Append one record; DiagnosticError(BE801) when the log is not sound or cannot be
         written (then whatever wanted the record does not happen)."""
         try:
@@ -74,7 +74,7 @@ class AuditLog:
 
     def _append(self, *, purpose: str, environment: str | None, dataset: str,
                 digest: str | None, columns: list[str], rows: int | None,
-                **details: Any) -> dict:
+                **details: Any) -> dict[str, Any]:
         log = AppendLog(self.path, "the audit log")
         with log.locked():
             log.cut_torn_tail()
@@ -93,7 +93,7 @@ class AuditLog:
                 {"seq": record["seq"], "hash": record["hash"]}, sort_keys=True) + "\n")
         return record
 
-    def _sound_tail(self, log: AppendLog) -> dict | None:
+    def _sound_tail(self, log: AppendLog) -> dict[str, Any] | None:
         """The last record; refuses a log that was tampered with at its end (last record
         invalid, or fewer records than the head says)."""
         if not self.path.is_file():
@@ -127,7 +127,7 @@ class AuditLog:
             "read until it is", hints=("run `buildenv audit --verify` to find the first bad "
                                        "record, and restore the log from a backup",))], 1)
 
-    def _head(self) -> dict | None:
+    def _head(self) -> dict[str, Any] | None:
         try:
             data = json.loads(self.head_path.read_text(encoding="utf-8"))
             return data if isinstance(data, dict) else None
@@ -135,9 +135,9 @@ class AuditLog:
             return None
 
     # --- reading ------------------------------------------------------------------------
-    def records(self) -> list[dict]:
+    def records(self) -> list[dict[str, Any]]:
         """Every parseable record, in file order (verification is `verify`'s job)."""
-        out = []
+        out: list[dict[str, Any]] = []
         if not self.path.is_file():
             return out
         with open(self.path, encoding="utf-8") as handle:

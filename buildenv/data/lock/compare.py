@@ -5,6 +5,8 @@ diff` shows it under the environments' differences (a data branch against produc
 
 from __future__ import annotations
 
+from typing import Any
+
 from buildenv.data.lock.lockfile import Lock, LockedDataset
 
 __all__ = ["compare_locks", "pinned_text"]
@@ -17,7 +19,7 @@ def pinned_text(entry: LockedDataset) -> str:
     return f"{what}, {entry.rows:,} rows{files}"
 
 
-def compare_locks(a: Lock | None, b: Lock | None) -> list[dict]:
+def compare_locks(a: Lock | None, b: Lock | None) -> list[dict[str, Any]]:
     """One entry per dataset whose pins differ: both versions and, for manifests, the files
     they share and those only one has (counted; paths are not shown: a restricted dataset's
     could say something)."""
@@ -28,7 +30,7 @@ def compare_locks(a: Lock | None, b: Lock | None) -> list[dict]:
         old, new = a.datasets[name], b.datasets[name]
         if old.digest == new.digest:
             continue
-        item: dict = {"dataset": name, "a": pinned_text(old), "b": pinned_text(new),
+        item: dict[str, Any] = {"dataset": name, "a": pinned_text(old), "b": pinned_text(new),
                       "rows": [old.rows, new.rows]}
         if old.manifest is not None and new.manifest is not None:
             mine = {(f.path, f.digest) for f in old.manifest.files}

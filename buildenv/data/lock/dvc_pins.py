@@ -15,6 +15,7 @@ Pins of one file (DVC 3, `hash: md5`, and DVC 2's `md5-dos2unix`); directory pin
 from __future__ import annotations
 
 import configparser
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ from buildenv.data.storage import Location
 from buildenv.data.tables import TableError, require_tables
 from buildenv.env.spec import Dataset
 
+# Deferred imports (dvc_data, dvc_objects): DVC's data library is the tables extra's, needed only
+# for a dataset pinned by a `.dvc` file.
+
 __all__ = ["DvcPin", "digest_dvc", "dvc_location", "dvc_moved", "read_pin"]
 
 
@@ -37,7 +41,7 @@ class DvcPin:
     hash_name: str  # "md5" (DVC 3) or "md5-dos2unix" (DVC 2)
     path: str  # the output's path, relative to the .dvc file's directory
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, Any]:
         return {"file": self.file, "md5": self.md5, "hash": self.hash_name, "path": self.path}
 
 
@@ -88,7 +92,8 @@ def _odb(path: str, hash_name: str, read_only: bool, fs: Any = None) -> Any:
     from dvc_objects.fs.local import LocalFileSystem  # pants: no-infer-dep (the tables extra)
 
     if fs is None:
-        return get_odb(LocalFileSystem(), path, hash_name=hash_name, read_only=read_only)
+        return get_odb(LocalFileSystem(), path,  # type: ignore[no-untyped-call]
+                       hash_name=hash_name, read_only=read_only)
     return HashFileDB(fs, path, hash_name=hash_name, read_only=read_only)
 
 
@@ -97,9 +102,7 @@ def _remote(url: str, hash_name: str) -> Any:
     DVC 2 at the root."""
     sub = "files/md5" if hash_name == "md5" else ""
     if url.startswith("s3://"):
-        import os
-
-        import s3fs
+        import s3fs  # only for an s3:// remote
         from dvc_objects.fs.base import FileSystem  # pants: no-infer-dep (the tables extra)
 
         class S3(FileSystem):  # dvc-s3 would pull in the whole of DVC: s3fs suffices
@@ -154,7 +157,7 @@ def dvc_location(project: Project, ds: Dataset, uri: str) -> Location:
 
 
 def digest_dvc(project: Project, ds: Dataset, algorithm: str, cache: StatCache | None
-               ) -> tuple[ContentDigest, dict]:
+               ) -> tuple[ContentDigest, dict[str, Any]]:
     """(digest of the pinned bytes, the pin's record) for the lock."""
     pin = read_pin(project, ds)
     location = dvc_location(project, ds, ds.uri)

@@ -1,18 +1,22 @@
 """Locking: hash every dataset of the environments asked for (each distinct version once),
-ask the label-set pinning for their label sets, and write each lock when it changed."""
+ask the label-set pinning (`LabelLocker`, implemented by the labels room) for their label sets,
+and write each lock when it changed."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from buildenv.core.atomic import atomic_write_text
+from buildenv.core.canonical import canonical_json, digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
 from buildenv.data.executor import Executor
 from buildenv.data.lock.digests import ContentDigest, StatCache, digest_location
+from buildenv.data.lock.dvc_pins import digest_dvc
 from buildenv.data.lock.lockfile import (
     Lock,
     LockedDataset,
@@ -27,12 +31,15 @@ from buildenv.data.lock.manifest import (
     digest_partitioned,
 )
 from buildenv.data.lock.provenance import provenance_problems
+from buildenv.data.lock.tables import column_problems, digest_table
 from buildenv.data.storage import locate
-from buildenv.env.resolve import Multiverse
-from buildenv.env.spec import Dataset
+from buildenv.data.tables import TableError
+from buildenv.env.resolve import Multiverse, Resolved
+from buildenv.env.spec import Dataset, LabelSet
+from buildenv.env.uris import names_directory
 
-__all__ = ["DatasetKey", "Digested", "LabelLocker", "digest_dataset", "digest_declared",
-           "label_declaration", "lock_environments"]
+__all__ = ["DatasetKey", "Digested", "Keeper", "LabelLocker", "digest_dataset", "digest_declared",
+           "label_declaration", "lock_environments_with"]
 
 DatasetKey = tuple[str, str, tuple[str, ...]]  # uri, format, partitions (a table's: its pin)
 
@@ -41,8 +48,8 @@ DatasetKey = tuple[str, str, tuple[str, ...]]  # uri, format, partitions (a tabl
 class Digested:
     value: ContentDigest
     manifest: Manifest | None = None
-    table: dict | None = None  # a table version's record
-    dvc: dict | None = None  # a DVC pin's record
+    table: dict[str, Any] | None = None  # a table version's record
+    dvc: dict[str, Any] | None = None  # a DVC pin's record
 
 
 def digest_dataset(project: Project, uri: str, fmt: str, partitions: Sequence[str] = (),
@@ -52,7 +59,7 @@ def digest_dataset(project: Project, uri: str, fmt: str, partitions: Sequence[st
     manifest (a stat per file, a hash per file the stat cache cannot vouch for). Raises
     FileNotFoundError, ManifestError or another exception naming what cannot be read."""
     location = locate(uri, project)
-    if not uri.endswith("/"):
+    if not names_directory(uri):
         return Digested(digest_location(location, fmt, algorithm, cache))
     manifest = digest_partitioned(location, partitions, algorithm, cache, executor)
     return Digested(ContentDigest(manifest.digest, manifest.size, manifest.rows), manifest)
@@ -65,13 +72,9 @@ def digest_declared(project: Project, ds: Dataset, algorithm: str = "sha256",
     `lock.tables`), the bytes a `.dvc` file pins (`lock.dvc_pins`), or the file or directory
     at its uri. Raises like `digest_dataset`, and TableError for tables and DVC pins."""
     if ds.is_table:
-        from buildenv.data.lock.tables import digest_table
-
         value, manifest, record = digest_table(project, ds, algorithm, cache, executor)
         return Digested(value, manifest, table=record)
     if ds.dvc is not None:
-        from buildenv.data.lock.dvc_pins import digest_dvc
-
         value, record = digest_dvc(project, ds, algorithm, cache)
         return Digested(value, dvc=record)
     return digest_dataset(project, ds.uri, ds.format, ds.partition_columns, algorithm, cache,
@@ -85,8 +88,6 @@ def _digest_all(project: Project, wanted: dict[DatasetKey, Dataset], algorithm: 
                 cache: StatCache, executor: Executor | None = None
                 ) -> tuple[dict[DatasetKey, Digested], dict[DatasetKey, list[Problem]]]:
     """Hash each distinct dataset once, a few in parallel (hashlib releases the GIL)."""
-    from buildenv.data.tables import TableError
-
     results: dict[DatasetKey, Digested] = {}
     errors: dict[DatasetKey, list[Problem]] = {}
 
@@ -106,7 +107,7 @@ def _digest_all(project: Project, wanted: dict[DatasetKey, Dataset], algorithm: 
             raise
         except Exception as exc:  # a parse error from pyarrow: bad Parquet/CSV
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            errors[item] = [("BE053", text if item[0].endswith("/")
+            errors[item] = [("BE053", text if names_directory(item[0])
                              else f"cannot read '{uri}': {text}", ())]
 
     workers = max(1, min(len(wanted), os.cpu_count() or 1, 4))
@@ -117,38 +118,54 @@ def _digest_all(project: Project, wanted: dict[DatasetKey, Dataset], algorithm: 
 
 def _key(ds: Dataset) -> DatasetKey:
     if ds.is_table or ds.dvc is not None:
-        from buildenv.core.canonical import canonical_json
-
         pin = ds.model_dump(mode="json", include={"version", "as_of", "catalog", "ref",
                                                   "snapshot", "dvc"})
         return (ds.uri, ds.format, (canonical_json(pin).decode(),))
     return (ds.uri, ds.format, tuple(ds.partition_columns) if ds.partitioned else ())
 
 
-#: Pins an environment's label sets (buildenv.labels.locking.lock_label_sets): it reads and
-#: counts the exports, which the data room cannot do. Arguments: the multiverse, the resolved
-#: environment, the previous lock (or None), the algorithm and the stat cache.
-LabelLocker = Callable[..., tuple[dict[str, "LockedLabels"], list[Diagnostic]]]
+class LabelLocker(Protocol):
+    """How the lock pins an environment's label sets: the lock owns this interface, the labels
+    room implements it (it reads and counts the exports, which the data room cannot import).
+    `buildenv.labels.locking.lock_environments` is the one place the two meet: every caller
+    locks through it, so no lock leaves the label sets out."""
+
+    def __call__(self, multiverse: Multiverse, res: Resolved, previous: Lock | None,
+                 algorithm: str, cache: StatCache
+                 ) -> tuple[dict[str, LockedLabels], list[Diagnostic]]:
+        """The label sets' lock entries (an unchanged one reused from `previous`), and the
+        problems found."""
+        ...
 
 
-def label_declaration(spec) -> str:
+class Keeper(Protocol):
+    """How the lock keeps the bytes it pins: the lock owns this interface, the store room
+    implements it (`buildenv.data.store.keeping.keep_lock`). Called before a lock is written;
+    a lock is never written for bytes it failed to keep."""
+
+    def __call__(self, project: Project, res: Resolved, lock: Lock, cache: StatCache
+                 ) -> list[Diagnostic]:
+        """The problems found keeping the pinned bytes of `lock` (none: all kept)."""
+        ...
+
+
+def label_declaration(spec: LabelSet) -> str:
     """Digest of what determines a label set's lock entry (all but its description)."""
-    from buildenv.core.canonical import digest_json
-
     return digest_json(spec.model_dump(mode="json", exclude={"description"}))
 
 
-def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str = "sha256",
-                      label_locker: LabelLocker | None = None,
-                      executor: Executor | None = None,
-                      ) -> tuple[list[tuple[str, Lock, bool]], list[Diagnostic]]:
-    """Lock each environment; returns (name, lock, changed) and the problems found. An
-    environment with label sets needs `label_locker`; `executor` hashes the files of
-    partitioned datasets."""
+def lock_environments_with(label_locker: LabelLocker, multiverse: Multiverse, names: list[str],
+                           algorithm: str = "sha256", executor: Executor | None = None,
+                           keeper: Keeper | None = None,
+                           ) -> tuple[list[tuple[str, Lock, bool]], list[Diagnostic]]:
+    """Lock each environment, its label sets by `label_locker`; returns (name, lock, changed)
+    and the problems found; `executor` hashes the files of partitioned datasets and tables;
+    `keeper` keeps the pinned bytes. Callers use `buildenv.labels.locking.lock_environments`,
+    which passes the labels room's locker and the store's keeper."""
     project = multiverse.project
     resolved, problems = multiverse.resolve_all(names)
     wanted = {_key(ds): ds for res in resolved.values() for ds in res.env.datasets.values()}
-    if executor is not None and any(uri.endswith("/") or ds.is_table
+    if executor is not None and any(names_directory(uri) or ds.is_table
                                     for (uri, _, _), ds in wanted.items()):
         executor.prepare()  # datasets are hashed from threads: connect from this one
     cache = stat_cache(project)
@@ -161,11 +178,6 @@ def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str =
             continue
         labels: dict[str, LockedLabels] = {}
         if res.env.labels:
-            if label_locker is None:
-                problems.append(res.diag("BE057", f"environment '{name}' declares label sets, "
-                                         "which this caller cannot lock", "labels",
-                                         hints=(f"run `buildenv lock {name}`",)))
-                continue
             try:
                 previous = read_lock(project, name)
             except DiagnosticError:
@@ -176,13 +188,16 @@ def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str =
                 continue
         datasets = {}
         for ds_name, ds in res.env.datasets.items():
-            found = digests[_key(ds)]
-            datasets[ds_name] = LockedDataset(ds.uri, ds.format, found.value.digest,
-                                              found.value.size, found.value.rows,
-                                              found.manifest, found.table, found.dvc)
+            digested = digests[_key(ds)]
+            datasets[ds_name] = LockedDataset(ds.uri, ds.format, digested.value.digest,
+                                              digested.value.size, digested.value.rows,
+                                              digested.manifest, digested.table, digested.dvc)
         lock = Lock(name, res.digest, datasets, labels)
-        if not _kept(project, res, lock, cache, problems):
-            continue  # a lock is never written for bytes the store failed to keep
+        if keeper is not None:
+            failed = keeper(project, res, lock, cache)
+            problems.extend(failed)
+            if failed:
+                continue  # a lock is never written for bytes the store failed to keep
         path = lock_path(project, name)
         text = lock.render()
         changed = not path.is_file() or path.read_text(encoding="utf-8") != text
@@ -193,7 +208,7 @@ def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str =
     return out, problems
 
 
-def _dataset_problems(project: Project, res, digests: dict[DatasetKey, Digested],
+def _dataset_problems(project: Project, res: Resolved, digests: dict[DatasetKey, Digested],
                       errors: dict[DatasetKey, list[Problem]]) -> list[Diagnostic]:
     """Why an environment's datasets cannot be pinned: what hashing them found, what its
     declarations cannot take of a table version, a synthetic file that is not its
@@ -216,8 +231,6 @@ def _table_problems(ds: Dataset, found: Digested, restricted: bool) -> list[tupl
     """What an environment cannot take of a table version: columns it declares that the
     version lacks (BE076); partition values of a restricted table (BE075: the lock would
     hold them)."""
-    from buildenv.data.lock.tables import column_problems
-
     assert found.table is not None
     problems = column_problems(ds, found.table)
     if restricted and found.manifest is not None and found.manifest.partitions:
@@ -225,16 +238,3 @@ def _table_problems(ds: Dataset, found: Digested, restricted: bool) -> list[tupl
                          f"{', '.join(found.manifest.partitions)} and the dataset is "
                          "restricted: partition values would be written in the lock"))
     return problems
-
-
-def _kept(project: Project, res, lock: Lock, cache: StatCache,
-          problems: list[Diagnostic]) -> bool:
-    """Keep the pinned bytes of the datasets that keep theirs (buildenv.data.store)."""
-    from buildenv.data.store.keeping import keep_pinned, pinned_files
-
-    failed = keep_pinned(project, pinned_files(project, res.env, lock), cache)
-    for item, text in failed:
-        problems.append(res.diag("BE053", f"dataset '{item.dataset}': {text}", "datasets",
-                                 item.dataset, "uri", hints=(f"run `buildenv lock {res.name}` "
-                                                             "again",)))
-    return not failed

@@ -23,9 +23,12 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
 from buildenv.core.canonical import canonical_json
+from buildenv.data.executor import Executor, LocalExecutor
+from buildenv.data.lock.digests import ALGORITHMS, ContentDigest, StatCache, compute_digest
 from buildenv.data.storage import Location, Stat
 
 __all__ = ["HIVE_NULL", "FileEntry", "Listed", "Manifest", "ManifestError", "digest_listed",
@@ -53,14 +56,15 @@ class FileEntry:
     rows: int
     values: dict[str, str | None] | None = None  # a table file's partition values (as text)
 
-    def to_json(self) -> dict:
-        data = {"path": self.path, "size": self.size, "digest": self.digest, "rows": self.rows}
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"path": self.path, "size": self.size, "digest": self.digest,
+                                "rows": self.rows}
         if self.values is not None:
             data["values"] = self.values
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> FileEntry:
+    def from_json(cls, data: dict[str, Any]) -> FileEntry:
         values = data.get("values")
         return cls(str(data["path"]), int(data["size"]), str(data["digest"]), int(data["rows"]),
                    {str(k): (None if v is None else str(v)) for k, v in values.items()}
@@ -83,8 +87,6 @@ class Manifest:
 
     @property
     def digest(self) -> str:
-        from buildenv.data.lock.digests import ALGORITHMS
-
         hasher = ALGORITHMS[self.algorithm]()
         hasher.update(canonical_json({"manifest": MANIFEST_VERSION, "files": [
             [f.path, f.size, f.digest] + ([f.values] if f.values is not None else [])
@@ -111,18 +113,18 @@ class Manifest:
         changed = sorted(p for p in set(old) & set(new) if old[p].digest != new[p].digest)
         return added, removed, changed
 
-    def files_json(self) -> list[dict]:
+    def files_json(self) -> list[dict[str, Any]]:
         return [f.to_json() for f in self.files]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """The manifest alone (what a build hands its training process)."""
-        data: dict = {"partitions": list(self.partitions), "files": self.files_json()}
+        data: dict[str, Any] = {"partitions": list(self.partitions), "files": self.files_json()}
         if self.base is not None:
             data["base"] = self.base
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> Manifest:
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
         return cls(tuple(FileEntry.from_json(f) for f in data["files"]),
                    tuple(data.get("partitions") or ()), data.get("base"))
 
@@ -220,13 +222,11 @@ def hash_file(task: tuple[Location, str]) -> tuple[Stat | None, object, int]:
     """One file's (stat, ContentDigest or error text, time the hash started): the unit of work
     the executor runs, locally or as a Ray task. Errors are returned, not raised, so that they
     come back naming their file whatever ran them."""
-    from buildenv.data.lock.digests import _compute
-
     location, algorithm = task
     try:
         stat = location.stat()
         started = time.time_ns()
-        value = _compute(location, "parquet", algorithm)
+        value = compute_digest(location, "parquet", algorithm)
         if location.stat() != stat:
             return None, f"{location.uri} changed while it was being hashed; try again", 0
         return stat, value, started
@@ -240,7 +240,7 @@ def hash_file(task: tuple[Location, str]) -> tuple[Stat | None, object, int]:
 
 
 def digest_partitioned(location: Location, partitions: Sequence[str], algorithm: str,
-                       cache, executor=None) -> Manifest:
+                       cache: StatCache | None, executor: Executor | None = None) -> Manifest:
     """The manifest of the files under `location` now: a stat per file, and a hash of each
     file the stat cache cannot vouch for (run by `executor`, default a few local threads).
     Raises FileNotFoundError, ManifestError (files that cannot be pinned, each named) or
@@ -250,14 +250,12 @@ def digest_partitioned(location: Location, partitions: Sequence[str], algorithm:
 
 
 def digest_listed(listed: Sequence[Listed], partitions: Sequence[str], algorithm: str,
-                  cache, executor=None, values: dict[str, dict] | None = None,
+                  cache: StatCache | None, executor: Executor | None = None,
+                  values: dict[str, dict[str, str | None]] | None = None,
                   base: str | None = None) -> Manifest:
     """The manifest of `listed` files (a directory's, or a table version's with their
     partition `values` by path and the table's `base`): each hashed unless the stat cache
     vouches for it. Raises ValueError naming files that cannot be read."""
-    from buildenv.data.executor import LocalExecutor
-    from buildenv.data.lock.digests import ContentDigest
-
     known: dict[str, ContentDigest] = {}
     todo: list[Listed] = []
     for item in listed:
@@ -274,7 +272,8 @@ def digest_listed(listed: Sequence[Listed], partitions: Sequence[str], algorithm
             if stat is None:
                 errors.append(str(value))
                 continue
-            known[item.path] = value  # type: ignore[assignment]
+            assert isinstance(value, ContentDigest)
+            known[item.path] = value
             if cache is not None:
                 cache.put(item.key, stat, algorithm, "parquet", value, started)
         if errors:

@@ -10,6 +10,8 @@ and the caller asks pyarrow, which then says precisely what is wrong with the fi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 __all__ = ["footer_rows"]
 
 MAGIC = b"PAR1"
@@ -99,7 +101,7 @@ class _Reader:
             size = self.varint()
         return size, header & 0x0F
 
-    def fields(self):
+    def fields(self) -> Iterator[tuple[int, int]]:
         """(field id, type) of each field of a struct, up to its STOP."""
         last = 0
         while True:
@@ -141,7 +143,7 @@ def parse_num_rows(footer: bytes) -> int:
     return num_rows
 
 
-def footer_rows(read_at, size: int) -> int | None:
+def footer_rows(read_at: Callable[[int, int], bytes], size: int) -> int | None:
     """Rows of a Parquet file of `size` bytes; `read_at(offset, n)` returns bytes. None when
     the footer is not what this parser expects (the caller then asks pyarrow)."""
     try:

@@ -14,8 +14,11 @@ from typing import Any
 from buildenv.core.diagnostics import Diagnostic, Severity
 from buildenv.core.project import Project
 from buildenv.data.lock.digests import StatCache
+from buildenv.data.lock.dvc_pins import dvc_moved
 from buildenv.data.lock.lockfile import LockedDataset
 from buildenv.data.lock.manifest import describe_diff
+from buildenv.data.lock.objects import LocalObjects
+from buildenv.data.lock.tables import pinned_files_now, table_moved
 from buildenv.data.tables import TableError
 from buildenv.env.resolve import Resolved
 
@@ -30,8 +33,6 @@ def source_staleness(project: Project, res: Resolved, ds_name: str, pinned: Lock
     a followed table moved (the pinned files are still verified)."""
     ds = res.env.datasets[ds_name]
     if ds.dvc is not None:
-        from buildenv.data.lock.dvc_pins import dvc_moved
-
         moved = dvc_moved(project, ds, pinned)
         if moved is None:
             return []
@@ -39,9 +40,6 @@ def source_staleness(project: Project, res: Resolved, ds_name: str, pinned: Lock
                          "datasets", ds_name, "dvc",
                          hints=(f"review `buildenv drift {res.name} --dataset {ds_name} "
                                 f"--against {ds.uri}` and run `buildenv lock {res.name}`",))]
-    from buildenv.data.lock.tables import pinned_files_now, table_moved
-    from buildenv.data.store import ObjectStore
-
     problems: list[Diagnostic] = []
     place = ("datasets", ds_name, "uri")
     label = f"{'Delta' if ds.format == 'delta' else 'Iceberg'} table '{ds.uri}' " \
@@ -54,8 +52,8 @@ def source_staleness(project: Project, res: Resolved, ds_name: str, pinned: Lock
                          f"{exc}", *place, hints=("a table's files are never rewritten by its "
                                                   "writers: restore them",))]
     if missing:
-        store = ObjectStore.of(project)
-        lost = [p for p in missing if not store.has(pinned.manifest.entry(p).digest)]
+        store = LocalObjects.of(project)
+        lost = [p for p in missing if not store.has(_digest(pinned, p))]
         if lost:
             shown = ", ".join(f"'{p}'" for p in lost[:3]) + (
                 f" and {len(lost) - 3} more" if len(lost) > 3 else "")
@@ -75,7 +73,7 @@ def source_staleness(project: Project, res: Resolved, ds_name: str, pinned: Lock
             hints=("a table's files are never rewritten by its writers: restore them, or "
                    f"relock with `buildenv lock {res.name}`",)))
     try:
-        moved = table_moved(project, ds, pinned.table or {})
+        table_move = table_moved(project, ds, pinned.table or {})
     except TableError as exc:
         if exc.code == "BE071":
             problems.append(res.diag(exc.code, f"dataset '{ds_name}': cannot tell whether the "
@@ -85,11 +83,18 @@ def source_staleness(project: Project, res: Resolved, ds_name: str, pinned: Lock
             problems.append(res.diag(exc.code, f"dataset '{ds_name}': {exc.message}", *place,
                                      hints=exc.hints))
         return problems
-    if moved is not None:
-        where, what = moved
+    if table_move is not None:
+        where, what = table_move
         problems.append(res.diag(
             "BE051", f"dataset '{ds_name}' moved since it was locked: {where}: {what}",
             *place, hints=(f"review `buildenv drift {res.name} --dataset {ds_name} "
                            f"--against {ds.uri}`, then `buildenv lock {res.name}` (or "
                            f"`buildenv retrain {res.name}`) pins the new version",)))
     return problems
+
+
+def _digest(pinned: LockedDataset, path: str) -> str:
+    assert pinned.manifest is not None
+    entry = pinned.manifest.entry(path)
+    assert entry is not None
+    return entry.digest

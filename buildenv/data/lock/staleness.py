@@ -5,19 +5,25 @@ digest, then a stat per file through the stat cache) and says what changed and w
 
 from __future__ import annotations
 
+from typing import Any
+
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project
 from buildenv.data.executor import Executor
-from buildenv.data.lock.digests import StatCache, digest_location
-from buildenv.data.lock.lockfile import Lock, lock_path, read_lock, stat_cache
+from buildenv.data.lock.digests import FILE, StatCache, digest_location
+from buildenv.data.lock.lockfile import Lock, LockedDataset, lock_path, read_lock, stat_cache
 from buildenv.data.lock.locking import digest_dataset, label_declaration
 from buildenv.data.lock.manifest import (
     ManifestError,
     describe_diff,
 )
+from buildenv.data.lock.objects import LocalObjects
 from buildenv.data.lock.provenance import provenance_problems
+from buildenv.data.lock.sources import source_staleness
+from buildenv.data.lock.tables import declared_pin
 from buildenv.data.storage import locate
 from buildenv.env.resolve import Multiverse, Resolved
+from buildenv.env.spec import Dataset
 
 
 def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
@@ -49,8 +55,6 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
         algorithm = (pinned.manifest.algorithm if pinned.manifest is not None
                      else pinned.digest.split(":", 1)[0])
         if ds.is_table or ds.dvc is not None:
-            from buildenv.data.lock.sources import source_staleness
-
             problems.extend(source_staleness(project, res, ds_name, pinned, algorithm, cache,
                                              executor))
             continue
@@ -151,12 +155,11 @@ def _label_pins_stale(res: Resolved, lock: Lock, display: str) -> list[Diagnosti
 def _label_bytes_changed(project: Project, res: Resolved, lock: Lock,
                          cache: StatCache) -> list[Diagnostic]:
     """BE058: an export or mapping whose bytes are not the ones the lock pins."""
-    from buildenv.data.lock.digests import FILE
-
     problems = []
     for ls_name, spec in sorted(res.env.labels.items()):
         pinned = lock.labels[ls_name]
-        files = [(spec.uri, pinned.digest, ("labels", ls_name, "uri"))]
+        files: list[tuple[str, str, tuple[Any, ...]]] = [
+            (spec.uri, pinned.digest, ("labels", ls_name, "uri"))]
         files += [(e.mapping, pinned.mappings[e.mapping], ("labels", ls_name, "reuse", i,
                                                           "mapping"))
                   for i, e in enumerate(spec.reuse) if e.mapping]
@@ -199,22 +202,18 @@ def lock_state(multiverse: Multiverse, res: Resolved) -> str:
     return "unreadable"
 
 
-def _pin_changed(ds, pinned) -> bool:
+def _pin_changed(ds: Dataset, pinned: LockedDataset) -> bool:
     """Whether a table's or DVC pin in the declaration differs from the one locked."""
     if ds.is_table and pinned.table is not None:
-        from buildenv.data.lock.tables import declared_pin
-
         return pinned.table.get("pin") != declared_pin(ds)
     if ds.dvc is not None and pinned.dvc is not None:
         return pinned.dvc.get("file") != ds.dvc
     return False
 
 
-def _kept(project: Project, pinned) -> bool:
+def _kept(project: Project, pinned: LockedDataset) -> bool:
     """Whether the object store holds every file a lock entry pins."""
-    from buildenv.data.store import ObjectStore
-
-    store = ObjectStore.of(project)
+    store = LocalObjects.of(project)
     if pinned.manifest is not None:
         return all(store.has(f.digest) for f in pinned.manifest.files)
     return store.has(pinned.digest)

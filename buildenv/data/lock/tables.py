@@ -17,18 +17,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from buildenv.core.diagnostics import did_you_mean
 from buildenv.core.project import Project
 from buildenv.data.lock.digests import ContentDigest, StatCache
 from buildenv.data.lock.manifest import Listed, Manifest, digest_listed
 from buildenv.data.storage import locate
 from buildenv.data.tables import TableError, TableVersion, resolve
+from buildenv.data.tables.delta import describe_commits, latest_version
+from buildenv.data.tables.iceberg import check_field_names, open_snapshot
 from buildenv.env.spec import Dataset
 
 __all__ = ["column_problems", "declared_pin", "digest_table", "pinned_files_now", "table_moved"]
 
 
 def digest_table(project: Project, ds: Dataset, algorithm: str, cache: StatCache | None,
-                 executor: Any = None) -> tuple[ContentDigest, Manifest, dict]:
+                 executor: Any = None) -> tuple[ContentDigest, Manifest, dict[str, Any]]:
     """(digest, manifest, table record) of the version `ds` selects now. Raises TableError
     (BE072-BE077, BE053) naming the table, the version and the file."""
     version = resolve(project, ds)
@@ -53,8 +56,6 @@ def digest_table(project: Project, ds: Dataset, algorithm: str, cache: StatCache
                          "differs from the size the table records", "restore the files the "
                          "table wrote; buildenv never pins bytes the table does not describe")
     if ds.format == "iceberg":
-        from buildenv.data.tables.iceberg import check_field_names
-
         check_field_names(version, lambda path: base.child(path).open_random())
     try:
         manifest = digest_listed(listed, version.partitions, algorithm, cache, executor,
@@ -81,13 +82,13 @@ def pinned_files_now(project: Project, manifest: Manifest, algorithm: str,
         except FileNotFoundError:
             missing.append(entry.path)
     now = digest_listed(listed, manifest.partitions, algorithm, cache, executor,
-                        values={f.path: f.values for f in manifest.files}
+                        values={f.path: f.values or {} for f in manifest.files}
                         if any(f.values is not None for f in manifest.files) else None,
                         base=manifest.base)
     return now, missing
 
 
-def declared_pin(ds: Dataset) -> dict:
+def declared_pin(ds: Dataset) -> dict[str, Any]:
     """What the declaration pins: recorded in the lock, so a changed pin makes it stale."""
     pin = ds.model_dump(mode="json", include={"version", "as_of", "ref", "snapshot"},
                         exclude_none=True)
@@ -96,7 +97,7 @@ def declared_pin(ds: Dataset) -> dict:
     return pin
 
 
-def column_problems(ds: Dataset, table: dict) -> list[tuple[str, str]]:
+def column_problems(ds: Dataset, table: dict[str, Any]) -> list[tuple[str, str]]:
     """BE076 for declared columns the pinned version's schema does not have (the table's
     schema changed under the environment's columns)."""
     schema = table.get("schema") or {}
@@ -105,23 +106,19 @@ def column_problems(ds: Dataset, table: dict) -> list[tuple[str, str]]:
     out = []
     for column in ds.columns:
         if column not in schema:
-            from buildenv.core.diagnostics import did_you_mean
-
             hint = did_you_mean(column, list(schema))
             out.append(("BE076", f"{_kind(ds)} table '{ds.uri}' {label} has no column "
                         f"'{column}'" + (f" ({hint})" if hint else "")))
     return out
 
 
-def table_moved(project: Project, ds: Dataset, pinned: dict) -> tuple[str, str] | None:
+def table_moved(project: Project, ds: Dataset, pinned: dict[str, Any]) -> tuple[str, str] | None:
     """For a table that follows its latest commit (Delta) or a ref (Iceberg): (new label,
     what happened) when it is no longer at the pinned version, else None. A Delta table is
     asked by listing its log (no library); Iceberg needs its catalog. Raises TableError."""
     if ds.format == "delta":
         if ds.version is not None or ds.as_of is not None:
             return None  # pinned: the files are what is checked
-        from buildenv.data.tables.delta import describe_commits, latest_version
-
         latest = latest_version(project, ds.uri)
         if latest is None:
             raise TableError("BE053", f"Delta table '{ds.uri}' not found (no _delta_log)")
@@ -136,8 +133,6 @@ def table_moved(project: Project, ds: Dataset, pinned: dict) -> tuple[str, str] 
                 what + (" — " + ", ".join(steps) if steps else ""))
     if ds.snapshot is not None:
         return None
-    from buildenv.data.tables.iceberg import open_snapshot
-
     old = int(pinned["snapshot"])
     now = open_snapshot(project, ds, ref=ds.ref, since=old)
     if now.version == old:

@@ -13,23 +13,13 @@ of an old champion work after the data moved on.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from buildenv.data.store.objects import LocalObjects
-
-if TYPE_CHECKING:
-    from buildenv.core.project import Project
-    from buildenv.data.storage import Location
+from buildenv.core.project import Project
+from buildenv.data.lock.objects import LocalObjects
+from buildenv.data.storage import Location
+from buildenv.data.store.remote import RemoteObjects, StoreError, copy_verified
 
 __all__ = ["ObjectStore", "StoreError"]
-
-
-class StoreError(Exception):
-    """A store problem as a diagnostic: code (BE080-BE082) and message."""
-
-    def __init__(self, code: str, message: str, *hints: str):
-        super().__init__(message)
-        self.code, self.message, self.hints = code, message, tuple(hints)
 
 
 class ObjectStore:
@@ -39,7 +29,7 @@ class ObjectStore:
         self.local = local
         self.shared_uri = shared
         self.project = project
-        self._remote = None
+        self._remote: RemoteObjects | None = None
 
     @classmethod
     def of(cls, project: Project) -> ObjectStore:
@@ -47,11 +37,9 @@ class ObjectStore:
                    project)
 
     @property
-    def remote(self):
-        """The shared store (remote.RemoteObjects), or None."""
+    def remote(self) -> RemoteObjects | None:
+        """The shared store, or None."""
         if self._remote is None and self.shared_uri:
-            from buildenv.data.store.remote import RemoteObjects
-
             self._remote = RemoteObjects.at(self.shared_uri, self.project)
         return self._remote
 
@@ -81,8 +69,6 @@ class ObjectStore:
             return self.local.add_file(location.local, digest, restricted, vouched)
         if self.local.has(digest):
             return "present"
-        from buildenv.data.store.remote import copy_verified
-
         with location.open() as stream:
             copy_verified(stream, digest, self.local, restricted, location.uri)
         return "copy"

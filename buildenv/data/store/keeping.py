@@ -11,14 +11,16 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
 from buildenv.data.lock.digests import StatCache
 from buildenv.data.lock.lockfile import Lock, LockedDataset
 from buildenv.data.storage import Location, locate
 from buildenv.data.store import ObjectStore
+from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Environment
 
-__all__ = ["PinnedFile", "keep_pinned", "pinned_files"]
+__all__ = ["PinnedFile", "dataset_files", "keep_lock", "keep_pinned", "pinned_files"]
 
 
 @dataclass(frozen=True)
@@ -86,3 +88,13 @@ def keep_pinned(project: Project, files: list[PinnedFile], cache: StatCache | No
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(keep, todo))
     return problems
+
+
+def keep_lock(project: Project, res: Resolved, lock: Lock, cache: StatCache
+              ) -> list[Diagnostic]:
+    """The store's `Keeper` (buildenv.data.lock.locking): keep the pinned bytes of `lock`'s
+    datasets that keep theirs; a diagnostic per file that could not be kept."""
+    failed = keep_pinned(project, pinned_files(project, res.env, lock), cache)
+    return [res.diag("BE053", f"dataset '{item.dataset}': {text}", "datasets", item.dataset,
+                     "uri", hints=(f"run `buildenv lock {res.name}` again",))
+            for item, text in failed]

@@ -15,14 +15,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from buildenv.data.lock.digests import ALGORITHMS, CHUNK
+from buildenv.data.lock.objects import LocalObjects
 from buildenv.data.storage import Location, locate
-from buildenv.data.store import StoreError
-from buildenv.data.store.objects import LocalObjects
 
 if TYPE_CHECKING:
     from buildenv.core.project import Project
 
-__all__ = ["RemoteObjects", "copy_verified"]
+__all__ = ["RemoteObjects", "StoreError", "copy_verified"]
+
+
+class StoreError(Exception):
+    """A store problem as a diagnostic: code (BE080-BE082) and message."""
+
+    def __init__(self, code: str, message: str, *hints: str):
+        super().__init__(message)
+        self.code, self.message, self.hints = code, message, tuple(hints)
 
 
 def copy_verified(stream: Any, digest: str, local: LocalObjects, restricted: bool,

@@ -25,11 +25,20 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from buildenv.data.storage import Location, locate
-from buildenv.data.tables import TableError, TableFile, TableVersion, iso_time, require_tables
+from buildenv.data.tables.version import (
+    TableError,
+    TableFile,
+    TableVersion,
+    iso_time,
+    require_tables,
+)
 
 if TYPE_CHECKING:
     from buildenv.core.project import Project
     from buildenv.env.spec import Dataset
+
+# Deferred imports (deltalake, pyarrow): delta-rs is the tables extra's; pyarrow stays off the
+# start-up path of `buildenv lock`, which imports this module.
 
 __all__ = ["describe_commits", "latest_version", "open_version", "table_location"]
 
@@ -150,7 +159,7 @@ def _refuse_unreadable(table: Any, label: str) -> None:
                              "APPLY (PURGE)) or pin a version before the delete")
 
 
-def _version_as_of(uri: str, history: list[dict], as_of: str) -> int:
+def _version_as_of(uri: str, history: list[dict[str, Any]], as_of: str) -> int:
     """The latest version committed at or before `as_of`; BE072 when the table's first
     remaining commit is later (delta-rs would silently answer version 0)."""
     when = dt.datetime.fromisoformat(as_of)
@@ -203,7 +212,7 @@ def describe_commits(project: Project, uri: str, after: int, upto: int) -> list[
     return out
 
 
-def _metric(metrics: dict, *names: str) -> int:
+def _metric(metrics: dict[str, Any], *names: str) -> int:
     """delta-rs writes ints under snake_case names; Spark writes strings under camelCase."""
     for name in names:
         if name in metrics:

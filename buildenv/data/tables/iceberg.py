@@ -21,13 +21,20 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
-from buildenv.data.tables import TableError, TableFile, TableVersion, require_tables
+from buildenv.core.diagnostics import did_you_mean
+from buildenv.data.tables.version import TableError, TableFile, TableVersion, require_tables
 
 if TYPE_CHECKING:
     from buildenv.core.project import Project
     from buildenv.env.spec import Catalog, Dataset
 
-__all__ = ["catalog_properties", "check_field_names", "open_snapshot", "with_deadline"]
+# Deferred imports (pyiceberg, pyarrow): PyIceberg is the tables extra's; pyarrow stays off the
+# start-up path of `buildenv lock`, which imports this module.
+
+__all__ = ["DATA_ROOT", "catalog_properties", "check_field_names", "open_snapshot",
+           "with_deadline"]
+
+DATA_ROOT = "buildenv.data-root"  # the catalog property iceberg_io.RepoFileIO resolves against
 
 T = TypeVar("T")
 MAIN = "main"
@@ -53,15 +60,14 @@ def with_deadline(fn: Callable[[], T], seconds: float, what: str) -> T:
                          "`catalog.timeout`")
     if "error" in box:
         raise box["error"]
-    return box["value"]
+    value: T = box["value"]
+    return value
 
 
 def catalog_properties(project: Project, catalog: Catalog) -> dict[str, str]:
     """PyIceberg properties: relative SQLite paths and table locations resolved against the
     repository, a PostgreSQL connect timeout, the S3 endpoint of AWS_ENDPOINT_URL, then the
     catalog's own `properties`."""
-    from buildenv.data.tables.iceberg_io import DATA_ROOT
-
     uri = catalog.uri
     if catalog.type == "sql":
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -149,8 +155,6 @@ def open_snapshot(project: Project, ds: Dataset, *, snapshot: int | None = None,
         if ref_name not in refs:
             if ref is None and not refs:
                 raise TableError("BE072", f"{name} has no snapshot yet (nothing was written)")
-            from buildenv.core.diagnostics import did_you_mean
-
             known = ", ".join(sorted(refs)) or "none"
             raise TableError("BE074", f"{name} has no branch or tag '{ref_name}' (refs: "
                              f"{known})", did_you_mean(ref_name, list(refs)) or "")

@@ -13,9 +13,9 @@ from typing import Any
 
 from pyiceberg.io.pyarrow import PyArrowFileIO  # pants: no-infer-dep (the tables extra)
 
-__all__ = ["DATA_ROOT", "RepoFileIO"]
+from buildenv.data.tables.iceberg import DATA_ROOT
 
-DATA_ROOT = "buildenv.data-root"
+__all__ = ["RepoFileIO"]
 
 
 class RepoFileIO(PyArrowFileIO):

@@ -45,7 +45,7 @@ class FileResult:
     reports: dict[str, ColumnReport] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # declared columns the file lacks
     wrong: dict[str, str] = field(default_factory=dict)  # column -> stored type not accepted
-    error: dict | None = None  # Diagnostic.to_json() of a GateError
+    error: dict[str, Any] | None = None  # Diagnostic.to_json() of a GateError
     size: int = 0
     digest: str = ""
     rows: int = 0
@@ -79,8 +79,8 @@ def _validate_file(job: tuple[FileTask, str, dict[str, Column], list[str], bool]
                     check_batch(batch.column(batch.schema.get_field_index(name)), checks,
                                 result.reports[name])
             read.verify()
-            result.size, result.digest = read._pinned.size, read.digest or ""
-            result.rows = read.rows_read if checked else read._stored_rows()
+            result.size, result.digest = read.size, read.digest or ""
+            result.rows = read.rows_read if checked else read.stored_rows()
     except GateError as exc:
         result.error = exc.diagnostic.to_json()
     return result

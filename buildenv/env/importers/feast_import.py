@@ -32,7 +32,9 @@ from typing import Any
 import yaml
 
 from buildenv.core.atomic import atomic_write_text
+from buildenv.core.diagnostics import did_you_mean
 from buildenv.core.project import Project
+from buildenv.env.importers.feast_python import FeastError, feast_python
 
 __all__ = ["FeastError", "FeastImport", "cache_path", "describe_service", "environment_text",
            "translate"]
@@ -45,20 +47,12 @@ DTYPES = {"Int32": "int32", "Int64": "int64", "Float32": "float32", "Float64": "
           "STRING": "string", "BOOL": "bool", "UNIX_TIMESTAMP": "timestamp"}
 
 
-class FeastError(Exception):
-    """A diagnostic about the Feast repository: code (BE906/BE907/BE909) and message."""
-
-    def __init__(self, code: str, message: str, *hints: str):
-        super().__init__(message)
-        self.code, self.message, self.hints = code, message, tuple(hints)
-
-
 @dataclass
 class FeastImport:
     """The datasets of one feature service, and what could not be translated."""
 
     service: str
-    datasets: dict[str, dict] = field(default_factory=dict)
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
 
@@ -96,14 +90,13 @@ def cache_path(project: Project, repo: Path, service: str) -> Path | None:
     return project.state_dir / "cache" / "feast" / f"{hasher.hexdigest()}.json"
 
 
-def describe_service(project: Project, repo: Path, service: str) -> dict:
+def describe_service(project: Project, repo: Path, service: str) -> dict[str, Any]:
     """What Feast says of `service` (feast_registry.py's JSON), cached by registry digest."""
-    from buildenv.env.importers.feast_python import feast_python
-
     key = cache_path(project, repo, service)
     if key is not None:
         try:
-            return json.loads(key.read_text())
+            cached: dict[str, Any] = json.loads(key.read_text())
+            return cached
         except (OSError, ValueError):
             pass
     python = feast_python(project)
@@ -123,7 +116,7 @@ def describe_service(project: Project, repo: Path, service: str) -> dict:
         last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise FeastError("BE909", f"Feast failed on '{repo}': {last}")
     try:
-        described = json.loads(proc.stdout)
+        described: dict[str, Any] = json.loads(proc.stdout)
     except ValueError:
         raise FeastError("BE909", "Feast's description is not JSON") from None
     if key is not None and described.get("service") is not None:
@@ -131,12 +124,10 @@ def describe_service(project: Project, repo: Path, service: str) -> dict:
     return described
 
 
-def translate(described: dict, service: str, repo: Path, project: Project) -> FeastImport:
+def translate(described: dict[str, Any], service: str, repo: Path, project: Project) -> FeastImport:
     """Environment datasets for `service` (FeastError BE907 when the registry lacks it)."""
     if described.get("service") is None:
         known = ", ".join(described.get("services") or []) or "none"
-        from buildenv.core.diagnostics import did_you_mean
-
         raise FeastError("BE907", f"Feast repository '{repo}' has no feature service "
                          f"'{service}' (services: {known})",
                          did_you_mean(service, described.get("services") or []) or "")
@@ -152,12 +143,12 @@ def translate(described: dict, service: str, repo: Path, project: Project) -> Fe
     return out
 
 
-def _dataset(view: dict, service: str, repo: Path, project: Project,
-             skipped: list[str]) -> dict:
+def _dataset(view: dict[str, Any], service: str, repo: Path, project: Project,
+             skipped: list[str]) -> dict[str, Any]:
     source = view["source"]
     path = str(source["path"])
     uri = path if "://" in path else _relative(repo / path, project)
-    columns: dict[str, dict] = {}
+    columns: dict[str, dict[str, Any]] = {}
     join_keys = view.get("join_key_map") or {}
     for entity in view.get("entities", []):
         key = join_keys.get(entity["join_key"], entity["join_key"])
@@ -204,7 +195,7 @@ def _relative(path: Path, project: Project) -> str:
         return path.resolve().as_uri()
 
 
-def environment_text(imported: FeastImport, env: str | None, existing: dict | None,
+def environment_text(imported: FeastImport, env: str | None, existing: dict[str, Any] | None,
                      header: str) -> str:
     """The environment's YAML: new, or `existing` with the service's datasets merged in
     (declared columns keep their constraints; `serving` follows Feast; new columns added)."""

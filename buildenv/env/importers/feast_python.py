@@ -17,18 +17,26 @@ import sys
 import uuid
 from pathlib import Path
 
+from buildenv.core.mutex import mutex, mutex_path, mutex_timeout
 from buildenv.core.project import Project
 
-__all__ = ["FEAST_PYTHON_ENV", "REQUIREMENTS", "feast_python"]
+__all__ = ["FEAST_PYTHON_ENV", "REQUIREMENTS", "FeastError", "feast_python"]
 
 FEAST_PYTHON_ENV = "BUILDENV_FEAST_PYTHON"
 REQUIREMENTS = ("feast==0.67.0", "pandas<3")
 CREATE_TIMEOUT = 1800.0
 
 
-def _error(message: str, *hints: str) -> Exception:
-    from buildenv.env.importers.feast_import import FeastError
+class FeastError(Exception):
+    """A diagnostic about a Feast repository or Feast's environment: code (BE906-BE909) and
+    message."""
 
+    def __init__(self, code: str, message: str, *hints: str):
+        super().__init__(message)
+        self.code, self.message, self.hints = code, message, tuple(hints)
+
+
+def _error(message: str, *hints: str) -> FeastError:
     return FeastError("BE909", message, *hints)
 
 
@@ -48,8 +56,6 @@ def feast_python(project: Project) -> str:
     python = root / "bin" / "python"
     if python.exists():
         return str(python)
-    from buildenv.core.mutex import mutex, mutex_path, mutex_timeout
-
     with mutex(mutex_path(project.state_dir, "toolchain", root.name),
                f"the Feast environment {root.name}", mutex_timeout(CREATE_TIMEOUT)):
         if not python.exists():

@@ -24,13 +24,14 @@ def _type(dtype: Any) -> str:
     return str(dtype)
 
 
-def describe(repo: str, service_name: str) -> dict:
-    import feast  # the Feast environment's own
-    from feast import FeatureStore
+def describe(repo: str, service_name: str) -> dict[str, Any]:
+    # Feast's own interpreter runs this file: Feast is there, not in buildenv's environment
+    import feast  # pants: no-infer-dep
+    from feast import FeatureStore  # pants: no-infer-dep
 
     store = FeatureStore(repo_path=repo)
     services = {s.name: s for s in store.list_feature_services()}
-    out: dict = {"project": store.project, "feast": feast.__version__,
+    out: dict[str, Any] = {"project": store.project, "feast": feast.__version__,
                  "services": sorted(services), "service": None}
     service = services.get(service_name)
     if service is None:

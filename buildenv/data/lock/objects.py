@@ -1,5 +1,8 @@
 """The local object store: pinned bytes kept by digest under `.buildenv/objects/`.
 
+The lock owns its layout (lock checks ask it whether a pinned file is kept); the store room
+(`buildenv.data.store`) fills it, shares it and reads from it.
+
 `objects/<algorithm>/<first two hex digits>/<rest>` holds the bytes whose digest is
 `<algorithm>:<hex>`. An object appears only complete (written under a temporary name in the
 same directory, then renamed) and read-only (0444; 0400 when it belongs to a restricted
@@ -23,6 +26,12 @@ import stat as statmod
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from buildenv.data.lock.digests import ALGORITHMS, CHUNK
+
+if TYPE_CHECKING:  # the lock's start-up path imports this module: keep pydantic out of it
+    from buildenv.core.project import Project
 
 __all__ = ["FICLONE", "LocalObjects", "clone_file"]
 
@@ -68,6 +77,11 @@ class LocalObjects:
 
     def __init__(self, root: Path):
         self.root = root
+
+    @classmethod
+    def of(cls, project: Project) -> LocalObjects:
+        """The project's store: `objects/` in the data's state directory."""
+        return cls(project.data_state_dir / "objects")
 
     def path(self, digest: str) -> Path:
         algorithm, _, hexdigest = digest.partition(":")
@@ -156,8 +170,6 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
 
 
 def _hash(path: Path, algorithm: str) -> str:
-    from buildenv.data.lock.digests import ALGORITHMS, CHUNK
-
     hasher = ALGORITHMS[algorithm]()
     with open(path, "rb", buffering=0) as handle:
         while chunk := handle.read(CHUNK):

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
+from buildenv.data.gate.audit import AuditLog
 from buildenv.data.lock.digests import StatCache, digest_location
 from buildenv.data.lock.lockfile import Lock, read_lock, stat_cache
+from buildenv.data.lock.objects import clone_file
 from buildenv.data.store import ObjectStore, StoreError
 from buildenv.data.store.keeping import PinnedFile, dataset_files, pinned_files
-from buildenv.data.store.objects import clone_file
+from buildenv.data.store.remote import RemoteObjects
 from buildenv.env.resolve import Multiverse, Resolved
 
 __all__ = ["Transfer", "checkout", "pull", "push"]
@@ -51,14 +53,14 @@ def _locked(multiverse: Multiverse, names: list[str] | None
     return out
 
 
-def _shared(project: Project) -> ObjectStore:
+def _shared(project: Project) -> tuple[ObjectStore, RemoteObjects]:
     store = ObjectStore.of(project)
     if store.remote is None:
         raise DiagnosticError([Diagnostic(
             "BE081", "no shared store is configured", "pyproject.toml",
             hints=("set `store = \"s3://bucket/prefix\"` (or a directory) under "
                    "[tool.buildenv]",))], 2)
-    return store
+    return store, store.remote
 
 
 def _wanted(multiverse: Multiverse, names: list[str] | None
@@ -74,8 +76,6 @@ def _wanted(multiverse: Multiverse, names: list[str] | None
 
 def _audit(project: Project, purpose: str, res: Resolved, item: PinnedFile) -> None:
     if item.restricted:
-        from buildenv.data.gate.audit import AuditLog
-
         AuditLog(project.data_state_dir).append(
             purpose=purpose, environment=res.name, dataset=item.dataset, digest=item.digest,
             columns=[], rows=None, file=item.location.uri, outcome="transferred")
@@ -84,11 +84,11 @@ def _audit(project: Project, purpose: str, res: Resolved, item: PinnedFile) -> N
 def push(multiverse: Multiverse, names: list[str] | None = None) -> Transfer:
     """Copy the objects the locks keep to the shared store (those it lacks)."""
     project = multiverse.project
-    store = _shared(project)
+    store, remote = _shared(project)
     result = Transfer()
     for digest, (res, item) in sorted(_wanted(multiverse, names).items()):
         try:
-            if store.remote.has(digest):
+            if remote.has(digest):
                 result.present += 1
                 continue
             if not store.local.has(digest):
@@ -100,7 +100,7 @@ def push(multiverse: Multiverse, names: list[str] | None = None) -> Transfer:
                 continue
             _audit(project, "push", res, item)
             path = store.local.path(digest)
-            store.remote.upload(path, digest)
+            remote.upload(path, digest)
             result.moved += 1
             result.size += path.stat().st_size
         except StoreError as exc:
@@ -112,17 +112,17 @@ def push(multiverse: Multiverse, names: list[str] | None = None) -> Transfer:
 def pull(multiverse: Multiverse, names: list[str] | None = None) -> Transfer:
     """Fetch the objects the locks keep that the local store lacks, each verified."""
     project = multiverse.project
-    store = _shared(project)
+    store, remote = _shared(project)
     result = Transfer()
     for digest, (res, item) in sorted(_wanted(multiverse, names).items()):
         if store.local.has(digest):
             result.present += 1
             continue
         try:
-            if not store.remote.has(digest):
-                raise StoreError("BE080", f"store '{store.remote.uri}' has no object {digest}")
+            if not remote.has(digest):
+                raise StoreError("BE080", f"store '{remote.uri}' has no object {digest}")
             _audit(project, "pull", res, item)
-            store.remote.download(digest, store.local, item.restricted)
+            remote.download(digest, store.local, item.restricted)
             result.moved += 1
             result.size += store.local.path(digest).stat().st_size
         except StoreError as exc:
