@@ -356,6 +356,8 @@ def test_changed_data_is_be051_with_digests_and_command(locked):
         f"locked: {old} -> {new} (data/movies.parquet)",
         "  hint: if the new data is intended, review `buildenv drift base --dataset movies "
         "--against data/movies.parquet` and run `buildenv lock base`",
+        "  hint: if not, `buildenv checkout base` restores the locked bytes from the object "
+        "store",
     ]
     assert old != new
 
