@@ -85,7 +85,7 @@ import pyarrow as pa
 from buildenv.core.project import Project
 from buildenv.data.gate.gate import Gate
 from buildenv.data.lock.lockfile import read_lock
-from buildenv.data.lock.locking import lock_environments
+from buildenv.labels.locking import lock_environments
 from buildenv.data.validate.validate import validate_env
 from buildenv.env.resolve import Multiverse
 import deltalake, pyiceberg.catalog.sql, pyiceberg.io.pyarrow  # imports are not measured

@@ -285,3 +285,18 @@ def test_a_killed_lock_leaves_no_partial_object(tmp_path):
         every_object_is_whole(root, temporaries=True)
     assert invoke_cli(["lock", "big"], root)[0] == 0
     assert every_object_is_whole(root, temporaries=True) >= 1
+
+
+@pytest.mark.parametrize("declared, kept", [
+    ({"uri": "data/x.csv", "format": "csv"}, True),
+    ({"uri": "data/events/"}, True),
+    ({"uri": "s3://bucket/x.parquet"}, False),  # it would be copied to this machine
+    ({"uri": "s3://bucket/x.parquet", "keep": True}, True),
+    ({"uri": "data/events", "format": "delta"}, False),  # a table keeps its history
+    ({"uri": "data/events", "format": "delta", "keep": True}, True),
+    ({"uri": "data/x.csv", "format": "csv", "keep": False}, False),
+])
+def test_what_a_lock_keeps_by_default(declared, kept):
+    from buildenv.env.spec import Dataset
+
+    assert Dataset(**declared, columns={"id": {"dtype": "int64"}}).keeps is kept

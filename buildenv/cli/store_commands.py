@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from buildenv.cli.app import Format, FormatOpt, RootOpt, app, command, finish, open_project
+
+if TYPE_CHECKING:
+    from buildenv.data.transfer import Transfer
 
 # Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
 # imports its rooms when it runs, so it pays only for what it uses.
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
+    """`27 B`, `4.3 KiB`, `1.2 GiB`."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def _moved(done: Transfer, verb: str, present: str, fmt: Format) -> None:
+    if fmt is Format.text:
+        print(f"{verb} {done.moved} object(s) ({_size(done.size)}); {done.present} {present}")
+    finish(done.problems, fmt)
 
 
 @app.command("push")
@@ -30,11 +41,8 @@ def push_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
     from buildenv.data.transfer import push
     from buildenv.env.resolve import Multiverse
 
-    done = push(Multiverse(open_project(root)), list(envs) if envs else None)
-    if fmt is Format.text:
-        print(f"pushed {done.moved} object(s) ({_size(done.size)}); {done.present} already "
-              "in the store")
-    finish(done.problems, fmt)
+    _moved(push(Multiverse(open_project(root)), list(envs) if envs else None), "pushed",
+           "already in the store", fmt)
 
 
 @app.command("pull")
@@ -46,11 +54,8 @@ def pull_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
     from buildenv.data.transfer import pull
     from buildenv.env.resolve import Multiverse
 
-    done = pull(Multiverse(open_project(root)), list(envs) if envs else None)
-    if fmt is Format.text:
-        print(f"pulled {done.moved} object(s) ({_size(done.size)}); {done.present} already "
-              "here")
-    finish(done.problems, fmt)
+    _moved(pull(Multiverse(open_project(root)), list(envs) if envs else None), "pulled",
+           "already here", fmt)
 
 
 @app.command("checkout")

@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from buildenv.env.uris import names_directory
+from buildenv.env.uris import is_remote, names_directory
 
 # Deferred imports (pyarrow): only an environment that declares a `pattern` needs RE2 to check it;
 # `show`, `diff` and `schema` stay light.
@@ -311,8 +311,9 @@ class Dataset(Strict):
     snapshot: int | None = None
     """Iceberg: the snapshot id to pin, instead of following a ref."""
     keep: bool | None = None
-    """Keep the bytes of every pinned version in the object store. Default: `true` for files
-    and directories, `false` for tables (which keep their own history)."""
+    """Keep the bytes of every pinned version in the object store. Default: `true` for local
+    files and directories, `false` for objects in an object store and for tables (which keep
+    their own copies and history)."""
     dvc: str | None = None
     """Path of a `.dvc` file that pins this dataset's bytes: they are fetched from the DVC
     cache or remote (needs the `tables` extra), whatever is at `uri`."""
@@ -337,8 +338,9 @@ class Dataset(Strict):
 
     @property
     def keeps(self) -> bool:
-        """Whether `buildenv lock` keeps the pinned bytes in the object store."""
-        return self.keep if self.keep is not None else not self.is_table
+        """Whether `buildenv lock` keeps the pinned bytes in the object store: `keep`, else
+        local files and directories (an object store and a table keep their own copies)."""
+        return self.keep if self.keep is not None else not (self.is_table or is_remote(self.uri))
 
     @property
     def partition_columns(self) -> list[str]:

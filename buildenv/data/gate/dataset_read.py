@@ -68,8 +68,8 @@ class DatasetRead(Reader):
         self._header: list[str] | None = None
 
     def _pin_source(self, algorithm: str) -> Pinned:
-        """The bytes to read: at the uri (a DVC pin's: in DVC's cache), or, when the file is
-        gone, the object store's copy of the pinned bytes."""
+        """The bytes to read: at the uri (a DVC pin's: in DVC's cache), or the object store's
+        copy of the pinned bytes when the file is gone or remote."""
         if self.spec.dvc is not None and self.uri == self.spec.uri:
             try:
                 location = dvc_location(self.scope.project, self.spec, self.uri)
@@ -77,6 +77,11 @@ class DatasetRead(Reader):
                 raise self.error(exc.code, f"{self.what}: {exc.message}", exc.hints) from None
         else:
             location = locate(self.uri, self.scope.project)
+            if location.local is None and self.expected is not None:
+                # a remote object would be downloaded to be hashed: a kept copy is local
+                stored = self._stored(None)
+                if stored is not None:
+                    return stored
         with self.opening():
             try:
                 return Pinned(location, algorithm)

@@ -1,7 +1,8 @@
 """Every pinned version stays retrievable: the object store.
 
-`buildenv lock` keeps the bytes of each pinned file (`keep`, default on for files and
-directories, off for tables, which keep their own history) in the local store
+`buildenv lock` keeps the bytes of each pinned file (`keep`, default on for local files and
+directories, off for object-store uris and tables, which keep their own copies) in the local
+store
 (`objects.LocalObjects`, `.buildenv/objects/`); `[tool.buildenv] store` names a shared store
 (an `s3://bucket/prefix`, or a directory) that `buildenv push` fills and `buildenv pull`
 fetches from (`remote.RemoteObjects`). The gate reads pinned bytes that are no longer at the
