@@ -99,6 +99,8 @@ class DatasetRead(Reader):
         try:
             path = ObjectStore.of(self.scope.project).find(self.expected, self.restricted)
         except StoreError as exc:
+            if current is not None:
+                return None  # the shared store cannot help: read the uri, verified as ever
             raise self.error(exc.code, f"{self.what}: {exc.message}", exc.hints) from None
         if path is None:
             return None
