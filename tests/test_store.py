@@ -300,3 +300,34 @@ def test_what_a_lock_keeps_by_default(declared, kept):
     from buildenv.env.spec import Dataset
 
     assert Dataset(**declared, columns={"id": {"dtype": "int64"}}).keeps is kept
+
+
+def test_label_exports_and_mappings_are_kept_read_back_and_restored(tmp_path):
+    from labelrepo import make_label_repo
+
+    from buildenv.data.gate.gate import Gate
+    from buildenv.data.lock.lockfile import read_lock
+    from buildenv.env.resolve import Multiverse
+
+    root = make_label_repo(tmp_path / "repo")
+    assert invoke_cli(["lock"], root)[0] == 0
+    before = invoke_cli(["labels", "v2", "--format", "json"], root)
+    assert before[0] == 0, before[2]
+    export = (root / "data" / "kind-v1.json").read_bytes()
+    mapping = (root / "data" / "v1-to-v2.sssom.tsv").read_bytes()
+    (root / "data" / "kind-v1.json").unlink()
+    (root / "data" / "v1-to-v2.sssom.tsv").unlink()
+    code, out, err = invoke_cli(["lock", "--check", "v2"], root)
+    assert code == 1 and "BE853" in err  # builds refuse: the files are not where declared
+    project = Project.discover(root)
+    pin = read_lock(project, "base").labels["kind-v1"].digest
+    with Gate(project, Multiverse(project).resolve("base").env, "labels").open_file(
+            "data/kind-v1.json", what="label set 'kind-v1'", expect=pin) as read:
+        assert b"".join(read.chunks()) == export  # the pinned bytes, from the store
+        assert read.verify() == pin and read.from_store
+    code, out, err = invoke_cli(["checkout", "v2"], root)
+    assert code == 0, err
+    assert (root / "data" / "kind-v1.json").read_bytes() == export
+    assert (root / "data" / "v1-to-v2.sssom.tsv").read_bytes() == mapping
+    assert invoke_cli(["lock", "--check"], root)[0] == 0
+    assert invoke_cli(["labels", "v2", "--format", "json"], root) == before

@@ -20,7 +20,7 @@ from buildenv.data.lock.digests import StatCache, digest_location
 from buildenv.data.lock.lockfile import Lock, read_lock, stat_cache
 from buildenv.data.lock.objects import clone_file
 from buildenv.data.store import ObjectStore, StoreError
-from buildenv.data.store.keeping import PinnedFile, dataset_files, pinned_files
+from buildenv.data.store.keeping import PinnedFile, dataset_files, label_files, pinned_files
 from buildenv.data.store.remote import RemoteObjects
 from buildenv.env.resolve import Multiverse, Resolved
 
@@ -93,9 +93,8 @@ def push(multiverse: Multiverse, names: list[str] | None = None) -> Transfer:
                 continue
             if not store.local.has(digest):
                 result.problems.append(res.diag(
-                    "BE080", f"dataset '{item.dataset}': {item.location.uri} ({digest}) is not "
-                    "in the local store, so it cannot be pushed", "datasets", item.dataset,
-                    "uri", hints=(f"run `buildenv lock {res.name}` where the data is, or "
+                    "BE080", f"{item.what}: {item.location.uri} ({digest}) is not "
+                    "in the local store, so it cannot be pushed", *item.place, hints=(f"run `buildenv lock {res.name}` where the data is, or "
                                   "`buildenv pull` where it was pushed",)))
                 continue
             _audit(project, "push", res, item)
@@ -127,8 +126,8 @@ def pull(multiverse: Multiverse, names: list[str] | None = None) -> Transfer:
             result.size += store.local.path(digest).stat().st_size
         except StoreError as exc:
             result.problems.append(res.diag(
-                exc.code, f"dataset '{item.dataset}': {item.location.uri}: {exc.message}",
-                "datasets", item.dataset, "uri", hints=exc.hints or (
+                exc.code, f"{item.what}: {item.location.uri}: {exc.message}",
+                *item.place, hints=exc.hints or (
                     "run `buildenv push` where the data was locked",)))
             if exc.code == "BE081":
                 break
@@ -155,17 +154,22 @@ def checkout(multiverse: Multiverse, name: str) -> Transfer:
             problem = _restore(project, store, cache, res, item, result)
             if problem is not None:
                 result.problems.append(problem)
+    for name, entry in sorted(lock.labels.items()):
+        for item in label_files(project, res.env, name, entry):
+            problem = _restore(project, store, cache, res, item, result)
+            if problem is not None:
+                result.problems.append(problem)
     cache.save()
     return result
 
 
 def _restore(project: Project, store: ObjectStore, cache: StatCache, res: Resolved,
              item: PinnedFile, result: Transfer) -> Diagnostic | None:
-    place = ("datasets", item.dataset, "uri")
+    place = item.place
     target = item.location.local
     if target is None:
-        return res.diag("BE083", f"dataset '{item.dataset}': {item.location.uri} is not a local "
-                        "path; checkout restores local files only", *place)
+        return res.diag("BE083", f"{item.what}: {item.location.uri} is not a local path; "
+                        "checkout restores local files only", *place)
     algorithm = item.digest.split(":", 1)[0]
     try:
         if digest_location(item.location, item.fmt, algorithm, cache).digest == item.digest:
@@ -176,9 +180,9 @@ def _restore(project: Project, store: ObjectStore, cache: StatCache, res: Resolv
     try:
         source = store.find(item.digest, item.restricted)
     except StoreError as exc:
-        return res.diag(exc.code, f"dataset '{item.dataset}': {exc.message}", *place)
+        return res.diag(exc.code, f"{item.what}: {exc.message}", *place)
     if source is None:
-        return res.diag("BE080", f"dataset '{item.dataset}': the bytes {item.location.uri} "
+        return res.diag("BE080", f"{item.what}: the bytes {item.location.uri} "
                         f"is pinned to ({item.digest}) are not in the store", *place,
                         hints=("`buildenv pull` fetches them where they were pushed; a "
                                "dataset with `keep: false` is not kept",))

@@ -30,8 +30,8 @@ from buildenv.data.gate.privacy import (
 from buildenv.data.gate.reader import Reader, digest_algorithm
 from buildenv.data.gate.scope import ReadScope
 from buildenv.data.lock.dvc_pins import dvc_location
-from buildenv.data.storage import Location, locate
-from buildenv.data.store import ObjectStore, StoreError
+from buildenv.data.storage import locate
+from buildenv.data.store import ObjectStore
 from buildenv.data.tables import TableError
 from buildenv.env.spec import Column, Dataset
 
@@ -56,14 +56,13 @@ class DatasetRead(Reader):
         self.format: FileFormat = FORMATS[fmt]
         self.origin = origin
         self.constants = dict(constants or {})
-        self.from_store = False  # the pinned bytes are read from the object store
         self._pinned = self._pin_source(digest_algorithm(expected, algorithm))
         vouched = scope.vouched(self._pinned, fmt) if not self.from_store else None
         if vouched is not None and expected in (None, vouched):
             self._pinned.vouch(vouched)
         elif expected is not None and not self.from_store:
             # the file at the uri is not known to hold the pinned bytes: the store's copy is
-            self._pinned = self._stored(self._pinned) or self._pinned
+            self._pinned = self.stored(self._pinned, self.restricted) or self._pinned
         self._schema: pa.Schema | None = None
         self._header: list[str] | None = None
 
@@ -75,41 +74,14 @@ class DatasetRead(Reader):
                 location = dvc_location(self.scope.project, self.spec, self.uri)
             except TableError as exc:
                 raise self.error(exc.code, f"{self.what}: {exc.message}", exc.hints) from None
-        else:
-            location = locate(self.uri, self.scope.project)
-            if location.local is None and self.expected is not None:
-                # a remote object would be downloaded to be hashed: a kept copy is local
-                stored = self._stored(None)
-                if stored is not None:
-                    return stored
-        with self.opening():
-            try:
+            with self.opening():
                 return Pinned(location, algorithm)
-            except FileNotFoundError:
-                stored = self._stored(None)
-                if stored is None:
-                    raise
+        if self.expected is not None and locate(self.uri, self.scope.project).local is None:
+            # a remote object would be downloaded to be hashed: a kept copy is local
+            stored = self.stored(None, self.restricted)
+            if stored is not None:
                 return stored
-
-    def _stored(self, current: Pinned | None) -> Pinned | None:
-        """The pinned bytes from the object store (fetched from the shared store when only it
-        has them), replacing `current`; None when the store does not hold them."""
-        if self.expected is None:
-            return None
-        try:
-            path = ObjectStore.of(self.scope.project).find(self.expected, self.restricted)
-        except StoreError as exc:
-            if current is not None:
-                return None  # the shared store cannot help: read the uri, verified as ever
-            raise self.error(exc.code, f"{self.what}: {exc.message}", exc.hints) from None
-        if path is None:
-            return None
-        if current is not None:
-            current.close()
-        self.from_store = True
-        location = locate(self.uri, self.scope.project)
-        return Pinned(Location(location.uri, str(path), str(path), path),
-                      self.expected.split(":", 1)[0])
+        return self.pin(algorithm)
 
     def release(self) -> None:
         self._pinned.close()

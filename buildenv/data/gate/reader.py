@@ -28,7 +28,8 @@ from buildenv.data.gate.pinned import Changed, Pinned
 from buildenv.data.gate.privacy import first_line
 from buildenv.data.gate.scope import ReadScope
 from buildenv.data.lock.digests import ALGORITHMS
-from buildenv.data.storage import locate
+from buildenv.data.storage import Location, locate
+from buildenv.data.store import ObjectStore, StoreError
 
 __all__ = ["Reader", "digest_algorithm"]
 
@@ -55,6 +56,7 @@ class Reader:
         self.expected = expected
         self.audited_dataset = audited
         self.digest: str | None = None  # known once the read is verified
+        self.from_store = False  # the expected bytes are read from the object store
         self.columns_read: set[str] = set()
         self.rows_read: int | None = 0
         self._decoded = False  # rows (or bytes) were handed out: an unfinished read is audited
@@ -82,9 +84,38 @@ class Reader:
                                    f"{exc.strerror or first_line(str(exc))}") from None
 
     def pin(self, algorithm: str, code: str = "BE053") -> Pinned:
-        """The bytes at `uri`, fixed for the whole read and hashed with `algorithm`."""
+        """The bytes at `uri`, fixed for the whole read and hashed with `algorithm`; when the
+        file is gone, the object store's copy of the expected bytes (`stored`)."""
         with self.opening(code):
-            return Pinned(locate(self.uri, self.scope.project), algorithm)
+            try:
+                return Pinned(locate(self.uri, self.scope.project), algorithm)
+            except FileNotFoundError:
+                stored = self.stored(None)
+                if stored is None:
+                    raise
+                return stored
+
+    def stored(self, current: Pinned | None, restricted: bool | None = None) -> Pinned | None:
+        """The expected bytes from the object store (fetched from the shared store when only
+        it has them), replacing `current` (the uri's, which is then closed); None when the
+        store does not hold them, or cannot be reached while the uri can be read."""
+        if self.expected is None:
+            return None
+        try:
+            private = self.audited_dataset is not None if restricted is None else restricted
+            path = ObjectStore.of(self.scope.project).find(self.expected, private)
+        except StoreError as exc:
+            if current is not None:
+                return None  # the shared store cannot help: read the uri, verified as ever
+            raise self.error(exc.code, f"{self.what}: {exc.message}", exc.hints) from None
+        if path is None:
+            return None
+        if current is not None:
+            current.close()
+        self.from_store = True
+        location = locate(self.uri, self.scope.project)
+        return Pinned(Location(location.uri, str(path), str(path), path),
+                      self.expected.split(":", 1)[0])
 
     # --- verification -------------------------------------------------------------------------
     def verify_pinned(self, pinned: Pinned) -> str:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
-from buildenv.data.lock.digests import StatCache
-from buildenv.data.lock.lockfile import Lock, LockedDataset
+from buildenv.data.lock.digests import FILE, StatCache
+from buildenv.data.lock.lockfile import Lock, LockedDataset, LockedLabels
 from buildenv.data.storage import Location, locate
 from buildenv.data.store import ObjectStore
 from buildenv.env.resolve import Resolved
@@ -25,34 +25,55 @@ __all__ = ["PinnedFile", "dataset_files", "keep_lock", "keep_pinned", "pinned_fi
 
 @dataclass(frozen=True)
 class PinnedFile:
-    dataset: str
+    dataset: str  # the dataset the bytes are rows or labels of (restricted: audited)
     location: Location
     digest: str
-    fmt: str  # how the stat cache knows the file ("parquet", "csv")
+    fmt: str  # how the stat cache knows the file ("parquet", "csv", "file")
     restricted: bool
+    what: str  # how messages name it: "dataset 'movies'", "label set 'genre-v2'"
+    place: tuple[str, ...]  # the YAML key its diagnostics point at
 
 
 def dataset_files(project: Project, name: str, pinned: LockedDataset, restricted: bool
                   ) -> list[PinnedFile]:
     """The files one lock entry pins, where they are expected to be."""
+    what, place = f"dataset '{name}'", ("datasets", name, "uri")
     if pinned.manifest is not None:
         base = locate(pinned.manifest.base or pinned.uri, project)
-        return [PinnedFile(name, base.child(f.path), f.digest, "parquet", restricted)
-                for f in pinned.manifest.files]
+        return [PinnedFile(name, base.child(f.path), f.digest, "parquet", restricted, what,
+                           place) for f in pinned.manifest.files]
     return [PinnedFile(name, locate(pinned.uri, project), pinned.digest, pinned.format,
-                       restricted)]
+                       restricted, what, place)]
+
+
+def label_files(project: Project, env: Environment, name: str, pinned: LockedLabels
+                ) -> list[PinnedFile]:
+    """The export and mapping files a label set's lock entry pins (local ones: kept)."""
+    spec = env.labels.get(name)
+    if spec is None:
+        return []
+    restricted = env.restricted(spec.dataset)
+    out = []
+    for uri, digest in [(pinned.uri, pinned.digest), *sorted(pinned.mappings.items())]:
+        location = locate(uri, project)
+        if location.local is not None:
+            out.append(PinnedFile(spec.dataset, location, digest, FILE, restricted,
+                                  f"label set '{name}'", ("labels", name, "uri")))
+    return out
 
 
 def pinned_files(project: Project, env: Environment, lock: Lock, every: bool = False
                  ) -> list[PinnedFile]:
-    """The files of `lock` that the store keeps (`every`: all files it pins, kept or not);
-    a DVC pin's bytes live in DVC's cache, not here."""
+    """The files of `lock` that the store keeps (`every`: all files it pins, kept or not):
+    datasets' and label sets'; a DVC pin's bytes live in DVC's cache, not here."""
     out = []
     for name, pinned in sorted(lock.datasets.items()):
         ds = env.datasets.get(name)
         if ds is None or pinned.dvc is not None or not (every or ds.keeps):
             continue
         out.extend(dataset_files(project, name, pinned, env.restricted(name)))
+    for label_set, entry in sorted(lock.labels.items()):
+        out.extend(label_files(project, env, label_set, entry))
     return out
 
 
@@ -95,6 +116,6 @@ def keep_lock(project: Project, res: Resolved, lock: Lock, cache: StatCache
     """The store's `Keeper` (buildenv.data.lock.locking): keep the pinned bytes of `lock`'s
     datasets that keep theirs; a diagnostic per file that could not be kept."""
     failed = keep_pinned(project, pinned_files(project, res.env, lock), cache)
-    return [res.diag("BE053", f"dataset '{item.dataset}': {text}", "datasets", item.dataset,
-                     "uri", hints=(f"run `buildenv lock {res.name}` again",))
+    return [res.diag("BE053", f"{item.what}: {text}", *item.place,
+                     hints=(f"run `buildenv lock {res.name}` again",))
             for item, text in failed]
