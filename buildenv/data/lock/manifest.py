@@ -28,7 +28,7 @@ from urllib.parse import unquote
 
 from buildenv.core.canonical import canonical_json
 from buildenv.data.executor import Executor, LocalExecutor
-from buildenv.data.lock.digests import ALGORITHMS, ContentDigest, StatCache, compute_digest
+from buildenv.data.lock.digests import ALGORITHMS, FILE, ContentDigest, StatCache, compute_digest
 from buildenv.data.storage import Location, Stat
 
 __all__ = ["HIVE_NULL", "FileEntry", "Listed", "Manifest", "ManifestError", "digest_listed",
@@ -218,15 +218,21 @@ def _sep(location: Location) -> str:
     return "" if location.uri.endswith("/") else "/"
 
 
-def hash_file(task: tuple[Location, str]) -> tuple[Stat | None, object, int]:
+def hash_file(task: tuple[Location, str] | tuple[Location, str, int]
+              ) -> tuple[Stat | None, object, int]:
     """One file's (stat, ContentDigest or error text, time the hash started): the unit of work
     the executor runs, locally or as a Ray task. Errors are returned, not raised, so that they
-    come back naming their file whatever ran them."""
-    location, algorithm = task
+    come back naming their file whatever ran them. A third item is the file's row count as a
+    table's log records it: then the footer is not read."""
+    location, algorithm = task[0], task[1]
     try:
         stat = location.stat()
         started = time.time_ns()
-        value = compute_digest(location, "parquet", algorithm)
+        if len(task) == 3:
+            value = compute_digest(location, FILE, algorithm)
+            value = ContentDigest(value.digest, value.size, task[2])
+        else:
+            value = compute_digest(location, "parquet", algorithm)
         if location.stat() != stat:
             return None, f"{location.uri} changed while it was being hashed; try again", 0
         return stat, value, started
@@ -252,10 +258,11 @@ def digest_partitioned(location: Location, partitions: Sequence[str], algorithm:
 def digest_listed(listed: Sequence[Listed], partitions: Sequence[str], algorithm: str,
                   cache: StatCache | None, executor: Executor | None = None,
                   values: dict[str, dict[str, str | None]] | None = None,
-                  base: str | None = None) -> Manifest:
+                  base: str | None = None, rows: dict[str, int] | None = None) -> Manifest:
     """The manifest of `listed` files (a directory's, or a table version's with their
-    partition `values` by path and the table's `base`): each hashed unless the stat cache
-    vouches for it. Raises ValueError naming files that cannot be read."""
+    partition `values` by path, the table's `base` and the `rows` its log records, which spare
+    reading each footer): each hashed unless the stat cache vouches for it. Raises ValueError
+    naming files that cannot be read."""
     known: dict[str, ContentDigest] = {}
     todo: list[Listed] = []
     for item in listed:
@@ -266,7 +273,10 @@ def digest_listed(listed: Sequence[Listed], partitions: Sequence[str], algorithm
             todo.append(item)
     if todo:
         runner = executor or LocalExecutor()
-        results = runner.map(hash_file, [(item.location, algorithm) for item in todo])
+        known_rows = rows or {}
+        results = runner.map(hash_file, [
+            (item.location, algorithm, known_rows[item.path]) if known_rows.get(item.path)
+            else (item.location, algorithm) for item in todo])
         errors = []
         for item, (stat, value, started) in zip(todo, results):
             if stat is None:

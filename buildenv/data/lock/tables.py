@@ -60,7 +60,8 @@ def digest_table(project: Project, ds: Dataset, algorithm: str, cache: StatCache
     try:
         manifest = digest_listed(listed, version.partitions, algorithm, cache, executor,
                                  values={f.path: f.values or {} for f in version.files}
-                                 if version.partitions else None, base=version.base)
+                                 if version.partitions else None, base=version.base,
+                                 rows={f.path: f.rows for f in version.files})
     except ValueError as exc:
         raise TableError("BE053", f"{_name(ds, version)}: {exc}") from None
     return (ContentDigest(manifest.digest, manifest.size, manifest.rows), manifest,

@@ -19,6 +19,7 @@ touch it must spawn.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 from typing import TYPE_CHECKING, Any
@@ -97,11 +98,10 @@ def open_version(project: Project, ds: Dataset, version: int | None,
     from deltalake.exceptions import DeltaError  # pants: no-infer-dep (the tables extra)
 
     latest = table.version()
+    history: list[dict[str, Any]] = []
     try:
-        history = table.history(limit=None if as_of is not None else
-                                max(1, latest - (version if version is not None else latest)
-                                    + 1))
         if as_of is not None:
+            history = table.history()
             version = _version_as_of(ds.uri, history, as_of)
         if version is not None and version != latest:
             if version > latest:
@@ -133,9 +133,31 @@ def open_version(project: Project, ds: Dataset, version: int | None,
                    {p: _text(values[p][i]) for p in partitions} if partitions else None)
          for i, (path, size, rows) in enumerate(zip(paths, sizes, records))),
         key=lambda f: f.path))
-    committed = next((int(h["timestamp"]) for h in history if h.get("version") == number), 0)
+    committed = _commit_time(location, number)
+    if committed is None:  # the commit file was cleaned up: the log's history may still say
+        committed = next((int(h["timestamp"]) for h in (history or table.history())
+                          if h.get("version") == number), 0)
     return TableVersion("delta", ds.uri.rstrip("/"), number, committed,
                         tuple((f.name, str(f.type)) for f in schema), partitions, files)
+
+
+def _commit_time(location: Location, version: int) -> int | None:
+    """When `version` was committed, from its commit file's `commitInfo` (one small read,
+    where delta-rs' history reads the whole log); None when the log does not say."""
+    commit = location.child(f"_delta_log/{version:020d}.json")
+    try:
+        with commit.open() as stream:
+            text = stream.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in text.splitlines():
+        if '"commitInfo"' in line:
+            try:
+                stamp = json.loads(line)["commitInfo"].get("timestamp")
+            except (ValueError, KeyError, AttributeError):
+                return None
+            return int(stamp) if isinstance(stamp, (int, float)) else None
+    return None
 
 
 def _refuse_unreadable(table: Any, label: str) -> None:
