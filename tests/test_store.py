@@ -331,3 +331,28 @@ def test_label_exports_and_mappings_are_kept_read_back_and_restored(tmp_path):
     assert (root / "data" / "v1-to-v2.sssom.tsv").read_bytes() == mapping
     assert invoke_cli(["lock", "--check"], root)[0] == 0
     assert invoke_cli(["labels", "v2", "--format", "json"], root) == before
+
+
+def test_a_damaged_copy_of_a_label_file_is_refused_and_removed(tmp_path):
+    from labelrepo import make_label_repo
+
+    from buildenv.data.gate.errors import GateError
+    from buildenv.data.gate.gate import Gate
+    from buildenv.data.lock.lockfile import read_lock
+    from buildenv.env.resolve import Multiverse
+
+    root = make_label_repo(tmp_path / "repo")
+    assert invoke_cli(["lock"], root)[0] == 0
+    project = Project.discover(root)
+    pin = read_lock(project, "base").labels["kind-v1"].digest
+    kept = objects(root).path(pin)
+    os.chmod(kept, 0o644)
+    kept.write_bytes(b"[]")
+    (root / "data" / "kind-v1.json").unlink()
+    gate = Gate(project, Multiverse(project).resolve("base").env, "labels")
+    with gate.open_file("data/kind-v1.json", what="label set 'kind-v1'", expect=pin) as read:
+        assert read.from_store and b"".join(read.chunks()) == b"[]"
+        with pytest.raises(GateError) as caught:
+            read.verify()
+    assert caught.value.diagnostic.code == "BE082"  # one store lookup, one refusal, any reader
+    assert not kept.exists()

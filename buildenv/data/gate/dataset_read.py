@@ -31,7 +31,6 @@ from buildenv.data.gate.reader import Reader, digest_algorithm
 from buildenv.data.gate.scope import ReadScope
 from buildenv.data.lock.dvc_pins import dvc_location
 from buildenv.data.storage import locate
-from buildenv.data.store import ObjectStore
 from buildenv.data.tables import TableError
 from buildenv.env.spec import Column, Dataset
 
@@ -175,19 +174,8 @@ class DatasetRead(Reader):
         return pa.Table.from_batches(batches, schema=schema)
 
     def verify(self) -> str:
-        """Compare what was read with the expected digest; audit a restricted read. A store
-        copy that does not match is damaged: removed (the next pull fetches it again)."""
-        try:
-            return self.verify_pinned(self._pinned)
-        except GateError as exc:
-            if not self.from_store or exc.diagnostic.code != self.mismatch_code:
-                raise
-            assert self.expected is not None
-            ObjectStore.of(self.scope.project).local.remove(self.expected)
-            raise self.error(
-                "BE082", f"{self.what}: the object store's copy of {self.uri} is damaged (it "
-                f"does not hash to {self.expected}); it was removed and nothing read from it "
-                "is used", ("`buildenv pull` fetches it again from the shared store",)) from None
+        """Compare what was read with the expected digest; audit a restricted read."""
+        return self.verify_pinned(self._pinned)
 
     # --- errors ---------------------------------------------------------------------------
     def changed_error(self) -> GateError:

@@ -10,6 +10,9 @@ alike, so that no reader can do it differently:
   set's, a mapping's), through the scope's public error factory;
 - **verify** the pinned bytes against the expected digest when the read completes (BE056 when
   the file was written meanwhile, the reader's mismatch code when it differs);
+- **the store**: when the pinned file is gone (or is not known to hold the pinned bytes), the
+  object store's copy of the expected bytes is read instead (`stored`); a copy that does not
+  hash to its name is BE082 and removed;
 - **audit** restricted reads: a completed read is recorded before its rows are used, a refused
   one with the digest found, and one that decoded rows but never completed (an error, a
   consumer that stopped early) when it is closed.
@@ -133,6 +136,8 @@ class Reader:
         if self.expected is not None and found != self.expected:
             if self.audited:
                 self.audit("refused: does not match the lock", found)
+            if self.from_store:
+                raise self.damaged_copy() from None
             raise self.error(
                 self.mismatch_code, f"{self.what} does not match the lock: expected "
                 f"{self.expected}, found {found} ({self.uri}); nothing read from it is used",
@@ -141,6 +146,16 @@ class Reader:
         if self.audited:
             self.audit("read")
         return found
+
+    def damaged_copy(self) -> GateError:
+        """BE082: the object store's copy does not hash to its name. It is removed (the next
+        pull fetches it again), so a damaged copy is never read twice."""
+        assert self.expected is not None
+        ObjectStore.of(self.scope.project).local.remove(self.expected)
+        return self.error(
+            "BE082", f"{self.what}: the object store's copy of {self.uri} is damaged (it does "
+            f"not hash to {self.expected}); it was removed and nothing read from it is used",
+            ("`buildenv pull` fetches it again from the shared store",))
 
     def changed_error(self) -> GateError:
         """BE056: the file was written to while it was being read."""
