@@ -73,12 +73,13 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 def run_training(project: Project, config: TrainingConfig, res: Resolved, out_dir: Path,
                  timeout: float, pins: dict[str, str],
-                 label_pins: dict[str, dict] | None = None, manifests: dict | None = None
-                 ) -> dict:
+                 label_pins: dict[str, dict] | None = None, manifests: dict | None = None,
+                 release_key: str | None = None) -> dict:
     """Run the training; its result (a dict) or failure diagnostics. `pins` (datasets) and
     `label_pins` (label sets) are the lock's digests: every read of the training and of its
     evaluation is verified against them (and `manifests`, the file lists of partitioned
-    datasets)."""
+    datasets). `release_key` (the build's cache key) names what a private release of its
+    figures is remembered under."""
     work = Path(tempfile.mkdtemp(prefix="buildenv-train-"))
     try:
         request = {
@@ -86,7 +87,7 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
             "module_path": config.module_path, "function": config.function,
             "seed": config.seed, "env": res.env.model_dump(mode="json", by_alias=True),
             "out_dir": str(out_dir), "result": str(work / "result.json"),
-            "pins": dict(pins), "label_pins": dict(label_pins or {}),
+            "pins": dict(pins), "label_pins": dict(label_pins or {}), "release_key": release_key,
             "manifests": {name: m.to_json() for name, m in (manifests or {}).items()},
         }
         (work / "request.json").write_text(json.dumps(request))
