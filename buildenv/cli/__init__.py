@@ -17,6 +17,7 @@ early.start(sys.argv)
 from buildenv.cli import init_commands  # noqa: E402, F401
 from buildenv.cli import env_commands  # noqa: E402, F401
 from buildenv.cli import data_commands  # noqa: E402, F401
+from buildenv.cli import store_commands  # noqa: E402, F401
 from buildenv.cli import access_commands  # noqa: E402, F401
 from buildenv.cli import labels_commands  # noqa: E402, F401
 from buildenv.cli import compile_commands  # noqa: E402, F401

@@ -138,9 +138,15 @@ def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
                   "column(s) checked)")
         finish(result.problems, fmt, quiet)
         return
+    from buildenv.data.lock.lockfile import read_lock
+
+    try:
+        lock = read_lock(multiverse.project, env)
+    except DiagnosticError:
+        lock = None  # an unreadable lock is `lock --check`'s to report
     with progress_shown(progress, quiet), make_executor(executor, multiverse.project) as runner:
         problems = validate_env(res, multiverse.project, datasets=list(dataset) if dataset else None,
-                                executor=runner)
+                                executor=runner, lock=lock)
         if not any(p.is_error for p in problems) and (
                 not dataset or res.env.label_dataset() in dataset):
             problems += _coverage(multiverse.project, res)

@@ -88,8 +88,7 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
             "seed": config.seed, "env": res.env.model_dump(mode="json", by_alias=True),
             "out_dir": str(out_dir), "result": str(work / "result.json"),
             "pins": dict(pins), "label_pins": dict(label_pins or {}), "release_key": release_key,
-            "manifests": {name: {"partitions": list(m.partitions), "files": m.files_json()}
-                          for name, m in (manifests or {}).items()},
+            "manifests": {name: m.to_json() for name, m in (manifests or {}).items()},
         }
         (work / "request.json").write_text(json.dumps(request))
         log_path = work / "output.log"

@@ -6,7 +6,8 @@ BE05x locks, BE1xx static checks of training code, BE2xx data validation,
 BE3xx training, BE4xx verification against the serving stack, BE6xx drift,
 BE5xx evaluation slices, label coverage and model cards, BE7xx promotion, BE75x images, BE80x the audit log, BE81x-BE84x private statistics,
 synthetic data and peek, BE85x-BE87x label sets (their locks: BE057-BE059), BE88x executors;
-BE06x partitioned datasets.
+BE06x partitioned datasets, BE07x table datasets, BE08x the object store and DVC pins, BE9xx
+importers.
 """
 
 from __future__ import annotations
@@ -198,6 +199,66 @@ CODES: dict[str, Code] = {
     "BE066": Code("uri names a directory", "A dataset uri without a trailing `/` names a "
                   "directory. Write the uri with a trailing `/` to read it as a partitioned "
                   "dataset (a directory of Parquet files)."),
+    # --- table datasets (Delta Lake, Iceberg) ---------------------------------------
+    "BE070": Code("invalid table dataset", "A key does not go with the dataset's format: "
+                  "`version`/`as_of` pin a `format: delta` table, `catalog`/`ref`/`snapshot` a "
+                  "`format: iceberg` one; an Iceberg table needs its `catalog` and a "
+                  "`namespace.table` identifier as `uri`; a table has no `partitions` (its "
+                  "own spec partitions it) and no `dvc` pin; two pins of one table (`version` "
+                  "and `as_of`, `ref` and `snapshot`) are one too many."),
+    "BE071": Code("tables extra not installed", "Locking (or checking the latest version of) a "
+                  "Delta or Iceberg table, and reading a `.dvc` pin, need the `tables` extra: "
+                  "`pip install 'buildenv[tables]'` (deltalake, PyIceberg, dvc-data). A build "
+                  "that reads a table version pinned by its lock does not."),
+    "BE072": Code("table version not found", "The version, time or snapshot the environment "
+                  "pins does not exist in the table (any more): beyond the latest version, "
+                  "before the first commit, removed from the Delta log by log cleanup, or an "
+                  "Iceberg snapshot that was expired. Pin one that exists; tag Iceberg "
+                  "snapshots you pin (a tag is never expired) or set `keep: true` so that "
+                  "buildenv keeps the pinned files."),
+    "BE073": Code("table unreachable", "The table's storage or its catalog did not answer in "
+                  "time (`catalog.timeout`, 30 s by default), refused the connection or the "
+                  "credentials. The message names the catalog or uri; nothing was locked or "
+                  "read."),
+    "BE074": Code("unknown ref", "`ref` names no branch or tag of the Iceberg table. The "
+                  "message lists the refs that exist."),
+    "BE075": Code("table cannot be read file by file", "buildenv pins and verifies a table "
+                  "version file by file, as plain Parquet. A version whose rows are not the "
+                  "rows of its files is refused: Delta deletion vectors or column mapping, "
+                  "Iceberg delete files, an Iceberg data file that stores a renamed column under "
+                  "its old name, a file that is not Parquet, or partition values of a "
+                  "restricted table (they would be written in the lock). Rewrite the table "
+                  "(Delta: OPTIMIZE/REORG PURGE; Iceberg: rewrite data files) or pin a version "
+                  "without them."),
+    "BE076": Code("table version lacks a declared column", "The pinned table version has no "
+                  "column the environment declares: the table's schema changed (a column "
+                  "dropped or renamed) under the environment's columns. The message names the "
+                  "table, the version and the column."),
+    "BE077": Code("table file missing", "A data file that the pinned table version lists "
+                  "(in its log or its manifests) no longer exists: a Delta VACUUM or an "
+                  "Iceberg orphan-file cleanup removed it. A table dataset with `keep: true` "
+                  "is read from the object store instead; otherwise pin a version whose files "
+                  "exist."),
+    # --- the object store and DVC pins -------------------------------------------------
+    "BE080": Code("pinned bytes not in the store", "The bytes a lock pins are neither at the "
+                  "dataset's uri nor in the object store (`.buildenv/objects/`, nor the shared "
+                  "store `[tool.buildenv] store` when one is set). Run `buildenv pull` where "
+                  "they were locked and pushed, or relock the data as it is now."),
+    "BE081": Code("store unreachable", "The shared object store (`[tool.buildenv] store`) could "
+                  "not be listed, read or written: the message names the prefix and the "
+                  "error. Nothing was transferred partially: objects appear only complete."),
+    "BE082": Code("store object damaged", "An object in the store does not hash to its name: "
+                  "it was altered or truncated. It is not used (a local one is removed so the "
+                  "next `buildenv pull` fetches it again)."),
+    "BE083": Code("cannot check out", "`buildenv checkout` restores pinned bytes to local "
+                  "paths only; the message names the dataset and why (a remote uri, a table, "
+                  "bytes missing from the store)."),
+    "BE085": Code("invalid .dvc file", "A dataset's `dvc:` file is missing, is not YAML, or "
+                  "does not pin exactly one output with an `md5`. DVC writes it with `dvc add`."),
+    "BE086": Code("DVC object unavailable", "The bytes a `.dvc` file pins are not in the DVC "
+                  "cache and could not be fetched from the DVC remote, or they do not hash to "
+                  "their md5. The message names the remote and the object; run `dvc push` "
+                  "where the data was added."),
     # --- static checks of training code -----------------------------------------
     "BE100": Code("syntax error in training", "The training module does not parse."),
     "BE101": Code("undeclared dataset", "`ctx.read` asks for a dataset the environment does not "
@@ -678,6 +739,19 @@ CODES: dict[str, Code] = {
                   "several tolerances (`mostly`) merged into the column's one "
                   "`max_violation_fraction`, column order or exact column sets dropped. Check "
                   "the printed key."),
+    "BE906": Code("not a Feast repository", "`buildenv import feast REPO` reads a Feast "
+                  "feature repository: a directory with `feature_store.yaml` whose registry "
+                  "was written by `feast apply`. A repository never applied has no registry."),
+    "BE907": Code("unknown feature service", "The repository's registry has no feature service "
+                  "of that name; the message lists the services it has."),
+    "BE908": Code("Feast item not translated", "A feature of the service has no equivalent "
+                  "in the environment format (a list, map or bytes type; an on-demand or "
+                  "stream view). Nothing was written for it; the message says what it was."),
+    "BE909": Code("Feast environment unavailable", "Feast runs in its own Python environment "
+                  "(it needs pandas < 3, which buildenv's own pins exclude): buildenv creates "
+                  "it under `.buildenv/toolchains/` with pip, or uses the interpreter named by "
+                  "`BUILDENV_FEAST_PYTHON`. It could not be created or failed; the message "
+                  "says how."),
 }
 
 

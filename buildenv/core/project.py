@@ -89,6 +89,9 @@ class ToolConfig(BaseModel):
     cache_dir: str = ".buildenv"
     executor: Literal["local", "ray"] = "local"
     """Where lock, validate and drift run the per-file work of partitioned datasets."""
+    store: str | None = None
+    """The shared object store `buildenv push` / `pull` use: an `s3://bucket/prefix`, or a
+    directory (relative to the repository root)."""
     signing_key: str | None = None  # PEM EC private key: sign artifacts at build time
     verify_key: str | None = None  # PEM EC public key: verify signatures before loading
     trainings: dict[str, TrainingConfig] = {}

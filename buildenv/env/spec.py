@@ -49,17 +49,17 @@ from buildenv.env.evaluation_spec import (
 )
 from buildenv.env.monitoring_spec import Drift, DriftThreshold, Monitoring, Skew, SkewThreshold
 from buildenv.env.spec_base import Scalar, Strict
-from buildenv.env.uris import names_directory
+from buildenv.env.uris import is_remote, names_directory
 
 _parse_temporal = parse_temporal  # the name other rooms import
 
 __all__ = ["COLUMN_PROBLEM_KEYS", "CURRENT_SCHEMA", "FLOAT_DTYPES", "INTEGER_DTYPES",
-           "NUMERIC_DTYPES", "TEMPORAL_DTYPES", "Column", "Coverage", "CoverageRule", "Dataset",
-           "Drift", "DriftThreshold", "Dtype", "Environment", "Evaluation", "Label", "LabelSet",
-           "Monitoring", "OnnxServing", "PeekPolicy", "Privacy", "PrivacyUnit", "Promotion",
-           "Reuse", "Scalar", "Skew", "SkewThreshold", "Slice", "SliceGates", "SklearnServing",
-           "Strict", "Synthetic", "SyntheticSource", "Taxonomy", "class_key", "json_schema",
-           "op_allowed", "pattern_problem"]
+           "NUMERIC_DTYPES", "TABLE_FORMATS", "TEMPORAL_DTYPES", "Catalog", "Column", "Coverage",
+           "CoverageRule", "Dataset", "Drift", "DriftThreshold", "Dtype", "Environment",
+           "Evaluation", "Label", "LabelSet", "Monitoring", "OnnxServing", "PeekPolicy", "Privacy",
+           "PrivacyUnit", "Promotion", "Reuse", "Scalar", "Skew", "SkewThreshold", "Slice",
+           "SliceGates", "SklearnServing", "Strict", "Synthetic", "SyntheticSource", "Taxonomy",
+           "class_key", "json_schema", "op_allowed", "pattern_problem"]
 
 CURRENT_SCHEMA = 1
 
@@ -173,14 +173,59 @@ def omit_added_defaults(column: dict[str, Any]) -> dict[str, Any]:
     return column
 
 
+#: Formats that are tables with their own history: a version of one is pinned by the lock as a
+#: manifest of its data files (buildenv.data.tables).
+TABLE_FORMATS = ("delta", "iceberg")
+
+
+class Catalog(Strict):
+    """Where an Iceberg table is registered (PyIceberg's SQL or REST catalog)."""
+
+    type: Literal["sql", "rest"]
+    """`sql`: a SQLAlchemy URL (SQLite or PostgreSQL); `rest`: an Iceberg REST catalog."""
+    uri: str
+    """`sqlite:///path.db` (relative paths resolve against the repository root),
+    `postgresql+psycopg2://...`, or the REST endpoint `https://...`."""
+    name: str = "default"
+    """The catalog's name: PyIceberg also reads its properties from the variables
+    `PYICEBERG_CATALOG__<NAME>__<PROPERTY>` (credentials belong there, not in this file)."""
+    warehouse: str | None = None
+    """The warehouse location (REST catalogs may require it)."""
+    properties: dict[str, str] = {}
+    """More catalog properties, passed to PyIceberg as written (`s3.endpoint`, `prefix`, ...)."""
+    timeout: Annotated[float, Field(gt=0)] = 30.0
+    """Seconds a catalog call may take before buildenv gives up on it (BE073)."""
+
+
 class Dataset(Strict):
     """A dataset the training may read, pinned by content digest in the lock."""
 
     uri: str
     """Relative to the repository root, or file://, s3://, gs://. A uri ending in `/` names a
-    directory (or bucket prefix) of Parquet files: a partitioned dataset, pinned file by file."""
-    format: Literal["parquet", "csv"] = "parquet"
-    """Storage format."""
+    directory (or bucket prefix) of Parquet files: a partitioned dataset, pinned file by file.
+    `format: delta`: the table's root directory; `format: iceberg`: the table's identifier in
+    its catalog (`namespace.table`)."""
+    format: Literal["parquet", "csv", "delta", "iceberg"] = "parquet"
+    """Storage format: a file (`parquet`, `csv`), or a table with its own history (`delta`,
+    `iceberg`; needs the `tables` extra to lock)."""
+    version: Annotated[int, Field(ge=0)] | None = None
+    """Delta: the table version to pin. Absent (and no `as_of`): the latest commit, followed
+    by `buildenv lock` and `buildenv retrain`."""
+    as_of: str | None = None
+    """Delta: pin the latest version committed at or before this ISO 8601 time."""
+    catalog: Catalog | None = None
+    """Iceberg: the catalog the table is registered in."""
+    ref: str | None = None
+    """Iceberg: the branch or tag to follow (absent: `main`)."""
+    snapshot: int | None = None
+    """Iceberg: the snapshot id to pin, instead of following a ref."""
+    keep: bool | None = None
+    """Keep the bytes of every pinned version in the object store. Default: `true` for local
+    files and directories, `false` for objects in an object store and for tables (which keep
+    their own copies and history)."""
+    dvc: str | None = None
+    """Path of a `.dvc` file that pins this dataset's bytes: they are fetched from the DVC
+    cache or remote (needs the `tables` extra), whatever is at `uri`."""
     columns: dict[str, Column]
     """Declared columns. Training code can read only these."""
     partitions: list[str] | None = None
@@ -197,7 +242,18 @@ class Dataset(Strict):
     @property
     def partitioned(self) -> bool:
         """Whether `uri` names a directory or prefix of files rather than one file."""
-        return names_directory(self.uri)
+        return names_directory(self.uri) and not self.is_table
+
+    @property
+    def is_table(self) -> bool:
+        """A Delta or Iceberg table: pinned by version or snapshot, read as its data files."""
+        return self.format in TABLE_FORMATS
+
+    @property
+    def keeps(self) -> bool:
+        """Whether `buildenv lock` keeps the pinned bytes in the object store: `keep`, else
+        local files and directories (an object store and a table keep their own copies)."""
+        return self.keep if self.keep is not None else not (self.is_table or is_remote(self.uri))
 
     @property
     def partition_columns(self) -> list[str]:

@@ -160,7 +160,7 @@ def _candidate_source(project: Project, gate: Gate, ds_name: str, uri: str, fmt:
                       what: str = "--against", expect: Any = None) -> Source:
     """Data that no lock pins yet: read as it is, its digest is what the read found (or,
     with `expect`, verified against that pin)."""
-    problem = uri_problem(uri, project)
+    problem = None if gate.env.datasets[ds_name].is_table else uri_problem(uri, project)
     if problem and problem[0] in ("BE018", "BE066"):
         raise _usage_error(problem[0], f"{what}: {problem[1]}", problem[2])
     try:
@@ -206,7 +206,9 @@ def run_drift(project: Project, env: str, dataset: str, *, against: str | None =
             candidate = _candidate_source(project, gate, dataset, against,
                                           format_of(against, declared.format))
             accept = (f"if the new data is expected, accept it: set datasets.{dataset}.uri to "
-                      f"'{against}' in {own}, then run `buildenv lock {env}`")
+                      f"'{against}' in {own}, then run `buildenv lock {env}`"
+                      if against != declared.uri else
+                      f"if the new data is expected, accept it: run `buildenv lock {env}`")
     except BaseException:
         baseline.read.close()
         raise

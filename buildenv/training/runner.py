@@ -295,10 +295,9 @@ def _label_summary(ctx: Any) -> dict:
 
 
 def _manifests(request: dict) -> dict:
-    from buildenv.data.lock.manifest import FileEntry, Manifest
+    from buildenv.data.lock.manifest import Manifest
 
-    return {name: Manifest(tuple(FileEntry.from_json(f) for f in data["files"]),
-                           tuple(data.get("partitions") or ()))
+    return {name: Manifest.from_json(data)
             for name, data in (request.get("manifests") or {}).items()}
 
 

@@ -64,6 +64,7 @@ class Pinned:
         file the stat cache hashed (a verified snapshot); `changed()` still guards the read."""
         if self._thread is None and self._digest is None:
             self._digest = digest
+            self._size = self._stat.st_size  # the vouched file's: manifests of reads need it
 
     def start_hashing(self) -> None:
         """Hash the pinned file in a thread (once), while the caller decodes it."""

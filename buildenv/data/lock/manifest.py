@@ -28,11 +28,11 @@ from urllib.parse import unquote
 
 from buildenv.core.canonical import canonical_json
 from buildenv.data.executor import Executor, LocalExecutor
-from buildenv.data.lock.digests import ALGORITHMS, ContentDigest, StatCache, compute_digest
+from buildenv.data.lock.digests import ALGORITHMS, FILE, ContentDigest, StatCache, compute_digest
 from buildenv.data.storage import Location, Stat
 
-__all__ = ["HIVE_NULL", "FileEntry", "Manifest", "ManifestError", "hash_file", "list_files",
-           "partition_values"]
+__all__ = ["HIVE_NULL", "FileEntry", "Listed", "Manifest", "ManifestError", "digest_listed",
+           "hash_file", "list_files", "partition_values"]
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -50,25 +50,36 @@ class ManifestError(Exception):
 
 @dataclass(frozen=True)
 class FileEntry:
-    path: str  # posix, relative to the dataset's uri
+    path: str  # posix, relative to the dataset's uri (a table's: to its base)
     size: int
     digest: str
     rows: int
+    values: dict[str, str | None] | None = None  # a table file's partition values (as text)
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "digest": self.digest, "rows": self.rows}
+        data: dict[str, Any] = {"path": self.path, "size": self.size, "digest": self.digest,
+                                "rows": self.rows}
+        if self.values is not None:
+            data["values"] = self.values
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FileEntry:
-        return cls(str(data["path"]), int(data["size"]), str(data["digest"]), int(data["rows"]))
+        values = data.get("values")
+        return cls(str(data["path"]), int(data["size"]), str(data["digest"]), int(data["rows"]),
+                   {str(k): (None if v is None else str(v)) for k, v in values.items()}
+                   if isinstance(values, dict) else None)
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """The files of one version of a partitioned dataset, sorted by path."""
+    """The files of one version of a partitioned dataset (or of a table), sorted by path.
+    A table's files carry their partition values, which the digest covers (they are not in
+    the files), and live under `base`, the table's location, rather than under the uri."""
 
     files: tuple[FileEntry, ...]
     partitions: tuple[str, ...] = ()
+    base: str | None = None  # where a table's file paths are relative to (not in the digest)
 
     @property
     def algorithm(self) -> str:
@@ -78,7 +89,8 @@ class Manifest:
     def digest(self) -> str:
         hasher = ALGORITHMS[self.algorithm]()
         hasher.update(canonical_json({"manifest": MANIFEST_VERSION, "files": [
-            [f.path, f.size, f.digest] for f in self.files]}))
+            [f.path, f.size, f.digest] + ([f.values] if f.values is not None else [])
+            for f in self.files]}))
         return f"{self.algorithm}:{hasher.hexdigest()}"
 
     @property
@@ -103,6 +115,18 @@ class Manifest:
 
     def files_json(self) -> list[dict[str, Any]]:
         return [f.to_json() for f in self.files]
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest alone (what a build hands its training process)."""
+        data: dict[str, Any] = {"partitions": list(self.partitions), "files": self.files_json()}
+        if self.base is not None:
+            data["base"] = self.base
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        return cls(tuple(FileEntry.from_json(f) for f in data["files"]),
+                   tuple(data.get("partitions") or ()), data.get("base"))
 
 
 def describe_diff(added: Sequence[str], removed: Sequence[str], changed: Sequence[str],
@@ -194,15 +218,21 @@ def _sep(location: Location) -> str:
     return "" if location.uri.endswith("/") else "/"
 
 
-def hash_file(task: tuple[Location, str]) -> tuple[Stat | None, object, int]:
+def hash_file(task: tuple[Location, str] | tuple[Location, str, int]
+              ) -> tuple[Stat | None, object, int]:
     """One file's (stat, ContentDigest or error text, time the hash started): the unit of work
     the executor runs, locally or as a Ray task. Errors are returned, not raised, so that they
-    come back naming their file whatever ran them."""
-    location, algorithm = task
+    come back naming their file whatever ran them. A third item is the file's row count as a
+    table's log records it: then the footer is not read."""
+    location, algorithm = task[0], task[1]
     try:
         stat = location.stat()
         started = time.time_ns()
-        value = compute_digest(location, "parquet", algorithm)
+        if len(task) == 3:
+            value = compute_digest(location, FILE, algorithm)
+            value = ContentDigest(value.digest, value.size, task[2])
+        else:
+            value = compute_digest(location, "parquet", algorithm)
         if location.stat() != stat:
             return None, f"{location.uri} changed while it was being hashed; try again", 0
         return stat, value, started
@@ -221,7 +251,18 @@ def digest_partitioned(location: Location, partitions: Sequence[str], algorithm:
     file the stat cache cannot vouch for (run by `executor`, default a few local threads).
     Raises FileNotFoundError, ManifestError (files that cannot be pinned, each named) or
     ValueError (a file that cannot be read or changed while hashed, named)."""
-    listed = list_files(location, partitions)
+    return digest_listed(list_files(location, partitions), partitions, algorithm, cache,
+                         executor)
+
+
+def digest_listed(listed: Sequence[Listed], partitions: Sequence[str], algorithm: str,
+                  cache: StatCache | None, executor: Executor | None = None,
+                  values: dict[str, dict[str, str | None]] | None = None,
+                  base: str | None = None, rows: dict[str, int] | None = None) -> Manifest:
+    """The manifest of `listed` files (a directory's, or a table version's with their
+    partition `values` by path, the table's `base` and the `rows` its log records, which spare
+    reading each footer): each hashed unless the stat cache vouches for it. Raises ValueError
+    naming files that cannot be read."""
     known: dict[str, ContentDigest] = {}
     todo: list[Listed] = []
     for item in listed:
@@ -232,12 +273,16 @@ def digest_partitioned(location: Location, partitions: Sequence[str], algorithm:
             todo.append(item)
     if todo:
         runner = executor or LocalExecutor()
-        results = runner.map(hash_file, [(item.location, algorithm) for item in todo])
+        known_rows = rows or {}
+        results = runner.map(hash_file, [
+            (item.location, algorithm, known_rows[item.path]) if known_rows.get(item.path)
+            else (item.location, algorithm) for item in todo])
         errors = []
         for item, (stat, value, started) in zip(todo, results):
             if stat is None:
                 errors.append(str(value))
                 continue
+            assert isinstance(value, ContentDigest)
             known[item.path] = value
             if cache is not None:
                 cache.put(item.key, stat, algorithm, "parquet", value, started)
@@ -245,5 +290,7 @@ def digest_partitioned(location: Location, partitions: Sequence[str], algorithm:
             raise ValueError("; ".join(errors[:3]) + (f"; and {len(errors) - 3} more"
                                                      if len(errors) > 3 else ""))
     return Manifest(tuple(FileEntry(item.path, known[item.path].size, known[item.path].digest,
-                                    known[item.path].rows) for item in listed),
-                    tuple(partitions))
+                                    known[item.path].rows,
+                                    values.get(item.path) if values is not None else None)
+                          for item in listed),
+                    tuple(partitions), base)

@@ -35,7 +35,9 @@ from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.formats import type_accepts
 from buildenv.data.gate.gate import Gate
 from buildenv.data.gate.partitioned_read import PartitionedRead
+from buildenv.data.lock.lockfile import Lock
 from buildenv.data.lock.manifest import Manifest
+from buildenv.data.lock.tables import declared_pin
 from buildenv.data.validate.column_checks import (
     EXAMPLES,
     ColumnChecks,
@@ -168,31 +170,59 @@ _LATER_COLUMN_KEYS: dict[str, bool | None] = {"required": True, "min_count": Non
 def validate_env(res: Resolved, project: Project, digests: dict[str, str] | None = None,
                  datasets: list[str] | None = None, purpose: str = "validate",
                  manifests: dict[str, Manifest] | None = None,
-                 executor: Executor | None = None) -> list[Diagnostic]:
+                 executor: Executor | None = None, lock: Lock | None = None
+                 ) -> list[Diagnostic]:
     """Validate each dataset. With `digests` (the lock's pins, and `manifests` for
-    partitioned datasets) the reads are verified against them and a result already cached for
-    (digest, column declarations) is reused; results are cached under the digest of the bytes
-    actually validated. `executor` runs the per-file tasks of partitioned datasets."""
+    partitioned datasets and tables) the reads are verified against them and a result already
+    cached for (digest, column declarations) is reused; results are cached under the digest
+    of the bytes actually validated. `executor` runs the per-file tasks of partitioned
+    datasets. `lock` (unpinned validation): data that no longer matches the lock's pin is
+    reported (BE051) -- valid bytes that are not the locked ones are not what builds use."""
     problems: list[Diagnostic] = []
     for ds_name in datasets or sorted(res.env.datasets):
         dataset = res.env.datasets[ds_name]
         spec = _spec_digest(dataset, res.env.restricted(ds_name))
         pin = (digests or {}).get(ds_name)
+        if pin is None and lock is not None:
+            pin = _fixed_version(dataset, lock.datasets.get(ds_name))
         pinned: str | Manifest | None = pin
         if pin is not None:
             cached = _cache_get(project, pin, spec)
             if cached is not None:
                 problems.extend(_relocate(res, ds_name, cached))
                 continue
-            if dataset.partitioned:
-                manifest = (manifests or {}).get(ds_name)
+            if dataset.partitioned or dataset.is_table:
+                manifest = (manifests or (lock.manifests() if lock else {})).get(ds_name)
                 pinned = manifest if manifest is not None and manifest.digest == pin else None
         found, digest = validate_dataset(res, ds_name, project, pinned, purpose, executor)
         problems.extend(found)
+        locked = (lock.datasets.get(ds_name) if lock is not None and pinned is None
+                  and (digests or {}).get(ds_name) is None else None)
+        if (locked is not None and digest is not None and locked.uri == dataset.uri
+                and locked.format == dataset.format and digest != locked.digest):
+            problems.append(res.diag(
+                "BE051", f"dataset '{ds_name}' no longer matches its lock: the lock pins "
+                f"{locked.digest}, '{dataset.uri}' holds {digest}", "datasets", ds_name, "uri",
+                hints=(f"builds refuse it until it is relocked: review `buildenv drift "
+                       f"{res.name} --dataset {ds_name} --against {dataset.uri}`, then run "
+                       f"`buildenv lock {res.name}`",)))
         # a failed spill is not a property of the data: not cached
         if digest is not None and not any(p.code == "BE210" for p in found):
             _cache_put(project, digest, spec, [_portable(p, res, ds_name) for p in found])
     return problems
+
+
+def _fixed_version(dataset: Dataset, locked: Any) -> str | None:
+    """A table pinned to a fixed version (`version`, `as_of`, `snapshot`) whose lock pins it
+    as declared: validating it means reading the locked files (from the object store when a
+    kept version was vacuumed), verified. A table following its latest commit or a ref is
+    validated as it is now."""
+    if not dataset.is_table or locked is None or locked.table is None:
+        return None
+    pin = declared_pin(dataset)
+    if locked.table.get("pin") != pin or not ({"version", "as_of", "snapshot"} & set(pin)):
+        return None
+    return str(locked.digest)
 
 
 def _cache_file(project: Project, digest: str, spec: str) -> Path:
