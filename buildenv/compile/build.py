@@ -42,6 +42,8 @@ from buildenv.compile.check import check_training
 from buildenv.compile.integrity import sign_artifact
 from buildenv.compile.launch import run_training
 from buildenv.compile.outputs import check_out_dir, pair_mutex, scratch
+from buildenv.compile.sandbox import check_available
+from buildenv.compile.sandbox_policy import sandbox_policy
 from buildenv.compile.verify import verify_model
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_dir
@@ -144,9 +146,10 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
     outcome.diagnostics = problems
     if any(p.is_error for p in problems) or lock is None:
         return
+    policy = sandbox_policy(project, training, config, res)
     digests = {name: d.digest for name, d in lock.datasets.items()}
     label_pins = lock.label_pins()
-    parts = cache_key_parts(project, training, config, res, digests, label_pins)
+    parts = cache_key_parts(project, training, config, res, digests, label_pins, policy.key())
     files = code_files(project, config)
     key = digest_json(parts)
     out = options.out or project.root / "dist" / training / env_name
@@ -178,6 +181,7 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
             return
     parts_with_files = {**parts, "_files": files}
     outcome.reason = explain_rebuild(previous, parts_with_files)
+    check_available(policy)  # a required sandbox this machine lacks: before any work
     from buildenv.data.validate.validate import (
         validate_env,  # pyarrow: only when something is to be built
     )
@@ -197,7 +201,7 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         model_dir = tmp / "model"
         progress.phase("train")
         result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
-                              digests, label_pins, lock.manifests())
+                              digests, label_pins, lock.manifests(), policy)
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
             found = [Diagnostic.from_json(d) for d in result.get("diagnostics", [])]
@@ -300,6 +304,7 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
         "onnx": result.get("onnx"),
         "serving": res.env.serving.model_dump(mode="json") if res.env.serving else None,
         "label": label,
+        "isolation": result.get("isolation"),
         "cache_key": key,
         "cache_parts": parts,
     }
