@@ -94,7 +94,7 @@ def _detect(limit: str) -> Support:
                             "not offered by this kernel (Linux 5.13+ with the Landlock LSM "
                             "enabled; a container's seccomp profile may block it)")
     return Support(bwrap, userns, version, problem, abi, why,
-                   seccomp.supported() and _has_seccomp(), tuple(_hints()))
+                   seccomp.supported() and _has_seccomp(), () if bwrap else tuple(_hints()))
 
 
 def _bwrap() -> tuple[str | None, bool, str | None, str | None]:

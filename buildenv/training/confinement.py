@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import socket
 import sys
 from dataclasses import dataclass
@@ -84,7 +85,12 @@ class Guard:
                 (isinstance(mode, str) and any(c in mode for c in "wax+"))
             self._path(path, writing)
         elif event in _PATH_EVENTS:
-            self._path(args[_PATH_EVENTS[event]] if args else ".", event in _MUTATING)
+            listing = event in ("os.listdir", "os.scandir")
+            self._path(args[_PATH_EVENTS[event]] if args else ".", event in _MUTATING,
+                       listing)
+        elif event == "socket.__new__" and not self.network and not self.loopback:
+            if len(args) > 1 and args[1] in (socket.AF_INET, socket.AF_INET6):
+                self._note("network", None, "open a network socket")
         elif event in ("socket.connect", "socket.sendto") and not self.network:
             self._address(args[1] if len(args) > 1 else None)
         elif event in ("socket.getaddrinfo", "socket.gethostbyname") and not self.network:
@@ -96,16 +102,16 @@ class Guard:
         elif event in ("subprocess.Popen", "os.exec", "os.posix_spawn", "os.system"):
             self._program(event, args)
 
-    def _path(self, path: Any, writing: bool) -> None:
-        if isinstance(path, int) or path is None:
+    def _path(self, path: Any, writing: bool, listing: bool = False) -> None:
+        if isinstance(path, int):
             return
         try:
-            text = os.fsdecode(path)
+            text = os.fsdecode(path if path is not None else ".")
         except (TypeError, ValueError):
             return
         full = os.path.normpath(os.path.join(self.root, text))
         kind = self._kind(full, writing)
-        if kind is not None:
+        if kind is not None and not (listing and kind == "outside"):  # imports list dirs
             self._note(kind, full, None)
 
     def _kind(self, full: str, writing: bool) -> str | None:
@@ -200,7 +206,7 @@ class Guard:
                 kind, what, located = found
                 return self._diag(kind, what, located if located[0] else
                                   exception_frame(exc, self.root, self.own))
-        kinds = ("data", "mount", "outside", "network") if isinstance(exc, OSError) else \
+        kinds = ("data", "mount", "network") if isinstance(exc, OSError) else \
             ("data", "mount")  # a failed program, say: what it tried explains it
         for kind in kinds:
             attempt = next((a for a in self.attempts if a.kind == kind), None)
@@ -226,6 +232,11 @@ class Guard:
                 return "write", self._shown(full), empty
             kind = self._kind(full, False)
             return (kind, self._shown(full), empty) if kind else None
+        named = [a for a in err.args if isinstance(a, str)] + re.findall(r"'([^']+)'", str(err))
+        for text in named:  # pandas and pyarrow name the file in the message
+            full = os.path.normpath(os.path.join(self.root, text.strip()))
+            if self._kind(full, False) == "data":
+                return "data", self._shown(full), empty
         if not self.network and (err.errno in _NETWORK_ERRNOS or isinstance(err, (
                 ConnectionError, TimeoutError)) or err.errno == errno.EACCES):
             attempt = next((a for a in reversed(self.attempts) if a.kind == "network"), None)

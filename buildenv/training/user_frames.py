@@ -4,6 +4,7 @@ Diagnostics of the training process point at it."""
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -14,6 +15,8 @@ Located = tuple[str | None, int | None, list[str]]
 
 
 def _is_user(filename: str, root: Path, own: Path) -> Path | None:
+    if not os.path.isabs(filename):  # <frozen runpy>, Cython's pyarrow/error.pxi: not ours
+        return None
     path = Path(filename).resolve()
     if path.is_relative_to(root) and not path.is_relative_to(own) and \
             ".venv" not in path.parts and "site-packages" not in path.parts:
