@@ -84,7 +84,7 @@ class Sandbox:
         out_dir.mkdir(parents=True, exist_ok=True)
         for sub in ("home", "tmp"):
             (work / sub).mkdir(exist_ok=True)
-        view = filesystem_view(project, res.env, config, python, policy.read_only,
+        view = filesystem_view(project, res.env, config, python, policy.read_only_paths,
                                (work, out_dir))
         self._broker = Broker(project, res.env, pinned_locations(project, res.env, manifests))
         loopback = self.mechanism.startswith("bwrap") and not policy.network

@@ -35,7 +35,9 @@ class SandboxPolicy:
     reason: str | None
     """Why it may (the training's own words)."""
     read_only: tuple[str, ...]
-    """Extra readable paths, absolute, as configured and resolved."""
+    """Extra readable paths, as configured (absolute, or relative to the root)."""
+    read_only_paths: tuple[str, ...]
+    """The same, resolved."""
     source: str
     """Where the mode comes from, for messages."""
 
@@ -69,18 +71,21 @@ def sandbox_policy(project: Project, training: str, config: TrainingConfig, res:
             "BE325", f"training '{training}' asks for the network, and environment {res.name} "
             f"restricts {', '.join(sorted(privacy.restricted))}: a training that reads "
             "restricted data never reaches the network", "pyproject.toml",
-            project.config_line("trainings", training, "sandbox", "network"), hints=(f'remove network = "allow" from {table} sandbox',
+            project.config_line("trainings", training, "sandbox", "network"),
+            hints=(f'remove network = "allow" from {table} sandbox',
                    "or build against an environment without restricted data")))
-    read_only = []
+    paths = []
     for raw in own.read_only:
         path = (project.root / Path(raw).expanduser()).resolve()
         if not path.exists():
             problems.append(Diagnostic(
                 "BE325", f"{table} sandbox.read_only: '{raw}' does not exist",
-                "pyproject.toml", project.config_line("trainings", training, "sandbox",
-                                                      "read_only"), hints=("give an existing file or directory (absolute, or "
-                                         "relative to the root)",)))
-        read_only.append(str(path))
+                "pyproject.toml",
+                project.config_line("trainings", training, "sandbox", "read_only"),
+                hints=("give an existing file or directory (absolute, or relative to the "
+                       "root)",)))
+        paths.append(str(path))
     if problems:
         raise DiagnosticError(problems, 2)
-    return SandboxPolicy(mode, own.network == "allow", own.reason, tuple(read_only), source)
+    return SandboxPolicy(mode, own.network == "allow", own.reason, tuple(own.read_only),
+                         tuple(paths), source)
