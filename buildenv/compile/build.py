@@ -223,7 +223,7 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         for item in model_dir.iterdir():
             os.replace(item, tmp / item.name)
         model_dir.rmdir()
-        finalize_mlmodel(tmp, key)
+        finalize_mlmodel(tmp, _model_key(parts))
         lineage = _lineage(training, env_name, config, res, lock, result, parts, files, key)
         write_lineage(tmp, lineage)
         sign_artifact(project, tmp)  # buildenv.sig, when a signing key is configured
@@ -322,6 +322,13 @@ def _maybe_register(project: Project, training: str, env_name: str, artifact: Pa
     outcome.registered, notes = ensure_registered(project, training, env_name, artifact,
                                                   lineage, timings=so_far)
     outcome.diagnostics = outcome.diagnostics + notes
+
+
+def _model_key(parts: dict) -> str:
+    """What MLmodel's uuid derives from: the cache key without the sandbox policy, which
+    decides where a training may reach, not what it builds (the model's files are the same
+    with and without a sandbox)."""
+    return digest_json({k: v for k, v in parts.items() if k != "sandbox"})
 
 
 def _multiverse_digest(all_resolved: dict[str, Resolved]) -> str:

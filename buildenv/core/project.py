@@ -221,6 +221,9 @@ class Project:
 def _toml_line(text: str, loc: list[str]) -> int | None:
     """Best effort: the line of the key in its table (tomllib keeps no positions)."""
     lines = text.splitlines()
+    whole = "[tool.buildenv" + "".join(f".{p}" for p in loc) + "]"
+    if whole in (line.strip() for line in lines):  # the key is a table of its own
+        return [line.strip() for line in lines].index(whole) + 1
     table_line = None
     for depth in range(len(loc) - 1, -1, -1):
         header = "[tool.buildenv" + "".join(f".{p}" for p in loc[:depth]) + "]"
