@@ -29,7 +29,7 @@ datasets:
 label: {dataset: items, column: y, classes: [false, true]}
 serving:
   stack: sklearn
-  ops: [sklearn.linear_model.LogisticRegression]
+  ops: [sklearn.linear_model.LogisticRegression, sklearn.ensemble.*, sklearn.tree.*]
   requirements: ["scikit-learn>=1.6,<2"]
 """
 
