@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 from conftest import invoke_cli
+from moto_s3 import fresh_bucket, moto_server  # noqa: F401 (fixtures `s3`, `moto_endpoint`)
 from sandbox_repo import SENTINEL, make_sandbox_repo
-from test_s3_lock import moto_endpoint, s3  # noqa: F401, F811 (fixtures)
 
 from buildenv.compile import bwrap
 from buildenv.compile.isolation import detect
@@ -149,7 +149,7 @@ NO_CREDENTIALS = ('''\
 
 
 @pytest.mark.slow
-def test_remote_data_reaches_the_training_without_credentials_or_network(tmp_path, s3):  # noqa: F811
+def test_remote_data_reaches_the_training_without_credentials_or_network(tmp_path, s3):
     if detect().mechanism == "none":
         pytest.skip("no sandbox here")
     client, bucket = s3
