@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, alternate, copy_repo, machine, run, table, verdict, work_dir  # noqa: E402
+from _common import REPO, alternate, copy_repo, machine, run, table, verdict, work_dir
 
 BOMB = "\n".join(
     ["name: bomb", 'a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, alternate, machine, run, table, verdict, work_dir  # noqa: E402
+from _common import REPO, alternate, machine, run, table, verdict, work_dir
 
 SEED = 20261101
 CLASSES = ["c%02d" % i for i in range(12)]

@@ -24,7 +24,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import BUILDENV, PEER_VENV, REPO, WORK  # noqa: E402
+from bench._common import BUILDENV, PEER_VENV, REPO, WORK
 
 
 def fresh_copy(dest: Path) -> Path:

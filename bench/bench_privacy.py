@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, alternate, machine, run, table, verdict, work_dir  # noqa: E402
+from _common import REPO, alternate, machine, run, table, verdict, work_dir
 
 PY = sys.executable
 STRINGS = [f"k{i:02d}" for i in range(12)]

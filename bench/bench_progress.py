@@ -34,10 +34,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_drift  # noqa: E402
-import bench_lock  # noqa: E402
-import bench_validate  # noqa: E402
-from _common import BUILDENV, Run, alternate, machine, run, table, verdict, work_dir  # noqa: E402
+import bench_drift
+import bench_lock
+import bench_validate
+from _common import BUILDENV, Run, alternate, machine, run, table, verdict, work_dir
 
 MICRO_GOAL = 0.01  # hooks + ticks, as a share of the work they report on
 

@@ -34,11 +34,11 @@ from _common import MAIN_PY, REPO, machine, run, table, verdict, work_dir
 
 sys.path.insert(0, str(REPO))
 
-from buildenv.compile.isolation import MECHANISM_VAR, detect  # noqa: E402
-from buildenv.compile.sandbox import Sandbox  # noqa: E402
-from buildenv.compile.sandbox_policy import SandboxPolicy  # noqa: E402
-from buildenv.core.project import Project, TrainingConfig  # noqa: E402
-from buildenv.env.resolve import Multiverse  # noqa: E402
+from buildenv.compile.isolation import MECHANISM_VAR, detect
+from buildenv.compile.sandbox import Sandbox
+from buildenv.compile.sandbox_policy import SandboxPolicy
+from buildenv.core.project import Project, TrainingConfig
+from buildenv.env.resolve import Multiverse
 
 SETUP_GOAL_MS = 50.0
 READ_GOAL = 1.05
@@ -153,8 +153,24 @@ def main() -> int:
     print(f"mechanism here: {support.mechanism}; detection (once per process): "
           f"{detection_ms:.1f} ms", flush=True)
 
+    overheads = measure_setup(root, mechanisms, args.repeats)
+    ratios = measure_reads(root, data, mechanisms, args.repeats, pins)
+    print()
+    for mechanism, overhead in overheads.items():
+        if mechanism != "off":
+            print(f"- set-up {mechanism}: **{overhead:+.1f} ms** per build (goal <= "
+                  f"{SETUP_GOAL_MS:.0f} ms: {verdict(overhead <= SETUP_GOAL_MS)})")
+    for (fmt, mechanism), ratio in ratios.items():
+        if mechanism != "off":
+            print(f"- reads {fmt} {mechanism}: **{ratio:.3f}x** unsandboxed (goal <= "
+                  f"{READ_GOAL}x: {verdict(ratio <= READ_GOAL)})")
+    return 0
+
+
+def measure_setup(root: Path, mechanisms: list[str], repeats: int) -> dict[str, float]:
+    """Milliseconds each mechanism adds to starting the child, and the table of them."""
     setup: dict[str, list[float]] = {m: [] for m in mechanisms}
-    for round_ in range(args.repeats + 1):
+    for round_ in range(repeats + 1):
         for mechanism in mechanisms:
             seconds = launch(root, "parquet", mechanism, False, {})["total"]
             if round_:
@@ -168,12 +184,17 @@ def main() -> int:
         rows.append([mechanism, f"{ms:.1f}", f"{ms - bare:+.1f}"])
     print()
     print(table(["sandbox", "start to exit, ms", "overhead, ms"], rows))
+    return overheads
 
+
+def measure_reads(root: Path, data: Path, mechanisms: list[str], repeats: int,
+                  pins: dict[str, str]) -> dict[tuple[str, str], float]:
+    """Read wall time through the gate, sandboxed / unsandboxed, per format and mechanism."""
     read_rows = []
     ratios = {}
     for fmt in ("parquet", "csv"):
         measured: dict[str, list[dict]] = {m: [] for m in mechanisms}
-        for round_ in range(args.repeats + 1):
+        for round_ in range(repeats + 1):
             for mechanism in mechanisms:
                 result = launch(root, fmt, mechanism, True, {"events": pins[fmt]})
                 if round_:
@@ -190,16 +211,7 @@ def main() -> int:
     print()
     print(table(["format", "MiB", "sandbox", "read wall s", "read CPU s", "wall vs off",
                  "CPU vs off"], read_rows))
-    print()
-    for mechanism, overhead in overheads.items():
-        if mechanism != "off":
-            print(f"- set-up {mechanism}: **{overhead:+.1f} ms** per build (goal <= "
-                  f"{SETUP_GOAL_MS:.0f} ms: {verdict(overhead <= SETUP_GOAL_MS)})")
-    for (fmt, mechanism), ratio in ratios.items():
-        if mechanism != "off":
-            print(f"- reads {fmt} {mechanism}: **{ratio:.3f}x** unsandboxed (goal <= "
-                  f"{READ_GOAL}x: {verdict(ratio <= READ_GOAL)})")
-    return 0
+    return ratios
 
 
 if __name__ == "__main__":

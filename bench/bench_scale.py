@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     BUILDENV,
     MAIN_PY,
     alternate,
@@ -73,7 +73,7 @@ RELOCK_INPROC = r"""
 import hashlib, json, os, shutil, statistics, sys, time
 from pathlib import Path
 from buildenv.core.project import Project
-from buildenv.data.lock.locking import lock_environments
+from buildenv.labels.locking import lock_environments
 from buildenv.env.resolve import Multiverse
 root, data, new, spare = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
 def bare():

@@ -254,10 +254,11 @@ def postgres(workdir: Path) -> Iterator[str]:
                     "--auth=trust", "--no-sync", "-E", "UTF8"], check=True,
                    capture_output=True)
     log = workdir / "postgres.log"
-    proc = subprocess.Popen(
-        [*as_user, str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port),
-         "-c", "listen_addresses=127.0.0.1", "-k", str(sockets), "-c", "fsync=off"],
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log, "wb") as log_file:  # the server writes to its own copy of the descriptor
+        proc = subprocess.Popen(
+            [*as_user, str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port),
+             "-c", "listen_addresses=127.0.0.1", "-k", str(sockets), "-c", "fsync=off"],
+            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         def ready() -> bool:
             return subprocess.run([str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p",

@@ -79,7 +79,7 @@ def test_build_emits_artifact_lineage_and_registers(repo, tracking):
     assert lineage["datasets"]["items"]["digest"].startswith("sha256:")
     assert lineage["datasets"]["items"]["columns_read"] == ["cat", "x1", "x2", "y"]
     assert lineage["seed"] == 0 and "train_accuracy" in lineage["metrics"]
-    assert lineage["evaluation"]["method"] == "holdout" and 0 < lineage["evaluation"]["rows"]
+    assert lineage["evaluation"]["method"] == "holdout" and lineage["evaluation"]["rows"] > 0
     assert set(lineage["evaluation"]["metrics"]) == {"accuracy", "logloss", "roc_auc"}
     assert {op["class"] for op in lineage["ops"]} >= {
         "sklearn.pipeline.Pipeline", "sklearn.linear_model.LogisticRegression",

@@ -93,9 +93,9 @@ def test_a_read_is_verified_against_the_pin(repo):
         assert read.table(["movie_id"]).num_rows == 20
         assert read.digest == good
     wrong = "sha256:" + "0" * 64
-    with gate_for(repo, "base", pins={"movies": wrong}).open("movies") as read:
-        with pytest.raises(GateError) as caught:
-            read.table(["movie_id"])
+    with (gate_for(repo, "base", pins={"movies": wrong}).open("movies") as read,
+          pytest.raises(GateError) as caught):
+        read.table(["movie_id"])
     d = caught.value.diagnostic
     assert d.code == "BE055" and good in d.message and wrong in d.message
     assert "dataset 'movies' does not match the lock" in d.message

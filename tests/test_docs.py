@@ -174,9 +174,9 @@ def link_problems(path, text: str, root=REPO_ROOT) -> list[str]:
         if not resolved.exists():
             problems.append(f"{target}: no such file in the repository")
             continue
-        if anchor and resolved.suffix == ".md" and resolved.is_file():
-            if anchor not in _anchors(resolved.read_text(encoding="utf-8")):
-                problems.append(f"{target}: no heading with anchor #{anchor}")
+        if (anchor and resolved.suffix == ".md" and resolved.is_file()
+                and anchor not in _anchors(resolved.read_text(encoding="utf-8"))):
+            problems.append(f"{target}: no heading with anchor #{anchor}")
     return problems
 
 

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from buildenv.cli import app
 from buildenv.core.project import Project
-from buildenv.data.lock.locking import lock_environments
 from buildenv.env.resolve import Multiverse
+from buildenv.labels.locking import lock_environments
 from buildenv.monitor import drift, formatting, statistics
 from buildenv.monitor.report import BASE_COLOR, CAND_COLOR
 
@@ -115,7 +115,7 @@ LINEAGE = {
 }
 
 
-@pytest.fixture()
+@pytest.fixture
 def repo(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     (root / "environments").mkdir(parents=True)

@@ -31,9 +31,9 @@ from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.project import Project
 from buildenv.data.executor import LocalExecutor, RayExecutor, make_executor
 from buildenv.data.lock.lockfile import read_lock
-from buildenv.data.lock.locking import lock_environments
 from buildenv.data.validate.validate import validate_env
 from buildenv.env.resolve import Multiverse
+from buildenv.labels.locking import lock_environments
 from buildenv.monitor.drift import run_drift, write_stats
 
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,7 @@ def assert_chain(root: Path) -> None:
     entries = history(root)
     seqs = [e["seq"] for e in entries]
     assert seqs == list(range(1, len(entries) + 1)), seqs
-    for before, after in zip(entries, entries[1:]):
+    for before, after in pairwise(entries):
         assert str(after["previous"]) == str(before["version"]), entries
     assert champion(root) == (str(entries[-1]["version"]) if entries else None)
 

@@ -586,6 +586,9 @@ def test_any_text_proto_translates_or_is_refused_with_a_location(text):
     try:
         import_schema(text)
     except TfdvError as exc:
-        assert str(exc)
-        if str(exc).startswith("invalid text proto"):
-            assert exc.line >= 1 and exc.col >= 1
+        refused = exc
+    else:
+        return
+    assert str(refused)
+    if str(refused).startswith("invalid text proto"):
+        assert refused.line >= 1 and refused.col >= 1

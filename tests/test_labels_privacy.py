@@ -195,7 +195,7 @@ def test_no_example_of_a_restricted_label_set_reaches_any_output_or_file(tmp_pat
     assert code == 0 and "warning[BE861]" in err
 
     text = "\n".join(outputs)
-    assert SENTINEL not in text, [o for o in outputs if SENTINEL in o][0][:2000]
+    assert SENTINEL not in text, next(o for o in outputs if SENTINEL in o)[:2000]
     for repo in (root, bad, exposed, tied):
         assert leaks(repo) == []
     # the sentinel is really there to be found

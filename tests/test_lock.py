@@ -15,11 +15,12 @@ import pytest
 from conftest import CHILD_YAML, invoke_cli, movies_table, write_parquet, write_repo
 
 from buildenv.core import atomic as fsutil
+from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.project import Project
 from buildenv.data.lock import digests as content
 from buildenv.data.lock.lockfile import read_lock
-from buildenv.data.lock.locking import lock_environments
 from buildenv.env.resolve import Multiverse
+from buildenv.labels.locking import lock_environments
 
 
 def sha256_of(path: Path) -> str:
@@ -417,7 +418,7 @@ def test_older_lock_version_without_upgrade_is_be013(locked):
     data = json.loads(path.read_text())
     data["lock_version"] = 0
     path.write_text(json.dumps(data))
-    with pytest.raises(Exception) as info:
+    with pytest.raises(DiagnosticError) as info:
         read_lock(Project.discover(locked), "child")
     assert [d.code for d in info.value.diagnostics] == ["BE013"]
 

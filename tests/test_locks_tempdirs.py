@@ -37,9 +37,8 @@ def test_lock_excludes_another_process_and_dies_with_it(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         started = time.monotonic()
-        with pytest.raises(DiagnosticError) as caught:
-            with mutex(path, "the test resource", 0.5):
-                pass
+        with pytest.raises(DiagnosticError) as caught, mutex(path, "the test resource", 0.5):
+            pass
         assert time.monotonic() - started >= 0.5
         assert caught.value.diagnostics[0].to_text().startswith(
             f"buildenv: error[BE760]: gave up after 0.5 s waiting for the test resource (held "
@@ -57,16 +56,15 @@ def test_lock_excludes_another_process_and_dies_with_it(tmp_path):
 def test_lock_is_reentrant_in_a_thread_and_exclusive_between_threads(tmp_path):
     path = tmp_path / "y.lock"
     order = []
-    with mutex(path, "y", 1):
-        with mutex(path, "y", 1):  # the same thread again: no deadlock
-            def other():
-                with mutex(path, "y", 10):
-                    order.append("other")
+    with mutex(path, "y", 1), mutex(path, "y", 1):  # the same thread again: no deadlock
+        def other():
+            with mutex(path, "y", 10):
+                order.append("other")
 
-            thread = threading.Thread(target=other)
-            thread.start()
-            time.sleep(0.3)
-            order.append("first")
+        thread = threading.Thread(target=other)
+        thread.start()
+        time.sleep(0.3)
+        order.append("first")
     thread.join(10)
     assert order == ["first", "other"]
 

@@ -185,7 +185,7 @@ def test_no_restricted_value_reaches_any_output_or_file(repo: Path) -> None:
     assert code == 0 and "evaluate" in out and "build" in out
 
     text = "\n".join(outputs)
-    assert SENTINEL not in text, [o for o in outputs if SENTINEL in o][0][:2000]
+    assert SENTINEL not in text, next(o for o in outputs if SENTINEL in o)[:2000]
     assert SENTINEL.encode() not in events.read_bytes()
     leaks = [p for folder in (".buildenv", "dist") for p in (repo / folder).rglob("*")
              if p.is_file() and SENTINEL.encode() in p.read_bytes()]

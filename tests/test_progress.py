@@ -58,15 +58,19 @@ def test_batches_end_their_task_however_the_loop_ends():
             pass
         for _ in progress.batches([Batch(2), Batch(3)], "early"):
             break
-        with pytest.raises(ZeroDivisionError):
+
+        def consumer_raises():
             for _ in progress.batches([Batch(2)], "consumer raised"):
                 raise ZeroDivisionError
+
+        with pytest.raises(ZeroDivisionError):
+            consumer_raises()
 
         def unreadable():
             yield Batch(2)
             raise OSError("truncated file")
 
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="truncated file"):
             for _ in progress.batches(unreadable(), "source raised"):
                 pass
     assert seen == [("all", 5, "done"), ("early", 0, "stopped"), ("consumer raised", 0, "stopped"),
@@ -87,27 +91,27 @@ def lines_of(out: io.StringIO) -> list[str]:
 
 def test_lines_show_nothing_for_short_work():
     out = io.StringIO()
-    with progress.installed(Lines(out, after=1.0, ticking=False)) as lines:
-        with progress.task("quick", total=5, unit="rows") as item:
-            item.advance(5)
-            lines.tick(item.started + 0.5)
+    with (progress.installed(Lines(out, after=1.0, ticking=False)) as lines,
+          progress.task("quick", total=5, unit="rows") as item):
+        item.advance(5)
+        lines.tick(item.started + 0.5)
     assert out.getvalue() == ""
 
 
 def test_lines_start_heartbeat_and_end_with_durations():
     out = io.StringIO()
-    with progress.installed(Lines(out, after=1.0, heartbeat=30.0, ticking=False)) as lines:
-        with progress.task("recommender @ prod-2026-09", keep=True) as pair:
-            pair.phase("check")
-            t0 = pair.started
-            lines.tick(t0 + 0.5)
-            assert out.getvalue() == ""
-            pair.phase("train")
-            lines.tick(pair.phase_started + 1.5)  # both the pair and the phase now ran >= 1 s
-            lines.tick(pair.phase_started + 20)  # nothing new: no heartbeat yet
-            lines.tick(pair.phase_started + 45)
-            lines.tick(pair.phase_started + 50)  # 5 s after the last line: no heartbeat
-            pair.phase("save")
+    with (progress.installed(Lines(out, after=1.0, heartbeat=30.0, ticking=False)) as lines,
+          progress.task("recommender @ prod-2026-09", keep=True) as pair):
+        pair.phase("check")
+        t0 = pair.started
+        lines.tick(t0 + 0.5)
+        assert out.getvalue() == ""
+        pair.phase("train")
+        lines.tick(pair.phase_started + 1.5)  # both the pair and the phase now ran >= 1 s
+        lines.tick(pair.phase_started + 20)  # nothing new: no heartbeat yet
+        lines.tick(pair.phase_started + 45)
+        lines.tick(pair.phase_started + 50)  # 5 s after the last line: no heartbeat
+        pair.phase("save")
     got = lines_of(out)
     assert got[:3] == ["recommender @ prod-2026-09: started",
                        "train recommender @ prod-2026-09: started",
@@ -120,12 +124,12 @@ def test_lines_start_heartbeat_and_end_with_durations():
 
 def test_lines_heartbeat_reports_the_amount_done():
     out = io.StringIO()
-    with progress.installed(Lines(out, after=1.0, heartbeat=30.0, ticking=False)) as lines:
-        with progress.task("hash data/big.csv", total=3 << 30, unit="bytes") as bar:
-            bar.advance(1 << 29)
-            lines.tick(bar.started + 1)
-            lines.tick(bar.started + 31)
-            bar.advance((3 << 30) - (1 << 29))
+    with (progress.installed(Lines(out, after=1.0, heartbeat=30.0, ticking=False)) as lines,
+          progress.task("hash data/big.csv", total=3 << 30, unit="bytes") as bar):
+        bar.advance(1 << 29)
+        lines.tick(bar.started + 1)
+        lines.tick(bar.started + 31)
+        bar.advance((3 << 30) - (1 << 29))
     got = lines_of(out)
     assert got[:2] == ["hash data/big.csv: started",
                        "hash data/big.csv: 31 s (512 MiB of 3.0 GiB)"]
@@ -139,12 +143,12 @@ def test_the_pants_plugin_reads_the_summary_line_buildenv_writes():
     finally:
         sys.path.remove(str(REPO_ROOT / "rules"))
     out = io.StringIO()
-    with progress.installed(Lines(out, after=0.0, ticking=False)):
-        with progress.task("rec @ prod", keep=True) as pair:
-            pair.phase("train")
-            pair.phase(None)
-            pair.timings = {"check": 0.3, "train": 55.04, "importance": 3.1, "save": 120.0}
-            pair.status = "built"
+    with (progress.installed(Lines(out, after=0.0, ticking=False)),
+          progress.task("rec @ prod", keep=True) as pair):
+        pair.phase("train")
+        pair.phase(None)
+        pair.timings = {"check": 0.3, "train": 55.04, "importance": 3.1, "save": 120.0}
+        pair.status = "built"
     summary = build_summary(out.getvalue(), "rec", "prod")
     assert summary is not None and summary.status == "built"
     assert summary.timings == (("check", 0.3), ("train", 55.0), ("importance", 3.1),
@@ -157,18 +161,18 @@ def test_the_pants_plugin_reads_the_summary_line_buildenv_writes():
 def test_live_view_appears_after_a_second_and_is_erased_at_the_end():
     out = io.StringIO()
     live = Live(out, after=1.0, force_terminal=True, ticking=False)
-    with progress.installed(live):
-        with progress.task("hash data/big.parquet", total=100, unit="bytes") as bar:
-            for _ in range(10_000):  # advancing draws nothing: only ticks do
-                bar.advance(0)
-            assert out.getvalue() == ""
-            live.tick(bar.started + 0.5)
-            assert out.getvalue() == ""
-            bar.advance(40)
-            live.tick(bar.started + 2)
-            drawn = out.getvalue()
-            assert "hash data/big.parquet" in drawn and "40 B of 100 B" in drawn
-            assert "\x1b[?25l" in drawn  # cursor hidden while live
+    with (progress.installed(live),
+          progress.task("hash data/big.parquet", total=100, unit="bytes") as bar):
+        for _ in range(10_000):  # advancing draws nothing: only ticks do
+            bar.advance(0)
+        assert out.getvalue() == ""
+        live.tick(bar.started + 0.5)
+        assert out.getvalue() == ""
+        bar.advance(40)
+        live.tick(bar.started + 2)
+        drawn = out.getvalue()
+        assert "hash data/big.parquet" in drawn and "40 B of 100 B" in drawn
+        assert "\x1b[?25l" in drawn  # cursor hidden while live
     tail = out.getvalue()[len(drawn):]
     assert "\x1b[?25h" in tail and tail.endswith("\x1b[2K")  # cursor back, live lines erased
 
@@ -176,12 +180,11 @@ def test_live_view_appears_after_a_second_and_is_erased_at_the_end():
 def test_live_view_prints_stray_stderr_writes_above_itself():
     out = io.StringIO()
     live = Live(out, after=0.0, force_terminal=True, ticking=False)
-    with progress.installed(live):
-        with progress.task("a @ prod", keep=True) as pair:
-            pair.phase("register")
-            live.tick(time.monotonic())
-            print("FutureWarning: something deprecated", file=sys.stderr)
-            live.tick(time.monotonic())
+    with progress.installed(live), progress.task("a @ prod", keep=True) as pair:
+        pair.phase("register")
+        live.tick(time.monotonic())
+        print("FutureWarning: something deprecated", file=sys.stderr)
+        live.tick(time.monotonic())
     text = out.getvalue()
     assert "FutureWarning: something deprecated" in text
     assert text.index("FutureWarning") < text.rindex("a @ prod")  # the view is redrawn below
@@ -220,9 +223,9 @@ def test_renderer_choice(monkeypatch):
                                                            "BUILDENV_PROGRESS_HEARTBEAT": "5"})
     assert (lines.after, lines.heartbeat) == (0.0, 5.0)
     for bad in ({"BUILDENV_PROGRESS_HEARTBEAT": "soon"}, {"BUILDENV_PROGRESS_AFTER": "-1"}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="must be a number of seconds >= 0"):
             progress_view.renderer(io.StringIO(), "plain", env=bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="progress mode must be one of"):
         progress_view.renderer(io.StringIO(), "fancy", env={})
 
 

@@ -332,7 +332,7 @@ def test_the_broker_hands_over_only_pinned_regular_files(tmp_path):
         reply, fds = ask({"op": "open", "key": items})
         assert reply == {"ok": True, "memory": False} and len(fds) == 1
         assert os.pread(fds[0], 4, 0) == b"PAR1"
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="Bad file descriptor"):
             os.write(fds[0], b"x")
         os.close(fds[0])
         for key in (str(root / "pyproject.toml"), str(root / "data"), "/etc/hostname"):

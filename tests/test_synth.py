@@ -273,3 +273,35 @@ def test_mst_budget_parts_add_up_for_any_width():
             if selections < columns - 1:
                 fewer.add(columns - 1)
     assert fewer <= {8, 12, 16, 20}
+
+
+TAGGED = """\
+name: people-tagged
+extends: people
+labels:
+  tier:
+    uri: data/tier.json
+    dataset: people
+    key: person_id
+    field: tier
+    taxonomy: {name: tier, version: 1, classes: [low, high]}
+    ui_version: "1"
+"""
+
+
+def test_an_environment_with_label_sets_gets_its_stand_in_locked(tmp_path):
+    """synth locks the derived environment like `buildenv lock` does, label sets included
+    (it used to lock datasets only and refuse with BE057 after writing the file)."""
+    root = write_access_repo(tmp_path / "repo", rows=300, extra_envs={"people-tagged": TAGGED})
+    tasks = [{"id": i, "data": {"person_id": i}, "annotations": [{
+        "id": i, "completed_by": 1, "created_at": "2026-07-01T10:00:00Z", "result": [{
+            "from_name": "tier", "to_name": "text", "type": "choices",
+            "value": {"choices": ["high" if i % 3 else "low"]}}]}]} for i in range(1, 31)]
+    (root / "data" / "tier.json").write_text(json.dumps(tasks))
+    assert invoke_cli(["lock"], root)[0] == 0
+    code, out, err = invoke_cli(["synth", "people-tagged", "--dataset", "people", "--rows",
+                                 "50", "--epsilon", "1"], root)
+    assert code == 0, err
+    lock = json.loads((root / "environments" / "people-tagged-synthetic.lock.json").read_text())
+    assert lock["labels"]["tier"]["annotations"] == 30
+    assert invoke_cli(["lock", "--check", "people-tagged-synthetic"], root)[0] == 0

@@ -159,9 +159,9 @@ def test_validate_reports_a_failed_spill_and_does_not_cache_it(monkeypatch, tmp_
 
     from buildenv.core.project import Project
     from buildenv.data.lock.lockfile import read_lock
-    from buildenv.data.lock.locking import lock_environments
     from buildenv.data.validate.validate import validate_env
     from buildenv.env.resolve import Multiverse
+    from buildenv.labels.locking import lock_environments
 
     repo = write_repo(tmp_path, envs={"k": "name: k\ndatasets:\n  t:\n    uri: data/k.parquet\n"
                                            "    columns:\n      id: {dtype: int64, unique: "

@@ -17,8 +17,8 @@ import pytest
 from conftest import invoke_cli, write_parquet, write_repo
 
 from buildenv.core.project import Project
-from buildenv.data.lock.locking import lock_environments
 from buildenv.env.resolve import Multiverse, environment_digest
+from buildenv.labels.locking import lock_environments
 
 SENTINEL = "QZSENTINEL42"
 SENTINEL_ID = 918273645
@@ -379,8 +379,8 @@ def test_restricted_dataset_shows_counts_and_fractions_never_values(tmp_path):
 def cached_validation(repo: Path, env: str = "flights"):
     """validate_env as `buildenv build` runs it: with the lock's digests, so results are cached."""
     from buildenv.data.lock.lockfile import read_lock
-    from buildenv.data.lock.locking import lock_environments
     from buildenv.data.validate.validate import validate_env
+    from buildenv.labels.locking import lock_environments
 
     project = Project(repo)
     multiverse = Multiverse(project)

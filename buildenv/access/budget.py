@@ -63,7 +63,7 @@ class Ledger:
         self.path = self.folder / "ledger.jsonl"
 
     # --- reading ------------------------------------------------------------------------
-    def records(self) -> list[dict]:
+    def records(self) -> list[dict[str, Any]]:
         """Every record; BE819 when a line other than a torn last one is not a record."""
         if not self.path.is_file():
             return []
@@ -91,7 +91,7 @@ class Ledger:
         return math.fsum(r["epsilon"] for r in self.records() if r["scope"] == scope)
 
     # --- writing ------------------------------------------------------------------------
-    def spend(self, *, scope: str, epsilon: float, budget: float, **record: Any) -> dict:
+    def spend(self, *, scope: str, epsilon: float, budget: float, **record: Any) -> dict[str, Any]:
         """Record a release of `epsilon` in `scope` if it fits in `budget`; BudgetExceeded
         otherwise. The check and the append happen under one exclusive lock."""
         log = AppendLog(self.path, "the privacy budget ledger")

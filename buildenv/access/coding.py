@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 from buildenv.env.spec import INTEGER_DTYPES, NUMERIC_DTYPES, TEMPORAL_DTYPES, Column
 
 __all__ = ["NULL", "OTHER", "PRESENT", "SUM_STEPS", "Coding", "coding_for", "plan_codings"]
@@ -45,7 +45,7 @@ class Coding:
     name: str
     column: Column
     kind: str
-    keys: tuple = ()
+    keys: tuple[Any, ...] = ()
     edges: np.ndarray | None = None  # binned: k+1 edges in the numeric space
     lo: float = 0.0
     hi: float = 0.0
@@ -65,9 +65,10 @@ class Coding:
         return 0 if self.edges is None else len(self.edges) - 1
 
     @property
-    def cells(self) -> list[str]:
+    def cells(self) -> list[str | int | float]:
         if self.kind == "categorical":
-            return [_label(k) for k in self.keys] + [OTHER, NULL]
+            keys: list[str | int | float] = [_label(k) for k in self.keys]
+            return keys + [OTHER, NULL]
         if self.kind == "binned":
             return [self.bin_label(i) for i in range(self.bins)] + [NULL]
         return [PRESENT, NULL]
@@ -76,7 +77,8 @@ class Coding:
     def null_cell(self) -> int:
         return len(self.cells) - 1
 
-    def bin_label(self, i: int) -> str:
+    def bin_label(self, i: int) -> str | int | float:
+        """A bin as users read it: "[a, b)", or its one value for a one-value integer bin."""
         assert self.edges is not None
         a, b = self.edges[i], self.edges[i + 1]
         if self.integral:
@@ -98,14 +100,14 @@ class Coding:
     @property
     def sum_bound(self) -> int:
         """The most one row adds to the sum of units (what one person moves it by, per row)."""
-        return int(round((self.hi - self.lo) / self.quantum))
+        return round((self.hi - self.lo) / self.quantum)
 
-    def display(self, value: float) -> Any:
+    def display(self, value: float) -> str | int | float:
         """A number of the numeric space as users read it (dates and times in ISO 8601)."""
         if self.dtype == "date":
-            return (_EPOCH + dt.timedelta(days=int(math.floor(value)))).date().isoformat()
+            return (_EPOCH + dt.timedelta(days=math.floor(value))).date().isoformat()
         if self.dtype == "timestamp":
-            moment = _EPOCH + dt.timedelta(microseconds=int(round(value)))
+            moment = _EPOCH + dt.timedelta(microseconds=round(value))
             return moment.isoformat().replace("+00:00", "Z")
         if self.integral:
             return int(value)
@@ -176,8 +178,8 @@ class Coding:
         inside = np.clip(cells, 0, self.bins - 1)
         lo, hi = self.edges[inside], self.edges[inside + 1]
         if self.integral:  # bins are [a, b) over integers; the last one ends at hi + 1
-            return rng.integers(lo.astype(np.int64), hi.astype(np.int64))
-        return rng.uniform(lo, hi)
+            return np.asarray(rng.integers(lo.astype(np.int64), hi.astype(np.int64)))
+        return np.asarray(rng.uniform(lo, hi))
 
 
 def _plain(array: pa.Array) -> pa.Array:
@@ -242,8 +244,6 @@ def plan_codings(dataset: str, columns: dict[str, Column], asked: Sequence[str] 
     problems, notes, out = [], [], []
     for name in names:
         if name not in columns:
-            from buildenv.core.diagnostics import did_you_mean
-
             hint = did_you_mean(name, columns)
             problems.append(Diagnostic("BE010", f"unknown column '{name}' in dataset "
                                        f"'{dataset}'", hints=(hint,) if hint else ()))

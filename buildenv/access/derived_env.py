@@ -13,6 +13,7 @@ overwritten (BE825).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -30,7 +31,7 @@ def derived_name(env: str) -> str:
     return f"{env}{SUFFIX}"
 
 
-def _load(path: Path) -> dict | None:
+def _load(path: Path) -> dict[str, Any] | None:
     """The generated document at `path`, None if absent; BE825 if it was written by hand."""
     if not path.is_file():
         return None
@@ -45,13 +46,14 @@ def _load(path: Path) -> dict | None:
     return data if isinstance(data, dict) else {}
 
 
-def existing_stand_ins(multiverse: Multiverse, env: str) -> dict[str, dict]:
+def existing_stand_ins(multiverse: Multiverse, env: str) -> dict[str, dict[str, Any]]:
     """Datasets of ENV already replaced in `<ENV>-synthetic`: name -> provenance record."""
     data = _load(multiverse.path(derived_name(env)))
     return dict(((data or {}).get("privacy") or {}).get("synthetic") or {})
 
 
-def write_derived(multiverse: Multiverse, parent: Resolved, dataset: str, record: dict) -> str:
+def write_derived(multiverse: Multiverse, parent: Resolved, dataset: str,
+                  record: dict[str, Any]) -> str:
     """Add (or replace) the stand-in for `dataset` in `<ENV>-synthetic.yaml`; its name."""
     name = derived_name(parent.name)
     path = multiverse.path(name)

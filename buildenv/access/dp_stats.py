@@ -34,8 +34,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from buildenv.access.coding import OTHER, Coding
-from buildenv.access.unit import Truncation
+from buildenv.access import backend, policy
+from buildenv.access.coding import OTHER, Coding, plan_codings
+from buildenv.access.unit import Truncation, contributions, truncation_for
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.gate import Gate
+from buildenv.data.lock.lockfile import read_lock
 
 __all__ = ["ALPHA", "DELTA", "Exact", "Plan", "collect", "exact_report", "plan_release",
            "release"]
@@ -52,7 +57,7 @@ class Exact:
     rows: int = 0
     cells: dict[str, np.ndarray] = field(default_factory=dict)
     sums: dict[str, int] = field(default_factory=dict)
-    keys: dict[str, dict] = field(default_factory=dict)
+    keys: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def collect(read: Any, codings: list[Coding], truncation: Truncation | None,
@@ -178,7 +183,8 @@ def _threshold_figure(dp: Any, column: str, t: Any, share: float, delta: float,
     never = (1 << 31) - 1
 
     def loss(scale: float, threshold: int = never) -> tuple[float, float]:
-        return (t >> dp.m.then_laplace_threshold(scale, threshold=threshold)).map(d_in)
+        spent = (t >> dp.m.then_laplace_threshold(scale, threshold=threshold)).map(d_in)
+        return float(spent[0]), float(spent[1])
 
     scale = dp.binary_search(lambda s: loss(s)[0] <= share, bounds=(1e-9, 1e12), T=float)
     threshold = dp.binary_search(lambda th: loss(scale, th)[1] <= delta, bounds=(d_in, never),
@@ -189,10 +195,8 @@ def _threshold_figure(dp: Any, column: str, t: Any, share: float, delta: float,
     return Figure("keys", column, measurement, scale, float(eps), float(dlt), int(threshold))
 
 
-def release(plan: Plan, exact: Exact, codings: list[Coding]) -> dict:
+def release(plan: Plan, exact: Exact, codings: list[Coding]) -> dict[str, Any]:
     """Apply the plan's measurements to the aggregates (call only after the ledger spend)."""
-    from buildenv.access import backend
-
     accuracy = backend.opendp().accuracy.discrete_laplacian_scale_to_accuracy
 
     by_column: dict[str, dict[str, Figure]] = {}
@@ -200,11 +204,11 @@ def release(plan: Plan, exact: Exact, codings: list[Coding]) -> dict:
     for figure in plan.figures[1:]:
         by_column.setdefault(figure.column or "", {})[figure.kind] = figure
     noisy_rows = int(rows_figure.measurement(int(exact.rows)))
-    report: dict = {"private": True, "epsilon": plan.epsilon, "delta": plan.delta,
-                    "alpha": ALPHA, "rows_per_person": plan.d_in,
-                    "rows": {"value": max(0, noisy_rows),
-                             "accuracy": accuracy(rows_figure.scale, ALPHA)},
-                    "columns": []}
+    report: dict[str, Any] = {"private": True, "epsilon": plan.epsilon, "delta": plan.delta,
+                              "alpha": ALPHA, "rows_per_person": plan.d_in,
+                              "rows": {"value": max(0, noisy_rows),
+                                       "accuracy": accuracy(rows_figure.scale, ALPHA)},
+                              "columns": []}
     for coding in codings:
         figures = by_column[coding.name]
         if coding.kind == "keys":
@@ -245,9 +249,9 @@ def _key(coding: Coding, value: Any) -> Any:
 
 # --- exact figures (public data) -------------------------------------------------------------
 
-def exact_report(exact: Exact, codings: list[Coding]) -> dict:
-    report: dict = {"private": False, "epsilon": 0.0, "delta": 0.0, "alpha": ALPHA,
-                    "rows": {"value": exact.rows, "accuracy": 0.0}, "columns": []}
+def exact_report(exact: Exact, codings: list[Coding]) -> dict[str, Any]:
+    report: dict[str, Any] = {"private": False, "epsilon": 0.0, "delta": 0.0, "alpha": ALPHA,
+                              "rows": {"value": exact.rows, "accuracy": 0.0}, "columns": []}
     for coding in codings:
         if coding.kind == "keys":
             table = exact.keys[coding.name]
@@ -268,11 +272,12 @@ def exact_report(exact: Exact, codings: list[Coding]) -> dict:
 
 # --- figures of one column ---------------------------------------------------------------------
 
-def _cells_entry(coding: Coding, counts: np.ndarray, cell_accuracy: float, count: dict) -> dict:
+def _cells_entry(coding: Coding, counts: np.ndarray, cell_accuracy: float,
+                 count: dict[str, Any]) -> dict[str, Any]:
     shown = np.maximum(counts, 0)
-    entry: dict = {"name": coding.name, "dtype": coding.dtype, "kind": coding.kind,
-                   "count": count,
-                   "nulls": {"value": int(shown[-1]), "accuracy": cell_accuracy}}
+    entry: dict[str, Any] = {"name": coding.name, "dtype": coding.dtype, "kind": coding.kind,
+                             "count": count,
+                             "nulls": {"value": int(shown[-1]), "accuracy": cell_accuracy}}
     if coding.kind == "nulls":
         return entry
     labels = coding.cells
@@ -289,8 +294,8 @@ def _cells_entry(coding: Coding, counts: np.ndarray, cell_accuracy: float, count
     return entry
 
 
-def _numeric_entry(coding: Coding, counts: np.ndarray, total: dict, units_sum: int,
-                   sum_accuracy: float, cell_error: float) -> dict:
+def _numeric_entry(coding: Coding, counts: np.ndarray, total: dict[str, Any], units_sum: int,
+                   sum_accuracy: float, cell_error: float) -> dict[str, Any]:
     """Mean (the sum of clamped values over the non-null count) and quartiles (read off the
     histogram). `total` and `sum_accuracy` hold at ALPHA/2 each, `cell_error` per cell at
     ALPHA/k, so each interval holds with probability >= 1 - ALPHA."""
@@ -347,12 +352,12 @@ def _quantile(coding: Coding, bins: np.ndarray, level: float, error: float
     return _show(coding, value), [_show(coding, low), _show(coding, high)]
 
 
-def _keys_entry(coding: Coding, released: dict, key_accuracy: float,
-                threshold: int | None) -> dict:
+def _keys_entry(coding: Coding, released: dict[str, Any], key_accuracy: float,
+                threshold: int | None) -> dict[str, Any]:
     ranked = sorted(released.items(), key=lambda kv: (-kv[1], str(kv[0])))
-    entry: dict = {"name": coding.name, "dtype": coding.dtype, "kind": "keys",
-                   "values": [{"value": v, "count": max(0, int(c)),
-                               "accuracy": key_accuracy} for v, c in ranked]}
+    entry: dict[str, Any] = {"name": coding.name, "dtype": coding.dtype, "kind": "keys",
+                             "values": [{"value": v, "count": max(0, int(c)),
+                                         "accuracy": key_accuracy} for v, c in ranked]}
     if threshold is not None:
         entry["threshold"] = threshold
     return entry
@@ -371,24 +376,15 @@ def _show(coding: Coding, value: float | None) -> Any:
 # --- the command ------------------------------------------------------------------------------
 
 def run_stats(project: Any, res: Any, dataset: str, columns: list[str] | None,
-              epsilon: float, bins: int = 20) -> dict:
+              epsilon: float, bins: int = 20) -> dict[str, Any]:
     """`buildenv stats`: exact figures of a public dataset, private ones of a restricted one
     (checks, read, spend, release and audit in the order `access.policy` describes)."""
-    from buildenv.access import backend, policy
-    from buildenv.access.coding import plan_codings
-    from buildenv.access.unit import contributions, truncation_for
-    from buildenv.core.diagnostics import DiagnosticError
-    from buildenv.data.gate.errors import GateError
-    from buildenv.data.gate.gate import Gate
-
     policy.require_dataset(res, dataset)
     check_bins(bins)
     env = res.env
     codings, notes = plan_codings(dataset, env.datasets[dataset].columns, columns, bins, res)
     restricted = env.restricted(dataset)
     if not restricted:
-        from buildenv.data.lock.lockfile import read_lock
-
         lock = read_lock(project, res.name)
         pinned = lock.datasets.get(dataset) if lock else None
         pins = {dataset: pinned.digest} if pinned and pinned.uri == env.datasets[dataset].uri \
@@ -429,8 +425,6 @@ def run_stats(project: Any, res: Any, dataset: str, columns: list[str] | None,
 
 
 def check_bins(bins: int) -> None:
-    from buildenv.core.diagnostics import Diagnostic, DiagnosticError
-
     if not 1 <= bins <= 1000:
         raise DiagnosticError([Diagnostic("BE826", f"--bins must be between 1 and 1000 (got "
                                           f"{bins})", hints=("e.g. --bins 20",))], 2)

@@ -11,6 +11,8 @@ budget and shows no row.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["distribution", "jsd", "linf", "mutual_information", "pair_report"]
@@ -22,7 +24,7 @@ def distribution(counts: np.ndarray) -> np.ndarray:
     total = values.sum()
     if total <= 0:
         return np.full(values.shape, 1.0 / values.size)
-    return values / total
+    return np.asarray(values / total)
 
 
 def linf(p: np.ndarray, q: np.ndarray) -> float:
@@ -50,7 +52,7 @@ def mutual_information(joint: np.ndarray) -> float:
 
 
 def pair_report(a: str, b: str, synthetic: np.ndarray, model: np.ndarray,
-                measured: bool) -> dict:
+                measured: bool) -> dict[str, Any]:
     p, q = distribution(synthetic), distribution(model)
     return {"columns": [a, b], "linf": linf(p, q), "jsd": jsd(p, q),
             "mutual_information": {"synthetic": mutual_information(p),

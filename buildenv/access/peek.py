@@ -22,12 +22,16 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from buildenv.access.coding import coding_for
+from buildenv.access.policy import locked_version, require_dataset
 from buildenv.core.actor import actor
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 from buildenv.core.project import Project
 from buildenv.data.gate.audit import AuditLog
+from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.gate import Gate
 from buildenv.env.resolve import Resolved
 
 __all__ = ["peek"]
@@ -40,10 +44,6 @@ def _usage(code: str, message: str, hint: str) -> DiagnosticError:
 def peek(project: Project, res: Resolved, dataset: str, rows: int, reason: str | None,
          columns: list[str] | None = None, invalid: str | None = None) -> pa.Table:
     """The rows to show, after the access is recorded. Raises diagnostics otherwise."""
-    from buildenv.access.policy import locked_version, require_dataset
-    from buildenv.data.gate.errors import GateError
-    from buildenv.data.gate.gate import Gate
-
     require_dataset(res, dataset)
     if rows <= 0:
         raise _usage("BE815", f"--rows must be at least 1 (got {rows})",
@@ -117,8 +117,6 @@ def _breaks(res: Resolved, dataset: str, name: str, batch: pa.RecordBatch) -> np
 
 
 def _unclamped(coding: Any, array: pa.Array) -> np.ndarray:
-    import pyarrow.compute as pc
-
     if coding.dtype == "date":
         array = pc.cast(array, pa.date32()).cast(pa.int32())
     elif coding.dtype == "timestamp":

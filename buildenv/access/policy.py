@@ -85,7 +85,7 @@ class Request:
     def scope(self) -> str:
         return scope_of(self.res.env, self.dataset, self.pinned.digest)
 
-    def spend(self, delta: float = 0.0, **details: Any) -> dict:
+    def spend(self, delta: float = 0.0, **details: Any) -> dict[str, Any]:
         """Step 3: record the release in the ledger, or refuse (BE811) with nothing spent."""
         try:
             return self.ledger.spend(
@@ -131,7 +131,7 @@ def request(project: Project, res: Resolved, dataset: str, epsilon: float,
     return req
 
 
-def audit_release(req: Request, columns: list[str], delta: float, entry: dict,
+def audit_release(req: Request, columns: list[str], delta: float, entry: dict[str, Any],
                   **details: Any) -> None:
     """Step 4: the release in the audit log (before anything is shown)."""
     AuditLog(req.project.data_state_dir).append(

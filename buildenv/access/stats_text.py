@@ -19,12 +19,12 @@ def _n(value: Any) -> str:
     return str(value)
 
 
-def _pm(figure: dict, private: bool, key: str = "value") -> str:
+def _pm(figure: dict[str, Any], private: bool, key: str = "value") -> str:
     text = _n(figure[key])
     return f"{text} ± {_n(round(figure['accuracy']))}" if private else text
 
 
-def render_stats(report: dict) -> str:
+def render_stats(report: dict[str, Any]) -> str:
     private = report["private"]
     head = f"{report['dataset']} @ {report['environment']} ({(report.get('digest') or '')[:19]})"
     lines = [head]
@@ -76,7 +76,7 @@ def render_stats(report: dict) -> str:
     return "\n".join(_align(lines))
 
 
-def _column_head(col: dict) -> str:
+def _column_head(col: dict[str, Any]) -> str:
     kind = col["kind"]
     if kind == "binned":
         lo, hi = col["range"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["render_synth"]
 
 
-def render_synth(report: dict) -> str:
+def render_synth(report: dict[str, Any]) -> str:
     budget = report["budget"]
     lines = [
         f"{report['file']}: {report['rows']:,} synthetic rows of {report['dataset']} "

@@ -23,23 +23,38 @@ recorded in the provenance.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import hashlib
 import json
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from buildenv.access import backend, policy
 from buildenv.access.coding import Coding, coding_for
+from buildenv.access.derived_env import derived_name, existing_stand_ins, write_derived
+from buildenv.access.dp_stats import check_bins
 from buildenv.access.fidelity import distribution, jsd, linf, pair_report
+from buildenv.access.policy import locked_version
+from buildenv.access.unit import contributions, truncation_for
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 from buildenv.core.project import Project
+from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.formats import arrow_type
+from buildenv.data.gate.gate import Gate
+from buildenv.data.lock.provenance import METADATA_KEY, embedded_provenance
+from buildenv.data.validate.validate import validate_env
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.spec import INTEGER_DTYPES, Column
+from buildenv.labels.locking import lock_environments
 
 __all__ = ["METHOD", "Identifier", "mst_budget", "plan_columns", "run_synth"]
 
@@ -113,8 +128,8 @@ def mst_budget(dp: Any, epsilon: float, columns: int) -> tuple[float, int]:
     domain = dp.vector_domain(dp.atom_domain(T="i64"))
 
     def total(parts: list[float]) -> float:
-        return dp.c.make_adaptive_composition(domain, dp.symmetric_distance(),
-                                              dp.max_divergence(), 1, parts).map(1)
+        return float(dp.c.make_adaptive_composition(domain, dp.symmetric_distance(),
+                                                    dp.max_divergence(), 1, parts).map(1))
 
     def fits(e: float, n: int) -> bool:
         oneway = e * 0.5
@@ -161,14 +176,9 @@ def _check_pair(pair: tuple[str, str] | None, codings: list[Coding], dataset: st
 
 
 def _foreign_keys(project: Project, multiverse: Multiverse, res: Resolved,
-                  identifiers: list[Identifier], stand_ins: dict[str, dict]
+                  identifiers: list[Identifier], stand_ins: dict[str, dict[str, Any]]
                   ) -> dict[str, np.ndarray]:
     """The key values each foreign-key identifier draws from (public or synthetic data only)."""
-    from buildenv.access.derived_env import derived_name
-    from buildenv.access.policy import locked_version
-    from buildenv.data.gate.errors import GateError
-    from buildenv.data.gate.gate import Gate
-
     out: dict[str, np.ndarray] = {}
     for ident in identifiers:
         target = ident.target
@@ -291,9 +301,7 @@ def decode(coding: Coding, cells: np.ndarray, rng: np.random.Generator) -> pa.Ar
     values = coding.decode_bins(cells, rng)
     if coding.dtype == "date":
         array = pa.array(values.astype(np.int32), mask=nulls).cast(pa.date32())
-    elif coding.dtype == "timestamp":
-        array = pa.array(values.astype(np.int64), mask=nulls).cast(target)
-    elif coding.integral:
+    elif coding.dtype == "timestamp" or coding.integral:
         array = pa.array(values.astype(np.int64), mask=nulls).cast(target)
     else:
         array = pa.array(values.astype(np.float64), mask=nulls).cast(target)
@@ -323,12 +331,12 @@ def _valid_cells(coding: Coding) -> np.ndarray:
 
 
 def fidelity(table: Any, codings: list[Coding], cells: dict[str, np.ndarray], rows: int,
-             pair: tuple[str, str] | None) -> dict:
+             pair: tuple[str, str] | None) -> dict[str, Any]:
     """Synthetic marginals vs the privately released ones (`access.fidelity`), over the cells
     the declared columns allow (noise puts mass in the others; the file has none there)."""
     from mbi import Factor  # pants: no-infer-dep
 
-    one_way: dict[str, list] = {}
+    one_way: dict[str, list[Any]] = {}
     for measurement in table.marginals.flatten():
         if len(measurement.clique) == 1 and measurement.query == Factor.datavector:
             one_way.setdefault(measurement.clique[0], []).append(measurement)
@@ -353,39 +361,35 @@ def fidelity(table: Any, codings: list[Coding], cells: dict[str, np.ndarray], ro
                     "cells": [c for c, ok in zip(coding.cells, valid) if ok],
                     "linf": linf(p, q), "jsd": jsd(p, q), "accuracy": accuracy,
                     "synthetic": p.tolist(), "released": q.tolist()})
-    report: dict = {"columns": out}
+    report: dict[str, Any] = {"columns": out}
     if pair is not None:
         a, b = (next(c for c in codings if c.name == n) for n in pair)
         ka, kb = len(a.cells), len(b.cells)
         joint = np.zeros((ka, kb))
         np.add.at(joint, (cells[a.name], cells[b.name]), 1)
-        model = np.asarray(table.project([a.name, b.name]), dtype=np.float64).reshape(ka, kb)
+        fitted = np.asarray(table.project([a.name, b.name]), dtype=np.float64).reshape(ka, kb)
         keep = np.ix_(_valid_cells(a), _valid_cells(b))
         measured = any(set(clique) == {a.name, b.name} for clique in table.marginals.cliques())
-        report["pair"] = pair_report(a.name, b.name, joint[keep], model[keep], measured)
+        report["pair"] = pair_report(a.name, b.name, joint[keep], fitted[keep], measured)
     return report
 
 
-def _combine(measurements: list, k: int) -> np.ndarray | None:
+def _combine(measurements: list[Any], k: int) -> np.ndarray | None:
     """Inverse-variance average of the noisy one-way measurements of a column."""
     usable = [m for m in measurements if np.asarray(m.noisy_measurement).size == k]
     if not usable:
         return None
     weights = np.asarray([1.0 / m.stddev ** 2 for m in usable])
     stacked = np.stack([np.asarray(m.noisy_measurement, dtype=np.float64) for m in usable])
-    return (weights[:, None] * stacked).sum(axis=0) / weights.sum()
+    return np.asarray((weights[:, None] * stacked).sum(axis=0) / weights.sum())
 
 
 def _return_free_memory() -> None:
     """Hand freed memory back to the system between the stages of a synthesis: Arrow's pool
     and glibc's heap keep what was freed, which would add up with the next stage's peak."""
-    import gc
-
     gc.collect()
     pa.default_memory_pool().release_unused()
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass  # not glibc: nothing to trim
@@ -393,10 +397,6 @@ def _return_free_memory() -> None:
 
 def _write_parquet(path: Path, table: pa.Table) -> str:
     """Write atomically; the sha256 content digest of the file written."""
-    import os
-    import tempfile
-
-    import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -416,18 +416,8 @@ def _write_parquet(path: Path, table: pa.Table) -> str:
 
 def run_synth(multiverse: Multiverse, res: Resolved, dataset: str, rows: int, epsilon: float,
               seed: int = 0, bins: int = 16, out: str | None = None,
-              pair: tuple[str, str] | None = None) -> dict:
+              pair: tuple[str, str] | None = None) -> dict[str, Any]:
     """`buildenv synth` end to end (the order of events is `access.policy`'s)."""
-    from buildenv.access import backend, policy
-    from buildenv.access.derived_env import existing_stand_ins, write_derived
-    from buildenv.access.dp_stats import check_bins
-    from buildenv.access.unit import contributions, truncation_for
-    from buildenv.data.gate.errors import GateError
-    from buildenv.data.gate.gate import Gate
-    from buildenv.data.lock.locking import lock_environments
-    from buildenv.data.lock.provenance import METADATA_KEY, embedded_provenance
-    from buildenv.data.validate.validate import validate_env
-
     project = multiverse.project
     policy.require_dataset(res, dataset)
     _check(rows)
@@ -467,7 +457,7 @@ def run_synth(multiverse: Multiverse, res: Resolved, dataset: str, rows: int, ep
     for ident in identifiers:
         columns[ident.name] = identifier_values(ident, rows, pools.get(ident.name), rng)
     order = list(res.env.datasets[dataset].columns)
-    record: dict = {"uri": uri, "digest": "", "source": {
+    record: dict[str, Any] = {"uri": uri, "digest": "", "source": {
         "environment": res.name, "dataset": dataset, "digest": req.pinned.digest},
         "method": METHOD, "epsilon": req.epsilon, "seed": seed, "rows": rows}
     policy.audit_release(req, names, 0.0, entry, method=METHOD, rows_written=rows, seed=seed,
@@ -480,7 +470,7 @@ def run_synth(multiverse: Multiverse, res: Resolved, dataset: str, rows: int, ep
     _return_free_memory()
     derived = write_derived(multiverse, res, dataset, record)
     fresh = Multiverse(project)
-    locked, problems = lock_environments(fresh, [derived])
+    _, problems = lock_environments(fresh, [derived])
     problems += validate_env(fresh.resolve(derived), project, datasets=[dataset])
     if any(p.is_error for p in problems):
         raise DiagnosticError(problems, 1)

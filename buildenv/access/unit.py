@@ -11,6 +11,7 @@ data holds, and OpenDP calibrates the noise to that distance (`d_in`). A null ke
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -39,12 +40,12 @@ class Truncation:
 
     key: str
     max_rows: int
-    seen: dict = field(default_factory=dict)
+    seen: dict[str, Any] = field(default_factory=dict)
     dropped: int = 0
 
     def keep(self, batch: pa.RecordBatch) -> np.ndarray:
         """Mask of the rows of `batch` that are within their person's bound."""
-        import pandas as pd
+        import pandas as pd  # deferred: only releases with a person unit pay its import
 
         column = batch.column(batch.schema.get_field_index(self.key))
         if pa.types.is_dictionary(column.type):
@@ -61,4 +62,4 @@ class Truncation:
         for value, had, added in zip(uniques, before.tolist(), counts.tolist()):
             self.seen[value] = had + added
         self.dropped += int(len(mask) - mask.sum())
-        return mask
+        return np.asarray(mask)

@@ -12,6 +12,9 @@ import typer
 
 from buildenv.cli.app import RootOpt, app, command, open_project
 
+# Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
+# imports its rooms when it runs, so it pays only for what it uses.
+
 __all__: list[str] = []
 
 

@@ -28,6 +28,9 @@ from buildenv.core.diagnostics import (
     sort_diagnostics,
 )
 
+# Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
+# imports its rooms when it runs, so it pays only for what it uses.
+
 app = typer.Typer(
     name="buildenv",
     help="Compile ML training code against declarative, locked build environments.",

@@ -27,6 +27,9 @@ from buildenv.core.diagnostics import Diagnostic, DiagnosticError, sort_diagnost
 if TYPE_CHECKING:
     from buildenv.compile.isolation import Support
 
+# Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
+# imports its rooms when it runs, so it pays only for what it uses.
+
 
 @app.command("check")
 @command
@@ -108,13 +111,12 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
         if outcome.status == "failed":
             raise typer.Exit(outcome.exit_code)
         return
-    if fmt is Format.text:
-        if outcome.status != "failed":
-            where = project.rel(outcome.artifact) if outcome.artifact else "?"
-            why = f" ({outcome.reason})" if outcome.reason else ""
-            reg = outcome.registered
-            reg_text = f", registered {training} v{reg['version']}" if reg else ""
-            print(f"{training} @ {env}: {outcome.status}{why} -> {where}{reg_text}")
+    if fmt is Format.text and outcome.status != "failed":
+        where = project.rel(outcome.artifact) if outcome.artifact else "?"
+        why = f" ({outcome.reason})" if outcome.reason else ""
+        reg = outcome.registered
+        reg_text = f", registered {training} v{reg['version']}" if reg else ""
+        print(f"{training} @ {env}: {outcome.status}{why} -> {where}{reg_text}")
     if outcome.status == "failed":
         emit(quieted(outcome.diagnostics, fmt, quiet), fmt)
         raise typer.Exit(outcome.exit_code)  # 2 for a configuration error (BE767)

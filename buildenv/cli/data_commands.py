@@ -26,6 +26,9 @@ from buildenv.cli.app import (
 )
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 
+# Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
+# imports its rooms when it runs, so it pays only for what it uses.
+
 
 @app.command("lock")
 @command
@@ -40,9 +43,9 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
              quiet: bool = QuietOpt) -> None:
     """Pin every dataset's content digest in environments/<name>.lock.json."""
     from buildenv.data.executor import make_executor
-    from buildenv.data.lock.locking import lock_environments
     from buildenv.data.lock.staleness import check_lock
     from buildenv.env.resolve import Multiverse
+    from buildenv.labels.locking import lock_environments
 
     if algorithm not in ("sha256", "blake3"):
         raise DiagnosticError([Diagnostic("BE004", f"unknown digest algorithm '{algorithm}'",
@@ -67,11 +70,8 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
         if any(p.is_error for p in problems):
             raise typer.Exit(2 if config_error else 1)
         return
-    from buildenv.labels.locking import lock_label_sets
-
     with progress_shown(progress, quiet), make_executor(executor, multiverse.project) as runner:
-        results, problems = lock_environments(multiverse, names, algorithm,
-                                              label_locker=lock_label_sets, executor=runner)
+        results, problems = lock_environments(multiverse, names, algorithm, executor=runner)
     if fmt is Format.text and not quiet:
         for name, lock, changed in results:
             rows = sum(d.rows for d in lock.datasets.values())

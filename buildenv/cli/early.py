@@ -18,6 +18,9 @@ import sys
 import threading
 from pathlib import Path
 
+# Deferred imports (buildenv, yaml, tomllib): this module runs before the rest of buildenv is
+# imported, to start hashing early.
+
 __all__ = ["start"]
 
 _FLAGS_WITH_VALUE = ("--algorithm", "--root", "--format", "--executor")
@@ -74,37 +77,7 @@ def _prefetch(args: list[str]) -> None:
             return
         root = _root(options.get("--root"))
         env_dir, cache_dir = _config(root)
-        import yaml
-
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        docs: dict[str, dict] = {}
-
-        def doc(name: str) -> dict:
-            if name not in docs:
-                path = env_dir / f"{name}.yaml"
-                data = (yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
-                        if path.is_file() else None)
-                docs[name] = data if isinstance(data, dict) else {}
-            return docs[name]
-
-        wanted = names or sorted(p.stem for p in env_dir.glob("*.yaml"))
-        datasets: dict[tuple[str, str], None] = {}
-        for name in wanted:
-            chain = [name]
-            while isinstance(doc(chain[-1]).get("extends"), str) and len(chain) < 32:
-                chain.append(doc(chain[-1])["extends"])
-            merged: dict[str, dict] = {}
-            for link in reversed(chain):  # root first, as `extends` overlays
-                for ds_name, ds in (doc(link).get("datasets") or {}).items():
-                    if ds is None:
-                        merged.pop(ds_name, None)
-                    elif isinstance(ds, dict):
-                        merged.setdefault(ds_name, {}).update(
-                            {k: v for k, v in ds.items() if k in ("uri", "format")})
-            for ds in merged.values():
-                uri, fmt = ds.get("uri"), ds.get("format") or "parquet"
-                if isinstance(uri, str) and not uri.endswith("/") and isinstance(fmt, str):
-                    datasets[(uri, fmt)] = None
+        datasets = _single_files(env_dir, names)
         from buildenv.data.lock.digests import StatCache, prefetch
         from buildenv.data.storage import locate
 
@@ -119,6 +92,45 @@ def _prefetch(args: list[str]) -> None:
             prefetch(locate(uri, _Root()), fmt, algorithm, cache)  # type: ignore[arg-type]
     except Exception:
         return
+
+
+def _single_files(env_dir: Path, names: list[str]) -> dict[tuple[str, str], None]:
+    """(uri, format) of every single-file dataset the environments name, read from their YAML
+    (`extends` followed) without the environment model: pydantic is still importing."""
+    import yaml
+
+    from buildenv.env.uris import names_directory
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    docs: dict[str, dict] = {}
+
+    def doc(name: str) -> dict:
+        if name not in docs:
+            path = env_dir / f"{name}.yaml"
+            data = (yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+                    if path.is_file() else None)
+            docs[name] = data if isinstance(data, dict) else {}
+        return docs[name]
+
+    wanted = names or sorted(p.stem for p in env_dir.glob("*.yaml"))
+    datasets: dict[tuple[str, str], None] = {}
+    for name in wanted:
+        chain = [name]
+        while isinstance(doc(chain[-1]).get("extends"), str) and len(chain) < 32:
+            chain.append(doc(chain[-1])["extends"])
+        merged: dict[str, dict] = {}
+        for link in reversed(chain):  # root first, as `extends` overlays
+            for ds_name, ds in (doc(link).get("datasets") or {}).items():
+                if ds is None:
+                    merged.pop(ds_name, None)
+                elif isinstance(ds, dict):
+                    merged.setdefault(ds_name, {}).update(
+                        {k: v for k, v in ds.items() if k in ("uri", "format")})
+        for ds in merged.values():
+            uri, fmt = ds.get("uri"), ds.get("format") or "parquet"
+            if isinstance(uri, str) and not names_directory(uri) and isinstance(fmt, str):
+                datasets[(uri, fmt)] = None
+    return datasets
 
 
 def _config(root: Path) -> tuple[Path, str]:

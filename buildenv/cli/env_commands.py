@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -20,6 +20,9 @@ from buildenv.cli.app import (
 )
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 
+# Deferred imports (buildenv, yaml): every command module is imported when `buildenv` starts; a command
+# imports its rooms when it runs, so it pays only for what it uses.
+
 
 @app.command("envs")
 @command
@@ -32,7 +35,7 @@ def envs_cmd(root: Optional[Path] = RootOpt,
 
     multiverse = Multiverse(open_project(root))
     resolved, problems = multiverse.resolve_all()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in multiverse.names():
         res = resolved.get(name)
         if res is None:

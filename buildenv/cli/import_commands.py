@@ -15,6 +15,9 @@ import typer
 from buildenv.cli.app import Format, app, command, emit
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 
+# Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
+# imports its rooms when it runs, so it pays only for what it uses.
+
 import_app = typer.Typer(name="import", no_args_is_help=True,
                          help="Print environment columns translated from a Great Expectations "
                               "suite or a TFDV schema.")

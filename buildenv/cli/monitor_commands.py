@@ -20,6 +20,9 @@ from buildenv.cli.app import (
     progress_shown,
 )
 
+# Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
+# imports its rooms when it runs, so it pays only for what it uses.
+
 
 @app.command("drift")
 @command

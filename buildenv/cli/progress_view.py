@@ -18,6 +18,9 @@ from typing import IO, Any
 
 from buildenv.core.progress import Reporter, Task, seconds_text
 
+# Deferred imports (rich): the live view imports rich in its drawing thread, once it is shown: short
+# commands never pay for it.
+
 __all__ = ["MODES", "Lines", "Live", "Renderer", "renderer"]
 
 MODES = ("auto", "live", "plain", "off")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from buildenv.compile.check import check_training
 from buildenv.compile.integrity import sign_artifact
 from buildenv.compile.launch import run_training
 from buildenv.compile.outputs import check_out_dir, pair_mutex, scratch
+from buildenv.compile.registry import ensure_registered
 from buildenv.compile.sandbox import check_available
 from buildenv.compile.sandbox_policy import sandbox_policy
 from buildenv.compile.verify import verify_model
@@ -51,7 +53,9 @@ from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.data.lock.staleness import check_lock
+from buildenv.data.validate.validate import validate_env
 from buildenv.env.resolve import Multiverse, Resolved
+from buildenv.labels.checks import check_labels
 
 __all__ = ["PHASES", "BuildOptions", "BuildOutcome", "build_pair", "phase_timings"]
 
@@ -182,15 +186,10 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
     parts_with_files = {**parts, "_files": files}
     outcome.reason = explain_rebuild(previous, parts_with_files)
     check_available(policy)  # a required sandbox this machine lacks: before any work
-    from buildenv.data.validate.validate import (
-        validate_env,  # pyarrow: only when something is to be built
-    )
 
     progress.phase("validate")
     problems += validate_env(res, project, digests, manifests=lock.manifests())
     if res.env.labels and not any(p.is_error for p in problems):
-        from buildenv.labels.checks import check_labels
-
         problems += check_labels(project, multiverse, res, lock, all_resolved)
     outcome.diagnostics = problems
     if any(p.is_error for p in problems):
@@ -241,8 +240,6 @@ class _Abort(Exception):
 def _warm_registry() -> None:
     """Import MLflow's client while the training runs (seconds of imports, off the critical
     path). Registration itself still happens only after the artifact is complete."""
-    import threading
-
     def work() -> None:
         try:
             import mlflow.tracking  # noqa: F401
@@ -276,7 +273,7 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
     reads = result.get("reads", {})
     extra = {"labels": _label_lineage(res, lock, result)} if lock.labels else {}
     label = res.env.label.model_dump(mode="json", exclude_none=True) if res.env.label else None
-    if label is not None and res.env.label.labels is None:
+    if label is not None and res.env.label is not None and res.env.label.labels is None:
         label.setdefault("classes", None)  # the form lineage always had for column labels
     return {**extra,
         "training": training,
@@ -317,7 +314,6 @@ def _maybe_register(project: Project, training: str, env_name: str, artifact: Pa
     progress.phase("register")
     task = progress.current()
     so_far = phase_timings(task.timings if task else {}, outcome.timings)  # for the run
-    from buildenv.compile.registry import ensure_registered
 
     outcome.registered, notes = ensure_registered(project, training, env_name, artifact,
                                                   lineage, timings=so_far)

@@ -22,7 +22,7 @@ from buildenv.compile.artifact import (
     tree_digest,
 )
 from buildenv.compile.check import repo_imports
-from buildenv.core.atomic import atomic_dir
+from buildenv.core.atomic import atomic_dir, atomic_write_text
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project, TrainingConfig
@@ -128,7 +128,6 @@ def remember_failure(project: Project, hexkey: str, found: list[Diagnostic],
     errors = [d for d in found if d.is_error]
     if not use_cache or not errors or any(d.code not in _DETERMINISTIC for d in errors):
         return
-    from buildenv.core.atomic import atomic_write_text
 
     record = {"diagnostics": [d.to_json() for d in found], "multiverse": multiverse_digest}
     try:

@@ -311,8 +311,8 @@ def repo_imports(project: Project, entry: str) -> list[Path]:
                 bases = [path.parent] if level else [root, path.parent]
                 if level > 1:
                     bases = [path.parents[level - 1]]
-                for base in bases:
-                    candidate = base.joinpath(*parts)
+                for folder in bases:
+                    candidate = folder.joinpath(*parts)
                     for option in (candidate.with_suffix(".py"), candidate / "__init__.py"):
                         if option.is_file() and option.resolve().is_relative_to(root):
                             todo.append(option.resolve())

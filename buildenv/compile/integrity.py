@@ -24,6 +24,9 @@ from buildenv.compile.artifact import SIGNATURE_FILE, UNHASHED, tree_digest
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
 
+# Deferred imports (mlflow, model_signing): mlflow takes seconds to import and only loading a model
+# needs it; model_signing is the optional `signing` extra.
+
 __all__ = ["SIGNING_KEY_ENV", "VERIFY_KEY_ENV", "artifact_digest", "load_verified_model",
            "sign_artifact", "signing_key", "verify_artifact", "verify_key", "verify_signature"]
 

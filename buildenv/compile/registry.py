@@ -18,6 +18,7 @@ registering again, never a stale "registered vN".
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -31,6 +32,9 @@ from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.mutex import mutex, mutex_path, mutex_timeout
 from buildenv.core.project import Project
+
+# Deferred imports (mlflow): seconds of imports, which a build overlaps with its training
+# (`build._warm_registry`) and which commands that never reach the registry do not pay.
 
 __all__ = ["client", "ensure_registered", "register_artifact", "store_lock"]
 
@@ -52,8 +56,6 @@ def store_lock(project: Project) -> Iterator[None]:
 
 
 def client(project: Project):
-    import logging
-
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.ERROR)
     from mlflow.tracking import MlflowClient

@@ -52,6 +52,7 @@ def sandbox_policy(project: Project, training: str, config: TrainingConfig, res:
     """The policy of one (training, environment) pair; DiagnosticError (BE325, exit 2) when its
     opt-ins do not hold."""
     own = config.sandbox
+    mode: str
     table = f"[tool.buildenv.trainings.{training}]"
     if own.mode is not None:
         mode, source = own.mode, f"pyproject.toml {table} sandbox"

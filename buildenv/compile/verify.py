@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from importlib import metadata
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
 from buildenv.core.diagnostics import Diagnostic, Severity
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import op_allowed
@@ -96,9 +99,6 @@ def verify_model(res: Resolved, result: dict, all_resolved: dict[str, Resolved],
 
 
 def _requirements(res: Resolved, libraries: dict[str, str]) -> list[Diagnostic]:
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
-
     out = []
     serving = res.env.serving
     assert serving is not None

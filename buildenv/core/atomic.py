@@ -7,9 +7,10 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 from buildenv.core.mutex import dir_mutex
 from buildenv.core.tempdirs import owned_temp_dir, sweep
@@ -111,7 +112,7 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _renameat2():
+def _renameat2() -> Callable[..., int] | None:
     global _RENAMEAT2
     if _RENAMEAT2 is None:
         try:
@@ -126,4 +127,4 @@ def _renameat2():
     return _RENAMEAT2 or None
 
 
-_RENAMEAT2 = None
+_RENAMEAT2: Callable[..., int] | Literal[False] | None = None  # False: the libc has none

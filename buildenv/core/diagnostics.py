@@ -13,6 +13,10 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from typing import Any
+
+from buildenv import __version__
+from buildenv.core.codes import CODES
 
 __all__ = ["Diagnostic", "DiagnosticError", "Severity", "did_you_mean", "render", "sort_diagnostics"]
 
@@ -59,14 +63,14 @@ class Diagnostic:
         head = f"{self.location()}: {self.severity.value}[{self.code}]: {self.message}"
         return "\n".join([head, *(f"  hint: {h}" for h in self.hints)])
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["severity"] = self.severity.value
         data["hints"] = list(self.hints)
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> Diagnostic:
+    def from_json(cls, data: dict[str, Any]) -> Diagnostic:
         return cls(
             code=data["code"], message=data["message"], path=data.get("path"),
             line=data.get("line"), col=data.get("col"),
@@ -84,7 +88,7 @@ class DiagnosticError(Exception):
         super().__init__("\n".join(d.to_text() for d in self.diagnostics))
 
 
-def _sort_key(d: Diagnostic) -> tuple:
+def _sort_key(d: Diagnostic) -> tuple[str, int, int, str, str]:
     return (d.path or "", d.line or 0, d.col or 0, d.code, d.message)
 
 
@@ -112,11 +116,8 @@ def render(diagnostics: Sequence[Diagnostic], fmt: str = "text") -> str:
 _SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.NOTE: "note"}
 
 
-def to_sarif(diagnostics: Sequence[Diagnostic]) -> dict:
+def to_sarif(diagnostics: Sequence[Diagnostic]) -> dict[str, Any]:
     """SARIF 2.1.0, the format CI code scanning annotates pull requests with."""
-    from buildenv import __version__
-    from buildenv.core.codes import CODES
-
     used = sorted({d.code for d in diagnostics})
     rules = [
         {
@@ -129,19 +130,19 @@ def to_sarif(diagnostics: Sequence[Diagnostic]) -> dict:
     ]
     results = []
     for d in diagnostics:
-        result: dict = {
+        result: dict[str, Any] = {
             "ruleId": d.code,
             "ruleIndex": used.index(d.code),
             "level": _SARIF_LEVEL[d.severity],
             "message": {"text": "\n".join([d.message, *(f"hint: {h}" for h in d.hints)])},
         }
         if d.path:
-            region: dict = {}
+            region: dict[str, Any] = {}
             if d.line is not None:
                 region["startLine"] = d.line
                 if d.col is not None:
                     region["startColumn"] = d.col
-            location: dict = {"artifactLocation": {"uri": d.path}}
+            location: dict[str, Any] = {"artifactLocation": {"uri": d.path}}
             if region:
                 location["region"] = region
             result["locations"] = [{"physicalLocation": location}]

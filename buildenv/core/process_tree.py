@@ -21,13 +21,14 @@ _PR_SET_CHILD_SUBREAPER = 36
 def become_subreaper() -> bool:
     """Adopt this process's orphaned descendants (Linux); whether that worked."""
     try:
-        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        done: int = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        return done == 0
     except (OSError, AttributeError):
         return False
 
 
 def _parents() -> dict[int, int]:
-    out = {}
+    out: dict[int, int] = {}
     try:
         names = os.listdir("/proc")
     except OSError:

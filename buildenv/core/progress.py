@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from types import TracebackType
 from typing import Any
 
 __all__ = ["Reporter", "Task", "batches", "current", "installed", "phase", "seconds_text", "task"]
@@ -55,7 +56,7 @@ class Task:
         self.label, self.total, self.unit, self.keep = label, total, unit, keep
         self.completed: float = 0
         self.parent = parent
-        self.depth = parent.depth + 1 if parent is not None else 0
+        self.depth: int = parent.depth + 1 if parent is not None else 0
         self.started = time.monotonic()
         self.ended: float | None = None
         self.status = "done"
@@ -99,7 +100,8 @@ class Task:
         self._token = _current.set(self)
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         _current.reset(self._token)
         if exc_type is None:
             self.done()

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 
 __all__ = ["Project", "SandboxMode", "TrainingConfig", "TrainingSandbox", "find_root"]
 
@@ -174,8 +174,6 @@ class Project:
 
     def training(self, name: str) -> TrainingConfig:
         if name not in self.trainings:
-            from buildenv.core.diagnostics import did_you_mean
-
             hint = did_you_mean(name, self.trainings) or (
                 "declared trainings: " + ", ".join(sorted(self.trainings))
                 if self.trainings else "declare it under [tool.buildenv.trainings.<name>]")

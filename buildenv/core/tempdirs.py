@@ -78,7 +78,7 @@ def owned_temp_dir(parent: Path, label: str) -> Path:
 
 def sweep(parent: Path) -> list[Path]:
     """Remove the temp dirs in `parent` whose owner process is gone; return them."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(parent.iterdir())
     except OSError:

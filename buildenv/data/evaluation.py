@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 
 from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.gate import Gate
+from buildenv.data.keys import key_text
 from buildenv.env.spec import NUMERIC_DTYPES, Environment
 
 __all__ = ["KEY_HASH", "EvaluationRows", "evaluation_rows", "holdout_mask", "join_plan",
@@ -116,14 +117,13 @@ def key_columns(env: Environment) -> list[str]:
     label_set = env.label_set()
     if label_set is not None:
         return [label_set.key]
+    assert env.label.dataset is not None  # the column form: the model requires both names
     return [c for c in env.datasets[env.label.dataset].columns if c != env.label.column]
 
 
 def labeled_rows(table: pa.Table, key: str, labels: pa.Table) -> tuple[np.ndarray, pa.Array]:
     """Which rows of `table` have a usable label in `labels` (columns `key` and `label`, one
     row per key, keys as `keys.key_text`), and those rows' labels, in table order."""
-    from buildenv.data.keys import key_text
-
     index = pc.index_in(key_text(table.column(key)),
                         value_set=labels.column("key").combine_chunks())
     mask = np.asarray(index.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
@@ -140,7 +140,7 @@ class EvaluationRows:
     frame: Any  # pandas DataFrame: every served column, as serving receives it
     labels: Any  # numpy array
     rows: int
-    method: dict  # how they were chosen: for lineage and messages
+    method: dict[str, Any]  # how they were chosen: for lineage and messages
     digests: dict[str, str]  # dataset -> digest of the bytes read
 
     def describe(self) -> str:
@@ -166,12 +166,14 @@ def evaluation_rows(gate: Gate, env: Environment, labels: pa.Table | None = None
     label_set = env.label_set()
     assert (label_set is None) == (labels is None), "a label set's evaluation needs its labels"
     label = label_set.key if label_set is not None else env.label.column
+    assert label is not None  # the column form names its column
     joins, inferred = join_plan(env)
     wanted = list(dict.fromkeys(_served(env, source) + [label] + keys
                                 + [k for ks in joins.values() for k in ks]))
-    digests = {}
+    digests: dict[str, str] = {}
     with gate.open(source) as read:
         table = read.table([c for c in wanted if c in env.datasets[source].columns])
+        assert read.digest is not None  # set once the bytes read were verified
         digests[source] = read.digest
     total = table.num_rows
     values = None
@@ -200,6 +202,7 @@ def evaluation_rows(gate: Gate, env: Environment, labels: pa.Table | None = None
     for other, on in joins.items():
         with gate.open(other) as read:
             extra = read.table(list(dict.fromkeys(on + _served(env, other))))
+            assert read.digest is not None  # set once the bytes read were verified
             digests[other] = read.digest
         right = _as_served(extra, env, other, exclude=set())
         duplicated = int(right.duplicated(subset=on).sum())
@@ -243,9 +246,9 @@ def join_plan(env: Environment) -> tuple[dict[str, list[str]], bool]:
     return plan, True
 
 
-def _as_served(table: pa.Table, env: Environment, dataset: str, exclude: set[str]):
+def _as_served(table: pa.Table, env: Environment, dataset: str, exclude: set[str]) -> Any:
     """A pandas frame of the columns as the serving app builds them from JSON requests."""
-    import pandas as pd
+    import pandas as pd  # deferred: `history` and `rollback` import this module (the gates do)
 
     columns = env.datasets[dataset].columns
     data = {}

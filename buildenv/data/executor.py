@@ -90,7 +90,7 @@ class RayExecutor(Executor):
         self.timeout = timeout or float(os.environ.get("BUILDENV_RAY_TIMEOUT") or RAY_TIMEOUT)
         self._ray: Any = None
         self._started = False
-        self._remotes: dict[Callable, Any] = {}
+        self._remotes: dict[Callable[[Any], Any], Any] = {}
 
     @property
     def remote(self) -> bool:
@@ -121,7 +121,7 @@ class RayExecutor(Executor):
             self._ray, self._started = ray, True
             return ray
         self._probe()
-        box: list = []
+        box: list[Any] = []  # ray.init's result, or what it raised
 
         def init() -> None:
             try:
@@ -191,7 +191,7 @@ class RayExecutor(Executor):
             remote = self._remotes[fn] = ray.remote(num_cpus=1, max_retries=2)(fn)
         refs = [remote.remote(item) for item in items]
         try:
-            return ray.get(refs)
+            return list(ray.get(refs))
         except Exception as exc:  # a worker died, an object was lost: not the data's fault
             for ref in refs:
                 try:

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+# Deferred imports (pyarrow): a no-op build, and the hash `buildenv lock` starts before its imports
+# (`cli/early.py`), locate local files without loading pyarrow.
+
 if TYPE_CHECKING:  # the lock's start-up path imports this module: keep pydantic out of it
     from buildenv.core.project import Project
 
@@ -58,11 +61,12 @@ class Location:
         mtime = info.mtime_ns or 0
         return Stat(int(info.size or 0), int(mtime))
 
-    def open(self):
+    def open(self) -> Any:
         """A binary input stream (pyarrow NativeFile)."""
         return self.fs.open_input_stream(self.path)
 
-    def open_random(self):
+    def open_random(self) -> Any:
+        """A seekable binary file (pyarrow NativeFile)."""
         return self.fs.open_input_file(self.path)
 
     def child(self, rel: str) -> Location:
@@ -129,7 +133,7 @@ def _s3() -> Any:
     global _S3
     if _S3 is None:
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        kwargs: dict = {}
+        kwargs: dict[str, Any] = {}
         if endpoint:
             parsed = urlparse(endpoint)
             kwargs["endpoint_override"] = parsed.netloc or parsed.path

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -86,6 +86,13 @@ class Located:
 
 class _Constructor(yaml.constructor.SafeConstructor):
     pass
+
+
+class _Mark(Protocol):
+    """Where the YAML parser is (the C and the pure-Python parser each have their class)."""
+
+    line: int
+    column: int
 
 
 def _pos(display: str, mark: yaml.Mark) -> Position:
@@ -171,22 +178,23 @@ def _precheck(text: str, display: str) -> None:
                 anchored[event.anchor] = 1
             open_sizes[-1] += 1
         elif isinstance(event, yaml.AliasEvent):
-            open_sizes[-1] += anchored.get(event.anchor, 1)
+            open_sizes[-1] += anchored.get(event.anchor or "", 1)
         else:
             continue
         if sum(open_sizes) > limit:
             raise _TooBig(_too_many(display, event.start_mark))
 
 
-def _too_many(display: str, mark: yaml.Mark) -> Diagnostic:
+def _too_many(display: str, mark: _Mark | None) -> Diagnostic:
+    line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
     return Diagnostic(
         "BE031", f"the document expands to more than {max_values()} values",
-        display, mark.line + 1, mark.column + 1,
+        display, line, col,
         hints=("anchors and aliases (&a / *a) count once per use: an alias of an alias "
                "multiplies", f"{MAX_VALUES_ENV} raises the limit"))
 
 
-def _too_deep(display: str, mark: yaml.Mark | None) -> Diagnostic:
+def _too_deep(display: str, mark: _Mark | None) -> Diagnostic:
     line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
     return Diagnostic("BE032", f"YAML nesting is deeper than {MAX_DEPTH} levels", display,
                       line, col, hints=("environment files nest a few levels deep; this one "
@@ -246,7 +254,7 @@ def _unsupported(display: str, node: yaml.Node, what: str) -> Diagnostic:
                              "booleans and null",))
 
 
-def _scalar(node: yaml.ScalarNode, constructor: _Constructor, display: str) -> Any:
+def _scalar(node: yaml.Node, constructor: _Constructor, display: str) -> Any:
     try:
         value = constructor.construct_object(node, deep=True)
     except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:

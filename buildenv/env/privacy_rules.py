@@ -4,14 +4,25 @@ parent's policy, and the one way a dataset may stop being restricted (a syntheti
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from buildenv.core.diagnostics import Diagnostic
-
-if TYPE_CHECKING:
-    from buildenv.env.resolve import Resolved
+from buildenv.env.spec import Environment
 
 __all__ = ["privacy_problems"]
+
+
+class Resolved(Protocol):
+    """What these rules need of a resolved environment (`env.resolve.Resolved`, which calls
+    them while it resolves: a protocol keeps the two modules out of a circle)."""
+
+    env: Environment
+
+    @property
+    def name(self) -> str: ...
+
+    def diag(self, code: str, message: str, *path: Any, hints: tuple[str, ...] = (),
+             severity: Any = None) -> Diagnostic: ...
 
 
 def privacy_problems(child: Resolved, parent: Resolved) -> list[Diagnostic]:

@@ -16,23 +16,22 @@ from buildenv.env.loader import KeyPath, Position
 from buildenv.env.spec import (
     INTEGER_DTYPES,
 )
+from buildenv.env.uris import names_directory, uri_problem
 from buildenv.env.validation_errors import position
 
 __all__ = ["semantic_problems"]
 
 
-def semantic_problems(raw: dict, origin: dict[KeyPath, Position],
+def semantic_problems(raw: dict[str, Any], origin: dict[KeyPath, Position],
                        project: Project) -> list[Diagnostic]:
     """Cross-references, checked on the merged document so they are reported even when
     other keys are invalid (every problem at once)."""
-    from buildenv.env.uris import uri_problem
-
     def diag(code: str, message: str, *path: Any, hint: str | None = None) -> Diagnostic:
         pos = position(tuple(path), origin)
         return Diagnostic(code, message, pos.path if pos else None, pos.line if pos else None,
                           pos.col if pos else None, hints=(hint,) if hint else ())
 
-    def mapping(value: Any) -> dict:
+    def mapping(value: Any) -> dict[str, Any]:
         return value if isinstance(value, dict) else {}
 
     datasets = mapping(raw.get("datasets"))
@@ -75,7 +74,7 @@ def semantic_problems(raw: dict, origin: dict[KeyPath, Position],
     return problems
 
 
-def _partition_problems(datasets: dict, restricted: Any, diag: Any, mapping: Any
+def _partition_problems(datasets: dict[str, Any], restricted: Any, diag: Any, mapping: Any
                         ) -> list[Diagnostic]:
     """A partitioned dataset (`uri` ending in `/`) is Parquet; its `partitions` are declared
     columns, listed once; a restricted dataset has none (their values would be file paths,
@@ -85,7 +84,7 @@ def _partition_problems(datasets: dict, restricted: Any, diag: Any, mapping: Any
     for name, ds in datasets.items():
         ds = mapping(ds)
         uri, parts = ds.get("uri"), ds.get("partitions")
-        directory = isinstance(uri, str) and uri.endswith("/")
+        directory = isinstance(uri, str) and names_directory(uri)
         if directory and ds.get("format", "parquet") != "parquet":
             problems.append(diag("BE060", f"dataset '{name}': a partitioned dataset (uri ending "
                                  "in '/') is a directory of Parquet files; format "
@@ -100,7 +99,7 @@ def _partition_problems(datasets: dict, restricted: Any, diag: Any, mapping: Any
                                  hint="end the uri with '/' to name the directory of "
                                  "partitions"))
         columns = mapping(ds.get("columns"))
-        seen: set = set()
+        seen: set[str] = set()
         for i, col in enumerate(parts):
             if not isinstance(col, str):
                 continue
@@ -123,7 +122,7 @@ def _partition_problems(datasets: dict, restricted: Any, diag: Any, mapping: Any
     return problems
 
 
-def _private_release_problems(raw: dict, datasets: dict, diag: Any,
+def _private_release_problems(raw: dict[str, Any], datasets: dict[str, Any], diag: Any,
                               mapping: Any) -> list[Diagnostic]:
     """`privacy:` keys about private releases name datasets and columns that exist, and a
     synthetic stand-in's provenance names the file the dataset points at."""
@@ -167,7 +166,8 @@ def _private_release_problems(raw: dict, datasets: dict, diag: Any,
     return problems
 
 
-def _evaluation_problems(raw: dict, datasets: dict, diag: Any, mapping: Any) -> list[Diagnostic]:
+def _evaluation_problems(raw: dict[str, Any], datasets: dict[str, Any], diag: Any,
+                         mapping: Any) -> list[Diagnostic]:
     """`evaluation:` names columns and datasets that exist, around a label."""
     evaluation = mapping(raw.get("evaluation"))
     if not evaluation:
@@ -226,32 +226,15 @@ def _evaluation_problems(raw: dict, datasets: dict, diag: Any, mapping: Any) -> 
     return problems
 
 
-def _label_set_problems(raw: dict, datasets: dict, diag: Any, mapping: Any,
+def _label_set_problems(raw: dict[str, Any], datasets: dict[str, Any], diag: Any, mapping: Any,
                         project: Project) -> list[Diagnostic]:
     """`labels:` and `label: {labels: ...}` name datasets, columns and label sets that exist,
     and `reuse` forms no cycle."""
-    from buildenv.env.uris import uri_problem
-
     sets = mapping(raw.get("labels"))
     problems: list[Diagnostic] = []
     for name, spec in sets.items():
         spec = mapping(spec)
-        ds, key = spec.get("dataset"), spec.get("key")
-        if isinstance(ds, str):
-            if ds not in datasets:
-                problems.append(diag("BE009", f"labels.{name}: unknown dataset '{ds}'", "labels",
-                                     name, "dataset", hint=did_you_mean(ds, datasets)))
-            elif isinstance(key, str):
-                cols = mapping(mapping(datasets[ds]).get("columns"))
-                if key not in cols:
-                    problems.append(diag("BE010", f"labels.{name}: key '{key}' is not a column "
-                                         f"of dataset '{ds}'", "labels", name, "key",
-                                         hint=did_you_mean(key, cols)))
-                elif mapping(cols[key]).get("dtype") not in (*INTEGER_DTYPES, "string"):
-                    problems.append(diag("BE850", f"labels.{name}: key '{key}' is a "
-                                         f"{mapping(cols[key]).get('dtype')} column; an example "
-                                         "is identified by an integer or string column",
-                                         "labels", name, "key"))
+        problems.extend(_label_key_problems(name, spec, datasets, diag, mapping))
         if spec.get("format", "label-studio") == "label-studio" and spec.get("field") is None:
             problems.append(diag("BE850", f"labels.{name}: a Label Studio export needs `field`, "
                                  "the `from_name` of the choices control that holds the label",
@@ -262,43 +245,7 @@ def _label_set_problems(raw: dict, datasets: dict, diag: Any, mapping: Any,
             if problem:
                 problems.append(diag(problem[0], f"labels.{name}: {problem[1]}", "labels", name,
                                      "uri", hint=problem[2]))
-        reuse = spec.get("reuse")
-        for i, entry in enumerate(reuse if isinstance(reuse, list) else []):
-            entry = mapping(entry)
-            other = entry.get("labels")
-            if isinstance(entry.get("mapping"), str):
-                problem = uri_problem(entry["mapping"], project)
-                if problem:
-                    problems.append(diag(problem[0], f"labels.{name}.reuse: {problem[1]}",
-                                         "labels", name, "reuse", i, "mapping", hint=problem[2]))
-            if not isinstance(other, str):
-                continue
-            if other not in sets:
-                problems.append(diag("BE851", f"labels.{name}.reuse: unknown label set "
-                                     f"'{other}'", "labels", name, "reuse", i, "labels",
-                                     hint=did_you_mean(other, sets)
-                                     or "declare it under `labels:`"))
-                continue
-            reused = mapping(sets[other])
-            if isinstance(ds, str) and reused.get("dataset") not in (None, ds) or (
-                    isinstance(key, str) and reused.get("key") not in (None, key)):
-                problems.append(diag("BE850", f"labels.{name}.reuse: '{other}' labels "
-                                     f"{reused.get('dataset')}.{reused.get('key')}, this set "
-                                     f"{ds}.{key}: reuse needs the same examples", "labels",
-                                     name, "reuse", i, "labels"))
-            if entry.get("mapping") is None:
-                own = mapping(spec.get("taxonomy")).get("classes")
-                old = mapping(reused.get("taxonomy")).get("classes")
-                if isinstance(own, list) and isinstance(old, list):
-                    missing = [c for c in old if c not in own]
-                    if missing:
-                        problems.append(diag(
-                            "BE859", f"labels.{name}.reuse: without a mapping every class of "
-                            f"'{other}' must be a class of this taxonomy; not: "
-                            f"{', '.join(map(str, missing[:8]))}"
-                            + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""),
-                            "labels", name, "reuse", i,
-                            hint="add `mapping: <file>.sssom.tsv` saying where they go"))
+        problems.extend(_reuse_problems(name, spec, sets, diag, mapping, project))
     problems.extend(_reuse_cycles(sets, diag, mapping))
     label = mapping(raw.get("label"))
     chosen = label.get("labels")
@@ -308,7 +255,77 @@ def _label_set_problems(raw: dict, datasets: dict, diag: Any, mapping: Any,
     return problems
 
 
-def _reuse_cycles(sets: dict, diag: Any, mapping: Any) -> list[Diagnostic]:
+def _label_key_problems(name: str, spec: dict[str, Any], datasets: dict[str, Any], diag: Any,
+                        mapping: Any) -> list[Diagnostic]:
+    """A label set's `dataset` exists and its `key` is an integer or string column of it."""
+    ds, key = spec.get("dataset"), spec.get("key")
+    if not isinstance(ds, str):
+        return []
+    if ds not in datasets:
+        return [diag("BE009", f"labels.{name}: unknown dataset '{ds}'", "labels",
+                     name, "dataset", hint=did_you_mean(ds, datasets))]
+    if not isinstance(key, str):
+        return []
+    cols = mapping(mapping(datasets[ds]).get("columns"))
+    if key not in cols:
+        return [diag("BE010", f"labels.{name}: key '{key}' is not a column "
+                     f"of dataset '{ds}'", "labels", name, "key",
+                     hint=did_you_mean(key, cols))]
+    if mapping(cols[key]).get("dtype") not in (*INTEGER_DTYPES, "string"):
+        return [diag("BE850", f"labels.{name}: key '{key}' is a "
+                     f"{mapping(cols[key]).get('dtype')} column; an example "
+                     "is identified by an integer or string column",
+                     "labels", name, "key")]
+    return []
+
+
+def _reuse_problems(name: str, spec: dict[str, Any], sets: dict[str, Any], diag: Any, mapping: Any,
+                    project: Project) -> list[Diagnostic]:
+    """Each `reuse` entry names a label set of the same examples, a mapping file that exists,
+    or (without a mapping) an older taxonomy whose classes are all still classes."""
+    ds, key = spec.get("dataset"), spec.get("key")
+    problems: list[Diagnostic] = []
+    reuse = spec.get("reuse")
+    for i, entry in enumerate(reuse if isinstance(reuse, list) else []):
+        entry = mapping(entry)
+        other = entry.get("labels")
+        if isinstance(entry.get("mapping"), str):
+            problem = uri_problem(entry["mapping"], project)
+            if problem:
+                problems.append(diag(problem[0], f"labels.{name}.reuse: {problem[1]}",
+                                     "labels", name, "reuse", i, "mapping", hint=problem[2]))
+        if not isinstance(other, str):
+            continue
+        if other not in sets:
+            problems.append(diag("BE851", f"labels.{name}.reuse: unknown label set "
+                                 f"'{other}'", "labels", name, "reuse", i, "labels",
+                                 hint=did_you_mean(other, sets)
+                                 or "declare it under `labels:`"))
+            continue
+        reused = mapping(sets[other])
+        if (isinstance(ds, str) and reused.get("dataset") not in (None, ds)) or (
+                isinstance(key, str) and reused.get("key") not in (None, key)):
+            problems.append(diag("BE850", f"labels.{name}.reuse: '{other}' labels "
+                                 f"{reused.get('dataset')}.{reused.get('key')}, this set "
+                                 f"{ds}.{key}: reuse needs the same examples", "labels",
+                                 name, "reuse", i, "labels"))
+        if entry.get("mapping") is None:
+            own = mapping(spec.get("taxonomy")).get("classes")
+            old = mapping(reused.get("taxonomy")).get("classes")
+            if isinstance(own, list) and isinstance(old, list):
+                missing = [c for c in old if c not in own]
+                if missing:
+                    problems.append(diag(
+                        "BE859", f"labels.{name}.reuse: without a mapping every class of "
+                        f"'{other}' must be a class of this taxonomy; not: "
+                        f"{', '.join(map(str, missing[:8]))}"
+                        + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""),
+                        "labels", name, "reuse", i,
+                        hint="add `mapping: <file>.sssom.tsv` saying where they go"))
+    return problems
+
+
+def _reuse_cycles(sets: dict[str, Any], diag: Any, mapping: Any) -> list[Diagnostic]:
     """BE852 once per cycle of `reuse`, at the `reuse` entry that closes it."""
     def edges(name: str) -> list[tuple[int, str]]:
         reuse = mapping(sets.get(name)).get("reuse")
@@ -317,7 +334,7 @@ def _reuse_cycles(sets: dict, diag: Any, mapping: Any) -> list[Diagnostic]:
                 and e["labels"] in sets]
 
     problems: list[Diagnostic] = []
-    reported: set[frozenset] = set()
+    reported: set[frozenset[str]] = set()
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
 
     def visit(name: str, stack: list[str]) -> None:

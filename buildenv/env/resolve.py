@@ -38,7 +38,7 @@ class Resolved:
 
     env: Environment
     chain: list[str]  # root first, this environment last
-    raw: dict  # the merged document before validation
+    raw: dict[str, Any]  # the merged document before validation
     origin: dict[KeyPath, Position] = field(repr=False)
 
     @property
@@ -153,7 +153,7 @@ class Multiverse:
             return self._resolved[name]
         self.require(name)
         chain = self.chain(name)
-        merged: dict = {}
+        merged: dict[str, Any] = {}
         origin: dict[KeyPath, Position] = {}
         for link in chain:
             located = self._load(link)
@@ -233,7 +233,7 @@ class Multiverse:
         return problems
 
 
-def _overlay(target: dict, source: dict, prefix: KeyPath, located: Located,
+def _overlay(target: dict[str, Any], source: dict[str, Any], prefix: KeyPath, located: Located,
              origin: dict[KeyPath, Position]) -> None:
     for key, value in source.items():
         path = prefix + (key,)
@@ -257,7 +257,7 @@ def _overlay(target: dict, source: dict, prefix: KeyPath, located: Located,
                 origin[sub] = pos
 
 
-def _label_form(label: dict) -> str | None:
+def _label_form(label: dict[str, Any]) -> str | None:
     """`label` takes a column or a label set: a child that switches form replaces the whole
     inherited label instead of merging into it."""
     if "labels" in label:
@@ -274,7 +274,7 @@ def _forget(origin: dict[KeyPath, Position], path: KeyPath) -> None:
 
 # --- canonical form ---------------------------------------------------------------------
 
-def canonical_environment(env: Environment) -> dict:
+def canonical_environment(env: Environment) -> dict[str, Any]:
     """The resolved environment without cosmetic fields: what its digest covers.
 
     Values equal to their defaults are left out (writing `nullable: true` or omitting it is the

@@ -14,6 +14,7 @@ newer than it knows (BE013).
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import fnmatch
 import functools
@@ -31,6 +32,11 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from buildenv.env.uris import names_directory
+
+# Deferred imports (pyarrow): only an environment that declares a `pattern` needs RE2 to check it;
+# `show`, `diff` and `schema` stay light.
+
 __all__ = ["CURRENT_SCHEMA", "Column", "Dataset", "Dtype", "Environment", "Label", "LabelSet",
            "Monitoring", "OnnxServing", "PeekPolicy", "Privacy", "PrivacyUnit", "Promotion",
            "Reuse", "SklearnServing", "Synthetic", "SyntheticSource", "Taxonomy", "json_schema",
@@ -38,7 +44,7 @@ __all__ = ["CURRENT_SCHEMA", "Column", "Dataset", "Dtype", "Environment", "Label
 
 CURRENT_SCHEMA = 1
 #: dict -> dict upgrades from an older schema version to the next one.
-SCHEMA_UPGRADES: dict[int, Callable[[dict], dict]] = {}
+SCHEMA_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 Dtype = Literal[
     "int8", "int16", "int32", "int64", "float32", "float64", "bool", "string", "date", "timestamp"
@@ -124,7 +130,7 @@ ADDED_COLUMN_KEYS: dict[str, Any] = {"max_violation_fraction": None, "unique": F
                                      "pattern": None, "length": None, "monitor": True}
 
 
-def omit_added_defaults(column: dict) -> dict:
+def omit_added_defaults(column: dict[str, Any]) -> dict[str, Any]:
     """A dumped column without the keys of `ADDED_COLUMN_KEYS` that hold their default."""
     for key, default in ADDED_COLUMN_KEYS.items():
         if key in column and column[key] == default and type(column[key]) is type(default):
@@ -159,7 +165,7 @@ def _range_problem(col: Column) -> PydanticCustomError | None:
                                        "numbers (or null for an open end)", {"dtype": dtype})
         if any(isinstance(v, float) and math.isnan(v) for v in given):
             return PydanticCustomError("bad_range", "range bounds cannot be NaN", {})
-        parsed = [lo, hi]
+        parsed: list[Any] = [lo, hi]
     elif dtype in TEMPORAL_DTYPES:
         try:
             parsed = [None if v is None else _parse_temporal(v) for v in (lo, hi)]
@@ -277,7 +283,7 @@ class Dataset(Strict):
     @property
     def partitioned(self) -> bool:
         """Whether `uri` names a directory or prefix of files rather than one file."""
-        return self.uri.endswith("/")
+        return names_directory(self.uri)
 
     @property
     def partition_columns(self) -> list[str]:
@@ -651,7 +657,7 @@ class Environment(Strict):
         found = self.label_set()
         return found.dataset if found is not None else self.label.dataset
 
-    def label_classes(self) -> list | None:
+    def label_classes(self) -> list[Any] | None:
         found = self.label_set()
         if found is not None:
             return list(found.taxonomy.classes)
@@ -671,7 +677,7 @@ def op_allowed(class_path: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(class_path, p) for p in patterns)
 
 
-def json_schema() -> dict:
+def json_schema() -> dict[str, Any]:
     schema = Environment.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://buildenv.dev/schema/environment-1.json"
@@ -679,14 +685,12 @@ def json_schema() -> dict:
     return schema
 
 
-def file_json_schema() -> dict:
+def file_json_schema() -> dict[str, Any]:
     """The schema of one environment *file*: complete, or a partial overlay when it `extends`.
 
     A child file holds only what it changes, so under `extends` every key is optional and
     `null` is allowed (it deletes the inherited key).
     """
-    import copy
-
     full = json_schema()
     defs = full.pop("$defs", {})
     partial_defs = {f"{k}Partial": _partial(copy.deepcopy(v)) for k, v in defs.items()}

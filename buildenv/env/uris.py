@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from buildenv.core.project import Project
+if TYPE_CHECKING:  # only for the annotation: `buildenv lock`'s early hash imports this module
+    from buildenv.core.project import Project
 
-__all__ = ["REMOTE_SCHEMES", "uri_problem"]
+__all__ = ["REMOTE_SCHEMES", "names_directory", "uri_problem"]
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs")
+
+
+def names_directory(uri: str) -> bool:
+    """Whether a dataset uri names a directory or prefix of files (it ends in `/`): the
+    dataset is partitioned, read and pinned file by file (`Dataset.partitioned`)."""
+    return uri.endswith("/")
 
 
 def uri_problem(uri: str, project: Project) -> tuple[str, str, str] | None:
@@ -42,7 +50,7 @@ def uri_problem(uri: str, project: Project) -> tuple[str, str, str] | None:
 def _directory_problem(uri: str, target: Path) -> tuple[str, str, str] | None:
     """A directory is read as a partitioned dataset only when the uri says so (a trailing
     `/`): a file path that became a directory must not silently change meaning."""
-    if not uri.endswith("/") and target.is_dir():
+    if not names_directory(uri) and target.is_dir():
         return ("BE066", f"uri '{uri}' names a directory",
                 f"write '{uri}/' to read it as a partitioned dataset (a directory of Parquet "
                 "files)")

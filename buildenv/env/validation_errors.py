@@ -25,7 +25,7 @@ _TYPE_CODES = {"extra_forbidden": "BE003", "missing": "BE005", "bad_range": "BE0
                "label_source": "BE850"}
 
 
-def _clean_loc(loc: tuple, merged: dict) -> KeyPath:
+def _clean_loc(loc: tuple[int | str, ...], merged: dict[str, Any]) -> KeyPath:
     """Drop the union tags pydantic inserts (serving.sklearn.ops -> serving.ops)."""
     out: list[Any] = []
     for part in loc:
@@ -37,7 +37,7 @@ def _clean_loc(loc: tuple, merged: dict) -> KeyPath:
     return tuple(out)
 
 
-def pydantic_problems(exc: ValidationError, merged: dict,
+def pydantic_problems(exc: ValidationError, merged: dict[str, Any],
                        origin: dict[KeyPath, Position]) -> list[Diagnostic]:
     problems = []
     for err in exc.errors():
@@ -97,7 +97,7 @@ def position(path: KeyPath, origin: dict[KeyPath, Position]) -> Position | None:
         path = path[:-1]
 
 
-def _known_keys(loc: KeyPath, merged: dict) -> list[str]:
+def _known_keys(loc: KeyPath, merged: dict[str, Any]) -> list[str]:
     """Field names of the model found at `loc` (for "did you mean" on unknown keys)."""
     model: Any = Environment
     data: Any = merged

@@ -7,13 +7,14 @@ from typing import Any
 
 import yaml
 
+from buildenv.env.loader import KeyPath
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import omit_added_defaults
 
 __all__ = ["diff_environments", "explained_yaml", "resolved_document"]
 
 
-def resolved_document(res: Resolved) -> dict:
+def resolved_document(res: Resolved) -> dict[str, Any]:
     """The resolved environment as a user would write it (defaults filled in)."""
     data = res.env.model_dump(mode="json", by_alias=True, exclude_none=True)
     data.pop("schema", None)
@@ -36,11 +37,12 @@ def explained_yaml(res: Resolved) -> str:
 
 
 def _scalar(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix(
-        "\n...").removesuffix("...").strip()
+    return str(yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix(
+        "\n...").removesuffix("...").strip())
 
 
-def _emit(node: dict, path: tuple, indent: int, res: Resolved, lines: list[str]) -> None:
+def _emit(node: dict[str, Any], path: KeyPath, indent: int, res: Resolved,
+          lines: list[str]) -> None:
     pad = "  " * indent
     for key, value in node.items():
         sub = path + (key,)
@@ -61,7 +63,7 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-def diff_environments(a: Resolved, b: Resolved) -> list[dict]:
+def diff_environments(a: Resolved, b: Resolved) -> list[dict[str, Any]]:
     """Leaf-level differences of two resolved environments, in document order."""
     flat_a: dict[str, Any] = {}
     flat_b: dict[str, Any] = {}

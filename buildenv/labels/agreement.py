@@ -14,7 +14,10 @@ Both use each annotator's latest annotation of an example (the vote that counts,
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pyarrow as pa
 
 from buildenv.labels.annotations import Annotations
 from buildenv.labels.resolve import dictionary_codes, latest_per_annotator
@@ -85,12 +88,11 @@ def cohen_kappa(item: np.ndarray, rater: np.ndarray, label: np.ndarray, classes:
     return float(np.average(kappa, weights=n[ok])), int(ok.sum())
 
 
-def agreement(annotations: Annotations) -> dict:
+def agreement(annotations: Annotations) -> dict[str, Any]:
     """Fleiss' and Cohen's kappa of the set's own annotations (None where undefined)."""
     chosen = latest_per_annotator(annotations)
     if not len(chosen):
         return {"fleiss_kappa": None, "cohen_kappa": None, "examples": 0, "pairs": 0}
-    import pyarrow as pa
 
     take = pa.array(chosen)
     item, _ = dictionary_codes(annotations.keys.take(take))

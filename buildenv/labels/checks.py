@@ -20,6 +20,7 @@ from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.gate import Gate
 from buildenv.data.keys import key_text
 from buildenv.env.resolve import Multiverse, Resolved
+from buildenv.env.spec import LabelSet
 from buildenv.labels.exposure import ExposureSource, double_exposure, exposure_problems
 from buildenv.labels.labelset import LabelError, LabelSets
 
@@ -28,7 +29,7 @@ __all__ = ["check_labels", "exposure_check", "exposure_sources", "key_problems"]
 SHOWN_KEYS = 5
 
 
-def _identity(spec: Any) -> tuple:
+def _identity(spec: LabelSet) -> tuple[Any, ...]:
     return (spec.uri, spec.format, spec.field, spec.key, spec.dataset, spec.ui_version)
 
 
@@ -40,7 +41,7 @@ def exposure_sources(project: Project, res: Resolved, own: LabelSets,
     rule is then checked without them."""
     sources: list[ExposureSource] = []
     problems: list[Diagnostic] = []
-    seen: set[tuple] = set()
+    seen: set[tuple[Any, ...]] = set()
     for name, spec in res.env.labels.items():
         seen.add(_identity(spec))
         sources.append(ExposureSource(name, spec.dataset, spec.exposure,
@@ -157,7 +158,7 @@ def check_labels(project: Project, multiverse: Multiverse, res: Resolved, lock: 
 
 
 def _unique(problems: list[Diagnostic]) -> list[Diagnostic]:
-    seen: set[tuple] = set()
+    seen: set[tuple[Any, ...]] = set()
     out = []
     for p in problems:
         key = (p.code, p.message, p.path, p.line)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -78,7 +79,7 @@ def double_exposure(sources: Iterable[ExposureSource]) -> list[Exposed]:
     twice = grouped.filter(pc.greater(grouped.column("ui_count_distinct"), 1))
     if not twice.num_rows:
         return []
-    out: dict[tuple, Exposed] = {}
+    out: dict[tuple[Any, ...], Exposed] = {}
     for row in twice.to_pylist():
         involved = sorted(set(row["source_distinct"]))
         group = (row["dataset"], tuple(involved))

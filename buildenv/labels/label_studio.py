@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from buildenv.data.gate.formats import parse_timestamps
 from buildenv.labels.annotations import Annotations, ExportError
 
 __all__ = ["Annotation", "Task", "read_label_studio", "tasks_adapter"]
@@ -67,7 +68,7 @@ class Task(_Loose):
 _TASKS = TypeAdapter(list[Task])
 
 
-def tasks_adapter() -> TypeAdapter:
+def tasks_adapter() -> TypeAdapter[list[Task]]:
     """The validator of a whole export (`bench/` compares the import with it)."""
     return _TASKS
 
@@ -273,7 +274,10 @@ def read_label_studio(chunks: Iterable[bytes], *, key: str, field: str,
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = list(err["loc"])
-            index = loc.pop(0) if loc and isinstance(loc[0], int) else 0
+            first = loc[0] if loc else None
+            index = first if isinstance(first, int) else 0
+            if isinstance(first, int):
+                loc.pop(0)
             path = ".".join(str(p) for p in loc) or "(the task)"
             raise ExportError("BE854", f"{display}:{batch_lines[index]}: not a Label Studio "
                               f"task: {path}: {err['msg']}") from None
@@ -305,8 +309,6 @@ def read_label_studio(chunks: Iterable[bytes], *, key: str, field: str,
 
 def _timestamps(values: list[str | None], lines: list[int], display: str) -> pa.Array:
     """ISO 8601 `created_at` text -> UTC timestamps (no offset means UTC)."""
-    from buildenv.data.gate.formats import parse_timestamps
-
     text = pa.array(values, pa.string())
     try:
         batch = parse_timestamps(pa.RecordBatch.from_arrays([text], names=["t"]), ["t"])

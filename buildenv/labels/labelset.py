@@ -16,6 +16,7 @@ from typing import Any
 from buildenv.core.diagnostics import Diagnostic, Severity
 from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.gate import Gate
+from buildenv.env.resolve import Resolved
 from buildenv.env.spec import LabelSet
 from buildenv.labels.annotations import Annotations, ExportError, outside_taxonomy
 from buildenv.labels.label_studio import read_label_studio
@@ -45,7 +46,7 @@ class LabelFile:
     annotations: Annotations
 
 
-def place_for(where: Any) -> Place:
+def place_for(where: Resolved | None) -> Place:
     """Diagnostics at YAML key paths of `where` (a Resolved), or unplaced without one."""
     def place(code: str, message: str, *path: Any, severity: Severity = Severity.ERROR,
               hints: tuple[str, ...] = ()) -> Diagnostic:
@@ -61,7 +62,8 @@ class LabelSets:
     `pins` maps each label set to the lock's `{"digest", "mappings": {uri: digest}}`; None
     reads unpinned (locking: the digest found is the one locked)."""
 
-    def __init__(self, gate: Gate, pins: dict[str, dict] | None, where: Any = None):
+    def __init__(self, gate: Gate, pins: dict[str, dict[str, Any]] | None,
+                 where: Resolved | None = None):
         self.gate = gate
         self.env = gate.env
         self.pins = pins
@@ -84,8 +86,9 @@ class LabelSets:
                                          "labels", name,
                                          hints=(f"run `buildenv lock {self.env.name}`",))])
         if mapping is None:
-            return pinned["digest"]
-        found = (pinned.get("mappings") or {}).get(mapping)
+            digest: str = pinned["digest"]
+            return digest
+        found: str | None = (pinned.get("mappings") or {}).get(mapping)
         if found is None:
             raise LabelError([self.place("BE057", f"label set '{name}': mapping '{mapping}' is "
                                          "not in the lock", "labels", name,

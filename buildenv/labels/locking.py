@@ -1,4 +1,5 @@
-"""Pinning label sets in the lock (the `label_locker` of `data.lock.lock_environments`).
+"""Locking environments whole: datasets and label sets (`lock_environments`, which every
+caller uses), and pinning label sets (`lock_label_sets`, the `LabelLocker` the lock owns).
 
 Each export is read through the gate unpinned, so the digest locked is the digest of exactly
 the bytes that were parsed and counted (examples, annotations, annotators); its taxonomy, UI
@@ -13,19 +14,23 @@ from __future__ import annotations
 import time
 
 from buildenv.core.diagnostics import Diagnostic
+from buildenv.core.project import Project
+from buildenv.data.executor import Executor
 from buildenv.data.gate.gate import Gate
 from buildenv.data.lock.digests import FILE, ContentDigest, StatCache
 from buildenv.data.lock.lockfile import Lock, LockedLabels
-from buildenv.data.lock.locking import label_declaration
-from buildenv.data.storage import locate
+from buildenv.data.lock.locking import label_declaration, lock_environments_with
+from buildenv.data.storage import Stat, locate
 from buildenv.env.resolve import Multiverse, Resolved
+from buildenv.env.spec import LabelSet
 from buildenv.labels.checks import exposure_check
 from buildenv.labels.labelset import LabelError, LabelSets
 
-__all__ = ["lock_label_sets"]
+__all__ = ["lock_environments", "lock_label_sets"]
 
 
-def _unchanged(project, spec, previous: LockedLabels | None, cache: StatCache) -> bool:
+def _unchanged(project: Project, spec: LabelSet, previous: LockedLabels | None,
+               cache: StatCache) -> bool:
     if previous is None or previous.uri != spec.uri or previous.format != spec.format:
         return False
     if previous.declaration != label_declaration(spec):
@@ -45,8 +50,8 @@ def _unchanged(project, spec, previous: LockedLabels | None, cache: StatCache) -
     return True
 
 
-def _remember(project, uri: str, digest: str, size: int, stat_before, started: int,
-              cache: StatCache) -> None:
+def _remember(project: Project, uri: str, digest: str, size: int, stat_before: Stat,
+              started: int, cache: StatCache) -> None:
     """Put a digest the gate computed into the stat cache (no second hashing pass), if the
     file did not change while it was read."""
     location = locate(uri, project)
@@ -59,8 +64,19 @@ def _remember(project, uri: str, digest: str, size: int, stat_before, started: i
               ContentDigest(digest, size, 0), started)
 
 
+def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str = "sha256",
+                      executor: Executor | None = None
+                      ) -> tuple[list[tuple[str, Lock, bool]], list[Diagnostic]]:
+    """Lock each environment: its datasets and its label sets. Every lock goes through here
+    (`buildenv lock`, `retrain`, `synth`): the data room's locking with this room's
+    `lock_label_sets` plugged into the interface the lock owns."""
+    return lock_environments_with(lock_label_sets, multiverse, names, algorithm, executor)
+
+
 def lock_label_sets(multiverse: Multiverse, res: Resolved, previous: Lock | None, algorithm: str,
                     cache: StatCache) -> tuple[dict[str, LockedLabels], list[Diagnostic]]:
+    """Pin the label sets of `res` (a `LabelLocker`): each export's digest, counts, taxonomy,
+    UI version and mapping digests; an unchanged set's entry is taken from `previous`."""
     project = multiverse.project
     gate = Gate(project, res.env, "lock", where=res)
     sets = LabelSets(gate, None, res)

@@ -15,8 +15,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from buildenv.data.gate.formats import parse_timestamps
 from buildenv.data.keys import key_text
 from buildenv.labels.annotations import Annotations, ExportError
+
+# Deferred imports (pyarrow): pyarrow.parquet is a quarter of a second of `buildenv lock`'s start-
+# up; only Parquet label sets need it.
 
 __all__ = ["COLUMNS", "read_parquet_labels"]
 
@@ -115,8 +119,6 @@ def read_parquet_labels(source: Any, *, ui_version: str | None, taxonomy_version
 
 
 def _timestamps(array: pa.Array, display: str) -> pa.Array:
-    from buildenv.data.gate.formats import parse_timestamps
-
     utc = pa.timestamp("us", tz="UTC")
     if pa.types.is_timestamp(array.type):
         if array.type.tz is None:

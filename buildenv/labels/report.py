@@ -35,7 +35,8 @@ def _counts(array: Any) -> dict[str, int]:
     return dict(sorted(((str(k), int(v)) for k, v in pairs), key=lambda kv: (-kv[1], kv[0])))
 
 
-def label_report(project: Project, multiverse: Multiverse, res: Resolved) -> tuple[dict, list[Diagnostic]]:
+def label_report(project: Project, multiverse: Multiverse, res: Resolved
+                 ) -> tuple[dict[str, Any], list[Diagnostic]]:
     """The report (JSON-ready) and the problems found; DiagnosticError when the environment's
     lock does not pin its label sets."""
     if not res.env.labels:
@@ -92,7 +93,7 @@ def _share(n: int, total: int) -> str:
     return f"{n:,} ({n / total:.1%})" if total else f"{n:,}"
 
 
-def render_text(report: dict) -> str:
+def render_text(report: dict[str, Any]) -> str:
     lines = [f"label sets of {report['environment']}"]
     for item in report["label_sets"]:
         tax = item["taxonomy"]
@@ -138,5 +139,5 @@ def render_text(report: dict) -> str:
     return "\n".join(lines)
 
 
-def render_json(report: dict, problems: list[Diagnostic]) -> str:
+def render_json(report: dict[str, Any], problems: list[Diagnostic]) -> str:
     return json.dumps({**report, "diagnostics": [p.to_json() for p in problems]}, indent=2)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -144,7 +145,7 @@ class Resolution:
     def needs_relabel(self) -> int:
         return sum(sum(v.values()) for v in self.relabel.values())
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         return {"examples": len(self.keys), "annotated": self.votes.annotated,
                 "own": int((self.sources == 0).sum()), "tied": int(self.votes.tied.sum()),
                 "from_reuse": self.from_reuse, "reused": dict(self.reused),

@@ -66,6 +66,7 @@ def thresholds_for(res: Resolved, ds_name: str, col_name: str, kind: str
     override = drift.columns.get(col_name)
     out = {}
     for stat in STATS:
+        path: tuple[str, ...]
         if override is not None and getattr(override, stat) is not None:
             path = ("monitoring", "drift", "columns", col_name, stat)
             out[stat] = Threshold(stat, getattr(override, stat), path, True, True)

@@ -33,9 +33,12 @@ from buildenv.core.atomic import atomic_write_text
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 from buildenv.core.project import Project
 from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.formats import type_accepts
 from buildenv.data.gate.gate import Gate
+from buildenv.data.lock.lockfile import lock_path, read_lock
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.spec import Column
+from buildenv.env.uris import names_directory, uri_problem
 from buildenv.monitor.alerts import Alert, ColumnView, alerts_for, compare, thresholds_for
 from buildenv.monitor.public_view import public_column
 from buildenv.monitor.statistics import (
@@ -56,8 +59,6 @@ STATS_VERSION = 1
 
 def _check_schema(schema: pa.Schema, columns: dict[str, Column], source: Source, res: Resolved,
                   ds_name: str, what: str) -> tuple[dict[str, Column], list[Diagnostic]]:
-    from buildenv.data.gate.formats import type_accepts
-
     usable, problems = {}, []
     for name, col in columns.items():
         where = ("datasets", ds_name, "columns", name)
@@ -111,8 +112,6 @@ def _usage_error(code: str, message: str, hint: str | None = None) -> Diagnostic
 def _locked_source(project: Project, gate: Gate, env: str, ds_name: str) -> Source:
     """The version of `ds_name` that `env`'s lock pins, opened through the gate (verified
     against the pin as it is read)."""
-    from buildenv.data.lock.lockfile import lock_path, read_lock
-
     lock = read_lock(project, env)
     display = project.rel(lock_path(project, env))
     if lock is None:
@@ -135,8 +134,6 @@ def _candidate_source(project: Project, gate: Gate, ds_name: str, uri: str, fmt:
                       what: str = "--against", expect: Any = None) -> Source:
     """Data that no lock pins yet: read as it is, its digest is what the read found (or,
     with `expect`, verified against that pin)."""
-    from buildenv.env.uris import uri_problem
-
     problem = uri_problem(uri, project)
     if problem and problem[0] in ("BE018", "BE066"):
         raise _usage_error(problem[0], f"{what}: {problem[1]}", problem[2])
@@ -250,7 +247,8 @@ def analyse(project: Project, multiverse: Multiverse, res: Resolved, dataset: st
         columns, found = _check_schema(schema, columns, source, res, dataset, what)
         problems.extend(found)
     cache_dir = project.state_dir / "cache" / "drift" if use_cache else None
-    if executor is not None and (baseline.uri.endswith("/") or candidate.uri.endswith("/")):
+    if executor is not None and (names_directory(baseline.uri)
+                                 or names_directory(candidate.uri)):
         try:
             executor.prepare()  # the two versions are profiled on two threads
         except BaseException:
@@ -322,6 +320,7 @@ def _close(*sources: Source) -> None:
 
 
 def default_stats_path(project: Project, result: DriftResult) -> Path:
+    assert result.candidate.digest is not None  # describe() set it once the read ended
     digest12 = result.candidate.digest.split(":", 1)[-1][:12]
     return project.state_dir / "drift" / result.environment / f"{result.dataset}-{digest12}.json"
 

@@ -20,7 +20,7 @@ def fmt_number(value: float | None, dtype: str = "float64", decimals: int | None
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     if dtype == "date":
-        return (EPOCH + dt.timedelta(days=int(round(value)))).isoformat()
+        return (EPOCH + dt.timedelta(days=round(value))).isoformat()
     if dtype == "timestamp":
         moment = dt.datetime.fromtimestamp(value, dt.UTC)
         return moment.strftime("%Y-%m-%d %H:%M") + "Z"
@@ -34,13 +34,13 @@ def decimals_for(*values: float) -> int:
     peak = max((abs(v) for v in values if v), default=0.0)
     if peak == 0:
         return 0
-    return min(6, max(0, 3 - int(math.floor(math.log10(peak)))))
+    return min(6, max(0, 3 - math.floor(math.log10(peak))))
 
 
 def _plain(value: float, digits: int = 4) -> str:
     if value == 0:
         return "0"
-    magnitude = int(math.floor(math.log10(abs(value))))
+    magnitude = math.floor(math.log10(abs(value)))
     if magnitude >= 9 or magnitude < -4:
         return f"{value:.{digits - 1}e}"
     decimals = max(0, digits - 1 - magnitude)

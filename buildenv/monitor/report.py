@@ -70,8 +70,8 @@ def render_text(result: DriftResult, show_all: bool = False, quiet: bool = False
     b, c = result.baseline, result.candidate
     lines = [f"drift of {result.dataset} in {result.environment}"
              + (" (restricted: aggregates only)" if result.restricted else ""),
-             f"  locked     {b.uri}  {b.digest[:19]}  {b.rows:,} rows",
-             f"  candidate  {c.uri}  {c.digest[:19]}  {c.rows:,} rows"]
+             f"  locked     {b.uri}  {(b.digest or '')[:19]}  {b.rows:,} rows",
+             f"  candidate  {c.uri}  {(c.digest or '')[:19]}  {c.rows:,} rows"]
     triage = result.triage
     if triage["enabled"]:
         lines.append(f"  models     {', '.join(triage['models'])}")
@@ -182,7 +182,7 @@ def render_html(result: DriftResult) -> str:
     out.append("<table>")
     for label, src in (("locked", b), ("candidate", c)):
         out.append(f"<tr><th>{label}</th><td class=mono>{_e(src.uri)}</td>"
-                   f"<td class=mono>{_e(src.digest[:19])}</td><td>{src.rows:,} rows</td>"
+                   f"<td class=mono>{_e((src.digest or '')[:19])}</td><td>{src.rows:,} rows</td>"
                    f"<td class=muted>{_e(src.origin)}</td></tr>")
     triage = result.triage
     models = ", ".join(triage["models"]) if triage["enabled"] else triage["note"]

@@ -48,6 +48,10 @@ import pyarrow.compute as pc
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.canonical import digest_json
+from buildenv.core.diagnostics import Diagnostic
+from buildenv.data.executor import LocalExecutor
+from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.partitioned_read import PartitionedRead
 from buildenv.env.spec import Column
 
 __all__ = ["BATCH_ROWS", "BINS", "SAMPLE_SIZE", "Source", "coarse", "jsd", "kind_of", "linf",
@@ -336,7 +340,6 @@ def _scan(source: Source, columns: dict[str, Column], edges: dict[str, np.ndarra
     file, merged in file order)."""
     if numeric_only:
         columns = {n: c for n, c in columns.items() if kind_of(c) == "numeric"}
-    from buildenv.data.gate.partitioned_read import PartitionedRead
 
     if isinstance(source.read, PartitionedRead):
         return _scan_partitioned(source.read, columns, edges, sample_size, batch_rows,
@@ -376,19 +379,16 @@ def _scan_read(read: Any, columns: dict[str, Column], edges: dict[str, np.ndarra
 def _profile_file(job: tuple) -> tuple[dict[str, Any] | None, tuple | None, dict | None]:
     """The task: one file's accumulators, and (size, digest, rows) of what it read, or the
     error (Diagnostic.to_json()) that stopped it. Runs wherever the executor puts it."""
-    from buildenv.data.gate.errors import GateError
-
     task, path, columns, edges, sample_size, batch_rows, numeric_only, tau = job
     try:
         with task.open() as read:
             accs = _scan_read(read, columns, edges, sample_size, batch_rows, numeric_only,
                               np.random.default_rng([SEED, task.index]), task.uri, tau=tau)
             digest = read.verify()
-            found = (path, read._pinned.size, digest, read.rows_read)
+            found = (path, read.size, digest, read.rows_read)
     except GateError as exc:
         return None, None, exc.diagnostic.to_json()
     except ValueError as exc:  # a partition value that does not convert
-        from buildenv.core.diagnostics import Diagnostic
 
         return None, None, Diagnostic("BE063", f"dataset '{task.dataset}': partition value "
                                       f"in '{task.uri}': {exc}").to_json()
@@ -419,10 +419,6 @@ def _scan_partitioned(read: Any, columns: dict[str, Column],
 def _merge_files(read: Any, columns: dict[str, Column], edges: dict[str, np.ndarray] | None,
                  sample_size: int, batch_rows: int, numeric_only: bool, tau: float,
                  executor: Any) -> dict[str, Any]:
-    from buildenv.core.diagnostics import Diagnostic
-    from buildenv.data.executor import LocalExecutor
-    from buildenv.data.gate.errors import GateError
-
     jobs = [(task, path, columns, edges, sample_size, batch_rows, numeric_only, tau)
             for task, (path, _, _) in zip(read.tasks(), read.files)]
     results = (executor or LocalExecutor()).map(_profile_file, jobs)
@@ -431,7 +427,7 @@ def _merge_files(read: Any, columns: dict[str, Column], edges: dict[str, np.ndar
     for accs, seen, error in results:
         if error is not None:  # nothing decoded is used: the bytes are not trusted
             d = Diagnostic.from_json(error)
-            raise GateError(read.scope.dataset_error(d.code, d.message, read.name, hints=d.hints))
+            raise read.error(d.code, d.message, hints=d.hints)
         found.append(seen)
         if merged is None:
             merged = accs
@@ -468,13 +464,13 @@ def coarse(value: float, dtype: str) -> float:
     if not math.isfinite(value):
         return value
     if dtype == "date":
-        day = EPOCH + dt.timedelta(days=int(math.floor(value)))
+        day = EPOCH + dt.timedelta(days=math.floor(value))
         return float((day.replace(day=1) - EPOCH).days)
     if dtype == "timestamp":
         return float(math.floor(value / 86400.0) * 86400.0)
     if value == 0:
         return 0.0
-    digits = 1 - int(math.floor(math.log10(abs(value))))
+    digits = 1 - math.floor(math.log10(abs(value)))
     return float(round(value, digits))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from buildenv.compile.artifact import read_lineage
 from buildenv.core.project import Project
 
 __all__ = ["Usage", "importance_of", "model_usage"]
@@ -35,8 +36,6 @@ class Usage:
 def model_usage(project: Project, env: str, ds_name: str
                 ) -> tuple[list[str], dict[str, list[Usage]]]:
     """Models in dist/*/<env>/buildenv.json, and per column of `ds_name` those that use it."""
-    from buildenv.compile.artifact import read_lineage
-
     models: list[str] = []
     usage: dict[str, list[Usage]] = {}
     for lineage_file in sorted((project.root / "dist").glob(f"*/{env}/buildenv.json")):

@@ -30,6 +30,8 @@ from buildenv.release.gates import (
     registry_error,
 )
 
+# Deferred imports (mlflow): seconds of imports, paid only by what talks to the registry.
+
 __all__ = ["HISTORY_PREFIX", "champion_stack", "history", "history_entries", "promote",
            "render_history", "rollback"]
 
@@ -144,8 +146,8 @@ def rollback(project: Project, training: str, env: str, dry_run: bool = False) -
             "BE706", f"no previous champion of {training} for {env} to roll back to "
             f"(current: {'v' + now if now else 'none'}, {len(entries)} history entries)",
             hints=(f"`buildenv history {training} --env {env}` lists the champions",))])
-    result = {"training": training, "environment": env, "from": now, "to": target,
-              "seq": None}
+    result: dict[str, Any] = {"training": training, "environment": env, "from": now,
+                              "to": target, "seq": None}
     if not dry_run:
         result["seq"] = _move_alias(project, training, env, target, {
             "action": "rollback", "version": target, "previous": now, "at": _now(),

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from buildenv.compile.registry import client
 from buildenv.core.project import Project
+
+# Deferred imports (mlflow): seconds of imports, paid only by what talks to the registry.
 
 __all__ = ["EventLog", "Tracker"]
 
@@ -46,8 +50,6 @@ class Tracker:
 
     def start(self, log: EventLog) -> None:
         try:
-            from buildenv.compile.registry import client
-
             self.client = client(self.project)
             name = "buildenv/retrain"
             exp = self.client.get_experiment_by_name(name)
@@ -69,7 +71,6 @@ class Tracker:
     def finish(self, log: EventLog, status: str) -> None:
         if self.run_id is None:
             return
-        import tempfile
 
         from mlflow.entities import RunTag
 

@@ -26,6 +26,10 @@ from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Promotion
 from buildenv.training.scoring import METRIC_ALIASES, ScoringError, score
 
+# Deferred imports (mlflow, buildenv): mlflow is seconds of imports, paid only by what talks to the
+# registry; the rooms that read evaluation rows (pyarrow, numpy) only by promotion: `buildenv
+# history` and `rollback` import this module and score nothing.
+
 __all__ = ["CHECK_PREFIX", "Evaluation", "Gate", "Scored", "alias_name", "champion_version",
            "evaluate", "record_check", "registry_error"]
 
@@ -209,7 +213,7 @@ def evaluate(project: Project, res: Resolved, training: str,
         reason = "the environment declares no label, so it has no evaluation rows"
     elif kind is None:
         reason = f"buildenv does not compute '{promotion.metric}'"
-    if reason is None:
+    if reason is None and kind is not None:
         _score_on_evaluation_rows(ev, c, project, res, training, kind)
     else:
         ev.source = "logged"
@@ -247,12 +251,12 @@ def _score_on_evaluation_rows(ev: Evaluation, c: Any, project: Project, res: Res
     gate = DataGate(project, res.env, "evaluate", pins=pins, where=res,
                     manifests=lock.manifests())
     labels = None
-    if res.env.label_set() is not None:
+    label = res.env.label
+    if label is not None and label.labels is not None and res.env.label_set() is not None:
         from buildenv.labels.labelset import LabelError, LabelSets
 
         try:
-            labels = LabelSets(gate, lock.label_pins(), res).resolve(
-                res.env.label.labels).table()  # type: ignore[union-attr]
+            labels = LabelSets(gate, lock.label_pins(), res).resolve(label.labels).table()
         except LabelError as exc:
             raise DiagnosticError(exc.diagnostics, 1) from None
     try:
@@ -309,7 +313,7 @@ def _apply_gates(ev: Evaluation, c: Any, lineage: dict, res: Resolved) -> None:
                 hints=(f"the champion stays {_champ_text(ev)}",)))
     champ = ev.champion.value if ev.champion else None
     if (p.max_regression is not None and cand is not None and champ is not None
-            and not ev.already_champion):
+            and ev.champion is not None and not ev.already_champion):
         worse_by = sense * (champ - cand)
         ok = worse_by <= p.max_regression + 1e-12
         ev.gates.append(Gate("max_regression", f"<= {p.max_regression:g}",

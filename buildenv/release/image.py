@@ -39,8 +39,13 @@ import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import yaml
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from buildenv.compile.artifact import read_lineage
 from buildenv.compile.integrity import verify_artifact
@@ -49,6 +54,9 @@ from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
 from buildenv.core.tempdirs import scratch_dir
 from buildenv.env.resolve import Resolved
+
+# Deferred imports (docker): the Docker SDK (requests, urllib3) is needed only to build through a
+# daemon.
 
 __all__ = ["ImageContext", "build_docker", "docker_client", "host_python", "vendor_closure",
            "write_context"]
@@ -78,10 +86,6 @@ def _mtime() -> int:
 
 def vendor_closure(requirements: list[str]) -> tuple[list[Any], list[Diagnostic]]:
     """Installed distributions satisfying `requirements` and their dependencies."""
-    from importlib import metadata
-
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
 
     problems: list[Diagnostic] = []
     found: dict[str, Any] = {}
@@ -206,7 +210,6 @@ def write_context(project: Project, res: Resolved, training: str, out: Path | No
     if any(p.is_error for p in problems):
         raise DiagnosticError(problems)
     python = host_python()
-    import yaml
 
     mlmodel = yaml.safe_load((artifact / "MLmodel").read_text(encoding="utf-8"))
     model_file = mlmodel["flavors"]["sklearn"]["pickled_model"]

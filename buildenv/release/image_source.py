@@ -18,6 +18,8 @@ from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project
 from buildenv.release.gates import alias_name, champion_version, registry_error
 
+# Deferred imports (mlflow): seconds of imports, paid only by what talks to the registry.
+
 __all__ = ["select_artifact"]
 
 

@@ -7,6 +7,7 @@ layer (a root filesystem tarball) is cached by its digest.
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import hashlib
 import io
@@ -55,7 +56,7 @@ def _gzip(source: IO[bytes], dest: IO[bytes], label: str = "compress layer"
     raw = hashlib.sha256()
     out = _Hashing(dest)
     with progress.task(label, _size(source), "bytes") as bar, \
-            gzip.GzipFile(filename="", mode="wb", fileobj=out,  # type: ignore[arg-type]
+            gzip.GzipFile(filename="", mode="wb", fileobj=out,
                           compresslevel=_GZIP_LEVEL, mtime=0) as gz:
         for chunk in iter(lambda: source.read(1 << 20), b""):
             raw.update(chunk)
@@ -90,16 +91,16 @@ def _app_layer(context: Path, dest: IO[bytes]) -> None:
         for path in base.rglob("*"):
             rel = f"{PREFIX}/{top}/{path.relative_to(base).as_posix()}"
             entries[rel] = path if path.is_file() else None
-    with tarfile.open(fileobj=dest, mode="w",  # type: ignore[call-overload]
+    with tarfile.open(fileobj=dest, mode="w",
                       format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(entries):
-            path = entries[name]
-            if path is None:
+            source = entries[name]
+            if source is None:
                 tar.addfile(_tarinfo(name + "/", tarfile.DIRTYPE, 0o755))
                 continue
-            mode = 0o755 if os.access(path, os.X_OK) else 0o644
-            info = _tarinfo(name, tarfile.REGTYPE, mode, path.stat().st_size)
-            with open(path, "rb") as handle:
+            mode = 0o755 if os.access(source, os.X_OK) else 0o644
+            info = _tarinfo(name, tarfile.REGTYPE, mode, source.stat().st_size)
+            with open(source, "rb") as handle:
                 tar.addfile(info, handle)
 
 
@@ -256,8 +257,6 @@ def _file_sha(path: Path) -> str:
 
 
 def _iso(epoch: int) -> str:
-    import datetime as dt
-
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -35,14 +35,20 @@ from typing import Any
 
 from buildenv.compile.build import BuildOptions, build_pair
 from buildenv.compile.plan import pairs
+from buildenv.compile.registry import client
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_bytes
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity, did_you_mean
 from buildenv.core.project import Project
 from buildenv.data.lock.lockfile import lock_path, read_lock, stat_cache
-from buildenv.data.lock.locking import lock_environments
+from buildenv.data.lock.locking import digest_dataset
+from buildenv.data.validate.validate import validate_env
 from buildenv.env.resolve import Multiverse, Resolved
+from buildenv.labels.locking import lock_environments
+from buildenv.monitor.drift import drift_check
+from buildenv.release.champion import promote
 from buildenv.release.events import EventLog, Tracker
+from buildenv.release.gates import alias_name, evaluate, record_check
 from buildenv.release.journal import exclusive, journal, recover, restore, save, swap, work_root
 
 __all__ = ["RetrainOptions", "RetrainResult", "retrain"]
@@ -128,8 +134,6 @@ def rewrite_uri(project: Project, multiverse: Multiverse, res: Resolved, dataset
 def _drift(project: Project, res: Resolved, dataset: str, baseline_uri: str,
            baseline_digest: Any) -> tuple[str, list[Diagnostic]]:
     """Drift of the new data against the locked version: (status, diagnostics)."""
-    from buildenv.monitor.drift import drift_check
-
     found = drift_check(project, res, dataset, baseline_uri, baseline_digest)
     return ("failed" if any(d.is_error for d in found) else "passed"), found
 
@@ -223,7 +227,6 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
 
     # validate
     progress.phase("validate")
-    from buildenv.data.validate.validate import validate_env
 
     found = validate_env(res, project, datasets=sorted(changed))
     errors = [d for d in found if d.is_error]
@@ -240,9 +243,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
     # lock
     progress.phase("lock")
     journal(work, {"phase": "locking", "saved": entries})
-    from buildenv.labels.locking import lock_label_sets
-
-    locked, problems = lock_environments(multiverse, [env], label_locker=lock_label_sets)
+    locked, problems = lock_environments(multiverse, [env])
     if problems or not locked:
         log.emit("lock", "failed", "; ".join(p.message for p in problems))
         raise _Stop(problems)
@@ -252,25 +253,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
 
     # build
     progress.phase("build")
-    targets = [t for t, _ in pairs(project.trainings, [env])]
-    if not targets:
-        log.emit("build", "skipped", f"no training targets environment {env}")
-    staged: dict[str, Path] = {}
-    for training in targets:
-        out = work / "dist" / training
-        outcome = build_pair(project, multiverse, training, env, BuildOptions(out=out))
-        if outcome.status == "failed":
-            first = outcome.first_error()
-            log.emit("build", "failed", first.to_text() if first else "build failed",
-                     training=training)
-            raise _Stop(outcome.diagnostics)
-        version = (outcome.registered or {}).get("version")
-        log.emit("build", "passed", f"{training}: {outcome.status} ({outcome.reason}), "
-                 f"registered v{version}", training=training, version=str(version),
-                 cache_key=(outcome.lineage or {}).get("cache_key"), timings=outcome.timings)
-        staged[training] = out
-        if version is not None:
-            _tag_candidate(project, training, str(version), result.retrain_id, drift_status)
+    staged = _build_step(project, multiverse, env, work, log, result.retrain_id, drift_status)
 
     # gate
     progress.phase("gate")
@@ -292,9 +275,6 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
     if not options.promote:
         log.emit("promote", "skipped", "run with --promote to move the alias")
     else:
-        from buildenv.release.champion import promote
-        from buildenv.release.gates import alias_name
-
         for training, ev in evaluations.items():
             if ev is None:
                 log.emit("promote", "skipped", "no promotion gates", training=training)
@@ -311,10 +291,34 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
     log.emit("finish", "passed", result.status)
 
 
+def _build_step(project: Project, multiverse: Multiverse, env: str, work: Path, log: EventLog,
+                retrain_id: str, drift_status: str) -> dict[str, Path]:
+    """Every training targeting the environment, built into the work directory (not dist/
+    yet) and registered as a candidate: training -> its staged artifact."""
+    targets = [t for t, _ in pairs(project.trainings, [env])]
+    if not targets:
+        log.emit("build", "skipped", f"no training targets environment {env}")
+    staged: dict[str, Path] = {}
+    for training in targets:
+        out = work / "dist" / training
+        outcome = build_pair(project, multiverse, training, env, BuildOptions(out=out))
+        if outcome.status == "failed":
+            first = outcome.first_error()
+            log.emit("build", "failed", first.to_text() if first else "build failed",
+                     training=training)
+            raise _Stop(outcome.diagnostics)
+        version = (outcome.registered or {}).get("version")
+        log.emit("build", "passed", f"{training}: {outcome.status} ({outcome.reason}), "
+                 f"registered v{version}", training=training, version=str(version),
+                 cache_key=(outcome.lineage or {}).get("cache_key"), timings=outcome.timings)
+        staged[training] = out
+        if version is not None:
+            _tag_candidate(project, training, str(version), retrain_id, drift_status)
+    return staged
+
+
 def _changed(project: Project, res: Resolved, lock: Any) -> tuple[dict[str, str],
                                                                    list[Diagnostic]]:
-    from buildenv.data.lock.locking import digest_dataset
-
     changed: dict[str, str] = {}
     problems: list[Diagnostic] = []
     cache = stat_cache(project)
@@ -345,8 +349,6 @@ def _changed(project: Project, res: Resolved, lock: Any) -> tuple[dict[str, str]
 
 def _drift_step(project: Project, res: Resolved, lock: Any, changed: dict[str, str],
                 log: EventLog) -> str:
-    from buildenv.data.lock.locking import digest_dataset
-
     statuses = []
     problems: list[Diagnostic] = []
     for name in sorted(changed):
@@ -384,19 +386,14 @@ def _drift_step(project: Project, res: Resolved, lock: Any, changed: dict[str, s
 
 def _tag_candidate(project: Project, training: str, version: str, retrain_id: str,
                    drift_status: str) -> None:
-    from buildenv.compile.registry import client
-
     c = client(project)
     c.set_model_version_tag(training, version, "buildenv.retrain_id", retrain_id)
-    from buildenv.release.gates import record_check
 
     record_check(project, training, version, "drift", drift_status)
 
 
 def _gate_step(project: Project, res: Resolved, staged: dict[str, Path],
                log: EventLog) -> dict[str, Any]:
-    from buildenv.release.gates import evaluate
-
     evaluations: dict[str, Any] = {}
     failures: list[Diagnostic] = []
     for training, out in staged.items():

@@ -47,6 +47,10 @@ import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+# Deferred imports (pandas): the app imports only the standard library; pandas comes with the
+# model's runtime, loaded with the model.
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "serving.json"), encoding="utf-8") as handle:
@@ -253,7 +257,7 @@ DEADLINES = Deadlines()
 
 
 class Handler(BaseHTTPRequestHandler):
-    model = None
+    model: Any = None  # the loaded model, set once before serving
     server_version = "buildenv-serving/1"
     timeout = TIMEOUT  # each read; DEADLINES bounds the whole request
     expired = False
@@ -357,7 +361,7 @@ class Handler(BaseHTTPRequestHandler):
         self._error(408, f"the request did not arrive within {TIMEOUT:g} s "
                          "(BUILDENV_SERVE_TIMEOUT)")
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:  # http.server's naming
         DEADLINES.stop(self)
         if self.path in ("/ping", "/health"):
             self._send(200, "ok")
@@ -366,7 +370,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": f"no route {self.path[:200]}"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if self.path != "/invocations":
             self._error(404, f"no route {self.path[:200]}")
             return
@@ -425,7 +429,7 @@ class Handler(BaseHTTPRequestHandler):
                              "(Content-Length)")
         return b"".join(chunks)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002
+    def log_message(self, format: str, *args) -> None:  # http.server's parameter name
         sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
 
 

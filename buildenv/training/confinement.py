@@ -146,6 +146,7 @@ class Guard:
             self._note("network", None, f"connect to {host}:{port}")
 
     def _program(self, event: str, args: tuple) -> None:
+        argv: list[Any]
         if event == "os.system":
             argv = [str(args[0])] if args else []
         else:

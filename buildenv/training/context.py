@@ -25,16 +25,19 @@ import math
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from buildenv.core.project import Project
-from buildenv.data.evaluation import holdout_mask, key_columns
+from buildenv.data.evaluation import holdout_mask, key_columns, labeled_rows
 from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.filters import Filters, parse_filters
 from buildenv.data.gate.gate import Gate
 from buildenv.data.gate.privacy import Redactor
 from buildenv.data.lock.manifest import Manifest
 from buildenv.env.spec import Environment
+from buildenv.labels.labelset import LabelError, LabelSets
 
 __all__ = ["BuildContext", "ForbiddenRead"]
 
@@ -149,7 +152,7 @@ class BuildContext:
         finally:
             if not finished:
                 self._verify_abandoned(read)
-            batches.close()
+            batches.close()  # a generator: closing it ends the read's batches now
             read.close()
 
     def _verify_abandoned(self, read: Any) -> None:
@@ -225,7 +228,6 @@ class BuildContext:
         _, labels = self._labeled_rows()
         if format == "arrow":
             return labels
-        import pandas as pd
 
         return pd.Series(labels.to_pylist(), name=label_set.taxonomy.name, dtype=object)
 
@@ -235,8 +237,6 @@ class BuildContext:
         return self._label_sets().resolve(self.env.label.labels).table()
 
     def _label_sets(self) -> Any:
-        from buildenv.labels.labelset import LabelError, LabelSets
-
         if self.label_sets is None:
             self.label_sets = LabelSets(self._gate, self._label_pins)
         try:
@@ -250,8 +250,6 @@ class BuildContext:
     def _labeled_rows(self) -> tuple[Any, pa.Array]:
         """Rows of the label set's dataset that have a usable label and are not held out."""
         if self._label_rows is None:
-            from buildenv.data.evaluation import labeled_rows
-
             label_set = self.env.label_set()
             assert label_set is not None
             labels = self.label_table()
@@ -280,8 +278,6 @@ class BuildContext:
 
     def _remember_strings(self, table: pa.Table) -> None:
         """Distinct restricted strings, so params the training logs can be checked."""
-        import pyarrow.compute as pc
-
         for column in table.columns:
             if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
                 continue

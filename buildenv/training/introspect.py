@@ -11,8 +11,11 @@ because that is what users write in `serving.ops`.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from typing import Any
+
+import sklearn
 
 __all__ = ["describe", "model_inputs", "public_path", "walk_ops"]
 
@@ -21,8 +24,6 @@ _PARAM_SKIP = ("memory", "verbose", "n_jobs", "random_state")
 
 def public_path(obj: Any) -> str:
     """The shortest module path that exports the class (what users import it from)."""
-    import importlib
-
     cls = type(obj)
     parts = cls.__module__.split(".")
     for i in range(1, len(parts) + 1):
@@ -76,7 +77,7 @@ def _children(est: Any) -> Iterator[tuple[str, Any]]:
 
 
 def _unpack(attr: str, value: Any) -> Iterator[tuple[str, Any]]:
-    if isinstance(value, dict) or hasattr(value, "items") and not _is_estimator(value):
+    if isinstance(value, dict) or (hasattr(value, "items") and not _is_estimator(value)):
         try:
             for key, child in value.items():
                 yield f"{attr}[{key}]", child
@@ -118,8 +119,6 @@ def model_inputs(model: Any) -> list[str] | None:
 
 
 def describe(model: Any) -> dict:
-    import sklearn
-
     return {
         "inputs": model_inputs(model),
         "ops": walk_ops(model),

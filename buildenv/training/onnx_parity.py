@@ -12,6 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
+import onnxruntime
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
+
 __all__ = ["check_onnx"]
 
 PROBA_TOLERANCE = 1e-3
@@ -24,7 +30,7 @@ def _diag(code: str, message: str, hints: list[str] | None = None) -> dict:
 
 
 def _column_types(env: Any, inputs: list[str]) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     for ds in env.datasets.values():
         for name, col in ds.columns.items():
             out.setdefault(name, col.dtype)
@@ -32,8 +38,6 @@ def _column_types(env: Any, inputs: list[str]) -> dict[str, str]:
 
 
 def _feeds(X: Any, types: dict[str, str]) -> dict:
-    import numpy as np
-
     feeds = {}
     for name, dtype in types.items():
         values = X[name]
@@ -50,25 +54,15 @@ def _feeds(X: Any, types: dict[str, str]) -> dict:
     return feeds
 
 
-def check_onnx(model: Any, inputs: list[str] | None, env: Any, holdout: Any, out: Path) -> dict:
-    import numpy as np
-    import onnx
-    import onnxruntime
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
-
-    opset = env.serving.opset
-    libraries = {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
-    if not inputs:
-        return {"summary": None, "libraries": libraries, "diagnostics": [_diag(
-            "BE409", "cannot convert to ONNX: the model's input columns are unknown")]}
-    types = _column_types(env, inputs)
+def _initial_types(types: dict[str, str], holdout: Any) -> list[tuple[str, Any]]:
+    """One graph input per column: strings, int64 (integers without nulls in the evaluation
+    rows), else float."""
     nullable_int = set()
     if holdout is not None:
         X = holdout[0]
         nullable_int = {n for n, t in types.items()
                         if (t.startswith("int") or t == "bool") and X[n].isna().any()}
-    initial = []
+    initial: list[tuple[str, Any]] = []
     for name, dtype in types.items():
         if dtype == "string":
             initial.append((name, StringTensorType([None, 1])))
@@ -76,6 +70,31 @@ def check_onnx(model: Any, inputs: list[str] | None, env: Any, holdout: Any, out
             initial.append((name, Int64TensorType([None, 1])))
         else:
             initial.append((name, FloatTensorType([None, 1])))
+    return initial
+
+
+def _graph_problems(graph: Any, ops: list[tuple[str, str]], opset: int) -> list[dict]:
+    """BE406: an opset above serving's, or an operator outside the standard domains."""
+    problems = []
+    for imp in graph.opset_import:
+        if imp.domain in ("", "ai.onnx") and imp.version > opset:
+            problems.append(_diag("BE406", f"the ONNX graph needs opset {imp.version}, serving "
+                                  f"supports {opset}"))
+    for domain, op in ops:
+        if domain not in ALLOWED_DOMAINS:
+            problems.append(_diag("BE406", f"ONNX operator {domain}.{op} is outside the "
+                                  "standard domains serving runs"))
+    return problems
+
+
+def check_onnx(model: Any, inputs: list[str] | None, env: Any, holdout: Any, out: Path) -> dict:
+    opset = env.serving.opset
+    libraries = {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    if not inputs:
+        return {"summary": None, "libraries": libraries, "diagnostics": [_diag(
+            "BE409", "cannot convert to ONNX: the model's input columns are unknown")]}
+    types = _column_types(env, inputs)
+    initial = _initial_types(types, holdout)
     options = {id(model): {"zipmap": False}} if hasattr(model, "predict_proba") else None
     try:  # a named graph: skl2onnx's default name is a uuid4, new in every model.onnx
         graph = convert_sklearn(model, initial_types=initial, name="buildenv",
@@ -87,16 +106,8 @@ def check_onnx(model: Any, inputs: list[str] | None, env: Any, holdout: Any, out
         return {"summary": None, "libraries": libraries, "diagnostics": [_diag(
             "BE405", f"cannot convert the model to ONNX opset {opset}: {message}",
             ["use steps skl2onnx can convert, or serve with stack: sklearn"])]}
-    problems = []
-    for imp in graph.opset_import:
-        if imp.domain in ("", "ai.onnx") and imp.version > opset:
-            problems.append(_diag("BE406", f"the ONNX graph needs opset {imp.version}, serving "
-                                  f"supports {opset}"))
     ops = sorted({(node.domain or "", node.op_type) for node in graph.graph.node})
-    for domain, op in ops:
-        if domain not in ALLOWED_DOMAINS:
-            problems.append(_diag("BE406", f"ONNX operator {domain}.{op} is outside the "
-                                  "standard domains serving runs"))
+    problems = _graph_problems(graph, ops, opset)
     payload = graph.SerializeToString(deterministic=True)
     (out / "model.onnx").write_bytes(payload)
     summary: dict = {"opset": opset, "ops": [f"{d or 'ai.onnx'}.{o}" for d, o in ops],
@@ -120,7 +131,7 @@ def check_onnx(model: Any, inputs: list[str] | None, env: Any, holdout: Any, out
     if hasattr(model, "predict_proba") and len(outputs) > 1:
         proba = np.asarray(model.predict_proba(X), dtype=np.float64)
         max_diff = float(np.max(np.abs(np.asarray(outputs[1], dtype=np.float64) - proba)))
-    summary["parity"] = {"rows": int(len(X)), "label_agreement": round(label_match, 6),
+    summary["parity"] = {"rows": len(X), "label_agreement": round(label_match, 6),
                          "max_proba_diff": None if max_diff is None else float(f"{max_diff:.3g}")}
     if label_match < 0.999 or (max_diff is not None and max_diff > PROBA_TOLERANCE):
         problems.append(_diag(

@@ -21,14 +21,22 @@ import json
 import os
 import random
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+# The sandbox's side of the runner is imported and applied first: Landlock and seccomp bind only
+# the threads started after them (ctypes and the standard library, no thread of their own).
 from buildenv.core.confine import ConfinementError
 from buildenv.training.confinement import Guard
 from buildenv.training.user_frames import exception_frame as _user_frame
+
+# Deferred imports (buildenv, numpy, mlflow, sklearn): the training process starts importing mlflow
+# in a thread first (`_preload`), and an import that fails inside `run` becomes a BE305 result
+# instead of a process that dies before writing one.
 
 __all__ = ["main"]
 
@@ -109,8 +117,6 @@ def _signature(env: Any, inputs: list[str] | None, label: Any):
 def _preload() -> None:
     """Import MLflow while the user's training runs: it is needed only to save the model,
     and its import is seconds of mostly-Python work that overlaps well with numeric code."""
-    import threading
-
     def work() -> None:
         try:
             import mlflow.sklearn  # noqa: F401
@@ -132,7 +138,7 @@ def run(request: dict, guard: Guard | None = None) -> dict:
     from buildenv.core.project import Project
     from buildenv.data.gate.errors import GateError
     from buildenv.env.spec import Environment
-    from buildenv.training.context import BuildContext, ForbiddenRead
+    from buildenv.training.context import BuildContext
 
     env = Environment.model_validate(request["env"])
     project = Project(root=root, data_root=Path(request["data_root"]) if request.get(
@@ -143,46 +149,10 @@ def run(request: dict, guard: Guard | None = None) -> dict:
     ctx = BuildContext(env, seed, project, pins, label_pins, manifests)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    import time
-
     timings: dict[str, float] = {}
-    started = time.perf_counter()
-    try:
-        fn = _load_entry(root, request["module_path"], request["function"])
-        try:
-            model = fn(ctx)
-        finally:
-            ctx.finish()  # scans the training left open are verified before anything is used
-        timings["train"] = time.perf_counter() - started
-    except GateError as exc:
-        return _refused([*ctx.gate_errors, exc])
-    except ForbiddenRead as exc:
-        path, line, trail = _user_frame(exc, root, own)
-        return {"ok": False, "diagnostics": [_diag("BE303", str(exc), path, line,
-                                                    [f"at {t}" for t in trail[:-1]])]}
-    except Exception as exc:
-        if ctx.gate_errors:
-            return _refused(ctx.gate_errors)
-        denied = guard.explain(exc, bool(ctx.restricted_reads)) if guard else None
-        if denied is not None:  # the sandbox refused it: deterministic, cached like any error
-            return {"ok": False, "diagnostics": [denied]}
-        path, line, trail = _user_frame(exc, root, own)
-        message = f"training raised {type(exc).__name__}: {exc}".strip()
-        if ctx.restricted_reads:
-            message = (f"training raised {type(exc).__name__} (message withheld: the training "
-                       f"read restricted dataset(s) {', '.join(sorted(ctx.restricted_reads))})")
-        return {"ok": False, "diagnostics": [_diag("BE301", message, path, line,
-                                                    [f"called from {t}" for t in trail[:-1]])],
-                "transient": isinstance(exc, (OSError, MemoryError))}  # not cached
-    if ctx.gate_errors:  # caught by the training: the model saw unverified data
-        return _refused(ctx.gate_errors)
-    bypass = guard.swallowed(bool(ctx.restricted_reads)) if guard else []
-    if bypass:  # caught by the training: it tried to read data around the gate
-        return {"ok": False, "diagnostics": bypass}
-    if model is None or not hasattr(model, "predict"):
-        return {"ok": False, "diagnostics": [_diag(
-            "BE304", f"train() returned {type(model).__name__}, not a fitted model with "
-            "predict()", request["module_path"], None)]}
+    model, failed = _train(ctx, request, root, own, timings, guard)
+    if failed is not None:
+        return failed
     from buildenv.training.introspect import describe
 
     info = describe(model)
@@ -244,6 +214,52 @@ def run(request: dict, guard: Guard | None = None) -> dict:
     return result
 
 
+def _train(ctx: Any, request: dict, root: Path, own: Path, timings: dict[str, float],
+           guard: Guard | None) -> tuple[Any, dict | None]:
+    """Call the user's `train(ctx)`: the fitted model, or the result that reports why not."""
+    from buildenv.data.gate.errors import GateError
+    from buildenv.training.context import ForbiddenRead
+
+    started = time.perf_counter()
+    try:
+        fn = _load_entry(root, request["module_path"], request["function"])
+        try:
+            model = fn(ctx)
+        finally:
+            ctx.finish()  # scans the training left open are verified before anything is used
+        timings["train"] = time.perf_counter() - started
+    except GateError as exc:
+        return None, _refused([*ctx.gate_errors, exc])
+    except ForbiddenRead as exc:
+        path, line, trail = _user_frame(exc, root, own)
+        return None, {"ok": False, "diagnostics": [_diag("BE303", str(exc), path, line,
+                                                          [f"at {t}" for t in trail[:-1]])]}
+    except Exception as exc:
+        if ctx.gate_errors:
+            return None, _refused(ctx.gate_errors)
+        denied = guard.explain(exc, bool(ctx.restricted_reads)) if guard else None
+        if denied is not None:  # the sandbox refused it: deterministic, cached like any error
+            return None, {"ok": False, "diagnostics": [denied]}
+        path, line, trail = _user_frame(exc, root, own)
+        message = f"training raised {type(exc).__name__}: {exc}".strip()
+        if ctx.restricted_reads:
+            message = (f"training raised {type(exc).__name__} (message withheld: the training "
+                       f"read restricted dataset(s) {', '.join(sorted(ctx.restricted_reads))})")
+        return None, {"ok": False, "diagnostics": [_diag(
+            "BE301", message, path, line, [f"called from {t}" for t in trail[:-1]])],
+            "transient": isinstance(exc, (OSError, MemoryError))}  # not cached
+    if ctx.gate_errors:  # caught by the training: the model saw unverified data
+        return None, _refused(ctx.gate_errors)
+    bypass = guard.swallowed(bool(ctx.restricted_reads)) if guard else []
+    if bypass:  # caught by the training: it tried to read data around the gate
+        return None, {"ok": False, "diagnostics": bypass}
+    if model is None or not hasattr(model, "predict"):
+        return None, {"ok": False, "diagnostics": [_diag(
+            "BE304", f"train() returned {type(model).__name__}, not a fitted model with "
+            "predict()", request["module_path"], None)]}
+    return model, None
+
+
 def _refused(errors: list) -> dict:
     """The training read bytes the gate refused: nothing it produced is used."""
     seen: set[str] = set()
@@ -268,9 +284,9 @@ def _safe_params(ctx: Any) -> dict[str, str]:
 def _label_summary(ctx: Any) -> dict:
     """How the label set's labels were obtained, for the lineage (counts only)."""
     resolution = ctx.label_sets.resolve(ctx.env.label.labels)
-    keep, labels = ctx._labeled_rows()
+    _, labels = ctx._labeled_rows()
     return {"label_set": ctx.env.label.labels, **resolution.summary(),
-            "training_rows": int(len(labels))}
+            "training_rows": len(labels)}
 
 
 def _manifests(request: dict) -> dict:
@@ -343,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             "BE305", f"training process failed: {type(exc).__name__}", None, None, frames)]}
     left = guard.reap() if guard is not None else None
     if left is not None:
-        result.setdefault("diagnostics", []).append(left)
+        result.setdefault("diagnostics", []).append({**left, "path": request["module_path"]})
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, default=str))
     os.replace(tmp, result_path)

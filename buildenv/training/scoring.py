@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# Deferred imports (numpy, pandas, sklearn): `buildenv history` and `rollback` import this module
+# through the promotion gates and score nothing.
+
 __all__ = ["METRIC_ALIASES", "ScoringError", "score", "score_metric"]
 
 METRIC_ALIASES = {

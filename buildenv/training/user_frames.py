@@ -8,6 +8,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from types import FrameType
 
 __all__ = ["exception_frame", "current_frame"]
 
@@ -45,7 +46,7 @@ def exception_frame(exc: BaseException, root: Path, own: Path) -> Located:
 def current_frame(root: Path, own: Path, skip: int = 1) -> Located:
     """The same for the code running now (the caller's callers)."""
     frames = []
-    frame = sys._getframe(skip + 1)
+    frame: FrameType | None = sys._getframe(skip + 1)
     while frame is not None:
         frames.append((frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
         frame = frame.f_back

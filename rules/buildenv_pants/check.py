@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from buildenv_pants.sandbox import BuildenvProcess, MlModelSandbox
-from buildenv_pants.target_types import MlModelFieldSet
 from pants.core.goals.check import CheckRequest, CheckResult, CheckResults
 from pants.engine.process import FallibleProcessResult
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.unions import UnionRule
 from pants.util.logging import LogLevel
+
+from buildenv_pants.sandbox import BuildenvProcess, MlModelSandbox
+from buildenv_pants.target_types import MlModelFieldSet
 
 # Exit 2 = configuration error (buildenv's contract): also a failed check.
 CONFIG_ERROR = 2

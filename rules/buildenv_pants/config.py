@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Optional
 
 import toml
-
 from pants.engine.fs import DigestContents, PathGlobs
 from pants.engine.rules import Get, collect_rules, rule
 from pants.util.logging import LogLevel
@@ -22,7 +21,7 @@ class TrainingDecl:
 
     name: str
     entry: str
-    environments: Tuple[str, ...]
+    environments: tuple[str, ...]
     seed: Optional[int]
     timeout: Optional[float]
     threads: Optional[int] = None
@@ -34,11 +33,11 @@ class BuildenvConfig:
     environments_dir: str
     tracking_uri: Optional[str]
     cache_dir: str
-    trainings: Tuple[TrainingDecl, ...]
+    trainings: tuple[TrainingDecl, ...]
     sandbox: Optional[str] = None  # `[tool.buildenv] sandbox`
 
     @classmethod
-    def parse(cls, text: str) -> "BuildenvConfig":
+    def parse(cls, text: str) -> BuildenvConfig:
         """Lenient: buildenv itself reports a malformed table, with line numbers."""
         try:
             tool: Any = toml.loads(text).get("tool", {}).get("buildenv", {})

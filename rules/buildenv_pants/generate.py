@@ -5,6 +5,12 @@ from __future__ import annotations
 import fnmatch
 import os
 
+from pants.engine.fs import PathGlobs, Paths
+from pants.engine.rules import Get, collect_rules, rule
+from pants.engine.target import GeneratedTargets, GenerateTargetsRequest, InvalidFieldException
+from pants.engine.unions import UnionMembership, UnionRule
+from pants.util.logging import LogLevel
+
 from buildenv_pants.config import BuildenvConfig
 from buildenv_pants.target_types import (
     MlEntryField,
@@ -15,11 +21,6 @@ from buildenv_pants.target_types import (
     MlTimeoutField,
     MlTrainingTarget,
 )
-from pants.engine.fs import PathGlobs, Paths
-from pants.engine.rules import Get, collect_rules, rule
-from pants.engine.target import GeneratedTargets, GenerateTargetsRequest, InvalidFieldException
-from pants.engine.unions import UnionMembership, UnionRule
-from pants.util.logging import LogLevel
 
 ENV_SUFFIX = ".yaml"
 
@@ -28,11 +29,11 @@ class GenerateMlModelsRequest(GenerateTargetsRequest):
     generate_from = MlTrainingTarget
 
 
-def environment_names(env_files: "tuple[str, ...] | list[str]") -> list[str]:
+def environment_names(env_files: tuple[str, ...] | list[str]) -> list[str]:
     return sorted(os.path.basename(f)[: -len(ENV_SUFFIX)] for f in env_files)
 
 
-def match_environments(patterns: "tuple[str, ...]", names: "list[str]") -> list[str]:
+def match_environments(patterns: tuple[str, ...], names: list[str]) -> list[str]:
     return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
 

@@ -11,13 +11,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 import yaml
-
-from buildenv_pants.config import BuildenvConfig
-from buildenv_pants.target_types import (
-    MlEntryField,
-    MlEnvField,
-    MlEnvironmentSourcesField,
-)
 from pants.backend.python.target_types import PythonSourceField
 from pants.base.specs import DirLiteralSpec, RawSpecs
 from pants.engine.addresses import Address, Addresses
@@ -33,6 +26,13 @@ from pants.engine.target import (
 from pants.engine.unions import UnionRule
 from pants.util.frozendict import FrozenDict
 from pants.util.logging import LogLevel
+
+from buildenv_pants.config import BuildenvConfig
+from buildenv_pants.target_types import (
+    MlEntryField,
+    MlEnvField,
+    MlEnvironmentSourcesField,
+)
 
 
 class EnvironmentTargets(FrozenDict[str, Address]):

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Optional
+
+from pants.base.build_root import BuildRoot
+from pants.core.goals.package import BuiltPackage, BuiltPackageArtifact, PackageFieldSet
+from pants.engine.engine_aware import EngineAwareReturnType
+from pants.engine.fs import Digest, RemovePrefix
+from pants.engine.process import FallibleProcessResult
+from pants.engine.rules import Get, collect_rules, rule
+from pants.engine.unions import UnionRule
+from pants.util.logging import LogLevel
 
 from buildenv_pants.phases import BuildSummary, build_summary
-from buildenv_pants.register_model import RegisterModelRequest, RegisteredModel
+from buildenv_pants.register_model import RegisteredModel, RegisterModelRequest
 from buildenv_pants.sandbox import BuildenvProcess, MlModelSandbox
 from buildenv_pants.subsystem import Buildenv
 from buildenv_pants.target_types import (
@@ -16,14 +25,6 @@ from buildenv_pants.target_types import (
     MlSeedField,
     MlTimeoutField,
 )
-from pants.base.build_root import BuildRoot
-from pants.core.goals.package import BuiltPackage, BuiltPackageArtifact, PackageFieldSet
-from pants.engine.engine_aware import EngineAwareReturnType
-from pants.engine.fs import Digest, RemovePrefix
-from pants.engine.process import FallibleProcessResult
-from pants.engine.rules import Get, collect_rules, rule
-from pants.engine.unions import UnionRule
-from pants.util.logging import LogLevel
 
 OUT = "__out"
 
@@ -66,7 +67,7 @@ class BuildPhases(EngineAwareReturnType):
     def message(self) -> Optional[str]:
         return self.summary.line if self.summary is not None else None
 
-    def metadata(self) -> Optional[Dict[str, Any]]:
+    def metadata(self) -> Optional[dict[str, Any]]:
         return self.summary.metadata() if self.summary is not None else None
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional
 
 _SECONDS = r"(\d+(?:\.\d+)?) s"
 _PHASE = re.compile(r"([a-z][a-z ]*?) " + _SECONDS + r"(?:, |$)")
@@ -24,7 +24,7 @@ class BuildSummary:
     line: str
     status: str  # built | cached | failed
     seconds: float
-    timings: Tuple[Tuple[str, float], ...]  # (phase, seconds) in the order buildenv ran them
+    timings: tuple[tuple[str, float], ...]  # (phase, seconds) in the order buildenv ran them
 
     def metadata(self) -> dict:
         return {"buildenv_status": self.status, "buildenv_seconds": self.seconds,

@@ -8,12 +8,7 @@ it runs once per Pants run and model, and `buildenv register` itself is idempote
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
 
-from buildenv_pants.config import BuildenvConfig
-from buildenv_pants.sandbox import BuildenvProcess, MlModelSandbox
-from buildenv_pants.subsystem import Buildenv
-from buildenv_pants.target_types import MlModelFieldSet
 from pants.base.build_root import BuildRoot
 from pants.engine.env_vars import EnvironmentVars, EnvironmentVarsRequest
 from pants.engine.fs import Digest, MergeDigests
@@ -21,6 +16,11 @@ from pants.engine.process import ProcessCacheScope, ProcessResult
 from pants.engine.rules import Get, collect_rules, rule
 from pants.util.frozendict import FrozenDict
 from pants.util.logging import LogLevel
+
+from buildenv_pants.config import BuildenvConfig
+from buildenv_pants.sandbox import BuildenvProcess, MlModelSandbox
+from buildenv_pants.subsystem import Buildenv
+from buildenv_pants.target_types import MlModelFieldSet
 
 TRACKING_URI_VAR = "BUILDENV_TRACKING_URI"
 
@@ -35,7 +35,7 @@ class RegisterModelRequest:
 
 @dataclass(frozen=True)
 class RegisteredModel:
-    log_lines: Tuple[str, ...]
+    log_lines: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional, Tuple
+from typing import Optional
 
 import toml
-
-from buildenv_pants.config import BuildenvConfig
-from buildenv_pants.target_types import MlEnvironmentSourcesField, MlModelFieldSet
-from buildenv_pants.subsystem import Buildenv
 from pants.backend.python.target_types import EntryPoint
 from pants.backend.python.util_rules.pex import VenvPex, VenvPexProcess
 from pants.backend.python.util_rules.pex_from_targets import PexFromTargetsRequest
@@ -48,6 +45,10 @@ from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import TransitiveTargets, TransitiveTargetsRequest
 from pants.util.logging import LogLevel
 
+from buildenv_pants.config import BuildenvConfig
+from buildenv_pants.subsystem import Buildenv
+from buildenv_pants.target_types import MlEnvironmentSourcesField, MlModelFieldSet
+
 BUILDENV_MAIN = "buildenv.cli:main"
 
 
@@ -57,7 +58,7 @@ class MlModelSandbox:
 
     venv_pex: Optional[VenvPex]
     digest: Digest
-    source_roots: Tuple[str, ...]
+    source_roots: tuple[str, ...]
     problem: Optional[str] = None
 
 
@@ -164,9 +165,9 @@ class BuildenvProcess:
     """`python -m buildenv <argv>` in the sandbox of `field_set`."""
 
     sandbox: MlModelSandbox
-    argv: Tuple[str, ...]
+    argv: tuple[str, ...]
     description: str
-    output_directories: Tuple[str, ...] = ()
+    output_directories: tuple[str, ...] = ()
     extra_env: Optional[Mapping[str, str]] = None
     cache_scope: ProcessCacheScope = ProcessCacheScope.SUCCESSFUL
     remote_cache_speculation_delay_millis: int = 0

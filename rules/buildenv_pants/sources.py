@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from buildenv_pants.target_types import MlEnvironmentSourcesField
 from pants.core.target_types import FileSourceField
 from pants.engine.rules import collect_rules, rule
 from pants.engine.target import GeneratedSources, GenerateSourcesRequest
 from pants.engine.unions import UnionRule
 from pants.util.logging import LogLevel
+
+from buildenv_pants.target_types import MlEnvironmentSourcesField
 
 
 class MlEnvironmentAsFilesRequest(GenerateSourcesRequest):

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from buildenv_pants.config import BuildenvConfig
-from buildenv_pants.target_types import MlEnvironmentSourcesField, MlTrainingTarget
 from pants.core.goals.tailor import (
     PutativeTarget,
     PutativeTargets,
@@ -20,13 +18,16 @@ from pants.engine.target import AllUnexpandedTargets
 from pants.engine.unions import UnionRule
 from pants.util.logging import LogLevel
 
+from buildenv_pants.config import BuildenvConfig
+from buildenv_pants.target_types import MlEnvironmentSourcesField, MlTrainingTarget
+
 
 @dataclass(frozen=True)
 class PutativeBuildenvTargetsRequest(PutativeTargetsRequest):
     pass
 
 
-def _in_dirs(path: str, dirs: "tuple[str, ...]") -> bool:
+def _in_dirs(path: str, dirs: tuple[str, ...]) -> bool:
     return any(d in ("", ".") or path == d or path.startswith(d + "/") for d in dirs)
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional, Tuple
+from typing import Optional
 
 from pants.engine.addresses import Address
 from pants.engine.target import (
@@ -45,7 +46,7 @@ class MlEnvironmentSourcesField(MultipleSourcesField):
     @classmethod
     def compute_value(
         cls, raw_value: Optional[Iterable[str]], address: Address
-    ) -> Optional[Tuple[str, ...]]:
+    ) -> Optional[tuple[str, ...]]:
         if raw_value is None:
             name = address.target_name
             raw_value = (f"{name}.yaml", f"{name}.lock.json")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from buildenv.core.confine import capabilities, landlock, seccomp
 
@@ -38,11 +39,11 @@ class Confinement:
     tcp_rules: bool
     """Whether Landlock also denies TCP bind and connect (when IP is closed)."""
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> Confinement:
+    def from_json(cls, data: dict[str, Any]) -> Confinement:
         sockets = data.get("sockets")
         return cls(tuple(data["read"]), tuple(data["list_only"]), tuple(data["write"]),
                    None if sockets is None else tuple(sockets), bool(data["tcp_rules"]))
@@ -60,7 +61,7 @@ _FAMILIES = {"unix": socket.AF_UNIX, "inet": socket.AF_INET, "inet6": socket.AF_
              "netlink": socket.AF_NETLINK}
 
 
-def apply(confinement: Confinement) -> dict:
+def apply(confinement: Confinement) -> dict[str, Any]:
     """Drop capabilities, then restrict sockets, then files. Returns what applied
     (`landlock` ABI, `seccomp`); ConfinementError when any part fails."""
     if thread_count() != 1:

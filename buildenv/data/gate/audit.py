@@ -37,7 +37,7 @@ GENESIS = "sha256:" + "0" * 64
 _TAIL = 1 << 16
 
 
-def _hash(record: dict) -> str:
+def _hash(record: dict[str, Any]) -> str:
     body = {k: v for k, v in record.items() if k != "hash"}
     return "sha256:" + hashlib.sha256(canonical_json(body)).hexdigest()
 
@@ -59,7 +59,7 @@ class AuditLog:
     # --- writing ------------------------------------------------------------------------
     def append(self, *, purpose: str, environment: str | None, dataset: str,
                digest: str | None, columns: list[str], rows: int | None,
-               **details: Any) -> dict:
+               **details: Any) -> dict[str, Any]:
         """Append one record; DiagnosticError(BE801) when the log is not sound or cannot be
         written (then whatever wanted the record does not happen). A sandboxed training cannot
         reach the log: the build appends the record for it."""
@@ -80,7 +80,7 @@ class AuditLog:
 
     def _append(self, *, purpose: str, environment: str | None, dataset: str,
                 digest: str | None, columns: list[str], rows: int | None,
-                **details: Any) -> dict:
+                **details: Any) -> dict[str, Any]:
         log = AppendLog(self.path, "the audit log")
         with log.locked():
             log.cut_torn_tail()
@@ -99,7 +99,7 @@ class AuditLog:
                 {"seq": record["seq"], "hash": record["hash"]}, sort_keys=True) + "\n")
         return record
 
-    def _sound_tail(self, log: AppendLog) -> dict | None:
+    def _sound_tail(self, log: AppendLog) -> dict[str, Any] | None:
         """The last record; refuses a log that was tampered with at its end (last record
         invalid, or fewer records than the head says)."""
         if not self.path.is_file():
@@ -133,7 +133,7 @@ class AuditLog:
             "read until it is", hints=("run `buildenv audit --verify` to find the first bad "
                                        "record, and restore the log from a backup",))], 1)
 
-    def _head(self) -> dict | None:
+    def _head(self) -> dict[str, Any] | None:
         try:
             data = json.loads(self.head_path.read_text(encoding="utf-8"))
             return data if isinstance(data, dict) else None
@@ -141,9 +141,9 @@ class AuditLog:
             return None
 
     # --- reading ------------------------------------------------------------------------
-    def records(self) -> list[dict]:
+    def records(self) -> list[dict[str, Any]]:
         """Every parseable record, in file order (verification is `verify`'s job)."""
-        out = []
+        out: list[dict[str, Any]] = []
         if not self.path.is_file():
             return out
         with open(self.path, encoding="utf-8") as handle:
@@ -161,7 +161,7 @@ class AuditLog:
         prev, seq, line_no = GENESIS, 0, 0
         if self.path.is_file():
             with open(self.path, encoding="utf-8") as handle:
-                for line_no, line in enumerate(handle, 1):  # noqa: B007 (used after the loop)
+                for line_no, line in enumerate(handle, 1):
                     if not line.endswith("\n"):
                         return seq, Broken(line_no, "incomplete last line (a torn write)")
                     try:

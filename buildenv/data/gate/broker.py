@@ -23,6 +23,7 @@ import stat
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.project import Project
@@ -123,7 +124,7 @@ class Broker:
                 if fd is not None:
                     os.close(fd)
 
-    def _open(self, key: str) -> tuple[dict, int | None]:
+    def _open(self, key: str) -> tuple[dict[str, Any], int | None]:
         location = self.allowed.get(key)
         if location is None:
             return {"ok": False, "errno": errno.EACCES,
@@ -169,7 +170,7 @@ class Broker:
             raise
         return fd
 
-    def _vouch(self, request: dict) -> dict:
+    def _vouch(self, request: dict[str, Any]) -> dict[str, Any]:
         identity = self._opened.get(str(request.get("key")))
         if identity is None:
             return {"ok": True, "digest": None}
@@ -179,7 +180,7 @@ class Broker:
                                    str(request.get("format")))
         return {"ok": True, "digest": hit.digest if hit is not None else None}
 
-    def _audit(self, record: object) -> dict:
+    def _audit(self, record: object) -> dict[str, Any]:
         if not isinstance(record, dict) or record.get("environment") != self.env.name \
                 or record.get("dataset") not in self.env.datasets:
             return {"ok": False, "errno": errno.EINVAL,

@@ -8,12 +8,10 @@ dataset is restricted. Decoding errors of a restricted dataset locate the failin
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Generator, Mapping, Sequence
 
 import pyarrow as pa
 
-from buildenv.data.gate.audit import AuditLog
 from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.formats import (
     BATCH_ROWS,
@@ -23,23 +21,22 @@ from buildenv.data.gate.formats import (
     declared_types,
     parse_timestamps,
 )
-from buildenv.data.gate.pinned import Changed, Pinned
 from buildenv.data.gate.privacy import (
     csv_column_of,
     decode_error_message,
-    first_line,
     is_conversion_error,
 )
+from buildenv.data.gate.reader import Reader, digest_algorithm
 from buildenv.data.gate.scope import ReadScope
-from buildenv.data.lock.digests import ALGORITHMS
-from buildenv.data.storage import locate
 from buildenv.env.spec import Column, Dataset
 
 __all__ = ["DatasetRead"]
 
 
-class DatasetRead:
+class DatasetRead(Reader):
     """One verified, typed, audited read of a dataset version. Use as a context manager."""
+
+    rows_read: int
 
     def __init__(self, scope: ReadScope, name: str, spec: Dataset, uri: str, fmt: str,
                  expected: str | None, origin: str, *,
@@ -47,51 +44,27 @@ class DatasetRead:
                  algorithm: str | None = None):
         """`constants`: columns of a partition file that come from its path (typed as
         declared); `audit=False`: one file of a partitioned read, which audits as a whole."""
-        self.scope, self.name, self.spec, self.uri = scope, name, spec, uri
+        self.restricted = scope.restricted(name)  # decode errors never quote values
+        super().__init__(scope, uri, f"dataset '{name}'", ("datasets", name, "uri"), expected,
+                         name if self.restricted and audit else None)
+        self.name, self.spec = name, spec
         self.format: FileFormat = FORMATS[fmt]
-        self.expected = expected
         self.origin = origin
         self.constants = dict(constants or {})
-        self.restricted = scope.restricted(name)  # decode errors never quote values
-        self.audited = self.restricted and audit  # one file of a partitioned read: not
-        self.columns_read: set[str] = set()
-        self.rows_read = 0
-        self.digest: str | None = None  # known once the read is verified
-        algorithm = algorithm or (expected or "sha256:").split(":", 1)[0]
-        if algorithm not in ALGORITHMS:
-            algorithm = "sha256"
-        try:
-            self._pinned = Pinned(locate(uri, scope.project), algorithm)
-        except FileNotFoundError:
-            raise GateError(scope.dataset_error("BE053", f"dataset '{name}': '{uri}' not found",
-                                       name)) from None
-        except OSError as exc:
-            raise GateError(scope.dataset_error("BE053", f"dataset '{name}': cannot read '{uri}': "
-                                       f"{exc.strerror or first_line(str(exc))}", name)) from None
+        self._pinned = self.pin(digest_algorithm(expected, algorithm))
         vouched = scope.vouched(self._pinned, fmt)
         if vouched is not None and expected in (None, vouched):
             self._pinned.vouch(vouched)
         self._schema: pa.Schema | None = None
         self._header: list[str] | None = None
-        self._decoded = False
-        self._audited = False
 
-    # --- context manager ------------------------------------------------------------------
-    def __enter__(self) -> DatasetRead:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release the file; a restricted read that decoded rows but did not complete (an
-        error, a mismatch, a consumer that stopped early) is audited here."""
-        if self.audited and self._decoded and not self._audited:
-            try:
-                self._audit("incomplete")
-            except GateError:
-                pass  # the read already failed; its own error is what the caller reports
+    def release(self) -> None:
         self._pinned.close()
+
+    @property
+    def size(self) -> int:
+        """Bytes of the file (known once its digest is)."""
+        return self._pinned.size
 
     # --- reading --------------------------------------------------------------------------
     @property
@@ -132,7 +105,7 @@ class DatasetRead:
 
     def batches(self, columns: Sequence[str], *, batch_rows: int = BATCH_ROWS,
                 dictionary: Sequence[str] = (), typed: bool = False
-                ) -> Iterator[pa.RecordBatch]:
+                ) -> Generator[pa.RecordBatch, None, None]:
         """Batches of the columns present in the file, then verification: a mismatch raises
         GateError after the last batch (callers release nothing before the iterator ends)."""
         names = self.schema.names
@@ -152,7 +125,7 @@ class DatasetRead:
                     batch = _with_constants(batch, present, self.constants, dictionary)
                 yield batch
             if not stored and self.constants and present:  # only path columns were asked for
-                rows = self._stored_rows()
+                rows = self.stored_rows()
                 for start in range(0, rows, batch_rows):
                     empty = pa.RecordBatch.from_arrays([], names=[])
                     yield _with_constants(empty, present, self.constants, dictionary,
@@ -162,7 +135,8 @@ class DatasetRead:
         self.rows_read = max(self.rows_read, rows)
         self.verify()
 
-    def _stored_rows(self) -> int:
+    def stored_rows(self) -> int:
+        """Rows stored in the file, as its format counts them."""
         return self.format.count_rows(self._pinned)
 
     def table(self, columns: Sequence[str], typed: bool = True) -> pa.Table:
@@ -175,64 +149,32 @@ class DatasetRead:
 
     def verify(self) -> str:
         """Compare what was read with the expected digest; audit a restricted read."""
-        try:
-            found = self._pinned.digest()
-        except Changed:
-            raise self._changed_error() from None
-        except OSError as exc:
-            raise GateError(self.scope.dataset_error(
-                "BE053", f"dataset '{self.name}': cannot read '{self.uri}': "
-                f"{exc.strerror or exc}", self.name)) from None
-        if self.digest is not None:
-            return self.digest  # a later pass over the same pinned bytes
-        if self.expected is not None and found != self.expected:
-            if self.audited:
-                self._audit("refused: does not match the lock", found)
-            raise GateError(self.scope.dataset_error(
-                "BE055", f"dataset '{self.name}' does not match the lock: expected "
-                f"{self.expected}, found {found} ({self.uri}); nothing read from it is used",
-                self.name, hints=(
-                    "the data changed after the lock was checked; if the new bytes are "
-                    f"intended, review them and run `buildenv lock {self.scope.env.name}`",)))
-        self.digest = found
-        if self.audited:
-            self._audit("read")
-        return self.digest
-
-    def _audit(self, outcome: str, digest: str | None = None) -> None:
-        from buildenv.core.diagnostics import DiagnosticError
-
-        self._audited = True
-        try:
-            AuditLog(self.scope.project.data_state_dir).append(
-                purpose=self.scope.purpose, environment=self.scope.env.name, dataset=self.name,
-                digest=digest or self.digest or self.expected, columns=sorted(self.columns_read),
-                rows=self.rows_read, outcome=outcome)
-        except DiagnosticError as exc:  # BE801: not sound or not writable
-            raise GateError(exc.diagnostics[0]) from None
+        return self.verify_pinned(self._pinned)
 
     # --- errors ---------------------------------------------------------------------------
-    def _changed_error(self) -> GateError:
-        return GateError(self.scope.dataset_error(
-            "BE056", f"dataset '{self.name}' was written to while it was being read "
-            f"({self.uri}); nothing read from it is used", self.name,
-            hints=("retry when the writer has finished",)))
+    def changed_error(self) -> GateError:
+        return self.error("BE056", f"dataset '{self.name}' was written to while it was being "
+                                   f"read ({self.uri}); nothing read from it is used",
+                          hints=("retry when the writer has finished",))
+
+    def relock_hint(self) -> str:
+        return ("the data changed after the lock was checked; if the new bytes are intended, "
+                f"review them and run `buildenv lock {self.scope.env.name}`")
 
     def _decode_error(self, exc: BaseException, rows_before: int = 0,
                       columns: Sequence[str] = ()) -> GateError:
         if isinstance(exc, FileNotFoundError):
-            return GateError(self.scope.dataset_error("BE053", f"dataset '{self.name}': '{self.uri}' not "
-                                             "found", self.name))
+            return self.error("BE053", f"dataset '{self.name}': '{self.uri}' not found")
         if isinstance(exc, OSError) and not isinstance(exc, pa.ArrowException):
-            return GateError(self.scope.dataset_error("BE053", f"dataset '{self.name}': cannot read "
-                                             f"'{self.uri}': {exc.strerror or exc}", self.name))
+            return self.error("BE053", f"dataset '{self.name}': cannot read '{self.uri}': "
+                                       f"{exc.strerror or exc}")
         if self._pinned.changed():  # the decoder failed because a writer was at work
-            return self._changed_error()
+            return self.changed_error()
         row, column = self._locate_failure(exc, rows_before, columns)
         message = decode_error_message(exc, self.name, self.restricted, self._header, row,
                                        column)
         code = "BE201" if is_conversion_error(exc) else "BE053"
-        return GateError(self.scope.dataset_error(code, message, self.name))
+        return self.error(code, message)
 
     def _locate_failure(self, exc: BaseException, rows_before: int, columns: Sequence[str]
                         ) -> tuple[int | None, str | None]:

@@ -15,6 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from buildenv.data.gate.formats import arrow_type
 from buildenv.env.spec import Column
 
 __all__ = ["Condition", "Filters", "parse_filters"]
@@ -38,16 +42,13 @@ class Condition:
         if self.op == "not in":
             return value not in self.value
         try:
-            return {"==": value == self.value, "!=": value != self.value,
+            return bool({"==": value == self.value, "!=": value != self.value,
                     "<": value < self.value, "<=": value <= self.value,
-                    ">": value > self.value, ">=": value >= self.value}[self.op]
+                    ">": value > self.value, ">=": value >= self.value}[self.op])
         except TypeError:
             return False
 
     def expression(self, types: Mapping[str, Any]) -> Any:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         field = pc.field(self.column)
         kind = types[self.column]
         if self.op in ("in", "not in"):
@@ -75,8 +76,6 @@ class Filters:
                    for alt in self.alternatives)
 
     def expression(self, declared: Mapping[str, Column]) -> Any:
-        from buildenv.data.gate.formats import arrow_type
-
         types = {c: arrow_type(declared[c].dtype) for c in self.columns}
         out = None
         for alt in self.alternatives:

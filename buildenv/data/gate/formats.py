@@ -24,12 +24,16 @@ import csv
 import io
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from buildenv.data.lock.csv_rows import RowCounter
 from buildenv.env.spec import Column
+
+# Deferred imports (pyarrow): pyarrow.parquet and pyarrow.csv take a quarter of a second to import;
+# `buildenv lock` reaches this module but hashes files without decoding them.
 
 __all__ = ["ARROW_TYPES", "BATCH_ROWS", "FORMATS", "Bytes", "CsvFormat", "FileFormat",
            "ParquetFormat", "arrow_type", "declared_types", "parse_timestamps",
@@ -57,23 +61,23 @@ def type_accepts(dtype: str, actual: pa.DataType) -> bool:
     if dtype in _INT_WIDTH:
         width = _INT_WIDTH[dtype]
         if pa.types.is_signed_integer(actual):
-            return actual.bit_width <= width
+            return bool(actual.bit_width <= width)
         if pa.types.is_unsigned_integer(actual):
-            return actual.bit_width < width
+            return bool(actual.bit_width < width)
         return False
     if dtype == "float64":
-        return pa.types.is_floating(actual)
+        return bool(pa.types.is_floating(actual))
     if dtype == "float32":
-        return pa.types.is_floating(actual) and actual.bit_width <= 32
+        return bool(pa.types.is_floating(actual) and actual.bit_width <= 32)
     if dtype == "bool":
-        return pa.types.is_boolean(actual)
+        return bool(pa.types.is_boolean(actual))
     if dtype == "string":
-        return pa.types.is_string(actual) or pa.types.is_large_string(actual) or (
-            hasattr(pa.types, "is_string_view") and pa.types.is_string_view(actual))
+        return bool(pa.types.is_string(actual) or pa.types.is_large_string(actual) or (
+            hasattr(pa.types, "is_string_view") and pa.types.is_string_view(actual)))
     if dtype == "date":
-        return pa.types.is_date(actual)
+        return bool(pa.types.is_date(actual))
     if dtype == "timestamp":
-        return pa.types.is_timestamp(actual)
+        return bool(pa.types.is_timestamp(actual))
     return False
 
 
@@ -84,11 +88,12 @@ def declared_types(batch: pa.RecordBatch, declared: Mapping[str, Column]) -> pa.
     for name, array in zip(batch.schema.names, batch.columns):
         col = declared.get(name)
         target = arrow_type(col.dtype) if col is not None else None
-        if target is not None and array.type != target and type_accepts(col.dtype, array.type):
-            if not (pa.types.is_timestamp(array.type) and pa.types.is_timestamp(target)
-                    and array.type.unit != target.unit):
-                array = array.cast(target)  # a timestamp keeps its stored precision
-                changed = True
+        if (col is not None and target is not None and array.type != target
+                and type_accepts(col.dtype, array.type)
+                and not (pa.types.is_timestamp(array.type) and pa.types.is_timestamp(target)
+                         and array.type.unit != target.unit)):
+            array = array.cast(target)  # a timestamp keeps its stored precision
+            changed = True
         arrays.append(array)
         fields.append(pa.field(name, array.type))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields)) if changed else batch
@@ -124,7 +129,7 @@ class FileFormat(ABC):
 class ParquetFormat(FileFormat):
     name = "parquet"
 
-    def _file(self, source: Bytes, dictionary: Sequence[str] = ()):
+    def _file(self, source: Bytes, dictionary: Sequence[str] = ()) -> Any:
         import pyarrow.parquet as pq
 
         # A 1 MiB read buffer instead of pre-buffering whole row groups: memory stays at about
@@ -140,10 +145,10 @@ class ParquetFormat(FileFormat):
                 ) -> Iterator[pa.RecordBatch]:
         pf = self._file(source, dictionary)
         present = [c for c in columns if c in pf.schema_arrow.names]
-        return pf.iter_batches(batch_size=batch_rows, columns=present, use_threads=True)
+        return iter(pf.iter_batches(batch_size=batch_rows, columns=present, use_threads=True))
 
     def count_rows(self, source: Bytes) -> int:
-        return self._file(source).metadata.num_rows
+        return int(self._file(source).metadata.num_rows)
 
 
 class CsvFormat(FileFormat):
@@ -166,7 +171,7 @@ class CsvFormat(FileFormat):
         return pa.schema([pa.field(n, arrow_type(declared[n].dtype) if n in declared
                                    else pa.string()) for n in self.header(source)])
 
-    def _options(self, declared: Mapping[str, Column], columns: Sequence[str]):
+    def _options(self, declared: Mapping[str, Column], columns: Sequence[str]) -> Any:
         import pyarrow.csv as pacsv
 
         # timestamps are read as text and parsed below: pyarrow's CSV converter refuses text
@@ -200,8 +205,6 @@ class CsvFormat(FileFormat):
     def count_rows(self, source: Bytes) -> int:
         """Records outside quoted fields, without parsing fields (`csv_rows`): what the lock
         records; the decoder yields as many rows from a well-formed file."""
-        from buildenv.data.lock.csv_rows import RowCounter
-
         counter = RowCounter()
         with source.open() as stream:
             while chunk := stream.read(CSV_BLOCK):

@@ -24,9 +24,9 @@ they rule out unopened.
 Hashing a lock (`digests`) reads bytes without decoding a value and is not audited.
 
 Modules: `scope` (what a read needs from the gate, and the error factory), `pinned` (pinned
-bytes and their digest), `dataset_read` (one file's verified, typed read), `partitioned_read`
-(a directory of files, file by file), `file_read` (non-tabular files), `errors`; this module
-opens them.
+bytes and their digest), `reader` (what every read does alike: open, errors, verification,
+audit), `dataset_read` (one file's verified, typed read), `partitioned_read` (a directory of
+files, file by file), `file_read` (non-tabular files), `errors`; this module opens them.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from buildenv.data.gate.scope import ReadScope
 from buildenv.data.lock.manifest import (
     Manifest,
 )
+from buildenv.env.uris import names_directory
 
 __all__ = ["Gate"]
 
@@ -70,7 +71,7 @@ class Gate(ReadScope):
         """
         spec = self.env.datasets[dataset]
         uri = uri or spec.uri
-        if uri.endswith("/"):
+        if names_directory(uri):
             return PartitionedRead(self, dataset, spec, uri, self._manifest(dataset, expect),
                                    origin or uri, filters)
         expected: str | None
@@ -104,7 +105,7 @@ class Gate(ReadScope):
         return manifest
 
     def open_file(self, uri: str, *, what: str, expect: str | None,
-                  place: tuple = (), restricted_dataset: str | None = None,
+                  place: tuple[Any, ...] = (), restricted_dataset: str | None = None,
                   missing_code: str = "BE053", mismatch_code: str = "BE055",
                   relock: str | None = None, **audit: Any) -> FileRead:
         """Open a non-tabular file (a label export, a mapping) for a verified read.

@@ -48,7 +48,7 @@ def _socket() -> socket.socket:
     return _channel[1]
 
 
-def _call(request: dict, want_fd: bool = False) -> tuple[dict, int | None]:
+def _call(request: dict[str, Any], want_fd: bool = False) -> tuple[dict[str, Any], int | None]:
     with _lock:
         sock = _socket()
         sock.sendall(json.dumps(request).encode())
@@ -82,12 +82,13 @@ def vouched(key: str, algorithm: str, fmt: str) -> str | None:
     return digest if isinstance(digest, str) else None
 
 
-def audit(record: dict[str, Any]) -> dict:
+def audit(record: dict[str, Any]) -> dict[str, Any]:
     """Append `record` to the audit log (the build writes it); the appended record, or
     DiagnosticError (BE801) when the log refused it."""
     reply, _ = _call({"op": "audit", "record": record})
-    if reply.get("ok") and isinstance(reply.get("record"), dict):
-        return reply["record"]
+    appended = reply.get("record")
+    if reply.get("ok") and isinstance(appended, dict):
+        return appended
     found = [Diagnostic.from_json(d) for d in reply.get("diagnostics") or []] or [Diagnostic(
         "BE801", "the build did not append the audit record; restricted data is not read")]
     raise DiagnosticError(found, 1)

@@ -5,7 +5,7 @@ read, self-contained for an executor (local threads or Ray)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,11 +13,12 @@ import pyarrow as pa
 
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
-from buildenv.data.gate.audit import AuditLog
 from buildenv.data.gate.dataset_read import DatasetRead
 from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.formats import BATCH_ROWS, arrow_type, parse_timestamps
+from buildenv.data.gate.reader import Reader
 from buildenv.data.gate.scope import ReadScope
+from buildenv.data.lock.digests import parquet_rows
 from buildenv.data.lock.manifest import (
     FileEntry,
     Manifest,
@@ -29,7 +30,6 @@ from buildenv.data.storage import locate
 from buildenv.env.spec import Column, Dataset, Environment
 
 __all__ = ["FileTask", "PartitionedRead", "partition_scalar"]
-
 
 
 def partition_scalar(text: str | None, column: Column) -> pa.Scalar:
@@ -89,42 +89,39 @@ class FileTask:
             raise
 
 
-class PartitionedRead:
+class PartitionedRead(Reader):
     """One verified, typed, audited read of a partitioned dataset: its files in path order,
     each opened (and pinned, and verified against its manifest entry) in turn, so memory holds
     one file's row group at a time. Unpinned (no manifest): the files under the uri now, each
     hashed as it is read; `digest` is then the manifest of what was read."""
 
+    rows_read: int
+
     def __init__(self, scope: ReadScope, name: str, spec: Dataset, uri: str,
                  manifest: Manifest | None, origin: str, filters: Any = None):
-        self.scope, self.name, self.spec, self.uri = scope, name, spec, uri
-        self.manifest = manifest
-        self.expected = manifest.digest if manifest is not None else None
-        self.origin = origin
         self.restricted = scope.restricted(name)
-        self.columns_read: set[str] = set()
-        self.rows_read = 0
-        self.digest: str | None = None
+        super().__init__(scope, uri, f"dataset '{name}'", ("datasets", name, "uri"),
+                         manifest.digest if manifest is not None else None,
+                         name if self.restricted else None)
+        self.name, self.spec = name, spec
+        self.manifest = manifest
+        self.origin = origin
         self.partitions = tuple(spec.partition_columns)
         location = locate(uri, scope.project)
         self.location = location
+        entries: list[tuple[str, str | None]]
         if manifest is not None:
             entries = [(f.path, f.digest) for f in manifest.files]
             self.algorithm = manifest.algorithm
         else:
-            try:
-                listed = list_files(location, self.partitions)
-            except FileNotFoundError:
-                raise GateError(scope.dataset_error("BE053", f"dataset '{name}': '{uri}' not found",
-                                           name)) from None
-            except ManifestError as exc:
-                code, text = exc.problems[0]
-                more = len(exc.problems) - 1
-                raise GateError(scope.dataset_error(code, f"dataset '{name}': {text}" + (
-                    f" (and {more} more)" if more else ""), name)) from None
-            except OSError as exc:
-                raise GateError(scope.dataset_error("BE053", f"dataset '{name}': cannot read '{uri}': "
-                                           f"{exc.strerror or exc}", name)) from None
+            with self.opening():
+                try:
+                    listed = list_files(location, self.partitions)
+                except ManifestError as exc:
+                    code, text = exc.problems[0]
+                    more = len(exc.problems) - 1
+                    raise self.error(code, f"dataset '{name}': {text}" + (
+                        f" (and {more} more)" if more else "")) from None
             entries = [(item.path, None) for item in listed]
             self.algorithm = "sha256"
         self.files: list[tuple[str, str | None, dict[str, str | None]]] = []
@@ -132,16 +129,13 @@ class PartitionedRead:
             try:
                 values = partition_values(path, self.partitions)
             except ValueError as exc:
-                raise GateError(scope.dataset_error("BE062", f"dataset '{name}': '{self.file_uri(path)}'"
-                                           f" does not match the declared partitions: {exc}",
-                                           name)) from None
+                raise self.error("BE062", f"dataset '{name}': '{self.file_uri(path)}' does not "
+                                          f"match the declared partitions: {exc}") from None
             self.files.append((path, digest, values))
         if filters is not None:
             self.files = [f for f in self.files if filters.may_hold(self._typed(f))]
         self._found: dict[str, FileEntry] = {}
         self.current: DatasetRead | None = None  # the file being read by `batches`
-        self._decoded = False
-        self._audited = False
         self._schema: pa.Schema | None = None
 
     def file_uri(self, path: str) -> str:
@@ -163,10 +157,8 @@ class PartitionedRead:
         if self.manifest is not None:
             rows = {f.path: f.rows for f in self.manifest.files}
             return sum(rows[path] for path, _, _ in self.files)
-        from buildenv.data.lock.digests import _parquet_rows
-
         try:
-            return sum(_parquet_rows(self.location.child(path)) for path, _, _ in self.files)
+            return sum(parquet_rows(self.location.child(path)) for path, _, _ in self.files)
         except Exception:
             return None
 
@@ -181,33 +173,20 @@ class PartitionedRead:
         try:
             return task.open()
         except ValueError as exc:  # a partition value that does not convert
-            raise GateError(self.scope.dataset_error(
-                "BE063", f"dataset '{self.name}': partition value in '{task.uri}': {exc}",
-                self.name)) from None
+            raise self.error("BE063", f"dataset '{self.name}': partition value in "
+                                      f"'{task.uri}': {exc}") from None
         except GateError as exc:
-            raise self._placed(exc) from None
+            raise self.placed(exc) from None
 
-    def _placed(self, exc: GateError) -> GateError:
-        """A file's error, placed at the dataset's uri line like the gate's own."""
+    def placed(self, exc: GateError) -> GateError:
+        """A file's error (its task has no YAML to point at), placed at the dataset's uri
+        line like the gate's own."""
         d = exc.diagnostic
         if self.scope.where is None or d.path is not None:
             return exc
-        return GateError(self.scope.dataset_error(d.code, d.message, self.name, hints=d.hints))
+        return self.error(d.code, d.message, hints=d.hints)
 
     # --- the DatasetRead interface ------------------------------------------------------------
-    def __enter__(self) -> PartitionedRead:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self.restricted and self._decoded and not self._audited:
-            try:
-                self._audit("incomplete")
-            except GateError:
-                pass
-
     @property
     def declared(self) -> dict[str, Column]:
         return self.spec.columns
@@ -223,7 +202,7 @@ class PartitionedRead:
                     try:
                         stored = first.stored_schema
                     except GateError as exc:
-                        raise self._placed(exc) from None
+                        raise self.placed(exc) from None
             self._schema = pa.schema(
                 [f for f in stored if f.name not in self.partitions]
                 + [pa.field(p, arrow_type(self.spec.columns[p].dtype)) for p in self.partitions])
@@ -231,7 +210,7 @@ class PartitionedRead:
 
     def batches(self, columns: Sequence[str], *, batch_rows: int = BATCH_ROWS,
                 dictionary: Sequence[str] = (), typed: bool = False
-                ) -> Iterator[pa.RecordBatch]:
+                ) -> Generator[pa.RecordBatch, None, None]:
         """Batches of every selected file in turn; each file is verified after its last batch
         (a mismatch raises GateError naming the file before the next file is opened)."""
         self._decoded = True
@@ -242,16 +221,15 @@ class PartitionedRead:
                 missing = [c for c in columns if c not in read.schema.names
                            and c in self.schema.names]
                 if missing:
-                    raise GateError(self.scope.dataset_error(
-                        "BE206", f"dataset '{self.name}': '{task.uri}' has no column "
-                        f"'{missing[0]}'", self.name))
+                    raise self.error("BE206", f"dataset '{self.name}': '{task.uri}' has no "
+                                              f"column '{missing[0]}'")
                 try:
                     for batch in read.batches(columns, batch_rows=batch_rows,
                                               dictionary=dictionary, typed=typed):
                         rows += batch.num_rows
                         yield batch
                 except GateError as exc:
-                    raise self._placed(exc) from None
+                    raise self.placed(exc) from None
                 self.columns_read.update(read.columns_read)
                 self._record(task, read)
             self.current = None
@@ -269,8 +247,7 @@ class PartitionedRead:
 
     def _record(self, task: FileTask, read: DatasetRead) -> None:
         path = task.uri[len(self.file_uri("")):]
-        self._found[path] = FileEntry(path, read._pinned.size, read.digest or "",
-                                      read.rows_read)
+        self._found[path] = FileEntry(path, read.size, read.digest or "", read.rows_read)
 
     def complete(self, found: Sequence[tuple[str, int, str, int]], rows: int,
                  columns: Sequence[str]) -> str:
@@ -291,27 +268,18 @@ class PartitionedRead:
             for path, digest, _ in self.files:
                 found = self._found.get(path)
                 if found is None or found.digest != digest:  # the file reads verify each
-                    raise GateError(self.scope.dataset_error(
-                        "BE055", f"dataset '{self.name}': '{self.file_uri(path)}' was not "
-                        "verified against the lock; nothing read from it is used", self.name))
+                    raise self.error("BE055", f"dataset '{self.name}': '{self.file_uri(path)}' "
+                                              "was not verified against the lock; nothing read "
+                                              "from it is used")
             self.digest = self.manifest.digest
         else:
             self.digest = Manifest(tuple(self._found[p] for p, _, _ in self.files),
                                    self.partitions).digest
-        if self.restricted:
-            self._audit("read")
+        if self.audited:
+            self.audit("read")
         return self.digest
 
-    def _audit(self, outcome: str) -> None:
-        from buildenv.core.diagnostics import DiagnosticError
-
-        self._audited = True
-        try:
-            AuditLog(self.scope.project.data_state_dir).append(
-                purpose=self.scope.purpose, environment=self.scope.env.name, dataset=self.name,
-                digest=self.digest or self.expected, columns=sorted(self.columns_read),
-                rows=self.rows_read, outcome=outcome, files=len(self.files))
-        except DiagnosticError as exc:  # BE801: not sound or not writable
-            raise GateError(exc.diagnostics[0]) from None
+    def audit_details(self) -> dict[str, Any]:
+        return {"files": len(self.files)}
 
 

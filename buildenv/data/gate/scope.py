@@ -1,11 +1,12 @@
 """What every read needs from the gate that opened it: whose data, for what, and where its
 errors point.
 
-Readers (`DatasetRead`, `PartitionedRead`, `FileRead`) take a `ReadScope`, not the `Gate`:
-they need the project, the environment and the purpose (for the audit log), whether a dataset
-is restricted, the lock's stat cache (to take a digest it vouches for), and the error factory
-that places a diagnostic at the dataset's YAML line. `Gate` is a `ReadScope` that also knows
-the lock's pins and opens the readers, so readers never import the gate.
+Readers (`reader.Reader`: `DatasetRead`, `PartitionedRead`, `FileRead`) take a `ReadScope`,
+not the `Gate`: they need the project, the environment and the purpose (for the audit log),
+whether a dataset is restricted, the lock's stat cache (to take a digest it vouches for), and
+the public error factory that places a diagnostic at a YAML key path (`placed_error`; a
+dataset's `uri` line: `dataset_error`). `Gate` is a `ReadScope` that also knows the lock's pins
+and opens the readers, so readers never import the gate.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from buildenv.core.project import Project
 from buildenv.data.gate import handover
 from buildenv.data.gate.pinned import Pinned
 from buildenv.data.lock.digests import StatCache
+from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Environment
 
 __all__ = ["ReadScope"]
@@ -30,7 +32,7 @@ class ReadScope:
     project: Project
     env: Environment
     purpose: str
-    where: Any = None  # Resolved, to place diagnostics at the dataset's YAML line (optional)
+    where: Resolved | None = None  # to place diagnostics at the dataset's YAML line
     _stat_cache: StatCache | None = field(default=None, init=False, repr=False, compare=False)
 
     def restricted(self, dataset: str) -> bool:
@@ -52,9 +54,7 @@ class ReadScope:
     def dataset_error(self, code: str, message: str, dataset: str,
                       hints: tuple[str, ...] = ()) -> Diagnostic:
         """A diagnostic about `dataset`, at its `uri` line when the environment's file is known."""
-        if self.where is not None:
-            return self.where.diag(code, message, "datasets", dataset, "uri", hints=hints)
-        return Diagnostic(code, message, hints=hints)
+        return self.placed_error(code, message, ("datasets", dataset, "uri"), hints)
 
     def placed_error(self, code: str, message: str, place: tuple[Any, ...],
                      hints: tuple[str, ...] = ()) -> Diagnostic:

@@ -20,6 +20,9 @@ record with the wrong number of fields is counted, and `buildenv validate` repor
 
 from __future__ import annotations
 
+# Deferred imports (numpy): `buildenv lock` counts the rows of small CSV files without loading
+# numpy.
+
 __all__ = ["RowCounter", "count_rows"]
 
 _LF, _CR, _QUOTE, _COMMA = 10, 13, 34, 44
@@ -139,7 +142,7 @@ class RowCounter:
                 if byte == _QUOTE:
                     state = _AFTER_CLOSE
                 continue
-            if byte == _LF or byte == _CR:
+            if byte in (_LF, _CR):
                 if content:
                     records += 1
                 content = False

@@ -17,34 +17,49 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
 
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
+from buildenv.data.lock.csv_rows import RowCounter
+from buildenv.data.lock.parquet_footer import footer_rows
 from buildenv.data.storage import Location, Stat
 
-__all__ = ["ALGORITHMS", "FILE", "ContentDigest", "StatCache", "digest_location", "prefetch"]
+__all__ = ["ALGORITHMS", "FILE", "ContentDigest", "StatCache", "compute_digest", "digest_location",
+           "parquet_rows", "prefetch"]
 
 FILE = "file"  # the `fmt` of files that are hashed but hold no rows (label exports, mappings)
 CHUNK = 8 << 20  # 8 MiB: large enough for hashlib to run at memory speed, small enough to bound RAM
 RACY_NS = 1_000_000_000
+T = TypeVar("T")
 
 
 def _sha256() -> hashlib._Hash:
     return hashlib.sha256()
 
 
-def _blake3():
+class Hasher(Protocol):
+    """What a digest needs of a hash object: hashlib's and blake3's both fit."""
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> object: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def _blake3() -> Hasher:
+    # Deferred on purpose: only `--algorithm blake3` pays for loading the extension.
     import blake3
 
     return blake3.blake3(max_threads=blake3.blake3.AUTO)
 
 
-ALGORITHMS: dict[str, Callable] = {"sha256": _sha256, "blake3": _blake3}
+ALGORITHMS: dict[str, Callable[[], Hasher]] = {"sha256": _sha256, "blake3": _blake3}
 
 
 @dataclass(frozen=True)
@@ -62,7 +77,7 @@ class StatCache:
     def __init__(self, path: Path | None):
         self.path = path
         self._lock = threading.Lock()
-        self._entries: dict[str, dict] = {}
+        self._entries: dict[str, dict[str, Any]] = {}
         self._dirty = False
         if path is not None and path.is_file():
             try:
@@ -113,7 +128,7 @@ def digest_location(location: Location, fmt: str, algorithm: str = "sha256",
         value, started = early
     else:
         started = time.time_ns()
-        value = _compute(location, fmt, algorithm)
+        value = compute_digest(location, fmt, algorithm)
         if location.stat() != stat:
             raise ValueError(f"{location.uri} changed while it was being hashed; try again")
     if cache is not None:
@@ -121,7 +136,7 @@ def digest_location(location: Location, fmt: str, algorithm: str = "sha256",
     return value
 
 
-def _compute(location: Location, fmt: str, algorithm: str) -> ContentDigest:
+def compute_digest(location: Location, fmt: str, algorithm: str) -> ContentDigest:
     if fmt == "csv":
         return _digest_csv(location, algorithm)
     if fmt == FILE:  # a non-tabular file (a label export, a mapping): bytes only
@@ -129,14 +144,14 @@ def _compute(location: Location, fmt: str, algorithm: str) -> ContentDigest:
     if location.local is not None:
         # The footer read runs in a thread while this one hashes; hashlib releases the GIL,
         # so its cost is hidden.
-        rows = _Background(_parquet_rows, location)
+        rows = _Background(parquet_rows, location)
         try:
             value = _digest_bytes(location, algorithm)
         finally:
             rows.thread.join()
         return ContentDigest(value.digest, value.size, rows.result())
     value = _digest_bytes(location, algorithm)
-    return ContentDigest(value.digest, value.size, _parquet_rows(location))
+    return ContentDigest(value.digest, value.size, parquet_rows(location))
 
 
 # --- digests started before they are asked for ------------------------------------------------
@@ -146,7 +161,9 @@ def _compute(location: Location, fmt: str, algorithm: str) -> ContentDigest:
 # hash of a file in a thread right away (`buildenv.cli.early`); `digest_location` then takes
 # the result if the file's stat is still the one it was hashed under, and hashes anew if not.
 
-_PREFETCHED: dict[tuple[str, str, str], tuple[threading.Thread, list]] = {}
+# (location key, algorithm, format) -> the thread and, once it is done, (stat, digest, when)
+_PREFETCHED: dict[tuple[str, str, str],
+                  tuple[threading.Thread, list[tuple[Stat, ContentDigest, int]]]] = {}
 
 
 def prefetch(location: Location, fmt: str, algorithm: str = "sha256",
@@ -156,7 +173,7 @@ def prefetch(location: Location, fmt: str, algorithm: str = "sha256",
     key = (location.key, algorithm, fmt)
     if key in _PREFETCHED:
         return
-    box: list = []
+    box: list[tuple[Stat, ContentDigest, int]] = []
 
     def work() -> None:
         try:
@@ -164,7 +181,7 @@ def prefetch(location: Location, fmt: str, algorithm: str = "sha256",
             if cache is not None and cache.get(location.key, stat, algorithm, fmt) is not None:
                 return  # the stat cache answers: nothing to hash
             started = time.time_ns()
-            value = _compute(location, fmt, algorithm)
+            value = compute_digest(location, fmt, algorithm)
             if location.stat() == stat:
                 box.append((stat, value, started))
         except Exception:
@@ -189,27 +206,27 @@ def _take_prefetched(location: Location, fmt: str, algorithm: str, stat: Stat
     return None
 
 
-class _Background:
+class _Background(Generic[T]):
     """Run `fn(*args)` in a thread; `result()` returns its value or raises its exception."""
 
-    def __init__(self, fn: Callable, *args) -> None:
-        self._value = None
+    def __init__(self, fn: Callable[..., T], *args: Any) -> None:
+        self._value: list[T] = []  # fn's value, once it returned
         self._error: BaseException | None = None
 
         def work() -> None:
             try:
-                self._value = fn(*args)
+                self._value.append(fn(*args))
             except BaseException as exc:  # re-raised in the caller's thread
                 self._error = exc
 
         self.thread = threading.Thread(target=work, name="buildenv-rows", daemon=True)
         self.thread.start()
 
-    def result(self):
+    def result(self) -> T:
         self.thread.join()
         if self._error is not None:
             raise self._error
-        return self._value
+        return self._value[0]
 
 
 def _digest_bytes(location: Location, algorithm: str) -> ContentDigest:
@@ -240,11 +257,9 @@ def _digest_bytes(location: Location, algorithm: str) -> ContentDigest:
     return ContentDigest(f"{algorithm}:{hasher.hexdigest()}", size, 0)
 
 
-def _parquet_rows(location: Location) -> int:
+def parquet_rows(location: Location) -> int:
     """The footer's row count: parsed directly (no pyarrow import), else by pyarrow, which
     also says what is wrong with a file that is not Parquet."""
-    from buildenv.data.lock.parquet_footer import footer_rows
-
     if location.local is not None:
         with open(location.local, "rb", buffering=0) as handle:
             size = os.fstat(handle.fileno()).st_size
@@ -265,7 +280,7 @@ def _parquet_rows(location: Location) -> int:
     import pyarrow.parquet as pq
 
     with location.open_random() as handle:
-        return pq.ParquetFile(handle).metadata.num_rows
+        return int(pq.ParquetFile(handle).metadata.num_rows)
 
 
 def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
@@ -273,13 +288,9 @@ def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
     hash releases the GIL) while this thread counts its records (`csv_rows`). Local files are
     read into a few reused buffers (no fresh pages per chunk); a buffer goes back to the reader
     once it is hashed."""
-    import queue
-
-    from buildenv.data.lock.csv_rows import RowCounter
-
     hasher = ALGORITHMS[algorithm]()
-    chunks: queue.Queue = queue.Queue()
-    free: queue.Queue = queue.Queue()
+    chunks: queue.Queue[tuple[bytes | bytearray, int | None] | None] = queue.Queue()
+    free: queue.Queue[bytearray] = queue.Queue()
     for _ in range(3):  # bounded: at most three chunks in memory
         free.put(bytearray(CHUNK))
     failure: list[BaseException] = []
@@ -291,7 +302,7 @@ def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
                 hasher.update(memoryview(buffer)[:n] if n is not None else buffer)
             except BaseException as exc:  # re-raised below
                 failure.append(exc)
-            if n is not None:
+            if isinstance(buffer, bytearray):  # a reused buffer of a local read: lend it again
                 free.put(buffer)
 
     worker = threading.Thread(target=hash_chunks, name="buildenv-hash", daemon=True)

@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
@@ -33,12 +34,12 @@ __all__ = ["LOCK_UPGRADES", "LOCK_VERSION", "Lock", "LockedDataset", "LockedLabe
 LOCK_VERSION = 2
 
 
-def _v1_to_v2(data: dict) -> dict:
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     """Version 2 only adds manifests: a version 1 lock is a version 2 lock of single files."""
     return {**data, "lock_version": 2}
 
 
-LOCK_UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
+LOCK_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class LockedDataset:
     rows: int
     manifest: Manifest | None = None  # partitioned datasets: every file, pinned
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         data = {"uri": self.uri, "format": self.format, "digest": self.digest,
                 "size": self.size, "rows": self.rows}
         if self.manifest is not None:
@@ -59,7 +60,7 @@ class LockedDataset:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> LockedDataset:
+    def from_json(cls, data: dict[str, Any]) -> LockedDataset:
         manifest = None
         if "files" in data:
             manifest = Manifest(tuple(FileEntry.from_json(f) for f in data["files"]),
@@ -88,12 +89,12 @@ class LockedLabels:
     examples: int  # keys with at least one (not cancelled) annotation
     annotations: int
     annotators: int
-    taxonomy: dict  # {"name": ..., "version": ...}
+    taxonomy: dict[str, Any]  # {"name": ..., "version": ...}
     ui_version: str | None
     declaration: str  # digest of the label set's declaration: a change means relock
     mappings: dict[str, str] = field(default_factory=dict)  # mapping uri -> digest
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"uri": self.uri, "format": self.format, "digest": self.digest,
                 "size": self.size, "examples": self.examples,
                 "annotations": self.annotations, "annotators": self.annotators,
@@ -101,12 +102,12 @@ class LockedLabels:
                 "declaration": self.declaration, "mappings": dict(sorted(self.mappings.items()))}
 
     @classmethod
-    def from_json(cls, v: dict) -> LockedLabels:
+    def from_json(cls, v: dict[str, Any]) -> LockedLabels:
         return cls(v["uri"], v["format"], v["digest"], int(v["size"]), int(v["examples"]),
                    int(v["annotations"]), int(v["annotators"]), dict(v["taxonomy"]),
                    v.get("ui_version"), v["declaration"], dict(v.get("mappings") or {}))
 
-    def pins(self) -> dict:
+    def pins(self) -> dict[str, Any]:
         """What the training and evaluation verify their reads against."""
         return {"digest": self.digest, "mappings": dict(self.mappings)}
 
@@ -118,7 +119,7 @@ class Lock:
     datasets: dict[str, LockedDataset]
     labels: dict[str, LockedLabels] = field(default_factory=dict)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         partitioned = any(d.manifest is not None for d in self.datasets.values())
         out = {
             "lock_version": LOCK_VERSION if partitioned else 1,
@@ -130,7 +131,7 @@ class Lock:
             out["labels"] = {k: v.to_json() for k, v in sorted(self.labels.items())}
         return out
 
-    def label_pins(self) -> dict[str, dict]:
+    def label_pins(self) -> dict[str, dict[str, Any]]:
         return {name: entry.pins() for name, entry in sorted(self.labels.items())}
 
     def pins(self) -> dict[str, str]:

@@ -1,15 +1,17 @@
 """Locking: hash every dataset of the environments asked for (each distinct version once),
-ask the label-set pinning for their label sets, and write each lock when it changed."""
+ask the label-set pinning (`LabelLocker`, implemented by the labels room) for their label sets,
+and write each lock when it changed."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from buildenv.core.atomic import atomic_write_text
+from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
 from buildenv.data.executor import Executor
@@ -29,10 +31,12 @@ from buildenv.data.lock.manifest import (
 )
 from buildenv.data.lock.provenance import provenance_problems
 from buildenv.data.storage import locate
-from buildenv.env.resolve import Multiverse
+from buildenv.env.resolve import Multiverse, Resolved
+from buildenv.env.spec import LabelSet
+from buildenv.env.uris import names_directory
 
 __all__ = ["DatasetKey", "Digested", "LabelLocker", "digest_dataset", "label_declaration",
-           "lock_environments"]
+           "lock_environments_with"]
 
 DatasetKey = tuple[str, str, tuple[str, ...]]  # uri, format, partitions
 
@@ -50,7 +54,7 @@ def digest_dataset(project: Project, uri: str, fmt: str, partitions: Sequence[st
     manifest (a stat per file, a hash per file the stat cache cannot vouch for). Raises
     FileNotFoundError, ManifestError or another exception naming what cannot be read."""
     location = locate(uri, project)
-    if not uri.endswith("/"):
+    if not names_directory(uri):
         return Digested(digest_location(location, fmt, algorithm, cache))
     manifest = digest_partitioned(location, partitions, algorithm, cache, executor)
     return Digested(ContentDigest(manifest.digest, manifest.size, manifest.rows), manifest)
@@ -78,7 +82,7 @@ def _digest_all(project: Project, wanted: set[DatasetKey], algorithm: str, cache
             raise
         except Exception as exc:  # a parse error from pyarrow: bad Parquet/CSV
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            errors[item] = [("BE053", text if item[0].endswith("/")
+            errors[item] = [("BE053", text if names_directory(item[0])
                              else f"cannot read '{uri}': {text}")]
 
     workers = max(1, min(len(wanted), os.cpu_count() or 1, 4))
@@ -91,30 +95,35 @@ def _key(ds: Any) -> DatasetKey:
     return (ds.uri, ds.format, tuple(ds.partition_columns) if ds.partitioned else ())
 
 
-#: Pins an environment's label sets (buildenv.labels.locking.lock_label_sets): it reads and
-#: counts the exports, which the data room cannot do. Arguments: the multiverse, the resolved
-#: environment, the previous lock (or None), the algorithm and the stat cache.
-LabelLocker = Callable[..., tuple[dict[str, "LockedLabels"], list[Diagnostic]]]
+class LabelLocker(Protocol):
+    """How the lock pins an environment's label sets: the lock owns this interface, the labels
+    room implements it (it reads and counts the exports, which the data room cannot import).
+    `buildenv.labels.locking.lock_environments` is the one place the two meet: every caller
+    locks through it, so no lock leaves the label sets out."""
+
+    def __call__(self, multiverse: Multiverse, res: Resolved, previous: Lock | None,
+                 algorithm: str, cache: StatCache
+                 ) -> tuple[dict[str, LockedLabels], list[Diagnostic]]:
+        """The label sets' lock entries (an unchanged one reused from `previous`), and the
+        problems found."""
+        ...
 
 
-def label_declaration(spec) -> str:
+def label_declaration(spec: LabelSet) -> str:
     """Digest of what determines a label set's lock entry (all but its description)."""
-    from buildenv.core.canonical import digest_json
-
     return digest_json(spec.model_dump(mode="json", exclude={"description"}))
 
 
-def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str = "sha256",
-                      label_locker: LabelLocker | None = None,
-                      executor: Executor | None = None,
-                      ) -> tuple[list[tuple[str, Lock, bool]], list[Diagnostic]]:
-    """Lock each environment; returns (name, lock, changed) and the problems found. An
-    environment with label sets needs `label_locker`; `executor` hashes the files of
-    partitioned datasets."""
+def lock_environments_with(label_locker: LabelLocker, multiverse: Multiverse, names: list[str],
+                           algorithm: str = "sha256", executor: Executor | None = None,
+                           ) -> tuple[list[tuple[str, Lock, bool]], list[Diagnostic]]:
+    """Lock each environment, its label sets by `label_locker`; returns (name, lock, changed)
+    and the problems found; `executor` hashes the files of partitioned datasets. Callers use
+    `buildenv.labels.locking.lock_environments`, which passes the labels room's locker."""
     project = multiverse.project
     resolved, problems = multiverse.resolve_all(names)
     wanted = {_key(ds) for res in resolved.values() for ds in res.env.datasets.values()}
-    if executor is not None and any(uri.endswith("/") for uri, _, _ in wanted):
+    if executor is not None and any(names_directory(uri) for uri, _, _ in wanted):
         executor.prepare()  # datasets are hashed from threads: connect from this one
     cache = stat_cache(project)
     digests, errors = _digest_all(project, wanted, algorithm, cache, executor)
@@ -136,11 +145,6 @@ def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str =
             continue
         labels: dict[str, LockedLabels] = {}
         if res.env.labels:
-            if label_locker is None:
-                problems.append(res.diag("BE057", f"environment '{name}' declares label sets, "
-                                         "which this caller cannot lock", "labels",
-                                         hints=(f"run `buildenv lock {name}`",)))
-                continue
             try:
                 previous = read_lock(project, name)
             except DiagnosticError:
@@ -151,10 +155,10 @@ def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str =
                 continue
         datasets = {}
         for ds_name, ds in res.env.datasets.items():
-            found = digests[_key(ds)]
-            datasets[ds_name] = LockedDataset(ds.uri, ds.format, found.value.digest,
-                                              found.value.size, found.value.rows,
-                                              found.manifest)
+            digested = digests[_key(ds)]
+            datasets[ds_name] = LockedDataset(ds.uri, ds.format, digested.value.digest,
+                                              digested.value.size, digested.value.rows,
+                                              digested.manifest)
         lock = Lock(name, res.digest, datasets, labels)
         path = lock_path(project, name)
         text = lock.render()

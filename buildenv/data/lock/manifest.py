@@ -23,9 +23,12 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
 from buildenv.core.canonical import canonical_json
+from buildenv.data.executor import Executor, LocalExecutor
+from buildenv.data.lock.digests import ALGORITHMS, ContentDigest, StatCache, compute_digest
 from buildenv.data.storage import Location, Stat
 
 __all__ = ["HIVE_NULL", "FileEntry", "Manifest", "ManifestError", "hash_file", "list_files",
@@ -52,11 +55,11 @@ class FileEntry:
     digest: str
     rows: int
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "size": self.size, "digest": self.digest, "rows": self.rows}
 
     @classmethod
-    def from_json(cls, data: dict) -> FileEntry:
+    def from_json(cls, data: dict[str, Any]) -> FileEntry:
         return cls(str(data["path"]), int(data["size"]), str(data["digest"]), int(data["rows"]))
 
 
@@ -73,8 +76,6 @@ class Manifest:
 
     @property
     def digest(self) -> str:
-        from buildenv.data.lock.digests import ALGORITHMS
-
         hasher = ALGORITHMS[self.algorithm]()
         hasher.update(canonical_json({"manifest": MANIFEST_VERSION, "files": [
             [f.path, f.size, f.digest] for f in self.files]}))
@@ -100,7 +101,7 @@ class Manifest:
         changed = sorted(p for p in set(old) & set(new) if old[p].digest != new[p].digest)
         return added, removed, changed
 
-    def files_json(self) -> list[dict]:
+    def files_json(self) -> list[dict[str, Any]]:
         return [f.to_json() for f in self.files]
 
 
@@ -197,13 +198,11 @@ def hash_file(task: tuple[Location, str]) -> tuple[Stat | None, object, int]:
     """One file's (stat, ContentDigest or error text, time the hash started): the unit of work
     the executor runs, locally or as a Ray task. Errors are returned, not raised, so that they
     come back naming their file whatever ran them."""
-    from buildenv.data.lock.digests import _compute
-
     location, algorithm = task
     try:
         stat = location.stat()
         started = time.time_ns()
-        value = _compute(location, "parquet", algorithm)
+        value = compute_digest(location, "parquet", algorithm)
         if location.stat() != stat:
             return None, f"{location.uri} changed while it was being hashed; try again", 0
         return stat, value, started
@@ -217,14 +216,11 @@ def hash_file(task: tuple[Location, str]) -> tuple[Stat | None, object, int]:
 
 
 def digest_partitioned(location: Location, partitions: Sequence[str], algorithm: str,
-                       cache, executor=None) -> Manifest:
+                       cache: StatCache | None, executor: Executor | None = None) -> Manifest:
     """The manifest of the files under `location` now: a stat per file, and a hash of each
     file the stat cache cannot vouch for (run by `executor`, default a few local threads).
     Raises FileNotFoundError, ManifestError (files that cannot be pinned, each named) or
     ValueError (a file that cannot be read or changed while hashed, named)."""
-    from buildenv.data.executor import LocalExecutor
-    from buildenv.data.lock.digests import ContentDigest
-
     listed = list_files(location, partitions)
     known: dict[str, ContentDigest] = {}
     todo: list[Listed] = []
@@ -242,7 +238,7 @@ def digest_partitioned(location: Location, partitions: Sequence[str], algorithm:
             if stat is None:
                 errors.append(str(value))
                 continue
-            known[item.path] = value  # type: ignore[assignment]
+            known[item.path] = value
             if cache is not None:
                 cache.put(item.key, stat, algorithm, "parquet", value, started)
         if errors:

@@ -10,6 +10,8 @@ and the caller asks pyarrow, which then says precisely what is wrong with the fi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 __all__ = ["footer_rows"]
 
 MAGIC = b"PAR1"
@@ -65,19 +67,9 @@ class _Reader:
             length = self.varint()  # read first: `self.pos += ...` would use the old pos
             self.pos += length
         elif kind in (_LIST, _SET):
-            size, elem = self.list_header()
-            for _ in range(size):
-                if elem in (_TRUE, _FALSE):
-                    self.pos += 1  # booleans in containers take one byte each
-                else:
-                    self.skip(elem, depth + 1)
+            self._skip_list(depth)
         elif kind == _MAP:
-            size = self.varint()
-            if size:
-                types = self.byte()
-                for _ in range(size):
-                    self.skip(types >> 4, depth + 1)
-                    self.skip(types & 0x0F, depth + 1)
+            self._skip_map(depth)
         elif kind == _STRUCT:
             for _field, ftype in self.fields():
                 self.skip(ftype, depth + 1)
@@ -86,6 +78,22 @@ class _Reader:
         if self.pos > len(self.data):
             raise _Bad("truncated")
 
+    def _skip_list(self, depth: int) -> None:
+        size, elem = self.list_header()
+        for _ in range(size):
+            if elem in (_TRUE, _FALSE):
+                self.pos += 1  # booleans in containers take one byte each
+            else:
+                self.skip(elem, depth + 1)
+
+    def _skip_map(self, depth: int) -> None:
+        size = self.varint()
+        if size:
+            types = self.byte()
+            for _ in range(size):
+                self.skip(types >> 4, depth + 1)
+                self.skip(types & 0x0F, depth + 1)
+
     def list_header(self) -> tuple[int, int]:
         header = self.byte()
         size = header >> 4
@@ -93,7 +101,7 @@ class _Reader:
             size = self.varint()
         return size, header & 0x0F
 
-    def fields(self):
+    def fields(self) -> Iterator[tuple[int, int]]:
         """(field id, type) of each field of a struct, up to its STOP."""
         last = 0
         while True:
@@ -135,7 +143,7 @@ def parse_num_rows(footer: bytes) -> int:
     return num_rows
 
 
-def footer_rows(read_at, size: int) -> int | None:
+def footer_rows(read_at: Callable[[int, int], bytes], size: int) -> int | None:
     """Rows of a Parquet file of `size` bytes; `read_at(offset, n)` returns bytes. None when
     the footer is not what this parser expects (the caller then asks pyarrow)."""
     try:

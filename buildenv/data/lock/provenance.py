@@ -17,14 +17,18 @@ from typing import Any
 
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
+from buildenv.data.storage import locate
 from buildenv.env.spec import Synthetic
+
+# Deferred imports (pyarrow): pyarrow.parquet is a quarter of a second of `buildenv lock`'s start-
+# up; only synthetic stand-ins need their footer read.
 
 __all__ = ["METADATA_KEY", "embedded_provenance", "provenance_problems"]
 
 METADATA_KEY = b"buildenv.synthetic"
 
 
-def embedded_provenance(record: Synthetic | dict) -> dict:
+def embedded_provenance(record: Synthetic | dict[str, Any]) -> dict[str, Any]:
     """What `buildenv synth` writes into the Parquet footer (everything but the file's own
     uri and digest, which the file cannot contain)."""
     data = record.model_dump(mode="json") if isinstance(record, Synthetic) else dict(record)
@@ -53,10 +57,8 @@ def provenance_problems(project: Project, res: Any, dataset: str, digest: str
     return []
 
 
-def _footer(project: Project, uri: str) -> dict | None:
+def _footer(project: Project, uri: str) -> dict[str, Any] | None:
     import pyarrow.parquet as pq
-
-    from buildenv.data.storage import locate
 
     try:
         with locate(uri, project).open_random() as handle:

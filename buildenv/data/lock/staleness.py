@@ -5,10 +5,12 @@ digest, then a stat per file through the stat cache) and says what changed and w
 
 from __future__ import annotations
 
+from typing import Any
+
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project
 from buildenv.data.executor import Executor
-from buildenv.data.lock.digests import StatCache, digest_location
+from buildenv.data.lock.digests import FILE, StatCache, digest_location
 from buildenv.data.lock.lockfile import Lock, lock_path, read_lock, stat_cache
 from buildenv.data.lock.locking import digest_dataset, label_declaration
 from buildenv.data.lock.manifest import (
@@ -31,23 +33,7 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
     if lock is None:
         return None, [res.diag("BE050", f"environment '{name}' has no lock ({display})", "name",
                                hints=(f"run `buildenv lock {name}`",))]
-    problems: list[Diagnostic] = []
-    for ds_name, ds in res.env.datasets.items():
-        pinned = lock.datasets.get(ds_name)
-        partitions = tuple(pinned.manifest.partitions) if pinned and pinned.manifest else ()
-        if (pinned is None or pinned.uri != ds.uri or pinned.format != ds.format
-                or (ds.partitioned and partitions != tuple(ds.partition_columns))):
-            what = ("is not in the lock" if pinned is None else
-                    f"uri changed: lock has '{pinned.uri}', environment has '{ds.uri}'"
-                    if pinned.uri != ds.uri or pinned.format != ds.format else
-                    f"partitions changed: lock has {list(partitions)}, environment has "
-                    f"{ds.partition_columns}")
-            problems.append(res.diag("BE052", f"dataset '{ds_name}' {what}", "datasets",
-                                     ds_name, "uri", hints=(f"run `buildenv lock {name}`",)))
-    for ds_name in sorted(set(lock.datasets) - set(res.env.datasets)):
-        problems.append(Diagnostic("BE052", f"lock pins dataset '{ds_name}', which environment "
-                                   f"'{name}' no longer declares", display,
-                                   hints=(f"run `buildenv lock {name}`",)))
+    problems = _dataset_pins_stale(res, lock, display)
     problems.extend(_label_pins_stale(res, lock, display))
     if not problems and lock.environment_digest != res.digest:
         # The data pins still hold; only the recorded environment digest is old (columns,
@@ -99,6 +85,29 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
     return (None if any(p.is_error for p in problems) else lock), problems
 
 
+def _dataset_pins_stale(res: Resolved, lock: Lock, display: str) -> list[Diagnostic]:
+    """BE052: a dataset the lock does not pin as it is declared now."""
+    name = res.name
+    problems: list[Diagnostic] = []
+    for ds_name, ds in res.env.datasets.items():
+        pinned = lock.datasets.get(ds_name)
+        partitions = tuple(pinned.manifest.partitions) if pinned and pinned.manifest else ()
+        if (pinned is None or pinned.uri != ds.uri or pinned.format != ds.format
+                or (ds.partitioned and partitions != tuple(ds.partition_columns))):
+            what = ("is not in the lock" if pinned is None else
+                    f"uri changed: lock has '{pinned.uri}', environment has '{ds.uri}'"
+                    if pinned.uri != ds.uri or pinned.format != ds.format else
+                    f"partitions changed: lock has {list(partitions)}, environment has "
+                    f"{ds.partition_columns}")
+            problems.append(res.diag("BE052", f"dataset '{ds_name}' {what}", "datasets",
+                                     ds_name, "uri", hints=(f"run `buildenv lock {name}`",)))
+    for ds_name in sorted(set(lock.datasets) - set(res.env.datasets)):
+        problems.append(Diagnostic("BE052", f"lock pins dataset '{ds_name}', which environment "
+                                   f"'{name}' no longer declares", display,
+                                   hints=(f"run `buildenv lock {name}`",)))
+    return problems
+
+
 def _label_pins_stale(res: Resolved, lock: Lock, display: str) -> list[Diagnostic]:
     """BE057: a label set the lock does not pin as it is declared now."""
     name = res.name
@@ -129,12 +138,11 @@ def _label_pins_stale(res: Resolved, lock: Lock, display: str) -> list[Diagnosti
 def _label_bytes_changed(project: Project, res: Resolved, lock: Lock,
                          cache: StatCache) -> list[Diagnostic]:
     """BE058: an export or mapping whose bytes are not the ones the lock pins."""
-    from buildenv.data.lock.digests import FILE
-
     problems = []
     for ls_name, spec in sorted(res.env.labels.items()):
         pinned = lock.labels[ls_name]
-        files = [(spec.uri, pinned.digest, ("labels", ls_name, "uri"))]
+        files: list[tuple[str, str, tuple[Any, ...]]] = [
+            (spec.uri, pinned.digest, ("labels", ls_name, "uri"))]
         files += [(e.mapping, pinned.mappings[e.mapping], ("labels", ls_name, "reuse", i,
                                                           "mapping"))
                   for i, e in enumerate(spec.reuse) if e.mapping]

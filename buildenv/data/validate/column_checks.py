@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +63,8 @@ class ColumnChecks:
     _dictionary: Any = None  # the last dictionary seen, kept alive so its buffers stay its own
     _flags: dict[str, pa.Array] = field(default_factory=dict)
 
-    def flags(self, arr: pa.Array, name: str, compute) -> pa.Array:
+    def flags(self, arr: pa.Array, name: str, compute: Callable[[pa.Array], pa.Array]
+              ) -> pa.Array:
         """`compute` over the batch's values: for a dictionary-encoded batch, its dictionary,
         computed once per distinct dictionary (a row group's batches share equal ones)."""
         if not pa.types.is_dictionary(arr.type):
@@ -84,7 +86,7 @@ def _same_array(a: pa.Array, b: pa.Array | None) -> bool:
             (x.address if x is not None else None) == (y.address if y is not None else None)
             for x, y in zip(a.buffers(), b.buffers())):
         return True
-    return a.equals(b)
+    return bool(a.equals(b))
 
 
 def check_batch(arr: pa.Array, checks: ColumnChecks, report: ColumnReport) -> None:
@@ -193,7 +195,11 @@ def _length_counts(arr: pa.Array, checks: ColumnChecks, report: ColumnReport) ->
         if bound is None:
             continue
         limit = _packed("q", [bound], pa.int64())[0]  # not pa.scalar: see _packed
-        flags = checks.flags(arr, attr, lambda _v, c=compare, b=limit: c(lengths, b))
+
+        def beyond(_values: pa.Array, c: Any = compare, b: Any = limit) -> pa.Array:
+            return c(lengths, b)
+
+        flags = checks.flags(arr, attr, beyond)
         if pa.types.is_dictionary(arr.type) and not pc.any(flags).as_py():
             continue
         rows = _rows_flagged(arr, flags)
@@ -216,12 +222,12 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _PACK = {"int8": "b", "int16": "h", "int32": "i", "int64": "q", "float32": "f", "float64": "d"}
 
 
-def _packed(fmt: str, values: list, type_: pa.DataType) -> pa.Array:
+def _packed(fmt: str, values: list[Any], type_: pa.DataType) -> pa.Array:
     data = struct.pack(f"<{len(values)}{fmt}", *values)
     return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(data)])
 
 
-def domain_array(values: list, dtype: str) -> pa.Array:
+def domain_array(values: list[Any], dtype: str) -> pa.Array:
     """pa.array(values, type=arrow_type(dtype)), without importing pandas."""
     try:
         if dtype == "string" and all(type(v) is str for v in values):

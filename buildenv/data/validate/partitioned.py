@@ -45,7 +45,7 @@ class FileResult:
     reports: dict[str, ColumnReport] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # declared columns the file lacks
     wrong: dict[str, str] = field(default_factory=dict)  # column -> stored type not accepted
-    error: dict | None = None  # Diagnostic.to_json() of a GateError
+    error: dict[str, Any] | None = None  # Diagnostic.to_json() of a GateError
     size: int = 0
     digest: str = ""
     rows: int = 0
@@ -79,8 +79,8 @@ def _validate_file(job: tuple[FileTask, str, dict[str, Column], list[str], bool]
                     check_batch(batch.column(batch.schema.get_field_index(name)), checks,
                                 result.reports[name])
             read.verify()
-            result.size, result.digest = read._pinned.size, read.digest or ""
-            result.rows = read.rows_read if checked else read._stored_rows()
+            result.size, result.digest = read.size, read.digest or ""
+            result.rows = read.rows_read if checked else read.stored_rows()
     except GateError as exc:
         result.error = exc.diagnostic.to_json()
     return result
@@ -126,6 +126,37 @@ def validate_partitioned(res: Resolved, ds_name: str, dataset: Dataset, read: Pa
         if result.error is not None:  # the bytes are not trusted: nothing else is reported
             d = Diagnostic.from_json(result.error)
             return [res.diag(d.code, d.message, "datasets", ds_name, "uri", hints=d.hints)], None
+    problems, unusable = _column_shape_problems(res, ds_name, read, stored, results)
+    reports: dict[str, ColumnReport] = {}
+    for name in stored:
+        if name in unusable:
+            continue
+        merged = ColumnReport()
+        for result in results:
+            if name in result.reports:
+                merge(merged, result.reports[name])
+        reports[name] = merged
+    rows = {r.path: r.rows for r in results}
+    try:
+        _duplicates(read, dataset, reports, restricted)
+    except GateError as exc:
+        return [exc.diagnostic], None
+    problems.extend(_partition_problems(res, ds_name, dataset, read, rows, reports))
+    for name, report in reports.items():
+        problems.extend(judge(res, ds_name, name, dataset.columns[name], report, restricted))
+    try:
+        digest = read.complete([(r.path, r.size, r.digest, r.rows) for r in results],
+                               sum(rows.values()), list(dataset.columns))
+    except GateError as exc:
+        return [exc.diagnostic], None
+    return problems, digest
+
+
+def _column_shape_problems(res: Resolved, ds_name: str, read: PartitionedRead,
+                           stored: dict[str, Column], results: list[FileResult]
+                           ) -> tuple[list[Diagnostic], set[str]]:
+    """BE206/BE201: declared columns some files lack or store as another type, naming the
+    files; and those columns, whose values are not judged further."""
     problems: list[Diagnostic] = []
     missing: dict[str, list[str]] = {}
     wrong: dict[str, list[str]] = {}
@@ -150,29 +181,7 @@ def validate_partitioned(res: Resolved, ds_name: str, dataset: Dataset, read: Pa
                                      f"{len(paths)} file(s): "
                                      f"{_files_text(read, paths, wrong_types[name])}",
                                      *where, "dtype"))
-    reports: dict[str, ColumnReport] = {}
-    for name in stored:
-        if name in missing or name in wrong:
-            continue
-        merged = ColumnReport()
-        for result in results:
-            if name in result.reports:
-                merge(merged, result.reports[name])
-        reports[name] = merged
-    rows = {r.path: r.rows for r in results}
-    try:
-        _duplicates(read, dataset, reports, restricted)
-    except GateError as exc:
-        return [exc.diagnostic], None
-    problems.extend(_partition_problems(res, ds_name, dataset, read, rows, reports))
-    for name, report in reports.items():
-        problems.extend(judge(res, ds_name, name, dataset.columns[name], report, restricted))
-    try:
-        digest = read.complete([(r.path, r.size, r.digest, r.rows) for r in results],
-                               sum(rows.values()), list(dataset.columns))
-    except GateError as exc:
-        return [exc.diagnostic], None
-    return problems, digest
+    return problems, set(missing) | set(wrong)
 
 
 def _duplicates(read: PartitionedRead, dataset: Dataset, reports: dict[str, ColumnReport],

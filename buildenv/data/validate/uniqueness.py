@@ -22,12 +22,15 @@ import hashlib
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numpy.typing import NDArray
 
 __all__ = ["BUDGET", "DuplicateCounter", "Duplicates"]
 
@@ -62,7 +65,7 @@ class DuplicateCounter:
         self._type: pa.DataType | None = None  # the column's value type, for examples
         self._chunks: list[Any] = []
         self._bytes = 0
-        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._parts: _Partitions | None = None
         self._error: str | None = None
         # numbers: (first, last) of each batch while every batch is strictly increasing; keys
@@ -170,9 +173,9 @@ class DuplicateCounter:
         if self._runs is None:
             return False
         runs = sorted(self._runs)
-        return all(later[0] > earlier[1] for earlier, later in zip(runs, runs[1:]))
+        return all(later[0] > earlier[1] for earlier, later in pairwise(runs))
 
-    def _drain(self, parts: _Partitions, out: Duplicates, found: list) -> None:
+    def _drain(self, parts: _Partitions, out: Duplicates, found: list[tuple[int, Any]]) -> None:
         for index in range(parts.fanout):
             rows, size = parts.rows[index], parts.bytes[index]
             if not rows:
@@ -197,7 +200,7 @@ class DuplicateCounter:
             if os.path.exists(path):
                 os.unlink(path)
 
-    def _fold(self, parts: _Partitions, out: Duplicates, found: list) -> None:
+    def _fold(self, parts: _Partitions, out: Duplicates, found: list[tuple[int, Any]]) -> None:
         """A split that did not shrink: few values, many rows. Count each file batch by batch."""
         for index in range(parts.fanout):
             if not parts.rows[index]:
@@ -213,7 +216,7 @@ class DuplicateCounter:
                        self.examples)
             os.unlink(parts.path(index))
 
-    def _count(self, keys: Any, out: Duplicates, found: list) -> None:
+    def _count(self, keys: Any, out: Duplicates, found: list[tuple[int, Any]]) -> None:
         if self._kind == "string":
             vc = pc.value_counts(keys)
             _tally(vc.field("values"), _numbers(vc.field("counts")), "string", out, found,
@@ -233,25 +236,26 @@ class DuplicateCounter:
         out.rows += int(counts.sum())
         _top(ordered[starts], counts, found, self.examples)
 
-    def _display(self, keys: list) -> list:
+    def _display(self, keys: list[Any]) -> list[Any]:
         if not keys:
             return []
         if self._kind == "string":
             return keys
         arr = np.asarray(keys, dtype=np.int64)
         if self._kind == "float":
-            return arr.view(np.float64).tolist()
+            return list(arr.view(np.float64).tolist())
         if pa.types.is_integer(self._type):
-            return arr.tolist()
+            return list(arr.tolist())
         ticks = _int64_array(arr)
+        assert self._type is not None  # set with the first batch, as _kind is
         if self._type.bit_width == 32:
             ticks = ticks.cast(pa.int32())
-        return ticks.view(self._type).to_pylist()
+        return list(ticks.view(self._type).to_pylist())
 
     def __del__(self) -> None:
         try:
             self._cleanup()
-        except Exception:  # noqa: BLE001 - interpreter shutdown: the directory's own finalizer runs
+        except Exception:  # interpreter shutdown: the directory's own finalizer runs
             pass
 
 
@@ -340,14 +344,14 @@ def _nbytes(keys: Any) -> int:
     return int(keys.nbytes)
 
 
-def _concat(chunks: list, kind: str | None) -> Any:
+def _concat(chunks: list[Any], kind: str | None) -> Any:
     """One array of the chunks' keys (numbers: a fresh, writable copy)."""
     if kind == "string":
         return pa.concat_arrays(chunks) if len(chunks) > 1 else chunks[0]
     return np.concatenate(chunks)
 
 
-def _read_batches(path: str, kind: str | None):
+def _read_batches(path: str, kind: str | None) -> Iterator[Any]:
     with pa.OSFile(path, "rb") as source:
         reader = pa.ipc.open_stream(source)
         for batch in reader:
@@ -369,8 +373,8 @@ def _merge_counts(running: pa.Table, more: pa.Table) -> pa.Table:
     return merged.rename_columns(["values", "counts"])
 
 
-def _tally(values: Any, counts: np.ndarray, kind: str | None, out: Duplicates, found: list,
-           examples: int) -> None:
+def _tally(values: Any, counts: np.ndarray, kind: str | None, out: Duplicates,
+           found: list[tuple[int, Any]], examples: int) -> None:
     repeated = np.flatnonzero(counts > 1)
     if not len(repeated):
         return
@@ -383,7 +387,7 @@ def _tally(values: Any, counts: np.ndarray, kind: str | None, out: Duplicates, f
     _top(keys, counts[repeated], found, examples)
 
 
-def _top(keys: Any, counts: np.ndarray, found: list, examples: int) -> None:
+def _top(keys: Any, counts: np.ndarray, found: list[tuple[int, Any]], examples: int) -> None:
     """Add the `examples` most repeated (then smallest) keys to `found`."""
     if not examples or not len(counts):
         return
@@ -403,7 +407,7 @@ with np.errstate(over="ignore"):
     _POWERS = np.cumprod(np.full(_LONG_STRING, _GOLDEN, np.uint64))  # _GOLDEN ** (i + 1)
 
 
-def _mix(z: np.ndarray) -> np.ndarray:
+def _mix(z: NDArray[np.uint64]) -> NDArray[np.uint64]:
     """splitmix64's finalizer: every input bit moves every output bit."""
     z = z ^ (z >> np.uint64(30))
     z = z * _M1

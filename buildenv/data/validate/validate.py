@@ -157,15 +157,16 @@ def validate_env(res: Resolved, project: Project, digests: dict[str, str] | None
     for ds_name in datasets or sorted(res.env.datasets):
         dataset = res.env.datasets[ds_name]
         spec = _spec_digest(dataset, res.env.restricted(ds_name))
-        pinned: str | Manifest | None = (digests or {}).get(ds_name)
-        if pinned is not None:
-            cached = _cache_get(project, pinned, spec)
+        pin = (digests or {}).get(ds_name)
+        pinned: str | Manifest | None = pin
+        if pin is not None:
+            cached = _cache_get(project, pin, spec)
             if cached is not None:
                 problems.extend(_relocate(res, ds_name, cached))
                 continue
             if dataset.partitioned:
                 manifest = (manifests or {}).get(ds_name)
-                pinned = manifest if manifest is not None and manifest.digest == pinned else None
+                pinned = manifest if manifest is not None and manifest.digest == pin else None
         found, digest = validate_dataset(res, ds_name, project, pinned, purpose, executor)
         problems.extend(found)
         # a failed spill is not a property of the data: not cached
@@ -179,21 +180,22 @@ def _cache_file(project: Project, digest: str, spec: str) -> Path:
     return project.state_dir / "cache" / "validate" / hexkey[:2] / f"{hexkey}.json"
 
 
-def _cache_get(project: Project, digest: str, spec: str) -> list[dict] | None:
+def _cache_get(project: Project, digest: str, spec: str) -> list[dict[str, Any]] | None:
     try:
-        return json.loads(_cache_file(project, digest, spec).read_text())
+        entries: list[dict[str, Any]] = json.loads(_cache_file(project, digest, spec).read_text())
     except (OSError, ValueError):
         return None
+    return entries
 
 
-def _cache_put(project: Project, digest: str, spec: str, entries: list[dict]) -> None:
+def _cache_put(project: Project, digest: str, spec: str, entries: list[dict[str, Any]]) -> None:
     try:
         atomic_write_text(_cache_file(project, digest, spec), json.dumps(entries))
     except OSError:
         pass  # a cache that cannot be written is only slower
 
 
-def _portable(d: Diagnostic, res: Resolved, ds_name: str) -> dict:
+def _portable(d: Diagnostic, res: Resolved, ds_name: str) -> dict[str, Any]:
     """Cache entries hold the column path, not file positions: other envs share the entry."""
     data = d.to_json()
     data["where"] = _where_of(d, ds_name)
@@ -218,7 +220,7 @@ _RULE_KEY = {"BE201": "dtype", "BE202": "nullable", "BE203": "max_null_fraction"
              "BE209": "unique", "BE210": "unique"}
 
 
-def _relocate(res: Resolved, ds_name: str, cached: list[dict]) -> list[Diagnostic]:
+def _relocate(res: Resolved, ds_name: str, cached: list[dict[str, Any]]) -> list[Diagnostic]:
     out = []
     for item in cached:
         path = list(item["where"])

@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from buildenv.core.diagnostics import Diagnostic, Severity
+from buildenv.core.diagnostics import Diagnostic, Severity, did_you_mean
 from buildenv.data.gate.formats import ARROW_TYPES, type_accepts
 from buildenv.data.validate.column_checks import EXAMPLES, ColumnReport, show
 from buildenv.env.resolve import Resolved
@@ -110,8 +110,6 @@ def tolerance(col: Column, count: int, non_null: int) -> tuple[str, Severity, st
 
 
 def close(name: str, names: list[str]) -> str | None:
-    from buildenv.core.diagnostics import did_you_mean
-
     return did_you_mean(name, names)
 
 

@@ -43,7 +43,7 @@ class ColumnDraft:
     max_null_fraction: float | None = None
     lows: list[tuple[Any, float, str]] = field(default_factory=list)  # (bound, tolerance, by)
     highs: list[tuple[Any, float, str]] = field(default_factory=list)
-    domains: list[tuple[list, float, str]] = field(default_factory=list)
+    domains: list[tuple[list[Any], float, str]] = field(default_factory=list)
     pattern: tuple[str, float, str] | None = None
     length_lows: list[tuple[int, float, str]] = field(default_factory=list)
     length_highs: list[tuple[int, float, str]] = field(default_factory=list)
@@ -116,7 +116,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _validated(name: str, column: dict, skipped: list[Skipped], line: int | None) -> dict:
+def _validated(name: str, column: dict[str, Any], skipped: list[Skipped],
+               line: int | None) -> dict[str, Any]:
     """Drop keys the environment model refuses (each reported) until the column validates."""
     for _ in range(len(column) + 1):
         try:
@@ -162,4 +163,4 @@ def render_yaml(imported: Imported, dataset: str, command: str) -> str:
         document["monitoring"] = {"drift": {"columns": imported.drift}}
     body = yaml.safe_dump(document, default_flow_style=None, sort_keys=False, width=96,
                           allow_unicode=True)
-    return "\n".join(head) + "\n" + body
+    return "\n".join(head) + "\n" + str(body)

@@ -123,7 +123,7 @@ def gx_dtype(name: Any) -> str | None:
 
 
 class _Suite:
-    def __init__(self, expectations: list[dict], lines: list[int | None]):
+    def __init__(self, expectations: list[dict[str, Any]], lines: list[int | None]):
         self.expectations = expectations
         self.lines = lines
         self.drafts: dict[str, ColumnDraft] = {}
@@ -158,7 +158,7 @@ def import_suite(text: str) -> Imported:
     typed = [i for i, exp in enumerate(expectations) if _type_of(exp) in _TYPE_EXPECTATIONS]
     for i in typed + [i for i in range(len(expectations)) if i not in typed]:
         _translate(suite, expectations[i], suite.lines[i])
-    columns: dict[str, dict] = {}
+    columns: dict[str, dict[str, Any]] = {}
     for column, draft in suite.drafts.items():
         if draft.dtype is None:
             _infer_dtype(draft, suite.skipped)
@@ -167,7 +167,7 @@ def import_suite(text: str) -> Imported:
                     suite.translated, len(expectations), "expectations")
 
 
-def _type_of(exp: dict) -> Any:
+def _type_of(exp: dict[str, Any]) -> Any:
     return exp.get("type", exp.get("expectation_type"))
 
 
@@ -179,9 +179,9 @@ def _lines(text: str, count: int) -> list[int | None]:
     return [text.count("\n", 0, pos) + 1 for pos in found]
 
 
-def _translate(suite: _Suite, exp: dict, line: int | None) -> None:
+def _translate(suite: _Suite, exp: dict[str, Any], line: int | None) -> None:
     kind: str = _type_of(exp)
-    kwargs: dict = exp.get("kwargs") or {}
+    kwargs: dict[str, Any] = exp.get("kwargs") or {}
     column = kwargs.get("column")
     what = f"{kind}" + (f" on '{column}'" if isinstance(column, str) else "")
 
@@ -220,10 +220,11 @@ def _translate(suite: _Suite, exp: dict, line: int | None) -> None:
 
 # --- handlers: return None when translated, or the reason they are not --------------------------
 
-Handler = Callable[[_Suite, dict, float, str, "int | None"], "str | None"]
+Kwargs = dict[str, Any]  # an expectation's kwargs, as the suite's JSON has them
+Handler = Callable[[_Suite, Kwargs, float, str, "int | None"], "str | None"]
 
 
-def _exist(suite: _Suite, kw: dict, tol: float, what: str, line: int | None) -> str | None:
+def _exist(suite: _Suite, kw: Kwargs, tol: float, what: str, line: int | None) -> str | None:
     suite.draft(kw["column"], line)
     if kw.get("column_index") is not None:
         suite.skipped.append(Skipped(what, "column_index: buildenv does not constrain column "
@@ -231,20 +232,21 @@ def _exist(suite: _Suite, kw: dict, tol: float, what: str, line: int | None) -> 
     return None
 
 
-def _of_type(suite: _Suite, kw: dict, tol: float, what: str, line: int | None) -> str | None:
+def _of_type(suite: _Suite, kw: Kwargs, tol: float, what: str, line: int | None) -> str | None:
     dtype = gx_dtype(kw.get("type_"))
     if dtype is None:
         return f"type {kw.get('type_')!r} has no buildenv dtype"
     return _set_dtype(suite.draft(kw["column"], line), dtype, f"type {kw.get('type_')!r}")
 
 
-def _type_list(suite: _Suite, kw: dict, tol: float, what: str, line: int | None) -> str | None:
+def _type_list(suite: _Suite, kw: Kwargs, tol: float, what: str, line: int | None) -> str | None:
     names = kw.get("type_list")
     if not isinstance(names, list) or not names:
         return "type_list is not a list of type names"
-    dtypes = {gx_dtype(n) for n in names}
-    if None in dtypes:
+    found = [gx_dtype(n) for n in names]
+    if None in found:
         return f"type_list {names!r} has a type with no buildenv dtype"
+    dtypes = {d for d in found if d is not None}
     if dtypes <= set(INTEGER_DTYPES):
         dtype = max(dtypes, key=INTEGER_DTYPES.index)
     elif dtypes <= set(NUMERIC_DTYPES):
@@ -263,7 +265,7 @@ def _set_dtype(draft: ColumnDraft, dtype: str, by: str) -> str | None:
     return None
 
 
-def _not_null(suite: _Suite, kw: dict, tol: float, what: str, line: int | None) -> str | None:
+def _not_null(suite: _Suite, kw: Kwargs, tol: float, what: str, line: int | None) -> str | None:
     draft = suite.draft(kw["column"], line)
     if tol == 0:
         draft.nullable = False
@@ -272,7 +274,7 @@ def _not_null(suite: _Suite, kw: dict, tol: float, what: str, line: int | None) 
     return None
 
 
-def _non_null_share(suite: _Suite, kw: dict, tol: float, what: str,
+def _non_null_share(suite: _Suite, kw: Kwargs, tol: float, what: str,
                     line: int | None) -> str | None:
     low, high = kw.get("min_value"), kw.get("max_value")
     if high is not None and (not isinstance(high, (int, float)) or isinstance(high, bool)):
@@ -289,7 +291,7 @@ def _non_null_share(suite: _Suite, kw: dict, tol: float, what: str,
     return None
 
 
-def _between(suite: _Suite, kw: dict, tol: float, what: str, line: int | None,
+def _between(suite: _Suite, kw: Kwargs, tol: float, what: str, line: int | None,
              ends: tuple[bool, bool] = (True, True)) -> str | None:
     """`ends`: which of min_value/max_value bound every value (both, for values_to_be_between;
     one for the min/max aggregates)."""
@@ -298,7 +300,7 @@ def _between(suite: _Suite, kw: dict, tol: float, what: str, line: int | None,
     hi = kw.get("max_value") if ends[1] else None
     if lo is None and hi is None:
         return "bounds nothing (no min_value or max_value)"
-    bounds = []
+    bounds: list[Any] = []
     for value, strict, low in ((lo, kw.get("strict_min"), True), (hi, kw.get("strict_max"), False)):
         if value is None:
             bounds.append(None)
@@ -315,7 +317,7 @@ def _between(suite: _Suite, kw: dict, tol: float, what: str, line: int | None,
     return None
 
 
-def _extreme(suite: _Suite, kw: dict, tol: float, what: str, line: int | None, *,
+def _extreme(suite: _Suite, kw: Kwargs, tol: float, what: str, line: int | None, *,
              low: bool) -> str | None:
     """min_to_be_between's min_value bounds every value from below (max's max_value from
     above); its other bound constrains only the extreme itself, an aggregate."""
@@ -368,7 +370,7 @@ def _bound(draft: ColumnDraft, value: Any, strict: bool, low: bool, parse_dates:
     return f"!bound {value!r} is not a number or an ISO 8601 date"
 
 
-def _in_set(suite: _Suite, kw: dict, tol: float, what: str, line: int | None) -> str | None:
+def _in_set(suite: _Suite, kw: Kwargs, tol: float, what: str, line: int | None) -> str | None:
     values = kw.get("value_set")
     if not isinstance(values, list):
         return "value_set is not a list"
@@ -397,12 +399,12 @@ def _iso(value: str) -> bool:
     return True
 
 
-def _unique(suite: _Suite, kw: dict, tol: float, what: str, line: int | None) -> str | None:
+def _unique(suite: _Suite, kw: Kwargs, tol: float, what: str, line: int | None) -> str | None:
     suite.draft(kw["column"], line).unique = (tol, "values_to_be_unique")
     return None
 
 
-def _unique_share(suite: _Suite, kw: dict, tol: float, what: str,
+def _unique_share(suite: _Suite, kw: Kwargs, tol: float, what: str,
                   line: int | None) -> str | None:
     if kw.get("min_value") != 1 and kw.get("min_value") != 1.0:
         return "a share of distinct values below 1 is an aggregate; only min_value: 1 " \
@@ -411,12 +413,12 @@ def _unique_share(suite: _Suite, kw: dict, tol: float, what: str,
     return None
 
 
-def _regex(suite: _Suite, kw: dict, tol: float, what: str, line: int | None) -> str | None:
+def _regex(suite: _Suite, kw: Kwargs, tol: float, what: str, line: int | None) -> str | None:
     return _set_pattern(suite.draft(kw["column"], line), kw.get("regex"), tol,
                         "values_to_match_regex")
 
 
-def _regex_list(suite: _Suite, kw: dict, tol: float, what: str, line: int | None) -> str | None:
+def _regex_list(suite: _Suite, kw: Kwargs, tol: float, what: str, line: int | None) -> str | None:
     patterns = kw.get("regex_list")
     if not isinstance(patterns, list) or not patterns or not all(
             isinstance(p, str) for p in patterns):
@@ -445,18 +447,18 @@ def _set_pattern(draft: ColumnDraft, pattern: Any, tol: float, by: str) -> str |
     return None
 
 
-def _lengths(suite: _Suite, kw: dict, tol: float, what: str, line: int | None) -> str | None:
+def _lengths(suite: _Suite, kw: Kwargs, tol: float, what: str, line: int | None) -> str | None:
     lo, hi = kw.get("min_value"), kw.get("max_value")
     return _set_length(suite.draft(kw["column"], line), lo, hi, tol, kw)
 
 
-def _length_equal(suite: _Suite, kw: dict, tol: float, what: str,
+def _length_equal(suite: _Suite, kw: Kwargs, tol: float, what: str,
                   line: int | None) -> str | None:
     value = kw.get("value")
     return _set_length(suite.draft(kw["column"], line), value, value, tol, kw)
 
 
-def _set_length(draft: ColumnDraft, lo: Any, hi: Any, tol: float, kw: dict) -> str | None:
+def _set_length(draft: ColumnDraft, lo: Any, hi: Any, tol: float, kw: Kwargs) -> str | None:
     if lo is None and hi is None:
         return "bounds nothing (no min_value or max_value)"
     for value in (lo, hi):
@@ -475,7 +477,7 @@ def _set_length(draft: ColumnDraft, lo: Any, hi: Any, tol: float, kw: dict) -> s
     return None
 
 
-def _columns(suite: _Suite, kw: dict, tol: float, what: str, line: int | None) -> str | None:
+def _columns(suite: _Suite, kw: Kwargs, tol: float, what: str, line: int | None) -> str | None:
     names = kw.get("column_set", kw.get("column_list"))
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         return "the column list is not a list of names"

@@ -182,19 +182,7 @@ class _Parser:
             if closer is not None and token.text == closer:
                 self.take()
                 return msg
-            if token.text == "[":  # [extension.name] or [type.url/Any.Type]
-                self.take()
-                parts = []
-                while self.peek().kind == "ident" or self.peek().text == "/":
-                    parts.append(self.take().text)
-                if self.peek().text != "]" or not parts:
-                    raise self.fail("an extension name and ']'")
-                self.take()
-                name = _Token("ident", "[" + "".join(parts) + "]", token.line, token.col)
-            elif token.kind == "ident":
-                name = self.take()
-            else:
-                raise self.fail("a field name" + (f" or '{closer}'" if closer else ""))
+            name = self.field_name(closer)
             colon = self.peek().text == ":"
             if colon:
                 self.take()
@@ -207,24 +195,42 @@ class _Parser:
                 raise self.fail(f"':' or '{{' after field '{name.text}'")
             elif nxt.text == "[":
                 self.take()
-                while self.peek().text != "]":
-                    item = self.peek()
-                    if item.text in ("{", "<"):
-                        self.take()
-                        msg.fields.append(Field(name.text,
-                                                self.message("}" if item.text == "{" else ">"),
-                                                item.line))
-                    else:
-                        msg.fields.append(Field(name.text, self.scalar(), item.line))
-                    if self.peek().text == ",":
-                        self.take()
-                    elif self.peek().text != "]":
-                        raise self.fail("',' or ']'")
-                self.take()
+                self.list_items(name.text, msg)
             else:
                 msg.fields.append(Field(name.text, self.scalar(), name.line))
             if self.peek().text in (",", ";"):
                 self.take()
+
+    def field_name(self, closer: str | None) -> _Token:
+        token = self.peek()
+        if token.text == "[":  # [extension.name] or [type.url/Any.Type]
+            self.take()
+            parts = []
+            while self.peek().kind == "ident" or self.peek().text == "/":
+                parts.append(self.take().text)
+            if self.peek().text != "]" or not parts:
+                raise self.fail("an extension name and ']'")
+            self.take()
+            return _Token("ident", "[" + "".join(parts) + "]", token.line, token.col)
+        if token.kind == "ident":
+            return self.take()
+        raise self.fail("a field name" + (f" or '{closer}'" if closer else ""))
+
+    def list_items(self, name: str, msg: Message) -> None:
+        """`name: [a, b, {...}]` after its '[': one field per item, up to and past the ']'."""
+        while self.peek().text != "]":
+            item = self.peek()
+            if item.text in ("{", "<"):
+                self.take()
+                msg.fields.append(Field(name, self.message("}" if item.text == "{" else ">"),
+                                        item.line))
+            else:
+                msg.fields.append(Field(name, self.scalar(), item.line))
+            if self.peek().text == ",":
+                self.take()
+            elif self.peek().text != "]":
+                raise self.fail("',' or ']'")
+        self.take()
 
     def scalar(self) -> Any:
         token = self.peek()

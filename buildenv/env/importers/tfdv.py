@@ -12,7 +12,7 @@ description. Everything else is listed with the reason it is not translated.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -55,7 +55,7 @@ class _Schema:
     def __init__(self, root: Message):
         self.root = root
         self.skipped: list[Skipped] = []
-        self.columns: dict[str, dict] = {}
+        self.columns: dict[str, dict[str, Any]] = {}
         self.drift: dict[str, dict[str, float]] = {}
         self.min_count_only: list[tuple[str, int]] = []
         self.defaults = [str(e) for e in root.all("default_environment")]
@@ -175,7 +175,13 @@ def _scalar(f: Message) -> bool:
     return True
 
 
-def _domain_of(schema: _Schema, f: Message, skip) -> tuple[str | None, Message | None]:
+class _Skip(Protocol):
+    """Records a part of the schema buildenv leaves out, and why."""
+
+    def __call__(self, part: str, reason: str, approximate: bool = False) -> None: ...
+
+
+def _domain_of(schema: _Schema, f: Message, skip: _Skip) -> tuple[str | None, Message | None]:
     for kind in ("int_domain", "float_domain", "string_domain", "bool_domain"):
         value = f.get(kind)
         if isinstance(value, Message):
@@ -197,7 +203,7 @@ def _number(value: Any) -> float | int | None:
 
 
 def _apply_domain(draft: ColumnDraft, kind: str, domain_kind: str, domain: Message,
-                  f: Message, skip) -> None:
+                  f: Message, skip: _Skip) -> None:
     mass = None
     constraints = f.get("distribution_constraints")
     if isinstance(constraints, Message):
@@ -214,14 +220,7 @@ def _apply_domain(draft: ColumnDraft, kind: str, domain_kind: str, domain: Messa
         if hi is not None:
             draft.highs.append((hi, 0.0, domain_kind))
         if domain_kind == "float_domain":
-            if domain.get("disallow_nan") is True:
-                skip("float_domain.disallow_nan", "buildenv ranges ignore NaN (it is neither "
-                     "below nor above a bound)")
-            if domain.get("disallow_inf") is True and (lo is None or hi is None):
-                skip("float_domain.disallow_inf", "infinities are refused only by a range "
-                     "with both ends")
-            if domain.get("is_embedding") is True:
-                skip("float_domain.is_embedding", "embeddings are list-valued")
+            _float_domain_skips(domain, lo is not None and hi is not None, skip)
         if mass is not None:
             skip("distribution_constraints", "min_domain_mass applies to string domains")
         return
@@ -246,7 +245,19 @@ def _apply_domain(draft: ColumnDraft, kind: str, domain_kind: str, domain: Messa
         skip("bool_domain", f"a bool domain on a {kind} feature")
 
 
-def _apply_presence(schema: _Schema, draft: ColumnDraft, f: Message, skip) -> None:
+def _float_domain_skips(domain: Message, both_ends: bool, skip: _Skip) -> None:
+    """What a float_domain asks beyond its range, and why buildenv leaves it out."""
+    if domain.get("disallow_nan") is True:
+        skip("float_domain.disallow_nan", "buildenv ranges ignore NaN (it is neither "
+             "below nor above a bound)")
+    if domain.get("disallow_inf") is True and not both_ends:
+        skip("float_domain.disallow_inf", "infinities are refused only by a range "
+             "with both ends")
+    if domain.get("is_embedding") is True:
+        skip("float_domain.is_embedding", "embeddings are list-valued")
+
+
+def _apply_presence(schema: _Schema, draft: ColumnDraft, f: Message, skip: _Skip) -> None:
     presence = f.get("presence")
     if not isinstance(presence, Message):
         return
@@ -263,7 +274,7 @@ def _apply_presence(schema: _Schema, draft: ColumnDraft, f: Message, skip) -> No
         schema.min_count_only.append((draft.name, f.line_of("presence")))
 
 
-def _apply_environments(schema: _Schema, draft: ColumnDraft, f: Message, skip) -> None:
+def _apply_environments(schema: _Schema, draft: ColumnDraft, f: Message, skip: _Skip) -> None:
     inside = [str(e) for e in f.all("in_environment")]
     outside = [str(e) for e in f.all("not_in_environment")]
     mentioned = set(schema.defaults) | set(inside) | set(outside)
@@ -277,7 +288,7 @@ def _apply_environments(schema: _Schema, draft: ColumnDraft, f: Message, skip) -
              "serving (`serving:`)")
 
 
-def _apply_drift(schema: _Schema, name: str, f: Message, skip) -> None:
+def _apply_drift(schema: _Schema, name: str, f: Message, skip: _Skip) -> None:
     comparator = f.get("drift_comparator")
     if not isinstance(comparator, Message):
         return

@@ -6,16 +6,17 @@ import pytest
 
 pytest.importorskip("pants.testutil", reason="RuleRunner tests: tests/pants/run_rule_tests.sh")
 
-from buildenv_pants.check import BuildenvCheckRequest, buildenv_check  # noqa: E402
-from buildenv_pants.sandbox import BuildenvProcess, MlModelSandbox  # noqa: E402
-from buildenv_pants.target_types import MlModelFieldSet, MlModelTarget  # noqa: E402
-from pants.engine.addresses import Address  # noqa: E402
-from pants.engine.fs import EMPTY_DIGEST  # noqa: E402
-from pants.engine.process import FallibleProcessResult, ProcessResultMetadata  # noqa: E402
-from pants.testutil.rule_runner import MockGet, run_rule_with_mocks  # noqa: E402
-from pants.engine.internals.native_engine import ProcessExecutionEnvironment  # noqa: E402
-from pants.engine.platform import Platform  # noqa: E402
-from pants.util.logging import LogLevel  # noqa: E402
+from pants.engine.addresses import Address
+from pants.engine.fs import EMPTY_DIGEST
+from pants.engine.internals.native_engine import ProcessExecutionEnvironment
+from pants.engine.platform import Platform
+from pants.engine.process import FallibleProcessResult, ProcessResultMetadata
+from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
+from pants.util.logging import LogLevel
+
+from buildenv_pants.check import BuildenvCheckRequest, buildenv_check
+from buildenv_pants.sandbox import BuildenvProcess, MlModelSandbox
+from buildenv_pants.target_types import MlModelFieldSet, MlModelTarget
 
 LOCAL = ProcessExecutionEnvironment(
     environment_name=None,

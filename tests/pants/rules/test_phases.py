@@ -16,7 +16,7 @@ try:
 except ImportError:  # the Python 3.11 suite: rules/ is not on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "rules"))
 
-from buildenv_pants.phases import build_summary  # noqa: E402
+from buildenv_pants.phases import build_summary
 
 # What `buildenv build rec --env prod-2` writes to stderr outside a terminal.
 STDERR = """\
@@ -55,8 +55,9 @@ def test_no_summary_for_another_pair_or_a_short_build():
 
 def test_phases_workunit_is_info_with_metadata():
     pytest.importorskip("pants.engine.engine_aware", reason="needs Pants (run_rule_tests.sh)")
-    from buildenv_pants.package import BuildPhases
     from pants.util.logging import LogLevel
+
+    from buildenv_pants.package import BuildPhases
 
     shown = BuildPhases(build_summary(STDERR, "rec", "prod-2"))
     assert shown.level() == LogLevel.INFO
@@ -68,8 +69,9 @@ def test_phases_workunit_is_info_with_metadata():
 
 def test_phases_rule_reads_the_process_stderr():
     pytest.importorskip("pants.testutil", reason="RuleRunner tests: tests/pants/run_rule_tests.sh")
-    from buildenv_pants.package import BuildPhasesRequest, buildenv_build_phases
     from pants.testutil.rule_runner import run_rule_with_mocks
+
+    from buildenv_pants.package import BuildPhasesRequest, buildenv_build_phases
 
     got = run_rule_with_mocks(buildenv_build_phases,
                               rule_args=[BuildPhasesRequest("rec", "prod-2", STDERR.encode())])

@@ -6,26 +6,27 @@ import pytest
 
 pytest.importorskip("pants.testutil", reason="RuleRunner tests: tests/pants/run_rule_tests.sh")
 
-import toml  # noqa: E402
-from buildenv_pants.config import BuildenvConfig  # noqa: E402
-from buildenv_pants.register_model import (  # noqa: E402
+import toml
+from pants.engine.addresses import Address
+from pants.engine.fs import EMPTY_DIGEST, Digest, MergeDigests
+from pants.engine.internals.native_engine import ProcessExecutionEnvironment
+from pants.engine.platform import Platform
+from pants.engine.process import ProcessResult, ProcessResultMetadata
+from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
+
+from buildenv_pants.config import BuildenvConfig
+from buildenv_pants.register_model import (
     RegisteredModel,
     RegisterModelRequest,
     TrackingUri,
     register_model,
 )
-from buildenv_pants.sandbox import (  # noqa: E402
+from buildenv_pants.sandbox import (
     BuildenvProcess,
     MlModelSandbox,
     synthesized_pyproject,
 )
-from buildenv_pants.target_types import MlModelFieldSet, MlModelTarget  # noqa: E402
-from pants.engine.addresses import Address  # noqa: E402
-from pants.engine.fs import EMPTY_DIGEST, Digest, MergeDigests  # noqa: E402
-from pants.engine.process import ProcessResult, ProcessResultMetadata  # noqa: E402
-from pants.engine.internals.native_engine import ProcessExecutionEnvironment  # noqa: E402
-from pants.engine.platform import Platform  # noqa: E402
-from pants.testutil.rule_runner import MockGet, run_rule_with_mocks  # noqa: E402
+from buildenv_pants.target_types import MlModelFieldSet, MlModelTarget
 
 LOCAL = ProcessExecutionEnvironment(
     environment_name=None,

@@ -6,24 +6,24 @@ import pytest
 
 pytest.importorskip("pants.testutil", reason="RuleRunner tests: tests/pants/run_rule_tests.sh")
 
-from buildenv_pants import config, generate, infer, sources  # noqa: E402
-from buildenv_pants.target_types import (  # noqa: E402
+from pants.backend.python.target_types import PythonSourcesGeneratorTarget
+from pants.backend.python.target_types_rules import rules as python_target_types_rules
+from pants.engine.addresses import Address, Addresses
+from pants.engine.internals.scheduler import ExecutionError
+from pants.engine.rules import QueryRule
+from pants.engine.target import Dependencies, DependenciesRequest
+from pants.testutil.rule_runner import RuleRunner
+
+from buildenv_pants import config, generate, infer, sources
+from buildenv_pants.target_types import (
     MlEntryField,
     MlEnvField,
     MlEnvironmentSourcesField,
     MlEnvironmentTarget,
-    MlSeedField,
     MlModelTarget,
+    MlSeedField,
     MlTrainingTarget,
 )
-from pants.backend.python.target_types import PythonSourcesGeneratorTarget  # noqa: E402
-from pants.backend.python.target_types_rules import rules as python_target_types_rules  # noqa: E402
-from pants.engine.addresses import Address  # noqa: E402
-from pants.engine.internals.scheduler import ExecutionError  # noqa: E402
-from pants.engine.addresses import Addresses  # noqa: E402
-from pants.engine.rules import QueryRule  # noqa: E402
-from pants.engine.target import Dependencies, DependenciesRequest  # noqa: E402
-from pants.testutil.rule_runner import RuleRunner  # noqa: E402
 
 ENVS = {
     "environments/prod-1.yaml": "name: prod-1\n",
