@@ -69,8 +69,8 @@ class Sandbox:
                  policy: SandboxPolicy, out_dir: Path, work: Path,
                  manifests: dict[str, Manifest], python: str):
         self.policy = policy
-        self.support = detect()
-        self.mechanism = "none" if policy.mode == "off" else self.support.mechanism
+        self.support = detect() if policy.mode != "off" else None  # "off" probes nothing
+        self.mechanism = self.support.mechanism if self.support else "none"
         self.request: dict | None = None
         self._prefix: list[str] = []
         self._broker: Broker | None = None
@@ -78,14 +78,16 @@ class Sandbox:
         self._private: str | None = None
         self._work = work
         if self.mechanism == "none":
-            if policy.mode == "required":
+            if policy.mode == "required" and self.support is not None:
                 raise DiagnosticError([_unavailable(policy, self.support)], 2)
             return
         out_dir.mkdir(parents=True, exist_ok=True)
         for sub in ("home", "tmp"):
             (work / sub).mkdir(exist_ok=True)
-        view = filesystem_view(project, res.env, config, python, policy.read_only_paths,
-                               (work, out_dir))
+        readable = policy.read_only_paths
+        if policy.network:  # a resolver's configuration may live outside /etc (systemd)
+            readable += (os.path.dirname(os.path.realpath("/etc/resolv.conf")),)
+        view = filesystem_view(project, res.env, config, python, readable, (work, out_dir))
         self._broker = Broker(project, res.env, pinned_locations(project, res.env, manifests))
         loopback = self.mechanism.startswith("bwrap") and not policy.network
         self.request = {"confinement": self._confinement(view, work, out_dir).to_json(),
@@ -97,7 +99,7 @@ class Sandbox:
             blank = os.path.join(self._private, "blank")
             os.close(os.open(blank, os.O_CREAT | os.O_WRONLY, 0o000))
             self._status = os.pipe()
-            assert self.support.bwrap is not None
+            assert self.support is not None and self.support.bwrap is not None
             self._prefix = bwrap.command(self.support.bwrap, self.support.bwrap_userns,
                                          policy.network, view, blank,
                                          str(project.root.resolve()), self._status[1])
@@ -116,7 +118,7 @@ class Sandbox:
         """The runner's result, with what applied (`isolation`) and, the first time a
         `preferred` sandbox was missing in this process, the warning that says so."""
         if self.mechanism == "none" and self.policy.mode == "preferred" \
-                and not _warned.is_set():
+                and self.support is not None and not _warned.is_set():
             _warned.set()
             result.setdefault("diagnostics", []).append(_warning(self.support))
         result["isolation"] = self.applied()
