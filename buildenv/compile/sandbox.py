@@ -91,7 +91,8 @@ class Sandbox:
         self._broker = Broker(project, res.env, pinned_locations(project, res.env, manifests))
         loopback = self.mechanism.startswith("bwrap") and not policy.network
         self.request = {"confinement": self._confinement(view, work, out_dir).to_json(),
-                        "hidden": list(view.hidden), "readable": [*view.read, *view.inner],
+                        "hidden": [*view.hidden, *view.unreachable],
+                        "readable": [*view.read, *view.inner],
                         "writable": list(view.write), "network": policy.network,
                         "loopback": loopback, "mechanism": self.mechanism}
         if self.mechanism.startswith("bwrap"):

@@ -53,6 +53,8 @@ class View:
     """Writable trees: the output directory and the private work directory."""
     listable: tuple[str, ...] = ()
     """Directories whose names (not files) the runner lists: where it imports buildenv from."""
+    unreachable: tuple[str, ...] = ()
+    """Data outside every readable tree: absent anyway, named so that reports say "data"."""
 
     def readable(self, path: str) -> bool:
         """Whether `path` (absolute, normalised) is visible to the training."""
@@ -67,7 +69,8 @@ def filesystem_view(project: Project, env: Environment, config: TrainingConfig,
     system = [p for p in SYSTEM_TREES if os.path.lexists(p)]
     runtime = [*interpreter_roots(python), _package()]
     broad = [*system, str(project.root.resolve()), *read_only]
-    hidden = [h for h in _dedupe(_data_holes(project, env, config) + _private_holes())
+    holes = _data_holes(project, env, config)
+    hidden = [h for h in _dedupe(holes + _private_holes())
               if any(is_under(h, tree) for tree in broad + runtime)]
 
     def inside(tree: str) -> bool:
@@ -76,7 +79,7 @@ def filesystem_view(project: Project, env: Environment, config: TrainingConfig,
     read = _dedupe([t for t in broad + runtime if not inside(t)])
     inner = _dedupe([t for t in runtime if inside(t) and t not in hidden])
     return View(tuple(read), tuple(hidden), tuple(inner), tuple(str(p) for p in write),
-                (os.path.dirname(_package()),))
+                (os.path.dirname(_package()),), tuple(h for h in holes if h not in hidden))
 
 
 def _package() -> str:
