@@ -113,6 +113,13 @@ ATTACKS = {
         def train(ctx):
             return open(".buildenv/audit/log.jsonl").read()
         ''', ["open"]),
+    "dockersock": ('''\
+        import socket
+
+
+        def train(ctx):
+            socket.socket(socket.AF_UNIX).connect("{home}/docker.sock")
+        ''', ["open"]),
     "lockfile": ('''\
         import json
 
@@ -138,6 +145,7 @@ EXPECTED = {  # attack -> (code, line, what the message says)
     "remount": ("BE327", 5, "run `mount -o remount,rw /`"),
     "statedir": ("BE322", 2, "opened '.buildenv/audit/log.jsonl' directly"),
     "lockfile": ("BE322", 5, "opened 'environments/open.lock.json' directly"),
+    "dockersock": ("BE324", 5, "/docker.sock'"),
 }
 CREDENTIAL = "AKIA-PLANTED-CREDENTIAL-5531"
 
@@ -181,14 +189,25 @@ def server():
 def attack_repo(tmp_path_factory, server):
     base = tmp_path_factory.mktemp("attacks")
     home = base / "home"
-    (home / ".ssh").mkdir(parents=True)
+    home.mkdir()
+    unix = socket.socket(socket.AF_UNIX)  # a host service, as Docker's socket is
+    unix.bind(str(home / "docker.sock"))
+    unix.listen()
+    unix.setblocking(False)
+    (home / ".ssh").mkdir()
     (home / ".ssh" / "id_rsa").write_text(f"-----BEGIN KEY----- {CREDENTIAL}\n")
     (home / ".aws").mkdir()
     (home / ".aws" / "credentials").write_text(f"[default]\naws_secret_access_key={CREDENTIAL}\n")
     root = make_sandbox_repo(base / "repo", ATTACKS, home=home, port=server.port)
     code, out, err = invoke_cli(["lock"], root)
     assert code == 0, err
-    return root, home
+    yield root, home
+    try:
+        unix.accept()
+        raise AssertionError("a training reached the host's unix socket")
+    except BlockingIOError:
+        pass
+    unix.close()
 
 
 def _build(root: Path, home: Path, name: str, mechanism: str, out: Path, env: str = "open"):
@@ -209,6 +228,8 @@ def test_each_attack_is_refused_and_reported_at_the_users_line(attack_repo, serv
     want, line, says = EXPECTED[attack]
     if attack == "tcp" and mechanism == "landlock":  # no IP socket at all, not even loopback
         says = "open a network socket"
+    if attack == "dockersock" and mechanism == "landlock":  # no new unix socket at all
+        says = "open a unix socket (one could reach a service of the host"
     first = err.splitlines()[0] if err else ""
     assert code == 1, err
     assert first.startswith(f"train/{attack}.py:{line}: error[{want}]: the training "), err

@@ -127,9 +127,11 @@ class Sandbox:
 
     # --- what the runner gets -------------------------------------------------------------
     def _confinement(self, view: View, work: Path, out_dir: Path) -> Confinement:
+        # bubblewrap: IP is its own loopback, unix paths only what it shows. Landlock alone
+        # cannot tell a private unix socket from the docker socket: no new ones at all.
         sockets = None if self.policy.network else (
             ("unix", "inet", "inet6", "netlink") if self.mechanism.startswith("bwrap")
-            else ("unix", "netlink"))
+            else ("netlink",))
         if self.mechanism.startswith("bwrap"):  # bubblewrap hides; Landlock keeps writes in
             return Confinement(("/",), (), (str(work), str(out_dir), "/tmp", "/dev"), sockets,
                                tcp_rules=False)

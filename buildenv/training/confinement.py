@@ -91,6 +91,9 @@ class Guard:
         elif event == "socket.__new__" and not self.network and not self.loopback:
             if len(args) > 1 and args[1] in (socket.AF_INET, socket.AF_INET6):
                 self._note("network", None, "open a network socket")
+            elif len(args) > 1 and args[1] == socket.AF_UNIX:  # refused under Landlock alone
+                self._note("network", None, "open a unix socket (one could reach a service "
+                           "of the host, such as Docker's)")
         elif event in ("socket.connect", "socket.sendto") and not self.network:
             self._address(args[1] if len(args) > 1 else None)
         elif event in ("socket.getaddrinfo", "socket.gethostbyname") and not self.network:
@@ -134,8 +137,13 @@ class Guard:
                                                             "mem", "map_files", "exe")
 
     def _address(self, address: Any) -> None:
+        if isinstance(address, (str, bytes)) and address and address[:1] not in ("\0", b"\0"):
+            path = os.path.normpath(os.path.join(self.root, os.fsdecode(address)))
+            if self._kind(path, False) is not None:  # a host's service (the docker socket)
+                self._note("network", None, f"connect to the unix socket '{path}'")
+            return
         if not isinstance(address, tuple) or not address or not isinstance(address[0], str):
-            return  # a unix socket path, or nothing to say
+            return
         host = address[0]
         local = host in ("localhost", "::1") or host.startswith("127.")
         port = address[1] if len(address) > 1 else ""
