@@ -42,6 +42,9 @@ _MOUNT_TOOLS = {"mount", "umount", "unshare", "nsenter", "chroot", "pivot_root",
 _NETWORK_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ECONNREFUSED,
                    errno.EAFNOSUPPORT}
 _LIMIT = 64  # attempts kept
+_EVENTS = {"open", *_PATH_EVENTS, "socket.__new__", "socket.connect", "socket.sendto",
+           "socket.getaddrinfo", "socket.gethostbyname", "subprocess.Popen", "os.exec",
+           "os.posix_spawn", "os.system"}
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,14 @@ class Guard:
 
     # --- noting attempts ------------------------------------------------------------------
     def _hook(self, event: str, args: tuple) -> None:
-        if len(self.attempts) >= _LIMIT:
+        if len(self.attempts) >= _LIMIT or event not in _EVENTS:
             return
+        try:
+            self._event(event, args)
+        except Exception:  # an audit hook's error would break the audited call
+            pass
+
+    def _event(self, event: str, args: tuple) -> None:
         if event == "open":
             path, mode, flags = (args + (None, None))[:3]
             writing = bool(flags and flags & _WRITE_FLAGS) or \
@@ -112,7 +121,7 @@ class Guard:
             text = os.fsdecode(path if path is not None else ".")
         except (TypeError, ValueError):
             return
-        full = os.path.normpath(os.path.join(self.root, text))
+        full = os.path.abspath(text)  # relative to the working directory, like the call
         kind = self._kind(full, writing)
         if kind is not None and not (listing and kind == "outside"):  # imports list dirs
             self._note(kind, full, None)
@@ -138,7 +147,7 @@ class Guard:
 
     def _address(self, address: Any) -> None:
         if isinstance(address, (str, bytes)) and address and address[:1] not in ("\0", b"\0"):
-            path = os.path.normpath(os.path.join(self.root, os.fsdecode(address)))
+            path = os.path.abspath(os.fsdecode(address))
             if self._kind(path, False) is not None:  # a host's service (the docker socket)
                 self._note("network", None, f"connect to the unix socket '{path}'")
             return
@@ -232,7 +241,7 @@ class Guard:
         if not isinstance(err, OSError):
             return None
         if err.filename is not None and not isinstance(err.filename, int):
-            full = os.path.normpath(os.path.join(self.root, os.fsdecode(err.filename)))
+            full = os.path.abspath(os.fsdecode(err.filename))
             match = next((a for a in self.attempts if a.path == full), None)
             if match is not None:
                 return match.kind, self._what(match), match.where
@@ -243,7 +252,7 @@ class Guard:
             return (kind, self._shown(full), empty) if kind else None
         named = [a for a in err.args if isinstance(a, str)] + re.findall(r"'([^']+)'", str(err))
         for text in named:  # pandas and pyarrow name the file in the message
-            full = os.path.normpath(os.path.join(self.root, text.strip()))
+            full = os.path.abspath(text.strip())
             if self._kind(full, False) == "data":
                 return "data", self._shown(full), empty
         if not self.network and (err.errno in _NETWORK_ERRNOS or isinstance(err, (
