@@ -113,6 +113,10 @@ ATTACKS = {
         def train(ctx):
             return open(".buildenv/audit/log.jsonl").read()
         ''', ["open"]),
+    "shadow": ('''\
+        def train(ctx):
+            return open("/etc/shadow").read()
+        ''', ["open"]),
     "dockersock": ('''\
         import socket
 
@@ -146,6 +150,7 @@ EXPECTED = {  # attack -> (code, line, what the message says)
     "statedir": ("BE322", 2, "opened '.buildenv/audit/log.jsonl' directly"),
     "lockfile": ("BE322", 5, "opened 'environments/open.lock.json' directly"),
     "dockersock": ("BE324", 5, "/docker.sock'"),
+    "shadow": ("BE322", 2, "opened '/etc/shadow', which the sandbox does not show"),
 }
 CREDENTIAL = "AKIA-PLANTED-CREDENTIAL-5531"
 

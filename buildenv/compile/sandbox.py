@@ -91,7 +91,7 @@ class Sandbox:
         self._broker = Broker(project, res.env, pinned_locations(project, res.env, manifests))
         loopback = self.mechanism.startswith("bwrap") and not policy.network
         self.request = {"confinement": self._confinement(view, work, out_dir).to_json(),
-                        "hidden": [*view.hidden, *view.unreachable],
+                        "hidden": list(view.data()), "private": list(view.private),
                         "readable": [*view.read, *view.inner],
                         "writable": list(view.write), "network": policy.network,
                         "loopback": loopback, "mechanism": self.mechanism}

@@ -55,6 +55,13 @@ class View:
     """Directories whose names (not files) the runner lists: where it imports buildenv from."""
     unreachable: tuple[str, ...] = ()
     """Data outside every readable tree: absent anyway, named so that reports say "data"."""
+    private: tuple[str, ...] = ()
+    """The hidden paths that are not data: credentials, the machine's secrets."""
+
+    def data(self) -> tuple[str, ...]:
+        """Every hidden or unreachable path that holds data (what BE322 says to read through
+        ctx)."""
+        return tuple(h for h in self.hidden if h not in self.private) + self.unreachable
 
     def readable(self, path: str) -> bool:
         """Whether `path` (absolute, normalised) is visible to the training."""
@@ -70,7 +77,8 @@ def filesystem_view(project: Project, env: Environment, config: TrainingConfig,
     runtime = [*interpreter_roots(python), _package()]
     broad = [*system, str(project.root.resolve()), *read_only]
     holes = _data_holes(project, env, config)
-    hidden = [h for h in _dedupe(holes + _private_holes())
+    private = _private_holes()
+    hidden = [h for h in _dedupe(holes + private)
               if any(is_under(h, tree) for tree in broad + runtime)]
 
     def inside(tree: str) -> bool:
@@ -79,7 +87,8 @@ def filesystem_view(project: Project, env: Environment, config: TrainingConfig,
     read = _dedupe([t for t in broad + runtime if not inside(t)])
     inner = _dedupe([t for t in runtime if inside(t) and t not in hidden])
     return View(tuple(read), tuple(hidden), tuple(inner), tuple(str(p) for p in write),
-                (os.path.dirname(_package()),), tuple(h for h in holes if h not in hidden))
+                (os.path.dirname(_package()),), tuple(h for h in holes if h not in hidden),
+                tuple(h for h in hidden if h in private))
 
 
 def _package() -> str:

@@ -58,7 +58,8 @@ class Attempt:
 class Guard:
     def __init__(self, spec: dict, root: Path, own: Path):
         self.root, self.own = root, own
-        self.hidden = tuple(spec["hidden"])
+        self.hidden = tuple(spec["hidden"])  # data: datasets, exports, locks, state
+        self.private = tuple(spec.get("private") or ())  # credentials, the machine's secrets
         self.readable = tuple(spec["readable"])
         self.writable = tuple(spec["writable"])
         self.network = bool(spec["network"])
@@ -127,7 +128,7 @@ class Guard:
             self._note(kind, full, None)
 
     def _kind(self, full: str, writing: bool) -> str | None:
-        if self._other_process(full):
+        if self._other_process(full) or any(_under(full, p) for p in self.private):
             return "outside"
         if any(_under(full, hole) for hole in self.hidden):
             return "data"
