@@ -267,6 +267,7 @@ CODE_GROUPS = [  # (first, last, title): the ranges of codes.py
     (0, 49, "environment and project files"), (50, 99, "locks and the data gate"),
     (100, 199, "static checks of training code"), (200, 299, "data validation"),
     (300, 399, "training"), (400, 499, "verification against the serving stack"),
+    (500, 599, "evaluation: slices, label coverage, model cards"),
     (600, 699, "drift"), (700, 749, "promotion and retraining"), (750, 799, "serving images"),
     (800, 899, "the audit log"), (900, 999, "importers (buildenv import)"),
 ]

@@ -77,8 +77,12 @@ def test_show(example, env):
         assert doc["label"] == {"labels": env.replace("exp-", "")}
         assert doc["labels"][env.replace("exp-", "")]["ui_version"] == env[-1]
     else:
+        coverage = doc["label"].pop("coverage")  # every class covered, shares watched
         assert doc["label"] == {"dataset": "ratings", "column": "liked",
                                 "classes": [False, True]}
+        assert coverage["min_count"] == 100 and coverage["max_share_change"] == 0.1
+        assert [s.get("by") for s in doc["evaluation"]["slices"]] == [
+            "device", "plan", "country", "age"]
     code, out, err = invoke_cli(["show", env, "--explain"], example)
     assert (code, err) == (0, "")
     assert out.startswith(f"# {env}: resolved from {ROOT_ENV}")

@@ -30,7 +30,9 @@ environments_dir = "environments"
 
 [tool.buildenv.trainings.lr]
 entry = "train/lr.py:train"
-environments = ["people"]
+environments = ["people", "people-dp"]
+description = "Predicts y for a person"
+owners = ["team-people"]
 
 [tool.buildenv.trainings.raiser]
 entry = "train/raiser.py:train"
@@ -59,7 +61,28 @@ serving:
   requirements: ["scikit-learn>=1.6,<2"]
 privacy:
   restricted: [people]
-promotion: {metric: val_auc, min_value: 0.5, max_regression: 0.5}
+  epsilon_budget: 3
+promotion: {metric: val_auc, min_value: 0.5, max_regression: 0.5,
+            slices: {max_regression: 0.5}}
+"""
+SLICES = """evaluation:
+  holdout: 0.25
+  key: [id]
+  slices:
+    - by: email            # one row per value: every such slice is withheld, name and all
+    - by: cat
+label:
+  dataset: people
+  column: y
+  classes: [false, true]
+  coverage: {min_count: 5, per_slice: true}
+"""
+DP = """name: people-dp
+extends: people
+evaluation:
+  slices: [{by: cat}, {by: x2, bins: [-10, 0, 10]}]
+privacy:
+  release: dp
 """
 
 LR = """
@@ -121,7 +144,10 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "data").mkdir()
     (root / "train").mkdir()
     (root / "pyproject.toml").write_text(PYPROJECT)
-    (root / "environments" / "people.yaml").write_text(ENV)
+    (root / "environments" / "people.yaml").write_text(
+        ENV.replace("evaluation: {holdout: 0.25, key: [id]}\n", "").replace(
+            "label: {dataset: people, column: y, classes: [false, true]}\n", SLICES))
+    (root / "environments" / "people-dp.yaml").write_text(DP)
     (root / "environments" / "people-raise.yaml").write_text(
         "name: people-raise\nextends: people\n")
     (root / "train" / "lr.py").write_text(LR)
@@ -170,8 +196,24 @@ def test_no_restricted_value_reaches_any_output_or_file(repo: Path) -> None:
     assert lineage["evaluation"]["rows"] > 100 and lineage["evaluation"]["metrics"]["roc_auc"]
     assert lineage["params"]["first_email"] == "[withheld]"
     assert lineage["params"]["model"] == "logistic_regression"
+    assert lineage["evaluation"]["slices"][0]["withheld"] > 0  # by email: every slice
+    assert lineage["evaluation"]["slices"][1]["slices"][0]["name"] == "cat=a"
+    for fmt in ("md", "json"):
+        code, out, err = _run(repo, outputs, "card", "lr", "--env", "people", "--format", fmt)
+        assert code == 0 and "cat=a" in out, out + err
     code, out, err = _run(repo, outputs, "promote", "lr", "--env", "people")
     assert code == 0, out + err
+    code, out, err = _run(repo, outputs, "card", "lr", "--env", "people", "--champion")
+    assert code == 0 and "## Promotion" in out, out + err
+
+    # slices released with differential privacy, spent from the budget once per artifact
+    code, out, err = _run(repo, outputs, "build", "lr", "--env", "people-dp", "--format",
+                          "json")
+    assert code == 0, out + err
+    released = json.loads(out)["pairs"][0]["evaluation"]
+    assert released["release"]["policy"] == "dp" and released["release"]["epsilon_spent"] == 1
+    assert {e["status"] for f in released["slices"] for e in f["slices"]} <= {"released",
+                                                                              "too_small"}
 
     # retrain: a bad version stops at validation, a good one is gated and promoted
     events = repo / "events.jsonl"

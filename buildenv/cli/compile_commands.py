@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -209,3 +210,35 @@ def _doctor_text(support: Support, mode: str, source: str) -> str:
             "none": "trainings run unsandboxed: `required` fails, `preferred` warns"}
     lines.append(what[support.mechanism])
     return "\n".join(lines)
+
+
+@app.command("card")
+@command
+def card_cmd(training: str = typer.Argument(..., help="Training name."),
+             env: str = typer.Option(..., "--env", help="Environment name."),
+             card_format: str = typer.Option("md", "--format", help="md (for people) or json "
+                                             "(CycloneDX 1.6 ML-BOM)."),
+             champion: bool = typer.Option(False, "--champion", help="The card of "
+                                           "`<env>-champion` from the registry, with the gates "
+                                           "that promoted it (default: dist/<training>/<env>)."),
+             root: Optional[Path] = RootOpt) -> None:
+    """The model card of a built artifact (or of the champion), generated from its lineage."""
+    from buildenv.compile.card import CARD_JSON, CARD_MD
+
+    if card_format not in ("md", "json"):
+        raise DiagnosticError([Diagnostic("BE004", f"--format must be md or json, not "
+                                          f"'{card_format}'")], 2)
+    project = open_project(root)
+    project.training(training)
+    if champion:
+        from buildenv.release.promotion_card import champion_card
+
+        sys.stdout.write(champion_card(project, training, env, card_format))
+        return
+    path = project.root / "dist" / training / env / (CARD_JSON if card_format == "json"
+                                                      else CARD_MD)
+    if not path.is_file():
+        raise DiagnosticError([Diagnostic(
+            "BE515", f"no model card for {training} @ {env} at {project.rel(path)}",
+            hints=(f"run `buildenv build {training} --env {env}` (every build writes one)",))])
+    sys.stdout.write(path.read_text(encoding="utf-8"))

@@ -121,9 +121,19 @@ def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
     with progress_shown(progress, quiet), make_executor(executor, multiverse.project) as runner:
         problems = validate_env(res, multiverse.project, datasets=list(dataset) if dataset else None,
                                 executor=runner)
+        if not any(p.is_error for p in problems) and (
+                not dataset or res.env.label_dataset() in dataset):
+            problems += _coverage(multiverse.project, res)
     if fmt is Format.text and not quieted(problems, fmt, quiet):  # --quiet: warnings too
         print(f"{env}: {len(dataset or res.env.datasets)} dataset(s) valid")
     finish(problems, fmt, quiet)
+
+
+def _coverage(project, res) -> list[Diagnostic]:
+    """`label.coverage` of the data as it is now (like validation, unpinned)."""
+    from buildenv.labels.coverage import coverage_problems
+
+    return coverage_problems(project, res)
 
 
 @app.command("audit")

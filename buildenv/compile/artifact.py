@@ -19,8 +19,8 @@ import yaml
 
 from buildenv.core.canonical import canonical_json
 
-__all__ = ["LINEAGE_FILE", "LINEAGE_VERSION", "SIGNATURE_FILE", "UNHASHED", "finalize_mlmodel",
-           "read_lineage", "tree_digest", "write_lineage"]
+__all__ = ["LINEAGE_FILE", "LINEAGE_VERSION", "SIGNATURE_FILE", "UNHASHED", "build_time_iso",
+           "card_serial", "finalize_mlmodel", "read_lineage", "tree_digest", "write_lineage"]
 
 LINEAGE_FILE = "buildenv.json"
 SIGNATURE_FILE = "buildenv.sig"  # optional Sigstore bundle over every other file
@@ -32,6 +32,17 @@ _NAMESPACE = uuid.UUID("6f1c1f55-63a4-4c5e-9b1b-2b7e3c0c9a10")
 def build_time() -> str:
     epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0)
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def build_time_iso() -> str:
+    """The build time (SOURCE_DATE_EPOCH) in ISO 8601, for documents that record one."""
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0)
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def card_serial(cache_key: str) -> str:
+    """A uuid derived from the inputs (the model card's serial number)."""
+    return str(uuid.uuid5(_NAMESPACE, "card:" + cache_key))
 
 
 def finalize_mlmodel(model_dir: Path, cache_key: str) -> None:

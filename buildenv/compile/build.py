@@ -23,6 +23,8 @@ from pathlib import Path
 from buildenv import __version__
 from buildenv.compile.artifact import (
     LINEAGE_FILE,
+    build_time_iso,
+    card_serial,
     finalize_mlmodel,
     read_lineage,
     write_lineage,
@@ -39,6 +41,7 @@ from buildenv.compile.cache import (
     save_to_cache,
     store,
 )
+from buildenv.compile.card import card_facts, write_card
 from buildenv.compile.check import check_training
 from buildenv.compile.integrity import sign_artifact
 from buildenv.compile.launch import run_training
@@ -46,7 +49,7 @@ from buildenv.compile.outputs import check_out_dir, pair_mutex, scratch
 from buildenv.compile.registry import ensure_registered
 from buildenv.compile.sandbox import check_available
 from buildenv.compile.sandbox_policy import sandbox_policy
-from buildenv.compile.verify import verify_model
+from buildenv.compile.verify import located, verify_model
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.canonical import digest_json
@@ -94,7 +97,8 @@ class BuildOutcome:
                 "first_error": first.to_text() if first else None,
                 "diagnostics": [d.to_json() for d in self.diagnostics],
                 "registered": self.registered, "seconds": round(self.seconds, 3),
-                "timings": self.timings}
+                "timings": self.timings,
+                "evaluation": (self.lineage or {}).get("evaluation")}
 
 
 def build_pair(project: Project, multiverse: Multiverse, training: str, env_name: str,
@@ -191,6 +195,10 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
     problems += validate_env(res, project, digests, manifests=lock.manifests())
     if res.env.labels and not any(p.is_error for p in problems):
         problems += check_labels(project, multiverse, res, lock, all_resolved)
+    coverage = None
+    if _covered(res) and not any(p.is_error for p in problems):
+        coverage, found = _coverage(project, res, digests, lock, label_pins)
+        problems += found
     outcome.diagnostics = problems
     if any(p.is_error for p in problems):
         return
@@ -200,10 +208,11 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         model_dir = tmp / "model"
         progress.phase("train")
         result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
-                              digests, label_pins, lock.manifests(), policy)
+                              digests, label_pins, lock.manifests(), _model_key(parts),
+                              policy)
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
-            found = [Diagnostic.from_json(d) for d in result.get("diagnostics", [])]
+            found = [located(res, d) for d in result.get("diagnostics", [])]
             outcome.diagnostics = problems + found
             # an OSError or MemoryError in training may not recur: not remembered
             remember_failure(project, hexkey, found, options.use_cache and not result.get(
@@ -224,7 +233,7 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         model_dir.rmdir()
         finalize_mlmodel(tmp, _model_key(parts))
         lineage = _lineage(training, env_name, config, res, lock, result, parts, files, key)
-        write_lineage(tmp, lineage)
+        _write_record(tmp, lineage, coverage, config, res, key)
         sign_artifact(project, tmp)  # buildenv.sig, when a signing key is configured
         outcome.lineage = read_lineage(tmp)
         if options.use_cache:
@@ -235,6 +244,37 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
 
 class _Abort(Exception):
     pass
+
+
+def _write_record(out: Path, lineage: dict, coverage: dict | None, config: TrainingConfig,
+                  res: Resolved, key: str) -> None:
+    """The model card, then the lineage (whose `model_digest` covers the card)."""
+    if coverage is not None:
+        lineage["coverage"] = coverage
+    write_card(out, card_facts(lineage, config, res), card_serial(key), build_time_iso())
+    write_lineage(out, lineage)
+
+
+def _covered(res: Resolved) -> bool:
+    return res.env.label is not None and res.env.label.coverage is not None
+
+
+def _coverage(project: Project, res: Resolved, digests: dict[str, str], lock,
+              label_pins: dict) -> tuple[dict | None, list[Diagnostic]]:
+    """`label.coverage` on the training and evaluation rows: (what the lineage records,
+    problems)."""
+    # label coverage reads the label column (pyarrow): only environments that declare it
+    from buildenv.data.gate.errors import GateError
+    from buildenv.labels.coverage import check, label_counts, summary
+    from buildenv.labels.labelset import LabelError
+
+    try:
+        counted, restricted = label_counts(project, res, digests, lock.manifests(), label_pins)
+    except GateError as exc:
+        return None, [exc.diagnostic]
+    except LabelError as exc:
+        return None, list(exc.diagnostics)
+    return summary(res.env, counted, restricted), check(res, counted, restricted)
 
 
 def _warm_registry() -> None:

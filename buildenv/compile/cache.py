@@ -61,7 +61,9 @@ def cache_key_parts(project: Project, training: str, config: TrainingConfig, res
                     label_pins: dict[str, dict] | None = None,
                     sandbox: dict | None = None) -> dict:
     files = code_files(project, config)
-    extra = {"labels": dict(sorted(label_pins.items()))} if label_pins else {}
+    extra: dict = {"labels": dict(sorted(label_pins.items()))} if label_pins else {}
+    if config.card_text():  # absent when unused, so older keys stay valid
+        extra["card"] = digest_json(config.card_text())
     if sandbox is not None:  # what the training may reach can change what it builds
         extra["sandbox"] = sandbox
     return {**extra,
@@ -96,6 +98,8 @@ def explain_rebuild(previous: dict | None, parts: dict) -> str:
         return ", ".join(f"label set '{n}' changed" for n in names)
     if old.get("environment_digest") != parts["environment_digest"]:
         return "environment changed"
+    if old.get("card") != parts.get("card"):
+        return "model card text changed"
     for key in ("seed", "threads", "buildenv", "python", "libraries"):
         if old.get(key) != parts[key]:
             return f"{key} changed"

@@ -36,7 +36,8 @@ from buildenv.core.project import Project
 # Deferred imports (mlflow): seconds of imports, which a build overlaps with its training
 # (`build._warm_registry`) and which commands that never reach the registry do not pay.
 
-__all__ = ["client", "ensure_registered", "register_artifact", "store_lock"]
+__all__ = ["client", "ensure_registered", "register_artifact", "slice_metrics",
+           "store_lock"]
 
 TAG_DIGEST = "buildenv.artifact_digest"
 TAG_ENV = "buildenv.environment"
@@ -180,6 +181,8 @@ def _register(project: Project, training: str, env: str, artifact: Path, lineage
     metrics = [Metric(k, float(v), 0, 0) for k, v in sorted(lineage.get("metrics", {}).items())]
     evaluated = ((lineage.get("evaluation") or {}).get("metrics") or {})
     metrics += [Metric(f"evaluation.{k}", float(v), 0, 0) for k, v in sorted(evaluated.items())]
+    metrics += [Metric(k, v, 0, 0) for k, v in dict(slice_metrics(
+        lineage.get("evaluation"))).items()]
     metrics += [Metric(timing_metric(k), float(v), 0, 0) for k, v in timings.items()
                 if k != "register"]
     c.log_batch(run_id, metrics=metrics, params=params,
@@ -191,6 +194,23 @@ def _register(project: Project, training: str, env: str, artifact: Path, lineage
     c.log_metric(run_id, timing_metric("register"), round(time.perf_counter() - started, 3), 0, 0)
     c.set_terminated(run_id)
     return {"version": version.version, "run_id": run_id, "created": True}
+
+
+def slice_metrics(evaluation: dict | None) -> list[tuple[str, float]]:
+    """`evaluation.<metric>.<slice>` (and `evaluation.rows.<slice>`) of every slice the
+    lineage shows, as released (withheld slices have no figures to log)."""
+    out: list[tuple[str, float]] = []
+    for family in (evaluation or {}).get("slices") or []:
+        for entry in family.get("slices") or []:
+            rows = entry.get("rows")
+            if isinstance(rows, dict):  # a differentially private release
+                rows = rows.get("value")
+            if rows is not None:
+                out.append((f"evaluation.rows.{entry['key']}", float(rows)))
+            for metric, figure in sorted((entry.get("metrics") or {}).items()):
+                if figure.get("value") is not None:
+                    out.append((f"evaluation.{metric}.{entry['key']}", float(figure["value"])))
+    return out
 
 
 def _marker(project: Project, training: str, env: str, digest: str | None) -> Path:

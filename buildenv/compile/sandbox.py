@@ -22,6 +22,7 @@ from typing import Any
 from buildenv.compile import bwrap
 from buildenv.compile.isolation import Support, detect
 from buildenv.compile.sandbox_policy import SandboxPolicy, sandbox_policy
+from buildenv.compile.sandbox_services import privacy_services
 from buildenv.compile.sandbox_view import View, filesystem_view, is_under
 from buildenv.core import process_tree
 from buildenv.core.confine import Confinement
@@ -67,7 +68,7 @@ class Sandbox:
 
     def __init__(self, project: Project, config: TrainingConfig, res: Resolved,
                  policy: SandboxPolicy, out_dir: Path, work: Path,
-                 manifests: dict[str, Manifest], python: str):
+                 manifests: dict[str, Manifest], python: str, release_key: str | None = None):
         self.policy = policy
         self.support = detect() if policy.mode != "off" else None  # "off" probes nothing
         self.mechanism = self.support.mechanism if self.support else "none"
@@ -88,7 +89,8 @@ class Sandbox:
         if policy.network:  # a resolver's configuration may live outside /etc (systemd)
             readable += (os.path.dirname(os.path.realpath("/etc/resolv.conf")),)
         view = filesystem_view(project, res.env, config, python, readable, (work, out_dir))
-        self._broker = Broker(project, res.env, pinned_locations(project, res.env, manifests))
+        self._broker = Broker(project, res.env, pinned_locations(project, res.env, manifests),
+                              privacy_services(project, res.env, release_key))
         loopback = self.mechanism.startswith("bwrap") and not policy.network
         self.request = {"confinement": self._confinement(view, work, out_dir).to_json(),
                         "hidden": list(view.data()), "private": list(view.private),
@@ -108,12 +110,14 @@ class Sandbox:
     @classmethod
     def prepare(cls, project: Project, config: TrainingConfig, res: Resolved,
                 policy: SandboxPolicy | None, out_dir: Path, work: Path,
-                manifests: dict[str, Manifest], python: str) -> Sandbox:
-        """The sandbox of a run; `policy` None: the training's configured one."""
+                manifests: dict[str, Manifest], python: str,
+                release_key: str | None = None) -> Sandbox:
+        """The sandbox of a run; `policy` None: the training's configured one. `release_key`
+        names what a private release of its evaluation figures is remembered under."""
         if policy is None:
             name = next(n for n, c in project.trainings.items() if c is config)
             policy = sandbox_policy(project, name, config, res)
-        return cls(project, config, res, policy, out_dir, work, manifests, python)
+        return cls(project, config, res, policy, out_dir, work, manifests, python, release_key)
 
     def finish(self, result: dict) -> dict:
         """The runner's result, with what applied (`isolation`) and, the first time a

@@ -18,7 +18,7 @@ from buildenv.core.diagnostics import Diagnostic, Severity
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import op_allowed
 
-__all__ = ["verify_model"]
+__all__ = ["located", "verify_model"]
 
 
 def _serving_envs(all_resolved: dict[str, Resolved], column: str) -> list[str]:
@@ -88,7 +88,7 @@ def verify_model(res: Resolved, result: dict, all_resolved: dict[str, Resolved],
                        "use an allowed class, or add it to serving.ops if production runs it")))
         problems.extend(_requirements(res, result.get("libraries", {})))
     for item in result.get("diagnostics", []):
-        d = Diagnostic.from_json(item)
+        d = located(res, item)
         if d.path is None:
             pos = res.where("serving")
             d = Diagnostic(d.code, d.message, pos.path if pos else None,
@@ -96,6 +96,17 @@ def verify_model(res: Resolved, result: dict, all_resolved: dict[str, Resolved],
                            d.hints)
         problems.append(d)
     return problems
+
+
+def located(res: Resolved, found: dict) -> Diagnostic:
+    """A diagnostic of the training process; one about a key of the environment (it names
+    the key's path, `yaml_path`) is placed at that key's line."""
+    plain = Diagnostic.from_json(found)
+    path = found.get("yaml_path")
+    if not path or plain.path:
+        return plain
+    return res.diag(plain.code, plain.message, *path, hints=plain.hints,
+                    severity=plain.severity)
 
 
 def _requirements(res: Resolved, libraries: dict[str, str]) -> list[Diagnostic]:

@@ -4,7 +4,7 @@ Codes never change meaning once released; a test fails when the source uses a
 code that has no entry here. Ranges: BE0xx environment and project files,
 BE05x locks, BE1xx static checks of training code, BE2xx data validation,
 BE3xx training, BE4xx verification against the serving stack, BE6xx drift,
-BE7xx promotion, BE75x images, BE80x the audit log, BE81x-BE84x private statistics,
+BE5xx evaluation slices, label coverage and model cards, BE7xx promotion, BE75x images, BE80x the audit log, BE81x-BE84x private statistics,
 synthetic data and peek, BE85x-BE87x label sets (their locks: BE057-BE059), BE88x executors;
 BE06x partitioned datasets.
 """
@@ -294,6 +294,59 @@ CODES: dict[str, Code] = {
                   "environment's evaluation rows: a model input is not among the served columns "
                   "of those rows (declare `evaluation.join` for columns of other datasets), or "
                   "the model failed on them."),
+    # --- evaluation: slices, label coverage, model cards --------------------------------
+    "BE501": Code("unknown slice column", "A slice (`evaluation.slices`: `by`, or a column of "
+                  "`where`) names a column the evaluation rows do not carry. Slices may use any "
+                  "declared column of the rows' dataset or of a dataset joined to it "
+                  "(`evaluation.join`, or the datasets sharing a column name with it), served or "
+                  "not. The hint names the dataset that declares it, or the closest name."),
+    "BE502": Code("bad slice bins", "`bins` are the edges of numeric bins: at least two, "
+                  "strictly increasing (no edge twice), on a numeric `by` column. "
+                  "`[0, 500, 1500]` makes [0, 500) and [500, 1500]; `.inf` leaves an end open."),
+    "BE503": Code("bad slice", "A slice takes `by` (a column, optionally `bins`) or `where` (a "
+                  "predicate in the `ctx.read` filter syntax) with a `name`; a float column "
+                  "needs `bins`; a slice is declared once; `promotion.slices` needs slices. "
+                  "Under `privacy.release: dp`, a slice of restricted rows needs public keys: "
+                  "a declared `domain`, a bool column, or `bins`."),
+    "BE504": Code("empty slice", "A declared bin or `where` slice holds none of the "
+                  "evaluation rows, which usually means a typo in the edges or the predicate "
+                  "(units, a value outside the data). Fix the declaration; on restricted rows "
+                  "an empty slice is withheld like any small one instead."),
+    "BE506": Code("bad coverage rule", "`label.coverage` counts rows per class: the label needs "
+                  "classes (`label.classes`, a bool column, or a label set's taxonomy), a rule "
+                  "under `classes` must name one of them, and `per_slice` needs "
+                  "`evaluation.slices`."),
+    "BE507": Code("class below coverage", "A class has fewer rows (`min_count`) or a smaller "
+                  "share (`min_fraction`) than `label.coverage` asks, in the training rows, the "
+                  "evaluation rows, or an evaluation slice (`per_slice`). Label more examples of "
+                  "it, hold out more rows, or lower the rule; `severity: warning` reports "
+                  "without failing. Counts of restricted rows are withheld below "
+                  "`min_group_size` (always under `privacy.release: dp`)."),
+    "BE508": Code("class share moved", "Between the locked data and new data a class's share "
+                  "of the rows moved by more than `label.coverage.max_share_change`. The message "
+                  "names the class, both shares and the most frequent class before and after. If "
+                  "the new distribution is expected, relock; otherwise find out why the labels "
+                  "changed before training on them."),
+    "BE510": Code("gate failed: slice regression", "On an evaluation slice the candidate is worse "
+                  "than the champion by more than `promotion.slices.max_regression`, with the "
+                  "declared confidence (paired bootstrap on the same rows, Holm-corrected "
+                  "across slices; docs/evaluation.md). The message names the slice, both values "
+                  "and the interval of the difference. The champion stays."),
+    "BE511": Code("gate failed: slice gap", "The candidate's gate metric differs between its "
+                  "best and worst slice (slices with at least `min_rows` rows) by more than "
+                  "`promotion.slices.max_gap`. The champion stays."),
+    "BE512": Code("champion scored on slices now", "The champion was built before the "
+                  "environment declared slices, so its lineage has no slice figures; promotion "
+                  "scored it on every slice now, on the same rows as the candidate. A note: "
+                  "nothing to do."),
+    "BE515": Code("no model card", "`buildenv card` prints the card of dist/<training>/<env>/ "
+                  "(every build writes one) or, with `--champion`, of the registered champion; "
+                  "there is none. Build (and promote) first."),
+    "BE516": Code("slice figures not released", "The evaluation rows are restricted and "
+                  "`privacy.release` is dp, but the budget left cannot pay "
+                  "`privacy.release_epsilon` (or OpenDP is not installed): the artifact's slice "
+                  "figures are withheld. Gates still decide on exact figures; raise the budget, "
+                  "lower release_epsilon, or install `buildenv[privacy]`."),
     # --- drift ---------------------------------------------------------------------------
     "BE601": Code("categorical drift", "The value frequencies of a categorical (string or bool) "
                   "column moved more than a threshold: `linf`, the largest change of any value's "

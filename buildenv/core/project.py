@@ -73,6 +73,23 @@ class TrainingConfig(BaseModel):
     sandbox: Annotated[TrainingSandbox, BeforeValidator(_sandbox_table)] = TrainingSandbox()
     """How the training process is isolated (docs/sandbox.md)."""
 
+    description: str | None = None
+    """What the model does, for its model card."""
+    intended_use: str | None = None
+    """What the model is for (and what it is not for), for its model card."""
+    limitations: str | None = None
+    """Known limitations, for its model card."""
+    owners: list[str] = []
+    """Who answers for the model, for its model card."""
+
+    def card_text(self) -> dict[str, object]:
+        """The free text of the model card (part of the cache key: the card is in the
+        artifact)."""
+        return {k: v for k, v in (("description", self.description),
+                                  ("intended_use", self.intended_use),
+                                  ("limitations", self.limitations),
+                                  ("owners", list(self.owners))) if v}
+
     @property
     def native_threads(self) -> int:
         """`threads`, or the cores this process may run on."""

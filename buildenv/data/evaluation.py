@@ -41,6 +41,7 @@ __all__ = ["KEY_HASH", "EvaluationRows", "evaluation_rows", "holdout_mask", "joi
            "key_columns", "key_hash", "labeled_rows", "rows_dataset"]
 
 KEY_HASH = "buildenv-key-hash-v1"
+_ROW = "__buildenv_row__"
 _G = np.uint64(0x9E3779B97F4A7C15)
 _NULL = np.uint64(0x6E756C6C6E756C6C)
 
@@ -142,6 +143,7 @@ class EvaluationRows:
     rows: int
     method: dict[str, Any]  # how they were chosen: for lineage and messages
     digests: dict[str, str]  # dataset -> digest of the bytes read
+    attributes: pa.Table | None = None  # the columns asked for (slices), as stored, row-aligned
 
     def describe(self) -> str:
         if self.method["method"] == "dataset":
@@ -154,11 +156,13 @@ def _served(env: Environment, dataset: str) -> list[str]:
     return [n for n, c in env.datasets[dataset].columns.items() if c.serving]
 
 
-def evaluation_rows(gate: Gate, env: Environment, labels: pa.Table | None = None
-                    ) -> EvaluationRows:
+def evaluation_rows(gate: Gate, env: Environment, labels: pa.Table | None = None,
+                    attributes: tuple[str, ...] = ()) -> EvaluationRows:
     """Read (and verify) the evaluation rows through `gate`; GateError on bad bytes. When the
     label comes from a label set, `labels` holds its resolved labels (columns `key`, `label`):
-    the rows are the held-out rows of its dataset that have a usable label."""
+    the rows are the held-out rows of its dataset that have a usable label. `attributes` are
+    columns (served or not) of the rows' dataset or of a joined one, returned as stored and
+    aligned with the rows, for slicing."""
     assert env.label is not None, "evaluation needs a label"
     source = rows_dataset(env)
     assert source is not None
@@ -168,8 +172,9 @@ def evaluation_rows(gate: Gate, env: Environment, labels: pa.Table | None = None
     label = label_set.key if label_set is not None else env.label.column
     assert label is not None  # the column form names its column
     joins, inferred = join_plan(env)
+    own = [a for a in attributes if a in env.datasets[source].columns]
     wanted = list(dict.fromkeys(_served(env, source) + [label] + keys
-                                + [k for ks in joins.values() for k in ks]))
+                                + [k for ks in joins.values() for k in ks] + own))
     digests: dict[str, str] = {}
     with gate.open(source) as read:
         table = read.table([c for c in wanted if c in env.datasets[source].columns])
@@ -199,12 +204,16 @@ def evaluation_rows(gate: Gate, env: Environment, labels: pa.Table | None = None
         labels_out = table.column(label).to_numpy(zero_copy_only=False)
         exclude = {label}
     frame = _as_served(table, env, source, exclude=exclude)
+    kept = {a: table.column(a) for a in own}
     for other, on in joins.items():
+        theirs = [a for a in attributes if a not in kept
+                  and a in env.datasets[other].columns and a not in on]
         with gate.open(other) as read:
-            extra = read.table(list(dict.fromkeys(on + _served(env, other))))
+            extra = read.table(list(dict.fromkeys(on + _served(env, other) + theirs)))
             assert read.digest is not None  # set once the bytes read were verified
             digests[other] = read.digest
-        right = _as_served(extra, env, other, exclude=set())
+        right = _as_served(extra.drop_columns([a for a in theirs if a not in _served(
+            env, other)]), env, other, exclude=set())
         duplicated = int(right.duplicated(subset=on).sum())
         if duplicated and inferred:  # shared names that are not a key: not a lookup table
             method.setdefault("not_joined", []).append(other)
@@ -214,7 +223,16 @@ def evaluation_rows(gate: Gate, env: Environment, labels: pa.Table | None = None
                 "BE020", f"evaluation.join.{other}: {duplicated:,} rows of '{other}' repeat a "
                 f"key ({', '.join(on)}): the key must be unique to join evaluation rows", other))
         new = [c for c in right.columns if c not in frame.columns]
+        if theirs:  # which row of `other` each evaluation row joined (-1: none)
+            right = right.assign(**{_ROW: np.arange(len(right))})
+            new.append(_ROW)
         frame = frame.merge(right[on + new], on=on, how="left", sort=False)
+        if theirs:
+            at = frame.pop(_ROW).to_numpy(dtype=np.float64, na_value=-1).astype(np.int64)
+            found = pa.array(np.where(at < 0, 0, at), mask=at < 0) if len(at) else \
+                pa.array([], pa.int64())
+            for a in theirs:
+                kept[a] = extra.column(a).take(found)
     served = [c for c in frame.columns if c not in exclude and any(
         c in ds.columns and ds.columns[c].serving for ds in env.datasets.values())]
     frame = frame[served]
@@ -222,7 +240,10 @@ def evaluation_rows(gate: Gate, env: Environment, labels: pa.Table | None = None
                       if k not in method.get("not_joined", [])}
     if inferred:
         method["join_inferred"] = True
-    return EvaluationRows(frame.reset_index(drop=True), labels_out, len(frame), method, digests)
+    found_attributes = pa.table({a: kept[a] for a in attributes if a in kept}) \
+        if attributes else None
+    return EvaluationRows(frame.reset_index(drop=True), labels_out, len(frame), method, digests,
+                          found_attributes)
 
 
 def join_plan(env: Environment) -> tuple[dict[str, list[str]], bool]:

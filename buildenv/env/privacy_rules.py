@@ -78,6 +78,16 @@ def privacy_problems(child: Resolved, parent: Resolved) -> list[Diagnostic]:
             "BE019", f"privacy.sandbox: trainings on {parent.name}'s restricted data must run "
             "sandboxed; a child may not make the sandbox optional", "privacy", "sandbox",
             hints=("remove `sandbox: optional`",)))
+    if inherited.release == "dp" and own.release != "dp":
+        problems.append(child.diag(
+            "BE019", f"privacy.release: {parent.name} releases evaluation figures of restricted "
+            "rows with differential privacy; a child may not show them exactly", "privacy",
+            "release", hints=("keep `release: dp`",)))
+    if own.release_epsilon > inherited.release_epsilon:
+        problems.append(child.diag(
+            "BE019", f"privacy.release_epsilon {own.release_epsilon:g} is more than "
+            f"{inherited.release_epsilon:g} in {parent.name}: it may be lowered, not raised",
+            "privacy", "release_epsilon", hints=(f"use {inherited.release_epsilon:g} or less",)))
     for name, unit in inherited.units.items():
         mine_unit = own.units.get(name)
         if name in child.env.datasets and (mine_unit is None or mine_unit.key != unit.key):

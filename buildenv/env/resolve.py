@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean, sort_diagnostics
 from buildenv.core.project import Project
+from buildenv.env.evaluation_rules import evaluation_problems
 from buildenv.env.loader import KeyPath, Located, Position, load_yaml
 from buildenv.env.privacy_rules import privacy_problems
 from buildenv.env.references import semantic_problems
@@ -178,6 +179,9 @@ class Multiverse:
             raise DiagnosticError(problems, 2)
         assert env is not None
         resolved = Resolved(env=env, chain=chain, raw=merged, origin=origin)
+        evaluation = evaluation_problems(resolved)
+        if evaluation:
+            raise DiagnosticError(problems + evaluation, 2)
         if env.extends is not None:
             loosened = privacy_problems(resolved, self.resolve(env.extends))
             if loosened:

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
@@ -32,15 +31,26 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from buildenv.env.evaluation_spec import (
+    Coverage,
+    CoverageRule,
+    Evaluation,
+    Promotion,
+    Slice,
+    SliceGates,
+    class_key,
+)
+from buildenv.env.spec_base import Scalar, Strict
 from buildenv.env.uris import names_directory
 
 # Deferred imports (pyarrow): only an environment that declares a `pattern` needs RE2 to check it;
 # `show`, `diff` and `schema` stay light.
 
-__all__ = ["CURRENT_SCHEMA", "Column", "Dataset", "Dtype", "Environment", "Label", "LabelSet",
-           "Monitoring", "OnnxServing", "PeekPolicy", "Privacy", "PrivacyUnit", "Promotion",
-           "Reuse", "SklearnServing", "Synthetic", "SyntheticSource", "Taxonomy", "json_schema",
-           "op_allowed"]
+__all__ = ["CURRENT_SCHEMA", "Column", "Coverage", "CoverageRule", "Dataset", "Dtype",
+           "Environment", "Evaluation", "Label", "LabelSet", "Monitoring", "OnnxServing", "PeekPolicy",
+           "Privacy", "PrivacyUnit", "Promotion", "Reuse", "Slice", "SliceGates",
+           "SklearnServing", "Synthetic", "SyntheticSource", "Taxonomy", "class_key",
+           "json_schema", "op_allowed"]
 
 CURRENT_SCHEMA = 1
 #: dict -> dict upgrades from an older schema version to the next one.
@@ -52,13 +62,6 @@ Dtype = Literal[
 INTEGER_DTYPES = ("int8", "int16", "int32", "int64")
 NUMERIC_DTYPES = INTEGER_DTYPES + ("float32", "float64")
 TEMPORAL_DTYPES = ("date", "timestamp")
-Scalar = Union[bool, int, float, str]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-
 class Column(Strict):
     """One column of a dataset: its type, allowed values, and whether serving has it."""
 
@@ -128,6 +131,25 @@ COLUMN_PROBLEM_KEYS = {"bad_range": "range", "bad_domain": "domain", "bad_patter
 #: and hash as before.
 ADDED_COLUMN_KEYS: dict[str, Any] = {"max_violation_fraction": None, "unique": False,
                                      "pattern": None, "length": None, "monitor": True}
+
+
+#: Section keys added to schema 1 after its first release (evaluation slices and intervals, the
+#: release of restricted figures): omitted at their default by `show` and `diff`, as above.
+ADDED_SECTION_KEYS: dict[str, dict[str, Any]] = {
+    "evaluation": {"slices": [], "confidence": 0.95, "resamples": 1000, "seed": 0},
+    "privacy": {"release": "exact", "release_epsilon": 1.0},
+}
+
+
+def omit_added_section_defaults(document: dict[str, Any]) -> dict[str, Any]:
+    """A dumped environment without the keys of `ADDED_SECTION_KEYS` that hold their default."""
+    for section, keys in ADDED_SECTION_KEYS.items():
+        found = document.get(section)
+        if isinstance(found, dict):
+            for key, default in keys.items():
+                if key in found and found[key] == default and type(found[key]) is type(default):
+                    del found[key]
+    return document
 
 
 def omit_added_defaults(column: dict[str, Any]) -> dict[str, Any]:
@@ -312,6 +334,9 @@ class Label(Strict):
     """A label set declared under `labels:` that the label comes from instead of a column:
     `ctx.read` of its dataset returns only rows with a usable label, `ctx.labels()` the aligned
     labels."""
+    coverage: Coverage | None = None
+    """Rows every class needs in the training and evaluation rows, and how far a class's share
+    may move before drift alerts (absent: not checked)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> Label:
@@ -536,71 +561,20 @@ class Privacy(Strict):
     """Whether trainings built against restricted datasets must run sandboxed (`required`:
     whatever `[tool.buildenv] sandbox` says, a machine without isolation fails the build), or
     follow the project's sandbox policy (`optional`). No effect without restricted datasets."""
+    release: Literal["exact", "dp"] = "exact"
+    """How evaluation figures of restricted rows (slices, their counts, metrics and intervals)
+    are shown: `exact`, withholding every slice with fewer than `min_group_size` rows; or `dp`,
+    released with differential privacy through OpenDP, spending `release_epsilon` from the
+    budget once per artifact. Gates always decide on exact figures inside the process."""
+    release_epsilon: Annotated[float, Field(gt=0)] = 1.0
+    """With `release: dp`: the privacy loss one artifact's released evaluation figures spend
+    from the budget of each restricted dataset the evaluation rows read."""
 
     def budget(self, dataset: str) -> float:
         """The epsilon `dataset` may spend in total (0 when none is declared)."""
         if isinstance(self.epsilon_budget, dict):
             return float(self.epsilon_budget.get(dataset, 0.0))
         return float(self.epsilon_budget or 0.0)
-
-
-class Evaluation(Strict):
-    """The rows every model of this environment is scored on, chosen by the environment (not by
-    the training): a fraction of the label dataset held out by a hash of a key, or a separately
-    pinned dataset. `ctx.read` never returns them to the training."""
-
-    holdout: Annotated[float, Field(gt=0, lt=1)] | None = None
-    """Fraction of the label dataset's rows held out for evaluation (default 0.2), chosen by a
-    stable hash of `key`: the same key is held out in every version of the data."""
-    key: list[str] | None = None
-    """Columns of the label dataset whose values decide whether a row is held out: a stable id
-    (e.g. `[user_id, movie_id]`). Default: every declared column but the label."""
-    dataset: str | None = None
-    """A separately pinned dataset of evaluation rows (declared under `datasets`, holding the
-    label column), instead of a held-out fraction. Training code cannot read it."""
-    join: dict[str, list[str]] = {}
-    """How an evaluation row gets the served columns of other datasets: dataset -> the key
-    column(s) it shares with the label dataset (unique in that dataset), e.g.
-    `{movies: [movie_id], users: [user_id]}`. Default: each dataset that shares column names
-    with the label dataset is joined on them where they are unique in it."""
-
-    @field_validator("key", mode="before")
-    @classmethod
-    def _one_key(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-    @field_validator("join", mode="before")
-    @classmethod
-    def _one_join_key(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
-        return value
-
-    @model_validator(mode="after")
-    def _one_method(self) -> Evaluation:
-        if self.dataset is not None and (self.holdout is not None or self.key is not None):
-            raise PydanticCustomError("evaluation", "evaluation takes either `dataset` or "
-                                      "`holdout`/`key`, not both", {})
-        return self
-
-    @property
-    def fraction(self) -> float:
-        return self.holdout if self.holdout is not None else 0.2
-
-
-class Promotion(Strict):
-    """Gates a candidate must pass before it becomes `<env>-champion`."""
-
-    metric: str
-    """Metric logged by the training (`ctx.log_metric`) or computed on the holdout."""
-    direction: Literal["maximize", "minimize"] = "maximize"
-    """Whether larger is better."""
-    min_value: float | None = None
-    """Absolute bound the metric must reach (a minimum, or a maximum when minimizing)."""
-    max_regression: Annotated[float, Field(ge=0)] | None = None
-    """How much worse than the current champion the candidate may be, on the same holdout."""
-    required_checks: list[Literal["validate", "drift", "verify"]] = ["validate", "verify"]
-    """Checks that must have passed for this build."""
 
 
 class Environment(Strict):

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from buildenv.core.diagnostics import Diagnostic, did_you_mean
+from buildenv.env.evaluation_spec import SLICE_PROBLEM_KEYS
 from buildenv.env.loader import KeyPath, Position
 from buildenv.env.spec import (
     COLUMN_PROBLEM_KEYS,
@@ -22,7 +23,9 @@ __all__ = ["position", "pydantic_problems"]
 _TYPE_CODES = {"extra_forbidden": "BE003", "missing": "BE005", "bad_range": "BE011",
                "bad_domain": "BE012", "evaluation": "BE020", "bad_pattern": "BE035",
                "bad_length": "BE036", "bad_tolerance": "BE037", "bad_unique": "BE038",
-               "label_source": "BE850"}
+               "label_source": "BE850", "bad_bins": "BE502", "bad_slice": "BE503"}
+#: A cross-field problem (its error type) -> the key it is about, to point at when written.
+_PROBLEM_KEYS = {**COLUMN_PROBLEM_KEYS, **SLICE_PROBLEM_KEYS}
 
 
 def _clean_loc(loc: tuple[int | str, ...], merged: dict[str, Any]) -> KeyPath:
@@ -77,8 +80,8 @@ def pydantic_problems(exc: ValidationError, merged: dict[str, Any],
         else:
             where = loc
             message = f"{dotted}: {err['msg']}"
-            # a column's cross-field check: point at the key it is about, when written
-            field_key = COLUMN_PROBLEM_KEYS.get(kind)
+            # a cross-field check (a column's, a slice's): point at the key it is about
+            field_key = _PROBLEM_KEYS.get(kind)
             if field_key and loc + (field_key,) in origin:
                 where = loc + (field_key,)
         pos = position(where, origin)

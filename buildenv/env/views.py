@@ -9,7 +9,7 @@ import yaml
 
 from buildenv.env.loader import KeyPath
 from buildenv.env.resolve import Resolved
-from buildenv.env.spec import omit_added_defaults
+from buildenv.env.spec import omit_added_defaults, omit_added_section_defaults
 
 __all__ = ["diff_environments", "explained_yaml", "resolved_document"]
 
@@ -21,6 +21,7 @@ def resolved_document(res: Resolved) -> dict[str, Any]:
     for ds in data["datasets"].values():
         for col in ds["columns"].values():
             omit_added_defaults(col)
+    omit_added_section_defaults(data)
     if not data.get("labels"):  # shown like datasets, when there are any
         data.pop("labels", None)
     return data

@@ -39,7 +39,15 @@ from buildenv.data.lock.lockfile import lock_path, read_lock
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.spec import Column
 from buildenv.env.uris import names_directory, uri_problem
-from buildenv.monitor.alerts import Alert, ColumnView, alerts_for, compare, thresholds_for
+from buildenv.monitor.alerts import (
+    Alert,
+    ColumnView,
+    alerts_for,
+    compare,
+    decode,
+    thresholds_for,
+)
+from buildenv.monitor.label_shares import share_alerts
 from buildenv.monitor.public_view import public_column
 from buildenv.monitor.statistics import (
     BATCH_ROWS,
@@ -288,6 +296,12 @@ def analyse(project: Project, multiverse: Multiverse, res: Resolved, dataset: st
                 used = "; ".join(u.describe() for u in uses)
                 alert.hints = ((f"used by {used}",) if uses else ()) + alert.hints
             alerts.append(alert)
+    label = res.env.label
+    if label is not None and label.dataset == dataset and label.column in columns \
+            and base[label.column]["kind"] == "categorical":
+        alerts += share_alerts(res, f"{dataset}.{label.column}",
+                               decode(base[label.column]["counts"]),
+                               decode(cand[label.column]["counts"]), restricted, accept)
     alerts.sort(key=lambda a: (a.suppressed is not None,
                                -(a.importance if a.importance is not None else min_importance),
                                -a.ratio, a.column, a.statistic))

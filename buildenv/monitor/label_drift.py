@@ -25,6 +25,7 @@ from buildenv.labels.labelset import LabelError, LabelSets
 from buildenv.labels.resolve import Resolution
 from buildenv.monitor.alerts import ColumnView, alerts_for, compare, thresholds_for
 from buildenv.monitor.drift import STATS_VERSION, DriftResult
+from buildenv.monitor.label_shares import share_alerts
 from buildenv.monitor.public_view import public_column
 from buildenv.monitor.statistics import Source
 
@@ -93,6 +94,9 @@ def run_label_drift(project: Project, env: str, labels: str, *,
     for alert in alerts:
         if alert.threshold_key is None:  # a built-in default: point at the label set
             alert.where = res.diag(alert.code, "", *where)
+    if res.env.label is not None and res.env.label.labels == labels:
+        alerts += share_alerts(res, f"label set '{labels}'", base_res.per_class(),
+                               cand_res.per_class(), restricted, accept)
     problems: list[Diagnostic] = []
     thresholds = thresholds_for(res, ds, name, "categorical")
     public = {name: public_column(view, thresholds, res, [])}

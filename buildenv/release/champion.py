@@ -29,6 +29,7 @@ from buildenv.release.gates import (
     champion_version,
     registry_error,
 )
+from buildenv.release.promotion_card import record_promotion
 
 # Deferred imports (mlflow): seconds of imports, paid only by what talks to the registry.
 
@@ -105,8 +106,15 @@ def promote(project: Project, ev: Evaluation) -> int | None:
              "metric": ev.metric, "value": _finite(ev.candidate.value),
              "previous_value": _finite(ev.champion.value) if ev.champion else None,
              "source": ev.source, "at": _now(), "by": actor()}
-    return _move_alias(project, ev.training, ev.env, ev.candidate.version, entry,
-                       ev.champion.version if ev.champion else None)
+    seq = _move_alias(project, ev.training, ev.env, ev.candidate.version, entry,
+                      ev.champion.version if ev.champion else None)
+    if seq is not None:
+        try:
+            record_promotion(project, ev, str(entry["at"]))
+        except Exception as exc:
+            raise registry_error(project, exc, "recording the promotion on the model card"
+                                 ) from None
+    return seq
 
 
 def _finite(value: float | None) -> float | None:

@@ -24,7 +24,8 @@ from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Promotion
-from buildenv.training.scoring import METRIC_ALIASES, ScoringError, score
+from buildenv.release.slice_gates import SliceVerdict, render_rows, verdict_gates
+from buildenv.training.scoring import METRIC_ALIASES, ScoringError, metrics, predict
 
 # Deferred imports (mlflow, buildenv): mlflow is seconds of imports, paid only by what talks to the
 # registry; the rooms that read evaluation rows (pyarrow, numpy) only by promotion: `buildenv
@@ -68,6 +69,7 @@ class Evaluation:
     rows_text: str | None = None  # which rows, for people
     gates: list[Gate] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    slices: SliceVerdict | None = None  # per slice, when the environment declares slices
 
     @property
     def metric(self) -> str:
@@ -99,6 +101,9 @@ class Evaluation:
             rows.append(("champion", "-", "(none yet)"))
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        if self.slices is not None and self.slices.rows:
+            lines += ["", *render_rows(self.slices, p.metric, self.champion is not None
+                                       and self.champion.value is not None)]
         if self.gates:
             lines.append("")
             gw = max(len(f"{g.name} {g.limit}") for g in self.gates)
@@ -116,6 +121,7 @@ class Evaluation:
                 "rows": self.rows, "candidate": scored(self.candidate),
                 "champion": scored(self.champion), "passed": self.passed,
                 "gates": [g.__dict__ for g in self.gates],
+                "slices": [r.to_json() for r in self.slices.rows] if self.slices else None,
                 "diagnostics": [d.to_json() for d in self.diagnostics]}
 
 
@@ -165,9 +171,9 @@ def candidate_version(project: Project, c: Any, training: str, env: str,
 
 
 def _load_model(c: Any, project: Project, training: str, version: str, scratch: Path
-                ) -> tuple[Any, list[str] | None]:
-    """The registered model and the input columns its lineage records; the model is
-    unpickled only after its files matched the version's recorded digest."""
+                ) -> tuple[Any, dict]:
+    """The registered model and its lineage; the model is unpickled only after its files
+    matched the version's recorded digest."""
     import mlflow.artifacts
 
     from buildenv.compile.integrity import load_verified_model
@@ -179,7 +185,7 @@ def _load_model(c: Any, project: Project, training: str, version: str, scratch: 
     lineage = read_lineage(Path(local)) or {}
     model = load_verified_model(project, Path(local), expected,
                                 f"model '{training}' v{version} in the registry")
-    return model, lineage.get("inputs")
+    return model, lineage
 
 
 def _logged(c: Any, run_id: str | None, metric: str) -> float | None:
@@ -243,6 +249,7 @@ def _score_on_evaluation_rows(ev: Evaluation, c: Any, project: Project, res: Res
     from buildenv.data.gate.gate import Gate as DataGate
     from buildenv.data.lock.staleness import check_lock
     from buildenv.env.resolve import Multiverse
+    from buildenv.training.slice_run import slice_attributes
 
     lock, problems = check_lock(Multiverse(project), res)
     if lock is None:
@@ -260,25 +267,26 @@ def _score_on_evaluation_rows(ev: Evaluation, c: Any, project: Project, res: Res
         except LabelError as exc:
             raise DiagnosticError(exc.diagnostics, 1) from None
     try:
-        rows = evaluation_rows(gate, res.env, labels)
+        rows = evaluation_rows(gate, res.env, labels, attributes=slice_attributes(res.env))
     except GateError as exc:
         raise DiagnosticError([exc.diagnostic], 1) from None
     ev.rows, ev.rows_text = rows.rows, rows.describe()
     restricted = any(res.env.restricted(d) for d in rows.digests)
+    scored: list[Any] = []
     with tempfile.TemporaryDirectory(prefix="buildenv-promote-") as scratch:
         for s in (ev.candidate, ev.champion):
             if s is None:
                 continue
             try:
-                model, inputs = _load_model(c, project, training, s.version, Path(scratch))
+                model, lineage = _load_model(c, project, training, s.version, Path(scratch))
             except DiagnosticError:
                 raise
             except Exception as exc:
                 raise registry_error(project, exc, "loading the models") from None
             try:
-                metrics = score(model, rows.frame, rows.labels,
-                                SimpleNamespace(classes=res.env.label_classes()), inputs,
-                                restricted)
+                outputs = predict(model, rows.frame, rows.labels,
+                                  SimpleNamespace(classes=res.env.label_classes()),
+                                  lineage.get("inputs"), restricted)
             except ScoringError as exc:
                 severity = Severity.ERROR if s.role == "candidate" else Severity.WARNING
                 ev.diagnostics.append(Diagnostic(
@@ -289,11 +297,46 @@ def _score_on_evaluation_rows(ev: Evaluation, c: Any, project: Project, res: Res
                         "it cannot serve this environment either: the regression gate is "
                         "skipped",)))
                 continue
-            s.value = metrics.get(kind)
+            found = metrics(outputs)
+            s.value = found.get(kind)
             if s.value is None:
                 ev.diagnostics.append(Diagnostic(
                     "BE709", f"'{ev.metric}' ({kind}) is undefined for {s.role} v{s.version} on "
-                    f"{rows.describe()} (computed: {', '.join(sorted(metrics)) or 'nothing'})"))
+                    f"{rows.describe()} (computed: {', '.join(sorted(found)) or 'nothing'})"))
+            scored.append((s, outputs, lineage))
+    if res.env.evaluation.slices and scored and scored[0][0].role == "candidate":
+        _compare_slices(ev, res, rows, scored, kind, restricted)
+
+
+def _compare_slices(ev: Evaluation, res: Resolved, rows: Any, scored: list, kind: str,
+                    restricted: bool) -> None:
+    """Candidate and champion on every slice, on the same rows and bootstrap weights."""
+    from buildenv.release.slice_gates import judge_slices
+    from buildenv.training.scoring import labelled
+    from buildenv.training.slice_scores import score_slices
+    from buildenv.training.slicing import MissingColumn
+
+    env = res.env
+    paired = len(scored) == 2 and not ev.already_champion
+    if paired and not ((scored[1][2].get("evaluation") or {}).get("slices")):
+        ev.diagnostics.append(res.diag(
+            "BE512", f"champion {ev.training} v{scored[1][0].version} was built before slices "
+            "were declared (its lineage has no slice figures): it was scored on every slice "
+            "now, on the same rows as the candidate", "evaluation", "slices",
+            severity=Severity.NOTE))
+    models = [o for _, o, _ in (scored if paired else scored[:1])]
+    private = restricted and env.privacy.release == "dp"
+    try:
+        scores = score_slices(env, rows.attributes, models, labelled(rows.labels),
+                              public_keys=private)
+    except MissingColumn as exc:
+        spec = env.evaluation.slices[exc.index]
+        raise DiagnosticError([res.diag(
+            "BE501", f"evaluation.slices[{exc.index}]: column '{exc.column}' is not among the "
+            "evaluation rows: its dataset was not joined", "evaluation", "slices", exc.index,
+            "by" if spec.by is not None else "where")], 1) from None
+    ev.slices = judge_slices(scores, kind, env, restricted, paired,
+                             ev.promotion.direction)
 
 
 def _apply_gates(ev: Evaluation, c: Any, lineage: dict, res: Resolved) -> None:
@@ -327,6 +370,14 @@ def _apply_gates(ev: Evaluation, c: Any, lineage: dict, res: Resolved) -> None:
                 f"{champ:.4f} on {rows}; promotion.max_regression of {ev.env} is "
                 f"{p.max_regression:g}", "promotion", "max_regression",
                 hints=(f"the champion stays {_champ_text(ev)}",)))
+    if ev.slices is not None:
+        paired = ev.champion is not None and ev.champion.value is not None \
+            and not ev.already_champion
+        found, failures = verdict_gates(ev.slices, res.env, p.metric, paired)
+        ev.gates += [Gate(*g) for g in found]
+        ev.diagnostics += [res.diag(code, message, *where,
+                                    hints=(f"the champion stays {_champ_text(ev)}",))
+                           for code, message, where in failures]
     tags = _version_tags(c, ev.training, ev.candidate.version)
     for check in p.required_checks:
         if check in ("validate", "verify"):

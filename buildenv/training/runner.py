@@ -174,9 +174,10 @@ def run(request: dict, guard: Guard | None = None) -> dict:
             return _refused([*ctx.gate_errors, exc])
         result["labels"] = _label_summary(ctx)
     if env.label is not None:
+        release = SimpleNamespace(project=project, pins=pins, key=request.get("release_key"))
         rows, evaluation, problems = _evaluate(
             project, env, pins, model, info["inputs"],
-            label_table if env.label_set() is not None else None, manifests)
+            label_table if env.label_set() is not None else None, manifests, release)
         result["evaluation"] = evaluation
         result["diagnostics"].extend(problems)
         if any(d["severity"] == "error" for d in problems):
@@ -298,34 +299,38 @@ def _manifests(request: dict) -> dict:
 
 
 def _evaluate(project: Any, env: Any, pins: dict, model: Any, inputs: list[str] | None,
-              labels: Any = None, manifests: dict | None = None
+              labels: Any = None, manifests: dict | None = None, release: Any = None
               ) -> tuple[Any, dict | None, list[dict]]:
-    """Score the model on the environment's evaluation rows, read through the gate."""
+    """Score the model on the environment's evaluation rows, read through the gate: overall,
+    and on every slice with bootstrap intervals (`training.slice_run`)."""
     from buildenv.data.evaluation import evaluation_rows
     from buildenv.data.gate.errors import GateError
     from buildenv.data.gate.gate import Gate
-    from buildenv.training.scoring import ScoringError, score
+    from buildenv.training.scoring import ScoringError, metrics, predict
+    from buildenv.training.slice_run import evaluate_slices, slice_attributes
 
     served = {c for ds in env.datasets.values() for c, col in ds.columns.items() if col.serving}
     if inputs and not set(inputs) <= served:
         return None, None, []  # it cannot serve anywhere here: verification says so (BE401)
     gate = Gate(project, env, "evaluate", pins=pins, manifests=manifests or {})
     try:
-        rows = evaluation_rows(gate, env, labels)
+        rows = evaluation_rows(gate, env, labels, attributes=slice_attributes(env))
     except GateError as exc:
         return None, None, [exc.diagnostic.to_json()]
     restricted = any(env.restricted(d) for d in rows.digests)
     summary = {**rows.method, "rows": rows.rows, "metrics": {}}
     try:
-        summary["metrics"] = {k: round(v, 6) for k, v in score(
-            model, rows.frame, rows.labels, SimpleNamespace(classes=env.label_classes()),
-            inputs, restricted).items()}
+        outputs = predict(model, rows.frame, rows.labels,
+                          SimpleNamespace(classes=env.label_classes()), inputs, restricted)
+        summary["metrics"] = {k: round(v, 6) for k, v in metrics(outputs).items()}
     except ScoringError as exc:
         return None, summary, [_diag(
             "BE411", f"the model cannot be scored on {rows.describe()}: {exc}", None, None,
             hints=["every model input must be a served column of the evaluation rows; "
                    "declare `evaluation.join` for columns of other datasets"])]
-    return rows, summary, []
+    found, problems = evaluate_slices(env, rows, outputs, restricted, release)
+    summary.update(found)
+    return rows, summary, problems
 
 
 def _own_importance(model: Any, inputs: list[str] | None) -> dict | None:

@@ -5,16 +5,25 @@ Classification (the label declares `classes`, or is bool/string): `accuracy`, an
 `rmse`, `mae`, `r2`. A model is fed exactly its recorded inputs, in the serving app's types.
 Promotion metrics may be named as trainings usually log them (`val_auc`, `val_logloss`, ...):
 `METRIC_ALIASES` maps them to what is computed here.
+
+Two steps: `predict` is the one place that calls the model (its outputs become arrays,
+`training.outputs`), and `metrics` computes from those arrays; slices and their intervals
+(`training.slice_scores`) start from the same outputs.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# Deferred imports (numpy, pandas, sklearn): `buildenv history` and `rollback` import this module
+import numpy as np
+
+from buildenv.training.outputs import Outputs
+
+# Deferred imports (pandas, sklearn): `buildenv history` and `rollback` import this module
 # through the promotion gates and score nothing.
 
-__all__ = ["METRIC_ALIASES", "ScoringError", "score", "score_metric"]
+__all__ = ["METRIC_ALIASES", "ScoringError", "labelled", "metrics", "predict", "score",
+           "score_metric"]
 
 METRIC_ALIASES = {
     "val_auc": "roc_auc", "auc": "roc_auc", "roc_auc": "roc_auc", "val_roc_auc": "roc_auc",
@@ -30,8 +39,6 @@ class ScoringError(Exception):
 
 
 def _is_classification(label: Any, labels: Any) -> bool:
-    import numpy as np
-
     if getattr(label, "classes", None):
         return True
     values = np.asarray(labels)
@@ -47,21 +54,34 @@ def _inputs(model: Any, frame: Any, inputs: list[str] | None) -> Any:
     return frame[wanted]
 
 
-def score(model: Any, frame: Any, labels: Any, label: Any, inputs: list[str] | None,
-          restricted: bool) -> dict[str, float]:
-    """Every metric that applies to this model and label."""
-    import numpy as np
+def labelled(labels: Any) -> np.ndarray:
+    """Which evaluation rows hold a label (the rows every metric is computed on)."""
+    import pandas as pd
 
+    return ~np.asarray(pd.isna(np.asarray(labels)), dtype=bool)
+
+
+def predict(model: Any, frame: Any, labels: Any, label: Any, inputs: list[str] | None,
+            restricted: bool) -> Outputs:
+    """The model's outputs on the labelled evaluation rows."""
     X = _inputs(model, frame, inputs)
     y = np.asarray(labels)
-    keep = ~_null(y)
+    keep = labelled(y)
     X, y = X[keep], y[keep]
     if not len(y):
         raise ScoringError("the evaluation rows hold no labelled row")
     try:
         if _is_classification(label, y):
-            return _classification(model, X, y, getattr(label, "classes", None))
-        return _regression(model, X, y)
+            declared = getattr(label, "classes", None)
+            proba = classes = positive = None
+            if hasattr(model, "predict_proba"):
+                proba = np.asarray(model.predict_proba(X))
+                classes = list(model.classes_)
+                if len(declared or classes) == 2:
+                    positive = (declared or classes)[-1]
+            return Outputs("classification", y, np.asarray(model.predict(X)), proba, classes,
+                           positive)
+        return Outputs("regression", y, np.asarray(model.predict(X)))
     except ScoringError:
         raise
     except Exception as exc:  # the model itself failed on served rows
@@ -69,48 +89,50 @@ def score(model: Any, frame: Any, labels: Any, label: Any, inputs: list[str] | N
         raise ScoringError(f"{type(exc).__name__} while predicting ({detail})") from None
 
 
+def metrics(outputs: Outputs) -> dict[str, float]:
+    """Every metric that applies to these outputs."""
+    if outputs.kind == "classification":
+        return _classification(outputs)
+    return _regression(outputs)
+
+
+def score(model: Any, frame: Any, labels: Any, label: Any, inputs: list[str] | None,
+          restricted: bool) -> dict[str, float]:
+    """Every metric that applies to this model and label."""
+    return metrics(predict(model, frame, labels, label, inputs, restricted))
+
+
 def score_metric(name: str, metrics: dict[str, float]) -> float | None:
     kind = METRIC_ALIASES.get(name)
     return metrics.get(kind) if kind else None
 
 
-def _null(values: Any) -> Any:
-    import numpy as np
-    import pandas as pd
-
-    return np.asarray(pd.isna(values), dtype=bool)
-
-
-def _classification(model: Any, X: Any, y: Any, classes: list | None) -> dict[str, float]:
-    import numpy as np
+def _classification(out: Outputs) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
-    out = {"accuracy": float(accuracy_score(y, model.predict(X)))}
-    if not hasattr(model, "predict_proba"):
-        return out
-    proba = model.predict_proba(X)
-    model_classes = list(model.classes_)
+    y = out.truth
+    result = {"accuracy": float(accuracy_score(y, out.predicted))}
+    if out.proba is None or out.classes is None:
+        return result
     try:
-        out["logloss"] = float(log_loss(y, proba, labels=model_classes))
+        result["logloss"] = float(log_loss(y, y_proba=out.proba, labels=out.classes))
     except ValueError:
         pass  # a label the model never saw: logloss is undefined
-    if len(classes or model_classes) == 2:
-        positive = (classes or model_classes)[-1]
-        y_true = np.asarray(y) == positive
-        if positive in model_classes and y_true.any() and not y_true.all():
-            out["roc_auc"] = float(roc_auc_score(y_true,
-                                                 proba[:, model_classes.index(positive)]))
-    return out
+    if out.positive is not None:
+        y_true = np.asarray(y) == out.positive
+        if out.positive in out.classes and y_true.any() and not y_true.all():
+            column = out.proba[:, out.classes.index(out.positive)]
+            result["roc_auc"] = float(roc_auc_score(y_true, column))
+    return result
 
 
-def _regression(model: Any, X: Any, y: Any) -> dict[str, float]:
-    import numpy as np
+def _regression(out: Outputs) -> dict[str, float]:
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-    predicted = model.predict(X)
-    y = np.asarray(y, dtype=np.float64)
-    out = {"rmse": float(np.sqrt(mean_squared_error(y, predicted))),
-           "mae": float(mean_absolute_error(y, predicted))}
+    y = np.asarray(out.truth, dtype=np.float64)
+    predicted = out.predicted
+    result = {"rmse": float(np.sqrt(mean_squared_error(y, predicted))),
+              "mae": float(mean_absolute_error(y, predicted))}
     if len(y) > 1:
-        out["r2"] = float(r2_score(y, predicted))
-    return out
+        result["r2"] = float(r2_score(y, predicted))
+    return result

@@ -9,7 +9,9 @@ a remote object is copied into a sealed memory file first, so credentials and th
 stay out here. `vouch` answers from the lock's stat cache for a file it handed over, by that
 file's identity as the broker opened it. `audit` appends a record of a restricted read to the
 audit log of this project's data, in the state directory the broker knows (never one the
-training names), and only for this environment's datasets.
+training names), and only for this environment's datasets. The build may register further
+services (`services`: op name -> handler of the request, answering a JSON-able reply), for
+state a higher room owns.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,9 @@ from buildenv.data.lock.manifest import Manifest
 from buildenv.data.storage import Location, Stat, locate
 from buildenv.env.spec import Environment
 
-__all__ = ["Broker", "pinned_locations"]
+__all__ = ["Broker", "Service", "pinned_locations"]
+
+Service = Callable[[dict[str, Any]], dict[str, Any]]
 
 _SEALS = ("F_SEAL_SEAL", "F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE")
 
@@ -63,8 +67,10 @@ def pinned_locations(project: Project, env: Environment, manifests: Mapping[str,
 class Broker:
     """Serves one sandboxed training; `child_fd` goes to the training (`ENV_VAR`)."""
 
-    def __init__(self, project: Project, env: Environment, allowed: dict[str, Location]):
+    def __init__(self, project: Project, env: Environment, allowed: dict[str, Location],
+                 services: Mapping[str, Service] | None = None):
         self.project, self.env, self.allowed = project, env, allowed
+        self._services = dict(services or {})
         self._opened: dict[str, Stat] = {}
         self._stat_cache: StatCache | None = None
         self._ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -111,6 +117,8 @@ class Broker:
                     reply = self._vouch(request)
                 elif op == "audit":
                     reply = self._audit(request.get("record"))
+                elif isinstance(op, str) and op in self._services:
+                    reply = self._service(op, request)
                 else:
                     reply = {"ok": False, "errno": errno.EINVAL, "error": f"unknown op {op!r}"}
             except (ValueError, TypeError, AttributeError) as exc:
@@ -123,6 +131,15 @@ class Broker:
             finally:
                 if fd is not None:
                     os.close(fd)
+
+    def _service(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self._services[op](request)
+        except DiagnosticError as exc:
+            return {"ok": False, "diagnostics": [d.to_json() for d in exc.diagnostics]}
+        except Exception as exc:  # a failed service must answer, not leave the training waiting
+            return {"ok": False, "errno": errno.EIO,
+                    "error": f"{op}: {type(exc).__name__}: {exc}"}
 
     def _open(self, key: str) -> tuple[dict[str, Any], int | None]:
         location = self.allowed.get(key)

@@ -5,8 +5,9 @@ at its path. The build process (`broker.Broker`) holds the other end of a socket
 inherits (`BUILDENV_HANDOVER_FD`): `open_pinned` asks it for a read-only descriptor of one file
 the lock pins (a sealed in-memory copy for a remote object), `vouched` for the digest its stat
 cache holds for exactly that file, and `audit` to append a record of a restricted read to the
-audit log, which happens before the rows are handed to the training. Only the process the
-build started may ask (a forked worker shares the socket and would read its replies).
+audit log, which happens before the rows are handed to the training; `ask` reaches the other
+services the build offers (the privacy budget ledger, remembered releases). Only the process
+the build started may ask (a forked worker shares the socket and would read its replies).
 
 Messages are JSON, one per datagram (SOCK_SEQPACKET); a descriptor travels with its reply.
 """
@@ -22,10 +23,10 @@ from typing import Any
 
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 
-__all__ = ["ENV_VAR", "MAX_MESSAGE", "active", "audit", "open_pinned", "vouched"]
+__all__ = ["ENV_VAR", "MAX_MESSAGE", "active", "ask", "audit", "open_pinned", "vouched"]
 
 ENV_VAR = "BUILDENV_HANDOVER_FD"
-MAX_MESSAGE = 1 << 16
+MAX_MESSAGE = 1 << 17  # under the kernel's default socket buffer (208 KiB)
 
 _lock = threading.Lock()
 _channel: tuple[int, socket.socket] | None = None  # (owner pid, socket)
@@ -49,9 +50,13 @@ def _socket() -> socket.socket:
 
 
 def _call(request: dict[str, Any], want_fd: bool = False) -> tuple[dict[str, Any], int | None]:
+    message = json.dumps(request).encode()
+    if len(message) > MAX_MESSAGE:
+        raise OSError(errno.EMSGSIZE, f"a request to the build of {len(message)} bytes is "
+                      f"more than {MAX_MESSAGE}")
     with _lock:
         sock = _socket()
-        sock.sendall(json.dumps(request).encode())
+        sock.sendall(message)
         message, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1 if want_fd else 0)
     if not message:
         raise ConnectionError("the build process closed the data channel")
@@ -80,6 +85,12 @@ def vouched(key: str, algorithm: str, fmt: str) -> str | None:
     reply, _ = _call({"op": "vouch", "key": key, "algorithm": algorithm, "format": fmt})
     digest = reply.get("digest") if reply.get("ok") else None
     return digest if isinstance(digest, str) else None
+
+
+def ask(op: str, **fields: Any) -> dict[str, Any]:
+    """The build's reply to `op` (one of the services it registered for this training)."""
+    reply, _ = _call({**fields, "op": op})
+    return reply
 
 
 def audit(record: dict[str, Any]) -> dict[str, Any]:
