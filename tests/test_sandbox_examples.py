@@ -26,9 +26,12 @@ def _run(repo: Path, *args: str) -> tuple[int, str, str]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
+RECORDS = ("buildenv.json", "model_card.md", "model_card.json")  # they say what applied
+
+
 def _model_files(pair: Path) -> dict[str, bytes]:
     return {p.relative_to(pair).as_posix(): p.read_bytes() for p in sorted(pair.rglob("*"))
-            if p.is_file() and p.name != "buildenv.json"}
+            if p.is_file() and p.name not in RECORDS}
 
 
 def test_every_example_builds_the_same_model_with_and_without_the_sandbox(tmp_path):
@@ -55,8 +58,14 @@ def test_every_example_builds_the_same_model_with_and_without_the_sandbox(tmp_pa
         for pair in matrix["pairs"]:
             folder = repo / "dist" / pair["training"] / pair["environment"]
             lineage = json.loads((folder / "buildenv.json").read_text())
-            assert lineage["isolation"]["mechanism"] == (
-                detect().mechanism if policy == "preferred" else "none")
+            mechanism = detect().mechanism if policy == "preferred" else "none"
+            assert lineage["isolation"]["mechanism"] == mechanism
+            card = (folder / "model_card.md").read_text()
+            assert f"- the training ran with sandbox `{mechanism}`" in card, card
+            bom = json.loads((folder / "model_card.json").read_text())
+            properties = {p["name"]: p["value"]
+                          for p in bom["components"][0]["modelCard"]["properties"]}
+            assert json.loads(properties["buildenv:isolation"]) == lineage["isolation"]
             built[policy][(pair["training"], pair["environment"])] = _model_files(folder)
         shutil.rmtree(repo / "dist")
     assert len(built["off"]) >= 7  # recommender, genre-tagger, critic-aware, boosted pairs
