@@ -4,16 +4,36 @@ Environment `open` has one unrestricted dataset (`items`); `secret` extends it w
 restricted one (`people`) whose `name` column holds a sentinel string. `train/common.py` fits a
 small model through `ctx`; each attack is a training `train/<name>.py` declared for the
 environments given, with `{root}`, `{home}` and `{port}` filled in.
+
+`sandbox_usable` says whether this machine runs a mechanism; where CI promises the sandbox
+(`BUILDENV_TEST_SANDBOX=required`, set by .ci/run), a missing one fails the test instead of
+skipping it.
 """
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+
+from buildenv.compile.isolation import detect
+
+
+def sandbox_usable(mechanism: str) -> bool:
+    """Whether `mechanism` runs here: `auto` (bubblewrap), `landlock`, `any` or `none`."""
+    support = detect()
+    usable = {"auto": support.bwrap is not None, "landlock": support.landlock > 0,
+              "any": support.mechanism != "none", "none": True}[mechanism]
+    if not usable and os.environ.get("BUILDENV_TEST_SANDBOX") == "required":
+        pytest.fail(f"BUILDENV_TEST_SANDBOX=required, but this machine runs no {mechanism} "
+                    f"sandbox: {'; '.join(support.reasons())}")
+    return usable
+
 
 SENTINEL = "SENTINEL-7c1f9e"  # a restricted value: never in any output
 

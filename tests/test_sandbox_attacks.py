@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import invoke_cli
-from sandbox_repo import make_sandbox_repo
-
-from buildenv.compile.isolation import detect
+from sandbox_repo import make_sandbox_repo, sandbox_usable
 
 pytestmark = pytest.mark.slow
 
@@ -157,11 +155,6 @@ CREDENTIAL = "AKIA-PLANTED-CREDENTIAL-5531"
 MECHANISMS = ["auto", "landlock"]
 
 
-def _available(mechanism: str) -> bool:
-    support = detect()
-    return support.bwrap is not None if mechanism == "auto" else support.landlock > 0
-
-
 class _Server:
     """A TCP server on the host's loopback that records whether anything reached it."""
 
@@ -216,7 +209,7 @@ def attack_repo(tmp_path_factory, server):
 
 
 def _build(root: Path, home: Path, name: str, mechanism: str, out: Path, env: str = "open"):
-    if not _available(mechanism):
+    if not sandbox_usable(mechanism):
         pytest.skip(f"this machine offers no {mechanism} sandbox")
     return invoke_cli(["build", name, "--env", env, "--no-register", "--no-cache", "--out",
                        out, "--no-progress"], root,

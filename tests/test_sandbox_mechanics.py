@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import invoke_cli
 from moto_s3 import fresh_bucket, moto_server  # noqa: F401 (fixtures `s3`, `moto_endpoint`)
-from sandbox_repo import SENTINEL, make_sandbox_repo
+from sandbox_repo import SENTINEL, make_sandbox_repo, sandbox_usable
 
 from buildenv.compile import bwrap
 from buildenv.compile.isolation import detect
@@ -56,12 +56,6 @@ PEOPLE = ('''\
 MECHANISMS = ["auto", "landlock", "none"]
 
 
-def _usable(mechanism: str) -> bool:
-    support = detect()
-    return {"auto": support.bwrap is not None, "landlock": support.landlock > 0,
-            "none": True}[mechanism]
-
-
 def _build(root, name, env, out, mechanism, *extra):
     return invoke_cli(["build", name, "--env", env, "--no-register", "--no-cache", "--out", out,
                        "--no-progress", *extra], root,
@@ -74,7 +68,7 @@ def test_models_are_byte_identical_with_and_without_the_sandbox(tmp_path):
     assert invoke_cli(["lock"], root)[0] == 0
     files = {}
     for mechanism in MECHANISMS:
-        if not _usable(mechanism):
+        if not sandbox_usable(mechanism):
             continue
         out = tmp_path / mechanism
         code, _, err = _build(root, "workload", "open", out, mechanism)
@@ -103,7 +97,7 @@ def test_restricted_reads_are_audited_by_the_build(tmp_path):
     assert invoke_cli(["lock"], root)[0] == 0
     counts = {}
     for mechanism in MECHANISMS:
-        if not _usable(mechanism):
+        if not sandbox_usable(mechanism):
             continue
         before = len(_audit_lines(root))
         code, out, err = _build(root, "people", "secret", tmp_path / mechanism, mechanism)
@@ -150,7 +144,7 @@ NO_CREDENTIALS = ('''\
 
 @pytest.mark.slow
 def test_remote_data_reaches_the_training_without_credentials_or_network(tmp_path, s3):
-    if detect().mechanism == "none":
+    if not sandbox_usable("any"):
         pytest.skip("no sandbox here")
     client, bucket = s3
     root = make_sandbox_repo(tmp_path / "repo", {"remote": NO_CREDENTIALS})
@@ -194,7 +188,7 @@ def test_a_timeout_stops_everything_and_leaves_nothing(tmp_path, mechanism, monk
     private = tmp_path / "tmp"
     private.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(private))  # the build's temp dirs go here
-    if not _usable(mechanism):
+    if not sandbox_usable(mechanism):
         pytest.skip(f"no {mechanism} sandbox here")
     marker = f"{4000 + os.getpid() % 1000}.{len(mechanism)}"
     root = make_sandbox_repo(tmp_path / "repo",
@@ -236,9 +230,8 @@ def test_sockets_outside_the_allowed_families_are_refused():
 
 
 def test_landlock_allows_only_its_trees(tmp_path):
-    from buildenv.core.confine import landlock
 
-    if not landlock.abi():
+    if not sandbox_usable("landlock"):
         pytest.skip("no Landlock here")
     for name in ("readable", "writable", "other"):
         (tmp_path / name).mkdir()
@@ -342,6 +335,51 @@ def test_the_broker_hands_over_only_pinned_regular_files(tmp_path):
                                                   "dataset": "people", "digest": None,
                                                   "columns": [], "rows": 0}})
         assert reply["ok"] is False and "another environment" in reply["error"]
+        child.close()
+    finally:
+        broker.close()
+
+
+def test_the_build_spends_and_remembers_for_a_sandboxed_training_only_as_its_environment_allows(
+        tmp_path):
+    from buildenv.access.budget import Ledger
+    from buildenv.compile.sandbox_services import privacy_services
+    from buildenv.training.slice_dp import release_path
+
+    root = make_sandbox_repo(tmp_path / "repo", {})
+    secret = root / "environments" / "secret.yaml"
+    secret.write_text(secret.read_text() + "  epsilon_budget: 1.5\n")
+    assert invoke_cli(["lock"], root)[0] == 0
+    project = Project.discover(root)
+    env = Multiverse(project).resolve("secret").env
+    broker = Broker(project, env, {}, privacy_services(project, env, "key-of-this-build"))
+    try:
+        child = socket.socket(fileno=os.dup(broker.child_fd))
+        broker.started()
+
+        def ask(op: str, **fields) -> dict:
+            child.sendall(json.dumps({**fields, "op": op}).encode())
+            return json.loads(child.recv(1 << 17))
+
+        record = {"dataset": "people", "digest": "sha256:abc", "purpose": "evaluation",
+                  "environment": "secret"}
+        reply = ask("spend", epsilon=1.0, record=record, budget=100.0, scope="elsewhere")
+        assert reply["ok"] and reply["entry"]["scope"] == "people"  # its own scope, not asked
+        assert ask("spend", epsilon=1.0, record=record) == {  # its own budget: 1.5
+            "ok": False, "exceeded": [1.0, 1.0, 1.5]}
+        for bad in ({**record, "dataset": "items"}, {**record, "dataset": "nope"}):
+            reply = ask("spend", epsilon=0.1, record=bad)
+            assert not reply["ok"] and "does not restrict" in reply["error"]
+        assert not ask("spend", epsilon=-1, record=record)["ok"]
+        ledger = Ledger(project.data_state_dir)
+        assert [(r["scope"], r["epsilon"], r["environment"]) for r in ledger.records()] == [
+            ("people", 1.0, "secret")]
+        assert ask("release") == {"ok": True, "data": None}
+        assert ask("release", data={"cells": [[1, 2, 0.5]], "epsilon": 1.0}) == {"ok": True}
+        assert json.loads(release_path(project, "key-of-this-build").read_text())["cells"] == [
+            [1, 2, 0.5]]  # under the build's key, whatever the training thinks its key is
+        assert ask("release")["data"] == {"cells": [[1, 2, 0.5]], "epsilon": 1.0}
+        assert ask("ledger")["error"] == "unknown op 'ledger'"
         child.close()
     finally:
         broker.close()

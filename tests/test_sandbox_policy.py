@@ -9,7 +9,7 @@ import threading
 
 import pytest
 from conftest import invoke_cli
-from sandbox_repo import SENTINEL, make_sandbox_repo
+from sandbox_repo import SENTINEL, make_sandbox_repo, sandbox_usable
 
 from buildenv.compile import sandbox
 from buildenv.compile.isolation import detect
@@ -56,7 +56,7 @@ def _lineage(root, name, env):
 
 @pytest.fixture
 def needs_bwrap():
-    if detect().bwrap is None:
+    if not sandbox_usable("auto"):
         pytest.skip("bubblewrap does not run here")
 
 
