@@ -305,6 +305,33 @@ def test_bubblewrap_mounts_holes_after_trees_and_makes_them_read_only_last(tmp_p
     assert "--unshare-net" in args and "--unshare-user" in args and "--cap-drop" in args
 
 
+def test_a_tree_reached_through_a_symlink_keeps_its_relative_links_under_bubblewrap(tmp_path):
+    """Pants links its caches into each sandbox: a venv reached as `<sandbox>/.cache/venv`
+    whose packages are relative links into a store next to it."""
+    if not sandbox_usable("auto"):
+        pytest.skip("bubblewrap does not run here")
+    (tmp_path / "real/cache/venv/site").mkdir(parents=True)
+    (tmp_path / "real/cache/wheels/pkg").mkdir(parents=True)
+    (tmp_path / "real/cache/wheels/pkg/f").write_text("from the store")
+    (tmp_path / "real/cache/venv/site/pkg").symlink_to("../../wheels/pkg")
+    (tmp_path / "sandbox").mkdir()
+    (tmp_path / "sandbox/.cache").symlink_to(tmp_path / "real/cache")
+    linked = tmp_path / "sandbox/.cache/venv"
+    system = tuple(t for t in ("/usr", "/bin", "/lib", "/lib64") if os.path.lexists(t))
+    view = View((*system, str(linked), str(tmp_path / "real/cache/wheels")), (), (), ())
+    support = detect()
+    read_end, write_end = os.pipe()
+    try:
+        args = bwrap.command(support.bwrap, support.bwrap_userns, False, view, "/dev/null", "/",
+                             write_end)
+        done = subprocess.run([*args, "cat", str(linked / "site/pkg/f")], capture_output=True,
+                              text=True, timeout=60, pass_fds=(write_end,))
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert (done.returncode, done.stdout) == (0, "from the store"), done.stderr
+
+
 def test_the_broker_hands_over_only_pinned_regular_files(tmp_path):
     root = make_sandbox_repo(tmp_path / "repo", {})
     assert invoke_cli(["lock"], root)[0] == 0
