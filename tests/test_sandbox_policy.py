@@ -226,6 +226,7 @@ def test_the_policy_is_part_of_the_cache_key(tmp_path):
     first = _lineage(root, "fit", "open")
     assert first["cache_parts"]["sandbox"] == {"mode": "preferred", "network": "none",
                                                "read_only": []}
+    model = _model_files(root / "dist" / "fit" / "open")
     assert _build(root, "fit")[1].startswith("fit @ open: cached (up to date)")
     pyproject = root / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('environments_dir = "environments"',
@@ -235,7 +236,14 @@ def test_the_policy_is_part_of_the_cache_key(tmp_path):
     assert code == 0 and "built (sandbox policy changed)" in out, err
     second = _lineage(root, "fit", "open")
     assert second["cache_key"] != first["cache_key"]
-    assert second["model_digest"] == first["model_digest"]
+    assert _model_files(root / "dist" / "fit" / "open") == model  # the records say what applied
+    card = (root / "dist" / "fit" / "open" / "model_card.md").read_text()
+    assert f"sandbox `{second['isolation']['mechanism']}` (policy `required`)" in card, card
+
+
+def _model_files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+            and p.name not in ("buildenv.json", "model_card.md", "model_card.json")}
 
 
 @pytest.mark.slow
