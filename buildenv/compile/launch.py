@@ -82,8 +82,8 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
     """Run the training; its result (a dict) or failure diagnostics. `pins` (datasets) and
     `label_pins` (label sets) are the lock's digests: every read of the training and of its
     evaluation is verified against them (and `manifests`, the file lists of partitioned
-    datasets). `release_key` (the build's cache key) names what a private release of its
-    figures is remembered under. `policy`: the pair's sandbox policy (default: from its
+    datasets). `release_key` (the build's cache key without the sandbox policy: the same
+    model spends once) names what a private release of its figures is remembered under. `policy`: the pair's sandbox policy (default: from its
     configuration)."""
     work = Path(tempfile.mkdtemp(prefix="buildenv-train-"))
     box = None
