@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -164,17 +165,27 @@ def test_time_limit(repo):
     assert not (repo / "dist" / "slow").exists() or not any((repo / "dist" / "slow").iterdir())
 
 
+def _started(token: str) -> bool:
+    """Whether a training printed `token` (its output goes to the build's log in TMPDIR)."""
+    for log in Path(tempfile.gettempdir()).glob("buildenv-train-*/output.log"):
+        try:
+            if token in log.read_text(errors="replace"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def test_sigkill_mid_training_leaves_nothing(repo, tracking):
     gate = repo / "train" / "slow.gate"
-    started = repo / "train" / "slow.started"
-    gate.write_text("")
-    started.unlink(missing_ok=True)
+    token = f"slow-started-{os.getpid()}-{time.monotonic_ns()}"
+    gate.write_text(token)
     proc = subprocess.Popen([sys.executable, "-m", "buildenv", "build", "slow", "--env", "base"],
                             cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**child_env(), "BUILDENV_TRACKING_URI": tracking})
     try:
         deadline = time.monotonic() + 120
-        while not started.exists():
+        while not _started(token):
             assert time.monotonic() < deadline, "training never started"
             assert proc.poll() is None
             time.sleep(0.2)
@@ -182,7 +193,6 @@ def test_sigkill_mid_training_leaves_nothing(repo, tracking):
         proc.wait()
     finally:
         gate.unlink()
-        started.unlink(missing_ok=True)
     final = repo / "dist" / "slow" / "base"
     assert not final.exists()
     assert versions(tracking, "slow") == []

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import invoke_cli, movies_table, write_repo
+from moto_s3 import fresh_bucket, moto_server  # noqa: F401 (fixtures `s3`, `moto_endpoint`)
 
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -27,6 +27,9 @@ from buildenv.cli.app import (
     quieted,
 )
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, sort_diagnostics
+
+if TYPE_CHECKING:
+    from buildenv.compile.isolation import Support
 
 # Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
 # imports its rooms when it runs, so it pays only for what it uses.
@@ -204,6 +207,50 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+@app.command("doctor")
+@command
+def doctor_cmd(root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+    """What isolation this machine gives trainings, and why not (docs/sandbox.md)."""
+    from buildenv.compile.isolation import detect
+    from buildenv.compile.sandbox_policy import default_mode
+
+    project = open_project(root)
+    support = detect()
+    mode = project.config.sandbox or default_mode()
+    source = "[tool.buildenv] sandbox" if project.config.sandbox else "the default"
+    if fmt is Format.json:
+        print(json.dumps({"sandbox": support.to_json(), "policy": mode}, indent=2))
+    else:
+        print(_doctor_text(support, mode, source))
+    if support.mechanism == "none":
+        raise typer.Exit(1)
+
+
+def _doctor_text(support: Support, mode: str, source: str) -> str:
+    def row(name: str, ok: bool, text: str) -> str:
+        return f"  {name:<12} {'yes' if ok else 'no ':<4} {text}"
+
+    bwrap = (f"{support.bwrap} ({support.bwrap_version}), "
+             f"{'with a user namespace' if support.bwrap_userns else 'as root, no user namespace'}"
+             if support.bwrap else support.bwrap_problem or "")
+    landlock = (f"ABI {support.landlock}" if support.landlock else support.landlock_problem or "")
+    lines = [f"sandbox: {support.mechanism}",
+             row("bubblewrap", bool(support.bwrap), bwrap),
+             row("Landlock", bool(support.landlock), landlock),
+             row("seccomp", support.seccomp, "socket filter" if support.seccomp else
+                 "no socket filter for this machine"),
+             *(f"  note: {hint}" for hint in support.hints),
+             f"policy: {mode} ({source}); environments with restricted datasets require the "
+             "sandbox"]
+    what = {"bwrap+landlock": "trainings run in bubblewrap namespaces (own loopback only, "
+            "read-only code, data as handed-over descriptors) with Landlock inside",
+            "bwrap": "trainings run in bubblewrap namespaces; without Landlock root could "
+            "re-open a handed-over descriptor for writing",
+            "landlock": "trainings confine themselves with Landlock, seccomp (no IP sockets) "
+            "and no capabilities; there is no PID namespace",
+            "none": "trainings run unsandboxed: `required` fails, `preferred` warns"}
+    lines.append(what[support.mechanism])
+    return "\n".join(lines)
 
 
 @app.command("card")

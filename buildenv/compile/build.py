@@ -47,6 +47,8 @@ from buildenv.compile.integrity import sign_artifact
 from buildenv.compile.launch import run_training
 from buildenv.compile.outputs import check_out_dir, pair_mutex, scratch
 from buildenv.compile.registry import ensure_registered
+from buildenv.compile.sandbox import check_available
+from buildenv.compile.sandbox_policy import sandbox_policy
 from buildenv.compile.verify import located, verify_model
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_dir
@@ -164,9 +166,10 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
     outcome.diagnostics = problems
     if any(p.is_error for p in problems) or lock is None:
         return
+    policy = sandbox_policy(project, training, config, res)
     digests = {name: d.digest for name, d in lock.datasets.items()}
     label_pins = lock.label_pins()
-    parts = cache_key_parts(project, training, config, res, digests, label_pins)
+    parts = cache_key_parts(project, training, config, res, digests, label_pins, policy.key())
     files = code_files(project, config)
     key = digest_json(parts)
     out = options.out or project.root / "dist" / training / env_name
@@ -198,6 +201,7 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
             return
     parts_with_files = {**parts, "_files": files}
     outcome.reason = explain_rebuild(previous, parts_with_files)
+    check_available(policy)  # a required sandbox this machine lacks: before any work
 
     progress.phase("validate")
     problems += validate_env(res, project, digests, manifests=lock.manifests())
@@ -216,7 +220,8 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         model_dir = tmp / "model"
         progress.phase("train")
         result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
-                              digests, label_pins, lock.manifests(), key)
+                              digests, label_pins, lock.manifests(), _model_key(parts),
+                              policy)
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
             found = [located(res, d) for d in result.get("diagnostics", [])]
@@ -238,7 +243,7 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         for item in model_dir.iterdir():
             os.replace(item, tmp / item.name)
         model_dir.rmdir()
-        finalize_mlmodel(tmp, key)
+        finalize_mlmodel(tmp, _model_key(parts))
         lineage = _lineage(training, env_name, config, res, lock, result, parts, files, key)
         _write_record(tmp, lineage, coverage, config, res, key)
         sign_artifact(project, tmp)  # buildenv.sig, when a signing key is configured
@@ -348,6 +353,7 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
         "onnx": result.get("onnx"),
         "serving": res.env.serving.model_dump(mode="json") if res.env.serving else None,
         "label": label,
+        "isolation": result.get("isolation"),
         "cache_key": key,
         "cache_parts": parts,
     }
@@ -364,6 +370,13 @@ def _maybe_register(project: Project, training: str, env_name: str, artifact: Pa
     outcome.registered, notes = ensure_registered(project, training, env_name, artifact,
                                                   lineage, timings=so_far)
     outcome.diagnostics = outcome.diagnostics + notes
+
+
+def _model_key(parts: dict) -> str:
+    """What MLmodel's uuid derives from: the cache key without the sandbox policy, which
+    decides where a training may reach, not what it builds (the model's files are the same
+    with and without a sandbox)."""
+    return digest_json({k: v for k, v in parts.items() if k != "sandbox"})
 
 
 def _multiverse_digest(all_resolved: dict[str, Resolved]) -> str:

@@ -4,6 +4,8 @@ The runner (`python -m buildenv.training.runner REQ`) gets a scrubbed environmen
 and thread counts, dies with its parent (PR_SET_PDEATHSIG), and is stopped at its time limit.
 It leads its own process group (a new session), so what the training starts itself (joblib
 or multiprocessing workers) is killed with it: the whole group, on timeout and on interrupt.
+It runs in the sandbox its policy asks for (`sandbox.Sandbox`: no network, read-only code,
+data only as descriptors the build hands over), which wraps its command and environment.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from buildenv.compile.sandbox import Sandbox
+from buildenv.compile.sandbox_policy import SandboxPolicy
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
 
@@ -74,14 +78,18 @@ def kill_group(proc: subprocess.Popen) -> None:
 def run_training(project: Project, config: TrainingConfig, res: Resolved, out_dir: Path,
                  timeout: float, pins: dict[str, str],
                  label_pins: dict[str, dict] | None = None, manifests: dict | None = None,
-                 release_key: str | None = None) -> dict:
+                 release_key: str | None = None, policy: SandboxPolicy | None = None) -> dict:
     """Run the training; its result (a dict) or failure diagnostics. `pins` (datasets) and
     `label_pins` (label sets) are the lock's digests: every read of the training and of its
     evaluation is verified against them (and `manifests`, the file lists of partitioned
-    datasets). `release_key` (the build's cache key) names what a private release of its
-    figures is remembered under."""
+    datasets). `release_key` (the build's cache key without the sandbox policy: the same
+    model spends once) names what a private release of its figures is remembered under. `policy`: the pair's sandbox policy (default: from its
+    configuration)."""
     work = Path(tempfile.mkdtemp(prefix="buildenv-train-"))
+    box = None
     try:
+        box = Sandbox.prepare(project, config, res, policy, out_dir, work, manifests or {},
+                              sys.executable, release_key)
         request = {
             "root": str(project.root), "data_root": str(project.data_root or project.root),
             "module_path": config.module_path, "function": config.function,
@@ -89,18 +97,23 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
             "out_dir": str(out_dir), "result": str(work / "result.json"),
             "pins": dict(pins), "label_pins": dict(label_pins or {}), "release_key": release_key,
             "manifests": {name: m.to_json() for name, m in (manifests or {}).items()},
+            "sandbox": box.request,
         }
         (work / "request.json").write_text(json.dumps(request))
         log_path = work / "output.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "buildenv.training.runner", str(work / "request.json")],
-                cwd=project.root, env=child_env(config.seed, config.native_threads), stdin=subprocess.DEVNULL,
+                box.command([sys.executable, "-m", "buildenv.training.runner",
+                             str(work / "request.json")]),
+                cwd=project.root, env=box.env(child_env(config.seed, config.native_threads)),
+                stdin=subprocess.DEVNULL, pass_fds=box.pass_fds,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            box.started()
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                box.stop(proc)
                 kill_group(proc)
                 return {"ok": False, "diagnostics": [{
                     "code": "BE302", "message": f"training exceeded its time limit of "
@@ -108,19 +121,25 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
                     "severity": "error", "hints": ["raise `timeout` in the training's "
                                                    "[tool.buildenv.trainings] table"]}]}
             except BaseException:  # Ctrl-C, SIGTERM turned into an exception, a bug
+                box.stop(proc)
                 kill_group(proc)
                 raise
             kill_group(proc)  # the runner exited: workers it left behind go too
         output = log_path.read_text(errors="replace")
         result_file = work / "result.json"
         if not result_file.is_file():
+            failed = box.setup_failure(output)
+            if failed is not None:
+                return {"ok": False, "diagnostics": [failed]}
             tail = _output_tail(output, res)
             return {"ok": False, "diagnostics": [{
                 "code": "BE305", "message": f"training process exited with code "
                 f"{proc.returncode} and no result", "path": config.module_path, "line": None,
                 "col": None, "severity": "error", "hints": tail}]}
-        return json.loads(result_file.read_text())
+        return box.finish(json.loads(result_file.read_text()))
     finally:
+        if box is not None:
+            box.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

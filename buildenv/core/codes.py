@@ -346,6 +346,44 @@ CODES: dict[str, Code] = {
                   "(`evaluation:`): the build scores every model on rows the training never "
                   "sees, and promotion compares models on them. A sample handed over with "
                   "`ctx.set_holdout` is ignored; remove the call."),
+    "BE320": Code("sandbox required but unavailable", "The training's sandbox policy is "
+                  "`required` (set in pyproject.toml, or implied by an environment with "
+                  "restricted datasets) and this machine offers neither bubblewrap namespaces "
+                  "nor Landlock. Nothing ran. `buildenv doctor` says what is missing and why; "
+                  "install bubblewrap, allow user namespaces, or build on a machine that "
+                  "isolates (docs/sandbox.md)."),
+    "BE321": Code("no sandbox on this machine", "A warning, once per process: the policy is "
+                  "`preferred` and this machine offers no isolation, so trainings run as plain "
+                  "processes that could read any file and reach the network. `buildenv "
+                  "doctor` explains; `sandbox = \"required\"` turns this into an error."),
+    "BE322": Code("path hidden by the sandbox", "The training opened a dataset file, a label "
+                  "export, a lock, buildenv's state directory, or a path outside what the "
+                  "sandbox shows (the home directory, another process's files) directly. Data "
+                  "reaches a training only through `ctx.read`, `ctx.scan` and `ctx.labels`, "
+                  "verified and audited; other files it needs go under the training's "
+                  "`sandbox.read_only`. A direct data access fails the build even when the "
+                  "training catches the error."),
+    "BE323": Code("write outside the output", "The training wrote into the repository, its "
+                  "Python environment or a system directory. In the sandbox only the model's "
+                  "output directory and a private temporary directory (TMPDIR, also HOME) are "
+                  "writable, and both are thrown away but for the model."),
+    "BE324": Code("network refused", "The training connected to an address, resolved a host "
+                  "name or sent a packet, and the sandbox has no network (bubblewrap: only "
+                  "its own loopback; Landlock: no IP sockets). A training that must download "
+                  "something declares `network = \"allow\"` with a `reason` in its `sandbox` "
+                  "table; never next to restricted data."),
+    "BE325": Code("invalid sandbox opt-in", "A training's `sandbox` table asks for something "
+                  "that cannot hold: the network next to an environment's restricted datasets, "
+                  "or a read-only path that does not exist."),
+    "BE326": Code("sandbox set-up failed", "bubblewrap or Landlock refused to set up the "
+                  "training's sandbox (the message quotes why), although this machine's check "
+                  "passed. `buildenv doctor` re-checks; the build is not cached."),
+    "BE327": Code("mounts cannot change", "The training ran mount, umount, unshare or a "
+                  "similar program. The sandbox's filesystem view is fixed when it starts and "
+                  "the training holds no capability to change it."),
+    "BE328": Code("processes left running", "A warning: the training started processes that "
+                  "left its session (to outlive it); they were stopped with it. Wait for what "
+                  "a training starts."),
     # --- verification ----------------------------------------------------------------
     "BE401": Code("input not served", "The model uses a column that the environment marks "
                   "`serving: false` (training-only): production cannot provide it. Drop the "

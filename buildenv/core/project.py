@@ -15,15 +15,45 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 from buildenv.core.toml_keys import key_positions, position_of
 
-__all__ = ["Project", "TrainingConfig", "config_problems", "find_root", "is_project",
-           "require_project"]
+__all__ = ["Project", "SandboxMode", "TrainingConfig", "TrainingSandbox", "config_problems",
+           "find_root", "is_project", "require_project"]
+
+SandboxMode = Literal["required", "preferred", "off"]
+
+
+class TrainingSandbox(BaseModel):
+    """`sandbox` of a training: a mode (`sandbox = "required"`) or a table of narrow opt-ins."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    mode: SandboxMode | None = None
+    """`required`, `preferred` or `off`; default: `[tool.buildenv] sandbox`."""
+    network: Literal["none", "allow"] = "none"
+    """`allow` lets the training reach the network (never with restricted data); say why in
+    `reason`."""
+    reason: str | None = None
+    """Why the training needs the network (recorded in the lineage)."""
+    read_only: list[str] = []
+    """Extra paths the training may read (absolute, or relative to the root); they never
+    uncover what the sandbox hides."""
+
+    @model_validator(mode="after")
+    def _reason_given(self) -> TrainingSandbox:
+        if self.network == "allow" and not (self.reason or "").strip():
+            raise ValueError('network = "allow" needs a `reason`: why the training must reach '
+                             "the network")
+        return self
+
+
+def _sandbox_table(value: object) -> object:
+    return {"mode": value} if isinstance(value, str) else value
 
 
 class TrainingConfig(BaseModel):
@@ -44,6 +74,8 @@ class TrainingConfig(BaseModel):
     gives the build. Recorded in the lineage and part of the cache key: parallel float
     reductions can change the last bits of a model, so a rebuild on the same machine is
     byte-identical, and `threads = 1` makes artifacts identical across machines too."""
+    sandbox: Annotated[TrainingSandbox, BeforeValidator(_sandbox_table)] = TrainingSandbox()
+    """How the training process is isolated (docs/sandbox.md)."""
 
     description: str | None = None
     """What the model does, for its model card."""
@@ -94,6 +126,8 @@ class ToolConfig(BaseModel):
     directory (relative to the repository root)."""
     signing_key: str | None = None  # PEM EC private key: sign artifacts at build time
     verify_key: str | None = None  # PEM EC public key: verify signatures before loading
+    sandbox: SandboxMode | None = None
+    """How training processes are isolated; default `preferred` on Linux, `off` elsewhere."""
     trainings: dict[str, TrainingConfig] = {}
 
 
@@ -221,6 +255,15 @@ class Project:
             raise DiagnosticError([Diagnostic("BE017", f"unknown training '{name}'",
                                               "pyproject.toml", hints=(hint,))], 2)
         return self.trainings[name]
+
+    def config_line(self, *keys: str) -> int | None:
+        """The line of `[tool.buildenv]` key `keys` in pyproject.toml (best effort)."""
+        try:
+            text = (self.root / "pyproject.toml").read_text(encoding="utf-8")
+        except OSError:
+            return None
+        pos = position_of(key_positions(text), ("tool", "buildenv", *keys))
+        return pos[0] if pos else None
 
     def _load_config(self) -> ToolConfig:
         path = self.root / "pyproject.toml"

@@ -470,6 +470,10 @@ class Privacy(Strict):
     """Who may look at real rows (`buildenv peek`, audited)."""
     synthetic: dict[str, Synthetic] = {}
     """Datasets replaced by synthetic stand-ins (written by `buildenv synth`), with provenance."""
+    sandbox: Literal["required", "optional"] = "required"
+    """Whether trainings built against restricted datasets must run sandboxed (`required`:
+    whatever `[tool.buildenv] sandbox` says, a machine without isolation fails the build), or
+    follow the project's sandbox policy (`optional`). No effect without restricted datasets."""
     release: Literal["exact", "dp"] = "exact"
     """How evaluation figures of restricted rows (slices, their counts, metrics and intervals)
     are shown: `exact`, withholding every slice with fewer than `min_group_size` rows; or `dp`,

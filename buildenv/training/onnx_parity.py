@@ -96,8 +96,8 @@ def check_onnx(model: Any, inputs: list[str] | None, env: Any, holdout: Any, out
     types = _column_types(env, inputs)
     initial = _initial_types(types, holdout)
     options = {id(model): {"zipmap": False}} if hasattr(model, "predict_proba") else None
-    try:
-        graph = convert_sklearn(model, initial_types=initial,
+    try:  # a named graph: skl2onnx's default name is a uuid4, new in every model.onnx
+        graph = convert_sklearn(model, initial_types=initial, name="buildenv",
                                 target_opset={"": opset, "ai.onnx.ml": min(3, max(1, opset - 14))
                                               if opset >= 15 else 1},
                                 options=options)

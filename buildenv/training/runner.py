@@ -9,7 +9,9 @@ when the serving stack asks for it, saves the MLflow model, and writes
 `result.json`. It judges nothing about the environment beyond what needs the
 live model: verification against the multiverse happens in the parent.
 An exception in user code is reported at the user's innermost frame; when the
-training has read a restricted dataset, its message is withheld.
+training has read a restricted dataset, its message is withheld. Sandboxed, the runner confines
+itself before anything else (`confinement.Guard`), and what the sandbox refused is reported as
+such (BE322-BE327).
 """
 
 from __future__ import annotations
@@ -26,29 +28,17 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+# The sandbox's side of the runner is imported and applied first: Landlock and seccomp bind only
+# the threads started after them (ctypes and the standard library, no thread of their own).
+from buildenv.core.confine import ConfinementError
+from buildenv.training.confinement import Guard
+from buildenv.training.user_frames import exception_frame as _user_frame
+
 # Deferred imports (buildenv, numpy, mlflow, sklearn): the training process starts importing mlflow
 # in a thread first (`_preload`), and an import that fails inside `run` becomes a BE305 result
 # instead of a process that dies before writing one.
 
 __all__ = ["main"]
-
-
-def _user_frame(exc: BaseException, root: Path, own: Path) -> tuple[str | None, int | None,
-                                                                     list[str]]:
-    frames = traceback.extract_tb(exc.__traceback__)
-    user = []
-    for frame in frames:
-        path = Path(frame.filename).resolve()
-        if path.is_relative_to(root) and not path.is_relative_to(own) and \
-                ".venv" not in path.parts and "site-packages" not in path.parts:
-            user.append(frame)
-    if not user:
-        return None, None, []
-    last = user[-1]
-    rel = Path(last.filename).resolve().relative_to(root).as_posix()
-    trail = [f"{Path(f.filename).resolve().relative_to(root).as_posix()}:{f.lineno} in {f.name}"
-             for f in user]
-    return rel, last.lineno, trail
 
 
 def _diag(code: str, message: str, path: str | None = None, line: int | None = None,
@@ -136,7 +126,7 @@ def _preload() -> None:
     threading.Thread(target=work, name="buildenv-preload", daemon=True).start()
 
 
-def run(request: dict) -> dict:
+def run(request: dict, guard: Guard | None = None) -> dict:
     _preload()
     root = Path(request["root"]).resolve()
     own = Path(__file__).resolve().parents[1]  # the buildenv package
@@ -160,7 +150,7 @@ def run(request: dict) -> dict:
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     timings: dict[str, float] = {}
-    model, failed = _train(ctx, request, root, own, timings)
+    model, failed = _train(ctx, request, root, own, timings, guard)
     if failed is not None:
         return failed
     from buildenv.training.introspect import describe
@@ -225,8 +215,8 @@ def run(request: dict) -> dict:
     return result
 
 
-def _train(ctx: Any, request: dict, root: Path, own: Path,
-           timings: dict[str, float]) -> tuple[Any, dict | None]:
+def _train(ctx: Any, request: dict, root: Path, own: Path, timings: dict[str, float],
+           guard: Guard | None) -> tuple[Any, dict | None]:
     """Call the user's `train(ctx)`: the fitted model, or the result that reports why not."""
     from buildenv.data.gate.errors import GateError
     from buildenv.training.context import ForbiddenRead
@@ -248,6 +238,9 @@ def _train(ctx: Any, request: dict, root: Path, own: Path,
     except Exception as exc:
         if ctx.gate_errors:
             return None, _refused(ctx.gate_errors)
+        denied = guard.explain(exc, bool(ctx.restricted_reads)) if guard else None
+        if denied is not None:  # the sandbox refused it: deterministic, cached like any error
+            return None, {"ok": False, "diagnostics": [denied]}
         path, line, trail = _user_frame(exc, root, own)
         message = f"training raised {type(exc).__name__}: {exc}".strip()
         if ctx.restricted_reads:
@@ -258,6 +251,9 @@ def _train(ctx: Any, request: dict, root: Path, own: Path,
             "transient": isinstance(exc, (OSError, MemoryError))}  # not cached
     if ctx.gate_errors:  # caught by the training: the model saw unverified data
         return None, _refused(ctx.gate_errors)
+    bypass = guard.swallowed(bool(ctx.restricted_reads)) if guard else []
+    if bypass:  # caught by the training: it tried to read data around the gate
+        return None, {"ok": False, "diagnostics": bypass}
     if model is None or not hasattr(model, "predict"):
         return None, {"ok": False, "diagnostics": [_diag(
             "BE304", f"train() returned {type(model).__name__}, not a fitted model with "
@@ -351,14 +347,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = argv if argv is not None else sys.argv[1:]
     request = json.loads(Path(argv[0]).read_text())
     result_path = Path(request["result"])
+    guard = None
     try:
-        result = run(request)
+        guard = Guard.enter(request.get("sandbox"), Path(request["root"]).resolve())
+        result = run(request, guard)
+    except ConfinementError as exc:
+        result = {"ok": False, "diagnostics": [_diag(
+            "BE326", f"the sandbox could not confine the training: {exc}", None, None,
+            ["`buildenv doctor` checks this machine's sandbox"])]}
     except BaseException as exc:  # a bug in buildenv, or a crash in a library
         # Frames only: messages and source lines may quote data (restricted or not).
         frames = [f"at {Path(f.filename).name}:{f.lineno} in {f.name}"
                   for f in traceback.extract_tb(exc.__traceback__)[-5:]]
         result = {"ok": False, "diagnostics": [_diag(
             "BE305", f"training process failed: {type(exc).__name__}", None, None, frames)]}
+    left = guard.reap() if guard is not None else None
+    if left is not None:
+        result.setdefault("diagnostics", []).append({**left, "path": request["module_path"]})
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, default=str))
     os.replace(tmp, result_path)

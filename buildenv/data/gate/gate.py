@@ -4,7 +4,7 @@ Every caller -- validate, drift, the training's `ctx.read`, evaluation, promotio
 reads through `Gate.open`, which
 
 1. **pins** the bytes: a local file is opened once and decoded through that open file
-   (`/proc/self/fd/N`), so a file replaced after the lock check is not what is read; a remote
+   (`pread`), so a file replaced after the lock check is not what is read; a remote
    object is copied into memory while it is hashed;
 2. **verifies** them: the whole file is hashed while it is decoded (a second thread reading the
    same open file; hashing releases the GIL), and the digest is compared with the lock's when
