@@ -161,6 +161,12 @@ CODES: dict[str, Code] = {
     "BE066": Code("uri names a directory", "A dataset uri without a trailing `/` names a "
                   "directory. Write the uri with a trailing `/` to read it as a partitioned "
                   "dataset (a directory of Parquet files)."),
+    "BE067": Code("partition directories disagree", "Without `partitions:`, a declared column "
+                  "that names `name=<value>` directories in the file paths is a partition "
+                  "column. Every file must then live under those directories, in one order, "
+                  "with no other directory level. The message names the paths that disagree "
+                  "and what to write: move the files, declare the column a level names, or "
+                  "state the order with `partitions:`."),
     # --- static checks of training code -----------------------------------------
     "BE100": Code("syntax error in training", "The training module does not parse."),
     "BE101": Code("undeclared dataset", "`ctx.read` asks for a dataset the environment does not "

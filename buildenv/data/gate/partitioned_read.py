@@ -23,8 +23,9 @@ from buildenv.data.lock.manifest import (
     FileEntry,
     Manifest,
     ManifestError,
-    list_files,
+    list_partitioned,
     partition_values,
+    resolve_partitions,
 )
 from buildenv.data.storage import locate
 from buildenv.env.spec import Column, Dataset, Environment
@@ -106,24 +107,26 @@ class PartitionedRead(Reader):
         self.name, self.spec = name, spec
         self.manifest = manifest
         self.origin = origin
-        self.partitions = tuple(spec.partition_columns)
         location = locate(uri, scope.project)
         self.location = location
         entries: list[tuple[str, str | None]]
-        if manifest is not None:
-            entries = [(f.path, f.digest) for f in manifest.files]
-            self.algorithm = manifest.algorithm
-        else:
-            with self.opening():
-                try:
-                    listed = list_files(location, self.partitions)
-                except ManifestError as exc:
-                    code, text = exc.problems[0]
-                    more = len(exc.problems) - 1
-                    raise self.error(code, f"dataset '{name}': {text}" + (
-                        f" (and {more} more)" if more else "")) from None
-            entries = [(item.path, None) for item in listed]
-            self.algorithm = "sha256"
+        try:
+            if manifest is not None:
+                entries = [(f.path, f.digest) for f in manifest.files]
+                self.algorithm = manifest.algorithm
+                self.partitions = resolve_partitions(spec.partitions, spec.columns,
+                                                     [path for path, _ in entries])
+            else:
+                with self.opening():
+                    self.partitions, listed = list_partitioned(location, spec.partitions,
+                                                               spec.columns)
+                entries = [(item.path, None) for item in listed]
+                self.algorithm = "sha256"
+        except ManifestError as exc:
+            code, text = exc.problems[0]
+            more = len(exc.problems) - 1
+            raise self.error(code, f"dataset '{name}': {text}" + (
+                f" (and {more} more)" if more else "")) from None
         self.files: list[tuple[str, str | None, dict[str, str | None]]] = []
         for path, digest in entries:
             try:

@@ -38,7 +38,8 @@ from buildenv.env.uris import names_directory
 __all__ = ["DatasetKey", "Digested", "LabelLocker", "digest_dataset", "label_declaration",
            "lock_environments_with"]
 
-DatasetKey = tuple[str, str, tuple[str, ...]]  # uri, format, partitions
+# uri, format, partitions as written (None: found in the paths), declared columns
+DatasetKey = tuple[str, str, tuple[str, ...] | None, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -47,16 +48,17 @@ class Digested:
     manifest: Manifest | None = None
 
 
-def digest_dataset(project: Project, uri: str, fmt: str, partitions: Sequence[str] = (),
+def digest_dataset(project: Project, uri: str, fmt: str, partitions: Sequence[str] | None = (),
                    algorithm: str = "sha256", cache: StatCache | None = None,
-                   executor: Executor | None = None) -> Digested:
+                   executor: Executor | None = None, columns: Sequence[str] = ()) -> Digested:
     """The content digest of a dataset version now: one file's, or a partitioned dataset's
-    manifest (a stat per file, a hash per file the stat cache cannot vouch for). Raises
-    FileNotFoundError, ManifestError or another exception naming what cannot be read."""
+    manifest (a stat per file, a hash per file the stat cache cannot vouch for; partitions as
+    written, or None: those of `columns` the paths show). Raises FileNotFoundError,
+    ManifestError or another exception naming what cannot be read."""
     location = locate(uri, project)
     if not names_directory(uri):
         return Digested(digest_location(location, fmt, algorithm, cache))
-    manifest = digest_partitioned(location, partitions, algorithm, cache, executor)
+    manifest = digest_partitioned(location, partitions, algorithm, cache, executor, columns)
     return Digested(ContentDigest(manifest.digest, manifest.size, manifest.rows), manifest)
 
 
@@ -68,10 +70,10 @@ def _digest_all(project: Project, wanted: set[DatasetKey], algorithm: str, cache
     errors: dict[DatasetKey, list[tuple[str, str]]] = {}
 
     def work(item: DatasetKey) -> None:
-        uri, fmt, partitions = item
+        uri, fmt, partitions, columns = item
         try:
             results[item] = digest_dataset(project, uri, fmt, partitions, algorithm, cache,
-                                           executor)
+                                           executor, columns)
         except ManifestError as exc:
             errors[item] = exc.problems
         except FileNotFoundError:
@@ -87,12 +89,16 @@ def _digest_all(project: Project, wanted: set[DatasetKey], algorithm: str, cache
 
     workers = max(1, min(len(wanted), os.cpu_count() or 1, 4))
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(work, sorted(wanted)))
+        list(pool.map(work, sorted(wanted, key=repr)))
     return results, errors
 
 
 def _key(ds: Any) -> DatasetKey:
-    return (ds.uri, ds.format, tuple(ds.partition_columns) if ds.partitioned else ())
+    if not ds.partitioned:
+        return (ds.uri, ds.format, (), ())
+    if ds.partitions is not None:
+        return (ds.uri, ds.format, tuple(ds.partitions), ())
+    return (ds.uri, ds.format, None, tuple(sorted(ds.columns)))
 
 
 class LabelLocker(Protocol):
@@ -123,7 +129,7 @@ def lock_environments_with(label_locker: LabelLocker, multiverse: Multiverse, na
     project = multiverse.project
     resolved, problems = multiverse.resolve_all(names)
     wanted = {_key(ds) for res in resolved.values() for ds in res.env.datasets.values()}
-    if executor is not None and any(names_directory(uri) for uri, _, _ in wanted):
+    if executor is not None and any(names_directory(key[0]) for key in wanted):
         executor.prepare()  # datasets are hashed from threads: connect from this one
     cache = stat_cache(project)
     digests, errors = _digest_all(project, wanted, algorithm, cache, executor)
