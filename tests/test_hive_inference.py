@@ -10,8 +10,15 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from conftest import invoke_cli
-from partitioned_repo import DAYS, FILES_PER_DAY, ROWS_PER_FILE, age, day, file_path, \
-    make_partitioned_repo
+from partitioned_repo import (
+    DAYS,
+    FILES_PER_DAY,
+    ROWS_PER_FILE,
+    age,
+    day,
+    file_path,
+    make_partitioned_repo,
+)
 
 from buildenv.core.project import Project
 from buildenv.data.gate.gate import Gate
@@ -52,8 +59,8 @@ def test_paths_alone_decide_in_path_order():
      ["column 'month' is a 'month=<value>' directory in 2 of 3 file paths but not in "
       "'c.parquet'", "move those files under a 'month=<value>' directory"]),
     (["year=1/month=1/a.parquet", "month=2/year=1/b.parquet"],
-     ["disagree", "another order (month/year)",
-      "write `partitions: [year, month]`"]),
+     ["1 file path(s) disagree, e.g. 'month=2/year=1/b.parquet'", "another order (month/year)",
+      "`partitions: [year, month]`", "every path reads year=<value>/month=<value>/<file>"]),
     (["region=eu/month=1/a.parquet", "region=us/month=2/b.parquet"],
      ["`partitions: [month]`", "'region=eu/month=1/a.parquet'",
       "directory 'region=eu' is not a '<column>=<value>' directory of a declared column: "
@@ -147,3 +154,16 @@ def test_a_lock_written_before_inference_is_stale_naming_the_partitions(repo):
     code, _, err = invoke_cli(["lock", "--check"], repo)
     assert code == 1
     assert "dataset 'events' partitions changed: lock has [], environment has ['date']" in err
+
+
+def test_a_column_missing_from_files_and_paths_hints_at_the_directories(repo):
+    for i in range(DAYS):
+        path = file_path(repo, i, 0).parent
+        path.rename(path.with_name(day(i)))  # 2026-09-01/ instead of date=2026-09-01/
+    age(repo)
+    assert invoke_cli(["lock"], repo)[0] == 0
+    code, _, err = invoke_cli(["validate", "ev"], repo)
+    assert code == 1
+    assert f"error[BE206]: dataset 'events' has no column 'date' in {FILES} of {FILES} " in err
+    assert "if the values of 'date' are in the paths, name those directories 'date=<value>'" \
+           in err

@@ -579,6 +579,14 @@ CODES: dict[str, Code] = {
                   "killed, an object was lost) after Ray's retries. Nothing it computed is "
                   "used; the worker's log says why. Data problems are never this code: tasks "
                   "report them as diagnostics."),
+    "BE883": Code("dataset out of the cluster's reach", "`build --all --executor ray` with a "
+                  "Ray cluster: a dataset is at a local path, which the workers cannot read. "
+                  "Refused before anything is scheduled, naming the dataset: put the data in "
+                  "object storage or on a file system mounted at the same path on every node."),
+    "BE884": Code("training larger than every node", "`build --all --executor ray`: a "
+                  "training's `resources` (cpus, memory_gb) exceed what every live node of the "
+                  "Ray cluster has. Refused before anything is scheduled, naming the training "
+                  "and the largest node."),
     # --- importers (buildenv import) ---------------------------------------------------------
     "BE900": Code("cannot read import file", "`buildenv import` could not read the suite or "
                   "schema file: it does not exist, is not readable, or is not UTF-8 text."),

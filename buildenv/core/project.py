@@ -19,7 +19,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 
-__all__ = ["Project", "TrainingConfig", "find_root"]
+__all__ = ["Project", "Resources", "TrainingConfig", "find_root"]
+
+
+class Resources(BaseModel):
+    """What one build of a training needs from the machine that runs it (`build --all
+    --executor ray` asks Ray for it; a local build does not)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    cpus: float | None = Field(default=None, gt=0)
+    """CPUs; default: the training's `threads` (1 when not set)."""
+    memory_gb: float | None = Field(default=None, gt=0)
+    """Memory in GiB; default: none reserved."""
 
 
 class TrainingConfig(BaseModel):
@@ -49,6 +61,8 @@ class TrainingConfig(BaseModel):
     """Known limitations, for its model card."""
     owners: list[str] = []
     """Who answers for the model, for its model card."""
+    resources: Resources = Resources()
+    """`{cpus = 4, memory_gb = 8}`: what a build of the training asks of a Ray cluster."""
 
     def card_text(self) -> dict[str, object]:
         """The free text of the model card (part of the cache key: the card is in the
@@ -84,7 +98,8 @@ class ToolConfig(BaseModel):
     tracking_uri: str | None = None
     cache_dir: str = ".buildenv"
     executor: Literal["local", "ray"] = "local"
-    """Where lock, validate and drift run the per-file work of partitioned datasets."""
+    """Where lock, validate and drift run the per-file work of partitioned datasets, and
+    where `build --all` trains its pairs."""
     signing_key: str | None = None  # PEM EC private key: sign artifacts at build time
     verify_key: str | None = None  # PEM EC public key: verify signatures before loading
     trainings: dict[str, TrainingConfig] = {}

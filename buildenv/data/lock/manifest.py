@@ -169,8 +169,10 @@ def infer_partitions(paths: Sequence[str], columns: Iterable[str]) -> tuple[str,
     directories that are not all `name=<value>` of declared columns."""
     declared = set(columns)
     keyed = [(path, _hive_keys(path)) for path in paths]
+    first = keyed[0][1] if keyed else []  # the first path's order wins; then by depth, name
     found = sorted({k for _, keys in keyed for k in keys if k in declared},
-                   key=lambda k: min(keys.index(k) for _, keys in keyed if k in keys))
+                   key=lambda k: (first.index(k) if k in first else len(first),
+                                  min(keys.index(k) for _, keys in keyed if k in keys), k))
     if not found:
         return ()
     problems: list[tuple[str, str]] = []
@@ -198,7 +200,8 @@ def infer_partitions(paths: Sequence[str], columns: Iterable[str]) -> tuple[str,
                     f"<file>")
         else:
             what = (f"the directories come in another order ({'/'.join(k or '' for k in keys)}"
-                    f"); move the files, or write `{yaml}` to state the order")
+                    f"); move those files so every path reads "
+                    f"{'/'.join(f'{c}=<value>' for c in expected)}/<file>")
         raise ManifestError([("BE067", (
             f"partition directories {'/'.join(f'{c}=<value>' for c in expected)}/<file> found "
             f"in the paths (`{yaml}`), but {len(others)} file path(s) disagree, e.g. "
