@@ -32,9 +32,10 @@ entry = "train/lr.py:train"
 environments = ["base", "next"]
 threads = 1
 
-[tool.buildenv.trainings.forest]
-entry = "train/forest.py:train"
+[tool.buildenv.trainings.lr7]
+entry = "train/lr.py:train"
 environments = ["base", "next"]
+seed = 7
 threads = 1
 resources = {cpus = 1, memory_gb = 0.25}
 """
@@ -87,7 +88,7 @@ def test_pairs_on_ray_give_the_local_artifact_digests(repo, ray_executor, monkey
     on_ray = build_all(repo, ray_executor)
     assert on_ray == local
     assert sorted(submitted) == sorted(
-        f"train/{t}.py:train@{e}:1" for t in ("lr", "forest") for e in ("base", "next"))
+        f"train/lr.py:train@{e}:1" for _ in ("lr", "lr7") for e in ("base", "next"))
 
 
 def test_a_worker_lost_twice_fails_its_pair_with_be305(repo, ray_executor, monkeypatch):
@@ -119,10 +120,10 @@ def test_a_training_larger_than_every_node_is_refused_before_scheduling(repo, ra
         submitted = []
         monkeypatch.setattr(ray_executor, "run_one", lambda *a, **k: submitted.append(a))
         with pytest.raises(DiagnosticError) as info:
-            run_matrix(project, Multiverse(project), [("forest", "base"), ("lr", "base")],
+            run_matrix(project, Multiverse(project), [("lr", "base"), ("lr7", "base")],
                        BuildOptions(register=False, use_cache=False, ray=ray_executor))
         (d,) = info.value.diagnostics
-        assert d.code == "BE884" and "training 'forest' asks for 64 CPU(s), more than any " \
+        assert d.code == "BE884" and "training 'lr7' asks for 64 CPU(s), more than any " \
                                      "node of the Ray cluster has (the largest: 2 CPU(s)" in d.message
         assert info.value.exit_code == 2 and submitted == []
     finally:
