@@ -137,3 +137,31 @@ def test_local_datasets_are_refused_for_a_cluster(repo):
     assert problems and all(p.code == "BE883" for p in problems)
     assert "dataset 'items' of environment 'base' is at a local path ('data/items.parquet') " \
            "that the Ray cluster's workers cannot read" in problems[0].message
+
+
+def test_a_cluster_gets_the_repository_and_never_local_data(repo, tmp_path, monkeypatch):
+    cluster = RayExecutor(address="ray://head:10001")
+    assert cluster.remote
+    monkeypatch.setattr(cluster, "prepare", lambda: None)
+    monkeypatch.setattr(cluster, "node_resources", lambda: [{"CPU": 8.0, "memory": 16 * 2**30}])
+    seen: dict = {}
+
+    def fake_run_one(fn, item, **kwargs):
+        seen.update(kwargs, fn=fn)
+        return {"ok": True}, {"model.pkl": "aGVsbG8="}
+
+    monkeypatch.setattr(cluster, "run_one", fake_run_one)
+    project = Project.discover(repo)
+    multiverse = Multiverse(project)
+    with pytest.raises(DiagnosticError) as info:  # refused before anything is scheduled
+        run_matrix(project, multiverse, [("lr", "base")], BuildOptions(ray=cluster))
+    assert {d.code for d in info.value.diagnostics} == {"BE883"} and not seen
+    # what a pair sends: the repository as the working_dir, the training's resources
+    task = remote.RemoteTraining(project, project.training("lr7"), multiverse.resolve("base"),
+                                 10.0, {}, {}, {}, "sha256:k", shipped=True)
+    assert remote.train_on_ray(cluster, task, tmp_path / "model") == {"ok": True}
+    assert (tmp_path / "model" / "model.pkl").read_bytes() == b"hello"
+    assert seen["fn"] is remote.train_task and seen["retries"] == 1
+    assert seen["num_cpus"] == 1 and seen["memory"] == int(0.25 * 2**30)
+    assert seen["runtime_env"]["working_dir"] == str(project.root)
+    assert {".git/", "dist/", ".buildenv/"} <= set(seen["runtime_env"]["excludes"])
