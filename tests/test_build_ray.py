@@ -147,6 +147,8 @@ def test_a_cluster_gets_the_repository_and_never_local_data(repo, tmp_path, monk
     seen: dict = {}
 
     def fake_run_one(fn, item, **kwargs):
+        if fn is remote.versions:
+            return remote.versions()
         seen.update(kwargs, fn=fn)
         return {"ok": True}, {"model.pkl": "aGVsbG8="}
 
@@ -165,3 +167,22 @@ def test_a_cluster_gets_the_repository_and_never_local_data(repo, tmp_path, monk
     assert seen["num_cpus"] == 1 and seen["memory"] == int(0.25 * 2**30)
     assert seen["runtime_env"]["working_dir"] == str(project.root)
     assert {".git/", "dist/", ".buildenv/"} <= set(seen["runtime_env"]["excludes"])
+
+
+def test_a_cluster_with_other_versions_is_refused_naming_both(repo, ray_executor, monkeypatch):
+    assert remote.check_versions(ray_executor) == []  # a real worker: the driver's versions
+    here = remote.versions()
+    (d,) = remote.version_problems(here, {"python": "3.10", "buildenv": here["buildenv"]})
+    assert d.code == "BE885" and d.message == (
+        f"the Ray cluster runs other versions than this driver: python {here['python']} here, "
+        "3.10 on the cluster")
+    cluster = RayExecutor(address="ray://head:10001")
+    monkeypatch.setattr(cluster, "prepare", lambda: None)
+    monkeypatch.setattr(cluster, "node_resources", lambda: [{"CPU": 8.0}])
+    monkeypatch.setattr(cluster, "run_one", lambda fn, item, **k: {"python": here["python"],
+                                                                   "buildenv": "0.0.1"})
+    project = Project.discover(repo)
+    with pytest.raises(DiagnosticError) as info:
+        run_matrix(project, Multiverse(project), [("lr", "base")], BuildOptions(ray=cluster))
+    assert "BE885" in {d.code for d in info.value.diagnostics}
+    assert info.value.exit_code == 2

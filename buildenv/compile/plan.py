@@ -13,7 +13,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from buildenv.compile.build import BuildOptions, BuildOutcome, build_pair
-from buildenv.compile.remote import check_reachable, check_resources
+from buildenv.compile.remote import check_reachable, check_resources, check_versions
 from buildenv.core import progress
 from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
@@ -47,6 +47,7 @@ def run_matrix(project: Project, multiverse: Multiverse, selected: list[tuple[st
         refused = check_resources(options.ray, {t: project.training(t)
                                                 for t in sorted({t for t, _ in selected})})
         if options.ray.remote:
+            refused += check_versions(options.ray)
             refused += check_reachable(project, {e: r for e, r in all_resolved.items()
                                                  if e in {env for _, env in selected}})
         if refused:

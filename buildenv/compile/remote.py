@@ -17,18 +17,21 @@ travels as Ray's runtime environment (`working_dir`), so its code digest is of w
 reaches (object storage, or a file system mounted at the same path): a local path is refused
 before anything is scheduled (BE883), naming the dataset. A worker lost mid-build is retried
 once, then the pair fails with BE305; a training that asks for more than any node has is
-refused before scheduling (BE884).
+refused before scheduling (BE884), and so is a cluster whose Python or buildenv version
+differs from the driver's (BE885, naming both).
 """
 
 from __future__ import annotations
 
 import base64
+import platform
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from buildenv import __version__
 from buildenv.compile.launch import run_training
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
@@ -36,7 +39,8 @@ from buildenv.data.executor import RayExecutor
 from buildenv.data.storage import locate
 from buildenv.env.resolve import Resolved
 
-__all__ = ["RemoteTraining", "check_resources", "check_reachable", "train_on_ray"]
+__all__ = ["RemoteTraining", "check_reachable", "check_resources", "check_versions",
+           "train_on_ray", "version_problems", "versions"]
 
 GIB = 1 << 30
 SHIPPED_EXCLUDES = [".git/", ".buildenv/", "dist/", ".venv/", "**/__pycache__/"]
@@ -145,3 +149,25 @@ def check_reachable(project: Project, resolved: dict[str, Resolved]) -> list[Dia
                            "mounted at the same path on every node, and use that uri",
                            "or run with --executor local")))
     return problems
+
+
+def versions(_: object = None) -> dict[str, str]:
+    """This interpreter's Python (major.minor) and buildenv versions: run on a worker too."""
+    return {"python": ".".join(platform.python_version_tuple()[:2]), "buildenv": __version__}
+
+
+def version_problems(driver: dict[str, str], worker: dict[str, str]) -> list[Diagnostic]:
+    """BE885 when a worker's Python or buildenv version is not the driver's."""
+    differ = [k for k in ("python", "buildenv") if driver.get(k) != worker.get(k)]
+    if not differ:
+        return []
+    both = "; ".join(f"{k} {driver.get(k)} here, {worker.get(k)} on the cluster" for k in differ)
+    return [Diagnostic("BE885", f"the Ray cluster runs other versions than this driver: {both}",
+                       hints=("install the driver's versions in the cluster's image (pip install "
+                              f"'buildenv[ray]=={driver.get('buildenv')}' on Python "
+                              f"{driver.get('python')}), or build with --executor local",))]
+
+
+def check_versions(executor: RayExecutor) -> list[Diagnostic]:
+    """BE885 before scheduling: a worker's versions, asked with one small task."""
+    return version_problems(versions(), executor.run_one(versions, None, num_cpus=0.01))

@@ -587,6 +587,10 @@ CODES: dict[str, Code] = {
                   "training's `resources` (cpus, memory_gb) exceed what every live node of the "
                   "Ray cluster has. Refused before anything is scheduled, naming the training "
                   "and the largest node."),
+    "BE885": Code("Ray cluster runs other versions", "`build --all --executor ray` with a Ray "
+                  "cluster whose workers run another Python (major.minor) or buildenv version "
+                  "than the driver: refused before scheduling, naming both. Install the "
+                  "driver's versions in the cluster's image."),
     # --- importers (buildenv import) ---------------------------------------------------------
     "BE900": Code("cannot read import file", "`buildenv import` could not read the suite or "
                   "schema file: it does not exist, is not readable, or is not UTF-8 text."),
