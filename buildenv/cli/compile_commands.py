@@ -75,23 +75,30 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
                                                        "resolve (default: the root)."),
               timeout: Optional[float] = typer.Option(None, "--timeout",
                                                       help="Training time limit, seconds."),
+              executor: Optional[str] = typer.Option(
+                  None, "--executor", help="Where trainings run: local (processes here) or "
+                  "ray (each pair a Ray task; BUILDENV_RAY_ADDRESS / RAY_ADDRESS, else a local "
+                  "Ray). Default: [tool.buildenv] executor, else local."),
               root: Optional[Path] = RootOpt, fmt: Format = FormatOpt,
               progress: Optional[bool] = ProgressOpt, quiet: bool = QuietOpt) -> None:
     """Compile: check, validate, train, verify, emit (and register)."""
     from buildenv.compile.build import BuildOptions, build_pair
     from buildenv.compile.plan import matrix_json, pairs, render_matrix, run_matrix
     from buildenv.core.atomic import atomic_write_text
+    from buildenv.data.executor import RayExecutor, make_executor
     from buildenv.env.resolve import Multiverse
 
     project = open_project(root, data_root)
     multiverse = Multiverse(project)
-    options = BuildOptions(out=out, register=register, use_cache=cache, timeout=timeout)
+    runner = make_executor(executor, project)
+    options = BuildOptions(out=out, register=register, use_cache=cache, timeout=timeout,
+                           ray=runner if isinstance(runner, RayExecutor) else None)
     if all_:
         if training or env or out:
             raise DiagnosticError([Diagnostic("BE004", "--all takes no TRAINING, --env or "
                                               "--out")], 2)
         selected = pairs(project.trainings, multiverse.names())
-        with progress_shown(progress, quiet):
+        with progress_shown(progress, quiet), runner:
             outcomes = run_matrix(project, multiverse, selected, options, jobs)
         payload = matrix_json(outcomes)
         target = matrix_out or project.root / "dist" / "matrix.json"
@@ -108,7 +115,9 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
                                           "--all")], 2)
     project.training(training)
     multiverse.resolve(env)  # an unknown or invalid environment is a configuration error: exit 2
-    with progress_shown(progress, quiet):
+    with progress_shown(progress, quiet), runner:
+        if options.ray is not None:
+            options.ray.prepare()
         outcome = build_pair(project, multiverse, training, env, options)
     if fmt is Format.json:
         _emit_builds([outcome], fmt)

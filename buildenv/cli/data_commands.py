@@ -93,7 +93,7 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
 
 
 # Problems of the data itself (exit 1), not of the environment files (exit 2).
-_DATA_CODES = {"BE053", "BE056", "BE061", "BE062", "BE065", "BE853", "BE854", "BE855", "BE856",
+_DATA_CODES = {"BE053", "BE056", "BE061", "BE062", "BE065", "BE067", "BE853", "BE854", "BE855", "BE856",
                "BE857", "BE858", "BE860", "BE862", "BE863", "BE867"}
 
 

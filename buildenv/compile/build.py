@@ -47,14 +47,16 @@ from buildenv.compile.integrity import sign_artifact
 from buildenv.compile.launch import run_training
 from buildenv.compile.outputs import check_out_dir, pair_mutex, scratch
 from buildenv.compile.registry import ensure_registered
+from buildenv.compile.remote import RemoteTraining, train_on_ray
 from buildenv.compile.sandbox import check_available
-from buildenv.compile.sandbox_policy import sandbox_policy
+from buildenv.compile.sandbox_policy import SandboxPolicy, sandbox_policy
 from buildenv.compile.verify import located, verify_model
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
+from buildenv.data.executor import RayExecutor
 from buildenv.data.lock.staleness import check_lock
 from buildenv.data.validate.validate import validate_env
 from buildenv.env.resolve import Multiverse, Resolved
@@ -72,6 +74,7 @@ class BuildOptions:
     register: bool = True
     use_cache: bool = True
     timeout: float | None = None
+    ray: RayExecutor | None = None  # trains on Ray (buildenv.compile.remote), else here
 
 
 @dataclass
@@ -219,9 +222,8 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
     with atomic_dir(out, scratch(project)) as tmp:
         model_dir = tmp / "model"
         progress.phase("train")
-        result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
-                              digests, label_pins, lock.manifests(), _model_key(parts),
-                              policy)
+        result = _train(project, config, res, model_dir, options, digests, label_pins,
+                        lock.manifests(), _model_key(parts), policy)
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
             found = [located(res, d) for d in result.get("diagnostics", [])]
@@ -256,6 +258,19 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
 
 class _Abort(Exception):
     pass
+
+
+def _train(project: Project, config: TrainingConfig, res: Resolved, model_dir: Path,
+           options: BuildOptions, digests: dict[str, str], label_pins: dict,
+           manifests: dict, release_key: str, policy: SandboxPolicy) -> dict:
+    """The training process's result: here, or as a Ray task whose files come back here."""
+    timeout = options.timeout or config.timeout
+    if options.ray is not None:
+        return train_on_ray(options.ray, RemoteTraining(
+            project, config, res, timeout, digests, label_pins, manifests, release_key,
+            options.ray.remote, policy), model_dir)
+    return run_training(project, config, res, model_dir, timeout, digests, label_pins,
+                        manifests, release_key, policy)
 
 
 def _write_record(out: Path, lineage: dict, coverage: dict | None, config: TrainingConfig,

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from buildenv.compile.sandbox import Sandbox
@@ -25,7 +26,7 @@ from buildenv.compile.sandbox_policy import SandboxPolicy
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
 
-__all__ = ["child_env", "kill_group", "run_training"]
+__all__ = ["child_env", "kill_group", "run_training", "wait_policy"]
 
 
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
@@ -38,15 +39,57 @@ _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
 _KEEP_PREFIXES = ("AWS_", "GOOGLE_", "GCS_")
 
 
-def child_env(seed: int, threads: int) -> dict[str, str]:
+def wait_policy(threads: int, load: float | None = None, cores: int | None = None
+                ) -> str | None:
+    """The OMP_WAIT_POLICY a training process gets unless the user set one: None (OpenMP's
+    own default: spin briefly, then sleep) on a machine with a free core per training thread,
+    PASSIVE on a busy one. Spinning waits burn the cores they wait for as soon as anything
+    else runs (measured 4-8x slower fits on a loaded two-core machine); on an idle machine
+    passive waits cost a 1.4x slower fit (bench/bench_build.py --only waitpolicy). The
+    schedule, so the model's bytes, is the same either way. `load`: the one-minute load
+    average (default: the machine's now)."""
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # no load average (not Linux/macOS): assume idle, like most users
+            return None
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    return "PASSIVE" if load + threads > cores + 0.5 else None
+
+
+class _Running:
+    """Native threads of the trainings this process runs now (`build --all` runs pairs side by
+    side): they compete for cores before the load average shows it."""
+
+    def __init__(self) -> None:
+        self.threads = 0
+        self.lock = threading.Lock()
+
+    def add(self, threads: int) -> int:
+        """Count `threads` in; the threads already running before them."""
+        with self.lock:
+            before = self.threads
+            self.threads += threads
+            return before
+
+    def remove(self, threads: int) -> None:
+        with self.lock:
+            self.threads -= threads
+
+
+_RUNNING = _Running()
+
+
+def child_env(seed: int, threads: int, others: int = 0) -> dict[str, str]:
+    """The training process's environment; `others`: threads of trainings running beside it."""
     env = {k: v for k, v in os.environ.items() if k in _KEEP_ENV or k.startswith(_KEEP_PREFIXES)}
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
-    # OpenMP threads that wait for each other by spinning burn the cores they wait for as soon
-    # as anything else runs (the build's own threads, other jobs): measured 4-8x slower fits on
-    # a loaded two-core machine. Sleeping waits cost little when the machine is idle, and the
-    # schedule (so the model's bytes) is the same. A user's OMP_WAIT_POLICY is kept.
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    policy = wait_policy(threads + others)
+    if policy is not None:
+        env.setdefault("OMP_WAIT_POLICY", policy)
     # The runner must import this very buildenv (a Pants sandbox, a test's PYTHONPATH).
     package_parent = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(
@@ -101,14 +144,20 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
         }
         (work / "request.json").write_text(json.dumps(request))
         log_path = work / "output.log"
+        threads = config.native_threads
+        others = _RUNNING.add(threads)
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                box.command([sys.executable, "-m", "buildenv.training.runner",
-                             str(work / "request.json")]),
-                cwd=project.root, env=box.env(child_env(config.seed, config.native_threads)),
-                stdin=subprocess.DEVNULL, pass_fds=box.pass_fds,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            try:
+                proc = subprocess.Popen(
+                    box.command([sys.executable, "-m", "buildenv.training.runner",
+                                 str(work / "request.json")]),
+                    cwd=project.root, env=box.env(child_env(config.seed, threads, others)),
+                    stdin=subprocess.DEVNULL, pass_fds=box.pass_fds,
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            except BaseException:
+                _RUNNING.remove(threads)
+                raise
             box.started()
             try:
                 proc.wait(timeout=timeout)
@@ -124,6 +173,8 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
                 box.stop(proc)
                 kill_group(proc)
                 raise
+            finally:
+                _RUNNING.remove(threads)
             kill_group(proc)  # the runner exited: workers it left behind go too
         output = log_path.read_text(errors="replace")
         result_file = work / "result.json"

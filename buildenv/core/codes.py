@@ -199,6 +199,12 @@ CODES: dict[str, Code] = {
     "BE066": Code("uri names a directory", "A dataset uri without a trailing `/` names a "
                   "directory. Write the uri with a trailing `/` to read it as a partitioned "
                   "dataset (a directory of Parquet files)."),
+    "BE067": Code("partition directories disagree", "Without `partitions:`, a declared column "
+                  "that names `name=<value>` directories in the file paths is a partition "
+                  "column. Every file must then live under those directories, in one order, "
+                  "with no other directory level. The message names the paths that disagree "
+                  "and what to write: move the files, declare the column a level names, or "
+                  "state the order with `partitions:`."),
     # --- table datasets (Delta Lake, Iceberg) ---------------------------------------
     "BE070": Code("invalid table dataset", "A key does not go with the dataset's format: "
                   "`version`/`as_of` pin a `format: delta` table, `catalog`/`ref`/`snapshot` a "
@@ -753,6 +759,18 @@ CODES: dict[str, Code] = {
                   "killed, an object was lost) after Ray's retries. Nothing it computed is "
                   "used; the worker's log says why. Data problems are never this code: tasks "
                   "report them as diagnostics."),
+    "BE883": Code("dataset out of the cluster's reach", "`build --all --executor ray` with a "
+                  "Ray cluster: a dataset is at a local path, which the workers cannot read. "
+                  "Refused before anything is scheduled, naming the dataset: put the data in "
+                  "object storage or on a file system mounted at the same path on every node."),
+    "BE884": Code("training larger than every node", "`build --all --executor ray`: a "
+                  "training's `resources` (cpus, memory_gb) exceed what every live node of the "
+                  "Ray cluster has. Refused before anything is scheduled, naming the training "
+                  "and the largest node."),
+    "BE885": Code("Ray cluster runs other versions", "`build --all --executor ray` with a Ray "
+                  "cluster whose workers run another Python (major.minor) or buildenv version "
+                  "than the driver: refused before scheduling, naming both. Install the "
+                  "driver's versions in the cluster's image."),
     # --- importers (buildenv import) ---------------------------------------------------------
     "BE900": Code("cannot read import file", "`buildenv import` could not read the suite or "
                   "schema file: it does not exist, is not readable, or is not UTF-8 text."),

@@ -22,8 +22,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 from buildenv.core.toml_keys import key_positions, position_of
 
-__all__ = ["Project", "SandboxMode", "TrainingConfig", "TrainingSandbox", "config_problems",
-           "find_root", "is_project", "require_project"]
+__all__ = ["Project", "Resources", "SandboxMode", "TrainingConfig", "TrainingSandbox",
+           "config_problems", "find_root", "is_project", "require_project"]
 
 SandboxMode = Literal["required", "preferred", "off"]
 
@@ -55,6 +55,17 @@ class TrainingSandbox(BaseModel):
 def _sandbox_table(value: object) -> object:
     return {"mode": value} if isinstance(value, str) else value
 
+class Resources(BaseModel):
+    """What one build of a training needs from the machine that runs it (`build --all
+    --executor ray` asks Ray for it; a local build does not)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    cpus: float | None = Field(default=None, gt=0)
+    """CPUs; default: the training's `threads` (1 when not set)."""
+    memory_gb: float | None = Field(default=None, gt=0)
+    """Memory in GiB; default: none reserved."""
+
 
 class TrainingConfig(BaseModel):
     """`[tool.buildenv.trainings.<name>]`."""
@@ -85,6 +96,8 @@ class TrainingConfig(BaseModel):
     """Known limitations, for its model card."""
     owners: list[str] = []
     """Who answers for the model, for its model card."""
+    resources: Resources = Resources()
+    """`{cpus = 4, memory_gb = 8}`: what a build of the training asks of a Ray cluster."""
 
     def card_text(self) -> dict[str, object]:
         """The free text of the model card (part of the cache key: the card is in the
@@ -120,7 +133,8 @@ class ToolConfig(BaseModel):
     tracking_uri: str | None = None
     cache_dir: str = ".buildenv"
     executor: Literal["local", "ray"] = "local"
-    """Where lock, validate and drift run the per-file work of partitioned datasets."""
+    """Where lock, validate and drift run the per-file work of partitioned datasets, and
+    where `build --all` trains its pairs."""
     store: str | None = None
     """The shared object store `buildenv push` / `pull` use: an `s3://bucket/prefix`, or a
     directory (relative to the repository root)."""

@@ -211,6 +211,34 @@ class RayExecutor(Executor):
                 hints=("the Ray dashboard or `ray logs` has the worker's output",
                        "rerun with --executor local to rule the cluster out"))], 2) from None
 
+    def run_one(self, fn: Callable[[Any], Any], item: Any, num_cpus: float = 1,
+                memory: int | None = None, retries: int = 1,
+                runtime_env: dict[str, Any] | None = None) -> Any:
+        """`fn(item)` as one Ray task asking for `num_cpus` and `memory` bytes, retried
+        `retries` times when its worker dies; Ray chooses the node. Raises what the task
+        raised, or ray's error for a task lost after its retries (the caller reports it). An
+        interrupt (Ctrl-C) cancels the task, killing its worker."""
+        ray = self._connect()
+        options: dict[str, Any] = {"num_cpus": num_cpus, "max_retries": retries}
+        if memory:
+            options["memory"] = memory
+        if runtime_env:
+            options["runtime_env"] = runtime_env
+        ref = ray.remote(fn).options(**options).remote(item)
+        try:
+            return ray.get(ref)
+        except BaseException:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:
+                pass
+            raise
+
+    def node_resources(self) -> list[dict[str, float]]:
+        """The resources of each live node of the cluster (CPU, memory in bytes, ...)."""
+        ray = self._connect()
+        return [dict(node.get("Resources", {})) for node in ray.nodes() if node.get("Alive")]
+
     def close(self) -> None:
         if self._started and self._ray is not None:
             with _ray_quiet():

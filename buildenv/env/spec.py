@@ -231,7 +231,9 @@ class Dataset(Strict):
     partitions: list[str] | None = None
     """Hive partition columns of a partitioned dataset, in path order: `[date]` reads
     `date=2026-09-01/part-0.parquet`. Each is a declared column; its values come from the paths
-    and are validated like any other column's."""
+    and are validated like any other column's. Absent: the declared columns that name
+    `name=<value>` directories in the paths (`buildenv.data.lock.manifest.infer_partitions`);
+    `[]`: none."""
     undeclared_columns: Literal["error", "warn", "ignore"] = "ignore"
     """What a column the data has but `columns` does not declare is: an `error` (TFDV's
     SCHEMA_NEW_COLUMN), a warning (`warn`), or nothing (`ignore`: such columns are never read).
@@ -257,6 +259,7 @@ class Dataset(Strict):
 
     @property
     def partition_columns(self) -> list[str]:
+        """The partitions as written (those found in the paths are the manifest's)."""
         return list(self.partitions or [])
 
     @field_validator("columns")

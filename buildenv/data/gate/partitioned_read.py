@@ -23,8 +23,9 @@ from buildenv.data.lock.manifest import (
     FileEntry,
     Manifest,
     ManifestError,
-    list_files,
+    list_partitioned,
     partition_values,
+    resolve_partitions,
 )
 from buildenv.data.storage import locate
 from buildenv.data.tables import TableVersion
@@ -124,26 +125,30 @@ class PartitionedRead(Reader):
                 listing.partitions if listing is not None else ())
             self.partitions = tuple(p for p in declared if p in spec.columns)
         entries: list[tuple[str, str | None]]
-        if manifest is not None:
-            entries = [(f.path, f.digest) for f in manifest.files]
-            self._values = {f.path: f.values for f in manifest.files}
-            self.algorithm = manifest.algorithm
-        elif listing is not None:
-            entries = [(f.path, None) for f in listing.files]
-            self._values = {f.path: dict(f.values or {}) if listing.partitions else None
-                            for f in listing.files}  # as the lock records them
-            self.algorithm = "sha256"
-        else:
-            with self.opening():
-                try:
-                    listed = list_files(location, self.partitions)
-                except ManifestError as exc:
-                    code, text = exc.problems[0]
-                    more = len(exc.problems) - 1
-                    raise self.error(code, f"dataset '{name}': {text}" + (
-                        f" (and {more} more)" if more else "")) from None
-            entries = [(item.path, None) for item in listed]
-            self.algorithm = "sha256"
+        try:
+            if manifest is not None:
+                entries = [(f.path, f.digest) for f in manifest.files]
+                self._values = {f.path: f.values for f in manifest.files}
+                self.algorithm = manifest.algorithm
+                if not table:
+                    self.partitions = resolve_partitions(spec.partitions, spec.columns,
+                                                         [path for path, _ in entries])
+            elif listing is not None:
+                entries = [(f.path, None) for f in listing.files]
+                self._values = {f.path: dict(f.values or {}) if listing.partitions else None
+                                for f in listing.files}  # as the lock records them
+                self.algorithm = "sha256"
+            else:
+                with self.opening():
+                    self.partitions, listed = list_partitioned(location, spec.partitions,
+                                                               spec.columns)
+                entries = [(item.path, None) for item in listed]
+                self.algorithm = "sha256"
+        except ManifestError as exc:
+            code, text = exc.problems[0]
+            more = len(exc.problems) - 1
+            raise self.error(code, f"dataset '{name}': {text}" + (
+                f" (and {more} more)" if more else "")) from None
         self.files: list[tuple[str, str | None, dict[str, str | None]]] = []
         for path, digest in entries:
             if table:

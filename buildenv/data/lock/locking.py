@@ -41,7 +41,9 @@ from buildenv.env.uris import names_directory
 __all__ = ["DatasetKey", "Digested", "Keeper", "LabelLocker", "digest_dataset", "digest_declared",
            "label_declaration", "lock_environments_with"]
 
-DatasetKey = tuple[str, str, tuple[str, ...]]  # uri, format, partitions (a table's: its pin)
+# uri, format, partitions as written (None: found in the paths; a table's: its pin), declared
+# columns (what inference looks for)
+DatasetKey = tuple[str, str, tuple[str, ...] | None, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -52,16 +54,17 @@ class Digested:
     dvc: dict[str, Any] | None = None  # a DVC pin's record
 
 
-def digest_dataset(project: Project, uri: str, fmt: str, partitions: Sequence[str] = (),
+def digest_dataset(project: Project, uri: str, fmt: str, partitions: Sequence[str] | None = (),
                    algorithm: str = "sha256", cache: StatCache | None = None,
-                   executor: Executor | None = None) -> Digested:
+                   executor: Executor | None = None, columns: Sequence[str] = ()) -> Digested:
     """The content digest of a dataset version now: one file's, or a partitioned dataset's
-    manifest (a stat per file, a hash per file the stat cache cannot vouch for). Raises
-    FileNotFoundError, ManifestError or another exception naming what cannot be read."""
+    manifest (a stat per file, a hash per file the stat cache cannot vouch for; partitions as
+    written, or None: those of `columns` the paths show). Raises FileNotFoundError,
+    ManifestError or another exception naming what cannot be read."""
     location = locate(uri, project)
     if not names_directory(uri):
         return Digested(digest_location(location, fmt, algorithm, cache))
-    manifest = digest_partitioned(location, partitions, algorithm, cache, executor)
+    manifest = digest_partitioned(location, partitions, algorithm, cache, executor, columns)
     return Digested(ContentDigest(manifest.digest, manifest.size, manifest.rows), manifest)
 
 
@@ -77,8 +80,8 @@ def digest_declared(project: Project, ds: Dataset, algorithm: str = "sha256",
     if ds.dvc is not None:
         value, record = digest_dvc(project, ds, algorithm, cache)
         return Digested(value, dvc=record)
-    return digest_dataset(project, ds.uri, ds.format, ds.partition_columns, algorithm, cache,
-                          executor)
+    return digest_dataset(project, ds.uri, ds.format, ds.partitions, algorithm, cache,
+                          executor, sorted(ds.columns))
 
 
 Problem = tuple[str, str, tuple[str, ...]]  # code, message, hints
@@ -112,7 +115,7 @@ def _digest_all(project: Project, wanted: dict[DatasetKey, Dataset], algorithm: 
 
     workers = max(1, min(len(wanted), os.cpu_count() or 1, 4))
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(work, sorted(wanted)))
+        list(pool.map(work, sorted(wanted, key=repr)))
     return results, errors
 
 
@@ -120,8 +123,12 @@ def _key(ds: Dataset) -> DatasetKey:
     if ds.is_table or ds.dvc is not None:
         pin = ds.model_dump(mode="json", include={"version", "as_of", "catalog", "ref",
                                                   "snapshot", "dvc"})
-        return (ds.uri, ds.format, (canonical_json(pin).decode(),))
-    return (ds.uri, ds.format, tuple(ds.partition_columns) if ds.partitioned else ())
+        return (ds.uri, ds.format, (canonical_json(pin).decode(),), ())
+    if not ds.partitioned:
+        return (ds.uri, ds.format, (), ())
+    if ds.partitions is not None:
+        return (ds.uri, ds.format, tuple(ds.partitions), ())
+    return (ds.uri, ds.format, None, tuple(sorted(ds.columns)))
 
 
 class LabelLocker(Protocol):
@@ -166,7 +173,7 @@ def lock_environments_with(label_locker: LabelLocker, multiverse: Multiverse, na
     resolved, problems = multiverse.resolve_all(names)
     wanted = {_key(ds): ds for res in resolved.values() for ds in res.env.datasets.values()}
     if executor is not None and any(names_directory(uri) or ds.is_table
-                                    for (uri, _, _), ds in wanted.items()):
+                                    for (uri, *_), ds in wanted.items()):
         executor.prepare()  # datasets are hashed from threads: connect from this one
     cache = stat_cache(project)
     digests, errors = _digest_all(project, wanted, algorithm, cache, executor)

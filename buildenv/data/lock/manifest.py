@@ -13,6 +13,11 @@ path), prefixed with the algorithm like any digest.
 - Hive partitions (`partitions: [date, region]`): every file lives at
   `date=<value>/region=<value>/<file>` (BE062 otherwise). Values are URI-decoded;
   `__HIVE_DEFAULT_PARTITION__` is null. They are typed and validated as the declared columns.
+- Without `partitions:` they are found where users put them, as pyarrow, Polars, DuckDB and
+  Spark find them: a declared column that names a `name=<value>` directory in the paths is a
+  partition column (`infer_partitions`). Paths that disagree (a file without the directory,
+  another order, an undeclared `name=<value>` level among them) are BE067, naming the paths
+  and the YAML to write, rather than a column silently missing from every file.
 - Relocking hashes only files the stat cache cannot vouch for, so adding a day to a year of
   data costs the new day's hash plus a `stat` per file.
 """
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -32,7 +37,8 @@ from buildenv.data.lock.digests import ALGORITHMS, FILE, ContentDigest, StatCach
 from buildenv.data.storage import Location, Stat
 
 __all__ = ["HIVE_NULL", "FileEntry", "Listed", "Manifest", "ManifestError", "digest_listed",
-           "hash_file", "list_files", "partition_values"]
+           "hash_file", "infer_partitions", "list_files", "list_partitioned", "partition_values",
+           "resolve_partitions"]
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -167,6 +173,76 @@ def partition_values(path: str, partitions: Sequence[str]) -> dict[str, str | No
     return values
 
 
+def _hive_keys(path: str) -> list[str | None]:
+    """Each directory of `path`: the column a `name=value` directory names, else None."""
+    keys: list[str | None] = []
+    for part in path.split("/")[:-1]:
+        key, eq, _ = part.partition("=")
+        keys.append(unquote(key) if eq and key else None)
+    return keys
+
+
+def _paths_text(paths: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(f"'{p}'" for p in paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def infer_partitions(paths: Sequence[str], columns: Iterable[str]) -> tuple[str, ...]:
+    """The hive partition columns the file paths show: every declared column that names a
+    `name=<value>` directory, in path order. ManifestError (BE067) naming the paths and what
+    to write when the paths disagree: a file without one of the directories, two orders, or
+    directories that are not all `name=<value>` of declared columns."""
+    declared = set(columns)
+    keyed = [(path, _hive_keys(path)) for path in paths]
+    first = keyed[0][1] if keyed else []  # the first path's order wins; then by depth, name
+    found = sorted({k for _, keys in keyed for k in keys if k in declared},
+                   key=lambda k: (first.index(k) if k in first else len(first),
+                                  min(keys.index(k) for _, keys in keyed if k in keys), k))
+    if not found:
+        return ()
+    problems: list[tuple[str, str]] = []
+    for column in found:
+        missing = [path for path, keys in keyed if column not in keys]
+        if missing:
+            problems.append(("BE067", (
+                f"column '{column}' is a '{column}=<value>' directory in "
+                f"{len(paths) - len(missing)} of {len(paths)} file paths but not in "
+                f"{_paths_text(missing)}: move those files under a '{column}=<value>' "
+                f"directory, or, if '{column}' is stored in the files, rename the directories")))
+    if problems:
+        raise ManifestError(problems)
+    expected = tuple(found)
+    others = [(path, keys) for path, keys in keyed if tuple(keys) != expected]
+    if others:
+        path, keys = others[0]
+        dirs = path.split("/")[:-1]
+        stray = [d for d, k in zip(dirs, keys) if k not in declared]
+        yaml = f"partitions: [{', '.join(expected)}]"
+        if stray:
+            what = (f"directory '{stray[0]}' is not a '<column>=<value>' directory of a declared "
+                    f"column: declare the column (its values come from the paths) or move the "
+                    f"files so every path reads {'/'.join(f'{c}=<value>' for c in expected)}/"
+                    f"<file>")
+        else:
+            what = (f"the directories come in another order ({'/'.join(k or '' for k in keys)}"
+                    f"); move those files so every path reads "
+                    f"{'/'.join(f'{c}=<value>' for c in expected)}/<file>")
+        raise ManifestError([("BE067", (
+            f"partition directories {'/'.join(f'{c}=<value>' for c in expected)}/<file> found "
+            f"in the paths (`{yaml}`), but {len(others)} file path(s) disagree, e.g. "
+            f"{_paths_text([p for p, _ in others])}: {what}"))])
+    return expected
+
+
+def resolve_partitions(declared: Sequence[str] | None, columns: Iterable[str],
+                       paths: Sequence[str]) -> tuple[str, ...]:
+    """A dataset's partition columns: `partitions:` when written (`[]`: none, nothing
+    inferred), otherwise those the paths show (`infer_partitions`)."""
+    if declared is not None:
+        return tuple(declared)
+    return infer_partitions(paths, columns)
+
+
 @dataclass(frozen=True)
 class Listed:
     path: str
@@ -183,6 +259,16 @@ class Listed:
     @property
     def location(self) -> Location:
         return self.parent.child(self.path)
+
+
+def list_partitioned(location: Location, declared: Sequence[str] | None,
+                     columns: Iterable[str]) -> tuple[tuple[str, ...], list[Listed]]:
+    """(partition columns, files) of a partitioned dataset: `partitions:` when written, else
+    those the paths show (`resolve_partitions`); raises like `list_files`."""
+    if declared is not None:
+        return tuple(declared), list_files(location, declared)
+    listed = list_files(location, ())
+    return infer_partitions([item.path for item in listed], columns), listed
 
 
 def list_files(location: Location, partitions: Sequence[str]) -> list[Listed]:
@@ -245,14 +331,16 @@ def hash_file(task: tuple[Location, str] | tuple[Location, str, int]
         return None, f"cannot read '{location.uri}': {text}", 0
 
 
-def digest_partitioned(location: Location, partitions: Sequence[str], algorithm: str,
-                       cache: StatCache | None, executor: Executor | None = None) -> Manifest:
+def digest_partitioned(location: Location, declared: Sequence[str] | None, algorithm: str,
+                       cache: StatCache | None, executor: Executor | None = None,
+                       columns: Iterable[str] = ()) -> Manifest:
     """The manifest of the files under `location` now: a stat per file, and a hash of each
     file the stat cache cannot vouch for (run by `executor`, default a few local threads).
-    Raises FileNotFoundError, ManifestError (files that cannot be pinned, each named) or
-    ValueError (a file that cannot be read or changed while hashed, named)."""
-    return digest_listed(list_files(location, partitions), partitions, algorithm, cache,
-                         executor)
+    Partitions: `declared`, or (None) those of `columns` the paths show. Raises
+    FileNotFoundError, ManifestError (files that cannot be pinned, each named) or ValueError (a
+    file that cannot be read or changed while hashed, named)."""
+    partitions, listed = list_partitioned(location, declared, columns)
+    return digest_listed(listed, partitions, algorithm, cache, executor)
 
 
 def digest_listed(listed: Sequence[Listed], partitions: Sequence[str], algorithm: str,

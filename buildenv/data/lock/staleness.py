@@ -16,6 +16,7 @@ from buildenv.data.lock.locking import digest_dataset, label_declaration
 from buildenv.data.lock.manifest import (
     ManifestError,
     describe_diff,
+    resolve_partitions,
 )
 from buildenv.data.lock.objects import LocalObjects
 from buildenv.data.lock.provenance import provenance_problems
@@ -59,8 +60,8 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
                                              executor))
             continue
         try:
-            now = digest_dataset(project, ds.uri, ds.format, ds.partition_columns, algorithm,
-                                 cache, executor)
+            now = digest_dataset(project, ds.uri, ds.format, ds.partitions, algorithm,
+                                 cache, executor, tuple(ds.columns))
         except FileNotFoundError:
             problems.append(res.diag("BE053", f"dataset '{ds_name}': '{ds.uri}' not found",
                                      "datasets", ds_name, "uri"))
@@ -103,13 +104,22 @@ def _dataset_pins_stale(res: Resolved, lock: Lock, display: str) -> list[Diagnos
     for ds_name, ds in res.env.datasets.items():
         pinned = lock.datasets.get(ds_name)
         partitions = tuple(pinned.manifest.partitions) if pinned and pinned.manifest else ()
+        wanted = partitions
+        if ds.partitioned and pinned is not None and pinned.manifest is not None:
+            try:  # inferred from the pinned paths: a column declared since can change them
+                wanted = resolve_partitions(ds.partitions, ds.columns,
+                                            [f.path for f in pinned.manifest.files])
+            except ManifestError as exc:
+                problems.extend(res.diag(code, f"dataset '{ds_name}': {text}", "datasets",
+                                         ds_name, "uri") for code, text in exc.problems)
+                continue
         if (pinned is None or pinned.uri != ds.uri or pinned.format != ds.format
-                or (ds.partitioned and partitions != tuple(ds.partition_columns))):
+                or (ds.partitioned and partitions != wanted)):
             what = ("is not in the lock" if pinned is None else
                     f"uri changed: lock has '{pinned.uri}', environment has '{ds.uri}'"
                     if pinned.uri != ds.uri or pinned.format != ds.format else
                     f"partitions changed: lock has {list(partitions)}, environment has "
-                    f"{ds.partition_columns}")
+                    f"{list(wanted)}")
             problems.append(res.diag("BE052", f"dataset '{ds_name}' {what}", "datasets",
                                      ds_name, "uri", hints=(f"run `buildenv lock {name}`",)))
         elif (pinned.table is not None) != ds.is_table or (pinned.dvc is not None) != (

@@ -175,9 +175,12 @@ def _column_shape_problems(res: Resolved, ds_name: str, read: PartitionedRead,
         where = ("datasets", ds_name, "columns", name)
         if name in missing:
             paths = missing[name]
+            hint = ((f"if the values of '{name}' are in the paths, name those directories "
+                     f"'{name}=<value>' (they are then found as a partition column)",)
+                    if len(paths) == len(results) and read.spec.partitions is None else ())
             problems.append(res.diag("BE206", f"dataset '{ds_name}' has no column '{name}' in "
                                      f"{len(paths)} of {len(results)} file(s): "
-                                     f"{_files_text(read, paths)}", *where))
+                                     f"{_files_text(read, paths)}", *where, hints=hint))
         if name in wrong:
             paths = wrong[name]
             problems.append(res.diag("BE201", f"{ds_name}.{name}: declared "
