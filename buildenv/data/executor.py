@@ -15,6 +15,7 @@ every worker must reach the data under the same uri: on a cluster, object storag
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import socket
@@ -274,4 +275,17 @@ def make_executor(name: str | None, project: Any = None) -> Executor:
     if chosen not in EXECUTORS:
         raise DiagnosticError([Diagnostic("BE004", f"unknown executor '{chosen}'",
                                           hints=("use local or ray",))], 2)
+    if chosen == "ray" and not _ray_installed():
+        # said when asked for, not when first used: work the caches spare would hide it
+        raise DiagnosticError([Diagnostic(
+            "BE880", "the Ray executor needs Ray, which is not installed",
+            hints=("pip install 'buildenv[ray]'", "or run with --executor local"))], 2)
     return RayExecutor() if chosen == "ray" else LocalExecutor()
+
+
+def _ray_installed() -> bool:
+    """Whether `import ray` can work, without importing it (seconds of start-up)."""
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):  # a module set to None in sys.modules: blocked
+        return False
