@@ -42,10 +42,10 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
              fmt: Format = FormatOpt, progress: Optional[bool] = ProgressOpt,
              quiet: bool = QuietOpt) -> None:
     """Pin every dataset's content digest in environments/<name>.lock.json."""
+    from buildenv.compile.locking import lock_environments
     from buildenv.data.executor import make_executor
     from buildenv.data.lock.staleness import check_lock
     from buildenv.env.resolve import Multiverse
-    from buildenv.labels.locking import lock_environments
 
     if algorithm not in ("sha256", "blake3"):
         raise DiagnosticError([Diagnostic("BE004", f"unknown digest algorithm '{algorithm}'",

@@ -1,6 +1,7 @@
 """Start the hermetic training process and collect its result.
 
-The runner (`python -m buildenv.training.runner REQ`) gets a scrubbed environment, fixed seeds
+The runner (`python -m buildenv.training.runner REQ`; for derived datasets and labeling
+functions `buildenv.training.sources_runner`) gets a scrubbed environment, fixed seeds
 and thread counts, dies with its parent (PR_SET_PDEATHSIG), and is stopped at its time limit.
 It leads its own process group (a new session), so what the training starts itself (joblib
 or multiprocessing workers) is killed with it: the whole group, on timeout and on interrupt.
@@ -21,7 +22,7 @@ from pathlib import Path
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
 
-__all__ = ["child_env", "kill_group", "run_training"]
+__all__ = ["child_env", "kill_group", "run_sources", "run_training"]
 
 
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
@@ -80,23 +81,47 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
     evaluation is verified against them (and `manifests`, the file lists of partitioned
     datasets). `release_key` (the build's cache key) names what a private release of its
     figures is remembered under."""
+    request = {
+        "module_path": config.module_path, "function": config.function,
+        "seed": config.seed, "out_dir": str(out_dir),
+        "label_pins": dict(label_pins or {}), "release_key": release_key,
+    }
+    return _launch(project, res, "buildenv.training.runner", request, pins, manifests or {},
+                   config.seed, config.native_threads, timeout, "training", config.module_path,
+                   "raise `timeout` in the training's [tool.buildenv.trainings] table")
+
+
+def run_sources(project: Project, res: Resolved, jobs: list[dict], pins: dict[str, str],
+                manifests: dict, timeout: float, path: str, timeout_hint: str) -> dict:
+    """Run derived datasets' transforms and label sets' labeling functions (`jobs`) in the
+    same hermetic process a training gets (`buildenv.training.sources_runner`), reading
+    through the gate pinned to `pins`/`manifests`; its result (outputs and diagnostics).
+    `path` is what a timeout or crash is reported at."""
+    threads = TrainingConfig(entry="x.py:x").native_threads
+    return _launch(project, res, "buildenv.training.sources_runner", {"jobs": jobs}, pins,
+                   manifests, 0, threads, timeout, "source", path, timeout_hint)
+
+
+def _launch(project: Project, res: Resolved, runner: str, request: dict, pins: dict[str, str],
+            manifests: dict, seed: int, threads: int, timeout: float, what: str, path: str,
+            timeout_hint: str) -> dict:
+    """Start `python -m <runner> REQUEST` hermetically and wait for its `result.json`."""
     work = Path(tempfile.mkdtemp(prefix="buildenv-train-"))
     try:
         request = {
+            **request,
             "root": str(project.root), "data_root": str(project.data_root or project.root),
-            "module_path": config.module_path, "function": config.function,
-            "seed": config.seed, "env": res.env.model_dump(mode="json", by_alias=True),
-            "out_dir": str(out_dir), "result": str(work / "result.json"),
-            "pins": dict(pins), "label_pins": dict(label_pins or {}), "release_key": release_key,
+            "env": res.env.model_dump(mode="json", by_alias=True),
+            "result": str(work / "result.json"), "pins": dict(pins),
             "manifests": {name: {"partitions": list(m.partitions), "files": m.files_json()}
-                          for name, m in (manifests or {}).items()},
+                          for name, m in manifests.items()},
         }
         (work / "request.json").write_text(json.dumps(request))
         log_path = work / "output.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "buildenv.training.runner", str(work / "request.json")],
-                cwd=project.root, env=child_env(config.seed, config.native_threads), stdin=subprocess.DEVNULL,
+                [sys.executable, "-m", runner, str(work / "request.json")],
+                cwd=project.root, env=child_env(seed, threads), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
             try:
@@ -104,10 +129,9 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
             except subprocess.TimeoutExpired:
                 kill_group(proc)
                 return {"ok": False, "diagnostics": [{
-                    "code": "BE302", "message": f"training exceeded its time limit of "
-                    f"{timeout:g} s", "path": config.module_path, "line": None, "col": None,
-                    "severity": "error", "hints": ["raise `timeout` in the training's "
-                                                   "[tool.buildenv.trainings] table"]}]}
+                    "code": "BE302" if what == "training" else "BE344",
+                    "message": f"{what} exceeded its time limit of {timeout:g} s", "path": path,
+                    "line": None, "col": None, "severity": "error", "hints": [timeout_hint]}]}
             except BaseException:  # Ctrl-C, SIGTERM turned into an exception, a bug
                 kill_group(proc)
                 raise
@@ -117,9 +141,9 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
         if not result_file.is_file():
             tail = _output_tail(output, res)
             return {"ok": False, "diagnostics": [{
-                "code": "BE305", "message": f"training process exited with code "
-                f"{proc.returncode} and no result", "path": config.module_path, "line": None,
-                "col": None, "severity": "error", "hints": tail}]}
+                "code": "BE305" if what == "training" else "BE345",
+                "message": f"{what} process exited with code {proc.returncode} and no result",
+                "path": path, "line": None, "col": None, "severity": "error", "hints": tail}]}
         return json.loads(result_file.read_text())
     finally:
         shutil.rmtree(work, ignore_errors=True)
