@@ -20,12 +20,23 @@ def labels_cmd(env: str = typer.Argument(..., help="Environment name."),
                fmt: DataFormat = typer.Option(DataFormat.yaml, "--format",
                                               help="text (yaml) or json")) -> None:
     """Label sets of an environment: counts, classes, annotators, agreement, reuse."""
+    from buildenv.compile.label_analysis import function_figures
+    from buildenv.compile.locking import checked_lock
+    from buildenv.core.diagnostics import Diagnostic, DiagnosticError
     from buildenv.env.resolve import Multiverse
     from buildenv.labels.report import label_report, render_json, render_text
 
     multiverse = Multiverse(open_project(root))
     res = multiverse.resolve(env)
-    report, problems = label_report(multiverse.project, multiverse, res)
+    computed = None
+    notes: list[Diagnostic] = []
+    if any(spec.source is not None for spec in res.env.labels.values()):
+        lock, found = checked_lock(multiverse, res)
+        if lock is None:
+            raise DiagnosticError(found, 1)
+        computed, notes = function_figures(multiverse.project, res, lock)
+    report, problems = label_report(multiverse.project, multiverse, res, computed)
+    problems = notes + problems
     if fmt is DataFormat.json:
         print(render_json(report, problems))
     else:
