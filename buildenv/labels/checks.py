@@ -132,7 +132,7 @@ def check_labels(project: Project, multiverse: Multiverse, res: Resolved, lock: 
     if not res.env.labels:
         return []
     pins = {name: d.digest for name, d in lock.datasets.items()}
-    gate = Gate(project, res.env, purpose, pins=pins, where=res)
+    gate = Gate(project, res.env, purpose, pins=pins, where=res, manifests=lock.manifests())
     sets = sets or LabelSets(gate, lock.label_pins(), res)
     problems: list[Diagnostic] = []
     for name in res.env.labels:
