@@ -86,13 +86,21 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
     emit(quieted(problems, fmt, quiet), fmt)
     if any(p.is_error for p in problems):
         # an invalid environment file is a configuration error (2); bad data is 1
-        raise typer.Exit(2 if any(p.is_error and p.code not in _DATA_CODES for p in problems)
+        raise typer.Exit(2 if any(p.is_error and not _found(p.code) for p in problems)
                          else 1)
 
 
-# Problems of the data itself (exit 1), not of the environment files (exit 2).
+# Problems of the data itself, or of the code that makes data (exit 1), not of the environment
+# files (exit 2).
 _DATA_CODES = {"BE053", "BE056", "BE061", "BE062", "BE065", "BE853", "BE854", "BE855", "BE856",
                "BE857", "BE858", "BE860", "BE862", "BE863", "BE867"}
+_CODE_CODES = {"BE091", "BE094", "BE870", "BE871", "BE872", "BE873", "BE874", "BE876", "BE877"}
+
+
+def _found(code: str) -> bool:
+    """Whether an error is found in the data or in user code (transforms, labeling
+    functions, their static checks BE1xx and runs BE34x) rather than in the configuration."""
+    return code in _DATA_CODES or code in _CODE_CODES or code.startswith(("BE1", "BE34"))
 
 
 @app.command("validate")

@@ -122,8 +122,24 @@ class DerivedStore:
         except (OSError, ValueError, TypeError):
             return None
         if (st.st_size, st.st_mtime_ns, st.st_ino) != (meta.size, meta.mtime_ns, meta.inode):
-            return None
+            return self._recheck(path, meta)
         return meta
+
+    def _recheck(self, path: Path, meta: OutputMeta) -> OutputMeta | None:
+        """An object whose stat changed (a restored cache, a copied checkout) is kept when
+        its bytes still hash to its record: hashing an output costs far less than making it."""
+        try:
+            value = compute_digest(Location(str(path), str(path), str(path), path), "parquet",
+                                   "sha256")
+            st = os.stat(path)
+        except (OSError, ValueError):  # gone, or not Parquet any more (ArrowInvalid)
+            return None
+        if (value.digest, value.size, value.rows) != (meta.digest, meta.size, meta.rows):
+            return None
+        fresh = OutputMeta(meta.digest, meta.size, meta.rows, meta.withheld, st.st_mtime_ns,
+                           st.st_ino)
+        atomic_write_text(path.with_suffix(".json"), json.dumps(asdict(fresh), sort_keys=True))
+        return fresh
 
     def put(self, key: str, source: Path, withheld: int) -> OutputMeta:
         """Move a freshly written output into the store (same filesystem) and record it."""
