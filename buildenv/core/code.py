@@ -70,7 +70,6 @@ def decorated_functions(path: Path, decorator: str
         return None
     lines = text.splitlines(keepends=True)
     found: dict[str, tuple[int, str]] = {}
-    taken: set[int] = set()
     for node in tree.body:
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
@@ -79,8 +78,11 @@ def decorated_functions(path: Path, decorator: str
         start = min([node.lineno] + [d.lineno for d in node.decorator_list])
         end = node.end_lineno or node.lineno
         found[node.name] = (node.lineno, "".join(lines[start - 1:end]))
-        taken.update(range(start, end + 1))
-    shared = "".join(line for i, line in enumerate(lines, 1) if i not in taken)
+    # what they share, as code (blank lines and comments between functions are not): adding
+    # a function leaves the other functions' digests as they were
+    rest = [node for node in tree.body if not (
+        isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in found)]
+    shared = ast.unparse(ast.Module(body=rest, type_ignores=[]))
     return found, shared
 
 

@@ -116,8 +116,9 @@ def _figures(matrix: LabelMatrix, decided: np.ndarray,
     voting = votes >= 0
     count = voting.sum(axis=1)
     if votes.shape[1]:
-        high = np.where(voting, votes, -1).max(axis=1)
-        low = np.where(voting, votes, np.iinfo(np.int16).max).min(axis=1)
+        wide = votes.astype(np.int32)  # the matrix may be int8: room for the sentinels
+        high = np.where(voting, wide, -1).max(axis=1)
+        low = np.where(voting, wide, np.iinfo(np.int32).max).min(axis=1)
         conflict = (count >= 2) & (high != low)
     else:
         conflict = np.zeros(n, bool)
