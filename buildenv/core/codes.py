@@ -618,7 +618,7 @@ CODES: dict[str, Code] = {
                   "`@buildenv.labeling_function(columns=[...])`, or a decorated function "
                   "does not take exactly one parameter (the batch) or does not list its "
                   "columns literally."),
-    "BE871": Code("labeling function reads an undeclared column", "A labeling function declares a column its label set's dataset does not "
+    "BE871": Code("labeling function column undeclared", "A labeling function declares a column its label set's dataset does not "
                   "have, or at run time reads a column of the batch it did not declare in "
                   "`columns=[...]`. The batch holds exactly the declared columns."),
     "BE872": Code("labeling function raised", "A labeling function (or its module, when imported) raised an exception. "
