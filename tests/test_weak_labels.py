@@ -227,3 +227,16 @@ def test_dawid_skene_on_two_observers_who_always_agree_keeps_their_prior():
     assert fit.posterior.argmax(axis=1).tolist() == [0, 1, 1]
     assert np.allclose(fit.prior, [1 / 3, 2 / 3])
     assert np.allclose(np.einsum("jkk->jk", fit.confusion), 1.0)
+
+
+def test_tasks_select_the_examples_where_functions_conflict(locked):
+    code, out, err = invoke_cli(["tasks", "ev", "--labels", "rules", "--select", "conflict",
+                                 "--annotators", "ann,bob", "--out", "batch",
+                                 "--format", "json"], locked)
+    assert code == 0, err
+    df = events(locked)
+    conflict = (df["x"] < -0.5) & (df["kind"] == "a")
+    assert json.loads(out)["examples"] == df.loc[conflict, "user"].nunique()
+    sent = [t["data"]["user"] for name in ("ann", "bob")
+            for t in json.loads((locked / "batch" / f"{name}.json").read_text())]
+    assert sorted(sent) == sorted(df.loc[conflict, "user"].unique().tolist())

@@ -613,6 +613,14 @@ CODES: dict[str, Code] = {
     "BE867": Code("label field not in export", "No annotation of the export has a result from "
                   "the label set's `field` (the Label Studio `from_name`). The message lists the "
                   "from_names the export has."),
+    "BE868": Code("invalid tasks request", "`buildenv tasks` was asked for something it cannot do: a label set the "
+                  "environment does not declare, an unknown --select, an empty or repeated --annotators, "
+                  "--overlap larger than the annotators listed, an --out that is not a new or empty "
+                  "directory, or --select conflict without labeling functions over the same examples."),
+    "BE869": Code("examples cannot be covered", "Some chosen examples cannot get --overlap annotators who have not "
+                  "labeled them under another UI version (or already in this label set): sending them would "
+                  "be a double exposure. They are counted (and listed for unrestricted data) with how many "
+                  "annotators are eligible; nothing is written. Add annotators or lower --overlap."),
     "BE870": Code("invalid labeling functions", "A label set's `source.functions` module is missing, does not parse, "
                   "defines no function decorated "
                   "`@buildenv.labeling_function(columns=[...])`, or a decorated function "
@@ -644,6 +652,9 @@ CODES: dict[str, Code] = {
     "BE878": Code("invalid computed label set", "A label set with `source: {functions}` has no export: it takes no `uri` "
                   "or `field`; its `gold` is an annotated label set (not computed) of the "
                   "same dataset, key and classes."),
+    "BE879": Code("restricted examples refused", "`buildenv tasks` would send examples of a restricted dataset to annotators that the "
+                  "environment's `privacy.annotators` does not list. Nothing is written. Review who may see "
+                  "the data, and list them there; every export is recorded in the audit log."),
     # --- executors --------------------------------------------------------------
     "BE880": Code("Ray not installed", "`--executor ray` (or `[tool.buildenv] executor = "
                   "\"ray\"`) needs the optional extra: `pip install 'buildenv[ray]'`. Or run "

@@ -617,6 +617,9 @@ class Privacy(Strict):
     release_epsilon: Annotated[float, Field(gt=0)] = 1.0
     """With `release: dp`: the privacy loss one artifact's released evaluation figures spend
     from the budget of each restricted dataset the evaluation rows read."""
+    annotators: list[str] = []
+    """Annotators who may be sent examples of restricted datasets (`buildenv tasks`); every
+    export is recorded in the audit log. Empty: none."""
 
     def budget(self, dataset: str) -> float:
         """The epsilon `dataset` may spend in total (0 when none is declared)."""
