@@ -246,6 +246,23 @@ def test_every_command_is_documented(name):
         f"no heading in docs/ names `buildenv {name}` (commands.md has one per command)"
 
 
+_TABLE_COMMAND = re.compile(r"^\| \[`buildenv ([a-z-]+)`\]\(([^)]*)\) \| (.+) \|$", re.M)
+
+
+def test_the_commands_table_lists_every_command():
+    """commands.md opens with one row per command, linking its section (here or on the page
+    that documents it)."""
+    rows = _TABLE_COMMAND.findall((DOCS / "commands.md").read_text(encoding="utf-8"))
+    listed = [name for name, _, _ in rows]
+    assert sorted(listed) == COMMANDS, (
+        f"missing from docs/commands.md's table: {sorted(set(COMMANDS) - set(listed))}; "
+        f"not commands: {sorted(set(listed) - set(COMMANDS))}")
+    assert len(set(listed)) == len(listed)
+    for name, target, does in rows:
+        assert f"buildenv-{name}" in target, (name, target)
+        assert does.strip(), name
+
+
 @pytest.mark.parametrize("name", COMMANDS)
 def test_every_flag_is_documented(name):
     text = _docs_text()
@@ -254,6 +271,51 @@ def test_every_flag_is_documented(name):
                     if opt.startswith("--") and opt != "--help"})
     missing = [f for f in flags if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", text)]
     assert not missing, f"`buildenv {name}` flags not in docs/: {missing}"
+
+
+# README's layout: every room and every module of the package, and nothing that is gone.
+
+_LAYOUT_ENTRY = re.compile(r"^( *)([a-z_]+)/ +(.*)$")
+
+
+def readme_layout(text: str) -> dict[str, str]:
+    """Package path under buildenv/ -> the words README's layout block gives it."""
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    entries: dict[str, str] = {}
+    stack: list[str] = []
+    current = None
+    for line in block.splitlines():
+        match = _LAYOUT_ENTRY.match(line)
+        if match and len(match.group(1)) % 2 == 0:
+            depth = len(match.group(1)) // 2
+            stack = stack[:depth] + [match.group(2)]
+            current = "/".join(stack)
+            entries[current] = match.group(3)
+        elif current is not None and line.startswith(" "):
+            entries[current] += " " + line.strip()
+    return {path: words for path, words in entries.items() if path.startswith("buildenv")}
+
+
+def test_the_readme_layout_names_every_room_and_module():
+    layout = readme_layout((REPO_ROOT / "README.md").read_text(encoding="utf-8"))
+    package = REPO_ROOT / "buildenv"
+    rooms = {p.parent.relative_to(REPO_ROOT).as_posix() for p in package.rglob("__init__.py")}
+    assert set(layout) == rooms, (f"README's layout lacks {sorted(rooms - set(layout))}; "
+                                  f"names rooms that are gone: {sorted(set(layout) - rooms)}")
+    missing = []
+    for room in sorted(rooms - {"buildenv"}):
+        words = set(re.findall(r"[a-z_]+", layout[room]))
+        missing += [f"{room}/{p.stem}" for p in sorted((REPO_ROOT / room).glob("*.py"))
+                    if p.stem != "__init__" and p.stem not in words]
+    assert not missing, f"README's layout does not name {missing}"
+
+
+def test_the_layout_check_reads_nested_rooms():
+    text = ("## Layout\n\n```\nbuildenv/  top\n  data/  storage\n    lock/  digests,\n"
+            "                manifest\n  cli/  app\nrules/  plugin\n```\n")
+    assert readme_layout(text) == {"buildenv": "top", "buildenv/data": "storage",
+                                   "buildenv/data/lock": "digests, manifest",
+                                   "buildenv/cli": "app"}
 
 
 # Codes: every code appears in docs/, and docs/diagnostics.md's list is generated from CODES.

@@ -138,12 +138,25 @@ def test_relocking_changes_no_byte(example, tmp_path):
             (REPO_ROOT / "environments" / name).read_bytes()
 
 
-def test_locks_are_tracked_by_git():
-    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
-        pytest.skip("not a git checkout")
-    tracked = subprocess.run(["git", "ls-files", "environments"], cwd=REPO_ROOT,
-                             capture_output=True, text=True, check=True).stdout.split()
-    assert {f"environments/{env}.lock.json" for env in ENVS} <= set(tracked)
+def test_locks_are_committed_not_ignored(tmp_path):
+    """The locks belong in the repository: in a checkout, git tracks them; anywhere (Pants'
+    sandbox has no `.git`), the repository's `.gitignore` lets `git add` take them."""
+    locks = {f"environments/{env}.lock.json" for env in ENVS}
+    if (REPO_ROOT / ".git").exists():
+        tracked = subprocess.run(["git", "ls-files", "environments"], cwd=REPO_ROOT,
+                                 capture_output=True, text=True, check=True).stdout.split()
+        assert locks <= set(tracked)
+    clone = tmp_path / "clone"
+    (clone / "environments").mkdir(parents=True)
+    shutil.copy2(REPO_ROOT / ".gitignore", clone / ".gitignore")
+    for lock in locks:
+        shutil.copy2(REPO_ROOT / lock, clone / lock)
+    git = ["git", "-c", "core.excludesFile=/dev/null", "-c", "init.defaultBranch=main"]
+    for args in (["init", "-q"], ["add", "."]):
+        subprocess.run(git + args, cwd=clone, check=True, capture_output=True)
+    added = subprocess.run(git + ["ls-files", "environments"], cwd=clone, capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert set(added) == locks
 
 
 def test_lock_row_counts_match_the_readme():

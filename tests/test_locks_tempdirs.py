@@ -9,10 +9,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import REPO_ROOT
 
+import buildenv.core.mutex as mutex_module
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.mutex import mutex
@@ -53,19 +55,34 @@ def test_lock_excludes_another_process_and_dies_with_it(tmp_path):
             holder.wait()
 
 
-def test_lock_is_reentrant_in_a_thread_and_exclusive_between_threads(tmp_path):
+def test_lock_is_reentrant_in_a_thread_and_exclusive_between_threads(tmp_path, monkeypatch):
+    """The other thread is seen refused by the lock (not merely started) before the holder
+    lets go: synchronised by an event on flock's answer, not by a pause."""
     path = tmp_path / "y.lock"
     order = []
+    refused = threading.Event()
+    real = mutex_module.fcntl
+
+    def flock(fd, operation):
+        try:
+            return real.flock(fd, operation)
+        except BlockingIOError:
+            if threading.current_thread().name == "other":
+                refused.set()
+            raise
+
+    monkeypatch.setattr(mutex_module, "fcntl", SimpleNamespace(
+        flock=flock, LOCK_EX=real.LOCK_EX, LOCK_NB=real.LOCK_NB, LOCK_UN=real.LOCK_UN))
     with mutex(path, "y", 1), mutex(path, "y", 1):  # the same thread again: no deadlock
         def other():
-            with mutex(path, "y", 10):
+            with mutex(path, "y", 30):
                 order.append("other")
 
-        thread = threading.Thread(target=other)
+        thread = threading.Thread(target=other, name="other")
         thread.start()
-        time.sleep(0.3)
+        assert refused.wait(30), "the other thread never tried the lock"
         order.append("first")
-    thread.join(10)
+    thread.join(30)
     assert order == ["first", "other"]
 
 

@@ -7,9 +7,10 @@ that schema. Strict: unknown keys are errors, models are immutable.
 
 Compatibility policy: `schema: 1` is the current format (absent means
 current). Additive changes (new optional keys) keep the version; a change that
-reinterprets or removes a key bumps it, and buildenv then accepts the previous
-version through an upgrade function in `SCHEMA_UPGRADES` and refuses versions
-newer than it knows (BE013).
+reinterprets or removes a key bumps it. Versions this buildenv does not know
+are refused (BE013). There has been no second version, so there is no upgrade
+of an older one yet: the change that makes `schema: 2` brings the upgrade of
+version 1 files with it, as `data.lock.lockfile.LOCK_UPGRADES` does for locks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import datetime as dt
 import fnmatch
 import functools
 import math
-from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -55,8 +55,6 @@ __all__ = ["CURRENT_SCHEMA", "Aggregation", "Column", "Coverage", "CoverageRule"
            "json_schema", "op_allowed"]
 
 CURRENT_SCHEMA = 1
-#: dict -> dict upgrades from an older schema version to the next one.
-SCHEMA_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 Dtype = Literal[
     "int8", "int16", "int32", "int64", "float32", "float64", "bool", "string", "date", "timestamp"

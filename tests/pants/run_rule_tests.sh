@@ -42,7 +42,27 @@ fi
 
 cd "$root"
 export PYTHONPATH="$root/rules${PYTHONPATH:+:$PYTHONPATH}" NO_SCIE_WARNING=1
+report="$(mktemp -d)"
+trap 'rm -rf "$report"' EXIT
 # -c /dev/null --noconftest: the options and conftest.py of tests/ are for the Python 3.11
 # suite (pytest 9).
-exec "$venv/bin/python" -m pytest -c /dev/null --rootdir "$root" --noconftest -p no:cacheprovider -q \
-  tests/pants/rules "$@"
+status=0
+"$venv/bin/python" -m pytest -c /dev/null --rootdir "$root" --noconftest -p no:cacheprovider -q \
+  --junitxml "$report/rules.xml" tests/pants/rules "$@" || status=$?
+# A test that skips here did not run: the modules skip themselves without pants.testutil,
+# which this venv exists to provide. Say so, and fail.
+"$venv/bin/python" - "$report/rules.xml" <<'PY' || status=1
+import sys
+import xml.etree.ElementTree as ET
+
+suites = list(ET.parse(sys.argv[1]).getroot().iter("testsuite"))
+ran = sum(int(s.get("tests", 0)) for s in suites)
+skipped = sum(int(s.get("skipped", 0)) for s in suites)
+if not ran:
+    sys.exit("run_rule_tests: no plugin rule test ran")
+if skipped:
+    sys.exit(f"run_rule_tests: {skipped} of {ran} plugin rule tests were skipped, so they did "
+             "not run (is pants.testutil importable in the test venv?)")
+print(f"run_rule_tests: {ran} plugin rule tests ran")
+PY
+exit "$status"
