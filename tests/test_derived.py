@@ -120,6 +120,11 @@ def test_a_fresh_checkout_rebuilds_what_the_lock_pins(locked):
     rebuild them from the pinned inputs and code, and they come out as pinned."""
     pinned = lock_json(locked)["datasets"]["daily"]["digest"]
     shutil.rmtree(locked / ".buildenv")
+    before = (locked / "environments" / "ev.lock.json").read_bytes()
+    code, out, err = invoke_cli(["lock", "ev", "--check"], locked)  # what CI runs
+    assert code == 0, err
+    assert (locked / "environments" / "ev.lock.json").read_bytes() == before
+    shutil.rmtree(locked / ".buildenv")
     code, out, err = invoke_cli(["labels", "ev"], locked)
     assert code == 0, err
     assert (locked / ".buildenv/derived/ev/daily/date=2026-09-01/part-0.parquet").is_file()

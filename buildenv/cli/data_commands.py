@@ -42,9 +42,8 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
              fmt: Format = FormatOpt, progress: Optional[bool] = ProgressOpt,
              quiet: bool = QuietOpt) -> None:
     """Pin every dataset's content digest in environments/<name>.lock.json."""
-    from buildenv.compile.locking import lock_environments
+    from buildenv.compile.locking import checked_lock, lock_environments
     from buildenv.data.executor import make_executor
-    from buildenv.data.lock.staleness import check_lock
     from buildenv.env.resolve import Multiverse
 
     if algorithm not in ("sha256", "blake3"):
@@ -60,7 +59,8 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
         with progress_shown(progress, quiet), make_executor(executor, multiverse.project) as runner:
             for res in resolved.values():
                 try:
-                    problems.extend(check_lock(multiverse, res, executor=runner)[1])
+                    # data made by code that this checkout lacks is rebuilt from the lock
+                    problems.extend(checked_lock(multiverse, res, executor=runner)[1])
                 except DiagnosticError as exc:  # unreadable lock file (BE054, BE013), Ray
                     problems.extend(exc.diagnostics)
                     config_error = True
