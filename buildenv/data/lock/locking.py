@@ -132,7 +132,9 @@ class SourceBuilder(Protocol):
 
 def label_declaration(spec: LabelSet) -> str:
     """Digest of what determines a label set's lock entry (all but its description)."""
-    return digest_json(spec.model_dump(mode="json", exclude={"description"}))
+    # `source` only when set: label sets declared before it existed keep their digest
+    exclude = {"description"} if spec.source is not None else {"description", "source"}
+    return digest_json(spec.model_dump(mode="json", exclude=exclude))
 
 
 def lock_environments_with(label_locker: LabelLocker, multiverse: Multiverse, names: list[str],
