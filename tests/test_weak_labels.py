@@ -240,3 +240,24 @@ def test_tasks_select_the_examples_where_functions_conflict(locked):
     sent = [t["data"]["user"] for name in ("ann", "bob")
             for t in json.loads((locked / "batch" / f"{name}.json").read_text())]
     assert sorted(sent) == sorted(df.loc[conflict, "user"].unique().tolist())
+
+
+def test_the_generative_model_keeps_a_dominant_function_over_many_classes():
+    """One function votes on every row (90% right) among 15 unbalanced classes, three others
+    on some: EM must not drift into a few classes (it did with a whole pseudo-vote per cell)."""
+    rng = np.random.default_rng(1)
+    k, n = 15, 3400
+    prior = np.array([1102, 537, 376, 243, 180, 174, 127, 126, 93, 92, 90, 77, 75, 56, 52.0])
+    truth = rng.choice(k, n, p=prior / prior.sum())
+    matrix = np.full((n, 4), -1, np.int16)
+    matrix[:, 0] = np.where(rng.random(n) < 0.9, truth, rng.integers(0, k, n))
+    matrix[:, 1] = np.where(rng.random(n) < 0.08, 0, -1)  # always votes the biggest class
+    matrix[:, 2] = np.where(rng.random(n) < 0.07, 9, -1)  # always votes a small class
+    some = rng.random(n) < 0.3
+    matrix[:, 3] = np.where(some, np.where(rng.random(n) < 0.7, truth, rng.integers(0, k, n)), -1)
+    labels, model = generative(matrix, [str(c) for c in range(k)], list("abcd"))
+    by_majority = majority(matrix, k)
+    assert (labels == truth).mean() > 0.85 > (by_majority == truth).mean()
+    assert len(np.unique(labels[labels >= 0])) == k
+    estimated = model.accuracies()
+    assert abs(estimated["a"] - 0.9) < 0.05 and estimated["c"] < 0.1

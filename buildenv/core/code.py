@@ -16,6 +16,10 @@ from buildenv.core.project import Project
 
 __all__ = ["code_files", "decorated_functions", "decorates", "function_digests", "repo_imports"]
 
+# buildenv itself is the tool, not user code (`import buildenv` for the decorator): its version
+# is recorded elsewhere, and its source changing must not make every lock of the repo stale.
+_TOOL = Path(__file__).resolve().parents[1]
+
 
 def repo_imports(project: Project, entry: str) -> list[Path]:
     """The entry module and the repository modules it imports, transitively (for code digests)."""
@@ -47,8 +51,10 @@ def repo_imports(project: Project, entry: str) -> list[Path]:
                 for folder in bases:
                     candidate = folder.joinpath(*parts)
                     for option in (candidate.with_suffix(".py"), candidate / "__init__.py"):
-                        if option.is_file() and option.resolve().is_relative_to(root):
-                            todo.append(option.resolve())
+                        found = option.resolve()
+                        if option.is_file() and found.is_relative_to(root) and \
+                                not found.is_relative_to(_TOOL):
+                            todo.append(found)
     return sorted(seen)
 
 

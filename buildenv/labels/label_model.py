@@ -11,7 +11,9 @@ over ten million rows rarely make more than a few thousand patterns.
   matrix per function): every function j has a confusion matrix theta_j[c, l] = P(j votes l |
   true class c) over the rows it does not abstain on, and the classes a prior pi. EM starts
   from each row's vote shares (their eq. 3.1), then alternates the M-step (pi and theta from
-  the current class probabilities T, each theta cell smoothed by `smoothing` pseudo-votes) and
+  the current class probabilities T, each theta cell smoothed by `smoothing` pseudo-votes:
+  0.01, small on purpose -- a whole pseudo-vote per cell pulls a function that votes alone on
+  most rows towards a uniform confusion matrix, one EM step at a time, over many classes) and
   the E-step (T[i, c] proportional to pi[c] * prod_j theta_j[c, vote_ij]) until no parameter
   moves by more than `tolerance`, or `max_iterations`. A row's label is the most probable class
   (a tie abstains); rows without votes abstain. With a gold label set the prior is fixed to
@@ -31,8 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["EmFit", "FittedModel", "Patterns", "dawid_skene", "generative", "majority",
-           "patterns"]
+__all__ = ["SMOOTHING", "EmFit", "FittedModel", "Patterns", "dawid_skene", "generative",
+           "majority", "patterns"]
+
+SMOOTHING = 0.01  # pseudo-votes per confusion cell (see the module)
 
 
 @dataclass
@@ -201,7 +205,7 @@ class FittedModel:
 
 
 def generative(matrix: np.ndarray, classes: list[str], functions: list[str], *,
-               prior: np.ndarray | None = None, smoothing: float = 1.0,
+               prior: np.ndarray | None = None, smoothing: float = SMOOTHING,
                max_iterations: int = 100, tolerance: float = 1e-6
                ) -> tuple[np.ndarray, FittedModel]:
     """Each row's class index under a Dawid-Skene model fitted to the matrix by EM (-1 for
