@@ -261,3 +261,30 @@ def test_the_generative_model_keeps_a_dominant_function_over_many_classes():
     assert len(np.unique(labels[labels >= 0])) == k
     estimated = model.accuracies()
     assert abs(estimated["a"] - 0.9) < 0.05 and estimated["c"] < 0.1
+
+
+def test_a_training_fits_computed_labels_through_ctx_labels(tmp_path):
+    """A computed label set is a label set like any other: `label: {labels: NAME}`, the
+    training's `ctx.labels()`, and the artifact's lineage."""
+    from labelrepo import make_label_repo
+
+    weak = ("name: weak\nextends: base\nlabels:\n  kind-rules:\n    dataset: items\n"
+            "    key: item_id\n    taxonomy: {name: kind, version: 1, classes: [a, b, c]}\n"
+            "    source:\n      functions: rules.py\nlabel: {labels: kind-rules}\n")
+    rules = ('import numpy as np\nimport buildenv\n\n\n'
+             '@buildenv.labeling_function(columns=["x1"])\ndef by_x1(batch):\n'
+             '    return np.where(batch["x1"] > 0.3, "a", '
+             'np.where(batch["x1"] < -0.3, "b", "c"))\n')
+    root = make_label_repo(tmp_path / "repo", envs={"weak": weak}, files={"rules.py": rules})
+    assert invoke_cli(["lock", "weak"], root)[0] == 0
+    code, out, err = invoke_cli(["build", "tagger", "--env", "weak", "--no-register"], root)
+    assert code == 0, err
+    lineage = json.loads((root / "dist/tagger/weak/buildenv.json").read_text())
+    entry = lineage["labels"]["kind-rules"]
+    assert entry["label"] is True and entry["format"] == "parquet"
+    assert entry["resolution"]["examples"] == 200
+    assert entry["digest"] == lock_json_of(root, "weak")["labels"]["kind-rules"]["digest"]
+
+
+def lock_json_of(root: Path, env: str) -> dict:
+    return json.loads((root / "environments" / f"{env}.lock.json").read_text())
