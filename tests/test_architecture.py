@@ -8,7 +8,8 @@ and inside `data`: storage, executor, keys, tables < lock < store < gate < valid
 evaluation, transfer < infer. A module may
 import its own room, the rooms below it, and a room of the same rank that does not import it
 back; never a room above. Every import counts: at module level, inside functions (deferred on
-purpose), under `TYPE_CHECKING`, relative or absolute. `buildenv` itself holds only the version.
+purpose), under `TYPE_CHECKING`, relative or absolute. `buildenv` itself holds only the version
+and the decorator labeling functions are declared with (it imports nothing of the package).
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def test_the_graph_sees_every_kind_of_import():
     """Deferred (function-level) and type-only imports are in the graph, not only the top."""
     assert len(GRAPH) > 100
     assert "buildenv.cli.app" in GRAPH["buildenv.cli.data_commands"]  # module level
-    assert "buildenv.labels.locking" in GRAPH["buildenv.cli.data_commands"]  # in a function
+    assert "buildenv.compile.locking" in GRAPH["buildenv.cli.data_commands"]  # in a function
     assert "buildenv.cli" in GRAPH["buildenv.__main__"]  # relative
 
 

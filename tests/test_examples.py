@@ -33,9 +33,10 @@ def example(tmp_path_factory) -> Path:
     return root
 
 
-def test_the_multiverse_has_its_nine_environments():
+def test_the_multiverse_has_its_ten_environments():
     assert ENVS == ["exp-genre-v1", "exp-genre-v2", "exp-onnx", "exp-relabel", "exp-stream",
-                    "prod-2026-06", "prod-2026-06-synthetic", "prod-2026-09", "prod-2026-12"]
+                    "exp-weak-genre", "prod-2026-06", "prod-2026-06-synthetic", "prod-2026-09",
+                    "prod-2026-12"]
 
 
 def test_envs(example):
@@ -48,6 +49,8 @@ def test_envs(example):
         "exp-onnx                prod-2026-09  locked    movies, ratings, users",
         "exp-relabel             prod-2026-09  locked    movies, ratings, users",
         "exp-stream              prod-2026-09  locked    movies, ratings, users",
+        # its derived dataset and weak labels are built from the lock when first needed
+        "exp-weak-genre          exp-genre-v1  unbuilt   daily_ratings, movies, ratings, users",
         "prod-2026-06            -             locked    movies, ratings, users",
         "prod-2026-06-synthetic  prod-2026-06  locked    movies, ratings, users",
         "prod-2026-09            prod-2026-06  locked    movies, ratings, users",
@@ -66,7 +69,7 @@ def test_every_environment_but_the_root_extends(example):
             assert len(chain) >= 2, f"{name} should branch from another environment"
     assert multiverse.children("prod-2026-09") == ["exp-genre-v1", "exp-onnx", "exp-relabel",
                                                    "exp-stream", "prod-2026-12"]
-    assert multiverse.children("exp-genre-v1") == ["exp-genre-v2"]
+    assert multiverse.children("exp-genre-v1") == ["exp-genre-v2", "exp-weak-genre"]
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -75,8 +78,12 @@ def test_show(example, env):
     assert (code, err) == (0, "")
     doc = json.loads(out)
     assert doc["name"] == env
-    assert set(doc["datasets"]) == {"movies", "ratings", "users"}
-    if env.startswith("exp-genre-"):  # the genre tagger's label: a label set
+    derived = {"daily_ratings"} if env == "exp-weak-genre" else set()
+    assert set(doc["datasets"]) == {"movies", "ratings", "users"} | derived
+    if env == "exp-weak-genre":  # inherits exp-genre-v1's label; adds a weak label set
+        assert doc["label"] == {"labels": "genre-v1"}
+        assert doc["labels"]["genre-rules"]["source"]["model"] == "generative"
+    elif env.startswith("exp-genre-"):  # the genre tagger's label: a label set
         assert doc["label"] == {"labels": env.replace("exp-", "")}
         assert doc["labels"][env.replace("exp-", "")]["ui_version"] == env[-1]
     else:
@@ -125,7 +132,10 @@ def test_locks_are_committed_and_up_to_date(example):
     for env in ENVS:
         assert (REPO_ROOT / "environments" / f"{env}.lock.json").is_file(), env
     code, out, err = invoke_cli(["lock", "--check"], example)
-    assert (code, out, err) == (0, f"{len(ENVS)} lock(s) up to date\n", "")
+    assert (code, out) == (0, f"{len(ENVS)} lock(s) up to date\n"), err
+    # a fresh copy builds exp-weak-genre's derived dataset and weak labels from the lock
+    assert all(line.startswith(("derive ", "apply labeling functions")) for line in
+               err.splitlines()), err
 
 
 def test_relocking_changes_no_byte(example, tmp_path):
@@ -133,7 +143,9 @@ def test_relocking_changes_no_byte(example, tmp_path):
     copy = tmp_path / "relock"
     shutil.copytree(example, copy, ignore=shutil.ignore_patterns(".buildenv"))
     code, out, err = invoke_cli(["lock"], copy)
-    assert (code, err) == (0, "")
+    assert code == 0, err
+    assert all(line.startswith(("derive ", "apply labeling functions")) for line in
+               err.splitlines()), err
     assert all(line.split(": ")[1].startswith("unchanged") for line in out.splitlines()), out
     for env in ENVS:
         name = f"{env}.lock.json"
@@ -176,6 +188,7 @@ def test_lock_row_counts_match_the_readme():
         "data/synthetic/prod-2026-06/users.parquet": 2000,
         "data/synthetic/prod-2026-06/ratings.parquet": 8000,
         "catalog.movies": 3400, "data/tables/ratings": 51759,
+        ".buildenv/derived/exp-weak-genre/daily_ratings.parquet": 365,
     }
 
 
@@ -216,11 +229,12 @@ def test_genre_label_sets_match_the_readme(example):
 @pytest.mark.parametrize("env", ENVS)
 def test_validate(example, env):
     code, out, err = invoke_cli(["validate", env], example)
-    assert (code, out, err) == (0, f"{env}: 3 dataset(s) valid\n", "")
+    datasets = 4 if env == "exp-weak-genre" else 3
+    assert (code, out) == (0, f"{env}: {datasets} dataset(s) valid\n"), err
 
 
 TRAININGS = ["boosted", "critic-aware", "genre-tagger", "recommender"]
-LABEL_SET_ENVS = ["exp-genre-v1", "exp-genre-v2"]
+LABEL_SET_ENVS = ["exp-genre-v1", "exp-genre-v2", "exp-weak-genre"]
 
 
 @pytest.mark.parametrize("training", TRAININGS)

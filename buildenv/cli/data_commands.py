@@ -42,10 +42,9 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
              fmt: Format = FormatOpt, progress: Optional[bool] = ProgressOpt,
              quiet: bool = QuietOpt) -> None:
     """Pin every dataset's content digest in environments/<name>.lock.json."""
+    from buildenv.compile.locking import checked_lock, lock_environments
     from buildenv.data.executor import make_executor
-    from buildenv.data.lock.staleness import check_lock
     from buildenv.env.resolve import Multiverse
-    from buildenv.labels.locking import lock_environments
 
     if algorithm not in ("sha256", "blake3"):
         raise DiagnosticError([Diagnostic("BE004", f"unknown digest algorithm '{algorithm}'",
@@ -60,7 +59,8 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
         with progress_shown(progress, quiet), make_executor(executor, multiverse.project) as runner:
             for res in resolved.values():
                 try:
-                    problems.extend(check_lock(multiverse, res, executor=runner)[1])
+                    # data made by code that this checkout lacks is rebuilt from the lock
+                    problems.extend(checked_lock(multiverse, res, executor=runner)[1])
                 except DiagnosticError as exc:  # unreadable lock file (BE054, BE013), Ray
                     problems.extend(exc.diagnostics)
                     config_error = True
@@ -88,13 +88,21 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
     emit(quieted(problems, fmt, quiet), fmt)
     if any(p.is_error for p in problems):
         # an invalid environment file is a configuration error (2); bad data is 1
-        raise typer.Exit(2 if any(p.is_error and p.code not in _DATA_CODES for p in problems)
+        raise typer.Exit(2 if any(p.is_error and not _found(p.code) for p in problems)
                          else 1)
 
 
-# Problems of the data itself (exit 1), not of the environment files (exit 2).
+# Problems of the data itself, or of the code that makes data (exit 1), not of the environment
+# files (exit 2).
 _DATA_CODES = {"BE053", "BE056", "BE061", "BE062", "BE065", "BE067", "BE853", "BE854", "BE855", "BE856",
                "BE857", "BE858", "BE860", "BE862", "BE863", "BE867"}
+_CODE_CODES = {"BE091", "BE094", "BE870", "BE871", "BE872", "BE873", "BE874", "BE876", "BE877"}
+
+
+def _found(code: str) -> bool:
+    """Whether an error is found in the data or in user code (transforms, labeling
+    functions, their static checks BE1xx and runs BE34x) rather than in the configuration."""
+    return code in _DATA_CODES or code in _CODE_CODES or code.startswith(("BE1", "BE34"))
 
 
 @app.command("validate")

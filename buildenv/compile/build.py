@@ -45,6 +45,7 @@ from buildenv.compile.card import card_facts, write_card
 from buildenv.compile.check import check_training
 from buildenv.compile.integrity import sign_artifact
 from buildenv.compile.launch import run_training
+from buildenv.compile.locking import checked_lock
 from buildenv.compile.outputs import check_out_dir, pair_mutex, scratch
 from buildenv.compile.registry import ensure_registered
 from buildenv.compile.remote import RemoteTraining, train_on_ray
@@ -57,7 +58,6 @@ from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.data.executor import RayExecutor
-from buildenv.data.lock.staleness import check_lock
 from buildenv.data.validate.validate import validate_env
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.labels.checks import check_labels
@@ -164,7 +164,7 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
     config = project.training(training)
     res = multiverse.resolve(env_name)
     problems = check_training(project, training, config, res)
-    lock, lock_problems = check_lock(multiverse, res)
+    lock, lock_problems = checked_lock(multiverse, res)
     problems += lock_problems
     outcome.diagnostics = problems
     if any(p.is_error for p in problems) or lock is None:

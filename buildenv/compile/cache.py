@@ -21,9 +21,9 @@ from buildenv.compile.artifact import (
     UNHASHED,
     tree_digest,
 )
-from buildenv.compile.check import repo_imports
 from buildenv.core.atomic import atomic_dir, atomic_write_text
 from buildenv.core.canonical import digest_json
+from buildenv.core.code import code_files as module_files
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
@@ -48,12 +48,8 @@ def _library_versions() -> dict[str, str]:
 
 
 def code_files(project: Project, config: TrainingConfig) -> dict[str, str]:
-    files = repo_imports(project, config.module_path)
-    out = {}
-    for path in files:
-        out[project.rel(path)] = "sha256:" + __import__("hashlib").sha256(
-            path.read_bytes()).hexdigest()
-    return out
+    """The training module and the repository modules it imports, by digest."""
+    return module_files(project, config.module_path)
 
 
 def cache_key_parts(project: Project, training: str, config: TrainingConfig, res: Resolved,

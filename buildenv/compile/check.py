@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from buildenv.compile.constants import Constants
+from buildenv.core.code import repo_imports
 from buildenv.core.diagnostics import Diagnostic, Severity, did_you_mean
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
@@ -283,38 +283,3 @@ def _label_problems(project: Project, config: TrainingConfig, parsed: ParsedTrai
             Severity.WARNING, hints=("fit on `y = ctx.labels()`, aligned with "
                                      f"ctx.read('{label_set.dataset}', ...)",))]
     return []
-
-
-def repo_imports(project: Project, entry: str) -> list[Path]:
-    """The entry module and the repository modules it imports, transitively (for code digests)."""
-    root = project.root
-    seen: dict[Path, None] = {}
-    todo = [root / entry]
-    while todo:
-        path = todo.pop()
-        if path in seen or not path.is_file():
-            continue
-        seen[path] = None
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError):
-            continue
-        for node in ast.walk(tree):
-            names: list[tuple[str, int]] = []
-            if isinstance(node, ast.Import):
-                names = [(a.name, 0) for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                names = [(base, node.level)] + [(f"{base}.{a.name}" if base else a.name,
-                                                  node.level) for a in node.names]
-            for dotted, level in names:
-                parts = [p for p in dotted.split(".") if p]
-                bases = [path.parent] if level else [root, path.parent]
-                if level > 1:
-                    bases = [path.parents[level - 1]]
-                for folder in bases:
-                    candidate = folder.joinpath(*parts)
-                    for option in (candidate.with_suffix(".py"), candidate / "__init__.py"):
-                        if option.is_file() and option.resolve().is_relative_to(root):
-                            todo.append(option.resolve())
-    return sorted(seen)

@@ -6,8 +6,8 @@ BE05x locks, BE1xx static checks of training code, BE2xx data validation,
 BE3xx training, BE4xx verification against the serving stack, BE6xx drift,
 BE5xx evaluation slices, label coverage and model cards, BE7xx promotion, BE75x images, BE80x the audit log, BE81x-BE84x private statistics,
 synthetic data and peek, BE85x-BE87x label sets (their locks: BE057-BE059), BE88x executors;
-BE06x partitioned datasets, BE07x table datasets, BE08x the object store and DVC pins, BE9xx
-importers.
+BE06x partitioned datasets, BE07x table datasets, BE08x the object store and DVC pins, BE09x
+derived datasets (BE34x their transforms), BE870-BE879 labeling functions, BE9xx importers.
 """
 
 from __future__ import annotations
@@ -265,6 +265,34 @@ CODES: dict[str, Code] = {
                   "cache and could not be fetched from the DVC remote, or they do not hash to "
                   "their md5. The message names the remote and the object; run `dvc push` "
                   "where the data was added."),
+    "BE090": Code("invalid derived dataset", "A dataset with `source: {transform, inputs}` is computed by buildenv: it "
+                  "takes no `uri`; its inputs are datasets of the environment, it is not "
+                  "derived from itself (directly or through other derived datasets); an "
+                  "aggregation's `count` is a declared integer column and its "
+                  "`min_group_size` is not below `privacy.min_group_size`; its output is "
+                  "partitioned like its first input, so it declares that input's partition "
+                  "columns. docs/derived.md."),
+    "BE091": Code("transform not found", "The module of a derived dataset's `transform` "
+                  "(`path/to/module.py:function`, relative to the repository root) does not "
+                  "exist or defines no top-level function of that name."),
+    "BE092": Code("derived dataset's code changed", "The transform's code (its function, the module, or a repository module "
+                  "it imports) changed since the lock pinned the derived dataset; the "
+                  "message names what changed. Run `buildenv lock ENV`: every output file "
+                  "is rebuilt."),
+    "BE093": Code("derived dataset's input changed", "An input dataset of a derived dataset changed since the lock pinned it; "
+                  "the message names the input and, for a partitioned input, the files "
+                  "added, removed or changed. Run `buildenv lock ENV`: only the output "
+                  "files of changed input files are rebuilt."),
+    "BE094": Code("made by code, not built here", "A derived dataset or a label set computed by labeling functions is "
+                  "pinned by the lock but not built in this checkout (a fresh clone, CI), "
+                  "or the command does not run code. Build and lock rebuild it from the "
+                  "pinned inputs and code (cached outputs first); when it does not come out "
+                  "as pinned, the code is not deterministic: remove clocks, unseeded "
+                  "randomness and unstable orders, then relock."),
+    "BE095": Code("aggregate rows withheld", "A transform declared as an aggregation returned rows that summarise "
+                  "fewer input rows (its `count` column) than the minimum group size; they "
+                  "are left out of the output and counted, never shown. Lower the "
+                  "grouping's resolution if too much is withheld."),
     # --- static checks of training code -----------------------------------------
     "BE100": Code("syntax error in training", "The training module does not parse."),
     "BE101": Code("undeclared dataset", "`ctx.read` asks for a dataset the environment does not "
@@ -390,6 +418,30 @@ CODES: dict[str, Code] = {
     "BE328": Code("processes left running", "A warning: the training started processes that "
                   "left its session (to outlive it); they were stopped with it. Wait for what "
                   "a training starts."),
+    "BE340": Code("transform raised", "A derived dataset's transform (or its module, when imported) raised an "
+                  "exception. The location is the innermost frame in your code and the "
+                  "message names the input file; on restricted data the exception message "
+                  "is left out."),
+    "BE341": Code("transform returned no data", "A transform returns or yields pandas DataFrames, Arrow tables or record "
+                  "batches holding exactly the columns the derived dataset declares "
+                  "(partition columns may be left out: they come from the path). The "
+                  "message says what came back."),
+    "BE342": Code("transform column has the wrong type", "A column the transform returned does not convert to the dtype the "
+                  "derived dataset declares for it. Cast it in the transform or fix the "
+                  "declaration."),
+    "BE343": Code("transform read refused", "The transform asked `ctx.read`/`ctx.scan` for a dataset that is not one "
+                  "of its `inputs`, or a column the input does not declare. A transform "
+                  "reads its inputs only, through the data gate."),
+    "BE344": Code("code-made source timed out", "Building a derived dataset or applying labeling functions ran longer "
+                  "than its `source.timeout` (seconds). The process was stopped and nothing "
+                  "it wrote is used; raise the timeout or make the code faster."),
+    "BE345": Code("code-made source process died", "The process that runs transforms and labeling functions exited without a "
+                  "result (killed, out of memory, or interpreter crash). Nothing it wrote "
+                  "is used."),
+    "BE346": Code("partition value differs from its path", "A transform of a partitioned input returned a partition column whose "
+                  "values differ from the partition its input file belongs to. The output "
+                  "is partitioned like the input: leave partition columns out, or return "
+                  "the file's own value."),
     # --- verification ----------------------------------------------------------------
     "BE401": Code("input not served", "The model uses a column that the environment marks "
                   "`serving: false` (training-only): production cannot provide it. Drop the "
@@ -746,6 +798,48 @@ CODES: dict[str, Code] = {
     "BE867": Code("label field not in export", "No annotation of the export has a result from "
                   "the label set's `field` (the Label Studio `from_name`). The message lists the "
                   "from_names the export has."),
+    "BE868": Code("invalid tasks request", "`buildenv tasks` was asked for something it cannot do: a label set the "
+                  "environment does not declare, an unknown --select, an empty or repeated --annotators, "
+                  "--overlap larger than the annotators listed, an --out that is not a new or empty "
+                  "directory, or --select conflict without labeling functions over the same examples."),
+    "BE869": Code("examples cannot be covered", "Some chosen examples cannot get --overlap annotators who have not "
+                  "labeled them under another UI version (or already in this label set): sending them would "
+                  "be a double exposure. They are counted (and listed for unrestricted data) with how many "
+                  "annotators are eligible; nothing is written. Add annotators or lower --overlap."),
+    "BE870": Code("invalid labeling functions", "A label set's `source.functions` module is missing, does not parse, "
+                  "defines no function decorated "
+                  "`@buildenv.labeling_function(columns=[...])`, or a decorated function "
+                  "does not take exactly one parameter (the batch) or does not list its "
+                  "columns literally."),
+    "BE871": Code("labeling function column undeclared", "A labeling function declares a column its label set's dataset does not "
+                  "have, or at run time reads a column of the batch it did not declare in "
+                  "`columns=[...]`. The batch holds exactly the declared columns."),
+    "BE872": Code("labeling function raised", "A labeling function (or its module, when imported) raised an exception. "
+                  "The message names the function, its line and the batch's file; on "
+                  "restricted data the exception message is left out so that no row value "
+                  "is shown."),
+    "BE873": Code("labeling function returned bad votes", "A labeling function returns one value per row of its batch (it is "
+                  "vectorised: a Series, array or list as long as the batch), each a class "
+                  "name or None to abstain. The message says what came back."),
+    "BE874": Code("vote outside the taxonomy", "A labeling function voted for classes the label set's taxonomy does not "
+                  "list; the votes are counted per class (shown only for unrestricted "
+                  "data). Fix the rule, or add the class in a new taxonomy version."),
+    "BE875": Code("labeling functions changed", "A label set computed by labeling functions is stale: functions were "
+                  "added, removed or changed, or its dataset changed since the lock pinned "
+                  "it. The message names the functions and files. Run `buildenv lock ENV`: "
+                  "only the changed functions and files are applied again."),
+    "BE876": Code("label coverage below minimum", "Fewer rows of the dataset get a label from the labeling functions than "
+                  "the label set's `source.min_coverage` asks. `buildenv labels ENV` shows "
+                  "each function's coverage; add rules or lower the gate."),
+    "BE877": Code("label conflicts above maximum", "More rows get votes for two or more classes than the label set's "
+                  "`source.max_conflict` allows. `buildenv labels ENV` shows each "
+                  "function's conflicts; tighten the rules that disagree."),
+    "BE878": Code("invalid computed label set", "A label set with `source: {functions}` has no export: it takes no `uri` "
+                  "or `field`; its `gold` is an annotated label set (not computed) of the "
+                  "same dataset, key and classes."),
+    "BE879": Code("restricted examples refused", "`buildenv tasks` would send examples of a restricted dataset to annotators that the "
+                  "environment's `privacy.annotators` does not list. Nothing is written. Review who may see "
+                  "the data, and list them there; every export is recorded in the audit log."),
     # --- executors --------------------------------------------------------------
     "BE880": Code("Ray not installed", "`--executor ray` (or `[tool.buildenv] executor = "
                   "\"ray\"`) needs the optional extra: `pip install 'buildenv[ray]'`. Or run "

@@ -13,11 +13,12 @@ from typing import Any
 from buildenv.core.diagnostics import Diagnostic, did_you_mean
 from buildenv.core.project import Project
 from buildenv.env.loader import KeyPath, Position
+from buildenv.env.source_rules import source_problems as code_source_problems
 from buildenv.env.spec import (
     INTEGER_DTYPES,
     TABLE_FORMATS,
 )
-from buildenv.env.table_sources import source_problems
+from buildenv.env.table_sources import source_problems as table_source_problems
 from buildenv.env.uris import names_directory, uri_problem
 from buildenv.env.validation_errors import position
 
@@ -74,7 +75,8 @@ def semantic_problems(raw: dict[str, Any], origin: dict[KeyPath, Position],
                 problems.append(diag(code, f"dataset '{name}': {message}", "datasets", name,
                                      "uri", hint=hint))
     problems.extend(_partition_problems(datasets, restricted, diag, mapping))
-    problems.extend(source_problems(datasets, diag, mapping, project))
+    problems.extend(table_source_problems(datasets, diag, mapping, project))
+    problems.extend(code_source_problems(raw, diag, mapping))
     return problems
 
 
@@ -241,7 +243,8 @@ def _label_set_problems(raw: dict[str, Any], datasets: dict[str, Any], diag: Any
     for name, spec in sets.items():
         spec = mapping(spec)
         problems.extend(_label_key_problems(name, spec, datasets, diag, mapping))
-        if spec.get("format", "label-studio") == "label-studio" and spec.get("field") is None:
+        if spec.get("format", "label-studio") == "label-studio" and spec.get("field") is None \
+                and spec.get("source") is None:
             problems.append(diag("BE850", f"labels.{name}: a Label Studio export needs `field`, "
                                  "the `from_name` of the choices control that holds the label",
                                  "labels", name))
@@ -335,9 +338,11 @@ def _reuse_cycles(sets: dict[str, Any], diag: Any, mapping: Any) -> list[Diagnos
     """BE852 once per cycle of `reuse`, at the `reuse` entry that closes it."""
     def edges(name: str) -> list[tuple[int, str]]:
         reuse = mapping(sets.get(name)).get("reuse")
-        return [(i, e["labels"]) for i, e in enumerate(reuse if isinstance(reuse, list) else [])
-                if isinstance(e, dict) and isinstance(e.get("labels"), str)
-                and e["labels"] in sets]
+        out = [(i, e["labels"]) for i, e in enumerate(reuse if isinstance(reuse, list) else [])
+               if isinstance(e, dict) and isinstance(e.get("labels"), str)
+               and e["labels"] in sets]
+        gold = mapping(mapping(sets.get(name)).get("source")).get("gold")
+        return out + ([(len(out), gold)] if isinstance(gold, str) and gold in sets else [])
 
     problems: list[Diagnostic] = []
     reported: set[frozenset[str]] = set()

@@ -24,6 +24,7 @@ from buildenv.env.evaluation_rules import evaluation_problems
 from buildenv.env.loader import KeyPath, Located, Position, load_yaml
 from buildenv.env.privacy_rules import privacy_problems
 from buildenv.env.references import semantic_problems
+from buildenv.env.source_rules import fill_sources
 from buildenv.env.spec import (
     CURRENT_SCHEMA,
     Environment,
@@ -190,6 +191,7 @@ class Multiverse:
         if any(p.is_error for p in problems):
             raise DiagnosticError(problems, 2)
         assert env is not None
+        env = fill_sources(env, _state_uri(self.project))
         resolved = Resolved(env=env, chain=chain, raw=merged, origin=origin)
         evaluation = evaluation_problems(resolved)
         if evaluation:
@@ -247,6 +249,13 @@ class Multiverse:
                     pos.path, pos.line, pos.col,
                     hints=(f"set `name: {link}` or rename the file to {written}.yaml",)))
         return problems
+
+
+def _state_uri(project: Project) -> str:
+    """The state directory as a dataset uri: where derived datasets and computed label sets
+    are written (relative to the data root, like any repository path)."""
+    cache_dir = project.config.cache_dir
+    return f"file://{cache_dir}" if Path(cache_dir).is_absolute() else cache_dir
 
 
 def _overlay(target: dict[str, Any], source: dict[str, Any], prefix: KeyPath, located: Located,
@@ -330,8 +339,13 @@ def canonical_environment(env: Environment) -> dict[str, Any]:
         data.pop(key, None)
     for ls in data.get("labels", {}).values():
         ls.pop("description", None)
+        if "source" in ls:  # where buildenv writes computed labels is not what they are
+            ls.pop("uri", None)
+            ls.pop("format", None)
     for ds in data["datasets"].values():
         ds.pop("description", None)
+        if "source" in ds:  # likewise a derived dataset's output location
+            ds.pop("uri", None)
         for col in ds.get("columns", {}).values():
             col.pop("description", None)
     return data

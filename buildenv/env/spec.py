@@ -48,18 +48,20 @@ from buildenv.env.evaluation_spec import (
     class_key,
 )
 from buildenv.env.monitoring_spec import Drift, DriftThreshold, Monitoring, Skew, SkewThreshold
-from buildenv.env.spec_base import Scalar, Strict
+from buildenv.env.sources import Aggregation, LabelFunctions, Transform
+from buildenv.env.spec_base import Scalar, Strict, without_required
 from buildenv.env.uris import is_remote, names_directory
 
 _parse_temporal = parse_temporal  # the name other rooms import
 
 __all__ = ["COLUMN_PROBLEM_KEYS", "CURRENT_SCHEMA", "FLOAT_DTYPES", "INTEGER_DTYPES",
-           "NUMERIC_DTYPES", "TABLE_FORMATS", "TEMPORAL_DTYPES", "Catalog", "Column", "Coverage",
-           "CoverageRule", "Dataset", "Drift", "DriftThreshold", "Dtype", "Environment",
-           "Evaluation", "Label", "LabelSet", "Monitoring", "OnnxServing", "PeekPolicy", "Privacy",
-           "PrivacyUnit", "Promotion", "Reuse", "Scalar", "Skew", "SkewThreshold", "Slice",
-           "SliceGates", "SklearnServing", "Strict", "Synthetic", "SyntheticSource", "Taxonomy",
-           "class_key", "json_schema", "op_allowed", "pattern_problem"]
+           "NUMERIC_DTYPES", "TABLE_FORMATS", "TEMPORAL_DTYPES", "Aggregation", "Catalog",
+           "Column", "Coverage", "CoverageRule", "Dataset", "Drift", "DriftThreshold", "Dtype",
+           "Environment", "Evaluation", "Label", "LabelFunctions", "LabelSet", "Monitoring",
+           "OnnxServing", "PeekPolicy", "Privacy", "PrivacyUnit", "Promotion", "Reuse", "Scalar",
+           "Skew", "SkewThreshold", "Slice", "SliceGates", "SklearnServing", "Strict",
+           "Synthetic", "SyntheticSource", "Taxonomy", "Transform", "class_key", "json_schema",
+           "op_allowed", "pattern_problem"]
 
 CURRENT_SCHEMA = 1
 
@@ -238,8 +240,33 @@ class Dataset(Strict):
     """What a column the data has but `columns` does not declare is: an `error` (TFDV's
     SCHEMA_NEW_COLUMN), a warning (`warn`), or nothing (`ignore`: such columns are never read).
     For serving data, the strictest setting of the datasets it is checked against applies."""
+    source: Transform | None = None
+    """Instead of a `uri`: the dataset is computed by a transform from other datasets (a
+    derived dataset, docs/derived.md), written under `.buildenv/derived/`, partitioned like its
+    first input, and pinned by the digests of its code and inputs."""
     description: str | None = None
     """Free text for humans; not part of the environment digest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
+                              json_schema_extra=without_required("uri"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_has_no_uri(cls, data: Any) -> Any:
+        # a derived dataset's uri is where buildenv writes it: the resolver fills it in
+        if isinstance(data, dict) and data.get("source") is not None and "uri" not in data:
+            return {**data, "uri": ""}
+        return data
+
+    @model_validator(mode="after")
+    def _uri_or_source(self) -> Dataset:
+        if self.source is None and not self.uri:
+            raise ValidationError.from_exception_data("Dataset", [InitErrorDetails(
+                type="missing", loc=("uri",), input=self.model_dump())])
+        if self.source is not None and self.format != "parquet":
+            raise PydanticCustomError("derived", "a derived dataset is written as Parquet: "
+                                      "drop `format`", {})
+        return self
 
     @property
     def partitioned(self) -> bool:
@@ -366,8 +393,33 @@ class LabelSet(Strict):
     exposure: Literal["exclusive", "allow"] = "exclusive"
     """`exclusive`: an annotator who labeled the same example under two UI versions (in any
     label set of the multiverse) is an error; `allow` reports it as a warning."""
+    source: LabelFunctions | None = None
+    """Instead of a `uri`: the labels are computed by labeling functions over `dataset`
+    (docs/labels.md), written under `.buildenv/labels/` in the Parquet form, and pinned by the
+    digests of the functions and the data."""
     description: str | None = None
     """Free text for humans; not part of the environment digest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
+                              json_schema_extra=without_required("uri"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _computed_has_no_uri(cls, data: Any) -> Any:
+        # computed labels are written by buildenv in the Parquet form: the resolver fills the uri
+        if isinstance(data, dict) and data.get("source") is not None:
+            if data.get("format", "parquet") != "parquet":
+                raise PydanticCustomError("label_source", "a label set computed by labeling "
+                                          "functions has no export format: drop `format`", {})
+            return {"uri": "", **data, "format": "parquet"}
+        return data
+
+    @model_validator(mode="after")
+    def _uri_or_source(self) -> LabelSet:
+        if self.source is None and not self.uri:
+            raise ValidationError.from_exception_data("LabelSet", [InitErrorDetails(
+                type="missing", loc=("uri",), input=self.model_dump())])
+        return self
 
 
 class SklearnServing(Strict):
@@ -485,6 +537,9 @@ class Privacy(Strict):
     release_epsilon: Annotated[float, Field(gt=0)] = 1.0
     """With `release: dp`: the privacy loss one artifact's released evaluation figures spend
     from the budget of each restricted dataset the evaluation rows read."""
+    annotators: list[str] = []
+    """Annotators who may be sent examples of restricted datasets (`buildenv tasks`); every
+    export is recorded in the audit log. Empty: none."""
 
     def budget(self, dataset: str) -> float:
         """The epsilon `dataset` may spend in total (0 when none is declared)."""
@@ -530,8 +585,16 @@ class Environment(Strict):
         ds = self.datasets.get(dataset)
         return ds.columns.get(column) if ds else None
 
-    def restricted(self, dataset: str) -> bool:
-        return dataset in self.privacy.restricted
+    def restricted(self, dataset: str, _seen: frozenset[str] = frozenset()) -> bool:
+        """Declared restricted, or derived from a restricted input by a transform that is
+        not an aggregation."""
+        if dataset in self.privacy.restricted:
+            return True
+        ds = self.datasets.get(dataset)
+        if ds is None or ds.source is None or ds.source.aggregation is not None \
+                or dataset in _seen:
+            return False
+        return any(self.restricted(i, _seen | {dataset}) for i in ds.source.inputs)
 
     def label_set(self) -> LabelSet | None:
         """The label set the label comes from (None for a column label, or no label)."""

@@ -25,7 +25,7 @@ _TYPE_CODES = {"extra_forbidden": "BE003", "missing": "BE005", "bad_range": "BE0
                "bad_domain": "BE012", "evaluation": "BE020", "bad_pattern": "BE035",
                "bad_length": "BE036", "bad_tolerance": "BE037", "bad_unique": "BE038",
                "bad_presence": "BE034", "bad_nan": "BE039", "label_source": "BE850",
-               "bad_bins": "BE502", "bad_slice": "BE503"}
+               "derived": "BE090", "bad_bins": "BE502", "bad_slice": "BE503"}
 #: A cross-field problem (its error type) -> the key it is about, to point at when written.
 _PROBLEM_KEYS = {**COLUMN_PROBLEM_KEYS, **SLICE_PROBLEM_KEYS}
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from buildenv.compile.build import BuildOptions, build_pair
+from buildenv.compile.locking import lock_environments
 from buildenv.compile.plan import pairs
 from buildenv.compile.registry import client
 from buildenv.core import progress
@@ -46,7 +47,6 @@ from buildenv.data.store import ObjectStore
 from buildenv.data.tables import TableError
 from buildenv.data.validate.validate import validate_env
 from buildenv.env.resolve import Multiverse, Resolved
-from buildenv.labels.locking import lock_environments
 from buildenv.monitor.drift import drift_check
 from buildenv.release.champion import promote
 from buildenv.release.events import EventLog, Tracker

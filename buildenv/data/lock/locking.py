@@ -1,6 +1,7 @@
 """Locking: hash every dataset of the environments asked for (each distinct version once),
-ask the label-set pinning (`LabelLocker`, implemented by the labels room) for their label sets,
-and write each lock when it changed."""
+ask the label-set pinning (`LabelLocker`, implemented by the labels room) for their label sets
+and the builder of what code makes (`SourceBuilder`, implemented by the compile room) for
+derived datasets and computed label sets, and write each lock when it changed."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from buildenv.core.canonical import canonical_json, digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
 from buildenv.data.executor import Executor
+from buildenv.data.lock.derived import Pinned
 from buildenv.data.lock.digests import ContentDigest, StatCache, digest_location
 from buildenv.data.lock.dvc_pins import digest_dvc
 from buildenv.data.lock.lockfile import (
@@ -38,7 +40,8 @@ from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.spec import Dataset, LabelSet
 from buildenv.env.uris import names_directory
 
-__all__ = ["DatasetKey", "Digested", "Keeper", "LabelLocker", "digest_dataset", "digest_declared",
+__all__ = ["DatasetKey", "Digested", "Keeper", "LabelLocker", "SourceBuilder",
+           "digest_dataset", "digest_declared",
            "label_declaration", "lock_environments_with"]
 
 # uri, format, partitions as written (None: found in the paths; a table's: its pin), declared
@@ -153,25 +156,47 @@ class Keeper(Protocol):
     def __call__(self, project: Project, res: Resolved, lock: Lock, cache: StatCache
                  ) -> list[Diagnostic]:
         """The problems found keeping the pinned bytes of `lock` (none: all kept)."""
+
+
+class SourceBuilder(Protocol):
+    """How the lock builds what code makes: the lock owns this interface, the compile room
+    implements it (it runs user code in the build's hermetic process). A build reuses every
+    output whose code and inputs are unchanged, so relocking costs what changed."""
+
+    def derived(self, multiverse: Multiverse, res: Resolved, pins: dict[str, Pinned],
+                cache: StatCache) -> tuple[dict[str, LockedDataset], list[Diagnostic]]:
+        """Lock entries of the derived datasets of `res`, given the pins of its other
+        datasets (built in order: a derived input is pinned before what reads it)."""
+        ...
+
+    def labels(self, multiverse: Multiverse, res: Resolved, datasets: dict[str, LockedDataset],
+               labels: dict[str, LockedLabels], cache: StatCache
+               ) -> tuple[dict[str, LockedLabels], list[Diagnostic]]:
+        """Lock entries of the label sets of `res` computed by labeling functions, given the
+        lock's datasets and its other label sets (a gold set)."""
         ...
 
 
 def label_declaration(spec: LabelSet) -> str:
     """Digest of what determines a label set's lock entry (all but its description)."""
-    return digest_json(spec.model_dump(mode="json", exclude={"description"}))
+    # `source` only when set: label sets declared before it existed keep their digest
+    exclude = {"description"} if spec.source is not None else {"description", "source"}
+    return digest_json(spec.model_dump(mode="json", exclude=exclude))
 
 
 def lock_environments_with(label_locker: LabelLocker, multiverse: Multiverse, names: list[str],
                            algorithm: str = "sha256", executor: Executor | None = None,
-                           keeper: Keeper | None = None,
+                           keeper: Keeper | None = None, builder: SourceBuilder | None = None,
                            ) -> tuple[list[tuple[str, Lock, bool]], list[Diagnostic]]:
-    """Lock each environment, its label sets by `label_locker`; returns (name, lock, changed)
-    and the problems found; `executor` hashes the files of partitioned datasets and tables;
-    `keeper` keeps the pinned bytes. Callers use `buildenv.labels.locking.lock_environments`,
-    which passes the labels room's locker and the store's keeper."""
+    """Lock each environment, its label sets by `label_locker`, what code makes by `builder`;
+    returns (name, lock, changed) and the problems found; `executor` hashes the files of
+    partitioned datasets and tables; `keeper` keeps the pinned bytes. Callers use
+    `buildenv.labels.locking.lock_environments`, which passes the labels room's locker and the
+    store's keeper (and `buildenv.compile.locking` the builder)."""
     project = multiverse.project
     resolved, problems = multiverse.resolve_all(names)
-    wanted = {_key(ds): ds for res in resolved.values() for ds in res.env.datasets.values()}
+    wanted = {_key(ds): ds for res in resolved.values() for ds in res.env.datasets.values()
+              if ds.source is None}  # derived datasets are built, not hashed from a uri
     if executor is not None and any(names_directory(uri) or ds.is_table
                                     for (uri, *_), ds in wanted.items()):
         executor.prepare()  # datasets are hashed from threads: connect from this one
@@ -179,9 +204,20 @@ def lock_environments_with(label_locker: LabelLocker, multiverse: Multiverse, na
     digests, errors = _digest_all(project, wanted, algorithm, cache, executor)
     out = []
     for name, res in sorted(resolved.items()):
-        found_problems = _dataset_problems(project, res, digests, errors)
+        plain = {n: ds for n, ds in res.env.datasets.items() if ds.source is None}
+        found_problems = _dataset_problems(project, res, plain, digests, errors)
         problems.extend(found_problems)
         if found_problems:
+            continue
+        datasets = {}
+        for ds_name, ds in plain.items():
+            digested = digests[_key(ds)]
+            datasets[ds_name] = LockedDataset(ds.uri, ds.format, digested.value.digest,
+                                              digested.value.size, digested.value.rows,
+                                              digested.manifest, digested.table, digested.dvc)
+        found = _build_derived(builder, multiverse, res, datasets, cache)
+        problems.extend(found)
+        if any(p.is_error for p in found):
             continue
         labels: dict[str, LockedLabels] = {}
         if res.env.labels:
@@ -190,16 +226,11 @@ def lock_environments_with(label_locker: LabelLocker, multiverse: Multiverse, na
             except DiagnosticError:
                 previous = None
             labels, found = label_locker(multiverse, res, previous, algorithm, cache)
+            found += _build_labels(builder, multiverse, res, datasets, labels, cache)
             problems.extend(found)
             if any(p.is_error for p in found):
                 continue
-        datasets = {}
-        for ds_name, ds in res.env.datasets.items():
-            digested = digests[_key(ds)]
-            datasets[ds_name] = LockedDataset(ds.uri, ds.format, digested.value.digest,
-                                              digested.value.size, digested.value.rows,
-                                              digested.manifest, digested.table, digested.dvc)
-        lock = Lock(name, res.digest, datasets, labels)
+        lock = Lock(name, res.digest, dict(sorted(datasets.items())), labels)
         if keeper is not None:
             failed = keeper(project, res, lock, cache)
             problems.extend(failed)
@@ -215,13 +246,14 @@ def lock_environments_with(label_locker: LabelLocker, multiverse: Multiverse, na
     return out, problems
 
 
-def _dataset_problems(project: Project, res: Resolved, digests: dict[DatasetKey, Digested],
+def _dataset_problems(project: Project, res: Resolved, plain: dict[str, Dataset],
+                      digests: dict[DatasetKey, Digested],
                       errors: dict[DatasetKey, list[Problem]]) -> list[Diagnostic]:
     """Why an environment's datasets cannot be pinned: what hashing them found, what its
     declarations cannot take of a table version, a synthetic file that is not its
     provenance's."""
     problems = []
-    for ds_name, ds in res.env.datasets.items():
+    for ds_name, ds in plain.items():
         found = list(errors.get(_key(ds), []))
         pinned = digests.get(_key(ds))
         if pinned is not None and pinned.table is not None:
@@ -245,3 +277,37 @@ def _table_problems(ds: Dataset, found: Digested, restricted: bool) -> list[tupl
                          f"{', '.join(found.manifest.partitions)} and the dataset is "
                          "restricted: partition values would be written in the lock"))
     return problems
+
+
+def _build_derived(builder: SourceBuilder | None, multiverse: Multiverse, res: Resolved,
+                   datasets: dict[str, LockedDataset], cache: StatCache) -> list[Diagnostic]:
+    """Add the derived datasets of `res` to `datasets` (built by `builder`)."""
+    derived = [n for n, ds in res.env.datasets.items() if ds.source is not None]
+    if not derived:
+        return []
+    if builder is None:
+        return [_unbuilt(res, "datasets", n) for n in derived]
+    built, problems = builder.derived(
+        multiverse, res, {n: Pinned(d.digest, d.manifest) for n, d in datasets.items()}, cache)
+    datasets.update(built)
+    return problems
+
+
+def _build_labels(builder: SourceBuilder | None, multiverse: Multiverse, res: Resolved,
+                  datasets: dict[str, LockedDataset], labels: dict[str, LockedLabels],
+                  cache: StatCache) -> list[Diagnostic]:
+    """Add the label sets of `res` computed by labeling functions to `labels`."""
+    computed = [n for n, spec in res.env.labels.items() if spec.source is not None]
+    if not computed:
+        return []
+    if builder is None:
+        return [_unbuilt(res, "labels", n) for n in computed]
+    built, problems = builder.labels(multiverse, res, datasets, labels, cache)
+    labels.update(built)
+    return problems
+
+
+def _unbuilt(res: Resolved, section: str, name: str) -> Diagnostic:
+    what = "dataset" if section == "datasets" else "label set"
+    return res.diag("BE094", f"{what} '{name}' is made by code, which this command does not "
+                    "run", section, name, "source", hints=(f"run `buildenv lock {res.name}`",))
