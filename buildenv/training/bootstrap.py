@@ -161,7 +161,7 @@ class _Part:
 
     def sums(self, weights: np.ndarray) -> dict[str, np.ndarray]:
         """Sums per (resample, slice) of the count and of each figure; 0 for empty slices."""
-        w = weights if self.order is None else weights[:, self.order]
+        w = weights if self.order is None else np.take(weights, self.order, axis=1)
         chunk = len(weights)
         full = {k: np.zeros((chunk, self.size)) for k in ["n", *self.values]}
         if len(self.starts):
@@ -224,15 +224,16 @@ class _Auc:
         kind = np.int32 if w.shape[1] * 10 < 2**31 else np.int64  # weights are at most 9
         cum = np.zeros((chunk, w.shape[1] + 1), kind)
         np.cumsum(w * self.negative, axis=1, dtype=kind, out=cum[:, 1:])  # negatives before
-        pos = w[:, self.positives].astype(np.int64)
+        pos = np.take(w, self.positives, axis=1).astype(np.int64)
         # twice the negatives' weight below a positive, ties counting half: the negatives
         # before its tie block plus those before its block's end, less twice those before
         # its slice (subtracted per slice below, once for the slice's positive weight)
         if self.tie_start is None:
-            twice = 2 * pos * cum[:, self.positives]
+            twice = 2 * pos * np.take(cum, self.positives, axis=1)
         else:
             assert self.tie_end is not None
-            twice = pos * (cum[:, self.tie_start] + cum[:, self.tie_end])
+            twice = pos * (np.take(cum, self.tie_start, axis=1)
+                           + np.take(cum, self.tie_end, axis=1))
         pos_weight = np.add.reduceat(pos, self.first, axis=1).astype(np.float64)
         before = cum[:, self.starts].astype(np.float64)
         numerator = np.add.reduceat(twice, self.first, axis=1) - 2.0 * before * pos_weight
