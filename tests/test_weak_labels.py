@@ -21,6 +21,14 @@ from buildenv.labels.label_model import dawid_skene, generative, majority
 FILES = DAYS * FILES_PER_DAY
 
 
+@pytest.fixture(autouse=True)
+def _progress_shown_at_once(monkeypatch):
+    """The tests read which work ran from the progress lines: show every task, however short
+    (by default a task is shown after 1 s of work, so a fast machine would show none)."""
+    monkeypatch.setenv("BUILDENV_PROGRESS", "plain")
+    monkeypatch.setenv("BUILDENV_PROGRESS_AFTER", "0")
+
+
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = make_source_repo(tmp_path_factory.mktemp("weak") / "repo")
