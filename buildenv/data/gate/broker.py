@@ -46,12 +46,16 @@ _SEALS = ("F_SEAL_SEAL", "F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE")
 def pinned_locations(project: Project, env: Environment, manifests: Mapping[str, Manifest]
                      ) -> dict[str, Location]:
     """Every file a build of `env` may read, by location key: dataset files (each file of a
-    partitioned dataset's manifest), label exports and their mapping files."""
+    partitioned dataset's or a table version's manifest), label exports and their mapping
+    files."""
     uris = []
     for name, spec in env.datasets.items():
-        if spec.uri.endswith("/"):
-            manifest = manifests.get(name)
-            uris += [spec.uri + entry.path for entry in (manifest.files if manifest else ())]
+        manifest = manifests.get(name)
+        if spec.uri.endswith("/") or spec.is_table:
+            # a manifest's paths are relative to its base: the directory, or a table's root
+            base = (manifest.base if manifest is not None and manifest.base else spec.uri)
+            base = base if base.endswith("/") else base + "/"
+            uris += [base + entry.path for entry in (manifest.files if manifest else ())]
         else:
             uris.append(spec.uri)
     for label_set in env.labels.values():
