@@ -58,9 +58,14 @@ def store_lock(project: Project) -> Iterator[None]:
 
 
 def client(project: Project):
+    # MLflow draws a progress bar on stderr while it downloads artifacts (promotion loads the
+    # champion) and logs its schema migrations: what a command prints is buildenv's, so
+    # `--quiet` stays quiet. Levels are set after the import, which configures its loggers.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlflow.tracking import MlflowClient
+
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.ERROR)
-    from mlflow.tracking import MlflowClient
 
     uri = project.tracking_uri()
     if not uri.startswith("sqlite:") or uri in _READY:
