@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 from familyrepo import make_family_repo
+from sandbox_repo import sandbox_usable
 from services import free_port, stop
 
 from buildenv.compile.artifact import read_lineage
@@ -104,6 +105,8 @@ def test_family_builds_and_rebuilds_byte_identical(repo, tmp_path, training, env
     assert lineage["importance"]["method"] == "permutation"
     assert set(lineage["importance"]["features"]) == set(lineage["inputs"])
     assert lineage["precheck"]["status"] == "passed"
+    if sandbox_usable("any"):  # every family's libraries load in the sandbox (read-only venv)
+        assert lineage["isolation"]["mechanism"] != "none", lineage["isolation"]
     if fmt == "onnx":
         inventory = lineage["onnx"]["inventory"]
         assert inventory["opset_import"]["ai.onnx"] <= 18

@@ -81,6 +81,11 @@ def test_retrain_end_to_end(repo: Path) -> None:
         ("gate", "passed"), ("swap", "passed"), ("promote", "passed"), ("finish", "passed")]
     assert len({e["retrain"] for e in got}) == 1
     assert got[-2]["message"] == "prod-champion: v1 -> v2"
+    # the gate line says what it judged: the values, not only the verdict
+    assert re.search(r"^\[gate churn\] passed: val_auc 0\.\d{4} \(candidate v2, champion v1 "
+                     r"0\.\d{4}\); min_value >= 0\.65: 0\.\d{4} pass; max_regression <= "
+                     r"0\.\d+: 0\.\d{4} pass; required_check:validate passed: passed \(build\) "
+                     r"pass", out, re.M), out
     assert champion(repo) == "2"
     env_text = (repo / "environments/prod.yaml").read_text()
     assert "    uri: data/events-v2.parquet   # replaced by retrain --uri\n" in env_text
@@ -113,6 +118,8 @@ def test_retrain_end_to_end(repo: Path) -> None:
     assert "error[BE701]" in got[-1]["alert"][0]
     gate = got[-2]["evaluation"]
     assert gate["candidate"]["version"] == "3" and gate["champion"]["version"] == "2"
+    assert re.match(r"val_auc 0\.[45]\d{3} \(candidate v3, champion v2 0\.\d{4}\); "
+                    r"min_value >= 0\.65: 0\.[45]\d{3} FAIL", got[-2]["message"]), got[-2]
     assert snapshot(repo) == before
     assert champion(repo) == "2"
     assert _retrain_run(repo, got[0]["retrain"])["buildenv.retrain_status"] == "stopped"

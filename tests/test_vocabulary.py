@@ -62,7 +62,7 @@ def test_bad_declarations_are_located_at_their_keys(tmp_path):
         "environments/child.yaml:9:18: error[BE036]: datasets.movies.columns.movie_id: a int64 "
         "column takes no length (lengths apply to strings)",
         "environments/child.yaml:9:34: error[BE012]: datasets.movies.columns.movie_id: domain "
-        "value 1.5 is not a int64",
+        "value 1.5 is not an int64",
         "environments/child.yaml:10:27: error[BE038]: datasets.movies.columns.flag: a bool "
         "column cannot be unique (it has two values); declare a domain instead",
         "environments/child.yaml:11:28: error[BE012]: datasets.movies.columns.f2: domain value "

@@ -4,6 +4,8 @@ The runner (`python -m buildenv.training.runner REQ`) gets a scrubbed environmen
 and thread counts, dies with its parent (PR_SET_PDEATHSIG), and is stopped at its time limit.
 It leads its own process group (a new session), so what the training starts itself (joblib
 or multiprocessing workers) is killed with it: the whole group, on timeout and on interrupt.
+It runs in the sandbox its policy asks for (`sandbox.Sandbox`: no network, read-only code,
+data only as descriptors the build hands over), which wraps its command and environment.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
+from buildenv.compile.sandbox import Sandbox
+from buildenv.compile.sandbox_policy import SandboxPolicy
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
 
-__all__ = ["child_env", "kill_group", "run_training"]
+__all__ = ["child_env", "kill_group", "run_training", "wait_policy"]
 
 
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
@@ -34,15 +39,57 @@ _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
 _KEEP_PREFIXES = ("AWS_", "GOOGLE_", "GCS_")
 
 
-def child_env(seed: int, threads: int) -> dict[str, str]:
+def wait_policy(threads: int, load: float | None = None, cores: int | None = None
+                ) -> str | None:
+    """The OMP_WAIT_POLICY a training process gets unless the user set one: None (OpenMP's
+    own default: spin briefly, then sleep) on a machine with a free core per training thread,
+    PASSIVE on a busy one. Spinning waits burn the cores they wait for as soon as anything
+    else runs (measured 4-8x slower fits on a loaded two-core machine); on an idle machine
+    passive waits cost a 1.4x slower fit (bench/bench_build.py --only waitpolicy). The
+    schedule, so the model's bytes, is the same either way. `load`: the one-minute load
+    average (default: the machine's now)."""
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # no load average (not Linux/macOS): assume idle, like most users
+            return None
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    return "PASSIVE" if load + threads > cores + 0.5 else None
+
+
+class _Running:
+    """Native threads of the trainings this process runs now (`build --all` runs pairs side by
+    side): they compete for cores before the load average shows it."""
+
+    def __init__(self) -> None:
+        self.threads = 0
+        self.lock = threading.Lock()
+
+    def add(self, threads: int) -> int:
+        """Count `threads` in; the threads already running before them."""
+        with self.lock:
+            before = self.threads
+            self.threads += threads
+            return before
+
+    def remove(self, threads: int) -> None:
+        with self.lock:
+            self.threads -= threads
+
+
+_RUNNING = _Running()
+
+
+def child_env(seed: int, threads: int, others: int = 0) -> dict[str, str]:
+    """The training process's environment; `others`: threads of trainings running beside it."""
     env = {k: v for k, v in os.environ.items() if k in _KEEP_ENV or k.startswith(_KEEP_PREFIXES)}
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
-    # OpenMP threads that wait for each other by spinning burn the cores they wait for as soon
-    # as anything else runs (the build's own threads, other jobs): measured 4-8x slower fits on
-    # a loaded two-core machine. Sleeping waits cost little when the machine is idle, and the
-    # schedule (so the model's bytes) is the same. A user's OMP_WAIT_POLICY is kept.
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    policy = wait_policy(threads + others)
+    if policy is not None:
+        env.setdefault("OMP_WAIT_POLICY", policy)
     # The runner must import this very buildenv (a Pants sandbox, a test's PYTHONPATH).
     package_parent = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(
@@ -74,16 +121,20 @@ def kill_group(proc: subprocess.Popen) -> None:
 def run_training(project: Project, config: TrainingConfig, res: Resolved, out_dir: Path,
                  timeout: float, pins: dict[str, str],
                  label_pins: dict[str, dict] | None = None, manifests: dict | None = None,
-                 release_key: str | None = None, rows: dict[str, int] | None = None
-                 ) -> dict:
+                 release_key: str | None = None, rows: dict[str, int] | None = None,
+                 policy: SandboxPolicy | None = None) -> dict:
     """Run the training; its result (a dict) or failure diagnostics. `pins` (datasets) and
     `label_pins` (label sets) are the lock's digests: every read of the training and of its
     evaluation is verified against them (and `manifests`, the file lists of partitioned
-    datasets). `release_key` (the build's cache key) names what a private release of its
-    figures is remembered under. `rows`: the lock's row counts (the pre-check skips small
-    datasets)."""
+    datasets). `release_key` (the build's cache key without the sandbox policy: the same
+    model spends once) names what a private release of its figures is remembered under.
+    `rows`: the lock's row counts (the pre-check skips small datasets). `policy`: the pair's
+    sandbox policy (default: from its configuration)."""
     work = Path(tempfile.mkdtemp(prefix="buildenv-train-"))
+    box = None
     try:
+        box = Sandbox.prepare(project, config, res, policy, out_dir, work, manifests or {},
+                              sys.executable, release_key)
         request = {
             "root": str(project.root), "data_root": str(project.data_root or project.root),
             "module_path": config.module_path, "function": config.function,
@@ -92,20 +143,30 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
             "env": res.env.model_dump(mode="json", by_alias=True),
             "out_dir": str(out_dir), "result": str(work / "result.json"),
             "pins": dict(pins), "label_pins": dict(label_pins or {}), "release_key": release_key,
-            "manifests": {name: {"partitions": list(m.partitions), "files": m.files_json()}
-                          for name, m in (manifests or {}).items()},
+            "manifests": {name: m.to_json() for name, m in (manifests or {}).items()},
+            "sandbox": box.request,
         }
         (work / "request.json").write_text(json.dumps(request))
         log_path = work / "output.log"
+        threads = config.native_threads
+        others = _RUNNING.add(threads)
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "buildenv.training.runner", str(work / "request.json")],
-                cwd=project.root, env=child_env(config.seed, config.native_threads), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            try:
+                proc = subprocess.Popen(
+                    box.command([sys.executable, "-m", "buildenv.training.runner",
+                                 str(work / "request.json")]),
+                    cwd=project.root, env=box.env(child_env(config.seed, threads, others)),
+                    stdin=subprocess.DEVNULL, pass_fds=box.pass_fds,
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            except BaseException:
+                _RUNNING.remove(threads)
+                raise
+            box.started()
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                box.stop(proc)
                 kill_group(proc)
                 return {"ok": False, "diagnostics": [{
                     "code": "BE302", "message": f"training exceeded its time limit of "
@@ -113,19 +174,27 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
                     "severity": "error", "hints": ["raise `timeout` in the training's "
                                                    "[tool.buildenv.trainings] table"]}]}
             except BaseException:  # Ctrl-C, SIGTERM turned into an exception, a bug
+                box.stop(proc)
                 kill_group(proc)
                 raise
+            finally:
+                _RUNNING.remove(threads)
             kill_group(proc)  # the runner exited: workers it left behind go too
         output = log_path.read_text(errors="replace")
         result_file = work / "result.json"
         if not result_file.is_file():
+            failed = box.setup_failure(output)
+            if failed is not None:
+                return {"ok": False, "diagnostics": [failed]}
             tail = _output_tail(output, res)
             return {"ok": False, "diagnostics": [{
                 "code": "BE305", "message": f"training process exited with code "
                 f"{proc.returncode} and no result", "path": config.module_path, "line": None,
                 "col": None, "severity": "error", "hints": tail}]}
-        return json.loads(result_file.read_text())
+        return box.finish(json.loads(result_file.read_text()))
     finally:
+        if box is not None:
+            box.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

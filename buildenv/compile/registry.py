@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +38,7 @@ from buildenv.core.project import Project
 # (`build._warm_registry`) and which commands that never reach the registry do not pay.
 
 __all__ = ["client", "ensure_registered", "register_artifact", "slice_metrics",
-           "store_lock"]
+           "store_lock", "ui_command"]
 
 TAG_DIGEST = "buildenv.artifact_digest"
 TAG_ENV = "buildenv.environment"
@@ -75,6 +76,20 @@ def client(project: Project):
         c.search_registered_models(max_results=1)
     _READY.add(uri)
     return c
+
+
+def ui_command(project: Project, host: str, port: int) -> list[str] | None:
+    """The `mlflow server` command line that shows this project's store in a browser (the
+    embedded sqlite store, created if need be, with the artifacts beside it); None when the
+    tracking URI is a server already (it has its own UI)."""
+    uri = project.tracking_uri()
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    client(project)  # a new store is created and migrated under the store lock, not by the UI
+    artifacts = (project.state_dir / "mlartifacts").resolve()
+    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+            "--default-artifact-root", artifacts.as_uri(), "--host", host, "--port", str(port),
+            "--workers", "1"]
 
 
 def _create_sqlite_store(path: Path) -> None:

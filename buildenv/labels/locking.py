@@ -21,6 +21,7 @@ from buildenv.data.lock.digests import FILE, ContentDigest, StatCache
 from buildenv.data.lock.lockfile import Lock, LockedLabels
 from buildenv.data.lock.locking import label_declaration, lock_environments_with
 from buildenv.data.storage import Stat, locate
+from buildenv.data.store.keeping import keep_lock
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.spec import LabelSet
 from buildenv.labels.checks import exposure_check
@@ -69,8 +70,10 @@ def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str =
                       ) -> tuple[list[tuple[str, Lock, bool]], list[Diagnostic]]:
     """Lock each environment: its datasets and its label sets. Every lock goes through here
     (`buildenv lock`, `retrain`, `synth`): the data room's locking with this room's
-    `lock_label_sets` plugged into the interface the lock owns."""
-    return lock_environments_with(lock_label_sets, multiverse, names, algorithm, executor)
+    `lock_label_sets` and the store's `keep_lock` (the pinned bytes kept) plugged into the
+    interfaces the lock owns."""
+    return lock_environments_with(lock_label_sets, multiverse, names, algorithm, executor,
+                                  keeper=keep_lock)
 
 
 def lock_label_sets(multiverse: Multiverse, res: Resolved, previous: Lock | None, algorithm: str,

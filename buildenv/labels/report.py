@@ -123,10 +123,8 @@ def render_text(report: dict[str, Any]) -> str:
         total = r["examples"]
         lines.append("  per class: " + ", ".join(f"{c} {_share(n, total)}"
                                                  for c, n in r["per_class"].items()))
-        lines.append("  per annotator: " + ", ".join(f"{a} {n:,}" for a, n in
-                                                     item["per_annotator"].items()))
-        lines.append("  per UI version: " + ", ".join(f"{u} {n:,}" for u, n in
-                                                      item["per_ui_version"].items()))
+        lines += _table(("annotator", "annotations"), item["per_annotator"])
+        lines += _table(("UI version", "annotations"), item["per_ui_version"])
         ag = item["agreement"]
         if ag["examples"]:
             fleiss = "n/a" if ag["fleiss_kappa"] is None else f"{ag['fleiss_kappa']:.3f}"
@@ -137,6 +135,15 @@ def render_text(report: dict[str, Any]) -> str:
         else:
             lines.append("  agreement: n/a (no example has 2+ annotators)")
     return "\n".join(lines)
+
+
+def _table(headers: tuple[str, str], counts: dict[str, int]) -> list[str]:
+    """Names and counts as two columns: `102  690` on one line reads as one number."""
+    rows = [(str(k), f"{n:,}") for k, n in counts.items()]
+    left = max([len(headers[0])] + [len(k) for k, _ in rows])
+    right = max([len(headers[1])] + [len(n) for _, n in rows])
+    return [f"  {headers[0].ljust(left)}  {headers[1].rjust(right)}"] + [
+        f"  {k.ljust(left)}  {n.rjust(right)}" for k, n in rows]
 
 
 def render_json(report: dict[str, Any], problems: list[Diagnostic]) -> str:

@@ -11,15 +11,20 @@ from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project
 from buildenv.data.executor import Executor
 from buildenv.data.lock.digests import FILE, StatCache, digest_location
-from buildenv.data.lock.lockfile import Lock, lock_path, read_lock, stat_cache
+from buildenv.data.lock.lockfile import Lock, LockedDataset, lock_path, read_lock, stat_cache
 from buildenv.data.lock.locking import digest_dataset, label_declaration
 from buildenv.data.lock.manifest import (
     ManifestError,
     describe_diff,
+    resolve_partitions,
 )
+from buildenv.data.lock.objects import LocalObjects
 from buildenv.data.lock.provenance import provenance_problems
+from buildenv.data.lock.sources import source_staleness
+from buildenv.data.lock.tables import declared_pin
 from buildenv.data.storage import locate
 from buildenv.env.resolve import Multiverse, Resolved
+from buildenv.env.spec import Dataset
 
 
 def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
@@ -50,9 +55,13 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
         pinned = lock.datasets[ds_name]
         algorithm = (pinned.manifest.algorithm if pinned.manifest is not None
                      else pinned.digest.split(":", 1)[0])
+        if ds.is_table or ds.dvc is not None:
+            problems.extend(source_staleness(project, res, ds_name, pinned, algorithm, cache,
+                                             executor))
+            continue
         try:
-            now = digest_dataset(project, ds.uri, ds.format, ds.partition_columns, algorithm,
-                                 cache, executor)
+            now = digest_dataset(project, ds.uri, ds.format, ds.partitions, algorithm,
+                                 cache, executor, tuple(ds.columns))
         except FileNotFoundError:
             problems.append(res.diag("BE053", f"dataset '{ds_name}': '{ds.uri}' not found",
                                      "datasets", ds_name, "uri"))
@@ -74,11 +83,14 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
                 what = describe_diff(*pinned.manifest.diff(now.manifest))
             else:
                 what = f"{pinned.digest} -> {now.value.digest}"
+            hints = [f"if the new data is intended, review `buildenv drift {name} --dataset "
+                     f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`"]
+            if locate(ds.uri, project).local is not None and _kept(project, pinned):
+                hints.append(f"if not, `buildenv checkout {name}` restores the locked bytes "
+                             "from the object store")
             problems.append(res.diag(
                 "BE051", f"dataset '{ds_name}' changed since it was locked: {what} ({ds.uri})",
-                "datasets", ds_name, "uri",
-                hints=(f"if the new data is intended, review `buildenv drift {name} --dataset "
-                       f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`",)))
+                "datasets", ds_name, "uri", hints=tuple(hints)))
     problems.extend(_label_bytes_changed(project, res, lock, cache))
     if own_cache:
         cache.save()
@@ -92,15 +104,30 @@ def _dataset_pins_stale(res: Resolved, lock: Lock, display: str) -> list[Diagnos
     for ds_name, ds in res.env.datasets.items():
         pinned = lock.datasets.get(ds_name)
         partitions = tuple(pinned.manifest.partitions) if pinned and pinned.manifest else ()
+        wanted = partitions
+        if ds.partitioned and pinned is not None and pinned.manifest is not None:
+            try:  # inferred from the pinned paths: a column declared since can change them
+                wanted = resolve_partitions(ds.partitions, ds.columns,
+                                            [f.path for f in pinned.manifest.files])
+            except ManifestError as exc:
+                problems.extend(res.diag(code, f"dataset '{ds_name}': {text}", "datasets",
+                                         ds_name, "uri") for code, text in exc.problems)
+                continue
         if (pinned is None or pinned.uri != ds.uri or pinned.format != ds.format
-                or (ds.partitioned and partitions != tuple(ds.partition_columns))):
+                or (ds.partitioned and partitions != wanted)):
             what = ("is not in the lock" if pinned is None else
                     f"uri changed: lock has '{pinned.uri}', environment has '{ds.uri}'"
                     if pinned.uri != ds.uri or pinned.format != ds.format else
                     f"partitions changed: lock has {list(partitions)}, environment has "
-                    f"{ds.partition_columns}")
+                    f"{list(wanted)}")
             problems.append(res.diag("BE052", f"dataset '{ds_name}' {what}", "datasets",
                                      ds_name, "uri", hints=(f"run `buildenv lock {name}`",)))
+        elif (pinned.table is not None) != ds.is_table or (pinned.dvc is not None) != (
+                ds.dvc is not None) or _pin_changed(ds, pinned):
+            problems.append(res.diag("BE052", f"dataset '{ds_name}': its pin changed since it "
+                                     "was locked (version, as_of, ref, snapshot, catalog or "
+                                     "dvc)", "datasets", ds_name,
+                                     hints=(f"run `buildenv lock {name}`",)))
     for ds_name in sorted(set(lock.datasets) - set(res.env.datasets)):
         problems.append(Diagnostic("BE052", f"lock pins dataset '{ds_name}', which environment "
                                    f"'{name}' no longer declares", display,
@@ -183,3 +210,20 @@ def lock_state(multiverse: Multiverse, res: Resolved) -> str:
     if codes & {"BE051", "BE058"}:
         return "changed"
     return "unreadable"
+
+
+def _pin_changed(ds: Dataset, pinned: LockedDataset) -> bool:
+    """Whether a table's or DVC pin in the declaration differs from the one locked."""
+    if ds.is_table and pinned.table is not None:
+        return pinned.table.get("pin") != declared_pin(ds)
+    if ds.dvc is not None and pinned.dvc is not None:
+        return pinned.dvc.get("file") != ds.dvc
+    return False
+
+
+def _kept(project: Project, pinned: LockedDataset) -> bool:
+    """Whether the object store holds every file a lock entry pins."""
+    store = LocalObjects.of(project)
+    if pinned.manifest is not None:
+        return all(store.has(f.digest) for f in pinned.manifest.files)
+    return store.has(pinned.digest)
