@@ -45,6 +45,8 @@ def make_app(root: Path) -> Path:
     app.mkdir(parents=True)
     model.mkdir()
     shutil.copyfile(REPO_ROOT / "buildenv" / "serving" / "serve.py", app / "serve.py")
+    shutil.copyfile(REPO_ROOT / "buildenv" / "core" / "model_runtime.py",
+                    app / "model_runtime.py")
     (root / "hostile_model.py").write_text(MODEL_MODULE)
     sys.path.insert(0, str(root))
     try:
@@ -56,7 +58,8 @@ def make_app(root: Path) -> Path:
         sys.modules.pop("hostile_model", None)
     (model / "buildenv.json").write_text("{}\n")
     config = {"training": "t", "environment": "prod", "python": "%d.%d" % sys.version_info[:2],
-              "port": 0, "model_file": "model.pkl",
+              "port": 0, "model": {"format": "pickle", "file": "model.pkl",
+                                   "inputs": ["x1", "cat"]}, "allow_pickle": True,
               "model_digest": tree_digest(model, exclude=UNHASHED),
               "inputs": {"x1": {"dtype": "float64", "nullable": False},
                          "cat": {"dtype": "string", "nullable": False}}, "label": None}

@@ -16,6 +16,7 @@ from buildenv.compile import remote
 from buildenv.compile.artifact import read_lineage
 from buildenv.compile.build import BuildOptions
 from buildenv.compile.plan import pairs, run_matrix
+from buildenv.compile.sandbox_policy import sandbox_policy
 from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.project import Project
 from buildenv.data.executor import RayExecutor
@@ -159,8 +160,10 @@ def test_a_cluster_gets_the_repository_and_never_local_data(repo, tmp_path, monk
         run_matrix(project, multiverse, [("lr", "base")], BuildOptions(ray=cluster))
     assert {d.code for d in info.value.diagnostics} == {"BE883"} and not seen
     # what a pair sends: the repository as the working_dir, the training's resources
-    task = remote.RemoteTraining(project, project.training("lr7"), multiverse.resolve("base"),
-                                 10.0, {}, {}, {}, "sha256:k", shipped=True)
+    base = multiverse.resolve("base")
+    policy = sandbox_policy(project, "lr7", project.training("lr7"), base)
+    task = remote.RemoteTraining(project, project.training("lr7"), base, 10.0, {}, {}, {},
+                                 "sha256:k", shipped=True, policy=policy, rows={})
     assert remote.train_on_ray(cluster, task, tmp_path / "model") == {"ok": True}
     assert (tmp_path / "model" / "model.pkl").read_bytes() == b"hello"
     assert seen["fn"] is remote.train_task and seen["retries"] == 1

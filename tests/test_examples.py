@@ -33,10 +33,10 @@ def example(tmp_path_factory) -> Path:
     return root
 
 
-def test_the_multiverse_has_its_ten_environments():
-    assert ENVS == ["exp-genre-v1", "exp-genre-v2", "exp-onnx", "exp-relabel", "exp-stream",
-                    "exp-weak-genre", "prod-2026-06", "prod-2026-06-synthetic", "prod-2026-09",
-                    "prod-2026-12"]
+def test_the_multiverse_has_its_eleven_environments():
+    assert ENVS == ["exp-genre-v1", "exp-genre-v2", "exp-onnx", "exp-onnx-trees", "exp-relabel",
+                    "exp-stream", "exp-weak-genre", "prod-2026-06", "prod-2026-06-synthetic",
+                    "prod-2026-09", "prod-2026-12"]
 
 
 def test_envs(example):
@@ -47,6 +47,7 @@ def test_envs(example):
         "exp-genre-v1            prod-2026-09  locked    movies, ratings, users",
         "exp-genre-v2            exp-genre-v1  locked    movies, ratings, users",
         "exp-onnx                prod-2026-09  locked    movies, ratings, users",
+        "exp-onnx-trees          exp-onnx      locked    movies, ratings, users",
         "exp-relabel             prod-2026-09  locked    movies, ratings, users",
         "exp-stream              prod-2026-09  locked    movies, ratings, users",
         # its derived dataset and weak labels are built from the lock when first needed
@@ -70,6 +71,7 @@ def test_every_environment_but_the_root_extends(example):
     assert multiverse.children("prod-2026-09") == ["exp-genre-v1", "exp-onnx", "exp-relabel",
                                                    "exp-stream", "prod-2026-12"]
     assert multiverse.children("exp-genre-v1") == ["exp-genre-v2", "exp-weak-genre"]
+    assert multiverse.children("exp-onnx") == ["exp-onnx-trees"]
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -101,8 +103,8 @@ def test_show(example, env):
 def test_show_explain_attributes_branch_values(example):
     code, out, _ = invoke_cli(["show", "exp-onnx", "--explain"], example)
     lines = out.splitlines()
-    assert "  stack: onnx  # environments/exp-onnx.yaml:12" in lines
-    assert "  opset: 17  # environments/exp-onnx.yaml:13" in lines
+    assert "  stack: onnx  # environments/exp-onnx.yaml:13" in lines
+    assert "  opset: 17  # environments/exp-onnx.yaml:14" in lines
     assert "    uri: data/movies/2026-09.parquet  # environments/prod-2026-09.yaml:12" in lines
 
 
@@ -251,7 +253,7 @@ def test_static_checks_pass_everywhere(example, training):
             continue
         assert (code, out) == (0, f"{training} @ {env}: static checks passed\n"), err
         expected = []
-        if training == "boosted" and env != "prod-2026-12":
+        if training == "boosted" and env not in ("prod-2026-12", "exp-onnx-trees"):
             expected.append("warning[BE106]: HistGradientBoostingClassifier")
         if training != "genre-tagger" and env in LABEL_SET_ENVS:
             expected.append("warning[BE865]: environment " + env)

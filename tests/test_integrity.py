@@ -26,6 +26,11 @@ from buildenv.compile.integrity import (
 )
 from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.project import Project
+from buildenv.env.spec import Environment
+
+ENV = Environment.model_validate({
+    "name": "e", "datasets": {"d": {"uri": "d.parquet", "columns": {"a": {"dtype": "int64"}}}},
+    "serving": {"stack": "sklearn", "ops": ["sklearn.*"]}})
 
 
 class Pwn:
@@ -96,7 +101,7 @@ def test_a_tampered_pickle_is_never_loaded(project, artifact, tmp_path):
     marker = tmp_path / "pwned"
     (artifact / "model.pkl").write_bytes(pickle.dumps(Pwn(str(marker))))
     with pytest.raises(DiagnosticError) as caught:
-        load_verified_model(project, artifact, recorded(artifact), "the artifact")
+        load_verified_model(project, artifact, recorded(artifact), "the artifact", ENV)
     assert codes(caught) == ["BE761"]
     assert not marker.exists()
     # the same bytes with a matching record would be loaded: the check is what stops it

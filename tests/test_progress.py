@@ -242,10 +242,12 @@ def test_bad_progress_settings_are_usage_errors(repo):
 def test_phase_timings_split_the_training_process():
     own = {"wait": 0.5, "check": 0.2, "validate": 1.0, "train": 10.0, "verify": 0.1, "save": 0.3,
            "register": 2.0}
-    runner = {"train": 6.0, "importance": 1.5, "save": 0.5, "onnx": 1.0}
+    runner = {"precheck": 0.5, "train": 6.0, "importance": 1.5, "save": 0.5, "onnx": 1.0,
+              "parity": 0.25, "evaluate": 0.1}
     got = phase_timings(own, runner)
     assert list(got) == [p for p in PHASES if p in got] == list(PHASES)
-    assert got["train"] == 7.0 and got["save"] == 0.8 and got["onnx"] == 1.0
+    assert got["train"] == 6.25 and got["save"] == 0.8 and got["onnx"] == 1.0
+    assert got["precheck"] == 0.5 and got["parity"] == 0.25
     assert phase_timings({"check": 0.01234}, {}) == {"check": 0.012}
 
 
@@ -403,7 +405,7 @@ def test_build_json_carries_timings_and_is_unchanged_by_progress(locked, tmp_pat
         data["pairs"][0]["artifact"] = None
     assert first == second
     assert first["pairs"][0]["timings"] == sorted(["check", "validate", "train", "importance",
-                                                   "verify", "save"])
+                                                   "verify", "parity", "save"])
     assert outs[0].stderr == "" and "demo @ base: built in" in outs[1].stderr
 
 

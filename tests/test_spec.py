@@ -112,14 +112,16 @@ def test_unknown_key_without_close_match_lists_allowed_keys(tmp_path):
     root = write_repo(tmp_path, envs=child("serving:\n  zzz: 1\n"))
     assert show_errors(root, "child") == [
         "environments/child.yaml:4:3: error[BE003]: unknown key 'zzz' in serving",
-        "  hint: allowed keys: ops, requirements, stack",
+        "  hint: allowed keys: format, limits, ops, parity, requirements, stack, "
+        "validate_inputs",
     ]
 
 
 def test_unknown_key_in_onnx_serving_knows_onnx_fields(tmp_path):
-    root = write_repo(tmp_path, envs=child("serving:\n  stack: onnx\n  opset: 17\n  opsett: 3\n"))
+    root = write_repo(tmp_path, envs=child("serving:\n  stack: onnx\n  opset: 17\n"
+                                           "  ops: ['ai.onnx:*']\n  opsett: 3\n"))
     assert show_errors(root, "child") == [
-        "environments/child.yaml:6:3: error[BE003]: unknown key 'opsett' in serving",
+        "environments/child.yaml:7:3: error[BE003]: unknown key 'opsett' in serving",
         "  hint: did you mean 'opset'?",
     ]
 
@@ -429,7 +431,8 @@ def test_error_inherited_from_parent_points_at_parent(tmp_path):
         "  stack: sklearn\n", "  stack: sklearn\n  extra: 1\n")})
     expected = [
         "environments/base.yaml:21:3: error[BE003]: unknown key 'extra' in serving",
-        "  hint: allowed keys: ops, requirements, stack",
+        "  hint: allowed keys: format, limits, ops, parity, requirements, stack, "
+        "validate_inputs",
     ]
     assert show_errors(root, "child") == expected
     assert show_errors(root, "base") == expected

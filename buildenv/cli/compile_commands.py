@@ -1,4 +1,5 @@
-"""Commands that compile trainings: check, build, register, and `ui` for their MLflow store."""
+"""Commands that compile trainings: check, build, register, ops, and `ui` for their MLflow
+store."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -292,3 +294,28 @@ def card_cmd(training: str = typer.Argument(..., help="Training name."),
             "BE515", f"no model card for {training} @ {env} at {project.rel(path)}",
             hints=(f"run `buildenv build {training} --env {env}` (every build writes one)",))])
     sys.stdout.write(path.read_text(encoding="utf-8"))
+
+
+class OpsFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@app.command("ops")
+@command
+def ops_cmd(target: str = typer.Argument(..., help="An artifact directory (dist/<training>/"
+                                         "<env>) or an environment name."),
+            config: bool = typer.Option(False, "--config", help="An artifact's operators in "
+                                        "onnxruntime's reduced-build configuration format "
+                                        "(an environment's are always printed so)."),
+            root: Optional[Path] = RootOpt,
+            fmt: OpsFormat = typer.Option(OpsFormat.text, "--format", help="text or json")
+            ) -> None:
+    """The ONNX operators an artifact runs, or that an environment's runtime must have."""
+    from buildenv.compile.ops_report import ops_report
+
+    report = ops_report(open_project(root), target)
+    if fmt is OpsFormat.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.text(config))

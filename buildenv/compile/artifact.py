@@ -9,7 +9,6 @@ the same inputs give the same bytes. Lineage holds no timestamps or host paths.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import uuid
@@ -17,14 +16,15 @@ from pathlib import Path
 
 import yaml
 
-from buildenv.core.canonical import canonical_json
+from buildenv.core.model_runtime import UNHASHED, artifact_digest
 
 __all__ = ["LINEAGE_FILE", "LINEAGE_VERSION", "SIGNATURE_FILE", "UNHASHED", "build_time_iso",
            "card_serial", "finalize_mlmodel", "read_lineage", "tree_digest", "write_lineage"]
 
 LINEAGE_FILE = "buildenv.json"
 SIGNATURE_FILE = "buildenv.sig"  # optional Sigstore bundle over every other file
-UNHASHED = (LINEAGE_FILE, SIGNATURE_FILE)  # outside `model_digest`: written after it
+# UNHASHED (the lineage and the signature: written after `model_digest`, outside it) is
+# core.model_runtime's, which the serving app shares.
 LINEAGE_VERSION = 1
 _NAMESPACE = uuid.UUID("6f1c1f55-63a4-4c5e-9b1b-2b7e3c0c9a10")
 
@@ -83,18 +83,9 @@ def _unpin_build_tools(model_dir: Path) -> None:
 
 
 def tree_digest(directory: Path, exclude: tuple[str, ...] = ()) -> str:
-    """Digest of a directory's files (relative paths and contents), independent of mtimes."""
-    entries = []
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        rel = path.relative_to(directory).as_posix()
-        if rel in exclude:
-            continue
-        h = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                h.update(chunk)
-        entries.append([rel, h.hexdigest()])
-    return "sha256:" + hashlib.sha256(canonical_json(entries)).hexdigest()
+    """Digest of a directory's files (relative paths and contents), independent of mtimes:
+    the one computation the serving app runs too (`core.model_runtime.artifact_digest`)."""
+    return artifact_digest(str(directory), exclude)
 
 
 def write_lineage(model_dir: Path, lineage: dict) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from buildenv import __version__
 from buildenv.compile.artifact import (
     LINEAGE_FILE,
+    UNHASHED,
     build_time_iso,
     card_serial,
     finalize_mlmodel,
@@ -51,7 +52,7 @@ from buildenv.compile.registry import ensure_registered
 from buildenv.compile.remote import RemoteTraining, train_on_ray
 from buildenv.compile.sandbox import check_available
 from buildenv.compile.sandbox_policy import SandboxPolicy, sandbox_policy
-from buildenv.compile.verify import located, verify_model
+from buildenv.compile.verify import artifact_mib, located, verify_limits, verify_model
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.canonical import digest_json
@@ -65,7 +66,8 @@ from buildenv.labels.checks import check_labels
 __all__ = ["PHASES", "BuildOptions", "BuildOutcome", "build_pair", "failure_reason",
            "phase_timings"]
 
-PHASES = ("wait", "check", "validate", "train", "importance", "verify", "onnx", "save", "register")
+PHASES = ("wait", "check", "validate", "precheck", "train", "importance", "verify", "onnx",
+          "parity", "save", "register")
 
 
 @dataclass
@@ -146,12 +148,13 @@ def failure_reason(outcome: BuildOutcome, phase: str | None) -> str:
 
 def phase_timings(own: dict[str, float], runner: dict[str, float]) -> dict[str, float]:
     """Seconds per phase, in `PHASES` order. `own` are the phases this process timed;
-    `runner` those the training process reports. Its importance, onnx and save come out of
-    the `train` span, which keeps the process start and imports along with `train()`."""
+    `runner` those the training process reports. Its precheck, importance, onnx, parity and
+    save come out of the `train` span, which keeps the process start and imports along with `train()`."""
     merged = dict(own)
     span = merged.get("train")
     if span is not None:
-        inner = {k: float(runner[k]) for k in ("importance", "onnx", "save") if k in runner}
+        inner = {k: float(runner[k]) for k in ("precheck", "importance", "onnx", "parity", "save")
+                 if k in runner}
         merged["train"] = max(0.0, span - sum(inner.values()))
         for name, seconds in inner.items():
             merged[name] = merged.get(name, 0.0) + seconds
@@ -223,7 +226,8 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         model_dir = tmp / "model"
         progress.phase("train")
         result = _train(project, config, res, model_dir, options, digests, label_pins,
-                        lock.manifests(), _model_key(parts), policy)
+                        lock.manifests(), _model_key(parts), policy,
+                        {name: d.rows for name, d in lock.datasets.items()})
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
             found = [located(res, d) for d in result.get("diagnostics", [])]
@@ -234,7 +238,7 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
             raise _Abort()
         progress.phase("verify")
         all_resolved = all_resolved if all_resolved is not None else multiverse.resolve_all()[0]
-        found = verify_model(res, result, all_resolved, config.module_path)
+        found = _judge(res, result, all_resolved, config, model_dir)
         outcome.diagnostics = problems + found
         if any(p.is_error for p in found):
             remember_failure(project, hexkey, found, options.use_cache,
@@ -247,6 +251,7 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         model_dir.rmdir()
         finalize_mlmodel(tmp, _model_key(parts))
         lineage = _lineage(training, env_name, config, res, lock, result, parts, files, key)
+        lineage["model_mib"] = round(artifact_mib(tmp, UNHASHED), 6)  # before the card
         _write_record(tmp, lineage, coverage, config, res, key)
         sign_artifact(project, tmp)  # buildenv.sig, when a signing key is configured
         outcome.lineage = read_lineage(tmp)
@@ -260,17 +265,35 @@ class _Abort(Exception):
     pass
 
 
+def _judge(res: Resolved, result: dict, all_resolved: dict[str, Resolved],
+           config: TrainingConfig, model_dir: Path) -> list[Diagnostic]:
+    """The training's result against the environment (and the multiverse, for hints), then
+    the saved model against the serving budget on its size."""
+    found = verify_model(res, result, all_resolved, config.module_path)
+    errors = any(p.is_error for p in found)
+    if (result.get("precheck") or {}).get("status") == "refused" and not errors:
+        # the pre-check and verification share their rules: this is a bug
+        found.append(Diagnostic("BE305", "the pre-check refused the model, but verification "
+                                "found nothing to refuse", config.module_path,
+                                hints=("set precheck = false for this training and report "
+                                       "it",)))
+    elif not errors:
+        found += verify_limits(res, model_dir, UNHASHED)
+    return found
+
+
 def _train(project: Project, config: TrainingConfig, res: Resolved, model_dir: Path,
            options: BuildOptions, digests: dict[str, str], label_pins: dict,
-           manifests: dict, release_key: str, policy: SandboxPolicy) -> dict:
+           manifests: dict, release_key: str, policy: SandboxPolicy,
+           rows: dict[str, int]) -> dict:
     """The training process's result: here, or as a Ray task whose files come back here."""
     timeout = options.timeout or config.timeout
     if options.ray is not None:
         return train_on_ray(options.ray, RemoteTraining(
             project, config, res, timeout, digests, label_pins, manifests, release_key,
-            options.ray.remote, policy), model_dir)
+            options.ray.remote, policy, rows), model_dir)
     return run_training(project, config, res, model_dir, timeout, digests, label_pins,
-                        manifests, release_key, policy)
+                        manifests, release_key, rows, policy)
 
 
 def _write_record(out: Path, lineage: dict, coverage: dict | None, config: TrainingConfig,
@@ -363,9 +386,17 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
         "inputs": result.get("inputs"),
         "ops": result.get("ops", []),
         "model_class": result.get("model_class"),
+        "family": result.get("family"),
+        "format": result.get("format"),
+        "task": result.get("task"),
+        "classes": result.get("classes"),
+        "code_modules": result.get("code_modules", []),
         "importance": result.get("importance"),
         "evaluation": result.get("evaluation"),
         "onnx": result.get("onnx"),
+        "parity": result.get("parity"),
+        "precheck": result.get("precheck"),
+        **({"latency": result["latency"]} if result.get("latency") else {}),
         "serving": res.env.serving.model_dump(mode="json") if res.env.serving else None,
         "label": label,
         "isolation": result.get("isolation"),

@@ -5,8 +5,8 @@ columns=[...])` and `ctx.scan(...)` whose arguments are literals or fold to them
 (module constants such as `CAT + NUM + [LABEL]`: `constants.Constants`) is checked
 against the environment (dataset, columns and the columns of literal `filters` declared),
 and estimator imports are compared with the
-serving stack's op allow-list as early warnings (verification after training
-is authoritative). `ctx` is whatever the entry function names its parameter;
+serving stack's allow-list as early warnings (classes for `sklearn`, the tree ensemble
+operators tree models convert to for `onnx`; verification after training is authoritative). `ctx` is whatever the entry function names its parameter;
 helpers that take a parameter of the same name are checked too.
 """
 
@@ -192,6 +192,8 @@ def _imports(tree: ast.Module) -> list[tuple[str, int, int]]:
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             for alias in node.names:
                 out.append((f"{node.module}.{alias.name}", node.lineno, node.col_offset + 1))
+        elif isinstance(node, ast.Import):
+            out.extend((alias.name, node.lineno, node.col_offset + 1) for alias in node.names)
     return out
 
 
@@ -241,19 +243,48 @@ def check_training(project: Project, training: str, config: TrainingConfig,
                     f"environment {env.name}", rel, line, col, hints=(hint,) if hint else ()))
     problems.extend(_label_problems(project, config, parsed, res))
     if env.serving is not None:
-        for name, line, col in parsed.imports:
-            if not name.startswith("sklearn.") or name.startswith(_NOT_MODEL_PARTS):
-                continue
-            leaf = name.rsplit(".", 1)[1]
-            if not leaf[:1].isupper():
-                continue
-            if not op_allowed(name, env.serving.ops):
-                problems.append(Diagnostic(
-                    "BE106", f"{leaf} is imported but serving stack '{env.serving.stack}' of "
-                    f"environment {env.name} does not list {name} in serving.ops", parsed.path,
-                    line, col, Severity.WARNING,
-                    hints=("the verify stage will refuse the model if it contains it",)))
+        problems.extend(_import_problems(parsed, res))
     return problems
+
+
+# Model classes the converters turn into tree ensemble operators (onnx stack).
+_TREE_CLASSES = ("sklearn.ensemble.*Forest*", "sklearn.ensemble.*Trees*",
+                 "sklearn.ensemble.*GradientBoosting*", "sklearn.tree.*", "xgboost.XGB*",
+                 "xgboost.sklearn.XGB*", "lightgbm.LGBM*", "lightgbm.sklearn.LGBM*")
+_TREE_OPERATORS = ("ai.onnx.ml:TreeEnsembleClassifier", "ai.onnx.ml:TreeEnsembleRegressor",
+                   "ai.onnx.ml:TreeEnsemble")
+
+
+def _import_problems(parsed: ParsedTraining, res: Resolved) -> list[Diagnostic]:
+    """Early warnings from imports: a model class outside `serving.ops` (sklearn stack), a
+    class that converts to operators outside it (onnx stack: tree ensembles), or PyTorch on
+    a stack that cannot serve it."""
+    env = res.env
+    serving = env.serving
+    assert serving is not None
+    out = []
+    for name, line, col in parsed.imports:
+        leaf = name.rsplit(".", 1)[-1]
+        message = None
+        if name.split(".")[0] == "torch" and serving.stack == "sklearn":
+            message = (f"{name} is imported, and serving stack 'sklearn' of environment "
+                       f"{env.name} cannot serve a PyTorch module (BE413)")
+        elif not leaf[:1].isupper() or name.startswith(_NOT_MODEL_PARTS):
+            continue
+        elif serving.stack == "sklearn" and name.startswith("sklearn.") \
+                and not op_allowed(name, serving.ops):
+            message = (f"{leaf} is imported but serving stack 'sklearn' of environment "
+                       f"{env.name} does not list {name} in serving.ops")
+        elif serving.stack == "onnx" and op_allowed(name, list(_TREE_CLASSES)) and not any(
+                op_allowed(op, serving.ops) for op in _TREE_OPERATORS):
+            message = (f"{leaf} is imported; it converts to ONNX tree ensemble operators "
+                       f"({_TREE_OPERATORS[0]}, ...), which serving.ops of environment "
+                       f"{env.name} does not allow")
+        if message:
+            out.append(Diagnostic("BE106", message, parsed.path, line, col, Severity.WARNING,
+                                  hints=("the verify stage will refuse the model if it "
+                                         "contains it",)))
+    return out
 
 
 def _label_problems(project: Project, config: TrainingConfig, parsed: ParsedTraining,

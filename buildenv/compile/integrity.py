@@ -1,10 +1,14 @@
-"""Integrity before deserialisation: a model's bytes are checked before anything unpickles them.
+"""Integrity before deserialisation: a model's bytes are checked before anything loads them.
 
-`model.pkl` is a pickle, and unpickling runs whatever the file says. So every place that loads
-a model (promotion and its evaluation, retrain, `image`, the serving app) first hashes the
-artifact's files and compares the digest with the record made when it was built: the
-registry's `buildenv.artifact_digest` tag for a registered version, the lineage's
-`model_digest` for a directory. On a mismatch it refuses (BE761) and the file is never opened.
+Every place that loads a model (promotion and its evaluation, retrain, `image`, the serving
+app) first hashes the artifact's files and compares the digest with the record made when it
+was built: the registry's `buildenv.artifact_digest` tag for a registered version, the
+lineage's `model_digest` for a directory. On a mismatch it refuses (BE761) and the file is
+never opened. Then the model file is loaded with the *environment's* trust (`load_verified_model`):
+a skops file may hold only the types `serving.ops` allow, a pickle loads only where the
+environment opts in to `serving.format: pickle` (or from an artifact built before buildenv
+saved pickle-free, whose bytes the digest vouches for), and an ONNX file goes to onnxruntime
+(BE773 when any of them refuses).
 
 Signing (optional, offline): with a private key configured (`BUILDENV_SIGNING_KEY` or
 `[tool.buildenv] signing_key`, a PEM elliptic-curve key), builds write `buildenv.sig`, a
@@ -20,15 +24,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-from buildenv.compile.artifact import SIGNATURE_FILE, UNHASHED, tree_digest
+import yaml
+
+from buildenv.compile.artifact import SIGNATURE_FILE, UNHASHED, read_lineage, tree_digest
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.model_runtime import ModelLoadError, ServedModel, load, trusted_patterns
 from buildenv.core.project import Project
+from buildenv.env.spec import Environment, SklearnServing
 
 # Deferred imports (mlflow, model_signing): mlflow takes seconds to import and only loading a model
 # needs it; model_signing is the optional `signing` extra.
 
 __all__ = ["SIGNING_KEY_ENV", "VERIFY_KEY_ENV", "artifact_digest", "load_verified_model",
-           "sign_artifact", "signing_key", "verify_artifact", "verify_key", "verify_signature"]
+           "model_descriptor", "sign_artifact", "signing_key", "verify_artifact", "verify_key",
+           "verify_signature"]
 
 SIGNING_KEY_ENV = "BUILDENV_SIGNING_KEY"
 VERIFY_KEY_ENV = "BUILDENV_VERIFY_KEY"
@@ -60,12 +69,36 @@ def verify_artifact(project: Project, directory: Path, expected: str | None, wha
 
 
 def load_verified_model(project: Project, directory: Path, expected: str | None,
-                        what: str) -> Any:
-    """`mlflow.sklearn.load_model`, only after `verify_artifact` passed."""
+                        what: str, env: Environment) -> ServedModel:
+    """The served model (`core.model_runtime`), only after `verify_artifact` passed, with
+    `env`'s trust."""
     verify_artifact(project, directory, expected, what)
-    import mlflow.sklearn
+    descriptor, legacy = model_descriptor(directory)
+    serving = env.serving
+    ops = list(serving.ops) if isinstance(serving, SklearnServing) else []
+    pickles = legacy or (isinstance(serving, SklearnServing) and serving.format == "pickle")
+    try:
+        return load(str(directory), descriptor, trusted_patterns(ops), allow_pickle=pickles)
+    except ModelLoadError as exc:
+        raise DiagnosticError([Diagnostic(
+            "BE773", f"{what}: {exc}; it was not loaded",
+            hints=(f"location: {project.rel(directory)}",))]) from None
 
-    return mlflow.sklearn.load_model(str(directory))
+
+def model_descriptor(directory: Path) -> tuple[dict, bool]:
+    """(the artifact's descriptor, whether it was built before descriptors existed: then it is
+    a cloudpickle, described from its MLmodel and lineage)."""
+    try:
+        data = yaml.safe_load((directory / "MLmodel").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        data = {}
+    found = (data.get("metadata") or {}).get("buildenv")
+    if isinstance(found, dict):
+        return found, False
+    flavor = (data.get("flavors") or {}).get("sklearn") or {}
+    lineage = read_lineage(directory) or {}
+    return {"format": "pickle", "file": flavor.get("pickled_model", "model.pkl"),
+            "inputs": lineage.get("inputs") or []}, True
 
 
 # --- signing --------------------------------------------------------------------------------

@@ -121,13 +121,15 @@ def kill_group(proc: subprocess.Popen) -> None:
 def run_training(project: Project, config: TrainingConfig, res: Resolved, out_dir: Path,
                  timeout: float, pins: dict[str, str],
                  label_pins: dict[str, dict] | None = None, manifests: dict | None = None,
-                 release_key: str | None = None, policy: SandboxPolicy | None = None) -> dict:
+                 release_key: str | None = None, rows: dict[str, int] | None = None,
+                 policy: SandboxPolicy | None = None) -> dict:
     """Run the training; its result (a dict) or failure diagnostics. `pins` (datasets) and
     `label_pins` (label sets) are the lock's digests: every read of the training and of its
     evaluation is verified against them (and `manifests`, the file lists of partitioned
     datasets). `release_key` (the build's cache key without the sandbox policy: the same
-    model spends once) names what a private release of its figures is remembered under;
-    `policy`: the pair's sandbox policy (default: from its configuration)."""
+    model spends once) names what a private release of its figures is remembered under.
+    `rows`: the lock's row counts (the pre-check skips small datasets). `policy`: the pair's
+    sandbox policy (default: from its configuration)."""
     work = Path(tempfile.mkdtemp(prefix="buildenv-train-"))
     box = None
     try:
@@ -136,7 +138,9 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
         request = {
             "root": str(project.root), "data_root": str(project.data_root or project.root),
             "module_path": config.module_path, "function": config.function,
-            "seed": config.seed, "env": res.env.model_dump(mode="json", by_alias=True),
+            "seed": config.seed, "threads": config.native_threads,
+            "precheck": config.precheck, "rows": dict(rows or {}),
+            "env": res.env.model_dump(mode="json", by_alias=True),
             "out_dir": str(out_dir), "result": str(work / "result.json"),
             "pins": dict(pins), "label_pins": dict(label_pins or {}), "release_key": release_key,
             "manifests": {name: m.to_json() for name, m in (manifests or {}).items()},

@@ -61,6 +61,7 @@ class RemoteTraining:
     key: str  # what a private release of the model's figures is remembered under
     shipped: bool  # the repository came as the runtime environment's working_dir
     policy: SandboxPolicy  # the pair's sandbox policy, decided by the driver
+    rows: dict[str, int]  # the lock's row counts (the pre-check skips small datasets)
 
 
 def train_task(task: RemoteTraining) -> tuple[dict, dict[str, str]]:
@@ -73,7 +74,7 @@ def train_task(task: RemoteTraining) -> tuple[dict, dict[str, str]]:
         model_dir = work / "model"
         result = run_training(project, task.config, task.res, model_dir, task.timeout,
                               task.pins, task.label_pins, task.manifests, task.key,
-                              task.policy)
+                              task.rows, task.policy)
         files = {}
         if model_dir.is_dir():
             for path in sorted(model_dir.rglob("*")):

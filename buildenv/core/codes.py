@@ -373,7 +373,12 @@ CODES: dict[str, Code] = {
     "BE302": Code("training timed out", "The training exceeded its time limit (--timeout)."),
     "BE303": Code("forbidden read", "At run time the training asked `ctx.read` for a dataset or "
                   "column the environment does not declare."),
-    "BE304": Code("no model returned", "`train(ctx)` must return a fitted model."),
+    "BE304": Code("no model returned", "`train(ctx)` must return a model buildenv can serve: a "
+                  "fitted scikit-learn-API estimator or pipeline (XGBoost and LightGBM wrappers "
+                  "included), a `buildenv.TorchModel(module, inputs=[...], output=...)`, or an "
+                  "`onnx.ModelProto` whose graph inputs are column names. A bare PyTorch module "
+                  "is refused: wrap it in `buildenv.TorchModel` to say what it reads and "
+                  "returns."),
     "BE305": Code("training process died", "The training subprocess exited without a result "
                   "(killed, out of memory, or interpreter crash)."),
     "BE306": Code("ctx.set_holdout is deprecated", "The environment owns evaluation "
@@ -454,11 +459,21 @@ CODES: dict[str, Code] = {
                   "the environment's `serving.ops` allow-list does not match. The message says "
                   "where it sits in the pipeline and which environments support it."),
     "BE405": Code("ONNX conversion failed", "The model could not be converted to ONNX at the "
-                  "environment's opset."),
-    "BE406": Code("ONNX op not supported", "The converted graph uses an operator outside the "
-                  "environment's opset or allowed op domains."),
-    "BE407": Code("ONNX parity failed", "onnxruntime's predictions on the held-out sample differ "
-                  "from scikit-learn's beyond tolerance."),
+                  "environment's opset (skl2onnx for scikit-learn, onnxmltools for XGBoost and "
+                  "LightGBM, torch.onnx.export for PyTorch). The message gives the converter's "
+                  "reason: a step without a converter, or a forward() the exporter cannot trace."),
+    "BE406": Code("ONNX op not supported", "The ONNX graph uses an operator that no "
+                  "`domain:op_type` glob of `serving.ops` matches (the message names the "
+                  "operator and its first node, subgraphs included), or needs a higher "
+                  "default-domain opset than `serving.opset`. The hint lists the environments "
+                  "that accept it; `buildenv ops DIR` prints the graph's inventory."),
+    "BE407": Code("parity failed", "The served model (onnxruntime for the `onnx` stack, the "
+                  "model loaded back from its file for `sklearn`) disagrees with the trained one "
+                  "on the environment's evaluation rows: a predicted label differs where the "
+                  "trained model's two best classes are not within the tolerance of each other "
+                  "(a near-tie is allowed), or a probability or value differs by more than "
+                  "`serving.parity` (`atol` + `rtol` x |value|). The lineage's `parity` holds the "
+                  "histogram of differences and the worst rows."),
     "BE408": Code("library version not served", "The model was trained with a library version "
                   "outside `serving.requirements`: production would load it with another "
                   "version."),
@@ -471,6 +486,41 @@ CODES: dict[str, Code] = {
                   "environment's evaluation rows: a model input is not among the served columns "
                   "of those rows (declare `evaluation.join` for columns of other datasets), or "
                   "the model failed on them."),
+    "BE412": Code("ONNX IR version too new", "The ONNX graph's IR version is above "
+                  "`serving.max_ir_version`, the highest the serving runtime loads. Convert with "
+                  "an older exporter, or raise the limit where the runtime is newer."),
+    "BE413": Code("family not served by the stack", "The model is a PyTorch module or an ONNX "
+                  "graph, and the environment's serving stack is `sklearn`, which loads "
+                  "scikit-learn-API models only. Build it for an environment with `stack: onnx` "
+                  "(the hint lists them)."),
+    "BE414": Code("over serving budget", "The artifact is larger than "
+                  "`serving.limits.max_model_mb`, or single-row predictions in the serving "
+                  "runtime take longer than `serving.limits.max_latency_ms` at p99 (measured at "
+                  "compile on up to 1,000 evaluation rows). The message gives the measured "
+                  "figure; make the model smaller, or raise the budget if production allows it."),
+    "BE415": Code("invalid model contract", "The returned model does not hold to what it "
+                  "declares: a TorchModel with an unknown `output` kind, classes the label does "
+                  "not have, or a module whose forward fails on (or returns the wrong shape for) "
+                  "a float32 tensor of the declared inputs; an ONNX model that fails onnx's "
+                  "checker, that onnxruntime cannot load, or whose outputs are neither a label, "
+                  "probabilities nor a value; or a saved model that cannot be loaded back as "
+                  "serving loads it."),
+    "BE416": Code("untrusted type in a skops file", "The model's skops file would hold a type "
+                  "that neither skops nor the environment's `serving.ops` trust (a class of your "
+                  "own, or an internal type of an allowed class buildenv does not know). "
+                  "Serving loads skops files with the environment's trust, never the file's. "
+                  "Add the class to `serving.ops` if production runs it, or opt in to "
+                  "`serving.format: pickle`."),
+    "BE417": Code("skops cannot save the model", "skops cannot represent an object of the "
+                  "model. Set `serving.format: pickle` to save it with cloudpickle (an explicit "
+                  "opt-in: loading a pickle can run code; the artifact digest is still checked "
+                  "before every load)."),
+    "BE418": Code("framework model inside a wrapper", "An estimator of the model holds a "
+                  "PyTorch (or Keras/TensorFlow) object in an attribute: only the wrapper class "
+                  "would be verified, the layers inside never, and the artifact could not be "
+                  "loaded without the repository's code. Return "
+                  "`buildenv.TorchModel(module, inputs=[...], output=...)` for a PyTorch "
+                  "module: it is converted to ONNX and its operators are checked."),
     # --- evaluation: slices, label coverage, model cards --------------------------------
     "BE501": Code("unknown slice column", "A slice (`evaluation.slices`: `by`, or a column of "
                   "`where`) names a column the evaluation rows do not carry. Slices may use any "
@@ -600,13 +650,17 @@ CODES: dict[str, Code] = {
     "BE750": Code("no artifact to package", "`buildenv image` packages dist/<training>/<env>/; "
                   "build it first."),
     "BE751": Code("serving requirement not vendorable", "The image vendors the serving runtime "
-                  "(serving.requirements, pandas, cloudpickle and their dependencies) from the "
+                  "(serving.requirements and what the model's format needs: numpy for ONNX, "
+                  "pandas and skops for skops files, pandas and cloudpickle for pickles, with "
+                  "their dependencies) from the "
                   "Python environment running buildenv. A package is missing there, its "
                   "installed version does not satisfy the requirement, or it has no RECORD "
                   "file list."),
-    "BE752": Code("not servable by the image", "`buildenv image` serves scikit-learn models "
-                  "whose inputs are served columns of the environment; this artifact is for "
-                  "another stack, or its inputs are unknown or not served."),
+    "BE752": Code("not servable by the image", "`buildenv image` serves a model on the "
+                  "environment's serving stack (scikit-learn models for `sklearn`, an ONNX graph "
+                  "with onnxruntime for `onnx`) whose inputs are served columns of the "
+                  "environment; the environment declares no serving stack, the artifact was "
+                  "built for the other stack, or its inputs are unknown or not served."),
     "BE753": Code("no Docker daemon", "`--docker` was asked for, but no daemon answered at "
                   "DOCKER_HOST (or the default socket). `--oci FILE` builds an image archive "
                   "without a daemon."),
@@ -668,6 +722,11 @@ CODES: dict[str, Code] = {
     "BE772": Code("no champion to package", "`buildenv image --champion` packages the version "
                   "the <env>-champion alias points to, and the alias is not set. Promote a "
                   "version first, or leave out --champion to package dist/."),
+    "BE773": Code("model file refused at load", "The artifact's digest matched, but its model "
+                  "file cannot be loaded as the environment allows: a skops file holding a type "
+                  "the environment's `serving.ops` do not trust (trust comes from the "
+                  "environment, never from the file), a pickle where the environment does not "
+                  "opt in to `serving.format: pickle`, or an ONNX file onnxruntime refuses."),
     # --- audit ---------------------------------------------------------------------------
     "BE801": Code("audit log not sound", "The audit log of restricted reads was edited, "
                   "truncated or reordered, or cannot be written. Reads of restricted datasets "

@@ -85,6 +85,10 @@ class TrainingConfig(BaseModel):
     gives the build. Recorded in the lineage and part of the cache key: parallel float
     reductions can change the last bits of a model, so a rebuild on the same machine is
     byte-identical, and `threads = 1` makes artifacts identical across machines too."""
+    precheck: bool = True
+    """Before the full fit, run the training on a sample of its rows and verify the model's
+    inputs and operations, so a refusal comes in seconds (the training function runs twice;
+    see docs/training.md)."""
     sandbox: Annotated[TrainingSandbox, BeforeValidator(_sandbox_table)] = TrainingSandbox()
     """How the training process is isolated (docs/sandbox.md)."""
 

@@ -181,10 +181,11 @@ def candidate_version(project: Project, c: Any, training: str, env: str,
     return version, lineage
 
 
-def _load_model(c: Any, project: Project, training: str, version: str, scratch: Path
-                ) -> tuple[Any, dict]:
-    """The registered model and its lineage; the model is unpickled only after its files
-    matched the version's recorded digest."""
+def _load_model(c: Any, project: Project, res: Resolved, training: str, version: str,
+                scratch: Path) -> tuple[Any, dict]:
+    """The registered model (as serving runs it) and its lineage; the model file is loaded
+    only after its files matched the version's recorded digest, with the environment's
+    trust."""
     import mlflow.artifacts
 
     from buildenv.compile.integrity import load_verified_model
@@ -195,7 +196,7 @@ def _load_model(c: Any, project: Project, training: str, version: str, scratch: 
         scratch / f"v{version}"), tracking_uri=project.tracking_uri())
     lineage = read_lineage(Path(local)) or {}
     model = load_verified_model(project, Path(local), expected,
-                                f"model '{training}' v{version} in the registry")
+                                f"model '{training}' v{version} in the registry", res.env)
     return model, lineage
 
 
@@ -289,7 +290,8 @@ def _score_on_evaluation_rows(ev: Evaluation, c: Any, project: Project, res: Res
             if s is None:
                 continue
             try:
-                model, lineage = _load_model(c, project, training, s.version, Path(scratch))
+                model, lineage = _load_model(c, project, res, training, s.version,
+                                            Path(scratch))
             except DiagnosticError:
                 raise
             except Exception as exc:

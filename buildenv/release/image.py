@@ -6,14 +6,18 @@ The context (default `.buildenv/image/<training>/<env>/`) holds:
   Dockerfile          FROM the base, COPY the three directories below, no RUN step
   requirements.txt    `serving.requirements`, for people and for pip-based rebuilds
   image.json          what went in: artifact digest, python version, every vendored package
-  app/serve.py        the stdlib HTTP app (buildenv/serving/serve.py) and app/serving.json,
-                      the contract it enforces: the model's inputs as served columns
+  app/serve.py        the stdlib HTTP app (buildenv/serving/serve.py), app/model_runtime.py
+                      (buildenv/core: loading and predicting, as the build measured them) and
+                      app/serving.json, the contract it enforces: the model's inputs as served
+                      columns (dtype, nullability, domain, range), its descriptor, the types
+                      a skops file may hold (from the environment's serving.ops)
   model/              the artifact from dist/<training>/<env>/ (or, with --champion, the
                       champion's from the registry), verified against its recorded digest
-                      before it is copied; the app verifies it again before unpickling it
+                      before it is copied; the app verifies it again before loading it
   site-packages/      the serving runtime, vendored from the Python environment running
-                      buildenv: `serving.requirements` plus pandas and cloudpickle (the model
-                      is a cloudpickled pipeline fed DataFrames), closed over their declared
+                      buildenv: `serving.requirements` plus what the model's format needs
+                      (`RUNTIME`: numpy for an ONNX graph; pandas and skops for a skops file;
+                      pandas and cloudpickle for a pickle), closed over their declared
                       dependencies, each checked against the requirement's specifier
 
 Vendoring installed distributions (their RECORD file lists) rather than running pip is what
@@ -43,17 +47,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from buildenv.compile.artifact import read_lineage
-from buildenv.compile.integrity import verify_artifact
+from buildenv.compile.integrity import model_descriptor, verify_artifact
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.model_runtime import trusted_patterns
 from buildenv.core.project import Project
 from buildenv.core.tempdirs import scratch_dir
 from buildenv.env.resolve import Resolved
+from buildenv.env.spec import SklearnServing
 
 # Deferred imports (docker): the Docker SDK (requests, urllib3) is needed only to build through a
 # daemon.
@@ -64,7 +69,8 @@ __all__ = ["ImageContext", "build_docker", "docker_client", "host_python", "vend
 PREFIX = "opt/buildenv"
 PORT = 8080
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-RUNTIME = ("pandas", "cloudpickle")  # what unpickling and feeding the model needs
+#: What loading and feeding a model of each format needs besides `serving.requirements`.
+RUNTIME = {"onnx": ("numpy",), "skops": ("pandas", "skops"), "pickle": ("pandas", "cloudpickle")}
 COPIED = ("app", "model", "site-packages")
 
 
@@ -84,13 +90,15 @@ def _mtime() -> int:
 
 # --- the serving runtime, vendored --------------------------------------------------------------
 
-def vendor_closure(requirements: list[str]) -> tuple[list[Any], list[Diagnostic]]:
-    """Installed distributions satisfying `requirements` and their dependencies."""
+def vendor_closure(requirements: list[str], runtime: tuple[str, ...] = RUNTIME["pickle"]
+                   ) -> tuple[list[Any], list[Diagnostic]]:
+    """Installed distributions satisfying `requirements` (and the app's `runtime`) and their
+    dependencies."""
 
     problems: list[Diagnostic] = []
     found: dict[str, Any] = {}
     queue: list[tuple[str, str]] = [(r, "serving.requirements") for r in requirements]
-    queue += [(r, "the serving app") for r in RUNTIME]
+    queue += [(r, "the serving app") for r in runtime]
     while queue:
         text, wanted_by = queue.pop(0)
         try:
@@ -170,16 +178,22 @@ def dist_files(dist: Any) -> list[tuple[str, Path]]:
 # --- the build context --------------------------------------------------------------------------
 
 def _served_inputs(res: Resolved, inputs: list[str]) -> dict[str, dict]:
-    """Each input's contract for the app; `restricted` marks a column of a restricted dataset
-    (the app then refuses to log requests: docs/production.md)."""
+    """Each input's contract as the serving app checks it (domain and range when declared);
+    `restricted` marks a column of a restricted dataset (the app then refuses to log requests:
+    docs/production.md)."""
     out = {}
     for name in inputs:
         for ds_name, ds in res.env.datasets.items():
             col = ds.columns.get(name)
             if col is not None and col.serving:
-                out[name] = {"dtype": col.dtype, "nullable": col.nullable}
+                spec: dict = {"dtype": col.dtype, "nullable": col.nullable}
+                if col.domain is not None:
+                    spec["domain"] = list(col.domain)
+                if col.range is not None:
+                    spec["range"] = list(col.range)
                 if res.env.restricted(ds_name):
-                    out[name]["restricted"] = True
+                    spec["restricted"] = True
+                out[name] = spec
                 break
     return out
 
@@ -196,12 +210,17 @@ def write_context(project: Project, res: Resolved, training: str, out: Path | No
     verify_artifact(project, artifact, lineage.get("model_digest"),
                     f"the artifact of {training} @ {env}")  # the label claims this digest
     serving = res.env.serving
-    if serving is None or serving.stack != "sklearn":
-        stack = serving.stack if serving else "none"
+    if serving is None:
         raise DiagnosticError([res.diag(
-            "BE752", f"`buildenv image` serves the sklearn stack; environment {env} has "
-            f"serving stack '{stack}'", "serving",
-            hints=("the ONNX stack's model.onnx is in the artifact for your own runtime",))])
+            "BE752", f"`buildenv image` serves a model on the environment's serving stack; "
+            f"environment {env} declares none", "serving",
+            hints=("declare `serving:` (stack sklearn or onnx)",))])
+    descriptor, legacy = model_descriptor(artifact)
+    if (descriptor.get("format") == "onnx") != (serving.stack == "onnx"):
+        raise DiagnosticError([res.diag(
+            "BE752", f"the artifact holds a {descriptor.get('format')} model, but environment "
+            f"{env} serves stack '{serving.stack}'",
+            "serving", "stack", hints=(f"rebuild: `buildenv build {training} --env {env}`",))])
     inputs = list(lineage.get("inputs") or [])
     served = _served_inputs(res, inputs)
     missing = [c for c in inputs if c not in served]
@@ -210,22 +229,26 @@ def write_context(project: Project, res: Resolved, training: str, out: Path | No
             "BE752", f"the model's inputs are not all served columns of {env}: "
             f"{', '.join(missing) or '(unknown inputs)'}",
             hints=(f"rebuild: `buildenv build {training} --env {env}` verifies them",))])
-    dists, problems = vendor_closure(list(serving.requirements))
+    fmt = str(descriptor.get("format"))
+    dists, problems = vendor_closure(list(serving.requirements), RUNTIME.get(fmt, ()))
     if any(p.is_error for p in problems):
         raise DiagnosticError(problems)
     python = host_python()
-
-    mlmodel = yaml.safe_load((artifact / "MLmodel").read_text(encoding="utf-8"))
-    model_file = mlmodel["flavors"]["sklearn"]["pickled_model"]
     packages = {d.metadata["Name"]: d.version for d in dists}
     target = out or project.state_dir / "image" / training / env
+    sklearn_stack = isinstance(serving, SklearnServing)
     config = {"training": training, "environment": env, "python": python, "port": PORT,
-              "model_file": model_file, "model_digest": lineage["model_digest"],
+              "model": descriptor, "model_digest": lineage["model_digest"],
+              "trusted": trusted_patterns(list(serving.ops)) if sklearn_stack else [],
+              "allow_pickle": legacy or (sklearn_stack and serving.format == "pickle"),
+              "validate_inputs": serving.validate_inputs,
               "inputs": served, "label": lineage.get("label")}
     with atomic_dir(target, scratch_dir(project.state_dir)) as tmp:
         app = tmp / "app"
         app.mkdir()
-        shutil.copyfile(Path(__file__).resolve().parents[1] / "serving" / "serve.py", app / "serve.py")
+        package = Path(__file__).resolve().parents[1]
+        shutil.copyfile(package / "serving" / "serve.py", app / "serve.py")
+        shutil.copyfile(package / "core" / "model_runtime.py", app / "model_runtime.py")
         (app / "serving.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         shutil.copytree(artifact, tmp / "model")
         site = tmp / "site-packages"

@@ -1,9 +1,13 @@
 """The serving app of a `buildenv image`: stdlib HTTP, one model, the environment's contract.
 
 Runs inside the image as `python3 /opt/buildenv/app/serve.py`. It imports nothing outside the
-standard library but the model's own runtime (scikit-learn, pandas, cloudpickle, vendored next
-to it) and reads `serving.json`, written by `buildenv image`, for what production promised:
-the model's inputs, each one a served column of the environment with its dtype and nullability.
+standard library but `model_runtime.py` (copied beside it from buildenv/core: the one
+implementation of loading and predicting that the build measured) and the model's own runtime
+(onnxruntime for the `onnx` stack; scikit-learn, skops and pandas for `sklearn`, vendored next
+to it). It reads `serving.json`, written by `buildenv image`, for what production promised: the
+model's inputs, each one a served column of the environment with its dtype, nullability,
+domain and range; the model's descriptor; the types a skops file may hold (from the
+environment's `serving.ops`, never from the file); and `validate_inputs`.
 
   GET  /ping, /health   200 "ok" once the model is loaded
   GET  /schema          the served inputs, as JSON
@@ -11,13 +15,17 @@ the model's inputs, each one a served column of the environment with its dtype a
                         or {"dataframe_split": {"columns": [...], "data": [[...], ...]}}
                         or {"instances": [...]} (same as dataframe_records)
        -> 200 {"predictions": [...], "probabilities": [[...]], "classes": [...]}
+          predictions are the environment's label values (a model fitted on encoded labels
+          answers "late", not 1); probabilities follow `classes`
        -> 400 {"error": "...", "column": "..."} when a row lacks a served input, has a null
-          where the environment forbids it, or a value of the wrong type; columns the model
-          does not read are ignored.
+          where the environment forbids it, or a value of the wrong type; with
+          `validate_inputs: reject` (the default) also a value outside the column's declared
+          domain or range (with `warn`, those are predicted and counted on stderr); columns
+          the model does not read are ignored.
 
-Before the model file is unpickled, the files of the model directory are hashed and compared
+Before the model file is loaded, the files of the model directory are hashed and compared
 with `model_digest` in serving.json (the digest the artifact was built and registered with);
-on a mismatch the app refuses to start, since unpickling a modified file can run any code.
+on a mismatch the app refuses to start, since loading a modified file can run any code.
 
 Every request is bounded, and every error is a JSON body `{"error": ...}` (never row values):
 
@@ -46,11 +54,10 @@ serving after each of them.
 
 from __future__ import annotations
 
-import hashlib
+import datetime as dt
 import json
 import math
 import os
-import pickle
 import socket
 import sys
 import threading
@@ -61,13 +68,16 @@ from typing import Any
 
 # Deferred imports (pandas): the app imports only the standard library; pandas comes with the
 # model's runtime, loaded with the model.
+# model_runtime sits beside this file in the image (a copy of buildenv/core/model_runtime.py).
+import model_runtime  # type: ignore[import-not-found]  # pants: no-infer-dep
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "serving.json"), encoding="utf-8") as handle:
     CONFIG = json.load(handle)
 MODEL_DIR = os.environ.get("BUILDENV_MODEL", os.path.join(os.path.dirname(HERE), "model"))
 NUMERIC = {"int8", "int16", "int32", "int64", "float32", "float64"}
-UNHASHED = ("buildenv.json", "buildenv.sig")  # outside the artifact digest (see compile/)
+TEMPORAL = {"date", "timestamp"}
+REJECT = CONFIG.get("validate_inputs", "reject") == "reject"
 
 
 def _setting(name: str, default: float, kind: type = int) -> float:
@@ -139,37 +149,19 @@ def _check_python() -> None:
                  f"the base image runs Python {have}; use a base with python{want}")
 
 
-def model_digest(directory: str) -> str:
-    """The artifact digest of a model directory, computed as buildenv records it: sha256 of
-    the canonical JSON list of [relative path, sha256 of contents], in path order."""
-    found = []
-    for dirpath, _dirs, files in os.walk(directory):
-        for name in files:
-            full = os.path.join(dirpath, name)
-            if os.path.isfile(full):
-                rel = os.path.relpath(full, directory).replace(os.sep, "/")
-                if rel not in UNHASHED:
-                    found.append(rel)
-    entries = []
-    for rel in sorted(found, key=lambda r: r.split("/")):
-        h = hashlib.sha256()
-        with open(os.path.join(directory, rel), "rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                h.update(chunk)
-        entries.append([rel, h.hexdigest()])
-    text = json.dumps(entries, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def load_model():
-    """Unpickle the model only if the directory still holds the bytes it was built with."""
+    """Load the model only if the directory still holds the bytes it was built with, and only
+    with the trust serving.json gives (the environment's), never the artifact's."""
     expected = CONFIG.get("model_digest")
-    actual = model_digest(MODEL_DIR)
+    actual = model_runtime.artifact_digest(MODEL_DIR)
     if not expected or actual != expected:
         sys.exit(f"buildenv serving: the model files in {MODEL_DIR} hash to {actual}, but the "
                  f"image was built for {expected}; refusing to load a modified model")
-    with open(os.path.join(MODEL_DIR, CONFIG["model_file"]), "rb") as stream:
-        return pickle.load(stream)
+    try:
+        return model_runtime.load(MODEL_DIR, CONFIG["model"], CONFIG.get("trusted") or [],
+                                  allow_pickle=bool(CONFIG.get("allow_pickle")))
+    except model_runtime.ModelLoadError as exc:
+        sys.exit(f"buildenv serving: {exc}; refusing to load the model")
 
 
 def rows_of(body: object) -> list[dict]:
@@ -208,11 +200,14 @@ def _cap(rows: int) -> None:
                          "(BUILDENV_SERVE_MAX_ROWS)", status=413)
 
 
-def check(rows: list[dict]) -> None:
-    """Every row against the environment's served inputs: present, typed, non-null if declared."""
+def check(rows: list[dict]) -> int:
+    """Every row against the environment's served inputs: present, typed, non-null if declared
+    (always), within the declared domain and range (`validate_inputs`). The number of values
+    outside domain or range that were let through (`warn`)."""
     if not rows:
         raise BadRequest("the request holds no rows")
     env = CONFIG["environment"]
+    outside = 0
     for i, row in enumerate(rows):
         for name, spec in CONFIG["inputs"].items():
             if name not in row:
@@ -237,14 +232,53 @@ def check(rows: list[dict]) -> None:
             if not ok:
                 raise BadRequest(f"row {i}: served column '{name}' must be {dtype}, got "
                                  f"{type(value).__name__} {json.dumps(value)[:80]}", name)
+            problem = _outside(value, spec)
+            if problem:
+                if REJECT:
+                    raise BadRequest(f"row {i}: served column '{name}' {problem} declared by "
+                                     f"environment {env}", name)
+                outside += 1
+    return outside
+
+
+def _outside(value, spec: dict) -> str | None:
+    """Why `value` is outside the column's declared domain or range (None when inside). The
+    message names the constraint, never the value."""
+    domain = spec.get("domain")
+    if domain is not None and not any((value == d and type(value) is type(d)) or (
+            spec["dtype"] in NUMERIC and not isinstance(d, bool) and value == d)
+            for d in domain):
+        return "holds a value outside the domain"
+    bounds = spec.get("range")
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    if spec["dtype"] in TEMPORAL:
+        try:
+            value, lo, hi = (None if v is None else _instant(v) for v in (value, lo, hi))
+        except ValueError:
+            return f"is not an ISO 8601 {spec['dtype']}, as"
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        return "holds a value outside the range"
+    return None
+
+
+def _instant(text: str):
+    value = dt.datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def frame_of(rows: list[dict]):
+    """The model's input columns: a DataFrame for scikit-learn models (pandas is vendored for
+    them), plain lists for an ONNX graph (onnxruntime takes arrays; no pandas needed)."""
+    columns = {name: [row.get(name) for row in rows] for name in CONFIG["inputs"]}
+    if CONFIG["model"].get("format") == "onnx":
+        return columns
     import pandas as pd
 
     data = {}
     for name, spec in CONFIG["inputs"].items():
-        values = [row.get(name) for row in rows]
+        values = columns[name]
         if spec["dtype"] in NUMERIC:
             data[name] = pd.Series(values, dtype="float64")
         else:
@@ -428,7 +462,7 @@ class Handler(BaseHTTPRequestHandler):
             except (ValueError, RecursionError) as exc:
                 raise BadRequest(f"the request body is not JSON: {str(exc)[:200]}") from None
             rows = rows_of(payload)
-            check(rows)
+            outside = check(rows)
             frame = frame_of(rows)
             log = type(self).log
             if log is not None:
@@ -436,13 +470,20 @@ class Handler(BaseHTTPRequestHandler):
         except BadRequest as exc:
             self._error(exc.status, str(exc), exc.column)
             return
+        if outside:
+            sys.stderr.write(f"buildenv serving: {outside} value(s) outside their declared "
+                             "domain or range predicted (validate_inputs: warn)\n")
         model = type(self).model
         try:
-            out: dict = {"predictions": [_plain(v) for v in model.predict(frame)]}
-            if hasattr(model, "predict_proba"):
-                out["probabilities"] = [[_plain(float(p)) for p in row]
-                                        for row in model.predict_proba(frame)]
-                out["classes"] = [_plain(c) for c in model.classes_]
+            if model.is_classifier and model.has_proba and hasattr(model, "predict_both"):
+                labels, proba = model.predict_both(frame)
+            else:
+                labels = model.predict(frame)
+                proba = model.predict_proba(frame) if model.has_proba else None
+            out: dict = {"predictions": [_plain(v) for v in labels]}
+            if proba is not None:
+                out["probabilities"] = [[_plain(float(p)) for p in row] for row in proba]
+                out["classes"] = [_plain(c) for c in model.classes]
         except Exception as exc:  # the message may quote row values: only the type leaves
             sys.stderr.write(f"buildenv serving: predict raised {type(exc).__name__}\n")
             self._error(500, f"the model failed to predict ({type(exc).__name__}); the "

@@ -10,6 +10,12 @@ usable label (in file order) and `ctx.labels()` their labels, aligned row for ro
 Anything else raises `ForbiddenRead`, which the runner reports as BE303 at the user's line.
 Metrics and params go back to the build.
 
+The pre-check (`precheck`, on by default) runs the training once before the full fit with
+`sample_rows` set: `ctx.read` (and `ctx.scan`, `ctx.labels()`) then serve an evenly spaced
+sample of the training rows of the label dataset (of every dataset when there is no label),
+read and verified in full; the tables read are kept and served again, without a second read,
+to the full run that follows (`begin_full_run`).
+
 `ctx.scan` yields the same rows in batches, with memory bounded by the batch size, for
 trainings that learn incrementally (`partial_fit`) from data larger than memory. Each file is
 verified when its last batch has been read; a mismatch fails the build even if the training
@@ -22,6 +28,9 @@ is read whole: `ctx.labels()` is aligned with `ctx.read`'s rows.)
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
+from types import FrameType
 from typing import Any, Literal
 
 import numpy as np
@@ -71,6 +80,41 @@ class BuildContext:
         self._label_pins = label_pins or {}
         self._label_rows: tuple[Any, Any] | None = None  # (row mask, labels of kept rows)
         self.label_sets: Any = None  # buildenv.labels.labelset.LabelSets, once labels are read
+        self.sample_rows: int | None = None
+        """Set during the pre-check: reads serve at most this many training rows."""
+        self.read_sites: dict[str, str] = {}
+        """column -> `path:line` of the first read of it in the training's code."""
+        self._kept: dict[tuple, pa.Table] = {}  # tables the pre-check read, for the full run
+
+    def begin_full_run(self) -> None:
+        """After the pre-check: full reads again, and nothing the sample run logged."""
+        self.sample_rows = None
+        self.metrics, self.params, self.reads, self.read_sites = {}, {}, {}, {}
+        self.deprecated_holdout = False
+
+    def finish_full_run(self) -> None:
+        self._kept.clear()
+
+    def _sampled(self, dataset: str) -> bool:
+        if self.sample_rows is None:
+            return False
+        label = self.env.label_dataset()
+        return label is None or dataset == label
+
+    def _sample(self, rows: int) -> np.ndarray:
+        assert self.sample_rows is not None
+        if rows <= self.sample_rows:
+            return np.arange(rows)
+        return (np.arange(self.sample_rows, dtype=np.int64) * rows) // self.sample_rows
+
+    def _keep(self, key: tuple, read: Any) -> pa.Table:
+        """The table for `key`: read now, or the one the pre-check read (once)."""
+        if self.sample_rows is None and key in self._kept:
+            return self._kept.pop(key)
+        table = read()
+        if self.sample_rows is not None:
+            self._kept[key] = table
+        return table
 
     def read(self, dataset: str, columns: list[str] | None = None,
              format: Literal["pandas", "arrow"] = "pandas", filters: Any = None):
@@ -78,32 +122,31 @@ class BuildContext:
         `filters`: `[(column, op, value), ...]` (or a list of such lists, any of which may
         hold), as pandas and pyarrow take them."""
         wanted, rule = self._request(dataset, columns, format, filters)
+        key = (dataset, tuple(wanted), repr(filters))
         if self.env.label_set() is not None and dataset == self.env.label_dataset():
             keep, _ = self._labeled_rows()
-            try:
-                with self._gate.open(dataset) as read:
-                    table = read.table(wanted)
-            except GateError as exc:
-                self.gate_errors.append(exc)
-                raise
-            table = table.filter(pa.array(keep))
-            if self.env.restricted(dataset):
-                self.restricted_reads.add(dataset)
-                self._remember_strings(table)
-            return table if format == "arrow" else table.to_pandas()
-        split = self._split_keys(dataset)
-        extra = [c for c in (rule.columns if rule else []) if c not in wanted]
-        try:
-            with self._gate.open(dataset, filters=rule) as read:
-                table = read.table(list(dict.fromkeys(wanted + split + extra)))
-        except GateError as exc:
-            self.gate_errors.append(exc)
-            raise
-        table = self._training_rows(dataset, table, split, rule, wanted)
+            table = self._keep(key, lambda: self._whole(dataset, wanted, None).filter(
+                pa.array(keep)))
+        else:
+            split = self._split_keys(dataset)
+            extra = [c for c in (rule.columns if rule else []) if c not in wanted]
+            table = self._keep(key, lambda: self._training_rows(
+                dataset, self._whole(dataset, list(dict.fromkeys(wanted + split + extra)),
+                                     rule), split, rule, wanted))
+        if self._sampled(dataset):
+            table = table.take(pa.array(self._sample(table.num_rows)))
         if self.env.restricted(dataset):
             self.restricted_reads.add(dataset)
             self._remember_strings(table)
         return table if format == "arrow" else table.to_pandas()
+
+    def _whole(self, dataset: str, columns: list[str], rule: Filters | None) -> pa.Table:
+        try:
+            with self._gate.open(dataset, filters=rule) as read:
+                return read.table(columns)
+        except GateError as exc:
+            self.gate_errors.append(exc)
+            raise
 
     def scan(self, dataset: str, columns: list[str] | None = None, *, batch_rows: int = 65_536,
              format: Literal["pandas", "arrow"] = "pandas", filters: Any = None):
@@ -136,12 +179,18 @@ class BuildContext:
         batches = read.batches(list(dict.fromkeys(wanted + split + extra)),
                                batch_rows=batch_rows, typed=True)
         finished = False
+        budget = self.sample_rows if self._sampled(dataset) else None
         try:
             for batch in batches:
+                if budget is not None and budget <= 0:
+                    return  # the pre-check's sample: the rest of the file is still verified
                 table = self._training_rows(dataset, pa.Table.from_batches([batch]), split,
                                             rule, wanted)
                 if restricted:
                     self._remember_strings(table)
+                if budget is not None:
+                    table = table.slice(0, budget)
+                    budget -= table.num_rows
                 if table.num_rows:
                     chunk = table.combine_chunks().to_batches()[0]
                     yield chunk if format == "arrow" else chunk.to_pandas()
@@ -202,6 +251,10 @@ class BuildContext:
         self.reads.setdefault(dataset, [])
         self.reads[dataset] = sorted(set(self.reads[dataset]) | set(wanted)
                                      | set(rule.columns if rule else []))
+        site = _caller_site(self._project.root)
+        if site is not None:
+            for column in wanted:
+                self.read_sites.setdefault(column, site)
         return wanted, rule
 
     def _training_rows(self, dataset: str, table: pa.Table, split: list[str],
@@ -226,6 +279,8 @@ class BuildContext:
         if format not in ("pandas", "arrow"):
             raise ValueError("format must be 'pandas' or 'arrow'")
         _, labels = self._labeled_rows()
+        if self._sampled(label_set.dataset):
+            labels = labels.take(pa.array(self._sample(len(labels))))
         if format == "arrow":
             return labels
 
@@ -288,6 +343,7 @@ class BuildContext:
             self.redactor.add(values.to_pylist())
 
     def log_metric(self, name: str, value: float) -> None:
+        """A metric of this build (a finite number)."""
         value = float(value)
         if not math.isfinite(value):
             raise ValueError(f"metric {name!r} is not finite: {value}")
@@ -299,3 +355,18 @@ class BuildContext:
     def set_holdout(self, X: Any, y: Any) -> None:
         """Deprecated: the environment owns evaluation (`evaluation:`); the sample is ignored."""
         self.deprecated_holdout = True
+
+
+_OWN = Path(__file__).resolve().parents[1]  # the buildenv package
+
+
+def _caller_site(root: Path) -> str | None:
+    """`path:line` of the innermost frame of the training's own code calling into ctx."""
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None:
+        path = Path(frame.f_code.co_filename).resolve()
+        if path.is_file() and not path.is_relative_to(_OWN) and path.is_relative_to(root) \
+                and ".venv" not in path.parts and "site-packages" not in path.parts:
+            return f"{path.relative_to(root).as_posix()}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None

@@ -15,9 +15,7 @@ import importlib
 from collections.abc import Iterator
 from typing import Any
 
-import sklearn
-
-__all__ = ["describe", "model_inputs", "public_path", "walk_ops"]
+__all__ = ["foreign_parts", "model_inputs", "public_path", "walk", "walk_ops"]
 
 _PARAM_SKIP = ("memory", "verbose", "n_jobs", "random_state")
 
@@ -94,16 +92,16 @@ def _unpack(attr: str, value: Any) -> Iterator[tuple[str, Any]]:
     yield attr, value
 
 
-def walk_ops(model: Any) -> list[dict]:
-    """Every estimator/transformer in the model: class path and where it sits."""
-    out: list[dict] = []
+def walk(model: Any) -> list[tuple[Any, str]]:
+    """Every estimator/transformer in the model, once, with where it sits."""
+    out: list[tuple[Any, str]] = []
     seen: set[int] = set()
 
     def visit(est: Any, where: str) -> None:
         if id(est) in seen:
             return
         seen.add(id(est))
-        out.append({"class": public_path(est), "where": where})
+        out.append((est, where))
         for label, child in _children(est):
             visit(child, f"{where} > {label}: {type(child).__name__}")
 
@@ -111,17 +109,35 @@ def walk_ops(model: Any) -> list[dict]:
     return out
 
 
+def walk_ops(model: Any) -> list[dict]:
+    """Every estimator/transformer in the model: class path and where it sits."""
+    return [{"class": public_path(est), "where": where} for est, where in walk(model)]
+
+
+_FOREIGN = (("torch.nn.modules.module", "Module", "a PyTorch module"),
+            ("torch", "Tensor", "a PyTorch tensor"),
+            ("keras", "Model", "a Keras model"), ("tensorflow", "Module", "a TensorFlow module"))
+
+
+def foreign_parts(model: Any) -> list[tuple[str, str]]:
+    """(where, what) for each attribute of a walked estimator that holds a neural-network
+    framework object: a wrapper class records only itself as an operation, and its framework
+    part is then never verified (and cannot be loaded without the repository's code)."""
+    found = []
+    for est, where in walk(model):
+        for attr, value in sorted(getattr(est, "__dict__", {}).items()):
+            for cls in type(value).__mro__:
+                hit = next((what for module, name, what in _FOREIGN
+                            if cls.__name__ == name and cls.__module__.split(".")[0] ==
+                            module.split(".")[0] and cls.__module__.startswith(module)), None)
+                if hit:
+                    found.append((f"{where}.{attr}", hit))
+                    break
+    return found
+
+
 def model_inputs(model: Any) -> list[str] | None:
     names = getattr(model, "feature_names_in_", None)
     if names is None:
         return None
     return [str(n) for n in names]
-
-
-def describe(model: Any) -> dict:
-    return {
-        "inputs": model_inputs(model),
-        "ops": walk_ops(model),
-        "libraries": {"scikit-learn": sklearn.__version__},
-        "model_class": public_path(model),
-    }

@@ -1,17 +1,19 @@
 """The training process: hermetic side of `buildenv build` (`python -m buildenv.training.runner REQ`).
 
-Runs in a fresh interpreter with a scrubbed environment and fixed seeds. It
-imports the user's module, calls `train(ctx)` (every read goes through the data
-gate, verified against the lock's pins), describes the fitted model (inputs,
-ops), scores it on the environment's evaluation rows (read again through the
-gate, never written anywhere), computes importances on them, converts to ONNX
-when the serving stack asks for it, saves the MLflow model, and writes
-`result.json`. It judges nothing about the environment beyond what needs the
-live model: verification against the multiverse happens in the parent.
-An exception in user code is reported at the user's innermost frame; when the
-training has read a restricted dataset, its message is withheld. Sandboxed, the runner confines
-itself before anything else (`confinement.Guard`), and what the sandbox refused is reported as
-such (BE322-BE327).
+Runs in a fresh interpreter with a scrubbed environment and fixed seeds. It imports the user's
+module and, unless the training opts out, runs `train(ctx)` first on a sample of its rows (the
+pre-check: `precheck.py`) and stops there when the model's inputs or operations would be
+refused. Then the full `train(ctx)` (every read through the data gate, verified against the
+lock's pins); the returned model is adopted by its family (`families/`), scored on the
+environment's evaluation rows (read again through the gate, never written anywhere), converted
+to ONNX for the `onnx` stack (its operator inventory recorded), saved as serving will load it
+(`served_artifact.py`), loaded back that way for parity with the trained model, permutation
+importance and latency, and `result.json` is written. It judges nothing about the environment
+beyond what needs the live model: verification against the multiverse happens in the parent.
+An exception in user code is reported at the user's innermost frame; when the training has read
+a restricted dataset, its message is withheld. Sandboxed, the runner confines itself before
+anything else (`confinement.Guard`), and what the sandbox refused is reported as such
+(BE322-BE327), for the pre-check's run and the full one alike.
 """
 
 from __future__ import annotations
@@ -34,17 +36,18 @@ from buildenv.core.confine import ConfinementError
 from buildenv.training.confinement import Guard
 from buildenv.training.user_frames import exception_frame as _user_frame
 
-# Deferred imports (buildenv, numpy, mlflow, sklearn): the training process starts importing mlflow
-# in a thread first (`_preload`), and an import that fails inside `run` becomes a BE305 result
-# instead of a process that dies before writing one.
+# Deferred imports (buildenv, numpy, mlflow, sklearn): the training process starts importing
+# mlflow in a thread first (`_preload`), and an import that fails inside `run` becomes a BE305
+# result instead of a process that dies before writing one. The model families' libraries are
+# imported only for a model of that family.
 
 __all__ = ["main"]
 
 
 def _diag(code: str, message: str, path: str | None = None, line: int | None = None,
-          hints: list[str] | None = None, severity: str = "error") -> dict:
+          hints: list[str] | tuple[str, ...] | None = None, severity: str = "error") -> dict:
     return {"code": code, "message": message, "path": path, "line": line, "col": None,
-            "severity": severity, "hints": hints or []}
+            "severity": severity, "hints": list(hints or [])}
 
 
 def _load_entry(root: Path, module_path: str, function: str):
@@ -56,36 +59,6 @@ def _load_entry(root: Path, module_path: str, function: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return getattr(module, function)
-
-
-def _importance(model: Any, X: Any, y: Any, seed: int, inputs: list[str]) -> dict | None:
-    import numpy as np
-
-    try:
-        from sklearn.inspection import permutation_importance
-
-        n = len(X)
-        if n > 1000:
-            rng = np.random.default_rng(seed)
-            idx = np.sort(rng.choice(n, 1000, replace=False))
-            X = X.iloc[idx] if hasattr(X, "iloc") else X[idx]
-            y = y.iloc[idx] if hasattr(y, "iloc") else np.asarray(y)[idx]
-        result = permutation_importance(model, X, y, n_repeats=3, random_state=seed,
-                                        n_jobs=1)
-        raw = [max(0.0, float(v)) for v in result.importances_mean]
-        total = sum(raw)
-        shares = [v / total if total > 0 else 0.0 for v in raw]
-        columns = list(X.columns) if hasattr(X, "columns") else inputs
-        order = sorted(range(len(columns)), key=lambda i: (-shares[i], columns[i]))
-        return {
-            "method": "permutation",
-            "features": {columns[i]: {"importance": round(shares[i], 6),
-                                      "score_drop": round(raw[i], 6),
-                                      "rank": order.index(i) + 1}
-                         for i in range(len(columns))},
-        }
-    except Exception as exc:  # importance is advisory: never fail a build on it
-        return {"method": "none", "error": f"{type(exc).__name__}: {exc}", "features": {}}
 
 
 def _signature(env: Any, inputs: list[str] | None, label: Any):
@@ -114,151 +87,364 @@ def _signature(env: Any, inputs: list[str] | None, label: Any):
     return ModelSignature(inputs=schema, outputs=outputs)
 
 
-def _preload() -> None:
-    """Import MLflow while the user's training runs: it is needed only to save the model,
-    and its import is seconds of mostly-Python work that overlaps well with numeric code."""
+_PRELOAD: list[Any] = []  # the thread importing what saving needs
+
+
+def _preload(env: Any) -> None:
+    """Import MLflow while the user's training runs: it is needed only to save the model, and
+    its import is seconds of mostly-Python work that overlaps well with numeric code.
+    `_preloaded` waits for it before anything else imports MLflow: two threads importing one
+    package's cycle of modules at once can see it half-initialised. (skops is not preloaded:
+    building its table of safe types imports every scikit-learn module, which the training
+    imports too.)"""
     def work() -> None:
         try:
             import mlflow.sklearn  # noqa: F401
         except Exception:
             pass
 
-    threading.Thread(target=work, name="buildenv-preload", daemon=True).start()
+    thread = threading.Thread(target=work, name="buildenv-preload", daemon=True)
+    thread.start()
+    _PRELOAD.append(thread)
+
+
+def _preloaded() -> None:
+    while _PRELOAD:
+        _PRELOAD.pop().join()
+
+
+class _Failed(Exception):
+    """A finished result that is a failure (carries the result dict)."""
+
+    def __init__(self, result: dict) -> None:
+        super().__init__("failed")
+        self.result = result
 
 
 def run(request: dict, guard: Guard | None = None) -> dict:
-    _preload()
-    root = Path(request["root"]).resolve()
-    own = Path(__file__).resolve().parents[1]  # the buildenv package
-    seed = int(request["seed"])
-    random.seed(seed)
-    import numpy as np
-
-    np.random.seed(seed % (2**32))
-    from buildenv.core.project import Project
-    from buildenv.data.gate.errors import GateError
     from buildenv.env.spec import Environment
-    from buildenv.training.context import BuildContext
 
     env = Environment.model_validate(request["env"])
+    _preload(env)
+    try:
+        return _run(request, env, guard)
+    except _Failed as failed:
+        return failed.result
+
+
+def _run(request: dict, env: Any, guard: Guard | None) -> dict:
+    root = Path(request["root"]).resolve()
+    seed = int(request["seed"])
+    threads = int(request.get("threads") or 1)
+    from buildenv.core.project import Project
+    from buildenv.training import precheck, torch_setup
+    from buildenv.training.context import BuildContext
+
+    _seed(seed)
+    torch_setup.install(seed, threads)
     project = Project(root=root, data_root=Path(request["data_root"]) if request.get(
         "data_root") else None)
     pins = dict(request.get("pins") or {})
-    label_pins = dict(request.get("label_pins") or {})
     manifests = _manifests(request)
-    ctx = BuildContext(env, seed, project, pins, label_pins, manifests)
+    ctx = BuildContext(env, seed, project, pins, dict(request.get("label_pins") or {}),
+                       manifests)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     timings: dict[str, float] = {}
-    model, failed = _train(ctx, request, root, own, timings, guard)
-    if failed is not None:
-        return failed
-    from buildenv.training.introspect import describe
-
-    info = describe(model)
-    result: dict = {"ok": True, "diagnostics": [], "metrics": ctx.metrics,
-                    "params": _safe_params(ctx), "reads": ctx.reads, **info}
+    fn = _call(ctx, root, guard, lambda: _load_entry(root, request["module_path"],
+                                                     request["function"]))
+    if precheck.wanted(request, env):
+        mark = time.perf_counter()
+        verdict = _call(ctx, root, guard, lambda: precheck.run(ctx, env, fn, request))
+        timings["precheck"] = time.perf_counter() - mark
+        if verdict.get("refused"):
+            return {**verdict["result"], "timings": timings}
+        ctx.begin_full_run()
+        _seed(seed)
+        torch_setup.reseed()
+        result_precheck = verdict.get("summary")
+    else:
+        result_precheck = None
+    mark = time.perf_counter()
+    model = _call(ctx, root, guard, lambda: fn(ctx))
+    ctx.finish_full_run()
+    timings["train"] = time.perf_counter() - mark
+    if ctx.gate_errors:  # caught by the training: the model saw unverified data
+        return _refused(ctx.gate_errors)
+    family = _adopt(model, env, request["module_path"], ctx, root)
+    result = _describe(family, ctx, root, request)
     result["timings"] = timings
+    if result_precheck is not None:
+        result["precheck"] = result_precheck
     if ctx.deprecated_holdout:
         result["diagnostics"].append(_diag(
             "BE306", "ctx.set_holdout is deprecated and ignored: the environment owns "
             "evaluation", request["module_path"], None, severity="warning",
             hints=["declare the held-out rows in the environment (`evaluation:`) and return "
                    "the fitted model; the build scores it"]))
-    mark = time.perf_counter()
-    rows = None
-    if env.label_set() is not None:
-        try:
-            label_table = ctx.label_table()
-        except GateError as exc:
-            return _refused([*ctx.gate_errors, exc])
-        result["labels"] = _label_summary(ctx)
-    if env.label is not None:
-        release = SimpleNamespace(project=project, pins=pins, key=request.get("release_key"))
-        rows, evaluation, problems = _evaluate(
-            project, env, pins, model, info["inputs"],
-            label_table if env.label_set() is not None else None, manifests, release)
-        result["evaluation"] = evaluation
-        result["diagnostics"].extend(problems)
-        if any(d["severity"] == "error" for d in problems):
-            result["ok"] = False
-            return result
-        timings["evaluate"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    if rows is not None:
-        X = rows.frame[info["inputs"]] if info["inputs"] else rows.frame
-        result["importance"] = _importance(model, X, rows.labels, seed, info["inputs"] or [])
-    else:
-        result["importance"] = _own_importance(model, info["inputs"])
-    timings["importance"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    serving = env.serving
-    out = Path(request["out_dir"])
-    import mlflow.sklearn
+    from buildenv.env.serving_rules import refused
 
-    signature = _signature(env, info["inputs"], env.label)
-    requirements = list(serving.requirements) if serving else None
-    mlflow.sklearn.save_model(model, str(out), signature=signature,
-                              pip_requirements=requirements,
-                              serialization_format="cloudpickle")
-    timings["save"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    if serving is not None and serving.stack == "onnx":
-        from buildenv.training.onnx_parity import check_onnx
-
-        sample = (X, rows.labels) if rows is not None else None
-        onnx_result = check_onnx(model, info["inputs"], env, sample, out)
-        result["onnx"] = onnx_result["summary"]
-        result["diagnostics"].extend(onnx_result["diagnostics"])
-        result["libraries"].update(onnx_result.get("libraries", {}))
-        timings["onnx"] = time.perf_counter() - mark
+    if refused(env, family.inputs, family.kind, result["ops"], None):
+        return result  # verification says why; nothing is evaluated or saved
+    _emit(family, env, ctx, project, pins, manifests, request, result, timings)
     return result
 
 
-def _train(ctx: Any, request: dict, root: Path, own: Path, timings: dict[str, float],
-           guard: Guard | None) -> tuple[Any, dict | None]:
-    """Call the user's `train(ctx)`: the fitted model, or the result that reports why not."""
+def _seed(seed: int) -> None:
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def _call(ctx: Any, root: Path, guard: Guard | None, work: Any) -> Any:
+    """Run user code; its failures as diagnostics at the user's line (what the sandbox
+    refused it, as such)."""
     from buildenv.data.gate.errors import GateError
     from buildenv.training.context import ForbiddenRead
+    from buildenv.training.families.torch_contract import ModelContractError
 
-    started = time.perf_counter()
+    own = Path(__file__).resolve().parents[1]  # the buildenv package
     try:
-        fn = _load_entry(root, request["module_path"], request["function"])
         try:
-            model = fn(ctx)
+            done = work()
         finally:
             ctx.finish()  # scans the training left open are verified before anything is used
-        timings["train"] = time.perf_counter() - started
     except GateError as exc:
-        return None, _refused([*ctx.gate_errors, exc])
+        raise _Failed(_refused([*ctx.gate_errors, exc])) from None
     except ForbiddenRead as exc:
         path, line, trail = _user_frame(exc, root, own)
-        return None, {"ok": False, "diagnostics": [_diag("BE303", str(exc), path, line,
-                                                          [f"at {t}" for t in trail[:-1]])]}
+        raise _Failed({"ok": False, "diagnostics": [_diag("BE303", str(exc), path, line, [
+            f"at {t}" for t in trail[:-1]])]}) from None
+    except ModelContractError as exc:
+        path, line, trail = _user_frame(exc, root, own)
+        raise _Failed({"ok": False, "diagnostics": [_diag(
+            "BE415", str(exc), path, line, [f"called from {t}" for t in trail[:-1]])]}) from None
     except Exception as exc:
         if ctx.gate_errors:
-            return None, _refused(ctx.gate_errors)
+            raise _Failed(_refused(ctx.gate_errors)) from None
         denied = guard.explain(exc, bool(ctx.restricted_reads)) if guard else None
         if denied is not None:  # the sandbox refused it: deterministic, cached like any error
-            return None, {"ok": False, "diagnostics": [denied]}
+            raise _Failed({"ok": False, "diagnostics": [denied]}) from None
         path, line, trail = _user_frame(exc, root, own)
         message = f"training raised {type(exc).__name__}: {exc}".strip()
         if ctx.restricted_reads:
             message = (f"training raised {type(exc).__name__} (message withheld: the training "
                        f"read restricted dataset(s) {', '.join(sorted(ctx.restricted_reads))})")
-        return None, {"ok": False, "diagnostics": [_diag(
+        raise _Failed({"ok": False, "diagnostics": [_diag(
             "BE301", message, path, line, [f"called from {t}" for t in trail[:-1]])],
-            "transient": isinstance(exc, (OSError, MemoryError))}  # not cached
-    if ctx.gate_errors:  # caught by the training: the model saw unverified data
-        return None, _refused(ctx.gate_errors)
+            "transient": isinstance(exc, (OSError, MemoryError))}) from None  # not cached
     bypass = guard.swallowed(bool(ctx.restricted_reads)) if guard else []
     if bypass:  # caught by the training: it tried to read data around the gate
-        return None, {"ok": False, "diagnostics": bypass}
-    if model is None or not hasattr(model, "predict"):
-        return None, {"ok": False, "diagnostics": [_diag(
-            "BE304", f"train() returned {type(model).__name__}, not a fitted model with "
-            "predict()", request["module_path"], None)]}
-    return model, None
+        raise _Failed({"ok": False, "diagnostics": bypass})
+    return done
+
+
+def _adopt(model: Any, env: Any, module_path: str, ctx: Any, root: Path) -> Any:
+    from buildenv.training.families import FamilyError, adopt
+
+    try:
+        return adopt(model, env)
+    except FamilyError as exc:
+        p = exc.problem
+        message = p.message
+        if ctx.restricted_reads and p.code == "BE415":
+            message = message.split(":", 1)[0] + " (details withheld: the training read " \
+                "restricted data)"
+        raise _Failed({"ok": False, "diagnostics": [_diag(p.code, message, module_path, None,
+                                                          p.hints)]}) from None
+
+
+def _describe(family: Any, ctx: Any, root: Path, request: dict) -> dict:
+    """What the model is: the part of the result verification judges."""
+    return {"ok": True, "diagnostics": [_diag(p.code, p.message, request["module_path"], None,
+                                              p.hints, p.severity) for p in family.problems],
+            "metrics": ctx.metrics, "params": _safe_params(ctx), "reads": ctx.reads,
+            "read_sites": ctx.read_sites, "inputs": family.inputs, "ops": family.ops(),
+            "family": family.kind, "model_class": family.model_class,
+            "task": family.task, "classes": _plain(family.classes),
+            "libraries": family.libraries(), "code_modules": family.code_modules(root)}
+
+
+def _plain(values: Any) -> Any:
+    if values is None:
+        return None
+    return [v.item() if hasattr(v, "item") else v for v in values]
+
+
+def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: dict,
+          request: dict, result: dict, timings: dict) -> None:
+    """Evaluate, convert, save, and judge the served model against the trained one."""
+    from buildenv.env.spec import OnnxServing
+    from buildenv.training import importance as importance_of
+    from buildenv.training.families import FamilyError
+    from buildenv.training.served_artifact import convert, load_served, save_served
+
+    module_path = request["module_path"]
+
+    def failed(exc: FamilyError) -> _Failed:
+        p = exc.problem
+        result["diagnostics"].append(_diag(p.code, p.message, module_path, None, p.hints))
+        result["ok"] = False
+        return _Failed(result)
+
+    _preloaded()
+    mark = time.perf_counter()
+    rows = trained = None
+    if env.label is not None:
+        rows, trained = _evaluate(project, env, pins, family, ctx, manifests, result, request)
+        timings["evaluate"] = time.perf_counter() - mark
+    serving = env.serving
+    proto = None
+    if isinstance(serving, OnnxServing):
+        mark = time.perf_counter()
+        from buildenv.training.onnx_inventory import inventory
+
+        try:
+            proto = convert(family, env)
+        except FamilyError as exc:
+            raise failed(exc) from None
+        result["onnx"] = {"file": "model.onnx", "opset": serving.opset,
+                          "inventory": inventory(proto).to_json()}
+        result["libraries"].update(_converter_versions(family))
+        timings["onnx"] = time.perf_counter() - mark
+    from buildenv.env.serving_rules import forbidden_operators, version_excess
+
+    if forbidden_operators(env, (result.get("onnx") or {}).get("inventory")) or \
+            version_excess(env, (result.get("onnx") or {}).get("inventory")):
+        return  # refused by verification: saving and parity would be wasted
+    mark = time.perf_counter()
+    out = Path(request["out_dir"])
+    try:
+        saved = save_served(family, env, out, _signature(env, family.inputs, env.label), proto)
+    except FamilyError as exc:
+        raise failed(exc) from None
+    result["libraries"].update(saved.libraries)
+    for p in saved.problems:
+        result["diagnostics"].append(_diag(p.code, p.message, module_path, None, p.hints))
+    timings["save"] = time.perf_counter() - mark
+    if saved.descriptor is None:
+        result["ok"] = False
+        return
+    result["format"] = saved.descriptor["format"]
+    try:
+        served = load_served(out, saved, env, int(request.get("threads") or 1))
+    except FamilyError as exc:
+        raise failed(exc) from None
+    if rows is not None and trained is not None:
+        mark = time.perf_counter()
+        _parity(served, trained, rows, env, result)
+        timings["parity"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        result["importance"] = importance_of.permutation(
+            served, rows.frame, rows.labels, int(request["seed"]), family.inputs or [],
+            family.is_classifier)
+        timings["importance"] = time.perf_counter() - mark
+        limits = serving.limits if serving is not None else None
+        if limits is not None and limits.max_latency_ms is not None:
+            from buildenv.training.latency import single_row_latency
+
+            result["latency"] = single_row_latency(served, rows.frame)
+    else:
+        result["importance"] = importance_of.model_importance(family.model, family.inputs)
+        if isinstance(serving, OnnxServing):
+            result["diagnostics"].append(_diag(
+                "BE410", "no evaluation rows: ONNX parity was not checked (the environment "
+                "declares no label to evaluate)", severity="warning"))
+
+
+def _converter_versions(family: Any) -> dict[str, str]:
+    from buildenv.training.families.base import library_versions
+
+    names = {"sklearn": ["skl2onnx", "onnx"], "torch": ["onnxscript", "onnx"],
+             "onnx": ["onnx"]}[family.kind]
+    if family.kind == "sklearn" and any(m in sys.modules for m in ("xgboost", "lightgbm")):
+        names.append("onnxmltools")
+    return library_versions(names)
+
+
+def _parity(served: Any, outputs: Any, rows: Any, env: Any, result: dict) -> None:
+    """The served model on the labelled evaluation rows against the trained model's outputs
+    on them (computed once, for the metrics too)."""
+    from buildenv.training.parity import Predictions, compare
+    from buildenv.training.scoring import labelled
+
+    frame = rows.frame[labelled(rows.labels)]
+    if outputs.kind == "classification":
+        trained = Predictions(outputs.predicted, outputs.proba)
+    else:
+        trained = Predictions(None, None, outputs.predicted)
+    if served.is_classifier:
+        if hasattr(served, "predict_both"):
+            labels, proba = served.predict_both(frame)
+        else:
+            labels = served.predict(frame)
+            proba = served.predict_proba(frame) if trained.proba is not None else None
+        got = Predictions(labels, proba if trained.proba is not None else None)
+    else:
+        got = Predictions(None, None, served.predict(frame))
+    what = "onnxruntime" if env.serving is not None and env.serving.stack == "onnx" else \
+        f"the model loaded from its {result.get('format')} file"
+    parity = env.serving.parity
+    report, reason = compare(trained, got, parity.atol, parity.rtol, what)
+    result["parity"] = report
+    if reason:
+        result["diagnostics"].append(_diag(
+            "BE407", reason, hints=[
+                "near-ties are explained and allowed; other differences come from steps whose "
+                "converted form computes differently (float32 casts of inputs near a tree "
+                "threshold, string handling of missing values)",
+                "widen serving.parity only if production accepts the difference"]))
+
+
+def _evaluate(project: Any, env: Any, pins: dict, family: Any, ctx: Any, manifests: dict,
+              result: dict, request: dict) -> tuple[Any, Any]:
+    """Score the trained model on the environment's evaluation rows, read through the gate:
+    overall, and on every slice with bootstrap intervals (`training.slice_run`); (rows, the
+    model's outputs on the labelled rows) for parity."""
+    from buildenv.data.evaluation import evaluation_rows
+    from buildenv.data.gate.errors import GateError
+    from buildenv.data.gate.gate import Gate
+    from buildenv.training.scoring import ScoringError, metrics, predict
+    from buildenv.training.slice_run import evaluate_slices, slice_attributes
+
+    labels = None
+    if env.label_set() is not None:
+        try:
+            labels = ctx.label_table()
+        except GateError as exc:
+            raise _Failed(_refused([*ctx.gate_errors, exc])) from None
+        result["labels"] = _label_summary(ctx)
+    inputs = family.inputs
+    gate = Gate(project, env, "evaluate", pins=pins, manifests=manifests or {})
+    try:
+        rows = evaluation_rows(gate, env, labels, attributes=slice_attributes(env))
+    except GateError as exc:
+        result["ok"] = False
+        result["diagnostics"].append(exc.diagnostic.to_json())
+        raise _Failed(result) from None
+    restricted = any(env.restricted(d) for d in rows.digests)
+    summary = {**rows.method, "rows": rows.rows, "metrics": {}}
+    result["evaluation"] = summary
+    try:
+        outputs = predict(family, rows.frame, rows.labels,
+                          SimpleNamespace(classes=env.label_classes()), inputs, restricted)
+        summary["metrics"] = {k: round(v, 6) for k, v in metrics(outputs).items()}
+    except ScoringError as exc:
+        result["ok"] = False
+        result["diagnostics"].append(_diag(
+            "BE411", f"the model cannot be scored on {rows.describe()}: {exc}", None, None,
+            hints=["every model input must be a served column of the evaluation rows; "
+                   "declare `evaluation.join` for columns of other datasets"]))
+        raise _Failed(result) from None
+    release = SimpleNamespace(project=project, pins=pins, key=request.get("release_key"))
+    found, problems = evaluate_slices(env, rows, outputs, restricted, release)
+    summary.update(found)
+    result["diagnostics"].extend(problems)
+    if any(d["severity"] == "error" for d in problems):
+        result["ok"] = False
+        raise _Failed(result)
+    return rows, outputs
 
 
 def _refused(errors: list) -> dict:
@@ -295,52 +481,6 @@ def _manifests(request: dict) -> dict:
 
     return {name: Manifest.from_json(data)
             for name, data in (request.get("manifests") or {}).items()}
-
-
-def _evaluate(project: Any, env: Any, pins: dict, model: Any, inputs: list[str] | None,
-              labels: Any = None, manifests: dict | None = None, release: Any = None
-              ) -> tuple[Any, dict | None, list[dict]]:
-    """Score the model on the environment's evaluation rows, read through the gate: overall,
-    and on every slice with bootstrap intervals (`training.slice_run`)."""
-    from buildenv.data.evaluation import evaluation_rows
-    from buildenv.data.gate.errors import GateError
-    from buildenv.data.gate.gate import Gate
-    from buildenv.training.scoring import ScoringError, metrics, predict
-    from buildenv.training.slice_run import evaluate_slices, slice_attributes
-
-    served = {c for ds in env.datasets.values() for c, col in ds.columns.items() if col.serving}
-    if inputs and not set(inputs) <= served:
-        return None, None, []  # it cannot serve anywhere here: verification says so (BE401)
-    gate = Gate(project, env, "evaluate", pins=pins, manifests=manifests or {})
-    try:
-        rows = evaluation_rows(gate, env, labels, attributes=slice_attributes(env))
-    except GateError as exc:
-        return None, None, [exc.diagnostic.to_json()]
-    restricted = any(env.restricted(d) for d in rows.digests)
-    summary = {**rows.method, "rows": rows.rows, "metrics": {}}
-    try:
-        outputs = predict(model, rows.frame, rows.labels,
-                          SimpleNamespace(classes=env.label_classes()), inputs, restricted)
-        summary["metrics"] = {k: round(v, 6) for k, v in metrics(outputs).items()}
-    except ScoringError as exc:
-        return None, summary, [_diag(
-            "BE411", f"the model cannot be scored on {rows.describe()}: {exc}", None, None,
-            hints=["every model input must be a served column of the evaluation rows; "
-                   "declare `evaluation.join` for columns of other datasets"])]
-    found, problems = evaluate_slices(env, rows, outputs, restricted, release)
-    summary.update(found)
-    return rows, summary, problems
-
-
-def _own_importance(model: Any, inputs: list[str] | None) -> dict | None:
-    values = getattr(model, "feature_importances_", None)
-    if values is None or not inputs or len(values) != len(inputs):
-        return {"method": "none", "features": {}}
-    total = float(sum(values)) or 1.0
-    order = sorted(range(len(inputs)), key=lambda i: (-values[i], inputs[i]))
-    return {"method": "model", "features": {
-        inputs[i]: {"importance": round(float(values[i]) / total, 6), "rank": order.index(i) + 1}
-        for i in range(len(inputs))}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,7 +46,8 @@ def _is_classification(label: Any, labels: Any) -> bool:
 
 
 def _inputs(model: Any, frame: Any, inputs: list[str] | None) -> Any:
-    wanted = list(inputs or getattr(model, "feature_names_in_", frame.columns))
+    wanted = list(inputs or getattr(model, "inputs", None) or getattr(
+        model, "feature_names_in_", frame.columns))
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
         raise ScoringError(f"the model reads {', '.join(missing)}, which the evaluation rows do "
@@ -61,9 +62,18 @@ def labelled(labels: Any) -> np.ndarray:
     return ~np.asarray(pd.isna(np.asarray(labels)), dtype=bool)
 
 
+def _natural(values: Any) -> np.ndarray:
+    """Predicted labels with the dtype their values have (an object array of bools, as a model
+    answering with the environment's classes gives, becomes a bool array)."""
+    array = np.asarray(values)
+    return np.asarray(array.tolist()) if array.dtype == object and len(array) else array
+
+
 def predict(model: Any, frame: Any, labels: Any, label: Any, inputs: list[str] | None,
             restricted: bool) -> Outputs:
-    """The model's outputs on the labelled evaluation rows."""
+    """The model's outputs on the labelled evaluation rows: any object with `predict` (and,
+    for probabilities, `predict_proba` and `classes_`; `has_proba` when it says whether it
+    has them): a fitted estimator, a model family (`training.families`), a served model."""
     X = _inputs(model, frame, inputs)
     y = np.asarray(labels)
     keep = labelled(y)
@@ -74,14 +84,14 @@ def predict(model: Any, frame: Any, labels: Any, label: Any, inputs: list[str] |
         if _is_classification(label, y):
             declared = getattr(label, "classes", None)
             proba = classes = positive = None
-            if hasattr(model, "predict_proba"):
-                proba = np.asarray(model.predict_proba(X))
-                classes = list(model.classes_)
+            if getattr(model, "has_proba", hasattr(model, "predict_proba")):
+                proba = np.asarray(model.predict_proba(X), dtype=np.float64)
+                classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes_]
                 if len(declared or classes) == 2:
                     positive = (declared or classes)[-1]
-            return Outputs("classification", y, np.asarray(model.predict(X)), proba, classes,
+            return Outputs("classification", y, _natural(model.predict(X)), proba, classes,
                            positive)
-        return Outputs("regression", y, np.asarray(model.predict(X)))
+        return Outputs("regression", y, np.asarray(model.predict(X), dtype=np.float64))
     except ScoringError:
         raise
     except Exception as exc:  # the model itself failed on served rows

@@ -25,6 +25,7 @@ class TrainingDecl:
     seed: Optional[int]
     timeout: Optional[float]
     threads: Optional[int] = None
+    precheck: Optional[bool] = None
     sandbox: Optional[str] = None  # the training's `sandbox` (a mode or a table), as JSON
 
 
@@ -59,6 +60,7 @@ class BuildenvConfig:
                     seed=decl.get("seed") if isinstance(decl.get("seed"), int) else None,
                     timeout=decl.get("timeout") if isinstance(decl.get("timeout"), (int, float)) else None,
                     threads=decl.get("threads") if isinstance(decl.get("threads"), int) else None,
+                    precheck=decl.get("precheck") if isinstance(decl.get("precheck"), bool) else None,
                     sandbox=json.dumps(decl["sandbox"], sort_keys=True)
                     if isinstance(decl.get("sandbox"), (str, dict)) else None,
                 )

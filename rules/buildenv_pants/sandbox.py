@@ -76,6 +76,9 @@ def synthesized_pyproject(config: BuildenvConfig, field_set: MlModelFieldSet) ->
     decl = next((t for t in config.trainings if t.name == field_set.training), None)
     if decl is not None and decl.threads is not None:
         training["threads"] = decl.threads
+    # `precheck = false` says running the training twice has side effects: keep it.
+    if decl is not None and decl.precheck is not None:
+        training["precheck"] = decl.precheck
     # The sandbox policy is part of the cache key and decides what the training may reach.
     if decl is not None and decl.sandbox is not None:
         training["sandbox"] = json.loads(decl.sandbox)

@@ -51,9 +51,8 @@ def pinned_locations(project: Project, env: Environment, manifests: Mapping[str,
     uris = []
     for name, spec in env.datasets.items():
         manifest = manifests.get(name)
-        if spec.uri.endswith("/") or spec.is_table:
-            # a manifest's paths are relative to its base: the directory, or a table's root
-            base = (manifest.base if manifest is not None and manifest.base else spec.uri)
+        if spec.uri.endswith("/") or spec.is_table:  # a table's files live under its base
+            base = manifest.base if manifest is not None and manifest.base else spec.uri
             base = base if base.endswith("/") else base + "/"
             uris += [base + entry.path for entry in (manifest.files if manifest else ())]
         else:

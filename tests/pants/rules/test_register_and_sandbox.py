@@ -103,6 +103,15 @@ def test_sandbox_pyproject_without_threads_uses_buildenvs_default() -> None:
     assert "threads" not in doc["tool"]["buildenv"]["trainings"]["rec"]
 
 
+def test_sandbox_pyproject_keeps_precheck_false() -> None:
+    config = BuildenvConfig.parse(PYPROJECT + "precheck = false\n")
+    assert config.trainings[0].precheck is False
+    doc = toml.loads(synthesized_pyproject(config, field_set()))
+    assert doc["tool"]["buildenv"]["trainings"]["rec"]["precheck"] is False
+    doc = toml.loads(synthesized_pyproject(BuildenvConfig.parse(PYPROJECT), field_set()))
+    assert "precheck" not in doc["tool"]["buildenv"]["trainings"]["rec"]
+
+
 def test_sandbox_pyproject_keeps_the_sandbox_policy() -> None:
     text = ('[tool.buildenv]\nsandbox = "required"\n' + PYPROJECT
             + '[tool.buildenv.trainings.rec.sandbox]\nread_only = ["/opt/models"]\n')

@@ -1,0 +1,202 @@
+"""PyTorch modules returned as `buildenv.TorchModel(module, inputs, output, classes)`.
+
+The build feeds the module a float32 tensor of the input columns (NaN for nulls) in batches,
+without gradients, in eval mode. Conversion wraps it so that the ONNX graph takes one `[rows,
+1]` float input per column (concatenated in the declared order) and returns `probabilities`
+(softmax of logits) or `variable`: the same interface as every other family's graph. The
+exporter is torch's own (`torch.onnx.export`, the dynamo path); the metadata it records (source
+paths, stack traces, Python class names) is removed, so the bytes do not depend on where the
+repository or the virtual environment lives.
+
+Imported only for a returned TorchModel, so torch is already loaded. Under Pants, torch is in a
+training's runtime only when the training imports it (BUILD's overrides add onnxscript).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch  # pants: no-infer-dep (the models extra: see the module docstring)
+
+from buildenv.env.spec import Environment
+from buildenv.training.families.base import (
+    Family,
+    FamilyError,
+    environment_classes,
+    is_classification_label,
+    library_versions,
+    repository_modules,
+)
+from buildenv.training.families.torch_contract import TorchModel
+from buildenv.training.introspect import public_path
+
+__all__ = ["BATCH_ROWS", "TorchFamily"]
+
+BATCH_ROWS = 65_536  # rows per forward pass when predicting (bounds memory)
+
+
+class TorchFamily(Family):
+    def __init__(self, contract: TorchModel, env: Environment) -> None:
+        classification = contract.output != "value"
+        super().__init__(model=contract, inputs=list(contract.inputs),
+                         task="classification" if classification else "regression",
+                         kind="torch",
+                         model_class=f"buildenv.TorchModel({public_path(contract.module)})")
+        self.module = contract.module
+        declared = environment_classes(env)
+        label_kind = is_classification_label(env)
+        if classification:
+            self.classes = contract.classes or declared
+            if not self.classes:
+                raise FamilyError("BE415", f"TorchModel output '{contract.output}' needs "
+                                  "classes: pass classes=[...] or declare label.classes",
+                                  ("the probability columns follow that order",))
+            if declared and not set(map(repr, self.classes)) <= set(map(repr, declared)):
+                extra = [c for c in self.classes if repr(c) not in set(map(repr, declared))]
+                raise FamilyError("BE415", f"TorchModel classes {extra!r} are not classes of "
+                                  f"the environment's label ({declared!r})")
+        elif label_kind:
+            raise FamilyError("BE415", "TorchModel output 'value' (regression), but the "
+                              "environment's label is a class",
+                              ("return output='logits' or 'probabilities' with classes",))
+        self._probe()
+
+    def _probe(self) -> None:
+        """One forward pass on two rows of zeros: the declared inputs fit the module, and the
+        output has the declared shape."""
+        width = len(self.inputs or [])
+        try:
+            with torch.no_grad():
+                out = self.module.eval()(torch.zeros(2, width, dtype=torch.float32))
+        except Exception as exc:
+            text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise FamilyError(
+                "BE415", f"the module's forward fails on the declared inputs (a float32 tensor "
+                f"[rows, {width}]): {type(exc).__name__}: {text}",
+                ("inputs=[...] lists the columns the module reads, in order",)) from None
+        width = len(self.classes or [])
+        expected = (2, width) if self.is_classifier else None
+        shape = tuple(getattr(out, "shape", ()))
+        if not hasattr(out, "shape") or (expected and shape != expected) or (
+                not expected and shape not in ((2,), (2, 1))):
+            want = f"[rows, {width}]" if expected else "[rows] or [rows, 1]"
+            raise FamilyError(
+                "BE415", f"output '{self.model.output}' must be {want} per batch, but the "
+                f"module returns {type(out).__name__} of shape "
+                f"[{', '.join(map(str, shape))}] for 2 rows",
+                ("check output= and classes= against what forward returns",))
+
+    def _forward(self, frame: Any) -> Any:
+        x = frame[self.inputs].to_numpy(dtype=np.float32, na_value=np.nan)
+        outs = []
+        module = self.module.eval()
+        with torch.no_grad():
+            for start in range(0, len(x), BATCH_ROWS):
+                y = module(torch.from_numpy(np.ascontiguousarray(x[start:start + BATCH_ROWS])))
+                if self.model.output == "logits":
+                    y = torch.softmax(y, dim=1)
+                outs.append(y.double().numpy())
+        if not outs:
+            return np.zeros((0, len(self.classes or [None])))
+        return np.concatenate(outs)
+
+    def predict_proba(self, frame: Any) -> Any:
+        return self._forward(frame)
+
+    def predict(self, frame: Any) -> Any:
+        out = self._forward(frame)
+        if self.is_classifier:
+            return np.asarray(self.classes, dtype=object)[out.argmax(axis=1)]
+        return out.reshape(-1)
+
+    def ops(self) -> list[dict]:
+        return [{"class": public_path(m), "where": name or type(m).__name__}
+                for name, m in self.module.named_modules()]
+
+    def libraries(self) -> dict[str, str]:
+        modules = {"torch"} | {type(m).__module__.split(".")[0]
+                               for m in self.module.modules()}
+        return library_versions(sorted(modules))
+
+    def code_modules(self, root: Path) -> list[str]:
+        return repository_modules([type(m) for m in self.module.modules()], root)
+
+    def to_onnx(self, types: dict[str, str], opset: int) -> Any:
+        wrapper = _ColumnsToModule(self.module, self.model.output == "logits").eval()
+        batch = torch.export.Dim("batch")
+        example = tuple(torch.zeros(2, 1) for _ in self.inputs or [])
+        output = "probabilities" if self.is_classifier else "variable"
+        try:
+            program = torch.onnx.export(
+                wrapper, example, input_names=list(self.inputs or []), output_names=[output],
+                dynamic_shapes=(tuple({0: batch} for _ in example),),  # forward(*columns)
+                opset_version=opset,
+                dynamo=True, verbose=False, optimize=True)
+            assert program is not None  # dynamo=True returns the program
+            proto = program.model_proto
+        except Exception as exc:
+            raise FamilyError("BE405", f"cannot export {self.model_class} to ONNX opset "
+                              f"{opset}: {_export_error(exc)}",
+                              ("keep forward() to tensor operations torch.export can trace "
+                               "(no data-dependent Python control flow)",)) from None
+        _strip_metadata(proto)
+        return proto
+
+    def save_native(self, directory: Path) -> list[str]:
+        """The module's weights (`torch.save` of the state dict: load it with
+        `weights_only=True`, which runs no code)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(self.module.state_dict(), directory / "state_dict.pt")
+        return ["state_dict.pt"]
+
+
+class _ColumnsToModule(torch.nn.Module):
+    """One `[rows, 1]` input per column -> the module's single tensor -> its output."""
+
+    def __init__(self, module: Any, softmax: bool) -> None:
+        super().__init__()
+        self.module = module
+        self.softmax = softmax
+
+    def forward(self, *columns: Any) -> Any:
+        out = self.module(torch.cat(columns, dim=1))
+        return torch.softmax(out, dim=1) if self.softmax else out
+
+
+def _export_error(exc: Exception) -> str:
+    """The exporter's reason, without its advice and terminal colours: the line of its
+    `Exception summary` naming the underlying error, else the first line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    for line in text.splitlines():
+        if line.startswith("<class '"):
+            return line[:300]
+    return (text.splitlines()[0][:300] if text else "") or type(exc).__name__
+
+
+def _strip_metadata(proto: Any) -> None:
+    """Remove exporter metadata (source paths, stack traces, class names) everywhere."""
+    def graph(g: Any) -> None:
+        del g.metadata_props[:]
+        for value in list(g.input) + list(g.output) + list(g.value_info):
+            del value.metadata_props[:]
+        for tensor in g.initializer:
+            del tensor.metadata_props[:]
+        for node in g.node:
+            del node.metadata_props[:]
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    graph(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for sub in attr.graphs:
+                        graph(sub)
+
+    del proto.metadata_props[:]
+    graph(proto.graph)
+    for function in proto.functions:
+        del function.metadata_props[:]
+        for node in function.node:
+            del node.metadata_props[:]
