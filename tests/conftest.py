@@ -331,3 +331,16 @@ def s3(moto_endpoint, monkeypatch):
     client.create_bucket(Bucket=bucket)
     yield client, bucket
     storage._S3 = None
+
+
+def kept_copy_of_data(root: Path, path: Path) -> bool:
+    """Whether `path` is the object store's kept copy of one of the repository's data files
+    (`.buildenv/objects/`, readable by its owner only, the very bytes of a file under `data/`):
+    the one place a restricted dataset's bytes may be besides the dataset itself
+    (docs/tables.md). Anything else holding them is a leak."""
+    objects = root / ".buildenv" / "objects"
+    if not path.is_relative_to(objects) or path.stat().st_mode & 0o777 != 0o400:
+        return False
+    data = path.read_bytes()
+    return any(f.is_file() and f.stat().st_size == len(data) and f.read_bytes() == data
+               for f in (root / "data").rglob("*"))

@@ -24,7 +24,7 @@ from buildenv.release.retrain import rewrite_uri
 pytestmark = pytest.mark.slow
 
 WATCHED = ("environments/prod.yaml", "environments/prod.lock.json",
-           "dist/churn/prod/buildenv.json", "dist/churn/prod/model.pkl")
+           "dist/churn/prod/buildenv.json", "dist/churn/prod/model.skops")
 
 
 @pytest.fixture(scope="module")
