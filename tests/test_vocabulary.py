@@ -468,7 +468,7 @@ def test_unique_and_unmonitored_columns_are_validated_but_not_drift_compared(tmp
                    repo / "data" / "events.parquet")
     (repo / "environments" / "prod.yaml").write_text(DRIFT_ENV)
     code, _, err = invoke_cli(["validate", "prod"], repo)
-    assert code == 1 and "error[BE205]: events.score: 3000 of 3000 non-null values" in err
+    assert code == 1 and "error[BE205]: events.score: 3,000 of 3,000 non-null values" in err
 
 
 def test_drift_with_every_column_excluded_reports_nothing(tmp_path):
