@@ -106,9 +106,11 @@ def test_context_vendors_the_serving_runtime(repo: Path) -> None:
     assert (ctx / "requirements.txt").read_text() == "scikit-learn>=1.6,<2\n"
     assert not list((ctx / "site-packages").rglob("__pycache__"))
     serving = json.loads((ctx / "app/serving.json").read_text())
-    assert serving["inputs"] == {"plan": {"dtype": "string", "nullable": False},
-                                 "spend": {"dtype": "float64", "nullable": False},
-                                 "tenure": {"dtype": "float64", "nullable": False}}
+    # the served columns' declarations the app checks requests against (issue 19)
+    assert serving["inputs"] == {
+        "plan": {"dtype": "string", "nullable": False, "domain": ["basic", "pro", "team"]},
+        "spend": {"dtype": "float64", "nullable": False, "range": [0, 1000]},
+        "tenure": {"dtype": "float64", "nullable": False, "range": [0, 100]}}
     dockerfile = (ctx / "Dockerfile").read_text()
     assert "RUN" not in dockerfile and "FROM ${BASE}" in dockerfile
 
