@@ -274,6 +274,12 @@ def repo(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def moto_endpoint():
     """A moto S3 server on a free local port, for the tests of one module."""
+    yield from moto_server_running()
+
+
+def moto_server_running():
+    """Start a moto S3 server on a free local port; yield its endpoint; stop it (fixtures of
+    several modules share this)."""
     import socket
     import time
     import urllib.request
