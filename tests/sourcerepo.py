@@ -6,6 +6,7 @@ datasets and labeling functions: the partitioned `events` (4 days x 2 files, fro
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from partitioned_repo import make_partitioned_repo
 
@@ -74,3 +75,35 @@ def make_source_repo(root: Path) -> Path:
     (root / "rules").mkdir()
     (root / "rules" / "sign.py").write_text(RULES)
     return root
+
+
+def source_fixtures(name: str) -> tuple[Any, Any, Any]:
+    """The fixtures the tests of data and labels made by code share: progress lines for every
+    task (the tests read which work ran from them; by default a task is shown only after 1 s,
+    so a fast machine would show none), a locked repository per module (`template`), and a
+    fresh copy of it per test (`locked`). Assign them in the test module:
+    `_progress, template, locked = source_fixtures("derived")`."""
+    import shutil
+
+    import pytest
+    from conftest import invoke_cli
+    from partitioned_repo import age
+
+    @pytest.fixture(autouse=True)
+    def progress_shown_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("BUILDENV_PROGRESS", "plain")
+        monkeypatch.setenv("BUILDENV_PROGRESS_AFTER", "0")
+
+    @pytest.fixture(scope="module")
+    def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        root = make_source_repo(tmp_path_factory.mktemp(name) / "repo")
+        age(root)
+        code, _, err = invoke_cli(["lock", "ev"], root)
+        assert code == 0, err
+        return root
+
+    @pytest.fixture
+    def locked(template: Path, tmp_path: Path) -> Path:
+        return Path(shutil.copytree(template, tmp_path / "repo", symlinks=True))
+
+    return progress_shown_at_once, template, locked

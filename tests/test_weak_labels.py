@@ -13,34 +13,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from conftest import invoke_cli
-from partitioned_repo import DAYS, FILES_PER_DAY, age
-from sourcerepo import make_source_repo
+from partitioned_repo import DAYS, FILES_PER_DAY
+from sourcerepo import source_fixtures
 
 from buildenv.labels.label_model import dawid_skene, generative, majority
 
 FILES = DAYS * FILES_PER_DAY
 
 
-@pytest.fixture(autouse=True)
-def _progress_shown_at_once(monkeypatch):
-    """The tests read which work ran from the progress lines: show every task, however short
-    (by default a task is shown after 1 s of work, so a fast machine would show none)."""
-    monkeypatch.setenv("BUILDENV_PROGRESS", "plain")
-    monkeypatch.setenv("BUILDENV_PROGRESS_AFTER", "0")
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = make_source_repo(tmp_path_factory.mktemp("weak") / "repo")
-    age(root)
-    code, _, err = invoke_cli(["lock", "ev"], root)
-    assert code == 0, err
-    return root
-
-
-@pytest.fixture
-def locked(template: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(template, tmp_path / "repo", symlinks=True))
+_progress, template, locked = source_fixtures("weak")
 
 
 def lock_json(root: Path) -> dict:
