@@ -368,3 +368,20 @@ def test_pickle_is_an_explicit_opt_in(repo, tmp_path):
         load_verified_model(project, out, digest, "pk", resolved(repo, "sk").env)
     assert [d.code for d in caught.value.diagnostics] == ["BE773"]
     shutil.rmtree(out)
+
+
+def test_library_versions_without_recorded_files_still_name_the_distribution(monkeypatch):
+    """A PEX virtualenv (how `./pants build` runs a training) records only each `.dist-info`:
+    `packages_distributions` cannot map `sklearn` there, and serving's pins would go
+    unchecked (BE408). The distribution is found by the names it is published under."""
+    from importlib import metadata
+
+    import sklearn
+    import xgboost
+
+    from buildenv.training.families.base import library_versions
+
+    monkeypatch.setattr(metadata, "packages_distributions", lambda: {})
+    found = library_versions(["sklearn", "xgboost"])
+    assert found["scikit-learn"] == sklearn.__version__
+    assert found["xgboost"] == xgboost.__version__

@@ -353,6 +353,9 @@ import sys
 from pathlib import Path
 from buildenv.data.gate import formats
 formats.CSV_BLOCK = 1 << 20  # pyarrow reads ~30 blocks ahead: a small block keeps the test small
+from buildenv.data.infer import profile
+profile.UNIQUE_BUDGET = 1 << 20  # a key column buffers this much before spilling (16 MiB by
+# default: below it both files' ids fit in memory, and the peak would follow the row count)
 from buildenv.cli import main
 sys.argv = ["buildenv", "init", "--env", sys.argv[1], "--data", sys.argv[2], "--no-progress"]
 try:
