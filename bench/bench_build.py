@@ -1,7 +1,11 @@
 """Benchmark `buildenv build`: overhead over a bare fit, and the no-op `build --all`.
 
-    .venv/bin/python bench/bench_build.py [--fit-seconds 20] [--repeats 3] [--only overhead|noop]
-                                          [--threads default,1]
+    .venv/bin/python bench/bench_build.py [--fit-seconds 20] [--repeats 3] [--cap 600]
+                                          [--only overhead|noop|waitpolicy] [--threads default,1]
+
+(a) Wait policy. The bare fit below (every core) with OpenMP's default wait policy and with
+    OMP_WAIT_POLICY=PASSIVE, on the machine as it is and with one busy-looping process per core
+    added by the bench, alternating: the ratios behind the training process's default.
 
 (b) Overhead. A temp repo with a generated dataset (seeded), one environment (scored on a
     separate, pinned evaluation dataset, so that `ctx.read` returns every row of the training
@@ -30,7 +34,9 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,6 +52,8 @@ from _common import (
     verdict,
     work_dir,
 )
+
+from buildenv.compile.launch import wait_policy
 
 SEED = 20261001
 ROWS = 300_000
@@ -171,8 +179,80 @@ def bare_env(threads: str = "1") -> dict[str, str]:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = count
     env["PYTHONHASHSEED"] = "0"
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the build's training process runs
+    env.pop("OMP_WAIT_POLICY", None)  # as a user's script runs: OpenMP's own default
     return env
+
+
+class Load:
+    """`count` busy-looping processes: the other jobs of a loaded machine, made on purpose so
+    that quiet and loaded are measured in the same run."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> Load:
+        self.procs = [subprocess.Popen([MAIN_PY, "-c", "while True: pass"])
+                      for _ in range(self.count)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
+
+def bench_wait_policy(work: Path, repeats: int, max_iter: int, cap: float
+                      ) -> tuple[str, dict[str, bool]]:
+    """The bare fit with every core, OpenMP's default wait policy against PASSIVE, on the
+    machine as it is ("quiet": nothing added) and with one busy process per core added. A run
+    longer than `cap` seconds is stopped and counts as `cap` (spinning waits on a loaded
+    machine can take many times the passive fit): its ratio is then a lower bound."""
+    root = work / "waitpolicy"
+    root.mkdir(parents=True, exist_ok=True)
+    make_repo(root, max_iter, "default")
+    n = cores()
+
+    def fit(policy: str | None, load: int) -> Callable[[], Run]:
+        def case() -> Run:
+            env = bare_env("default")
+            if policy:
+                env["OMP_WAIT_POLICY"] = policy
+            with Load(load):
+                result = run(["timeout", f"{cap:g}", MAIN_PY, "fit_alone.py"], cwd=root,
+                             env=env, check=False)
+            if result.returncode not in (0, 124):  # 124: stopped at the cap
+                raise RuntimeError(f"fit_alone.py exited {result.returncode}: {result.stderr}")
+            capped.update({label_of[case]} if result.returncode == 124 else set())
+            return result
+        return case
+
+    capped: set[str] = set()
+    label_of: dict[Callable[[], Run], str] = {}
+
+    cases = {f"{label} {policy or 'default (unset)'}": fit(policy, load)
+             for label, load in (("as is", 0), (f"+{n} busy", n))
+             for policy in (None, "PASSIVE")}
+    label_of.update({case: name for name, case in cases.items()})
+    load_before = os.getloadavg()[0]
+    series = alternate(cases, repeats, warmup=False)
+    names = list(cases)
+    ratio_quiet = series[names[1]].median / series[names[0]].median
+    ratio_loaded = series[names[3]].median / series[names[2]].median
+    rows = [[s.name + (f" (runs stopped at {cap:g} s)" if s.name in capped else ""),
+             f"{s.median:.2f}", s.spread(), f"{s.cpu:.1f}"] for s in series.values()]
+    chosen = wait_policy(n, load=load_before, cores=n)
+    faster = "PASSIVE" if ratio_quiet < 1 else None
+    text = "\n".join([
+        f"Bare read + fit + pickle, {n} threads, max_iter={max_iter}; median of {repeats} "
+        f"alternating runs; one-minute load average before: {load_before:.1f}.", "",
+        table(["configuration", "wall s", "range s", "CPU s"], rows), "",
+        f"- PASSIVE / default: machine as is **{ratio_quiet:.2f}x**, with {n} busy processes "
+        f"added **{ratio_loaded:.2f}x**",
+        f"- buildenv's choice at this load (buildenv.compile.launch.wait_policy): "
+        f"{chosen or 'OpenMP default'}; faster here: {faster or 'OpenMP default'}"])
+    return text, {"the wait policy buildenv chooses at this load is the faster one":
+                  chosen == faster or abs(ratio_quiet - 1) < 0.05}
 
 
 def fresh_build_state(root: Path) -> None:
@@ -323,16 +403,24 @@ def main() -> int:
     ap.add_argument("--fit-seconds", type=float, default=20.0)
     ap.add_argument("--max-iter", type=int, help="skip calibration")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--only", choices=["overhead", "noop"], action="append")
+    ap.add_argument("--cap", type=float, default=600.0,
+                    help="waitpolicy: stop a fit after this many seconds (counts as the cap)")
+    ap.add_argument("--only", choices=["overhead", "noop", "waitpolicy"], action="append")
     ap.add_argument("--threads", default="default,1",
                     help="comma-separated configurations: default (every core) and/or numbers")
     args = ap.parse_args()
-    only = set(args.only or ["overhead", "noop"])
+    only = set(args.only or ["overhead", "noop", "waitpolicy"])
     work = work_dir("build")
     print(f"# bench_build ({machine()})\n", flush=True)
     sections, goals = [], {}
-    if "overhead" in only:
+    max_iter = 0
+    if only & {"overhead", "waitpolicy"}:
         max_iter = args.max_iter or calibrate(work / "calibrate", args.fit_seconds)
+    if "waitpolicy" in only:
+        text, g = bench_wait_policy(work, args.repeats, max_iter, args.cap)
+        sections += ["## (a) OpenMP wait policy of the training process, quiet and loaded", text]
+        goals.update(g)
+    if "overhead" in only:
         for threads in args.threads.split(","):
             text, g = bench_overhead(work, args.fit_seconds, args.repeats, max_iter, threads)
             sections += [f"## (b) Build overhead over a bare fit, threads {threads}", text]

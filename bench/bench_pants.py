@@ -46,8 +46,8 @@ def timed(cmd: list[str], cwd: Path) -> float:
 
 
 def dvc_yaml(root: Path) -> dict:
-    from buildenv.compile.check import repo_imports
     from buildenv.compile.plan import pairs
+    from buildenv.core.code import repo_imports
     from buildenv.core.project import Project
     from buildenv.data.lock.lockfile import lock_path
     from buildenv.env.resolve import Multiverse

@@ -1,17 +1,19 @@
 """buildenv: compile ML training code against declarative, locked build environments.
 
-The package holds its version and the contract classes a training returns (`TorchModel`):
-plain Python, importing nothing of buildenv or of any model library, so `import buildenv` in a
-training costs nothing and no room of the package is imported from here.
+The package holds its version, the contract classes a training returns (`TorchModel`) and the
+decorator of labeling functions: plain Python, importing nothing of buildenv or of any model
+library, so `import buildenv` in a training costs nothing and no room of the package is
+imported from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 __version__ = "0.1.0"
-__all__ = ["OUTPUT_KINDS", "ModelContractError", "TorchModel", "__version__"]
+__all__ = ["OUTPUT_KINDS", "ModelContractError", "TorchModel", "__version__",
+           "labeling_function"]
 
 OUTPUT_KINDS = ("logits", "probabilities", "value")
 
@@ -63,3 +65,28 @@ def _is_module(obj: Any) -> bool:
     """Whether `obj` is a torch.nn.Module, decided without importing torch."""
     return any(c.__module__ == "torch.nn.modules.module" and c.__name__ == "Module"
                for c in type(obj).__mro__)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The attribute a labeling function carries: what `buildenv.labels.functions` looks for.
+LABELING_FUNCTION = "__buildenv_labeling_function__"
+
+
+def labeling_function(*, columns: list[str]) -> Callable[[F], F]:
+    """Declare a labeling function of a label set computed by functions (docs/labels.md).
+
+    The function takes a batch -- a pandas DataFrame of exactly `columns` of the label set's
+    dataset -- and returns one class of the taxonomy, or None (abstain), per row: a Series,
+    array or list as long as the batch. buildenv checks the columns without running the code,
+    reads them through the data gate, and reruns a function only when its code changes."""
+    if not isinstance(columns, (list, tuple)) or not columns or \
+            not all(isinstance(c, str) for c in columns):
+        raise TypeError("labeling_function(columns=[...]) takes a non-empty list of column names")
+    declared = list(columns)
+
+    def mark(function: F) -> F:
+        setattr(function, LABELING_FUNCTION, {"columns": declared})
+        return function
+
+    return mark

@@ -172,8 +172,8 @@ from sklearn.linear_model import LogisticRegression
 def train(ctx):
     df = ctx.read("items", columns=["x1", "x2", "cat", "y"])
     gate = Path(__file__).with_name("slow.gate")
-    if gate.exists():  # the kill test holds the training here
-        gate.with_name("slow.started").write_text("1")
+    if gate.exists():  # the kill test holds the training here; the repository is read-only
+        print(gate.read_text(), flush=True)  # to the build's log of its output: "started"
         time.sleep(120)
     model = Pipeline([("prep", prep(["x1", "x2"])), ("clf", LogisticRegression())])
     return model.fit(df[["x1", "x2", "cat"]], df["y"])

@@ -211,6 +211,15 @@ def write_repo(root: Path, envs: Mapping[str, str | None] | None = None,
     return root
 
 
+def drop_store(root: Path) -> None:
+    """Remove the local object store, where `buildenv lock` kept the pinned bytes: tests of
+    the gate refusing changed bytes need them to exist nowhere else (else the gate reads the
+    pinned bytes from the store, as it should)."""
+    import shutil
+
+    shutil.rmtree(Path(root) / ".buildenv" / "objects", ignore_errors=True)
+
+
 def invoke_cli(args: Sequence[object], cwd: Path | str, *, subprocess: bool = False,
                env: Mapping[str, str] | None = None) -> tuple[int, str, str]:
     """Run `buildenv ARGS` in `cwd`; returns (exit_code, stdout, stderr)."""
@@ -269,3 +278,86 @@ def run_cli() -> Callable[..., tuple[int, str, str]]:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     return write_repo(tmp_path)
+
+
+# --- S3 on a local moto server (offline: 127.0.0.1 only) --------------------------------------
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """A moto S3 server on a free local port, for the tests of one module."""
+    yield from moto_server_running()
+
+
+def moto_server_running():
+    """Start a moto S3 server on a free local port; yield its endpoint; stop it (fixtures of
+    several modules share this)."""
+    import socket
+    import time
+    import urllib.request
+
+    pytest.importorskip("moto.server")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = _subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                              str(port)], stdout=_subprocess.DEVNULL, stderr=_subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"moto server exited with {proc.returncode}")
+            try:
+                with urllib.request.urlopen(endpoint + "/moto-api/", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("moto server did not start within 30 s")
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except _subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def s3(moto_endpoint, monkeypatch):
+    """A fresh bucket on the moto server, its endpoint and credentials in the AWS variables
+    (what buildenv, delta-rs and PyIceberg read); the process-wide S3 client is reset around
+    the test."""
+    import uuid
+
+    boto3 = pytest.importorskip("boto3")
+    from buildenv.data import storage
+
+    for key in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(storage, "_S3", None)
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    bucket = f"buildenv-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    yield client, bucket
+    storage._S3 = None
+
+
+def kept_copy_of_data(root: Path, path: Path) -> bool:
+    """Whether `path` is the object store's kept copy of one of the repository's data files
+    (`.buildenv/objects/`, readable by its owner only, the very bytes of a file under `data/`):
+    the one place a restricted dataset's bytes may be besides the dataset itself
+    (docs/tables.md). Anything else holding them is a leak."""
+    objects = root / ".buildenv" / "objects"
+    if not path.is_relative_to(objects) or path.stat().st_mode & 0o777 != 0o400:
+        return False
+    data = path.read_bytes()
+    return any(f.is_file() and f.stat().st_size == len(data) and f.read_bytes() == data
+               for f in (root / "data").rglob("*"))

@@ -16,7 +16,7 @@ if [ ! -x .venv/bin/buildenv ]; then
   python3.11 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
 fi
-.venv/bin/pip install -q -e '.[test,privacy,ray,signing,models]'
+.venv/bin/pip install -q -e '.[test,privacy,ray,signing,tables,models]'
 
 .venv/bin/ruff check .
 .venv/bin/mypy

@@ -21,6 +21,8 @@ def append(state: Path, n: int, who: int) -> None:
 
 
 def fill(tmp_path: Path, n: int = 5) -> Path:
+    """A project (an environments/ directory) whose audit log holds `n` records."""
+    (tmp_path / "environments").mkdir(exist_ok=True)
     append(tmp_path / ".buildenv", n, 0)
     return tmp_path
 
@@ -34,6 +36,7 @@ def verify(root: Path) -> tuple[int, str, str]:
 
 
 def test_concurrent_writers_never_interleave_or_lose_records(tmp_path):
+    (tmp_path / "environments").mkdir()
     state = tmp_path / ".buildenv"
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=append, args=(state, 40, who)) for who in range(6)]
@@ -117,8 +120,8 @@ def test_audit_lists_records_per_environment(tmp_path):
     assert [(r["seq"], r["purpose"], r["environment"]) for r in records] == [(3, "drift",
                                                                              "other")]
     code, out, err = invoke_cli(["audit"], root)
-    assert out.splitlines()[0].split() == ["SEQ", "TIME", "ACTOR", "PURPOSE", "ENVIRONMENT",
-                                           "DATASET", "ROWS", "DIGEST", "COLUMNS"]
+    assert out.splitlines()[0].split() == ["SEQ", "TIME", "ACTOR", "OS", "USER", "PURPOSE",
+                                           "ENVIRONMENT", "DATASET", "ROWS", "DIGEST", "COLUMNS"]
     assert len(out.splitlines()) == 4
 
 

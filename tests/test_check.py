@@ -113,14 +113,14 @@ def test_reading_every_declared_column_needs_no_list(tmp_path):
 
 def test_dynamic_reads_are_warnings(tmp_path):
     code, out, err = check(tmp_path, """\
-        NAME = "movies"
         COLS = ["genre"]
+        COLS = COLS + ["x"]  # bound twice: unknown
 
 
         def train(ctx):
-            a = ctx.read(NAME, columns=["genre"])
+            a = ctx.read(pick(), columns=["genre"])
             b = ctx.read("movies", columns=COLS)
-            c = ctx.read("movies", columns=["genre", NAME])
+            c = ctx.read("movies", columns=[c.lower() for c in ["genre"]])
         """)
     assert (code, out) == (0, "demo @ base: static checks passed\n")
     assert err == [
@@ -130,6 +130,41 @@ def test_dynamic_reads_are_warnings(tmp_path):
         "cannot be checked statically",
         "train/demo.py:8:9: warning[BE105]: ctx.read without a literal `columns=[...]` list "
         "cannot be checked statically",
+    ]
+
+
+def test_module_constants_are_folded_and_checked(tmp_path):
+    """How trainings name their features: module-level lists, added up, imported from a shared
+    module. Each name is checked where it is written; one from another module at the name
+    that brings it in."""
+    files = {"train/features.py": 'CAT = ["genre", "budget"]\n',
+             "train/demo.py": textwrap.dedent("""\
+                 from train.features import CAT as CATEGORIES
+
+                 NAME = "movies"
+                 NUM = ["runtime_minutes"]
+                 LABEL = "liked"
+                 KEYS: list = ["movie_id"]
+
+
+                 def train(ctx):
+                     a = ctx.read(NAME, columns=CATEGORIES + NUM + ["critic_score"])
+                     b = ctx.read("ratings", columns=[*KEYS, LABEL, "likd"])
+                     c = ctx.read("movies", columns=list(NUM) + ["genre", NAME])
+                     d = ctx.read("ratings", columns=tuple(KEYS) + (LABEL,))
+                 """)}
+    root = write_repo(tmp_path, files=files)
+    code, out, err = invoke_cli(["check", "demo", "--env", "base"], root)
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        "train/demo.py:10:32: error[BE102]: column 'budget' is not in dataset 'movies' of "
+        "environment base",
+        "train/demo.py:11:52: error[BE102]: column 'likd' is not in dataset 'ratings' of "
+        "environment base",
+        "  hint: did you mean 'liked'?",
+        "train/demo.py:12:58: error[BE102]: column 'movies' is not in dataset 'movies' of "
+        "environment base",
+        "  hint: did you mean 'movie_id'?",
     ]
 
 
@@ -249,8 +284,10 @@ def test_invalid_training_config_is_be016(tmp_path):
         'entry = "train/demo.py:train"', 'entry = "train/demo.py"')})
     code, _, err = invoke_cli(["check", "demo", "--env", "base"], root)
     assert code == 2
-    assert err.splitlines()[0].startswith(
-        "pyproject.toml:9:1: error[BE016]: trainings.demo.entry: String should match pattern")
+    assert err.splitlines() == [
+        "pyproject.toml:9:1: error[BE016]: trainings.demo.entry: 'train/demo.py' is not "
+        "`path/to/module.py:function` (relative to the repository root)",
+        '  hint: e.g. entry = "trainings/churn.py:train"']
 
 
 def test_all_problems_sorted_with_json_and_sarif(tmp_path):

@@ -64,7 +64,7 @@ def test_envs_lists_broken_environments_and_their_errors(tmp_path):
     assert out.splitlines() == [
         "NAME    EXTENDS  LOCK      DATASETS",
         "base    -        missing   movies, ratings",
-        "broken  -        invalid   ",
+        "broken  base     invalid   ",  # what its file says: its parent, no datasets of its own
         "child   base     missing   movies, ratings",
     ]
     assert err.splitlines() == [
@@ -107,8 +107,9 @@ def test_invalid_pyproject_is_be016(tmp_path):
     root = write_repo(tmp_path, files={"pyproject.toml": "[tool.buildenv]\nenvironment_dir = 1\n"})
     code, out, err = invoke_cli(["envs"], root)
     assert (code, out) == (2, "")
-    assert err.splitlines()[0] == ("pyproject.toml:2:1: error[BE016]: environment_dir: Extra "
-                                   "inputs are not permitted (in [tool.buildenv])")
+    assert err.splitlines() == ["pyproject.toml:2:1: error[BE016]: unknown key 'environment_dir' "
+                                "in [tool.buildenv]",
+                                "  hint: did you mean 'environments_dir'?"]
 
 
 def test_invalid_toml_is_be016(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import invoke_cli
+from conftest import drop_store, invoke_cli
 
 from buildenv.core.project import Project
 from buildenv.data.evaluation import holdout_mask, key_hash
@@ -153,11 +154,37 @@ def train(ctx):
 def test_build_refuses_bytes_that_changed_after_the_lock_check(repo):
     code, out, err = invoke_cli(["lock"], repo)
     assert code == 0, err
+    drop_store(repo)  # the pinned bytes are nowhere else
     (repo / "train" / "demo.py").write_text(TRAIN_RACE)
     code, out, err = invoke_cli(["build", "demo", "--env", "base", "--no-register"], repo)
     assert code == 1
-    assert "error[BE055]: dataset 'ratings' does not match the lock: expected sha256:" in err
+    # the gate refuses the new bytes (BE055); a training process that writes a dataset file
+    # is refused before that (BE322), sandboxed or not
+    assert "error[BE055]: dataset 'ratings' does not match the lock: expected sha256:" in err \
+        or "error[BE322]: the training opened 'data/ratings.parquet.tmp' directly" in err, err
     assert not (repo / "dist" / "demo" / "base").exists()  # nothing trained on it was emitted
+
+
+TRAIN_COUNTS = TRAIN_RACE.replace(
+    "        df = ctx.read(\"ratings\", columns=[\"movie_id\", \"liked\"])",
+    "        df = ctx.read(\"ratings\", columns=[\"movie_id\", \"liked\"])\n"
+    "        ctx.log_metric(\"rows_read\", float(len(df)))")
+
+
+def test_a_build_reads_the_pinned_bytes_from_the_store_when_the_file_changed(repo):
+    """The lock kept the pinned bytes: a new version landing mid-build is not what is read."""
+    code, out, err = invoke_cli(["lock"], repo)
+    assert code == 0, err
+    (repo / "train" / "demo.py").write_text(TRAIN_COUNTS)
+    code, out, err = invoke_cli(["build", "demo", "--env", "base", "--no-register"], repo)
+    if code == 1:  # the training's own write into the dataset was refused (BE322)
+        assert "error[BE322]: the training opened 'data/ratings.parquet.tmp' directly" in err
+        return
+    assert code == 0, err
+    lineage = json.loads((repo / "dist" / "demo" / "base" / "buildenv.json").read_text())
+    assert lineage["metrics"]["rows_read"] > 4  # the 60 pinned rows less the holdout
+    assert lineage["datasets"]["ratings"]["digest"] == json.loads(
+        (repo / "environments" / "base.lock.json").read_text())["datasets"]["ratings"]["digest"]
 
 
 # --- the evaluation split ------------------------------------------------------------------------
@@ -258,8 +285,7 @@ def test_an_in_place_edit_that_restores_mtime_is_still_caught(repo):
     vouching and the read is hashed, which finds the edit."""
     code, out, err = invoke_cli(["lock"], repo)
     assert code == 0, err
-    import json
-
+    drop_store(repo)
     lock = json.loads((repo / "environments" / "base.lock.json").read_text())
     pins = {name: entry["digest"] for name, entry in lock["datasets"].items()}
     path = repo / "data" / "movies.parquet"

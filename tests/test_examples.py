@@ -33,9 +33,10 @@ def example(tmp_path_factory) -> Path:
     return root
 
 
-def test_the_multiverse_has_its_eight_environments():
-    assert ENVS == ["exp-genre-v1", "exp-genre-v2", "exp-onnx", "exp-onnx-trees", "prod-2026-06",
-                    "prod-2026-06-synthetic", "prod-2026-09", "prod-2026-12"]
+def test_the_multiverse_has_its_eleven_environments():
+    assert ENVS == ["exp-genre-v1", "exp-genre-v2", "exp-onnx", "exp-onnx-trees", "exp-relabel",
+                    "exp-stream", "exp-weak-genre", "prod-2026-06", "prod-2026-06-synthetic",
+                    "prod-2026-09", "prod-2026-12"]
 
 
 def test_envs(example):
@@ -47,6 +48,10 @@ def test_envs(example):
         "exp-genre-v2            exp-genre-v1  locked    movies, ratings, users",
         "exp-onnx                prod-2026-09  locked    movies, ratings, users",
         "exp-onnx-trees          exp-onnx      locked    movies, ratings, users",
+        "exp-relabel             prod-2026-09  locked    movies, ratings, users",
+        "exp-stream              prod-2026-09  locked    movies, ratings, users",
+        # its derived dataset and weak labels are built from the lock when first needed
+        "exp-weak-genre          exp-genre-v1  unbuilt   daily_ratings, movies, ratings, users",
         "prod-2026-06            -             locked    movies, ratings, users",
         "prod-2026-06-synthetic  prod-2026-06  locked    movies, ratings, users",
         "prod-2026-09            prod-2026-06  locked    movies, ratings, users",
@@ -63,8 +68,9 @@ def test_every_environment_but_the_root_extends(example):
             assert chain == [ROOT_ENV]
         else:
             assert len(chain) >= 2, f"{name} should branch from another environment"
-    assert multiverse.children("prod-2026-09") == ["exp-genre-v1", "exp-onnx", "prod-2026-12"]
-    assert multiverse.children("exp-genre-v1") == ["exp-genre-v2"]
+    assert multiverse.children("prod-2026-09") == ["exp-genre-v1", "exp-onnx", "exp-relabel",
+                                                   "exp-stream", "prod-2026-12"]
+    assert multiverse.children("exp-genre-v1") == ["exp-genre-v2", "exp-weak-genre"]
     assert multiverse.children("exp-onnx") == ["exp-onnx-trees"]
 
 
@@ -74,8 +80,12 @@ def test_show(example, env):
     assert (code, err) == (0, "")
     doc = json.loads(out)
     assert doc["name"] == env
-    assert set(doc["datasets"]) == {"movies", "ratings", "users"}
-    if env.startswith("exp-genre-"):  # the genre tagger's label: a label set
+    derived = {"daily_ratings"} if env == "exp-weak-genre" else set()
+    assert set(doc["datasets"]) == {"movies", "ratings", "users"} | derived
+    if env == "exp-weak-genre":  # inherits exp-genre-v1's label; adds a weak label set
+        assert doc["label"] == {"labels": "genre-v1"}
+        assert doc["labels"]["genre-rules"]["source"]["model"] == "generative"
+    elif env.startswith("exp-genre-"):  # the genre tagger's label: a label set
         assert doc["label"] == {"labels": env.replace("exp-", "")}
         assert doc["labels"][env.replace("exp-", "")]["ui_version"] == env[-1]
     else:
@@ -124,7 +134,10 @@ def test_locks_are_committed_and_up_to_date(example):
     for env in ENVS:
         assert (REPO_ROOT / "environments" / f"{env}.lock.json").is_file(), env
     code, out, err = invoke_cli(["lock", "--check"], example)
-    assert (code, out, err) == (0, f"{len(ENVS)} lock(s) up to date\n", "")
+    assert (code, out) == (0, f"{len(ENVS)} lock(s) up to date\n"), err
+    # a fresh copy builds exp-weak-genre's derived dataset and weak labels from the lock
+    assert all(line.startswith(("derive ", "apply labeling functions")) for line in
+               err.splitlines()), err
 
 
 def test_relocking_changes_no_byte(example, tmp_path):
@@ -132,7 +145,9 @@ def test_relocking_changes_no_byte(example, tmp_path):
     copy = tmp_path / "relock"
     shutil.copytree(example, copy, ignore=shutil.ignore_patterns(".buildenv"))
     code, out, err = invoke_cli(["lock"], copy)
-    assert (code, err) == (0, "")
+    assert code == 0, err
+    assert all(line.startswith(("derive ", "apply labeling functions")) for line in
+               err.splitlines()), err
     assert all(line.split(": ")[1].startswith("unchanged") for line in out.splitlines()), out
     for env in ENVS:
         name = f"{env}.lock.json"
@@ -174,7 +189,24 @@ def test_lock_row_counts_match_the_readme():
         "data/ratings/2026-06.parquet": 38320, "data/ratings/2026-09.parquet": 51759,
         "data/synthetic/prod-2026-06/users.parquet": 2000,
         "data/synthetic/prod-2026-06/ratings.parquet": 8000,
+        "catalog.movies": 3400, "data/tables/ratings": 51759,
+        ".buildenv/derived/exp-weak-genre/daily_ratings.parquet": 365,
     }
+
+
+def test_the_data_branch_and_the_stream_are_pinned_versions(example):
+    """exp-relabel follows the Iceberg branch `relabel`; exp-stream pins version 2 of the
+    Delta ratings stream, which holds the rows of the 2026-09 export."""
+    relabel = json.loads((REPO_ROOT / "environments" / "exp-relabel.lock.json").read_text())
+    movies = relabel["datasets"]["movies"]
+    assert movies["table"]["ref"] == "relabel" and movies["format"] == "iceberg"
+    assert movies["table"]["base"] == "data/tables/iceberg/warehouse/catalog/movies"
+    stream = json.loads((REPO_ROOT / "environments" / "exp-stream.lock.json").read_text())
+    assert stream["datasets"]["ratings"]["table"]["version"] == 2
+    code, out, err = invoke_cli(["diff", "prod-2026-09", "exp-relabel"], example)
+    assert code == 0, err
+    assert any(line.startswith("~ data movies: sha256:") and "-> snapshot " in line
+               and "(ref relabel), 3,400 rows in" in line for line in out.splitlines()), out
 
 
 def test_genre_label_sets_match_the_readme(example):
@@ -199,11 +231,12 @@ def test_genre_label_sets_match_the_readme(example):
 @pytest.mark.parametrize("env", ENVS)
 def test_validate(example, env):
     code, out, err = invoke_cli(["validate", env], example)
-    assert (code, out, err) == (0, f"{env}: 3 dataset(s) valid\n", "")
+    datasets = 4 if env == "exp-weak-genre" else 3
+    assert (code, out) == (0, f"{env}: {datasets} dataset(s) valid\n"), err
 
 
 TRAININGS = ["boosted", "critic-aware", "genre-tagger", "recommender"]
-LABEL_SET_ENVS = ["exp-genre-v1", "exp-genre-v2"]
+LABEL_SET_ENVS = ["exp-genre-v1", "exp-genre-v2", "exp-weak-genre"]
 
 
 @pytest.mark.parametrize("training", TRAININGS)
@@ -232,17 +265,44 @@ def test_static_checks_pass_everywhere(example, training):
 def test_generate_is_byte_identical(tmp_path):
     out = tmp_path / "generated"
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "examples" / "movies" / "generate.py"),
-                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     data = [("*.parquet", 7), ("labels/*.json", 2), ("labels/*.sssom.tsv", 1)]
-    generated = {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                 for pattern, _ in data for p in sorted(out.glob(f"**/{pattern}"))}
-    committed = {p.relative_to(REPO_ROOT / "data").as_posix():
-                 hashlib.sha256(p.read_bytes()).hexdigest()
-                 for pattern, _ in data for p in sorted((REPO_ROOT / "data").glob(f"**/{pattern}"))
-                 if "synthetic" not in p.parts}  # written by `buildenv synth`, not generated
+
+    def files(root: Path) -> dict[str, str]:
+        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for pattern, _ in data for p in sorted(root.glob(f"**/{pattern}"))
+                # synthetic: written by `buildenv synth`; tables: compared version by version
+                if "synthetic" not in p.parts and "tables" not in p.parts}
+
+    generated, committed = files(out), files(REPO_ROOT / "data")
     assert len(generated) == sum(n for _, n in data)
     assert generated == committed
+    _same_table_versions(out, REPO_ROOT / "data")
+
+
+def _same_table_versions(generated: Path, committed: Path) -> None:
+    """The tables' writers name files by random UUIDs and record commit times: the same
+    rows at every version, snapshot and ref is what the generator can promise."""
+    deltalake = pytest.importorskip("deltalake")
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    for version in range(4):
+        a, b = (deltalake.DeltaTable(str(root / "tables" / "ratings"), version=version)
+                .to_pyarrow_table().sort_by([("user_id", "ascending"), ("movie_id", "ascending"),
+                                             ("rating_ts", "ascending")])
+                for root in (generated, committed))
+        assert a.equals(b), f"ratings version {version}"
+    tables = []
+    for root in (generated, committed):
+        catalog = SqlCatalog("default", **{
+            "uri": f"sqlite:///{root / 'tables' / 'iceberg' / 'catalog.db'}",
+            "py-io-impl": "buildenv.data.tables.iceberg_io.RepoFileIO",
+            "buildenv.data-root": str(root.parent)})
+        tables.append(catalog.load_table("catalog.movies"))
+    for ref in ("main", "relabel"):
+        a, b = (t.scan().use_ref(ref).to_arrow().sort_by("movie_id") for t in tables)
+        assert a.equals(b), f"movies at {ref}"
 
 
 def test_the_restricted_example_answers_private_statistics(example):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, drop_store
 from partitioned_repo import (
     DAYS,
     FILES_PER_DAY,
@@ -109,6 +109,7 @@ def test_ray_refuses_a_changed_file_like_local(tmp_path, ray_executor):
     multiverse = Multiverse(project)
     results, _ = lock_environments(multiverse, ["ev"])
     lock = results[0][1]
+    drop_store(root)  # else the gate reads the pinned bytes from the store
     pq.write_table(events_table(4242), file_path(root, 3, 0))
     res = multiverse.resolve("ev")
     out = {}
@@ -208,6 +209,8 @@ def test_without_the_extra_the_diagnostic_says_what_to_install(tmp_path):
     # and [tool.buildenv] executor selects it the same way
     (root / "pyproject.toml").write_text((root / "pyproject.toml").read_text().replace(
         "[tool.buildenv]\n", '[tool.buildenv]\nexecutor = "ray"\n'))
+    for path in (root / "data").rglob("*.parquet"):
+        os.utime(path)  # new stats: the check must hash them, on the executor configured
     code, _, err, _ = cli(["lock", "--check"], root, prelude=no_ray)
     assert code == 2 and "error[BE880]" in err
 
@@ -242,3 +245,40 @@ def test_the_per_file_sampling_threshold_changes_no_statistic(tmp_path, monkeypa
     monkeypatch.setattr(PartitionedRead, "total_rows", lambda self: 10**9)  # far too low
     assert stats("low") == with_threshold
     assert passes[:2] == [pytest.approx(2 * 700 / 10**9 + 1e-4), float("inf")]
+
+
+@pytest.mark.slow
+def test_a_local_ray_prints_nothing_of_its_own(tmp_path):
+    """Ray's start-up warnings (its token-authentication banner) stay out of the command's
+    output: what a command prints is buildenv's."""
+    pytest.importorskip("ray")
+    root = make_partitioned_repo(tmp_path)
+    code, _, err, _ = cli(["lock", "ev"], root)
+    assert code == 0, err
+    code, out, err, _ = cli(["validate", "ev", "--executor", "ray", "--no-progress"], root,
+                            {"BUILDENV_RAY_NUM_CPUS": "1", "BUILDENV_RAY_OBJECT_STORE_MB": "80"},
+                            timeout=300)
+    assert code == 0, err
+    assert out == "ev: 1 dataset(s) valid\n"
+    assert err == ""
+
+
+def test_a_delta_table_runs_one_task_per_data_file_on_ray_like_local(tmp_path, ray_executor):
+    pytest.importorskip("deltalake")
+    from tables_repo import make_delta_repo
+
+    root = make_delta_repo(tmp_path)
+    project = Project.discover(root)
+    multiverse = Multiverse(project)
+    out = {}
+    for name, executor in (("local", LocalExecutor(2)), ("ray", ray_executor)):
+        (root / ".buildenv" / "statcache.json").unlink(missing_ok=True)
+        shutil.rmtree(root / ".buildenv" / "cache", ignore_errors=True)
+        results, problems = lock_environments(multiverse, ["tab"], executor=executor)
+        assert problems == []
+        lock = results[0][1]
+        assert len(lock.datasets["events"].manifest.files) == 6  # tasks: one per data file
+        found = validate_env(multiverse.resolve("tab"), project, lock.pins(),
+                             manifests=lock.manifests(), executor=executor)
+        out[name] = (lock.render(), [d.to_json() for d in found])
+    assert out["ray"] == out["local"]

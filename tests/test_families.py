@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 from familyrepo import make_family_repo
+from sandbox_repo import sandbox_usable
 from services import free_port, stop
 
 from buildenv.compile.artifact import read_lineage
@@ -104,6 +105,8 @@ def test_family_builds_and_rebuilds_byte_identical(repo, tmp_path, training, env
     assert lineage["importance"]["method"] == "permutation"
     assert set(lineage["importance"]["features"]) == set(lineage["inputs"])
     assert lineage["precheck"]["status"] == "passed"
+    if sandbox_usable("any"):  # every family's libraries load in the sandbox (read-only venv)
+        assert lineage["isolation"]["mechanism"] != "none", lineage["isolation"]
     if fmt == "onnx":
         inventory = lineage["onnx"]["inventory"]
         assert inventory["opset_import"]["ai.onnx"] <= 18
@@ -365,3 +368,20 @@ def test_pickle_is_an_explicit_opt_in(repo, tmp_path):
         load_verified_model(project, out, digest, "pk", resolved(repo, "sk").env)
     assert [d.code for d in caught.value.diagnostics] == ["BE773"]
     shutil.rmtree(out)
+
+
+def test_library_versions_without_recorded_files_still_name_the_distribution(monkeypatch):
+    """A PEX virtualenv (how `./pants build` runs a training) records only each `.dist-info`:
+    `packages_distributions` cannot map `sklearn` there, and serving's pins would go
+    unchecked (BE408). The distribution is found by the names it is published under."""
+    from importlib import metadata
+
+    import sklearn
+    import xgboost
+
+    from buildenv.training.families.base import library_versions
+
+    monkeypatch.setattr(metadata, "packages_distributions", lambda: {})
+    found = library_versions(["sklearn", "xgboost"])
+    assert found["scikit-learn"] == sklearn.__version__
+    assert found["xgboost"] == xgboost.__version__

@@ -156,13 +156,20 @@ def test_concurrent_promotions_of_different_candidates_never_both_win(world, rep
     assert_chain(repo)  # a lost update would show as two moves starting from v1
 
 
+def _model_file(artifact: Path) -> Path:
+    """The artifact's model file, whatever its format (skops by default; pickle on request)."""
+    return next(artifact / name for name in ("model.skops", "model.onnx", "model.pkl")
+                if (artifact / name).is_file())
+
+
 def _stored_copies(root: Path, original: bytes) -> list[Path]:
-    return [p for p in (root / ".buildenv").rglob("model.pkl") if p.read_bytes() == original]
+    return [p for name in ("model.skops", "model.onnx", "model.pkl")
+            for p in (root / ".buildenv").rglob(name) if p.read_bytes() == original]
 
 
 def test_tampered_champion_is_never_unpickled(world, repo, tmp_path):
     assert invoke_cli(["promote", "churn", "--env", "prod"], repo)[0] == 0
-    original = (world["kept"]["1"] / "model.pkl").read_bytes()
+    original = _model_file(world["kept"]["1"]).read_bytes()
     copies = _stored_copies(repo, original)
     assert any("mlartifacts" in p.parts for p in copies) and any("cache" in p.parts
                                                                  for p in copies)

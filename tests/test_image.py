@@ -124,6 +124,7 @@ def test_context_vendors_the_serving_runtime(repo: Path) -> None:
                                           for f in (ctx / d).rglob("*") if f.is_file())
     assert not list((ctx / "site-packages").rglob("__pycache__"))
     serving = json.loads((ctx / "app/serving.json").read_text())
+    # the served columns' declarations the app checks requests against (issue 19)
     assert serving["inputs"] == {
         "plan": {"dtype": "string", "nullable": False, "domain": ["basic", "pro", "team"]},
         "spend": {"dtype": "float64", "nullable": False, "range": [0, 1000]},

@@ -237,13 +237,15 @@ def test_gx_suite_prints_columns_and_lists_what_it_left_out(tmp_path):
         "# from the Great Expectations suite 'hand_written': 10 of 16 expectations translated",
         "# (the warnings list what was not, or only in part, and why)",
         "# Paste under an environment's `datasets:` and add the dataset's `uri`."]
-    assert columns_of(out) == {
-        "flight_id": {"dtype": "int64", "nullable": False, "unique": True},
-        "distance": {"dtype": "float64", "range": [0, None]},
+    assert columns_of(out) == {  # a suite compares no distributions: nothing is monitored
+        "flight_id": {"dtype": "int64", "nullable": False, "unique": True, "monitor": False},
+        "distance": {"dtype": "float64", "range": [0, None], "monitor": False},
         "carrier": {"dtype": "string", "pattern": "^[A-Z0-9]{2}$", "length": [2, 2],
-                    "max_violation_fraction": 0.01},
-        "rating": {"dtype": "float64", "domain": [0.5, 1.0, 1.5, 2.0]},
+                    "max_violation_fraction": 0.01, "monitor": False},
+        "rating": {"dtype": "float64", "domain": [0.5, 1.0, 1.5, 2.0], "monitor": False},
     }
+    doc = yaml.safe_load(out)
+    assert "monitoring" not in doc and "undeclared_columns" not in doc["datasets"]["t"]
 
     def line(needle: str) -> int:
         lines = FLIGHTS_SUITE.splitlines()
@@ -304,7 +306,8 @@ def test_gx_0x_suite_reads_the_same(tmp_path):
                  style="0.x")
     assert columns_of(run_import(tmp_path, "gx", one)[1]) == \
         columns_of(run_import(tmp_path, "gx", zero)[1]) == {"a": {"dtype": "int64",
-                                                                  "range": [1, None]}}
+                                                                  "range": [1, None],
+                                                                  "monitor": False}}
 
 
 def test_gx_types_map_to_dtypes():
@@ -339,13 +342,13 @@ def test_gx_partial_translations_are_reported_as_approximate(tmp_path):
         expectation("column_values_to_be_of_type", "b", type_="float64"),
         expectation("column_min_to_be_between", "a", min_value=0, max_value=10),
         expectation("column_max_to_be_between", "b", min_value=5)))
-    assert columns_of(out) == {"a": {"dtype": "int64", "range": [0, None]},
-                               "b": {"dtype": "float64"}}
+    assert columns_of(out) == {"a": {"dtype": "int64", "range": [0, None], "monitor": False},
+                               "b": {"dtype": "float64", "monitor": False}}
+    assert yaml.safe_load(out)["datasets"]["t"]["undeclared_columns"] == "error"
     assert [line.split(": ", 1)[1] for line in err.splitlines()] == [
         "warning[BE905]: expect_table_columns_to_match_ordered_list: approximate: columns are "
-        "declared, but buildenv does not constrain their order",
-        "warning[BE905]: expect_table_columns_to_match_set: approximate: columns are declared, "
-        "but buildenv allows columns it does not declare (exact_match)",
+        "declared and others are errors (undeclared_columns: error), but buildenv does not "
+        "constrain their order",
         "warning[BE905]: expect_column_min_to_be_between on 'a': approximate: min_value is a "
         "range bound; max_value bounds the column's minimum itself, an aggregate, and is not "
         "translated",
@@ -421,38 +424,40 @@ def test_tfdv_schema_prints_columns_drift_thresholds_and_what_it_left_out(tmp_pa
     code, out, err = run_import(tmp_path, "tfdv", TAXI_SCHEMA)
     assert code == 0
     doc = yaml.safe_load(out)
+    assert doc["datasets"]["t"]["undeclared_columns"] == "error"  # SCHEMA_NEW_COLUMN
     assert doc["datasets"]["t"]["columns"] == {
-        "trip_id": {"dtype": "int64", "nullable": False, "range": [1, None]},
-        "payment_type": {"dtype": "string", "max_null_fraction": 0.02,
+        "trip_id": {"dtype": "int64", "nullable": False, "min_count": 1, "range": [1, None],
+                    "monitor": False},
+        "payment_type": {"dtype": "string", "max_null_fraction": 0.02, "min_count": 1,
                          "domain": ["Cash", "Credit Card", 'No "Charge"'],
                          "max_violation_fraction": 0.1},
-        "fare": {"dtype": "float64", "range": [0.0, 1000.0], "description": "Fare in USD."},
-        "tips": {"dtype": "float64", "serving": False},
-        "is_member": {"dtype": "int64", "domain": [0, 1]},
-        "pickup_time": {"dtype": "string"},
+        "fare": {"dtype": "float64", "min_count": 1, "allow_nan": False,
+                 "range": [0.0, 1000.0], "description": "Fare in USD."},
+        "tips": {"dtype": "float64", "min_count": 1, "monitor": False, "serving": False},
+        "is_member": {"dtype": "int64", "required": False, "domain": [0, 1], "monitor": False},
+        "pickup_time": {"dtype": "string", "required": False, "monitor": False},
     }
-    assert doc["monitoring"] == {"drift": {"columns": {"payment_type": {"linf": 0.05},
-                                                       "fare": {"jsd": 0.1}}}}
+    # the schema's own comparators only: buildenv's built-in thresholds are turned off
+    assert doc["monitoring"] == {
+        "drift": {"categorical": {"linf": None}, "numeric": {"psi": None},
+                  "columns": {"payment_type": {"linf": 0.05}, "fare": {"jsd": 0.1}}},
+        "skew": {"categorical": {"linf": None, "mismatch": None},
+                 "numeric": {"psi": None, "mismatch": None},
+                 "columns": {"payment_type": {"linf": 0.01}}}}
     assert "6 of 8 features translated" in out
 
     def line(needle: str) -> int:
         return next(i for i, text in enumerate(TAXI_SCHEMA.splitlines()) if needle in text) + 1
 
     assert err.splitlines() == [
-        f"schema.pbtxt:{line('skew_comparator')}: warning[BE904]: feature 'payment_type': "
-        "skew_comparator: not translated: training/serving skew needs serving logs; buildenv "
-        "compares dataset versions (drift_comparator)",
-        f"schema.pbtxt:{line('float_domain')}: warning[BE904]: feature 'fare': "
-        "float_domain.disallow_nan: not translated: buildenv ranges ignore NaN (it is neither "
-        "below nor above a bound)",
-        f"schema.pbtxt:{line('presence {{ min_count: 1 }}'.replace('{{', '{').replace('}}', '}'))}"
-        ": warning[BE904]: presence.min_count of 2 feature(s) (fare, tips): not translated: "
-        "'present in at least N examples' is a count, and these features have no "
-        "min_fraction that implies it; buildenv has no minimum count (an entirely null column "
-        "passes)",
+        f"schema.pbtxt:{line('name: ' + chr(34) + 'tags')}: warning[BE905]: schema: "
+        "features not "
+        "declared: approximate: TFDV knows tags, old_zone, but the dataset does not declare "
+        "them (see their own warnings), so data holding them is reported as undeclared columns "
+        "(undeclared_columns: error); declare them by hand, or lower undeclared_columns to warn",
         f"schema.pbtxt:{line('value_count { min: 0')}: warning[BE904]: feature 'tags': "
         "value_count: not translated: a list-valued feature (more than one value per "
-        "example); buildenv columns hold one value per row",
+        "example); buildenv columns hold one value per row (there is no list dtype)",
         f"schema.pbtxt:{line('unique_constraints')}: warning[BE904]: feature 'is_member': "
         "unique_constraints: not translated: bounds the number of distinct values, an "
         "aggregate (not the same as `unique: true`)",

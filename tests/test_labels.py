@@ -133,7 +133,7 @@ def test_label_set_declaration_is_checked(tmp_path):
 def test_lock_pins_label_sets_with_counts(repo):
     code, out, err = lock(repo)
     assert code == 0, err
-    assert "v2: updated (1 datasets, 200 rows, 2 label set(s)," in out
+    assert "v2: updated (1 dataset, 200 rows, 2 label set(s)," in out
     locked = read_lock(Project.discover(repo), "v2")
     v1, v2 = locked.labels["kind-v1"], locked.labels["kind-v2"]
     tasks = v1_tasks(items_table())

@@ -356,6 +356,8 @@ def test_changed_data_is_be051_with_digests_and_command(locked):
         f"locked: {old} -> {new} (data/movies.parquet)",
         "  hint: if the new data is intended, review `buildenv drift base --dataset movies "
         "--against data/movies.parquet` and run `buildenv lock base`",
+        "  hint: if not, `buildenv checkout base` restores the locked bytes from the object "
+        "store",
     ]
     assert old != new
 
@@ -408,7 +410,7 @@ def test_newer_lock_version_is_be013(locked):
     assert (code, out) == (2, "")
     assert err.splitlines() == [
         "environments/child.lock.json: error[BE013]: lock_version 99 is newer than this "
-        "buildenv supports (2)",
+        "buildenv supports (3)",
         "  hint: upgrade buildenv",
     ]
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +17,8 @@ import pytest
 from conftest import REPO_ROOT
 
 import buildenv.core.mutex as mutex_module
+from buildenv.cli.progress_view import Lines
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_dir
 from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.mutex import mutex
@@ -42,9 +46,11 @@ def test_lock_excludes_another_process_and_dies_with_it(tmp_path):
         with pytest.raises(DiagnosticError) as caught, mutex(path, "the test resource", 0.5):
             pass
         assert time.monotonic() - started >= 0.5
-        assert caught.value.diagnostics[0].to_text().startswith(
-            f"buildenv: error[BE760]: gave up after 0.5 s waiting for the test resource (held "
-            f"by process {holder.pid})")
+        assert re.match(
+            rf"buildenv: error\[BE760\]: gave up after 0\.5 s waiting for the test resource "
+            rf"\(held by process {holder.pid} \(python -c \S+\) since "
+            rf"\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)$",
+            caught.value.diagnostics[0].to_text().splitlines()[0])
         holder.send_signal(signal.SIGKILL)  # the kernel releases the lock of a killed holder
         holder.wait()
         with mutex(path, "the test resource", 5):
@@ -53,6 +59,33 @@ def test_lock_excludes_another_process_and_dies_with_it(tmp_path):
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+
+
+def test_a_wait_is_shown_with_its_holder_and_timed_as_a_phase(tmp_path):
+    """Waiting for another process is visible: the task waiting switches to the phase `wait`
+    (so a build's timings say where its time went), and a progress task names the holder."""
+    path = tmp_path / "locks" / "x.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path)], env=ENV,
+                              stdout=subprocess.PIPE, text=True)
+    stream = io.StringIO()
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with progress.installed(Lines(stream, after=0, ticking=False)), \
+                progress.task("build demo @ base") as task:
+            task.phase("check")
+            with pytest.raises(DiagnosticError, match="BE760"), \
+                    mutex(path, "the test resource", 0.3):
+                pass
+            assert task.phase_name == "check"  # back to what it was doing
+            assert task.timings["wait"] >= 0.3
+    finally:
+        holder.kill()
+        holder.wait()
+    lines = stream.getvalue().splitlines()
+    assert "wait build demo @ base: started" in lines
+    waiting = [line for line in lines if line.startswith("waiting for the test resource")]
+    assert re.fullmatch(rf"waiting for the test resource, held by process {holder.pid} "
+                        rf"\(python -c \S+\) since \S+Z: started", waiting[0]), waiting
 
 
 def test_lock_is_reentrant_in_a_thread_and_exclusive_between_threads(tmp_path, monkeypatch):
@@ -112,6 +145,8 @@ def test_sweep_removes_only_what_dead_owners_left(tmp_path):
 WRITE_DIR = """
 import sys, time
 from pathlib import Path
+from buildenv.cli.progress_view import Lines
+from buildenv.core import progress
 from buildenv.core.atomic import atomic_dir
 final, scratch, tag = Path(sys.argv[1]), Path(sys.argv[2]) if sys.argv[2] else None, sys.argv[3]
 with atomic_dir(final, scratch) as tmp:

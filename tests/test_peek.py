@@ -4,6 +4,7 @@ are printed."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,9 +24,10 @@ def repo(tmp_path) -> Path:
     return root
 
 
-def peek(root: Path, *args: str, actor: str = "steward") -> tuple[int, str, str]:
+def peek(root: Path, *args: str, actor: str = "steward",
+         env: dict | None = None) -> tuple[int, str, str]:
     return invoke_cli(["peek", "people", "--dataset", "people", *args], root,
-                      env={"BUILDENV_ACTOR": actor})
+                      env={"BUILDENV_ACTOR": actor, **(env or {})})
 
 
 def records(root: Path) -> list[dict]:
@@ -48,6 +50,23 @@ def test_an_allowed_actor_with_a_reason_sees_rows_and_the_access_is_recorded(rep
     assert record["details"]["reason"] == "INC-42: ages look off"
     assert record["digest"].startswith("sha256:")
     assert invoke_cli(["audit", "--verify"], repo)[0] == 0
+
+
+def test_the_declared_actor_and_the_os_user_are_both_recorded(repo):
+    """BUILDENV_ACTOR is a declaration anyone can make (here with USER set to match it): the
+    log also holds the account the process ran as, from its user id."""
+    import pwd
+
+    real = pwd.getpwuid(os.geteuid()).pw_name
+    code, _, err = peek(repo, "--rows", "1", "--reason", "INC-7", actor="steward",
+                        env={"USER": "steward", "LOGNAME": "steward"})
+    assert code == 0, err
+    record = [r for r in records(repo) if r["details"].get("outcome") == "shown"][-1]
+    assert (record["actor"], record["os_user"]) == ("steward", real)
+    code, out, _ = invoke_cli(["audit"], repo)
+    header, *rows = out.splitlines()
+    assert header.split()[:5] == ["SEQ", "TIME", "ACTOR", "OS", "USER"]
+    assert rows[-1].split()[2:4] == ["steward", real]
 
 
 def test_the_record_is_written_before_anything_is_printed(repo, monkeypatch):

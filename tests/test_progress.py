@@ -240,8 +240,8 @@ def test_bad_progress_settings_are_usage_errors(repo):
 # --- timings and the slowest pairs -------------------------------------------------------------
 
 def test_phase_timings_split_the_training_process():
-    own = {"check": 0.2, "validate": 1.0, "toolchain": 0.5, "train": 10.0, "verify": 0.1,
-           "save": 0.3, "register": 2.0}
+    own = {"wait": 0.5, "check": 0.2, "validate": 1.0, "toolchain": 0.5, "train": 10.0,
+           "verify": 0.1, "save": 0.3, "register": 2.0}
     runner = {"precheck": 0.5, "train": 6.0, "importance": 1.5, "save": 0.5, "onnx": 1.0,
               "parity": 0.25, "evaluate": 0.1}
     got = phase_timings(own, runner)
@@ -267,6 +267,17 @@ def test_slowest_pairs_in_the_matrix():
     assert "slowest:\n  b @ p: 61.2 s" in text and text.endswith("5 pairs: 5 built, 0 cached, "
                                                                   "0 failed")
     assert render_matrix(outcomes, quiet=True) == "5 pairs: 5 built, 0 cached, 0 failed"
+    assert render_matrix(outcomes[:1], quiet=True) == "1 pair: 1 built, 0 cached, 0 failed"
+
+
+def test_one_of_a_unit_is_singular():
+    with progress.task("build --all", total=1, unit="pairs") as matrix:
+        assert progress_view.amount_text(matrix) == "0 of 1 pairs"
+        matrix.advance(1)
+        assert progress_view.amount_text(matrix) == "1 pair"
+    with progress.task("infer events", unit="rows") as rows:
+        rows.advance(2)
+        assert progress_view.amount_text(rows) == "2 rows"
 
 
 # --- the command line, end to end --------------------------------------------------------------

@@ -24,7 +24,7 @@ from buildenv.release.retrain import rewrite_uri
 pytestmark = pytest.mark.slow
 
 WATCHED = ("environments/prod.yaml", "environments/prod.lock.json",
-           "dist/churn/prod/buildenv.json", "dist/churn/prod/model.pkl")
+           "dist/churn/prod/buildenv.json", "dist/churn/prod/model.skops")
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,11 @@ def test_retrain_end_to_end(repo: Path) -> None:
         ("gate", "passed"), ("swap", "passed"), ("promote", "passed"), ("finish", "passed")]
     assert len({e["retrain"] for e in got}) == 1
     assert got[-2]["message"] == "prod-champion: v1 -> v2"
+    # the gate line says what it judged: the values, not only the verdict
+    assert re.search(r"^\[gate churn\] passed: val_auc 0\.\d{4} \(candidate v2, champion v1 "
+                     r"0\.\d{4}\); min_value >= 0\.65: 0\.\d{4} pass; max_regression <= "
+                     r"0\.\d+: 0\.\d{4} pass; required_check:validate passed: passed \(build\) "
+                     r"pass", out, re.M), out
     assert champion(repo) == "2"
     env_text = (repo / "environments/prod.yaml").read_text()
     assert "    uri: data/events-v2.parquet   # replaced by retrain --uri\n" in env_text
@@ -113,11 +118,14 @@ def test_retrain_end_to_end(repo: Path) -> None:
     assert "error[BE701]" in got[-1]["alert"][0]
     gate = got[-2]["evaluation"]
     assert gate["candidate"]["version"] == "3" and gate["champion"]["version"] == "2"
+    assert re.match(r"val_auc 0\.[45]\d{3} \(candidate v3, champion v2 0\.\d{4}\); "
+                    r"min_value >= 0\.65: 0\.[45]\d{3} FAIL", got[-2]["message"]), got[-2]
     assert snapshot(repo) == before
     assert champion(repo) == "2"
     assert _retrain_run(repo, got[0]["retrain"])["buildenv.retrain_status"] == "stopped"
 
-    # a new version replaces the data in place: no drift baseline is left, the rest runs
+    # a new version replaces the data in place: the object store kept the locked version, so
+    # drift still has its baseline (without the store there would be none: skipped)
     log.unlink()
     write_events(repo, "events-v2.parquet", events(5))
     code, out, err = retrain(repo, "--promote", "--events", str(log))
@@ -127,9 +135,7 @@ def test_retrain_end_to_end(repo: Path) -> None:
     assert got[steps(got).index(("detect", "changed"))]["datasets"] == {
         "events": "new content at the same uri"}
     drift = next(e for e in got if e["step"] == "drift")
-    assert drift["status"] == "skipped"
-    assert drift["message"] == ("dataset 'events': no baseline (the locked version was replaced "
-                                "in place)")
+    assert drift["status"] == "passed", drift
     assert champion(repo) == "4"
 
 

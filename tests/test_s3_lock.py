@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from conftest import invoke_cli, movies_table, write_repo
-
-from buildenv.data import storage
+from moto_s3 import fresh_bucket, moto_server  # noqa: F401 (fixtures `s3`, `moto_endpoint`)
 
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
@@ -32,59 +25,6 @@ datasets:
       runtime_minutes: {{dtype: float64, range: [1, 600]}}
       critic_score: {{dtype: float64, range: [0, 100], serving: false}}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"moto server exited with {proc.returncode}")
-            try:
-                with urllib.request.urlopen(endpoint + "/moto-api/", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("moto server did not start within 30 s")
-                time.sleep(0.1)
-        yield endpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture
-def s3(moto_endpoint, monkeypatch):
-    """A fresh bucket on the moto server; the process-wide S3 client is reset around the test."""
-    for key in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setattr(storage, "_S3", None)
-    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
-    bucket = f"buildenv-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket)
-    yield client, bucket
-    storage._S3 = None
 
 
 def _parquet_bytes(seed: int, rows: int) -> bytes:
@@ -113,7 +53,7 @@ def test_s3_digest_equals_local_sha256(tmp_path, s3):
 
     code, out, err = invoke_cli(["lock", "remote"], root)
     assert (code, err) == (0, ""), err
-    assert out == "remote: updated (1 datasets, 20 rows)\n"
+    assert out == "remote: updated (1 dataset, 20 rows)\n"
     locked = _lock(root)["datasets"]["movies"]
     assert locked == {"uri": f"s3://{bucket}/movies/2026.parquet", "format": "parquet",
                       "digest": "sha256:" + hashlib.sha256(local.read_bytes()).hexdigest(),

@@ -255,14 +255,44 @@ def test_unknown_column_in_label_and_monitoring(tmp_path):
 
 
 def test_deleting_a_referenced_column_breaks_the_inherited_reference(tmp_path):
-    """Removing `genre` with null leaves the parent's monitoring override dangling: the error
-    points at the parent line that names it."""
+    """Removing `genre` with null leaves the parent's monitoring override dangling: the child
+    broke it, so the error is at the child's `null`, and a hint points at the parent line that
+    still names it."""
     root = write_repo(tmp_path, envs=child("datasets:\n  movies:\n    columns:\n"
                                            "      genre: null\n"))
     assert show_errors(root, "child") == [
-        "environments/base.yaml:26:7: error[BE010]: monitoring.drift.columns: unknown column "
+        "environments/child.yaml:6:7: error[BE010]: monitoring.drift.columns: unknown column "
         "'genre'",
+        "  hint: datasets.movies.columns.genre is deleted here (`genre: null`), but "
+        "environments/base.yaml:26:7 (inherited) still refers to it: keep it, or override that "
+        "reference here",
     ]
+
+
+def test_a_child_changing_a_dtype_is_blamed_with_the_inherited_line(tmp_path):
+    """A child that changes a column's dtype so that the parent's domain (or range) no longer
+    fits: the error is at the child's `dtype`, the hint at the parent's `domain`."""
+    root = write_repo(tmp_path, envs=child(
+        "datasets:\n  movies:\n    columns:\n      genre: {dtype: int32}\n"
+        "      runtime_minutes: {dtype: string}\n"))
+    assert show_errors(root, "child") == [
+        "environments/child.yaml:6:15: error[BE012]: datasets.movies.columns.genre: domain value "
+        "'comedy' is not an int32",
+        "  hint: `dtype: int32` is set here, in environments/child.yaml; the `domain` it "
+        "conflicts with is inherited from environments/base.yaml:10:47: change `dtype`, or "
+        "override `domain` here (`domain: null` drops it)",
+        "environments/child.yaml:7:25: error[BE011]: datasets.movies.columns.runtime_minutes: a "
+        "string column takes no range (use domain)",
+        "  hint: `dtype: string` is set here, in environments/child.yaml; the `range` it "
+        "conflicts with is inherited from environments/base.yaml:11:41: change `dtype`, or "
+        "override `range` here (`range: null` drops it)",
+    ]
+    # the same keys in one file: reported where they are, no hint about inheritance
+    root = write_repo(tmp_path, envs={"base": BASE_YAML.replace(
+        "genre: {dtype: string,", "genre: {dtype: int32,")})
+    assert show_errors(root, "base")[:1] == [
+        "environments/base.yaml:10:46: error[BE012]: datasets.movies.columns.genre: domain value "
+        "'comedy' is not an int32"]
 
 
 # --- BE011 / BE012: ranges and domains ------------------------------------------------------------

@@ -45,6 +45,7 @@ def opendp(what: str = "a differentially private release") -> Any:
     return SimpleNamespace(
         t=t, m=m, c=c, accuracy=accuracy, vector_domain=domains.vector_domain,
         atom_domain=domains.atom_domain, symmetric_distance=metrics.symmetric_distance,
+        absolute_distance=metrics.absolute_distance,
         binary_search=mod.binary_search, binary_search_param=mod.binary_search_param)
 
 

@@ -20,6 +20,9 @@ A crash while a line is written leaves a torn last line: that release was never 
 nothing was shown; the next writer cuts it off. Any other line that is not a record means the
 ledger was damaged: releases stop (BE819) until it is restored, since ignoring it would
 understate what was spent.
+
+A sandboxed training cannot reach the state directory: its `spend` asks the build, which
+spends for it from this environment's budget (`buildenv.compile.sandbox_services`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 from buildenv.core.actor import actor
 from buildenv.core.appendlog import AppendLog
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.data.gate import handover
 from buildenv.env.spec import Environment
 
 __all__ = ["TOLERANCE", "BudgetExceeded", "Ledger", "scope_of"]
@@ -94,6 +98,8 @@ class Ledger:
     def spend(self, *, scope: str, epsilon: float, budget: float, **record: Any) -> dict[str, Any]:
         """Record a release of `epsilon` in `scope` if it fits in `budget`; BudgetExceeded
         otherwise. The check and the append happen under one exclusive lock."""
+        if handover.active():
+            return _spend_through_build(epsilon, record)
         log = AppendLog(self.path, "the privacy budget ledger")
         with log.locked():
             log.cut_torn_tail()
@@ -104,6 +110,19 @@ class Ledger:
                      "actor": actor(), "scope": scope, "epsilon": epsilon, **record}
             log.append(json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n")
         return entry
+
+
+def _spend_through_build(epsilon: float, record: dict[str, Any]) -> dict[str, Any]:
+    """The build spends for a sandboxed training (it decides the scope and budget itself)."""
+    reply = handover.ask("spend", epsilon=epsilon, record=record)
+    if reply.get("ok") and isinstance(reply.get("entry"), dict):
+        return dict(reply["entry"])
+    exceeded = reply.get("exceeded")
+    if isinstance(exceeded, list) and len(exceeded) == 3:
+        raise BudgetExceeded(*(float(v) for v in exceeded))
+    raise DiagnosticError([Diagnostic.from_json(d) for d in reply.get("diagnostics") or []] or [
+        Diagnostic("BE819", f"the build did not record the release in the privacy budget "
+                   f"ledger ({reply.get('error')}); nothing is released")], 1)
 
 
 def _finite(value: Any) -> bool:

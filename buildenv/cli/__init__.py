@@ -14,8 +14,10 @@ from buildenv.cli import early
 
 early.start(sys.argv)
 # Registration order is the order of `buildenv --help`: the pipeline's.
+from buildenv.cli import init_commands  # noqa: E402, F401
 from buildenv.cli import env_commands  # noqa: E402, F401
 from buildenv.cli import data_commands  # noqa: E402, F401
+from buildenv.cli import store_commands  # noqa: E402, F401
 from buildenv.cli import access_commands  # noqa: E402, F401
 from buildenv.cli import labels_commands  # noqa: E402, F401
 from buildenv.cli import compile_commands  # noqa: E402, F401

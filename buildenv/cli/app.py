@@ -53,7 +53,8 @@ class DataFormat(str, Enum):
 
 
 RootOpt = typer.Option(None, "--root", help="Repository root (default: nearest parent with "
-                       "pyproject.toml or environments/; env BUILDENV_ROOT).")
+                       "a [tool.buildenv] table in pyproject.toml or an environments/ "
+                       "directory; env BUILDENV_ROOT).")
 FormatOpt = typer.Option(Format.text, "--format", help="Diagnostics as text, json or sarif.")
 ExecutorOpt = typer.Option(None, "--executor", help="Where the per-file work on partitioned "
                            "datasets runs: local (this process) or ray (BUILDENV_RAY_ADDRESS / "
@@ -68,9 +69,25 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="Print errors and the final
 
 
 def open_project(root: Optional[Path], data_root: Optional[Path] = None):
+    """The project the command works on; BE040 (exit 2) outside of one."""
     from buildenv.core.project import Project
 
-    return Project.discover(root, data_root)
+    return Project.open(root, data_root)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from buildenv import __version__
+
+        print(f"buildenv {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_print_version,
+                                       is_eager=True, help="Print buildenv's version and exit."),
+          ) -> None:
+    """Compile ML training code against declarative, locked build environments."""
 
 
 def emit(diagnostics: list[Diagnostic], fmt: Format, stream=None) -> None:

@@ -1,12 +1,16 @@
-"""Commands that compile trainings: check, toolchain, build, register, ops."""
+"""Commands that compile trainings: check, toolchain, build, register, ops, and `ui` for
+their MLflow store."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -25,6 +29,9 @@ from buildenv.cli.app import (
     quieted,
 )
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, sort_diagnostics
+
+if TYPE_CHECKING:
+    from buildenv.compile.isolation import Support
 
 # Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
 # imports its rooms when it runs, so it pays only for what it uses.
@@ -125,23 +132,30 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
                                                        "resolve (default: the root)."),
               timeout: Optional[float] = typer.Option(None, "--timeout",
                                                       help="Training time limit, seconds."),
+              executor: Optional[str] = typer.Option(
+                  None, "--executor", help="Where trainings run: local (processes here) or "
+                  "ray (each pair a Ray task; BUILDENV_RAY_ADDRESS / RAY_ADDRESS, else a local "
+                  "Ray). Default: [tool.buildenv] executor, else local."),
               root: Optional[Path] = RootOpt, fmt: Format = FormatOpt,
               progress: Optional[bool] = ProgressOpt, quiet: bool = QuietOpt) -> None:
     """Compile: check, validate, train, verify, emit (and register)."""
     from buildenv.compile.build import BuildOptions, build_pair
     from buildenv.compile.plan import matrix_json, pairs, render_matrix, run_matrix
     from buildenv.core.atomic import atomic_write_text
+    from buildenv.data.executor import RayExecutor, make_executor
     from buildenv.env.resolve import Multiverse
 
     project = open_project(root, data_root)
     multiverse = Multiverse(project)
-    options = BuildOptions(out=out, register=register, use_cache=cache, timeout=timeout)
+    runner = make_executor(executor, project)
+    options = BuildOptions(out=out, register=register, use_cache=cache, timeout=timeout,
+                           ray=runner if isinstance(runner, RayExecutor) else None)
     if all_:
         if training or env or out:
             raise DiagnosticError([Diagnostic("BE004", "--all takes no TRAINING, --env or "
                                               "--out")], 2)
         selected = pairs(project.trainings, multiverse.names())
-        with progress_shown(progress, quiet):
+        with progress_shown(progress, quiet), runner:
             outcomes = run_matrix(project, multiverse, selected, options, jobs)
         payload = matrix_json(outcomes)
         target = matrix_out or project.root / "dist" / "matrix.json"
@@ -158,7 +172,9 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
                                           "--all")], 2)
     project.training(training)
     multiverse.resolve(env)  # an unknown or invalid environment is a configuration error: exit 2
-    with progress_shown(progress, quiet):
+    with progress_shown(progress, quiet), runner:
+        if options.ray is not None:
+            options.ray.prepare()
         outcome = build_pair(project, multiverse, training, env, options)
     if fmt is Format.json:
         _emit_builds([outcome], fmt)
@@ -217,6 +233,90 @@ def register_cmd(artifact: Path = typer.Argument(..., help="A built artifact dir
     if fmt is Format.text:
         print(f"{training} @ {env}: {state} {training} v{registered['version']}")
     finish(notes, fmt)
+
+
+@app.command("ui")
+@command
+def ui_cmd(port: int = typer.Option(5000, "--port", help="Port to listen on."),
+           host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on "
+                                    "(127.0.0.1: this machine only)."),
+           root: Optional[Path] = RootOpt) -> None:
+    """Open the project's MLflow store in a browser: runs, registered models, aliases."""
+    from buildenv.compile.registry import ui_command
+
+    project = open_project(root)
+    argv = ui_command(project, host, port)
+    if argv is None:
+        print(f"the tracking URI is a server with its own UI: {project.tracking_uri()}")
+        return
+    print(f"MLflow UI for {project.tracking_uri()} at http://{host}:{port} (Ctrl-C stops it)",
+          flush=True)
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    # its own process group: the server's workers stop with it, whatever stops this command
+    server = subprocess.Popen(argv, env=env, cwd=project.root, start_new_session=True)
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli.main): the server stops with us
+        _stop_group(server)
+        code = 0
+    raise typer.Exit(0 if code in (0, -2, -15, 130) else code)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+@app.command("doctor")
+@command
+def doctor_cmd(root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
+    """What isolation this machine gives trainings, and why not (docs/sandbox.md)."""
+    from buildenv.compile.isolation import detect
+    from buildenv.compile.sandbox_policy import default_mode
+
+    project = open_project(root)
+    support = detect()
+    mode = project.config.sandbox or default_mode()
+    source = "[tool.buildenv] sandbox" if project.config.sandbox else "the default"
+    if fmt is Format.json:
+        print(json.dumps({"sandbox": support.to_json(), "policy": mode}, indent=2))
+    else:
+        print(_doctor_text(support, mode, source))
+    if support.mechanism == "none":
+        raise typer.Exit(1)
+
+
+def _doctor_text(support: Support, mode: str, source: str) -> str:
+    def row(name: str, ok: bool, text: str) -> str:
+        return f"  {name:<12} {'yes' if ok else 'no ':<4} {text}"
+
+    bwrap = (f"{support.bwrap} ({support.bwrap_version}), "
+             f"{'with a user namespace' if support.bwrap_userns else 'as root, no user namespace'}"
+             if support.bwrap else support.bwrap_problem or "")
+    landlock = (f"ABI {support.landlock}" if support.landlock else support.landlock_problem or "")
+    lines = [f"sandbox: {support.mechanism}",
+             row("bubblewrap", bool(support.bwrap), bwrap),
+             row("Landlock", bool(support.landlock), landlock),
+             row("seccomp", support.seccomp, "socket filter" if support.seccomp else
+                 "no socket filter for this machine"),
+             *(f"  note: {hint}" for hint in support.hints),
+             f"policy: {mode} ({source}); environments with restricted datasets require the "
+             "sandbox"]
+    what = {"bwrap+landlock": "trainings run in bubblewrap namespaces (own loopback only, "
+            "read-only code, data as handed-over descriptors) with Landlock inside",
+            "bwrap": "trainings run in bubblewrap namespaces; without Landlock root could "
+            "re-open a handed-over descriptor for writing",
+            "landlock": "trainings confine themselves with Landlock, seccomp (no IP sockets) "
+            "and no capabilities; there is no PID namespace",
+            "none": "trainings run unsandboxed: `required` fails, `preferred` warns"}
+    lines.append(what[support.mechanism])
+    return "\n".join(lines)
 
 
 @app.command("card")

@@ -42,10 +42,9 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
              fmt: Format = FormatOpt, progress: Optional[bool] = ProgressOpt,
              quiet: bool = QuietOpt) -> None:
     """Pin every dataset's content digest in environments/<name>.lock.json."""
+    from buildenv.compile.locking import checked_lock, lock_environments
     from buildenv.data.executor import make_executor
-    from buildenv.data.lock.staleness import check_lock
     from buildenv.env.resolve import Multiverse
-    from buildenv.labels.locking import lock_environments
 
     if algorithm not in ("sha256", "blake3"):
         raise DiagnosticError([Diagnostic("BE004", f"unknown digest algorithm '{algorithm}'",
@@ -60,7 +59,8 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
         with progress_shown(progress, quiet), make_executor(executor, multiverse.project) as runner:
             for res in resolved.values():
                 try:
-                    problems.extend(check_lock(multiverse, res, executor=runner)[1])
+                    # data made by code that this checkout lacks is rebuilt from the lock
+                    problems.extend(checked_lock(multiverse, res, executor=runner)[1])
                 except DiagnosticError as exc:  # unreadable lock file (BE054, BE013), Ray
                     problems.extend(exc.diagnostics)
                     config_error = True
@@ -77,22 +77,32 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
             rows = sum(d.rows for d in lock.datasets.values())
             state = "updated" if changed else "unchanged"
             labels = (f", {len(lock.labels)} label set(s), "
-                      f"{sum(e.annotations for e in lock.labels.values())} annotations"
+                      f"{sum(e.annotations for e in lock.labels.values()):,} annotations"
                       if lock.labels else "")
-            print(f"{name}: {state} ({len(lock.datasets)} datasets, {rows} rows{labels})")
+            count = len(lock.datasets)
+            print(f"{name}: {state} ({count} dataset{'' if count == 1 else 's'}, {rows:,} rows"
+                  f"{labels})")
     elif fmt is Format.text and results:
         updated = sum(changed for _, _, changed in results)
         print(f"{len(results)} lock(s): {updated} updated, {len(results) - updated} unchanged")
     emit(quieted(problems, fmt, quiet), fmt)
     if any(p.is_error for p in problems):
         # an invalid environment file is a configuration error (2); bad data is 1
-        raise typer.Exit(2 if any(p.is_error and p.code not in _DATA_CODES for p in problems)
+        raise typer.Exit(2 if any(p.is_error and not _found(p.code) for p in problems)
                          else 1)
 
 
-# Problems of the data itself (exit 1), not of the environment files (exit 2).
-_DATA_CODES = {"BE053", "BE056", "BE061", "BE062", "BE065", "BE853", "BE854", "BE855", "BE856",
+# Problems of the data itself, or of the code that makes data (exit 1), not of the environment
+# files (exit 2).
+_DATA_CODES = {"BE053", "BE056", "BE061", "BE062", "BE065", "BE067", "BE853", "BE854", "BE855", "BE856",
                "BE857", "BE858", "BE860", "BE862", "BE863", "BE867"}
+_CODE_CODES = {"BE091", "BE094", "BE870", "BE871", "BE872", "BE873", "BE874", "BE876", "BE877"}
+
+
+def _found(code: str) -> bool:
+    """Whether an error is found in the data or in user code (transforms, labeling
+    functions, their static checks BE1xx and runs BE34x) rather than in the configuration."""
+    return code in _DATA_CODES or code in _CODE_CODES or code.startswith(("BE1", "BE34"))
 
 
 @app.command("validate")
@@ -100,10 +110,15 @@ _DATA_CODES = {"BE053", "BE056", "BE061", "BE062", "BE065", "BE853", "BE854", "B
 def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
                  dataset: Optional[list[str]] = typer.Option(None, "--dataset",
                                                              help="Only these datasets."),
+                 serving: Optional[str] = typer.Option(
+                     None, "--serving", help="Check this serving data instead (Parquet, CSV or "
+                     "JSON lines of requests; uri like a dataset's) against the served columns "
+                     "of the datasets."),
                  executor: Optional[str] = ExecutorOpt,
                  root: Optional[Path] = RootOpt, fmt: Format = FormatOpt,
                  progress: Optional[bool] = ProgressOpt, quiet: bool = QuietOpt) -> None:
-    """Check every dataset against its declared columns."""
+    """Check every dataset against its declared columns (or serving data against the served
+    ones)."""
     from buildenv.data.executor import make_executor
     from buildenv.data.validate.validate import validate_env
     from buildenv.env.resolve import Multiverse
@@ -118,9 +133,28 @@ def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
             raise DiagnosticError([Diagnostic("BE009", f"unknown dataset '{name}' in "
                                               f"environment {env}",
                                               hints=(hint,) if hint else ())], 2)
+    if serving is not None:
+        from buildenv.data.validate.serving import validate_serving
+        from buildenv.monitor.triage import model_inputs
+
+        with progress_shown(progress, quiet):
+            result = validate_serving(res, multiverse.project, serving,
+                                      list(dataset) if dataset else None,
+                                      model_inputs(multiverse.project, env))
+        if fmt is Format.text and not quieted(result.problems, fmt, quiet):
+            print(f"{env}: serving data valid ({result.rows} rows, {result.checked} served "
+                  "column(s) checked)")
+        finish(result.problems, fmt, quiet)
+        return
+    from buildenv.data.lock.lockfile import read_lock
+
+    try:
+        lock = read_lock(multiverse.project, env)
+    except DiagnosticError:
+        lock = None  # an unreadable lock is `lock --check`'s to report
     with progress_shown(progress, quiet), make_executor(executor, multiverse.project) as runner:
         problems = validate_env(res, multiverse.project, datasets=list(dataset) if dataset else None,
-                                executor=runner)
+                                executor=runner, lock=lock)
         if not any(p.is_error for p in problems) and (
                 not dataset or res.env.label_dataset() in dataset):
             problems += _coverage(multiverse.project, res)
@@ -164,15 +198,15 @@ def audit_cmd(env: Optional[str] = typer.Argument(None, help="Only reads in this
     if fmt is DataFormat.json:
         print(json.dumps({"log": project.rel(log.path), "records": records}, indent=2))
         return
-    rows = [("SEQ", "TIME", "ACTOR", "PURPOSE", "ENVIRONMENT", "DATASET", "ROWS", "DIGEST",
-             "COLUMNS")]
+    rows = [("SEQ", "TIME", "ACTOR", "OS USER", "PURPOSE", "ENVIRONMENT", "DATASET", "ROWS",
+             "DIGEST", "COLUMNS")]
     for r in records:
         digest = (r.get("digest") or "-").split(":", 1)[-1][:12]
         outcome = (r.get("details") or {}).get("outcome")
         purpose = r.get("purpose", "-") + (f" ({outcome})" if outcome not in (None, "read")
                                            else "")
         rows.append((str(r.get("seq")), str(r.get("time", "-"))[:19], str(r.get("actor", "-")),
-                     purpose, str(r.get("environment") or "-"), str(r.get("dataset")),
+                     str(r.get("os_user", "-")), purpose, str(r.get("environment") or "-"), str(r.get("dataset")),
                      f"{r['rows']:,}" if isinstance(r.get("rows"), int) else "-", digest,
                      ",".join(r.get("columns") or [])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -38,9 +38,14 @@ def envs_cmd(root: Optional[Path] = RootOpt,
     rows: list[dict[str, Any]] = []
     for name in multiverse.names():
         res = resolved.get(name)
-        if res is None:
-            rows.append({"name": name, "extends": None, "datasets": [], "lock": "invalid",
-                         "serving": None})
+        if res is None:  # what its file says, as far as it can be read
+            written = multiverse.written(name)
+            extends = written.get("extends")
+            datasets = written.get("datasets")
+            rows.append({"name": name, "extends": extends if isinstance(extends, str) else None,
+                         "datasets": sorted(map(str, datasets))
+                         if isinstance(datasets, dict) else [],
+                         "lock": "invalid", "serving": None})
             continue
         rows.append({"name": name, "extends": res.env.extends,
                      "datasets": sorted(res.env.datasets), "lock": lock_state(multiverse, res),
@@ -75,6 +80,7 @@ def show_cmd(env: str = typer.Argument(..., help="Environment name."),
     res = multiverse.resolve(env)
     if explain:
         print(explained_yaml(res), end="")
+        print(_pinned_versions(multiverse.project, env), end="")
     elif fmt is DataFormat.json:
         print(json.dumps(resolved_document(res), indent=2))
     else:
@@ -96,13 +102,20 @@ def diff_cmd(env_a: str = typer.Argument(..., help="First environment (shown as 
     multiverse = Multiverse(open_project(root))
     a, b = multiverse.resolve(env_a), multiverse.resolve(env_b)
     changes = diff_environments(a, b)
+    data = _data_changes(multiverse.project, env_a, env_b)
     if fmt is DataFormat.json:
-        print(json.dumps({"a": env_a, "b": env_b, "changes": changes}, indent=2, default=str))
+        print(json.dumps({"a": env_a, "b": env_b, "changes": changes, "data": data},
+                         indent=2, default=str))
         return
-    if not changes:
+    if not changes and not data:
         print(f"{env_a} and {env_b} resolve to the same environment")
         return
     print(f"--- {env_a}\n+++ {env_b}")
+    for item in data:  # the pinned data, compared from the locks (no row is read)
+        files = item.get("files")
+        shared = (f"; files: {files['shared']} shared, {files['only_a']} only in {env_a}, "
+                  f"{files['only_b']} only in {env_b}" if files else "")
+        print(f"~ data {item['dataset']}: {item['a']} -> {item['b']}{shared}")
     for change in changes:
         path = change["path"]
         if change["kind"] == "added":
@@ -116,6 +129,33 @@ def diff_cmd(env_a: str = typer.Argument(..., help="First environment (shown as 
                 print(f"    {line}")
         else:
             print(f"~ {path}: {_text(change['a'])} -> {_text(change['b'])}")
+
+
+def _pinned_versions(project, env: str) -> str:
+    """`# locked: ...` lines naming the version the lock pins of each table."""
+    from buildenv.data.lock.compare import pinned_text
+    from buildenv.data.lock.lockfile import lock_path, read_lock
+
+    try:
+        lock = read_lock(project, env)
+    except DiagnosticError:
+        return ""
+    if lock is None:
+        return ""
+    where = project.rel(lock_path(project, env))
+    return "".join(f"# locked in {where}: datasets.{name} = {pinned_text(entry)}\n"
+                   for name, entry in sorted(lock.datasets.items()) if entry.table is not None)
+
+
+def _data_changes(project, env_a: str, env_b: str) -> list[dict]:
+    """What the two locks pin differently (empty when either has no readable lock)."""
+    from buildenv.data.lock.compare import compare_locks
+    from buildenv.data.lock.lockfile import read_lock
+
+    try:
+        return compare_locks(read_lock(project, env_a), read_lock(project, env_b))
+    except DiagnosticError:
+        return []
 
 
 def _text(value) -> str:

@@ -9,10 +9,11 @@ anything was left out), 2 when it is not a suite or schema.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from buildenv.cli.app import Format, app, command, emit
+from buildenv.cli.app import Format, RootOpt, app, command, emit, open_project
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 
 # Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
@@ -20,7 +21,8 @@ from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 
 import_app = typer.Typer(name="import", no_args_is_help=True,
                          help="Print environment columns translated from a Great Expectations "
-                              "suite or a TFDV schema.")
+                              "suite or a TFDV schema, or datasets from a Feast feature "
+                              "service.")
 app.add_typer(import_app, name="import")
 
 DatasetOpt = typer.Option(..., "--dataset", help="Dataset name the columns are printed under.")
@@ -60,6 +62,53 @@ def import_tfdv(schema: Path = typer.Argument(..., help="TFDV schema in protobuf
         raise DiagnosticError([Diagnostic("BE902", str(exc), str(schema), exc.line, exc.col)],
                               2) from None
     _print(imported, schema, dataset, "tfdv", "BE904", strict)
+
+
+@import_app.command("feast")
+@command
+def import_feast(repo: Path = typer.Argument(..., help="Feast feature repository (the "
+                                             "directory with feature_store.yaml)."),
+                 feature_service: str = typer.Option(..., "--feature-service",
+                                                     help="The feature service to import."),
+                 env: Optional[str] = typer.Option(None, "--env", help="Write (or update) "
+                                                   "environments/ENV.yaml instead of "
+                                                   "printing."),
+                 root: Optional[Path] = RootOpt, strict: bool = StrictOpt) -> None:
+    """Datasets of a Feast feature service: served and training-only features, keys, dtypes."""
+    import yaml  # only this command reads an environment's YAML
+
+    from buildenv.env.importers.feast_import import (
+        FeastError,
+        describe_service,
+        environment_text,
+        translate,
+    )
+
+    project = open_project(root)
+    try:
+        imported = translate(describe_service(project, repo, feature_service),
+                             feature_service, repo, project)
+    except FeastError as exc:
+        raise DiagnosticError([Diagnostic(exc.code, exc.message, str(repo),
+                                          hints=tuple(h for h in exc.hints if h))],
+                              1 if exc.code == "BE909" else 2) from None
+    header = (f"buildenv import feast {repo} --feature-service {feature_service}"
+              + (f" --env {env}" if env else ""))
+    if env is None:
+        print(environment_text(imported, None, None, header), end="")
+    else:
+        path = project.environments_dir / f"{env}.yaml"
+        existing = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+        from buildenv.core.atomic import atomic_write_text
+
+        atomic_write_text(path, environment_text(imported, env, existing, header))
+        print(f"{project.rel(path)}: {'updated' if existing else 'written'} "
+              f"({len(imported.datasets)} dataset(s) from feature service {feature_service})")
+    warnings = [Diagnostic("BE908", f"{item}: not translated", str(repo),
+                           severity=Severity.WARNING) for item in imported.skipped]
+    emit(warnings, Format.text)
+    if strict and warnings:
+        raise typer.Exit(1)
 
 
 def _read(path: Path) -> str:

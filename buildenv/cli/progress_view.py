@@ -48,11 +48,15 @@ def _count_text(n: float, unit: str) -> str:
 
 
 def amount_text(item: Task) -> str:
-    """`512 MiB of 1.0 GiB`, `1,200 of 5,000 rows`, `3 layers` (no `of` once all is done)."""
+    """`512 MiB of 1.0 GiB`, `1,200 of 5,000 rows`, `3 layers`, `1 pair` (no `of` once all is
+    done)."""
     done = _count_text(item.completed, item.unit)
     if item.total is not None and item.completed != item.total:
         done += f" of {_count_text(item.total, item.unit)}"
-    return done if item.unit in ("bytes", "") else f"{done} {item.unit}"
+    if item.unit in ("bytes", ""):
+        return done
+    one = item.completed == 1 and (item.total is None or item.total == 1)
+    return f"{done} {item.unit[:-1] if one and item.unit.endswith('s') else item.unit}"
 
 
 def rate_text(item: Task, elapsed: float) -> str:

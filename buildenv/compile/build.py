@@ -48,8 +48,12 @@ from buildenv.compile.card import card_facts, write_card
 from buildenv.compile.check import check_training
 from buildenv.compile.integrity import sign_artifact
 from buildenv.compile.launch import package_parent, run_training
+from buildenv.compile.locking import checked_lock
 from buildenv.compile.outputs import check_out_dir, pair_mutex, scratch
 from buildenv.compile.registry import ensure_registered
+from buildenv.compile.remote import RemoteTraining, train_on_ray
+from buildenv.compile.sandbox import check_available
+from buildenv.compile.sandbox_policy import SandboxPolicy, sandbox_policy
 from buildenv.compile.verify import (
     artifact_mib,
     check_toolchain,
@@ -62,15 +66,21 @@ from buildenv.core.atomic import atomic_dir
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
-from buildenv.data.lock.staleness import check_lock
+from buildenv.data.executor import RayExecutor
 from buildenv.data.validate.validate import validate_env
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.labels.checks import check_labels
-from buildenv.toolchain.toolchain import Toolchain, runner_interpreter, training_toolchain
+from buildenv.toolchain.toolchain import (
+    Interpreter,
+    Toolchain,
+    runner_interpreter,
+    training_toolchain,
+)
 
-__all__ = ["PHASES", "BuildOptions", "BuildOutcome", "build_pair", "phase_timings"]
+__all__ = ["PHASES", "BuildOptions", "BuildOutcome", "build_pair", "failure_reason",
+           "phase_timings"]
 
-PHASES = ("check", "validate", "toolchain", "precheck", "train", "importance", "verify", "onnx",
+PHASES = ("wait", "check", "validate", "toolchain", "precheck", "train", "importance", "verify", "onnx",
           "parity", "save", "register")
 
 
@@ -80,6 +90,7 @@ class BuildOptions:
     register: bool = True
     use_cache: bool = True
     timeout: float | None = None
+    ray: RayExecutor | None = None  # trains on Ray (buildenv.compile.remote), else here
 
 
 @dataclass
@@ -129,13 +140,24 @@ def build_pair(project: Project, multiverse: Multiverse, training: str, env_name
             outcome.diagnostics.extend(exc.diagnostics)
             outcome.status = "failed"
             outcome.exit_code = max(outcome.exit_code, exc.exit_code)
+        stopped_in = task.phase_name
         task.phase(None)
         outcome.timings = phase_timings(task.timings, outcome.timings)
         task.timings, task.status = dict(outcome.timings), outcome.status
-    if outcome.status == "failed" and outcome.reason != CACHED_FAILURE:
-        outcome.reason = ""  # "why it rebuilt" means nothing for a build that did not finish
+    if outcome.status == "failed":
+        outcome.reason = failure_reason(outcome, stopped_in)
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def failure_reason(outcome: BuildOutcome, phase: str | None) -> str:
+    """Why a pair failed, for the matrix: the step it stopped in and the first error's code
+    (`verify failed (BE401)`), or that the same inputs failed before."""
+    first = outcome.first_error()
+    code = f" ({first.code})" if first is not None else ""
+    if outcome.reason == CACHED_FAILURE:
+        return CACHED_FAILURE + code
+    return f"{phase or 'check'} failed{code}"
 
 
 def phase_timings(own: dict[str, float], runner: dict[str, float]) -> dict[str, float]:
@@ -159,15 +181,17 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
     config = project.training(training)
     res = multiverse.resolve(env_name)
     problems = check_training(project, training, config, res)
-    lock, lock_problems = check_lock(multiverse, res)
+    lock, lock_problems = checked_lock(multiverse, res)
     problems += lock_problems
     outcome.diagnostics = problems
     if any(p.is_error for p in problems) or lock is None:
         return
+    policy = sandbox_policy(project, training, config, res)
     digests = {name: d.digest for name, d in lock.datasets.items()}
     label_pins = lock.label_pins()
     toolchain = _toolchain(project, training, config, res, problems)
-    parts = cache_key_parts(project, training, config, res, digests, toolchain, label_pins)
+    parts = cache_key_parts(project, training, config, res, digests, toolchain, label_pins,
+                            policy.key())
     files = code_files(project, config)
     key = digest_json(parts)
     out = options.out or project.root / "dist" / training / env_name
@@ -199,6 +223,7 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
             return
     parts_with_files = {**parts, "_files": files}
     outcome.reason = explain_rebuild(previous, parts_with_files)
+    check_available(policy)  # a required sandbox this machine lacks: before any work
 
     progress.phase("validate")
     problems += validate_env(res, project, digests, manifests=lock.manifests())
@@ -212,15 +237,18 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
     if any(p.is_error for p in problems):
         return
     progress.phase("toolchain")
-    interpreter = runner_interpreter(project, toolchain, package_parent())  # BE352/BE353
+    # BE352/BE353; on Ray, the worker finds or makes the same locked environment where it runs
+    interpreter = None if options.ray is not None else runner_interpreter(
+        project, toolchain, package_parent())
     if options.register:
         _warm_registry()
     with atomic_dir(out, scratch(project)) as tmp:
         model_dir = tmp / "model"
         progress.phase("train")
-        result = run_training(project, config, res, model_dir, options.timeout or config.timeout,
-                              digests, label_pins, lock.manifests(), key,
-                              {name: d.rows for name, d in lock.datasets.items()}, interpreter)
+        result = _train(project, config, res, model_dir, options, digests, label_pins,
+                        lock.manifests(), _model_key(parts), policy,
+                        {name: d.rows for name, d in lock.datasets.items()}, toolchain,
+                        interpreter)
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
             found = [located(res, d) for d in result.get("diagnostics", [])]
@@ -242,7 +270,7 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         for item in model_dir.iterdir():
             os.replace(item, tmp / item.name)
         model_dir.rmdir()
-        finalize_mlmodel(tmp, key)
+        finalize_mlmodel(tmp, _model_key(parts))
         lineage = _lineage(training, env_name, config, res, lock, result, parts, files, key,
                            toolchain)
         lineage["model_mib"] = round(artifact_mib(tmp, UNHASHED), 6)  # before the card
@@ -274,6 +302,21 @@ def _judge(res: Resolved, result: dict, all_resolved: dict[str, Resolved],
     elif not errors:
         found += verify_limits(res, model_dir, UNHASHED)
     return found
+
+
+def _train(project: Project, config: TrainingConfig, res: Resolved, model_dir: Path,
+           options: BuildOptions, digests: dict[str, str], label_pins: dict,
+           manifests: dict, release_key: str, policy: SandboxPolicy,
+           rows: dict[str, int], toolchain: Toolchain, interpreter: Interpreter | None) -> dict:
+    """The training process's result: here, or as a Ray task whose files come back here (the
+    worker finds or creates the same locked toolchain on its machine)."""
+    timeout = options.timeout or config.timeout
+    if options.ray is not None:
+        return train_on_ray(options.ray, RemoteTraining(
+            project, config, res, timeout, digests, label_pins, manifests, release_key,
+            options.ray.remote, policy, rows, toolchain), model_dir)
+    return run_training(project, config, res, model_dir, timeout, digests, label_pins,
+                        manifests, release_key, rows, policy, interpreter)
 
 
 def _write_record(out: Path, lineage: dict, coverage: dict | None, config: TrainingConfig,
@@ -380,6 +423,7 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
         **({"latency": result["latency"]} if result.get("latency") else {}),
         "serving": res.env.serving.model_dump(mode="json") if res.env.serving else None,
         "label": label,
+        "isolation": result.get("isolation"),
         "cache_key": key,
         "cache_parts": parts,
     }
@@ -416,6 +460,13 @@ def _maybe_register(project: Project, training: str, env_name: str, artifact: Pa
     outcome.registered, notes = ensure_registered(project, training, env_name, artifact,
                                                   lineage, timings=so_far)
     outcome.diagnostics = outcome.diagnostics + notes
+
+
+def _model_key(parts: dict) -> str:
+    """What MLmodel's uuid derives from: the cache key without the sandbox policy, which
+    decides where a training may reach, not what it builds (the model's files are the same
+    with and without a sandbox)."""
+    return digest_json({k: v for k, v in parts.items() if k != "sandbox"})
 
 
 def _multiverse_digest(all_resolved: dict[str, Resolved]) -> str:

@@ -2,9 +2,9 @@
 
 The cache key covers everything that determines the artifact's bytes: code digest (the entry
 module and the repository modules it imports), resolved-environment digest, dataset digests,
-seed, threads, buildenv's version, and the training's toolchain: the digest of its lock and
-the version of every distribution in it (known before the training runs, so a changed library
-rebuilds, and the reason names it). Entries live under
+seed, threads, the sandbox policy, buildenv's version, and the training's toolchain: the
+digest of its lock and the version of every distribution in it (known before the training
+runs, so a changed library rebuilds, and the reason names it). Entries live under
 `.buildenv/cache/builds/<k[:2]>/<k>/`; failures that depend only on the inputs are remembered
 under `.buildenv/cache/failures/`.
 """
@@ -21,9 +21,9 @@ from buildenv.compile.artifact import (
     UNHASHED,
     tree_digest,
 )
-from buildenv.compile.check import repo_imports
 from buildenv.core.atomic import atomic_dir, atomic_write_text
 from buildenv.core.canonical import digest_json
+from buildenv.core.code import code_files as module_files
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
@@ -35,21 +35,20 @@ __all__ = ["CACHED_FAILURE", "cache_key_parts", "cached_failure", "code_files", 
 
 
 def code_files(project: Project, config: TrainingConfig) -> dict[str, str]:
-    files = repo_imports(project, config.module_path)
-    out = {}
-    for path in files:
-        out[project.rel(path)] = "sha256:" + __import__("hashlib").sha256(
-            path.read_bytes()).hexdigest()
-    return out
+    """The training module and the repository modules it imports, by digest."""
+    return module_files(project, config.module_path)
 
 
 def cache_key_parts(project: Project, training: str, config: TrainingConfig, res: Resolved,
                     dataset_digests: dict[str, str], toolchain: Toolchain,
-                    label_pins: dict[str, dict] | None = None) -> dict:
+                    label_pins: dict[str, dict] | None = None,
+                    sandbox: dict | None = None) -> dict:
     files = code_files(project, config)
     extra: dict = {"labels": dict(sorted(label_pins.items()))} if label_pins else {}
     if config.card_text():  # absent when unused, so older keys stay valid
         extra["card"] = digest_json(config.card_text())
+    if sandbox is not None:  # what the training may reach can change what it builds
+        extra["sandbox"] = sandbox
     return {**extra,
         "code_digest": digest_json({"files": files, "entry": config.entry}),
         "environment_digest": res.digest,
@@ -91,6 +90,8 @@ def explain_rebuild(previous: dict | None, parts: dict) -> str:
     for key in ("seed", "threads", "buildenv", "python", "toolchain"):
         if old.get(key) != parts[key]:
             return f"{key} changed"
+    if old.get("sandbox") != parts.get("sandbox"):
+        return "sandbox policy changed"
     return "artifact missing or modified"
 
 
@@ -122,9 +123,9 @@ CACHED_FAILURE = "failed before with the same inputs"
 
 # Failures that depend only on the inputs; a timeout or a crash may not recur, so is retried.
 # (BE414 is not: a latency over budget is a measurement.)
-_DETERMINISTIC = ("BE301", "BE303", "BE304", "BE330", "BE401", "BE402", "BE403", "BE404", "BE405",
-                  "BE406", "BE407", "BE408", "BE409", "BE411", "BE412", "BE413", "BE415",
-                  "BE416", "BE417", "BE418")
+_DETERMINISTIC = ("BE301", "BE303", "BE304", "BE322", "BE323", "BE324", "BE327", "BE330",
+                  "BE401", "BE402", "BE403", "BE404", "BE405", "BE406", "BE407", "BE408",
+                  "BE409", "BE411", "BE412", "BE413", "BE415", "BE416", "BE417", "BE418")
 
 
 def failure_file(project: Project, hexkey: str) -> Path:

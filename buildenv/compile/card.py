@@ -62,6 +62,7 @@ def card_facts(lineage: dict, config: TrainingConfig, res: Resolved) -> dict[str
                        "bootstrap": evaluation.get("bootstrap"),
                        "slices": evaluation.get("slices") or []} if evaluation else None,
         "coverage": lineage.get("coverage"),
+        "isolation": lineage.get("isolation"),
         "importance": _importance(lineage.get("importance")),
         "onnx": lineage.get("onnx"),
         "privacy": {"restricted": restricted, "min_group_size": env.privacy.min_group_size,
@@ -144,7 +145,13 @@ def markdown(facts: dict[str, Any]) -> str:
               f"; release policy `{privacy['release']}`, min_group_size "
               f"{privacy['min_group_size']}",
               f"- epsilon spent by this artifact's released figures: "
-              f"{privacy['epsilon_spent']:g}", ""]
+              f"{privacy['epsilon_spent']:g}"]
+    isolation = facts.get("isolation")
+    if isolation:
+        lines.append(f"- the training ran with sandbox `{isolation['mechanism']}` (policy "
+                     f"`{isolation['policy']}`): network `{isolation['network']}`, data as "
+                     f"{isolation['data']}")
+    lines.append("")
     return "\n".join(lines)
 
 

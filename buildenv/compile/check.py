@@ -1,8 +1,9 @@
 """Static checks of training code (`buildenv check`): no data read, no code run.
 
 The training module is parsed, never imported. Every `ctx.read("dataset",
-columns=[...])` and `ctx.scan(...)` with literal arguments is checked against
-the environment (dataset, columns and the columns of literal `filters` declared),
+columns=[...])` and `ctx.scan(...)` whose arguments are literals or fold to them
+(module constants such as `CAT + NUM + [LABEL]`: `constants.Constants`) is checked
+against the environment (dataset, columns and the columns of literal `filters` declared),
 and estimator imports are compared with the
 serving stack's allow-list as early warnings (classes for `sklearn`, the tree ensemble
 operators tree models convert to for `onnx`; verification after training is authoritative). `ctx` is whatever the entry function names its parameter;
@@ -13,13 +14,13 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from buildenv.compile.constants import Constants
+from buildenv.core.code import repo_imports
 from buildenv.core.diagnostics import Diagnostic, Severity, did_you_mean
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import op_allowed
-from buildenv.training.repo_modules import module_closure
 
 __all__ = ["ReadCall", "check_training", "parse_training"]
 
@@ -104,7 +105,7 @@ def parse_training(project: Project, training: str, config: TrainingConfig) -> P
                                    f"{config.function}(ctx):`", rel, func.lineno,
                                    func.col_offset + 1))
     ctx_name = positional[0].arg if positional else "ctx"
-    reads = _reads(tree, ctx_name)
+    reads = _reads(tree, ctx_name, Constants(tree, path, project.root))
     return ParsedTraining(rel, tree, problems, reads, _imports(tree),
                           _label_calls(tree, ctx_name), func.lineno)
 
@@ -136,14 +137,14 @@ def _helper_reads(project: Project, config: TrainingConfig,
                   parsed: ParsedTraining) -> list[tuple[str, ReadCall]]:
     """`ctx.read` calls in the repository modules the training imports (shared loaders)."""
     return [(rel, read) for rel, tree in _helper_trees(project, config)
-            for read in _reads(tree, "ctx")]
+            for read in _reads(tree, "ctx", Constants(tree, project.root / rel, project.root))]
 
 
 def _literal_str(node: ast.AST) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
 
-def _reads(tree: ast.Module, ctx_name: str) -> list[ReadCall]:
+def _reads(tree: ast.Module, ctx_name: str, constants: Constants) -> list[ReadCall]:
     out = []
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
@@ -154,15 +155,14 @@ def _reads(tree: ast.Module, ctx_name: str) -> list[ReadCall]:
             (k.value for k in node.keywords if k.arg == "dataset"), None)
         columns_node = node.args[1] if len(node.args) > 1 else next(
             (k.value for k in node.keywords if k.arg == "columns"), None)
-        dataset = _literal_str(dataset_node) if dataset_node is not None else None
+        dataset = constants.string(dataset_node) if dataset_node is not None else None
         columns: tuple[tuple[str, int, int], ...] | None = None
         if columns_node is None or (isinstance(columns_node, ast.Constant)
                                     and columns_node.value is None):
             columns = ()  # every declared column: nothing to check
-        elif isinstance(columns_node, (ast.List, ast.Tuple)):
-            items = [(_literal_str(e), e.lineno, e.col_offset + 1) for e in columns_node.elts]
-            if all(name is not None for name, _, _ in items):
-                columns = tuple((str(n), ln, c) for n, ln, c in items)
+        else:
+            folded = constants.strings(columns_node)
+            columns = tuple(folded) if folded is not None else None
         dataset_at = ((dataset_node.lineno, dataset_node.col_offset + 1)
                       if dataset_node is not None else None)
         filters_node = next((k.value for k in node.keywords if k.arg == "filters"), None)
@@ -314,8 +314,3 @@ def _label_problems(project: Project, config: TrainingConfig, parsed: ParsedTrai
             Severity.WARNING, hints=("fit on `y = ctx.labels()`, aligned with "
                                      f"ctx.read('{label_set.dataset}', ...)",))]
     return []
-
-
-def repo_imports(project: Project, entry: str) -> list[Path]:
-    """The entry module and the repository modules it imports, transitively (for code digests)."""
-    return module_closure(project.root, [project.root / entry])

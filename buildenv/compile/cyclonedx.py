@@ -187,6 +187,8 @@ def _properties(facts: dict[str, Any]) -> list[dict[str, str]]:
         "buildenv:privacy:release": privacy["release"],
         "buildenv:privacy:epsilon_spent": f"{privacy['epsilon_spent']:g}",
     }
+    if facts.get("isolation"):
+        props["buildenv:isolation"] = json.dumps(facts["isolation"], sort_keys=True)
     if facts.get("coverage"):
         props["buildenv:coverage"] = json.dumps(facts["coverage"], sort_keys=True)
     if facts["importance"]:

@@ -6,6 +6,8 @@ interpreter of its locked environment, with only buildenv's source on PYTHONPATH
 and thread counts, dies with its parent (PR_SET_PDEATHSIG), and is stopped at its time limit.
 It leads its own process group (a new session), so what the training starts itself (joblib
 or multiprocessing workers) is killed with it: the whole group, on timeout and on interrupt.
+It runs in the sandbox its policy asks for (`sandbox.Sandbox`: no network, read-only code,
+data only as descriptors the build hands over), which wraps its command and environment.
 """
 
 from __future__ import annotations
@@ -18,13 +20,17 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
+from buildenv.compile.sandbox import Sandbox
+from buildenv.compile.sandbox_policy import SandboxPolicy
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
 from buildenv.toolchain.toolchain import Interpreter
 
-__all__ = ["child_env", "kill_group", "package_parent", "run_training"]
+__all__ = ["child_env", "kill_group", "own_interpreter", "package_parent", "run_sources",
+           "run_training", "wait_policy"]
 
 
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
@@ -43,20 +49,68 @@ def package_parent() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def child_env(seed: int, threads: int, interpreter: Interpreter | None = None
-              ) -> dict[str, str]:
+def own_interpreter() -> Interpreter:
+    """buildenv's own interpreter, importing this very buildenv (interpreter mode)."""
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return Interpreter(sys.executable, (str(package_parent()), *inherited),
+                       {"PYTHONDONTWRITEBYTECODE": "1"})
+
+
+def wait_policy(threads: int, load: float | None = None, cores: int | None = None
+                ) -> str | None:
+    """The OMP_WAIT_POLICY a training process gets unless the user set one: None (OpenMP's
+    own default: spin briefly, then sleep) on a machine with a free core per training thread,
+    PASSIVE on a busy one. Spinning waits burn the cores they wait for as soon as anything
+    else runs (measured 4-8x slower fits on a loaded two-core machine); on an idle machine
+    passive waits cost a 1.4x slower fit (bench/bench_build.py --only waitpolicy). The
+    schedule, so the model's bytes, is the same either way. `load`: the one-minute load
+    average (default: the machine's now)."""
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # no load average (not Linux/macOS): assume idle, like most users
+            return None
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    return "PASSIVE" if load + threads > cores + 0.5 else None
+
+
+class _Running:
+    """Native threads of the trainings this process runs now (`build --all` runs pairs side by
+    side): they compete for cores before the load average shows it."""
+
+    def __init__(self) -> None:
+        self.threads = 0
+        self.lock = threading.Lock()
+
+    def add(self, threads: int) -> int:
+        """Count `threads` in; the threads already running before them."""
+        with self.lock:
+            before = self.threads
+            self.threads += threads
+            return before
+
+    def remove(self, threads: int) -> None:
+        with self.lock:
+            self.threads -= threads
+
+
+_RUNNING = _Running()
+
+
+def child_env(seed: int, threads: int, others: int = 0,
+              interpreter: Interpreter | None = None) -> dict[str, str]:
+    """The training process's environment; `others`: threads of trainings running beside it;
+    `interpreter`: the training's toolchain (default: buildenv's own)."""
     env = {k: v for k, v in os.environ.items() if k in _KEEP_ENV or k.startswith(_KEEP_PREFIXES)}
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
-    # OpenMP threads that wait for each other by spinning burn the cores they wait for as soon
-    # as anything else runs (the build's own threads, other jobs): measured 4-8x slower fits on
-    # a loaded two-core machine. Sleeping waits cost little when the machine is idle, and the
-    # schedule (so the model's bytes) is the same. A user's OMP_WAIT_POLICY is kept.
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    policy = wait_policy(threads + others)
+    if policy is not None:
+        env.setdefault("OMP_WAIT_POLICY", policy)
     if interpreter is None:  # buildenv's own interpreter (a Pants sandbox, a test's PYTHONPATH)
-        inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        interpreter = Interpreter(sys.executable, (str(package_parent()), *inherited),
-                                  {"PYTHONDONTWRITEBYTECODE": "1"})
+        interpreter = own_interpreter()
     env["PYTHONPATH"] = os.pathsep.join(interpreter.pythonpath)
     env.update(interpreter.env)
     env.update({"PYTHONHASHSEED": str(seed % (2**32)), "TZ": "UTC",
@@ -87,16 +141,22 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
                  timeout: float, pins: dict[str, str],
                  label_pins: dict[str, dict] | None = None, manifests: dict | None = None,
                  release_key: str | None = None, rows: dict[str, int] | None = None,
-                 interpreter: Interpreter | None = None
+                 policy: SandboxPolicy | None = None, interpreter: Interpreter | None = None
                  ) -> dict:
     """Run the training; its result (a dict) or failure diagnostics. `pins` (datasets) and
     `label_pins` (label sets) are the lock's digests: every read of the training and of its
     evaluation is verified against them (and `manifests`, the file lists of partitioned
-    datasets). `release_key` (the build's cache key) names what a private release of its
-    figures is remembered under. `rows`: the lock's row counts (the pre-check skips small
-    datasets). `interpreter`: the training's toolchain (default: buildenv's own)."""
+    datasets). `release_key` (the build's cache key without the sandbox policy: the same
+    model spends once) names what a private release of its figures is remembered under.
+    `rows`: the lock's row counts (the pre-check skips small datasets). `policy`: the pair's
+    sandbox policy (default: from its configuration). `interpreter`: the training's toolchain
+    (default: buildenv's own)."""
     work = Path(tempfile.mkdtemp(prefix="buildenv-train-"))
+    box = None
     try:
+        python = interpreter or own_interpreter()
+        box = Sandbox.prepare(project, config, res, policy, out_dir, work, manifests or {},
+                              python.python, release_key, runtime=python.runtime_paths())
         request = {
             "root": str(project.root), "data_root": str(project.data_root or project.root),
             "module_path": config.module_path, "function": config.function,
@@ -105,22 +165,30 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
             "env": res.env.model_dump(mode="json", by_alias=True),
             "out_dir": str(out_dir), "result": str(work / "result.json"),
             "pins": dict(pins), "label_pins": dict(label_pins or {}), "release_key": release_key,
-            "manifests": {name: {"partitions": list(m.partitions), "files": m.files_json()}
-                          for name, m in (manifests or {}).items()},
+            "manifests": {name: m.to_json() for name, m in (manifests or {}).items()},
+            "sandbox": box.request,
         }
         (work / "request.json").write_text(json.dumps(request))
         log_path = work / "output.log"
+        threads = config.native_threads
+        others = _RUNNING.add(threads)
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [interpreter.python if interpreter else sys.executable, "-m",
-                 "buildenv.training.runner", str(work / "request.json")],
-                cwd=project.root, env=child_env(config.seed, config.native_threads, interpreter),
-                stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            try:
+                proc = subprocess.Popen(
+                    box.command([python.python, "-m", "buildenv.training.runner",
+                                 str(work / "request.json")]),
+                    cwd=project.root, env=box.env(child_env(config.seed, threads, others, python)),
+                    stdin=subprocess.DEVNULL, pass_fds=box.pass_fds,
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            except BaseException:
+                _RUNNING.remove(threads)
+                raise
+            box.started()
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                box.stop(proc)
                 kill_group(proc)
                 return {"ok": False, "diagnostics": [{
                     "code": "BE302", "message": f"training exceeded its time limit of "
@@ -128,18 +196,77 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
                     "severity": "error", "hints": ["raise `timeout` in the training's "
                                                    "[tool.buildenv.trainings] table"]}]}
             except BaseException:  # Ctrl-C, SIGTERM turned into an exception, a bug
+                box.stop(proc)
+                kill_group(proc)
+                raise
+            finally:
+                _RUNNING.remove(threads)
+            kill_group(proc)  # the runner exited: workers it left behind go too
+        output = log_path.read_text(errors="replace")
+        result_file = work / "result.json"
+        if not result_file.is_file():
+            failed = box.setup_failure(output)
+            if failed is not None:
+                return {"ok": False, "diagnostics": [failed]}
+            tail = _output_tail(output, res)
+            return {"ok": False, "diagnostics": [{
+                "code": "BE305", "message": f"training process exited with code "
+                f"{proc.returncode} and no result", "path": config.module_path, "line": None,
+                "col": None, "severity": "error", "hints": tail}]}
+        return box.finish(json.loads(result_file.read_text()))
+    finally:
+        if box is not None:
+            box.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_sources(project: Project, res: Resolved, jobs: list[dict], pins: dict[str, str],
+                manifests: dict, timeout: float, path: str, timeout_hint: str) -> dict:
+    """Run derived datasets' transforms and label sets' labeling functions (`jobs`) in a
+    hermetic process like a training's (`buildenv.training.sources_runner`: scrubbed
+    environment, time limit, process group; not yet in the training sandbox), reading through
+    the gate pinned to `pins`/`manifests`; its result (outputs and diagnostics). `path` is what
+    a timeout or crash is reported at."""
+    threads = TrainingConfig(entry="x.py:x").native_threads
+    work = Path(tempfile.mkdtemp(prefix="buildenv-source-"))
+    try:
+        request = {
+            "jobs": jobs,
+            "root": str(project.root), "data_root": str(project.data_root or project.root),
+            "env": res.env.model_dump(mode="json", by_alias=True),
+            "result": str(work / "result.json"), "pins": dict(pins),
+            "manifests": {name: m.to_json() for name, m in manifests.items()},
+        }
+        (work / "request.json").write_text(json.dumps(request))
+        log_path = work / "output.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "buildenv.training.sources_runner",
+                 str(work / "request.json")],
+                cwd=project.root, env=child_env(0, threads), stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                kill_group(proc)
+                return {"ok": False, "diagnostics": [{
+                    "code": "BE344", "message": f"source exceeded its time limit of "
+                    f"{timeout:g} s", "path": path, "line": None, "col": None,
+                    "severity": "error", "hints": [timeout_hint]}]}
+            except BaseException:  # Ctrl-C, SIGTERM turned into an exception, a bug
                 kill_group(proc)
                 raise
             kill_group(proc)  # the runner exited: workers it left behind go too
         output = log_path.read_text(errors="replace")
         result_file = work / "result.json"
         if not result_file.is_file():
-            tail = _output_tail(output, res)
             return {"ok": False, "diagnostics": [{
-                "code": "BE305", "message": f"training process exited with code "
-                f"{proc.returncode} and no result", "path": config.module_path, "line": None,
-                "col": None, "severity": "error", "hints": tail}]}
-        return json.loads(result_file.read_text())
+                "code": "BE345", "message": f"source process exited with code "
+                f"{proc.returncode} and no result", "path": path, "line": None, "col": None,
+                "severity": "error", "hints": _output_tail(output, res)}]}
+        result: dict = json.loads(result_file.read_text())
+        return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

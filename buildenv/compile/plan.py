@@ -13,12 +13,15 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from buildenv.compile.build import BuildOptions, BuildOutcome, build_pair
+from buildenv.compile.remote import check_reachable, check_resources, check_versions
 from buildenv.core import progress
+from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Multiverse
 
 __all__ = ["matrix_json", "pairs", "render_matrix", "run_matrix", "slowest"]
 
+RAY_PAIRS = 64  # pairs in flight on Ray unless --jobs says otherwise
 SLOW = 1.0  # seconds: faster pairs (cached, failed early) are never "the slowest"
 
 
@@ -39,7 +42,21 @@ def run_matrix(project: Project, multiverse: Multiverse, selected: list[tuple[st
             multiverse.resolve(env)
         except Exception:
             pass
-    workers = max(1, min(jobs or os.cpu_count() or 1, len(selected) or 1))
+    if options.ray is not None:  # connect from this thread; refuse what cannot run there
+        options.ray.prepare()
+        refused = check_resources(options.ray, {t: project.training(t)
+                                                for t in sorted({t for t, _ in selected})})
+        if options.ray.remote:
+            refused += check_versions(options.ray)
+            refused += check_reachable(project, {e: r for e, r in all_resolved.items()
+                                                 if e in {env for _, env in selected}})
+        if refused:
+            raise DiagnosticError(refused, 2)
+        # Ray schedules the trainings by their resources; the driver's threads only wait for
+        # them (and validate, verify and save around them): many pairs are submitted at once
+        workers = max(1, min(len(selected), jobs or RAY_PAIRS))
+    else:
+        workers = max(1, min(jobs or os.cpu_count() or 1, len(selected) or 1))
     with progress.task("build --all", total=len(selected), unit="pairs") as matrix:
         def one(pair: tuple[str, str]) -> BuildOutcome:
             outcome = build_pair(project, multiverse, pair[0], pair[1], options, all_resolved)
@@ -88,7 +105,8 @@ def render_matrix(outcomes: list[BuildOutcome], quiet: bool = False) -> str:
         lines += ["", "slowest:"] + [f"  {line}" for line in slow]
     built = sum(o.status == "built" for o in outcomes)
     cached = sum(o.status == "cached" for o in outcomes)
-    lines.append(f"\n{len(outcomes)} pairs: {built} built, {cached} cached, {len(failed)} failed")
+    noun = "pair" if len(outcomes) == 1 else "pairs"
+    lines.append(f"\n{len(outcomes)} {noun}: {built} built, {cached} cached, {len(failed)} failed")
     return "\n".join(lines).lstrip("\n")
 
 

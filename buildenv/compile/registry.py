@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ from buildenv.core.project import Project
 # (`build._warm_registry`) and which commands that never reach the registry do not pay.
 
 __all__ = ["client", "ensure_registered", "register_artifact", "slice_metrics",
-           "store_lock"]
+           "store_lock", "ui_command"]
 
 TAG_DIGEST = "buildenv.artifact_digest"
 TAG_ENV = "buildenv.environment"
@@ -62,9 +63,14 @@ def client(project: Project):
     """An MLflow client of the project's tracking URI (BE026 without the `mlflow` extra)."""
     uri = project.tracking_uri()
     _need_mlflow(uri)
+    # MLflow draws a progress bar on stderr while it downloads artifacts (promotion loads the
+    # champion) and logs its schema migrations: what a command prints is buildenv's, so
+    # `--quiet` stays quiet. Levels are set after the import, which configures its loggers.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlflow.tracking import MlflowClient
+
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.ERROR)
-    from mlflow.tracking import MlflowClient
 
     if not uri.startswith("sqlite:") or uri in _READY:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -86,6 +92,20 @@ def _need_mlflow(uri: str) -> None:
     require("mlflow", f"the MLflow registry at {uri}", "mlflow")
     if uri.startswith("sqlite:"):
         require("mlflow", f"the MLflow store {uri}", "sqlalchemy", "alembic")
+
+
+def ui_command(project: Project, host: str, port: int) -> list[str] | None:
+    """The `mlflow server` command line that shows this project's store in a browser (the
+    embedded sqlite store, created if need be, with the artifacts beside it); None when the
+    tracking URI is a server already (it has its own UI)."""
+    uri = project.tracking_uri()
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    client(project)  # a new store is created and migrated under the store lock, not by the UI
+    artifacts = (project.state_dir / "mlartifacts").resolve()
+    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+            "--default-artifact-root", artifacts.as_uri(), "--host", host, "--port", str(port),
+            "--workers", "1"]
 
 
 def _create_sqlite_store(path: Path) -> None:

@@ -15,7 +15,8 @@ from typing import Literal
 from buildenv.core.mutex import dir_mutex
 from buildenv.core.tempdirs import owned_temp_dir, sweep
 
-__all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_text", "install_dir"]
+__all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_text", "create_new_text",
+           "install_dir"]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -35,6 +36,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def create_new_text(path: Path, text: str) -> bool:
+    """Write a file that must not exist yet, complete or not at all: the text goes to a temp
+    file that is then hard-linked into place, which fails if `path` appeared meanwhile.
+    False (and nothing written) when `path` exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 @contextmanager

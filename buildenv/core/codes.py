@@ -6,7 +6,8 @@ BE05x locks, BE1xx static checks of training code, BE2xx data validation,
 BE3xx training, BE4xx verification against the serving stack, BE6xx drift,
 BE5xx evaluation slices, label coverage and model cards, BE7xx promotion, BE75x images, BE80x the audit log, BE81x-BE84x private statistics,
 synthetic data and peek, BE85x-BE87x label sets (their locks: BE057-BE059), BE88x executors;
-BE06x partitioned datasets.
+BE06x partitioned datasets, BE07x table datasets, BE08x the object store and DVC pins, BE09x
+derived datasets (BE34x their transforms), BE870-BE879 labeling functions, BE9xx importers.
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ CODES: dict[str, Code] = {
                   "`!!set`, a custom `!tag`) or a value the safe YAML constructor cannot build "
                   "(e.g. an integer with thousands of digits). Environment files hold plain "
                   "mappings, lists, strings, numbers, booleans and null."),
+    "BE034": Code("min_count on an optional column", "`min_count: N` asks the data for at "
+                  "least N non-null values, which an absent column cannot have; `required: "
+                  "false` says the column may be absent. Keep one of them: drop `required: "
+                  "false` (TFDV's `presence.min_count` makes a feature required too) or "
+                  "`min_count`."),
     "BE035": Code("bad pattern", "`pattern` applies to string columns and must compile as RE2, "
                   "the regular-expression engine validation runs (pyarrow's): no look-around, "
                   "no backreferences. The message quotes the compiler's reason. The pattern is "
@@ -109,6 +115,38 @@ CODES: dict[str, Code] = {
     "BE038": Code("unique bool column", "`unique: true` marks a key column, and a bool column "
                   "has only two values, so any third row would violate it. Declare a domain "
                   "instead, or make the key another column."),
+    "BE039": Code("allow_nan on a non-float column", "`allow_nan: false` refuses NaN values, "
+                  "which only float32 and float64 columns can hold. Remove the key, or declare "
+                  "the column as a float."),
+    # --- the project, and `buildenv init` -----------------------------------------
+    "BE040": Code("not a buildenv project", "The command needs a project, and neither the "
+                  "working directory nor a parent holds a pyproject.toml with a "
+                  "`[tool.buildenv]` table or an `environments/` directory (or `--root` / "
+                  "BUILDENV_ROOT names a directory that does not). Nothing was done, so a CI job "
+                  "run from the wrong directory fails instead of reporting on nothing. Run it "
+                  "in the project, pass `--root`, or make one with `buildenv init`."),
+    "BE041": Code("init would overwrite", "`buildenv init` writes new files only: the "
+                  "environment file it would write already exists (or appeared while it "
+                  "worked). Choose another `--env` name, or move the file away first."),
+    "BE042": Code("no data to infer from", "A `--data` file of `buildenv init` is empty (0 bytes, "
+                  "or a CSV without a header): there is nothing to infer, and nothing was "
+                  "written. As a warning: the file has a header (or a Parquet schema) but no "
+                  "rows, so only column names and types were inferred."),
+    "BE043": Code("not a readable table", "A `--data` file of `buildenv init` is neither CSV "
+                  "text (UTF-8, comma-separated, a header row with distinct names) nor Parquet, "
+                  "or a `.parquet` file lacks Parquet's signature. Nothing was written."),
+    "BE044": Code("mixed values in a column", "A CSV column holds values of several kinds (e.g. "
+                  "integers and a few words): `buildenv init` declared the narrowest dtype that "
+                  "holds them all (`string` when any value is text) and counts each kind, with "
+                  "its first data row. Often the odd values are nulls written as text (`N/A`): "
+                  "fix the data, or keep the wider dtype."),
+    "BE045": Code("column left out", "A column's stored type has no environment dtype (a "
+                  "decimal, a list, a struct, an unsigned 64-bit integer), or the files of a "
+                  "partitioned dataset store it with types no one dtype reads. `buildenv init` "
+                  "leaves it out of the environment; convert it, or declare it by hand."),
+    "BE046": Code("dataset name needed", "`buildenv init --data PATH` names the dataset after "
+                  "the file (or its directory), and that name is not usable (it starts with a "
+                  "digit, holds spaces) or is already taken. Name it: `--data NAME=PATH`."),
     # --- locks ---------------------------------------------------------------
     "BE050": Code("lock missing", "The environment has no lock file, so its data is not pinned. "
                   "Run the `buildenv lock ENV` command named in the hint and commit the lock."),
@@ -167,6 +205,100 @@ CODES: dict[str, Code] = {
     "BE066": Code("uri names a directory", "A dataset uri without a trailing `/` names a "
                   "directory. Write the uri with a trailing `/` to read it as a partitioned "
                   "dataset (a directory of Parquet files)."),
+    "BE067": Code("partition directories disagree", "Without `partitions:`, a declared column "
+                  "that names `name=<value>` directories in the file paths is a partition "
+                  "column. Every file must then live under those directories, in one order, "
+                  "with no other directory level. The message names the paths that disagree "
+                  "and what to write: move the files, declare the column a level names, or "
+                  "state the order with `partitions:`."),
+    # --- table datasets (Delta Lake, Iceberg) ---------------------------------------
+    "BE070": Code("invalid table dataset", "A key does not go with the dataset's format: "
+                  "`version`/`as_of` pin a `format: delta` table, `catalog`/`ref`/`snapshot` a "
+                  "`format: iceberg` one; an Iceberg table needs its `catalog` and a "
+                  "`namespace.table` identifier as `uri`; a table has no `partitions` (its "
+                  "own spec partitions it) and no `dvc` pin; two pins of one table (`version` "
+                  "and `as_of`, `ref` and `snapshot`) are one too many."),
+    "BE071": Code("tables extra not installed", "Locking (or checking the latest version of) a "
+                  "Delta or Iceberg table, and reading a `.dvc` pin, need the `tables` extra: "
+                  "`pip install 'buildenv[tables]'` (deltalake, PyIceberg, dvc-data). A build "
+                  "that reads a table version pinned by its lock does not."),
+    "BE072": Code("table version not found", "The version, time or snapshot the environment "
+                  "pins does not exist in the table (any more): beyond the latest version, "
+                  "before the first commit, removed from the Delta log by log cleanup, or an "
+                  "Iceberg snapshot that was expired. Pin one that exists; tag Iceberg "
+                  "snapshots you pin (a tag is never expired) or set `keep: true` so that "
+                  "buildenv keeps the pinned files."),
+    "BE073": Code("table unreachable", "The table's storage or its catalog did not answer in "
+                  "time (`catalog.timeout`, 30 s by default), refused the connection or the "
+                  "credentials. The message names the catalog or uri; nothing was locked or "
+                  "read."),
+    "BE074": Code("unknown ref", "`ref` names no branch or tag of the Iceberg table. The "
+                  "message lists the refs that exist."),
+    "BE075": Code("table cannot be read file by file", "buildenv pins and verifies a table "
+                  "version file by file, as plain Parquet. A version whose rows are not the "
+                  "rows of its files is refused: Delta deletion vectors or column mapping, "
+                  "Iceberg delete files, an Iceberg data file that stores a renamed column under "
+                  "its old name, a file that is not Parquet, or partition values of a "
+                  "restricted table (they would be written in the lock). Rewrite the table "
+                  "(Delta: OPTIMIZE/REORG PURGE; Iceberg: rewrite data files) or pin a version "
+                  "without them."),
+    "BE076": Code("table version lacks a declared column", "The pinned table version has no "
+                  "column the environment declares: the table's schema changed (a column "
+                  "dropped or renamed) under the environment's columns. The message names the "
+                  "table, the version and the column."),
+    "BE077": Code("table file missing", "A data file that the pinned table version lists "
+                  "(in its log or its manifests) no longer exists: a Delta VACUUM or an "
+                  "Iceberg orphan-file cleanup removed it. A table dataset with `keep: true` "
+                  "is read from the object store instead; otherwise pin a version whose files "
+                  "exist."),
+    # --- the object store and DVC pins -------------------------------------------------
+    "BE080": Code("pinned bytes not in the store", "The bytes a lock pins are neither at the "
+                  "dataset's uri nor in the object store (`.buildenv/objects/`, nor the shared "
+                  "store `[tool.buildenv] store` when one is set). Run `buildenv pull` where "
+                  "they were locked and pushed, or relock the data as it is now."),
+    "BE081": Code("store unreachable", "The shared object store (`[tool.buildenv] store`) could "
+                  "not be listed, read or written: the message names the prefix and the "
+                  "error. Nothing was transferred partially: objects appear only complete."),
+    "BE082": Code("store object damaged", "An object in the store does not hash to its name: "
+                  "it was altered or truncated. It is not used (a local one is removed so the "
+                  "next `buildenv pull` fetches it again)."),
+    "BE083": Code("cannot check out", "`buildenv checkout` restores pinned bytes to local "
+                  "paths only; the message names the dataset and why (a remote uri, a table, "
+                  "bytes missing from the store)."),
+    "BE085": Code("invalid .dvc file", "A dataset's `dvc:` file is missing, is not YAML, or "
+                  "does not pin exactly one output with an `md5`. DVC writes it with `dvc add`."),
+    "BE086": Code("DVC object unavailable", "The bytes a `.dvc` file pins are not in the DVC "
+                  "cache and could not be fetched from the DVC remote, or they do not hash to "
+                  "their md5. The message names the remote and the object; run `dvc push` "
+                  "where the data was added."),
+    "BE090": Code("invalid derived dataset", "A dataset with `source: {transform, inputs}` is computed by buildenv: it "
+                  "takes no `uri`; its inputs are datasets of the environment, it is not "
+                  "derived from itself (directly or through other derived datasets); an "
+                  "aggregation's `count` is a declared integer column and its "
+                  "`min_group_size` is not below `privacy.min_group_size`; its output is "
+                  "partitioned like its first input, so it declares that input's partition "
+                  "columns. docs/derived.md."),
+    "BE091": Code("transform not found", "The module of a derived dataset's `transform` "
+                  "(`path/to/module.py:function`, relative to the repository root) does not "
+                  "exist or defines no top-level function of that name."),
+    "BE092": Code("derived dataset's code changed", "The transform's code (its function, the module, or a repository module "
+                  "it imports) changed since the lock pinned the derived dataset; the "
+                  "message names what changed. Run `buildenv lock ENV`: every output file "
+                  "is rebuilt."),
+    "BE093": Code("derived dataset's input changed", "An input dataset of a derived dataset changed since the lock pinned it; "
+                  "the message names the input and, for a partitioned input, the files "
+                  "added, removed or changed. Run `buildenv lock ENV`: only the output "
+                  "files of changed input files are rebuilt."),
+    "BE094": Code("made by code, not built here", "A derived dataset or a label set computed by labeling functions is "
+                  "pinned by the lock but not built in this checkout (a fresh clone, CI), "
+                  "or the command does not run code. Build and lock rebuild it from the "
+                  "pinned inputs and code (cached outputs first); when it does not come out "
+                  "as pinned, the code is not deterministic: remove clocks, unseeded "
+                  "randomness and unstable orders, then relock."),
+    "BE095": Code("aggregate rows withheld", "A transform declared as an aggregation returned rows that summarise "
+                  "fewer input rows (its `count` column) than the minimum group size; they "
+                  "are left out of the output and counted, never shown. Lower the "
+                  "grouping's resolution if too much is withheld."),
     # --- static checks of training code -----------------------------------------
     "BE100": Code("syntax error in training", "The training module does not parse."),
     "BE101": Code("undeclared dataset", "`ctx.read` asks for a dataset the environment does not "
@@ -220,6 +352,27 @@ CODES: dict[str, Code] = {
                   "spills its values to a private temporary directory (removed afterwards), and "
                   "writing there failed, usually for lack of space. Free space or point TMPDIR "
                   "at a larger disk and validate again; this result is not cached."),
+    "BE211": Code("training-only column in serving data", "Serving data (`--serving`) holds a "
+                  "column the environment marks training-only (`serving: false`), or the "
+                  "label column: production is not supposed to have it, so either requests "
+                  "carry something they should not (a label leaking into features) or the "
+                  "declaration is out of date. Drop the column from the requests, or declare "
+                  "it served (`serving: true`) if production really has it."),
+    "BE212": Code("served column missing", "Serving data (`--serving`) lacks a column the "
+                  "environment declares served: a model taking it as input cannot get it in "
+                  "production. Send it with the requests, or mark the column `required: false` "
+                  "(it may be absent) or `serving: false` (training-only)."),
+    "BE213": Code("undeclared column", "The data has a column that the dataset does not "
+                  "declare (TFDV's SCHEMA_NEW_COLUMN), reported because the dataset sets "
+                  "`undeclared_columns: error` (exit 1) or `warn`. Declare the column if it is "
+                  "meant to be there, or remove it from the data. Only names are shown, never "
+                  "values."),
+    "BE214": Code("too few values", "The column has fewer non-null values than its "
+                  "`min_count` (TFDV's `presence.min_count`); an absent or entirely null "
+                  "column has none."),
+    "BE215": Code("NaN value", "The float column is declared `allow_nan: false` (TFDV's "
+                  "`float_domain.disallow_nan`) but holds NaN values. NaN is not a null: "
+                  "write nulls for missing values, or fix the computation that produced NaN."),
     # --- training ------------------------------------------------------------------
     "BE301": Code("training raised", "The training function raised an exception; the location "
                   "is the innermost frame in your code."),
@@ -238,6 +391,68 @@ CODES: dict[str, Code] = {
                   "(`evaluation:`): the build scores every model on rows the training never "
                   "sees, and promotion compares models on them. A sample handed over with "
                   "`ctx.set_holdout` is ignored; remove the call."),
+    "BE320": Code("sandbox required but unavailable", "The training's sandbox policy is "
+                  "`required` (set in pyproject.toml, or implied by an environment with "
+                  "restricted datasets) and this machine offers neither bubblewrap namespaces "
+                  "nor Landlock. Nothing ran. `buildenv doctor` says what is missing and why; "
+                  "install bubblewrap, allow user namespaces, or build on a machine that "
+                  "isolates (docs/sandbox.md)."),
+    "BE321": Code("no sandbox on this machine", "A warning, once per process: the policy is "
+                  "`preferred` and this machine offers no isolation, so trainings run as plain "
+                  "processes that could read any file and reach the network. `buildenv "
+                  "doctor` explains; `sandbox = \"required\"` turns this into an error."),
+    "BE322": Code("path hidden by the sandbox", "The training opened a dataset file, a label "
+                  "export, a lock, buildenv's state directory, or a path outside what the "
+                  "sandbox shows (the home directory, another process's files) directly. Data "
+                  "reaches a training only through `ctx.read`, `ctx.scan` and `ctx.labels`, "
+                  "verified and audited; other files it needs go under the training's "
+                  "`sandbox.read_only`. A direct data access fails the build even when the "
+                  "training catches the error."),
+    "BE323": Code("write outside the output", "The training wrote into the repository, its "
+                  "Python environment or a system directory. In the sandbox only the model's "
+                  "output directory and a private temporary directory (TMPDIR, also HOME) are "
+                  "writable, and both are thrown away but for the model."),
+    "BE324": Code("network refused", "The training connected to an address, resolved a host "
+                  "name or sent a packet, and the sandbox has no network (bubblewrap: only "
+                  "its own loopback; Landlock: no IP sockets). A training that must download "
+                  "something declares `network = \"allow\"` with a `reason` in its `sandbox` "
+                  "table; never next to restricted data."),
+    "BE325": Code("invalid sandbox opt-in", "A training's `sandbox` table asks for something "
+                  "that cannot hold: the network next to an environment's restricted datasets, "
+                  "or a read-only path that does not exist."),
+    "BE326": Code("sandbox set-up failed", "bubblewrap or Landlock refused to set up the "
+                  "training's sandbox (the message quotes why), although this machine's check "
+                  "passed. `buildenv doctor` re-checks; the build is not cached."),
+    "BE327": Code("mounts cannot change", "The training ran mount, umount, unshare or a "
+                  "similar program. The sandbox's filesystem view is fixed when it starts and "
+                  "the training holds no capability to change it."),
+    "BE328": Code("processes left running", "A warning: the training started processes that "
+                  "left its session (to outlive it); they were stopped with it. Wait for what "
+                  "a training starts."),
+    "BE340": Code("transform raised", "A derived dataset's transform (or its module, when imported) raised an "
+                  "exception. The location is the innermost frame in your code and the "
+                  "message names the input file; on restricted data the exception message "
+                  "is left out."),
+    "BE341": Code("transform returned no data", "A transform returns or yields pandas DataFrames, Arrow tables or record "
+                  "batches holding exactly the columns the derived dataset declares "
+                  "(partition columns may be left out: they come from the path). The "
+                  "message says what came back."),
+    "BE342": Code("transform column has the wrong type", "A column the transform returned does not convert to the dtype the "
+                  "derived dataset declares for it. Cast it in the transform or fix the "
+                  "declaration."),
+    "BE343": Code("transform read refused", "The transform asked `ctx.read`/`ctx.scan` for a dataset that is not one "
+                  "of its `inputs`, or a column the input does not declare. A transform "
+                  "reads its inputs only, through the data gate."),
+    "BE344": Code("code-made source timed out", "Building a derived dataset or applying labeling functions ran longer "
+                  "than its `source.timeout` (seconds). The process was stopped and nothing "
+                  "it wrote is used; raise the timeout or make the code faster."),
+    "BE345": Code("code-made source process died", "The process that runs transforms and labeling functions exited without a "
+                  "result (killed, out of memory, or interpreter crash). Nothing it wrote "
+                  "is used."),
+    "BE346": Code("partition value differs from its path", "A transform of a partitioned input returned a partition column whose "
+                  "values differ from the partition its input file belongs to. The output "
+                  "is partitioned like the input: leave partition columns out, or return "
+                  "the file's own value."),
     # --- toolchains: the training's own locked environment (docs/toolchains.md) -------------
     "BE350": Code("invalid training requirements", "A requirement of the training's "
                   "environment is not a pip requirement (`requirements` under "
@@ -415,6 +630,29 @@ CODES: dict[str, Code] = {
                   "fewer than `privacy.min_group_size` times are counted, never shown)."),
     "BE604": Code("null fraction changed", "A column's null fraction moved more than the "
                   "`null_fraction` threshold."),
+    "BE611": Code("categorical skew", "A categorical (string or bool) column's value "
+                  "frequencies in serving data differ from the locked training data by more "
+                  "than a `monitoring.skew` threshold (`linf`, `jsd`, `psi`; TFDV's "
+                  "`skew_comparator`). The message names the value whose share differs most; "
+                  "the hints say where the threshold is written and how to change it."),
+    "BE612": Code("numeric skew", "A numeric, date or timestamp column's distribution in "
+                  "serving data differs from the locked training data by more than a "
+                  "`monitoring.skew` threshold, over shared bins (the training data's "
+                  "deciles). The message gives the difference in the column's own units."),
+    "BE613": Code("serving values outside the domain", "Serving data holds values outside the "
+                  "column's declared domain, with their row counts (for restricted datasets, "
+                  "values seen fewer than `privacy.min_group_size` times are counted, never "
+                  "shown): production sends the model values it was never trained on."),
+    "BE614": Code("null fraction skew", "A column's null fraction in serving data differs from "
+                  "the training data's by more than the `null_fraction` skew threshold: "
+                  "production is missing values that training had (or the reverse)."),
+    "BE615": Code("feature value skew", "With `buildenv skew --key`, serving rows are joined "
+                  "to training rows with the same key, and more than the `mismatch` share of "
+                  "the joined examples has a different value for the column at serving than "
+                  "in training: the feature is computed differently in production."),
+    "BE616": Code("no serving row joined", "`buildenv skew --key` found no serving row whose "
+                  "key occurs in the training data, so feature-value skew was not measured. "
+                  "Check that the key names the same entity on both sides."),
     # --- promotion -----------------------------------------------------------------------
     "BE701": Code("gate failed: metric below minimum", "The candidate's gate metric is below "
                   "`promotion.min_value`."),
@@ -670,6 +908,48 @@ CODES: dict[str, Code] = {
     "BE867": Code("label field not in export", "No annotation of the export has a result from "
                   "the label set's `field` (the Label Studio `from_name`). The message lists the "
                   "from_names the export has."),
+    "BE868": Code("invalid tasks request", "`buildenv tasks` was asked for something it cannot do: a label set the "
+                  "environment does not declare, an unknown --select, an empty or repeated --annotators, "
+                  "--overlap larger than the annotators listed, an --out that is not a new or empty "
+                  "directory, or --select conflict without labeling functions over the same examples."),
+    "BE869": Code("examples cannot be covered", "Some chosen examples cannot get --overlap annotators who have not "
+                  "labeled them under another UI version (or already in this label set): sending them would "
+                  "be a double exposure. They are counted (and listed for unrestricted data) with how many "
+                  "annotators are eligible; nothing is written. Add annotators or lower --overlap."),
+    "BE870": Code("invalid labeling functions", "A label set's `source.functions` module is missing, does not parse, "
+                  "defines no function decorated "
+                  "`@buildenv.labeling_function(columns=[...])`, or a decorated function "
+                  "does not take exactly one parameter (the batch) or does not list its "
+                  "columns literally."),
+    "BE871": Code("labeling function column undeclared", "A labeling function declares a column its label set's dataset does not "
+                  "have, or at run time reads a column of the batch it did not declare in "
+                  "`columns=[...]`. The batch holds exactly the declared columns."),
+    "BE872": Code("labeling function raised", "A labeling function (or its module, when imported) raised an exception. "
+                  "The message names the function, its line and the batch's file; on "
+                  "restricted data the exception message is left out so that no row value "
+                  "is shown."),
+    "BE873": Code("labeling function returned bad votes", "A labeling function returns one value per row of its batch (it is "
+                  "vectorised: a Series, array or list as long as the batch), each a class "
+                  "name or None to abstain. The message says what came back."),
+    "BE874": Code("vote outside the taxonomy", "A labeling function voted for classes the label set's taxonomy does not "
+                  "list; the votes are counted per class (shown only for unrestricted "
+                  "data). Fix the rule, or add the class in a new taxonomy version."),
+    "BE875": Code("labeling functions changed", "A label set computed by labeling functions is stale: functions were "
+                  "added, removed or changed, or its dataset changed since the lock pinned "
+                  "it. The message names the functions and files. Run `buildenv lock ENV`: "
+                  "only the changed functions and files are applied again."),
+    "BE876": Code("label coverage below minimum", "Fewer rows of the dataset get a label from the labeling functions than "
+                  "the label set's `source.min_coverage` asks. `buildenv labels ENV` shows "
+                  "each function's coverage; add rules or lower the gate."),
+    "BE877": Code("label conflicts above maximum", "More rows get votes for two or more classes than the label set's "
+                  "`source.max_conflict` allows. `buildenv labels ENV` shows each "
+                  "function's conflicts; tighten the rules that disagree."),
+    "BE878": Code("invalid computed label set", "A label set with `source: {functions}` has no export: it takes no `uri` "
+                  "or `field`; its `gold` is an annotated label set (not computed) of the "
+                  "same dataset, key and classes."),
+    "BE879": Code("restricted examples refused", "`buildenv tasks` would send examples of a restricted dataset to annotators that the "
+                  "environment's `privacy.annotators` does not list. Nothing is written. Review who may see "
+                  "the data, and list them there; every export is recorded in the audit log."),
     # --- executors --------------------------------------------------------------
     "BE880": Code("Ray not installed", "`--executor ray` (or `[tool.buildenv] executor = "
                   "\"ray\"`) needs the optional extra: `pip install 'buildenv[ray]'`. Or run "
@@ -683,6 +963,18 @@ CODES: dict[str, Code] = {
                   "killed, an object was lost) after Ray's retries. Nothing it computed is "
                   "used; the worker's log says why. Data problems are never this code: tasks "
                   "report them as diagnostics."),
+    "BE883": Code("dataset out of the cluster's reach", "`build --all --executor ray` with a "
+                  "Ray cluster: a dataset is at a local path, which the workers cannot read. "
+                  "Refused before anything is scheduled, naming the dataset: put the data in "
+                  "object storage or on a file system mounted at the same path on every node."),
+    "BE884": Code("training larger than every node", "`build --all --executor ray`: a "
+                  "training's `resources` (cpus, memory_gb) exceed what every live node of the "
+                  "Ray cluster has. Refused before anything is scheduled, naming the training "
+                  "and the largest node."),
+    "BE885": Code("Ray cluster runs other versions", "`build --all --executor ray` with a Ray "
+                  "cluster whose workers run another Python (major.minor) or buildenv version "
+                  "than the driver: refused before scheduling, naming both. Install the "
+                  "driver's versions in the cluster's image."),
     # --- importers (buildenv import) ---------------------------------------------------------
     "BE900": Code("cannot read import file", "`buildenv import` could not read the suite or "
                   "schema file: it does not exist, is not readable, or is not UTF-8 text."),
@@ -707,6 +999,19 @@ CODES: dict[str, Code] = {
                   "several tolerances (`mostly`) merged into the column's one "
                   "`max_violation_fraction`, column order or exact column sets dropped. Check "
                   "the printed key."),
+    "BE906": Code("not a Feast repository", "`buildenv import feast REPO` reads a Feast "
+                  "feature repository: a directory with `feature_store.yaml` whose registry "
+                  "was written by `feast apply`. A repository never applied has no registry."),
+    "BE907": Code("unknown feature service", "The repository's registry has no feature service "
+                  "of that name; the message lists the services it has."),
+    "BE908": Code("Feast item not translated", "A feature of the service has no equivalent "
+                  "in the environment format (a list, map or bytes type; an on-demand or "
+                  "stream view). Nothing was written for it; the message says what it was."),
+    "BE909": Code("Feast environment unavailable", "Feast runs in its own Python environment "
+                  "(it needs pandas < 3, which buildenv's own pins exclude): buildenv creates "
+                  "it under `.buildenv/toolchains/` with pip, or uses the interpreter named by "
+                  "`BUILDENV_FEAST_PYTHON`. It could not be created or failed; the message "
+                  "says how."),
 }
 
 

@@ -7,22 +7,29 @@ cache and registry. These are `flock(2)` locks on small files under `.buildenv/l
 kernel releases them when the holder exits, however it exits (SIGKILL included), so a crash
 never leaves a lock behind. Each `open` is its own lock, so threads of one process exclude
 each other too. Lock files are never deleted (deleting one races with a waiter that has it
-open). A wait has a limit: past it the command stops with BE760 naming the holder's pid.
+open). The holder writes who it is into the file (pid, command, since when): a process that
+has to wait says so, as a progress task naming the holder (and the phase `wait` of the task it
+waits in), and a wait has a limit: past it the command stops with BE760 naming the holder.
 Re-entering a lock the same thread already holds is a no-op (a second `open` would deadlock
 against the first).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import hashlib
+import json
 import os
+import shlex
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from buildenv.core import progress
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 
 __all__ = ["MUTEX_TIMEOUT_ENV", "dir_mutex", "mutex", "mutex_path", "mutex_timeout"]
@@ -61,7 +68,7 @@ def mutex(path: Path, what: str, timeout: float) -> Iterator[None]:
         _acquire(fd, path, what, timeout)
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # for the BE760 message only
+            os.pwrite(fd, _whoami().encode(), 0)  # for waiters' messages only
         except OSError:
             pass
         held.add(key)
@@ -101,19 +108,40 @@ def dir_mutex(directory: Path) -> Iterator[None]:
 
 
 def _acquire(fd: int, path: Path, what: str, timeout: float) -> None:
+    if _try_lock(fd):
+        return
+    holder = _holder(path)
+    task = progress.current()
+    before = task.phase_name if task is not None else None
+    if task is not None:
+        task.phase("wait")
+    try:
+        with progress.task(f"waiting for {what}" + (f", held by {holder}" if holder else "")):
+            _wait(fd, path, what, timeout)
+    finally:
+        if task is not None:
+            task.phase(before)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _wait(fd: int, path: Path, what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     pause = 0.01
     while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if _try_lock(fd):
             return
-        except BlockingIOError:
-            pass
         if time.monotonic() >= deadline:
             holder = _holder(path)
             raise DiagnosticError([Diagnostic(
                 "BE760", f"gave up after {timeout:g} s waiting for {what}"
-                + (f" (held by process {holder})" if holder else ""),
+                + (f" (held by {holder})" if holder else ""),
                 hints=("another buildenv process is working on the same thing; wait for it "
                        "to finish, or stop it",
                        f"{MUTEX_TIMEOUT_ENV}=SECONDS changes how long to wait"))], 1)
@@ -121,9 +149,33 @@ def _acquire(fd: int, path: Path, what: str, timeout: float) -> None:
         pause = min(pause * 2, 0.2)
 
 
+def _whoami() -> str:
+    """What a holder writes into its lock file: pid, command line and since when."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if program in ("__main__.py", "buildenv"):
+        program = "buildenv"
+    elif program == "-c":
+        program = "python -c"
+    command = " ".join([program, *(shlex.quote(a) for a in sys.argv[1:])])
+    since = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return json.dumps({"pid": os.getpid(), "command": command[:300], "since": since}) + "\n"
+
+
 def _holder(path: Path) -> str | None:
+    """`process 4242 (buildenv build churn --env prod) since 2026-12-01T14:02:11Z`, from what
+    the holder wrote; a bare pid (older buildenv), or None when nothing readable is there."""
     try:
         text = path.read_text().strip()
     except OSError:
         return None
-    return text if text.isdigit() else None
+    if text.isdigit():
+        return f"process {text}"
+    try:
+        info = json.loads(text)
+        pid = int(info["pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    who = "this process" if pid == os.getpid() else f"process {pid}"
+    command = f" ({info['command']})" if info.get("command") else ""
+    since = f" since {info['since']}" if info.get("since") else ""
+    return f"{who}{command}{since}"

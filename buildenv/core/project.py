@@ -1,8 +1,10 @@
 """The repository buildenv works in: its root, `[tool.buildenv]`, and declared trainings.
 
 The root is the nearest directory (from the working directory up) holding a
-`pyproject.toml` or an `environments/` directory; `--root` or `BUILDENV_ROOT`
-override it. Everything a user writes in paths is relative to it.
+`pyproject.toml` with a `[tool.buildenv]` table or an `environments/` directory;
+`--root` or `BUILDENV_ROOT` override it. Commands refuse to run outside a project
+(BE040) rather than report on an empty one. Everything a user writes in paths is
+relative to the root.
 """
 
 from __future__ import annotations
@@ -13,15 +15,60 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
+from buildenv.core.toml_keys import key_positions, position_of
 
-__all__ = ["TOOLCHAINS_DIR_ENV", "Project", "ToolchainsConfig", "TrainingConfig", "find_root"]
+__all__ = ["TOOLCHAINS_DIR_ENV", "Project", "Resources", "SandboxMode", "ToolchainsConfig",
+           "TrainingConfig", "TrainingSandbox", "config_problems", "find_root", "is_project",
+           "require_project"]
 
 TOOLCHAINS_DIR_ENV = "BUILDENV_TOOLCHAINS_DIR"
+
+SandboxMode = Literal["required", "preferred", "off"]
+
+
+class TrainingSandbox(BaseModel):
+    """`sandbox` of a training: a mode (`sandbox = "required"`) or a table of narrow opt-ins."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    mode: SandboxMode | None = None
+    """`required`, `preferred` or `off`; default: `[tool.buildenv] sandbox`."""
+    network: Literal["none", "allow"] = "none"
+    """`allow` lets the training reach the network (never with restricted data); say why in
+    `reason`."""
+    reason: str | None = None
+    """Why the training needs the network (recorded in the lineage)."""
+    read_only: list[str] = []
+    """Extra paths the training may read (absolute, or relative to the root); they never
+    uncover what the sandbox hides."""
+
+    @model_validator(mode="after")
+    def _reason_given(self) -> TrainingSandbox:
+        if self.network == "allow" and not (self.reason or "").strip():
+            raise ValueError('network = "allow" needs a `reason`: why the training must reach '
+                             "the network")
+        return self
+
+
+def _sandbox_table(value: object) -> object:
+    return {"mode": value} if isinstance(value, str) else value
+
+
+class Resources(BaseModel):
+    """What one build of a training needs from the machine that runs it (`build --all
+    --executor ray` asks Ray for it; a local build does not)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    cpus: float | None = Field(default=None, gt=0)
+    """CPUs; default: the training's `threads` (1 when not set)."""
+    memory_gb: float | None = Field(default=None, gt=0)
+    """Memory in GiB; default: none reserved."""
 
 
 class TrainingConfig(BaseModel):
@@ -55,13 +102,8 @@ class TrainingConfig(BaseModel):
     """Before the full fit, run the training on a sample of its rows and verify the model's
     inputs and operations, so a refusal comes in seconds (the training function runs twice;
     see docs/training.md)."""
-
-    @model_validator(mode="after")
-    def _one_source(self) -> TrainingConfig:
-        if self.requirements is not None and self.lock is not None:
-            raise ValueError("set `requirements` or `lock`, not both: a lock already pins "
-                             "every requirement")
-        return self
+    sandbox: Annotated[TrainingSandbox, BeforeValidator(_sandbox_table)] = TrainingSandbox()
+    """How the training process is isolated (docs/sandbox.md)."""
 
     description: str | None = None
     """What the model does, for its model card."""
@@ -71,6 +113,15 @@ class TrainingConfig(BaseModel):
     """Known limitations, for its model card."""
     owners: list[str] = []
     """Who answers for the model, for its model card."""
+    resources: Resources = Resources()
+    """`{cpus = 4, memory_gb = 8}`: what a build of the training asks of a Ray cluster."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TrainingConfig:
+        if self.requirements is not None and self.lock is not None:
+            raise ValueError("set `requirements` or `lock`, not both: a lock already pins "
+                             "every requirement")
+        return self
 
     def card_text(self) -> dict[str, object]:
         """The free text of the model card (part of the cache key: the card is in the
@@ -132,22 +183,67 @@ class ToolConfig(BaseModel):
     tracking_uri: str | None = None
     cache_dir: str = ".buildenv"
     executor: Literal["local", "ray"] = "local"
-    """Where lock, validate and drift run the per-file work of partitioned datasets."""
+    """Where lock, validate and drift run the per-file work of partitioned datasets, and
+    where `build --all` trains its pairs."""
+    store: str | None = None
+    """The shared object store `buildenv push` / `pull` use: an `s3://bucket/prefix`, or a
+    directory (relative to the repository root)."""
     signing_key: str | None = None  # PEM EC private key: sign artifacts at build time
     verify_key: str | None = None  # PEM EC public key: verify signatures before loading
+    sandbox: SandboxMode | None = None
+    """How training processes are isolated; default `preferred` on Linux, `off` elsewhere."""
     trainings: dict[str, TrainingConfig] = {}
     toolchains: ToolchainsConfig = ToolchainsConfig()
 
 
-def find_root(start: Path | None = None) -> Path:
+#: What makes a directory a buildenv project (the first line of a `[tool.buildenv]` table).
+_TOOL_TABLE = re.compile(r'^[ \t]*\[[ \t]*tool[ \t]*\.[ \t]*"?buildenv"?[ \t]*[\].]', re.M)
+
+
+def is_project(path: Path) -> bool:
+    """A buildenv project: a `pyproject.toml` with a `[tool.buildenv]` table, or an
+    `environments/` directory."""
+    if (path / "environments").is_dir():
+        return True
+    pyproject = path / "pyproject.toml"
+    try:
+        return pyproject.is_file() and bool(_TOOL_TABLE.search(
+            pyproject.read_text(encoding="utf-8", errors="replace")))
+    except OSError:
+        return False
+
+
+def find_root(start: Path | None = None, *, required: bool = True) -> Path:
+    """`BUILDENV_ROOT`, else the nearest directory from `start` (the working directory) up that
+    `is_project`. Nothing found: BE040 (exit 2), or `start` itself when not `required`."""
     env = os.environ.get("BUILDENV_ROOT")
     if env:
-        return Path(env).resolve()
+        root = Path(env).resolve()
+        if required:
+            require_project(root, "BUILDENV_ROOT")
+        return root
     here = (start or Path.cwd()).resolve()
     for candidate in (here, *here.parents):
-        if (candidate / "pyproject.toml").is_file() or (candidate / "environments").is_dir():
+        if is_project(candidate):
             return candidate
+    if required:
+        raise DiagnosticError([Diagnostic(
+            "BE040", f"not in a buildenv project: neither {here} nor a parent directory holds "
+            "a pyproject.toml with a [tool.buildenv] table or an environments/ directory",
+            hints=("run the command in the project (or pass --root DIR)",
+                   "`buildenv init` makes this directory a project"))], 2)
     return here
+
+
+def require_project(root: Path, given_as: str) -> None:
+    """BE040 (exit 2) unless `root`, named explicitly (`--root`, `BUILDENV_ROOT`), is a project."""
+    if not root.is_dir():
+        raise DiagnosticError([Diagnostic("BE040", f"{given_as} {root}: no such directory")], 2)
+    if not is_project(root):
+        raise DiagnosticError([Diagnostic(
+            "BE040", f"{given_as} {root} is not a buildenv project: it holds no pyproject.toml "
+            "with a [tool.buildenv] table and no environments/ directory",
+            hints=("`buildenv init` makes it one",))], 2)
 
 
 @dataclass
@@ -159,9 +255,21 @@ class Project:
     @classmethod
     def discover(cls, root: str | Path | None = None, data_root: str | Path | None = None
                  ) -> Project:
-        base = Path(root).resolve() if root else find_root()
+        base = Path(root).resolve() if root else find_root(required=False)
         data = Path(data_root).resolve() if data_root else None
         return cls(root=base, data_root=data)
+
+    @classmethod
+    def open(cls, root: str | Path | None = None, data_root: str | Path | None = None
+             ) -> Project:
+        """The project a command works on: `root` (which must be a project), else the one
+        `find_root` finds; BE040 (exit 2) when there is none, so that a command run in the wrong
+        directory fails instead of reporting on nothing."""
+        if root:
+            require_project(Path(root).resolve(), "--root")
+        else:
+            find_root()
+        return cls.discover(root, data_root)
 
     @property
     def data_base(self) -> Path:
@@ -213,20 +321,6 @@ class Project:
         except ValueError:
             return str(path)
 
-    def config_line(self, *loc: str | int) -> int | None:
-        """Best effort: the line of `[tool.buildenv]` key `loc` in pyproject.toml; an int last
-        part is an index into the key's array (its element's line)."""
-        try:
-            text = (self.root / "pyproject.toml").read_text(encoding="utf-8")
-        except OSError:
-            return None
-        keys = [str(p) for p in loc if not isinstance(p, int)]
-        line = _toml_line(text, keys)
-        index = loc[-1] if loc and isinstance(loc[-1], int) else None
-        if line is None or index is None:
-            return line
-        return _array_item_line(text, line, index) or line
-
     def training(self, name: str) -> TrainingConfig:
         if name not in self.trainings:
             hint = did_you_mean(name, self.trainings) or (
@@ -235,6 +329,21 @@ class Project:
             raise DiagnosticError([Diagnostic("BE017", f"unknown training '{name}'",
                                               "pyproject.toml", hints=(hint,))], 2)
         return self.trainings[name]
+
+    def config_line(self, *loc: str | int) -> int | None:
+        """The line of `[tool.buildenv]` key `loc` in pyproject.toml (best effort); an int last
+        part is an index into the key's array (its element's line)."""
+        try:
+            text = (self.root / "pyproject.toml").read_text(encoding="utf-8")
+        except OSError:
+            return None
+        keys = tuple(str(p) for p in loc if not isinstance(p, int))
+        pos = position_of(key_positions(text), ("tool", "buildenv", *keys))
+        line = pos[0] if pos else None
+        index = loc[-1] if loc and isinstance(loc[-1], int) else None
+        if line is None or index is None:
+            return line
+        return _array_item_line(text, line, index) or line
 
     def _load_config(self) -> ToolConfig:
         path = self.root / "pyproject.toml"
@@ -252,15 +361,7 @@ class Project:
         try:
             return ToolConfig.model_validate(tool)
         except ValidationError as exc:
-            problems = []
-            for err in exc.errors():
-                loc = [str(p) for p in err["loc"]]
-                line = _toml_line(text, loc)
-                where = "[tool.buildenv" + "".join(f".{p}" for p in loc[:-1]) + "]"
-                problems.append(Diagnostic(
-                    "BE016", f"{'.'.join(loc)}: {err['msg']} (in {where})", "pyproject.toml",
-                    line, 1 if line else None))
-            raise DiagnosticError(problems, 2) from None
+            raise DiagnosticError(config_problems(exc, text), 2) from None
 
 
 _TOML_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'|#|\]')
@@ -282,24 +383,52 @@ def _array_item_line(text: str, key_line: int, index: int) -> int | None:
     return None
 
 
-def _toml_line(text: str, loc: list[str]) -> int | None:
-    """Best effort: the line of the key in its table (tomllib keeps no positions)."""
-    lines = text.splitlines()
-    table_line = None
-    for depth in range(len(loc) - 1, -1, -1):
-        header = "[tool.buildenv" + "".join(f".{p}" for p in loc[:depth]) + "]"
-        for i, line in enumerate(lines):
-            if line.strip() == header:
-                table_line = i
-                break
-        if table_line is not None:
-            key = loc[depth] if depth < len(loc) else None
-            if key is not None:
-                for j in range(table_line + 1, len(lines)):
-                    stripped = lines[j].strip()
-                    if stripped.startswith("["):
-                        break
-                    if re.match(rf"^{re.escape(key)}\s*=", stripped):
-                        return j + 1
-            return table_line + 1
-    return None
+def config_problems(exc: ValidationError, text: str) -> list[Diagnostic]:
+    """`[tool.buildenv]` validation errors as diagnostics at the line and column of their key,
+    worded like the environment files' (unknown key with a "did you mean", missing key, ...)."""
+    positions = key_positions(text)
+    problems = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        kind = err["type"]
+        table = "[" + ".".join(("tool", "buildenv") + loc[:-1]) + "]"
+        dotted = ".".join(loc)
+        hints: tuple[str, ...] = ()
+        where = loc
+        if kind == "extra_forbidden":
+            known = _known_keys(loc[:-1])
+            hint = did_you_mean(loc[-1], known) or (
+                "allowed keys: " + ", ".join(sorted(known)) if known else None)
+            hints = (hint,) if hint else ()
+            message = f"unknown key '{loc[-1]}' in {table}"
+        elif kind == "missing":
+            where = loc[:-1]
+            message = f"missing key '{loc[-1]}' in {table}"
+        elif kind == "literal_error":
+            expected = err.get("ctx", {}).get("expected", "")
+            choices = re.findall(r"'([^']*)'", expected)
+            hint = did_you_mean(str(err.get("input")), choices)
+            hints = (hint,) if hint else ()
+            message = f"{dotted}: {err['input']!r} is not one of {expected}"
+        elif kind == "string_pattern_mismatch" and loc[-1] == "entry":
+            message = (f"{dotted}: {err['input']!r} is not `path/to/module.py:function` "
+                       "(relative to the repository root)")
+            hints = ("e.g. entry = \"trainings/churn.py:train\"",)
+        else:
+            message = f"{dotted}: {err['msg']}"
+        pos = position_of(positions, ("tool", "buildenv") + where)
+        problems.append(Diagnostic("BE016", message, "pyproject.toml",
+                                   pos[0] if pos else None, pos[1] if pos else None,
+                                   hints=hints))
+    return problems
+
+
+def _known_keys(loc: tuple[str, ...]) -> list[str]:
+    """Keys allowed in the table at `loc` under `[tool.buildenv]` (for "did you mean")."""
+    if not loc:
+        return list(ToolConfig.model_fields)
+    if loc[0] == "trainings" and len(loc) == 2:
+        return list(TrainingConfig.model_fields)
+    if loc == ("toolchains",):
+        return list(ToolchainsConfig.model_fields)
+    return []

@@ -15,11 +15,14 @@ every worker must reach the data under the same uri: on a cluster, object storag
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -141,6 +144,10 @@ class RayExecutor(Executor):
         return ray
 
     def _init(self, ray: Any) -> Any:
+        with _ray_quiet():
+            return self._start(ray)
+
+    def _start(self, ray: Any) -> Any:
         kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
         if self.remote:
             return ray.init(address=self.address, **kwargs)
@@ -205,10 +212,53 @@ class RayExecutor(Executor):
                 hints=("the Ray dashboard or `ray logs` has the worker's output",
                        "rerun with --executor local to rule the cluster out"))], 2) from None
 
+    def run_one(self, fn: Callable[[Any], Any], item: Any, num_cpus: float = 1,
+                memory: int | None = None, retries: int = 1,
+                runtime_env: dict[str, Any] | None = None) -> Any:
+        """`fn(item)` as one Ray task asking for `num_cpus` and `memory` bytes, retried
+        `retries` times when its worker dies; Ray chooses the node. Raises what the task
+        raised, or ray's error for a task lost after its retries (the caller reports it). An
+        interrupt (Ctrl-C) cancels the task, killing its worker."""
+        ray = self._connect()
+        options: dict[str, Any] = {"num_cpus": num_cpus, "max_retries": retries}
+        if memory:
+            options["memory"] = memory
+        if runtime_env:
+            options["runtime_env"] = runtime_env
+        ref = ray.remote(fn).options(**options).remote(item)
+        try:
+            return ray.get(ref)
+        except BaseException:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:
+                pass
+            raise
+
+    def node_resources(self) -> list[dict[str, float]]:
+        """The resources of each live node of the cluster (CPU, memory in bytes, ...)."""
+        ray = self._connect()
+        return [dict(node.get("Resources", {})) for node in ray.nodes() if node.get("Alive")]
+
     def close(self) -> None:
         if self._started and self._ray is not None:
-            self._ray.shutdown()
+            with _ray_quiet():
+                self._ray.shutdown()
         self._ray, self._started = None, False
+
+
+@contextmanager
+def _ray_quiet() -> Iterator[None]:
+    """Keep Ray's start-up and shutdown chatter (its token-authentication banner, "started a
+    local Ray instance") out of buildenv's output: with `configure_logging=False` Ray's
+    warnings would reach stderr through Python's last-resort handler. Errors still show."""
+    logger = logging.getLogger("ray")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _int_env(name: str) -> int | None:
@@ -225,4 +275,17 @@ def make_executor(name: str | None, project: Any = None) -> Executor:
     if chosen not in EXECUTORS:
         raise DiagnosticError([Diagnostic("BE004", f"unknown executor '{chosen}'",
                                           hints=("use local or ray",))], 2)
+    if chosen == "ray" and not _ray_installed():
+        # said when asked for, not when first used: work the caches spare would hide it
+        raise DiagnosticError([Diagnostic(
+            "BE880", "the Ray executor needs Ray, which is not installed",
+            hints=("pip install 'buildenv[ray]'", "or run with --executor local"))], 2)
     return RayExecutor() if chosen == "ray" else LocalExecutor()
+
+
+def _ray_installed() -> bool:
+    """Whether `import ray` can work, without importing it (seconds of start-up)."""
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):  # a module set to None in sys.modules: blocked
+        return False

@@ -29,7 +29,8 @@ def privacy_problems(child: Resolved, parent: Resolved) -> list[Diagnostic]:
     """A child may tighten its parent's privacy, never loosen it (SPEC §2): every dataset the
     parent restricts stays restricted (unless the child replaced it by a synthetic stand-in
     with provenance), `min_group_size` does not shrink, budgets do not grow, the peek policy
-    names no new actor, and a person stays the unit a private release protects."""
+    names no new actor, a person stays the unit a private release protects, and a required
+    sandbox stays required."""
     problems = []
     own, inherited = child.env.privacy, parent.env.privacy
     for name in inherited.restricted:
@@ -72,6 +73,11 @@ def privacy_problems(child: Resolved, parent: Resolved) -> list[Diagnostic]:
             "a child may shrink the list of actors who see real rows, never widen it",
             "privacy", "peek", "actors",
             hints=("ask for the actor to be added where the parent's policy is written",)))
+    if inherited.restricted and inherited.sandbox == "required" and own.sandbox != "required":
+        problems.append(child.diag(
+            "BE019", f"privacy.sandbox: trainings on {parent.name}'s restricted data must run "
+            "sandboxed; a child may not make the sandbox optional", "privacy", "sandbox",
+            hints=("remove `sandbox: optional`",)))
     if inherited.release == "dp" and own.release != "dp":
         problems.append(child.diag(
             "BE019", f"privacy.release: {parent.name} releases evaluation figures of restricted "

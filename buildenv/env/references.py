@@ -13,9 +13,12 @@ from typing import Any
 from buildenv.core.diagnostics import Diagnostic, did_you_mean
 from buildenv.core.project import Project
 from buildenv.env.loader import KeyPath, Position
+from buildenv.env.source_rules import source_problems as code_source_problems
 from buildenv.env.spec import (
     INTEGER_DTYPES,
+    TABLE_FORMATS,
 )
+from buildenv.env.table_sources import source_problems as table_source_problems
 from buildenv.env.uris import names_directory, uri_problem
 from buildenv.env.validation_errors import position
 
@@ -57,20 +60,23 @@ def semantic_problems(raw: dict[str, Any], origin: dict[KeyPath, Position],
     problems.extend(_evaluation_problems(raw, datasets, diag, mapping))
     problems.extend(_label_set_problems(raw, datasets, diag, mapping, project))
     all_columns = {c for ds in datasets.values() for c in mapping(mapping(ds).get("columns"))}
-    for col in mapping(mapping(mapping(raw.get("monitoring")).get("drift")).get("columns")):
-        if col not in all_columns:
-            problems.append(diag("BE010", f"monitoring.drift.columns: unknown column '{col}'",
-                                 "monitoring", "drift", "columns", col,
-                                 hint=did_you_mean(str(col), all_columns)))
+    for section in ("drift", "skew"):
+        for col in mapping(mapping(mapping(raw.get("monitoring")).get(section)).get("columns")):
+            if col not in all_columns:
+                problems.append(diag("BE010", f"monitoring.{section}.columns: unknown column "
+                                     f"'{col}'", "monitoring", section, "columns", col,
+                                     hint=did_you_mean(str(col), all_columns)))
     for name, ds in datasets.items():
         uri = mapping(ds).get("uri")
-        if isinstance(uri, str):
+        if isinstance(uri, str) and mapping(ds).get("format") not in TABLE_FORMATS:
             problem = uri_problem(uri, project)
             if problem:
                 code, message, hint = problem
                 problems.append(diag(code, f"dataset '{name}': {message}", "datasets", name,
                                      "uri", hint=hint))
     problems.extend(_partition_problems(datasets, restricted, diag, mapping))
+    problems.extend(table_source_problems(datasets, diag, mapping, project))
+    problems.extend(code_source_problems(raw, diag, mapping))
     return problems
 
 
@@ -83,6 +89,8 @@ def _partition_problems(datasets: dict[str, Any], restricted: Any, diag: Any, ma
     hidden = set(restricted) if isinstance(restricted, list) else set()
     for name, ds in datasets.items():
         ds = mapping(ds)
+        if ds.get("format") in TABLE_FORMATS:
+            continue  # a table's partitions are its own (table_sources)
         uri, parts = ds.get("uri"), ds.get("partitions")
         directory = isinstance(uri, str) and names_directory(uri)
         if directory and ds.get("format", "parquet") != "parquet":
@@ -235,7 +243,8 @@ def _label_set_problems(raw: dict[str, Any], datasets: dict[str, Any], diag: Any
     for name, spec in sets.items():
         spec = mapping(spec)
         problems.extend(_label_key_problems(name, spec, datasets, diag, mapping))
-        if spec.get("format", "label-studio") == "label-studio" and spec.get("field") is None:
+        if spec.get("format", "label-studio") == "label-studio" and spec.get("field") is None \
+                and spec.get("source") is None:
             problems.append(diag("BE850", f"labels.{name}: a Label Studio export needs `field`, "
                                  "the `from_name` of the choices control that holds the label",
                                  "labels", name))
@@ -329,9 +338,11 @@ def _reuse_cycles(sets: dict[str, Any], diag: Any, mapping: Any) -> list[Diagnos
     """BE852 once per cycle of `reuse`, at the `reuse` entry that closes it."""
     def edges(name: str) -> list[tuple[int, str]]:
         reuse = mapping(sets.get(name)).get("reuse")
-        return [(i, e["labels"]) for i, e in enumerate(reuse if isinstance(reuse, list) else [])
-                if isinstance(e, dict) and isinstance(e.get("labels"), str)
-                and e["labels"] in sets]
+        out = [(i, e["labels"]) for i, e in enumerate(reuse if isinstance(reuse, list) else [])
+               if isinstance(e, dict) and isinstance(e.get("labels"), str)
+               and e["labels"] in sets]
+        gold = mapping(mapping(sets.get(name)).get("source")).get("gold")
+        return out + ([(len(out), gold)] if isinstance(gold, str) and gold in sets else [])
 
     problems: list[Diagnostic] = []
     reported: set[frozenset[str]] = set()

@@ -24,6 +24,7 @@ from buildenv.env.evaluation_rules import evaluation_problems
 from buildenv.env.loader import KeyPath, Located, Position, load_yaml
 from buildenv.env.privacy_rules import privacy_problems
 from buildenv.env.references import semantic_problems
+from buildenv.env.source_rules import fill_sources
 from buildenv.env.spec import (
     CURRENT_SCHEMA,
     Environment,
@@ -99,6 +100,15 @@ class Multiverse:
             self._files[name] = located
         return self._files[name]
 
+    def written(self, name: str) -> dict[str, Any]:
+        """The keys of `name`'s own file as written (not resolved, not validated); empty when
+        the file cannot be read (for listing an invalid environment)."""
+        try:
+            data: dict[str, Any] = self._load(name).data
+            return data
+        except DiagnosticError:
+            return {}
+
     def require(self, name: str) -> None:
         if not self.path(name).is_file():
             hint = did_you_mean(name, self.names()) or "`buildenv envs` lists the environments"
@@ -156,9 +166,10 @@ class Multiverse:
         chain = self.chain(name)
         merged: dict[str, Any] = {}
         origin: dict[KeyPath, Position] = {}
+        deleted: dict[KeyPath, Position] = {}
         for link in chain:
             located = self._load(link)
-            _overlay(merged, located.data, (), located, origin)
+            _overlay(merged, located.data, (), located, origin, deleted)
         # a problem of the document as a whole (a missing top-level key) names this file
         origin[()] = Position(self.display(name), 1, 1)
         problems = self._name_problems(chain)
@@ -171,13 +182,16 @@ class Multiverse:
         try:
             env = Environment.model_validate(merged)
         except ValidationError as exc:
-            problems.extend(p for p in pydantic_problems(exc, merged, origin)
+            files = [self.display(link) for link in chain]
+            problems.extend(p for p in pydantic_problems(exc, merged, origin, files)
                             # a missing `name` is reported per file by _name_problems
                             if not (p.code == "BE005" and p.message == "missing key 'name'"))
         problems.extend(semantic_problems(merged, origin, self.project))
+        problems = _blame_deletions(problems, deleted, self.display(name))
         if any(p.is_error for p in problems):
             raise DiagnosticError(problems, 2)
         assert env is not None
+        env = fill_sources(env, _state_uri(self.project))
         resolved = Resolved(env=env, chain=chain, raw=merged, origin=origin)
         evaluation = evaluation_problems(resolved)
         if evaluation:
@@ -237,18 +251,28 @@ class Multiverse:
         return problems
 
 
+def _state_uri(project: Project) -> str:
+    """The state directory as a dataset uri: where derived datasets and computed label sets
+    are written (relative to the data root, like any repository path)."""
+    cache_dir = project.config.cache_dir
+    return f"file://{cache_dir}" if Path(cache_dir).is_absolute() else cache_dir
+
+
 def _overlay(target: dict[str, Any], source: dict[str, Any], prefix: KeyPath, located: Located,
-             origin: dict[KeyPath, Position]) -> None:
+             origin: dict[KeyPath, Position], deleted: dict[KeyPath, Position]) -> None:
     for key, value in source.items():
         path = prefix + (key,)
         if value is None:
+            if key in target:
+                deleted[path] = located.keys[path]
             target.pop(key, None)
             _forget(origin, path)
             continue
+        deleted.pop(path, None)
         if isinstance(value, dict) and isinstance(target.get(key), dict) and not (
                 path == ("label",) and _label_form(value) != _label_form(target[key])):
             origin[path] = located.keys[path]
-            _overlay(target[key], value, path, located, origin)
+            _overlay(target[key], value, path, located, origin, deleted)
             continue
         target[key] = copy.deepcopy(value)
         _forget(origin, path)
@@ -259,6 +283,32 @@ def _overlay(target: dict[str, Any], source: dict[str, Any], prefix: KeyPath, lo
         for sub, pos in located.values.items():
             if len(sub) > len(path) and sub[: len(path)] == path and sub not in origin:
                 origin[sub] = pos
+
+
+def _blame_deletions(problems: list[Diagnostic], deleted: dict[KeyPath, Position],
+                     own_file: str) -> list[Diagnostic]:
+    """An inherited reference to something a child deleted (`liked: null` under the label's
+    columns) is reported at the deletion, with a hint pointing at the reference: the child
+    broke it. A problem mentions a deleted key when it quotes its name."""
+    if not deleted:
+        return problems
+    out = []
+    for problem in problems:
+        hit = next(((path, pos) for path, pos in deleted.items()
+                    if pos.path == own_file and problem.is_error and problem.path
+                    and problem.path != own_file and f"'{path[-1]}'" in problem.message),
+                   None)
+        if hit is None:
+            out.append(problem)
+            continue
+        path, pos = hit
+        where = f"{problem.path}:{problem.line}:{problem.col}" if problem.line else problem.path
+        dotted = ".".join(str(p) for p in path)
+        out.append(Diagnostic(
+            problem.code, problem.message, pos.path, pos.line, pos.col, problem.severity,
+            (f"{dotted} is deleted here (`{path[-1]}: null`), but {where} (inherited) still "
+             "refers to it: keep it, or override that reference here",) + problem.hints))
+    return out
 
 
 def _label_form(label: dict[str, Any]) -> str | None:
@@ -289,8 +339,13 @@ def canonical_environment(env: Environment) -> dict[str, Any]:
         data.pop(key, None)
     for ls in data.get("labels", {}).values():
         ls.pop("description", None)
+        if "source" in ls:  # where buildenv writes computed labels is not what they are
+            ls.pop("uri", None)
+            ls.pop("format", None)
     for ds in data["datasets"].values():
         ds.pop("description", None)
+        if "source" in ds:  # likewise a derived dataset's output location
+            ds.pop("uri", None)
         for col in ds.get("columns", {}).values():
             col.pop("description", None)
     return data

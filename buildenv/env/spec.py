@@ -16,10 +16,7 @@ version 1 files with it, as `data.lock.lockfile.LOCK_UPGRADES` does for locks.
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import fnmatch
-import functools
-import math
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -31,6 +28,16 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from buildenv.env.column_rules import (
+    COLUMN_CHECKS,
+    COLUMN_PROBLEM_KEYS,
+    FLOAT_DTYPES,
+    INTEGER_DTYPES,
+    NUMERIC_DTYPES,
+    TEMPORAL_DTYPES,
+    parse_temporal,
+    pattern_problem,
+)
 from buildenv.env.evaluation_spec import (
     Coverage,
     CoverageRule,
@@ -40,27 +47,29 @@ from buildenv.env.evaluation_spec import (
     SliceGates,
     class_key,
 )
-from buildenv.env.spec_base import Scalar, Strict
-from buildenv.env.uris import names_directory
+from buildenv.env.monitoring_spec import Drift, DriftThreshold, Monitoring, Skew, SkewThreshold
+from buildenv.env.sources import Aggregation, LabelFunctions, Transform
+from buildenv.env.spec_base import Scalar, Strict, without_required
+from buildenv.env.uris import is_remote, names_directory
 
-# Deferred imports (pyarrow): only an environment that declares a `pattern` needs RE2 to check it;
-# `show`, `diff` and `schema` stay light.
+_parse_temporal = parse_temporal  # the name other rooms import
 
-__all__ = ["CURRENT_SCHEMA", "Column", "Coverage", "CoverageRule", "Dataset", "Dtype",
-           "Environment", "Evaluation", "Label", "LabelSet", "Limits", "Monitoring",
-           "OnnxServing", "Parity", "PeekPolicy", "Privacy", "PrivacyUnit", "Promotion", "Reuse",
-           "Slice", "SliceGates", "SklearnServing", "Synthetic", "SyntheticSource", "Taxonomy",
-           "class_key",
-           "json_schema", "op_allowed"]
+__all__ = ["COLUMN_PROBLEM_KEYS", "CURRENT_SCHEMA", "FLOAT_DTYPES", "INTEGER_DTYPES",
+           "NUMERIC_DTYPES", "TABLE_FORMATS", "TEMPORAL_DTYPES", "Aggregation", "Catalog",
+           "Column", "Coverage", "CoverageRule", "Dataset", "Drift", "DriftThreshold", "Dtype",
+           "Environment", "Evaluation", "Label", "LabelFunctions", "LabelSet", "Limits",
+           "Monitoring", "OnnxServing", "Parity", "PeekPolicy", "Privacy", "PrivacyUnit",
+           "Promotion", "Reuse", "Scalar", "Skew", "SkewThreshold", "Slice", "SliceGates",
+           "SklearnServing", "Strict", "Synthetic", "SyntheticSource", "Taxonomy", "Transform",
+           "class_key", "json_schema", "op_allowed", "pattern_problem"]
 
 CURRENT_SCHEMA = 1
 
 Dtype = Literal[
     "int8", "int16", "int32", "int64", "float32", "float64", "bool", "string", "date", "timestamp"
 ]
-INTEGER_DTYPES = ("int8", "int16", "int32", "int64")
-NUMERIC_DTYPES = INTEGER_DTYPES + ("float32", "float64")
-TEMPORAL_DTYPES = ("date", "timestamp")
+
+
 class Column(Strict):
     """One column of a dataset: its type, allowed values, and whether serving has it."""
 
@@ -71,12 +80,24 @@ class Column(Strict):
     """Whether nulls are allowed at all."""
     max_null_fraction: Annotated[float, Field(ge=0, le=1)] | None = None
     """Upper bound on the fraction of null rows (0..1), for nullable columns."""
+    required: bool = True
+    """Whether the data must have the column. `false`: data without it is valid and reads as
+    all nulls (TFDV's feature without a `presence` constraint); data with it is checked as
+    usual. In serving data, whether a served column may be absent."""
+    min_count: Annotated[int, Field(ge=1)] | None = None
+    """At least this many non-null values (TFDV's `presence.min_count`); fewer is an error.
+    A column with a `min_count` is required."""
     domain: list[Scalar] | None = None
     """Allowed values (string, integer, float or bool columns). Values outside it are violations
-    and drift alerts. Float values are compared in the stored precision."""
+    and drift alerts. Float values are compared in the stored precision. An empty list allows
+    no value: every non-null value violates it (as TFDV's empty `string_domain` and Great
+    Expectations' empty `value_set`)."""
     range: tuple[Scalar | None, Scalar | None] | None = None
     """Inclusive [min, max]: numbers for numeric dtypes, ISO 8601 strings for date/timestamp.
     `null` leaves that end open (`[0, null]`: at least 0); not both ends."""
+    allow_nan: bool = True
+    """Float columns: `false` makes every NaN value an error (TFDV's
+    `float_domain.disallow_nan`). NaN is a value, not a null: `nullable` does not cover it."""
     max_violation_fraction: Annotated[float, Field(ge=0, le=1)] | None = None
     """Tolerance (0..1): the share of non-null values that may violate each of the column's
     range, domain, pattern, length and unique constraints before it is an error; up to it, a
@@ -105,9 +126,7 @@ class Column(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Column:
         # every cross-field problem of the column at once, each located at its own key
-        problems = [problem for check in (_range_problem, _domain_problem, _pattern_problem,
-                                          _length_problem, _unique_problem, _tolerance_problem)
-                    if (problem := check(self)) is not None]
+        problems = [problem for check in COLUMN_CHECKS if (problem := check(self)) is not None]
         if problems:
             raise ValidationError.from_exception_data(
                 "Column", [InitErrorDetails(type=p, loc=(), input=self.model_dump())
@@ -120,16 +139,13 @@ class Column(Strict):
                 if getattr(self, key) is not None] + (["unique"] if self.unique else [])
 
 
-#: A column's cross-field problem (its error type) -> the key it is about.
-COLUMN_PROBLEM_KEYS = {"bad_range": "range", "bad_domain": "domain", "bad_pattern": "pattern",
-                       "bad_length": "length", "bad_tolerance": "max_violation_fraction",
-                       "bad_unique": "unique"}
 
 #: Column keys added to schema 1 after its first release. `show` and `diff` omit them at their
 #: default (as the digest leaves out every default), so environments that do not use them look
 #: and hash as before.
 ADDED_COLUMN_KEYS: dict[str, Any] = {"max_violation_fraction": None, "unique": False,
-                                     "pattern": None, "length": None, "monitor": True}
+                                     "pattern": None, "length": None, "monitor": True,
+                                     "required": True, "min_count": None, "allow_nan": True}
 
 
 #: Section keys added to schema 1 after its first release (evaluation slices and intervals, the
@@ -159,129 +175,28 @@ def omit_added_defaults(column: dict[str, Any]) -> dict[str, Any]:
     return column
 
 
-@functools.lru_cache(maxsize=256)
-def pattern_problem(pattern: str) -> str | None:
-    """Why RE2 (pyarrow's regex engine, the one validation runs) refuses `pattern`, if it does."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    try:
-        pc.match_substring_regex(pa.nulls(1, pa.string()), pattern)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        return str(exc).removeprefix("Invalid regular expression: ")
-    return None
+#: Formats that are tables with their own history: a version of one is pinned by the lock as a
+#: manifest of its data files (buildenv.data.tables).
+TABLE_FORMATS = ("delta", "iceberg")
 
 
-def _range_problem(col: Column) -> PydanticCustomError | None:
-    if col.range is None:
-        return None
-    dtype, (lo, hi) = col.dtype, col.range
-    if lo is None and hi is None:
-        return PydanticCustomError("bad_range", "range [null, null] bounds nothing: give at "
-                                   "least one end", {})
-    given = [v for v in (lo, hi) if v is not None]
-    if dtype in NUMERIC_DTYPES:
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in given):
-            return PydanticCustomError("bad_range", "range of a {dtype} column takes two "
-                                       "numbers (or null for an open end)", {"dtype": dtype})
-        if any(isinstance(v, float) and math.isnan(v) for v in given):
-            return PydanticCustomError("bad_range", "range bounds cannot be NaN", {})
-        parsed: list[Any] = [lo, hi]
-    elif dtype in TEMPORAL_DTYPES:
-        try:
-            parsed = [None if v is None else _parse_temporal(v) for v in (lo, hi)]
-        except ValueError:
-            return PydanticCustomError("bad_range", "range of a {dtype} column takes two ISO "
-                                       "8601 strings (or null for an open end)", {"dtype": dtype})
-    else:
-        return PydanticCustomError("bad_range", "a {dtype} column takes no range (use domain)",
-                                   {"dtype": dtype})
-    if parsed[0] is not None and parsed[1] is not None and parsed[0] > parsed[1]:
-        return PydanticCustomError("bad_range", "range [{lo}, {hi}] is empty: the first bound "
-                                   "must not exceed the second", {"lo": str(lo), "hi": str(hi)})
-    return None
+class Catalog(Strict):
+    """Where an Iceberg table is registered (PyIceberg's SQL or REST catalog)."""
 
-
-def _domain_problem(col: Column) -> PydanticCustomError | None:
-    if col.domain is None:
-        return None
-    dtype = col.dtype
-    if dtype not in ("string", "bool") + NUMERIC_DTYPES:
-        return PydanticCustomError("bad_domain", "a {dtype} column takes no domain (use range)",
-                                   {"dtype": dtype})
-    floating = dtype in ("float32", "float64")
-    for value in col.domain:
-        if not _domain_value_fits(dtype, value):
-            return PydanticCustomError("bad_domain", "domain value {value} is not {what}",
-                                       {"value": repr(value),
-                                        "what": "a finite number" if floating else f"a {dtype}"})
-    seen = [float(v) for v in col.domain] if floating else [repr(v) for v in col.domain]
-    if len(set(seen)) != len(seen):
-        return PydanticCustomError("bad_domain", "domain lists a value twice", {})
-    return None
-
-
-def _pattern_problem(col: Column) -> PydanticCustomError | None:
-    if col.pattern is None:
-        return None
-    if col.dtype != "string":
-        return PydanticCustomError("bad_pattern", "a {dtype} column takes no pattern (patterns "
-                                   "apply to strings)", {"dtype": col.dtype})
-    why = pattern_problem(col.pattern)
-    if why:
-        return PydanticCustomError("bad_pattern", "pattern {pattern} does not compile as RE2: "
-                                   "{why}", {"pattern": repr(col.pattern), "why": why})
-    return None
-
-
-def _length_problem(col: Column) -> PydanticCustomError | None:
-    if col.length is None:
-        return None
-    if col.dtype != "string":
-        return PydanticCustomError("bad_length", "a {dtype} column takes no length (lengths "
-                                   "apply to strings)", {"dtype": col.dtype})
-    lo, hi = col.length
-    if lo is None and hi is None:
-        return PydanticCustomError("bad_length", "length [null, null] bounds nothing: give at "
-                                   "least one end", {})
-    if lo is not None and hi is not None and lo > hi:
-        return PydanticCustomError("bad_length", "length [{lo}, {hi}] is empty: the first bound "
-                                   "must not exceed the second", {"lo": lo, "hi": hi})
-    return None
-
-
-def _unique_problem(col: Column) -> PydanticCustomError | None:
-    if col.unique and col.dtype == "bool":
-        return PydanticCustomError("bad_unique", "a bool column cannot be unique (it has two "
-                                   "values); declare a domain instead", {})
-    return None
-
-
-def _tolerance_problem(col: Column) -> PydanticCustomError | None:
-    if col.max_violation_fraction is not None and not col.constraints():
-        return PydanticCustomError("bad_tolerance", "max_violation_fraction tolerates "
-                                   "violations of range, domain, pattern, length or unique, and "
-                                   "this column declares none of them", {})
-    return None
-
-
-def _domain_value_fits(dtype: str, value: Any) -> bool:
-    if dtype == "string":
-        return isinstance(value, str)
-    if dtype == "bool":
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if dtype in INTEGER_DTYPES:
-        return isinstance(value, int)
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _parse_temporal(value: Any) -> dt.datetime:
-    if not isinstance(value, str):
-        raise ValueError(value)
-    parsed = dt.datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    type: Literal["sql", "rest"]
+    """`sql`: a SQLAlchemy URL (SQLite or PostgreSQL); `rest`: an Iceberg REST catalog."""
+    uri: str
+    """`sqlite:///path.db` (relative paths resolve against the repository root),
+    `postgresql+psycopg2://...`, or the REST endpoint `https://...`."""
+    name: str = "default"
+    """The catalog's name: PyIceberg also reads its properties from the variables
+    `PYICEBERG_CATALOG__<NAME>__<PROPERTY>` (credentials belong there, not in this file)."""
+    warehouse: str | None = None
+    """The warehouse location (REST catalogs may require it)."""
+    properties: dict[str, str] = {}
+    """More catalog properties, passed to PyIceberg as written (`s3.endpoint`, `prefix`, ...)."""
+    timeout: Annotated[float, Field(gt=0)] = 30.0
+    """Seconds a catalog call may take before buildenv gives up on it (BE073)."""
 
 
 class Dataset(Strict):
@@ -289,25 +204,89 @@ class Dataset(Strict):
 
     uri: str
     """Relative to the repository root, or file://, s3://, gs://. A uri ending in `/` names a
-    directory (or bucket prefix) of Parquet files: a partitioned dataset, pinned file by file."""
-    format: Literal["parquet", "csv"] = "parquet"
-    """Storage format."""
+    directory (or bucket prefix) of Parquet files: a partitioned dataset, pinned file by file.
+    `format: delta`: the table's root directory; `format: iceberg`: the table's identifier in
+    its catalog (`namespace.table`)."""
+    format: Literal["parquet", "csv", "delta", "iceberg"] = "parquet"
+    """Storage format: a file (`parquet`, `csv`), or a table with its own history (`delta`,
+    `iceberg`; needs the `tables` extra to lock)."""
+    version: Annotated[int, Field(ge=0)] | None = None
+    """Delta: the table version to pin. Absent (and no `as_of`): the latest commit, followed
+    by `buildenv lock` and `buildenv retrain`."""
+    as_of: str | None = None
+    """Delta: pin the latest version committed at or before this ISO 8601 time."""
+    catalog: Catalog | None = None
+    """Iceberg: the catalog the table is registered in."""
+    ref: str | None = None
+    """Iceberg: the branch or tag to follow (absent: `main`)."""
+    snapshot: int | None = None
+    """Iceberg: the snapshot id to pin, instead of following a ref."""
+    keep: bool | None = None
+    """Keep the bytes of every pinned version in the object store. Default: `true` for local
+    files and directories, `false` for objects in an object store and for tables (which keep
+    their own copies and history)."""
+    dvc: str | None = None
+    """Path of a `.dvc` file that pins this dataset's bytes: they are fetched from the DVC
+    cache or remote (needs the `tables` extra), whatever is at `uri`."""
     columns: dict[str, Column]
     """Declared columns. Training code can read only these."""
     partitions: list[str] | None = None
     """Hive partition columns of a partitioned dataset, in path order: `[date]` reads
     `date=2026-09-01/part-0.parquet`. Each is a declared column; its values come from the paths
-    and are validated like any other column's."""
+    and are validated like any other column's. Absent: the declared columns that name
+    `name=<value>` directories in the paths (`buildenv.data.lock.manifest.infer_partitions`);
+    `[]`: none."""
+    undeclared_columns: Literal["error", "warn", "ignore"] = "ignore"
+    """What a column the data has but `columns` does not declare is: an `error` (TFDV's
+    SCHEMA_NEW_COLUMN), a warning (`warn`), or nothing (`ignore`: such columns are never read).
+    For serving data, the strictest setting of the datasets it is checked against applies."""
+    source: Transform | None = None
+    """Instead of a `uri`: the dataset is computed by a transform from other datasets (a
+    derived dataset, docs/derived.md), written under `.buildenv/derived/`, partitioned like its
+    first input, and pinned by the digests of its code and inputs."""
     description: str | None = None
     """Free text for humans; not part of the environment digest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
+                              json_schema_extra=without_required("uri"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_has_no_uri(cls, data: Any) -> Any:
+        # a derived dataset's uri is where buildenv writes it: the resolver fills it in
+        if isinstance(data, dict) and data.get("source") is not None and "uri" not in data:
+            return {**data, "uri": ""}
+        return data
+
+    @model_validator(mode="after")
+    def _uri_or_source(self) -> Dataset:
+        if self.source is None and not self.uri:
+            raise ValidationError.from_exception_data("Dataset", [InitErrorDetails(
+                type="missing", loc=("uri",), input=self.model_dump())])
+        if self.source is not None and self.format != "parquet":
+            raise PydanticCustomError("derived", "a derived dataset is written as Parquet: "
+                                      "drop `format`", {})
+        return self
 
     @property
     def partitioned(self) -> bool:
         """Whether `uri` names a directory or prefix of files rather than one file."""
-        return names_directory(self.uri)
+        return names_directory(self.uri) and not self.is_table
+
+    @property
+    def is_table(self) -> bool:
+        """A Delta or Iceberg table: pinned by version or snapshot, read as its data files."""
+        return self.format in TABLE_FORMATS
+
+    @property
+    def keeps(self) -> bool:
+        """Whether `buildenv lock` keeps the pinned bytes in the object store: `keep`, else
+        local files and directories (an object store and a table keep their own copies)."""
+        return self.keep if self.keep is not None else not (self.is_table or is_remote(self.uri))
 
     @property
     def partition_columns(self) -> list[str]:
+        """The partitions as written (those found in the paths are the manifest's)."""
         return list(self.partitions or [])
 
     @field_validator("columns")
@@ -414,8 +393,33 @@ class LabelSet(Strict):
     exposure: Literal["exclusive", "allow"] = "exclusive"
     """`exclusive`: an annotator who labeled the same example under two UI versions (in any
     label set of the multiverse) is an error; `allow` reports it as a warning."""
+    source: LabelFunctions | None = None
+    """Instead of a `uri`: the labels are computed by labeling functions over `dataset`
+    (docs/labels.md), written under `.buildenv/labels/` in the Parquet form, and pinned by the
+    digests of the functions and the data."""
     description: str | None = None
     """Free text for humans; not part of the environment digest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
+                              json_schema_extra=without_required("uri"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _computed_has_no_uri(cls, data: Any) -> Any:
+        # computed labels are written by buildenv in the Parquet form: the resolver fills the uri
+        if isinstance(data, dict) and data.get("source") is not None:
+            if data.get("format", "parquet") != "parquet":
+                raise PydanticCustomError("label_source", "a label set computed by labeling "
+                                          "functions has no export format: drop `format`", {})
+            return {"uri": "", **data, "format": "parquet"}
+        return data
+
+    @model_validator(mode="after")
+    def _uri_or_source(self) -> LabelSet:
+        if self.source is None and not self.uri:
+            raise ValidationError.from_exception_data("LabelSet", [InitErrorDetails(
+                type="missing", loc=("uri",), input=self.model_dump())])
+        return self
 
 
 class Parity(Strict):
@@ -509,41 +513,6 @@ class OnnxServing(Strict):
 Serving = Annotated[Union[SklearnServing, OnnxServing], Field(discriminator="stack")]
 
 
-class DriftThreshold(Strict):
-    """Drift thresholds; the meaning of `linf` and `jsd` matches TFDV's, so TFX thresholds carry
-    over."""
-
-    linf: Annotated[float, Field(gt=0, le=1)] | None = None
-    """Categorical: largest absolute change of any value's frequency (L-infinity distance)."""
-    jsd: Annotated[float, Field(gt=0, le=1)] | None = None
-    """Jensen-Shannon divergence (log base 2) between the two distributions."""
-    psi: Annotated[float, Field(gt=0)] | None = None
-    """Numeric: population stability index over shared quantile bins."""
-    null_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
-    """Largest allowed absolute change of the null fraction."""
-
-
-class Drift(Strict):
-    """Drift thresholds by column type, overridable per column."""
-
-    categorical: DriftThreshold = DriftThreshold(linf=0.1)
-    """Defaults for string and bool columns."""
-    numeric: DriftThreshold = DriftThreshold(psi=0.2)
-    """Defaults for numeric and temporal columns."""
-    columns: dict[str, DriftThreshold] = {}
-    """Per-column overrides, by column name."""
-
-
-class Monitoring(Strict):
-    """How drift is judged and which alerts matter."""
-
-    drift: Drift = Drift()
-    """Thresholds."""
-    min_importance: Annotated[float, Field(ge=0, le=1)] = 0.0
-    """Alerts on features whose importance in every model using them is below this are
-    suppressed (and counted)."""
-
-
 class PrivacyUnit(Strict):
     """Who one differential-privacy guarantee protects in a dataset where a person holds several
     rows (e.g. a user's ratings)."""
@@ -618,6 +587,10 @@ class Privacy(Strict):
     """Who may look at real rows (`buildenv peek`, audited)."""
     synthetic: dict[str, Synthetic] = {}
     """Datasets replaced by synthetic stand-ins (written by `buildenv synth`), with provenance."""
+    sandbox: Literal["required", "optional"] = "required"
+    """Whether trainings built against restricted datasets must run sandboxed (`required`:
+    whatever `[tool.buildenv] sandbox` says, a machine without isolation fails the build), or
+    follow the project's sandbox policy (`optional`). No effect without restricted datasets."""
     release: Literal["exact", "dp"] = "exact"
     """How evaluation figures of restricted rows (slices, their counts, metrics and intervals)
     are shown: `exact`, withholding every slice with fewer than `min_group_size` rows; or `dp`,
@@ -626,6 +599,9 @@ class Privacy(Strict):
     release_epsilon: Annotated[float, Field(gt=0)] = 1.0
     """With `release: dp`: the privacy loss one artifact's released evaluation figures spend
     from the budget of each restricted dataset the evaluation rows read."""
+    annotators: list[str] = []
+    """Annotators who may be sent examples of restricted datasets (`buildenv tasks`); every
+    export is recorded in the audit log. Empty: none."""
 
     def budget(self, dataset: str) -> float:
         """The epsilon `dataset` may spend in total (0 when none is declared)."""
@@ -671,8 +647,16 @@ class Environment(Strict):
         ds = self.datasets.get(dataset)
         return ds.columns.get(column) if ds else None
 
-    def restricted(self, dataset: str) -> bool:
-        return dataset in self.privacy.restricted
+    def restricted(self, dataset: str, _seen: frozenset[str] = frozenset()) -> bool:
+        """Declared restricted, or derived from a restricted input by a transform that is
+        not an aggregation."""
+        if dataset in self.privacy.restricted:
+            return True
+        ds = self.datasets.get(dataset)
+        if ds is None or ds.source is None or ds.source.aggregation is not None \
+                or dataset in _seen:
+            return False
+        return any(self.restricted(i, _seen | {dataset}) for i in ds.source.inputs)
 
     def label_set(self) -> LabelSet | None:
         """The label set the label comes from (None for a column label, or no label)."""

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 if TYPE_CHECKING:  # only for the annotation: `buildenv lock`'s early hash imports this module
     from buildenv.core.project import Project
 
-__all__ = ["REMOTE_SCHEMES", "names_directory", "uri_problem"]
+__all__ = ["REMOTE_SCHEMES", "is_remote", "names_directory", "uri_problem"]
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs")
 
@@ -24,6 +24,11 @@ def names_directory(uri: str) -> bool:
     """Whether a dataset uri names a directory or prefix of files (it ends in `/`): the
     dataset is partitioned, read and pinned file by file (`Dataset.partitioned`)."""
     return uri.endswith("/")
+
+
+def is_remote(uri: str) -> bool:
+    """Whether a dataset uri names an object store (`s3://`, `gs://`) rather than a local path."""
+    return urlparse(uri).scheme.lower() in REMOTE_SCHEMES
 
 
 def uri_problem(uri: str, project: Project) -> tuple[str, str, str] | None:

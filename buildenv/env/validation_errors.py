@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -23,7 +24,8 @@ __all__ = ["position", "pydantic_problems"]
 _TYPE_CODES = {"extra_forbidden": "BE003", "missing": "BE005", "bad_range": "BE011",
                "bad_domain": "BE012", "evaluation": "BE020", "bad_pattern": "BE035",
                "bad_length": "BE036", "bad_tolerance": "BE037", "bad_unique": "BE038",
-               "label_source": "BE850", "bad_bins": "BE502", "bad_slice": "BE503"}
+               "bad_presence": "BE034", "bad_nan": "BE039", "label_source": "BE850",
+               "derived": "BE090", "bad_bins": "BE502", "bad_slice": "BE503"}
 #: A cross-field problem (its error type) -> the key it is about, to point at when written.
 _PROBLEM_KEYS = {**COLUMN_PROBLEM_KEYS, **SLICE_PROBLEM_KEYS}
 
@@ -40,8 +42,19 @@ def _clean_loc(loc: tuple[int | str, ...], merged: dict[str, Any]) -> KeyPath:
     return tuple(out)
 
 
+#: A column's cross-field problem -> the other keys it is between (besides its own key).
+_PARTNERS = {"bad_range": ("dtype",), "bad_domain": ("dtype",), "bad_pattern": ("dtype",),
+             "bad_length": ("dtype",), "bad_unique": ("dtype",),
+             "bad_tolerance": ("range", "domain", "pattern", "length", "unique")}
+
+
 def pydantic_problems(exc: ValidationError, merged: dict[str, Any],
-                       origin: dict[KeyPath, Position]) -> list[Diagnostic]:
+                       origin: dict[KeyPath, Position], files: Sequence[str] = ()
+                       ) -> list[Diagnostic]:
+    """Diagnostics at the line of the key each error concerns. `files`: the chain's files, root
+    first: a problem between two keys written in different files (a child changes a column's
+    `dtype`, its parent's `domain` no longer fits) is reported at the later file's key, with a
+    hint naming the other one."""
     problems = []
     for err in exc.errors():
         loc = _clean_loc(err["loc"], merged)
@@ -84,11 +97,53 @@ def pydantic_problems(exc: ValidationError, merged: dict[str, Any],
             field_key = _PROBLEM_KEYS.get(kind)
             if field_key and loc + (field_key,) in origin:
                 where = loc + (field_key,)
+                moved = _changed_in_a_later_file(loc, field_key, _PARTNERS.get(kind, ()),
+                                                 merged, origin, files)
+                if moved is not None:
+                    where, hint = moved
+                    hints = (hint,)
         pos = position(where, origin)
         problems.append(Diagnostic(code, message, pos.path if pos else None,
                                    pos.line if pos else None, pos.col if pos else None,
                                    hints=hints))
     return problems
+
+
+def _changed_in_a_later_file(column: KeyPath, key: str, partners: Sequence[str],
+                             merged: dict[str, Any],
+                             origin: dict[KeyPath, Position], files: Sequence[str]
+                             ) -> tuple[KeyPath, str] | None:
+    """When a partner of `key` (under the same column) was written in a later file of the
+    chain than `key`, that partner's path and a hint pointing back at `key`'s line."""
+    rank = {path: i for i, path in enumerate(files)}
+    own = origin[column + (key,)]
+    written = [(p, origin[column + (p,)]) for p in partners if column + (p,) in origin]
+    later = [(p, pos) for p, pos in written if rank.get(pos.path, -1) > rank.get(own.path, -1)]
+    if not later:
+        return None
+    partner, pos = max(later, key=lambda item: (rank.get(item[1].path, -1), item[1].line))
+    value = _dig(merged, column + (partner,))
+    shown = f"`{partner}: {_flow(value)}`" if value is not None else f"`{partner}`"
+    return column + (partner,), (f"{shown} is set here, in {pos.path}; the `{key}` it "
+                                 f"conflicts with is inherited from {own.path}:{own.line}:"
+                                 f"{own.col}: change `{partner}`, or override `{key}` here "
+                                 f"(`{key}: null` drops it)")
+
+
+def _dig(data: Any, path: KeyPath) -> Any:
+    for part in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(part)
+    return data
+
+
+def _flow(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    return str(value)
 
 
 def position(path: KeyPath, origin: dict[KeyPath, Position]) -> Position | None:

@@ -9,7 +9,7 @@ import yaml
 
 from buildenv.env.loader import KeyPath
 from buildenv.env.resolve import Resolved
-from buildenv.env.spec import omit_added_defaults, omit_added_section_defaults
+from buildenv.env.spec import Skew, omit_added_defaults, omit_added_section_defaults
 
 __all__ = ["diff_environments", "explained_yaml", "resolved_document"]
 
@@ -19,8 +19,13 @@ def resolved_document(res: Resolved) -> dict[str, Any]:
     data = res.env.model_dump(mode="json", by_alias=True, exclude_none=True)
     data.pop("schema", None)
     for ds in data["datasets"].values():
+        if ds.get("undeclared_columns") == "ignore":  # added later: shown when set
+            del ds["undeclared_columns"]
         for col in ds["columns"].values():
             omit_added_defaults(col)
+    monitoring = data.get("monitoring", {})
+    if res.env.monitoring.skew == Skew():  # added later: shown when set
+        monitoring.pop("skew", None)
     omit_added_section_defaults(data)
     if not data.get("labels"):  # shown like datasets, when there are any
         data.pop("labels", None)

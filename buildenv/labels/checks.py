@@ -43,6 +43,8 @@ def exposure_sources(project: Project, res: Resolved, own: LabelSets,
     problems: list[Diagnostic] = []
     seen: set[tuple[Any, ...]] = set()
     for name, spec in res.env.labels.items():
+        if spec.source is not None:  # computed labels: no annotator saw anything
+            continue
         seen.add(_identity(spec))
         sources.append(ExposureSource(name, spec.dataset, spec.exposure,
                                       own.file(name).annotations, True))
@@ -51,7 +53,7 @@ def exposure_sources(project: Project, res: Resolved, own: LabelSets,
             continue
         sets: LabelSets | None = None
         for name, spec in sorted(other.env.labels.items()):
-            if _identity(spec) in seen:
+            if _identity(spec) in seen or spec.source is not None:
                 continue
             seen.add(_identity(spec))
             sets = sets or LabelSets(Gate(project, other.env, purpose, where=other), None,
@@ -130,7 +132,7 @@ def check_labels(project: Project, multiverse: Multiverse, res: Resolved, lock: 
     if not res.env.labels:
         return []
     pins = {name: d.digest for name, d in lock.datasets.items()}
-    gate = Gate(project, res.env, purpose, pins=pins, where=res)
+    gate = Gate(project, res.env, purpose, pins=pins, where=res, manifests=lock.manifests())
     sets = sets or LabelSets(gate, lock.label_pins(), res)
     problems: list[Diagnostic] = []
     for name in res.env.labels:

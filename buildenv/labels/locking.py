@@ -19,8 +19,9 @@ from buildenv.data.executor import Executor
 from buildenv.data.gate.gate import Gate
 from buildenv.data.lock.digests import FILE, ContentDigest, StatCache
 from buildenv.data.lock.lockfile import Lock, LockedLabels
-from buildenv.data.lock.locking import label_declaration, lock_environments_with
+from buildenv.data.lock.locking import SourceBuilder, label_declaration, lock_environments_with
 from buildenv.data.storage import Stat, locate
+from buildenv.data.store.keeping import keep_lock
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.spec import LabelSet
 from buildenv.labels.checks import exposure_check
@@ -65,12 +66,14 @@ def _remember(project: Project, uri: str, digest: str, size: int, stat_before: S
 
 
 def lock_environments(multiverse: Multiverse, names: list[str], algorithm: str = "sha256",
-                      executor: Executor | None = None
+                      executor: Executor | None = None, builder: SourceBuilder | None = None
                       ) -> tuple[list[tuple[str, Lock, bool]], list[Diagnostic]]:
     """Lock each environment: its datasets and its label sets. Every lock goes through here
-    (`buildenv lock`, `retrain`, `synth`): the data room's locking with this room's
-    `lock_label_sets` plugged into the interface the lock owns."""
-    return lock_environments_with(lock_label_sets, multiverse, names, algorithm, executor)
+    (`buildenv lock` and `retrain` through `compile.locking`, which passes the `builder` of
+    what code makes; `synth`): the data room's locking with this room's `lock_label_sets` and
+    the store's `keep_lock` (the pinned bytes kept) plugged into the interfaces the lock owns."""
+    return lock_environments_with(lock_label_sets, multiverse, names, algorithm, executor,
+                                  keeper=keep_lock, builder=builder)
 
 
 def lock_label_sets(multiverse: Multiverse, res: Resolved, previous: Lock | None, algorithm: str,
@@ -84,6 +87,8 @@ def lock_label_sets(multiverse: Multiverse, res: Resolved, previous: Lock | None
     problems: list[Diagnostic] = []
     parsed = False
     for name, spec in res.env.labels.items():
+        if spec.source is not None:  # computed by labeling functions: the builder pins it
+            continue
         before = previous.labels.get(name) if previous is not None else None
         if before is not None and before.digest.startswith(f"{algorithm}:") and \
                 _unchanged(project, spec, before, cache):

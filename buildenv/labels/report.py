@@ -35,10 +35,12 @@ def _counts(array: Any) -> dict[str, int]:
     return dict(sorted(((str(k), int(v)) for k, v in pairs), key=lambda kv: (-kv[1], kv[0])))
 
 
-def label_report(project: Project, multiverse: Multiverse, res: Resolved
+def label_report(project: Project, multiverse: Multiverse, res: Resolved,
+                 computed: dict[str, dict[str, Any]] | None = None
                  ) -> tuple[dict[str, Any], list[Diagnostic]]:
     """The report (JSON-ready) and the problems found; DiagnosticError when the environment's
-    lock does not pin its label sets."""
+    lock does not pin its label sets. `computed`: the figures of label sets computed by
+    labeling functions, as they may be shown (`compile.label_analysis`)."""
     if not res.env.labels:
         raise DiagnosticError([res.diag("BE851", f"environment {res.name} declares no label "
                                         "sets", "name",
@@ -64,6 +66,8 @@ def label_report(project: Project, multiverse: Multiverse, res: Resolved
             "reuse": [{"labels": e.labels, "mapping": e.mapping, "ambiguous": e.ambiguous}
                       for e in spec.reuse],
             "label": res.env.label is not None and res.env.label.labels == name}
+        if spec.source is not None and computed is not None and name in computed:
+            item["functions"] = computed[name]
         try:
             ann = sets.file(name).annotations
             resolution = sets.resolve(name)
@@ -106,6 +110,8 @@ def render_text(report: dict[str, Any]) -> str:
         if "error" in item:
             lines.append(f"  {item['error']}")
             continue
+        if "functions" in item:
+            lines.extend(_function_lines(item["functions"]))
         lines.append(f"  examples {item['examples']:,}   annotations {item['annotations']:,}   "
                      f"annotators {item['annotators']:,}   cancelled {item['cancelled']:,}   "
                      f"without a choice {item['empty']:,}")
@@ -123,10 +129,8 @@ def render_text(report: dict[str, Any]) -> str:
         total = r["examples"]
         lines.append("  per class: " + ", ".join(f"{c} {_share(n, total)}"
                                                  for c, n in r["per_class"].items()))
-        lines.append("  per annotator: " + ", ".join(f"{a} {n:,}" for a, n in
-                                                     item["per_annotator"].items()))
-        lines.append("  per UI version: " + ", ".join(f"{u} {n:,}" for u, n in
-                                                      item["per_ui_version"].items()))
+        lines += _table(("annotator", "annotations"), item["per_annotator"])
+        lines += _table(("UI version", "annotations"), item["per_ui_version"])
         ag = item["agreement"]
         if ag["examples"]:
             fleiss = "n/a" if ag["fleiss_kappa"] is None else f"{ag['fleiss_kappa']:.3f}"
@@ -137,6 +141,44 @@ def render_text(report: dict[str, Any]) -> str:
         else:
             lines.append("  agreement: n/a (no example has 2+ annotators)")
     return "\n".join(lines)
+
+
+def _table(headers: tuple[str, str], counts: dict[str, int]) -> list[str]:
+    """Names and counts as two columns: `102  690` on one line reads as one number."""
+    rows = [(str(k), f"{n:,}") for k, n in counts.items()]
+    left = max([len(headers[0])] + [len(k) for k, _ in rows])
+    right = max([len(headers[1])] + [len(n) for _, n in rows])
+    return [f"  {headers[0].ljust(left)}  {headers[1].rjust(right)}"] + [
+        f"  {k.ljust(left)}  {n.rjust(right)}" for k, n in rows]
+def _rate(value: float | None) -> str:
+    return "withheld" if value is None else f"{value:.1%}"
+
+
+def _function_lines(found: dict[str, Any]) -> list[str]:
+    """A computed label set: its functions' coverage, overlaps, conflicts and accuracy."""
+    release = found["release"]
+    lines = [f"  labeling functions {found['module']} (model {found['model']}"
+             + (f", gold {found['gold']}" if found.get("gold") else "") + ")"
+             + ("" if release["policy"] == "public" else
+                f"; figures released {release['policy']}"
+                + (f" (epsilon {release['epsilon_spent']:g})"
+                   if release["policy"] == "dp" else "")),
+             f"  coverage {_rate(found['coverage'])} of {found['rows']:,} rows, conflicts "
+             f"{_rate(found['conflict'])}"]
+    header = ["function", "coverage", "overlaps", "conflicts", "accuracy"]
+    rows = [header]
+    for name, f in found["functions"].items():
+        accuracy = "-" if f["accuracy"] is None and f["judged_rows"] is None else (
+            _rate(f["accuracy"]) + (f" of {f['judged_rows']:,}" if f["judged_rows"] else ""))
+        if f.get("estimated_accuracy") is not None:
+            accuracy += f" (model {f['estimated_accuracy']:.1%})"
+        rows.append([name, _rate(f["coverage"]), _rate(f["overlaps"]), _rate(f["conflicts"]),
+                     accuracy])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines += ["    " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.append("  class shares: " + ", ".join(f"{c} {_rate(v)}"
+                                                for c, v in found["per_class"].items()))
+    return lines
 
 
 def render_json(report: dict[str, Any], problems: list[Diagnostic]) -> str:

@@ -124,6 +124,8 @@ class Resolution:
     reused_kinds: dict[str, dict[str, int]] = field(default_factory=dict)  # set -> kind -> n
     relabel: dict[str, dict[str, int]] = field(default_factory=dict)  # set -> old class -> n
     problems: list[Diagnostic] = field(default_factory=list)
+    relabel_keys: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+    """Keys of reused examples whose class has no single mapping (they need relabeling)."""
 
     def table(self) -> pa.Table:
         """`key` and `label` columns: what `ctx.read`, `ctx.labels()` and evaluation align
@@ -183,6 +185,7 @@ def resolve_set(name: str, spec: LabelSet, own: Annotations,
     reused_counts: dict[str, int] = {}
     kinds: dict[str, dict[str, int]] = {}
     relabel: dict[str, dict[str, int]] = {}
+    ambiguous: list[pa.Array] = []
     for i, (entry, other, decisions) in enumerate(reused):
         fresh = pc.invert(pc.is_in(other.keys, value_set=taken))
         cand_keys, cand_labels = other.keys.filter(fresh), other.labels.filter(fresh)
@@ -192,6 +195,7 @@ def resolve_set(name: str, spec: LabelSet, own: Annotations,
                            pa.string())
         mapped = targets.take(pa.array(codes))
         ok = np.asarray(mapped.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        ambiguous.append(cand_keys.filter(pa.array(~ok)))
         names.append(entry.labels)
         keys.append(cand_keys.filter(pa.array(ok)))
         labels.append(mapped.filter(pa.array(ok)))
@@ -225,5 +229,6 @@ def resolve_set(name: str, spec: LabelSet, own: Annotations,
                        "they are left out; annotate them in this set to use them",)))
     all_keys = pa.concat_arrays(keys)
     all_labels = pa.concat_arrays(labels)
+    lost = pa.concat_arrays(ambiguous) if ambiguous else pa.array([], pa.string())
     return Resolution(name, spec.taxonomy.name, all_keys, all_labels, np.concatenate(sources),
-                      names, votes, reused_counts, kinds, relabel, problems)
+                      names, votes, reused_counts, kinds, relabel, problems, lost)

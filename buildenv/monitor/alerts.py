@@ -1,8 +1,9 @@
 """Judging drift: thresholds, per-column metrics and the alerts they raise.
 
-Thresholds: per statistic, `monitoring.drift.columns.<col>.<stat>` when set, else the categorical
-(string, bool) or numeric default; every alert is located at the YAML line of the threshold it
-crossed (the column declaration for a built-in default). Messages are built from `ColumnView`,
+Thresholds: per statistic, `monitoring.<section>.columns.<col>.<stat>` when set, else the
+categorical (string, bool) or numeric default of the section (`drift`, or `skew` for
+training/serving skew); every alert is located at the YAML line of the threshold it crossed (the
+column declaration for a built-in default). Messages are built from `ColumnView`,
 the privacy-aware view of a column, so an alert never quotes a value that view withholds.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 from buildenv.core.diagnostics import Diagnostic, Severity
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.spec import TEMPORAL_DTYPES, Column
+from buildenv.monitor.comparison import DRIFT, Comparison
 from buildenv.monitor.formatting import (
     OTHER,
     bin_label,
@@ -34,13 +36,13 @@ from buildenv.monitor.statistics import coarse, jsd, linf, psi
 from buildenv.monitor.triage import Usage
 
 __all__ = ["STATS", "Alert", "ColumnView", "Threshold", "alerts_for", "compare", "decode",
-           "is_small", "thresholds_for"]
+           "is_small", "threshold_hint", "threshold_text", "thresholds_for"]
 
 STATS = ("linf", "jsd", "psi", "null_fraction")
 
 
 STAT_NAMES = {"linf": "L∞", "jsd": "JSD", "psi": "PSI", "null_fraction": "null-fraction change",
-              "domain": "values outside the domain"}
+              "domain": "values outside the domain", "mismatch": "share of differing values"}
 
 
 @dataclass(frozen=True)
@@ -58,20 +60,21 @@ class Threshold:
         return ".".join(map(str, self.path)) if self.written else "built-in default"
 
 
-def thresholds_for(res: Resolved, ds_name: str, col_name: str, kind: str
-                   ) -> dict[str, Threshold]:
-    """Per statistic: the column's override if set, else the categorical/numeric default."""
-    drift = res.env.monitoring.drift
+def thresholds_for(res: Resolved, ds_name: str, col_name: str, kind: str,
+                   section: str = "drift") -> dict[str, Threshold]:
+    """Per statistic: the column's override if set, else the categorical/numeric default of
+    `monitoring.<section>` (skew adds `mismatch`, for joined examples)."""
+    drift = getattr(res.env.monitoring, section)
     default = drift.categorical if kind == "categorical" else drift.numeric
     override = drift.columns.get(col_name)
     out = {}
-    for stat in STATS:
+    for stat in STATS + (("mismatch",) if section == "skew" else ()):
         path: tuple[str, ...]
         if override is not None and getattr(override, stat) is not None:
-            path = ("monitoring", "drift", "columns", col_name, stat)
+            path = ("monitoring", section, "columns", col_name, stat)
             out[stat] = Threshold(stat, getattr(override, stat), path, True, True)
         elif getattr(default, stat) is not None:
-            path = ("monitoring", "drift", kind, stat)
+            path = ("monitoring", section, kind, stat)
             written = path in res.origin
             if not written:
                 path = ("datasets", ds_name, "columns", col_name)
@@ -286,7 +289,7 @@ def _distribution_text(v: ColumnView) -> tuple[str, str, str]:
     return "; ".join(parts) or "distribution changed", old_t, new_t
 
 
-def _threshold_text(res: Resolved, thr: Threshold, value: float, kind: str) -> str:
+def threshold_text(res: Resolved, thr: Threshold, value: float, kind: str) -> str:
     head = f"{STAT_NAMES[thr.stat]} {fmt_stat(value, thr.value)} > {fmt_stat(thr.value)}"
     if not thr.written:
         return f"{head} (built-in default for {kind} columns)"
@@ -295,27 +298,29 @@ def _threshold_text(res: Resolved, thr: Threshold, value: float, kind: str) -> s
     return f"{head} ({thr.key}{at})"
 
 
-def _threshold_hint(res: Resolved, multiverse: Multiverse, thr: Threshold, value: float, column: str
-                    ) -> str:
+def threshold_hint(res: Resolved, multiverse: Multiverse, thr: Threshold, value: float,
+                   column: str, section: str = "drift") -> str:
     new = suggest_threshold(value, thr.stat != "psi")
     own = multiverse.display(res.name)
     pos = res.where(*thr.path) if thr.written else None
     if thr.per_column and pos is not None and pos.path == own:
         return f"or raise the threshold: `{thr.stat}: {new}` at {own}:{pos.line}"
     origin = f", from {pos.path}:{pos.line}" if pos is not None else ", the built-in default"
-    return (f"or allow it in {res.name}: set monitoring.drift.columns.{column}.{thr.stat} to "
-            f"{new} in {own} (now {fmt_stat(thr.value)}{origin})")
+    return (f"or allow it in {res.name}: set monitoring.{section}.columns.{column}.{thr.stat} "
+            f"to {new} in {own} (now {fmt_stat(thr.value)}{origin})")
 
 
-def alerts_for(v: ColumnView, res: Resolved, multiverse: Multiverse, accept: str) -> list[Alert]:
+def alerts_for(v: ColumnView, res: Resolved, multiverse: Multiverse, accept: str,
+               comparison: Comparison = DRIFT) -> list[Alert]:
     alerts: list[Alert] = []
     where_col = ("datasets", v.ds, "columns", v.name)
-    for stat, thr in thresholds_for(res, v.ds, v.name, v.kind).items():
+    section = comparison.kind
+    for stat, thr in thresholds_for(res, v.ds, v.name, v.kind, section).items():
         value = v.metrics.get(stat)
         if value is None or value <= thr.value:
             continue
         if stat == "null_fraction":
-            code = "BE604"
+            code = comparison.null_fraction
             nf_old = v.base["nulls"] / v.base["rows"] if v.base["rows"] else 0.0
             nf_new = v.cand["nulls"] / v.cand["rows"] if v.cand["rows"] else 0.0
             verb = "rose" if nf_new >= nf_old else "fell"
@@ -323,16 +328,17 @@ def alerts_for(v: ColumnView, res: Resolved, multiverse: Multiverse, accept: str
             text = (f"null fraction {verb} {old} → {new} "
                     f"({(nf_new - nf_old) * 100:+.1f} points)")
         else:
-            code = "BE601" if v.kind == "categorical" else "BE602"
+            code = comparison.categorical if v.kind == "categorical" else comparison.numeric
             text, old, new = _distribution_text(v)
-        message = f"{v.label}: {text}; {_threshold_text(res, thr, value, v.kind)}"
+        message = f"{v.label}: {text}; {threshold_text(res, thr, value, v.kind)}"
         alerts.append(Alert(code, v.name, stat, value, thr.value,
                             thr.key if thr.written else None, old, new, message,
                             res.diag(code, "", *thr.path),
-                            hints=(accept, _threshold_hint(res, multiverse, thr, value, v.name))))
+                            hints=(accept, threshold_hint(res, multiverse, thr, value, v.name,
+                                                          section))))
     bad_new, bad_old = _out_of_domain_counts(v, "new"), _out_of_domain_counts(v, "old")
     if bad_new:
-        alerts.append(_domain_alert(v, res, multiverse, bad_new, bad_old, accept, where_col))
+        alerts.append(_domain_alert(v, res, bad_new, bad_old, accept, where_col, comparison))
     return alerts
 
 
@@ -346,8 +352,8 @@ def _out_of_domain_counts(v: ColumnView, which: str) -> dict[Any, int]:
     return {k: c for k, c in decode(s["counts"]).items() if k not in allowed}
 
 
-def _domain_alert(v: ColumnView, res: Resolved, multiverse: Multiverse, bad: dict, bad_old: dict, accept: str,
-                  where_col: tuple) -> Alert:
+def _domain_alert(v: ColumnView, res: Resolved, bad: dict, bad_old: dict, accept: str,
+                  where_col: tuple, comparison: Comparison) -> Alert:
     rows = sum(bad.values())
     ranked = sorted(bad.items(), key=lambda kv: (-kv[1], str(kv[0])))
     shown = [(k, c) for k, c in ranked if not v.restricted or c >= v.min_group]
@@ -362,8 +368,8 @@ def _domain_alert(v: ColumnView, res: Resolved, multiverse: Multiverse, bad: dic
     message = (f"{v.label}: {rows:,} of {n:,} rows ({fmt_share(rows / n if n else 0)}) have values "
                f"outside the declared domain: {', '.join(items)}")
     old_rows = sum(bad_old.values())
-    message += (f"; the locked version had {old_rows:,} such rows" if old_rows else
-                "; the locked version had none")
+    had = "the locked version" if comparison.kind == "drift" else "the training data"
+    message += (f"; {had} had {old_rows:,} such rows" if old_rows else f"; {had} had none")
     pos = res.where(*where_col, "domain")
     at = f" ({pos.path}:{pos.line})" if pos else ""
     hints = [accept]
@@ -373,9 +379,10 @@ def _domain_alert(v: ColumnView, res: Resolved, multiverse: Multiverse, bad: dic
     else:
         hints.append(f"review the values with an approved tool (restricted dataset), then extend "
                      f"the domain of {v.label}{at} if they are valid")
-    return Alert("BE603", v.name, "domain", float(rows), None, None,
+    code = comparison.domain
+    return Alert(code, v.name, "domain", float(rows), None, None,
                  f"{sum(bad_old.values()):,} rows", f"{rows:,} rows", message,
-                 res.diag("BE603", "", *where_col, "domain"), hints=tuple(hints))
+                 res.diag(code, "", *where_col, "domain"), hints=tuple(hints))
 
 
 

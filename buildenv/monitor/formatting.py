@@ -1,4 +1,9 @@
-"""Numbers and values as drift messages show them: in the column's own units, never raw floats."""
+"""Numbers and values as drift messages show them: in the column's own units, never raw floats.
+
+Numbers are formatted by what they mean. Counts of rows carry their unit and thousands
+separators (`3,400 rows`); values of an integer column are written as the data holds them, with
+no separator, because integer columns hold years, ids and codes (`2016`, not `2,016`); values of
+a float column are measures and keep the separator (`43,000.5`)."""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ OTHER = "(other)"
 
 def fmt_number(value: float | None, dtype: str = "float64", decimals: int | None = None) -> str:
     """A value in the column's own units: dates and times as ISO text, numbers with 4
-    significant digits (or `decimals` places)."""
+    significant digits (or `decimals` places); thousands separators for float columns only."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     if dtype == "date":
@@ -24,9 +29,10 @@ def fmt_number(value: float | None, dtype: str = "float64", decimals: int | None
     if dtype == "timestamp":
         moment = dt.datetime.fromtimestamp(value, dt.UTC)
         return moment.strftime("%Y-%m-%d %H:%M") + "Z"
+    group = "" if dtype.startswith(("int", "uint")) else ","
     if decimals is not None and abs(value) < 1e9:
-        return f"{value:,.{decimals}f}"
-    return _plain(value)
+        return f"{value:{group}.{decimals}f}"
+    return _plain(value, group=group)
 
 
 def decimals_for(*values: float) -> int:
@@ -37,14 +43,14 @@ def decimals_for(*values: float) -> int:
     return min(6, max(0, 3 - math.floor(math.log10(peak))))
 
 
-def _plain(value: float, digits: int = 4) -> str:
+def _plain(value: float, digits: int = 4, group: str = ",") -> str:
     if value == 0:
         return "0"
     magnitude = math.floor(math.log10(abs(value)))
     if magnitude >= 9 or magnitude < -4:
         return f"{value:.{digits - 1}e}"
     decimals = max(0, digits - 1 - magnitude)
-    text = f"{value:,.{decimals}f}"
+    text = f"{value:{group}.{decimals}f}"
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text

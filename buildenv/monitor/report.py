@@ -16,6 +16,7 @@ from typing import Any
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.diagnostics import Diagnostic, to_sarif
 from buildenv.monitor.alerts import Alert
+from buildenv.monitor.comparison import Comparison
 from buildenv.monitor.drift import DriftResult
 from buildenv.monitor.formatting import (
     OTHER,
@@ -68,10 +69,11 @@ def render_text(result: DriftResult, show_all: bool = False, quiet: bool = False
         lines += [a.diagnostic().to_text() for a in result.active]
         return "\n".join(lines + [_count_line(result)])
     b, c = result.baseline, result.candidate
-    lines = [f"drift of {result.dataset} in {result.environment}"
+    words = result.comparison
+    lines = [f"{words.kind} of {result.dataset} in {result.environment}"
              + (" (restricted: aggregates only)" if result.restricted else ""),
-             f"  locked     {b.uri}  {(b.digest or '')[:19]}  {b.rows:,} rows",
-             f"  candidate  {c.uri}  {(c.digest or '')[:19]}  {c.rows:,} rows"]
+             f"  {words.baseline:<9}  {b.uri}  {(b.digest or '')[:19]}  {b.rows:,} rows",
+             f"  {words.candidate:<9}  {c.uri}  {(c.digest or '')[:19]}  {c.rows:,} rows"]
     triage = result.triage
     if triage["enabled"]:
         lines.append(f"  models     {', '.join(triage['models'])}")
@@ -97,7 +99,7 @@ def _count_line(result: DriftResult) -> str:
     compared = len(result.stats["columns"])
     if active:
         return f"{active} alert{'s' if active != 1 else ''} on {compared} columns compared"
-    return f"no drift beyond the thresholds ({compared} columns compared)"
+    return f"no {result.comparison.kind} beyond the thresholds ({compared} columns compared)"
 
 
 def render_json(result: DriftResult, show_all: bool = False) -> str:
@@ -107,6 +109,7 @@ def render_json(result: DriftResult, show_all: bool = False) -> str:
         by_reason[a.suppressed or ""] = by_reason.get(a.suppressed or "", 0) + 1
     payload = {
         "environment": result.environment, "dataset": result.dataset,
+        "comparison": result.comparison.kind,
         "baseline": result.baseline.describe(), "candidate": result.candidate.describe(),
         "diagnostics": [d.to_json() for d in
                         [*result.problems, *(a.diagnostic() for a in shown)]],
@@ -171,27 +174,29 @@ def _e(value: Any) -> str:
 def render_html(result: DriftResult) -> str:
     stats = result.stats
     b, c = result.baseline, result.candidate
+    words = result.comparison
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>drift: {_e(result.dataset)} in {_e(result.environment)}</title>",
+           f"<title>{words.kind}: {_e(result.dataset)} in {_e(result.environment)}</title>",
            f"<style>{_CSS}</style></head><body>",
-           f"<h1>Drift of <code>{_e(result.dataset)}</code> in "
+           f"<h1>{words.kind.capitalize()} of <code>{_e(result.dataset)}</code> in "
            f"<code>{_e(result.environment)}</code></h1>"]
     if result.restricted:
         out.append(f'<p class="muted">Restricted dataset: aggregates only; values seen fewer '
                    f'than {stats["min_group_size"]} times are merged into "{OTHER}".</p>')
     out.append("<table>")
-    for label, src in (("locked", b), ("candidate", c)):
+    for label, src in ((words.baseline, b), (words.candidate, c)):
         out.append(f"<tr><th>{label}</th><td class=mono>{_e(src.uri)}</td>"
                    f"<td class=mono>{_e((src.digest or '')[:19])}</td><td>{src.rows:,} rows</td>"
                    f"<td class=muted>{_e(src.origin)}</td></tr>")
     triage = result.triage
     models = ", ".join(triage["models"]) if triage["enabled"] else triage["note"]
     out.append(f"<tr><th>models</th><td colspan=4>{_e(models)}</td></tr></table>")
-    out.append(f'<div class="legend">colours:<span style="background:{BASE_COLOR}"></span>locked'
-               f'<span style="background:{CAND_COLOR}"></span>candidate</div>')
+    out.append(f'<div class="legend">colours:<span style="background:{BASE_COLOR}"></span>'
+               f'{words.baseline}<span style="background:{CAND_COLOR}"></span>'
+               f'{words.candidate}</div>')
     out.append(f"<h2>Alerts ({len(result.active)})</h2>")
     if not result.active:
-        out.append('<p class="ok">No drift beyond the thresholds.</p>')
+        out.append(f'<p class="ok">No {words.kind} beyond the thresholds.</p>')
     for problem in result.problems:
         out.append(_alert_html(problem, None))
     for alert in result.active:
@@ -207,7 +212,7 @@ def render_html(result: DriftResult) -> str:
     order = sorted(stats["columns"], key=lambda n: (alerted.get(n, len(alerted)),
                                                     -(stats["columns"][n]["importance"] or 0), n))
     for name in order:
-        out.append(_column_html(name, stats["columns"][name], name in alerted))
+        out.append(_column_html(name, stats["columns"][name], name in alerted, words))
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -219,7 +224,7 @@ def _alert_html(d: Diagnostic, alert: Alert | None) -> str:
             f'<div class="where">{_e(d.location())}</div>{hints}</div>')
 
 
-def _column_html(name: str, col: dict, alerted: bool) -> str:
+def _column_html(name: str, col: dict, alerted: bool, words: Comparison) -> str:
     badges = [f'<span class="badge">{_e(col["kind"])} · {_e(col["dtype"])}</span>']
     if any(u.endswith("(the label)") for u in col["used_by"]):
         badges.append('<span class="badge">label</span>')
@@ -234,17 +239,20 @@ def _column_html(name: str, col: dict, alerted: bool) -> str:
     if col["used_by"]:
         parts.append(f'<div class="muted">used by {_e("; ".join(col["used_by"]))}</div>')
     parts.append('<div class="grid">')
-    plot = _numeric_svg(col) if col["kind"] == "numeric" else _categorical_svg(col)
+    plot = _numeric_svg(col, words) if col["kind"] == "numeric" else _categorical_svg(col, words)
     parts.append(f"<div>{plot}</div>")
-    parts.append(f"<div>{_metrics_table(col)}{_stats_table(col)}</div>")
+    parts.append(f"<div>{_metrics_table(col)}{_stats_table(col, words)}</div>")
     parts.append("</div></div>")
     return "".join(parts)
 
 
 def _metrics_table(col: dict) -> str:
     rows = ["<table><tr><th>statistic</th><th>value</th><th>threshold</th><th>from</th></tr>"]
-    names = {"linf": "L∞", "jsd": "JSD (log2)", "psi": "PSI", "null_fraction": "Δ null fraction"}
+    names = {"linf": "L∞", "jsd": "JSD (log2)", "psi": "PSI", "null_fraction": "Δ null fraction",
+             "mismatch": "differing values"}
     for stat, label in names.items():
+        if stat not in col["metrics"]:  # mismatch: only with skew --key
+            continue
         value = col["metrics"].get(stat)
         thr = col["thresholds"].get(stat)
         value_s = fmt_stat(value, thr["value"] if thr else None) if value is not None else "n/a"
@@ -262,7 +270,7 @@ def _metrics_table(col: dict) -> str:
     return "".join(rows)
 
 
-def _stats_table(col: dict) -> str:
+def _stats_table(col: dict, words: Comparison) -> str:
     b, c = col["baseline"], col["candidate"]
     dtype = col["dtype"]
     rows = [("rows", f"{b['rows']:,}", f"{c['rows']:,}"),
@@ -280,7 +288,8 @@ def _stats_table(col: dict) -> str:
         rows.append(("mode", _mode(b), _mode(c)))
     body = "".join(f"<tr><td>{_e(k)}</td><td class=mono>{_e(x)}</td><td class=mono>{_e(y)}</td>"
                    "</tr>" for k, x, y in rows)
-    return f"<table><tr><th></th><th>locked</th><th>candidate</th></tr>{body}</table>"
+    return (f"<table><tr><th></th><th>{words.baseline}</th><th>{words.candidate}</th></tr>"
+            f"{body}</table>")
 
 
 def _share(value: float | None) -> str:
@@ -299,7 +308,7 @@ def _svg_open(width: int, height: int, title: str) -> str:
             'font-family="system-ui,sans-serif" font-size="11">')
 
 
-def _numeric_svg(col: dict) -> str:
+def _numeric_svg(col: dict, words: Comparison) -> str:
     b, c = col["baseline"]["histogram"], col["candidate"]["histogram"]
     labels = b["labels"]
     pb = [f or 0.0 for f in b["fractions"]]
@@ -320,7 +329,8 @@ def _numeric_svg(col: dict) -> str:
                 (b if j == 0 else c)["fractions"][i] is None) else fmt_share(frac)
             parts.append(f'<rect x="{x0 + j * bar:.1f}" y="{top + plot_h - h:.1f}" '
                          f'width="{bar - 1:.1f}" height="{max(h, 0.0):.1f}" fill="{color}">'
-                         f"<title>{_e(label)}: {'locked' if j == 0 else 'candidate'} "
+                         f"<title>{_e(label)}: "
+                         f"{words.baseline if j == 0 else words.candidate} "
                          f"{_e(shown)}</title></rect>")
         tx, ty = left + i * group + group / 2, top + plot_h + 10
         parts.append(f'<text x="{tx:.1f}" y="{ty:.1f}" text-anchor="end" '
@@ -342,7 +352,7 @@ def _y_axis(left: float, top: float, plot_w: float, plot_h: float, peak: float) 
     return parts
 
 
-def _categorical_svg(col: dict) -> str:
+def _categorical_svg(col: dict, words: Comparison) -> str:
     b, c = col["baseline"], col["candidate"]
     shares: dict[Any, list[float]] = {}
     keys: dict[str, Any] = {}
@@ -373,7 +383,8 @@ def _categorical_svg(col: dict) -> str:
             w = plot_w * frac / peak
             parts.append(f'<rect x="{left}" y="{y0 + j * 10 + 2}" width="{max(w, 0.0):.1f}" '
                          f'height="9" fill="{color}"><title>{_e(label)}: '
-                         f"{'locked' if j == 0 else 'candidate'} {fmt_share(frac)}</title></rect>")
+                         f"{words.baseline if j == 0 else words.candidate} "
+                         f"{fmt_share(frac)}</title></rect>")
         parts.append(f'<text x="{left + plot_w * max(x, y) / peak + 4:.1f}" y="{y0 + 15}" '
                      f'fill="#556">{fmt_share(x)} → {fmt_share(y)}</text>')
     parts.append(f'<line x1="{left}" y1="4" x2="{left}" y2="{height - 6}" stroke="#889"/>')

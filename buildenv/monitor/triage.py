@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from buildenv.compile.artifact import read_lineage
 from buildenv.core.project import Project
 
-__all__ = ["Usage", "importance_of", "model_usage"]
+__all__ = ["Usage", "importance_of", "model_inputs", "model_usage"]
 
 @dataclass(frozen=True)
 class Usage:
@@ -59,6 +59,21 @@ def model_usage(project: Project, env: str, ds_name: str
         if label.get("dataset") == ds_name and label.get("column"):
             usage.setdefault(label["column"], []).append(Usage(training, env, label=True))
     return models, usage
+
+
+def model_inputs(project: Project, env: str) -> dict[str, list[str]] | None:
+    """column -> the models built against `env` that take it as input (`training@env`); None
+    when no model is built against `env`."""
+    found: dict[str, list[str]] | None = None
+    for lineage_file in sorted((project.root / "dist").glob(f"*/{env}/buildenv.json")):
+        lineage = read_lineage(lineage_file.parent)
+        if not lineage or lineage.get("environment", env) != env:
+            continue
+        found = found if found is not None else {}
+        model = f"{lineage.get('training') or lineage_file.parent.parent.name}@{env}"
+        for column in lineage.get("inputs") or []:
+            found.setdefault(column, []).append(model)
+    return found
 
 
 def importance_of(usages: list[Usage]) -> float | None:

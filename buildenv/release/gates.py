@@ -108,10 +108,21 @@ class Evaluation:
         if self.gates:
             lines.append("")
             gw = max(len(f"{g.name} {g.limit}") for g in self.gates)
+            aw = max(len(g.actual) for g in self.gates)
             for g in self.gates:
-                lines.append(f"gate {f'{g.name} {g.limit}'.ljust(gw)}  {g.actual:<10}  "
+                lines.append(f"gate {f'{g.name} {g.limit}'.ljust(gw)}  {g.actual.ljust(aw)}  "
                              f"{'pass' if g.passed else 'FAIL'}")
         return "\n".join(lines)
+
+    def summary(self) -> str:
+        """One line with the values: the candidate's metric (and the champion's), then each
+        gate with its bound, the value it judged and the verdict."""
+        champion = (f", champion v{self.champion.version} {_fmt(self.champion.value)}"
+                    if self.champion is not None else ", no champion yet")
+        gates = "; ".join(f"{g.name} {g.limit}: {g.actual} {'pass' if g.passed else 'FAIL'}"
+                          for g in self.gates)
+        return (f"{self.metric} {_fmt(self.candidate.value)} (candidate v"
+                f"{self.candidate.version}{champion})" + (f"; {gates}" if gates else ""))
 
     def to_json(self) -> dict:
         def scored(s: Scored | None) -> dict | None:

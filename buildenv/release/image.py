@@ -90,10 +90,12 @@ def _mtime() -> int:
 # --- the build context --------------------------------------------------------------------------
 
 def _served_inputs(res: Resolved, inputs: list[str]) -> dict[str, dict]:
-    """Each input's contract as the serving app checks it (domain and range when declared)."""
+    """Each input's contract as the serving app checks it (domain and range when declared);
+    `restricted` marks a column of a restricted dataset (the app then refuses to log requests:
+    docs/production.md)."""
     out = {}
     for name in inputs:
-        for ds in res.env.datasets.values():
+        for ds_name, ds in res.env.datasets.items():
             col = ds.columns.get(name)
             if col is not None and col.serving:
                 spec: dict = {"dtype": col.dtype, "nullable": col.nullable}
@@ -101,6 +103,8 @@ def _served_inputs(res: Resolved, inputs: list[str]) -> dict[str, dict]:
                     spec["domain"] = list(col.domain)
                 if col.range is not None:
                     spec["range"] = list(col.range)
+                if res.env.restricted(ds_name):
+                    spec["restricted"] = True
                 out[name] = spec
                 break
     return out

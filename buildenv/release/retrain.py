@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from buildenv.compile.build import BuildOptions, build_pair
+from buildenv.compile.locking import lock_environments
 from buildenv.compile.plan import pairs
 from buildenv.compile.registry import client
 from buildenv.core import progress
@@ -41,10 +42,11 @@ from buildenv.core.atomic import atomic_write_bytes
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity, did_you_mean
 from buildenv.core.project import Project
 from buildenv.data.lock.lockfile import lock_path, read_lock, stat_cache
-from buildenv.data.lock.locking import digest_dataset
+from buildenv.data.lock.locking import digest_dataset, digest_declared
+from buildenv.data.store import ObjectStore
+from buildenv.data.tables import TableError
 from buildenv.data.validate.validate import validate_env
 from buildenv.env.resolve import Multiverse, Resolved
-from buildenv.labels.locking import lock_environments
 from buildenv.monitor.drift import drift_check
 from buildenv.release.champion import promote
 from buildenv.release.events import EventLog, Tracker
@@ -332,15 +334,19 @@ def _changed(project: Project, res: Resolved, lock: Any) -> tuple[dict[str, str]
         algorithm = (pinned.manifest.algorithm if pinned.manifest is not None
                      else pinned.digest.split(":", 1)[0])
         try:
-            now = digest_dataset(project, ds.uri, ds.format, ds.partition_columns, algorithm,
-                                 cache).value
+            now = digest_declared(project, ds, algorithm, cache).value  # a table: its newest
+        except TableError as exc:
+            problems.append(res.diag(exc.code, f"dataset '{name}': {exc.message}", "datasets",
+                                     name, "uri", hints=exc.hints))
+            continue
         except Exception as exc:
             reason = "not found" if isinstance(exc, FileNotFoundError) else str(exc)
             problems.append(res.diag("BE053", f"dataset '{name}': cannot read '{ds.uri}': "
                                      f"{reason}", "datasets", name, "uri"))
             continue
         if now.digest != pinned.digest:
-            changed.setdefault(name, "new content at the same uri")
+            changed.setdefault(name, "a new version of the table" if ds.is_table
+                               else "new content at the same uri")
         else:
             changed.pop(name, None)  # a new uri holding the very same bytes is no change
     cache.save()
@@ -364,6 +370,8 @@ def _drift_step(project: Project, res: Resolved, lock: Any, changed: dict[str, s
                     baseline = pinned.uri
             except Exception:
                 baseline = None
+        elif pinned is not None and _retrievable(project, pinned):
+            baseline = pinned.uri  # replaced in place: the locked bytes are still there
         if baseline is None:
             why = ("the locked version was replaced in place" if pinned is not None and
                    pinned.uri == res.env.datasets[name].uri else
@@ -409,8 +417,7 @@ def _gate_step(project: Project, res: Resolved, staged: dict[str, Path],
                      training=training)
             raise _Stop(exc.diagnostics) from None
         evaluations[training] = ev
-        log.emit("gate", "passed" if ev.passed else "failed",
-                 "; ".join(d.message for d in ev.diagnostics if d.is_error) or ev.table(),
+        log.emit("gate", "passed" if ev.passed else "failed", ev.summary(),
                  training=training, evaluation=ev.to_json())
         if not ev.passed:
             failures += ev.diagnostics
@@ -419,3 +426,12 @@ def _gate_step(project: Project, res: Resolved, staged: dict[str, Path],
     return evaluations
 
 
+def _retrievable(project: Project, pinned: Any) -> bool:
+    """Whether the locked version can still be read though its uri now holds other data: a
+    table version (its pinned files, or their kept copies) or bytes the object store kept."""
+    store = ObjectStore.of(project)
+    if pinned.manifest is not None:
+        if pinned.table is not None:
+            return True  # the gate reads its pinned files (or their kept copies), verified
+        return all(store.has(f.digest) for f in pinned.manifest.files)
+    return pinned.dvc is None and store.has(pinned.digest)

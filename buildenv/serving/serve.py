@@ -36,6 +36,16 @@ Every request is bounded, and every error is a JSON body `{"error": ...}` (never
   BUILDENV_SERVE_THREADS   requests handled at once (default 8); further connections wait
                            in the listen backlog, and get 503 after the timeout
 
+Request log (opt-in): with BUILDENV_SERVE_LOG=PATH every accepted request (one that passed the
+contract check) is appended to PATH as JSON lines, one line per row holding exactly the model's
+inputs (other fields of the request are never written; NaN and infinities as null), which is the
+serving data `buildenv validate --serving` and `buildenv skew --serving` read. A request's rows
+go out in one append under a lock, so lines of concurrent requests never interleave. The file is
+created owner-only (0600). A model with an input from a restricted dataset (`restricted` in
+serving.json) does not log: the app refuses to start with BUILDENV_SERVE_LOG set, naming the
+columns, because the log would be a copy of restricted values outside the data gate and its
+audit log. A failed write is reported on stderr (without values) and serving goes on.
+
 A POST without Content-Length (or chunked) is 411; a Content-Length that is not a
 non-negative integer, a body shorter than announced, or JSON that is not a request is 400; a
 model that raises while predicting is 500 naming only the exception's type. The server keeps
@@ -87,6 +97,41 @@ MAX_BODY = int(_setting("BUILDENV_SERVE_MAX_BODY", 1 << 20))
 MAX_ROWS = int(_setting("BUILDENV_SERVE_MAX_ROWS", 10_000))
 TIMEOUT = float(_setting("BUILDENV_SERVE_TIMEOUT", 10.0, float))
 THREADS = int(_setting("BUILDENV_SERVE_THREADS", 8))
+
+
+class RequestLog:
+    """Accepted requests as JSON lines: the model's inputs only, one append per request."""
+
+    def __init__(self, path: str) -> None:
+        withheld = [n for n, spec in CONFIG["inputs"].items() if spec.get("restricted")]
+        if withheld:
+            sys.exit(f"buildenv serving: BUILDENV_SERVE_LOG is set, but the model's inputs "
+                     f"{', '.join(withheld)} come from restricted datasets of environment "
+                     f"{CONFIG['environment']}: requests are not logged (a log would copy "
+                     "restricted values outside the data gate); unset BUILDENV_SERVE_LOG")
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            sys.exit(f"buildenv serving: cannot open the request log {path}: {exc.strerror}")
+        self.lock = threading.Lock()
+
+    def append(self, rows: list[dict]) -> None:
+        data = "".join(json.dumps({name: _loggable(row.get(name)) for name in CONFIG["inputs"]},
+                                  ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+                       + "\n" for row in rows).encode("utf-8")
+        with self.lock:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self.fd, view):]
+            except OSError as exc:
+                sys.stderr.write(f"buildenv serving: request not logged: {exc.strerror}\n")
+
+
+def _loggable(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 class BadRequest(Exception):
@@ -294,6 +339,7 @@ DEADLINES = Deadlines()
 
 class Handler(BaseHTTPRequestHandler):
     model: Any = None  # the loaded model, set once before serving
+    log: RequestLog | None = None  # the request log, when BUILDENV_SERVE_LOG is set
     server_version = "buildenv-serving/1"
     timeout = TIMEOUT  # each read; DEADLINES bounds the whole request
     expired = False
@@ -420,6 +466,9 @@ class Handler(BaseHTTPRequestHandler):
             rows = rows_of(payload)
             outside = check(rows)
             frame = frame_of(rows)
+            log = type(self).log
+            if log is not None:
+                log.append(rows)
         except BadRequest as exc:
             self._error(exc.status, str(exc), exc.column)
             return
@@ -523,6 +572,8 @@ def _busy(request: socket.socket) -> None:
 
 def main() -> None:
     _check_python()
+    if os.environ.get("BUILDENV_SERVE_LOG"):
+        Handler.log = RequestLog(os.environ["BUILDENV_SERVE_LOG"])
     Handler.model = load_model()
     port = int(os.environ.get("PORT", CONFIG.get("port", 8080)))
     host = os.environ.get("HOST", "0.0.0.0")

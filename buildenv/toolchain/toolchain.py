@@ -62,6 +62,13 @@ class Interpreter:
     env: dict[str, str]
     created: bool = False  # this call built the environment
 
+    def runtime_paths(self) -> tuple[str, ...]:
+        """What a sandbox must show the runner besides the interpreter's own trees: its
+        PYTHONPATH (the runner's directory in the toolchain store) and, to read, its bytecode
+        cache (a sandboxed runner cannot write there; Python then just skips the cache)."""
+        cache = self.env.get("PYTHONPYCACHEPREFIX")
+        return (*self.pythonpath, *([cache] if cache else []))
+
 
 def base_python() -> str:
     """The interpreter environments are made from: this one's base (not a venv's copy)."""

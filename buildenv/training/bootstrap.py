@@ -9,12 +9,13 @@ the seed, so chunks run in parallel threads with the same result), is shared by 
 family and every model scored on the same rows: comparisons are paired.
 
 Every metric but ROC AUC is a function of sums over a slice's rows (`outputs.RowStats`):
-accuracy of `correct`, log loss of `loss`, rmse/mae/r2 of `se`, `ae`, `y`, `yy`. All of them,
-for every slice of every family, are one matrix product: the weights (resamples x rows) times
-a matrix with a column per (slice, figure) holding the figure on the slice's rows. ROC AUC is
-the Mann-Whitney statistic: within a slice, rows sorted by score, the weight of negatives below
-each positive (ties count half) is read off one cumulative sum per family. With every weight 1
-the same code gives the point estimates, equal to scikit-learn's metrics.
+accuracy of `correct`, log loss of `loss`, rmse/mae/r2 of `se`, `ae`, `y`, `yy`. A family's
+rows are gathered once in slice order, so each slice is a run of consecutive columns of the
+weights and every sum is one `reduceat` (no product with a mostly-zero slice matrix: each row
+is in one slice of a family). ROC AUC is the Mann-Whitney statistic: within a slice, rows
+sorted by score, the weight of negatives below each positive (ties count half) is read off one
+cumulative sum per family. With every weight 1 the same code gives the point estimates, equal
+to scikit-learn's metrics.
 """
 
 from __future__ import annotations
@@ -76,17 +77,17 @@ def resample(families: list[Family], models: list[RowStats], resamples: int,
     """Point estimates and `resamples` bootstrap values of every metric, for every model on
     every slice of `families` (the same weights for all: paired)."""
     rows = models[0].rows
-    plans = [_Plan.of(families, m) for m in models]
+    plans = [[_Part.of(f, m) for f in families] for m in models]
     ones = np.ones((1, rows), np.uint8)
-    point = [plan.metrics(ones) for plan in plans]
+    point = [_metrics(m.kind, _sums(plan, ones)) for m, plan in zip(models, plans, strict=True)]
 
     def work(chunk: tuple[int, int]) -> list[dict[str, np.ndarray]]:
         weights = poisson_weights(rows, chunk[1], seed, chunk[0])
-        dense = weights.astype(np.float64)
-        return [plan.metrics(weights, dense) for plan in plans]
+        return [_metrics(m.kind, _sums(plan, weights))
+                for m, plan in zip(models, plans, strict=True)]
 
-    # NumPy releases the GIL in gathers, sums and products: chunks run on every core this
-    # process may use
+    # NumPy releases the GIL in its gathers, products and sums (no BLAS here, so no thread
+    # pools inside threads): chunks run on every core this process may use
     with ThreadPoolExecutor(_workers()) as pool:
         done = list(pool.map(work, chunks(rows, resamples)))
     parts = [[d[k] for d in done] for k in range(len(models))]
@@ -119,106 +120,128 @@ def intervals(draws: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndar
     return low, high
 
 
-@dataclass
-class _Plan:
-    """One model's figures on every slice, laid out for the weights."""
+def _sums(plan: list[_Part], weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Sums per (resample, slice), families side by side, for weights (resamples, rows)."""
+    found = [part.sums(weights) for part in plan]
+    return {name: np.concatenate([f[name] for f in found], axis=1) for name in found[0]}
 
-    stats: RowStats
-    figures: list[str]  # "n" and the names of `stats.sums`
-    matrix: np.ndarray  # (rows, slices x figures): figure values on each slice's rows
-    slices: int
-    aucs: list[_Auc]
+
+@dataclass
+class _Part:
+    """One model on one family's slices: the family's rows in slice order (by score within a
+    slice when ROC AUC is scored), so every slice is a run of consecutive rows and a sum per
+    slice is one `reduceat`."""
+
+    size: int  # slices of the family
+    order: np.ndarray | None  # evaluation rows of the family, in slice order; None: all, as is
+    values: dict[str, np.ndarray]  # figure -> float64 per ordered row
+    codes: np.ndarray  # non-empty slices
+    starts: np.ndarray  # their first ordered row; `ends` one past their last
+    ends: np.ndarray
+    auc: _Auc | None
 
     @classmethod
-    def of(cls, families: list[Family], stats: RowStats) -> _Plan:
-        figures = ["n", *stats.sums]
-        values = [None, *stats.sums.values()]
-        slices = sum(f.size for f in families)
-        matrix = np.zeros((stats.rows, slices * len(figures)))
-        first = 0
-        for family in families:
-            rows = np.flatnonzero(family.codes >= 0)
-            column = (first + family.codes[rows]) * len(figures)
-            for k, v in enumerate(values):
-                matrix[rows, column + k] = 1.0 if v is None else v[rows]
-            first += family.size
-        aucs = [_Auc.of(f, stats) for f in families] \
-            if stats.score is not None and stats.positive is not None else []
-        return cls(stats, figures, matrix, slices, aucs)
+    def of(cls, family: Family, stats: RowStats) -> _Part:
+        codes = family.codes
+        inside = np.flatnonzero(codes >= 0)
+        binary = stats.score is not None and stats.positive is not None
+        if binary:
+            assert stats.score is not None
+            order = inside[np.lexsort((stats.score[inside], codes[inside]))]
+        else:
+            order = inside[np.argsort(codes[inside], kind="stable")]
+        code = codes[order]
+        n = len(order)
+        starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]]) if n else np.zeros(0, int)
+        ends = np.r_[starts[1:], n].astype(int) if n else starts
+        identity = n == len(codes) and bool(np.all(order == np.arange(n)))
+        auc = _Auc.of(order, code, starts, family.size, stats) if binary else None
+        return cls(family.size, None if identity else order,
+                   {k: v[order] for k, v in stats.sums.items()}, code[starts], starts, ends, auc)
 
-    def metrics(self, weights: np.ndarray, dense: np.ndarray | None = None
-                ) -> dict[str, np.ndarray]:
-        """Metrics per (resample, slice) for these weights."""
-        dense = weights.astype(np.float64) if dense is None else dense
-        sums = (dense @ self.matrix).reshape(len(weights), self.slices, len(self.figures))
-        got = {name: sums[:, :, k] for k, name in enumerate(self.figures)}
-        if self.aucs:
-            got["auc"] = np.concatenate([a.value(weights) for a in self.aucs], axis=1)
-        return _metrics(self.stats.kind, got)
+    def sums(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Sums per (resample, slice) of the count and of each figure; 0 for empty slices."""
+        w = weights if self.order is None else np.take(weights, self.order, axis=1)
+        chunk = len(weights)
+        full = {k: np.zeros((chunk, self.size)) for k in ["n", *self.values]}
+        if len(self.starts):
+            dense = w.astype(np.float64)  # one cast: reductions of uint8 cast element-wise
+            full["n"][:, self.codes] = np.add.reduceat(dense, self.starts, axis=1)
+            for name, value in self.values.items():
+                full[name][:, self.codes] = np.add.reduceat(dense * value, self.starts, axis=1)
+        if self.auc is not None:
+            full["auc"] = self.auc.value(w)
+        return full
 
 
 @dataclass
 class _Auc:
-    """One family's rows sorted by (slice, score), and where each positive's tie block begins
-    and ends in that order."""
+    """ROC AUC per slice as the Mann-Whitney statistic: within a slice, rows sorted by score,
+    the weight of negatives below each positive (ties count half) is read off one running sum
+    of negative weights down the family's ordered rows."""
 
     size: int
-    order: np.ndarray  # evaluation rows of the family, sorted
-    negative: np.ndarray  # uint8 per sorted position
-    positives: np.ndarray  # sorted positions of positive rows
-    tie_start: np.ndarray  # per positive: first position of its tie block
-    tie_end: np.ndarray  # per positive: one past its tie block's last position
-    membership: np.ndarray  # (positives, slices): 1 where the positive is in the slice
-    bounds: tuple[np.ndarray, np.ndarray, np.ndarray]  # non-empty slices: code, start, end
+    negative: np.ndarray  # uint8 per ordered row: 1 for a negative row
+    positives: np.ndarray  # ordered positions of positive rows (in slice order)
+    tie_start: np.ndarray | None  # per positive: first position of its tie block; None: no ties
+    tie_end: np.ndarray | None  # per positive: one past its tie block's last position
+    codes: np.ndarray  # slices with a positive
+    first: np.ndarray  # their first entry in `positives`
+    starts: np.ndarray  # their first and one past their last ordered row
+    ends: np.ndarray
 
     @classmethod
-    def of(cls, family: Family, stats: RowStats) -> _Auc:
+    def of(cls, order: np.ndarray, code: np.ndarray, starts: np.ndarray, size: int,
+           stats: RowStats) -> _Auc:
         assert stats.score is not None and stats.positive is not None
-        codes = family.codes
-        inside = np.flatnonzero(codes >= 0)
-        order = inside[np.lexsort((stats.score[inside], codes[inside]))]
-        code, score, positive = codes[order], stats.score[order], stats.positive[order]
+        score, positive = stats.score[order], stats.positive[order]
         n = len(order)
-        new_slice = np.r_[True, code[1:] != code[:-1]] if n else np.zeros(0, bool)
-        new_block = new_slice | np.r_[True, score[1:] != score[:-1]] if n else new_slice
+        new_slice = np.zeros(n, bool)
+        new_slice[starts] = True
+        new_block = new_slice | np.r_[True, score[1:] != score[:-1]][:n]
         position = np.arange(n)
-        block_start = np.maximum.accumulate(np.where(new_block, position, 0)) if n else position
-        block_end = np.r_[np.flatnonzero(new_block)[1:], n][np.cumsum(new_block) - 1] \
-            if n else position
-        starts = np.flatnonzero(new_slice)
-        ends = np.r_[starts[1:], n] if n else starts
         pos = np.flatnonzero(positive)
-        membership = np.zeros((len(pos), family.size))
-        membership[np.arange(len(pos)), code[pos]] = 1.0
-        return cls(family.size, order, (~positive).astype(np.uint8), pos, block_start[pos],
-                   block_end[pos], membership,
-                   (code[starts], starts, ends))
+        tie_start = tie_end = None
+        if not new_block[1:].all() or n < 2:  # some scores tie within a slice
+            block_start = np.maximum.accumulate(np.where(new_block, position, 0))
+            block_end = np.r_[np.flatnonzero(new_block)[1:], n][np.cumsum(new_block) - 1]
+            tie_start, tie_end = block_start[pos], block_end[pos]
+        slice_of = np.searchsorted(starts, pos, side="right") - 1  # index into starts
+        first = np.flatnonzero(np.r_[True, slice_of[1:] != slice_of[:-1]]) if len(pos) \
+            else np.zeros(0, int)
+        which = slice_of[first]
+        ends = np.r_[starts[1:], n]
+        return cls(size, (~positive).astype(np.uint8), pos, tie_start, tie_end,
+                   code[starts][which], first, starts[which], ends[which])
 
-    def value(self, weights: np.ndarray) -> np.ndarray:
-        """AUC per (resample, slice); NaN where a slice lacks positives or negatives."""
-        chunk = len(weights)
+    def value(self, w: np.ndarray) -> np.ndarray:
+        """AUC per (resample, slice) for weights `w` (resamples, ordered rows); NaN where a
+        slice lacks positives or negatives."""
+        chunk = len(w)
         out = np.full((chunk, self.size), np.nan)
         if not len(self.positives):
             return out
-        w = weights[:, self.order]
-        kind = np.int32 if w.shape[1] * 200 < 2**31 else np.int64  # holds every product below
+        kind = np.int32 if w.shape[1] * 10 < 2**31 else np.int64  # weights are at most 9
         cum = np.zeros((chunk, w.shape[1] + 1), kind)
-        np.cumsum(w * self.negative, axis=1, dtype=kind, out=cum[:, 1:])  # negatives so far
+        np.cumsum(w * self.negative, axis=1, dtype=kind, out=cum[:, 1:])  # negatives before
+        pos = np.take(w, self.positives, axis=1).astype(np.int64)
         # twice the negatives' weight below a positive, ties counting half: the negatives
         # before its tie block plus those before its block's end, less twice those before
         # its slice (subtracted per slice below, once for the slice's positive weight)
-        pos = w[:, self.positives]
-        twice = pos * (cum[:, self.tie_start] + cum[:, self.tie_end])
-        pos_weight = pos.astype(np.float64) @ self.membership
-        codes, start, end = self.bounds
-        before = np.zeros((chunk, self.size))
-        before[:, codes] = cum[:, start]
-        numerator = twice.astype(np.float64) @ self.membership - 2.0 * before * pos_weight
-        neg_weight = np.zeros((chunk, self.size))
-        neg_weight[:, codes] = cum[:, end] - cum[:, start]
+        if self.tie_start is None:
+            twice = 2 * pos * np.take(cum, self.positives, axis=1)
+        else:
+            assert self.tie_end is not None
+            twice = pos * (np.take(cum, self.tie_start, axis=1)
+                           + np.take(cum, self.tie_end, axis=1))
+        pos_weight = np.add.reduceat(pos, self.first, axis=1).astype(np.float64)
+        before = cum[:, self.starts].astype(np.float64)
+        numerator = np.add.reduceat(twice, self.first, axis=1) - 2.0 * before * pos_weight
+        neg_weight = (cum[:, self.ends] - cum[:, self.starts]).astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             value = numerator / (2.0 * pos_weight * neg_weight)
-        return np.where((pos_weight > 0) & (neg_weight > 0), value, np.nan)
+        out[:, self.codes] = np.where((pos_weight > 0) & (neg_weight > 0), value, np.nan)
+        return out
 
 
 def _metrics(kind: str, sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

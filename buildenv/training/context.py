@@ -60,13 +60,13 @@ class ForbiddenRead(Exception):
 class BuildContext:
     def __init__(self, env: Environment, seed: int, project: Project,
                  pins: dict[str, str] | None = None, label_pins: dict[str, dict] | None = None,
-                 manifests: dict[str, Manifest] | None = None):
+                 manifests: dict[str, Manifest] | None = None, purpose: str = "build"):
         self.env = env
         """The resolved environment."""
         self.seed = seed
         """The build seed; use it for every random_state."""
         self._project = project
-        self._gate = Gate(project, env, "build", pins=pins or {}, manifests=manifests or {})
+        self._gate = Gate(project, env, purpose, pins=pins or {}, manifests=manifests or {})
         self._scans: list[Any] = []  # generators not yet run to the end
         self.metrics: dict[str, float] = {}
         self.params: dict[str, str] = {}

@@ -127,7 +127,7 @@ def inventory(model: Any) -> Inventory:
 
 def read_inventory(path: Path) -> Inventory:
     """The inventory of an ONNX file, parsing only what it needs."""
-    from google.protobuf.message import DecodeError
+    from google.protobuf.message import DecodeError  # pants: no-infer-dep (comes with onnx)
 
     model = _lite_model()()
     try:
@@ -145,7 +145,12 @@ def read_inventory(path: Path) -> Inventory:
 def _lite_model() -> Any:
     """A message class reading ONNX's ModelProto wire format, with only the fields an
     inventory needs (numbers as in onnx.proto; every other field is skipped unparsed)."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    # protobuf comes with onnx (a dependency of buildenv), not as a requirement of its own
+    from google.protobuf import (  # pants: no-infer-dep
+        descriptor_pb2,
+        descriptor_pool,
+        message_factory,
+    )
 
     field = descriptor_pb2.FieldDescriptorProto
     one, many = field.LABEL_OPTIONAL, field.LABEL_REPEATED

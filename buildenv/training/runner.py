@@ -11,7 +11,9 @@ to ONNX for the `onnx` stack (its operator inventory recorded), saved as serving
 importance and latency, and `result.json` is written. It judges nothing about the environment
 beyond what needs the live model: verification against the multiverse happens in the parent.
 An exception in user code is reported at the user's innermost frame; when the training has read
-a restricted dataset, its message is withheld.
+a restricted dataset, its message is withheld. Sandboxed, the runner confines itself before
+anything else (`confinement.Guard`), and what the sandbox refused is reported as such
+(BE322-BE327), for the pre-check's run and the full one alike.
 """
 
 from __future__ import annotations
@@ -29,30 +31,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+# The sandbox's side of the runner is imported and applied first: Landlock and seccomp bind only
+# the threads started after them (ctypes and the standard library, no thread of their own).
+from buildenv.core.confine import ConfinementError
+from buildenv.training.confinement import Guard
+from buildenv.training.user_frames import exception_frame as _user_frame
+
 # Deferred imports (buildenv, numpy, mlflow, sklearn): the training process starts importing
 # mlflow in a thread first (`_preload`), and an import that fails inside `run` becomes a BE305
 # result instead of a process that dies before writing one. The model families' libraries are
 # imported only for a model of that family.
 
 __all__ = ["main"]
-
-
-def _user_frame(exc: BaseException, root: Path, own: Path) -> tuple[str | None, int | None,
-                                                                     list[str]]:
-    frames = traceback.extract_tb(exc.__traceback__)
-    user = []
-    for frame in frames:
-        path = Path(frame.filename).resolve()
-        if path.is_relative_to(root) and not path.is_relative_to(own) and \
-                ".venv" not in path.parts and "site-packages" not in path.parts:
-            user.append(frame)
-    if not user:
-        return None, None, []
-    last = user[-1]
-    rel = Path(last.filename).resolve().relative_to(root).as_posix()
-    trail = [f"{Path(f.filename).resolve().relative_to(root).as_posix()}:{f.lineno} in {f.name}"
-             for f in user]
-    return rel, last.lineno, trail
 
 
 def _diag(code: str, message: str, path: str | None = None, line: int | None = None,
@@ -132,18 +122,18 @@ class _Failed(Exception):
         self.result = result
 
 
-def run(request: dict) -> dict:
+def run(request: dict, guard: Guard | None = None) -> dict:
     from buildenv.env.spec import Environment
 
     env = Environment.model_validate(request["env"])
     _preload(env)
     try:
-        return _run(request, env)
+        return _run(request, env, guard)
     except _Failed as failed:
         return failed.result
 
 
-def _run(request: dict, env: Any) -> dict:
+def _run(request: dict, env: Any, guard: Guard | None) -> dict:
     root = Path(request["root"]).resolve()
     seed = int(request["seed"])
     threads = int(request.get("threads") or 1)
@@ -162,11 +152,11 @@ def _run(request: dict, env: Any) -> dict:
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     timings: dict[str, float] = {}
-    fn = _call(ctx, root, lambda: _load_entry(root, request["module_path"],
-                                              request["function"]))
+    fn = _call(ctx, root, guard, lambda: _load_entry(root, request["module_path"],
+                                                     request["function"]))
     if precheck.wanted(request, env):
         mark = time.perf_counter()
-        verdict = _call(ctx, root, lambda: precheck.run(ctx, env, fn, request))
+        verdict = _call(ctx, root, guard, lambda: precheck.run(ctx, env, fn, request))
         timings["precheck"] = time.perf_counter() - mark
         if verdict.get("refused"):
             return {**verdict["result"], "timings": timings}
@@ -177,7 +167,7 @@ def _run(request: dict, env: Any) -> dict:
     else:
         result_precheck = None
     mark = time.perf_counter()
-    model = _call(ctx, root, lambda: fn(ctx))
+    model = _call(ctx, root, guard, lambda: fn(ctx))
     ctx.finish_full_run()
     timings["train"] = time.perf_counter() - mark
     if ctx.gate_errors:  # caught by the training: the model saw unverified data
@@ -210,8 +200,9 @@ def _seed(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
-def _call(ctx: Any, root: Path, work: Any) -> Any:
-    """Run user code; its failures as diagnostics at the user's line."""
+def _call(ctx: Any, root: Path, guard: Guard | None, work: Any) -> Any:
+    """Run user code; its failures as diagnostics at the user's line (what the sandbox
+    refused it, as such)."""
     from buildenv.data.gate.errors import GateError
     from buildenv.training.context import ForbiddenRead
     from buildenv.training.families.torch_contract import ModelContractError
@@ -219,7 +210,7 @@ def _call(ctx: Any, root: Path, work: Any) -> Any:
     own = Path(__file__).resolve().parents[1]  # the buildenv package
     try:
         try:
-            return work()
+            done = work()
         finally:
             ctx.finish()  # scans the training left open are verified before anything is used
     except GateError as exc:
@@ -235,6 +226,9 @@ def _call(ctx: Any, root: Path, work: Any) -> Any:
     except Exception as exc:
         if ctx.gate_errors:
             raise _Failed(_refused(ctx.gate_errors)) from None
+        denied = guard.explain(exc, bool(ctx.restricted_reads)) if guard else None
+        if denied is not None:  # the sandbox refused it: deterministic, cached like any error
+            raise _Failed({"ok": False, "diagnostics": [denied]}) from None
         path, line, trail = _user_frame(exc, root, own)
         message = f"training raised {type(exc).__name__}: {exc}".strip()
         if ctx.restricted_reads:
@@ -243,6 +237,10 @@ def _call(ctx: Any, root: Path, work: Any) -> Any:
         raise _Failed({"ok": False, "diagnostics": [_diag(
             "BE301", message, path, line, [f"called from {t}" for t in trail[:-1]])],
             "transient": isinstance(exc, (OSError, MemoryError))}) from None  # not cached
+    bypass = guard.swallowed(bool(ctx.restricted_reads)) if guard else []
+    if bypass:  # caught by the training: it tried to read data around the gate
+        raise _Failed({"ok": False, "diagnostics": bypass})
+    return done
 
 
 def _adopt(model: Any, env: Any, module_path: str, ctx: Any, root: Path) -> Any:
@@ -514,10 +512,9 @@ def _label_summary(ctx: Any) -> dict:
 
 
 def _manifests(request: dict) -> dict:
-    from buildenv.data.lock.manifest import FileEntry, Manifest
+    from buildenv.data.lock.manifest import Manifest
 
-    return {name: Manifest(tuple(FileEntry.from_json(f) for f in data["files"]),
-                           tuple(data.get("partitions") or ()))
+    return {name: Manifest.from_json(data)
             for name, data in (request.get("manifests") or {}).items()}
 
 
@@ -525,14 +522,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = argv if argv is not None else sys.argv[1:]
     request = json.loads(Path(argv[0]).read_text())
     result_path = Path(request["result"])
+    guard = None
     try:
-        result = run(request)
+        guard = Guard.enter(request.get("sandbox"), Path(request["root"]).resolve())
+        result = run(request, guard)
+    except ConfinementError as exc:
+        result = {"ok": False, "diagnostics": [_diag(
+            "BE326", f"the sandbox could not confine the training: {exc}", None, None,
+            ["`buildenv doctor` checks this machine's sandbox"])]}
     except BaseException as exc:  # a bug in buildenv, or a crash in a library
         # Frames only: messages and source lines may quote data (restricted or not).
         frames = [f"at {Path(f.filename).name}:{f.lineno} in {f.name}"
                   for f in traceback.extract_tb(exc.__traceback__)[-5:]]
         result = {"ok": False, "diagnostics": [_diag(
             "BE305", f"training process failed: {type(exc).__name__}", None, None, frames)]}
+    left = guard.reap() if guard is not None else None
+    if left is not None:
+        result.setdefault("diagnostics", []).append({**left, "path": request["module_path"]})
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, default=str))
     os.replace(tmp, result_path)

@@ -30,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from buildenv.training.repo_modules import module_closure
+from buildenv.core.code import module_closure
 
 __all__ = ["ModelNeeds", "model_needs", "referenced_globals", "stage_code"]
 

@@ -16,7 +16,8 @@ noise at the released scale.
 
 A release is remembered under the data's state directory by the build's cache key
 (`privacy/releases/`): an identical rebuild shows the same figures and spends nothing, so the
-artifact's bytes repeat. Without budget (or without OpenDP) the figures are withheld (BE516).
+artifact's bytes repeat. A sandboxed training reaches the ledger and the remembered release
+through the build (which knows the key itself). Without budget (or without OpenDP) the figures are withheld (BE516).
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ from buildenv.access.budget import BudgetExceeded, Ledger, scope_of
 from buildenv.access.unit import contributions, truncation_for
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.diagnostics import DiagnosticError
+from buildenv.data.gate import handover
 from buildenv.data.gate.audit import AuditLog
 from buildenv.env.spec import Environment
 from buildenv.training.slice_scores import SliceScores
 from buildenv.training.slice_view import exact_view, mlflow_key, slice_spec
 
-__all__ = ["private_view"]
+__all__ = ["private_view", "release_path"]
 
 _DECILES = 10
 _DRAWS = 1000
@@ -216,15 +218,22 @@ def _discrete_laplace(rng: np.random.Generator, scale: float, shape: tuple) -> n
     return (rng.geometric(p, shape) - rng.geometric(p, shape)).astype(np.float64)
 
 
+def release_path(project: Any, key: str) -> Path:
+    """Where the release of the build with cache key `key` is remembered."""
+    name = hashlib.sha256(f"slices:{key}".encode()).hexdigest()
+    return Path(project.data_state_dir) / "privacy" / "releases" / f"{name}.json"
+
+
 def _store(release: Any) -> Path | None:
     key = getattr(release, "key", None)
-    if not key:
-        return None
-    name = hashlib.sha256(f"slices:{key}".encode()).hexdigest()
-    return release.project.data_state_dir / "privacy" / "releases" / f"{name}.json"
+    return release_path(release.project, key) if key else None
 
 
 def _stored(release: Any) -> dict | None:
+    if release is not None and handover.active():
+        reply = handover.ask("release")
+        data = reply.get("data") if reply.get("ok") else None
+        return data if isinstance(data, dict) and "cells" in data else None
     path = _store(release) if release is not None else None
     if path is None or not path.is_file():
         return None
@@ -236,6 +245,12 @@ def _stored(release: Any) -> dict | None:
 
 
 def _remember(release: Any, data: dict) -> None:
+    if handover.active():
+        reply = handover.ask("release", data=data)
+        if not reply.get("ok"):
+            raise OSError(int(reply.get("errno") or 5), f"the build did not remember the "
+                          f"release: {reply.get('error')}")
+        return
     path = _store(release)
     if path is not None:
         atomic_write_text(path, json.dumps(data, sort_keys=True))

@@ -16,6 +16,13 @@ snapshotted at the end of each quarter, the way a warehouse export would be:
     data/labels/genre-v2.json              Label Studio export, taxonomy v2, UI v2: the split
                                            genres relabeled, a QA sample, new titles
     data/labels/genre-v1-to-v2.sssom.tsv   SSSOM mapping of taxonomy v1 classes into v2
+    data/tables/ratings/                   Delta table (delta-rs): the ratings stream, a version
+                                           per change -- v0 the Q2 window, v1 + Q3, v2 the
+                                           12-month retention delete, v3 a user's erasure
+    data/tables/iceberg/                   Iceberg (PyIceberg, SQLite catalog `catalog.db`):
+                                           `catalog.movies`, the 2026-09 catalog partitioned by
+                                           genre on `main`, and branch `relabel`: a QA pass that
+                                           corrected the genre of 120 titles
 
 `liked` depends on genre (the fine-grained, v2 genre), runtime, user age x genre,
 country, plan, device, and a latent movie quality that `critic_score` measures
@@ -29,7 +36,11 @@ annotators plus two from v1 who only get titles they did not label before (no do
 exposure). Labels use their own random stream, so the Parquet files do not depend on them.
 
 Deterministic: the same seed gives byte-identical files (no timestamps or pandas
-metadata in the Parquet footer; fixed writer options; JSON with fixed key order).
+metadata in the Parquet footer; fixed writer options; JSON with fixed key order). The tables
+are the exception the table formats make: their writers name files by random UUIDs and record
+commit times, so a table is the same *version by version* (the same rows at each version,
+snapshot and ref), not byte for byte. Iceberg locations are written relative to the data
+directory's parent (the repository root), so any checkout reads them.
 
     python examples/movies/generate.py [--out DIR] [--seed N]
 """
@@ -43,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 SEED = 20260630
@@ -426,7 +438,76 @@ def generate(out: Path, seed: int = SEED) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(text.encode("utf-8"))
         written.append(path)
+    written += write_tables(out, seed, movies, users, ratings)
     return written
+
+
+# --- tables with their own history (Delta Lake, Iceberg) -------------------------------------
+RELABELED = 120  # titles the QA pass on the Iceberg branch corrects
+ERASED_USER_RANK = 7  # the erasure request of v3: the 7th most active user
+
+
+def ratings_versions(movies: dict, users: dict, ratings: dict) -> list[tuple[str, pa.Table]]:
+    """The ratings stream's commits: (what, rows written or the delete predicate's rows)."""
+    q2 = ratings_table(ratings, movies, users, CUTOFFS["2026-06"])
+    q3_all = ratings_table(ratings, movies, users, CUTOFFS["2026-09"])
+    start_q3 = dt.datetime(2026, 7, 1, tzinfo=dt.UTC)
+    q3 = q3_all.filter(pc.greater_equal(q3_all["rating_ts"], pa.scalar(
+        start_q3, pa.timestamp("us", tz="UTC"))))
+    return [("create", q2), ("append", q3)]
+
+
+def write_tables(out: Path, seed: int, movies: dict, users: dict, ratings: dict) -> list[Path]:
+    """The Delta ratings stream and the Iceberg movie catalog (see the module docstring)."""
+    import os
+    import shutil
+
+    from deltalake import DeltaTable, write_deltalake
+
+    tables = out / "tables"
+    shutil.rmtree(tables, ignore_errors=True)
+    stream = tables / "ratings"
+    for what, rows in ratings_versions(movies, users, ratings):
+        write_deltalake(str(stream), rows, mode="append" if what == "append" else "error")
+    table = DeltaTable(str(stream))
+    window_start = dt.date(2025, 10, 1)  # 12 months before the 2026-09 cutoff
+    table.delete(f"rating_ts < '{window_start.isoformat()}T00:00:00Z'")
+    active = pc.value_counts(table.to_pyarrow_table(columns=["user_id"])["user_id"])
+    counts = sorted(((c["counts"].as_py(), c["values"].as_py()) for c in active),
+                    key=lambda item: (-item[0], item[1]))
+    table.delete(f"user_id = {counts[ERASED_USER_RANK - 1][1]}")
+
+    from pyiceberg.catalog.sql import SqlCatalog
+    from pyiceberg.transforms import IdentityTransform
+
+    here = os.getcwd()
+    (tables / "iceberg").mkdir(parents=True, exist_ok=True)
+    os.chdir(out.parent)  # locations relative to the repository root
+    try:
+        base = f"{out.name}/tables/iceberg"
+        catalog = SqlCatalog("default", uri=f"sqlite:///{base}/catalog.db",
+                             warehouse=f"{base}/warehouse")
+        catalog.create_namespace("catalog")
+        current = movies_table(movies, CUTOFFS["2026-09"])
+        iceberg = catalog.create_table("catalog.movies", schema=current.schema)
+        with iceberg.update_spec() as spec:
+            spec.add_field("genre", IdentityTransform(), "genre")
+        iceberg.append(current)
+        main = iceberg.current_snapshot().snapshot_id
+        iceberg.manage_snapshots().create_branch(main, "relabel").commit()
+        rng = np.random.default_rng([seed, 23])
+        picked = np.sort(rng.choice(current.num_rows, RELABELED, replace=False))
+        fixed = current.take(pa.array(picked))
+        genres = fixed["genre"].to_pylist()
+        corrected = [GENRES[(GENRES.index(g) + 1 + int(rng.integers(0, len(GENRES) - 1)))
+                            % len(GENRES)] for g in genres]
+        fixed = fixed.set_column(fixed.schema.get_field_index("genre"), "genre",
+                                 pa.array(corrected, pa.string()))
+        ids = ", ".join(str(v) for v in fixed["movie_id"].to_pylist())
+        iceberg.overwrite(fixed, overwrite_filter=f"movie_id in ({ids})", branch="relabel")
+    finally:
+        os.chdir(here)
+    return sorted(p for p in tables.rglob("*") if p.is_file())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -436,6 +517,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=SEED, help=f"world seed (default {SEED})")
     args = parser.parse_args(argv)
     for path in generate(args.out, args.seed):
+        if "tables" in path.parts:
+            continue
         if path.suffix == ".parquet":
             print(f"{path}: {pq.read_metadata(path).num_rows} rows, {path.stat().st_size} bytes")
         else:

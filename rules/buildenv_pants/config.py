@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -25,6 +26,7 @@ class TrainingDecl:
     timeout: Optional[float]
     threads: Optional[int] = None
     precheck: Optional[bool] = None
+    sandbox: Optional[str] = None  # the training's `sandbox` (a mode or a table), as JSON
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class BuildenvConfig:
     tracking_uri: Optional[str]
     cache_dir: str
     trainings: tuple[TrainingDecl, ...]
+    sandbox: Optional[str] = None  # `[tool.buildenv] sandbox`
 
     @classmethod
     def parse(cls, text: str) -> BuildenvConfig:
@@ -58,6 +61,8 @@ class BuildenvConfig:
                     timeout=decl.get("timeout") if isinstance(decl.get("timeout"), (int, float)) else None,
                     threads=decl.get("threads") if isinstance(decl.get("threads"), int) else None,
                     precheck=decl.get("precheck") if isinstance(decl.get("precheck"), bool) else None,
+                    sandbox=json.dumps(decl["sandbox"], sort_keys=True)
+                    if isinstance(decl.get("sandbox"), (str, dict)) else None,
                 )
             )
         return cls(
@@ -65,6 +70,7 @@ class BuildenvConfig:
             tracking_uri=tool.get("tracking_uri") if isinstance(tool.get("tracking_uri"), str) else None,
             cache_dir=str(tool.get("cache_dir", ".buildenv")),
             trainings=tuple(trainings),
+            sandbox=tool.get("sandbox") if isinstance(tool.get("sandbox"), str) else None,
         )
 
 

@@ -16,6 +16,7 @@ input. So the key stays truthful without copying data into sandboxes.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Optional
@@ -78,17 +79,17 @@ def synthesized_pyproject(config: BuildenvConfig, field_set: MlModelFieldSet) ->
     # `precheck = false` says running the training twice has side effects: keep it.
     if decl is not None and decl.precheck is not None:
         training["precheck"] = decl.precheck
-    doc = {
-        "tool": {
-            "buildenv": {
-                "environments_dir": config.environments_dir or ".",
-                # The training's resolve is this sandbox's PEX: the training runs in the
-                # interpreter running buildenv, not in an environment buildenv resolves.
-                "toolchains": {"mode": "interpreter"},
-                "trainings": {field_set.training: training},
-            }
-        }
-    }
+    # The sandbox policy is part of the cache key and decides what the training may reach.
+    if decl is not None and decl.sandbox is not None:
+        training["sandbox"] = json.loads(decl.sandbox)
+    # The training's resolve is this sandbox's PEX: the training runs in the interpreter
+    # running buildenv, not in an environment buildenv resolves.
+    tool = {"environments_dir": config.environments_dir or ".",
+            "toolchains": {"mode": "interpreter"},
+            "trainings": {field_set.training: training}}
+    if config.sandbox is not None:
+        tool["sandbox"] = config.sandbox
+    doc = {"tool": {"buildenv": tool}}
     return "# Synthesized by the buildenv Pants plugin for one model.\n" + toml.dumps(doc)
 
 

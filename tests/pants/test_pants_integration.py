@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from pants_toy_repo import ToyRepo, make_toy_repo
 
+from buildenv.compile.isolation import detect
+
 pytestmark = pytest.mark.slow
 
 PAIRS = ["toy a", "toy b", "toy2 a", "toy2 b"]
@@ -123,6 +125,33 @@ def test_training_only_feature_fails_the_build(repo: ToyRepo) -> None:
 
 def _lines(data: bytes, without: str) -> list[str]:
     return [line for line in data.decode().splitlines() if not line.startswith(without)]
+def test_the_training_is_sandboxed_inside_pants(repo: ToyRepo) -> None:
+    """Pants' sandbox is a directory, not a namespace: the real repository's data is at its
+    absolute path. buildenv's own sandbox hides it, and records what applied."""
+    data = repo.root / "data" / "items-v1.parquet"
+    repo.write("models/spy/train.py", (
+        "import pandas as pd\n\n"
+        "def train(ctx):\n"
+        f"    return pd.read_parquet({str(data)!r})\n"))
+    repo.write("models/spy/BUILD", (
+        "python_sources(name='src')\n\n"
+        "ml_training(name='spy', entry='models/spy/train.py:train', environments=['a'])\n"))
+    repo.write("models/sealed/train.py", (
+        "from sklearn.linear_model import LogisticRegression\n\n"
+        "def train(ctx):\n"
+        "    df = ctx.read('items', columns=['x', 'y'])\n"
+        "    return LogisticRegression().fit(df[['x']], df['y'])\n"))
+    repo.write("models/sealed/BUILD", (
+        "python_sources(name='src')\n\n"
+        "ml_training(name='sealed', entry='models/sealed/train.py:train', environments=['a'])\n"))
+    proc = repo.pants("package", "models/spy::", check=False)
+    assert proc.returncode != 0
+    assert ("models/spy/train.py:4: error[BE322]: the training opened "
+            f"'{data}' directly") in proc.stderr
+    repo.pants("package", "models/sealed::")
+    lineage = json.loads((repo.root / "dist/sealed/a/buildenv.json").read_text())
+    assert lineage["isolation"]["mechanism"] == detect().mechanism
+    assert lineage["isolation"]["data"] == "handed-over descriptors"
 
 
 def _diff(a: bytes, b: bytes) -> str:

@@ -21,6 +21,7 @@ from buildenv.data.gate.formats import (
     declared_types,
     parse_timestamps,
 )
+from buildenv.data.gate.pinned import Pinned
 from buildenv.data.gate.privacy import (
     csv_column_of,
     decode_error_message,
@@ -28,6 +29,9 @@ from buildenv.data.gate.privacy import (
 )
 from buildenv.data.gate.reader import Reader, digest_algorithm
 from buildenv.data.gate.scope import ReadScope
+from buildenv.data.lock.dvc_pins import dvc_location
+from buildenv.data.storage import locate
+from buildenv.data.tables import TableError
 from buildenv.env.spec import Column, Dataset
 
 __all__ = ["DatasetRead"]
@@ -51,12 +55,32 @@ class DatasetRead(Reader):
         self.format: FileFormat = FORMATS[fmt]
         self.origin = origin
         self.constants = dict(constants or {})
-        self._pinned = self.pin(digest_algorithm(expected, algorithm))
-        vouched = scope.vouched(self._pinned, fmt)
+        self._pinned = self._pin_source(digest_algorithm(expected, algorithm))
+        vouched = scope.vouched(self._pinned, fmt) if not self.from_store else None
         if vouched is not None and expected in (None, vouched):
             self._pinned.vouch(vouched)
+        elif expected is not None and not self.from_store:
+            # the file at the uri is not known to hold the pinned bytes: the store's copy is
+            self._pinned = self.stored(self._pinned, self.restricted) or self._pinned
         self._schema: pa.Schema | None = None
         self._header: list[str] | None = None
+
+    def _pin_source(self, algorithm: str) -> Pinned:
+        """The bytes to read: at the uri (a DVC pin's: in DVC's cache), or the object store's
+        copy of the pinned bytes when the file is gone or remote."""
+        if self.spec.dvc is not None and self.uri == self.spec.uri:
+            try:
+                location = dvc_location(self.scope.project, self.spec, self.uri)
+            except TableError as exc:
+                raise self.error(exc.code, f"{self.what}: {exc.message}", exc.hints) from None
+            with self.opening():
+                return Pinned(location, algorithm)
+        if self.expected is not None and locate(self.uri, self.scope.project).local is None:
+            # a remote object would be downloaded to be hashed: a kept copy is local
+            stored = self.stored(None, self.restricted)
+            if stored is not None:
+                return stored
+        return self.pin(algorithm)
 
     def release(self) -> None:
         self._pinned.close()
@@ -111,18 +135,23 @@ class DatasetRead(Reader):
         names = self.schema.names
         present = [c for c in columns if c in names]
         stored = [c for c in present if c not in self.constants]
+        absent = self._optional_absent(columns) if typed else []
         self.columns_read.update(present)
         rows = 0
         self._decoded = True
         self._pinned.start_hashing()
         try:
             for batch in self.format.batches(self._pinned, self.declared, stored,
-                                             batch_rows=batch_rows, dictionary=dictionary):
+                                             batch_rows=batch_rows,
+                                             # partition columns are constants, not in the file
+                                             dictionary=[c for c in dictionary if c in stored]):
                 rows += batch.num_rows
                 if typed:
                     batch = declared_types(batch, self.declared)
                 if self.constants:
                     batch = _with_constants(batch, present, self.constants, dictionary)
+                if absent:
+                    batch = self._with_nulls(batch, absent)
                 yield batch
             if not stored and self.constants and present:  # only path columns were asked for
                 rows = self.stored_rows()
@@ -139,12 +168,29 @@ class DatasetRead(Reader):
         """Rows stored in the file, as its format counts them."""
         return self.format.count_rows(self._pinned)
 
+    def _optional_absent(self, columns: Sequence[str]) -> list[str]:
+        """Asked-for columns declared `required: false` that this file does not have."""
+        names = self.schema.names
+        return [c for c in columns if c not in names and c in self.declared
+                and not self.declared[c].required]
+
+    def _with_nulls(self, batch: pa.RecordBatch, absent: Sequence[str]) -> pa.RecordBatch:
+        """`batch` plus an all-null column of the declared type for each absent optional
+        column: what a column that may be absent reads as where it is."""
+        arrays = list(batch.columns) + [pa.nulls(batch.num_rows, arrow_type(
+            self.declared[c].dtype)) for c in absent]
+        return pa.RecordBatch.from_arrays(arrays, names=[*batch.schema.names, *absent])
+
     def table(self, columns: Sequence[str], typed: bool = True) -> pa.Table:
-        """Every row of `columns`, verified before it is returned."""
-        present = [c for c in columns if c in self.schema.names]
-        batches = list(self.batches(present, typed=typed))
+        """Every row of `columns`, verified before it is returned (typed: an absent column
+        declared `required: false` is all nulls)."""
+        names = self.schema.names
+        present = [c for c in columns if c in names]
+        asked = present + (self._optional_absent(columns) if typed else [])
+        batches = list(self.batches(asked, typed=typed))
         schema = batches[0].schema if batches else pa.schema(
-            [self.schema.field(c) for c in present])
+            [self.schema.field(c) if c in names else pa.field(c, arrow_type(
+                self.declared[c].dtype)) for c in asked])
         return pa.Table.from_batches(batches, schema=schema)
 
     def verify(self) -> str:

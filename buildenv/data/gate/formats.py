@@ -12,6 +12,10 @@ the typing and null rules are the same everywhere:
 - **Parquet** carries types: the stored type must be the declared one or a widening of it
   (`type_accepts`). String columns may be read dictionary-encoded (validation and drift compute
   on the dictionary instead of on every row).
+- **JSON lines** (serving data: a request log, one JSON object per line) is typed by the
+  environment like CSV: numbers, strings and booleans as JSON has them (an integer is accepted
+  for a float column), dates and timestamps as ISO 8601 strings. A key missing from a line, or
+  `null`, is null. The columns are the keys of any line; undeclared ones are not decoded.
 
 A format reads from `Bytes`: something that can be opened as a random-access pyarrow file any
 number of times (a pinned local file, or a verified in-memory copy of a remote object). A new
@@ -36,8 +40,8 @@ from buildenv.env.spec import Column
 # `buildenv lock` reaches this module but hashes files without decoding them.
 
 __all__ = ["ARROW_TYPES", "BATCH_ROWS", "FORMATS", "Bytes", "CsvFormat", "FileFormat",
-           "ParquetFormat", "arrow_type", "declared_types", "parse_timestamps",
-           "type_accepts"]
+           "JsonFormat", "ParquetFormat", "arrow_type", "declared_types", "format_of",
+           "parse_timestamps", "type_accepts"]
 
 BATCH_ROWS = 262_144
 CSV_BLOCK = 8 << 20  # 8 MiB: large enough for the parser to run at full speed
@@ -212,6 +216,92 @@ class CsvFormat(FileFormat):
         return counter.rows()
 
 
+class JsonFormat(FileFormat):
+    """Newline-delimited JSON objects, read in blocks of whole lines (bounded memory)."""
+
+    name = "json"
+
+    def _blocks(self, source: Bytes) -> Iterator[bytes]:
+        """The file in pieces of about CSV_BLOCK bytes, each ending at a line end."""
+        carry = b""
+        with source.open() as handle:
+            while chunk := handle.read(CSV_BLOCK):
+                data = carry + chunk
+                cut = data.rfind(b"\n") + 1
+                if cut:
+                    yield data[:cut]
+                carry = data[cut:]
+        if carry.strip():
+            yield carry  # a last line without a line end
+
+    def schema(self, source: Bytes, declared: Mapping[str, Column]) -> pa.Schema:
+        """Every key of every line, in order of first appearance: declared ones typed as
+        declared, others as JSON has them (one parsing pass, a block at a time)."""
+        import pyarrow.json as pajson
+
+        found: dict[str, pa.DataType] = {}
+        for block in self._blocks(source):
+            for f in pajson.read_json(pa.BufferReader(block)).schema:
+                found.setdefault(f.name, f.type)
+        return pa.schema([pa.field(n, arrow_type(declared[n].dtype) if n in declared else t)
+                          for n, t in found.items()])
+
+    def batches(self, source: Bytes, declared: Mapping[str, Column], columns: Sequence[str], *,
+                batch_rows: int = BATCH_ROWS, dictionary: Sequence[str] = ()
+                ) -> Iterator[pa.RecordBatch]:
+        import pyarrow.json as pajson
+
+        wanted = [c for c in columns if c in declared]
+        if not wanted:  # rows only
+            for block in self._blocks(source):
+                rows = pajson.read_json(pa.BufferReader(block)).num_rows
+                yield pa.record_batch([pa.nulls(rows)], names=["_"]).select([])
+            return
+        textual = [c for c in wanted if declared[c].dtype in ("date", "timestamp")]
+        explicit = pa.schema([pa.field(c, pa.string() if c in textual
+                                       else arrow_type(declared[c].dtype)) for c in wanted])
+        options = pajson.ParseOptions(explicit_schema=explicit,
+                                      unexpected_field_behavior="ignore")
+        for block in self._blocks(source):
+            table = pajson.read_json(pa.BufferReader(block), parse_options=options)
+            for batch in table.select(wanted).to_batches(max_chunksize=batch_rows):
+                if textual:
+                    batch = _temporal_text(batch, declared, textual)
+                if dictionary:
+                    batch = _dictionary_encode(batch, dictionary)
+                yield batch
+
+    def count_rows(self, source: Bytes) -> int:
+        """Lines holding something (blank lines are not rows)."""
+        rows = 0
+        for block in self._blocks(source):
+            rows += sum(1 for line in block.split(b"\n") if line.strip())
+        return rows
+
+
+def _temporal_text(batch: pa.RecordBatch, declared: Mapping[str, Column],
+                   names: Sequence[str]) -> pa.RecordBatch:
+    """ISO 8601 text of JSON lines as dates (`YYYY-MM-DD`) and UTC timestamps."""
+    stamps = [n for n in names if declared[n].dtype == "timestamp"]
+    if stamps:
+        batch = parse_timestamps(batch, stamps)
+    arrays = [pc.cast(a, pa.date32()) if n in names and declared[n].dtype == "date" else a
+              for n, a in zip(batch.schema.names, batch.columns)]
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def format_of(uri: str, default: str) -> str:
+    """The format a uri's extension names (`.csv`, `.parquet`, `.jsonl`), else `default`."""
+    lower = uri.lower()
+    if lower.endswith((".csv", ".csv.gz", ".tsv")):
+        return "csv"
+    if lower.endswith((".parquet", ".pq")):
+        return "parquet"
+    if lower.endswith((".jsonl", ".ndjson", ".json")):
+        return "json"
+    return default
+
+
 def _record_end(data: bytes) -> int | None:
     """Offset of the newline that ends the first CSV record (outside quotes), if seen yet."""
     quoted = False
@@ -256,4 +346,5 @@ def _dictionary_encode(batch: pa.RecordBatch, names: Sequence[str]) -> pa.Record
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
-FORMATS: dict[str, FileFormat] = {"parquet": ParquetFormat(), "csv": CsvFormat()}
+FORMATS: dict[str, FileFormat] = {"parquet": ParquetFormat(), "csv": CsvFormat(),
+                                  "json": JsonFormat()}

@@ -4,7 +4,7 @@ Every caller -- validate, drift, the training's `ctx.read`, evaluation, promotio
 reads through `Gate.open`, which
 
 1. **pins** the bytes: a local file is opened once and decoded through that open file
-   (`/proc/self/fd/N`), so a file replaced after the lock check is not what is read; a remote
+   (`pread`), so a file replaced after the lock check is not what is read; a remote
    object is copied into memory while it is hashed;
 2. **verifies** them: the whole file is hashed while it is decoded (a second thread reading the
    same open file; hashing releases the GIL), and the digest is compared with the lock's when
@@ -43,6 +43,7 @@ from buildenv.data.gate.scope import ReadScope
 from buildenv.data.lock.manifest import (
     Manifest,
 )
+from buildenv.data.tables import TableError, resolve
 from buildenv.env.uris import names_directory
 
 __all__ = ["Gate"]
@@ -71,6 +72,8 @@ class Gate(ReadScope):
         """
         spec = self.env.datasets[dataset]
         uri = uri or spec.uri
+        if spec.is_table:
+            return self._open_table(dataset, uri, expect, origin, filters)
         if names_directory(uri):
             return PartitionedRead(self, dataset, spec, uri, self._manifest(dataset, expect),
                                    origin or uri, filters)
@@ -89,6 +92,23 @@ class Gate(ReadScope):
             expected = expect or None
         return DatasetRead(self, dataset, spec, uri, fmt or spec.format, expected,
                            origin or uri)
+
+    def _open_table(self, dataset: str, uri: str, expect: Any, origin: str | None,
+                    filters: Any) -> PartitionedRead:
+        """A table version: pinned, the files of the lock's manifest (no table library
+        needed); unpinned, the files of the version the declaration selects now, at `uri`."""
+        spec = self.env.datasets[dataset]
+        if expect is None or expect is False:
+            try:
+                listing = resolve(self.project, spec.model_copy(update={"uri": uri}))
+            except TableError as exc:
+                raise GateError(self.dataset_error(exc.code, f"dataset '{dataset}': "
+                                                   f"{exc.message}", dataset,
+                                                   hints=exc.hints)) from None
+            return PartitionedRead(self, dataset, spec, uri, None, origin or uri, filters,
+                                   listing=listing)
+        return PartitionedRead(self, dataset, spec, uri, self._manifest(dataset, expect),
+                               origin or uri, filters)
 
     def _manifest(self, dataset: str, expect: Any) -> Manifest | None:
         """The manifest a partitioned read is verified against (None: unpinned)."""

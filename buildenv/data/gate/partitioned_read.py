@@ -23,10 +23,12 @@ from buildenv.data.lock.manifest import (
     FileEntry,
     Manifest,
     ManifestError,
-    list_files,
+    list_partitioned,
     partition_values,
+    resolve_partitions,
 )
 from buildenv.data.storage import locate
+from buildenv.data.tables import TableVersion
 from buildenv.env.spec import Column, Dataset, Environment
 
 __all__ = ["FileTask", "PartitionedRead", "partition_scalar"]
@@ -73,8 +75,8 @@ class FileTask:
         `partitions=False` (validation checks the values from the paths itself)."""
         spec = self.env.datasets[self.dataset]
         scope = ReadScope(self.project, self.env, self.purpose)
-        constants = ({n: partition_scalar(v, spec.columns[n]) for n, v in self.values}
-                     if partitions else {})
+        constants = ({n: partition_scalar(v, spec.columns[n]) for n, v in self.values
+                      if n in spec.columns} if partitions else {})
         try:
             return DatasetRead(scope, self.dataset, spec, self.uri, "parquet", self.expected,
                                self.uri, constants=constants, audit=False,
@@ -90,15 +92,20 @@ class FileTask:
 
 
 class PartitionedRead(Reader):
-    """One verified, typed, audited read of a partitioned dataset: its files in path order,
-    each opened (and pinned, and verified against its manifest entry) in turn, so memory holds
-    one file's row group at a time. Unpinned (no manifest): the files under the uri now, each
-    hashed as it is read; `digest` is then the manifest of what was read."""
+    """One verified, typed, audited read of a partitioned dataset or of a table version: its
+    files in path order, each opened (and pinned, and verified against its manifest entry) in
+    turn, so memory holds one file's row group at a time. Unpinned (no manifest): the files
+    under the uri now (a table's: the files of the version `listing` names), each hashed as it
+    is read; `digest` is then the manifest of what was read.
+
+    A table's files live under its `base` and carry their partition values (`values`); those
+    of columns the environment declares are the partition columns of the read."""
 
     rows_read: int
 
     def __init__(self, scope: ReadScope, name: str, spec: Dataset, uri: str,
-                 manifest: Manifest | None, origin: str, filters: Any = None):
+                 manifest: Manifest | None, origin: str, filters: Any = None,
+                 listing: TableVersion | None = None):
         self.restricted = scope.restricted(name)
         super().__init__(scope, uri, f"dataset '{name}'", ("datasets", name, "uri"),
                          manifest.digest if manifest is not None else None,
@@ -107,25 +114,47 @@ class PartitionedRead(Reader):
         self.manifest = manifest
         self.origin = origin
         self.partitions = tuple(spec.partition_columns)
-        location = locate(uri, scope.project)
+        self.base = (manifest.base if manifest is not None and manifest.base else
+                     listing.base if listing is not None else uri)
+        self._values: dict[str, dict[str, str | None] | None] = {}  # a table file's, all
+        location = locate(self.base, scope.project)
         self.location = location
+        table = spec.is_table
+        if table:
+            declared = manifest.partitions if manifest is not None else (
+                listing.partitions if listing is not None else ())
+            self.partitions = tuple(p for p in declared if p in spec.columns)
         entries: list[tuple[str, str | None]]
-        if manifest is not None:
-            entries = [(f.path, f.digest) for f in manifest.files]
-            self.algorithm = manifest.algorithm
-        else:
-            with self.opening():
-                try:
-                    listed = list_files(location, self.partitions)
-                except ManifestError as exc:
-                    code, text = exc.problems[0]
-                    more = len(exc.problems) - 1
-                    raise self.error(code, f"dataset '{name}': {text}" + (
-                        f" (and {more} more)" if more else "")) from None
-            entries = [(item.path, None) for item in listed]
-            self.algorithm = "sha256"
+        try:
+            if manifest is not None:
+                entries = [(f.path, f.digest) for f in manifest.files]
+                self._values = {f.path: f.values for f in manifest.files}
+                self.algorithm = manifest.algorithm
+                if not table:
+                    self.partitions = resolve_partitions(spec.partitions, spec.columns,
+                                                         [path for path, _ in entries])
+            elif listing is not None:
+                entries = [(f.path, None) for f in listing.files]
+                self._values = {f.path: dict(f.values or {}) if listing.partitions else None
+                                for f in listing.files}  # as the lock records them
+                self.algorithm = "sha256"
+            else:
+                with self.opening():
+                    self.partitions, listed = list_partitioned(location, spec.partitions,
+                                                               spec.columns)
+                entries = [(item.path, None) for item in listed]
+                self.algorithm = "sha256"
+        except ManifestError as exc:
+            code, text = exc.problems[0]
+            more = len(exc.problems) - 1
+            raise self.error(code, f"dataset '{name}': {text}" + (
+                f" (and {more} more)" if more else "")) from None
         self.files: list[tuple[str, str | None, dict[str, str | None]]] = []
         for path, digest in entries:
+            if table:
+                given = self._values.get(path) or {}
+                self.files.append((path, digest, {p: given.get(p) for p in self.partitions}))
+                continue
             try:
                 values = partition_values(path, self.partitions)
             except ValueError as exc:
@@ -139,12 +168,18 @@ class PartitionedRead(Reader):
         self._schema: pa.Schema | None = None
 
     def file_uri(self, path: str) -> str:
-        return (self.uri if self.uri.endswith("/") else self.uri + "/") + path
+        return (self.base if self.base.endswith("/") else self.base + "/") + path
+
+    def _entry(self, path: str, size: int, digest: str, rows: int) -> FileEntry:
+        """What was read of one file, as a manifest entry (a table's with its values)."""
+        return FileEntry(path, size, digest, rows, self._values.get(path))
 
     def _typed(self, file: tuple[str, str | None, dict[str, str | None]]) -> dict[str, Any]:
         """Partition values as Python values of the declared types (for filters)."""
         out = {}
         for column, text in file[2].items():
+            if column not in self.spec.columns:
+                continue
             try:
                 out[column] = partition_scalar(text, self.spec.columns[column]).as_py()
             except ValueError:
@@ -247,13 +282,13 @@ class PartitionedRead(Reader):
 
     def _record(self, task: FileTask, read: DatasetRead) -> None:
         path = task.uri[len(self.file_uri("")):]
-        self._found[path] = FileEntry(path, read.size, read.digest or "", read.rows_read)
+        self._found[path] = self._entry(path, read.size, read.digest or "", read.rows_read)
 
     def complete(self, found: Sequence[tuple[str, int, str, int]], rows: int,
                  columns: Sequence[str]) -> str:
         """Record files verified by tasks (path, size, digest, rows), then verify the whole."""
         for path, size, digest, file_rows in found:
-            self._found[path] = FileEntry(path, size, digest, file_rows)
+            self._found[path] = self._entry(path, size, digest, file_rows)
         self._decoded = True
         self.columns_read.update(columns)
         self.rows_read = max(self.rows_read, rows)

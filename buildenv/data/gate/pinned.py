@@ -1,19 +1,22 @@
 """The bytes of one file, fixed while they are read, and their digest.
 
-Local files: one open descriptor for the whole read, re-opened by decoders through
-/proc/self/fd; hashed by a thread with pread, or vouched for by the lock's stat cache when the
-open file is, by its identity, the file the cache hashed. Remote objects: copied into memory
-while hashed, then decoded from memory.
+Local files: one open descriptor for the whole read, which decoders read with pread (their own
+position each, no re-open by path); hashed by a thread with pread, or vouched for by the lock's
+stat cache when the open file is, by its identity, the file the cache hashed. Remote objects:
+copied into memory while hashed, then decoded from memory. In a sandboxed training the build
+opens the file (or copies the object into a sealed memory file) and hands the descriptor over
+(`handover`): the same reads follow.
 """
 
 from __future__ import annotations
 
+import io
 import os
-import sys
 import threading
 
 import pyarrow as pa
 
+from buildenv.data.gate import handover
 from buildenv.data.lock.digests import ALGORITHMS, CHUNK
 from buildenv.data.storage import Location, Stat
 
@@ -23,9 +26,10 @@ __all__ = ["Changed", "Pinned"]
 class Pinned:
     """The bytes of one file, fixed while they are read, and their digest.
 
-    Local files: one open file descriptor for the whole read; decoders reopen it through
-    /proc/self/fd (the same inode even if the path is replaced), and a thread hashes it with
-    pread. Remote objects: streamed into memory while hashed, then decoded from memory.
+    Local files: one open file descriptor for the whole read (the same inode even if the path
+    is replaced); decoders and a hashing thread read it with pread. Remote objects: streamed
+    into memory while hashed, then decoded from memory, or, sandboxed, handed over as a sealed
+    memory file.
     """
 
     def __init__(self, location: Location, algorithm: str):
@@ -38,23 +42,27 @@ class Pinned:
         self._error: BaseException | None = None
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
-        if location.local is not None:
+        self._in_memory = False  # a sealed memory file handed over for a remote object
+        if handover.active():
+            self._fd, self._in_memory = handover.open_pinned(location.key)
+            self._stat = os.fstat(self._fd)
+        elif location.local is not None:
             self._fd = os.open(location.local, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             self._stat = os.fstat(self._fd)
-            self._reopen = (f"/proc/self/fd/{self._fd}" if sys.platform.startswith("linux")
-                            else f"/dev/fd/{self._fd}")
         else:
             self._copy_remote()
 
     def open(self) -> pa.NativeFile:
+        """A random-access file over the pinned bytes, with its own position."""
         if self._buffer is not None:
             return pa.BufferReader(self._buffer)
-        return pa.OSFile(self._reopen)
+        assert self._fd is not None
+        return pa.PythonFile(_PreadFile(self._fd, self._stat.st_size), mode="r")
 
     @property
     def identity(self) -> Stat | None:
         """What the stat cache knows a local file by: size, mtime, ctime, inode, device."""
-        if self._fd is None:
+        if self._fd is None or self._in_memory:
             return None
         st = self._stat
         return Stat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
@@ -64,6 +72,7 @@ class Pinned:
         file the stat cache hashed (a verified snapshot); `changed()` still guards the read."""
         if self._thread is None and self._digest is None:
             self._digest = digest
+            self._size = self._stat.st_size  # the vouched file's: manifests of reads need it
 
     def start_hashing(self) -> None:
         """Hash the pinned file in a thread (once), while the caller decodes it."""
@@ -149,3 +158,39 @@ class Pinned:
 
 class Changed(Exception):
     """The file was written while it was being read."""
+
+
+class _PreadFile(io.RawIOBase):
+    """A read-only view of a shared descriptor with a position of its own: every read is a
+    pread, so several readers (decoders, the hashing thread) never move each other's offset,
+    and nothing re-opens the file by a path (which a sandbox may not show)."""
+
+    def __init__(self, fd: int, size: int):
+        super().__init__()
+        self._fd, self._size, self._pos = fd, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        count = os.preadv(self._fd, [buffer], self._pos)
+        self._pos += count
+        return count
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = max(0, self._size - self._pos)
+        data = os.pread(self._fd, size, self._pos)
+        self._pos += len(data)
+        return data

@@ -21,11 +21,16 @@ WITHHELD = "value withheld: restricted dataset"
 _CSV_COLUMN = re.compile(r"In CSV column #(\d+):")
 _CONVERSION = re.compile(r"conversion error to ([^:]+):|as a scalar of type ([^:]+)")
 _PARSE = re.compile(r"CSV parse error: (Expected \d+ columns?, got \d+)")
+# JSON lines: a value of another JSON type than the declared column's ("string to number"),
+# or a number that does not fit the column ("Failed to convert JSON to int64")
+_JSON_TYPE = re.compile(r"Column\(/([^)]*)\) changed from (\w+) to (\w+)")
+_JSON_CONVERSION = re.compile(r"Failed to convert JSON to ([\w\[\], ]+?),")
 
 
 def is_conversion_error(exc: BaseException) -> bool:
     text = str(exc).lower()
-    return "conversion error" in text or "failed to parse string" in text
+    return ("conversion error" in text or "failed to parse string" in text
+            or "failed to convert json" in text or _JSON_TYPE.search(str(exc)) is not None)
 
 
 def csv_column_of(exc: BaseException, header: list[str]) -> str | None:
@@ -51,15 +56,24 @@ def decode_error_message(exc: BaseException, dataset: str, restricted: bool,
     raw = str(exc)
     if column is None and header is not None:
         column = csv_column_of(exc, header)
+    json_type = _JSON_TYPE.search(raw)
+    if column is None and json_type is not None:
+        column = json_type.group(1) or None
     where = f"dataset '{dataset}'"
     if column is not None:
         where += f", column '{column}'"
     if row is not None:
         where += f", data row {row:,}"
+    if json_type is not None:  # names JSON types, never a value
+        return (f"{where}: a JSON {json_type.group(3)} where the column's dtype needs a "
+                f"{json_type.group(2)}")
     if not restricted:
         detail = first_line(raw)
         detail = _CSV_COLUMN.sub("", detail).strip()
         return f"{where}: {detail}"
+    json_conversion = _JSON_CONVERSION.search(raw)
+    if json_conversion:
+        return f"{where}: a value cannot be converted to {json_conversion.group(1)} ({WITHHELD})"
     conversion = _CONVERSION.search(raw)
     if conversion:
         target = (conversion.group(1) or conversion.group(2)).strip()

@@ -10,6 +10,9 @@ alike, so that no reader can do it differently:
   set's, a mapping's), through the scope's public error factory;
 - **verify** the pinned bytes against the expected digest when the read completes (BE056 when
   the file was written meanwhile, the reader's mismatch code when it differs);
+- **the store**: when the pinned file is gone (or is not known to hold the pinned bytes), the
+  object store's copy of the expected bytes is read instead (`stored`); a copy that does not
+  hash to its name is BE082 and removed;
 - **audit** restricted reads: a completed read is recorded before its rows are used, a refused
   one with the digest found, and one that decoded rows but never completed (an error, a
   consumer that stopped early) when it is closed.
@@ -22,13 +25,15 @@ from contextlib import contextmanager
 from typing import Any, Self
 
 from buildenv.core.diagnostics import DiagnosticError
+from buildenv.data.gate import handover
 from buildenv.data.gate.audit import AuditLog
 from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.pinned import Changed, Pinned
 from buildenv.data.gate.privacy import first_line
 from buildenv.data.gate.scope import ReadScope
 from buildenv.data.lock.digests import ALGORITHMS
-from buildenv.data.storage import locate
+from buildenv.data.storage import Location, locate
+from buildenv.data.store import ObjectStore, StoreError
 
 __all__ = ["Reader", "digest_algorithm"]
 
@@ -55,6 +60,7 @@ class Reader:
         self.expected = expected
         self.audited_dataset = audited
         self.digest: str | None = None  # known once the read is verified
+        self.from_store = False  # the expected bytes are read from the object store
         self.columns_read: set[str] = set()
         self.rows_read: int | None = 0
         self._decoded = False  # rows (or bytes) were handed out: an unfinished read is audited
@@ -82,9 +88,39 @@ class Reader:
                                    f"{exc.strerror or first_line(str(exc))}") from None
 
     def pin(self, algorithm: str, code: str = "BE053") -> Pinned:
-        """The bytes at `uri`, fixed for the whole read and hashed with `algorithm`."""
+        """The bytes at `uri`, fixed for the whole read and hashed with `algorithm`; when the
+        file is gone, the object store's copy of the expected bytes (`stored`)."""
         with self.opening(code):
-            return Pinned(locate(self.uri, self.scope.project), algorithm)
+            try:
+                return Pinned(locate(self.uri, self.scope.project), algorithm)
+            except FileNotFoundError:
+                stored = self.stored(None)
+                if stored is None:
+                    raise
+                return stored
+
+    def stored(self, current: Pinned | None, restricted: bool | None = None) -> Pinned | None:
+        """The expected bytes from the object store (fetched from the shared store when only
+        it has them), replacing `current` (the uri's, which is then closed); None when the
+        store does not hold them, or cannot be reached while the uri can be read. In a
+        sandboxed training the store is hidden: the build hands over the pinned bytes."""
+        if self.expected is None or handover.active():
+            return None
+        try:
+            private = self.audited_dataset is not None if restricted is None else restricted
+            path = ObjectStore.of(self.scope.project).find(self.expected, private)
+        except StoreError as exc:
+            if current is not None:
+                return None  # the shared store cannot help: read the uri, verified as ever
+            raise self.error(exc.code, f"{self.what}: {exc.message}", exc.hints) from None
+        if path is None:
+            return None
+        if current is not None:
+            current.close()
+        self.from_store = True
+        location = locate(self.uri, self.scope.project)
+        return Pinned(Location(location.uri, str(path), str(path), path),
+                      self.expected.split(":", 1)[0])
 
     # --- verification -------------------------------------------------------------------------
     def verify_pinned(self, pinned: Pinned) -> str:
@@ -102,6 +138,8 @@ class Reader:
         if self.expected is not None and found != self.expected:
             if self.audited:
                 self.audit("refused: does not match the lock", found)
+            if self.from_store:
+                raise self.damaged_copy() from None
             raise self.error(
                 self.mismatch_code, f"{self.what} does not match the lock: expected "
                 f"{self.expected}, found {found} ({self.uri}); nothing read from it is used",
@@ -110,6 +148,16 @@ class Reader:
         if self.audited:
             self.audit("read")
         return found
+
+    def damaged_copy(self) -> GateError:
+        """BE082: the object store's copy does not hash to its name. It is removed (the next
+        pull fetches it again), so a damaged copy is never read twice."""
+        assert self.expected is not None
+        ObjectStore.of(self.scope.project).local.remove(self.expected)
+        return self.error(
+            "BE082", f"{self.what}: the object store's copy of {self.uri} is damaged (it does "
+            f"not hash to {self.expected}); it was removed and nothing read from it is used",
+            ("`buildenv pull` fetches it again from the shared store",))
 
     def changed_error(self) -> GateError:
         """BE056: the file was written to while it was being read."""

@@ -234,11 +234,12 @@ def _digest_bytes(location: Location, algorithm: str) -> ContentDigest:
     size = 0
     label = f"hash {location.uri}"
     if location.local is not None:
-        buffer = bytearray(CHUNK)
-        view = memoryview(buffer)
         with progress.task(label, unit="bytes") as bar, \
                 open(location.local, "rb", buffering=0) as handle:
             bar.total = os.fstat(handle.fileno()).st_size
+            # a buffer no larger than the file: a fresh 8 MiB one per small file (the files of
+            # a partitioned dataset or a table) costs more than hashing the file
+            view = memoryview(bytearray(max(1, min(CHUNK, bar.total + 1))))
             if hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
             while n := handle.readinto(view):

@@ -7,9 +7,14 @@ dataset (uri ending in `/`) also holds its manifest (`files`: path, size, digest
 and rows of every file; `partitions`), and its digest is the manifest's
 (`manifest.py`). It is written atomically and carries `lock_version`; a newer
 major is refused, older ones are upgraded by small dict -> dict functions in
-`LOCK_UPGRADES`. Version 2 added manifests; a lock without a partitioned dataset
-is still written as version 1, byte for byte as before, so older buildenvs keep
-reading it.
+`LOCK_UPGRADES`. Version 2 added manifests; version 3 versions that are not plain files: table
+versions (`table`: the Delta version or Iceberg snapshot, its schema and base, with a manifest
+of the version's data files carrying their partition values), DVC pins (`dvc`), and sources
+that are code -- a derived dataset's `derived` record (its transform, the digests of its code
+files and inputs) and a computed label set's `source` record (its functions' digests, the
+data's, the label model's). A lock is written with the lowest version that holds it --
+without any of those as version 2, without a partitioned dataset as version 1 -- byte for
+byte as before, so older buildenvs keep reading it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from buildenv.data.lock.manifest import (
 __all__ = ["LOCK_UPGRADES", "LOCK_VERSION", "Lock", "LockedDataset", "LockedLabels", "lock_path",
            "read_lock", "stat_cache"]
 
-LOCK_VERSION = 2
+LOCK_VERSION = 3
 
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +44,14 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "lock_version": 2}
 
 
-LOCK_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 only adds table versions, DVC pins, derived datasets and computed label sets:
+    a version 2 lock has none of them."""
+    return {**data, "lock_version": 3}
+
+
+LOCK_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2,
+                                                                       2: _v2_to_v3}
 
 
 @dataclass(frozen=True)
@@ -49,7 +61,10 @@ class LockedDataset:
     digest: str
     size: int
     rows: int
-    manifest: Manifest | None = None  # partitioned datasets: every file, pinned
+    manifest: Manifest | None = None  # partitioned datasets and tables: every file, pinned
+    table: dict[str, Any] | None = None  # a table's version (TableVersion.record()): version, schema, base
+    dvc: dict[str, Any] | None = None  # a DVC pin: the .dvc file, its md5
+    derived: dict[str, Any] | None = None  # a derived dataset: transform, code and input digests
 
     def to_json(self) -> dict[str, Any]:
         data = {"uri": self.uri, "format": self.format, "digest": self.digest,
@@ -57,18 +72,43 @@ class LockedDataset:
         if self.manifest is not None:
             data["partitions"] = list(self.manifest.partitions)
             data["files"] = self.manifest.files_json()
+        if self.table is not None:
+            data["table"] = self.table
+        if self.dvc is not None:
+            data["dvc"] = self.dvc
+        if self.derived is not None:
+            data["derived"] = self.derived
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LockedDataset:
         manifest = None
+        table = data.get("table")
+        if table is not None and not isinstance(table, dict):
+            raise ValueError(f"the table record of '{data['uri']}' is not an object")
         if "files" in data:
             manifest = Manifest(tuple(FileEntry.from_json(f) for f in data["files"]),
-                                tuple(data.get("partitions") or ()))
+                                tuple(data.get("partitions") or ()),
+                                str(table["base"]) if table is not None else None)
             if manifest.digest != data["digest"]:
                 raise ValueError(f"the manifest of '{data['uri']}' does not match its digest")
+        dvc = data.get("dvc")
+        derived = data.get("derived")
+        if derived is not None and not isinstance(derived, dict):
+            raise ValueError(f"the derived record of '{data['uri']}' is not an object")
         return cls(data["uri"], data["format"], data["digest"], int(data["size"]),
-                   int(data["rows"]), manifest)
+                   int(data["rows"]), manifest, table, dvc if isinstance(dvc, dict) else None,
+                   derived)
+
+    @property
+    def version_label(self) -> str | None:
+        """'version 7' / 'snapshot 123 (ref exp)' for a table, else None."""
+        if self.table is None:
+            return None
+        if "version" in self.table:
+            return f"version {self.table['version']}"
+        ref = self.table.get("ref")
+        return f"snapshot {self.table.get('snapshot')}" + (f" (ref {ref})" if ref else "")
 
     @property
     def pin(self) -> str | Manifest:
@@ -93,19 +133,27 @@ class LockedLabels:
     ui_version: str | None
     declaration: str  # digest of the label set's declaration: a change means relock
     mappings: dict[str, str] = field(default_factory=dict)  # mapping uri -> digest
+    source: dict[str, Any] | None = None  # computed labels: functions, data and model digests
 
     def to_json(self) -> dict[str, Any]:
-        return {"uri": self.uri, "format": self.format, "digest": self.digest,
-                "size": self.size, "examples": self.examples,
-                "annotations": self.annotations, "annotators": self.annotators,
-                "taxonomy": self.taxonomy, "ui_version": self.ui_version,
-                "declaration": self.declaration, "mappings": dict(sorted(self.mappings.items()))}
+        out = {"uri": self.uri, "format": self.format, "digest": self.digest,
+               "size": self.size, "examples": self.examples,
+               "annotations": self.annotations, "annotators": self.annotators,
+               "taxonomy": self.taxonomy, "ui_version": self.ui_version,
+               "declaration": self.declaration, "mappings": dict(sorted(self.mappings.items()))}
+        if self.source is not None:
+            out["source"] = self.source
+        return out
 
     @classmethod
     def from_json(cls, v: dict[str, Any]) -> LockedLabels:
+        source = v.get("source")
+        if source is not None and not isinstance(source, dict):
+            raise ValueError(f"the source record of label set '{v['uri']}' is not an object")
         return cls(v["uri"], v["format"], v["digest"], int(v["size"]), int(v["examples"]),
                    int(v["annotations"]), int(v["annotators"]), dict(v["taxonomy"]),
-                   v.get("ui_version"), v["declaration"], dict(v.get("mappings") or {}))
+                   v.get("ui_version"), v["declaration"], dict(v.get("mappings") or {}),
+                   source)
 
     def pins(self) -> dict[str, Any]:
         """What the training and evaluation verify their reads against."""
@@ -120,9 +168,13 @@ class Lock:
     labels: dict[str, LockedLabels] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        code = any(d.derived is not None for d in self.datasets.values()) or any(
+            e.source is not None for e in self.labels.values())
+        versioned = code or any(d.table is not None or d.dvc is not None
+                                for d in self.datasets.values())
         partitioned = any(d.manifest is not None for d in self.datasets.values())
         out = {
-            "lock_version": LOCK_VERSION if partitioned else 1,
+            "lock_version": 3 if versioned else 2 if partitioned else 1,
             "environment": self.environment,
             "environment_digest": self.environment_digest,
             "datasets": {k: v.to_json() for k, v in sorted(self.datasets.items())},

@@ -1,6 +1,7 @@
 """Locking: hash every dataset of the environments asked for (each distinct version once),
-ask the label-set pinning (`LabelLocker`, implemented by the labels room) for their label sets,
-and write each lock when it changed."""
+ask the label-set pinning (`LabelLocker`, implemented by the labels room) for their label sets
+and the builder of what code makes (`SourceBuilder`, implemented by the compile room) for
+derived datasets and computed label sets, and write each lock when it changed."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from buildenv.core.atomic import atomic_write_text
-from buildenv.core.canonical import digest_json
+from buildenv.core.canonical import canonical_json, digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
 from buildenv.data.executor import Executor
+from buildenv.data.lock.derived import Pinned
 from buildenv.data.lock.digests import ContentDigest, StatCache, digest_location
+from buildenv.data.lock.dvc_pins import digest_dvc
 from buildenv.data.lock.lockfile import (
     Lock,
     LockedDataset,
@@ -30,69 +33,105 @@ from buildenv.data.lock.manifest import (
     digest_partitioned,
 )
 from buildenv.data.lock.provenance import provenance_problems
+from buildenv.data.lock.tables import column_problems, digest_table
 from buildenv.data.storage import locate
+from buildenv.data.tables import TableError
 from buildenv.env.resolve import Multiverse, Resolved
-from buildenv.env.spec import LabelSet
+from buildenv.env.spec import Dataset, LabelSet
 from buildenv.env.uris import names_directory
 
-__all__ = ["DatasetKey", "Digested", "LabelLocker", "digest_dataset", "label_declaration",
-           "lock_environments_with"]
+__all__ = ["DatasetKey", "Digested", "Keeper", "LabelLocker", "SourceBuilder",
+           "digest_dataset", "digest_declared",
+           "label_declaration", "lock_environments_with"]
 
-DatasetKey = tuple[str, str, tuple[str, ...]]  # uri, format, partitions
+# uri, format, partitions as written (None: found in the paths; a table's: its pin), declared
+# columns (what inference looks for)
+DatasetKey = tuple[str, str, tuple[str, ...] | None, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
 class Digested:
     value: ContentDigest
     manifest: Manifest | None = None
+    table: dict[str, Any] | None = None  # a table version's record
+    dvc: dict[str, Any] | None = None  # a DVC pin's record
 
 
-def digest_dataset(project: Project, uri: str, fmt: str, partitions: Sequence[str] = (),
+def digest_dataset(project: Project, uri: str, fmt: str, partitions: Sequence[str] | None = (),
                    algorithm: str = "sha256", cache: StatCache | None = None,
-                   executor: Executor | None = None) -> Digested:
+                   executor: Executor | None = None, columns: Sequence[str] = ()) -> Digested:
     """The content digest of a dataset version now: one file's, or a partitioned dataset's
-    manifest (a stat per file, a hash per file the stat cache cannot vouch for). Raises
-    FileNotFoundError, ManifestError or another exception naming what cannot be read."""
+    manifest (a stat per file, a hash per file the stat cache cannot vouch for; partitions as
+    written, or None: those of `columns` the paths show). Raises FileNotFoundError,
+    ManifestError or another exception naming what cannot be read."""
     location = locate(uri, project)
     if not names_directory(uri):
         return Digested(digest_location(location, fmt, algorithm, cache))
-    manifest = digest_partitioned(location, partitions, algorithm, cache, executor)
+    manifest = digest_partitioned(location, partitions, algorithm, cache, executor, columns)
     return Digested(ContentDigest(manifest.digest, manifest.size, manifest.rows), manifest)
 
 
-def _digest_all(project: Project, wanted: set[DatasetKey], algorithm: str, cache: StatCache,
-                executor: Executor | None = None
-                ) -> tuple[dict[DatasetKey, Digested], dict[DatasetKey, list[tuple[str, str]]]]:
+def digest_declared(project: Project, ds: Dataset, algorithm: str = "sha256",
+                    cache: StatCache | None = None, executor: Executor | None = None
+                    ) -> Digested:
+    """The digest of what a dataset declaration selects now: a table's version (its files,
+    `lock.tables`), the bytes a `.dvc` file pins (`lock.dvc_pins`), or the file or directory
+    at its uri. Raises like `digest_dataset`, and TableError for tables and DVC pins."""
+    if ds.is_table:
+        value, manifest, record = digest_table(project, ds, algorithm, cache, executor)
+        return Digested(value, manifest, table=record)
+    if ds.dvc is not None:
+        value, record = digest_dvc(project, ds, algorithm, cache)
+        return Digested(value, dvc=record)
+    return digest_dataset(project, ds.uri, ds.format, ds.partitions, algorithm, cache,
+                          executor, sorted(ds.columns))
+
+
+Problem = tuple[str, str, tuple[str, ...]]  # code, message, hints
+
+
+def _digest_all(project: Project, wanted: dict[DatasetKey, Dataset], algorithm: str,
+                cache: StatCache, executor: Executor | None = None
+                ) -> tuple[dict[DatasetKey, Digested], dict[DatasetKey, list[Problem]]]:
     """Hash each distinct dataset once, a few in parallel (hashlib releases the GIL)."""
     results: dict[DatasetKey, Digested] = {}
-    errors: dict[DatasetKey, list[tuple[str, str]]] = {}
+    errors: dict[DatasetKey, list[Problem]] = {}
 
     def work(item: DatasetKey) -> None:
-        uri, fmt, partitions = item
+        uri = item[0]
         try:
-            results[item] = digest_dataset(project, uri, fmt, partitions, algorithm, cache,
-                                           executor)
+            results[item] = digest_declared(project, wanted[item], algorithm, cache, executor)
+        except TableError as exc:
+            errors[item] = [(exc.code, exc.message, exc.hints)]
         except ManifestError as exc:
-            errors[item] = exc.problems
+            errors[item] = [(code, text, ()) for code, text in exc.problems]
         except FileNotFoundError:
-            errors[item] = [("BE053", f"cannot read '{uri}': file not found")]
+            errors[item] = [("BE053", f"cannot read '{uri}': file not found", ())]
         except OSError as exc:
-            errors[item] = [("BE053", f"cannot read '{uri}': {exc.strerror or exc}")]
+            errors[item] = [("BE053", f"cannot read '{uri}': {exc.strerror or exc}", ())]
         except DiagnosticError:
             raise
         except Exception as exc:  # a parse error from pyarrow: bad Parquet/CSV
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             errors[item] = [("BE053", text if names_directory(item[0])
-                             else f"cannot read '{uri}': {text}")]
+                             else f"cannot read '{uri}': {text}", ())]
 
     workers = max(1, min(len(wanted), os.cpu_count() or 1, 4))
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(work, sorted(wanted)))
+        list(pool.map(work, sorted(wanted, key=repr)))
     return results, errors
 
 
-def _key(ds: Any) -> DatasetKey:
-    return (ds.uri, ds.format, tuple(ds.partition_columns) if ds.partitioned else ())
+def _key(ds: Dataset) -> DatasetKey:
+    if ds.is_table or ds.dvc is not None:
+        pin = ds.model_dump(mode="json", include={"version", "as_of", "catalog", "ref",
+                                                  "snapshot", "dvc"})
+        return (ds.uri, ds.format, (canonical_json(pin).decode(),), ())
+    if not ds.partitioned:
+        return (ds.uri, ds.format, (), ())
+    if ds.partitions is not None:
+        return (ds.uri, ds.format, tuple(ds.partitions), ())
+    return (ds.uri, ds.format, None, tuple(sorted(ds.columns)))
 
 
 class LabelLocker(Protocol):
@@ -109,39 +148,76 @@ class LabelLocker(Protocol):
         ...
 
 
+class Keeper(Protocol):
+    """How the lock keeps the bytes it pins: the lock owns this interface, the store room
+    implements it (`buildenv.data.store.keeping.keep_lock`). Called before a lock is written;
+    a lock is never written for bytes it failed to keep."""
+
+    def __call__(self, project: Project, res: Resolved, lock: Lock, cache: StatCache
+                 ) -> list[Diagnostic]:
+        """The problems found keeping the pinned bytes of `lock` (none: all kept)."""
+
+
+class SourceBuilder(Protocol):
+    """How the lock builds what code makes: the lock owns this interface, the compile room
+    implements it (it runs user code in the build's hermetic process). A build reuses every
+    output whose code and inputs are unchanged, so relocking costs what changed."""
+
+    def derived(self, multiverse: Multiverse, res: Resolved, pins: dict[str, Pinned],
+                cache: StatCache) -> tuple[dict[str, LockedDataset], list[Diagnostic]]:
+        """Lock entries of the derived datasets of `res`, given the pins of its other
+        datasets (built in order: a derived input is pinned before what reads it)."""
+        ...
+
+    def labels(self, multiverse: Multiverse, res: Resolved, datasets: dict[str, LockedDataset],
+               labels: dict[str, LockedLabels], cache: StatCache
+               ) -> tuple[dict[str, LockedLabels], list[Diagnostic]]:
+        """Lock entries of the label sets of `res` computed by labeling functions, given the
+        lock's datasets and its other label sets (a gold set)."""
+        ...
+
+
 def label_declaration(spec: LabelSet) -> str:
     """Digest of what determines a label set's lock entry (all but its description)."""
-    return digest_json(spec.model_dump(mode="json", exclude={"description"}))
+    # `source` only when set: label sets declared before it existed keep their digest
+    exclude = {"description"} if spec.source is not None else {"description", "source"}
+    return digest_json(spec.model_dump(mode="json", exclude=exclude))
 
 
 def lock_environments_with(label_locker: LabelLocker, multiverse: Multiverse, names: list[str],
                            algorithm: str = "sha256", executor: Executor | None = None,
+                           keeper: Keeper | None = None, builder: SourceBuilder | None = None,
                            ) -> tuple[list[tuple[str, Lock, bool]], list[Diagnostic]]:
-    """Lock each environment, its label sets by `label_locker`; returns (name, lock, changed)
-    and the problems found; `executor` hashes the files of partitioned datasets. Callers use
-    `buildenv.labels.locking.lock_environments`, which passes the labels room's locker."""
+    """Lock each environment, its label sets by `label_locker`, what code makes by `builder`;
+    returns (name, lock, changed) and the problems found; `executor` hashes the files of
+    partitioned datasets and tables; `keeper` keeps the pinned bytes. Callers use
+    `buildenv.labels.locking.lock_environments`, which passes the labels room's locker and the
+    store's keeper (and `buildenv.compile.locking` the builder)."""
     project = multiverse.project
     resolved, problems = multiverse.resolve_all(names)
-    wanted = {_key(ds) for res in resolved.values() for ds in res.env.datasets.values()}
-    if executor is not None and any(names_directory(uri) for uri, _, _ in wanted):
+    wanted = {_key(ds): ds for res in resolved.values() for ds in res.env.datasets.values()
+              if ds.source is None}  # derived datasets are built, not hashed from a uri
+    if executor is not None and any(names_directory(uri) or ds.is_table
+                                    for (uri, *_), ds in wanted.items()):
         executor.prepare()  # datasets are hashed from threads: connect from this one
     cache = stat_cache(project)
     digests, errors = _digest_all(project, wanted, algorithm, cache, executor)
     out = []
     for name, res in sorted(resolved.items()):
-        bad = False
-        for ds_name, ds in res.env.datasets.items():
-            for code, text in errors.get(_key(ds), []):
-                bad = True
-                problems.append(res.diag(code, f"dataset '{ds_name}': {text}", "datasets",
-                                         ds_name, "uri"))
-        for ds_name, ds in res.env.datasets.items():
-            if ds_name in res.env.privacy.synthetic and _key(ds) in digests:
-                found = provenance_problems(project, res, ds_name,
-                                            digests[_key(ds)].value.digest)
-                problems.extend(found)
-                bad = bad or bool(found)
-        if bad:
+        plain = {n: ds for n, ds in res.env.datasets.items() if ds.source is None}
+        found_problems = _dataset_problems(project, res, plain, digests, errors)
+        problems.extend(found_problems)
+        if found_problems:
+            continue
+        datasets = {}
+        for ds_name, ds in plain.items():
+            digested = digests[_key(ds)]
+            datasets[ds_name] = LockedDataset(ds.uri, ds.format, digested.value.digest,
+                                              digested.value.size, digested.value.rows,
+                                              digested.manifest, digested.table, digested.dvc)
+        found = _build_derived(builder, multiverse, res, datasets, cache)
+        problems.extend(found)
+        if any(p.is_error for p in found):
             continue
         labels: dict[str, LockedLabels] = {}
         if res.env.labels:
@@ -150,16 +226,16 @@ def lock_environments_with(label_locker: LabelLocker, multiverse: Multiverse, na
             except DiagnosticError:
                 previous = None
             labels, found = label_locker(multiverse, res, previous, algorithm, cache)
+            found += _build_labels(builder, multiverse, res, datasets, labels, cache)
             problems.extend(found)
             if any(p.is_error for p in found):
                 continue
-        datasets = {}
-        for ds_name, ds in res.env.datasets.items():
-            digested = digests[_key(ds)]
-            datasets[ds_name] = LockedDataset(ds.uri, ds.format, digested.value.digest,
-                                              digested.value.size, digested.value.rows,
-                                              digested.manifest)
-        lock = Lock(name, res.digest, datasets, labels)
+        lock = Lock(name, res.digest, dict(sorted(datasets.items())), labels)
+        if keeper is not None:
+            failed = keeper(project, res, lock, cache)
+            problems.extend(failed)
+            if failed:
+                continue  # a lock is never written for bytes the store failed to keep
         path = lock_path(project, name)
         text = lock.render()
         changed = not path.is_file() or path.read_text(encoding="utf-8") != text
@@ -170,3 +246,68 @@ def lock_environments_with(label_locker: LabelLocker, multiverse: Multiverse, na
     return out, problems
 
 
+def _dataset_problems(project: Project, res: Resolved, plain: dict[str, Dataset],
+                      digests: dict[DatasetKey, Digested],
+                      errors: dict[DatasetKey, list[Problem]]) -> list[Diagnostic]:
+    """Why an environment's datasets cannot be pinned: what hashing them found, what its
+    declarations cannot take of a table version, a synthetic file that is not its
+    provenance's."""
+    problems = []
+    for ds_name, ds in plain.items():
+        found = list(errors.get(_key(ds), []))
+        pinned = digests.get(_key(ds))
+        if pinned is not None and pinned.table is not None:
+            found += [(c, t, ()) for c, t in
+                      _table_problems(ds, pinned, res.env.restricted(ds_name))]
+        problems += [res.diag(code, f"dataset '{ds_name}': {text}", "datasets", ds_name, "uri",
+                              hints=hints) for code, text, hints in found]
+        if ds_name in res.env.privacy.synthetic and pinned is not None:
+            problems += provenance_problems(project, res, ds_name, pinned.value.digest)
+    return problems
+
+
+def _table_problems(ds: Dataset, found: Digested, restricted: bool) -> list[tuple[str, str]]:
+    """What an environment cannot take of a table version: columns it declares that the
+    version lacks (BE076); partition values of a restricted table (BE075: the lock would
+    hold them)."""
+    assert found.table is not None
+    problems = column_problems(ds, found.table)
+    if restricted and found.manifest is not None and found.manifest.partitions:
+        problems.append(("BE075", f"the table is partitioned by "
+                         f"{', '.join(found.manifest.partitions)} and the dataset is "
+                         "restricted: partition values would be written in the lock"))
+    return problems
+
+
+def _build_derived(builder: SourceBuilder | None, multiverse: Multiverse, res: Resolved,
+                   datasets: dict[str, LockedDataset], cache: StatCache) -> list[Diagnostic]:
+    """Add the derived datasets of `res` to `datasets` (built by `builder`)."""
+    derived = [n for n, ds in res.env.datasets.items() if ds.source is not None]
+    if not derived:
+        return []
+    if builder is None:
+        return [_unbuilt(res, "datasets", n) for n in derived]
+    built, problems = builder.derived(
+        multiverse, res, {n: Pinned(d.digest, d.manifest) for n, d in datasets.items()}, cache)
+    datasets.update(built)
+    return problems
+
+
+def _build_labels(builder: SourceBuilder | None, multiverse: Multiverse, res: Resolved,
+                  datasets: dict[str, LockedDataset], labels: dict[str, LockedLabels],
+                  cache: StatCache) -> list[Diagnostic]:
+    """Add the label sets of `res` computed by labeling functions to `labels`."""
+    computed = [n for n, spec in res.env.labels.items() if spec.source is not None]
+    if not computed:
+        return []
+    if builder is None:
+        return [_unbuilt(res, "labels", n) for n in computed]
+    built, problems = builder.labels(multiverse, res, datasets, labels, cache)
+    labels.update(built)
+    return problems
+
+
+def _unbuilt(res: Resolved, section: str, name: str) -> Diagnostic:
+    what = "dataset" if section == "datasets" else "label set"
+    return res.diag("BE094", f"{what} '{name}' is made by code, which this command does not "
+                    "run", section, name, "source", hints=(f"run `buildenv lock {res.name}`",))

@@ -13,6 +13,11 @@ path), prefixed with the algorithm like any digest.
 - Hive partitions (`partitions: [date, region]`): every file lives at
   `date=<value>/region=<value>/<file>` (BE062 otherwise). Values are URI-decoded;
   `__HIVE_DEFAULT_PARTITION__` is null. They are typed and validated as the declared columns.
+- Without `partitions:` they are found where users put them, as pyarrow, Polars, DuckDB and
+  Spark find them: a declared column that names a `name=<value>` directory in the paths is a
+  partition column (`infer_partitions`). Paths that disagree (a file without the directory,
+  another order, an undeclared `name=<value>` level among them) are BE067, naming the paths
+  and the YAML to write, rather than a column silently missing from every file.
 - Relocking hashes only files the stat cache cannot vouch for, so adding a day to a year of
   data costs the new day's hash plus a `stat` per file.
 """
@@ -21,18 +26,19 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 from buildenv.core.canonical import canonical_json
 from buildenv.data.executor import Executor, LocalExecutor
-from buildenv.data.lock.digests import ALGORITHMS, ContentDigest, StatCache, compute_digest
+from buildenv.data.lock.digests import ALGORITHMS, FILE, ContentDigest, StatCache, compute_digest
 from buildenv.data.storage import Location, Stat
 
-__all__ = ["HIVE_NULL", "FileEntry", "Manifest", "ManifestError", "hash_file", "list_files",
-           "partition_values"]
+__all__ = ["HIVE_NULL", "FileEntry", "Listed", "Manifest", "ManifestError", "digest_listed",
+           "hash_file", "infer_partitions", "list_files", "list_partitioned", "partition_values",
+           "resolve_partitions"]
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -50,25 +56,36 @@ class ManifestError(Exception):
 
 @dataclass(frozen=True)
 class FileEntry:
-    path: str  # posix, relative to the dataset's uri
+    path: str  # posix, relative to the dataset's uri (a table's: to its base)
     size: int
     digest: str
     rows: int
+    values: dict[str, str | None] | None = None  # a table file's partition values (as text)
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "digest": self.digest, "rows": self.rows}
+        data: dict[str, Any] = {"path": self.path, "size": self.size, "digest": self.digest,
+                                "rows": self.rows}
+        if self.values is not None:
+            data["values"] = self.values
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FileEntry:
-        return cls(str(data["path"]), int(data["size"]), str(data["digest"]), int(data["rows"]))
+        values = data.get("values")
+        return cls(str(data["path"]), int(data["size"]), str(data["digest"]), int(data["rows"]),
+                   {str(k): (None if v is None else str(v)) for k, v in values.items()}
+                   if isinstance(values, dict) else None)
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """The files of one version of a partitioned dataset, sorted by path."""
+    """The files of one version of a partitioned dataset (or of a table), sorted by path.
+    A table's files carry their partition values, which the digest covers (they are not in
+    the files), and live under `base`, the table's location, rather than under the uri."""
 
     files: tuple[FileEntry, ...]
     partitions: tuple[str, ...] = ()
+    base: str | None = None  # where a table's file paths are relative to (not in the digest)
 
     @property
     def algorithm(self) -> str:
@@ -78,7 +95,8 @@ class Manifest:
     def digest(self) -> str:
         hasher = ALGORITHMS[self.algorithm]()
         hasher.update(canonical_json({"manifest": MANIFEST_VERSION, "files": [
-            [f.path, f.size, f.digest] for f in self.files]}))
+            [f.path, f.size, f.digest] + ([f.values] if f.values is not None else [])
+            for f in self.files]}))
         return f"{self.algorithm}:{hasher.hexdigest()}"
 
     @property
@@ -103,6 +121,18 @@ class Manifest:
 
     def files_json(self) -> list[dict[str, Any]]:
         return [f.to_json() for f in self.files]
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest alone (what a build hands its training process)."""
+        data: dict[str, Any] = {"partitions": list(self.partitions), "files": self.files_json()}
+        if self.base is not None:
+            data["base"] = self.base
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        return cls(tuple(FileEntry.from_json(f) for f in data["files"]),
+                   tuple(data.get("partitions") or ()), data.get("base"))
 
 
 def describe_diff(added: Sequence[str], removed: Sequence[str], changed: Sequence[str],
@@ -143,6 +173,76 @@ def partition_values(path: str, partitions: Sequence[str]) -> dict[str, str | No
     return values
 
 
+def _hive_keys(path: str) -> list[str | None]:
+    """Each directory of `path`: the column a `name=value` directory names, else None."""
+    keys: list[str | None] = []
+    for part in path.split("/")[:-1]:
+        key, eq, _ = part.partition("=")
+        keys.append(unquote(key) if eq and key else None)
+    return keys
+
+
+def _paths_text(paths: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(f"'{p}'" for p in paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def infer_partitions(paths: Sequence[str], columns: Iterable[str]) -> tuple[str, ...]:
+    """The hive partition columns the file paths show: every declared column that names a
+    `name=<value>` directory, in path order. ManifestError (BE067) naming the paths and what
+    to write when the paths disagree: a file without one of the directories, two orders, or
+    directories that are not all `name=<value>` of declared columns."""
+    declared = set(columns)
+    keyed = [(path, _hive_keys(path)) for path in paths]
+    first = keyed[0][1] if keyed else []  # the first path's order wins; then by depth, name
+    found = sorted({k for _, keys in keyed for k in keys if k in declared},
+                   key=lambda k: (first.index(k) if k in first else len(first),
+                                  min(keys.index(k) for _, keys in keyed if k in keys), k))
+    if not found:
+        return ()
+    problems: list[tuple[str, str]] = []
+    for column in found:
+        missing = [path for path, keys in keyed if column not in keys]
+        if missing:
+            problems.append(("BE067", (
+                f"column '{column}' is a '{column}=<value>' directory in "
+                f"{len(paths) - len(missing)} of {len(paths)} file paths but not in "
+                f"{_paths_text(missing)}: move those files under a '{column}=<value>' "
+                f"directory, or, if '{column}' is stored in the files, rename the directories")))
+    if problems:
+        raise ManifestError(problems)
+    expected = tuple(found)
+    others = [(path, keys) for path, keys in keyed if tuple(keys) != expected]
+    if others:
+        path, keys = others[0]
+        dirs = path.split("/")[:-1]
+        stray = [d for d, k in zip(dirs, keys) if k not in declared]
+        yaml = f"partitions: [{', '.join(expected)}]"
+        if stray:
+            what = (f"directory '{stray[0]}' is not a '<column>=<value>' directory of a declared "
+                    f"column: declare the column (its values come from the paths) or move the "
+                    f"files so every path reads {'/'.join(f'{c}=<value>' for c in expected)}/"
+                    f"<file>")
+        else:
+            what = (f"the directories come in another order ({'/'.join(k or '' for k in keys)}"
+                    f"); move those files so every path reads "
+                    f"{'/'.join(f'{c}=<value>' for c in expected)}/<file>")
+        raise ManifestError([("BE067", (
+            f"partition directories {'/'.join(f'{c}=<value>' for c in expected)}/<file> found "
+            f"in the paths (`{yaml}`), but {len(others)} file path(s) disagree, e.g. "
+            f"{_paths_text([p for p, _ in others])}: {what}"))])
+    return expected
+
+
+def resolve_partitions(declared: Sequence[str] | None, columns: Iterable[str],
+                       paths: Sequence[str]) -> tuple[str, ...]:
+    """A dataset's partition columns: `partitions:` when written (`[]`: none, nothing
+    inferred), otherwise those the paths show (`infer_partitions`)."""
+    if declared is not None:
+        return tuple(declared)
+    return infer_partitions(paths, columns)
+
+
 @dataclass(frozen=True)
 class Listed:
     path: str
@@ -159,6 +259,16 @@ class Listed:
     @property
     def location(self) -> Location:
         return self.parent.child(self.path)
+
+
+def list_partitioned(location: Location, declared: Sequence[str] | None,
+                     columns: Iterable[str]) -> tuple[tuple[str, ...], list[Listed]]:
+    """(partition columns, files) of a partitioned dataset: `partitions:` when written, else
+    those the paths show (`resolve_partitions`); raises like `list_files`."""
+    if declared is not None:
+        return tuple(declared), list_files(location, declared)
+    listed = list_files(location, ())
+    return infer_partitions([item.path for item in listed], columns), listed
 
 
 def list_files(location: Location, partitions: Sequence[str]) -> list[Listed]:
@@ -194,15 +304,21 @@ def _sep(location: Location) -> str:
     return "" if location.uri.endswith("/") else "/"
 
 
-def hash_file(task: tuple[Location, str]) -> tuple[Stat | None, object, int]:
+def hash_file(task: tuple[Location, str] | tuple[Location, str, int]
+              ) -> tuple[Stat | None, object, int]:
     """One file's (stat, ContentDigest or error text, time the hash started): the unit of work
     the executor runs, locally or as a Ray task. Errors are returned, not raised, so that they
-    come back naming their file whatever ran them."""
-    location, algorithm = task
+    come back naming their file whatever ran them. A third item is the file's row count as a
+    table's log records it: then the footer is not read."""
+    location, algorithm = task[0], task[1]
     try:
         stat = location.stat()
         started = time.time_ns()
-        value = compute_digest(location, "parquet", algorithm)
+        if len(task) == 3:
+            value = compute_digest(location, FILE, algorithm)
+            value = ContentDigest(value.digest, value.size, task[2])
+        else:
+            value = compute_digest(location, "parquet", algorithm)
         if location.stat() != stat:
             return None, f"{location.uri} changed while it was being hashed; try again", 0
         return stat, value, started
@@ -215,13 +331,26 @@ def hash_file(task: tuple[Location, str]) -> tuple[Stat | None, object, int]:
         return None, f"cannot read '{location.uri}': {text}", 0
 
 
-def digest_partitioned(location: Location, partitions: Sequence[str], algorithm: str,
-                       cache: StatCache | None, executor: Executor | None = None) -> Manifest:
+def digest_partitioned(location: Location, declared: Sequence[str] | None, algorithm: str,
+                       cache: StatCache | None, executor: Executor | None = None,
+                       columns: Iterable[str] = ()) -> Manifest:
     """The manifest of the files under `location` now: a stat per file, and a hash of each
     file the stat cache cannot vouch for (run by `executor`, default a few local threads).
-    Raises FileNotFoundError, ManifestError (files that cannot be pinned, each named) or
-    ValueError (a file that cannot be read or changed while hashed, named)."""
-    listed = list_files(location, partitions)
+    Partitions: `declared`, or (None) those of `columns` the paths show. Raises
+    FileNotFoundError, ManifestError (files that cannot be pinned, each named) or ValueError (a
+    file that cannot be read or changed while hashed, named)."""
+    partitions, listed = list_partitioned(location, declared, columns)
+    return digest_listed(listed, partitions, algorithm, cache, executor)
+
+
+def digest_listed(listed: Sequence[Listed], partitions: Sequence[str], algorithm: str,
+                  cache: StatCache | None, executor: Executor | None = None,
+                  values: dict[str, dict[str, str | None]] | None = None,
+                  base: str | None = None, rows: dict[str, int] | None = None) -> Manifest:
+    """The manifest of `listed` files (a directory's, or a table version's with their
+    partition `values` by path, the table's `base` and the `rows` its log records, which spare
+    reading each footer): each hashed unless the stat cache vouches for it. Raises ValueError
+    naming files that cannot be read."""
     known: dict[str, ContentDigest] = {}
     todo: list[Listed] = []
     for item in listed:
@@ -232,12 +361,16 @@ def digest_partitioned(location: Location, partitions: Sequence[str], algorithm:
             todo.append(item)
     if todo:
         runner = executor or LocalExecutor()
-        results = runner.map(hash_file, [(item.location, algorithm) for item in todo])
+        known_rows = rows or {}
+        results = runner.map(hash_file, [
+            (item.location, algorithm, known_rows[item.path]) if known_rows.get(item.path)
+            else (item.location, algorithm) for item in todo])
         errors = []
         for item, (stat, value, started) in zip(todo, results):
             if stat is None:
                 errors.append(str(value))
                 continue
+            assert isinstance(value, ContentDigest)
             known[item.path] = value
             if cache is not None:
                 cache.put(item.key, stat, algorithm, "parquet", value, started)
@@ -245,5 +378,7 @@ def digest_partitioned(location: Location, partitions: Sequence[str], algorithm:
             raise ValueError("; ".join(errors[:3]) + (f"; and {len(errors) - 3} more"
                                                      if len(errors) > 3 else ""))
     return Manifest(tuple(FileEntry(item.path, known[item.path].size, known[item.path].digest,
-                                    known[item.path].rows) for item in listed),
-                    tuple(partitions))
+                                    known[item.path].rows,
+                                    values.get(item.path) if values is not None else None)
+                          for item in listed),
+                    tuple(partitions), base)

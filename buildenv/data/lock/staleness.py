@@ -10,16 +10,24 @@ from typing import Any
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project
 from buildenv.data.executor import Executor
+from buildenv.data.lock.computed_labels import labels_staleness
+from buildenv.data.lock.derived import Pinned, derived_staleness
 from buildenv.data.lock.digests import FILE, StatCache, digest_location
-from buildenv.data.lock.lockfile import Lock, lock_path, read_lock, stat_cache
-from buildenv.data.lock.locking import digest_dataset, label_declaration
+from buildenv.data.lock.lockfile import Lock, LockedDataset, lock_path, read_lock, stat_cache
+from buildenv.data.lock.locking import Digested, digest_dataset, label_declaration
 from buildenv.data.lock.manifest import (
     ManifestError,
     describe_diff,
+    resolve_partitions,
 )
+from buildenv.data.lock.objects import LocalObjects
 from buildenv.data.lock.provenance import provenance_problems
+from buildenv.data.lock.sources import source_staleness
+from buildenv.data.lock.tables import declared_pin
 from buildenv.data.storage import locate
 from buildenv.env.resolve import Multiverse, Resolved
+from buildenv.env.source_rules import derived_order
+from buildenv.env.spec import Dataset
 
 
 def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
@@ -46,43 +54,81 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
         return (None if any(p.is_error for p in problems) else lock), problems
     own_cache = cache is None
     cache = cache or stat_cache(project)
-    for ds_name, ds in sorted(res.env.datasets.items()):
+    current: dict[str, Pinned] = {}  # each dataset's pin now, for what is derived from it
+    derived = derived_order(res.env)
+    plain = sorted(n for n in res.env.datasets if n not in derived)
+    for ds_name in plain + derived:
+        ds = res.env.datasets[ds_name]
         pinned = lock.datasets[ds_name]
-        algorithm = (pinned.manifest.algorithm if pinned.manifest is not None
-                     else pinned.digest.split(":", 1)[0])
-        try:
-            now = digest_dataset(project, ds.uri, ds.format, ds.partition_columns, algorithm,
-                                 cache, executor)
-        except FileNotFoundError:
-            problems.append(res.diag("BE053", f"dataset '{ds_name}': '{ds.uri}' not found",
-                                     "datasets", ds_name, "uri"))
+        stale = (derived_staleness(project, res, ds_name, pinned, current, lock.datasets)
+                 if ds.source is not None else [])
+        problems.extend(stale)
+        if ds.is_table or ds.dvc is not None:
+            algorithm = (pinned.manifest.algorithm if pinned.manifest is not None
+                         else pinned.digest.split(":", 1)[0])
+            problems.extend(source_staleness(project, res, ds_name, pinned, algorithm, cache,
+                                             executor))
             continue
-        except ManifestError as exc:
-            problems.extend(res.diag(code, f"dataset '{ds_name}': {text}", "datasets", ds_name,
-                                     "uri") for code, text in exc.problems)
+        now, found = _digest_now(project, res, ds_name, pinned, cache, executor, bool(stale))
+        problems.extend(found)
+        if now is None:
+            if ds.source is not None:  # not built here: what is derived from it uses the pin
+                current[ds_name] = Pinned(pinned.digest, pinned.manifest)
             continue
-        except DiagnosticError:
-            raise
-        except Exception as exc:
-            problems.append(res.diag("BE053", f"dataset '{ds_name}': cannot read '{ds.uri}': "
-                                     f"{exc}", "datasets", ds_name, "uri"))
-            continue
+        current[ds_name] = Pinned(now.value.digest, now.manifest)
         if ds_name in res.env.privacy.synthetic:
             problems.extend(provenance_problems(project, res, ds_name, now.value.digest))
-        if now.value.digest != pinned.digest:
+        if now.value.digest != pinned.digest and not stale:
             if pinned.manifest is not None and now.manifest is not None:
                 what = describe_diff(*pinned.manifest.diff(now.manifest))
             else:
                 what = f"{pinned.digest} -> {now.value.digest}"
+            hints = [f"if the new data is intended, review `buildenv drift {name} --dataset "
+                     f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`"]
+            if locate(ds.uri, project).local is not None and _kept(project, pinned):
+                hints.append(f"if not, `buildenv checkout {name}` restores the locked bytes "
+                             "from the object store")
             problems.append(res.diag(
                 "BE051", f"dataset '{ds_name}' changed since it was locked: {what} ({ds.uri})",
-                "datasets", ds_name, "uri",
-                hints=(f"if the new data is intended, review `buildenv drift {name} --dataset "
-                       f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`",)))
+                "datasets", ds_name, "uri", hints=tuple(hints)))
+    for ls_name, spec in sorted(res.env.labels.items()):
+        if spec.source is not None:
+            problems.extend(labels_staleness(project, res, ls_name, lock.labels[ls_name],
+                                             current, lock.datasets))
     problems.extend(_label_bytes_changed(project, res, lock, cache))
     if own_cache:
         cache.save()
     return (None if any(p.is_error for p in problems) else lock), problems
+
+
+def _digest_now(project: Project, res: Resolved, ds_name: str, pinned: LockedDataset,
+                cache: StatCache, executor: Executor | None, stale: bool
+                ) -> tuple[Digested | None, list[Diagnostic]]:
+    """A dataset's digest now, or the problems of reading it (a derived dataset that is not
+    built here: BE094, unless it is stale anyway)."""
+    ds = res.env.datasets[ds_name]
+    algorithm = (pinned.manifest.algorithm if pinned.manifest is not None
+                 else pinned.digest.split(":", 1)[0])
+    try:
+        return digest_dataset(project, ds.uri, ds.format, ds.partitions, algorithm,
+                              cache, executor, tuple(ds.columns)), []
+    except FileNotFoundError:
+        if ds.source is not None:
+            return None, [] if stale else [res.diag(
+                "BE094", f"dataset '{ds_name}' is not built in this checkout ({ds.uri})",
+                "datasets", ds_name, "source",
+                hints=(f"run `buildenv lock {res.name}` (or build): it is rebuilt from its "
+                       "locked inputs and code",))]
+        return None, [res.diag("BE053", f"dataset '{ds_name}': '{ds.uri}' not found",
+                               "datasets", ds_name, "uri")]
+    except ManifestError as exc:
+        return None, [res.diag(code, f"dataset '{ds_name}': {text}", "datasets", ds_name,
+                               "uri") for code, text in exc.problems]
+    except DiagnosticError:
+        raise
+    except Exception as exc:
+        return None, [res.diag("BE053", f"dataset '{ds_name}': cannot read '{ds.uri}': {exc}",
+                               "datasets", ds_name, "uri")]
 
 
 def _dataset_pins_stale(res: Resolved, lock: Lock, display: str) -> list[Diagnostic]:
@@ -92,15 +138,35 @@ def _dataset_pins_stale(res: Resolved, lock: Lock, display: str) -> list[Diagnos
     for ds_name, ds in res.env.datasets.items():
         pinned = lock.datasets.get(ds_name)
         partitions = tuple(pinned.manifest.partitions) if pinned and pinned.manifest else ()
+        if pinned is not None and (pinned.derived is None) != (ds.source is None):
+            what = "is derived now" if ds.source is not None else "is no longer derived"
+            problems.append(res.diag("BE052", f"dataset '{ds_name}' {what}", "datasets",
+                                     ds_name, hints=(f"run `buildenv lock {name}`",)))
+            continue
+        wanted = partitions
+        if ds.partitioned and pinned is not None and pinned.manifest is not None:
+            try:  # inferred from the pinned paths: a column declared since can change them
+                wanted = resolve_partitions(ds.partitions, ds.columns,
+                                            [f.path for f in pinned.manifest.files])
+            except ManifestError as exc:
+                problems.extend(res.diag(code, f"dataset '{ds_name}': {text}", "datasets",
+                                         ds_name, "uri") for code, text in exc.problems)
+                continue
         if (pinned is None or pinned.uri != ds.uri or pinned.format != ds.format
-                or (ds.partitioned and partitions != tuple(ds.partition_columns))):
+                or (ds.partitioned and partitions != wanted)):
             what = ("is not in the lock" if pinned is None else
                     f"uri changed: lock has '{pinned.uri}', environment has '{ds.uri}'"
                     if pinned.uri != ds.uri or pinned.format != ds.format else
                     f"partitions changed: lock has {list(partitions)}, environment has "
-                    f"{ds.partition_columns}")
+                    f"{list(wanted)}")
             problems.append(res.diag("BE052", f"dataset '{ds_name}' {what}", "datasets",
                                      ds_name, "uri", hints=(f"run `buildenv lock {name}`",)))
+        elif (pinned.table is not None) != ds.is_table or (pinned.dvc is not None) != (
+                ds.dvc is not None) or _pin_changed(ds, pinned):
+            problems.append(res.diag("BE052", f"dataset '{ds_name}': its pin changed since it "
+                                     "was locked (version, as_of, ref, snapshot, catalog or "
+                                     "dvc)", "datasets", ds_name,
+                                     hints=(f"run `buildenv lock {name}`",)))
     for ds_name in sorted(set(lock.datasets) - set(res.env.datasets)):
         problems.append(Diagnostic("BE052", f"lock pins dataset '{ds_name}', which environment "
                                    f"'{name}' no longer declares", display,
@@ -117,6 +183,9 @@ def _label_pins_stale(res: Resolved, lock: Lock, display: str) -> list[Diagnosti
         mappings = {e.mapping for e in spec.reuse if e.mapping}
         if pinned is None:
             what = "is not in the lock"
+        elif (pinned.source is None) != (spec.source is None):
+            what = ("is computed by labeling functions now" if spec.source is not None else
+                    "is no longer computed by labeling functions")
         elif pinned.uri != spec.uri or pinned.format != spec.format:
             what = f"uri changed: lock has '{pinned.uri}', environment has '{spec.uri}'"
         elif set(pinned.mappings) != mappings:
@@ -151,6 +220,13 @@ def _label_bytes_changed(project: Project, res: Resolved, lock: Lock,
                 now = digest_location(locate(uri, project), FILE, digest.split(":", 1)[0],
                                       cache)
             except FileNotFoundError:
+                if spec.source is not None:
+                    problems.append(res.diag(
+                        "BE094", f"label set '{ls_name}' is not computed in this checkout "
+                        f"({uri})", "labels", ls_name, "source",
+                        hints=(f"run `buildenv lock {res.name}` (or build): it is computed "
+                               "from its locked functions and data",)))
+                    continue
                 problems.append(res.diag("BE853", f"label set '{ls_name}': '{uri}' not found",
                                          *place))
                 continue
@@ -168,7 +244,7 @@ def _label_bytes_changed(project: Project, res: Resolved, lock: Lock,
 
 
 def lock_state(multiverse: Multiverse, res: Resolved) -> str:
-    """One word for `buildenv envs`: locked / stale / changed / missing / invalid."""
+    """One word for `buildenv envs`: locked / stale / changed / unbuilt / missing / invalid."""
     try:
         _, problems = check_lock(multiverse, res)
     except DiagnosticError:
@@ -178,8 +254,27 @@ def lock_state(multiverse: Multiverse, res: Resolved) -> str:
         return "locked"
     if "BE050" in codes:
         return "missing"
-    if codes & {"BE052", "BE057"}:
+    if codes & {"BE052", "BE057", "BE092", "BE093", "BE875"}:
         return "stale"
     if codes & {"BE051", "BE058"}:
         return "changed"
+    if "BE094" in codes:
+        return "unbuilt"
     return "unreadable"
+
+
+def _pin_changed(ds: Dataset, pinned: LockedDataset) -> bool:
+    """Whether a table's or DVC pin in the declaration differs from the one locked."""
+    if ds.is_table and pinned.table is not None:
+        return pinned.table.get("pin") != declared_pin(ds)
+    if ds.dvc is not None and pinned.dvc is not None:
+        return pinned.dvc.get("file") != ds.dvc
+    return False
+
+
+def _kept(project: Project, pinned: LockedDataset) -> bool:
+    """Whether the object store holds every file a lock entry pins."""
+    store = LocalObjects.of(project)
+    if pinned.manifest is not None:
+        return all(store.has(f.digest) for f in pinned.manifest.files)
+    return store.has(pinned.digest)

@@ -21,8 +21,8 @@ from buildenv.data.gate.formats import arrow_type
 from buildenv.data.validate.uniqueness import DuplicateCounter, Duplicates
 from buildenv.env.spec import Column, _parse_temporal
 
-__all__ = ["EXAMPLES", "ColumnChecks", "ColumnReport", "bounds", "check_batch", "domain_array",
-           "show", "spill_dir"]
+__all__ = ["EXAMPLES", "ColumnChecks", "ColumnReport", "bounds", "check_batch", "checks_for",
+           "dictionary_columns", "domain_array", "show", "spill_dir"]
 
 
 EXAMPLES = 3
@@ -45,6 +45,7 @@ class ColumnReport:
     too_long: int = 0
     length_examples: list[str] = field(default_factory=list)
     duplicates: Duplicates | None = None  # unique columns, after the last batch
+    nans: int = 0  # NaN values, counted for `allow_nan: false` columns only
 
     @property
     def non_null(self) -> int:
@@ -77,6 +78,21 @@ class ColumnChecks:
         return self._flags[name]
 
 
+def checks_for(col: Column, actual: pa.DataType, examples: bool = True,
+               duplicates: DuplicateCounter | None = None) -> ColumnChecks:
+    """What to test in each batch of `col`, stored as `actual` (an empty domain is checked:
+    it allows no value)."""
+    domain = domain_array(list(col.domain), col.dtype) if col.domain is not None else None
+    return ColumnChecks(col, domain=domain, bounds=bounds(col, actual), examples=examples,
+                        duplicates=duplicates)
+
+
+def dictionary_columns(columns: dict[str, Column]) -> list[str]:
+    """String columns worth reading dictionary-encoded: their checks run per distinct value."""
+    return [n for n, c in columns.items()
+            if c.dtype == "string" and (c.domain is not None or c.pattern is not None or c.length)]
+
+
 def _same_array(a: pa.Array, b: pa.Array | None) -> bool:
     """Same buffers, or equal contents: a row group's batches get equal dictionaries, and
     comparing them costs far less than a regex over them."""
@@ -104,6 +120,8 @@ def check_batch(arr: pa.Array, checks: ColumnChecks, report: ColumnReport) -> No
         _length_counts(arr, checks, report)
     if checks.duplicates is not None:
         checks.duplicates.add(arr)
+    if not col.allow_nan and pa.types.is_floating(arr.type):
+        report.nans += pc.sum(pc.is_nan(arr)).as_py() or 0
 
 
 def _rows_flagged(arr: pa.Array, flags: pa.Array) -> pa.Array:

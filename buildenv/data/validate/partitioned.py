@@ -20,13 +20,12 @@ from buildenv.data.validate.column_checks import (
     EXAMPLES,
     ColumnChecks,
     ColumnReport,
-    bounds,
     check_batch,
-    domain_array,
+    checks_for,
     spill_dir,
 )
 from buildenv.data.validate.uniqueness import DuplicateCounter
-from buildenv.data.validate.violations import bound, judge, tolerance
+from buildenv.data.validate.violations import bound, judge, tolerance, undeclared
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Column, Dataset
 
@@ -45,6 +44,7 @@ class FileResult:
     reports: dict[str, ColumnReport] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # declared columns the file lacks
     wrong: dict[str, str] = field(default_factory=dict)  # column -> stored type not accepted
+    extra: list[str] = field(default_factory=list)  # stored columns not declared
     error: dict[str, Any] | None = None  # Diagnostic.to_json() of a GateError
     size: int = 0
     digest: str = ""
@@ -60,6 +60,7 @@ def _validate_file(job: tuple[FileTask, str, dict[str, Column], list[str], bool]
     try:
         with task.open(partitions=False) as read:
             schema = read.stored_schema
+            result.extra = [n for n in schema.names if n not in columns]
             checked: dict[str, ColumnChecks] = {}
             for name, col in columns.items():
                 if name not in schema.names:
@@ -69,9 +70,7 @@ def _validate_file(job: tuple[FileTask, str, dict[str, Column], list[str], bool]
                 if not type_accepts(col.dtype, actual):
                     result.wrong[name] = str(actual)
                     continue
-                checked[name] = ColumnChecks(
-                    col, domain=domain_array(list(col.domain), col.dtype) if col.domain
-                    else None, bounds=bounds(col, actual), examples=not restricted)
+                checked[name] = checks_for(col, actual, examples=not restricted)
             result.reports = {name: ColumnReport() for name in checked}
             for batch in read.batches(list(checked), dictionary=[c for c in dict_cols
                                                                  if c in checked]):
@@ -98,6 +97,7 @@ def merge(into: ColumnReport, part: ColumnReport) -> None:
     into.mismatched += part.mismatched
     into.too_short += part.too_short
     into.too_long += part.too_long
+    into.nans += part.nans
     into.examples.extend(part.examples[: max(0, EXAMPLES - len(into.examples))])
     for mine, theirs in ((into.pattern_examples, part.pattern_examples),
                          (into.length_examples, part.length_examples)):
@@ -127,6 +127,8 @@ def validate_partitioned(res: Resolved, ds_name: str, dataset: Dataset, read: Pa
             d = Diagnostic.from_json(result.error)
             return [res.diag(d.code, d.message, "datasets", ds_name, "uri", hints=d.hints)], None
     problems, unusable = _column_shape_problems(res, ds_name, read, stored, results)
+    extra = dict.fromkeys(n for r in results for n in r.extra if n not in dataset.columns)
+    problems.extend(undeclared(res, ds_name, dataset, list(extra), dataset.uri))
     reports: dict[str, ColumnReport] = {}
     for name in stored:
         if name in unusable:
@@ -163,6 +165,8 @@ def _column_shape_problems(res: Resolved, ds_name: str, read: PartitionedRead,
     wrong_types: dict[str, dict[str, str]] = {}
     for result in results:
         for name in result.missing:
+            if not stored[name].required:  # may be absent: that file reads it as nulls
+                continue
             missing.setdefault(name, []).append(result.path)
         for name, actual in result.wrong.items():
             wrong.setdefault(name, []).append(result.path)
@@ -171,9 +175,12 @@ def _column_shape_problems(res: Resolved, ds_name: str, read: PartitionedRead,
         where = ("datasets", ds_name, "columns", name)
         if name in missing:
             paths = missing[name]
+            hint = ((f"if the values of '{name}' are in the paths, name those directories "
+                     f"'{name}=<value>' (they are then found as a partition column)",)
+                    if len(paths) == len(results) and read.spec.partitions is None else ())
             problems.append(res.diag("BE206", f"dataset '{ds_name}' has no column '{name}' in "
                                      f"{len(paths)} of {len(results)} file(s): "
-                                     f"{_files_text(read, paths)}", *where))
+                                     f"{_files_text(read, paths)}", *where, hints=hint))
         if name in wrong:
             paths = wrong[name]
             problems.append(res.diag("BE201", f"{ds_name}.{name}: declared "
@@ -234,9 +241,7 @@ def _partition_problems(res: Resolved, ds_name: str, dataset: Dataset, read: Par
                 continue
             one = ColumnReport()
             array = pa.repeat(value, 1)
-            check_batch(array, ColumnChecks(
-                col, domain=domain_array(list(col.domain), col.dtype) if col.domain else None,
-                bounds=bounds(col, array.type), examples=False), one)
+            check_batch(array, checks_for(col, array.type, examples=False), one)
             broken = [why for why, hit in (
                 ("is outside the domain", one.out_of_domain),
                 (f"is outside range {_range_text(col.range)}", one.below + one.above),

@@ -35,19 +35,21 @@ from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.formats import type_accepts
 from buildenv.data.gate.gate import Gate
 from buildenv.data.gate.partitioned_read import PartitionedRead
+from buildenv.data.lock.lockfile import Lock
 from buildenv.data.lock.manifest import Manifest
+from buildenv.data.lock.tables import declared_pin
 from buildenv.data.validate.column_checks import (
     EXAMPLES,
     ColumnChecks,
     ColumnReport,
-    bounds,
     check_batch,
-    domain_array,
+    checks_for,
+    dictionary_columns,
     spill_dir,
 )
 from buildenv.data.validate.partitioned import validate_partitioned
 from buildenv.data.validate.uniqueness import DuplicateCounter
-from buildenv.data.validate.violations import close, judge, suggest
+from buildenv.data.validate.violations import close, judge, suggest, undeclared
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Dataset
 
@@ -67,8 +69,7 @@ def validate_dataset(res: Resolved, ds_name: str, project: Project,
     dataset = env.datasets[ds_name]
     restricted = env.restricted(ds_name)
     columns = list(dataset.columns)
-    dict_cols = [n for n, c in dataset.columns.items()
-                 if c.dtype == "string" and (c.domain or c.pattern is not None or c.length)]
+    dict_cols = dictionary_columns(dataset.columns)
     gate = Gate(project, env, purpose, where=res)
     try:
         read = gate.open(ds_name, expect=digest)
@@ -89,9 +90,12 @@ def _validate_read(res: Resolved, ds_name: str, dataset: Dataset, read: Any, col
         return [exc.diagnostic], None
     problems: list[Diagnostic] = []
     checked: dict[str, ColumnChecks] = {}
+    problems.extend(undeclared(res, ds_name, dataset, list(schema.names), dataset.uri))
     for name, col in dataset.columns.items():
         where = ("datasets", ds_name, "columns", name)
         if name not in schema.names:
+            if not col.required:  # may be absent: it reads as nulls
+                continue
             hint = close(name, schema.names)
             problems.append(res.diag("BE206", f"dataset '{ds_name}' has no column '{name}' "
                                      f"({dataset.uri})", *where, hints=(hint,) if hint else ()))
@@ -103,9 +107,8 @@ def _validate_read(res: Resolved, ds_name: str, dataset: Dataset, read: Any, col
                                      hints=(f"declare `dtype: {suggest(actual)}` or cast the "
                                             "column when writing the data",)))
             continue
-        checked[name] = ColumnChecks(
-            col, domain=domain_array(list(col.domain), col.dtype) if col.domain else None,
-            bounds=bounds(col, actual), examples=not restricted,
+        checked[name] = checks_for(
+            col, actual, examples=not restricted,
             duplicates=DuplicateCounter(examples=0 if restricted else EXAMPLES,
                                         spill_dir=spill_dir(read))
             if col.unique else None)
@@ -132,47 +135,94 @@ def _spec_digest(dataset: Dataset, restricted: bool) -> str:
     data = dataset.model_dump(mode="json")
     data.pop("description", None)
     data.pop("uri", None)
+    for key, default in _LATER_KEYS.items():  # only when set: other cache keys stay as they were
+        if data.get(key) == default:
+            data.pop(key)
+    empty_domain = False
     for col in data["columns"].values():
         col.pop("description", None)
         col.pop("serving", None)
         col.pop("monitor", None)  # drift only
+        for name, unset in _LATER_COLUMN_KEYS.items():
+            if col.get(name) == unset:
+                col.pop(name)
+        empty_domain = empty_domain or col.get("domain") == []
     # every other column key (range, domain, pattern, length, unique, max_violation_fraction,
     # ...) is in the digest; v2: messages carry fractions, severities are cached
     spec = {"columns": data["columns"], "format": data["format"], "restricted": restricted,
             "v": 2}
     if data.get("partitions"):  # only when set: cache keys of other datasets stay as they were
         spec["partitions"] = data["partitions"]
+    if "undeclared_columns" in data:
+        spec["undeclared_columns"] = data["undeclared_columns"]
+    if empty_domain:  # v3: an empty domain allows no value (it used to check nothing)
+        spec["v"] = 3
     return digest_json(spec)
+
+
+#: Keys added after the cache format: left out at their default, so that cache entries of
+#: datasets that do not use them stay valid.
+_LATER_KEYS = {"undeclared_columns": "ignore"}
+_LATER_COLUMN_KEYS: dict[str, bool | None] = {"required": True, "min_count": None,
+                                              "allow_nan": True}
 
 
 def validate_env(res: Resolved, project: Project, digests: dict[str, str] | None = None,
                  datasets: list[str] | None = None, purpose: str = "validate",
                  manifests: dict[str, Manifest] | None = None,
-                 executor: Executor | None = None) -> list[Diagnostic]:
+                 executor: Executor | None = None, lock: Lock | None = None
+                 ) -> list[Diagnostic]:
     """Validate each dataset. With `digests` (the lock's pins, and `manifests` for
-    partitioned datasets) the reads are verified against them and a result already cached for
-    (digest, column declarations) is reused; results are cached under the digest of the bytes
-    actually validated. `executor` runs the per-file tasks of partitioned datasets."""
+    partitioned datasets and tables) the reads are verified against them and a result already
+    cached for (digest, column declarations) is reused; results are cached under the digest
+    of the bytes actually validated. `executor` runs the per-file tasks of partitioned
+    datasets. `lock` (unpinned validation): data that no longer matches the lock's pin is
+    reported (BE051) -- valid bytes that are not the locked ones are not what builds use."""
     problems: list[Diagnostic] = []
     for ds_name in datasets or sorted(res.env.datasets):
         dataset = res.env.datasets[ds_name]
         spec = _spec_digest(dataset, res.env.restricted(ds_name))
         pin = (digests or {}).get(ds_name)
+        if pin is None and lock is not None:
+            pin = _fixed_version(dataset, lock.datasets.get(ds_name))
         pinned: str | Manifest | None = pin
         if pin is not None:
             cached = _cache_get(project, pin, spec)
             if cached is not None:
                 problems.extend(_relocate(res, ds_name, cached))
                 continue
-            if dataset.partitioned:
-                manifest = (manifests or {}).get(ds_name)
+            if dataset.partitioned or dataset.is_table:
+                manifest = (manifests or (lock.manifests() if lock else {})).get(ds_name)
                 pinned = manifest if manifest is not None and manifest.digest == pin else None
         found, digest = validate_dataset(res, ds_name, project, pinned, purpose, executor)
         problems.extend(found)
+        locked = (lock.datasets.get(ds_name) if lock is not None and pinned is None
+                  and (digests or {}).get(ds_name) is None else None)
+        if (locked is not None and digest is not None and locked.uri == dataset.uri
+                and locked.format == dataset.format and digest != locked.digest):
+            problems.append(res.diag(
+                "BE051", f"dataset '{ds_name}' no longer matches its lock: the lock pins "
+                f"{locked.digest}, '{dataset.uri}' holds {digest}", "datasets", ds_name, "uri",
+                hints=(f"builds refuse it until it is relocked: review `buildenv drift "
+                       f"{res.name} --dataset {ds_name} --against {dataset.uri}`, then run "
+                       f"`buildenv lock {res.name}`",)))
         # a failed spill is not a property of the data: not cached
         if digest is not None and not any(p.code == "BE210" for p in found):
             _cache_put(project, digest, spec, [_portable(p, res, ds_name) for p in found])
     return problems
+
+
+def _fixed_version(dataset: Dataset, locked: Any) -> str | None:
+    """A table pinned to a fixed version (`version`, `as_of`, `snapshot`) whose lock pins it
+    as declared: validating it means reading the locked files (from the object store when a
+    kept version was vacuumed), verified. A table following its latest commit or a ref is
+    validated as it is now."""
+    if not dataset.is_table or locked is None or locked.table is None:
+        return None
+    pin = declared_pin(dataset)
+    if locked.table.get("pin") != pin or not ({"version", "as_of", "snapshot"} & set(pin)):
+        return None
+    return str(locked.digest)
 
 
 def _cache_file(project: Project, digest: str, spec: str) -> Path:
@@ -209,6 +259,8 @@ def _where_of(d: Diagnostic, ds_name: str) -> list[str]:
     head = d.message.split(":", 1)[0]
     if head.startswith(f"{ds_name}."):
         return ["datasets", ds_name, "columns", head[len(ds_name) + 1:]]
+    if d.code == "BE213":
+        return ["datasets", ds_name, "undeclared_columns"]
     if d.code == "BE206":
         column = d.message.split("column '", 1)[1].split("'", 1)[0]
         return ["datasets", ds_name, "columns", column]
@@ -217,7 +269,7 @@ def _where_of(d: Diagnostic, ds_name: str) -> list[str]:
 
 _RULE_KEY = {"BE201": "dtype", "BE202": "nullable", "BE203": "max_null_fraction",
              "BE204": "domain", "BE205": "range", "BE207": "pattern", "BE208": "length",
-             "BE209": "unique", "BE210": "unique"}
+             "BE209": "unique", "BE210": "unique", "BE214": "min_count", "BE215": "allow_nan"}
 
 
 def _relocate(res: Resolved, ds_name: str, cached: list[dict[str, Any]]) -> list[Diagnostic]:

@@ -49,17 +49,17 @@ class ColumnDraft:
     length_highs: list[tuple[int, float, str]] = field(default_factory=list)
     unique: tuple[float, str] | None = None
     serving: bool = True
+    required: bool = True
+    min_count: int | None = None
+    allow_nan: bool = True
+    monitor: bool = True
     description: str | None = None
     hints: list[str] = field(default_factory=list)  # evidence of the type, for inference
     line: int | None = None
 
     def finish(self, skipped: list[Skipped]) -> dict[str, Any]:
         """The column's keys (validated), reporting what could not be kept."""
-        out: dict[str, Any] = {"dtype": self.dtype or "string"}
-        if not self.nullable:
-            out["nullable"] = False
-        if self.max_null_fraction is not None and self.nullable:
-            out["max_null_fraction"] = self.max_null_fraction
+        out: dict[str, Any] = {"dtype": self.dtype or "string", **self._presence()}
         tolerances: dict[str, float] = {}
         sources: dict[str, str] = {}
         if self.domains:
@@ -101,11 +101,25 @@ class ColumnDraft:
                     "max_violation_fraction per column, and these differ "
                     f"({shares}); the strictest, {strictest:g}, applies to all of them",
                     self.line, approximate=True))
-        if not self.serving:
-            out["serving"] = False
-        if self.description:
-            out["description"] = self.description
+        out.update({key: value for key, value, default in (
+            ("monitor", self.monitor, True), ("serving", self.serving, True),
+            ("description", self.description, None)) if value != default and value != ""})
         return _validated(self.name, out, skipped, self.line)
+
+    def _presence(self) -> dict[str, Any]:
+        """The keys about nulls, presence and NaN that differ from their defaults."""
+        out: dict[str, Any] = {}
+        if not self.nullable:
+            out["nullable"] = False
+        if self.max_null_fraction is not None and self.nullable:
+            out["max_null_fraction"] = self.max_null_fraction
+        if not self.required:
+            out["required"] = False
+        if self.min_count is not None:
+            out["min_count"] = self.min_count
+        if not self.allow_nan:
+            out["allow_nan"] = False
+        return out
 
 
 def _plain(value: Any) -> Any:
@@ -137,6 +151,13 @@ def _validated(name: str, column: dict[str, Any], skipped: list[Skipped],
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+#: Built-in monitoring thresholds an import turns off, so that only the suite's own comparators
+#: judge its columns (a child environment's `null` deletes an inherited threshold too).
+NO_DEFAULTS = {"drift": {"categorical": {"linf": None}, "numeric": {"psi": None}},
+               "skew": {"categorical": {"linf": None, "mismatch": None},
+                        "numeric": {"psi": None, "mismatch": None}}}
+
+
 @dataclass
 class Imported:
     """The translation of one suite or schema."""
@@ -148,19 +169,28 @@ class Imported:
     translated: int  # items of the source translated (fully or approximately)
     total: int  # items of the source considered
     unit: str = "items"  # what an item is: "expectations", "features"
+    skew: dict[str, dict[str, float]] = field(default_factory=dict)
+    dataset_keys: dict[str, Any] = field(default_factory=dict)  # undeclared_columns
 
 
 def render_yaml(imported: Imported, dataset: str, command: str) -> str:
-    """The environment YAML: `datasets.<dataset>.columns` (and TFDV drift thresholds)."""
+    """The environment YAML: `datasets.<dataset>` (its columns, and what the source says about
+    columns it does not list) and the source's own drift and skew thresholds, with buildenv's
+    built-in ones turned off (a column the source compares nothing on is `monitor: false`)."""
     head = [f"# {command}",
             f"# from the {imported.source}: {imported.translated} of {imported.total} "
             f"{imported.unit} translated",
             *(["# (the warnings list what was not, or only in part, and why)"]
               if imported.skipped else []),
             "# Paste under an environment's `datasets:` and add the dataset's `uri`."]
-    document: dict[str, Any] = {"datasets": {dataset: {"columns": imported.columns}}}
-    if imported.drift:
-        document["monitoring"] = {"drift": {"columns": imported.drift}}
+    document: dict[str, Any] = {"datasets": {dataset: {**imported.dataset_keys,
+                                                       "columns": imported.columns}}}
+    if any(c.get("monitor", True) for c in imported.columns.values()):
+        monitoring: dict[str, Any] = {}
+        for section, thresholds in (("drift", imported.drift), ("skew", imported.skew)):
+            monitoring[section] = {**NO_DEFAULTS[section],
+                                   **({"columns": thresholds} if thresholds else {})}
+        document["monitoring"] = monitoring
     body = yaml.safe_dump(document, default_flow_style=None, sort_keys=False, width=96,
                           allow_unicode=True)
     return "\n".join(head) + "\n" + str(body)

@@ -6,7 +6,11 @@ listed with the reason it is not: aggregates (mean, stdev, row counts), multi-co
 conditional expectations, deny-lists, negative patterns, order checks. GX's semantics carry
 over: nulls are ignored by value expectations, `mostly` becomes `max_violation_fraction`
 (`1 - mostly`), `unique` counts every row of a duplicated value, regexes are searched (not
-fully matched). Regexes that RE2 cannot compile (look-around, backreferences) are reported.
+fully matched), an empty `value_set` allows no value, NaN is missing in a float column that
+must not be null (pandas' `isnull`: `allow_nan: false`), and a column set matched exactly makes
+other columns errors (`undeclared_columns: error`). A suite compares no distributions (its KL
+divergence expectation is not translated), so every column is `monitor: false`. Regexes that
+RE2 cannot compile (look-around, backreferences) are reported.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from buildenv.env.importers.common import ColumnDraft, Imported, Skipped
-from buildenv.env.spec import INTEGER_DTYPES, NUMERIC_DTYPES, pattern_problem
+from buildenv.env.spec import FLOAT_DTYPES, INTEGER_DTYPES, NUMERIC_DTYPES, pattern_problem
 
 __all__ = ["GxError", "import_suite"]
 
@@ -129,6 +133,7 @@ class _Suite:
         self.drafts: dict[str, ColumnDraft] = {}
         self.skipped: list[Skipped] = []
         self.translated = 0
+        self.exact = False  # a column set or list matched exactly: other columns are errors
 
     def draft(self, column: str, line: int | None) -> ColumnDraft:
         """The column's draft; its line is the first expectation about that column alone."""
@@ -162,9 +167,13 @@ def import_suite(text: str) -> Imported:
     for column, draft in suite.drafts.items():
         if draft.dtype is None:
             _infer_dtype(draft, suite.skipped)
+        if not draft.nullable and draft.dtype in FLOAT_DTYPES:
+            draft.allow_nan = False  # GX on pandas counts NaN as null
+        draft.monitor = False  # the suite compares no distributions
         columns[column] = draft.finish(suite.skipped)
     return Imported(f"Great Expectations suite '{name}'", columns, {}, suite.skipped,
-                    suite.translated, len(expectations), "expectations")
+                    suite.translated, len(expectations), "expectations",
+                    dataset_keys={"undeclared_columns": "error"} if suite.exact else {})
 
 
 def _type_of(exp: dict[str, Any]) -> Any:
@@ -484,12 +493,12 @@ def _columns(suite: _Suite, kw: Kwargs, tol: float, what: str, line: int | None)
     for name in names:
         suite.draft(name, None)
     if kw.get("column_list") is not None:
-        suite.skipped.append(Skipped(what, "columns are declared, but buildenv does not "
+        suite.exact = True
+        suite.skipped.append(Skipped(what, "columns are declared and others are errors "
+                                     "(undeclared_columns: error), but buildenv does not "
                                      "constrain their order", line, approximate=True))
     elif kw.get("exact_match", True):
-        suite.skipped.append(Skipped(what, "columns are declared, but buildenv allows columns "
-                                     "it does not declare (exact_match)", line,
-                                     approximate=True))
+        suite.exact = True
     return None
 
 

@@ -2,12 +2,20 @@
 
 Read with the small text-format reader of `textproto` (no TensorFlow needed). Per feature:
 `type` gives the dtype (INT -> int64, FLOAT -> float64, BYTES -> string); `int_domain` /
-`float_domain` give a range, `string_domain` (inline or by name) a domain, `bool_domain` a
-two-value domain; `presence.min_fraction` gives nullable/max_null_fraction;
-`distribution_constraints.min_domain_mass` gives max_violation_fraction; environments give
-`serving: false`; `drift_comparator` gives drift thresholds (buildenv's `linf` and `jsd` are
-TFDV's `infinity_norm` and `jensen_shannon_divergence`); annotation comments give the
-description. Everything else is listed with the reason it is not translated.
+`float_domain` give a range (`disallow_nan`: `allow_nan: false`), `string_domain` (inline or by
+name) a domain (an empty one allows no value, as in TFDV), `bool_domain` a two-value domain;
+`presence.min_fraction` gives nullable/max_null_fraction and `presence.min_count` gives
+`min_count`; a feature with neither (TFDV reports a missing column only under a presence
+constraint) is `required: false`; `shape` (a fixed shape: no example may miss it) gives
+`nullable: false`; `distribution_constraints.min_domain_mass` gives max_violation_fraction;
+environments give `serving: false`; `drift_comparator` and `skew_comparator` give the drift and
+skew thresholds (buildenv's `linf` and `jsd` are TFDV's `infinity_norm` and
+`jensen_shannon_divergence`; TFDV computes `infinity_norm` on categorical features only, so on a
+numeric one it is left out, as TFDV ignores it); a feature with no comparator at all is
+`monitor: false`, and buildenv's built-in thresholds are turned off, so only the schema's own
+comparators judge drift and skew; TFDV reports every column the schema does not know
+(SCHEMA_NEW_COLUMN), so the dataset gets `undeclared_columns: error`; annotation comments give
+the description. Everything else is listed with the reason it is not translated.
 """
 
 from __future__ import annotations
@@ -57,7 +65,8 @@ class _Schema:
         self.skipped: list[Skipped] = []
         self.columns: dict[str, dict[str, Any]] = {}
         self.drift: dict[str, dict[str, float]] = {}
-        self.min_count_only: list[tuple[str, int]] = []
+        self.skew: dict[str, dict[str, float]] = {}
+        self.left_out: list[tuple[str, int | None]] = []  # features not declared at all
         self.defaults = [str(e) for e in root.all("default_environment")]
         self.named: dict[str, tuple[str, Message]] = {}
         for kind in ("string_domain", "int_domain", "float_domain"):
@@ -82,16 +91,17 @@ def import_schema(text: str) -> Imported:
         reason = _TOP_LEVEL_REASONS.get(name, "not a schema field this importer knows")
         schema.skipped.append(Skipped(f"schema: {name}", reason, root.line_of(name)))
     translated = sum(_feature(schema, f) for f in features)
-    if schema.min_count_only:
-        names = [n for n, _ in schema.min_count_only]
+    if schema.left_out:
+        names = [n for n, _ in schema.left_out]
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         schema.skipped.append(Skipped(
-            f"presence.min_count of {len(names)} feature(s) ({shown})", "'present in at least "
-            "N examples' is a count, and these features have no min_fraction that implies "
-            "it; buildenv has no minimum count (an entirely null column passes)",
-            schema.min_count_only[0][1]))
+            "schema: features not declared", f"TFDV knows {shown}, but the dataset does not "
+            "declare them (see their own warnings), so data holding them is reported as "
+            "undeclared columns (undeclared_columns: error); declare them by hand, or lower "
+            "undeclared_columns to warn", schema.left_out[0][1], approximate=True))
     return Imported("TFDV schema", schema.columns, schema.drift, schema.skipped, translated,
-                    len(features), "features")
+                    len(features), "features", skew=schema.skew,
+                    dataset_keys={"undeclared_columns": "error"})
 
 
 def _feature(schema: _Schema, f: Message) -> bool:
@@ -100,6 +110,14 @@ def _feature(schema: _Schema, f: Message) -> bool:
     if not isinstance(name, str) or not name:
         schema.skipped.append(Skipped("feature without a name", "a column needs a name", f.line))
         return False
+    if _column(schema, name, f):
+        return True
+    schema.left_out.append((name, f.line))
+    return False
+
+
+def _column(schema: _Schema, name: str, f: Message) -> bool:
+    """Translate the named feature into a column; whether one came of it."""
 
     def skip(part: str, reason: str, approximate: bool = False) -> None:
         schema.skipped.append(Skipped(f"feature '{name}': {part}", reason,
@@ -118,7 +136,7 @@ def _feature(schema: _Schema, f: Message) -> bool:
         skip("value_count" if f.get("value_count") is not None else
              "shape" if f.get("shape") is not None else "value_counts",
              "a list-valued feature (more than one value per example); buildenv columns hold "
-             "one value per row")
+             "one value per row (there is no list dtype)")
         return False
     draft = ColumnDraft(name, line=f.line)
     domain_kind, domain = _domain_of(schema, f, skip)
@@ -133,9 +151,14 @@ def _feature(schema: _Schema, f: Message) -> bool:
         return False
     if domain_kind is not None and domain is not None:
         _apply_domain(draft, kind, domain_kind, domain, f, skip)
-    _apply_presence(schema, draft, f, skip)
+    _apply_presence(draft, f)
     _apply_environments(schema, draft, f, skip)
-    _apply_drift(schema, name, f, skip)
+    categorical = kind == "BYTES" or (domain_kind == "int_domain" and domain is not None
+                                      and domain.get("is_categorical") is True)
+    compared = [_apply_comparator(into, name, f, skip, field, categorical, kind == "INT")
+                for field, into in (("drift_comparator", schema.drift),
+                                    ("skew_comparator", schema.skew))]
+    draft.monitor = any(compared)
     annotation = f.get("annotation")
     if isinstance(annotation, Message):
         comments = [c for c in annotation.all("comment") if isinstance(c, str)]
@@ -143,11 +166,9 @@ def _feature(schema: _Schema, f: Message) -> bool:
             draft.description = " ".join(comments)
     handled = {"name", "type", "domain", "int_domain", "float_domain", "string_domain",
                "bool_domain", "presence", "value_count", "shape", "distribution_constraints",
-               "in_environment", "not_in_environment", "drift_comparator", "annotation",
-               "lifecycle_stage", "deprecated", *_SEMANTIC}
+               "in_environment", "not_in_environment", "drift_comparator", "skew_comparator",
+               "annotation", "lifecycle_stage", "deprecated", *_SEMANTIC}
     reasons = {
-        "skew_comparator": "training/serving skew needs serving logs; buildenv compares "
-                           "dataset versions (drift_comparator)",
         "unique_constraints": "bounds the number of distinct values, an aggregate (not the "
                               "same as `unique: true`)",
         "group_presence": "presence within a group of a STRUCT feature",
@@ -220,7 +241,7 @@ def _apply_domain(draft: ColumnDraft, kind: str, domain_kind: str, domain: Messa
         if hi is not None:
             draft.highs.append((hi, 0.0, domain_kind))
         if domain_kind == "float_domain":
-            _float_domain_skips(domain, lo is not None and hi is not None, skip)
+            _float_domain(draft, domain, lo is not None and hi is not None, skip)
         if mass is not None:
             skip("distribution_constraints", "min_domain_mass applies to string domains")
         return
@@ -245,11 +266,11 @@ def _apply_domain(draft: ColumnDraft, kind: str, domain_kind: str, domain: Messa
         skip("bool_domain", f"a bool domain on a {kind} feature")
 
 
-def _float_domain_skips(domain: Message, both_ends: bool, skip: _Skip) -> None:
-    """What a float_domain asks beyond its range, and why buildenv leaves it out."""
+def _float_domain(draft: ColumnDraft, domain: Message, both_ends: bool, skip: _Skip) -> None:
+    """What a float_domain asks beyond its range: `disallow_nan` is `allow_nan: false`; the
+    rest buildenv leaves out, saying why."""
     if domain.get("disallow_nan") is True:
-        skip("float_domain.disallow_nan", "buildenv ranges ignore NaN (it is neither "
-             "below nor above a bound)")
+        draft.allow_nan = False
     if domain.get("disallow_inf") is True and not both_ends:
         skip("float_domain.disallow_inf", "infinities are refused only by a range "
              "with both ends")
@@ -257,21 +278,22 @@ def _float_domain_skips(domain: Message, both_ends: bool, skip: _Skip) -> None:
         skip("float_domain.is_embedding", "embeddings are list-valued")
 
 
-def _apply_presence(schema: _Schema, draft: ColumnDraft, f: Message, skip: _Skip) -> None:
+def _apply_presence(draft: ColumnDraft, f: Message) -> None:
+    """TFDV reports a missing column only under a presence constraint (min_count or
+    min_fraction above 0); a fixed `shape` forbids missing values in the examples."""
     presence = f.get("presence")
-    if not isinstance(presence, Message):
-        return
-    fraction = _number(presence.get("min_fraction")) or 0
-    count = _number(presence.get("min_count")) or 0
-    if fraction >= 1:
+    fraction = count = 0.0
+    if isinstance(presence, Message):
+        fraction = _number(presence.get("min_fraction")) or 0
+        count = _number(presence.get("min_count")) or 0
+    if fraction >= 1 or isinstance(f.get("shape"), Message):
         draft.nullable = False
     elif fraction > 0:
         draft.max_null_fraction = round(1.0 - float(fraction), 12)
-    if count > 1:
-        skip("presence.min_count", f"'present in at least {count} examples' is a count; "
-             "buildenv has no minimum count")
-    elif count == 1 and fraction <= 0:
-        schema.min_count_only.append((draft.name, f.line_of("presence")))
+    if count >= 1:
+        draft.min_count = int(count)
+    if fraction <= 0 and count <= 0:
+        draft.required = False
 
 
 def _apply_environments(schema: _Schema, draft: ColumnDraft, f: Message, skip: _Skip) -> None:
@@ -288,33 +310,45 @@ def _apply_environments(schema: _Schema, draft: ColumnDraft, f: Message, skip: _
              "serving (`serving:`)")
 
 
-def _apply_drift(schema: _Schema, name: str, f: Message, skip: _Skip) -> None:
-    comparator = f.get("drift_comparator")
+def _apply_comparator(into: dict[str, dict[str, float]], name: str, f: Message, skip: _Skip,
+                      field: str, categorical: bool, integer: bool) -> bool:
+    """A `drift_comparator` or `skew_comparator` as the column's thresholds under
+    `monitoring.drift` / `monitoring.skew`; whether it compares anything."""
+    comparator = f.get(field)
     if not isinstance(comparator, Message):
-        return
+        return False
     thresholds: dict[str, float] = {}
     for field_name, key in (("infinity_norm", "linf"), ("jensen_shannon_divergence", "jsd")):
         sub = comparator.get(field_name)
-        if isinstance(sub, Message):
-            value = _number(sub.get("threshold"))
-            if value is None:
-                skip(f"drift_comparator.{field_name}", "has no threshold")
-                continue
-            try:
-                DriftThreshold.model_validate({key: value})
-            except ValidationError:
-                skip(f"drift_comparator.{field_name}", f"threshold {value} is outside "
-                     f"buildenv's {key} range (0, 1]")
-                continue
-            thresholds[key] = value
-            if isinstance(sub.get("source"), Message):
-                skip(f"drift_comparator.{field_name}.source", "buildenv bins numeric columns "
-                     "by the locked version's deciles", True)
+        if not isinstance(sub, Message):
+            continue
+        part = f"{field}.{field_name}"
+        value = _number(sub.get("threshold"))
+        if value is None:
+            skip(part, "has no threshold")
+            continue
+        if key == "linf" and not categorical:
+            skip(part, "TFDV computes infinity_norm on categorical features only (string "
+                 "values, or an int_domain with is_categorical) and ignores it here")
+            continue
+        try:
+            DriftThreshold.model_validate({key: value})
+        except ValidationError:
+            skip(part, f"threshold {value} is outside buildenv's {key} range (0, 1]")
+            continue
+        thresholds[key] = value
+        if key == "linf" and integer:
+            skip(part, "buildenv compares integer columns over the training data's deciles, "
+                 "not value by value as TFDV compares a categorical integer", True)
+        if isinstance(sub.get("source"), Message):
+            skip(f"{part}.source", "buildenv bins numeric columns by the locked version's "
+                 "deciles", True)
     for field_name in comparator.names():
         if field_name not in ("infinity_norm", "jensen_shannon_divergence"):
-            skip(f"drift_comparator.{field_name}", "not a drift metric buildenv computes "
-                 "(it has linf, jsd, psi and null_fraction)")
+            skip(f"{field}.{field_name}", "not a metric buildenv computes (it has linf, jsd, "
+                 "psi and null_fraction)")
     if thresholds:
-        schema.drift[name] = thresholds
+        into[name] = thresholds
+    return bool(thresholds)
 
 

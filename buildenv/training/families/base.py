@@ -151,19 +151,38 @@ def column_kinds(env: Environment, inputs: list[str]) -> dict[str, str]:
 def library_versions(modules: list[str]) -> dict[str, str]:
     """Distribution versions for top-level import names (`xgboost` -> `xgboost-cpu`, and the
     import name too when a CPU build renames the distribution, so a requirement written either
-    way is checked)."""
+    way is checked).
+
+    `packages_distributions` reads the files each distribution records; installers that record
+    only the `.dist-info` (a PEX virtualenv, which is how `./pants build` runs a training) leave
+    a module unmapped, and an unmapped library would go unchecked against serving's pins. Those
+    are found by the distribution names the module is published under."""
     table = metadata.packages_distributions()
     out: dict[str, str] = {}
     for module in sorted(set(modules)):
-        for dist in table.get(module, []):
+        found = False
+        for dist in table.get(module) or _published_as(module):
             try:
                 version = metadata.version(dist)
             except metadata.PackageNotFoundError:
                 continue
+            found = True
             out[dist] = version
             if dist.lower() != module and dist.lower().startswith(module):
                 out[module] = version
+        attribute = getattr(sys.modules.get(module), "__version__", None)
+        if not found and isinstance(attribute, str):
+            out[module] = attribute
     return out
+
+
+# Import names whose distribution is named otherwise (the ones model families use).
+_DISTRIBUTIONS = {"sklearn": ("scikit-learn",), "xgboost": ("xgboost", "xgboost-cpu"),
+                  "skops": ("skops",), "onnxscript": ("onnxscript",)}
+
+
+def _published_as(module: str) -> tuple[str, ...]:
+    return _DISTRIBUTIONS.get(module, (module, module.replace("_", "-")))
 
 
 def repository_modules(classes: list[type], root: Path) -> list[str]:

@@ -117,3 +117,16 @@ def test_sandbox_pyproject_keeps_precheck_false() -> None:
     assert doc["tool"]["buildenv"]["trainings"]["rec"]["precheck"] is False
     doc = toml.loads(synthesized_pyproject(BuildenvConfig.parse(PYPROJECT), field_set()))
     assert "precheck" not in doc["tool"]["buildenv"]["trainings"]["rec"]
+
+
+def test_sandbox_pyproject_keeps_the_sandbox_policy() -> None:
+    text = ('[tool.buildenv]\nsandbox = "required"\n' + PYPROJECT
+            + '[tool.buildenv.trainings.rec.sandbox]\nread_only = ["/opt/models"]\n')
+    config = BuildenvConfig.parse(text)
+    doc = toml.loads(synthesized_pyproject(config, field_set()))
+    assert doc["tool"]["buildenv"]["sandbox"] == "required"
+    assert doc["tool"]["buildenv"]["trainings"]["rec"]["sandbox"] == {
+        "read_only": ["/opt/models"]}
+    plain = toml.loads(synthesized_pyproject(BuildenvConfig.parse(PYPROJECT), field_set()))
+    assert "sandbox" not in plain["tool"]["buildenv"]
+    assert "sandbox" not in plain["tool"]["buildenv"]["trainings"]["rec"]

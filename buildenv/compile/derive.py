@@ -1,0 +1,150 @@
+"""Building derived datasets: what `buildenv lock` and a build run for `source: {transform}`.
+
+In dependency order (a derived input first), for each derived dataset of an environment: check
+the transform statically (its module and function exist; its `ctx.read` calls name inputs and
+declared columns, `compile.check` as for a training), plan its output files
+(`data.lock.derived.plan_derived`: one per file of the first input, keyed by code and input
+digests), run the transform in the build's hermetic process for the files whose output is not
+stored yet -- all of them in one process -- store each output, lay the dataset out and pin
+it. A new day of input costs one day of transform; changing the transform's code reruns every
+file; an unchanged dataset costs a stat per output.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from buildenv.compile.check import check_training
+from buildenv.compile.launch import run_sources
+from buildenv.compile.verify import located
+from buildenv.core import progress
+from buildenv.core.diagnostics import Diagnostic, Severity
+from buildenv.core.project import Project, TrainingConfig
+from buildenv.core.tempdirs import owned_temp_dir
+from buildenv.data.lock.derived import (
+    DerivedPlan,
+    DerivedStore,
+    OutputFile,
+    Pinned,
+    materialize,
+    plan_derived,
+)
+from buildenv.data.lock.lockfile import LockedDataset
+from buildenv.env.resolve import Resolved
+from buildenv.env.source_rules import derived_order
+from buildenv.training.derive_run import narrowed
+
+__all__ = ["Built", "build_derived", "transform_problems"]
+
+
+@dataclass
+class Built:
+    entries: dict[str, LockedDataset] = field(default_factory=dict)
+    problems: list[Diagnostic] = field(default_factory=list)
+    ran: dict[str, int] = field(default_factory=dict)  # dataset -> output files built
+
+
+def transform_problems(project: Project, res: Resolved, name: str) -> list[Diagnostic]:
+    """Static problems of a derived dataset's transform: BE091 when its module or function is
+    missing, else the training checks on an environment of its inputs (BE101, BE102, ...)."""
+    ds = res.env.datasets[name]
+    source = ds.source
+    assert source is not None
+    place = ("datasets", name, "source", "transform")
+    path = project.root / source.module_path
+    if not path.is_file():
+        return [res.diag("BE091", f"dataset '{name}': transform module '{source.module_path}' "
+                         "not found", *place, hints=("the transform is `path/relative/to/"
+                                                     "root.py:function`",))]
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=source.module_path)
+    except SyntaxError as exc:
+        return [Diagnostic("BE100", f"syntax error: {exc.msg}", source.module_path, exc.lineno,
+                           exc.offset)]
+    if not any(isinstance(n, ast.FunctionDef) and n.name == source.function for n in tree.body):
+        return [res.diag("BE091", f"dataset '{name}': '{source.module_path}' defines no "
+                         f"top-level function '{source.function}'", *place)]
+    view = Resolved(narrowed(res.env, list(source.inputs)), res.chain, res.raw, res.origin)
+    config = TrainingConfig(entry=source.transform)
+    return check_training(project, f"transform of dataset '{name}'", config, view)
+
+
+def build_derived(project: Project, res: Resolved, pins: dict[str, Pinned],
+                  only: set[str] | None = None) -> Built:
+    """Build and pin the derived datasets of `res` (all, or `only` those), given the pins of
+    its other datasets."""
+    store = DerivedStore(project)
+    built = Built()
+    current = dict(pins)
+    for name in derived_order(res.env):
+        ds = res.env.datasets[name]
+        assert ds.source is not None
+        if only is not None and name not in only:
+            continue
+        if any(i not in current for i in ds.source.inputs):
+            continue  # an input failed: its problem is reported
+        found = transform_problems(project, res, name)
+        built.problems.extend(found)
+        if any(p.is_error for p in found):
+            continue
+        plan = plan_derived(project, res.env, name, current)
+        todo = [f for f in plan.files if store.get(f.key) is None]
+        if todo:
+            with progress.task(f"derive {name} ({len(todo)} of {len(plan.files)} files)"):
+                problems = _run(project, res, plan, todo, current, store)
+            built.problems.extend(problems)
+            if any(p.is_error for p in problems):
+                continue
+            built.ran[name] = len(todo)
+        value, manifest = materialize(project, plan, store)
+        withheld = sum(meta.withheld for f in plan.files if (meta := store.get(f.key)))
+        if withheld:
+            built.problems.append(res.diag(
+                "BE095", f"dataset '{name}': {withheld:,} aggregate row(s) summarise fewer "
+                "input rows than the minimum group size and were withheld", "datasets", name,
+                "source", "aggregation", severity=Severity.WARNING))
+        built.entries[name] = LockedDataset(ds.uri, "parquet", value.digest, value.size,
+                                            value.rows, manifest, derived=plan.record())
+        current[name] = Pinned(value.digest, manifest)
+    return built
+
+
+def _run(project: Project, res: Resolved, plan: DerivedPlan, todo: list[OutputFile],
+         current: dict[str, Pinned], store: DerivedStore) -> list[Diagnostic]:
+    source = plan.ds.source
+    assert source is not None
+    first = current[source.inputs[0]]
+    entries = {f.path: f for f in first.manifest.files} if first.manifest is not None else {}
+    aggregation = None
+    if source.aggregation is not None:
+        aggregation = {"count": source.aggregation.count,
+                       "min_group_size": source.aggregation.min_group_size
+                       or res.env.privacy.min_group_size}
+    work = owned_temp_dir(store.scratch, f"derive-{plan.name}")
+    try:
+        files = [{"input_path": f.input_path,
+                  "entry": entries[f.input_path].to_json() if f.input_path else None,
+                  "values": dict(f.values), "out": str(work / f"{i}.parquet")}
+                 for i, f in enumerate(todo)]
+        job = {"kind": "transform", "dataset": plan.name, "transform": source.transform,
+               "inputs": list(source.inputs),
+               "columns": [[c, col.dtype] for c, col in plan.ds.columns.items()],
+               "partitions": list(plan.partitions), "aggregation": aggregation, "files": files}
+        pins = {i: current[i].digest for i in source.inputs}
+        manifests = {i: m for i in source.inputs if (m := current[i].manifest) is not None}
+        result = run_sources(project, res, [job], pins, manifests, source.timeout,
+                             source.module_path, f"raise `datasets.{plan.name}.source.timeout`")
+        if not result.get("ok"):
+            return [located(res, d) for d in result.get("diagnostics", [])] or [res.diag(
+                "BE345", f"dataset '{plan.name}': the transform's process reported no result",
+                "datasets", plan.name, "source")]
+        outputs = result.get("outputs") or {}
+        for item, f in zip(files, todo):
+            out = str(item["out"])
+            store.put(f.key, Path(out), int(outputs[out]["withheld"]))
+        return []
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

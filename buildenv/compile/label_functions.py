@@ -1,0 +1,256 @@
+"""Building label sets computed by labeling functions: what `buildenv lock` and a build run for
+`source: {functions}`.
+
+For each such label set of an environment: check its functions statically
+(`labels.functions`), find the (function, file) votes not cached yet (`labels.matrix`), apply
+those in the build's hermetic process -- every label set of the environment in one process --
+assemble the label matrix, fit the label model, write the label set's file (the Parquet label
+form, under `.buildenv/labels/<env>/`) and pin it with its `source` record. Adding a file of
+data applies every function to that file; changing one function applies that one.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from buildenv.compile.launch import run_sources
+from buildenv.compile.verify import located
+from buildenv.core import progress
+from buildenv.core.atomic import atomic_write_bytes
+from buildenv.core.canonical import sha256_bytes
+from buildenv.core.diagnostics import Diagnostic
+from buildenv.core.project import Project
+from buildenv.core.tempdirs import owned_temp_dir
+from buildenv.data.gate.gate import Gate
+from buildenv.data.lock.derived import Pinned
+from buildenv.data.lock.lockfile import LockedDataset, LockedLabels
+from buildenv.data.lock.locking import label_declaration
+from buildenv.data.storage import locate
+from buildenv.env.resolve import Resolved
+from buildenv.labels.functions import ParsedFunctions, parse_functions
+from buildenv.labels.labelset import LabelError, LabelSets
+from buildenv.labels.matrix import (
+    ArrayStore,
+    FileVotes,
+    LabelMatrix,
+    assemble,
+    key_key,
+    missing,
+    vote_key,
+)
+from buildenv.labels.weak import Computed, compute, gates
+
+__all__ = ["BuiltLabels", "build_labels", "label_matrix", "model_path", "save_labels"]
+
+
+@dataclass
+class BuiltLabels:
+    entries: dict[str, LockedLabels] = field(default_factory=dict)
+    problems: list[Diagnostic] = field(default_factory=list)
+    computed: dict[str, Computed] = field(default_factory=dict)
+    applied: dict[str, int] = field(default_factory=dict)  # label set -> (function, file) pairs
+
+
+def model_path(project: Project, digest: str) -> Path:
+    """Where a fitted label model's arrays are kept (Parquet, by digest)."""
+    hexdigest = digest.split(":", 1)[1]
+    return project.data_state_dir / "labels" / "models" / hexdigest[:2] / f"{hexdigest}.parquet"
+
+
+def build_labels(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
+                 labels: dict[str, LockedLabels], only: set[str] | None = None,
+                 write: bool = True) -> BuiltLabels:
+    """Compute and pin the computed label sets of `res` (all, or `only` those), given the
+    lock's datasets and its annotated label sets."""
+    built = BuiltLabels()
+    names = [n for n, spec in res.env.labels.items()
+             if spec.source is not None and (only is None or n in only)]
+    if not names:
+        return built
+    parsed = {n: parse_functions(project, res, n) for n in names}
+    for functions in parsed.values():
+        built.problems.extend(functions.problems)
+    ready = [n for n in names if not any(p.is_error for p in parsed[n].problems)]
+    matrices, problems = label_matrix(project, res, datasets, {n: parsed[n] for n in ready},
+                                      built.applied)
+    built.problems.extend(problems)
+    for name, matrix in matrices.items():
+        spec = res.env.labels[name]
+        assert spec.source is not None
+        outside = _outside(res, name, matrix)
+        if outside:
+            built.problems.extend(outside)
+            continue
+        try:
+            gold = _gold(project, res, name, datasets, labels)
+        except LabelError as exc:
+            built.problems.extend(exc.diagnostics)
+            continue
+        computed = compute(spec, matrix, gold)
+        built.computed[name] = computed
+        found = gates(res, name, computed.figures)
+        built.problems.extend(found)
+        if any(p.is_error for p in found):
+            continue
+        model_digest = sha256_bytes(computed.model_data) if computed.model_data else None
+        gold_name = spec.source.gold
+        record: dict[str, Any] = {
+            "functions": dict(sorted(parsed[name].digests.items())),
+            "dataset": datasets[spec.dataset].digest, "model": spec.source.model,
+            "model_digest": model_digest,
+            "gold": labels[gold_name].digest if gold_name in labels else None}
+        built.entries[name] = LockedLabels(
+            spec.uri, "parquet", computed.digest, len(computed.data), computed.examples,
+            computed.figures.labeled, 1,
+            {"name": spec.taxonomy.name, "version": spec.taxonomy.version}, None,
+            label_declaration(spec), {}, record)
+    if write:
+        save_labels(project, res, built)
+    return built
+
+
+def save_labels(project: Project, res: Resolved, built: BuiltLabels) -> None:
+    """Write each pinned label set's file and its label model's arrays."""
+    for name in built.entries:
+        computed = built.computed[name]
+        if computed.model_data is not None:
+            path = model_path(project, sha256_bytes(computed.model_data))
+            if not path.is_file():
+                atomic_write_bytes(path, computed.model_data)
+        _write(project, res.env.labels[name].uri, computed.data)
+
+
+def label_matrix(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
+                 parsed: dict[str, ParsedFunctions], applied: dict[str, int] | None = None
+                 ) -> tuple[dict[str, LabelMatrix], list[Diagnostic]]:
+    """The label matrix of each label set, applying in one process what is not cached."""
+    votes, keys = ArrayStore(project, "votes"), ArrayStore(project, "keys")
+    todo: dict[str, list[FileVotes]] = {}
+    for name, found in parsed.items():
+        spec = res.env.labels[name]
+        pin = _pin(datasets[spec.dataset])
+        need = missing(pin, found.digests, spec.key, votes, keys)
+        if need:
+            todo[name] = need
+    if todo:
+        pairs = sum(len(f.functions) for need in todo.values() for f in need)
+        with progress.task(f"apply labeling functions ({pairs} function-file pairs)"):
+            problems = _apply(project, res, datasets, parsed, todo, votes, keys)
+        if any(p.is_error for p in problems):
+            return {}, problems
+        if applied is not None:
+            applied.update({n: sum(len(f.functions) for f in need) for n, need in todo.items()})
+    out = {}
+    for name, found in parsed.items():
+        spec = res.env.labels[name]
+        matrix = assemble(_pin(datasets[spec.dataset]), found.digests, spec.key,
+                          list(spec.taxonomy.classes), votes, keys)
+        if matrix is None:
+            return {}, [res.diag("BE345", f"label set '{name}': cached votes were damaged or "
+                                 "removed while they were read; run the command again",
+                                 "labels", name, "source")]
+        out[name] = matrix
+    return out, []
+
+
+def _pin(entry: LockedDataset) -> Pinned:
+    return Pinned(entry.digest, entry.manifest)
+
+
+def _apply(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
+           parsed: dict[str, ParsedFunctions], todo: dict[str, list[FileVotes]],
+           votes: ArrayStore, keys: ArrayStore) -> list[Diagnostic]:
+    work = owned_temp_dir(votes.scratch, "label-functions")
+    try:
+        jobs: list[dict[str, Any]] = []
+        moves: list[tuple[ArrayStore, str, Path]] = []
+        for name, need in todo.items():
+            spec = res.env.labels[name]
+            entry = datasets[spec.dataset]
+            entries = {f.path: f for f in entry.manifest.files} if entry.manifest else {}
+            digests = parsed[name].digests
+            files = []
+            for f in need:
+                votes_out = {}
+                for fn in f.functions:
+                    out = work / f"{len(moves)}.parquet"
+                    moves.append((votes, vote_key(digests[fn], f.digest), out))
+                    votes_out[fn] = str(out)
+                keys_out = None
+                if f.keys:
+                    out = work / f"{len(moves)}.parquet"
+                    moves.append((keys, key_key(f.digest, spec.key), out))
+                    keys_out = str(out)
+                files.append({"input_path": f.path,
+                              "entry": entries[f.path].to_json() if f.path else None,
+                              "functions": list(f.functions), "votes_out": votes_out,
+                              "keys_out": keys_out})
+            jobs.append({"kind": "functions", "label_set": name,
+                         "module": parsed[name].path, "dataset": spec.dataset,
+                         "key": spec.key, "classes": list(spec.taxonomy.classes),
+                         "taxonomy_version": str(spec.taxonomy.version), "files": files})
+        used = {res.env.labels[n].dataset for n in todo}
+        pins = {d: datasets[d].digest for d in used}
+        manifests = {d: m for d in used if (m := datasets[d].manifest) is not None}
+        first = next(iter(todo))
+        timeout = max(_timeout(res, n) for n in todo)
+        result = run_sources(project, res, jobs, pins, manifests, timeout, parsed[first].path,
+                             f"raise `labels.{first}.source.timeout`")
+        if not result.get("ok"):
+            return [located(res, d) for d in result.get("diagnostics", [])]
+        for store, key, out in moves:
+            store.put(key, out)
+        return []
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _timeout(res: Resolved, name: str) -> float:
+    source = res.env.labels[name].source
+    assert source is not None
+    return source.timeout
+
+
+def _outside(res: Resolved, name: str, matrix: LabelMatrix) -> list[Diagnostic]:
+    """BE874 for cached votes of classes the taxonomy no longer has."""
+    spec = res.env.labels[name]
+    hidden = res.env.restricted(spec.dataset)
+    return [res.diag("BE874", f"label set '{name}': labeling function '{fn}' votes for "
+                     f"{sum(counts.values()):,} row(s) with classes outside taxonomy "
+                     f"v{spec.taxonomy.version}"
+                     + ("" if hidden else f": {', '.join(sorted(counts)[:5])}"),
+                     "labels", name, "taxonomy",
+                     hints=("return classes of the taxonomy, or add the classes to it",))
+            for fn, counts in sorted(matrix.outside.items())]
+
+
+def _gold(project: Project, res: Resolved, name: str, datasets: dict[str, LockedDataset],
+          labels: dict[str, LockedLabels]) -> tuple[pa.Array, pa.Array] | None:
+    """(keys, labels) of the label set's gold label set, read as the lock pins it."""
+    spec = res.env.labels[name]
+    assert spec.source is not None
+    gold = spec.source.gold
+    if gold is None or gold not in labels:
+        return None
+    gate = Gate(project, res.env, "lock", pins={n: d.digest for n, d in datasets.items()},
+                manifests={n: d.manifest for n, d in datasets.items() if d.manifest},
+                where=res)
+    sets = LabelSets(gate, {n: e.pins() for n, e in labels.items()}, res)
+    table = sets.resolve(gold).table()
+    return table.column("key").combine_chunks(), table.column("label").combine_chunks()
+
+
+def _write(project: Project, uri: str, data: bytes) -> None:
+    path = locate(uri, project).local
+    assert path is not None  # computed label sets live under the state dir
+    try:
+        if path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    atomic_write_bytes(path, data)

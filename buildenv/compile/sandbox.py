@@ -1,0 +1,256 @@
+"""Running the training sandboxed (docs/sandbox.md): the policy's verdict on this machine,
+and everything starting the runner needs.
+
+`Sandbox` picks the mechanism (`isolation.detect`): bubblewrap with Landlock inside it, else
+Landlock with seccomp and dropped capabilities, else none, which `required` refuses (BE320)
+and `preferred` accepts with a warning, once per process (BE321). It opens the broker that
+hands the training the files its lock pins, wraps the runner's command (bubblewrap's line) and
+environment (no cloud credentials; HOME and TMPDIR private), tells the runner what to confine
+itself to, and records what applied: the lineage's `isolation`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from buildenv.compile import bwrap
+from buildenv.compile.isolation import Support, detect
+from buildenv.compile.sandbox_policy import SandboxPolicy, sandbox_policy
+from buildenv.compile.sandbox_services import privacy_services
+from buildenv.compile.sandbox_view import View, filesystem_view, is_under
+from buildenv.core import process_tree
+from buildenv.core.confine import Confinement
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
+from buildenv.core.project import Project, TrainingConfig
+from buildenv.data.gate.broker import Broker, pinned_locations
+from buildenv.data.lock.manifest import Manifest
+from buildenv.env.resolve import Resolved
+
+__all__ = ["Sandbox", "check_available"]
+
+_CLOUD_PREFIXES = ("AWS_", "GOOGLE_", "GCS_", "AZURE_")
+_warned = threading.Event()
+
+
+def check_available(policy: SandboxPolicy) -> None:
+    """Refuse a `required` policy on a machine without isolation (BE320, exit 2), before
+    anything else of the build runs."""
+    if policy.mode == "required" and detect().mechanism == "none":
+        raise DiagnosticError([_unavailable(policy, detect())], 2)
+
+
+def _unavailable(policy: SandboxPolicy, support: Support) -> Diagnostic:
+    return Diagnostic(
+        "BE320", f"the sandbox is required ({policy.source}) and this machine offers no "
+        f"isolation: {'; '.join(support.reasons())}",
+        hints=("install bubblewrap, or run where user namespaces or Landlock are allowed; "
+               "`buildenv doctor` says what this machine supports and why not",
+               *support.hints))
+
+
+def _warning(support: Support) -> dict:
+    return Diagnostic(
+        "BE321", "trainings run without a sandbox on this machine (they can read any file and "
+        f"reach the network): {'; '.join(support.reasons())}", severity=Severity.WARNING,
+        hints=("install bubblewrap, or allow user namespaces or Landlock; `buildenv doctor` "
+               "explains; `sandbox = \"required\"` makes this an error, `\"off\"` silences it",
+               *support.hints)).to_json()
+
+
+class Sandbox:
+    """The sandbox of one training run; use as a context manager around the process."""
+
+    def __init__(self, project: Project, config: TrainingConfig, res: Resolved,
+                 policy: SandboxPolicy, out_dir: Path, work: Path,
+                 manifests: dict[str, Manifest], python: str, release_key: str | None = None,
+                 runtime: tuple[str, ...] = ()):
+        self.policy = policy
+        self.support = detect() if policy.mode != "off" else None  # "off" probes nothing
+        self.mechanism = self.support.mechanism if self.support else "none"
+        self.request: dict | None = None
+        self._prefix: list[str] = []
+        self._broker: Broker | None = None
+        self._status: tuple[int, int] | None = None
+        self._private: str | None = None
+        self._work = work
+        if self.mechanism == "none":
+            if policy.mode == "required" and self.support is not None:
+                raise DiagnosticError([_unavailable(policy, self.support)], 2)
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for sub in ("home", "tmp"):
+            (work / sub).mkdir(exist_ok=True)
+        readable = policy.read_only_paths
+        if policy.network:  # a resolver's configuration may live outside /etc (systemd)
+            readable += (os.path.dirname(os.path.realpath("/etc/resolv.conf")),)
+        view = filesystem_view(project, res.env, config, python, readable, (work, out_dir),
+                               runtime)
+        self._broker = Broker(project, res.env, pinned_locations(project, res.env, manifests),
+                              privacy_services(project, res.env, release_key))
+        loopback = self.mechanism.startswith("bwrap") and not policy.network
+        self.request = {"confinement": self._confinement(view, work, out_dir).to_json(),
+                        "hidden": list(view.data()), "private": list(view.private),
+                        "readable": [*view.read, *view.inner],
+                        "writable": list(view.write), "network": policy.network,
+                        "loopback": loopback, "mechanism": self.mechanism}
+        if self.mechanism.startswith("bwrap"):
+            self._private = tempfile.mkdtemp(prefix="buildenv-sandbox-")
+            blank = os.path.join(self._private, "blank")
+            os.close(os.open(blank, os.O_CREAT | os.O_WRONLY, 0o000))
+            self._status = os.pipe()
+            assert self.support is not None and self.support.bwrap is not None
+            self._prefix = bwrap.command(self.support.bwrap, self.support.bwrap_userns,
+                                         policy.network, view, blank,
+                                         str(project.root.resolve()), self._status[1])
+
+    @classmethod
+    def prepare(cls, project: Project, config: TrainingConfig, res: Resolved,
+                policy: SandboxPolicy | None, out_dir: Path, work: Path,
+                manifests: dict[str, Manifest], python: str,
+                release_key: str | None = None, runtime: tuple[str, ...] = ()) -> Sandbox:
+        """The sandbox of a run; `policy` None: the training's configured one. `release_key`
+        names what a private release of its evaluation figures is remembered under. `runtime`:
+        trees the runner's interpreter needs besides its own (a toolchain's runner directory),
+        shown even inside buildenv's hidden state directory."""
+        if policy is None:
+            name = next(n for n, c in project.trainings.items() if c is config)
+            policy = sandbox_policy(project, name, config, res)
+        return cls(project, config, res, policy, out_dir, work, manifests, python, release_key,
+                   runtime)
+
+    def finish(self, result: dict) -> dict:
+        """The runner's result, with what applied (`isolation`) and, the first time a
+        `preferred` sandbox was missing in this process, the warning that says so."""
+        if self.mechanism == "none" and self.policy.mode == "preferred" \
+                and self.support is not None and not _warned.is_set():
+            _warned.set()
+            result.setdefault("diagnostics", []).append(_warning(self.support))
+        result["isolation"] = self.applied()
+        return result
+
+    # --- what the runner gets -------------------------------------------------------------
+    def _confinement(self, view: View, work: Path, out_dir: Path) -> Confinement:
+        # bubblewrap: IP is its own loopback, unix paths only what it shows. Landlock alone
+        # cannot tell a private unix socket from the docker socket: no new ones at all.
+        sockets = None if self.policy.network else (
+            ("unix", "inet", "inet6", "netlink") if self.mechanism.startswith("bwrap")
+            else ("netlink",))
+        if self.mechanism.startswith("bwrap"):  # bubblewrap hides; Landlock keeps writes in
+            return Confinement(("/",), (), (str(work), str(out_dir), "/tmp", "/dev"), sockets,
+                               tcp_rules=False)
+        read, listed = _expand(view)
+        return Confinement(tuple(read + ["/proc", "/dev"]), tuple(listed),
+                           (*view.write, "/dev/shm", "/dev/null", "/dev/zero", "/dev/full"),
+                           sockets, tcp_rules=not self.policy.network)
+
+    def command(self, argv: list[str]) -> list[str]:
+        return [*self._prefix, *argv]
+
+    def env(self, base: dict[str, str]) -> dict[str, str]:
+        if self.request is None:
+            return base
+        env = {k: v for k, v in base.items() if not k.startswith(_CLOUD_PREFIXES)}
+        env.update(HOME=str(self._work / "home"), TMPDIR=str(self._work / "tmp"))
+        assert self._broker is not None
+        env.update(self._broker.child_env())
+        return env
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        fds = [] if self._broker is None else [self._broker.child_fd]
+        return tuple(fds + ([self._status[1]] if self._status else []))
+
+    def started(self) -> None:
+        """The runner has started: the build closes its copies of the runner's ends."""
+        if self._broker is not None:
+            self._broker.started()
+        if self._status is not None:
+            os.close(self._status[1])
+            self._status = (self._status[0], -1)
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        """Kill the runner's whole tree (a detached child too: the runner adopts orphans)."""
+        process_tree.kill_tree(proc.pid)
+
+    # --- what happened --------------------------------------------------------------------
+    def applied(self) -> dict[str, Any]:
+        """The isolation that applied, for the lineage."""
+        network = "allow" if self.policy.network or self.mechanism == "none" else (
+            "loopback" if self.mechanism.startswith("bwrap") else "none")
+        out: dict[str, Any] = {"mechanism": self.mechanism, "policy": self.policy.mode,
+                               "network": network,
+                               "data": "paths" if self.mechanism == "none" else
+                               "handed-over descriptors"}
+        if self.policy.read_only:
+            out["read_only"] = list(self.policy.read_only)
+        if self.policy.network and self.policy.reason:
+            out["network_reason"] = self.policy.reason
+        return out
+
+    def setup_failure(self, output: str) -> dict | None:
+        """BE326 when bubblewrap could not start the runner at all (its own error)."""
+        if self._status is None:
+            return None
+        os.set_blocking(self._status[0], False)
+        try:
+            text = os.read(self._status[0], 1 << 16).decode(errors="replace")
+        except (BlockingIOError, OSError):
+            text = ""
+        if "child-pid" in text:
+            return None
+        lines = [line for line in output.splitlines() if line.startswith("bwrap:")]
+        reason = lines[-1] if lines else "bubblewrap exited before starting it"
+        return Diagnostic("BE326", f"the sandbox could not start the training: {reason}",
+                          hints=("`buildenv doctor` checks this machine's sandbox",)).to_json()
+
+    def close(self) -> None:
+        if self._broker is not None:
+            self._broker.close()
+        if self._status is not None:
+            for fd in self._status:
+                if fd >= 0:
+                    os.close(fd)
+            self._status = None
+        if self._private is not None:
+            shutil.rmtree(self._private, ignore_errors=True)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _expand(view: View) -> tuple[list[str], list[str]]:
+    """The view as Landlock rules, which only ever allow: each readable tree with hidden paths
+    in it becomes its other entries, recursively (symlinks skipped: a rule would follow one
+    out), and the directories on the way may only be listed."""
+    read: list[str] = list(view.inner)
+    listed: list[str] = list(view.listable)
+
+    def walk(tree: str, holes: list[str]) -> None:
+        if tree in holes:
+            return
+        inside = [h for h in holes if is_under(h, tree)]
+        if not inside:
+            read.append(tree)
+            return
+        listed.append(tree)
+        try:
+            entries = sorted(os.scandir(tree), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            if not entry.is_symlink():
+                walk(entry.path, inside)
+
+    for tree in view.read:
+        walk(tree, list(view.hidden))
+    return read, listed
+

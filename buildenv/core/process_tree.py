@@ -1,0 +1,82 @@
+"""The processes a process started, found through /proc, and stopped all together.
+
+A process that detaches (a new session, a double fork) leaves its process group, so killing
+the group misses it. A child subreaper adopts its orphaned descendants instead of init, so
+while it lives every process it started, detached or not, is in its tree; `kill_tree` stops
+the whole tree (SIGSTOP, until no new process appears), then kills it. Linux only; elsewhere
+these do nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+
+__all__ = ["become_subreaper", "descendants", "kill_tree"]
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Adopt this process's orphaned descendants (Linux); whether that worked."""
+    try:
+        done: int = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        return done == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _parents() -> dict[int, int]:
+    out: dict[int, int] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                stat = handle.read()
+            out[int(name)] = int(stat[stat.rindex(b")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living descendant of `pid` (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for child, parent in _parents().items():
+        children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(pid: int, include_root: bool = True) -> int:
+    """Stop `pid`'s descendants (and `pid` itself when `include_root`) until none is new,
+    then kill them all. Returns how many processes were killed."""
+    stopped: set[int] = set()
+    while True:
+        tree = set(descendants(pid)) | ({pid} if include_root else set())
+        fresh = tree - stopped
+        if not fresh:
+            break
+        for proc in fresh:
+            _signal(proc, signal.SIGSTOP)
+        stopped |= fresh
+    for proc in stopped:
+        _signal(proc, signal.SIGKILL)
+    return len(stopped)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,63 @@
+"""The lock's side of label sets computed by labeling functions: their `source` record and what
+makes it stale.
+
+A computed label set is pinned like an export (the digest of the Parquet file buildenv writes)
+plus a `source` record: each labeling function's digest (`core.code.function_digests`: its own
+source, the module's shared code and the repository modules it imports), the digest of the
+dataset it labeled, the label model and the digest of its fitted arrays. `labels_staleness`
+compares the record with the code and data now and names what changed: which functions, which
+dataset files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from buildenv.core.code import function_digests
+from buildenv.core.diagnostics import Diagnostic
+from buildenv.core.project import Project
+from buildenv.data.lock.derived import Pinned
+from buildenv.data.lock.manifest import describe_diff
+from buildenv.env.resolve import Resolved
+
+__all__ = ["DECORATOR", "labels_staleness"]
+
+DECORATOR = "labeling_function"
+
+
+def labels_staleness(project: Project, res: Resolved, name: str, pinned: Any,
+                     current: Mapping[str, Pinned], locked: Mapping[str, Any]
+                     ) -> list[Diagnostic]:
+    """BE875: the functions or the data of computed label set `name` changed since it was
+    locked; `pinned` is its lock entry, `current` the datasets' pins now, `locked` the lock's
+    dataset entries."""
+    spec = res.env.labels[name]
+    assert spec.source is not None
+    record = pinned.source or {}
+    hint = (f"run `buildenv lock {res.name}`: only the changed functions run again, on the "
+            "changed files",)
+    problems = []
+    now = function_digests(project, spec.source.functions, DECORATOR) or {}
+    was: dict[str, str] = record.get("functions") or {}
+    changed = sorted(n for n in set(now) & set(was) if now[n] != was[n])
+    added, removed = sorted(set(now) - set(was)), sorted(set(was) - set(now))
+    parts = ([f"changed: {', '.join(changed)}"] if changed else []) + (
+        [f"added: {', '.join(added)}"] if added else []) + (
+        [f"removed: {', '.join(removed)}"] if removed else [])
+    if parts:
+        problems.append(res.diag("BE875", f"label set '{name}' is stale: its labeling functions "
+                                 f"changed since it was locked ({'; '.join(parts)})", "labels",
+                                 name, "source", "functions", hints=hint))
+    digest = record.get("dataset")
+    now_pin = current.get(spec.dataset)
+    if now_pin is not None and digest is not None and now_pin.digest != digest:
+        was_pin = locked.get(spec.dataset)
+        what = ""
+        if was_pin is not None and was_pin.digest == digest and was_pin.manifest is not None \
+                and now_pin.manifest is not None:
+            what = f": {describe_diff(*was_pin.manifest.diff(now_pin.manifest))}"
+        problems.append(res.diag("BE875", f"label set '{name}' is stale: dataset "
+                                 f"'{spec.dataset}' changed since it was labeled{what}",
+                                 "labels", name, "dataset", hints=hint))
+    return problems

@@ -1,0 +1,300 @@
+"""Derived datasets: outputs of a transform, cached per input file and pinned like data.
+
+A derived dataset (`source: {transform, inputs}`) is made one output file per file of its first
+input (one file in all when that input is one file). Each output file is an **object** keyed by
+everything that determines its bytes: the transform (`path.py:function`), the digests of its
+code files, the declared output columns, the aggregation, the input file's digest and path, the
+digests of the other inputs (read whole), and the Parquet writer's version. Objects live under
+`<state>/derived/objects/<k[:2]>/<k>.parquet`, read-only, with a small record of their digest,
+size, rows and stat beside them; a file whose stat no longer matches its record is a miss.
+
+`plan_derived` computes the keys; the compile room runs the transform for the missing ones and
+`DerivedStore.put` stores each output atomically (content-addressed: concurrent builders write
+the same bytes, and `os.replace` keeps whichever lands last). `materialize` then lays out the
+dataset's uri -- `<state>/derived/<env>/<dataset>/` with the input's relative paths, or one file
+-- as hard links to the objects, built aside and swapped in at once, so a reader sees the old
+files or the new ones. The lock records the dataset's manifest like any partitioned dataset's,
+plus `derived`: the transform, its code files' digests and its inputs' digests, from which
+`derived_staleness` says what changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from buildenv.core.atomic import atomic_dir, atomic_write_text
+from buildenv.core.canonical import digest_json
+from buildenv.core.code import code_files
+from buildenv.core.diagnostics import Diagnostic
+from buildenv.core.project import Project
+from buildenv.core.tempdirs import scratch_dir
+from buildenv.data.lock.digests import ContentDigest, compute_digest
+from buildenv.data.lock.manifest import FileEntry, Manifest, describe_diff, partition_values
+from buildenv.data.storage import Location, locate
+from buildenv.env.resolve import Resolved
+from buildenv.env.spec import Dataset, Environment
+
+__all__ = ["DerivedPlan", "DerivedStore", "OutputFile", "OutputMeta", "Pinned", "derived_staleness",
+           "materialize", "plan_derived", "writer_version"]
+
+FORMAT = 1  # bump when what an object holds changes meaning
+
+
+def writer_version() -> str:
+    """The Parquet writer behind the objects' bytes (part of every key)."""
+    import pyarrow  # deferred: the lock's start-up path imports this module
+
+    return f"pyarrow {pyarrow.__version__}"
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """What the lock pins of an input: its digest and (partitioned) its manifest."""
+
+    digest: str
+    manifest: Manifest | None = None
+
+
+@dataclass(frozen=True)
+class OutputMeta:
+    digest: str
+    size: int
+    rows: int
+    withheld: int  # aggregation rows dropped below the minimum group size
+    mtime_ns: int
+    inode: int
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One output file to have: where it goes in the dataset, and the object it is."""
+
+    path: str  # relative to the dataset's directory; "" for a single-file dataset
+    key: str
+    input_path: str  # the first input's file (relative to its uri; "" for a single file)
+    input_digest: str
+    values: tuple[tuple[str, str | None], ...]  # partition values from the path
+
+
+@dataclass
+class DerivedPlan:
+    name: str
+    ds: Dataset
+    code: dict[str, str]  # code file -> digest
+    inputs: dict[str, str]  # input dataset -> digest
+    files: list[OutputFile]
+    partitions: tuple[str, ...]
+
+    @property
+    def partitioned(self) -> bool:
+        return self.ds.partitioned
+
+    def record(self) -> dict[str, Any]:
+        """The lock's `derived` record."""
+        assert self.ds.source is not None
+        return {"transform": self.ds.source.transform, "code": dict(sorted(self.code.items())),
+                "inputs": dict(sorted(self.inputs.items())), "writer": writer_version()}
+
+
+class DerivedStore:
+    """The objects of every derived dataset of a repository (under its data's state dir)."""
+
+    def __init__(self, project: Project):
+        self.root = project.data_state_dir / "derived" / "objects"
+        self.scratch = scratch_dir(project.data_state_dir)
+
+    def path(self, key: str) -> Path:
+        hexkey = key.split(":", 1)[1]
+        return self.root / hexkey[:2] / f"{hexkey}.parquet"
+
+    def get(self, key: str) -> OutputMeta | None:
+        """The object's record, if the object is there and untouched since it was stored."""
+        path = self.path(key)
+        try:
+            meta = OutputMeta(**json.loads(path.with_suffix(".json").read_text()))
+            st = os.stat(path)
+        except (OSError, ValueError, TypeError):
+            return None
+        if (st.st_size, st.st_mtime_ns, st.st_ino) != (meta.size, meta.mtime_ns, meta.inode):
+            return self._recheck(path, meta)
+        return meta
+
+    def _recheck(self, path: Path, meta: OutputMeta) -> OutputMeta | None:
+        """An object whose stat changed (a restored cache, a copied checkout) is kept when
+        its bytes still hash to its record: hashing an output costs far less than making it."""
+        try:
+            value = compute_digest(Location(str(path), str(path), str(path), path), "parquet",
+                                   "sha256")
+            st = os.stat(path)
+        except (OSError, ValueError):  # gone, or not Parquet any more (ArrowInvalid)
+            return None
+        if (value.digest, value.size, value.rows) != (meta.digest, meta.size, meta.rows):
+            return None
+        fresh = OutputMeta(meta.digest, meta.size, meta.rows, meta.withheld, st.st_mtime_ns,
+                           st.st_ino)
+        atomic_write_text(path.with_suffix(".json"), json.dumps(asdict(fresh), sort_keys=True))
+        return fresh
+
+    def put(self, key: str, source: Path, withheld: int) -> OutputMeta:
+        """Move a freshly written output into the store (same filesystem) and record it."""
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        value = compute_digest(Location(str(source), str(source), str(source), source),
+                               "parquet", "sha256")
+        os.chmod(source, 0o444)  # an object is never edited: a hard link shares its bytes
+        os.replace(source, path)
+        st = os.stat(path)
+        meta = OutputMeta(value.digest, value.size, value.rows, withheld, st.st_mtime_ns,
+                          st.st_ino)
+        atomic_write_text(path.with_suffix(".json"), json.dumps(asdict(meta), sort_keys=True))
+        return meta
+
+
+def code_record(project: Project, ds: Dataset) -> dict[str, str]:
+    """The transform's module and the repository modules it imports, by digest."""
+    assert ds.source is not None
+    return code_files(project, ds.source.module_path)
+
+
+def plan_derived(project: Project, env: Environment, name: str,
+                 inputs: Mapping[str, Pinned]) -> DerivedPlan:
+    """The output files of derived dataset `name`, given its inputs' pins."""
+    ds = env.datasets[name]
+    source = ds.source
+    assert source is not None
+    code = code_record(project, ds)
+    first = inputs[source.inputs[0]]
+    others = {i: inputs[i].digest for i in source.inputs[1:]}
+    aggregation = None
+    if source.aggregation is not None:
+        aggregation = [source.aggregation.count,
+                       source.aggregation.min_group_size or env.privacy.min_group_size]
+    partitions = tuple(ds.partition_columns)
+    common = {"derived": FORMAT, "transform": source.transform, "code": digest_json(code),
+              "columns": [[c, col.dtype] for c, col in ds.columns.items()],
+              "partitions": list(partitions), "aggregation": aggregation, "others": others,
+              "writer": writer_version()}
+    sources = ([(f.path, f.digest) for f in first.manifest.files]
+               if first.manifest is not None else [("", first.digest)])
+    files = []
+    for path, digest in sources:
+        values = tuple(partition_values(path, partitions).items()) if path else ()
+        key = digest_json({**common, "input": digest, "path": path})
+        files.append(OutputFile(path if ds.partitioned else "", key, path, digest, values))
+    return DerivedPlan(name, ds, code, {i: inputs[i].digest for i in source.inputs}, files,
+                       partitions)
+
+
+def materialize(project: Project, plan: DerivedPlan, store: DerivedStore
+                ) -> tuple[ContentDigest, Manifest | None]:
+    """Lay the dataset's uri out as links to its objects (every one must be stored) and
+    return its digest (a partitioned dataset's: its manifest's)."""
+    metas = {f.path: store.get(f.key) for f in plan.files}
+    missing = [p for p, m in metas.items() if m is None]
+    if missing:
+        raise FileNotFoundError(f"derived dataset '{plan.name}': outputs not built: "
+                                f"{', '.join(missing[:3])}")
+    final = locate(plan.ds.uri, project).local
+    assert final is not None  # derived datasets live under the state dir
+    if not plan.partitioned:
+        meta = metas[""]
+        assert meta is not None
+        if not _linked(final, store.path(plan.files[0].key)):
+            _link_file(store.path(plan.files[0].key), final)
+        return ContentDigest(meta.digest, meta.size, meta.rows), None
+    entries = []
+    for f in plan.files:
+        meta = metas[f.path]
+        assert meta is not None
+        entries.append(FileEntry(f.path, meta.size, meta.digest, meta.rows))
+    manifest = Manifest(tuple(entries), plan.partitions)
+    if not all(_linked(final / f.path, store.path(f.key)) for f in plan.files) \
+            or _extra_files(final, {f.path for f in plan.files}):
+        with atomic_dir(final, store.scratch) as tmp:
+            for f in plan.files:
+                target = tmp.joinpath(*f.path.split("/"))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _place(store.path(f.key), target)
+    return ContentDigest(manifest.digest, manifest.size, manifest.rows), manifest
+
+
+def _linked(path: Path, obj: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.stat(obj).st_ino
+    except OSError:
+        return False
+
+
+def _extra_files(final: Path, wanted: set[str]) -> bool:
+    if not final.is_dir():
+        return True
+    found = {str(p.relative_to(final).as_posix()) for p in final.rglob("*") if p.is_file()}
+    return found != wanted
+
+
+def _place(obj: Path, target: Path) -> None:
+    """A hard link to the object (a copy across filesystems)."""
+    try:
+        os.link(obj, target)
+    except OSError:
+        shutil.copyfile(obj, target)
+
+
+def _link_file(obj: Path, final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    _place(obj, tmp)
+    os.replace(tmp, final)
+
+
+def derived_staleness(project: Project, res: Resolved, name: str, pinned: Any,
+                      current: Mapping[str, Pinned], locked: Mapping[str, Any]
+                      ) -> list[Diagnostic]:
+    """Why derived dataset `name` is no longer what the lock pins: BE092 naming the code
+    files that changed, BE093 naming the inputs (and their files) that changed. `pinned` is
+    its lock entry, `current` the inputs' digests now, `locked` the lock's entries."""
+    ds = res.env.datasets[name]
+    assert ds.source is not None
+    record = pinned.derived or {}
+    hint = (f"run `buildenv lock {res.name}` to rebuild it (only the files whose inputs or "
+            "code changed run again)",)
+    problems = []
+    if record.get("transform") != ds.source.transform:
+        problems.append(res.diag("BE092", f"dataset '{name}': its transform is now "
+                                 f"{ds.source.transform}, the lock has "
+                                 f"{record.get('transform')}", "datasets", name, "source",
+                                 "transform", hints=hint))
+    else:
+        now = code_record(project, ds)
+        was = record.get("code") or {}
+        changed = sorted(k for k in set(now) | set(was) if now.get(k) != was.get(k))
+        if changed:
+            problems.append(res.diag(
+                "BE092", f"dataset '{name}' is stale: its transform's code changed since it was "
+                f"locked ({', '.join(changed)})", "datasets", name, "source", "transform",
+                hints=hint))
+    for other, digest in sorted((record.get("inputs") or {}).items()):
+        now_pin = current.get(other)
+        if now_pin is None or now_pin.digest == digest:
+            continue
+        was_pin = locked.get(other)
+        what = ""
+        if was_pin is not None and was_pin.digest == digest and was_pin.manifest is not None \
+                and now_pin.manifest is not None:
+            what = f": {describe_diff(*was_pin.manifest.diff(now_pin.manifest))}"
+        problems.append(res.diag(
+            "BE093", f"dataset '{name}' is stale: its input '{other}' changed since it was "
+            f"derived{what}", "datasets", name, "source", "inputs", hints=hint))
+    inputs = set(ds.source.inputs)
+    if set(record.get("inputs") or {}) != inputs:
+        problems.append(res.diag("BE093", f"dataset '{name}' now reads {sorted(inputs)}, the "
+                                 f"lock derived it from {sorted(record.get('inputs') or {})}",
+                                 "datasets", name, "source", "inputs", hints=hint))
+    return problems

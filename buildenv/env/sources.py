@@ -1,0 +1,104 @@
+"""Data and labels made by code: a derived dataset's `source` (a transform over other datasets)
+and a label set's `source` (labeling functions over its dataset). Part of the environment
+format (`buildenv.env.spec` uses these models); what they become is pinned by the lock like
+any data (`buildenv.data.lock.derived`, `buildenv.labels.weak`).
+
+A derived or computed source has no `uri` in the file: its output is written under the
+repository's state directory (`derived_uri`, `weak_labels_uri`), which the resolver fills in
+so every reader finds it like any dataset or label export.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from buildenv.env.spec_base import Strict
+
+__all__ = ["ENTRY_PATTERN", "Aggregation", "LabelFunctions", "Transform", "derived_uri",
+           "weak_labels_uri"]
+
+#: `path/to/module.py:function`, relative to the repository root (as a training's `entry`).
+ENTRY_PATTERN = r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class Aggregation(Strict):
+    """The transform aggregates rows into groups: every output row counts the input rows it
+    summarises, and rows of fewer than `min_group_size` are withheld, so an aggregate of
+    restricted data is not itself restricted."""
+
+    count: str
+    """Output column (integer) holding the number of input rows each output row summarises."""
+    min_group_size: Annotated[int, Field(ge=1)] | None = None
+    """Output rows counting fewer input rows are dropped (and counted). Default and minimum:
+    the environment's `privacy.min_group_size`."""
+
+
+class Transform(Strict):
+    """A dataset computed by code from other datasets of the environment, rebuilt per input
+    file and pinned by the digests of its code and inputs."""
+
+    transform: Annotated[str, Field(pattern=ENTRY_PATTERN)]
+    """`path/to/module.py:function`: `def function(ctx)` returns (or yields) pandas DataFrames
+    or Arrow record batches of the declared columns."""
+    inputs: Annotated[list[str], Field(min_length=1)]
+    """Datasets it reads. It is called once per file of the first (once in all when that is a
+    single file), whose `ctx.read`/`ctx.scan` return that file's rows; the others are read
+    whole. The output is partitioned like the first input."""
+    aggregation: Aggregation | None = None
+    """Declare the transform an aggregation: its output is not restricted even when an input
+    is (without it, a restricted input makes the output restricted)."""
+    timeout: Annotated[float, Field(gt=0)] = 3600.0
+    """Seconds one build of the dataset may run before it is stopped."""
+
+    @field_validator("inputs")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("inputs lists a dataset twice")
+        return value
+
+    @property
+    def module_path(self) -> str:
+        return self.transform.rsplit(":", 1)[0]
+
+    @property
+    def function(self) -> str:
+        return self.transform.rsplit(":", 1)[1]
+
+
+class LabelFunctions(Strict):
+    """Labels computed by labeling functions: small vectorised rules over the label set's
+    dataset that each vote for a class or abstain, combined by a label model."""
+
+    functions: Annotated[str, Field(pattern=r"^[^:]+\.py$")]
+    """The module (repository-relative path) defining functions decorated
+    `@buildenv.labeling_function(columns=[...])`."""
+    model: Literal["majority", "generative"] = "majority"
+    """How votes become one label: `majority` (ties abstain) or `generative` (a Dawid-Skene
+    model fitted by EM, see docs/labels.md)."""
+    gold: str | None = None
+    """An annotated label set of the same examples and taxonomy: the generative model's class
+    prior, and the functions' empirical accuracy in `buildenv labels`."""
+    min_coverage: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Fail when fewer than this share (0..1) of the dataset's rows get a label."""
+    max_conflict: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Fail when more than this share (0..1) of the rows get votes for two or more classes."""
+    max_iterations: Annotated[int, Field(ge=1, le=10_000)] = 100
+    """`generative`: EM iterations at most."""
+    tolerance: Annotated[float, Field(gt=0)] = 1e-6
+    """`generative`: EM stops when no parameter moves by more than this."""
+    timeout: Annotated[float, Field(gt=0)] = 3600.0
+    """Seconds applying the functions may run before it is stopped."""
+
+
+def derived_uri(state_dir: str, environment: str, dataset: str, partitioned: bool) -> str:
+    """Where a derived dataset's output lives: a directory when its first input is one."""
+    base = f"{state_dir.rstrip('/')}/derived/{environment}/{dataset}"
+    return base + "/" if partitioned else base + ".parquet"
+
+
+def weak_labels_uri(state_dir: str, environment: str, label_set: str) -> str:
+    """Where a label set computed by labeling functions is written (the Parquet label form)."""
+    return f"{state_dir.rstrip('/')}/labels/{environment}/{label_set}.parquet"

@@ -1,0 +1,140 @@
+"""Labeling functions, read without running them: which functions a module declares, the
+columns each reads, and each one's digest.
+
+A module named by a label set's `source.functions` defines functions decorated
+`@buildenv.labeling_function(columns=[...])`. The module is parsed, never imported, here:
+every declared column must be a column of the label set's dataset (served or not: labeling
+reads training data, it is not a model input), and the list must be literal so that it can be
+checked before anything runs. At run time the function sees a batch holding exactly those
+columns, so reading another one fails where it is written (BE871). Each function's digest
+(`core.code.function_digests`) changes with its own source, with the code it shares with the
+module's other functions, and with the repository modules the module imports: changing one
+function reruns that function only.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Any
+
+from buildenv.core.code import decorated_functions, decorates, function_digests
+from buildenv.core.diagnostics import Diagnostic, did_you_mean
+from buildenv.core.project import Project
+from buildenv.data.lock.computed_labels import DECORATOR
+from buildenv.env.resolve import Resolved
+
+__all__ = ["LabelingFunction", "ParsedFunctions", "parse_functions"]
+
+
+@dataclass(frozen=True)
+class LabelingFunction:
+    name: str
+    line: int
+    columns: tuple[str, ...]
+    digest: str
+
+
+@dataclass
+class ParsedFunctions:
+    """A label set's labeling functions, in the module's order, and the problems found."""
+
+    label_set: str
+    path: str  # repository-relative module path
+    functions: list[LabelingFunction] = field(default_factory=list)
+    problems: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.functions]
+
+    @property
+    def digests(self) -> dict[str, str]:
+        return {f.name: f.digest for f in self.functions}
+
+    def columns(self) -> list[str]:
+        """Every column some function reads, in first-declared order."""
+        return list(dict.fromkeys(c for f in self.functions for c in f.columns))
+
+
+def parse_functions(project: Project, res: Resolved, name: str) -> ParsedFunctions:
+    """The labeling functions of label set `name` of `res`, statically checked (BE870 for
+    the module and its declarations, BE871 for columns the dataset does not declare)."""
+    spec = res.env.labels[name]
+    assert spec.source is not None
+    rel = spec.source.functions
+    out = ParsedFunctions(name, rel)
+    place = ("labels", name, "source", "functions")
+    path = project.root / rel
+    if not path.is_file():
+        out.problems.append(res.diag("BE870", f"label set '{name}': functions module '{rel}' "
+                                     "not found", *place,
+                                     hints=("`functions` is a path relative to the repository "
+                                            "root",)))
+        return out
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=rel)
+    except SyntaxError as exc:
+        out.problems.append(Diagnostic("BE870", f"syntax error: {exc.msg}", rel, exc.lineno,
+                                       exc.offset))
+        return out
+    except (OSError, UnicodeDecodeError) as exc:
+        out.problems.append(res.diag("BE870", f"label set '{name}': cannot read '{rel}': {exc}",
+                                     *place))
+        return out
+    digests = function_digests(project, rel, DECORATOR) or {}
+    found = decorated_functions(path, DECORATOR)
+    declared = found[0] if found is not None else {}
+    columns = res.env.datasets[spec.dataset].columns
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or \
+                node.name not in declared:
+            continue
+        problems, names = _declaration(node, rel, spec.dataset, res.env.name, columns)
+        out.problems.extend(problems)
+        if not problems:
+            out.functions.append(LabelingFunction(node.name, node.lineno, tuple(names),
+                                                  digests[node.name]))
+    if not declared:
+        out.problems.append(Diagnostic(
+            "BE870", f"label set '{name}': '{rel}' defines no labeling function", rel, 1, 1,
+            hints=("decorate each rule `@buildenv.labeling_function(columns=[...])`",)))
+    return out
+
+
+def _declaration(node: ast.FunctionDef | ast.AsyncFunctionDef, rel: str, dataset: str,
+                 env: str, declared: dict[str, Any]) -> tuple[list[Diagnostic], list[str]]:
+    """Problems of one decorated function, and the columns it declares."""
+    call = next(d for d in node.decorator_list if decorates(d, DECORATOR))
+    args = node.args
+    positional = args.posonlyargs + args.args
+    required = positional[: len(positional) - len(args.defaults)]
+    problems = []
+    if isinstance(node, ast.AsyncFunctionDef) or len(required) != 1 or \
+            any(d is None for d in args.kw_defaults):
+        problems.append(Diagnostic("BE870", f"labeling function '{node.name}' must take one "
+                                   f"parameter, the batch: `def {node.name}(batch):`", rel,
+                                   node.lineno, node.col_offset + 1))
+    value = None
+    if isinstance(call, ast.Call):
+        value = next((k.value for k in call.keywords if k.arg == "columns"), None)
+    items = value.elts if isinstance(value, (ast.List, ast.Tuple)) else None
+    if items is None or not items or not all(isinstance(e, ast.Constant) and
+                                             isinstance(e.value, str) for e in items):
+        problems.append(Diagnostic(
+            "BE870", f"labeling function '{node.name}' declares its columns as a literal list: "
+            "`@buildenv.labeling_function(columns=[\"a\", \"b\"])`", rel, call.lineno,
+            call.col_offset + 1))
+        return problems, []
+    names = []
+    for item in items:
+        assert isinstance(item, ast.Constant)
+        column = str(item.value)
+        names.append(column)
+        if column not in declared:
+            hint = did_you_mean(column, declared)
+            problems.append(Diagnostic(
+                "BE871", f"labeling function '{node.name}': column '{column}' is not in dataset "
+                f"'{dataset}' of environment {env}", rel, item.lineno, item.col_offset + 1,
+                hints=(hint,) if hint else ()))
+    return problems, names

@@ -1,0 +1,174 @@
+"""A label set computed by labeling functions: the label model over the matrix, what it yields,
+and the figures that describe and gate it.
+
+`compute` turns a `LabelMatrix` into one label per row (`label_model`), the label set's file
+(the Parquet label form: `key`, `label`, `annotator`, `taxonomy_version`; one row per dataset
+row that gets a label, in the dataset's order) and `Figures`: per function how many rows it
+votes on, overlaps another function on, and conflicts with another on (and, where a gold label
+set labels the row, how often it is right); for the set, its coverage (rows with a label),
+conflict rate (rows with votes for two or more classes) and class shares. `gates` checks
+`min_coverage` and `max_conflict` on the exact figures; messages about a restricted dataset
+withhold them. Writing is deterministic: the same votes give the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from buildenv.core.canonical import sha256_bytes
+from buildenv.core.diagnostics import Diagnostic
+from buildenv.env.resolve import Resolved
+from buildenv.env.spec import LabelSet
+from buildenv.labels.label_model import FittedModel, generative, majority
+from buildenv.labels.matrix import LabelMatrix
+
+__all__ = ["ANNOTATOR", "Computed", "Figures", "compute", "gates", "gold_prior"]
+
+ANNOTATOR = "labeling-functions"
+
+
+@dataclass
+class Figures:
+    """Exact counts over the dataset's rows (shown through the privacy policy)."""
+
+    rows: int
+    labeled: int
+    conflicting: int
+    per_class: dict[str, int]
+    functions: dict[str, dict[str, int]]  # name -> votes, overlaps, conflicts, gold, correct
+    gold_rows: int = 0  # rows a gold label set labels
+    estimated_accuracy: dict[str, float] = field(default_factory=dict)  # generative only
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rows": self.rows, "labeled": self.labeled, "conflicting": self.conflicting,
+                "per_class": dict(self.per_class), "functions": {
+                    k: dict(v) for k, v in self.functions.items()}, "gold_rows": self.gold_rows,
+                "estimated_accuracy": dict(self.estimated_accuracy)}
+
+
+@dataclass
+class Computed:
+    data: bytes  # the label set's Parquet file
+    digest: str
+    examples: int
+    model: FittedModel
+    model_data: bytes | None  # the fitted arrays as Parquet (generative)
+    figures: Figures
+
+
+def gold_prior(classes: list[str], gold: pa.Array) -> np.ndarray:
+    """Class shares of a gold label set's labels, add-one smoothed over the taxonomy."""
+    index = pc.index_in(gold, value_set=pa.array(classes, pa.string()))
+    codes = pc.drop_null(index).to_numpy(zero_copy_only=False).astype(np.int64)
+    return (np.bincount(codes, minlength=len(classes)) + 1.0) / (len(codes) + len(classes))
+
+
+def compute(spec: LabelSet, matrix: LabelMatrix, gold: tuple[pa.Array, pa.Array] | None
+            ) -> Computed:
+    """Labels, file and figures of a computed label set; `gold`: (keys, labels) of its gold
+    label set."""
+    source = spec.source
+    assert source is not None
+    classes = matrix.classes
+    if source.model == "generative":
+        prior = gold_prior(classes, gold[1]) if gold is not None else None
+        decided, model = generative(matrix.votes, classes, matrix.functions, prior=prior,
+                                    max_iterations=source.max_iterations,
+                                    tolerance=source.tolerance)
+    else:
+        decided = majority(matrix.votes, len(classes))
+        model = FittedModel("majority", list(classes), list(matrix.functions))
+    keep = decided >= 0
+    labels = pa.array(np.asarray(classes, dtype=object)[decided[keep]].tolist()
+                      if keep.any() else [], pa.string())
+    keys = matrix.keys.filter(pa.array(keep))
+    table = pa.table({"key": keys, "label": labels,
+                      "annotator": pa.array([f"{ANNOTATOR}:{model.kind}"] * len(keys),
+                                            pa.string()),
+                      "taxonomy_version": pa.array([str(spec.taxonomy.version)] * len(keys),
+                                                   pa.string())})
+    data = _parquet(table)
+    model_data = _parquet(model.table()) if model.kind == "generative" else None
+    figures = _figures(matrix, decided, gold)
+    figures.estimated_accuracy = model.accuracies()
+    return Computed(data, sha256_bytes(data), int(pc.count_distinct(keys).as_py() or 0)
+                    if len(keys) else 0, model, model_data, figures)
+
+
+def _parquet(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", use_dictionary=True,
+                   write_statistics=False)
+    return sink.getvalue()
+
+
+def _figures(matrix: LabelMatrix, decided: np.ndarray,
+             gold: tuple[pa.Array, pa.Array] | None) -> Figures:
+    votes = matrix.votes
+    n = matrix.rows
+    voting = votes >= 0
+    count = voting.sum(axis=1)
+    if votes.shape[1]:
+        wide = votes.astype(np.int32)  # the matrix may be int8: room for the sentinels
+        high = np.where(voting, wide, -1).max(axis=1)
+        low = np.where(voting, wide, np.iinfo(np.int32).max).min(axis=1)
+        conflict = (count >= 2) & (high != low)
+    else:
+        conflict = np.zeros(n, bool)
+    truth = np.full(n, -1, np.int64)
+    if gold is not None and len(gold[0]):
+        at = pc.index_in(matrix.keys, value_set=gold[0])
+        found = at.is_valid().to_numpy(zero_copy_only=False)
+        positions = pc.fill_null(at, 0).to_numpy(zero_copy_only=False)
+        codes = pc.index_in(gold[1], value_set=pa.array(matrix.classes, pa.string()))
+        codes_np = pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        truth = np.where(found, codes_np[positions], -1)
+    functions = {}
+    for j, name in enumerate(matrix.functions):
+        mine = voting[:, j]
+        judged = mine & (truth >= 0)
+        functions[name] = {"votes": int(mine.sum()), "overlaps": int((mine & (count >= 2)).sum()),
+                           "conflicts": int((mine & conflict).sum()), "gold": int(judged.sum()),
+                           "correct": int((judged & (votes[:, j] == truth)).sum())}
+    per_class = np.bincount(decided[decided >= 0], minlength=len(matrix.classes))
+    return Figures(n, int((decided >= 0).sum()), int(conflict.sum()),
+                   {c: int(per_class[k]) for k, c in enumerate(matrix.classes)}, functions,
+                   int((truth >= 0).sum()))
+
+
+def gates(res: Resolved, name: str, figures: Figures) -> list[Diagnostic]:
+    """BE876 / BE877: coverage below `min_coverage`, conflict above `max_conflict`. Decided on
+    the exact figures; shown only when the dataset is not restricted."""
+    spec = res.env.labels[name]
+    source = spec.source
+    assert source is not None
+    hidden = res.env.restricted(spec.dataset)
+    problems = []
+    rows = max(figures.rows, 1)
+    coverage, conflict = figures.labeled / rows, figures.conflicting / rows
+
+    def shown(value: float) -> str:
+        return "(figure withheld: the dataset is restricted)" if hidden else f"{value:.1%}"
+
+    if source.min_coverage is not None and coverage < source.min_coverage:
+        problems.append(res.diag(
+            "BE876", f"label set '{name}': coverage {shown(coverage)} of the rows of "
+            f"'{spec.dataset}' is below min_coverage {source.min_coverage:.1%}", "labels",
+            name, "source", "min_coverage",
+            hints=("add labeling functions for the rows no function votes on; `buildenv "
+                   f"labels {res.name}` shows each function's coverage",)))
+    if source.max_conflict is not None and conflict > source.max_conflict:
+        problems.append(res.diag(
+            "BE877", f"label set '{name}': {shown(conflict)} of the rows get votes for two or "
+            f"more classes, above max_conflict {source.max_conflict:.1%}", "labels", name,
+            "source", "max_conflict",
+            hints=(f"`buildenv labels {res.name}` shows which functions conflict; `buildenv "
+                   f"tasks {res.name} --select conflict` sends those rows to annotators",)))
+    return problems

@@ -1,0 +1,251 @@
+"""Running a derived dataset's transform, inside the build's hermetic process.
+
+For each file of the first input that has no output yet, the transform is called with a
+`TransformContext`: a `BuildContext` over an environment narrowed to the transform's inputs,
+whose first input is pinned to that one file (a one-file manifest), so `ctx.read`/`ctx.scan`
+return that file's rows, verified and audited like any read; the other inputs are read whole.
+`ctx.file` and `ctx.partition` say which file it is. What the transform returns or yields
+(pandas DataFrames, Arrow tables or record batches) must hold exactly the declared columns
+(partition columns may be left out: they come from the path; when present they must hold the
+path's value). Each column is cast to its declared type; an aggregation's rows counting fewer
+than the minimum group size are withheld. The output is written as one Parquet file per input
+file, the same way every time. Problems name the transform, its line and the input file, and
+never quote a value read from a restricted dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from buildenv.core.project import Project
+from buildenv.data.gate.errors import GateError
+from buildenv.data.gate.formats import arrow_type
+from buildenv.data.gate.partitioned_read import partition_scalar
+from buildenv.data.lock.manifest import FileEntry, Manifest
+from buildenv.env.evaluation_spec import Evaluation
+from buildenv.env.spec import Column, Environment
+from buildenv.training.context import BuildContext, ForbiddenRead
+from buildenv.training.runner import _diag, _load_entry, _user_frame
+
+__all__ = ["TransformContext", "narrowed", "run_transform_job", "scoped_pins"]
+
+
+def narrowed(env: Environment, inputs: list[str]) -> Environment:
+    """The environment user code sees: only `inputs`, no label or label sets, its restricted
+    datasets named explicitly (what a derived input inherits included)."""
+    restricted = sorted(n for n in inputs if env.restricted(n))
+    return env.model_copy(update={
+        "datasets": {n: env.datasets[n] for n in inputs}, "labels": {}, "label": None,
+        "evaluation": Evaluation(),
+        "privacy": env.privacy.model_copy(update={"restricted": restricted})})
+
+
+def scoped_pins(pins: dict[str, str], manifests: dict[str, Manifest], dataset: str,
+                entry: dict[str, Any] | None) -> tuple[dict[str, str], dict[str, Manifest]]:
+    """Pins under which `dataset` is one file: its manifest entry (or, unpartitioned, the
+    whole file as pinned)."""
+    pins, manifests = dict(pins), dict(manifests)
+    if entry is not None:
+        whole = manifests[dataset]
+        one = Manifest((FileEntry.from_json(entry),), whole.partitions)
+        pins[dataset], manifests[dataset] = one.digest, one
+    return pins, manifests
+
+
+class TransformContext(BuildContext):
+    """`ctx` of a transform: `read`/`scan` over its inputs, the first scoped to one file."""
+
+    def __init__(self, env: Environment, project: Project, pins: dict[str, str],
+                 manifests: dict[str, Manifest], file: str, partition: dict[str, Any]):
+        super().__init__(env, 0, project, pins, None, manifests, purpose="derive")
+        self.file = file
+        """The first input's file being transformed (relative to its uri; "" for one file)."""
+        self.partition = partition
+        """Its hive partition values, typed as declared."""
+
+
+class TransformError(Exception):
+    def __init__(self, diagnostic: dict[str, Any]):
+        super().__init__(diagnostic["message"])
+        self.diagnostic = diagnostic
+
+
+def run_transform_job(job: dict[str, Any], env: Environment, project: Project,
+                      pins: dict[str, str], manifests: dict[str, Manifest], root: Path,
+                      own: Path, outputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Make every output file of one derived dataset's job; diagnostics of the first failure."""
+    module_path, function = job["transform"].rsplit(":", 1)
+    inputs = list(job["inputs"])
+    view = narrowed(env, inputs)
+    restricted = any(view.restricted(n) for n in inputs)
+    try:
+        fn = _load_entry(root, module_path, function)
+    except Exception as exc:
+        path, line, _ = _user_frame(exc, root, own)
+        return [_diag("BE340", f"derived dataset '{job['dataset']}': importing {module_path} "
+                      f"raised {type(exc).__name__}: {exc}", path or module_path, line)]
+    first = inputs[0]
+    spec = env.datasets[first]
+    for item in job["files"]:
+        values = {k: partition_scalar(v, spec.columns[k]).as_py()
+                  for k, v in (item.get("values") or {}).items()}
+        scoped, scoped_manifests = scoped_pins(pins, manifests, first, item.get("entry"))
+        ctx = TransformContext(view, project, scoped, scoped_manifests, item["input_path"],
+                               values)
+        started = time.perf_counter()
+        try:
+            table, withheld = _run_one(fn, ctx, job, item, restricted, root, own)
+        except TransformError as exc:
+            return [exc.diagnostic]
+        _write(table, Path(item["out"]))
+        outputs[item["out"]] = {"rows": table.num_rows, "withheld": withheld,
+                                "seconds": round(time.perf_counter() - started, 6)}
+    return []
+
+
+def _run_one(fn: Any, ctx: TransformContext, job: dict[str, Any], item: dict[str, Any],
+             restricted: bool, root: Path, own: Path) -> tuple[pa.Table, int]:
+    where = f" (input file {item['input_path']})" if item["input_path"] else ""
+    name = f"transform {job['transform']} of dataset '{job['dataset']}'"
+    try:
+        try:
+            produced = fn(ctx)
+            parts = list(_pieces(produced))
+        finally:
+            ctx.finish()
+    except GateError as exc:
+        raise TransformError(exc.diagnostic.to_json()) from None
+    except ForbiddenRead as exc:
+        path, line, _ = _user_frame(exc, root, own)
+        raise TransformError(_diag("BE343", f"{name}: {exc}{where}", path, line)) from None
+    except _NotData as exc:
+        raise TransformError(_diag("BE341", f"{name} returned {exc}{where}",
+                                   job["transform"].rsplit(":", 1)[0], None,
+                                   ["return or yield pandas DataFrames, Arrow tables or record "
+                                    "batches of the declared columns"])) from None
+    except Exception as exc:
+        if ctx.gate_errors:
+            raise TransformError(ctx.gate_errors[0].diagnostic.to_json()) from None
+        path, line, trail = _user_frame(exc, root, own)
+        message = f"{name} raised {type(exc).__name__}: {exc}".strip()
+        if restricted:
+            message = (f"{name} raised {type(exc).__name__} (message withheld: it reads "
+                       "restricted data)")
+        raise TransformError(_diag("BE340", message + where, path, line,
+                                   [f"called from {t}" for t in trail[:-1]])) from None
+    if ctx.gate_errors:
+        raise TransformError(ctx.gate_errors[0].diagnostic.to_json())
+    return _shape(parts, job, item, restricted, name, where)
+
+
+class _NotData(Exception):
+    pass
+
+
+def _pieces(produced: Any) -> Iterable[pa.Table]:
+    """What the transform produced, as Arrow tables."""
+    if isinstance(produced, (pd.DataFrame, pa.Table, pa.RecordBatch)):
+        produced = [produced]
+    elif produced is None or isinstance(produced, (str, bytes, dict)) or \
+            not isinstance(produced, Iterable):
+        raise _NotData(type(produced).__name__)
+    for piece in produced:
+        if isinstance(piece, pd.DataFrame):
+            yield pa.Table.from_pandas(piece, preserve_index=False)
+        elif isinstance(piece, pa.RecordBatch):
+            yield pa.Table.from_batches([piece])
+        elif isinstance(piece, pa.Table):
+            yield piece
+        else:
+            raise _NotData(f"a piece of type {type(piece).__name__}")
+
+
+def _shape(parts: list[pa.Table], job: dict[str, Any], item: dict[str, Any], restricted: bool,
+           name: str, where: str) -> tuple[pa.Table, int]:
+    """One table of the declared columns (partition columns dropped), cast as declared; an
+    aggregation's small groups withheld."""
+    declared = {c: dtype for c, dtype in job["columns"]}
+    partitions = set(job["partitions"])
+    module = job["transform"].rsplit(":", 1)[0]
+    columns: dict[str, list[pa.ChunkedArray]] = {c: [] for c in declared if c not in partitions}
+    for part in parts:
+        names = set(part.column_names)
+        extra = sorted(names - set(declared))
+        missing = sorted(set(columns) - names)
+        if extra or missing:
+            said = "; ".join(x for x in (f"undeclared: {', '.join(extra)}" if extra else "",
+                                         f"missing: {', '.join(missing)}" if missing else "")
+                             if x)
+            raise TransformError(_diag("BE341", f"{name} returned other columns than declared "
+                                       f"({said}){where}", module, None,
+                                       ["declare every column it returns under `columns`"]))
+        for column in names & partitions:
+            _check_partition(part.column(column), column, item, declared[column], name, where,
+                             restricted, module)
+        for column in columns:
+            columns[column].append(_cast(part.column(column), column, declared[column], name,
+                                         where, restricted, module))
+    arrays = {c: (pa.chunked_array([a for p in parts_ for a in p.chunks],
+                                   arrow_type(declared[c]))
+                  if parts_ else pa.chunked_array([], arrow_type(declared[c])))
+              for c, parts_ in columns.items()}
+    table = pa.table(arrays)
+    withheld = 0
+    aggregation = job.get("aggregation")
+    if aggregation is not None:
+        counts = table.column(aggregation["count"])
+        keep = pc.fill_null(pc.greater_equal(counts, aggregation["min_group_size"]), False)
+        withheld = table.num_rows - int(pc.sum(keep).as_py() or 0)
+        table = table.filter(keep)
+    return table.combine_chunks(), withheld
+
+
+def _cast(column: pa.ChunkedArray, name: str, dtype: str, what: str, where: str,
+          restricted: bool, module: str) -> pa.ChunkedArray:
+    target = arrow_type(dtype)
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if column.type == target:
+        return column
+    try:
+        return column.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        detail = "" if restricted else f": {str(exc).splitlines()[0]}"
+        raise TransformError(_diag("BE342", f"{what}: column '{name}' ({column.type}) does not "
+                                   f"convert to its declared {dtype}{detail}{where}", module,
+                                   None)) from None
+
+
+def _check_partition(column: pa.ChunkedArray, name: str, item: dict[str, Any], dtype: str,
+                     what: str, where: str, restricted: bool, module: str) -> None:
+    """A partition column the transform returns must hold the path's value in every row."""
+    if not len(column):
+        return
+    text = (item.get("values") or {}).get(name)
+    expected = partition_scalar(text, Column.model_validate({"dtype": dtype}))
+    typed = _cast(column, name, dtype, what, where, restricted, module)
+    same = (typed.null_count == len(typed)) if text is None else \
+        bool(pc.all(pc.fill_null(pc.equal(typed, expected), False)).as_py())
+    if not same:
+        raise TransformError(_diag("BE346", f"{what}: partition column '{name}' holds other "
+                                   f"values than its file's path ({name}={text}){where}",
+                                   module, None, ["leave partition columns out of the output: "
+                                                  "they come from the path"]))
+
+
+def _write(table: pa.Table, path: Path) -> None:
+    """The same bytes for the same rows: no pandas metadata, fixed options."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table.replace_schema_metadata(None), tmp, compression="zstd",
+                   row_group_size=1 << 20)
+    os.replace(tmp, path)

@@ -1,0 +1,190 @@
+"""Applying labeling functions, inside the build's hermetic process.
+
+For each file of the label set's dataset with votes still missing, the file is scanned through
+the data gate (pinned to that file, verified, audited when restricted) in batches of the
+columns the missing functions declare, and each function is called once per batch with a
+DataFrame of exactly its own columns. What it returns -- a Series, array or list, one class or
+None per row -- is checked (length, classes of the taxonomy) and kept as a dictionary-encoded
+column; a file's votes are written only when every batch of it succeeded. Problems name the
+function and its line and the file, and never quote a value of a restricted dataset: a
+function that reads a column it did not declare fails with the column's name (BE871), one
+that raises with its exception type (BE872), a wrong length or type is BE873, a class outside
+the taxonomy BE874.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from buildenv import LABELING_FUNCTION
+from buildenv.core.project import Project
+from buildenv.data.gate.errors import GateError
+from buildenv.data.keys import key_text
+from buildenv.data.lock.manifest import Manifest
+from buildenv.env.spec import Environment
+from buildenv.labels.matrix import write_array
+from buildenv.training.context import BuildContext
+from buildenv.training.derive_run import narrowed, scoped_pins
+from buildenv.training.runner import _diag, _user_frame
+
+__all__ = ["run_functions_job"]
+
+BATCH_ROWS = 262_144
+
+
+class _Failed(Exception):
+    def __init__(self, diagnostic: dict[str, Any]):
+        super().__init__(diagnostic["message"])
+        self.diagnostic = diagnostic
+
+
+def _module(root: Path, module_path: str) -> Any:
+    path = root / module_path
+    name = "buildenv_labeling_" + module_path.removesuffix(".py").replace("/", "_")
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_functions_job(job: dict[str, Any], env: Environment, project: Project,
+                      pins: dict[str, str], manifests: dict[str, Manifest], root: Path,
+                      own: Path, outputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Apply the missing functions of one label set to each file listed; diagnostics of the
+    first failure."""
+    dataset = job["dataset"]
+    view = narrowed(env, [dataset])
+    restricted = view.restricted(dataset)
+    try:
+        module = _module(root, job["module"])
+    except Exception as exc:
+        path, line, _ = _user_frame(exc, root, own)
+        return [_diag("BE872", f"label set '{job['label_set']}': importing {job['module']} "
+                      f"raised {type(exc).__name__}" + ("" if restricted else f": {exc}"),
+                      path or job["module"], line)]
+    functions = {name: fn for name in dir(module)
+                 if callable(fn := getattr(module, name)) and hasattr(fn, LABELING_FUNCTION)}
+    classes = pa.array(job["classes"], pa.string())
+    for item in job["files"]:
+        wanted = list(item["functions"])
+        absent = [n for n in wanted if n not in functions]
+        if absent:
+            return [_diag("BE870", f"label set '{job['label_set']}': {job['module']} defines no "
+                          f"labeling function {', '.join(absent)} when imported", job["module"],
+                          None)]
+        columns = list(dict.fromkeys(c for n in wanted for c in _columns(functions[n])))
+        if item.get("keys_out"):
+            columns = list(dict.fromkeys([*columns, job["key"]]))
+        scoped, scoped_manifests = scoped_pins(pins, manifests, dataset, item.get("entry"))
+        ctx = BuildContext(view, 0, project, scoped, None, scoped_manifests, purpose="label")
+        started = time.perf_counter()
+        try:
+            votes, keys = _apply(ctx, dataset, columns, wanted, functions, classes, job, item,
+                                 restricted, root, own)
+        except _Failed as exc:
+            return [exc.diagnostic]
+        for name in wanted:
+            write_array(Path(item["votes_out"][name]), votes[name])
+            outputs[item["votes_out"][name]] = {"rows": len(votes[name])}
+        if item.get("keys_out"):
+            assert keys is not None
+            write_array(Path(item["keys_out"]), keys)
+            outputs[item["keys_out"]] = {"rows": len(keys)}
+        outputs.setdefault("_seconds", 0.0)
+        outputs["_seconds"] += time.perf_counter() - started
+    return []
+
+
+def _columns(fn: Any) -> list[str]:
+    return list(getattr(fn, LABELING_FUNCTION)["columns"])
+
+
+def _apply(ctx: Any, dataset: str, columns: list[str], wanted: list[str],
+           functions: dict[str, Any], classes: pa.Array, job: dict[str, Any],
+           item: dict[str, Any], restricted: bool, root: Path, own: Path
+           ) -> tuple[dict[str, pa.Array], pa.Array | None]:
+    where = f" (file {item['input_path']})" if item["input_path"] else ""
+    parts: dict[str, list[pa.Array]] = {n: [] for n in wanted}
+    key_parts: list[pa.Array] = []
+    try:
+        for batch in ctx.scan(dataset, columns=columns, batch_rows=BATCH_ROWS):
+            for name in wanted:
+                parts[name].append(_call(functions[name], name, batch, classes, job, where,
+                                         restricted, root, own))
+            if item.get("keys_out"):
+                key_parts.append(key_text(pa.array(batch[job["key"]])))
+        ctx.finish()
+    except GateError as exc:
+        raise _Failed(exc.diagnostic.to_json()) from None
+    if ctx.gate_errors:
+        raise _Failed(ctx.gate_errors[0].diagnostic.to_json())
+    dictionary = classes
+    votes = {n: (pa.chunked_array(p, pa.dictionary(pa.int16(), pa.string())).combine_chunks()
+                 if p else pa.DictionaryArray.from_arrays(pa.array([], pa.int16()), dictionary))
+             for n, p in parts.items()}
+    keys = (pa.concat_arrays(key_parts) if key_parts else pa.array([], pa.string())) \
+        if item.get("keys_out") else None
+    return votes, keys
+
+
+def _call(fn: Any, name: str, batch: Any, classes: pa.Array, job: dict[str, Any], where: str,
+          restricted: bool, root: Path, own: Path) -> pa.Array:
+    """One function on one batch: its votes as class indices into the taxonomy."""
+    module = job["module"]
+    line = getattr(getattr(fn, "__code__", None), "co_firstlineno", None)
+    declared = _columns(fn)
+    what = f"labeling function '{name}'"
+    try:
+        result = fn(batch[declared])
+    except KeyError as exc:
+        column = exc.args[0] if exc.args else None
+        if isinstance(column, str) and column not in declared:
+            path, at, _ = _user_frame(exc, root, own)
+            raise _Failed(_diag("BE871", f"{what} reads column '{column}', which it does not "
+                                f"declare{where}", path or module, at or line,
+                                [f"add '{column}' to its `columns=[...]`"])) from None
+        raise _Failed(_raised(exc, what, where, restricted, root, own, module, line)) from None
+    except Exception as exc:
+        raise _Failed(_raised(exc, what, where, restricted, root, own, module, line)) from None
+    try:
+        values = pa.array(result, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        raise _Failed(_diag("BE873", f"{what} returned {type(result).__name__} values that are "
+                            f"not class names (text, or None to abstain){where}", module, line,
+                            ["return one class (a string of the taxonomy) or None per row"])
+                      ) from None
+    if len(values) != len(batch):
+        raise _Failed(_diag("BE873", f"{what} returned {len(values):,} values for a batch of "
+                            f"{len(batch):,} rows{where}", module, line,
+                            ["return one value per row: it is vectorised, not called per row"]))
+    codes = pc.index_in(values, value_set=classes)
+    bad = pc.and_(values.is_valid(), codes.is_null())
+    if pc.any(bad).as_py():
+        shown = "" if restricted else \
+            f": {', '.join(repr(v) for v in pc.unique(values.filter(bad)).to_pylist()[:5])}"
+        raise _Failed(_diag("BE874", f"{what} returned {int(pc.sum(bad).as_py()):,} vote(s) "
+                            f"for classes outside taxonomy v{job['taxonomy_version']}{shown}"
+                            f"{where}", module, line,
+                            ["return a class of the taxonomy, or None to abstain"]))
+    indices = pc.cast(codes, pa.int16())
+    return pa.DictionaryArray.from_arrays(indices, classes)
+
+
+def _raised(exc: BaseException, what: str, where: str, restricted: bool, root: Path, own: Path,
+            module: str, line: int | None) -> dict[str, Any]:
+    path, at, trail = _user_frame(exc, root, own)
+    message = f"{what} raised {type(exc).__name__}" + ("" if restricted else f": {exc}")
+    if restricted:
+        message += " (message withheld: the dataset is restricted)"
+    return _diag("BE872", message + where, path or module, at or line,
+                 [f"called from {t}" for t in trail[:-1]])
+

@@ -1,0 +1,83 @@
+"""The process that runs code-made sources: `python -m buildenv.training.sources_runner REQ`.
+
+Started by the compile room's launcher exactly like a training (scrubbed environment, fixed
+seeds, its own process group, a time limit), it runs a list of jobs -- derived datasets'
+transforms (`derive_run`) and label sets' labeling functions (`label_run`) -- reading data only
+through the data gate, pinned to the lock, and writes each output file into the directory the
+build gave it. The build moves finished outputs into its stores; a job that fails leaves no
+output the build would keep. The result (`result.json`) lists the outputs and the problems.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+# Deferred imports (buildenv, numpy): like the training runner, an import that fails inside
+# `run` becomes a BE345 result instead of a process that dies before writing one.
+
+__all__ = ["main"]
+
+
+def run(request: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from buildenv.core.project import Project
+    from buildenv.env.spec import Environment
+    from buildenv.training.derive_run import run_transform_job
+    from buildenv.training.label_run import run_functions_job
+    from buildenv.training.runner import _manifests
+
+    random.seed(0)
+    np.random.seed(0)
+    root = Path(request["root"]).resolve()
+    own = Path(__file__).resolve().parents[1]
+    env = Environment.model_validate(request["env"])
+    project = Project(root=root, data_root=Path(request["data_root"]))
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    pins = dict(request.get("pins") or {})
+    manifests = _manifests(request)
+    outputs: dict[str, Any] = {}
+    diagnostics: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for job in request["jobs"]:
+        runner = run_transform_job if job["kind"] == "transform" else run_functions_job
+        diagnostics = runner(job, env, project, pins, manifests, root, own, outputs)
+        if diagnostics:
+            break
+    seconds = outputs.pop("_seconds", None)
+    timings = {"run": round(time.perf_counter() - started, 6)}
+    if seconds is not None:
+        timings["apply"] = round(seconds, 6)
+    return {"ok": not diagnostics, "diagnostics": diagnostics, "outputs": outputs,
+            "timings": timings}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = argv if argv is not None else sys.argv[1:]
+    request = json.loads(Path(argv[0]).read_text())
+    result_path = Path(request["result"])
+    try:
+        result = run(request)
+    except BaseException as exc:  # a bug in buildenv, or a crash in a library
+        frames = [f"at {Path(f.filename).name}:{f.lineno} in {f.name}"
+                  for f in traceback.extract_tb(exc.__traceback__)[-5:]]
+        result = {"ok": False, "diagnostics": [{
+            "code": "BE345", "message": f"the process building code-made sources failed: "
+            f"{type(exc).__name__}", "path": None, "line": None, "col": None,
+            "severity": "error", "hints": frames}]}
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, default=str))
+    os.replace(tmp, result_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

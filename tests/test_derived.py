@@ -1,0 +1,222 @@
+"""Derived datasets (docs/derived.md): computed by a transform per file of their first input,
+partitioned like it, pinned by the digests of code and inputs, rebuilt per changed input file,
+rebuilt from the lock in a fresh checkout, and refused with a diagnostic when the code is
+wrong."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import invoke_cli
+from partitioned_repo import DAYS, FILES_PER_DAY, age, file_path, write_file
+from sourcerepo import source_fixtures
+
+from buildenv.core.project import Project
+from buildenv.env.resolve import Multiverse
+
+FILES = DAYS * FILES_PER_DAY
+
+
+_progress, template, locked = source_fixtures("derived")
+
+
+def lock_json(root: Path) -> dict:
+    return json.loads((root / "environments" / "ev.lock.json").read_text())
+
+
+def expected_daily(root: Path, day: int, part: int) -> pd.DataFrame:
+    """What the transform computes from one input file, by pandas directly."""
+    df = pq.read_table(file_path(root, day, part), columns=["kind", "x"]).to_pandas()
+    out = df.groupby("kind", as_index=False).agg(n=("x", "size"), mean_x=("x", "mean"))
+    return out.sort_values("kind").reset_index(drop=True)
+
+
+def test_output_is_partitioned_like_the_input_one_file_per_input_file(locked):
+    entry = lock_json(locked)["datasets"]["daily"]
+    events = lock_json(locked)["datasets"]["events"]
+    assert entry["uri"] == ".buildenv/derived/ev/daily/"
+    assert entry["partitions"] == ["date"]
+    assert [f["path"] for f in entry["files"]] == [f["path"] for f in events["files"]]
+    assert entry["derived"]["transform"] == "transforms/daily.py:daily"
+    assert entry["derived"]["inputs"] == {"events": events["digest"]}
+    assert list(entry["derived"]["code"]) == ["transforms/daily.py"]
+    out = locked / ".buildenv/derived/ev/daily"
+    for day in range(DAYS):
+        for part in range(FILES_PER_DAY):
+            rel = file_path(locked, day, part).relative_to(locked / "data/events")
+            got = pq.read_table(out / rel)
+            pd.testing.assert_frame_equal(got.to_pandas()[["kind", "n", "mean_x"]],
+                                          expected_daily(locked, day, part),
+                                          check_dtype=False)
+
+
+def test_lock_check_passes_and_readers_see_the_derived_dataset(locked):
+    assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
+    from buildenv.compile.locking import checked_lock
+    from buildenv.data.gate.gate import Gate
+
+    multiverse = Multiverse(Project.discover(locked))
+    res = multiverse.resolve("ev")
+    lock, problems = checked_lock(multiverse, res)
+    assert lock is not None and not [p for p in problems if p.is_error]
+    gate = Gate(multiverse.project, res.env, "test", pins={n: d.digest for n, d in
+                                                           lock.datasets.items()},
+                manifests=lock.manifests())
+    with gate.open("daily") as read:
+        table = read.table(["date", "kind", "n"])
+    assert table.num_rows == 3 * FILES
+    assert sum(table.column("n").to_pylist()) == lock_json(locked)["datasets"]["events"]["rows"]
+
+
+def test_a_new_input_file_rebuilds_that_file_only(locked):
+    write_file(locked, DAYS, 0)
+    age(locked)
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    assert f"derive daily (1 of {FILES + 1} files)" in err
+    assert "(3 function-file pairs)" in err  # the label set: three functions on one new file
+    assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
+    assert len(lock_json(locked)["datasets"]["daily"]["files"]) == FILES + 1
+
+
+def test_unchanged_relock_runs_nothing(locked):
+    code, out, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and "derive daily (" not in err and "apply labeling" not in err, err
+
+
+def test_lock_check_names_the_changed_input_file_and_the_changed_code(locked):
+    write_file(locked, 1, 1, seed=999)
+    age(locked)
+    with (locked / "transforms" / "daily.py").open("a") as f:
+        f.write("\nTHRESHOLD = 1\n")
+    code, out, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 1
+    assert "BE093" in err and "'events'" in err and "date=2026-09-02/part-1.parquet" in err
+    assert "BE092" in err and "transforms/daily.py" in err
+    # changed code rebuilds every file; the lock is then current again
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and f"derive daily ({FILES} of {FILES} files)" in err, err
+    assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
+
+
+def test_a_fresh_checkout_rebuilds_what_the_lock_pins(locked):
+    """Outputs live under .buildenv/, which is not committed: commands that read the data
+    rebuild them from the pinned inputs and code, and they come out as pinned."""
+    pinned = lock_json(locked)["datasets"]["daily"]["digest"]
+    shutil.rmtree(locked / ".buildenv")
+    before = (locked / "environments" / "ev.lock.json").read_bytes()
+    code, out, err = invoke_cli(["lock", "ev", "--check"], locked)  # what CI runs
+    assert code == 0, err
+    assert (locked / "environments" / "ev.lock.json").read_bytes() == before
+    shutil.rmtree(locked / ".buildenv")
+    code, out, err = invoke_cli(["labels", "ev"], locked)
+    assert code == 0, err
+    assert (locked / ".buildenv/derived/ev/daily/date=2026-09-01/part-0.parquet").is_file()
+    assert (locked / ".buildenv/labels/ev/rules.parquet").is_file()
+    assert lock_json(locked)["datasets"]["daily"]["digest"] == pinned
+    assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
+
+
+def test_a_transform_that_is_not_deterministic_is_caught_when_rebuilt_from_the_lock(locked):
+    path = locked / "transforms" / "daily.py"
+    path.write_text(path.read_text().replace(
+        'mean_x=("x", "mean"))', 'mean_x=("x", "mean"))\n    out["mean_x"] += '
+        '__import__("time").time_ns() % 1000'))
+    assert invoke_cli(["lock", "ev"], locked)[0] == 0
+    shutil.rmtree(locked / ".buildenv")
+    before = (locked / "environments" / "ev.lock.json").read_bytes()
+    code, _, err = invoke_cli(["labels", "ev"], locked)
+    assert code == 1 and "BE094" in err and "not as the lock pins it" in err, err
+    assert (locked / "environments" / "ev.lock.json").read_bytes() == before
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+def _break(root: Path, body: str) -> None:
+    (root / "transforms" / "daily.py").write_text("import pandas as pd\n\n\ndef daily(ctx):\n"
+                                                  + body)
+
+
+def _relock(root: Path) -> tuple[int, str]:
+    before = (root / "environments" / "ev.lock.json").read_bytes()
+    code, _, err = invoke_cli(["lock", "ev"], root)
+    assert (root / "environments" / "ev.lock.json").read_bytes() == before  # nothing partial
+    return code, err
+
+
+def test_a_transform_that_raises_is_named_with_its_line_and_the_input_file(locked):
+    _break(locked, '    df = ctx.read("events", columns=["x"])\n'
+                   '    raise ValueError("no good")\n')
+    code, err = _relock(locked)
+    assert code == 1 and "BE340" in err and "transforms/daily.py:6" in err, err
+    assert "ValueError: no good" in err and "input file date=2026-09-01/part-0.parquet" in err
+    assert "Traceback" not in err
+
+
+def test_a_transform_returning_other_columns_is_refused(locked):
+    _break(locked, '    return pd.DataFrame({"kind": ["a"], "other": [1]})\n')
+    code, err = _relock(locked)
+    assert code == 1 and "BE341" in err, err
+
+
+def test_a_transform_returning_the_wrong_type_is_refused(locked):
+    _break(locked, '    return pd.DataFrame({"kind": ["a"], "n": ["many"], "mean_x": [0.0]})\n')
+    code, err = _relock(locked)
+    assert code == 1 and "BE342" in err and "'n'" in err, err
+
+
+def test_a_transform_reading_what_it_does_not_declare_is_refused_before_it_runs(locked):
+    _break(locked, '    return ctx.read("events", columns=["secret"])\n')
+    code, err = _relock(locked)
+    assert code == 1 and "BE102" in err and "derive daily" not in err, err
+
+
+def test_a_missing_transform_is_named(locked):
+    _break(locked, "    return None\n")
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("daily.py:daily", "daily.py:weekly"))
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 1 and "BE091" in err and "weekly" in err, err
+
+
+@pytest.mark.parametrize("bad,needle", [
+    ("inputs: [evnts]", "unknown input dataset 'evnts'"),
+    ("inputs: [daily]", "derived from itself: daily -> daily"),
+])
+def test_bad_inputs_are_diagnosed_in_the_environment(locked, bad, needle):
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("inputs: [events]", bad))
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 2 and "BE090" in err and needle in err, err
+
+
+def test_a_derived_dataset_takes_no_uri(locked):
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("  daily:\n", "  daily:\n    uri: out/\n"))
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 2 and "BE090" in err and "takes no `uri`" in err, err
+
+
+def test_restricted_inputs_make_a_restricted_output_unless_aggregated(locked):
+    env = Multiverse(Project.discover(locked)).resolve("ev").env
+    privacy = env.privacy.model_copy(update={"restricted": ["events"]})
+    env = env.model_copy(update={"privacy": privacy})
+    assert env.restricted("daily")
+    ds = env.datasets["daily"]
+    assert ds.source is not None
+    source = ds.source.model_copy(update={"aggregation": ds.source.aggregation
+                                          or _aggregation()})
+    env = env.model_copy(update={"datasets": {**env.datasets,
+                                              "daily": ds.model_copy(update={"source": source})}})
+    assert not env.restricted("daily")
+
+
+def _aggregation():  # type: ignore[no-untyped-def]
+    from buildenv.env.sources import Aggregation
+
+    return Aggregation(count="n", min_group_size=10)

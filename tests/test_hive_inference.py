@@ -1,0 +1,169 @@
+"""Hive partitions found where users put them: a declared column that names `name=<value>`
+directories in every file's path is a partition column without `partitions:`; paths that
+disagree are BE067, naming the paths and what to write."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from conftest import invoke_cli
+from partitioned_repo import (
+    DAYS,
+    FILES_PER_DAY,
+    ROWS_PER_FILE,
+    age,
+    day,
+    file_path,
+    make_partitioned_repo,
+)
+
+from buildenv.core.project import Project
+from buildenv.data.gate.gate import Gate
+from buildenv.data.lock.lockfile import read_lock
+from buildenv.data.lock.manifest import ManifestError, infer_partitions, resolve_partitions
+from buildenv.env.resolve import Multiverse
+
+FILES = DAYS * FILES_PER_DAY
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """The partitioned repository with `partitions: [date]` left out of the YAML."""
+    root = make_partitioned_repo(tmp_path)
+    env = root / "environments" / "ev.yaml"
+    text = env.read_text()
+    assert "    partitions: [date]\n" in text
+    env.write_text(text.replace("    partitions: [date]\n", ""))
+    age(root)
+    return root
+
+
+def test_paths_alone_decide_in_path_order():
+    paths = ["year=2026/month=1/a.parquet", "year=2026/month=2/b.parquet",
+             "year=2025/month=12/c.parquet"]
+    assert infer_partitions(paths, ["month", "year", "x"]) == ("year", "month")
+    assert infer_partitions(paths, ["x"]) == ()  # no declared column in the paths: none
+    assert infer_partitions(["a/b.parquet", "c.parquet"], ["a"]) == ()
+    # values are URI-decoded keys like partition_values reads them
+    assert infer_partitions(["my%20col=1/a.parquet"], ["my col"]) == ("my col",)
+    # written partitions win, and `[]` turns inference off
+    assert resolve_partitions(["month", "year"], ["month", "year"], paths) == ("month", "year")
+    assert resolve_partitions([], ["month", "year"], paths) == ()
+
+
+@pytest.mark.parametrize("paths, words", [
+    (["month=1/a.parquet", "month=2/b.parquet", "c.parquet"],
+     ["column 'month' is a 'month=<value>' directory in 2 of 3 file paths but not in "
+      "'c.parquet'", "move those files under a 'month=<value>' directory"]),
+    (["year=1/month=1/a.parquet", "month=2/year=1/b.parquet"],
+     ["1 file path(s) disagree, e.g. 'month=2/year=1/b.parquet'", "another order (month/year)",
+      "`partitions: [year, month]`", "every path reads year=<value>/month=<value>/<file>"]),
+    (["region=eu/month=1/a.parquet", "region=us/month=2/b.parquet"],
+     ["`partitions: [month]`", "'region=eu/month=1/a.parquet'",
+      "directory 'region=eu' is not a '<column>=<value>' directory of a declared column: "
+      "declare the column"]),
+])
+def test_paths_that_disagree_are_named_with_what_to_write(paths, words):
+    with pytest.raises(ManifestError) as info:
+        infer_partitions(paths, ["month", "year"])
+    assert {code for code, _ in info.value.problems} == {"BE067"}
+    text = str(info.value)
+    for word in words:
+        assert word in text, text
+
+
+def test_lock_validate_and_read_find_the_partition_column_in_the_paths(repo):
+    code, _, err = invoke_cli(["lock"], repo)
+    assert (code, err) == (0, ""), err
+    lock = read_lock(Project.discover(repo), "ev")
+    assert lock.datasets["events"].manifest.partitions == ("date",)
+    code, out, err = invoke_cli(["validate", "ev"], repo)
+    assert code == 0, err
+    project = Project.discover(repo)
+    res = Multiverse(project).resolve("ev")
+    gate = Gate(project, res.env, "test", pins=lock.pins(), where=res,
+                manifests=lock.manifests())
+    with gate.open("events") as read:
+        table = read.table(["date", "user"])
+    assert table.num_rows == FILES * ROWS_PER_FILE
+    assert table.schema.field("date").type == pa.date32()
+    assert sorted({d.isoformat() for d in table.column("date").to_pylist()}) == [
+        day(i) for i in range(DAYS)]
+    # the lock is fresh: nothing stale about the inferred partitions
+    code, _, err = invoke_cli(["lock", "--check"], repo)
+    assert code == 0, err
+
+
+def test_inferred_partition_values_are_range_checked(repo):
+    target = repo / "data" / "events" / "date=2027-01-05" / "part-0.parquet"
+    target.parent.mkdir()
+    shutil.copy(file_path(repo, 0, 0), target)
+    age(repo)
+    assert invoke_cli(["lock"], repo)[0] == 0
+    code, _, err = invoke_cli(["validate", "ev"], repo)
+    assert code == 1
+    assert ("error[BE063]: events.date: the partition value is outside range [2026-09-01, "
+            "2026-12-31] in 1 file(s): 'data/events/date=2027-01-05/part-0.parquet'") in err
+
+
+def test_a_file_outside_the_inferred_directories_is_named_with_the_fix(repo):
+    shutil.copy(file_path(repo, 0, 0), repo / "data" / "events" / "stray.parquet")
+    code, out, err = invoke_cli(["lock"], repo)
+    assert code == 1, err
+    assert ("environments/ev.yaml:4:5: error[BE067]: dataset 'events': column 'date' is a "
+            f"'date=<value>' directory in {FILES} of {FILES + 1} file paths but not in "
+            "'stray.parquet'") in err
+    assert "Traceback" not in err
+    assert not (repo / "environments" / "ev.lock.json").exists()
+
+
+def test_an_undeclared_directory_level_asks_for_the_column(repo):
+    for i in range(DAYS):
+        for part in range(FILES_PER_DAY):
+            src = file_path(repo, i, part)
+            dst = repo / "data" / "events" / "country=fr" / f"date={day(i)}" / src.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(src, dst)
+        file_path(repo, i, 0).parent.rmdir()
+    age(repo)
+    code, _, err = invoke_cli(["lock"], repo)
+    assert code == 1
+    assert "error[BE067]" in err and "directory 'country=fr' is not a '<column>=<value>' " \
+                                     "directory of a declared column: declare the column" in err
+
+
+def test_explicit_empty_partitions_turn_inference_off(repo):
+    env = repo / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("    uri: data/events/\n",
+                                           "    uri: data/events/\n    partitions: []\n"))
+    assert invoke_cli(["lock"], repo)[0] == 0
+    code, _, err = invoke_cli(["validate", "ev"], repo)
+    assert code == 1 and f"no column 'date' in {FILES} of {FILES} file(s)" in err
+
+
+def test_a_lock_written_before_inference_is_stale_naming_the_partitions(repo):
+    env = repo / "environments" / "ev.yaml"
+    original = env.read_text()
+    env.write_text(original.replace("    uri: data/events/\n",
+                                    "    uri: data/events/\n    partitions: []\n"))
+    assert invoke_cli(["lock"], repo)[0] == 0
+    env.write_text(original)
+    code, _, err = invoke_cli(["lock", "--check"], repo)
+    assert code == 1
+    assert "dataset 'events' partitions changed: lock has [], environment has ['date']" in err
+
+
+def test_a_column_missing_from_files_and_paths_hints_at_the_directories(repo):
+    for i in range(DAYS):
+        path = file_path(repo, i, 0).parent
+        path.rename(path.with_name(day(i)))  # 2026-09-01/ instead of date=2026-09-01/
+    age(repo)
+    assert invoke_cli(["lock"], repo)[0] == 0
+    code, _, err = invoke_cli(["validate", "ev"], repo)
+    assert code == 1
+    assert f"error[BE206]: dataset 'events' has no column 'date' in {FILES} of {FILES} " in err
+    assert "if the values of 'date' are in the paths, name those directories 'date=<value>'" \
+           in err

@@ -1,0 +1,169 @@
+"""Code that makes data from restricted data shows no row value (docs/derived.md "Privacy",
+docs/labels.md "Bad functions" and `buildenv labels`).
+
+A sentinel is planted in a restricted dataset's `name` column. A labeling function and a
+transform raise with it in their message, a function votes for it as a class, and the
+successful lock and the `labels` report run: the sentinel appears in no output, nor in any file
+under .buildenv/ or environments/ (caches, stored votes and outputs, the audit log, the lock).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import invoke_cli
+
+SENTINEL = "SENTINEL-9f3c@people.example"
+
+ENV = """\
+name: people
+datasets:
+  people:
+    uri: data/people.parquet
+    columns:
+      person_id: {dtype: int64, nullable: false}
+      name: {dtype: string, nullable: false, serving: false}
+      x: {dtype: float64}
+  per_band:
+    source:
+      transform: transforms/bands.py:bands
+      inputs: [people]
+      aggregation: {count: n}
+    columns:
+      band: {dtype: int64}
+      n: {dtype: int64, nullable: false}
+labels:
+  rules:
+    dataset: people
+    key: person_id
+    taxonomy: {name: sign, version: 1, classes: [neg, pos]}
+    source:
+      functions: rules/sign.py
+label: {dataset: people, column: x}
+serving:
+  stack: sklearn
+  ops: [sklearn.linear_model.*]
+privacy:
+  restricted: [people]
+  min_group_size: 10
+"""
+
+TRANSFORM = '''\
+import numpy as np
+import pandas as pd
+
+
+def bands(ctx):
+    df = ctx.read("people", columns=["name", "x"])
+    band = np.floor(df["x"]).astype("int64")
+    return band.value_counts().rename_axis("band").reset_index(name="n").sort_values("band")
+'''
+
+RULES = '''\
+import numpy as np
+
+import buildenv
+
+
+@buildenv.labeling_function(columns=["x"])
+def positive(batch):
+    return np.where(batch["x"] > 0, "pos", None)
+
+
+@buildenv.labeling_function(columns=["x", "name"])
+def by_name(batch):
+    return np.where(batch["name"].str.startswith("SENT"), "neg", None)
+'''
+
+
+def make_repo(root: Path) -> Path:
+    (root / "environments").mkdir(parents=True)
+    (root / "data").mkdir()
+    (root / "transforms").mkdir()
+    (root / "rules").mkdir()
+    (root / "pyproject.toml").write_text('[tool.buildenv]\nenvironments_dir = "environments"\n')
+    (root / "environments" / "people.yaml").write_text(ENV)
+    (root / "transforms" / "bands.py").write_text(TRANSFORM)
+    (root / "rules" / "sign.py").write_text(RULES)
+    rng = np.random.default_rng(5)
+    n = 400
+    names = [f"person-{i}" for i in range(n)]
+    names[0] = names[17] = SENTINEL
+    pq.write_table(pa.table({"person_id": pa.array(np.arange(n), pa.int64()),
+                             "name": pa.array(names, pa.string()),
+                             "x": pa.array(np.round(rng.normal(size=n), 3))}),
+                   root / "data" / "people.parquet")
+    return root
+
+
+def assert_nowhere(root: Path, *outputs: str) -> None:
+    for text in outputs:
+        assert SENTINEL not in text
+    # the one place the bytes may be: the object store's copy of the restricted version the
+    # lock pins (the input itself, readable by its owner only), never anything made from it
+    objects = root / ".buildenv" / "objects"
+    for folder in (root / ".buildenv", root / "environments"):
+        for path in folder.rglob("*"):
+            if path.is_file() and SENTINEL.encode() in path.read_bytes():
+                assert path.is_relative_to(objects), path
+                assert path.stat().st_mode & 0o777 == 0o400, path
+                assert path.read_bytes() == (root / "data" / "people.parquet").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_repo(tmp_path_factory.mktemp("sources-privacy") / "repo")
+    code, out, err = invoke_cli(["lock", "people"], root)
+    assert code == 0, err
+    assert_nowhere(root, out, err)
+    return root
+
+
+@pytest.fixture
+def repo(template: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(template, tmp_path / "repo", symlinks=True))
+
+
+def test_the_locked_outputs_and_the_report_hold_no_row_value(repo):
+    code, out, err = invoke_cli(["labels", "people"], repo)
+    assert code == 0, err
+    assert "coverage" in out
+    code, out2, err2 = invoke_cli(["labels", "people", "--format", "json"], repo)
+    assert code == 0, err2
+    assert_nowhere(repo, out, err, out2, err2)
+    assert "estimated_accuracy" in out2
+
+
+def test_an_aggregate_of_restricted_data_is_not_restricted_and_small_groups_are_withheld(repo):
+    from buildenv.core.project import Project
+    from buildenv.env.resolve import Multiverse
+
+    env = Multiverse(Project.discover(repo)).resolve("people").env
+    assert env.restricted("people") and not env.restricted("per_band")
+    table = pq.read_table(repo / ".buildenv/derived/people/per_band.parquet")
+    assert min(table.column("n").to_pylist()) >= 10
+    assert sum(table.column("n").to_pylist()) < 400  # the tails were withheld
+
+
+@pytest.mark.parametrize("where,body", [
+    ("rules", '    raise ValueError("bad name " + batch["name"].iloc[0])'),
+    ("rules", '    return np.where(batch["x"] > 0, batch["name"], None)'),
+    ("transform", '    raise ValueError("bad name " + df["name"].iloc[0])'),
+])
+def test_failures_on_restricted_rows_quote_no_value(repo, where, body):
+    if where == "rules":
+        path = repo / "rules" / "sign.py"
+        path.write_text(path.read_text() + '\n\n@buildenv.labeling_function(columns=["x", '
+                        '"name"])\ndef leaky(batch):\n' + body + "\n")
+    else:
+        path = repo / "transforms" / "bands.py"
+        path.write_text(path.read_text().replace(
+            '    band = np.floor', body + '\n    band = np.floor'))
+    code, out, err = invoke_cli(["lock", "people"], repo)
+    assert code == 1 and ("BE872" in err or "BE874" in err or "BE340" in err), err
+    assert_nowhere(repo, out, err)

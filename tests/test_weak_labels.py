@@ -1,0 +1,279 @@
+"""Label sets computed by labeling functions (docs/labels.md, "Labeling functions"): votes
+cached per (function, file), the majority and generative label models, the lock naming what
+changed, coverage and conflict gates, and bad functions refused with a diagnostic."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import invoke_cli
+from partitioned_repo import DAYS, FILES_PER_DAY
+from sourcerepo import source_fixtures
+
+from buildenv.labels.label_model import dawid_skene, generative, majority
+
+FILES = DAYS * FILES_PER_DAY
+
+
+_progress, template, locked = source_fixtures("weak")
+
+
+def lock_json(root: Path) -> dict:
+    return json.loads((root / "environments" / "ev.lock.json").read_text())
+
+
+def events(root: Path) -> pd.DataFrame:
+    return pq.read_table(root / "data" / "events", columns=["user", "x", "kind"]).to_pandas()
+
+
+def test_majority_labels_are_the_rules_votes_counted_by_hand(locked):
+    df = events(locked)
+    pos = (df["x"] > 0.5).astype(int) + (df["kind"] == "a").astype(int)
+    neg = (df["x"] < -0.5).astype(int)
+    label = np.where(pos > neg, "pos", np.where(neg > pos, "neg", None))  # ties abstain
+    expected = sorted(zip(df["user"].astype(str)[label != None], label[label != None]))  # noqa: E711
+    got = pq.read_table(locked / ".buildenv/labels/ev/rules.parquet").to_pandas()
+    assert sorted(zip(got["key"], got["label"])) == expected
+    entry = lock_json(locked)["labels"]["rules"]
+    assert entry["source"]["model"] == "majority"
+    assert set(entry["source"]["functions"]) == {"positive_x", "negative_x", "kind_a"}
+    assert entry["source"]["dataset"] == lock_json(locked)["datasets"]["events"]["digest"]
+
+
+def test_changing_one_function_reapplies_that_function_only(locked):
+    rules = locked / "rules" / "sign.py"
+    rules.write_text(rules.read_text().replace('> 0.5, "pos"', '> 0.7, "pos"'))
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 1 and "BE875" in err and "changed: positive_x" in err, err
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and f"({FILES} function-file pairs)" in err, err
+    assert "derive daily" not in err
+    got = pq.read_table(locked / ".buildenv/labels/ev/rules.parquet").to_pandas()
+    df = events(locked)
+    assert len(got) < int(((df["x"] > 0.5) | (df["x"] < -0.5) | (df["kind"] == "a")).sum())
+
+
+def test_adding_a_function_applies_it_alone_and_removing_one_applies_nothing(locked):
+    rules = locked / "rules" / "sign.py"
+    rules.write_text(rules.read_text() + '''
+
+@buildenv.labeling_function(columns=["kind"])
+def kind_c(batch):
+    return np.where(batch["kind"] == "c", "neg", None)
+''')
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and f"({FILES} function-file pairs)" in err, err
+    rules.write_text(rules.read_text().split("\n\n@buildenv.labeling_function(columns=[\"kind\"])"
+                                             "\ndef kind_c")[0])
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and "apply labeling" not in err, err
+    assert set(lock_json(locked)["labels"]["rules"]["source"]["functions"]) == {
+        "positive_x", "negative_x", "kind_a"}
+
+
+def test_the_generative_model_is_stored_as_arrays_and_reproducible(locked):
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("functions: rules/sign.py",
+                                           "functions: rules/sign.py\n      model: generative"))
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and "apply labeling" not in err, err  # votes are cached
+    digest = lock_json(locked)["labels"]["rules"]["source"]["model_digest"]
+    hexdigest = digest.split(":", 1)[1]
+    stored = locked / ".buildenv/labels/models" / hexdigest[:2] / f"{hexdigest}.parquet"
+    table = pq.read_table(stored)
+    assert table.column_names == ["function", "class", "vote", "probability"]
+    assert not list((locked / ".buildenv").rglob("*.pkl"))
+    first = (locked / ".buildenv/labels/ev/rules.parquet").read_bytes()
+    shutil.rmtree(locked / ".buildenv")
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    assert (locked / ".buildenv/labels/ev/rules.parquet").read_bytes() == first
+    assert lock_json(locked)["labels"]["rules"]["source"]["model_digest"] == digest
+
+
+@pytest.mark.parametrize("gate,code", [("min_coverage: 0.9", "BE876"),
+                                       ("max_conflict: 0.05", "BE877")])
+def test_coverage_and_conflict_gates(locked, gate, code):
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("functions: rules/sign.py",
+                                           f"functions: rules/sign.py\n      {gate}"))
+    exit_code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert exit_code == 1 and code in err, err
+
+
+def test_labels_shows_each_function(locked):
+    code, out, err = invoke_cli(["labels", "ev", "--format", "json"], locked)
+    assert code == 0, err
+    report = json.loads(out)["label_sets"][0]["functions"]
+    df = events(locked)
+    assert report["rows"] == len(df)
+    assert report["functions"]["kind_a"]["coverage"] == pytest.approx((df["kind"] == "a").mean(), abs=1e-4)
+    both = ((df["x"] > 0.5) & (df["kind"] == "a")) | ((df["x"] < -0.5) & (df["kind"] == "a"))
+    assert report["functions"]["kind_a"]["overlaps"] == pytest.approx(both.mean(), abs=1e-4)
+    conflict = (df["x"] < -0.5) & (df["kind"] == "a")
+    assert report["conflict"] == pytest.approx(conflict.mean(), abs=1e-4)
+
+
+# --- bad functions ------------------------------------------------------------------------------
+
+def _bad_rule(root: Path, columns: str, body: str) -> tuple[int, str]:
+    rules = root / "rules" / "sign.py"
+    rules.write_text(rules.read_text() + f'''
+
+@buildenv.labeling_function(columns={columns})
+def broken(batch):
+{body}
+''')
+    before = (root / "environments" / "ev.lock.json").read_bytes()
+    code, _, err = invoke_cli(["lock", "ev"], root)
+    assert (root / "environments" / "ev.lock.json").read_bytes() == before  # nothing partial
+    assert "Traceback" not in err
+    return code, err
+
+
+def test_a_function_that_raises_is_named_with_its_line_and_file(locked):
+    code, err = _bad_rule(locked, '["x"]', '    raise RuntimeError("rule broke")')
+    assert code == 1 and "BE872" in err and "labeling function 'broken'" in err, err
+    assert "rules/sign.py:23" in err and "date=2026-09-01/part-0.parquet" in err, err
+
+
+def test_a_function_returning_the_wrong_length_is_refused(locked):
+    code, err = _bad_rule(locked, '["x"]', '    return ["pos"]')
+    assert code == 1 and "BE873" in err and "1 values for a batch of 500 rows" in err, err
+
+
+def test_a_vote_outside_the_taxonomy_is_refused(locked):
+    code, err = _bad_rule(locked, '["x"]', '    return np.where(batch["x"] > 0, "maybe", None)')
+    assert code == 1 and "BE874" in err and "'maybe'" in err, err
+
+
+def test_reading_an_undeclared_column_at_run_time_is_refused(locked):
+    code, err = _bad_rule(locked, '["x"]', '    return np.where(batch["kind"] == "a", "pos", None)')
+    assert code == 1 and "BE871" in err and "'kind'" in err and "rules/sign.py:23" in err, err
+
+
+def test_declaring_a_column_the_dataset_lacks_is_refused_before_running(locked):
+    code, err = _bad_rule(locked, '["secret"]', '    return [None] * len(batch)')
+    assert code == 1 and "BE871" in err and "apply labeling" not in err, err
+
+
+def test_a_gold_set_must_be_annotated(locked):
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("functions: rules/sign.py",
+                                           "functions: rules/sign.py\n      gold: rules"))
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 2 and "BE878" in err, err
+
+
+# --- the label models ---------------------------------------------------------------------------
+
+def test_majority_ties_and_no_votes_abstain():
+    matrix = np.array([[0, 1, -1], [0, 0, 1], [-1, -1, -1], [1, -1, 1], [2, 2, 0]], np.int16)
+    assert majority(matrix, 3).tolist() == [-1, 0, -1, 1, 2]
+
+
+def _simulated(seed: int, rows: int, accuracies: list[float], coverage: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    truth = (rng.random(rows) < 0.3).astype(np.int16)  # class 1 is the rarer
+    matrix = np.full((rows, len(accuracies)), -1, np.int16)
+    for j, accuracy in enumerate(accuracies):
+        right = rng.random(rows) < accuracy
+        votes = np.where(right, truth, 1 - truth)
+        matrix[:, j] = np.where(rng.random(rows) < coverage, votes, -1)
+    return matrix, truth
+
+
+def test_the_generative_model_recovers_accuracies_and_beats_majority():
+    accuracies = [0.9, 0.85, 0.8, 0.6, 0.55]
+    matrix, truth = _simulated(7, 50_000, accuracies, 0.7)
+    labels, model = generative(matrix, ["neg", "pos"], [f"f{j}" for j in range(5)])
+    estimated = model.accuracies()
+    for j, accuracy in enumerate(accuracies):
+        assert abs(estimated[f"f{j}"] - accuracy) < 0.03, (j, estimated)
+    assert model.prior is not None and abs(model.prior[1] - 0.3) < 0.02
+    voted = labels >= 0
+    by_majority = majority(matrix, 2)
+    decided = by_majority >= 0
+    assert (labels[voted] == truth[voted]).mean() > (by_majority[decided] ==
+                                                     truth[decided]).mean()
+    again, _ = generative(matrix, ["neg", "pos"], [f"f{j}" for j in range(5)])
+    assert np.array_equal(labels, again)
+
+
+def test_dawid_skene_on_two_observers_who_always_agree_keeps_their_prior():
+    # three items, two observers agreeing: posteriors stay the vote shares; prior = shares
+    item = np.array([0, 0, 1, 1, 2, 2])
+    observer = np.array([0, 1, 0, 1, 0, 1])
+    label = np.array([0, 0, 1, 1, 1, 1])
+    fit = dawid_skene(item, observer, label, np.ones(6), 3, 2, 2)
+    assert fit.posterior.argmax(axis=1).tolist() == [0, 1, 1]
+    assert np.allclose(fit.prior, [1 / 3, 2 / 3])
+    assert np.allclose(np.einsum("jkk->jk", fit.confusion), 1.0)
+
+
+def test_tasks_select_the_examples_where_functions_conflict(locked):
+    code, out, err = invoke_cli(["tasks", "ev", "--labels", "rules", "--select", "conflict",
+                                 "--annotators", "ann,bob", "--out", "batch",
+                                 "--format", "json"], locked)
+    assert code == 0, err
+    df = events(locked)
+    conflict = (df["x"] < -0.5) & (df["kind"] == "a")
+    assert json.loads(out)["examples"] == df.loc[conflict, "user"].nunique()
+    sent = [t["data"]["user"] for name in ("ann", "bob")
+            for t in json.loads((locked / "batch" / f"{name}.json").read_text())]
+    assert sorted(sent) == sorted(df.loc[conflict, "user"].unique().tolist())
+
+
+def test_the_generative_model_keeps_a_dominant_function_over_many_classes():
+    """One function votes on every row (90% right) among 15 unbalanced classes, three others
+    on some: EM must not drift into a few classes (it did with a whole pseudo-vote per cell)."""
+    rng = np.random.default_rng(1)
+    k, n = 15, 3400
+    prior = np.array([1102, 537, 376, 243, 180, 174, 127, 126, 93, 92, 90, 77, 75, 56, 52.0])
+    truth = rng.choice(k, n, p=prior / prior.sum())
+    matrix = np.full((n, 4), -1, np.int16)
+    matrix[:, 0] = np.where(rng.random(n) < 0.9, truth, rng.integers(0, k, n))
+    matrix[:, 1] = np.where(rng.random(n) < 0.08, 0, -1)  # always votes the biggest class
+    matrix[:, 2] = np.where(rng.random(n) < 0.07, 9, -1)  # always votes a small class
+    some = rng.random(n) < 0.3
+    matrix[:, 3] = np.where(some, np.where(rng.random(n) < 0.7, truth, rng.integers(0, k, n)), -1)
+    labels, model = generative(matrix, [str(c) for c in range(k)], list("abcd"))
+    by_majority = majority(matrix, k)
+    assert (labels == truth).mean() > 0.85 > (by_majority == truth).mean()
+    assert len(np.unique(labels[labels >= 0])) == k
+    estimated = model.accuracies()
+    assert abs(estimated["a"] - 0.9) < 0.05 and estimated["c"] < 0.1
+
+
+def test_a_training_fits_computed_labels_through_ctx_labels(tmp_path):
+    """A computed label set is a label set like any other: `label: {labels: NAME}`, the
+    training's `ctx.labels()`, and the artifact's lineage."""
+    from labelrepo import make_label_repo
+
+    weak = ("name: weak\nextends: base\nlabels:\n  kind-rules:\n    dataset: items\n"
+            "    key: item_id\n    taxonomy: {name: kind, version: 1, classes: [a, b, c]}\n"
+            "    source:\n      functions: rules.py\nlabel: {labels: kind-rules}\n")
+    rules = ('import numpy as np\nimport buildenv\n\n\n'
+             '@buildenv.labeling_function(columns=["x1"])\ndef by_x1(batch):\n'
+             '    return np.where(batch["x1"] > 0.3, "a", '
+             'np.where(batch["x1"] < -0.3, "b", "c"))\n')
+    root = make_label_repo(tmp_path / "repo", envs={"weak": weak}, files={"rules.py": rules})
+    assert invoke_cli(["lock", "weak"], root)[0] == 0
+    code, out, err = invoke_cli(["build", "tagger", "--env", "weak", "--no-register"], root)
+    assert code == 0, err
+    lineage = json.loads((root / "dist/tagger/weak/buildenv.json").read_text())
+    entry = lineage["labels"]["kind-rules"]
+    assert entry["label"] is True and entry["format"] == "parquet"
+    assert entry["resolution"]["examples"] == 200
+    assert entry["digest"] == lock_json_of(root, "weak")["labels"]["kind-rules"]["digest"]
+
+
+def lock_json_of(root: Path, env: str) -> dict:
+    return json.loads((root / "environments" / f"{env}.lock.json").read_text())
