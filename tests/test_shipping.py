@@ -4,7 +4,7 @@ interpreter, outside the repository, with only its locked serving environment in
 Per family (scikit-learn with a class of the repository, XGBoost, LightGBM): build, write the
 image context (its site-packages is the serving lock's environment), copy it out of the
 repository, start the serving app on `python -S` with only that site-packages, and ask it for
-predictions. A class the artifact cannot carry is refused at build time (BE330).
+predictions. A class the artifact cannot carry is refused at build time (BE356).
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def test_a_class_of_the_entry_module_cannot_be_shipped(repo: Path):
     yaml = repo / "environments/prod-custom.yaml"
     code, out, err = invoke_cli(["build", "entry", "--env", "prod-custom", "--no-register"], repo)
     assert code == 1
-    assert ("train_entry.py: error[BE330]: the model refers to train_entry.Half, defined in the "
+    assert ("train_entry.py: error[BE356]: the model refers to train_entry.Half, defined in the "
             "training's entry module train_entry.py: loading the model would import, and so "
             "run, the training module") in err, err
     assert "move Half into a module of its own" in err and yaml.is_file()
@@ -238,7 +238,7 @@ def test_classes_that_cannot_be_shipped_are_named(tmp_path: Path, monkeypatch):
     import stray
 
     needs = model_needs([stray.Stray()], root, "train/demo.py")
-    assert [d["code"] for d in needs.problems] == ["BE330"]
+    assert [d["code"] for d in needs.problems] == ["BE356"]
     assert "stray.Stray, from" in needs.problems[0]["message"]
     assert "neither the repository nor the training's environment" in needs.problems[0]["message"]
     needs = model_needs([Diagnostic("BE001", "x")], root, "train/demo.py")

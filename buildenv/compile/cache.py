@@ -123,7 +123,7 @@ CACHED_FAILURE = "failed before with the same inputs"
 
 # Failures that depend only on the inputs; a timeout or a crash may not recur, so is retried.
 # (BE414 is not: a latency over budget is a measurement.)
-_DETERMINISTIC = ("BE301", "BE303", "BE304", "BE322", "BE323", "BE324", "BE327", "BE330",
+_DETERMINISTIC = ("BE301", "BE303", "BE304", "BE322", "BE323", "BE324", "BE327", "BE356",
                   "BE401", "BE402", "BE403", "BE404", "BE405", "BE406", "BE407", "BE408",
                   "BE409", "BE411", "BE412", "BE413", "BE415", "BE416", "BE417", "BE418")
 

@@ -171,7 +171,9 @@ def interpreter_roots(python: str) -> tuple[str, ...]:
     `sys.path` (as written and resolved), and the targets of symlinks in its site-packages
     (Pants' venvs link each package into a shared store: one common tree). The build's own
     interpreter answers in-process; another one (a per-training venv) is asked once."""
-    if os.path.realpath(python) == os.path.realpath(sys.executable):
+    # Compared as written: a virtualenv's python links to its base interpreter, yet starts with
+    # other prefixes (its pyvenv.cfg), so two venvs of one base are different interpreters.
+    if os.path.abspath(python) == os.path.abspath(sys.executable):
         paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *sys.path]
         site_dirs = site.getsitepackages()
     else:

@@ -481,7 +481,7 @@ CODES: dict[str, Code] = {
                   "which is installed with it (the `uv` distribution). Reinstall buildenv, or "
                   "set `[tool.buildenv.toolchains] mode = \"interpreter\"` to run trainings in "
                   "buildenv's own interpreter."),
-    "BE330": Code("model code cannot be shipped", "The fitted model refers to a class or "
+    "BE356": Code("model code cannot be shipped", "The fitted model refers to a class or "
                   "function that the artifact cannot carry: one defined in the training's entry "
                   "module (loading the model would run the training), one of buildenv's own "
                   "modules, or one from a module that is neither in the repository nor "

@@ -280,7 +280,7 @@ def _native(family: Any, env: Any) -> bool:
 
 def _ship(family: Any, env: Any, root: Path, request: dict, result: dict) -> bool:
     """Sort what loading the native model imports into libraries (recorded, pinned) and
-    repository code (shipped); False when a class cannot be shipped (BE330 in `result`)."""
+    repository code (shipped); False when a class cannot be shipped (BE356 in `result`)."""
     if not _native(family, env) or family.kind != "sklearn":
         return True  # an ONNX graph needs no code; a PyTorch state dict only tensors
     from buildenv.training.shipping import model_needs

@@ -12,7 +12,7 @@ later saved in. Each referenced module is one of:
 - a module of the repository: shipped with the model under its import path (MLflow's
   `code_paths`), with the repository modules it imports, so the artifact loads outside the
   repository;
-- anything else cannot be shipped, and the build refuses (BE330): the training's entry module
+- anything else cannot be shipped, and the build refuses (BE356): the training's entry module
   (loading the model would run the training module), buildenv's own code (serving does not
   install buildenv), a module from neither the repository nor the environment.
 """
@@ -44,7 +44,7 @@ _PUT_OPS = {"BINPUT", "LONG_BINPUT", "PUT"}
 class ModelNeeds:
     libraries: dict[str, str] = field(default_factory=dict)  # distribution -> version
     code_modules: list[str] = field(default_factory=list)  # repository modules, import names
-    problems: list[dict] = field(default_factory=list)  # BE330 diagnostics, as JSON
+    problems: list[dict] = field(default_factory=list)  # BE356 diagnostics, as JSON
 
 
 def referenced_globals(data: bytes) -> set[tuple[str, str]]:
@@ -103,7 +103,7 @@ def _module_file(module: str) -> Path | None:
 
 
 def _diag(message: str, path: str | None, hints: list[str]) -> dict:
-    return {"code": "BE330", "message": message, "path": path, "line": None, "col": None,
+    return {"code": "BE356", "message": message, "path": path, "line": None, "col": None,
             "severity": "error", "hints": hints}
 
 
