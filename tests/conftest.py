@@ -71,6 +71,27 @@ TOOLCHAINS = Path(os.environ.get("BUILDENV_TEST_TOOLCHAINS_DIR")
                   or Path.home() / ".cache" / "buildenv" / "test-toolchains")
 os.environ.setdefault("BUILDENV_TOOLCHAINS_DIR", str(TOOLCHAINS))
 
+
+def _pip_find_links() -> str:
+    """The wheel directories this machine's pip is configured with (PIP_FIND_LINKS, else
+    pip's configuration files), comma-separated as uv reads them."""
+    found = os.environ.get("PIP_FIND_LINKS", "")
+    if not found:
+        try:
+            found = _subprocess.run(
+                [sys.executable, "-m", "pip", "config", "get", "global.find-links"],
+                capture_output=True, text=True, timeout=60).stdout.strip()
+        except (OSError, _subprocess.SubprocessError):
+            found = ""
+    return ",".join(found.split())
+
+
+# uv, which resolves the trainings' environments, reads no pip configuration. A machine whose
+# pip finds wheels in a local directory (here: the CPU build of torch, where PyPI's is the
+# CUDA one) lends that directory to uv, as a user would with `find_links` (docs/toolchains.md).
+if "UV_FIND_LINKS" not in os.environ and (_links := _pip_find_links()):
+    os.environ["UV_FIND_LINKS"] = _links
+
 PYPROJECT = """\
 [project]
 name = "demo-repo"

@@ -29,6 +29,7 @@ from buildenv.cli.app import (
     quieted,
 )
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, sort_diagnostics
+from buildenv.core.extras import require
 
 if TYPE_CHECKING:
     from buildenv.compile.isolation import Support
@@ -246,6 +247,8 @@ def ui_cmd(port: int = typer.Option(5000, "--port", help="Port to listen on."),
 
     project = open_project(root)
     argv = ui_command(project, host, port)
+    if argv is not None:  # MLflow's server (Flask) and UI come with the full distribution
+        require("ui", "`buildenv ui`", "flask")
     if argv is None:
         print(f"the tracking URI is a server with its own UI: {project.tracking_uri()}")
         return
@@ -273,6 +276,8 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
 @app.command("doctor")
 @command
 def doctor_cmd(root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:

@@ -19,6 +19,7 @@ __all__ = ["EXTRAS", "installed", "require"]
 EXTRAS = {
     "mlflow": "MLflow's client and its sqlite store",
     "models": "the model libraries (scikit-learn, pandas, ONNX tooling)",
+    "ui": "MLflow's server and web UI",
 }
 
 
