@@ -186,7 +186,7 @@ def test_a_transform_past_its_time_limit_is_stopped_whole(locked):
 def test_a_transform_whose_process_dies_is_reported(locked):
     """BE345: a process that exits without a result (a crash in a library, os._exit)."""
     before = (locked / "environments" / "ev.lock.json").read_bytes()
-    _transform(locked, "    print('about to die')\n    os._exit(7)\n")
+    _transform(locked, "    print('about to die', flush=True)\n    os._exit(7)\n")
     code, out, err = run(locked, "lock", "ev")
     assert code == 1 and "BE345" in err and "exited with code 7" in err, out + err
     assert "about to die" in err  # its last lines (no restricted data here)

@@ -139,7 +139,7 @@ class DerivedStore:
             return None
         fresh = OutputMeta(meta.digest, meta.size, meta.rows, meta.withheld, st.st_mtime_ns,
                            st.st_ino)
-        atomic_write_text(path.with_suffix(".json"), json.dumps(asdict(fresh), sort_keys=True))
+        _record(path, fresh)
         return fresh
 
     def put(self, key: str, source: Path, withheld: int) -> OutputMeta:
@@ -153,8 +153,15 @@ class DerivedStore:
         st = os.stat(path)
         meta = OutputMeta(value.digest, value.size, value.rows, withheld, st.st_mtime_ns,
                           st.st_ino)
-        atomic_write_text(path.with_suffix(".json"), json.dumps(asdict(meta), sort_keys=True))
+        _record(path, meta)
         return meta
+
+
+def _record(path: Path, meta: OutputMeta) -> None:
+    """The object's record, not synced to disk: an empty or lost record (a machine that lost
+    power) is a miss for `get`, and a record that outlived its object fails the stat check."""
+    atomic_write_text(path.with_suffix(".json"), json.dumps(asdict(meta), sort_keys=True),
+                      sync=False)
 
 
 def narrowed(env: Environment, inputs: list[str]) -> Environment:
