@@ -35,9 +35,13 @@ _progress, template, locked = source_fixtures("derived-faults")
 
 
 def start(root: Path, *args: str) -> subprocess.Popen:
+    """`buildenv ARGS` with a temp dir of its own (`tmp/` beside the repository): what a
+    killed process leaves there is seen."""
+    tmp = root.parent / "tmp"
+    tmp.mkdir(exist_ok=True)
     return subprocess.Popen([sys.executable, "-m", "buildenv", *args], cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env_for(None))
+                            env=env_for({"TMPDIR": str(tmp)}))
 
 
 def run(root: Path, *args: str) -> tuple[int, str, str]:
@@ -91,7 +95,10 @@ def assert_built_right(root: Path) -> None:
 
 
 def temp_left(root: Path) -> list[Path]:
-    return [p for p in (root / ".buildenv").rglob("*") if ".tmp" in p.name]
+    """Temp files and dirs in the repository's state, and anything in the processes' TMPDIR."""
+    tmp = root.parent / "tmp"
+    return [p for p in (root / ".buildenv").rglob("*") if ".tmp" in p.name] + (
+        list(tmp.iterdir()) if tmp.is_dir() else [])
 
 
 def processes_in(root: Path) -> list[int]:

@@ -17,13 +17,13 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any
 
 from buildenv.compile.launch import _die_with_parent, _output_tail, child_env, kill_group
 from buildenv.core.project import Project, TrainingConfig
+from buildenv.core.tempdirs import owned_temp_dir, scratch_dir, sweep
 from buildenv.env.resolve import Resolved
 
 __all__ = ["SourceProcess"]
@@ -38,7 +38,11 @@ class SourceProcess:
     @classmethod
     def start(cls, project: Project) -> SourceProcess:
         threads = TrainingConfig(entry="x.py:x").native_threads
-        work = Path(tempfile.mkdtemp(prefix="buildenv-source-"))
+        # in the repository's scratch, named by its owner: what a killed build leaves (its
+        # request: the environment, the pins) is swept by the next one
+        scratch = scratch_dir(project.data_state_dir)
+        sweep(scratch)
+        work = owned_temp_dir(scratch, "source")
         log = open(work / "output.log", "wb")  # noqa: SIM115 -- closed by close()
         try:
             proc = subprocess.Popen(
