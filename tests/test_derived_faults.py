@@ -200,3 +200,18 @@ def test_a_transform_whose_process_dies_is_reported(locked):
     assert (locked / "environments" / "ev.lock.json").read_bytes() == before
     assert_nothing_partial(locked)
     assert temp_left(locked) == []
+
+
+def test_a_process_started_for_a_transform_the_static_check_refuses_is_stopped(locked):
+    """The sources process starts before the static check; when the check refuses the
+    transform (BE102, nothing run), the process goes and leaves nothing behind."""
+    before = (locked / "environments" / "ev.lock.json").read_bytes()
+    marker = locked / "ran.txt"
+    _transform(locked, f"    open({str(marker)!r}, 'w').close()\n"
+               "    return ctx.read('events', columns=['no_such_column'])\n")
+    code, out, err = run(locked, "lock", "ev")
+    assert code == 1 and "BE102" in err and "no_such_column" in err, out + err
+    assert not marker.exists()  # refused before it ran
+    assert (locked / "environments" / "ev.lock.json").read_bytes() == before
+    assert processes_in(locked) == []
+    assert temp_left(locked) == []
