@@ -17,6 +17,7 @@ POLICY = """\
   epsilon_budget: 3.0
   units: {ratings: {key: movie_id, max_rows: 5}}
   peek: {actors: [alice, bob]}
+  annotators: [ann1, ann2]
 """
 BASE_WITH_POLICY = BASE_YAML + POLICY  # privacy: is BASE_YAML's last section
 
@@ -60,6 +61,9 @@ def test_schema_documents_the_new_keys():
     ("  peek: {actors: [alice, mallory]}\n", "peek",
      "privacy.peek.actors: mallory may not peek in base; a child may shrink the list of actors "
      "who see real rows, never widen it"),
+    ("  annotators: [ann1, eve]\n", "annotators",
+     "privacy.annotators: eve may not be sent examples of base's restricted data; a child may "
+     "shrink the list of annotators who see them, never widen it"),
     ("  units: {ratings: {key: liked, max_rows: 5}}\n", "units",
      "privacy.units.ratings: a person is identified by 'movie_id' in base; the child must keep "
      "that unit (otherwise a release would protect a row, not a person)"),
@@ -84,9 +88,11 @@ def test_a_child_cannot_loosen_the_release_policy(tmp_path, privacy, needle, mes
 def test_a_child_may_tighten_the_release_policy(tmp_path):
     root = write_repo(tmp_path, envs={"base": BASE_WITH_POLICY, "tight": (
         "name: tight\nextends: base\nprivacy:\n  epsilon_budget: {ratings: 0.5}\n"
-        "  peek: {actors: [alice]}\n  units: {ratings: {key: movie_id, max_rows: 2}}\n")})
+        "  peek: {actors: [alice]}\n  units: {ratings: {key: movie_id, max_rows: 2}}\n"
+        "  annotators: [ann2]\n")})
     privacy = resolve(root, "tight").env.privacy
     assert privacy.budget("ratings") == 0.5 and privacy.peek.actors == ["alice"]
+    assert privacy.annotators == ["ann2"]
     assert privacy.units["ratings"].max_rows == 2
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildenv.compile.check import check_training
-from buildenv.compile.launch import run_sources
+from buildenv.compile.source_process import SourceProcess
 from buildenv.compile.verify import located
 from buildenv.core import progress
 from buildenv.core.diagnostics import Diagnostic, Severity
@@ -30,12 +30,12 @@ from buildenv.data.lock.derived import (
     OutputFile,
     Pinned,
     materialize,
+    narrowed,
     plan_derived,
 )
 from buildenv.data.lock.lockfile import LockedDataset
 from buildenv.env.resolve import Resolved
 from buildenv.env.source_rules import derived_order
-from buildenv.training.derive_run import narrowed
 
 __all__ = ["Built", "build_derived", "transform_problems"]
 
@@ -86,19 +86,28 @@ def build_derived(project: Project, res: Resolved, pins: dict[str, Pinned],
             continue
         if any(i not in current for i in ds.source.inputs):
             continue  # an input failed: its problem is reported
-        found = transform_problems(project, res, name)
-        built.problems.extend(found)
-        if any(p.is_error for p in found):
-            continue
-        plan = plan_derived(project, res.env, name, current)
-        todo = [f for f in plan.files if store.get(f.key) is None]
-        if todo:
-            with progress.task(f"derive {name} ({len(todo)} of {len(plan.files)} files)"):
-                problems = _run(project, res, plan, todo, current, store)
-            built.problems.extend(problems)
-            if any(p.is_error for p in problems):
+        plan = todo = process = None
+        if (project.root / ds.source.module_path).is_file():
+            plan = plan_derived(project, res.env, name, current)
+            todo = [f for f in plan.files if store.get(f.key) is None]
+            if todo:  # it imports while the code is checked
+                process = SourceProcess.start(project)
+        try:
+            found = transform_problems(project, res, name)
+            built.problems.extend(found)
+            if any(p.is_error for p in found):
                 continue
-            built.ran[name] = len(todo)
+            assert plan is not None and todo is not None  # the module exists
+            if process is not None:
+                with progress.task(f"derive {name} ({len(todo)} of {len(plan.files)} files)"):
+                    problems = _run(process, res, plan, todo, current, store)
+                built.problems.extend(problems)
+                if any(p.is_error for p in problems):
+                    continue
+                built.ran[name] = len(todo)
+        finally:
+            if process is not None:
+                process.close()
         value, manifest = materialize(project, plan, store)
         withheld = sum(meta.withheld for f in plan.files if (meta := store.get(f.key)))
         if withheld:
@@ -112,7 +121,7 @@ def build_derived(project: Project, res: Resolved, pins: dict[str, Pinned],
     return built
 
 
-def _run(project: Project, res: Resolved, plan: DerivedPlan, todo: list[OutputFile],
+def _run(process: SourceProcess, res: Resolved, plan: DerivedPlan, todo: list[OutputFile],
          current: dict[str, Pinned], store: DerivedStore) -> list[Diagnostic]:
     source = plan.ds.source
     assert source is not None
@@ -135,8 +144,8 @@ def _run(project: Project, res: Resolved, plan: DerivedPlan, todo: list[OutputFi
                "partitions": list(plan.partitions), "aggregation": aggregation, "files": files}
         pins = {i: current[i].digest for i in source.inputs}
         manifests = {i: m for i in source.inputs if (m := current[i].manifest) is not None}
-        result = run_sources(project, res, [job], pins, manifests, source.timeout,
-                             source.module_path, f"raise `datasets.{plan.name}.source.timeout`")
+        result = process.run(res, [job], pins, manifests, source.timeout, source.module_path,
+                             f"raise `datasets.{plan.name}.source.timeout`")
         if not result.get("ok"):
             return [located(res, d) for d in result.get("diagnostics", [])] or [res.diag(
                 "BE345", f"dataset '{plan.name}': the transform's process reported no result",

@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from buildenv.compile.launch import run_sources
+from buildenv.compile.source_process import SourceProcess
 from buildenv.compile.verify import located
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_bytes
@@ -166,6 +166,7 @@ def _apply(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
            parsed: dict[str, ParsedFunctions], todo: dict[str, list[FileVotes]],
            votes: ArrayStore, keys: ArrayStore) -> list[Diagnostic]:
     work = owned_temp_dir(votes.scratch, "label-functions")
+    process = SourceProcess.start(project)  # it imports while the jobs are put together
     try:
         jobs: list[dict[str, Any]] = []
         moves: list[tuple[ArrayStore, str, Path]] = []
@@ -199,7 +200,7 @@ def _apply(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
         manifests = {d: m for d in used if (m := datasets[d].manifest) is not None}
         first = next(iter(todo))
         timeout = max(_timeout(res, n) for n in todo)
-        result = run_sources(project, res, jobs, pins, manifests, timeout, parsed[first].path,
+        result = process.run(res, jobs, pins, manifests, timeout, parsed[first].path,
                              f"raise `labels.{first}.source.timeout`")
         if not result.get("ok"):
             return [located(res, d) for d in result.get("diagnostics", [])]
@@ -207,6 +208,7 @@ def _apply(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
             store.put(key, out)
         return []
     finally:
+        process.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

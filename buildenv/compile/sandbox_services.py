@@ -20,7 +20,6 @@ from buildenv.core.atomic import atomic_write_text
 from buildenv.core.project import Project
 from buildenv.data.gate.broker import Service
 from buildenv.env.spec import Environment
-from buildenv.training.slice_dp import release_path
 
 __all__ = ["privacy_services"]
 
@@ -51,6 +50,10 @@ def privacy_services(project: Project, env: Environment, release_key: str | None
     def release(request: dict[str, Any]) -> dict[str, Any]:
         if not release_key:
             return {"ok": True, "data": None}  # nothing is remembered without a key
+        # deferred on purpose: slice_dp (numpy, the slicing modules) is heavy, and every
+        # `buildenv lock` imports this module through the launcher
+        from buildenv.training.slice_dp import release_path
+
         path = release_path(project, release_key)
         data = request.get("data")
         if data is None:

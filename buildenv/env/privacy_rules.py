@@ -29,7 +29,8 @@ def privacy_problems(child: Resolved, parent: Resolved) -> list[Diagnostic]:
     """A child may tighten its parent's privacy, never loosen it (SPEC §2): every dataset the
     parent restricts stays restricted (unless the child replaced it by a synthetic stand-in
     with provenance), `min_group_size` does not shrink, budgets do not grow, the peek policy
-    names no new actor, a person stays the unit a private release protects, and a required
+    names no new actor, no annotator joins those who may be sent restricted examples, a
+    person stays the unit a private release protects, and a required
     sandbox stays required."""
     problems = []
     own, inherited = child.env.privacy, parent.env.privacy
@@ -73,6 +74,13 @@ def privacy_problems(child: Resolved, parent: Resolved) -> list[Diagnostic]:
             "a child may shrink the list of actors who see real rows, never widen it",
             "privacy", "peek", "actors",
             hints=("ask for the actor to be added where the parent's policy is written",)))
+    widened = sorted(set(own.annotators) - set(inherited.annotators))
+    if inherited.restricted and widened:
+        problems.append(child.diag(
+            "BE019", f"privacy.annotators: {', '.join(widened)} may not be sent examples of "
+            f"{parent.name}'s restricted data; a child may shrink the list of annotators who "
+            "see them, never widen it", "privacy", "annotators",
+            hints=("ask for the annotator to be added where the parent's policy is written",)))
     if inherited.restricted and inherited.sandbox == "required" and own.sandbox != "required":
         problems.append(child.diag(
             "BE019", f"privacy.sandbox: trainings on {parent.name}'s restricted data must run "

@@ -30,23 +30,13 @@ from buildenv.core.project import Project
 from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.formats import arrow_type
 from buildenv.data.gate.partitioned_read import partition_scalar
+from buildenv.data.lock.derived import narrowed
 from buildenv.data.lock.manifest import FileEntry, Manifest
-from buildenv.env.evaluation_spec import Evaluation
 from buildenv.env.spec import Column, Environment
 from buildenv.training.context import BuildContext, ForbiddenRead
 from buildenv.training.runner import _diag, _load_entry, _user_frame
 
-__all__ = ["TransformContext", "narrowed", "run_transform_job", "scoped_pins"]
-
-
-def narrowed(env: Environment, inputs: list[str]) -> Environment:
-    """The environment user code sees: only `inputs`, no label or label sets, its restricted
-    datasets named explicitly (what a derived input inherits included)."""
-    restricted = sorted(n for n in inputs if env.restricted(n))
-    return env.model_copy(update={
-        "datasets": {n: env.datasets[n] for n in inputs}, "labels": {}, "label": None,
-        "evaluation": Evaluation(),
-        "privacy": env.privacy.model_copy(update={"restricted": restricted})})
+__all__ = ["TransformContext", "run_transform_job", "scoped_pins"]
 
 
 def scoped_pins(pins: dict[str, str], manifests: dict[str, Manifest], dataset: str,

@@ -27,11 +27,12 @@ from buildenv import LABELING_FUNCTION
 from buildenv.core.project import Project
 from buildenv.data.gate.errors import GateError
 from buildenv.data.keys import key_text
+from buildenv.data.lock.derived import narrowed
 from buildenv.data.lock.manifest import Manifest
 from buildenv.env.spec import Environment
 from buildenv.labels.matrix import write_array
 from buildenv.training.context import BuildContext
-from buildenv.training.derive_run import narrowed, scoped_pins
+from buildenv.training.derive_run import scoped_pins
 from buildenv.training.runner import _diag, _user_frame
 
 __all__ = ["run_functions_job"]

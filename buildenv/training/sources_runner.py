@@ -1,7 +1,9 @@
-"""The process that runs code-made sources: `python -m buildenv.training.sources_runner REQ`.
+"""The process that runs code-made sources: `python -m buildenv.training.sources_runner REQ`
+(or `-`: started early by `compile.source_process`, it imports what jobs need, then reads
+REQ's path from standard input).
 
-Started by the compile room's launcher exactly like a training (scrubbed environment, fixed
-seeds, its own process group, a time limit), it runs a list of jobs -- derived datasets'
+Started by the compile room like a training (scrubbed environment, fixed seeds, its own
+process group, a time limit), it runs a list of jobs -- derived datasets'
 transforms (`derive_run`) and label sets' labeling functions (`label_run`) -- reading data only
 through the data gate, pinned to the lock, and writes each output file into the directory the
 build gave it. The build moves finished outputs into its stores; a job that fails leaves no
@@ -60,9 +62,29 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
             "timings": timings}
 
 
+def _prepare() -> None:
+    """What every job needs, imported before the request comes (`-`: started early)."""
+    # deferred on purpose: imported while the build still checks the code (see the module)
+    import pandas  # noqa: F401 -- what transforms and labeling functions use
+
+    import buildenv.training.derive_run
+    import buildenv.training.label_run  # noqa: F401
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`REQ`: run the request in file REQ. `-`: import first, then read REQ's path from
+    standard input (no line: the build needs nothing after all, exit quietly)."""
     argv = argv if argv is not None else sys.argv[1:]
-    request = json.loads(Path(argv[0]).read_text())
+    path = argv[0]
+    if path == "-":
+        try:
+            _prepare()
+        except Exception:  # `run` imports them again and reports the failure (BE345)
+            pass
+        path = sys.stdin.readline().strip()
+        if not path:
+            return 0
+    request = json.loads(Path(path).read_text())
     result_path = Path(request["result"])
     try:
         result = run(request)

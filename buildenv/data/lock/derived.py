@@ -37,11 +37,12 @@ from buildenv.core.tempdirs import scratch_dir
 from buildenv.data.lock.digests import ContentDigest, compute_digest
 from buildenv.data.lock.manifest import FileEntry, Manifest, describe_diff, partition_values
 from buildenv.data.storage import Location, locate
+from buildenv.env.evaluation_spec import Evaluation
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Dataset, Environment
 
 __all__ = ["DerivedPlan", "DerivedStore", "OutputFile", "OutputMeta", "Pinned", "derived_staleness",
-           "materialize", "plan_derived", "writer_version"]
+           "materialize", "narrowed", "plan_derived", "writer_version"]
 
 FORMAT = 1  # bump when what an object holds changes meaning
 
@@ -138,7 +139,7 @@ class DerivedStore:
             return None
         fresh = OutputMeta(meta.digest, meta.size, meta.rows, meta.withheld, st.st_mtime_ns,
                            st.st_ino)
-        atomic_write_text(path.with_suffix(".json"), json.dumps(asdict(fresh), sort_keys=True))
+        _record(path, fresh)
         return fresh
 
     def put(self, key: str, source: Path, withheld: int) -> OutputMeta:
@@ -152,8 +153,25 @@ class DerivedStore:
         st = os.stat(path)
         meta = OutputMeta(value.digest, value.size, value.rows, withheld, st.st_mtime_ns,
                           st.st_ino)
-        atomic_write_text(path.with_suffix(".json"), json.dumps(asdict(meta), sort_keys=True))
+        _record(path, meta)
         return meta
+
+
+def _record(path: Path, meta: OutputMeta) -> None:
+    """The object's record, not synced to disk: an empty or lost record (a machine that lost
+    power) is a miss for `get`, and a record that outlived its object fails the stat check."""
+    atomic_write_text(path.with_suffix(".json"), json.dumps(asdict(meta), sort_keys=True),
+                      sync=False)
+
+
+def narrowed(env: Environment, inputs: list[str]) -> Environment:
+    """The environment user code sees: only `inputs`, no label or label sets, its restricted
+    datasets named explicitly (what a derived input inherits included)."""
+    restricted = sorted(n for n in inputs if env.restricted(n))
+    return env.model_copy(update={
+        "datasets": {n: env.datasets[n] for n in inputs}, "labels": {}, "label": None,
+        "evaluation": Evaluation(),
+        "privacy": env.privacy.model_copy(update={"restricted": restricted})})
 
 
 def code_record(project: Project, ds: Dataset) -> dict[str, str]:

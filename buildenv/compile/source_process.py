@@ -1,0 +1,119 @@
+"""The hermetic process that runs code-made sources, started before its request is ready.
+
+A small rebuild of a derived dataset (one new day of input) spends most of its time starting
+the process that runs user code: a fresh interpreter importing pandas, pyarrow and buildenv.
+`SourceProcess.start` starts `python -m buildenv.training.sources_runner -` as soon as the
+build knows a transform will run; that process imports what transforms use while the build
+still checks the code statically, then waits for the request's path on its standard input.
+`run` hands the request over and waits for the result under the time limit. The process is
+the one `launch.run_sources` describes: scrubbed environment, fixed seeds, its own process
+group (killed whole, on timeout, interrupt and exit), dead with its parent. `close` kills it
+when nothing was asked of it (the static check failed).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from buildenv.compile.launch import _die_with_parent, _output_tail, child_env, kill_group
+from buildenv.core.project import Project, TrainingConfig
+from buildenv.core.tempdirs import owned_temp_dir, scratch_dir, sweep
+from buildenv.env.resolve import Resolved
+
+__all__ = ["SourceProcess"]
+
+
+class SourceProcess:
+    """One started sources runner; `run` at most once, `close` always (a context manager)."""
+
+    def __init__(self, project: Project, proc: subprocess.Popen, work: Path, log: IO[bytes]):
+        self.project, self.proc, self.work, self._log = project, proc, work, log
+
+    @classmethod
+    def start(cls, project: Project) -> SourceProcess:
+        threads = TrainingConfig(entry="x.py:x").native_threads
+        # in the repository's scratch, named by its owner: what a killed build leaves (its
+        # request: the environment, the pins) is swept by the next one
+        scratch = scratch_dir(project.data_state_dir)
+        sweep(scratch)
+        work = owned_temp_dir(scratch, "source")
+        log = open(work / "output.log", "wb")  # noqa: SIM115 -- closed by close()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "buildenv.training.sources_runner", "-"],
+                cwd=project.root, env=child_env(0, threads), stdin=subprocess.PIPE,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        except BaseException:
+            log.close()
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        return cls(project, proc, work, log)
+
+    def __enter__(self) -> SourceProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, res: Resolved, jobs: list[dict], pins: dict[str, str], manifests: dict,
+            timeout: float, path: str, timeout_hint: str) -> dict[str, Any]:
+        """Run `jobs` (derived datasets' transforms, label sets' labeling functions) reading
+        through the gate pinned to `pins`/`manifests`; the result (outputs and diagnostics).
+        `path` is what a timeout or crash is reported at."""
+        project = self.project
+        request = {
+            "jobs": jobs,
+            "root": str(project.root), "data_root": str(project.data_root or project.root),
+            "env": res.env.model_dump(mode="json", by_alias=True),
+            "result": str(self.work / "result.json"), "pins": dict(pins),
+            "manifests": {name: m.to_json() for name, m in manifests.items()},
+        }
+        (self.work / "request.json").write_text(json.dumps(request))
+        deadline = time.monotonic() + timeout
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(f"{self.work / 'request.json'}\n".encode())
+            self.proc.stdin.close()
+        except OSError:
+            pass  # it died while starting: reported below as a process without result
+        try:
+            self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            kill_group(self.proc)
+            return {"ok": False, "diagnostics": [{
+                "code": "BE344", "message": f"source exceeded its time limit of {timeout:g} s",
+                "path": path, "line": None, "col": None, "severity": "error",
+                "hints": [timeout_hint]}]}
+        except BaseException:  # Ctrl-C, SIGTERM turned into an exception, a bug
+            kill_group(self.proc)
+            raise
+        kill_group(self.proc)  # the runner exited: workers it left behind go too
+        result_file = self.work / "result.json"
+        if not result_file.is_file():
+            self._log.flush()
+            output = (self.work / "output.log").read_text(errors="replace")
+            return {"ok": False, "diagnostics": [{
+                "code": "BE345", "message": f"source process exited with code "
+                f"{self.proc.returncode} and no result", "path": path, "line": None,
+                "col": None, "severity": "error", "hints": _output_tail(output, res)}]}
+        result: dict[str, Any] = json.loads(result_file.read_text())
+        return result
+
+    def close(self) -> None:
+        """Stop the process (whatever it is doing) and remove its request and result."""
+        try:
+            if self.proc.stdin is not None and not self.proc.stdin.closed:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        kill_group(self.proc)
+        self._log.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+
