@@ -29,7 +29,7 @@ from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
 from buildenv.toolchain.toolchain import Interpreter
 
-__all__ = ["child_env", "kill_group", "own_interpreter", "package_parent", "run_sources",
+__all__ = ["child_env", "kill_group", "own_interpreter", "package_parent",
            "run_training", "wait_policy"]
 
 
@@ -217,57 +217,6 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
     finally:
         if box is not None:
             box.close()
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def run_sources(project: Project, res: Resolved, jobs: list[dict], pins: dict[str, str],
-                manifests: dict, timeout: float, path: str, timeout_hint: str) -> dict:
-    """Run derived datasets' transforms and label sets' labeling functions (`jobs`) in a
-    hermetic process like a training's (`buildenv.training.sources_runner`: scrubbed
-    environment, time limit, process group; not yet in the training sandbox), reading through
-    the gate pinned to `pins`/`manifests`; its result (outputs and diagnostics). `path` is what
-    a timeout or crash is reported at."""
-    threads = TrainingConfig(entry="x.py:x").native_threads
-    work = Path(tempfile.mkdtemp(prefix="buildenv-source-"))
-    try:
-        request = {
-            "jobs": jobs,
-            "root": str(project.root), "data_root": str(project.data_root or project.root),
-            "env": res.env.model_dump(mode="json", by_alias=True),
-            "result": str(work / "result.json"), "pins": dict(pins),
-            "manifests": {name: m.to_json() for name, m in manifests.items()},
-        }
-        (work / "request.json").write_text(json.dumps(request))
-        log_path = work / "output.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "buildenv.training.sources_runner",
-                 str(work / "request.json")],
-                cwd=project.root, env=child_env(0, threads), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                kill_group(proc)
-                return {"ok": False, "diagnostics": [{
-                    "code": "BE344", "message": f"source exceeded its time limit of "
-                    f"{timeout:g} s", "path": path, "line": None, "col": None,
-                    "severity": "error", "hints": [timeout_hint]}]}
-            except BaseException:  # Ctrl-C, SIGTERM turned into an exception, a bug
-                kill_group(proc)
-                raise
-            kill_group(proc)  # the runner exited: workers it left behind go too
-        output = log_path.read_text(errors="replace")
-        result_file = work / "result.json"
-        if not result_file.is_file():
-            return {"ok": False, "diagnostics": [{
-                "code": "BE345", "message": f"source process exited with code "
-                f"{proc.returncode} and no result", "path": path, "line": None, "col": None,
-                "severity": "error", "hints": _output_tail(output, res)}]}
-        result: dict = json.loads(result_file.read_text())
-        return result
-    finally:
         shutil.rmtree(work, ignore_errors=True)
 
 

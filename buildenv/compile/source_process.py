@@ -6,7 +6,7 @@ the process that runs user code: a fresh interpreter importing pandas, pyarrow a
 build knows a transform will run; that process imports what transforms use while the build
 still checks the code statically, then waits for the request's path on its standard input.
 `run` hands the request over and waits for the result under the time limit. The process is
-the one `launch.run_sources` describes: scrubbed environment, fixed seeds, its own process
+like a training's (`launch`): scrubbed environment, fixed seeds, its own process
 group (killed whole, on timeout, interrupt and exit), dead with its parent. `close` kills it
 when nothing was asked of it (the static check failed).
 """
