@@ -125,13 +125,13 @@ class FamilySums:
                                    axis=1)
 
         for name, value in self.exact.items():
-            full[name][:, codes] = per_slice((w * value).sum(axis=1, dtype=np.uint16))
+            full[name][:, codes] = per_slice(_lane_sum(w, value))
         for name, value in self.real.items():
             full[name][:, codes] = per_slice(np.einsum("rjb,jb->rb", w, value))
         if self.auc is not None:
             full["n"][:, codes], full["auc"][:, codes] = self.auc.value(w, weights, layout)
         else:
-            full["n"][:, codes] = per_slice((w * self.valid).sum(axis=1, dtype=np.uint16))
+            full["n"][:, codes] = per_slice(_lane_sum(w, self.valid))
         return full
 
 
@@ -182,22 +182,37 @@ class _Ranks:
         return pos_weight + neg_weight, value
 
 
+def _lane_sum(w: np.ndarray, flag: np.ndarray) -> np.ndarray:
+    """Weight of the rows with `flag` 1 per (resample, block), lane by lane (in cache)."""
+    shape = (len(w), w.shape[2])
+    total = np.zeros(shape, np.uint16)
+    part = np.empty(shape, np.uint8)
+    for j in range(BLOCK):
+        np.multiply(w[:, j], flag[j], out=part)
+        total += part
+    return total
+
+
 def _mann_whitney(w: np.ndarray, positive: np.ndarray, negative: np.ndarray,
                   first: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positive weight, negative weight and the weight of (negative, positive) pairs with the
     negative earlier in the layout, per (resample, slice) starting at block `first`."""
-    pos, neg = w * positive, w * negative  # (resamples, BLOCK, blocks) uint8
-    shape = (len(w), w.shape[2])
+    shape = (len(w), w.shape[2])  # (resamples, blocks): one lane of every block at a time
+    pos, neg = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
     running = np.zeros(shape, np.uint16)  # negative weight before lane j, in each block
+    pos_block = np.zeros(shape, np.uint16)
     pairs = np.zeros(shape, np.int32)
     product = np.empty(shape, np.uint16)
-    for j in range(BLOCK):
+    for j in range(BLOCK):  # lane by lane: small arrays that stay in cache
+        np.multiply(w[:, j], positive[j], out=pos)
+        np.multiply(w[:, j], negative[j], out=neg)
         if j:
-            np.multiply(pos[:, j], running, out=product)
+            np.multiply(pos, running, out=product)
             pairs += product
-        running += neg[:, j]
-    pos_block = pos.sum(axis=1, dtype=np.uint16).astype(np.float64)
+        running += neg
+        pos_block += pos
     neg_block = running.astype(np.float64)
+    pos_block = pos_block.astype(np.float64)
     neg_before = np.cumsum(neg_block, axis=1) - neg_block  # in earlier blocks (exact)
     pos_weight = np.add.reduceat(pos_block, first, axis=1)
     neg_weight = np.add.reduceat(neg_block, first, axis=1)
