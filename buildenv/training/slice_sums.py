@@ -63,7 +63,7 @@ class _Layout:
 
     def put(self, values: np.ndarray, dtype: type) -> np.ndarray:
         """Per-row `values` (in the layout's order) at their positions, (BLOCK, blocks)."""
-        out = np.zeros(self.blocks * BLOCK, dtype)
+        out: np.ndarray = np.zeros(self.blocks * BLOCK, dtype)
         out[self.position] = values
         return out.reshape(BLOCK, self.blocks)
 
