@@ -33,7 +33,7 @@ __all__ = ["METRICS", "Resampled", "chunks", "intervals", "poisson_weights", "re
 #: Metrics of each kind of model, in report order.
 METRICS = {"classification": ("accuracy", "logloss", "roc_auc"),
            "regression": ("rmse", "mae", "r2")}
-_CELLS = 1 << 22  # weights per chunk of resamples: bounds memory (32 MiB per float64 copy)
+_CELLS = 1 << 22  # weights per chunk of resamples (4 MiB of uint8); part of the draws: fixed
 
 
 def _poisson_table() -> np.ndarray:
