@@ -28,7 +28,7 @@ from sklearn.metrics import (
 )
 
 from buildenv.release.slice_gates import SliceRow, holm
-from buildenv.training.bootstrap import intervals, resample
+from buildenv.training.bootstrap import _TABLE, chunks, intervals, poisson_weights, resample
 from buildenv.training.outputs import Outputs
 from buildenv.training.slicing import Family, overall
 
@@ -58,6 +58,44 @@ def test_every_slice_metric_equals_scikit_learn_on_its_rows():
         assert point["logloss"][index] == pytest.approx(
             log_loss(y, y_proba=out.proba[rows], labels=[False, True]), abs=1e-12)
         assert found.rows[index] == rows.sum()
+
+
+def _weights(rows: int, resamples: int, seed: int) -> np.ndarray:
+    return np.concatenate([poisson_weights(rows, size, seed, index)
+                           for index, size in chunks(rows, resamples)])
+
+
+@pytest.mark.parametrize("ties", [True, False])
+def test_every_resample_equals_scikit_learn_with_the_weights_as_sample_weights(ties):
+    """The blocked sums and Mann-Whitney counts (training.slice_sums) on real weights, with and
+    without tied scores that mix the classes, against scikit-learn's weighted metrics."""
+    out, codes = _binary(3000, 2)
+    if not ties:
+        p = np.random.default_rng(9).random(3000)
+        out = Outputs("classification", out.truth, p >= 0.5, np.c_[1 - p, p], [False, True], True)
+    family = Family(0, codes, [f"s{i}" for i in range(5)], 30, "value", [False] * 5)
+    found = resample([overall(len(codes)), family], [out.row_stats()], 60, 5)
+    weights = _weights(len(codes), 60, 5)
+    p = out.proba[:, 1]
+    for b in range(0, 60, 7):
+        for index, rows in [(0, codes > -2)] + [(i + 1, codes == i) for i in range(5)]:
+            w = weights[b][rows]
+            y = out.truth[rows]
+            draws = found.draws[0]
+            assert draws["roc_auc"][b, index] == pytest.approx(
+                roc_auc_score(y, p[rows], sample_weight=w), abs=1e-12)
+            assert draws["accuracy"][b, index] == pytest.approx(
+                accuracy_score(y, out.predicted[rows], sample_weight=w), abs=1e-12)
+            assert draws["logloss"][b, index] == pytest.approx(
+                log_loss(y, out.proba[rows], sample_weight=w, labels=[False, True]), rel=1e-12)
+
+
+def test_the_weights_are_the_seeded_16_bit_draws_through_the_poisson_table():
+    expected = _TABLE[np.random.default_rng([3, 0x5B1CE, 2]).integers(
+        0, 1 << 16, size=(7, 1001), dtype=np.uint16)]
+    assert np.array_equal(poisson_weights(1001, 7, 3, 2), expected)
+    many = poisson_weights(100_000, 10, 0, 0)
+    assert abs(many.mean() - 1) < 0.01 and abs(many.var() - 1) < 0.01  # Poisson(1)
 
 
 def test_regression_metrics_equal_scikit_learn():

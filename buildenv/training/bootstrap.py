@@ -9,13 +9,10 @@ the seed, so chunks run in parallel threads with the same result), is shared by 
 family and every model scored on the same rows: comparisons are paired.
 
 Every metric but ROC AUC is a function of sums over a slice's rows (`outputs.RowStats`):
-accuracy of `correct`, log loss of `loss`, rmse/mae/r2 of `se`, `ae`, `y`, `yy`. A family's
-rows are gathered once in slice order, so each slice is a run of consecutive columns of the
-weights and every sum is one `reduceat` (no product with a mostly-zero slice matrix: each row
-is in one slice of a family). ROC AUC is the Mann-Whitney statistic: within a slice, rows
-sorted by score, the weight of negatives below each positive (ties count half) is read off one
-cumulative sum per family. With every weight 1 the same code gives the point estimates, equal
-to scikit-learn's metrics.
+accuracy of `correct`, log loss of `loss`, rmse/mae/r2 of `se`, `ae`, `y`, `yy`. ROC AUC is the
+Mann-Whitney statistic. `training.slice_sums` computes both for one family's slices, in blocks
+of rows laid out once per model and family. With every weight 1 the same code gives the point
+estimates, equal to scikit-learn's metrics.
 """
 
 from __future__ import annotations
@@ -28,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from buildenv.training.outputs import RowStats
+from buildenv.training.slice_sums import FamilySums
 from buildenv.training.slicing import Family
 
 __all__ = ["METRICS", "Resampled", "chunks", "intervals", "poisson_weights", "resample"]
@@ -35,7 +33,7 @@ __all__ = ["METRICS", "Resampled", "chunks", "intervals", "poisson_weights", "re
 #: Metrics of each kind of model, in report order.
 METRICS = {"classification": ("accuracy", "logloss", "roc_auc"),
            "regression": ("rmse", "mae", "r2")}
-_CELLS = 1 << 22  # weights per chunk of resamples: bounds memory (32 MiB per float64 copy)
+_CELLS = 1 << 22  # weights per chunk of resamples (4 MiB of uint8); part of the draws: fixed
 
 
 def _poisson_table() -> np.ndarray:
@@ -57,9 +55,13 @@ def chunks(rows: int, resamples: int) -> list[tuple[int, int]]:
 
 def poisson_weights(rows: int, size: int, seed: int, index: int) -> np.ndarray:
     """Chunk `index` of the weight matrix: (size, rows) uint8. Each chunk has its own stream
-    of the seed, so chunks can be made in any order (or at once) with the same result."""
-    rng = np.random.default_rng([seed, 0x5B1CE, index])
-    return _TABLE[rng.integers(0, 1 << 16, size=(size, rows), dtype=np.uint16)]
+    of the seed, so chunks can be made in any order (or at once) with the same result.
+
+    The 16-bit uniforms are the generator's 64-bit outputs cut in four, low bits first: the
+    numbers `integers(0, 2**16, dtype=uint16)` gives, without its per-draw loop."""
+    cells = size * rows
+    raw = np.random.default_rng([seed, 0x5B1CE, index]).bit_generator.random_raw(-(-cells // 4))
+    return _TABLE[raw.astype("<u8", copy=False).view("<u2")[:cells].reshape(size, rows)]
 
 
 @dataclass
@@ -77,7 +79,7 @@ def resample(families: list[Family], models: list[RowStats], resamples: int,
     """Point estimates and `resamples` bootstrap values of every metric, for every model on
     every slice of `families` (the same weights for all: paired)."""
     rows = models[0].rows
-    plans = [[_Part.of(f, m) for f in families] for m in models]
+    plans = [[FamilySums.of(f, m) for f in families] for m in models]
     ones = np.ones((1, rows), np.uint8)
     point = [_metrics(m.kind, _sums(plan, ones)) for m, plan in zip(models, plans, strict=True)]
 
@@ -120,128 +122,10 @@ def intervals(draws: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndar
     return low, high
 
 
-def _sums(plan: list[_Part], weights: np.ndarray) -> dict[str, np.ndarray]:
+def _sums(plan: list[FamilySums], weights: np.ndarray) -> dict[str, np.ndarray]:
     """Sums per (resample, slice), families side by side, for weights (resamples, rows)."""
     found = [part.sums(weights) for part in plan]
     return {name: np.concatenate([f[name] for f in found], axis=1) for name in found[0]}
-
-
-@dataclass
-class _Part:
-    """One model on one family's slices: the family's rows in slice order (by score within a
-    slice when ROC AUC is scored), so every slice is a run of consecutive rows and a sum per
-    slice is one `reduceat`."""
-
-    size: int  # slices of the family
-    order: np.ndarray | None  # evaluation rows of the family, in slice order; None: all, as is
-    values: dict[str, np.ndarray]  # figure -> float64 per ordered row
-    codes: np.ndarray  # non-empty slices
-    starts: np.ndarray  # their first ordered row; `ends` one past their last
-    ends: np.ndarray
-    auc: _Auc | None
-
-    @classmethod
-    def of(cls, family: Family, stats: RowStats) -> _Part:
-        codes = family.codes
-        inside = np.flatnonzero(codes >= 0)
-        binary = stats.score is not None and stats.positive is not None
-        if binary:
-            assert stats.score is not None
-            order = inside[np.lexsort((stats.score[inside], codes[inside]))]
-        else:
-            order = inside[np.argsort(codes[inside], kind="stable")]
-        code = codes[order]
-        n = len(order)
-        starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]]) if n else np.zeros(0, int)
-        ends = np.r_[starts[1:], n].astype(int) if n else starts
-        identity = n == len(codes) and bool(np.all(order == np.arange(n)))
-        auc = _Auc.of(order, code, starts, family.size, stats) if binary else None
-        return cls(family.size, None if identity else order,
-                   {k: v[order] for k, v in stats.sums.items()}, code[starts], starts, ends, auc)
-
-    def sums(self, weights: np.ndarray) -> dict[str, np.ndarray]:
-        """Sums per (resample, slice) of the count and of each figure; 0 for empty slices."""
-        w = weights if self.order is None else np.take(weights, self.order, axis=1)
-        chunk = len(weights)
-        full = {k: np.zeros((chunk, self.size)) for k in ["n", *self.values]}
-        if len(self.starts):
-            dense = w.astype(np.float64)  # one cast: reductions of uint8 cast element-wise
-            full["n"][:, self.codes] = np.add.reduceat(dense, self.starts, axis=1)
-            for name, value in self.values.items():
-                full[name][:, self.codes] = np.add.reduceat(dense * value, self.starts, axis=1)
-        if self.auc is not None:
-            full["auc"] = self.auc.value(w)
-        return full
-
-
-@dataclass
-class _Auc:
-    """ROC AUC per slice as the Mann-Whitney statistic: within a slice, rows sorted by score,
-    the weight of negatives below each positive (ties count half) is read off one running sum
-    of negative weights down the family's ordered rows."""
-
-    size: int
-    negative: np.ndarray  # uint8 per ordered row: 1 for a negative row
-    positives: np.ndarray  # ordered positions of positive rows (in slice order)
-    tie_start: np.ndarray | None  # per positive: first position of its tie block; None: no ties
-    tie_end: np.ndarray | None  # per positive: one past its tie block's last position
-    codes: np.ndarray  # slices with a positive
-    first: np.ndarray  # their first entry in `positives`
-    starts: np.ndarray  # their first and one past their last ordered row
-    ends: np.ndarray
-
-    @classmethod
-    def of(cls, order: np.ndarray, code: np.ndarray, starts: np.ndarray, size: int,
-           stats: RowStats) -> _Auc:
-        assert stats.score is not None and stats.positive is not None
-        score, positive = stats.score[order], stats.positive[order]
-        n = len(order)
-        new_slice = np.zeros(n, bool)
-        new_slice[starts] = True
-        new_block = new_slice | np.r_[True, score[1:] != score[:-1]][:n]
-        position = np.arange(n)
-        pos = np.flatnonzero(positive)
-        tie_start = tie_end = None
-        if not new_block[1:].all() or n < 2:  # some scores tie within a slice
-            block_start = np.maximum.accumulate(np.where(new_block, position, 0))
-            block_end = np.r_[np.flatnonzero(new_block)[1:], n][np.cumsum(new_block) - 1]
-            tie_start, tie_end = block_start[pos], block_end[pos]
-        slice_of = np.searchsorted(starts, pos, side="right") - 1  # index into starts
-        first = np.flatnonzero(np.r_[True, slice_of[1:] != slice_of[:-1]]) if len(pos) \
-            else np.zeros(0, int)
-        which = slice_of[first]
-        ends = np.r_[starts[1:], n]
-        return cls(size, (~positive).astype(np.uint8), pos, tie_start, tie_end,
-                   code[starts][which], first, starts[which], ends[which])
-
-    def value(self, w: np.ndarray) -> np.ndarray:
-        """AUC per (resample, slice) for weights `w` (resamples, ordered rows); NaN where a
-        slice lacks positives or negatives."""
-        chunk = len(w)
-        out = np.full((chunk, self.size), np.nan)
-        if not len(self.positives):
-            return out
-        kind = np.int32 if w.shape[1] * 10 < 2**31 else np.int64  # weights are at most 9
-        cum = np.zeros((chunk, w.shape[1] + 1), kind)
-        np.cumsum(w * self.negative, axis=1, dtype=kind, out=cum[:, 1:])  # negatives before
-        pos = np.take(w, self.positives, axis=1).astype(np.int64)
-        # twice the negatives' weight below a positive, ties counting half: the negatives
-        # before its tie block plus those before its block's end, less twice those before
-        # its slice (subtracted per slice below, once for the slice's positive weight)
-        if self.tie_start is None:
-            twice = 2 * pos * np.take(cum, self.positives, axis=1)
-        else:
-            assert self.tie_end is not None
-            twice = pos * (np.take(cum, self.tie_start, axis=1)
-                           + np.take(cum, self.tie_end, axis=1))
-        pos_weight = np.add.reduceat(pos, self.first, axis=1).astype(np.float64)
-        before = cum[:, self.starts].astype(np.float64)
-        numerator = np.add.reduceat(twice, self.first, axis=1) - 2.0 * before * pos_weight
-        neg_weight = (cum[:, self.ends] - cum[:, self.starts]).astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            value = numerator / (2.0 * pos_weight * neg_weight)
-        out[:, self.codes] = np.where((pos_weight > 0) & (neg_weight > 0), value, np.nan)
-        return out
 
 
 def _metrics(kind: str, sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
