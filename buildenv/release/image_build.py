@@ -79,8 +79,9 @@ def build_image(project: Project, training: str, env: str, options: ImageOptions
             assert options.base_rootfs is not None
             total = ctx.layer_bytes + options.base_rootfs.stat().st_size
             check_size(res, total, f"base rootfs {options.base_rootfs.name} + the layer", limit)
-            outcome.said.append(Said(f"size: {_mb(total)} (base rootfs {_mb(total - ctx.layer_bytes)}"
-                                     f" + {_mb(ctx.layer_bytes)})", True))
+            outcome.said.append(Said(f"size: {_mb(total)} (base rootfs "
+                                     f"{_mb(total - ctx.layer_bytes)} + {_mb(ctx.layer_bytes)})",
+                                     False))  # --quiet: the archive's line only
             steps.phase("oci")
             result = write_oci(project, ctx, options.base_rootfs, options.oci,
                                name.rsplit(":", 1)[-1])
