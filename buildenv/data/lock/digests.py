@@ -87,6 +87,28 @@ class StatCache:
             except (OSError, ValueError):
                 self._entries = {}
 
+    @classmethod
+    def shared(cls, path: Path) -> StatCache:
+        """A read-only view of the cache at `path`, parsed once per process for as long as the
+        file is unchanged: a read of a partitioned dataset or a table opens each of its files
+        through a gate of its own, and parsing the whole cache for each file cost more than
+        reading a small file. A rewritten cache (a new inode) is parsed again. Callers only
+        `get` from it; a lock writes through a `StatCache` of its own."""
+        try:
+            info = os.stat(path)
+            identity: tuple[int, ...] = (info.st_ino, info.st_size, info.st_mtime_ns,
+                                         info.st_ctime_ns)
+        except OSError:
+            return cls(None)
+        with _SHARED_LOCK:
+            known = _SHARED.get(str(path))
+            if known is not None and known[0] == identity:
+                return known[1]
+        cache = cls(path)
+        with _SHARED_LOCK:
+            _SHARED[str(path)] = (identity, cache)
+        return cache
+
     def get(self, key: str, stat: Stat, algorithm: str, fmt: str) -> ContentDigest | None:
         entry = self._entries.get(f"{algorithm}:{fmt}:{key}")
         if not entry or entry.get("stat") != stat.__dict__:  # asdict() deep-copies: slower
@@ -113,6 +135,11 @@ class StatCache:
             self._dirty = False
         except OSError:
             pass  # a cache that cannot be written is only slower
+
+
+# StatCache.shared: cache path -> (the file's identity when parsed, the parsed cache)
+_SHARED: dict[str, tuple[tuple[int, ...], StatCache]] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 def digest_location(location: Location, fmt: str, algorithm: str = "sha256",
