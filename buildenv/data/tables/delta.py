@@ -116,7 +116,7 @@ def open_version(project: Project, ds: Dataset, version: int | None,
 
     schema = pa.schema(table.schema().to_arrow())
     partitions = tuple(table.metadata().partition_columns)
-    actions = pa.table(table.get_add_actions(flatten=True))
+    actions = _arrow(table.get_add_actions(flatten=True))
     paths = actions.column("path").to_pylist()
     sizes = actions.column("size_bytes").to_pylist()
     records = (actions.column("num_records").to_pylist() if "num_records" in
@@ -192,15 +192,22 @@ def _refuse_unreadable(table: Any, label: str) -> None:
                          "pin a table without column mapping")
     features = table.protocol().reader_features or []
     if "deletionVectors" in features:
-        import pyarrow as pa
-
-        vectors = pa.table(table.deletion_vectors().read_all())
+        vectors = _arrow(table.deletion_vectors().read_all())
         if vectors.num_rows:
             first = str(vectors.column("filepath")[0].as_py()).rsplit("/", 1)[-1]
             raise TableError("BE075", f"{label} has deletion vectors ({vectors.num_rows} "
                              f"file(s), e.g. '{first}'): rows are deleted without rewriting "
                              "the files", "rewrite the files (OPTIMIZE / REORG TABLE ... "
                              "APPLY (PURGE)) or pin a version before the delete")
+
+
+def _arrow(data: Any) -> Any:
+    """delta-rs' Arrow table (arro3) as a pyarrow Table, through the Arrow C stream:
+    `pa.table()` would first ask pandas whether it is a DataFrame, importing pandas (a third
+    of a second of `buildenv lock`)."""
+    import pyarrow as pa
+
+    return pa.RecordBatchReader.from_stream(data).read_all()
 
 
 def _version_as_of(uri: str, history: list[dict[str, Any]], as_of: str) -> int:
