@@ -131,7 +131,8 @@ class StatCache:
             return
         try:
             # not fsynced: a cache lost to a crash costs a rehash, never a wrong digest (an
-            # unreadable file is a miss), and two fsyncs were a third of a relock's time
+            # unreadable file is a miss); under load an fsync took longer than the relock's
+            # own work (bench/bench_tables.py)
             atomic_write_text(self.path, json.dumps({"version": self.VERSION,
                                                      "entries": self._entries}, sort_keys=True),
                               durable=False)
