@@ -25,7 +25,7 @@ from buildenv.labels.locking import lock_environments as lock_without_code
 
 __all__ = ["CodeSources", "checked_lock", "lock_environments"]
 
-# Deferred imports (buildenv.compile.derive, buildenv.compile.label_functions): they bring the
+# Deferred imports (buildenv): `compile.derive` and `compile.label_functions` bring the
 # training room, the sandbox and pandas (half a second of `buildenv lock`'s start-up), and only
 # an environment with derived datasets or computed label sets needs them.
 

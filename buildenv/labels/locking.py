@@ -26,9 +26,9 @@ from buildenv.env.spec import LabelSet
 
 __all__ = ["lock_environments", "lock_label_sets"]
 
-# Deferred imports (buildenv.data.gate, buildenv.labels.checks, buildenv.labels.labelset): the
-# gate and the export readers bring pyarrow.compute and the label formats, a fifth of `buildenv
-# lock`'s start-up; only an environment with label sets to parse needs them.
+# Deferred imports (buildenv): the data gate, `labels.checks` and `labels.labelset` bring
+# pyarrow.compute and the label formats, a fifth of `buildenv lock`'s start-up; only an
+# environment with label sets to parse needs them.
 
 
 def _unchanged(project: Project, spec: LabelSet, previous: LockedLabels | None,
