@@ -150,3 +150,42 @@ def test_fuzzed_environment_files_never_crash_check(repo, document):
     code, out, err = invoke_cli(["check", "demo", "--env", "fuzz"], repo)
     assert code in (0, 1, 2), (document, out, err)
     assert "internal error" not in err and "Traceback" not in err
+
+
+PARSER_CASES = [
+    BASE_YAML,  # valid: every key's and value's position
+    BOMB,  # BE031 at the event that crosses the limit
+    "name: deep\nx: " + "[" * 70 + "]" * 70 + "\n",  # BE032
+    "name: dup\na: 1\na: 2\n",  # BE002
+    "name: bad\na: [1, 2\n",  # invalid YAML (BE001), worded by the pure-Python parser
+    "name: tab\na:\n\t- 1\n",
+    "name: ctl\na: \"x\x07y\"\n",  # a control character
+    "name: merge\nbase: &b {x: 1}\nother:\n  <<: *b\n",
+    "name: tag\na: !!python/object:os.system ls\n",
+]
+
+
+@pytest.mark.parametrize("text", PARSER_CASES)
+def test_libyaml_and_the_pure_python_parser_give_the_same_result(tmp_path, monkeypatch, text):
+    """Environment files are parsed by libyaml for speed; what a user sees -- values, positions,
+    diagnostics -- must be exactly what the pure-Python parser gives."""
+    import yaml
+
+    from buildenv.core.diagnostics import DiagnosticError
+    from buildenv.env import loader
+
+    if not getattr(yaml, "__with_libyaml__", False):
+        pytest.skip("PyYAML without libyaml: only the pure-Python parser runs")
+    path = tmp_path / "env.yaml"
+    path.write_text(text, encoding="utf-8")
+
+    def outcome() -> object:
+        try:
+            found = loader.load_yaml(path, "environments/env.yaml")
+        except DiagnosticError as exc:
+            return ("refused", [d.to_json() for d in exc.diagnostics])
+        return (found.data, found.keys, found.values, [d.to_json() for d in found.problems])
+
+    fast = outcome()
+    monkeypatch.setattr(loader, "_FAST", None)
+    assert outcome() == fast

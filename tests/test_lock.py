@@ -448,3 +448,31 @@ def test_csv_with_quoted_newlines_validates(tmp_path):
     body = 'id,text\n1,"first line\nsecond line"\n2,plain\n'
     root = write_repo(tmp_path, envs={"csvenv": CSV_ENV}, files={"data/notes.csv": body})
     assert invoke_cli(["validate", "csvenv"], root) == (0, "csvenv: 1 dataset(s) valid\n", "")
+
+
+def test_the_shared_stat_cache_is_parsed_again_once_rewritten(tmp_path):
+    """Gate reads share one parse of the stat cache per process; a cache a lock rewrote
+    meanwhile (another process, or this one) is what the next read sees, so a file whose
+    entry changed is never vouched for by the old entry."""
+    from buildenv.data.storage import Stat
+
+    path = tmp_path / "statcache.json"
+    stat = Stat(size=3, mtime_ns=1, ctime_ns=1, inode=7, device=1)
+    old = content.ContentDigest("sha256:" + "a" * 64, 3, 0)
+    writer = content.StatCache(path)
+    writer.put("/data/x.parquet", stat, "sha256", "parquet", old, 10**18)
+    writer.save()
+    first = content.StatCache.shared(path)
+    assert content.StatCache.shared(path) is first  # one parse while the file is unchanged
+    assert first.get("/data/x.parquet", stat, "sha256", "parquet") == old
+    moved = Stat(size=3, mtime_ns=2, ctime_ns=2, inode=7, device=1)
+    new = content.ContentDigest("sha256:" + "b" * 64, 3, 0)
+    writer = content.StatCache(path)
+    writer.put("/data/x.parquet", moved, "sha256", "parquet", new, 10**18)
+    writer.save()
+    again = content.StatCache.shared(path)
+    assert again is not first
+    assert again.get("/data/x.parquet", stat, "sha256", "parquet") is None
+    assert again.get("/data/x.parquet", moved, "sha256", "parquet") == new
+    assert content.StatCache.shared(tmp_path / "missing.json").get(
+        "/data/x.parquet", stat, "sha256", "parquet") is None

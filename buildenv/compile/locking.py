@@ -14,8 +14,6 @@ pins them (BE094 if not: the code is not deterministic), and checks the lock aga
 
 from __future__ import annotations
 
-from buildenv.compile.derive import build_derived
-from buildenv.compile.label_functions import build_labels, save_labels
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.data.executor import Executor
 from buildenv.data.lock.derived import Pinned
@@ -27,18 +25,26 @@ from buildenv.labels.locking import lock_environments as lock_without_code
 
 __all__ = ["CodeSources", "checked_lock", "lock_environments"]
 
+# Deferred imports (buildenv): `compile.derive` and `compile.label_functions` bring the
+# training room, the sandbox and pandas (half a second of `buildenv lock`'s start-up), and only
+# an environment with derived datasets or computed label sets needs them.
+
 
 class CodeSources:
     """The lock's `SourceBuilder`: derived datasets and computed label sets, built here."""
 
     def derived(self, multiverse: Multiverse, res: Resolved, pins: dict[str, Pinned],
                 cache: StatCache) -> tuple[dict[str, LockedDataset], list[Diagnostic]]:
+        from buildenv.compile.derive import build_derived
+
         built = build_derived(multiverse.project, res, pins)
         return built.entries, built.problems
 
     def labels(self, multiverse: Multiverse, res: Resolved, datasets: dict[str, LockedDataset],
                labels: dict[str, LockedLabels], cache: StatCache
                ) -> tuple[dict[str, LockedLabels], list[Diagnostic]]:
+        from buildenv.compile.label_functions import build_labels
+
         built = build_labels(multiverse.project, res, datasets, labels)
         return built.entries, built.problems
 
@@ -70,6 +76,9 @@ def checked_lock(multiverse: Multiverse, res: Resolved, executor: Executor | Non
 def make_pinned(multiverse: Multiverse, res: Resolved, lock: Lock) -> list[Diagnostic]:
     """Build the derived datasets and computed label sets `lock` pins from the inputs and code
     it pins; BE094 for one that does not come out as pinned."""
+    from buildenv.compile.derive import build_derived
+    from buildenv.compile.label_functions import build_labels, save_labels
+
     project = multiverse.project
     pins = {n: Pinned(d.digest, d.manifest) for n, d in lock.datasets.items()
             if res.env.datasets.get(n) is not None and res.env.datasets[n].source is None}

@@ -19,16 +19,17 @@ __all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_text", "create_new_
            "install_dir"]
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
-    """`sync=False`: no fsync -- still whole or absent for a process that dies, but a machine
-    that loses power may leave the file empty (for records a reader checks anyway)."""
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace `path` with `data` in one step. `durable=False` skips the fsync, for caches
+    only: a crash may then leave the old file, or an unreadable one (a cache miss), but a
+    reader still never sees half of the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            if sync:
-                handle.flush()
+            handle.flush()
+            if durable:
                 os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
@@ -37,8 +38,8 @@ def atomic_write_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
         raise
 
 
-def atomic_write_text(path: Path, text: str, *, sync: bool = True) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"), sync=sync)
+def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
 
 
 def create_new_text(path: Path, text: str) -> bool:

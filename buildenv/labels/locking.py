@@ -16,7 +16,6 @@ import time
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
 from buildenv.data.executor import Executor
-from buildenv.data.gate.gate import Gate
 from buildenv.data.lock.digests import FILE, ContentDigest, StatCache
 from buildenv.data.lock.lockfile import Lock, LockedLabels
 from buildenv.data.lock.locking import SourceBuilder, label_declaration, lock_environments_with
@@ -24,10 +23,12 @@ from buildenv.data.storage import Stat, locate
 from buildenv.data.store.keeping import keep_lock
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.spec import LabelSet
-from buildenv.labels.checks import exposure_check
-from buildenv.labels.labelset import LabelError, LabelSets
 
 __all__ = ["lock_environments", "lock_label_sets"]
+
+# Deferred imports (buildenv): the data gate, `labels.checks` and `labels.labelset` bring
+# pyarrow.compute and the label formats, a fifth of `buildenv lock`'s start-up; only an
+# environment with label sets to parse needs them.
 
 
 def _unchanged(project: Project, spec: LabelSet, previous: LockedLabels | None,
@@ -80,6 +81,10 @@ def lock_label_sets(multiverse: Multiverse, res: Resolved, previous: Lock | None
                     cache: StatCache) -> tuple[dict[str, LockedLabels], list[Diagnostic]]:
     """Pin the label sets of `res` (a `LabelLocker`): each export's digest, counts, taxonomy,
     UI version and mapping digests; an unchanged set's entry is taken from `previous`."""
+    from buildenv.data.gate.gate import Gate
+    from buildenv.labels.checks import exposure_check
+    from buildenv.labels.labelset import LabelError, LabelSets
+
     project = multiverse.project
     gate = Gate(project, res.env, "lock", where=res)
     sets = LabelSets(gate, None, res)

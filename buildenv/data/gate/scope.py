@@ -47,7 +47,7 @@ class ReadScope:
         if handover.active():  # the cache is the build's: it judges the file it handed over
             return handover.vouched(pinned.location.key, pinned.algorithm, fmt)
         if self._stat_cache is None:
-            self._stat_cache = StatCache(self.project.state_dir / "statcache.json")
+            self._stat_cache = StatCache.shared(self.project.state_dir / "statcache.json")
         hit = self._stat_cache.get(pinned.location.key, identity, pinned.algorithm, fmt)
         return hit.digest if hit is not None else None
 

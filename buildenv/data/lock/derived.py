@@ -161,7 +161,7 @@ def _record(path: Path, meta: OutputMeta) -> None:
     """The object's record, not synced to disk: an empty or lost record (a machine that lost
     power) is a miss for `get`, and a record that outlived its object fails the stat check."""
     atomic_write_text(path.with_suffix(".json"), json.dumps(asdict(meta), sort_keys=True),
-                      sync=False)
+                      durable=False)
 
 
 def narrowed(env: Environment, inputs: list[str]) -> Environment:

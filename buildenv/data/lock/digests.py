@@ -87,6 +87,28 @@ class StatCache:
             except (OSError, ValueError):
                 self._entries = {}
 
+    @classmethod
+    def shared(cls, path: Path) -> StatCache:
+        """A read-only view of the cache at `path`, parsed once per process for as long as the
+        file is unchanged: a read of a partitioned dataset or a table opens each of its files
+        through a gate of its own, and parsing the whole cache for each file cost more than
+        reading a small file. A rewritten cache (a new inode) is parsed again. Callers only
+        `get` from it; a lock writes through a `StatCache` of its own."""
+        try:
+            info = os.stat(path)
+            identity: tuple[int, ...] = (info.st_ino, info.st_size, info.st_mtime_ns,
+                                         info.st_ctime_ns)
+        except OSError:
+            return cls(None)
+        with _SHARED_LOCK:
+            known = _SHARED.get(str(path))
+            if known is not None and known[0] == identity:
+                return known[1]
+        cache = cls(path)
+        with _SHARED_LOCK:
+            _SHARED[str(path)] = (identity, cache)
+        return cache
+
     def get(self, key: str, stat: Stat, algorithm: str, fmt: str) -> ContentDigest | None:
         entry = self._entries.get(f"{algorithm}:{fmt}:{key}")
         if not entry or entry.get("stat") != stat.__dict__:  # asdict() deep-copies: slower
@@ -108,11 +130,20 @@ class StatCache:
         if self.path is None or not self._dirty:
             return
         try:
+            # not fsynced: a cache lost to a crash costs a rehash, never a wrong digest (an
+            # unreadable file is a miss); under load an fsync took longer than the relock's
+            # own work (bench/bench_tables.py)
             atomic_write_text(self.path, json.dumps({"version": self.VERSION,
-                                                     "entries": self._entries}, sort_keys=True))
+                                                     "entries": self._entries}, sort_keys=True),
+                              durable=False)
             self._dirty = False
         except OSError:
             pass  # a cache that cannot be written is only slower
+
+
+# StatCache.shared: cache path -> (the file's identity when parsed, the parsed cache)
+_SHARED: dict[str, tuple[tuple[int, ...], StatCache]] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 def digest_location(location: Location, fmt: str, algorithm: str = "sha256",
@@ -229,6 +260,20 @@ class _Background(Generic[T]):
         return self._value[0]
 
 
+_BUFFERS = threading.local()  # each hashing thread's read buffer
+
+
+def _read_buffer(size: int) -> memoryview:
+    """A read buffer of `size` bytes (at most CHUNK), reused by the thread's next file: a
+    fresh buffer is zero-filled first, which for the many small files of a table or a
+    partitioned dataset cost 3% on top of hashing their bytes (bench/bench_tables.py)."""
+    buffer: bytearray | None = getattr(_BUFFERS, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = bytearray(size)
+        _BUFFERS.buffer = buffer
+    return memoryview(buffer)[:size]
+
+
 def _digest_bytes(location: Location, algorithm: str) -> ContentDigest:
     hasher = ALGORITHMS[algorithm]()
     size = 0
@@ -237,9 +282,7 @@ def _digest_bytes(location: Location, algorithm: str) -> ContentDigest:
         with progress.task(label, unit="bytes") as bar, \
                 open(location.local, "rb", buffering=0) as handle:
             bar.total = os.fstat(handle.fileno()).st_size
-            # a buffer no larger than the file: a fresh 8 MiB one per small file (the files of
-            # a partitioned dataset or a table) costs more than hashing the file
-            view = memoryview(bytearray(max(1, min(CHUNK, bar.total + 1))))
+            view = _read_buffer(max(1, min(CHUNK, bar.total + 1)))
             if hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
             while n := handle.readinto(view):

@@ -117,6 +117,10 @@ def _digest_all(project: Project, wanted: dict[DatasetKey, Dataset], algorithm: 
                              else f"cannot read '{uri}': {text}", ())]
 
     workers = max(1, min(len(wanted), os.cpu_count() or 1, 4))
+    if workers == 1:  # one dataset (its files may still be hashed by the executor's threads)
+        for item in sorted(wanted, key=repr):
+            work(item)
+        return results, errors
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(work, sorted(wanted, key=repr)))
     return results, errors

@@ -70,14 +70,21 @@ def storage_options(location: Location) -> dict[str, str]:
     return options
 
 
-def _open(location: Location, uri: str) -> Any:
-    """The table at its latest version; TableError when it is not a table or unreachable."""
+def _open(location: Location, uri: str, version: int | None = None) -> Any:
+    """The table at its latest version (or at `version`: the log is then replayed up to it
+    only, where opening the latest and going back replays it twice; None when that version
+    cannot be loaded, for the caller to say why); TableError when it is not a table or
+    unreachable."""
     require_tables(f"dataset '{uri}' (format: delta)")
     from deltalake import DeltaTable  # pants: no-infer-dep (the tables extra)
-    from deltalake.exceptions import TableNotFoundError  # pants: no-infer-dep (the tables extra)
+    from deltalake.exceptions import (  # pants: no-infer-dep (the tables extra)
+        DeltaError,
+        TableNotFoundError,
+    )
 
     try:
-        return DeltaTable(_table_uri(location), storage_options=storage_options(location))
+        return DeltaTable(_table_uri(location), version=version,
+                          storage_options=storage_options(location))
     except TableNotFoundError as exc:
         if location.local is not None and not location.local.exists():
             raise TableError("BE053", f"Delta table '{uri}' not found") from None
@@ -86,6 +93,10 @@ def _open(location: Location, uri: str) -> Any:
     except OSError as exc:
         raise TableError("BE073", f"Delta table '{uri}' is unreachable: {_first_line(exc)}",
                          "check the endpoint and credentials (AWS_* variables)") from None
+    except DeltaError:
+        if version is None:
+            raise
+        return None  # no such version (any more): the latest says which exist
 
 
 def open_version(project: Project, ds: Dataset, version: int | None,
@@ -94,27 +105,10 @@ def open_version(project: Project, ds: Dataset, version: int | None,
     latest) of the Delta table at `ds.uri`. TableError when it does not exist (any more)
     (BE072), cannot be read file by file (BE075) or is unreachable (BE073)."""
     location = table_location(project, ds.uri)
-    table = _open(location, ds.uri)
-    from deltalake.exceptions import DeltaError  # pants: no-infer-dep (the tables extra)
-
-    latest = table.version()
     history: list[dict[str, Any]] = []
-    try:
-        if as_of is not None:
-            history = table.history()
-            version = _version_as_of(ds.uri, history, as_of)
-        if version is not None and version != latest:
-            if version > latest:
-                raise TableError("BE072", f"Delta table '{ds.uri}' has no version {version} "
-                                 f"(its latest is {latest})")
-            table.load_as_version(version)
-    except DeltaError as exc:
-        raise TableError("BE072", f"Delta table '{ds.uri}': version {version} is no longer in "
-                         f"its log ({_first_line(exc)})", "the log was cleaned up after the "
-                         "version was pinned: pin a version that exists") from None
-    except OSError as exc:
-        raise TableError("BE073", f"Delta table '{ds.uri}' is unreachable: "
-                         f"{_first_line(exc)}") from None
+    table = _open(location, ds.uri, version) if version is not None and as_of is None else None
+    if table is None:
+        table = _at_version(location, ds.uri, version, as_of, history)
     number = table.version()
     label = f"Delta table '{ds.uri}' version {number}"
     _refuse_unreadable(table, label)
@@ -122,7 +116,7 @@ def open_version(project: Project, ds: Dataset, version: int | None,
 
     schema = pa.schema(table.schema().to_arrow())
     partitions = tuple(table.metadata().partition_columns)
-    actions = pa.table(table.get_add_actions(flatten=True))
+    actions = _arrow(table.get_add_actions(flatten=True))
     paths = actions.column("path").to_pylist()
     sizes = actions.column("size_bytes").to_pylist()
     records = (actions.column("num_records").to_pylist() if "num_records" in
@@ -139,6 +133,34 @@ def open_version(project: Project, ds: Dataset, version: int | None,
                           if h.get("version") == number), 0)
     return TableVersion("delta", ds.uri.rstrip("/"), number, committed,
                         tuple((f.name, str(f.type)) for f in schema), partitions, files)
+
+
+def _at_version(location: Location, uri: str, version: int | None, as_of: str | None,
+                history: list[dict[str, Any]]) -> Any:
+    """The table opened at its latest version, then moved to `version` or to the latest
+    committed at or before `as_of` (the log's `history` is added to `history`); BE072 naming
+    the version when it does not exist or its commits were cleaned up."""
+    table = _open(location, uri)
+    from deltalake.exceptions import DeltaError  # pants: no-infer-dep (the tables extra)
+
+    latest = table.version()
+    try:
+        if as_of is not None:
+            history.extend(table.history())
+            version = _version_as_of(uri, history, as_of)
+        if version is not None and version != latest:
+            if version > latest:
+                raise TableError("BE072", f"Delta table '{uri}' has no version {version} "
+                                 f"(its latest is {latest})")
+            table.load_as_version(version)
+    except DeltaError as exc:
+        raise TableError("BE072", f"Delta table '{uri}': version {version} is no longer in "
+                         f"its log ({_first_line(exc)})", "the log was cleaned up after the "
+                         "version was pinned: pin a version that exists") from None
+    except OSError as exc:
+        raise TableError("BE073", f"Delta table '{uri}' is unreachable: "
+                         f"{_first_line(exc)}") from None
+    return table
 
 
 def _commit_time(location: Location, version: int) -> int | None:
@@ -170,15 +192,22 @@ def _refuse_unreadable(table: Any, label: str) -> None:
                          "pin a table without column mapping")
     features = table.protocol().reader_features or []
     if "deletionVectors" in features:
-        import pyarrow as pa
-
-        vectors = pa.table(table.deletion_vectors().read_all())
+        vectors = _arrow(table.deletion_vectors().read_all())
         if vectors.num_rows:
             first = str(vectors.column("filepath")[0].as_py()).rsplit("/", 1)[-1]
             raise TableError("BE075", f"{label} has deletion vectors ({vectors.num_rows} "
                              f"file(s), e.g. '{first}'): rows are deleted without rewriting "
                              "the files", "rewrite the files (OPTIMIZE / REORG TABLE ... "
                              "APPLY (PURGE)) or pin a version before the delete")
+
+
+def _arrow(data: Any) -> Any:
+    """delta-rs' Arrow table (arro3) as a pyarrow Table, through the Arrow C stream:
+    `pa.table()` would first ask pandas whether it is a DataFrame, importing pandas (a third
+    of a second of `buildenv lock`)."""
+    import pyarrow as pa
+
+    return pa.RecordBatchReader.from_stream(data).read_all()
 
 
 def _version_as_of(uri: str, history: list[dict[str, Any]], as_of: str) -> int:
