@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -107,7 +106,7 @@ def launch(root: Path, fmt: str, mechanism: str, read: bool, pins: dict) -> dict
     work = Path(tempfile.mkdtemp(prefix="buildenv-bench-"))
     out = work / "out"
     isolation._detect.cache_clear()  # each build process detects once
-    started, cpu = time.perf_counter(), _cpu()
+    started = time.perf_counter()
     with Sandbox(project, TrainingConfig(entry="train.py:train"), res, policy, out, work, {},
                  str(MAIN_PY)) as box:
         request = {"sandbox": box.request, "root": str(root), "read": read, "pins": pins,
@@ -121,19 +120,12 @@ def launch(root: Path, fmt: str, mechanism: str, read: bool, pins: dict) -> dict
                                 start_new_session=True)
         box.started()
         stdout, stderr = proc.communicate(timeout=600)
-    seconds, cpu = time.perf_counter() - started, _cpu() - cpu
+    seconds = time.perf_counter() - started
     shutil.rmtree(work, ignore_errors=True)
     if proc.returncode != 0:
         raise SystemExit(f"{mechanism} child failed:\n{stderr.decode()}")
     measured = json.loads(stdout) if read else {}
-    return {"total": seconds, "total_cpu": cpu, **measured}
-
-
-def _cpu() -> float:
-    """CPU seconds of this process and of the children it waited for (bubblewrap's too)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), \
-        resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return {"total": seconds, **measured}
 
 
 def main() -> int:
@@ -191,8 +183,8 @@ def main() -> int:
 
 def measure_setup(root: Path, mechanisms: list[str], repeats: int) -> dict[str, float]:
     """Milliseconds each mechanism adds to starting the child, and the table of them."""
-    setup: dict[str, list[dict]] = {m: [] for m in mechanisms}
-    floors: dict[str, list[dict]] = {"true": [], "bwrap ... true": []}
+    setup: dict[str, list[float]] = {m: [] for m in mechanisms}
+    floors: dict[str, list[float]] = {"true": [], "bwrap ... true": []}
     with contextlib.ExitStack() as stack:
         floor = _bwrap_true(root, stack) if "auto" in mechanisms else None
         _rounds(root, mechanisms, repeats, setup, floors, floor)
@@ -203,33 +195,32 @@ def measure_setup(root: Path, mechanisms: list[str], repeats: int) -> dict[str, 
     for name, runs, base in [*((m, setup[m], setup["off"]) for m in mechanisms),
                              *((f"floor: {n}", t, floors["true"]) for n, t in floors.items()
                                if floor is not None)]:
-        ms = statistics.median(r["total"] for r in runs) * 1000
-        extra = statistics.median(r["total"] - b["total"] for r, b in zip(runs, base)) * 1000
-        cpu = statistics.median(r["total_cpu"] - b["total_cpu"]
-                                for r, b in zip(runs, base)) * 1000
-        if name in setup:
-            overheads[name] = extra
-        rows.append([name, f"{ms:.1f}", f"{extra:+.1f}", f"{cpu:+.1f}"])
+        extra = statistics.median(r - b for r, b in zip(runs, base)) * 1000
+        overheads[name] = extra
+        rows.append([name, f"{statistics.median(runs) * 1000:.1f}", f"{extra:+.1f}"])
     print()
-    print(table(["sandbox", "start to exit, ms", "overhead, ms", "CPU overhead, ms"], rows))
-    return overheads
+    print(table(["sandbox", "start to exit, ms", "overhead, ms"], rows))
+    if floor is not None:
+        print(f"\nbubblewrap's own start (the floor) {overheads['floor: bwrap ... true']:+.1f} ms; "
+              f"the rest of the bubblewrap overhead, buildenv's: "
+              f"{overheads['auto'] - overheads['floor: bwrap ... true']:+.1f} ms")
+    return {m: overheads[m] for m in mechanisms}
 
 
-def _rounds(root: Path, mechanisms: list[str], repeats: int, setup: dict[str, list[dict]],
-            floors: dict[str, list[dict]], floor: list[str] | None) -> None:
+def _rounds(root: Path, mechanisms: list[str], repeats: int, setup: dict[str, list[float]],
+            floors: dict[str, list[float]], floor: list[str] | None) -> None:
     """Alternating rounds (the first a warm-up): each mechanism, then the floor."""
     for round_ in range(repeats + 1):
         for mechanism in mechanisms:
-            measured = launch(root, "parquet", mechanism, False, {})
+            seconds = launch(root, "parquet", mechanism, False, {})["total"]
             if round_:
-                setup[mechanism].append(measured)
+                setup[mechanism].append(seconds)
         if floor is not None:
             for name, argv in (("true", ["true"]), ("bwrap ... true", floor)):
-                started, cpu = time.perf_counter(), _cpu()
+                started = time.perf_counter()
                 subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
                 if round_:
-                    floors[name].append({"total": time.perf_counter() - started,
-                                         "total_cpu": _cpu() - cpu})
+                    floors[name].append(time.perf_counter() - started)
 
 
 def _bwrap_true(root: Path, stack: contextlib.ExitStack) -> list[str]:
