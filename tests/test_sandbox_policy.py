@@ -122,6 +122,40 @@ def test_preferred_without_isolation_warns_once_and_records_it(tmp_path, fresh_w
     assert code == 0 and "BE321" not in err, err  # once per process
 
 
+SNEAKY = ('''\
+    from train.common import fit
+
+
+    def train(ctx):
+        try:
+            open("data/items.parquet", "rb").close()
+        except OSError:
+            pass
+        return fit(ctx)
+    ''', ["open"])
+
+
+@pytest.mark.slow
+def test_off_means_no_guard_either_a_direct_read_is_neither_refused_nor_reported(tmp_path):
+    """`off` runs the training as before the sandbox existed: nothing refuses a direct read or
+    notes it (no BE322), and the lineage says data came by path. Sandboxed, the same caught
+    attempt fails the build."""
+    root = make_sandbox_repo(tmp_path, {"sneaky": SNEAKY}, tool='sandbox = "off"')
+    assert invoke_cli(["lock"], root)[0] == 0
+    code, out, err = _build(root, "sneaky")
+    assert code == 0 and "BE32" not in err, err
+    assert _lineage(root, "sneaky", "open")["isolation"] == {
+        "data": "paths", "mechanism": "none", "network": "allow", "policy": "off"}
+    if not sandbox_usable("any"):
+        return
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('sandbox = "off"', 'sandbox = "required"'))
+    code, out, err = _build(root, "sneaky")
+    assert code == 1, err
+    assert err.startswith("train/sneaky.py:6: error[BE322]: the training opened "
+                          "'data/items.parquet' directly"), err
+
+
 @pytest.mark.parametrize("tool, table, message", [
     ('sandbox = "requird"', "", "sandbox: 'requird' is not one of 'required', 'preferred' "
      "or 'off'"),

@@ -286,7 +286,7 @@ def doctor_cmd(root: Optional[Path] = RootOpt, fmt: Format = FormatOpt) -> None:
     from buildenv.compile.sandbox_policy import default_mode
 
     project = open_project(root)
-    support = detect()
+    support = detect(fresh=True)  # the real checks, not what an earlier build found
     mode = project.config.sandbox or default_mode()
     source = "[tool.buildenv] sandbox" if project.config.sandbox else "the default"
     if fmt is Format.json:

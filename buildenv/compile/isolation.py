@@ -3,7 +3,10 @@
 Detection runs the real thing, because the hints (sysctls, a container) are neither necessary
 nor sufficient: bubblewrap with the sandbox's own namespace flags, first with a user namespace,
 then without one (root may mount without it); Landlock's ABI version; whether a seccomp filter
-exists for this architecture. The verdict is cached per process (about 15 ms to find out).
+exists for this architecture. The verdict is cached per process (about 15 ms to find out,
+much more on a loaded machine), and bubblewrap's success also across processes
+(`probe_cache`: keyed by the boot, the binary and this process's privileges), so that a build
+does not start bubblewrap twice to find out; `buildenv doctor` always probes afresh.
 The sandbox prefers bubblewrap, with Landlock inside it too (root may otherwise re-open a
 handed-over descriptor for writing through /proc); without bubblewrap, Landlock with seccomp
 and dropped capabilities confines the runner by itself. `BUILDENV_SANDBOX_MECHANISM=landlock`
@@ -19,11 +22,12 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from buildenv.compile import probe_cache
 from buildenv.compile.bwrap import probe
 from buildenv.core.confine import landlock, seccomp
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 
-__all__ = ["MECHANISM_VAR", "Support", "detect"]
+__all__ = ["MECHANISM_VAR", "Support", "detect", "forget"]
 
 MECHANISM_VAR = "BUILDENV_SANDBOX_MECHANISM"
 _LIMITS = ("auto", "landlock", "none")
@@ -44,6 +48,8 @@ class Support:
     seccomp: bool
     hints: tuple[str, ...]
     """Facts about this machine that explain a missing mechanism."""
+    recalled: bool = False
+    """Whether bubblewrap's verdict came from an earlier probe (`probe_cache`), not a run."""
 
     @property
     def mechanism(self) -> str:
@@ -71,22 +77,34 @@ class Support:
                 "landlock_problem": self.landlock_problem, "seccomp": self.seccomp, "hints": list(self.hints)}
 
 
-def detect() -> Support:
-    """What this machine offers (cached), within `BUILDENV_SANDBOX_MECHANISM`."""
+def detect(fresh: bool = False) -> Support:
+    """What this machine offers (cached), within `BUILDENV_SANDBOX_MECHANISM`; `fresh`: run
+    every probe again, whatever earlier ones found."""
     limit = (os.environ.get(MECHANISM_VAR) or "auto").strip().lower()
     if limit not in _LIMITS:
         raise DiagnosticError([Diagnostic(
             "BE004", f"{MECHANISM_VAR} must be one of {', '.join(_LIMITS)}, not '{limit}'")], 2)
-    return _detect(limit)
+    if fresh:
+        _detect.cache_clear()
+    return _detect(limit, fresh)
+
+
+def forget() -> None:
+    """Bubblewrap failed to start a sandbox after all: the next detection probes again."""
+    path = shutil.which("bwrap")
+    if path is not None:
+        probe_cache.forget(probe_cache.entry_path(path, probe(path, True)))
+    _detect.cache_clear()
 
 
 @functools.cache
-def _detect(limit: str) -> Support:
+def _detect(limit: str, fresh: bool = False) -> Support:
     if not sys.platform.startswith("linux"):
         why = f"not on Linux ({sys.platform})"
         return Support(None, False, None, why, 0, why, False, ())
+    recalled = False
     if limit == "auto":
-        bwrap, userns, version, problem = _bwrap()
+        bwrap, userns, version, problem, recalled = _bwrap(fresh)
     else:
         bwrap, userns, version, problem = None, False, None, f"not used ({MECHANISM_VAR}={limit})"
     abi = landlock.abi() if limit != "none" else 0
@@ -94,32 +112,53 @@ def _detect(limit: str) -> Support:
                             "not offered by this kernel (Linux 5.13+ with the Landlock LSM "
                             "enabled; a container's seccomp profile may block it)")
     return Support(bwrap, userns, version, problem, abi, why,
-                   seccomp.supported() and _has_seccomp(), () if bwrap else tuple(_hints()))
+                   seccomp.supported() and _has_seccomp(), () if bwrap else tuple(_hints()),
+                   recalled)
 
 
-def _bwrap() -> tuple[str | None, bool, str | None, str | None]:
+def _bwrap(fresh: bool) -> tuple[str | None, bool, str | None, str | None, bool]:
     path = shutil.which("bwrap")
     if path is None:
         return None, False, None, ("not installed (Debian/Ubuntu: `apt-get install "
-                                   "bubblewrap`; Fedora: `dnf install bubblewrap`)")
-    version = _run([path, "--version"])[1].strip() or None
+                                   "bubblewrap`; Fedora: `dnf install bubblewrap`)"), False
+    entry = probe_cache.entry_path(path, probe(path, True))
+    kept = None if fresh else probe_cache.recall(entry)
+    if kept is not None:
+        return path, True, kept or None, None, True
+    # the version and the first probe at once: two processes started, one wait
+    asked = _start([path, "--version"])
     problem = "it failed"
     for userns in (True, False):
-        code, out = _run(probe(path, userns))
+        code, out = _finish(_start(probe(path, userns)))
         if code == 0:
-            return path, userns, version, None
+            version = _finish(asked)[1].strip() or None
+            if userns:
+                probe_cache.remember(entry, version)
+            return path, userns, version, None, False
         lines = [line for line in out.strip().splitlines() if line.strip()]
         problem = lines[-1] if lines else f"exit code {code}"
-    return None, False, version, problem
+    return None, False, _finish(asked)[1].strip() or None, problem, False
 
 
-def _run(args: list[str]) -> tuple[int, str]:
+def _start(args: list[str]) -> subprocess.Popen | str:
     try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=20,
-                              stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, text=True,
+                                env={"PATH": "/usr/bin:/bin"})
+    except OSError as exc:
+        return str(exc)
+
+
+def _finish(proc: subprocess.Popen | str) -> tuple[int, str]:
+    if isinstance(proc, str):
+        return 1, proc
+    try:
+        out, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.communicate()
         return 1, str(exc)
-    return done.returncode, done.stdout + done.stderr
+    return proc.returncode, out
 
 
 def _has_seccomp() -> bool:

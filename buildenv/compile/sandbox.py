@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from buildenv.compile import bwrap
-from buildenv.compile.isolation import Support, detect
+from buildenv.compile.isolation import Support, detect, forget
 from buildenv.compile.sandbox_policy import SandboxPolicy, sandbox_policy
 from buildenv.compile.sandbox_services import privacy_services
 from buildenv.compile.sandbox_view import View, filesystem_view, is_under
@@ -206,8 +206,13 @@ class Sandbox:
             return None
         lines = [line for line in output.splitlines() if line.startswith("bwrap:")]
         reason = lines[-1] if lines else "bubblewrap exited before starting it"
+        hints = ["`buildenv doctor` checks this machine's sandbox"]
+        if self.support is not None and self.support.recalled:  # it ran here before
+            forget()
+            hints.append("an earlier build found that bubblewrap runs here; the next build "
+                         "checks again")
         return Diagnostic("BE326", f"the sandbox could not start the training: {reason}",
-                          hints=("`buildenv doctor` checks this machine's sandbox",)).to_json()
+                          hints=tuple(hints)).to_json()
 
     def close(self) -> None:
         if self._broker is not None:

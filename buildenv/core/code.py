@@ -59,9 +59,10 @@ def module_closure(root: Path, start: list[Path]) -> list[Path]:
                 for folder in bases:
                     candidate = folder.joinpath(*parts)
                     for option in (candidate.with_suffix(".py"), candidate / "__init__.py"):
+                        if not option.is_file():  # most names are libraries: no resolving
+                            continue
                         found = option.resolve()
-                        if option.is_file() and found.is_relative_to(root) and \
-                                not found.is_relative_to(_TOOL):
+                        if found.is_relative_to(root) and not found.is_relative_to(_TOOL):
                             todo.append(found)
     return sorted(seen)
 

@@ -64,6 +64,10 @@ class Guard:
         self.writable = tuple(spec["writable"])
         self.network = bool(spec["network"])
         self.loopback = bool(spec["loopback"])  # a private network namespace
+        # every file the training (and each import) opens passes `_kind`: prefix tuples,
+        # matched by one C-level startswith each, instead of a Python loop per tree
+        self._private, self._hidden = _Trees(self.private), _Trees(self.hidden)
+        self._writable, self._readable = _Trees(self.writable), _Trees(self.readable)
         self.attempts: list[Attempt] = []
         self.applied: dict = {}
         self._restricted = False  # set once the training read restricted data
@@ -128,19 +132,21 @@ class Guard:
             self._note(kind, full, None)
 
     def _kind(self, full: str, writing: bool) -> str | None:
-        if self._other_process(full) or any(_under(full, p) for p in self.private):
+        if self._other_process(full) or self._private.holds(full):
             return "outside"
-        if any(_under(full, hole) for hole in self.hidden):
+        if self._hidden.holds(full):
             return "data"
-        if any(_under(full, tree) for tree in self.writable):
+        if self._writable.holds(full):
             return None
-        if not any(_under(full, tree) for tree in self.readable):
+        if not self._readable.holds(full):
             return "outside"
         return "write" if writing else None
 
     @staticmethod
     def _other_process(full: str) -> bool:
         """/proc/<pid>/... of another process: its view of the filesystem, its memory."""
+        if not full.startswith("/proc/"):
+            return False
         parts = full.split("/")
         return len(parts) > 3 and parts[1] == "proc" and parts[2].isdigit() and \
             int(parts[2]) != os.getpid() and parts[3] in ("root", "cwd", "fd", "environ",
@@ -334,3 +340,14 @@ class Guard:
 
 def _under(path: str, tree: str) -> bool:
     return path == tree or path.startswith(tree.rstrip("/") + "/")
+
+
+class _Trees:
+    """Whether a path is one of some trees or inside one (`_under` any of them), fast."""
+
+    def __init__(self, trees: tuple[str, ...]):
+        self._exact = frozenset(trees)
+        self._prefixes = tuple(tree.rstrip("/") + "/" for tree in trees)
+
+    def holds(self, path: str) -> bool:
+        return path in self._exact or path.startswith(self._prefixes)

@@ -77,8 +77,10 @@ class Broker:
         self._opened: dict[str, Stat] = {}
         self._stat_cache: StatCache | None = None
         self._ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # served from `started` on: starting a thread waits for it to run, which on a busy
+        # machine takes milliseconds better spent while the training starts (its requests
+        # wait in the socket meanwhile)
         self._thread = threading.Thread(target=self._serve, name="buildenv-broker", daemon=True)
-        self._thread.start()
 
     @property
     def child_fd(self) -> int:
@@ -88,15 +90,19 @@ class Broker:
         return {ENV_VAR: str(self.child_fd)}
 
     def started(self) -> None:
-        """The training has its end: close ours of it (its exit then ends the serving loop)."""
+        """The training has its end: close ours of it (its exit then ends the serving loop),
+        and serve it."""
         self._theirs.close()
+        if self._thread.ident is None:  # not started yet
+            self._thread.start()
 
     def close(self) -> None:
         try:
             self._ours.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self._thread.join(timeout=10)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=10)
         self._ours.close()
         if self._theirs.fileno() >= 0:
             self._theirs.close()
