@@ -140,6 +140,22 @@ def test_the_training_runs_in_its_locked_environment(tmp_path):
     assert data["cache_parts"]["libraries"] == toolchain["packages"]
 
 
+def test_a_store_inside_the_repository_serves_a_sandboxed_training(tmp_path):
+    """The default store is `.buildenv/toolchains/`, inside the state directory the sandbox
+    hides from trainings: the runner's interpreter, its directory and its bytecode cache are
+    shown there (read-only), and importing from them is not a direct access (BE322)."""
+    from sandbox_repo import sandbox_usable
+
+    if not sandbox_usable("any"):
+        pytest.skip("no sandbox on this machine")
+    root = locked_repo(tmp_path)
+    code, out, err = build(root, env={"BUILDENV_TOOLCHAINS_DIR": ""})
+    assert code == 0, out + err
+    data = lineage(root)
+    assert Path(data["params"]["python"]).is_relative_to(root / ".buildenv" / "toolchains")
+    assert data["isolation"]["mechanism"] != "none"
+
+
 def test_interpreter_mode_runs_the_training_in_buildenvs_interpreter(tmp_path):
     root = locked_repo(tmp_path, toolchains='[tool.buildenv.toolchains]\nmode = "interpreter"\n')
     code, out, err = build(root)

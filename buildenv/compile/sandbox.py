@@ -96,7 +96,7 @@ class Sandbox:
         loopback = self.mechanism.startswith("bwrap") and not policy.network
         self.request = {"confinement": self._confinement(view, work, out_dir).to_json(),
                         "hidden": list(view.data()), "private": list(view.private),
-                        "readable": [*view.read, *view.inner],
+                        "readable": [*view.read, *view.inner], "inner": list(view.inner),
                         "writable": list(view.write), "network": policy.network,
                         "loopback": loopback, "mechanism": self.mechanism}
         if self.mechanism.startswith("bwrap"):

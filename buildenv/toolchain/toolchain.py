@@ -262,6 +262,7 @@ def runner_interpreter(project: Project, toolchain: Toolchain, package_parent: P
     env, created = ensure_environment(project, toolchain)
     store = Store(project.toolchains_dir)
     runner = store.runner_path(package_parent / "buildenv")
+    store.pycache.mkdir(parents=True, exist_ok=True)  # a sandbox shows only what exists
     # Bytecode of what the training imports goes to the store, not beside the sources: the
     # environment stays as installed, the repository clean, and later builds start fast.
     return Interpreter(str(Store.python(env)), (str(runner),),

@@ -61,6 +61,8 @@ class Guard:
         self.hidden = tuple(spec["hidden"])  # data: datasets, exports, locks, state
         self.private = tuple(spec.get("private") or ())  # credentials, the machine's secrets
         self.readable = tuple(spec["readable"])
+        # the interpreter's own trees shown inside a hidden one (a toolchain in `.buildenv/`)
+        self.inner = tuple(spec.get("inner") or ())
         self.writable = tuple(spec["writable"])
         self.network = bool(spec["network"])
         self.loopback = bool(spec["loopback"])  # a private network namespace
@@ -68,6 +70,7 @@ class Guard:
         # matched by one C-level startswith each, instead of a Python loop per tree
         self._private, self._hidden = _Trees(self.private), _Trees(self.hidden)
         self._writable, self._readable = _Trees(self.writable), _Trees(self.readable)
+        self._inner = _Trees(self.inner)
         self.attempts: list[Attempt] = []
         self.applied: dict = {}
         self._restricted = False  # set once the training read restricted data
@@ -134,7 +137,7 @@ class Guard:
     def _kind(self, full: str, writing: bool) -> str | None:
         if self._other_process(full) or self._private.holds(full):
             return "outside"
-        if self._hidden.holds(full):
+        if self._hidden.holds(full) and not self._inner.holds(full):
             return "data"
         if self._writable.holds(full):
             return None
