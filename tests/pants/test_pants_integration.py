@@ -56,8 +56,16 @@ def test_clean_build_equals_buildenv_build(repo: ToyRepo) -> None:
     ours, theirs = _tree(repo.root / "dist/toy/b"), _tree(out)
     assert ours.keys() == theirs.keys()
     differing = {name: _diff(theirs[name], ours[name]) for name in ours if ours[name] != theirs[name]}
-    assert set(differing) <= {"MLmodel", "buildenv.json"}, "\n".join(differing.values())
+    # the model card names the toolchain's lock, and its serial number follows the cache key
+    assert set(differing) <= {"MLmodel", "buildenv.json", "model_card.md", "model_card.json"}, \
+        "\n".join(differing.values())
     assert _lines(ours["MLmodel"], "model_uuid:") == _lines(theirs["MLmodel"], "model_uuid:")
+    assert _lines(ours["model_card.md"], "- trained with:") == \
+        _lines(theirs["model_card.md"], "- trained with:")
+    cards = [json.loads(tree["model_card.json"]) for tree in (ours, theirs)]
+    for card in cards:
+        card.pop("serialNumber")
+    assert cards[0] == cards[1]
     pants, direct = json.loads(ours["buildenv.json"]), json.loads(theirs["buildenv.json"])
     assert (pants["toolchain"]["mode"], direct["toolchain"]["mode"]) == ("interpreter", "resolve")
     assert pants["libraries"] == direct["libraries"]  # the model's libraries, same versions
