@@ -101,7 +101,7 @@ def test_an_unknown_key_far_from_any_known_one_lists_the_allowed_keys(tmp_path):
     assert pyproject_errors(tmp_path, text) == [
         "pyproject.toml:6:1: error[BE016]: unknown key 'zzz' in [tool.buildenv]",
         "  hint: allowed keys: cache_dir, environments_dir, executor, sandbox, signing_key, "
-        "store, tracking_uri, trainings, verify_key",
+        "store, toolchains, tracking_uri, trainings, verify_key",
     ]
 
 
