@@ -157,6 +157,9 @@ class Sandbox:
             return base
         env = {k: v for k, v in base.items() if not k.startswith(_CLOUD_PREFIXES)}
         env.update(HOME=str(self._work / "home"), TMPDIR=str(self._work / "tmp"))
+        # The bytecode cache is read-only here (one training must not plant code another
+        # runs): Python reads it and writes nothing, instead of trying once per import.
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
         assert self._broker is not None
         env.update(self._broker.child_env())
         return env

@@ -204,7 +204,11 @@ class Guard:
             if self._restricted:
                 line = line.split()[0] + " …" if line.split() else line
             named = f", which names '{self._shown(attempt.path)}'" if attempt.path else ""
-            return f"run `{line[:120]}`{named}"
+            # the program by its name: an interpreter's path (a toolchain's is long) would
+            # push what the command names out of the shown part
+            program, _, rest = line.partition(" ")
+            shown = " ".join(filter(None, (os.path.basename(program), rest)))
+            return f"run `{shown[:120]}`{named}"
         if attempt.path is not None:
             return self._shown(attempt.path)
         return attempt.detail or ""
