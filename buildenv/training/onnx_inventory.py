@@ -127,7 +127,7 @@ def inventory(model: Any) -> Inventory:
 
 def read_inventory(path: Path) -> Inventory:
     """The inventory of an ONNX file, parsing only what it needs."""
-    from google.protobuf.message import DecodeError  # pants: no-infer-dep (comes with onnx)
+    from google.protobuf.message import DecodeError  # pants: no-infer-dep
 
     model = _lite_model()()
     try:
@@ -145,11 +145,11 @@ def read_inventory(path: Path) -> Inventory:
 def _lite_model() -> Any:
     """A message class reading ONNX's ModelProto wire format, with only the fields an
     inventory needs (numbers as in onnx.proto; every other field is skipped unparsed)."""
-    # protobuf comes with onnx (a dependency of buildenv), not as a requirement of its own
-    from google.protobuf import (  # pants: no-infer-dep
-        descriptor_pb2,
-        descriptor_pool,
-        message_factory,
+    # protobuf comes with onnx (the models extra, and every onnx-stack training's toolchain)
+    from google.protobuf import (
+        descriptor_pb2,  # pants: no-infer-dep
+        descriptor_pool,  # pants: no-infer-dep
+        message_factory,  # pants: no-infer-dep
     )
 
     field = descriptor_pb2.FieldDescriptorProto
