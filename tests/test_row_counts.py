@@ -97,6 +97,27 @@ def test_large_chunks_take_the_fast_paths_and_agree():
             assert count_rows(data, chunk) == expect
 
 
+def test_quoted_text_with_commas_newlines_and_escapes_takes_the_bitwise_path(monkeypatch):
+    """Free text as exports write it: commas, newlines and `""` inside quoted fields, empty
+    quoted fields, a final record without a terminator; chunk sizes that split words, quotes
+    and `""` pairs. The bit-parallel path must agree with the decoder and serve every chunk."""
+    rng = np.random.default_rng(7)
+    words = np.array(["late", "gate,", "changed", "crew\n", 'said ""ok""', "", "a,b"])
+    lines = ["id,who,comment,x"]
+    for i in range(30_000):
+        text = " ".join(words[rng.integers(0, len(words), rng.integers(0, 6))])
+        lines.append(f'{i},"user {i % 97}","{text}",{rng.random():.4f}')
+    data = "\n".join(lines).encode()
+    expect = decoder_rows(data)
+
+    def refused(self, chunk):
+        raise AssertionError("the slower paths ran")
+
+    monkeypatch.setattr(RowCounter, "_vectorised", refused)
+    for chunk in (63, 64, 4099, 1 << 20, len(data)):
+        assert count_rows(data, chunk) == expect
+
+
 @pytest.mark.parametrize("rows, group", [(0, None), (1, None), (1000, 100), (123_457, 10_000)])
 def test_footer_rows_equal_pyarrow(tmp_path, rows, group):
     table = pa.table({"a": np.arange(rows), "s": [str(i) for i in range(rows)],

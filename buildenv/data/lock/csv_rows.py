@@ -6,6 +6,10 @@ quoted fields. `RowCounter` is fed the very chunks being hashed (on another core
 them three ways, cheapest first:
 
 - a chunk with no quote, no carriage return and no empty line: `bytes.count(b"\\n")`;
+- a chunk with quotes but no carriage return: bit-parallel, as SIMD JSON parsers find strings.
+  The quote and newline masks are packed 64 bytes to a word; a prefix XOR within each word
+  plus a carry across words marks the bytes inside quoted fields, and the newlines outside
+  them are counted with a popcount. About as fast as hashing the chunk;
 - otherwise, vectorised with numpy: quotes toggle "inside a quoted field" (RFC 4180's `""`
   escape toggles twice), newlines and lone/CRLF carriage returns outside quotes end records,
   and a record with no byte between two terminators is an empty line (skipped, as the decoder
@@ -19,6 +23,8 @@ record with the wrong number of fields is counted, and `buildenv validate` repor
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 # Deferred imports (numpy): `buildenv lock` counts the rows of small CSV files without loading
 # numpy.
@@ -39,6 +45,7 @@ class RowCounter:
         self.content = False  # the current (unterminated) record has a byte
         self.state = _FIELD_START
         self.prev_cr = False  # the previous chunk ended with a CR outside quotes
+        self._mask: Any = None  # a byte mask, reused from chunk to chunk
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         """Count the records ending in `chunk` (not kept: a reused buffer may be passed)."""
@@ -54,12 +61,58 @@ class RowCounter:
                 self.content = last != _LF if n else True
                 self.state = _FIELD_START if last in (_LF, _COMMA) else _UNQUOTED
                 return
+        if b"\r" not in data and not self.prev_cr and self._bitwise(data):
+            return
         if not self._vectorised(data):
             self._bytewise(data)
 
     def rows(self) -> int:
         records = self.records + (1 if self.content else 0)
         return max(records - 1, 0)  # the first record is the header
+
+    # --- numpy, 64 bytes a word: chunks without a carriage return ----------------------------
+    def _bitwise(self, data: bytes | bytearray) -> bool:
+        import numpy as np
+
+        a = np.frombuffer(data, dtype=np.uint8)
+        if self._mask is None or len(self._mask) < len(a):
+            self._mask = np.empty(len(a), dtype=bool)  # reused: no page faults per chunk
+        mask = self._mask[:len(a)]
+        quotes = _words(np.equal(a, _QUOTE, out=mask))
+        lf = _words(np.equal(a, _LF, out=mask))
+        inside0 = self.state == _QUOTED
+        # bit i of `inside`: an odd number of quotes up to and including byte i (with the
+        # chunk's starting state): set on the bytes of a quoted field and its opening quote
+        inside = _prefix_xor(quotes)
+        carry = np.bitwise_xor.accumulate(inside >> np.uint64(63))
+        before = np.empty_like(carry)
+        before[0] = inside0
+        before[1:] = carry[:-1] ^ np.uint64(inside0)
+        inside ^= np.uint64(0) - before
+        openers = quotes & inside
+        if openers.any():
+            # every opening quote starts a field: the byte before it ends one (or is the
+            # first half of a `""` escape)
+            field_end = quotes | lf | _words(np.equal(a, _COMMA, out=mask))
+            ok_before = _shifted(field_end, self.state in (_FIELD_START, _AFTER_CLOSE))
+            if (openers & ~ok_before).any():
+                return False
+        ends = lf & ~inside  # record terminators
+        # a terminator right after a terminator (or first, after one) ends an empty line
+        empty = ends & _shifted(lf, not self.content)
+        self.records += int(np.bitwise_count(ends).sum()) - int(np.bitwise_count(empty).sum())
+        inside_end = bool(inside0 ^ int(carry[-1]))
+        last = data[-1]
+        self.content = inside_end or last != _LF
+        if inside_end:
+            self.state = _QUOTED
+        elif last in (_LF, _COMMA):
+            self.state = _FIELD_START
+        elif last == _QUOTE:
+            self.state = _AFTER_CLOSE
+        else:
+            self.state = _UNQUOTED
+        return True
 
     # --- numpy: one pass of vector operations per chunk ---------------------------------------
     def _vectorised(self, data: bytes | bytearray) -> bool:
@@ -159,6 +212,37 @@ class RowCounter:
             else:
                 state = _UNQUOTED
         self.state, self.content, self.records, self.prev_cr = state, content, records, prev_cr
+
+
+def _words(mask: Any) -> Any:
+    """A boolean array packed little-endian into uint64 words (bit i of word k: byte 64k+i)."""
+    import numpy as np
+
+    packed = np.packbits(mask, bitorder="little")
+    if len(packed) % 8:
+        packed = np.concatenate([packed, np.zeros(8 - len(packed) % 8, dtype=np.uint8)])
+    return packed.view("<u8")
+
+
+def _prefix_xor(words: Any) -> Any:
+    """Bit i of each word becomes the XOR of its bits 0..i."""
+    import numpy as np
+
+    out = words ^ (words << np.uint64(1))
+    for shift in (2, 4, 8, 16, 32):
+        out ^= out << np.uint64(shift)
+    return out
+
+
+def _shifted(words: Any, first: bool) -> Any:
+    """Each bit moved to the next byte's place (bit i of the result: bit i-1 of the input),
+    with `first` as the bit before the chunk."""
+    import numpy as np
+
+    carry = np.empty_like(words)
+    carry[0] = first
+    carry[1:] = words[:-1] >> np.uint64(63)
+    return (words << np.uint64(1)) | carry
 
 
 def _count_lf(data: bytes | bytearray) -> int:
