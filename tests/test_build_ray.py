@@ -4,17 +4,23 @@ worker retried once then BE305, and what a cluster cannot run refused before sch
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 from buildrepo import make_build_repo
-from conftest import invoke_cli
+from conftest import REPO_ROOT, invoke_cli
 
 from buildenv.compile import remote
-from buildenv.compile.artifact import read_lineage
+from buildenv.compile.artifact import LINEAGE_FILE, read_lineage
 from buildenv.compile.build import BuildOptions
+from buildenv.compile.cache import intact
 from buildenv.compile.plan import pairs, run_matrix
 from buildenv.compile.sandbox_policy import sandbox_policy
 from buildenv.core.diagnostics import DiagnosticError
@@ -189,3 +195,98 @@ def test_a_cluster_with_other_versions_is_refused_naming_both(repo, ray_executor
         run_matrix(project, Multiverse(project), [("lr", "base")], BuildOptions(ray=cluster))
     assert "BE885" in {d.code for d in info.value.diagnostics}
     assert info.value.exit_code == 2
+
+
+SLEEPER = '''
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def train(ctx):
+    """Starts a worker of its own (as joblib would), says who runs it, then never ends."""
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    pids = f"{os.getpid()} {os.getppid()} {worker.pid}"
+    Path(__file__).with_name("sleeper.pids").write_text(pids)
+    time.sleep(600)
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_ctrl_c_cancels_the_ray_tasks_and_leaves_no_partial_artifact(tmp_path):
+    """SIGINT to `build --all --executor ray` while a training runs on a Ray worker: exit 130,
+    the training, its own worker and the Ray worker that ran it all gone, nothing of the
+    interrupted pair in dist/ or the cache, and what was finished whole."""
+    pytest.importorskip("ray")
+    root = make_build_repo(tmp_path / "repo")
+    (root / "environments" / "private.yaml").unlink()
+    text = textwrap.dedent(PYPROJECT).replace("[tool.buildenv]\n",
+                                               '[tool.buildenv]\nsandbox = "off"\n', 1)
+    (root / "pyproject.toml").write_text(text + textwrap.dedent("""
+        [tool.buildenv.trainings.sleeper]
+        entry = "train/sleeper.py:train"
+        environments = ["base"]
+        threads = 1
+        """))
+    (root / "train" / "sleeper.py").write_text(SLEEPER)
+    code, _, err = invoke_cli(["lock"], root)
+    assert code == 0, err
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("BUILDENV_ROOT", "BUILDENV_TRACKING_URI", "RAY_ADDRESS",
+                        "BUILDENV_RAY_ADDRESS")}
+    env.update(PYTHONPATH=os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]),
+               BUILDENV_RAY_NUM_CPUS="2", BUILDENV_RAY_OBJECT_STORE_MB="100")
+    proc = subprocess.Popen([sys.executable, "-m", "buildenv", "build", "--all", "--executor",
+                             "ray", "--no-register", "--jobs", "2", "--no-progress"],
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    pid_file = root / "train" / "sleeper.pids"
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not pid_file.is_file() or len(pid_file.read_text().split()) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        pids = [int(p) for p in pid_file.read_text().split()]
+        training, ray_worker, own_worker = pids
+        assert "ray" in Path(f"/proc/{ray_worker}/cmdline").read_text().lower()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, out + err
+        assert "interrupted" in err and "Traceback" not in err, err
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [p for p in pids if _alive(p)] == [], "outlived the build"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    # nothing of the interrupted pair (atomic_dir makes the training's directory up front)
+    assert list((root / "dist" / "sleeper").glob("**/*")) == []
+    for lineage_file in (root / "dist").rglob(LINEAGE_FILE):  # finished pairs: whole
+        art = lineage_file.parent
+        assert intact(art, read_lineage(art)), art
+    cache = root / ".buildenv" / "cache"
+    for entry in cache.glob("builds/*/*"):  # sharded by the key's first two hex digits
+        assert not entry.name.startswith("."), f"a partial cache entry: {entry}"
+        lineage = read_lineage(entry)
+        assert lineage is not None and lineage["training"] != "sleeper"
+        assert intact(entry, lineage), entry
+    # an interrupted training is not a failure to replay
+    assert [f for f in cache.glob("failures/*/*") if "sleeper" in f.read_text()] == []
+    leftovers = [p for p in [*(root / ".buildenv").rglob("*"), *(root / "dist").rglob("*")]
+                 if p.is_dir() and ".tmp-" in p.name]
+    assert leftovers == []

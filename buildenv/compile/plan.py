@@ -64,7 +64,13 @@ def run_matrix(project: Project, multiverse: Multiverse, selected: list[tuple[st
             return outcome
 
         with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(one, selected))
+            try:
+                return list(pool.map(one, selected))
+            except BaseException:  # Ctrl-C, SIGTERM: the pool would wait for every training
+                if options.ray is not None:
+                    options.ray.cancel_all()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
 
 
 def render_matrix(outcomes: list[BuildOutcome], quiet: bool = False) -> str:

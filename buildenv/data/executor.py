@@ -33,6 +33,7 @@ __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RayExecutor", "make_execut
 
 EXECUTORS = ("local", "ray")
 RAY_TIMEOUT = 30.0  # seconds to reach a Ray cluster (BUILDENV_RAY_TIMEOUT)
+CANCEL_GRACE = 10.0  # seconds a cancelled task has to stop its training before its worker dies
 
 
 class Executor:
@@ -94,6 +95,9 @@ class RayExecutor(Executor):
         self._ray: Any = None
         self._started = False
         self._remotes: dict[Callable[[Any], Any], Any] = {}
+        self._flight_lock = threading.Lock()
+        self._in_flight: set[Any] = set()  # run_one's task refs, for cancel_all
+        self._cancelled = False
 
     @property
     def remote(self) -> bool:
@@ -225,15 +229,48 @@ class RayExecutor(Executor):
             options["memory"] = memory
         if runtime_env:
             options["runtime_env"] = runtime_env
-        ref = ray.remote(fn).options(**options).remote(item)
+        with self._flight_lock:
+            if self._cancelled:  # interrupted: no new task after cancel_all()
+                raise KeyboardInterrupt
+            ref = ray.remote(fn).options(**options).remote(item)
+            self._in_flight.add(ref)
         try:
             return ray.get(ref)
         except BaseException:
-            try:
-                ray.cancel(ref, force=True)
-            except Exception:
-                pass
+            self._cancel(ray, [ref])
             raise
+        finally:
+            with self._flight_lock:
+                self._in_flight.discard(ref)
+
+    def cancel_all(self) -> None:
+        """Cancel every task `run_one` is waiting for, and refuse new ones: the interrupted
+        driver's threads then return instead of waiting for trainings nobody will use. Ray
+        first raises KeyboardInterrupt in each task (the training's process group is stopped
+        and its temp dir removed, as on a local Ctrl-C); a task still running after
+        CANCEL_GRACE seconds has its worker killed."""
+        with self._flight_lock:
+            self._cancelled = True
+            refs = list(self._in_flight)
+        if refs and self._ray is not None:
+            self._cancel(self._ray, refs)
+
+    @staticmethod
+    def _cancel(ray: Any, refs: list[Any]) -> None:
+        for force in (False, True):
+            for ref in refs:
+                try:
+                    ray.cancel(ref, force=force)
+                except Exception:  # finished, or already cancelled
+                    pass
+            if force:
+                return
+            try:
+                _, refs = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE)
+            except Exception:
+                return
+            if not refs:
+                return
 
     def node_resources(self) -> list[dict[str, float]]:
         """The resources of each live node of the cluster (CPU, memory in bytes, ...)."""
