@@ -22,6 +22,11 @@
    the bare sha256 process; once with no quote in the file, once with every string quoted,
    once with quoted free text (commas, newlines and `""` inside the quotes, as exports of
    comments or tickets look). Goal: within 1.25x.
+5. Counter (--only counter): in one process, CPU time of counting the records of the first
+   96 MiB of each CSV (8 MiB chunks, as the lock feeds them): `RowCounter.feed` (the paths
+   the lock takes) vs the numpy position pass alone (`_vectorised`, the path before the
+   bit-parallel one) vs hashlib's sha256 of the same chunks. The counter runs beside the hash
+   on the other core: at <= 1.25x the hash's CPU it keeps the lock within 1.25x.
 Files are generated (seeded) only for the sections that read them: `--only startup` or
 `--only csv` does not write the 1 GB Parquet file first.
 """
@@ -469,6 +474,54 @@ def bench_csv(root: Path, size_mb: int, repeats: int, kinds: list[str]
     return "\n".join(lines), goals
 
 
+COUNTER = r"""
+import hashlib, json, statistics, sys, time
+from buildenv.data.lock.csv_rows import RowCounter
+with open(sys.argv[1], "rb") as f:
+    chunks = [f.read(8 << 20) for _ in range(12)]
+def feed():
+    c = RowCounter()
+    for chunk in chunks:
+        c.feed(chunk)
+    return c.rows()
+def positions():
+    c = RowCounter()
+    for chunk in chunks:
+        c._vectorised(chunk) or c._bytewise(chunk)
+    return c.rows()
+def sha():
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+assert feed() == positions()
+times = {"feed": [], "positions": [], "sha": []}
+for _ in range(int(sys.argv[2])):
+    for name, fn in (("feed", feed), ("positions", positions), ("sha", sha)):
+        t = time.process_time(); fn(); times[name].append(time.process_time() - t)
+print(json.dumps({k: statistics.median(v) for k, v in times.items()}))
+"""
+
+
+def bench_counter(root: Path, size_mb: int, repeats: int, kinds: list[str]
+                  ) -> tuple[str, dict[str, bool]]:
+    rows, goals = [], {}
+    for kind in kinds:
+        data = root / "data" / f"csv-{size_mb}m-{kind}.csv"
+        if not data.is_file():
+            raise SystemExit(f"{data} is missing: run --only csv with --csv-mb {size_mb} first")
+        t = json.loads(run([MAIN_PY, "-c", COUNTER, data, str(repeats)]).stdout)
+        mib = min(96, data.stat().st_size / 2**20)
+        ok = t["feed"] <= 1.25 * t["sha"]
+        goals[f"count <= 1.25x sha256 CPU ({kind})"] = ok
+        rows.append([kind, f"{mib / t['feed']:.0f}", f"{mib / t['positions']:.0f}",
+                     f"{mib / t['sha']:.0f}", f"{t['positions'] / t['feed']:.2f}x",
+                     f"{t['feed'] / t['sha']:.2f}x ({verdict(ok)})"])
+    return (f"CPU time, median of {repeats} alternating rounds, first 96 MiB, in one process.\n\n"
+            + table(["CSV", "count MiB/CPU-s", "positions pass MiB/CPU-s",
+                     "sha256 MiB/CPU-s", "count speed-up", "count / sha256 (goal <= 1.25x)"],
+                    rows)), goals
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mb", type=int, default=1024)
@@ -479,7 +532,8 @@ def main() -> int:
     ap.add_argument("--csv-mb", type=int, default=1090, help="size of the CSV files (csv)")
     ap.add_argument("--csv-kind", choices=list(CSV_KINDS), action="append",
                     help="CSV files to lock (default: all three)")
-    ap.add_argument("--only", choices=["throughput", "relock", "memory", "startup", "csv"],
+    ap.add_argument("--only", choices=["throughput", "relock", "memory", "startup", "csv",
+                                       "counter"],
                     action="append")
     args = ap.parse_args()
     only = set(args.only or ["throughput", "relock", "memory", "startup", "csv"])
@@ -512,6 +566,11 @@ def main() -> int:
         text, g = bench_csv(root, args.csv_mb, args.repeats,
                             args.csv_kind or list(CSV_KINDS))
         sections += ["## CSV: digest and row count", text]
+        goals.update(g)
+    if "counter" in only:
+        text, g = bench_counter(root, args.csv_mb, args.repeats,
+                                args.csv_kind or list(CSV_KINDS))
+        sections += ["## Counting CSV records beside the hash", text]
         goals.update(g)
     if "memory" in only:
         text, ok = bench_memory(root, {small: files[small], big: files[big]}, 3)
