@@ -90,10 +90,12 @@ class LocalObjects:
         return self.root / algorithm / hexdigest[:2] / hexdigest[2:]
 
     def has(self, digest: str) -> bool:
-        try:
-            return self.path(digest).is_file()
-        except ValueError:
+        algorithm, _, hexdigest = digest.partition(":")
+        if not algorithm or len(hexdigest) < 8 or not hexdigest.isalnum():
             return False
+        # a string path: asked once per pinned file on every lock, where pathlib's joins
+        # cost more than the stat
+        return os.path.isfile(f"{self.root}/{algorithm}/{hexdigest[:2]}/{hexdigest[2:]}")
 
     def _prepare(self, digest: str) -> Path:
         final = self.path(digest)
