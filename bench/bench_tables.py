@@ -256,7 +256,7 @@ def main() -> int:
                    "read-iceberg": case("read-iceberg"),
                    "lib-delta": case("lib-delta", str(version)),
                    "lib-iceberg": case("lib-iceberg"),
-                   **{f"{name}@{n}": case(name, threads=n) for n in args.read_threads
+                   **{f"{name}@{n}": case(f"{name}@{n}", threads=n) for n in args.read_threads
                       for name in ("read-plain", "read-delta")}}, args.repeats)
     nocache = {name: (lambda: shutil.rmtree(state / "cache", ignore_errors=True))
                for name in ("validate-plain", "validate-delta", "validate-plain-iceberg",
