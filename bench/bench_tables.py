@@ -1,6 +1,7 @@
 """Table datasets: what locking and reading a Delta or Iceberg version costs.
 
     .venv/bin/python bench/bench_tables.py [--files 100] [--rows 50000] [--repeats 5]
+        [--only lock|relock|read|validate] [--read-threads N ...]
 
 One seeded event stream is written three ways under bench/.work/tables/: a Delta table (one
 commit per file, by delta-rs), an Iceberg table (one snapshot per file, by PyIceberg, SQLite
@@ -19,6 +20,8 @@ Each figure is measured in its own child process, alternating round by round, af
   the Delta files, `plain-iceberg/` the Iceberg table's, which PyIceberg compresses with zstd
   where delta-rs uses snappy) and against
   the libraries' own `to_pyarrow_table()` / `scan().to_arrow()` of that version (<= 1.25x);
+  `--read-threads N` also reads the Delta version and the plain directory with that many
+  files decoded at once (`BUILDENV_READ_THREADS`; the default is 2);
   **validate** of each against the plain directory's (<= 1.15x).
 """
 
@@ -198,6 +201,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", action="append", choices=["lock", "relock", "read", "validate"],
                         help="measure only these sections (repeatable; default: all)")
+    parser.add_argument("--read-threads", type=int, action="append", default=[],
+                        help="also read the Delta version and the plain directory with this "
+                             "BUILDENV_READ_THREADS (repeatable; the default is always read)")
     args = parser.parse_args()
     only = set(args.only or ["lock", "relock", "read", "validate"])
     root = work_dir("tables")
@@ -211,9 +217,11 @@ def main() -> int:
     state = root / ".buildenv"
     measured: dict[str, list[dict]] = {}
 
-    def case(name: str, *argv: str):
+    def case(name: str, *argv: str, threads: int | None = None):
         def go():
-            result = run([MAIN_PY, "-c", MEASURE, name, str(root), *argv], env=env)
+            child = env if threads is None else {**env, "BUILDENV_READ_THREADS": str(threads)}
+            result = run([MAIN_PY, "-c", MEASURE, name.split("@")[0], str(root), *argv],
+                         env=child)
             measured.setdefault(name, []).append(json.loads(result.stdout))
             return result
         return go
@@ -247,7 +255,9 @@ def main() -> int:
                    "read-plain-iceberg": case("read-plain-iceberg"),
                    "read-iceberg": case("read-iceberg"),
                    "lib-delta": case("lib-delta", str(version)),
-                   "lib-iceberg": case("lib-iceberg")}, args.repeats)
+                   "lib-iceberg": case("lib-iceberg"),
+                   **{f"{name}@{n}": case(f"{name}@{n}", threads=n) for n in args.read_threads
+                      for name in ("read-plain", "read-delta")}}, args.repeats)
     nocache = {name: (lambda: shutil.rmtree(state / "cache", ignore_errors=True))
                for name in ("validate-plain", "validate-delta", "validate-plain-iceberg",
                             "validate-iceberg")}
@@ -277,6 +287,11 @@ def main() -> int:
                GOALS["plain"]),
               ("validate Iceberg snapshot / plain directory of its files",
                "validate-iceberg", "validate-plain-iceberg", GOALS["plain"])]
+    for n in args.read_threads:  # the same goals with another worker count
+        checks += [(f"read Delta version / plain directory, {n} read thread(s)",
+                    f"read-delta@{n}", f"read-plain@{n}", GOALS["plain"]),
+                   (f"read Delta version / deltalake to_pyarrow_table, {n} read thread(s)",
+                    f"read-delta@{n}", "lib-delta", GOALS["library"])]
     for what, mine, base, goal in checks:
         if mine not in measured or base not in measured:
             continue  # a section left out with --only

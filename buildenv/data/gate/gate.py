@@ -17,8 +17,10 @@ reads through `Gate.open`, which
    the audit log (`audit.AuditLog`) before its rows are handed over.
 
 A partitioned dataset (uri ending in `/`) is read file by file (`PartitionedRead`), each file
-pinned and verified against its own manifest entry as above, one file open at a time; partition
-columns come from the paths, typed as declared. Filters on partition columns leave the files
+pinned and verified against its own manifest entry as above; a few files are decoded at once in a
+bounded thread pool (`read_ahead`: `BUILDENV_READ_THREADS`, default 2) and handed out in file
+order, each file's error raised before any batch of a later file; partition columns come from
+the paths, typed as declared. Filters on partition columns leave the files
 they rule out unopened.
 
 Hashing a lock (`digests`) reads bytes without decoding a value and is not audited.
@@ -26,7 +28,8 @@ Hashing a lock (`digests`) reads bytes without decoding a value and is not audit
 Modules: `scope` (what a read needs from the gate, and the error factory), `pinned` (pinned
 bytes and their digest), `reader` (what every read does alike: open, errors, verification,
 audit), `dataset_read` (one file's verified, typed read), `partitioned_read` (a directory of
-files, file by file), `file_read` (non-tabular files), `errors`; this module opens them.
+files, file by file), `read_ahead` (those files decoded in parallel, in order), `file_read`
+(non-tabular files), `errors`; this module opens them.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Partitioned datasets read file by file: each file pinned and verified against its own
-manifest entry, one file open at a time, partition columns typed from the paths; filters on
+manifest entry, a few files decoded at once and handed out in file order (`read_ahead`),
+partition columns typed from the paths; filters on
 partition columns leave the files they rule out unopened. `FileTask` is one file of such a
 read, self-contained for an executor (local threads or Ray)."""
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from buildenv.core.project import Project
 from buildenv.data.gate.dataset_read import DatasetRead
 from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.formats import BATCH_ROWS, arrow_type, parse_timestamps
+from buildenv.data.gate.read_ahead import in_order, read_threads
 from buildenv.data.gate.reader import Reader
 from buildenv.data.gate.scope import ReadScope
 from buildenv.data.lock.digests import parquet_rows
@@ -93,8 +95,8 @@ class FileTask:
 
 class PartitionedRead(Reader):
     """One verified, typed, audited read of a partitioned dataset or of a table version: its
-    files in path order, each opened (and pinned, and verified against its manifest entry) in
-    turn, so memory holds one file's row group at a time. Unpinned (no manifest): the files
+    files in path order, each opened (and pinned, and verified against its manifest entry) by
+    one of `read_threads()` workers, so memory holds a few batches of that many files. Unpinned (no manifest): the files
     under the uri now (a table's: the files of the version `listing` names), each hashed as it
     is read; `digest` is then the manifest of what was read.
 
@@ -164,7 +166,6 @@ class PartitionedRead(Reader):
         if filters is not None:
             self.files = [f for f in self.files if filters.may_hold(self._typed(f))]
         self._found: dict[str, FileEntry] = {}
-        self.current: DatasetRead | None = None  # the file being read by `batches`
         self._schema: pa.Schema | None = None
 
     def file_uri(self, path: str) -> str:
@@ -246,28 +247,35 @@ class PartitionedRead(Reader):
     def batches(self, columns: Sequence[str], *, batch_rows: int = BATCH_ROWS,
                 dictionary: Sequence[str] = (), typed: bool = False
                 ) -> Generator[pa.RecordBatch, None, None]:
-        """Batches of every selected file in turn; each file is verified after its last batch
-        (a mismatch raises GateError naming the file before the next file is opened)."""
+        """Batches of every selected file in turn, in file order; each file is verified after
+        its last batch (a mismatch raises GateError naming the file before any batch of a later
+        file is handed out). Files are decoded ahead in a bounded thread pool (`read_ahead`):
+        at most `read_threads()` files open, a few batches each waiting."""
         self._decoded = True
         rows = 0
-        for task in self.tasks():
+        tasks = self.tasks()
+
+        def produce(index: int) -> Iterator[pa.RecordBatch]:
+            task = tasks[index]
             with self._open(task) as read:
-                self.current = read
                 missing = [c for c in columns if c not in read.schema.names
                            and c in self.schema.names]
                 if missing:
                     raise self.error("BE206", f"dataset '{self.name}': '{task.uri}' has no "
                                               f"column '{missing[0]}'")
                 try:
-                    for batch in read.batches(columns, batch_rows=batch_rows,
-                                              dictionary=dictionary, typed=typed):
-                        rows += batch.num_rows
-                        yield batch
+                    yield from read.batches(columns, batch_rows=batch_rows,
+                                            dictionary=dictionary, typed=typed)
                 except GateError as exc:
                     raise self.placed(exc) from None
                 self.columns_read.update(read.columns_read)
-                self._record(task, read)
-            self.current = None
+                self._record(task, read)  # verified: its batches ended without an error
+
+        if tasks:
+            self.schema  # noqa: B018 -- known before threads ask for it
+        for batch in in_order(len(tasks), produce, min(read_threads(), len(tasks))):
+            rows += batch.num_rows
+            yield batch
         self.rows_read = max(self.rows_read, rows)
         self.verify()
 
