@@ -227,6 +227,17 @@ def test_ctrl_c_cancels_the_ray_tasks_and_leaves_no_partial_artifact(tmp_path):
     the training, its own worker and the Ray worker that ran it all gone, nothing of the
     interrupted pair in dist/ or the cache, and what was finished whole."""
     pytest.importorskip("ray")
+    _interrupted_build(tmp_path, ray=True)
+
+
+def test_ctrl_c_stops_local_trainings_of_build_all(tmp_path):
+    """The same on this machine: local trainings run in sessions of their own (the terminal's
+    Ctrl-C reaches only buildenv), so `build --all` must stop them itself instead of waiting
+    for every one of them to finish."""
+    _interrupted_build(tmp_path, ray=False)
+
+
+def _interrupted_build(tmp_path: Path, ray: bool) -> None:
     root = make_build_repo(tmp_path / "repo")
     (root / "environments" / "private.yaml").unlink()
     text = textwrap.dedent(PYPROJECT).replace("[tool.buildenv]\n",
@@ -245,8 +256,9 @@ def test_ctrl_c_cancels_the_ray_tasks_and_leaves_no_partial_artifact(tmp_path):
                         "BUILDENV_RAY_ADDRESS")}
     env.update(PYTHONPATH=os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]),
                BUILDENV_RAY_NUM_CPUS="2", BUILDENV_RAY_OBJECT_STORE_MB="100")
-    proc = subprocess.Popen([sys.executable, "-m", "buildenv", "build", "--all", "--executor",
-                             "ray", "--no-register", "--jobs", "2", "--no-progress"],
+    executor = ["--executor", "ray"] if ray else []
+    proc = subprocess.Popen([sys.executable, "-m", "buildenv", "build", "--all", *executor,
+                             "--no-register", "--jobs", "2", "--no-progress"],
                             cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     pid_file = root / "train" / "sleeper.pids"
@@ -257,8 +269,10 @@ def test_ctrl_c_cancels_the_ray_tasks_and_leaves_no_partial_artifact(tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.2)
         pids = [int(p) for p in pid_file.read_text().split()]
-        training, ray_worker, own_worker = pids
-        assert "ray" in Path(f"/proc/{ray_worker}/cmdline").read_text().lower()
+        if ray:
+            assert "ray" in Path(f"/proc/{pids[1]}/cmdline").read_text().lower()
+        else:  # the training's parent is the build itself, which must exit
+            pids = [pids[0], pids[2]]
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, out + err

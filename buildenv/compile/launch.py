@@ -30,8 +30,8 @@ from buildenv.env.resolve import Resolved
 from buildenv.toolchain.bytecode import fill_cache
 from buildenv.toolchain.toolchain import Interpreter
 
-__all__ = ["child_env", "kill_group", "own_interpreter", "package_parent",
-           "run_training", "wait_policy"]
+__all__ = ["child_env", "interrupt_trainings", "kill_group", "own_interpreter", "package_parent",
+           "resume_trainings", "run_training", "wait_policy"]
 
 
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
@@ -78,16 +78,23 @@ def wait_policy(threads: int, load: float | None = None, cores: int | None = Non
 
 
 class _Running:
-    """Native threads of the trainings this process runs now (`build --all` runs pairs side by
-    side): they compete for cores before the load average shows it."""
+    """The trainings this process runs now (`build --all` runs pairs side by side): their
+    native threads, which compete for cores before the load average shows it, and their
+    processes, which an interrupted build stops (they run in sessions of their own, so the
+    terminal's Ctrl-C reaches only buildenv)."""
 
     def __init__(self) -> None:
         self.threads = 0
         self.lock = threading.Lock()
+        self.procs: set[subprocess.Popen] = set()
+        self.interrupted = False
 
     def add(self, threads: int) -> int:
-        """Count `threads` in; the threads already running before them."""
+        """Count `threads` in; the threads already running before them. KeyboardInterrupt once
+        the build was interrupted: no training starts after that."""
         with self.lock:
+            if self.interrupted:
+                raise KeyboardInterrupt
             before = self.threads
             self.threads += threads
             return before
@@ -95,6 +102,26 @@ class _Running:
     def remove(self, threads: int) -> None:
         with self.lock:
             self.threads -= threads
+
+    def started(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.procs.add(proc)
+            late = self.interrupted
+        if late:
+            _kill_group_of(proc)
+
+    def finished(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.procs.discard(proc)
+
+    def interrupt(self) -> None:
+        """Stop every running training and refuse new ones: the threads waiting for them raise
+        KeyboardInterrupt instead of returning, so nothing of an interrupted pair is kept."""
+        with self.lock:
+            self.interrupted = True
+            procs = list(self.procs)
+        for proc in procs:
+            _kill_group_of(proc)
 
 
 _RUNNING = _Running()
@@ -129,13 +156,28 @@ def _die_with_parent() -> None:
         pass
 
 
-def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the runner's process group (the runner and everything it started); reap it."""
+def _kill_group_of(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the runner's process group (the runner and everything it started); reap it."""
+    _kill_group_of(proc)
     proc.wait()
+
+
+def interrupt_trainings() -> None:
+    """Ctrl-C (or SIGTERM) of a build running several trainings: kill them all, start none
+    until `resume_trainings` (once the interrupted build's threads are done)."""
+    _RUNNING.interrupt()
+
+
+def resume_trainings() -> None:
+    with _RUNNING.lock:
+        _RUNNING.interrupted = False
 
 
 def run_training(project: Project, config: TrainingConfig, res: Resolved, out_dir: Path,
@@ -185,9 +227,12 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
             except BaseException:
                 _RUNNING.remove(threads)
                 raise
+            _RUNNING.started(proc)
             box.started()
             try:
                 proc.wait(timeout=timeout)
+                if _RUNNING.interrupted:  # killed by interrupt_trainings: not a result
+                    raise KeyboardInterrupt
             except subprocess.TimeoutExpired:
                 box.stop(proc)
                 kill_group(proc)
@@ -202,6 +247,7 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
                 raise
             finally:
                 _RUNNING.remove(threads)
+                _RUNNING.finished(proc)
             kill_group(proc)  # the runner exited: workers it left behind go too
         output = log_path.read_text(errors="replace")
         result_file = work / "result.json"

@@ -13,6 +13,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from buildenv.compile.build import BuildOptions, BuildOutcome, build_pair
+from buildenv.compile.launch import interrupt_trainings, resume_trainings
 from buildenv.compile.remote import check_reachable, check_resources, check_versions
 from buildenv.core import progress
 from buildenv.core.diagnostics import DiagnosticError
@@ -69,7 +70,12 @@ def run_matrix(project: Project, multiverse: Multiverse, selected: list[tuple[st
             except BaseException:  # Ctrl-C, SIGTERM: the pool would wait for every training
                 if options.ray is not None:
                     options.ray.cancel_all()
-                pool.shutdown(wait=True, cancel_futures=True)
+                else:  # local trainings run in sessions of their own: Ctrl-C misses them
+                    interrupt_trainings()
+                try:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                finally:
+                    resume_trainings()
                 raise
 
 
