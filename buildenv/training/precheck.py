@@ -9,7 +9,9 @@ or operators, opset and IR version (onnx stack). When they refuse it, the traini
 stops and verification reports why (with the training line that read each refused column). A
 dry run that fails in any other way (a fit that needs more rows than the sample) proves
 nothing: it is recorded as skipped, and the full run decides. Skipped too when the label
-dataset is small enough that the sample would be most of it.
+dataset is small enough that the sample would be most of it. For scikit-learn-API models the
+conversion may be deferred (`run(..., defer=True)`): the runner then converts a copy of the
+sample model in a thread while the full fit runs (`runner._Judge`).
 
 Side effects: `train(ctx)` runs twice. Metrics and params the dry run logs are discarded;
 Python's, NumPy's and torch's seeds are reset before the full run, which therefore trains
