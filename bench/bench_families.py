@@ -220,13 +220,23 @@ def fresh(root: Path) -> None:
         shutil.rmtree(root / ".buildenv" / sub, ignore_errors=True)
 
 
+def _fit_cpu(root: Path, family: str, size: int) -> float:
+    make_repo(root, {family: size})
+    return min(float(run([MAIN_PY, "fit_alone.py", family], cwd=root,
+                         env=bare_env()).stdout.split()[5]) for _ in range(2))
+
+
 def calibrate(root: Path, family: str, target: float) -> int:
-    probe = PROBE[family]
-    make_repo(root, {family: probe})
-    cpu = min(float(run([MAIN_PY, "fit_alone.py", family], cwd=root,
-                        env=bare_env()).stdout.split()[5]) for _ in range(2))
-    size = max(probe, round(target * probe / cpu))
-    print(f"calibration {family}: size {probe} fits in {cpu:.2f} s of CPU -> {size}", flush=True)
+    """The size whose fit takes `target` s of one thread's CPU: two probes, so what a fit
+    spends whatever its size (reading, binning the data, the first call's set-up) cancels out
+    (one probe scaled linearly counted it once per probe size and gave fits half as long)."""
+    small, large = PROBE[family], 3 * PROBE[family]
+    cpu_small, cpu_large = _fit_cpu(root, family, small), _fit_cpu(root, family, large)
+    per_unit = max((cpu_large - cpu_small) / (large - small), 1e-3)
+    fixed = max(0.0, cpu_small - per_unit * small)
+    size = max(small, round((target - fixed) / per_unit))
+    print(f"calibration {family}: {small} -> {cpu_small:.2f} s, {large} -> {cpu_large:.2f} s "
+          f"of CPU ({fixed:.2f} s fixed) -> size {size}", flush=True)
     return size
 
 
@@ -238,7 +248,8 @@ def bench_overhead(work: Path, families: list[str], target: float, repeats: int
     make_repo(root, sizes)
     shutil.rmtree(root / ".buildenv", ignore_errors=True)
     run([BUILDENV, "lock"], cwd=root)
-    rows, oks, notes = [], {}, []
+    rows, oks, notes, profile = [], {}, [], []
+    phases: dict[str, list[dict[str, float]]] = {}
     for family in families:
         bare_name, build_name = f"{family}: bare read + fit + save", f"{family}: buildenv build"
 
@@ -246,9 +257,9 @@ def bench_overhead(work: Path, families: list[str], target: float, repeats: int
             return run([MAIN_PY, "fit_alone.py", family], cwd=root, env=bare_env())
 
         def build(family: str = family) -> Run:
-            r = run([BUILDENV, "build", family, "--env", env_of(family), "--no-register"],
-                    cwd=root)
-            assert "built" in r.stdout, r.stdout + r.stderr
+            r = run([BUILDENV, "build", family, "--env", env_of(family), "--no-register",
+                     "--format", "json", "--no-progress"], cwd=root)
+            phases.setdefault(family, []).append(_timings(json.loads(r.stdout)))
             return r
 
         series = alternate({bare_name: bare, build_name: build}, repeats,
@@ -256,6 +267,7 @@ def bench_overhead(work: Path, families: list[str], target: float, repeats: int
         bare_s, build_s = series[bare_name], series[build_name]
         T = bare_s.median
         fit = statistics.median(float(r.stdout.split()[1]) for r in bare_s.runs)
+        fit_cpu = statistics.median(float(r.stdout.split()[5]) for r in bare_s.runs)
         budget = 1.15 * T + 3
         oks[f"{family}: build <= 1.15 T + 3 s"] = build_s.median <= budget
         for s in series.values():
@@ -263,7 +275,11 @@ def bench_overhead(work: Path, families: list[str], target: float, repeats: int
                          f"{s.cpu:.1f}", f"{s.rss_mb:.0f}"])
         lineage = json.loads((root / "dist" / family / env_of(family) /
                               "buildenv.json").read_text())
-        notes.append(f"- {family} (size {sizes[family]}, fit alone {fit:.1f} s): T = {T:.1f} s, "
+        spent = {k: statistics.median(t.get(k, 0.0) for t in phases[family])
+                 for k in dict.fromkeys(k for t in phases[family] for k in t)}
+        profile.append([family, *(f"{spent.get(k, 0.0):.1f}" for k in PROFILE)])
+        notes.append(f"- {family} (size {sizes[family]}, fit alone {fit:.1f} s wall, "
+                     f"{fit_cpu:.1f} s CPU): T = {T:.1f} s, "
                      f"build {build_s.median:.1f} s = **{build_s.median / T:.2f}x T**, "
                      f"overhead {build_s.median - T:+.1f} s; budget {budget:.1f} s: "
                      f"{verdict(build_s.median <= budget)}; parity max diff "
@@ -271,8 +287,29 @@ def bench_overhead(work: Path, families: list[str], target: float, repeats: int
     text = "\n".join([f"{ROWS} training rows x {FEATURES} features, {EVAL_ROWS} evaluation "
                       f"rows, threads = 1; median of {repeats} alternating runs.", "",
                       table(["command", "wall s", "range s", "x T", "CPU s", "peak RSS MiB"],
-                            rows), "", *notes])
+                            rows), "", *notes, "",
+                      "Phases of the build (median wall s; `train` includes the runner's start, "
+                      "the reads and the evaluation):", "",
+                      table(["family", *PROFILE], profile)])
     return text, oks
+
+
+PROFILE = ["check", "validate", "precheck", "train", "onnx", "save", "parity", "importance",
+           "verify"]
+
+
+def _timings(report: object) -> dict[str, float]:
+    """The pair's phase timings in `buildenv build --format json`'s report."""
+    if isinstance(report, dict):
+        if isinstance(report.get("timings"), dict):
+            return {k: float(v) for k, v in report["timings"].items()}
+        report = list(report.values())
+    if isinstance(report, list):
+        for item in report:
+            found = _timings(item)
+            if found:
+                return found
+    return {}
 
 
 INVENTORY_SCRIPT = r"""

@@ -24,7 +24,7 @@ ROWS = 5000
 TRAININGS = ["sk-lr", "xgb", "xgb-multi", "lgbm", "mlp", "mlp-multi", "onnx-ready",
              "secret-slow", "secret-slow-noprecheck", "bare-module", "bad-forward",
              "bad-output", "wrapped-module", "onnx-bad-names", "onnx-invalid", "user-func",
-             "generator-holder", "custom-convert"]
+             "generator-holder", "custom-convert", "xgb-slow"]
 
 # The families' trainings run in buildenv's own interpreter (the test extra installs the model
 # libraries there), as under Pants: these tests are about what happens inside the training
@@ -68,6 +68,11 @@ environments = ["ox", "ox-old"]
 [tool.buildenv.trainings.secret-slow]
 entry = "train/secret_slow.py:train"
 environments = ["ox", "sk"]
+timeout = 120
+
+[tool.buildenv.trainings.xgb-slow]
+entry = "train/xgb_slow.py:train"
+environments = ["ox-linear"]
 timeout = 120
 
 [tool.buildenv.trainings.secret-slow-noprecheck]
@@ -249,6 +254,21 @@ def train(ctx):
                       ("clf", XGBClassifier(n_estimators=30, max_depth=3,
                                             random_state=ctx.seed))])
     return model.fit(df[FEATURES], label(ctx, df))  # encoded labels
+""",
+    "xgb_slow.py": _COMMON + """
+import time
+
+from xgboost import XGBClassifier
+
+
+def train(ctx):
+    df = read(ctx)
+    if len(df) > 3000:  # the full fit takes minutes; the pre-check's sample does not
+        time.sleep(600)
+    model = Pipeline([("prep", trees_prep()),
+                      ("clf", XGBClassifier(n_estimators=5, max_depth=2,
+                                            random_state=ctx.seed))])
+    return model.fit(df[FEATURES], label(ctx, df))
 """,
     "lgbm.py": _COMMON + """
 from lightgbm import LGBMClassifier

@@ -207,6 +207,16 @@ def test_precheck_refuses_a_training_only_input_before_the_full_fit(repo):
     assert code == 1 and "error[BE302]: training exceeded its time limit of 40 s" in err
 
 
+def test_precheck_refuses_an_operator_while_the_full_fit_runs(repo, tmp_path):
+    """The sample model's conversion runs beside the full fit; its refusal interrupts it."""
+    out = tmp_path / "out"
+    started = time.monotonic()
+    code, _, err = build(repo, "xgb-slow", "ox-linear", "--out", str(out))  # full fit: 600 s
+    assert code == 1 and time.monotonic() - started < 110, err
+    assert "error[BE406]: ONNX operator ai.onnx.ml:TreeEnsembleClassifier" in err
+    assert not out.exists()
+
+
 # --- loading with the environment's trust ------------------------------------------------------
 
 def test_skops_types_are_trusted_by_the_environment_not_the_file(repo, tmp_path):

@@ -9,7 +9,9 @@ or operators, opset and IR version (onnx stack). When they refuse it, the traini
 stops and verification reports why (with the training line that read each refused column). A
 dry run that fails in any other way (a fit that needs more rows than the sample) proves
 nothing: it is recorded as skipped, and the full run decides. Skipped too when the label
-dataset is small enough that the sample would be most of it.
+dataset is small enough that the sample would be most of it. For scikit-learn-API models the
+conversion may be deferred (`run(..., defer=True)`): the runner then converts a copy of the
+sample model in a thread while the full fit runs (`runner._Judge`).
 
 Side effects: `train(ctx)` runs twice. Metrics and params the dry run logs are discarded;
 Python's, NumPy's and torch's seeds are reset before the full run, which therefore trains
@@ -21,6 +23,7 @@ turns the pre-check off.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from buildenv.env.serving_rules import refused
@@ -31,7 +34,7 @@ from buildenv.training.families.torch_contract import ModelContractError
 from buildenv.training.onnx_inventory import inventory as inventory_of
 from buildenv.training.served_artifact import convert
 
-__all__ = ["SAMPLE_ROWS", "run", "wanted"]
+__all__ = ["SAMPLE_ROWS", "deferrable", "run", "wanted"]
 
 SAMPLE_ROWS = 2000
 
@@ -47,8 +50,10 @@ def wanted(request: dict, env: Any) -> bool:
     return not sizes or max(sizes) > 2 * SAMPLE_ROWS
 
 
-def run(ctx: Any, env: Any, train: Any, request: dict) -> dict:
-    """`{"refused": True, "result": ...}` to stop, else `{"summary": ...}` for the lineage."""
+def run(ctx: Any, env: Any, train: Any, request: dict, defer: bool = False) -> dict:
+    """`{"refused": True, "result": ...}` to stop, else `{"summary": ...}` for the lineage.
+    With `defer`, a conversion the verdict still needs may come back undone instead:
+    `{"deferred": callable}`, whose call gives one of the two (see `deferrable`)."""
     ctx.sample_rows = SAMPLE_ROWS
     try:
         model = train(ctx)
@@ -65,13 +70,43 @@ def run(ctx: Any, env: Any, train: Any, request: dict) -> dict:
         ctx.finish()
     try:
         family = adopt(model, env)
-        inventory = None
-        if isinstance(env.serving, OnnxServing) and not refused(
-                env, family.inputs, family.kind, family.ops(), None):
-            inventory = inventory_of(convert(family, env)).to_json()
     except FamilyError as exc:
-        return {"summary": {"status": "skipped", "rows": SAMPLE_ROWS,
-                            "reason": f"{exc.problem.code} on the sample model"}}
+        return _skipped(exc)
+    facts = {"read_sites": dict(ctx.read_sites), "reads": dict(ctx.reads)}
+    if not isinstance(env.serving, OnnxServing) or refused(
+            env, family.inputs, family.kind, family.ops(), None):
+        return _verdict(family, env, request, facts, None)
+    if defer and deferrable(family):
+        try:  # the full run may refit this very object: convert a copy of it
+            family = adopt(copy.deepcopy(model), env)
+        except Exception:
+            pass
+        else:
+            return {"deferred": lambda: _converted(family, env, request, facts)}
+    return _converted(family, env, request, facts)
+
+
+def deferrable(family: Any) -> bool:
+    """Whether the sample model's conversion may run in a thread during the full fit: the
+    scikit-learn-API families (skl2onnx and onnxmltools are plain Python over a copy of the
+    model). A PyTorch export traces with process-wide state and runs first."""
+    return bool(family.kind == "sklearn")
+
+
+def _converted(family: Any, env: Any, request: dict, facts: dict) -> dict:
+    try:
+        inventory = inventory_of(convert(family, env)).to_json()
+    except FamilyError as exc:
+        return _skipped(exc)
+    return _verdict(family, env, request, facts, inventory)
+
+
+def _skipped(exc: FamilyError) -> dict:
+    return {"summary": {"status": "skipped", "rows": SAMPLE_ROWS,
+                        "reason": f"{exc.problem.code} on the sample model"}}
+
+
+def _verdict(family: Any, env: Any, request: dict, facts: dict, inventory: dict | None) -> dict:
     ops = family.ops()
     if not refused(env, family.inputs, family.kind, ops, inventory):
         return {"summary": {"status": "passed", "rows": SAMPLE_ROWS}}
@@ -81,8 +116,8 @@ def run(ctx: Any, env: Any, train: Any, request: dict) -> dict:
     result = {"ok": True, "diagnostics": problems, "precheck": {"status": "refused",
                                                           "rows": SAMPLE_ROWS},
               "inputs": family.inputs, "ops": ops, "family": family.kind,
-              "model_class": family.model_class, "read_sites": dict(ctx.read_sites),
-              "libraries": {}, "metrics": {}, "params": {}, "reads": ctx.reads}
+              "model_class": family.model_class, "read_sites": facts["read_sites"],
+              "libraries": {}, "metrics": {}, "params": {}, "reads": facts["reads"]}
     if inventory is not None:
         result["onnx"] = {"file": None, "opset": env.serving.opset, "inventory": inventory}
     return {"refused": True, "result": result}

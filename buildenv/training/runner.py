@@ -22,6 +22,7 @@ import importlib.util
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -115,6 +116,83 @@ def _preloaded() -> None:
         _PRELOAD.pop().join()
 
 
+class _Judge:
+    """Work for the core a threads=1 fit leaves free, in a thread while the full fit runs on
+    the main one: the pre-check's conversion of the sample model when it was deferred (the
+    converters' imports and work: seconds of plain Python), then the imports saving and
+    loading the served model need (`_warm`). Only after the pre-check: the training's own
+    imports are done by then, so no module is imported by both threads at once. A refusal
+    still stops the build in seconds: the thread sends the main thread SIGINT, whose
+    KeyboardInterrupt ends the fit at its next Python step."""
+
+    def __init__(self, work: Any, env: Any) -> None:
+        self._work = work
+        self._env = env
+        self._verdict: dict | None = None
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._fitting = False
+        self._interrupted = False
+        self._thread = threading.Thread(target=self._run, name="buildenv-precheck",
+                                        daemon=True)
+
+    def _run(self) -> None:
+        try:
+            if self._work is not None:
+                self._verdict = self._work()
+        except BaseException as exc:  # re-raised on the main thread, after the fit
+            self._error = exc
+        if self._verdict is not None and self._verdict.get("refused"):
+            with self._lock:
+                if self._fitting and signal.getsignal(signal.SIGINT) is \
+                        signal.default_int_handler:
+                    self._interrupted = True
+                    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+                    return
+        _warm(self._env)
+
+    def alongside(self, fit: Any) -> tuple[Any, dict | None]:
+        """(the full fit's model, or None when the verdict interrupted it; the deferred
+        verdict, None when nothing was deferred)."""
+        model = None
+        try:
+            try:
+                with self._lock:
+                    self._fitting = True
+                self._thread.start()
+                model = fit()
+            finally:
+                with self._lock:
+                    self._fitting = False
+            self._thread.join()
+        except KeyboardInterrupt:
+            if not self._interrupted:
+                raise
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return model, self._verdict
+
+
+def _warm(env: Any) -> None:
+    """Import what saving and loading the served model back will need: the onnx stack's
+    runtime, or skops (whose table of safe types imports every scikit-learn module). Only
+    speed depends on it: a failure here is met again, and reported, where the import is
+    needed."""
+    from buildenv.env.spec import OnnxServing
+
+    try:
+        if isinstance(env.serving, OnnxServing):
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        elif env.serving is None or env.serving.format == "skops":
+            from buildenv.core.model_runtime import import_skops
+
+            import_skops()
+    except Exception:
+        pass
+
+
 class _Failed(Exception):
     """A finished result that is a failure (carries the result dict)."""
 
@@ -155,9 +233,11 @@ def _run(request: dict, env: Any, guard: Guard | None) -> dict:
     timings: dict[str, float] = {}
     fn = _call(ctx, root, guard, lambda: _load_entry(root, request["module_path"],
                                                      request["function"]))
+    judge = None
     if precheck.wanted(request, env):
         mark = time.perf_counter()
-        verdict = _call(ctx, root, guard, lambda: precheck.run(ctx, env, fn, request))
+        verdict = _call(ctx, root, guard, lambda: precheck.run(ctx, env, fn, request,
+                                                                defer=True))
         timings["precheck"] = time.perf_counter() - mark
         if verdict.get("refused"):
             return {**verdict["result"], "timings": timings}
@@ -165,10 +245,18 @@ def _run(request: dict, env: Any, guard: Guard | None) -> dict:
         _seed(seed)
         torch_setup.reseed()
         result_precheck = verdict.get("summary")
+        judge = _Judge(verdict.get("deferred"), env)
     else:
         result_precheck = None
     mark = time.perf_counter()
-    model = _call(ctx, root, guard, lambda: fn(ctx))
+    if judge is None:
+        model = _call(ctx, root, guard, lambda: fn(ctx))
+    else:
+        model, verdict = judge.alongside(lambda: _call(ctx, root, guard, lambda: fn(ctx)))
+        if verdict is not None and verdict.get("refused"):
+            return {**verdict["result"], "timings": timings}
+        if verdict is not None:
+            result_precheck = verdict.get("summary")
     ctx.finish_full_run()
     timings["train"] = time.perf_counter() - mark
     if ctx.gate_errors:  # caught by the training: the model saw unverified data
