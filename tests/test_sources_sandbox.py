@@ -7,6 +7,7 @@ the same transform runs (the sandbox is what refused it)."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -19,7 +20,7 @@ _progress, template, locked = source_fixtures("sources_sandbox")
 
 SENTINEL = "SENTINEL-5d0b2a"  # a value outside the repository: never in any output
 
-pytestmark = pytest.mark.skipif("not sandbox_usable('any')", reason="no sandbox here")
+pytestmark = pytest.mark.skipif(not sandbox_usable("any"), reason="no sandbox on this machine")
 
 
 def _transform(root: Path, body: str) -> None:
@@ -75,7 +76,8 @@ def test_a_transform_reaching_the_network_is_refused(locked):
         port = server.getsockname()[1]
         _transform(locked, f'    socket.create_connection(("127.0.0.1", {port}), timeout=5)\n')
         code, err = _relock(locked)
-    assert code == 1 and "BE324" in err and "of dataset 'daily' tried to connect" in err, err
+    assert code == 1 and "BE324" in err and "of dataset 'daily' tried to" in err, err
+    assert "never reach the network" in err, err
 
 
 def test_a_labeling_function_opening_a_data_file_is_refused_naming_its_label_set(locked):
@@ -99,7 +101,6 @@ def test_outputs_of_a_sandboxed_build_equal_an_unsandboxed_one(locked):
     for store in ("derived", "votes", "keys"):  # everything made again, without the sandbox
         for path in (locked / ".buildenv").rglob(store):
             if path.is_dir():
-                import shutil
                 shutil.rmtree(path)
     code, _, err = invoke_cli(["lock", "ev"], locked)
     assert code == 0, err

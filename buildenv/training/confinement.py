@@ -318,7 +318,9 @@ class Guard:
             message = f"{self.subject} tried to {what}: the sandbox has no network"
             hints.insert(0, 'if the training must reach the network, declare `network = '
                          '"allow"` and a `reason` in its `sandbox` table (not with restricted '
-                         'data)')
+                         'data)' if self.subject == "the training" else
+                         "code-made sources never reach the network: declare what they need "
+                         "as a dataset and read it through ctx")
         else:
             code = "BE327"
             message = f"{self.subject} tried to {what}: mounts and namespaces cannot change " \
