@@ -1,9 +1,10 @@
 """The process that runs code-made sources: `python -m buildenv.training.sources_runner REQ`
-(or `-`: started early by `compile.source_process`, it imports what jobs need, then reads
-REQ's path from standard input).
+(or `- [SANDBOX]`: started early by `compile.source_process`, it confines itself as file
+SANDBOX says, imports what jobs need, then reads REQ's path from standard input).
 
 Started by the compile room like a training (scrubbed environment, fixed seeds, its own
-process group, a time limit), it runs a list of jobs -- derived datasets'
+process group, a time limit, the training's sandbox: `training.confinement.Guard`, whose
+refusals each job reports as its own), it runs a list of jobs -- derived datasets'
 transforms (`derive_run`) and label sets' labeling functions (`label_run`) -- reading data only
 through the data gate, pinned to the lock, and writes each output file into the directory the
 build gave it. The build moves finished outputs into its stores; a job that fails leaves no
