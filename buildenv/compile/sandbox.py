@@ -106,7 +106,9 @@ class Sandbox:
                         "writable": list(view.write), "network": policy.network,
                         "loopback": loopback, "mechanism": self.mechanism}
         if self.mechanism.startswith("bwrap"):
-            self._private = tempfile.mkdtemp(prefix="buildenv-sandbox-")
+            # code-made sources: in their owned work directory, swept after a killed build
+            self._private = tempfile.mkdtemp(prefix="buildenv-sandbox-",
+                                             dir=work if reads is not None else None)
             blank = os.path.join(self._private, "blank")
             os.close(os.open(blank, os.O_CREAT | os.O_WRONLY, 0o000))
             self._status = os.pipe()
