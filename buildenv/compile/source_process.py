@@ -115,6 +115,9 @@ class SourceProcess:
             self.proc.stdin.close()
         except OSError:
             pass  # it died while starting: reported below as a process without result
+        # deferred on purpose: storing the outputs needs pyarrow; imported while the process
+        # works (on another core) instead of after it
+        import pyarrow.parquet  # noqa: F401
         try:
             self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
