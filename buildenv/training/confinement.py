@@ -348,7 +348,7 @@ class Guard:
                 break
         if not detached:
             return None
-        return {"code": "BE328", "message": f"the training left {detached} process(es) running "
+        return {"code": "BE328", "message": f"{self.subject} left {detached} process(es) running "
                 "in a session of their own; they were stopped", "path": None, "line": None,
                 "col": None, "severity": "warning",
                 "hints": ["wait for the processes a training starts (join pools, use context "
