@@ -96,7 +96,8 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
 # files (exit 2).
 _DATA_CODES = {"BE053", "BE056", "BE061", "BE062", "BE065", "BE067", "BE853", "BE854", "BE855", "BE856",
                "BE857", "BE858", "BE860", "BE862", "BE863", "BE867"}
-_CODE_CODES = {"BE091", "BE094", "BE870", "BE871", "BE872", "BE873", "BE874", "BE876", "BE877"}
+_CODE_CODES = {"BE091", "BE094", "BE870", "BE871", "BE872", "BE873", "BE874", "BE876", "BE877",
+               "BE322", "BE323", "BE324", "BE327"}  # and what the sandbox refused user code
 
 
 def _found(code: str) -> bool:

@@ -91,7 +91,10 @@ def build_derived(project: Project, res: Resolved, pins: dict[str, Pinned],
             plan = plan_derived(project, res.env, name, current)
             todo = [f for f in plan.files if store.get(f.key) is None]
             if todo:  # it imports while the code is checked
-                process = SourceProcess.start(project)
+                inputs = list(ds.source.inputs)
+                process = SourceProcess.start(
+                    project, res, (ds.source.module_path,), narrowed(res.env, inputs),
+                    {i: m for i in inputs if (m := current[i].manifest) is not None})
         try:
             found = transform_problems(project, res, name)
             built.problems.extend(found)
@@ -132,7 +135,7 @@ def _run(process: SourceProcess, res: Resolved, plan: DerivedPlan, todo: list[Ou
         aggregation = {"count": source.aggregation.count,
                        "min_group_size": source.aggregation.min_group_size
                        or res.env.privacy.min_group_size}
-    work = owned_temp_dir(store.scratch, f"derive-{plan.name}")
+    work = owned_temp_dir(process.out, f"derive-{plan.name}")
     try:
         files = [{"input_path": f.input_path,
                   "entry": entries[f.input_path].to_json() if f.input_path else None,

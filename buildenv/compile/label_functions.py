@@ -27,7 +27,7 @@ from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
 from buildenv.core.tempdirs import owned_temp_dir
 from buildenv.data.gate.gate import Gate
-from buildenv.data.lock.derived import Pinned
+from buildenv.data.lock.derived import Pinned, narrowed
 from buildenv.data.lock.lockfile import LockedDataset, LockedLabels
 from buildenv.data.lock.locking import label_declaration
 from buildenv.data.storage import locate
@@ -165,8 +165,13 @@ def _pin(entry: LockedDataset) -> Pinned:
 def _apply(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
            parsed: dict[str, ParsedFunctions], todo: dict[str, list[FileVotes]],
            votes: ArrayStore, keys: ArrayStore) -> list[Diagnostic]:
-    work = owned_temp_dir(votes.scratch, "label-functions")
-    process = SourceProcess.start(project)  # it imports while the jobs are put together
+    used = {res.env.labels[n].dataset for n in todo}
+    manifests = {d: m for d in used if (m := datasets[d].manifest) is not None}
+    modules = tuple(dict.fromkeys(parsed[n].path for n in todo))
+    # it imports while the jobs are put together
+    process = SourceProcess.start(project, res, modules, narrowed(res.env, sorted(used)),
+                                  manifests)
+    work = owned_temp_dir(process.out, "label-functions")
     try:
         jobs: list[dict[str, Any]] = []
         moves: list[tuple[ArrayStore, str, Path]] = []
@@ -195,9 +200,7 @@ def _apply(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
                          "module": parsed[name].path, "dataset": spec.dataset,
                          "key": spec.key, "classes": list(spec.taxonomy.classes),
                          "taxonomy_version": str(spec.taxonomy.version), "files": files})
-        used = {res.env.labels[n].dataset for n in todo}
         pins = {d: datasets[d].digest for d in used}
-        manifests = {d: m for d in used if (m := datasets[d].manifest) is not None}
         first = next(iter(todo))
         timeout = max(_timeout(res, n) for n in todo)
         result = process.run(res, jobs, pins, manifests, timeout, parsed[first].path,

@@ -21,7 +21,7 @@ from typing import Any
 
 from buildenv.compile import bwrap
 from buildenv.compile.isolation import Support, detect, forget
-from buildenv.compile.sandbox_policy import SandboxPolicy, sandbox_policy
+from buildenv.compile.sandbox_policy import SandboxPolicy, sandbox_policy, source_policy
 from buildenv.compile.sandbox_services import privacy_services
 from buildenv.compile.sandbox_view import View, filesystem_view, is_under
 from buildenv.core import process_tree
@@ -31,6 +31,7 @@ from buildenv.core.project import Project, TrainingConfig
 from buildenv.data.gate.broker import Broker, pinned_locations
 from buildenv.data.lock.manifest import Manifest
 from buildenv.env.resolve import Resolved
+from buildenv.env.spec import Environment
 
 __all__ = ["Sandbox", "check_available"]
 
@@ -69,7 +70,8 @@ class Sandbox:
     def __init__(self, project: Project, config: TrainingConfig, res: Resolved,
                  policy: SandboxPolicy, out_dir: Path, work: Path,
                  manifests: dict[str, Manifest], python: str, release_key: str | None = None,
-                 runtime: tuple[str, ...] = ()):
+                 runtime: tuple[str, ...] = (), *, reads: Environment | None = None,
+                 modules: tuple[str, ...] = ()):
         self.policy = policy
         self.support = detect() if policy.mode != "off" else None  # "off" probes nothing
         self.mechanism = self.support.mechanism if self.support else "none"
@@ -90,9 +92,13 @@ class Sandbox:
         if policy.network:  # a resolver's configuration may live outside /etc (systemd)
             readable += (os.path.dirname(os.path.realpath("/etc/resolv.conf")),)
         view = filesystem_view(project, res.env, config, python, readable, (work, out_dir),
-                               runtime)
-        self._broker = Broker(project, res.env, pinned_locations(project, res.env, manifests),
-                              privacy_services(project, res.env, release_key))
+                               runtime, modules)
+        if reads is None:  # a training: its environment's data, and the privacy services
+            self._broker = Broker(project, res.env,
+                                  pinned_locations(project, res.env, manifests),
+                                  privacy_services(project, res.env, release_key))
+        else:  # code-made sources: their declared inputs only
+            self._broker = Broker(project, reads, pinned_locations(project, reads, manifests))
         loopback = self.mechanism.startswith("bwrap") and not policy.network
         self.request = {"confinement": self._confinement(view, work, out_dir).to_json(),
                         "hidden": list(view.data()), "private": list(view.private),
@@ -100,7 +106,9 @@ class Sandbox:
                         "writable": list(view.write), "network": policy.network,
                         "loopback": loopback, "mechanism": self.mechanism}
         if self.mechanism.startswith("bwrap"):
-            self._private = tempfile.mkdtemp(prefix="buildenv-sandbox-")
+            # code-made sources: in their owned work directory, swept after a killed build
+            self._private = tempfile.mkdtemp(prefix="buildenv-sandbox-",
+                                             dir=work if reads is not None else None)
             blank = os.path.join(self._private, "blank")
             os.close(os.open(blank, os.O_CREAT | os.O_WRONLY, 0o000))
             self._status = os.pipe()
@@ -123,6 +131,19 @@ class Sandbox:
             policy = sandbox_policy(project, name, config, res)
         return cls(project, config, res, policy, out_dir, work, manifests, python, release_key,
                    runtime)
+
+    @classmethod
+    def for_sources(cls, project: Project, res: Resolved, modules: tuple[str, ...],
+                    reads: Environment, manifests: dict[str, Manifest], work: Path,
+                    out_dir: Path, python: str, runtime: tuple[str, ...]) -> Sandbox:
+        """The sandbox of the process running code-made sources (`modules`: the transform's
+        or the labeling functions' modules), under `compile.sandbox_policy.source_policy`:
+        the data of `reads` (their declared inputs) through the broker, `work` and `out_dir`
+        writable, nothing else."""
+        policy = source_policy(project, res)
+        config = TrainingConfig(entry=f"{modules[0]}:_")
+        return cls(project, config, res, policy, out_dir, work, manifests, python,
+                   runtime=runtime, reads=reads, modules=modules[1:])
 
     def finish(self, result: dict) -> dict:
         """The runner's result, with what applied (`isolation`) and, the first time a

@@ -19,7 +19,7 @@ from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
 
-__all__ = ["SandboxPolicy", "default_mode", "sandbox_policy"]
+__all__ = ["SandboxPolicy", "default_mode", "sandbox_policy", "source_policy"]
 
 
 def default_mode() -> str:
@@ -90,3 +90,20 @@ def sandbox_policy(project: Project, training: str, config: TrainingConfig, res:
         raise DiagnosticError(problems, 2)
     return SandboxPolicy(mode, own.network == "allow", own.reason, tuple(own.read_only),
                          tuple(paths), source)
+
+
+def source_policy(project: Project, res: Resolved) -> SandboxPolicy:
+    """The policy of the process running code-made sources (derived datasets' transforms,
+    labeling functions): `[tool.buildenv] sandbox` (else the default), `required` next to
+    restricted data as for a training; never the network, no extra paths (no opt-ins)."""
+    mode: str
+    if project.config.sandbox is not None:
+        mode, source = project.config.sandbox, "pyproject.toml [tool.buildenv] sandbox"
+    else:
+        mode, source = default_mode(), "the default"
+    privacy = res.env.privacy
+    if privacy.restricted and privacy.sandbox == "required":
+        mode = "required"
+        source = (f"environment {res.name} restricts {', '.join(sorted(privacy.restricted))} "
+                  "(privacy.sandbox)")
+    return SandboxPolicy(mode, False, None, (), (), source)

@@ -73,11 +73,14 @@ class View:
 
 def filesystem_view(project: Project, env: Environment, config: TrainingConfig,
                     python: str, read_only: tuple[str, ...], write: tuple[Path, ...],
-                    runtime_extra: tuple[str, ...] = ()) -> View:
+                    runtime_extra: tuple[str, ...] = (), modules: tuple[str, ...] = ()
+                    ) -> View:
+    """`modules`: more user code than the training's module (labeling functions' modules),
+    kept out of the hidden data directories like it."""
     system = [p for p in SYSTEM_TREES if os.path.lexists(p)]
     runtime = [*interpreter_roots(python), _package(), *runtime_extra]
     broad = [*system, str(project.root.resolve()), *read_only]
-    holes = _data_holes(project, env, config)
+    holes = _data_holes(project, env, (config.module_path, *modules))
     private = _private_holes()
     hidden = [h for h in _dedupe(holes + private)
               if any(is_under(h, tree) for tree in broad + runtime)]
@@ -107,13 +110,13 @@ def _dedupe(paths: list[str]) -> list[str]:
     return out
 
 
-def _data_holes(project: Project, env: Environment, config: TrainingConfig) -> list[str]:
+def _data_holes(project: Project, env: Environment, modules: tuple[str, ...]) -> list[str]:
     state = {str(project.state_dir.resolve()), str(project.data_state_dir.resolve())}
     environments = project.environments_dir.resolve()
     holes = set(state)
     if environments != project.root.resolve():
         holes.add(str(environments))
-    code = [str(p.resolve()) for p in repo_imports(project, config.module_path)]
+    code = [str(p.resolve()) for m in modules for p in repo_imports(project, m)]
     for uri in _data_uris(project, env):
         location = locate(uri, project)
         if location.local is not None:

@@ -7,8 +7,11 @@ build knows a transform will run; that process imports what transforms use while
 still checks the code statically, then waits for the request's path on its standard input.
 `run` hands the request over and waits for the result under the time limit. The process is
 like a training's (`launch`): scrubbed environment, fixed seeds, its own process
-group (killed whole, on timeout, interrupt and exit), dead with its parent. `close` kills it
-when nothing was asked of it (the static check failed).
+group (killed whole, on timeout, interrupt and exit), dead with its parent -- and in the
+training's sandbox (`Sandbox.for_sources`): its declared inputs readable through the broker,
+its output directory (`out`) and private work directory writable, no network, nothing else;
+it confines itself before it imports anything. `close` kills it when nothing was asked of it
+(the static check failed).
 """
 
 from __future__ import annotations
@@ -21,10 +24,19 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from buildenv.compile.launch import _die_with_parent, _output_tail, child_env, kill_group
+from buildenv.compile.launch import (
+    _die_with_parent,
+    _output_tail,
+    child_env,
+    kill_group,
+    own_interpreter,
+)
+from buildenv.compile.sandbox import Sandbox
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.core.tempdirs import owned_temp_dir, scratch_dir, sweep
+from buildenv.data.lock.manifest import Manifest
 from buildenv.env.resolve import Resolved
+from buildenv.env.spec import Environment
 
 __all__ = ["SourceProcess"]
 
@@ -32,29 +44,49 @@ __all__ = ["SourceProcess"]
 class SourceProcess:
     """One started sources runner; `run` at most once, `close` always (a context manager)."""
 
-    def __init__(self, project: Project, proc: subprocess.Popen, work: Path, log: IO[bytes]):
-        self.project, self.proc, self.work, self._log = project, proc, work, log
+    def __init__(self, project: Project, proc: subprocess.Popen, work: Path, log: IO[bytes],
+                 box: Sandbox):
+        self.project, self.proc, self.work, self._log, self.box = project, proc, work, log, box
+        self.out = work / "out"
+        """Where the jobs write their outputs (the only place they may write them)."""
 
     @classmethod
-    def start(cls, project: Project) -> SourceProcess:
+    def start(cls, project: Project, res: Resolved, modules: tuple[str, ...],
+              reads: Environment, manifests: dict[str, Manifest]) -> SourceProcess:
+        """Start the process for jobs of `modules` (user code) reading the datasets of
+        `reads`, pinned to `manifests` (the partitioned ones)."""
         threads = TrainingConfig(entry="x.py:x").native_threads
         # in the repository's scratch, named by its owner: what a killed build leaves (its
         # request: the environment, the pins) is swept by the next one
         scratch = scratch_dir(project.data_state_dir)
         sweep(scratch)
         work = owned_temp_dir(scratch, "source")
+        (work / "out").mkdir()
         log = open(work / "output.log", "wb")  # noqa: SIM115 -- closed by close()
+        box = None
         try:
+            python = own_interpreter()
+            box = Sandbox.for_sources(project, res, modules, reads, manifests, work,
+                                      work / "out", python.python, python.runtime_paths())
+            argv = [python.python, "-m", "buildenv.training.sources_runner", "-"]
+            if box.request is not None:  # confined before it imports anything
+                (work / "sandbox.json").write_text(json.dumps(
+                    {"sandbox": box.request, "root": str(project.root)}))
+                argv.append(str(work / "sandbox.json"))
             proc = subprocess.Popen(
-                [sys.executable, "-m", "buildenv.training.sources_runner", "-"],
-                cwd=project.root, env=child_env(0, threads), stdin=subprocess.PIPE,
+                box.command(argv), cwd=project.root,
+                env=box.env(child_env(0, threads, interpreter=python)),
+                stdin=subprocess.PIPE, pass_fds=box.pass_fds,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         except BaseException:
+            if box is not None:
+                box.close()
             log.close()
             shutil.rmtree(work, ignore_errors=True)
             raise
-        return cls(project, proc, work, log)
+        box.started()
+        return cls(project, proc, work, log, box)
 
     def __enter__(self) -> SourceProcess:
         return self
@@ -83,22 +115,28 @@ class SourceProcess:
             self.proc.stdin.close()
         except OSError:
             pass  # it died while starting: reported below as a process without result
+        # deferred on purpose: storing the outputs needs pyarrow; imported while the process
+        # works (on another core) instead of after it
+        import pyarrow.parquet  # noqa: F401
         try:
             self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            kill_group(self.proc)
+            self._kill()
             return {"ok": False, "diagnostics": [{
                 "code": "BE344", "message": f"source exceeded its time limit of {timeout:g} s",
                 "path": path, "line": None, "col": None, "severity": "error",
                 "hints": [timeout_hint]}]}
         except BaseException:  # Ctrl-C, SIGTERM turned into an exception, a bug
-            kill_group(self.proc)
+            self._kill()
             raise
-        kill_group(self.proc)  # the runner exited: workers it left behind go too
+        self._kill()  # the runner exited: workers it left behind go too
         result_file = self.work / "result.json"
         if not result_file.is_file():
             self._log.flush()
             output = (self.work / "output.log").read_text(errors="replace")
+            failed = self.box.setup_failure(output)
+            if failed is not None:
+                return {"ok": False, "diagnostics": [{**failed, "path": path}]}
             return {"ok": False, "diagnostics": [{
                 "code": "BE345", "message": f"source process exited with code "
                 f"{self.proc.returncode} and no result", "path": path, "line": None,
@@ -113,7 +151,13 @@ class SourceProcess:
                 self.proc.stdin.close()
         except OSError:
             pass
-        kill_group(self.proc)
+        self._kill()
+        self.box.close()
         self._log.close()
         shutil.rmtree(self.work, ignore_errors=True)
+
+    def _kill(self) -> None:
+        """The whole tree (bubblewrap starts the runner in a session of its own)."""
+        self.box.stop(self.proc)
+        kill_group(self.proc)
 

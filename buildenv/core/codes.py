@@ -401,7 +401,8 @@ CODES: dict[str, Code] = {
                   "`preferred` and this machine offers no isolation, so trainings run as plain "
                   "processes that could read any file and reach the network. `buildenv "
                   "doctor` explains; `sandbox = \"required\"` turns this into an error."),
-    "BE322": Code("path hidden by the sandbox", "The training opened a dataset file, a label "
+    "BE322": Code("path hidden by the sandbox", "The training (or a transform, or labeling "
+                  "functions: the message names which) opened a dataset file, a label "
                   "export, a lock, buildenv's state directory, or a path outside what the "
                   "sandbox shows (the home directory, another process's files) directly. Data "
                   "reaches a training only through `ctx.read`, `ctx.scan` and `ctx.labels`, "
@@ -416,7 +417,8 @@ CODES: dict[str, Code] = {
                   "name or sent a packet, and the sandbox has no network (bubblewrap: only "
                   "its own loopback; Landlock: no IP sockets). A training that must download "
                   "something declares `network = \"allow\"` with a `reason` in its `sandbox` "
-                  "table; never next to restricted data."),
+                  "table; never next to restricted data. Transforms and labeling functions "
+                  "never reach the network."),
     "BE325": Code("invalid sandbox opt-in", "A training's `sandbox` table asks for something "
                   "that cannot hold: the network next to an environment's restricted datasets, "
                   "or a read-only path that does not exist."),

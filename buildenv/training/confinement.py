@@ -29,7 +29,7 @@ from buildenv.core import process_tree
 from buildenv.core.confine import Confinement, apply
 from buildenv.training.user_frames import current_frame, exception_frame
 
-__all__ = ["Guard"]
+__all__ = ["Guard", "refused", "swallowed"]
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _PATH_EVENTS = {"os.listdir": 0, "os.scandir": 0, "os.mkdir": 0, "os.remove": 0,
@@ -56,8 +56,13 @@ class Attempt:
 
 
 class Guard:
+    active: Guard | None = None
+    """The guard this process entered (the sources runner's jobs ask it)."""
+
     def __init__(self, spec: dict, root: Path, own: Path):
         self.root, self.own = root, own
+        self.subject = "the training"
+        """Who the diagnostics name: the training, a derived dataset's transform, ..."""
         self.hidden = tuple(spec["hidden"])  # data: datasets, exports, locks, state
         self.private = tuple(spec.get("private") or ())  # credentials, the machine's secrets
         self.readable = tuple(spec["readable"])
@@ -84,6 +89,7 @@ class Guard:
         guard.applied = apply(Confinement.from_json(spec["confinement"]))
         process_tree.become_subreaper()
         sys.addaudithook(guard._hook)
+        cls.active = guard
         return guard
 
     # --- noting attempts ------------------------------------------------------------------
@@ -137,10 +143,10 @@ class Guard:
     def _kind(self, full: str, writing: bool) -> str | None:
         if self._other_process(full) or self._private.holds(full):
             return "outside"
+        if self._writable.holds(full):  # a source's output lies in buildenv's hidden state
+            return None
         if self._hidden.holds(full) and not self._inner.holds(full):
             return "data"
-        if self._writable.holds(full):
-            return None
         if not self._readable.holds(full):
             return "outside"
         return "write" if writing else None
@@ -289,31 +295,35 @@ class Guard:
             code = "BE322"
             action = f"tried to {what}" if what.startswith("run ") else \
                 f"opened '{what}' directly"
-            message = (f"the training {action}: the sandbox hides dataset files, label exports, "
-                       "locks and buildenv's state")
+            message = (f"{self.subject} {action}: the sandbox hides dataset files, label "
+                       "exports, locks and buildenv's state")
             hints.insert(0, "read data through ctx.read(...) or ctx.scan(...) (and labels "
                          "through ctx.labels())")
         elif kind == "outside":
             code = "BE322"
-            message = (f"the training opened '{what}', which the sandbox does not show: it sees "
-                       "the repository, its Python environment and system directories")
+            message = (f"{self.subject} opened '{what}', which the sandbox does not show: it "
+                       "sees the repository, its Python environment and system directories")
             hints.insert(0, "declare extra read-only paths in the training's `sandbox` table "
-                         "(`read_only = [...]`)")
+                         "(`read_only = [...]`)" if self.subject == "the training" else
+                         "code-made sources read their declared inputs through ctx, and "
+                         "the repository's code; nothing else")
         elif kind == "write":
             code = "BE323"
-            message = (f"the training wrote to '{what}': in the sandbox only the model's output "
+            message = (f"{self.subject} wrote to '{what}': in the sandbox only its output "
                        "and a private temporary directory (TMPDIR, HOME) are writable")
             hints.insert(0, "write scratch files under tempfile.gettempdir(); the model is "
                          "what train(ctx) returns")
         elif kind == "network":
             code = "BE324"
-            message = f"the training tried to {what}: the sandbox has no network"
+            message = f"{self.subject} tried to {what}: the sandbox has no network"
             hints.insert(0, 'if the training must reach the network, declare `network = '
                          '"allow"` and a `reason` in its `sandbox` table (not with restricted '
-                         'data)')
+                         'data)' if self.subject == "the training" else
+                         "code-made sources never reach the network: declare what they need "
+                         "as a dataset and read it through ctx")
         else:
             code = "BE327"
-            message = f"the training tried to {what}: mounts and namespaces cannot change " \
+            message = f"{self.subject} tried to {what}: mounts and namespaces cannot change " \
                       "inside the sandbox"
             hints.insert(0, "the sandbox's view of the filesystem is fixed when it starts")
         return {"code": code, "message": message, "path": path, "line": line, "col": None,
@@ -338,7 +348,7 @@ class Guard:
                 break
         if not detached:
             return None
-        return {"code": "BE328", "message": f"the training left {detached} process(es) running "
+        return {"code": "BE328", "message": f"{self.subject} left {detached} process(es) running "
                 "in a session of their own; they were stopped", "path": None, "line": None,
                 "col": None, "severity": "warning",
                 "hints": ["wait for the processes a training starts (join pools, use context "
@@ -358,3 +368,18 @@ class _Trees:
 
     def holds(self, path: str) -> bool:
         return path in self._exact or path.startswith(self._prefixes)
+
+
+def refused(exc: BaseException, restricted: bool, where: str = "") -> dict | None:
+    """What the active sandbox refused, when `exc` comes from it (BE322-BE327), with `where`
+    (the input file) added; None outside a sandbox or for another error."""
+    guard = Guard.active
+    denied = guard.explain(exc, restricted) if guard is not None else None
+    return None if denied is None else {**denied, "message": denied["message"] + where}
+
+
+def swallowed(restricted: bool, where: str = "") -> dict | None:
+    """A direct data access the code caught and went on from (BE322): still an error."""
+    guard = Guard.active
+    found = guard.swallowed(restricted) if guard is not None else []
+    return {**found[0], "message": found[0]["message"] + where} if found else None

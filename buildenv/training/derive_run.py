@@ -33,6 +33,7 @@ from buildenv.data.gate.partitioned_read import partition_scalar
 from buildenv.data.lock.derived import narrowed
 from buildenv.data.lock.manifest import FileEntry, Manifest
 from buildenv.env.spec import Column, Environment
+from buildenv.training.confinement import refused, swallowed
 from buildenv.training.context import BuildContext, ForbiddenRead
 from buildenv.training.runner import _diag, _load_entry, _user_frame
 
@@ -80,6 +81,9 @@ def run_transform_job(job: dict[str, Any], env: Environment, project: Project,
     try:
         fn = _load_entry(root, module_path, function)
     except Exception as exc:
+        denied = refused(exc, restricted)
+        if denied is not None:
+            return [denied]
         path, line, _ = _user_frame(exc, root, own)
         return [_diag("BE340", f"derived dataset '{job['dataset']}': importing {module_path} "
                       f"raised {type(exc).__name__}: {exc}", path or module_path, line)]
@@ -125,6 +129,9 @@ def _run_one(fn: Any, ctx: TransformContext, job: dict[str, Any], item: dict[str
     except Exception as exc:
         if ctx.gate_errors:
             raise TransformError(ctx.gate_errors[0].diagnostic.to_json()) from None
+        denied = refused(exc, restricted, where)
+        if denied is not None:  # the sandbox refused it
+            raise TransformError(denied) from None
         path, line, trail = _user_frame(exc, root, own)
         message = f"{name} raised {type(exc).__name__}: {exc}".strip()
         if restricted:
@@ -134,6 +141,9 @@ def _run_one(fn: Any, ctx: TransformContext, job: dict[str, Any], item: dict[str
                                    [f"called from {t}" for t in trail[:-1]])) from None
     if ctx.gate_errors:
         raise TransformError(ctx.gate_errors[0].diagnostic.to_json())
+    bypass = swallowed(restricted, where)
+    if bypass is not None:  # caught by the transform: it tried to read data around the gate
+        raise TransformError(bypass)
     return _shape(parts, job, item, restricted, name, where)
 
 

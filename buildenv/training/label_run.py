@@ -31,6 +31,7 @@ from buildenv.data.lock.derived import narrowed
 from buildenv.data.lock.manifest import Manifest
 from buildenv.env.spec import Environment
 from buildenv.labels.matrix import write_array
+from buildenv.training.confinement import refused, swallowed
 from buildenv.training.context import BuildContext
 from buildenv.training.derive_run import scoped_pins
 from buildenv.training.runner import _diag, _user_frame
@@ -68,6 +69,9 @@ def run_functions_job(job: dict[str, Any], env: Environment, project: Project,
     try:
         module = _module(root, job["module"])
     except Exception as exc:
+        denied = refused(exc, restricted)
+        if denied is not None:
+            return [denied]
         path, line, _ = _user_frame(exc, root, own)
         return [_diag("BE872", f"label set '{job['label_set']}': importing {job['module']} "
                       f"raised {type(exc).__name__}" + ("" if restricted else f": {exc}"),
@@ -155,7 +159,13 @@ def _call(fn: Any, name: str, batch: Any, classes: pa.Array, job: dict[str, Any]
                                 [f"add '{column}' to its `columns=[...]`"])) from None
         raise _Failed(_raised(exc, what, where, restricted, root, own, module, line)) from None
     except Exception as exc:
+        denied = refused(exc, restricted, where)
+        if denied is not None:  # the sandbox refused it
+            raise _Failed(denied) from None
         raise _Failed(_raised(exc, what, where, restricted, root, own, module, line)) from None
+    bypass = swallowed(restricted, where)
+    if bypass is not None:  # caught by the function: it tried to read data around the gate
+        raise _Failed(bypass)
     try:
         values = pa.array(result, type=pa.string(), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):

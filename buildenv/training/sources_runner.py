@@ -1,9 +1,10 @@
 """The process that runs code-made sources: `python -m buildenv.training.sources_runner REQ`
-(or `-`: started early by `compile.source_process`, it imports what jobs need, then reads
-REQ's path from standard input).
+(or `- [SANDBOX]`: started early by `compile.source_process`, it confines itself as file
+SANDBOX says, imports what jobs need, then reads REQ's path from standard input).
 
 Started by the compile room like a training (scrubbed environment, fixed seeds, its own
-process group, a time limit), it runs a list of jobs -- derived datasets'
+process group, a time limit, the training's sandbox: `training.confinement.Guard`, whose
+refusals each job reports as its own), it runs a list of jobs -- derived datasets'
 transforms (`derive_run`) and label sets' labeling functions (`label_run`) -- reading data only
 through the data gate, pinned to the lock, and writes each output file into the directory the
 build gave it. The build moves finished outputs into its stores; a job that fails leaves no
@@ -20,6 +21,11 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+# The sandbox's side is imported and applied first (see training.runner): Landlock and seccomp
+# bind only the threads started after them.
+from buildenv.core.confine import ConfinementError
+from buildenv.training.confinement import Guard
 
 # Deferred imports (buildenv, numpy): like the training runner, an import that fails inside
 # `run` becomes a BE345 result instead of a process that dies before writing one.
@@ -51,6 +57,11 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     for job in request["jobs"]:
         runner = run_transform_job if job["kind"] == "transform" else run_functions_job
+        if Guard.active is not None:  # what the sandbox refuses is reported as the job's
+            Guard.active.subject = (
+                f"the transform {job['transform']} of dataset '{job['dataset']}'"
+                if job["kind"] == "transform" else
+                f"the labeling functions of label set '{job['label_set']}' ({job['module']})")
         diagnostics = runner(job, env, project, pins, manifests, root, own, outputs)
         if diagnostics:
             break
@@ -71,14 +82,32 @@ def _prepare() -> None:
     import buildenv.training.label_run  # noqa: F401
 
 
+def _confine(path: str | None) -> tuple[Guard | None, dict[str, Any] | None]:
+    """Enter the sandbox file `path` describes (`compile.sandbox.Sandbox`'s request and the
+    root); the guard, or the BE326 result when it could not be entered."""
+    if path is None:
+        return None, None
+    spec = json.loads(Path(path).read_text())
+    try:
+        return Guard.enter(spec["sandbox"], Path(spec["root"]).resolve()), None
+    except ConfinementError as exc:
+        return None, {"ok": False, "diagnostics": [{
+            "code": "BE326", "message": f"the sandbox could not confine the process building "
+            f"code-made sources: {exc}", "path": None, "line": None, "col": None,
+            "severity": "error", "hints": ["`buildenv doctor` checks this machine's sandbox"]}]}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`REQ`: run the request in file REQ. `-`: import first, then read REQ's path from
-    standard input (no line: the build needs nothing after all, exit quietly)."""
+    """`REQ`: run the request in file REQ. `- [SANDBOX]`: confine itself as file SANDBOX
+    says, import, then read REQ's path from standard input (no line: the build needs nothing
+    after all, exit quietly)."""
     argv = argv if argv is not None else sys.argv[1:]
     path = argv[0]
+    guard, refused = _confine(argv[1] if len(argv) > 1 else None)
     if path == "-":
         try:
-            _prepare()
+            if refused is None:
+                _prepare()
         except Exception:  # `run` imports them again and reports the failure (BE345)
             pass
         path = sys.stdin.readline().strip()
@@ -87,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     request = json.loads(Path(path).read_text())
     result_path = Path(request["result"])
     try:
-        result = run(request)
+        result = refused or run(request)
     except BaseException as exc:  # a bug in buildenv, or a crash in a library
         frames = [f"at {Path(f.filename).name}:{f.lineno} in {f.name}"
                   for f in traceback.extract_tb(exc.__traceback__)[-5:]]
@@ -95,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             "code": "BE345", "message": f"the process building code-made sources failed: "
             f"{type(exc).__name__}", "path": None, "line": None, "col": None,
             "severity": "error", "hints": frames}]}
+    left = guard.reap() if guard is not None else None
+    if left is not None:
+        result.setdefault("diagnostics", []).append({**left, "path": None})
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, default=str))
     os.replace(tmp, result_path)

@@ -2,7 +2,10 @@
 
 * `ml_model` -> the `python_source` owning its `entry` file, and the `ml_environment`
   of its environment.
-* `ml_environment` -> the `ml_environment` its `extends:` names.
+* `ml_environment` -> the `ml_environment` its `extends:` names, and the `python_source`s
+  owning the code that makes its data: each derived dataset's `source.transform` module and
+  each label set's `source.functions` module (docs/derived.md). Pants infers what those
+  import, so editing a shared helper invalidates every model built on that data.
 """
 
 from __future__ import annotations
@@ -93,14 +96,34 @@ class InferMlEnvironmentDependencies(InferDependenciesRequest):
     infer_from = MlEnvironmentDependenciesFieldSet
 
 
-def parent_name(yaml_text: bytes) -> Optional[str]:
-    """The `extends:` of an environment file; None when absent or unparsable."""
+def _document(yaml_text: bytes) -> dict:
     try:
         doc = yaml.safe_load(yaml_text)
     except yaml.YAMLError:
-        return None  # buildenv reports the syntax error with its position
-    parent = doc.get("extends") if isinstance(doc, dict) else None
+        return {}  # buildenv reports the syntax error with its position
+    return doc if isinstance(doc, dict) else {}
+
+
+def parent_name(yaml_text: bytes) -> Optional[str]:
+    """The `extends:` of an environment file; None when absent or unparsable."""
+    parent = _document(yaml_text).get("extends")
     return parent if isinstance(parent, str) else None
+
+
+def source_modules(yaml_text: bytes) -> tuple[str, ...]:
+    """The modules of code-made data an environment file declares (root-relative paths):
+    derived datasets' `source.transform` (`module.py:function`) and label sets'
+    `source.functions`. Lenient: buildenv itself reports malformed entries."""
+    doc = _document(yaml_text)
+    found = []
+    for section, key in (("datasets", "transform"), ("labels", "functions")):
+        entries = doc.get(section)
+        for entry in entries.values() if isinstance(entries, dict) else ():
+            source = entry.get("source") if isinstance(entry, dict) else None
+            value = source.get(key) if isinstance(source, dict) else None
+            if isinstance(value, str) and value.strip():
+                found.append(value.rsplit(":", 1)[0] if key == "transform" else value)
+    return tuple(sorted(set(found)))
 
 
 @rule(desc="Infer `ml_environment` parents", level=LogLevel.DEBUG)
@@ -110,9 +133,16 @@ async def infer_ml_environment_dependencies(
     contents = await Get(
         DigestContents, PathGlobs([request.field_set.sources.yaml_path])
     )
-    parent = parent_name(contents[0].content) if contents else None
+    text = contents[0].content if contents else b""
+    parent = parent_name(text) if contents else None
     address = environments.get(parent) if parent else None
-    return InferredDependencies([address] if address else [])
+    modules = source_modules(text)
+    python_owners = []
+    if modules:  # a module nothing owns is reported by buildenv (BE091, BE875)
+        owners = await Get(Owners, OwnersRequest(modules))
+        owner_targets = await Get(Targets, Addresses(owners))
+        python_owners = [t.address for t in owner_targets if t.has_field(PythonSourceField)]
+    return InferredDependencies([*([address] if address else []), *python_owners])
 
 
 def rules():

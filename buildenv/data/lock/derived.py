@@ -20,6 +20,7 @@ plus `derived`: the transform, its code files' digests and its inputs' digests, 
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -48,10 +49,15 @@ FORMAT = 1  # bump when what an object holds changes meaning
 
 
 def writer_version() -> str:
-    """The Parquet writer behind the objects' bytes (part of every key)."""
-    import pyarrow  # deferred: the lock's start-up path imports this module
+    """The Parquet writer behind the objects' bytes (part of every key). Read from the
+    installed distribution's metadata: importing pyarrow here would delay starting the process
+    that runs transforms by that import (it is imported while that process works)."""
+    try:
+        return f"pyarrow {importlib.metadata.version('pyarrow')}"
+    except importlib.metadata.PackageNotFoundError:  # no metadata (a vendored copy)
+        import pyarrow  # deferred: the lock's start-up path imports this module
 
-    return f"pyarrow {pyarrow.__version__}"
+        return f"pyarrow {pyarrow.__version__}"
 
 
 @dataclass(frozen=True)

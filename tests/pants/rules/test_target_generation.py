@@ -144,6 +144,43 @@ def test_environment_dependencies(rule_runner: RuleRunner) -> None:
     assert deps(Address("environments", target_name="prod-1")) == set()
 
 
+def test_environment_depends_on_the_code_that_makes_its_data(rule_runner: RuleRunner) -> None:
+    rule_runner.write_files({
+        **ENVS,
+        "environments/prod-2.yaml": (
+            "name: prod-2\nextends: prod-1\ndatasets:\n  daily:\n    source:\n"
+            "      transform: transforms/daily.py:daily\n      inputs: [events]\n"
+            "labels:\n  rules:\n    dataset: events\n    source: {functions: rules/sign.py}\n"
+        ),
+        "transforms/daily.py": "from transforms.shared import load\n\n\ndef daily(ctx): ...\n",
+        "transforms/shared.py": "def load(ctx): ...\n",
+        "transforms/BUILD": "python_sources()\n",
+        "rules/sign.py": "import buildenv\n",
+        "rules/BUILD": "python_sources()\n",
+    })
+
+    def deps(address: Address) -> set[str]:
+        tgt = rule_runner.get_target(address)
+        result = rule_runner.request(Addresses, [DependenciesRequest(tgt[Dependencies])])
+        return {a.spec for a in result}
+
+    # the transform's and the labeling functions' modules (Pants follows their imports)
+    assert deps(Address("environments", target_name="prod-2")) == {
+        "environments:prod-1", "transforms/daily.py", "rules/sign.py",
+    }
+    # a child inherits them through its parent
+    assert deps(Address("environments", target_name="exp-x")) == {"environments:prod-2"}
+
+
+def test_source_modules_are_read_leniently() -> None:
+    assert infer.source_modules(b"datasets:\n  d:\n    source: {transform: a/b.py:f}\n"
+                                b"  e:\n    uri: x.parquet\n"
+                                b"labels:\n  l: {source: {functions: c.py}}\n") == (
+        "a/b.py", "c.py")
+    assert infer.source_modules(b"datasets: [1, 2]\nlabels: {l: 3}\n") == ()
+    assert infer.source_modules(b": : not yaml [") == ()
+
+
 def test_environment_sources_default_to_its_name(rule_runner: RuleRunner) -> None:
     rule_runner.write_files(ENVS)
     env = rule_runner.get_target(Address("environments", target_name="prod-2"))
