@@ -267,6 +267,20 @@ def test_corrupted_onnx_in_dist_is_refused_before_it_is_parsed(repo):
     assert code == 1 and "error[BE761]" in err
 
 
+def test_ops_without_the_models_extra_names_it(repo, monkeypatch):
+    """`buildenv ops` needs onnx for an ONNX environment's schemas: without the `models` extra
+    it is BE026 naming the extra, not an ImportError."""
+    from buildenv.compile.ops_report import ops_report
+    from buildenv.core import extras
+
+    monkeypatch.setattr(extras, "installed", lambda module: module != "onnx")
+    with pytest.raises(DiagnosticError) as caught:
+        ops_report(Project.discover(repo), "ox")
+    assert [d.code for d in caught.value.diagnostics] == ["BE026"]
+    assert caught.value.exit_code == 2
+    assert "pip install 'buildenv[models]'" in str(caught.value)
+
+
 # --- serving: the environment's classes and contract -------------------------------------------
 
 def _serve(repo: Path, training: str, env: str) -> tuple[subprocess.Popen, int, Path]:

@@ -154,6 +154,21 @@ def test_a_store_inside_the_repository_serves_a_sandboxed_training(tmp_path):
     data = lineage(root)
     assert Path(data["params"]["python"]).is_relative_to(root / ".buildenv" / "toolchains")
     assert data["isolation"]["mechanism"] != "none"
+    # The sandboxed runner could not write its bytecode: the build compiled what it imported
+    # from source into the store's cache (the environment's and the standard library's
+    # modules, never the repository's), so the next build reads bytecode.
+    prefix = root / ".buildenv" / "toolchains" / "pycache"
+    tag = sys.implementation.cache_tag
+
+    def cached(source: Path) -> bool:
+        return (prefix / source.parent.relative_to("/") / f"{source.stem}.{tag}.pyc").is_file()
+
+    site = next(Path(data["params"]["python"]).parent.parent.glob("lib/python*/site-packages"))
+    assert cached(site / "sklearn" / "__init__.py")
+    assert cached(Path(json.__file__))
+    mirrored = prefix / root.relative_to("/")
+    assert not [p for p in mirrored.rglob("*.pyc") if ".buildenv" not in p.relative_to(
+        mirrored).parts]  # the training's own modules stay out
 
 
 def test_interpreter_mode_runs_the_training_in_buildenvs_interpreter(tmp_path):

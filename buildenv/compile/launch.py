@@ -27,6 +27,7 @@ from buildenv.compile.sandbox import Sandbox
 from buildenv.compile.sandbox_policy import SandboxPolicy
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
+from buildenv.toolchain.bytecode import fill_cache
 from buildenv.toolchain.toolchain import Interpreter
 
 __all__ = ["child_env", "kill_group", "own_interpreter", "package_parent",
@@ -213,7 +214,11 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
                 "code": "BE305", "message": f"training process exited with code "
                 f"{proc.returncode} and no result", "path": config.module_path, "line": None,
                 "col": None, "severity": "error", "hints": tail}]}
-        return box.finish(json.loads(result_file.read_text()))
+        result = json.loads(result_file.read_text())
+        uncached = result.pop("uncached_sources", None)
+        if uncached and interpreter is not None:
+            fill_cache(python.python, python.env, python.cache_trees(), uncached)
+        return box.finish(result)
     finally:
         if box is not None:
             box.close()

@@ -18,6 +18,7 @@ from pathlib import Path
 from buildenv.compile.artifact import read_lineage
 from buildenv.compile.integrity import model_descriptor, verify_artifact
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.extras import require
 from buildenv.core.project import Project
 from buildenv.env.resolve import Multiverse
 from buildenv.env.spec import OnnxServing
@@ -88,6 +89,7 @@ def _artifact(project: Project, path: Path, target: str) -> OpsReport:
     if descriptor.get("format") != "onnx":
         report.classes = sorted({op["class"] for op in lineage.get("ops") or []})
         return report
+    require("models", f"reading the ONNX graph of {target}", "onnx")
     try:
         inventory = read_inventory(path / descriptor["file"])
     except InventoryError as exc:
@@ -106,6 +108,7 @@ def _environment(multiverse: Multiverse, name: str) -> OpsReport:
     if not isinstance(serving, OnnxServing):
         report.classes = list(serving.ops) if serving is not None else []
         return report
+    require("models", f"expanding {name}'s serving.ops against onnx's operator schemas", "onnx")
     opsets = {"ai.onnx": serving.opset, "ai.onnx.ml": ml_opset(serving.opset)}
     report.config = reduced_build_config(list(serving.ops), opsets)
     report.header = [f"environment {name}: serving.ops expanded at opset {serving.opset} "

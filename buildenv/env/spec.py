@@ -16,7 +16,6 @@ version 1 files with it, as `data.lock.lockfile.LOCK_UPGRADES` does for locks.
 from __future__ import annotations
 
 import copy
-import fnmatch
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -48,6 +47,15 @@ from buildenv.env.evaluation_spec import (
     class_key,
 )
 from buildenv.env.monitoring_spec import Drift, DriftThreshold, Monitoring, Skew, SkewThreshold
+from buildenv.env.privacy_spec import PeekPolicy, Privacy, PrivacyUnit, Synthetic, SyntheticSource
+from buildenv.env.serving_spec import (
+    Limits,
+    OnnxServing,
+    Parity,
+    Serving,
+    SklearnServing,
+    op_allowed,
+)
 from buildenv.env.sources import Aggregation, LabelFunctions, Transform
 from buildenv.env.spec_base import Scalar, Strict, without_required
 from buildenv.env.uris import is_remote, names_directory
@@ -422,194 +430,6 @@ class LabelSet(Strict):
         return self
 
 
-class Parity(Strict):
-    """How closely the served model must agree with the trained one on the evaluation rows."""
-
-    atol: Annotated[float, Field(ge=0)] = 1e-5
-    """Absolute tolerance on each probability (classifiers) or value (regressors)."""
-    rtol: Annotated[float, Field(ge=0)] = 1e-5
-    """Relative tolerance, of the trained model's value: a row agrees when
-    `|served - trained| <= atol + rtol * |trained|`."""
-
-
-class Limits(Strict):
-    """Serving budgets: production parameters the training cannot change."""
-
-    max_model_mb: Annotated[float, Field(gt=0)] | None = None
-    """Largest artifact (every file of the model directory but the lineage), in MiB."""
-    max_latency_ms: Annotated[float, Field(gt=0)] | None = None
-    """Largest p99 latency of a single-row prediction in the serving runtime, in
-    milliseconds, measured at compile on up to 1,000 evaluation rows (recorded in the
-    lineage)."""
-    max_image_mb: Annotated[float, Field(gt=0)] | None = None
-    """The largest serving image, in MB (10^6 bytes), the platform runs: `buildenv image`
-    refuses a bigger one (BE757)."""
-
-
-class SklearnServing(Strict):
-    """Serving runs scikit-learn-API models (MLflow's sklearn flavor), saved with skops."""
-
-    stack: Literal["sklearn"]
-    """The serving runtime."""
-    ops: list[str]
-    """Allow-list of fully qualified classes the runtime can run; `fnmatch` globs such as
-    `sklearn.linear_model.*`. Every class in the fitted model must match one; they are also
-    the only types a skops file may hold beyond skops' own safe types."""
-    requirements: list[str] = ["scikit-learn"]
-    """Pinned requirements the serving image installs (pip specifiers). A model trained with a
-    version outside them is refused."""
-    format: Literal["skops", "pickle"] = "skops"
-    """How the model is saved: `skops` (no code runs when it is loaded) or `pickle`
-    (cloudpickle: an explicit opt-in for models skops cannot represent)."""
-    parity: Parity = Parity()
-    """The saved model, loaded back as serving loads it, against the trained one."""
-    limits: Limits = Limits()
-    """Serving budgets."""
-    validate_inputs: Literal["reject", "warn"] = "reject"
-    """What the serving app does with a request value outside its column's declared dtype,
-    domain or range: answer 400 (`reject`), or predict and log a warning (`warn`)."""
-
-
-class OnnxServing(Strict):
-    """Serving runs ONNX graphs with onnxruntime."""
-
-    stack: Literal["onnx"]
-    """The serving runtime."""
-    opset: Annotated[int, Field(ge=7, le=30)]
-    """Highest default-domain (`ai.onnx`) opset the runtime supports."""
-    ops: list[str] = ["ai.onnx:*", "ai.onnx.ml:*"]
-    """Allow-list of ONNX operators the runtime can run, as `domain:op_type` globs
-    (`ai.onnx:*`, `ai.onnx.ml:TreeEnsemble*`); every node of the graph, subgraphs included,
-    must match one."""
-    max_ir_version: Annotated[int, Field(ge=3)] | None = None
-    """Highest ONNX IR version the runtime loads; absent: not checked."""
-    requirements: list[str] = ["onnxruntime"]
-    """Pinned requirements the serving image installs."""
-    format: Literal["onnx", "onnx+native"] = "onnx"
-    """What the artifact holds: the ONNX graph only, or also the native model (skops for
-    scikit-learn-API models) for inspection and retraining."""
-    parity: Parity = Parity()
-    """onnxruntime against the trained model."""
-    limits: Limits = Limits()
-    """Serving budgets."""
-    validate_inputs: Literal["reject", "warn"] = "reject"
-    """What the serving app does with a request value outside its column's declared dtype,
-    domain or range: answer 400 (`reject`), or predict and log a warning (`warn`)."""
-
-    @field_validator("ops")
-    @classmethod
-    def _operators(cls, value: list[str]) -> list[str]:
-        for pattern in value:
-            domain, colon, op_type = pattern.partition(":")
-            if not colon or not domain or not op_type:
-                raise PydanticCustomError(
-                    "onnx_ops", "serving.ops of the onnx stack lists ONNX operators as "
-                    "domain:op_type globs (`ai.onnx:Gemm`, `ai.onnx.ml:TreeEnsemble*`); "
-                    "'{pattern}' is not one (an inherited scikit-learn class list must be "
-                    "restated for the onnx stack)", {"pattern": pattern})
-        return value
-
-
-Serving = Annotated[Union[SklearnServing, OnnxServing], Field(discriminator="stack")]
-
-
-class PrivacyUnit(Strict):
-    """Who one differential-privacy guarantee protects in a dataset where a person holds several
-    rows (e.g. a user's ratings)."""
-
-    key: str
-    """Column that identifies a person (e.g. `user_id`)."""
-    max_rows: Annotated[int, Field(ge=1)]
-    """Rows of one person that private statistics and synthetic data use (the first ones read);
-    further rows of that person are left out, so the bound holds whatever the data."""
-
-
-class PeekPolicy(Strict):
-    """Who may look at real rows of a restricted dataset (`buildenv peek`)."""
-
-    actors: list[str] = []
-    """Actors allowed to peek, always with a reason that the audit log records first (actor:
-    `BUILDENV_ACTOR`, else the CI's user, else the login name). Empty: nobody."""
-
-
-class SyntheticSource(Strict):
-    """The real data a synthetic stand-in was generated from."""
-
-    environment: str
-    """Environment whose locked dataset was read."""
-    dataset: str
-    """Dataset name in that environment."""
-    digest: str
-    """Locked content digest of the real data read."""
-
-
-class Synthetic(Strict):
-    """Provenance of a synthetic stand-in written by `buildenv synth`: what lets an environment
-    un-restrict a dataset its parent restricts (the data is no one's)."""
-
-    uri: str
-    """The synthetic file; must be the dataset's uri in this environment."""
-    digest: str
-    """Content digest of the synthetic file (checked by `buildenv lock` and every build)."""
-    source: SyntheticSource
-    """The real data it stands in for."""
-    method: Literal["mst"]
-    """Generator: MST (marginal-based, differentially private) via OpenDP and Private-PGM."""
-    epsilon: Annotated[float, Field(gt=0)]
-    """Privacy loss spent on the real data to generate it."""
-    seed: int
-    """Seed of the sampling from the fitted model (the private measurements themselves are
-    random by nature and cannot be replayed)."""
-    rows: Annotated[int, Field(ge=1)]
-    """Rows generated."""
-
-
-class Privacy(Strict):
-    """Which datasets never show a row to a human."""
-
-    restricted: list[str] = []
-    """Datasets whose row values never appear in output: aggregates and counts only."""
-    min_group_size: Annotated[int, Field(ge=1)] = 10
-    """Categories seen fewer times than this are merged into "(other)" in reports."""
-    epsilon_budget: (Annotated[float, Field(ge=0)]
-                     | dict[str, Annotated[float, Field(ge=0)]] | None) = None
-    """Total privacy loss (epsilon) that `buildenv stats` and `buildenv synth` may spend on a
-    restricted dataset, over every version of it: one number for each restricted dataset, or a
-    mapping dataset -> budget (a restricted dataset not listed gets 0). Absent: none may be
-    spent."""
-    budget_per_version: list[str] = []
-    """Restricted datasets whose every locked version (content digest) gets a fresh budget. Only
-    for data where each version holds different people; by default all versions share one."""
-    units: dict[str, PrivacyUnit] = {}
-    """Per dataset: the column identifying a person and how many rows of one person private
-    releases use. A dataset not listed has one row per person."""
-    peek: PeekPolicy = PeekPolicy()
-    """Who may look at real rows (`buildenv peek`, audited)."""
-    synthetic: dict[str, Synthetic] = {}
-    """Datasets replaced by synthetic stand-ins (written by `buildenv synth`), with provenance."""
-    sandbox: Literal["required", "optional"] = "required"
-    """Whether trainings built against restricted datasets must run sandboxed (`required`:
-    whatever `[tool.buildenv] sandbox` says, a machine without isolation fails the build), or
-    follow the project's sandbox policy (`optional`). No effect without restricted datasets."""
-    release: Literal["exact", "dp"] = "exact"
-    """How evaluation figures of restricted rows (slices, their counts, metrics and intervals)
-    are shown: `exact`, withholding every slice with fewer than `min_group_size` rows; or `dp`,
-    released with differential privacy through OpenDP, spending `release_epsilon` from the
-    budget once per artifact. Gates always decide on exact figures inside the process."""
-    release_epsilon: Annotated[float, Field(gt=0)] = 1.0
-    """With `release: dp`: the privacy loss one artifact's released evaluation figures spend
-    from the budget of each restricted dataset the evaluation rows read."""
-    annotators: list[str] = []
-    """Annotators who may be sent examples of restricted datasets (`buildenv tasks`); every
-    export is recorded in the audit log. Empty: none."""
-
-    def budget(self, dataset: str) -> float:
-        """The epsilon `dataset` may spend in total (0 when none is declared)."""
-        if isinstance(self.epsilon_budget, dict):
-            return float(self.epsilon_budget.get(dataset, 0.0))
-        return float(self.epsilon_budget or 0.0)
-
-
 class Environment(Strict):
     """An ML build environment: what training code is compiled against."""
 
@@ -686,12 +506,6 @@ class Environment(Strict):
                 if col.serving:
                     out.setdefault(col_name, []).append(ds_name)
         return out
-
-
-def op_allowed(class_path: str, patterns: list[str]) -> bool:
-    """Whether a class path (sklearn stack) or a `domain:op_type` operator (onnx stack)
-    matches one of the allow-list's globs."""
-    return any(fnmatch.fnmatchcase(class_path, p) for p in patterns)
 
 
 def json_schema() -> dict[str, Any]:

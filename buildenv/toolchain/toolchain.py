@@ -69,6 +69,13 @@ class Interpreter:
         cache = self.env.get("PYTHONPYCACHEPREFIX")
         return (*self.pythonpath, *([cache] if cache else []))
 
+    def cache_trees(self) -> tuple[str, ...]:
+        """Whose sources may go into its bytecode cache: the environment, the runner and the
+        standard library the environment was made from (never the repository or data)."""
+        venv = self.env.get("VIRTUAL_ENV")
+        stdlib = {sysconfig.get_path("stdlib"), sysconfig.get_path("platstdlib")}
+        return (*([venv] if venv else []), *self.pythonpath, *sorted(p for p in stdlib if p))
+
 
 def base_python() -> str:
     """The interpreter environments are made from: this one's base (not a venv's copy)."""

@@ -34,6 +34,7 @@ from typing import Any
 # The sandbox's side of the runner is imported and applied first: Landlock and seccomp bind only
 # the threads started after them (ctypes and the standard library, no thread of their own).
 from buildenv.core.confine import ConfinementError
+from buildenv.toolchain.bytecode import uncached_sources
 from buildenv.training.confinement import Guard
 from buildenv.training.user_frames import exception_frame as _user_frame
 
@@ -539,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     left = guard.reap() if guard is not None else None
     if left is not None:
         result.setdefault("diagnostics", []).append({**left, "path": request["module_path"]})
+    uncached = uncached_sources()
+    if uncached:  # the build fills the bytecode cache this sandboxed run could not write
+        result["uncached_sources"] = uncached
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, default=str))
     os.replace(tmp, result_path)
