@@ -64,7 +64,9 @@ def dvc_yaml(root: Path) -> dict:
         deps = [project.rel(p) for p in repo_imports(project, config.module_path)]
         deps += [project.rel(multiverse.path(name)) for name in res.chain]
         deps.append(project.rel(lock_path(project, env)))
-        deps += sorted({ds.uri for ds in res.env.datasets.values()})
+        # Datasets stored in the repository (a catalog dataset's URI names no file: DVC cannot
+        # stat it, and its lock, already a dep, pins it).
+        deps += sorted({ds.uri for ds in res.env.datasets.values() if (root / ds.uri).exists()})
         stages[f"{training}--{env}"] = {
             "cmd": f"{BUILDENV} build {training} --env {env} --no-register",
             "deps": sorted(set(deps)),
