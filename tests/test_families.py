@@ -244,6 +244,36 @@ def test_skops_types_are_trusted_by_the_environment_not_the_file(repo, tmp_path)
     assert served.predict_proba(_rows()).shape == (2, 2)
 
 
+def test_the_served_skops_file_is_serialised_once(repo, tmp_path, monkeypatch):
+    """Saving writes the canonical bytes already made: MLflow's skops writer neither
+    serialises the model again nor loads it back (parity loads it, as serving does)."""
+    import pandas as pd
+    import skops.io
+    from sklearn.linear_model import LogisticRegression
+
+    from buildenv.training.families import adopt
+    from buildenv.training.served_artifact import load_served, save_served
+    from buildenv.training.skops_format import dumps
+
+    env = resolved(repo, "sk").env
+    rows = pd.DataFrame({"x1": [0.0, 1.0, 2.0, 3.0], "n1": [1, 2, 3, 4]})
+    model = LogisticRegression().fit(rows, [False, False, True, True])
+
+    def again(*args, **kwargs):
+        raise AssertionError("the model was serialised (or loaded) a second time")
+
+    monkeypatch.setattr(skops.io, "dump", again)
+    monkeypatch.setattr(skops.io, "load", again)
+    out = tmp_path / "model"
+    saved = save_served(adopt(model, env), env, out, None)
+    assert not saved.problems
+    assert (out / "model.skops").read_bytes() == dumps(model)
+    assert "serialization_format: skops" in (out / "MLmodel").read_text()
+    monkeypatch.undo()
+    served = load_served(out, saved, env)
+    assert served.predict_proba(rows).shape == (4, 2)
+
+
 def _rows():
     import pandas as pd
 

@@ -15,6 +15,8 @@ bytes never loaded.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +100,8 @@ def save_served(family: Family, env: Environment, out: Path, signature: Any,
                           f"{type(exc).__name__}: {str(exc).strip()[:200]}",
                           ("set serving.format: pickle to save it with cloudpickle (an "
                            "explicit opt-in: loading a pickle can run code)",)) from None
-    refused = refused_types(data, serving.ops if serving is not None else [])
+    untrusted = untrusted_in(data)
+    refused = refused_types(data, serving.ops if serving is not None else [], untrusted)
     if refused:
         saved.problems.append(Problem(
             "BE416", f"the skops file would hold type(s) the environment's serving.ops do not "
@@ -107,12 +110,39 @@ def save_served(family: Family, env: Environment, out: Path, signature: Any,
              "serving.format: pickle",)))
         return saved
     saved.descriptor = descriptor(family, "skops", "model.skops", family.encoded_labels)
-    mlflow.sklearn.save_model(family.model, str(out), signature=signature,
-                              pip_requirements=requirements, serialization_format="skops",
-                              skops_trusted_types=untrusted_in(data), code_paths=code,
-                              metadata={"buildenv": saved.descriptor})
+    with _written_as(mlflow.sklearn, data):
+        mlflow.sklearn.save_model(family.model, str(out), signature=signature,
+                                  pip_requirements=requirements, serialization_format="skops",
+                                  skops_trusted_types=untrusted, code_paths=code,
+                                  metadata={"buildenv": saved.descriptor})
     (out / "model.skops").write_bytes(data)  # the canonical bytes: same model, same file
     return saved
+
+
+@contextmanager
+def _written_as(flavor: Any, data: bytes) -> Iterator[None]:
+    """MLflow's skops save serialises the model once more and loads it back to check its
+    types (about a second for a large ensemble); the build has the canonical bytes already,
+    has checked their types against `serving.ops`, and loads them back as serving does for
+    parity. So MLflow's writer (`_save_model`, private: when it is not there, MLflow's own
+    path runs and the canonical bytes replace its file) writes those bytes instead."""
+    original = getattr(flavor, "_save_model", None)
+    if original is None:
+        yield
+        return
+
+    def write(sk_model: Any, output_path: Any, serialization_format: Any, *args: Any,
+              **kwargs: Any) -> Any:
+        if serialization_format != "skops":
+            return original(sk_model, output_path, serialization_format, *args, **kwargs)
+        Path(output_path).write_bytes(data)
+        return None
+
+    flavor._save_model = write
+    try:
+        yield
+    finally:
+        flavor._save_model = original
 
 
 def load_served(out: Path, saved: Saved, env: Environment, threads: int | None = None

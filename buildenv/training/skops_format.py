@@ -82,8 +82,10 @@ def untrusted_in(data: bytes) -> list[str]:
     return sorted(import_skops().get_untrusted_types(data=data))
 
 
-def refused_types(data: bytes, ops: list[str]) -> list[str]:
-    """The file's types that neither skops nor the environment's `serving.ops` trust."""
+def refused_types(data: bytes, ops: list[str], untrusted: list[str] | None = None
+                  ) -> list[str]:
+    """The file's types that neither skops nor the environment's `serving.ops` trust
+    (`untrusted`: `untrusted_in(data)` when already known; reading it parses the file)."""
     patterns = trusted_patterns(ops)
-    return [t for t in untrusted_in(data)
+    return [t for t in (untrusted_in(data) if untrusted is None else untrusted)
             if not any(fnmatch.fnmatchcase(t, p) for p in patterns)]
