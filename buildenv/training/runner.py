@@ -40,7 +40,7 @@ from buildenv.training.confinement import Guard
 from buildenv.training.user_frames import exception_frame as _user_frame
 
 # Deferred imports (buildenv, numpy, mlflow, sklearn): the training process starts importing
-# mlflow in a thread first (`_preload`), and an import that fails inside `run` becomes a BE305
+# mlflow in a thread when the full fit starts (`_preload`), and an import that fails inside `run` becomes a BE305
 # result instead of a process that dies before writing one. The model families' libraries are
 # imported only for a model of that family.
 
@@ -94,21 +94,23 @@ _PRELOAD: list[Any] = []  # the thread importing what saving needs
 
 
 def _preload(env: Any) -> None:
-    """Import MLflow while the user's training runs: it is needed only to save the model, and
-    its import is seconds of mostly-Python work that overlaps well with numeric code.
-    `_preloaded` waits for it before anything else imports MLflow: two threads importing one
+    """Import MLflow while the user's full fit runs: it is needed only to save the model, and
+    its import is seconds of mostly-Python work that overlaps well with numeric code (started
+    earlier, it competed for the interpreter with the training module's own imports and the
+    pre-check, which are Python too, and lengthened them by as much). `_preloaded` waits for it before anything else imports MLflow: two threads importing one
     package's cycle of modules at once can see it half-initialised. (skops is not preloaded:
     building its table of safe types imports every scikit-learn module, which the training
     imports too.)"""
-    def work() -> None:
-        try:
-            import mlflow.sklearn  # noqa: F401
-        except Exception:
-            pass
-
-    thread = threading.Thread(target=work, name="buildenv-preload", daemon=True)
+    thread = threading.Thread(target=_import_mlflow, name="buildenv-preload", daemon=True)
     thread.start()
     _PRELOAD.append(thread)
+
+
+def _import_mlflow() -> None:
+    try:
+        import mlflow.sklearn  # noqa: F401
+    except Exception:
+        pass
 
 
 def _preloaded() -> None:
@@ -120,8 +122,9 @@ class _Judge:
     """Work for the core a threads=1 fit leaves free, in a thread while the full fit runs on
     the main one: the pre-check's conversion of the sample model when it was deferred (the
     converters' imports and work: seconds of plain Python), then the imports saving and
-    loading the served model need (`_warm`). Only after the pre-check: the training's own
-    imports are done by then, so no module is imported by both threads at once. A refusal
+    loading the served model need (`_warm`), and MLflow's. Only after the pre-check: the
+    training's own imports are done by then, so no module is imported by both threads at
+    once. A refusal
     still stops the build in seconds: the thread sends the main thread SIGINT, whose
     KeyboardInterrupt ends the fit at its next Python step."""
 
@@ -150,6 +153,7 @@ class _Judge:
                     signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
                     return
         _warm(self._env)
+        _import_mlflow()  # after the rest: one thread imports at a time
 
     def alongside(self, fit: Any) -> tuple[Any, dict | None]:
         """(the full fit's model, or None when the verdict interrupted it; the deferred
@@ -205,7 +209,6 @@ def run(request: dict, guard: Guard | None = None) -> dict:
     from buildenv.env.spec import Environment
 
     env = Environment.model_validate(request["env"])
-    _preload(env)
     try:
         return _run(request, env, guard)
     except _Failed as failed:
@@ -250,6 +253,7 @@ def _run(request: dict, env: Any, guard: Guard | None) -> dict:
         result_precheck = None
     mark = time.perf_counter()
     if judge is None:
+        _preload(env)
         model = _call(ctx, root, guard, lambda: fn(ctx))
     else:
         model, verdict = judge.alongside(lambda: _call(ctx, root, guard, lambda: fn(ctx)))
