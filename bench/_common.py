@@ -115,7 +115,10 @@ def alternate(cases: dict[str, Callable[[], Run]], repeats: int,
               before: dict[str, Callable[[], None]] | None = None,
               warmup: bool = True) -> dict[str, Series]:
     """Run each case once per round, round after round (so drift in machine load hits every
-    case alike); `before[name]` runs untimed before each timed run (e.g. drop a cache)."""
+    case alike), each round starting one case later (so no case always runs right after the
+    same other one: what a process leaves behind, in the page cache or the allocator, is
+    measured as the next case's cost); `before[name]` runs untimed before each timed run
+    (e.g. drop a cache)."""
     before = before or {}
     series = {name: Series(name) for name in cases}
     if warmup:  # page cache, .pyc files, lazy imports: every case starts warm
@@ -123,8 +126,11 @@ def alternate(cases: dict[str, Callable[[], Run]], repeats: int,
             if name in before:
                 before[name]()
             case()
+    names = list(cases)
     for i in range(repeats):
-        for name, case in cases.items():
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            case = cases[name]
             if name in before:
                 before[name]()
             series[name].runs.append(case())
