@@ -43,6 +43,7 @@ from buildenv.data.evaluation import holdout_mask, key_columns, labeled_rows
 from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.filters import Filters, parse_filters
 from buildenv.data.gate.gate import Gate
+from buildenv.data.gate.partitioned_read import PartitionedRead
 from buildenv.data.gate.privacy import Redactor
 from buildenv.data.lock.manifest import Manifest
 from buildenv.env.spec import Environment
@@ -176,8 +177,12 @@ class BuildContext:
         except GateError as exc:
             self.gate_errors.append(exc)
             raise
-        batches = read.batches(list(dict.fromkeys(wanted + split + extra)),
-                               batch_rows=batch_rows, typed=True)
+        names = list(dict.fromkeys(wanted + split + extra))
+        # A scan may stop early: its files are read one at a time, so the file it stopped in
+        # is known (`current`) and verified to its end; nothing is read ahead of the consumer.
+        batches = read.batches(names, batch_rows=batch_rows, typed=True, ahead=False) \
+            if isinstance(read, PartitionedRead) else \
+            read.batches(names, batch_rows=batch_rows, typed=True)
         finished = False
         budget = self.sample_rows if self._sampled(dataset) else None
         try:

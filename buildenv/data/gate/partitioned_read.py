@@ -166,6 +166,7 @@ class PartitionedRead(Reader):
         if filters is not None:
             self.files = [f for f in self.files if filters.may_hold(self._typed(f))]
         self._found: dict[str, FileEntry] = {}
+        self.current: DatasetRead | None = None  # the file a sequential `batches` is reading
         self._schema: pa.Schema | None = None
 
     def file_uri(self, path: str) -> str:
@@ -245,7 +246,7 @@ class PartitionedRead(Reader):
         return self._schema
 
     def batches(self, columns: Sequence[str], *, batch_rows: int = BATCH_ROWS,
-                dictionary: Sequence[str] = (), typed: bool = False
+                dictionary: Sequence[str] = (), typed: bool = False, ahead: bool = True
                 ) -> Generator[pa.RecordBatch, None, None]:
         """Batches of every selected file in turn, in file order; each file is verified after
         its last batch (a mismatch raises GateError naming the file before any batch of a later
@@ -258,6 +259,8 @@ class PartitionedRead(Reader):
         def produce(index: int) -> Iterator[pa.RecordBatch]:
             task = tasks[index]
             with self._open(task) as read:
+                if not ahead:
+                    self.current = read
                 missing = [c for c in columns if c not in read.schema.names
                            and c in self.schema.names]
                 if missing:
@@ -270,10 +273,12 @@ class PartitionedRead(Reader):
                     raise self.placed(exc) from None
                 self.columns_read.update(read.columns_read)
                 self._record(task, read)  # verified: its batches ended without an error
+            self.current = None
 
         if tasks:
             self.schema  # noqa: B018 -- known before threads ask for it
-        for batch in in_order(len(tasks), produce, min(read_threads(), len(tasks))):
+        workers = min(read_threads(), len(tasks)) if ahead else 1
+        for batch in in_order(len(tasks), produce, workers):
             rows += batch.num_rows
             yield batch
         self.rows_read = max(self.rows_read, rows)
