@@ -382,3 +382,12 @@ def kept_copy_of_data(root: Path, path: Path) -> bool:
     data = path.read_bytes()
     return any(f.is_file() and f.stat().st_size == len(data) and f.read_bytes() == data
                for f in (root / "data").rglob("*"))
+
+
+def process_alive(pid: int) -> bool:
+    """Is `pid` running (a zombie is not)?"""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

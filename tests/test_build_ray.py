@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from buildrepo import make_build_repo
-from conftest import REPO_ROOT, invoke_cli
+from conftest import REPO_ROOT, invoke_cli, process_alive
 
 from buildenv.compile import remote
 from buildenv.compile.artifact import LINEAGE_FILE, read_lineage
@@ -214,14 +214,6 @@ def train(ctx):
 '''
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 def test_ctrl_c_cancels_the_ray_tasks_and_leaves_no_partial_artifact(tmp_path):
     """SIGINT to `build --all --executor ray` while a training runs on a Ray worker: exit 130,
     the training, its own worker and the Ray worker that ran it all gone, nothing of the
@@ -278,15 +270,15 @@ def _interrupted_build(tmp_path: Path, ray: bool) -> None:
         assert proc.returncode == 130, out + err
         assert "interrupted" in err and "Traceback" not in err, err
         deadline = time.monotonic() + 30
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert [p for p in pids if _alive(p)] == [], "outlived the build"
+        assert [p for p in pids if process_alive(p)] == [], "outlived the build"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         for pid in pids:
-            if _alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
     # nothing of the interrupted pair (atomic_dir makes the training's directory up front)
     assert list((root / "dist" / "sleeper").glob("**/*")) == []

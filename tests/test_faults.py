@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from buildrepo import make_build_repo
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, process_alive
 
 from buildenv.compile.artifact import read_lineage, tree_digest
 
@@ -215,14 +215,6 @@ def test_sigkill_at_random_points_of_builds(repo, tmp_path):
         assert temp_dirs(repo) == []
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 def test_timeout_kills_the_trainings_whole_process_group(repo):
     pid_file = repo / "train" / "spawner.pid"
     code, out, err = run(repo, "build", "spawner", "--env", "base", "--no-register",
@@ -231,12 +223,12 @@ def test_timeout_kills_the_trainings_whole_process_group(repo):
     assert "error[BE302]: training exceeded its time limit of 8 s" in err
     worker = int(pid_file.read_text())
     deadline = time.monotonic() + 10
-    while _alive(worker) and time.monotonic() < deadline:
+    while process_alive(worker) and time.monotonic() < deadline:
         time.sleep(0.2)
     try:
-        assert not _alive(worker), "the training's own worker outlived the time limit"
+        assert not process_alive(worker), "the training's own worker outlived the time limit"
     finally:
-        if _alive(worker):
+        if process_alive(worker):
             os.kill(worker, signal.SIGKILL)
     assert_clean(repo, "spawner")
 
@@ -315,12 +307,12 @@ def test_sigterm_stops_the_build_and_the_trainings_workers(repo):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err, err
     deadline = time.monotonic() + 10
-    while _alive(worker) and time.monotonic() < deadline:
+    while process_alive(worker) and time.monotonic() < deadline:
         time.sleep(0.2)
     try:
-        assert not _alive(worker), "the training's own worker outlived the build"
+        assert not process_alive(worker), "the training's own worker outlived the build"
     finally:
-        if _alive(worker):
+        if process_alive(worker):
             os.kill(worker, signal.SIGKILL)
     assert_clean(repo, "spawner")
     assert temp_dirs(repo) == []
