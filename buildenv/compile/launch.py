@@ -123,6 +123,10 @@ class _Running:
         for proc in procs:
             _kill_group_of(proc)
 
+    def resume(self) -> None:
+        with self.lock:
+            self.interrupted = False
+
 
 _RUNNING = _Running()
 
@@ -176,8 +180,7 @@ def interrupt_trainings() -> None:
 
 
 def resume_trainings() -> None:
-    with _RUNNING.lock:
-        _RUNNING.interrupted = False
+    _RUNNING.resume()
 
 
 def run_training(project: Project, config: TrainingConfig, res: Resolved, out_dir: Path,
