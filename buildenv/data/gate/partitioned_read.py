@@ -96,7 +96,8 @@ class FileTask:
 class PartitionedRead(Reader):
     """One verified, typed, audited read of a partitioned dataset or of a table version: its
     files in path order, each opened (and pinned, and verified against its manifest entry) by
-    one of `read_threads()` workers, so memory holds a few batches of that many files. Unpinned (no manifest): the files
+    one of `read_threads()` workers, so memory holds a few batches of that many files.
+    Unpinned (no manifest): the files
     under the uri now (a table's: the files of the version `listing` names), each hashed as it
     is read; `digest` is then the manifest of what was read.
 
@@ -251,7 +252,9 @@ class PartitionedRead(Reader):
         """Batches of every selected file in turn, in file order; each file is verified after
         its last batch (a mismatch raises GateError naming the file before any batch of a later
         file is handed out). Files are decoded ahead in a bounded thread pool (`read_ahead`):
-        at most `read_threads()` files open, a few batches each waiting."""
+        at most `read_threads()` files open, a few batches each waiting. `ahead=False` (a scan
+        its consumer may leave early): one file at a time, in the consumer's thread, with
+        `current` the file being read, so the file it stopped in is the one to verify."""
         self._decoded = True
         rows = 0
         tasks = self.tasks()
