@@ -229,7 +229,14 @@ def test_ctrl_c_stops_local_trainings_of_build_all(tmp_path):
     _interrupted_build(tmp_path, ray=False)
 
 
-def _interrupted_build(tmp_path: Path, ray: bool) -> None:
+def test_sigterm_stops_local_trainings_of_build_all(tmp_path):
+    """A cancelled CI job sends SIGTERM, not SIGINT: the build unwinds the same way (exit 130,
+    its trainings killed, nothing partial kept) instead of dying with its trainings left
+    running or waiting for them."""
+    _interrupted_build(tmp_path, ray=False, sig=signal.SIGTERM)
+
+
+def _interrupted_build(tmp_path: Path, ray: bool, sig: int = signal.SIGINT) -> None:
     root = make_build_repo(tmp_path / "repo")
     (root / "environments" / "private.yaml").unlink()
     text = textwrap.dedent(PYPROJECT).replace("[tool.buildenv]\n",
@@ -265,7 +272,7 @@ def _interrupted_build(tmp_path: Path, ray: bool) -> None:
             assert "ray" in Path(f"/proc/{pids[1]}/cmdline").read_text().lower()
         else:  # the training's parent is the build itself, which must exit
             pids = [pids[0], pids[2]]
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, out + err
         assert "interrupted" in err and "Traceback" not in err, err
