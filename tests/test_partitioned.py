@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -355,6 +356,20 @@ def test_an_abandoned_scan_is_verified_when_the_training_returns(locked):
     assert ctx.gate_errors == []
     ctx.finish()
     assert [e.diagnostic.code for e in ctx.gate_errors] == ["BE055"]
+
+
+def test_an_abandoned_scan_of_unchanged_files_is_not_refused(locked):
+    """What CI once hit: a scan left after a few batches verifies only the file it stopped in
+    (read to its end), never the whole dataset (later files unread or opened ahead and not
+    finished), which refused an intact dataset with BE055 in place of the training's result."""
+    ctx = context(locked)
+    for _ in range(3):  # each time a little further into the read, never to its end
+        scan = ctx.scan("events", columns=["x"], batch_rows=7)
+        for _, _batch in zip(range(5), scan):
+            time.sleep(0.05)  # time for anything reading ahead to open the next files
+        scan.close()
+    ctx.finish()
+    assert ctx.gate_errors == []
 
 
 def test_scan_checks_its_arguments_like_read(locked):
