@@ -103,7 +103,8 @@ def test_large_chunks_take_the_fast_paths_and_agree():
 def test_quoted_text_with_commas_newlines_and_escapes_takes_the_bitwise_path(monkeypatch):
     """Free text as exports write it: commas, newlines and `""` inside quoted fields, empty
     quoted fields, a final record without a terminator; chunk sizes that split words, quotes
-    and `""` pairs. The bit-parallel path must agree with the decoder and serve every chunk."""
+    and `""` pairs; LF and CRLF line ends. The bit-parallel path must agree with the decoder and
+    serve every chunk."""
     rng = np.random.default_rng(7)
     words = np.array(["late", "gate,", "changed", "crew\n", 'said ""ok""', "", "a,b"])
     lines = ["id,who,comment,x"]
@@ -111,10 +112,13 @@ def test_quoted_text_with_commas_newlines_and_escapes_takes_the_bitwise_path(mon
         text = " ".join(words[rng.integers(0, len(words), rng.integers(0, 6))])
         lines.append(f'{i},"user {i % 97}","{text}",{rng.random():.4f}')
     data = "\n".join(lines).encode()
+    crlf = data.replace(b"\n", b"\r\n")  # Windows line ends, inside quotes too
     expect = decoder_rows(data)
+    assert decoder_rows(crlf) == expect
     refuse_large_bytewise(monkeypatch)
     for chunk in (4099, 65_536, 1 << 20, len(data)):
         assert count_rows(data, chunk) == expect
+        assert count_rows(crlf, chunk) == expect
 
 
 def refuse_large_bytewise(monkeypatch):
