@@ -144,6 +144,7 @@ datasets:
     ("id,text\n1,a\n2,b", 2),                      # no trailing newline
     ("id,text\r\n1,a\r\n2,\"x\r\ny\"\r\n", 2),    # CRLF, quoted CRLF
     ("id,text\n", 0),
+    ('\ufeff"id\nnumber",text\n1,"a\nb"\n2,c', 2),  # a BOM is not data: the header is quoted
 ])
 def test_csv_rows_and_digest(tmp_path, body, rows):
     root = write_repo(tmp_path, envs={"csvenv": CSV_ENV}, files={"data/notes.csv": body})

@@ -4,6 +4,7 @@ reads, for any chunking; and a Parquet lock does not import pyarrow."""
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import subprocess
@@ -19,7 +20,8 @@ from conftest import REPO_ROOT
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from buildenv.data.lock.csv_rows import RowCounter, count_rows
+from buildenv.data.lock import csv_rows
+from buildenv.data.lock.csv_rows import _BOM, RowCounter, count_rows
 from buildenv.data.lock.parquet_footer import footer_rows
 from buildenv.data.storage import locate
 
@@ -33,8 +35,9 @@ def decoder_rows(data: bytes) -> int:
 
 
 def bytewise(data: bytes) -> int:
+    """The reference state machine alone (after the byte-order mark, which is not data)."""
     counter = RowCounter()
-    counter._bytewise(data)
+    counter._bytewise(data.removeprefix(_BOM))
     return counter.rows()
 
 
@@ -100,7 +103,8 @@ def test_large_chunks_take_the_fast_paths_and_agree():
 def test_quoted_text_with_commas_newlines_and_escapes_takes_the_bitwise_path(monkeypatch):
     """Free text as exports write it: commas, newlines and `""` inside quoted fields, empty
     quoted fields, a final record without a terminator; chunk sizes that split words, quotes
-    and `""` pairs. The bit-parallel path must agree with the decoder and serve every chunk."""
+    and `""` pairs; LF and CRLF line ends. The bit-parallel path must agree with the decoder and
+    serve every chunk."""
     rng = np.random.default_rng(7)
     words = np.array(["late", "gate,", "changed", "crew\n", 'said ""ok""', "", "a,b"])
     lines = ["id,who,comment,x"]
@@ -108,14 +112,107 @@ def test_quoted_text_with_commas_newlines_and_escapes_takes_the_bitwise_path(mon
         text = " ".join(words[rng.integers(0, len(words), rng.integers(0, 6))])
         lines.append(f'{i},"user {i % 97}","{text}",{rng.random():.4f}')
     data = "\n".join(lines).encode()
+    crlf = data.replace(b"\n", b"\r\n")  # Windows line ends, inside quotes too
     expect = decoder_rows(data)
-
-    def refused(self, chunk):
-        raise AssertionError("the slower paths ran")
-
-    monkeypatch.setattr(RowCounter, "_vectorised", refused)
-    for chunk in (63, 64, 4099, 1 << 20, len(data)):
+    assert decoder_rows(crlf) == expect
+    refuse_large_bytewise(monkeypatch)
+    for chunk in (4099, 65_536, 1 << 20, len(data)):
         assert count_rows(data, chunk) == expect
+        assert count_rows(crlf, chunk) == expect
+
+
+def refuse_large_bytewise(monkeypatch):
+    """Make the byte-by-byte reference fail for anything but a small tail."""
+    original = RowCounter._bytewise
+
+    def small_only(self, data):
+        assert len(data) < csv_rows._SMALL, "the byte-by-byte path ran on a large piece"
+        original(self, data)
+
+    monkeypatch.setattr(RowCounter, "_bytewise", small_only)
+
+
+FIELDS = ["", "1", "abc", "x y", '""', '"a,b"', '"line\nbreak"', '"cr\r\nlf"', '"lone\rcr"',
+          '"say ""hi"""', '""""', '"\n\n"', '","', '"a""\n""b"']
+LITERAL = ['5\'10"', 'a"b', 'x""', '"q"z']  # a quote inside an unquoted field, or after a close
+
+
+def generated_csv(rng: np.random.Generator, rows: int, literal_rate: float) -> bytes:
+    """A seeded CSV with the edge cases the counter must agree with the decoder on."""
+    newline = ["\n", "\r\n", "\r"][rng.integers(0, 3)]
+    out = [_BOM.decode("utf-8")] if rng.random() < 0.3 else []
+    header = '"id\nnumber","note",c' if rng.random() < 0.5 else "id,note,c"
+    out.append(header + newline)
+    for i in range(rows):
+        if rng.random() < 0.03:
+            out.append(newline)  # an empty line: the decoder skips it
+        cells = [str(i)] + [LITERAL[rng.integers(0, len(LITERAL))] if rng.random() < literal_rate
+                            else FIELDS[rng.integers(0, len(FIELDS))] for _ in range(2)]
+        out.append(",".join(cells) + newline)
+    text = "".join(out)
+    if rng.random() < 0.5:
+        text = text.rstrip("\r\n")  # a final record without a terminator
+    if rng.random() < 0.1:
+        text += newline + '1,x,"unterminated, to the end'  # an odd quote count at the end
+    return text.encode()
+
+
+def python_csv_rows(data: bytes) -> int:
+    """Python's csv module on an RFC 4180 text: records, not counting empty lines."""
+    text = data.decode("utf-8-sig")
+    return max(sum(1 for record in csv.reader(io.StringIO(text, newline="")) if record) - 1, 0)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_generated_files_match_the_decoder_at_every_chunk_boundary(seed, monkeypatch):
+    """Seeded files of a few thousand records (BOM, CRLF, lone CR, quoted newlines and `""`,
+    empty lines, no final terminator, an unterminated quote at the end; some with literal
+    quotes), counted in small blocks and chunks of many sizes, so that boundaries fall inside
+    quotes, between the two quotes of a `""` and between the CR and LF of a CRLF."""
+    monkeypatch.setattr(csv_rows, "_BLOCK", [1000, 4096, 1 << 18][seed % 3])
+    monkeypatch.setattr(csv_rows, "_SMALL", 256)
+    rng = np.random.default_rng(seed)
+    literal_rate = [0.0, 0.0, 0.001, 0.3][seed % 4]
+    data = generated_csv(rng, int(rng.integers(200, 3000)), literal_rate)
+    expect = decoder_rows(data)
+    assert bytewise(data) == expect
+    if literal_rate == 0 and b'unterminated' not in data:
+        assert python_csv_rows(data) == expect
+    chunks = [1, 2, 3, 7, 64, 255, 4097, 65_537, len(data)] + list(rng.integers(8, 9000, 4))
+    for chunk in chunks:
+        assert count_rows(data, int(chunk)) == expect, chunk
+    # boundaries placed exactly where they are hardest: after every kind of tricky byte pair
+    for pair in (b'""', b"\r\n", b',"', b'"\n'):
+        at = data.find(pair, len(data) // 3)
+        if at > 0:
+            counter = RowCounter()
+            for piece in (data[:at + 1], data[at + 1:]):
+                counter.feed(piece)
+            assert counter.rows() == expect, pair
+
+
+def test_literal_quotes_are_taken_out_without_the_byte_by_byte_path(monkeypatch):
+    """A few quotes inside unquoted fields (`5'10"`) per block: the block is recounted
+    without them, bit-parallel, and agrees with the decoder."""
+    lines = ["id,height,note"]
+    for i in range(20_000):
+        height = "5'10\"" if i % 2000 == 7 else "170"
+        lines.append(f'{i},{height},"n {i}\nmore"')
+    data = ("\n".join(lines) + "\n").encode()
+    expect = decoder_rows(data)
+    assert expect == 20_000
+    refuse_large_bytewise(monkeypatch)
+    for chunk in (4099, 1 << 16, len(data)):
+        assert count_rows(data, chunk) == expect
+
+
+def test_a_bom_before_a_quoted_header_is_not_data():
+    data = _BOM + b'"id\nnumber","note"\n1,"a\nb"\n2,c\n'
+    assert decoder_rows(data) == 2
+    for chunk in (1, 2, 3, 4, 1 << 20):
+        assert count_rows(data, chunk) == 2
+    assert count_rows(_BOM[:2]) == 0
+    assert count_rows(_BOM) == 0
 
 
 @pytest.mark.parametrize("rows, group", [(0, None), (1, None), (1000, 100), (123_457, 10_000)])

@@ -1,25 +1,29 @@
-"""Counting a CSV file's records at memory speed, quote-aware only where quotes appear.
+"""Counting a CSV file's records at memory speed, beside the hash.
 
 The lock records a CSV dataset's row count. Parsing the file for it (as the decoder does) costs
-several times the hash; counting records needs only the line terminators that are outside
-quoted fields. `RowCounter` is fed the very chunks being hashed (on another core) and counts
-them three ways, cheapest first:
+several times the hash; counting records needs only the line terminators outside quoted fields.
+`RowCounter` is fed the very chunks being hashed (on another core) and counts them in blocks
+small enough to stay in the CPU's cache, bit-parallel as SIMD JSON parsers find strings:
 
-- a chunk with no quote, no carriage return and no empty line: `bytes.count(b"\\n")`;
-- a chunk with quotes but no carriage return: bit-parallel, as SIMD JSON parsers find strings.
-  The quote and newline masks are packed 64 bytes to a word; a prefix XOR within each word
-  plus a carry across words marks the bytes inside quoted fields, and the newlines outside
-  them are counted with a popcount. About as fast as hashing the chunk;
-- otherwise, vectorised with numpy: quotes toggle "inside a quoted field" (RFC 4180's `""`
-  escape toggles twice), newlines and lone/CRLF carriage returns outside quotes end records,
-  and a record with no byte between two terminators is an empty line (skipped, as the decoder
-  skips it). This model holds when every opening quote starts a field, which is checked;
-- otherwise (a quote inside an unquoted field, which the decoder reads as a literal quote), a
-  byte-by-byte state machine for that chunk.
+- the quote, LF, CR and comma bytes of a block become bit masks packed 64 bytes to a word
+  (numpy compares and packs at memory speed; a block without a quote or a CR skips those);
+- a prefix XOR within each word plus a carry across words marks the bytes inside quoted fields
+  (RFC 4180's `""` escape toggles twice, so it needs no special case);
+- a terminator (LF or CR) outside quotes ends a record unless the byte before it is also a
+  terminator: that is the LF of a CRLF, or an empty line, which the decoder skips. A popcount
+  counts them.
 
-The count matches the decoder's (`pyarrow.csv` with `newlines_in_values=True`) on well-formed
-files: records = non-empty lines outside quotes, minus the header. It does not parse fields: a
-record with the wrong number of fields is counted, and `buildenv validate` reports it.
+The parity model holds when every quote that opens a field comes right after a field's start
+(a comma, a terminator, the file's start, or the quote of a `""`), which is checked with the
+comma mask. A quote inside an unquoted field is a literal (as the decoder reads it): up to
+`_LITERALS` of them per block are taken out of the quote mask and the block recounted; a block
+with more is counted by the byte-by-byte state machine, which is the reference.
+
+A UTF-8 byte-order mark at the start is not data (the decoder skips it). An unterminated quoted
+field runs to the end of the file, as the decoder reads it. The count matches the decoder's
+(`pyarrow.csv` with `newlines_in_values=True`): records = non-empty lines outside quotes,
+minus the header. It does not parse fields: a record with the wrong number of fields is
+counted, and `buildenv validate` reports it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ from typing import Any
 __all__ = ["RowCounter", "count_rows"]
 
 _LF, _CR, _QUOTE, _COMMA = 10, 13, 34, 44
+_BOM = b"\xef\xbb\xbf"
+_BLOCK = 1 << 18  # bytes counted at a time: the byte mask and its words stay in the L2 cache
+_SMALL = 4096  # below this, the state machine is cheaper than numpy's per-call cost
+_LITERALS = 8  # literal quotes taken out of a block's mask before it is counted byte by byte
 
 # where a chunk ends, for the next one
 _FIELD_START, _UNQUOTED, _QUOTED, _AFTER_CLOSE = range(4)
@@ -44,140 +52,96 @@ class RowCounter:
         self.records = 0  # terminated, non-empty records
         self.content = False  # the current (unterminated) record has a byte
         self.state = _FIELD_START
-        self.prev_cr = False  # the previous chunk ended with a CR outside quotes
-        self._mask: Any = None  # a byte mask, reused from chunk to chunk
+        self.prev_cr = False  # the last byte was a CR outside quotes
+        self._head: bytes | None = b""  # the file's first bytes, until a BOM is ruled out
+        self._mask: Any = None  # a block's byte mask, reused
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         """Count the records ending in `chunk` (not kept: a reused buffer may be passed)."""
         data = bytes(chunk) if isinstance(chunk, memoryview) else chunk
-        if not data:
-            return
-        if (self.state != _QUOTED and not self.prev_cr and b'"' not in data
-                and b"\r" not in data):
-            n = _count_lf(data)
-            if not n or not _empty_line(data, self.content):
-                self.records += n
-                last = data[-1]
-                self.content = last != _LF if n else True
-                self.state = _FIELD_START if last in (_LF, _COMMA) else _UNQUOTED
+        start = 0
+        if self._head is not None:  # the first bytes: a UTF-8 BOM is not data
+            start = 3 - len(self._head)
+            head = self._head + bytes(data[:start])
+            if len(head) < 3 and _BOM.startswith(head):
+                self._head = head
                 return
-        if b"\r" not in data and not self.prev_cr and self._bitwise(data):
-            return
-        if not self._vectorised(data):
-            self._bytewise(data)
+            self._head = None
+            if head != _BOM:
+                self._count(head, 0)
+        self._count(data, start)
 
     def rows(self) -> int:
+        if self._head:  # a file of one or two bytes that begin a BOM
+            head, self._head = self._head, None
+            self._count(head, 0)
         records = self.records + (1 if self.content else 0)
         return max(records - 1, 0)  # the first record is the header
 
-    # --- numpy, 64 bytes a word: chunks without a carriage return ----------------------------
-    def _bitwise(self, data: bytes | bytearray) -> bool:
+    def _count(self, data: bytes | bytearray, start: int) -> None:
+        if len(data) - start < _SMALL:
+            if start < len(data):
+                self._bytewise(data[start:])
+            return
         import numpy as np
 
-        a = np.frombuffer(data, dtype=np.uint8)
-        if self._mask is None or len(self._mask) < len(a):
-            self._mask = np.empty(len(a), dtype=bool)  # reused: no page faults per chunk
-        mask = self._mask[:len(a)]
-        quotes = _words(np.equal(a, _QUOTE, out=mask))
-        lf = _words(np.equal(a, _LF, out=mask))
+        if self._mask is None:
+            self._mask = np.empty(_BLOCK, dtype=bool)
+        for begin in range(start, len(data), _BLOCK):
+            end = min(begin + _BLOCK, len(data))
+            if not self._bitwise(data, begin, end):
+                self._bytewise(data[begin:end])
+
+    # --- numpy, 64 bytes a word ---------------------------------------------------------------
+    def _bitwise(self, data: bytes | bytearray, begin: int, end: int) -> bool:
+        """Count the records of `data[begin:end]`; False (nothing changed) if it holds more
+        literal quotes than are worth taking out one at a time."""
+        import numpy as np
+
+        a = np.frombuffer(data, dtype=np.uint8, count=end - begin, offset=begin)
+        mask = self._mask[:end - begin]
+        has_cr = data.find(b"\r", begin, end) >= 0
         inside0 = self.state == _QUOTED
-        # bit i of `inside`: an odd number of quotes up to and including byte i (with the
-        # chunk's starting state): set on the bytes of a quoted field and its opening quote
-        inside = _prefix_xor(quotes)
-        carry = np.bitwise_xor.accumulate(inside >> np.uint64(63))
-        before = np.empty_like(carry)
-        before[0] = inside0
-        before[1:] = carry[:-1] ^ np.uint64(inside0)
-        inside ^= np.uint64(0) - before
-        openers = quotes & inside
-        if openers.any():
-            # every opening quote starts a field: the byte before it ends one (or is the
-            # first half of a `""` escape)
-            field_end = quotes | lf | _words(np.equal(a, _COMMA, out=mask))
-            ok_before = _shifted(field_end, self.state in (_FIELD_START, _AFTER_CLOSE))
-            if (openers & ~ok_before).any():
+        lf = _words(np.equal(a, _LF, out=mask))
+        term = lf | _words(np.equal(a, _CR, out=mask)) if has_cr else lf
+        if inside0 or data.find(b'"', begin, end) >= 0:
+            quotes = _words(np.equal(a, _QUOTE, out=mask))
+            field_end: Any = None
+            for _ in range(_LITERALS + 1):
+                inside, inside_end = _inside(quotes, inside0)
+                openers = quotes & inside
+                if not openers.any():
+                    break
+                # every opening quote starts a field: the byte before it ends one (or is the
+                # first half of a `""` escape)
+                if field_end is None:
+                    field_end = term | _words(np.equal(a, _COMMA, out=mask))
+                ok = _shifted(field_end | quotes, self.state in (_FIELD_START, _AFTER_CLOSE))
+                ok = openers & ~ok
+                if not ok.any():
+                    break
+                bad = np.flatnonzero(ok)
+                word = int(bad[0])  # the first literal quote is data: out of the mask
+                bits = int(ok[word])
+                quotes[word] ^= np.uint64(bits & -bits)
+            else:
                 return False
-        ends = lf & ~inside  # record terminators
-        # a terminator right after a terminator (or first, after one) ends an empty line
-        empty = ends & _shifted(lf, not self.content)
-        self.records += int(np.bitwise_count(ends).sum()) - int(np.bitwise_count(empty).sum())
-        inside_end = bool(inside0 ^ int(carry[-1]))
-        last = data[-1]
-        self.content = inside_end or last != _LF
+            ends = term & ~inside
+        else:
+            quotes, ends, inside_end = None, term, False
+        # a terminator right after a terminator (or first, after one) ends no record
+        records = ends & ~_shifted(term, not self.content)
+        self.records += int(np.bitwise_count(records).sum())
+        last = data[end - 1]
+        outside_term = not inside_end and last in (_LF, _CR)
+        self.content = not outside_term
+        self.prev_cr = outside_term and last == _CR
         if inside_end:
-            self.state = _QUOTED
-        elif last in (_LF, _COMMA):
-            self.state = _FIELD_START
-        elif last == _QUOTE:
-            self.state = _AFTER_CLOSE
-        else:
-            self.state = _UNQUOTED
-        return True
-
-    # --- numpy: one pass of vector operations per chunk ---------------------------------------
-    def _vectorised(self, data: bytes | bytearray) -> bool:
-        import numpy as np
-
-        a = np.frombuffer(data, dtype=np.uint8)
-        n = len(a)
-        quotes = np.flatnonzero(a == _QUOTE)
-        inside = self.state == _QUOTED
-        if len(quotes):
-            # quote k opens a field when the state before it is "outside": even k if the
-            # chunk starts outside quotes
-            openers = quotes[(1 if inside else 0)::2]
-            before = openers - 1
-            first = before < 0
-            prev = a[np.maximum(before, 0)]
-            ok = (prev == _COMMA) | (prev == _LF) | (prev == _CR) | (prev == _QUOTE)
-            if first.any():  # the opener is the chunk's first byte
-                ok[first] = self.state in (_FIELD_START, _AFTER_CLOSE)
-            if not ok.all():
-                return False  # a literal quote inside an unquoted field: byte by byte
-        lf = np.flatnonzero(a == _LF)
-        cr = np.flatnonzero(a == _CR) if b"\r" in data else lf[:0]
-        if len(quotes) or inside:  # keep the terminators outside quoted fields
-            lf = lf[((np.searchsorted(quotes, lf) + inside) & 1) == 0]
-            cr = cr[((np.searchsorted(quotes, cr) + inside) & 1) == 0]
-        skip_first_lf = bool(self.prev_cr and len(lf) and lf[0] == 0)
-        if skip_first_lf:
-            lf = lf[1:]  # the LF of a CRLF split between chunks: already counted
-        if len(cr):
-            # a CR followed by LF is one terminator starting at the CR
-            paired = np.zeros(len(lf), dtype=bool)
-            has_prev = lf > 0
-            paired[has_prev] = a[lf[has_prev] - 1] == _CR
-            followed = np.zeros(len(cr), dtype=bool)
-            inner = cr < n - 1
-            followed[inner] = a[cr[inner] + 1] == _LF
-            lone_cr = cr[~followed]
-            starts = np.concatenate([np.where(paired, lf - 1, lf), lone_cr])
-            ends = np.concatenate([lf + 1, lone_cr + 1])
-            order = np.argsort(starts, kind="stable")
-            starts, ends = starts[order], ends[order]
-        else:
-            starts, ends = lf, lf + 1
-        if len(starts):
-            begin = 1 if skip_first_lf else 0
-            previous = np.concatenate([[begin], ends[:-1]])
-            nonempty = starts > previous
-            if not self.content and starts[0] == begin:
-                nonempty[0] = False
-            elif self.content:
-                nonempty[0] = True
-            self.records += int(np.count_nonzero(nonempty))
-            self.content = bool(ends[-1] < n)
-        else:
-            self.content = self.content or n > (1 if skip_first_lf else 0)
-        inside = bool((inside + len(quotes)) & 1)
-        last = data[-1]
-        self.prev_cr = (not inside) and last == _CR
-        if inside:
             self.state = _QUOTED
         elif last in (_LF, _CR, _COMMA):
             self.state = _FIELD_START
-        elif last == _QUOTE:
-            self.state = _AFTER_CLOSE  # outside quotes after a quote: it closed a field
+        elif last == _QUOTE and quotes is not None and _last_bit(quotes, end - begin):
+            self.state = _AFTER_CLOSE  # a quote that closed a field, not a literal one
         else:
             self.state = _UNQUOTED
         return True
@@ -224,48 +188,43 @@ def _words(mask: Any) -> Any:
     return packed.view("<u8")
 
 
-def _prefix_xor(words: Any) -> Any:
-    """Bit i of each word becomes the XOR of its bits 0..i."""
+def _inside(quotes: Any, inside0: bool) -> tuple[Any, bool]:
+    """Bit i set when an odd number of quotes, counting from a start `inside0`, lie up to and
+    including byte i: the bytes of quoted fields with their opening quotes. And whether the
+    block ends inside a quoted field."""
     import numpy as np
 
-    out = words ^ (words << np.uint64(1))
-    for shift in (2, 4, 8, 16, 32):
-        out ^= out << np.uint64(shift)
-    return out
+    inside = np.left_shift(quotes, 1)
+    inside ^= quotes
+    step = np.empty_like(inside)
+    for shift in (2, 4, 8, 16, 32):  # prefix XOR within each word, in place
+        np.left_shift(inside, shift, out=step)
+        inside ^= step
+    np.right_shift(inside, 63, out=step)
+    carry = np.bitwise_xor.accumulate(step)  # the parity after each word
+    parity = int(carry[-1])
+    # the words after an odd count (with the start) flip entirely
+    step[0] = inside0
+    np.bitwise_xor(carry[:-1], int(inside0), out=step[1:])
+    np.negative(step, out=step)
+    inside ^= step
+    return inside, bool(inside0 ^ parity)
 
 
 def _shifted(words: Any, first: bool) -> Any:
     """Each bit moved to the next byte's place (bit i of the result: bit i-1 of the input),
-    with `first` as the bit before the chunk."""
+    with `first` as the bit before the block."""
     import numpy as np
 
     carry = np.empty_like(words)
     carry[0] = first
-    carry[1:] = words[:-1] >> np.uint64(63)
-    return (words << np.uint64(1)) | carry
+    np.right_shift(words[:-1], 63, out=carry[1:])
+    return (words << 1) | carry
 
 
-def _count_lf(data: bytes | bytearray) -> int:
-    """`data.count(b"\\n")`, vectorised: several times faster on large chunks."""
-    if len(data) < 4096:
-        return data.count(b"\n")
-    import numpy as np
-
-    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == _LF))
-
-
-def _empty_line(data: bytes | bytearray, content: bool) -> bool:
-    """Whether `data` (no quote, no CR) holds an empty line: two adjacent LFs, or an LF first
-    when the record before the chunk is empty. `b"\\n\\n" in data` would stop at every LF;
-    comparing 16-bit words at both alignments is one fast pass."""
-    import numpy as np
-
-    if data[0] == _LF and not content:
-        return True
-    pair = 0x0A0A
-    even = np.frombuffer(data, dtype=np.uint16, count=len(data) // 2)
-    odd = np.frombuffer(data, dtype=np.uint16, offset=1, count=(len(data) - 1) // 2)
-    return bool((even == pair).any() or (odd == pair).any())
+def _last_bit(words: Any, n: int) -> bool:
+    """Bit n-1 of the packed mask."""
+    return bool((int(words[(n - 1) >> 6]) >> ((n - 1) & 63)) & 1)
 
 
 def count_rows(data: bytes, chunk: int = 8 << 20) -> int:
