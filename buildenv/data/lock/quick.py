@@ -4,8 +4,8 @@ Most runs of `buildenv lock` find nothing changed: the environment files are as 
 so is the data. Yet reading the environments (pydantic's models, resolving `extends`, the
 checks) is most of such a run's time. So after a lock that found no problem at all, the lock
 records a *plan* in `<cache_dir>/lockplan.json`: for each environment whose datasets are single
-local files (no table, DVC pin, directory, source made by code, label set, synthetic or
-restricted dataset), the digest of its lock file and the files, formats and digests that lock
+local files (no table, DVC pin, directory, source made by code, label set or synthetic
+dataset), the digest of its lock file and the files, formats and digests that lock
 pins. The plan is valid only for the exact inputs it was made from: buildenv's version, the
 digest algorithm, `pyproject.toml` and every environment file (`inputs_digest`; any edit,
 addition or removal of any of them -- a parent reached through `extends` included -- makes it
@@ -13,8 +13,9 @@ void).
 
 `relock` then hashes the pinned files (the stat cache and the early prefetch apply as in the
 full lock) and answers only when every file still has the digest its lock pins, every lock file
-is byte for byte the one recorded, and the store holds each kept file: exactly the case where
-the full lock would report every environment unchanged and write nothing but the stat cache.
+is byte for byte the one recorded, and the store holds each kept file (a restricted one's
+object made owner-only, as the store's keeper does): exactly the case where the full lock
+would report every environment unchanged and write nothing but the stat cache.
 Anything else is None, and the caller runs the full lock. The plan is a cache: written
 atomically, not flushed; an unreadable one is a miss.
 """
@@ -80,8 +81,8 @@ def _eligible(res: Resolved) -> bool:
     env = res.env
     if env.labels or env.privacy.synthetic:
         return False
-    for name, ds in env.datasets.items():
-        if ds.source is not None or ds.is_table or ds.dvc is not None or env.restricted(name):
+    for ds in env.datasets.values():
+        if ds.source is not None or ds.is_table or ds.dvc is not None:
             return False
         if names_directory(ds.uri) or is_remote(ds.uri):
             return False
@@ -107,7 +108,8 @@ def record(project: Project, resolved: dict[str, Resolved], results: list[tuple[
             "lock": hashlib.sha256(lock.render().encode("utf-8")).hexdigest(),
             "rows": sum(d.rows for d in lock.datasets.values()),
             "datasets": [{"uri": d.uri, "format": d.format, "digest": d.digest,
-                          "keeps": res.env.datasets[n].keeps}
+                          "keeps": res.env.datasets[n].keeps,
+                          "restricted": res.env.restricted(n)}
                          for n, d in sorted(lock.datasets.items())]}
     try:
         atomic_write_text(path, json.dumps({"version": _VERSION, "buildenv": __version__,
@@ -144,9 +146,28 @@ def relock(root: Path, environments_dir: Path, state_dir: Path, names: list[str]
     plan = _load(state_dir / PLAN_FILE, algorithm)
     if plan is None or inputs_digest(root, environments_dir, algorithm) != plan["inputs"]:
         return None
+    entries = _entries(plan, environments_dir, names)
+    if entries is None:
+        return None
+    cache = StatCache(state_dir / "statcache.json")
+    pinned = _Pinned(root, state_dir, algorithm, cache)
+    try:
+        if not all(pinned.unchanged(ds) for _, entry in entries for ds in entry["datasets"]):
+            return None
+        return [Relocked(name, len(entry["datasets"]), int(entry["rows"]))
+                for name, entry in entries]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable, changed while hashed, a damaged plan: the full lock says
+    finally:
+        cache.save()
+
+
+def _entries(plan: dict[str, Any], environments_dir: Path, names: list[str]
+             ) -> list[tuple[str, dict[str, Any]]] | None:
+    """The plan's entries of `names` (all: empty), sorted, each lock file as recorded."""
     if not names:  # all: the plan's inputs name every file, but not which were eligible
-        names = sorted(n[: -len(".yaml")] for n in os.listdir(environments_dir)
-                       if n.endswith(".yaml") and not n.startswith("."))
+        names = [n[: -len(".yaml")] for n in os.listdir(environments_dir)
+                 if n.endswith(".yaml") and not n.startswith(".")]
         if not names:
             return None
     entries = []
@@ -161,25 +182,32 @@ def relock(root: Path, environments_dir: Path, state_dir: Path, names: list[str]
         if hashlib.sha256(text).hexdigest() != entry.get("lock"):
             return None
         entries.append((name, entry))
-    cache = StatCache(state_dir / "statcache.json")
-    objects = LocalObjects(state_dir / "objects")
-    base = _DataBase(root)
-    seen: dict[tuple[str, str], str] = {}
-    try:
-        out = []
-        for name, entry in entries:
-            for ds in entry["datasets"]:
-                key = (ds["uri"], ds["format"])
-                if key not in seen:
-                    location = locate(ds["uri"], base)  # type: ignore[arg-type]
-                    if location.local is None:
-                        return None
-                    seen[key] = digest_location(location, ds["format"], algorithm, cache).digest
-                if seen[key] != ds["digest"] or (ds["keeps"] and not objects.has(ds["digest"])):
-                    return None
-            out.append(Relocked(name, len(entry["datasets"]), int(entry["rows"])))
-        return out
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # unreadable, changed while hashed, a damaged plan: the full lock says
-    finally:
-        cache.save()
+    return entries
+
+
+class _Pinned:
+    """Whether each pinned file is as its lock pins it, each distinct file hashed once."""
+
+    def __init__(self, root: Path, state_dir: Path, algorithm: str, cache: StatCache):
+        self.base = _DataBase(root)
+        self.objects = LocalObjects(state_dir / "objects")
+        self.algorithm = algorithm
+        self.cache = cache
+        self.seen: dict[tuple[str, str], str] = {}
+
+    def unchanged(self, ds: dict[str, Any]) -> bool:
+        key = (ds["uri"], ds["format"])
+        if key not in self.seen:
+            location = locate(ds["uri"], self.base)  # type: ignore[arg-type]
+            if location.local is None:
+                return False
+            self.seen[key] = digest_location(location, ds["format"], self.algorithm,
+                                             self.cache).digest
+        if self.seen[key] != ds["digest"]:
+            return False
+        if ds["keeps"]:  # held already, as the full lock's keeper would find it
+            if not self.objects.has(ds["digest"]):
+                return False
+            if ds["restricted"]:  # what the keeper does to a held restricted object
+                os.chmod(self.objects.path(ds["digest"]), 0o400)
+        return True
