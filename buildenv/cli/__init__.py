@@ -22,10 +22,6 @@ def main() -> None:
     # SIGTERM (a cancelled CI job) unwinds like Ctrl-C: the training's process group is
     # killed, temp dirs are removed, an unfinished retrain is restored.
     signal.signal(signal.SIGTERM, _terminated)
-    # `buildenv lock` starts hashing now, while the imports below run (early.py says why).
-    from buildenv.cli import early
-
-    early.start(sys.argv)
     try:
         from buildenv.cli import quick_lock
 
@@ -35,6 +31,11 @@ def main() -> None:
         sys.exit(130)
     if code is not None:
         sys.exit(code)
+    # Not answered from the lock's plan: `buildenv lock` starts hashing now, while the imports
+    # below run (early.py says why; the plan's answer hashes without reading the YAML).
+    from buildenv.cli import early
+
+    early.start(sys.argv)
     _commands()(prog_name="buildenv")
 
 
