@@ -35,7 +35,7 @@ SandboxMode = Literal["required", "preferred", "off"]
 class TrainingSandbox(BaseModel):
     """`sandbox` of a training: a mode (`sandbox = "required"`) or a table of narrow opt-ins."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: SandboxMode | None = None
     """`required`, `preferred` or `off`; default: `[tool.buildenv] sandbox`."""
@@ -64,7 +64,7 @@ class Resources(BaseModel):
     """What one build of a training needs from the machine that runs it (`build --all
     --executor ray` asks Ray for it; a local build does not)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     cpus: float | None = Field(default=None, gt=0)
     """CPUs; default: the training's `threads` (1 when not set)."""
@@ -75,7 +75,7 @@ class Resources(BaseModel):
 class TrainingConfig(BaseModel):
     """`[tool.buildenv.trainings.<name>]`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     entry: str = Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
     """`path/to/module.py:function`, relative to the repository root."""
@@ -154,7 +154,7 @@ class TrainingConfig(BaseModel):
 class ToolchainsConfig(BaseModel):
     """`[tool.buildenv.toolchains]`: where trainings' environments come from."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Literal["resolve", "interpreter"] = "resolve"
     """`resolve`: each training runs in its own environment, resolved from its requirements
