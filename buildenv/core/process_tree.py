@@ -84,7 +84,7 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def wait_exit(proc: subprocess.Popen, timeout: float) -> int:
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
     """`proc.wait(timeout)` that returns as soon as the process exits: Popen polls with
     sleeps of up to 50 ms, a pidfd (Linux 5.3+) wakes this at once. TimeoutExpired as Popen's."""
     if proc.returncode is not None:
