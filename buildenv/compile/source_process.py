@@ -116,9 +116,6 @@ class SourceProcess:
             self.proc.stdin.close()
         except OSError:
             pass  # it died while starting: reported below as a process without result
-        # deferred on purpose: storing the outputs needs pyarrow; imported while the process
-        # works (on another core) instead of after it
-        import pyarrow.parquet  # noqa: F401
         try:
             process_tree.wait_exit(self.proc, deadline - time.monotonic())
         except subprocess.TimeoutExpired:
