@@ -1,5 +1,5 @@
 """`python -m buildenv`: what Pants' sandboxed processes run."""
 
-from .cli import main
+from .cli import run
 
-main()
+run()

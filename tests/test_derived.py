@@ -84,6 +84,31 @@ def test_a_new_input_file_rebuilds_that_file_only(locked):
     assert len(lock_json(locked)["datasets"]["daily"]["files"]) == FILES + 1
 
 
+def test_one_changed_input_file_is_laid_out_alone_and_anything_else_swaps_the_directory(locked):
+    out = locked / ".buildenv/derived/ev/daily"
+    assert invoke_cli(["lock", "ev"], locked)[0] == 0  # links again what the copy made files
+    rel = file_path(locked, 1, 1).relative_to(locked / "data/events")
+    others = {p: p.stat().st_ino for p in out.rglob("*.parquet") if p != out / rel}
+    directory = out.stat().st_ino
+    write_file(locked, 1, 1, seed=999)
+    age(locked)
+    assert invoke_cli(["lock", "ev"], locked)[0] == 0
+    # one file differs: its link is renamed into the same directory, the others stay
+    assert out.stat().st_ino == directory
+    assert {p: p.stat().st_ino for p in others} == others
+    got = pq.read_table(out / rel).to_pandas()[["kind", "n", "mean_x"]]
+    pd.testing.assert_frame_equal(got, expected_daily(locked, 1, 1), check_dtype=False)
+    assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
+    # a file that does not belong there: the directory is laid out whole, without it
+    (out / "stray.parquet").write_bytes(b"x")
+    write_file(locked, 2, 0, seed=998)
+    age(locked)
+    assert invoke_cli(["lock", "ev"], locked)[0] == 0
+    assert out.stat().st_ino != directory and not (out / "stray.parquet").exists()
+    assert len(list(out.rglob("*.parquet"))) == FILES
+    assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
+
+
 def test_unchanged_relock_runs_nothing(locked):
     code, out, err = invoke_cli(["lock", "ev"], locked)
     assert code == 0 and "derive daily (" not in err and "apply labeling" not in err, err

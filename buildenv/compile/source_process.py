@@ -32,6 +32,7 @@ from buildenv.compile.launch import (
     own_interpreter,
 )
 from buildenv.compile.sandbox import Sandbox
+from buildenv.core import process_tree
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.core.tempdirs import owned_temp_dir, scratch_dir, sweep
 from buildenv.data.lock.manifest import Manifest
@@ -115,11 +116,8 @@ class SourceProcess:
             self.proc.stdin.close()
         except OSError:
             pass  # it died while starting: reported below as a process without result
-        # deferred on purpose: storing the outputs needs pyarrow; imported while the process
-        # works (on another core) instead of after it
-        import pyarrow.parquet  # noqa: F401
         try:
-            self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            process_tree.wait_exit(self.proc, deadline - time.monotonic())
         except subprocess.TimeoutExpired:
             self._kill()
             return {"ok": False, "diagnostics": [{

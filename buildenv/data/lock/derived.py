@@ -12,9 +12,9 @@ size, rows and stat beside them; a file whose stat no longer matches its record 
 `DerivedStore.put` stores each output atomically (content-addressed: concurrent builders write
 the same bytes, and `os.replace` keeps whichever lands last). `materialize` then lays out the
 dataset's uri -- `<state>/derived/<env>/<dataset>/` with the input's relative paths, or one file
--- as hard links to the objects, built aside and swapped in at once, so a reader sees the old
-files or the new ones. The lock records the dataset's manifest like any partitioned dataset's,
-plus `derived`: the transform, its code files' digests and its inputs' digests, from which
+-- as hard links to the objects, built aside and swapped in at once (when only one file
+differs, that file's link alone is renamed into place), so a reader sees the old files or the
+new ones. The lock records the dataset's manifest like any partitioned dataset's, plus `derived`: the transform, its code files' digests and its inputs' digests, from which
 `derived_staleness` says what changed.
 """
 
@@ -33,8 +33,9 @@ from buildenv.core.atomic import atomic_dir, atomic_write_text
 from buildenv.core.canonical import digest_json
 from buildenv.core.code import code_files
 from buildenv.core.diagnostics import Diagnostic
+from buildenv.core.mutex import dir_mutex
 from buildenv.core.project import Project
-from buildenv.core.tempdirs import scratch_dir
+from buildenv.core.tempdirs import owned_temp_dir, scratch_dir, sweep
 from buildenv.data.lock.digests import ContentDigest, compute_digest
 from buildenv.data.lock.manifest import FileEntry, Manifest, describe_diff, partition_values
 from buildenv.data.storage import Location, locate
@@ -238,14 +239,51 @@ def materialize(project: Project, plan: DerivedPlan, store: DerivedStore
         assert meta is not None
         entries.append(FileEntry(f.path, meta.size, meta.digest, meta.rows))
     manifest = Manifest(tuple(entries), plan.partitions)
-    if not all(_linked(final / f.path, store.path(f.key)) for f in plan.files) \
-            or _extra_files(final, {f.path for f in plan.files}):
+    unlinked = [f for f in plan.files if not _linked(final / f.path, store.path(f.key))]
+    if (unlinked or _extra_files(final, {f.path for f in plan.files})) \
+            and not (len(unlinked) == 1 and _replace_one(final, plan, unlinked[0], store)):
         with atomic_dir(final, store.scratch) as tmp:
             for f in plan.files:
                 target = tmp.joinpath(*f.path.split("/"))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _place(store.path(f.key), target)
     return ContentDigest(manifest.digest, manifest.size, manifest.rows), manifest
+
+
+def _replace_one(final: Path, plan: DerivedPlan, changed: OutputFile, store: DerivedStore
+                 ) -> bool:
+    """Lay out a dataset that differs from `final` in one file only (a new or changed day
+    of input) by renaming that one link into place: a reader sees the old files or the new
+    ones, as with the whole directory swapped, without rebuilding it. False (nothing done)
+    when `final` holds any other difference, or the scratch directory is on another
+    filesystem."""
+    target = final.joinpath(*changed.path.split("/"))
+    obj = store.path(changed.key)
+    if not final.is_dir():
+        return False
+    store.scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if store.scratch.stat().st_dev != final.stat().st_dev:
+        return False
+    sweep(store.scratch)
+    with dir_mutex(final.parent):  # as `install_dir`: one layout at a time
+        wanted = {f.path for f in plan.files}
+        found = _files(final)
+        if found - wanted or wanted - found - {changed.path} or any(
+                not _linked(final.joinpath(*f.path.split("/")), store.path(f.key))
+                for f in plan.files if f is not changed):
+            return False
+        tmp = owned_temp_dir(store.scratch, "derived-file")
+        try:
+            _place(obj, tmp / "file")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / "file", target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return True
+
+
+def _files(final: Path) -> set[str]:
+    return {str(p.relative_to(final).as_posix()) for p in final.rglob("*") if p.is_file()}
 
 
 def _linked(path: Path, obj: Path) -> bool:
@@ -258,8 +296,7 @@ def _linked(path: Path, obj: Path) -> bool:
 def _extra_files(final: Path, wanted: set[str]) -> bool:
     if not final.is_dir():
         return True
-    found = {str(p.relative_to(final).as_posix()) for p in final.rglob("*") if p.is_file()}
-    return found != wanted
+    return _files(final) != wanted
 
 
 def _place(obj: Path, target: Path) -> None:

@@ -1,0 +1,46 @@
+"""`buildenv lock` ends its process as soon as its output is flushed (`cli.run`), without the
+interpreter's teardown; its exit code and output are those of `main`. Other commands exit
+the ordinary way (their libraries may need exit handlers)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO_ROOT, write_repo
+
+# A sitecustomize that registers an exit handler: it runs only when the interpreter tears down.
+SITE = """\
+import atexit, os
+atexit.register(lambda: open(os.environ["TEARDOWN_MARK"], "w").close())
+"""
+
+
+def buildenv(root: Path, site: Path, mark: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "BUILDENV_ROOT"}
+    env.update(PYTHONPATH=os.pathsep.join([str(site), str(REPO_ROOT)]),
+               TEARDOWN_MARK=str(mark))
+    return subprocess.run([sys.executable, "-m", "buildenv", *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_lock_skips_the_teardown_and_keeps_its_exit_code_and_output(tmp_path):
+    root = write_repo(tmp_path / "repo")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITE)
+    mark = tmp_path / "torn-down"
+
+    done = buildenv(root, site, mark, "lock", "child")
+    assert done.returncode == 0, done.stderr
+    assert "child: " in done.stdout  # flushed before the process ended
+    assert not mark.exists()
+
+    stale = buildenv(root, site, mark, "lock", "nosuch")
+    assert stale.returncode == 2 and "nosuch" in stale.stderr
+    assert not mark.exists()
+
+    other = buildenv(root, site, mark, "validate", "child")
+    assert mark.exists(), other.stderr  # not a quick command: exit handlers ran
