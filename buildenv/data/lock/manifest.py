@@ -252,8 +252,10 @@ class Listed:
     @property
     def key(self) -> str:
         """`location.key`, without building the Location (a relock looks up every file)."""
-        if self.parent.local is not None:
-            return os.path.join(self.parent.key, *self.path.split("/"))
+        if self.parent.local is not None:  # what `os.path.join` gives, without its checks
+            key = self.parent.key
+            return f"{key}{'' if key.endswith(os.sep) else os.sep}" \
+                f"{self.path if os.sep == '/' else self.path.replace('/', os.sep)}"
         return self.location.key
 
     @property
