@@ -49,9 +49,8 @@ def digest_table(project: Project, ds: Dataset, algorithm: str, cache: StatCache
     base = locate(version.base, project)
     listed, missing = [], []
     for entry in version.files:
-        location = base.child(entry.path)
         try:
-            listed.append(Listed(entry.path, base, location.stat()))
+            listed.append(Listed(entry.path, base, base.stat_child(entry.path)))
         except FileNotFoundError:
             missing.append(entry.path)
         except OSError as exc:
@@ -107,7 +106,7 @@ def pinned_files_now(project: Project, manifest: Manifest, algorithm: str,
     listed, missing = [], []
     for entry in manifest.files:
         try:
-            listed.append(Listed(entry.path, base, base.child(entry.path).stat()))
+            listed.append(Listed(entry.path, base, base.stat_child(entry.path)))
         except FileNotFoundError:
             missing.append(entry.path)
     now = digest_listed(listed, manifest.partitions, algorithm, cache, executor,
