@@ -464,7 +464,7 @@ def test_a_version_1_stat_cache_still_vouches_and_is_rewritten_as_version_2(tmp_
     cache = content.StatCache(path)
     assert cache.get("/data/x.parquet", stat, "sha256", "parquet") == value
     for field in ("size", "mtime_ns", "ctime_ns", "inode", "device"):
-        other = Stat(**{**stat.__dict__, field: getattr(stat, field) + 1})
+        other = stat._replace(**{field: getattr(stat, field) + 1})
         assert cache.get("/data/x.parquet", other, "sha256", "parquet") is None, field
     cache.save()
     assert json.loads(path.read_text())["version"] == 2
