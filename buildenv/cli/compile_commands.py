@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from buildenv.cli.app import (
+from buildenv.cli.application import (
     Format,
     FormatOpt,
     ProgressOpt,

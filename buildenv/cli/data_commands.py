@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from buildenv.cli.app import (
+from buildenv.cli.application import (
     DataFormat,
     ExecutorOpt,
     Format,
@@ -24,7 +24,9 @@ from buildenv.cli.app import (
     progress_shown,
     quieted,
 )
+from buildenv.cli.quick_lock import summary
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.data.lock import quick
 
 # Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
 # imports its rooms when it runs, so it pays only for what it uses.
@@ -50,6 +52,10 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
         raise DiagnosticError([Diagnostic("BE004", f"unknown digest algorithm '{algorithm}'",
                                           hints=("use sha256 or blake3",))], 2)
     multiverse = Multiverse(open_project(root))
+    project = multiverse.project
+    # what a plan of this lock is valid for, read before the lock reads anything
+    inputs = (None if check or executor else
+              quick.inputs_digest(project.root, project.environments_dir, algorithm))
     names = list(envs or multiverse.names())
     for name in names:
         multiverse.require(name)
@@ -72,16 +78,17 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
         return
     with progress_shown(progress, quiet), make_executor(executor, multiverse.project) as runner:
         results, problems = lock_environments(multiverse, names, algorithm, executor=runner)
+    if not problems and project.config.executor == "local":
+        # the next `buildenv lock` of these environments, unchanged, needs none of the above
+        resolved = {name: multiverse.resolve(name) for name, _, _ in results}
+        quick.record(project, resolved, results, algorithm, inputs)
     if fmt is Format.text and not quiet:
         for name, lock, changed in results:
-            rows = sum(d.rows for d in lock.datasets.values())
-            state = "updated" if changed else "unchanged"
             labels = (f", {len(lock.labels)} label set(s), "
                       f"{sum(e.annotations for e in lock.labels.values()):,} annotations"
                       if lock.labels else "")
-            count = len(lock.datasets)
-            print(f"{name}: {state} ({count} dataset{'' if count == 1 else 's'}, {rows:,} rows"
-                  f"{labels})")
+            print(summary(name, len(lock.datasets), sum(d.rows for d in lock.datasets.values()),
+                          changed, labels))
     elif fmt is Format.text and results:
         updated = sum(changed for _, _, changed in results)
         print(f"{len(results)} lock(s): {updated} updated, {len(results) - updated} unchanged")

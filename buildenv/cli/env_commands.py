@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 
 from buildenv import __version__
-from buildenv.cli.app import (
+from buildenv.cli.application import (
     DataFormat,
     Format,
     RootOpt,

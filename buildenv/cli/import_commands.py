@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from buildenv.cli.app import Format, RootOpt, app, command, emit, open_project
+from buildenv.cli.application import Format, RootOpt, app, command, emit, open_project
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 
 # Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from buildenv.cli.app import (
+from buildenv.cli.application import (
     Format,
     FormatOpt,
     ProgressOpt,

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from buildenv.cli.app import DataFormat, Format, RootOpt, app, command, emit, open_project
+from buildenv.cli.application import DataFormat, Format, RootOpt, app, command, emit, open_project
 
 # Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
 # imports its rooms when it runs, so it pays only for what it uses.

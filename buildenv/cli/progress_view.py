@@ -21,7 +21,7 @@ from buildenv.core.progress import Reporter, Task, seconds_text
 # Deferred imports (rich): the live view imports rich in its drawing thread, once it is shown: short
 # commands never pay for it.
 
-__all__ = ["MODES", "Lines", "Live", "Renderer", "renderer"]
+__all__ = ["MODES", "Lines", "Live", "Renderer", "chosen_mode", "renderer"]
 
 MODES = ("auto", "live", "plain", "off")
 AFTER = 1.0  # seconds of work before anything about it is shown
@@ -353,6 +353,20 @@ def _seconds_setting(env: Mapping[str, str], name: str, default: float) -> float
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a number of seconds >= 0, not '{raw}'")
     return value
+
+
+def chosen_mode(progress: bool | None, quiet: bool = False) -> str:
+    """The mode a command shows progress in: BUILDENV_PROGRESS (default auto), which
+    `--progress`/`--no-progress` override; `--quiet` turns it off unless `--progress` is given.
+    ValueError (its message for BE004) when BUILDENV_PROGRESS is not a mode."""
+    mode = os.environ.get("BUILDENV_PROGRESS", "").strip().lower() or "auto"
+    if mode not in MODES:
+        raise ValueError(f"BUILDENV_PROGRESS must be one of {', '.join(MODES)}, not '{mode}'")
+    if progress is False or (quiet and progress is None):
+        return "off"
+    if progress and mode == "off":
+        return "auto"
+    return mode
 
 
 def renderer(stream: IO[str] | None = None, mode: str = "auto",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from buildenv.cli.app import Format, FormatOpt, RootOpt, app, command, finish, open_project
+from buildenv.cli.application import Format, FormatOpt, RootOpt, app, command, finish, open_project
 
 if TYPE_CHECKING:
     from buildenv.data.transfer import Transfer

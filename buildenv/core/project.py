@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
+from buildenv.core.roots import find_root, is_project, require_project
 from buildenv.core.toml_keys import key_positions, position_of
 
 __all__ = ["TOOLCHAINS_DIR_ENV", "Project", "Resources", "SandboxMode", "ToolchainsConfig",
@@ -34,7 +35,7 @@ SandboxMode = Literal["required", "preferred", "off"]
 class TrainingSandbox(BaseModel):
     """`sandbox` of a training: a mode (`sandbox = "required"`) or a table of narrow opt-ins."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: SandboxMode | None = None
     """`required`, `preferred` or `off`; default: `[tool.buildenv] sandbox`."""
@@ -63,7 +64,7 @@ class Resources(BaseModel):
     """What one build of a training needs from the machine that runs it (`build --all
     --executor ray` asks Ray for it; a local build does not)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     cpus: float | None = Field(default=None, gt=0)
     """CPUs; default: the training's `threads` (1 when not set)."""
@@ -74,7 +75,7 @@ class Resources(BaseModel):
 class TrainingConfig(BaseModel):
     """`[tool.buildenv.trainings.<name>]`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     entry: str = Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
     """`path/to/module.py:function`, relative to the repository root."""
@@ -153,7 +154,7 @@ class TrainingConfig(BaseModel):
 class ToolchainsConfig(BaseModel):
     """`[tool.buildenv.toolchains]`: where trainings' environments come from."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Literal["resolve", "interpreter"] = "resolve"
     """`resolve`: each training runs in its own environment, resolved from its requirements
@@ -194,56 +195,6 @@ class ToolConfig(BaseModel):
     """How training processes are isolated; default `preferred` on Linux, `off` elsewhere."""
     trainings: dict[str, TrainingConfig] = {}
     toolchains: ToolchainsConfig = ToolchainsConfig()
-
-
-#: What makes a directory a buildenv project (the first line of a `[tool.buildenv]` table).
-_TOOL_TABLE = re.compile(r'^[ \t]*\[[ \t]*tool[ \t]*\.[ \t]*"?buildenv"?[ \t]*[\].]', re.M)
-
-
-def is_project(path: Path) -> bool:
-    """A buildenv project: a `pyproject.toml` with a `[tool.buildenv]` table, or an
-    `environments/` directory."""
-    if (path / "environments").is_dir():
-        return True
-    pyproject = path / "pyproject.toml"
-    try:
-        return pyproject.is_file() and bool(_TOOL_TABLE.search(
-            pyproject.read_text(encoding="utf-8", errors="replace")))
-    except OSError:
-        return False
-
-
-def find_root(start: Path | None = None, *, required: bool = True) -> Path:
-    """`BUILDENV_ROOT`, else the nearest directory from `start` (the working directory) up that
-    `is_project`. Nothing found: BE040 (exit 2), or `start` itself when not `required`."""
-    env = os.environ.get("BUILDENV_ROOT")
-    if env:
-        root = Path(env).resolve()
-        if required:
-            require_project(root, "BUILDENV_ROOT")
-        return root
-    here = (start or Path.cwd()).resolve()
-    for candidate in (here, *here.parents):
-        if is_project(candidate):
-            return candidate
-    if required:
-        raise DiagnosticError([Diagnostic(
-            "BE040", f"not in a buildenv project: neither {here} nor a parent directory holds "
-            "a pyproject.toml with a [tool.buildenv] table or an environments/ directory",
-            hints=("run the command in the project (or pass --root DIR)",
-                   "`buildenv init` makes this directory a project"))], 2)
-    return here
-
-
-def require_project(root: Path, given_as: str) -> None:
-    """BE040 (exit 2) unless `root`, named explicitly (`--root`, `BUILDENV_ROOT`), is a project."""
-    if not root.is_dir():
-        raise DiagnosticError([Diagnostic("BE040", f"{given_as} {root}: no such directory")], 2)
-    if not is_project(root):
-        raise DiagnosticError([Diagnostic(
-            "BE040", f"{given_as} {root} is not a buildenv project: it holds no pyproject.toml "
-            "with a [tool.buildenv] table and no environments/ directory",
-            hints=("`buildenv init` makes it one",))], 2)
 
 
 @dataclass

@@ -57,7 +57,7 @@ from buildenv.env.serving_spec import (
     op_allowed,
 )
 from buildenv.env.sources import Aggregation, LabelFunctions, Transform
-from buildenv.env.spec_base import Scalar, Strict, without_required
+from buildenv.env.spec_base import Scalar, Strict, documented, without_required
 from buildenv.env.uris import is_remote, names_directory
 
 _parse_temporal = parse_temporal  # the name other rooms import
@@ -255,8 +255,7 @@ class Dataset(Strict):
     description: str | None = None
     """Free text for humans; not part of the environment digest."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
-                              json_schema_extra=without_required("uri"))
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=without_required("uri"))
 
     @model_validator(mode="before")
     @classmethod
@@ -408,8 +407,7 @@ class LabelSet(Strict):
     description: str | None = None
     """Free text for humans; not part of the environment digest."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
-                              json_schema_extra=without_required("uri"))
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=without_required("uri"))
 
     @model_validator(mode="before")
     @classmethod
@@ -459,8 +457,7 @@ class Environment(Strict):
     promotion: Promotion | None = None
     """Promotion gates."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
-                              populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=documented, populate_by_name=True)
 
     # helpers used across stages -------------------------------------------------
     def column(self, dataset: str, column: str) -> Column | None:

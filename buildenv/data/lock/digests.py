@@ -242,8 +242,8 @@ def prefetch(location: Location, fmt: str, algorithm: str = "sha256",
             pass
 
     thread = threading.Thread(target=work, name="buildenv-prefetch", daemon=True)
+    thread.start()  # before it is handed out: a thread joined before its start raises
     _PREFETCHED[key] = (thread, box)
-    thread.start()
 
 
 def _take_prefetched(location: Location, fmt: str, algorithm: str, stat: Stat

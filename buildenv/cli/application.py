@@ -151,15 +151,10 @@ def progress_shown(progress: Optional[bool], quiet: bool = False) -> Iterator[No
     from buildenv.cli import progress_view
     from buildenv.core import progress as tasks
 
-    mode = os.environ.get("BUILDENV_PROGRESS", "").strip().lower() or "auto"
-    if mode not in progress_view.MODES:
-        raise DiagnosticError([Diagnostic(
-            "BE004", f"BUILDENV_PROGRESS must be one of {', '.join(progress_view.MODES)}, not "
-            f"'{mode}'")], 2)
-    if progress is False or (quiet and progress is None):
-        mode = "off"
-    elif progress and mode == "off":
-        mode = "auto"
+    try:
+        mode = progress_view.chosen_mode(progress, quiet)
+    except ValueError as exc:
+        raise DiagnosticError([Diagnostic("BE004", str(exc))], 2) from None
     try:
         reporter = progress_view.renderer(sys.stderr, mode)
     except ValueError as exc:

@@ -1,0 +1,127 @@
+"""`buildenv lock` of unchanged environments, answered before typer and pydantic are imported.
+
+The full command's start-up (typer, pydantic, the environment models, resolving `extends`)
+costs about a quarter of a second before it finds, most of the time, that nothing changed.
+`buildenv.data.lock.quick` keeps a plan of the last lock that found no problem; this module
+parses the command line the full command would (a plain `lock [ENV...]` with `--root`,
+`--algorithm`, `--quiet`, `--progress/--no-progress`, `--format text`; anything else, `--help`
+included, is left to it), finds the project as it would, and prints what it would when the
+plan answers. When it does not (an edited environment file, changed data, another flag), the
+full command runs as if this module did not exist: `run` returns None.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+from buildenv.cli import progress_view
+from buildenv.core import progress as tasks
+from buildenv.core.diagnostics import DiagnosticError
+from buildenv.core.roots import find_root, require_project
+from buildenv.data.lock.quick import relock
+
+__all__ = ["run", "summary"]
+
+_FLAGS = {"-q": "quiet", "--quiet": "quiet", "--progress": "progress",
+          "--no-progress": "no-progress"}
+_VALUED = ("--root", "--algorithm", "--format")
+
+
+def summary(name: str, datasets: int, rows: int, changed: bool, labels: str = "") -> str:
+    """The line `buildenv lock` prints for one environment."""
+    state = "updated" if changed else "unchanged"
+    return (f"{name}: {state} ({datasets} dataset{'' if datasets == 1 else 's'}, {rows:,} rows"
+            f"{labels})")
+
+
+def _parse(args: list[str]) -> tuple[list[str], dict[str, str]] | None:
+    names: list[str] = []
+    options: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in _FLAGS:
+            options[_FLAGS[arg]] = "1"
+        elif arg.startswith("--") and arg.partition("=")[0] in _VALUED:
+            key, eq, value = arg.partition("=")
+            if not eq:
+                if i + 1 >= len(args):
+                    return None
+                i += 1
+                value = args[i]
+            options[key] = value
+        elif arg.startswith("-") or not arg:
+            return None  # --help, --check, --executor, an unknown flag: the full command's
+        else:
+            names.append(arg)
+        i += 1
+    return names, options
+
+
+def run(argv: list[str]) -> int | None:
+    """Answer `buildenv <argv>` if it is a lock the plan answers: prints what the full
+    command prints, returns its exit code (0); else None, having printed nothing."""
+    if len(argv) < 1 or argv[0] != "lock" or os.environ.get("BUILDENV_NO_QUICK_LOCK"):
+        return None
+    parsed = _parse(argv[1:])
+    if parsed is None:
+        return None
+    names, options = parsed
+    algorithm = options.get("--algorithm", "sha256")
+    if algorithm not in ("sha256", "blake3") or options.get("--format", "text") != "text":
+        return None
+    progress = True if "progress" in options else False if "no-progress" in options else None
+    if "progress" in options and "no-progress" in options:
+        return None  # the last one wins in the full command: not worth repeating here
+    quiet = "quiet" in options
+    try:
+        if options.get("--root"):
+            root = Path(options["--root"]).resolve()
+            require_project(root, "--root")
+        else:
+            root = find_root()
+        folders = _folders(root)
+        if folders is None:
+            return None
+        mode = progress_view.chosen_mode(progress, quiet)
+        reporter = progress_view.renderer(sys.stderr, mode)
+    except (DiagnosticError, ValueError, OSError):
+        return None  # the full command says what is wrong
+    with tasks.installed(reporter):
+        try:
+            found = relock(root, folders[0], folders[1], names, algorithm)
+        except KeyboardInterrupt:
+            raise
+        except Exception:  # anything unexpected: the full command decides
+            found = None
+    if found is None:
+        return None
+    if not quiet:
+        for env in found:
+            print(summary(env.name, env.datasets, env.rows, changed=False))
+    else:
+        print(f"{len(found)} lock(s): 0 updated, {len(found)} unchanged")
+    return 0
+
+
+def _folders(root: Path) -> tuple[Path, Path] | None:
+    """(environments dir, state dir) from `[tool.buildenv]`; None when the configuration needs
+    the full command (another executor, a table it would refuse)."""
+    tool: object = {}
+    path = root / "pyproject.toml"
+    if path.is_file():
+        try:
+            tool = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get(
+                "buildenv", {})
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, AttributeError):
+            return None
+    if not isinstance(tool, dict) or tool.get("executor", "local") != "local":
+        return None
+    env_dir, cache_dir = tool.get("environments_dir", "environments"), tool.get("cache_dir",
+                                                                                ".buildenv")
+    if not isinstance(env_dir, str) or not isinstance(cache_dir, str):
+        return None
+    return root / env_dir, root / cache_dir
