@@ -1,7 +1,8 @@
 """Benchmark partitioned datasets, the executors and ctx.scan (docs/scale.md).
 
     .venv/bin/python bench/bench_scale.py [--rows 20000000] [--files 100] [--days 365]
-                                          [--day-mb 8] [--repeats 3] [--only lock|stats|scan]
+                                          [--day-mb 8] [--repeats 3]
+                                          [--only lock|relock|stats|scan] [--before TREE]
 
 1. lock (a dataset of --days files, one per day, --day-mb each):
    - full lock: `buildenv lock` (cold stat cache) vs a bare Python process that sha256es every
@@ -9,6 +10,8 @@
    - relock after adding one day: `buildenv lock` (warm stat cache) vs a bare Python process
      that stats every file and sha256es the new one; the same two in-process (no interpreter
      or CLI start-up: `lock_environments` vs the bare loop). Goal: 1.2x.
+   `--only relock`: the in-process relock alone, in `--repeats` processes (with `--before
+   TREE`, alternating with processes relocking with the buildenv package under TREE).
 2. stats (--rows rows in --files files, hive-partitioned by date, 6 columns): in one child
    process, alternating: a bare pyarrow decode of the same columns (`iter_batches` over every
    file), `validate_env` and `run_drift` (against a shifted copy) with the local executor, and
@@ -26,6 +29,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -72,6 +76,10 @@ print("ok")
 RELOCK_INPROC = r"""
 import hashlib, json, os, shutil, statistics, sys, time
 from pathlib import Path
+if os.environ.get("BENCH_BEFORE_TREE"):  # --before: that tree's buildenv, not the editable one
+    sys.path.insert(0, os.environ["BENCH_BEFORE_TREE"])
+    sys.meta_path[:] = [f for f in sys.meta_path
+                        if "__editable__" not in getattr(f, "__module__", "")]
 from buildenv.core.project import Project
 from buildenv.labels.locking import lock_environments
 from buildenv.env.resolve import Multiverse
@@ -84,7 +92,7 @@ def bare():
     with open(new, "rb", buffering=0) as f:
         while chunk := f.read(8 << 20):
             h.update(chunk)
-ours, floor = [], []
+ours, floor, ours_cpu, floor_cpu = [], [], [], []
 for _ in range(int(sys.argv[5])):
     new.unlink(missing_ok=True)
     lock_environments(Multiverse(Project.discover(root)), ["days"])  # the lock without it
@@ -92,11 +100,15 @@ for _ in range(int(sys.argv[5])):
     shutil.copy2(spare, new)
     past = time.time() - 60
     os.utime(new, (past, past))
-    t = time.perf_counter(); bare(); floor.append(time.perf_counter() - t)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
+    bare()
+    floor.append(time.perf_counter() - t); floor_cpu.append(time.process_time() - c)
+    t, c = time.perf_counter(), time.process_time()
     lock_environments(Multiverse(Project.discover(root)), ["days"])
-    ours.append(time.perf_counter() - t)
-print(json.dumps({"ours": statistics.median(ours), "bare": statistics.median(floor)}))
+    ours.append(time.perf_counter() - t); ours_cpu.append(time.process_time() - c)
+print(json.dumps({"ours": statistics.median(ours), "bare": statistics.median(floor),
+                  "ours_cpu": statistics.median(ours_cpu),
+                  "bare_cpu": statistics.median(floor_cpu)}))
 """
 
 STATS_INPROC = r"""
@@ -340,6 +352,43 @@ def bench_lock(root: Path, days: int, day_mb: int, repeats: int) -> tuple[str, d
                   "relock (in-process) <= 1.2x stat + hash one": in_ratio <= 1.2}
 
 
+def bench_relock(root: Path, days: int, day_mb: int, repeats: int, before: str | None
+                 ) -> tuple[str, dict]:
+    """The in-process relock after one added day alone (the goal's measure; ~1 min once the
+    days exist), `repeats` child processes of 5 relocks each; with `before`, as many with the
+    buildenv package under that tree, alternating."""
+    folder = make_days(root, days, day_mb)
+    spare = root / "data" / "spare-day.parquet"
+    new = folder / f"date={day(days)}" / "part-0.parquet"
+    trees = {"this tree": None, **({"--before tree": before} if before else {})}
+    found: dict[str, list[dict]] = {name: [] for name in trees}
+    for i in range(repeats):
+        for name, tree in (list(trees.items()) if i % 2 == 0 else list(trees.items())[::-1]):
+            env = {**os.environ, **({"BENCH_BEFORE_TREE": tree} if tree else {})}
+            cache = root / ".buildenv" / "statcache.json"
+            own = root / f"statcache-{'before' if tree else 'this'}.json"  # its own form
+            if own.exists():
+                shutil.copy(own, cache)
+            found[name].append(json.loads(run([MAIN_PY, "-c", RELOCK_INPROC, root, folder, new,
+                                               spare, "5"], env=env).stdout))
+            shutil.copy(cache, own)
+            print(f"  round {i + 1}/{repeats}, {name}: {found[name][-1]}", flush=True)
+    new.unlink(missing_ok=True)
+    lines, goals = [], {}
+    for name, runs in found.items():
+        ratios = sorted(r["ours"] / r["bare"] for r in runs)
+        cpu = sorted(r["ours_cpu"] / r["bare_cpu"] for r in runs)
+        ours = statistics.median(r["ours"] for r in runs)
+        bare = statistics.median(r["bare"] for r in runs)
+        ratio = statistics.median(ratios)
+        lines.append(f"- relock after one day, in-process, {name}: {ours * 1000:.1f} ms vs "
+                     f"{bare * 1000:.1f} ms; median of the {len(runs)} processes' ratios "
+                     f"**{ratio:.2f}x** wall ({', '.join(f'{x:.2f}' for x in ratios)}), "
+                     f"{statistics.median(cpu):.2f}x CPU (goal <= 1.2x: {verdict(ratio <= 1.2)})")
+        goals[f"relock (in-process, {name}) <= 1.2x stat + hash one"] = ratio <= 1.2
+    return "\n".join(lines), goals
+
+
 def bench_stats(root: Path, rows: int, files: int, repeats: int) -> tuple[str, dict]:
     make_events(root, rows, files, "data", 0.0)
     make_events(root, rows, files, "cand", 0.3)
@@ -403,7 +452,10 @@ def main() -> int:
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--day-mb", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--only", choices=["lock", "stats", "scan"], action="append")
+    ap.add_argument("--only", choices=["lock", "relock", "stats", "scan"], action="append")
+    ap.add_argument("--before", metavar="TREE",
+                    help="with --only relock: also relock with the buildenv package under TREE "
+                         "(e.g. a `git archive` of an older commit), alternating")
     args = ap.parse_args()
     only = set(args.only or ["lock", "stats", "scan"])
     root = work_dir("scale")
@@ -413,6 +465,10 @@ def main() -> int:
     if "lock" in only:
         text, g = bench_lock(root, args.days, args.day_mb, args.repeats)
         sections += ["## Lock of a partitioned dataset", text]
+        goals.update(g)
+    if "relock" in only:
+        text, g = bench_relock(root, args.days, args.day_mb, args.repeats, args.before)
+        sections += ["## Relock of a partitioned dataset after one added day", text]
         goals.update(g)
     if "stats" in only:
         text, g = bench_stats(root, args.rows, args.files, args.repeats)

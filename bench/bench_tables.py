@@ -1,7 +1,7 @@
 """Table datasets: what locking and reading a Delta or Iceberg version costs.
 
     .venv/bin/python bench/bench_tables.py [--files 100] [--rows 50000] [--repeats 5]
-        [--only lock|relock|read|validate] [--read-threads N ...]
+        [--only lock|relock|read|validate] [--read-threads N ...] [--before TREE]
 
 One seeded event stream is written three ways under bench/.work/tables/: a Delta table (one
 commit per file, by delta-rs), an Iceberg table (one snapshot per file, by PyIceberg, SQLite
@@ -13,7 +13,8 @@ Each figure is measured in its own child process, alternating round by round, af
   sequential sha256 of the same files (what `sha256sum` does). Goal <= 1.1x.
 - **relock after one append**: the stat cache of the previous lock is restored before each
   run, so the lock hashes the one new file; against hashing that file plus reading the log
-  (delta-rs opening the table and listing its add actions). Goal <= 1.2x.
+  (delta-rs opening the table and listing its add actions). Goal <= 1.2x. `--before TREE`
+  also relocks with the `buildenv` package under TREE (`relock@before`, alternating).
 - **read** (`ctx.read`'s path: `Gate.open(...).table(columns)`, verified against the lock,
   vouched for by its stat cache) of the pinned Delta version and Iceberg snapshot, against the
   same files read as a plain Parquet directory through buildenv (goal <= 1.15x; `plain/` holds
@@ -88,6 +89,10 @@ for i in range(files + 1):  # the last one is the append the relock measures
 MEASURE = """
 import json, os, shutil, sys, time
 case, root = sys.argv[1], sys.argv[2]
+if os.environ.get("BENCH_BEFORE_TREE"):  # --before: that tree's buildenv, not the editable one
+    sys.path.insert(0, os.environ["BENCH_BEFORE_TREE"])
+    sys.meta_path[:] = [f for f in sys.meta_path
+                        if "__editable__" not in getattr(f, "__module__", "")]
 import hashlib
 import pyarrow as pa
 from buildenv.core.project import Project
@@ -155,6 +160,14 @@ print(json.dumps({"seconds": time.perf_counter() - start, "cpu": time.process_ti
 os._exit(0)  # delta-rs' runtime can abort while the interpreter tears down; the figure is out
 """
 
+BEFORE_LOCK = """
+import os, runpy, sys
+sys.path.insert(0, os.environ["BENCH_BEFORE_TREE"])
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+sys.argv = ["buildenv", "lock", "--root", sys.argv[1]]
+runpy.run_module("buildenv", run_name="__main__")
+"""
+
 
 def _setup(root, files: int, rows: int) -> str:
     """The three tables (written once, reused by later runs); returns the Delta table's last
@@ -194,6 +207,47 @@ def _setup(root, files: int, rows: int) -> str:
     return str(root / "delta" / appended)
 
 
+def _checks(args: argparse.Namespace) -> list[tuple[str, str, str, float]]:
+    """(what, case, baseline case, goal) of every ratio the run may print."""
+    checks = [("lock / sha256 of the files", "lock", "sha256", GOALS["lock"]),
+              ("relock after one append / hash it + read the log", "relock",
+               "append-baseline", GOALS["relock"]),
+              ("read Delta version / plain directory", "read-delta", "read-plain",
+               GOALS["plain"]),
+              ("read Iceberg snapshot / plain directory of its files", "read-iceberg",
+               "read-plain-iceberg", GOALS["plain"]),
+              ("read Delta version / deltalake to_pyarrow_table", "read-delta", "lib-delta",
+               GOALS["library"]),
+              ("read Iceberg snapshot / pyiceberg scan().to_arrow()", "read-iceberg",
+               "lib-iceberg", GOALS["library"]),
+              ("validate Delta version / plain directory", "validate-delta", "validate-plain",
+               GOALS["plain"]),
+              ("validate Iceberg snapshot / plain directory of its files",
+               "validate-iceberg", "validate-plain-iceberg", GOALS["plain"])]
+    if args.before:
+        checks.append(("relock after one append, the --before tree / hash it + read the log",
+                       "relock@before", "append-baseline", GOALS["relock"]))
+    for n in args.read_threads:  # the same goals with another worker count
+        checks += [(f"read Delta version / plain directory, {n} read thread(s)",
+                    f"read-delta@{n}", f"read-plain@{n}", GOALS["plain"]),
+                   (f"read Delta version / deltalake to_pyarrow_table, {n} read thread(s)",
+                    f"read-delta@{n}", "lib-delta", GOALS["library"])]
+    return checks
+
+
+def _verdicts(checks: list[tuple[str, str, str, float]], measured: dict[str, list[dict]],
+              med) -> list[str]:
+    """A line per ratio of the cases measured (sections left out with --only are skipped)."""
+    out = []
+    for what, mine, base, goal in checks:
+        if mine not in measured or base not in measured:
+            continue
+        wall, cpu = med(mine) / med(base), med(mine, "cpu") / med(base, "cpu")
+        out.append(f"- {what}: **{wall:.2f}x** wall, {cpu:.2f}x CPU (goal <= {goal}x: "
+                   f"{verdict(wall <= goal)} on wall time, {verdict(cpu <= goal)} on CPU)")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=100)
@@ -201,6 +255,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", action="append", choices=["lock", "relock", "read", "validate"],
                         help="measure only these sections (repeatable; default: all)")
+    parser.add_argument("--before", metavar="TREE",
+                        help="also relock with the buildenv package under TREE (e.g. a `git "
+                             "archive` of an older commit), alternating with this one")
     parser.add_argument("--read-threads", type=int, action="append", default=[],
                         help="also read the Delta version and the plain directory with this "
                              "BUILDENV_READ_THREADS (repeatable; the default is always read)")
@@ -217,9 +274,11 @@ def main() -> int:
     state = root / ".buildenv"
     measured: dict[str, list[dict]] = {}
 
-    def case(name: str, *argv: str, threads: int | None = None):
+    def case(name: str, *argv: str, threads: int | None = None, tree: str | None = None):
         def go():
             child = env if threads is None else {**env, "BUILDENV_READ_THREADS": str(threads)}
+            if tree is not None:
+                child = {**child, "BENCH_BEFORE_TREE": tree}
             result = run([MAIN_PY, "-c", MEASURE, name.split("@")[0], str(root), *argv],
                          env=child)
             measured.setdefault(name, []).append(json.loads(result.stdout))
@@ -234,7 +293,12 @@ def main() -> int:
     if "lock" in only:
         alternate({"sha256": case("sha256"), "lock": case("lock")}, args.repeats,
                   before={"lock": cold})
-    # the lock of every environment, and its stat cache, for the reads and the relock
+    # the lock of every environment, and its stat cache, for the reads and the relock (and
+    # the stat cache as the --before tree writes it: its form may differ)
+    saved_before = root / "statcache.saved-before"
+    if args.before:
+        run([MAIN_PY, "-c", BEFORE_LOCK, str(root)], env={**env, "BENCH_BEFORE_TREE": args.before})
+        shutil.copy(state / "statcache.json", saved_before)
     run([MAIN_PY, "-m", "buildenv", "lock", "--root", str(root)], env=env)
     saved = root / "statcache.saved"
     shutil.copy(state / "statcache.json", saved)
@@ -245,9 +309,16 @@ def main() -> int:
         shutil.copy(saved, state / "statcache.json")
         (root / "environments" / "delta.lock.json").write_text(lock_saved)
 
+    def warm_before() -> None:  # the same, as the --before tree left it
+        warm()
+        shutil.copy(saved_before, state / "statcache.json")
+
     if "relock" in only:
+        before_tree = ({"relock@before": case("relock@before", tree=args.before)}
+                       if args.before else {})
         alternate({"append-baseline": case("append-baseline", appended),
-                   "relock": case("relock")}, args.repeats, before={"relock": warm})
+                   "relock": case("relock"), **before_tree}, args.repeats,
+                  before={"relock": warm, "relock@before": warm_before})
     warm()
     (root / "environments" / "delta.yaml").write_text(ENVS["delta"].replace('{version}', str(version)))
     if "read" in only:
@@ -272,32 +343,8 @@ def main() -> int:
     print()
     print(f"{args.files} files, {args.files * args.rows:,} rows, {size:.0f} MiB (Delta files)")
     print(table(["case", "wall s", "CPU s"], rows))
-    checks = [("lock / sha256 of the files", "lock", "sha256", GOALS["lock"]),
-              ("relock after one append / hash it + read the log", "relock",
-               "append-baseline", GOALS["relock"]),
-              ("read Delta version / plain directory", "read-delta", "read-plain",
-               GOALS["plain"]),
-              ("read Iceberg snapshot / plain directory of its files", "read-iceberg",
-               "read-plain-iceberg", GOALS["plain"]),
-              ("read Delta version / deltalake to_pyarrow_table", "read-delta", "lib-delta",
-               GOALS["library"]),
-              ("read Iceberg snapshot / pyiceberg scan().to_arrow()", "read-iceberg",
-               "lib-iceberg", GOALS["library"]),
-              ("validate Delta version / plain directory", "validate-delta", "validate-plain",
-               GOALS["plain"]),
-              ("validate Iceberg snapshot / plain directory of its files",
-               "validate-iceberg", "validate-plain-iceberg", GOALS["plain"])]
-    for n in args.read_threads:  # the same goals with another worker count
-        checks += [(f"read Delta version / plain directory, {n} read thread(s)",
-                    f"read-delta@{n}", f"read-plain@{n}", GOALS["plain"]),
-                   (f"read Delta version / deltalake to_pyarrow_table, {n} read thread(s)",
-                    f"read-delta@{n}", "lib-delta", GOALS["library"])]
-    for what, mine, base, goal in checks:
-        if mine not in measured or base not in measured:
-            continue  # a section left out with --only
-        wall, cpu = med(mine) / med(base), med(mine, "cpu") / med(base, "cpu")
-        print(f"- {what}: **{wall:.2f}x** wall, {cpu:.2f}x CPU (goal <= {goal}x: "
-              f"{verdict(wall <= goal)} on wall time, {verdict(cpu <= goal)} on CPU)")
+    for line in _verdicts(_checks(args), measured, med):
+        print(line)
     return 0
 
 

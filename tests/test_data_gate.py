@@ -264,16 +264,16 @@ def test_a_file_the_lock_just_hashed_is_not_hashed_again(repo):
     pins = {name: entry["digest"] for name, entry in lock["datasets"].items()}
     cache = repo / ".buildenv" / "statcache.json"
     entries = json.loads(cache.read_text())["entries"]
+    # entries: [size, mtime_ns, ctime_ns, inode, device, hashed_at_ns, digest, size, rows]
     for entry in entries.values():  # as if hashed a while ago: outside the racy window
-        entry["hashed_at_ns"] = time.time_ns()
-        entry["stat"]["mtime_ns"] -= 5_000_000_000
+        entry[5] = time.time_ns()
+        entry[1] -= 5_000_000_000
     path = repo / "data" / "movies.parquet"
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - 5_000_000_000))
     key = next(k for k in entries if k.endswith("movies.parquet"))
-    entries[key]["stat"] = {**entries[key]["stat"], "mtime_ns": path.stat().st_mtime_ns,
-                            "ctime_ns": path.stat().st_ctime_ns}
-    cache.write_text(json.dumps({"version": 1, "entries": entries}))
+    entries[key][1:3] = [path.stat().st_mtime_ns, path.stat().st_ctime_ns]
+    cache.write_text(json.dumps({"version": 2, "entries": entries}))
     with gate_for(repo, "base", pins=pins).open("movies") as read:
         assert read._pinned._digest == pins["movies"]  # vouched before any decoding
         assert read.table(["movie_id"]).num_rows == 20

@@ -451,6 +451,27 @@ def test_csv_with_quoted_newlines_validates(tmp_path):
     assert invoke_cli(["validate", "csvenv"], root) == (0, "csvenv: 1 dataset(s) valid\n", "")
 
 
+def test_a_version_1_stat_cache_still_vouches_and_is_rewritten_as_version_2(tmp_path):
+    """Entries were objects before they were flat lists: an upgrade must not rehash a year
+    of data, and a stat that differs in any field is still a miss."""
+    from buildenv.data.storage import Stat
+
+    path = tmp_path / "statcache.json"
+    stat = Stat(size=3, mtime_ns=1, ctime_ns=2, inode=7, device=1)
+    value = content.ContentDigest("sha256:" + "a" * 64, 3, 5)
+    path.write_text(json.dumps({"version": 1, "entries": {"sha256:parquet:/data/x.parquet": {
+        "stat": {"size": 3, "mtime_ns": 1, "ctime_ns": 2, "inode": 7, "device": 1},
+        "hashed_at_ns": 10**18, "digest": value.digest, "size": 3, "rows": 5}}}))
+    cache = content.StatCache(path)
+    assert cache.get("/data/x.parquet", stat, "sha256", "parquet") == value
+    for field in ("size", "mtime_ns", "ctime_ns", "inode", "device"):
+        other = stat._replace(**{field: getattr(stat, field) + 1})
+        assert cache.get("/data/x.parquet", other, "sha256", "parquet") is None, field
+    cache.save()
+    assert json.loads(path.read_text())["version"] == 2
+    assert content.StatCache(path).get("/data/x.parquet", stat, "sha256", "parquet") == value
+
+
 def test_the_shared_stat_cache_is_parsed_again_once_rewritten(tmp_path):
     """Gate reads share one parse of the stat cache per process; a cache a lock rewrote
     meanwhile (another process, or this one) is what the next read sees, so a file whose

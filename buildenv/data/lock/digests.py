@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -70,21 +70,30 @@ class ContentDigest:
 
 
 class StatCache:
-    """Persistent map: location key -> (stat, digest). A corrupt file is a silent miss."""
+    """Persistent map: location key -> (stat, digest). A corrupt file is a silent miss.
 
-    VERSION = 1
+    Each entry is one flat list, `[size, mtime_ns, ctime_ns, inode, device, hashed_at_ns,
+    digest, digest size, rows]` (version 2): a relock parses and writes the whole cache, and
+    nested objects cost twice the time (bench/bench_scale.py). Version 1 files (an object per
+    entry) are read as well."""
+
+    VERSION = 2
 
     def __init__(self, path: Path | None):
         self.path = path
         self._lock = threading.Lock()
-        self._entries: dict[str, dict[str, Any]] = {}
+        self._entries: dict[str, list[Any]] = {}
         self._dirty = False
         if path is not None and path.is_file():
             try:
                 data = json.loads(path.read_text())
                 if data.get("version") == self.VERSION:
                     self._entries = data.get("entries", {})
-            except (OSError, ValueError):
+                elif data.get("version") == 1:
+                    self._entries = {key: _flat(entry)
+                                     for key, entry in data.get("entries", {}).items()}
+                    self._dirty = bool(self._entries)  # rewritten in this form
+            except (OSError, ValueError, TypeError, KeyError, AttributeError):
                 self._entries = {}
 
     @classmethod
@@ -111,19 +120,22 @@ class StatCache:
 
     def get(self, key: str, stat: Stat, algorithm: str, fmt: str) -> ContentDigest | None:
         entry = self._entries.get(f"{algorithm}:{fmt}:{key}")
-        if not entry or entry.get("stat") != stat.__dict__:  # asdict() deep-copies: slower
+        if type(entry) is not list or len(entry) != 9 or entry[0] != stat.size or \
+                entry[1] != stat.mtime_ns or entry[2] != stat.ctime_ns or \
+                entry[3] != stat.inode or entry[4] != stat.device:
             return None
         # Remote objects have second-resolution mtimes and no inode: a wider window.
         window = RACY_NS if stat.inode else 3 * RACY_NS
-        if stat.mtime_ns >= entry.get("hashed_at_ns", 0) - window:
+        if stat.mtime_ns >= entry[5] - window:
             return None  # modified too close to hashing to trust the timestamp
-        return ContentDigest(entry["digest"], entry["size"], entry["rows"])
+        return ContentDigest(entry[6], entry[7], entry[8])
 
     def put(self, key: str, stat: Stat, algorithm: str, fmt: str, value: ContentDigest,
             hashed_at_ns: int) -> None:
         with self._lock:
-            self._entries[f"{algorithm}:{fmt}:{key}"] = {
-                "stat": asdict(stat), "hashed_at_ns": hashed_at_ns, **asdict(value)}
+            self._entries[f"{algorithm}:{fmt}:{key}"] = [
+                stat.size, stat.mtime_ns, stat.ctime_ns, stat.inode, stat.device, hashed_at_ns,
+                value.digest, value.size, value.rows]
             self._dirty = True
 
     def save(self) -> None:
@@ -133,12 +145,23 @@ class StatCache:
             # not fsynced: a cache lost to a crash costs a rehash, never a wrong digest (an
             # unreadable file is a miss); under load an fsync took longer than the relock's
             # own work (bench/bench_tables.py)
+            # in the order the entries were read and added (sorting the keys cost as much
+            # as writing them)
             atomic_write_text(self.path, json.dumps({"version": self.VERSION,
-                                                     "entries": self._entries}, sort_keys=True),
+                                                     "entries": self._entries}),
                               durable=False)
             self._dirty = False
         except OSError:
             pass  # a cache that cannot be written is only slower
+
+
+def _flat(entry: dict[str, Any]) -> list[Any]:
+    """A version 1 entry (`{"stat": {...}, "hashed_at_ns", "digest", "size", "rows"}`) as a
+    version 2 list."""
+    stat = entry["stat"]
+    return [stat["size"], stat["mtime_ns"], stat.get("ctime_ns", 0), stat.get("inode", 0),
+            stat.get("device", 0), entry.get("hashed_at_ns", 0), entry["digest"],
+            entry["size"], entry["rows"]]
 
 
 # StatCache.shared: cache path -> (the file's identity when parsed, the parsed cache)

@@ -33,7 +33,7 @@ from buildenv.data.lock.manifest import (
     digest_partitioned,
 )
 from buildenv.data.lock.provenance import provenance_problems
-from buildenv.data.lock.tables import column_problems, digest_table
+from buildenv.data.lock.tables import Previous, column_problems, digest_table
 from buildenv.data.storage import locate
 from buildenv.data.tables import TableError
 from buildenv.env.resolve import Multiverse, Resolved
@@ -72,13 +72,15 @@ def digest_dataset(project: Project, uri: str, fmt: str, partitions: Sequence[st
 
 
 def digest_declared(project: Project, ds: Dataset, algorithm: str = "sha256",
-                    cache: StatCache | None = None, executor: Executor | None = None
-                    ) -> Digested:
+                    cache: StatCache | None = None, executor: Executor | None = None,
+                    previous: Previous | None = None) -> Digested:
     """The digest of what a dataset declaration selects now: a table's version (its files,
-    `lock.tables`), the bytes a `.dvc` file pins (`lock.dvc_pins`), or the file or directory
-    at its uri. Raises like `digest_dataset`, and TableError for tables and DVC pins."""
+    `lock.tables`; `previous`, what the lock being replaced pins of it), the bytes a `.dvc`
+    file pins (`lock.dvc_pins`), or the file or directory at its uri. Raises like
+    `digest_dataset`, and TableError for tables and DVC pins."""
     if ds.is_table:
-        value, manifest, record = digest_table(project, ds, algorithm, cache, executor)
+        value, manifest, record = digest_table(project, ds, algorithm, cache, executor,
+                                               previous)
         return Digested(value, manifest, table=record)
     if ds.dvc is not None:
         value, record = digest_dvc(project, ds, algorithm, cache)
@@ -91,16 +93,19 @@ Problem = tuple[str, str, tuple[str, ...]]  # code, message, hints
 
 
 def _digest_all(project: Project, wanted: dict[DatasetKey, Dataset], algorithm: str,
-                cache: StatCache, executor: Executor | None = None
+                cache: StatCache, executor: Executor | None = None,
+                previous: dict[DatasetKey, Previous] | None = None
                 ) -> tuple[dict[DatasetKey, Digested], dict[DatasetKey, list[Problem]]]:
     """Hash each distinct dataset once, a few in parallel (hashlib releases the GIL)."""
+    before = previous or {}
     results: dict[DatasetKey, Digested] = {}
     errors: dict[DatasetKey, list[Problem]] = {}
 
     def work(item: DatasetKey) -> None:
         uri = item[0]
         try:
-            results[item] = digest_declared(project, wanted[item], algorithm, cache, executor)
+            results[item] = digest_declared(project, wanted[item], algorithm, cache, executor,
+                                            before.get(item))
         except TableError as exc:
             errors[item] = [(exc.code, exc.message, exc.hints)]
         except ManifestError as exc:
@@ -205,7 +210,9 @@ def lock_environments_with(label_locker: LabelLocker, multiverse: Multiverse, na
                                     for (uri, *_), ds in wanted.items()):
         executor.prepare()  # datasets are hashed from threads: connect from this one
     cache = stat_cache(project)
-    digests, errors = _digest_all(project, wanted, algorithm, cache, executor)
+    locks: dict[str, Lock | None] = {}  # the locks being replaced, read once
+    digests, errors = _digest_all(project, wanted, algorithm, cache, executor,
+                                  _previous_tables(project, resolved, locks))
     out = []
     for name, res in sorted(resolved.items()):
         plain = {n: ds for n, ds in res.env.datasets.items() if ds.source is None}
@@ -225,11 +232,8 @@ def lock_environments_with(label_locker: LabelLocker, multiverse: Multiverse, na
             continue
         labels: dict[str, LockedLabels] = {}
         if res.env.labels:
-            try:
-                previous = read_lock(project, name)
-            except DiagnosticError:
-                previous = None
-            labels, found = label_locker(multiverse, res, previous, algorithm, cache)
+            labels, found = label_locker(multiverse, res, _read_previous(project, name, locks),
+                                         algorithm, cache)
             found += _build_labels(builder, multiverse, res, datasets, labels, cache)
             problems.extend(found)
             if any(p.is_error for p in found):
@@ -248,6 +252,34 @@ def lock_environments_with(label_locker: LabelLocker, multiverse: Multiverse, na
         out.append((name, lock, changed))
     cache.save()
     return out, problems
+
+
+def _read_previous(project: Project, name: str, locks: dict[str, Lock | None]) -> Lock | None:
+    """The lock of `name` as it is before this relock (None: absent or unreadable)."""
+    if name not in locks:
+        try:
+            locks[name] = read_lock(project, name)
+        except DiagnosticError:
+            locks[name] = None
+    return locks[name]
+
+
+def _previous_tables(project: Project, resolved: dict[str, Resolved],
+                     locks: dict[str, Lock | None]) -> dict[DatasetKey, Previous]:
+    """What the locks being replaced pin of each Delta table that follows its latest commit
+    or a `version:`: a relock replays the commits since (`lock.tables`)."""
+    out: dict[DatasetKey, Previous] = {}
+    for name, res in sorted(resolved.items()):
+        for ds_name, ds in res.env.datasets.items():
+            if ds.format != "delta" or ds.as_of is not None or ds.source is not None or \
+                    _key(ds) in out:
+                continue
+            lock = _read_previous(project, name, locks)
+            entry = lock.datasets.get(ds_name) if lock is not None else None
+            if entry is not None and entry.table is not None and entry.manifest is not None \
+                    and entry.uri == ds.uri and entry.format == ds.format:
+                out[_key(ds)] = (entry.table, entry.manifest)
+    return out
 
 
 def _dataset_problems(project: Project, res: Resolved, plain: dict[str, Dataset],

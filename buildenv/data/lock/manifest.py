@@ -151,7 +151,8 @@ def describe_diff(added: Sequence[str], removed: Sequence[str], changed: Sequenc
 
 def is_data_file(path: str) -> bool:
     """False for bookkeeping files (`_SUCCESS`, `.crc`, anything under `_temporary/`)."""
-    return not any(part.startswith((".", "_")) for part in path.split("/"))
+    # a component starts with "." or "_": at the start or after a "/" (no split per file)
+    return not (path.startswith((".", "_")) or "/." in path or "/_" in path)
 
 
 def partition_values(path: str, partitions: Sequence[str]) -> dict[str, str | None]:
@@ -166,9 +167,9 @@ def partition_values(path: str, partitions: Sequence[str]) -> dict[str, str | No
     values: dict[str, str | None] = {}
     for part, name in zip(parts, partitions):
         key, eq, value = part.partition("=")
-        if not eq or unquote(key) != name:
+        if not eq or (unquote(key) if "%" in key else key) != name:
             raise ValueError(f"directory '{part}' is not '{name}=<value>'")
-        text = unquote(value)
+        text = unquote(value) if "%" in value else value
         values[name] = None if text == HIVE_NULL else text
     return values
 
@@ -252,8 +253,10 @@ class Listed:
     @property
     def key(self) -> str:
         """`location.key`, without building the Location (a relock looks up every file)."""
-        if self.parent.local is not None:
-            return os.path.join(self.parent.key, *self.path.split("/"))
+        if self.parent.local is not None:  # what `os.path.join` gives, without its checks
+            key = self.parent.key
+            return f"{key}{'' if key.endswith(os.sep) else os.sep}" \
+                f"{self.path if os.sep == '/' else self.path.replace('/', os.sep)}"
         return self.location.key
 
     @property

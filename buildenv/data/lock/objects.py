@@ -77,6 +77,7 @@ class LocalObjects:
 
     def __init__(self, root: Path):
         self.root = root
+        self._root_text = str(root)  # `has` joins strings: asked once per pinned file
 
     @classmethod
     def of(cls, project: Project) -> LocalObjects:
@@ -95,7 +96,7 @@ class LocalObjects:
             return False
         # a string path: asked once per pinned file on every lock, where pathlib's joins
         # cost more than the stat
-        return os.path.isfile(f"{self.root}/{algorithm}/{hexdigest[:2]}/{hexdigest[2:]}")
+        return os.path.isfile(f"{self._root_text}/{algorithm}/{hexdigest[:2]}/{hexdigest[2:]}")
 
     def _prepare(self, digest: str) -> Path:
         final = self.path(digest)

@@ -14,6 +14,7 @@ ref: where is it now, and what happened since the pinned version.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,25 +23,34 @@ from buildenv.core.project import Project
 from buildenv.data.lock.digests import ContentDigest, StatCache
 from buildenv.data.lock.manifest import Listed, Manifest, digest_listed
 from buildenv.data.storage import locate
-from buildenv.data.tables import TableError, TableVersion, resolve
+from buildenv.data.tables import TableError, TableFile, TableVersion, resolve
 from buildenv.data.tables.delta import describe_commits, latest_version
+from buildenv.data.tables.delta_replay import replay
 from buildenv.data.tables.iceberg import check_field_names, open_snapshot
 from buildenv.env.spec import Dataset
 
-__all__ = ["column_problems", "declared_pin", "digest_table", "pinned_files_now", "table_moved"]
+__all__ = ["Previous", "column_problems", "declared_pin", "digest_table", "pinned_files_now",
+           "table_moved"]
+
+Previous = tuple[dict[str, Any], Manifest]  # a lock's table record and manifest of the dataset
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def digest_table(project: Project, ds: Dataset, algorithm: str, cache: StatCache | None,
-                 executor: Any = None) -> tuple[ContentDigest, Manifest, dict[str, Any]]:
-    """(digest, manifest, table record) of the version `ds` selects now. Raises TableError
-    (BE072-BE077, BE053) naming the table, the version and the file."""
-    version = resolve(project, ds)
+                 executor: Any = None, previous: Previous | None = None
+                 ) -> tuple[ContentDigest, Manifest, dict[str, Any]]:
+    """(digest, manifest, table record) of the version `ds` selects now. `previous` (the
+    table record and manifest of the lock being replaced) lets a Delta table be relocked from
+    the commits since, without opening it (`delta_replay`). Raises TableError (BE072-BE077,
+    BE053) naming the table, the version and the file."""
+    version = _replayed(project, ds, previous) if previous is not None else None
+    if version is None:
+        version = resolve(project, ds)
     base = locate(version.base, project)
     listed, missing = [], []
     for entry in version.files:
-        location = base.child(entry.path)
         try:
-            listed.append(Listed(entry.path, base, location.stat()))
+            listed.append(Listed(entry.path, base, base.stat_child(entry.path)))
         except FileNotFoundError:
             missing.append(entry.path)
         except OSError as exc:
@@ -68,6 +78,23 @@ def digest_table(project: Project, ds: Dataset, algorithm: str, cache: StatCache
             {**version.record(), "pin": declared_pin(ds)})
 
 
+def _replayed(project: Project, ds: Dataset, previous: Previous) -> TableVersion | None:
+    """The version `ds` selects now, from the previous lock's version and the Delta commits
+    since; None when that cannot be said without the table library."""
+    record, manifest = previous
+    try:
+        when = dt.datetime.fromisoformat(str(record["committed"]))
+        pinned = TableVersion(
+            "delta", str(record["base"]), int(record["version"]),
+            (when - _EPOCH) // dt.timedelta(milliseconds=1),
+            tuple((str(k), str(v)) for k, v in dict(record["schema"]).items()),
+            manifest.partitions,
+            tuple(TableFile(f.path, f.size, f.rows, f.values) for f in manifest.files))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return replay(project, ds, pinned)
+
+
 def pinned_files_now(project: Project, manifest: Manifest, algorithm: str,
                      cache: StatCache | None, executor: Any = None
                      ) -> tuple[Manifest, list[str]]:
@@ -79,7 +106,7 @@ def pinned_files_now(project: Project, manifest: Manifest, algorithm: str,
     listed, missing = [], []
     for entry in manifest.files:
         try:
-            listed.append(Listed(entry.path, base, base.child(entry.path).stat()))
+            listed.append(Listed(entry.path, base, base.stat_child(entry.path)))
         except FileNotFoundError:
             missing.append(entry.path)
     now = digest_listed(listed, manifest.partitions, algorithm, cache, executor,

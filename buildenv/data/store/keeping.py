@@ -7,6 +7,7 @@ copied) a few at a time. A restricted dataset's objects are readable by their ow
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,12 +27,20 @@ __all__ = ["PinnedFile", "dataset_files", "keep_lock", "keep_pinned", "pinned_fi
 @dataclass(frozen=True)
 class PinnedFile:
     dataset: str  # the dataset the bytes are rows or labels of (restricted: audited)
-    location: Location
+    base: Location  # the file, or (with `rel`) the directory it is under
     digest: str
     fmt: str  # how the stat cache knows the file ("parquet", "csv", "file")
     restricted: bool
     what: str  # how messages name it: "dataset 'movies'", "label set 'genre-v2'"
     place: tuple[str, ...]  # the YAML key its diagnostics point at
+    rel: str | None = None  # the file's path under `base` (a manifest's file)
+
+    @functools.cached_property
+    def location(self) -> Location:
+        """Where the bytes are: built when asked, as a relock asks only for the files the
+        store does not hold yet (a path object per file of a year of data cost a tenth of
+        the relock)."""
+        return self.base if self.rel is None else self.base.child(self.rel)
 
 
 def dataset_files(project: Project, name: str, pinned: LockedDataset, restricted: bool
@@ -40,8 +49,8 @@ def dataset_files(project: Project, name: str, pinned: LockedDataset, restricted
     what, place = f"dataset '{name}'", ("datasets", name, "uri")
     if pinned.manifest is not None:
         base = locate(pinned.manifest.base or pinned.uri, project)
-        return [PinnedFile(name, base.child(f.path), f.digest, "parquet", restricted, what,
-                           place) for f in pinned.manifest.files]
+        return [PinnedFile(name, base, f.digest, "parquet", restricted, what, place, f.path)
+                for f in pinned.manifest.files]
     return [PinnedFile(name, locate(pinned.uri, project), pinned.digest, pinned.format,
                        restricted, what, place)]
 

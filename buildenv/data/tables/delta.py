@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 # Deferred imports (deltalake, pyarrow): delta-rs is the tables extra's; pyarrow stays off the
 # start-up path of `buildenv lock`, which imports this module.
 
-__all__ = ["describe_commits", "latest_version", "open_version", "table_location"]
+__all__ = ["describe_commits", "latest_version", "open_version", "read_commit", "table_location"]
 
 TIMEOUT = "30s"
 _COMMIT = re.compile(r"^(\d{20})\.json$")
@@ -163,14 +163,27 @@ def _at_version(location: Location, uri: str, version: int | None, as_of: str | 
     return table
 
 
+def read_commit(location: Location, version: int) -> bytes | None:
+    """The bytes of commit file `version` of the table at `location` (a plain read for a local
+    table: pyarrow's filesystem costs more than the read); None when it is not in the log."""
+    name = f"_delta_log/{version:020d}.json"
+    try:
+        if location.local is not None:
+            with open(os.path.join(location.key, *name.split("/")), "rb") as handle:
+                return handle.read()
+        with location.child(name).open() as stream:
+            return bytes(stream.read())
+    except OSError:
+        return None
+
+
 def _commit_time(location: Location, version: int) -> int | None:
     """When `version` was committed, from its commit file's `commitInfo` (one small read,
     where delta-rs' history reads the whole log); None when the log does not say."""
-    commit = location.child(f"_delta_log/{version:020d}.json")
+    data = read_commit(location, version)
     try:
-        with commit.open() as stream:
-            text = stream.read().decode("utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = data.decode("utf-8") if data is not None else ""
+    except UnicodeDecodeError:
         return None
     for line in text.splitlines():
         if '"commitInfo"' in line:
@@ -229,8 +242,9 @@ def latest_version(project: Project, uri: str) -> int | None:
     """The newest commit in `_delta_log/` (None when there is no log): no library needed."""
     log = table_location(project, uri).child("_delta_log")
     try:
-        names = [rel for rel, _ in log.walk() if "/" not in rel]
-    except FileNotFoundError:
+        names = (os.listdir(log.key) if log.local is not None  # no stat per commit
+                 else [rel for rel, _ in log.walk() if "/" not in rel])
+    except (FileNotFoundError, NotADirectoryError):
         return None
     versions = [int(m.group(1)) for name in names if (m := _COMMIT.match(name))]
     return max(versions) if versions else None
