@@ -246,3 +246,40 @@ def test_classes_that_cannot_be_shipped_are_named(tmp_path: Path, monkeypatch):
            "buildenv's own code" in \
         needs.problems[0]["message"]
     assert model_needs([1.5, "text"], root, "train/demo.py").problems == []
+
+
+def test_installed_distributions_are_read_once_with_the_same_answers(tmp_path: Path,
+                                                                      monkeypatch):
+    """The model's library versions and what loading it needs both come from one reading of
+    the installed distributions, and say what two fresh readings say."""
+    from importlib import metadata
+
+    from sklearn.linear_model import LogisticRegression
+
+    from buildenv.training import installed
+    from buildenv.training.families.base import library_versions
+    from buildenv.training.shipping import model_needs
+
+    model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    root = tmp_path / "repo"
+    (root / "train").mkdir(parents=True)
+    installed.distributions_by_package.cache_clear()
+    uncached = (library_versions(["numpy", "sklearn"]), model_needs(model, root, "t.py"))
+    installed.distributions_by_package.cache_clear()
+    uncached_again = (library_versions(["numpy", "sklearn"]), model_needs(model, root, "t.py"))
+    readings = []
+    read = metadata.packages_distributions
+
+    def counted():
+        readings.append(1)
+        return read()
+
+    installed.distributions_by_package.cache_clear()
+    monkeypatch.setattr(installed.metadata, "packages_distributions", counted)
+    try:
+        cached = (library_versions(["numpy", "sklearn"]), model_needs(model, root, "t.py"))
+    finally:
+        installed.distributions_by_package.cache_clear()
+    assert len(readings) == 1
+    assert cached == uncached == uncached_again
+    assert cached[0]["scikit-learn"] == cached[1].libraries["scikit-learn"]

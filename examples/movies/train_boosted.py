@@ -34,8 +34,9 @@ def train(ctx):
                                            unknown_value=np.nan), CATEGORICAL),
             ("numeric", "passthrough", NUMERIC),
         ])),
+        # 60 rounds at rate 0.2: the held-out AUC of 150 at 0.08, in 40% of the fit time
         ("classifier", HistGradientBoostingClassifier(
-            learning_rate=0.08, max_iter=150, max_leaf_nodes=15, min_samples_leaf=40,
+            learning_rate=0.2, max_iter=60, max_leaf_nodes=15, min_samples_leaf=40,
             l2_regularization=1.0, early_stopping=False,
             categorical_features=list(range(len(CATEGORICAL))), random_state=ctx.seed,
         )),

@@ -28,7 +28,8 @@ def train(ctx):
              CATEGORICAL),
             ("numeric", "passthrough", NUMERIC),
         ])),
-        ("classifier", LGBMClassifier(n_estimators=150, num_leaves=15, learning_rate=0.08,
+        # 60 rounds at rate 0.2: the held-out AUC of 150 at 0.08, in 40% of the fit time
+        ("classifier", LGBMClassifier(n_estimators=60, num_leaves=15, learning_rate=0.2,
                                       min_child_samples=40, deterministic=True,
                                       force_row_wise=True, random_state=ctx.seed,
                                       verbose=-1)),

@@ -30,7 +30,8 @@ def train(ctx):
              CATEGORICAL),
             ("numeric", "passthrough", NUMERIC),
         ])),
-        ("classifier", XGBClassifier(n_estimators=150, max_depth=4, learning_rate=0.08,
+        # 60 rounds at rate 0.2: the held-out AUC of 150 at 0.08, in 40% of the fit time
+        ("classifier", XGBClassifier(n_estimators=60, max_depth=4, learning_rate=0.2,
                                      subsample=0.9, tree_method="hist",
                                      random_state=ctx.seed)),
     ])

@@ -115,6 +115,31 @@ def test_check_failure_is_a_clean_diagnostic(repo: ToyRepo) -> None:
     assert "buildenv failed" in proc.stderr
 
 
+def test_build_shows_every_pairs_failed_checks(repo: ToyRepo) -> None:
+    """`build` is `check package`, and the check goal is what shows every failing pair at once
+    (file, line, hint): `package` alone stops at the first pair whose `buildenv build` fails
+    and cancels the others (measured: one diagnostic of three), so the alias keeps `check`."""
+    for name, column in (("typo_x", "xx"), ("typo_y", "yy")):
+        repo.write(f"models/{name}/train.py", (
+            "def train(ctx):\n"
+            f"    df = ctx.read('items', columns=['x', 'y', {column!r}])\n"
+            "    return None\n"))
+        repo.write(f"models/{name}/BUILD", (
+            "python_sources(name='src')\n\n"
+            f"ml_training(name='{name}', entry='models/{name}/train.py:train', "
+            "environments=['a', 'b'])\n"))
+    proc = repo.pants("build", "models/typo_x::", "models/typo_y::", check=False)
+    assert proc.returncode != 0
+    for column, hint in (("xx", "x"), ("yy", "y")):
+        for env in ("a", "b"):
+            assert (f"error[BE102]: column '{column}' is not in dataset 'items' of "
+                    f"environment {env}\n  hint: did you mean '{hint}'?") in proc.stderr
+    assert proc.stderr.count("models/typo_x/train.py:2:") == 2
+    assert proc.stderr.count("models/typo_y/train.py:2:") == 2
+    assert "Traceback" not in proc.stderr
+    assert "Starting: buildenv build" not in proc.stderr  # nothing trained
+
+
 def test_training_only_feature_fails_the_build(repo: ToyRepo) -> None:
     repo.write("models/leaky/train.py", (
         "from sklearn.linear_model import LogisticRegression\n\n"

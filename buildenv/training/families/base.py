@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from buildenv.env.spec import Column, Environment
+from buildenv.training.installed import distributions_by_package
 
 __all__ = ["Family", "FamilyError", "Problem", "column_kinds", "environment_classes",
            "library_versions", "repository_modules"]
@@ -157,7 +158,7 @@ def library_versions(modules: list[str]) -> dict[str, str]:
     only the `.dist-info` (a PEX virtualenv, which is how `./pants build` runs a training) leave
     a module unmapped, and an unmapped library would go unchecked against serving's pins. Those
     are found by the distribution names the module is published under."""
-    table = metadata.packages_distributions()
+    table = distributions_by_package()
     out: dict[str, str] = {}
     for module in sorted(set(modules)):
         found = False
