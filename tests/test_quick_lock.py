@@ -185,6 +185,21 @@ def test_a_plan_of_another_algorithm_or_version_is_void(locked, monkeypatch):
     assert quick(locked) is None
 
 
+def test_a_plan_made_by_other_code_of_the_same_version_is_void(locked, monkeypatch):
+    """An editable install changes without a new version: a plan recorded before one of
+    buildenv's modules changed is void (the module's mtime stands for an edit)."""
+    monkeypatch.delenv("BUILDENV_ROOT", raising=False)
+    assert quick(locked) == 0
+    module = Path(quick_lock.__file__)
+    before = module.stat()
+    try:
+        os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+        assert quick(locked) is None
+    finally:
+        os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert quick(locked) == 0
+
+
 def test_a_prefetch_is_handed_out_only_once_its_thread_started(tmp_path, monkeypatch):
     """The quick path asks for a digest as soon as the early prefetch started it: a thread
     handed out before its start cannot be joined (that made one quick relock in four fall back

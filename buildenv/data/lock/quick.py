@@ -6,7 +6,8 @@ checks) is most of such a run's time. So after a lock that found no problem at a
 records a *plan* in `<cache_dir>/lockplan.json`: for each environment whose datasets are single
 local files (no table, DVC pin, directory, source made by code, label set or synthetic
 dataset), the digest of its lock file and the files, formats and digests that lock
-pins. The plan is valid only for the exact inputs it was made from: buildenv's version, the
+pins. The plan is valid only for the exact inputs it was made from: buildenv's version and code
+(each module's size and modification time: an editable install changes without a new version), the
 digest algorithm, `pyproject.toml` and every environment file (`inputs_digest`; any edit,
 addition or removal of any of them -- a parent reached through `extends` included -- makes it
 void).
@@ -62,6 +63,7 @@ def inputs_digest(root: Path, environments_dir: Path, algorithm: str) -> str | N
     bytes). None when one cannot be read."""
     h = hashlib.sha256(f"{_VERSION}\0{__version__}\0{algorithm}\0".encode())
     try:
+        h.update(_code_stamp())
         pyproject = root / "pyproject.toml"
         h.update(pyproject.read_bytes() if pyproject.is_file() else b"\0none")
         names = sorted(n for n in os.listdir(environments_dir)
@@ -73,6 +75,24 @@ def inputs_digest(root: Path, environments_dir: Path, algorithm: str) -> str | N
     except OSError:
         return None
     return h.hexdigest()
+
+
+def _code_stamp() -> bytes:
+    """buildenv's own modules as they are installed (path, size, mtime): a plan made by other
+    code -- an editable install edited since, without a new version -- is void."""
+    package = Path(__file__).resolve().parents[2]
+    parts: list[str] = []
+    stack = [str(package)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != "__pycache__":
+                        stack.append(entry.path)
+                elif entry.name.endswith(".py"):
+                    st = entry.stat()
+                    parts.append(f"{entry.path}\0{st.st_size}\0{st.st_mtime_ns}")
+    return "\n".join(sorted(parts)).encode()
 
 
 def _eligible(res: Resolved) -> bool:
