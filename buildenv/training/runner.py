@@ -36,6 +36,7 @@ from typing import Any
 # the threads started after them (ctypes and the standard library, no thread of their own).
 from buildenv.core.confine import ConfinementError
 from buildenv.toolchain.bytecode import uncached_sources
+from buildenv.training.beside import Beside
 from buildenv.training.confinement import Guard
 from buildenv.training.user_frames import exception_frame as _user_frame
 
@@ -396,7 +397,11 @@ def _plain(values: Any) -> Any:
 
 def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: dict,
           request: dict, result: dict, timings: dict) -> None:
-    """Evaluate, convert, save, and judge the served model against the trained one."""
+    """Evaluate, convert, save, and judge the served model against the trained one. The
+    fit has left the cores free: evaluation runs beside the conversion and the save
+    (`Beside`; for a PyTorch model, whose export traces with process-wide state, only beside
+    the save), and parity beside permutation importance. What each side finds is merged in
+    the serial order, so the result is the same as one step after the other."""
     from buildenv.env.spec import OnnxServing
     from buildenv.training import importance as importance_of
     from buildenv.training.families import FamilyError
@@ -413,11 +418,10 @@ def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: 
         return _Failed(result)
 
     _preloaded()
-    mark = time.perf_counter()
-    rows = trained = None
-    if env.label is not None:
-        rows, trained = _evaluate(project, env, pins, family, ctx, manifests, result, request)
-        timings["evaluate"] = time.perf_counter() - mark
+    _import_evaluation()  # on this thread, before two threads could import one package
+    evaluation = _Evaluation(project, env, pins, family, ctx, manifests, request)
+    if family.kind == "torch":
+        evaluation.settle(result, timings)
     serving = env.serving
     proto = None
     if isinstance(serving, OnnxServing):
@@ -427,15 +431,20 @@ def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: 
         try:
             proto = convert(family, env)
         except FamilyError as exc:
+            evaluation.settle(result, timings)
             raise failed(exc) from None
-        result["onnx"] = {"file": "model.onnx", "opset": serving.opset,
-                          "inventory": inventory(proto).to_json()}
-        result["libraries"].update(_converter_versions(family))
+        onnx_part = {"file": "model.onnx", "opset": serving.opset,
+                     "inventory": inventory(proto).to_json()}
+        converters = _converter_versions(family)
         timings["onnx"] = time.perf_counter() - mark
+        evaluation.settle(result, timings)
+        result["onnx"] = onnx_part
+        result["libraries"].update(converters)
     from buildenv.env.serving_rules import forbidden_operators, version_excess
 
     if forbidden_operators(env, (result.get("onnx") or {}).get("inventory")) or \
             version_excess(env, (result.get("onnx") or {}).get("inventory")):
+        evaluation.settle(result, timings)
         return  # refused by verification: saving and parity would be wasted
     mark = time.perf_counter()
     out = Path(request["out_dir"])
@@ -446,39 +455,112 @@ def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: 
             saved = save_served(family, env, out, _signature(env, family.inputs, env.label),
                                 proto, code_paths)
     except FamilyError as exc:
+        evaluation.settle(result, timings)
         raise failed(exc) from None
+    timings["save"] = time.perf_counter() - mark
+    served, loading = None, None
+    if saved.descriptor is not None:
+        try:
+            served = load_served(out, saved, env, int(request.get("threads") or 1))
+        except FamilyError as exc:
+            loading = exc
+    rows, trained = evaluation.settle(result, timings)
     result["libraries"].update(saved.libraries)
     for p in saved.problems:
         result["diagnostics"].append(_diag(p.code, p.message, module_path, None, p.hints))
-    timings["save"] = time.perf_counter() - mark
     if saved.descriptor is None:
         result["ok"] = False
         return
     result["format"] = saved.descriptor["format"]
-    try:
-        served = load_served(out, saved, env, int(request.get("threads") or 1))
-    except FamilyError as exc:
-        raise failed(exc) from None
+    if loading is not None:
+        raise failed(loading) from None
     if rows is not None and trained is not None:
-        mark = time.perf_counter()
-        _parity(served, trained, rows, env, result)
-        timings["parity"] = time.perf_counter() - mark
-        mark = time.perf_counter()
-        result["importance"] = importance_of.permutation(
-            served, rows.frame, rows.labels, int(request["seed"]), family.inputs or [],
-            family.is_classifier)
-        timings["importance"] = time.perf_counter() - mark
-        limits = serving.limits if serving is not None else None
-        if limits is not None and limits.max_latency_ms is not None:
-            from buildenv.training.latency import single_row_latency
-
-            result["latency"] = single_row_latency(served, rows.frame)
+        _judge_served(served, trained, rows, family, env, request, result, timings)
     else:
         result["importance"] = importance_of.model_importance(family.model, family.inputs)
         if isinstance(serving, OnnxServing):
             result["diagnostics"].append(_diag(
                 "BE410", "no evaluation rows: ONNX parity was not checked (the environment "
                 "declares no label to evaluate)", severity="warning"))
+
+
+def _judge_served(served: Any, trained: Any, rows: Any, family: Any, env: Any, request: dict,
+                  result: dict, timings: dict) -> None:
+    """Parity (in a thread) beside permutation importance, both on the served model; then the
+    single-row latency, alone, when the environment limits it."""
+    from buildenv.training import importance as importance_of
+
+    def parity() -> float:
+        started = time.perf_counter()
+        _parity(served, trained, rows, env, result)
+        return time.perf_counter() - started
+
+    checked = Beside(parity, "parity")
+    mark = time.perf_counter()
+    importance = importance_of.permutation(served, rows.frame, rows.labels, int(request["seed"]),
+                                           family.inputs or [], family.is_classifier)
+    timings["importance"] = time.perf_counter() - mark
+    timings["parity"] = checked.result()
+    result["importance"] = importance
+    limits = env.serving.limits if env.serving is not None else None
+    if limits is not None and limits.max_latency_ms is not None:
+        from buildenv.training.latency import single_row_latency
+
+        result["latency"] = single_row_latency(served, rows.frame)
+
+
+def _import_evaluation() -> None:
+    """Import what evaluation and parity use before they run in threads."""
+    import buildenv.data.evaluation
+    import buildenv.data.gate.gate
+    import buildenv.training.parity
+    import buildenv.training.scoring
+    import buildenv.training.slice_run  # noqa: F401
+
+
+class _Evaluation:
+    """The trained model scored on the evaluation rows (`_evaluate`), in a thread from its
+    creation; `settle` (idempotent) merges what it found into the result, in the place the
+    serial order gives it, and raises its failure there."""
+
+    def __init__(self, project: Any, env: Any, pins: dict, family: Any, ctx: Any,
+                 manifests: dict, request: dict) -> None:
+        self._part: dict = {"ok": True, "diagnostics": []}
+        self._settled: tuple[Any, Any] | None = None
+        if env.label is None:
+            self._settled = (None, None)
+            return
+
+        def work() -> tuple[Any, Any, float]:
+            mark = time.perf_counter()
+            rows, trained = _evaluate(project, env, pins, family, ctx, manifests,
+                                      self._part, request)
+            return rows, trained, time.perf_counter() - mark
+
+        self._beside = Beside(work, "evaluate")
+
+    def settle(self, result: dict, timings: dict) -> tuple[Any, Any]:
+        if self._settled is not None:
+            return self._settled
+        try:
+            rows, trained, seconds = self._beside.result()
+        except _Failed as failed:
+            self._settled = (None, None)
+            if failed.result is not self._part:
+                raise  # the gate refused the labels: that result replaces this one
+            self._merge(result)
+            raise _Failed(result) from None
+        timings["evaluate"] = seconds
+        self._merge(result)
+        self._settled = (rows, trained)
+        return self._settled
+
+    def _merge(self, result: dict) -> None:
+        part = self._part
+        result["diagnostics"].extend(part.pop("diagnostics", []))
+        if not part.pop("ok", True):
+            result["ok"] = False
+        result.update(part)
 
 
 def _converter_versions(family: Any) -> dict[str, str]:
