@@ -102,7 +102,7 @@ def _preload(env: Any) -> None:
     package's cycle of modules at once can see it half-initialised. (skops is not preloaded:
     building its table of safe types imports every scikit-learn module, which the training
     imports too.)"""
-    thread = threading.Thread(target=_import_mlflow, name="buildenv-preload", daemon=True)
+    thread = threading.Thread(target=_preload_all, name="buildenv-preload", daemon=True)
     thread.start()
     _PRELOAD.append(thread)
 
@@ -110,6 +110,22 @@ def _preload(env: Any) -> None:
 def _import_mlflow() -> None:
     try:
         import mlflow.sklearn  # noqa: F401
+    except Exception:
+        pass
+
+
+def _preload_all() -> None:
+    _import_mlflow()
+    _read_distributions()
+
+
+def _read_distributions() -> None:
+    """The installed distributions' table describing the model reads (`distributions_table`),
+    read while the fit runs."""
+    from buildenv.training.families.base import distributions_table
+
+    try:
+        distributions_table()
     except Exception:
         pass
 
@@ -155,6 +171,7 @@ class _Judge:
                     return
         _warm(self._env)
         _import_mlflow()  # after the rest: one thread imports at a time
+        _read_distributions()
 
     def alongside(self, fit: Any) -> tuple[Any, dict | None]:
         """(the full fit's model, or None when the verdict interrupted it; the deferred
@@ -267,9 +284,13 @@ def _run(request: dict, env: Any, guard: Guard | None) -> dict:
     if ctx.gate_errors:  # caught by the training: the model saw unverified data
         return _refused(ctx.gate_errors)
     family = _adopt(model, env, request["module_path"], ctx, root)
+    evaluation = None
+    if env.label_set() is None and family.kind != "torch":
+        # nothing it does touches ctx: it may run beside describing and shipping the model
+        evaluation = _Evaluation(project, env, pins, family, ctx, manifests, request)
     result = _describe(family, ctx, root, request)
     if not _ship(family, env, root, request, result):
-        return result
+        return _without(evaluation, result)
     result["timings"] = timings
     if result_precheck is not None:
         result["precheck"] = result_precheck
@@ -282,8 +303,16 @@ def _run(request: dict, env: Any, guard: Guard | None) -> dict:
     from buildenv.env.serving_rules import refused
 
     if refused(env, family.inputs, family.kind, result["ops"], None):
-        return result  # verification says why; nothing is evaluated or saved
-    _emit(family, env, ctx, project, pins, manifests, request, result, timings)
+        return _without(evaluation, result)  # verification says why; nothing is evaluated
+    _emit(family, env, ctx, project, pins, manifests, request, result, timings, evaluation)
+    return result
+
+
+def _without(evaluation: _Evaluation | None, result: dict) -> dict:
+    """`result`, once an evaluation started early has stopped (what it found is dropped: the
+    build stops before evaluating)."""
+    if evaluation is not None:
+        evaluation.drop()
     return result
 
 
@@ -396,7 +425,8 @@ def _plain(values: Any) -> Any:
 
 
 def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: dict,
-          request: dict, result: dict, timings: dict) -> None:
+          request: dict, result: dict, timings: dict,
+          evaluation: _Evaluation | None = None) -> None:
     """Evaluate, convert, save, and judge the served model against the trained one. The
     fit has left the cores free: evaluation runs beside the conversion and the save
     (`Beside`; for a PyTorch model, whose export traces with process-wide state, only beside
@@ -418,8 +448,8 @@ def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: 
         return _Failed(result)
 
     _preloaded()
-    _import_evaluation()  # on this thread, before two threads could import one package
-    evaluation = _Evaluation(project, env, pins, family, ctx, manifests, request)
+    if evaluation is None:
+        evaluation = _Evaluation(project, env, pins, family, ctx, manifests, request)
     if family.kind == "torch":
         evaluation.settle(result, timings)
     serving = env.serving
@@ -530,6 +560,8 @@ class _Evaluation:
         if env.label is None:
             self._settled = (None, None)
             return
+        _preloaded()  # one thread imports at a time: MLflow's import first, then evaluation's
+        _import_evaluation()
 
         def work() -> tuple[Any, Any, float]:
             mark = time.perf_counter()
@@ -554,6 +586,15 @@ class _Evaluation:
         self._merge(result)
         self._settled = (rows, trained)
         return self._settled
+
+    def drop(self) -> None:
+        """Wait for it and forget what it found (or how it failed)."""
+        if self._settled is None:
+            try:
+                self._beside.result()
+            except Exception:
+                pass
+            self._settled = (None, None)
 
     def _merge(self, result: dict) -> None:
         part = self._part

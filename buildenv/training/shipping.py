@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from buildenv.core.code import module_closure
+from buildenv.training.families.base import distributions_table
 
 __all__ = ["ModelNeeds", "model_needs", "referenced_globals", "stage_code"]
 
@@ -117,7 +118,7 @@ def model_needs(model: Any, root: Path, entry_path: str) -> ModelNeeds:
     entry_file = (root / entry_path).resolve()
     own = Path(__file__).resolve().parents[1]  # the buildenv package
     sites = _site_dirs()
-    distributions = metadata.packages_distributions()
+    distributions = distributions_table()
     try:
         data = cloudpickle.dumps(model, protocol=5)
     except Exception:  # not picklable (a generator, a lock): saving it says why (BE417)

@@ -10,7 +10,9 @@ per column, and its native files.
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -20,8 +22,8 @@ import numpy as np
 
 from buildenv.env.spec import Column, Environment
 
-__all__ = ["Family", "FamilyError", "Problem", "column_kinds", "environment_classes",
-           "library_versions", "repository_modules"]
+__all__ = ["Family", "FamilyError", "Problem", "column_kinds", "distributions_table",
+           "environment_classes", "library_versions", "repository_modules"]
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,15 @@ def column_kinds(env: Environment, inputs: list[str]) -> dict[str, str]:
     return out
 
 
+@functools.cache
+def distributions_table() -> Mapping[str, list[str]]:
+    """`importlib.metadata.packages_distributions()`, read once per process: it reads every
+    installed distribution's file list (tenths of a second with the models extra), and the
+    installed set does not change while a training runs. The runner reads it beside the full
+    fit."""
+    return metadata.packages_distributions()
+
+
 def library_versions(modules: list[str]) -> dict[str, str]:
     """Distribution versions for top-level import names (`xgboost` -> `xgboost-cpu`, and the
     import name too when a CPU build renames the distribution, so a requirement written either
@@ -157,7 +168,7 @@ def library_versions(modules: list[str]) -> dict[str, str]:
     only the `.dist-info` (a PEX virtualenv, which is how `./pants build` runs a training) leave
     a module unmapped, and an unmapped library would go unchecked against serving's pins. Those
     are found by the distribution names the module is published under."""
-    table = metadata.packages_distributions()
+    table = distributions_table()
     out: dict[str, str] = {}
     for module in sorted(set(modules)):
         found = False
