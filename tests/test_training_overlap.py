@@ -107,3 +107,28 @@ def test_the_distributions_table_is_read_once(monkeypatch):
         assert len(calls) == 1
     finally:
         distributions_table.cache_clear()
+
+
+def test_the_runner_leaves_without_teardown_but_flushed_and_with_exit_handlers(tmp_path):
+    """`runner.leave`: exit handlers run and the streams are flushed before `os._exit`
+    (buffered output and handlers are not lost); the interpreter's teardown is skipped (an
+    object finalised at teardown never runs)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import atexit, sys\n"
+        "from buildenv.training.runner import leave\n"
+        "class Late:\n"
+        "    def __del__(self):\n"
+        "        print('torn down', flush=True)\n"
+        "kept = Late()\n"
+        "atexit.register(lambda: print('handler', end=' '))\n"
+        "print('buffered', end=' ')\n"
+        "sys.stderr.write('err')\n"
+        "leave(3)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 3
+    assert proc.stdout == "buffered handler "
+    assert proc.stderr == "err"
