@@ -23,10 +23,8 @@ import importlib.util
 import json
 import os
 import random
-import signal
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -37,12 +35,12 @@ from typing import Any, NoReturn
 # the threads started after them (ctypes and the standard library, no thread of their own).
 from buildenv.core.confine import ConfinementError
 from buildenv.toolchain.bytecode import uncached_sources
-from buildenv.training.beside import Beside
+from buildenv.training.beside import Beside, Judge, preload, preloaded
 from buildenv.training.confinement import Guard
 from buildenv.training.user_frames import exception_frame as _user_frame
 
 # Deferred imports (buildenv, numpy, mlflow, sklearn): the training process starts importing
-# mlflow in a thread when the full fit starts (`_preload`), and an import that fails inside `run` becomes a BE305
+# mlflow in a thread when the full fit starts (`beside.preload`), and an import that fails inside `run` becomes a BE305
 # result instead of a process that dies before writing one. The model families' libraries are
 # imported only for a model of that family.
 
@@ -90,130 +88,6 @@ def _signature(env: Any, inputs: list[str] | None, label: Any):
         if col is not None:
             outputs = Schema([ColSpec(colspec_type(col), label.column)])
     return ModelSignature(inputs=schema, outputs=outputs)
-
-
-_PRELOAD: list[Any] = []  # the thread importing what saving needs
-
-
-def _preload(env: Any) -> None:
-    """Import MLflow while the user's full fit runs: it is needed only to save the model, and
-    its import is seconds of mostly-Python work that overlaps well with numeric code (started
-    earlier, it competed for the interpreter with the training module's own imports and the
-    pre-check, which are Python too, and lengthened them by as much). `_preloaded` waits for it before anything else imports MLflow: two threads importing one
-    package's cycle of modules at once can see it half-initialised. (skops is not preloaded:
-    building its table of safe types imports every scikit-learn module, which the training
-    imports too.)"""
-    thread = threading.Thread(target=_preload_all, name="buildenv-preload", daemon=True)
-    thread.start()
-    _PRELOAD.append(thread)
-
-
-def _import_mlflow() -> None:
-    try:
-        import mlflow.sklearn  # noqa: F401
-    except Exception:
-        pass
-
-
-def _preload_all() -> None:
-    _import_mlflow()
-    _read_distributions()
-
-
-def _read_distributions() -> None:
-    """The installed distributions' table describing the model reads (`distributions_table`),
-    read while the fit runs."""
-    from buildenv.training.families.base import distributions_table
-
-    try:
-        distributions_table()
-    except Exception:
-        pass
-
-
-def _preloaded() -> None:
-    while _PRELOAD:
-        _PRELOAD.pop().join()
-
-
-class _Judge:
-    """Work for the core a threads=1 fit leaves free, in a thread while the full fit runs on
-    the main one: the pre-check's conversion of the sample model when it was deferred (the
-    converters' imports and work: seconds of plain Python), then the imports saving and
-    loading the served model need (`_warm`), and MLflow's. Only after the pre-check: the
-    training's own imports are done by then, so no module is imported by both threads at
-    once. A refusal
-    still stops the build in seconds: the thread sends the main thread SIGINT, whose
-    KeyboardInterrupt ends the fit at its next Python step."""
-
-    def __init__(self, work: Any, env: Any) -> None:
-        self._work = work
-        self._env = env
-        self._verdict: dict | None = None
-        self._error: BaseException | None = None
-        self._lock = threading.Lock()
-        self._fitting = False
-        self._interrupted = False
-        self._thread = threading.Thread(target=self._run, name="buildenv-precheck",
-                                        daemon=True)
-
-    def _run(self) -> None:
-        try:
-            if self._work is not None:
-                self._verdict = self._work()
-        except BaseException as exc:  # re-raised on the main thread, after the fit
-            self._error = exc
-        if self._verdict is not None and self._verdict.get("refused"):
-            with self._lock:
-                if self._fitting and signal.getsignal(signal.SIGINT) is \
-                        signal.default_int_handler:
-                    self._interrupted = True
-                    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-                    return
-        _warm(self._env)
-        _import_mlflow()  # after the rest: one thread imports at a time
-        _read_distributions()
-
-    def alongside(self, fit: Any) -> tuple[Any, dict | None]:
-        """(the full fit's model, or None when the verdict interrupted it; the deferred
-        verdict, None when nothing was deferred)."""
-        model = None
-        try:
-            try:
-                with self._lock:
-                    self._fitting = True
-                self._thread.start()
-                model = fit()
-            finally:
-                with self._lock:
-                    self._fitting = False
-            self._thread.join()
-        except KeyboardInterrupt:
-            if not self._interrupted:
-                raise
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return model, self._verdict
-
-
-def _warm(env: Any) -> None:
-    """Import what saving and loading the served model back will need: the onnx stack's
-    runtime, or skops (whose table of safe types imports every scikit-learn module). Only
-    speed depends on it: a failure here is met again, and reported, where the import is
-    needed."""
-    from buildenv.env.spec import OnnxServing
-
-    try:
-        if isinstance(env.serving, OnnxServing):
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
-        elif env.serving is None or env.serving.format == "skops":
-            from buildenv.core.model_runtime import import_skops
-
-            import_skops()
-    except Exception:
-        pass
 
 
 class _Failed(Exception):
@@ -267,12 +141,12 @@ def _run(request: dict, env: Any, guard: Guard | None) -> dict:
         _seed(seed)
         torch_setup.reseed()
         result_precheck = verdict.get("summary")
-        judge = _Judge(verdict.get("deferred"), env)
+        judge = Judge(verdict.get("deferred"), env)
     else:
         result_precheck = None
     mark = time.perf_counter()
     if judge is None:
-        _preload(env)
+        preload(env)
         model = _call(ctx, root, guard, lambda: fn(ctx))
     else:
         model, verdict = judge.alongside(lambda: _call(ctx, root, guard, lambda: fn(ctx)))
@@ -448,7 +322,7 @@ def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: 
         result["ok"] = False
         return _Failed(result)
 
-    _preloaded()
+    preloaded()
     if evaluation is None:
         evaluation = _Evaluation(project, env, pins, family, ctx, manifests, request)
     if family.kind == "torch":
@@ -561,7 +435,7 @@ class _Evaluation:
         if env.label is None:
             self._settled = (None, None)
             return
-        _preloaded()  # one thread imports at a time: MLflow's import first, then evaluation's
+        preloaded()  # one thread imports at a time: MLflow's import first, then evaluation's
         _import_evaluation()
 
         def work() -> tuple[Any, Any, float]:
