@@ -489,3 +489,27 @@ def test_a_command_needing_a_missing_extra_names_it(tmp_path, monkeypatch):
         _score_on_evaluation_rows(None, None, Project.discover(root), None, "demo", "auc")
     assert "scoring models for promotion needs the model libraries" in str(caught.value)
     assert "pip install 'buildenv[models]'" in str(caught.value)
+
+
+def test_installed_packages_read_from_headers_equal_the_full_metadata_parse(tmp_path):
+    """Interpreter mode's lock reads each distribution's Name and Version from its header
+    lines: the same as parsing the whole file (so the same toolchain digest and cache keys),
+    for every distribution installed here, and the full parse when a header is folded or
+    missing."""
+    from importlib import metadata
+
+    from buildenv.toolchain.toolchain import _name_version
+
+    dists = list(metadata.distributions())
+    assert len(dists) > 20
+    for dist in dists:
+        assert _name_version(dist) == (dist.metadata["Name"], dist.version), dist._path
+    for name, text in {"folded": "Metadata-Version: 2.1\nName: folded-pkg\nVersion: 1.0\n"
+                                 " .post1\n\nbody\nName: other\n",
+                       "missing": "Metadata-Version: 2.1\nName: missing-pkg\n\nVersion: 9\n"
+                       }.items():
+        info = tmp_path / f"{name}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(text)
+        dist = metadata.PathDistribution(info)
+        assert _name_version(dist) == (dist.metadata["Name"], dist.version)

@@ -90,13 +90,36 @@ def _python_key() -> dict[str, str]:
 
 @functools.cache
 def installed_packages() -> dict[str, str]:
-    """The distributions of the interpreter running buildenv: its lock in interpreter mode."""
+    """The distributions of the interpreter running buildenv: its lock in interpreter mode.
+    Names and versions come from each metadata file's header lines (`_name_version`), not
+    from parsing the whole file as an e-mail twice (`dist.metadata`, `dist.version`: the long
+    description included; a tenth of the time, on the build's path before the training
+    starts); a header the quick read does not find is taken the slow way."""
     out: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata["Name"]
+        name, version = _name_version(dist)
         if name:
-            out.setdefault(canonicalize_name(name), dist.version)
+            out.setdefault(canonicalize_name(name), version)
     return dict(sorted(out.items()))
+
+
+def _name_version(dist: metadata.Distribution) -> tuple[str | None, str]:
+    """(Name, Version) of a distribution's metadata: the first of each header line, read up
+    to the blank line that ends the headers; `dist.metadata` when either is missing or folded
+    onto a continuation line."""
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    found: dict[str, str] = {}
+    lines = text.split("\n\n", 1)[0].splitlines()
+    for i, line in enumerate(lines):
+        key, sep, value = line.partition(":")
+        if sep and key in ("Name", "Version") and key not in found:
+            folded = i + 1 < len(lines) and lines[i + 1][:1] in (" ", "\t")
+            if folded:
+                break
+            found[key] = value.lstrip(" \t")
+    if len(found) < 2 or not all(found.values()):
+        return dist.metadata["Name"], dist.version
+    return found["Name"], found["Version"]
 
 
 def training_toolchain(project: Project, training: str, config: TrainingConfig,

@@ -11,7 +11,7 @@ dry run that fails in any other way (a fit that needs more rows than the sample)
 nothing: it is recorded as skipped, and the full run decides. Skipped too when the label
 dataset is small enough that the sample would be most of it. For scikit-learn-API models the
 conversion may be deferred (`run(..., defer=True)`): the runner then converts a copy of the
-sample model in a thread while the full fit runs (`runner._Judge`).
+sample model in a thread while the full fit runs (`beside.Judge`).
 
 Side effects: `train(ctx)` runs twice. Metrics and params the dry run logs are discarded;
 Python's, NumPy's and torch's seeds are reset before the full run, which therefore trains

@@ -18,33 +18,33 @@ anything else (`confinement.Guard`), and what the sandbox refused is reported as
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
 import random
-import signal
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NoReturn
 
 # The sandbox's side of the runner is imported and applied first: Landlock and seccomp bind only
 # the threads started after them (ctypes and the standard library, no thread of their own).
 from buildenv.core.confine import ConfinementError
 from buildenv.toolchain.bytecode import uncached_sources
+from buildenv.training.beside import Beside, Judge, preload, preloaded
 from buildenv.training.confinement import Guard
 from buildenv.training.user_frames import exception_frame as _user_frame
 
 # Deferred imports (buildenv, numpy, mlflow, sklearn): the training process starts importing
-# mlflow in a thread when the full fit starts (`_preload`), and an import that fails inside `run` becomes a BE305
+# mlflow in a thread when the full fit starts (`beside.preload`), and an import that fails inside `run` becomes a BE305
 # result instead of a process that dies before writing one. The model families' libraries are
 # imported only for a model of that family.
 
-__all__ = ["main"]
+__all__ = ["leave", "main"]
 
 
 def _diag(code: str, message: str, path: str | None = None, line: int | None = None,
@@ -88,113 +88,6 @@ def _signature(env: Any, inputs: list[str] | None, label: Any):
         if col is not None:
             outputs = Schema([ColSpec(colspec_type(col), label.column)])
     return ModelSignature(inputs=schema, outputs=outputs)
-
-
-_PRELOAD: list[Any] = []  # the thread importing what saving needs
-
-
-def _preload(env: Any) -> None:
-    """Import MLflow while the user's full fit runs: it is needed only to save the model, and
-    its import is seconds of mostly-Python work that overlaps well with numeric code (started
-    earlier, it competed for the interpreter with the training module's own imports and the
-    pre-check, which are Python too, and lengthened them by as much). `_preloaded` waits for it before anything else imports MLflow: two threads importing one
-    package's cycle of modules at once can see it half-initialised. (skops is not preloaded:
-    building its table of safe types imports every scikit-learn module, which the training
-    imports too.)"""
-    thread = threading.Thread(target=_import_mlflow, name="buildenv-preload", daemon=True)
-    thread.start()
-    _PRELOAD.append(thread)
-
-
-def _import_mlflow() -> None:
-    try:
-        import mlflow.sklearn  # noqa: F401
-    except Exception:
-        pass
-
-
-def _preloaded() -> None:
-    while _PRELOAD:
-        _PRELOAD.pop().join()
-
-
-class _Judge:
-    """Work for the core a threads=1 fit leaves free, in a thread while the full fit runs on
-    the main one: the pre-check's conversion of the sample model when it was deferred (the
-    converters' imports and work: seconds of plain Python), then the imports saving and
-    loading the served model need (`_warm`), and MLflow's. Only after the pre-check: the
-    training's own imports are done by then, so no module is imported by both threads at
-    once. A refusal
-    still stops the build in seconds: the thread sends the main thread SIGINT, whose
-    KeyboardInterrupt ends the fit at its next Python step."""
-
-    def __init__(self, work: Any, env: Any) -> None:
-        self._work = work
-        self._env = env
-        self._verdict: dict | None = None
-        self._error: BaseException | None = None
-        self._lock = threading.Lock()
-        self._fitting = False
-        self._interrupted = False
-        self._thread = threading.Thread(target=self._run, name="buildenv-precheck",
-                                        daemon=True)
-
-    def _run(self) -> None:
-        try:
-            if self._work is not None:
-                self._verdict = self._work()
-        except BaseException as exc:  # re-raised on the main thread, after the fit
-            self._error = exc
-        if self._verdict is not None and self._verdict.get("refused"):
-            with self._lock:
-                if self._fitting and signal.getsignal(signal.SIGINT) is \
-                        signal.default_int_handler:
-                    self._interrupted = True
-                    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-                    return
-        _warm(self._env)
-        _import_mlflow()  # after the rest: one thread imports at a time
-
-    def alongside(self, fit: Any) -> tuple[Any, dict | None]:
-        """(the full fit's model, or None when the verdict interrupted it; the deferred
-        verdict, None when nothing was deferred)."""
-        model = None
-        try:
-            try:
-                with self._lock:
-                    self._fitting = True
-                self._thread.start()
-                model = fit()
-            finally:
-                with self._lock:
-                    self._fitting = False
-            self._thread.join()
-        except KeyboardInterrupt:
-            if not self._interrupted:
-                raise
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return model, self._verdict
-
-
-def _warm(env: Any) -> None:
-    """Import what saving and loading the served model back will need: the onnx stack's
-    runtime, or skops (whose table of safe types imports every scikit-learn module). Only
-    speed depends on it: a failure here is met again, and reported, where the import is
-    needed."""
-    from buildenv.env.spec import OnnxServing
-
-    try:
-        if isinstance(env.serving, OnnxServing):
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
-        elif env.serving is None or env.serving.format == "skops":
-            from buildenv.core.model_runtime import import_skops
-
-            import_skops()
-    except Exception:
-        pass
 
 
 class _Failed(Exception):
@@ -248,12 +141,12 @@ def _run(request: dict, env: Any, guard: Guard | None) -> dict:
         _seed(seed)
         torch_setup.reseed()
         result_precheck = verdict.get("summary")
-        judge = _Judge(verdict.get("deferred"), env)
+        judge = Judge(verdict.get("deferred"), env)
     else:
         result_precheck = None
     mark = time.perf_counter()
     if judge is None:
-        _preload(env)
+        preload(env)
         model = _call(ctx, root, guard, lambda: fn(ctx))
     else:
         model, verdict = judge.alongside(lambda: _call(ctx, root, guard, lambda: fn(ctx)))
@@ -266,9 +159,13 @@ def _run(request: dict, env: Any, guard: Guard | None) -> dict:
     if ctx.gate_errors:  # caught by the training: the model saw unverified data
         return _refused(ctx.gate_errors)
     family = _adopt(model, env, request["module_path"], ctx, root)
+    evaluation = None
+    if env.label_set() is None and family.kind != "torch":
+        # nothing it does touches ctx: it may run beside describing and shipping the model
+        evaluation = _Evaluation(project, env, pins, family, ctx, manifests, request)
     result = _describe(family, ctx, root, request)
     if not _ship(family, env, root, request, result):
-        return result
+        return _without(evaluation, result)
     result["timings"] = timings
     if result_precheck is not None:
         result["precheck"] = result_precheck
@@ -281,8 +178,16 @@ def _run(request: dict, env: Any, guard: Guard | None) -> dict:
     from buildenv.env.serving_rules import refused
 
     if refused(env, family.inputs, family.kind, result["ops"], None):
-        return result  # verification says why; nothing is evaluated or saved
-    _emit(family, env, ctx, project, pins, manifests, request, result, timings)
+        return _without(evaluation, result)  # verification says why; nothing is evaluated
+    _emit(family, env, ctx, project, pins, manifests, request, result, timings, evaluation)
+    return result
+
+
+def _without(evaluation: _Evaluation | None, result: dict) -> dict:
+    """`result`, once an evaluation started early has stopped (what it found is dropped: the
+    build stops before evaluating)."""
+    if evaluation is not None:
+        evaluation.drop()
     return result
 
 
@@ -395,8 +300,13 @@ def _plain(values: Any) -> Any:
 
 
 def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: dict,
-          request: dict, result: dict, timings: dict) -> None:
-    """Evaluate, convert, save, and judge the served model against the trained one."""
+          request: dict, result: dict, timings: dict,
+          evaluation: _Evaluation | None = None) -> None:
+    """Evaluate, convert, save, and judge the served model against the trained one. The
+    fit has left the cores free: evaluation runs beside the conversion and the save
+    (`Beside`; for a PyTorch model, whose export traces with process-wide state, only beside
+    the save), and parity beside permutation importance. What each side finds is merged in
+    the serial order, so the result is the same as one step after the other."""
     from buildenv.env.spec import OnnxServing
     from buildenv.training import importance as importance_of
     from buildenv.training.families import FamilyError
@@ -412,12 +322,11 @@ def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: 
         result["ok"] = False
         return _Failed(result)
 
-    _preloaded()
-    mark = time.perf_counter()
-    rows = trained = None
-    if env.label is not None:
-        rows, trained = _evaluate(project, env, pins, family, ctx, manifests, result, request)
-        timings["evaluate"] = time.perf_counter() - mark
+    preloaded()
+    if evaluation is None:
+        evaluation = _Evaluation(project, env, pins, family, ctx, manifests, request)
+    if family.kind == "torch":
+        evaluation.settle(result, timings)
     serving = env.serving
     proto = None
     if isinstance(serving, OnnxServing):
@@ -427,15 +336,20 @@ def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: 
         try:
             proto = convert(family, env)
         except FamilyError as exc:
+            evaluation.settle(result, timings)
             raise failed(exc) from None
-        result["onnx"] = {"file": "model.onnx", "opset": serving.opset,
-                          "inventory": inventory(proto).to_json()}
-        result["libraries"].update(_converter_versions(family))
+        onnx_part = {"file": "model.onnx", "opset": serving.opset,
+                     "inventory": inventory(proto).to_json()}
+        converters = _converter_versions(family)
         timings["onnx"] = time.perf_counter() - mark
+        evaluation.settle(result, timings)
+        result["onnx"] = onnx_part
+        result["libraries"].update(converters)
     from buildenv.env.serving_rules import forbidden_operators, version_excess
 
     if forbidden_operators(env, (result.get("onnx") or {}).get("inventory")) or \
             version_excess(env, (result.get("onnx") or {}).get("inventory")):
+        evaluation.settle(result, timings)
         return  # refused by verification: saving and parity would be wasted
     mark = time.perf_counter()
     out = Path(request["out_dir"])
@@ -446,39 +360,123 @@ def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: 
             saved = save_served(family, env, out, _signature(env, family.inputs, env.label),
                                 proto, code_paths)
     except FamilyError as exc:
+        evaluation.settle(result, timings)
         raise failed(exc) from None
+    timings["save"] = time.perf_counter() - mark
+    served, loading = None, None
+    if saved.descriptor is not None:
+        try:
+            served = load_served(out, saved, env, int(request.get("threads") or 1))
+        except FamilyError as exc:
+            loading = exc
+    rows, trained = evaluation.settle(result, timings)
     result["libraries"].update(saved.libraries)
     for p in saved.problems:
         result["diagnostics"].append(_diag(p.code, p.message, module_path, None, p.hints))
-    timings["save"] = time.perf_counter() - mark
     if saved.descriptor is None:
         result["ok"] = False
         return
     result["format"] = saved.descriptor["format"]
-    try:
-        served = load_served(out, saved, env, int(request.get("threads") or 1))
-    except FamilyError as exc:
-        raise failed(exc) from None
+    if loading is not None:
+        raise failed(loading) from None
     if rows is not None and trained is not None:
-        mark = time.perf_counter()
-        _parity(served, trained, rows, env, result)
-        timings["parity"] = time.perf_counter() - mark
-        mark = time.perf_counter()
-        result["importance"] = importance_of.permutation(
-            served, rows.frame, rows.labels, int(request["seed"]), family.inputs or [],
-            family.is_classifier)
-        timings["importance"] = time.perf_counter() - mark
-        limits = serving.limits if serving is not None else None
-        if limits is not None and limits.max_latency_ms is not None:
-            from buildenv.training.latency import single_row_latency
-
-            result["latency"] = single_row_latency(served, rows.frame)
+        _judge_served(served, trained, rows, family, env, request, result, timings)
     else:
         result["importance"] = importance_of.model_importance(family.model, family.inputs)
         if isinstance(serving, OnnxServing):
             result["diagnostics"].append(_diag(
                 "BE410", "no evaluation rows: ONNX parity was not checked (the environment "
                 "declares no label to evaluate)", severity="warning"))
+
+
+def _judge_served(served: Any, trained: Any, rows: Any, family: Any, env: Any, request: dict,
+                  result: dict, timings: dict) -> None:
+    """Parity (in a thread) beside permutation importance, both on the served model; then the
+    single-row latency, alone, when the environment limits it."""
+    from buildenv.training import importance as importance_of
+
+    def parity() -> float:
+        started = time.perf_counter()
+        _parity(served, trained, rows, env, result)
+        return time.perf_counter() - started
+
+    checked = Beside(parity, "parity")
+    mark = time.perf_counter()
+    importance = importance_of.permutation(served, rows.frame, rows.labels, int(request["seed"]),
+                                           family.inputs or [], family.is_classifier)
+    timings["importance"] = time.perf_counter() - mark
+    timings["parity"] = checked.result()
+    result["importance"] = importance
+    limits = env.serving.limits if env.serving is not None else None
+    if limits is not None and limits.max_latency_ms is not None:
+        from buildenv.training.latency import single_row_latency
+
+        result["latency"] = single_row_latency(served, rows.frame)
+
+
+def _import_evaluation() -> None:
+    """Import what evaluation and parity use before they run in threads."""
+    import buildenv.data.evaluation
+    import buildenv.data.gate.gate
+    import buildenv.training.parity
+    import buildenv.training.scoring
+    import buildenv.training.slice_run  # noqa: F401
+
+
+class _Evaluation:
+    """The trained model scored on the evaluation rows (`_evaluate`), in a thread from its
+    creation; `settle` (idempotent) merges what it found into the result, in the place the
+    serial order gives it, and raises its failure there."""
+
+    def __init__(self, project: Any, env: Any, pins: dict, family: Any, ctx: Any,
+                 manifests: dict, request: dict) -> None:
+        self._part: dict = {"ok": True, "diagnostics": []}
+        self._settled: tuple[Any, Any] | None = None
+        if env.label is None:
+            self._settled = (None, None)
+            return
+        preloaded()  # one thread imports at a time: MLflow's import first, then evaluation's
+        _import_evaluation()
+
+        def work() -> tuple[Any, Any, float]:
+            mark = time.perf_counter()
+            rows, trained = _evaluate(project, env, pins, family, ctx, manifests,
+                                      self._part, request)
+            return rows, trained, time.perf_counter() - mark
+
+        self._beside = Beside(work, "evaluate")
+
+    def settle(self, result: dict, timings: dict) -> tuple[Any, Any]:
+        if self._settled is not None:
+            return self._settled
+        try:
+            rows, trained, seconds = self._beside.result()
+        except _Failed as failed:
+            self._settled = (None, None)
+            if failed.result is not self._part:
+                raise  # the gate refused the labels: that result replaces this one
+            self._merge(result)
+            raise _Failed(result) from None
+        timings["evaluate"] = seconds
+        self._merge(result)
+        self._settled = (rows, trained)
+        return self._settled
+
+    def drop(self) -> None:
+        """Wait for it and forget what it found (or how it failed)."""
+        if self._settled is None:
+            try:
+                self._beside.result()
+            except Exception:
+                pass
+            self._settled = (None, None)
+
+    def _merge(self, result: dict) -> None:
+        part = self._part
+        result["diagnostics"].extend(part.pop("diagnostics", []))
+        if not part.pop("ok", True):
+            result["ok"] = False
+        result.update(part)
 
 
 def _converter_versions(family: Any) -> dict[str, str]:
@@ -641,5 +639,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def leave(code: int) -> NoReturn:
+    """End the process once its result is written: what exit handlers do (logging's flush,
+    finalizers) and the standard streams' flush, then `os._exit`, without the interpreter's
+    teardown of every module the training imported (scikit-learn, MLflow, pandas, pyarrow:
+    about half a second on a quiet machine, seconds under load) that nothing reads."""
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

@@ -21,8 +21,8 @@ import numpy as np
 from buildenv.env.spec import Column, Environment
 from buildenv.training.installed import distributions_by_package
 
-__all__ = ["Family", "FamilyError", "Problem", "column_kinds", "environment_classes",
-           "library_versions", "repository_modules"]
+__all__ = ["Family", "FamilyError", "Problem", "column_kinds",
+           "environment_classes", "library_versions", "repository_modules"]
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,7 @@ def column_kinds(env: Environment, inputs: list[str]) -> dict[str, str]:
         else:
             out[name] = "int64"
     return out
+
 
 
 def library_versions(modules: list[str]) -> dict[str, str]:
