@@ -100,11 +100,7 @@ def _preload(env: Any) -> None:
     pre-check, which are Python too, and lengthened them by as much). `_preloaded` waits for it before anything else imports MLflow: two threads importing one
     package's cycle of modules at once can see it half-initialised. (skops is not preloaded:
     building its table of safe types imports every scikit-learn module, which the training
-    imports too.) Not beside a PyTorch fit (`torch_setup.fit_is_pytorch`)."""
-    from buildenv.training.torch_setup import fit_is_pytorch
-
-    if fit_is_pytorch():
-        return
+    imports too.)"""
     thread = threading.Thread(target=_import_mlflow, name="buildenv-preload", daemon=True)
     thread.start()
     _PRELOAD.append(thread)
@@ -156,10 +152,6 @@ class _Judge:
                     self._interrupted = True
                     signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
                     return
-        from buildenv.training.torch_setup import fit_is_pytorch
-
-        if fit_is_pytorch():
-            return  # Python beside a PyTorch fit stalls it for longer than it saves
         _warm(self._env)
         _import_mlflow()  # after the rest: one thread imports at a time
 

@@ -15,7 +15,7 @@ import importlib.machinery
 import sys
 from typing import Any
 
-__all__ = ["configure", "fit_is_pytorch", "install", "reseed"]
+__all__ = ["configure", "install", "reseed"]
 
 _SETTINGS: dict[str, int] = {}
 
@@ -28,15 +28,6 @@ def configure(torch: Any, seed: int, threads: int) -> None:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set, or parallel work has started
         pass
-
-
-def fit_is_pytorch() -> bool:
-    """Whether the training imported torch. A PyTorch fit gives up and takes back the
-    interpreter's lock around every tensor operation (thousands a second), so Python work in
-    another thread beside it (imports, conversions) holds the fit at each handover: measured,
-    a warm-up thread of 1.5 s of CPU lengthened a fit of 5.5 s to 12-16 s. Such work then
-    runs before or after the fit, not beside it."""
-    return "torch" in sys.modules
 
 
 def reseed() -> None:

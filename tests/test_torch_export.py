@@ -1,7 +1,6 @@
-"""What the training process does differently for PyTorch, for speed: the exporter's function
-table is built once per process and reused (the same bytes as the exporter's own path, which
-it falls back to when the table's private layout is not the expected one), and no Python work
-runs in a thread beside a PyTorch fit."""
+"""The PyTorch family's ONNX export: the exporter's function table is built once per process
+and reused, with the same bytes as the exporter's own path, and the export falls back to that
+path when the table's private layout is not the expected one."""
 
 from __future__ import annotations
 
@@ -64,18 +63,3 @@ def test_an_unexpected_table_layout_falls_back_to_the_exporters_path(monkeypatch
     assert _export(3) == expected
     assert calls and torch_module._REGISTRIES == {}
 
-
-@pytest.mark.parametrize("pytorch", [True, False])
-def test_nothing_is_imported_beside_a_pytorch_fit(monkeypatch, pytorch):
-    from buildenv.training import runner, torch_setup
-
-    beside: list[str] = []
-    monkeypatch.setattr(torch_setup, "fit_is_pytorch", lambda: pytorch)
-    monkeypatch.setattr(runner, "_warm", lambda env: beside.append("warm"))
-    monkeypatch.setattr(runner, "_import_mlflow", lambda: beside.append("mlflow"))
-    model, verdict = runner._Judge(None, _env()).alongside(lambda: "fitted")
-    assert (model, verdict) == ("fitted", None)
-    assert beside == ([] if pytorch else ["warm", "mlflow"])
-    runner._preload(_env())
-    runner._preloaded()
-    assert beside == ([] if pytorch else ["warm", "mlflow", "mlflow"])
