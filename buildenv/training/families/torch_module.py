@@ -186,7 +186,8 @@ def _registry_reused() -> Iterator[None]:
     on the opset and the installed torch and onnxscript, and the export only reads it; so it is
     built once per process and each export gets its own copy of its function lists. Falls back
     to the exporter's own path when its private layout is not the one this was written for."""
-    try:  # deferred: the exporter's own import is seconds, paid by the first export only
+    try:
+        # Deferred: the exporter's own import takes seconds, paid by the first export only.
         from torch.onnx._internal.exporter import _registration
     except ImportError:
         yield
