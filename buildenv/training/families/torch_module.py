@@ -14,7 +14,11 @@ training's runtime only when the training imports it (BUILD's overrides add onnx
 
 from __future__ import annotations
 
+import copy
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -131,11 +135,13 @@ class TorchFamily(Family):
         example = tuple(torch.zeros(2, 1) for _ in self.inputs or [])
         output = "probabilities" if self.is_classifier else "variable"
         try:
-            program = torch.onnx.export(
-                wrapper, example, input_names=list(self.inputs or []), output_names=[output],
-                dynamic_shapes=(tuple({0: batch} for _ in example),),  # forward(*columns)
-                opset_version=opset,
-                dynamo=True, verbose=False, optimize=True)
+            with _registry_reused():
+                program = torch.onnx.export(
+                    wrapper, example, input_names=list(self.inputs or []),
+                    output_names=[output],
+                    dynamic_shapes=(tuple({0: batch} for _ in example),),  # forward(*columns)
+                    opset_version=opset,
+                    dynamo=True, verbose=False, optimize=True)
             assert program is not None  # dynamo=True returns the program
             proto = program.model_proto
         except Exception as exc:
@@ -165,6 +171,57 @@ class _ColumnsToModule(torch.nn.Module):
     def forward(self, *columns: Any) -> Any:
         out = self.module(torch.cat(columns, dim=1))
         return torch.softmax(out, dim=1) if self.softmax else out
+
+
+_REGISTRIES: dict[Any, Any] = {}  # (registry class, arguments) -> the registry built once
+_REGISTRY_LOCK = threading.Lock()
+
+
+@contextmanager
+def _registry_reused() -> Iterator[None]:
+    """Every `torch.onnx.export` rebuilds the exporter's table of ONNX functions
+    (`ONNXRegistry.from_torchlib`: it re-reads and parses the source of about 500 onnxscript
+    functions, some 40% of exporting a small module once the exporter is imported), and the
+    build exports twice: the pre-check's sample model and the full one. The table depends only
+    on the opset and the installed torch and onnxscript, and the export only reads it; so it is
+    built once per process and each export gets its own copy of its function lists. Falls back
+    to the exporter's own path when its private layout is not the one this was written for."""
+    try:
+        # Deferred: the exporter's own import takes seconds, paid by the first export only.
+        from torch.onnx._internal.exporter import _registration
+    except ImportError:
+        yield
+        return
+    registry_class = getattr(_registration, "ONNXRegistry", None)
+    original = vars(registry_class).get("from_torchlib") if registry_class else None
+    if not isinstance(original, classmethod):
+        yield
+        return
+    build = original.__func__
+
+    def from_torchlib(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        key = (cls, args, tuple(sorted(kwargs.items())))
+        built = _REGISTRIES.get(key)
+        if built is None:
+            built = build(cls, *args, **kwargs)
+            if not isinstance(getattr(built, "functions", None), dict):
+                return built  # not the layout copied below: never reused
+            _REGISTRIES[key] = built
+        return _registry_copy(built)
+
+    with _REGISTRY_LOCK:
+        registry_class.from_torchlib = classmethod(from_torchlib)  # type: ignore[union-attr]
+        try:
+            yield
+        finally:
+            registry_class.from_torchlib = original  # type: ignore[union-attr]
+
+
+def _registry_copy(registry: Any) -> Any:
+    """A registry the export may extend without changing the one kept."""
+    copied = copy.copy(registry)
+    copied.functions = {target: list(metas) for target, metas in registry.functions.items()}
+    return copied
 
 
 def _export_error(exc: Exception) -> str:
