@@ -283,3 +283,25 @@ def test_installed_distributions_are_read_once_with_the_same_answers(tmp_path: P
     assert len(readings) == 1
     assert cached == uncached == uncached_again
     assert cached[0]["scikit-learn"] == cached[1].libraries["scikit-learn"]
+
+
+def test_a_pex_venv_still_names_the_models_libraries(tmp_path: Path, monkeypatch):
+    """A PEX virtualenv (how `./pants build` runs a training) records no files of its
+    distributions, so `packages_distributions` maps nothing: what loading the model needs is
+    still found by the names its packages are published under, as the model's library
+    versions are (`sklearn` -> scikit-learn)."""
+    import sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    from buildenv.training import installed
+    from buildenv.training.shipping import model_needs
+
+    model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    (tmp_path / "train").mkdir()
+    monkeypatch.setattr(installed.metadata, "packages_distributions", lambda: {})
+    installed.distributions_by_package.cache_clear()
+    try:
+        needs = model_needs(model, tmp_path, "t.py")
+    finally:
+        installed.distributions_by_package.cache_clear()
+    assert needs.libraries["scikit-learn"] == sklearn.__version__

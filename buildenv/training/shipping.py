@@ -26,11 +26,11 @@ import shutil
 import site
 import sys
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from buildenv.core.code import module_closure
+from buildenv.training.families.base import library_versions
 from buildenv.training.installed import distributions_by_package
 
 __all__ = ["ModelNeeds", "model_needs", "referenced_globals", "stage_code"]
@@ -144,13 +144,10 @@ def model_needs(model: Any, root: Path, entry_path: str) -> ModelNeeds:
                 ["use classes of your libraries or of your repository in the model"]))
         elif installed or (top in distributions and where is not None
                            and not where.is_relative_to(root)):
-            # A PEX venv lists no files in its RECORDs: then the distribution named like the
-            # package (numpy, pandas) is the best guess.
-            for dist in distributions.get(top) or [top]:
-                try:
-                    needs.libraries[dist] = metadata.version(dist)
-                except metadata.PackageNotFoundError:
-                    pass
+            # A PEX venv lists no files in its RECORDs: the distribution is then found by the
+            # names the package is published under (`sklearn` -> scikit-learn), as for the
+            # model's library versions, so both say the same wherever a training runs.
+            needs.libraries.update(library_versions([top]))
         elif where is not None and where == entry_file:
             needs.problems.append(_diag(
                 f"the model refers to {what}, defined in the training's entry module "
