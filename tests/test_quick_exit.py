@@ -1,6 +1,6 @@
 """`buildenv lock` ends its process as soon as its output is flushed (`cli.run`), without the
-interpreter's teardown; its exit code and output are those of `main`. Other commands exit
-the ordinary way (their libraries may need exit handlers)."""
+interpreter's teardown (exit handlers still run); its exit code and output are those of `main`.
+Other commands exit the ordinary way."""
 
 from __future__ import annotations
 
@@ -11,10 +11,15 @@ from pathlib import Path
 
 from conftest import REPO_ROOT, write_repo
 
-# A sitecustomize that registers an exit handler: it runs only when the interpreter tears down.
+# A sitecustomize with an exit handler (it must always run: a user's, a coverage tool's) and an
+# object finalised only when the interpreter tears its modules down.
 SITE = """\
 import atexit, os
-atexit.register(lambda: open(os.environ["TEARDOWN_MARK"], "w").close())
+atexit.register(lambda: open(os.environ["TEARDOWN_MARK"] + ".handler", "w").close())
+class Late:
+    def __del__(self, open=open, environ=os.environ):
+        open(environ["TEARDOWN_MARK"], "w").close()
+kept = Late()
 """
 
 
@@ -37,10 +42,13 @@ def test_lock_skips_the_teardown_and_keeps_its_exit_code_and_output(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "child: " in done.stdout  # flushed before the process ended
     assert not mark.exists()
+    handler = mark.with_name(mark.name + ".handler")
+    assert handler.exists()  # exit handlers ran all the same
+    handler.unlink()
 
     stale = buildenv(root, site, mark, "lock", "nosuch")
     assert stale.returncode == 2 and "nosuch" in stale.stderr
-    assert not mark.exists()
+    assert not mark.exists() and handler.exists()
 
     other = buildenv(root, site, mark, "validate", "child")
     assert mark.exists(), other.stderr  # not a quick command: exit handlers ran

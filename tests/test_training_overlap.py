@@ -90,15 +90,15 @@ def test_a_dropped_evaluation_leaves_the_result_alone(monkeypatch):
 
 
 def test_the_runner_leaves_without_teardown_but_flushed_and_with_exit_handlers(tmp_path):
-    """`runner.leave`: exit handlers run and the streams are flushed before `os._exit`
-    (buffered output and handlers are not lost); the interpreter's teardown is skipped (an
-    object finalised at teardown never runs)."""
+    """`core.leave`, how the runner ends: exit handlers run and the streams are flushed before
+    `os._exit` (buffered output and handlers are not lost); the interpreter's teardown is
+    skipped (an object finalised at teardown never runs)."""
     import subprocess
     import sys
 
     script = (
         "import atexit, sys\n"
-        "from buildenv.training.runner import leave\n"
+        "from buildenv.core.leave import leave\n"
         "class Late:\n"
         "    def __del__(self):\n"
         "        print('torn down', flush=True)\n"

@@ -8,10 +8,11 @@ environments is answered before (`quick_lock`), in a tenth of the start-up.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from typing import Any
+
+from buildenv.core.leave import leave
 
 __all__ = ["app", "main", "run"]
 
@@ -89,12 +90,7 @@ def run() -> None:
         code = exc.code or 0
     if any(name in sys.modules for name in _EXIT_HANDLERS):
         sys.exit(code)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):  # a closed pipe: the teardown could report nothing more
-        pass
-    os._exit(code)
+    leave(code)
 
 
 def _terminated(signum: int, frame: object) -> None:

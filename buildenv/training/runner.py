@@ -18,7 +18,6 @@ anything else (`confinement.Guard`), and what the sandbox refused is reported as
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
 import json
 import os
@@ -29,11 +28,12 @@ import time
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, NoReturn
+from typing import Any
 
 # The sandbox's side of the runner is imported and applied first: Landlock and seccomp bind only
 # the threads started after them (ctypes and the standard library, no thread of their own).
 from buildenv.core.confine import ConfinementError
+from buildenv.core.leave import leave
 from buildenv.toolchain.bytecode import uncached_sources
 from buildenv.training.beside import Beside, Judge, preload, preloaded
 from buildenv.training.confinement import Guard
@@ -44,7 +44,7 @@ from buildenv.training.user_frames import exception_frame as _user_frame
 # result instead of a process that dies before writing one. The model families' libraries are
 # imported only for a model of that family.
 
-__all__ = ["leave", "main"]
+__all__ = ["main"]
 
 
 def _diag(code: str, message: str, path: str | None = None, line: int | None = None,
@@ -638,21 +638,6 @@ def main(argv: list[str] | None = None) -> int:
     os.replace(tmp, result_path)
     return 0
 
-
-def leave(code: int) -> NoReturn:
-    """End the process once its result is written: what exit handlers do (logging's flush,
-    finalizers) and the standard streams' flush, then `os._exit`, without the interpreter's
-    teardown of every module the training imported (scikit-learn, MLflow, pandas, pyarrow:
-    about half a second on a quiet machine, seconds under load) that nothing reads."""
-    try:
-        atexit._run_exitfuncs()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError, AttributeError):
-                pass
-        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from typing import Any
 # The sandbox's side is imported and applied first (see training.runner): Landlock and seccomp
 # bind only the threads started after them.
 from buildenv.core.confine import ConfinementError
+from buildenv.core.leave import leave
 from buildenv.training.confinement import Guard
 
 # Deferred imports (buildenv, numpy): like the training runner, an import that fails inside
@@ -134,9 +135,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    # The result is written: leave without the interpreter's teardown (freeing pandas' and
-    # pyarrow's modules takes a tenth of a second and more), which the build would wait for.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    leave(main())  # the result is written: without the teardown the build would wait for
