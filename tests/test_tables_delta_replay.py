@@ -177,3 +177,15 @@ def test_a_time_pin_is_not_replayed(tmp_path, opened):
     assert _lock(root) == []
     deltalake.write_deltalake(str(_table(root)), batch(90, 100), mode="append")
     assert not relock_both_ways(root, opened)
+
+
+@pytest.mark.parametrize("path", ["../outside.parquet", "plan=a/../../x.parquet", "./x.parquet",
+                                  "plan=a//x.parquet", "/abs.parquet", "s3://b/x.parquet",
+                                  "plan=a%20b/x.parquet", ""])
+def test_only_plain_paths_inside_the_table_are_replayed(path):
+    """A path the log could name outside the table (or spell two ways) is left to delta-rs."""
+    from buildenv.data.tables import delta_replay
+
+    with pytest.raises(delta_replay._Fallback):
+        delta_replay._plain_path(path)
+    assert delta_replay._plain_path("plan=a/part-0.parquet") == "plan=a/part-0.parquet"

@@ -130,9 +130,10 @@ def _apply(actions: list[dict[str, Any]], files: dict[str, TableFile],
 
 
 def _plain_path(path: Any) -> str:
-    """A relative path as stored (no escape, no scheme, not absolute), else fall back."""
+    """A relative path inside the table as stored (no escape, no scheme, not absolute, no
+    `..` or empty segment), else fall back."""
     if not isinstance(path, str) or not path or "%" in path or ":" in path or \
-            path.startswith("/"):
+            path.startswith("/") or any(part in ("", ".", "..") for part in path.split("/")):
         raise _Fallback("not a plain relative path")
     return path
 
