@@ -101,9 +101,8 @@ class Judge:
     converters' imports and work: seconds of plain Python), then the imports saving and
     loading the served model need (`_warm`), and MLflow's. Only after the pre-check: the
     training's own imports are done by then, so no module is imported by both threads at
-    once. A refusal
-    still stops the build in seconds: the thread sends the main thread SIGINT, whose
-    KeyboardInterrupt ends the fit at its next Python step."""
+    once. A refusal still stops the build in seconds: the thread sends the main thread
+    SIGINT, whose KeyboardInterrupt ends the fit at its next Python step."""
 
     def __init__(self, work: Any, env: Any) -> None:
         self._work = work
