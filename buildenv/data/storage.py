@@ -8,6 +8,7 @@ repository root (or the data root Pants passes in) and may not escape it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -88,13 +89,16 @@ class Location:
         path = self.path.rstrip("/") + "/" + rel
         return Location(base + rel, base + rel, path, None)
 
-    def walk(self) -> list[tuple[str, Stat]]:
+    def walk(self, seen: Callable[[str, Stat], None] | None = None) -> list[tuple[str, Stat]]:
         """Every file under this directory or prefix: (posix path relative to it, stat),
-        sorted by path. FileNotFoundError when it does not exist."""
+        sorted by path. FileNotFoundError when it does not exist. `seen` is called with each
+        file of a local directory as the walk finds it, the last paths in path order first
+        (where new files usually are): a relock starts hashing a new file while the walk goes
+        on."""
         if self.local is not None:
             if not self.local.is_dir():
                 raise FileNotFoundError(self.uri)
-            return _walk_local(self.key)
+            return _walk_local(self.key, seen)
         from pyarrow import fs as pafs
 
         prefix = self.path.rstrip("/")
@@ -109,11 +113,13 @@ class Location:
         return sorted(out)
 
 
-def _walk_local(top: str) -> list[tuple[str, Stat]]:
+def _walk_local(top: str, seen: Callable[[str, Stat], None] | None = None
+                ) -> list[tuple[str, Stat]]:
     """`Location.walk` of a local directory, on `os.scandir` strings: what `os.walk` then a
     `stat` per file finds (symbolic links to directories not followed, directories that
     cannot be read skipped), without its path joins and `relpath`s, which cost more than the
-    stats (a relock of 365 files lists them all)."""
+    stats (a relock of 365 files lists them all). Directories are walked last name first,
+    so `seen` hears of the newest day of a dataset partitioned by date first."""
     out = []
     pending = [("", top)]
     while pending:
@@ -124,6 +130,7 @@ def _walk_local(top: str) -> list[tuple[str, Stat]]:
             if not rel_dir:
                 raise
             continue
+        subdirs = []
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             try:
@@ -132,11 +139,16 @@ def _walk_local(top: str) -> list[tuple[str, Stat]]:
                 is_dir = False
             if is_dir:
                 if not entry.is_symlink():
-                    pending.append((rel, entry.path))
+                    subdirs.append((rel, entry.path))
                 continue
             st = entry.stat()
-            out.append((rel, Stat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
-                                  st.st_dev)))
+            stat = Stat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+            out.append((rel, stat))
+            if seen is not None:
+                seen(rel, stat)
+        if seen is not None:
+            subdirs.sort()  # popped from the end: the last name first
+        pending += subdirs
     out.sort(key=_first)
     return out
 

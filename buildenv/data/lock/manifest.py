@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -265,21 +266,23 @@ class Listed:
 
 
 def list_partitioned(location: Location, declared: Sequence[str] | None,
-                     columns: Iterable[str]) -> tuple[tuple[str, ...], list[Listed]]:
+                     columns: Iterable[str], seen: Callable[[str, Stat], None] | None = None
+                     ) -> tuple[tuple[str, ...], list[Listed]]:
     """(partition columns, files) of a partitioned dataset: `partitions:` when written, else
     those the paths show (`resolve_partitions`); raises like `list_files`."""
     if declared is not None:
-        return tuple(declared), list_files(location, declared)
-    listed = list_files(location, ())
+        return tuple(declared), list_files(location, declared, seen)
+    listed = list_files(location, (), seen)
     return infer_partitions([item.path for item in listed], columns), listed
 
 
-def list_files(location: Location, partitions: Sequence[str]) -> list[Listed]:
+def list_files(location: Location, partitions: Sequence[str],
+               seen: Callable[[str, Stat], None] | None = None) -> list[Listed]:
     """Every data file under a partitioned dataset's uri, in path order. FileNotFoundError
     when the directory or prefix does not exist; ManifestError naming the files that cannot
     be part of it (not Parquet, not under the declared partition directories) or when there is
-    no data file at all."""
-    found = location.walk()
+    no data file at all. `seen`: as for `Location.walk`."""
+    found = location.walk(seen)
     problems: list[tuple[str, str]] = []
     out = []
     for rel, stat in found:
@@ -342,32 +345,87 @@ def digest_partitioned(location: Location, declared: Sequence[str] | None, algor
     Partitions: `declared`, or (None) those of `columns` the paths show. Raises
     FileNotFoundError, ManifestError (files that cannot be pinned, each named) or ValueError (a
     file that cannot be read or changed while hashed, named)."""
-    partitions, listed = list_partitioned(location, declared, columns)
-    return digest_listed(listed, partitions, algorithm, cache, executor)
+    early = _EarlyHashes(location, algorithm, cache) \
+        if location.local is not None and (executor is None or
+                                           isinstance(executor, LocalExecutor)) else None
+    try:
+        partitions, listed = list_partitioned(location, declared, columns, early)
+        return digest_listed(listed, partitions, algorithm, cache, executor, early=early)
+    finally:
+        if early is not None:
+            early.close()
+
+
+class _EarlyHashes:
+    """The walk's `seen`: looks each data file up in the stat cache as the walk finds it,
+    and starts hashing (in a thread: hashlib releases the GIL) the first few files the cache
+    cannot vouch for, so that a relock's new file is hashed while the walk, the checks of the
+    paths and the manifest's other files go on (the walk finds the last paths first). A
+    file hashed here is the unit of work `digest_listed` would run (`hash_file`: its own
+    stat before and after), only started earlier."""
+
+    LIMIT = 2  # hashes started before the listing is done (a full lock hashes the rest)
+
+    def __init__(self, location: Location, algorithm: str, cache: StatCache | None):
+        self.location = location
+        self.algorithm = algorithm
+        self.cache = cache
+        self.prefix = location.key if location.key.endswith(os.sep) else location.key + os.sep
+        self.hits: dict[str, ContentDigest | None] = {}  # path -> the cache's answer
+        self.started: dict[str, Future[tuple[Stat | None, object, int]]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __call__(self, rel: str, stat: Stat) -> None:
+        if len(self.started) >= self.LIMIT or not is_data_file(rel) or \
+                not rel.lower().endswith(PARQUET_SUFFIXES):
+            return
+        key = self.prefix + (rel if os.sep == "/" else rel.replace("/", os.sep))
+        hit = self.cache.get(key, stat, self.algorithm, "parquet") if self.cache else None
+        self.hits[rel] = hit
+        if hit is None:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.LIMIT, thread_name_prefix="buildenv-early")
+            self.started[rel] = self._pool.submit(hash_file, (self.location.child(rel),
+                                                              self.algorithm))
+
+    def close(self) -> None:
+        """Wait for the hashes started (a listing that failed leaves them unused)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 def digest_listed(listed: Sequence[Listed], partitions: Sequence[str], algorithm: str,
                   cache: StatCache | None, executor: Executor | None = None,
                   values: dict[str, dict[str, str | None]] | None = None,
-                  base: str | None = None, rows: dict[str, int] | None = None) -> Manifest:
+                  base: str | None = None, rows: dict[str, int] | None = None,
+                  early: _EarlyHashes | None = None) -> Manifest:
     """The manifest of `listed` files (a directory's, or a table version's with their
     partition `values` by path, the table's `base` and the `rows` its log records, which spare
     reading each footer): each hashed unless the stat cache vouches for it. Raises ValueError
-    naming files that cannot be read."""
+    naming files that cannot be read. `early`: the listing's lookups and hashes already
+    started (`digest_partitioned`)."""
     known: dict[str, ContentDigest] = {}
     todo: list[Listed] = []
+    looked = early.hits if early is not None else {}
     for item in listed:
-        hit = cache.get(item.key, item.stat, algorithm, "parquet") if cache else None
+        if item.path in looked:
+            hit = looked[item.path]
+        else:
+            hit = cache.get(item.key, item.stat, algorithm, "parquet") if cache else None
         if hit is not None:
             known[item.path] = hit
         else:
             todo.append(item)
     if todo:
+        started_early = early.started if early is not None else {}
+        rest = [item for item in todo if item.path not in started_early]
         runner = executor or LocalExecutor()
         known_rows = rows or {}
-        results = runner.map(hash_file, [
+        found = dict(zip([item.path for item in rest], runner.map(hash_file, [
             (item.location, algorithm, known_rows[item.path]) if known_rows.get(item.path)
-            else (item.location, algorithm) for item in todo])
+            else (item.location, algorithm) for item in rest]) if rest else []))
+        results = [started_early[item.path].result() if item.path in started_early
+                   else found[item.path] for item in todo]
         errors = []
         for item, (stat, value, started) in zip(todo, results):
             if stat is None:

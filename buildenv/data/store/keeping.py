@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -43,14 +44,19 @@ class PinnedFile:
         return self.base if self.rel is None else self.base.child(self.rel)
 
 
-def dataset_files(project: Project, name: str, pinned: LockedDataset, restricted: bool
-                  ) -> list[PinnedFile]:
-    """The files one lock entry pins, where they are expected to be."""
+def dataset_files(project: Project, name: str, pinned: LockedDataset, restricted: bool,
+                  held: Callable[[str], bool] | None = None) -> list[PinnedFile]:
+    """The files one lock entry pins, where they are expected to be; with `held` (whether
+    the store holds a digest), a manifest's files of an unrestricted dataset that it holds
+    are left out (nothing to keep: a relock of a year of files builds a `PinnedFile` only
+    for the new ones)."""
     what, place = f"dataset '{name}'", ("datasets", name, "uri")
     if pinned.manifest is not None:
         base = locate(pinned.manifest.base or pinned.uri, project)
+        files = pinned.manifest.files if held is None or restricted else \
+            [f for f in pinned.manifest.files if not held(f.digest)]
         return [PinnedFile(name, base, f.digest, "parquet", restricted, what, place, f.path)
-                for f in pinned.manifest.files]
+                for f in files]
     return [PinnedFile(name, locate(pinned.uri, project), pinned.digest, pinned.format,
                        restricted, what, place)]
 
@@ -71,16 +77,17 @@ def label_files(project: Project, env: Environment, name: str, pinned: LockedLab
     return out
 
 
-def pinned_files(project: Project, env: Environment, lock: Lock, every: bool = False
-                 ) -> list[PinnedFile]:
+def pinned_files(project: Project, env: Environment, lock: Lock, every: bool = False,
+                 held: Callable[[str], bool] | None = None) -> list[PinnedFile]:
     """The files of `lock` that the store keeps (`every`: all files it pins, kept or not):
-    datasets' and label sets'; a DVC pin's bytes live in DVC's cache, not here."""
+    datasets' and label sets'; a DVC pin's bytes live in DVC's cache, not here. `held`: as
+    for `dataset_files`."""
     out = []
     for name, pinned in sorted(lock.datasets.items()):
         ds = env.datasets.get(name)
         if ds is None or pinned.dvc is not None or not (every or ds.keeps):
             continue
-        out.extend(dataset_files(project, name, pinned, env.restricted(name)))
+        out.extend(dataset_files(project, name, pinned, env.restricted(name), held))
     for label_set, entry in sorted(lock.labels.items()):
         out.extend(label_files(project, env, label_set, entry))
     return out
@@ -131,7 +138,8 @@ def keep_lock(project: Project, res: Resolved, lock: Lock, cache: StatCache
               ) -> list[Diagnostic]:
     """The store's `Keeper` (buildenv.data.lock.locking): keep the pinned bytes of `lock`'s
     datasets that keep theirs; a diagnostic per file that could not be kept."""
-    failed = keep_pinned(project, pinned_files(project, res.env, lock), cache)
+    store = ObjectStore.of(project)
+    failed = keep_pinned(project, pinned_files(project, res.env, lock, held=store.has), cache)
     return [res.diag("BE053", f"{item.what}: {text}", *item.place,
                      hints=(f"run `buildenv lock {res.name}` again",))
             for item, text in failed]
