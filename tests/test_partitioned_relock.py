@@ -4,6 +4,7 @@ after the listing, and a listing that fails waits for the hashes it started."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -92,10 +93,22 @@ def test_a_listing_that_fails_waits_for_the_hashes_it_started(locked, hashed_in)
     age(locked, write_file(locked, DAYS, 0))
     (locked / "data" / "events" / f"date={day(0)}" / "notes.csv").write_text("a\n1\n")
     project = Project.discover(locked)
-    with pytest.raises(ManifestError, match="notes.csv"):
+    with pytest.raises(ManifestError, match=r"notes\.csv"):
         digest_partitioned(locate("data/events/", project), None, "sha256",
                            stat_cache(project), columns=["date"])
     assert hashed_in and hashed_in[0][0].startswith("buildenv-early")
     assert not [t for t in threading.enumerate() if t.name.startswith("buildenv-early")]
     code, _, err = invoke_cli(["lock"], locked)
     assert code == 1 and "BE061" in err
+
+
+def test_a_relock_keeps_again_an_object_the_store_lost(locked):
+    objects = sorted(p for p in (locked / ".buildenv" / "objects").rglob("*") if p.is_file())
+    lost = objects[len(objects) // 2]
+    os.chmod(lost.parent, 0o700)
+    lost.unlink()
+    age(locked, write_file(locked, DAYS, 0))
+    assert invoke_cli(["lock"], locked)[0] == 0
+    assert lost.is_file()  # kept again, with the new day's object
+    assert len([p for p in (locked / ".buildenv" / "objects").rglob("*")
+                if p.is_file()]) == len(objects) + 1

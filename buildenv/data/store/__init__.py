@@ -13,6 +13,7 @@ of an old champion work after the data moved on.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from buildenv.core.project import Project
@@ -47,6 +48,10 @@ class ObjectStore:
     def has(self, digest: str) -> bool:
         """Whether the local store holds `digest`."""
         return self.local.has(digest)
+
+    def held(self, digests: Iterable[str]) -> set[str]:
+        """Those of `digests` the local store holds (`LocalObjects.held`)."""
+        return self.local.held(digests)
 
     def find(self, digest: str, restricted: bool = False) -> Path | None:
         """The local path of the object for `digest`, fetched (and verified) from the shared

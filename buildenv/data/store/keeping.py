@@ -45,16 +45,18 @@ class PinnedFile:
 
 
 def dataset_files(project: Project, name: str, pinned: LockedDataset, restricted: bool,
-                  held: Callable[[str], bool] | None = None) -> list[PinnedFile]:
-    """The files one lock entry pins, where they are expected to be; with `held` (whether
-    the store holds a digest), a manifest's files of an unrestricted dataset that it holds
-    are left out (nothing to keep: a relock of a year of files builds a `PinnedFile` only
-    for the new ones)."""
+                  held: Callable[[list[str]], set[str]] | None = None) -> list[PinnedFile]:
+    """The files one lock entry pins, where they are expected to be; with `held` (those of
+    some digests the store holds), a manifest's files of an unrestricted dataset that it
+    holds are left out (nothing to keep: a relock of a year of files builds a `PinnedFile`
+    only for the new ones)."""
     what, place = f"dataset '{name}'", ("datasets", name, "uri")
     if pinned.manifest is not None:
         base = locate(pinned.manifest.base or pinned.uri, project)
-        files = pinned.manifest.files if held is None or restricted else \
-            [f for f in pinned.manifest.files if not held(f.digest)]
+        files = pinned.manifest.files
+        if held is not None and not restricted:
+            kept = held([f.digest for f in files])
+            files = tuple(f for f in files if f.digest not in kept)
         return [PinnedFile(name, base, f.digest, "parquet", restricted, what, place, f.path)
                 for f in files]
     return [PinnedFile(name, locate(pinned.uri, project), pinned.digest, pinned.format,
@@ -78,7 +80,7 @@ def label_files(project: Project, env: Environment, name: str, pinned: LockedLab
 
 
 def pinned_files(project: Project, env: Environment, lock: Lock, every: bool = False,
-                 held: Callable[[str], bool] | None = None) -> list[PinnedFile]:
+                 held: Callable[[list[str]], set[str]] | None = None) -> list[PinnedFile]:
     """The files of `lock` that the store keeps (`every`: all files it pins, kept or not):
     datasets' and label sets'; a DVC pin's bytes live in DVC's cache, not here. `held`: as
     for `dataset_files`."""
@@ -139,7 +141,7 @@ def keep_lock(project: Project, res: Resolved, lock: Lock, cache: StatCache
     """The store's `Keeper` (buildenv.data.lock.locking): keep the pinned bytes of `lock`'s
     datasets that keep theirs; a diagnostic per file that could not be kept."""
     store = ObjectStore.of(project)
-    failed = keep_pinned(project, pinned_files(project, res.env, lock, held=store.has), cache)
+    failed = keep_pinned(project, pinned_files(project, res.env, lock, held=store.held), cache)
     return [res.diag("BE053", f"{item.what}: {text}", *item.place,
                      hints=(f"run `buildenv lock {res.name}` again",))
             for item, text in failed]
