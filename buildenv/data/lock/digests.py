@@ -20,7 +20,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -283,18 +284,38 @@ class _Background(Generic[T]):
         return self._value[0]
 
 
-_BUFFERS = threading.local()  # each hashing thread's read buffer
+_BUFFERS: list[bytearray] = []  # read buffers no thread is using, for the next file hashed
+_BUFFERS_LOCK = threading.Lock()
 
 
-def _read_buffer(size: int) -> memoryview:
-    """A read buffer of `size` bytes (at most CHUNK), reused by the thread's next file: a
-    fresh buffer is zero-filled first, which for the many small files of a table or a
-    partitioned dataset cost 3% on top of hashing their bytes (bench/bench_tables.py)."""
-    buffer: bytearray | None = getattr(_BUFFERS, "buffer", None)
+@contextmanager
+def _read_buffer(size: int) -> Iterator[memoryview]:
+    """A read buffer of `size` bytes (at most CHUNK), handed back for the next file hashed by
+    any thread: a fresh buffer is zero-filled first, which for the many small files of a table
+    or a partitioned dataset cost 3% on top of hashing their bytes (bench/bench_tables.py),
+    and a relock's new file is hashed in a thread of its own (`manifest._EarlyHashes`)."""
+    with _BUFFERS_LOCK:
+        buffer = _BUFFERS.pop() if _BUFFERS else None
     if buffer is None or len(buffer) < size:
         buffer = bytearray(size)
-        _BUFFERS.buffer = buffer
-    return memoryview(buffer)[:size]
+    try:
+        yield memoryview(buffer)[:size]
+    finally:
+        with _BUFFERS_LOCK:
+            if len(_BUFFERS) < 2:  # bounded: at most 16 MiB kept between files
+                _BUFFERS.append(buffer)
+
+
+def _hash_into(handle: Any, view: memoryview, hasher: Hasher, bar: Any) -> int:
+    """Hash what is left of the open file `handle` through `view`; the bytes read."""
+    size = 0
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    while n := handle.readinto(view):
+        hasher.update(view[:n])
+        size += n
+        bar.advance(n)
+    return size
 
 
 def _digest_bytes(location: Location, algorithm: str) -> ContentDigest:
@@ -305,13 +326,8 @@ def _digest_bytes(location: Location, algorithm: str) -> ContentDigest:
         with progress.task(label, unit="bytes") as bar, \
                 open(location.local, "rb", buffering=0) as handle:
             bar.total = os.fstat(handle.fileno()).st_size
-            view = _read_buffer(max(1, min(CHUNK, bar.total + 1)))
-            if hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            while n := handle.readinto(view):
-                hasher.update(view[:n])
-                size += n
-                bar.advance(n)
+            with _read_buffer(max(1, min(CHUNK, bar.total + 1))) as view:
+                size = _hash_into(handle, view, hasher, bar)
     else:
         with progress.task(label, unit="bytes") as bar, location.open() as stream:
             while True:
