@@ -4,6 +4,7 @@ after the listing, and a listing that fails waits for the hashes it started."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import threading
@@ -112,3 +113,23 @@ def test_a_relock_keeps_again_an_object_the_store_lost(locked):
     assert lost.is_file()  # kept again, with the new day's object
     assert len([p for p in (locked / ".buildenv" / "objects").rglob("*")
                 if p.is_file()]) == len(objects) + 1
+
+
+def test_a_hashing_thread_reuses_the_read_buffer_another_thread_handed_back(locked):
+    from buildenv.data.lock import digests
+
+    location = locate(f"data/events/date={day(0)}/part-0.parquet", Project.discover(locked))
+    found = []
+
+    def hash_in_a_new_thread() -> None:
+        thread = threading.Thread(target=lambda: found.append(
+            digests._digest_bytes(location, "sha256")))
+        thread.start()
+        thread.join()
+
+    hash_in_a_new_thread()
+    kept = list(digests._BUFFERS)
+    hash_in_a_new_thread()
+    assert kept and [id(b) for b in digests._BUFFERS] == [id(b) for b in kept]
+    assert found[0] == found[1] and found[0].digest == "sha256:" + hashlib.sha256(
+        location.local.read_bytes()).hexdigest()
