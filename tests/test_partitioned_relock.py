@@ -133,3 +133,15 @@ def test_a_hashing_thread_reuses_the_read_buffer_another_thread_handed_back(lock
     assert kept and [id(b) for b in digests._BUFFERS] == [id(b) for b in kept]
     assert found[0] == found[1] and found[0].digest == "sha256:" + hashlib.sha256(
         location.local.read_bytes()).hexdigest()
+
+
+def test_one_worker_hashes_after_the_listing(locked, hashed_in):
+    from buildenv.data.executor import LocalExecutor
+
+    age(locked, write_file(locked, DAYS, 0))
+    project = Project.discover(locked)
+    one = digest_partitioned(locate("data/events/", project), None, "sha256",
+                             stat_cache(project), LocalExecutor(workers=1), columns=["date"])
+    assert [thread for thread, _ in hashed_in] == ["MainThread"]
+    partitions, listed = list_partitioned(locate("data/events/", project), None, ["date"])
+    assert one == digest_listed(listed, partitions, "sha256", None)

@@ -345,12 +345,14 @@ def digest_partitioned(location: Location, declared: Sequence[str] | None, algor
     Partitions: `declared`, or (None) those of `columns` the paths show. Raises
     FileNotFoundError, ManifestError (files that cannot be pinned, each named) or ValueError (a
     file that cannot be read or changed while hashed, named)."""
+    runner = executor or LocalExecutor()
+    # hashed early in threads of this process: only with a second core to hash on
     early = _EarlyHashes(location, algorithm, cache) \
-        if location.local is not None and (executor is None or
-                                           isinstance(executor, LocalExecutor)) else None
+        if location.local is not None and isinstance(runner, LocalExecutor) and \
+        runner.workers > 1 else None
     try:
         partitions, listed = list_partitioned(location, declared, columns, early)
-        return digest_listed(listed, partitions, algorithm, cache, executor, early=early)
+        return digest_listed(listed, partitions, algorithm, cache, runner, early=early)
     finally:
         if early is not None:
             early.close()
