@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -245,3 +247,18 @@ def _aggregation():  # type: ignore[no-untyped-def]
     from buildenv.env.sources import Aggregation
 
     return Aggregation(count="n", min_group_size=10)
+
+
+def test_the_transforms_process_imports_no_yaml_label_sets_or_dvc_before_its_request():
+    """What the hermetic process imports while the build still plans is its start-up cost on
+    every rebuild (bench_derived.py): the gate and the transform's context, not the
+    environment resolver (YAML), the label-set modules or DVC's pin readers, which a transform
+    needs only when it reads labels or a `dvc:` dataset (imported then)."""
+    probe = ("import sys\nfrom buildenv.training import sources_runner\n"
+             "sources_runner._prepare()\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('yaml', 'configparser')"
+             " or m.startswith(('buildenv.env.resolve', 'buildenv.labels.labelset', "
+             "'buildenv.data.lock.dvc_pins'))))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]", out.stdout

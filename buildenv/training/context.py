@@ -47,7 +47,6 @@ from buildenv.data.gate.partitioned_read import PartitionedRead
 from buildenv.data.gate.privacy import Redactor
 from buildenv.data.lock.manifest import Manifest
 from buildenv.env.spec import Environment
-from buildenv.labels.labelset import LabelError, LabelSets
 
 __all__ = ["BuildContext", "ForbiddenRead"]
 
@@ -297,6 +296,10 @@ class BuildContext:
         return self._label_sets().resolve(self.env.label.labels).table()
 
     def _label_sets(self) -> Any:
+        # deferred: label sets bring the environment resolver (YAML) and the label formats,
+        # which a run that reads no labels (a derived dataset's transform) never needs
+        from buildenv.labels.labelset import LabelError, LabelSets
+
         if self.label_sets is None:
             self.label_sets = LabelSets(self._gate, self._label_pins)
         try:

@@ -29,7 +29,6 @@ from buildenv.data.gate.privacy import (
 )
 from buildenv.data.gate.reader import Reader, digest_algorithm
 from buildenv.data.gate.scope import ReadScope
-from buildenv.data.lock.dvc_pins import dvc_location
 from buildenv.data.storage import locate
 from buildenv.data.tables import TableError
 from buildenv.env.spec import Column, Dataset
@@ -69,6 +68,10 @@ class DatasetRead(Reader):
         """The bytes to read: at the uri (a DVC pin's: in DVC's cache), or the object store's
         copy of the pinned bytes when the file is gone or remote."""
         if self.spec.dvc is not None and self.uri == self.spec.uri:
+            # deferred: DVC pins parse YAML and DVC's config, which no other read needs (a
+            # transform's hermetic process imports the gate before its request comes)
+            from buildenv.data.lock.dvc_pins import dvc_location
+
             try:
                 location = dvc_location(self.scope.project, self.spec, self.uri)
             except TableError as exc:

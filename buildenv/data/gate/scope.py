@@ -12,15 +12,17 @@ and opens the readers, so readers never import the gate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
 from buildenv.data.gate import handover
 from buildenv.data.gate.pinned import Pinned
 from buildenv.data.lock.digests import StatCache
-from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Environment
+
+if TYPE_CHECKING:  # an annotation only: the resolver (YAML, its rules) is not a reader's import
+    from buildenv.env.resolve import Resolved
 
 __all__ = ["ReadScope"]
 

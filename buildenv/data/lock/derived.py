@@ -27,7 +27,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from buildenv.core.atomic import atomic_dir, atomic_write_text
 from buildenv.core.canonical import digest_json
@@ -40,8 +40,10 @@ from buildenv.data.lock.digests import ContentDigest, compute_digest
 from buildenv.data.lock.manifest import FileEntry, Manifest, describe_diff, partition_values
 from buildenv.data.storage import Location, locate
 from buildenv.env.evaluation_spec import Evaluation
-from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Dataset, Environment
+
+if TYPE_CHECKING:  # an annotation only: the hermetic process imports this module, not YAML
+    from buildenv.env.resolve import Resolved
 
 __all__ = ["DerivedPlan", "DerivedStore", "OutputFile", "OutputMeta", "Pinned", "derived_staleness",
            "materialize", "narrowed", "plan_derived", "writer_version"]
