@@ -101,9 +101,10 @@ def run(argv: list[str]) -> int | None:
         return None
     if not quiet:
         for env in found:
-            print(summary(env.name, env.datasets, env.rows, changed=False))
+            print(summary(env.name, env.datasets, env.rows, env.changed))
     else:
-        print(f"{len(found)} lock(s): 0 updated, {len(found)} unchanged")
+        updated = sum(env.changed for env in found)
+        print(f"{len(found)} lock(s): {updated} updated, {len(found) - updated} unchanged")
     return 0
 
 
