@@ -237,6 +237,91 @@ def test_a_file_changed_while_hashed_or_not_kept_leaves_the_lock_to_the_full_com
     assert (locked / "environments" / "child.lock.json").read_bytes() != lock
 
 
+_BIG_ENV = """name: big
+datasets:
+  events:
+    uri: data/events.csv
+    format: csv
+    columns:
+      id: {dtype: int64}
+      note: {dtype: string}
+"""
+
+
+def _events(root: Path, seed: int, rows: int = 300_000) -> None:
+    body = "".join(f'{i},"n{(i * seed) % 977}, ok"\n' for i in range(rows))
+    (root / "data" / "events.csv").write_text("id,note\n" + body)
+    backdate(root)
+
+
+def _whole_objects(root: Path) -> None:
+    """Every kept object hashes to its name (a killed copy never becomes one)."""
+    import hashlib
+
+    for path in (root / ".buildenv" / "objects").rglob("*"):
+        if path.is_file() and not path.name.startswith("."):
+            algorithm = path.parent.parent.name
+            assert hashlib.new(algorithm, path.read_bytes()).hexdigest() == \
+                path.parent.name + path.name
+
+
+def test_concurrent_relocks_that_write_agree_with_the_full_lock(tmp_path):
+    root = write_repo(tmp_path / "repo", envs={"big": _BIG_ENV})
+    _events(root, 3)
+    assert invoke_cli(["lock"], root)[0] == 0
+    _events(root, 5)
+    twin = tmp_path / "twin"
+    shutil.copytree(root, twin, symlinks=True)
+    code, _, err, pydantic = buildenv(twin, "lock", "big", quick=False)
+    assert code == 0 and pydantic, err
+    env = {k: v for k, v in os.environ.items() if k != "BUILDENV_ROOT"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    procs = [subprocess.Popen([sys.executable, "-m", "buildenv", "lock", "big"], cwd=root,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outs = [proc.communicate(timeout=300) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), outs
+    assert all(out.startswith(("big: updated", "big: unchanged")) for out, _ in outs)
+    assert (root / "environments" / "big.lock.json").read_bytes() == \
+        (twin / "environments" / "big.lock.json").read_bytes()
+    _whole_objects(root)
+    code, out, _, pydantic = buildenv(root, "lock", "big")
+    assert code == 0 and not pydantic and out.startswith("big: unchanged")
+
+
+def test_a_relock_that_writes_killed_at_any_point_leaves_a_whole_lock(tmp_path):
+    import random
+    import signal
+
+    root = write_repo(tmp_path / "repo", envs={"big": _BIG_ENV})
+    _events(root, 3)
+    assert invoke_cli(["lock"], root)[0] == 0
+    lock = root / "environments" / "big.lock.json"
+    env = {k: v for k, v in os.environ.items() if k != "BUILDENV_ROOT"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    rng = random.Random(25)
+    for seed in (5, 7, 11):
+        before = json.loads(lock.read_text())["datasets"]["events"]["digest"]
+        _events(root, seed)
+        proc = subprocess.Popen([sys.executable, "-m", "buildenv", "lock", "big"], cwd=root,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        time.sleep(rng.uniform(0.05, 1.5))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pinned = json.loads(lock.read_text())["datasets"]["events"]["digest"]  # whole JSON
+        code, out, err, _ = buildenv(root, "lock", "big")  # the next lock finishes the work
+        assert code == 0, err
+        after = json.loads(lock.read_text())["datasets"]["events"]["digest"]
+        assert pinned in (before, after) and after != before
+        _whole_objects(root)
+        twin = tmp_path / f"twin{seed}"
+        shutil.copytree(root, twin, symlinks=True)
+        (twin / ".buildenv" / PLAN_FILE).unlink()
+        assert buildenv(twin, "lock", "big", quick=False)[1] == "big: unchanged (1 dataset, " \
+            "600,000 rows)\n"  # the full lock finds what the quick one wrote
+
+
 def test_a_held_restricted_object_is_made_owner_only_again(locked):
     restricted = [p for p in (locked / ".buildenv" / "objects").rglob("*")
                   if p.is_file() and stat.S_IMODE(p.stat().st_mode) == 0o400]
