@@ -319,7 +319,7 @@ def test_a_relock_that_writes_killed_at_any_point_leaves_a_whole_lock(tmp_path):
         shutil.copytree(root, twin, symlinks=True)
         (twin / ".buildenv" / PLAN_FILE).unlink()
         assert buildenv(twin, "lock", "big", quick=False)[1] == "big: unchanged (1 dataset, " \
-            "600,000 rows)\n"  # the full lock finds what the quick one wrote
+            "300,000 rows)\n"  # the full lock finds what the quick one wrote
 
 
 def test_a_held_restricted_object_is_made_owner_only_again(locked):
