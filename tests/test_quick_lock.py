@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -13,7 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, invoke_cli, movies_table, write_parquet, write_repo
+from conftest import (
+    REPO_ROOT,
+    invoke_cli,
+    movies_table,
+    ratings_table,
+    write_parquet,
+    write_repo,
+)
 
 from buildenv.cli import quick_lock
 from buildenv.data.lock.quick import PLAN_FILE
@@ -94,6 +102,230 @@ def test_an_unchanged_relock_answers_as_the_full_lock_without_its_imports(locked
     assert results[True][0][0] == 0 and "unchanged" in results[True][0][1]
 
 
+def plan(root: Path) -> dict:
+    return json.loads((root / ".buildenv" / PLAN_FILE).read_text())
+
+
+def _rewrite_data(root: Path, name: str, table) -> None:
+    write_parquet(root / "data" / name, table)
+    backdate(root)
+
+
+# What changed since the last lock, the environment files not: each the quick path answers,
+# writing what the full lock writes.
+WRITES = {
+    "one environment's file": lambda r: _rewrite_data(r, "movies-v2.parquet", movies_table(7)),
+    "a restricted file both environments pin": lambda r: _rewrite_data(
+        r, "ratings.parquet", ratings_table(8)),
+    "a lock file deleted": lambda r: (r / "environments" / "child.lock.json").unlink(),
+    "a lock file edited": lambda r: _append(r / "environments" / "base.lock.json", " "),
+    "a kept object lost": lambda r: _drop_objects(r),
+    "a recent file (the stat cache cannot vouch for it)": lambda r: write_parquet(
+        r / "data" / "movies.parquet", movies_table(9)),
+}
+
+UPDATED = {"one environment's file": {"child"}, "a restricted file both environments pin":
+           {"base", "child"}, "a lock file deleted": {"child"}, "a lock file edited": {"base"},
+           "a kept object lost": set(), "a recent file (the stat cache cannot vouch for it)":
+           {"base"}}
+
+# What the quick path cannot judge: it leaves the lock to the full command, having written
+# nothing, and the full command's diagnostics and exit code are the user's answer.
+HANDED_OVER = {  # the change, and the exit code and code the full lock reports
+    "a pinned file removed": (lambda r: (r / "data" / "movies-v2.parquet").unlink(), 1, "BE053"),
+    "a file that is not Parquet": (lambda r: (r / "data" / "movies.parquet").write_bytes(
+        b"not parquet at all"), 1, "BE053"),
+    "a file that is a directory": (lambda r: ((r / "data" / "ratings.parquet").unlink(),
+                                              (r / "data" / "ratings.parquet").mkdir()),
+                                   2, "BE066"),
+    "a link out of the repository to the same bytes": (lambda r: _link_out(
+        r / "data" / "ratings.parquet"), 2, "BE015"),
+}
+
+
+def _link_out(path: Path) -> None:
+    outside = path.parents[2] / "outside" / path.name
+    outside.parent.mkdir(exist_ok=True)
+    shutil.copy2(path, outside)
+    path.unlink()
+    path.symlink_to(outside)
+
+
+def _drop_objects(root: Path) -> None:
+    objects = root / ".buildenv" / "objects"
+    for path in objects.rglob("*"):
+        if path.is_dir():
+            os.chmod(path, 0o700)
+    shutil.rmtree(objects)
+
+
+def _alternate(locked: Path, change, args: list[str]) -> dict[bool, list[tuple]]:
+    """Run `buildenv ARGS` after `change` from the same locked repository, alternating the full
+    lock and the quick path; what each run printed, exited with and left behind."""
+    pristine = locked.with_name("pristine")
+    shutil.copytree(locked, pristine, symlinks=True)
+    results: dict[bool, list[tuple]] = {}
+    for quick in (False, True, False, True):
+        _drop_objects(locked)
+        shutil.rmtree(locked)
+        shutil.copytree(pristine, locked, symlinks=True)
+        change(locked)
+        (locked / ".buildenv" / "statcache.json").unlink()
+        code, out, err, pydantic = buildenv(locked, *args, quick=quick)
+        # the stat cache without what each round's copy and change make anew (mtime, ctime,
+        # inode, device)
+        cache = ({k: e[:1] + e[5:] for k, e in statcache(locked).items()}
+                 if (locked / ".buildenv" / "statcache.json").is_file() else None)
+        results.setdefault(quick, []).append((code, out, err, files(locked), cache,
+                                             plan(locked), pydantic))
+    return results
+
+
+@pytest.mark.parametrize("args", [["lock"], ["lock", "child"], ["lock", "-q"]])
+@pytest.mark.parametrize("change", sorted(WRITES))
+def test_a_relock_that_writes_answers_as_the_full_lock_without_its_imports(locked, change,
+                                                                           args):
+    results = _alternate(locked, WRITES[change], args)
+    assert [r[-1] for r in results[True]] == [False, False]  # answered without pydantic
+    assert [r[-1] for r in results[False]] == [True, True]
+    same = [r[:-1] for r in results[True] + results[False]]
+    assert all(r == same[0] for r in same), change  # output, exit code, files, plan
+    code, out = same[0][0], same[0][1]
+    expected = UPDATED[change] & ({"child"} if "child" in args else {"base", "child"})
+    assert code == 0
+    if "-q" in args:
+        assert f"{len(expected)} updated" in out
+    else:
+        assert {line.split(":")[0] for line in out.splitlines() if "updated" in line} == expected
+    # the plan the quick path recorded answers the next relock, unchanged
+    code, out, _, pydantic = buildenv(locked, *args)
+    assert code == 0 and not pydantic and "updated" not in out.replace(" 0 updated", "")
+
+
+@pytest.mark.parametrize("change", sorted(HANDED_OVER))
+def test_what_the_quick_path_cannot_judge_is_the_full_locks(locked, change):
+    before = files(locked)
+    change_it, exit_code, reported = HANDED_OVER[change]
+    results = _alternate(locked, change_it, ["lock"])
+    assert all(r[-1] for r in results[True] + results[False])  # the full lock answered
+    # the same output, exit code and files; the stat cache may hold what the quick path
+    # hashed before it found what it cannot judge (true of those files)
+    same = [r[:4] + r[5:-1] for r in results[True] + results[False]]
+    assert all(r == same[0] for r in same), change
+    code, _, err = same[0][:3]
+    assert code == exit_code and reported in err, err
+    assert {k: v for k, v in same[0][3].items() if k.startswith("environments/")} == \
+        {k: v for k, v in before.items() if k.startswith("environments/")}
+
+
+def test_a_file_changed_while_hashed_or_not_kept_leaves_the_lock_to_the_full_command(
+        locked, monkeypatch):
+    """Nothing is written when a kept file cannot be kept: the full lock then says why."""
+    monkeypatch.delenv("BUILDENV_ROOT", raising=False)
+    _rewrite_data(locked, "movies-v2.parquet", movies_table(7))
+    lock = (locked / "environments" / "child.lock.json").read_bytes()
+    from buildenv.data.lock import objects
+
+    def refuse(*args, **kwargs):
+        raise ValueError("changed while it was being kept")
+
+    monkeypatch.setattr(objects.LocalObjects, "add_file", refuse)
+    assert quick(locked) is None
+    assert (locked / "environments" / "child.lock.json").read_bytes() == lock
+    monkeypatch.undo()
+    assert quick(locked) == 0
+    assert (locked / "environments" / "child.lock.json").read_bytes() != lock
+
+
+_BIG_ENV = """name: big
+datasets:
+  events:
+    uri: data/events.csv
+    format: csv
+    columns:
+      id: {dtype: int64}
+      note: {dtype: string}
+"""
+
+
+_BLOCK = "".join(f'{i},"n{i % 977}, ok"\n' for i in range(100_000)).encode()  # 2.3 MB
+
+
+def _events(root: Path, seed: int) -> None:
+    """300,000 rows (~7 MB, the hash and count take a while), their first line by `seed`."""
+    (root / "data" / "events.csv").write_bytes(
+        f'id,note\n{seed},"seed"\n'.encode() + _BLOCK[_BLOCK.index(b"\n") + 1:] + _BLOCK * 2)
+    backdate(root)
+
+
+def _whole_objects(root: Path) -> None:
+    """Every kept object hashes to its name (a killed copy never becomes one)."""
+    import hashlib
+
+    for path in (root / ".buildenv" / "objects").rglob("*"):
+        if path.is_file() and not path.name.startswith("."):
+            algorithm = path.parent.parent.name
+            assert hashlib.new(algorithm, path.read_bytes()).hexdigest() == \
+                path.parent.name + path.name
+
+
+def test_concurrent_relocks_that_write_agree_with_the_full_lock(tmp_path):
+    root = write_repo(tmp_path / "repo", envs={"big": _BIG_ENV})
+    _events(root, 3)
+    assert invoke_cli(["lock"], root)[0] == 0
+    _events(root, 5)
+    twin = tmp_path / "twin"
+    shutil.copytree(root, twin, symlinks=True)
+    code, _, err, pydantic = buildenv(twin, "lock", "big", quick=False)
+    assert code == 0 and pydantic, err
+    env = {k: v for k, v in os.environ.items() if k != "BUILDENV_ROOT"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    procs = [subprocess.Popen([sys.executable, "-m", "buildenv", "lock", "big"], cwd=root,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outs = [proc.communicate(timeout=300) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), outs
+    assert all(out.startswith(("big: updated", "big: unchanged")) for out, _ in outs)
+    assert (root / "environments" / "big.lock.json").read_bytes() == \
+        (twin / "environments" / "big.lock.json").read_bytes()
+    _whole_objects(root)
+    code, out, _, pydantic = buildenv(root, "lock", "big")
+    assert code == 0 and not pydantic and out.startswith("big: unchanged")
+
+
+def test_a_relock_that_writes_killed_at_any_point_leaves_a_whole_lock(tmp_path):
+    import random
+    import signal
+
+    root = write_repo(tmp_path / "repo", envs={"big": _BIG_ENV})
+    _events(root, 3)
+    assert invoke_cli(["lock"], root)[0] == 0
+    lock = root / "environments" / "big.lock.json"
+    env = {k: v for k, v in os.environ.items() if k != "BUILDENV_ROOT"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    rng = random.Random(25)
+    for seed in (5, 7, 11, 13):
+        before = json.loads(lock.read_text())["datasets"]["events"]["digest"]
+        _events(root, seed)
+        proc = subprocess.Popen([sys.executable, "-m", "buildenv", "lock", "big"], cwd=root,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        time.sleep(rng.uniform(0.02, 0.8))  # start-up, then the hash and count, then the writes
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pinned = json.loads(lock.read_text())["datasets"]["events"]["digest"]  # whole JSON
+        code, out, err, _ = buildenv(root, "lock", "big")  # the next lock finishes the work
+        assert code == 0, err
+        after = json.loads(lock.read_text())["datasets"]["events"]["digest"]
+        assert pinned in (before, after) and after != before
+        _whole_objects(root)
+        twin = tmp_path / f"twin{seed}"
+        shutil.copytree(root, twin, symlinks=True)
+        (twin / ".buildenv" / PLAN_FILE).unlink()
+        assert buildenv(twin, "lock", "big", quick=False)[1] == "big: unchanged (1 dataset, " \
+            "300,000 rows)\n"  # the full lock finds what the quick one wrote
+
+
 def test_a_held_restricted_object_is_made_owner_only_again(locked):
     restricted = [p for p in (locked / ".buildenv" / "objects").rglob("*")
                   if p.is_file() and stat.S_IMODE(p.stat().st_mode) == 0o400]
@@ -144,25 +376,16 @@ def test_a_renamed_parent_is_an_edit_the_full_lock_reports(locked, monkeypatch):
     assert code == 2 and "base" in err
 
 
-def test_changed_data_a_lost_object_or_another_lock_file_fall_back(locked, monkeypatch):
+def test_a_lock_file_that_is_not_text_falls_back(locked, monkeypatch):
     monkeypatch.delenv("BUILDENV_ROOT", raising=False)
     assert quick(locked) == 0
     write_parquet(locked / "data" / "movies-v2.parquet", movies_table(7))
-    assert quick(locked, "child") is None
-    code, out, err = invoke_cli(["lock", "child"], locked)
-    assert code == 0 and "child: updated" in out, err
+    assert quick(locked, "child") == 0  # changed data is answered (the tests above)
     assert quick(locked, "child") == 0
 
-    objects = [p for p in (locked / ".buildenv" / "objects").rglob("*") if p.is_file()]
-    os.chmod(objects[0].parent, 0o700)
-    objects[0].unlink()
-    assert quick(locked) is None  # the full lock keeps the bytes again
-    assert invoke_cli(["lock"], locked)[0] == 0
-    assert quick(locked) == 0
-
     lock = locked / "environments" / "base.lock.json"
-    lock.write_text(lock.read_text().replace('"base"', '"base" '))
-    assert quick(locked, "base") is None
+    lock.write_bytes(b"\xff not text")
+    assert quick(locked, "base") is None  # the full lock fails on it as it does
 
 
 @pytest.mark.parametrize("args", [["--help"], ["-h"], ["--check"], ["--executor", "local"],

@@ -3,11 +3,14 @@
 `app` is the typer application (`application`); importing the command modules registers
 their commands.
 `main` imports them only once it knows the command needs them: a `buildenv lock` of unchanged
-environments is answered before (`quick_lock`), in a tenth of the start-up.
+environments is answered before (`quick_lock`), in a tenth of the start-up; any other command
+named imports only its own module, and typer converts only its parameters (`_command`).
 """
 
 from __future__ import annotations
 
+import copy
+import importlib
 import signal
 import sys
 from typing import Any
@@ -46,27 +49,59 @@ def main() -> None:
     from buildenv.cli import early
 
     early.start(sys.argv)
-    _commands()(prog_name="buildenv")
+    _command(sys.argv[1:])(prog_name="buildenv")
+
+
+# The command modules, in the order of `buildenv --help` (the pipeline's), and the module of
+# each command (tests/test_cli_startup.py checks it against what the modules register).
+_MODULES = ("init_commands", "env_commands", "data_commands", "store_commands",
+            "access_commands", "labels_commands", "compile_commands", "monitor_commands",
+            "release_commands", "import_commands")
+_HOMES = {
+    **dict.fromkeys(("init",), "init_commands"),
+    **dict.fromkeys(("envs", "show", "diff", "schema", "explain", "version"), "env_commands"),
+    **dict.fromkeys(("lock", "validate", "audit"), "data_commands"),
+    **dict.fromkeys(("push", "pull", "checkout"), "store_commands"),
+    **dict.fromkeys(("stats", "synth", "peek"), "access_commands"),
+    **dict.fromkeys(("labels", "tasks"), "labels_commands"),
+    **dict.fromkeys(("check", "toolchain", "build", "register", "ui", "doctor", "card", "ops"),
+                    "compile_commands"),
+    **dict.fromkeys(("drift", "skew"), "monitor_commands"),
+    **dict.fromkeys(("promote", "history", "rollback", "retrain", "image"), "release_commands"),
+}
 
 
 def _commands() -> Any:
-    """The typer application with every command registered."""
-    # isort: off
-    # Registration order is the order of `buildenv --help`: the pipeline's.
-    from buildenv.cli import init_commands  # noqa: F401
-    from buildenv.cli import env_commands  # noqa: F401
-    from buildenv.cli import data_commands  # noqa: F401
-    from buildenv.cli import store_commands  # noqa: F401
-    from buildenv.cli import access_commands  # noqa: F401
-    from buildenv.cli import labels_commands  # noqa: F401
-    from buildenv.cli import compile_commands  # noqa: F401
-    from buildenv.cli import monitor_commands  # noqa: F401
-    from buildenv.cli import release_commands  # noqa: F401
-    from buildenv.cli import import_commands  # noqa: F401
-    # isort: on
+    """The typer application with every command registered, in the order of `_MODULES`."""
+    for module in _MODULES:
+        importlib.import_module(f"buildenv.cli.{module}")
     from buildenv.cli.application import app
 
+    # a module imported before the others (`_command`) registered its commands first
+    order = {f"buildenv.cli.{m}": i for i, m in enumerate(_MODULES)}
+    app.registered_commands.sort(key=lambda info: order.get(info.callback.__module__, 0)
+                                 if info.callback is not None else 0)
     return app
+
+
+def _command(argv: list[str]) -> Any:
+    """The typer application to run `buildenv ARGV` with: when ARGV names a command, only that
+    command registered (its module imported, its parameters converted), which typer parses,
+    helps and runs as in the whole application; else the whole application (`--help`, a
+    group, a typo typer suggests a command for)."""
+    home = _HOMES.get(argv[0]) if argv else None
+    if home is None:
+        return _commands()
+    importlib.import_module(f"buildenv.cli.{home}")
+    from buildenv.cli.application import app
+
+    found = [info for info in app.registered_commands if info.name == argv[0]]
+    if len(found) != 1:
+        return _commands()
+    only = copy.copy(app)  # the shared application keeps every command it has
+    only.registered_commands = found
+    only.registered_groups = []
+    return only
 
 
 def __getattr__(name: str) -> Any:

@@ -1,13 +1,15 @@
 """`buildenv lock` of unchanged environments, answered before typer and pydantic are imported.
 
 The full command's start-up (typer, pydantic, the environment models, resolving `extends`)
-costs about a quarter of a second before it finds, most of the time, that nothing changed.
-`buildenv.data.lock.quick` keeps a plan of the last lock that found no problem; this module
-parses the command line the full command would (a plain `lock [ENV...]` with `--root`,
-`--algorithm`, `--quiet`, `--progress/--no-progress`, `--format text`; anything else, `--help`
-included, is left to it), finds the project as it would, and prints what it would when the
-plan answers. When it does not (an edited environment file, changed data, another flag), the
-full command runs as if this module did not exist: `run` returns None.
+costs about a quarter of a second before it finds, most of the time, that the environments did
+not change (and often the data neither). `buildenv.data.lock.quick` keeps a plan of the last
+lock that found no problem; this module parses the command line the full command would (a
+plain `lock [ENV...]` with `--root`, `--algorithm`, `--quiet`, `--progress/--no-progress`,
+`--format text`; anything else, `--help` included, is left to it), finds the project as it
+would, and, when the plan answers, prints what it would (the locks the plan wrote anew
+`updated`, the others `unchanged`). When it does not (an edited environment file, data it
+cannot judge, another flag), the full command runs as if this module did not exist: `run`
+returns None, having printed nothing and written no lock.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def _parse(args: list[str]) -> tuple[list[str], dict[str, str]] | None:
 
 def run(argv: list[str]) -> int | None:
     """Answer `buildenv <argv>` if it is a lock the plan answers: prints what the full
-    command prints, returns its exit code (0); else None, having printed nothing."""
+    command prints, returns its exit code (0); else None, having printed (and written a lock)
+    nothing."""
     if len(argv) < 1 or argv[0] != "lock" or os.environ.get("BUILDENV_NO_QUICK_LOCK"):
         return None
     parsed = _parse(argv[1:])
@@ -101,9 +104,10 @@ def run(argv: list[str]) -> int | None:
         return None
     if not quiet:
         for env in found:
-            print(summary(env.name, env.datasets, env.rows, changed=False))
+            print(summary(env.name, env.datasets, env.rows, env.changed))
     else:
-        print(f"{len(found)} lock(s): 0 updated, {len(found)} unchanged")
+        updated = sum(env.changed for env in found)
+        print(f"{len(found)} lock(s): {updated} updated, {len(found) - updated} unchanged")
     return 0
 
 

@@ -23,15 +23,17 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
-from buildenv.core.project import Project
 from buildenv.data.lock.digests import StatCache
 from buildenv.data.lock.manifest import (
     FileEntry,
     Manifest,
 )
+
+if TYPE_CHECKING:  # the quick lock (`quick.py`) writes locks: keep pydantic out of this module
+    from buildenv.core.project import Project
 
 __all__ = ["LOCK_UPGRADES", "LOCK_VERSION", "Lock", "LockedDataset", "LockedLabels", "lock_path",
            "read_lock", "stat_cache"]

@@ -5,20 +5,23 @@ so is the data. Yet reading the environments (pydantic's models, resolving `exte
 checks) is most of such a run's time. So after a lock that found no problem at all, the lock
 records a *plan* in `<cache_dir>/lockplan.json`: for each environment whose datasets are single
 local files (no table, DVC pin, directory, source made by code, label set or synthetic
-dataset), the digest of its lock file and the files, formats and digests that lock
-pins. The plan is valid only for the exact inputs it was made from: buildenv's version and code
+dataset), the digest of its lock file, the environment's digest, and the name, file, format,
+digest, size and rows of each dataset that lock pins. The plan is valid only for the exact inputs it was made from: buildenv's version and code
 (each module's size and modification time: an editable install changes without a new version), the
 digest algorithm, `pyproject.toml` and every environment file (`inputs_digest`; any edit,
 addition or removal of any of them -- a parent reached through `extends` included -- makes it
 void).
 
 `relock` then hashes the pinned files (the stat cache and the early prefetch apply as in the
-full lock) and answers only when every file still has the digest its lock pins, every lock file
-is byte for byte the one recorded, and the store holds each kept file (a restricted one's
-object made owner-only, as the store's keeper does): exactly the case where the full lock
-would report every environment unchanged and write nothing but the stat cache.
-Anything else is None, and the caller runs the full lock. The plan is a cache: written
-atomically, not flushed; an unreadable one is a miss.
+full lock) and answers what the full lock would answer of these environments, for which it is
+nothing but hashing single files: each lock is the plan's environment digest and the files'
+digests, sizes and rows as hashed now -- rendered by `lockfile.Lock`, so byte for byte the
+full lock's -- written (atomically) when it differs from the lock file, after the store keeps
+each kept file (`LocalObjects.add_file`, trusted as the store's keeper trusts it: when the
+stat cache vouches for it); then the plan is recorded again with the new digests. A file that
+cannot be hashed or kept (missing, unreadable, not Parquet, changed while hashed) is None before
+any lock is written: the caller runs the full lock, which says what is wrong. The plan is a
+cache: written atomically, not flushed; an unreadable one is a miss.
 """
 
 from __future__ import annotations
@@ -32,10 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 from buildenv import __version__
 from buildenv.core.atomic import atomic_write_text
-from buildenv.data.lock.digests import StatCache, digest_location
+from buildenv.data.lock.digests import ContentDigest, StatCache, digest_location
 from buildenv.data.lock.objects import LocalObjects
-from buildenv.data.storage import locate
-from buildenv.env.uris import is_remote, names_directory
+from buildenv.data.storage import Location, locate
+from buildenv.env.uris import is_remote, names_directory, uri_problem
 
 if TYPE_CHECKING:  # the fast path imports this module: keep pydantic out of it
     from buildenv.core.project import Project
@@ -45,16 +48,17 @@ if TYPE_CHECKING:  # the fast path imports this module: keep pydantic out of it
 __all__ = ["PLAN_FILE", "Relocked", "inputs_digest", "record", "relock"]
 
 PLAN_FILE = "lockplan.json"
-_VERSION = 1
+_VERSION = 2  # 2: each dataset's name, size and rows, the environment's digest
 
 
 @dataclass(frozen=True)
 class Relocked:
-    """An environment found unchanged: what `buildenv lock` prints of it."""
+    """An environment locked from the plan: what `buildenv lock` prints of it."""
 
     name: str
     datasets: int
     rows: int
+    changed: bool  # its lock file written anew
 
 
 def inputs_digest(root: Path, environments_dir: Path, algorithm: str) -> str | None:
@@ -113,24 +117,39 @@ def record(project: Project, resolved: dict[str, Resolved], results: list[tuple[
            algorithm: str, inputs: str | None) -> None:
     """Write the plan after a full lock that found no problem: `inputs` is `inputs_digest` as
     it was before the lock read anything; nothing is written if the inputs changed since."""
-    environments_dir = project.environments_dir
-    if inputs is None or inputs_digest(project.root, environments_dir, algorithm) != inputs:
-        return
-    path = project.state_dir / PLAN_FILE
-    plan = _load(path, algorithm)
-    envs: dict[str, Any] = plan["envs"] if plan is not None and plan["inputs"] == inputs else {}
+    entries: dict[str, dict[str, Any] | None] = {}
     for name, lock, _ in results:
         res = resolved.get(name)
-        if res is None or not _eligible(res):
-            envs.pop(name, None)
-            continue
-        envs[name] = {  # the lock as the full lock renders it, not as another process wrote it
-            "lock": hashlib.sha256(lock.render().encode("utf-8")).hexdigest(),
+        entries[name] = None if res is None or not _eligible(res) else _entry(
+            lock, {n: (res.env.datasets[n].keeps, res.env.restricted(n)) for n in lock.datasets})
+    _save(project.root, project.environments_dir, project.state_dir, algorithm, inputs, entries)
+
+
+def _entry(lock: Lock, kept: dict[str, tuple[bool, bool]]) -> dict[str, Any]:
+    """The plan's entry of `lock` (the lock as the full lock renders it, not as another process
+    wrote it); `kept`: (keeps, restricted) of each dataset."""
+    return {"lock": hashlib.sha256(lock.render().encode("utf-8")).hexdigest(),
+            "environment_digest": lock.environment_digest,
             "rows": sum(d.rows for d in lock.datasets.values()),
-            "datasets": [{"uri": d.uri, "format": d.format, "digest": d.digest,
-                          "keeps": res.env.datasets[n].keeps,
-                          "restricted": res.env.restricted(n)}
+            "datasets": [{"name": n, "uri": d.uri, "format": d.format, "digest": d.digest,
+                          "size": d.size, "rows": d.rows, "keeps": kept[n][0],
+                          "restricted": kept[n][1]}
                          for n, d in sorted(lock.datasets.items())]}
+
+
+def _save(root: Path, environments_dir: Path, state_dir: Path, algorithm: str,
+          inputs: str | None, entries: dict[str, dict[str, Any] | None]) -> None:
+    """Record `entries` (None: no longer in the plan) over the plan of the same inputs."""
+    if inputs is None or inputs_digest(root, environments_dir, algorithm) != inputs:
+        return
+    path = state_dir / PLAN_FILE
+    plan = _load(path, algorithm)
+    envs: dict[str, Any] = plan["envs"] if plan is not None and plan["inputs"] == inputs else {}
+    for name, entry in entries.items():
+        if entry is None:
+            envs.pop(name, None)
+        else:
+            envs[name] = entry
     try:
         atomic_write_text(path, json.dumps({"version": _VERSION, "buildenv": __version__,
                                             "algorithm": algorithm, "inputs": inputs,
@@ -161,10 +180,14 @@ class _DataBase:
 
 def relock(root: Path, environments_dir: Path, state_dir: Path, names: list[str],
            algorithm: str) -> list[Relocked] | None:
-    """The environments `names` (all: empty), sorted, if each is unchanged (see the module);
-    else None. Saves the stat cache either way: what it learnt is true of the files."""
+    """The environments `names` (all: empty), sorted, each locked as the full lock would lock
+    it (see the module); None when the plan cannot answer. Saves the stat cache either way:
+    what it learnt is true of the files."""
     plan = _load(state_dir / PLAN_FILE, algorithm)
-    if plan is None or inputs_digest(root, environments_dir, algorithm) != plan["inputs"]:
+    if plan is None:
+        return None
+    inputs = inputs_digest(root, environments_dir, algorithm)
+    if inputs is None or inputs != plan["inputs"]:
         return None
     entries = _entries(plan, environments_dir, names)
     if entries is None:
@@ -172,19 +195,52 @@ def relock(root: Path, environments_dir: Path, state_dir: Path, names: list[str]
     cache = StatCache(state_dir / "statcache.json")
     pinned = _Pinned(root, state_dir, algorithm, cache)
     try:
-        if not all(pinned.unchanged(ds) for _, entry in entries for ds in entry["datasets"]):
-            return None
-        return [Relocked(name, len(entry["datasets"]), int(entry["rows"]))
-                for name, entry in entries]
+        found = [(name, entry, current, [pinned.now(ds) for ds in entry["datasets"]])
+                 for name, entry, current in entries]
+        for _, entry, _, values in found:  # a lock is never written for bytes not kept
+            for ds, value in zip(entry["datasets"], values, strict=True):
+                pinned.keep(ds, value.digest)
+        if all(_recorded(current, entry) and [v.digest for v in values] ==
+               [ds["digest"] for ds in entry["datasets"]] for _, entry, current, values in found):
+            return [Relocked(name, len(entry["datasets"]), int(entry["rows"]), False)
+                    for name, entry, _, _ in found]  # the common case: nothing to render
+        return _write(root, environments_dir, state_dir, algorithm, inputs, found)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable, changed while hashed, a damaged plan: the full lock says
     finally:
         cache.save()
 
 
+def _write(root: Path, environments_dir: Path, state_dir: Path, algorithm: str, inputs: str,
+           found: list[tuple[str, dict[str, Any], str | None, list[ContentDigest]]]
+           ) -> list[Relocked]:
+    """Write each lock that changed, as the full lock renders it; record the plan anew."""
+    # Deferred import (buildenv): the lock's rendering (with the manifest and executor modules
+    # it brings) is needed only when a lock is written, not by the common unchanged relock.
+    from buildenv.data.lock.lockfile import Lock, LockedDataset
+
+    out = []
+    entries: dict[str, dict[str, Any] | None] = {}
+    for name, entry, current, values in found:
+        lock = Lock(name, str(entry["environment_digest"]), {
+            str(ds["name"]): LockedDataset(ds["uri"], ds["format"], v.digest, v.size, v.rows)
+            for ds, v in zip(entry["datasets"], values, strict=True)})
+        text = lock.render()
+        changed = current != text  # what the full lock compares: the file's text
+        if changed:
+            atomic_write_text(environments_dir / f"{name}.lock.json", text)
+        entries[name] = _entry(lock, {ds["name"]: (bool(ds["keeps"]), bool(ds["restricted"]))
+                                      for ds in entry["datasets"]})
+        out.append(Relocked(name, len(lock.datasets), sum(d.rows for d in lock.datasets.values()),
+                            changed))
+    _save(root, environments_dir, state_dir, algorithm, inputs, entries)
+    return out
+
+
 def _entries(plan: dict[str, Any], environments_dir: Path, names: list[str]
-             ) -> list[tuple[str, dict[str, Any]]] | None:
-    """The plan's entries of `names` (all: empty), sorted, each lock file as recorded."""
+             ) -> list[tuple[str, dict[str, Any], str | None]] | None:
+    """The plan's entries of `names` (all: empty), sorted, each with its lock file's text as
+    the full lock reads it to compare (None: no lock file)."""
     if not names:  # all: the plan's inputs name every file, but not which were eligible
         names = [n[: -len(".yaml")] for n in os.listdir(environments_dir)
                  if n.endswith(".yaml") and not n.startswith(".")]
@@ -195,39 +251,56 @@ def _entries(plan: dict[str, Any], environments_dir: Path, names: list[str]
         entry = plan["envs"].get(name)
         if not isinstance(entry, dict):
             return None
+        path = environments_dir / f"{name}.lock.json"
         try:
-            text = (environments_dir / f"{name}.lock.json").read_bytes()
-        except OSError:
+            text = path.read_text(encoding="utf-8") if path.is_file() else None
+        except (OSError, ValueError):  # the full lock fails on it as it fails: let it say
             return None
-        if hashlib.sha256(text).hexdigest() != entry.get("lock"):
-            return None
-        entries.append((name, entry))
+        entries.append((name, entry, text))
     return entries
 
 
+def _recorded(text: str | None, entry: dict[str, Any]) -> bool:
+    """Whether the lock file's text is the lock the plan's entry records."""
+    return text is not None and hashlib.sha256(text.encode("utf-8")).hexdigest() == entry["lock"]
+
+
 class _Pinned:
-    """Whether each pinned file is as its lock pins it, each distinct file hashed once."""
+    """Each pinned file as it is now, each distinct file hashed once, and kept in the store as
+    the store's keeper keeps it."""
 
     def __init__(self, root: Path, state_dir: Path, algorithm: str, cache: StatCache):
         self.base = _DataBase(root)
         self.objects = LocalObjects(state_dir / "objects")
         self.algorithm = algorithm
         self.cache = cache
-        self.seen: dict[tuple[str, str], str] = {}
+        self.seen: dict[tuple[str, str], tuple[Location, ContentDigest]] = {}
 
-    def unchanged(self, ds: dict[str, Any]) -> bool:
+    def now(self, ds: dict[str, Any]) -> ContentDigest:
         key = (ds["uri"], ds["format"])
         if key not in self.seen:
+            # what resolving the environment checks of the uri against the file system (a
+            # directory now, a link out of the repository): the full lock reports it
+            if uri_problem(ds["uri"], self.base) is not None:  # type: ignore[arg-type]
+                raise ValueError(f"{ds['uri']}: the full lock reports it")
             location = locate(ds["uri"], self.base)  # type: ignore[arg-type]
             if location.local is None:
-                return False
-            self.seen[key] = digest_location(location, ds["format"], self.algorithm,
-                                             self.cache).digest
-        if self.seen[key] != ds["digest"]:
-            return False
-        if ds["keeps"]:  # held already, as the full lock's keeper would find it
-            if not self.objects.has(ds["digest"]):
-                return False
-            if ds["restricted"]:  # what the keeper does to a held restricted object
-                os.chmod(self.objects.path(ds["digest"]), 0o400)
-        return True
+                raise ValueError(f"{ds['uri']} is not a local file")
+            self.seen[key] = location, digest_location(location, ds["format"], self.algorithm,
+                                                       self.cache)
+        return self.seen[key][1]
+
+    def keep(self, ds: dict[str, Any], digest: str) -> None:
+        """What `store.keeping.keep_pinned` does to the file of `ds`, which hashed to `digest`:
+        a held object's mode made owner-only if restricted, else the file copied in."""
+        if not ds["keeps"]:
+            return
+        if self.objects.has(digest):
+            if ds["restricted"]:
+                os.chmod(self.objects.path(digest), 0o400)
+            return
+        location = self.seen[(ds["uri"], ds["format"])][0]
+        assert location.local is not None
+        hit = self.cache.get(location.key, location.stat(), self.algorithm, ds["format"])
+        self.objects.add_file(location.local, digest, bool(ds["restricted"]),
+                              hit is not None and hit.digest == digest)
