@@ -15,12 +15,15 @@ hash would otherwise go unseen. Remote objects are keyed by size and mtime.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import queue
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -351,57 +354,157 @@ def parquet_rows(location: Location) -> int:
 
 
 def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
-    """Hash and count records in one read of the bytes: each chunk is hashed in a thread (the
-    hash releases the GIL) while this thread counts its records (`csv_rows`). Local files are
-    read into a few reused buffers (no fresh pages per chunk); a buffer goes back to the reader
-    once it is hashed."""
+    """Hash and count records in one read of the bytes. Three threads share the work of a
+    local file (`_CsvPass`): one reads chunks into reused buffers, one hashes them (the hash
+    releases the GIL), this one counts their records (`csv_rows`); on two cores the hash, the
+    longest of the three, runs alone on one most of the time."""
+    if location.local is None:
+        return _digest_csv_stream(location, algorithm)
     hasher = ALGORITHMS[algorithm]()
-    chunks: queue.Queue[tuple[bytes | bytearray, int | None] | None] = queue.Queue()
-    free: queue.Queue[bytearray] = queue.Queue()
-    for _ in range(3):  # bounded: at most three chunks in memory
-        free.put(bytearray(CHUNK))
+    counter = RowCounter()
+    size = 0
+    with open(location.local, "rb", buffering=0) as handle, _fast_switching(), \
+            progress.task(f"hash {location.uri}", os.fstat(handle.fileno()).st_size,
+                          "bytes") as bar:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        chunks = _CsvPass(handle, hasher, max(1, min(CHUNK, int(bar.total or 0) + 1)))
+        try:
+            while (item := chunks.to_count.get()) is not None:
+                buffer, n = item
+                counter.feed(buffer if n == len(buffer) else memoryview(buffer)[:n])
+                chunks.returned.put(buffer)
+                size += n
+                bar.advance(n)
+        finally:
+            chunks.stop()
+        if chunks.failure:
+            raise chunks.failure[0]
+    return ContentDigest(f"{algorithm}:{hasher.hexdigest()}", size, counter.rows())
+
+
+_CSV_AHEAD = 6  # buffers of CHUNK bytes the reading may run ahead with (48 MiB at most)
+
+
+class _CsvPass:
+    """The reading and hashing threads of one CSV pass. The reader puts each chunk, in order,
+    in `to_hash` and `to_count`; a buffer comes back through `returned` once from the hash
+    and once from the count, and is read into again when both gave it back. The reader runs
+    up to `_CSV_AHEAD` chunks ahead: the first count imports numpy (tens of milliseconds), and
+    the hash does not wait for it. `None` in a queue ends it; a failure is kept for the
+    counting thread to raise."""
+
+    def __init__(self, handle: io.FileIO, hasher: Hasher, chunk: int) -> None:
+        self.to_hash: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        self.to_count: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        self.returned: queue.SimpleQueue[bytearray | None] = queue.SimpleQueue()
+        self.failure: list[BaseException] = []
+        self._handle, self._hasher, self._chunk = handle, hasher, chunk
+        self._threads = [threading.Thread(target=self._read, name="buildenv-read", daemon=True),
+                         threading.Thread(target=self._hash, name="buildenv-hash", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """End both threads (the counting thread is done, or failed) and wait for them."""
+        self.returned.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _read(self) -> None:
+        holders: dict[int, int] = {}  # id(buffer) -> how many of hash and count still hold it
+        spare: list[bytearray] = []
+        made = 0
+        try:
+            while True:
+                while not spare:
+                    if made < _CSV_AHEAD and self.returned.empty():
+                        spare.append(bytearray(self._chunk))
+                        made += 1
+                        break
+                    back = self.returned.get()
+                    if back is None:
+                        return  # the counting thread stopped early
+                    holders[id(back)] -= 1
+                    if not holders[id(back)]:
+                        spare.append(back)
+                buffer = spare.pop()
+                n = self._handle.readinto(buffer)
+                if not n:
+                    return
+                holders[id(buffer)] = 2
+                self.to_hash.put((buffer, n))
+                self.to_count.put((buffer, n))
+        except BaseException as exc:  # re-raised by the counting thread
+            self.failure.append(exc)
+        finally:
+            self.to_hash.put(None)
+            self.to_count.put(None)
+
+    def _hash(self) -> None:
+        while (item := self.to_hash.get()) is not None:
+            buffer, n = item
+            try:
+                if not self.failure:
+                    self._hasher.update(buffer if n == len(buffer) else memoryview(buffer)[:n])
+            except BaseException as exc:  # re-raised by the counting thread
+                self.failure.append(exc)
+            self.returned.put(buffer)
+
+
+_SWITCHING = threading.Lock()
+_switching: list[float] = []  # the interval before the first of the running digests
+
+
+@contextmanager
+def _fast_switching() -> Iterator[None]:
+    """A short GIL switch interval while a CSV is hashed and counted: the hash thread needs the
+    GIL for a moment after each chunk, and with the default 5 ms it waited up to that long
+    behind the counter's Python, about as long as hashing a chunk takes. Nested and concurrent
+    digests share it; the last one out restores the interval."""
+    with _SWITCHING:
+        if not _switching:
+            _switching.append(sys.getswitchinterval())
+            sys.setswitchinterval(min(_switching[0], _SWITCH_INTERVAL))
+        _switching.append(0.0)
+    try:
+        yield
+    finally:
+        with _SWITCHING:
+            _switching.pop()
+            if len(_switching) == 1:
+                sys.setswitchinterval(_switching.pop())
+
+
+_SWITCH_INTERVAL = 0.0001
+
+
+def _digest_csv_stream(location: Location, algorithm: str) -> ContentDigest:
+    """An object store's CSV: each chunk is hashed in a thread (the hash releases the GIL)
+    while this thread counts its records."""
+    hasher = ALGORITHMS[algorithm]()
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=3)  # bounded: three in memory
     failure: list[BaseException] = []
 
     def hash_chunks() -> None:
-        while (item := chunks.get()) is not None:
-            buffer, n = item
+        while (chunk := chunks.get()) is not None:
             try:
-                hasher.update(memoryview(buffer)[:n] if n is not None else buffer)
+                hasher.update(chunk)
             except BaseException as exc:  # re-raised below
                 failure.append(exc)
-            if isinstance(buffer, bytearray):  # a reused buffer of a local read: lend it again
-                free.put(buffer)
 
     worker = threading.Thread(target=hash_chunks, name="buildenv-hash", daemon=True)
     worker.start()
     counter = RowCounter()
     size = 0
-    total = os.path.getsize(location.local) if location.local is not None else None
     try:
-        with progress.task(f"hash {location.uri}", total, "bytes") as bar:
-            if location.local is not None:
-                with open(location.local, "rb", buffering=0) as handle:
-                    if hasattr(os, "posix_fadvise"):
-                        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-                    while True:
-                        buffer = free.get()
-                        n = handle.readinto(buffer)
-                        if not n:
-                            break
-                        chunks.put((buffer, n))
-                        counter.feed(buffer if n == len(buffer) else bytes(buffer[:n]))
-                        size += n
-                        bar.advance(n)
-            else:
-                with location.open() as stream:
-                    while True:
-                        chunk = stream.read(CHUNK)
-                        if not chunk:
-                            break
-                        chunks.put((chunk, None))
-                        counter.feed(chunk)
-                        size += len(chunk)
-                        bar.advance(len(chunk))
+        with progress.task(f"hash {location.uri}", None, "bytes") as bar, \
+                location.open() as stream:
+            while chunk := stream.read(CHUNK):
+                chunks.put(chunk)
+                counter.feed(chunk)
+                size += len(chunk)
+                bar.advance(len(chunk))
     finally:
         chunks.put(None)
         worker.join()
