@@ -15,7 +15,7 @@ import pytest
 
 from buildenv.data.lock import digests
 from buildenv.data.lock.csv_rows import count_rows
-from buildenv.data.storage import locate
+from buildenv.data.storage import Location, locate
 
 
 class _Root:
@@ -178,3 +178,17 @@ def test_the_switch_interval_is_restored_by_the_last_pass_out(tmp_path):
         inside.append(sys.getswitchinterval())
     assert inside == pytest.approx([digests._SWITCH_INTERVAL] * 4)
     assert sys.getswitchinterval() == before
+
+
+def test_a_streamed_csv_as_from_an_object_store(tmp_path, monkeypatch):
+    """A location without a local path (an object store) is read through its filesystem's
+    stream: the same digest and rows."""
+    monkeypatch.setattr(digests, "CHUNK", 4096)
+    data = quoted_csv(3000)
+    path = tmp_path / "s.csv"
+    path.write_bytes(data)
+    streamed = Location(f"file://{path}", f"file://{path}", str(path), None)
+    value = digests.compute_digest(streamed, "csv", "sha256")
+    assert value.digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert (value.size, value.rows) == (len(data), count_rows(data))
+    assert no_pass_threads()
