@@ -354,10 +354,10 @@ def parquet_rows(location: Location) -> int:
 
 
 def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
-    """Hash and count records in one read of the bytes. Three threads share the work of a
-    local file (`_CsvPass`): one reads chunks into reused buffers, one hashes them (the hash
-    releases the GIL), this one counts their records (`csv_rows`); on two cores the hash, the
-    longest of the three, runs alone on one most of the time."""
+    """Hash and count records in one read of the bytes. A thread reads each chunk of a local
+    file into a reused buffer and hashes it right away, as a bare hash loop does (the bytes are
+    still in the cache; the hash releases the GIL); this thread counts the records of the same
+    buffers (`csv_rows`) behind it, on the other core (`_CsvPass`)."""
     if location.local is None:
         return _digest_csv_stream(location, algorithm)
     hasher = ALGORITHMS[algorithm]()
@@ -370,10 +370,10 @@ def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
             os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         chunks = _CsvPass(handle, hasher, max(1, min(CHUNK, int(bar.total or 0) + 1)))
         try:
-            while (item := chunks.to_count.get()) is not None:
+            while (item := chunks.hashed.get()) is not None:
                 buffer, n = item
                 counter.feed(buffer if n == len(buffer) else memoryview(buffer)[:n])
-                chunks.returned.put(buffer)
+                chunks.counted.put(buffer)
                 size += n
                 bar.advance(n)
         finally:
@@ -383,73 +383,64 @@ def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
     return ContentDigest(f"{algorithm}:{hasher.hexdigest()}", size, counter.rows())
 
 
-_CSV_AHEAD = 6  # buffers of CHUNK bytes the reading may run ahead with (48 MiB at most)
+_CSV_AHEAD = 6  # buffers of CHUNK bytes the hash may run ahead of the count with (48 MiB)
 
 
 class _CsvPass:
-    """The reading and hashing threads of one CSV pass. The reader puts each chunk, in order,
-    in `to_hash` and `to_count`; a buffer comes back through `returned` once from the hash
-    and once from the count, and is read into again when both gave it back. The reader runs
-    up to `_CSV_AHEAD` chunks ahead: the first count imports numpy (tens of milliseconds), and
-    the hash does not wait for it. `None` in a queue ends it; a failure is kept for the
-    counting thread to raise."""
+    """The reading and hashing thread of one CSV pass: it reads each chunk into a buffer,
+    hashes it and puts it, in order, in `hashed`; the counting thread gives each buffer back
+    through `counted`. While the count lags (its first chunk imports numpy, tens of
+    milliseconds), the hash goes on into new buffers, up to `_CSV_AHEAD`. `None` in `hashed`
+    ends the file; a failure is kept for the counting thread to raise."""
 
     def __init__(self, handle: io.FileIO, hasher: Hasher, chunk: int) -> None:
-        self.to_hash: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
-        self.to_count: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
-        self.returned: queue.SimpleQueue[bytearray | None] = queue.SimpleQueue()
+        self.hashed: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        self.counted: queue.SimpleQueue[bytearray | None] = queue.SimpleQueue()
         self.failure: list[BaseException] = []
         self._handle, self._hasher, self._chunk = handle, hasher, chunk
-        self._threads = [threading.Thread(target=self._read, name="buildenv-read", daemon=True),
-                         threading.Thread(target=self._hash, name="buildenv-hash", daemon=True)]
-        for thread in self._threads:
-            thread.start()
+        self._thread = threading.Thread(target=self._run, name="buildenv-hash", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
-        """End both threads (the counting thread is done, or failed) and wait for them."""
-        self.returned.put(None)
-        for thread in self._threads:
-            thread.join()
+        """End the thread (the count is done, or failed) and wait for it."""
+        self.counted.put(None)
+        self._thread.join()
 
-    def _read(self) -> None:
-        holders: dict[int, int] = {}  # id(buffer) -> how many of hash and count still hold it
-        spare: list[bytearray] = []
+    def _run(self) -> None:
         made = 0
         try:
             while True:
-                while not spare:
-                    if made < _CSV_AHEAD and self.returned.empty():
-                        spare.append(bytearray(self._chunk))
-                        made += 1
-                        break
-                    back = self.returned.get()
-                    if back is None:
-                        return  # the counting thread stopped early
-                    holders[id(back)] -= 1
-                    if not holders[id(back)]:
-                        spare.append(back)
-                buffer = spare.pop()
-                n = self._handle.readinto(buffer)
+                if made < _CSV_AHEAD and self.counted.empty():
+                    buffer: bytearray | None = bytearray(self._chunk)
+                    made += 1
+                else:
+                    buffer = self.counted.get()
+                if buffer is None:
+                    return  # the counting thread stopped early
+                n = self._fill(memoryview(buffer))
                 if not n:
                     return
-                holders[id(buffer)] = 2
-                self.to_hash.put((buffer, n))
-                self.to_count.put((buffer, n))
+                self.hashed.put((buffer, n))
         except BaseException as exc:  # re-raised by the counting thread
             self.failure.append(exc)
         finally:
-            self.to_hash.put(None)
-            self.to_count.put(None)
+            self.hashed.put(None)
 
-    def _hash(self) -> None:
-        while (item := self.to_hash.get()) is not None:
-            buffer, n = item
-            try:
-                if not self.failure:
-                    self._hasher.update(buffer if n == len(buffer) else memoryview(buffer)[:n])
-            except BaseException as exc:  # re-raised by the counting thread
-                self.failure.append(exc)
-            self.returned.put(buffer)
+    def _fill(self, view: memoryview) -> int:
+        """Read `view` full (short only at the end of the file), hashing each piece as soon
+        as it is read: the piece is still in this core's cache, where the count's pass over
+        another chunk would have pushed a whole chunk out of the shared one."""
+        n = 0
+        while n < len(view):
+            got = self._handle.readinto(view[n:n + _HASH_PIECE])
+            if not got:
+                break
+            self._hasher.update(view[n:n + got])
+            n += got
+        return n
+
+
+_HASH_PIECE = 1 << 19  # bytes read and hashed at a time: a quarter of a core's L2 cache
 
 
 _SWITCHING = threading.Lock()
