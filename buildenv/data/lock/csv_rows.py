@@ -17,7 +17,8 @@ The parity model holds when every quote that opens a field comes right after a f
 (a comma, a terminator, the file's start, or the quote of a `""`), which is checked with the
 comma mask. A quote inside an unquoted field is a literal (as the decoder reads it): up to
 `_LITERALS` of them per block are taken out of the quote mask and the block recounted; a block
-with more is counted by the byte-by-byte state machine, which is the reference.
+with more is counted in eighths, each the same way, and byte by byte (the state machine, which
+is the reference) only below `_SMALL`.
 
 A UTF-8 byte-order mark at the start is not data (the decoder skips it). An unterminated quoted
 field runs to the end of the file, as the decoder reads it. The count matches the decoder's
