@@ -21,7 +21,9 @@
 4. CSV (--only csv): `buildenv lock` of a ~1.09 GB CSV (--csv-mb), digest and row count, vs
    the bare sha256 process; once with no quote in the file, once with every string quoted,
    once with quoted free text (commas, newlines and `""` inside the quotes, as exports of
-   comments or tickets look). Goal: within 1.25x.
+   comments or tickets look). Goal: within 1.25x. `--before TREE` also locks with the
+   `buildenv` package under TREE (e.g. a checkout of main), alternating, from a copy of the
+   repo with its own state directory.
 5. Counter (--only counter): in one process, CPU time of counting the records of the first
    96 MiB of each CSV (8 MiB chunks, as the lock feeds them): `RowCounter.feed` vs hashlib's
    sha256 of the same chunks, and with --counter-before REF the counter of that git revision
@@ -475,9 +477,29 @@ CSV_KINDS = {"plain": "no quote", "quoted": "strings quoted",
              "text": "quoted free text: commas, newlines, quotes inside"}
 
 
-def bench_csv(root: Path, size_mb: int, repeats: int, kinds: list[str]
+BEFORE_CLI = "import sys; from buildenv.cli import run; sys.argv[0] = 'buildenv'; run()"
+
+
+def before_repo(root: Path, work: Path) -> Path:
+    """A copy of the CSV repo for `--before TREE`: its own state directory (a lock plan is
+    void for other code, so the two trees would undo each other's), the data and the store's
+    objects hard-linked (no second copy of the files)."""
+    other = work / "repo-before"
+    for sub in ("environments", "data"):
+        (other / sub).mkdir(parents=True, exist_ok=True)
+    shutil.copy(root / "pyproject.toml", other / "pyproject.toml")
+    for path in [*root.glob("data/*.csv"), *root.glob(".buildenv/objects/**/*")]:
+        target = other / path.relative_to(root)
+        if path.is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, target)
+    return other
+
+
+def bench_csv(root: Path, size_mb: int, repeats: int, kinds: list[str], before: str | None = None
               ) -> tuple[str, dict[str, bool]]:
-    """`buildenv lock` of one CSV (digest and row count) vs a bare sha256 process."""
+    """`buildenv lock` of one CSV (digest and row count) vs a bare sha256 process; with
+    `before`, also the lock of the `buildenv` package under that tree (alternating)."""
     goals: dict[str, bool] = {}
     lines = []
     for kind in kinds:
@@ -494,9 +516,18 @@ def bench_csv(root: Path, size_mb: int, repeats: int, kinds: list[str]
         (root / "environments" / f"{name}.yaml").write_text(
             CSV_ENV.format(name=name, mb=size_mb, seed=SEED, extra=extra))
         lock_name, bare_name = f"buildenv lock ({name})", "bare sha256 (hashlib, 8 MiB)"
-        series = alternate({lock_name: lock_case(root, name),
-                            bare_name: lambda d=data: run([MAIN_PY, "-c", SHA_SCRIPT, d])},
-                           repeats, {lock_name: drop_statcache(root)})
+        cases = {lock_name: lock_case(root, name),
+                 bare_name: lambda d=data: run([MAIN_PY, "-c", SHA_SCRIPT, d])}
+        drops = {lock_name: drop_statcache(root)}
+        if before:
+            lock_case(root, name)()  # the store holds the file: hard-linked, not copied
+            other = before_repo(root, root.parent)
+            shutil.copy(root / "environments" / f"{name}.yaml", other / "environments")
+            env = {**os.environ, "PYTHONPATH": before}
+            cases[f"{lock_name} @before"] = lambda o=other, n=name, e=env: run(
+                [MAIN_PY, "-c", BEFORE_CLI, "lock", n], cwd=o, env=e)
+            drops[f"{lock_name} @before"] = drop_statcache(other)
+        series = alternate(cases, repeats, drops)
         lock_s, bare_s = series[lock_name], series[bare_name]
         locked = json.loads((root / "environments" / f"{name}.lock.json").read_text())
         rows = locked["datasets"]["big"]["rows"]
@@ -509,7 +540,12 @@ def bench_csv(root: Path, size_mb: int, repeats: int, kinds: list[str]
                         [[s.name, f"{s.median:.2f}", s.spread(), f"{s.cpu:.2f}",
                           f"{s.rss_mb:.0f}"] for s in series.values()]), "",
                   f"- lock / bare sha256: **{ratio:.2f}x** wall, {cpu:.2f}x CPU (goal <= 1.25x: "
-                  f"{verdict(ok)})", ""]
+                  f"{verdict(ok)})"]
+        if before:
+            old_s = series[f"{lock_name} @before"]
+            lines.append(f"- the --before tree's lock / bare sha256: {old_s.median / bare_s.median:.2f}x "
+                         f"wall, {old_s.cpu / bare_s.cpu:.2f}x CPU")
+        lines.append("")
     return "\n".join(lines), goals
 
 
@@ -585,6 +621,8 @@ def main() -> int:
     ap.add_argument("--csv-mb", type=int, default=1090, help="size of the CSV files (csv)")
     ap.add_argument("--csv-kind", choices=list(CSV_KINDS), action="append",
                     help="CSV files to lock (default: all three)")
+    ap.add_argument("--before", metavar="TREE",
+                    help="csv: also lock with the buildenv package under TREE (alternating)")
     ap.add_argument("--counter-before", metavar="REF",
                     help="counter: also time csv_rows.py as of this git revision (same run)")
     ap.add_argument("--only", choices=["throughput", "relock", "memory", "startup", "csv",
@@ -619,7 +657,7 @@ def main() -> int:
         goals["re-lock < 1 s"] = ok
     if "csv" in only:
         text, g = bench_csv(root, args.csv_mb, args.repeats,
-                            args.csv_kind or list(CSV_KINDS))
+                            args.csv_kind or list(CSV_KINDS), args.before)
         sections += ["## CSV: digest and row count", text]
         goals.update(g)
     if "counter" in only:

@@ -169,7 +169,7 @@ def test_generated_files_match_the_decoder_at_every_chunk_boundary(seed, monkeyp
     empty lines, no final terminator, an unterminated quote at the end; some with literal
     quotes), counted in small blocks and chunks of many sizes, so that boundaries fall inside
     quotes, between the two quotes of a `""` and between the CR and LF of a CRLF."""
-    monkeypatch.setattr(csv_rows, "_BLOCK", [1000, 4096, 1 << 18][seed % 3])
+    monkeypatch.setattr(csv_rows, "_BLOCK", [1000, 4096, 1 << 18, 64, 192][seed % 5])
     monkeypatch.setattr(csv_rows, "_SMALL", 256)
     rng = np.random.default_rng(seed)
     literal_rate = [0.0, 0.0, 0.001, 0.3][seed % 4]
@@ -204,6 +204,31 @@ def test_literal_quotes_are_taken_out_without_the_byte_by_byte_path(monkeypatch)
     refuse_large_bytewise(monkeypatch)
     for chunk in (4099, 1 << 16, len(data)):
         assert count_rows(data, chunk) == expect
+
+
+def test_a_block_with_many_literal_quotes_is_counted_in_smaller_blocks(monkeypatch):
+    """More literal quotes in a block than are taken out one at a time: the block is counted
+    in eighths (each with its own few), not byte by byte."""
+    lines = ["id,height,note"]
+    for i in range(40_000):
+        height = "5'10\"" if i % 300 == 7 else "170"
+        lines.append(f'{i},{height},"n {i}\nmore"')
+    data = ("\n".join(lines) + "\n").encode()
+    expect = decoder_rows(data)
+    assert expect == 40_000
+    refuse_large_bytewise(monkeypatch)
+    seen: list[int] = []
+    original = RowCounter._bitwise
+
+    def spans(self, data, begin, end):
+        seen.append(end - begin)
+        return original(self, data, begin, end)
+
+    monkeypatch.setattr(RowCounter, "_bitwise", spans)
+    for chunk in (1 << 16, len(data)):
+        seen.clear()
+        assert count_rows(data, chunk) == expect
+    assert csv_rows._BLOCK // 8 in seen  # a whole block failed, its eighths did not
 
 
 def test_a_bom_before_a_quoted_header_is_not_data():

@@ -17,7 +17,8 @@ The parity model holds when every quote that opens a field comes right after a f
 (a comma, a terminator, the file's start, or the quote of a `""`), which is checked with the
 comma mask. A quote inside an unquoted field is a literal (as the decoder reads it): up to
 `_LITERALS` of them per block are taken out of the quote mask and the block recounted; a block
-with more is counted by the byte-by-byte state machine, which is the reference.
+with more is counted in eighths, each the same way, and byte by byte (the state machine, which
+is the reference) only below `_SMALL`.
 
 A UTF-8 byte-order mark at the start is not data (the decoder skips it). An unterminated quoted
 field runs to the end of the file, as the decoder reads it. The count matches the decoder's
@@ -37,7 +38,7 @@ __all__ = ["RowCounter", "count_rows"]
 
 _LF, _CR, _QUOTE, _COMMA = 10, 13, 34, 44
 _BOM = b"\xef\xbb\xbf"
-_BLOCK = 1 << 18  # bytes counted at a time: the byte mask and its words stay in the L2 cache
+_BLOCK = 1 << 19  # bytes counted at a time: the byte mask and its words stay in the L2 cache
 _SMALL = 4096  # below this, the state machine is cheaper than numpy's per-call cost
 _LITERALS = 8  # literal quotes taken out of a block's mask before it is counted byte by byte
 
@@ -54,7 +55,7 @@ class RowCounter:
         self.state = _FIELD_START
         self.prev_cr = False  # the last byte was a CR outside quotes
         self._head: bytes | None = b""  # the file's first bytes, until a BOM is ruled out
-        self._mask: Any = None  # a block's byte mask, reused
+        self._words: _Words | None = None  # a span's masks, reused
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         """Count the records ending in `chunk` (not kept: a reused buffer may be passed)."""
@@ -83,14 +84,21 @@ class RowCounter:
             if start < len(data):
                 self._bytewise(data[start:])
             return
-        import numpy as np
+        if self._words is None or self._words.size < _BLOCK:
+            self._words = _Words(_BLOCK)
+        self._spans(data, start, len(data), _BLOCK)
 
-        if self._mask is None:
-            self._mask = np.empty(_BLOCK, dtype=bool)
-        for begin in range(start, len(data), _BLOCK):
-            end = min(begin + _BLOCK, len(data))
+    def _spans(self, data: bytes | bytearray, start: int, stop: int, span: int) -> None:
+        """Count `data[start:stop]` bit-parallel, `span` bytes at a time; a span with more
+        literal quotes than are worth taking out one by one is counted in smaller spans, and
+        below `_SMALL` byte by byte."""
+        for begin in range(start, stop, span):
+            end = min(begin + span, stop)
             if not self._bitwise(data, begin, end):
-                self._bytewise(data[begin:end])
+                if span > _SMALL:
+                    self._spans(data, begin, end, max(span // 8, _SMALL))
+                else:
+                    self._bytewise(data[begin:end])
 
     # --- numpy, 64 bytes a word ---------------------------------------------------------------
     def _bitwise(self, data: bytes | bytearray, begin: int, end: int) -> bool:
@@ -98,40 +106,40 @@ class RowCounter:
         literal quotes than are worth taking out one at a time."""
         import numpy as np
 
-        a = np.frombuffer(data, dtype=np.uint8, count=end - begin, offset=begin)
-        mask = self._mask[:end - begin]
+        w = self._words
+        assert w is not None
+        n = end - begin
+        nw = (n + 63) >> 6
         has_cr = data.find(b"\r", begin, end) >= 0
         inside0 = self.state == _QUOTED
-        lf = _words(np.equal(a, _LF, out=mask))
-        term = lf | _words(np.equal(a, _CR, out=mask)) if has_cr else lf
-        if inside0 or data.find(b'"', begin, end) >= 0:
-            quotes = _words(np.equal(a, _QUOTE, out=mask))
-            field_end: Any = None
+        quoted = inside0 or data.find(b'"', begin, end) >= 0
+        a = np.frombuffer(data, dtype=np.uint8, count=n, offset=begin)
+        term = lf = w.pack(a, _LF, w.lf)
+        if has_cr:
+            term = np.bitwise_or(lf, w.pack(a, _CR, w.cr), out=w.term[:nw])
+        quotes: Any = None
+        if quoted:
+            quotes, comma = w.pack(a, _QUOTE, w.quotes), w.pack(a, _COMMA, w.comma)
+            # every quote the parity model opens a field with must follow a field's end (a
+            # comma, a terminator, the quote of a `""`, the block's start in such a state);
+            # else it is a literal quote, data in an unquoted field
+            field_end = np.bitwise_or(term, comma, out=comma)
+            at_start = self.state in (_FIELD_START, _AFTER_CLOSE)
             for _ in range(_LITERALS + 1):
-                inside, inside_end = _inside(quotes, inside0)
-                openers = quotes & inside
-                if not openers.any():
+                inside, inside_end = w.inside(quotes, inside0)
+                literal = w.literal(quotes, inside, field_end, at_start)
+                if literal is None:
                     break
-                # every opening quote starts a field: the byte before it ends one (or is the
-                # first half of a `""` escape)
-                if field_end is None:
-                    field_end = term | _words(np.equal(a, _COMMA, out=mask))
-                ok = _shifted(field_end | quotes, self.state in (_FIELD_START, _AFTER_CLOSE))
-                ok = openers & ~ok
-                if not ok.any():
-                    break
-                bad = np.flatnonzero(ok)
-                word = int(bad[0])  # the first literal quote is data: out of the mask
-                bits = int(ok[word])
-                quotes[word] ^= np.uint64(bits & -bits)
+                quotes[literal >> 6] ^= np.uint64(1 << (literal & 63))  # data: out of the mask
             else:
                 return False
-            ends = term & ~inside
+            ends = np.bitwise_and(term, np.invert(inside, out=inside), out=inside)
         else:
-            quotes, ends, inside_end = None, term, False
+            ends, inside_end = term, False
         # a terminator right after a terminator (or first, after one) ends no record
-        records = ends & ~_shifted(term, not self.content)
-        self.records += int(np.bitwise_count(records).sum())
+        follows = w.shifted(term, not self.content)
+        records = np.bitwise_and(ends, np.invert(follows, out=follows), out=follows)
+        self.records += int(np.bitwise_count(records, out=records).sum())
         last = data[end - 1]
         outside_term = not inside_end and last in (_LF, _CR)
         self.content = not outside_term
@@ -140,7 +148,7 @@ class RowCounter:
             self.state = _QUOTED
         elif last in (_LF, _CR, _COMMA):
             self.state = _FIELD_START
-        elif last == _QUOTE and quotes is not None and _last_bit(quotes, end - begin):
+        elif last == _QUOTE and quotes is not None and _last_bit(quotes, n):
             self.state = _AFTER_CLOSE  # a quote that closed a field, not a literal one
         else:
             self.state = _UNQUOTED
@@ -178,48 +186,92 @@ class RowCounter:
         self.state, self.content, self.records, self.prev_cr = state, content, records, prev_cr
 
 
-def _words(mask: Any) -> Any:
-    """A boolean array packed little-endian into uint64 words (bit i of word k: byte 64k+i)."""
-    import numpy as np
+class _Words:
+    """A block's bit masks, 64 bytes to a uint64 word (bit i of word k: byte 64k + i), and
+    the scratch words of the steps that combine them, made once per counter: no step
+    allocates, and a block's words stay in the cache."""
 
-    packed = np.packbits(mask, bitorder="little")
-    if len(packed) % 8:
-        packed = np.concatenate([packed, np.zeros(8 - len(packed) % 8, dtype=np.uint8)])
-    return packed.view("<u8")
+    def __init__(self, size: int) -> None:
+        import numpy as np
 
+        self.size = size
+        words = (size + 63) >> 6
+        self.lf, self.cr, self.quotes, self.comma, self.term, self.odd, self.tmp, \
+            self.extra = np.zeros((8, words), dtype="<u8")
+        self.flags = np.empty(words, dtype=bool)
+        self.mask = np.empty(size, dtype=bool)
+        self.one, self.top = np.uint64(1), np.uint64(63)
+        self.prefix_shifts = [np.uint64(1 << i) for i in range(1, 6)]  # 2, 4, 8, 16, 32
 
-def _inside(quotes: Any, inside0: bool) -> tuple[Any, bool]:
-    """Bit i set when an odd number of quotes, counting from a start `inside0`, lie up to and
-    including byte i: the bytes of quoted fields with their opening quotes. And whether the
-    block ends inside a quoted field."""
-    import numpy as np
+    def pack(self, a: Any, byte: int, words: Any) -> Any:
+        """Where the bytes `a` equal `byte`, as words (the last word's bits past the end 0)."""
+        import numpy as np
 
-    inside = np.left_shift(quotes, 1)
-    inside ^= quotes
-    step = np.empty_like(inside)
-    for shift in (2, 4, 8, 16, 32):  # prefix XOR within each word, in place
-        np.left_shift(inside, shift, out=step)
-        inside ^= step
-    np.right_shift(inside, 63, out=step)
-    carry = np.bitwise_xor.accumulate(step)  # the parity after each word
-    parity = int(carry[-1])
-    # the words after an odd count (with the start) flip entirely
-    step[0] = inside0
-    np.bitwise_xor(carry[:-1], int(inside0), out=step[1:])
-    np.negative(step, out=step)
-    inside ^= step
-    return inside, bool(inside0 ^ parity)
+        packed = np.packbits(np.equal(a, byte, out=self.mask[:len(a)]), bitorder="little")
+        nw = (len(a) + 63) >> 6
+        if len(packed) == nw * 8:
+            return packed.view("<u8")
+        view = words[:nw].view(np.uint8)
+        view[:len(packed)] = packed
+        view[len(packed):] = 0
+        return words[:nw]
 
+    def inside(self, quotes: Any, inside0: bool) -> tuple[Any, bool]:
+        """Bit i set when an odd number of quotes, counting from a start `inside0`, lie up to
+        and including byte i: the bytes of quoted fields with their opening quotes. And
+        whether the span ends inside a quoted field."""
+        import numpy as np
 
-def _shifted(words: Any, first: bool) -> Any:
-    """Each bit moved to the next byte's place (bit i of the result: bit i-1 of the input),
-    with `first` as the bit before the block."""
-    import numpy as np
+        nw = len(quotes)
+        inside, step = self.odd[:nw], self.tmp[:nw]
+        np.left_shift(quotes, self.one, out=inside)
+        np.bitwise_xor(inside, quotes, out=inside)
+        for shift in self.prefix_shifts:  # prefix XOR within each word, in place
+            np.left_shift(inside, shift, out=step)
+            np.bitwise_xor(inside, step, out=inside)
+        # the parity after each word (its top bit), accumulated over the words (on booleans:
+        # numpy's accumulate of integers is several times slower)
+        odd = self.flags[:nw]
+        np.less(inside.view(np.int64), 0, out=odd)
+        np.logical_xor.accumulate(odd, out=odd)
+        parity = bool(odd[-1])
+        # the words after an odd count (with the start) flip entirely
+        np.copyto(step[1:], odd[:-1])
+        np.negative(step[1:], out=step[1:])
+        np.bitwise_xor(inside[1:], step[1:], out=inside[1:])
+        if inside0:
+            np.invert(inside, out=inside)
+        return inside, inside0 ^ parity
 
-    carry = np.empty_like(words)
-    carry[0] = first
-    np.right_shift(words[:-1], 63, out=carry[1:])
-    return (words << 1) | carry
+    def literal(self, quotes: Any, inside: Any, field_end: Any, at_start: bool) -> int | None:
+        """The first quote that opens a field by the parity but does not follow a field's
+        end (bit position in the span), or None."""
+        import numpy as np
+
+        nw = len(quotes)
+        before = self.shifted(np.bitwise_or(field_end, quotes, out=self.extra[:nw]), at_start)
+        bad = np.bitwise_and(quotes, inside, out=self.extra[:nw])
+        np.bitwise_and(bad, np.invert(before, out=before), out=bad)
+        if not np.count_nonzero(bad):
+            return None
+        word = int(np.flatnonzero(bad)[0])
+        bits = int(bad[word])
+        return (word << 6) + (bits & -bits).bit_length() - 1
+
+    def shifted(self, words: Any, first: bool) -> Any:
+        """Each bit moved to the next byte's place (bit i of the result: bit i-1 of the
+        input), with `first` as the bit before the span. Written over the CR mask (free once
+        the terminators are combined) and `tmp`."""
+        import numpy as np
+
+        nw = len(words)
+        out, carry = self.cr[:nw], self.tmp[:nw]
+        np.left_shift(words, self.one, out=out)
+        np.right_shift(words[:-1], self.top, out=carry[1:])
+        np.bitwise_or(out[1:], carry[1:], out=out[1:])
+        if first:
+            out[0] |= self.one
+        return out
 
 
 def _last_bit(words: Any, n: int) -> bool:

@@ -4,7 +4,7 @@ sha256 is the default because it matches `sha256sum` and object-store
 checksums; blake3 is offered for very large data (it is multi-threaded).
 The pass that hashes the bytes also yields the row count: Parquet's from its
 footer (`parquet_footer`), CSV's by counting the records of the very chunks being
-hashed (`csv_rows`), on another core.
+hashed (`csv_rows`), on another core (`_CsvPass`).
 
 The stat cache trusts an entry only when size, mtime, ctime, inode and device
 all match *and* the file had not been modified within a second of being
@@ -15,9 +15,11 @@ hash would otherwise go unseen. Remote objects are keyed by size and mtime.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -367,57 +369,148 @@ def parquet_rows(location: Location) -> int:
 
 
 def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
-    """Hash and count records in one read of the bytes: each chunk is hashed in a thread (the
-    hash releases the GIL) while this thread counts its records (`csv_rows`). Local files are
-    read into a few reused buffers (no fresh pages per chunk); a buffer goes back to the reader
-    once it is hashed."""
+    """Hash and count records in one read of the bytes. A thread reads each chunk of a local
+    file into a reused buffer and hashes it right away, as a bare hash loop does (the bytes are
+    still in the cache; the hash releases the GIL); this thread counts the records of the same
+    buffers (`csv_rows`) behind it, on the other core (`_CsvPass`)."""
+    if location.local is None:
+        return _digest_csv_stream(location, algorithm)
     hasher = ALGORITHMS[algorithm]()
-    chunks: queue.Queue[tuple[bytes | bytearray, int | None] | None] = queue.Queue()
-    free: queue.Queue[bytearray] = queue.Queue()
-    for _ in range(3):  # bounded: at most three chunks in memory
-        free.put(bytearray(CHUNK))
+    counter = RowCounter()
+    size = 0
+    with open(location.local, "rb", buffering=0) as handle, _fast_switching(), \
+            progress.task(f"hash {location.uri}", os.fstat(handle.fileno()).st_size,
+                          "bytes") as bar:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        chunks = _CsvPass(handle, hasher, max(1, min(CHUNK, int(bar.total or 0) + 1)))
+        try:
+            while (item := chunks.hashed.get()) is not None:
+                buffer, n = item
+                counter.feed(buffer if n == len(buffer) else memoryview(buffer)[:n])
+                chunks.counted.put(buffer)
+                size += n
+                bar.advance(n)
+        finally:
+            chunks.stop()
+        if chunks.failure:
+            raise chunks.failure[0]
+    return ContentDigest(f"{algorithm}:{hasher.hexdigest()}", size, counter.rows())
+
+
+_CSV_AHEAD = 6  # buffers of CHUNK bytes the hash may run ahead of the count with (48 MiB)
+
+
+class _CsvPass:
+    """The reading and hashing thread of one CSV pass: it reads each chunk into a buffer,
+    hashes it and puts it, in order, in `hashed`; the counting thread gives each buffer back
+    through `counted`. While the count lags (its first chunk imports numpy, tens of
+    milliseconds), the hash goes on into new buffers, up to `_CSV_AHEAD`. `None` in `hashed`
+    ends the file; a failure is kept for the counting thread to raise."""
+
+    def __init__(self, handle: io.FileIO, hasher: Hasher, chunk: int) -> None:
+        self.hashed: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        self.counted: queue.SimpleQueue[bytearray | None] = queue.SimpleQueue()
+        self.failure: list[BaseException] = []
+        self._handle, self._hasher, self._chunk = handle, hasher, chunk
+        self._thread = threading.Thread(target=self._run, name="buildenv-hash", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread (the count is done, or failed) and wait for it."""
+        self.counted.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        made = 0
+        try:
+            while True:
+                if made < _CSV_AHEAD and self.counted.empty():
+                    buffer: bytearray | None = bytearray(self._chunk)
+                    made += 1
+                else:
+                    buffer = self.counted.get()
+                if buffer is None:
+                    return  # the counting thread stopped early
+                n = self._fill(memoryview(buffer))
+                if not n:
+                    return
+                self.hashed.put((buffer, n))
+        except BaseException as exc:  # re-raised by the counting thread
+            self.failure.append(exc)
+        finally:
+            self.hashed.put(None)
+
+    def _fill(self, view: memoryview) -> int:
+        """Read `view` full (short only at the end of the file), hashing each piece as soon
+        as it is read: the piece is still in this core's cache, where the count's pass over
+        another chunk would have pushed a whole chunk out of the shared one."""
+        n = 0
+        while n < len(view):
+            got = self._handle.readinto(view[n:n + _HASH_PIECE])
+            if not got:
+                break
+            self._hasher.update(view[n:n + got])
+            n += got
+        return n
+
+
+_HASH_PIECE = 1 << 19  # bytes read and hashed at a time: a quarter of a core's L2 cache
+
+
+_SWITCHING = threading.Lock()
+_switching: list[float] = []  # the interval before the first of the running digests
+
+
+@contextmanager
+def _fast_switching() -> Iterator[None]:
+    """A short GIL switch interval while a CSV is hashed and counted: the hash thread needs the
+    GIL for a moment after each chunk, and with the default 5 ms it waited up to that long
+    behind the counter's Python, about as long as hashing a chunk takes. Nested and concurrent
+    digests share it; the last one out restores the interval."""
+    with _SWITCHING:
+        if not _switching:
+            _switching.append(sys.getswitchinterval())
+            sys.setswitchinterval(min(_switching[0], _SWITCH_INTERVAL))
+        _switching.append(0.0)
+    try:
+        yield
+    finally:
+        with _SWITCHING:
+            _switching.pop()
+            if len(_switching) == 1:
+                sys.setswitchinterval(_switching.pop())
+
+
+_SWITCH_INTERVAL = 0.0001
+
+
+def _digest_csv_stream(location: Location, algorithm: str) -> ContentDigest:
+    """An object store's CSV: each chunk is hashed in a thread (the hash releases the GIL)
+    while this thread counts its records."""
+    hasher = ALGORITHMS[algorithm]()
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=3)  # bounded: three in memory
     failure: list[BaseException] = []
 
     def hash_chunks() -> None:
-        while (item := chunks.get()) is not None:
-            buffer, n = item
+        while (chunk := chunks.get()) is not None:
             try:
-                hasher.update(memoryview(buffer)[:n] if n is not None else buffer)
+                hasher.update(chunk)
             except BaseException as exc:  # re-raised below
                 failure.append(exc)
-            if isinstance(buffer, bytearray):  # a reused buffer of a local read: lend it again
-                free.put(buffer)
 
     worker = threading.Thread(target=hash_chunks, name="buildenv-hash", daemon=True)
     worker.start()
     counter = RowCounter()
     size = 0
-    total = os.path.getsize(location.local) if location.local is not None else None
     try:
-        with progress.task(f"hash {location.uri}", total, "bytes") as bar:
-            if location.local is not None:
-                with open(location.local, "rb", buffering=0) as handle:
-                    if hasattr(os, "posix_fadvise"):
-                        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-                    while True:
-                        buffer = free.get()
-                        n = handle.readinto(buffer)
-                        if not n:
-                            break
-                        chunks.put((buffer, n))
-                        counter.feed(buffer if n == len(buffer) else bytes(buffer[:n]))
-                        size += n
-                        bar.advance(n)
-            else:
-                with location.open() as stream:
-                    while True:
-                        chunk = stream.read(CHUNK)
-                        if not chunk:
-                            break
-                        chunks.put((chunk, None))
-                        counter.feed(chunk)
-                        size += len(chunk)
-                        bar.advance(len(chunk))
+        with progress.task(f"hash {location.uri}", None, "bytes") as bar, \
+                location.open() as stream:
+            while chunk := stream.read(CHUNK):
+                chunks.put(chunk)
+                counter.feed(chunk)
+                size += len(chunk)
+                bar.advance(len(chunk))
     finally:
         chunks.put(None)
         worker.join()
