@@ -1,7 +1,8 @@
 """The pre-check in a forked process beside the full fit (training/precheck_fork.py): the full
 fit trains as after a serial pre-check (same seeds, same artifact bytes), the sample run's
 state stays in the child, a verdict that stops the build interrupts the fit, and forking is
-refused where it is not safe (another thread running, restricted data)."""
+refused where it is not safe (another thread running, restricted data) or where the fit leaves
+no core free."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from familyrepo import make_family_repo
 from test_families import build, run
 
 pytestmark = pytest.mark.slow
+# the child needs a core the fit leaves free (`threads = 1` and a second core)
+forks = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: no fork")
 
 # The same model twice: `probe` is pre-checked in a forked process; `probe-threaded` starts a
 # thread when imported, so forking is not safe and the runner pre-checks it itself, first.
@@ -27,7 +30,9 @@ import threading
 import time
 
 import numpy as np
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
 
 SAMPLE_RUNS = []
 
@@ -42,8 +47,10 @@ def train(ctx):
     ctx.log_metric("sample_runs_seen", len(SAMPLE_RUNS))
     ctx.log_metric("numpy_draw", np.random.random())
     ctx.log_metric("python_draw", random.random())
-    X = df[["x1", "n1"]].assign(x2=df["x2"].fillna(0)) + np.random.normal(0, 1e-3, (len(df), 3))
-    return LogisticRegression().fit(X, df["y"])
+    model = Pipeline([("impute", SimpleImputer()), ("clf", LogisticRegression())])
+    # weights from the global generator: the model's bytes depend on the seeds it started from
+    return model.fit(df[["x1", "x2", "n1"]], df["y"],
+                     clf__sample_weight=np.random.uniform(0.5, 1.5, len(df)))
 """
 
 FORBIDDEN_IN_SAMPLE = """
@@ -53,7 +60,7 @@ import time
 def train(ctx):
     df = ctx.read("items", columns=["x1", "y"])
     if len(df) <= 2000:  # only the sample run reads it: the full run would sleep for minutes
-        ctx.read("items", columns=["nope"])
+        ctx.read("items", columns=["".join(["no", "pe"])])  # not a literal: found at run time
     time.sleep(600)
 """
 
@@ -61,14 +68,17 @@ EXTRA = """
 [tool.buildenv.trainings.probe]
 entry = "train/probe.py:train"
 environments = ["sk"]
+threads = 1
 
 [tool.buildenv.trainings.probe-threaded]
 entry = "train/probe_threaded.py:train"
 environments = ["sk"]
+threads = 1
 
 [tool.buildenv.trainings.forbidden-in-sample]
 entry = "train/forbidden_in_sample.py:train"
 environments = ["sk"]
+threads = 1
 timeout = 120
 """
 
@@ -86,6 +96,7 @@ def repo(tmp_path_factory) -> Path:
     return root
 
 
+@forks
 def test_forked_precheck_trains_as_the_serial_one_and_keeps_its_state(repo, tmp_path):
     lineages, models = {}, {}
     for training in ("probe", "probe", "probe-threaded"):
@@ -138,7 +149,7 @@ def work():
     return {"pid": os.getpid(), "numpy": np.random.random(), "python": random.random()}
 
 
-forked = precheck_fork.start(env, work)
+forked = precheck_fork.start(env, 1 if case != "busy" else os.cpu_count(), work)
 if forked is None:
     print(json.dumps(None))
     sys.exit(0)
@@ -157,6 +168,7 @@ def _fork_case(case: str):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@forks
 def test_the_forked_child_draws_from_its_own_generators():
     found = _fork_case("plain")
     child = found["verdict"]
@@ -165,6 +177,7 @@ def test_the_forked_child_draws_from_its_own_generators():
     assert (found["numpy"], found["python"]) == (child["numpy"], child["python"])
 
 
+@forks
 def test_a_child_without_a_verdict_is_a_skipped_precheck():
     assert _fork_case("raises")["verdict"]["summary"] == {
         "status": "skipped", "rows": 2000,
@@ -173,6 +186,6 @@ def test_a_child_without_a_verdict_is_a_skipped_precheck():
         "the pre-check's process ended with signal 9"
 
 
-@pytest.mark.parametrize("case", ["thread", "restricted"])
+@pytest.mark.parametrize("case", ["thread", "restricted", "busy"])
 def test_no_fork_where_it_is_not_safe(case):
     assert _fork_case(case) is None

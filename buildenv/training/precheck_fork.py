@@ -5,7 +5,9 @@ stack, its conversion: a second or more before the full fit could start. It cann
 thread beside the fit: both would draw from the process's global random generators (Python's,
 NumPy's), and the full fit would no longer train as without the pre-check. A child forked right
 after the training's module is imported has copies of them: the sample run in the child, the
-full fit in the training process, each on a core of its own when the fit leaves one free. The
+full fit in the training process, each on a core of its own: only when the fit's `threads`
+leave a core free (a fit on every core would share its cores with the child, and an OpenMP
+fit slows down more than the child's work when one of its threads waits for a core). The
 full fit starts from the same seeds as after a serial pre-check, so the artifact is the same
 bytes (and the sample run draws what it would have drawn in the training process: `random`,
 which reseeds itself in a forked child, gets its state back); it reads its tables itself (the child's reads are not handed back). The child's verdict
@@ -42,10 +44,10 @@ __all__ = ["ForkedPrecheck", "start"]
 _ALLOCATOR_THREADS = frozenset({"jemalloc_bg_thd"})
 
 
-def start(env: Any, work: Callable[[], dict]) -> ForkedPrecheck | None:
+def start(env: Any, threads: int, work: Callable[[], dict]) -> ForkedPrecheck | None:
     """`work()` (the pre-check; a JSON-able dict) in a forked child, or None when forking is
-    not safe here (the caller runs it itself)."""
-    if not hasattr(os, "fork") or "torch" in sys.modules or any(
+    not safe here or the fit's `threads` leave no core for it (the caller runs it itself)."""
+    if not hasattr(os, "fork") or threads >= _cores() or "torch" in sys.modules or any(
             env.restricted(name) for name in env.datasets):
         return None
     guard = Guard.active
@@ -56,6 +58,11 @@ def start(env: Any, work: Callable[[], dict]) -> ForkedPrecheck | None:
         return _fork(work)
     except OSError:  # no /proc, no socket pair in this sandbox, no fork: run it serially
         return None
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
 
 
 def _alone() -> bool:

@@ -204,7 +204,7 @@ def _precheck(ctx: Any, root: Path, guard: Guard | None, env: Any, fn: Any,
         except BaseException as exc:
             return {"failed": _internal_failure(exc)}
 
-    forked = precheck_fork.start(env, work)
+    forked = precheck_fork.start(env, int(request.get("threads") or 1), work)
     if forked is None:
         return dict(_call(ctx, root, guard, lambda: precheck.run(ctx, env, fn, request,
                                                                  defer=True)))
