@@ -38,6 +38,7 @@ from typing import Any
 
 from buildenv.data.gate import handover
 from buildenv.training.confinement import Guard
+from buildenv.training.precheck import SAMPLE_ROWS
 
 __all__ = ["ForkedPrecheck", "start"]
 
@@ -134,8 +135,6 @@ class ForkedPrecheck:
         """What the child found: `precheck.run`'s verdict, or `{"failed": result}` for a
         failure the runner reports as it would have before the fit (BE303, a refused read,
         a sandbox refusal); `skipped` when the child ended without one."""
-        from buildenv.training.precheck import SAMPLE_ROWS
-
         chunks = []
         with os.fdopen(self._fd, "rb") as pipe:
             while chunk := pipe.read(1 << 16):

@@ -150,13 +150,13 @@ def _run(request: dict, env: Any, guard: Guard | None) -> dict:
             preload(env)
             model = _call(ctx, root, guard, lambda: fn(ctx))
         else:
-            model, verdict = judge.alongside(lambda: _call(ctx, root, guard, lambda: fn(ctx)))
-            if verdict is not None and verdict.get("failed"):
-                return dict(verdict["failed"])
-            if verdict is not None and verdict.get("refused"):
-                return {**verdict["result"], "timings": timings}
-            if verdict is not None:
-                result_precheck = verdict.get("summary")
+            model, decided = judge.alongside(lambda: _call(ctx, root, guard, lambda: fn(ctx)))
+            if decided is not None and decided.get("failed"):
+                return dict(decided["failed"])
+            if decided is not None and decided.get("refused"):
+                return {**decided["result"], "timings": timings}
+            if decided is not None:
+                result_precheck = decided.get("summary")
     finally:
         if forked is not None:
             forked.stop()  # the full run failed first, or the verdict is in: it has ended
