@@ -75,6 +75,12 @@ entry = "train/probe_threaded.py:train"
 environments = ["sk"]
 threads = 1
 
+[tool.buildenv.trainings.secret-slow-forked]
+entry = "train/secret_slow.py:train"
+environments = ["sk"]
+threads = 1
+timeout = 120
+
 [tool.buildenv.trainings.forbidden-in-sample]
 entry = "train/forbidden_in_sample.py:train"
 environments = ["sk"]
@@ -116,6 +122,19 @@ def test_forked_precheck_trains_as_the_serial_one_and_keeps_its_state(repo, tmp_
     assert models["probe"][0] == models["probe"][1] == models["probe-threaded"][0]
 
 
+@forks
+def test_a_refusal_from_the_forked_precheck_stops_the_full_fit(repo):
+    started = time.monotonic()
+    code, _, err = build(repo, "secret-slow-forked", "sk")  # the full fit would sleep 600 s
+    assert code == 1 and time.monotonic() - started < 110, err
+    source = (repo / "train/secret_slow.py").read_text().splitlines()
+    line = next(i for i, t in enumerate(source, 1) if '"secret", "y"' in t)
+    assert "error[BE401]: model input 'secret' is training-only in environment sk" in err
+    assert f"hint: the training reads it at train/secret_slow.py:{line}, and the model takes " \
+        "it as an input" in err
+
+
+@forks
 def test_a_failure_of_the_forked_sample_run_stops_the_full_fit(repo):
     started = time.monotonic()
     code, _, err = build(repo, "forbidden-in-sample", "sk")  # the full fit would sleep 600 s
