@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Beside", "Judge", "preload", "preloaded"]
+__all__ = ["Beside", "Judge", "preload", "preloaded", "stops"]
 
 # Deferred imports (mlflow, onnx, onnxruntime, buildenv): importing them early, in
 # a thread, is the point of this module's preloading; at its top they would slow every runner.
@@ -76,6 +76,7 @@ def _import_mlflow() -> None:
 
 def _preload_all() -> None:
     _import_mlflow()
+    _mlflow_requirements()
     _read_distributions()
 
 
@@ -98,8 +99,9 @@ def preloaded() -> None:
 class Judge:
     """Work for the core a threads=1 fit leaves free, in a thread while the full fit runs on
     the main one: the pre-check's conversion of the sample model when it was deferred (the
-    converters' imports and work: seconds of plain Python), then the imports saving and
-    loading the served model need (`_warm`), and MLflow's. Only after the pre-check: the
+    converters' imports and work: seconds of plain Python), or waiting for the verdict of the
+    pre-check's own process (`precheck_fork`), then the imports saving and loading the
+    served model need (`_warm`), and MLflow's. Only after the pre-check: the
     training's own imports are done by then, so no module is imported by both threads at
     once. A refusal still stops the build in seconds: the thread sends the main thread
     SIGINT, whose KeyboardInterrupt ends the fit at its next Python step."""
@@ -112,6 +114,7 @@ class Judge:
         self._lock = threading.Lock()
         self._fitting = False
         self._interrupted = False
+        self._decided = threading.Event()  # the verdict is known (or its work failed)
         self._thread = threading.Thread(target=self._run, name="buildenv-precheck",
                                         daemon=True)
 
@@ -121,7 +124,8 @@ class Judge:
                 self._verdict = self._work()
         except BaseException as exc:  # re-raised on the main thread, after the fit
             self._error = exc
-        if self._verdict is not None and self._verdict.get("refused"):
+        self._decided.set()
+        if stops(self._verdict):
             with self._lock:
                 if self._fitting and signal.getsignal(signal.SIGINT) is \
                         signal.default_int_handler:
@@ -130,11 +134,13 @@ class Judge:
                     return
         _warm(self._env)
         _import_mlflow()  # after the rest: one thread imports at a time
+        _mlflow_requirements()
         _read_distributions()
 
     def alongside(self, fit: Any) -> tuple[Any, dict | None]:
         """(the full fit's model, or None when the verdict interrupted it; the deferred
-        verdict, None when nothing was deferred)."""
+        verdict, None when nothing was deferred). When the fit fails, a verdict that stops
+        the build is still the result, as when the pre-check ran first."""
         model = None
         try:
             try:
@@ -150,9 +156,33 @@ class Judge:
             if not self._interrupted:
                 raise
             self._thread.join()
+        except BaseException:  # the full run failed: a verdict that stops comes first
+            self._decided.wait()
+            if self._error is None and stops(self._verdict):
+                return None, self._verdict
+            raise
         if self._error is not None:
             raise self._error
         return model, self._verdict
+
+
+def stops(verdict: dict | None) -> bool:
+    """Whether a pre-check's verdict ends the build: a refusal, or a failure of the sample run
+    that the full run would meet too (`precheck_fork`'s `failed`)."""
+    return verdict is not None and bool(verdict.get("refused") or verdict.get("failed"))
+
+
+def _mlflow_requirements() -> None:
+    """MLflow's own table of which distribution provides which module: saving a model checks
+    the model's requirements against the installed versions with it, and builds it by reading
+    every installed distribution's metadata (about 0.4 s of CPU); built here beside the fit.
+    (A private function: without it, MLflow builds the table when it saves.)"""
+    try:
+        from mlflow.utils.requirements_utils import _init_packages_to_modules_map
+
+        _init_packages_to_modules_map()
+    except Exception:
+        pass
 
 
 def _warm(env: Any) -> None:

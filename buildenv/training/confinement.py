@@ -21,6 +21,8 @@ import os
 import re
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,16 @@ class Guard:
         return guard
 
     # --- noting attempts ------------------------------------------------------------------
+    @contextmanager
+    def unnoted(self) -> Iterator[None]:
+        """buildenv's own calls in the training process (the pre-check's process and its
+        channel): what they open is not an attempt of the training's."""
+        noted = len(self.attempts)
+        try:
+            yield
+        finally:
+            del self.attempts[noted:]
+
     def _hook(self, event: str, args: tuple) -> None:
         if len(self.attempts) >= _LIMIT or event not in _EVENTS:
             return

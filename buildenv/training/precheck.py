@@ -11,12 +11,13 @@ dry run that fails in any other way (a fit that needs more rows than the sample)
 nothing: it is recorded as skipped, and the full run decides. Skipped too when the label
 dataset is small enough that the sample would be most of it. For scikit-learn-API models the
 conversion may be deferred (`run(..., defer=True)`): the runner then converts a copy of the
-sample model in a thread while the full fit runs (`beside.Judge`).
+sample model in a thread while the full fit runs (`beside.Judge`). Where forking is safe, the
+runner runs all of it in a forked process beside the full fit instead (`precheck_fork`).
 
 Side effects: `train(ctx)` runs twice. Metrics and params the dry run logs are discarded;
 Python's, NumPy's and torch's seeds are reset before the full run, which therefore trains
 exactly as without the pre-check, and reads the tables the dry run read (verified once) without
-reading them again. Anything else the training does (files it writes, what it prints, calls
+reading them again (a forked dry run's tables stay in its process: the full run reads its own). Anything else the training does (files it writes, what it prints, calls
 to services) happens twice: `precheck = false` in its `[tool.buildenv.trainings.<name>]` table
 turns the pre-check off.
 """

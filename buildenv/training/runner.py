@@ -129,11 +129,11 @@ def _run(request: dict, env: Any, guard: Guard | None) -> dict:
     timings: dict[str, float] = {}
     fn = _call(ctx, root, guard, lambda: _load_entry(root, request["module_path"],
                                                      request["function"]))
-    judge = None
+    judge, forked = None, None
     if precheck.wanted(request, env):
         mark = time.perf_counter()
-        verdict = _call(ctx, root, guard, lambda: precheck.run(ctx, env, fn, request,
-                                                                defer=True))
+        verdict = _precheck(ctx, root, guard, env, fn, request)
+        forked = verdict.get("forked")  # then this is the fork's cost: it runs beside the fit
         timings["precheck"] = time.perf_counter() - mark
         if verdict.get("refused"):
             return {**verdict["result"], "timings": timings}
@@ -145,15 +145,21 @@ def _run(request: dict, env: Any, guard: Guard | None) -> dict:
     else:
         result_precheck = None
     mark = time.perf_counter()
-    if judge is None:
-        preload(env)
-        model = _call(ctx, root, guard, lambda: fn(ctx))
-    else:
-        model, verdict = judge.alongside(lambda: _call(ctx, root, guard, lambda: fn(ctx)))
-        if verdict is not None and verdict.get("refused"):
-            return {**verdict["result"], "timings": timings}
-        if verdict is not None:
-            result_precheck = verdict.get("summary")
+    try:
+        if judge is None:
+            preload(env)
+            model = _call(ctx, root, guard, lambda: fn(ctx))
+        else:
+            model, decided = judge.alongside(lambda: _call(ctx, root, guard, lambda: fn(ctx)))
+            if decided is not None and decided.get("failed"):
+                return dict(decided["failed"])
+            if decided is not None and decided.get("refused"):
+                return {**decided["result"], "timings": timings}
+            if decided is not None:
+                result_precheck = decided.get("summary")
+    finally:
+        if forked is not None:
+            forked.stop()  # the full run failed first, or the verdict is in: it has ended
     ctx.finish_full_run()
     timings["train"] = time.perf_counter() - mark
     if ctx.gate_errors:  # caught by the training: the model saw unverified data
@@ -181,6 +187,28 @@ def _run(request: dict, env: Any, guard: Guard | None) -> dict:
         return _without(evaluation, result)  # verification says why; nothing is evaluated
     _emit(family, env, ctx, project, pins, manifests, request, result, timings, evaluation)
     return result
+
+
+def _precheck(ctx: Any, root: Path, guard: Guard | None, env: Any, fn: Any,
+              request: dict) -> dict:
+    """The pre-check's verdict, or `{"deferred": ...}` to take beside the full fit: from a
+    forked process where that is safe (`precheck_fork`; then `forked` is it), else run here,
+    its conversion deferred."""
+    from buildenv.training import precheck, precheck_fork
+
+    def work() -> dict:  # in the forked process: every way it ends as a JSON-able verdict
+        try:
+            return dict(_call(ctx, root, guard, lambda: precheck.run(ctx, env, fn, request)))
+        except _Failed as failed:
+            return {"failed": failed.result}
+        except BaseException as exc:
+            return {"failed": _internal_failure(exc)}
+
+    forked = precheck_fork.start(env, int(request.get("threads") or 1), work)
+    if forked is None:
+        return dict(_call(ctx, root, guard, lambda: precheck.run(ctx, env, fn, request,
+                                                                 defer=True)))
+    return {"deferred": forked.verdict, "forked": forked}
 
 
 def _without(evaluation: _Evaluation | None, result: dict) -> dict:
@@ -609,6 +637,15 @@ def _manifests(request: dict) -> dict:
             for name, data in (request.get("manifests") or {}).items()}
 
 
+def _internal_failure(exc: BaseException) -> dict:
+    """BE305 for a bug in buildenv or a crash in a library; frames only (messages and source
+    lines may quote data, restricted or not)."""
+    frames = [f"at {Path(f.filename).name}:{f.lineno} in {f.name}"
+              for f in traceback.extract_tb(exc.__traceback__)[-5:]]
+    return {"ok": False, "diagnostics": [_diag(
+        "BE305", f"training process failed: {type(exc).__name__}", None, None, frames)]}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = argv if argv is not None else sys.argv[1:]
     request = json.loads(Path(argv[0]).read_text())
@@ -622,11 +659,7 @@ def main(argv: list[str] | None = None) -> int:
             "BE326", f"the sandbox could not confine the training: {exc}", None, None,
             ["`buildenv doctor` checks this machine's sandbox"])]}
     except BaseException as exc:  # a bug in buildenv, or a crash in a library
-        # Frames only: messages and source lines may quote data (restricted or not).
-        frames = [f"at {Path(f.filename).name}:{f.lineno} in {f.name}"
-                  for f in traceback.extract_tb(exc.__traceback__)[-5:]]
-        result = {"ok": False, "diagnostics": [_diag(
-            "BE305", f"training process failed: {type(exc).__name__}", None, None, frames)]}
+        result = _internal_failure(exc)
     left = guard.reap() if guard is not None else None
     if left is not None:
         result.setdefault("diagnostics", []).append({**left, "path": request["module_path"]})

@@ -7,7 +7,9 @@ the lock pins (a sealed in-memory copy for a remote object), `vouched` for the d
 cache holds for exactly that file, and `audit` to append a record of a restricted read to the
 audit log, which happens before the rows are handed to the training; `ask` reaches the other
 services the build offers (the privacy budget ledger, remembered releases). Only the process
-the build started may ask (a forked worker shares the socket and would read its replies).
+the build started may ask (a forked worker shares the socket and would read its replies); a
+process it forks on purpose (the pre-check's, `training.precheck_fork`) asks through a channel of
+its own (`pair`, `use`), whose requests the training process forwards (`relay`).
 
 Messages are JSON, one per datagram (SOCK_SEQPACKET); a descriptor travels with its reply.
 """
@@ -23,7 +25,8 @@ from typing import Any
 
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 
-__all__ = ["ENV_VAR", "MAX_MESSAGE", "active", "ask", "audit", "open_pinned", "vouched"]
+__all__ = ["ENV_VAR", "MAX_MESSAGE", "active", "ask", "audit", "open_pinned", "pair", "relay",
+           "use", "vouched"]
 
 ENV_VAR = "BUILDENV_HANDOVER_FD"
 MAX_MESSAGE = 1 << 17  # under the kernel's default socket buffer (208 KiB)
@@ -47,6 +50,52 @@ def _socket() -> socket.socket:
         raise PermissionError(errno.EPERM, "read data in the training process: a forked worker "
                               "cannot ask the build for dataset files")
     return _channel[1]
+
+
+def pair() -> tuple[socket.socket, socket.socket]:
+    """(this process's end, the forked process's end) of a channel like the build's."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def use(sock: socket.socket) -> None:
+    """In a process forked on purpose: ask through `sock`, which the parent `relay`s, instead
+    of the build's channel (which only the parent may use)."""
+    global _channel, _lock
+    _lock = threading.Lock()  # the parent's may have been held by a thread the fork left behind
+    _channel = (os.getpid(), sock)
+
+
+def relay(sock: socket.socket) -> None:
+    """Forward each request arriving on `sock` (the parent's end of `pair`) to the build, and
+    its reply (with its descriptor) back, until the forked process closes its end. The build
+    sees the requests as this process's own: the same checks, the same audit records."""
+    with sock:
+        while True:
+            try:
+                message, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
+            except OSError:
+                return
+            for fd in fds:  # a request carries no descriptor
+                os.close(fd)
+            if not message:
+                return
+            try:
+                with _lock:
+                    channel = _socket()
+                    channel.sendall(message)
+                    reply, got, _, _ = socket.recv_fds(channel, MAX_MESSAGE, 1)
+            except OSError:
+                return  # the forked process sees its channel close, as when the build goes
+            try:
+                if got:
+                    socket.send_fds(sock, [reply], got)
+                else:
+                    sock.sendall(reply)
+            except OSError:
+                return
+            finally:
+                for fd in got:
+                    os.close(fd)
 
 
 def _call(request: dict[str, Any], want_fd: bool = False) -> tuple[dict[str, Any], int | None]:
