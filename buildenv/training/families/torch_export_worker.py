@@ -1,0 +1,248 @@
+"""PyTorch's ONNX export in a process of its own, so that importing the exporter costs the
+training nothing.
+
+Importing `torch.onnx`'s exporter (torch._dynamo, torch.export, sympy, onnxscript) and building
+its table of ONNX functions takes seconds of one core, and the build exports twice (the
+pre-check's sample model, then the full one). In the training process these seconds are on the
+critical path: the export traces with process-wide state, so it cannot run in a thread beside
+the fit, and a thread beside a PyTorch fit slows it anyway (the interpreter's lock changes
+hands at every tensor operation). So when a training on the `onnx` stack imports torch, the
+runner starts this worker (`start`): a fresh interpreter that imports the exporter on the core a
+threads=1 fit leaves free, while the training reads its data and fits. Each export sends it
+the module (pickled: weights and structure) and gets the ONNX bytes back, made by the very
+function the training process would call (`torch_module.export_module`), so the bytes are the
+same; the sample's export then runs beside the full fit too.
+
+Only modules built from torch's own classes are sent (a class of the repository would have to
+be imported in the worker: the training's code run again, outside the training's process); the
+worker unpickles nothing else. Whenever the worker cannot answer (not started, refused, crashed),
+`export` returns None and the caller exports in its own process as before. The worker never
+outlives the training: `stop` kills it, it exits when its request pipe closes, and the kernel
+kills it when the training process dies (`PR_SET_PDEATHSIG`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import json
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from typing import IO, Any
+
+__all__ = ["Pending", "Unavailable", "export", "running", "start", "stop", "submit"]
+
+_LOCK = threading.Lock()
+_WORKER: _Worker | None = None
+_ALLOWED = {"torch", "collections", "builtins", "copyreg", "_codecs", "numpy"}
+_PR_SET_PDEATHSIG = 1
+
+
+class Unavailable(Exception):
+    """The worker could not answer: export in this process instead."""
+
+
+class _Worker:
+    def __init__(self, seed: int, threads: int, opset: int) -> None:
+        boot = ("import sys; sys.path[:] = __import__('json').loads(sys.argv[1]); "
+                "from buildenv.training.families.torch_export_worker import _serve; _serve()")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", boot, json.dumps(sys.path), str(os.getpid()),
+             str(seed), str(threads), str(opset)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        self.sent = 0
+        self.read = 0
+        self.replies: dict[int, tuple] = {}
+        self.broken = False
+
+    def send(self, request: tuple) -> int:
+        assert self.proc.stdin is not None
+        _write(self.proc.stdin, request)
+        self.sent += 1
+        return self.sent
+
+    def reply(self, number: int) -> tuple:
+        assert self.proc.stdout is not None
+        while number not in self.replies:
+            if self.broken:
+                raise Unavailable("the export worker stopped")
+            try:
+                message = _read(self.proc.stdout)
+            except (OSError, EOFError, pickle.UnpicklingError, struct.error):
+                self.broken = True
+                continue
+            self.read += 1
+            self.replies[self.read] = message
+        return self.replies.pop(number)
+
+    def kill(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Pending:
+    """One export sent to the worker; `result()` waits for its ONNX graph."""
+
+    def __init__(self, worker: _Worker, number: int) -> None:
+        self._worker = worker
+        self._number = number
+
+    def result(self) -> Any:
+        """The graph (`onnx.ModelProto`); FamilyError as the export raised it; Unavailable when
+        the worker could not answer."""
+        with _LOCK:
+            kind, *rest = self._worker.reply(self._number)
+        if kind == "ok":
+            import onnx
+
+            return onnx.load_from_string(rest[0])
+        if kind == "family_error":
+            from buildenv.training.families.base import FamilyError
+
+            code, message, hints = rest
+            raise FamilyError(code, message, tuple(hints))
+        raise Unavailable(rest[0] if rest else kind)
+
+
+def start(seed: int, threads: int, opset: int) -> None:
+    """Start the worker (once per process), its exporter warmed for `opset`; nothing when it
+    cannot start."""
+    global _WORKER
+    with _LOCK:
+        if _WORKER is not None:
+            return
+        try:
+            _WORKER = _Worker(seed, threads, opset)
+        except OSError:  # no interpreter to run, or the sandbox refuses: export in-process
+            _WORKER = None
+
+
+def running() -> bool:
+    return _WORKER is not None and not _WORKER.broken
+
+
+def stop() -> None:
+    """Kill the worker (idempotent)."""
+    global _WORKER
+    with _LOCK:
+        worker, _WORKER = _WORKER, None
+    if worker is not None:
+        worker.kill()
+
+
+def submit(module: Any, *args: Any) -> Pending | None:
+    """Send one export (`torch_module.export_module`'s arguments) to the worker; None when
+    there is none or the module is not one it takes (a class outside torch, or it does not
+    pickle)."""
+    worker = _WORKER
+    if worker is None or worker.broken or not _transferable(module):
+        return None
+    try:
+        blob = pickle.dumps(module, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+    with _LOCK:
+        try:
+            number = worker.send(("export", blob, *args))
+        except OSError:
+            worker.broken = True
+            return None
+    return Pending(worker, number)
+
+
+def export(module: Any, *args: Any) -> Any:
+    """The graph exported by the worker, or None when it cannot (export in-process then)."""
+    pending = submit(module, *args)
+    if pending is None:
+        return None
+    try:
+        return pending.result()
+    except Unavailable:
+        return None
+
+
+def _transferable(module: Any) -> bool:
+    return all(type(m).__module__.split(".")[0] == "torch" for m in module.modules())
+
+
+def _write(stream: IO[bytes], message: tuple) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(struct.pack(">Q", len(data)) + data)
+    stream.flush()
+
+
+def _read(stream: IO[bytes]) -> tuple:
+    head = stream.read(8)
+    if len(head) < 8:
+        raise EOFError
+    size = struct.unpack(">Q", head)[0]
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError
+    return tuple(pickle.loads(data))
+
+
+class _TorchOnly(pickle.Unpickler):
+    """Unpickles torch's classes and plain containers, nothing of the repository."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.split(".")[0] not in _ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not torch's")
+        return super().find_class(module, name)
+
+
+def _serve() -> None:
+    """The worker's main loop: requests on stdin, replies on the original stdout (whatever
+    the libraries print goes to stderr)."""
+    parent, seed, threads, opset = (int(a) for a in sys.argv[2:6])
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the training process died before the line above
+        os._exit(0)
+    requests = sys.stdin.buffer
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    import torch  # pants: no-infer-dep (the models extra)
+
+    from buildenv.training import torch_setup
+
+    torch_setup.configure(torch, seed, threads)
+    from buildenv.training.families import torch_module
+
+    torch_module.warm_exporter(opset)
+    while True:
+        try:
+            request = _read(requests)
+        except (EOFError, OSError):
+            os._exit(0)
+        _write(replies, _answer(torch_module, *request))
+
+
+def _answer(torch_module: Any, kind: str, blob: bytes, *args: Any) -> tuple:
+    from buildenv.training.families.base import FamilyError
+
+    try:
+        module = _TorchOnly(io.BytesIO(blob)).load()
+    except Exception as exc:
+        return ("failed", f"cannot unpickle the module: {type(exc).__name__}")
+    try:
+        proto = torch_module.export_module(module, *args)
+    except FamilyError as exc:
+        p = exc.problem
+        return ("family_error", p.code, p.message, list(p.hints))
+    except Exception as exc:
+        return ("failed", f"{type(exc).__name__}")
+    return ("ok", proto.SerializeToString())
