@@ -28,6 +28,7 @@ import io
 import json
 import os
 import pickle
+import queue
 import signal
 import struct
 import subprocess
@@ -59,12 +60,30 @@ class _Worker:
         self.read = 0
         self.replies: dict[int, tuple] = {}
         self.broken = False
+        self.lock = threading.Lock()  # one reader of the replies at a time
+        # Requests are written by a thread of their own: while the worker still imports, a
+        # module larger than the pipe's buffer would block the training on its write.
+        self.outbox: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
+        threading.Thread(target=self._send_all, name="buildenv-export-requests",
+                         daemon=True).start()
 
     def send(self, request: tuple) -> int:
-        assert self.proc.stdin is not None
-        _write(self.proc.stdin, request)
+        self.outbox.put(request)
         self.sent += 1
         return self.sent
+
+    def _send_all(self) -> None:
+        assert self.proc.stdin is not None
+        while (request := self.outbox.get()) is not None:
+            try:
+                _write(self.proc.stdin, request)
+            except (OSError, ValueError):  # the worker died, or was stopped
+                self.broken = True
+                break
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
 
     def reply(self, number: int) -> tuple:
         assert self.proc.stdout is not None
@@ -81,14 +100,11 @@ class _Worker:
         return self.replies.pop(number)
 
     def kill(self) -> None:
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
+        """Kill it; a thread waiting for a reply then reads the end of the pipe."""
+        self.broken = True
         self.proc.kill()
         self.proc.wait()
+        self.outbox.put(None)
 
 
 class Pending:
@@ -101,7 +117,7 @@ class Pending:
     def result(self) -> Any:
         """The graph (`onnx.ModelProto`); FamilyError as the export raised it; Unavailable when
         the worker could not answer."""
-        with _LOCK:
+        with self._worker.lock:
             kind, *rest = self._worker.reply(self._number)
         if kind == "ok":
             import onnx
@@ -133,10 +149,9 @@ def running() -> bool:
 
 
 def stop() -> None:
-    """Kill the worker (idempotent)."""
+    """Kill the worker (idempotent; never waits for a reply another thread awaits)."""
     global _WORKER
-    with _LOCK:
-        worker, _WORKER = _WORKER, None
+    worker, _WORKER = _WORKER, None
     if worker is not None:
         worker.kill()
 
@@ -153,11 +168,7 @@ def submit(module: Any, *args: Any) -> Pending | None:
     except Exception:
         return None
     with _LOCK:
-        try:
-            number = worker.send(("export", blob, *args))
-        except OSError:
-            worker.broken = True
-            return None
+        number = worker.send(("export", blob, *args))
     return Pending(worker, number)
 
 
