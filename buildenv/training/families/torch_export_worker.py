@@ -23,7 +23,6 @@ kills it when the training process dies (`PR_SET_PDEATHSIG`).
 
 from __future__ import annotations
 
-import ctypes
 import io
 import json
 import os
@@ -50,8 +49,19 @@ class Unavailable(Exception):
 
 class _Worker:
     def __init__(self, seed: int, threads: int, opset: int) -> None:
-        boot = ("import sys; sys.path[:] = __import__('json').loads(sys.argv[1]); "
-                "from buildenv.training.families.torch_export_worker import _serve; _serve()")
+        # Bound to this process's life before anything else (importing buildenv's families
+        # imports torch: seconds): the kernel kills it when this process dies, and it exits
+        # at once if this process died before that.
+        boot = ("import ctypes, os, sys\n"
+                "try:\n"
+                f"    ctypes.CDLL(None).prctl({_PR_SET_PDEATHSIG}, {int(signal.SIGKILL)})\n"
+                "except (OSError, AttributeError):\n"
+                "    pass\n"
+                "if os.getppid() != int(sys.argv[2]):\n"
+                "    os._exit(0)\n"
+                "sys.path[:] = __import__('json').loads(sys.argv[1])\n"
+                "from buildenv.training.families.torch_export_worker import _serve\n"
+                "_serve()\n")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", boot, json.dumps(sys.path), str(os.getpid()),
              str(seed), str(threads), str(opset)],
@@ -216,13 +226,7 @@ class _TorchOnly(pickle.Unpickler):
 def _serve() -> None:
     """The worker's main loop: requests on stdin, replies on the original stdout (whatever
     the libraries print goes to stderr)."""
-    parent, seed, threads, opset = (int(a) for a in sys.argv[2:6])
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the training process died before the line above
-        os._exit(0)
+    seed, threads, opset = (int(a) for a in sys.argv[3:6])
     requests = sys.stdin.buffer
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
