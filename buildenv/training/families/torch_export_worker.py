@@ -10,7 +10,8 @@ hands at every tensor operation). So when a training on the `onnx` stack imports
 runner starts this worker (`start`): a fresh interpreter that imports the exporter on the core a
 threads=1 fit leaves free, while the training reads its data and fits. Each export sends it
 the module (pickled: weights and structure) and gets the ONNX bytes back, made by the very
-function the training process would call (`torch_module.export_module`), so the bytes are the
+function the training process would call (`torch_module.export_module`, in
+`torch_export_serve`), so the bytes are the
 same; the sample's export then runs beside the full fit too.
 
 Only modules built from torch's own classes are sent (a class of the repository would have to
@@ -23,7 +24,6 @@ kills it when the training process dies (`PR_SET_PDEATHSIG`).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
@@ -35,11 +35,13 @@ import sys
 import threading
 from typing import IO, Any
 
-__all__ = ["Pending", "Unavailable", "export", "running", "start", "stop", "submit"]
+from buildenv.training.families.base import FamilyError
+
+__all__ = ["Pending", "Unavailable", "export", "read", "running", "start", "stop", "submit",
+           "write"]
 
 _LOCK = threading.Lock()
 _WORKER: _Worker | None = None
-_ALLOWED = {"torch", "collections", "builtins", "copyreg", "_codecs", "numpy"}
 _PR_SET_PDEATHSIG = 1
 
 
@@ -59,9 +61,11 @@ class _Worker:
                 "    pass\n"
                 "if os.getppid() != int(sys.argv[2]):\n"
                 "    os._exit(0)\n"
+                "replies = os.dup(1)\n"  # what the libraries print goes to stderr
+                "os.dup2(2, 1)\n"
                 "sys.path[:] = __import__('json').loads(sys.argv[1])\n"
-                "from buildenv.training.families.torch_export_worker import _serve\n"
-                "_serve()\n")
+                "from buildenv.training.families.torch_export_serve import serve\n"
+                "serve(replies)\n")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", boot, json.dumps(sys.path), str(os.getpid()),
              str(seed), str(threads), str(opset)],
@@ -86,7 +90,7 @@ class _Worker:
         assert self.proc.stdin is not None
         while (request := self.outbox.get()) is not None:
             try:
-                _write(self.proc.stdin, request)
+                write(self.proc.stdin, request)
             except (OSError, ValueError):  # the worker died, or was stopped
                 self.broken = True
                 break
@@ -101,7 +105,7 @@ class _Worker:
             if self.broken:
                 raise Unavailable("the export worker stopped")
             try:
-                message = _read(self.proc.stdout)
+                message = read(self.proc.stdout)
             except (OSError, EOFError, pickle.UnpicklingError, struct.error):
                 self.broken = True
                 continue
@@ -130,12 +134,10 @@ class Pending:
         with self._worker.lock:
             kind, *rest = self._worker.reply(self._number)
         if kind == "ok":
-            import onnx
+            import onnx  # deferred: imported only when a graph comes back (torch's family)
 
             return onnx.load_from_string(rest[0])
         if kind == "family_error":
-            from buildenv.training.families.base import FamilyError
-
             code, message, hints = rest
             raise FamilyError(code, message, tuple(hints))
         raise Unavailable(rest[0] if rest else kind)
@@ -197,13 +199,13 @@ def _transferable(module: Any) -> bool:
     return all(type(m).__module__.split(".")[0] == "torch" for m in module.modules())
 
 
-def _write(stream: IO[bytes], message: tuple) -> None:
+def write(stream: IO[bytes], message: tuple) -> None:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(struct.pack(">Q", len(data)) + data)
     stream.flush()
 
 
-def _read(stream: IO[bytes]) -> tuple:
+def read(stream: IO[bytes]) -> tuple:
     head = stream.read(8)
     if len(head) < 8:
         raise EOFError
@@ -212,52 +214,3 @@ def _read(stream: IO[bytes]) -> tuple:
     if len(data) < size:
         raise EOFError
     return tuple(pickle.loads(data))
-
-
-class _TorchOnly(pickle.Unpickler):
-    """Unpickles torch's classes and plain containers, nothing of the repository."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] not in _ALLOWED:
-            raise pickle.UnpicklingError(f"{module}.{name} is not torch's")
-        return super().find_class(module, name)
-
-
-def _serve() -> None:
-    """The worker's main loop: requests on stdin, replies on the original stdout (whatever
-    the libraries print goes to stderr)."""
-    seed, threads, opset = (int(a) for a in sys.argv[3:6])
-    requests = sys.stdin.buffer
-    replies = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    import torch  # pants: no-infer-dep (the models extra)
-
-    from buildenv.training import torch_setup
-
-    torch_setup.configure(torch, seed, threads)
-    from buildenv.training.families import torch_module
-
-    torch_module.warm_exporter(opset)
-    while True:
-        try:
-            request = _read(requests)
-        except (EOFError, OSError):
-            os._exit(0)
-        _write(replies, _answer(torch_module, *request))
-
-
-def _answer(torch_module: Any, kind: str, blob: bytes, *args: Any) -> tuple:
-    from buildenv.training.families.base import FamilyError
-
-    try:
-        module = _TorchOnly(io.BytesIO(blob)).load()
-    except Exception as exc:
-        return ("failed", f"cannot unpickle the module: {type(exc).__name__}")
-    try:
-        proto = torch_module.export_module(module, *args)
-    except FamilyError as exc:
-        p = exc.problem
-        return ("family_error", p.code, p.message, list(p.hints))
-    except Exception as exc:
-        return ("failed", f"{type(exc).__name__}")
-    return ("ok", proto.SerializeToString())
