@@ -215,3 +215,36 @@ def test_a_process_started_for_a_transform_the_static_check_refuses_is_stopped(l
     assert (locked / "environments" / "ev.lock.json").read_bytes() == before
     assert processes_in(locked) == []
     assert temp_left(locked) == []
+
+
+KILLED_AT_RECORD = """
+import os, runpy, sys
+real = os.replace
+def replace(src, dst):  # killed in the instant between an object's record and its rename
+    if str(dst).endswith(".json") and "/derived/objects/" in str(dst):
+        os.kill(os.getpid(), 9)
+    return real(src, dst)
+os.replace = replace
+sys.argv = ["buildenv", "lock", "ev"]
+runpy.run_module("buildenv", run_name="__main__")
+"""
+
+
+def test_a_lock_killed_while_recording_an_output_leaves_no_temp_file(locked):
+    """The CI failure of session 6, made deterministic: the record's temp file lives in the
+    swept scratch directory, never among the objects, and the next lock removes it."""
+    stale_code(locked, 7)
+    tmp = locked.parent / "tmp"
+    tmp.mkdir(exist_ok=True)
+    proc = subprocess.run([sys.executable, "-c", KILLED_AT_RECORD], cwd=locked,
+                          capture_output=True, text=True, timeout=600,
+                          env=env_for({"TMPDIR": str(tmp)}))
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+    objects = locked / ".buildenv" / "derived" / "objects"
+    assert [p for p in objects.rglob("*") if ".tmp" in p.name] == []
+    assert [p for p in temp_left(locked) if p.is_file()]  # the dead writer's temp file
+    code, out, err = run(locked, "lock", "ev")
+    assert code == 0, out + err
+    assert_nothing_partial(locked)
+    assert_built_right(locked)
+    assert temp_left(locked) == []

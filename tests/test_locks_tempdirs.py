@@ -208,3 +208,62 @@ def test_temp_dir_falls_back_beside_the_target_on_another_filesystem(tmp_path, m
     with atomic_dir(final, scratch) as tmp:
         assert tmp.parent == final.parent and tmp.name.startswith(".x.tmp-")
     assert final.is_dir()
+
+
+WRITE_FILE = """
+import os, sys
+from pathlib import Path
+from buildenv.core.atomic import atomic_write_text
+def die(src, dst):  # killed between writing the temp file and renaming it
+    os.kill(os.getpid(), 9)
+os.replace = die
+target, scratch = Path(sys.argv[1]), Path(sys.argv[2]) if sys.argv[2] else None
+atomic_write_text(target, "new", durable=False, scratch=scratch)
+"""
+
+
+@pytest.mark.parametrize("use_scratch", [False, True])
+def test_a_file_writer_killed_before_its_rename_leaves_a_temp_the_sweep_removes(
+        tmp_path, use_scratch):
+    target = tmp_path / "objects" / "ab" / "record.json"
+    target.parent.mkdir(parents=True)
+    target.write_text("old")
+    scratch = tmp_path / "scratch" if use_scratch else None
+    proc = subprocess.run([sys.executable, "-c", WRITE_FILE, str(target), str(scratch or "")],
+                          env=ENV, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert target.read_text() == "old"  # never half of the new one
+    where = scratch if scratch is not None else target.parent
+    [left] = [p for p in where.iterdir() if p != target]
+    assert re.match(r"^\.record\.json\.tmp-\d+-\d+-\w+$", left.name), left.name
+    if scratch is not None:
+        assert sorted(p.name for p in target.parent.iterdir()) == ["record.json"]
+    mine_fd, mine = tempfile_owned(where)
+    assert sweep(where) == [left]  # the dead writer's, not a live one's
+    assert Path(mine).exists()
+    os.close(mine_fd)
+
+
+def tempfile_owned(where: Path) -> tuple[int, str]:
+    from buildenv.core.tempdirs import owned_temp_file
+    return owned_temp_file(where, "record.json")
+
+
+def test_a_file_written_through_a_scratch_on_another_filesystem_lands_beside(
+        tmp_path, monkeypatch):
+    import errno as errno_module
+
+    from buildenv.core.atomic import atomic_write_text
+    target, scratch = tmp_path / "out" / "r.json", tmp_path / "scratch"
+    real_replace = os.replace
+
+    def cross_device(src, dst):
+        if Path(src).parent == scratch:
+            raise OSError(errno_module.EXDEV, "Invalid cross-device link")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", cross_device)
+    atomic_write_text(target, "x", scratch=scratch)
+    assert target.read_text() == "x"
+    assert list(scratch.iterdir()) == [] and [p.name for p in target.parent.iterdir()] == [
+        "r.json"]

@@ -23,7 +23,7 @@ from buildenv.compile.verify import located
 from buildenv.core import progress
 from buildenv.core.diagnostics import Diagnostic, Severity
 from buildenv.core.project import Project, TrainingConfig
-from buildenv.core.tempdirs import owned_temp_dir
+from buildenv.core.tempdirs import owned_temp_dir, sweep
 from buildenv.data.lock.derived import (
     DerivedPlan,
     DerivedStore,
@@ -77,6 +77,7 @@ def build_derived(project: Project, res: Resolved, pins: dict[str, Pinned],
     """Build and pin the derived datasets of `res` (all, or `only` those), given the pins of
     its other datasets."""
     store = DerivedStore(project)
+    sweep(store.scratch)  # what a killed build left, records included
     built = Built()
     current = dict(pins)
     for name in derived_order(res.env):

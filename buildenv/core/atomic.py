@@ -6,25 +6,31 @@ import ctypes
 import errno
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 from buildenv.core.mutex import dir_mutex
-from buildenv.core.tempdirs import owned_temp_dir, sweep
+from buildenv.core.tempdirs import owned_temp_dir, owned_temp_file, sweep
 
 __all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_text", "create_new_text",
            "install_dir"]
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True,
+                       scratch: Path | None = None) -> None:
     """Replace `path` with `data` in one step. `durable=False` skips the fsync, for caches
     only: a crash may then leave the old file, or an unreadable one (a cache miss), but a
-    reader still never sees half of the new one."""
+    reader still never sees half of the new one.
+
+    The temp file is named by its owner process (`core.tempdirs`): what a killed writer
+    leaves is removed by a sweep. It is written in `scratch` (a directory on the same
+    filesystem that the caller sweeps) when given, else beside `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = owned_temp_file(scratch or path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -33,13 +39,19 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
                 os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno != errno.EXDEV or scratch is None:
+            raise
+        atomic_write_bytes(path, data, durable=durable)  # scratch on another filesystem
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
+def atomic_write_text(path: Path, text: str, *, durable: bool = True,
+                      scratch: Path | None = None) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), durable=durable, scratch=scratch)
 
 
 def create_new_text(path: Path, text: str) -> bool:
@@ -47,7 +59,7 @@ def create_new_text(path: Path, text: str) -> bool:
     file that is then hard-linked into place, which fails if `path` appeared meanwhile.
     False (and nothing written) when `path` exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = owned_temp_file(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(text.encode("utf-8"))

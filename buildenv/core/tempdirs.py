@@ -1,10 +1,10 @@
-"""Temporary directories that name their owner, so that a sweep removes only what a dead
-process left behind.
+"""Temporary directories and files that name their owner, so that a sweep removes only what
+a dead process left behind.
 
-A temp dir is called `.<label>.tmp-<pid>-<start>-<random>`: the owner's pid and its start time
-(clock ticks since boot, from /proc; 0 where unknown), which together survive pid reuse. A
-sweep removes a temp dir only when that process is gone; a directory in flight in another
-process, or one whose name does not follow the pattern, is never touched.
+A temp dir or file is called `.<label>.tmp-<pid>-<start>-<random>`: the owner's pid and its
+start time (clock ticks since boot, from /proc; 0 where unknown), which together survive pid
+reuse. A sweep removes one only when that process is gone; one in flight in another process,
+or one whose name does not follow the pattern, is never touched.
 
 Builds keep theirs under `.buildenv/tmp/` (on the repository's filesystem, so the final
 rename is atomic) rather than beside the artifact in `dist/`.
@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["owned_temp_dir", "owner_alive", "process_start", "scratch_dir",
+__all__ = ["owned_temp_dir", "owned_temp_file", "owner_alive", "process_start", "scratch_dir",
            "sweep"]
 
 _NAME = re.compile(r"^\..+\.tmp-(\d+)-(\d+)-[A-Za-z0-9_]+$")
@@ -76,8 +76,16 @@ def owned_temp_dir(parent: Path, label: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{label}.tmp-{pid}-{start}-", dir=parent))
 
 
+def owned_temp_file(parent: Path, label: str) -> tuple[int, str]:
+    """A new empty file in `parent` (open descriptor, path) whose name says which process
+    owns it: what a killed writer leaves is removed by the next sweep of `parent`."""
+    pid, start = _me()
+    return tempfile.mkstemp(prefix=f".{label}.tmp-{pid}-{start}-", dir=parent)
+
+
 def sweep(parent: Path) -> list[Path]:
-    """Remove the temp dirs in `parent` whose owner process is gone; return them."""
+    """Remove the temp dirs and files in `parent` whose owner process is gone; return
+    them."""
     removed: list[Path] = []
     try:
         entries = list(parent.iterdir())
@@ -87,7 +95,10 @@ def sweep(parent: Path) -> list[Path]:
         match = _NAME.match(entry.name)
         if match is None or owner_alive(int(match.group(1)), int(match.group(2))):
             continue
-        shutil.rmtree(entry, ignore_errors=True)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
         if not entry.exists():
             removed.append(entry)
     return removed

@@ -81,7 +81,8 @@ class ArrayStore:
         rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
         os.replace(source, path)
         atomic_write_text(path.with_suffix(".json"), json.dumps(
-            {"digest": "sha256:" + hashlib.sha256(data).hexdigest(), "rows": rows}))
+            {"digest": "sha256:" + hashlib.sha256(data).hexdigest(), "rows": rows}),
+            scratch=self.scratch)  # swept by the next build: a kill leaves nothing here
 
     def read(self, key: str) -> pa.Array | None:
         """The object's column, None when it is missing or its bytes are not the recorded

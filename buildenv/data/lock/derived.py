@@ -146,7 +146,7 @@ class DerivedStore:
             return None
         fresh = OutputMeta(meta.digest, meta.size, meta.rows, meta.withheld, st.st_mtime_ns,
                            st.st_ino)
-        _record(path, fresh)
+        _record(path, fresh, self.scratch)
         return fresh
 
     def put(self, key: str, source: Path, withheld: int) -> OutputMeta:
@@ -160,15 +160,17 @@ class DerivedStore:
         st = os.stat(path)
         meta = OutputMeta(value.digest, value.size, value.rows, withheld, st.st_mtime_ns,
                           st.st_ino)
-        _record(path, meta)
+        _record(path, meta, self.scratch)
         return meta
 
 
-def _record(path: Path, meta: OutputMeta) -> None:
+def _record(path: Path, meta: OutputMeta, scratch: Path) -> None:
     """The object's record, not synced to disk: an empty or lost record (a machine that lost
-    power) is a miss for `get`, and a record that outlived its object fails the stat check."""
+    power) is a miss for `get`, and a record that outlived its object fails the stat check.
+    Written through the scratch directory, which every derived build sweeps: a build killed
+    mid-write leaves nothing among the objects."""
     atomic_write_text(path.with_suffix(".json"), json.dumps(asdict(meta), sort_keys=True),
-                      durable=False)
+                      durable=False, scratch=scratch)
 
 
 def narrowed(env: Environment, inputs: list[str]) -> Environment:
