@@ -35,6 +35,7 @@ import sys
 import threading
 from typing import IO, Any
 
+from buildenv.training.confinement import Guard
 from buildenv.training.families.base import FamilyError
 
 __all__ = ["Pending", "Unavailable", "export", "read", "running", "start", "stop", "submit",
@@ -63,13 +64,17 @@ class _Worker:
                 "    os._exit(0)\n"
                 "replies = os.dup(1)\n"  # what the libraries print goes to stderr
                 "os.dup2(2, 1)\n"
-                "sys.path[:] = __import__('json').loads(sys.argv[1])\n"
+                "sys.path[:] = __import__('json').loads(sys.stdin.buffer.readline())\n"
                 "from buildenv.training.families.torch_export_serve import serve\n"
                 "serve(replies)\n")
+        guard = Guard.active
+        noted = len(guard.attempts) if guard is not None else 0
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", boot, json.dumps(sys.path), str(os.getpid()),
+            [sys.executable, "-c", boot, "buildenv-export-worker", str(os.getpid()),
              str(seed), str(threads), str(opset)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        if guard is not None:  # buildenv's own process, not an attempt of the training's
+            del guard.attempts[noted:]
         self.sent = 0
         self.read = 0
         self.replies: dict[int, tuple] = {}
@@ -77,7 +82,10 @@ class _Worker:
         self.lock = threading.Lock()  # one reader of the replies at a time
         # Requests are written by a thread of their own: while the worker still imports, a
         # module larger than the pipe's buffer would block the training on its write.
-        self.outbox: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
+        self.outbox: queue.SimpleQueue[tuple | bytes | None] = queue.SimpleQueue()
+        # The import path goes first, on stdin: on the command line, the sandbox's audit hook
+        # would read a path under the project's hidden state as an attempt to reach it.
+        self.outbox.put(json.dumps(sys.path).encode() + b"\n")
         threading.Thread(target=self._send_all, name="buildenv-export-requests",
                          daemon=True).start()
 
@@ -90,7 +98,11 @@ class _Worker:
         assert self.proc.stdin is not None
         while (request := self.outbox.get()) is not None:
             try:
-                write(self.proc.stdin, request)
+                if isinstance(request, bytes):
+                    self.proc.stdin.write(request)
+                    self.proc.stdin.flush()
+                else:
+                    write(self.proc.stdin, request)
             except (OSError, ValueError):  # the worker died, or was stopped
                 self.broken = True
                 break
