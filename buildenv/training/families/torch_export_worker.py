@@ -62,6 +62,7 @@ class _Worker:
                 "    pass\n"
                 "if os.getppid() != int(sys.argv[2]):\n"
                 "    os._exit(0)\n"
+                "os.nice(10)\n"  # the fit (and the Judge thread) first when cores are scarce
                 "replies = os.dup(1)\n"  # what the libraries print goes to stderr
                 "os.dup2(2, 1)\n"
                 "sys.path[:] = __import__('json').loads(sys.stdin.buffer.readline())\n"
