@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 ROWS = 5000
 
-TRAININGS = ["sk-lr", "xgb", "xgb-multi", "lgbm", "mlp", "mlp-multi", "onnx-ready",
+TRAININGS = ["sk-lr", "xgb", "xgb-multi", "lgbm", "mlp", "mlp-seq", "mlp-multi", "onnx-ready",
              "secret-slow", "secret-slow-noprecheck", "bare-module", "bad-forward",
              "bad-output", "wrapped-module", "onnx-bad-names", "onnx-invalid", "user-func",
              "generator-holder", "custom-convert", "xgb-slow"]
@@ -56,6 +56,10 @@ environments = ["sk", "ox"]
 [tool.buildenv.trainings.mlp]
 entry = "train/mlp.py:train"
 environments = ["ox", "ox-old", "sk", "ox-warn"]
+
+[tool.buildenv.trainings.mlp-seq]
+entry = "train/mlp_seq.py:train"
+environments = ["ox", "ox-old"]
 
 [tool.buildenv.trainings.mlp-multi]
 entry = "train/mlp.py:train"
@@ -313,6 +317,30 @@ def train(ctx):
         opt.zero_grad()
         loss = nn.functional.cross_entropy(net(x), y)
         loss.backward()
+        opt.step()
+    return buildenv.TorchModel(net, inputs=INPUTS, output="logits", classes=classes)
+""",
+    "mlp_seq.py": """
+import numpy as np
+import torch
+from torch import nn
+
+import buildenv
+
+INPUTS = ["x1", "n1"]  # never null: no layer of torch replaces NaN
+
+
+def train(ctx):  # torch's own classes only: exported by the export worker
+    df = ctx.read("items", columns=INPUTS + [ctx.env.label.column])
+    classes = ctx.env.label.classes
+    x = torch.from_numpy(df[INPUTS].to_numpy(dtype=np.float32))
+    y = torch.from_numpy(df[ctx.env.label.column].map(
+        {c: i for i, c in enumerate(classes)}).to_numpy().astype(np.int64))
+    net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, len(classes)))
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(30):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
         opt.step()
     return buildenv.TorchModel(net, inputs=INPUTS, output="logits", classes=classes)
 """,

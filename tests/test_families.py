@@ -82,6 +82,7 @@ FAMILIES = [  # training, environment, family, format, model file
     ("xgb", "sk", "sklearn", "skops", "model.skops"),  # a booster's bytes inside skops
     ("lgbm", "ox", "sklearn", "onnx", "model.onnx"),
     ("mlp", "ox", "torch", "onnx", "model.onnx"),
+    ("mlp-seq", "ox", "torch", "onnx", "model.onnx"),  # exported by the export worker
     ("onnx-ready", "ox", "onnx", "onnx", "model.onnx"),
 ]
 
@@ -113,7 +114,7 @@ def test_family_builds_and_rebuilds_byte_identical(repo, tmp_path, training, env
         assert all(":" in op["operator"] for op in inventory["operators"])
     if family == "torch":
         assert lineage["libraries"]["torch"].startswith("2.13.0")
-        assert lineage["code_modules"] == ["train.mlp"]
+        assert lineage["code_modules"] == (["train.mlp"] if training == "mlp" else [])
     served = load_verified_model(Project.discover(repo), outs[0], lineage["model_digest"],
                                  "the artifact", resolved(repo, env).env)
     assert served.classes == [False, True]
@@ -135,6 +136,8 @@ REFUSED = [  # training, environment, code, what the message says
     ("onnx-ready", "ox-old", "BE406", "the ONNX graph needs opset 18 (serving.opset is 15)"),
     ("mlp", "ox-old", "BE412", "the ONNX graph needs IR version 10 (serving.max_ir_version "
                                "is 7)"),
+    ("mlp-seq", "ox-old", "BE412", "the ONNX graph needs IR version 10 "
+                                   "(serving.max_ir_version is 7)"),
     ("custom-convert", "ox", "BE405", "cannot convert sklearn.pipeline.Pipeline to ONNX "
                                       "opset 18"),
     ("mlp", "sk", "BE413", "the model is a PyTorch module, which serving stack 'sklearn'"),

@@ -12,7 +12,9 @@ nothing: it is recorded as skipped, and the full run decides. Skipped too when t
 dataset is small enough that the sample would be most of it. For scikit-learn-API models the
 conversion may be deferred (`run(..., defer=True)`): the runner then converts a copy of the
 sample model in a thread while the full fit runs (`beside.Judge`). Where forking is safe, the
-runner runs all of it in a forked process beside the full fit instead (`precheck_fork`).
+runner runs all of it in a forked process beside the full fit instead (`precheck_fork`). A
+PyTorch sample model is deferred when the export worker takes it (`torch_export_worker`): it is
+exported in that process while the full fit runs, and the thread only waits for its graph.
 
 Side effects: `train(ctx)` runs twice. Metrics and params the dry run logs are discarded;
 Python's, NumPy's and torch's seeds are reset before the full run, which therefore trains
@@ -30,7 +32,7 @@ from typing import Any
 from buildenv.env.serving_rules import refused
 from buildenv.env.spec import OnnxServing
 from buildenv.training.context import ForbiddenRead
-from buildenv.training.families import FamilyError, adopt
+from buildenv.training.families import FamilyError, adopt, torch_export_worker
 from buildenv.training.families.torch_contract import ModelContractError
 from buildenv.training.onnx_inventory import inventory as inventory_of
 from buildenv.training.served_artifact import convert
@@ -84,13 +86,19 @@ def run(ctx: Any, env: Any, train: Any, request: dict, defer: bool = False) -> d
             pass
         else:
             return {"deferred": lambda: _converted(family, env, request, facts)}
+    if defer and family.kind == "torch":
+        torch_family: Any = family
+        pending = torch_export_worker.submit(*torch_family.export_args(env.serving.opset))
+        if pending is not None:  # the module is pickled now: the full run cannot change it
+            return {"deferred": lambda: _exported(pending, family, env, request, facts)}
     return _converted(family, env, request, facts)
 
 
 def deferrable(family: Any) -> bool:
     """Whether the sample model's conversion may run in a thread during the full fit: the
     scikit-learn-API families (skl2onnx and onnxmltools are plain Python over a copy of the
-    model). A PyTorch export traces with process-wide state and runs first."""
+    model). A PyTorch export traces with process-wide state: it runs first, unless the export
+    worker (another process) takes it."""
     return bool(family.kind == "sklearn")
 
 
@@ -99,6 +107,19 @@ def _converted(family: Any, env: Any, request: dict, facts: dict) -> dict:
         inventory = inventory_of(convert(family, env)).to_json()
     except FamilyError as exc:
         return _skipped(exc)
+    return _verdict(family, env, request, facts, inventory)
+
+
+def _exported(pending: Any, family: Any, env: Any, request: dict, facts: dict) -> dict:
+    """The verdict on the sample's graph exported by the worker. When the worker could not
+    answer, the pre-check proves nothing (the full model's graph is still checked)."""
+    try:
+        inventory = inventory_of(pending.result()).to_json()
+    except FamilyError as exc:
+        return _skipped(exc)
+    except torch_export_worker.Unavailable:
+        return {"summary": {"status": "skipped", "rows": SAMPLE_ROWS,
+                            "reason": "the export worker stopped before exporting the sample"}}
     return _verdict(family, env, request, facts, inventory)
 
 

@@ -100,12 +100,15 @@ class _Failed(Exception):
 
 def run(request: dict, guard: Guard | None = None) -> dict:
     from buildenv.env.spec import Environment
+    from buildenv.training.families import torch_export_worker
 
     env = Environment.model_validate(request["env"])
     try:
         return _run(request, env, guard)
     except _Failed as failed:
         return failed.result
+    finally:
+        torch_export_worker.stop()
 
 
 def _run(request: dict, env: Any, guard: Guard | None) -> dict:
@@ -113,11 +116,15 @@ def _run(request: dict, env: Any, guard: Guard | None) -> dict:
     seed = int(request["seed"])
     threads = int(request.get("threads") or 1)
     from buildenv.core.project import Project
+    from buildenv.env.spec import OnnxServing
     from buildenv.training import precheck, torch_setup
     from buildenv.training.context import BuildContext
+    from buildenv.training.families import torch_export_worker
 
     _seed(seed)
-    torch_setup.install(seed, threads)
+    serving = env.serving
+    torch_setup.install(seed, threads, then=lambda: torch_export_worker.start(
+        seed, threads, serving.opset) if isinstance(serving, OnnxServing) else None)
     project = Project(root=root, data_root=Path(request["data_root"]) if request.get(
         "data_root") else None)
     pins = dict(request.get("pins") or {})

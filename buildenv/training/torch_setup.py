@@ -5,7 +5,8 @@ the training can use it: `torch.manual_seed(seed)` (CPU generators), determinist
 (`torch.use_deterministic_algorithms(True)`: an operation without a deterministic
 implementation raises instead of varying), and the build's thread count for intra-op work
 (one inter-op thread). Rebuilding the same pair on the same machine then gives the same
-weights. `reseed` restores the seed between the pre-check and the full run.
+weights. `reseed` restores the seed between the pre-check and the full run. `install(..., then=f)`
+calls `f()` once torch is configured (the runner starts the ONNX export worker there).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 __all__ = ["configure", "install", "reseed"]
 
 _SETTINGS: dict[str, int] = {}
+_THEN: list[Any] = []
 
 
 def configure(torch: Any, seed: int, threads: int) -> None:
@@ -53,15 +55,23 @@ class _TorchFinder(importlib.abc.MetaPathFinder):
             original(module)
             configure(module, _SETTINGS["seed"], _SETTINGS["threads"])
             sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _TorchFinder)]
+            _call_then()
 
         loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
 
 
-def install(seed: int, threads: int) -> None:
-    """Configure torch now if it is imported, else when it is."""
+def install(seed: int, threads: int, then: Any = None) -> None:
+    """Configure torch now if it is imported, else when it is; then call `then()`."""
     _SETTINGS.update(seed=seed, threads=threads)
+    _THEN[:] = [then] if then is not None else []
     if "torch" in sys.modules:
         configure(sys.modules["torch"], seed, threads)
+        _call_then()
     elif not any(isinstance(f, _TorchFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _TorchFinder())
+
+
+def _call_then() -> None:
+    while _THEN:
+        _THEN.pop()()

@@ -27,6 +27,7 @@ import onnx
 import torch  # pants: no-infer-dep (the models extra: see the module docstring)
 
 from buildenv.env.spec import Environment
+from buildenv.training.families import torch_export_worker
 from buildenv.training.families.base import (
     Family,
     FamilyError,
@@ -38,7 +39,7 @@ from buildenv.training.families.base import (
 from buildenv.training.families.torch_contract import TorchModel
 from buildenv.training.introspect import public_path
 
-__all__ = ["BATCH_ROWS", "TorchFamily"]
+__all__ = ["BATCH_ROWS", "TorchFamily", "export_module", "warm_exporter"]
 
 BATCH_ROWS = 65_536  # rows per forward pass when predicting (bounds memory)
 
@@ -130,27 +131,17 @@ class TorchFamily(Family):
         return repository_modules([type(m) for m in self.module.modules()], root)
 
     def to_onnx(self, types: dict[str, str], opset: int) -> Any:
-        wrapper = _ColumnsToModule(self.module, self.model.output == "logits").eval()
-        batch = torch.export.Dim("batch")
-        example = tuple(torch.zeros(2, 1) for _ in self.inputs or [])
-        output = "probabilities" if self.is_classifier else "variable"
-        try:
-            with _registry_reused():
-                program = torch.onnx.export(
-                    wrapper, example, input_names=list(self.inputs or []),
-                    output_names=[output],
-                    dynamic_shapes=(tuple({0: batch} for _ in example),),  # forward(*columns)
-                    opset_version=opset,
-                    dynamo=True, verbose=False, optimize=True)
-            assert program is not None  # dynamo=True returns the program
-            proto = program.model_proto
-        except Exception as exc:
-            raise FamilyError("BE405", f"cannot export {self.model_class} to ONNX opset "
-                              f"{opset}: {_export_error(exc)}",
-                              ("keep forward() to tensor operations torch.export can trace "
-                               "(no data-dependent Python control flow)",)) from None
-        _strip_metadata(proto)
-        return proto
+        """Exported by the export worker when one runs (`torch_export_worker`: the same
+        function, the same bytes), else here."""
+        args = self.export_args(opset)
+        proto = torch_export_worker.export(*args)
+        return proto if proto is not None else export_module(*args)
+
+    def export_args(self, opset: int) -> tuple:
+        """`export_module`'s arguments for this model."""
+        return (self.module, list(self.inputs or []), self.model.output == "logits",
+                "probabilities" if self.is_classifier else "variable", opset,
+                self.model_class)
 
     def save_native(self, directory: Path) -> list[str]:
         """The module's weights (`torch.save` of the state dict: load it with
@@ -158,6 +149,40 @@ class TorchFamily(Family):
         directory.mkdir(parents=True, exist_ok=True)
         torch.save(self.module.state_dict(), directory / "state_dict.pt")
         return ["state_dict.pt"]
+
+
+def export_module(module: Any, inputs: list[str], softmax: bool, output: str, opset: int,
+                  model_class: str) -> Any:
+    """The ONNX graph of `module` behind one `[rows, 1]` input per column (FamilyError BE405
+    when torch cannot export it), without the exporter's metadata."""
+    wrapper = _ColumnsToModule(module, softmax).eval()
+    batch = torch.export.Dim("batch")
+    example = tuple(torch.zeros(2, 1) for _ in inputs)
+    try:
+        with _registry_reused():
+            program = torch.onnx.export(
+                wrapper, example, input_names=list(inputs), output_names=[output],
+                dynamic_shapes=(tuple({0: batch} for _ in example),),  # forward(*columns)
+                opset_version=opset,
+                dynamo=True, verbose=False, optimize=True)
+        assert program is not None  # dynamo=True returns the program
+        proto = program.model_proto
+    except Exception as exc:
+        raise FamilyError("BE405", f"cannot export {model_class} to ONNX opset "
+                          f"{opset}: {_export_error(exc)}",
+                          ("keep forward() to tensor operations torch.export can trace "
+                           "(no data-dependent Python control flow)",)) from None
+    _strip_metadata(proto)
+    return proto
+
+
+def warm_exporter(opset: int) -> None:
+    """Import the exporter and build its function table for `opset` (the export worker does
+    this while the training reads and fits): one export of a one-weight module."""
+    try:
+        export_module(torch.nn.Linear(1, 1), ["x"], False, "variable", opset, "warm-up")
+    except FamilyError:
+        pass
 
 
 class _ColumnsToModule(torch.nn.Module):
