@@ -10,9 +10,10 @@ leave a core free (a fit on every core would share its cores with the child, and
 fit slows down more than the child's work when one of its threads waits for a core). The
 full fit starts from the same seeds as after a serial pre-check, so the artifact is the same
 bytes (and the sample run draws what it would have drawn in the training process: `random`,
-which reseeds itself in a forked child, gets its state back); it reads its tables itself (the child's reads are not handed back). The child's verdict
-(`precheck.run`'s, or the failure the runner would report) comes back through a pipe, and a
-refusal interrupts the fit as `beside.Judge` does for any deferred verdict.
+which reseeds itself in a forked child, gets its state back); it reads its tables itself (the
+child's reads are not handed back). The child's verdict (`precheck.run`'s, or the failure the
+runner would report) comes back through a pipe, and a refusal interrupts the fit as
+`beside.Judge` does for any deferred verdict.
 
 Forking is safe only while the training process runs no other thread: an OpenMP runtime
 (libgomp) hangs in a child forked after its pool's threads started, and a lock held by another

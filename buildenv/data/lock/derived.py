@@ -14,7 +14,8 @@ the same bytes, and `os.replace` keeps whichever lands last). `materialize` then
 dataset's uri -- `<state>/derived/<env>/<dataset>/` with the input's relative paths, or one file
 -- as hard links to the objects, built aside and swapped in at once (when only one file
 differs, that file's link alone is renamed into place), so a reader sees the old files or the
-new ones. The lock records the dataset's manifest like any partitioned dataset's, plus `derived`: the transform, its code files' digests and its inputs' digests, from which
+new ones. The lock records the dataset's manifest like any partitioned dataset's, plus
+`derived`: the transform, its code files' digests and its inputs' digests, from which
 `derived_staleness` says what changed.
 """
 

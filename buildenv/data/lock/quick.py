@@ -6,11 +6,11 @@ checks) is most of such a run's time. So after a lock that found no problem at a
 records a *plan* in `<cache_dir>/lockplan.json`: for each environment whose datasets are single
 local files (no table, DVC pin, directory, source made by code, label set or synthetic
 dataset), the digest of its lock file, the environment's digest, and the name, file, format,
-digest, size and rows of each dataset that lock pins. The plan is valid only for the exact inputs it was made from: buildenv's version and code
-(each module's size and modification time: an editable install changes without a new version), the
-digest algorithm, `pyproject.toml` and every environment file (`inputs_digest`; any edit,
-addition or removal of any of them -- a parent reached through `extends` included -- makes it
-void).
+digest, size and rows of each dataset that lock pins. The plan is valid only for the exact
+inputs it was made from: buildenv's version and code (each module's size and modification
+time: an editable install changes without a new version), the digest algorithm,
+`pyproject.toml` and every environment file (`inputs_digest`; any edit, addition or removal of
+any of them -- a parent reached through `extends` included -- makes it void).
 
 `relock` then hashes the pinned files (the stat cache and the early prefetch apply as in the
 full lock) and answers what the full lock would answer of these environments, for which it is

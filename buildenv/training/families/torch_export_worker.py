@@ -11,8 +11,8 @@ runner starts this worker (`start`): a fresh interpreter that imports the export
 threads=1 fit leaves free, while the training reads its data and fits. Each export sends it
 the module (pickled: weights and structure) and gets the ONNX bytes back, made by the very
 function the training process would call (`torch_module.export_module`, in
-`torch_export_serve`), so the bytes are the
-same; the sample's export then runs beside the full fit too.
+`torch_export_serve`), so the bytes are the same; the sample's export then runs beside the full
+fit too.
 
 Only modules built from torch's own classes are sent (a class of the repository would have to
 be imported in the worker: the training's code run again, outside the training's process); the
