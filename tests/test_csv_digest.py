@@ -97,10 +97,10 @@ def test_the_hash_runs_ahead_of_a_slow_count(tmp_path, monkeypatch):
     original = digests.RowCounter.feed
     ahead: list[bool] = []
 
-    def slow_feed(self, chunk) -> None:
+    def slow_feed(self, chunk, *bounds) -> None:
         if not ahead:  # the first chunk: wait until the hash has done four
             ahead.append(all(hashed.acquire(timeout=10) for _ in range(4)))
-        original(self, chunk)
+        original(self, chunk, *bounds)
 
     monkeypatch.setattr(digests.RowCounter, "feed", slow_feed)
     data = quoted_csv(3000)
@@ -110,12 +110,51 @@ def test_the_hash_runs_ahead_of_a_slow_count(tmp_path, monkeypatch):
     assert value.rows == count_rows(data)
 
 
+def test_each_piece_is_counted_right_after_it_is_hashed(tmp_path, monkeypatch):
+    """The count is handed each piece as soon as it is hashed (it reads the piece from the
+    shared cache), not the whole buffer once it is full: the hash of a buffer's second piece
+    waits for the count of its first."""
+    monkeypatch.setattr(digests, "CHUNK", 1 << 16)
+    monkeypatch.setattr(digests, "_HASH_PIECE", 4096)
+    counted = threading.Event()
+    waited: list[bool] = []
+
+    class Waiting:
+        def __init__(self) -> None:
+            self.inner = hashlib.sha256()
+
+        def update(self, data) -> None:
+            if self.inner.digest() != hashlib.sha256().digest() and not waited:
+                waited.append(counted.wait(timeout=5))  # the second piece of the first buffer
+            self.inner.update(data)
+
+        def hexdigest(self) -> str:
+            return self.inner.hexdigest()
+
+    monkeypatch.setitem(digests.ALGORITHMS, "sha256", Waiting)
+    original = digests.RowCounter.feed
+    ranges: list[tuple[int, int]] = []
+
+    def seen_feed(self, chunk, start=0, stop=None) -> None:
+        ranges.append((start, len(chunk) if stop is None else stop))
+        counted.set()
+        original(self, chunk, start, stop)
+
+    monkeypatch.setattr(digests.RowCounter, "feed", seen_feed)
+    data = quoted_csv(3000)
+    value = digest(tmp_path, data)
+    assert waited == [True]
+    assert ranges[0] == (0, 4096) and all(stop - start <= 4096 for start, stop in ranges)
+    assert value.digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert value.rows == count_rows(data)
+
+
 def test_a_failing_count_stops_the_reader_and_the_hash(tmp_path, monkeypatch):
     monkeypatch.setattr(digests, "CHUNK", 4096)
     monkeypatch.setattr(digests, "_CSV_AHEAD", 2)
     calls = []
 
-    def failing_feed(self, chunk) -> None:
+    def failing_feed(self, chunk, *bounds) -> None:
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt

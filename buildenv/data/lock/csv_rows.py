@@ -57,36 +57,39 @@ class RowCounter:
         self._head: bytes | None = b""  # the file's first bytes, until a BOM is ruled out
         self._words: _Words | None = None  # a span's masks, reused
 
-    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
-        """Count the records ending in `chunk` (not kept: a reused buffer may be passed)."""
+    def feed(self, chunk: bytes | bytearray | memoryview, start: int = 0,
+             stop: int | None = None) -> None:
+        """Count the records ending in `chunk[start:stop]` (not kept: a reused buffer may be
+        passed; a range of a buffer is counted in place, with no copy)."""
         data = bytes(chunk) if isinstance(chunk, memoryview) else chunk
-        start = 0
+        stop = len(data) if stop is None else min(stop, len(data))
         if self._head is not None:  # the first bytes: a UTF-8 BOM is not data
-            start = 3 - len(self._head)
-            head = self._head + bytes(data[:start])
+            take = max(min(3 - len(self._head), stop - start), 0)
+            head = self._head + bytes(data[start:start + take])
+            start += take
             if len(head) < 3 and _BOM.startswith(head):
                 self._head = head
                 return
             self._head = None
             if head != _BOM:
-                self._count(head, 0)
-        self._count(data, start)
+                self._count(head, 0, len(head))
+        self._count(data, start, stop)
 
     def rows(self) -> int:
         if self._head:  # a file of one or two bytes that begin a BOM
             head, self._head = self._head, None
-            self._count(head, 0)
+            self._count(head, 0, len(head))
         records = self.records + (1 if self.content else 0)
         return max(records - 1, 0)  # the first record is the header
 
-    def _count(self, data: bytes | bytearray, start: int) -> None:
-        if len(data) - start < _SMALL:
-            if start < len(data):
-                self._bytewise(data[start:])
+    def _count(self, data: bytes | bytearray, start: int, stop: int) -> None:
+        if stop - start < _SMALL:
+            if start < stop:
+                self._bytewise(data[start:stop])
             return
         if self._words is None or self._words.size < _BLOCK:
             self._words = _Words(_BLOCK)
-        self._spans(data, start, len(data), _BLOCK)
+        self._spans(data, start, stop, _BLOCK)
 
     def _spans(self, data: bytes | bytearray, start: int, stop: int, span: int) -> None:
         """Count `data[start:stop]` bit-parallel, `span` bytes at a time; a span with more

@@ -386,11 +386,13 @@ def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
         chunks = _CsvPass(handle, hasher, max(1, min(CHUNK, int(bar.total or 0) + 1)))
         try:
             while (item := chunks.hashed.get()) is not None:
-                buffer, n = item
-                counter.feed(buffer if n == len(buffer) else memoryview(buffer)[:n])
-                chunks.counted.put(buffer)
-                size += n
-                bar.advance(n)
+                buffer, start, stop = item
+                if start == stop:  # the buffer is done with: the hash may read into it again
+                    chunks.counted.put(buffer)
+                    continue
+                counter.feed(buffer, start, stop)
+                size += stop - start
+                bar.advance(stop - start)
         finally:
             chunks.stop()
         if chunks.failure:
@@ -402,14 +404,17 @@ _CSV_AHEAD = 6  # buffers of CHUNK bytes the hash may run ahead of the count wit
 
 
 class _CsvPass:
-    """The reading and hashing thread of one CSV pass: it reads each chunk into a buffer,
-    hashes it and puts it, in order, in `hashed`; the counting thread gives each buffer back
-    through `counted`. While the count lags (its first chunk imports numpy, tens of
-    milliseconds), the hash goes on into new buffers, up to `_CSV_AHEAD`. `None` in `hashed`
-    ends the file; a failure is kept for the counting thread to raise."""
+    """The reading and hashing thread of one CSV pass: it reads each chunk into a buffer a
+    piece at a time, hashes the piece and puts its range, in order, in `hashed`, so the count
+    reads each piece soon after the hash did (from the shared cache, not from memory); an
+    empty range after a buffer's last piece hands the buffer over, and the counting thread
+    gives it back through `counted`. While the count lags (its first chunk imports numpy, tens
+    of milliseconds), the hash goes on into new buffers, up to `_CSV_AHEAD`. `None` in
+    `hashed` ends the file; a failure is kept for the counting thread to raise."""
 
     def __init__(self, handle: io.FileIO, hasher: Hasher, chunk: int) -> None:
-        self.hashed: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        self.hashed: queue.SimpleQueue[tuple[bytearray, int, int] | None] = \
+            queue.SimpleQueue()
         self.counted: queue.SimpleQueue[bytearray | None] = queue.SimpleQueue()
         self.failure: list[BaseException] = []
         self._handle, self._hasher, self._chunk = handle, hasher, chunk
@@ -432,25 +437,28 @@ class _CsvPass:
                     buffer = self.counted.get()
                 if buffer is None:
                     return  # the counting thread stopped early
-                n = self._fill(memoryview(buffer))
-                if not n:
-                    return
-                self.hashed.put((buffer, n))
+                n = self._fill(buffer)
+                self.hashed.put((buffer, n, n))  # the count may give the buffer back
+                if n < len(buffer):
+                    return  # the end of the file
         except BaseException as exc:  # re-raised by the counting thread
             self.failure.append(exc)
         finally:
             self.hashed.put(None)
 
-    def _fill(self, view: memoryview) -> int:
-        """Read `view` full (short only at the end of the file), hashing each piece as soon
-        as it is read: the piece is still in this core's cache, where the count's pass over
-        another chunk would have pushed a whole chunk out of the shared one."""
+    def _fill(self, buffer: bytearray) -> int:
+        """Read `buffer` full (short only at the end of the file), hashing each piece as soon
+        as it is read (the piece is still in this core's cache, where the count's pass over
+        another chunk would have pushed a whole chunk out of the shared one) and handing its
+        range to the count right away."""
+        view = memoryview(buffer)
         n = 0
         while n < len(view):
             got = self._handle.readinto(view[n:n + _HASH_PIECE])
             if not got:
                 break
             self._hasher.update(view[n:n + got])
+            self.hashed.put((buffer, n, n + got))
             n += got
         return n
 
