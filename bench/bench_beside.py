@@ -1,0 +1,113 @@
+"""Does work beside a scikit-learn fit overlap it? (issue 19, session 7 (h57))
+
+The training process runs Python work in a thread while the user's full fit runs on the main
+one (`training/beside.py`: skops' table of safe types, MLflow's import and its requirements
+table): it is meant to use the core a threads=1 fit leaves free. This measures whether it does,
+for the bench's HistGradientBoostingClassifier: each case is a fresh process that imports
+scikit-learn, reads the same rows and then either fits and does that work after (`serial`)
+or starts the work in a thread and fits (`beside`). When the fit holds the interpreter's lock
+for most of its Python steps, the two threads take turns and `beside` is no faster than
+`serial` (and the fit inside it is slower by about the work).
+
+    .venv/bin/python bench/bench_beside.py [--repeats 3] [--iterations 200]
+
+About 1 min on a quiet machine. Prints the medians and beside / serial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import MAIN_PY, alternate, machine, run, work_dir
+
+ROWS, FEATURES, SEED = 200_000, 12, 20261207
+
+CASE_PY = '''"""One case: fit, and the training process's beside-the-fit work, serially or beside."""
+import sys, threading, time
+mode, iterations = sys.argv[1], int(sys.argv[2])
+started = time.perf_counter()
+import pyarrow.parquet as pq
+from sklearn.ensemble import HistGradientBoostingClassifier
+df = pq.read_table("rows.parquet").to_pandas()
+features = [c for c in df.columns if c != "label"]
+
+
+def work():
+    from buildenv.core.model_runtime import import_skops
+    import_skops()
+    import mlflow.sklearn  # noqa: F401
+    from mlflow.utils.requirements_utils import _init_packages_to_modules_map
+    _init_packages_to_modules_map()
+
+
+def fit():
+    HistGradientBoostingClassifier(max_iter=iterations, learning_rate=0.05,
+                                   early_stopping=False, random_state=0
+                                   ).fit(df[features], df["label"].to_numpy())
+
+
+before = time.perf_counter()
+if mode == "serial":
+    fit()
+    fitted = time.perf_counter()
+    work()
+else:
+    thread = threading.Thread(target=work)
+    thread.start()
+    fit()
+    fitted = time.perf_counter()
+    thread.join()
+print(f"{fitted - before:.3f} {time.perf_counter() - before:.3f}")
+'''
+
+
+def make_rows(root: Path) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = root / "rows.parquet"
+    if target.is_file():
+        return
+    rng = np.random.default_rng(SEED)
+    x = rng.normal(size=(ROWS, FEATURES))
+    label = (x[:, 0] + 0.5 * x[:, 1] * x[:, 2] + rng.normal(scale=0.5, size=ROWS)) > 0
+    columns = {f"x{i}": x[:, i] for i in range(FEATURES)}
+    pq.write_table(pa.table({**columns, "label": label}), target)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=200)
+    args = parser.parse_args()
+    root = work_dir("beside")
+    make_rows(root)
+    (root / "case.py").write_text(CASE_PY)
+    env = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONHASHSEED": "0"}
+    print(machine(), flush=True)
+
+    def case(mode: str):
+        return lambda: run([MAIN_PY, "case.py", mode, str(args.iterations)], cwd=root,
+                           env={**os.environ, **env})
+
+    series = alternate({"serial": case("serial"), "beside": case("beside")}, args.repeats)
+    medians = {}
+    for name, s in series.items():
+        fits = [float(r.stdout.split()[0]) for r in s.runs]
+        totals = [float(r.stdout.split()[1]) for r in s.runs]
+        medians[name] = statistics.median(totals)
+        print(f"{name}: fit {statistics.median(fits):.2f} s, fit + work "
+              f"{medians[name]:.2f} s (process {s.median:.2f} s)")
+    print(f"beside / serial: {medians['beside'] / medians['serial']:.2f}x "
+          "(below 1: the work overlaps the fit)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
