@@ -163,13 +163,17 @@ def failure_reason(outcome: BuildOutcome, phase: str | None) -> str:
 def phase_timings(own: dict[str, float], runner: dict[str, float]) -> dict[str, float]:
     """Seconds per phase, in `PHASES` order. `own` are the phases this process timed;
     `runner` those the training process reports. Its precheck, importance, onnx, parity and
-    save come out of the `train` span, which keeps the process start and imports along with `train()`."""
+    save come out of the `train` span, which keeps the process start and imports along with
+    `train()`. Parity runs beside importance (both start together): their common span, the
+    longer of the two, is taken out once."""
     merged = dict(own)
     span = merged.get("train")
     if span is not None:
         inner = {k: float(runner[k]) for k in ("precheck", "importance", "onnx", "parity", "save")
                  if k in runner}
-        merged["train"] = max(0.0, span - sum(inner.values()))
+        serial = sum(v for k, v in inner.items() if k not in ("importance", "parity"))
+        beside = max(inner.get("importance", 0.0), inner.get("parity", 0.0))
+        merged["train"] = max(0.0, span - serial - beside)
         for name, seconds in inner.items():
             merged[name] = merged.get(name, 0.0) + seconds
     return {name: round(merged[name], 3) for name in PHASES if name in merged}
