@@ -213,16 +213,23 @@ def test_ranges_of_a_buffer_are_counted_in_place(seed, monkeypatch):
         assert counter.rows() == expect, piece
 
 
-def test_literal_quotes_are_taken_out_without_the_byte_by_byte_path(monkeypatch):
-    """A few quotes inside unquoted fields (`5'10"`) per block: the block is recounted
-    without them, bit-parallel, and agrees with the decoder."""
+def heights_file(rows: int, every: int) -> tuple[bytes, int]:
+    """A CSV whose every `every`-th height holds a literal quote in an unquoted field
+    (`5'10"`), and whose notes are quoted with a newline inside; its rows by the decoder."""
     lines = ["id,height,note"]
-    for i in range(20_000):
-        height = "5'10\"" if i % 2000 == 7 else "170"
+    for i in range(rows):
+        height = "5'10\"" if i % every == 7 else "170"
         lines.append(f'{i},{height},"n {i}\nmore"')
     data = ("\n".join(lines) + "\n").encode()
     expect = decoder_rows(data)
-    assert expect == 20_000
+    assert expect == rows
+    return data, expect
+
+
+def test_literal_quotes_are_taken_out_without_the_byte_by_byte_path(monkeypatch):
+    """A few quotes inside unquoted fields (`5'10"`) per block: the block is recounted
+    without them, bit-parallel, and agrees with the decoder."""
+    data, expect = heights_file(20_000, every=2000)
     refuse_large_bytewise(monkeypatch)
     for chunk in (4099, 1 << 16, len(data)):
         assert count_rows(data, chunk) == expect
@@ -231,13 +238,7 @@ def test_literal_quotes_are_taken_out_without_the_byte_by_byte_path(monkeypatch)
 def test_a_block_with_many_literal_quotes_is_counted_in_smaller_blocks(monkeypatch):
     """More literal quotes in a block than are taken out one at a time: the block is counted
     in eighths (each with its own few), not byte by byte."""
-    lines = ["id,height,note"]
-    for i in range(40_000):
-        height = "5'10\"" if i % 300 == 7 else "170"
-        lines.append(f'{i},{height},"n {i}\nmore"')
-    data = ("\n".join(lines) + "\n").encode()
-    expect = decoder_rows(data)
-    assert expect == 40_000
+    data, expect = heights_file(40_000, every=300)
     refuse_large_bytewise(monkeypatch)
     seen: list[int] = []
     original = RowCounter._bitwise
