@@ -30,6 +30,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
+from buildenv.data.lock import row_process
 from buildenv.data.lock.csv_rows import RowCounter
 from buildenv.data.lock.parquet_footer import footer_rows
 from buildenv.data.storage import Location, Stat
@@ -375,6 +376,8 @@ def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
     buffers (`csv_rows`) behind it, on the other core (`_CsvPass`)."""
     if location.local is None:
         return _digest_csv_stream(location, algorithm)
+    if row_process.worth_a_process(os.stat(location.local).st_size):
+        return _digest_csv_beside(location, algorithm)
     hasher = ALGORITHMS[algorithm]()
     counter = RowCounter()
     size = 0
@@ -398,6 +401,33 @@ def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
         if chunks.failure:
             raise chunks.failure[0]
     return ContentDigest(f"{algorithm}:{hasher.hexdigest()}", size, counter.rows())
+
+
+def _digest_csv_beside(location: Location, algorithm: str) -> ContentDigest:
+    """A large local CSV: a child process counts its records (`row_process`) while this
+    thread hashes it as a bare hash loop does. If the child fails, the records are counted
+    here, in a second read."""
+    assert location.local is not None
+    hasher = ALGORITHMS[algorithm]()
+    counting = row_process.RowCountProcess(location.local)
+    try:
+        with open(location.local, "rb", buffering=0) as handle:
+            if not counting.same_file(handle.fileno()):
+                raise ValueError(f"{location.uri} changed while it was being hashed; try again")
+            label = f"hash {location.uri}"
+            with progress.task(label, os.fstat(handle.fileno()).st_size, "bytes") as bar, \
+                    _read_buffer(max(1, min(CHUNK, int(bar.total or 0) + 1))) as view:
+                size = _hash_into(handle, view, hasher, bar)
+            counted = counting.result()
+            if counted is None:  # the child failed: count here
+                handle.seek(0)
+                counted = row_process.count_file(handle)
+    finally:
+        counting.stop()
+    rows, counted_size = counted
+    if counted_size != size:
+        raise ValueError(f"{location.uri} changed while it was being hashed; try again")
+    return ContentDigest(f"{algorithm}:{hasher.hexdigest()}", size, rows)
 
 
 _CSV_AHEAD = 6  # buffers of CHUNK bytes the hash may run ahead of the count with (48 MiB)

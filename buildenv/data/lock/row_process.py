@@ -1,0 +1,110 @@
+"""Counting a large local CSV's records in a process of its own, beside the hash.
+
+In one process the count (`csv_rows`, numpy) and the hash (hashlib, which releases the GIL)
+run on two cores but share one GIL: the hashing thread takes it back after every piece it
+reads or hashes and waits behind the count's Python, and the two threads' traffic through
+one buffer cost the hash ~12% more CPU than a bare hash loop (bench/README.md, "Session 8
+(h63)"). A child process that opens the same file and counts it by itself leaves the parent
+hashing exactly as a bare `hashlib.sha256` loop does. The child costs about 0.1 s of the
+other core (an interpreter and numpy) and reads the file a second time (from the page cache),
+so it is used from `PROCESS_MIN` bytes on; smaller files keep the in-process pass.
+
+The child is run as `python -P -m buildenv.data.lock.row_process FD` with an inherited
+descriptor of the very file the parent hashes (opened separately: its own offset), and prints
+`rows bytes`. A child that fails or says something else is not trusted: the caller counts in
+its own process instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
+from buildenv.data.lock.csv_rows import RowCounter
+
+__all__ = ["PROCESS_MIN", "RowCountProcess", "count_file", "worth_a_process"]
+
+PROCESS_MIN = 256 << 20  # bytes: below this, starting a child costs more than it saves
+_PIECE = 1 << 19  # bytes read and counted at a time: the piece stays in the L2 cache
+_MODULE = "buildenv.data.lock.row_process"  # this module, run as the child
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # the directory holding `buildenv`
+
+
+def worth_a_process(size: int) -> bool:
+    """Whether a file of `size` bytes is counted in a child: it is large enough, and a second
+    CPU can run the child beside the hash (on one, the child would only add its start-up)."""
+    if size < PROCESS_MIN or not sys.executable:
+        return False
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (cpus or 1) >= 2
+
+
+def count_file(handle: BinaryIO) -> tuple[int, int]:
+    """The rows of what is left of the open file `handle`, and its bytes."""
+    counter = RowCounter()
+    buffer = bytearray(_PIECE)
+    view = memoryview(buffer)
+    size = 0
+    while n := handle.readinto(view):
+        counter.feed(buffer, 0, n)
+        size += n
+    return counter.rows(), size
+
+
+class RowCountProcess:
+    """A child process counting the records of the local file `path`, started at once;
+    `result()` waits for it. `same_file(fd)` says whether the parent's open file is the one
+    the child got (a file replaced between the two opens is not)."""
+
+    def __init__(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            info = os.fstat(fd)
+            self._identity = (info.st_dev, info.st_ino)
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+            self._process: subprocess.Popen[bytes] = subprocess.Popen(
+                [sys.executable, "-P", "-m", _MODULE, str(fd)], pass_fds=(fd,), env=env,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        finally:
+            os.close(fd)
+
+    def same_file(self, fd: int) -> bool:
+        info = os.fstat(fd)
+        return (info.st_dev, info.st_ino) == self._identity
+
+    def result(self) -> tuple[int, int] | None:
+        """(rows, bytes) as the child counted them; None if it failed."""
+        out, _ = self._process.communicate()
+        if self._process.returncode != 0:
+            return None
+        fields = out.split()
+        if len(fields) != 2 or not all(f.isdigit() for f in fields):
+            return None
+        return int(fields[0]), int(fields[1])
+
+    def stop(self) -> None:
+        """End the child if it still runs (the hash failed, or was interrupted) and reap it."""
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
+
+def _main(argv: list[str]) -> int:
+    """The child: count the file open at descriptor `argv[0]`, print `rows bytes`."""
+    with open(int(argv[0]), "rb", buffering=0) as handle:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        rows, size = count_file(handle)
+    sys.stdout.write(f"{rows} {size}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,149 @@
+"""A large local CSV's records counted in a child process beside the hash (`row_process`):
+the rows equal the in-process counter's and the decoder's on adversarial files, the digest is
+hashlib's; a child that fails or says something else is not trusted (the rows are counted in
+the parent); a failing hash leaves no child behind; a file replaced or changed in between is
+reported; small files and one-CPU machines keep the in-process pass."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_row_counts import decoder_rows, generated_csv
+
+from buildenv.data.lock import digests, row_process
+from buildenv.data.lock.csv_rows import _BOM, count_rows
+from buildenv.data.storage import locate
+
+
+class _Root:
+    def __init__(self, path: Path):
+        self.data_base = path
+
+
+def digest(path: Path) -> digests.ContentDigest:
+    return digests.compute_digest(locate(path.name, _Root(path.parent)), "csv", "sha256")  # type: ignore[arg-type]
+
+
+class Spy:
+    """Records every child started and what it answered."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.answers: list[tuple[int, int] | None] = []
+        start, result = row_process.RowCountProcess.__init__, row_process.RowCountProcess.result
+        spy = self
+
+        def init(self: row_process.RowCountProcess, path: Path) -> None:
+            start(self, path)
+            spy.processes.append(self._process)
+
+        def answer(self: row_process.RowCountProcess) -> tuple[int, int] | None:
+            spy.answers.append(result(self))
+            return spy.answers[-1]
+
+        monkeypatch.setattr(row_process.RowCountProcess, "__init__", init)
+        monkeypatch.setattr(row_process.RowCountProcess, "result", answer)
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
+    monkeypatch.setattr(row_process, "PROCESS_MIN", 0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    return Spy(monkeypatch)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_child_counts_adversarial_files_as_the_decoder(tmp_path, spy, seed):
+    """Seeded files (BOM, LF/CRLF/CR, quoted newlines and `""`, empty lines, literal quotes,
+    no final terminator, an unterminated quote), several 512 KiB pieces long so the child's
+    pieces end anywhere: the child's rows are the decoder's and the in-process counter's."""
+    rng = np.random.default_rng(300 + seed)
+    data = generated_csv(rng, int(rng.integers(90_000, 120_000)), [0.0, 0.001, 0.3][seed % 3])
+    assert len(data) > 1 << 20  # two pieces and more
+    path = tmp_path / "t.csv"
+    path.write_bytes(data)
+    value = digest(path)
+    assert spy.answers and spy.answers[-1] is not None  # the child counted
+    assert value.digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert (value.size, value.rows) == (len(data), count_rows(data))
+    assert value.rows == decoder_rows(data)
+
+
+@pytest.mark.parametrize("data, rows", [(b"", 0), (_BOM, 0), (b"a,b", 0), (b"a,b\n1,2", 1),
+                                       (_BOM + b'a\n"x\n\ny"\r\n\r\n2\r', 2)])
+def test_the_child_counts_tiny_files(tmp_path, spy, data, rows):
+    path = tmp_path / "t.csv"
+    path.write_bytes(data)
+    value = digest(path)
+    assert spy.answers == [(rows, len(data))]
+    assert (value.digest, value.rows) == ("sha256:" + hashlib.sha256(data).hexdigest(), rows)
+
+
+@pytest.mark.parametrize("module", ["buildenv.no_such_module", "this"])
+def test_a_failing_or_garbled_child_is_not_trusted(tmp_path, spy, monkeypatch, module):
+    """A child that fails (exit status) or prints something else (`python -m this`): the
+    rows are counted in the parent, and are right."""
+    monkeypatch.setattr(row_process, "_MODULE", module)
+    data = b"a,b\n" + b'1,"x\ny"\n' * 50_000
+    path = tmp_path / "t.csv"
+    path.write_bytes(data)
+    value = digest(path)
+    assert spy.answers == [None]
+    assert (value.size, value.rows) == (len(data), 50_000)
+
+
+def test_a_failing_hash_leaves_no_child_behind(tmp_path, spy, monkeypatch):
+    def broken(*args: object) -> int:
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(digests, "_hash_into", broken)
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"a\n1\n" * 1000)
+    with pytest.raises(OSError, match="disk went away"):
+        digest(path)
+    assert len(spy.processes) == 1 and spy.processes[0].returncode is not None  # reaped
+
+
+def test_a_file_replaced_after_the_child_opened_it_is_reported(tmp_path, spy, monkeypatch):
+    path, other = tmp_path / "t.csv", tmp_path / "u.csv"
+    path.write_bytes(b"a\n1\n")
+    other.write_bytes(b"a\n1\n2\n")
+    start = row_process.RowCountProcess.__init__
+
+    def then_replace(self: row_process.RowCountProcess, where: Path) -> None:
+        start(self, where)
+        os.replace(other, path)
+
+    monkeypatch.setattr(row_process.RowCountProcess, "__init__", then_replace)
+    with pytest.raises(ValueError, match="changed while it was being hashed"):
+        digest(path)
+    assert all(p.returncode is not None for p in spy.processes)
+
+
+def test_bytes_counted_but_not_hashed_are_reported(tmp_path, spy, monkeypatch):
+    """The child counted another length than the parent hashed (the file grew in between)."""
+    monkeypatch.setattr(row_process.RowCountProcess, "result", lambda self: (1, 999))
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"a\n1\n")
+    with pytest.raises(ValueError, match="changed while it was being hashed"):
+        digest(path)
+
+
+def test_small_files_and_one_cpu_keep_the_in_process_pass(tmp_path, monkeypatch):
+    spy = Spy(monkeypatch)
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"a\n" + b"1\n" * 1000)
+    monkeypatch.setattr(row_process, "PROCESS_MIN", 1 << 20)
+    assert digest(path).rows == 1000
+    monkeypatch.setattr(row_process, "PROCESS_MIN", 0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert digest(path).rows == 1000
+    assert spy.processes == []
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert digest(path).rows == 1000
+    assert len(spy.processes) == 1
