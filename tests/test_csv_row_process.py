@@ -54,6 +54,7 @@ class Spy:
 def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
     monkeypatch.setattr(row_process, "PROCESS_MIN", 0)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
     return Spy(monkeypatch)
 
 
@@ -134,16 +135,21 @@ def test_bytes_counted_but_not_hashed_are_reported(tmp_path, spy, monkeypatch):
         digest(path)
 
 
-def test_small_files_and_one_cpu_keep_the_in_process_pass(tmp_path, monkeypatch):
+def test_small_files_one_cpu_and_busy_cpus_keep_the_in_process_pass(tmp_path, monkeypatch):
     spy = Spy(monkeypatch)
     path = tmp_path / "t.csv"
     path.write_bytes(b"a\n" + b"1\n" * 1000)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(row_process, "PROCESS_MIN", 1 << 20)
-    assert digest(path).rows == 1000
+    assert digest(path).rows == 1000  # small
     monkeypatch.setattr(row_process, "PROCESS_MIN", 0)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    assert digest(path).rows == 1000
-    assert spy.processes == []
+    assert digest(path).rows == 1000  # one CPU
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.5, 0.5, 0.5))
+    assert digest(path).rows == 1000  # both CPUs busy
+    assert spy.processes == []
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 3.0, 3.0))
     assert digest(path).rows == 1000
     assert len(spy.processes) == 1

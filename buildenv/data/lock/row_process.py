@@ -7,7 +7,8 @@ one buffer cost the hash ~12% more CPU than a bare hash loop (bench/README.md, "
 (h63)"). A child process that opens the same file and counts it by itself leaves the parent
 hashing exactly as a bare `hashlib.sha256` loop does. The child costs about 0.1 s of the
 other core (an interpreter and numpy) and reads the file a second time (from the page cache),
-so it is used from `PROCESS_MIN` bytes on; smaller files keep the in-process pass.
+so it is used from `PROCESS_MIN` bytes on, and while a CPU is free for it (under load the child
+only adds work); otherwise the in-process pass counts.
 
 The child is run as `python -P -m buildenv.data.lock.row_process FD` with an inherited
 descriptor of the very file the parent hashes (opened separately: its own offset), and prints
@@ -35,11 +36,17 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # the directory holdin
 
 def worth_a_process(size: int) -> bool:
     """Whether a file of `size` bytes is counted in a child: it is large enough, and a second
-    CPU can run the child beside the hash (on one, the child would only add its start-up)."""
+    CPU is there to run the child beside the hash and not already busy (the 1-minute load
+    average below the CPU count). Where the CPUs are taken, the child's start-up and second
+    read are only more work to share them with, and the in-process pass costs less."""
     if size < PROCESS_MIN or not sys.executable:
         return False
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (cpus or 1) >= 2
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not known here: judge by the CPUs alone
+        load = 0.0
+    return (cpus or 1) >= 2 and load < (cpus or 1)
 
 
 def count_file(handle: BinaryIO) -> tuple[int, int]:
