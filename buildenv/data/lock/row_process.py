@@ -18,11 +18,11 @@ its own process instead.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import BinaryIO
 
 from buildenv.data.lock.csv_rows import RowCounter
 
@@ -49,7 +49,7 @@ def worth_a_process(size: int) -> bool:
     return (cpus or 1) >= 2 and load < (cpus or 1)
 
 
-def count_file(handle: BinaryIO) -> tuple[int, int]:
+def count_file(handle: io.RawIOBase | io.BufferedReader) -> tuple[int, int]:
     """The rows of what is left of the open file `handle`, and its bytes."""
     counter = RowCounter()
     buffer = bytearray(_PIECE)
