@@ -4,7 +4,8 @@ sha256 is the default because it matches `sha256sum` and object-store
 checksums; blake3 is offered for very large data (it is multi-threaded).
 The pass that hashes the bytes also yields the row count: Parquet's from its
 footer (`parquet_footer`), CSV's by counting the records of the very chunks being
-hashed (`csv_rows`), on another core (`_CsvPass`).
+hashed (`csv_rows`), on another core (`_CsvPass`); a large local CSV's in a child process
+(`row_process`) while a CPU is free for it, so the hash shares no GIL with the count.
 
 The stat cache trusts an entry only when size, mtime, ctime, inode and device
 all match *and* the file had not been modified within a second of being
