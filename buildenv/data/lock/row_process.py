@@ -28,7 +28,8 @@ from buildenv.data.lock.csv_rows import RowCounter
 
 __all__ = ["PROCESS_MIN", "RowCountProcess", "count_file", "worth_a_process"]
 
-PROCESS_MIN = 256 << 20  # bytes: below this, starting a child costs more than it saves
+# bytes: below ~320 MiB, the child's start-up and count end after the in-process pass would
+PROCESS_MIN = 384 << 20
 _PIECE = 1 << 19  # bytes read and counted at a time: the piece stays in the L2 cache
 _MODULE = "buildenv.data.lock.row_process"  # this module, run as the child
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # the directory holding `buildenv`
