@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -85,11 +86,13 @@ def test_the_child_counts_tiny_files(tmp_path, spy, data, rows):
     assert (value.digest, value.rows) == ("sha256:" + hashlib.sha256(data).hexdigest(), rows)
 
 
-@pytest.mark.parametrize("module", ["buildenv.no_such_module", "this"])
-def test_a_failing_or_garbled_child_is_not_trusted(tmp_path, spy, monkeypatch, module):
-    """A child that fails (exit status) or prints something else (`python -m this`): the
-    rows are counted in the parent, and are right."""
-    monkeypatch.setattr(row_process, "_MODULE", module)
+@pytest.mark.parametrize("code", ["import sys; sys.exit(3)", "from buildenv import nothing",
+                                  "print('many rows')", "print('1 2 3')", "print('-1 4')",
+                                  "import os; os.kill(os.getpid(), 9)"])
+def test_a_failing_or_garbled_child_is_not_trusted(tmp_path, spy, monkeypatch, code):
+    """A child that fails (exit status, a signal) or prints something else: the rows are
+    counted in the parent, and are right."""
+    monkeypatch.setattr(row_process, "_CHILD", code)
     data = b"a,b\n" + b'1,"x\ny"\n' * 50_000
     path = tmp_path / "t.csv"
     path.write_bytes(data)
@@ -153,3 +156,23 @@ def test_small_files_one_cpu_and_busy_cpus_keep_the_in_process_pass(tmp_path, mo
     monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 3.0, 3.0))
     assert digest(path).rows == 1000
     assert len(spy.processes) == 1
+
+
+def test_the_child_runs_the_parents_own_buildenv(tmp_path, spy, monkeypatch):
+    """The child imports `buildenv` from the directory the parent's came from, also when that
+    directory is not on the interpreter's default path (a checkout run from its directory):
+    a copy whose child answers 4242 rows is the one that answers."""
+    import buildenv
+
+    checkout = tmp_path / "checkout"
+    shutil.copytree(Path(buildenv.__file__).parent, checkout / "buildenv",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    module = checkout / "buildenv" / "data" / "lock" / "row_process.py"
+    source = module.read_text()
+    assert "rows, size = count_file(handle)" in source
+    module.write_text(source.replace("rows, size = count_file(handle)",
+                                     "rows, size = 4242, count_file(handle)[1]"))
+    monkeypatch.setattr(row_process, "_PACKAGE_ROOT", str(checkout))
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"a\n1\n")
+    assert digest(path).rows == 4242

@@ -10,8 +10,8 @@ other core (an interpreter and numpy) and reads the file a second time (from the
 so it is used from `PROCESS_MIN` bytes on, and while a CPU is free for it (under load the child
 only adds work); otherwise the in-process pass counts.
 
-The child is run as `python -P -m buildenv.data.lock.row_process FD` with an inherited
-descriptor of the very file the parent hashes (opened separately: its own offset), and prints
+The child is this module's `_main`, run by the parent's interpreter with an inherited
+descriptor of the very file the parent hashes (opened separately: its own offset); it prints
 `rows bytes`. A child that fails or says something else is not trusted: the caller counts in
 its own process instead.
 """
@@ -31,8 +31,13 @@ __all__ = ["PROCESS_MIN", "RowCountProcess", "count_file", "worth_a_process"]
 # bytes: below ~320 MiB, the child's start-up and count end after the in-process pass would
 PROCESS_MIN = 384 << 20
 _PIECE = 1 << 19  # bytes read and counted at a time: the piece stays in the L2 cache
-_MODULE = "buildenv.data.lock.row_process"  # this module, run as the child
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # the directory holding `buildenv`
+# The child: this module's `_main`, from the parent's own `buildenv` (its directory put first
+# on the path only when the child's path lacks it, as for a checkout run from its directory:
+# an installed package's site directory must not shadow the standard library).
+_CHILD = ("import os, sys; root = sys.argv[1]\n"
+          "if root not in map(os.path.realpath, sys.path): sys.path.insert(0, root)\n"
+          "from buildenv.data.lock.row_process import _main; sys.exit(_main(sys.argv[2:]))")
 
 
 def worth_a_process(size: int) -> bool:
@@ -72,11 +77,8 @@ class RowCountProcess:
         try:
             info = os.fstat(fd)
             self._identity = (info.st_dev, info.st_ino)
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
             self._process: subprocess.Popen[bytes] = subprocess.Popen(
-                [sys.executable, "-P", "-m", _MODULE, str(fd)], pass_fds=(fd,), env=env,
+                [sys.executable, "-P", "-c", _CHILD, _PACKAGE_ROOT, str(fd)], pass_fds=(fd,),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         finally:
             os.close(fd)
@@ -113,6 +115,3 @@ def _main(argv: list[str]) -> int:
     sys.stdout.write(f"{rows} {size}\n")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
