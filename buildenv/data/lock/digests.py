@@ -406,7 +406,7 @@ def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
 
 def _digest_csv_beside(location: Location, algorithm: str) -> ContentDigest:
     """A large local CSV: a child process counts its records (`row_process`) while this
-    thread hashes it as a bare hash loop does. If the child fails, the records are counted
+    thread hashes it as a bare hash loop does, alone in its process. If the child fails, the records are counted
     here, in a second read."""
     assert location.local is not None
     hasher = ALGORITHMS[algorithm]()
@@ -416,8 +416,10 @@ def _digest_csv_beside(location: Location, algorithm: str) -> ContentDigest:
             if not counting.same_file(handle.fileno()):
                 raise ValueError(f"{location.uri} changed while it was being hashed; try again")
             label = f"hash {location.uri}"
+            # read and hashed a piece at a time: the piece is hashed from this core's cache
+            # (8 MiB chunks go through memory: ~20% more CPU)
             with progress.task(label, os.fstat(handle.fileno()).st_size, "bytes") as bar, \
-                    _read_buffer(max(1, min(CHUNK, int(bar.total or 0) + 1))) as view:
+                    _read_buffer(max(1, min(_HASH_PIECE, int(bar.total or 0) + 1))) as view:
                 size = _hash_into(handle, view, hasher, bar)
             counted = counting.result()
             if counted is None:  # the child failed: count here
