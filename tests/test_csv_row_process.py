@@ -7,6 +7,7 @@ reported; small files and one-CPU machines keep the in-process pass."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import invoke_cli, write_repo
+from test_lock import CSV_ENV
 from test_row_counts import decoder_rows, generated_csv
 
 from buildenv.data.lock import digests, row_process
@@ -176,3 +179,19 @@ def test_the_child_runs_the_parents_own_buildenv(tmp_path, spy, monkeypatch):
     path = tmp_path / "t.csv"
     path.write_bytes(b"a\n1\n")
     assert digest(path).rows == 4242
+
+
+def test_the_lock_written_with_the_child_is_the_in_process_ones(tmp_path, spy, monkeypatch):
+    """`buildenv lock` end to end: the lock file is the same bytes whichever pass counted."""
+    body = "id,text\n" + "".join(f'{i},"row {i}\r\nsecond, ""line"" {i}"\n' for i in range(20_000))
+    files = {}
+    for name, process_min in (("child", 0), ("in-process", 1 << 40)):
+        monkeypatch.setattr(row_process, "PROCESS_MIN", process_min)
+        root = write_repo(tmp_path / name, envs={"csvenv": CSV_ENV},
+                          files={"data/notes.csv": body})
+        code, _, err = invoke_cli(["lock", "csvenv"], root)
+        assert (code, err) == (0, ""), err
+        files[name] = (root / "environments" / "csvenv.lock.json").read_bytes()
+    assert spy.answers == [(20_000, len(body))]  # the child counted the first lock only
+    assert files["child"] == files["in-process"]
+    assert json.loads(files["child"])["datasets"]["notes"]["rows"] == 20_000
