@@ -161,10 +161,11 @@ def test_small_files_one_cpu_and_busy_cpus_keep_the_in_process_pass(tmp_path, mo
     assert len(spy.processes) == 1
 
 
-def test_the_child_runs_the_parents_own_buildenv(tmp_path, spy, monkeypatch):
-    """The child imports `buildenv` from the directory the parent's came from, also when that
-    directory is not on the interpreter's default path (a checkout run from its directory):
-    a copy whose child answers 4242 rows is the one that answers."""
+def test_the_child_imports_through_the_parents_path(tmp_path, spy, monkeypatch):
+    """The child imports `buildenv` (and numpy) through the parent's module path, in its
+    order, also from a directory not on the interpreter's default path (a checkout run from
+    its directory): a copy first on the parent's path, whose child answers 4242 rows, is the
+    one that answers."""
     import buildenv
 
     checkout = tmp_path / "checkout"
@@ -175,7 +176,7 @@ def test_the_child_runs_the_parents_own_buildenv(tmp_path, spy, monkeypatch):
     assert "rows, size = count_file(handle)" in source
     module.write_text(source.replace("rows, size = count_file(handle)",
                                      "rows, size = 4242, count_file(handle)[1]"))
-    monkeypatch.setattr(row_process, "_PACKAGE_ROOT", str(checkout))
+    monkeypatch.syspath_prepend(str(checkout))
     path = tmp_path / "t.csv"
     path.write_bytes(b"a\n1\n")
     assert digest(path).rows == 4242

@@ -19,6 +19,7 @@ its own process instead.
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -31,12 +32,10 @@ __all__ = ["PROCESS_MIN", "RowCountProcess", "count_file", "worth_a_process"]
 # bytes: below ~320 MiB, the child's start-up and count end after the in-process pass would
 PROCESS_MIN = 384 << 20
 _PIECE = 1 << 19  # bytes read and counted at a time: the piece stays in the L2 cache
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # the directory holding `buildenv`
-# The child: this module's `_main`, from the parent's own `buildenv` (its directory put first
-# on the path only when the child's path lacks it, as for a checkout run from its directory:
-# an installed package's site directory must not shadow the standard library).
-_CHILD = ("import os, sys; root = sys.argv[1]\n"
-          "if root not in map(os.path.realpath, sys.path): sys.path.insert(0, root)\n"
+# The child: this module's `_main`, imported through the parent's own module path, in its order
+# (so the child finds the same `buildenv` and numpy: a checkout run from its directory, a
+# PYTHONPATH, a zipapp's directories); the interpreter's default path follows it.
+_CHILD = ("import json, sys; sys.path[:0] = json.loads(sys.argv[1])\n"
           "from buildenv.data.lock.row_process import _main; sys.exit(_main(sys.argv[2:]))")
 
 
@@ -78,7 +77,7 @@ class RowCountProcess:
             info = os.fstat(fd)
             self._identity = (info.st_dev, info.st_ino)
             self._process: subprocess.Popen[bytes] = subprocess.Popen(
-                [sys.executable, "-P", "-c", _CHILD, _PACKAGE_ROOT, str(fd)], pass_fds=(fd,),
+                [sys.executable, "-P", "-c", _CHILD, json.dumps(sys.path), str(fd)], pass_fds=(fd,),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         finally:
             os.close(fd)
