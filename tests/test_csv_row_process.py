@@ -196,3 +196,18 @@ def test_the_lock_written_with_the_child_is_the_in_process_ones(tmp_path, spy, m
     assert spy.answers == [(20_000, len(body))]  # the child counted the first lock only
     assert files["child"] == files["in-process"]
     assert json.loads(files["child"])["datasets"]["notes"]["rows"] == 20_000
+
+
+def test_no_child_to_be_had_keeps_the_in_process_pass(tmp_path, spy, monkeypatch):
+    """Starting the child fails (no processes left, no interpreter): the in-process pass
+    counts; a missing file is still reported as missing."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"a\n" + b'"1\n2"\n' * 1000)
+    value = digest(path)
+    assert (value.rows, spy.processes) == (1000, [])
+    with pytest.raises(FileNotFoundError):
+        digest(tmp_path / "missing.csv")

@@ -378,7 +378,12 @@ def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
     if location.local is None:
         return _digest_csv_stream(location, algorithm)
     if row_process.worth_a_process(os.stat(location.local).st_size):
-        return _digest_csv_beside(location, algorithm)
+        try:
+            counting = row_process.RowCountProcess(location.local)
+        except OSError:  # no child to be had: the pass below counts (and raises the file's
+            counting = None  # own errors)
+        if counting is not None:
+            return _digest_csv_beside(location, algorithm, counting)
     hasher = ALGORITHMS[algorithm]()
     counter = RowCounter()
     size = 0
@@ -404,13 +409,13 @@ def _digest_csv(location: Location, algorithm: str) -> ContentDigest:
     return ContentDigest(f"{algorithm}:{hasher.hexdigest()}", size, counter.rows())
 
 
-def _digest_csv_beside(location: Location, algorithm: str) -> ContentDigest:
+def _digest_csv_beside(location: Location, algorithm: str,
+                       counting: row_process.RowCountProcess) -> ContentDigest:
     """A large local CSV: a child process counts its records (`row_process`) while this
     thread hashes it as a bare hash loop does, alone in its process. If the child fails, the records are counted
     here, in a second read."""
     assert location.local is not None
     hasher = ALGORITHMS[algorithm]()
-    counting = row_process.RowCountProcess(location.local)
     try:
         with open(location.local, "rb", buffering=0) as handle:
             if not counting.same_file(handle.fileno()):
