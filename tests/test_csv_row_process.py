@@ -46,8 +46,8 @@ class Spy:
             start(self, path)
             spy.processes.append(self._process)
 
-        def answer(self: row_process.RowCountProcess) -> tuple[int, int] | None:
-            spy.answers.append(result(self))
+        def answer(self: row_process.RowCountProcess, size: int) -> tuple[int, int] | None:
+            spy.answers.append(result(self, size))
             return spy.answers[-1]
 
         monkeypatch.setattr(row_process.RowCountProcess, "__init__", init)
@@ -91,11 +91,13 @@ def test_the_child_counts_tiny_files(tmp_path, spy, data, rows):
 
 @pytest.mark.parametrize("code", ["import sys; sys.exit(3)", "from buildenv import nothing",
                                   "print('many rows')", "print('1 2 3')", "print('-1 4')",
-                                  "import os; os.kill(os.getpid(), 9)"])
+                                  "import os; os.kill(os.getpid(), 9)",
+                                  "import time; time.sleep(60)"])
 def test_a_failing_or_garbled_child_is_not_trusted(tmp_path, spy, monkeypatch, code):
-    """A child that fails (exit status, a signal) or prints something else: the rows are
-    counted in the parent, and are right."""
+    """A child that fails (exit status, a signal), prints something else or hangs (ended
+    after its grace time): the rows are counted in the parent, and are right."""
     monkeypatch.setattr(row_process, "_CHILD", code)
+    monkeypatch.setattr(row_process, "_GRACE_S", 1.0)
     data = b"a,b\n" + b'1,"x\ny"\n' * 50_000
     path = tmp_path / "t.csv"
     path.write_bytes(data)
@@ -134,7 +136,7 @@ def test_a_file_replaced_after_the_child_opened_it_is_reported(tmp_path, spy, mo
 
 def test_bytes_counted_but_not_hashed_are_reported(tmp_path, spy, monkeypatch):
     """The child counted another length than the parent hashed (the file grew in between)."""
-    monkeypatch.setattr(row_process.RowCountProcess, "result", lambda self: (1, 999))
+    monkeypatch.setattr(row_process.RowCountProcess, "result", lambda self, size: (1, 999))
     path = tmp_path / "t.csv"
     path.write_bytes(b"a\n1\n")
     with pytest.raises(ValueError, match="changed while it was being hashed"):

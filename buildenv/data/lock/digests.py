@@ -426,7 +426,7 @@ def _digest_csv_beside(location: Location, algorithm: str,
             with progress.task(label, os.fstat(handle.fileno()).st_size, "bytes") as bar, \
                     _read_buffer(max(1, min(_HASH_PIECE, int(bar.total or 0) + 1))) as view:
                 size = _hash_into(handle, view, hasher, bar)
-            counted = counting.result()
+            counted = counting.result(size)
             if counted is None:  # the child failed: count here
                 handle.seek(0)
                 counted = row_process.count_file(handle)

@@ -12,8 +12,9 @@ only adds work); otherwise the in-process pass counts.
 
 The child is this module's `_main`, run by the parent's interpreter with an inherited
 descriptor of the very file the parent hashes (opened separately: its own offset); it prints
-`rows bytes`. A child that fails or says something else is not trusted: the caller counts in
-its own process instead.
+`rows bytes`. A child that fails, says something else or is still counting long after it
+should be done (30 s + 20 MiB/s: then ended) is not trusted: the caller counts in its own
+process instead.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = ["PROCESS_MIN", "RowCountProcess", "count_file", "worth_a_process"]
 
 # bytes: below ~320 MiB, the child's start-up and count end after the in-process pass would
 PROCESS_MIN = 384 << 20
+_GRACE_S, _SLOWEST = 30.0, 20 << 20  # how long a child may take: 30 s + 20 MiB/s
 _PIECE = 1 << 19  # bytes read and counted at a time: the piece stays in the L2 cache
 # The child: this module's `_main`, imported through the parent's own module path, in its order
 # (so the child finds the same `buildenv` and numpy: a checkout run from its directory, a
@@ -86,9 +88,14 @@ class RowCountProcess:
         info = os.fstat(fd)
         return (info.st_dev, info.st_ino) == self._identity
 
-    def result(self) -> tuple[int, int] | None:
-        """(rows, bytes) as the child counted them; None if it failed."""
-        out, _ = self._process.communicate()
+    def result(self, size: int) -> tuple[int, int] | None:
+        """(rows, bytes) as the child counted them; None if it failed, or is still counting a
+        file of `size` bytes long after it should be done (it is then ended: never a hang)."""
+        try:
+            out, _ = self._process.communicate(timeout=_GRACE_S + size / _SLOWEST)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            return None
         if self._process.returncode != 0:
             return None
         fields = out.split()
