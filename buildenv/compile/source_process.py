@@ -11,7 +11,9 @@ group (killed whole, on timeout, interrupt and exit), dead with its parent -- an
 training's sandbox (`Sandbox.for_sources`): its declared inputs readable through the broker,
 its output directory (`out`) and private work directory writable, no network, nothing else;
 it confines itself before it imports anything. `close` kills it when nothing was asked of it
-(the static check failed).
+(the static check failed). A process started `early` (`compile.early_runner`: before the
+build knows the pins) is used only if `adopt` finds it started exactly as `start` would start
+it now; its broker hands over no file until then.
 """
 
 from __future__ import annotations
