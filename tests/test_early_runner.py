@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT, invoke_cli
-from partitioned_repo import age, write_file
+from partitioned_repo import age, file_path, write_file
 from sourcerepo import source_fixtures
 
 from buildenv.compile import early_runner
@@ -167,9 +167,9 @@ def test_no_process_is_left_behind(locked, tmp_path, case):
         transform = locked / "transforms/daily.py"
         transform.write_text(transform.read_text().replace(
             "    df = ctx.read", "    raise ValueError('boom')\n    df = ctx.read", 1))
-    else:  # the environment file changed (the quick lock cannot answer), no data did
-        env = locked / "environments/ev.yaml"
-        env.write_text(env.read_text() + "\n# touched\n")
+    else:  # an input file written again with the same bytes: it looks changed, is not
+        path = file_path(locked, 1, 1)
+        path.write_bytes(path.read_bytes())
     age(locked)
     proc, report = _lock(locked, tmp_path)
     out, err = proc.communicate(timeout=300)
@@ -203,3 +203,18 @@ def test_sigterm_of_the_lock_leaves_no_process(locked, tmp_path):
     while not (_gone(pid) and not _runners(locked)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _gone(pid) and not _runners(locked)
+
+
+def test_a_relock_of_unchanged_inputs_and_code_starts_nothing(locked, tmp_path):
+    assert invoke_cli(["lock", "ev"], locked)[0] == 0  # the copy's files are new inodes
+    proc, report = _lock(locked, tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert json.loads(report.read_text()) == {"outcomes": [], "pid": None}
+    # the transform's code changed: it is started (and adopted: every file is rebuilt)
+    transform = locked / "transforms/daily.py"
+    transform.write_text(transform.read_text() + "\n# changed\n")
+    proc, report = _lock(locked, tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert json.loads(report.read_text())["outcomes"] == ["adopted"], err

@@ -21,11 +21,14 @@ with the command (bubblewrap's and the kernel's parent-death signal).
 from __future__ import annotations
 
 import atexit
+import os
 
 from buildenv.compile.source_process import SourceProcess
 from buildenv.core.project import Project
 from buildenv.data.lock.derived import narrowed
+from buildenv.data.lock.lockfile import lock_path, stat_cache_path
 from buildenv.data.lock.manifest import Manifest
+from buildenv.data.storage import locate
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.source_rules import derived_order
 from buildenv.env.spec import Environment
@@ -40,8 +43,9 @@ differed, or the process was not waiting) or `discarded` (nothing took it)."""
 
 def begin(root: str | None, names: list[str]) -> None:
     """Start the transforms' process of the first derived dataset (in the lock's order) of
-    the environments `names` (all: empty), in the project at `root` (None: found from the
-    working directory). Any problem only means no early start: the command reports it."""
+    the environments `names` (all: empty) whose inputs or code changed since the lock, in the
+    project at `root` (None: found from the working directory). Any problem only means no
+    early start: the command reports it."""
     try:
         project = Project.open(root)
         multiverse = Multiverse(project)
@@ -52,6 +56,9 @@ def begin(root: str | None, names: list[str]) -> None:
                 assert source is not None
                 if not (project.root / source.module_path).is_file():
                     continue  # its static check fails: `derive` starts nothing for it
+                if not _changed_since_lock(project, res, source.module_path,
+                                           list(source.inputs)):
+                    continue
                 reads = narrowed(res.env, list(source.inputs))
                 _held.append(SourceProcess.start(project, res, (source.module_path,), reads, {},
                                                  early=True))
@@ -59,6 +66,47 @@ def begin(root: str | None, names: list[str]) -> None:
                 return
     except Exception:  # an environment that does not resolve, no project, a sandbox refused
         discard()
+
+
+def _changed_since_lock(project: Project, res: Resolved, module: str, inputs: list[str]
+                        ) -> bool:
+    """Whether the transform's module or a local file of its inputs changed (its inode's
+    change time, which no tool sets back) since the environment's lock was written, or there
+    is no lock: a guess whether the dataset is stale, so that a relock of unchanged data starts
+    no process for nothing. A wrong guess costs a process (or the early start), never a
+    result: the build decides."""
+    try:
+        since = lock_path(project, res.name).stat().st_mtime_ns
+    except OSError:
+        return True
+    try:  # a relock that changed nothing in the lock still records the files' new stats
+        since = max(since, stat_cache_path(project).stat().st_mtime_ns)
+    except OSError:
+        pass
+    paths = [project.root / module]
+    for name in inputs:
+        location = locate(res.env.datasets[name].uri, project)
+        if location.local is None:
+            return True  # an object store: no cheap answer
+        paths.append(location.local)
+    for path in paths:
+        try:
+            if path.stat().st_ctime_ns >= since:
+                return True
+            if path.is_dir() and _newer_inside(str(path), since):
+                return True
+        except OSError:
+            return True
+    return False
+
+
+def _newer_inside(folder: str, since: int) -> bool:
+    for entry in os.scandir(folder):
+        st = entry.stat(follow_symlinks=False)
+        if st.st_ctime_ns >= since or (entry.is_dir(follow_symlinks=False)
+                                       and _newer_inside(entry.path, since)):
+            return True
+    return False
 
 
 def take(project: Project, res: Resolved, modules: tuple[str, ...], reads: Environment,
