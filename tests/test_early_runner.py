@@ -218,3 +218,15 @@ def test_a_relock_of_unchanged_inputs_and_code_starts_nothing(locked, tmp_path):
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert json.loads(report.read_text())["outcomes"] == ["adopted"], err
+
+
+def test_a_build_whose_outputs_are_gone_starts_it_early(locked, tmp_path):
+    import shutil
+
+    assert invoke_cli(["lock", "ev"], locked)[0] == 0  # the copy's files are new inodes
+    shutil.rmtree(locked / ".buildenv")  # outputs, stat cache and all: nothing else changed
+    os.utime(locked / "environments/ev.lock.json")  # the lock is newer than every input
+    proc, report = _lock(locked, tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert json.loads(report.read_text())["outcomes"] == ["adopted"], err

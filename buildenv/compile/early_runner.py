@@ -56,7 +56,7 @@ def begin(root: str | None, names: list[str]) -> None:
                 assert source is not None
                 if not (project.root / source.module_path).is_file():
                     continue  # its static check fails: `derive` starts nothing for it
-                if not _changed_since_lock(project, res, source.module_path,
+                if not _changed_since_lock(project, res, ds_name, source.module_path,
                                            list(source.inputs)):
                     continue
                 reads = narrowed(res.env, list(source.inputs))
@@ -68,13 +68,16 @@ def begin(root: str | None, names: list[str]) -> None:
         discard()
 
 
-def _changed_since_lock(project: Project, res: Resolved, module: str, inputs: list[str]
-                        ) -> bool:
+def _changed_since_lock(project: Project, res: Resolved, name: str, module: str,
+                        inputs: list[str]) -> bool:
     """Whether the transform's module or a local file of its inputs changed (its inode's
     change time, which no tool sets back) since the environment's lock was written, or there
-    is no lock: a guess whether the dataset is stale, so that a relock of unchanged data starts
-    no process for nothing. A wrong guess costs a process (or the early start), never a
-    result: the build decides."""
+    is no lock or no output of dataset `name`: a guess whether it is stale, so that a relock
+    of unchanged data starts no process for nothing. A wrong guess costs a process (or the
+    early start), never a result: the build decides."""
+    output = locate(res.env.datasets[name].uri, project).local
+    if output is not None and not output.exists():
+        return True
     try:
         since = lock_path(project, res.name).stat().st_mtime_ns
     except OSError:
