@@ -230,3 +230,38 @@ def test_a_build_whose_outputs_are_gone_starts_it_early(locked, tmp_path):
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert json.loads(report.read_text())["outcomes"] == ["adopted"], err
+
+
+def _descendants(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children += [int(entry.name), *_descendants(int(entry.name))]
+        except OSError:
+            continue
+    return children
+
+
+def test_the_runner_asks_its_broker_nothing_before_its_request(locked):
+    write_file(locked, 1, 1, seed=4247)
+    age(locked)
+    early_runner.begin(str(locked), ["ev"])
+    held = early_runner._held[-1]
+    if held.box._broker is None:
+        pytest.skip("no sandbox on this machine: no broker")
+    deadline = time.monotonic() + 120
+    waiting = False
+    while not waiting and time.monotonic() < deadline:  # imports done, reading its request
+        for pid in [held.proc.pid, *_descendants(held.proc.pid)]:
+            try:
+                runner = b"sources_runner" in Path(f"/proc/{pid}/cmdline").read_bytes()
+                waiting = runner and "pipe_read" in Path(f"/proc/{pid}/wchan").read_text()
+            except OSError:
+                continue
+            if waiting:
+                break
+        time.sleep(0.05)
+    assert waiting
+    assert not held.box._broker.asked()
