@@ -59,7 +59,12 @@ def _start_runner(args: list[str]) -> None:
         return
     from buildenv.compile import early_runner
 
-    early_runner.begin(options.get("--root"), names)
+    try:
+        early_runner.begin(options.get("--root"), names)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while it starts: as during the command
+        early_runner.discard()
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 def _options(args: list[str]) -> tuple[list[str], dict[str, str]]:
