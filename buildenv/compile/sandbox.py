@@ -213,7 +213,7 @@ class Sandbox:
             command[at] = "<status>"
         if self._private is not None:
             command = [a.replace(self._private, "<private>") for a in command]
-        env = self.env(base_env)
+        env = dict(self.env(base_env))
         if self._broker is not None:
             env.update(dict.fromkeys(self._broker.child_env(), "<broker>"))
         return {"command": command, "env": env, "request": self.request,

@@ -89,7 +89,7 @@ class SourceProcess:
             raise
         box.started(serve=not early)
         process = cls(project, proc, work, log, box)
-        process.signature = box.signature(argv, base_env)
+        process.signature = _signature(box, argv, base_env)
         return process
 
     def adopt(self, project: Project, res: Resolved, modules: tuple[str, ...],
@@ -103,7 +103,7 @@ class SourceProcess:
             return False
         box, argv, base_env = _sandbox(project, res, modules, reads, manifests, self.work)
         try:
-            if box.signature(argv, base_env) != self.signature:
+            if _signature(box, argv, base_env) != self.signature:
                 return False
             return self.box.hand_over(box)
         finally:
@@ -194,3 +194,12 @@ def _sandbox(project: Project, res: Resolved, modules: tuple[str, ...], reads: E
     if box.request is not None:
         argv.append(str(work / "sandbox.json"))
     return box, argv, child_env(0, threads, interpreter=python)
+
+
+def _signature(box: Sandbox, argv: list[str], base_env: dict[str, str]) -> dict[str, Any]:
+    """`Sandbox.signature` but for OMP_WAIT_POLICY, which follows the load average of the
+    moment it is started (`launch.wait_policy`: how idle threads wait, never what they
+    compute) and may cross its threshold between an early start and the build's check."""
+    signature = box.signature(argv, base_env)
+    signature["env"].pop("OMP_WAIT_POLICY", None)
+    return signature
