@@ -1,4 +1,5 @@
-"""Start hashing before the command line is even parsed: `buildenv lock` only.
+"""Start hashing (and a transforms' process) before the command line is even parsed:
+`buildenv lock` only.
 
 A lock is a hash of every dataset; the command's own start-up (typer, the environment models,
 resolving `extends`) is a third of a second of Python before the first byte would be hashed,
@@ -9,6 +10,10 @@ and starts hashing the single-file datasets they declare in background threads
 changed since, and hashes again if it has. Nothing here decides anything: a guess that is
 wrong (a format inferred wrongly, an environment that does not resolve) only costs a hash
 nobody uses. Errors are swallowed; the command reports them properly.
+
+When the environments declare derived datasets, it also starts the process that runs their
+transforms (`compile.early_runner`), which the build adopts only if its sandbox is the one the
+build computes.
 """
 
 from __future__ import annotations
@@ -36,6 +41,30 @@ def start(argv: list[str]) -> None:
     thread = threading.Thread(target=_prefetch, args=(argv[2:],), name="buildenv-early",
                               daemon=True)
     thread.start()
+    _start_runner(argv[2:])
+
+
+def _start_runner(args: list[str]) -> None:
+    """When the environments named declare derived datasets, start their transforms' process
+    now, in this (the main) thread: it dies with it (`compile.early_runner` says why)."""
+    try:
+        names, options = _options(args)
+        if "--check" in options:
+            return  # it builds nothing unless the lock pins what this checkout lacks
+        env_dir, _ = _config(_root(options.get("--root")))
+        if not any(isinstance(ds.get("source"), dict) and "transform" in ds["source"]
+                   for ds in _datasets(env_dir, names, ("source",))):
+            return
+    except Exception:
+        return
+    from buildenv.compile import early_runner
+
+    try:
+        early_runner.begin(options.get("--root"), names)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while it starts: as during the command
+        early_runner.discard()
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 def _options(args: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -96,10 +125,21 @@ def _prefetch(args: list[str]) -> None:
 
 def _single_files(env_dir: Path, names: list[str]) -> dict[tuple[str, str], None]:
     """(uri, format) of every single-file dataset the environments name, read from their YAML
-    (`extends` followed) without the environment model: pydantic is still importing."""
-    import yaml
-
+    without the environment model: pydantic is still importing."""
     from buildenv.env.uris import names_directory
+
+    datasets: dict[tuple[str, str], None] = {}
+    for ds in _datasets(env_dir, names, ("uri", "format")):
+        uri, fmt = ds.get("uri"), ds.get("format") or "parquet"
+        if isinstance(uri, str) and not names_directory(uri) and isinstance(fmt, str):
+            datasets[(uri, fmt)] = None
+    return datasets
+
+
+def _datasets(env_dir: Path, names: list[str], keys: tuple[str, ...]) -> list[dict]:
+    """The `keys` of each dataset of the environments `names` (all: empty), from their YAML
+    with `extends` followed."""
+    import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     docs: dict[str, dict] = {}
@@ -113,7 +153,7 @@ def _single_files(env_dir: Path, names: list[str]) -> dict[tuple[str, str], None
         return docs[name]
 
     wanted = names or sorted(p.stem for p in env_dir.glob("*.yaml"))
-    datasets: dict[tuple[str, str], None] = {}
+    out: list[dict] = []
     for name in wanted:
         chain = [name]
         while isinstance(doc(chain[-1]).get("extends"), str) and len(chain) < 32:
@@ -125,12 +165,9 @@ def _single_files(env_dir: Path, names: list[str]) -> dict[tuple[str, str], None
                     merged.pop(ds_name, None)
                 elif isinstance(ds, dict):
                     merged.setdefault(ds_name, {}).update(
-                        {k: v for k, v in ds.items() if k in ("uri", "format")})
-        for ds in merged.values():
-            uri, fmt = ds.get("uri"), ds.get("format") or "parquet"
-            if isinstance(uri, str) and not names_directory(uri) and isinstance(fmt, str):
-                datasets[(uri, fmt)] = None
-    return datasets
+                        {k: v for k, v in ds.items() if k in keys})
+        out += merged.values()
+    return out
 
 
 def _config(root: Path) -> tuple[Path, str]:

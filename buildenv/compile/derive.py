@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from buildenv.compile import early_runner
 from buildenv.compile.check import check_training
 from buildenv.compile.source_process import SourceProcess
 from buildenv.compile.verify import located
@@ -79,6 +80,15 @@ def build_derived(project: Project, res: Resolved, pins: dict[str, Pinned],
     store = DerivedStore(project)
     sweep(store.scratch)  # what a killed build left, records included
     built = Built()
+    try:
+        _build_all(project, res, pins, only, store, built)
+    finally:  # a process started early that nothing took: nothing derived is stale
+        early_runner.discard()
+    return built
+
+
+def _build_all(project: Project, res: Resolved, pins: dict[str, Pinned], only: set[str] | None,
+               store: DerivedStore, built: Built) -> None:
     current = dict(pins)
     for name in derived_order(res.env):
         ds = res.env.datasets[name]
@@ -91,11 +101,11 @@ def build_derived(project: Project, res: Resolved, pins: dict[str, Pinned],
         if (project.root / ds.source.module_path).is_file():
             plan = plan_derived(project, res.env, name, current)
             todo = [f for f in plan.files if store.get(f.key) is None]
-            if todo:  # it imports while the code is checked
+            if todo:  # it imports while the code is checked (or since the command began)
                 inputs = list(ds.source.inputs)
-                process = SourceProcess.start(
-                    project, res, (ds.source.module_path,), narrowed(res.env, inputs),
-                    {i: m for i in inputs if (m := current[i].manifest) is not None})
+                start = (project, res, (ds.source.module_path,), narrowed(res.env, inputs),
+                         {i: m for i in inputs if (m := current[i].manifest) is not None})
+                process = early_runner.take(*start) or SourceProcess.start(*start)
         try:
             found = transform_problems(project, res, name)
             built.problems.extend(found)
@@ -122,7 +132,6 @@ def build_derived(project: Project, res: Resolved, pins: dict[str, Pinned],
         built.entries[name] = LockedDataset(ds.uri, "parquet", value.digest, value.size,
                                             value.rows, manifest, derived=plan.record())
         current[name] = Pinned(value.digest, manifest)
-    return built
 
 
 def _run(process: SourceProcess, res: Resolved, plan: DerivedPlan, todo: list[OutputFile],

@@ -190,10 +190,11 @@ class Sandbox:
         fds = [] if self._broker is None else [self._broker.child_fd]
         return tuple(fds + ([self._status[1]] if self._status else []))
 
-    def started(self) -> None:
-        """The runner has started: the build closes its copies of the runner's ends."""
+    def started(self, serve: bool = True) -> None:
+        """The runner has started: the build closes its copies of the runner's ends (`serve`
+        False: the broker answers from `hand_over` on)."""
         if self._broker is not None:
-            self._broker.started()
+            self._broker.started(serve)
         if self._status is not None:
             os.close(self._status[1])
             self._status = (self._status[0], -1)
@@ -201,6 +202,34 @@ class Sandbox:
     def stop(self, proc: subprocess.Popen) -> None:
         """Kill the runner's whole tree (a detached child too: the runner adopts orphans)."""
         process_tree.kill_tree(proc.pid)
+
+    def signature(self, argv: list[str], base_env: dict[str, str]) -> dict[str, Any]:
+        """What the runner is started with and confined to (`command`, `env`, `request`), but
+        for the names of this sandbox's own private file, status pipe and broker socket: two
+        sandboxes of equal signatures confine the runner alike."""
+        command = self.command(argv)
+        if self._status is not None and "--json-status-fd" in command:
+            at = command.index("--json-status-fd") + 1
+            command[at] = "<status>"
+        if self._private is not None:
+            command = [a.replace(self._private, "<private>") for a in command]
+        env = dict(self.env(base_env))
+        if self._broker is not None:
+            env.update(dict.fromkeys(self._broker.child_env(), "<broker>"))
+        return {"command": command, "env": env, "request": self.request,
+                "mechanism": self.mechanism, "policy": self.policy,
+                "fds": len(self.pass_fds)}
+
+    def hand_over(self, computed: Sandbox) -> bool:
+        """Serve the files `computed` (this sandbox as the build computed it, once it knew the
+        pins) allows; False when the runner asked the broker for anything before (it must open
+        nothing before its request)."""
+        if self._broker is None or computed._broker is None:
+            return self._broker is computed._broker
+        if self._broker.asked():
+            return False
+        self._broker.hand_over(computed._broker.env, computed._broker.allowed)
+        return True
 
     # --- what happened --------------------------------------------------------------------
     def applied(self) -> dict[str, Any]:

@@ -11,7 +11,9 @@ group (killed whole, on timeout, interrupt and exit), dead with its parent -- an
 training's sandbox (`Sandbox.for_sources`): its declared inputs readable through the broker,
 its output directory (`out`) and private work directory writable, no network, nothing else;
 it confines itself before it imports anything. `close` kills it when nothing was asked of it
-(the static check failed).
+(the static check failed). A process started `early` (`compile.early_runner`: before the
+build knows the pins) is used only if `adopt` finds it started exactly as `start` would start
+it now; its broker hands over no file until then.
 """
 
 from __future__ import annotations
@@ -50,13 +52,17 @@ class SourceProcess:
         self.project, self.proc, self.work, self._log, self.box = project, proc, work, log, box
         self.out = work / "out"
         """Where the jobs write their outputs (the only place they may write them)."""
+        self.signature: dict[str, Any] = {}
+        """What it was started with and confined to (`Sandbox.signature`)."""
 
     @classmethod
     def start(cls, project: Project, res: Resolved, modules: tuple[str, ...],
-              reads: Environment, manifests: dict[str, Manifest]) -> SourceProcess:
+              reads: Environment, manifests: dict[str, Manifest], *,
+              early: bool = False) -> SourceProcess:
         """Start the process for jobs of `modules` (user code) reading the datasets of
-        `reads`, pinned to `manifests` (the partitioned ones)."""
-        threads = TrainingConfig(entry="x.py:x").native_threads
+        `reads`, pinned to `manifests` (the partitioned ones). `early`: started before the
+        build knows the pins (`compile.early_runner`); its broker serves nothing until `adopt`
+        hands it the files the build computes."""
         # in the repository's scratch, named by its owner: what a killed build leaves (its
         # request: the environment, the pins) is swept by the next one
         scratch = scratch_dir(project.data_state_dir)
@@ -66,17 +72,12 @@ class SourceProcess:
         log = open(work / "output.log", "wb")  # noqa: SIM115 -- closed by close()
         box = None
         try:
-            python = own_interpreter()
-            box = Sandbox.for_sources(project, res, modules, reads, manifests, work,
-                                      work / "out", python.python, python.runtime_paths())
-            argv = [python.python, "-m", "buildenv.training.sources_runner", "-"]
+            box, argv, base_env = _sandbox(project, res, modules, reads, manifests, work)
             if box.request is not None:  # confined before it imports anything
                 (work / "sandbox.json").write_text(json.dumps(
                     {"sandbox": box.request, "root": str(project.root)}))
-                argv.append(str(work / "sandbox.json"))
             proc = subprocess.Popen(
-                box.command(argv), cwd=project.root,
-                env=box.env(child_env(0, threads, interpreter=python)),
+                box.command(argv), cwd=project.root, env=box.env(base_env),
                 stdin=subprocess.PIPE, pass_fds=box.pass_fds,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
@@ -86,8 +87,27 @@ class SourceProcess:
             log.close()
             shutil.rmtree(work, ignore_errors=True)
             raise
-        box.started()
-        return cls(project, proc, work, log, box)
+        box.started(serve=not early)
+        process = cls(project, proc, work, log, box)
+        process.signature = _signature(box, argv, base_env)
+        return process
+
+    def adopt(self, project: Project, res: Resolved, modules: tuple[str, ...],
+              reads: Environment, manifests: dict[str, Manifest]) -> bool:
+        """Whether this process, started `early`, is the one `start` would start now: still
+        waiting for its request, started with the command, environment and confinement the
+        build computes (in this process's work directory), and having asked its broker for
+        nothing; if so its broker serves the files the build computed. False: `close` it and
+        start another."""
+        if self.proc.poll() is not None or project.root != self.project.root:
+            return False
+        box, argv, base_env = _sandbox(project, res, modules, reads, manifests, self.work)
+        try:
+            if _signature(box, argv, base_env) != self.signature:
+                return False
+            return self.box.hand_over(box)
+        finally:
+            box.close()
 
     def __enter__(self) -> SourceProcess:
         return self
@@ -159,3 +179,27 @@ class SourceProcess:
         self.box.stop(self.proc)
         kill_group(self.proc)
 
+
+
+def _sandbox(project: Project, res: Resolved, modules: tuple[str, ...], reads: Environment,
+             manifests: dict[str, Manifest], work: Path
+             ) -> tuple[Sandbox, list[str], dict[str, str]]:
+    """The sandbox of a runner working in `work`, its command and its environment before the
+    sandbox's changes."""
+    threads = TrainingConfig(entry="x.py:x").native_threads
+    python = own_interpreter()
+    box = Sandbox.for_sources(project, res, modules, reads, manifests, work, work / "out",
+                              python.python, python.runtime_paths())
+    argv = [python.python, "-m", "buildenv.training.sources_runner", "-"]
+    if box.request is not None:
+        argv.append(str(work / "sandbox.json"))
+    return box, argv, child_env(0, threads, interpreter=python)
+
+
+def _signature(box: Sandbox, argv: list[str], base_env: dict[str, str]) -> dict[str, Any]:
+    """`Sandbox.signature` but for OMP_WAIT_POLICY, which follows the load average of the
+    moment it is started (`launch.wait_policy`: how idle threads wait, never what they
+    compute) and may cross its threshold between an early start and the build's check."""
+    signature = box.signature(argv, base_env)
+    signature["env"].pop("OMP_WAIT_POLICY", None)
+    return signature

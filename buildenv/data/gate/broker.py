@@ -89,12 +89,30 @@ class Broker:
     def child_env(self) -> dict[str, str]:
         return {ENV_VAR: str(self.child_fd)}
 
-    def started(self) -> None:
+    def started(self, serve: bool = True) -> None:
         """The training has its end: close ours of it (its exit then ends the serving loop),
-        and serve it."""
+        and serve it (`serve` False: from `hand_over` on; its requests wait meanwhile)."""
         self._theirs.close()
+        if serve:
+            self.serve()
+
+    def serve(self) -> None:
         if self._thread.ident is None:  # not started yet
             self._thread.start()
+
+    def asked(self) -> bool:
+        """Whether the training has sent a request not answered yet."""
+        try:
+            return bool(self._ours.recv(MAX_MESSAGE, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True  # a broken socket: not a process to hand files to
+
+    def hand_over(self, env: Environment, allowed: dict[str, Location]) -> None:
+        """Serve `env`'s files `allowed` (a process started before the build knew them)."""
+        self.env, self.allowed = env, allowed
+        self.serve()
 
     def close(self) -> None:
         try:

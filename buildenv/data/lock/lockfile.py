@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the quick lock (`quick.py`) writes locks: keep pydantic out
     from buildenv.core.project import Project
 
 __all__ = ["LOCK_UPGRADES", "LOCK_VERSION", "Lock", "LockedDataset", "LockedLabels", "lock_path",
-           "read_lock", "stat_cache"]
+           "read_lock", "stat_cache", "stat_cache_path"]
 
 LOCK_VERSION = 3
 
@@ -232,7 +232,12 @@ def lock_path(project: Project, name: str) -> Path:
 
 
 def stat_cache(project: Project) -> StatCache:
-    return StatCache(project.state_dir / "statcache.json")
+    return StatCache(stat_cache_path(project))
+
+
+def stat_cache_path(project: Project) -> Path:
+    """Where the stat cache is saved (at the end of every lock that hashed a file anew)."""
+    return project.state_dir / "statcache.json"
 
 
 def read_lock(project: Project, name: str) -> Lock | None:
