@@ -81,7 +81,7 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
     if not problems and project.config.executor == "local":
         # the next `buildenv lock` of these environments, unchanged, needs none of the above
         resolved = {name: multiverse.resolve(name) for name, _, _ in results}
-        quick.record(project, resolved, results, algorithm, inputs)
+        quick.record(project, resolved, results, algorithm, inputs, multiverse.meanings())
     if fmt is Format.text and not quiet:
         for name, lock, changed in results:
             labels = (f", {len(lock.labels)} label set(s), "
