@@ -504,3 +504,50 @@ def test_a_prefetch_is_handed_out_only_once_its_thread_started(tmp_path, monkeyp
     digests.prefetch(location, "parquet")
     assert handed_out_before_start == [False]
     assert digests.digest_location(location, "parquet").rows == 20
+
+
+def _typer_imported(root: Path, *args: str, quick: bool = True) -> tuple[int, str, str, bool]:
+    """As `buildenv`, but whether typer was imported."""
+    env = {k: v for k, v in os.environ.items() if k not in ("BUILDENV_ROOT",
+                                                           "BUILDENV_NO_QUICK_LOCK")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    if not quick:
+        env["BUILDENV_NO_QUICK_LOCK"] = "1"
+    proc = subprocess.run([sys.executable, "-c", _PROBE, *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.splitlines()
+    probe = lines.pop()
+    return proc.returncode, proc.stdout, "\n".join(lines), probe.split()[1] == "True"
+
+
+FULL = {  # what the plan cannot answer: the full lock runs, typer-free on a plain command line
+    "an environment edited": lambda r: _replace(r / "environments" / "base.yaml",
+                                                "range: [1, 600]", "range: [1, 700]"),
+    "no plan (a first lock)": lambda r: (r / ".buildenv" / PLAN_FILE).unlink(),
+    "an invalid value": lambda r: _append(r / "environments" / "child.yaml", "description: 5\n"),
+    "invalid YAML": lambda r: _append(r / "environments" / "child.yaml", "datasets: [\n"),
+    "a pinned file removed": HANDED_OVER["a pinned file removed"][0],
+}
+
+
+@pytest.mark.parametrize("args", [["lock"], ["lock", "child"], ["lock", "-q", "--no-progress"],
+                                  ["lock", "nope"], ["lock", "--root", ".", "child", "base"]])
+@pytest.mark.parametrize("change", sorted(FULL))
+def test_a_plain_lock_the_plan_cannot_answer_is_typers_command_without_typer(locked, change,
+                                                                             args):
+    pristine = locked.with_name("pristine")
+    shutil.copytree(locked, pristine, symlinks=True)
+    results: dict[bool, list[tuple]] = {}
+    for plain in (False, True, False, True):
+        _drop_objects(locked)
+        shutil.rmtree(locked)
+        shutil.copytree(pristine, locked, symlinks=True)
+        FULL[change](locked)
+        code, out, err, typer = _typer_imported(locked, *args, quick=plain)
+        assert typer is not plain  # the plain command line ran without typer
+        plan_now = plan(locked) if (locked / ".buildenv" / PLAN_FILE).is_file() else None
+        results.setdefault(plain, []).append((code, out, err, files(locked), plan_now))
+    same = results[True] + results[False]
+    assert all(r == same[0] for r in same), change  # exit code, output, files, plan
+    if "nope" in args:
+        assert same[0][0] == 2 and "BE014" in same[0][2]

@@ -10,7 +10,11 @@ digest, size and rows of each dataset that lock pins. The plan is valid only for
 inputs it was made from: buildenv's version and code (each module's size and modification
 time: an editable install changes without a new version), the digest algorithm,
 `pyproject.toml` and every environment file (`inputs_digest`; any edit, addition or removal of
-any of them -- a parent reached through `extends` included -- makes it void).
+any of them -- a parent reached through `extends` included -- makes it void), unless each
+environment file edited since still says what it said (`env.meaning`: comments, layout,
+descriptions): the plan records each file's digest and meaning (taken by the full lock when it
+read the file), and such a relock answers, and records the plan for the new bytes, as the full
+lock would.
 
 `relock` then hashes the pinned files (the stat cache and the early prefetch apply as in the
 full lock) and answers what the full lock would answer of these environments, for which it is
