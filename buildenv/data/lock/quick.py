@@ -236,8 +236,11 @@ def relock(root: Path, environments_dir: Path, state_dir: Path, names: list[str]
         for _, entry, _, values in found:  # a lock is never written for bytes not kept
             for ds, value in zip(entry["datasets"], values, strict=True):
                 pinned.keep(ds, value.digest)
-        if reread is None and all(_recorded(current, entry) and [v.digest for v in values] ==
+        if all(_recorded(current, entry) and [v.digest for v in values] ==
                [ds["digest"] for ds in entry["datasets"]] for _, entry, current, values in found):
+            if reread is not None:  # the plan of the new bytes: each entry is as it was
+                _save(root, environments_dir, state_dir, algorithm, inputs,
+                      {name: entry for name, entry, _, _ in found}, reread)
             return [Relocked(name, len(entry["datasets"]), int(entry["rows"]), False)
                     for name, entry, _, _ in found]  # the common case: nothing to render
         return _write(root, environments_dir, state_dir, algorithm, inputs, found, reread or {})
