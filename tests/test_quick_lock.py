@@ -344,13 +344,47 @@ def quick(root: Path, *args: str) -> int | None:
 
 
 EDITS = {
-    "the parent reached through extends": lambda r: _append(r / "environments" / "base.yaml",
-                                                            "# a comment is an edit\n"),
-    "the environment itself": lambda r: _append(r / "environments" / "child.yaml", "\n"),
+    "the parent reached through extends": lambda r: _replace(
+        r / "environments" / "base.yaml", "range: [1, 600]", "range: [1, 700]"),
+    "the environment itself": lambda r: _append(r / "environments" / "child.yaml",
+                                                "    format: parquet\n"),
     "another environment": lambda r: (r / "environments" / "other.yaml").write_text(
         "name: other\nextends: base\n"),
     "pyproject.toml": lambda r: _append(r / "pyproject.toml", "\n"),
+    "keys reordered": lambda r: _replace(r / "environments" / "child.yaml",
+                                         "name: child\nextends: base\n",
+                                         "extends: base\nname: child\n"),
+    "a description that is not text": lambda r: _append(r / "environments" / "child.yaml",
+                                                         "description: 5\n"),
+    "a duplicate key": lambda r: _append(r / "environments" / "child.yaml",
+                                         "description: one\ndescription: two\n"),
+    "a value of another kind": lambda r: _append(r / "environments" / "child.yaml",
+                                                 "description: !!binary aGk=\n"),
 }
+
+INVALID = {"a description that is not text", "a duplicate key"}
+
+# Edits after which each environment file says what it said (`env.meaning`): the plan still
+# answers, as the full lock would.
+COSMETIC = {
+    "a comment in the parent": lambda r: _append(r / "environments" / "base.yaml",
+                                                 "# a comment\n"),
+    "layout and quoting": lambda r: _replace(r / "environments" / "child.yaml",
+                                             "uri: data/movies-v2.parquet",
+                                             "uri: 'data/movies-v2.parquet'   # v2"),
+    "descriptions": lambda r: (
+        _replace(r / "environments" / "base.yaml", "The root environment", "The base"),
+        _replace(r / "environments" / "base.yaml", "movie_id: {dtype: int64, nullable: false}",
+                 "movie_id: {dtype: int64, nullable: false, description: the id}"),
+        _append(r / "environments" / "child.yaml", "    description: the second cut\n"),
+        _append(r / "environments" / "child.yaml", "description: ~\n")),
+}
+
+
+def _replace(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
 
 
 def _append(path: Path, text: str) -> None:
@@ -364,8 +398,26 @@ def test_any_edit_to_an_input_voids_the_plan(locked, edit, monkeypatch):
     EDITS[edit](locked)
     assert quick(locked, "child") is None
     code, out, err = invoke_cli(["lock", "child"], locked)  # the full lock records anew
+    if edit in INVALID:  # the full lock refuses it (and records no plan)
+        assert code == 2 and "child.yaml" in err, (out, err)
+        assert quick(locked, "child") is None
+        return
     assert code == 0, err
     assert quick(locked, "child") == 0
+
+
+@pytest.mark.parametrize("args", [["lock"], ["lock", "child"], ["lock", "-q"]])
+@pytest.mark.parametrize("edit", sorted(COSMETIC))
+def test_an_edit_that_says_the_same_is_answered_as_the_full_lock(locked, edit, args):
+    results = _alternate(locked, COSMETIC[edit], args)
+    assert [r[-1] for r in results[True]] == [False, False]  # answered without pydantic
+    assert [r[-1] for r in results[False]] == [True, True]
+    same = [r[:-1] for r in results[True] + results[False]]
+    assert all(r == same[0] for r in same), edit  # output, exit code, files, plan
+    assert same[0][0] == 0 and "updated" not in same[0][1].replace(" 0 updated", "")
+    # the plan recorded after it answers the next relock from the bytes alone
+    code, out, _, pydantic = buildenv(locked, *args)
+    assert code == 0 and not pydantic
 
 
 def test_a_renamed_parent_is_an_edit_the_full_lock_reports(locked, monkeypatch):
@@ -452,3 +504,50 @@ def test_a_prefetch_is_handed_out_only_once_its_thread_started(tmp_path, monkeyp
     digests.prefetch(location, "parquet")
     assert handed_out_before_start == [False]
     assert digests.digest_location(location, "parquet").rows == 20
+
+
+def _typer_imported(root: Path, *args: str, quick: bool = True) -> tuple[int, str, str, bool]:
+    """As `buildenv`, but whether typer was imported."""
+    env = {k: v for k, v in os.environ.items() if k not in ("BUILDENV_ROOT",
+                                                           "BUILDENV_NO_QUICK_LOCK")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    if not quick:
+        env["BUILDENV_NO_QUICK_LOCK"] = "1"
+    proc = subprocess.run([sys.executable, "-c", _PROBE, *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.splitlines()
+    probe = lines.pop()
+    return proc.returncode, proc.stdout, "\n".join(lines), probe.split()[1] == "True"
+
+
+FULL = {  # what the plan cannot answer: the full lock runs, typer-free on a plain command line
+    "an environment edited": lambda r: _replace(r / "environments" / "base.yaml",
+                                                "range: [1, 600]", "range: [1, 700]"),
+    "no plan (a first lock)": lambda r: (r / ".buildenv" / PLAN_FILE).unlink(),
+    "an invalid value": lambda r: _append(r / "environments" / "child.yaml", "description: 5\n"),
+    "invalid YAML": lambda r: _append(r / "environments" / "child.yaml", "datasets: [\n"),
+    "a pinned file removed": HANDED_OVER["a pinned file removed"][0],
+}
+
+
+@pytest.mark.parametrize("args", [["lock"], ["lock", "child"], ["lock", "-q", "--no-progress"],
+                                  ["lock", "nope"], ["lock", "--root", ".", "child", "base"]])
+@pytest.mark.parametrize("change", sorted(FULL))
+def test_a_plain_lock_the_plan_cannot_answer_is_typers_command_without_typer(locked, change,
+                                                                             args):
+    pristine = locked.with_name("pristine")
+    shutil.copytree(locked, pristine, symlinks=True)
+    results: dict[bool, list[tuple]] = {}
+    for plain in (False, True, False, True):
+        _drop_objects(locked)
+        shutil.rmtree(locked)
+        shutil.copytree(pristine, locked, symlinks=True)
+        FULL[change](locked)
+        code, out, err, typer = _typer_imported(locked, *args, quick=plain)
+        assert typer is not plain  # the plain command line ran without typer
+        plan_now = plan(locked) if (locked / ".buildenv" / PLAN_FILE).is_file() else None
+        results.setdefault(plain, []).append((code, out, err, files(locked), plan_now))
+    same = results[True] + results[False]
+    assert all(r == same[0] for r in same), change  # exit code, output, files, plan
+    if "nope" in args:
+        assert same[0][0] == 2 and "BE014" in same[0][2]

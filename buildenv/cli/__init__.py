@@ -49,6 +49,8 @@ def main() -> None:
     from buildenv.cli import early
 
     early.start(sys.argv)
+    if quick_lock.run_full(sys.argv[1:]) is not None:  # a plain lock: the full one, typer-free
+        sys.exit(0)
     _command(sys.argv[1:])(prog_name="buildenv")
 
 

@@ -10,23 +10,20 @@ that need them, so `envs`, `check` and no-op builds start fast.
 from __future__ import annotations
 
 import functools
-import os
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from enum import Enum
-from pathlib import Path
-from typing import Optional
 
 import typer
 
-from buildenv.core.diagnostics import (
-    Diagnostic,
-    DiagnosticError,
-    Severity,
-    render,
-    sort_diagnostics,
+from buildenv.cli.outcome import (  # noqa: F401 (the command modules import them from here)
+    Format,
+    emit,
+    guarded,
+    open_project,
+    progress_shown,
+    quieted,
 )
+from buildenv.core.diagnostics import Diagnostic, Severity
 
 # Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
 # imports its rooms when it runs, so it pays only for what it uses.
@@ -39,12 +36,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-class Format(str, Enum):
-    text = "text"
-    json = "json"
-    sarif = "sarif"
 
 
 class DataFormat(str, Enum):
@@ -68,13 +59,6 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="Print errors and the final
                         "(and no progress unless --progress).")
 
 
-def open_project(root: Optional[Path], data_root: Optional[Path] = None):
-    """The project the command works on; BE040 (exit 2) outside of one."""
-    from buildenv.core.project import Project
-
-    return Project.open(root, data_root)
-
-
 def _print_version(value: bool) -> None:
     if value:
         from buildenv import __version__
@@ -90,40 +74,16 @@ def _main(version: bool = typer.Option(False, "--version", callback=_print_versi
     """Compile ML training code against declarative, locked build environments."""
 
 
-def emit(diagnostics: list[Diagnostic], fmt: Format, stream=None) -> None:
-    stream = stream or (sys.stdout if fmt is not Format.text else sys.stderr)
-    if diagnostics or fmt is not Format.text:
-        print(render(sort_diagnostics(diagnostics), fmt.value), file=stream)
-
-
 def command(func: Callable) -> Callable:
-    """Turn DiagnosticError into rendered diagnostics + exit code; never a traceback for input."""
+    """Turn DiagnosticError into rendered diagnostics + exit code; never a traceback for input
+    (`outcome.guarded`)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         fmt = kwargs.get("fmt", Format.text)
         if not isinstance(fmt, Format):
             fmt = Format.text
-        try:
-            return func(*args, **kwargs)
-        except DiagnosticError as exc:
-            emit(exc.diagnostics, fmt)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            raise typer.Exit(130) from None
-        except typer.Exit:
-            raise
-        except BrokenPipeError:  # `buildenv schema | head`
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise typer.Exit(0) from None
-        except Exception as exc:  # a bug, not bad input
-            if os.environ.get("BUILDENV_DEBUG"):
-                raise
-            print(f"buildenv: internal error: {type(exc).__name__}: {exc}\n"
-                  "  hint: rerun with BUILDENV_DEBUG=1 for the traceback, and please report it",
-                  file=sys.stderr)
-            raise typer.Exit(3) from None
+        return guarded(functools.partial(func, *args, **kwargs), fmt, typer.Exit, typer.Exit)
 
     return wrapper
 
@@ -132,35 +92,6 @@ def finish(diagnostics: list[Diagnostic], fmt: Format, quiet: bool = False) -> N
     emit(quieted(diagnostics, fmt, quiet), fmt)
     if any(d.severity is Severity.ERROR for d in diagnostics):
         raise typer.Exit(1)
-
-
-def quieted(diagnostics: list[Diagnostic], fmt: Format, quiet: bool) -> list[Diagnostic]:
-    """--quiet keeps errors only, in text; machine formats (json, sarif) are never trimmed."""
-    if quiet and fmt is Format.text:
-        return [d for d in diagnostics if d.severity is Severity.ERROR]
-    return diagnostics
-
-
-@contextmanager
-def progress_shown(progress: Optional[bool], quiet: bool = False) -> Iterator[None]:
-    """Show the progress of the work inside the block on stderr (docs/progress.md).
-
-    Wrap the work, not the output: the live view is erased when the block ends, before the
-    command prints its results. `--progress`/`--no-progress` win over BUILDENV_PROGRESS;
-    `--quiet` turns progress off unless `--progress` is given."""
-    from buildenv.cli import progress_view
-    from buildenv.core import progress as tasks
-
-    try:
-        mode = progress_view.chosen_mode(progress, quiet)
-    except ValueError as exc:
-        raise DiagnosticError([Diagnostic("BE004", str(exc))], 2) from None
-    try:
-        reporter = progress_view.renderer(sys.stderr, mode)
-    except ValueError as exc:
-        raise DiagnosticError([Diagnostic("BE004", str(exc))], 2) from None
-    with tasks.installed(reporter):
-        yield
 
 
 # --- environments ------------------------------------------------------------------------

@@ -18,15 +18,13 @@ from buildenv.cli.application import (
     RootOpt,
     app,
     command,
-    emit,
     finish,
     open_project,
     progress_shown,
     quieted,
 )
-from buildenv.cli.quick_lock import summary
+from buildenv.cli.lock_command import lock
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
-from buildenv.data.lock import quick
 
 # Deferred imports (buildenv): every command module is imported when `buildenv` starts; a command
 # imports its rooms when it runs, so it pays only for what it uses.
@@ -44,73 +42,7 @@ def lock_cmd(envs: Optional[list[str]] = typer.Argument(None, help="Environments
              fmt: Format = FormatOpt, progress: Optional[bool] = ProgressOpt,
              quiet: bool = QuietOpt) -> None:
     """Pin every dataset's content digest in environments/<name>.lock.json."""
-    from buildenv.compile.locking import checked_lock, lock_environments
-    from buildenv.data.executor import make_executor
-    from buildenv.env.resolve import Multiverse
-
-    if algorithm not in ("sha256", "blake3"):
-        raise DiagnosticError([Diagnostic("BE004", f"unknown digest algorithm '{algorithm}'",
-                                          hints=("use sha256 or blake3",))], 2)
-    multiverse = Multiverse(open_project(root))
-    project = multiverse.project
-    # what a plan of this lock is valid for, read before the lock reads anything
-    inputs = (None if check or executor else
-              quick.inputs_digest(project.root, project.environments_dir, algorithm))
-    names = list(envs or multiverse.names())
-    for name in names:
-        multiverse.require(name)
-    if check:
-        resolved, problems = multiverse.resolve_all(names)
-        config_error = any(p.is_error for p in problems)  # invalid environment files
-        with progress_shown(progress, quiet), make_executor(executor, multiverse.project) as runner:
-            for res in resolved.values():
-                try:
-                    # data made by code that this checkout lacks is rebuilt from the lock
-                    problems.extend(checked_lock(multiverse, res, executor=runner)[1])
-                except DiagnosticError as exc:  # unreadable lock file (BE054, BE013), Ray
-                    problems.extend(exc.diagnostics)
-                    config_error = True
-        if fmt is Format.text and not quieted(problems, fmt, quiet):  # --quiet: warnings too
-            print(f"{len(resolved)} lock(s) up to date")
-        emit(quieted(problems, fmt, quiet), fmt)
-        if any(p.is_error for p in problems):
-            raise typer.Exit(2 if config_error else 1)
-        return
-    with progress_shown(progress, quiet), make_executor(executor, multiverse.project) as runner:
-        results, problems = lock_environments(multiverse, names, algorithm, executor=runner)
-    if not problems and project.config.executor == "local":
-        # the next `buildenv lock` of these environments, unchanged, needs none of the above
-        resolved = {name: multiverse.resolve(name) for name, _, _ in results}
-        quick.record(project, resolved, results, algorithm, inputs)
-    if fmt is Format.text and not quiet:
-        for name, lock, changed in results:
-            labels = (f", {len(lock.labels)} label set(s), "
-                      f"{sum(e.annotations for e in lock.labels.values()):,} annotations"
-                      if lock.labels else "")
-            print(summary(name, len(lock.datasets), sum(d.rows for d in lock.datasets.values()),
-                          changed, labels))
-    elif fmt is Format.text and results:
-        updated = sum(changed for _, _, changed in results)
-        print(f"{len(results)} lock(s): {updated} updated, {len(results) - updated} unchanged")
-    emit(quieted(problems, fmt, quiet), fmt)
-    if any(p.is_error for p in problems):
-        # an invalid environment file is a configuration error (2); bad data is 1
-        raise typer.Exit(2 if any(p.is_error and not _found(p.code) for p in problems)
-                         else 1)
-
-
-# Problems of the data itself, or of the code that makes data (exit 1), not of the environment
-# files (exit 2).
-_DATA_CODES = {"BE053", "BE056", "BE061", "BE062", "BE065", "BE067", "BE853", "BE854", "BE855", "BE856",
-               "BE857", "BE858", "BE860", "BE862", "BE863", "BE867"}
-_CODE_CODES = {"BE091", "BE094", "BE870", "BE871", "BE872", "BE873", "BE874", "BE876", "BE877",
-               "BE322", "BE323", "BE324", "BE327"}  # and what the sandbox refused user code
-
-
-def _found(code: str) -> bool:
-    """Whether an error is found in the data or in user code (transforms, labeling
-    functions, their static checks BE1xx and runs BE34x) rather than in the configuration."""
-    return code in _DATA_CODES or code in _CODE_CODES or code.startswith(("BE1", "BE34"))
+    lock(envs, root, algorithm, check, executor, fmt, progress, quiet)
 
 
 @app.command("validate")

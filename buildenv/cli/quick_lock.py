@@ -7,9 +7,12 @@ lock that found no problem; this module parses the command line the full command
 plain `lock [ENV...]` with `--root`, `--algorithm`, `--quiet`, `--progress/--no-progress`,
 `--format text`; anything else, `--help` included, is left to it), finds the project as it
 would, and, when the plan answers, prints what it would (the locks the plan wrote anew
-`updated`, the others `unchanged`). When it does not (an edited environment file, data it
-cannot judge, another flag), the full command runs as if this module did not exist: `run`
-returns None, having printed nothing and written no lock.
+`updated`, the others `unchanged`). When it does not (an environment file
+that says something else, data it cannot judge), `run` returns None, having printed nothing and
+written no lock; then `run_full` runs the full lock of the same plain command line without
+typer (`lock_command`: typer and its conversion of the parameters are a tenth of that start-up),
+and any other command line (`--check`, `--help`, another flag) goes to typer. Both are off with
+`BUILDENV_NO_QUICK_LOCK=1`.
 """
 
 from __future__ import annotations
@@ -17,26 +20,22 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 from buildenv.cli import progress_view
+from buildenv.cli.lock_command import lock, summary
+from buildenv.cli.outcome import Format, guarded
 from buildenv.core import progress as tasks
 from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.roots import find_root, require_project
 from buildenv.data.lock.quick import relock
 
-__all__ = ["run", "summary"]
+__all__ = ["run", "run_full", "summary"]
 
 _FLAGS = {"-q": "quiet", "--quiet": "quiet", "--progress": "progress",
           "--no-progress": "no-progress"}
 _VALUED = ("--root", "--algorithm", "--format")
-
-
-def summary(name: str, datasets: int, rows: int, changed: bool, labels: str = "") -> str:
-    """The line `buildenv lock` prints for one environment."""
-    state = "updated" if changed else "unchanged"
-    return (f"{name}: {state} ({datasets} dataset{'' if datasets == 1 else 's'}, {rows:,} rows"
-            f"{labels})")
 
 
 def _parse(args: list[str]) -> tuple[list[str], dict[str, str]] | None:
@@ -63,10 +62,19 @@ def _parse(args: list[str]) -> tuple[list[str], dict[str, str]] | None:
     return names, options
 
 
-def run(argv: list[str]) -> int | None:
-    """Answer `buildenv <argv>` if it is a lock the plan answers: prints what the full
-    command prints, returns its exit code (0); else None, having printed (and written a lock)
-    nothing."""
+@dataclass(frozen=True)
+class _Plain:
+    """A plain `buildenv lock` command line, as the full command would read it."""
+
+    names: list[str]
+    root: str | None  # --root
+    algorithm: str
+    progress: bool | None
+    quiet: bool
+
+
+def _plain(argv: list[str]) -> _Plain | None:
+    """`argv` read as a plain lock (see the module), else None."""
     if len(argv) < 1 or argv[0] != "lock" or os.environ.get("BUILDENV_NO_QUICK_LOCK"):
         return None
     parsed = _parse(argv[1:])
@@ -76,13 +84,38 @@ def run(argv: list[str]) -> int | None:
     algorithm = options.get("--algorithm", "sha256")
     if algorithm not in ("sha256", "blake3") or options.get("--format", "text") != "text":
         return None
-    progress = True if "progress" in options else False if "no-progress" in options else None
     if "progress" in options and "no-progress" in options:
         return None  # the last one wins in the full command: not worth repeating here
-    quiet = "quiet" in options
+    if "--root" in options and not options["--root"]:
+        return None  # an empty path: as typer reads it
+    progress = True if "progress" in options else False if "no-progress" in options else None
+    return _Plain(names, options.get("--root"), algorithm, progress, "quiet" in options)
+
+
+def run_full(argv: list[str]) -> int | None:
+    """Run `buildenv <argv>`, a plain lock (`_plain`) the plan did not answer, as the full
+    command, without typer: 0, or its exit code raised (SystemExit); None for any other command
+    line (typer's)."""
+    plain = _plain(argv)
+    if plain is None:
+        return None
+    root = Path(plain.root) if plain.root is not None else None
+    guarded(lambda: lock(plain.names or None, root, plain.algorithm, False, None, Format.text,
+                         plain.progress, plain.quiet), Format.text)
+    return 0
+
+
+def run(argv: list[str]) -> int | None:
+    """Answer `buildenv <argv>` if it is a lock the plan answers: prints what the full
+    command prints, returns its exit code (0); else None, having printed (and written a lock)
+    nothing."""
+    plain = _plain(argv)
+    if plain is None:
+        return None
+    names, algorithm, progress, quiet = plain.names, plain.algorithm, plain.progress, plain.quiet
     try:
-        if options.get("--root"):
-            root = Path(options["--root"]).resolve()
+        if plain.root is not None:
+            root = Path(plain.root).resolve()
             require_project(root, "--root")
         else:
             root = find_root()

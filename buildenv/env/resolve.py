@@ -22,6 +22,7 @@ from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean,
 from buildenv.core.project import Project
 from buildenv.env.evaluation_rules import evaluation_problems
 from buildenv.env.loader import KeyPath, Located, Position, load_yaml
+from buildenv.env.meaning import file_meaning
 from buildenv.env.privacy_rules import privacy_problems
 from buildenv.env.references import semantic_problems
 from buildenv.env.source_rules import fill_sources
@@ -74,6 +75,7 @@ class Multiverse:
     def __init__(self, project: Project):
         self.project = project
         self._files: dict[str, Located] = {}
+        self._meanings: dict[str, str | None] = {}  # each file's, taken before resolving
         self._resolved: dict[str, Resolved] = {}
 
     # --- files --------------------------------------------------------------------
@@ -98,7 +100,12 @@ class Multiverse:
                     "BE004", "an environment file is a mapping of keys (name, datasets, ...)",
                     self.display(name), 1, 1)], 2)
             self._files[name] = located
+            self._meanings[name] = file_meaning(located)
         return self._files[name]
+
+    def meanings(self) -> dict[str, str | None]:
+        """`env.meaning.file_meaning` of each environment file read so far, by name."""
+        return dict(self._meanings)
 
     def written(self, name: str) -> dict[str, Any]:
         """The keys of `name`'s own file as written (not resolved, not validated); empty when

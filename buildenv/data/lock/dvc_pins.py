@@ -14,7 +14,6 @@ Pins of one file (DVC 3, `hash: md5`, and DVC 2's `md5-dos2unix`); directory pin
 
 from __future__ import annotations
 
-import configparser
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +72,8 @@ def read_pin(project: Project, ds: Dataset) -> DvcPin:
 
 def _remote_url(project: Project) -> str | None:
     """The url of DVC's default remote (`.dvc/config`, then `.dvc/config.local`)."""
+    import configparser  # deferred: only a DVC pin reads DVC's config; every lock imports this
+
     parser = configparser.ConfigParser()
     parser.read([project.root / ".dvc" / "config", project.root / ".dvc" / "config.local"])
     name = parser.get("core", "remote", fallback=None)

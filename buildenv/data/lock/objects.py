@@ -23,7 +23,6 @@ import fcntl
 import os
 import shutil
 import stat as statmod
-import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -125,7 +124,7 @@ class LocalObjects:
     def temporary(self, digest: str) -> Path:
         """A fresh name beside the object's final place (same filesystem: rename is atomic)."""
         final = self._prepare(digest)
-        return final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+        return final.with_name(f".{final.name}.{os.urandom(16).hex()}.tmp")
 
     def install(self, temporary: Path, digest: str, restricted: bool) -> Path:
         """Make `temporary` the object for `digest`: read-only, then renamed into place (a

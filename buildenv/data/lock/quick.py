@@ -10,7 +10,11 @@ digest, size and rows of each dataset that lock pins. The plan is valid only for
 inputs it was made from: buildenv's version and code (each module's size and modification
 time: an editable install changes without a new version), the digest algorithm,
 `pyproject.toml` and every environment file (`inputs_digest`; any edit, addition or removal of
-any of them -- a parent reached through `extends` included -- makes it void).
+any of them -- a parent reached through `extends` included -- makes it void), unless each
+environment file edited since still says what it said (`env.meaning`: comments, layout,
+descriptions): the plan records each file's digest and meaning (taken by the full lock when it
+read the file), and such a relock answers, and records the plan for the new bytes, as the full
+lock would.
 
 `relock` then hashes the pinned files (the stat cache and the early prefetch apply as in the
 full lock) and answers what the full lock would answer of these environments, for which it is
@@ -35,9 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 from buildenv import __version__
 from buildenv.core.atomic import atomic_write_text
+from buildenv.core.diagnostics import DiagnosticError
 from buildenv.data.lock.digests import ContentDigest, StatCache, digest_location
 from buildenv.data.lock.objects import LocalObjects
 from buildenv.data.storage import Location, locate
+from buildenv.env.meaning import file_meaning
 from buildenv.env.uris import is_remote, names_directory, uri_problem
 
 if TYPE_CHECKING:  # the fast path imports this module: keep pydantic out of it
@@ -48,7 +54,7 @@ if TYPE_CHECKING:  # the fast path imports this module: keep pydantic out of it
 __all__ = ["PLAN_FILE", "Relocked", "inputs_digest", "record", "relock"]
 
 PLAN_FILE = "lockplan.json"
-_VERSION = 2  # 2: each dataset's name, size and rows, the environment's digest
+_VERSION = 3  # 2: each dataset's name, size and rows, the environment's digest; 3: files
 
 
 @dataclass(frozen=True)
@@ -65,20 +71,33 @@ def inputs_digest(root: Path, environments_dir: Path, algorithm: str) -> str | N
     """The digest of everything a plan depends on: buildenv's version, the algorithm,
     `pyproject.toml` and each environment file (names as `Multiverse.names` lists them, and
     bytes). None when one cannot be read."""
-    h = hashlib.sha256(f"{_VERSION}\0{__version__}\0{algorithm}\0".encode())
+    found = _inputs(root, environments_dir, algorithm)
+    return None if found is None else found.digest
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    digest: str  # of all below
+    frame: str  # buildenv's version and code, the algorithm, `pyproject.toml`
+    files: dict[str, str]  # the sha256 of each environment file, by environment name
+
+
+def _inputs(root: Path, environments_dir: Path, algorithm: str) -> _Inputs | None:
+    frame = hashlib.sha256(f"{_VERSION}\0{__version__}\0{algorithm}\0".encode())
     try:
-        h.update(_code_stamp())
+        frame.update(_code_stamp())
         pyproject = root / "pyproject.toml"
-        h.update(pyproject.read_bytes() if pyproject.is_file() else b"\0none")
+        frame.update(pyproject.read_bytes() if pyproject.is_file() else b"\0none")
         names = sorted(n for n in os.listdir(environments_dir)
                        if n.endswith(".yaml") and not n.startswith("."))
-        for name in names:
-            data = (environments_dir / name).read_bytes()
-            h.update(f"\0{name}\0{len(data)}\0".encode())
-            h.update(data)
+        files = {name[: -len(".yaml")]: hashlib.sha256((environments_dir / name).read_bytes())
+                 .hexdigest() for name in names}
     except OSError:
         return None
-    return h.hexdigest()
+    h = hashlib.sha256(frame.hexdigest().encode())
+    for name, digest in files.items():
+        h.update(f"\0{name}\0{digest}".encode())
+    return _Inputs(h.hexdigest(), frame.hexdigest(), files)
 
 
 def _code_stamp() -> bytes:
@@ -114,15 +133,17 @@ def _eligible(res: Resolved) -> bool:
 
 
 def record(project: Project, resolved: dict[str, Resolved], results: list[tuple[str, Lock, bool]],
-           algorithm: str, inputs: str | None) -> None:
+           algorithm: str, inputs: str | None, meanings: dict[str, str | None]) -> None:
     """Write the plan after a full lock that found no problem: `inputs` is `inputs_digest` as
-    it was before the lock read anything; nothing is written if the inputs changed since."""
+    it was before the lock read anything (nothing is written if the inputs changed since);
+    `meanings`, `env.meaning.file_meaning` of each environment file the lock read."""
     entries: dict[str, dict[str, Any] | None] = {}
     for name, lock, _ in results:
         res = resolved.get(name)
         entries[name] = None if res is None or not _eligible(res) else _entry(
             lock, {n: (res.env.datasets[n].keeps, res.env.restricted(n)) for n in lock.datasets})
-    _save(project.root, project.environments_dir, project.state_dir, algorithm, inputs, entries)
+    _save(project.root, project.environments_dir, project.state_dir, algorithm, inputs, entries,
+          meanings)
 
 
 def _entry(lock: Lock, kept: dict[str, tuple[bool, bool]]) -> dict[str, Any]:
@@ -138,9 +159,13 @@ def _entry(lock: Lock, kept: dict[str, tuple[bool, bool]]) -> dict[str, Any]:
 
 
 def _save(root: Path, environments_dir: Path, state_dir: Path, algorithm: str,
-          inputs: str | None, entries: dict[str, dict[str, Any] | None]) -> None:
-    """Record `entries` (None: no longer in the plan) over the plan of the same inputs."""
-    if inputs is None or inputs_digest(root, environments_dir, algorithm) != inputs:
+          inputs: str | None, entries: dict[str, dict[str, Any] | None],
+          meanings: dict[str, str | None]) -> None:
+    """Record `entries` (None: no longer in the plan) over the plan of the same inputs, with
+    each environment file's digest and meaning (`meanings`, else the plan's of the same bytes,
+    else none)."""
+    now = None if inputs is None else _inputs(root, environments_dir, algorithm)
+    if now is None or now.digest != inputs:
         return
     path = state_dir / PLAN_FILE
     plan = _load(path, algorithm)
@@ -150,9 +175,16 @@ def _save(root: Path, environments_dir: Path, state_dir: Path, algorithm: str,
             envs.pop(name, None)
         else:
             envs[name] = entry
+    before = plan.get("files") if plan is not None else None
+    files = {}
+    for name, digest in now.files.items():
+        was = before.get(name) if isinstance(before, dict) else None
+        carried = was[1] if isinstance(was, list) and len(was) == 2 and was[0] == digest else None
+        files[name] = [digest, meanings.get(name, carried)]
     try:
         atomic_write_text(path, json.dumps({"version": _VERSION, "buildenv": __version__,
                                             "algorithm": algorithm, "inputs": inputs,
+                                            "frame": now.frame, "files": files,
                                             "envs": envs}, sort_keys=True), durable=False)
     except OSError:
         pass  # a plan that cannot be written is only slower
@@ -186,8 +218,12 @@ def relock(root: Path, environments_dir: Path, state_dir: Path, names: list[str]
     plan = _load(state_dir / PLAN_FILE, algorithm)
     if plan is None:
         return None
-    inputs = inputs_digest(root, environments_dir, algorithm)
-    if inputs is None or inputs != plan["inputs"]:
+    now = _inputs(root, environments_dir, algorithm)
+    if now is None:
+        return None
+    inputs = now.digest
+    reread = None if inputs == plan["inputs"] else _same_meaning(plan, now, environments_dir)
+    if inputs != plan["inputs"] and reread is None:
         return None
     entries = _entries(plan, environments_dir, names)
     if entries is None:
@@ -202,9 +238,12 @@ def relock(root: Path, environments_dir: Path, state_dir: Path, names: list[str]
                 pinned.keep(ds, value.digest)
         if all(_recorded(current, entry) and [v.digest for v in values] ==
                [ds["digest"] for ds in entry["datasets"]] for _, entry, current, values in found):
+            if reread is not None:  # the plan of the new bytes: each entry is as it was
+                _save(root, environments_dir, state_dir, algorithm, inputs,
+                      {name: entry for name, entry, _, _ in found}, reread)
             return [Relocked(name, len(entry["datasets"]), int(entry["rows"]), False)
                     for name, entry, _, _ in found]  # the common case: nothing to render
-        return _write(root, environments_dir, state_dir, algorithm, inputs, found)
+        return _write(root, environments_dir, state_dir, algorithm, inputs, found, reread or {})
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable, changed while hashed, a damaged plan: the full lock says
     finally:
@@ -212,9 +251,10 @@ def relock(root: Path, environments_dir: Path, state_dir: Path, names: list[str]
 
 
 def _write(root: Path, environments_dir: Path, state_dir: Path, algorithm: str, inputs: str,
-           found: list[tuple[str, dict[str, Any], str | None, list[ContentDigest]]]
-           ) -> list[Relocked]:
-    """Write each lock that changed, as the full lock renders it; record the plan anew."""
+           found: list[tuple[str, dict[str, Any], str | None, list[ContentDigest]]],
+           meanings: dict[str, str | None]) -> list[Relocked]:
+    """Write each lock that changed, as the full lock renders it; record the plan anew (with
+    `meanings` of the environment files read again)."""
     # Deferred import (buildenv): the lock's rendering (with the manifest and executor modules
     # it brings) is needed only when a lock is written, not by the common unchanged relock.
     from buildenv.data.lock.lockfile import Lock, LockedDataset
@@ -233,8 +273,39 @@ def _write(root: Path, environments_dir: Path, state_dir: Path, algorithm: str, 
                                       for ds in entry["datasets"]})
         out.append(Relocked(name, len(lock.datasets), sum(d.rows for d in lock.datasets.values()),
                             changed))
-    _save(root, environments_dir, state_dir, algorithm, inputs, entries)
+    _save(root, environments_dir, state_dir, algorithm, inputs, entries, meanings)
     return out
+
+
+def _same_meaning(plan: dict[str, Any], now: _Inputs, environments_dir: Path
+                  ) -> dict[str, str | None] | None:
+    """When only environment files changed since the plan, and each changed file still says
+    what it said (`env.meaning`: comments, layout, descriptions edited), the meaning of each
+    changed file; else None (the plan does not apply)."""
+    files = plan.get("files")
+    if not isinstance(files, dict) or plan.get("frame") != now.frame or set(files) != set(
+            now.files):
+        return None
+    # Deferred import (buildenv, yaml): only an edited environment file is parsed, here.
+    from buildenv.env.loader import load_yaml
+
+    meanings: dict[str, str | None] = {}
+    for name, digest in now.files.items():
+        was = files[name]
+        if not isinstance(was, list) or len(was) != 2:
+            return None
+        if was[0] == digest:
+            continue
+        if not isinstance(was[1], str):
+            return None
+        try:
+            meaning = file_meaning(load_yaml(environments_dir / f"{name}.yaml", name))
+        except DiagnosticError:
+            return None
+        if meaning != was[1]:
+            return None
+        meanings[name] = meaning
+    return meanings
 
 
 def _entries(plan: dict[str, Any], environments_dir: Path, names: list[str]
