@@ -18,9 +18,13 @@ run (docs/derived.md, docs/labels.md).
    converting their results to Arrow in a bare loop.
 3. `tasks`: assigning EXAMPLES examples to 20 annotators (`labels.tasks.assign`), 1% of the
    pairs already seen.
+4. `loop`: the derived dataset's per-file cost without start-up: the transform runner's loop
+   (`training.derive_run.run_transform_job`, the request `buildenv lock` sends it, every
+   output written) vs the bare script's loop (read, transform, write), both in this process,
+   alternating; CPU seconds (the runner's hashing thread included), the median of 3 x REPEAT.
 
     .venv/bin/python bench/bench_derived.py [--files 100] [--file-rows 20000] [--repeat 3]
-        [--rows 10000000] [--examples 1000000] [--only derived] [--sandbox off]
+        [--rows 10000000] [--examples 1000000] [--only derived|loop] [--sandbox off]
 """
 
 from __future__ import annotations
@@ -222,6 +226,87 @@ def tasks(examples: int) -> None:
           f"({len(result.uncovered)} uncovered)")
 
 
+def loop(files: int, rows: int, repeat: int) -> None:
+    # deferred on purpose: only this part runs buildenv's lock and runner in this process
+    from typer.testing import CliRunner
+
+    from buildenv.cli import app
+    from buildenv.compile import source_process
+    from buildenv.core.project import Project
+    from buildenv.env.spec import Environment
+    from buildenv.training.derive_run import run_transform_job
+    from buildenv.training.runner import _manifests
+
+    requests: list[dict] = []
+    real = source_process.SourceProcess.run
+
+    def capture(self, res, jobs, pins, manifests, *args, **kwargs):
+        requests.append({"jobs": jobs, "env": res.env.model_dump(mode="json", by_alias=True),
+                         "pins": dict(pins),
+                         "manifests": {n: m.to_json() for n, m in manifests.items()}})
+        return real(self, res, jobs, pins, manifests, *args, **kwargs)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "environments").mkdir()
+        (root / "pyproject.toml").write_text('[tool.buildenv]\nenvironments_dir = '
+                                             '"environments"\nsandbox = "off"\n')
+        (root / "environments" / "b.yaml").write_text(ENV)
+        (root / "t.py").write_text(TRANSFORM)
+        paths = [_file(root, d, rows, d) for d in range(files)]
+        past = time.time() - 120
+        for p in paths:
+            os.utime(p, (past, past))
+        source_process.SourceProcess.run = capture
+        cwd = os.getcwd()
+        os.chdir(root)
+        try:
+            result = CliRunner().invoke(app, ["lock", "b"], env={"BUILDENV_ROOT": None},
+                                        catch_exceptions=False)
+        finally:
+            os.chdir(cwd)
+            source_process.SourceProcess.run = real
+        assert result.exit_code == 0 and requests, result.output
+        request = requests[0]
+        job = request["jobs"][0]
+        out = root / "out"
+        for i, item in enumerate(job["files"]):
+            item["out"] = str(out / f"{i}.parquet")
+        env = Environment.model_validate(request["env"])
+        project = Project(root=root, data_root=root)
+        manifests = _manifests(request)
+        own = ROOT / "buildenv"
+        sys.path.insert(0, str(root))
+
+        def runner() -> None:
+            problems = run_transform_job(job, env, project, request["pins"], manifests, root,
+                                         own, {})
+            assert not problems, problems
+
+        def bare() -> None:
+            for i, p in enumerate(paths):
+                done = _transform(pq.read_table(p, columns=["kind", "x"]).to_pandas())
+                pq.write_table(pa.Table.from_pandas(done, preserve_index=False),
+                               out / f"{i}.parquet")
+
+        def cpu(run) -> float:
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()  # new files each time, as in a build (replacing one costs a flush)
+            started = time.process_time()
+            run()
+            return time.process_time() - started
+
+        cpu(runner), cpu(bare)  # warm: the transform's module, pandas' first calls
+        ours, theirs = [], []
+        for _ in range(3 * repeat):
+            ours.append(cpu(runner))
+            theirs.append(cpu(bare))
+    o, b = statistics.median(ours), statistics.median(theirs)
+    print(f"derived per-file loop, {files} files x {rows:,} rows, in-process, median of "
+          f"{3 * repeat}: runner {o:.3f} s cpu vs bare loop {b:.3f} s cpu: {o / b:.2f}x "
+          f"({(o - b) / files * 1000:+.2f} ms a file)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=100)
@@ -229,7 +314,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--examples", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", choices=["derived", "functions", "model", "tasks"])
+    parser.add_argument("--only", choices=["derived", "functions", "model", "tasks", "loop"])
     parser.add_argument("--sandbox", choices=["required", "preferred", "off"],
                         help="`[tool.buildenv] sandbox` of the derived benchmark's repository "
                         "(default: unset, `preferred` on Linux). The CPU figure leaves out a "
@@ -244,6 +329,8 @@ def main() -> None:
         functions(args.rows)
     if args.only in (None, "derived"):
         derived(args.files, args.file_rows, args.repeat, args.sandbox)
+    if args.only == "loop":
+        loop(args.files, args.file_rows, args.repeat)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -246,6 +247,54 @@ def test_a_verified_read_returns_every_file_with_its_partition_value(locked):
     assert [d.isoformat() for d in dates[:: ROWS_PER_FILE * FILES_PER_DAY]] == [
         day(i) for i in range(DAYS)]
     assert read.digest == lock_json(locked)["datasets"]["events"]["digest"]
+
+
+def test_a_table_read_opens_each_file_once_and_returns_what_its_batches_do(locked,
+                                                                           monkeypatch):
+    opened: list[str] = []
+    real = gate_module.FileTask.open
+
+    def counting(self, *args, **kwargs):
+        opened.append(self.uri)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(gate_module.FileTask, "open", counting)
+    gate, _ = gate_for(locked)
+    with gate.open("events") as read:
+        table = read.table(["date", "user", "x"])
+    assert len(opened) == len(set(opened)) == FILES  # the schema's file is read, not reopened
+    opened.clear()
+    gate, _ = gate_for(locked)
+    with gate.open("events") as read:
+        assert read.schema.names  # asked first: that file is closed, `batches` opens every file
+        batches = list(read.batches(["date", "user", "x"], typed=True))
+    assert len(opened) == FILES + 1
+    assert pa.Table.from_batches(batches).equals(table)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_table_read_that_fails_leaves_no_file_open(locked, monkeypatch):
+    drop_store(locked)
+    write_file(locked, 0, 0, seed=12345)  # the first file: the one opened for the schema
+    before = _open_fds()
+    gate, _ = gate_for(locked)
+    with gate.open("events") as read, pytest.raises(GateError) as caught:
+        read.table(["user"])
+    assert caught.value.diagnostic.code == "BE055"
+    assert _open_fds() == before
+    # the file opened for the schema, kept for `batches`, which never ran: closed with the read
+    monkeypatch.setattr(gate_module.PartitionedRead, "batches", _refuse)
+    gate, _ = gate_for(locked)
+    with gate.open("events") as read, pytest.raises(RuntimeError):
+        read.table(["user"])
+    assert _open_fds() == before
+
+
+def _refuse(*args, **kwargs):
+    raise RuntimeError("no batches")
 
 
 def test_a_file_changed_after_the_lock_is_refused_naming_it(locked):

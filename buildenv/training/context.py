@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import sys
+from functools import lru_cache
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
@@ -372,9 +373,20 @@ def _caller_site(root: Path) -> str | None:
     """`path:line` of the innermost frame of the training's own code calling into ctx."""
     frame: FrameType | None = sys._getframe(2)
     while frame is not None:
-        path = Path(frame.f_code.co_filename).resolve()
-        if path.is_file() and not path.is_relative_to(_OWN) and path.is_relative_to(root) \
-                and ".venv" not in path.parts and "site-packages" not in path.parts:
-            return f"{path.relative_to(root).as_posix()}:{frame.f_lineno}"
+        path = _own_code(frame.f_code.co_filename, root)
+        if path is not None:
+            return f"{path}:{frame.f_lineno}"
         frame = frame.f_back
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _own_code(filename: str, root: Path) -> str | None:
+    """The training's own source file `filename` as a path relative to `root`; None for
+    buildenv's, a library's or code without a file. Cached: a transform reads once per input
+    file, and resolving every frame's path each time cost more than the read's bookkeeping."""
+    path = Path(filename).resolve()
+    if path.is_file() and not path.is_relative_to(_OWN) and path.is_relative_to(root) \
+            and ".venv" not in path.parts and "site-packages" not in path.parts:
+        return path.relative_to(root).as_posix()
     return None

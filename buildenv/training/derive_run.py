@@ -243,9 +243,12 @@ def _check_partition(column: pa.ChunkedArray, name: str, item: dict[str, Any], d
 
 
 def _write(table: pa.Table, path: Path) -> None:
-    """The same bytes for the same rows: no pandas metadata, fixed options."""
+    """The same bytes for the same rows: no pandas metadata, fixed options. Written to an
+    Arrow file handle rather than a path: the same bytes, without pyarrow resolving a
+    filesystem for every output file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table.replace_schema_metadata(None), tmp, compression="zstd",
-                   row_group_size=1 << 20)
+    with pa.OSFile(str(tmp), "wb") as sink:
+        pq.write_table(table.replace_schema_metadata(None), sink, compression="zstd",
+                       row_group_size=1 << 20)
     os.replace(tmp, path)

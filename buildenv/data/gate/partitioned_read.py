@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
@@ -39,7 +40,14 @@ __all__ = ["FileTask", "PartitionedRead", "partition_scalar"]
 def partition_scalar(text: str | None, column: Column) -> pa.Scalar:
     """A partition value from a path, typed as its declared column; ValueError when it does
     not convert."""
-    kind = arrow_type(column.dtype)
+    return _typed_value(text, column.dtype)
+
+
+@lru_cache(maxsize=4096)
+def _typed_value(text: str | None, dtype: str) -> pa.Scalar:
+    """`partition_scalar`, remembered (Arrow scalars are immutable): a partitioned read converts
+    each file's values again for every file it opens, a transform for each file it makes."""
+    kind = arrow_type(dtype)
     if text is None:
         return pa.scalar(None, kind)
     raw = text.encode("utf-8")
@@ -47,12 +55,12 @@ def partition_scalar(text: str | None, column: Column) -> pa.Scalar:
     array = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(offsets),
                                                     pa.py_buffer(raw)])
     try:
-        if column.dtype == "timestamp":
+        if dtype == "timestamp":
             batch = parse_timestamps(pa.RecordBatch.from_arrays([array], names=["v"]), ["v"])
             return batch.column(0)[0]
         return array.cast(kind)[0]
     except (pa.ArrowException, ValueError):
-        raise ValueError(f"'{text}' is not a {column.dtype}") from None
+        raise ValueError(f"'{text}' is not a {dtype}") from None
 
 
 # --- partitioned datasets ---------------------------------------------------------------------
@@ -169,6 +177,7 @@ class PartitionedRead(Reader):
         self._found: dict[str, FileEntry] = {}
         self.current: DatasetRead | None = None  # the file a sequential `batches` is reading
         self._schema: pa.Schema | None = None
+        self._first: DatasetRead | None = None  # see `_first_schema`
 
     def file_uri(self, path: str) -> str:
         return (self.base if self.base.endswith("/") else self.base + "/") + path
@@ -233,18 +242,36 @@ class PartitionedRead(Reader):
     def schema(self) -> pa.Schema:
         """The first file's stored columns, then the partition columns (declared types)."""
         if self._schema is None:
-            if not self.files:
-                stored = pa.schema([])
-            else:
-                with self._open(self.tasks()[0]) as first:
-                    try:
-                        stored = first.stored_schema
-                    except GateError as exc:
-                        raise self.placed(exc) from None
-            self._schema = pa.schema(
-                [f for f in stored if f.name not in self.partitions]
-                + [pa.field(p, arrow_type(self.spec.columns[p].dtype)) for p in self.partitions])
+            self._schema = self._first_schema(keep=False)
         return self._schema
+
+    def _first_schema(self, keep: bool) -> pa.Schema:
+        """`schema`, from the first file opened for it; `keep`: that open read is kept for the
+        next `batches` to read first, instead of opening (pinning, locating, reading the
+        footer of) the same file twice -- a one-file read (a transform's) did so per file."""
+        stored = pa.schema([])
+        if self.files:
+            first = self._open(self.tasks()[0])
+            try:
+                stored = first.stored_schema
+            except GateError as exc:
+                first.close()
+                raise self.placed(exc) from None
+            except BaseException:
+                first.close()
+                raise
+            if keep:
+                self._first = first
+            else:
+                first.close()
+        return pa.schema([f for f in stored if f.name not in self.partitions]
+                         + [pa.field(p, arrow_type(self.spec.columns[p].dtype))
+                            for p in self.partitions])
+
+    def release(self) -> None:
+        if self._first is not None:  # kept by `table`, whose `batches` did not run
+            first, self._first = self._first, None
+            first.close()
 
     def batches(self, columns: Sequence[str], *, batch_rows: int = BATCH_ROWS,
                 dictionary: Sequence[str] = (), typed: bool = False, ahead: bool = True
@@ -259,9 +286,15 @@ class PartitionedRead(Reader):
         rows = 0
         tasks = self.tasks()
 
+        # the first file, opened by `table` for the schema: taken by whoever comes first, the
+        # first file's producer or the end of this generator (atomic pop: threads)
+        first = [self._first] if self._first is not None else []
+        self._first = None
+
         def produce(index: int) -> Iterator[pa.RecordBatch]:
             task = tasks[index]
-            with self._open(task) as read:
+            opened = first.pop() if index == 0 and first else self._open(task)
+            with opened as read:
                 if not ahead:
                     self.current = read
                 missing = [c for c in columns if c not in read.schema.names
@@ -281,13 +314,19 @@ class PartitionedRead(Reader):
         if tasks:
             self.schema  # noqa: B018 -- known before threads ask for it
         workers = min(read_threads(), len(tasks)) if ahead else 1
-        for batch in in_order(len(tasks), produce, workers):
-            rows += batch.num_rows
-            yield batch
+        try:
+            for batch in in_order(len(tasks), produce, workers):
+                rows += batch.num_rows
+                yield batch
+        finally:
+            if first:
+                first.pop().close()  # never read: the consumer stopped before it
         self.rows_read = max(self.rows_read, rows)
         self.verify()
 
     def table(self, columns: Sequence[str], typed: bool = True) -> pa.Table:
+        if self._schema is None:
+            self._schema = self._first_schema(keep=True)
         present = [c for c in columns if c in self.schema.names]
         batches = list(self.batches(present, typed=typed))
         if batches:

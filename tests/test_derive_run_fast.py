@@ -1,0 +1,61 @@
+"""The transform runner's per-file fast paths give what the slow ones gave: the output's
+bytes, partition values, the read's call site (`training.derive_run`, `data.gate`)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from buildenv.data.gate import partitioned_read
+from buildenv.env.spec import Column
+from buildenv.training import context
+from buildenv.training.derive_run import _write
+
+
+def test_an_output_written_through_a_file_handle_has_the_bytes_a_path_write_gives(tmp_path):
+    frame = pd.DataFrame({"kind": ["a", "b", None], "n": [3, 1, 2], "mean_x": [0.5, -1.0, 2.0]})
+    table = pa.Table.from_pandas(frame, preserve_index=False)  # with pandas' metadata
+    _write(table, tmp_path / "new" / "0.parquet")
+    pq.write_table(table.replace_schema_metadata(None), tmp_path / "by-path.parquet",
+                   compression="zstd", row_group_size=1 << 20)  # how outputs were written
+    assert (tmp_path / "new" / "0.parquet").read_bytes() == \
+        (tmp_path / "by-path.parquet").read_bytes()
+    assert not list((tmp_path / "new").glob(".*"))  # no temporary file left
+
+
+@pytest.mark.parametrize("text,dtype", [("7", "int64"), ("2026-09-01", "date"), (None, "int64"),
+                                        ("2026-09-01T10:00:00+02:00", "timestamp"),
+                                        ("x", "string"), ("true", "bool")])
+def test_a_remembered_partition_value_equals_a_fresh_conversion(text, dtype):
+    column = Column.model_validate({"dtype": dtype})
+    first = partitioned_read.partition_scalar(text, column)
+    partitioned_read._typed_value.cache_clear()
+    fresh = partitioned_read.partition_scalar(text, column)
+    assert first.equals(fresh) and first.type == fresh.type
+    assert partitioned_read.partition_scalar(text, column) is fresh  # remembered
+
+
+def test_a_partition_value_that_does_not_convert_is_refused_every_time():
+    column = Column.model_validate({"dtype": "int64"})
+    for _ in range(2):
+        with pytest.raises(ValueError, match="'seven' is not a int64"):
+            partitioned_read.partition_scalar("seven", column)
+
+
+def test_the_read_site_is_the_users_file_and_line_however_often_it_reads(tmp_path):
+    user = tmp_path / "transform.py"
+    user.write_text("import sys\n\ndef where(site):\n    return site(sys.modules['pathlib'])\n")
+    namespace: dict = {}
+    exec(compile(user.read_text(), str(user), "exec"), namespace)
+
+    def site(_):
+        return context._caller_site(tmp_path)  # as ctx.read calls it: two frames down
+
+    def read():
+        return namespace["where"](site)
+
+    assert read() == read() == "transform.py:4"
+    assert context._own_code(context.__file__, tmp_path) is None  # buildenv's own code
+    assert context._own_code(str(tmp_path / "missing.py"), tmp_path) is None
