@@ -26,7 +26,13 @@ from sklearn.preprocessing import StandardScaler
 from buildenv.core.project import Project
 from buildenv.env.resolve import Multiverse
 from buildenv.training import mlmodel_writer
-from buildenv.training.mlmodel_writer import mlflow_saves, mlflow_version, write_skops_model, writes
+from buildenv.training.mlmodel_writer import (
+    mlflow_saves,
+    mlflow_version,
+    write_onnx_model,
+    write_skops_model,
+    writes,
+)
 from buildenv.training.served_artifact import _written_as
 from buildenv.training.signature import ServedSignature
 from buildenv.training.skops_format import dumps, untrusted_in
@@ -90,6 +96,37 @@ def test_written_like_mlflow_byte_for_byte(tmp_path, model_name, configuration):
     assert (b"python_function" in mine["MLmodel"]) == (model_name != "no-predict")
 
 
+def _graph():
+    """A small ONNX graph: the probability of `y` as a logistic of x1 + n1."""
+    from onnx import TensorProto, helper
+
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, 1]) for n in ("x1", "n1")]
+    nodes = [helper.make_node("Add", ["x1", "n1"], ["s"]),
+             helper.make_node("Sigmoid", ["s"], ["probability"])]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info(
+        "probability", TensorProto.FLOAT, [None, 1])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+
+
+@pytest.mark.parametrize("configuration", list(CONFIGURATIONS))
+def test_onnx_written_like_mlflow_byte_for_byte(tmp_path, configuration):
+    import mlflow.onnx
+
+    signature, requirements = CONFIGURATIONS[configuration]
+    proto = _graph()
+    ours, theirs = tmp_path / "ours", tmp_path / "mlflow"
+    write_onnx_model(ours, proto, signature, requirements, METADATA)
+    mlflow.onnx.save_model(proto, str(theirs), signature=signature.to_mlflow() if signature
+                           else None, pip_requirements=requirements,
+                           save_as_external_data=False, metadata=METADATA)
+    mine, reference = _contents(ours), _contents(theirs)
+    assert sorted(mine) == sorted(reference)
+    for name in reference:
+        assert mine[name] == reference[name], name
+    assert mlflow.onnx.load_model(str(ours)).SerializeToString() == proto.SerializeToString()
+    assert mlflow.pyfunc.load_model(str(ours)).metadata.metadata == METADATA
+
+
 def test_mlflow_loads_what_it_did_not_write(tmp_path):
     import mlflow.pyfunc
 
@@ -145,12 +182,12 @@ def repo(tmp_path_factory) -> Path:
 
 def test_the_skops_stack_saves_without_importing_mlflow(repo, tmp_path):
     """In a fresh process (as the training's), the sk environment's model is saved and loaded
-    back with MLflow never imported; the pickle and onnx stacks still save through MLflow."""
+    back with MLflow never imported; pickles and repository code still save through MLflow."""
     env = Multiverse(Project.discover(repo)).resolve("sk").env
     assert not mlflow_saves(env)
     assert mlflow_saves(env, ["/repo/train"])
     assert mlflow_saves(Multiverse(Project.discover(repo)).resolve("pk").env)
-    assert mlflow_saves(Multiverse(Project.discover(repo)).resolve("ox").env)
+    assert not mlflow_saves(Multiverse(Project.discover(repo)).resolve("ox").env)
     script = f"""
 import sys
 import pandas as pd

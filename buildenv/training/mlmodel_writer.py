@@ -35,7 +35,7 @@ from packaging.version import InvalidVersion, Version
 from buildenv.env.spec import OnnxServing
 from buildenv.training.signature import ServedSignature
 
-__all__ = ["mlflow_saves", "mlflow_version", "write_skops_model", "writes"]
+__all__ = ["mlflow_saves", "mlflow_version", "write_onnx_model", "write_skops_model", "writes"]
 
 # What makes MLflow's save write something else (see the module docstring).
 _MLFLOW_SETTINGS = ("MLFLOW_LOCK_MODEL_DEPENDENCIES", "MLFLOW_TESTING", "DATABRICKS_ENV_VERSION",
@@ -43,6 +43,8 @@ _MLFLOW_SETTINGS = ("MLFLOW_LOCK_MODEL_DEPENDENCIES", "MLFLOW_TESTING", "DATABRI
 _MLFLOW_NAMES = {"mlflow", "mlflow-skinny", "mlflow-tracing"}
 _VERSION_LINE = re.compile(r'^VERSION = "([^"]+)"$', re.MULTILINE)
 _MODEL_FILE = "model.skops"
+_ONNX_FILE = "model.onnx"
+_ONNX_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")  # MLflow's default
 
 
 def mlflow_version() -> str | None:
@@ -104,10 +106,10 @@ def writes(requirements: Sequence[str] | None, code_paths: Sequence[str] | None)
 
 
 def mlflow_saves(env: Any, code_paths: Sequence[str] | None = None) -> bool:
-    """Whether saving the served model imports MLflow: always for the onnx stack and pickles;
-    for a skops file only when this module cannot write what MLflow would."""
+    """Whether saving the served model imports MLflow: always for pickles; for a skops file
+    or an ONNX graph only when this module cannot write what MLflow would."""
     serving = env.serving
-    if isinstance(serving, OnnxServing) or serving is None or serving.format != "skops":
+    if serving is None or (not isinstance(serving, OnnxServing) and serving.format != "skops"):
         return True
     return not writes(list(serving.requirements), code_paths)
 
@@ -123,42 +125,44 @@ def _dump(data: Any, *, sort_keys: bool = True) -> bytes:
     return yaml.safe_dump(data, default_flow_style=False, sort_keys=sort_keys).encode("utf-8")
 
 
-def write_skops_model(out: Path, data: bytes, model: Any, signature: ServedSignature | None,
-                      requirements: Sequence[str], trusted_types: list[str],
-                      metadata_: dict[str, Any]) -> None:
-    """Write the MLflow model directory `out` (absent or empty) for the skops bytes `data` of
-    `model`: what `mlflow.sklearn.save_model(model, out, signature=..., pip_requirements=...,
-    serialization_format="skops", skops_trusted_types=..., metadata=...)` writes, with MLflow's
-    random uuid and creation time (which `compile.artifact.finalize_mlmodel` replaces). Call
-    only when `writes(requirements, None)`."""
-    import sklearn  # the model's own library: imported already
-
+def _prepared(out: Path, requirements: Sequence[str]) -> tuple[str, list[str]]:
+    """(MLflow's version, the requirements as MLflow writes them), with `out` made empty."""
     version = mlflow_version()
     pins = _plain_requirements(requirements)
-    assert version is not None and pins is not None, "write_skops_model without writes()"
+    assert version is not None and pins is not None, "a model written without writes()"
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"Path '{out}' already exists and is not empty")
     out.mkdir(parents=True, exist_ok=True)
-    (out / _MODEL_FILE).write_bytes(data)
-    python = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
-    flavors: dict[str, Any] = {}
-    if hasattr(model, "predict"):  # MLflow's python_function needs `predict`
-        flavors["python_function"] = {
-            "model_path": _MODEL_FILE, "predict_fn": "predict", "loader_module": "mlflow.sklearn",
-            "python_version": python,
+    return version, pins
+
+
+def _python() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+
+
+def _python_function(loader: str, **where: str) -> dict[str, Any]:
+    """MLflow's `python_function` flavor entry (`pyfunc.add_to_model`)."""
+    return {**where, "loader_module": loader, "python_version": _python(),
             "env": {"conda": "conda.yaml", "virtualenv": "python_env.yaml"}}
-    flavors["sklearn"] = {"pickled_model": _MODEL_FILE, "sklearn_version": sklearn.__version__,
-                          "serialization_format": "skops", "code": None,
-                          "skops_trusted_types": trusted_types}
+
+
+def _finish(out: Path, version: str, pins: list[str], flavors: dict[str, Any],
+            signature: ServedSignature | None, metadata_: dict[str, Any]) -> None:
+    """`MLmodel` (its size: the files written so far, as MLflow counts them) and the
+    environment files, after the model file."""
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     mlmodel: dict[str, Any] = {
         "utc_time_created": str(dt.datetime.now(dt.UTC).replace(tzinfo=None)),
-        "flavors": flavors, "model_uuid": uuid.uuid4().hex, "mlflow_version": version, "metadata": metadata_,
-        "prompts": None, "model_id": None, "model_size_bytes": len(data)}
+        "flavors": flavors, "model_uuid": uuid.uuid4().hex, "mlflow_version": version,
+        "metadata": metadata_, "prompts": None, "model_id": None}
+    if size:
+        mlmodel["model_size_bytes"] = size
     if signature is not None:
         mlmodel["signature"] = signature.to_dict()
         mlmodel["is_signature_from_type_hint"] = False
         mlmodel["type_hint_from_example"] = False
     (out / "MLmodel").write_bytes(_dump(mlmodel))
+    python = _python()
     pip = [f"mlflow=={version}", *pins]
     pip_version = _package_version("pip")
     conda = {"name": "mlflow-env", "channels": ["conda-forge"],
@@ -174,3 +178,42 @@ def write_skops_model(out: Path, data: bytes, model: Any, signature: ServedSigna
     python_env = {"python": python, "build_dependencies": build,
                   "dependencies": ["-r requirements.txt"]}
     (out / "python_env.yaml").write_bytes(_dump(python_env, sort_keys=False))
+
+
+def write_skops_model(out: Path, data: bytes, model: Any, signature: ServedSignature | None,
+                      requirements: Sequence[str], trusted_types: list[str],
+                      metadata_: dict[str, Any]) -> None:
+    """Write the MLflow model directory `out` (absent or empty) for the skops bytes `data` of
+    `model`: what `mlflow.sklearn.save_model(model, out, signature=..., pip_requirements=...,
+    serialization_format="skops", skops_trusted_types=..., metadata=...)` writes, with MLflow's
+    random uuid and creation time (which `compile.artifact.finalize_mlmodel` replaces). Call
+    only when `writes(requirements, None)`."""
+    import sklearn  # the model's own library: imported already
+
+    version, pins = _prepared(out, requirements)
+    (out / _MODEL_FILE).write_bytes(data)
+    flavors: dict[str, Any] = {}
+    if hasattr(model, "predict"):  # MLflow's python_function needs `predict`
+        flavors["python_function"] = _python_function("mlflow.sklearn", model_path=_MODEL_FILE,
+                                                      predict_fn="predict")
+    flavors["sklearn"] = {"pickled_model": _MODEL_FILE, "sklearn_version": sklearn.__version__,
+                          "serialization_format": "skops", "code": None,
+                          "skops_trusted_types": trusted_types}
+    _finish(out, version, pins, flavors, signature, metadata_)
+
+
+def write_onnx_model(out: Path, proto: Any, signature: ServedSignature | None,
+                     requirements: Sequence[str], metadata_: dict[str, Any]) -> None:
+    """Write the MLflow model directory `out` (absent or empty) for the ONNX graph `proto`:
+    what `mlflow.onnx.save_model(proto, out, signature=..., pip_requirements=...,
+    save_as_external_data=False, metadata=...)` writes (random uuid and time as above). Call
+    only when `writes(requirements, None)`."""
+    import onnx  # the graph's own library: imported already
+
+    version, pins = _prepared(out, requirements)
+    onnx.save_model(proto, str(out / _ONNX_FILE), save_as_external_data=False)
+    flavors = {"python_function": _python_function("mlflow.onnx", data=_ONNX_FILE),
+               "onnx": {"onnx_version": onnx.__version__, "data": _ONNX_FILE,
+                        "providers": list(_ONNX_PROVIDERS), "onnx_session_options": None,
+                        "code": None}}
+    _finish(out, version, pins, flavors, signature, metadata_)

@@ -24,13 +24,14 @@ from typing import Any
 from buildenv.core.model_runtime import ModelLoadError, ServedModel, load, trusted_patterns
 from buildenv.env.spec import Environment, OnnxServing
 from buildenv.training.families.base import Family, FamilyError, Problem, column_kinds
-from buildenv.training.mlmodel_writer import mlflow_saves, write_skops_model
+from buildenv.training.mlmodel_writer import mlflow_saves, write_onnx_model, write_skops_model
 from buildenv.training.signature import ServedSignature
 from buildenv.training.skops_format import dumps, refused_types, untrusted_in
 
 # Deferred imports (mlflow, onnx): MLflow's flavors are imported when a model is saved by
-# MLflow (the runner imports MLflow in a thread while the training runs, `mlflow_saves`); the
-# skops scikit-learn model's directory is written without MLflow (`mlmodel_writer`).
+# MLflow (the runner imports MLflow in a thread while the training runs, `mlflow_saves`); a
+# skops file's or an ONNX graph's directory is written without MLflow where `mlmodel_writer`
+# writes the same files.
 
 __all__ = ["Saved", "load_served", "save_served"]
 
@@ -74,13 +75,18 @@ def save_served(family: Family, env: Environment, out: Path,
     mlflow_signature = signature.to_mlflow() if signature is not None and \
         mlflow_saves(env, code_paths) else None
     if isinstance(serving, OnnxServing):
-        import mlflow.onnx
         import onnx
 
         saved.descriptor = descriptor(family, "onnx", "model.onnx", family.onnx_encoded_labels())
-        mlflow.onnx.save_model(proto, str(out), signature=mlflow_signature,
-                               pip_requirements=requirements, save_as_external_data=False,
-                               code_paths=code, metadata={"buildenv": saved.descriptor})
+        if mlflow_saves(env, code_paths):
+            import mlflow.onnx
+
+            mlflow.onnx.save_model(proto, str(out), signature=mlflow_signature,
+                                   pip_requirements=requirements, save_as_external_data=False,
+                                   code_paths=code, metadata={"buildenv": saved.descriptor})
+        else:
+            write_onnx_model(out, proto, signature, list(serving.requirements),
+                             {"buildenv": saved.descriptor})
         saved.libraries = {"onnx": onnx.__version__}
         if serving.format == "onnx+native":
             family.save_native(out / "native")
