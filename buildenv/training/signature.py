@@ -18,7 +18,7 @@ from typing import Any
 
 from buildenv.env.spec import Column
 
-# Deferred import (mlflow): only `ServedSignature.to_mlflow` needs it, for the saves MLflow
+# Deferred imports (mlflow): only `ServedSignature.to_mlflow` needs it, for the saves MLflow
 # writes itself; the scikit-learn stack's training process never imports MLflow.
 
 __all__ = ["ServedSignature", "colspec_type", "served_signature"]
