@@ -195,13 +195,14 @@ from pathlib import Path
 from sklearn.linear_model import LogisticRegression
 from buildenv.core.project import Project
 from buildenv.env.resolve import Multiverse
-from buildenv.training.beside import preload, preloaded
+from buildenv.training.beside import Judge, preload, preloaded
 from buildenv.training.families import adopt
 from buildenv.training.served_artifact import load_served, save_served
 from buildenv.training.signature import served_signature
 env = Multiverse(Project.discover(Path({str(repo)!r}))).resolve("sk").env
 preload(env)
 preloaded()
+assert Judge(None, env).alongside(lambda: "fitted") == ("fitted", None)
 rows = pd.DataFrame({{"x1": [0.0, 1.0, 2.0, 3.0], "n1": [1, 2, 3, 4]}})
 model = LogisticRegression().fit(rows, [False, False, True, True])
 family = adopt(model, env)
