@@ -342,12 +342,13 @@ def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: 
     fit has left the cores free: evaluation runs beside the conversion and the save
     (`Beside`; for a PyTorch model, whose export traces with process-wide state, only beside
     the save); once the model is loaded back, permutation importance starts as soon as the
-    evaluation rows are read and parity as soon as the evaluation is done (`_Judged`). What
+    evaluation rows are read and parity as soon as the evaluation is done (`Judged`). What
     each side finds is merged in the serial order, so the result is the same as one step
     after the other."""
     from buildenv.env.spec import OnnxServing
     from buildenv.training import importance as importance_of
     from buildenv.training.families import FamilyError
+    from buildenv.training.judging import Judged
     from buildenv.training.served_artifact import convert, load_served, save_served
     from buildenv.training.shipping import stage_code
 
@@ -407,8 +408,8 @@ def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: 
             served = load_served(out, saved, env, int(request.get("threads") or 1))
         except FamilyError as exc:
             loading = exc
-    judged = _Judged(served, evaluation, family, env, request, saved.descriptor or {}) \
-        if served is not None else None
+    judged = Judged(served, evaluation, family, env, int(request["seed"]),
+                    saved.descriptor or {}) if served is not None else None
     rows, trained = evaluation.settle(result, timings)
     result["libraries"].update(saved.libraries)
     for p in saved.problems:
@@ -429,62 +430,11 @@ def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: 
                 "declares no label to evaluate)", severity="warning"))
 
 
-class _Judged:
-    """The served model judged as soon as it is loaded back: permutation importance on this
-    thread once the evaluation rows are read (while the evaluation still scores the trained
-    model and its slices), parity in a thread once the evaluation has the trained model's
-    outputs. `merge` puts both in the result (parity's diagnostics where the serial order
-    has them); when the evaluation fails, both are dropped with it."""
-
-    def __init__(self, served: Any, evaluation: _Evaluation, family: Any, env: Any,
-                 request: dict, descriptor: dict) -> None:
-        from buildenv.training import importance as importance_of
-
-        self._part: dict = {"diagnostics": []}
-        self._served, self._env = served, env
-        self._rows: Any = None
-        file_format = str(descriptor.get("format"))
-
-        def parity() -> float | None:
-            found = evaluation.finished()
-            if found is None:
-                return None
-            rows, trained = found
-            started = time.perf_counter()
-            _parity(served, trained, rows, env, file_format, self._part)
-            return time.perf_counter() - started
-
-        self._parity = Beside(parity, "parity")
-        self.importance, self.seconds = None, 0.0
-        rows = self._rows = evaluation.rows_read()
-        if rows is not None:
-            mark = time.perf_counter()
-            self.importance = importance_of.permutation(
-                served, rows.frame, rows.labels, int(request["seed"]), family.inputs or [],
-                family.is_classifier)
-            self.seconds = time.perf_counter() - mark
-
-    def merge(self, result: dict, timings: dict) -> None:
-        """Once the evaluation is settled (it succeeded); then the single-row latency, alone,
-        when the environment limits it."""
-        seconds = self._parity.result()
-        assert seconds is not None and self.importance is not None
-        timings["importance"] = self.seconds
-        timings["parity"] = seconds
-        result["diagnostics"].extend(self._part.pop("diagnostics"))
-        result.update(self._part)
-        result["importance"] = self.importance
-        limits = self._env.serving.limits if self._env.serving is not None else None
-        if limits is not None and limits.max_latency_ms is not None:
-            from buildenv.training.latency import single_row_latency
-
-            result["latency"] = single_row_latency(self._served, self._rows.frame)
-
-
 def _import_evaluation() -> None:
     """Import what evaluation and parity use before they run in threads."""
     import buildenv.data.evaluation
     import buildenv.data.gate.gate
+    import buildenv.training.importance
     import buildenv.training.parity
     import buildenv.training.scoring
     import buildenv.training.slice_run  # noqa: F401
@@ -580,41 +530,6 @@ def _converter_versions(family: Any) -> dict[str, str]:
     if family.kind == "sklearn" and any(m in sys.modules for m in ("xgboost", "lightgbm")):
         names.append("onnxmltools")
     return library_versions(names)
-
-
-def _parity(served: Any, outputs: Any, rows: Any, env: Any, file_format: str, result: dict
-            ) -> None:
-    """The served model on the labelled evaluation rows against the trained model's outputs
-    on them (computed once, for the metrics too); `file_format`: the saved file's."""
-    from buildenv.training.parity import Predictions, compare
-    from buildenv.training.scoring import labelled
-
-    frame = rows.frame[labelled(rows.labels)]
-    if outputs.kind == "classification":
-        trained = Predictions(outputs.predicted, outputs.proba)
-    else:
-        trained = Predictions(None, None, outputs.predicted)
-    if served.is_classifier:
-        if hasattr(served, "predict_both"):
-            labels, proba = served.predict_both(frame)
-        else:
-            labels = served.predict(frame)
-            proba = served.predict_proba(frame) if trained.proba is not None else None
-        got = Predictions(labels, proba if trained.proba is not None else None)
-    else:
-        got = Predictions(None, None, served.predict(frame))
-    what = "onnxruntime" if env.serving is not None and env.serving.stack == "onnx" else \
-        f"the model loaded from its {file_format} file"
-    parity = env.serving.parity
-    report, reason = compare(trained, got, parity.atol, parity.rtol, what)
-    result["parity"] = report
-    if reason:
-        result["diagnostics"].append(_diag(
-            "BE407", reason, hints=[
-                "near-ties are explained and allowed; other differences come from steps whose "
-                "converted form computes differently (float32 casts of inputs near a tree "
-                "threshold, string handling of missing values)",
-                "widen serving.parity only if production accepts the difference"]))
 
 
 def _evaluate(project: Any, env: Any, pins: dict, family: Any, ctx: Any, manifests: dict,
