@@ -89,3 +89,27 @@ def test_the_early_training_gives_the_same_artifact(repo, tmp_path, monkeypatch)
         if name != "buildenv.json":  # records the timings and where it was written
             assert (tmp_path / "early" / name).read_bytes() == \
                 (tmp_path / "late" / name).read_bytes(), name
+
+
+def test_stop_kills_a_running_training_but_never_one_that_ended(monkeypatch):
+    """A process id reaped may belong to another process: once the training ended, `stop`
+    kills nothing; while it runs, `stop` kills its group and waits for it to end."""
+    import threading
+
+    killed: list = []
+    monkeypatch.setattr(launch, "_kill_group_of", killed.append)
+    ended = launch.EarlyTraining(lambda on_start: (on_start("first"), {"ok": True})[1])
+    assert ended.result() == {"ok": True}
+    ended.stop()
+    assert killed == []
+    release = threading.Event()
+
+    def running(on_start):
+        on_start("second")
+        release.wait(30)
+        return {"ok": False}
+
+    monkeypatch.setattr(launch, "_kill_group_of", lambda proc: (killed.append(proc),
+                                                                release.set()))
+    launch.EarlyTraining(running).stop()
+    assert killed == ["second"]

@@ -193,7 +193,7 @@ class EarlyTraining:
     def __init__(self, start: Callable[[Callable[[subprocess.Popen], None]], dict]) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
-        self._stopped = False
+        self._stopped = self._finished = False
         self._value: dict = {}
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(start,), daemon=True,
@@ -205,6 +205,9 @@ class EarlyTraining:
             self._value = start(self._started)
         except BaseException as exc:  # taken back by result(), on the build's thread
             self._error = exc
+        finally:
+            with self._lock:
+                self._finished = True  # reaped: its process id may be another's now
 
     def _started(self, proc: subprocess.Popen) -> None:
         with self._lock:
@@ -223,8 +226,10 @@ class EarlyTraining:
         return self._value
 
     def stop(self) -> None:
+        """Kill it unless it has ended (then nothing is left to kill); wait for its thread."""
         with self._lock:
-            self._stopped, proc = True, self._proc
+            self._stopped = True
+            proc = None if self._finished else self._proc
         if proc is not None:
             _kill_group_of(proc)
         self._thread.join()
