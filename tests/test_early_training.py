@@ -113,3 +113,26 @@ def test_stop_kills_a_running_training_but_never_one_that_ended(monkeypatch):
                                                                 release.set()))
     launch.EarlyTraining(running).stop()
     assert killed == ["second"]
+
+
+def test_the_build_goes_on_only_once_the_process_is_started():
+    """The fork happens while the build's thread waits, not while it imports validation's
+    libraries (a child forked during a dlopen hangs in its preexec_fn)."""
+    import threading
+    import time
+
+    calls: list = []
+    release = threading.Event()
+
+    def start(on_start):
+        time.sleep(0.3)
+        on_start("proc")
+        calls.append("started")
+        release.wait(30)
+        return {"ok": True}
+
+    early = launch.EarlyTraining(start)
+    assert calls == [] or calls == ["started"]
+    assert early._proc == "proc"
+    release.set()
+    assert early.result() == {"ok": True}

@@ -196,9 +196,13 @@ class EarlyTraining:
         self._stopped = self._finished = False
         self._value: dict = {}
         self._error: BaseException | None = None
+        self._launched = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(start,), daemon=True,
                                         name="buildenv-early-training")
         self._thread.start()
+        # The caller waits until the process is started: a fork while this thread imports
+        # (dlopen holds the loader's lock) leaves a child whose preexec_fn never returns.
+        self._launched.wait()
 
     def _run(self, start: Callable[[Callable[[subprocess.Popen], None]], dict]) -> None:
         try:
@@ -208,10 +212,12 @@ class EarlyTraining:
         finally:
             with self._lock:
                 self._finished = True  # reaped: its process id may be another's now
+            self._launched.set()
 
     def _started(self, proc: subprocess.Popen) -> None:
         with self._lock:
             self._proc, stopped = proc, self._stopped
+        self._launched.set()
         if stopped:
             _kill_group_of(proc)
 
