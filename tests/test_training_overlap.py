@@ -37,7 +37,7 @@ def test_evaluation_runs_beside_the_caller(monkeypatch):
     the caller's thread, it would wait for an event only the caller sets afterwards."""
     saved = threading.Event()
 
-    def evaluate(project, env, pins, family, ctx, manifests, part, request):
+    def evaluate(project, env, pins, family, ctx, manifests, part, request, read=None):
         part["evaluation"] = {"waited": saved.wait(timeout=10)}
         return "rows", "outputs"
 
@@ -53,7 +53,7 @@ def test_evaluation_runs_beside_the_caller(monkeypatch):
 
 
 def test_evaluation_findings_keep_their_place_and_its_failure_stops_the_build(monkeypatch):
-    def evaluate(project, env, pins, family, ctx, manifests, part, request):
+    def evaluate(project, env, pins, family, ctx, manifests, part, request, read=None):
         part["diagnostics"].append({"code": "BE411"})
         part["ok"] = False
         raise runner._Failed(part)
@@ -70,7 +70,7 @@ def test_evaluation_findings_keep_their_place_and_its_failure_stops_the_build(mo
 def test_a_refused_label_read_replaces_the_result(monkeypatch):
     refused = {"ok": False, "diagnostics": [{"code": "BE201"}]}
 
-    def evaluate(project, env, pins, family, ctx, manifests, part, request):
+    def evaluate(project, env, pins, family, ctx, manifests, part, request, read=None):
         raise runner._Failed(refused)
 
     evaluation = _evaluation(monkeypatch, evaluate)
@@ -80,7 +80,7 @@ def test_a_refused_label_read_replaces_the_result(monkeypatch):
 
 
 def test_a_dropped_evaluation_leaves_the_result_alone(monkeypatch):
-    def evaluate(project, env, pins, family, ctx, manifests, part, request):
+    def evaluate(project, env, pins, family, ctx, manifests, part, request, read=None):
         part["evaluation"] = {"rows": 1}
         raise runner._Failed(part)
 

@@ -13,10 +13,11 @@ Each build is a progress task whose phases (`PHASES`) are timed: `BuildOutcome.t
 
 from __future__ import annotations
 
-import os
 import shutil
+import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +48,7 @@ from buildenv.compile.cache import (
 from buildenv.compile.card import card_facts, write_card
 from buildenv.compile.check import check_training
 from buildenv.compile.integrity import sign_artifact
-from buildenv.compile.launch import package_parent, run_training
+from buildenv.compile.launch import EarlyTraining, package_parent, run_training
 from buildenv.compile.locking import checked_lock
 from buildenv.compile.outputs import check_out_dir, pair_mutex, scratch
 from buildenv.compile.registry import ensure_registered
@@ -66,13 +67,14 @@ from buildenv.core.atomic import atomic_dir
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
+from buildenv.core.tempdirs import owned_temp_dir
 from buildenv.data.executor import RayExecutor
-from buildenv.data.validate.validate import validate_env
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.labels.checks import check_labels
 from buildenv.toolchain.toolchain import (
     Interpreter,
     Toolchain,
+    environment_ready,
     runner_interpreter,
     training_toolchain,
 )
@@ -164,8 +166,8 @@ def phase_timings(own: dict[str, float], runner: dict[str, float]) -> dict[str, 
     """Seconds per phase, in `PHASES` order. `own` are the phases this process timed;
     `runner` those the training process reports. Its precheck, importance, onnx, parity and
     save come out of the `train` span, which keeps the process start and imports along with
-    `train()`. Parity runs beside importance (both start together): their common span, the
-    longer of the two, is taken out once."""
+    `train()`. Parity and importance overlap (importance from the evaluation rows on, parity
+    once the evaluation is done): the longer of the two is taken out once."""
     merged = dict(own)
     span = merged.get("train")
     if span is not None:
@@ -228,7 +230,56 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
     parts_with_files = {**parts, "_files": files}
     outcome.reason = explain_rebuild(previous, parts_with_files)
     check_available(policy)  # a required sandbox this machine lacks: before any work
+    early = _early(project, config, res, options, digests, label_pins, lock, parts, policy,
+                   toolchain)
+    try:
+        _validated_build(project, multiverse, training, env_name, options, all_resolved,
+                         outcome, res, config, lock, parts, files, key, hexkey, entry, policy,
+                         toolchain, problems, out, early)
+    finally:
+        if early is not None:  # validation failed or was interrupted: nothing of it is kept
+            early[0].stop()
+            shutil.rmtree(early[1], ignore_errors=True)
 
+
+def _early(project: Project, config: TrainingConfig, res: Resolved, options: BuildOptions,
+           digests: dict[str, str], label_pins: dict, lock, parts: dict,
+           policy: SandboxPolicy, toolchain: Toolchain) -> tuple[EarlyTraining, Path] | None:
+    """The training process started before validation, so its start and imports overlap it:
+    only here (not on Ray), when its toolchain's environment exists (nothing to create, no
+    BE352/BE353 before validation's findings) and when the environment declares no
+    restricted data (nothing is released from data validation may yet refuse). Its model
+    goes to a scratch dir of this process."""
+    if options.ray is not None or res.env.privacy.restricted or \
+            not environment_ready(project, toolchain):
+        return None
+    interpreter = runner_interpreter(project, toolchain, package_parent())
+    holder = owned_temp_dir(scratch(project), "train")
+    model_dir = holder / "model"
+    rows = {name: d.rows for name, d in lock.datasets.items()}
+    manifests = lock.manifests()
+    timeout = options.timeout or config.timeout
+
+    def start(on_start: Callable[[subprocess.Popen], None]) -> dict:
+        return run_training(project, config, res, model_dir, timeout, digests, label_pins,
+                            manifests, _model_key(parts), rows, policy, interpreter, on_start)
+
+    return EarlyTraining(start), holder
+
+
+def _validated_build(project: Project, multiverse: Multiverse, training: str, env_name: str,
+                     options: BuildOptions, all_resolved: dict[str, Resolved] | None,
+                     outcome: BuildOutcome, res: Resolved, config: TrainingConfig, lock,
+                     parts: dict, files: dict, key: str, hexkey: str, entry: Path,
+                     policy: SandboxPolicy, toolchain: Toolchain, problems: list[Diagnostic],
+                     out: Path, early: tuple[EarlyTraining, Path] | None) -> None:
+    """Validate, then train (or take the result of the training started early), verify and
+    emit."""
+    # validation reads data (pyarrow): imported here, while a training started early starts
+    from buildenv.data.validate.validate import validate_env
+
+    digests = {name: d.digest for name, d in lock.datasets.items()}
+    label_pins = lock.label_pins()
     progress.phase("validate")
     problems += validate_env(res, project, digests, manifests=lock.manifests())
     if res.env.labels and not any(p.is_error for p in problems):
@@ -242,17 +293,20 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
         return
     progress.phase("toolchain")
     # BE352/BE353; on Ray, the worker finds or makes the same locked environment where it runs
-    interpreter = None if options.ray is not None else runner_interpreter(
+    interpreter = None if options.ray is not None or early is not None else runner_interpreter(
         project, toolchain, package_parent())
     if options.register:
         _warm_registry()
     with atomic_dir(out, scratch(project)) as tmp:
-        model_dir = tmp / "model"
         progress.phase("train")
-        result = _train(project, config, res, model_dir, options, digests, label_pins,
-                        lock.manifests(), _model_key(parts), policy,
-                        {name: d.rows for name, d in lock.datasets.items()}, toolchain,
-                        interpreter)
+        if early is not None:
+            model_dir, result = early[1] / "model", early[0].result()
+        else:
+            model_dir = tmp / "model"
+            result = _train(project, config, res, model_dir, options, digests, label_pins,
+                            lock.manifests(), _model_key(parts), policy,
+                            {name: d.rows for name, d in lock.datasets.items()}, toolchain,
+                            interpreter)
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
             found = [located(res, d) for d in result.get("diagnostics", [])]
@@ -271,8 +325,8 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
             raise _Abort()
         problems = outcome.diagnostics
         progress.phase("save")
-        for item in model_dir.iterdir():
-            os.replace(item, tmp / item.name)
+        for item in model_dir.iterdir():  # the scratch dir may be on another filesystem
+            shutil.move(item, tmp / item.name)
         model_dir.rmdir()
         finalize_mlmodel(tmp, _model_key(parts))
         lineage = _lineage(training, env_name, config, res, lock, result, parts, files, key,

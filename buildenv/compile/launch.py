@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from buildenv.compile.sandbox import Sandbox
@@ -30,8 +31,8 @@ from buildenv.env.resolve import Resolved
 from buildenv.toolchain.bytecode import fill_cache
 from buildenv.toolchain.toolchain import Interpreter
 
-__all__ = ["child_env", "interrupt_trainings", "kill_group", "own_interpreter", "package_parent",
-           "resume_trainings", "run_training", "wait_policy"]
+__all__ = ["EarlyTraining", "child_env", "interrupt_trainings", "kill_group", "own_interpreter",
+           "package_parent", "resume_trainings", "run_training", "wait_policy"]
 
 
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "USER",
@@ -183,12 +184,69 @@ def resume_trainings() -> None:
     _RUNNING.resume()
 
 
+class EarlyTraining:
+    """A training started (`run_training` in a thread, given `on_start`) while its build still
+    validates: the process's start and imports overlap validation. `result()` once validation
+    passed; `stop()` when it failed or was interrupted: the process group is killed and
+    reaped, and whatever it did is dropped (its model directory is the build's to remove)."""
+
+    def __init__(self, start: Callable[[Callable[[subprocess.Popen], None]], dict]) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._stopped = self._finished = False
+        self._value: dict = {}
+        self._error: BaseException | None = None
+        self._launched = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(start,), daemon=True,
+                                        name="buildenv-early-training")
+        self._thread.start()
+        # The caller waits until the process is started: a fork while this thread imports
+        # (dlopen holds the loader's lock) leaves a child whose preexec_fn never returns.
+        self._launched.wait()
+
+    def _run(self, start: Callable[[Callable[[subprocess.Popen], None]], dict]) -> None:
+        try:
+            self._value = start(self._started)
+        except BaseException as exc:  # taken back by result(), on the build's thread
+            self._error = exc
+        finally:
+            with self._lock:
+                self._finished = True  # reaped: its process id may be another's now
+            self._launched.set()
+
+    def _started(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._proc, stopped = proc, self._stopped
+        self._launched.set()
+        if stopped:
+            _kill_group_of(proc)
+
+    def result(self) -> dict:
+        try:
+            self._thread.join()
+        except BaseException:  # Ctrl-C while waiting: the training goes too
+            self.stop()
+            raise
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def stop(self) -> None:
+        """Kill it unless it has ended (then nothing is left to kill); wait for its thread."""
+        with self._lock:
+            self._stopped = True
+            proc = None if self._finished else self._proc
+        if proc is not None:
+            _kill_group_of(proc)
+        self._thread.join()
+
+
 def run_training(project: Project, config: TrainingConfig, res: Resolved, out_dir: Path,
                  timeout: float, pins: dict[str, str],
                  label_pins: dict[str, dict] | None = None, manifests: dict | None = None,
                  release_key: str | None = None, rows: dict[str, int] | None = None,
-                 policy: SandboxPolicy | None = None, interpreter: Interpreter | None = None
-                 ) -> dict:
+                 policy: SandboxPolicy | None = None, interpreter: Interpreter | None = None,
+                 on_start: Callable[[subprocess.Popen], None] | None = None) -> dict:
     """Run the training; its result (a dict) or failure diagnostics. `pins` (datasets) and
     `label_pins` (label sets) are the lock's digests: every read of the training and of its
     evaluation is verified against them (and `manifests`, the file lists of partitioned
@@ -196,7 +254,8 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
     model spends once) names what a private release of its figures is remembered under.
     `rows`: the lock's row counts (the pre-check skips small datasets). `policy`: the pair's
     sandbox policy (default: from its configuration). `interpreter`: the training's toolchain
-    (default: buildenv's own)."""
+    (default: buildenv's own). `on_start(proc)`: told the process once it runs (a build that
+    started it before validation ends kills it if validation fails: `stop_training`)."""
     work = Path(tempfile.mkdtemp(prefix="buildenv-train-"))
     box = None
     try:
@@ -232,6 +291,8 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
                 raise
             _RUNNING.started(proc)
             box.started()
+            if on_start is not None:
+                on_start(proc)
             try:
                 proc.wait(timeout=timeout)
                 if _RUNNING.interrupted:  # killed by interrupt_trainings: not a result

@@ -33,7 +33,8 @@ from buildenv.toolchain.store import Store
 from buildenv.toolchain.uv import UvFailure, UvSettings, run_uv, uv_version
 
 __all__ = ["Interpreter", "Toolchain", "base_python", "ensure_environment", "environment_path",
-           "installed_packages", "resolve_lock", "runner_interpreter", "training_toolchain"]
+           "environment_ready", "installed_packages", "resolve_lock", "runner_interpreter",
+           "training_toolchain"]
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,12 @@ def environment_path(project: Project, toolchain: Toolchain) -> Path | None:
     if toolchain.lock is None:
         return None
     return Store(project.toolchains_dir).env_path(_env_key(toolchain))
+
+
+def environment_ready(project: Project, toolchain: Toolchain) -> bool:
+    """Whether `runner_interpreter` finds its interpreter without creating an environment."""
+    return toolchain.lock is None or \
+        Store(project.toolchains_dir).ready(_env_key(toolchain)) is not None
 
 
 def ensure_environment(project: Project, toolchain: Toolchain) -> tuple[Path, bool]:

@@ -24,6 +24,7 @@ import os
 import random
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -320,11 +321,14 @@ def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: 
     """Evaluate, convert, save, and judge the served model against the trained one. The
     fit has left the cores free: evaluation runs beside the conversion and the save
     (`Beside`; for a PyTorch model, whose export traces with process-wide state, only beside
-    the save), and parity beside permutation importance. What each side finds is merged in
-    the serial order, so the result is the same as one step after the other."""
+    the save); once the model is loaded back, permutation importance starts as soon as the
+    evaluation rows are read and parity as soon as the evaluation is done (`Judged`). What
+    each side finds is merged in the serial order, so the result is the same as one step
+    after the other."""
     from buildenv.env.spec import OnnxServing
     from buildenv.training import importance as importance_of
     from buildenv.training.families import FamilyError
+    from buildenv.training.judging import Judged
     from buildenv.training.served_artifact import convert, load_served, save_served
     from buildenv.training.shipping import stage_code
 
@@ -384,6 +388,8 @@ def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: 
             served = load_served(out, saved, env, int(request.get("threads") or 1))
         except FamilyError as exc:
             loading = exc
+    judged = Judged(served, evaluation, family, env, int(request["seed"]),
+                    saved.descriptor or {}) if served is not None else None
     rows, trained = evaluation.settle(result, timings)
     result["libraries"].update(saved.libraries)
     for p in saved.problems:
@@ -394,8 +400,8 @@ def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: 
     result["format"] = saved.descriptor["format"]
     if loading is not None:
         raise failed(loading) from None
-    if rows is not None and trained is not None:
-        _judge_served(served, trained, rows, family, env, request, result, timings)
+    if rows is not None and trained is not None and judged is not None:
+        judged.merge(result, timings)
     else:
         result["importance"] = importance_of.model_importance(family.model, family.inputs)
         if isinstance(serving, OnnxServing):
@@ -404,35 +410,11 @@ def _emit(family: Any, env: Any, ctx: Any, project: Any, pins: dict, manifests: 
                 "declares no label to evaluate)", severity="warning"))
 
 
-def _judge_served(served: Any, trained: Any, rows: Any, family: Any, env: Any, request: dict,
-                  result: dict, timings: dict) -> None:
-    """Parity (in a thread) beside permutation importance, both on the served model; then the
-    single-row latency, alone, when the environment limits it."""
-    from buildenv.training import importance as importance_of
-
-    def parity() -> float:
-        started = time.perf_counter()
-        _parity(served, trained, rows, env, result)
-        return time.perf_counter() - started
-
-    checked = Beside(parity, "parity")
-    mark = time.perf_counter()
-    importance = importance_of.permutation(served, rows.frame, rows.labels, int(request["seed"]),
-                                           family.inputs or [], family.is_classifier)
-    timings["importance"] = time.perf_counter() - mark
-    timings["parity"] = checked.result()
-    result["importance"] = importance
-    limits = env.serving.limits if env.serving is not None else None
-    if limits is not None and limits.max_latency_ms is not None:
-        from buildenv.training.latency import single_row_latency
-
-        result["latency"] = single_row_latency(served, rows.frame)
-
-
 def _import_evaluation() -> None:
     """Import what evaluation and parity use before they run in threads."""
     import buildenv.data.evaluation
     import buildenv.data.gate.gate
+    import buildenv.training.importance
     import buildenv.training.parity
     import buildenv.training.scoring
     import buildenv.training.slice_run  # noqa: F401
@@ -447,19 +429,45 @@ class _Evaluation:
                  manifests: dict, request: dict) -> None:
         self._part: dict = {"ok": True, "diagnostics": []}
         self._settled: tuple[Any, Any] | None = None
+        self._rows: Any = None  # the evaluation rows, once read
+        self._found: tuple[Any, Any] | None = None  # (rows, outputs), once it succeeded
+        self._read, self._done = threading.Event(), threading.Event()
         if env.label is None:
             self._settled = (None, None)
+            self._read.set()
+            self._done.set()
             return
         preloaded()  # one thread imports at a time: MLflow's import first, then evaluation's
         _import_evaluation()
 
+        def read(rows: Any) -> None:
+            self._rows = rows
+            self._read.set()
+
         def work() -> tuple[Any, Any, float]:
             mark = time.perf_counter()
-            rows, trained = _evaluate(project, env, pins, family, ctx, manifests,
-                                      self._part, request)
+            try:
+                rows, trained = _evaluate(project, env, pins, family, ctx, manifests,
+                                          self._part, request, read)
+                self._found = (rows, trained)
+            finally:
+                self._read.set()
+                self._done.set()
             return rows, trained, time.perf_counter() - mark
 
         self._beside = Beside(work, "evaluate")
+
+    def rows_read(self) -> Any:
+        """The evaluation rows once read (None when the evaluation ended without them); they
+        are only read, never changed, by anyone."""
+        self._read.wait()
+        return self._rows
+
+    def finished(self) -> tuple[Any, Any] | None:
+        """Waits for the evaluation (on any thread): (rows, outputs), or None if it failed.
+        Its findings and failure are still `settle`'s to merge and raise."""
+        self._done.wait()
+        return self._found
 
     def settle(self, result: dict, timings: dict) -> tuple[Any, Any]:
         if self._settled is not None:
@@ -504,45 +512,12 @@ def _converter_versions(family: Any) -> dict[str, str]:
     return library_versions(names)
 
 
-def _parity(served: Any, outputs: Any, rows: Any, env: Any, result: dict) -> None:
-    """The served model on the labelled evaluation rows against the trained model's outputs
-    on them (computed once, for the metrics too)."""
-    from buildenv.training.parity import Predictions, compare
-    from buildenv.training.scoring import labelled
-
-    frame = rows.frame[labelled(rows.labels)]
-    if outputs.kind == "classification":
-        trained = Predictions(outputs.predicted, outputs.proba)
-    else:
-        trained = Predictions(None, None, outputs.predicted)
-    if served.is_classifier:
-        if hasattr(served, "predict_both"):
-            labels, proba = served.predict_both(frame)
-        else:
-            labels = served.predict(frame)
-            proba = served.predict_proba(frame) if trained.proba is not None else None
-        got = Predictions(labels, proba if trained.proba is not None else None)
-    else:
-        got = Predictions(None, None, served.predict(frame))
-    what = "onnxruntime" if env.serving is not None and env.serving.stack == "onnx" else \
-        f"the model loaded from its {result.get('format')} file"
-    parity = env.serving.parity
-    report, reason = compare(trained, got, parity.atol, parity.rtol, what)
-    result["parity"] = report
-    if reason:
-        result["diagnostics"].append(_diag(
-            "BE407", reason, hints=[
-                "near-ties are explained and allowed; other differences come from steps whose "
-                "converted form computes differently (float32 casts of inputs near a tree "
-                "threshold, string handling of missing values)",
-                "widen serving.parity only if production accepts the difference"]))
-
-
 def _evaluate(project: Any, env: Any, pins: dict, family: Any, ctx: Any, manifests: dict,
-              result: dict, request: dict) -> tuple[Any, Any]:
+              result: dict, request: dict, read: Any = None) -> tuple[Any, Any]:
     """Score the trained model on the environment's evaluation rows, read through the gate:
     overall, and on every slice with bootstrap intervals (`training.slice_run`); (rows, the
-    model's outputs on the labelled rows) for parity."""
+    model's outputs on the labelled rows) for parity. `read(rows)` is told the rows as soon
+    as they are read."""
     from buildenv.data.evaluation import evaluation_rows
     from buildenv.data.gate.errors import GateError
     from buildenv.data.gate.gate import Gate
@@ -564,6 +539,8 @@ def _evaluate(project: Any, env: Any, pins: dict, family: Any, ctx: Any, manifes
         result["ok"] = False
         result["diagnostics"].append(exc.diagnostic.to_json())
         raise _Failed(result) from None
+    if read is not None:
+        read(rows)
     restricted = any(env.restricted(d) for d in rows.digests)
     summary = {**rows.method, "rows": rows.rows, "metrics": {}}
     result["evaluation"] = summary
