@@ -40,9 +40,10 @@ from buildenv.training.beside import Beside, Judge, preload, preloaded
 from buildenv.training.confinement import Guard
 from buildenv.training.user_frames import exception_frame as _user_frame
 
-# Deferred imports (buildenv, numpy, mlflow, sklearn): the training process starts importing
-# mlflow in a thread when the full fit starts (`beside.preload`), and an import that fails inside `run` becomes a BE305
-# result instead of a process that dies before writing one. The model families' libraries are
+# Deferred imports (buildenv, numpy, mlflow, sklearn): what the saving needs is imported in a
+# thread when the full fit starts (`beside.preload`; MLflow only when MLflow itself must write
+# the model's files), and an import that fails inside `run` becomes a BE305 result instead of a
+# process that dies before writing one. The model families' libraries are
 # imported only for a model of that family.
 
 __all__ = ["main"]
