@@ -9,6 +9,7 @@ dataset is restricted. Decoding errors of a restricted dataset locate the failin
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -31,7 +32,9 @@ from buildenv.data.gate.reader import Reader, digest_algorithm
 from buildenv.data.gate.scope import ReadScope
 from buildenv.data.storage import locate
 from buildenv.data.tables import TableError
-from buildenv.env.spec import Column, Dataset
+
+if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
+    from buildenv.env.spec import Column, Dataset
 
 __all__ = ["DatasetRead"]
 
