@@ -236,6 +236,10 @@ class DatasetRead(Reader):
             return None, None
         column = csv_column_of(exc, self._header or [])
         candidates = [column] if column else [c for c in columns if c in self.declared]
+        # deferred: only a CSV value that does not convert gets here, and env.spec brings
+        # pydantic, which the transforms' runner does not import otherwise
+        from buildenv.env.spec import Column
+
         text = {c: Column(dtype="string") for c in candidates}
         for name in candidates:
             target = self.declared[name].dtype
