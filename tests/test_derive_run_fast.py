@@ -31,7 +31,7 @@ def test_an_output_written_through_a_file_handle_has_the_bytes_a_path_write_give
 def test_a_remembered_partition_value_equals_a_fresh_conversion(text, dtype):
     column = Column.model_validate({"dtype": dtype})
     first = partitioned_read.partition_scalar(text, column)
-    partitioned_read._typed_value.cache_clear()
+    partitioned_read.typed_partition_value.cache_clear()
     fresh = partitioned_read.partition_scalar(text, column)
     assert first.equals(fresh) and first.type == fresh.type
     assert partitioned_read.partition_scalar(text, column) is fresh  # remembered

@@ -11,8 +11,10 @@ from __future__ import annotations
 import ast
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from buildenv.core.project import Project
+if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
+    from buildenv.core.project import Project
 
 __all__ = ["code_files", "decorated_functions", "decorates", "function_digests", "module_closure",
            "repo_imports"]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -35,7 +35,9 @@ import pyarrow.compute as pc
 from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.gate import Gate
 from buildenv.data.keys import key_text
-from buildenv.env.spec import NUMERIC_DTYPES, Environment
+
+if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
+    from buildenv.env.spec import Environment
 
 __all__ = ["KEY_HASH", "EvaluationRows", "evaluation_rows", "holdout_mask", "join_plan",
            "key_columns", "key_hash", "labeled_rows", "rows_dataset"]
@@ -270,6 +272,9 @@ def join_plan(env: Environment) -> tuple[dict[str, list[str]], bool]:
 def _as_served(table: pa.Table, env: Environment, dataset: str, exclude: set[str]) -> Any:
     """A pandas frame of the columns as the serving app builds them from JSON requests."""
     import pandas as pd  # deferred: `history` and `rollback` import this module (the gates do)
+
+    # deferred: the transforms' runner imports this module, and env.spec brings pydantic
+    from buildenv.env.spec import NUMERIC_DTYPES
 
     columns = env.datasets[dataset].columns
     data = {}

@@ -19,6 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -27,9 +28,11 @@ import pyarrow.parquet as pq
 
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.canonical import digest_json
-from buildenv.core.project import Project
 from buildenv.core.tempdirs import scratch_dir
 from buildenv.data.lock.derived import Pinned
+
+if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
+    from buildenv.core.project import Project
 
 __all__ = ["ArrayStore", "FileVotes", "LabelMatrix", "assemble", "data_files", "key_key",
            "vote_key", "write_array"]

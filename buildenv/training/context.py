@@ -32,14 +32,13 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from buildenv.core.project import Project
 from buildenv.data.evaluation import holdout_mask, key_columns, labeled_rows
 from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.filters import Filters, parse_filters
@@ -47,7 +46,10 @@ from buildenv.data.gate.gate import Gate
 from buildenv.data.gate.partitioned_read import PartitionedRead
 from buildenv.data.gate.privacy import Redactor
 from buildenv.data.lock.manifest import Manifest
-from buildenv.env.spec import Environment
+
+if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
+    from buildenv.core.project import Project
+    from buildenv.env.spec import Environment
 
 __all__ = ["BuildContext", "ForbiddenRead"]
 

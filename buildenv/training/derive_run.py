@@ -19,23 +19,25 @@ import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from buildenv.core.project import Project
 from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.formats import arrow_type
-from buildenv.data.gate.partitioned_read import partition_scalar
+from buildenv.data.gate.partitioned_read import partition_scalar, typed_partition_value
 from buildenv.data.lock.derived import narrowed
 from buildenv.data.lock.manifest import FileEntry, Manifest
-from buildenv.env.spec import Column, Environment
 from buildenv.training.confinement import refused, swallowed
 from buildenv.training.context import BuildContext, ForbiddenRead
 from buildenv.training.runner import _diag, _load_entry, _user_frame
+
+if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
+    from buildenv.core.project import Project
+    from buildenv.env.spec import Environment
 
 __all__ = ["TransformContext", "run_transform_job", "scoped_pins"]
 
@@ -231,7 +233,7 @@ def _check_partition(column: pa.ChunkedArray, name: str, item: dict[str, Any], d
     if not len(column):
         return
     text = (item.get("values") or {}).get(name)
-    expected = partition_scalar(text, Column.model_validate({"dtype": dtype}))
+    expected = typed_partition_value(text, dtype)
     typed = _cast(column, name, dtype, what, where, restricted, module)
     same = (typed.null_count == len(typed)) if text is None else \
         bool(pc.all(pc.fill_null(pc.equal(typed, expected), False)).as_py())

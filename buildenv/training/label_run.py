@@ -18,23 +18,25 @@ import importlib.util
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from buildenv import LABELING_FUNCTION
-from buildenv.core.project import Project
 from buildenv.data.gate.errors import GateError
 from buildenv.data.keys import key_text
 from buildenv.data.lock.derived import narrowed
 from buildenv.data.lock.manifest import Manifest
-from buildenv.env.spec import Environment
 from buildenv.labels.matrix import write_array
 from buildenv.training.confinement import refused, swallowed
 from buildenv.training.context import BuildContext
 from buildenv.training.derive_run import scoped_pins
 from buildenv.training.runner import _diag, _user_frame
+
+if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
+    from buildenv.core.project import Project
+    from buildenv.env.spec import Environment
 
 __all__ = ["run_functions_job"]
 

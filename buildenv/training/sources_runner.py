@@ -79,6 +79,8 @@ def _prepare() -> None:
     # deferred on purpose: imported while the build still checks the code (see the module)
     import pandas  # noqa: F401 -- what transforms and labeling functions use
 
+    import buildenv.core.project
+    import buildenv.env.spec  # `run` validates the request's environment (pydantic) with them
     import buildenv.training.derive_run
     import buildenv.training.label_run  # noqa: F401
 

@@ -9,6 +9,7 @@ dataset is restricted. Decoding errors of a restricted dataset locate the failin
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -31,7 +32,9 @@ from buildenv.data.gate.reader import Reader, digest_algorithm
 from buildenv.data.gate.scope import ReadScope
 from buildenv.data.storage import locate
 from buildenv.data.tables import TableError
-from buildenv.env.spec import Column, Dataset
+
+if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
+    from buildenv.env.spec import Column, Dataset
 
 __all__ = ["DatasetRead"]
 
@@ -233,6 +236,10 @@ class DatasetRead(Reader):
             return None, None
         column = csv_column_of(exc, self._header or [])
         candidates = [column] if column else [c for c in columns if c in self.declared]
+        # deferred: only a CSV value that does not convert gets here, and env.spec brings
+        # pydantic, which the transforms' runner does not import otherwise
+        from buildenv.env.spec import Column
+
         text = {c: Column(dtype="string") for c in candidates}
         for name in candidates:
             target = self.declared[name].dtype

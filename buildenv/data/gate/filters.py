@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from buildenv.data.gate.formats import arrow_type
 from buildenv.env.conditions import parse_conditions
-from buildenv.env.spec import Column
+
+if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
+    from buildenv.env.spec import Column
 
 __all__ = ["Condition", "Filters", "parse_filters"]
 

@@ -28,13 +28,15 @@ import csv
 import io
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from buildenv.data.lock.csv_rows import RowCounter
-from buildenv.env.spec import Column
+
+if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
+    from buildenv.env.spec import Column
 
 # Deferred imports (pyarrow): pyarrow.parquet and pyarrow.csv take a quarter of a second to import;
 # `buildenv lock` reaches this module but hashes files without decoding them.

@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from buildenv.core.diagnostics import Diagnostic
-from buildenv.core.project import Project
 from buildenv.data.gate.dataset_read import DatasetRead
 from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.formats import BATCH_ROWS, arrow_type, parse_timestamps
@@ -32,21 +31,25 @@ from buildenv.data.lock.manifest import (
 )
 from buildenv.data.storage import locate
 from buildenv.data.tables import TableVersion
-from buildenv.env.spec import Column, Dataset, Environment
 
-__all__ = ["FileTask", "PartitionedRead", "partition_scalar"]
+if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
+    from buildenv.core.project import Project
+    from buildenv.env.spec import Column, Dataset, Environment
+
+__all__ = ["FileTask", "PartitionedRead", "partition_scalar", "typed_partition_value"]
 
 
 def partition_scalar(text: str | None, column: Column) -> pa.Scalar:
     """A partition value from a path, typed as its declared column; ValueError when it does
     not convert."""
-    return _typed_value(text, column.dtype)
+    return typed_partition_value(text, column.dtype)
 
 
 @lru_cache(maxsize=4096)
-def _typed_value(text: str | None, dtype: str) -> pa.Scalar:
-    """`partition_scalar`, remembered (Arrow scalars are immutable): a partitioned read converts
-    each file's values again for every file it opens, a transform for each file it makes."""
+def typed_partition_value(text: str | None, dtype: str) -> pa.Scalar:
+    """`partition_scalar` by the declared dtype alone, remembered (Arrow scalars are
+    immutable): a partitioned read converts each file's values again for every file it
+    opens, a transform for each file it makes."""
     kind = arrow_type(dtype)
     if text is None:
         return pa.scalar(None, kind)

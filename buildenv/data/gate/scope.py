@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from buildenv.core.diagnostics import Diagnostic
-from buildenv.core.project import Project
 from buildenv.data.gate import handover
 from buildenv.data.gate.pinned import Pinned
 from buildenv.data.lock.digests import StatCache
-from buildenv.env.spec import Environment
 
 if TYPE_CHECKING:  # an annotation only: the resolver (YAML, its rules) is not a reader's import
+    from buildenv.core.project import Project
     from buildenv.env.resolve import Resolved
+    from buildenv.env.spec import Environment
 
 __all__ = ["ReadScope"]
 

@@ -35,16 +35,15 @@ from buildenv.core.canonical import digest_json
 from buildenv.core.code import code_files
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.mutex import dir_mutex
-from buildenv.core.project import Project
 from buildenv.core.tempdirs import owned_temp_dir, scratch_dir, sweep
 from buildenv.data.lock.digests import ContentDigest, compute_digest
 from buildenv.data.lock.manifest import FileEntry, Manifest, describe_diff, partition_values
 from buildenv.data.storage import Location, locate
-from buildenv.env.evaluation_spec import Evaluation
-from buildenv.env.spec import Dataset, Environment
 
 if TYPE_CHECKING:  # an annotation only: the hermetic process imports this module, not YAML
+    from buildenv.core.project import Project
     from buildenv.env.resolve import Resolved
+    from buildenv.env.spec import Dataset, Environment
 
 __all__ = ["DerivedPlan", "DerivedStore", "OutputFile", "OutputMeta", "Pinned", "derived_staleness",
            "materialize", "narrowed", "plan_derived", "writer_version"]
@@ -182,7 +181,7 @@ def narrowed(env: Environment, inputs: list[str]) -> Environment:
     restricted = sorted(n for n in inputs if env.restricted(n))
     return env.model_copy(update={
         "datasets": {n: env.datasets[n] for n in inputs}, "labels": {}, "label": None,
-        "evaluation": Evaluation(),
+        "evaluation": type(env.evaluation)(),  # the default (its class: no pydantic import)
         "privacy": env.privacy.model_copy(update={"restricted": restricted})})
 
 

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from buildenv.core.project import Project
 from buildenv.data.lock.objects import LocalObjects
 from buildenv.data.storage import Location
 from buildenv.data.store.remote import RemoteObjects, StoreError, copy_verified
+
+if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
+    from buildenv.core.project import Project
 
 __all__ = ["ObjectStore", "StoreError"]
 

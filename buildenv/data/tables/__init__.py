@@ -14,9 +14,8 @@ the dataset's YAML line.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from buildenv.core.project import Project
 from buildenv.data.tables import delta, iceberg
 from buildenv.data.tables.version import (
     TableError,
@@ -25,7 +24,10 @@ from buildenv.data.tables.version import (
     iso_time,
     require_tables,
 )
-from buildenv.env.spec import Dataset
+
+if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
+    from buildenv.core.project import Project
+    from buildenv.env.spec import Dataset
 
 __all__ = ["TableError", "TableFile", "TableVersion", "iso_time", "require_tables", "resolve"]
 
