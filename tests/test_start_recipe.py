@@ -109,11 +109,15 @@ def test_the_next_lock_starts_from_the_recipe_and_gives_the_same_bytes(template,
     assert not _runners(early) and not _runners(late)
 
 
-def test_an_edited_recipe_is_killed_and_the_build_starts_its_own(locked, tmp_path):
+@pytest.mark.parametrize("edit", ["environment variable", "work directory"])
+def test_an_edited_recipe_is_killed_and_the_build_starts_its_own(locked, tmp_path, edit):
     _built_once(locked, 5300, tmp_path)
     path = start_recipe.recipe_path(locked)
     recipe = json.loads(path.read_text())
-    recipe["entries"][0]["env"]["LANG"] = "xx_XX.planted"
+    if edit == "environment variable":
+        recipe["entries"][0]["env"]["LANG"] = "xx_XX.planted"
+    else:  # its work directory elsewhere than the repository's scratch
+        recipe["entries"][0]["state_dir"] = str(tmp_path / "xx_XX.planted")
     path.write_text(json.dumps(recipe))
     proc, seen = _lock(locked, tmp_path)
     assert proc.returncode == 0, proc.stderr

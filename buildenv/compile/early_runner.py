@@ -33,6 +33,7 @@ from typing import Any
 from buildenv.compile import start_recipe
 from buildenv.compile.source_process import SourceProcess, _sandbox, _signature
 from buildenv.core.project import Project
+from buildenv.core.tempdirs import scratch_dir
 from buildenv.data.lock.derived import narrowed
 from buildenv.data.lock.lockfile import lock_path, stat_cache_path
 from buildenv.data.lock.manifest import Manifest
@@ -165,8 +166,9 @@ def _adopt_started(started: start_recipe.Started, project: Project, res: Resolve
     waits, has asked its broker nothing, and the sandbox the build computes in its work
     directory has the signature it was started with (then that sandbox takes over its broker
     socket, status pipe and private file)."""
-    if started.proc.poll() is not None or Path(started.entry["cwd"]) != project.root:
-        return None
+    if started.proc.poll() is not None or Path(started.entry["cwd"]) != project.root \
+            or started.work.parent != scratch_dir(project.data_state_dir):
+        return None  # ended, or not where `SourceProcess.start` would have started it
     box, argv, base_env = _sandbox(project, res, modules, reads, manifests, started.work)
     signature = _signature(box, argv, base_env)
     computed = {k: signature[k] for k in ("command", "env", "request", "mechanism", "fds")}
