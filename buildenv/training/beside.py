@@ -54,7 +54,8 @@ _PRELOAD: list[Any] = []  # the thread importing what saving needs
 
 
 def preload(env: Any) -> None:
-    """Import MLflow while the user's full fit runs: it is needed only to save the model, and
+    """Import MLflow while the user's full fit runs (when saving will need it: not for a
+    skops scikit-learn model, `mlmodel_writer`): it is needed only to save the model, and
     its import is seconds of mostly-Python work that overlaps well with numeric code (started
     earlier, it competed for the interpreter with the training module's own imports and the
     pre-check, which are Python too, and lengthened them by as much). `preloaded` waits for it
@@ -62,21 +63,40 @@ def preload(env: Any) -> None:
     at once can see it half-initialised. (skops is not preloaded:
     building its table of safe types imports every scikit-learn module, which the training
     imports too.)"""
-    thread = threading.Thread(target=_preload_all, name="buildenv-preload", daemon=True)
+    thread = threading.Thread(target=_preload_all, args=(env,), name="buildenv-preload",
+                              daemon=True)
     thread.start()
     _PRELOAD.append(thread)
 
 
-def _import_mlflow() -> None:
+def _saved_by_mlflow(env: Any) -> bool:
+    """Whether saving will import MLflow (`mlmodel_writer.mlflow_saves`): a skops
+    scikit-learn model's directory is written without it, and then neither MLflow nor its
+    requirements table is loaded here, where the fit would pay for them."""
     try:
-        import mlflow.sklearn  # noqa: F401
+        from buildenv.training.mlmodel_writer import mlflow_saves
+
+        return mlflow_saves(env)
+    except Exception:
+        return True
+
+
+def _import_mlflow(env: Any) -> None:
+    from buildenv.env.spec import OnnxServing
+
+    try:
+        if isinstance(env.serving, OnnxServing):
+            import mlflow.onnx
+        else:
+            import mlflow.sklearn  # noqa: F401
     except Exception:
         pass
 
 
-def _preload_all() -> None:
-    _import_mlflow()
-    _mlflow_requirements()
+def _preload_all(env: Any) -> None:
+    if _saved_by_mlflow(env):
+        _import_mlflow(env)
+        _mlflow_requirements()
     _read_distributions()
 
 
@@ -101,7 +121,7 @@ class Judge:
     the main one: the pre-check's conversion of the sample model when it was deferred (the
     converters' imports and work: seconds of plain Python), or waiting for the verdict of the
     pre-check's own process (`precheck_fork`), then the imports saving and loading the
-    served model need (`_warm`), and MLflow's. Only after the pre-check: the
+    served model need (`_warm`), and MLflow's when saving needs it. Only after the pre-check: the
     training's own imports are done by then, so no module is imported by both threads at
     once. A refusal still stops the build in seconds: the thread sends the main thread
     SIGINT, whose KeyboardInterrupt ends the fit at its next Python step."""
@@ -133,8 +153,9 @@ class Judge:
                     signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
                     return
         _warm(self._env)
-        _import_mlflow()  # after the rest: one thread imports at a time
-        _mlflow_requirements()
+        if _saved_by_mlflow(self._env):
+            _import_mlflow(self._env)  # after the rest: one thread imports at a time
+            _mlflow_requirements()
         _read_distributions()
 
     def alongside(self, fit: Any) -> tuple[Any, dict | None]:

@@ -65,29 +65,9 @@ def _load_entry(root: Path, module_path: str, function: str):
 
 
 def _signature(env: Any, inputs: list[str] | None, label: Any):
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from buildenv.training.signature import served_signature
 
-    from buildenv.training.signature import colspec_type
-
-    if not inputs:
-        return None
-    served: dict[str, Any] = {}
-    for ds in env.datasets.values():
-        for name, col in ds.columns.items():
-            served.setdefault(name, col)
-    if any(name not in served for name in inputs):
-        return None
-    schema = Schema([ColSpec(colspec_type(served[n]), n) for n in inputs])
-    outputs = None
-    label_set = env.label_set()
-    if label_set is not None:
-        outputs = Schema([ColSpec("string", label_set.taxonomy.name)])
-    elif label is not None and label.dataset in env.datasets:
-        col = env.datasets[label.dataset].columns.get(label.column)
-        if col is not None:
-            outputs = Schema([ColSpec(colspec_type(col), label.column)])
-    return ModelSignature(inputs=schema, outputs=outputs)
+    return served_signature(env, inputs, label)
 
 
 class _Failed(Exception):

@@ -24,10 +24,14 @@ from typing import Any
 from buildenv.core.model_runtime import ModelLoadError, ServedModel, load, trusted_patterns
 from buildenv.env.spec import Environment, OnnxServing
 from buildenv.training.families.base import Family, FamilyError, Problem, column_kinds
+from buildenv.training.mlmodel_writer import mlflow_saves, write_onnx_model, write_skops_model
+from buildenv.training.signature import ServedSignature
 from buildenv.training.skops_format import dumps, refused_types, untrusted_in
 
-# Deferred imports (mlflow, onnx): MLflow's flavors are imported when a model is saved (the
-# runner imports MLflow in a thread while the training runs).
+# Deferred imports (mlflow, onnx): MLflow's flavors are imported when a model is saved by
+# MLflow (the runner imports MLflow in a thread while the training runs, `mlflow_saves`); a
+# skops file's or an ONNX graph's directory is written without MLflow where `mlmodel_writer`
+# writes the same files.
 
 __all__ = ["Saved", "load_served", "save_served"]
 
@@ -58,8 +62,9 @@ def convert(family: Family, env: Environment) -> Any:
     return family.to_onnx(column_kinds(env, family.inputs or []), serving.opset)
 
 
-def save_served(family: Family, env: Environment, out: Path, signature: Any,
-                proto: Any = None, code_paths: list[str] | None = None) -> Saved:
+def save_served(family: Family, env: Environment, out: Path,
+                signature: ServedSignature | None, proto: Any = None,
+                code_paths: list[str] | None = None) -> Saved:
     """Write the served model to `out` (an MLflow model directory). `proto`: an ONNX graph
     already converted (the onnx stack). `code_paths`: the repository code the native model
     needs, staged at its import paths (MLflow puts it on the path when it loads the model)."""
@@ -67,25 +72,32 @@ def save_served(family: Family, env: Environment, out: Path, signature: Any,
     requirements = list(serving.requirements) if serving else None
     code = code_paths or None
     saved = Saved()
+    mlflow_signature = signature.to_mlflow() if signature is not None and \
+        mlflow_saves(env, code_paths) else None
     if isinstance(serving, OnnxServing):
-        import mlflow.onnx
         import onnx
 
         saved.descriptor = descriptor(family, "onnx", "model.onnx", family.onnx_encoded_labels())
-        mlflow.onnx.save_model(proto, str(out), signature=signature,
-                               pip_requirements=requirements, save_as_external_data=False,
-                               code_paths=code, metadata={"buildenv": saved.descriptor})
+        if mlflow_saves(env, code_paths):
+            import mlflow.onnx
+
+            mlflow.onnx.save_model(proto, str(out), signature=mlflow_signature,
+                                   pip_requirements=requirements, save_as_external_data=False,
+                                   code_paths=code, metadata={"buildenv": saved.descriptor})
+        else:
+            write_onnx_model(out, proto, signature, list(serving.requirements),
+                             {"buildenv": saved.descriptor})
         saved.libraries = {"onnx": onnx.__version__}
         if serving.format == "onnx+native":
             family.save_native(out / "native")
         return saved
     fmt = serving.format if serving is not None else "skops"
-    import mlflow.sklearn
-
     if fmt == "pickle":
+        import mlflow.sklearn
+
         saved.descriptor = descriptor(family, "pickle", "model.pkl", family.encoded_labels)
         try:
-            mlflow.sklearn.save_model(family.model, str(out), signature=signature,
+            mlflow.sklearn.save_model(family.model, str(out), signature=mlflow_signature,
                                       pip_requirements=requirements,
                                       serialization_format="cloudpickle", code_paths=code,
                                       metadata={"buildenv": saved.descriptor})
@@ -110,8 +122,15 @@ def save_served(family: Family, env: Environment, out: Path, signature: Any,
              "serving.format: pickle",)))
         return saved
     saved.descriptor = descriptor(family, "skops", "model.skops", family.encoded_labels)
+    if not mlflow_saves(env, code_paths):
+        assert requirements is not None  # a skops serving section: `mlflow_saves` checked
+        write_skops_model(out, data, family.model, signature, requirements, untrusted,
+                          {"buildenv": saved.descriptor})
+        return saved
+    import mlflow.sklearn
+
     with _written_as(mlflow.sklearn, data):
-        mlflow.sklearn.save_model(family.model, str(out), signature=signature,
+        mlflow.sklearn.save_model(family.model, str(out), signature=mlflow_signature,
                                   pip_requirements=requirements, serialization_format="skops",
                                   skops_trusted_types=untrusted, code_paths=code,
                                   metadata={"buildenv": saved.descriptor})
