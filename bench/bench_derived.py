@@ -126,7 +126,9 @@ def derived(files: int, rows: int, repeat: int, sandbox: str | None = None) -> N
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPATH"] = str(ROOT)
     lock = [sys.executable, "-m", "buildenv", "lock", "b"]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as cache:
+        # the start recipe the first lock keeps (as a user's would) goes with the repository
+        env["XDG_CACHE_HOME"] = cache
         root = Path(tmp)
         (root / "environments").mkdir()
         mode = f'sandbox = "{sandbox}"\n' if sandbox else ""

@@ -55,6 +55,13 @@ def _start_runner(args: list[str]) -> None:
         if not any(isinstance(ds.get("source"), dict) and "transform" in ds["source"]
                    for ds in _datasets(env_dir, names, ("source",))):
             return
+        from buildenv.compile import start_recipe
+
+        if start_recipe.begin(_root(options.get("--root")), names):
+            return  # started from the last build's recipe, or nothing it knows is stale
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while it starts: as during the command
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     except Exception:
         return
     from buildenv.compile import early_runner

@@ -16,15 +16,24 @@ the broker then gets the files the build computed. Anything else closes it and t
 starts its own, so the sandbox is always the one the build computes. `discard` kills a
 process nobody took (at the end of the derived datasets' build, and at exit); it also dies
 with the command (bubblewrap's and the kernel's parent-death signal).
+
+Sooner still: `remember` keeps how the build started each derived dataset's process
+(`compile.start_recipe`, in the user's cache), and `start_recipe.begin` starts the next one
+from that before pydantic is even imported; `take` checks it the same way.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
+from pathlib import Path
+from typing import Any
 
-from buildenv.compile.source_process import SourceProcess
+from buildenv.compile import start_recipe
+from buildenv.compile.source_process import SourceProcess, _sandbox, _signature
 from buildenv.core.project import Project
+from buildenv.core.tempdirs import scratch_dir
 from buildenv.data.lock.derived import narrowed
 from buildenv.data.lock.lockfile import lock_path, stat_cache_path
 from buildenv.data.lock.manifest import Manifest
@@ -33,7 +42,8 @@ from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.env.source_rules import derived_order
 from buildenv.env.spec import Environment
 
-__all__ = ["begin", "discard", "outcomes", "started_pid", "take"]
+__all__ = ["begin", "discard", "outcomes", "remember", "started_pid",
+           "take"]
 
 _held: list[SourceProcess] = []
 outcomes: list[str] = []
@@ -68,6 +78,36 @@ def begin(root: str | None, names: list[str]) -> None:
         discard()
 
 
+def remember(project: Project, res: Resolved, name: str, process: SourceProcess) -> None:
+    """Keep how `process` (started or adopted for derived dataset `name`) was started, for
+    the next lock's `start_recipe.begin`: its command, environment and confinement request (in
+    its work directory's terms), and the paths `start_recipe.stale` looks at. Not with
+    `BUILDENV_NO_PREFETCH`, which turns early starts off."""
+    if os.environ.get("BUILDENV_NO_PREFETCH"):
+        return
+    signature = {k: process.signature.get(k) for k in ("command", "env", "request",
+                                                        "mechanism", "fds")}
+    try:
+        text = json.dumps(signature)
+    except (TypeError, ValueError):
+        return
+    source = res.env.datasets[name].source
+    assert source is not None
+    watch, remote = [str(project.root / source.module_path)], False
+    for input_name in source.inputs:
+        local = locate(res.env.datasets[input_name].uri, project).local
+        remote = remote or local is None
+        watch += [str(local)] if local is not None else []
+    output = locate(res.env.datasets[name].uri, project).local
+    entry: dict[str, Any] = {**json.loads(text.replace(json.dumps(str(process.work))[1:-1], "<work>")),
+             "environment": res.name, "dataset": name, "cwd": str(project.root),
+             "state_dir": str(project.data_state_dir), "watch": watch, "remote": remote,
+             "output": None if output is None else str(output),
+             "lock": str(lock_path(project, res.name)),
+             "stat_cache": str(stat_cache_path(project))}
+    start_recipe.save(project.root, entry)
+
+
 def _changed_since_lock(project: Project, res: Resolved, name: str, module: str,
                         inputs: list[str]) -> bool:
     """Whether the transform's module or a local file of its inputs changed (its inode's
@@ -86,50 +126,60 @@ def _changed_since_lock(project: Project, res: Resolved, name: str, module: str,
         since = max(since, stat_cache_path(project).stat().st_mtime_ns)
     except OSError:
         pass
-    paths = [project.root / module]
+    paths = [str(project.root / module)]
     for name in inputs:
         location = locate(res.env.datasets[name].uri, project)
         if location.local is None:
             return True  # an object store: no cheap answer
-        paths.append(location.local)
-    for path in paths:
-        try:
-            if path.stat().st_ctime_ns >= since:
-                return True
-            if path.is_dir() and _newer_inside(str(path), since):
-                return True
-        except OSError:
-            return True
-    return False
-
-
-def _newer_inside(folder: str, since: int) -> bool:
-    for entry in os.scandir(folder):
-        st = entry.stat(follow_symlinks=False)
-        if st.st_ctime_ns >= since or (entry.is_dir(follow_symlinks=False)
-                                       and _newer_inside(entry.path, since)):
-            return True
-    return False
+        paths.append(str(location.local))
+    return start_recipe.changed_since(paths, since)
 
 
 def take(project: Project, res: Resolved, modules: tuple[str, ...], reads: Environment,
          manifests: dict[str, Manifest]) -> SourceProcess | None:
     """The process started early, if it is the one `SourceProcess.start` would start now
     (`SourceProcess.adopt`); None after closing it otherwise, or when there is none."""
-    if not _held:
+    if not _held and not start_recipe.pending:
         return None
-    process = _held.pop()
+    held: SourceProcess | start_recipe.Started = (
+        start_recipe.pending.pop() if start_recipe.pending else _held.pop())
     try:
-        adopted = process.adopt(project, res, modules, reads, manifests)
+        if isinstance(held, start_recipe.Started):
+            process = _adopt_started(held, project, res, modules, reads, manifests)
+        else:
+            process = held if held.adopt(project, res, modules, reads, manifests) else None
     except BaseException:
-        process.close()
+        held.close()
         raise
-    if adopted:
+    if process is not None:
         outcomes.append("adopted")
         return process
-    process.close()
+    held.close()
     outcomes.append("restarted")
     return None
+
+
+def _adopt_started(started: start_recipe.Started, project: Project, res: Resolved,
+                   modules: tuple[str, ...], reads: Environment,
+                   manifests: dict[str, Manifest]) -> SourceProcess | None:
+    """`SourceProcess.adopt` for a process started from a recipe: adopted only if it still
+    waits, has asked its broker nothing, and the sandbox the build computes in its work
+    directory has the signature it was started with (then that sandbox takes over its broker
+    socket, status pipe and private file)."""
+    if started.proc.poll() is not None or Path(started.entry["cwd"]) != project.root \
+            or started.work.parent != scratch_dir(project.data_state_dir):
+        return None  # ended, or not where `SourceProcess.start` would have started it
+    box, argv, base_env = _sandbox(project, res, modules, reads, manifests, started.work)
+    signature = _signature(box, argv, base_env)
+    computed = {k: signature[k] for k in ("command", "env", "request", "mechanism", "fds")}
+    if json.loads(json.dumps(computed)) != started.signature() or started.asked():
+        box.close()
+        return None
+    box.adopt_started(started.ours, started.status, started.private)
+    started.ours = started.status = None  # the sandbox's now
+    process = SourceProcess(project, started.proc, started.work, started.log, box)
+    process.signature = signature
+    return process
 
 
 def discard() -> None:
@@ -137,10 +187,14 @@ def discard() -> None:
     while _held:
         _held.pop().close()
         outcomes.append("discarded")
+    while start_recipe.pending:
+        start_recipe.pending.pop().close()
+        outcomes.append("discarded")
 
 
 def started_pid() -> int | None:
     """The pid of the process started early and not yet taken (bubblewrap's, when it wraps
     the runner)."""
-    return _held[-1].proc.pid if _held else None
+    held = start_recipe.pending or _held
+    return held[-1].proc.pid if held else None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -230,6 +231,23 @@ class Sandbox:
             return False
         self._broker.hand_over(computed._broker.env, computed._broker.allowed)
         return True
+
+    def adopt_started(self, ours: socket.socket | None, status: int | None,
+                      private: str | None) -> None:
+        """Become the sandbox of a runner started from a recipe (`compile.start_recipe`) whose
+        `signature` is this one's: its broker socket, status pipe and private file replace
+        this sandbox's own, and its broker serves the files this one allows."""
+        if self._broker is not None and ours is not None:
+            self._broker.use_socket(ours)
+            self._broker.serve()
+        if self._status is not None and status is not None:
+            for fd in self._status:
+                if fd >= 0:
+                    os.close(fd)
+            self._status = (status, -1)
+        if self._private is not None and private is not None:
+            shutil.rmtree(self._private, ignore_errors=True)
+            self._private = private
 
     # --- what happened --------------------------------------------------------------------
     def applied(self) -> dict[str, Any]:

@@ -114,6 +114,13 @@ class Broker:
         self.env, self.allowed = env, allowed
         self.serve()
 
+    def use_socket(self, ours: socket.socket) -> None:
+        """Serve the training holding the other end of `ours` (started from a recipe,
+        `compile.start_recipe`) instead of the one this broker made."""
+        self._ours.close()
+        self._theirs.close()
+        self._ours = ours
+
     def close(self) -> None:
         try:
             self._ours.shutdown(socket.SHUT_RDWR)

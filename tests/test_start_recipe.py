@@ -1,0 +1,170 @@
+"""The transforms' process started from the last build's recipe (`compile.start_recipe`): a
+build keeps the recipe in the user's cache (private, never data); the next `buildenv lock`
+starts from it before pydantic, adopts it only when the sandbox it computes is the one it was
+started with (same bytes either way), restarts an edited one, ignores one that is not the
+user's or does not parse, and leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT, invoke_cli
+from partitioned_repo import age, write_file
+from sourcerepo import source_fixtures
+from test_early_runner import _files, _gone, _runners
+
+from buildenv.compile import early_runner, start_recipe
+
+_progress, template, locked = source_fixtures("recipe")
+
+# `buildenv lock` as users run it, reporting what became of the process started early, its
+# pid, and whether it came from the recipe
+DRIVER = """\
+import atexit, json, sys
+from buildenv.compile import early_runner, start_recipe
+seen, path = {"from_recipe": None}, sys.argv[1]
+def report():
+    with open(path, "w") as f:
+        json.dump({"outcomes": early_runner.outcomes, **seen}, f)
+atexit.register(report)
+orig = start_recipe.begin
+def begin(*a):
+    answered = orig(*a)
+    seen["from_recipe"] = start_recipe.pending[-1].proc.pid if start_recipe.pending else None
+    return answered
+start_recipe.begin = begin
+sys.argv = ["buildenv", "lock", "ev"]
+from buildenv.cli import run
+run()
+"""
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    yield
+    early_runner.discard()
+    early_runner.outcomes.clear()
+
+
+def _lock(root: Path, tmp_path: Path, env: dict[str, str] | None = None
+          ) -> tuple[subprocess.CompletedProcess, dict]:
+    report = tmp_path / "report.json"
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("BUILDENV_ROOT", "BUILDENV_NO_PREFETCH")}
+    full_env["PYTHONPATH"] = str(REPO_ROOT)
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-c", DRIVER, str(report)], cwd=root, env=full_env,
+                          capture_output=True, text=True, timeout=300)
+    assert report.is_file(), (proc.returncode, proc.stdout, proc.stderr[-3000:])
+    return proc, json.loads(report.read_text())
+
+
+def _built_once(root: Path, seed: int, tmp_path: Path) -> None:
+    """A lock that starts a transform (so keeps a recipe), then one more changed input."""
+    write_file(root, 1, 1, seed=seed)
+    age(root)
+    proc, _ = _lock(root, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    write_file(root, 1, 1, seed=seed + 1)
+    age(root)
+
+
+def test_a_build_keeps_a_private_recipe_outside_the_repository_without_data(locked, tmp_path):
+    _built_once(locked, 5100, tmp_path)
+    path = start_recipe.recipe_path(locked)
+    assert path.is_file() and not path.is_relative_to(locked)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    text = path.read_text()
+    entry = json.loads(text)["entries"][0]
+    assert entry["environment"] == "ev" and "<work>" in text
+    # no digest the lock pins (of data, derived or not) is in it
+    lock = (locked / "environments/ev.lock.json").read_text()
+    digests = set(re.findall(r"[0-9a-f]{64}", lock))
+    assert digests and not any(d in text for d in digests)
+    assert not list(locked.rglob("*recipe*"))
+
+
+def test_the_next_lock_starts_from_the_recipe_and_gives_the_same_bytes(template, tmp_path):
+    early = Path(shutil.copytree(template, tmp_path / "early", symlinks=True))
+    late = Path(shutil.copytree(template, tmp_path / "late", symlinks=True))
+    for root in (early, late):
+        _built_once(root, 5200, tmp_path)
+    proc, seen = _lock(early, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert seen["from_recipe"] is not None and seen["outcomes"] == ["adopted"], proc.stderr
+    proc, seen = _lock(late, tmp_path, {"BUILDENV_NO_PREFETCH": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert seen["outcomes"] == [] and seen["from_recipe"] is None
+    assert _files(early) == _files(late)
+    assert not _runners(early) and not _runners(late)
+
+
+@pytest.mark.parametrize("edit", ["environment variable", "work directory"])
+def test_an_edited_recipe_is_killed_and_the_build_starts_its_own(locked, tmp_path, edit):
+    _built_once(locked, 5300, tmp_path)
+    path = start_recipe.recipe_path(locked)
+    recipe = json.loads(path.read_text())
+    if edit == "environment variable":
+        recipe["entries"][0]["env"]["LANG"] = "xx_XX.planted"
+    else:  # its work directory elsewhere than the repository's scratch
+        recipe["entries"][0]["state_dir"] = str(tmp_path / "xx_XX.planted")
+    path.write_text(json.dumps(recipe))
+    proc, seen = _lock(locked, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert seen["from_recipe"] is not None and seen["outcomes"] == ["restarted"], proc.stderr
+    assert _gone(seen["from_recipe"]) and not _runners(locked)
+    assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
+    # the build saved the recipe it computed again
+    assert "xx_XX.planted" not in path.read_text()
+
+
+def test_a_recipe_others_could_write_or_own_is_ignored(locked, tmp_path, monkeypatch):
+    _built_once(locked, 5400, tmp_path)
+    path = start_recipe.recipe_path(locked)
+    assert start_recipe.load(locked) is not None
+    path.chmod(0o666)
+    assert start_recipe.load(locked) is None
+    path.chmod(0o600)
+    path.parent.chmod(0o777)
+    assert start_recipe.load(locked) is None
+    path.parent.chmod(0o700)
+    path.chmod(0o644 | stat.S_IWOTH)
+    proc, seen = _lock(locked, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert seen["from_recipe"] is None and not _runners(locked)
+    path.chmod(0o600)
+    uid = os.geteuid()
+    monkeypatch.setattr(os, "geteuid", lambda: uid + 1)  # another user's file
+    assert start_recipe.load(locked) is None
+
+
+def test_a_symlinked_recipe_is_ignored(locked, tmp_path):
+    _built_once(locked, 5500, tmp_path)
+    path = start_recipe.recipe_path(locked)
+    target = path.with_name("elsewhere.json")
+    path.rename(target)
+    path.symlink_to(target)
+    assert start_recipe.load(locked) is None
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"entries": 5}',
+                                     '{"entries": [{"environment": "ev", "command": 5}]}'])
+def test_a_corrupt_recipe_is_ignored_without_a_traceback(locked, tmp_path, content):
+    _built_once(locked, 5600, tmp_path)
+    path = start_recipe.recipe_path(locked)
+    path.write_text(content)
+    proc, seen = _lock(locked, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert seen["from_recipe"] is None and not _runners(locked)
+    assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
