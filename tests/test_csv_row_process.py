@@ -184,6 +184,29 @@ def test_the_child_imports_through_the_parents_path(tmp_path, spy, monkeypatch):
     assert digest(path).rows == 4242
 
 
+def test_a_relative_module_path_means_the_directory_buildenv_was_imported_in(tmp_path, spy,
+                                                                            monkeypatch):
+    """A relative entry of the module path (a test runner's source roots, `PYTHONPATH=.`)
+    still finds the parent's copy after the command changed directory (to the repository):
+    the child gets it made absolute against the directory of the import."""
+    import buildenv
+
+    checkout = tmp_path / "imported-here" / "src"
+    shutil.copytree(Path(buildenv.__file__).parent, checkout / "buildenv",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    module = checkout / "buildenv" / "data" / "lock" / "row_process.py"
+    module.write_text(module.read_text().replace("rows, size = count_file(handle)",
+                                                 "rows, size = 4343, count_file(handle)[1]"))
+    monkeypatch.setattr(row_process, "_IMPORTED_IN", str(tmp_path / "imported-here"))
+    monkeypatch.setattr("sys.path", ["src", *__import__("sys").path])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"a\n1\n")
+    assert digest(path).rows == 4343
+
+
 def test_the_lock_written_with_the_child_is_the_in_process_ones(tmp_path, spy, monkeypatch):
     """`buildenv lock` end to end: the lock file is the same bytes whichever pass counted."""
     body = "id,text\n" + "".join(f'{i},"row {i}\r\nsecond, ""line"" {i}"\n' for i in range(20_000))

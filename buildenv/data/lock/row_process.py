@@ -28,7 +28,7 @@ from pathlib import Path
 
 from buildenv.data.lock.csv_rows import RowCounter
 
-__all__ = ["PROCESS_MIN", "RowCountProcess", "count_file", "worth_a_process"]
+__all__ = ["PROCESS_MIN", "RowCountProcess", "child_path", "count_file", "worth_a_process"]
 
 # bytes: below ~320 MiB, the child's start-up and count end after the in-process pass would
 PROCESS_MIN = 384 << 20
@@ -39,6 +39,13 @@ _PIECE = 1 << 19  # bytes read and counted at a time: the piece stays in the L2 
 # PYTHONPATH, a zipapp's directories); the interpreter's default path follows it.
 _CHILD = ("import json, sys; sys.path[:0] = json.loads(sys.argv[1])\n"
           "from buildenv.data.lock.row_process import _main; sys.exit(_main(sys.argv[2:]))")
+# A relative entry of the module path ('' or a source root, as a test runner or PYTHONPATH=.
+# gives) meant the working directory of the time buildenv was imported; the command may have
+# changed directory since (to the repository), so the child gets them made absolute against it.
+try:
+    _IMPORTED_IN: str | None = os.getcwd()
+except OSError:  # the directory was removed: relative entries are passed on as they are
+    _IMPORTED_IN = None
 
 
 def worth_a_process(size: int) -> bool:
@@ -54,6 +61,15 @@ def worth_a_process(size: int) -> bool:
     except OSError:  # not known here: judge by the CPUs alone
         load = 0.0
     return (cpus or 1) >= 2 and load < (cpus or 1)
+
+
+def child_path() -> list[str]:
+    """The parent's module path, in its order, with relative entries made absolute against the
+    directory buildenv was imported in (the child starts in the parent's current one)."""
+    if _IMPORTED_IN is None:
+        return list(sys.path)
+    return [entry if os.path.isabs(entry) else os.path.join(_IMPORTED_IN, entry)
+            for entry in sys.path]
 
 
 def count_file(handle: io.RawIOBase | io.BufferedReader) -> tuple[int, int]:
@@ -79,7 +95,7 @@ class RowCountProcess:
             info = os.fstat(fd)
             self._identity = (info.st_dev, info.st_ino)
             self._process: subprocess.Popen[bytes] = subprocess.Popen(
-                [sys.executable, "-P", "-c", _CHILD, json.dumps(sys.path), str(fd)], pass_fds=(fd,),
+                [sys.executable, "-P", "-c", _CHILD, json.dumps(child_path()), str(fd)], pass_fds=(fd,),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         finally:
             os.close(fd)
