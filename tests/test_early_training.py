@@ -5,12 +5,11 @@ the artifact is the one a training started after validation makes."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from buildrepo import make_build_repo
+from conftest import invoke_cli
 
 from buildenv.compile import build as build_module
 from buildenv.compile import launch
@@ -26,9 +25,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     root = make_build_repo(tmp_path_factory.mktemp("early") / "repo")
-    proc = subprocess.run([sys.executable, "-m", "buildenv", "lock"], cwd=root,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    code, _, err = invoke_cli(["lock"], root, subprocess=True)  # this buildenv, under Pants too
+    assert code == 0, err
     return root
 
 
