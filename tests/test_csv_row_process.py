@@ -236,3 +236,35 @@ def test_no_child_to_be_had_keeps_the_in_process_pass(tmp_path, spy, monkeypatch
     assert (value.rows, spy.processes) == (1000, [])
     with pytest.raises(FileNotFoundError):
         digest(tmp_path / "missing.csv")
+
+
+def test_the_child_ends_when_the_command_does(tmp_path):
+    """A command that ends without stopping its child (a usage error, Ctrl-C, SIGKILL) leaves
+    no counting child behind: the child looks for its parent and leaves once it is gone."""
+    import sys
+    import time
+
+    command = ("import os, subprocess, sys\n"
+               "child = subprocess.Popen([sys.executable, '-c', 'import sys, time\\n"
+               "from buildenv.data.lock.row_process import _leave_with_parent\\n"
+               "_leave_with_parent(int(sys.argv[1])); time.sleep(120)', str(os.getpid())],\n"
+               "                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+               "print(child.pid, flush=True)\n"
+               "os._exit(0)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True,
+                         timeout=60, env=env, cwd=tmp_path)
+    child = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break  # a zombie: it ended, its new parent has not reaped it yet
+        except FileNotFoundError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, 9)
+        raise AssertionError("the child outlived its command")

@@ -168,3 +168,26 @@ def test_a_corrupt_recipe_is_ignored_without_a_traceback(locked, tmp_path, conte
     assert "Traceback" not in proc.stderr
     assert seen["from_recipe"] is None and not _runners(locked)
     assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
+
+
+@pytest.mark.parametrize("policy", ["default", "off"])
+def test_no_cloud_credential_reaches_a_recipe(locked, tmp_path, policy):
+    """The runner's environment may carry the caller's cloud credentials (without a sandbox it
+    is the caller's): a planted secret is in no file of the user's cache, sandboxed or not, and
+    an unsandboxed runner leaves no recipe at all."""
+    secret = "SENTINEL-aws-secret-5713"
+    if policy == "off":
+        pyproject = locked / "pyproject.toml"
+        text = pyproject.read_text()
+        assert "[tool.buildenv]" in text
+        pyproject.write_text(text.replace("[tool.buildenv]", '[tool.buildenv]\nsandbox = "off"', 1))
+    write_file(locked, 1, 1, seed=5300)
+    age(locked)
+    proc, _ = _lock(locked, tmp_path, {"AWS_SECRET_ACCESS_KEY": secret,
+                                       "GOOGLE_APPLICATION_CREDENTIALS": secret})
+    assert proc.returncode == 0, proc.stderr
+    cache = tmp_path / "cache"
+    for path in (p for p in cache.rglob("*") if p.is_file()) if cache.exists() else ():
+        assert secret not in path.read_text(errors="replace"), path
+    if policy == "off":
+        assert not start_recipe.recipe_path(locked).exists()

@@ -106,8 +106,9 @@ def _build_all(project: Project, res: Resolved, pins: dict[str, Pinned], only: s
                 start = (project, res, (ds.source.module_path,), narrowed(res.env, inputs),
                          {i: m for i in inputs if (m := current[i].manifest) is not None})
                 process = early_runner.take(*start) or SourceProcess.start(*start)
-                early_runner.remember(project, res, name, process)
         try:
+            if process is not None:
+                early_runner.remember(project, res, name, process)
             found = transform_problems(project, res, name)
             built.problems.extend(found)
             if any(p.is_error for p in found):

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from buildenv.compile import start_recipe
+from buildenv.compile.sandbox import CLOUD_PREFIXES
 from buildenv.compile.source_process import SourceProcess, _sandbox, _signature
 from buildenv.core.project import Project
 from buildenv.core.tempdirs import scratch_dir
@@ -87,6 +88,13 @@ def remember(project: Project, res: Resolved, name: str, process: SourceProcess)
         return
     signature = {k: process.signature.get(k) for k in ("command", "env", "request",
                                                         "mechanism", "fds")}
+    env = signature.get("env") or {}
+    if (signature.get("request") is None or "unique" in process.signature
+            or any(str(k).startswith(CLOUD_PREFIXES) for k in env)):
+        # No recipe for a runner without a sandbox (its environment is the caller's, with any
+        # cloud credentials in it: they are never written to a file), nor for a signature that
+        # equals no other.
+        return
     try:
         text = json.dumps(signature)
     except (TypeError, ValueError):

@@ -12,7 +12,6 @@ data only as descriptors the build hands over), which wraps its command and envi
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from buildenv.compile.sandbox import Sandbox
 from buildenv.compile.sandbox_policy import SandboxPolicy
+from buildenv.core.process_tree import die_with_parent
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
 from buildenv.toolchain.bytecode import fill_cache
@@ -152,15 +152,6 @@ def child_env(seed: int, threads: int, others: int = 0,
     return env
 
 
-def _die_with_parent() -> None:
-    """Linux: the training dies when the build process does (SIGKILL leaves no orphan)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def _kill_group_of(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -285,7 +276,7 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
                     cwd=project.root, env=box.env(child_env(config.seed, threads, others, python)),
                     stdin=subprocess.DEVNULL, pass_fds=box.pass_fds,
                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                    preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
             except BaseException:
                 _RUNNING.remove(threads)
                 raise

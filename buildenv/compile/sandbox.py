@@ -11,6 +11,7 @@ itself to, and records what applied: the lineage's `isolation`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -34,9 +35,12 @@ from buildenv.data.lock.manifest import Manifest
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Environment
 
-__all__ = ["Sandbox", "check_available"]
+__all__ = ["CLOUD_PREFIXES", "SIGNATURE_NAMES", "Sandbox", "check_available"]
 
-_CLOUD_PREFIXES = ("AWS_", "GOOGLE_", "GCS_", "AZURE_")
+CLOUD_PREFIXES = ("AWS_", "GOOGLE_", "GCS_", "AZURE_")  # credentials: never in a sandbox
+# The names `Sandbox.signature` gives its own private file, status pipe and broker socket, and
+# `compile.start_recipe` the runner's work directory.
+SIGNATURE_NAMES = ("<status>", "<private>", "<broker>", "<work>")
 _warned = threading.Event()
 
 
@@ -177,7 +181,7 @@ class Sandbox:
     def env(self, base: dict[str, str]) -> dict[str, str]:
         if self.request is None:
             return base
-        env = {k: v for k, v in base.items() if not k.startswith(_CLOUD_PREFIXES)}
+        env = {k: v for k, v in base.items() if not k.startswith(CLOUD_PREFIXES)}
         env.update(HOME=str(self._work / "home"), TMPDIR=str(self._work / "tmp"))
         # The bytecode cache is read-only here (one training must not plant code another
         # runs): Python reads it and writes nothing, instead of trying once per import.
@@ -209,12 +213,16 @@ class Sandbox:
         for the names of this sandbox's own private file, status pipe and broker socket: two
         sandboxes of equal signatures confine the runner alike."""
         command = self.command(argv)
+        env = dict(self.env(base_env))
+        if any(name in json.dumps([command, env, self.request]) for name in SIGNATURE_NAMES):
+            # A path or variable that spells one of the names itself would make two different
+            # sandboxes look alike: such a signature equals no other, and no runner is adopted.
+            return {"unique": os.urandom(16).hex()}
         if self._status is not None and "--json-status-fd" in command:
             at = command.index("--json-status-fd") + 1
             command[at] = "<status>"
         if self._private is not None:
             command = [a.replace(self._private, "<private>") for a in command]
-        env = dict(self.env(base_env))
         if self._broker is not None:
             env.update(dict.fromkeys(self._broker.child_env(), "<broker>"))
         return {"command": command, "env": env, "request": self.request,

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from buildenv.compile.launch import (
-    _die_with_parent,
     _output_tail,
     child_env,
     kill_group,
@@ -35,6 +34,7 @@ from buildenv.compile.launch import (
 )
 from buildenv.compile.sandbox import Sandbox
 from buildenv.core import process_tree
+from buildenv.core.process_tree import die_with_parent
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.core.tempdirs import owned_temp_dir, scratch_dir, sweep
 from buildenv.data.lock.manifest import Manifest
@@ -80,7 +80,7 @@ class SourceProcess:
                 box.command(argv), cwd=project.root, env=box.env(base_env),
                 stdin=subprocess.PIPE, pass_fds=box.pass_fds,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
         except BaseException:
             if box is not None:
                 box.close()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import hashlib
 import json
 import os
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from buildenv import __version__
+from buildenv.core.process_tree import die_with_parent, kill_tree
 from buildenv.core.tempdirs import owned_temp_dir, scratch_dir, sweep
 
 __all__ = ["Started", "begin", "changed_since", "launch", "load", "pending", "recipe_path",
@@ -204,10 +204,8 @@ class Started:
 
     def close(self) -> None:
         """Kill its whole tree and remove its work directory."""
-        from buildenv.core import process_tree  # deferred: only when a recipe started one
-
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            process_tree.kill_tree(self.proc.pid)
+            kill_tree(self.proc.pid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(Exception):
@@ -262,7 +260,7 @@ def launch(entry: dict[str, Any]) -> Started | None:
             _substitute(command, values), cwd=entry["cwd"], env=_substitute(env, values),
             stdin=subprocess.PIPE, pass_fds=tuple(pass_fds), stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
     except BaseException as e:
         _undo(work, [ours, theirs, log], status or ())
         if isinstance(e, Exception):
@@ -298,9 +296,3 @@ def _substitute(value: Any, values: dict[str, str]) -> Any:
     if isinstance(value, dict):
         return {k: _substitute(v, values) for k, v in value.items()}
     return value
-
-
-def _die_with_parent() -> None:
-    """Linux: the runner dies when the command does (as `compile.launch`'s)."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -14,10 +14,26 @@ import os
 import select
 import signal
 import subprocess
+from typing import Any
 
-__all__ = ["become_subreaper", "descendants", "kill_tree", "wait_exit"]
+__all__ = ["become_subreaper", "descendants", "die_with_parent", "kill_tree", "wait_exit"]
 
-_PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_CHILD_SUBREAPER, _PR_SET_PDEATHSIG = 36, 1
+# prctl is looked up once, when this module is imported, in the parent: a child between fork and
+# exec (a `preexec_fn`) must not dlopen, since another thread of the parent may have held the
+# loader's lock at the fork (importing numpy, say) and the child would wait for it forever.
+_prctl: Any
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def die_with_parent() -> None:
+    """In a child between fork and exec (`preexec_fn`): SIGKILL it when the thread that started
+    it ends (Linux; elsewhere nothing)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def become_subreaper() -> bool:

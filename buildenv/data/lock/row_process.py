@@ -24,6 +24,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from buildenv.data.lock.csv_rows import RowCounter
@@ -95,7 +97,7 @@ class RowCountProcess:
             info = os.fstat(fd)
             self._identity = (info.st_dev, info.st_ino)
             self._process: subprocess.Popen[bytes] = subprocess.Popen(
-                [sys.executable, "-P", "-c", _CHILD, json.dumps(child_path()), str(fd)], pass_fds=(fd,),
+                [sys.executable, "-P", "-c", _CHILD, json.dumps(child_path()), str(fd), str(os.getpid())], pass_fds=(fd,),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         finally:
             os.close(fd)
@@ -128,8 +130,25 @@ class RowCountProcess:
             self._process.stdout.close()
 
 
+def _leave_with_parent(parent: int) -> None:
+    """The child ends when the command (process `parent`) does, however it ends (a usage
+    error, Ctrl-C, SIGKILL): a thread looks for its parent five times a second (it may have
+    been started from a thread that ends before the command, so no death signal tied to that
+    thread is used). A parent gone before the child got here is seen at once."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _main(argv: list[str]) -> int:
-    """The child: count the file open at descriptor `argv[0]`, print `rows bytes`."""
+    """The child: count the file open at descriptor `argv[0]` for process `argv[1]`, print
+    `rows bytes`."""
+    if len(argv) > 1:
+        _leave_with_parent(int(argv[1]))
     with open(int(argv[0]), "rb", buffering=0) as handle:
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
