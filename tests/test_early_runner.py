@@ -135,13 +135,19 @@ def test_a_sandbox_that_differs_restarts_the_process(locked, monkeypatch):
     assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
 
 
-def test_a_runner_that_asked_its_broker_before_its_request_is_not_adopted(locked):
-    write_file(locked, 1, 1, seed=4244)
-    age(locked)
-    early_runner.begin(str(locked), ["ev"])
+def _started_with_broker(root: Path, seed: int):
+    """One input changed, and the runner started early for it (skips without a sandbox)."""
+    write_file(root, 1, 1, seed=seed)
+    age(root)
+    early_runner.begin(str(root), ["ev"])
     held = early_runner._held[-1]
     if held.box._broker is None:
         pytest.skip("no sandbox on this machine: no broker")
+    return held
+
+
+def test_a_runner_that_asked_its_broker_before_its_request_is_not_adopted(locked):
+    held = _started_with_broker(locked, 4244)
     import socket
 
     from buildenv.data.gate.broker import Broker
@@ -245,12 +251,7 @@ def _descendants(pid: int) -> list[int]:
 
 
 def test_the_runner_asks_its_broker_nothing_before_its_request(locked):
-    write_file(locked, 1, 1, seed=4247)
-    age(locked)
-    early_runner.begin(str(locked), ["ev"])
-    held = early_runner._held[-1]
-    if held.box._broker is None:
-        pytest.skip("no sandbox on this machine: no broker")
+    held = _started_with_broker(locked, 4247)
     deadline = time.monotonic() + 120
     waiting = False
     while not waiting and time.monotonic() < deadline:  # imports done, reading its request

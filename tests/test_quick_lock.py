@@ -39,8 +39,9 @@ finally:
 """
 
 
-def buildenv(root: Path, *args: str, quick: bool = True) -> tuple[int, str, str, bool]:
-    """(exit code, stdout, stderr without the probe's line, whether pydantic was imported)."""
+def _probe(root: Path, *args: str, quick: bool) -> tuple[int, str, str, bool, bool]:
+    """Run `buildenv ARGS` through the probe: (exit code, stdout, stderr without the probe's
+    line, whether typer was imported, whether pydantic was)."""
     env = {k: v for k, v in os.environ.items() if k not in ("BUILDENV_ROOT",
                                                            "BUILDENV_NO_QUICK_LOCK")}
     env["PYTHONPATH"] = str(REPO_ROOT)
@@ -51,7 +52,14 @@ def buildenv(root: Path, *args: str, quick: bool = True) -> tuple[int, str, str,
     lines = proc.stderr.splitlines()
     probe = lines.pop()
     assert probe.startswith("IMPORTED"), proc.stderr
-    return proc.returncode, proc.stdout, "\n".join(lines), probe.split()[2] == "True"
+    _, typer, pydantic = probe.split()
+    return proc.returncode, proc.stdout, "\n".join(lines), typer == "True", pydantic == "True"
+
+
+def buildenv(root: Path, *args: str, quick: bool = True) -> tuple[int, str, str, bool]:
+    """(exit code, stdout, stderr without the probe's line, whether pydantic was imported)."""
+    code, out, err, _, pydantic = _probe(root, *args, quick=quick)
+    return code, out, err, pydantic
 
 
 def backdate(root: Path) -> None:
@@ -508,16 +516,8 @@ def test_a_prefetch_is_handed_out_only_once_its_thread_started(tmp_path, monkeyp
 
 def _typer_imported(root: Path, *args: str, quick: bool = True) -> tuple[int, str, str, bool]:
     """As `buildenv`, but whether typer was imported."""
-    env = {k: v for k, v in os.environ.items() if k not in ("BUILDENV_ROOT",
-                                                           "BUILDENV_NO_QUICK_LOCK")}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    if not quick:
-        env["BUILDENV_NO_QUICK_LOCK"] = "1"
-    proc = subprocess.run([sys.executable, "-c", _PROBE, *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
-    lines = proc.stderr.splitlines()
-    probe = lines.pop()
-    return proc.returncode, proc.stdout, "\n".join(lines), probe.split()[1] == "True"
+    code, out, err, typer, _ = _probe(root, *args, quick=quick)
+    return code, out, err, typer
 
 
 FULL = {  # what the plan cannot answer: the full lock runs, typer-free on a plain command line
