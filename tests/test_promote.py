@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ from services import events, make_churn_repo, reset_champion, write_events
 
 from buildenv.compile.registry import client
 from buildenv.core.project import Project
-from buildenv.release.champion import champion_stack
+from buildenv.env.resolve import Multiverse
+from buildenv.release import champion as champion_module
+from buildenv.release.champion import champion_stack, history_entries, rollback
 from buildenv.release.gates import alias_name
 
 pytestmark = pytest.mark.slow
@@ -220,6 +223,75 @@ def test_a_metric_buildenv_does_not_compute_is_compared_as_logged(world: dict,
     assert ("warning[BE708]: buildenv does not compute 'n_customers'; comparing the "
             "'n_customers' values the trainings logged") in err
     assert "error[BE709]: metric 'n_customers' of candidate churn v1 is unavailable" in err
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no `except Exception` sees it."""
+
+
+def _killed_at_write(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """The registry client stops the command at its `n`-th write (1: the pending entry,
+    2: the alias, 3: the entry unmarked)."""
+    real = champion_module.client
+    writes = [0]
+
+    class Client:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name: str):
+            attr = getattr(self.inner, name)
+            if not name.startswith(("set_", "delete_")):
+                return attr
+
+            def write(*args, **kwargs):
+                writes[0] += 1
+                if writes[0] == n:
+                    raise _Killed(name)
+                return attr(*args, **kwargs)
+            return write
+
+    monkeypatch.setattr(champion_module, "client", lambda project: Client(real(project)))
+
+
+def _chain(root: Path) -> list[tuple[str, str]]:
+    """History as readers see it, checked against the alias: (action, version) per move."""
+    entries = history_entries(client(Project.discover(root)), "churn", "prod")
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    for before, after in pairwise(entries):
+        assert str(after["previous"]) == str(before["version"])
+    assert champion(root) == (str(entries[-1]["version"]) if entries else None)
+    assert all("pending" not in e for e in entries)
+    return [(e["action"], str(e["version"])) for e in entries]
+
+
+@pytest.mark.parametrize("at", [1, 2, 3])
+def test_a_move_killed_between_its_writes_leaves_history_and_alias_agreeing(
+        world: dict, repo: Path, monkeypatch: pytest.MonkeyPatch, at: int) -> None:
+    """The registry has no transactions: whichever write a kill interrupts, readers see a
+    history whose last entry is the alias, and the next move settles what was left."""
+    from buildenv.release.gates import evaluate
+
+    use(world, "good1")
+    assert promote(repo)[0] == 0
+    use(world, "good2")
+    project = Project.discover(repo)
+    ev = evaluate(project, Multiverse(project).resolve("prod"), "churn")
+    with monkeypatch.context() as patch:
+        _killed_at_write(patch, at)
+        with pytest.raises(_Killed):
+            champion_module.promote(project, ev)
+    moved = at == 3  # the alias had moved: the move happened
+    assert _chain(repo) == [("promote", "1")] + ([("promote", "2")] if moved else [])
+    if moved:
+        assert rollback(project, "churn", "prod")["seq"] == 3
+        assert _chain(repo) == [("promote", "1"), ("promote", "2"), ("rollback", "1")]
+    else:
+        assert promote(repo)[0] == 0
+        assert _chain(repo) == [("promote", "1"), ("promote", "2")]
+    tags = client(project).get_registered_model("churn").tags
+    assert not any('"pending"' in value for key, value in tags.items()
+                   if key.startswith("buildenv.history."))
 
 
 def test_no_artifact_is_BE703(world: dict, repo: Path) -> None:

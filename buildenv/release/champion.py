@@ -9,6 +9,12 @@ Moves are compare-and-set: under the tracking store's cross-process lock the ali
 again, and it moves only if it still points where the command's comparison saw it (else
 BE768, nothing changed). A move to where the alias already points adds no history entry, so
 racing promotions of one candidate record one move, and history sequence numbers are unique.
+
+The registry has no transactions, so a move is three writes: the entry, marked pending; the
+alias; the entry again, unmarked. A command killed between them leaves a pending last entry.
+Readers count it only if the alias points at its version (the move happened); the next move
+settles it first (unmarks it, or deletes it when the alias never moved). History and alias
+therefore agree after a kill at any point.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ __all__ = ["HISTORY_PREFIX", "champion_stack", "history", "history_entries", "pr
 
 
 HISTORY_PREFIX = "buildenv.history."
+PENDING = "pending"  # on an entry whose alias move may not have happened
 
 
 def _now() -> str:
@@ -45,13 +52,22 @@ def _now() -> str:
 
 
 def history_entries(c: Any, training: str, env: str) -> list[dict]:
-    """The alias moves for `env`, oldest first."""
+    """The alias moves for `env`, oldest first (a move that never happened left out)."""
     from mlflow.exceptions import MlflowException
 
     try:
         model = c.get_registered_model(training)
     except MlflowException:
         return []
+    entries = _entries(model, env)
+    if entries and entries[-1].get(PENDING) and not _happened(model, env, entries[-1]):
+        entries.pop()
+    for e in entries:
+        e.pop(PENDING, None)
+    return entries
+
+
+def _entries(model: Any, env: str) -> list[dict]:
     prefix = f"{HISTORY_PREFIX}{env}."
     out = []
     for key, value in (model.tags or {}).items():
@@ -65,11 +81,36 @@ def history_entries(c: Any, training: str, env: str) -> list[dict]:
     return sorted(out, key=lambda e: e["seq"])
 
 
-def _append_history(c: Any, training: str, env: str, entry: dict) -> int:
-    seq = max([e["seq"] for e in history_entries(c, training, env)] + [0]) + 1
-    c.set_registered_model_tag(training, f"{HISTORY_PREFIX}{env}.{seq:06d}",
+def _happened(model: Any, env: str, entry: dict) -> bool:
+    """Whether the alias points where a pending entry moved it."""
+    return str((model.aliases or {}).get(alias_name(env))) == str(entry["version"])
+
+
+def _tag(env: str, seq: int) -> str:
+    return f"{HISTORY_PREFIX}{env}.{seq:06d}"
+
+
+def _write(c: Any, training: str, env: str, seq: int, entry: dict) -> None:
+    c.set_registered_model_tag(training, _tag(env, seq),
                                json.dumps(entry, sort_keys=True, separators=(",", ":")))
-    return seq
+
+
+def _settle(c: Any, training: str, env: str) -> list[dict]:
+    """Finish what a killed move left (under the store lock): a pending last entry is kept,
+    unmarked, if the alias moved, else deleted. The settled history."""
+    model = c.get_registered_model(training)
+    entries = _entries(model, env)
+    if entries and entries[-1].get(PENDING):
+        last = entries[-1]
+        seq = last.pop("seq")
+        if _happened(model, env, last):
+            last.pop(PENDING)
+            _write(c, training, env, seq, last)
+            last["seq"] = seq
+        else:
+            c.delete_registered_model_tag(training, _tag(env, seq))
+            entries.pop()
+    return entries
 
 
 def _move_alias(project: Project, training: str, env: str, version: str, entry: dict,
@@ -79,6 +120,7 @@ def _move_alias(project: Project, training: str, env: str, version: str, entry: 
     try:
         with store_lock(project):
             c = client(project)
+            entries = _settle(c, training, env)
             current = champion_version(c, training, env)
             now = str(current.version) if current is not None else None
             if now == str(version):
@@ -89,8 +131,11 @@ def _move_alias(project: Project, training: str, env: str, version: str, entry: 
                     f"{'v' + now if now else 'unset'} while this command compared against "
                     f"{'v' + expected if expected else 'no champion'}; nothing was changed",
                     hints=("run the command again: it compares with the new champion",))])
+            seq = max([e["seq"] for e in entries] + [0]) + 1
+            _write(c, training, env, seq, {**entry, PENDING: True})
             c.set_registered_model_alias(training, alias_name(env), version)
-            return _append_history(c, training, env, entry)
+            _write(c, training, env, seq, entry)
+            return seq
     except Exception as exc:
         raise registry_error(project, exc, f"moving alias {alias_name(env)}") from None
 
