@@ -20,7 +20,8 @@ import re
 import zipfile
 from typing import Any
 
-from buildenv.core.model_runtime import import_skops, trusted_patterns
+from buildenv.core.model_runtime import trusted_patterns
+from buildenv.training.skops_table import import_with
 
 __all__ = ["canonical", "dumps", "refused_types", "untrusted_in"]
 
@@ -31,7 +32,7 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 def dumps(model: Any) -> bytes:
     """The model's canonical skops bytes."""
-    return canonical(import_skops().dumps(model))
+    return canonical(import_with().dumps(model))
 
 
 def canonical(data: bytes) -> bytes:
@@ -79,7 +80,7 @@ def canonical(data: bytes) -> bytes:
 
 def untrusted_in(data: bytes) -> list[str]:
     """Types of a skops file that skops does not trust by itself."""
-    return sorted(import_skops().get_untrusted_types(data=data))
+    return sorted(import_with().get_untrusted_types(data=data))
 
 
 def refused_types(data: bytes, ops: list[str], untrusted: list[str] | None = None
