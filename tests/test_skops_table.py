@@ -136,7 +136,7 @@ def test_builds_store_the_table_and_the_next_build_uses_it(tmp_path):
     outs = [tmp_path / "first", tmp_path / "second"]
     cli("build", "sk-lr", "--env", "sk", "--no-register", "--no-cache", "--out", str(outs[0]))
     assert len(list(stored.iterdir())) == 1
-    kept = list(stored.iterdir())[0]
+    kept = next(iter(stored.iterdir()))
     table = json.loads(kept.read_text())
     marked = [*table["names"], MARK]  # a name no scikit-learn class has: trusts nothing more
     kept.write_text(json.dumps({**table, "names": marked}))

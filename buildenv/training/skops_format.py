@@ -82,7 +82,7 @@ def _state_of(model: Any) -> tuple[Any, dict[str, bytes]]:
     if skops.__version__ != _SKOPS or context_type is None or get_state is None:
         raise _Unexpected
     members = _Members()
-    context = context_type(zip_file=members)  # type: ignore[arg-type]
+    context = context_type(zip_file=members)
     state = get_state(model, context)
     context.clear_memo()
     state["protocol"] = context.protocol
@@ -101,7 +101,7 @@ def _written(schema: Any, files: dict[str, bytes]) -> bytes:
 
     def visit(node: Any) -> Any:  # a renumbered copy (a node may occur twice in the state)
         if isinstance(node, dict):
-            out = {}
+            out: dict[Any, Any] = {}
             for key, value in node.items():
                 if key == "__id__" and isinstance(value, int):
                     out[key] = number(str(value))
