@@ -102,7 +102,8 @@ def _preload_all(env: Any) -> None:
 
 def _read_distributions() -> None:
     """The installed distributions' table describing the model reads
-    (`installed.distributions_by_package`), read while the fit runs."""
+    (`installed.distributions_by_package`), read while the fit runs (unless the forked
+    pre-check read it on its own core and handed it back: then this returns at once)."""
     from buildenv.training.installed import distributions_by_package
 
     try:
