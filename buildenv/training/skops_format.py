@@ -25,6 +25,9 @@ from buildenv.training.skops_table import import_with
 
 __all__ = ["canonical", "dumps", "refused_types", "untrusted_in"]
 
+# Deferred imports (skops): imported through `skops_table.import_with` (with the build's cached
+# table of scikit-learn classes) before its saving internals are used, never at the top.
+
 _GENERATED = re.compile(r"^(?:\d+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
                         r"\.(?:npy|bin)$")
 _EPOCH = (1980, 1, 1, 0, 0, 0)

@@ -33,6 +33,9 @@ from buildenv.core.model_runtime import import_skops
 
 __all__ = ["cached", "fresh", "import_with", "key", "offer", "store"]
 
+# Deferred imports (skops, sklearn): the build imports this module to read and store the table
+# without scikit-learn; the training process imports them only to load skops.
+
 _OFFERED: list[dict] = []  # the build's table for this runner (`offer`), at most one
 _FRESH: list[dict] = []  # a table this process built the slow way, for the build to store
 
