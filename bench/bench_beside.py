@@ -12,6 +12,9 @@ for most of its Python steps, the two threads take turns and `beside` is no fast
 `now` (session 8, h61) is `beside` with the work that is left since the MLflow files of a skops
 model are written without MLflow (`training/mlmodel_writer.py`): skops' table only. The CPU
 seconds of each process (steadier than wall time on a loaded machine) show the work removed.
+`cached` (session 9, h74) is `now` with skops' scikit-learn table handed over as the build
+does from its cache (`training/skops_table.py`): skops' import without walking every
+scikit-learn module.
 
     .venv/bin/python bench/bench_beside.py [--repeats 3] [--iterations 200]
 
@@ -42,6 +45,12 @@ features = [c for c in df.columns if c != "label"]
 
 
 def work():
+    if mode == "cached":  # session 9: skops' scikit-learn table from the build's cache
+        import json
+        from buildenv.training import skops_table
+        skops_table.offer(json.loads(open("table.json").read()))
+        skops_table.import_with()
+        return
     from buildenv.core.model_runtime import import_skops
     import_skops()
     if mode == "now":  # MLflow is no longer imported in the training process
@@ -95,6 +104,9 @@ def main() -> int:
     root = work_dir("beside")
     make_rows(root)
     (root / "case.py").write_text(CASE_PY)
+    table = run([MAIN_PY, "-c", "import json; from buildenv.training import skops_table; "
+                 "skops_table.import_with(); print(json.dumps(skops_table.fresh()))"], cwd=root)
+    (root / "table.json").write_text(table.stdout)
     env = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONHASHSEED": "0"}
     print(machine(), flush=True)
 
@@ -103,7 +115,7 @@ def main() -> int:
                            env={**os.environ, **env})
 
     series = alternate({"serial": case("serial"), "beside": case("beside"),
-                        "now": case("now")}, args.repeats)
+                        "now": case("now"), "cached": case("cached")}, args.repeats)
     medians = {}
     for name, s in series.items():
         fits = [float(r.stdout.split()[0]) for r in s.runs]
@@ -115,6 +127,8 @@ def main() -> int:
           "(below 1: the work overlaps the fit)")
     print(f"now / beside: {medians['now'] / medians['beside']:.2f}x wall, "
           f"{series['now'].cpu / series['beside'].cpu:.2f}x CPU")
+    print(f"cached / now: {medians['cached'] / medians['now']:.2f}x wall, "
+          f"{series['cached'].cpu / series['now'].cpu:.2f}x CPU")
     return 0
 
 

@@ -16,8 +16,9 @@ graph, and parity against one onnxruntime inference.
       (pyarrow -> pandas), saves the model natively (pickle; torch.save of the state dict);
     - `buildenv build FAMILY --env ENV --no-register`: check, lock, validate, the pre-check on a
       sample, the full training, evaluation, conversion, parity, importance, save, verify.
-    Before each build, dist/ and the build caches are removed. Goal per family:
-    build <= 1.15 x T + 3 s.
+    Before each build, dist/ and the build caches are removed (not the user's cache: skops'
+    table of scikit-learn classes is kept there per interpreter, as for any user's second
+    build). Goal per family: build <= 1.15 x T + 3 s (issue 19); issue 25: <= 1.15 x T + 2 s.
 (b) Inventory. A 50 MB ONNX graph of each kind (an MLP of 2048-wide Gemms with inline weights,
     and a tree ensemble of 50 MB of attributes): `read_inventory` + the allow-list check
     (`forbidden_operators`), against onnx.load of the same file (the parse alone), in fresh
@@ -268,8 +269,9 @@ def bench_overhead(work: Path, families: list[str], target: float, repeats: int
         T = bare_s.median
         fit = statistics.median(float(r.stdout.split()[1]) for r in bare_s.runs)
         fit_cpu = statistics.median(float(r.stdout.split()[5]) for r in bare_s.runs)
-        budget = 1.15 * T + 3
+        budget, strict = 1.15 * T + 3, 1.15 * T + 2  # issue 19's goal; issue 25's, by default
         oks[f"{family}: build <= 1.15 T + 3 s"] = build_s.median <= budget
+        oks[f"{family}: build <= 1.15 T + 2 s"] = build_s.median <= strict
         for s in series.values():
             rows.append([s.name, f"{s.median:.1f}", s.spread(), f"{s.median / T:.2f}x",
                          f"{s.cpu:.1f}", f"{s.rss_mb:.0f}"])
@@ -282,7 +284,8 @@ def bench_overhead(work: Path, families: list[str], target: float, repeats: int
                      f"{fit_cpu:.1f} s CPU): T = {T:.1f} s, "
                      f"build {build_s.median:.1f} s = **{build_s.median / T:.2f}x T**, "
                      f"overhead {build_s.median - T:+.1f} s; budget {budget:.1f} s: "
-                     f"{verdict(build_s.median <= budget)}; parity max diff "
+                     f"{verdict(build_s.median <= budget)}, #25's {strict:.1f} s: "
+                     f"{verdict(build_s.median <= strict)}; parity max diff "
                      f"{lineage['parity'].get('max_probability_diff')}")
     text = "\n".join([f"{ROWS} training rows x {FEATURES} features, {EVAL_ROWS} evaluation "
                       f"rows, threads = 1; median of {repeats} alternating runs.", "",

@@ -1,6 +1,7 @@
 """Permutation importance (`training.importance`): the permuted copies predicted together give
 scikit-learn's `permutation_importance` drops exactly (same shuffles, same scores), in one
-prediction call, whatever `CELLS` splits them into, and the same bytes on every run."""
+prediction calls at once (`PARTS`), whatever `CELLS` splits them into, and the same bytes on every
+run."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def _expected(served, X, y, seed, classifier):
 
 
 @pytest.mark.parametrize("classifier", [True, False])
-def test_drops_equal_scikit_learns_and_come_from_one_prediction(classifier):
+def test_drops_equal_scikit_learns_and_come_from_parts_predicted_at_once(classifier):
     frame, signal = _data(700)
     X = frame.assign(kind=frame["kind"].cat.codes)
     if classifier:
@@ -73,7 +74,7 @@ def test_drops_equal_scikit_learns_and_come_from_one_prediction(classifier):
     inputs = ["x1", "x2", "noise", "kind"]
     got = importance.permutation(served, frame, y, 11, inputs, classifier)
     assert got["method"] == "permutation", got
-    assert served.calls == 1 and served.rows == [700 * (1 + 4 * importance.REPEATS)]
+    assert served.calls == 2 and sorted(served.rows) == [6 * 700, 7 * 700]  # 13 copies
     expected = _expected(_Served(served.model, served.classes), frame[inputs], y, 11,
                          classifier)
     assert [got["features"][n]["score_drop"] for n in inputs] == \
@@ -90,10 +91,35 @@ def test_split_calls_give_the_same_bytes(monkeypatch):
     model = HistGradientBoostingRegressor(max_iter=10, random_state=0).fit(X, signal)
     inputs = ["x1", "x2", "noise", "kind"]
     whole = importance.permutation(_Served(model), frame, signal, 5, inputs, False)
-    monkeypatch.setattr(importance, "CELLS", 300 * 4 * 2)  # two copies per call
+    monkeypatch.setattr(importance, "CELLS", 300 * 4 * 2 * importance.PARTS)  # 2 copies a call
     served = _Served(model)
     split = importance.permutation(served, frame, signal, 5, inputs, False)
     assert served.calls == 7 and json.dumps(split) == json.dumps(whole)
+    monkeypatch.setattr(importance, "PARTS", 1)  # one call, on this thread's pool of one
+    monkeypatch.setattr(importance, "CELLS", 4_000_000)
+    served = _Served(model)
+    one = importance.permutation(served, frame, signal, 5, inputs, False)
+    assert served.calls == 1 and json.dumps(one) == json.dumps(whole)
+
+
+def test_the_parts_are_predicted_at_once():
+    """Fails when the parts are predicted one after the other: each call waits until the
+    other has started."""
+    import threading
+
+    frame, signal = _data(300)
+    X = frame.assign(kind=frame["kind"].cat.codes)
+    model = HistGradientBoostingRegressor(max_iter=10, random_state=0).fit(X, signal)
+    both = threading.Barrier(importance.PARTS, timeout=30)
+
+    class Waiting(_Served):
+        def predict(self, frame):
+            both.wait()
+            return super().predict(frame)
+
+    got = importance.permutation(Waiting(model), frame, signal, 5,
+                                 ["x1", "x2", "noise", "kind"], False)
+    assert got["method"] == "permutation", got
 
 
 def test_more_rows_than_rows_are_sampled_then_permuted():
@@ -103,7 +129,8 @@ def test_more_rows_than_rows_are_sampled_then_permuted():
     served = _Served(model)
     got = importance.permutation(served, frame, signal, 2, ["x1", "x2", "noise", "kind"], False)
     assert got["method"] == "permutation"
-    assert served.rows == [importance.ROWS * (1 + 4 * importance.REPEATS)]
+    assert sum(served.rows) == importance.ROWS * (1 + 4 * importance.REPEATS)
+    assert all(rows % importance.ROWS == 0 for rows in served.rows)
 
 
 def test_shuffles_are_seeded_permutations():

@@ -208,3 +208,42 @@ def test_a_child_without_a_verdict_is_a_skipped_precheck():
 @pytest.mark.parametrize("case", ["thread", "restricted", "busy"])
 def test_no_fork_where_it_is_not_safe(case):
     assert _fork_case(case) is None
+
+
+DISTRIBUTIONS_SCRIPT = r"""
+import json, sys
+from importlib import metadata
+from types import SimpleNamespace
+from buildenv.training import installed, precheck_fork
+
+env = SimpleNamespace(datasets={}, restricted=lambda name: False)
+forked = precheck_fork.start(env, 1, lambda: {"summary": {"status": "passed"}})
+if forked is None:
+    print(json.dumps(None))
+    sys.exit(0)
+verdict = forked.verdict()
+adopted = bool(installed._ADOPTED)  # before anything here read the table itself
+print(json.dumps({"verdict": verdict, "adopted": adopted,
+                  "same": installed.distributions_by_package() == metadata.packages_distributions(),
+                  "read_here": installed._read.cache_info().currsize}))
+"""
+
+
+@forks
+def test_the_forked_child_reads_the_installed_distributions_for_the_fit_process():
+    """The table `installed` serves comes from the child's core, not from a thread beside the
+    fit: the verdict is unchanged, and this process never reads the metadata itself."""
+    threads = {var: "1" for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    proc = subprocess.run([sys.executable, "-c", DISTRIBUTIONS_SCRIPT], capture_output=True,
+                          text=True, timeout=120, cwd=REPO_ROOT, env={**os.environ, **threads})
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert found["verdict"] == {"summary": {"status": "passed"}}
+    assert found["adopted"] and found["same"] and found["read_here"] == 0
+
+
+def test_adopt_takes_only_a_table_of_names():
+    from buildenv.training import installed
+
+    for bad in (None, [], {"x": "y"}, {"x": [1]}, {1: ["a"]}):
+        assert installed.adopt(bad) is False

@@ -70,7 +70,6 @@ from buildenv.core.project import Project, TrainingConfig
 from buildenv.core.tempdirs import owned_temp_dir, sweep
 from buildenv.data.executor import RayExecutor
 from buildenv.env.resolve import Multiverse, Resolved
-from buildenv.labels.checks import check_labels
 from buildenv.toolchain.toolchain import (
     Interpreter,
     Toolchain,
@@ -276,8 +275,10 @@ def _validated_build(project: Project, multiverse: Multiverse, training: str, en
                      out: Path, early: tuple[EarlyTraining, Path] | None) -> None:
     """Validate, then train (or take the result of the training started early), verify and
     emit."""
-    # validation reads data (pyarrow): imported here, while a training started early starts
+    # validation and the label checks read data (pyarrow, pyarrow.compute): imported here,
+    # while a training started early starts, not before it starts
     from buildenv.data.validate.validate import validate_env
+    from buildenv.labels.checks import check_labels
 
     digests = {name: d.digest for name, d in lock.datasets.items()}
     label_pins = lock.label_pins()

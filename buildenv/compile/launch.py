@@ -30,6 +30,7 @@ from buildenv.core.project import Project, TrainingConfig
 from buildenv.env.resolve import Resolved
 from buildenv.toolchain.bytecode import fill_cache
 from buildenv.toolchain.toolchain import Interpreter
+from buildenv.training import skops_table
 
 __all__ = ["EarlyTraining", "child_env", "interrupt_trainings", "kill_group", "own_interpreter",
            "package_parent", "resume_trainings", "run_training", "wait_policy"]
@@ -262,7 +263,7 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
             "out_dir": str(out_dir), "result": str(work / "result.json"),
             "pins": dict(pins), "label_pins": dict(label_pins or {}), "release_key": release_key,
             "manifests": {name: m.to_json() for name, m in (manifests or {}).items()},
-            "sandbox": box.request,
+            "sandbox": box.request, "skops_types": skops_table.cached(python.python),
         }
         (work / "request.json").write_text(json.dumps(request))
         log_path = work / "output.log"
@@ -319,6 +320,9 @@ def run_training(project: Project, config: TrainingConfig, res: Resolved, out_di
         uncached = result.pop("uncached_sources", None)
         if uncached and interpreter is not None:
             fill_cache(python.python, python.env, python.cache_trees(), uncached)
+        fresh_types = result.pop("skops_types", None)
+        if fresh_types is not None:  # the sandboxed runner built it: kept for the next build
+            skops_table.store(python.python, fresh_types)
         return box.finish(result)
     finally:
         if box is not None:

@@ -102,7 +102,8 @@ def _preload_all(env: Any) -> None:
 
 def _read_distributions() -> None:
     """The installed distributions' table describing the model reads
-    (`installed.distributions_by_package`), read while the fit runs."""
+    (`installed.distributions_by_package`), read while the fit runs (unless the forked
+    pre-check read it on its own core and handed it back: then this returns at once)."""
     from buildenv.training.installed import distributions_by_package
 
     try:
@@ -208,7 +209,8 @@ def _mlflow_requirements() -> None:
 
 def _warm(env: Any) -> None:
     """Import what saving and loading the served model back will need: the onnx stack's
-    runtime, or skops (whose table of safe types imports every scikit-learn module). Only
+    runtime, or skops (whose table of safe types imports every scikit-learn module, unless
+    the build's cached table fits: `skops_table`). Only
     speed depends on it: a failure here is met again, and reported, where the import is
     needed."""
     from buildenv.env.spec import OnnxServing
@@ -218,8 +220,8 @@ def _warm(env: Any) -> None:
             import onnx  # noqa: F401
             import onnxruntime  # noqa: F401
         elif env.serving is None or env.serving.format == "skops":
-            from buildenv.core.model_runtime import import_skops
+            from buildenv.training.skops_table import import_with
 
-            import_skops()
+            import_with()  # skops' scikit-learn table from the build's cache when it fits
     except Exception:
         pass

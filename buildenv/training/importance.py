@@ -9,22 +9,28 @@ rows, the model's own `feature_importances_` (when it has them) stands in.
 The shuffles are drawn as scikit-learn's `permutation_importance` draws them for an integer
 `random_state` (`shuffles`), so the drops are the ones it computes; but instead of one
 prediction per shuffle (one per input and repeat, plus the baseline), the permuted copies are
-stacked and predicted in as few calls as `CELLS` allows: the same rows, one call's overhead.
+stacked and predicted in `PARTS` calls at once (more when `CELLS` bounds them): the same rows,
+a few calls' overhead, on the cores the fit has left (the trees' traversal, scikit-learn's and
+onnxruntime's, runs without the interpreter's lock; the served model already answers parity's
+thread at the same time). Each row's prediction does not depend on the rows beside it, so the
+scores are the same however the copies are split.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import r2_score
 
-__all__ = ["CELLS", "REPEATS", "ROWS", "model_importance", "permutation", "shuffles"]
+__all__ = ["CELLS", "PARTS", "REPEATS", "ROWS", "model_importance", "permutation", "shuffles"]
 
 ROWS = 1000
 REPEATS = 3
-CELLS = 4_000_000  # rows x inputs handed to one prediction call: bounds the stacked copies
+CELLS = 4_000_000  # rows x inputs handed to the prediction calls at once: bounds the copies
+PARTS = 2  # prediction calls at once (threads), each on a share of the stacked copies
 
 
 def shuffles(rows: int, seed: int) -> list[np.ndarray]:
@@ -57,12 +63,18 @@ def _scores(served: Any, X: Any, y: Any, classifier: bool, seed: int) -> list[fl
     n = len(X)
     orders = shuffles(n, seed)
     blocks = [(-1, 0)] + [(k, r) for k in range(X.shape[1]) for r in range(REPEATS)]
-    per_call = max(1, CELLS // max(1, n * X.shape[1]))
+    bounded = max(1, CELLS // PARTS // max(1, n * X.shape[1]))
+    per_call = min(bounded, -(-len(blocks) // PARTS))
     truth = np.asarray(y, dtype=object) if classifier else y
+    chunks = [blocks[start:start + per_call] for start in range(0, len(blocks), per_call)]
+
+    def predict(chunk: list[tuple[int, int]]) -> Any:
+        return served.predict(_stacked(X, chunk, orders))
+
+    with ThreadPoolExecutor(max_workers=PARTS, thread_name_prefix="buildenv-importance") as pool:
+        answers = list(pool.map(predict, chunks))
     scores: list[float] = []
-    for start in range(0, len(blocks), per_call):
-        chunk = blocks[start:start + per_call]
-        predicted = served.predict(_stacked(X, chunk, orders))
+    for chunk, predicted in zip(chunks, answers, strict=True):
         predicted = np.asarray(predicted, dtype=object) if classifier else np.asarray(predicted)
         for i in range(len(chunk)):
             part = predicted[i * n:(i + 1) * n]

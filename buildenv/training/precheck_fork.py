@@ -12,7 +12,8 @@ full fit starts from the same seeds as after a serial pre-check, so the artifact
 bytes (and the sample run draws what it would have drawn in the training process: `random`,
 which reseeds itself in a forked child, gets its state back); it reads its tables itself (the
 child's reads are not handed back). The child's verdict (`precheck.run`'s, or the failure the
-runner would report) comes back through a pipe, and a refusal interrupts the fit as
+runner would report) comes back through a pipe, with the installed distributions' table the
+child read on its core (`installed.adopt`), and a refusal interrupts the fit as
 `beside.Judge` does for any deferred verdict.
 
 Forking is safe only while the training process runs no other thread: an OpenMP runtime
@@ -38,12 +39,14 @@ from collections.abc import Callable
 from typing import Any
 
 from buildenv.data.gate import handover
+from buildenv.training import installed
 from buildenv.training.confinement import Guard
 from buildenv.training.precheck import SAMPLE_ROWS
 
 __all__ = ["ForkedPrecheck", "start"]
 
 _ALLOCATOR_THREADS = frozenset({"jemalloc_bg_thd"})
+_DISTRIBUTIONS = "installed distributions"  # the child's `installed` table, beside its verdict
 
 
 def start(env: Any, threads: int, work: Callable[[], dict]) -> ForkedPrecheck | None:
@@ -108,7 +111,12 @@ def _child(work: Callable[[], dict], read_end: int, write_end: int,
         if channel is not None:
             channel[0].close()
             handover.use(channel[1])
-        data = json.dumps(work(), default=str).encode()
+        found = work()
+        try:  # read here, on this process's core, not beside the parent's fit (`installed`)
+            found = {**found, _DISTRIBUTIONS: dict(installed.distributions_by_package())}
+        except Exception:
+            pass
+        data = json.dumps(found, default=str).encode()
         view = memoryview(data)
         while view:
             view = view[os.write(write_end, view):]
@@ -145,6 +153,7 @@ class ForkedPrecheck:
             self._relay.join()
         if chunks:
             found: dict = json.loads(b"".join(chunks))
+            installed.adopt(found.pop(_DISTRIBUTIONS, None))
             return found
         how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else \
             f"exit code {os.waitstatus_to_exitcode(status)}"

@@ -36,6 +36,7 @@ from typing import Any
 from buildenv.core.confine import ConfinementError
 from buildenv.core.leave import leave
 from buildenv.toolchain.bytecode import uncached_sources
+from buildenv.training import skops_table
 from buildenv.training.beside import Beside, Judge, preload, preloaded
 from buildenv.training.confinement import Guard
 from buildenv.training.user_frames import exception_frame as _user_frame
@@ -85,6 +86,7 @@ def run(request: dict, guard: Guard | None = None) -> dict:
     from buildenv.training.families import torch_export_worker
 
     env = Environment.model_validate(request["env"])
+    skops_table.offer(request.get("skops_types"))
     try:
         return _run(request, env, guard)
     except _Failed as failed:
@@ -631,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     uncached = uncached_sources()
     if uncached:  # the build fills the bytecode cache this sandboxed run could not write
         result["uncached_sources"] = uncached
+    if skops_table.fresh() is not None:  # the build keeps it for the next run
+        result["skops_types"] = skops_table.fresh()
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, default=str))
     os.replace(tmp, result_path)

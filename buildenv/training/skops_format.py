@@ -20,9 +20,13 @@ import re
 import zipfile
 from typing import Any
 
-from buildenv.core.model_runtime import import_skops, trusted_patterns
+from buildenv.core.model_runtime import trusted_patterns
+from buildenv.training.skops_table import import_with
 
 __all__ = ["canonical", "dumps", "refused_types", "untrusted_in"]
+
+# Deferred imports (skops): imported through `skops_table.import_with` (with the build's cached
+# table of scikit-learn classes) before its saving internals are used, never at the top.
 
 _GENERATED = re.compile(r"^(?:\d+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
                         r"\.(?:npy|bin)$")
@@ -30,44 +34,99 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 def dumps(model: Any) -> bytes:
-    """The model's canonical skops bytes."""
-    return canonical(import_skops().dumps(model))
+    """The model's canonical skops bytes: `canonical(skops.io.dumps(model))`, written without
+    skops' own zip (`_state_of`)."""
+    sio = import_with()
+    try:
+        state, members = _state_of(model)
+    except _Unexpected:  # not the skops this was written for: its own file, canonicalised
+        return canonical(sio.dumps(model))
+    return _written(state, members)
 
 
 def canonical(data: bytes) -> bytes:
+    """A skops file's canonical bytes (ids and generated member names renumbered in document
+    order, members sorted and stored, dated 1980-01-01)."""
     with zipfile.ZipFile(io.BytesIO(data)) as source:
         schema = json.loads(source.read("schema.json"))
-        numbers: dict[str, int] = {}
+        members = {name: source.read(name) for name in source.namelist()
+                   if name != "schema.json"}
+    return _written(schema, members)
 
-        def number(key: str) -> int:
-            return numbers.setdefault(key, len(numbers))
 
-        def visit(node: Any) -> None:
-            if isinstance(node, dict):
-                for key, value in node.items():
-                    if key == "__id__" and isinstance(value, int):
-                        node[key] = number(str(value))
-                    elif key == "file" and isinstance(value, str) and _GENERATED.match(value):
-                        stem, ext = value.rsplit(".", 1)
-                        node[key] = f"{number(stem)}.{ext}"
-                    else:
-                        visit(value)
-            elif isinstance(node, list):
-                for value in node:
-                    visit(value)
+class _Unexpected(Exception):
+    """skops' saving internals are not the pinned version's."""
 
-        visit(schema)
-        members = {"schema.json": json.dumps(schema, indent=2).encode("utf-8")}
-        for name in source.namelist():
-            if name == "schema.json":
-                continue
-            if _GENERATED.match(name):
-                stem, ext = name.rsplit(".", 1)
-                if stem not in numbers:
-                    continue  # a member the schema never refers to
-                members[f"{numbers[stem]}.{ext}"] = source.read(name)
-            else:
-                members[name] = source.read(name)
+
+class _Members:
+    """What skops' savers write into their zip (`writestr`, and `namelist` to skip an array
+    written already), kept in memory: the canonical file is written once, from the state."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    def namelist(self) -> dict[str, bytes]:  # only ever asked `name in namelist()`
+        return self.files
+
+    def writestr(self, name: str, data: Any) -> None:
+        self.files[name] = bytes(data)
+
+
+def _state_of(model: Any) -> tuple[Any, dict[str, bytes]]:
+    """skops' schema of `model` and its member files, as `skops.io.dumps` computes them (its
+    `_persist._save`, pinned skops 0.16) but without writing them into a zip, encoding the
+    schema and reading both back to canonicalise them: the same bytes in the end
+    (`tests/test_skops_format.py`), for a third of the CPU."""
+    import skops
+    from skops.io import _utils
+
+    context_type, get_state = getattr(_utils, "SaveContext", None), \
+        getattr(_utils, "get_state", None)
+    if skops.__version__ != _SKOPS or context_type is None or get_state is None:
+        raise _Unexpected
+    members = _Members()
+    context = context_type(zip_file=members)
+    state = get_state(model, context)
+    context.clear_memo()
+    state["protocol"] = context.protocol
+    state["_skops_version"] = skops.__version__
+    return state, members.files
+
+
+_SKOPS = "0.16.0"  # the version whose saving `_state_of` repeats (pyproject pins it)
+
+
+def _written(schema: Any, files: dict[str, bytes]) -> bytes:
+    numbers: dict[str, int] = {}
+
+    def number(key: str) -> int:
+        return numbers.setdefault(key, len(numbers))
+
+    def visit(node: Any) -> Any:  # a renumbered copy (a node may occur twice in the state)
+        if isinstance(node, dict):
+            out: dict[Any, Any] = {}
+            for key, value in node.items():
+                if key == "__id__" and isinstance(value, int):
+                    out[key] = number(str(value))
+                elif key == "file" and isinstance(value, str) and _GENERATED.match(value):
+                    stem, ext = value.rsplit(".", 1)
+                    out[key] = f"{number(stem)}.{ext}"
+                else:
+                    out[key] = visit(value)
+            return out
+        if isinstance(node, (list, tuple)):
+            return [visit(value) for value in node]
+        return node
+
+    members = {"schema.json": json.dumps(visit(schema), indent=2).encode("utf-8")}
+    for name, data in files.items():
+        if _GENERATED.match(name):
+            stem, ext = name.rsplit(".", 1)
+            if stem not in numbers:
+                continue  # a member the schema never refers to
+            members[f"{numbers[stem]}.{ext}"] = data
+        else:
+            members[name] = data
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
         for name in sorted(members):
@@ -79,7 +138,7 @@ def canonical(data: bytes) -> bytes:
 
 def untrusted_in(data: bytes) -> list[str]:
     """Types of a skops file that skops does not trust by itself."""
-    return sorted(import_skops().get_untrusted_types(data=data))
+    return sorted(import_with().get_untrusted_types(data=data))
 
 
 def refused_types(data: bytes, ops: list[str], untrusted: list[str] | None = None
