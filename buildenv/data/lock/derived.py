@@ -241,14 +241,16 @@ def plan_derived(project: Project, env: Environment, name: str,
 
 
 def materialize(project: Project, plan: DerivedPlan, store: DerivedStore
-                ) -> tuple[ContentDigest, Manifest | None]:
+                ) -> tuple[ContentDigest, Manifest | None, int]:
     """Lay the dataset's uri out as links to its objects (every one must be stored) and
-    return its digest (a partitioned dataset's: its manifest's)."""
+    return its digest (a partitioned dataset's: its manifest's) and the aggregate rows its
+    objects withheld."""
     metas = {f.path: store.get(f.key) for f in plan.files}
     missing = [p for p, m in metas.items() if m is None]
     if missing:
         raise FileNotFoundError(f"derived dataset '{plan.name}': outputs not built: "
                                 f"{', '.join(missing[:3])}")
+    withheld = sum(m.withheld for m in metas.values() if m is not None)
     final = locate(plan.ds.uri, project).local
     assert final is not None  # derived datasets live under the state dir
     if not plan.partitioned:
@@ -256,7 +258,7 @@ def materialize(project: Project, plan: DerivedPlan, store: DerivedStore
         assert meta is not None
         if not _linked(final, store.path(plan.files[0].key)):
             _link_file(store.path(plan.files[0].key), final)
-        return ContentDigest(meta.digest, meta.size, meta.rows), None
+        return ContentDigest(meta.digest, meta.size, meta.rows), None, withheld
     entries = []
     for f in plan.files:
         meta = metas[f.path]
@@ -271,7 +273,7 @@ def materialize(project: Project, plan: DerivedPlan, store: DerivedStore
                 target = tmp.joinpath(*f.path.split("/"))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _place(store.path(f.key), target)
-    return ContentDigest(manifest.digest, manifest.size, manifest.rows), manifest
+    return ContentDigest(manifest.digest, manifest.size, manifest.rows), manifest, withheld
 
 
 def _replace_one(final: Path, plan: DerivedPlan, changed: OutputFile, store: DerivedStore
@@ -301,13 +303,21 @@ def _replace_one(final: Path, plan: DerivedPlan, changed: OutputFile, store: Der
             _place(obj, tmp / "file")
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp / "file", target)
+            tmp.rmdir()  # empty now: cheaper than a tree walk
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return True
 
 
 def _files(final: Path) -> set[str]:
-    return {str(p.relative_to(final).as_posix()) for p in final.rglob("*") if p.is_file()}
+    """The files under `final`, relative, with `/` (a walk of the tree: one scandir per
+    directory, no stat per entry beyond its type)."""
+    found: set[str] = set()
+    for top, _dirs, names in os.walk(final):
+        rel = os.path.relpath(top, final)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        found.update(prefix + n for n in names)
+    return found
 
 
 def _linked(path: Path, obj: Path) -> bool:
