@@ -195,7 +195,7 @@ def _view(res: Resolved, job: dict[str, Any]) -> dict[str, Any] | None:
         return None
     try:
         return describe(narrowed(res.env, list(job["inputs"])))
-    except ValueError:
+    except Exception:  # a value JSON cannot hold, a property that fails: the model's path
         return None
 
 
