@@ -59,3 +59,35 @@ def test_the_read_site_is_the_users_file_and_line_however_often_it_reads(tmp_pat
     assert read() == read() == "transform.py:4"
     assert context._own_code(context.__file__, tmp_path) is None  # buildenv's own code
     assert context._own_code(str(tmp_path / "missing.py"), tmp_path) is None
+
+
+@pytest.mark.parametrize("rows,shape", [(3, "small"), (200_000, "large"), (3, "no footer"),
+                                        (0, "empty")])
+def test_an_outputs_digest_read_at_once_is_the_lock_digest(tmp_path, monkeypatch, rows, shape):
+    """`DerivedStore.put` hashes a small output in one read, without the footer thread;
+    the record is `compute_digest`'s, and a large or odd file takes `compute_digest` itself."""
+    from buildenv.data.lock import derived
+    from buildenv.data.lock.digests import compute_digest
+    from buildenv.data.storage import Location
+
+    path = tmp_path / "0.parquet"
+    rng = __import__("numpy").random.default_rng(0)
+    pq.write_table(pa.table({"x": rng.normal(size=rows), "k": rng.integers(0, 9, rows)}), path)
+    if shape == "no footer":  # a trailing byte: not Parquet any more (pyarrow says so)
+        path.write_bytes(path.read_bytes()[:-4] + b"PAR2")
+    if shape == "large":
+        monkeypatch.setattr(derived, "SMALL_OUTPUT", 1024)
+    slow: list[object] = []
+    compute = derived.compute_digest
+    monkeypatch.setattr(derived, "compute_digest", lambda *a: slow.append(a) or compute(*a))
+    try:
+        expected = compute_digest(Location(str(path), str(path), str(path), path), "parquet",
+                                  "sha256")
+    except Exception as exc:  # the same failure either way
+        with pytest.raises(type(exc)):
+            derived.output_digest(path)
+        assert slow
+        return
+    assert derived.output_digest(path) == expected
+    assert expected.rows == rows
+    assert bool(slow) == (shape == "large")

@@ -11,8 +11,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from sourcerepo import source_fixtures
+
+_progress, template, locked = source_fixtures("runner_imports")
 
 HEAVY = ("pydantic", "pydantic_core", "buildenv.core.project", "buildenv.env.spec")
 
@@ -41,3 +45,73 @@ def test_a_default_evaluation_in_the_narrowed_view() -> None:
     view = narrowed(env, ["a"])
     assert view.evaluation == Evaluation()
     assert view.evaluation != env.evaluation
+
+
+def test_the_early_runner_prepares_without_pydantic() -> None:
+    """What the transforms' process imports while it waits for its request."""
+    code = ("import sys\nfrom buildenv.training import sources_runner\n"
+            "sources_runner._prepare()\n"
+            f"print(__import__('json').dumps(sorted(m for m in sys.modules "
+            f"if m.split('.')[0] in {HEAVY[:2]!r} or m in {HEAVY[2:]!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert json.loads(out) == []
+
+
+RUN = """\
+import json, sys
+from pathlib import Path
+from buildenv.training import sources_runner
+request = json.loads(Path(sys.argv[1]).read_text())
+result = sources_runner.run(request)
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in {light!r} or m in {models!r})
+print(json.dumps({{"result": result, "heavy": heavy}}))
+"""
+
+
+@pytest.fixture
+def request_sent(locked: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The request `buildenv lock` sends the transforms' process after the transform changed."""
+    from conftest import invoke_cli
+
+    sent: list[str] = []
+    write_text = Path.write_text
+
+    def keep(self: Path, data: str, *args: object, **kwargs: object) -> int:
+        if self.name == "request.json":
+            sent.append(data)
+        return write_text(self, data, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "write_text", keep)
+    module = locked / "transforms" / "daily.py"
+    module.write_text(module.read_text() + "\n# changed\n")
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and len(sent) == 1, err
+    return json.loads(sent[0])
+
+
+@pytest.mark.parametrize("described", [True, False])
+def test_a_transform_runs_from_the_builds_description_without_pydantic(
+        request_sent: dict, locked: Path, tmp_path: Path, described: bool) -> None:
+    """The request carries the inputs' environment and the project's paths: the runner
+    imports no pydantic and no models, and writes the bytes the model's path writes."""
+    request = dict(request_sent)
+    if not described:  # the model's path (labeling functions; a value JSON cannot hold)
+        request["views"] = [None] * len(request["jobs"])
+    out = tmp_path / "out"
+    out.mkdir()
+    for job in request["jobs"]:
+        for i, item in enumerate(job["files"]):
+            item["out"] = str(out / f"{i}.parquet")
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request))
+    code = RUN.format(light=HEAVY[:2], models=HEAVY[2:])
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, check=True, cwd=locked)
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["result"]["ok"], answer["result"]
+    assert (answer["heavy"] == []) is described, answer["heavy"]
+    stored = locked / ".buildenv" / "derived" / "objects"
+    objects = {p.read_bytes() for p in stored.rglob("*.parquet")}
+    written = sorted(out.glob("*.parquet"))
+    assert written and all(p.read_bytes() in objects for p in written)

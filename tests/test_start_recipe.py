@@ -191,3 +191,19 @@ def test_no_cloud_credential_reaches_a_recipe(locked, tmp_path, policy):
         assert secret not in path.read_text(errors="replace"), path
     if policy == "off":
         assert not start_recipe.recipe_path(locked).exists()
+
+
+def test_the_recipe_decides_before_any_yaml_is_read(tmp_path, monkeypatch):
+    """A recipe that answers starts (or skips) the process without the YAML (whose import
+    would delay it); without one, the YAML decides as before."""
+    from buildenv.cli import early
+
+    (tmp_path / "pyproject.toml").write_text("[tool.buildenv]\n")
+    read: list[list[str]] = []
+    monkeypatch.setattr(early, "_datasets", lambda d, names, keys: read.append(names) or [])
+    monkeypatch.setattr(start_recipe, "begin", lambda root, names: True)
+    early._start_runner(["ev", "--root", str(tmp_path)])
+    assert read == []
+    monkeypatch.setattr(start_recipe, "begin", lambda root, names: False)
+    early._start_runner(["ev", "--root", str(tmp_path)])
+    assert read == [["ev"]]

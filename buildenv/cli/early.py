@@ -38,10 +38,12 @@ def start(argv: list[str]) -> None:
     # The hashing thread needs the GIL back after every chunk, while this thread imports (GIL
     # held): with the default 5 ms switch interval it would wait up to 5 ms a chunk.
     sys.setswitchinterval(0.0005)
+    # The transforms' process first: a derived rebuild waits for its start-up, and the hashing
+    # thread's imports would hold up this thread's (the YAML reader) by a few milliseconds.
+    _start_runner(argv[2:])
     thread = threading.Thread(target=_prefetch, args=(argv[2:],), name="buildenv-early",
                               daemon=True)
     thread.start()
-    _start_runner(argv[2:])
 
 
 def _start_runner(args: list[str]) -> None:
@@ -51,14 +53,17 @@ def _start_runner(args: list[str]) -> None:
         names, options = _options(args)
         if "--check" in options:
             return  # it builds nothing unless the lock pins what this checkout lacks
+        from buildenv.compile import start_recipe
+
+        # the recipe before the YAML: it only exists where a build ran transforms, the build
+        # adopts its process only if it is the one it computes, and reading YAML (its import)
+        # would delay the start
+        if start_recipe.begin(_root(options.get("--root")), names):
+            return  # started from the last build's recipe, or nothing it knows is stale
         env_dir, _ = _config(_root(options.get("--root")))
         if not any(isinstance(ds.get("source"), dict) and "transform" in ds["source"]
                    for ds in _datasets(env_dir, names, ("source",))):
             return
-        from buildenv.compile import start_recipe
-
-        if start_recipe.begin(_root(options.get("--root")), names):
-            return  # started from the last build's recipe, or nothing it knows is stale
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM while it starts: as during the command
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -124,8 +124,7 @@ def _build_all(project: Project, res: Resolved, pins: dict[str, Pinned], only: s
         finally:
             if process is not None:
                 process.close()
-        value, manifest = materialize(project, plan, store)
-        withheld = sum(meta.withheld for f in plan.files if (meta := store.get(f.key)))
+        value, manifest, withheld = materialize(project, plan, store)
         if withheld:
             built.problems.append(res.diag(
                 "BE095", f"dataset '{name}': {withheld:,} aggregate row(s) summarise fewer "

@@ -37,9 +37,11 @@ from buildenv.core import process_tree
 from buildenv.core.process_tree import die_with_parent
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.core.tempdirs import owned_temp_dir, scratch_dir, sweep
+from buildenv.data.lock.derived import narrowed
 from buildenv.data.lock.manifest import Manifest
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Environment
+from buildenv.training.env_view import describe
 
 __all__ = ["SourceProcess"]
 
@@ -127,6 +129,10 @@ class SourceProcess:
             "env": res.env.model_dump(mode="json", by_alias=True),
             "result": str(self.work / "result.json"), "pins": dict(pins),
             "manifests": {name: m.to_json() for name, m in manifests.items()},
+            # what the runner needs of the project and a transform's environment, so that it
+            # imports no pydantic (training.env_view)
+            "cache_dir": project.config.cache_dir, "store": project.config.store,
+            "views": [_view(res, job) for job in jobs],
         }
         (self.work / "request.json").write_text(json.dumps(request))
         deadline = time.monotonic() + timeout
@@ -179,6 +185,18 @@ class SourceProcess:
         self.box.stop(self.proc)
         kill_group(self.proc)
 
+
+
+def _view(res: Resolved, job: dict[str, Any]) -> dict[str, Any] | None:
+    """A transform job's environment (its inputs'), described for the runner; None (the
+    runner validates the environment itself) for labeling functions or a value the
+    description cannot hold."""
+    if job["kind"] != "transform":
+        return None
+    try:
+        return describe(narrowed(res.env, list(job["inputs"])))
+    except Exception:  # a value JSON cannot hold, a property that fails: the model's path
+        return None
 
 
 def _sandbox(project: Project, res: Resolved, modules: tuple[str, ...], reads: Environment,

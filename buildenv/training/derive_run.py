@@ -33,6 +33,7 @@ from buildenv.data.lock.derived import narrowed
 from buildenv.data.lock.manifest import FileEntry, Manifest
 from buildenv.training.confinement import refused, swallowed
 from buildenv.training.context import BuildContext, ForbiddenRead
+from buildenv.training.env_view import EnvironmentView
 from buildenv.training.runner import _diag, _load_entry, _user_frame
 
 if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
@@ -78,7 +79,8 @@ def run_transform_job(job: dict[str, Any], env: Environment, project: Project,
     """Make every output file of one derived dataset's job; diagnostics of the first failure."""
     module_path, function = job["transform"].rsplit(":", 1)
     inputs = list(job["inputs"])
-    view = narrowed(env, inputs)
+    # the build's description is of the inputs' environment already (`sources_runner`)
+    view = env if isinstance(env, EnvironmentView) else narrowed(env, inputs)
     restricted = any(view.restricted(n) for n in inputs)
     try:
         fn = _load_entry(root, module_path, function)

@@ -19,6 +19,7 @@ import random
 import sys
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from typing import Any
 from buildenv.core.confine import ConfinementError
 from buildenv.core.leave import leave
 from buildenv.training.confinement import Guard
+from buildenv.training.env_view import EnvironmentView, ProjectView
 
 # Deferred imports (buildenv, numpy): like the training runner, an import that fails inside
 # `run` becomes a BE345 result instead of a process that dies before writing one.
@@ -37,8 +39,6 @@ __all__ = ["main"]
 def run(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
-    from buildenv.core.project import Project
-    from buildenv.env.spec import Environment
     from buildenv.training.derive_run import run_transform_job
     from buildenv.training.label_run import run_functions_job
     from buildenv.training.runner import _manifests
@@ -47,8 +47,17 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     np.random.seed(0)
     root = Path(request["root"]).resolve()
     own = Path(__file__).resolve().parents[1]
-    env = Environment.model_validate(request["env"])
-    project = Project(root=root, data_root=Path(request["data_root"]))
+    jobs = request["jobs"]
+    views = request.get("views") or [None] * len(jobs)
+    if "cache_dir" in request and all(v is not None for v in views):
+        # every job is a transform the build described: no pydantic in this process
+        project: Any = ProjectView(root, Path(request["data_root"]), request["cache_dir"],
+                                   request.get("store"), lambda: _project(request, root))
+        envs: list[Any] = [EnvironmentView.of(v, partial(_narrowed, request, job))
+                           for v, job in zip(views, jobs)]
+    else:
+        project = _project(request, root)
+        envs = [_environment(request)] * len(jobs)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     pins = dict(request.get("pins") or {})
@@ -56,7 +65,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     outputs: dict[str, Any] = {}
     diagnostics: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for job in request["jobs"]:
+    for job, env in zip(jobs, envs):
         runner = run_transform_job if job["kind"] == "transform" else run_functions_job
         if Guard.active is not None:  # what the sandbox refuses is reported as the job's
             Guard.active.subject = (
@@ -74,13 +83,32 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
             "timings": timings}
 
 
+def _project(request: dict[str, Any], root: Path) -> Any:
+    """The project, as `core.project` opens it (pydantic: its configuration's models)."""
+    from buildenv.core.project import Project
+
+    return Project(root=root, data_root=Path(request["data_root"]))
+
+
+def _environment(request: dict[str, Any]) -> Any:
+    """The request's environment, validated by its model (pydantic)."""
+    from buildenv.env.spec import Environment
+
+    return Environment.model_validate(request["env"])
+
+
+def _narrowed(request: dict[str, Any], job: dict[str, Any]) -> Any:
+    """The model of what a transform job's view describes: its inputs' environment."""
+    from buildenv.data.lock.derived import narrowed
+
+    return narrowed(_environment(request), list(job["inputs"]))
+
+
 def _prepare() -> None:
     """What every job needs, imported before the request comes (`-`: started early)."""
     # deferred on purpose: imported while the build still checks the code (see the module)
     import pandas  # noqa: F401 -- what transforms and labeling functions use
 
-    import buildenv.core.project
-    import buildenv.env.spec  # `run` validates the request's environment (pydantic) with them
     import buildenv.training.derive_run
     import buildenv.training.label_run  # noqa: F401
 
