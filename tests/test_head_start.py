@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, invoke_cli, movies_table, write_parquet, write_repo
 
-from buildenv.cli import head_start
+from buildenv.cli import early, head_start
 from buildenv.data.lock import digests, early_hash
 from buildenv.data.lock.quick import PLAN_FILE
 from buildenv.data.storage import locate
@@ -41,11 +41,17 @@ def locked(tmp_path) -> Path:
 
 @pytest.fixture
 def passes(monkeypatch) -> dict[str, early_hash.Pass]:
-    """This process's passes, empty, and its switch interval left alone."""
+    """This process's passes, empty, its switch interval left alone, and `early`'s prefetch
+    from the YAML recorded (`yaml_prefetch`), not started."""
     started: dict[str, early_hash.Pass] = {}
     monkeypatch.setattr(early_hash, "_PASSES", started)
     monkeypatch.setattr(head_start.sys, "setswitchinterval", lambda _: None)
+    yaml_prefetch.clear()
+    monkeypatch.setattr(early, "prefetch", yaml_prefetch.append)
     return started
+
+
+yaml_prefetch: list[list[str]] = []
 
 
 def _data(root: Path, *names: str) -> list[str]:
@@ -62,7 +68,7 @@ def _child(root: Path, code: str, **env: str) -> subprocess.CompletedProcess[str
 
 _STARTED = """
 import json, sys
-from buildenv.cli import head_start
+from buildenv.cli import early, head_start
 from buildenv.data.lock import early_hash
 head_start.start(["buildenv", *sys.argv[1:]])
 print(json.dumps({"passes": sorted(early_hash._PASSES),
@@ -86,7 +92,7 @@ def test_the_plans_files_start_hashing_before_the_command_imports(locked, args, 
 
 _TAKEN = """
 import sys
-from buildenv.cli import head_start
+from buildenv.cli import early, head_start
 head_start.start(["buildenv", "lock"])
 from buildenv.data.lock import digests, early_hash
 assert len(early_hash._PASSES) == 3, early_hash._PASSES
@@ -215,29 +221,33 @@ def _every_dataset(plan: dict, key: str, value: str) -> None:
             ds[key] = value
 
 
-NOTHING = {
+NOTHING = {  # case: (change, command line, environment, whether `early` prefetches from YAML)
     "the stat cache vouches for every file": (
-        lambda r: invoke_cli(["lock"], r), ["lock"], {}),
-    "another algorithm": (lambda r: None, ["lock", "--algorithm", "blake3"], {}),
-    "another executor": (lambda r: None, ["lock", "--executor=ray"], {}),
-    "BUILDENV_NO_PREFETCH": (lambda r: None, ["lock"], {"BUILDENV_NO_PREFETCH": "1"}),
-    "another command": (lambda r: None, ["validate"], {}),
-    "no plan": (lambda r: (r / ".buildenv" / PLAN_FILE).unlink(), ["lock"], {}),
-    "a damaged plan": (lambda r: (r / ".buildenv" / PLAN_FILE).write_text("{"), ["lock"], {}),
-    "a plan of another algorithm": (
-        lambda r: _plan(r, lambda p: p.update(algorithm="blake3")), ["lock"], {}),
+        lambda r: invoke_cli(["lock"], r), ["lock"], {}, False),
     "CSV files (rows counted from the bytes)": (
-        lambda r: _plan(r, lambda p: _every_dataset(p, "format", "csv")), ["lock"], {}),
+        lambda r: _plan(r, lambda p: _every_dataset(p, "format", "csv")), ["lock"], {}, False),
     "object stores": (lambda r: _plan(r, lambda p: _every_dataset(
-        p, "uri", "s3://bucket/movies.parquet")), ["lock"], {}),
-    "an environment the plan does not hold": (lambda r: None, ["lock", "nope"], {}),
+        p, "uri", "s3://bucket/movies.parquet")), ["lock"], {}, False),
+    "BUILDENV_NO_PREFETCH": (lambda r: None, ["lock"], {"BUILDENV_NO_PREFETCH": "1"}, False),
+    "another command": (lambda r: None, ["validate"], {}, False),
+    "another algorithm": (lambda r: None, ["lock", "--algorithm", "blake3"], {}, True),
+    "another executor": (lambda r: None, ["lock", "--executor=ray"], {}, True),
+    "no plan (a first lock)": (
+        lambda r: (r / ".buildenv" / PLAN_FILE).unlink(), ["lock"], {}, True),
+    "a damaged plan": (
+        lambda r: (r / ".buildenv" / PLAN_FILE).write_text("{"), ["lock"], {}, True),
+    "a plan of another algorithm": (
+        lambda r: _plan(r, lambda p: p.update(algorithm="blake3")), ["lock"], {}, True),
+    "an environment the plan does not hold": (lambda r: None, ["lock", "nope"], {}, True),
 }
 
 
 @pytest.mark.parametrize("case", list(NOTHING))
 def test_nothing_is_hashed_ahead_when_nothing_needs_it_or_the_plan_cannot_say(
         locked, case, passes, monkeypatch):
-    change, args, env = NOTHING[case]
+    """... and when the plan cannot say which files the lock pins, `early` starts hashing
+    those the environments' YAML names, as the full lock's start would, only sooner."""
+    change, args, env, from_yaml = NOTHING[case]
     change(locked)
     monkeypatch.chdir(locked)
     for key in ("BUILDENV_ROOT", "BUILDENV_NO_PREFETCH"):
@@ -246,6 +256,32 @@ def test_nothing_is_hashed_ahead_when_nothing_needs_it_or_the_plan_cannot_say(
         monkeypatch.setenv(key, value)
     head_start.start(["buildenv", *args])
     assert not passes
+    assert yaml_prefetch == ([args[1:]] if from_yaml else [])
+
+
+_FIRST = """
+import threading
+from buildenv.cli import early, head_start
+from buildenv.data.lock import digests
+calls, prefetch = [], early._prefetch
+early._prefetch = lambda args: (calls.append(args), prefetch(args))
+head_start.start(["buildenv", "lock"])
+assert early._prefetching == [True]  # started before the command's imports
+assert "buildenv.cli.quick_lock" not in __import__("sys").modules
+early.start(["buildenv", "lock"])  # the full lock's start: no second prefetch
+for thread in threading.enumerate():
+    if thread.name == "buildenv-early":
+        thread.join()
+print(len(calls), sorted(key[0] for key in digests._PREFETCHED))
+"""
+
+
+def test_a_first_lock_starts_hashing_from_the_yaml_at_once_and_once(locked):
+    (locked / ".buildenv" / PLAN_FILE).unlink()
+    proc = _child(locked, _FIRST)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "1 " + repr(_data(locked, "movies.parquet",
+                                                    "movies-v2.parquet", "ratings.parquet"))
 
 
 def test_the_plan_is_found_in_the_configured_cache_dir(tmp_path, passes, monkeypatch):
