@@ -298,3 +298,31 @@ def test_the_plan_is_found_in_the_configured_cache_dir(tmp_path, passes, monkeyp
     monkeypatch.chdir(root / "data")  # the root is found upwards, as the command finds it
     head_start.start(["buildenv", "lock", "base"])
     assert sorted(passes) == _data(root, "movies.parquet", "ratings.parquet")
+
+
+def test_a_reporter_closed_while_another_thread_starts_its_first_task_does_not_fail(
+        monkeypatch):
+    """With no plan, `early`'s prefetch hashes (and reports a task) while the plan's path gives
+    up and closes its reporter: `close` must never see a ticker thread not yet started."""
+    import io
+    import threading
+
+    from buildenv.cli import progress_view
+    from buildenv.core import progress
+
+    starting = threading.Event()
+
+    class Slow(threading.Thread):
+        def start(self) -> None:
+            if self.name == "buildenv-progress":
+                starting.set()
+                time.sleep(0.3)  # the reporter is closed meanwhile
+            super().start()
+
+    monkeypatch.setattr(progress_view.threading, "Thread", Slow)
+    reporter = progress_view.Lines(io.StringIO(), after=0)
+    with progress.installed(reporter):
+        worker = threading.Thread(target=lambda: progress.task("hash x", 1, "bytes").__enter__())
+        worker.start()
+        assert starting.wait(5)
+    worker.join()  # `installed` closed the reporter without raising
