@@ -230,6 +230,7 @@ NOTHING = {  # case: (change, command line, environment, whether `early` prefetc
         p, "uri", "s3://bucket/movies.parquet")), ["lock"], {}, False),
     "BUILDENV_NO_PREFETCH": (lambda r: None, ["lock"], {"BUILDENV_NO_PREFETCH": "1"}, False),
     "another command": (lambda r: None, ["validate"], {}, False),
+    "the lock's help": (lambda r: None, ["lock", "child", "--help"], {}, False),
     "another algorithm": (lambda r: None, ["lock", "--algorithm", "blake3"], {}, True),
     "another executor": (lambda r: None, ["lock", "--executor=ray"], {}, True),
     "no plan (a first lock)": (

@@ -37,7 +37,8 @@ _RACY_NS = 1_000_000_000  # `digests.RACY_NS`: a local file's window (it has an 
 def start(argv: list[str]) -> None:
     """For `buildenv lock ...` (`argv` as `sys.argv`), start the head start's thread; no-op for
     every other command."""
-    if len(argv) < 2 or argv[1] != "lock" or os.environ.get("BUILDENV_NO_PREFETCH"):
+    if len(argv) < 2 or argv[1] != "lock" or os.environ.get("BUILDENV_NO_PREFETCH") or any(
+            arg in ("--help", "-h") for arg in argv[2:]):
         return
     # The passes need the GIL back after every chunk while the command imports (GIL held):
     # with the default 5 ms switch interval each chunk would wait up to 5 ms (as in `early`).
