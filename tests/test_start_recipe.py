@@ -26,11 +26,12 @@ from buildenv.compile import early_runner, start_recipe
 _progress, template, locked = source_fixtures("recipe")
 
 # `buildenv lock` as users run it, reporting what became of the process started early, its
-# pid, and whether it came from the recipe
+# pid, whether it came from the recipe, and each launch from the recipe (whether the quick
+# lock's modules were imported by then)
 DRIVER = """\
 import atexit, json, sys
 from buildenv.compile import early_runner, start_recipe
-seen, path = {"from_recipe": None}, sys.argv[1]
+seen, path = {"from_recipe": None, "launches": []}, sys.argv[1]
 def report():
     with open(path, "w") as f:
         json.dump({"outcomes": early_runner.outcomes, **seen}, f)
@@ -41,6 +42,11 @@ def begin(*a):
     seen["from_recipe"] = start_recipe.pending[-1].proc.pid if start_recipe.pending else None
     return answered
 start_recipe.begin = begin
+launch = start_recipe.launch
+def launched(entry):  # whether the quick lock's modules were imported yet
+    seen["launches"].append("buildenv.cli.quick_lock" in sys.modules)
+    return launch(entry)
+start_recipe.launch = launched
 sys.argv = ["buildenv", "lock", "ev"]
 from buildenv.cli import run
 run()
@@ -207,3 +213,51 @@ def test_the_recipe_decides_before_any_yaml_is_read(tmp_path, monkeypatch):
     monkeypatch.setattr(start_recipe, "begin", lambda root, names: False)
     early._start_runner(["ev", "--root", str(tmp_path)])
     assert read == [["ev"]]
+
+
+def test_the_recipe_starts_the_process_before_the_quick_lock_imports(locked, tmp_path):
+    """A stale transform's process starts in the command's first milliseconds, before the
+    quick lock's imports; the lock after it (nothing stale) starts none."""
+    _built_once(locked, 5500, tmp_path)
+    proc, seen = _lock(locked, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert seen["launches"] == [False] and seen["outcomes"] == ["adopted"], proc.stderr
+    proc, seen = _lock(locked, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert seen["launches"] == [] and seen["outcomes"] == [], proc.stderr
+    assert not _runners(locked)
+
+
+def test_a_lock_without_a_recipe_or_nothing_stale_imports_no_starter(tmp_path, monkeypatch):
+    """The check before the quick lock costs stats: no recipe, or one that guesses nothing
+    stale, imports neither the process starter nor json's parser needlessly."""
+    from buildenv.cli import early
+    from buildenv.compile import recipe_file
+
+    (tmp_path / "pyproject.toml").write_text("[tool.buildenv]\n")
+    code = ("import sys; from buildenv.cli import early; "
+            f"early.start_from_recipe(['buildenv', 'lock', '--root', {str(tmp_path)!r}]); "
+            "print('buildenv.compile.start_recipe' in sys.modules, 'json' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("BUILDENV_NO_PREFETCH", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
+    # a recipe whose entry is not stale: no start
+    lock, output = tmp_path / "ev.lock.json", tmp_path / "out.parquet"
+    output.write_text("x")
+    lock.write_text("{}")
+    recipe = {"entries": [{"environment": "ev", "output": str(output), "lock": str(lock),
+                           "stat_cache": str(tmp_path / "none"), "watch": [str(output)]}]}
+    path = recipe_file.recipe_path(tmp_path)
+    path.parent.mkdir(mode=0o700, parents=True)
+    path.write_text(json.dumps(recipe))
+    path.chmod(0o600)
+    started: list[object] = []
+    monkeypatch.setattr(start_recipe, "launch", lambda entry: started.append(entry))
+    os.utime(lock, ns=(output.stat().st_ctime_ns + 10**9,) * 2)
+    early.start_from_recipe(["buildenv", "lock", "ev", "--root", str(tmp_path)])
+    assert started == [] and not start_recipe.pending
+    os.utime(lock, ns=(output.stat().st_ctime_ns - 10**9,) * 2)  # the output changed since
+    early.start_from_recipe(["buildenv", "lock", "ev", "--root", str(tmp_path)])
+    assert len(started) == 1

@@ -29,18 +29,21 @@ _EXIT_HANDLERS = ("ray", "mlflow")
 
 # Deferred imports (buildenv): the command modules bring typer; `main` answers an unchanged
 # `buildenv lock` without them, and `app` (an attribute of this package) imports them when asked;
-# `head_start` is imported by `main` first, so no other command's start pays for it.
+# `head_start` and `early` are imported by `main` first for a lock only, so no other command's
+# start pays for them.
 
 
 def main() -> None:
     # SIGTERM (a cancelled CI job) unwinds like Ctrl-C: the training's process group is
     # killed, temp dirs are removed, an unfinished retrain is restored.
     signal.signal(signal.SIGTERM, _terminated)
-    # `buildenv lock`: the files the lock's plan pins start hashing now, before the command's
-    # imports (head_start.py says why).
+    # `buildenv lock`: a stale transform's process starts from the last build's recipe, and
+    # the files the lock's plan pins start hashing, now, before the command's imports
+    # (early.py and head_start.py say why and when).
     if sys.argv[1:2] == ["lock"]:
-        from buildenv.cli import head_start
+        from buildenv.cli import early, head_start
 
+        early.start_from_recipe(sys.argv)
         head_start.start(sys.argv)
     try:
         from buildenv.cli import quick_lock

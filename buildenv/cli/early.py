@@ -26,7 +26,7 @@ from pathlib import Path
 # Deferred imports (buildenv, yaml, tomllib): this module runs before the rest of buildenv is
 # imported, to start hashing early.
 
-__all__ = ["prefetch", "start"]
+__all__ = ["prefetch", "start", "start_from_recipe"]
 
 _FLAGS_WITH_VALUE = ("--algorithm", "--root", "--format", "--executor")
 
@@ -42,6 +42,33 @@ def start(argv: list[str]) -> None:
     # thread's imports would hold up this thread's (the YAML reader) by a few milliseconds.
     _start_runner(argv[2:])
     prefetch(argv[2:])
+
+
+def start_from_recipe(argv: list[str]) -> None:
+    """For `buildenv lock ...` (`argv` as `sys.argv`), start the transforms' process from the
+    last build's recipe when it guesses a transform of these environments stale, before the
+    quick lock's imports (the rebuild waits for the process's start-up, not for them); `start`
+    then adopts nothing new. A lock the plan answers (nothing stale) finds no recipe, or one
+    that guesses nothing stale: a few stats, and no process started."""
+    if len(argv) < 2 or argv[1] != "lock" or os.environ.get("BUILDENV_NO_PREFETCH"):
+        return
+    try:
+        names, options = _options(argv[2:])
+        if "--check" in options or "--help" in options or "-h" in argv[2:]:
+            return
+        root = _root(options.get("--root"))
+        from buildenv.compile import recipe_file
+
+        if not recipe_file.wants_start(root, names):
+            return
+        from buildenv.compile import start_recipe
+
+        start_recipe.begin(root, names)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while it starts: as during the command
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception:
+        return
 
 
 _prefetching: list[bool] = []  # whether `prefetch` started its thread in this process

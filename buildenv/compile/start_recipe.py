@@ -15,26 +15,25 @@ read only when owned by the user and writable by nobody else (its directory too)
 digest of the repository's real path, buildenv's version and the interpreter. It holds paths,
 a command and an environment; never data, nor digests of it.
 
-Imports only the standard library and `core.tempdirs`: it runs before pydantic is imported.
+The recipe file itself (path, trust, staleness) is `compile.recipe_file`. Imports only the
+standard library and `core.tempdirs`: it runs before pydantic is imported.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import json
 import os
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from buildenv import __version__
+from buildenv.compile.recipe_file import changed_since, load, recipe_path, stale, trusted
 from buildenv.core.process_tree import die_with_parent, kill_tree
 from buildenv.core.tempdirs import owned_temp_dir, scratch_dir, sweep
 
@@ -53,6 +52,8 @@ def begin(root: Path, names: list[str]) -> bool:
     empty) that the recipe of the repository at `root` guesses stale (`stale`); whether the
     recipe answered (False: it knows none of these environments, `early_runner.begin`
     decides instead)."""
+    if pending:
+        return True  # already started (`cli.early.start_from_recipe`, before the quick lock)
     recipe = load(root)
     if recipe is None:
         return False
@@ -80,39 +81,6 @@ def _discard() -> None:
         pending.pop().close()
 
 
-def recipe_path(root: Path) -> Path:
-    """Where the recipe of the repository at `root` lives (outside it)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    key = hashlib.sha256("\0".join((os.path.realpath(root), __version__, sys.executable,
-                                    sys.version)).encode()).hexdigest()[:32]
-    return Path(base) / "buildenv" / "start-recipes" / f"{key}.json"
-
-
-def _trusted(st: os.stat_result, directory: bool) -> bool:
-    """Owned by this user and writable by nobody else (and the kind expected)."""
-    kind = stat.S_ISDIR if directory else stat.S_ISREG
-    return kind(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
-
-
-def load(root: Path) -> dict[str, Any] | None:
-    """The recipe of `root`'s repository (`{"entries": [...]}`), or None when there is none,
-    it is not trusted (owner, permissions, a symlink) or it does not parse."""
-    path = recipe_path(root)
-    try:
-        if not _trusted(os.stat(path.parent), True):
-            return None
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as f:
-            if not _trusted(os.fstat(f.fileno()), False):
-                return None
-            recipe = json.loads(f.read())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(recipe, dict) or not isinstance(recipe.get("entries"), list):
-        return None
-    return recipe
-
-
 def save(root: Path, entry: dict[str, Any]) -> None:
     """Keep `entry` (one derived dataset's recipe, `early_runner.remember`) for the repository
     at `root`, replacing the dataset's previous one; atomically, mode 0600 in a 0700 directory.
@@ -120,7 +88,7 @@ def save(root: Path, entry: dict[str, Any]) -> None:
     path = recipe_path(root)
     with contextlib.suppress(OSError):
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not _trusted(os.stat(path.parent), True):
+        if not trusted(os.stat(path.parent), True):
             return
         old = load(root) or {"entries": []}
         key = (entry.get("environment"), entry.get("dataset"))
@@ -135,45 +103,6 @@ def save(root: Path, entry: dict[str, Any]) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-
-
-def changed_since(paths: list[str], since: int) -> bool:
-    """Whether any of `paths` (a folder: anything in it) changed (its inode's change time,
-    which no tool sets back) at or after `since` (ns), or is missing."""
-    for path in paths:
-        try:
-            st = os.stat(path)
-            if st.st_ctime_ns >= since:
-                return True
-            if stat.S_ISDIR(st.st_mode) and _newer_inside(path, since):
-                return True
-        except OSError:
-            return True
-    return False
-
-
-def _newer_inside(folder: str, since: int) -> bool:
-    for entry in os.scandir(folder):
-        st = entry.stat(follow_symlinks=False)
-        if st.st_ctime_ns >= since or (entry.is_dir(follow_symlinks=False)
-                                       and _newer_inside(entry.path, since)):
-            return True
-    return False
-
-
-def stale(entry: dict[str, Any]) -> bool:
-    """`early_runner`'s guess, from the recipe's paths: the output is missing, there is no
-    lock, or the module or an input changed since the lock (or the stat cache) was written."""
-    output = entry.get("output")
-    if output is not None and not os.path.exists(output):
-        return True
-    try:
-        since = os.stat(entry["lock"]).st_mtime_ns
-    except OSError:
-        return True
-    with contextlib.suppress(OSError):
-        since = max(since, os.stat(entry["stat_cache"]).st_mtime_ns)
-    return entry.get("remote", False) or changed_since(list(entry["watch"]), since)
 
 
 class Started:
