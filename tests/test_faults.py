@@ -186,6 +186,24 @@ def test_out_never_deletes_files_buildenv_did_not_write(repo):
     assert (repo / "fresh" / "extra.csv").exists()
 
 
+def test_an_up_to_date_build_sweeps_what_a_killed_build_left(repo):
+    """A build killed while it registered leaves a complete artifact and its scratch dir:
+    the next build is up to date, and removes that dir all the same."""
+    assert run(repo, "build", "lr", "--env", "base", "--no-register")[0] == 0
+    made = subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; "
+         "from buildenv.core.tempdirs import owned_temp_dir; "
+         "d = owned_temp_dir(Path(sys.argv[1]), 'train'); (d / 'model').mkdir(); print(d)",
+         str(repo / ".buildenv" / "tmp")], env=env_for(), capture_output=True, text=True,
+        check=True)
+    left = Path(made.stdout.strip())
+    assert left.is_dir()
+    code, out, err = run(repo, "build", "lr", "--env", "base", "--no-register")
+    assert code == 0 and "up to date" in out + err, out + err
+    assert not left.exists()
+    assert temp_dirs(repo) == []
+
+
 def test_sigkill_at_random_points_of_builds(repo, tmp_path):
     """Kill `build` anywhere from start-up to registration: never a partial artifact or a
     temp dir in dist/, never an orphan or duplicate registry version; the next build

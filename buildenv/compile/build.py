@@ -67,7 +67,7 @@ from buildenv.core.atomic import atomic_dir
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
-from buildenv.core.tempdirs import owned_temp_dir
+from buildenv.core.tempdirs import owned_temp_dir, sweep
 from buildenv.data.executor import RayExecutor
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.labels.checks import check_labels
@@ -186,6 +186,7 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
            outcome: BuildOutcome) -> None:
     config = project.training(training)
     res = multiverse.resolve(env_name)
+    sweep(scratch(project))  # what killed builds left, whichever way this one goes
     problems = check_training(project, training, config, res)
     lock, lock_problems = checked_lock(multiverse, res)
     problems += lock_problems
