@@ -348,6 +348,8 @@ print(statistics.median(a), statistics.median(b))
             f"{bare:.3f} s: **{bare / dl:.2f}x** of bare throughput.")
 
 
+IMPORT_PYDANTIC = "from pydantic import BaseModel"
+IMPORT_MODELS = "import buildenv.env.resolve (pydantic + the environment models)"
 TINY = "buildenv lock tiny (1 MiB Parquet, cold stat cache)"
 TINY_EDITED = "same, environment file edited (the full command)"
 TINY_DESCRIBED = "same, only its description edited (from the plan)"
@@ -407,6 +409,10 @@ def bench_startup(root: Path, repeats: int) -> tuple[str, bool]:
         "python -c pass": lambda: run([MAIN_PY, "-c", "pass"]),
         "import buildenv.cli": lambda: run([MAIN_PY, "-c", "import buildenv.cli"]),
         "import buildenv.data.lock": lambda: run([MAIN_PY, "-c", "import buildenv.data.lock"]),
+        # the floor of any lock that validates an environment with pydantic: pydantic, then
+        # the environment's models and rules (what a lock after a meaning-changing edit needs)
+        IMPORT_PYDANTIC: lambda: run([MAIN_PY, "-c", "from pydantic import BaseModel"]),
+        IMPORT_MODELS: lambda: run([MAIN_PY, "-c", "import buildenv.env.resolve"]),
         "buildenv --help": lambda: run([BUILDENV, "--help"], cwd=root),
         TINY: lock_case(root, "tiny"),
         TINY_EDITED: lock_case(root, "tiny"),
@@ -430,7 +436,9 @@ def bench_startup(root: Path, repeats: int) -> tuple[str, bool]:
             f"s CPU; with its data changed (a lock that writes, "
             f"from the plan): {series[TINY_DATA].median:.3f} s wall, {series[TINY_DATA].cpu:.3f} "
             f"s CPU, against the full command's {series[TINY_DATA_FULL].median:.3f} s wall, "
-            f"{series[TINY_DATA_FULL].cpu:.3f} s CPU"), ok
+            f"{series[TINY_DATA_FULL].cpu:.3f} s CPU; the environment models' floor (python, "
+            f"pydantic, the models and rules, nothing locked): {series[IMPORT_MODELS].median:.3f} s "
+            f"wall, {series[IMPORT_MODELS].cpu:.3f} s CPU"), ok
 
 
 def bench_relock(repeats: int, work: Path) -> tuple[str, bool]:

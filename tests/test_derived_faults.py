@@ -248,3 +248,36 @@ def test_a_lock_killed_while_recording_an_output_leaves_no_temp_file(locked):
     assert_nothing_partial(locked)
     assert_built_right(locked)
     assert temp_left(locked) == []
+
+
+KILLED_AT_STATE = """
+import os, runpy, sys
+real, name = os.replace, sys.argv[1]
+def replace(src, dst):  # killed in the instant between a state file's temp file and its rename
+    if str(dst).endswith(".buildenv/" + name):
+        os.kill(os.getpid(), 9)
+    return real(src, dst)
+os.replace = replace
+sys.argv = ["buildenv", "lock", "ev"]
+runpy.run_module("buildenv", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("state_file", ["statcache.json", "lockplan.json"])
+def test_a_lock_killed_while_writing_its_state_leaves_no_temp_file(locked, state_file):
+    """A state file of `.buildenv/` (the digest cache, the lock plan) is written beside itself
+    through a temp file: a lock killed before the rename leaves that temp file, which the next
+    lock removes (its owner is gone), whether or not it writes that state file again."""
+    stale_code(locked, 8)
+    tmp = locked.parent / "tmp"
+    tmp.mkdir(exist_ok=True)
+    proc = subprocess.run([sys.executable, "-c", KILLED_AT_STATE, state_file], cwd=locked,
+                          capture_output=True, text=True, timeout=600,
+                          env=env_for({"TMPDIR": str(tmp)}))
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+    assert [p for p in temp_left(locked) if p.is_file()]  # the dead writer's temp file
+    code, out, err = run(locked, "lock", "ev")
+    assert code == 0, out + err
+    assert_nothing_partial(locked)
+    assert_built_right(locked)
+    assert temp_left(locked) == []

@@ -437,13 +437,13 @@ def test_library_versions_without_recorded_files_still_name_the_distribution(mon
     import xgboost
 
     from buildenv.training.families.base import library_versions
-    from buildenv.training.installed import distributions_by_package
+    from buildenv.training.installed import forget
 
     monkeypatch.setattr(metadata, "packages_distributions", lambda: {})
-    distributions_by_package.cache_clear()  # read once per process: read it again, patched
+    forget()  # read once per process: read it again, patched
     try:
         found = library_versions(["sklearn", "xgboost"])
     finally:
-        distributions_by_package.cache_clear()
+        forget()
     assert found["scikit-learn"] == sklearn.__version__
     assert found["xgboost"] == xgboost.__version__

@@ -323,3 +323,52 @@ def test_recover_finishes_the_swaps_of_a_retrain_killed_while_swapping(tmp_path)
     assert (old / "model.pkl").read_text() == "new"
     assert not work.exists()
     assert [p.name for p in old.parent.iterdir()] == ["prod"]
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no `except Exception` sees it."""
+
+
+def _artifact(path: Path, model: str) -> str:
+    from buildenv.compile.artifact import write_lineage
+
+    path.mkdir(parents=True)
+    (path / "model.pkl").write_text(model)
+    digest = tree_digest(path, exclude=UNHASHED)
+    write_lineage(path, {"model_digest": digest})
+    return digest
+
+
+def test_recover_keeps_a_swap_killed_while_it_removed_the_old_artifact(tmp_path, monkeypatch):
+    """The swap exchanges the staged and the old artifact, then deletes the old one from the
+    staged place: a kill there leaves the (half-deleted) old artifact where the journal names
+    the staged one. Recovery must see the swap done, not swap the old one back."""
+    from buildenv.core import atomic
+    from buildenv.release import journal
+
+    (tmp_path / "pyproject.toml").write_text("[tool.buildenv]\n")
+    project = Project.discover(tmp_path)
+    final = tmp_path / "dist" / "churn" / "prod"
+    _artifact(final, "old")
+    work = project.state_dir / "retrain" / "feedbeef0001"
+    staged = work / "dist" / "churn"
+    new = _artifact(staged, "new")
+    journal.journal(work, {"phase": "swapping", "saved": [], "staged": [
+        {"staged": "dist/churn", "final": "dist/churn/prod", "digest": new}]})
+
+    def killed_midway(path, ignore_errors=False):
+        (Path(path) / "model.pkl").unlink()  # part of the old artifact is gone
+        raise _Killed
+
+    monkeypatch.setattr(atomic, "shutil", type("S", (), {"rmtree": staticmethod(killed_midway)}))
+    with pytest.raises(_Killed):
+        journal.swap(staged, final)
+    monkeypatch.undo()
+    if not staged.is_dir():
+        pytest.skip("no renameat2 exchange here: the swap moves the old artifact aside")
+    assert read_lineage(final)["model_digest"] == new
+    journal.recover(project)
+    assert (final / "model.pkl").read_text() == "new"
+    assert read_lineage(final)["model_digest"] == new
+    assert tree_digest(final, exclude=UNHASHED) == new
+    assert not work.exists()

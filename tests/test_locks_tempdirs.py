@@ -267,3 +267,28 @@ def test_a_file_written_through_a_scratch_on_another_filesystem_lands_beside(
     assert target.read_text() == "x"
     assert list(scratch.iterdir()) == [] and [p.name for p in target.parent.iterdir()] == [
         "r.json"]
+
+
+@pytest.mark.parametrize("other", ["record.json", "plan.json"])
+def test_a_write_beside_its_target_removes_what_killed_writers_left_there(tmp_path, other):
+    """A writer killed before its rename leaves its temp file beside the target; the next
+    atomic write into that directory (of that file or another) removes it, and leaves a
+    live writer's temp file alone."""
+    from buildenv.core.atomic import atomic_write_text, create_new_text
+
+    target = tmp_path / "state" / "record.json"
+    target.parent.mkdir()
+    proc = subprocess.run([sys.executable, "-c", WRITE_FILE, str(target), ""],
+                          env=ENV, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    [left] = list(target.parent.iterdir())
+    mine_fd, mine = tempfile_owned(target.parent)
+    atomic_write_text(target.parent / other, "new", durable=False)
+    assert not left.exists()
+    assert Path(mine).exists()
+    os.close(mine_fd)
+    Path(mine).unlink()
+    assert sorted(p.name for p in target.parent.iterdir()) == [other]
+    subprocess.run([sys.executable, "-c", WRITE_FILE, str(target), ""], env=ENV, timeout=60)
+    assert create_new_text(target.parent / "new.txt", "x")
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted({other, "new.txt"})

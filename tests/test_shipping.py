@@ -263,9 +263,9 @@ def test_installed_distributions_are_read_once_with_the_same_answers(tmp_path: P
     model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
     root = tmp_path / "repo"
     (root / "train").mkdir(parents=True)
-    installed.distributions_by_package.cache_clear()
+    installed.forget()
     uncached = (library_versions(["numpy", "sklearn"]), model_needs(model, root, "t.py"))
-    installed.distributions_by_package.cache_clear()
+    installed.forget()
     uncached_again = (library_versions(["numpy", "sklearn"]), model_needs(model, root, "t.py"))
     readings = []
     read = metadata.packages_distributions
@@ -274,12 +274,12 @@ def test_installed_distributions_are_read_once_with_the_same_answers(tmp_path: P
         readings.append(1)
         return read()
 
-    installed.distributions_by_package.cache_clear()
+    installed.forget()
     monkeypatch.setattr(installed.metadata, "packages_distributions", counted)
     try:
         cached = (library_versions(["numpy", "sklearn"]), model_needs(model, root, "t.py"))
     finally:
-        installed.distributions_by_package.cache_clear()
+        installed.forget()
     assert len(readings) == 1
     assert cached == uncached == uncached_again
     assert cached[0]["scikit-learn"] == cached[1].libraries["scikit-learn"]
@@ -299,9 +299,9 @@ def test_a_pex_venv_still_names_the_models_libraries(tmp_path: Path, monkeypatch
     model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
     (tmp_path / "train").mkdir()
     monkeypatch.setattr(installed.metadata, "packages_distributions", lambda: {})
-    installed.distributions_by_package.cache_clear()
+    installed.forget()
     try:
         needs = model_needs(model, tmp_path, "t.py")
     finally:
-        installed.distributions_by_package.cache_clear()
+        installed.forget()
     assert needs.libraries["scikit-learn"] == sklearn.__version__

@@ -5,7 +5,9 @@ the diagnostics users read on stderr. Invalid environment files exit 2 (SPEC §6
 """
 
 from __future__ import annotations
+import __future__
 
+import importlib
 import json
 from pathlib import Path
 
@@ -543,3 +545,24 @@ def test_resolved_schema_validates_every_resolved_example():
 def test_schema_fields_carry_descriptions(file_schema):
     column = file_schema["$defs"]["Column"]["properties"]
     assert all(prop.get("description") for prop in column.values())
+
+
+# --- start-up: the modules of models keep their annotations evaluated -------------------------
+
+MODEL_MODULES = ["buildenv.core.project", "buildenv.env.spec_base", "buildenv.env.spec",
+                 "buildenv.env.evaluation_spec", "buildenv.env.monitoring_spec",
+                 "buildenv.env.privacy_spec", "buildenv.env.serving_spec", "buildenv.env.sources"]
+
+
+@pytest.mark.parametrize("name", MODEL_MODULES)
+def test_model_modules_do_not_postpone_annotations(name: str) -> None:
+    """With `from __future__ import annotations` pydantic compiles and evaluates the text of
+    every field's annotation as it makes each model class: ~4 ms of every command that reads
+    an environment (bench/README.md, "Session 9 (h72)")."""
+    module = importlib.import_module(name)
+    assert getattr(module, "annotations", None) is not __future__.annotations, name
+    models = [v for v in vars(module).values()
+              if isinstance(v, type) and v.__module__ == name and hasattr(v, "model_fields")]
+    assert models, name
+    for model in models:  # the annotations pydantic reads are types, not text to evaluate
+        assert all(not isinstance(f.annotation, str) for f in model.model_fields.values()), model

@@ -7,15 +7,15 @@ The root is the nearest directory (from the working directory up) holding a
 relative to the root.
 """
 
-from __future__ import annotations
-
+# Annotations not postponed (no `from __future__ import annotations`), as in the environment
+# models: pydantic would evaluate each field's annotation text when it makes each model class.
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -49,7 +49,7 @@ class TrainingSandbox(BaseModel):
     uncover what the sandbox hides."""
 
     @model_validator(mode="after")
-    def _reason_given(self) -> TrainingSandbox:
+    def _reason_given(self) -> Self:
         if self.network == "allow" and not (self.reason or "").strip():
             raise ValueError('network = "allow" needs a `reason`: why the training must reach '
                              "the network")
@@ -118,7 +118,7 @@ class TrainingConfig(BaseModel):
     """`{cpus = 4, memory_gb = 8}`: what a build of the training asks of a Ray cluster."""
 
     @model_validator(mode="after")
-    def _one_source(self) -> TrainingConfig:
+    def _one_source(self) -> Self:
         if self.requirements is not None and self.lock is not None:
             raise ValueError("set `requirements` or `lock`, not both: a lock already pins "
                              "every requirement")
@@ -205,14 +205,14 @@ class Project:
 
     @classmethod
     def discover(cls, root: str | Path | None = None, data_root: str | Path | None = None
-                 ) -> Project:
+                 ) -> Self:
         base = Path(root).resolve() if root else find_root(required=False)
         data = Path(data_root).resolve() if data_root else None
         return cls(root=base, data_root=data)
 
     @classmethod
     def open(cls, root: str | Path | None = None, data_root: str | Path | None = None
-             ) -> Project:
+             ) -> Self:
         """The project a command works on: `root` (which must be a project), else the one
         `find_root` finds; BE040 (exit 2) when there is none, so that a command run in the wrong
         directory fails instead of reporting on nothing."""

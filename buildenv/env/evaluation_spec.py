@@ -1,11 +1,10 @@
 """The environment format's evaluation policy: evaluation rows and slices, label coverage, and
 promotion gates (part of `buildenv.env.spec`, which re-exports every model here)."""
 
-from __future__ import annotations
-
+# Annotations not postponed: see `buildenv.env.spec_base`.
 import itertools
 import math
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Self, Union
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -101,7 +100,7 @@ class Slice(Strict):
     """Slices with fewer evaluation rows are reported as too small and never gated."""
 
     @model_validator(mode="after")
-    def _one_form(self) -> Slice:
+    def _one_form(self) -> Self:
         if (self.by is None) == (self.where is None):
             raise PydanticCustomError("bad_slice", "a slice takes either `by` (a column) or "
                                       "`where` (a predicate with a `name`)", {})
@@ -190,7 +189,7 @@ class Evaluation(Strict):
         return value
 
     @model_validator(mode="after")
-    def _one_method(self) -> Evaluation:
+    def _one_method(self) -> Self:
         if self.dataset is not None and (self.holdout is not None or self.key is not None):
             raise PydanticCustomError("evaluation", "evaluation takes either `dataset` or "
                                       "`holdout`/`key`, not both", {})

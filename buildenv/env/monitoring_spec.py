@@ -4,8 +4,7 @@ Kept apart from `spec` (which re-exports these models) so that the format reads 
 readable size; `buildenv.monitor` reads them through the resolved environment.
 """
 
-from __future__ import annotations
-
+# Annotations not postponed: see `buildenv.env.spec_base`.
 from typing import Annotated
 
 from pydantic import Field

@@ -2,8 +2,7 @@
 human, the differential-privacy budgets spent on them, who may peek or annotate, and the
 provenance of synthetic stand-ins. The access room (access/) enforces it."""
 
-from __future__ import annotations
-
+# Annotations not postponed: see `buildenv.env.spec_base`.
 from typing import Annotated, Literal
 
 from pydantic import Field

@@ -2,8 +2,7 @@
 on, what it may contain, and the budgets serving holds it to. One model per stack, chosen by
 `stack`; verification (compile/verify.py) and the serving image read them."""
 
-from __future__ import annotations
-
+# Annotations not postponed: see `buildenv.env.spec_base`.
 import fnmatch
 from typing import Annotated, Literal, Union
 

@@ -8,8 +8,7 @@ repository's state directory (`derived_uri`, `weak_labels_uri`), which the resol
 so every reader finds it like any dataset or label export.
 """
 
-from __future__ import annotations
-
+# Annotations not postponed: see `buildenv.env.spec_base`.
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator

@@ -13,10 +13,9 @@ of an older one yet: the change that makes `schema: 2` brings the upgrade of
 version 1 files with it, as `data.lock.lockfile.LOCK_UPGRADES` does for locks.
 """
 
-from __future__ import annotations
-
+# Annotations not postponed: see `buildenv.env.spec_base`.
 import copy
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Self, Union
 
 from pydantic import (
     ConfigDict,
@@ -132,7 +131,7 @@ class Column(Strict):
     """Free text for humans; not part of the environment digest."""
 
     @model_validator(mode="after")
-    def _consistent(self) -> Column:
+    def _consistent(self) -> Self:
         # every cross-field problem of the column at once, each located at its own key
         problems = [problem for check in COLUMN_CHECKS if (problem := check(self)) is not None]
         if problems:
@@ -266,7 +265,7 @@ class Dataset(Strict):
         return data
 
     @model_validator(mode="after")
-    def _uri_or_source(self) -> Dataset:
+    def _uri_or_source(self) -> Self:
         if self.source is None and not self.uri:
             raise ValidationError.from_exception_data("Dataset", [InitErrorDetails(
                 type="missing", loc=("uri",), input=self.model_dump())])
@@ -324,7 +323,7 @@ class Label(Strict):
     may move before drift alerts (absent: not checked)."""
 
     @model_validator(mode="after")
-    def _one_source(self) -> Label:
+    def _one_source(self) -> Self:
         if self.labels is not None:
             if self.dataset is not None or self.column is not None or self.classes is not None:
                 raise PydanticCustomError(
@@ -421,7 +420,7 @@ class LabelSet(Strict):
         return data
 
     @model_validator(mode="after")
-    def _uri_or_source(self) -> LabelSet:
+    def _uri_or_source(self) -> Self:
         if self.source is None and not self.uri:
             raise ValidationError.from_exception_data("LabelSet", [InitErrorDetails(
                 type="missing", loc=("uri",), input=self.model_dump())])

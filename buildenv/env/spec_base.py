@@ -1,7 +1,9 @@
 """The base every model of the environment format shares: strict, immutable, documented."""
 
-from __future__ import annotations
-
+# Annotations are evaluated when the module runs, not postponed (no `from __future__ import
+# annotations` in the modules of models): postponed, pydantic compiles and evaluates the text
+# of every field's annotation when it makes each model class, about 4 ms of every command that
+# reads an environment (bench/README.md, "Session 9 (h72)"; tests/test_spec.py checks it).
 import ast
 import functools
 import inspect

@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from buildenv.compile.artifact import read_lineage
 from buildenv.core.atomic import atomic_write_bytes, install_dir
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
@@ -59,10 +60,10 @@ def restore(project: Project, work: Path) -> list[str]:
     restored = []
     if journal.get("phase") == "swapping":  # the new state is the committed one: finish it
         for item in journal.get("staged", []):
-            staged = work / item["staged"]
-            if staged.is_dir():  # killed before this swap: a lock without its artifact
-                install_dir(staged, project.root / item["final"])
-                restored.append(item["final"])
+            staged, final = work / item["staged"], project.root / item["final"]
+            if staged.is_dir() and not _swapped(final, item.get("digest")):
+                install_dir(staged, final)  # killed before this swap: a lock without its
+                restored.append(item["final"])  # artifact
     else:
         for item in journal.get("saved", []):
             target = project.root / item["path"]
@@ -74,6 +75,14 @@ def restore(project: Project, work: Path) -> list[str]:
             restored.append(item["path"])
     shutil.rmtree(work, ignore_errors=True)
     return restored
+
+
+def _swapped(final: Path, digest: str | None) -> bool:
+    """Is the staged artifact in `final` already? A swap exchanges the two directories, then
+    deletes the old artifact from the staged place: killed in between, the staged place holds
+    (part of) the old one, which must not be swapped back."""
+    lineage = read_lineage(final)
+    return digest is not None and lineage is not None and lineage.get("model_digest") == digest
 
 
 def recover(project: Project) -> list[str]:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from buildenv.compile.artifact import read_lineage
 from buildenv.compile.build import BuildOptions, build_pair
 from buildenv.compile.locking import lock_environments
 from buildenv.compile.plan import pairs
@@ -264,7 +265,8 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
     # swap
     progress.phase("swap")
     journal(work, {"phase": "swapping", "saved": entries, "staged": [
-        {"staged": out.relative_to(work).as_posix(), "final": f"dist/{training}/{env}"}
+        {"staged": out.relative_to(work).as_posix(), "final": f"dist/{training}/{env}",
+         "digest": (read_lineage(out) or {}).get("model_digest")}  # tells a swap done
         for training, out in staged.items()]})
     for training, out in staged.items():
         swap(out, project.root / "dist" / training / env)

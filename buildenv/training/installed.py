@@ -15,7 +15,7 @@ import functools
 from collections.abc import Mapping
 from importlib import metadata
 
-__all__ = ["adopt", "distributions_by_package"]
+__all__ = ["adopt", "distributions_by_package", "forget"]
 
 _ADOPTED: list[Mapping[str, list[str]]] = []  # the table a forked copy of this process read
 
@@ -28,6 +28,12 @@ def distributions_by_package() -> Mapping[str, list[str]]:
 @functools.cache
 def _read() -> Mapping[str, list[str]]:
     return metadata.packages_distributions()
+
+
+def forget() -> None:
+    """Read the table again at the next use (an installation changed under this process)."""
+    _ADOPTED.clear()
+    _read.cache_clear()
 
 
 def adopt(table: object) -> bool:
