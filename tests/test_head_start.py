@@ -63,7 +63,7 @@ def _child(root: Path, code: str, **env: str) -> subprocess.CompletedProcess[str
                if k not in ("BUILDENV_ROOT", "BUILDENV_NO_PREFETCH", "BUILDENV_NO_QUICK_LOCK")}
     environ.update(PYTHONPATH=str(REPO_ROOT), **env)
     return subprocess.run([sys.executable, "-c", code], cwd=root, env=environ,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=60)
 
 
 _STARTED = """
@@ -360,3 +360,17 @@ def test_a_pass_forks_while_the_process_has_one_thread_else_runs_in_a_thread(tmp
     assert here.thread.name == "buildenv-early-hash"
     assert here.result[1] == digests.compute_digest(
         locate(f"file://{path}", None), "parquet", "sha256").digest  # type: ignore[arg-type]
+
+
+def test_a_forked_pass_the_command_never_asked_for_ends_with_it(tmp_path):
+    """A lock that fails before it asks for a digest exits at once: its exit handler kills the
+    child still hashing (here: blocked opening a FIFO no one writes) and reaps it."""
+    fifo = tmp_path / "never.parquet"
+    os.mkfifo(fifo)
+    code = ("import atexit, os\n"
+            "from buildenv.data.lock import early_hash\n"
+            f"early_hash.begin({str(fifo)!r})\n"
+            "atexit._run_exitfuncs()\n"  # as `core.leave` does
+            "os._exit(0)\n")
+    proc = _child(tmp_path, code)  # a child left hashing would keep it from ending (timeout)
+    assert proc.returncode == 0, proc.stderr

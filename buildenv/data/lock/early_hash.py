@@ -12,8 +12,10 @@ over a file that changed, costs a hash and decides nothing.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import signal
 import threading
 import time
 
@@ -32,7 +34,8 @@ class Pass:
     for the GIL after every read and every chunk, ~15% longer than a bare process's
     (bench/README.md, session 9). `thread` then only waits for the child's one-line answer on a
     pipe and reaps it. The child leaves with `os._exit` (no exit handler, no flush of the
-    parent's buffers) and stops between chunks once the parent is gone. Otherwise (a thread
+    parent's buffers) and stops between chunks once the parent is gone; the command reaps it at
+    exit (an exit handler), killing it first if it never asked for its answer. Otherwise (a thread
     exists: forking could copy a lock it holds) `thread` hashes the file itself."""
 
     __slots__ = ("_answered", "_parent", "result", "thread")
@@ -69,6 +72,7 @@ class Pass:
             finally:
                 os._exit(0)
         os.close(write)
+        atexit.register(self._leave, pid)
         return threading.Thread(target=self._answer, args=(read, pid), daemon=True,
                                 name="buildenv-early-answer")
 
@@ -87,7 +91,17 @@ class Pass:
         finally:
             self._answered.set()
             os.close(read)
-            os.waitpid(pid, 0)
+            _reap(pid)
+
+    def _leave(self, pid: int) -> None:
+        """At exit: the child reaped (its CPU time counted as the command's), killed first
+        if it is still hashing a file the command did not wait for (a lock that failed)."""
+        if not self._answered.is_set():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        _reap(pid)
 
     def _here(self, path: str) -> None:
         try:
@@ -118,6 +132,13 @@ class Pass:
                 self.result = (before, f"sha256:{hasher.hexdigest()}", size, started)
         except (OSError, ValueError):
             pass  # the command hashes the file itself, and says what is wrong with it
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass  # reaped by the other of the answer's thread and the exit handler
 
 
 def _stat(st: os.stat_result) -> tuple[int, int, int, int, int]:
