@@ -63,7 +63,7 @@ def _child(root: Path, code: str, **env: str) -> subprocess.CompletedProcess[str
                if k not in ("BUILDENV_ROOT", "BUILDENV_NO_PREFETCH", "BUILDENV_NO_QUICK_LOCK")}
     environ.update(PYTHONPATH=str(REPO_ROOT), **env)
     return subprocess.run([sys.executable, "-c", code], cwd=root, env=environ,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=60)
 
 
 _STARTED = """
@@ -97,7 +97,7 @@ head_start.start(["buildenv", "lock"])
 from buildenv.data.lock import digests, early_hash
 assert len(early_hash._PASSES) == 3, early_hash._PASSES
 for started in list(early_hash._PASSES.values()):
-    started.thread.join()
+    started.wait()
 def hashed_again(*args):
     raise AssertionError("hashed again")
 digests.compute_digest = hashed_again
@@ -158,7 +158,7 @@ def test_a_pass_is_taken_only_while_the_file_is_the_one_it_hashed(tmp_path, pass
     assert first == digests.compute_digest(location, "parquet", "sha256")
 
     early_hash.begin(location.key)
-    passes[location.key].thread.join()
+    passes[location.key].wait()
     write_parquet(path, movies_table(2, 30))  # changed after the pass
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 5_000_000_000))
     second = digests.digest_location(location, "parquet")
@@ -187,11 +187,11 @@ def test_a_pass_over_a_file_that_changed_while_hashed_gives_nothing(tmp_path, mo
             return self.real.hexdigest()
 
     monkeypatch.setattr(early_hash, "hashlib", types.SimpleNamespace(sha256=Touching))
-    started = early_hash.Pass(str(path))
+    started = early_hash.Pass()
     started._run(str(path))  # in this thread
     assert started.result is None
     monkeypatch.undo()
-    started = early_hash.Pass(str(path))
+    started = early_hash.Pass()
     started._run(str(path))
     assert started.result is not None and started.result[2] == path.stat().st_size
 
@@ -327,3 +327,50 @@ def test_a_reporter_closed_while_another_thread_starts_its_first_task_does_not_f
         worker.start()
         assert starting.wait(5)
     worker.join()  # `installed` closed the reporter without raising
+
+
+def test_a_pass_forks_while_the_process_has_one_thread_else_runs_in_a_thread(tmp_path, passes):
+    """The first pass of `buildenv lock` hashes in a forked child (no GIL shared with the
+    command's imports); with another thread running it hashes in a thread. Same answer."""
+    import threading
+
+    path = str(write_parquet(tmp_path / "a.parquet", movies_table(1)))
+    code = ("import sys, threading\n"
+            "from buildenv.data.lock import early_hash\n"
+            "early_hash.begin(sys.argv[1])\n"
+            "started = early_hash.take(sys.argv[1])\n"
+            "started.wait()\n"
+            "print(started.thread.name, started.result[1], started.result[2])\n")
+    proc = _child(tmp_path, code.replace("sys.argv[1]", repr(path)))
+    assert proc.returncode == 0, proc.stderr
+    forked = proc.stdout.split()
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        early_hash.begin(path)
+        here = early_hash.take(path)
+        assert here is not None
+        here.wait()
+    finally:
+        stop.set()
+        other.join()
+    assert here.result is not None and here.thread is not None
+    assert forked == ["buildenv-early-answer", here.result[1], str(here.result[2])]
+    assert here.thread.name == "buildenv-early-hash"
+    assert here.result[1] == digests.compute_digest(
+        locate(f"file://{path}", None), "parquet", "sha256").digest  # type: ignore[arg-type]
+
+
+def test_a_forked_pass_the_command_never_asked_for_ends_with_it(tmp_path):
+    """A lock that fails before it asks for a digest exits at once: its exit handler kills the
+    child still hashing (here: blocked opening a FIFO no one writes) and reaps it."""
+    fifo = tmp_path / "never.parquet"
+    os.mkfifo(fifo)
+    code = ("import atexit, os\n"
+            "from buildenv.data.lock import early_hash\n"
+            f"early_hash.begin({str(fifo)!r})\n"
+            "atexit._run_exitfuncs()\n"  # as `core.leave` does
+            "os._exit(0)\n")
+    proc = _child(tmp_path, code)  # a child left hashing would keep it from ending (timeout)
+    assert proc.returncode == 0, proc.stderr

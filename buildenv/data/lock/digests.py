@@ -285,7 +285,7 @@ def _take_early_pass(location: Location, fmt: str, algorithm: str, stat: Stat
         return None
     with progress.task(f"hash {location.uri}", stat.size, "bytes") as bar:
         rows = 0 if fmt == FILE else parquet_rows(location)
-        started.thread.join()  # what is left of the hash is what this command waits for
+        started.wait()  # what is left of the hash is what this command waits for
         bar.advance(stat.size)
     done = started.result
     if done is None or done[0] != stat or location.stat() != stat:

@@ -12,8 +12,10 @@ over a file that changed, costs a hash and decides nothing.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import signal
 import threading
 import time
 
@@ -23,16 +25,93 @@ CHUNK = 8 << 20  # as `digests.CHUNK`: memory speed, bounded memory
 
 
 class Pass:
-    """One file's pass: `thread` hashes it; once it ended, `result` is (stat as
-    `storage.Stat` compares, "sha256:<hex>", bytes hashed, `time.time_ns()` before the first
-    read) if the file's stat was the same before and after, else None."""
+    """One file's pass: once `thread` ended, `result` is (stat as `storage.Stat` compares,
+    "sha256:<hex>", bytes hashed, `time.time_ns()` before the first read) if the file's stat was
+    the same before and after, else None.
 
-    __slots__ = ("result", "thread")
+    While the process has no other thread (the command's first milliseconds), the pass runs in
+    a forked child, which shares no GIL with the command's imports: in a thread the hash waited
+    for the GIL after every read and every chunk, ~15% longer than a bare process's
+    (bench/README.md, session 9). `thread` then only waits for the child's one-line answer on a
+    pipe and reaps it. The child leaves with `os._exit` (no exit handler, no flush of the
+    parent's buffers) and stops between chunks once the parent is gone; the command reaps it at
+    exit (an exit handler), killing it first if it never asked for its answer. Otherwise (a thread
+    exists: forking could copy a lock it holds) `thread` hashes the file itself."""
 
-    def __init__(self, path: str) -> None:
+    __slots__ = ("_answered", "_parent", "result", "thread")
+
+    def __init__(self) -> None:
         self.result: tuple[tuple[int, int, int, int, int], str, int, int] | None = None
-        self.thread = threading.Thread(target=self._run, args=(path,), daemon=True,
-                                       name="buildenv-early-hash")
+        self._parent: int | None = None
+        self._answered = threading.Event()  # `result` is final
+        self.thread: threading.Thread | None = None
+
+    def start(self, path: str) -> None:
+        """Start hashing `path`: in a forked child while no other thread exists, else in
+        `thread`."""
+        if hasattr(os, "fork") and threading.active_count() == 1:
+            self.thread = self._fork(path)
+        else:
+            self.thread = threading.Thread(target=self._here, args=(path,), daemon=True,
+                                           name="buildenv-early-hash")
+        self.thread.start()
+
+    def _fork(self, path: str) -> threading.Thread:
+        parent = os.getpid()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: hash, answer, leave
+            try:
+                os.close(read)
+                self._parent = parent
+                self._run(path)
+                if self.result is not None:
+                    stat, digest, size, started = self.result
+                    os.write(write, (" ".join(map(str, (*stat, digest, size, started)))
+                                     + "\n").encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        atexit.register(self._leave, pid)
+        return threading.Thread(target=self._answer, args=(read, pid), daemon=True,
+                                name="buildenv-early-answer")
+
+    def _answer(self, read: int, pid: int) -> None:
+        """The forked child's answer line (`result`: final as soon as it is read, before the
+        child has finished leaving), then the child reaped."""
+        try:
+            data = b""
+            while not data.endswith(b"\n") and (chunk := os.read(read, 4096)):
+                data += chunk
+            fields = data.decode().split()
+            if len(fields) == 8:
+                numbers = [int(f) for f in fields[:5]]
+                self.result = ((numbers[0], numbers[1], numbers[2], numbers[3], numbers[4]),
+                               fields[5], int(fields[6]), int(fields[7]))
+        finally:
+            self._answered.set()
+            os.close(read)
+            _reap(pid)
+
+    def _leave(self, pid: int) -> None:
+        """At exit: the child reaped (its CPU time counted as the command's), killed first
+        if it is still hashing a file the command did not wait for (a lock that failed)."""
+        if not self._answered.is_set():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        _reap(pid)
+
+    def _here(self, path: str) -> None:
+        try:
+            self._run(path)
+        finally:
+            self._answered.set()
+
+    def wait(self) -> None:
+        """Until `result` is final (`thread` started)."""
+        self._answered.wait()
 
     def _run(self, path: str) -> None:
         try:
@@ -47,10 +126,19 @@ class Pass:
                 while n := handle.readinto(view):
                     hasher.update(view[:n])
                     size += n
+                    if self._parent is not None and os.getppid() != self._parent:
+                        return  # a forked pass whose command is gone
             if _stat(os.stat(path)) == before and size == before[0]:
                 self.result = (before, f"sha256:{hasher.hexdigest()}", size, started)
         except (OSError, ValueError):
             pass  # the command hashes the file itself, and says what is wrong with it
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass  # reaped by the other of the answer's thread and the exit handler
 
 
 def _stat(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -68,8 +156,8 @@ def begin(path: str) -> None:
     with _LOCK:
         if path in _PASSES:
             return
-        started = Pass(path)
-        started.thread.start()  # before it is handed out: a thread joined before its start raises
+        started = Pass()
+        started.start(path)  # before it is handed out: a thread joined before its start raises
         _PASSES[path] = started
 
 
