@@ -7,10 +7,15 @@
    - `buildenv lock big` (the CLI, stat cache deleted before each run: a cold lock);
    - bare sha256: a one-pass hashlib loop over the same bytes, 8 MiB chunks, in a child
      python (the floor for a sha256 lock);
-   - `buildenv lock --algorithm blake3` (multi-threaded hash);
+   - `buildenv lock --algorithm blake3` (multi-threaded hash; in a copy of the repo with its
+     own state, so its plan never voids the sha256 lock's);
    - a bare md5 pass (DVC's hash function: its floor);
    - the same lock and bare sha256 on a ~250 MB file, for the marginal throughput (the
      slope between the two sizes, where fixed costs cancel);
+   - the same lock and bare sha256 on issue #25's 367 MB file (--issue-mb 350 MiB), whose
+     goal is <= 1.1x end to end (there the bare process takes ~0.27 s, so the lock's fixed
+     cost weighs three times what it weighs on 1 GB); `--before TREE` also locks it with the
+     `buildenv` package under TREE (alternating, a copy of the repo with its own state);
    - optionally (--sha256sum) coreutils `sha256sum`;
    - DVC: `dvc add --no-commit` in a fresh `dvc init --no-scm` repo (DVC's hashing only)
      and plain `dvc add` (hash + copy into its cache, what a DVC user runs), from the
@@ -92,8 +97,10 @@ datasets:
 """
 
 
-def make_parquet(path: Path, target_bytes: int, seed: int) -> int:
-    """Write row groups of random data until the file reaches `target_bytes`; rows written."""
+def make_parquet(path: Path, target_bytes: int, seed: int, exact: bool = False) -> int:
+    """Write row groups of random data until the file reaches `target_bytes`; rows written.
+    `exact`: the last row group only as long as the bytes still missing need (else a whole
+    group: up to ~37 MiB more)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -107,6 +114,9 @@ def make_parquet(path: Path, target_bytes: int, seed: int) -> int:
     with pq.ParquetWriter(tmp, schema, compression="snappy") as writer:
         while not tmp.exists() or tmp.stat().st_size < target_bytes:
             n = ROWS_PER_GROUP
+            if exact and rows:  # bytes per row as written so far
+                missing = target_bytes - tmp.stat().st_size
+                n = max(1, min(n, -(-missing * rows // tmp.stat().st_size)))
             table = pa.table({
                 "id": np.arange(rows, rows + n, dtype=np.int64),
                 "user": rng.integers(0, 2**31 - 1, n, dtype=np.int32),
@@ -121,7 +131,10 @@ def make_parquet(path: Path, target_bytes: int, seed: int) -> int:
     return rows
 
 
-def setup_repo(root: Path, sizes: dict[str, int]) -> dict[str, Path]:
+def setup_repo(root: Path, sizes: dict[str, int], exact: frozenset[str] = frozenset()
+               ) -> dict[str, Path]:
+    """The repo with a seeded Parquet file of each size (MiB) by name; those in `exact` cut to
+    about their size (the others overshoot by up to a row group)."""
     (root / "environments").mkdir(parents=True, exist_ok=True)
     (root / "data").mkdir(exist_ok=True)
     (root / "pyproject.toml").write_text('[tool.buildenv]\nenvironments_dir = "environments"\n')
@@ -129,10 +142,10 @@ def setup_repo(root: Path, sizes: dict[str, int]) -> dict[str, Path]:
     for name, mb in sizes.items():
         data = root / "data" / f"{name}.parquet"
         marker = data.with_suffix(".seed")
-        stamp = f"{SEED}:{mb}"
+        stamp = f"{SEED}:{mb}" + (":exact" if name in exact else "")
         if not data.is_file() or not marker.is_file() or marker.read_text() != stamp:
-            print(f"generating {data} (~{mb} MB, seed {SEED})", flush=True)
-            rows = make_parquet(data, mb << 20, SEED)
+            print(f"generating {data} (~{mb} MiB, seed {SEED})", flush=True)
+            rows = make_parquet(data, mb << 20, SEED, name in exact)
             marker.write_text(stamp)
             print(f"  {rows} rows, {data.stat().st_size / 2**20:.0f} MiB", flush=True)
         (root / "environments" / f"{name}.yaml").write_text(
@@ -186,14 +199,21 @@ BARE = "bare sha256 (hashlib, 8 MiB)"
 MD5 = "bare md5 (DVC's hash function)"
 SMALL_LOCK = "buildenv lock, small file"
 SMALL_BARE = "bare sha256, small file"
+ISSUE_LOCK = "buildenv lock, #25's 367 MB file"
+ISSUE_BARE = "bare sha256, #25's 367 MB file"
+ISSUE_BEFORE = "buildenv lock, #25's 367 MB file, --before tree"
 
 
-def bench_throughput(root: Path, files: dict[str, Path], big: str, small: str, repeats: int,
-                     work: Path, with_dvc: bool, with_sha256sum: bool
-                     ) -> tuple[str, dict[str, bool]]:
-    data, data_small = files[big], files[small]
+def bench_throughput(root: Path, files: dict[str, Path], big: str, small: str, issue: str,
+                     repeats: int, work: Path, with_dvc: bool, with_sha256sum: bool,
+                     before_tree: str | None = None) -> tuple[str, dict[str, bool]]:
+    data, data_small, data_issue = files[big], files[small], files[issue]
     size, size_small = data.stat().st_size, data_small.stat().st_size
     digests: list[str] = []
+    lock_case(root, big)()  # the store holds the file: hard-linked, not copied
+    b3_root = before_repo(root, root.parent, "repo-blake3")
+    for name in (big, small, issue):
+        shutil.copy(root / "environments" / f"{name}.yaml", b3_root / "environments")
 
     def lock_sha() -> Run:
         r = run([BUILDENV, "lock", big], cwd=root)
@@ -204,13 +224,25 @@ def bench_throughput(root: Path, files: dict[str, Path], big: str, small: str, r
     cases = {
         LOCK: lock_sha,
         BARE: lambda: run([MAIN_PY, "-c", SHA_SCRIPT, data]),
-        LOCK_B3: lambda: run([BUILDENV, "lock", "--algorithm", "blake3", big], cwd=root),
+        # in a copy with its own state: its plan (blake3) would void the sha256 lock's, which
+        # then ran the full command whenever it came after this case in a round
+        LOCK_B3: lambda: run([BUILDENV, "lock", "--algorithm", "blake3", big], cwd=b3_root),
         MD5: lambda: run([MAIN_PY, "-c", MD5_SCRIPT, data]),
         SMALL_LOCK: lock_case(root, small),
         SMALL_BARE: lambda: run([MAIN_PY, "-c", SHA_SCRIPT, data_small]),
+        ISSUE_LOCK: lock_case(root, issue),
+        ISSUE_BARE: lambda: run([MAIN_PY, "-c", SHA_SCRIPT, data_issue]),
     }
-    before = {LOCK: drop_statcache(root), LOCK_B3: drop_statcache(root),
-              SMALL_LOCK: drop_statcache(root)}
+    before = {LOCK: drop_statcache(root), LOCK_B3: drop_statcache(b3_root),
+              SMALL_LOCK: drop_statcache(root), ISSUE_LOCK: drop_statcache(root)}
+    if before_tree:
+        lock_case(root, issue)()  # the store holds the file: hard-linked, not copied
+        other = before_repo(root, root.parent)
+        shutil.copy(root / "environments" / f"{issue}.yaml", other / "environments")
+        env = {**os.environ, "PYTHONPATH": before_tree}
+        cases[ISSUE_BEFORE] = lambda: run([MAIN_PY, "-c", BEFORE_CLI, "lock", issue], cwd=other,
+                                          env=env)
+        before[ISSUE_BEFORE] = drop_statcache(other)
     if with_sha256sum:
         cases["sha256sum (coreutils)"] = lambda: run(["sha256sum", data])
     if with_dvc:
@@ -225,7 +257,8 @@ def bench_throughput(root: Path, files: dict[str, Path], big: str, small: str, r
     lock_s = series[LOCK]
     rows = []
     for s in series.values():
-        mb = (size_small if "small file" in s.name else size) / 2**20
+        mb = (size_small if "small file" in s.name else data_issue.stat().st_size
+              if "367 MB" in s.name else size) / 2**20
         rows.append([s.name, f"{mb:.0f}", f"{s.median:.2f}", s.spread(), f"{mb / s.median:.0f}",
                      f"{s.median / lock_s.median:.2f}x", f"{s.cpu:.2f}",
                      f"{s.cpu / lock_s.cpu:.2f}x", f"{s.rss_mb:.0f}"])
@@ -254,6 +287,19 @@ def bench_throughput(root: Path, files: dict[str, Path], big: str, small: str, r
                f"**{cpu_lock / cpu_bare:.2f}x**; fixed CPU cost of the lock "
                f"{lock_s.cpu - size / cpu_lock:.2f} s vs {series[BARE].cpu - size / cpu_bare:.2f} s")
     goals["lock >= 0.9x bare sha256 throughput (marginal)"] = marginal_lock / marginal_bare >= 0.9
+    issue_lock, issue_bare = series[ISSUE_LOCK], series[ISSUE_BARE]
+    ok = issue_lock.median <= 1.1 * issue_bare.median
+    goals["lock <= 1.1x bare sha256 on #25's 367 MB file (CLI end to end)"] = ok
+    out.append(f"- #25's case, {data_issue.stat().st_size / 1e6:.0f} MB: lock "
+               f"{issue_lock.median:.3f} s vs bare {issue_bare.median:.3f} s = "
+               f"**{issue_lock.median / issue_bare.median:.2f}x** (CPU "
+               f"{issue_lock.cpu / issue_bare.cpu:.2f}x; the lock spends "
+               f"{issue_lock.median - issue_bare.median:+.3f} s more). Goal <= 1.1x: "
+               f"{verdict(ok)}")
+    if before_tree:
+        old = series[ISSUE_BEFORE]
+        out.append(f"- the same with the --before tree: {old.median:.3f} s = "
+                   f"**{old.median / issue_bare.median:.2f}x** (CPU {old.cpu / issue_bare.cpu:.2f}x)")
     if with_dvc:
         for key in ("dvc add --no-commit", "dvc add"):
             for name, ours in (("sha256", lock_s), ("blake3", series[LOCK_B3])):
@@ -500,15 +546,16 @@ CSV_KINDS = {"plain": "no quote", "quoted": "strings quoted",
 BEFORE_CLI = "import sys; from buildenv.cli import run; sys.argv[0] = 'buildenv'; run()"
 
 
-def before_repo(root: Path, work: Path) -> Path:
-    """A copy of the CSV repo for `--before TREE`: its own state directory (a lock plan is
-    void for other code, so the two trees would undo each other's), the data and the store's
-    objects hard-linked (no second copy of the files)."""
-    other = work / "repo-before"
+def before_repo(root: Path, work: Path, name: str = "repo-before") -> Path:
+    """A copy of the repo for `--before TREE` (or the blake3 lock): its own state directory (a
+    lock plan is void for other code or another algorithm, so the two would undo each
+    other's), the data and the store's objects hard-linked (no second copy of the files)."""
+    other = work / name
     for sub in ("environments", "data"):
         (other / sub).mkdir(parents=True, exist_ok=True)
     shutil.copy(root / "pyproject.toml", other / "pyproject.toml")
-    for path in [*root.glob("data/*.csv"), *root.glob(".buildenv/objects/**/*")]:
+    for path in [*root.glob("data/*.csv"), *root.glob("data/*.parquet"),
+                 *root.glob(".buildenv/objects/**/*")]:
         target = other / path.relative_to(root)
         if path.is_file() and not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -635,6 +682,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--small-mb", type=int, default=250)
+    ap.add_argument("--issue-mb", type=int, default=350,
+                    help="size of issue #25's file in MiB (350 MiB = 367 MB)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-dvc", action="store_true", help="skip the peer (no peer venv)")
     ap.add_argument("--sha256sum", action="store_true", help="also time coreutils sha256sum")
@@ -642,7 +691,8 @@ def main() -> int:
     ap.add_argument("--csv-kind", choices=list(CSV_KINDS), action="append",
                     help="CSV files to lock (default: all three)")
     ap.add_argument("--before", metavar="TREE",
-                    help="csv: also lock with the buildenv package under TREE (alternating)")
+                    help="csv, throughput: also lock with the buildenv package under TREE "
+                         "(alternating)")
     ap.add_argument("--counter-before", metavar="REF",
                     help="counter: also time csv_rows.py as of this git revision (same run)")
     ap.add_argument("--only", choices=["throughput", "relock", "memory", "startup", "csv",
@@ -655,14 +705,17 @@ def main() -> int:
         ensure_peer_venv(["dvc"])
     root = work / "repo"
     big, small = f"big-{args.size_mb}m", f"big-{args.small_mb}m"
+    issue = f"big-{args.issue_mb}m"
     # the Parquet files only for the sections that read them
-    files = setup_repo(root, {big: args.size_mb, small: args.small_mb}
-                       if only & {"throughput", "memory"} else {})
+    files = setup_repo(root, {**({big: args.size_mb, small: args.small_mb}
+                                 if only & {"throughput", "memory"} else {}),
+                              **({issue: args.issue_mb} if "throughput" in only else {})},
+                       exact=frozenset({issue}))
     print(f"# bench_lock ({machine()})\n", flush=True)
     sections, goals = [], {}
     if "throughput" in only:
-        text, g = bench_throughput(root, files, big, small, args.repeats, work, not args.no_dvc,
-                                   args.sha256sum)
+        text, g = bench_throughput(root, files, big, small, issue, args.repeats, work,
+                                   not args.no_dvc, args.sha256sum, args.before)
         sections += ["## Throughput", text, bench_in_process(files[big], 3)]
         goals.update(g)
         if not args.no_dvc:

@@ -28,13 +28,20 @@ _QUICK_EXIT = frozenset({"lock"})
 _EXIT_HANDLERS = ("ray", "mlflow")
 
 # Deferred imports (buildenv): the command modules bring typer; `main` answers an unchanged
-# `buildenv lock` without them, and `app` (an attribute of this package) imports them when asked.
+# `buildenv lock` without them, and `app` (an attribute of this package) imports them when asked;
+# `head_start` is imported by `main` first, so no other command's start pays for it.
 
 
 def main() -> None:
     # SIGTERM (a cancelled CI job) unwinds like Ctrl-C: the training's process group is
     # killed, temp dirs are removed, an unfinished retrain is restored.
     signal.signal(signal.SIGTERM, _terminated)
+    # `buildenv lock`: the files the lock's plan pins start hashing now, before the command's
+    # imports (head_start.py says why).
+    if sys.argv[1:2] == ["lock"]:
+        from buildenv.cli import head_start
+
+        head_start.start(sys.argv)
     try:
         from buildenv.cli import quick_lock
 

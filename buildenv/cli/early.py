@@ -26,7 +26,7 @@ from pathlib import Path
 # Deferred imports (buildenv, yaml, tomllib): this module runs before the rest of buildenv is
 # imported, to start hashing early.
 
-__all__ = ["start"]
+__all__ = ["prefetch", "start"]
 
 _FLAGS_WITH_VALUE = ("--algorithm", "--root", "--format", "--executor")
 
@@ -41,9 +41,20 @@ def start(argv: list[str]) -> None:
     # The transforms' process first: a derived rebuild waits for its start-up, and the hashing
     # thread's imports would hold up this thread's (the YAML reader) by a few milliseconds.
     _start_runner(argv[2:])
-    thread = threading.Thread(target=_prefetch, args=(argv[2:],), name="buildenv-early",
-                              daemon=True)
-    thread.start()
+    prefetch(argv[2:])
+
+
+_prefetching: list[bool] = []  # whether `prefetch` started its thread in this process
+
+
+def prefetch(args: list[str]) -> None:
+    """Start hashing the single-file datasets of `buildenv lock ARGS`'s environments in a
+    thread, once per process: `head_start` calls it first when the lock's plan cannot say
+    which files the lock pins (a first lock), `start` otherwise."""
+    if _prefetching:
+        return
+    _prefetching.append(True)
+    threading.Thread(target=_prefetch, args=(args,), name="buildenv-early", daemon=True).start()
 
 
 def _start_runner(args: list[str]) -> None:

@@ -98,9 +98,10 @@ class Renderer(Reporter):
             self._tasks.append(task)
             self._on_start(task, time.monotonic())
             if self._thread is None and self.ticking:
-                self._thread = threading.Thread(target=self._run, name="buildenv-progress",
-                                                daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="buildenv-progress",
+                                          daemon=True)
+                thread.start()  # before `close` (another thread) can see it: it joins it
+                self._thread = thread
 
     def _run(self) -> None:
         while not self._stop.wait(TICK):
@@ -110,9 +111,10 @@ class Renderer(Reporter):
                 pass
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+        self._stop.set()  # a ticker `started` starts after this ends at once
+        thread = self._thread  # started, or None (a task of another thread may start one)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
         with self._lock:
             if not self._closed:
                 self._closed = True

@@ -31,7 +31,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_text
-from buildenv.data.lock import row_process
+from buildenv.data.lock import early_hash, row_process
 from buildenv.data.lock.csv_rows import RowCounter
 from buildenv.data.lock.parquet_footer import footer_rows
 from buildenv.data.storage import Location, Stat
@@ -230,8 +230,9 @@ def prefetch(location: Location, fmt: str, algorithm: str = "sha256",
     """Start digesting `location` in a background thread (errors are left to the caller that
     asks for the digest later: it hashes again and reports them)."""
     key = (location.key, algorithm, fmt)
-    if key in _PREFETCHED:
-        return
+    if key in _PREFETCHED or (_early_pass(location, fmt, algorithm)
+                              and early_hash.pending(location.key)):
+        return  # hashed already, or by the head start (taken by `digest_location`)
     box: list[tuple[Stat, ContentDigest, int]] = []
 
     def work() -> None:
@@ -255,7 +256,7 @@ def _take_prefetched(location: Location, fmt: str, algorithm: str, stat: Stat
                      ) -> tuple[ContentDigest, int] | None:
     entry = _PREFETCHED.pop((location.key, algorithm, fmt), None)
     if entry is None:
-        return None
+        return _take_early_pass(location, fmt, algorithm, stat)
     thread, box = entry
     with progress.task(f"hash {location.uri}", stat.size, "bytes") as bar:
         thread.join()  # what is left of the hash is what this command waits for
@@ -263,6 +264,33 @@ def _take_prefetched(location: Location, fmt: str, algorithm: str, stat: Stat
     if box and box[0][0] == stat:
         return box[0][1], box[0][2]
     return None
+
+
+def _early_pass(location: Location, fmt: str, algorithm: str) -> bool:
+    """Whether an `early_hash` pass (sha256 of the bytes alone) can give `location`'s digest:
+    a local file whose rows, if any, come from a Parquet footer (a CSV's are counted from the
+    bytes as they are hashed)."""
+    return algorithm == "sha256" and fmt != "csv" and location.local is not None
+
+
+def _take_early_pass(location: Location, fmt: str, algorithm: str, stat: Stat
+                     ) -> tuple[ContentDigest, int] | None:
+    """The digest of an `early_hash` pass over `location`, hashed under `stat`: the rows read
+    from the footer while the pass ends (in this thread), and the file's stat the same
+    after that read as before; else None (nothing started, or the file changed)."""
+    if not _early_pass(location, fmt, algorithm):
+        return None
+    started = early_hash.take(location.key)
+    if started is None:
+        return None
+    with progress.task(f"hash {location.uri}", stat.size, "bytes") as bar:
+        rows = 0 if fmt == FILE else parquet_rows(location)
+        started.wait()  # what is left of the hash is what this command waits for
+        bar.advance(stat.size)
+    done = started.result
+    if done is None or done[0] != stat or location.stat() != stat:
+        return None
+    return ContentDigest(done[1], done[2], rows), done[3]
 
 
 class _Background(Generic[T]):
