@@ -329,13 +329,13 @@ class _Killed(BaseException):
     """Stands for SIGKILL: nothing after it runs, no `except Exception` sees it."""
 
 
-def _artifact(path: Path, model: str) -> str:
+def _artifact(path: Path, model: str, **lineage: str) -> str:
     from buildenv.compile.artifact import write_lineage
 
     path.mkdir(parents=True)
     (path / "model.pkl").write_text(model)
     digest = tree_digest(path, exclude=UNHASHED)
-    write_lineage(path, {"model_digest": digest})
+    write_lineage(path, {"model_digest": digest, **lineage})
     return digest
 
 
@@ -354,7 +354,7 @@ def test_recover_keeps_a_swap_killed_while_it_removed_the_old_artifact(tmp_path,
     staged = work / "dist" / "churn"
     new = _artifact(staged, "new")
     journal.journal(work, {"phase": "swapping", "saved": [], "staged": [
-        {"staged": "dist/churn", "final": "dist/churn/prod", "digest": new}]})
+        {"staged": "dist/churn", "final": "dist/churn/prod", "digest": journal.lineage_sha(staged)}]})
 
     def killed_midway(path, ignore_errors=False):
         (Path(path) / "model.pkl").unlink()  # part of the old artifact is gone
@@ -371,4 +371,24 @@ def test_recover_keeps_a_swap_killed_while_it_removed_the_old_artifact(tmp_path,
     assert (final / "model.pkl").read_text() == "new"
     assert read_lineage(final)["model_digest"] == new
     assert tree_digest(final, exclude=UNHASHED) == new
+    assert not work.exists()
+
+
+def test_recover_installs_a_staged_artifact_whose_model_bytes_equal_the_old_ones(tmp_path):
+    """A retrain on new data may train the same model bytes: the staged artifact differs from
+    the one in dist/ only by its lineage (what it was built from). Killed before its swap,
+    recovery installs it: the swap is known done only by the lineage's bytes."""
+    from buildenv.release import journal
+
+    (tmp_path / "pyproject.toml").write_text("[tool.buildenv]\n")
+    project = Project.discover(tmp_path)
+    final = tmp_path / "dist" / "churn" / "prod"
+    old = _artifact(final, "same", data="v1")
+    work = project.state_dir / "retrain" / "feedbeef0002"
+    staged = work / "dist" / "churn"
+    assert _artifact(staged, "same", data="v2") == old
+    journal.journal(work, {"phase": "swapping", "saved": [], "staged": [
+        {"staged": "dist/churn", "final": "dist/churn/prod", "digest": journal.lineage_sha(staged)}]})
+    assert journal.recover(project) == ["dist/churn/prod"]
+    assert read_lineage(final)["data"] == "v2"
     assert not work.exists()

@@ -374,3 +374,23 @@ def test_a_forked_pass_the_command_never_asked_for_ends_with_it(tmp_path):
             "os._exit(0)\n")
     proc = _child(tmp_path, code)  # a child left hashing would keep it from ending (timeout)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("step", ["start_from_recipe", "head_start"])
+def test_an_interrupt_in_the_first_milliseconds_of_a_lock_is_interrupted_not_a_traceback(
+        monkeypatch, capsys, step):
+    """Ctrl-C or SIGTERM (turned into KeyboardInterrupt) may land while the recipe is checked
+    or the plan's files are stat'ed: `main` says `interrupted` and exits 130, as later on."""
+    import buildenv.cli as cli
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    target = early if step == "start_from_recipe" else head_start
+    monkeypatch.setattr(target, "start_from_recipe" if step == "start_from_recipe" else "start",
+                        interrupted)
+    monkeypatch.setattr(sys, "argv", ["buildenv", "lock"])
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    assert stopped.value.code == 130
+    assert "interrupted" in capsys.readouterr().err

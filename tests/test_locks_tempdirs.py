@@ -269,11 +269,10 @@ def test_a_file_written_through_a_scratch_on_another_filesystem_lands_beside(
         "r.json"]
 
 
-@pytest.mark.parametrize("other", ["record.json", "plan.json"])
-def test_a_write_beside_its_target_removes_what_killed_writers_left_there(tmp_path, other):
+def test_a_write_beside_its_target_removes_what_killed_writers_of_it_left_there(tmp_path):
     """A writer killed before its rename leaves its temp file beside the target; the next
-    atomic write into that directory (of that file or another) removes it, and leaves a
-    live writer's temp file alone."""
+    atomic write of that file removes it (a write of another file leaves it: the directory
+    may be shared), and leaves a live writer's temp file alone."""
     from buildenv.core.atomic import atomic_write_text, create_new_text
 
     target = tmp_path / "state" / "record.json"
@@ -282,13 +281,48 @@ def test_a_write_beside_its_target_removes_what_killed_writers_left_there(tmp_pa
                           env=ENV, capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     [left] = list(target.parent.iterdir())
+    atomic_write_text(target.parent / "plan.json", "new", durable=False)
+    assert left.exists()
     mine_fd, mine = tempfile_owned(target.parent)
-    atomic_write_text(target.parent / other, "new", durable=False)
+    atomic_write_text(target, "new", durable=False)
     assert not left.exists()
     assert Path(mine).exists()
     os.close(mine_fd)
     Path(mine).unlink()
-    assert sorted(p.name for p in target.parent.iterdir()) == [other]
-    subprocess.run([sys.executable, "-c", WRITE_FILE, str(target), ""], env=ENV, timeout=60)
-    assert create_new_text(target.parent / "new.txt", "x")
-    assert sorted(p.name for p in target.parent.iterdir()) == sorted({other, "new.txt"})
+    assert sorted(p.name for p in target.parent.iterdir()) == ["plan.json", "record.json"]
+    new = target.parent / "new.txt"
+    subprocess.run([sys.executable, "-c", WRITE_FILE, str(new), ""], env=ENV, timeout=60)
+    assert create_new_text(new, "x")
+    assert sorted(p.name for p in target.parent.iterdir()) == [
+        "new.txt", "plan.json", "record.json"]
+
+
+def test_a_sweep_beside_a_target_leaves_other_users_files_and_never_fails(tmp_path,
+                                                                          monkeypatch):
+    """In a directory other users share, a dead writer's temp file of theirs is not this
+    user's to remove; one that cannot be removed is left, and the write goes on."""
+    from buildenv.core.atomic import atomic_write_text
+    from buildenv.core.tempdirs import sweep
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = int(done.stdout)
+    theirs = tmp_path / f".record.json.tmp-{dead}-0-theirs"
+    stuck = tmp_path / f".record.json.tmp-{dead}-0-stuck"
+    theirs.write_text("")
+    stuck.write_text("")
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a file to another user")
+    os.chown(theirs, 65534, 65534)
+    real_unlink = Path.unlink
+
+    def refused(self, missing_ok=False):
+        if self.name == stuck.name:
+            raise PermissionError(1, "Operation not permitted", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    assert sweep(tmp_path, "record.json") == []
+    atomic_write_text(tmp_path / "record.json", "x")
+    assert theirs.exists() and stuck.exists()
+    assert (tmp_path / "record.json").read_text() == "x"

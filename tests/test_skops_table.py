@@ -94,7 +94,9 @@ def test_a_table_of_another_version_or_installation_is_not_used(slow, change):
 
 
 @pytest.mark.parametrize("bad", [{"names": "x"}, {"key": None, "names": []}, [], "text",
-                                 {"names": [1, 2]}])
+                                 {"names": [1, 2]}, {"names": ["builtins.eval"]},
+                                 {"names": ["sklearn.linear_model.LogisticRegression",
+                                            "os.system"]}])
 def test_a_malformed_table_is_ignored(slow, bad):
     if isinstance(bad, dict) and "key" not in bad:
         bad = {**bad, "key": slow["fresh"]["key"]}
@@ -113,6 +115,13 @@ def test_store_and_cached_per_interpreter(tmp_path, monkeypatch, slow):
     assert skops_table.cached("/another/python") is None
     files = list((tmp_path / "cache" / "buildenv" / "skops-types").iterdir())
     assert len(files) == 1 and not files[0].name.startswith(".tmp")
+    os.chmod(files[0], 0o664)  # another user of the group could have written it
+    assert skops_table.cached(sys.executable) is None
+    os.chmod(files[0], 0o600)
+    os.chmod(files[0].parent, 0o777)
+    assert skops_table.cached(sys.executable) is None
+    os.chmod(files[0].parent, 0o700)
+    assert skops_table.cached(sys.executable) == slow["fresh"]
     files[0].write_text("{truncated")
     assert skops_table.cached(sys.executable) is None  # unreadable: the slow path, again
 

@@ -40,12 +40,12 @@ def main() -> None:
     # `buildenv lock`: a stale transform's process starts from the last build's recipe, and
     # the files the lock's plan pins start hashing, now, before the command's imports
     # (early.py and head_start.py say why and when).
-    if sys.argv[1:2] == ["lock"]:
-        from buildenv.cli import early, head_start
-
-        early.start_from_recipe(sys.argv)
-        head_start.start(sys.argv)
     try:
+        if sys.argv[1:2] == ["lock"]:
+            from buildenv.cli import early, head_start
+
+            early.start_from_recipe(sys.argv)
+            head_start.start(sys.argv)
         from buildenv.cli import quick_lock
 
         code = quick_lock.run(sys.argv[1:])

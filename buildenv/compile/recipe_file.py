@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from buildenv import __version__
+from buildenv.core.own_files import trusted
 
 # Deferred import (json): only a repository with a recipe parses one, and every `buildenv lock`
 # pays this module's imports before the quick lock answers.
@@ -46,12 +47,6 @@ def recipe_path(root: Path) -> Path:
     key = hashlib.sha256("\0".join((os.path.realpath(root), __version__, sys.executable,
                                     sys.version)).encode()).hexdigest()[:32]
     return Path(base) / "buildenv" / "start-recipes" / f"{key}.json"
-
-
-def trusted(st: os.stat_result, directory: bool) -> bool:
-    """Owned by this user and writable by nobody else (and the kind expected)."""
-    kind = stat.S_ISDIR if directory else stat.S_ISREG
-    return kind(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
 def load(root: Path) -> dict[str, Any] | None:

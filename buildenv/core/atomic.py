@@ -26,14 +26,14 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True,
 
     The temp file is named by its owner process (`core.tempdirs`): what a killed writer
     leaves is removed by a sweep. It is written in `scratch` (a directory on the same
-    filesystem that the caller sweeps) when given, else beside `path`; then this write sweeps
-    `path`'s directory first, so a state file's leftover (a lock killed while it wrote
-    `.buildenv/lockplan.json`) is gone once anything is written there again."""
+    filesystem that the caller sweeps) when given, else beside `path`; then this write first
+    removes the temp files of `path` that killed writers left beside it (a lock killed while it
+    wrote `.buildenv/lockplan.json`): this user's, named for this file, owner gone."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if scratch is not None:
         scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
     else:
-        sweep(path.parent)  # dead writers' temp files only: one in flight is never touched
+        sweep(path.parent, path.name)  # dead writers' temp files of this target only
     fd, tmp = owned_temp_file(scratch or path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -63,7 +63,7 @@ def create_new_text(path: Path, text: str) -> bool:
     file that is then hard-linked into place, which fails if `path` appeared meanwhile.
     False (and nothing written) when `path` exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    sweep(path.parent)  # what writers killed before their link left
+    sweep(path.parent, path.name)  # what writers killed before their link left
     fd, tmp = owned_temp_file(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -83,22 +83,33 @@ def owned_temp_file(parent: Path, label: str) -> tuple[int, str]:
     return tempfile.mkstemp(prefix=f".{label}.tmp-{pid}-{start}-", dir=parent)
 
 
-def sweep(parent: Path) -> list[Path]:
+def sweep(parent: Path, label: str | None = None) -> list[Path]:
     """Remove the temp dirs and files in `parent` whose owner process is gone; return
-    them."""
+    them. With `label`, only that label's (`.<label>.tmp-...`) and only this user's: what a
+    write beside its target sweeps, in a directory other users and programs may share. One that
+    cannot be removed (another user's, a read-only mount) is left, never an error."""
     removed: list[Path] = []
     try:
-        entries = list(parent.iterdir())
+        entries = list(os.scandir(parent))
     except OSError:
         return removed
+    prefix = None if label is None else f".{label}.tmp-"
+    uid = os.geteuid()
     for entry in entries:
+        if prefix is not None and not entry.name.startswith(prefix):
+            continue
         match = _NAME.match(entry.name)
         if match is None or owner_alive(int(match.group(1)), int(match.group(2))):
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-        if not entry.exists():
-            removed.append(entry)
+        path = Path(entry.path)
+        try:
+            if label is not None and entry.stat(follow_symlinks=False).st_uid != uid:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            continue
+        removed.append(path)
     return removed

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from buildenv.compile.artifact import read_lineage
+from buildenv.compile.artifact import LINEAGE_FILE
 from buildenv.core.atomic import atomic_write_bytes, install_dir
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project
 
-__all__ = ["exclusive", "journal", "recover", "restore", "save", "swap", "work_root"]
+__all__ = ["exclusive", "journal", "lineage_sha", "recover", "restore", "save", "swap",
+           "work_root"]
 
 
 def work_root(project: Project) -> Path:
@@ -80,9 +82,17 @@ def restore(project: Project, work: Path) -> list[str]:
 def _swapped(final: Path, digest: str | None) -> bool:
     """Is the staged artifact in `final` already? A swap exchanges the two directories, then
     deletes the old artifact from the staged place: killed in between, the staged place holds
-    (part of) the old one, which must not be swapped back."""
-    lineage = read_lineage(final)
-    return digest is not None and lineage is not None and lineage.get("model_digest") == digest
+    (part of) the old one, which must not be swapped back. `digest`: `lineage_sha` of the
+    staged artifact (its lineage names the model's digest and everything it was built from)."""
+    return digest is not None and digest == lineage_sha(final)
+
+
+def lineage_sha(artifact: Path) -> str | None:
+    """sha256 of an artifact's lineage file, None when it has none."""
+    try:
+        return "sha256:" + hashlib.sha256((artifact / LINEAGE_FILE).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def recover(project: Project) -> list[str]:

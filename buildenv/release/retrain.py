@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildenv.compile.artifact import read_lineage
 from buildenv.compile.build import BuildOptions, build_pair
 from buildenv.compile.locking import lock_environments
 from buildenv.compile.plan import pairs
@@ -52,7 +51,16 @@ from buildenv.monitor.drift import drift_check
 from buildenv.release.champion import promote
 from buildenv.release.events import EventLog, Tracker
 from buildenv.release.gates import alias_name, evaluate, record_check
-from buildenv.release.journal import exclusive, journal, recover, restore, save, swap, work_root
+from buildenv.release.journal import (
+    exclusive,
+    journal,
+    lineage_sha,
+    recover,
+    restore,
+    save,
+    swap,
+    work_root,
+)
 
 __all__ = ["RetrainOptions", "RetrainResult", "retrain"]
 
@@ -266,7 +274,7 @@ def _run(project: Project, env: str, options: RetrainOptions, log: EventLog, wor
     progress.phase("swap")
     journal(work, {"phase": "swapping", "saved": entries, "staged": [
         {"staged": out.relative_to(work).as_posix(), "final": f"dist/{training}/{env}",
-         "digest": (read_lineage(out) or {}).get("model_digest")}  # tells a swap done
+         "digest": lineage_sha(out)}  # tells a swap done
         for training, out in staged.items()]})
     for training, out in staged.items():
         swap(out, project.root / "dist" / training / env)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from buildenv.core.model_runtime import import_skops
+from buildenv.core.own_files import trusted
 
 __all__ = ["cached", "fresh", "import_with", "key", "offer", "store"]
 
@@ -90,8 +91,9 @@ def import_with() -> Any:
 def _names(table: dict, mine: dict[str, str]) -> list[str] | None:
     names = table.get("names")
     if table.get("key") != mine or not isinstance(names, list) or \
-            not all(isinstance(n, str) and "." in n for n in names):
-        return None
+            not all(isinstance(n, str) and n.startswith("sklearn.") and
+                    all(part.isidentifier() for part in n.split(".")) for n in names):
+        return None  # skops trusts scikit-learn's own classes only: nothing else is taken
     return names
 
 
@@ -125,10 +127,18 @@ def _cache_file(python: str) -> Path:
 
 
 def cached(python: str) -> dict | None:
-    """The table last stored for the interpreter `python` (None when there is none or it is
-    unreadable); whether it still fits is the runner's decision (its key)."""
+    """The table last stored for the interpreter `python` (None when there is none, it is
+    unreadable, or another user could have written it); whether it still fits is the runner's
+    decision (its key)."""
+    path = _cache_file(python)
     try:
-        table = json.loads(_cache_file(python).read_text())
+        if not trusted(os.stat(path.parent), True):
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            if not trusted(os.fstat(f.fileno()), False):
+                return None
+            table = json.loads(f.read())
     except (OSError, ValueError):
         return None
     return table if isinstance(table, dict) else None
@@ -142,7 +152,7 @@ def store(python: str, table: Any) -> None:
         return
     path = _cache_file(python)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         with os.fdopen(fd, "w") as f:
             json.dump({"key": table["key"], "names": table["names"]}, f)
