@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from buildenv import __version__
-from buildenv.core.own_files import trusted
+from buildenv.core.own_files import read_own, trusted
 
 # Deferred import (json): only a repository with a recipe parses one, and every `buildenv lock`
 # pays this module's imports before the quick lock answers.
@@ -52,18 +52,14 @@ def recipe_path(root: Path) -> Path:
 def load(root: Path) -> dict[str, Any] | None:
     """The recipe of `root`'s repository (`{"entries": [...]}`), or None when there is none,
     it is not trusted (owner, permissions, a symlink) or it does not parse."""
-    path = recipe_path(root)
-    try:
-        if not trusted(os.stat(path.parent), True):
-            return None
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as f:
-            if not trusted(os.fstat(f.fileno()), False):
-                return None
-            import json  # deferred: see the module's imports
+    data = read_own(recipe_path(root))
+    if data is None:
+        return None
+    import json  # deferred: see the module's imports
 
-            recipe = json.loads(f.read())
-    except (OSError, ValueError):
+    try:
+        recipe = json.loads(data)
+    except ValueError:
         return None
     if not isinstance(recipe, dict) or not isinstance(recipe.get("entries"), list):
         return None

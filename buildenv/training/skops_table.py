@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from buildenv.core.model_runtime import import_skops
-from buildenv.core.own_files import trusted
+from buildenv.core.own_files import read_own
 
 __all__ = ["cached", "fresh", "import_with", "key", "offer", "store"]
 
@@ -130,16 +130,10 @@ def cached(python: str) -> dict | None:
     """The table last stored for the interpreter `python` (None when there is none, it is
     unreadable, or another user could have written it); whether it still fits is the runner's
     decision (its key)."""
-    path = _cache_file(python)
+    data = read_own(_cache_file(python))
     try:
-        if not trusted(os.stat(path.parent), True):
-            return None
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as f:
-            if not trusted(os.fstat(f.fileno()), False):
-                return None
-            table = json.loads(f.read())
-    except (OSError, ValueError):
+        table = json.loads(data) if data is not None else None
+    except ValueError:
         return None
     return table if isinstance(table, dict) else None
 
