@@ -9,11 +9,13 @@ that run transforms and labeling functions name `Project`, `Environment`, `Datas
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 from sourcerepo import source_fixtures
 
 _progress, template, locked = source_fixtures("runner_imports")
@@ -106,8 +108,12 @@ def test_a_transform_runs_from_the_builds_description_without_pydantic(
     path = tmp_path / "request.json"
     path.write_text(json.dumps(request))
     code = RUN.format(light=HEAVY[:2], models=HEAVY[2:])
+    # in the repository, as the runner runs: this buildenv on the path (under Pants, the
+    # test's sandbox holds it and sys.path's entries are relative to it)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                          text=True, check=True, cwd=locked)
+                          text=True, check=True, cwd=locked, env=env)
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     assert answer["result"]["ok"], answer["result"]
     assert (answer["heavy"] == []) is described, answer["heavy"]
