@@ -19,6 +19,7 @@ from pathlib import Path
 
 from buildenv.compile import early_runner
 from buildenv.compile.check import check_training
+from buildenv.compile.derive_reports import Reports
 from buildenv.compile.source_process import SourceProcess
 from buildenv.compile.verify import located
 from buildenv.core import progress
@@ -147,6 +148,7 @@ def _run(process: SourceProcess, res: Resolved, plan: DerivedPlan, todo: list[Ou
                        "min_group_size": source.aggregation.min_group_size
                        or res.env.privacy.min_group_size}
     work = owned_temp_dir(process.out, f"derive-{plan.name}")
+    reports = None
     try:
         files = [{"input_path": f.input_path,
                   "entry": entries[f.input_path].to_json() if f.input_path else None,
@@ -158,16 +160,30 @@ def _run(process: SourceProcess, res: Resolved, plan: DerivedPlan, todo: list[Ou
                "partitions": list(plan.partitions), "aggregation": aggregation, "files": files}
         pins = {i: current[i].digest for i in source.inputs}
         manifests = {i: m for i in source.inputs if (m := current[i].manifest) is not None}
-        result = process.run(res, [job], pins, manifests, source.timeout, source.module_path,
-                             f"raise `datasets.{plan.name}.source.timeout`")
+        # outputs are copied and hashed as the runner names them, while it goes on
+        reports = Reports.start(work, len(files), store)
+        job["reports"] = str(reports.fifo) if reports is not None else None
+        try:
+            result = process.run(res, [job], pins, manifests, source.timeout,
+                                 source.module_path,
+                                 f"raise `datasets.{plan.name}.source.timeout`")
+        finally:
+            staged = reports.stop() if reports is not None else {}
         if not result.get("ok"):
             return [located(res, d) for d in result.get("diagnostics", [])] or [res.diag(
                 "BE345", f"dataset '{plan.name}': the transform's process reported no result",
                 "datasets", plan.name, "source")]
         outputs = result.get("outputs") or {}
-        for item, f in zip(files, todo):
+        for index, (item, f) in enumerate(zip(files, todo)):
             out = str(item["out"])
-            store.put(f.key, Path(out), int(outputs[out]["withheld"]))
+            withheld = int(outputs[out]["withheld"])
+            copy = staged.get(index)
+            if copy is not None:  # the bytes hashed while the runner ran
+                store.commit(f.key, copy, withheld)
+            else:
+                store.put(f.key, Path(out), withheld)
         return []
     finally:
+        if reports is not None:
+            reports.close()
         shutil.rmtree(work, ignore_errors=True)

@@ -91,9 +91,22 @@ def run_transform_job(job: dict[str, Any], env: Environment, project: Project,
         path, line, _ = _user_frame(exc, root, own)
         return [_diag("BE340", f"derived dataset '{job['dataset']}': importing {module_path} "
                       f"raised {type(exc).__name__}: {exc}", path or module_path, line)]
-    first = inputs[0]
+    reports = _reports(job.get("reports"))
+    try:
+        return _run_files(fn, job, env, view, project, pins, manifests, root, own, outputs,
+                          restricted, reports)
+    finally:
+        if reports is not None:
+            os.close(reports)
+
+
+def _run_files(fn: Any, job: dict[str, Any], env: Environment, view: Environment,
+               project: Project, pins: dict[str, str], manifests: dict[str, Manifest],
+               root: Path, own: Path, outputs: dict[str, Any], restricted: bool,
+               reports: int | None) -> list[dict[str, Any]]:
+    first = job["inputs"][0]
     spec = env.datasets[first]
-    for item in job["files"]:
+    for index, item in enumerate(job["files"]):
         values = {k: partition_scalar(v, spec.columns[k]).as_py()
                   for k, v in (item.get("values") or {}).items()}
         scoped, scoped_manifests = scoped_pins(pins, manifests, first, item.get("entry"))
@@ -107,7 +120,31 @@ def run_transform_job(job: dict[str, Any], env: Environment, project: Project,
         _write(table, Path(item["out"]))
         outputs[item["out"]] = {"rows": table.num_rows, "withheld": withheld,
                                 "seconds": round(time.perf_counter() - started, 6)}
+        if reports is not None:
+            _report(reports, index, withheld)
     return []
+
+
+def _reports(path: str | None) -> int | None:
+    """The write end of the build's report pipe (`compile.derive_reports`), opened before any
+    transform runs; None without one (every output is then stored after this process
+    exits)."""
+    if not path:
+        return None
+    try:  # non-blocking: the build is already reading, and this process never waits for it
+        return os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def _report(fd: int, index: int, withheld: int) -> None:
+    """Tell the build output `index` is written: it copies and hashes it while the next file's
+    transform runs. One line, shorter than a pipe's atomic write; a full pipe or a build gone
+    loses the line, and the output is stored after this process exits."""
+    try:
+        os.write(fd, f"{index} {withheld}\n".encode())
+    except OSError:
+        pass
 
 
 def _run_one(fn: Any, ctx: TransformContext, job: dict[str, Any], item: dict[str, Any],

@@ -47,8 +47,9 @@ if TYPE_CHECKING:  # an annotation only: the hermetic process imports this modul
     from buildenv.env.resolve import Resolved
     from buildenv.env.spec import Dataset, Environment
 
-__all__ = ["DerivedPlan", "DerivedStore", "OutputFile", "OutputMeta", "Pinned", "derived_staleness",
-           "materialize", "narrowed", "output_digest", "plan_derived", "writer_version"]
+__all__ = ["DerivedPlan", "DerivedStore", "OutputFile", "OutputMeta", "Pinned", "Staged",
+           "bytes_digest", "derived_staleness", "materialize", "narrowed", "output_digest",
+           "plan_derived", "writer_version"]
 
 FORMAT = 1  # bump when what an object holds changes meaning
 
@@ -166,6 +167,52 @@ class DerivedStore:
         _record(path, meta, self.scratch)
         return meta
 
+    def stage(self, data: bytes, path: Path, withheld: int) -> Staged | None:
+        """The build's own copy of an output's bytes at `path` (a new file in a directory of
+        this build's scratch, out of the transform's reach), hashed from `data` itself: the
+        object `commit` stores is the bytes its digest was computed from, whatever the
+        transform does to its own file afterwards. None when `data` is not a Parquet file this
+        parser reads (the output is then stored by `put`)."""
+        value = bytes_digest(data)
+        if value is None:
+            return None
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                     0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, 0o444)  # as `put`: an object is never edited
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        meta = OutputMeta(value.digest, value.size, value.rows, withheld, st.st_mtime_ns,
+                          st.st_ino)
+        record = path.with_suffix(".json")  # a rename puts it beside its object
+        record.write_text(json.dumps(asdict(meta), sort_keys=True))
+        return Staged(path, meta)
+
+    def commit(self, key: str, staged: Staged, withheld: int) -> OutputMeta:
+        """Store an output `stage` copied: two renames (a rename keeps the inode and mtime
+        its record holds), the object before its record, as `put`."""
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged.path, path)
+        if withheld == staged.meta.withheld:
+            os.replace(staged.path.with_suffix(".json"), path.with_suffix(".json"))
+            return staged.meta
+        meta = OutputMeta(**{**asdict(staged.meta), "withheld": withheld})
+        _record(path, meta, self.scratch)
+        return meta
+
+
+@dataclass(frozen=True)
+class Staged:
+    """An output copied by the build into its scratch, with the record it is stored with."""
+
+    path: Path
+    meta: OutputMeta
+
 
 SMALL_OUTPUT = 1 << 20
 """Outputs up to this size are read once, whole, to hash them and count their rows."""
@@ -180,10 +227,19 @@ def output_digest(path: Path) -> ContentDigest:
         size = os.fstat(handle.fileno()).st_size
         data = handle.read(SMALL_OUTPUT + 1) if size <= SMALL_OUTPUT else b""
     if len(data) == size and size <= SMALL_OUTPUT:
-        rows = footer_rows(lambda offset, n: data[offset:offset + n], size)
-        if rows is not None:
-            return ContentDigest(f"sha256:{hashlib.sha256(data).hexdigest()}", size, rows)
+        value = bytes_digest(data)
+        if value is not None:
+            return value
     return compute_digest(Location(str(path), str(path), str(path), path), "parquet", "sha256")
+
+
+def bytes_digest(data: bytes) -> ContentDigest | None:
+    """`compute_digest`'s value for a Parquet file whose bytes are `data`; None when its footer
+    is not what `footer_rows` reads (pyarrow then counts the rows)."""
+    rows = footer_rows(lambda offset, n: data[offset:offset + n], len(data))
+    if rows is None:
+        return None
+    return ContentDigest(f"sha256:{hashlib.sha256(data).hexdigest()}", len(data), rows)
 
 
 def _record(path: Path, meta: OutputMeta, scratch: Path) -> None:
