@@ -160,7 +160,8 @@ def _reports(tmp_path: Path, count: int) -> tuple[derive_reports.Reports, Path, 
     out = tmp_path / "out"
     out.mkdir()
     store = DerivedStore(SimpleNamespace(data_state_dir=tmp_path / "state"))  # type: ignore[arg-type]
-    reports = derive_reports.Reports.start(out, count, store)
+    keys = [f"sha256:{i:02x}" + "0" * 62 for i in range(count)]
+    reports = derive_reports.Reports.start(out, keys, store)
     assert reports is not None
     return reports, out, store
 

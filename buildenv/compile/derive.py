@@ -161,7 +161,7 @@ def _run(process: SourceProcess, res: Resolved, plan: DerivedPlan, todo: list[Ou
         pins = {i: current[i].digest for i in source.inputs}
         manifests = {i: m for i in source.inputs if (m := current[i].manifest) is not None}
         # outputs are copied and hashed as the runner names them, while it goes on
-        reports = Reports.start(work, len(files), store)
+        reports = Reports.start(work, [f.key for f in todo], store)
         job["reports"] = str(reports.fifo) if reports is not None else None
         try:
             result = process.run(res, [job], pins, manifests, source.timeout,

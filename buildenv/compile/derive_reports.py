@@ -35,9 +35,9 @@ class Reports:
     """The build's end of one job's reports: `start` before the request is handed over,
     `stop` once the runner has exited (the copies taken, by output index), `close` always."""
 
-    def __init__(self, fifo: Path, out_dir: int, stage_dir: Path, count: int,
+    def __init__(self, fifo: Path, out_dir: int, stage_dir: Path, keys: list[str],
                  store: DerivedStore):
-        self.fifo, self._dir, self._stage_dir, self._count = fifo, out_dir, stage_dir, count
+        self.fifo, self._dir, self._stage_dir, self._keys = fifo, out_dir, stage_dir, keys
         self._store = store
         self.staged: dict[int, Staged] = {}
         # the build holds a writer too: the read end never sees an end of file (a FIFO whose
@@ -49,9 +49,10 @@ class Reports:
         self._thread.start()
 
     @classmethod
-    def start(cls, out_dir: Path, count: int, store: DerivedStore) -> Reports | None:
-        """Reports of the `count` outputs `<i>.parquet` in `out_dir` (the runner's); None
-        where no FIFO can be made (every output is then stored after the runner's exit)."""
+    def start(cls, out_dir: Path, keys: list[str], store: DerivedStore) -> Reports | None:
+        """Reports of the outputs `<i>.parquet` in `out_dir` (the runner's), object `keys[i]`
+        each; None where no FIFO can be made (every output is then stored after the runner's
+        exit)."""
         if not hasattr(os, "mkfifo"):
             return None
         fifo = out_dir / _NAME
@@ -65,7 +66,7 @@ class Reports:
             return None
         try:
             stage_dir = owned_temp_dir(store.scratch, "derive-stage")
-            return cls(fifo, fd, stage_dir, count, store)
+            return cls(fifo, fd, stage_dir, keys, store)
         except BaseException:
             os.close(fd)
             if stage_dir is not None:
@@ -117,7 +118,7 @@ class Reports:
                 index, withheld = (int(x) for x in line.split())
             except ValueError:
                 continue
-            if 0 <= index < self._count and index not in self.staged and withheld >= 0:
+            if 0 <= index < len(self._keys) and index not in self.staged and withheld >= 0:
                 try:
                     taken = self._take(index, withheld)
                 except Exception:  # the output is stored as before, after the runner's exit
@@ -147,4 +148,4 @@ class Reports:
         data = b"".join(chunks)
         if len(data) != st.st_size:
             return None
-        return self._store.stage(data, self._stage_dir / name, withheld)
+        return self._store.stage(self._keys[index], data, self._stage_dir / name, withheld)
