@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import Any
 
+from buildenv.cli import collector
 from buildenv.core.leave import leave
 
 __all__ = ["app", "main", "run"]
@@ -37,6 +38,19 @@ def main() -> None:
     # SIGTERM (a cancelled CI job) unwinds like Ctrl-C: the training's process group is
     # killed, temp dirs are removed, an unfinished retrain is restored.
     signal.signal(signal.SIGTERM, _terminated)
+    if sys.argv[1:2] != ["lock"]:
+        _main()
+        return
+    # `buildenv lock`: no cyclic collection while the command imports (collector.py says why);
+    # the lock resumes it when its imports are done, any other way out here
+    collector.pause()
+    try:
+        _main()
+    finally:
+        collector.resume(freeze=False)
+
+
+def _main() -> None:
     # `buildenv lock`: a stale transform's process starts from the last build's recipe, and
     # the files the lock's plan pins start hashing, now, before the command's imports
     # (early.py and head_start.py say why and when).

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from buildenv.cli import collector
 from buildenv.cli.outcome import Format, emit, open_project, progress_shown, quieted
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.data.lock import quick
@@ -37,6 +38,7 @@ def lock(envs: Optional[list[str]], root: Optional[Path], algorithm: str, check:
     from buildenv.data.executor import make_executor
     from buildenv.env.resolve import Multiverse
 
+    collector.resume()  # the imports are done (`buildenv.cli.collector`)
     if algorithm not in ("sha256", "blake3"):
         raise DiagnosticError([Diagnostic("BE004", f"unknown digest algorithm '{algorithm}'",
                                           hints=("use sha256 or blake3",))], 2)
