@@ -213,8 +213,12 @@ class Sandbox:
             self._status = (self._status[0], -1)
 
     def stop(self, proc: subprocess.Popen) -> None:
-        """Kill the runner's whole tree (a detached child too: the runner adopts orphans)."""
-        process_tree.kill_tree(proc.pid)
+        """Kill the runner's whole tree (a detached child too: the runner adopts orphans).
+        Nothing once the runner is reaped: its children were handed on when it exited, and
+        its pid may be another process's by now (and the walk of /proc, twice per call, is
+        milliseconds on the tail of every derived rebuild)."""
+        if proc.returncode is None:
+            process_tree.kill_tree(proc.pid)
 
     def signature(self, argv: list[str], base_env: dict[str, str]) -> dict[str, Any]:
         """What the runner is started with and confined to (`command`, `env`, `request`), but
