@@ -8,7 +8,6 @@ speaks to users and to CI in the same shape.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,7 +15,10 @@ from enum import Enum
 from typing import Any
 
 from buildenv import __version__
-from buildenv.core.codes import CODES
+
+# Deferred imports (difflib; core.codes, whose table of every code is most of this module's
+# import): the processes that run user code report diagnostics but never render SARIF or
+# suggest names, and their start-up is on a rebuild's critical path.
 
 __all__ = ["Diagnostic", "DiagnosticError", "Severity", "did_you_mean", "render", "sort_diagnostics"]
 
@@ -99,6 +101,8 @@ def sort_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """A "did you mean" hint, or None when nothing is close."""
+    import difflib
+
     matches = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
     return f"did you mean '{matches[0]}'?" if matches else None
 
@@ -118,6 +122,8 @@ _SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.N
 
 def to_sarif(diagnostics: Sequence[Diagnostic]) -> dict[str, Any]:
     """SARIF 2.1.0, the format CI code scanning annotates pull requests with."""
+    from buildenv.core.codes import CODES
+
     used = sorted({d.code for d in diagnostics})
     rules = [
         {
