@@ -16,9 +16,10 @@ from typing import Any
 
 from buildenv import __version__
 
-# Deferred imports (difflib; core.codes, whose table of every code is most of this module's
-# import): the processes that run user code report diagnostics but never render SARIF or
-# suggest names, and their start-up is on a rebuild's critical path.
+# Deferred imports (difflib, buildenv): "did you mean" hints, and `core.codes`, whose table of
+# every code was most of this module's import: the processes that run user code report
+# diagnostics but never render SARIF or suggest names, and their start-up is on a rebuild's
+# critical path.
 
 __all__ = ["Diagnostic", "DiagnosticError", "Severity", "did_you_mean", "render", "sort_diagnostics"]
 

@@ -58,7 +58,7 @@ def writer_version() -> str:
     that runs transforms by that import (it is imported while that process works); its
     metadata reader is imported here, not with the module: that process imports the module
     but never asks."""
-    import importlib.metadata
+    import importlib.metadata  # deferred: the transforms' process imports this module
 
     try:
         return f"pyarrow {importlib.metadata.version('pyarrow')}"
