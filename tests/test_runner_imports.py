@@ -65,7 +65,8 @@ def test_the_early_runner_prepares_without_pydantic() -> None:
 # and the training's own runner (the scikit-learn process's modules, installed packages'
 # metadata). Each was milliseconds of that process's start-up, the one-file rebuild's
 # critical path.
-UNUSED = ("buildenv.core.codes", "difflib")
+UNUSED = ("buildenv.core.codes", "difflib", "importlib.metadata", "buildenv.training.runner",
+          "buildenv.training.skops_table")
 
 
 def test_the_early_runner_prepares_without_what_it_never_uses() -> None:
