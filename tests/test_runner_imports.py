@@ -60,6 +60,24 @@ def test_the_early_runner_prepares_without_pydantic() -> None:
     assert json.loads(out) == []
 
 
+# What the transforms' process has no use for before (or, on the happy path, after) its
+# request: the table of every diagnostic code (only SARIF renders it), "did you mean" hints,
+# and the training's own runner (the scikit-learn process's modules, installed packages'
+# metadata). Each was milliseconds of that process's start-up, the one-file rebuild's
+# critical path.
+UNUSED = ("buildenv.core.codes", "difflib", "importlib.metadata", "buildenv.training.runner",
+          "buildenv.training.skops_table")
+
+
+def test_the_early_runner_prepares_without_what_it_never_uses() -> None:
+    code = ("import sys\nfrom buildenv.training import sources_runner\n"
+            "sources_runner._prepare()\n"
+            f"print(__import__('json').dumps(sorted(m for m in sys.modules if m in {UNUSED!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert json.loads(out) == []
+
+
 RUN = """\
 import json, sys
 from pathlib import Path

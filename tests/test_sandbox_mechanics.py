@@ -214,6 +214,29 @@ def test_a_timeout_stops_everything_and_leaves_nothing(tmp_path, mechanism, monk
     assert not list((root / ".buildenv" / "tmp").glob(".*"))
 
 
+def test_stopping_a_reaped_runner_signals_no_pid(monkeypatch):
+    """Once the runner is reaped its pid may be another process's, and its children were
+    handed on when it exited: `stop` walks and signals nothing then (a derived rebuild
+    stopped its exited runner twice, each a walk of /proc, on the build's tail); a runner
+    still running has its whole tree killed."""
+    from buildenv.compile import sandbox
+    from buildenv.core import process_tree
+
+    walked: list[int] = []
+    monkeypatch.setattr(process_tree, "kill_tree", lambda pid, **_: walked.append(pid) or 0)
+    box = object.__new__(sandbox.Sandbox)  # `stop` needs nothing of the sandbox's set-up
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    box.stop(done)
+    assert walked == []
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as running:
+        try:
+            box.stop(running)
+            assert walked == [running.pid]
+        finally:
+            running.kill()
+
+
 def test_sockets_outside_the_allowed_families_are_refused():
     program = textwrap.dedent("""
         import socket

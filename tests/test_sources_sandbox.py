@@ -80,6 +80,19 @@ def test_a_transform_reaching_the_network_is_refused(locked):
     assert "never reach the network" in err, err
 
 
+@pytest.mark.skipif(not sandbox_usable("landlock"), reason="no Landlock on this machine")
+def test_under_landlock_alone_proc_is_shown_not_blamed(locked):
+    """Landlock alone lets the runner read /proc (its confinement's rules): reading it is
+    nothing the sandbox refused, so an error there is the transform's own (BE340), not a
+    refusal (BE322). (The runner's own scan of /proc for leftover processes, after the jobs,
+    noted 64 such attempts, a stack walk each, on a rebuild's critical path.)"""
+    _transform(locked, '    open("/proc/self/no-such-file")\n')
+    code, _, err = invoke_cli(["lock", "ev"], locked,
+                              env={"BUILDENV_SANDBOX_MECHANISM": "landlock"})
+    assert code == 1 and "BE340" in err and "FileNotFoundError" in err, err
+    assert "BE322" not in err and "does not show" not in err, err
+
+
 def test_a_labeling_function_opening_a_data_file_is_refused_naming_its_label_set(locked):
     path = _data_file(locked).relative_to(locked)
     rules = locked / "rules" / "sign.py"

@@ -34,7 +34,9 @@ from buildenv.data.lock.manifest import FileEntry, Manifest
 from buildenv.training.confinement import refused, swallowed
 from buildenv.training.context import BuildContext, ForbiddenRead
 from buildenv.training.env_view import EnvironmentView
-from buildenv.training.runner import _diag, _load_entry, _user_frame
+from buildenv.training.user_code import diag as _diag
+from buildenv.training.user_code import load_entry as _load_entry
+from buildenv.training.user_frames import exception_frame as _user_frame
 
 if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
     from buildenv.core.project import Project

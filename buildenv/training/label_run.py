@@ -32,7 +32,8 @@ from buildenv.labels.matrix import write_array
 from buildenv.training.confinement import refused, swallowed
 from buildenv.training.context import BuildContext
 from buildenv.training.derive_run import scoped_pins
-from buildenv.training.runner import _diag, _user_frame
+from buildenv.training.user_code import diag as _diag
+from buildenv.training.user_frames import exception_frame as _user_frame
 
 if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
     from buildenv.core.project import Project

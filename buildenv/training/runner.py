@@ -18,7 +18,6 @@ anything else (`confinement.Guard`), and what the sandbox refused is reported as
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -39,6 +38,9 @@ from buildenv.toolchain.bytecode import uncached_sources
 from buildenv.training import skops_table
 from buildenv.training.beside import Beside, Judge, preload, preloaded
 from buildenv.training.confinement import Guard
+from buildenv.training.user_code import diag as _diag
+from buildenv.training.user_code import load_entry as _load_entry
+from buildenv.training.user_code import manifests as _manifests
 from buildenv.training.user_frames import exception_frame as _user_frame
 
 # Deferred imports (buildenv, numpy, mlflow, sklearn): what the saving needs is imported in a
@@ -48,23 +50,6 @@ from buildenv.training.user_frames import exception_frame as _user_frame
 # imported only for a model of that family.
 
 __all__ = ["main"]
-
-
-def _diag(code: str, message: str, path: str | None = None, line: int | None = None,
-          hints: list[str] | tuple[str, ...] | None = None, severity: str = "error") -> dict:
-    return {"code": code, "message": message, "path": path, "line": line, "col": None,
-            "severity": severity, "hints": list(hints or [])}
-
-
-def _load_entry(root: Path, module_path: str, function: str):
-    path = root / module_path
-    name = module_path.removesuffix(".py").replace("/", ".")
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return getattr(module, function)
 
 
 def _signature(env: Any, inputs: list[str] | None, label: Any):
@@ -595,13 +580,6 @@ def _label_summary(ctx: Any) -> dict:
     _, labels = ctx._labeled_rows()
     return {"label_set": ctx.env.label.labels, **resolution.summary(),
             "training_rows": len(labels)}
-
-
-def _manifests(request: dict) -> dict:
-    from buildenv.data.lock.manifest import Manifest
-
-    return {name: Manifest.from_json(data)
-            for name, data in (request.get("manifests") or {}).items()}
 
 
 def _internal_failure(exc: BaseException) -> dict:

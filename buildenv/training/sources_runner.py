@@ -41,7 +41,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
 
     from buildenv.training.derive_run import run_transform_job
     from buildenv.training.label_run import run_functions_job
-    from buildenv.training.runner import _manifests
+    from buildenv.training.user_code import manifests as _manifests
 
     random.seed(0)
     np.random.seed(0)

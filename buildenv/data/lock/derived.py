@@ -22,7 +22,6 @@ new ones. The lock records the dataset's manifest like any partitioned dataset's
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
 import shutil
@@ -57,7 +56,11 @@ FORMAT = 1  # bump when what an object holds changes meaning
 def writer_version() -> str:
     """The Parquet writer behind the objects' bytes (part of every key). Read from the
     installed distribution's metadata: importing pyarrow here would delay starting the process
-    that runs transforms by that import (it is imported while that process works)."""
+    that runs transforms by that import (it is imported while that process works); its
+    metadata reader is imported here, not with the module: that process imports the module
+    but never asks."""
+    import importlib.metadata  # deferred: the transforms' process imports this module
+
     try:
         return f"pyarrow {importlib.metadata.version('pyarrow')}"
     except importlib.metadata.PackageNotFoundError:  # no metadata (a vendored copy)
