@@ -231,8 +231,10 @@ runpy.run_module("buildenv", run_name="__main__")
 
 
 def test_a_lock_killed_while_recording_an_output_leaves_no_temp_file(locked):
-    """The CI failure of session 6, made deterministic: the record's temp file lives in the
-    swept scratch directory, never among the objects, and the next lock removes it."""
+    """The CI failure of session 6, made deterministic: the record's temp file (or, for an
+    output copied while the transform ran, the directory of the copies and their records)
+    lives in the swept scratch directory, never among the objects, and the next lock removes
+    it."""
     stale_code(locked, 7)
     tmp = locked.parent / "tmp"
     tmp.mkdir(exist_ok=True)
@@ -242,7 +244,39 @@ def test_a_lock_killed_while_recording_an_output_leaves_no_temp_file(locked):
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     objects = locked / ".buildenv" / "derived" / "objects"
     assert [p for p in objects.rglob("*") if ".tmp" in p.name] == []
-    assert [p for p in temp_left(locked) if p.is_file()]  # the dead writer's temp file
+    assert temp_left(locked)  # the dead writer's temp file or copies
+    _relock_removes_what_was_left(locked)
+
+
+KILLED_AT_COPY = """
+import os, runpy, sys
+real, seen = os.fchmod, []
+def fchmod(fd, mode):  # killed while copying the third output, the transform still running
+    seen.append(fd)
+    if len(seen) == 3:
+        os.kill(os.getpid(), 9)
+    return real(fd, mode)
+os.fchmod = fchmod
+sys.argv = ["buildenv", "lock", "ev"]
+runpy.run_module("buildenv", run_name="__main__")
+"""
+
+
+def test_a_lock_killed_while_copying_an_output_leaves_nothing_among_the_objects(locked):
+    """Outputs are copied while the transform runs (`compile.derive_reports`): a lock killed
+    then has stored nothing of that run (copies are moved in only after the runner's exit),
+    and the next lock removes the copies and builds every file."""
+    objects = locked / ".buildenv" / "derived" / "objects"
+    before = sorted(p.name for p in objects.rglob("*") if p.is_file())
+    stale_code(locked, 9)
+    tmp = locked.parent / "tmp"
+    tmp.mkdir(exist_ok=True)
+    proc = subprocess.run([sys.executable, "-c", KILLED_AT_COPY], cwd=locked,
+                          capture_output=True, text=True, timeout=600,
+                          env=env_for({"TMPDIR": str(tmp)}))
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+    assert sorted(p.name for p in objects.rglob("*") if p.is_file()) == before
+    assert [p for p in temp_left(locked) if ".derive-stage.tmp-" in p.name]  # the copies
     _relock_removes_what_was_left(locked)
 
 
@@ -280,5 +314,5 @@ def test_a_lock_killed_while_writing_its_state_leaves_no_temp_file(locked, state
                           capture_output=True, text=True, timeout=600,
                           env=env_for({"TMPDIR": str(tmp)}))
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
-    assert [p for p in temp_left(locked) if p.is_file()]  # the dead writer's temp file
+    assert temp_left(locked)  # the dead writer's temp file or copies
     _relock_removes_what_was_left(locked)

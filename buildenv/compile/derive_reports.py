@@ -29,6 +29,8 @@ from buildenv.data.lock.derived import SMALL_OUTPUT, DerivedStore, Staged
 __all__ = ["Reports"]
 
 _NAME = "outputs.fifo"
+BATCH = 0.05
+"""Seconds the thread waits after a report for the next ones (ended at once by `stop`)."""
 
 
 class Reports:
@@ -91,10 +93,14 @@ class Reports:
         poller = select.poll()
         poller.register(self._read, select.POLLIN)
         poller.register(self._stop_r, select.POLLIN)
+        stop = select.poll()
+        stop.register(self._stop_r, select.POLLIN)
         pending = b""
         while True:
-            events = dict(poller.poll())
-            stopping = self._stop_r in events
+            stopping = self._stop_r in dict(poller.poll())
+            # a few reports at a time: each wake-up of this thread, beside the runner's
+            # process, costs more than the copy it makes
+            stopping = stopping or bool(stop.poll(int(BATCH * 1000)))
             pending = self._take_lines(pending + self._drain())
             if stopping:
                 return
