@@ -165,8 +165,8 @@ def phase_timings(own: dict[str, float], runner: dict[str, float]) -> dict[str, 
     """Seconds per phase, in `PHASES` order. `own` are the phases this process timed;
     `runner` those the training process reports. Its precheck, importance, onnx, parity and
     save come out of the `train` span, which keeps the process start and imports along with
-    `train()`. Parity and importance overlap (importance from the evaluation rows on, parity
-    once the evaluation is done): the longer of the two is taken out once."""
+    `train()`. Parity and importance overlap (both from the evaluation rows on; parity's
+    comparison once the evaluation is done): the longer of the two is taken out once."""
     merged = dict(own)
     span = merged.get("train")
     if span is not None:

@@ -29,6 +29,7 @@ import os
 import pickle
 import sys
 import types
+import zipfile
 from typing import Any
 
 # Deferred imports (numpy, pandas, onnxruntime, skops): this file runs in serving images where
@@ -178,8 +179,6 @@ def _skops_in_one_pass() -> Any:
         return None
 
     def load_once(path: str, patterns: list[str]) -> Any:
-        import zipfile
-
         name = os.path.basename(path)
         try:
             source = zipfile.ZipFile(path, "r")
