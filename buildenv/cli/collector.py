@@ -2,12 +2,14 @@
 
 Importing pydantic, making the environment models' classes and the lock's modules allocates
 tens of thousands of objects that live as long as the process; the collector, counting those
-allocations, runs about seventy times during the imports and finds nothing to free, about a
-twentieth of the CPU of a lock after an environment edit (bench/README.md, "Session 10
-(h83)"). `pause` stops it when the command starts; `resume`, once the imports are done, moves
-what they made out of its sight (`gc.freeze`: never scanned again) and starts it again, so the
-lock's own work is collected as any program's. Nothing is collected differently: the objects
-made during the imports are the modules' and classes' own, and reference counting still frees
+allocations, runs about seventy times during the imports, scanning them again and again to
+free a few hundred objects (cycles left by making classes): about a tenth of the CPU of a lock
+after an environment edit (bench/README.md, "Session 10 (h83)"). `pause` stops it when the
+command starts; `resume`, once the imports are done, moves what they made out of its sight
+(`gc.freeze`: never scanned again) and starts it again, so the full lock's work is collected as
+any program's (the few hundred objects the imports left in cycles stay: tens of kilobytes,
+once). A lock the plan answers (`quick_lock`) runs to its end paused: stats, hashes and the
+writes of locks and the plan, which make no cycles worth a pass. Reference counting frees
 everything that is not in a cycle while the collector waits.
 """
 
