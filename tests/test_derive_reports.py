@@ -224,3 +224,32 @@ def test_the_runner_never_waits_for_the_build(tmp_path):
         assert os.read(reader, 16).startswith(b"0 0\n1 0\n")
     finally:
         os.close(reader)
+
+
+# --- a link left in place of an output ----------------------------------------------------
+
+LINK = '''\
+    if index == 1:  # output 0 becomes a link to an input's raw file, which the sandbox hides
+        os.remove(job['files'][0]['out'])
+        os.symlink({secret!r}, job['files'][0]['out'])
+'''
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_a_link_left_in_place_of_an_output_is_refused_not_followed(locked, monkeypatch, overlap):
+    """A transform can replace an output it wrote by a link to a file its sandbox hides; the
+    build (outside the sandbox) must neither hash what the link names nor store the link.
+    Without the overlap (the path every output not copied while the runner ran takes): BE322,
+    nothing stored. With it, output 0 may have been copied first: then the copy is stored."""
+    if not overlap:
+        monkeypatch.setattr(derive_reports.Reports, "start", lambda *a, **k: None)
+    secret = str(sorted((locked / "data" / "events").rglob("*.parquet"))[0])
+    _transform(locked, LINK.format(secret=secret))
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    objects = locked / ".buildenv" / "derived" / "objects"
+    assert not [p for p in objects.rglob("*") if p.is_symlink()]
+    if code == 0:
+        assert overlap  # output 0 was copied before the link replaced it
+        _check_outputs(locked)
+    else:
+        assert code == 1 and "BE322" in err and "a link" in err, err

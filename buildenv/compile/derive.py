@@ -13,7 +13,9 @@ file; an unchanged dataset costs a stat per output.
 from __future__ import annotations
 
 import ast
+import os
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,6 +176,15 @@ def _run(process: SourceProcess, res: Resolved, plan: DerivedPlan, todo: list[Ou
                 "BE345", f"dataset '{plan.name}': the transform's process reported no result",
                 "datasets", plan.name, "source")]
         outputs = result.get("outputs") or {}
+        for index, item in enumerate(files):
+            if index not in staged and not _regular(Path(str(item["out"]))):
+                return [res.diag(
+                    "BE322", f"dataset '{plan.name}': the transform {source.transform} left "
+                    f"something else than the file it wrote in place of the output of input "
+                    f"file '{todo[index].input_path or source.inputs[0]}' (a link, or a special "
+                    "file): the build never reads through it; nothing was stored",
+                    "datasets", plan.name, "source", "transform",
+                    hints=("a transform returns its rows; it does not touch its output files",))]
         for index, (item, f) in enumerate(zip(files, todo)):
             out = str(item["out"])
             withheld = int(outputs[out]["withheld"])
@@ -187,3 +198,13 @@ def _run(process: SourceProcess, res: Resolved, plan: DerivedPlan, todo: list[Ou
         if reports is not None:
             reports.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _regular(path: Path) -> bool:
+    """Whether `path` itself (not what a link names) is a regular file: the output the runner
+    wrote. A transform could leave a link to a file its sandbox hides (an input's raw file) in
+    its place, which storing would hash, move into the store and pin."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
