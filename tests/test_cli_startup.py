@@ -73,3 +73,19 @@ def test_a_command_imports_only_its_module_and_help_keeps_its_order(tmp_path):
     assert lines["ORDER"].split() == [name for name in sorted(
         cli._HOMES, key=lambda n: (cli._MODULES.index(cli._HOMES[n]),
                                    [i.name for i in cli._commands().registered_commands].index(n)))]
+
+
+def test_diagnostics_import_the_codes_table_and_difflib_only_when_used():
+    """Every command imports `core.diagnostics`; the 268 codes and difflib (~5 ms) wait for
+    SARIF or a "did you mean", which still find them."""
+    probe = ("import sys\nimport buildenv.core.diagnostics as d\n"
+             "before = [m in sys.modules for m in ('buildenv.core.codes', 'difflib')]\n"
+             "sarif = d.to_sarif([d.Diagnostic('BE002', 'dup', 'e.yaml')])\n"
+             "print(before, sarif['runs'][0]['tool']['driver']['rules'][0]['name'],"
+             " d.did_you_mean('nmae', ['name']))\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["[False,", "False]", "duplicate", "key", "did", "you",
+                                   "mean", "'name'?"]
