@@ -277,6 +277,38 @@ def test_the_served_skops_file_is_serialised_once(repo, tmp_path, monkeypatch):
     assert served.predict_proba(rows).shape == (4, 2)
 
 
+def test_the_load_back_builds_skops_tree_of_the_saved_bytes_once(repo, tmp_path, monkeypatch):
+    """The save checks the types of the bytes it made with skops' tree of them; the load back
+    of the written file constructs that tree instead of reading the file's schema again."""
+    import pandas as pd
+    import skops.io._persist as persist
+    import skops.io._utils as utils
+    from sklearn.linear_model import LogisticRegression
+
+    from buildenv.core.model_runtime import import_skops
+    from buildenv.training.families import adopt
+    from buildenv.training.served_artifact import load_served, save_served
+
+    env = resolved(repo, "sk").env
+    rows = pd.DataFrame({"x1": [0.0, 1.0, 2.0, 3.0], "n1": [1, 2, 3, 4]})
+    model = LogisticRegression().fit(rows, [False, False, True, True])
+    import_skops()
+    reads: list[int] = []
+    original = utils.read_schema
+
+    def counted(zip_file):
+        reads.append(1)
+        return original(zip_file)
+
+    monkeypatch.setattr(utils, "read_schema", counted)
+    monkeypatch.setattr(persist, "read_schema", counted)
+    out = tmp_path / "model"
+    saved = save_served(adopt(model, env), env, out, None)
+    served = load_served(out, saved, env)
+    assert len(reads) == 1
+    assert served.predict_proba(rows).tolist() == model.predict_proba(rows).tolist()
+
+
 def _rows():
     import pandas as pd
 

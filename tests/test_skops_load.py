@@ -116,3 +116,51 @@ def test_refusals_and_errors_are_the_same(tmp_path, monkeypatch, public):
     (tmp_path / "model.skops").write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelLoadError, match=r"^model\.skops is not a readable skops file"):
         load(str(tmp_path), _descriptor(), trusted_patterns(ops))
+
+
+def test_a_known_tree_of_the_files_bytes_is_constructed_without_reading_it_again(
+        tmp_path, monkeypatch):
+    from buildenv.training.skops_format import read_tree
+
+    _, model, X, ops = _models()[0]
+    data = dumps(model)
+    (tmp_path / "model.skops").write_bytes(data)
+    sio = import_skops()
+    public = sio.get_untrusted_types(data=data)
+    expected = dumps(sio.load(str(tmp_path / "model.skops"), trusted=public))
+    reads = _schema_reads(monkeypatch)
+    untrusted, known = read_tree(data)
+    assert known is not None and untrusted == public
+    loaded = load(str(tmp_path), _descriptor(), trusted_patterns(ops), known=known).estimator
+    assert len(reads) == 1  # the tree of the bytes, never the file's again
+    assert dumps(loaded) == expected
+    assert np.array_equal(loaded.predict(X), model.predict(X))
+    # taken once: a second load reads the file
+    load(str(tmp_path), _descriptor(), trusted_patterns(ops), known=known)
+    assert len(reads) == 2
+
+
+def test_a_known_tree_of_other_bytes_is_not_used(tmp_path):
+    from buildenv.training.skops_format import read_tree
+
+    _, model, X, ops = _models()[0]
+    _, other, _, _ = _models()[2]
+    (tmp_path / "model.skops").write_bytes(dumps(model))
+    _, known = read_tree(dumps(other))
+    loaded = load(str(tmp_path), _descriptor(), trusted_patterns(ops), known=known).estimator
+    public = load(str(tmp_path), _descriptor(), trusted_patterns(ops)).estimator
+    assert type(loaded) is type(model)
+    assert dumps(loaded) == dumps(public)
+    assert np.array_equal(loaded.predict(X), model.predict(X))
+
+
+def test_a_known_tree_is_still_refused_by_the_environments_patterns(tmp_path):
+    from buildenv.training.skops_format import read_tree
+
+    data = dumps(FunctionTransformer(os.system))
+    (tmp_path / "model.skops").write_bytes(data)
+    _, known = read_tree(data)
+    with pytest.raises(ModelLoadError, match=r"model\.skops holds type\(s\) the environment's "
+                       r"serving\.ops do not allow: posix\.system$"):
+        load(str(tmp_path), _descriptor("regression"), trusted_patterns(["sklearn.*"]),
+             known=known)

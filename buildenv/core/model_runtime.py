@@ -24,6 +24,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import importlib
+import io
 import json
 import os
 import pickle
@@ -37,8 +38,8 @@ from typing import Any
 # skops and scikit-learn for a skops file), so each is imported where a format needs it.
 
 __all__ = ["BASE_TRUSTED", "COMPANION_TYPES", "EstimatorModel", "ModelLoadError", "OnnxModel", "ServedModel",
-           "UNHASHED", "artifact_digest", "import_skops", "load", "trusted_patterns",
-           "untrusted_types"]
+           "SkopsTree", "UNHASHED", "artifact_digest", "import_skops", "load", "skops_tree",
+           "trusted_patterns", "untrusted_types"]
 
 UNHASHED = ("buildenv.json", "buildenv.sig")  # written after the digest (lineage, signature)
 
@@ -158,17 +159,47 @@ def _refused(path: str, found: list[str], patterns: list[str]) -> None:
 _SKOPS_ONE_PASS = "0.16.0"
 
 
-def _skops_in_one_pass() -> Any:
-    """`_load_skops` reading the file once, or None (another skops: its public calls).
+class SkopsTree:
+    """A skops file's bytes with skops' tree of their nodes (built once, with skops' defaults)
+    and the types in it skops does not trust by itself. The build checks the types of the
+    bytes it has just made before writing them; handing this to `load` lets the load back of
+    the written file use that tree instead of building it again, once the file is found to
+    hold exactly these bytes (a tree is constructed once: `take`)."""
 
-    `get_untrusted_types(file=)` and `load(file, trusted=)` each open the zip, parse
-    `schema.json` and build skops' tree of nodes (reading every array member) before one
-    asks the tree for its untrusted types and the other audits and constructs it: for a
-    boosted ensemble of hundreds of trees the first half is about a third of the load. Here
-    the tree is built once with skops' defaults, its untrusted types are checked against
-    the environment's patterns, and then it is audited with exactly those types trusted
-    (what `load(trusted=untrusted_types(path))` audits) and constructed. Trust changes only
-    what the audit says, never what a node constructs (skops 0.16)."""
+    def __init__(self, data: bytes, tree: Any, untrusted: list[str]) -> None:
+        self.data = data
+        self.untrusted = untrusted
+        self._tree = tree
+
+    def take(self, path: str) -> Any:
+        """The tree, if the file at `path` holds these bytes and it was not taken yet."""
+        tree, self._tree = self._tree, None
+        if tree is None:
+            return None
+        try:
+            with open(path, "rb") as stream:
+                same = stream.read() == self.data
+        except OSError:
+            return None
+        return tree if same else None
+
+
+def skops_tree(data: bytes) -> SkopsTree | None:
+    """skops' tree of the skops bytes `data` and their untrusted types, or None with a skops
+    other than the one `_skops_in_one_pass` repeats (then `get_untrusted_types(data=)` answers
+    and `load` reads the file). Errors are skops' own."""
+    parts = _skops_parts()
+    if parts is None:
+        return None
+    read_schema, get_tree, _audit = parts
+    with zipfile.ZipFile(io.BytesIO(data), "r") as source:
+        schema, context = read_schema(source)
+        tree = get_tree(schema, context, trusted=None)
+    return SkopsTree(data, tree, sorted(tree.get_unsafe_set()))
+
+
+def _skops_parts() -> tuple[Any, Any, Any] | None:
+    """skops 0.16's `read_schema`, `get_tree` and `audit_tree`, or None (another skops)."""
     skops = sys.modules.get("skops")
     if skops is None or getattr(skops, "__version__", None) != _SKOPS_ONE_PASS:
         return None
@@ -177,29 +208,53 @@ def _skops_in_one_pass() -> Any:
         from skops.io._utils import read_schema
     except ImportError:
         return None
+    return read_schema, get_tree, audit_tree
 
-    def load_once(path: str, patterns: list[str]) -> Any:
+
+def _skops_in_one_pass() -> Any:
+    """`_load_skops` reading the file once, or None (another skops: its public calls).
+
+    `get_untrusted_types(file=)` and `load(file, trusted=)` each open the zip, parse
+    `schema.json` and build skops' tree of nodes (reading every array member) before one
+    asks the tree for its untrusted types and the other audits and constructs it: for a
+    boosted ensemble of hundreds of trees the first half is about a third of the load. Here
+    the tree is built once with skops' defaults (or taken from a `SkopsTree` of the file's very
+    bytes), its untrusted types are checked against the environment's patterns, and then it is
+    audited with exactly those types trusted (what `load(trusted=untrusted_types(path))`
+    audits) and constructed. Trust changes only what the audit says, never what a node
+    constructs (skops 0.16)."""
+    parts = _skops_parts()
+    if parts is None:
+        return None
+    read_schema, get_tree, audit_tree = parts
+
+    def load_once(path: str, patterns: list[str], known: SkopsTree | None = None) -> Any:
         name = os.path.basename(path)
-        try:
-            source = zipfile.ZipFile(path, "r")
-        except Exception as exc:
-            raise ModelLoadError(f"{name} is not a readable skops file "
-                                 f"({type(exc).__name__})") from None
-        with source:
+        tree = known.take(path) if known is not None else None
+        if tree is not None:
+            assert known is not None
+            found = known.untrusted
+        else:
             try:
-                schema, context = read_schema(source)
-                tree = get_tree(schema, context, trusted=None)
-                found = sorted(tree.get_unsafe_set())
+                source = zipfile.ZipFile(path, "r")
             except Exception as exc:
                 raise ModelLoadError(f"{name} is not a readable skops file "
                                      f"({type(exc).__name__})") from None
-            _refused(path, found, patterns)
-            try:
-                audit_tree(tree, trusted=found)
-                return tree.construct()
-            except Exception as exc:
-                raise ModelLoadError(f"skops cannot load {name} ({type(exc).__name__})"
-                                     ) from None
+            with source:
+                try:
+                    schema, context = read_schema(source)
+                    tree = get_tree(schema, context, trusted=None)
+                    found = sorted(tree.get_unsafe_set())
+                except Exception as exc:
+                    raise ModelLoadError(f"{name} is not a readable skops file "
+                                         f"({type(exc).__name__})") from None
+        _refused(path, found, patterns)
+        try:
+            audit_tree(tree, trusted=found)
+            return tree.construct()
+        except Exception as exc:
+            raise ModelLoadError(f"skops cannot load {name} ({type(exc).__name__})"
+                                 ) from None
 
     return load_once
 
@@ -381,10 +436,12 @@ def _roles(outputs: list[tuple[str, str, int]], classifier: bool
 
 
 def load(directory: str, descriptor: dict[str, Any], trusted: list[str] | None = None,
-         allow_pickle: bool = False, threads: int | None = None) -> ServedModel:
+         allow_pickle: bool = False, threads: int | None = None,
+         known: SkopsTree | None = None) -> ServedModel:
     """Load the model file the descriptor names. `trusted`: the type globs a skops file may
     hold beyond skops' own (`trusted_patterns(serving.ops)`); `allow_pickle`: whether a pickle
-    may be loaded at all. Raises ModelLoadError."""
+    may be loaded at all; `known`: skops' tree of the bytes just written to the file (used
+    only if the file holds exactly those bytes). Raises ModelLoadError."""
     fmt = descriptor.get("format")
     path = os.path.join(directory, descriptor.get("file") or "")
     if not os.path.isfile(path):
@@ -406,7 +463,7 @@ def load(directory: str, descriptor: dict[str, Any], trusted: list[str] | None =
                                  f"{str(exc).strip().splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
         return OnnxModel(descriptor, session)
     if fmt == "skops":
-        return EstimatorModel(descriptor, _load_skops(path, trusted or []))
+        return EstimatorModel(descriptor, _load_skops(path, trusted or [], known))
     if fmt == "pickle":
         if not allow_pickle:
             raise ModelLoadError("the model is a pickle, and pickles are not accepted here "
@@ -416,11 +473,11 @@ def load(directory: str, descriptor: dict[str, Any], trusted: list[str] | None =
     raise ModelLoadError(f"unknown model format {fmt!r}")
 
 
-def _load_skops(path: str, patterns: list[str]) -> Any:
+def _load_skops(path: str, patterns: list[str], known: SkopsTree | None = None) -> Any:
     sio = import_skops()
     once = _skops_in_one_pass()
     if once is not None:
-        return once(path, patterns)
+        return once(path, patterns, known)
     found = untrusted_types(path)
     _refused(path, found, patterns)
     try:

@@ -21,12 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildenv.core.model_runtime import ModelLoadError, ServedModel, load, trusted_patterns
+from buildenv.core.model_runtime import (
+    ModelLoadError,
+    ServedModel,
+    SkopsTree,
+    load,
+    trusted_patterns,
+)
 from buildenv.env.spec import Environment, OnnxServing
 from buildenv.training.families.base import Family, FamilyError, Problem, column_kinds
 from buildenv.training.mlmodel_writer import mlflow_saves, write_onnx_model, write_skops_model
 from buildenv.training.signature import ServedSignature
-from buildenv.training.skops_format import dumps, refused_types, untrusted_in
+from buildenv.training.skops_format import dumps, read_tree, refused_types
 
 # Deferred imports (mlflow, onnx): MLflow's flavors are imported when a model is saved by
 # MLflow (the runner imports MLflow in a thread while the training runs, `mlflow_saves`); a
@@ -42,6 +48,7 @@ class Saved:
     onnx: Any = None  # the ModelProto (onnx stack)
     problems: list[Problem] = field(default_factory=list)
     libraries: dict[str, str] = field(default_factory=dict)
+    skops: SkopsTree | None = None  # skops' tree of the saved bytes, for the load back
 
 
 def _plain(values: list | None) -> list | None:
@@ -112,7 +119,7 @@ def save_served(family: Family, env: Environment, out: Path,
                           f"{type(exc).__name__}: {str(exc).strip()[:200]}",
                           ("set serving.format: pickle to save it with cloudpickle (an "
                            "explicit opt-in: loading a pickle can run code)",)) from None
-    untrusted = untrusted_in(data)
+    untrusted, tree = read_tree(data)
     refused = refused_types(data, serving.ops if serving is not None else [], untrusted)
     if refused:
         saved.problems.append(Problem(
@@ -122,6 +129,7 @@ def save_served(family: Family, env: Environment, out: Path,
              "serving.format: pickle",)))
         return saved
     saved.descriptor = descriptor(family, "skops", "model.skops", family.encoded_labels)
+    saved.skops = tree
     if not mlflow_saves(env, code_paths):
         assert requirements is not None  # a skops serving section: `mlflow_saves` checked
         write_skops_model(out, data, family.model, signature, requirements, untrusted,
@@ -166,13 +174,15 @@ def _written_as(flavor: Any, data: bytes) -> Iterator[None]:
 
 def load_served(out: Path, saved: Saved, env: Environment, threads: int | None = None
                 ) -> ServedModel:
-    """The saved model, loaded back exactly as serving loads it."""
+    """The saved model, loaded back exactly as serving loads it (from skops' tree of the bytes
+    the save checked, when the file holds those bytes: the same tree, built once)."""
     serving = env.serving
     ops = list(serving.ops) if serving is not None else []
+    known, saved.skops = saved.skops, None
     try:
         return load(str(out), saved.descriptor or {}, trusted_patterns(ops),
                     allow_pickle=(saved.descriptor or {}).get("format") == "pickle",
-                    threads=threads)
+                    threads=threads, known=known)
     except ModelLoadError as exc:
         raise FamilyError("BE415", f"the saved model cannot be loaded as serving loads it: "
                           f"{exc}") from None

@@ -20,10 +20,10 @@ import re
 import zipfile
 from typing import Any
 
-from buildenv.core.model_runtime import trusted_patterns
+from buildenv.core.model_runtime import SkopsTree, skops_tree, trusted_patterns
 from buildenv.training.skops_table import import_with
 
-__all__ = ["canonical", "dumps", "refused_types", "untrusted_in"]
+__all__ = ["canonical", "dumps", "read_tree", "refused_types", "untrusted_in"]
 
 # Deferred imports (skops): imported through `skops_table.import_with` (with the build's cached
 # table of scikit-learn classes) before its saving internals are used, never at the top.
@@ -139,6 +139,17 @@ def _written(schema: Any, files: dict[str, bytes]) -> bytes:
 def untrusted_in(data: bytes) -> list[str]:
     """Types of a skops file that skops does not trust by itself."""
     return sorted(import_with().get_untrusted_types(data=data))
+
+
+def read_tree(data: bytes) -> tuple[list[str], SkopsTree | None]:
+    """`untrusted_in(data)`, and skops' tree of `data` that answered it (None with a skops
+    whose internals `model_runtime.skops_tree` does not know): the load back of the file
+    these bytes are written to constructs that tree instead of building it again."""
+    import_with()
+    tree = skops_tree(data)
+    if tree is None:
+        return untrusted_in(data), None
+    return tree.untrusted, tree
 
 
 def refused_types(data: bytes, ops: list[str], untrusted: list[str] | None = None
