@@ -408,7 +408,9 @@ CODES: dict[str, Code] = {
                   "reaches a training only through `ctx.read`, `ctx.scan` and `ctx.labels`, "
                   "verified and audited; other files it needs go under the training's "
                   "`sandbox.read_only`. A direct data access fails the build even when the "
-                  "training catches the error."),
+                  "training catches the error. Also a transform that leaves something other "
+                  "than the file the runner wrote in place of an output (a link, a special "
+                  "file): the build never reads through it and stores nothing of that run."),
     "BE323": Code("write outside the output", "The training wrote into the repository, its "
                   "Python environment or a system directory. In the sandbox only the model's "
                   "output directory and a private temporary directory (TMPDIR, also HOME) are "
