@@ -150,7 +150,10 @@ def _run(process: SourceProcess, res: Resolved, plan: DerivedPlan, todo: list[Ou
                        "min_group_size": source.aggregation.min_group_size
                        or res.env.privacy.min_group_size}
     work = owned_temp_dir(process.out, f"derive-{plan.name}")
-    reports = None
+    # the directory the outputs are taken from, held before the transform runs: what it
+    # renames, or links in its place, later is never followed
+    work_fd = os.open(work, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
+    reports = claimed = None
     try:
         files = [{"input_path": f.input_path,
                   "entry": entries[f.input_path].to_json() if f.input_path else None,
@@ -176,8 +179,13 @@ def _run(process: SourceProcess, res: Resolved, plan: DerivedPlan, todo: list[Ou
                 "BE345", f"dataset '{plan.name}': the transform's process reported no result",
                 "datasets", plan.name, "source")]
         outputs = result.get("outputs") or {}
+        claimed = owned_temp_dir(store.scratch, "derive-claim")
+        taken: dict[int, Path] = {}
         for index, item in enumerate(files):
-            if index not in staged and not _regular(Path(str(item["out"]))):
+            if index in staged:
+                continue
+            path = _claim(work_fd, Path(str(item["out"])).name, claimed)
+            if path is None:
                 return [res.diag(
                     "BE322", f"dataset '{plan.name}': the transform {source.transform} left "
                     f"something else than the file it wrote in place of the output of input "
@@ -185,6 +193,7 @@ def _run(process: SourceProcess, res: Resolved, plan: DerivedPlan, todo: list[Ou
                     "file): the build never reads through it; nothing was stored",
                     "datasets", plan.name, "source", "transform",
                     hints=("a transform returns its rows; it does not touch its output files",))]
+            taken[index] = path
         for index, (item, f) in enumerate(zip(files, todo)):
             out = str(item["out"])
             withheld = int(outputs[out]["withheld"])
@@ -192,19 +201,29 @@ def _run(process: SourceProcess, res: Resolved, plan: DerivedPlan, todo: list[Ou
             if copy is not None:  # the bytes hashed while the runner ran
                 store.commit(f.key, copy, withheld)
             else:
-                store.put(f.key, Path(out), withheld)
+                store.put(f.key, taken[index], withheld)
         return []
     finally:
+        os.close(work_fd)
         if reports is not None:
             reports.close()
+        if claimed is not None:
+            shutil.rmtree(claimed, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _regular(path: Path) -> bool:
-    """Whether `path` itself (not what a link names) is a regular file: the output the runner
-    wrote. A transform could leave a link to a file its sandbox hides (an input's raw file) in
-    its place, which storing would hash, move into the store and pin."""
+def _claim(work_fd: int, name: str, claimed: Path) -> Path | None:
+    """Move output `name` out of the directory the build holds open (`work_fd`: the one it
+    made, wherever the transform moved it or whatever it left at its path) into this
+    build's own scratch, and return it there when it is the plain file the runner wrote.
+    None for anything else (missing, a link, a special file: a transform could leave a link
+    to a file its sandbox hides, an input's raw rows): the build never reads through it.
+    A rename moves the entry itself, never what a link names."""
+    target = claimed / name
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
+        os.rename(name, target, src_dir_fd=work_fd)
+        st = os.lstat(target)
     except OSError:
-        return False
+        return None
+    return target if stat.S_ISREG(st.st_mode) else None
+

@@ -31,6 +31,8 @@ __all__ = ["Reports"]
 _NAME = "outputs.fifo"
 BATCH = 0.05
 """Seconds the thread waits after a report for the next ones (ended at once by `stop`)."""
+DRAIN = 1 << 20
+"""Bytes of reports read from the pipe in one pass, at most."""
 
 
 class Reports:
@@ -42,6 +44,7 @@ class Reports:
         self.fifo, self._dir, self._stage_dir, self._keys = fifo, out_dir, stage_dir, keys
         self._store = store
         self.staged: dict[int, Staged] = {}
+        self._tried: set[int] = set()
         # the build holds a writer too: the read end never sees an end of file (a FIFO whose
         # last writer left would wake `poll` for ever); `stop` ends the thread
         self._read = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -106,8 +109,11 @@ class Reports:
                 return
 
     def _drain(self) -> bytes:
-        chunks = []
-        while True:
+        """What the pipe holds, up to `DRAIN` bytes a pass: a transform that floods the pipe
+        (it may write to it: it runs in the writer's process) costs the build bounded memory;
+        reports left unread are outputs stored after the runner's exit."""
+        chunks: list[bytes] = []
+        for _ in range(DRAIN >> 16):
             try:
                 chunk = os.read(self._read, 1 << 16)
             except BlockingIOError:
@@ -124,7 +130,8 @@ class Reports:
                 index, withheld = (int(x) for x in line.split())
             except ValueError:
                 continue
-            if 0 <= index < len(self._keys) and index not in self.staged and withheld >= 0:
+            if 0 <= index < len(self._keys) and index not in self._tried and withheld >= 0:
+                self._tried.add(index)  # once: a report repeated costs nothing
                 try:
                     taken = self._take(index, withheld)
                 except Exception:  # the output is stored as before, after the runner's exit

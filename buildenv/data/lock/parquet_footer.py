@@ -80,14 +80,15 @@ class _Reader:
 
     def _skip_list(self, depth: int) -> None:
         size, elem = self.list_header()
+        if elem in (_TRUE, _FALSE):
+            self.pos += size  # booleans in containers take one byte each
+            return
         for _ in range(size):
-            if elem in (_TRUE, _FALSE):
-                self.pos += 1  # booleans in containers take one byte each
-            else:
-                self.skip(elem, depth + 1)
+            self.skip(elem, depth + 1)
 
     def _skip_map(self, depth: int) -> None:
         size = self.varint()
+        self._fits(size)
         if size:
             types = self.byte()
             for _ in range(size):
@@ -99,7 +100,14 @@ class _Reader:
         size = header >> 4
         if size == 15:
             size = self.varint()
+        self._fits(size)
         return size, header & 0x0F
+
+    def _fits(self, size: int) -> None:
+        """Every element of a container takes at least a byte: a declared size larger than
+        the bytes left is a bad footer, not a loop of billions of empty steps."""
+        if size > len(self.data) - self.pos:
+            raise _Bad("container larger than the footer")
 
     def fields(self) -> Iterator[tuple[int, int]]:
         """(field id, type) of each field of a struct, up to its STOP."""
