@@ -97,8 +97,9 @@ def test_a_reported_output_cannot_hang_the_builds_stop(tmp_path):
 
 # The transform: at import, unlinks the report pipe (so no output is copied while it runs:
 # the same as outputs over 1 MiB); once the runner has written the last output, it swaps its
-# output directory for a link to a directory of its choice. `_regular` lstat()s only the last
-# component, so `put` then hashes, chmods and *moves* the files of that directory.
+# output directory for a link to a directory of its choice. Checking each output's path by
+# `lstat` (session 10's first fix) followed that link: `put` then hashed, chmodded and *moved*
+# the files of that directory. `derive._claim` takes outputs through the directory handle.
 SWAP = '''\
 import os
 import sys
