@@ -261,3 +261,35 @@ def test_a_lock_without_a_recipe_or_nothing_stale_imports_no_starter(tmp_path, m
     os.utime(lock, ns=(output.stat().st_ctime_ns - 10**9,) * 2)  # the output changed since
     early.start_from_recipe(["buildenv", "lock", "ev", "--root", str(tmp_path)])
     assert len(started) == 1
+
+
+def test_the_cache_keeps_the_recipes_written_last_not_one_per_repository_ever(tmp_path,
+                                                                               monkeypatch):
+    """Every repository built leaves a recipe (a test's or CI's temporary clone too): a save
+    keeps the `KEEP` written last and removes older ones and what a killed save left, never a
+    file it did not write."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "buildenv" / "start-recipes"
+    folder.mkdir(mode=0o700, parents=True)
+    for i in range(start_recipe.KEEP + 10):  # older repositories' recipes, oldest first
+        old = folder / f"{i:032x}.json"
+        old.write_text('{"entries": []}')
+        os.utime(old, (1_000_000 + i, 1_000_000 + i))
+    half = folder / ".recipe-killed"
+    half.write_text("{")
+    os.utime(half, (1_000_000, 1_000_000))
+    fresh_half = folder / ".recipe-writing"  # a save running now
+    fresh_half.write_text("{")
+    other = folder / "notes.txt"
+    other.write_text("mine")
+    os.utime(other, (1_000_000, 1_000_000))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    start_recipe.save(repo, {"environment": "ev", "dataset": "d"})
+    left = sorted(p.name for p in folder.iterdir())
+    recipes = [n for n in left if n.endswith(".json")]
+    assert len(recipes) == start_recipe.KEEP
+    assert start_recipe.recipe_path(repo).name in recipes  # the one just written
+    assert f"{0:032x}.json" not in recipes and f"{start_recipe.KEEP + 9:032x}.json" in recipes
+    assert ".recipe-killed" not in left and ".recipe-writing" in left and "notes.txt" in left
+    assert start_recipe.load(repo) == {"entries": [{"environment": "ev", "dataset": "d"}]}

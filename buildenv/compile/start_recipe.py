@@ -37,7 +37,7 @@ from buildenv.compile.recipe_file import changed_since, load, recipe_path, stale
 from buildenv.core.process_tree import die_with_parent, kill_tree
 from buildenv.core.tempdirs import owned_temp_dir, scratch_dir, sweep
 
-__all__ = ["Started", "begin", "changed_since", "launch", "load", "pending", "recipe_path",
+__all__ = ["Started", "begin", "changed_since", "launch", "load", "pending", "prune", "recipe_path",
            "save", "stale"]
 
 _BROKER, _STATUS, _PRIVATE, _WORK = "<broker>", "<status>", "<private>", "<work>"
@@ -103,6 +103,41 @@ def save(root: Path, entry: dict[str, Any]) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        prune(path.parent)
+
+
+KEEP = 64
+"""Recipes kept in the user's cache: one per repository built lately. Every repository (a
+test's or a CI job's temporary clone too) leaves one, so without a bound the cache grows for
+ever; a repository whose recipe went only starts its process a little later, once."""
+
+_HALF_WRITTEN_SECONDS = 3600  # a save killed between its temporary file and the rename
+
+
+def prune(directory: Path, keep: int = KEEP) -> None:
+    """Remove all but the `keep` recipes of `directory` written last (a recipe is rewritten by
+    each build that uses it), and temporary files a killed save left over an hour ago. Only
+    names this module writes are touched; a file another save removes first is skipped."""
+    import re
+    import time
+
+    recipes: list[tuple[int, str]] = []
+    now = time.time()
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if re.fullmatch(r"[0-9a-f]{32}\.json", entry.name):
+                recipes.append((st.st_mtime_ns, entry.name))
+            elif entry.name.startswith(".recipe-") and now - st.st_mtime > _HALF_WRITTEN_SECONDS:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+    recipes.sort(reverse=True)
+    for _, name in recipes[keep:]:
+        with contextlib.suppress(OSError):
+            os.unlink(directory / name)
 
 
 class Started:
