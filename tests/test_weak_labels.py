@@ -158,6 +158,12 @@ def test_reading_an_undeclared_column_at_run_time_is_refused(locked):
     assert code == 1 and "BE871" in err and "'kind'" in err and "rules/sign.py:23" in err, err
 
 
+def test_a_key_error_that_names_no_column_is_a_raise_not_an_undeclared_read(locked):
+    code, err = _bad_rule(locked, '["x"]', '    return [{"near": "pos"}["far"] for _ in batch["x"]]')
+    assert code == 1 and "BE872" in err and "BE871" not in err, err
+    assert "raised KeyError" in err and "date=2026-09-01/part-0.parquet" in err, err
+
+
 def test_declaring_a_column_the_dataset_lacks_is_refused_before_running(locked):
     code, err = _bad_rule(locked, '["secret"]', '    return [None] * len(batch)')
     assert code == 1 and "BE871" in err and "apply labeling" not in err, err
