@@ -914,7 +914,8 @@ CODES: dict[str, Code] = {
                   "from_names the export has."),
     "BE868": Code("invalid tasks request", "`buildenv tasks` was asked for something it cannot do: a label set the "
                   "environment does not declare, an unknown --select, an empty or repeated --annotators, "
-                  "--overlap larger than the annotators listed, an --out that is not a new or empty "
+                  "an annotator id that cannot name a file (a '/', '\\', a control character, '.' or "
+                  "'..'), --overlap below 1 or larger than the annotators listed, a negative --seed, an --out that is not a new or empty "
                   "directory, or --select conflict without labeling functions over the same examples."),
     "BE869": Code("examples cannot be covered", "Some chosen examples cannot get --overlap annotators who have not "
                   "labeled them under another UI version (or already in this label set): sending them would "
