@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import invoke_cli
@@ -175,6 +176,31 @@ def test_a_gold_set_must_be_annotated(locked):
                                            "functions: rules/sign.py\n      gold: rules"))
     code, _, err = invoke_cli(["lock", "ev"], locked)
     assert code == 2 and "BE878" in err, err
+    assert "BE852" not in err, err  # not a reuse cycle: the set has no `reuse`
+
+
+def test_a_cycle_through_gold_is_reported_at_the_entry_that_closes_it(locked):
+    pq.write_table(pa.table({"key": ["1"], "label": ["pos"], "annotator": ["ann"]}),
+                   locked / "data" / "gold.parquet")
+    env = locked / "environments" / "ev.yaml"
+    text = env.read_text().replace("functions: rules/sign.py\n",
+                                   "functions: rules/sign.py\n      gold: gold\n")
+    env.write_text(text.replace("labels:\n", """\
+labels:
+  gold:
+    uri: data/gold.parquet
+    format: parquet
+    dataset: events
+    key: user
+    taxonomy: {name: sign, version: 1, classes: [neg, pos]}
+    reuse:
+      - {labels: rules}
+"""))
+    line = env.read_text().splitlines().index("      gold: gold") + 1
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 2, err
+    assert (f"ev.yaml:{line}:7: error[BE852]: labels.rules.source.gold: reuse cycle: "
+            "rules -> gold -> rules") in err, err
 
 
 # --- the label models ---------------------------------------------------------------------------
