@@ -284,6 +284,35 @@ def test_the_generative_model_keeps_a_dominant_function_over_many_classes():
     assert abs(estimated["a"] - 0.9) < 0.05 and estimated["c"] < 0.1
 
 
+def test_functions_that_each_vote_one_class_are_told_apart_by_when_they_abstain():
+    """Rules like the docs' (`says_comedy`, `long_is_drama`) vote one class or abstain. Over
+    the rows it votes on, such a rule always says the same class, whatever the truth: only
+    *when* it abstains tells the classes apart. A model of the votes alone labelled every row
+    with the most common class; abstaining is an answer of the model, as in Snorkel's."""
+    rng = np.random.default_rng(3)
+    n, k = 6000, 3
+    truth = rng.choice(k, n, p=[0.45, 0.35, 0.2])
+    matrix = np.full((n, 5), -1, np.int16)
+    for c in range(k):  # one rule per class: fires on 70% of its class, 3% of the others
+        fires = rng.random(n) < np.where(truth == c, 0.7, 0.03)
+        matrix[:, c] = np.where(fires, c, -1)
+    matrix[:, 3] = np.where(rng.random(n) < 0.2, 0, -1)  # votes class 0 at random
+    matrix[:, 4] = np.where(rng.random(n) < 0.5, np.where(rng.random(n) < 0.8, truth, 0), -1)
+    labels, model = generative(matrix, ["a", "b", "c"], list("pqrst"))
+    by_majority = majority(matrix, k)
+    voted = labels >= 0
+    assert len(np.unique(labels[voted])) == k
+    assert (labels == truth).mean() > (by_majority == truth).mean()
+    assert (labels[voted] == truth[voted]).mean() > 0.9
+    estimated = model.accuracies()
+    assert estimated["p"] > 0.85 and estimated["q"] > 0.85 and estimated["r"] > 0.75
+    assert abs(estimated["s"] - 0.45) < 0.05  # right as often as class 0 is the truth
+    table = model.table().to_pandas()
+    abstains = table[(table["function"] == "p") & table["vote"].isna()]
+    abstains = abstains.set_index("class")["probability"]  # fitted on rows with a vote
+    assert abstains["a"] < 0.4 and abstains["b"] > 0.9 and abstains["c"] > 0.9
+
+
 def test_a_training_fits_computed_labels_through_ctx_labels(tmp_path):
     """A computed label set is a label set like any other: `label: {labels: NAME}`, the
     training's `ctx.labels()`, and the artifact's lineage."""
