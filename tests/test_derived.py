@@ -238,6 +238,14 @@ def test_a_transform_reading_what_it_does_not_declare_is_refused_before_it_runs(
     assert code == 1 and "BE102" in err and "derive daily" not in err, err
 
 
+def test_a_declared_dataset_that_is_not_an_input_is_named_as_such(locked):
+    _break(locked, '    return ctx.read("daily", columns=["n"])\n')
+    code, err = _relock(locked)
+    assert code == 1 and "transforms/daily.py:5:21: error[BE101]: dataset 'daily' is not an " \
+        "input of derived dataset 'daily' (inputs: events)" in err, err
+    assert "not declared in environment" not in err, err
+
+
 def test_a_missing_transform_is_named(locked):
     _break(locked, "    return None\n")
     env = locked / "environments" / "ev.yaml"
