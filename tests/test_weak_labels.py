@@ -165,6 +165,21 @@ def test_a_key_error_that_names_no_column_is_a_raise_not_an_undeclared_read(lock
     assert "raised KeyError" in err and "date=2026-09-01/part-0.parquet" in err, err
 
 
+def test_a_function_defined_twice_is_refused_before_running(locked):
+    rules = locked / "rules" / "sign.py"
+    rules.write_text(rules.read_text() + '''
+
+@buildenv.labeling_function(columns=["x"])
+def positive_x(batch):
+    return np.where(batch["x"] > 0.9, "pos", None)
+''')
+    before = (locked / "environments" / "ev.lock.json").read_bytes()
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 1 and "BE870" in err and "apply labeling" not in err, err
+    assert "labeling function 'positive_x' is defined twice (first at line 7)" in err, err
+    assert (locked / "environments" / "ev.lock.json").read_bytes() == before
+
+
 def test_declaring_a_column_the_dataset_lacks_is_refused_before_running(locked):
     code, err = _bad_rule(locked, '["secret"]', '    return [None] * len(batch)')
     assert code == 1 and "BE871" in err and "apply labeling" not in err, err

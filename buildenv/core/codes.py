@@ -924,8 +924,8 @@ CODES: dict[str, Code] = {
     "BE870": Code("invalid labeling functions", "A label set's `source.functions` module is missing, does not parse, "
                   "defines no function decorated "
                   "`@buildenv.labeling_function(columns=[...])`, or a decorated function "
-                  "does not take exactly one parameter (the batch) or does not list its "
-                  "columns literally."),
+                  "does not take exactly one parameter (the batch), does not list its "
+                  "columns literally, or is defined twice."),
     "BE871": Code("labeling function column undeclared", "A labeling function declares a column its label set's dataset does not "
                   "have, or at run time reads a column of the batch it did not declare in "
                   "`columns=[...]`. The batch holds exactly the declared columns."),
