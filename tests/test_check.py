@@ -90,6 +90,7 @@ def test_ctx_is_whatever_the_entry_names_it_and_helpers_are_checked(tmp_path):
         def train(context):
             other = object()
             other.read("anything", columns=["x"])  # not the context: ignored
+            load(context)
             return context.read("ratngs", columns=["liked"])
         """)
     assert code == 1
@@ -97,8 +98,31 @@ def test_ctx_is_whatever_the_entry_names_it_and_helpers_are_checked(tmp_path):
         "train/demo.py:2:44: error[BE102]: column 'genra' is not in dataset 'movies' of "
         "environment base",
         "  hint: did you mean 'genre'?",
-        "train/demo.py:8:25: error[BE101]: dataset 'ratngs' is not declared in environment base",
+        "train/demo.py:9:25: error[BE101]: dataset 'ratngs' is not declared in environment base",
         "  hint: did you mean 'ratings'?",
+    ]
+
+
+def test_functions_the_entry_never_names_are_not_its_reads(tmp_path):
+    # one module, several entries (two trainings, two transforms): each is checked against its
+    # own environment; a helper named anywhere it reaches (called or passed) is checked
+    code, _, err = check(tmp_path, """\
+        def other_entry(ctx):
+            return ctx.read("elsewhere", columns=["x"])
+
+
+        def passed(ctx):
+            return ctx.read("movies", columns=["genra"])
+
+
+        def train(ctx):
+            return list(map(passed, [ctx]))
+        """)
+    assert code == 1
+    assert err == [
+        "train/demo.py:6:40: error[BE102]: column 'genra' is not in dataset 'movies' of "
+        "environment base",
+        "  hint: did you mean 'genre'?",
     ]
 
 

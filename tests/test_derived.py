@@ -162,6 +162,41 @@ def test_a_transform_that_is_not_deterministic_is_caught_when_rebuilt_from_the_l
     assert (locked / "environments" / "ev.lock.json").read_bytes() == before
 
 
+def test_two_transforms_in_one_module_are_each_checked_against_their_own_inputs(locked):
+    # a second derived dataset over the first, its transform beside the first one's: each
+    # function's reads are checked against its own inputs, not the other's
+    module = locked / "transforms" / "daily.py"
+    module.write_text(module.read_text() + '''
+
+def _big(df):
+    return df[df["n"] > 1]
+
+
+def busy(ctx):
+    return _big(ctx.read("daily", columns=["kind", "n"]))
+''')
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("  daily:\n", """\
+  busy:
+    source:
+      transform: transforms/daily.py:busy
+      inputs: [daily]
+    columns:
+      date: {dtype: date}
+      kind: {dtype: string}
+      n: {dtype: int64, nullable: false}
+  daily:
+"""))
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and "BE101" not in err, err
+    assert list((locked / ".buildenv/derived/ev/busy").rglob("*.parquet"))
+    # a read the transform does reach is still checked before it runs
+    module.write_text(module.read_text().replace('columns=["kind", "n"]',
+                                                 'columns=["kind", "secret"]'))
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 1 and "BE102" in err and "'secret'" in err, err
+
+
 # --- bad input ----------------------------------------------------------------------------------
 
 def _break(root: Path, body: str) -> None:
@@ -201,6 +236,14 @@ def test_a_transform_reading_what_it_does_not_declare_is_refused_before_it_runs(
     _break(locked, '    return ctx.read("events", columns=["secret"])\n')
     code, err = _relock(locked)
     assert code == 1 and "BE102" in err and "derive daily" not in err, err
+
+
+def test_a_declared_dataset_that_is_not_an_input_is_named_as_such(locked):
+    _break(locked, '    return ctx.read("daily", columns=["n"])\n')
+    code, err = _relock(locked)
+    assert code == 1 and "transforms/daily.py:5:21: error[BE101]: dataset 'daily' is not an " \
+        "input of derived dataset 'daily' (inputs: events)" in err, err
+    assert "not declared in environment" not in err, err
 
 
 def test_a_missing_transform_is_named(locked):

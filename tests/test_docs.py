@@ -273,6 +273,24 @@ def test_every_flag_is_documented(name):
     assert not missing, f"`buildenv {name}` flags not in docs/: {missing}"
 
 
+# a synopsis, continued on indented lines
+_SYNOPSIS_FORMAT = re.compile(r"^ *buildenv ([a-z-]+) (?:[^\n]|\n {4,})*?\[--format ([a-z|]+)\]",
+                              re.M)
+
+
+def test_every_documented_format_is_accepted():
+    """A synopsis's `[--format a|b]` lists values its command takes (`tasks` documented
+    `text|json` while it took `yaml|json`)."""
+    wrong = []
+    for path in [*DOC_PAGES, REPO_ROOT / "README.md"]:
+        for name, values in _SYNOPSIS_FORMAT.findall(path.read_text(encoding="utf-8")):
+            option = next(p for p in _commands()[name].params if "--format" in p.opts)
+            choices = {getattr(c, "value", c) for c in option.type_descriptor.choices or ()}
+            if choices:  # a free string (`card --format md|json`) is checked by its command
+                wrong += [(path.name, name, v) for v in values.split("|") if v not in choices]
+    assert not wrong, wrong
+
+
 # README's layout: every room and every module of the package, and nothing that is gone.
 
 _LAYOUT_ENTRY = re.compile(r"^( *)([a-z_]+)/ +(.*)$")

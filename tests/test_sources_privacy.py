@@ -153,6 +153,8 @@ def test_an_aggregate_of_restricted_data_is_not_restricted_and_small_groups_are_
 @pytest.mark.parametrize("where,body", [
     ("rules", '    raise ValueError("bad name " + batch["name"].iloc[0])'),
     ("rules", '    return np.where(batch["x"] > 0, batch["name"], None)'),
+    # a lookup keyed by a row value raises KeyError(value): not a column read (BE871)
+    ("rules", '    return [{"x": "pos"}[v] for v in batch["name"]]'),
     ("transform", '    raise ValueError("bad name " + df["name"].iloc[0])'),
 ])
 def test_failures_on_restricted_rows_quote_no_value(repo, where, body):
@@ -166,4 +168,15 @@ def test_failures_on_restricted_rows_quote_no_value(repo, where, body):
             '    band = np.floor', body + '\n    band = np.floor'))
     code, out, err = invoke_cli(["lock", "people"], repo)
     assert code == 1 and ("BE872" in err or "BE874" in err or "BE340" in err), err
+    assert_nowhere(repo, out, err)
+
+
+def test_a_failing_function_over_a_single_file_dataset_names_that_file(repo):
+    path = repo / "rules" / "sign.py"
+    path.write_text(path.read_text() + '\n\n@buildenv.labeling_function(columns=["name"])\n'
+                    'def lookup(batch):\n    return [{"x": "pos"}[v] for v in batch["name"]]\n')
+    code, out, err = invoke_cli(["lock", "people"], repo)
+    assert code == 1 and "BE872" in err and "BE871" not in err, err
+    assert "labeling function 'lookup' raised KeyError" in err, err
+    assert "(file data/people.parquet)" in err, err
     assert_nowhere(repo, out, err)

@@ -114,6 +114,19 @@ def test_overlap_beyond_the_annotators_is_a_usage_error(repo):
     assert code == 2 and "BE868" in err and not (repo / "batch").exists()
 
 
+@pytest.mark.parametrize("args,says", [
+    (("--annotators", "4,5", "--overlap", "0"), "at least one annotator"),
+    (("--annotators", "4,5", "--seed", "-3"), "--seed -3 is negative"),
+    (("--annotators", "../4,5"), "'../4' cannot name a file"),
+    (("--annotators", "4,a/b"), "'a/b' cannot name a file"),
+    (("--annotators", "4,.."), "'..' cannot name a file"),
+])
+def test_a_bad_overlap_seed_or_annotator_id_is_a_usage_error(repo, args, says):
+    code, _, err = run_tasks(repo, *args, "--out", "batch")
+    assert code == 2 and "BE868" in err and says in err and "internal error" not in err, err
+    assert not (repo / "batch").exists() and not list(repo.rglob("4.json"))
+
+
 def test_the_same_seed_gives_the_same_files_and_another_seed_another_order(repo):
     args = ("--select", "unlabeled", "--annotators", "4,5,6", "--overlap", "1")
     assert run_tasks(repo, *args, "--out", "a", "--seed", "1")[0] == 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import invoke_cli
@@ -158,6 +159,27 @@ def test_reading_an_undeclared_column_at_run_time_is_refused(locked):
     assert code == 1 and "BE871" in err and "'kind'" in err and "rules/sign.py:23" in err, err
 
 
+def test_a_key_error_that_names_no_column_is_a_raise_not_an_undeclared_read(locked):
+    code, err = _bad_rule(locked, '["x"]', '    return [{"near": "pos"}["far"] for _ in batch["x"]]')
+    assert code == 1 and "BE872" in err and "BE871" not in err, err
+    assert "raised KeyError" in err and "date=2026-09-01/part-0.parquet" in err, err
+
+
+def test_a_function_defined_twice_is_refused_before_running(locked):
+    rules = locked / "rules" / "sign.py"
+    rules.write_text(rules.read_text() + '''
+
+@buildenv.labeling_function(columns=["x"])
+def positive_x(batch):
+    return np.where(batch["x"] > 0.9, "pos", None)
+''')
+    before = (locked / "environments" / "ev.lock.json").read_bytes()
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 1 and "BE870" in err and "apply labeling" not in err, err
+    assert "labeling function 'positive_x' is defined twice (first at line 7)" in err, err
+    assert (locked / "environments" / "ev.lock.json").read_bytes() == before
+
+
 def test_declaring_a_column_the_dataset_lacks_is_refused_before_running(locked):
     code, err = _bad_rule(locked, '["secret"]', '    return [None] * len(batch)')
     assert code == 1 and "BE871" in err and "apply labeling" not in err, err
@@ -169,6 +191,31 @@ def test_a_gold_set_must_be_annotated(locked):
                                            "functions: rules/sign.py\n      gold: rules"))
     code, _, err = invoke_cli(["lock", "ev"], locked)
     assert code == 2 and "BE878" in err, err
+    assert "BE852" not in err, err  # not a reuse cycle: the set has no `reuse`
+
+
+def test_a_cycle_through_gold_is_reported_at_the_entry_that_closes_it(locked):
+    pq.write_table(pa.table({"key": ["1"], "label": ["pos"], "annotator": ["ann"]}),
+                   locked / "data" / "gold.parquet")
+    env = locked / "environments" / "ev.yaml"
+    text = env.read_text().replace("functions: rules/sign.py\n",
+                                   "functions: rules/sign.py\n      gold: gold\n")
+    env.write_text(text.replace("labels:\n", """\
+labels:
+  gold:
+    uri: data/gold.parquet
+    format: parquet
+    dataset: events
+    key: user
+    taxonomy: {name: sign, version: 1, classes: [neg, pos]}
+    reuse:
+      - {labels: rules}
+"""))
+    line = env.read_text().splitlines().index("      gold: gold") + 1
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 2, err
+    assert (f"ev.yaml:{line}:7: error[BE852]: labels.rules.source.gold: reuse cycle: "
+            "rules -> gold -> rules") in err, err
 
 
 # --- the label models ---------------------------------------------------------------------------
@@ -250,6 +297,35 @@ def test_the_generative_model_keeps_a_dominant_function_over_many_classes():
     assert len(np.unique(labels[labels >= 0])) == k
     estimated = model.accuracies()
     assert abs(estimated["a"] - 0.9) < 0.05 and estimated["c"] < 0.1
+
+
+def test_functions_that_each_vote_one_class_are_told_apart_by_when_they_abstain():
+    """Rules like the docs' (`says_comedy`, `long_is_drama`) vote one class or abstain. Over
+    the rows it votes on, such a rule always says the same class, whatever the truth: only
+    *when* it abstains tells the classes apart. A model of the votes alone labelled every row
+    with the most common class; abstaining is an answer of the model, as in Snorkel's."""
+    rng = np.random.default_rng(3)
+    n, k = 6000, 3
+    truth = rng.choice(k, n, p=[0.45, 0.35, 0.2])
+    matrix = np.full((n, 5), -1, np.int16)
+    for c in range(k):  # one rule per class: fires on 70% of its class, 3% of the others
+        fires = rng.random(n) < np.where(truth == c, 0.7, 0.03)
+        matrix[:, c] = np.where(fires, c, -1)
+    matrix[:, 3] = np.where(rng.random(n) < 0.2, 0, -1)  # votes class 0 at random
+    matrix[:, 4] = np.where(rng.random(n) < 0.5, np.where(rng.random(n) < 0.8, truth, 0), -1)
+    labels, model = generative(matrix, ["a", "b", "c"], list("pqrst"))
+    by_majority = majority(matrix, k)
+    voted = labels >= 0
+    assert len(np.unique(labels[voted])) == k
+    assert (labels == truth).mean() > (by_majority == truth).mean()
+    assert (labels[voted] == truth[voted]).mean() > 0.9
+    estimated = model.accuracies()
+    assert estimated["p"] > 0.85 and estimated["q"] > 0.85 and estimated["r"] > 0.75
+    assert abs(estimated["s"] - 0.45) < 0.05  # right as often as class 0 is the truth
+    table = model.table().to_pandas()
+    abstains = table[(table["function"] == "p") & table["vote"].isna()]
+    abstains = abstains.set_index("class")["probability"]  # fitted on rows with a vote
+    assert abstains["a"] < 0.4 and abstains["b"] > 0.9 and abstains["c"] > 0.9
 
 
 def test_a_training_fits_computed_labels_through_ctx_labels(tmp_path):

@@ -19,7 +19,7 @@ from buildenv.cli.application import DataFormat, Format, RootOpt, app, command, 
 def labels_cmd(env: str = typer.Argument(..., help="Environment name."),
                root: Optional[Path] = RootOpt,
                fmt: DataFormat = typer.Option(DataFormat.yaml, "--format",
-                                              help="text (yaml) or json")) -> None:
+                                              help="yaml (for people) or json")) -> None:
     """Label sets of an environment: counts, classes, annotators, agreement, reuse."""
     from buildenv.compile.label_analysis import function_figures
     from buildenv.compile.locking import checked_lock
@@ -62,7 +62,7 @@ def tasks_cmd(env: str = typer.Argument(..., help="Environment name."),
               seed: int = typer.Option(0, "--seed", help="Order and assignment seed."),
               root: Optional[Path] = RootOpt,
               fmt: DataFormat = typer.Option(DataFormat.yaml, "--format",
-                                             help="text (yaml) or json")) -> None:
+                                             help="yaml (for people) or json")) -> None:
     """Annotation tasks for a label set, one file per annotator, with no double exposure."""
     from buildenv.compile.locking import checked_lock
     from buildenv.compile.tasks_export import export_tasks

@@ -105,9 +105,29 @@ def parse_training(project: Project, training: str, config: TrainingConfig) -> P
                                    f"{config.function}(ctx):`", rel, func.lineno,
                                    func.col_offset + 1))
     ctx_name = positional[0].arg if positional else "ctx"
-    reads = _reads(tree, ctx_name, Constants(tree, path, project.root))
+    reached = _reached(tree, config.function)
+    reads = _reads(reached, ctx_name, Constants(tree, path, project.root))
     return ParsedTraining(rel, tree, problems, reads, _imports(tree),
-                          _label_calls(tree, ctx_name), func.lineno)
+                          _label_calls(reached, ctx_name), func.lineno)
+
+
+def _reached(tree: ast.Module, entry: str) -> ast.Module:
+    """The module without the top-level functions its entry never names, directly or through
+    the functions and module-level code it does name: one module may hold several entries
+    (two transforms over different inputs), each checked against its own datasets only."""
+    functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef,
+                                                                   ast.AsyncFunctionDef))}
+    todo: list[ast.AST] = [n for n in tree.body if n not in functions.values()]
+    todo.append(functions[entry])
+    reached = {entry}
+    while todo:
+        for node in ast.walk(todo.pop()):
+            if isinstance(node, ast.Name) and node.id in functions and node.id not in reached:
+                reached.add(node.id)
+                todo.append(functions[node.id])
+    body = [n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            or n.name in reached]
+    return ast.Module(body=body, type_ignores=tree.type_ignores)
 
 
 def _label_calls(tree: ast.Module, ctx_name: str) -> list[tuple[int, int]]:

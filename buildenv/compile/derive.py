@@ -16,7 +16,7 @@ import ast
 import os
 import shutil
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from buildenv.compile import early_runner
@@ -73,7 +73,21 @@ def transform_problems(project: Project, res: Resolved, name: str) -> list[Diagn
                          f"top-level function '{source.function}'", *place)]
     view = Resolved(narrowed(res.env, list(source.inputs)), res.chain, res.raw, res.origin)
     config = TrainingConfig(entry=source.transform)
-    return check_training(project, f"transform of dataset '{name}'", config, view)
+    found = check_training(project, f"transform of dataset '{name}'", config, view)
+    return [_not_an_input(p, res, name) for p in found]
+
+
+def _not_an_input(problem: Diagnostic, res: Resolved, name: str) -> Diagnostic:
+    """BE101 of a dataset the environment declares: what is wrong is that the transform does
+    not list it among its inputs (the check saw the inputs only)."""
+    read = problem.message.split("'")[1] if problem.code == "BE101" else None
+    if read is None or read not in res.env.datasets:
+        return problem
+    source = res.env.datasets[name].source
+    assert source is not None
+    return replace(problem, message=f"dataset '{read}' is not an input of derived dataset "
+                   f"'{name}' (inputs: {', '.join(source.inputs)})",
+                   hints=(f"add '{read}' to datasets.{name}.source.inputs, or read an input",))
 
 
 def build_derived(project: Project, res: Resolved, pins: dict[str, Pinned],

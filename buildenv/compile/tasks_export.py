@@ -58,7 +58,7 @@ def export_tasks(multiverse: Multiverse, res: Resolved, lock: Lock, name: str, o
     cannot be covered) with nothing written otherwise."""
     project = multiverse.project
     spec = res.env.labels.get(name)
-    _request_problems(res, name, out, select, overlap, annotators)
+    _request_problems(res, name, out, select, overlap, annotators, seed)
     assert spec is not None
     restricted = res.env.restricted(spec.dataset)
     pins = {n: d.digest for n, d in lock.datasets.items()}
@@ -98,7 +98,7 @@ def export_tasks(multiverse: Multiverse, res: Resolved, lock: Lock, name: str, o
 
 
 def _request_problems(res: Resolved, name: str, out: Path, select: str, overlap: int,
-                      annotators: list[str]) -> None:
+                      annotators: list[str], seed: int) -> None:
     def bad(message: str, hint: str) -> DiagnosticError:
         return DiagnosticError([Diagnostic("BE868", message, hints=(hint,))], 2)
 
@@ -111,7 +111,18 @@ def _request_problems(res: Resolved, name: str, out: Path, select: str, overlap:
     if not annotators or len(set(annotators)) != len(annotators) or not all(annotators):
         raise bad("--annotators lists each annotator once, e.g. --annotators ann,bob,eve",
                   "separate names by commas")
-    if overlap < 1 or overlap > len(annotators):
+    unsafe = [a for a in annotators if a in (".", "..") or any(
+        c in "/\\" or not c.isprintable() for c in a)]
+    if unsafe:  # an id names its file: DIR/<annotator>.json, never a path elsewhere
+        raise bad(f"--annotators: {', '.join(repr(a) for a in unsafe)} cannot name a file "
+                  "in --out", "annotator ids hold no '/', '\\' or control characters and "
+                  "are not '.' or '..'")
+    if overlap < 1:
+        raise bad(f"--overlap {overlap}: every example goes to at least one annotator",
+                  "--overlap 1 (the default) or more")
+    if seed < 0:
+        raise bad(f"--seed {seed} is negative", "use a seed of 0 or more")
+    if overlap > len(annotators):
         raise bad(f"--overlap {overlap} needs that many annotators per example; "
                   f"{len(annotators)} are listed", "list more annotators or lower --overlap")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

@@ -914,7 +914,8 @@ CODES: dict[str, Code] = {
                   "from_names the export has."),
     "BE868": Code("invalid tasks request", "`buildenv tasks` was asked for something it cannot do: a label set the "
                   "environment does not declare, an unknown --select, an empty or repeated --annotators, "
-                  "--overlap larger than the annotators listed, an --out that is not a new or empty "
+                  "an annotator id that cannot name a file (a '/', '\\', a control character, '.' or "
+                  "'..'), --overlap below 1 or larger than the annotators listed, a negative --seed, an --out that is not a new or empty "
                   "directory, or --select conflict without labeling functions over the same examples."),
     "BE869": Code("examples cannot be covered", "Some chosen examples cannot get --overlap annotators who have not "
                   "labeled them under another UI version (or already in this label set): sending them would "
@@ -923,8 +924,8 @@ CODES: dict[str, Code] = {
     "BE870": Code("invalid labeling functions", "A label set's `source.functions` module is missing, does not parse, "
                   "defines no function decorated "
                   "`@buildenv.labeling_function(columns=[...])`, or a decorated function "
-                  "does not take exactly one parameter (the batch) or does not list its "
-                  "columns literally."),
+                  "does not take exactly one parameter (the batch), does not list its "
+                  "columns literally, or is defined twice."),
     "BE871": Code("labeling function column undeclared", "A labeling function declares a column its label set's dataset does not "
                   "have, or at run time reads a column of the batch it did not declare in "
                   "`columns=[...]`. The batch holds exactly the declared columns."),

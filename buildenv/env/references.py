@@ -335,14 +335,18 @@ def _reuse_problems(name: str, spec: dict[str, Any], sets: dict[str, Any], diag:
 
 
 def _reuse_cycles(sets: dict[str, Any], diag: Any, mapping: Any) -> list[Diagnostic]:
-    """BE852 once per cycle of `reuse`, at the `reuse` entry that closes it."""
-    def edges(name: str) -> list[tuple[int, str]]:
+    """BE852 once per cycle of `reuse` (and a computed set's `gold`), at the entry that closes
+    it. A `gold` naming a computed set is not followed: BE878 says what is wrong with it."""
+    def edges(name: str) -> list[tuple[tuple[str | int, ...], str]]:
         reuse = mapping(sets.get(name)).get("reuse")
-        out = [(i, e["labels"]) for i, e in enumerate(reuse if isinstance(reuse, list) else [])
-               if isinstance(e, dict) and isinstance(e.get("labels"), str)
-               and e["labels"] in sets]
+        out: list[tuple[tuple[str | int, ...], str]] = [
+            (("reuse", i, "labels"), e["labels"])
+            for i, e in enumerate(reuse if isinstance(reuse, list) else [])
+            if isinstance(e, dict) and isinstance(e.get("labels"), str) and e["labels"] in sets]
         gold = mapping(mapping(sets.get(name)).get("source")).get("gold")
-        return out + ([(len(out), gold)] if isinstance(gold, str) and gold in sets else [])
+        if isinstance(gold, str) and gold in sets and not mapping(sets[gold]).get("source"):
+            out.append((("source", "gold"), gold))
+        return out
 
     problems: list[Diagnostic] = []
     reported: set[frozenset[str]] = set()
@@ -351,16 +355,18 @@ def _reuse_cycles(sets: dict[str, Any], diag: Any, mapping: Any) -> list[Diagnos
     def visit(name: str, stack: list[str]) -> None:
         state[name] = 1
         stack.append(name)
-        for i, other in edges(name):
+        for place, other in edges(name):
             if state.get(other) == 1:
                 cycle = stack[stack.index(other):]  # other ... name
                 if frozenset(cycle) not in reported:
                     reported.add(frozenset(cycle))
                     shown = " -> ".join([name, *cycle[:-1], name])  # from where it closes
-                    problems.append(diag("BE852", f"labels.{name}.reuse: reuse cycle: {shown}",
-                                         "labels", name, "reuse", i, "labels",
+                    key = "source.gold" if place[0] == "source" else "reuse"
+                    problems.append(diag("BE852", f"labels.{name}.{key}: reuse cycle: {shown}",
+                                         "labels", name, *place,
                                          hint="a label set cannot reuse itself, directly or "
-                                         "through others: remove one `reuse` entry"))
+                                         "through others (a computed set's `gold` counts): "
+                                         "remove one `reuse` entry or the `gold`"))
             elif state.get(other) is None:
                 visit(other, stack)
         stack.pop()

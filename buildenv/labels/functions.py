@@ -86,10 +86,18 @@ def parse_functions(project: Project, res: Resolved, name: str) -> ParsedFunctio
     found = decorated_functions(path, DECORATOR)
     declared = found[0] if found is not None else {}
     columns = res.env.datasets[spec.dataset].columns
+    first: dict[str, int] = {}
     for node in tree.body:
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or \
                 node.name not in declared:
             continue
+        if node.name in first:  # the module keeps the last one: the first would never vote
+            out.problems.append(Diagnostic(
+                "BE870", f"labeling function '{node.name}' is defined twice (first at line "
+                f"{first[node.name]}): the second replaces the first", rel, node.lineno,
+                node.col_offset + 1, hints=("give each rule its own name",)))
+            continue
+        first[node.name] = node.lineno
         problems, names = _declaration(node, rel, spec.dataset, res.env.name, columns)
         out.problems.extend(problems)
         if not problems:

@@ -8,8 +8,10 @@ over ten million rows rarely make more than a few thousand patterns.
 - **majority**: the class with the most votes; a tie between classes, or no vote, abstains.
 - **generative** (Dawid & Skene, 1979, "Maximum likelihood estimation of observer error-rates
   using the EM algorithm"; the model behind Snorkel's label model, with a full confusion
-  matrix per function): every function j has a confusion matrix theta_j[c, l] = P(j votes l |
-  true class c) over the rows it does not abstain on, and the classes a prior pi. EM starts
+  matrix per function): every function j has a confusion matrix theta_j[c, l] = P(j answers l
+  | true class c), where an answer is a class or abstaining (as in Snorkel: a function that
+  votes one class or abstains is informative only through when it abstains), and the classes
+  a prior pi; the model is fitted to the rows with a vote. EM starts
   from each row's vote shares (their eq. 3.1), then alternates the M-step (pi and theta from
   the current class probabilities T, each theta cell smoothed by `smoothing` pseudo-votes:
   0.01, small on purpose -- a whole pseudo-vote per cell pulls a function that votes alone on
@@ -22,7 +24,7 @@ over ten million rows rarely make more than a few thousand patterns.
 
 `dawid_skene` is the algorithm on observations (item, observer, class, count) -- the form of
 the published example, where one observer rated every patient three times -- and `generative`
-applies it to a label matrix. The fitted parameters are arrays (`FittedModel.table`), stored as
+applies it to a label matrix, abstaining as answer K (`outcomes` K + 1). The fitted parameters are arrays (`FittedModel.table`), stored as
 Parquet, never pickled.
 """
 
@@ -102,7 +104,7 @@ def majority(matrix: np.ndarray, classes: int) -> np.ndarray:
 @dataclass
 class EmFit:
     prior: np.ndarray  # (K,)
-    confusion: np.ndarray  # (J, K, K): P(observer j says l | true class c)
+    confusion: np.ndarray  # (J, K, outcomes): P(observer j says l | true class c)
     posterior: np.ndarray  # (items, K)
     iterations: int
     converged: bool
@@ -111,28 +113,33 @@ class EmFit:
 def dawid_skene(item: np.ndarray, observer: np.ndarray, label: np.ndarray, count: np.ndarray,
                 items: int, observers: int, classes: int, *, weight: np.ndarray | None = None,
                 prior: np.ndarray | None = None, smoothing: float = 0.0,
-                max_iterations: int = 100, tolerance: float = 1e-6) -> EmFit:
+                max_iterations: int = 100, tolerance: float = 1e-6,
+                outcomes: int | None = None) -> EmFit:
     """Dawid-Skene EM on observations: `observer` said `label` about `item`, `count` times.
     `weight`: how many identical items each item stands for (default 1). `prior`: a fixed
-    class prior (default: estimated). Every item must have at least one observation."""
+    class prior (default: estimated). `outcomes`: how many answers an observer can give
+    (default `classes`); labels from `classes` on (an abstain) are modelled like any answer
+    but give no start share. Every item must have at least one label below `classes`."""
+    answers = classes if outcomes is None else outcomes
     w = np.ones(items) if weight is None else weight.astype(np.float64)
     c = count.astype(np.float64)
-    cell = observer.astype(np.int64) * classes + label.astype(np.int64)
+    cell = observer.astype(np.int64) * answers + label.astype(np.int64)
     posterior = np.zeros((items, classes))
-    np.add.at(posterior, (item, label), c)  # eq. 3.1: each item's vote shares
+    said = label < classes
+    np.add.at(posterior, (item[said], label[said]), c[said])  # eq. 3.1: each item's vote shares
     posterior /= posterior.sum(axis=1, keepdims=True)
     fixed = None if prior is None else prior / prior.sum()
     last_prior, last_confusion = None, None
     iterations, converged = 0, False
-    est_prior, confusion = np.zeros(classes), np.zeros((observers, classes, classes))
+    est_prior, confusion = np.zeros(classes), np.zeros((observers, classes, answers))
     while iterations < max_iterations:
         iterations += 1
         weighted = posterior * w[:, None]
         est_prior = fixed if fixed is not None else weighted.sum(axis=0) / w.sum()
         for k in range(classes):  # M-step: confusion[:, k, :] from the items' class-k mass
             confusion[:, k, :] = np.bincount(
-                cell, weights=weighted[item, k] * c, minlength=observers * classes
-            ).reshape(observers, classes) + smoothing
+                cell, weights=weighted[item, k] * c, minlength=observers * answers
+            ).reshape(observers, answers) + smoothing
         totals = confusion.sum(axis=2, keepdims=True)
         confusion = np.divide(confusion, totals, out=np.zeros_like(confusion),
                               where=totals > 0)
@@ -187,7 +194,7 @@ class FittedModel:
         if self.confusion is not None:
             for j, function in enumerate(self.functions):
                 for k, name in enumerate(self.classes):
-                    for v, voted in enumerate(self.classes):
+                    for v, voted in enumerate([*self.classes, None]):  # None: abstains
                         fn.append(function)
                         cls.append(name)
                         vote.append(voted)
@@ -200,8 +207,14 @@ class FittedModel:
         fitted prior."""
         if self.prior is None or self.confusion is None:
             return {}
-        diagonal = np.einsum("jkk->jk", self.confusion)
-        return {f: float((self.prior * diagonal[j]).sum()) for j, f in enumerate(self.functions)}
+        k = len(self.classes)
+        right = np.einsum("jkk->jk", self.confusion[:, :, :k])  # P(votes c | c)
+        votes = self.confusion[:, :, :k].sum(axis=2)  # P(votes at all | c)
+        out = {}
+        for j, f in enumerate(self.functions):
+            voting = float((self.prior * votes[j]).sum())
+            out[f] = float((self.prior * right[j]).sum()) / voting if voting > 0 else 0.0
+        return out
 
 
 def generative(matrix: np.ndarray, classes: list[str], functions: list[str], *,
@@ -217,12 +230,14 @@ def generative(matrix: np.ndarray, classes: list[str], functions: list[str], *,
     decided = np.full(found.rows.shape[0], -1, np.int64)
     model = FittedModel("generative", list(classes), list(functions), prior, None, 0, True)
     if rows.shape[0]:
-        item, observer = np.nonzero(rows >= 0)
-        label = rows[item, observer].astype(np.int64)
+        # every function answers every row: a class, or abstain (answer k)
+        item, observer = np.indices(rows.shape).reshape(2, -1)
+        label = rows.reshape(-1).astype(np.int64)
+        label[label < 0] = k
         fit = dawid_skene(item, observer, label, np.ones(len(item)), rows.shape[0],
                           rows.shape[1], k, weight=counts.astype(np.float64), prior=prior,
                           smoothing=smoothing, max_iterations=max_iterations,
-                          tolerance=tolerance)
+                          tolerance=tolerance, outcomes=k + 1)
         decided[np.flatnonzero(voted)] = _decide(fit.posterior, np.ones(rows.shape[0], bool))
         model = FittedModel("generative", list(classes), list(functions), fit.prior,
                             fit.confusion, fit.iterations, fit.converged)

@@ -120,14 +120,15 @@ def _apply(ctx: Any, dataset: str, columns: list[str], wanted: list[str],
            functions: dict[str, Any], classes: pa.Array, job: dict[str, Any],
            item: dict[str, Any], restricted: bool, root: Path, own: Path
            ) -> tuple[dict[str, pa.Array], pa.Array | None]:
-    where = f" (file {item['input_path']})" if item["input_path"] else ""
+    where = f" (file {item['input_path'] or ctx.env.datasets[dataset].uri})"
+    known = ctx.env.datasets[dataset].columns
     parts: dict[str, list[pa.Array]] = {n: [] for n in wanted}
     key_parts: list[pa.Array] = []
     try:
         for batch in ctx.scan(dataset, columns=columns, batch_rows=BATCH_ROWS):
             for name in wanted:
                 parts[name].append(_call(functions[name], name, batch, classes, job, where,
-                                         restricted, root, own))
+                                         restricted, root, own, known))
             if item.get("keys_out"):
                 key_parts.append(key_text(pa.array(batch[job["key"]])))
         ctx.finish()
@@ -145,7 +146,7 @@ def _apply(ctx: Any, dataset: str, columns: list[str], wanted: list[str],
 
 
 def _call(fn: Any, name: str, batch: Any, classes: pa.Array, job: dict[str, Any], where: str,
-          restricted: bool, root: Path, own: Path) -> pa.Array:
+          restricted: bool, root: Path, own: Path, known: Any) -> pa.Array:
     """One function on one batch: its votes as class indices into the taxonomy."""
     module = job["module"]
     line = getattr(getattr(fn, "__code__", None), "co_firstlineno", None)
@@ -155,7 +156,8 @@ def _call(fn: Any, name: str, batch: Any, classes: pa.Array, job: dict[str, Any]
         result = fn(batch[declared])
     except KeyError as exc:
         column = exc.args[0] if exc.args else None
-        if isinstance(column, str) and column not in declared:
+        # only a column of the dataset: any other key may be a row value (a dict lookup)
+        if isinstance(column, str) and column not in declared and column in known:
             path, at, _ = _user_frame(exc, root, own)
             raise _Failed(_diag("BE871", f"{what} reads column '{column}', which it does not "
                                 f"declare{where}", path or module, at or line,
