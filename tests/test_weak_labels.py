@@ -78,6 +78,29 @@ def kind_c(batch):
         "positive_x", "negative_x", "kind_a"}
 
 
+def test_a_lock_of_an_earlier_model_algorithm_is_stale_not_called_non_deterministic(locked):
+    """A lock written by a buildenv whose generative model labelled differently (no algorithm
+    number, i.e. 1) names the model as what changed (BE875), not the code (BE094)."""
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("functions: rules/sign.py",
+                                           "functions: rules/sign.py\n      model: generative"))
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    path = locked / "environments" / "ev.lock.json"
+    data = lock_json(locked)
+    assert data["labels"]["rules"]["source"]["model_version"] == 2
+    assert "model_version" not in data["datasets"].get("events", {})
+    del data["labels"]["rules"]["source"]["model_version"]
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 1 and "BE875" in err and "algorithm 1" in err and "BE094" not in err, err
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    assert lock_json(locked)["labels"]["rules"]["source"]["model_version"] == 2
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 0, err
+
+
 def test_the_generative_model_is_stored_as_arrays_and_reproducible(locked):
     env = locked / "environments" / "ev.yaml"
     env.write_text(env.read_text().replace("functions: rules/sign.py",

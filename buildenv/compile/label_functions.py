@@ -27,6 +27,7 @@ from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
 from buildenv.core.tempdirs import owned_temp_dir
 from buildenv.data.gate.gate import Gate
+from buildenv.data.lock.computed_labels import MODEL_VERSIONS
 from buildenv.data.lock.derived import Pinned, narrowed
 from buildenv.data.lock.lockfile import LockedDataset, LockedLabels
 from buildenv.data.lock.locking import label_declaration
@@ -104,6 +105,8 @@ def build_labels(project: Project, res: Resolved, datasets: dict[str, LockedData
             "dataset": datasets[spec.dataset].digest, "model": spec.source.model,
             "model_digest": model_digest,
             "gold": labels[gold_name].digest if gold_name in labels else None}
+        if MODEL_VERSIONS[spec.source.model] > 1:  # the first algorithms' locks stay as they were
+            record["model_version"] = MODEL_VERSIONS[spec.source.model]
         built.entries[name] = LockedLabels(
             spec.uri, "parquet", computed.digest, len(computed.data), computed.examples,
             computed.figures.labeled, 1,

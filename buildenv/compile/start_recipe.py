@@ -25,11 +25,13 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,9 +120,6 @@ def prune(directory: Path, keep: int = KEEP) -> None:
     """Remove all but the `keep` recipes of `directory` written last (a recipe is rewritten by
     each build that uses it), and temporary files a killed save left over an hour ago. Only
     names this module writes are touched; a file another save removes first is skipped."""
-    import re
-    import time
-
     recipes: list[tuple[int, str]] = []
     now = time.time()
     with contextlib.suppress(OSError), os.scandir(directory) as entries:

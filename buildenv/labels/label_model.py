@@ -38,6 +38,9 @@ import pyarrow as pa
 __all__ = ["SMOOTHING", "EmFit", "FittedModel", "Patterns", "dawid_skene", "generative",
            "majority", "patterns"]
 
+# A change to either model's labels for the same votes bumps its number in
+# `data.lock.computed_labels.MODEL_VERSIONS`.
+
 SMOOTHING = 0.01  # pseudo-votes per confusion cell (see the module)
 
 

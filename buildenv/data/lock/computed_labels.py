@@ -21,9 +21,15 @@ from buildenv.data.lock.derived import Pinned
 from buildenv.data.lock.manifest import describe_diff
 from buildenv.env.resolve import Resolved
 
-__all__ = ["DECORATOR", "labels_staleness"]
+__all__ = ["DECORATOR", "MODEL_VERSIONS", "labels_staleness"]
 
 DECORATOR = "labeling_function"
+
+MODEL_VERSIONS = {"majority": 1, "generative": 2}
+"""Each label model's algorithm (`labels.label_model`), numbered. The lock records the number
+when above 1 (locks of the first algorithms stay as they were), so that a buildenv whose model
+gives other labels for the same votes says the set is stale instead of calling its code
+non-deterministic. generative 2: abstaining is one of a function's answers."""
 
 
 def labels_staleness(project: Project, res: Resolved, name: str, pinned: Any,
@@ -49,6 +55,13 @@ def labels_staleness(project: Project, res: Resolved, name: str, pinned: Any,
         problems.append(res.diag("BE875", f"label set '{name}' is stale: its labeling functions "
                                  f"changed since it was locked ({'; '.join(parts)})", "labels",
                                  name, "source", "functions", hints=hint))
+    was_version, now_version = record.get("model_version", 1), MODEL_VERSIONS[spec.source.model]
+    if record.get("model") == spec.source.model and was_version != now_version:
+        problems.append(res.diag(
+            "BE875", f"label set '{name}' is stale: its label model '{spec.source.model}' was "
+            f"fitted by algorithm {was_version}, and this buildenv fits algorithm "
+            f"{now_version} (other labels for the same votes)", "labels", name, "source",
+            "model", hints=hint))
     digest = record.get("dataset")
     now_pin = current.get(spec.dataset)
     if now_pin is not None and digest is not None and now_pin.digest != digest:
