@@ -23,8 +23,17 @@ run (docs/derived.md, docs/labels.md).
    output written) vs the bare script's loop (read, transform, write), both in this process,
    alternating; CPU seconds (the runner's hashing thread included), the median of 3 x REPEAT.
 
+5. `reapply` (on request): a label set of 10 labeling functions over FILES partitions (ROWS
+   in all), locked from the command line; then one partition is added, `lock --check` must name
+   it, and `buildenv lock` is timed against that partition run by hand (a fresh `python`:
+   read it, call the functions, write their votes as Parquet -- the derived one-file
+   definition), and the full lock's time / FILES.
+6. `tasks-cli` (on request): `buildenv tasks` for EXAMPLES examples, 20 annotators, overlap 3,
+   as a command in a fresh process.
+
     .venv/bin/python bench/bench_derived.py [--files 100] [--file-rows 20000] [--repeat 3]
-        [--rows 10000000] [--examples 1000000] [--only derived|loop] [--sandbox off]
+        [--rows 10000000] [--examples 1000000]
+        [--only derived|functions|model|tasks|loop|reapply|tasks-cli] [--sandbox off]
 """
 
 from __future__ import annotations
