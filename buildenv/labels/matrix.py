@@ -98,7 +98,9 @@ class ArrayStore:
             return None
         if record.get("digest") != "sha256:" + hashlib.sha256(data).hexdigest():
             return None
-        column = pq.read_table(io.BytesIO(data)).column("v")
+        # the file's own reader: `read_table`'s dataset layer costs more than the read itself
+        # for a cached object (one per function and data file: a thousand in a lock)
+        column = pq.ParquetFile(io.BytesIO(data)).read(columns=["v"]).column("v")
         return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
