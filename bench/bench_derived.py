@@ -23,8 +23,17 @@ run (docs/derived.md, docs/labels.md).
    output written) vs the bare script's loop (read, transform, write), both in this process,
    alternating; CPU seconds (the runner's hashing thread included), the median of 3 x REPEAT.
 
+5. `reapply` (on request): a label set of 10 labeling functions over FILES partitions (ROWS
+   in all), locked from the command line; then one partition is added, `lock --check` must name
+   it, and `buildenv lock` is timed against that partition run by hand (a fresh `python`:
+   read it, call the functions, write their votes as Parquet -- the derived one-file
+   definition), and the full lock's time / FILES.
+6. `tasks-cli` (on request): `buildenv tasks` for EXAMPLES examples, 20 annotators, overlap 3,
+   as a command in a fresh process.
+
     .venv/bin/python bench/bench_derived.py [--files 100] [--file-rows 20000] [--repeat 3]
-        [--rows 10000000] [--examples 1000000] [--only derived|loop] [--sandbox off]
+        [--rows 10000000] [--examples 1000000]
+        [--only derived|functions|model|tasks|loop|reapply|tasks-cli] [--sandbox off]
 """
 
 from __future__ import annotations
@@ -309,6 +318,173 @@ def loop(files: int, rows: int, repeat: int) -> None:
           f"({(o - b) / files * 1000:+.2f} ms a file)")
 
 
+LF_ENV = """\
+name: b
+datasets:
+  events:
+    uri: data/events/
+    partitions: [day]
+    columns:
+      day: {dtype: int64}
+      user: {dtype: int64, nullable: false}
+      x: {dtype: float64}
+      kind: {dtype: string}
+labels:
+  rules:
+    dataset: events
+    key: user
+    taxonomy: {name: sign, version: 1, classes: [neg, pos]}
+    source:
+      functions: rules.py
+"""
+
+LF_FUNCTION = '''
+
+@buildenv.labeling_function(columns=["x"])
+def {name}_{i}(batch):
+    return np.where(batch["x"].to_numpy() {op} {t}, "{vote}", None)
+'''
+
+LF_MODULE = "import numpy as np\n\nimport buildenv\n" + "".join(
+    LF_FUNCTION.format(name=name, i=i, op=op, t=f"{t:g}", vote=vote)
+    for i, t in enumerate(np.linspace(-2, 2, 5))
+    for name, op, vote in (("above", ">", "pos"), ("below", "<", "neg")))
+
+# the same functions run by hand on some partitions: read, call them, write their votes
+LF_BARE = LF_MODULE.replace(
+    "import buildenv\n", "import sys\n\nimport pyarrow as pa\nimport pyarrow.parquet as pq\n"
+).replace('@buildenv.labeling_function(columns=["x"])\n', "") + """
+
+FUNCTIONS = [v for k, v in list(globals().items()) if k.startswith(("above_", "below_"))]
+for i, path in enumerate(sys.argv[2:]):
+    batch = pq.read_table(path, columns=["x"]).to_pandas()
+    votes = {f.__name__: pa.array(f(batch), type=pa.string(), from_pandas=True)
+             for f in FUNCTIONS}
+    pq.write_table(pa.table(votes), f"{sys.argv[1]}/{i}.parquet")
+"""
+
+
+def _events(root: Path, day: int, rows: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    path = root / "data" / "events" / f"day={day}" / "part-0.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start = day * rows
+    pq.write_table(pa.table({"user": np.arange(start, start + rows, dtype=np.int64),
+                             "x": rng.normal(size=rows),
+                             "kind": rng.choice(["a", "b", "c"], rows)}), path)
+    return path
+
+
+def _cli_env(cache: str) -> dict[str, str]:
+    # byte-compiled modules are kept, as an installed buildenv has them
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = str(ROOT)
+    env["XDG_CACHE_HOME"] = cache
+    return env
+
+
+def reapply(files: int, rows: int, repeat: int, sandbox: str | None = None) -> None:
+    """Issue #22: re-apply after adding 1 of 100 partitions <= 1.2x that partition's share.
+
+    "That partition's share" is what a user would run by hand: a fresh `python` that reads the
+    one new partition with pyarrow, converts it to pandas, calls the 10 functions and writes
+    their votes as Parquet -- the definition the derived one-file goal uses. The full
+    application's time / files is printed for context."""
+    per = rows // files
+    lock = [sys.executable, "-m", "buildenv", "lock", "b"]
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as cache:
+        env = _cli_env(cache)
+        root = Path(tmp)
+        (root / "environments").mkdir()
+        mode = f'sandbox = "{sandbox}"\n' if sandbox else ""
+        (root / "pyproject.toml").write_text('[tool.buildenv]\nenvironments_dir = "environments"\n'
+                                             + mode)
+        (root / "environments" / "b.yaml").write_text(LF_ENV)
+        (root / "rules.py").write_text(LF_MODULE)
+        (root / "bare.py").write_text(LF_BARE)
+        (root / "out").mkdir()
+        paths = [_events(root, d, per, d) for d in range(files)]
+        past = time.time() - 120
+        for p in paths:
+            os.utime(p, (past, past))
+        bare = [sys.executable, "bare.py", "out"]
+        _timed(lock, root, env)  # warm: byte-compiled modules, the OS's file cache
+        full, added, alone, checked = [], [], [], []
+        for r in range(repeat):
+            shutil.rmtree(root / "data" / "events" / f"day={files}", ignore_errors=True)
+            shutil.rmtree(root / ".buildenv", ignore_errors=True)
+            full.append(_timed(lock, root, env))
+            new = _events(root, files, per, 1000 + r)
+            os.utime(new, (past, past))
+            check = subprocess.run(lock + ["--check"], cwd=root, capture_output=True, text=True,
+                                   env=env)
+            checked.append(check.returncode != 0 and f"day={files}" in check.stderr)
+            if not checked[-1]:
+                print(f"  lock --check did not name the added file: {check.stderr[-2000:]}")
+            added.append(_timed(lock, root, env))
+            alone.append(_timed(bare + [str(new.relative_to(root))], root, env))
+    (fw, fc), (aw, ac), (ow, oc) = map(_median, (full, added, alone))
+    print(f"reapply, {files} partitions x {per:,} rows + 1, 10 labeling functions, median of "
+          f"{repeat} (lock --check named the added file: {all(checked)}):\n"
+          f"  full lock: {fw:.2f} s wall / {fc:.2f} s cpu; one partition's share "
+          f"{fw / files:.3f} s / {fc / files:.3f} s\n"
+          f"  partition added: buildenv {aw:.2f} s wall / {ac:.2f} s cpu vs that partition by "
+          f"hand {ow:.2f} s / {oc:.2f} s: {aw / ow:.2f}x wall, {ac / oc:.2f}x cpu "
+          f"(vs the full lock's share: {aw / (fw / files):.1f}x wall)")
+
+
+TASKS_ENV = """\
+name: b
+datasets:
+  items:
+    uri: data/items.parquet
+    columns:
+      id: {dtype: int64, nullable: false}
+      x: {dtype: float64}
+      kind: {dtype: string}
+labels:
+  votes:
+    uri: data/votes.parquet
+    format: parquet
+    dataset: items
+    key: id
+    taxonomy: {name: sign, version: 1, classes: [neg, pos]}
+    ui_version: "1"
+"""
+
+
+def tasks_cli(examples: int, repeat: int) -> None:
+    """Issue #22: `buildenv tasks` for EXAMPLES examples and 20 annotators <= 10 s, as a
+    command (a fresh process); 1% of the examples are annotated already."""
+    people = [f"a{i}" for i in range(20)]
+    rng = np.random.default_rng(3)
+    command = [sys.executable, "-m", "buildenv", "tasks", "b", "--labels", "votes",
+               "--annotators", ",".join(people), "--overlap", "3", "--select", "unlabeled",
+               "--seed", "1", "--out"]
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as cache:
+        env = _cli_env(cache)
+        root = Path(tmp)
+        (root / "environments").mkdir()
+        (root / "pyproject.toml").write_text('[tool.buildenv]\nenvironments_dir = "environments"\n')
+        (root / "environments" / "b.yaml").write_text(TASKS_ENV)
+        (root / "data").mkdir()
+        pq.write_table(pa.table({"id": np.arange(examples, dtype=np.int64),
+                                 "x": rng.normal(size=examples),
+                                 "kind": rng.choice(["a", "b", "c"], examples)}),
+                       root / "data" / "items.parquet")
+        n = examples // 100
+        pq.write_table(pa.table({"key": rng.choice(examples, n, replace=False).astype(str),
+                                 "label": rng.choice(["neg", "pos"], n),
+                                 "annotator": rng.choice(people, n)}),
+                       root / "data" / "votes.parquet")
+        _timed([sys.executable, "-m", "buildenv", "lock", "b"], root, env)
+        runs = [_timed(command + [f"out{r}"], root, env) for r in range(repeat)]
+        same = len({(root / f"out{r}" / "a0.json").read_bytes() for r in range(repeat)}) == 1
+    w, c = _median(runs)
+    print(f"tasks command: {examples:,} examples ({examples - n:,} unlabeled), 20 annotators, "
+          f"overlap 3, median of {repeat}: {w:.2f} s wall / {c:.2f} s cpu (same files: {same})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=100)
@@ -316,7 +492,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--examples", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", choices=["derived", "functions", "model", "tasks", "loop"])
+    parser.add_argument("--only", choices=["derived", "functions", "model", "tasks", "loop",
+                                           "reapply", "tasks-cli"])
     parser.add_argument("--sandbox", choices=["required", "preferred", "off"],
                         help="`[tool.buildenv] sandbox` of the derived benchmark's repository "
                         "(default: unset, `preferred` on Linux). The CPU figure leaves out a "
@@ -331,6 +508,11 @@ def main() -> None:
         functions(args.rows)
     if args.only in (None, "derived"):
         derived(args.files, args.file_rows, args.repeat, args.sandbox)
+    if args.only == "reapply":
+        reapply(args.files, args.rows, args.repeat, args.sandbox)
+    if args.only == "tasks-cli":
+        tasks(args.examples)
+        tasks_cli(args.examples, args.repeat)
     if args.only == "loop":
         loop(args.files, args.file_rows, args.repeat)
 

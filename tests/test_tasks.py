@@ -6,6 +6,8 @@ nothing written on failure."""
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import json
 import shutil
 from pathlib import Path
@@ -16,7 +18,8 @@ import pytest
 from conftest import invoke_cli
 from labelrepo import annotation, make_label_repo
 
-from buildenv.labels.tasks import assign
+from buildenv.labels import tasks as tasks_module
+from buildenv.labels.tasks import assign, import_files
 
 RESTRICTED = """\
 name: v2r
@@ -135,6 +138,10 @@ def test_the_same_seed_gives_the_same_files_and_another_seed_another_order(repo)
     for name in ("4", "5", "6"):
         assert (repo / "a" / f"{name}.json").read_bytes() == \
             (repo / "b" / f"{name}.json").read_bytes()
+    for path in (repo / "a").glob("*.json"):  # the `json` encoder's text, indent 1
+        text = path.read_text("utf-8")
+        assert text == json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False,
+                                  indent=1) + "\n"
     assert sent(repo / "a") != sent(repo / "c")
     everyone = sorted(k for keys in sent(repo / "a").values() for k in keys)
     assert everyone == sorted(k for keys in sent(repo / "c").values() for k in keys)
@@ -178,3 +185,67 @@ def test_assignment_is_balanced_and_routes_around_what_was_seen():
     assert all(np.array_equal(again.tasks[k].to_numpy(zero_copy_only=False),
                               result.tasks[k].to_numpy(zero_copy_only=False))
                for k in result.tasks)
+
+    assert all(result.tasks[k].equals(keys.take(pa.array(result.positions[k])))
+               for k in result.tasks)
+
+
+def reference(key: str, rows: pa.Table, meta: dict) -> bytes:
+    """The import file as the `json` encoder writes it, value by value."""
+    out = [{"data": {key: row[key], **{k: v.isoformat() if hasattr(v, "isoformat") else v
+                                       for k, v in row.items() if k != key}}, "meta": meta}
+           for row in rows.to_pylist()]
+    return (json.dumps(out, sort_keys=True, ensure_ascii=False, indent=1, default=str)
+            + "\n").encode("utf-8")
+
+
+TYPES = pa.table({
+    "id": pa.array([1, None, 3, 4], pa.int64()),
+    "Zed": ["a\"b", "\u00e9\n\\", None, "\x01x\x7f"],
+    "x": [0.1, float("nan"), float("inf"), -float("inf")],
+    "f32": pa.array([1.5, None, 1e-7, 3.0], pa.float32()),
+    "big": [1e16, 1e-5, 123456789.123, -0.0],
+    "b": [True, False, None, True],
+    "u": pa.array([2**64 - 1, 0, None, 5], pa.uint64()),
+    "d": pa.array([dt.date(2026, 1, 1), None, dt.date(2020, 2, 2), dt.date(1, 1, 1)]),
+    "ts": pa.array([dt.datetime(2026, 1, 1, 3, 4, 5, 6), None, dt.datetime(2020, 2, 2),
+                    dt.datetime(2020, 2, 2, 1)], pa.timestamp("us", "UTC")),
+    "dec": pa.array([decimal.Decimal("1.50"), None, decimal.Decimal("2"),
+                     decimal.Decimal("-3.1")]),
+    "bin": pa.array([b"x", None, b"\x00", b""]),
+    "dic": pa.array(["p", "q", None, "p"]).dictionary_encode(),
+})
+
+
+@pytest.mark.parametrize("table", [TYPES, TYPES.append_column(
+    "nested", pa.array([[1], [2, 3], None, []]))], ids=["scalars", "nested"])
+@pytest.mark.parametrize("ui", ["2", None])
+def test_import_files_are_the_json_encoders_text_for_every_column_type(table, ui):
+    picks = {"a": np.array([3, 0, 2, 0]), "b": np.array([], np.int64), "c\"": np.array([1])}
+    metas = {a: {"label_set": "s", "ui_version": ui, "annotator": a, "taxonomy": "t v1"}
+             for a in picks}
+    got = import_files("id", table, picks, metas)
+    for name, pick in picks.items():
+        assert got[name] == reference("id", table.take(pa.array(pick)), metas[name]), name
+
+
+def test_many_tasks_are_spelled_column_by_column_not_by_the_pure_python_encoder(monkeypatch):
+    """With an indent `json` encodes in Python: a million tasks took minutes (issue #22's
+    `tasks` goal is 10 s). Only the one-task template may go through it."""
+    real = json.dumps
+
+    def one_task_at_most(value, *args, **kwargs):
+        assert not isinstance(value, list) or len(value) <= 1, "encoded value by value"
+        return real(value, *args, **kwargs)
+
+    n = 5000
+    rows = pa.table({"item_id": np.arange(n), "x": np.linspace(0, 1, n),
+                     "kind": pa.array(["a", "b"] * (n // 2))})
+    picks = {"4": np.arange(0, n, 2), "6": np.arange(n)[::-1]}
+    metas = {a: {"label_set": "s", "ui_version": "2", "annotator": a, "taxonomy": "t v1"}
+             for a in picks}
+    monkeypatch.setattr(tasks_module.json, "dumps", one_task_at_most)
+    got = import_files("item_id", rows, picks, metas)
+    monkeypatch.setattr(tasks_module.json, "dumps", real)
+    for name, pick in picks.items():
+        assert got[name] == reference("item_id", rows.take(pa.array(pick)), metas[name])

@@ -35,7 +35,7 @@ from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.labels.checks import exposure_sources
 from buildenv.labels.functions import parse_functions
 from buildenv.labels.labelset import LabelError, LabelSets
-from buildenv.labels.tasks import assign, import_file
+from buildenv.labels.tasks import assign, import_files
 
 __all__ = ["SELECTIONS", "TaskExport", "export_tasks"]
 
@@ -80,13 +80,13 @@ def export_tasks(multiverse: Multiverse, res: Resolved, lock: Lock, name: str, o
         raise DiagnosticError([_uncovered(res, name, result.uncovered, result.eligible,
                                           overlap, restricted)], 1)
     rows = _first_rows(table, spec.key)
-    files: dict[str, bytes] = {}
-    for annotator, keys in result.tasks.items():
-        at = pc.index_in(keys, value_set=rows.column("__key"))
-        picked = rows.take(at).drop_columns(["__key"])
-        meta = {"label_set": name, "ui_version": spec.ui_version, "annotator": annotator,
-                "taxonomy": f"{spec.taxonomy.name} v{spec.taxonomy.version}"}
-        files[f"{annotator}.json"] = import_file(spec.key, picked, meta)
+    # where each chosen example's first row is, looked up once for every annotator
+    first = pc.index_in(chosen, value_set=rows.column("__key")).to_numpy(zero_copy_only=False)
+    picks = {a: first[at] for a, at in result.positions.items()}
+    metas = {a: {"label_set": name, "ui_version": spec.ui_version, "annotator": a,
+                 "taxonomy": f"{spec.taxonomy.name} v{spec.taxonomy.version}"} for a in picks}
+    texts = import_files(spec.key, rows.drop_columns(["__key"]), picks, metas)
+    files = {f"{a}.json": texts[a] for a in picks}
     if restricted:
         AuditLog(project.data_state_dir).append(
             purpose="tasks", environment=res.name, dataset=spec.dataset,

@@ -61,6 +61,8 @@ def patterns(matrix: np.ndarray, classes: int) -> Patterns:
         return Patterns(np.zeros((0, j), matrix.dtype), np.zeros(0, np.int64),
                         np.zeros(0, np.int64))
     base = classes + 1
+    if j and base ** j <= max(n, 1 << 16):
+        return _counted(matrix, base)
     if j and base ** j < 2 ** 62:
         packed = np.zeros(n, np.int64)
         for column in range(j):
@@ -71,6 +73,26 @@ def patterns(matrix: np.ndarray, classes: int) -> Patterns:
         return Patterns(matrix[first], counts.astype(np.int64), inverse.astype(np.int64))
     rows, inverse, counts = np.unique(matrix, axis=0, return_inverse=True, return_counts=True)
     return Patterns(rows, counts.astype(np.int64), inverse.reshape(-1).astype(np.int64))
+
+
+def _counted(matrix: np.ndarray, base: int) -> Patterns:
+    """`patterns` when every possible row fits in a table no longer than the matrix: the
+    packed rows are counted (no sort), the same patterns in the same order as `np.unique`."""
+    n, j = matrix.shape
+    packed = np.zeros(n, np.int64)
+    for column in range(j):
+        packed *= base
+        packed += matrix[:, column]
+        packed += 1
+    counts = np.bincount(packed, minlength=base ** j)
+    present = np.flatnonzero(counts)
+    at = np.cumsum(counts > 0) - 1
+    rows = np.empty((len(present), j), matrix.dtype)
+    rest = present.copy()
+    for column in range(j - 1, -1, -1):
+        rows[:, column] = rest % base - 1
+        rest //= base
+    return Patterns(rows, counts[present].astype(np.int64), at[packed].astype(np.int64))
 
 
 def _vote_counts(rows: np.ndarray, classes: int) -> np.ndarray:
@@ -95,9 +117,10 @@ def _decide(scores: np.ndarray, voted: np.ndarray) -> np.ndarray:
     return decided
 
 
-def majority(matrix: np.ndarray, classes: int) -> np.ndarray:
-    """Each row's class index by majority vote; -1 for a tie or no vote."""
-    found = patterns(matrix, classes)
+def majority(matrix: np.ndarray, classes: int, found: Patterns | None = None) -> np.ndarray:
+    """Each row's class index by majority vote; -1 for a tie or no vote. `found`: the
+    matrix's patterns, when the caller has them."""
+    found = found if found is not None else patterns(matrix, classes)
     counts = _vote_counts(found.rows, classes)
     decided = _decide(counts.astype(np.float64), counts.sum(axis=1) > 0)
     rows: np.ndarray = decided[found.inverse]
@@ -222,12 +245,13 @@ class FittedModel:
 
 def generative(matrix: np.ndarray, classes: list[str], functions: list[str], *,
                prior: np.ndarray | None = None, smoothing: float = SMOOTHING,
-               max_iterations: int = 100, tolerance: float = 1e-6
-               ) -> tuple[np.ndarray, FittedModel]:
+               max_iterations: int = 100, tolerance: float = 1e-6,
+               found: Patterns | None = None) -> tuple[np.ndarray, FittedModel]:
     """Each row's class index under a Dawid-Skene model fitted to the matrix by EM (-1 for
-    rows without votes and for ties), and the fitted model."""
+    rows without votes and for ties), and the fitted model. `found`: the matrix's patterns,
+    when the caller has them."""
     k = len(classes)
-    found = patterns(matrix, k)
+    found = found if found is not None else patterns(matrix, k)
     voted = (found.rows >= 0).any(axis=1)
     rows, counts = found.rows[voted], found.counts[voted]
     decided = np.full(found.rows.shape[0], -1, np.int64)

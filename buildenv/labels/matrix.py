@@ -98,7 +98,9 @@ class ArrayStore:
             return None
         if record.get("digest") != "sha256:" + hashlib.sha256(data).hexdigest():
             return None
-        column = pq.read_table(io.BytesIO(data)).column("v")
+        # the file's own reader: `read_table`'s dataset layer costs more than the read itself
+        # for a cached object (one per function and data file: a thousand in a lock)
+        column = pq.ParquetFile(io.BytesIO(data)).read(columns=["v"]).column("v")
         return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
@@ -139,6 +141,25 @@ def missing(pin: Pinned, digests: dict[str, str], column: str, votes: ArrayStore
     return out
 
 
+def _dictionary_codes(column: pa.DictionaryArray, index: pa.Array,
+                      outside: dict[str, int]) -> np.ndarray:
+    """Each row's class code (-1: abstains or outside the taxonomy, the latter counted per
+    value in `outside`) of a dictionary-encoded vote column."""
+    values = column.dictionary
+    codes = pc.fill_null(pc.index_in(values, value_set=index), -1).to_numpy(
+        zero_copy_only=False).astype(np.int64)
+    at = pc.fill_null(column.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    valid = at >= 0
+    bad = values.is_valid().to_numpy(zero_copy_only=False) & (codes < 0)
+    if bad.any():
+        counted = np.bincount(at[valid], minlength=len(values))
+        for i in np.flatnonzero(bad & (counted > 0)).tolist():
+            value = str(values[i].as_py())
+            outside[value] = outside.get(value, 0) + int(counted[i])
+    out: np.ndarray = np.where(valid, codes[np.where(valid, at, 0)], -1)
+    return out
+
+
 def assemble(pin: Pinned, digests: dict[str, str], column: str, classes: list[str],
              votes: ArrayStore, keys: ArrayStore) -> LabelMatrix | None:
     """The matrix from the stores; None when an object is missing or damaged (rebuild it)."""
@@ -158,7 +179,12 @@ def assemble(pin: Pinned, digests: dict[str, str], column: str, classes: list[st
             if column_votes is None or len(column_votes) != len(found_keys):
                 return None
             if pa.types.is_dictionary(column_votes.type):
-                column_votes = column_votes.dictionary_decode()
+                # a few distinct votes: their codes, then each row's by its index
+                block[:, j] = _dictionary_codes(column_votes, index, outside.setdefault(
+                    name, {})).astype(width)
+                if not outside[name]:
+                    del outside[name]
+                continue
             codes = pc.index_in(column_votes, value_set=index)
             bad = pc.and_(column_votes.is_valid(), codes.is_null())
             if pc.any(bad).as_py():

@@ -26,7 +26,7 @@ from buildenv.core.canonical import sha256_bytes
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import LabelSet
-from buildenv.labels.label_model import FittedModel, generative, majority
+from buildenv.labels.label_model import FittedModel, Patterns, generative, majority, patterns
 from buildenv.labels.matrix import LabelMatrix
 
 __all__ = ["ANNOTATOR", "Computed", "Figures", "compute", "gates", "gold_prior"]
@@ -77,29 +77,62 @@ def compute(spec: LabelSet, matrix: LabelMatrix, gold: tuple[pa.Array, pa.Array]
     source = spec.source
     assert source is not None
     classes = matrix.classes
+    # the distinct vote rows, once: the label model and the figures work on them
+    found = patterns(matrix.votes, len(classes))
     if source.model == "generative":
         prior = gold_prior(classes, gold[1]) if gold is not None else None
         decided, model = generative(matrix.votes, classes, matrix.functions, prior=prior,
                                     max_iterations=source.max_iterations,
-                                    tolerance=source.tolerance)
+                                    tolerance=source.tolerance, found=found)
     else:
-        decided = majority(matrix.votes, len(classes))
+        decided = majority(matrix.votes, len(classes), found)
         model = FittedModel("majority", list(classes), list(matrix.functions))
     keep = decided >= 0
-    labels = pa.array(np.asarray(classes, dtype=object)[decided[keep]].tolist()
-                      if keep.any() else [], pa.string())
+    kept = int(keep.sum())
+    # every column built by Arrow (a Python string per row cost seconds at 10M rows)
+    labels = pa.array(classes, pa.string()).take(pa.array(decided[keep]))
     keys = matrix.keys.filter(pa.array(keep))
     table = pa.table({"key": keys, "label": labels,
-                      "annotator": pa.array([f"{ANNOTATOR}:{model.kind}"] * len(keys),
-                                            pa.string()),
-                      "taxonomy_version": pa.array([str(spec.taxonomy.version)] * len(keys),
-                                                   pa.string())})
+                      "annotator": _repeated(f"{ANNOTATOR}:{model.kind}", kept),
+                      "taxonomy_version": _repeated(str(spec.taxonomy.version), kept)})
     data = _parquet(table)
     model_data = _parquet(model.table()) if model.kind == "generative" else None
-    figures = _figures(matrix, decided, gold)
+    figures = _figures(matrix, found, decided, gold)
     figures.estimated_accuracy = model.accuracies()
-    return Computed(data, sha256_bytes(data), int(pc.count_distinct(keys).as_py() or 0)
-                    if len(keys) else 0, model, model_data, figures)
+    return Computed(data, sha256_bytes(data), _distinct(keys), model, model_data, figures)
+
+
+def _repeated(value: str, n: int) -> pa.Array:
+    """`value` n times, as a string array built from its buffers."""
+    data = value.encode("utf-8")
+    if n * len(data) >= 2 ** 31:
+        return pa.array([value], pa.string()).take(pa.array(np.zeros(n, np.int32)))
+    offsets = np.arange(n + 1, dtype=np.int32) * np.int32(len(data))
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets.tobytes()),
+                                                  pa.py_buffer(data * n)])
+
+
+def _distinct(keys: pa.Array) -> int:
+    """How many distinct keys. Keys that are integers written plainly (an id column's text)
+    are counted as integers, without hashing ten million strings."""
+    def hashed() -> int:
+        return int(pc.count_distinct(keys).as_py() or 0)  # nulls are no key
+
+    if len(keys) < 2 or keys.null_count:
+        return hashed()
+    try:
+        numbers = pc.cast(keys, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return hashed()
+    if not pc.all(pc.equal(pc.cast(numbers, pa.string()), keys)).as_py():
+        return hashed()  # "007" and "7" are two keys
+    values = numbers.to_numpy()
+    low, high = int(values.min()), int(values.max())
+    if high - low >= 4 * len(values):
+        return len(np.unique(values))
+    seen = np.zeros(high - low + 1, bool)
+    seen[values - low] = True
+    return int(seen.sum())
 
 
 def _parquet(table: pa.Table) -> bytes:
@@ -109,9 +142,11 @@ def _parquet(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def _figures(matrix: LabelMatrix, decided: np.ndarray,
+def _figures(matrix: LabelMatrix, found: Patterns, decided: np.ndarray,
              gold: tuple[pa.Array, pa.Array] | None) -> Figures:
-    votes = matrix.votes
+    """Counted over the distinct vote rows, weighted by how many rows have each; what a gold
+    set decides is counted row by row."""
+    votes, weight = found.rows, found.counts
     n = matrix.rows
     voting = votes >= 0
     count = voting.sum(axis=1)
@@ -121,26 +156,31 @@ def _figures(matrix: LabelMatrix, decided: np.ndarray,
         low = np.where(voting, wide, np.iinfo(np.int32).max).min(axis=1)
         conflict = (count >= 2) & (high != low)
     else:
-        conflict = np.zeros(n, bool)
-    truth = np.full(n, -1, np.int64)
+        conflict = np.zeros(len(weight), bool)
+    truth = None
     if gold is not None and len(gold[0]):
         at = pc.index_in(matrix.keys, value_set=gold[0])
-        found = at.is_valid().to_numpy(zero_copy_only=False)
+        found_gold = at.is_valid().to_numpy(zero_copy_only=False)
         positions = pc.fill_null(at, 0).to_numpy(zero_copy_only=False)
         codes = pc.index_in(gold[1], value_set=pa.array(matrix.classes, pa.string()))
         codes_np = pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        truth = np.where(found, codes_np[positions], -1)
+        truth = np.where(found_gold, codes_np[positions], -1)
     functions = {}
     for j, name in enumerate(matrix.functions):
         mine = voting[:, j]
-        judged = mine & (truth >= 0)
-        functions[name] = {"votes": int(mine.sum()), "overlaps": int((mine & (count >= 2)).sum()),
-                           "conflicts": int((mine & conflict).sum()), "gold": int(judged.sum()),
-                           "correct": int((judged & (votes[:, j] == truth)).sum())}
+        judged = correct = 0
+        if truth is not None:
+            rows_judged = (matrix.votes[:, j] >= 0) & (truth >= 0)
+            judged = int(rows_judged.sum())
+            correct = int((rows_judged & (matrix.votes[:, j] == truth)).sum())
+        functions[name] = {"votes": int(weight[mine].sum()),
+                           "overlaps": int(weight[mine & (count >= 2)].sum()),
+                           "conflicts": int(weight[mine & conflict].sum()), "gold": judged,
+                           "correct": correct}
     per_class = np.bincount(decided[decided >= 0], minlength=len(matrix.classes))
-    return Figures(n, int((decided >= 0).sum()), int(conflict.sum()),
+    return Figures(n, int((decided >= 0).sum()), int(weight[conflict].sum()),
                    {c: int(per_class[k]) for k, c in enumerate(matrix.classes)}, functions,
-                   int((truth >= 0).sum()))
+                   int((truth >= 0).sum()) if truth is not None else 0)
 
 
 def gates(res: Resolved, name: str, figures: Figures) -> list[Diagnostic]:
