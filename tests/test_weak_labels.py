@@ -5,6 +5,7 @@ changed, coverage and conflict gates, and bad functions refused with a diagnosti
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -59,6 +60,9 @@ def test_changing_one_function_reapplies_that_function_only(locked):
     code, _, err = invoke_cli(["lock", "ev"], locked)
     assert code == 0 and f"({FILES} function-file pairs)" in err, err
     assert "derive daily" not in err
+    # the functions' own time beside the process's: what a re-apply costs, for the bench
+    assert re.search(rf"apply labeling functions \({FILES} function-file pairs\): done in "
+                     r"[\d.]+ s \(applying \d+\.\d\d s\)", err), err
     got = pq.read_table(locked / ".buildenv/labels/ev/rules.parquet").to_pandas()
     df = events(locked)
     assert len(got) < int(((df["x"] > 0.5) | (df["x"] < -0.5) | (df["kind"] == "a")).sum())

@@ -210,6 +210,11 @@ def _apply(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
                              f"raise `labels.{first}.source.timeout`")
         if not result.get("ok"):
             return [located(res, d) for d in result.get("diagnostics", [])]
+        applying = (result.get("timings") or {}).get("apply")
+        task = progress.current()
+        if task is not None and isinstance(applying, (int, float)):
+            # the functions' own share (reading, calling, writing votes) beside the process's
+            task.timings["applying"] = float(applying)
         for store, key, out in moves:
             store.put(key, out)
         return []
