@@ -1,0 +1,209 @@
+"""A derived dataset built by several sandboxed processes at once (docs/derived.md "Several
+processes"): the same lock and bytes as one process, the failure one process would report,
+nothing stored or left running when it fails or is killed, and a transform drawing random
+numbers gives a file the same bytes built alone or among others.
+
+The threshold of files per process (`derive_claims.MIN_FILES`) is lowered to 1 here, and the
+transform sleeps, so that the repository's 8 files are shared by two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO_ROOT, invoke_cli
+from partitioned_repo import file_path
+from sourcerepo import source_fixtures
+from test_derived_faults import assert_nothing_partial, processes_in, temp_left
+
+from buildenv.compile import derive_claims
+
+_progress, template, locked = source_fixtures("derived-parallel")
+
+TWO_CORES = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
+                               reason="this process may use one core only")
+
+RANDOM = '''\
+import time
+
+import numpy as np
+
+
+def daily(ctx):
+    if ctx.file in FAIL:
+        time.sleep(0.3)
+        raise ValueError("bad file " + ctx.file)
+    time.sleep(SLEEP)
+    df = ctx.read("events", columns=["kind", "x"])
+    out = df.groupby("kind", as_index=False).agg(n=("x", "size"), mean_x=("x", "mean"))
+    out["mean_x"] = out["mean_x"] + np.random.random(len(out))
+    return out.sort_values("kind").reset_index(drop=True)
+
+
+FAIL = set()
+SLEEP = 0.15
+'''
+
+
+@pytest.fixture
+def split(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every file may get a process of its own; the processes each file was handed to."""
+    monkeypatch.setattr(derive_claims, "MIN_FILES", 1)
+    owners: list[int] = []
+    take = derive_claims.Claims.take
+
+    def spied(self: derive_claims.Claims, process: int) -> int | None:
+        index = take(self, process)
+        if index is not None:
+            owners.append(process)
+        return index
+
+    monkeypatch.setattr(derive_claims.Claims, "take", spied)
+    return owners
+
+
+def transform(root: Path, fail: tuple[str, ...] = (), sleep: float = 0.15) -> None:
+    (root / "transforms" / "daily.py").write_text(
+        RANDOM.replace("FAIL = set()", f"FAIL = {set(fail) or 'set()'}")
+        .replace("SLEEP = 0.15", f"SLEEP = {sleep}"))
+
+
+def set_processes(root: Path, n: int) -> None:
+    env = root / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace(
+        "      inputs: [events]\n", f"      inputs: [events]\n      processes: {n}\n"))
+
+
+def daily_entry(root: Path) -> dict:
+    return json.loads((root / "environments" / "ev.lock.json").read_text())["datasets"]["daily"]
+
+
+def outputs(root: Path) -> dict[str, bytes]:
+    out = root / ".buildenv" / "derived" / "ev" / "daily"
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.parquet"))}
+
+
+def forget_objects(root: Path) -> None:
+    """Drop every stored output: the next lock builds every file again."""
+    objects = root / ".buildenv" / "derived" / "objects"
+    for path in sorted(objects.rglob("*"), reverse=True):
+        if path.is_file() or path.is_symlink():
+            path.chmod(0o600)
+            path.unlink()
+
+
+def test_processes_follow_the_files_the_cap_and_the_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    many = 10 * derive_claims.MIN_FILES
+    assert derive_claims.processes_for(1, None) == 1
+    assert derive_claims.processes_for(derive_claims.MIN_FILES * 2 - 1, None) == 1
+    assert derive_claims.processes_for(derive_claims.MIN_FILES * 2, None) == 2
+    assert derive_claims.processes_for(many, None) == 4
+    assert derive_claims.processes_for(many, 1) == 1
+    assert derive_claims.processes_for(many, 3) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert derive_claims.processes_for(many, 8) == 1
+
+
+def test_processes_below_one_is_refused(locked):
+    set_processes(locked, 0)
+    code, out, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 2 and "processes" in err, out + err
+
+
+@TWO_CORES
+def test_several_processes_give_the_lock_and_bytes_of_one(locked, split):
+    transform(locked)
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    assert set(split) == {0, 1} and len(split) == 8  # both built files, each file once
+    parallel, parallel_bytes = daily_entry(locked), outputs(locked)
+    forget_objects(locked)
+    set_processes(locked, 1)
+    split.clear()
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    assert "derive daily (8 of 8 files)" in err and split == []  # one process, no claims
+    assert daily_entry(locked) == parallel
+    assert outputs(locked) == parallel_bytes
+    assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
+
+
+def test_a_file_drawing_random_numbers_has_the_same_bytes_built_alone(locked):
+    transform(locked, sleep=0)
+    set_processes(locked, 1)
+    assert invoke_cli(["lock", "ev"], locked)[0] == 0
+    rel = str(file_path(locked, 1, 1).relative_to(locked / "data" / "events"))
+    full = outputs(locked)
+    objects = locked / ".buildenv" / "derived" / "objects"
+    stored = [p for p in objects.rglob("*.parquet") if p.read_bytes() == full[rel]]
+    assert len(stored) == 1
+    for path in (stored[0], stored[0].with_suffix(".json")):
+        if path.exists():
+            path.unlink()
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and "derive daily (1 of 8 files)" in err, err
+    assert outputs(locked)[rel] == full[rel]
+
+
+@TWO_CORES
+def test_the_failure_reported_is_the_first_in_order_and_nothing_is_stored(locked, split):
+    files = [str(file_path(locked, d, p).relative_to(locked / "data" / "events"))
+             for d in range(4) for p in range(2)]
+    before = (locked / "environments" / "ev.lock.json").read_bytes()
+    objects = locked / ".buildenv" / "derived" / "objects"
+    stored = sorted(p for p in objects.rglob("*") if p.is_file())
+    transform(locked, fail=(files[3], files[5], files[7]))
+    code, out, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 1 and "BE340" in err, out + err
+    errors = [line for line in err.splitlines() if "error[" in line]
+    assert len(errors) == 1 and f"bad file {files[3]} (input file {files[3]})" in errors[0], err
+    assert (locked / "environments" / "ev.lock.json").read_bytes() == before
+    assert sorted(p for p in objects.rglob("*") if p.is_file()) == stored
+    assert 0 < len(split) < 8 or set(split) == {0, 1}  # handing out stopped, or both failed
+
+
+PATCHED = ("import sys, runpy\nimport buildenv.compile.derive_claims as claims\n"
+           "claims.MIN_FILES = 1\nsys.argv = ['buildenv', *sys.argv[1:]]\n"
+           "runpy.run_module('buildenv', run_name='__main__', alter_sys=True)\n")
+
+
+def start(root: Path, *args: str) -> subprocess.Popen:
+    """`buildenv ARGS` in a process of its own, with a process per file allowed."""
+    tmp = root.parent / "tmp"
+    tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("BUILDENV_ROOT", None)
+    return subprocess.Popen([sys.executable, "-c", PATCHED, *args], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+@TWO_CORES
+@pytest.mark.slow
+def test_a_lock_killed_while_several_processes_run_leaves_nothing(locked):
+    rng = random.Random(20261207)
+    for i in range(3):
+        transform(locked, sleep=0.1 + i / 1000)  # other code: every file is stale
+        proc = start(locked, "lock", "ev")
+        time.sleep(rng.uniform(0.8, 1.4))  # the transform runs in both processes
+        proc.send_signal(signal.SIGINT if i == 0 else signal.SIGKILL)
+        proc.communicate(timeout=60)
+        deadline = time.monotonic() + 10
+        while processes_in(locked) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert processes_in(locked) == [], "a sources runner outlived its build"
+        assert_nothing_partial(locked)
+    proc = start(locked, "lock", "ev")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    assert_nothing_partial(locked)
+    assert temp_left(locked) == []
+    assert len(pq.read_table(locked / ".buildenv" / "derived" / "ev" / "daily")) > 0
