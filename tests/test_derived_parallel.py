@@ -11,16 +11,18 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO_ROOT, invoke_cli
-from partitioned_repo import file_path
+from partitioned_repo import age, file_path
 from sourcerepo import source_fixtures
 from test_derived_faults import assert_nothing_partial, processes_in, temp_left
 
@@ -207,3 +209,122 @@ def test_a_lock_killed_while_several_processes_run_leaves_nothing(locked):
     assert_nothing_partial(locked)
     assert temp_left(locked) == []
     assert len(pq.read_table(locked / ".buildenv" / "derived" / "ev" / "daily")) > 0
+
+
+@TWO_CORES
+def test_a_link_in_place_of_either_processes_output_directory_is_not_followed(locked, split,
+                                                                               tmp_path):
+    """h81's `_claim`: each process's outputs are taken from the directory the build made for
+    it and holds open; the process that builds the last file swaps its own for a link."""
+    from test_derive_hostile import SWAP
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for i in range(8):
+        pq.write_table(pa.table({"kind": ["SECRET"], "n": [1], "mean_x": [float(i)]}),
+                       outside / f"{i}.parquet")
+    before = sorted(p.name for p in outside.iterdir())
+    (locked / "transforms" / "daily.py").write_text(SWAP.format(outside=str(outside)).replace(
+        "def daily(ctx):\n", "def daily(ctx):\n    __import__('time').sleep(0.15)\n"))
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert set(split) == {0, 1}, err
+    assert sorted(p.name for p in outside.iterdir()) == before
+    objects = locked / ".buildenv" / "derived" / "objects"
+    assert code == 0 and not [p for p in objects.rglob("*.parquet")
+                              if "SECRET" in str(pq.read_table(p).to_pydict())], err
+    assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
+
+
+def test_a_time_limit_stops_every_process(locked, split):
+    transform(locked, sleep=600)
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace(
+        "      inputs: [events]\n", "      inputs: [events]\n      timeout: 3\n"))
+    before = (locked / "environments" / "ev.lock.json").read_bytes()
+    started = time.monotonic()
+    code, out, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 1 and "BE344" in err and "time limit of 3 s" in err, out + err
+    assert time.monotonic() - started < 60
+    assert (locked / "environments" / "ev.lock.json").read_bytes() == before
+    deadline = time.monotonic() + 10
+    while processes_in(locked) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_in(locked) == []
+
+
+SENTINEL = "SENTINEL-5e1d@people.example"
+
+PEOPLE = """\
+  people:
+    uri: data/people.parquet
+    columns:
+      kind: {dtype: string, nullable: false}
+      name: {dtype: string, nullable: false, serving: false}
+"""
+
+READS_PEOPLE = '''\
+import time
+
+
+def daily(ctx):
+    time.sleep(0.15)
+    people = ctx.read("people", columns=["kind", "name"])
+    if ctx.file in FAIL:
+        raise ValueError("bad name " + people["name"].iloc[0])
+    df = ctx.read("events", columns=["kind", "x"])
+    out = df.groupby("kind", as_index=False).agg(n=("x", "size"), mean_x=("x", "mean"))
+    return out.sort_values("kind").reset_index(drop=True)
+
+
+FAIL = set()
+'''
+
+
+def restricted_second_input(root: Path, fail: set[str]) -> None:
+    """`daily` also reads `people` (restricted, one file, a sentinel in `name`)."""
+    env = root / "environments" / "ev.yaml"
+    text = env.read_text().replace("      inputs: [events]\n", "      inputs: [events, people]\n")
+    text = text.replace("datasets:\n", "datasets:\n" + PEOPLE, 1)
+    env.write_text(text + "privacy:\n  restricted: [people]\n")
+    pq.write_table(pa.table({"kind": ["a", "b"], "name": [SENTINEL, "someone"]}),
+                   root / "data" / "people.parquet")
+    age(root)
+    (root / "transforms" / "daily.py").write_text(
+        READS_PEOPLE.replace("FAIL = set()", f"FAIL = {fail or 'set()'}"))
+
+
+def audited(root: Path) -> list[tuple[str, str, int]]:
+    log = root / ".buildenv" / "audit" / "log.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    return sorted((r["dataset"], r["purpose"], r["rows"]) for r in records)
+
+
+@TWO_CORES
+def test_restricted_inputs_are_audited_and_quoted_by_no_process_as_by_one(locked, split):
+    restricted_second_input(locked, set())
+    code, out, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and set(split) == {0, 1}, err
+    parallel = audited(locked)
+    assert len([r for r in parallel if r[0] == "people"]) == 8  # one read per file
+    assert json.loads((locked / "environments" / "ev.lock.json").read_text())
+    forget_objects(locked)
+    shutil.rmtree(locked / ".buildenv" / "audit")
+    set_processes(locked, 1)
+    assert invoke_cli(["lock", "ev"], locked)[0] == 0
+    assert audited(locked) == parallel
+    files = [str(file_path(locked, d, p).relative_to(locked / "data" / "events"))
+             for d in range(4) for p in range(2)]
+    fail = {files[2], files[6]}
+    forget_objects(locked)
+    (locked / "transforms" / "daily.py").write_text(READS_PEOPLE.replace(
+        "FAIL = set()", f"FAIL = {fail}"))
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("      processes: 1\n", ""))
+    code, out, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 1 and "BE340" in err and "message withheld" in err, out + err
+    assert files[2] in next(line for line in err.splitlines() if "error[" in line)
+    assert SENTINEL not in out + err
+    for folder in (locked / ".buildenv" / "derived", locked / ".buildenv" / "audit",
+                   locked / "environments"):
+        for path in folder.rglob("*"):
+            assert not path.is_file() or SENTINEL.encode() not in path.read_bytes(), path
