@@ -57,8 +57,10 @@ SLEEP = 0.15
 
 @pytest.fixture
 def split(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Every file may get a process of its own; the processes each file was handed to."""
+    """Every file may get a process of its own, on an idle machine; the processes each file
+    was handed to."""
     monkeypatch.setattr(derive_claims, "MIN_FILES", 1)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     owners: list[int] = []
     take = derive_claims.Claims.take
 
@@ -102,8 +104,9 @@ def forget_objects(root: Path) -> None:
             path.unlink()
 
 
-def test_processes_follow_the_files_the_cap_and_the_cores(monkeypatch):
+def test_processes_follow_the_files_the_cap_the_cores_and_the_load(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
     many = 10 * derive_claims.MIN_FILES
     assert derive_claims.processes_for(1, None) == 1
     assert derive_claims.processes_for(derive_claims.MIN_FILES * 2 - 1, None) == 1
@@ -111,6 +114,11 @@ def test_processes_follow_the_files_the_cap_and_the_cores(monkeypatch):
     assert derive_claims.processes_for(many, None) == 4
     assert derive_claims.processes_for(many, 1) == 1
     assert derive_claims.processes_for(many, 3) == 3
+    # one process, and one more per core the load leaves free
+    assert derive_claims.processes_for(many, None, load=1.2) == 4
+    assert derive_claims.processes_for(many, None, load=2.2) == 3
+    assert derive_claims.processes_for(many, None, load=3.6) == 1
+    assert derive_claims.processes_for(many, None, load=9.0) == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert derive_claims.processes_for(many, 8) == 1
 
@@ -173,8 +181,9 @@ def test_the_failure_reported_is_the_first_in_order_and_nothing_is_stored(locked
     assert 0 < len(split) < 8 or set(split) == {0, 1}  # handing out stopped, or both failed
 
 
-PATCHED = ("import sys, runpy\nimport buildenv.compile.derive_claims as claims\n"
-           "claims.MIN_FILES = 1\nsys.argv = ['buildenv', *sys.argv[1:]]\n"
+PATCHED = ("import os, sys, runpy\nimport buildenv.compile.derive_claims as claims\n"
+           "claims.MIN_FILES = 1\nos.getloadavg = lambda: (0.0, 0.0, 0.0)\n"
+           "sys.argv = ['buildenv', *sys.argv[1:]]\n"
            "runpy.run_module('buildenv', run_name='__main__', alter_sys=True)\n")
 
 

@@ -1,8 +1,8 @@
 """Which files of a derived dataset each of its transform's processes builds, when several do.
 
 A full build of many files runs the transform in more than one sandboxed process at once
-(`compile.derive`), on the cores this build may use. The first is the process started early
-(ready sooner); another starts an interpreter later. So no process gets a share fixed in
+(`compile.derive`), on the free cores this build may use. The first is the process started
+early (ready sooner); another starts an interpreter later. So no process gets a share fixed in
 advance: each asks the build for the next file before each one (the `claim` service of its
 broker, `data.gate.handover.ask`), and the build hands the files out in order, each once. A
 process ends when none is left; after any process failed, none gets more, so the failure
@@ -23,14 +23,23 @@ MIN_FILES = 24
 a core: pandas, pyarrow, the sandbox) costs more than it saves (bench/README.md, session 11)."""
 
 
-def processes_for(files: int, cap: int | None) -> int:
+def processes_for(files: int, cap: int | None, load: float | None = None) -> int:
     """How many processes build `files` stale files: one per `MIN_FILES`, at most `cap` (the
-    dataset's `source.processes`) and the cores this process may run on."""
+    dataset's `source.processes`) and the cores this process may run on, and one more than
+    the cores the load average (`load`, default the machine's now) leaves free: a process
+    started on a machine whose cores are all busy only competes with the first (measured:
+    slower up to 100 files on a loaded two-core machine, bench/README.md session 11)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # no affinity on this platform
         cores = os.cpu_count() or 1
-    return max(1, min(files // MIN_FILES, cores, cap if cap is not None else cores))
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # no load average: assume idle, like most users' machines
+            load = 0.0
+    free = 1 + max(0, round(cores - load))
+    return max(1, min(files // MIN_FILES, cores, free, cap if cap is not None else cores))
 
 
 class Claims:
