@@ -114,10 +114,11 @@ def test_processes_follow_the_files_the_cap_the_cores_and_the_load(monkeypatch):
     assert derive_claims.processes_for(many, None) == 4
     assert derive_claims.processes_for(many, 1) == 1
     assert derive_claims.processes_for(many, 3) == 3
-    # one process, and one more per core the load leaves free
-    assert derive_claims.processes_for(many, None, load=1.2) == 4
+    # a core less per whole unit of load beyond one
+    assert derive_claims.processes_for(many, None, load=1.9) == 4
     assert derive_claims.processes_for(many, None, load=2.2) == 3
-    assert derive_claims.processes_for(many, None, load=3.6) == 1
+    assert derive_claims.processes_for(many, None, load=3.6) == 2
+    assert derive_claims.processes_for(many, None, load=4.0) == 1
     assert derive_claims.processes_for(many, None, load=9.0) == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert derive_claims.processes_for(many, 8) == 1

@@ -12,6 +12,7 @@ before, and each process builds its files in order, stopping at its first failur
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from typing import Any
@@ -25,10 +26,11 @@ a core: pandas, pyarrow, the sandbox) costs more than it saves (bench/README.md,
 
 def processes_for(files: int, cap: int | None, load: float | None = None) -> int:
     """How many processes build `files` stale files: one per `MIN_FILES`, at most `cap` (the
-    dataset's `source.processes`) and the cores this process may run on, and one more than
-    the cores the load average (`load`, default the machine's now) leaves free: a process
-    started on a machine whose cores are all busy only competes with the first (measured:
-    slower up to 100 files on a loaded two-core machine, bench/README.md session 11)."""
+    dataset's `source.processes`) and the cores this process may run on, less one per whole
+    unit of the one-minute load average (`load`, default the machine's now) beyond one (the
+    build's own last minute: a lock run again right after another): on a machine whose cores
+    others keep busy a second process mostly competes with the first and costs its start
+    (bench/README.md, session 11)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # no affinity on this platform
@@ -38,7 +40,7 @@ def processes_for(files: int, cap: int | None, load: float | None = None) -> int
             load = os.getloadavg()[0]
         except OSError:  # no load average: assume idle, like most users' machines
             load = 0.0
-    free = 1 + max(0, round(cores - load))
+    free = cores + 1 - math.floor(load)
     return max(1, min(files // MIN_FILES, cores, free, cap if cap is not None else cores))
 
 
