@@ -139,26 +139,35 @@ def derived(files: int, rows: int, repeat: int, sandbox: str | None = None) -> N
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as cache:
         # the start recipe the first lock keeps (as a user's would) goes with the repository
         env["XDG_CACHE_HOME"] = cache
-        root = Path(tmp)
-        (root / "environments").mkdir()
-        mode = f'sandbox = "{sandbox}"\n' if sandbox else ""
-        (root / "pyproject.toml").write_text('[tool.buildenv]\nenvironments_dir = "environments"\n'
-                                             + mode)
-        (root / "environments" / "b.yaml").write_text(ENV)
-        (root / "t.py").write_text(TRANSFORM)
-        (root / "bare.py").write_text(BARE)
-        (root / "out").mkdir()
-        paths = [_file(root, d, rows, d) for d in range(files)]
+
+        def repository(root: Path, spec: str) -> list[Path]:
+            (root / "environments").mkdir(parents=True)
+            mode = f'sandbox = "{sandbox}"\n' if sandbox else ""
+            (root / "pyproject.toml").write_text(
+                '[tool.buildenv]\nenvironments_dir = "environments"\n' + mode)
+            (root / "environments" / "b.yaml").write_text(spec)
+            (root / "t.py").write_text(TRANSFORM)
+            (root / "bare.py").write_text(BARE)
+            (root / "out").mkdir()
+            paths = [_file(root, d, rows, d) for d in range(files)]
+            for p in paths:
+                os.utime(p, (past, past))
+            _timed(lock, root, env)  # warm: byte-compiled modules, the OS's file cache
+            return paths
+
         past = time.time() - 120
-        for p in paths:
-            os.utime(p, (past, past))
+        root, single = Path(tmp) / "default", Path(tmp) / "single"
+        paths = repository(root, ENV)
+        # the same dataset built by one process (`source.processes: 1`): the sequential path
+        repository(single, ENV.replace("inputs: [events]}", "inputs: [events], processes: 1}"))
         bare = [sys.executable, "bare.py", "out"]
-        _timed(lock, root, env)  # warm: byte-compiled modules, the OS's file cache
-        full, loop, one, alone = [], [], [], []
+        full, seq, loop, one, alone = [], [], [], [], []
         for r in range(repeat):
             shutil.rmtree(root / ".buildenv", ignore_errors=True)
             full.append(_timed(lock, root, env))
             loop.append(_timed(bare + [str(p.relative_to(root)) for p in paths], root, env))
+            shutil.rmtree(single / ".buildenv", ignore_errors=True)
+            seq.append(_timed(lock, single, env))
             _file(root, 3, rows, 1000 + r)
             os.utime(paths[3], (past, past))
             one.append(_timed(lock, root, env))
@@ -167,11 +176,14 @@ def derived(files: int, rows: int, repeat: int, sandbox: str | None = None) -> N
         for p in paths:
             _transform(pq.read_table(p, columns=["kind", "x"]).to_pandas())
         in_process = time.perf_counter() - started
-    (fw, fc), (lw, lc), (ow, oc), (aw, ac) = map(_median, (full, loop, one, alone))
+    (fw, fc), (sw, sc), (lw, lc), (ow, oc), (aw, ac) = map(_median,
+                                                           (full, seq, loop, one, alone))
     print(f"derived, {files} files x {rows:,} rows, median of {repeat}:\n"
           f"  full build: buildenv {fw:.2f} s wall / {fc:.2f} s cpu vs bare loop {lw:.2f} s / "
           f"{lc:.2f} s: {fw / lw:.2f}x wall, {fc / lc:.2f}x cpu (the transform in-process, no "
           f"start-up, no writes: {in_process:.2f} s)\n"
+          f"  full build, `processes: 1`: buildenv {sw:.2f} s wall / {sc:.2f} s cpu: "
+          f"{sw / lw:.2f}x wall, {sc / lc:.2f}x cpu\n"
           f"  one file changed: buildenv {ow:.2f} s wall / {oc:.2f} s cpu vs that file alone "
           f"{aw:.2f} s / {ac:.2f} s: {ow / aw:.2f}x wall, {oc / ac:.2f}x cpu")
 

@@ -5,8 +5,8 @@ the transform statically (its module and function exist; its `ctx.read` calls na
 declared columns, `compile.check` as for a training), plan its output files
 (`data.lock.derived.plan_derived`: one per file of the first input, keyed by code and input
 digests), run the transform in the build's hermetic process for the files whose output is not
-stored yet -- all of them in one process -- store each output, lay the dataset out and pin
-it. A new day of input costs one day of transform; changing the transform's code reruns every
+stored yet -- in one process, or in several at once when many files are stale
+(`compile.derive_claims`) -- store each output, lay the dataset out and pin it. A new day of input costs one day of transform; changing the transform's code reruns every
 file; an unchanged dataset costs a stat per output.
 """
 
@@ -16,11 +16,15 @@ import ast
 import os
 import shutil
 import stat
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from buildenv.compile import early_runner
 from buildenv.compile.check import check_training
+from buildenv.compile.derive_claims import Claims, processes_for
 from buildenv.compile.derive_reports import Reports
 from buildenv.compile.source_process import SourceProcess
 from buildenv.compile.verify import located
@@ -33,6 +37,7 @@ from buildenv.data.lock.derived import (
     DerivedStore,
     OutputFile,
     Pinned,
+    Staged,
     materialize,
     narrowed,
     plan_derived,
@@ -114,32 +119,35 @@ def _build_all(project: Project, res: Resolved, pins: dict[str, Pinned], only: s
             continue
         if any(i not in current for i in ds.source.inputs):
             continue  # an input failed: its problem is reported
-        plan = todo = process = None
-        if (project.root / ds.source.module_path).is_file():
-            plan = plan_derived(project, res.env, name, current)
-            todo = [f for f in plan.files if store.get(f.key) is None]
-            if todo:  # it imports while the code is checked (or since the command began)
-                inputs = list(ds.source.inputs)
-                start = (project, res, (ds.source.module_path,), narrowed(res.env, inputs),
-                         {i: m for i in inputs if (m := current[i].manifest) is not None})
-                process = early_runner.take(*start) or SourceProcess.start(*start)
+        plan = todo = None
+        processes: list[SourceProcess] = []
         try:
-            if process is not None:
-                early_runner.remember(project, res, name, process)
+            if (project.root / ds.source.module_path).is_file():
+                plan = plan_derived(project, res.env, name, current)
+                todo = [f for f in plan.files if store.get(f.key) is None]
+                if todo:  # it imports while the code is checked (or since the command began)
+                    inputs = list(ds.source.inputs)
+                    start = (project, res, (ds.source.module_path,), narrowed(res.env, inputs),
+                             {i: m for i in inputs if (m := current[i].manifest) is not None})
+                    processes.append(early_runner.take(*start) or SourceProcess.start(*start))
+                    early_runner.remember(project, res, name, processes[0])
+                    if processes[0].box.brokered:  # the others ask it for their files
+                        for _ in range(processes_for(len(todo), ds.source.processes) - 1):
+                            processes.append(SourceProcess.start(*start))
             found = transform_problems(project, res, name)
             built.problems.extend(found)
             if any(p.is_error for p in found):
                 continue
             assert plan is not None and todo is not None  # the module exists
-            if process is not None:
+            if processes:
                 with progress.task(f"derive {name} ({len(todo)} of {len(plan.files)} files)"):
-                    problems = _run(process, res, plan, todo, current, store)
+                    problems = _run(processes, res, plan, todo, current, store)
                 built.problems.extend(problems)
                 if any(p.is_error for p in problems):
                     continue
                 built.ran[name] = len(todo)
-        finally:
-            if process is not None:
+        finally:  # every process, on every way out (a failure, Ctrl-C)
+            for process in processes:
                 process.close()
         value, manifest, withheld = materialize(project, plan, store)
         if withheld:
@@ -152,8 +160,12 @@ def _build_all(project: Project, res: Resolved, pins: dict[str, Pinned], only: s
         current[name] = Pinned(value.digest, manifest)
 
 
-def _run(process: SourceProcess, res: Resolved, plan: DerivedPlan, todo: list[OutputFile],
-         current: dict[str, Pinned], store: DerivedStore) -> list[Diagnostic]:
+def _run(processes: list[SourceProcess], res: Resolved, plan: DerivedPlan,
+         todo: list[OutputFile], current: dict[str, Pinned], store: DerivedStore
+         ) -> list[Diagnostic]:
+    """Run the transform over `todo` in `processes` (several: each asks for its next file,
+    `compile.derive_claims`) and store every output once all succeeded; the problems of the
+    first failure in the files' order."""
     source = plan.ds.source
     assert source is not None
     first = current[source.inputs[0]]
@@ -163,67 +175,164 @@ def _run(process: SourceProcess, res: Resolved, plan: DerivedPlan, todo: list[Ou
         aggregation = {"count": source.aggregation.count,
                        "min_group_size": source.aggregation.min_group_size
                        or res.env.privacy.min_group_size}
-    work = owned_temp_dir(process.out, f"derive-{plan.name}")
-    # the directory the outputs are taken from, held before the transform runs: what it
-    # renames, or links in its place, later is never followed
-    work_fd = os.open(work, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
-    reports = claimed = None
+    claims = Claims(len(todo)) if len(processes) > 1 else None
+    runs: list[_Runner] = []
+    claimed = None
     try:
-        files = [{"input_path": f.input_path,
-                  "entry": entries[f.input_path].to_json() if f.input_path else None,
-                  "values": dict(f.values), "out": str(work / f"{i}.parquet")}
-                 for i, f in enumerate(todo)]
-        job = {"kind": "transform", "dataset": plan.name, "transform": source.transform,
-               "inputs": list(source.inputs),
-               "columns": [[c, col.dtype] for c, col in plan.ds.columns.items()],
-               "partitions": list(plan.partitions), "aggregation": aggregation, "files": files}
+        for number, process in enumerate(processes):
+            runs.append(_Runner.open(process, plan.name, todo, store))
+            if claims is not None:
+                process.box.add_service("claim", claims.service(number))
         pins = {i: current[i].digest for i in source.inputs}
         manifests = {i: m for i in source.inputs if (m := current[i].manifest) is not None}
-        # outputs are copied and hashed as the runner names them, while it goes on
-        reports = Reports.start(work, [f.key for f in todo], store)
-        job["reports"] = str(reports.fifo) if reports is not None else None
-        try:
-            result = process.run(res, [job], pins, manifests, source.timeout,
-                                 source.module_path,
-                                 f"raise `datasets.{plan.name}.source.timeout`")
-        finally:
-            staged = reports.stop() if reports is not None else {}
-        if not result.get("ok"):
-            return [located(res, d) for d in result.get("diagnostics", [])] or [res.diag(
+        for run in runs:
+            files = [{"input_path": f.input_path,
+                      "entry": entries[f.input_path].to_json() if f.input_path else None,
+                      "values": dict(f.values), "out": str(run.work / f"{i}.parquet")}
+                     for i, f in enumerate(todo)]
+            run.job = {"kind": "transform", "dataset": plan.name, "transform": source.transform,
+                       "inputs": list(source.inputs),
+                       "columns": [[c, col.dtype] for c, col in plan.ds.columns.items()],
+                       "partitions": list(plan.partitions), "aggregation": aggregation,
+                       "files": files, "claim": claims is not None,
+                       "reports": str(run.reports.fifo) if run.reports is not None else None}
+
+        def call(run: _Runner) -> dict[str, Any]:
+            return run.process.run(res, [run.job], pins, manifests, source.timeout,
+                                   source.module_path,
+                                   f"raise `datasets.{plan.name}.source.timeout`")
+
+        _execute(runs, claims, call)
+        failed = _first_failure(runs)
+        if failed is not None:
+            return [located(res, d) for d in failed.get("diagnostics", [])] or [res.diag(
                 "BE345", f"dataset '{plan.name}': the transform's process reported no result",
                 "datasets", plan.name, "source")]
-        outputs = result.get("outputs") or {}
+        owner = claims.owner if claims is not None else dict.fromkeys(range(len(todo)), 0)
         claimed = owned_temp_dir(store.scratch, "derive-claim")
-        taken: dict[int, Path] = {}
-        for index, item in enumerate(files):
-            if index in staged:
-                continue
-            path = _claim(work_fd, Path(str(item["out"])).name, claimed)
-            if path is None:
-                return [res.diag(
-                    "BE322", f"dataset '{plan.name}': the transform {source.transform} left "
-                    f"something else than the file it wrote in place of the output of input "
-                    f"file '{todo[index].input_path or source.inputs[0]}' (a link, or a special "
-                    "file): the build never reads through it; nothing was stored",
-                    "datasets", plan.name, "source", "transform",
-                    hints=("a transform returns its rows; it does not touch its output files",))]
-            taken[index] = path
-        for index, (item, f) in enumerate(zip(files, todo)):
-            out = str(item["out"])
-            withheld = int(outputs[out]["withheld"])
-            copy = staged.get(index)
-            if copy is not None:  # the bytes hashed while the runner ran
-                store.commit(f.key, copy, withheld)
-            else:
-                store.put(f.key, taken[index], withheld)
-        return []
+        return _store(res, plan, todo, runs, owner, claimed, store)
     finally:
-        os.close(work_fd)
-        if reports is not None:
-            reports.close()
+        for run in runs:
+            run.close()
         if claimed is not None:
             shutil.rmtree(claimed, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+
+
+def _execute(runs: list[_Runner], claims: Claims | None,
+             call: Callable[[_Runner], dict[str, Any]]) -> None:
+    """`call` each process's run, the first in this thread and the others in threads of their
+    own; on any way out every process has ended (Ctrl-C kills them)."""
+    def execute(run: _Runner) -> None:
+        try:
+            run.result = call(run)
+        except Exception as exc:  # a bug here: raised in the build's thread below
+            run.error = exc
+        finally:
+            run.staged = run.reports.stop() if run.reports is not None else {}
+            if claims is not None and not (run.result or {}).get("ok"):
+                claims.stop()  # the others end after their current file
+
+    others = [threading.Thread(target=execute, args=(run,), name="derive-runner", daemon=True)
+              for run in runs[1:]]
+    for thread in others:
+        thread.start()
+    try:
+        execute(runs[0])
+        for thread in others:
+            thread.join()
+    except BaseException:  # Ctrl-C: the other processes go too, which ends their threads
+        for run in runs[1:]:
+            run.process.kill()
+        for thread in others:
+            thread.join()
+        raise
+    for run in runs:
+        if run.error is not None:
+            raise run.error
+
+
+def _store(res: Resolved, plan: DerivedPlan, todo: list[OutputFile], runs: list[_Runner],
+           owner: dict[int, int], claimed: Path, store: DerivedStore) -> list[Diagnostic]:
+    """Store every output of a build whose processes all succeeded, each from the process it
+    was handed to (moved into `claimed` first, or its copy taken while the process ran)."""
+    source = plan.ds.source
+    assert source is not None
+    taken: dict[int, Path] = {}
+    for index, f in enumerate(todo):
+        run = runs[owner[index]] if index in owner else None
+        out = str(run.work / f"{index}.parquet") if run is not None else ""
+        if run is None or out not in (run.result or {}).get("outputs", {}):
+            return [res.diag(  # a transform that asked for files itself
+                "BE345", f"dataset '{plan.name}': the transform's processes reported no "
+                f"output of input file '{f.input_path or source.inputs[0]}'",
+                "datasets", plan.name, "source", "transform",
+                hints=("a transform builds the file it is called for; it asks the build "
+                       "for nothing",))]
+        if index in run.staged:
+            continue
+        path = _claim(run.fd, f"{index}.parquet", claimed)
+        if path is None:
+            return [res.diag(
+                "BE322", f"dataset '{plan.name}': the transform {source.transform} left "
+                f"something else than the file it wrote in place of the output of input "
+                f"file '{f.input_path or source.inputs[0]}' (a link, or a special "
+                "file): the build never reads through it; nothing was stored",
+                "datasets", plan.name, "source", "transform",
+                hints=("a transform returns its rows; it does not touch its output files",))]
+        taken[index] = path
+    for index, f in enumerate(todo):
+        run = runs[owner[index]]
+        outputs = (run.result or {})["outputs"]
+        withheld = int(outputs[str(run.work / f"{index}.parquet")]["withheld"])
+        copy = run.staged.get(index)
+        if copy is not None:  # the bytes hashed while the runner ran
+            store.commit(f.key, copy, withheld)
+        else:
+            store.put(f.key, taken[index], withheld)
+    return []
+
+
+def _first_failure(runs: list[_Runner]) -> dict[str, Any] | None:
+    """The result to report of processes that failed: one that failed outside any file (a
+    time limit, a crash, the sandbox) first, else the one whose failing file comes first."""
+    failed = [run.result or {} for run in runs if not (run.result or {}).get("ok")]
+    if not failed:
+        return None
+    return min(failed, key=lambda r: (isinstance(r.get("failed"), int), r.get("failed") or 0))
+
+
+@dataclass
+class _Runner:
+    """One process's part of a build: its output directory (held open: what the transform
+    renames, or links in its place, later is never followed), its reports, its result."""
+
+    process: SourceProcess
+    work: Path
+    fd: int
+    reports: Reports | None
+    job: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: Exception | None = None
+    staged: dict[int, Staged] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, process: SourceProcess, name: str, todo: list[OutputFile],
+             store: DerivedStore) -> _Runner:
+        work = owned_temp_dir(process.out, f"derive-{name}")
+        fd = os.open(work, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
+        try:  # outputs are copied and hashed as the runner names them, while it goes on
+            reports = Reports.start(work, [f.key for f in todo], store)
+        except BaseException:
+            os.close(fd)
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        return cls(process, work, fd, reports)
+
+    def close(self) -> None:
+        os.close(self.fd)
+        if self.reports is not None:
+            self.reports.close()
+        shutil.rmtree(self.work, ignore_errors=True)
 
 
 def _claim(work_fd: int, name: str, claimed: Path) -> Path | None:

@@ -30,7 +30,7 @@ from buildenv.core import process_tree
 from buildenv.core.confine import Confinement
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project, TrainingConfig
-from buildenv.data.gate.broker import Broker, pinned_locations
+from buildenv.data.gate.broker import Broker, Service, pinned_locations
 from buildenv.data.lock.manifest import Manifest
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import Environment
@@ -202,6 +202,16 @@ class Sandbox:
     def pass_fds(self) -> tuple[int, ...]:
         fds = [] if self._broker is None else [self._broker.child_fd]
         return tuple(fds + ([self._status[1]] if self._status else []))
+
+    @property
+    def brokered(self) -> bool:
+        """Whether the runner reaches the build through a broker (any mechanism but none)."""
+        return self._broker is not None
+
+    def add_service(self, op: str, service: Service) -> None:
+        """Offer the runner `op` through its broker (`handover.ask`); only when `brokered`."""
+        assert self._broker is not None
+        self._broker.add_service(op, service)
 
     def started(self, serve: bool = True) -> None:
         """The runner has started: the build closes its copies of the runner's ends (`serve`

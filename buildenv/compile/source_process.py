@@ -180,6 +180,10 @@ class SourceProcess:
         self._log.close()
         shutil.rmtree(self.work, ignore_errors=True)
 
+    def kill(self) -> None:
+        """Stop the process now (a `run` waiting for it in another thread then returns)."""
+        self._kill()
+
     def _kill(self) -> None:
         """The whole tree (bubblewrap starts the runner in a session of its own)."""
         self.box.stop(self.proc)

@@ -50,6 +50,10 @@ class Transform(Strict):
     is (without it, a restricted input makes the output restricted)."""
     timeout: Annotated[float, Field(gt=0)] = 3600.0
     """Seconds one build of the dataset may run before it is stopped."""
+    processes: Annotated[int, Field(ge=1)] | None = None
+    """Sandboxed processes that may run the transform at once over many stale files (each
+    holds its own copy of what the transform keeps in memory). Default: as many as the
+    cores the build may use; 1: one process, in order."""
 
     @field_validator("inputs")
     @classmethod

@@ -16,16 +16,19 @@ never quote a value read from a restricted dataset.
 from __future__ import annotations
 
 import os
+import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from buildenv.data.gate import handover
 from buildenv.data.gate.errors import GateError
 from buildenv.data.gate.formats import arrow_type
 from buildenv.data.gate.partitioned_read import partition_scalar, typed_partition_value
@@ -108,7 +111,12 @@ def _run_files(fn: Any, job: dict[str, Any], env: Environment, view: Environment
                reports: int | None) -> list[dict[str, Any]]:
     first = job["inputs"][0]
     spec = env.datasets[first]
-    for index, item in enumerate(job["files"]):
+    for index in _indices(job):
+        item = job["files"][index]
+        # the same seeds for every file: its output is the same bytes whether it is built
+        # alone, after other files, or in another of the build's processes
+        random.seed(0)
+        np.random.seed(0)
         values = {k: partition_scalar(v, spec.columns[k]).as_py()
                   for k, v in (item.get("values") or {}).items()}
         scoped, scoped_manifests = scoped_pins(pins, manifests, first, item.get("entry"))
@@ -118,6 +126,7 @@ def _run_files(fn: Any, job: dict[str, Any], env: Environment, view: Environment
         try:
             table, withheld = _run_one(fn, ctx, job, item, restricted, root, own)
         except TransformError as exc:
+            outputs["_failed"] = index
             return [exc.diagnostic]
         _write(table, Path(item["out"]))
         outputs[item["out"]] = {"rows": table.num_rows, "withheld": withheld,
@@ -125,6 +134,19 @@ def _run_files(fn: Any, job: dict[str, Any], env: Environment, view: Environment
         if reports is not None:
             _report(reports, index, withheld)
     return []
+
+
+def _indices(job: dict[str, Any]) -> Iterator[int]:
+    """The job's files to build, in order: all of them, or (`claim`: one of several processes
+    building the dataset, `compile.derive_claims`) each one the build hands out when asked."""
+    if not job.get("claim"):
+        yield from range(len(job["files"]))
+        return
+    while True:
+        index = handover.ask("claim").get("index")
+        if not isinstance(index, int) or not 0 <= index < len(job["files"]):
+            return
+        yield index
 
 
 def _reports(path: str | None) -> int | None:

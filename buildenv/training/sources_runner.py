@@ -76,11 +76,12 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         if diagnostics:
             break
     seconds = outputs.pop("_seconds", None)
+    failed = outputs.pop("_failed", None)  # the index of a transform job's file that failed
     timings = {"run": round(time.perf_counter() - started, 6)}
     if seconds is not None:
         timings["apply"] = round(seconds, 6)
     return {"ok": not diagnostics, "diagnostics": diagnostics, "outputs": outputs,
-            "timings": timings}
+            "timings": timings, "failed": failed}
 
 
 def _project(request: dict[str, Any], root: Path) -> Any:

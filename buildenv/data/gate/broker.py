@@ -96,6 +96,10 @@ class Broker:
         if serve:
             self.serve()
 
+    def add_service(self, op: str, service: Service) -> None:
+        """Answer `op` with `service` from now on (before the training is asked anything)."""
+        self._services[op] = service
+
     def serve(self) -> None:
         if self._thread.ident is None:  # not started yet
             self._thread.start()
