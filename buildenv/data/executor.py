@@ -161,7 +161,10 @@ class RayExecutor(Executor):
         saved = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = os.pathsep.join([package_parent] + ([saved] if saved else []))
         try:
-            return ray.init(num_cpus=self.num_cpus, include_dashboard=False,
+            # address="local": a Ray of our own even when one runs on this machine (`ray
+            # start`, another user's): without it ray.init joins that one and, given num_cpus,
+            # refuses to
+            return ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False,
                             object_store_memory=self.object_store_mb << 20, **kwargs)
         finally:
             if saved is None:
