@@ -14,7 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from buildenv.compile.build import BuildOptions, BuildOutcome, build_pair
 from buildenv.compile.launch import interrupt_trainings, resume_trainings
-from buildenv.compile.remote import check_reachable, check_resources, check_versions
+from buildenv.compile.remote import (
+    check_reachable,
+    check_resources,
+    check_versions,
+    ship_repository,
+)
 from buildenv.core import progress
 from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
@@ -44,9 +49,11 @@ def run_matrix(project: Project, multiverse: Multiverse, selected: list[tuple[st
         except Exception:
             pass
     if options.ray is not None:  # connect from this thread; refuse what cannot run there
+        ship_repository(options.ray, project)
         options.ray.prepare()
         refused = check_resources(options.ray, {t: project.training(t)
-                                                for t in sorted({t for t, _ in selected})})
+                                                for t in sorted({t for t, _ in selected})},
+                                  project)
         if options.ray.remote:
             refused += check_versions(options.ray)
             refused += check_reachable(project, {e: r for e, r in all_resolved.items()

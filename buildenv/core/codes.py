@@ -968,13 +968,14 @@ CODES: dict[str, Code] = {
                   "used; the worker's log says why. Data problems are never this code: tasks "
                   "report them as diagnostics."),
     "BE883": Code("dataset out of the cluster's reach", "`build --all --executor ray` with a "
-                  "Ray cluster: a dataset is at a local path, which the workers cannot read. "
-                  "Refused before anything is scheduled, naming the dataset: put the data in "
-                  "object storage or on a file system mounted at the same path on every node."),
+                  "Ray cluster: a dataset is at a path relative to the repository, which the "
+                  "workers cannot read. Refused before anything is scheduled, at the uri's "
+                  "line: put the data in object storage, or on a file system mounted at the "
+                  "same path on every node named by a `file:///` uri."),
     "BE884": Code("training larger than every node", "`build --all --executor ray`: a "
                   "training's `resources` (cpus, memory_gb) exceed what every live node of the "
-                  "Ray cluster has. Refused before anything is scheduled, naming the training "
-                  "and the largest node."),
+                  "Ray cluster has. Refused before anything is scheduled, at the training's "
+                  "`resources` in pyproject.toml, naming the training and the largest node."),
     "BE885": Code("Ray cluster runs other versions", "`build --all --executor ray` with a Ray "
                   "cluster whose workers run another Python (major.minor) or buildenv version "
                   "than the driver: refused before scheduling, naming both. Install the "

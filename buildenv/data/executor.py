@@ -98,6 +98,9 @@ class RayExecutor(Executor):
         self._flight_lock = threading.Lock()
         self._in_flight: set[Any] = set()  # run_one's task refs, for cancel_all
         self._cancelled = False
+        # Ray's runtime environment for the whole connection (a cluster only): a local
+        # `working_dir` can be shipped only there, not per task
+        self.runtime_env: dict[str, Any] | None = None
 
     @property
     def remote(self) -> bool:
@@ -154,6 +157,8 @@ class RayExecutor(Executor):
     def _start(self, ray: Any) -> Any:
         kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
         if self.remote:
+            if self.runtime_env:
+                kwargs["runtime_env"] = self.runtime_env
             return ray.init(address=self.address, **kwargs)
         # A Ray of our own: its workers are started from this interpreter and must import this
         # very buildenv (a checkout on PYTHONPATH, a Pants sandbox), so they get its path.
