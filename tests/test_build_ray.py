@@ -207,6 +207,39 @@ def test_a_cluster_gets_the_repository_and_never_local_data(repo, tmp_path, monk
     assert seen.get("runtime_env") is None
 
 
+def test_one_pair_on_a_cluster_is_checked_like_the_matrix(repo, tmp_path, monkeypatch):
+    """`build T --env E --executor ray` with a cluster address: the repository travels with the
+    connection, local data is refused before scheduling (BE883, exit 2), and uncommitted
+    changes are named in a note (BE886) before anything runs."""
+    root = tmp_path / "one"
+    shutil.copytree(repo, root, ignore=shutil.ignore_patterns(".buildenv", "dist"))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-C", str(root)]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-qm", "x"], check=True)
+    shipped: list = []
+
+    def prepare(self):
+        shipped.append(self.runtime_env)
+
+    monkeypatch.setattr(RayExecutor, "prepare", prepare)
+    monkeypatch.setattr(RayExecutor, "node_resources", lambda self: [{"CPU": 8.0}])
+    monkeypatch.setattr(RayExecutor, "run_one", lambda self, fn, item, **k: remote.versions())
+    args = ["build", "lr", "--env", "base", "--executor", "ray", "--no-register",
+            "--no-progress"]
+    cluster = {"BUILDENV_RAY_ADDRESS": "ray://head:10001"}
+    assert remote.shipping_note(Project.discover(root)) is None  # a clean tree: nothing to say
+    code, _, err = invoke_cli(args, root, env=cluster)
+    assert code == 2 and "error[BE883]: dataset 'items'" in err and "BE886" not in err
+    assert shipped and shipped[0]["working_dir"] == str(root)
+    (root / "train" / "lr.py").write_text((root / "train" / "lr.py").read_text() + "\n# wip\n")
+    code, _, err = invoke_cli(args, root, env=cluster)
+    assert code == 2
+    assert "note[BE886]: the repository has uncommitted changes (1 path(s): train/lr.py); " \
+           "they are shipped to the Ray cluster as they are" in err
+    assert not (root / "dist").exists()
+
+
 def test_a_cluster_with_other_versions_is_refused_naming_both(repo, ray_executor, monkeypatch):
     assert remote.check_versions(ray_executor) == []  # a real worker: the driver's versions
     here = remote.versions()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import platform
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from urllib.parse import urlparse
 from buildenv import __version__
 from buildenv.compile.launch import package_parent, run_training
 from buildenv.compile.sandbox_policy import SandboxPolicy
-from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.data.executor import RayExecutor
 from buildenv.data.storage import locate
@@ -43,7 +44,7 @@ from buildenv.env.resolve import Resolved
 from buildenv.toolchain.toolchain import Toolchain, runner_interpreter
 
 __all__ = ["RemoteTraining", "check_reachable", "check_resources", "check_versions",
-           "ship_repository", "train_on_ray", "version_problems", "versions"]
+           "ship_repository", "shipping_note", "train_on_ray", "version_problems", "versions"]
 
 GIB = 1 << 30
 SHIPPED_EXCLUDES = [".git/", ".buildenv/", "dist/", ".venv/", "**/__pycache__/"]
@@ -127,6 +128,28 @@ def ship_repository(executor: RayExecutor, project: Project) -> None:
     call before `prepare()`. A local Ray's workers run in the repository itself."""
     if executor.remote:
         executor.runtime_env = {"working_dir": str(project.root), "excludes": SHIPPED_EXCLUDES}
+
+
+def shipping_note(project: Project) -> Diagnostic | None:
+    """A note when the repository shipped to a cluster has uncommitted changes (git): they
+    are shipped as they are, and the lineage's code digest is of what is shipped, not of a
+    commit. None for a clean tree, or where git cannot tell."""
+    try:
+        status = subprocess.run(
+            ["git", "-C", str(project.root), "status", "--porcelain", "--", "."],
+            capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    changed = [line[3:] for line in status.stdout.splitlines() if len(line) > 3]
+    if status.returncode != 0 or not changed:
+        return None
+    shown = ", ".join(changed[:3]) + (f" (and {len(changed) - 3} more)" if len(changed) > 3
+                                      else "")
+    return Diagnostic(
+        "BE886", f"the repository has uncommitted changes ({len(changed)} path(s): {shown}); "
+        "they are shipped to the Ray cluster as they are, and each artifact's code digest is "
+        "of the files shipped, not of a commit", severity=Severity.NOTE,
+        hints=("commit first to build what a commit names",))
 
 
 def check_resources(executor: RayExecutor, trainings: dict[str, TrainingConfig],

@@ -980,6 +980,10 @@ CODES: dict[str, Code] = {
                   "cluster whose workers run another Python (major.minor) or buildenv version "
                   "than the driver: refused before scheduling, naming both. Install the "
                   "driver's versions in the cluster's image."),
+    "BE886": Code("uncommitted changes shipped", "A note of `build --executor ray` with a Ray "
+                  "cluster: git reports uncommitted changes in the repository. The working "
+                  "tree is shipped as it is, and each artifact's code digest is of the files "
+                  "shipped, not of a commit. Commit first to build what a commit names."),
     # --- importers (buildenv import) ---------------------------------------------------------
     "BE900": Code("cannot read import file", "`buildenv import` could not read the suite or "
                   "schema file: it does not exist, is not readable, or is not UTF-8 text."),
