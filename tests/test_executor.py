@@ -162,6 +162,26 @@ def test_an_address_nobody_listens_on_is_named_quickly(tmp_path):
     assert "Traceback" not in err and took < 60
 
 
+def test_a_ray_client_address_without_ray_client_says_what_to_install(tmp_path):
+    """`ray://` needs Ray's client extra; without it the cluster is not "not answering"."""
+    ray = pytest.importorskip("ray")
+    try:
+        import grpc  # noqa: F401
+        pytest.skip("Ray Client is installed here")
+    except ImportError:
+        pass
+    root = make_partitioned_repo(tmp_path)
+    with socket.socket() as server:  # something answers at the address
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        code, _, err, _ = cli(["validate", "ev", "--executor", "ray"], root,
+                              {"BUILDENV_RAY_ADDRESS": f"ray://127.0.0.1:{port}"})
+    assert code == 2, err
+    assert f"error[BE880]: a ray:// address ('ray://127.0.0.1:{port}') needs Ray Client" in err
+    assert f"pip install 'ray[client]=={ray.__version__}'" in err and "BE881" not in err
+
+
 def test_an_address_that_accepts_but_never_answers_times_out(tmp_path):
     pytest.importorskip("ray")
     root = make_partitioned_repo(tmp_path)

@@ -957,7 +957,8 @@ CODES: dict[str, Code] = {
     # --- executors --------------------------------------------------------------
     "BE880": Code("Ray not installed", "`--executor ray` (or `[tool.buildenv] executor = "
                   "\"ray\"`) needs the optional extra: `pip install 'buildenv[ray]'`. Or run "
-                  "with `--executor local`."),
+                  "with `--executor local`. A `ray://` address (Ray Client) also needs "
+                  "`pip install 'ray[client]'` at Ray's version."),
     "BE881": Code("Ray cluster does not answer", "The Ray address (`BUILDENV_RAY_ADDRESS`, "
                   "else `RAY_ADDRESS`) did not accept a connection, or Ray did not connect "
                   "within `BUILDENV_RAY_TIMEOUT` seconds (default 30). Check the address: "

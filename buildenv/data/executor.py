@@ -145,8 +145,15 @@ class RayExecutor(Executor):
         if not box:
             raise self._unreachable(f"no answer within {self.timeout:g} s")
         if isinstance(box[0], BaseException):
-            raise self._unreachable(str(box[0]).splitlines()[0] if str(box[0])
-                                    else type(box[0]).__name__)
+            why = str(box[0]).splitlines()[0] if str(box[0]) else type(box[0]).__name__
+            if "ray[client]" in why:  # the cluster answered; this machine lacks Ray Client
+                raise DiagnosticError([Diagnostic(
+                    "BE880", f"a ray:// address ('{self.address}') needs Ray Client, which is "
+                    "not installed", hints=(
+                        f"pip install 'ray[client]=={ray.__version__}'",
+                        "or run on a machine of the cluster with its GCS address (head:6379 "
+                        "or auto), or with --executor local"))], 2)
+            raise self._unreachable(why)
         self._ray, self._started = ray, True
         return ray
 
