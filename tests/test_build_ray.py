@@ -133,6 +133,9 @@ def test_a_training_larger_than_every_node_is_refused_before_scheduling(repo, ra
         assert d.code == "BE884" and "training 'lr7' asks for 64 CPU(s), more than any " \
                                      "node of the Ray cluster has (the largest: 2 CPU(s)" in d.message
         assert info.value.exit_code == 2 and submitted == []
+        lines = (repo / "pyproject.toml").read_text().splitlines()  # at the line that asks
+        assert (d.path, d.line) == ("pyproject.toml",
+                                    lines.index("resources = {cpus = 64}") + 1)
     finally:
         (repo / "pyproject.toml").write_text(text)
 
@@ -142,8 +145,31 @@ def test_local_datasets_are_refused_for_a_cluster(repo):
     resolved, _ = Multiverse(project).resolve_all()
     problems = remote.check_reachable(project, resolved)
     assert problems and all(p.code == "BE883" for p in problems)
-    assert "dataset 'items' of environment 'base' is at a local path ('data/items.parquet') " \
-           "that the Ray cluster's workers cannot read" in problems[0].message
+    first = problems[0]
+    assert "dataset 'items' of environment 'base' is at a repository path " \
+           "('data/items.parquet') that the Ray cluster's workers cannot read" in first.message
+    # at the uri's line, saying what to write for a file system mounted on every node
+    assert first.path is not None and first.path.endswith(".yaml") and first.line
+    assert first.to_text().splitlines()[0].startswith(f"{first.path}:{first.line}:")
+    mounted = (project.data_base / "data/items.parquet").resolve().as_uri()
+    assert any(f"write the uri as '{mounted}'" in hint for hint in first.hints)
+
+
+def test_a_shared_mount_named_by_a_file_uri_is_not_refused(repo, tmp_path):
+    """`file:///mnt/...` is how docs/scale.md says to name a file system mounted at the same
+    path on every node: the cluster reads it there, so it is not a local path to refuse."""
+    root = tmp_path / "mounted"
+    shutil.copytree(repo, root, ignore=shutil.ignore_patterns(".buildenv", "dist"))
+    for env in (root / "environments").glob("*.yaml"):
+        text = env.read_text()
+        for found in (root / "data").iterdir():
+            text = text.replace(f"uri: data/{found.name}", f"uri: {found.resolve().as_uri()}")
+        env.write_text(text)
+    project = Project.discover(root)
+    resolved, _ = Multiverse(project).resolve_all()
+    assert all(ds.uri.startswith("file:///") for res in resolved.values()
+               for ds in res.env.datasets.values())
+    assert remote.check_reachable(project, resolved) == []
 
 
 def test_a_cluster_gets_the_repository_and_never_local_data(repo, tmp_path, monkeypatch):
@@ -165,7 +191,11 @@ def test_a_cluster_gets_the_repository_and_never_local_data(repo, tmp_path, monk
     with pytest.raises(DiagnosticError) as info:  # refused before anything is scheduled
         run_matrix(project, multiverse, [("lr", "base")], BuildOptions(ray=cluster))
     assert {d.code for d in info.value.diagnostics} == {"BE883"} and not seen
-    # what a pair sends: the repository as the working_dir, the training's resources
+    # the repository travels with the connection: Ray refuses a local working_dir per task
+    assert cluster.runtime_env is not None
+    assert cluster.runtime_env["working_dir"] == str(project.root)
+    assert {".git/", "dist/", ".buildenv/"} <= set(cluster.runtime_env["excludes"])
+    # what a pair sends: the training's resources; the worker runs in the shipped repository
     base = multiverse.resolve("base")
     policy = sandbox_policy(project, "lr7", project.training("lr7"), base)
     task = remote.RemoteTraining(project, project.training("lr7"), base, 10.0, {}, {}, {},
@@ -174,8 +204,40 @@ def test_a_cluster_gets_the_repository_and_never_local_data(repo, tmp_path, monk
     assert (tmp_path / "model" / "model.pkl").read_bytes() == b"hello"
     assert seen["fn"] is remote.train_task and seen["retries"] == 1
     assert seen["num_cpus"] == 1 and seen["memory"] == int(0.25 * 2**30)
-    assert seen["runtime_env"]["working_dir"] == str(project.root)
-    assert {".git/", "dist/", ".buildenv/"} <= set(seen["runtime_env"]["excludes"])
+    assert seen.get("runtime_env") is None
+
+
+def test_one_pair_on_a_cluster_is_checked_like_the_matrix(repo, tmp_path, monkeypatch):
+    """`build T --env E --executor ray` with a cluster address: the repository travels with the
+    connection, local data is refused before scheduling (BE883, exit 2), and uncommitted
+    changes are named in a note (BE886) before anything runs."""
+    root = tmp_path / "one"
+    shutil.copytree(repo, root, ignore=shutil.ignore_patterns(".buildenv", "dist"))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-C", str(root)]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-qm", "x"], check=True)
+    shipped: list = []
+
+    def prepare(self):
+        shipped.append(self.runtime_env)
+
+    monkeypatch.setattr(RayExecutor, "prepare", prepare)
+    monkeypatch.setattr(RayExecutor, "node_resources", lambda self: [{"CPU": 8.0}])
+    monkeypatch.setattr(RayExecutor, "run_one", lambda self, fn, item, **k: remote.versions())
+    args = ["build", "lr", "--env", "base", "--executor", "ray", "--no-register",
+            "--no-progress"]
+    cluster = {"BUILDENV_RAY_ADDRESS": "ray://head:10001"}
+    assert remote.shipping_note(Project.discover(root)) is None  # a clean tree: nothing to say
+    code, _, err = invoke_cli(args, root, env=cluster)
+    assert code == 2 and "error[BE883]: dataset 'items'" in err and "BE886" not in err
+    assert shipped and shipped[0]["working_dir"] == str(root)
+    (root / "train" / "lr.py").write_text((root / "train" / "lr.py").read_text() + "\n# wip\n")
+    code, _, err = invoke_cli(args, root, env=cluster)
+    assert code == 2
+    assert "note[BE886]: the repository has uncommitted changes (1 path(s): train/lr.py); " \
+           "they are shipped to the Ray cluster as they are" in err
+    assert not (root / "dist").exists()
 
 
 def test_a_cluster_with_other_versions_is_refused_naming_both(repo, ray_executor, monkeypatch):

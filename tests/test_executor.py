@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -161,6 +162,26 @@ def test_an_address_nobody_listens_on_is_named_quickly(tmp_path):
     assert "Traceback" not in err and took < 60
 
 
+def test_a_ray_client_address_without_ray_client_says_what_to_install(tmp_path):
+    """`ray://` needs Ray's client extra; without it the cluster is not "not answering"."""
+    ray = pytest.importorskip("ray")
+    try:
+        import grpc  # noqa: F401
+        pytest.skip("Ray Client is installed here")
+    except ImportError:
+        pass
+    root = make_partitioned_repo(tmp_path)
+    with socket.socket() as server:  # something answers at the address
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        code, _, err, _ = cli(["validate", "ev", "--executor", "ray"], root,
+                              {"BUILDENV_RAY_ADDRESS": f"ray://127.0.0.1:{port}"})
+    assert code == 2, err
+    assert f"error[BE880]: a ray:// address ('ray://127.0.0.1:{port}') needs Ray Client" in err
+    assert f"pip install 'ray[client]=={ray.__version__}'" in err and "BE881" not in err
+
+
 def test_an_address_that_accepts_but_never_answers_times_out(tmp_path):
     pytest.importorskip("ray")
     root = make_partitioned_repo(tmp_path)
@@ -261,6 +282,27 @@ def test_a_local_ray_prints_nothing_of_its_own(tmp_path):
     assert code == 0, err
     assert out == "ev: 1 dataset(s) valid\n"
     assert err == ""
+
+
+@pytest.mark.slow
+def test_a_ray_already_running_on_the_machine_is_not_joined(tmp_path):
+    """Without an address the command starts a Ray of its own, as documented, even where
+    `ray start` left a cluster on this machine (Ray finds one through the address file in its
+    temporary directory): joining it would pass it a CPU count, which Ray refuses."""
+    pytest.importorskip("ray")
+    root = make_partitioned_repo(tmp_path)
+    code, _, err, _ = cli(["lock", "ev"], root)
+    assert code == 0, err
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths
+    try:
+        (ray_tmp / "ray").mkdir()
+        (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:9\n")
+        code, out, err, _ = cli(["validate", "ev", "--executor", "ray", "--no-progress"], root,
+                                {"BUILDENV_RAY_NUM_CPUS": "1", "RAY_TMPDIR": str(ray_tmp),
+                                 "BUILDENV_RAY_OBJECT_STORE_MB": "80"}, timeout=300)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert (code, out) == (0, "ev: 1 dataset(s) valid\n"), err
 
 
 def test_a_delta_table_runs_one_task_per_data_file_on_ray_like_local(tmp_path, ray_executor):

@@ -57,7 +57,11 @@ def test_paths_alone_decide_in_path_order():
 @pytest.mark.parametrize("paths, words", [
     (["month=1/a.parquet", "month=2/b.parquet", "c.parquet"],
      ["column 'month' is a 'month=<value>' directory in 2 of 3 file paths but not in "
-      "'c.parquet'", "move those files under a 'month=<value>' directory"]),
+      "'c.parquet'", "move those files under a 'month=<value>' directory",
+      "if 'month' is stored in the files, write `partitions: []` under the dataset"]),
+    (["month=1/a.parquet", "Month=2/b.parquet"],
+     ["but not in 'Month=2/b.parquet': 'Month=2' differs from 'month' in case only: name it "
+      "'month=2'"]),
     (["year=1/month=1/a.parquet", "month=2/year=1/b.parquet"],
      ["1 file path(s) disagree, e.g. 'month=2/year=1/b.parquet'", "another order (month/year)",
       "`partitions: [year, month]`", "every path reads year=<value>/month=<value>/<file>"]),

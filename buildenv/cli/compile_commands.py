@@ -141,7 +141,13 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
               progress: Optional[bool] = ProgressOpt, quiet: bool = QuietOpt) -> None:
     """Compile: check, validate, train, verify, emit (and register)."""
     from buildenv.compile.build import BuildOptions, build_pair
-    from buildenv.compile.plan import matrix_json, pairs, render_matrix, run_matrix
+    from buildenv.compile.plan import (
+        matrix_json,
+        pairs,
+        prepare_ray,
+        render_matrix,
+        run_matrix,
+    )
     from buildenv.core.atomic import atomic_write_text
     from buildenv.data.executor import RayExecutor, make_executor
     from buildenv.env.resolve import Multiverse
@@ -151,6 +157,12 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
     runner = make_executor(executor, project)
     options = BuildOptions(out=out, register=register, use_cache=cache, timeout=timeout,
                            ray=runner if isinstance(runner, RayExecutor) else None)
+    if options.ray is not None and options.ray.remote and not quiet:
+        from buildenv.compile.remote import shipping_note
+
+        note = shipping_note(project)
+        if note is not None:
+            print(note.to_text(), file=sys.stderr)
     if all_:
         if training or env or out:
             raise DiagnosticError([Diagnostic("BE004", "--all takes no TRAINING, --env or "
@@ -174,8 +186,9 @@ def build_cmd(training: Optional[str] = typer.Argument(None, help="Training name
     project.training(training)
     multiverse.resolve(env)  # an unknown or invalid environment is a configuration error: exit 2
     with progress_shown(progress, quiet), runner:
-        if options.ray is not None:
-            options.ray.prepare()
+        if options.ray is not None:  # what --all does before scheduling, for this one pair
+            prepare_ray(project, options.ray, [(training, env)],
+                        {env: multiverse.resolve(env)})
         outcome = build_pair(project, multiverse, training, env, options)
     if fmt is Format.json:
         _emit_builds([outcome], fmt)

@@ -14,13 +14,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 from buildenv.compile.build import BuildOptions, BuildOutcome, build_pair
 from buildenv.compile.launch import interrupt_trainings, resume_trainings
-from buildenv.compile.remote import check_reachable, check_resources, check_versions
+from buildenv.compile.remote import (
+    check_reachable,
+    check_resources,
+    check_versions,
+    ship_repository,
+)
 from buildenv.core import progress
 from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
-from buildenv.env.resolve import Multiverse
+from buildenv.data.executor import RayExecutor
+from buildenv.env.resolve import Multiverse, Resolved
 
-__all__ = ["matrix_json", "pairs", "render_matrix", "run_matrix", "slowest"]
+__all__ = ["matrix_json", "pairs", "prepare_ray", "render_matrix", "run_matrix", "slowest"]
 
 RAY_PAIRS = 64  # pairs in flight on Ray unless --jobs says otherwise
 SLOW = 1.0  # seconds: faster pairs (cached, failed early) are never "the slowest"
@@ -35,6 +41,22 @@ def pairs(trainings: dict[str, TrainingConfig], env_names: list[str]) -> list[tu
     return out
 
 
+def prepare_ray(project: Project, ray: RayExecutor, selected: list[tuple[str, str]],
+                all_resolved: dict[str, Resolved]) -> None:
+    """Connect to Ray (a cluster gets the repository with the connection) and refuse, before
+    anything is scheduled, the pairs it cannot run: BE884, and on a cluster BE885 and BE883."""
+    ship_repository(ray, project)
+    ray.prepare()
+    refused = check_resources(ray, {t: project.training(t)
+                                    for t in sorted({t for t, _ in selected})}, project)
+    if ray.remote:
+        refused += check_versions(ray)
+        refused += check_reachable(project, {e: r for e, r in all_resolved.items()
+                                             if e in {env for _, env in selected}})
+    if refused:
+        raise DiagnosticError(refused, 2)
+
+
 def run_matrix(project: Project, multiverse: Multiverse, selected: list[tuple[str, str]],
                options: BuildOptions, jobs: int | None = None) -> list[BuildOutcome]:
     all_resolved, _ = multiverse.resolve_all()
@@ -44,15 +66,7 @@ def run_matrix(project: Project, multiverse: Multiverse, selected: list[tuple[st
         except Exception:
             pass
     if options.ray is not None:  # connect from this thread; refuse what cannot run there
-        options.ray.prepare()
-        refused = check_resources(options.ray, {t: project.training(t)
-                                                for t in sorted({t for t, _ in selected})})
-        if options.ray.remote:
-            refused += check_versions(options.ray)
-            refused += check_reachable(project, {e: r for e, r in all_resolved.items()
-                                                 if e in {env for _, env in selected}})
-        if refused:
-            raise DiagnosticError(refused, 2)
+        prepare_ray(project, options.ray, selected, all_resolved)
         # Ray schedules the trainings by their resources; the driver's threads only wait for
         # them (and validate, verify and save around them): many pairs are submitted at once
         workers = max(1, min(len(selected), jobs or RAY_PAIRS))

@@ -26,15 +26,17 @@ from __future__ import annotations
 import base64
 import platform
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from buildenv import __version__
 from buildenv.compile.launch import package_parent, run_training
 from buildenv.compile.sandbox_policy import SandboxPolicy
-from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.data.executor import RayExecutor
 from buildenv.data.storage import locate
@@ -42,7 +44,7 @@ from buildenv.env.resolve import Resolved
 from buildenv.toolchain.toolchain import Toolchain, runner_interpreter
 
 __all__ = ["RemoteTraining", "check_reachable", "check_resources", "check_versions",
-           "train_on_ray", "version_problems", "versions"]
+           "ship_repository", "shipping_note", "train_on_ray", "version_problems", "versions"]
 
 GIB = 1 << 30
 SHIPPED_EXCLUDES = [".git/", ".buildenv/", "dist/", ".venv/", "**/__pycache__/"]
@@ -99,11 +101,9 @@ def train_on_ray(executor: RayExecutor, task: RemoteTraining, model_dir: Path) -
     resources = task.config.resources
     cpus = resources.cpus or task.config.threads or 1
     memory = int(resources.memory_gb * GIB) if resources.memory_gb else None
-    runtime_env = ({"working_dir": str(task.project.root), "excludes": SHIPPED_EXCLUDES}
-                   if task.shipped else None)
     try:
         result, files = executor.run_one(train_task, task, num_cpus=cpus, memory=memory,
-                                         retries=1, runtime_env=runtime_env)
+                                         retries=1)
     except DiagnosticError:
         raise
     except Exception as exc:  # the worker died twice, its node went away, the task was lost
@@ -122,9 +122,40 @@ def train_on_ray(executor: RayExecutor, task: RemoteTraining, model_dir: Path) -
     return result
 
 
-def check_resources(executor: RayExecutor, trainings: dict[str, TrainingConfig]
-                    ) -> list[Diagnostic]:
-    """BE884 for each training whose resources no live node has, before anything runs."""
+def ship_repository(executor: RayExecutor, project: Project) -> None:
+    """Have a cluster's connection carry the repository as its runtime environment's
+    `working_dir` (Ray takes a local directory only for the whole job, not for one task):
+    call before `prepare()`. A local Ray's workers run in the repository itself."""
+    if executor.remote:
+        executor.runtime_env = {"working_dir": str(project.root), "excludes": SHIPPED_EXCLUDES}
+
+
+def shipping_note(project: Project) -> Diagnostic | None:
+    """A note when the repository shipped to a cluster has uncommitted changes (git): they
+    are shipped as they are, and the lineage's code digest is of what is shipped, not of a
+    commit. None for a clean tree, or where git cannot tell."""
+    try:
+        status = subprocess.run(
+            ["git", "-C", str(project.root), "status", "--porcelain", "--", "."],
+            capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    changed = [line[3:] for line in status.stdout.splitlines() if len(line) > 3]
+    if status.returncode != 0 or not changed:
+        return None
+    shown = ", ".join(changed[:3]) + (f" (and {len(changed) - 3} more)" if len(changed) > 3
+                                      else "")
+    return Diagnostic(
+        "BE886", f"the repository has uncommitted changes ({len(changed)} path(s): {shown}); "
+        "they are shipped to the Ray cluster as they are, and each artifact's code digest is "
+        "of the files shipped, not of a commit", severity=Severity.NOTE,
+        hints=("commit first to build what a commit names",))
+
+
+def check_resources(executor: RayExecutor, trainings: dict[str, TrainingConfig],
+                    project: Project | None = None) -> list[Diagnostic]:
+    """BE884 for each training whose resources no live node has, before anything runs; at the
+    line of pyproject.toml that asks (its `resources`, else `threads`, else its table)."""
     nodes = executor.node_resources()
     problems = []
     for name, config in sorted(trainings.items()):
@@ -134,17 +165,24 @@ def check_resources(executor: RayExecutor, trainings: dict[str, TrainingConfig]
                    for n in nodes):
             most = max((n.get("CPU", 0) for n in nodes), default=0)
             most_mem = max((n.get("memory", 0) for n in nodes), default=0) / GIB
+            asked = "resources" if "resources" in config.model_fields_set else (
+                "threads" if config.threads else None)
+            line = project.config_line("trainings", name, *([asked] if asked else [])) \
+                if project is not None else None
             problems.append(Diagnostic(
                 "BE884", f"training '{name}' asks for {cpus:g} CPU(s)"
                 + (f" and {memory / GIB:g} GiB" if memory else "")
                 + f", more than any node of the Ray cluster has (the largest: {most:g} CPU(s), "
-                f"{most_mem:.1f} GiB)", hints=(
+                f"{most_mem:.1f} GiB)", "pyproject.toml" if project is not None else None,
+                line, hints=(
                     f"lower [tool.buildenv.trainings.{name}] resources, or add a larger node",)))
     return problems
 
 
 def check_reachable(project: Project, resolved: dict[str, Resolved]) -> list[Diagnostic]:
-    """BE883 for each dataset at a local path, which the workers of a cluster cannot read."""
+    """BE883 for each dataset at a repository path, which the workers of a cluster cannot read
+    (the repository shipped to them holds the code, not the data). A `file://` uri names the
+    same absolute path on every node: a shared mount, which workers read as they read s3://."""
     problems = []
     seen: set[str] = set()
     for env_name, res in sorted(resolved.items()):
@@ -152,13 +190,17 @@ def check_reachable(project: Project, resolved: dict[str, Resolved]) -> list[Dia
             if ds.uri in seen:
                 continue
             seen.add(ds.uri)
-            if locate(ds.uri, project).local is not None:
-                problems.append(Diagnostic(
-                    "BE883", f"dataset '{ds_name}' of environment '{env_name}' is at a local "
-                    f"path ('{ds.uri}') that the Ray cluster's workers cannot read",
-                    hints=("put it in object storage (s3://, gs://) or on a file system "
-                           "mounted at the same path on every node, and use that uri",
-                           "or run with --executor local")))
+            if urlparse(ds.uri).scheme == "":
+                mounted = locate(ds.uri, project).local
+                problems.append(res.diag(
+                    "BE883", f"dataset '{ds_name}' of environment '{env_name}' is at a "
+                    f"repository path ('{ds.uri}') that the Ray cluster's workers cannot read",
+                    "datasets", ds_name, "uri", hints=(
+                        "put it in object storage (s3://, gs://) and use that uri",
+                        f"or mount it at the same path on every node and write the uri as "
+                        f"'{mounted.as_uri() if mounted else 'file:///...'}"
+                        f"{'/' if ds.uri.endswith('/') else ''}'",
+                        "or run with --executor local")))
     return problems
 
 

@@ -958,7 +958,8 @@ CODES: dict[str, Code] = {
     # --- executors --------------------------------------------------------------
     "BE880": Code("Ray not installed", "`--executor ray` (or `[tool.buildenv] executor = "
                   "\"ray\"`) needs the optional extra: `pip install 'buildenv[ray]'`. Or run "
-                  "with `--executor local`."),
+                  "with `--executor local`. A `ray://` address (Ray Client) also needs "
+                  "`pip install 'ray[client]'` at Ray's version."),
     "BE881": Code("Ray cluster does not answer", "The Ray address (`BUILDENV_RAY_ADDRESS`, "
                   "else `RAY_ADDRESS`) did not accept a connection, or Ray did not connect "
                   "within `BUILDENV_RAY_TIMEOUT` seconds (default 30). Check the address: "
@@ -969,17 +970,22 @@ CODES: dict[str, Code] = {
                   "used; the worker's log says why. Data problems are never this code: tasks "
                   "report them as diagnostics."),
     "BE883": Code("dataset out of the cluster's reach", "`build --all --executor ray` with a "
-                  "Ray cluster: a dataset is at a local path, which the workers cannot read. "
-                  "Refused before anything is scheduled, naming the dataset: put the data in "
-                  "object storage or on a file system mounted at the same path on every node."),
+                  "Ray cluster: a dataset is at a path relative to the repository, which the "
+                  "workers cannot read. Refused before anything is scheduled, at the uri's "
+                  "line: put the data in object storage, or on a file system mounted at the "
+                  "same path on every node named by a `file:///` uri."),
     "BE884": Code("training larger than every node", "`build --all --executor ray`: a "
                   "training's `resources` (cpus, memory_gb) exceed what every live node of the "
-                  "Ray cluster has. Refused before anything is scheduled, naming the training "
-                  "and the largest node."),
+                  "Ray cluster has. Refused before anything is scheduled, at the training's "
+                  "`resources` in pyproject.toml, naming the training and the largest node."),
     "BE885": Code("Ray cluster runs other versions", "`build --all --executor ray` with a Ray "
                   "cluster whose workers run another Python (major.minor) or buildenv version "
                   "than the driver: refused before scheduling, naming both. Install the "
                   "driver's versions in the cluster's image."),
+    "BE886": Code("uncommitted changes shipped", "A note of `build --executor ray` with a Ray "
+                  "cluster: git reports uncommitted changes in the repository. The working "
+                  "tree is shipped as it is, and each artifact's code digest is of the files "
+                  "shipped, not of a commit. Commit first to build what a commit names."),
     # --- importers (buildenv import) ---------------------------------------------------------
     "BE900": Code("cannot read import file", "`buildenv import` could not read the suite or "
                   "schema file: it does not exist, is not readable, or is not UTF-8 text."),

@@ -98,6 +98,9 @@ class RayExecutor(Executor):
         self._flight_lock = threading.Lock()
         self._in_flight: set[Any] = set()  # run_one's task refs, for cancel_all
         self._cancelled = False
+        # Ray's runtime environment for the whole connection (a cluster only): a local
+        # `working_dir` can be shipped only there, not per task
+        self.runtime_env: dict[str, Any] | None = None
 
     @property
     def remote(self) -> bool:
@@ -142,8 +145,15 @@ class RayExecutor(Executor):
         if not box:
             raise self._unreachable(f"no answer within {self.timeout:g} s")
         if isinstance(box[0], BaseException):
-            raise self._unreachable(str(box[0]).splitlines()[0] if str(box[0])
-                                    else type(box[0]).__name__)
+            why = str(box[0]).splitlines()[0] if str(box[0]) else type(box[0]).__name__
+            if "ray[client]" in why:  # the cluster answered; this machine lacks Ray Client
+                raise DiagnosticError([Diagnostic(
+                    "BE880", f"a ray:// address ('{self.address}') needs Ray Client, which is "
+                    "not installed", hints=(
+                        f"pip install 'ray[client]=={ray.__version__}'",
+                        "or run on a machine of the cluster with its GCS address (head:6379 "
+                        "or auto), or with --executor local"))], 2)
+            raise self._unreachable(why)
         self._ray, self._started = ray, True
         return ray
 
@@ -154,6 +164,8 @@ class RayExecutor(Executor):
     def _start(self, ray: Any) -> Any:
         kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
         if self.remote:
+            if self.runtime_env:
+                kwargs["runtime_env"] = self.runtime_env
             return ray.init(address=self.address, **kwargs)
         # A Ray of our own: its workers are started from this interpreter and must import this
         # very buildenv (a checkout on PYTHONPATH, a Pants sandbox), so they get its path.
@@ -161,7 +173,10 @@ class RayExecutor(Executor):
         saved = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = os.pathsep.join([package_parent] + ([saved] if saved else []))
         try:
-            return ray.init(num_cpus=self.num_cpus, include_dashboard=False,
+            # address="local": a Ray of our own even when one runs on this machine (`ray
+            # start`, another user's): without it ray.init joins that one and, given num_cpus,
+            # refuses to
+            return ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False,
                             object_store_memory=self.object_store_mb << 20, **kwargs)
         finally:
             if saved is None:

@@ -206,11 +206,20 @@ def infer_partitions(paths: Sequence[str], columns: Iterable[str]) -> tuple[str,
     for column in found:
         missing = [path for path, keys in keyed if column not in keys]
         if missing:
+            # a directory spelled with other case (`City=` for `city`) is the likeliest slip:
+            # partition names are matched exactly, as Spark and pyarrow match them
+            cased = sorted({d for path in missing for d, k in zip(path.split("/")[:-1],
+                                                                   _hive_keys(path))
+                            if k is not None and k != column and k.lower() == column.lower()})
             problems.append(("BE067", (
                 f"column '{column}' is a '{column}=<value>' directory in "
                 f"{len(paths) - len(missing)} of {len(paths)} file paths but not in "
-                f"{_paths_text(missing)}: move those files under a '{column}=<value>' "
-                f"directory, or, if '{column}' is stored in the files, rename the directories")))
+                f"{_paths_text(missing)}: "
+                + (f"'{cased[0]}' differs from '{column}' in case only: name it "
+                   f"'{column}={cased[0].partition('=')[2]}'; or " if cased else "")
+                + f"move those files under a '{column}=<value>' directory, or, if "
+                f"'{column}' is stored in the files, write `partitions: []` under the dataset "
+                f"(the paths then give no column)")))
     if problems:
         raise ManifestError(problems)
     expected = tuple(found)
