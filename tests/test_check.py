@@ -378,3 +378,23 @@ def test_reads_in_imported_repository_modules_are_checked(tmp_path):
         "environment base",
         "  hint: did you mean 'genre'?",
     ]
+
+
+@pytest.mark.parametrize("reach", [
+    # a registry filled by a decorator, called through a dict
+    ("REG = {}\n\n\ndef register(f):\n    REG[f.__name__] = f\n    return f\n\n\n@register\n"
+     "def helper(ctx):\n    return ctx.read(\"movies\", columns=[\"genra\"])\n\n\n"
+     "def train(ctx):\n    return REG[\"helper\"](ctx)\n"),
+    # looked up by a computed name
+    ("def helper(ctx):\n    return ctx.read(\"movies\", columns=[\"genra\"])\n\n\n"
+     "def train(ctx):\n    return globals()[\"hel\" + \"per\"](ctx)\n"),
+    # the module importing itself
+    ("def helper(ctx):\n    return ctx.read(\"movies\", columns=[\"genra\"])\n\n\n"
+     "def train(ctx):\n    import demo\n    return demo.helper(ctx)\n"),
+])
+def test_a_helper_reached_other_than_by_its_name_is_still_checked(tmp_path, reach):
+    """Only plain functions nothing names are left out of an entry's reads: a decorated one
+    (a decorator may register it), or any in a module that looks functions up at run time,
+    is checked as before."""
+    code, _, err = check(tmp_path, reach)
+    assert code == 1 and any("BE102" in line and "'genra'" in line for line in err), err

@@ -244,6 +244,8 @@ def test_a_declared_dataset_that_is_not_an_input_is_named_as_such(locked):
     assert code == 1 and "transforms/daily.py:5:21: error[BE101]: dataset 'daily' is not an " \
         "input of derived dataset 'daily' (inputs: events)" in err, err
     assert "not declared in environment" not in err, err
+    # its own output: adding it to the inputs would be a cycle, so the hint does not say so
+    assert "cannot read its own output" in err and "add 'daily' to" not in err, err
 
 
 def test_a_missing_transform_is_named(locked):

@@ -102,6 +102,11 @@ def test_a_lock_of_an_earlier_model_algorithm_is_stale_not_called_non_determinis
     path.write_text(json.dumps(data, indent=2) + "\n")
     code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
     assert code == 1 and "BE875" in err and "algorithm 1" in err and "BE094" not in err, err
+    for newer in (3, "2"):  # a newer buildenv's lock, or an edited one
+        data["labels"]["rules"]["source"]["model_version"] = newer
+        path.write_text(json.dumps(data, indent=2) + "\n")
+        code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+        assert code == 1 and "BE875" in err and "does not know" in err, err
     code, _, err = invoke_cli(["lock", "ev"], locked)
     assert code == 0, err
     assert lock_json(locked)["labels"]["rules"]["source"]["model_version"] == 2

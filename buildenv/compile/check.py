@@ -105,29 +105,59 @@ def parse_training(project: Project, training: str, config: TrainingConfig) -> P
                                    f"{config.function}(ctx):`", rel, func.lineno,
                                    func.col_offset + 1))
     ctx_name = positional[0].arg if positional else "ctx"
-    reached = _reached(tree, config.function)
+    reached = _reached(tree, config.function, path.stem)
     reads = _reads(reached, ctx_name, Constants(tree, path, project.root))
     return ParsedTraining(rel, tree, problems, reads, _imports(tree),
                           _label_calls(reached, ctx_name), func.lineno)
 
 
-def _reached(tree: ast.Module, entry: str) -> ast.Module:
-    """The module without the top-level functions its entry never names, directly or through
-    the functions and module-level code it does name: one module may hold several entries
-    (two transforms over different inputs), each checked against its own datasets only."""
+def _reached(tree: ast.Module, entry: str, own: str) -> ast.Module:
+    """The module without the plain top-level functions its entry never names, directly or
+    through the functions and module-level code it does name: one module may hold several
+    entries (two transforms over different inputs), each checked against its own datasets
+    only. Conservative where names do not tell: a decorated function (a decorator may
+    register it) is always kept, and a module that looks functions up at run time
+    (`globals`, `getattr`, `eval`, `sys.modules`, importing itself...) is checked whole."""
+    if _looks_up_functions(tree, own):
+        return tree
     functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef,
                                                                    ast.AsyncFunctionDef))}
+    kept = {name for name, node in functions.items() if node.decorator_list} | {entry}
     todo: list[ast.AST] = [n for n in tree.body if n not in functions.values()]
-    todo.append(functions[entry])
-    reached = {entry}
+    todo += [functions[name] for name in kept if name in functions]
     while todo:
         for node in ast.walk(todo.pop()):
-            if isinstance(node, ast.Name) and node.id in functions and node.id not in reached:
-                reached.add(node.id)
+            if isinstance(node, ast.Name) and node.id in functions and node.id not in kept:
+                kept.add(node.id)
                 todo.append(functions[node.id])
     body = [n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-            or n.name in reached]
+            or n.name in kept]
     return ast.Module(body=body, type_ignores=tree.type_ignores)
+
+
+_LOOKUPS = frozenset({"globals", "locals", "vars", "getattr", "eval", "exec", "__import__",
+                      "import_module", "modules"})
+"""Names through which code can reach a module's function without naming it."""
+
+
+def _looks_up_functions(tree: ast.Module, own: str) -> bool:
+    """Whether the module (named `own`) may reach its functions other than by their names."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name.rsplit(".", 1)[-1] == own
+                                                for a in node.names):
+            return True  # `import demo` in demo.py: its functions as attributes
+        if isinstance(node, ast.ImportFrom) and (node.module or "").rsplit(".", 1)[-1] == own:
+            return True
+        if isinstance(node, ast.Name) and node.id in _LOOKUPS:
+            return True
+        if isinstance(node, ast.Attribute) and node.attr in _LOOKUPS:
+            return True
+        if isinstance(node, ast.ImportFrom) and node.level:  # `from . import x`: maybe itself
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+                a.name in _LOOKUPS for a in node.names):
+            return True
+    return False
 
 
 def _label_calls(tree: ast.Module, ctx_name: str) -> list[tuple[int, int]]:

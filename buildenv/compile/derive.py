@@ -90,9 +90,26 @@ def _not_an_input(problem: Diagnostic, res: Resolved, name: str) -> Diagnostic:
         return problem
     source = res.env.datasets[name].source
     assert source is not None
+    hint = (f"a derived dataset cannot read its own output, nor a dataset made from it: read "
+            f"an input ({', '.join(source.inputs)})" if _made_from(res, read, name) else
+            f"add '{read}' to datasets.{name}.source.inputs, or read an input")
     return replace(problem, message=f"dataset '{read}' is not an input of derived dataset "
-                   f"'{name}' (inputs: {', '.join(source.inputs)})",
-                   hints=(f"add '{read}' to datasets.{name}.source.inputs, or read an input",))
+                   f"'{name}' (inputs: {', '.join(source.inputs)})", hints=(hint,))
+
+
+def _made_from(res: Resolved, dataset: str, name: str) -> bool:
+    """Whether `dataset` is `name` or derived from it, directly or not."""
+    seen, todo = set(), [dataset]
+    while todo:
+        current = todo.pop()
+        if current == name:
+            return True
+        ds = res.env.datasets.get(current)
+        if current in seen or ds is None or ds.source is None:
+            continue
+        seen.add(current)
+        todo.extend(ds.source.inputs)
+    return False
 
 
 def build_derived(project: Project, res: Resolved, pins: dict[str, Pinned],

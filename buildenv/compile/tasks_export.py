@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,9 @@ def export_tasks(multiverse: Multiverse, res: Resolved, lock: Lock, name: str, o
                       {a: len(k) for a, k in result.tasks.items()}, str(out))
 
 
+_NAME_MAX = 255  # bytes in a file name on common file systems
+
+
 def _request_problems(res: Resolved, name: str, out: Path, select: str, overlap: int,
                       annotators: list[str], seed: int) -> None:
     def bad(message: str, hint: str) -> DiagnosticError:
@@ -117,6 +121,17 @@ def _request_problems(res: Resolved, name: str, out: Path, select: str, overlap:
         raise bad(f"--annotators: {', '.join(repr(a) for a in unsafe)} cannot name a file "
                   "in --out", "annotator ids hold no '/', '\\' or control characters and "
                   "are not '.' or '..'")
+    long = [a for a in annotators if len(f"{a}.json".encode()) > _NAME_MAX]
+    if long:
+        raise bad(f"--annotators: {', '.join(repr(a[:40] + '...') for a in long)} is too long "
+                  f"to name a file ({_NAME_MAX} bytes with '.json')", "use shorter annotator ids")
+    folded: dict[str, str] = {}
+    for a in annotators:  # one file each, on case-insensitive file systems too
+        other = folded.setdefault(unicodedata.normalize("NFC", a).casefold(), a)
+        if other != a:
+            raise bad(f"--annotators: {other!r} and {a!r} differ only in case or Unicode form; "
+                      "their files would be one on some file systems",
+                      "give each annotator an id of its own")
     if overlap < 1:
         raise bad(f"--overlap {overlap}: every example goes to at least one annotator",
                   "--overlap 1 (the default) or more")

@@ -57,11 +57,17 @@ def labels_staleness(project: Project, res: Resolved, name: str, pinned: Any,
                                  name, "source", "functions", hints=hint))
     was_version, now_version = record.get("model_version", 1), MODEL_VERSIONS[spec.source.model]
     if record.get("model") == spec.source.model and was_version != now_version:
+        known = isinstance(was_version, int) and not isinstance(was_version, bool)
+        why = (f"fitted by algorithm {was_version}, and this buildenv fits algorithm "
+               f"{now_version} (other labels for the same votes)" if known and
+               was_version < now_version else
+               f"fitted by algorithm {was_version!r}, which this buildenv does not know (it "
+               f"fits algorithm {now_version}): a newer buildenv wrote the lock, or it was edited")
         problems.append(res.diag(
             "BE875", f"label set '{name}' is stale: its label model '{spec.source.model}' was "
-            f"fitted by algorithm {was_version}, and this buildenv fits algorithm "
-            f"{now_version} (other labels for the same votes)", "labels", name, "source",
-            "model", hints=hint))
+            f"{why}", "labels", name, "source", "model",
+            hints=("run `buildenv lock` to refit the model with this buildenv's algorithm (no "
+                   "function runs again), or use the buildenv that wrote the lock",)))
     digest = record.get("dataset")
     now_pin = current.get(spec.dataset)
     if now_pin is not None and digest is not None and now_pin.digest != digest:
