@@ -156,6 +156,9 @@ def test_an_aggregate_of_restricted_data_is_not_restricted_and_small_groups_are_
     # a lookup keyed by a row value raises KeyError(value): not a column read (BE871)
     ("rules", '    return [{"x": "pos"}[v] for v in batch["name"]]'),
     ("transform", '    raise ValueError("bad name " + df["name"].iloc[0])'),
+    # an exception class named after a row value: its name is not quoted either
+    ("rules", '    raise type(str(batch["name"].iloc[0]), (ValueError,), {})()'),
+    ("transform", '    raise type(str(df["name"].iloc[0]), (ValueError,), {})()'),
 ])
 def test_failures_on_restricted_rows_quote_no_value(repo, where, body):
     if where == "rules":
@@ -180,3 +183,18 @@ def test_a_failing_function_over_a_single_file_dataset_names_that_file(repo):
     assert "labeling function 'lookup' raised KeyError" in err, err
     assert "(file data/people.parquet)" in err, err
     assert_nowhere(repo, out, err)
+
+
+class _Defined(ValueError):
+    pass
+
+
+def test_only_classes_defined_in_code_are_named_when_restricted():
+    """The training's runner names exceptions the same way (`training.runner`)."""
+    from buildenv.training.user_code import type_name
+
+    made = type(SENTINEL, (KeyError,), {})
+    assert type_name(made(), False) == SENTINEL  # not restricted: named as it is
+    assert SENTINEL not in type_name(made(), True) and "KeyError" in type_name(made(), True)
+    assert type_name(ValueError(), True) == "ValueError"
+    assert type_name(_Defined(), True) == "_Defined"

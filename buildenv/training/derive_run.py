@@ -39,6 +39,7 @@ from buildenv.training.context import BuildContext, ForbiddenRead
 from buildenv.training.env_view import EnvironmentView
 from buildenv.training.user_code import diag as _diag
 from buildenv.training.user_code import load_entry as _load_entry
+from buildenv.training.user_code import type_name
 from buildenv.training.user_frames import exception_frame as _user_frame
 
 if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
@@ -200,7 +201,7 @@ def _run_one(fn: Any, ctx: TransformContext, job: dict[str, Any], item: dict[str
         path, line, trail = _user_frame(exc, root, own)
         message = f"{name} raised {type(exc).__name__}: {exc}".strip()
         if restricted:
-            message = (f"{name} raised {type(exc).__name__} (message withheld: it reads "
+            message = (f"{name} raised {type_name(exc, True)} (message withheld: it reads "
                        "restricted data)")
         raise TransformError(_diag("BE340", message + where, path, line,
                                    [f"called from {t}" for t in trail[:-1]])) from None

@@ -33,6 +33,7 @@ from buildenv.training.confinement import refused, swallowed
 from buildenv.training.context import BuildContext
 from buildenv.training.derive_run import scoped_pins
 from buildenv.training.user_code import diag as _diag
+from buildenv.training.user_code import type_name
 from buildenv.training.user_frames import exception_frame as _user_frame
 
 if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
@@ -77,7 +78,7 @@ def run_functions_job(job: dict[str, Any], env: Environment, project: Project,
             return [denied]
         path, line, _ = _user_frame(exc, root, own)
         return [_diag("BE872", f"label set '{job['label_set']}': importing {job['module']} "
-                      f"raised {type(exc).__name__}" + ("" if restricted else f": {exc}"),
+                      f"raised {type_name(exc, restricted)}" + ("" if restricted else f": {exc}"),
                       path or job["module"], line)]
     functions = {name: fn for name in dir(module)
                  if callable(fn := getattr(module, name)) and hasattr(fn, LABELING_FUNCTION)}
@@ -174,7 +175,7 @@ def _call(fn: Any, name: str, batch: Any, classes: pa.Array, job: dict[str, Any]
     try:
         values = pa.array(result, type=pa.string(), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
-        raise _Failed(_diag("BE873", f"{what} returned {type(result).__name__} values that are "
+        raise _Failed(_diag("BE873", f"{what} returned {type_name(result, restricted)} values that are "
                             f"not class names (text, or None to abstain){where}", module, line,
                             ["return one class (a string of the taxonomy) or None per row"])
                       ) from None
@@ -198,7 +199,7 @@ def _call(fn: Any, name: str, batch: Any, classes: pa.Array, job: dict[str, Any]
 def _raised(exc: BaseException, what: str, where: str, restricted: bool, root: Path, own: Path,
             module: str, line: int | None) -> dict[str, Any]:
     path, at, trail = _user_frame(exc, root, own)
-    message = f"{what} raised {type(exc).__name__}" + ("" if restricted else f": {exc}")
+    message = f"{what} raised {type_name(exc, restricted)}" + ("" if restricted else f": {exc}")
     if restricted:
         message += " (message withheld: the dataset is restricted)"
     return _diag("BE872", message + where, path or module, at or line,

@@ -41,6 +41,7 @@ from buildenv.training.confinement import Guard
 from buildenv.training.user_code import diag as _diag
 from buildenv.training.user_code import load_entry as _load_entry
 from buildenv.training.user_code import manifests as _manifests
+from buildenv.training.user_code import type_name
 from buildenv.training.user_frames import exception_frame as _user_frame
 
 # Deferred imports (buildenv, numpy, mlflow, sklearn): what the saving needs is imported in a
@@ -234,7 +235,7 @@ def _call(ctx: Any, root: Path, guard: Guard | None, work: Any) -> Any:
         path, line, trail = _user_frame(exc, root, own)
         message = f"training raised {type(exc).__name__}: {exc}".strip()
         if ctx.restricted_reads:
-            message = (f"training raised {type(exc).__name__} (message withheld: the training "
+            message = (f"training raised {type_name(exc, True)} (message withheld: the training "
                        f"read restricted dataset(s) {', '.join(sorted(ctx.restricted_reads))})")
         raise _Failed({"ok": False, "diagnostics": [_diag(
             "BE301", message, path, line, [f"called from {t}" for t in trail[:-1]])],

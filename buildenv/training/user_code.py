@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["diag", "load_entry", "manifests"]
+__all__ = ["diag", "load_entry", "manifests", "type_name"]
 
 
 def diag(code: str, message: str, path: str | None = None, line: int | None = None,
@@ -43,3 +43,20 @@ def manifests(request: dict) -> dict:
 
     return {name: Manifest.from_json(data)
             for name, data in (request.get("manifests") or {}).items()}
+
+
+def type_name(value: Any, restricted: bool) -> str:
+    """The name of `value`'s class (of an exception, a returned value) for a diagnostic. When
+    restricted data was read, only a class defined in code is named: one made at run time
+    (`type(row_value, (KeyError,), {})`) could carry a row's value in its name, so its nearest
+    built-in base is named instead."""
+    cls = value if isinstance(value, type) else type(value)
+    if not restricted:
+        return cls.__name__
+    found: Any = sys.modules.get(cls.__module__)
+    for part in cls.__qualname__.split("."):
+        found = getattr(found, part, None)
+    if found is cls:
+        return cls.__name__
+    base = next((b for b in cls.__mro__ if b.__module__ == "builtins"), object)
+    return f"a {base.__name__} of a class made at run time (its name withheld)"
