@@ -213,7 +213,7 @@ def functions(rows: int, batch: int = 1_000_000) -> None:
     started = time.perf_counter()
     for frame in frames:
         for j, fn in enumerate(declared):
-            _call(fn, f"f{j}", frame, classes, job, "", False, ROOT, ROOT)
+            _call(fn, f"f{j}", frame, classes, job, "", False, ROOT, ROOT, {"x": None})
     ours = time.perf_counter() - started
     print(f"10 functions on {rows:,} rows: buildenv vote path {ours:.2f} s vs bare loop "
           f"{bare:.2f} s ({ours / bare:.2f}x)")
