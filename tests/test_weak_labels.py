@@ -216,6 +216,32 @@ def positive_x(batch):
     assert (locked / "environments" / "ev.lock.json").read_bytes() == before
 
 
+@pytest.mark.parametrize("again", [
+    "positive_x = negative_x\n",
+    "def positive_x(batch):\n    return [None] * len(batch)\n",
+    "from math import floor as positive_x\n",
+])
+def test_a_function_bound_again_by_anything_is_refused(locked, again):
+    """The module keeps its last binding of a name: a labeling function rebound (assigned,
+    redefined without the decorator, imported over) would never vote."""
+    rules = locked / "rules" / "sign.py"
+    rules.write_text(rules.read_text() + "\n\n" + again)
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 1 and "BE870" in err and "'positive_x' is bound again" in err, err
+
+
+def test_editing_a_plain_def_beside_the_functions_makes_them_stale(locked):
+    """A plain `def` of a labeling function's name is shared code, not the function: editing
+    it changes every digest, so `lock --check` does not stay green."""
+    rules = locked / "rules" / "sign.py"
+    rules.write_text(rules.read_text().replace("@buildenv.labeling_function", "def positive_x"
+                     "(batch):\n    return 1\n\n\n@buildenv.labeling_function", 1))
+    assert invoke_cli(["lock", "ev"], locked)[0] == 0
+    rules.write_text(rules.read_text().replace("    return 1\n", "    return 2\n", 1))
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 1 and "BE875" in err, err
+
+
 def test_declaring_a_column_the_dataset_lacks_is_refused_before_running(locked):
     code, err = _bad_rule(locked, '["secret"]', '    return [None] * len(batch)')
     assert code == 1 and "BE871" in err and "apply labeling" not in err, err

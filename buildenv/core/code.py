@@ -87,6 +87,7 @@ def decorated_functions(path: Path, decorator: str
         return None
     lines = text.splitlines(keepends=True)
     found: dict[str, tuple[int, str]] = {}
+    taken: set[int] = set()
     for node in tree.body:
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
@@ -95,10 +96,11 @@ def decorated_functions(path: Path, decorator: str
         start = min([node.lineno] + [d.lineno for d in node.decorator_list])
         end = node.end_lineno or node.lineno
         found[node.name] = (node.lineno, "".join(lines[start - 1:end]))
+        taken.add(id(node))
     # what they share, as code (blank lines and comments between functions are not): adding
-    # a function leaves the other functions' digests as they were
-    rest = [node for node in tree.body if not (
-        isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in found)]
+    # a function leaves the other functions' digests as they were. Only the decorated
+    # definitions themselves are left out: a plain `def` of the same name is shared code
+    rest = [node for node in tree.body if id(node) not in taken]
     shared = ast.unparse(ast.Module(body=rest, type_ignores=[]))
     return found, shared
 

@@ -89,7 +89,16 @@ def parse_functions(project: Project, res: Resolved, name: str) -> ParsedFunctio
     first: dict[str, int] = {}
     for node in tree.body:
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or \
-                node.name not in declared:
+                node.name not in declared or \
+                not any(decorates(d, DECORATOR) for d in node.decorator_list):
+            for bound in _bound(node):
+                if bound in first:  # the module keeps this binding, which never votes
+                    out.problems.append(Diagnostic(
+                        "BE870", f"labeling function '{bound}' is bound again at line "
+                        f"{node.lineno} (defined at line {first[bound]}): the module keeps the "
+                        "new binding, so the labeling function never votes", rel, node.lineno,
+                        node.col_offset + 1, hints=("give each rule, and anything else at the "
+                                                    "module's top, its own name",)))
             continue
         if node.name in first:  # the module keeps the last one: the first would never vote
             out.problems.append(Diagnostic(
@@ -108,6 +117,23 @@ def parse_functions(project: Project, res: Resolved, name: str) -> ParsedFunctio
             "BE870", f"label set '{name}': '{rel}' defines no labeling function", rel, 1, 1,
             hints=("decorate each rule `@buildenv.labeling_function(columns=[...])`",)))
     return out
+
+
+def _bound(node: ast.stmt) -> list[str]:
+    """The names a top-level statement binds in the module."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [node.name]
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return [a.asname or a.name.split(".")[0] for a in node.names]
+    targets: list[ast.expr] = []
+    if isinstance(node, ast.Assign):
+        targets = list(node.targets)
+    elif isinstance(node, ast.AugAssign) or (isinstance(node, ast.AnnAssign) and node.value):
+        targets = [node.target]
+    elif isinstance(node, (ast.For, ast.AsyncFor, ast.With, ast.AsyncWith)):
+        targets = [node.target] if isinstance(node, (ast.For, ast.AsyncFor)) else [
+            i.optional_vars for i in node.items if i.optional_vars is not None]
+    return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
 
 
 def _declaration(node: ast.FunctionDef | ast.AsyncFunctionDef, rel: str, dataset: str,
