@@ -195,6 +195,14 @@ def test_reading_an_undeclared_column_at_run_time_is_refused(locked):
     assert code == 1 and "BE871" in err and "'kind'" in err and "rules/sign.py:23" in err, err
 
 
+def test_selecting_undeclared_columns_names_them(locked):
+    """`batch[["x", "kind"]]` raises pandas' KeyError("['kind'] not in index"): the columns
+    it lists are named as undeclared reads, as `batch["kind"]` is."""
+    code, err = _bad_rule(locked, '["x"]',
+                          '    return np.where(batch[["x", "kind"]]["kind"] == "a", "pos", None)')
+    assert code == 1 and "BE871" in err and "reads column 'kind'" in err, err
+
+
 def test_a_key_error_that_names_no_column_is_a_raise_not_an_undeclared_read(locked):
     code, err = _bad_rule(locked, '["x"]', '    return [{"near": "pos"}["far"] for _ in batch["x"]]')
     assert code == 1 and "BE872" in err and "BE871" not in err, err

@@ -14,7 +14,9 @@ the taxonomy BE874.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import re
 import sys
 import time
 from pathlib import Path
@@ -146,6 +148,25 @@ def _apply(ctx: Any, dataset: str, columns: list[str], wanted: list[str],
     return votes, keys
 
 
+_NOT_IN_INDEX = re.compile(r"^\[(.*)\] not in index$")
+
+
+def _missing_columns(exc: KeyError) -> list[str]:
+    """The columns a KeyError says are missing: `batch["c"]` raises KeyError('c'), and
+    `batch[["a", "c"]]` KeyError("['c'] not in index") (pandas); else none."""
+    key = exc.args[0] if len(exc.args) == 1 else None
+    if not isinstance(key, str):
+        return []
+    listed = _NOT_IN_INDEX.match(key)
+    if listed is None:
+        return [key]
+    try:
+        names = ast.literal_eval(f"[{listed.group(1)}]")
+    except (ValueError, SyntaxError):
+        return []
+    return names if names and all(isinstance(n, str) for n in names) else []
+
+
 def _call(fn: Any, name: str, batch: Any, classes: pa.Array, job: dict[str, Any], where: str,
           restricted: bool, root: Path, own: Path, known: Any) -> pa.Array:
     """One function on one batch: its votes as class indices into the taxonomy."""
@@ -156,13 +177,14 @@ def _call(fn: Any, name: str, batch: Any, classes: pa.Array, job: dict[str, Any]
     try:
         result = fn(batch[declared])
     except KeyError as exc:
-        column = exc.args[0] if exc.args else None
-        # only a column of the dataset: any other key may be a row value (a dict lookup)
-        if isinstance(column, str) and column not in declared and column in known:
+        columns = _missing_columns(exc)
+        # only columns of the dataset: any other key may be a row value (a dict lookup)
+        if columns and all(c not in declared and c in known for c in columns):
             path, at, _ = _user_frame(exc, root, own)
-            raise _Failed(_diag("BE871", f"{what} reads column '{column}', which it does not "
-                                f"declare{where}", path or module, at or line,
-                                [f"add '{column}' to its `columns=[...]`"])) from None
+            named = ", ".join(f"'{c}'" for c in columns)
+            raise _Failed(_diag("BE871", f"{what} reads column{'s' * (len(columns) > 1)} "
+                                f"{named}, which it does not declare{where}", path or module,
+                                at or line, [f"add {named} to its `columns=[...]`"])) from None
         raise _Failed(_raised(exc, what, where, restricted, root, own, module, line)) from None
     except Exception as exc:
         denied = refused(exc, restricted, where)
