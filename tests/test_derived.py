@@ -248,6 +248,14 @@ def test_a_declared_dataset_that_is_not_an_input_is_named_as_such(locked):
     assert "cannot read its own output" in err and "add 'daily' to" not in err, err
 
 
+def test_a_non_input_read_the_static_check_cannot_see_is_named_as_such_when_it_runs(locked):
+    _break(locked, '    return getattr(ctx, "re" + "ad")("daily", columns=["n"])\n')
+    code, err = _relock(locked)
+    assert code == 1 and "BE343" in err and "dataset 'daily' is not an input of derived " \
+        "dataset 'daily' (inputs: events)" in err, err
+    assert "not declared in environment" not in err, err
+
+
 def test_a_missing_transform_is_named(locked):
     _break(locked, "    return None\n")
     env = locked / "environments" / "ev.yaml"

@@ -44,6 +44,7 @@ from buildenv.training.user_frames import exception_frame as _user_frame
 
 if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
     from buildenv.core.project import Project
+    from buildenv.data.gate.filters import Filters
     from buildenv.env.spec import Environment
 
 __all__ = ["TransformContext", "run_transform_job", "scoped_pins"]
@@ -65,12 +66,21 @@ class TransformContext(BuildContext):
     """`ctx` of a transform: `read`/`scan` over its inputs, the first scoped to one file."""
 
     def __init__(self, env: Environment, project: Project, pins: dict[str, str],
-                 manifests: dict[str, Manifest], file: str, partition: dict[str, Any]):
+                 manifests: dict[str, Manifest], file: str, partition: dict[str, Any],
+                 derived: str = "", inputs: tuple[str, ...] = ()):
         super().__init__(env, 0, project, pins, None, manifests, purpose="derive")
         self.file = file
         """The first input's file being transformed (relative to its uri; "" for one file)."""
         self.partition = partition
         """Its hive partition values, typed as declared."""
+        self._derived, self._inputs = derived, inputs
+
+    def _request(self, dataset: str, columns: Any, format: str, filters: Any
+                 ) -> tuple[list[str], Filters | None]:
+        if self._inputs and dataset not in self._inputs:  # what the static check says too
+            raise ForbiddenRead(f"dataset '{dataset}' is not an input of derived dataset "
+                                f"'{self._derived}' (inputs: {', '.join(self._inputs)})")
+        return super()._request(dataset, columns, format, filters)
 
 
 class TransformError(Exception):
@@ -122,7 +132,7 @@ def _run_files(fn: Any, job: dict[str, Any], env: Environment, view: Environment
                   for k, v in (item.get("values") or {}).items()}
         scoped, scoped_manifests = scoped_pins(pins, manifests, first, item.get("entry"))
         ctx = TransformContext(view, project, scoped, scoped_manifests, item["input_path"],
-                               values)
+                               values, job["dataset"], tuple(job["inputs"]))
         started = time.perf_counter()
         try:
             table, withheld = _run_one(fn, ctx, job, item, restricted, root, own)
