@@ -106,6 +106,11 @@ class RayExecutor(Executor):
     def remote(self) -> bool:
         return self.address not in (None, "", "local")
 
+    @property
+    def cancelled(self) -> bool:
+        """Whether `cancel_all` ran: a task failing now was stopped by the interrupt."""
+        return self._cancelled
+
     def prepare(self) -> None:
         self._connect()
 
