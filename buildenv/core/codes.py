@@ -1000,6 +1000,11 @@ CODES: dict[str, Code] = {
                   "cluster: git reports uncommitted changes in the repository. The working "
                   "tree is shipped as it is, and each artifact's code digest is of the files "
                   "shipped, not of a commit. Commit first to build what a commit names."),
+    "BE887": Code("Ray cluster refused the token", "The Ray cluster at the address answered "
+                  "but uses token authentication, and the token this machine gives is missing "
+                  "or wrong (Ray's own logs then repeat `InvalidAuthToken`). Set "
+                  "`RAY_AUTH_MODE=token` and the cluster's token (`RAY_AUTH_TOKEN`, "
+                  "`RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`) in buildenv's environment."),
     # --- importers (buildenv import) ---------------------------------------------------------
     "BE900": Code("cannot read import file", "`buildenv import` could not read the suite or "
                   "schema file: it does not exist, is not readable, or is not UTF-8 text."),
