@@ -217,7 +217,7 @@ class RayExecutor(Executor):
         if self.address in (None, "", "auto") or "://" in (self.address or ""):
             return
         try:
-            from ray._raylet import GcsClient  # pants: no-infer-dep (the optional extra)
+            from ray._raylet import GcsClient  # type: ignore[attr-defined]  # pants: no-infer-dep
         except ImportError:  # another Ray: ray.init alone tells
             return
         box: list[BaseException | None] = []
