@@ -23,6 +23,7 @@ from buildenv.compile.build import BuildOptions
 from buildenv.compile.cache import intact
 from buildenv.compile.plan import pairs, run_matrix
 from buildenv.compile.sandbox_policy import sandbox_policy
+from buildenv.core import progress
 from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.project import Project
 from buildenv.data.executor import RayExecutor
@@ -114,7 +115,49 @@ def test_a_worker_lost_twice_fails_its_pair_with_be305(repo, ray_executor, monke
     assert outcomes[0].status == "failed" and calls == [1]  # Ray retries once
     first = outcomes[0].first_error()
     assert first.code == "BE305" and "lost on its Ray worker after one retry" in first.message
-    assert not (repo / "dist" / "lr" / "base").exists()  # nothing partial
+    assert not (repo / "dist" / "lr").exists()  # nothing partial, not even dist/lr/
+
+
+def test_an_interrupted_pair_is_stopped_not_failed_and_leaves_no_directory(repo, ray_executor,
+                                                                           monkeypatch):
+    """Ctrl-C cancels the Ray tasks, whose `ray.get` then raises: the pair unwinds as
+    interrupted (shown "stopped", not "failed" with a BE305), and the directories its build
+    made are gone while one that existed before stays."""
+    def cancelled(fn, item, **kwargs):
+        ray_executor.cancel_all()
+        raise RuntimeError("TaskCancelledError: the task was cancelled")
+
+    class Statuses(progress.Reporter):
+        def __init__(self) -> None:
+            self.seen: dict[str, str] = {}
+
+        def finished(self, task: progress.Task) -> None:
+            self.seen[task.label] = task.status
+
+    monkeypatch.setattr(ray_executor, "run_one", cancelled)
+    monkeypatch.setattr(ray_executor, "_cancelled", False)
+    shutil.rmtree(repo / "dist", ignore_errors=True)
+    (repo / "dist" / "lr7").mkdir(parents=True)
+    (repo / "dist" / "lr7" / "mine.txt").write_text("kept")
+    project = Project.discover(repo)
+    reporter = Statuses()
+    try:
+        with progress.installed(reporter), pytest.raises(KeyboardInterrupt):
+            run_matrix(project, Multiverse(project), [("lr", "base")],
+                       BuildOptions(register=False, use_cache=False, ray=ray_executor))
+    finally:
+        monkeypatch.setattr(ray_executor, "_cancelled", False)
+    assert reporter.seen.get("lr @ base") == "stopped", reporter.seen
+    assert sorted(p.name for p in (repo / "dist").iterdir()) == ["lr7"]
+    assert (repo / "dist" / "lr7" / "mine.txt").read_text() == "kept"
+    shutil.rmtree(repo / "dist")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_matrix(project, Multiverse(project), [("lr", "base")],
+                       BuildOptions(register=False, use_cache=False, ray=ray_executor))
+    finally:
+        monkeypatch.setattr(ray_executor, "_cancelled", False)
+    assert not (repo / "dist").exists()  # dist/ itself was made by the build: gone too
 
 
 def test_a_training_larger_than_every_node_is_refused_before_scheduling(repo, ray_executor,
@@ -350,7 +393,7 @@ def _interrupted_build(tmp_path: Path, ray: bool, sig: int = signal.SIGINT) -> N
             if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
     # nothing of the interrupted pair (atomic_dir makes the training's directory up front)
-    assert list((root / "dist" / "sleeper").glob("**/*")) == []
+    assert not (root / "dist" / "sleeper").exists()  # not even an empty directory
     for lineage_file in (root / "dist").rglob(LINEAGE_FILE):  # finished pairs: whole
         art = lineage_file.parent
         assert intact(art, read_lineage(art)), art

@@ -182,6 +182,42 @@ def test_a_ray_client_address_without_ray_client_says_what_to_install(tmp_path):
     assert f"pip install 'ray[client]=={ray.__version__}'" in err and "BE881" not in err
 
 
+def test_a_cluster_that_refuses_the_token_is_not_called_silent(monkeypatch):
+    """A cluster with token authentication answers a driver lacking its token by refusing
+    each call, which `ray.init` retries until the timeout: BE887 says so at once, whether
+    the GCS call refuses it or `ray.init` raises Ray's authentication error itself."""
+    ray = pytest.importorskip("ray")
+    raylet = pytest.importorskip("ray._raylet")
+    refused = ray.exceptions.AuthenticationError("RPC error: InvalidAuthToken")
+
+    def refuse(*args, **kwargs):
+        raise refused
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init was called"))
+    monkeypatch.setattr(raylet, "GcsClient", refuse)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with socket.socket() as server:  # something answers at the address
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(DiagnosticError) as info:
+            RayExecutor(address=f"127.0.0.1:{port}", timeout=20).prepare()
+        assert time.monotonic() - started < 10  # not the whole timeout
+        first = info.value.diagnostics[0]
+        assert first.code == "BE887" and info.value.exit_code == 2
+        assert (f"Ray cluster at '127.0.0.1:{port}' answered but refused this machine's "
+                "authentication token") in first.message and "RAY_AUTH_MODE is not set" \
+            in first.message
+        assert "RAY_AUTH_MODE=token" in first.hints[0]
+        monkeypatch.setattr(raylet, "GcsClient", lambda *a, **k: None)  # the GCS lets it by
+        monkeypatch.setattr(ray, "init", refuse)  # RAY_AUTH_MODE=token and no token found
+        with pytest.raises(DiagnosticError) as info:
+            RayExecutor(address=f"127.0.0.1:{port}", timeout=20).prepare()
+        assert info.value.diagnostics[0].code == "BE887"
+
+
 def test_an_address_that_accepts_but_never_answers_times_out(tmp_path):
     pytest.importorskip("ray")
     root = make_partitioned_repo(tmp_path)

@@ -160,6 +160,29 @@ with atomic_dir(final, scratch) as tmp:
 
 
 @pytest.mark.parametrize("use_scratch", [False, True])
+def test_a_failed_atomic_dir_removes_the_parents_it_made_only(tmp_path, use_scratch):
+    """Nothing partial: a failed or interrupted block leaves no empty `dist/<training>/`,
+    while a parent that existed before (empty or not) is left as it was."""
+    scratch = tmp_path / "scratch" if use_scratch else None
+    def half_written(error: type[BaseException]) -> None:
+        with atomic_dir(tmp_path / "dist" / "t" / "e", scratch) as tmp:
+            (tmp / "model.bin").write_text("half")
+            raise error()
+
+    for error in (RuntimeError, KeyboardInterrupt):
+        with pytest.raises(error):
+            half_written(error)
+        assert not (tmp_path / "dist").exists()
+    (tmp_path / "dist" / "t").mkdir(parents=True)
+    with pytest.raises(RuntimeError), atomic_dir(tmp_path / "dist" / "t" / "e", scratch):
+        raise RuntimeError()
+    assert (tmp_path / "dist" / "t").is_dir() and not any((tmp_path / "dist" / "t").iterdir())
+    with atomic_dir(tmp_path / "dist" / "u" / "e", scratch) as tmp:
+        (tmp / "model.bin").write_text("whole")
+    assert (tmp_path / "dist" / "u" / "e" / "model.bin").read_text() == "whole"
+
+
+@pytest.mark.parametrize("use_scratch", [False, True])
 def test_concurrent_atomic_dirs_do_not_sweep_each_other(tmp_path, use_scratch):
     final = tmp_path / "dist" / "t" / "e"
     scratch = tmp_path / "scratch" if use_scratch else ""

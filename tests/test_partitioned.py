@@ -3,6 +3,7 @@ naming files, verified per-file reads, partition columns, filters, ctx.scan, and
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -214,6 +215,57 @@ def test_partition_values_are_validated_naming_the_files(locked):
     assert ("error[BE063]: events.date: the partition value is outside range [2026-09-01, "
             "2026-12-31] in 1 file(s): 'data/events/date=2027-01-05/part-0.parquet' "
             "('2027-01-05')") in err
+
+
+def test_one_partition_value_spelled_two_ways_is_refused_naming_both(tmp_path):
+    """`year=2026` and `year=02026` both convert to 2026 (as pyarrow and Spark read them):
+    two directories holding one partition are an error naming both; a padded spelling used
+    alone (`year=02027`) is not."""
+    root = make_partitioned_repo(tmp_path)
+    ev = root / "environments" / "ev.yaml"
+    ev.write_text(ev.read_text().replace(
+        "partitions: [date]", "partitions: [date, year]").replace(
+        "      date: {dtype: date,", "      year: {dtype: int64}\n      date: {dtype: date,"))
+    events = root / "data" / "events"
+    for i, folder in enumerate(sorted(events.iterdir())):
+        year = ["2026", "02026", "02027"][min(i, 2)]
+        folder.rename(events / f"date={day(i)}-tmp")
+        (events / f"date={day(i)}").mkdir()
+        (events / f"date={day(i)}-tmp").rename(events / f"date={day(i)}" / f"year={year}")
+    age(root)
+    code, _, err = invoke_cli(["lock"], root)
+    assert code == 0, err
+    code, _, err = invoke_cli(["validate", "ev"], root)
+    assert code == 1, err
+    assert ("error[BE069]: events.year: 2 directories name the partition value '2026': "
+            f"'year=02026/' (e.g. 'data/events/date={day(1)}/year=02026/part-0.parquet'), "
+            f"'year=2026/' (e.g. 'data/events/date={day(0)}/year=2026/part-0.parquet'); "
+            "they would read as one partition") in err
+    assert "move the files of the other directories into 'year=2026/'" in err
+    assert err.count("BE069") == 1  # 02027 alone is one spelling of its value
+
+
+def test_a_stored_partition_column_that_disagrees_with_its_path_is_named(locked):
+    """The path's value is what is read (pyarrow and Spark read it so too): a file storing the
+    partition column with another value would be silently rewritten, so validate names the
+    file and both values. Equal stored values are fine."""
+    same = pq.read_table(file_path(locked, 1, 0))
+    pq.write_table(same.append_column("date", pa.array([dt.date.fromisoformat(day(1))]
+                                                       * same.num_rows)),
+                   file_path(locked, 1, 0))
+    other = pq.read_table(file_path(locked, 2, 0))
+    dates = [dt.date.fromisoformat(day(2))] * (other.num_rows - 2) + [dt.date(2026, 10, 7)] * 2
+    pq.write_table(other.append_column("date", pa.array(dates)), file_path(locked, 2, 0))
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    code, _, err = invoke_cli(["validate", "ev"], locked)
+    assert code == 1, err
+    assert ("error[BE068]: events.date: the files store a 'date' column whose values differ "
+            "from their 'date=<value>' directory in 1 file(s): "
+            f"'data/events/date={day(2)}/part-0.parquet' (2 row(s) hold "
+            f"'2026-10-07', its path says '{day(2)}'); the path's value is the "
+            "one read") in err
+    assert err.count("BE068") == 1 and "write `partitions: []` under the dataset" in err
 
 
 def test_validate_counts_rows_and_names_files_lacking_a_column(locked):

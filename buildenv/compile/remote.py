@@ -107,6 +107,8 @@ def train_on_ray(executor: RayExecutor, task: RemoteTraining, model_dir: Path) -
     except DiagnosticError:
         raise
     except Exception as exc:  # the worker died twice, its node went away, the task was lost
+        if executor.cancelled:  # cancelled by an interrupt: the pair stopped, it did not fail
+            raise KeyboardInterrupt from None
         text = str(exc).strip().splitlines()
         return {"ok": False, "transient": True, "diagnostics": [{
             "code": "BE305", "message": "training task lost on its Ray worker after one retry: "

@@ -88,21 +88,47 @@ def atomic_dir(final: Path, scratch: Path | None = None) -> Iterator[Path]:
     filesystem as `final`, else beside `final`; its name records the owning process. A
     process killed inside the block leaves only that temp dir, which a later run removes
     once its owner is gone (never a directory another process is still writing). `final`
-    is either the old complete directory or the new one.
+    is either the old complete directory or the new one. A block that fails also removes
+    the (empty) parents of `final` it created: a failed `dist/<training>/<env>` leaves no
+    `dist/<training>/` behind (nothing partial), and a parent that existed stays as it was.
     """
+    made = _missing_parents(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    parent = _temp_parent(final, scratch)
-    sweep(parent)
-    if parent != final.parent:
-        sweep(final.parent)  # left there by an older buildenv or a fallback
-    tmp = owned_temp_dir(parent, final.name)
+    tmp = None
     try:
+        parent = _temp_parent(final, scratch)
+        sweep(parent)
+        if parent != final.parent:
+            sweep(final.parent)  # left there by an older buildenv or a fallback
+        tmp = owned_temp_dir(parent, final.name)
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp's 0700 would make the result private
         install_dir(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(made)
         raise
+
+
+def _missing_parents(final: Path) -> list[Path]:
+    """The parents of `final` that do not exist yet, deepest first."""
+    missing = []
+    for parent in final.parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    return missing
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    """Remove `directories` (deepest first) while they are empty: one another build has
+    meanwhile put its result in is kept, and so are the ones above it."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 def install_dir(source: Path, final: Path) -> None:
@@ -112,7 +138,17 @@ def install_dir(source: Path, final: Path) -> None:
     missing; otherwise the old directory is moved aside for an instant. Concurrent
     installs into one parent directory are serialised.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(3):  # a failed build beside this one may remove an empty parent
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _install(source, final)
+            return
+        except FileNotFoundError:
+            if attempt == 2 or final.parent.exists() or not source.exists():
+                raise
+
+
+def _install(source: Path, final: Path) -> None:
     with dir_mutex(final.parent):
         if not final.exists():
             os.replace(source, final)

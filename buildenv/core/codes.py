@@ -211,6 +211,20 @@ CODES: dict[str, Code] = {
                   "with no other directory level. The message names the paths that disagree "
                   "and what to write: move the files, declare the column a level names, or "
                   "state the order with `partitions:`."),
+    "BE068": Code("stored value differs from the path", "A file of a partitioned dataset "
+                  "stores a partition column too, and some of its rows hold another value than "
+                  "the file's `name=<value>` directory. The path's value is the one read (as "
+                  "pyarrow and Spark read it), so the stored one would be silently replaced. "
+                  "The message names the files and both values: move each file to the "
+                  "directory of its rows, drop the column from the files, or, if the stored "
+                  "column is right, write `partitions: []`."),
+    "BE069": Code("one partition value spelled two ways", "Two `name=<value>` directories of "
+                  "a partitioned dataset convert to the same value of their column "
+                  "(`year=2026` and `year=02026`, `flag=true` and `flag=True`): they would read "
+                  "as one partition while living in two directories, so a filter, a relock or "
+                  "a rewrite of one misses the other. The message names both directories and "
+                  "a file of each; move the files under one spelling. Leading zeros used "
+                  "throughout (`month=09`) are fine."),
     # --- table datasets (Delta Lake, Iceberg) ---------------------------------------
     "BE070": Code("invalid table dataset", "A key does not go with the dataset's format: "
                   "`version`/`as_of` pin a `format: delta` table, `catalog`/`ref`/`snapshot` a "
@@ -986,6 +1000,11 @@ CODES: dict[str, Code] = {
                   "cluster: git reports uncommitted changes in the repository. The working "
                   "tree is shipped as it is, and each artifact's code digest is of the files "
                   "shipped, not of a commit. Commit first to build what a commit names."),
+    "BE887": Code("Ray cluster refused the token", "The Ray cluster at the address answered "
+                  "but uses token authentication, and the token this machine gives is missing "
+                  "or wrong (Ray's own logs then repeat `InvalidAuthToken`). Set "
+                  "`RAY_AUTH_MODE=token` and the cluster's token (`RAY_AUTH_TOKEN`, "
+                  "`RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`) in buildenv's environment."),
     # --- importers (buildenv import) ---------------------------------------------------------
     "BE900": Code("cannot read import file", "`buildenv import` could not read the suite or "
                   "schema file: it does not exist, is not readable, or is not UTF-8 text."),

@@ -106,6 +106,11 @@ class RayExecutor(Executor):
     def remote(self) -> bool:
         return self.address not in (None, "", "local")
 
+    @property
+    def cancelled(self) -> bool:
+        """Whether `cancel_all` ran: a task failing now was stopped by the interrupt."""
+        return self._cancelled
+
     def prepare(self) -> None:
         self._connect()
 
@@ -131,6 +136,7 @@ class RayExecutor(Executor):
             self._ray, self._started = ray, True
             return ray
         self._probe()
+        self._check_token(ray)
         box: list[Any] = []  # ray.init's result, or what it raised
 
         def init() -> None:
@@ -145,6 +151,8 @@ class RayExecutor(Executor):
         if not box:
             raise self._unreachable(f"no answer within {self.timeout:g} s")
         if isinstance(box[0], BaseException):
+            if _refused_token(ray, box[0]):  # RAY_AUTH_MODE=token here, and no token
+                raise self._refused()
             why = str(box[0]).splitlines()[0] if str(box[0]) else type(box[0]).__name__
             if "ray[client]" in why:  # the cluster answered; this machine lacks Ray Client
                 raise DiagnosticError([Diagnostic(
@@ -200,6 +208,44 @@ class RayExecutor(Executor):
                 pass
         except OSError as exc:
             raise self._unreachable(exc.strerror or str(exc) or type(exc).__name__) from None
+
+    def _check_token(self, ray: Any) -> None:
+        """A cluster with token authentication answers a driver without its token by
+        refusing each call, which `ray.init` retries until the timeout (not "does not
+        answer"): one call to its GCS first says so at once (BE887). A `ray://` address is
+        Ray Client's server, not the GCS: not checked here."""
+        if self.address in (None, "", "auto") or "://" in (self.address or ""):
+            return
+        try:
+            from ray._raylet import GcsClient  # type: ignore[attr-defined]  # pants: no-infer-dep
+        except ImportError:  # another Ray: ray.init alone tells
+            return
+        box: list[BaseException | None] = []
+
+        def call() -> None:
+            try:
+                GcsClient(address=self.address)
+                box.append(None)
+            except BaseException as exc:  # reported below
+                box.append(exc)
+
+        thread = threading.Thread(target=call, name="buildenv-ray-token", daemon=True)
+        thread.start()
+        thread.join(self.timeout)
+        if not box:
+            raise self._unreachable(f"no answer within {self.timeout:g} s")
+        if box[0] is not None and _refused_token(ray, box[0]):
+            raise self._refused()
+
+    def _refused(self) -> DiagnosticError:
+        mode = os.environ.get("RAY_AUTH_MODE") or "not set"
+        return DiagnosticError([Diagnostic(
+            "BE887", f"Ray cluster at '{self.address}' answered but refused this machine's "
+            f"authentication token: it uses token authentication and the token is missing "
+            f"or wrong here (RAY_AUTH_MODE is {mode})",
+            hints=("give buildenv's environment RAY_AUTH_MODE=token and the cluster's token "
+                   "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)",
+                   "or run with --executor local"))], 2)
 
     def _unreachable(self, why: str) -> DiagnosticError:
         return DiagnosticError([Diagnostic(
@@ -297,6 +343,12 @@ class RayExecutor(Executor):
             with _ray_quiet():
                 self._ray.shutdown()
         self._ray, self._started = None, False
+
+
+def _refused_token(ray: Any, exc: BaseException) -> bool:
+    """Whether `exc` is Ray's authentication error (a missing or wrong token)."""
+    kind = getattr(getattr(ray, "exceptions", None), "AuthenticationError", None)
+    return isinstance(kind, type) and isinstance(exc, kind)
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from buildenv.core.diagnostics import Diagnostic, Severity
 from buildenv.data.executor import Executor
@@ -45,6 +46,8 @@ class FileResult:
     missing: list[str] = field(default_factory=list)  # declared columns the file lacks
     wrong: dict[str, str] = field(default_factory=dict)  # column -> stored type not accepted
     extra: list[str] = field(default_factory=list)  # stored columns not declared
+    # partition column -> (its value in the path, a stored value that differs, rows differing)
+    clashes: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     error: dict[str, Any] | None = None  # Diagnostic.to_json() of a GateError
     size: int = 0
     digest: str = ""
@@ -72,17 +75,62 @@ def _validate_file(job: tuple[FileTask, str, dict[str, Column], list[str], bool]
                     continue
                 checked[name] = checks_for(col, actual, examples=not restricted)
             result.reports = {name: ColumnReport() for name in checked}
-            for batch in read.batches(list(checked), dictionary=[c for c in dict_cols
-                                                                 if c in checked]):
+            spec = task.env.datasets[task.dataset]
+            # a partition column the file stores too: the path's value is what is read (as
+            # pyarrow and Spark read it), so stored values that differ are compared here
+            twins = {n: (text, partition_scalar(text, spec.columns[n]))
+                     for n, text in _valid_values(task, spec.columns) if n in schema.names}
+            for batch in read.batches(list(checked) + [n for n in twins if n not in checked],
+                                      dictionary=[c for c in dict_cols if c in checked]):
                 for name, checks in checked.items():
                     check_batch(batch.column(batch.schema.get_field_index(name)), checks,
                                 result.reports[name])
+                for name, (text, value) in twins.items():
+                    _compare_stored(batch.column(batch.schema.get_field_index(name)), name,
+                                    text, value, result.clashes)
             read.verify()
             result.size, result.digest = read.size, read.digest or ""
-            result.rows = read.rows_read if checked else read.stored_rows()
+            result.rows = read.rows_read if checked or twins else read.stored_rows()
     except GateError as exc:
         result.error = exc.diagnostic.to_json()
     return result
+
+
+def _valid_values(task: FileTask, columns: dict[str, Column]) -> list[tuple[str, str]]:
+    """The file's partition values from its path that convert to their columns' types (the
+    others are BE063)."""
+    out = []
+    for name, text in task.values:
+        if name not in columns or text is None:
+            continue
+        try:
+            partition_scalar(text, columns[name])
+        except ValueError:
+            continue
+        out.append((name, text))
+    return out
+
+
+def _compare_stored(column: Any, name: str, text: str, value: pa.Scalar,
+                    clashes: dict[str, tuple[str, str, int]]) -> None:
+    """Count the stored values of partition column `name` that differ from the path's
+    `value` (nulls and values of another type included) into `clashes`."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    try:
+        same = pc.fill_null(pc.equal(column.cast(value.type), value), False)
+    except (pa.ArrowException, ValueError):  # stored as something the value is not
+        same = pa.repeat(pa.scalar(False), len(column))
+    differing = len(column) - pc.sum(same).as_py() if len(column) else 0
+    if not differing:
+        return
+    first = column.filter(pc.invert(same))[0].as_py()
+    before = clashes.get(name)
+    shown = "null" if first is None else repr(str(first))
+    clashes[name] = (text, before[1] if before else shown,
+                     (before[2] if before else 0) + differing)
 
 
 def merge(into: ColumnReport, part: ColumnReport) -> None:
@@ -144,6 +192,7 @@ def validate_partitioned(res: Resolved, ds_name: str, dataset: Dataset, read: Pa
     except GateError as exc:
         return [exc.diagnostic], None
     problems.extend(_partition_problems(res, ds_name, dataset, read, rows, reports))
+    problems.extend(_clash_problems(res, ds_name, read, results))
     for name, report in reports.items():
         problems.extend(judge(res, ds_name, name, dataset.columns[name], report, restricted))
     try:
@@ -222,6 +271,7 @@ def _partition_problems(res: Resolved, ds_name: str, dataset: Dataset, read: Par
         shown: dict[str, str] = {}
         total = ColumnReport()
         bad_rows = 0
+        spellings: dict[Any, dict[str, str]] = {}  # value -> its text in the path -> a file
         for path, _, values in read.files:
             text = values[name]
             n = rows.get(path, 0)
@@ -233,6 +283,8 @@ def _partition_problems(res: Resolved, ds_name: str, dataset: Dataset, read: Par
                 shown[path] = repr(text)
                 bad_rows += n
                 continue
+            if text is not None:
+                spellings.setdefault(value.as_py(), {}).setdefault(text, path)
             if not value.is_valid:
                 total.nulls += n
                 if not col.nullable:
@@ -262,8 +314,56 @@ def _partition_problems(res: Resolved, ds_name: str, dataset: Dataset, read: Par
                 f"file(s): {_files_text(read, paths, shown)}", *where, severity=severity,
                 hints=("rename the directory or fix the declaration; files of a partition "
                        "are read with the value their path gives",)))
+        problems.extend(_spelling_problems(res, ds_name, name, read, spellings))
         if col.nullable:  # nulls where they are not allowed are BE063 above, with the files
             reports[name] = ColumnReport(rows=total.rows, nulls=total.nulls)
+    return problems
+
+
+def _spelling_problems(res: Resolved, ds_name: str, name: str, read: PartitionedRead,
+                       spellings: dict[Any, dict[str, str]]) -> list[Diagnostic]:
+    """BE069: one value written two ways in the paths (`year=2026` and `year=02026`, both
+    2026): two directories would hold one partition, and a filter or a rewrite of one of them
+    misses the other. One spelling used throughout (`month=09`) is fine."""
+    problems = []
+    for value, texts in spellings.items():
+        if len(texts) < 2:
+            continue
+        named = sorted(texts.items())
+        dirs = ", ".join(f"'{name}={text}/' (e.g. '{read.file_uri(path)}')"
+                         for text, path in named[:FILES_NAMED])
+        keep = min(texts, key=lambda t: (len(t), t))
+        problems.append(res.diag(
+            "BE069", f"{ds_name}.{name}: {len(texts)} directories name the partition value "
+            f"{str(value)!r}: {dirs}; they would read as one partition",
+            "datasets", ds_name, "columns", name,
+            hints=(f"move the files of the other directories into '{name}={keep}/' (one "
+                   "spelling per value), then run `buildenv lock`",)))
+    return problems
+
+
+def _clash_problems(res: Resolved, ds_name: str, read: PartitionedRead,
+                    results: list[FileResult]) -> list[Diagnostic]:
+    """BE068: files that store a partition column holding other values than their path's
+    directory, naming the files and both values."""
+    problems = []
+    for name in read.partitions:
+        hits = [(r.path, r.clashes[name]) for r in results if name in r.clashes]
+        if not hits:
+            continue
+        shown = [f"'{read.file_uri(path)}' ({rows} row(s) hold {stored}, its path says "
+                 f"{text!r})" for path, (text, stored, rows) in hits[:FILES_NAMED]]
+        more = len(hits) - FILES_NAMED
+        problems.append(res.diag(
+            "BE068", f"{ds_name}.{name}: the files store a '{name}' column whose values differ "
+            f"from their '{name}=<value>' directory in {len(hits)} file(s): "
+            + ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+            + "; the path's value is the one read",
+            "datasets", ds_name, "columns", name,
+            hints=(f"move each file to the '{name}=<value>' directory of its rows (one value "
+                   "per file), or drop the column from the files",
+                   f"if the stored '{name}' is right and the directories are not partitions, "
+                   "write `partitions: []` under the dataset")))
     return problems
 
 
