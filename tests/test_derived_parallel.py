@@ -22,11 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO_ROOT, invoke_cli
-from partitioned_repo import age, file_path
+from partitioned_repo import age, file_path, write_file
 from sourcerepo import source_fixtures
 from test_derived_faults import assert_nothing_partial, processes_in, temp_left
+from test_early_runner import _gone, _runners
 
-from buildenv.compile import derive_claims
+from buildenv.compile import derive_claims, early_runner, start_recipe
 
 _progress, template, locked = source_fixtures("derived-parallel")
 
@@ -146,6 +147,91 @@ def test_several_processes_give_the_lock_and_bytes_of_one(locked, split):
     assert daily_entry(locked) == parallel
     assert outputs(locked) == parallel_bytes
     assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
+
+
+@pytest.fixture
+def recipes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Start recipes in a cache of the test's own; no process started early left after it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("BUILDENV_NO_PREFETCH", raising=False)
+    early_runner.outcomes.clear()
+    yield
+    early_runner.discard()
+    early_runner.outcomes.clear()
+
+
+def started_early(root: Path) -> list[int]:
+    """What `buildenv lock ev` starts from the recipe in its first milliseconds (pids)."""
+    assert start_recipe.begin(root, ["ev"])
+    return [s.proc.pid for s in start_recipe.pending]
+
+
+@TWO_CORES
+def test_a_full_rebuild_adopts_the_processes_started_from_the_recipe(locked, split, recipes,
+                                                                      monkeypatch):
+    transform(locked, sleep=0.05)
+    assert invoke_cli(["lock", "ev"], locked)[0] == 0  # keeps the recipe: 8 files
+    transform(locked, sleep=0.1)  # the module changed: every file is stale
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    assert len(started_early(locked)) == 1  # a busy machine: one process, as the build's
+    early_runner.discard()
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    early_runner.outcomes.clear()
+    pids = started_early(locked)
+    assert len(pids) == 2
+    split.clear()
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and "derive daily (8 of 8 files)" in err, err
+    assert early_runner.outcomes == ["adopted", "adopted"] and set(split) == {0, 1}
+    assert all(_gone(pid) for pid in pids) and not _runners(locked)
+    assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
+
+    # one input file changed: one process, started early and adopted; none speculative
+    write_file(locked, 1, 1, seed=4242)
+    age(locked)
+    early_runner.outcomes.clear()
+    pids = started_early(locked)
+    assert len(pids) == 1
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and "derive daily (1 of 8 files)" in err, err
+    assert early_runner.outcomes == ["adopted"] and _gone(pids[0]) and not _runners(locked)
+
+
+@TWO_CORES
+def test_processes_started_early_that_the_build_does_not_use_are_killed(locked, split,
+                                                                         recipes, monkeypatch):
+    transform(locked, sleep=0.05)
+    assert invoke_cli(["lock", "ev"], locked)[0] == 0
+    transform(locked, sleep=0.1)
+    pids = started_early(locked)
+    assert len(pids) == 2
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 0.0, 0.0))  # busy by the build
+    split.clear()
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and "derive daily (8 of 8 files)" in err, err
+    assert early_runner.outcomes == ["adopted", "discarded"] and split == []
+    assert all(_gone(pid) for pid in pids) and not _runners(locked)
+
+
+@TWO_CORES
+def test_processes_started_from_a_recipe_that_no_longer_matches_are_closed(locked, split,
+                                                                         recipes):
+    transform(locked, sleep=0.05)
+    assert invoke_cli(["lock", "ev"], locked)[0] == 0
+    transform(locked, sleep=0.1)
+    path = start_recipe.recipe_path(locked)
+    recipe = json.loads(path.read_text())
+    recipe["entries"][0]["env"]["LANG"] = "xx_XX.planted"
+    path.write_text(json.dumps(recipe))
+    pids = started_early(locked)
+    assert len(pids) == 2
+    split.clear()
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and "derive daily (8 of 8 files)" in err, err
+    # neither was used: the build started its own two, in the sandbox it computes
+    assert early_runner.outcomes == ["restarted", "restarted"] and set(split) == {0, 1}
+    assert all(_gone(pid) for pid in pids) and not _runners(locked)
+    assert "xx_XX.planted" not in path.read_text()
 
 
 def test_a_file_drawing_random_numbers_has_the_same_bytes_built_alone(locked):

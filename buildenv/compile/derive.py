@@ -147,10 +147,12 @@ def _build_all(project: Project, res: Resolved, pins: dict[str, Pinned], only: s
                     start = (project, res, (ds.source.module_path,), narrowed(res.env, inputs),
                              {i: m for i in inputs if (m := current[i].manifest) is not None})
                     processes.append(early_runner.take(*start) or SourceProcess.start(*start))
-                    early_runner.remember(project, res, name, processes[0])
+                    early_runner.remember(project, res, name, processes[0], len(plan.files))
                     if processes[0].box.brokered:  # the others ask it for their files
                         for _ in range(processes_for(len(todo), ds.source.processes) - 1):
-                            processes.append(SourceProcess.start(*start))
+                            processes.append(early_runner.take(*start)
+                                             or SourceProcess.start(*start))
+                    early_runner.discard()  # started for a larger build than this one
             found = transform_problems(project, res, name)
             built.problems.extend(found)
             if any(p.is_error for p in found):

@@ -79,11 +79,13 @@ def begin(root: str | None, names: list[str]) -> None:
         discard()
 
 
-def remember(project: Project, res: Resolved, name: str, process: SourceProcess) -> None:
-    """Keep how `process` (started or adopted for derived dataset `name`) was started, for
-    the next lock's `start_recipe.begin`: its command, environment and confinement request (in
-    its work directory's terms), and the paths `start_recipe.stale` looks at. Not with
-    `BUILDENV_NO_PREFETCH`, which turns early starts off."""
+def remember(project: Project, res: Resolved, name: str, process: SourceProcess,
+             files: int) -> None:
+    """Keep how `process` (started or adopted for derived dataset `name`, of `files` output
+    files) was started, for the next lock's `start_recipe.begin`: its command, environment and
+    confinement request (in its work directory's terms), the paths `start_recipe.stale` looks
+    at, and the files and cap a full build's processes follow (`start_recipe.others`). Not
+    with `BUILDENV_NO_PREFETCH`, which turns early starts off."""
     if os.environ.get("BUILDENV_NO_PREFETCH"):
         return
     signature = {k: process.signature.get(k) for k in ("command", "env", "request",
@@ -111,6 +113,7 @@ def remember(project: Project, res: Resolved, name: str, process: SourceProcess)
              "environment": res.name, "dataset": name, "cwd": str(project.root),
              "state_dir": str(project.data_state_dir), "watch": watch, "remote": remote,
              "output": None if output is None else str(output),
+             "files": files, "cap": source.processes,
              "lock": str(lock_path(project, res.name)),
              "stat_cache": str(stat_cache_path(project))}
     start_recipe.save(project.root, entry)
@@ -145,8 +148,9 @@ def _changed_since_lock(project: Project, res: Resolved, name: str, module: str,
 
 def take(project: Project, res: Resolved, modules: tuple[str, ...], reads: Environment,
          manifests: dict[str, Manifest]) -> SourceProcess | None:
-    """The process started early, if it is the one `SourceProcess.start` would start now
-    (`SourceProcess.adopt`); None after closing it otherwise, or when there is none."""
+    """A process started early, if it is the one `SourceProcess.start` would start now
+    (`SourceProcess.adopt`); None after closing it otherwise, or when there is none. A build
+    of several processes asks once for each; `discard` then kills those left over."""
     if not _held and not start_recipe.pending:
         return None
     held: SourceProcess | start_recipe.Started = (

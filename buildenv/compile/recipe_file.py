@@ -24,7 +24,7 @@ from buildenv.core.own_files import read_own, trusted
 # Deferred import (json): only a repository with a recipe parses one, and every `buildenv lock`
 # pays this module's imports before the quick lock answers.
 
-__all__ = ["changed_since", "load", "recipe_path", "stale", "trusted", "wants_start"]
+__all__ = ["changed_since", "load", "recipe_path", "stale", "trusted", "wants_start", "whole"]
 
 
 def wants_start(root: Path, names: list[str]) -> bool:
@@ -93,13 +93,31 @@ def _newer_inside(folder: str, since: int) -> bool:
 def stale(entry: dict[str, Any]) -> bool:
     """`early_runner`'s guess, from the recipe's paths: the output is missing, there is no
     lock, or the module or an input changed since the lock (or the stat cache) was written."""
+    since = _since(entry)
+    if since is None:
+        return True
+    return entry.get("remote", False) or changed_since(list(entry["watch"]), since)
+
+
+def whole(entry: dict[str, Any]) -> bool:
+    """Whether the recipe guesses every file of the dataset stale, not only some: its output is
+    missing, there is no lock, or the transform's module (the first path watched) changed
+    since the lock (or the stat cache) was written -- the code is in every output's key. An
+    input that changed may be one file of many: not a whole rebuild."""
+    since = _since(entry)
+    return since is None or changed_since(list(entry["watch"])[:1], since)
+
+
+def _since(entry: dict[str, Any]) -> int | None:
+    """When the lock (or the stat cache, which a relock that changed nothing rewrites) was
+    written last; None when the output or the lock is missing (everything is stale)."""
     output = entry.get("output")
     if output is not None and not os.path.exists(output):
-        return True
+        return None
     try:
         since = os.stat(entry["lock"]).st_mtime_ns
     except OSError:
-        return True
+        return None
     with contextlib.suppress(OSError):
         since = max(since, os.stat(entry["stat_cache"]).st_mtime_ns)
-    return entry.get("remote", False) or changed_since(list(entry["watch"]), since)
+    return since

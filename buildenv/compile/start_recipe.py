@@ -7,7 +7,10 @@ environment, its confinement request. `save` keeps that recipe, and the paths wh
 would make the transform stale, per derived dataset; the next `buildenv lock` (`cli.early`)
 `launch`es from it before anything heavy is imported, and the build then checks the process
 exactly as any early one (`early_runner.take`): a recipe that no longer matches costs a
-restart, never a different sandbox.
+restart, never a different sandbox. When the recipe guesses every file stale (the output is
+missing, or the transform's module changed), `launch` starts the other processes a full build
+of that many files uses too (`derive_claims`): they are ready when the build hands out files,
+and each is checked the same way; one the build does not want is killed.
 
 The recipe lives in the user's cache (`$XDG_CACHE_HOME/buildenv/start-recipes/`, else
 `~/.cache/...`), never in the repository: a cloned repository could plant one there. It is
@@ -16,7 +19,8 @@ digest of the repository's real path, buildenv's version and the interpreter. It
 a command and an environment; never data, nor digests of it.
 
 The recipe file itself (path, trust, staleness) is `compile.recipe_file`. Imports only the
-standard library and `core.tempdirs`: it runs before pydantic is imported.
+standard library, `core.tempdirs` and `compile.derive_claims` (standard library only): it runs
+before pydantic is imported.
 """
 
 from __future__ import annotations
@@ -35,23 +39,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from buildenv.compile.recipe_file import changed_since, load, recipe_path, stale, trusted
+from buildenv.compile.derive_claims import processes_for
+from buildenv.compile.recipe_file import changed_since, load, recipe_path, stale, trusted, whole
 from buildenv.core.process_tree import die_with_parent, kill_tree
 from buildenv.core.tempdirs import owned_temp_dir, scratch_dir, sweep
 
-__all__ = ["Started", "begin", "changed_since", "launch", "load", "pending", "prune", "recipe_path",
-           "save", "stale"]
+__all__ = ["Started", "begin", "changed_since", "launch", "load", "others", "pending", "prune",
+           "recipe_path", "save", "stale"]
 
 _BROKER, _STATUS, _PRIVATE, _WORK = "<broker>", "<status>", "<private>", "<work>"
 
 
 pending: list[Started] = []
-"""The process `begin` started, until `early_runner.take` adopts or closes it."""
+"""The processes `begin` started (all from one entry), until `early_runner.take` adopts or
+closes each."""
 
 
 def begin(root: Path, names: list[str]) -> bool:
     """Start the process of the first derived dataset of the environments `names` (all:
-    empty) that the recipe of the repository at `root` guesses stale (`stale`); whether the
+    empty) that the recipe of the repository at `root` guesses stale (`stale`) -- and, when it
+    guesses every file stale, the others a full build of it uses (`others`); whether the
     recipe answered (False: it knows none of these environments, `early_runner.begin`
     decides instead)."""
     if pending:
@@ -74,8 +81,30 @@ def begin(root: Path, names: list[str]) -> bool:
             return False
         pending.append(started)
         atexit.register(_discard)
+        try:
+            more = others(entry)
+        except (KeyError, TypeError, ValueError):
+            more = 0
+        for _ in range(more):
+            other = launch(entry)
+            if other is None:
+                break
+            pending.append(other)
         return True
     return True
+
+
+def others(entry: dict[str, Any]) -> int:
+    """How many processes besides the first the build of `entry`'s dataset will want, started
+    now too: only when the recipe guesses every file stale (`whole`), as many as
+    `derive_claims.processes_for` gives for the files the last build planned (`files`), the
+    dataset's cap (`cap`) and the load now; none without a broker (the others ask it for
+    their files). A one-file rebuild never gets a second interpreter it would wait for."""
+    files, cap = entry.get("files"), entry.get("cap")
+    if (type(files) is not int or not (cap is None or (type(cap) is int and cap >= 1))
+            or not any(v == _BROKER for v in entry["env"].values()) or not whole(entry)):
+        return 0
+    return processes_for(files, cap) - 1
 
 
 def _discard() -> None:
