@@ -137,19 +137,7 @@ class RayExecutor(Executor):
             return ray
         self._probe()
         self._check_token(ray)
-        box: list[Any] = []  # ray.init's result, or what it raised
-
-        def init() -> None:
-            try:
-                box.append(self._init(ray))
-            except BaseException as exc:  # reported below, with the address
-                box.append(exc)
-
-        thread = threading.Thread(target=init, name="buildenv-ray-init", daemon=True)
-        thread.start()
-        thread.join(self.timeout)
-        if not box:
-            raise self._unreachable(f"no answer within {self.timeout:g} s")
+        box = self._within(lambda: self._init(ray), "buildenv-ray-init")
         if isinstance(box[0], BaseException):
             if _refused_token(ray, box[0]):  # RAY_AUTH_MODE=token here, and no token
                 raise self._refused()
@@ -220,22 +208,28 @@ class RayExecutor(Executor):
             from ray._raylet import GcsClient  # type: ignore[attr-defined]  # pants: no-infer-dep
         except ImportError:  # another Ray: ray.init alone tells
             return
-        box: list[BaseException | None] = []
+        box = self._within(lambda: GcsClient(address=self.address), "buildenv-ray-token")
+        if isinstance(box[0], BaseException) and _refused_token(ray, box[0]):
+            raise self._refused()
 
-        def call() -> None:
+    def _within(self, call: Callable[[], Any], name: str) -> list[Any]:
+        """`[what call returned, or what it raised]`, from a thread given `self.timeout`
+        seconds (Ray's connection calls retry for as long as they like); BE881 when it has
+        not answered by then."""
+        box: list[Any] = []
+
+        def run() -> None:
             try:
-                GcsClient(address=self.address)
-                box.append(None)
-            except BaseException as exc:  # reported below
+                box.append(call())
+            except BaseException as exc:  # the caller looks at it, with the address
                 box.append(exc)
 
-        thread = threading.Thread(target=call, name="buildenv-ray-token", daemon=True)
+        thread = threading.Thread(target=run, name=name, daemon=True)
         thread.start()
         thread.join(self.timeout)
         if not box:
             raise self._unreachable(f"no answer within {self.timeout:g} s")
-        if box[0] is not None and _refused_token(ray, box[0]):
-            raise self._refused()
+        return box
 
     def _refused(self) -> DiagnosticError:
         mode = os.environ.get("RAY_AUTH_MODE") or "not set"
