@@ -248,6 +248,17 @@ def test_a_declared_dataset_that_is_not_an_input_is_named_as_such(locked):
     assert "cannot read its own output" in err and "add 'daily' to" not in err, err
 
 
+def test_the_non_input_wording_takes_the_read_dataset_not_a_piece_of_the_message(locked):
+    """The dataset of BE101 travels as a field of the finding: a name holding a quote, whose
+    message a parser would cut at the quote ('daily'), is an undeclared dataset, not an
+    input missing from the transform's list."""
+    _break(locked, '    return ctx.read("daily\' x", columns=["n"])\n')
+    code, err = _relock(locked)
+    assert code == 1 and "error[BE101]: dataset 'daily' x' is not declared in environment" \
+        in err, err
+    assert "not an input" not in err, err
+
+
 def test_a_non_input_read_the_static_check_cannot_see_is_named_as_such_when_it_runs(locked):
     _break(locked, '    return getattr(ctx, "re" + "ad")("daily", columns=["n"])\n')
     code, err = _relock(locked)
