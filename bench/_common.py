@@ -22,9 +22,24 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN_VENV = REPO / ".venv"
-MAIN_PY = MAIN_VENV / "bin" / "python"
-BUILDENV = MAIN_VENV / "bin" / "buildenv"
 WORK = Path(os.environ.get("BUILDENV_BENCH_WORK", REPO / "bench" / ".work"))
+
+
+def _console_script() -> Path:
+    """The venv's `buildenv`, or where the repository has no `.venv` (the benchmarks' smoke
+    test in a Pants sandbox) a script running `python -m buildenv` with this interpreter."""
+    installed = MAIN_VENV / "bin" / "buildenv"
+    if installed.exists():
+        return installed
+    shim = WORK / "bin" / "buildenv"
+    shim.parent.mkdir(parents=True, exist_ok=True)
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m buildenv "$@"\n')
+    shim.chmod(0o755)
+    return shim
+
+
+MAIN_PY = MAIN_VENV / "bin" / "python" if MAIN_VENV.exists() else Path(sys.executable)
+BUILDENV = _console_script()
 PEER_VENV = Path(os.environ.get("BUILDENV_BENCH_PEER_VENV",
                                 Path.home() / ".cache" / "buildenv-bench-venv"))
 PEER_PY = PEER_VENV / "bin" / "python"

@@ -201,6 +201,12 @@ def test_sigkill_mid_training_leaves_nothing(repo, tracking):
     final = repo / "dist" / "slow" / "base"
     assert not final.exists()
     assert versions(tracking, "slow") == []
+    # the kill left the empty dist/slow/ it made; the next build, of another training
+    # (here one that fails), removes it
+    assert (repo / "dist" / "slow").is_dir()
+    code, out, err = run(repo, "build", "sneaky", "--env", "base", "--no-register")
+    assert code == 1 and "BE303" in err, err
+    assert not (repo / "dist" / "slow").exists()
     code, out, err = run(repo, "build", "slow", "--env", "base")
     assert code == 0, err
     assert final.is_dir() and len(versions(tracking, "slow")) == 1

@@ -398,3 +398,53 @@ def test_a_helper_reached_other_than_by_its_name_is_still_checked(tmp_path, reac
     is checked as before."""
     code, _, err = check(tmp_path, reach)
     assert code == 1 and any("BE102" in line and "'genra'" in line for line in err), err
+
+
+@pytest.mark.parametrize("reach", [
+    # a function's globals, by its attribute or a computed getattr on the function
+    ("def helper(ctx):\n    return ctx.read(\"movies\", columns=[\"genra\"])\n\n\n"
+     "def train(ctx):\n    return train.__globals__[\"hel\" + \"per\"](ctx)\n"),
+    ("def helper(ctx):\n    return ctx.read(\"movies\", columns=[\"genra\"])\n\n\n"
+     "def train(ctx):\n    return getattr(train, \"__glo\" + \"bals__\")[\"helper\"](ctx)\n"),
+    # a frame's globals
+    ("import sys\n\n\ndef helper(ctx):\n    return ctx.read(\"movies\", columns=[\"genra\"])\n\n\n"
+     "def train(ctx):\n    return sys._getframe().f_globals[\"helper\"](ctx)\n"),
+    # the module by name, then a computed getattr on it
+    ("import sys\n\n\ndef helper(ctx):\n    return ctx.read(\"movies\", columns=[\"genra\"])\n\n\n"
+     "def train(ctx):\n    mod = sys.modules[__name__]\n    return getattr(mod, \"hel\" + \"per\")(ctx)\n"),
+    ("import importlib\n\n\ndef helper(ctx):\n    return ctx.read(\"movies\", columns=[\"genra\"])"
+     "\n\n\ndef train(ctx, name=\"helper\"):\n"
+     "    return getattr(importlib.import_module(__name__), name)(ctx)\n"),
+    ("def helper(ctx):\n    return ctx.read(\"movies\", columns=[\"genra\"])\n\n\n"
+     "def train(ctx):\n    return eval(\"helper\")(ctx)\n"),
+], ids=["__globals__", "getattr-function", "f_globals", "sys.modules", "import_module", "eval"])
+def test_every_lookup_that_can_reach_a_module_function_widens_the_check(tmp_path, reach):
+    code, _, err = check(tmp_path, reach)
+    assert code == 1 and any("BE102" in line and "'genra'" in line for line in err), err
+
+
+@pytest.mark.parametrize("body", [
+    # a computed attribute of a variable the function read: a DataFrame
+    "    df = ctx.read(\"movies\", columns=[\"genre\"])\n    how = \"nunique\"\n"
+    "    return getattr(df, how)()\n",
+    # ... of a parameter, of an attribute of one, in a lambda and a comprehension
+    "    return helper(ctx.read(\"movies\", columns=[\"genre\"]), \"genre\")\n",
+    "    df = ctx.read(\"movies\", columns=[\"genre\"])\n"
+    "    return df.apply(lambda row: getattr(row, COLUMN), axis=1)\n",
+    "    df = ctx.read(\"movies\", columns=[\"genre\"])\n"
+    "    return [getattr(r, c) for r in df.itertuples() for c in [COLUMN]]\n",
+    # methods named like lookups: a model's eval() and modules(), a DataFrame's eval()
+    "    model = ctx.read(\"movies\", columns=[\"genre\"])\n    model.eval()\n"
+    "    return list(model.modules())\n",
+    "    df = ctx.read(\"movies\", columns=[\"genre\"])\n    return df.eval(\"genre\")\n",
+], ids=["local", "parameter", "lambda", "comprehension", "model-methods", "dataframe-eval"])
+def test_a_lookup_on_a_variable_keeps_other_entries_reads_out(tmp_path, body):
+    """Two entries in one module (two trainings, two transforms over different inputs): a
+    `getattr` on a DataFrame the entry holds cannot reach the other entry's function, so its
+    reads are not checked against this entry's environment (they were: a false BE101)."""
+    source = ("COLUMN = \"genre\"\n\n\ndef other_entry(ctx):\n"
+              "    return ctx.read(\"elsewhere\", columns=[\"x\"])\n\n\n"
+              "def helper(frame, column):\n    return getattr(frame, column)\n\n\n"
+              "def train(ctx):\n" + body)
+    code, out, err = check(tmp_path, source)
+    assert (code, err) == (0, []), err

@@ -248,6 +248,41 @@ def test_a_declared_dataset_that_is_not_an_input_is_named_as_such(locked):
     assert "cannot read its own output" in err and "add 'daily' to" not in err, err
 
 
+def test_the_non_input_wording_takes_the_read_dataset_not_a_piece_of_the_message(locked):
+    """The dataset of BE101 travels as a field of the finding: a name holding a quote, whose
+    message a parser would cut at the quote ('daily'), is an undeclared dataset, not an
+    input missing from the transform's list."""
+    _break(locked, '    return ctx.read("daily\' x", columns=["n"])\n')
+    code, err = _relock(locked)
+    assert code == 1 and "error[BE101]: dataset 'daily' x' is not declared in environment" \
+        in err, err
+    assert "not an input" not in err, err
+
+
+def test_a_getattr_on_its_dataframe_keeps_another_transforms_reads_out_of_its_check(locked):
+    """Two transforms in one module, over different inputs: `daily` looks a method of its
+    DataFrame up by a computed name, which cannot reach `weekly`, so `weekly`'s read of
+    `daily` is not checked against `daily`'s inputs (it was: a false BE101 "not an input")."""
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("      mean_x: {dtype: float64}\n", (
+        "      mean_x: {dtype: float64}\n  weekly:\n    source:\n"
+        "      transform: transforms/daily.py:weekly\n      inputs: [daily]\n    columns:\n"
+        "      date: {dtype: date}\n      kind: {dtype: string}\n"
+        "      n: {dtype: int64, nullable: false}\n"), 1))
+    (locked / "transforms" / "daily.py").write_text(
+        "import pandas as pd\n\nHOW = \"sum\"\n\n\n"
+        "def daily(ctx):\n    df = ctx.read(\"events\", columns=[\"kind\", \"x\"])\n"
+        "    grouped = df.groupby(\"kind\", as_index=False)\n"
+        "    return getattr(grouped, HOW)()\n\n\n"
+        "def weekly(ctx):\n    return ctx.read(\"daily\", columns=[\"date\", \"kind\", \"n\"])\n")
+    from buildenv.compile.derive import transform_problems
+
+    project = Project.discover(locked)
+    res = Multiverse(project).resolve("ev")
+    assert transform_problems(project, res, "daily") == []
+    assert transform_problems(project, res, "weekly") == []
+
+
 def test_a_non_input_read_the_static_check_cannot_see_is_named_as_such_when_it_runs(locked):
     _break(locked, '    return getattr(ctx, "re" + "ad")("daily", columns=["n"])\n')
     code, err = _relock(locked)

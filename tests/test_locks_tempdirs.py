@@ -204,7 +204,7 @@ def test_a_killed_writer_leaves_nothing_in_the_final_directory(tmp_path):
                             env=ENV, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "written"
     assert list(final.parent.iterdir()) == []  # the temp dir is in scratch, not beside
-    [left] = list(scratch.iterdir())
+    [left] = [p for p in scratch.iterdir() if p.is_dir()]  # beside the record of dist/ and t/
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not final.exists()
@@ -213,6 +213,34 @@ def test_a_killed_writer_leaves_nothing_in_the_final_directory(tmp_path):
         (tmp / "ok").write_text("1")
     assert [p.name for p in final.iterdir()] == ["ok"]
     assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("before", ["nothing", "dist", "a sibling"])
+def test_the_empty_parents_a_killed_writer_made_go_with_its_temp_dir(tmp_path, before):
+    """SIGKILL skips the cleanup that removes the parents a failed block made: the block
+    records them in scratch first, and the sweep that removes its temp dir (the next build's,
+    whichever training it builds) removes them too while they are empty. A parent that existed
+    before stays, and so does one that another writer filled meanwhile."""
+    final, scratch = tmp_path / "dist" / "t" / "e", tmp_path / "scratch"
+    if before == "dist":
+        (tmp_path / "dist").mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", WRITE_DIR, str(final), str(scratch), "hang"],
+                            env=ENV, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "written"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (tmp_path / "dist" / "t").is_dir() and not final.exists()  # what the kill left
+    if before == "a sibling":  # another build's result arrived in dist/t/ since
+        with atomic_dir(tmp_path / "dist" / "t" / "other", tmp_path / "other-scratch") as tmp:
+            (tmp / "ok").write_text("1")
+    sweep(scratch)
+    assert list(scratch.iterdir()) == []
+    if before == "nothing":
+        assert not (tmp_path / "dist").exists()
+    elif before == "dist":
+        assert list((tmp_path / "dist").iterdir()) == []
+    else:
+        assert [p.name for p in (tmp_path / "dist" / "t").iterdir()] == ["other"]
 
 
 def test_temp_dir_falls_back_beside_the_target_on_another_filesystem(tmp_path, monkeypatch):

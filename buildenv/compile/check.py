@@ -13,6 +13,7 @@ helpers that take a parameter of the same name are checked too.
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from buildenv.compile.constants import Constants
@@ -116,8 +117,10 @@ def _reached(tree: ast.Module, entry: str, own: str) -> ast.Module:
     through the functions and module-level code it does name: one module may hold several
     entries (two transforms over different inputs), each checked against its own datasets
     only. Conservative where names do not tell: a decorated function (a decorator may
-    register it) is always kept, and a module that looks functions up at run time
-    (`globals`, `getattr`, `eval`, `sys.modules`, importing itself...) is checked whole."""
+    register it) is always kept, and a module that may look its functions up at run time
+    (`globals()`, `eval`, `sys.modules`, importing itself, `getattr` with a computed name on
+    the module or on anything not a variable of the calling function...) is checked whole.
+    A lookup on a function's own variable (`getattr(df, name)`) does not widen it."""
     if _looks_up_functions(tree, own):
         return tree
     functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef,
@@ -135,29 +138,160 @@ def _reached(tree: ast.Module, entry: str, own: str) -> ast.Module:
     return ast.Module(body=body, type_ignores=tree.type_ignores)
 
 
-_LOOKUPS = frozenset({"globals", "locals", "vars", "getattr", "eval", "exec", "__import__",
-                      "import_module", "modules"})
-"""Names through which code can reach a module's function without naming it."""
+_LOOKUPS = frozenset({"globals", "locals", "vars", "eval", "exec", "__import__", "import_module",
+                      "getmodule", "attrgetter", "methodcaller", "getattr", "__getattribute__"})
+"""Names of callables through which code can reach a module's function without naming it."""
+
+_NAMESPACES = frozenset({"__globals__", "f_globals", "f_locals", "modules"})
+"""Attributes holding a module's namespace: a function's or a frame's globals, `sys.modules`."""
 
 
 def _looks_up_functions(tree: ast.Module, own: str) -> bool:
-    """Whether the module (named `own`) may reach its functions other than by their names."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import) and any(a.name.rsplit(".", 1)[-1] == own
-                                                for a in node.names):
-            return True  # `import demo` in demo.py: its functions as attributes
-        if isinstance(node, ast.ImportFrom) and (node.module or "").rsplit(".", 1)[-1] == own:
-            return True
-        if isinstance(node, ast.Name) and node.id in _LOOKUPS:
-            return True
-        if isinstance(node, ast.Attribute) and node.attr in _LOOKUPS:
-            return True
-        if isinstance(node, ast.ImportFrom) and node.level:  # `from . import x`: maybe itself
-            return True
-        if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
-                a.name in _LOOKUPS for a in node.names):
-            return True
-    return False
+    """Whether the module (named `own`) may reach its functions other than by their names:
+    it imports itself (or `builtins`, or a lookup by name), refers to a namespace
+    (`globals()`, `eval`, `sys.modules`, `f.__globals__`...), or calls `getattr` with a
+    computed name on anything but a variable of its own function. `getattr(df, name)` on a
+    local or a parameter, `model.eval()`, `net.modules()` do not count: what the function
+    holds there came from code that named it, or from one of the lookups above. Known blind
+    spot: a computed attribute of a function object held in a variable (its `__globals__`);
+    the data gate refuses such a read when the code runs."""
+    finder = _Lookups(own)
+    finder.visit(tree)
+    return finder.found
+
+
+class _Lookups(ast.NodeVisitor):
+    """`_looks_up_functions`' walk: the variables of the functions around each node are known,
+    so that a lookup on one of them is told from a lookup on the module's own names."""
+
+    def __init__(self, own: str) -> None:
+        self.own = own
+        self.scopes: list[set[str]] = []  # variables of each enclosing function, innermost last
+        self.found = False
+
+    def visit(self, node: ast.AST) -> None:
+        if not self.found:
+            super().visit(node)
+
+    def _local(self, node: ast.expr) -> bool:
+        """Whether `node` is a variable of an enclosing function, or an attribute or item of
+        one (`self.df`, `frames[0]`)."""
+        while isinstance(node, (ast.Attribute, ast.Subscript)):
+            node = node.value
+        return isinstance(node, ast.Name) and any(node.id in scope for scope in self.scopes)
+
+    def _scoped(self, names: set[str], body: Sequence[ast.AST]) -> None:
+        self.scopes.append(names)
+        for node in body:
+            self.visit(node)
+        self.scopes.pop()
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        args = node.args
+        for outer in [*node.decorator_list, *args.defaults,
+                      *(d for d in args.kw_defaults if d is not None), node.returns,
+                      *(a.annotation for a in _parameters(args))]:
+            if outer is not None:
+                self.visit(outer)
+        self._scoped(_variables(node), node.body)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        for outer in [*node.args.defaults, *(d for d in node.args.kw_defaults if d is not None)]:
+            self.visit(outer)
+        self._scoped(_variables(node), [node.body])
+
+    def _comprehension(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp
+                       | ast.DictComp) -> None:
+        self.scopes.append({n.id for gen in node.generators for n in ast.walk(gen.target)
+                            if isinstance(n, ast.Name)})
+        self.generic_visit(node)
+        self.scopes.pop()
+
+    visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _comprehension
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            leaf = alias.name.rsplit(".", 1)[-1]
+            if leaf == self.own or alias.name == "builtins":  # `import demo` in demo.py
+                self.found = True
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if (node.level  # `from . import x`: maybe itself
+                or (node.module or "").rsplit(".", 1)[-1] == self.own
+                or node.module == "builtins"
+                or any(a.name in _LOOKUPS or a.name in _NAMESPACES for a in node.names)):
+            self.found = True
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if node.id in _LOOKUPS:  # `getattr` called as such is seen by visit_Call
+            self.found = True
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        if node.attr in _NAMESPACES or (node.attr in _LOOKUPS and not self._local(node.value)):
+            self.found = True
+        self.visit(node.value)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        if isinstance(func, ast.Name) and func.id == "getattr":
+            self._getattr(node)
+        elif isinstance(func, ast.Attribute) and func.attr == "modules":
+            self.visit(func.value)  # `net.modules()`: a method; `sys.modules` is never called
+        elif isinstance(func, ast.Attribute) and func.attr in _LOOKUPS \
+                and self._local(func.value):
+            self.visit(func.value)  # `model.eval()`, `df.eval("a + b")`: a method of a variable
+        else:
+            self.visit(func)
+        for arg in [*node.args, *node.keywords]:
+            self.visit(arg)
+
+    def _getattr(self, node: ast.Call) -> None:
+        if len(node.args) < 2 or any(isinstance(a, ast.Starred) for a in node.args[:2]):
+            self.found = True
+            return
+        obj, name = node.args[:2]
+        attr = _literal_str(name)
+        if attr is None:
+            if not self._local(obj):
+                self.found = True
+        elif attr in _NAMESPACES or (attr in _LOOKUPS and not self._local(obj)):
+            self.found = True
+
+
+def _parameters(args: ast.arguments) -> list[ast.arg]:
+    return [*args.posonlyargs, *args.args, *args.kwonlyargs,
+            *(a for a in (args.vararg, args.kwarg) if a is not None)]
+
+
+def _variables(func: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
+    """The local variables of a function: its parameters and the names its own body binds
+    (not those of functions or classes nested in it), less those it declares global."""
+    names = {a.arg for a in _parameters(func.args)}
+    declared: set[str] = set()
+    todo: list[ast.AST] = list(func.body) if isinstance(func.body, list) else [func.body]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            continue
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            declared.update(node.names)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+            names.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            names.add(node.rest)
+        todo.extend(ast.iter_child_nodes(node))
+    return names - declared
 
 
 def _label_calls(tree: ast.Module, ctx_name: str) -> list[tuple[int, int]]:
@@ -270,7 +404,8 @@ def check_training(project: Project, training: str, config: TrainingConfig,
             problems.append(Diagnostic(
                 "BE101", f"dataset '{read.dataset}' is not declared in environment {env.name}",
                 rel, line, col,
-                hints=(hint or f"declared datasets: {', '.join(sorted(env.datasets))}",)))
+                hints=(hint or f"declared datasets: {', '.join(sorted(env.datasets))}",),
+                subject=read.dataset))
             continue
         if read.dataset == env.evaluation.dataset:
             line, col = read.dataset_at or (read.line, read.col)

@@ -84,8 +84,9 @@ def transform_problems(project: Project, res: Resolved, name: str) -> list[Diagn
 
 def _not_an_input(problem: Diagnostic, res: Resolved, name: str) -> Diagnostic:
     """BE101 of a dataset the environment declares: what is wrong is that the transform does
-    not list it among its inputs (the check saw the inputs only)."""
-    read = problem.message.split("'")[1] if problem.code == "BE101" else None
+    not list it among its inputs (the check saw the inputs only). The dataset comes from the
+    finding's `subject`, never from its wording."""
+    read = problem.subject if problem.code == "BE101" else None
     if read is None or read not in res.env.datasets:
         return problem
     source = res.env.datasets[name].source

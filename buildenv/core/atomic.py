@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Literal
 
 from buildenv.core.mutex import dir_mutex
-from buildenv.core.tempdirs import owned_temp_dir, owned_temp_file, sweep
+from buildenv.core.tempdirs import (
+    owned_temp_dir,
+    owned_temp_file,
+    record_made,
+    remove_empty,
+    sweep,
+)
 
 __all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_text", "create_new_text",
            "install_dir"]
@@ -91,11 +97,14 @@ def atomic_dir(final: Path, scratch: Path | None = None) -> Iterator[Path]:
     is either the old complete directory or the new one. A block that fails also removes
     the (empty) parents of `final` it created: a failed `dist/<training>/<env>` leaves no
     `dist/<training>/` behind (nothing partial), and a parent that existed stays as it was.
+    With `scratch`, those parents are recorded there first: a block killed outright (SIGKILL)
+    cannot remove them, and the next sweep of `scratch` (the next build's) does, if empty.
     """
     made = _missing_parents(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    record = record_made(scratch, made) if made and scratch is not None else None
     tmp = None
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
         parent = _temp_parent(final, scratch)
         sweep(parent)
         if parent != final.parent:
@@ -107,8 +116,11 @@ def atomic_dir(final: Path, scratch: Path | None = None) -> Iterator[Path]:
     except BaseException:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-        _remove_empty(made)
+        remove_empty(made)
         raise
+    finally:
+        if record is not None:
+            record.unlink(missing_ok=True)
 
 
 def _missing_parents(final: Path) -> list[Path]:
@@ -119,16 +131,6 @@ def _missing_parents(final: Path) -> list[Path]:
             break
         missing.append(parent)
     return missing
-
-
-def _remove_empty(directories: list[Path]) -> None:
-    """Remove `directories` (deepest first) while they are empty: one another build has
-    meanwhile put its result in is kept, and so are the ones above it."""
-    for directory in directories:
-        try:
-            directory.rmdir()
-        except OSError:
-            return
 
 
 def install_dir(source: Path, final: Path) -> None:

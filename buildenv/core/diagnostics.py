@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -40,16 +40,16 @@ class Diagnostic:
     col: int | None = None
     severity: Severity = Severity.ERROR
     hints: tuple[str, ...] = field(default_factory=tuple)
+    # What the finding is about (BE101: the dataset read), for code that words it anew for its
+    # own context; never rendered, and not part of the finding's identity.
+    subject: str | None = field(default=None, compare=False)
 
     @property
     def is_error(self) -> bool:
         return self.severity is Severity.ERROR
 
     def with_hint(self, *hints: str) -> Diagnostic:
-        return Diagnostic(
-            self.code, self.message, self.path, self.line, self.col, self.severity,
-            self.hints + tuple(h for h in hints if h),
-        )
+        return replace(self, hints=self.hints + tuple(h for h in hints if h))
 
     def location(self) -> str:
         if not self.path:
@@ -67,6 +67,7 @@ class Diagnostic:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["subject"]
         data["severity"] = self.severity.value
         data["hints"] = list(self.hints)
         return data

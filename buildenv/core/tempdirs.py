@@ -7,20 +7,24 @@ reuse. A sweep removes one only when that process is gone; one in flight in anot
 or one whose name does not follow the pattern, is never touched.
 
 Builds keep theirs under `.buildenv/tmp/` (on the repository's filesystem, so the final
-rename is atomic) rather than beside the artifact in `dist/`.
+rename is atomic) rather than beside the artifact in `dist/`. There they also keep a record of
+the directories they are about to create (`dist/<training>/`): a SIGKILL skips the cleanup
+that removes them on failure, and the sweep that removes the dead owner's record removes
+those directories too while they are still empty.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["owned_temp_dir", "owned_temp_file", "owner_alive", "process_start", "scratch_dir",
-           "sweep"]
+__all__ = ["owned_temp_dir", "owned_temp_file", "owner_alive", "process_start", "record_made",
+           "remove_empty", "scratch_dir", "sweep"]
 
 _NAME = re.compile(r"^\..+\.tmp-(\d+)-(\d+)-[A-Za-z0-9_]+$")
 
@@ -83,9 +87,43 @@ def owned_temp_file(parent: Path, label: str) -> tuple[int, str]:
     return tempfile.mkstemp(prefix=f".{label}.tmp-{pid}-{start}-", dir=parent)
 
 
+_MADE = "made-dirs"  # the label of a record of directories about to be created
+
+
+def record_made(parent: Path, directories: list[Path]) -> Path:
+    """Write, before creating `directories` (deepest first), an owned record of them in
+    `parent`; the caller removes it once it has either kept them or removed them again. If
+    the caller is killed first, a later sweep of `parent` removes them while they are empty."""
+    parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, path = owned_temp_file(parent, _MADE)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump([os.fspath(d.absolute()) for d in directories], handle)
+    return Path(path)
+
+
+def remove_empty(directories: list[Path]) -> None:
+    """Remove `directories` (deepest first) while they are empty: one another process has
+    meanwhile put something in is kept, and so are the ones above it."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+
+
+def _undo_made(record: Path) -> None:
+    """The directories a dead owner recorded as made, removed while empty."""
+    try:
+        listed = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # killed while writing it: nothing was created yet
+    if isinstance(listed, list):
+        remove_empty([Path(p) for p in listed if isinstance(p, str)])
+
+
 def sweep(parent: Path, label: str | None = None) -> list[Path]:
-    """Remove the temp dirs and files in `parent` whose owner process is gone; return
-    them. With `label`, only that label's (`.<label>.tmp-...`) and only this user's: what a
+    """Remove the temp dirs and files in `parent` whose owner process is gone (and the
+    directories a dead owner's `record_made` names, while empty); return them. With `label`, only that label's (`.<label>.tmp-...`) and only this user's: what a
     write beside its target sweeps, in a directory other users and programs may share. One that
     cannot be removed (another user's, a read-only mount) is left, never an error."""
     removed: list[Path] = []
@@ -108,6 +146,8 @@ def sweep(parent: Path, label: str | None = None) -> list[Path]:
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(path)
             else:
+                if entry.name.startswith(f".{_MADE}.tmp-"):
+                    _undo_made(path)
                 path.unlink(missing_ok=True)
         except OSError:
             continue
