@@ -27,7 +27,9 @@ run (docs/derived.md, docs/labels.md).
    in all), locked from the command line; then one partition is added, `lock --check` must name
    it, and `buildenv lock` is timed against that partition run by hand (a fresh `python`:
    read it, call the functions, write their votes as Parquet -- the derived one-file
-   definition), and the full lock's time / FILES.
+   definition), and the full lock's time / FILES. Then the label set and the lock after the
+   re-lock are compared (sha256) with those of a lock from scratch (`.buildenv/labels/`
+   removed), and their digests printed, to compare across trees.
 6. `tasks-cli` (on request): `buildenv tasks` for EXAMPLES examples, 20 annotators, overlap 3,
    as a command in a fresh process.
 
