@@ -637,3 +637,26 @@ def test_an_incremental_lock_is_byte_identical_to_one_from_scratch(locked, model
     assert (sha256(label_set), sha256(lock_file)) == incremental
     code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
     assert code == 0, err
+
+
+@pytest.mark.parametrize("keys", [[str(i) for i in range(700, 1900)],
+                                  [f"u{i}" for i in range(1200)], ["007"] * 1200])
+def test_a_stored_block_reads_back_and_a_damaged_one_is_a_miss(tmp_path, keys):
+    class Project:
+        data_state_dir = tmp_path / ".buildenv"
+
+    store = matrix_module.BlockStore(Project(), "blocks")  # type: ignore[arg-type]
+    votes = np.random.default_rng(2).integers(-1, 2, (1200, 5)).astype(np.int8)
+    block = coded(votes, 2, plain_integers(pa.array(keys, pa.string())))
+    assert (block.numbers is not None) == (keys[0] == "700")
+    store.put_block("sha256:ab12", block)
+    got = store.read_block("sha256:ab12")
+    assert got is not None
+    for field in ("patterns", "counts", "index"):
+        assert np.array_equal(getattr(got, field), getattr(block, field))
+    assert (got.numbers is None) == (block.numbers is None)
+    if block.numbers is not None:
+        assert np.array_equal(got.numbers, block.numbers)
+    path = store.path("sha256:ab12")
+    path.write_bytes(path.read_bytes()[:-3] + b"bad")
+    assert store.read_block("sha256:ab12") is None

@@ -166,7 +166,9 @@ class BlockStore(ArrayStore):
             {"patterns": json.dumps(block.patterns.tolist()),
              "counts": json.dumps(block.counts.tolist())})
         sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd", use_dictionary=True,
+        # keys as deltas: an id column's run of integers takes a few bytes, not 8 a row
+        pq.write_table(table, sink, compression="zstd", use_dictionary=["v"],
+                       column_encoding={"k": "DELTA_BINARY_PACKED"} if "k" in columns else None,
                        write_statistics=False)
         self.put_bytes(key, sink.getvalue(), len(block.index))
 
