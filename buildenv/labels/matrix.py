@@ -324,17 +324,19 @@ def merged(blocks: list[Block], classes: int, functions: int, dtype: type) -> Pa
                         np.zeros(0, np.int64))
     present = np.unique(np.concatenate([b.patterns for b in blocks]))
     counts = np.zeros(len(present), np.int64)
-    inverse = []
+    inverse = np.empty(sum(len(b.index) for b in blocks), np.int64)
+    start = 0
     for block in blocks:
         at = np.searchsorted(present, block.patterns)
         counts[at] += block.counts  # a block's patterns are distinct
-        inverse.append(at[block.index])
+        np.take(at, block.index, out=inverse[start:start + len(block.index)])
+        start += len(block.index)
     rows: np.ndarray = np.empty((len(present), functions), dtype)
     rest = present.copy()
     for column in range(functions - 1, -1, -1):
         rows[:, column] = rest % base - 1
         rest //= base
-    return Patterns(rows, counts, np.concatenate(inverse))  # searchsorted's: int64
+    return Patterns(rows, counts, inverse)
 
 
 def _file_votes(names: list[str], digests: dict[str, str], file_digest: str, rows: int,
