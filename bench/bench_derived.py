@@ -27,7 +27,9 @@ run (docs/derived.md, docs/labels.md).
    in all), locked from the command line; then one partition is added, `lock --check` must name
    it, and `buildenv lock` is timed against that partition run by hand (a fresh `python`:
    read it, call the functions, write their votes as Parquet -- the derived one-file
-   definition), and the full lock's time / FILES.
+   definition), and the full lock's time / FILES. Then the label set and the lock after the
+   re-lock are compared (sha256) with those of a lock from scratch (`.buildenv/labels/`
+   removed), and their digests printed, to compare across trees.
 6. `tasks-cli` (on request): `buildenv tasks` for EXAMPLES examples, 20 annotators, overlap 3,
    as a command in a fresh process.
 
@@ -39,6 +41,7 @@ run (docs/derived.md, docs/labels.md).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -465,6 +468,11 @@ def reapply(files: int, rows: int, repeat: int, sandbox: str | None = None) -> N
             added.append((wall, cpu))
             applied_one.append(spent)
             alone.append(_timed(bare + [str(new.relative_to(root))], root, env))
+        # the incremental result against a lock from scratch (no cached votes or blocks)
+        incremental = _label_digests(root)
+        shutil.rmtree(root / ".buildenv" / "labels")
+        _timed(lock, root, env)
+        scratch = _label_digests(root)
     (fw, fc), (aw, ac), (ow, oc) = map(_median, (full, added, alone))
     pa_all, pa_one = statistics.median(applied_all), statistics.median(applied_one)
     ratio = f"{pa_one / (pa_all / files):.2f}x" if pa_all else "no applying reported"
@@ -476,7 +484,19 @@ def reapply(files: int, rows: int, repeat: int, sandbox: str | None = None) -> N
           f"hand {ow:.2f} s / {oc:.2f} s: {aw / ow:.2f}x wall, {ac / oc:.2f}x cpu "
           f"(vs the full lock's share: {aw / (fw / files):.1f}x wall)\n"
           f"  applying the functions: the full lock {pa_all:.2f} s, a partition's share "
-          f"{pa_all / files:.4f} s; the re-lock {pa_one:.4f} s: {ratio}")
+          f"{pa_all / files:.4f} s; the re-lock {pa_one:.4f} s: {ratio}\n"
+          f"  label set and lock after the re-lock the same as from scratch: "
+          f"{incremental == scratch} (label set {incremental[0][:19]}, lock {incremental[1][:19]})")
+
+
+def _label_digests(root: Path) -> tuple[str, str]:
+    """sha256 of the reapply repository's label set file and of its lock file."""
+    return (sha256_file(root / ".buildenv" / "labels" / "b" / "rules.parquet"),
+            sha256_file(root / "environments" / "b.lock.json"))
+
+
+def sha256_file(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 TASKS_ENV = """\

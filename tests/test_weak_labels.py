@@ -4,6 +4,8 @@ changed, coverage and conflict gates, and bad functions refused with a diagnosti
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import re
 import shutil
@@ -15,14 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import invoke_cli
-from partitioned_repo import DAYS, FILES_PER_DAY
+from partitioned_repo import DAYS, FILES_PER_DAY, age, write_file
 from sourcerepo import source_fixtures
 
 from buildenv.env.spec import LabelSet
 from buildenv.labels import label_model, weak
 from buildenv.labels import matrix as matrix_module
 from buildenv.labels.label_model import dawid_skene, generative, majority
-from buildenv.labels.matrix import LabelMatrix
+from buildenv.labels.matrix import LabelMatrix, coded, merged, plain_integers
 
 FILES = DAYS * FILES_PER_DAY
 
@@ -539,3 +541,122 @@ def test_dictionary_encoded_votes_are_coded_from_their_dictionary():
     codes = matrix_module._dictionary_codes(column, pa.array(["neg", "pos"]), outside)
     assert codes.tolist() == [1, -1, 0, -1, 1, -1, -1]
     assert outside == {"maybe": 2, "never": 1}
+
+
+# A lock after a new file reads each other file's votes coded, one block per file
+# (`labels.matrix`), and codes the new file alone; the label set and the lock are the ones a
+# lock from scratch writes.
+
+@pytest.mark.parametrize("classes,functions", [(2, 6), (4, 12), (130, 3)])
+def test_merged_blocks_are_the_patterns_of_the_whole_matrix(classes, functions):
+    rng = np.random.default_rng(classes)
+    width = np.int8 if classes < 127 else np.int16
+    matrix = rng.integers(-1, min(classes, 4), (5000, functions)).astype(width)
+    cuts = [0, 0, 1, 1700, 1700, 4999, 5000]  # empty files and a one-row file among them
+    parts = [matrix[a:b] for a, b in itertools.pairwise(cuts)]
+    got = merged([coded(p, classes) for p in parts], classes, functions, width)
+    expected = label_model.patterns(matrix, classes)
+    assert got.rows.dtype == expected.rows.dtype and np.array_equal(got.rows, expected.rows)
+    assert np.array_equal(got.counts, expected.counts)
+    assert got.inverse.dtype == expected.inverse.dtype
+    assert np.array_equal(got.inverse, expected.inverse)
+
+
+@pytest.mark.parametrize("model", ["majority", "generative"])
+def test_a_label_set_from_blocks_is_the_one_from_its_matrix(model):
+    n = 3000
+    keys = [str(i) for i in range(n)]
+    matrix = _matrix(keys)
+    cuts = [0, 1000, 1000, 2500, n]
+    blocks = [coded(matrix.votes[a:b], 3, plain_integers(pa.array(keys[a:b], pa.string())))
+              for a, b in itertools.pairwise(cuts)]
+    held = LabelMatrix(matrix.keys, None, matrix.functions, matrix.classes, {},
+                       merged(blocks, 3, 4, np.int8),
+                       np.concatenate([b.numbers for b in blocks]))
+    gold = (pa.array(keys[::3], pa.string()),
+            pa.array([["neg", "pos", "odd"][i % 3] for i in range(0, n, 3)]))
+    spec = LabelSet.model_validate({
+        "dataset": "events", "key": "user", "source": {"functions": "r.py", "model": model},
+        "taxonomy": {"name": "t", "version": 3, "classes": ["neg", "pos", "odd"]}})
+    got, expected = weak.compute(spec, held, gold), weak.compute(spec, matrix, gold)
+    assert got.data == expected.data and got.model_data == expected.model_data
+    assert got.figures.to_json() == expected.figures.to_json()
+    assert got.examples == expected.examples
+    assert np.array_equal(held.votes, matrix.votes)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def add_day(root: Path) -> None:
+    for part in range(FILES_PER_DAY):
+        age(root, write_file(root, DAYS, part, seed=7000 + part))
+
+
+def test_a_new_partition_codes_its_own_block_and_reads_no_other_votes(locked, monkeypatch):
+    blocks = locked / ".buildenv/labels/blocks"
+    assert len(list(blocks.rglob("*.parquet"))) == FILES
+    add_day(locked)
+    read: list[str] = []
+    real = matrix_module.ArrayStore.read
+
+    def counted(self, key):
+        read.append(self.root.name)
+        return real(self, key)
+
+    monkeypatch.setattr(matrix_module.ArrayStore, "read", counted)
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and f"({3 * FILES_PER_DAY} function-file pairs)" in err, err
+    # the new files' votes, once each; every file's keys
+    assert read.count("votes") == 3 * FILES_PER_DAY
+    assert read.count("keys") == FILES + FILES_PER_DAY
+    assert len(list(blocks.rglob("*.parquet"))) == FILES + FILES_PER_DAY
+
+
+@pytest.mark.parametrize("model", ["majority", "generative"])
+def test_an_incremental_lock_is_byte_identical_to_one_from_scratch(locked, model):
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace(
+        "functions: rules/sign.py", f"functions: rules/sign.py\n      model: {model}"))
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    add_day(locked)
+    # what a crash or a bad disk leaves is a miss: one block damaged, one without its record
+    stored = sorted((locked / ".buildenv/labels/blocks").rglob("*.parquet"))
+    stored[0].write_bytes(stored[0].read_bytes()[:-9] + b"damaged!!")
+    stored[1].with_suffix(".json").unlink()
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and f"({3 * FILES_PER_DAY} function-file pairs)" in err, err
+    label_set, lock_file = locked / ".buildenv/labels/ev/rules.parquet", env.with_suffix(
+        ".lock.json")
+    incremental = sha256(label_set), sha256(lock_file)
+    shutil.rmtree(locked / ".buildenv" / "labels")
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and f"({3 * (FILES + FILES_PER_DAY)} function-file pairs)" in err, err
+    assert (sha256(label_set), sha256(lock_file)) == incremental
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("keys", [[str(i) for i in range(700, 1900)],
+                                  [f"u{i}" for i in range(1200)], ["007"] * 1200])
+def test_a_stored_block_reads_back_and_a_damaged_one_is_a_miss(tmp_path, keys):
+    class Project:
+        data_state_dir = tmp_path / ".buildenv"
+
+    store = matrix_module.BlockStore(Project(), "blocks")  # type: ignore[arg-type]
+    votes = np.random.default_rng(2).integers(-1, 2, (1200, 5)).astype(np.int8)
+    block = coded(votes, 2, plain_integers(pa.array(keys, pa.string())))
+    assert (block.numbers is not None) == (keys[0] == "700")
+    store.put_block("sha256:ab12", block)
+    got = store.read_block("sha256:ab12")
+    assert got is not None
+    for field in ("patterns", "counts", "index"):
+        assert np.array_equal(getattr(got, field), getattr(block, field))
+    assert (got.numbers is None) == (block.numbers is None)
+    if block.numbers is not None:
+        assert np.array_equal(got.numbers, block.numbers)
+    path = store.path("sha256:ab12")
+    path.write_bytes(path.read_bytes()[:-3] + b"bad")
+    assert store.read_block("sha256:ab12") is None

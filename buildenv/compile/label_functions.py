@@ -4,9 +4,10 @@
 For each such label set of an environment: check its functions statically
 (`labels.functions`), find the (function, file) votes not cached yet (`labels.matrix`), apply
 those in the build's hermetic process -- every label set of the environment in one process --
-assemble the label matrix, fit the label model, write the label set's file (the Parquet label
-form, under `.buildenv/labels/<env>/`) and pin it with its `source` record. Adding a file of
-data applies every function to that file; changing one function applies that one.
+assemble the label matrix (from each file's coded block: a new file codes its own), fit the
+label model, write the label set's file (the Parquet label form, under
+`.buildenv/labels/<env>/`) and pin it with its `source` record. Adding a file of data applies
+every function to that file; changing one function applies that one.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from buildenv.labels.functions import ParsedFunctions, parse_functions
 from buildenv.labels.labelset import LabelError, LabelSets
 from buildenv.labels.matrix import (
     ArrayStore,
+    BlockStore,
     FileVotes,
     LabelMatrix,
     assemble,
@@ -133,6 +135,7 @@ def label_matrix(project: Project, res: Resolved, datasets: dict[str, LockedData
                  ) -> tuple[dict[str, LabelMatrix], list[Diagnostic]]:
     """The label matrix of each label set, applying in one process what is not cached."""
     votes, keys = ArrayStore(project, "votes"), ArrayStore(project, "keys")
+    blocks = BlockStore(project, "blocks")  # each file's votes coded (`labels.matrix`)
     todo: dict[str, list[FileVotes]] = {}
     for name, found in parsed.items():
         spec = res.env.labels[name]
@@ -152,7 +155,7 @@ def label_matrix(project: Project, res: Resolved, datasets: dict[str, LockedData
     for name, found in parsed.items():
         spec = res.env.labels[name]
         matrix = assemble(_pin(datasets[spec.dataset]), found.digests, spec.key,
-                          list(spec.taxonomy.classes), votes, keys)
+                          list(spec.taxonomy.classes), votes, keys, blocks)
         if matrix is None:
             return {}, [res.diag("BE345", f"label set '{name}': cached votes were damaged or "
                                  "removed while they were read; run the command again",

@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 __all__ = ["SMOOTHING", "EmFit", "FittedModel", "Patterns", "dawid_skene", "generative",
-           "majority", "patterns"]
+           "generative_patterns", "majority", "majority_patterns", "patterns"]
 
 # A change to either model's labels for the same votes bumps its number in
 # `data.lock.computed_labels.MODEL_VERSIONS`.
@@ -121,10 +121,14 @@ def majority(matrix: np.ndarray, classes: int, found: Patterns | None = None) ->
     """Each row's class index by majority vote; -1 for a tie or no vote. `found`: the
     matrix's patterns, when the caller has them."""
     found = found if found is not None else patterns(matrix, classes)
-    counts = _vote_counts(found.rows, classes)
-    decided = _decide(counts.astype(np.float64), counts.sum(axis=1) > 0)
-    rows: np.ndarray = decided[found.inverse]
+    rows: np.ndarray = majority_patterns(found, classes)[found.inverse]
     return rows
+
+
+def majority_patterns(found: Patterns, classes: int) -> np.ndarray:
+    """`majority`'s decision for each pattern (the rows follow it through `found.inverse`)."""
+    counts = _vote_counts(found.rows, classes)
+    return _decide(counts.astype(np.float64), counts.sum(axis=1) > 0)
 
 
 @dataclass
@@ -250,8 +254,21 @@ def generative(matrix: np.ndarray, classes: list[str], functions: list[str], *,
     """Each row's class index under a Dawid-Skene model fitted to the matrix by EM (-1 for
     rows without votes and for ties), and the fitted model. `found`: the matrix's patterns,
     when the caller has them."""
+    found = found if found is not None else patterns(matrix, len(classes))
+    decided, model = generative_patterns(found, classes, functions, prior=prior,
+                                         smoothing=smoothing, max_iterations=max_iterations,
+                                         tolerance=tolerance)
+    labels: np.ndarray = decided[found.inverse]
+    return labels, model
+
+
+def generative_patterns(found: Patterns, classes: list[str], functions: list[str], *,
+                        prior: np.ndarray | None = None, smoothing: float = SMOOTHING,
+                        max_iterations: int = 100, tolerance: float = 1e-6
+                        ) -> tuple[np.ndarray, FittedModel]:
+    """`generative` on the patterns alone: each pattern's class index, and the model. Only
+    the patterns and their counts enter the fit, so the counts may be summed from files."""
     k = len(classes)
-    found = found if found is not None else patterns(matrix, k)
     voted = (found.rows >= 0).any(axis=1)
     rows, counts = found.rows[voted], found.counts[voted]
     decided = np.full(found.rows.shape[0], -1, np.int64)
@@ -268,5 +285,4 @@ def generative(matrix: np.ndarray, classes: list[str], functions: list[str], *,
         decided[np.flatnonzero(voted)] = _decide(fit.posterior, np.ones(rows.shape[0], bool))
         model = FittedModel("generative", list(classes), list(functions), fit.prior,
                             fit.confusion, fit.iterations, fit.converged)
-    labels: np.ndarray = decided[found.inverse]
-    return labels, model
+    return decided, model

@@ -26,8 +26,13 @@ from buildenv.core.canonical import sha256_bytes
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import LabelSet
-from buildenv.labels.label_model import FittedModel, Patterns, generative, majority, patterns
-from buildenv.labels.matrix import LabelMatrix
+from buildenv.labels.label_model import (
+    FittedModel,
+    Patterns,
+    generative_patterns,
+    majority_patterns,
+)
+from buildenv.labels.matrix import LabelMatrix, plain_integers
 
 __all__ = ["ANNOTATOR", "Computed", "Figures", "compute", "gates", "gold_prior"]
 
@@ -77,16 +82,18 @@ def compute(spec: LabelSet, matrix: LabelMatrix, gold: tuple[pa.Array, pa.Array]
     source = spec.source
     assert source is not None
     classes = matrix.classes
-    # the distinct vote rows, once: the label model and the figures work on them
-    found = patterns(matrix.votes, len(classes))
+    # the distinct vote rows, once: the label model and the figures work on them, and each
+    # row takes its pattern's decision
+    found = matrix.patterns()
     if source.model == "generative":
         prior = gold_prior(classes, gold[1]) if gold is not None else None
-        decided, model = generative(matrix.votes, classes, matrix.functions, prior=prior,
-                                    max_iterations=source.max_iterations,
-                                    tolerance=source.tolerance, found=found)
+        chosen, model = generative_patterns(found, classes, matrix.functions, prior=prior,
+                                            max_iterations=source.max_iterations,
+                                            tolerance=source.tolerance)
     else:
-        decided = majority(matrix.votes, len(classes), found)
+        chosen = majority_patterns(found, len(classes))
         model = FittedModel("majority", list(classes), list(matrix.functions))
+    decided = chosen[found.inverse]
     keep = decided >= 0
     kept = int(keep.sum())
     # every column built by Arrow (a Python string per row cost seconds at 10M rows)
@@ -97,9 +104,11 @@ def compute(spec: LabelSet, matrix: LabelMatrix, gold: tuple[pa.Array, pa.Array]
                       "taxonomy_version": _repeated(str(spec.taxonomy.version), kept)})
     data = _parquet(table)
     model_data = _parquet(model.table()) if model.kind == "generative" else None
-    figures = _figures(matrix, found, decided, gold)
+    figures = _figures(matrix, found, chosen, gold)
     figures.estimated_accuracy = model.accuracies()
-    return Computed(data, sha256_bytes(data), _distinct(keys), model, model_data, figures)
+    numbers = matrix.numbers[keep] if matrix.numbers is not None else None
+    return Computed(data, sha256_bytes(data), _distinct(keys, numbers), model, model_data,
+                    figures)
 
 
 def _repeated(value: str, n: int) -> pa.Array:
@@ -112,21 +121,15 @@ def _repeated(value: str, n: int) -> pa.Array:
                                                   pa.py_buffer(data * n)])
 
 
-def _distinct(keys: pa.Array) -> int:
+def _distinct(keys: pa.Array, numbers: np.ndarray | None = None) -> int:
     """How many distinct keys. Keys that are integers written plainly (an id column's text)
-    are counted as integers, without hashing ten million strings."""
-    def hashed() -> int:
+    are counted as integers, without hashing ten million strings; `numbers`: those integers,
+    when the caller has them (the coded blocks keep them)."""
+    if len(keys) < 2:
         return int(pc.count_distinct(keys).as_py() or 0)  # nulls are no key
-
-    if len(keys) < 2 or keys.null_count:
-        return hashed()
-    try:
-        numbers = pc.cast(keys, pa.int64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return hashed()
-    if not pc.all(pc.equal(pc.cast(numbers, pa.string()), keys)).as_py():
-        return hashed()  # "007" and "7" are two keys
-    values = numbers.to_numpy()
+    values = numbers if numbers is not None else plain_integers(keys)
+    if values is None:
+        return int(pc.count_distinct(keys).as_py() or 0)  # "007" and "7" are two keys
     low, high = int(values.min()), int(values.max())
     if high - low >= 4 * len(values):
         return len(np.unique(values))
@@ -142,10 +145,10 @@ def _parquet(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def _figures(matrix: LabelMatrix, found: Patterns, decided: np.ndarray,
+def _figures(matrix: LabelMatrix, found: Patterns, chosen: np.ndarray,
              gold: tuple[pa.Array, pa.Array] | None) -> Figures:
-    """Counted over the distinct vote rows, weighted by how many rows have each; what a gold
-    set decides is counted row by row."""
+    """Counted over the distinct vote rows (`chosen`: each one's decision), weighted by how
+    many rows have each; what a gold set decides is counted row by row."""
     votes, weight = found.rows, found.counts
     n = matrix.rows
     voting = votes >= 0
@@ -170,15 +173,18 @@ def _figures(matrix: LabelMatrix, found: Patterns, decided: np.ndarray,
         mine = voting[:, j]
         judged = correct = 0
         if truth is not None:
-            rows_judged = (matrix.votes[:, j] >= 0) & (truth >= 0)
+            column = votes[:, j][found.inverse]  # the function's vote on each row
+            rows_judged = (column >= 0) & (truth >= 0)
             judged = int(rows_judged.sum())
-            correct = int((rows_judged & (matrix.votes[:, j] == truth)).sum())
+            correct = int((rows_judged & (column == truth)).sum())
         functions[name] = {"votes": int(weight[mine].sum()),
                            "overlaps": int(weight[mine & (count >= 2)].sum()),
                            "conflicts": int(weight[mine & conflict].sum()), "gold": judged,
                            "correct": correct}
-    per_class = np.bincount(decided[decided >= 0], minlength=len(matrix.classes))
-    return Figures(n, int((decided >= 0).sum()), int(weight[conflict].sum()),
+    decided = chosen >= 0
+    per_class = np.zeros(len(matrix.classes), np.int64)
+    np.add.at(per_class, chosen[decided], weight[decided])
+    return Figures(n, int(weight[decided].sum()), int(weight[conflict].sum()),
                    {c: int(per_class[k]) for k, c in enumerate(matrix.classes)}, functions,
                    int((truth >= 0).sum()) if truth is not None else 0)
 
