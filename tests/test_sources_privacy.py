@@ -9,6 +9,7 @@ under .buildenv/ or environments/ (caches, stored votes and outputs, the audit l
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -137,6 +138,22 @@ def test_the_locked_outputs_and_the_report_hold_no_row_value(repo):
     assert code == 0, err2
     assert_nowhere(repo, out, err, out2, err2)
     assert "estimated_accuracy" in out2
+
+
+def test_the_report_shows_a_computed_sets_counts_only_as_released(repo):
+    """The functions' figures are counts released by the privacy policy (withheld when small,
+    noised under `release: dp`); the label set's own counts below them are the same counts,
+    exactly: a class share withheld above was shown as a count below."""
+    code, out, err = invoke_cli(["labels", "people"], repo)
+    assert code == 0, err
+    assert "class shares:" in out and "exact counts withheld: the dataset is restricted" in out
+    for exact in ("per class:", "resolved ", "annotator  ", "examples "):
+        assert exact not in out, out
+    code, out, err = invoke_cli(["labels", "people", "--format", "json"], repo)
+    item = json.loads(out)["label_sets"][0]
+    assert item["counts_withheld"] and item["functions"]["per_class"]
+    assert all(item[k] is None for k in ("examples", "resolved", "per_annotator",
+                                         "annotations_per_class", "agreement"))
 
 
 def test_an_aggregate_of_restricted_data_is_not_restricted_and_small_groups_are_withheld(repo):
