@@ -131,6 +131,55 @@ def test_lock_check_names_the_changed_input_file_and_the_changed_code(locked):
     assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
 
 
+def test_lock_check_names_what_reads_a_stale_derived_dataset(locked):
+    """A derived dataset of a derived dataset, and a label set over one, whose own pins hold
+    while what they read is stale: rebuilding it may change them (the files whose bytes
+    change), so `lock --check` names them too, as warnings beside the stale one."""
+    (locked / "transforms" / "busy.py").write_text(
+        'def busy(ctx):\n    return ctx.read("daily", columns=["kind", "n"]).query("n > 1")\n')
+    (locked / "rules" / "busy.py").write_text(
+        "import numpy as np\nimport buildenv\n\n\n"
+        '@buildenv.labeling_function(columns=["n"])\ndef many(batch):\n'
+        '    return np.where(batch["n"] > 3, "pos", "neg")\n')
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("  daily:\n", BUSY + "  daily:\n").replace(
+        "labels:\n", "labels:\n" + BUSY_KINDS))
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    daily = locked / "transforms" / "daily.py"
+    daily.write_text(daily.read_text().replace('agg(n=("x", "size")', 'agg(n=("x", "count")'))
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 1 and "error[BE092]: dataset 'daily' is stale" in err, err
+    assert "warning[BE093]: dataset 'busy' may be stale: its input 'daily' is stale" in err, err
+    assert "warning[BE875]: label set 'busy-kinds' may be stale: its dataset 'daily' is " \
+        "stale" in err, err
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 0 and "BE093" not in err and "BE875" not in err, err
+
+
+BUSY = """\
+  busy:
+    source:
+      transform: transforms/busy.py:busy
+      inputs: [daily]
+    columns:
+      date: {dtype: date}
+      kind: {dtype: string}
+      n: {dtype: int64, nullable: false}
+"""
+
+BUSY_KINDS = """\
+  busy-kinds:
+    dataset: daily
+    key: kind
+    taxonomy: {name: busy, version: 1, classes: [neg, pos]}
+    source:
+      functions: rules/busy.py
+"""
+
+
 def test_a_fresh_checkout_rebuilds_what_the_lock_pins(locked):
     """Outputs live under .buildenv/, which is not committed: commands that read the data
     rebuild them from the pinned inputs and code, and they come out as pinned."""
@@ -179,7 +228,7 @@ def busy(ctx):
     env.write_text(env.read_text().replace("  daily:\n", """\
   busy:
     source:
-      transform: transforms/daily.py:busy
+      transform: transforms/busy.py:busy
       inputs: [daily]
     columns:
       date: {dtype: date}

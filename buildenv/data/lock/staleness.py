@@ -57,11 +57,16 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
     current: dict[str, Pinned] = {}  # each dataset's pin now, for what is derived from it
     derived = derived_order(res.env)
     plain = sorted(n for n in res.env.datasets if n not in derived)
+    rebuilt: set[str] = set()  # derived datasets found stale: what reads them is stale too
     for ds_name in plain + derived:
         ds = res.env.datasets[ds_name]
         pinned = lock.datasets[ds_name]
         stale = (derived_staleness(project, res, ds_name, pinned, current, lock.datasets)
                  if ds.source is not None else [])
+        if ds.source is not None and not stale:
+            stale = _upstream_stale(res, ds_name, ds.source.inputs, rebuilt)
+        if stale:
+            rebuilt.add(ds_name)
         problems.extend(stale)
         if ds.is_table or ds.dvc is not None:
             algorithm = (pinned.manifest.algorithm if pinned.manifest is not None
@@ -91,14 +96,48 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
             problems.append(res.diag(
                 "BE051", f"dataset '{ds_name}' changed since it was locked: {what} ({ds.uri})",
                 "datasets", ds_name, "uri", hints=tuple(hints)))
-    for ls_name, spec in sorted(res.env.labels.items()):
-        if spec.source is not None:
-            problems.extend(labels_staleness(project, res, ls_name, lock.labels[ls_name],
-                                             current, lock.datasets))
+    problems.extend(_computed_labels_stale(project, res, lock, current, rebuilt))
     problems.extend(_label_bytes_changed(project, res, lock, cache))
     if own_cache:
         cache.save()
     return (None if any(p.is_error for p in problems) else lock), problems
+
+
+def _computed_labels_stale(project: Project, res: Resolved, lock: Lock,
+                           current: dict[str, Pinned], rebuilt: set[str]) -> list[Diagnostic]:
+    """BE875 for each label set computed by functions whose functions or data changed; a
+    warning for one whose dataset is a derived dataset found stale (`rebuilt`)."""
+    problems = []
+    for ls_name, spec in sorted(res.env.labels.items()):
+        if spec.source is None:
+            continue
+        found = labels_staleness(project, res, ls_name, lock.labels[ls_name], current,
+                                 lock.datasets)
+        if not found and spec.dataset in rebuilt:
+            found = [res.diag(
+                "BE875", f"label set '{ls_name}' may be stale: its dataset '{spec.dataset}' "
+                "is stale", "labels", ls_name, "dataset", severity=Severity.WARNING,
+                hints=(f"run `buildenv lock {res.name}`: it rebuilds '{spec.dataset}', then "
+                       "applies the functions to the files whose bytes changed",))]
+        problems.extend(found)
+    return problems
+
+
+def _upstream_stale(res: Resolved, name: str, inputs: list[str], rebuilt: set[str]
+                    ) -> list[Diagnostic]:
+    """BE093 for a derived dataset whose own pins still hold but that reads a derived
+    dataset found stale: rebuilding that one may change this one's input (the files whose
+    bytes change)."""
+    upstream = [i for i in inputs if i in rebuilt]
+    if not upstream:
+        return []
+    listed = ", ".join(f"'{i}'" for i in upstream)
+    return [res.diag("BE093", f"dataset '{name}' may be stale: its input"
+                     f"{'s' * (len(upstream) > 1)} {listed} "
+                     f"{'are' if len(upstream) > 1 else 'is'} stale", "datasets", name,
+                     "source", "inputs", severity=Severity.WARNING,
+                     hints=(f"run `buildenv lock {res.name}`: it rebuilds them in order, each "
+                            "file only when its inputs' bytes changed",))]
 
 
 def _digest_now(project: Project, res: Resolved, ds_name: str, pinned: LockedDataset,
