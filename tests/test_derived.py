@@ -228,7 +228,7 @@ def busy(ctx):
     env.write_text(env.read_text().replace("  daily:\n", """\
   busy:
     source:
-      transform: transforms/busy.py:busy
+      transform: transforms/daily.py:busy
       inputs: [daily]
     columns:
       date: {dtype: date}
