@@ -180,6 +180,25 @@ BUSY_KINDS = """\
 """
 
 
+def test_an_output_file_removed_outside_buildenv_is_rebuilt_not_called_new_data(locked):
+    """One output file gone (or edited) while the code and inputs are as pinned: the checkout
+    does not hold what the lock pins, like a fresh one (BE094), so `lock --check` lays it out
+    again; it said BE051 "changed since it was locked" with drift and checkout hints, and
+    called what reads it stale."""
+    gone = locked / ".buildenv/derived/ev/daily/date=2026-09-02/part-1.parquet"
+    pinned = gone.read_bytes()
+    gone.unlink()
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 0 and "BE051" not in err and "BE093" not in err, err
+    assert gone.read_bytes() == pinned
+    # without the stored outputs, the transform runs again
+    gone.unlink()
+    shutil.rmtree(locked / ".buildenv/derived/objects")
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 0, err
+    assert gone.read_bytes() == pinned
+
+
 def test_a_fresh_checkout_rebuilds_what_the_lock_pins(locked):
     """Outputs live under .buildenv/, which is not committed: commands that read the data
     rebuild them from the pinned inputs and code, and they come out as pinned."""

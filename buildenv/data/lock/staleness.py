@@ -84,23 +84,41 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
         if ds_name in res.env.privacy.synthetic:
             problems.extend(provenance_problems(project, res, ds_name, now.value.digest))
         if now.value.digest != pinned.digest and not stale:
-            if pinned.manifest is not None and now.manifest is not None:
-                what = describe_diff(*pinned.manifest.diff(now.manifest))
-            else:
-                what = f"{pinned.digest} -> {now.value.digest}"
-            hints = [f"if the new data is intended, review `buildenv drift {name} --dataset "
-                     f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`"]
-            if locate(ds.uri, project).local is not None and _kept(project, pinned):
-                hints.append(f"if not, `buildenv checkout {name}` restores the locked bytes "
-                             "from the object store")
-            problems.append(res.diag(
-                "BE051", f"dataset '{ds_name}' changed since it was locked: {what} ({ds.uri})",
-                "datasets", ds_name, "uri", hints=tuple(hints)))
+            if ds.source is not None:  # rebuilt as pinned: what is derived from it reads that
+                current[ds_name] = Pinned(pinned.digest, pinned.manifest)
+            problems.append(_changed(project, res, ds_name, pinned, now))
     problems.extend(_computed_labels_stale(project, res, lock, current, rebuilt))
     problems.extend(_label_bytes_changed(project, res, lock, cache))
     if own_cache:
         cache.save()
     return (None if any(p.is_error for p in problems) else lock), problems
+
+
+def _changed(project: Project, res: Resolved, ds_name: str, pinned: LockedDataset,
+             now: Digested) -> Diagnostic:
+    """BE051: a dataset's bytes are not the ones the lock pins. A derived dataset's code and
+    inputs are then as pinned: its output was changed outside buildenv (a file deleted or
+    edited under .buildenv/), which is BE094 -- not built as pinned in this checkout --
+    rebuilt from the lock like a fresh checkout's."""
+    ds = res.env.datasets[ds_name]
+    name = res.name
+    if pinned.manifest is not None and now.manifest is not None:
+        what = describe_diff(*pinned.manifest.diff(now.manifest))
+    else:
+        what = f"{pinned.digest} -> {now.value.digest}"
+    if ds.source is not None:
+        return res.diag(
+            "BE094", f"dataset '{ds_name}' is not built as pinned in this checkout: its output "
+            f"changed outside buildenv ({what}), not its code or inputs", "datasets", ds_name,
+            "source", hints=(f"run `buildenv lock {name}` (or build): it is rebuilt from its "
+                             "locked code and inputs",))
+    hints = [f"if the new data is intended, review `buildenv drift {name} --dataset "
+             f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`"]
+    if locate(ds.uri, project).local is not None and _kept(project, pinned):
+        hints.append(f"if not, `buildenv checkout {name}` restores the locked bytes from the "
+                     "object store")
+    return res.diag("BE051", f"dataset '{ds_name}' changed since it was locked: {what} "
+                    f"({ds.uri})", "datasets", ds_name, "uri", hints=tuple(hints))
 
 
 def _computed_labels_stale(project: Project, res: Resolved, lock: Lock,
