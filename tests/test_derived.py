@@ -199,6 +199,15 @@ def test_an_output_file_removed_outside_buildenv_is_rebuilt_not_called_new_data(
     assert gone.read_bytes() == pinned
 
 
+def test_validate_in_a_fresh_checkout_builds_the_outputs_it_checks(locked):
+    """CI's `buildenv validate` on a checkout without .buildenv/: the outputs are built from
+    the lock, as `lock --check` and `build` build them (it was BE053 "not found")."""
+    shutil.rmtree(locked / ".buildenv")
+    code, out, err = invoke_cli(["validate", "ev"], locked)
+    assert code == 0 and "BE053" not in err, err
+    assert (locked / ".buildenv/derived/ev/daily/date=2026-09-01/part-0.parquet").is_file()
+
+
 def test_a_fresh_checkout_rebuilds_what_the_lock_pins(locked):
     """Outputs live under .buildenv/, which is not committed: commands that read the data
     rebuild them from the pinned inputs and code, and they come out as pinned."""
