@@ -142,6 +142,12 @@ def test_a_groupby_result_missing_its_key_column_says_it_is_the_index(tmp_path):
     assert not any("declare every column" in h for h in found["hints"])  # nothing undeclared
 
 
+def test_a_missing_column_of_an_unpartitioned_output_is_not_said_to_come_from_a_path(tmp_path):
+    found = transform_refused(lambda ctx: pd.DataFrame({"user_id": [1]}), tmp_path)
+    assert found["code"] == "BE341" and "missing: n" in found["message"]
+    assert found["hints"] == ["return every declared column"]
+
+
 def test_a_bare_empty_dataframe_is_nothing(tmp_path):
     def some(ctx):
         yield pd.DataFrame()

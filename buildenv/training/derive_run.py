@@ -313,8 +313,9 @@ def _shape(parts: list[pa.Table], job: dict[str, Any], item: dict[str, Any], res
                              "the DataFrame's index, not a column: `.reset_index()` (or "
                              "`groupby(..., as_index=False)`) makes a column of it")
             elif missing:
-                hints.append("return every declared column (partition columns may be left "
-                             "out: they come from the path)")
+                hints.append("return every declared column" + (
+                    " (partition columns may be left out: they come from the path)"
+                    if partitions else ""))
             if extra:
                 hints.append("declare every column it returns under `columns`")
             raise TransformError(_diag("BE341", f"{name} returned other columns than declared "
