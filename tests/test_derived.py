@@ -208,6 +208,30 @@ def test_validate_in_a_fresh_checkout_builds_the_outputs_it_checks(locked):
     assert (locked / ".buildenv/derived/ev/daily/date=2026-09-01/part-0.parquet").is_file()
 
 
+def test_a_new_first_input_is_named_as_the_layout_change_it_is(locked):
+    """The output is laid out like the first input: putting a one-file input first moves it
+    from a directory to one file. `lock --check` said "uri changed" between two paths under
+    .buildenv/ that nobody wrote."""
+    pq.write_table(pq.read_table(locked / "data" / "events").select(["kind"]).slice(0, 3),
+                   locked / "data" / "kinds.parquet")
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("  daily:\n", KINDS + "  daily:\n").replace(
+        "inputs: [events]", "inputs: [kinds, events]"))
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 1 and "BE052" in err, err
+    assert "dataset 'daily' is now laid out like its first input 'kinds' (one file); the " \
+        "lock has one file per input file" in err, err
+    assert "uri changed" not in err
+
+
+KINDS = """\
+  kinds:
+    uri: data/kinds.parquet
+    columns:
+      kind: {dtype: string}
+"""
+
+
 def test_a_fresh_checkout_rebuilds_what_the_lock_pins(locked):
     """Outputs live under .buildenv/, which is not committed: commands that read the data
     rebuild them from the pinned inputs and code, and they come out as pinned."""

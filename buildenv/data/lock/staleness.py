@@ -121,6 +121,23 @@ def _changed(project: Project, res: Resolved, ds_name: str, pinned: LockedDatase
                     f"({ds.uri})", "datasets", ds_name, "uri", hints=tuple(hints))
 
 
+def _layout_changed(res: Resolved, ds_name: str, was: str) -> Diagnostic:
+    """BE052 for a derived dataset whose output's place changed: its layout follows its first
+    input (partitioned like it, or one file), so a new first input moved it; the uris are
+    buildenv's own, not something the user wrote."""
+    ds = res.env.datasets[ds_name]
+    assert ds.source is not None
+
+    def shape(uri: str) -> str:
+        return "one file per input file" if uri.endswith("/") else "one file"
+
+    return res.diag("BE052", f"dataset '{ds_name}' is now laid out like its first input "
+                    f"'{ds.source.inputs[0]}' ({shape(ds.uri)}); the lock has {shape(was)}",
+                    "datasets", ds_name, "source", "inputs",
+                    hints=(f"run `buildenv lock {res.name}`: every file is built again (the "
+                           "first input is the one transformed file by file)",))
+
+
 def _computed_labels_stale(project: Project, res: Resolved, lock: Lock,
                            current: dict[str, Pinned], rebuilt: set[str]) -> list[Diagnostic]:
     """BE875 for each label set computed by functions whose functions or data changed; a
@@ -199,6 +216,10 @@ def _dataset_pins_stale(res: Resolved, lock: Lock, display: str) -> list[Diagnos
             what = "is derived now" if ds.source is not None else "is no longer derived"
             problems.append(res.diag("BE052", f"dataset '{ds_name}' {what}", "datasets",
                                      ds_name, hints=(f"run `buildenv lock {name}`",)))
+            continue
+        if pinned is not None and ds.source is not None and \
+                pinned.uri.endswith("/") != ds.uri.endswith("/"):
+            problems.append(_layout_changed(res, ds_name, pinned.uri))
             continue
         wanted = partitions
         if ds.partitioned and pinned is not None and pinned.manifest is not None:
