@@ -93,7 +93,7 @@ def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
     except DiagnosticError:
         lock = None  # an unreadable lock is `lock --check`'s to report
     with progress_shown(progress, quiet), make_executor(executor, multiverse.project) as runner:
-        problems = _unbuilt(multiverse, res) if lock is not None else []
+        problems = _unbuilt(multiverse, res, dataset) if lock is not None else []
         problems += validate_env(res, multiverse.project,
                                  datasets=list(dataset) if dataset else None, executor=runner,
                                  lock=lock)
@@ -105,13 +105,14 @@ def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
     finish(problems, fmt, quiet)
 
 
-def _unbuilt(multiverse, res) -> list[Diagnostic]:
+def _unbuilt(multiverse, res, only: list[str] | None) -> list[Diagnostic]:
     """Derived datasets this checkout does not hold (outputs are not committed) built from the
     lock, as `lock --check` and `build` build them; BE094 when one does not come out as
-    pinned. Nothing runs when every output is there."""
+    pinned. Nothing runs when every output validated (`only`, else all) is there."""
     from buildenv.data.storage import locate
 
     missing = [n for n, ds in res.env.datasets.items() if ds.source is not None
+               and (not only or n in only)
                and (path := locate(ds.uri, multiverse.project).local) is not None
                and not path.exists()]
     if not missing:
