@@ -148,6 +148,14 @@ def test_a_missing_column_of_an_unpartitioned_output_is_not_said_to_come_from_a_
     assert found["hints"] == ["return every declared column"]
 
 
+def test_a_series_is_named_as_one_not_as_the_type_of_its_first_value(tmp_path):
+    frame = pd.DataFrame({"user_id": [1, 1, 2]})
+    found = transform_refused(lambda ctx: frame.groupby("user_id").size(), tmp_path)
+    assert found["code"] == "BE341" and "returned a pandas Series, not a table" in \
+        found["message"], found  # was "returned a piece of type int"
+    assert 'reset_index(name="<its column>")' in found["hints"][1]
+
+
 def test_a_bare_empty_dataframe_is_nothing(tmp_path):
     def some(ctx):
         yield pd.DataFrame()

@@ -204,10 +204,13 @@ def _run_one(fn: Any, ctx: TransformContext, job: dict[str, Any], item: dict[str
         path, line, _ = _user_frame(exc, root, own)
         raise TransformError(_diag("BE343", f"{name}: {exc}{where}", path, line)) from None
     except _NotData as exc:
+        hints = ["return or yield pandas DataFrames, Arrow tables or record batches of the "
+                 "declared columns"]
+        if "Series" in str(exc):
+            hints.append("a Series is one column, its keys in the index: "
+                         "`.reset_index(name=\"<its column>\")` makes a DataFrame of it")
         raise TransformError(_diag("BE341", f"{name} returned {exc}{where}",
-                                   job["transform"].rsplit(":", 1)[0], None,
-                                   ["return or yield pandas DataFrames, Arrow tables or record "
-                                    "batches of the declared columns"])) from None
+                                   job["transform"].rsplit(":", 1)[0], None, hints)) from None
     except Exception as exc:
         if ctx.gate_errors:
             raise TransformError(ctx.gate_errors[0].diagnostic.to_json()) from None
@@ -247,6 +250,10 @@ def _pieces(produced: Any, indexed: set[str]) -> Iterable[pa.Table]:
     DataFrames' indexes (left out of the tables: a `groupby` result's keys are there)."""
     if isinstance(produced, (pd.DataFrame, pa.Table, pa.RecordBatch)):
         produced = [produced]
+    elif isinstance(produced, (pd.Series, pd.Index, pa.Array, pa.ChunkedArray)):
+        # iterable, but of values: "a piece of type int" would name the first value's type
+        raise _NotData(f"a {'pandas ' if isinstance(produced, pd.Series) else ''}"
+                       f"{type(produced).__name__}, not a table")
     elif produced is None or isinstance(produced, (str, bytes, dict)) or \
             not isinstance(produced, Iterable):
         raise _NotData(type(produced).__name__)
@@ -262,7 +269,8 @@ def _pieces(produced: Any, indexed: set[str]) -> Iterable[pa.Table]:
         elif isinstance(piece, pa.Table):
             yield piece
         else:
-            raise _NotData(f"a piece of type {type(piece).__name__}")
+            raise _NotData(f"a piece of type {type(piece).__name__}"
+                           + (" (pandas Series)" if isinstance(piece, pd.Series) else ""))
 
 
 def _from_pandas(frame: pd.DataFrame) -> pa.Table:
