@@ -78,6 +78,14 @@ def test_one_value_instead_of_one_per_row_is_named_as_such(tmp_path, value, says
     assert "values for a batch" not in found["message"]  # "comedy" is not six votes
 
 
+def test_a_one_column_frame_is_refused_not_an_internal_error(tmp_path):
+    fn = marked(lambda b: pd.DataFrame({"v": np.where(b["runtime"] > 100, "drama", None)}),
+                ["runtime"])
+    found = refused(fn, BATCH, tmp_path)  # Arrow's KeyError ended the process (BE345)
+    assert found["code"] == "BE873" and "returned a DataFrame of 1 column(s)" in \
+        found["message"], found
+
+
 def test_a_series_of_another_type_is_named_with_its_dtype(tmp_path):
     found = refused(marked(lambda b: b["runtime"] > 100, ["runtime"]), BATCH, tmp_path)
     assert found["code"] == "BE873" and "Series of bool values" in found["message"]

@@ -193,14 +193,20 @@ def _call(fn: Any, name: str, batch: Any, classes: pa.Array, job: dict[str, Any]
                             + f", not one value per row{where}", module, line,
                             ["return a Series, array or list as long as the batch: one class "
                              "or None per row (`np.where(condition, \"class\", None)`)"]))
+    if isinstance(result, (pd.DataFrame, pa.Table, pa.RecordBatch)):
+        raise _Failed(_diag("BE873", f"{what} returned a {type(result).__name__} of "
+                            f"{result.shape[1]} column(s), not one value per row{where}",
+                            module, line, ["return one column of it (`frame[\"label\"]`): one "
+                                           "class or None per row"]))
     if isinstance(result, pd.Series):
         result = _aligned(result, batch, what, where, module, line)
     try:
         values = pa.array(result, type=pa.string(), from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+    except (pa.ArrowException, TypeError, ValueError, KeyError):  # not votes, whatever it is
         kind = type_name(result, restricted)
-        if isinstance(getattr(result, "dtype", None), (np.dtype, pd.api.extensions.ExtensionDtype)):
-            kind += f" of {result.dtype}"  # a type's name, never a value
+        dtype = getattr(result, "dtype", None)
+        if isinstance(dtype, (np.dtype, pd.api.extensions.ExtensionDtype)):
+            kind += f" of {dtype}"  # a type's name, never a value
         raise _Failed(_diag("BE873", f"{what} returned {kind} values that are not class names "
                             f"(text, or None to abstain){where}", module, line,
                             ["return one class (a string of the taxonomy) or None per row"])
