@@ -191,6 +191,22 @@ def test_failures_on_restricted_rows_quote_no_value(repo, where, body):
     assert_nowhere(repo, out, err)
 
 
+@pytest.mark.parametrize("body", [
+    # a pivot's columns are values it read: "undeclared: <name>, ..." quoted them
+    '    return df.pivot_table(columns="name", values="x", aggfunc="sum")',
+    '    return pd.concat([df.pivot_table(columns="name", values="x", aggfunc="sum")] * 2, axis=1)',
+    '    return df.pivot_table(columns="name", values="x", aggfunc="sum").astype(object)'
+    '.assign(**{"mixed": ["a"]})',
+])
+def test_columns_a_transform_made_from_restricted_values_are_not_named(repo, body):
+    path = repo / "transforms" / "bands.py"
+    path.write_text(path.read_text().replace('    band = np.floor', body + '\n    band = np.floor'))
+    code, out, err = invoke_cli(["lock", "people"], repo)
+    assert code == 1 and "BE341" in err, err
+    assert "name withheld" in err or "names withheld" in err, err
+    assert_nowhere(repo, out, err)
+
+
 def test_a_failing_function_over_a_single_file_dataset_names_that_file(repo):
     path = repo / "rules" / "sign.py"
     path.write_text(path.read_text() + '\n\n@buildenv.labeling_function(columns=["name"])\n'

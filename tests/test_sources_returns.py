@@ -164,6 +164,15 @@ def test_a_series_is_named_as_one_not_as_the_type_of_its_first_value(tmp_path):
     assert 'reset_index(name="<its column>")' in found["hints"][1]
 
 
+def test_columns_in_two_levels_are_named_as_such(tmp_path):
+    frame = pd.DataFrame({"user_id": [1, 1], "x": [1.0, 2.0]})
+    found = transform_refused(
+        lambda ctx: frame.groupby("user_id").agg({"x": ["sum", "count"]}).reset_index(),
+        tmp_path)
+    assert found["code"] == "BE341" and "columns in 2 levels" in found["message"], found
+    assert "named aggregation" in found["hints"][0]
+
+
 def test_a_bare_empty_dataframe_is_nothing(tmp_path):
     def some(ctx):
         yield pd.DataFrame()

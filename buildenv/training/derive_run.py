@@ -187,10 +187,19 @@ def _run_one(fn: Any, ctx: TransformContext, job: dict[str, Any], item: dict[str
     where = f" (input file {item['input_path']})" if item["input_path"] else ""
     name = f"transform {job['transform']} of dataset '{job['dataset']}'"
     indexed: set[str] = set()
+    declared = {c for c, _ in job["columns"]}
+
+    def named(column: str) -> str:
+        """A column's name for a message: one the transform made itself (a pivot's) may be a
+        value it read, so on restricted data only declared names are shown."""
+        if restricted and column not in declared:
+            return "an undeclared column (its name withheld: the input is restricted)"
+        return repr(column)
+
     try:
         try:
             produced = fn(ctx)
-            parts = list(_pieces(produced, indexed))
+            parts = list(_pieces(produced, indexed, named))
         finally:
             ctx.finish()
     except _Unconvertible as exc:
@@ -245,9 +254,10 @@ class _Unconvertible(Exception):
         self.code, self.what, self.detail, self.hint = code, what, detail, hint
 
 
-def _pieces(produced: Any, indexed: set[str]) -> Iterable[pa.Table]:
+def _pieces(produced: Any, indexed: set[str], named: Any = repr) -> Iterable[pa.Table]:
     """What the transform produced, as Arrow tables; `indexed` gathers the names of the
-    DataFrames' indexes (left out of the tables: a `groupby` result's keys are there)."""
+    DataFrames' indexes (left out of the tables: a `groupby` result's keys are there);
+    `named` spells a column's name in a message."""
     if isinstance(produced, (pd.DataFrame, pa.Table, pa.RecordBatch)):
         produced = [produced]
     elif isinstance(produced, (pd.Series, pd.Index, pa.Array, pa.ChunkedArray)):
@@ -263,7 +273,7 @@ def _pieces(produced: Any, indexed: set[str]) -> Iterable[pa.Table]:
             continue  # `pd.DataFrame()`: nothing, like an empty frame of the columns
         if isinstance(piece, pd.DataFrame):
             indexed.update(str(n) for n in piece.index.names if n is not None)
-            yield _from_pandas(piece)
+            yield _from_pandas(piece, named)
         elif isinstance(piece, pa.RecordBatch):
             yield pa.Table.from_batches([piece])
         elif isinstance(piece, pa.Table):
@@ -273,14 +283,19 @@ def _pieces(produced: Any, indexed: set[str]) -> Iterable[pa.Table]:
                            + (" (pandas Series)" if isinstance(piece, pd.Series) else ""))
 
 
-def _from_pandas(frame: pd.DataFrame) -> pa.Table:
+def _from_pandas(frame: pd.DataFrame, named: Any = repr) -> pa.Table:
     """The frame as an Arrow table, without its index; a column Arrow cannot type (values of
-    several kinds in one `object` column) or a name used twice is named."""
+    several kinds in one `object` column) or a name used twice is named (`named`)."""
+    if isinstance(frame.columns, pd.MultiIndex):  # `agg({"x": ["sum", "count"]})`
+        raise _Unconvertible("BE341", f"columns in {frame.columns.nlevels} levels (a pandas "
+                             "MultiIndex)", "", "name each column once: named aggregation "
+                             "(`agg(total=(\"x\", \"sum\"))`), or flatten the levels")
     names = [str(c) for c in frame.columns]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise _Unconvertible("BE341", f"column{'s' * (len(twice) > 1)} {', '.join(map(repr, twice))} "
-                             "more than once", "", "give each column one name")
+        raise _Unconvertible("BE341", f"column{'s' * (len(twice) > 1)} "
+                             f"{', '.join(map(named, twice))} more than once", "",
+                             "give each column one name")
     try:
         return pa.Table.from_pandas(frame, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
@@ -289,8 +304,8 @@ def _from_pandas(frame: pd.DataFrame) -> pa.Table:
         try:
             pa.array(frame[label], from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-            raise _Unconvertible("BE342", f"column '{column}' ({frame[label].dtype}) that does "
-                                 "not convert to Arrow", str(exc).splitlines()[0],
+            raise _Unconvertible("BE342", f"column {named(column)} ({frame[label].dtype}) "
+                                 "that does not convert to Arrow", str(exc).splitlines()[0],
                                  "give each column values of one type (an `object` column "
                                  "mixing numbers and text converts to neither)") from None
     raise _Unconvertible("BE342", "a DataFrame that does not convert to Arrow",
@@ -311,7 +326,10 @@ def _shape(parts: list[pa.Table], job: dict[str, Any], item: dict[str, Any], res
         extra = sorted(names - set(declared))
         missing = sorted(set(columns) - names)
         if extra or missing:
-            said = "; ".join(x for x in (f"undeclared: {', '.join(extra)}" if extra else "",
+            # names the transform made (a pivot's) may be values read: counted when restricted
+            shown = (f"{len(extra)} undeclared, names withheld: the input is restricted"
+                     if restricted else f"undeclared: {', '.join(extra)}")
+            said = "; ".join(x for x in (shown if extra else "",
                                          f"missing: {', '.join(missing)}" if missing else "")
                              if x)
             hints = []
