@@ -131,6 +131,107 @@ def test_lock_check_names_the_changed_input_file_and_the_changed_code(locked):
     assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
 
 
+def test_lock_check_names_what_reads_a_stale_derived_dataset(locked):
+    """A derived dataset of a derived dataset, and a label set over one, whose own pins hold
+    while what they read is stale: rebuilding it may change them (the files whose bytes
+    change), so `lock --check` names them too, as warnings beside the stale one."""
+    (locked / "transforms" / "busy.py").write_text(
+        'def busy(ctx):\n    return ctx.read("daily", columns=["kind", "n"]).query("n > 1")\n')
+    (locked / "rules" / "busy.py").write_text(
+        "import numpy as np\nimport buildenv\n\n\n"
+        '@buildenv.labeling_function(columns=["n"])\ndef many(batch):\n'
+        '    return np.where(batch["n"] > 3, "pos", "neg")\n')
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("  daily:\n", BUSY + "  daily:\n").replace(
+        "labels:\n", "labels:\n" + BUSY_KINDS))
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    daily = locked / "transforms" / "daily.py"
+    daily.write_text(daily.read_text().replace('agg(n=("x", "size")', 'agg(n=("x", "count")'))
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 1 and "error[BE092]: dataset 'daily' is stale" in err, err
+    assert "warning[BE093]: dataset 'busy' may be stale: its input 'daily' is stale" in err, err
+    assert "warning[BE875]: label set 'busy-kinds' may be stale: its dataset 'daily' is " \
+        "stale" in err, err
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 0 and "BE093" not in err and "BE875" not in err, err
+
+
+BUSY = """\
+  busy:
+    source:
+      transform: transforms/busy.py:busy
+      inputs: [daily]
+    columns:
+      date: {dtype: date}
+      kind: {dtype: string}
+      n: {dtype: int64, nullable: false}
+"""
+
+BUSY_KINDS = """\
+  busy-kinds:
+    dataset: daily
+    key: kind
+    taxonomy: {name: busy, version: 1, classes: [neg, pos]}
+    source:
+      functions: rules/busy.py
+"""
+
+
+def test_an_output_file_removed_outside_buildenv_is_rebuilt_not_called_new_data(locked):
+    """One output file gone (or edited) while the code and inputs are as pinned: the checkout
+    does not hold what the lock pins, like a fresh one (BE094), so `lock --check` lays it out
+    again; it said BE051 "changed since it was locked" with drift and checkout hints, and
+    called what reads it stale."""
+    gone = locked / ".buildenv/derived/ev/daily/date=2026-09-02/part-1.parquet"
+    pinned = gone.read_bytes()
+    gone.unlink()
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 0 and "BE051" not in err and "BE093" not in err, err
+    assert gone.read_bytes() == pinned
+    # without the stored outputs, the transform runs again
+    gone.unlink()
+    shutil.rmtree(locked / ".buildenv/derived/objects")
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 0, err
+    assert gone.read_bytes() == pinned
+
+
+def test_validate_in_a_fresh_checkout_builds_the_outputs_it_checks(locked):
+    """CI's `buildenv validate` on a checkout without .buildenv/: the outputs are built from
+    the lock, as `lock --check` and `build` build them (it was BE053 "not found")."""
+    shutil.rmtree(locked / ".buildenv")
+    code, out, err = invoke_cli(["validate", "ev"], locked)
+    assert code == 0 and "BE053" not in err, err
+    assert (locked / ".buildenv/derived/ev/daily/date=2026-09-01/part-0.parquet").is_file()
+
+
+def test_a_new_first_input_is_named_as_the_layout_change_it_is(locked):
+    """The output is laid out like the first input: putting a one-file input first moves it
+    from a directory to one file. `lock --check` said "uri changed" between two paths under
+    .buildenv/ that nobody wrote."""
+    pq.write_table(pq.read_table(locked / "data" / "events").select(["kind"]).slice(0, 3),
+                   locked / "data" / "kinds.parquet")
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("  daily:\n", KINDS + "  daily:\n").replace(
+        "inputs: [events]", "inputs: [kinds, events]"))
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 1 and "BE052" in err, err
+    assert "dataset 'daily' is now laid out like its first input 'kinds' (one file); the " \
+        "lock has one file per input file" in err, err
+    assert "uri changed" not in err
+
+
+KINDS = """\
+  kinds:
+    uri: data/kinds.parquet
+    columns:
+      kind: {dtype: string}
+"""
+
+
 def test_a_fresh_checkout_rebuilds_what_the_lock_pins(locked):
     """Outputs live under .buildenv/, which is not committed: commands that read the data
     rebuild them from the pinned inputs and code, and they come out as pinned."""

@@ -9,6 +9,7 @@ under .buildenv/ or environments/ (caches, stored votes and outputs, the audit l
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -139,6 +140,22 @@ def test_the_locked_outputs_and_the_report_hold_no_row_value(repo):
     assert "estimated_accuracy" in out2
 
 
+def test_the_report_shows_a_computed_sets_counts_only_as_released(repo):
+    """The functions' figures are counts released by the privacy policy (withheld when small,
+    noised under `release: dp`); the label set's own counts below them are the same counts,
+    exactly: a class share withheld above was shown as a count below."""
+    code, out, err = invoke_cli(["labels", "people"], repo)
+    assert code == 0, err
+    assert "class shares:" in out and "exact counts withheld: the dataset is restricted" in out
+    for exact in ("per class:", "resolved ", "annotator  ", "examples "):
+        assert exact not in out, out
+    code, out, err = invoke_cli(["labels", "people", "--format", "json"], repo)
+    item = json.loads(out)["label_sets"][0]
+    assert item["counts_withheld"] and item["functions"]["per_class"]
+    assert all(item[k] is None for k in ("examples", "resolved", "per_annotator",
+                                         "annotations_per_class", "agreement"))
+
+
 def test_an_aggregate_of_restricted_data_is_not_restricted_and_small_groups_are_withheld(repo):
     from buildenv.core.project import Project
     from buildenv.env.resolve import Multiverse
@@ -171,6 +188,22 @@ def test_failures_on_restricted_rows_quote_no_value(repo, where, body):
             '    band = np.floor', body + '\n    band = np.floor'))
     code, out, err = invoke_cli(["lock", "people"], repo)
     assert code == 1 and ("BE872" in err or "BE874" in err or "BE340" in err), err
+    assert_nowhere(repo, out, err)
+
+
+@pytest.mark.parametrize("body", [
+    # a pivot's columns are values it read: "undeclared: <name>, ..." quoted them
+    '    return df.pivot_table(columns="name", values="x", aggfunc="sum")',
+    '    return pd.concat([df.pivot_table(columns="name", values="x", aggfunc="sum")] * 2, axis=1)',
+    '    return df.pivot_table(columns="name", values="x", aggfunc="sum").astype(object)'
+    '.assign(**{"mixed": ["a"]})',
+])
+def test_columns_a_transform_made_from_restricted_values_are_not_named(repo, body):
+    path = repo / "transforms" / "bands.py"
+    path.write_text(path.read_text().replace('    band = np.floor', body + '\n    band = np.floor'))
+    code, out, err = invoke_cli(["lock", "people"], repo)
+    assert code == 1 and "BE341" in err, err
+    assert "name withheld" in err or "names withheld" in err, err
     assert_nowhere(repo, out, err)
 
 

@@ -151,6 +151,16 @@ def test_wrong_literal_with_hint_and_wrong_bool(tmp_path):
     ]
 
 
+def test_a_number_where_text_is_expected_is_told_to_be_quoted(tmp_path):
+    """Annotator ids are often numbers (Label Studio's `completed_by`): YAML reads them so."""
+    root = write_repo(tmp_path, envs=child("privacy:\n  annotators: [101, ann]\n"))
+    assert show_errors(root, "child") == [
+        "environments/child.yaml:4:16: error[BE004]: privacy.annotators.0: Input should be a "
+        "valid string",
+        '  hint: YAML reads 101 as a number; write it in quotes: "101"',
+    ]
+
+
 def test_unknown_serving_stack(tmp_path):
     root = write_repo(tmp_path, envs=child("serving: {stack: tensorflow}\n"))
     assert show_errors(root, "child") == [

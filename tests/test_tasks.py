@@ -126,6 +126,8 @@ def test_overlap_beyond_the_annotators_is_a_usage_error(repo):
     (("--annotators", "4," + "a" * 300), "too long to name a file"),
     (("--annotators", "4,Ann,ann"), "differ only in case"),
     (("--annotators", "4,\u00e9,e\u0301"), "differ only in case or Unicode form"),
+    (("--annotators", "4, 5 ,4"), "lists '4' more than once"),
+    (("--annotators", "4,5,"), "none empty"),
 ])
 def test_a_bad_overlap_seed_or_annotator_id_is_a_usage_error(repo, args, says):
     code, _, err = run_tasks(repo, *args, "--out", "batch")

@@ -144,6 +144,9 @@ def test_coverage_and_conflict_gates(locked, gate, code):
                                            f"functions: rules/sign.py\n      {gate}"))
     exit_code, _, err = invoke_cli(["lock", "ev"], locked)
     assert exit_code == 1 and code in err, err
+    if code == "BE877":  # the command it hints at is one `buildenv tasks` takes
+        assert "`buildenv tasks ev --labels rules --select conflict --annotators ... --out " \
+            "DIR`" in err, err
 
 
 def test_labels_shows_each_function(locked):

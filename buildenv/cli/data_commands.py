@@ -93,14 +93,34 @@ def validate_cmd(env: str = typer.Argument(..., help="Environment name."),
     except DiagnosticError:
         lock = None  # an unreadable lock is `lock --check`'s to report
     with progress_shown(progress, quiet), make_executor(executor, multiverse.project) as runner:
-        problems = validate_env(res, multiverse.project, datasets=list(dataset) if dataset else None,
-                                executor=runner, lock=lock)
+        problems = _unbuilt(multiverse, res, dataset) if lock is not None else []
+        problems += validate_env(res, multiverse.project,
+                                 datasets=list(dataset) if dataset else None, executor=runner,
+                                 lock=lock)
         if not any(p.is_error for p in problems) and (
                 not dataset or res.env.label_dataset() in dataset):
             problems += _coverage(multiverse.project, res)
     if fmt is Format.text and not quieted(problems, fmt, quiet):  # --quiet: warnings too
         print(f"{env}: {len(dataset or res.env.datasets)} dataset(s) valid")
     finish(problems, fmt, quiet)
+
+
+def _unbuilt(multiverse, res, only: list[str] | None) -> list[Diagnostic]:
+    """Derived datasets this checkout does not hold (outputs are not committed) built from the
+    lock, as `lock --check` and `build` build them; BE094 when one does not come out as
+    pinned. Nothing runs when every output validated (`only`, else all) is there."""
+    from buildenv.data.storage import locate
+
+    missing = [n for n, ds in res.env.datasets.items() if ds.source is not None
+               and (not only or n in only)
+               and (path := locate(ds.uri, multiverse.project).local) is not None
+               and not path.exists()]
+    if not missing:
+        return []
+    from buildenv.compile.locking import checked_lock
+
+    _, found = checked_lock(multiverse, res)
+    return [p for p in found if p.code == "BE094" and p.is_error]
 
 
 def _coverage(project, res) -> list[Diagnostic]:

@@ -112,9 +112,14 @@ def _request_problems(res: Resolved, name: str, out: Path, select: str, overlap:
     if select not in SELECTIONS:
         raise bad(f"--select {select!r} is not one of {', '.join(SELECTIONS)}",
                   "--select unlabeled|relabel|disagreement|conflict")
-    if not annotators or len(set(annotators)) != len(annotators) or not all(annotators):
-        raise bad("--annotators lists each annotator once, e.g. --annotators ann,bob,eve",
-                  "separate names by commas")
+    if not annotators or not all(annotators):
+        raise bad("--annotators lists annotator ids separated by commas, none empty, e.g. "
+                  "--annotators ann,bob,eve", "separate names by commas, with nothing after "
+                  "the last one")
+    repeated = sorted({a for a in annotators if annotators.count(a) > 1})
+    if repeated:
+        raise bad(f"--annotators lists {', '.join(repr(a) for a in repeated)} more than once "
+                  "(spaces around a comma are dropped)", "list each annotator once")
     unsafe = [a for a in annotators if a in (".", "..") or any(
         c in "/\\" or not c.isprintable() for c in a)]
     if unsafe:  # an id names its file: DIR/<annotator>.json, never a path elsewhere

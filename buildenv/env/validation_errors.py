@@ -93,6 +93,11 @@ def pydantic_problems(exc: ValidationError, merged: dict[str, Any],
         else:
             where = loc
             message = f"{dotted}: {err['msg']}"
+            value = err.get("input")
+            if kind == "string_type" and isinstance(value, (int, float)) and \
+                    not isinstance(value, bool):
+                # YAML reads `101` or `2` as a number: an annotator id, a UI version
+                hints = (f"YAML reads {value!r} as a number; write it in quotes: \"{value}\"",)
             # a cross-field check (a column's, a slice's): point at the key it is about
             field_key = _PROBLEM_KEYS.get(kind)
             if field_key and loc + (field_key,) in origin:

@@ -5,7 +5,9 @@ annotators (with cancelled and empty annotations), annotations per class, per an
 UI version, inter-annotator agreement (`agreement`), and the resolution: examples labeled by
 this set, tied, taken from each reused set and needing relabeling per class. Every number is a
 count: nothing of an example's data is shown, so the report is the same for restricted
-datasets. The checks of `checks.check_labels` run too, and their problems are listed.
+datasets -- except a set computed by labeling functions over one: its counts are the functions'
+figures, shown only as the privacy policy releases them. The checks of `checks.check_labels`
+run too, and their problems are listed.
 """
 
 from __future__ import annotations
@@ -76,6 +78,13 @@ def label_report(project: Project, multiverse: Multiverse, res: Resolved,
             out.append(item)
             continue
         summary = resolution.summary()
+        if spec.source is not None and res.env.restricted(spec.dataset):
+            # the functions' figures above are these counts as the privacy policy releases
+            # them (withheld when small, noised under `release: dp`): not shown exactly here
+            item.update({key: None for key in _COUNTED})
+            item["counts_withheld"] = "the dataset is restricted"
+            out.append(item)
+            continue
         item.update({
             "tasks": ann.tasks, "examples": ann.examples, "annotations": len(ann),
             "annotators": ann.annotator_count, "cancelled": ann.cancelled, "empty": ann.empty,
@@ -91,6 +100,11 @@ def label_report(project: Project, multiverse: Multiverse, res: Resolved,
                          "relabel": summary["relabel"], "per_class": summary["per_class"]}})
         out.append(item)
     return {"environment": res.name, "label_sets": out}, problems
+
+
+# what the report counts per label set (`counts_withheld`: all None)
+_COUNTED = ("tasks", "examples", "annotations", "annotators", "cancelled", "empty",
+            "per_annotator", "per_ui_version", "annotations_per_class", "agreement", "resolved")
 
 
 def _share(n: int, total: int) -> str:
@@ -112,6 +126,10 @@ def render_text(report: dict[str, Any]) -> str:
             continue
         if "functions" in item:
             lines.extend(_function_lines(item["functions"]))
+        if item.get("counts_withheld"):
+            lines.append(f"  exact counts withheld: {item['counts_withheld']} (the figures above "
+                         "follow the privacy policy)")
+            continue
         lines.append(f"  examples {item['examples']:,}   annotations {item['annotations']:,}   "
                      f"annotators {item['annotators']:,}   cancelled {item['cancelled']:,}   "
                      f"without a choice {item['empty']:,}")

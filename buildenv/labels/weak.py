@@ -216,5 +216,6 @@ def gates(res: Resolved, name: str, figures: Figures) -> list[Diagnostic]:
             f"more classes, above max_conflict {source.max_conflict:.1%}", "labels", name,
             "source", "max_conflict",
             hints=(f"`buildenv labels {res.name}` shows which functions conflict; `buildenv "
-                   f"tasks {res.name} --select conflict` sends those rows to annotators",)))
+                   f"tasks {res.name} --labels {source.gold or name} --select conflict "
+                   "--annotators ... --out DIR` sends those rows to annotators",)))
     return problems

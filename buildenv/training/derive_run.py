@@ -186,22 +186,40 @@ def _run_one(fn: Any, ctx: TransformContext, job: dict[str, Any], item: dict[str
              restricted: bool, root: Path, own: Path) -> tuple[pa.Table, int]:
     where = f" (input file {item['input_path']})" if item["input_path"] else ""
     name = f"transform {job['transform']} of dataset '{job['dataset']}'"
+    indexed: set[str] = set()
+    declared = {c for c, _ in job["columns"]}
+
+    def named(column: str) -> str:
+        """A column's name for a message: one the transform made itself (a pivot's) may be a
+        value it read, so on restricted data only declared names are shown."""
+        if restricted and column not in declared:
+            return "an undeclared column (its name withheld: the input is restricted)"
+        return repr(column)
+
     try:
         try:
             produced = fn(ctx)
-            parts = list(_pieces(produced))
+            parts = list(_pieces(produced, indexed, named))
         finally:
             ctx.finish()
+    except _Unconvertible as exc:
+        detail = "" if restricted or not exc.detail else f": {exc.detail}"
+        raise TransformError(_diag(exc.code, f"{name} returned {exc.what}{detail}{where}",
+                                   job["transform"].rsplit(":", 1)[0], None, [exc.hint])
+                             ) from None
     except GateError as exc:
         raise TransformError(exc.diagnostic.to_json()) from None
     except ForbiddenRead as exc:
         path, line, _ = _user_frame(exc, root, own)
         raise TransformError(_diag("BE343", f"{name}: {exc}{where}", path, line)) from None
     except _NotData as exc:
+        hints = ["return or yield pandas DataFrames, Arrow tables or record batches of the "
+                 "declared columns"]
+        if "Series" in str(exc):
+            hints.append("a Series is one column, its keys in the index: "
+                         "`.reset_index(name=\"<its column>\")` makes a DataFrame of it")
         raise TransformError(_diag("BE341", f"{name} returned {exc}{where}",
-                                   job["transform"].rsplit(":", 1)[0], None,
-                                   ["return or yield pandas DataFrames, Arrow tables or record "
-                                    "batches of the declared columns"])) from None
+                                   job["transform"].rsplit(":", 1)[0], None, hints)) from None
     except Exception as exc:
         if ctx.gate_errors:
             raise TransformError(ctx.gate_errors[0].diagnostic.to_json()) from None
@@ -220,33 +238,83 @@ def _run_one(fn: Any, ctx: TransformContext, job: dict[str, Any], item: dict[str
     bypass = swallowed(restricted, where)
     if bypass is not None:  # caught by the transform: it tried to read data around the gate
         raise TransformError(bypass)
-    return _shape(parts, job, item, restricted, name, where)
+    return _shape(parts, job, item, restricted, name, where, indexed)
 
 
 class _NotData(Exception):
     pass
 
 
-def _pieces(produced: Any) -> Iterable[pa.Table]:
-    """What the transform produced, as Arrow tables."""
+class _Unconvertible(Exception):
+    """A DataFrame Arrow cannot take as a table: `what` it returned, Arrow's `detail` (shown
+    only when no restricted data was read), the diagnostic's code and hint."""
+
+    def __init__(self, code: str, what: str, detail: str, hint: str):
+        super().__init__(what)
+        self.code, self.what, self.detail, self.hint = code, what, detail, hint
+
+
+def _pieces(produced: Any, indexed: set[str], named: Any = repr) -> Iterable[pa.Table]:
+    """What the transform produced, as Arrow tables; `indexed` gathers the names of the
+    DataFrames' indexes (left out of the tables: a `groupby` result's keys are there);
+    `named` spells a column's name in a message."""
     if isinstance(produced, (pd.DataFrame, pa.Table, pa.RecordBatch)):
         produced = [produced]
+    elif isinstance(produced, (pd.Series, pd.Index, pa.Array, pa.ChunkedArray)):
+        # iterable, but of values: "a piece of type int" would name the first value's type
+        raise _NotData(f"a {'pandas ' if isinstance(produced, pd.Series) else ''}"
+                       f"{type(produced).__name__}, not a table")
     elif produced is None or isinstance(produced, (str, bytes, dict)) or \
             not isinstance(produced, Iterable):
         raise _NotData(type(produced).__name__)
     for piece in produced:
+        if isinstance(piece, (pd.DataFrame, pa.Table, pa.RecordBatch)) and \
+                not piece.shape[0] and not piece.shape[1]:
+            continue  # `pd.DataFrame()`: nothing, like an empty frame of the columns
         if isinstance(piece, pd.DataFrame):
-            yield pa.Table.from_pandas(piece, preserve_index=False)
+            indexed.update(str(n) for n in piece.index.names if n is not None)
+            yield _from_pandas(piece, named)
         elif isinstance(piece, pa.RecordBatch):
             yield pa.Table.from_batches([piece])
         elif isinstance(piece, pa.Table):
             yield piece
         else:
-            raise _NotData(f"a piece of type {type(piece).__name__}")
+            raise _NotData(f"a piece of type {type(piece).__name__}"
+                           + (" (pandas Series)" if isinstance(piece, pd.Series) else ""))
+
+
+def _from_pandas(frame: pd.DataFrame, named: Any = repr) -> pa.Table:
+    """The frame as an Arrow table, without its index; a column Arrow cannot type (values of
+    several kinds in one `object` column) or a name used twice is named (`named`)."""
+    if isinstance(frame.columns, pd.MultiIndex):  # `agg({"x": ["sum", "count"]})`
+        raise _Unconvertible("BE341", f"columns in {frame.columns.nlevels} levels (a pandas "
+                             "MultiIndex)", "", "name each column once: named aggregation "
+                             "(`agg(total=(\"x\", \"sum\"))`), or flatten the levels")
+    names = [str(c) for c in frame.columns]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise _Unconvertible("BE341", f"column{'s' * (len(twice) > 1)} "
+                             f"{', '.join(map(named, twice))} more than once", "",
+                             "give each column one name")
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        failed = str(exc)
+    for column, label in zip(names, frame.columns):
+        try:
+            pa.array(frame[label], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise _Unconvertible("BE342", f"column {named(column)} ({frame[label].dtype}) "
+                                 "that does not convert to Arrow", str(exc).splitlines()[0],
+                                 "give each column values of one type (an `object` column "
+                                 "mixing numbers and text converts to neither)") from None
+    raise _Unconvertible("BE342", "a DataFrame that does not convert to Arrow",
+                         failed.splitlines()[0] if failed else "",
+                         "return columns of plain types (numbers, text, dates, booleans)")
 
 
 def _shape(parts: list[pa.Table], job: dict[str, Any], item: dict[str, Any], restricted: bool,
-           name: str, where: str) -> tuple[pa.Table, int]:
+           name: str, where: str, indexed: set[str] | None = None) -> tuple[pa.Table, int]:
     """One table of the declared columns (partition columns dropped), cast as declared; an
     aggregation's small groups withheld."""
     declared = {c: dtype for c, dtype in job["columns"]}
@@ -258,12 +326,26 @@ def _shape(parts: list[pa.Table], job: dict[str, Any], item: dict[str, Any], res
         extra = sorted(names - set(declared))
         missing = sorted(set(columns) - names)
         if extra or missing:
-            said = "; ".join(x for x in (f"undeclared: {', '.join(extra)}" if extra else "",
+            # names the transform made (a pivot's) may be values read: counted when restricted
+            shown = (f"{len(extra)} undeclared, names withheld: the input is restricted"
+                     if restricted else f"undeclared: {', '.join(extra)}")
+            said = "; ".join(x for x in (shown if extra else "",
                                          f"missing: {', '.join(missing)}" if missing else "")
                              if x)
+            hints = []
+            in_index = [c for c in missing if c in (indexed or ())]
+            if in_index:
+                hints.append(f"{', '.join(in_index)} {'is' if len(in_index) == 1 else 'are'} "
+                             "the DataFrame's index, not a column: `.reset_index()` (or "
+                             "`groupby(..., as_index=False)`) makes a column of it")
+            elif missing:
+                hints.append("return every declared column" + (
+                    " (partition columns may be left out: they come from the path)"
+                    if partitions else ""))
+            if extra:
+                hints.append("declare every column it returns under `columns`")
             raise TransformError(_diag("BE341", f"{name} returned other columns than declared "
-                                       f"({said}){where}", module, None,
-                                       ["declare every column it returns under `columns`"]))
+                                       f"({said}){where}", module, None, hints))
         for column in names & partitions:
             _check_partition(part.column(column), column, item, declared[column], name, where,
                              restricted, module)
@@ -296,9 +378,14 @@ def _cast(column: pa.ChunkedArray, name: str, dtype: str, what: str, where: str,
         return column.cast(target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         detail = "" if restricted else f": {str(exc).splitlines()[0]}"
+        hints = []
+        if pa.types.is_timestamp(column.type) and pa.types.is_timestamp(target) and \
+                column.type.unit == "ns":
+            hints.append("timestamps are kept to the microsecond: round them first "
+                         "(`.dt.floor(\"us\")`)")
         raise TransformError(_diag("BE342", f"{what}: column '{name}' ({column.type}) does not "
                                    f"convert to its declared {dtype}{detail}{where}", module,
-                                   None)) from None
+                                   None, hints)) from None
 
 
 def _check_partition(column: pa.ChunkedArray, name: str, item: dict[str, Any], dtype: str,

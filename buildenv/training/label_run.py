@@ -4,8 +4,10 @@ For each file of the label set's dataset with votes still missing, the file is s
 the data gate (pinned to that file, verified, audited when restricted) in batches of the
 columns the missing functions declare, and each function is called once per batch with a
 DataFrame of exactly its own columns. What it returns -- a Series, array or list, one class or
-None per row -- is checked (length, classes of the taxonomy) and kept as a dictionary-encoded
-column; a file's votes are written only when every batch of it succeeded. Problems name the
+None per row; a Series's votes go to the rows its index names, as pandas aligns -- is checked
+(length, classes of the taxonomy) and kept as a dictionary-encoded column; a file's votes are
+written only when every batch of it succeeded. The module is imported under its dotted name,
+so it imports its package's modules relatively, as a transform's does. Problems name the
 function and its line and the file, and never quote a value of a restricted dataset: a
 function that reads a column it did not declare fails with the column's name (BE871), one
 that raises with its exception type (BE872), a wrong length or type is BE873, a class outside
@@ -15,13 +17,13 @@ the taxonomy BE874.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import re
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -35,7 +37,7 @@ from buildenv.training.confinement import refused, swallowed
 from buildenv.training.context import BuildContext
 from buildenv.training.derive_run import scoped_pins
 from buildenv.training.user_code import diag as _diag
-from buildenv.training.user_code import type_name
+from buildenv.training.user_code import load_module, type_name
 from buildenv.training.user_frames import exception_frame as _user_frame
 
 if TYPE_CHECKING:  # annotations only: the transforms' runner imports no pydantic
@@ -53,17 +55,6 @@ class _Failed(Exception):
         self.diagnostic = diagnostic
 
 
-def _module(root: Path, module_path: str) -> Any:
-    path = root / module_path
-    name = "buildenv_labeling_" + module_path.removesuffix(".py").replace("/", "_")
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_functions_job(job: dict[str, Any], env: Environment, project: Project,
                       pins: dict[str, str], manifests: dict[str, Manifest], root: Path,
                       own: Path, outputs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -73,7 +64,7 @@ def run_functions_job(job: dict[str, Any], env: Environment, project: Project,
     view = narrowed(env, [dataset])
     restricted = view.restricted(dataset)
     try:
-        module = _module(root, job["module"])
+        module = load_module(root, job["module"])
     except Exception as exc:
         denied = refused(exc, restricted)
         if denied is not None:
@@ -194,11 +185,30 @@ def _call(fn: Any, name: str, batch: Any, classes: pa.Array, job: dict[str, Any]
     bypass = swallowed(restricted, where)
     if bypass is not None:  # caught by the function: it tried to read data around the gate
         raise _Failed(bypass)
+    if result is None or isinstance(result, (str, bytes)) or np.isscalar(result):
+        # a text is a sequence to Arrow: "comedy" would be six one-letter votes
+        raise _Failed(_diag("BE873", f"{what} returned "
+                            + ("None" if result is None else
+                               f"one {type_name(result, restricted)}")
+                            + f", not one value per row{where}", module, line,
+                            ["return a Series, array or list as long as the batch: one class "
+                             "or None per row (`np.where(condition, \"class\", None)`)"]))
+    if isinstance(result, (pd.DataFrame, pa.Table, pa.RecordBatch)):
+        raise _Failed(_diag("BE873", f"{what} returned a {type(result).__name__} of "
+                            f"{result.shape[1]} column(s), not one value per row{where}",
+                            module, line, ["return one column of it (`frame[\"label\"]`): one "
+                                           "class or None per row"]))
+    if isinstance(result, pd.Series):
+        result = _aligned(result, batch, what, where, module, line)
     try:
         values = pa.array(result, type=pa.string(), from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
-        raise _Failed(_diag("BE873", f"{what} returned {type_name(result, restricted)} values that are "
-                            f"not class names (text, or None to abstain){where}", module, line,
+    except (pa.ArrowException, TypeError, ValueError, KeyError):  # not votes, whatever it is
+        kind = type_name(result, restricted)
+        dtype = getattr(result, "dtype", None)
+        if isinstance(dtype, (np.dtype, pd.api.extensions.ExtensionDtype)):
+            kind += f" of {dtype}"  # a type's name, never a value
+        raise _Failed(_diag("BE873", f"{what} returned {kind} values that are not class names "
+                            f"(text, or None to abstain){where}", module, line,
                             ["return one class (a string of the taxonomy) or None per row"])
                       ) from None
     if len(values) != len(batch):
@@ -216,6 +226,25 @@ def _call(fn: Any, name: str, batch: Any, classes: pa.Array, job: dict[str, Any]
                             ["return a class of the taxonomy, or None to abstain"]))
     indices = pc.cast(codes, pa.int16())
     return pa.DictionaryArray.from_arrays(indices, classes)
+
+
+def _aligned(result: pd.Series, batch: pd.DataFrame, what: str, where: str, module: str,
+             line: int | None) -> pd.Series:
+    """A Series votes for the rows its index names, as pandas aligns: one holding the batch's
+    rows in another order (sorted, grouped, sampled) is put back in the batch's order; taken by
+    position, its votes would land on other rows. One indexed otherwise (made from an array:
+    a fresh 0..n-1) is taken by position, as an array is."""
+    index, rows = result.index, batch.index
+    if index.equals(rows) or not rows.is_unique:
+        return result
+    if len(index) == len(rows) and index.is_unique and bool(index.isin(rows).all()):
+        return result.reindex(rows)
+    if len(index) < len(rows) and index.is_unique and bool(index.isin(rows).all()):
+        raise _Failed(_diag("BE873", f"{what} returned a Series of {len(index):,} of the "
+                            f"batch's {len(rows):,} rows{where}", module, line,
+                            ["return a value for every row: `.reindex(batch.index)` makes the "
+                             "rows it leaves out abstain"]))
+    return result
 
 
 def _raised(exc: BaseException, what: str, where: str, restricted: bool, root: Path, own: Path,

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["diag", "load_entry", "manifests", "type_name"]
+__all__ = ["diag", "load_entry", "load_module", "manifests", "type_name"]
 
 
 def diag(code: str, message: str, path: str | None = None, line: int | None = None,
@@ -25,8 +25,14 @@ def diag(code: str, message: str, path: str | None = None, line: int | None = No
 
 
 def load_entry(root: Path, module_path: str, function: str) -> Any:
-    """`function` of the user's module at `module_path` (relative to `root`), imported from
-    its file under its dotted name."""
+    """`function` of the user's module at `module_path` (relative to `root`)."""
+    return getattr(load_module(root, module_path), function)
+
+
+def load_module(root: Path, module_path: str) -> Any:
+    """The user's module at `module_path` (relative to `root`), imported from its file under
+    its dotted name (`labeling/rules.py` is `labeling.rules`), so that it imports its package's
+    modules as Python would: `from .helpers import X` as well as `from labeling.helpers ...`."""
     path = root / module_path
     name = module_path.removesuffix(".py").replace("/", ".")
     spec = importlib.util.spec_from_file_location(name, path)
@@ -34,7 +40,7 @@ def load_entry(root: Path, module_path: str, function: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    return getattr(module, function)
+    return module
 
 
 def manifests(request: dict) -> dict:

@@ -57,11 +57,16 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
     current: dict[str, Pinned] = {}  # each dataset's pin now, for what is derived from it
     derived = derived_order(res.env)
     plain = sorted(n for n in res.env.datasets if n not in derived)
+    rebuilt: set[str] = set()  # derived datasets found stale: what reads them is stale too
     for ds_name in plain + derived:
         ds = res.env.datasets[ds_name]
         pinned = lock.datasets[ds_name]
         stale = (derived_staleness(project, res, ds_name, pinned, current, lock.datasets)
                  if ds.source is not None else [])
+        if ds.source is not None and not stale:
+            stale = _upstream_stale(res, ds_name, ds.source.inputs, rebuilt)
+        if stale:
+            rebuilt.add(ds_name)
         problems.extend(stale)
         if ds.is_table or ds.dvc is not None:
             algorithm = (pinned.manifest.algorithm if pinned.manifest is not None
@@ -79,26 +84,95 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
         if ds_name in res.env.privacy.synthetic:
             problems.extend(provenance_problems(project, res, ds_name, now.value.digest))
         if now.value.digest != pinned.digest and not stale:
-            if pinned.manifest is not None and now.manifest is not None:
-                what = describe_diff(*pinned.manifest.diff(now.manifest))
-            else:
-                what = f"{pinned.digest} -> {now.value.digest}"
-            hints = [f"if the new data is intended, review `buildenv drift {name} --dataset "
-                     f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`"]
-            if locate(ds.uri, project).local is not None and _kept(project, pinned):
-                hints.append(f"if not, `buildenv checkout {name}` restores the locked bytes "
-                             "from the object store")
-            problems.append(res.diag(
-                "BE051", f"dataset '{ds_name}' changed since it was locked: {what} ({ds.uri})",
-                "datasets", ds_name, "uri", hints=tuple(hints)))
-    for ls_name, spec in sorted(res.env.labels.items()):
-        if spec.source is not None:
-            problems.extend(labels_staleness(project, res, ls_name, lock.labels[ls_name],
-                                             current, lock.datasets))
+            if ds.source is not None:  # rebuilt as pinned: what is derived from it reads that
+                current[ds_name] = Pinned(pinned.digest, pinned.manifest)
+            problems.append(_changed(project, res, ds_name, pinned, now))
+    problems.extend(_computed_labels_stale(project, res, lock, current, rebuilt))
     problems.extend(_label_bytes_changed(project, res, lock, cache))
     if own_cache:
         cache.save()
     return (None if any(p.is_error for p in problems) else lock), problems
+
+
+def _changed(project: Project, res: Resolved, ds_name: str, pinned: LockedDataset,
+             now: Digested) -> Diagnostic:
+    """BE051: a dataset's bytes are not the ones the lock pins. A derived dataset's code and
+    inputs are then as pinned: its output was changed outside buildenv (a file deleted or
+    edited under .buildenv/), which is BE094 -- not built as pinned in this checkout --
+    rebuilt from the lock like a fresh checkout's."""
+    ds = res.env.datasets[ds_name]
+    name = res.name
+    if pinned.manifest is not None and now.manifest is not None:
+        what = describe_diff(*pinned.manifest.diff(now.manifest))
+    else:
+        what = f"{pinned.digest} -> {now.value.digest}"
+    if ds.source is not None:
+        return res.diag(
+            "BE094", f"dataset '{ds_name}' is not built as pinned in this checkout: its output "
+            f"changed outside buildenv ({what}), not its code or inputs", "datasets", ds_name,
+            "source", hints=(f"run `buildenv lock {name}` (or build): it is rebuilt from its "
+                             "locked code and inputs",))
+    hints = [f"if the new data is intended, review `buildenv drift {name} --dataset "
+             f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`"]
+    if locate(ds.uri, project).local is not None and _kept(project, pinned):
+        hints.append(f"if not, `buildenv checkout {name}` restores the locked bytes from the "
+                     "object store")
+    return res.diag("BE051", f"dataset '{ds_name}' changed since it was locked: {what} "
+                    f"({ds.uri})", "datasets", ds_name, "uri", hints=tuple(hints))
+
+
+def _layout_changed(res: Resolved, ds_name: str, was: str) -> Diagnostic:
+    """BE052 for a derived dataset whose output's place changed: its layout follows its first
+    input (partitioned like it, or one file), so a new first input moved it; the uris are
+    buildenv's own, not something the user wrote."""
+    ds = res.env.datasets[ds_name]
+    assert ds.source is not None
+
+    def shape(uri: str) -> str:
+        return "one file per input file" if uri.endswith("/") else "one file"
+
+    return res.diag("BE052", f"dataset '{ds_name}' is now laid out like its first input "
+                    f"'{ds.source.inputs[0]}' ({shape(ds.uri)}); the lock has {shape(was)}",
+                    "datasets", ds_name, "source", "inputs",
+                    hints=(f"run `buildenv lock {res.name}`: every file is built again (the "
+                           "first input is the one transformed file by file)",))
+
+
+def _computed_labels_stale(project: Project, res: Resolved, lock: Lock,
+                           current: dict[str, Pinned], rebuilt: set[str]) -> list[Diagnostic]:
+    """BE875 for each label set computed by functions whose functions or data changed; a
+    warning for one whose dataset is a derived dataset found stale (`rebuilt`)."""
+    problems = []
+    for ls_name, spec in sorted(res.env.labels.items()):
+        if spec.source is None:
+            continue
+        found = labels_staleness(project, res, ls_name, lock.labels[ls_name], current,
+                                 lock.datasets)
+        if not found and spec.dataset in rebuilt:
+            found = [res.diag(
+                "BE875", f"label set '{ls_name}' may be stale: its dataset '{spec.dataset}' "
+                "is stale", "labels", ls_name, "dataset", severity=Severity.WARNING,
+                hints=(f"run `buildenv lock {res.name}`: it rebuilds '{spec.dataset}', then "
+                       "applies the functions to the files whose bytes changed",))]
+        problems.extend(found)
+    return problems
+
+
+def _upstream_stale(res: Resolved, name: str, inputs: list[str], rebuilt: set[str]
+                    ) -> list[Diagnostic]:
+    """BE093 for a derived dataset whose own pins still hold but that reads a derived
+    dataset found stale: rebuilding that one may change this one's input (the files whose
+    bytes change)."""
+    upstream = [i for i in inputs if i in rebuilt]
+    if not upstream:
+        return []
+    listed = ", ".join(f"'{i}'" for i in upstream)
+    return [res.diag("BE093", f"dataset '{name}' may be stale: its input"
+                     f"{'s' * (len(upstream) > 1)} {listed} "
+                     f"{'are' if len(upstream) > 1 else 'is'} stale", "datasets", name,
+                     "source", "inputs", severity=Severity.WARNING,
+                     hints=(f"run `buildenv lock {res.name}`: it rebuilds them in order, each "
+                            "file only when its inputs' bytes changed",))]
 
 
 def _digest_now(project: Project, res: Resolved, ds_name: str, pinned: LockedDataset,
@@ -142,6 +216,10 @@ def _dataset_pins_stale(res: Resolved, lock: Lock, display: str) -> list[Diagnos
             what = "is derived now" if ds.source is not None else "is no longer derived"
             problems.append(res.diag("BE052", f"dataset '{ds_name}' {what}", "datasets",
                                      ds_name, hints=(f"run `buildenv lock {name}`",)))
+            continue
+        if pinned is not None and ds.source is not None and \
+                pinned.uri.endswith("/") != ds.uri.endswith("/"):
+            problems.append(_layout_changed(res, ds_name, pinned.uri))
             continue
         wanted = partitions
         if ds.partitioned and pinned is not None and pinned.manifest is not None:
