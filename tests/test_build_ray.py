@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from buildenv.compile.sandbox_policy import sandbox_policy
 from buildenv.core import progress
 from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.project import Project
+from buildenv.data import executor as executor_module
 from buildenv.data.executor import RayExecutor
 from buildenv.env.resolve import Multiverse
 
@@ -158,6 +160,102 @@ def test_an_interrupted_pair_is_stopped_not_failed_and_leaves_no_directory(repo,
     finally:
         monkeypatch.setattr(ray_executor, "_cancelled", False)
     assert not (repo / "dist").exists()  # dist/ itself was made by the build: gone too
+
+
+def _start_task(executor: RayExecutor, fn, marker: Path) -> tuple[threading.Thread, list]:
+    """`executor.run_one(fn, marker)` on a thread of its own, like a pair of `build --all`;
+    returns once the task runs on its worker. `fn` is nested in its test so that Ray ships it
+    by value: workers cannot import the tests."""
+    raised: list = []
+
+    def pair() -> None:
+        try:
+            executor.run_one(fn, str(marker), num_cpus=0.5, retries=0)
+        except BaseException as exc:  # what the driver's pair thread would see
+            raised.append(exc)
+
+    thread = threading.Thread(target=pair, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not marker.is_file():
+        assert thread.is_alive() and time.monotonic() < deadline, raised
+        time.sleep(0.05)
+    return thread, raised
+
+
+def _recorded_cancels(monkeypatch) -> list[bool]:
+    import ray
+
+    forces: list[bool] = []
+    cancel = ray.cancel
+
+    def recording(ref, *, force=False, recursive=True):
+        forces.append(force)
+        return cancel(ref, force=force, recursive=recursive)
+
+    monkeypatch.setattr(ray, "cancel", recording)
+    return forces
+
+
+def test_an_interrupted_build_stops_its_ray_tasks_without_ray_cancel(ray_executor, tmp_path,
+                                                                     monkeypatch):
+    """Ctrl-C sets the build's stop flag; the task sees it on its worker, stops what it runs
+    and returns normally, well within the grace: no `ray.cancel`, whose crossing with a
+    task's reply aborts Ray's driver (exit 1 instead of 130), and the pair unwinds as
+    interrupted."""
+    def stoppable(marker: str) -> None:
+        import time
+        from pathlib import Path
+
+        from buildenv.data.executor import when_stopped
+
+        stopped: list[bool] = []
+        with when_stopped(lambda: stopped.append(True)):
+            Path(marker).write_text("running")
+            while not stopped:
+                time.sleep(0.05)
+        Path(marker).write_text("stopped")  # its clean-up ran
+        raise KeyboardInterrupt  # as run_training raises when its training was stopped
+
+    forces = _recorded_cancels(monkeypatch)
+    build = RayExecutor(address="")  # joins the fixture's Ray
+    marker = tmp_path / "marker"
+    thread, raised = _start_task(build, stoppable, marker)
+    start = time.monotonic()
+    build.cancel_all()
+    stopped_in = time.monotonic() - start
+    thread.join(30)
+    build.close()
+    assert not thread.is_alive() and [type(e) for e in raised] == [KeyboardInterrupt], raised
+    assert marker.read_text() == "stopped"
+    assert forces == []  # not one ray.cancel
+    assert stopped_in < 5.0  # the flag is looked at every STOP_POLL s, not after CANCEL_GRACE
+    assert ray_executor.run_one(remote.versions, None, num_cpus=0.01) == remote.versions()
+
+
+def test_a_task_that_does_not_stop_is_killed_after_the_grace(ray_executor, tmp_path,
+                                                             monkeypatch):
+    """A task that ignores the stop flag (a training stuck in native code) has its worker
+    killed once the grace is over: `ray.cancel(force=True)`, never the interrupting kind."""
+    def stuck(marker: str) -> None:
+        import time
+        from pathlib import Path
+
+        Path(marker).write_text("running")
+        time.sleep(300)
+
+    forces = _recorded_cancels(monkeypatch)
+    monkeypatch.setattr(executor_module, "CANCEL_GRACE", 1.0)
+    build = RayExecutor(address="")
+    thread, raised = _start_task(build, stuck, tmp_path / "marker")
+    start = time.monotonic()
+    build.cancel_all()
+    took = time.monotonic() - start
+    thread.join(30)
+    build.close()
+    assert not thread.is_alive() and len(raised) == 1, raised
+    assert forces == [True]
+    assert 1.0 <= took < 30
 
 
 def test_a_training_larger_than_every_node_is_refused_before_scheduling(repo, ray_executor,
