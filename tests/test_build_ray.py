@@ -162,15 +162,17 @@ def test_an_interrupted_pair_is_stopped_not_failed_and_leaves_no_directory(repo,
     assert not (repo / "dist").exists()  # dist/ itself was made by the build: gone too
 
 
-def _start_task(executor: RayExecutor, fn, marker: Path) -> tuple[threading.Thread, list]:
-    """`executor.run_one(fn, marker)` on a thread of its own, like a pair of `build --all`;
-    returns once the task runs on its worker. `fn` is nested in its test so that Ray ships it
-    by value: workers cannot import the tests."""
+def _start_task(executor: RayExecutor, fn, marker: Path, item=None
+                ) -> tuple[threading.Thread, list]:
+    """`executor.run_one(fn, item)` (default: `marker`) on a thread of its own, like a pair
+    of `build --all`; returns once the task wrote `marker` on its worker. A `fn` of a test is
+    nested in it so that Ray ships it by value: workers cannot import the tests."""
     raised: list = []
 
     def pair() -> None:
         try:
-            executor.run_one(fn, str(marker), num_cpus=0.5, retries=0)
+            executor.run_one(fn, str(marker) if item is None else item, num_cpus=0.5,
+                             retries=0)
         except BaseException as exc:  # what the driver's pair thread would see
             raised.append(exc)
 
@@ -231,6 +233,54 @@ def test_an_interrupted_build_stops_its_ray_tasks_without_ray_cancel(ray_executo
     assert forces == []  # not one ray.cancel
     assert stopped_in < 5.0  # the flag is looked at every STOP_POLL s, not after CANCEL_GRACE
     assert ray_executor.run_one(remote.versions, None, num_cpus=0.01) == remote.versions()
+
+
+def test_a_stopped_training_task_kills_its_training_and_its_worker_trains_again(
+        ray_executor, tmp_path, monkeypatch):  # ray_executor: the Ray they join
+    """On the worker, the stop flag stops a training as a local Ctrl-C does (its whole
+    process group is killed) and the task returns normally (no `ray.cancel`: the worker
+    lives); that worker then starts trainings again, not KeyboardInterrupt at once."""
+    root = _sleeper_repo(tmp_path / "stop")
+    project = Project.discover(root)
+    base = Multiverse(project).resolve("base")
+
+    def task(training: str) -> remote.RemoteTraining:
+        config = project.training(training)
+        return remote.RemoteTraining(project, config, base, 60.0, {}, {}, {}, "sha256:k",
+                                     shipped=False, rows={},
+                                     policy=sandbox_policy(project, training, config, base))
+
+    forces = _recorded_cancels(monkeypatch)
+    build = RayExecutor(address="")
+    pid_file = root / "train" / "sleeper.pids"
+    thread, raised = _start_task(build, remote.train_task, pid_file, task("sleeper"))
+    deadline = time.monotonic() + 60
+    while len(pid_file.read_text().split()) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    runner, worker_pid, own = (int(p) for p in pid_file.read_text().split())
+
+    def state(_: object) -> tuple[int, bool]:
+        import os
+
+        from buildenv.compile import launch
+
+        return os.getpid(), launch._RUNNING.interrupted
+
+    build.cancel_all()
+    thread.join(30)
+    again = RayExecutor(address="")  # at once: Ray reuses the idle worker before it reaps it
+    seen: dict[int, bool] = {}
+    for _ in range(20):
+        pid, interrupted = again.run_one(state, None, num_cpus=1, retries=0)
+        seen[pid] = interrupted
+        if worker_pid in seen:
+            break
+    again.close()
+    build.close()
+    assert [type(e) for e in raised] == [KeyboardInterrupt] and forces == [], raised
+    assert not process_alive(runner) and not process_alive(own)
+    assert seen.get(worker_pid) is False, seen  # it would refuse every training otherwise
 
 
 def test_a_task_that_does_not_stop_is_killed_after_the_grace(ray_executor, tmp_path,
@@ -439,7 +489,9 @@ def test_sigterm_stops_local_trainings_of_build_all(tmp_path):
     _interrupted_build(tmp_path, ray=False, sig=signal.SIGTERM)
 
 
-def _interrupted_build(tmp_path: Path, ray: bool, sig: int = signal.SIGINT) -> None:
+def _sleeper_repo(tmp_path: Path) -> Path:
+    """The build repository plus `sleeper`, a training that never ends (sandbox off: it
+    writes its process ids beside its module), locked."""
     root = make_build_repo(tmp_path / "repo")
     (root / "environments" / "private.yaml").unlink()
     text = textwrap.dedent(PYPROJECT).replace("[tool.buildenv]\n",
@@ -453,6 +505,11 @@ def _interrupted_build(tmp_path: Path, ray: bool, sig: int = signal.SIGINT) -> N
     (root / "train" / "sleeper.py").write_text(SLEEPER)
     code, _, err = invoke_cli(["lock"], root)
     assert code == 0, err
+    return root
+
+
+def _interrupted_build(tmp_path: Path, ray: bool, sig: int = signal.SIGINT) -> None:
+    root = _sleeper_repo(tmp_path)
     env = {k: v for k, v in os.environ.items()
            if k not in ("BUILDENV_ROOT", "BUILDENV_TRACKING_URI", "RAY_ADDRESS",
                         "BUILDENV_RAY_ADDRESS")}
