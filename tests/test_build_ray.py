@@ -508,6 +508,13 @@ def _sleeper_repo(tmp_path: Path) -> Path:
     return root
 
 
+def _default_sigint() -> None:
+    """In the build's process: SIGINT as a terminal's Ctrl-C finds it. A test run started in
+    the background of a script (`cmd &`) has SIGINT ignored, which the build would inherit:
+    the signal would then do nothing and the test wait for its timeout."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupted_build(tmp_path: Path, ray: bool, sig: int = signal.SIGINT) -> None:
     root = _sleeper_repo(tmp_path)
     env = {k: v for k, v in os.environ.items()
@@ -519,7 +526,7 @@ def _interrupted_build(tmp_path: Path, ray: bool, sig: int = signal.SIGINT) -> N
     proc = subprocess.Popen([sys.executable, "-m", "buildenv", "build", "--all", *executor,
                              "--no-register", "--jobs", "2", "--no-progress"],
                             cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=_default_sigint)
     pid_file = root / "train" / "sleeper.pids"
     pids: list[int] = []
     try:
