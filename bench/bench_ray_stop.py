@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import textwrap
@@ -76,7 +77,13 @@ def bench_build(work: Path, trees: dict[str, Path], repeats: int) -> str:
                             "ray", "--no-register", "--no-cache", "--jobs", "2",
                             "--no-progress"], cwd=root, env=env)
 
-    series = alternate({name: case(tree) for name, tree in trees.items()}, repeats)
+    def fresh() -> None:  # every timed build trains its 4 pairs (dist/ would make them cached)
+        shutil.rmtree(root / "dist", ignore_errors=True)
+        shutil.rmtree(root / ".buildenv" / "cache", ignore_errors=True)
+
+    series = alternate({name: case(tree) for name, tree in trees.items()}, repeats,
+                       before={name: fresh for name in trees})
+    assert all("4 built" in r.stdout for s in series.values() for r in s.runs)
     rows = [[name, f"{s.median:.2f}", s.spread(), f"{s.cpu:.2f}"] for name, s in series.items()]
     return table(["tree", "wall median (s)", "wall range", "CPU median (s)"], rows)
 
@@ -120,6 +127,9 @@ def race(mode: str, rounds: int, seed: int) -> int:
     def work(seconds: float, flag: StopFlag | None) -> str:
         import time
 
+        if flag is None:  # ray.cancel interrupts the sleep (KeyboardInterrupt)
+            time.sleep(seconds)
+            return "done"
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             if flag is not None and flag.is_set():
@@ -133,6 +143,7 @@ def race(mode: str, rounds: int, seed: int) -> int:
         print("round", i, flush=True)
         flag = StopFlag(f"race-{seed}-{i}") if mode == "flag" else None
         refs = [work.remote(0.05, flag) for _ in range(2)]
+        ray.wait(refs, num_returns=2, timeout=0.0)
         time.sleep(0.05 + rng.uniform(-0.02, 0.04))
         for ref in refs:
             if flag is None:
