@@ -231,7 +231,7 @@ def test_an_interrupted_build_stops_its_ray_tasks_without_ray_cancel(ray_executo
     assert not thread.is_alive() and [type(e) for e in raised] == [KeyboardInterrupt], raised
     assert marker.read_text() == "stopped"
     assert forces == []  # not one ray.cancel
-    assert stopped_in < 5.0  # the flag is looked at every STOP_POLL s, not after CANCEL_GRACE
+    assert stopped_in < executor_module.CANCEL_GRACE  # seen within STOP_POLL s, not killed
     assert ray_executor.run_one(remote.versions, None, num_cpus=0.01) == remote.versions()
 
 
