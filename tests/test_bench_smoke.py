@@ -56,6 +56,7 @@ NOT_RUN = {
     "bench_hardening.py": "builds a training first",
     "bench_lock.py": "hashes GiB-sized files by design; no small mode yet",
     "bench_pants.py": "drives ./pants itself",
+    "bench_ray_stop.py": "starts a local Ray and builds trainings on it, per checkout",
     "bench_privacy.py": "its bare OpenDP baseline takes over a minute at any size",
     "bench_sandbox.py": "a sandbox start-up per case and format: about 35 s",
     "bench_scale.py": "hundreds of partition files by design; no small mode yet",

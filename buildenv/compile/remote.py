@@ -34,11 +34,16 @@ from typing import Any
 from urllib.parse import urlparse
 
 from buildenv import __version__
-from buildenv.compile.launch import package_parent, run_training
+from buildenv.compile.launch import (
+    interrupt_trainings,
+    package_parent,
+    resume_trainings,
+    run_training,
+)
 from buildenv.compile.sandbox_policy import SandboxPolicy
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
 from buildenv.core.project import Project, TrainingConfig
-from buildenv.data.executor import RayExecutor
+from buildenv.data.executor import RayExecutor, when_stopped
 from buildenv.data.storage import locate
 from buildenv.env.resolve import Resolved
 from buildenv.toolchain.toolchain import Toolchain, runner_interpreter
@@ -69,7 +74,9 @@ class RemoteTraining:
 
 
 def train_task(task: RemoteTraining) -> tuple[dict, dict[str, str]]:
-    """Runs on the worker: the training, and the files it wrote (base64, by relative path)."""
+    """Runs on the worker: the training, and the files it wrote (base64, by relative path).
+    When the build is interrupted, the training's process group is killed and its temp dirs
+    removed, and KeyboardInterrupt ends the task (a normal "stopped" reply: `run_one`)."""
     project = task.project
     if task.shipped:  # the working_dir Ray unpacked is this worker's copy of the repository
         project = Project.discover(Path.cwd())
@@ -81,9 +88,13 @@ def train_task(task: RemoteTraining) -> tuple[dict, dict[str, str]]:
                 project, task.toolchain, package_parent())
         except DiagnosticError as exc:  # the environment cannot be had on this worker
             return {"ok": False, "diagnostics": [d.to_json() for d in exc.diagnostics]}, {}
-        result = run_training(project, task.config, task.res, model_dir, task.timeout,
-                              task.pins, task.label_pins, task.manifests, task.key,
-                              task.rows, task.policy, interpreter)
+        try:  # an interrupted build's stop flag stops the training as a local Ctrl-C does
+            with when_stopped(interrupt_trainings):
+                result = run_training(project, task.config, task.res, model_dir, task.timeout,
+                                      task.pins, task.label_pins, task.manifests, task.key,
+                                      task.rows, task.policy, interpreter)
+        finally:  # this worker's next task may start trainings again
+            resume_trainings()
         files = {}
         if model_dir.is_dir():
             for path in sorted(model_dir.rglob("*")):

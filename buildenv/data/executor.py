@@ -11,6 +11,11 @@ retries and moves the results; buildenv has no scheduler or worker protocol of i
 Tasks read their file from its storage uri and verify it against the manifest themselves, so
 every worker must reach the data under the same uri: on a cluster, object storage (`s3://`,
 `gs://`) or a file system mounted at the same path everywhere (docs/scale.md).
+
+An interrupted build stops its Ray tasks cooperatively (`StopFlag`, `when_stopped`): each task
+watches its build's stop flag in the cluster's key-value store and returns normally once it is
+set. `ray.cancel` is left to tasks that do not stop within CANCEL_GRACE: Ray 2.60's driver can
+abort (a failed internal check, exit 1) when a task's reply crosses its cancellation.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import logging
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -29,11 +35,14 @@ from urllib.parse import urlparse
 
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RayExecutor", "make_executor"]
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RayExecutor", "StopFlag", "make_executor",
+           "when_stopped"]
 
 EXECUTORS = ("local", "ray")
 RAY_TIMEOUT = 30.0  # seconds to reach a Ray cluster (BUILDENV_RAY_TIMEOUT)
-CANCEL_GRACE = 10.0  # seconds a cancelled task has to stop its training before its worker dies
+CANCEL_GRACE = 10.0  # seconds a stopped task has to return before its worker is killed
+STOP_POLL = 0.5  # seconds between a running task's looks at its build's stop flag
+STOP_NAMESPACE = "buildenv"  # the key-value store's namespace of the stop flags
 
 
 class Executor:
@@ -79,6 +88,97 @@ class LocalExecutor(Executor):
             return list(pool.map(fn, items))
 
 
+class StopFlag:
+    """One build's stop flag, a key in the Ray cluster's key-value store (its GCS), which the
+    driver and every worker of every node reach: the interrupted driver sets it, the build's
+    tasks look at it. Picklable: it travels with each task."""
+
+    def __init__(self, build: str) -> None:
+        self.key = f"stop/{build}"
+        self.seen = False  # on a worker: the task saw it set
+
+    def set(self) -> bool:
+        """Set it (on the driver); whether the store took it."""
+        try:
+            from ray.experimental import internal_kv  # pants: no-infer-dep
+
+            internal_kv._internal_kv_put(self.key, b"1", namespace=STOP_NAMESPACE)
+        except Exception:  # no store to reach: the caller kills the tasks at once
+            return False
+        return True
+
+    def is_set(self) -> bool:
+        if not self.seen:
+            try:
+                from ray.experimental import internal_kv  # pants: no-infer-dep
+
+                self.seen = internal_kv._internal_kv_get(
+                    self.key, namespace=STOP_NAMESPACE) is not None
+            except Exception:  # the store did not answer this time: looked at again later
+                return False
+        return self.seen
+
+    def clear(self) -> None:
+        try:
+            from ray.experimental import internal_kv  # pants: no-infer-dep
+
+            internal_kv._internal_kv_del(self.key, namespace=STOP_NAMESPACE)
+        except Exception:  # the cluster is gone: so is the key
+            pass
+
+
+class _Stopped:
+    """What a task returns when its build's stop flag stopped it: a normal reply, which
+    `run_one` turns into KeyboardInterrupt on the driver."""
+
+
+_task_flag: StopFlag | None = None  # on a worker: the flag of the task it runs (one at a time)
+
+
+def _task(fn: Callable[[Any], Any], item: Any, flag: StopFlag) -> Any:
+    """A task of `run_one`, on its worker: `fn(item)`, unless its build was stopped before it
+    started or while it ran (then `_Stopped`, returned: no exception crosses back)."""
+    global _task_flag
+    if flag.is_set():  # queued while the build was interrupted: nothing to start
+        return _Stopped()
+    _task_flag = flag
+    try:
+        return fn(item)
+    except KeyboardInterrupt:
+        if flag.seen:
+            return _Stopped()
+        raise
+    finally:
+        _task_flag = None
+
+
+@contextmanager
+def when_stopped(stop: Callable[[], None]) -> Iterator[None]:
+    """Inside a task `RayExecutor.run_one` started: `stop()` is called, from a thread, within
+    STOP_POLL seconds of the driver setting its build's stop flag; the task should then end
+    (KeyboardInterrupt counts as stopped). Anywhere else (a local build, a direct call),
+    nothing happens. One read of the key-value store per STOP_POLL seconds per task."""
+    flag = _task_flag
+    if flag is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(STOP_POLL):
+            if flag.is_set():
+                stop()
+                return
+
+    watcher = threading.Thread(target=watch, name="buildenv-stop-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()  # no stop() after the task: its worker runs the next task
+
+
 class RayExecutor(Executor):
     """Ray tasks, one per item. Connects on first use: to `address` (a cluster), else to a
     Ray started here with `num_cpus` CPUs and an object store capped at `object_store_mb`."""
@@ -98,6 +198,9 @@ class RayExecutor(Executor):
         self._flight_lock = threading.Lock()
         self._in_flight: set[Any] = set()  # run_one's task refs, for cancel_all
         self._cancelled = False
+        self._stop = StopFlag(uuid.uuid4().hex)  # this build's; its tasks watch it
+        self._stop_set = False
+        self._task: Any = None  # `_task` as a Ray remote function
         # Ray's runtime environment for the whole connection (a cluster only): a local
         # `working_dir` can be shipped only there, not per task
         self.runtime_env: dict[str, Any] | None = None
@@ -276,10 +379,12 @@ class RayExecutor(Executor):
                 runtime_env: dict[str, Any] | None = None) -> Any:
         """`fn(item)` as one Ray task asking for `num_cpus` and `memory` bytes, retried
         `retries` times when its worker dies; Ray chooses the node. Raises what the task
-        raised, or ray's error for a task lost after its retries (the caller reports it). An
-        interrupt (Ctrl-C) cancels the task, killing its worker."""
+        raised, or ray's error for a task lost after its retries (the caller reports it).
+        KeyboardInterrupt when the build was interrupted (`cancel_all`, or Ctrl-C here): the
+        task was asked to stop (`when_stopped`) and it did, or its worker was killed."""
         ray = self._connect()
-        options: dict[str, Any] = {"num_cpus": num_cpus, "max_retries": retries}
+        options: dict[str, Any] = {"num_cpus": num_cpus, "max_retries": retries,
+                                   "name": getattr(fn, "__name__", "task")}
         if memory:
             options["memory"] = memory
         if runtime_env:
@@ -287,45 +392,56 @@ class RayExecutor(Executor):
         with self._flight_lock:
             if self._cancelled:  # interrupted: no new task after cancel_all()
                 raise KeyboardInterrupt
-            ref = ray.remote(fn).options(**options).remote(item)
+            if self._task is None:
+                self._task = ray.remote(_task)
+            ref = self._task.options(**options).remote(fn, item, self._stop)
             self._in_flight.add(ref)
         try:
-            return ray.get(ref)
-        except BaseException:
-            self._cancel(ray, [ref])
+            result = ray.get(ref)
+        except KeyboardInterrupt:  # Ctrl-C on this thread (a single pair): the whole build
+            self.cancel_all()
             raise
         finally:
             with self._flight_lock:
                 self._in_flight.discard(ref)
+        if isinstance(result, _Stopped):
+            raise KeyboardInterrupt
+        return result
 
     def cancel_all(self) -> None:
-        """Cancel every task `run_one` is waiting for, and refuse new ones: the interrupted
-        driver's threads then return instead of waiting for trainings nobody will use. Ray
-        first raises KeyboardInterrupt in each task (the training's process group is stopped
-        and its temp dir removed, as on a local Ctrl-C); a task still running after
-        CANCEL_GRACE seconds has its worker killed."""
+        """Stop every task `run_one` is waiting for, and refuse new ones: the interrupted
+        driver's threads then return instead of waiting for trainings nobody will use. The
+        build's stop flag is set; each task sees it within STOP_POLL seconds, stops its
+        training's process group, removes its temp dir and returns. A task still running
+        after CANCEL_GRACE seconds has its worker killed. Returns once every task's reply
+        has arrived (a reply crossing `ray.shutdown` or `ray.cancel` can abort Ray's driver)."""
         with self._flight_lock:
             self._cancelled = True
             refs = list(self._in_flight)
         if refs and self._ray is not None:
-            self._cancel(self._ray, refs)
+            self._halt(self._ray, refs)
 
-    @staticmethod
-    def _cancel(ray: Any, refs: list[Any]) -> None:
-        for force in (False, True):
-            for ref in refs:
-                try:
-                    ray.cancel(ref, force=force)
-                except Exception:  # finished, or already cancelled
-                    pass
-            if force:
-                return
+    def _halt(self, ray: Any, refs: list[Any]) -> None:
+        """Set the stop flag, wait up to CANCEL_GRACE seconds for `refs`, kill the workers of
+        those still running, and wait for their replies too."""
+        if not self._stop_set:
+            self._stop_set = self._stop.set()
+        grace = CANCEL_GRACE if self._stop_set else 0.0  # no flag: nothing would stop them
+        try:
+            _, refs = ray.wait(refs, num_returns=len(refs), timeout=grace, fetch_local=False)
+        except Exception:  # the connection is gone: so are the tasks
+            return
+        if not refs:
+            return
+        for ref in refs:
             try:
-                _, refs = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE)
-            except Exception:
-                return
-            if not refs:
-                return
+                ray.cancel(ref, force=True)
+            except Exception:  # finished meanwhile
+                pass
+        try:
+            ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE, fetch_local=False)
+        except Exception:
+            pass
 
     def node_resources(self) -> list[dict[str, float]]:
         """The resources of each live node of the cluster (CPU, memory in bytes, ...)."""
@@ -333,6 +449,9 @@ class RayExecutor(Executor):
         return [dict(node.get("Resources", {})) for node in ray.nodes() if node.get("Alive")]
 
     def close(self) -> None:
+        if self._stop_set and self._ray is not None:  # a cluster outlives the build: no key left
+            self._stop.clear()
+            self._stop_set = False
         if self._started and self._ray is not None:
             with _ray_quiet():
                 self._ray.shutdown()
