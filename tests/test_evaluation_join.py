@@ -8,6 +8,7 @@ from __future__ import annotations
 from conftest import invoke_cli, write_repo
 
 from buildenv.data.evaluation import join_plan
+from buildenv.env.evaluation_rules import slice_columns
 from buildenv.env.spec import Environment
 
 
@@ -44,3 +45,12 @@ def test_a_written_join_on_the_label_is_refused_at_its_line(tmp_path):
     assert code == 2, err
     assert "environments/keyed.yaml:4:" in err and "error[BE020]: evaluation.join.movies: key " \
         "column 'liked' is the label, which serving never sends" in err, err
+
+
+def test_slices_see_the_columns_of_the_datasets_joined_only():
+    """A slice column of a dataset that shares only the label's name is not on the evaluation
+    rows (nothing joins it): slice_columns leaves it out, so the slice is BE501 up front."""
+    shares_label = environment({"late": {"dtype": "bool"}, "city": {"dtype": "string"}})
+    assert "city" not in slice_columns(shares_label)
+    shares_carrier = environment({"carrier": {"dtype": "string"}, "city": {"dtype": "string"}})
+    assert slice_columns(shares_carrier)["city"][0] == "sales"
