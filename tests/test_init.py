@@ -329,6 +329,7 @@ def test_ranges_round_outward_to_three_significant_digits():
     assert _outward(0.0123, 0.987, False, ROUND_FLOOR) == 0.012
     assert _outward(-3.14159, 2.0, False, ROUND_FLOOR) == -3.15
     assert _outward(1950, 2026, True, ROUND_FLOOR) == 1950
+    assert _outward(2026, 1950, True, ROUND_CEILING) == 2030  # docs/commands.md says so
     assert _outward(123456, 7, True, ROUND_CEILING) == 124000
     assert _outward(89, 18, True, ROUND_CEILING) == 89
     assert _outward(0, 0, True, ROUND_CEILING) == 0
