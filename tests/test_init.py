@@ -5,6 +5,7 @@ nothing written."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import json
 import os
@@ -410,3 +411,25 @@ def test_inference_streams_in_bounded_memory(tmp_path):
     doc = yaml.safe_load((tmp_path / "environments" / "large.yaml").read_text())
     assert doc["datasets"]["large"]["columns"]["id"] == {
         "dtype": "int64", "nullable": False, "range": [0, 2100000], "unique": True}
+
+
+def test_a_restricted_hive_directory_is_written_with_partitions_off(tmp_path):
+    """A restricted dataset's paths give no column (their values would be paths the lock and
+    diagnostics name, BE060): init reads its stored columns only, writes `partitions: []`,
+    and the environment locks as written. Files that also store the directory's column made
+    init fail BE067, naming the paths."""
+    for day in ("2026-09-01", "2026-09-02"):
+        folder = tmp_path / "data" / "visits" / f"city=Paris/date={day}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.table({"user_id": pa.array([1, 2, 3], pa.int64()),
+                                 "date": pa.array([dt.date.fromisoformat(day)] * 3),
+                                 "bought": [True, False, True]}), folder / "part-0.parquet")
+    code, _, err = invoke_cli(["init", "--env", "p", "--data", "data/visits",
+                               "--restricted", "visits"], tmp_path)
+    assert code == 0, err
+    doc = yaml.safe_load((tmp_path / "environments" / "p.yaml").read_text())
+    visits = doc["datasets"]["visits"]
+    assert visits["partitions"] == [] and sorted(visits["columns"]) == [
+        "bought", "date", "user_id"]
+    code, _, err = invoke_cli(["lock", "p"], tmp_path)
+    assert code == 0, err

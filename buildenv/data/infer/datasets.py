@@ -70,6 +70,7 @@ class InferredDataset:
     files: int = 1
     partitions: list[str] = field(default_factory=list)
     columns: dict[str, ColumnProfile] = field(default_factory=dict)
+    paths_off: bool = False  # restricted, under key=value directories: `partitions: []`
 
 
 def parse_sources(project: Project, given: list[str], cwd: Path) -> list[DataSource]:
@@ -127,6 +128,8 @@ def infer_dataset(project: Project, env_name: str, source: DataSource, restricte
         partitions, typed = _hive_partitions(project, source, found)
         if not restricted:
             found.partitions = partitions
+        else:  # its paths give no column: partition values would be paths (BE060)
+            found.paths_off = bool(partitions)
     else:
         fmt = _format(project, source)
         found = InferredDataset(source.name, source.uri, fmt, restricted)
@@ -227,7 +230,8 @@ def _open(project: Project, env_name: str, found: InferredDataset,
     (restricted when the user said so: its read is audited, its errors quote no value)."""
     dataset = Dataset.model_validate({"uri": found.uri, "format": found.format,
                                       "columns": columns,
-                                      "partitions": found.partitions or None})
+                                      "partitions": [] if found.paths_off else
+                                      found.partitions or None})
     env = Environment(name=env_name, datasets={found.name: dataset},
                       privacy=Privacy(restricted=[found.name] if found.restricted else []))
     try:
