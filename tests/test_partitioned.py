@@ -133,6 +133,21 @@ def test_check_names_added_removed_and_changed_files(locked):
         f"1 changed (date={day(1)}/part-0.parquet) (data/events/)")
 
 
+def test_an_added_file_is_not_said_to_be_undone_by_checkout(locked):
+    """`checkout` puts pinned files back and deletes none: after additions only it restored
+    nothing and the lock stayed stale, yet BE051 offered it. With a removed or changed file
+    too it is offered, saying the added ones stay."""
+    write_file(locked, DAYS, 0)
+    code, _, err = invoke_cli(["lock", "--check"], locked)
+    assert code == 1
+    assert "checkout" not in err and \
+        "  hint: if not, remove the added file(s): the lock pins the others" in err.splitlines()
+    file_path(locked, 0, 1).unlink()
+    code, _, err = invoke_cli(["lock", "--check"], locked)
+    assert code == 1 and "  hint: if not, `buildenv checkout ev` restores the locked bytes " \
+        "from the object store (it leaves the added files: remove them)" in err.splitlines()
+
+
 def test_bookkeeping_files_are_skipped(locked):
     (locked / "data" / "events" / "_SUCCESS").write_text("")
     (locked / "data" / "events" / f"date={day(0)}" / ".part-0.parquet.crc").write_text("x")

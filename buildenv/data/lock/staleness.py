@@ -79,18 +79,7 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
         if ds_name in res.env.privacy.synthetic:
             problems.extend(provenance_problems(project, res, ds_name, now.value.digest))
         if now.value.digest != pinned.digest and not stale:
-            if pinned.manifest is not None and now.manifest is not None:
-                what = describe_diff(*pinned.manifest.diff(now.manifest))
-            else:
-                what = f"{pinned.digest} -> {now.value.digest}"
-            hints = [f"if the new data is intended, review `buildenv drift {name} --dataset "
-                     f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`"]
-            if locate(ds.uri, project).local is not None and _kept(project, pinned):
-                hints.append(f"if not, `buildenv checkout {name}` restores the locked bytes "
-                             "from the object store")
-            problems.append(res.diag(
-                "BE051", f"dataset '{ds_name}' changed since it was locked: {what} ({ds.uri})",
-                "datasets", ds_name, "uri", hints=tuple(hints)))
+            problems.append(_changed(project, res, ds_name, pinned, now))
     for ls_name, spec in sorted(res.env.labels.items()):
         if spec.source is not None:
             problems.extend(labels_staleness(project, res, ls_name, lock.labels[ls_name],
@@ -99,6 +88,32 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
     if own_cache:
         cache.save()
     return (None if any(p.is_error for p in problems) else lock), problems
+
+
+def _changed(project: Project, res: Resolved, ds_name: str, pinned: LockedDataset,
+             now: Digested) -> Diagnostic:
+    """BE051: what changed, and what to run. `checkout` puts pinned files back but deletes
+    none, so it is the fix only where a pinned file was removed or changed."""
+    name, ds = res.name, res.env.datasets[ds_name]
+    added: list[str] = []
+    gone = True  # a file the lock pins was removed or changed
+    if pinned.manifest is not None and now.manifest is not None:
+        added, removed, changed = pinned.manifest.diff(now.manifest)
+        what = describe_diff(added, removed, changed)
+        gone = bool(removed or changed)
+    else:
+        what = f"{pinned.digest} -> {now.value.digest}"
+    hints = [f"if the new data is intended, review `buildenv drift {name} --dataset "
+             f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`"]
+    if gone and locate(ds.uri, project).local is not None and _kept(project, pinned):
+        hints.append(f"if not, `buildenv checkout {name}` restores the locked bytes "
+                     "from the object store"
+                     + (" (it leaves the added files: remove them)" if added else ""))
+    elif added:  # checkout writes pinned files back; it deletes none
+        hints.append("if not, remove the added file(s): the lock pins the others")
+    return res.diag(
+        "BE051", f"dataset '{ds_name}' changed since it was locked: {what} ({ds.uri})",
+        "datasets", ds_name, "uri", hints=tuple(hints))
 
 
 def _digest_now(project: Project, res: Resolved, ds_name: str, pinned: LockedDataset,
