@@ -193,3 +193,17 @@ def test_a_restricted_dataset_s_paths_give_no_column_and_name_no_value(repo):
                    + "privacy:\n  restricted: [events]\n")
     code, _, err = invoke_cli(["lock"], repo)
     assert code == 0, err
+
+
+def test_a_partition_directory_in_the_uri_itself_is_named_as_such(repo):
+    """A uri that ends inside the partitions (`data/events/date=2026-09-01/`) gives no `date`
+    column: partitions are found below the uri, as pyarrow finds them. The hint said to name
+    directories `date=<value>`, which they already were."""
+    env = repo / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("uri: data/events/", f"uri: data/events/date={day(0)}/"))
+    assert invoke_cli(["lock"], repo)[0] == 0
+    code, _, err = invoke_cli(["validate", "ev"], repo)
+    assert code == 1 and "error[BE206]: dataset 'events' has no column 'date'" in err
+    assert f"  hint: 'date={day(0)}' is part of the dataset's uri, and partitions are found " \
+        "below it (as pyarrow finds them): point the uri at its parent directory and filter " \
+        "on 'date' where it is read, or drop 'date' from the columns" in err.splitlines(), err
