@@ -433,3 +433,22 @@ def test_a_restricted_hive_directory_is_written_with_partitions_off(tmp_path):
         "bought", "date", "user_id"]
     code, _, err = invoke_cli(["lock", "p"], tmp_path)
     assert code == 0, err
+
+
+def test_uri_escaped_hive_keys_and_values_are_decoded(tmp_path):
+    """`my%20col=1/` is column `my col` (pyarrow reads it so, and so does the gate): init
+    refused it with BE062 "'my%20col=1' is not 'my%20col=<value>'". Values are typed decoded:
+    `ts=2026-09-01 10%3A00%3A00` (Spark's spelling) is a timestamp."""
+    for i, stamp in enumerate(("2026-09-01 10%3A00%3A00", "2026-09-02 11%3A30%3A00")):
+        folder = tmp_path / "data" / "hits" / f"my%20col={i + 1}" / f"ts={stamp}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.table({"n": [i, i + 1], "ok": [True, False]}), folder / "part-0.parquet")
+    code, _, err = invoke_cli(["init", "--env", "p", "--data", "data/hits"], tmp_path)
+    assert code == 0, err
+    hits = yaml.safe_load((tmp_path / "environments" / "p.yaml").read_text())["datasets"]["hits"]
+    assert hits["partitions"] == ["my col", "ts"]
+    assert hits["columns"]["my col"]["dtype"] == "int64"
+    assert hits["columns"]["ts"]["dtype"] == "timestamp"
+    assert invoke_cli(["lock", "p"], tmp_path)[0] == 0
+    code, _, err = invoke_cli(["validate", "p"], tmp_path)
+    assert code == 0, err

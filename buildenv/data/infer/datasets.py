@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 
@@ -301,11 +301,13 @@ def _hive_partitions(project: Project, source: DataSource, found: InferredDatase
         raise DiagnosticError([_at(source, code, text) for code, text in exc.problems], 1) \
             from None
     found.files = len(listed)
-    keys = [part.partition("=")[0] for part in listed[0].path.split("/")[:-1] if "=" in part]
+    # keys and values URI-decoded, as the gate reads them (and pyarrow: `my%20col=` is `my col`)
+    keys = [unquote(part.partition("=")[0]) for part in listed[0].path.split("/")[:-1]
+            if "=" in part]
     values: dict[str, list[str | None]] = {k: [] for k in keys}
     for item in listed:
         dirs = item.path.split("/")[:-1]
-        these = [part.partition("=")[0] for part in dirs]
+        these = [unquote(part.partition("=")[0]) for part in dirs]
         if these != keys:
             layout = "/".join(f"{k}=..." for k in keys) or "the top directory"
             raise DiagnosticError([_at(source, "BE062", f"'{source.uri}{item.path}' is not "
@@ -314,7 +316,7 @@ def _hive_partitions(project: Project, source: DataSource, found: InferredDatase
                                            "same depth, under the same key=value directories",
                                        ))], 1)
         for part, key in zip(dirs, keys):
-            text = part.partition("=")[2]
+            text = unquote(part.partition("=")[2])
             values[key].append(None if text == HIVE_NULL else text)
     typed = {}
     for key, seen in values.items():
