@@ -452,3 +452,17 @@ def test_uri_escaped_hive_keys_and_values_are_decoded(tmp_path):
     assert invoke_cli(["lock", "p"], tmp_path)[0] == 0
     code, _, err = invoke_cli(["validate", "p"], tmp_path)
     assert code == 0, err
+
+
+def test_the_stray_file_among_hive_directories_is_the_one_named(tmp_path):
+    """The layout most files share is the dataset's: a flat file that sorts first
+    (`extra.parquet` before `year=...`) is named, not every partitioned file after it."""
+    for year in ("2024", "2025"):
+        folder = tmp_path / "data" / "ev" / f"year={year}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.table({"n": [1, 2]}), folder / "part-0.parquet")
+    pq.write_table(pa.table({"n": [3]}), tmp_path / "data" / "ev" / "extra.parquet")
+    code, _, err = invoke_cli(["init", "--env", "p", "--data", "data/ev"], tmp_path)
+    assert code == 1
+    assert "error[BE062]: dataset 'ev': 'data/ev/extra.parquet' is not under year=... like 2 " \
+        "of 3 files (e.g. 'year=2024/part-0.parquet')" in err, err

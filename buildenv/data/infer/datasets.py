@@ -19,6 +19,7 @@ import codecs
 import datetime as dt
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
@@ -302,19 +303,32 @@ def _hive_partitions(project: Project, source: DataSource, found: InferredDatase
             from None
     found.files = len(listed)
     # keys and values URI-decoded, as the gate reads them (and pyarrow: `my%20col=` is `my col`)
-    keys = [unquote(part.partition("=")[0]) for part in listed[0].path.split("/")[:-1]
-            if "=" in part]
+    layouts = [[unquote(part.partition("=")[0]) if "=" in part else None
+                for part in item.path.split("/")[:-1]] for item in listed]
+    # the layout most files share is the dataset's: the few that differ are what to name
+    shared = Counter(tuple(layout) for layout in layouts).most_common(1)[0][0]
+    keys = [k for k in shared if k is not None]
+    odd = [item for item, layout in zip(listed, layouts) if tuple(layout) != shared
+           or None in layout]
+    if None in shared:  # most files are under a directory that is not key=value
+        item = odd[0]
+        plain = next(p for p in item.path.split("/")[:-1] if "=" not in p)
+        raise DiagnosticError([_at(source, "BE062", f"'{source.uri}{item.path}' is under "
+                                   f"'{plain}/', which is not a key=value directory", hints=(
+                                       "every file of a partitioned dataset lives at the same "
+                                       "depth, under the same key=value directories",))], 1)
+    if odd:
+        like = next(item for item, layout in zip(listed, layouts) if tuple(layout) == shared)
+        layout_text = "/".join(f"{k}=..." for k in keys) or "the top directory"
+        more = f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""
+        raise DiagnosticError([_at(source, "BE062", f"'{source.uri}{odd[0].path}'{more} is not "
+                                   f"under {layout_text} like {len(listed) - len(odd)} of "
+                                   f"{len(listed)} files (e.g. '{like.path}')", hints=(
+                                       "every file of a partitioned dataset lives at the same "
+                                       "depth, under the same key=value directories",))], 1)
     values: dict[str, list[str | None]] = {k: [] for k in keys}
     for item in listed:
         dirs = item.path.split("/")[:-1]
-        these = [unquote(part.partition("=")[0]) for part in dirs]
-        if these != keys:
-            layout = "/".join(f"{k}=..." for k in keys) or "the top directory"
-            raise DiagnosticError([_at(source, "BE062", f"'{source.uri}{item.path}' is not "
-                                       f"under {layout} like '{listed[0].path}'", hints=(
-                                           "every file of a partitioned dataset lives at the "
-                                           "same depth, under the same key=value directories",
-                                       ))], 1)
         for part, key in zip(dirs, keys):
             text = unquote(part.partition("=")[2])
             values[key].append(None if text == HIVE_NULL else text)
