@@ -26,7 +26,7 @@ from buildenv.compile.plan import pairs, run_matrix
 from buildenv.compile.sandbox_policy import sandbox_policy
 from buildenv.core import progress
 from buildenv.core.diagnostics import DiagnosticError
-from buildenv.core.project import Project
+from buildenv.core.project import Project, TrainingConfig
 from buildenv.data import executor as executor_module
 from buildenv.data.executor import RayExecutor
 from buildenv.env.resolve import Multiverse
@@ -344,6 +344,28 @@ def test_a_training_larger_than_every_node_is_refused_before_scheduling(repo, ra
                                     lines.index("resources = {cpus = 64}") + 1)
     finally:
         (repo / "pyproject.toml").write_text(text)
+
+
+def test_a_training_larger_than_this_machine_s_ray_says_how_to_build_it():
+    """On a Ray started for the command (no address) there is no node to add: the hint names
+    the CPUs it was started with, and a local build, which reserves nothing."""
+    class Here:
+        remote = False
+
+        def node_resources(self):
+            return [{"CPU": 2.0, "memory": 4.0 * remote.GIB}]
+
+    (d,) = remote.check_resources(Here(), {"big": TrainingConfig(
+        entry="t.py:train", resources={"cpus": 4})})
+    assert d.code == "BE884" and "asks for 4 CPU(s), more than any node" in d.message
+    assert d.hints == (
+        "this machine's Ray was started with 2 CPU(s) (BUILDENV_RAY_NUM_CPUS, default every "
+        "core): lower [tool.buildenv.trainings.big] resources, or run on a cluster "
+        "(BUILDENV_RAY_ADDRESS)", "or build with --executor local, which reserves nothing")
+    Here.remote = True  # a cluster: a larger node is the way
+    (d,) = remote.check_resources(Here(), {"big": TrainingConfig(
+        entry="t.py:train", resources={"cpus": 4})})
+    assert d.hints == ("lower [tool.buildenv.trainings.big] resources, or add a larger node",)
 
 
 def test_local_datasets_are_refused_for_a_cluster(repo):

@@ -134,6 +134,29 @@ def test_the_local_executor_keeps_the_order_of_the_items():
     with pytest.raises(DiagnosticError) as info:
         make_executor("spark")
     assert info.value.diagnostics[0].code == "BE004"
+    with pytest.raises(DiagnosticError) as info:
+        make_executor("rey")
+    assert info.value.diagnostics[0].hints == ("did you mean 'ray'?",)
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("BUILDENV_RAY_TIMEOUT", "30s", "a positive number (seconds), not '30s'"),
+    ("BUILDENV_RAY_TIMEOUT", "-1", "a positive number (seconds), not '-1'"),
+    ("BUILDENV_RAY_NUM_CPUS", "two", "a positive whole number (CPUs), not 'two'"),
+    ("BUILDENV_RAY_NUM_CPUS", "0", "a positive whole number (CPUs), not '0'"),
+    ("BUILDENV_RAY_OBJECT_STORE_MB", "1.5", "a positive whole number (MiB), not '1.5'"),
+])
+def test_a_ray_setting_that_is_not_a_number_is_named(monkeypatch, name, value, words):
+    """A typo in a Ray variable is BE004 naming it (exit 2), before anything connects: not an
+    internal error (float('30s')), nor silently the default."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(DiagnosticError) as info:
+        RayExecutor()
+    (d,) = info.value.diagnostics
+    assert (d.code, info.value.exit_code) == ("BE004", 2)
+    assert d.message == f"{name} must be {words}"
+    monkeypatch.setenv(name, " ")  # empty: the default
+    assert RayExecutor().timeout > 0
 
 
 def cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 120,

@@ -171,3 +171,39 @@ def test_a_column_missing_from_files_and_paths_hints_at_the_directories(repo):
     assert f"error[BE206]: dataset 'events' has no column 'date' in {FILES} of {FILES} " in err
     assert "if the values of 'date' are in the paths, name those directories 'date=<value>'" \
            in err
+
+
+def test_a_restricted_dataset_s_paths_give_no_column_and_name_no_value(repo):
+    """Written `partitions:` are refused for a restricted dataset (BE060: their values are
+    paths, which the lock records and diagnostics name); found in its paths they are refused
+    the same way -- by `lock`, and by a read against a lock written before it was restricted
+    -- and no path or value is quoted. `partitions: []` reads the paths as names only."""
+    assert invoke_cli(["lock"], repo)[0] == 0  # before it is restricted
+    env = repo / "environments" / "ev.yaml"
+    original = env.read_text()
+    env.write_text(original + "privacy:\n  restricted: [events]\n")
+    for command in (["validate", "ev"], ["lock"]):
+        code, out, err = invoke_cli(command, repo)
+        assert code in (1, 2) and "error[BE060]: dataset 'events': restricted, and its " \
+            "declared column(s) date are '<column>=<value>' directories of its file paths" \
+            in err, (command, err)
+        assert day(0) not in err and day(0)[:7] not in err, err
+    env.write_text(original.replace("    uri: data/events/\n",
+                                    "    uri: data/events/\n    partitions: []\n")
+                   + "privacy:\n  restricted: [events]\n")
+    code, _, err = invoke_cli(["lock"], repo)
+    assert code == 0, err
+
+
+def test_a_partition_directory_in_the_uri_itself_is_named_as_such(repo):
+    """A uri that ends inside the partitions (`data/events/date=2026-09-01/`) gives no `date`
+    column: partitions are found below the uri, as pyarrow finds them. The hint said to name
+    directories `date=<value>`, which they already were."""
+    env = repo / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("uri: data/events/", f"uri: data/events/date={day(0)}/"))
+    assert invoke_cli(["lock"], repo)[0] == 0
+    code, _, err = invoke_cli(["validate", "ev"], repo)
+    assert code == 1 and "error[BE206]: dataset 'events' has no column 'date'" in err
+    assert f"  hint: 'date={day(0)}' is part of the dataset's uri, and partitions are found " \
+        "below it (as pyarrow finds them): point the uri at its parent directory and filter " \
+        "on 'date' where it is read, or drop 'date' from the columns" in err.splitlines(), err

@@ -5,6 +5,7 @@ nothing written."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import json
 import os
@@ -329,6 +330,7 @@ def test_ranges_round_outward_to_three_significant_digits():
     assert _outward(0.0123, 0.987, False, ROUND_FLOOR) == 0.012
     assert _outward(-3.14159, 2.0, False, ROUND_FLOOR) == -3.15
     assert _outward(1950, 2026, True, ROUND_FLOOR) == 1950
+    assert _outward(2026, 1950, True, ROUND_CEILING) == 2030  # docs/commands.md says so
     assert _outward(123456, 7, True, ROUND_CEILING) == 124000
     assert _outward(89, 18, True, ROUND_CEILING) == 89
     assert _outward(0, 0, True, ROUND_CEILING) == 0
@@ -409,3 +411,58 @@ def test_inference_streams_in_bounded_memory(tmp_path):
     doc = yaml.safe_load((tmp_path / "environments" / "large.yaml").read_text())
     assert doc["datasets"]["large"]["columns"]["id"] == {
         "dtype": "int64", "nullable": False, "range": [0, 2100000], "unique": True}
+
+
+def test_a_restricted_hive_directory_is_written_with_partitions_off(tmp_path):
+    """A restricted dataset's paths give no column (their values would be paths the lock and
+    diagnostics name, BE060): init reads its stored columns only, writes `partitions: []`,
+    and the environment locks as written. Files that also store the directory's column made
+    init fail BE067, naming the paths."""
+    for day in ("2026-09-01", "2026-09-02"):
+        folder = tmp_path / "data" / "visits" / f"city=Paris/date={day}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.table({"user_id": pa.array([1, 2, 3], pa.int64()),
+                                 "date": pa.array([dt.date.fromisoformat(day)] * 3),
+                                 "bought": [True, False, True]}), folder / "part-0.parquet")
+    code, _, err = invoke_cli(["init", "--env", "p", "--data", "data/visits",
+                               "--restricted", "visits"], tmp_path)
+    assert code == 0, err
+    doc = yaml.safe_load((tmp_path / "environments" / "p.yaml").read_text())
+    visits = doc["datasets"]["visits"]
+    assert visits["partitions"] == [] and sorted(visits["columns"]) == [
+        "bought", "date", "user_id"]
+    code, _, err = invoke_cli(["lock", "p"], tmp_path)
+    assert code == 0, err
+
+
+def test_uri_escaped_hive_keys_and_values_are_decoded(tmp_path):
+    """`my%20col=1/` is column `my col` (pyarrow reads it so, and so does the gate): init
+    refused it with BE062 "'my%20col=1' is not 'my%20col=<value>'". Values are typed decoded:
+    `ts=2026-09-01 10%3A00%3A00` (Spark's spelling) is a timestamp."""
+    for i, stamp in enumerate(("2026-09-01 10%3A00%3A00", "2026-09-02 11%3A30%3A00")):
+        folder = tmp_path / "data" / "hits" / f"my%20col={i + 1}" / f"ts={stamp}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.table({"n": [i, i + 1], "ok": [True, False]}), folder / "part-0.parquet")
+    code, _, err = invoke_cli(["init", "--env", "p", "--data", "data/hits"], tmp_path)
+    assert code == 0, err
+    hits = yaml.safe_load((tmp_path / "environments" / "p.yaml").read_text())["datasets"]["hits"]
+    assert hits["partitions"] == ["my col", "ts"]
+    assert hits["columns"]["my col"]["dtype"] == "int64"
+    assert hits["columns"]["ts"]["dtype"] == "timestamp"
+    assert invoke_cli(["lock", "p"], tmp_path)[0] == 0
+    code, _, err = invoke_cli(["validate", "p"], tmp_path)
+    assert code == 0, err
+
+
+def test_the_stray_file_among_hive_directories_is_the_one_named(tmp_path):
+    """The layout most files share is the dataset's: a flat file that sorts first
+    (`extra.parquet` before `year=...`) is named, not every partitioned file after it."""
+    for year in ("2024", "2025"):
+        folder = tmp_path / "data" / "ev" / f"year={year}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.table({"n": [1, 2]}), folder / "part-0.parquet")
+    pq.write_table(pa.table({"n": [3]}), tmp_path / "data" / "ev" / "extra.parquet")
+    code, _, err = invoke_cli(["init", "--env", "p", "--data", "data/ev"], tmp_path)
+    assert code == 1
+    assert "error[BE062]: dataset 'ev': 'data/ev/extra.parquet' is not under year=... like 2 " \
+        "of 3 files (e.g. 'year=2024/part-0.parquet')" in err, err

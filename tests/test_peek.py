@@ -128,3 +128,19 @@ def test_invalid_shows_the_rows_that_break_the_declaration(repo):
                           "json")
     assert code == 0, err
     assert json.loads(out)["rows"] == [{"person_id": 152, "country": SENTINEL}]
+
+
+def test_a_directory_of_files_is_peeked_at_against_its_manifest(tmp_path):
+    """A restricted dataset may be a directory of Parquet files (no partitions): its lock entry
+    is a manifest, which the read is verified against file by file."""
+    root = write_access_repo(tmp_path / "repo", rows=300)
+    (root / "data" / "people").mkdir()
+    (root / "data" / "people.parquet").rename(root / "data" / "people" / "part-0.parquet")
+    env = root / "environments" / "people.yaml"
+    env.write_text(env.read_text().replace("uri: data/people.parquet", "uri: data/people/"))
+    code, _, err = invoke_cli(["lock", "people"], root)
+    assert code == 0, err
+    code, out, err = peek(root, "--rows", "2", "--columns", "person_id",
+                          "--reason", "INC-9: a directory")
+    assert (code, err) == (0, ""), err
+    assert [line.split()[0] for line in out.splitlines()[1:3]] == ["1", "2"]

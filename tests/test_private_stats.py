@@ -268,3 +268,18 @@ def test_a_new_version_of_the_data_gets_no_fresh_budget(tmp_path):
     assert code == 1 and "1 of 1 is spent, 0 is left" in err
     scopes = {r["scope"] for r in Ledger(root / ".buildenv").records()}
     assert len(scopes) == 2 and "people" in scopes
+
+
+def test_a_restricted_directory_of_files_is_read_against_its_manifest(tmp_path):
+    """A restricted dataset whose uri is a directory: the private read is verified file by
+    file against the lock's manifest (it was refused: no locked manifest)."""
+    pytest.importorskip("opendp")
+    root = write_access_repo(tmp_path / "repo", rows=500, budget="1.0")
+    (root / "data" / "people").mkdir()
+    (root / "data" / "people.parquet").rename(root / "data" / "people" / "part-0.parquet")
+    env = root / "environments" / "people.yaml"
+    env.write_text(env.read_text().replace("uri: data/people.parquet", "uri: data/people/"))
+    assert invoke_cli(["lock", "people"], root)[0] == 0
+    code, out, err = stats(root, "--epsilon", "0.5", "--columns", "age", "--format", "json")
+    assert (code, err) == (0, ""), err
+    assert json.loads(out)["private"] is True

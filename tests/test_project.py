@@ -105,6 +105,22 @@ def test_an_unknown_key_far_from_any_known_one_lists_the_allowed_keys(tmp_path):
     ]
 
 
+def test_a_resources_table_says_what_it_takes(tmp_path):
+    """`resources` takes cpus and memory_gb: a slip gets the key meant, and a GPU request
+    is told apart from a misspelt `cpus`."""
+    text = PYPROJECT.replace('entry = "train/demo.py:train"\n', 'entry = "train/demo.py:train"\n'
+                             'resources = {cpus = 2, memory = 4, gpus = 1}\n')
+    assert pyproject_errors(tmp_path, text) == [
+        "pyproject.toml:10:24: error[BE016]: unknown key 'memory' in "
+        "[tool.buildenv.trainings.demo.resources]",
+        "  hint: did you mean 'memory_gb'?",
+        "pyproject.toml:10:36: error[BE016]: unknown key 'gpus' in "
+        "[tool.buildenv.trainings.demo.resources]",
+        "  hint: a build asks Ray for CPUs and memory only (cpus, memory_gb); GPUs are not a "
+        "resource it requests yet",
+    ]
+
+
 def test_key_positions_of_toml():
     text = ('# comment\n[tool.buildenv]\nexecutor = "ray"  # where\nlong = """\nentry = 1\n"""\n'
             'arr = [\n  "a", # ]\n  "b",\n]\n[tool.buildenv.trainings."my model"]\n'

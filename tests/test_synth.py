@@ -305,3 +305,18 @@ def test_an_environment_with_label_sets_gets_its_stand_in_locked(tmp_path):
     lock = json.loads((root / "environments" / "people-tagged-synthetic.lock.json").read_text())
     assert lock["labels"]["tier"]["annotations"] == 30
     assert invoke_cli(["lock", "--check", "people-tagged-synthetic"], root)[0] == 0
+
+
+def test_a_restricted_directory_of_files_is_synthesized_from_its_manifest(tmp_path):
+    """A restricted dataset whose uri is a directory: the read is verified file by file
+    against the lock's manifest (it was refused: no locked manifest)."""
+    root = write_access_repo(tmp_path / "repo", rows=2_000, budget="3.0")
+    (root / "data" / "people").mkdir()
+    (root / "data" / "people.parquet").rename(root / "data" / "people" / "part-0.parquet")
+    env = root / "environments" / "people.yaml"
+    env.write_text(env.read_text().replace("uri: data/people.parquet", "uri: data/people/"))
+    assert invoke_cli(["lock", "people"], root)[0] == 0
+    code, out, err = invoke_cli(["synth", "people", "--dataset", "people", "--rows", "50",
+                                 "--epsilon", "1", "--seed", "3", "--format", "json"], root)
+    assert (code, err) == (0, ""), err
+    assert json.loads(out)["rows"] == 50

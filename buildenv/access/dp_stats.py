@@ -387,9 +387,11 @@ def run_stats(project: Any, res: Any, dataset: str, columns: list[str] | None,
     if not restricted:
         lock = read_lock(project, res.name)
         pinned = lock.datasets.get(dataset) if lock else None
-        pins = {dataset: pinned.digest} if pinned and pinned.uri == env.datasets[dataset].uri \
-            else {}
-        gate = Gate(project, env, "stats", pins=pins, where=res)
+        if pinned is not None and pinned.uri != env.datasets[dataset].uri:
+            pinned = None
+        pins = {dataset: pinned.digest} if pinned else {}
+        gate = Gate(project, env, "stats", pins=pins, where=res,
+                    manifests=pinned.manifests_for(dataset) if pinned else {})
         try:
             with gate.open(dataset, expect=True if pins else None) as read:
                 exact = collect(read, codings, None)
@@ -402,7 +404,8 @@ def run_stats(project: Any, res: Any, dataset: str, columns: list[str] | None,
         req = policy.request(project, res, dataset, epsilon, "stats")
         d_in = contributions(env, dataset)
         plan = plan_release(dp, codings, req.epsilon, d_in)
-        gate = Gate(project, env, "stats", pins={dataset: req.pinned.digest}, where=res)
+        gate = Gate(project, env, "stats", pins={dataset: req.pinned.digest},
+                    manifests=req.pinned.manifests_for(dataset), where=res)
         try:
             with gate.open(dataset) as read:
                 exact = collect(read, codings, truncation_for(env, dataset))

@@ -75,7 +75,8 @@ def peek(project: Project, res: Resolved, dataset: str, rows: int, reason: str |
                 "`buildenv synth` (a synthetic stand-in)",
                 "if a person must look, an owner of the policy adds them to privacy.peek.actors"
                 ))], 1)
-    gate = Gate(project, res.env, "peek", pins={dataset: pinned.digest}, where=res)
+    gate = Gate(project, res.env, "peek", pins={dataset: pinned.digest},
+                manifests=pinned.manifests_for(dataset), where=res)
     read_columns = list(dict.fromkeys(wanted + ([invalid] if invalid else [])))
     shown: list[pa.RecordBatch] = []
     count = 0

@@ -434,7 +434,8 @@ def run_synth(multiverse: Multiverse, res: Resolved, dataset: str, rows: int, ep
     dp, pl = backend.polars("`buildenv synth`")
     pools = _foreign_keys(project, multiverse, res, identifiers, stand_ins)
     epsilon_used, selections = mst_budget(dp, req.epsilon, len(codings))
-    gate = Gate(project, res.env, "synth", pins={dataset: req.pinned.digest}, where=res)
+    gate = Gate(project, res.env, "synth", pins={dataset: req.pinned.digest},
+                manifests=req.pinned.manifests_for(dataset), where=res)
     try:
         with gate.open(dataset) as read:
             codes = _read_codes(read, codings, truncation_for(res.env, dataset))

@@ -188,7 +188,13 @@ def check_resources(executor: RayExecutor, trainings: dict[str, TrainingConfig],
                 + f", more than any node of the Ray cluster has (the largest: {most:g} CPU(s), "
                 f"{most_mem:.1f} GiB)", "pyproject.toml" if project is not None else None,
                 line, hints=(
-                    f"lower [tool.buildenv.trainings.{name}] resources, or add a larger node",)))
+                    f"lower [tool.buildenv.trainings.{name}] resources, or add a larger node",)
+                if executor.remote else (
+                    f"this machine's Ray was started with {most:g} CPU(s) "
+                    "(BUILDENV_RAY_NUM_CPUS, default every core): lower "
+                    f"[tool.buildenv.trainings.{name}] resources, or run on a cluster "
+                    "(BUILDENV_RAY_ADDRESS)", "or build with --executor local, which reserves "
+                    "nothing")))
     return problems
 
 

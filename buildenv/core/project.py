@@ -350,6 +350,9 @@ def config_problems(exc: ValidationError, text: str) -> list[Diagnostic]:
             known = _known_keys(loc[:-1])
             hint = did_you_mean(loc[-1], known) or (
                 "allowed keys: " + ", ".join(sorted(known)) if known else None)
+            if loc[-2:-1] == ("resources",) and "gpu" in loc[-1].lower():  # not cpus misspelt
+                hint = ("a build asks Ray for CPUs and memory only (cpus, memory_gb); GPUs are "
+                        "not a resource it requests yet")
             hints = (hint,) if hint else ()
             message = f"unknown key '{loc[-1]}' in {table}"
         elif kind == "missing":
@@ -380,6 +383,8 @@ def _known_keys(loc: tuple[str, ...]) -> list[str]:
         return list(ToolConfig.model_fields)
     if loc[0] == "trainings" and len(loc) == 2:
         return list(TrainingConfig.model_fields)
+    if loc[0] == "trainings" and len(loc) == 3 and loc[2] == "resources":
+        return list(Resources.model_fields)  # `gpus` and the like: say what there is
     if loc == ("toolchains",):
         return list(ToolchainsConfig.model_fields)
     return []

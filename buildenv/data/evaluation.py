@@ -251,18 +251,19 @@ def evaluation_rows(gate: Gate, env: Environment, labels: pa.Table | None = None
 def join_plan(env: Environment) -> tuple[dict[str, list[str]], bool]:
     """`evaluation.join` when written (True: inferred). Otherwise every other dataset that
     serves columns the evaluation rows lack and shares column names with them is joined on
-    those names -- used only when they are unique there (a lookup table, as in a star
-    schema), so the SPEC's plain `ratings.merge(movies, on="movie_id")` trainings just work."""
+    those names (the label column aside: it is what the rows are scored on, not a key) --
+    used only when they are unique there (a lookup table, as in a star schema), so the SPEC's plain `ratings.merge(movies, on="movie_id")` trainings just work."""
     if env.evaluation.join:
         return dict(env.evaluation.join), False
     source = rows_dataset(env)
     assert source is not None and env.label is not None
     own = env.datasets[source].columns
+    label = getattr(env.label, "column", None)  # never a key: the rows are scored on it
     plan = {}
     for name, ds in env.datasets.items():
         if name in (source, getattr(env.label, "dataset", None), env.evaluation.dataset):
             continue
-        shared = [c for c in ds.columns if c in own]
+        shared = [c for c in ds.columns if c in own and c != label]
         adds = [c for c, col in ds.columns.items() if col.serving and c not in own]
         if shared and adds:
             plan[name] = shared

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from buildenv.core.diagnostics import Diagnostic, DiagnosticError
+from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean
 
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RayExecutor", "StopFlag", "make_executor",
            "when_stopped"]
@@ -189,9 +189,10 @@ class RayExecutor(Executor):
                  object_store_mb: int | None = None, timeout: float | None = None):
         self.address = address if address is not None else (
             os.environ.get("BUILDENV_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS") or None)
-        self.num_cpus = num_cpus or _int_env("BUILDENV_RAY_NUM_CPUS") or os.cpu_count() or 1
-        self.object_store_mb = object_store_mb or _int_env("BUILDENV_RAY_OBJECT_STORE_MB") or 256
-        self.timeout = timeout or float(os.environ.get("BUILDENV_RAY_TIMEOUT") or RAY_TIMEOUT)
+        self.num_cpus = num_cpus or _setting("BUILDENV_RAY_NUM_CPUS", int) or os.cpu_count() or 1
+        self.object_store_mb = object_store_mb or _setting("BUILDENV_RAY_OBJECT_STORE_MB",
+                                                           int) or 256
+        self.timeout = timeout or _setting("BUILDENV_RAY_TIMEOUT", float) or RAY_TIMEOUT
         self._ray: Any = None
         self._started = False
         self._remotes: dict[Callable[[Any], Any], Any] = {}
@@ -478,20 +479,33 @@ def _ray_quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _int_env(name: str) -> int | None:
-    value = os.environ.get(name)
-    try:
-        return int(value) if value else None
-    except ValueError:
+def _setting(name: str, kind: type[int] | type[float]) -> Any:
+    """A positive number from the environment variable `name` (None when unset or empty);
+    BE004 (exit 2) naming the variable when it is something else (`30s`, `two`, `0`): a
+    typo must not become an internal error, nor silently the default."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
         return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not value > 0 or value == float("inf"):
+        unit = "seconds" if name == "BUILDENV_RAY_TIMEOUT" else (
+            "MiB" if name.endswith("_MB") else "CPUs")
+        raise DiagnosticError([Diagnostic(
+            "BE004", f"{name} must be a positive {'whole ' if kind is int else ''}number "
+            f"({unit}), not '{raw}'", hints=(f"e.g. {name}={'30' if kind is float else '2'}, "
+                                             "or unset it for the default",))], 2)
+    return value
 
 
 def make_executor(name: str | None, project: Any = None) -> Executor:
     """`--executor` if given, else `[tool.buildenv] executor`, else local."""
     chosen = name or (project.config.executor if project is not None else None) or "local"
     if chosen not in EXECUTORS:
-        raise DiagnosticError([Diagnostic("BE004", f"unknown executor '{chosen}'",
-                                          hints=("use local or ray",))], 2)
+        raise DiagnosticError([Diagnostic("BE004", f"unknown executor '{chosen}'", hints=(
+            did_you_mean(chosen.lower(), EXECUTORS) or "use local or ray",))], 2)
     if chosen == "ray" and not _ray_installed():
         # said when asked for, not when first used: work the caches spare would hide it
         raise DiagnosticError([Diagnostic(

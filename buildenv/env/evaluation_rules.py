@@ -26,7 +26,7 @@ MAX_VALUES = 100
 def slice_columns(env: Environment) -> dict[str, tuple[str, Column]]:
     """Columns the evaluation rows can be sliced by: column -> (dataset, declaration). The
     rows' own dataset first, then each dataset joined to it (`evaluation.join`, or when not
-    written every dataset sharing a column name with it)."""
+    written every dataset sharing a column name with it, the label's aside)."""
     if env.label is None:
         return {}
     source = env.evaluation.dataset or env.label_dataset()
@@ -37,8 +37,9 @@ def slice_columns(env: Environment) -> dict[str, tuple[str, Column]]:
     if env.evaluation.join:
         joined = [name for name in env.evaluation.join if name in env.datasets]
     else:
+        label = getattr(env.label, "column", None)  # never a join key (`join_plan`)
         joined = [name for name, ds in env.datasets.items() if name != source
-                  and any(c in own for c in ds.columns)]
+                  and any(c in own and c != label for c in ds.columns)]
     for name in joined:
         for col_name, col in env.datasets[name].columns.items():
             out.setdefault(col_name, (name, col))

@@ -163,8 +163,9 @@ class Evaluation(Strict):
     join: dict[str, list[str]] = {}
     """How an evaluation row gets the served columns of other datasets: dataset -> the key
     column(s) it shares with the label dataset (unique in that dataset), e.g.
-    `{movies: [movie_id], users: [user_id]}`. Default: each dataset that shares column names
-    with the label dataset is joined on them where they are unique in it."""
+    `{movies: [movie_id], users: [user_id]}`; never the label column. Default: each dataset
+    that shares column names with the label dataset is joined on them (the label's aside)
+    where they are unique in it."""
 
     slices: list[Slice] = []
     """Slices every model is scored on, with a paired bootstrap interval per metric (see

@@ -216,13 +216,22 @@ def _evaluation_problems(raw: dict[str, Any], datasets: dict[str, Any], diag: An
             problems.append(diag("BE020", f"evaluation.dataset: '{held}' does not declare the "
                                  f"label column '{label.get('column')}'", "evaluation",
                                  "dataset"))
-    for other, keys in mapping(evaluation.get("join")).items():
+    rows_ds = held if isinstance(held, str) and held in datasets else label_ds
+    problems.extend(_join_problems(mapping(evaluation.get("join")), datasets, rows_ds,
+                                   label.get("column"), diag, mapping))
+    return problems
+
+
+def _join_problems(join: dict[str, Any], datasets: dict[str, Any], rows_ds: str,
+                   label: Any, diag: Any, mapping: Any) -> list[Diagnostic]:
+    """`evaluation.join`: known datasets, keys declared on both sides, never the label."""
+    problems = []
+    for other, keys in join.items():
         if other not in datasets:
             problems.append(diag("BE020", f"evaluation.join: unknown dataset '{other}'",
                                  "evaluation", "join", other,
                                  hint=did_you_mean(str(other), datasets)))
             continue
-        rows_ds = held if isinstance(held, str) and held in datasets else label_ds
         rows_cols = mapping(mapping(datasets[rows_ds]).get("columns"))
         other_cols = mapping(mapping(datasets[other]).get("columns"))
         for col in [keys] if isinstance(keys, str) else keys or []:
@@ -231,6 +240,11 @@ def _evaluation_problems(raw: dict[str, Any], datasets: dict[str, Any], diag: An
                 problems.append(diag("BE020", f"evaluation.join.{other}: key column '{col}' is "
                                      f"not declared in dataset '{missing}'", "evaluation",
                                      "join", other))
+            elif isinstance(col, str) and col == label:  # scored on, not served
+                problems.append(diag("BE020", f"evaluation.join.{other}: key column '{col}' is "
+                                     "the label, which serving never sends: it cannot join "
+                                     "an evaluation row", "evaluation", "join", other,
+                                     hint="join on the columns that identify a row (an id)"))
     return problems
 
 

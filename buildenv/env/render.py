@@ -29,6 +29,7 @@ class DatasetDraft:
     comment: str = ""  # after the dataset's name
     column_comments: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # comment lines after the columns
+    paths_off: bool = False  # `partitions: []`: a restricted dataset's paths give no column
 
 
 @dataclass
@@ -55,6 +56,8 @@ def render_environment(draft: EnvironmentDraft) -> str:
             lines.append(f"    format: {_flow(ds.format)}")
         if ds.partitions:
             lines.append(f"    partitions: {_flow(ds.partitions)}")
+        elif ds.paths_off:
+            lines.append("    partitions: []  # restricted: its directories' values are not read")
         lines.append("    columns:")
         for column, keys in ds.columns.items():
             lines.append(_commented(f"      {_key(column)}: {_flow(keys)}",

@@ -159,7 +159,10 @@ class DatasetRead(Reader):
                 if absent:
                     batch = self._with_nulls(batch, absent)
                 yield batch
-            if not stored and self.constants and present:  # only path columns were asked for
+            if not stored and self.constants and present and not rows:
+                # only path columns were asked for, and the format gave no batch for zero
+                # columns (pyarrow's Parquet reader gives batches of their row counts: those
+                # rows are all there are, so nothing is added to them)
                 rows = self.stored_rows()
                 for start in range(0, rows, batch_rows):
                     empty = pa.RecordBatch.from_arrays([], names=[])

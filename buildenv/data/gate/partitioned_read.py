@@ -28,6 +28,7 @@ from buildenv.data.lock.manifest import (
     list_partitioned,
     partition_values,
     resolve_partitions,
+    restricted_partitions,
 )
 from buildenv.data.storage import locate
 from buildenv.data.tables import TableVersion
@@ -163,6 +164,9 @@ class PartitionedRead(Reader):
             more = len(exc.problems) - 1
             raise self.error(code, f"dataset '{name}': {text}" + (
                 f" (and {more} more)" if more else "")) from None
+        if self.restricted and self.partitions and not table:  # found in its paths
+            code, text, hints = restricted_partitions(self.partitions)
+            raise self.error(code, f"dataset '{name}': {text}", hints=hints)
         self.files: list[tuple[str, str | None, dict[str, str | None]]] = []
         for path, digest in entries:
             if table:

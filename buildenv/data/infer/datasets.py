@@ -19,11 +19,12 @@ import codecs
 import datetime as dt
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 
@@ -70,6 +71,7 @@ class InferredDataset:
     files: int = 1
     partitions: list[str] = field(default_factory=list)
     columns: dict[str, ColumnProfile] = field(default_factory=dict)
+    paths_off: bool = False  # restricted, under key=value directories: `partitions: []`
 
 
 def parse_sources(project: Project, given: list[str], cwd: Path) -> list[DataSource]:
@@ -127,6 +129,8 @@ def infer_dataset(project: Project, env_name: str, source: DataSource, restricte
         partitions, typed = _hive_partitions(project, source, found)
         if not restricted:
             found.partitions = partitions
+        else:  # its paths give no column: partition values would be paths (BE060)
+            found.paths_off = bool(partitions)
     else:
         fmt = _format(project, source)
         found = InferredDataset(source.name, source.uri, fmt, restricted)
@@ -227,7 +231,8 @@ def _open(project: Project, env_name: str, found: InferredDataset,
     (restricted when the user said so: its read is audited, its errors quote no value)."""
     dataset = Dataset.model_validate({"uri": found.uri, "format": found.format,
                                       "columns": columns,
-                                      "partitions": found.partitions or None})
+                                      "partitions": [] if found.paths_off else
+                                      found.partitions or None})
     env = Environment(name=env_name, datasets={found.name: dataset},
                       privacy=Privacy(restricted=[found.name] if found.restricted else []))
     try:
@@ -297,20 +302,35 @@ def _hive_partitions(project: Project, source: DataSource, found: InferredDatase
         raise DiagnosticError([_at(source, code, text) for code, text in exc.problems], 1) \
             from None
     found.files = len(listed)
-    keys = [part.partition("=")[0] for part in listed[0].path.split("/")[:-1] if "=" in part]
+    # keys and values URI-decoded, as the gate reads them (and pyarrow: `my%20col=` is `my col`)
+    layouts = [[unquote(part.partition("=")[0]) if "=" in part else None
+                for part in item.path.split("/")[:-1]] for item in listed]
+    # the layout most files share is the dataset's: the few that differ are what to name
+    shared = Counter(tuple(layout) for layout in layouts).most_common(1)[0][0]
+    keys = [k for k in shared if k is not None]
+    odd = [item for item, layout in zip(listed, layouts) if tuple(layout) != shared
+           or None in layout]
+    if None in shared:  # most files are under a directory that is not key=value
+        item = odd[0]
+        plain = next(p for p in item.path.split("/")[:-1] if "=" not in p)
+        raise DiagnosticError([_at(source, "BE062", f"'{source.uri}{item.path}' is under "
+                                   f"'{plain}/', which is not a key=value directory", hints=(
+                                       "every file of a partitioned dataset lives at the same "
+                                       "depth, under the same key=value directories",))], 1)
+    if odd:
+        like = next(item for item, layout in zip(listed, layouts) if tuple(layout) == shared)
+        layout_text = "/".join(f"{k}=..." for k in keys) or "the top directory"
+        more = f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""
+        raise DiagnosticError([_at(source, "BE062", f"'{source.uri}{odd[0].path}'{more} is not "
+                                   f"under {layout_text} like {len(listed) - len(odd)} of "
+                                   f"{len(listed)} files (e.g. '{like.path}')", hints=(
+                                       "every file of a partitioned dataset lives at the same "
+                                       "depth, under the same key=value directories",))], 1)
     values: dict[str, list[str | None]] = {k: [] for k in keys}
     for item in listed:
         dirs = item.path.split("/")[:-1]
-        these = [part.partition("=")[0] for part in dirs]
-        if these != keys:
-            layout = "/".join(f"{k}=..." for k in keys) or "the top directory"
-            raise DiagnosticError([_at(source, "BE062", f"'{source.uri}{item.path}' is not "
-                                       f"under {layout} like '{listed[0].path}'", hints=(
-                                           "every file of a partitioned dataset lives at the "
-                                           "same depth, under the same key=value directories",
-                                       ))], 1)
         for part, key in zip(dirs, keys):
-            text = part.partition("=")[2]
+            text = unquote(part.partition("=")[2])
             values[key].append(None if text == HIVE_NULL else text)
     typed = {}
     for key, seen in values.items():

@@ -80,7 +80,7 @@ def _dataset(env: str, found: InferredDataset) -> DatasetDraft:
         rows += (f"; restricted: no values written, fill ranges and domains from `buildenv "
                  f"stats {env} --dataset {found.name}`")
     return DatasetDraft(found.name, found.uri, found.format, columns, found.partitions, rows,
-                        comments, notes)
+                        comments, notes, paths_off=found.paths_off)
 
 
 def _classes(profile: ColumnProfile, restricted: bool) -> list[Any] | None:

@@ -68,6 +68,11 @@ class LockedDataset:
     dvc: dict[str, Any] | None = None  # a DVC pin: the .dvc file, its md5
     derived: dict[str, Any] | None = None  # a derived dataset: transform, code and input digests
 
+    def manifests_for(self, name: str) -> dict[str, Manifest]:
+        """`{name: manifest}` for a gate's `manifests` (a directory's or table's files are
+        verified one by one against it), `{}` for a single file."""
+        return {name: self.manifest} if self.manifest is not None else {}
+
     def to_json(self) -> dict[str, Any]:
         data = {"uri": self.uri, "format": self.format, "digest": self.digest,
                 "size": self.size, "rows": self.rows}

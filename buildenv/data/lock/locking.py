@@ -32,6 +32,7 @@ from buildenv.data.lock.manifest import (
     Manifest,
     ManifestError,
     digest_partitioned,
+    restricted_partitions,
 )
 from buildenv.data.lock.provenance import provenance_problems
 from buildenv.data.lock.tables import Previous, column_problems, digest_table
@@ -301,6 +302,9 @@ def _dataset_problems(project: Project, res: Resolved, plain: dict[str, Dataset]
         if pinned is not None and pinned.table is not None:
             found += [(c, t, ()) for c, t in
                       _table_problems(ds, pinned, res.env.restricted(ds_name))]
+        elif pinned is not None and pinned.manifest is not None and \
+                pinned.manifest.partitions and res.env.restricted(ds_name):
+            found.append(restricted_partitions(pinned.manifest.partitions))
         problems += [res.diag(code, f"dataset '{ds_name}': {text}", "datasets", ds_name, "uri",
                               hints=hints) for code, text, hints in found]
         if ds_name in res.env.privacy.synthetic and pinned is not None:

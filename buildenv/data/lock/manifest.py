@@ -39,7 +39,7 @@ from buildenv.data.storage import Location, Stat
 
 __all__ = ["HIVE_NULL", "FileEntry", "Listed", "Manifest", "ManifestError", "digest_listed",
            "hash_file", "infer_partitions", "list_files", "list_partitioned", "partition_values",
-           "resolve_partitions"]
+           "resolve_partitions", "restricted_partitions"]
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -252,6 +252,21 @@ def resolve_partitions(declared: Sequence[str] | None, columns: Iterable[str],
     if declared is not None:
         return tuple(declared)
     return infer_partitions(paths, columns)
+
+
+def restricted_partitions(found: Sequence[str]) -> tuple[str, str, tuple[str, ...]]:
+    """BE060 for a restricted dataset whose declared columns name `name=<value>` directories
+    of its file paths: found there as partitions, their values would be paths the lock records
+    and diagnostics name (written `partitions:` are refused for it the same way). No path or
+    value is quoted."""
+    names = ", ".join(found)
+    return ("BE060", f"restricted, and its declared column(s) {names} are "
+            "'<column>=<value>' directories of its file paths: partition values are file "
+            "paths, which the lock records and diagnostics name", (
+                f"store {names} in the files, under a plain directory (no <column>=<value> "
+                "levels), or drop them from the declaration",
+                "if the files store them, write `partitions: []` under the dataset (the "
+                "paths then give no column)"))
 
 
 @dataclass(frozen=True)

@@ -96,14 +96,20 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
 
 def _changed(project: Project, res: Resolved, ds_name: str, pinned: LockedDataset,
              now: Digested) -> Diagnostic:
-    """BE051: a dataset's bytes are not the ones the lock pins. A derived dataset's code and
-    inputs are then as pinned: its output was changed outside buildenv (a file deleted or
-    edited under .buildenv/), which is BE094 -- not built as pinned in this checkout --
-    rebuilt from the lock like a fresh checkout's."""
+    """BE051: a dataset's bytes are not the ones the lock pins: what changed, and what to
+    run (`checkout` puts pinned files back but deletes none, so it is the fix only where a
+    pinned file was removed or changed). A derived dataset's code and inputs are then as
+    pinned: its output was changed outside buildenv (a file deleted or edited under
+    .buildenv/), which is BE094 -- not built as pinned in this checkout -- rebuilt from the
+    lock like a fresh checkout's."""
     ds = res.env.datasets[ds_name]
     name = res.name
+    added: list[str] = []
+    gone = True  # a file the lock pins was removed or changed
     if pinned.manifest is not None and now.manifest is not None:
-        what = describe_diff(*pinned.manifest.diff(now.manifest))
+        added, removed, changed = pinned.manifest.diff(now.manifest)
+        what = describe_diff(added, removed, changed)
+        gone = bool(removed or changed)
     else:
         what = f"{pinned.digest} -> {now.value.digest}"
     if ds.source is not None:
@@ -114,11 +120,15 @@ def _changed(project: Project, res: Resolved, ds_name: str, pinned: LockedDatase
                              "locked code and inputs",))
     hints = [f"if the new data is intended, review `buildenv drift {name} --dataset "
              f"{ds_name} --against {ds.uri}` and run `buildenv lock {name}`"]
-    if locate(ds.uri, project).local is not None and _kept(project, pinned):
-        hints.append(f"if not, `buildenv checkout {name}` restores the locked bytes from the "
-                     "object store")
-    return res.diag("BE051", f"dataset '{ds_name}' changed since it was locked: {what} "
-                    f"({ds.uri})", "datasets", ds_name, "uri", hints=tuple(hints))
+    if gone and locate(ds.uri, project).local is not None and _kept(project, pinned):
+        hints.append(f"if not, `buildenv checkout {name}` restores the locked bytes "
+                     "from the object store"
+                     + (" (it leaves the added files: remove them)" if added else ""))
+    elif added:  # checkout writes pinned files back; it deletes none
+        hints.append("if not, remove the added file(s): the lock pins the others")
+    return res.diag(
+        "BE051", f"dataset '{ds_name}' changed since it was locked: {what} ({ds.uri})",
+        "datasets", ds_name, "uri", hints=tuple(hints))
 
 
 def _layout_changed(res: Resolved, ds_name: str, was: str) -> Diagnostic:

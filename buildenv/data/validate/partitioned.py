@@ -224,7 +224,12 @@ def _column_shape_problems(res: Resolved, ds_name: str, read: PartitionedRead,
         where = ("datasets", ds_name, "columns", name)
         if name in missing:
             paths = missing[name]
-            hint = ((f"if the values of '{name}' are in the paths, name those directories "
+            above = _in_uri(read.spec.uri, name)
+            hint = ((f"'{above}' is part of the dataset's uri, and partitions are found below "
+                     f"it (as pyarrow finds them): point the uri at its parent directory and "
+                     f"filter on '{name}' where it is read, or drop '{name}' from the columns",)
+                    if above and len(paths) == len(results) else
+                    (f"if the values of '{name}' are in the paths, name those directories "
                      f"'{name}=<value>' (they are then found as a partition column)",)
                     if len(paths) == len(results) and read.spec.partitions is None else ())
             problems.append(res.diag("BE206", f"dataset '{ds_name}' has no column '{name}' in "
@@ -238,6 +243,13 @@ def _column_shape_problems(res: Resolved, ds_name: str, read: PartitionedRead,
                                      f"{_files_text(read, paths, wrong_types[name])}",
                                      *where, "dtype"))
     return problems, set(missing) | set(wrong)
+
+
+def _in_uri(uri: str, name: str) -> str | None:
+    """The `name=<value>` directory of the dataset's own uri (`data/flights/year=2024/`), if
+    any: a column given there is in no file and in no path below the uri."""
+    return next((part for part in uri.rstrip("/").split("/")
+                 if part.partition("=")[0] == name and "=" in part), None)
 
 
 def _duplicates(read: PartitionedRead, dataset: Dataset, reports: dict[str, ColumnReport],
