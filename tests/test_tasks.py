@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -73,6 +74,9 @@ def test_tasks_avoid_double_exposure_and_the_returned_labels_pass_the_check(repo
     assert code == 0, err
     files = sent(repo / "batch")
     assert sorted(files) == ["1", "4", "6"]
+    umask = os.umask(0)
+    os.umask(umask)  # the directory's mode is a mkdir's, not the private scratch one's
+    assert (repo / "batch").stat().st_mode & 0o777 == 0o777 & ~umask
     per_key: dict[str, list[str]] = {}
     for who, keys in files.items():
         assert len(keys) == len(set(keys))

@@ -256,13 +256,18 @@ def _uncovered(res: Resolved, name: str, keys: pa.Array, eligible: dict[str, int
 
 
 def _publish(project: Project, out: Path, files: dict[str, bytes]) -> None:
-    """Write every file into a fresh directory, then move it to `out` in one rename."""
+    """Write every file into a fresh directory, then move it to `out` in one rename. The
+    directory gets the mode a `mkdir` would (the private one of the scratch directory would
+    keep the files from the tools and people they are written for)."""
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     work = owned_temp_dir(scratch_dir(project.data_state_dir), "tasks")
     try:
         for filename, data in sorted(files.items()):
             (work / filename).write_bytes(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(work, 0o777 & ~umask)
         if out.is_dir():
             out.rmdir()  # empty, checked before
         try:
