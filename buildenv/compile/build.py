@@ -256,7 +256,7 @@ def _early(project: Project, config: TrainingConfig, res: Resolved, options: Bui
     interpreter = runner_interpreter(project, toolchain, package_parent())
     holder = owned_temp_dir(scratch(project), "train")
     model_dir = holder / "model"
-    rows = {name: d.rows for name, d in lock.datasets.items()}
+    rows = _lock_rows(lock)
     manifests = lock.manifests()
     timeout = options.timeout or config.timeout
 
@@ -307,7 +307,7 @@ def _validated_build(project: Project, multiverse: Multiverse, training: str, en
             model_dir = tmp / "model"
             result = _train(project, config, res, model_dir, options, digests, label_pins,
                             lock.manifests(), _model_key(parts), policy,
-                            {name: d.rows for name, d in lock.datasets.items()}, toolchain,
+                            _lock_rows(lock), toolchain,
                             interpreter)
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
@@ -420,6 +420,12 @@ def _warm_registry() -> None:
             pass
 
     threading.Thread(target=work, name="buildenv-warm-mlflow", daemon=True).start()
+
+
+def _lock_rows(lock) -> dict[str, int]:
+    """The lock's row counts for the pre-check's choice; withheld ones (a restricted output of
+    user code) are left out, so that the choice does not depend on them."""
+    return {name: d.rows for name, d in lock.datasets.items() if d.rows is not None}
 
 
 def _label_lineage(res: Resolved, lock, result: dict) -> dict:
