@@ -146,3 +146,29 @@ def test_a_relock_does_not_say_whether_a_planted_row_passed_the_code(tmp_path):
     code, out, err = invoke_cli(["lock"], matched)
     assert code == 0 and "people: updated" in out, out + err
     assert json.loads(path.read_text()) == lock_a
+
+
+def test_a_build_on_labels_computed_over_restricted_data_withholds_their_resolution(tmp_path):
+    """The build's lineage (and so its card) holds no exact count of such a label set either:
+    how many examples got a label, per class, and the training rows."""
+    from labelrepo import make_label_repo
+
+    weak = ("name: weak\nextends: base\nlabels:\n  kind-rules:\n    dataset: items\n"
+            "    key: item_id\n    taxonomy: {name: kind, version: 1, classes: [a, b, c]}\n"
+            "    source:\n      functions: rules.py\nlabel: {labels: kind-rules}\n"
+            "privacy:\n  restricted: [items]\n")
+    rules = ('import numpy as np\nimport buildenv\n\n\n'
+             '@buildenv.labeling_function(columns=["x1"])\ndef by_x1(batch):\n'
+             '    return np.where(batch["x1"] > 0.3, "a", '
+             'np.where(batch["x1"] < -0.3, "b", "c"))\n')
+    root = make_label_repo(tmp_path / "repo", envs={"weak": weak}, files={"rules.py": rules})
+    code, out, err = invoke_cli(["lock", "weak"], root)
+    assert code == 0 and "(counts of 1 withheld)" in out, out + err
+    code, out, err = invoke_cli(["build", "tagger", "--env", "weak", "--no-register"], root)
+    assert code == 0, err
+    entry = json.loads((root / "dist/tagger/weak/buildenv.json").read_text())["labels"]
+    assert entry["kind-rules"]["resolution"] == {
+        "label_set": "kind-rules", "counts_withheld": "computed by user code over restricted data"}
+    assert {k: entry["kind-rules"][k] for k in ("examples", "annotations", "annotators")} == \
+        dict.fromkeys(("examples", "annotations", "annotators"))
+    assert entry["kind-v1"]["examples"] == 180  # an annotated set keeps its counts

@@ -69,6 +69,7 @@ from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.core.tempdirs import owned_temp_dir, sweep
 from buildenv.data.executor import RayExecutor
+from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.toolchain.toolchain import (
     Interpreter,
@@ -444,6 +445,11 @@ def _label_lineage(res: Resolved, lock, result: dict) -> dict:
                      "annotators": entry.annotators, "label": name == chosen}
         if name == chosen and result.get("labels"):
             out[name]["resolution"] = result["labels"]
+            if spec.source is not None and res.env.restricted(spec.dataset):
+                # the labeling functions' exact figures over restricted data (a differencing
+                # channel, like the lock's counts): withheld
+                out[name]["resolution"] = {"label_set": name,
+                                           "counts_withheld": RESTRICTED_OUTPUT}
     return out
 
 
