@@ -411,7 +411,7 @@ def test_newer_lock_version_is_be013(locked):
     assert (code, out) == (2, "")
     assert err.splitlines() == [
         "environments/child.lock.json: error[BE013]: lock_version 99 is newer than this "
-        "buildenv supports (3)",
+        "buildenv supports (4)",
         "  hint: upgrade buildenv",
     ]
 

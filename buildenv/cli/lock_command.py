@@ -10,12 +10,15 @@ outcome the typer command has (`outcome.guarded`: the same diagnostics and exit 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from buildenv.cli import collector
 from buildenv.cli.outcome import Format, emit, open_project, progress_shown, quieted
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.data.lock import quick
+
+if TYPE_CHECKING:  # the quick path imports this module: the lock file's module loads later
+    from buildenv.data.lock.lockfile import Lock
 
 __all__ = ["lock", "summary"]
 
@@ -23,11 +26,27 @@ __all__ = ["lock", "summary"]
 # rooms (the environment models, pydantic) load only when the full lock runs.
 
 
-def summary(name: str, datasets: int, rows: int, changed: bool, labels: str = "") -> str:
-    """The line `buildenv lock` prints for one environment."""
+def summary(name: str, datasets: int, rows: int, changed: bool, labels: str = "",
+            withheld: int = 0) -> str:
+    """The line `buildenv lock` prints for one environment; `rows` of the datasets whose counts
+    the lock shows, `withheld` how many it withholds (docs/privacy.md)."""
     state = "updated" if changed else "unchanged"
+    kept = f", rows of {withheld} withheld" if withheld else ""
     return (f"{name}: {state} ({datasets} dataset{'' if datasets == 1 else 's'}, {rows:,} rows"
-            f"{labels})")
+            f"{kept}{labels})")
+
+
+def _labels_text(lock: Lock) -> str:
+    """', 2 label set(s), 1,200 annotations' -- the annotations of the sets whose counts the
+    lock shows (not those computed over restricted data)."""
+    if not lock.labels:
+        return ""
+    shown = [e.annotations for e in lock.labels.values() if e.annotations is not None]
+    withheld = len(lock.labels) - len(shown)
+    if not shown:
+        return f", {len(lock.labels)} label set(s), counts withheld"
+    return (f", {len(lock.labels)} label set(s), {sum(shown):,} annotations"
+            + (f" (counts of {withheld} withheld)" if withheld else ""))
 
 
 def lock(envs: Optional[list[str]], root: Optional[Path], algorithm: str, check: bool,
@@ -75,11 +94,10 @@ def lock(envs: Optional[list[str]], root: Optional[Path], algorithm: str, check:
         quick.record(project, resolved, results, algorithm, inputs, multiverse.meanings())
     if fmt is Format.text and not quiet:
         for name, lock, changed in results:
-            labels = (f", {len(lock.labels)} label set(s), "
-                      f"{sum(e.annotations for e in lock.labels.values()):,} annotations"
-                      if lock.labels else "")
-            print(summary(name, len(lock.datasets), sum(d.rows for d in lock.datasets.values()),
-                          changed, labels))
+            print(summary(name, len(lock.datasets),
+                          sum(d.rows for d in lock.datasets.values() if d.rows is not None),
+                          changed, _labels_text(lock),
+                          sum(d.rows is None for d in lock.datasets.values())))
     elif fmt is Format.text and results:
         updated = sum(changed for _, _, changed in results)
         print(f"{len(results)} lock(s): {updated} updated, {len(results) - updated} unchanged")

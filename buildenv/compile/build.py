@@ -69,6 +69,7 @@ from buildenv.core.diagnostics import Diagnostic, DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.core.tempdirs import owned_temp_dir, sweep
 from buildenv.data.executor import RayExecutor
+from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.toolchain.toolchain import (
     Interpreter,
@@ -256,7 +257,7 @@ def _early(project: Project, config: TrainingConfig, res: Resolved, options: Bui
     interpreter = runner_interpreter(project, toolchain, package_parent())
     holder = owned_temp_dir(scratch(project), "train")
     model_dir = holder / "model"
-    rows = {name: d.rows for name, d in lock.datasets.items()}
+    rows = _lock_rows(lock)
     manifests = lock.manifests()
     timeout = options.timeout or config.timeout
 
@@ -307,7 +308,7 @@ def _validated_build(project: Project, multiverse: Multiverse, training: str, en
             model_dir = tmp / "model"
             result = _train(project, config, res, model_dir, options, digests, label_pins,
                             lock.manifests(), _model_key(parts), policy,
-                            {name: d.rows for name, d in lock.datasets.items()}, toolchain,
+                            _lock_rows(lock), toolchain,
                             interpreter)
         outcome.timings = result.get("timings", {})
         if not result.get("ok"):
@@ -422,6 +423,12 @@ def _warm_registry() -> None:
     threading.Thread(target=work, name="buildenv-warm-mlflow", daemon=True).start()
 
 
+def _lock_rows(lock) -> dict[str, int]:
+    """The lock's row counts for the pre-check's choice; withheld ones (a restricted output of
+    user code) are left out, so that the choice does not depend on them."""
+    return {name: d.rows for name, d in lock.datasets.items() if d.rows is not None}
+
+
 def _label_lineage(res: Resolved, lock, result: dict) -> dict:
     """Each label set: its export's digest, taxonomy, UI version, mapping files and counts;
     and how the training's labels were obtained (from the training process)."""
@@ -438,6 +445,11 @@ def _label_lineage(res: Resolved, lock, result: dict) -> dict:
                      "annotators": entry.annotators, "label": name == chosen}
         if name == chosen and result.get("labels"):
             out[name]["resolution"] = result["labels"]
+            if spec.source is not None and res.env.restricted(spec.dataset):
+                # the labeling functions' exact figures over restricted data (a differencing
+                # channel, like the lock's counts): withheld
+                out[name]["resolution"] = {"label_set": name,
+                                           "counts_withheld": RESTRICTED_OUTPUT}
     return out
 
 

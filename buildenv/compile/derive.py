@@ -42,7 +42,7 @@ from buildenv.data.lock.derived import (
     narrowed,
     plan_derived,
 )
-from buildenv.data.lock.lockfile import LockedDataset
+from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT, LockedDataset
 from buildenv.env.resolve import Resolved
 from buildenv.env.source_rules import derived_order
 
@@ -175,8 +175,13 @@ def _build_all(project: Project, res: Resolved, pins: dict[str, Pinned], only: s
                 "BE095", f"dataset '{name}': {withheld:,} aggregate row(s) summarise fewer "
                 "input rows than the minimum group size and were withheld", "datasets", name,
                 "source", "aggregation", severity=Severity.WARNING))
-        built.entries[name] = LockedDataset(ds.uri, "parquet", value.digest, value.size,
-                                            value.rows, manifest, derived=plan.record())
+        # a restricted output's exact size and rows say how many rows the user's code kept
+        # (a relock differences them): the lock pins it by digest; the store keeps the counts
+        withheld = manifest is None and res.env.restricted(name)
+        built.entries[name] = LockedDataset(
+            ds.uri, "parquet", value.digest, None if withheld else value.size,
+            None if withheld else value.rows, manifest, derived=plan.record(),
+            counts_withheld=RESTRICTED_OUTPUT if withheld else None)
         current[name] = Pinned(value.digest, manifest)
 
 

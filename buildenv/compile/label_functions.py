@@ -30,7 +30,7 @@ from buildenv.core.tempdirs import owned_temp_dir
 from buildenv.data.gate.gate import Gate
 from buildenv.data.lock.computed_labels import MODEL_VERSIONS
 from buildenv.data.lock.derived import Pinned, narrowed
-from buildenv.data.lock.lockfile import LockedDataset, LockedLabels
+from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT, LockedDataset, LockedLabels
 from buildenv.data.lock.locking import label_declaration
 from buildenv.data.storage import locate
 from buildenv.env.resolve import Resolved
@@ -109,11 +109,15 @@ def build_labels(project: Project, res: Resolved, datasets: dict[str, LockedData
             "gold": labels[gold_name].digest if gold_name in labels else None}
         if MODEL_VERSIONS[spec.source.model] > 1:  # the first algorithms' locks stay as they were
             record["model_version"] = MODEL_VERSIONS[spec.source.model]
+        # over restricted data the counts (and the file's size) are the functions' exact
+        # figures, which a relock would difference: the lock pins the set by digest alone
+        withheld = res.env.restricted(spec.dataset)
         built.entries[name] = LockedLabels(
-            spec.uri, "parquet", computed.digest, len(computed.data), computed.examples,
-            computed.figures.labeled, 1,
+            spec.uri, "parquet", computed.digest, None if withheld else len(computed.data),
+            None if withheld else computed.examples,
+            None if withheld else computed.figures.labeled, None if withheld else 1,
             {"name": spec.taxonomy.name, "version": spec.taxonomy.version}, None,
-            label_declaration(spec), {}, record)
+            label_declaration(spec), {}, record, RESTRICTED_OUTPUT if withheld else None)
     if write:
         save_labels(project, res, built)
     return built

@@ -16,7 +16,8 @@ def pinned_text(entry: LockedDataset) -> str:
     """'snapshot 123 (ref exp), 80 rows in 6 files' / 'sha256:ab12cd34ef56, 60 rows'."""
     what = entry.version_label or entry.digest[:19]
     files = f" in {len(entry.manifest.files)} files" if entry.manifest is not None else ""
-    return f"{what}, {entry.rows:,} rows{files}"
+    rows = "rows withheld" if entry.rows is None else f"{entry.rows:,} rows"
+    return f"{what}, {rows}{files}"
 
 
 def compare_locks(a: Lock | None, b: Lock | None) -> list[dict[str, Any]]:

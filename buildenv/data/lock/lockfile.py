@@ -12,8 +12,10 @@ versions (`table`: the Delta version or Iceberg snapshot, its schema and base, w
 of the version's data files carrying their partition values), DVC pins (`dvc`), and sources
 that are code -- a derived dataset's `derived` record (its transform, the digests of its code
 files and inputs) and a computed label set's `source` record (its functions' digests, the
-data's, the label model's). A lock is written with the lowest version that holds it --
-without any of those as version 2, without a partitioned dataset as version 1 -- byte for
+data's, the label model's). Version 4 withholds the exact size and counts of what user code
+computed from restricted data (`counts_withheld`, `RESTRICTED_OUTPUT`): null, pinned by digest.
+A lock is written with the lowest version that holds it -- without withheld entries as version
+3, without any of those as version 2, without a partitioned dataset as version 1 -- byte for
 byte as before, so older buildenvs keep reading it.
 """
 
@@ -35,10 +37,11 @@ from buildenv.data.lock.manifest import (
 if TYPE_CHECKING:  # the quick lock (`quick.py`) writes locks: keep pydantic out of this module
     from buildenv.core.project import Project
 
-__all__ = ["LOCK_UPGRADES", "LOCK_VERSION", "Lock", "LockedDataset", "LockedLabels", "lock_path",
+__all__ = ["LOCK_UPGRADES", "LOCK_VERSION", "RESTRICTED_OUTPUT", "Lock", "LockedDataset",
+           "LockedLabels", "lock_path",
            "read_lock", "stat_cache", "stat_cache_path"]
 
-LOCK_VERSION = 3
+LOCK_VERSION = 4
 
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -52,8 +55,31 @@ def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "lock_version": 3}
 
 
+def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 only adds entries that withhold their counts (`counts_withheld`): a version 3
+    lock has none; the next lock rewrites its entries of restricted outputs without them."""
+    return {**data, "lock_version": 4}
+
+
 LOCK_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2,
-                                                                       2: _v2_to_v3}
+                                                                       2: _v2_to_v3,
+                                                                       3: _v3_to_v4}
+
+
+RESTRICTED_OUTPUT = "computed by user code over restricted data"
+"""The `counts_withheld` reason of a lock entry whose exact counts and size are not written:
+a derived dataset's restricted output, a label set computed by labeling functions over a
+restricted dataset. A designer who changes the code and relocks would otherwise read from the
+lock whether a planted row passed their code (a differencing channel); the entry pins the output
+by digest alone (docs/privacy.md)."""
+
+
+def _count(entry: dict[str, Any], key: str, withheld: object) -> int | None:
+    """A count of a lock entry: None only where the entry says it is withheld."""
+    value = entry[key]
+    if value is None and withheld is not None:
+        return None
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -61,12 +87,14 @@ class LockedDataset:
     uri: str
     format: str
     digest: str
-    size: int
-    rows: int
+    size: int | None  # None: withheld (`counts_withheld`)
+    rows: int | None
     manifest: Manifest | None = None  # partitioned datasets and tables: every file, pinned
     table: dict[str, Any] | None = None  # a table's version (TableVersion.record()): version, schema, base
     dvc: dict[str, Any] | None = None  # a DVC pin: the .dvc file, its md5
     derived: dict[str, Any] | None = None  # a derived dataset: transform, code and input digests
+    # why size and rows are None: the output of user code over restricted data (`withheld`)
+    counts_withheld: str | None = None
 
     def manifests_for(self, name: str) -> dict[str, Manifest]:
         """`{name: manifest}` for a gate's `manifests` (a directory's or table's files are
@@ -74,8 +102,10 @@ class LockedDataset:
         return {name: self.manifest} if self.manifest is not None else {}
 
     def to_json(self) -> dict[str, Any]:
-        data = {"uri": self.uri, "format": self.format, "digest": self.digest,
-                "size": self.size, "rows": self.rows}
+        data: dict[str, Any] = {"uri": self.uri, "format": self.format, "digest": self.digest,
+                                "size": self.size, "rows": self.rows}
+        if self.counts_withheld is not None:
+            data["counts_withheld"] = self.counts_withheld
         if self.manifest is not None:
             data["partitions"] = list(self.manifest.partitions)
             data["files"] = self.manifest.files_json()
@@ -103,9 +133,11 @@ class LockedDataset:
         derived = data.get("derived")
         if derived is not None and not isinstance(derived, dict):
             raise ValueError(f"the derived record of '{data['uri']}' is not an object")
-        return cls(data["uri"], data["format"], data["digest"], int(data["size"]),
-                   int(data["rows"]), manifest, table, dvc if isinstance(dvc, dict) else None,
-                   derived)
+        withheld = data.get("counts_withheld")
+        return cls(data["uri"], data["format"], data["digest"], _count(data, "size", withheld),
+                   _count(data, "rows", withheld), manifest, table,
+                   dvc if isinstance(dvc, dict) else None, derived,
+                   str(withheld) if withheld is not None else None)
 
     @property
     def version_label(self) -> str | None:
@@ -132,24 +164,27 @@ class LockedLabels:
     uri: str
     format: str
     digest: str
-    size: int
-    examples: int  # keys with at least one (not cancelled) annotation
-    annotations: int
-    annotators: int
+    size: int | None  # None (the four counts): withheld, `counts_withheld` says why
+    examples: int | None  # keys with at least one (not cancelled) annotation
+    annotations: int | None
+    annotators: int | None
     taxonomy: dict[str, Any]  # {"name": ..., "version": ...}
     ui_version: str | None
     declaration: str  # digest of the label set's declaration: a change means relock
     mappings: dict[str, str] = field(default_factory=dict)  # mapping uri -> digest
     source: dict[str, Any] | None = None  # computed labels: functions, data and model digests
+    counts_withheld: str | None = None  # computed over restricted data (`withheld`)
 
     def to_json(self) -> dict[str, Any]:
-        out = {"uri": self.uri, "format": self.format, "digest": self.digest,
+        out: dict[str, Any] = {"uri": self.uri, "format": self.format, "digest": self.digest,
                "size": self.size, "examples": self.examples,
                "annotations": self.annotations, "annotators": self.annotators,
                "taxonomy": self.taxonomy, "ui_version": self.ui_version,
                "declaration": self.declaration, "mappings": dict(sorted(self.mappings.items()))}
         if self.source is not None:
             out["source"] = self.source
+        if self.counts_withheld is not None:
+            out["counts_withheld"] = self.counts_withheld
         return out
 
     @classmethod
@@ -157,10 +192,12 @@ class LockedLabels:
         source = v.get("source")
         if source is not None and not isinstance(source, dict):
             raise ValueError(f"the source record of label set '{v['uri']}' is not an object")
-        return cls(v["uri"], v["format"], v["digest"], int(v["size"]), int(v["examples"]),
-                   int(v["annotations"]), int(v["annotators"]), dict(v["taxonomy"]),
+        withheld = v.get("counts_withheld")
+        return cls(v["uri"], v["format"], v["digest"], _count(v, "size", withheld),
+                   _count(v, "examples", withheld), _count(v, "annotations", withheld),
+                   _count(v, "annotators", withheld), dict(v["taxonomy"]),
                    v.get("ui_version"), v["declaration"], dict(v.get("mappings") or {}),
-                   source)
+                   source, str(withheld) if withheld is not None else None)
 
     def pins(self) -> dict[str, Any]:
         """What the training and evaluation verify their reads against."""
@@ -180,8 +217,11 @@ class Lock:
         versioned = code or any(d.table is not None or d.dvc is not None
                                 for d in self.datasets.values())
         partitioned = any(d.manifest is not None for d in self.datasets.values())
+        # withheld counts are null: a buildenv that reads version 3 would call the lock broken
+        withheld = any(d.counts_withheld is not None for d in self.datasets.values()) or any(
+            e.counts_withheld is not None for e in self.labels.values())
         out = {
-            "lock_version": 3 if versioned else 2 if partitioned else 1,
+            "lock_version": 4 if withheld else 3 if versioned else 2 if partitioned else 1,
             "environment": self.environment,
             "environment_digest": self.environment_digest,
             "datasets": {k: v.to_json() for k, v in sorted(self.datasets.items())},

@@ -151,7 +151,7 @@ def _entry(lock: Lock, kept: dict[str, tuple[bool, bool]]) -> dict[str, Any]:
     wrote it); `kept`: (keeps, restricted) of each dataset."""
     return {"lock": hashlib.sha256(lock.render().encode("utf-8")).hexdigest(),
             "environment_digest": lock.environment_digest,
-            "rows": sum(d.rows for d in lock.datasets.values()),
+            "rows": sum(d.rows or 0 for d in lock.datasets.values()),
             "datasets": [{"name": n, "uri": d.uri, "format": d.format, "digest": d.digest,
                           "size": d.size, "rows": d.rows, "keeps": kept[n][0],
                           "restricted": kept[n][1]}
@@ -271,7 +271,7 @@ def _write(root: Path, environments_dir: Path, state_dir: Path, algorithm: str, 
             atomic_write_text(environments_dir / f"{name}.lock.json", text)
         entries[name] = _entry(lock, {ds["name"]: (bool(ds["keeps"]), bool(ds["restricted"]))
                                       for ds in entry["datasets"]})
-        out.append(Relocked(name, len(lock.datasets), sum(d.rows for d in lock.datasets.values()),
+        out.append(Relocked(name, len(lock.datasets), sum(d.rows or 0 for d in lock.datasets.values()),
                             changed))
     _save(root, environments_dir, state_dir, algorithm, inputs, entries, meanings)
     return out

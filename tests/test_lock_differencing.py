@@ -1,0 +1,174 @@
+"""The lock shows no count of what user code made from restricted data (docs/privacy.md).
+
+The attack: a designer who may not see a row of a restricted dataset writes a labeling function
+that votes only on one planted row when one of its values passes a threshold (and a transform
+that keeps only that row then), relocks, and reads in the lock -- or in what the commands print
+-- whether a label set got 0 or 1 example, or an output 0 or 1 row. Two repositories with the
+same restricted data and code that differs only in the threshold (the planted row passes in one,
+not in the other) must show the same everything: the output of lock, lock --check, labels (text
+and JSON), validate, envs and show --explain, and the lock file, apart from digests (of the
+code, and of the outputs: a known limit, docs/privacy.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import invoke_cli
+from test_labels_privacy import run
+
+pytestmark = pytest.mark.slow
+
+ENV = """\
+name: people
+datasets:
+  people:
+    uri: data/people.parquet
+    columns:
+      person_id: {dtype: int64, nullable: false}
+      x: {dtype: float64}
+  picked:
+    source:
+      transform: transforms/pick.py:pick
+      inputs: [people]
+    columns:
+      person_id: {dtype: int64, nullable: false}
+      x: {dtype: float64}
+labels:
+  probe:
+    dataset: people
+    key: person_id
+    taxonomy: {name: sign, version: 1, classes: [neg, pos]}
+    source:
+      functions: rules/probe.py
+label: {dataset: people, column: x}
+serving:
+  stack: sklearn
+  ops: [sklearn.linear_model.*]
+privacy:
+  restricted: [people]
+  min_group_size: 10
+"""
+
+PLANTED, VALUE = 7, 5.0  # the row the designer asks about, and its restricted value
+
+TRANSFORM = '''\
+def pick(ctx):
+    df = ctx.read("people", columns=["person_id", "x"])
+    return df[(df["person_id"] == 7) & (df["x"] > THRESHOLD)]
+'''
+
+RULES = '''\
+import numpy as np
+
+import buildenv
+
+
+@buildenv.labeling_function(columns=["person_id", "x"])
+def probe(batch):
+    return np.where((batch["person_id"] == 7) & (batch["x"] > THRESHOLD), "pos", None)
+'''
+
+DIGEST = re.compile(r"(sha256|blake3):[0-9a-f]{8,64}")
+# a progress line is shown only for work past a second, with its time: left out (what it names
+# -- a transform's files, function-file pairs -- is the same in both)
+PROGRESS = re.compile(r"^[^\n]*: (started|done in [^\n]*)\n", re.MULTILINE)
+
+
+def make(root: Path, threshold: float) -> Path:
+    for folder in ("environments", "data", "transforms", "rules"):
+        (root / folder).mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[tool.buildenv]\nenvironments_dir = "environments"\n')
+    (root / "environments/people.yaml").write_text(ENV)
+    (root / "transforms/pick.py").write_text(TRANSFORM.replace("THRESHOLD", repr(threshold)))
+    (root / "rules/probe.py").write_text(RULES.replace("THRESHOLD", repr(threshold)))
+    n = 200
+    x = np.round(np.random.default_rng(3).normal(size=n), 3)
+    x[PLANTED] = VALUE
+    pq.write_table(pa.table({"person_id": pa.array(np.arange(n), pa.int64()),
+                             "x": pa.array(x)}), root / "data/people.parquet")
+    return root
+
+
+def seen(root: Path) -> list[str]:
+    """What the designer sees: every command's exit code and output, then the lock file;
+    digests (which differ with the code) and the repository's place left out."""
+    out: list[str] = []
+    for args in (["lock"], ["lock", "--check"], ["labels", "people"],
+                 ["labels", "people", "--format", "json"], ["validate", "people"], ["envs"],
+                 ["show", "people", "--explain"]):
+        code = run(root, out, *args)[0]
+        out[-1] += f"\n-> {code}"
+    out.append((root / "environments/people.lock.json").read_text())
+    return [PROGRESS.sub("", DIGEST.sub("<digest>", text.replace(str(root), "<root>")))
+            for text in out]
+
+
+def test_a_relock_does_not_say_whether_a_planted_row_passed_the_code(tmp_path):
+    matched = make(tmp_path / "a", VALUE - 1)  # the planted row passes: 1 example, 1 row
+    missed = make(tmp_path / "b", VALUE + 1)  # it does not: 0 and 0
+    first, second = seen(matched), seen(missed)
+    assert all(text.endswith("-> 0") for text in first[:-1]), first
+    for a, b in zip(first, second, strict=True):
+        assert a == b, f"{a}\n---- differs from ----\n{b}"
+
+    # the outputs do differ (the test asks a real question), and the lock pins them by digest
+    lock_a = json.loads((matched / "environments/people.lock.json").read_text())
+    lock_b = json.loads((missed / "environments/people.lock.json").read_text())
+    assert lock_a["labels"]["probe"]["digest"] != lock_b["labels"]["probe"]["digest"]
+    assert lock_a["datasets"]["picked"]["digest"] != lock_b["datasets"]["picked"]["digest"]
+    for entry, counts in ((lock_a["labels"]["probe"], ("size", "examples", "annotations",
+                                                       "annotators")),
+                          (lock_a["datasets"]["picked"], ("size", "rows"))):
+        assert {k: entry[k] for k in counts} == dict.fromkeys(counts)
+        assert entry["counts_withheld"] == "computed by user code over restricted data"
+    # the plain restricted dataset keeps its counts: nothing user code made
+    assert lock_a["datasets"]["people"]["rows"] == 200
+
+    # a lock written before (with the counts) is read, and a relock writes it without them
+    assert lock_a["lock_version"] == 4  # a version 3 reader would call the nulls broken
+    path = matched / "environments/people.lock.json"
+    old = {**json.loads(path.read_text()), "lock_version": 3}
+    for entry, counts in ((old["labels"]["probe"], {"size": 1754, "examples": 1,
+                                                    "annotations": 1, "annotators": 1}),
+                          (old["datasets"]["picked"], {"size": 1520, "rows": 1})):
+        del entry["counts_withheld"]
+        entry.update(counts)
+    path.write_text(json.dumps(old, indent=2, sort_keys=True) + "\n")
+    code, out, err = invoke_cli(["lock", "--check"], matched)
+    assert code == 0, out + err
+    code, out, err = invoke_cli(["lock"], matched)
+    assert code == 0 and "people: updated" in out, out + err
+    assert json.loads(path.read_text()) == lock_a
+
+
+def test_a_build_on_labels_computed_over_restricted_data_withholds_their_resolution(tmp_path):
+    """The build's lineage (and so its card) holds no exact count of such a label set either:
+    how many examples got a label, per class, and the training rows."""
+    from labelrepo import make_label_repo
+
+    weak = ("name: weak\nextends: base\nlabels:\n  kind-rules:\n    dataset: items\n"
+            "    key: item_id\n    taxonomy: {name: kind, version: 1, classes: [a, b, c]}\n"
+            "    source:\n      functions: rules.py\nlabel: {labels: kind-rules}\n"
+            "privacy:\n  restricted: [items]\n")
+    rules = ('import numpy as np\nimport buildenv\n\n\n'
+             '@buildenv.labeling_function(columns=["x1"])\ndef by_x1(batch):\n'
+             '    return np.where(batch["x1"] > 0.3, "a", '
+             'np.where(batch["x1"] < -0.3, "b", "c"))\n')
+    root = make_label_repo(tmp_path / "repo", envs={"weak": weak}, files={"rules.py": rules})
+    code, out, err = invoke_cli(["lock", "weak"], root)
+    assert code == 0 and "(counts of 1 withheld)" in out, out + err
+    code, out, err = invoke_cli(["build", "tagger", "--env", "weak", "--no-register"], root)
+    assert code == 0, err
+    entry = json.loads((root / "dist/tagger/weak/buildenv.json").read_text())["labels"]
+    assert entry["kind-rules"]["resolution"] == {
+        "label_set": "kind-rules", "counts_withheld": "computed by user code over restricted data"}
+    assert {k: entry["kind-rules"][k] for k in ("examples", "annotations", "annotators")} == \
+        dict.fromkeys(("examples", "annotations", "annotators"))
+    assert entry["kind-v1"]["examples"] == 180  # an annotated set keeps its counts
