@@ -172,3 +172,19 @@ def test_a_build_on_labels_computed_over_restricted_data_withholds_their_resolut
     assert {k: entry["kind-rules"][k] for k in ("examples", "annotations", "annotators")} == \
         dict.fromkeys(("examples", "annotations", "annotators"))
     assert entry["kind-v1"]["examples"] == 180  # an annotated set keeps its counts
+
+
+def test_drift_of_labels_computed_over_restricted_data_is_refused_without_a_count(tmp_path):
+    """`drift --labels` would show the computed set's exact totals and class counts (1 row or
+    0): it is refused (BE888, exit 2) before anything is read, the same for both runs."""
+    said = []
+    for name, threshold in (("a", VALUE - 1), ("b", VALUE + 1)):
+        root = make(tmp_path / name, threshold)
+        assert invoke_cli(["lock"], root)[0] == 0
+        code, out, err = invoke_cli(["drift", "people", "--labels", "probe",
+                                     "--against-labels", "probe"], root)
+        assert code == 2 and "BE888" in err, out + err
+        said.append(PROGRESS.sub("", DIGEST.sub("<digest>", (out + err).replace(str(root),
+                                                                                  "<root>"))))
+        assert not list((root / ".buildenv").glob("drift/**/*.json"))
+    assert said[0] == said[1]

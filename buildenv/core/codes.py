@@ -1005,6 +1005,12 @@ CODES: dict[str, Code] = {
                   "or wrong (Ray's own logs then repeat `InvalidAuthToken`). Set "
                   "`RAY_AUTH_MODE=token` and the cluster's token (`RAY_AUTH_TOKEN`, "
                   "`RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`) in buildenv's environment."),
+    "BE888": Code("drift of restricted computed labels", "`buildenv drift --labels` "
+                  "refuses a label set computed by labeling functions over a restricted dataset "
+                  "(or one reusing such a set): the designer of the functions chooses which "
+                  "rows get a label, so exact totals and class counts would tell whether a "
+                  "given row passed a function. `buildenv labels ENV` shows the set's figures "
+                  "as the privacy policy releases them."),
     # --- importers (buildenv import) ---------------------------------------------------------
     "BE900": Code("cannot read import file", "`buildenv import` could not read the suite or "
                   "schema file: it does not exist, is not readable, or is not UTF-8 text."),

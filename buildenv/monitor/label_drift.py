@@ -9,6 +9,11 @@ like a categorical column's value counts (`alerts`: L-infinity, JSD, PSI against
 candidate's taxonomy is the domain: classes outside it are reported as new values. The public
 view (`public_view`) and every rendering of `drift` apply unchanged; a label set of a restricted
 dataset merges classes seen fewer than `min_group_size` times.
+
+A label set computed by labeling functions over a restricted dataset (or one reusing such a
+set) is not compared (BE888): its designer chooses which rows it labels, so its exact totals
+and class counts would answer "did this row pass my function?". `buildenv labels` releases its
+figures under the privacy policy.
 """
 
 from __future__ import annotations
@@ -36,11 +41,35 @@ def _usage(code: str, message: str, hint: str | None = None) -> DiagnosticError:
     return DiagnosticError([Diagnostic(code, message, hints=(hint,) if hint else ())], 2)
 
 
+def _computed_over_restricted(res: Resolved, name: str, seen: frozenset[str] = frozenset()
+                              ) -> str | None:
+    """The label set (`name` or one it reuses) computed by labeling functions over a
+    restricted dataset, if any."""
+    spec = res.env.labels.get(name)
+    if spec is None or name in seen:
+        return None
+    if getattr(spec, "source", None) is not None and res.env.restricted(spec.dataset):
+        return name
+    for reused in spec.reuse:
+        found = _computed_over_restricted(res, reused.labels, seen | {name})
+        if found is not None:
+            return found
+    return None
+
+
 def _resolved(project: Project, multiverse: Multiverse, res: Resolved, name: str
               ) -> tuple[Resolution, Source]:
     if name not in res.env.labels:
         raise _usage("BE851", f"unknown label set '{name}' in environment {res.name}",
                      did_you_mean(name, res.env.labels))
+    computed = _computed_over_restricted(res, name)
+    if computed is not None:  # refused before anything is read: no count, no audit record
+        via = "" if computed == name else f" (it reuses '{computed}')"
+        raise DiagnosticError([res.diag(
+            "BE888", f"label set '{name}'{via} is computed by labeling functions over a "
+            f"restricted dataset: its label distribution is not compared", "labels", computed,
+            "source", hints=(f"`buildenv labels {res.name}` shows its figures as the privacy "
+                             "policy releases them",))], 2)
     lock, problems = check_lock(multiverse, res, verify_data=False)
     if lock is None:
         raise DiagnosticError(problems, 2)
