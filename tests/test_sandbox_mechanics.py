@@ -17,6 +17,7 @@ import pytest
 from conftest import invoke_cli
 from moto_s3 import fresh_bucket, moto_server  # noqa: F401 (fixtures `s3`, `moto_endpoint`)
 from sandbox_repo import SENTINEL, make_sandbox_repo, sandbox_usable
+from services import CACHE
 
 from buildenv.compile import bwrap
 from buildenv.compile.isolation import detect
@@ -185,11 +186,20 @@ def _processes(marker: str) -> list[int]:
 
 def _mounts_beside(tmp_path: Path) -> list[str]:
     """This machine's mount table, less what other tests running at the same time mount in
-    their own temporary directories (dockerd's network namespaces): a build's leftovers would
+    their own temporary directories (dockerd's network namespaces) or in the tests' cached
+    Docker data root (dockerd's overlay mounts): a build's leftovers would
     be under this test's directory, the system's trees or the sandbox's private directory."""
     base = str(tmp_path.parents[1])  # this session's base: every test's tmp_path is below
+    docker = str(CACHE / "docker")  # the tests' dockerd mounts its cached data root there
+
+    def others(line: str) -> bool:  # (whatever cache directory that test process was given)
+        point = line.split()[4]
+        return point == docker or point.startswith(docker + "/") or \
+            point.endswith("/buildenv/docker") or "/buildenv/docker/" in point
+
     return [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
-            if str(tmp_path) in line or (base not in line and "/pytest-of-" not in line)]
+            if str(tmp_path) in line or (base not in line and "/pytest-of-" not in line
+                                         and not others(line))]
 
 
 @pytest.mark.slow
