@@ -188,3 +188,23 @@ def test_drift_of_labels_computed_over_restricted_data_is_refused_without_a_coun
                                                                                   "<root>"))))
         assert not list((root / ".buildenv").glob("drift/**/*.json"))
     assert said[0] == said[1]
+
+
+def test_a_label_set_reusing_a_computed_restricted_set_counts_as_one():
+    """Every place that withholds such counts (`labels`, the build's lineage, `drift`) asks
+    one question, and a set that reuses the computed one answers it too: its resolved labels
+    hold the functions' output."""
+    import yaml
+
+    from buildenv.env.spec import Environment
+
+    data = yaml.safe_load(ENV)
+    data["labels"]["human"] = {
+        "uri": "labels/human.parquet", "format": "parquet", "dataset": "people",
+        "key": "person_id", "taxonomy": {"name": "sign", "version": 1, "classes": ["neg", "pos"]},
+        "reuse": [{"labels": "probe"}]}
+    env = Environment.model_validate(data)
+    assert env.computed_over_restricted("probe") == "probe"
+    assert env.computed_over_restricted("human") == "probe"
+    data["privacy"]["restricted"] = []
+    assert Environment.model_validate(data).computed_over_restricted("human") is None

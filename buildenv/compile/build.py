@@ -445,9 +445,9 @@ def _label_lineage(res: Resolved, lock, result: dict) -> dict:
                      "annotators": entry.annotators, "label": name == chosen}
         if name == chosen and result.get("labels"):
             out[name]["resolution"] = result["labels"]
-            if spec.source is not None and res.env.restricted(spec.dataset):
+            if res.env.computed_over_restricted(name) is not None:
                 # the labeling functions' exact figures over restricted data (a differencing
-                # channel, like the lock's counts): withheld
+                # channel, like the lock's counts), its own or a reused set's: withheld
                 out[name]["resolution"] = {"label_set": name,
                                            "counts_withheld": RESTRICTED_OUTPUT}
     return out

@@ -474,6 +474,23 @@ class Environment(Strict):
             return False
         return any(self.restricted(i, _seen | {dataset}) for i in ds.source.inputs)
 
+    def computed_over_restricted(self, label_set: str, _seen: frozenset[str] = frozenset()
+                                 ) -> str | None:
+        """The label set computed by labeling functions over restricted data that `label_set`
+        is, or reuses: its exact counts answer "did this row pass my function?" for whoever
+        wrote the functions, so they are withheld wherever they would show (lock, `labels`,
+        lineage, `drift`). None when there is none."""
+        spec = self.labels.get(label_set)
+        if spec is None or label_set in _seen:
+            return None
+        if spec.source is not None and self.restricted(spec.dataset):
+            return label_set
+        for reused in spec.reuse:
+            found = self.computed_over_restricted(reused.labels, _seen | {label_set})
+            if found is not None:
+                return found
+        return None
+
     def label_set(self) -> LabelSet | None:
         """The label set the label comes from (None for a column label, or no label)."""
         if self.label is None or self.label.labels is None:

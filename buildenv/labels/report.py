@@ -78,9 +78,10 @@ def label_report(project: Project, multiverse: Multiverse, res: Resolved,
             out.append(item)
             continue
         summary = resolution.summary()
-        if spec.source is not None and res.env.restricted(spec.dataset):
-            # the functions' figures above are these counts as the privacy policy releases
-            # them (withheld when small, noised under `release: dp`): not shown exactly here
+        if res.env.computed_over_restricted(name) is not None:
+            # the functions' figures (its own or a reused set's) are these counts as the
+            # privacy policy releases them (withheld when small, noised under `release: dp`):
+            # not shown exactly here
             item.update({key: None for key in _COUNTED})
             item["counts_withheld"] = "the dataset is restricted"
             out.append(item)

@@ -41,28 +41,12 @@ def _usage(code: str, message: str, hint: str | None = None) -> DiagnosticError:
     return DiagnosticError([Diagnostic(code, message, hints=(hint,) if hint else ())], 2)
 
 
-def _computed_over_restricted(res: Resolved, name: str, seen: frozenset[str] = frozenset()
-                              ) -> str | None:
-    """The label set (`name` or one it reuses) computed by labeling functions over a
-    restricted dataset, if any."""
-    spec = res.env.labels.get(name)
-    if spec is None or name in seen:
-        return None
-    if getattr(spec, "source", None) is not None and res.env.restricted(spec.dataset):
-        return name
-    for reused in spec.reuse:
-        found = _computed_over_restricted(res, reused.labels, seen | {name})
-        if found is not None:
-            return found
-    return None
-
-
 def _resolved(project: Project, multiverse: Multiverse, res: Resolved, name: str
               ) -> tuple[Resolution, Source]:
     if name not in res.env.labels:
         raise _usage("BE851", f"unknown label set '{name}' in environment {res.name}",
                      did_you_mean(name, res.env.labels))
-    computed = _computed_over_restricted(res, name)
+    computed = res.env.computed_over_restricted(name)
     if computed is not None:  # refused before anything is read: no count, no audit record
         via = "" if computed == name else f" (it reuses '{computed}')"
         raise DiagnosticError([res.diag(
