@@ -176,13 +176,17 @@ def _build_all(project: Project, res: Resolved, pins: dict[str, Pinned], only: s
                 "input rows than the minimum group size and were withheld", "datasets", name,
                 "source", "aggregation", severity=Severity.WARNING))
         # a restricted output's exact size and rows say how many rows the user's code kept
-        # (a relock differences them): the lock pins it by digest; the store keeps the counts
-        withheld = manifest is None and res.env.restricted(name)
+        # (a relock differences them), and so do its files' (each file's count is the code's
+        # choice): the lock pins it by digests alone; the store keeps the counts
+        withheld = res.env.restricted(name)
+        if withheld and manifest is not None:
+            manifest = manifest.withhold()
+        digest = manifest.digest if manifest is not None else value.digest
         built.entries[name] = LockedDataset(
-            ds.uri, "parquet", value.digest, None if withheld else value.size,
+            ds.uri, "parquet", digest, None if withheld else value.size,
             None if withheld else value.rows, manifest, derived=plan.record(),
             counts_withheld=RESTRICTED_OUTPUT if withheld else None)
-        current[name] = Pinned(value.digest, manifest)
+        current[name] = Pinned(digest, manifest)
 
 
 def _run(processes: list[SourceProcess], res: Resolved, plan: DerivedPlan,

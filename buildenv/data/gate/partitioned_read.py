@@ -207,9 +207,12 @@ class PartitionedRead(Reader):
 
     def total_rows(self) -> int | None:
         """Rows of the selected files: from the manifest, else each file's Parquet footer
-        (None when a footer cannot be read: the caller then does without)."""
+        (None when a footer cannot be read, or the manifest withholds them -- a restricted
+        output of user code, whose counts nothing shows: the caller then does without)."""
+        if self.manifest is not None and self.manifest.withheld:
+            return None
         if self.manifest is not None:
-            rows = {f.path: f.rows for f in self.manifest.files}
+            rows = {f.path: f.rows for f in self.manifest.files if f.rows is not None}
             return sum(rows[path] for path, _, _ in self.files)
         try:
             return sum(parquet_rows(self.location.child(path)) for path, _, _ in self.files)
@@ -370,8 +373,10 @@ class PartitionedRead(Reader):
                                               "from it is used")
             self.digest = self.manifest.digest
         else:
-            self.digest = Manifest(tuple(self._found[p] for p, _, _ in self.files),
-                                   self.partitions).digest
+            read = Manifest(tuple(self._found[p] for p, _, _ in self.files), self.partitions)
+            # a restricted output of user code is pinned without its counts (`compile.derive`)
+            self.digest = (read.withhold() if self.restricted and self.spec.source is not None
+                           else read).digest
         if self.audited:
             self.audit("read")
         return self.digest

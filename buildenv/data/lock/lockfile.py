@@ -13,7 +13,9 @@ of the version's data files carrying their partition values), DVC pins (`dvc`), 
 that are code -- a derived dataset's `derived` record (its transform, the digests of its code
 files and inputs) and a computed label set's `source` record (its functions' digests, the
 data's, the label model's). Version 4 withholds the exact size and counts of what user code
-computed from restricted data (`counts_withheld`, `RESTRICTED_OUTPUT`): null, pinned by digest.
+computed from restricted data (`counts_withheld`, `RESTRICTED_OUTPUT`): null, pinned by digest;
+a partitioned output's manifest withholds each file's size and rows too (null; its digest is over
+the files' paths and digests, `manifest.py`), and only such an entry may hold a null count.
 A lock is written with the lowest version that holds it -- without withheld entries as version
 3, without any of those as version 2, without a partitioned dataset as version 1 -- byte for
 byte as before, so older buildenvs keep reading it.
@@ -123,8 +125,10 @@ class LockedDataset:
         table = data.get("table")
         if table is not None and not isinstance(table, dict):
             raise ValueError(f"the table record of '{data['uri']}' is not an object")
+        withheld = data.get("counts_withheld")
         if "files" in data:
-            manifest = Manifest(tuple(FileEntry.from_json(f) for f in data["files"]),
+            manifest = Manifest(tuple(FileEntry.from_json(f, withheld is not None)
+                                      for f in data["files"]),
                                 tuple(data.get("partitions") or ()),
                                 str(table["base"]) if table is not None else None)
             if manifest.digest != data["digest"]:
@@ -133,7 +137,6 @@ class LockedDataset:
         derived = data.get("derived")
         if derived is not None and not isinstance(derived, dict):
             raise ValueError(f"the derived record of '{data['uri']}' is not an object")
-        withheld = data.get("counts_withheld")
         return cls(data["uri"], data["format"], data["digest"], _count(data, "size", withheld),
                    _count(data, "rows", withheld), manifest, table,
                    dvc if isinstance(dvc, dict) else None, derived,

@@ -7,6 +7,14 @@ dataset's digest (pins, cache keys, lineage). The manifest digest is the file al
 of the canonical JSON `{"files": [[path, size, digest], ...], "manifest": 1}` (files sorted by
 path), prefixed with the algorithm like any digest.
 
+A manifest may **withhold** its counts (`withhold()`: a derived dataset's restricted output,
+whose files' sizes and rows the user's code chose and a designer would read back from the lock,
+docs/privacy.md): every entry's `size` and `rows` are None (`null`), and the digest is the same
+canonical JSON with each size `null` -- over each file's path and content digest, which still
+pin every byte. No manifest with counts has that text, so the two never share a digest, and the
+digest of a manifest with counts is unchanged. Its JSON says `counts_withheld` (a lock entry's
+own field; `Manifest.to_json`'s for the processes it is handed to): a `null` is read only there.
+
 - Files whose path has a component starting with `.` or `_` are not data (`_SUCCESS`,
   `_temporary/`, `.part-0.crc`) and are skipped; any other file must end in `.parquet`, `.parq`
   or `.pq` (BE061), so a stray CSV is never silently left out of a pin.
@@ -28,7 +36,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -58,9 +66,9 @@ class ManifestError(Exception):
 @dataclass(frozen=True)
 class FileEntry:
     path: str  # posix, relative to the dataset's uri (a table's: to its base)
-    size: int
+    size: int | None  # None (with rows): withheld, see the module
     digest: str
-    rows: int
+    rows: int | None
     values: dict[str, str | None] | None = None  # a table file's partition values (as text)
 
     def to_json(self) -> dict[str, Any]:
@@ -71,9 +79,14 @@ class FileEntry:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FileEntry:
+    def from_json(cls, data: dict[str, Any], withheld: bool = False) -> FileEntry:
+        """`withheld`: the manifest says `counts_withheld`, so size and rows may be null (and
+        are then both None); elsewhere a null is an error (TypeError)."""
         values = data.get("values")
-        return cls(str(data["path"]), int(data["size"]), str(data["digest"]), int(data["rows"]),
+        size, rows = data["size"], data["rows"]
+        if not (withheld and size is None and rows is None):
+            size, rows = int(size), int(rows)
+        return cls(str(data["path"]), size, str(data["digest"]), rows,
                    {str(k): (None if v is None else str(v)) for k, v in values.items()}
                    if isinstance(values, dict) else None)
 
@@ -101,12 +114,25 @@ class Manifest:
         return f"{self.algorithm}:{hasher.hexdigest()}"
 
     @property
+    def withheld(self) -> bool:
+        """Whether its files' sizes and rows are withheld (`withhold`)."""
+        return any(f.size is None or f.rows is None for f in self.files)
+
+    def withhold(self) -> Manifest:
+        """This manifest without any file's size or rows: pinned by paths and digests alone
+        (see the module)."""
+        return Manifest(tuple(replace(f, size=None, rows=None) for f in self.files),
+                        self.partitions, self.base)
+
+    @property
     def size(self) -> int:
-        return sum(f.size for f in self.files)
+        """The files' total size; ValueError when withheld (nothing may show it)."""
+        return sum(_count(f.size) for f in self.files)
 
     @property
     def rows(self) -> int:
-        return sum(f.rows for f in self.files)
+        """The files' total rows; ValueError when withheld."""
+        return sum(_count(f.rows) for f in self.files)
 
     def entry(self, path: str) -> FileEntry | None:
         return next((f for f in self.files if f.path == path), None)
@@ -128,12 +154,21 @@ class Manifest:
         data: dict[str, Any] = {"partitions": list(self.partitions), "files": self.files_json()}
         if self.base is not None:
             data["base"] = self.base
+        if self.withheld:
+            data["counts_withheld"] = True
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
-        return cls(tuple(FileEntry.from_json(f) for f in data["files"]),
+        withheld = bool(data.get("counts_withheld"))
+        return cls(tuple(FileEntry.from_json(f, withheld) for f in data["files"]),
                    tuple(data.get("partitions") or ()), data.get("base"))
+
+
+def _count(value: int | None) -> int:
+    if value is None:
+        raise ValueError("the manifest's counts are withheld")
+    return value
 
 
 def describe_diff(added: Sequence[str], removed: Sequence[str], changed: Sequence[str],

@@ -5,6 +5,7 @@ digest, then a stat per file through the stat cache) and says what changed and w
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, Severity
@@ -76,6 +77,10 @@ def check_lock(multiverse: Multiverse, res: Resolved, verify_data: bool = True,
             continue
         now, found = _digest_now(project, res, ds_name, pinned, cache, executor, bool(stale))
         problems.extend(found)
+        if now is not None and now.manifest is not None and pinned.manifest is not None \
+                and pinned.manifest.withheld:  # compared as pinned: by paths and digests
+            kept = now.manifest.withhold()
+            now = replace(now, value=replace(now.value, digest=kept.digest), manifest=kept)
         if now is None:
             if ds.source is not None:  # not built here: what is derived from it uses the pin
                 current[ds_name] = Pinned(pinned.digest, pinned.manifest)

@@ -89,10 +89,18 @@ def _replayed(project: Project, ds: Dataset, previous: Previous) -> TableVersion
             (when - _EPOCH) // dt.timedelta(milliseconds=1),
             tuple((str(k), str(v)) for k, v in dict(record["schema"]).items()),
             manifest.partitions,
-            tuple(TableFile(f.path, f.size, f.rows, f.values) for f in manifest.files))
+            tuple(TableFile(f.path, _known(f.size), _known(f.rows), f.values)
+                  for f in manifest.files))
     except (KeyError, TypeError, ValueError):
         return None
     return replay(project, ds, pinned)
+
+
+def _known(count: int | None) -> int:
+    """A table file's count (a table's manifest withholds none: ValueError otherwise)."""
+    if count is None:
+        raise ValueError("withheld")
+    return count
 
 
 def pinned_files_now(project: Project, manifest: Manifest, algorithm: str,
