@@ -208,3 +208,193 @@ def test_a_label_set_reusing_a_computed_restricted_set_counts_as_one():
     assert env.computed_over_restricted("human") == "probe"
     data["privacy"]["restricted"] = []
     assert Environment.model_validate(data).computed_over_restricted("human") is None
+
+
+PARTITIONED = """\
+name: shards
+datasets:
+  people:
+    uri: data/people/
+    partitions: []
+    columns:
+      person_id: {dtype: int64, nullable: false}
+      x: {dtype: float64}
+  planted:
+    source:
+      transform: transforms/plant.py:plant
+      inputs: [people]
+    columns:
+      person_id: {dtype: int64, nullable: false}
+      x: {dtype: float64}
+privacy:
+  restricted: [people]
+"""
+
+SENTINEL_ROWS = 7919  # the count a designer plants in one output file, to read it back
+
+PLANT = '''\
+import pandas as pd
+
+
+def plant(ctx):
+    df = ctx.read("people", columns=["person_id", "x"])
+    if ctx.file == "b.parquet":  # as many rows as a secret value: the channel
+        return pd.DataFrame({"person_id": range(SECRET), "x": [float(n % 7) for n in range(SECRET)]})
+    return df
+'''
+
+
+def _shards(root: Path, secret: int) -> Path:
+    for folder in ("environments", "data/people", "transforms"):
+        (root / folder).mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[tool.buildenv]\nenvironments_dir = "environments"\n')
+    (root / "environments/shards.yaml").write_text(PARTITIONED)
+    (root / "transforms/plant.py").write_text(PLANT.replace("SECRET", str(secret)))
+    for name, first in (("a", 0), ("b", 100)):
+        pq.write_table(pa.table({"person_id": pa.array(np.arange(first, first + 100), pa.int64()),
+                                 "x": pa.array(np.linspace(0, 1, 100))}),
+                       root / f"data/people/{name}.parquet")
+    return root
+
+
+def _numbers(text: str) -> set[int]:
+    """The decimal numbers in `text`, digests left out: each run of digits and commas as one
+    number with thousands separators (`7,919`) and as the numbers between its commas."""
+    found = set()
+    for run_ in re.findall(r"\d[\d,]*", DIGEST.sub("<digest>", text)):
+        parts = [p for p in run_.split(",") if p]
+        found.update(int(p) for p in parts)
+        found.add(int("".join(parts)))
+    return found
+
+
+def test_a_partitioned_restricted_output_shows_no_count_its_code_chose(tmp_path):
+    """A transform over a restricted partitioned input writes SENTINEL_ROWS rows to one output
+    file: neither that count nor that file's size (nor the totals) reaches the lock or what
+    `lock`, `lock --check` and `validate` print; the files stay pinned by their digests, and an
+    output file changed outside buildenv is found."""
+    root = _shards(tmp_path / "repo", SENTINEL_ROWS)
+    said: list[str] = []
+    for args in (["lock"], ["lock", "--check"], ["validate", "shards"], ["envs"],
+                 ["show", "shards", "--explain"], ["lock", "--format", "json"]):
+        code = run(root, said, *args)[0]
+        assert code == 0, said[-1]
+    path = root / "environments/shards.lock.json"
+    lock = json.loads(path.read_text())
+    entry = lock["datasets"]["planted"]
+
+    # what the designer planted is real: the derived output holds it (buildenv's store keeps it)
+    out = root / ".buildenv" / "derived"
+    files = {p.name: p for p in out.rglob("*.parquet") if "objects" not in p.parts}
+    assert set(files) == {"a.parquet", "b.parquet"}, sorted(out.rglob("*"))
+    assert pq.read_metadata(files["b.parquet"]).num_rows == SENTINEL_ROWS
+    sizes = {p.stat().st_size for p in files.values()}
+    planted = {SENTINEL_ROWS, SENTINEL_ROWS + 100, *sizes, sum(sizes)}
+    for text in [*said, path.read_text()]:
+        found = _numbers(text) & planted
+        assert not found, f"{sorted(found)} shown in:\n{text}"
+
+    assert entry["counts_withheld"] == "computed by user code over restricted data"
+    assert (entry["size"], entry["rows"]) == (None, None)
+    assert [(f["path"], f["size"], f["rows"]) for f in entry["files"]] == [
+        ("a.parquet", None, None), ("b.parquet", None, None)]
+    assert lock["datasets"]["people"]["rows"] == 200  # the plain input keeps its counts
+    assert lock["lock_version"] == 4
+
+    # a relock keeps the bytes; the files still pin: the lock's digests are the outputs'
+    assert invoke_cli(["lock"], root)[0] == 0
+    assert json.loads(path.read_text()) == lock
+    from buildenv.data.lock.digests import compute_digest
+    from buildenv.data.storage import Location
+    for f in entry["files"]:
+        file = files[f["path"]]
+        value = compute_digest(Location(str(file), str(file), str(file), file), "parquet",
+                               "sha256")
+        assert value.digest == f["digest"]
+
+    # the digest does not depend on the withheld counts alone: another secret, another lock
+    other = _shards(tmp_path / "other", SENTINEL_ROWS + 1)
+    assert invoke_cli(["lock"], other)[0] == 0
+    theirs = json.loads((other / "environments/shards.lock.json").read_text())
+    assert theirs["datasets"]["planted"]["digest"] != entry["digest"]
+
+    # a read is verified file by file against the lock's manifest
+    from buildenv.core.project import Project
+    from buildenv.data.gate.gate import Gate
+    from buildenv.data.lock.lockfile import read_lock
+    from buildenv.data.lock.staleness import check_lock
+    from buildenv.env.resolve import Multiverse
+
+    def read() -> int:
+        multiverse = Multiverse(Project.discover(root))
+        res = multiverse.resolve("shards")
+        pinned = read_lock(multiverse.project, "shards")
+        assert pinned is not None
+        gate = Gate(multiverse.project, res.env, "test", pins=pinned.pins(),
+                    manifests=pinned.manifests())
+        with gate.open("planted") as opened:
+            return opened.table(["person_id", "x"]).num_rows
+
+    def checked() -> list[str]:
+        multiverse = Multiverse(Project.discover(root))
+        return [str(p) for p in check_lock(multiverse, multiverse.resolve("shards"))[1]]
+
+    assert read() == SENTINEL_ROWS + 100 and checked() == []
+
+    # an output file changed outside buildenv is found, naming the file, not a count
+    target = files["b.parquet"]
+    target.unlink()  # a link to the store's object: replaced, never edited in place
+    pq.write_table(pa.table({"person_id": pa.array([1], pa.int64()), "x": [0.5]}), target)
+    assert read() == SENTINEL_ROWS + 100  # the pinned bytes (the store's copy), not that row
+    found = checked()
+    assert len(found) == 1 and "BE094" in found[0] and "1 changed (b.parquet)" in found[0], found
+    code, text, err = invoke_cli(["validate", "shards"], root)
+    assert code == 1 and "BE051" in err and not _numbers(text + err) & planted, text + err
+    # `lock --check` rebuilds it from the store, as pinned (a checkout's outputs are buildenv's)
+    code, text, err = invoke_cli(["lock", "--check"], root)
+    assert code == 0 and checked() == [], text + err
+
+    # the lock's file digests are checked against its digest; a null count only where withheld
+    for edit in ("digest", "counts"):
+        broken = json.loads(json.dumps(lock))
+        if edit == "digest":
+            broken["datasets"]["planted"]["files"][1]["digest"] = entry["files"][0]["digest"]
+        else:
+            del broken["datasets"]["planted"]["counts_withheld"]  # the files' nulls stay
+            broken["datasets"]["planted"].update(size=1, rows=1)
+        path.write_text(json.dumps(broken))
+        code, text, err = invoke_cli(["lock", "--check"], root)
+        assert code == 2 and "BE054" in err, text + err
+
+
+def test_a_build_reading_a_partitioned_restricted_output_records_no_count_of_it(tmp_path):
+    """The build's lineage, model card and every file it writes hold no count of such an
+    output (the lineage takes its datasets' counts from the lock)."""
+    root = _shards(tmp_path / "repo", SENTINEL_ROWS)
+    (root / "pyproject.toml").write_text('[tool.buildenv]\nenvironments_dir = "environments"\n'
+                                         '\n[tool.buildenv.trainings.fit]\n'
+                                         'entry = "train.py:train"\n')
+    env = root / "environments/shards.yaml"
+    env.write_text(env.read_text().replace("privacy:", "label: {dataset: people, column: x}\n"
+                                           "serving:\n  stack: sklearn\n"
+                                           "  ops: [sklearn.linear_model.*]\nprivacy:"))
+    (root / "train.py").write_text(
+        "from sklearn.linear_model import LinearRegression\n\n\ndef train(ctx):\n"
+        "    ctx.read(\"planted\", columns=[\"person_id\", \"x\"])\n"
+        "    df = ctx.read(\"people\", columns=[\"person_id\", \"x\"])\n"
+        "    return LinearRegression().fit(df[[\"person_id\"]], df[\"x\"])\n")
+    said: list[str] = []
+    for args in (["lock"], ["build", "fit", "--env", "shards", "--no-register"]):
+        code = run(root, said, *args)[0]
+        assert code == 0, said[-1]
+    out = root / ".buildenv/derived/shards/planted"
+    sizes = {p.stat().st_size for p in out.glob("*.parquet")}
+    planted = {SENTINEL_ROWS, SENTINEL_ROWS + 100, *sizes, sum(sizes)}
+    dist = root / "dist/fit/shards"
+    lineage = json.loads((dist / "buildenv.json").read_text())
+    assert lineage["datasets"]["planted"]["rows"] is None
+    assert "planted" in lineage["datasets"] and len(sizes) == 2
+    for text in [*said] + [p.read_text(errors="replace") for p in dist.rglob("*")
+                           if p.is_file() and p.suffix != ".skops"]:
+        found = _numbers(PROGRESS.sub("", text)) & planted
+        assert not found, f"{sorted(found)} shown in:\n{text}"
