@@ -398,3 +398,32 @@ def test_a_build_reading_a_partitioned_restricted_output_records_no_count_of_it(
                            if p.is_file() and p.suffix != ".skops"]:
         found = _numbers(PROGRESS.sub("", text)) & planted
         assert not found, f"{sorted(found)} shown in:\n{text}"
+
+
+def test_a_withheld_manifest_is_pinned_by_paths_and_digests_and_others_keep_their_digest():
+    """The digest of a manifest with counts is what it always was (existing locks keep their
+    bytes); a withheld one's covers each file's path and digest, not its counts; a null count
+    is read only where the manifest says the counts are withheld."""
+    from buildenv.data.lock.manifest import FileEntry, Manifest
+
+    def manifest(b_rows: int, b_size: int, b_digest: str = "b") -> Manifest:
+        return Manifest((FileEntry("a.parquet", 1958, "sha256:" + "a" * 64, 100),
+                         FileEntry("b.parquet", b_size, "sha256:" + b_digest * 64, b_rows)))
+
+    counted = manifest(SENTINEL_ROWS, 22261)
+    assert counted.digest == \
+        "sha256:ffde3c418df7f3699864a912ee26ad88cde0b387326f89fefa5c0f8e5db0cff1"
+    withheld = counted.withhold()
+    assert withheld.withheld and not counted.withheld
+    assert withheld.digest != counted.digest
+    assert withheld.digest == manifest(1, 10).withhold().digest  # counts are not in it
+    assert withheld.digest != manifest(SENTINEL_ROWS, 22261, "c").withhold().digest
+    assert [(f["size"], f["rows"]) for f in withheld.files_json()] == [(None, None)] * 2
+    with pytest.raises(ValueError, match="withheld"):
+        withheld.rows  # noqa: B018 -- no total of withheld counts
+    # handed to a transform's or a training's process and read back, it is the same
+    assert Manifest.from_json(json.loads(json.dumps(withheld.to_json()))) == withheld
+    assert "counts_withheld" not in counted.to_json()
+    with pytest.raises(TypeError):
+        FileEntry.from_json(withheld.files_json()[0])
+    assert FileEntry.from_json(withheld.files_json()[0], withheld=True) == withheld.files[0]
