@@ -130,7 +130,8 @@ class LockedDataset:
             manifest = Manifest(tuple(FileEntry.from_json(f, withheld is not None)
                                       for f in data["files"]),
                                 tuple(data.get("partitions") or ()),
-                                str(table["base"]) if table is not None else None)
+                                str(table["base"]) if table is not None else None,
+                                withheld is not None)
             if manifest.digest != data["digest"]:
                 raise ValueError(f"the manifest of '{data['uri']}' does not match its digest")
         dvc = data.get("dvc")

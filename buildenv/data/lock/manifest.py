@@ -83,12 +83,12 @@ class FileEntry:
         """`withheld`: the manifest says `counts_withheld`, so size and rows may be null (and
         are then both None); elsewhere a null is an error (TypeError)."""
         values = data.get("values")
-        size, rows = data["size"], data["rows"]
-        if not (withheld and size is None and rows is None):
-            size, rows = int(size), int(rows)
-        return cls(str(data["path"]), size, str(data["digest"]), rows,
-                   {str(k): (None if v is None else str(v)) for k, v in values.items()}
-                   if isinstance(values, dict) else None)
+        text = ({str(k): (None if v is None else str(v)) for k, v in values.items()}
+                if isinstance(values, dict) else None)
+        if withheld and data["size"] is None and data["rows"] is None:
+            return cls(str(data["path"]), None, str(data["digest"]), None, text)
+        return cls(str(data["path"]), int(data["size"]), str(data["digest"]), int(data["rows"]),
+                   text)
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,7 @@ class Manifest:
     files: tuple[FileEntry, ...]
     partitions: tuple[str, ...] = ()
     base: str | None = None  # where a table's file paths are relative to (not in the digest)
+    withheld: bool = False  # its files' sizes and rows are withheld (None): see `withhold`
 
     @property
     def algorithm(self) -> str:
@@ -113,26 +114,21 @@ class Manifest:
             for f in self.files]}))
         return f"{self.algorithm}:{hasher.hexdigest()}"
 
-    @property
-    def withheld(self) -> bool:
-        """Whether its files' sizes and rows are withheld (`withhold`)."""
-        return any(f.size is None or f.rows is None for f in self.files)
-
     def withhold(self) -> Manifest:
         """This manifest without any file's size or rows: pinned by paths and digests alone
         (see the module)."""
         return Manifest(tuple(replace(f, size=None, rows=None) for f in self.files),
-                        self.partitions, self.base)
+                        self.partitions, self.base, withheld=True)
 
     @property
     def size(self) -> int:
         """The files' total size; ValueError when withheld (nothing may show it)."""
-        return sum(_count(f.size) for f in self.files)
+        return sum(_count(f.size, self.withheld) for f in self.files)
 
     @property
     def rows(self) -> int:
         """The files' total rows; ValueError when withheld."""
-        return sum(_count(f.rows) for f in self.files)
+        return sum(_count(f.rows, self.withheld) for f in self.files)
 
     def entry(self, path: str) -> FileEntry | None:
         return next((f for f in self.files if f.path == path), None)
@@ -162,11 +158,11 @@ class Manifest:
     def from_json(cls, data: dict[str, Any]) -> Manifest:
         withheld = bool(data.get("counts_withheld"))
         return cls(tuple(FileEntry.from_json(f, withheld) for f in data["files"]),
-                   tuple(data.get("partitions") or ()), data.get("base"))
+                   tuple(data.get("partitions") or ()), data.get("base"), withheld)
 
 
-def _count(value: int | None) -> int:
-    if value is None:
+def _count(value: int | None, withheld: bool) -> int:
+    if value is None or withheld:
         raise ValueError("the manifest's counts are withheld")
     return value
 
