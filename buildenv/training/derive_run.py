@@ -57,7 +57,8 @@ def scoped_pins(pins: dict[str, str], manifests: dict[str, Manifest], dataset: s
     pins, manifests = dict(pins), dict(manifests)
     if entry is not None:
         whole = manifests[dataset]
-        one = Manifest((FileEntry.from_json(entry, whole.withheld),), whole.partitions)
+        one = Manifest((FileEntry.from_json(entry, whole.withheld),), whole.partitions,
+                       withheld=whole.withheld)
         pins[dataset], manifests[dataset] = one.digest, one
     return pins, manifests
 
