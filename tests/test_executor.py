@@ -383,3 +383,83 @@ def test_a_delta_table_runs_one_task_per_data_file_on_ray_like_local(tmp_path, r
                              manifests=lock.manifests(), executor=executor)
         out[name] = (lock.render(), [d.to_json() for d in found])
     assert out["ray"] == out["local"]
+
+
+def _recorded_cancels(monkeypatch) -> list[bool]:
+    import ray
+
+    forces: list[bool] = []
+    cancel = ray.cancel
+
+    def recording(ref, *, force=False, recursive=True):
+        forces.append(force)
+        return cancel(ref, force=force, recursive=recursive)
+
+    monkeypatch.setattr(ray, "cancel", recording)
+    return forces
+
+
+def _failing_map_task():
+    """A data task of the tests below, made here so that Ray ships it by value (workers cannot
+    import the tests): 'fail' once the other task runs; 'watch' runs until interrupted (and
+    says so); 'stuck' ignores the interrupt."""
+    def task(item: tuple[str, str]) -> str:
+        from pathlib import Path
+
+        kind, marker = item
+        other = Path(marker)
+        if kind == "fail":
+            deadline = time.monotonic() + 60
+            while not other.is_file() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            raise OSError("disk gone")
+        other.write_text("running")
+        try:
+            for _ in range(2400):  # work in steps, as hashing and decoding do
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            if kind == "stuck":  # as if in native code for minutes
+                for _ in range(2400):
+                    try:
+                        time.sleep(0.05)
+                    except KeyboardInterrupt:
+                        pass
+            other.write_text("stopped")
+            raise
+        return "finished"
+
+    return task
+
+
+def test_a_failed_map_stops_its_other_tasks_by_their_flag_not_ray_cancel(
+        ray_executor, tmp_path, monkeypatch):
+    """One task of a data map fails: the map's other tasks are stopped by its stop flag (a
+    Ctrl-C in their thread) and the map waits for them: no `ray.cancel`, whose crossing with
+    a reply can abort Ray's driver, and nothing of the map still runs once BE882 is out."""
+    forces = _recorded_cancels(monkeypatch)
+    marker = tmp_path / "watch"
+    start = time.monotonic()
+    with pytest.raises(DiagnosticError) as err:
+        ray_executor.map(_failing_map_task(), [("fail", str(marker)), ("watch", str(marker))])
+    assert err.value.diagnostics[0].code == "BE882" and "disk gone" in str(err.value)
+    assert marker.read_text() == "stopped"  # stopped, and its clean-up ran, before BE882
+    assert forces == []
+    assert time.monotonic() - start < 60
+
+
+def test_a_map_task_that_does_not_stop_is_killed_after_the_grace(ray_executor, tmp_path,
+                                                                 monkeypatch):
+    """A data task that ignores the interrupt (stuck in native code) has its worker killed
+    once the grace is over, and only it: `ray.cancel(force=True)`."""
+    from buildenv.data import executor as executor_module
+
+    forces = _recorded_cancels(monkeypatch)
+    monkeypatch.setattr(executor_module, "CANCEL_GRACE", 1.0)
+    marker = tmp_path / "stuck"
+    start = time.monotonic()
+    with pytest.raises(DiagnosticError):
+        ray_executor.map(_failing_map_task(), [("fail", str(marker)), ("stuck", str(marker))])
+    took = time.monotonic() - start
+    assert forces == [True] and marker.read_text() == "running"
+    assert took < 60
+    assert ray_executor.map(len, ["ab", "c"]) == [2, 1]  # the executor still works

@@ -207,3 +207,41 @@ def test_a_partition_directory_in_the_uri_itself_is_named_as_such(repo):
     assert f"  hint: 'date={day(0)}' is part of the dataset's uri, and partitions are found " \
         "below it (as pyarrow finds them): point the uri at its parent directory and filter " \
         "on 'date' where it is read, or drop 'date' from the columns" in err.splitlines(), err
+
+
+def test_partitions_declared_in_another_order_than_the_paths_say_what_to_write(repo):
+    """`partitions: [b, a]` over paths that all read a=/b=: one BE062 saying what the paths
+    read and what to write, not one line per file saying neither."""
+    events = repo / "data" / "events"
+    regions = repo / "data" / "regions"
+    for i in range(2):
+        for region in ("eu", "us"):
+            target = regions / f"date={day(i)}" / f"region={region}" / "part-0.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(file_path(repo, i, 0), target)
+    shutil.rmtree(events)
+    regions.rename(events)
+    env = repo / "environments" / "ev.yaml"
+    text = env.read_text()
+    env.write_text(text.replace("    columns:\n", "    partitions: [region, date]\n"
+                                "    columns:\n      region: {dtype: string}\n", 1))
+    code, _, err = invoke_cli(["lock"], repo)
+    assert code == 1 and err.count("error[BE062]") == 1, err
+    assert "4 file path(s) do not match the declared partitions `partitions: [region, date]`" \
+        in err and "they read date=<value>/region=<value>/<file>; write " \
+        "`partitions: [date, region]`" in err, err
+
+
+def test_a_column_in_the_directory_of_a_one_file_uri_is_named_as_such(repo):
+    """A uri naming one file under `date=<value>/` gives no `date` column (a file's own path
+    is not searched for partitions): BE206 says so, and which directory to point at."""
+    env = repo / "environments" / "ev.yaml"
+    rel = file_path(repo, 0, 0).relative_to(repo).as_posix()
+    env.write_text(env.read_text().replace("uri: data/events/", f"uri: {rel}"))
+    assert invoke_cli(["lock"], repo)[0] == 0
+    code, _, err = invoke_cli(["validate", "ev"], repo)
+    assert code == 1 and "error[BE206]: dataset 'events' has no column 'date'" in err, err
+    assert f"  hint: 'date={day(0)}' is a directory of the dataset's uri, which names one " \
+        "file: a file's own path gives no column; to find 'date' in the paths, point the uri " \
+        "at the directory above it ('data/events/'), or drop 'date' from the columns" \
+        in err.splitlines(), err

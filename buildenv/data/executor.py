@@ -20,6 +20,8 @@ abort (a failed internal check, exit 1) when a task's reply crosses its cancella
 
 from __future__ import annotations
 
+import _thread
+import functools
 import importlib.util
 import logging
 import os
@@ -177,6 +179,17 @@ def when_stopped(stop: Callable[[], None]) -> Iterator[None]:
     finally:
         done.set()
         watcher.join()  # no stop() after the task: its worker runs the next task
+
+
+def _interruptible(fn: Callable[[Any], Any], item: Any) -> Any:
+    """A data task of `RayExecutor.map`, on its worker: `fn(item)`, interrupted as by a
+    Ctrl-C (KeyboardInterrupt in the task's thread, as Ray's own cancellation does) when its
+    map is stopped; `_task` then returns `_Stopped`. Hashing and decoding are cut at the
+    next Python step; a task stuck in native code longer is killed after CANCEL_GRACE."""
+    if threading.current_thread() is not threading.main_thread():  # nothing to interrupt
+        return fn(item)
+    with when_stopped(_thread.interrupt_main):
+        return fn(item)
 
 
 class RayExecutor(Executor):
@@ -353,27 +366,40 @@ class RayExecutor(Executor):
                    "or run with --executor local"))], 2)
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """One Ray task per item. When a task fails (or Ctrl-C here), the others are stopped as
+        an interrupted build's are (`_halt`): the map's own stop flag, which queued tasks see
+        before they start and running ones within STOP_POLL seconds (KeyboardInterrupt in
+        their thread, as a Ctrl-C), then the workers of those still running after
+        CANCEL_GRACE are killed; it returns once every reply has arrived."""
         if not items:
             return []
         ray = self._connect()
-        remote = self._remotes.get(fn)
-        if remote is None:
-            remote = self._remotes[fn] = ray.remote(num_cpus=1, max_retries=2)(fn)
-        refs = [remote.remote(item) for item in items]
+        if self._task is None:
+            self._task = ray.remote(_task)
+        flag = StopFlag(uuid.uuid4().hex)  # this map's: a failed map stops only its own tasks
+        options = {"num_cpus": 1, "max_retries": 2, "name": getattr(fn, "__name__", "task")}
+        refs = [self._task.options(**options).remote(functools.partial(_interruptible, fn),
+                                                      item, flag) for item in items]
+        pending = list(refs)
         try:
-            return list(ray.get(refs))
+            while pending:  # the first failure as soon as it happens, not after the rest
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done)
+            results = ray.get(refs)
+        except KeyboardInterrupt:  # Ctrl-C here: no task of the map goes on
+            self._halt(ray, pending, flag)
+            raise
         except Exception as exc:  # a worker died, an object was lost: not the data's fault
-            for ref in refs:
-                try:
-                    ray.cancel(ref)
-                except Exception:
-                    pass
+            self._halt(ray, pending, flag)
             text = str(exc).strip().splitlines()
             raise DiagnosticError([Diagnostic(
                 "BE882", f"a Ray task failed: {type(exc).__name__}"
                 + (f": {text[-1]}" if text else ""),
                 hints=("the Ray dashboard or `ray logs` has the worker's output",
                        "rerun with --executor local to rule the cluster out"))], 2) from None
+        if any(isinstance(result, _Stopped) for result in results):  # never set: defensive
+            raise KeyboardInterrupt
+        return list(results)
 
     def run_one(self, fn: Callable[[Any], Any], item: Any, num_cpus: float = 1,
                 memory: int | None = None, retries: int = 1,
@@ -422,12 +448,24 @@ class RayExecutor(Executor):
         if refs and self._ray is not None:
             self._halt(self._ray, refs)
 
-    def _halt(self, ray: Any, refs: list[Any]) -> None:
-        """Set the stop flag, wait up to CANCEL_GRACE seconds for `refs`, kill the workers of
-        those still running, and wait for their replies too."""
+    def _halt(self, ray: Any, refs: list[Any], flag: StopFlag | None = None) -> None:
+        """Set the stop flag (the build's, or a map's `flag`, removed again here), wait up to
+        CANCEL_GRACE seconds for `refs`, kill the workers of those still running, and wait
+        for their replies too."""
+        if flag is not None:
+            if not refs:
+                return
+            try:
+                self._wait_out(ray, refs, flag.set())
+            finally:
+                flag.clear()
+            return
         if not self._stop_set:
             self._stop_set = self._stop.set()
-        grace = CANCEL_GRACE if self._stop_set else 0.0  # no flag: nothing would stop them
+        self._wait_out(ray, refs, self._stop_set)
+
+    def _wait_out(self, ray: Any, refs: list[Any], flagged: bool) -> None:
+        grace = CANCEL_GRACE if flagged else 0.0  # no flag: nothing would stop them
         try:
             _, refs = ray.wait(refs, num_returns=len(refs), timeout=grace, fetch_local=False)
         except Exception:  # the connection is gone: so are the tasks

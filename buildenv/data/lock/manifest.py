@@ -339,6 +339,7 @@ def list_files(location: Location, partitions: Sequence[str],
     no data file at all. `seen`: as for `Location.walk`."""
     found = location.walk(seen)
     problems: list[tuple[str, str]] = []
+    unmatched: list[str] = []  # paths not as `partitions` says
     out = []
     for rel, stat in found:
         if not is_data_file(rel):
@@ -352,13 +353,37 @@ def list_files(location: Location, partitions: Sequence[str],
         except ValueError as exc:
             problems.append(("BE062", f"'{location.uri}{_sep(location)}{rel}' does not match "
                              f"the declared partitions: {exc}"))
+            unmatched.append(rel)
             continue
         out.append(Listed(rel, location, stat))
     if problems:
+        if not out:  # no file as declared: the paths may all say what to write instead
+            problems = _one_layout(location, partitions, unmatched, problems)
         raise ManifestError(problems)
     if not out:
         raise ManifestError([("BE065", f"'{location.uri}' holds no Parquet file")])
     return out
+
+
+def _one_layout(location: Location, partitions: Sequence[str], paths: list[str],
+                problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """When no file is where `partitions:` says and every one reads one other way (`a=/b=`
+    under `partitions: [b, a]`): their BE062s as one problem saying what to write, instead
+    of one per file without it."""
+    prefix = f"{location.uri}{_sep(location)}"
+    layouts = {tuple(_hive_keys(path)) for path in paths}
+    if not paths or len(layouts) != 1:
+        return problems
+    keys = layouts.pop()
+    if not keys or None in keys or len(set(keys)) != len(keys):
+        return problems
+    found = ", ".join(str(k) for k in keys)
+    return [p for p in problems if p[0] != "BE062"] + [("BE062", (
+        f"{len(paths)} file path(s) do not match the declared partitions "
+        f"`partitions: [{', '.join(partitions)}]`, e.g. {_paths_text([prefix + p for p in paths])}"
+        f": they read {'/'.join(f'{k}=<value>' for k in keys)}/<file>; write "
+        f"`partitions: [{found}]` (declaring each as a column), or leave `partitions:` out: "
+        f"partitions are then found in the paths"))]
 
 
 def _sep(location: Location) -> str:

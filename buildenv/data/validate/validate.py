@@ -96,7 +96,7 @@ def _validate_read(res: Resolved, ds_name: str, dataset: Dataset, read: Any, col
         if name not in schema.names:
             if not col.required:  # may be absent: it reads as nulls
                 continue
-            hint = close(name, schema.names)
+            hint = close(name, schema.names) or _in_file_uri(dataset.uri, name)
             problems.append(res.diag("BE206", f"dataset '{ds_name}' has no column '{name}' "
                                      f"({dataset.uri})", *where, hints=(hint,) if hint else ()))
             continue
@@ -281,3 +281,18 @@ def _relocate(res: Resolved, ds_name: str, cached: list[dict[str, Any]]) -> list
         out.append(res.diag(item["code"], item["message"], *path, hints=tuple(item["hints"]),
                             severity=Severity(item.get("severity", "error"))))
     return out
+
+
+def _in_file_uri(uri: str, name: str) -> str | None:
+    """The hint for a column given by a `name=<value>` directory of a one-file uri
+    (`data/events/date=2026-09-01/part-0.parquet`): a file's own path gives no column;
+    partitions are found below a directory's uri."""
+    parts = uri.split("/")
+    at = next((i for i, part in enumerate(parts[:-1])
+               if "=" in part and part.partition("=")[0] == name), None)
+    if at is None:
+        return None
+    above = f" ('{'/'.join(parts[:at])}/')" if at else ""
+    return (f"'{parts[at]}' is a directory of the dataset's uri, which names one file: a "
+            f"file's own path gives no column; to find '{name}' in the paths, point the uri at "
+            f"the directory above it{above}, or drop '{name}' from the columns")
