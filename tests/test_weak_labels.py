@@ -104,7 +104,7 @@ def test_a_lock_of_an_earlier_model_algorithm_is_stale_not_called_non_determinis
     path.write_text(json.dumps(data, indent=2) + "\n")
     code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
     assert code == 1 and "BE875" in err and "algorithm 1" in err and "BE094" not in err, err
-    for newer in (3, "2"):  # a newer buildenv's lock, or an edited one
+    for newer in (4, "2"):  # a newer buildenv's lock, or an edited one
         data["labels"]["rules"]["source"]["model_version"] = newer
         path.write_text(json.dumps(data, indent=2) + "\n")
         code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
@@ -114,6 +114,35 @@ def test_a_lock_of_an_earlier_model_algorithm_is_stale_not_called_non_determinis
     assert lock_json(locked)["labels"]["rules"]["source"]["model_version"] == 2
     code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
     assert code == 0, err
+
+
+def test_a_generative_set_with_gold_locked_by_algorithm_2_is_stale(locked):
+    """Algorithm 2 counted gold keys the dataset lacks in the class prior; a set with a gold
+    set is fitted by 3, and its lock at 2 names the model as what changed."""
+    pq.write_table(pa.table({"key": ["1", "nobody"], "label": ["pos", "neg"],
+                             "annotator": ["ann", "ann"]}), locked / "data" / "gold.parquet")
+    env = locked / "environments" / "ev.yaml"
+    text = env.read_text().replace("functions: rules/sign.py\n",
+                                   "functions: rules/sign.py\n      gold: gold\n"
+                                   "      model: generative\n")
+    env.write_text(text.replace("labels:\n", """\
+labels:
+  gold:
+    uri: data/gold.parquet
+    format: parquet
+    dataset: events
+    key: user
+    taxonomy: {name: sign, version: 1, classes: [neg, pos]}
+"""))
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    path = locked / "environments" / "ev.lock.json"
+    data = lock_json(locked)
+    assert data["labels"]["rules"]["source"]["model_version"] == 3
+    data["labels"]["rules"]["source"]["model_version"] = 2
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 1 and "BE875" in err and "algorithm 2" in err and "BE094" not in err, err
 
 
 def test_the_generative_model_is_stored_as_arrays_and_reproducible(locked):
@@ -520,6 +549,28 @@ def test_the_computed_file_and_figures_are_the_row_by_row_ones(monkeypatch, mode
     assert {k: figures[k] for k in ("labeled", "conflicting", "functions", "gold_rows")} == \
         _row_by_row(matrix, decided, gold)
     assert got.examples == int(keep.sum())
+
+
+def test_the_gold_prior_counts_only_the_gold_examples_the_dataset_holds():
+    """A gold set may label keys the dataset does not hold (BE862 says so); those say nothing
+    of the dataset's class balance, and a gold key on two rows is one example."""
+    n = 600
+    matrix = _matrix([str(i) for i in range(n)] + ["4"])
+    classes = matrix.classes
+    inside = [str(i) for i in range(0, n, 4)]
+    labels = [classes[i % 2] for i in range(len(inside))]  # neg and pos only
+    spec = LabelSet.model_validate({
+        "dataset": "events", "key": "user", "source": {"functions": "r.py",
+                                                       "model": "generative"},
+        "taxonomy": {"name": "t", "version": 1, "classes": classes}})
+    alone = weak.compute(spec, matrix, (pa.array(inside), pa.array(labels)))
+    outside = [f"x{i}" for i in range(1000)]
+    got = weak.compute(spec, matrix, (pa.array(inside + outside),
+                                      pa.array(labels + ["odd"] * len(outside))))
+    assert got.model.prior is not None
+    assert np.array_equal(got.model.prior, weak.gold_prior(classes, pa.array(labels)))
+    assert got.model_data == alone.model_data and got.data == alone.data
+    assert got.figures.gold_rows == len(inside) + 1  # key 4's two rows are judged
 
 
 @pytest.mark.parametrize("keys,examples", [

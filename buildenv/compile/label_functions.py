@@ -28,7 +28,7 @@ from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
 from buildenv.core.tempdirs import owned_temp_dir
 from buildenv.data.gate.gate import Gate
-from buildenv.data.lock.computed_labels import MODEL_VERSIONS
+from buildenv.data.lock.computed_labels import model_version
 from buildenv.data.lock.derived import Pinned, narrowed
 from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT, LockedDataset, LockedLabels
 from buildenv.data.lock.locking import label_declaration
@@ -107,8 +107,8 @@ def build_labels(project: Project, res: Resolved, datasets: dict[str, LockedData
             "dataset": datasets[spec.dataset].digest, "model": spec.source.model,
             "model_digest": model_digest,
             "gold": labels[gold_name].digest if gold_name in labels else None}
-        if MODEL_VERSIONS[spec.source.model] > 1:  # the first algorithms' locks stay as they were
-            record["model_version"] = MODEL_VERSIONS[spec.source.model]
+        if model_version(spec.source) > 1:  # the first algorithms' locks stay as they were
+            record["model_version"] = model_version(spec.source)
         # over restricted data the counts (and the file's size) are the functions' exact
         # figures, which a relock would difference: the lock pins the set by digest alone
         withheld = res.env.restricted(spec.dataset)

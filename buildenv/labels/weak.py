@@ -69,7 +69,9 @@ class Computed:
 
 
 def gold_prior(classes: list[str], gold: pa.Array) -> np.ndarray:
-    """Class shares of a gold label set's labels, add-one smoothed over the taxonomy."""
+    """Class shares of a gold label set's labels, add-one smoothed over the taxonomy. `gold`:
+    the labels of the gold examples the dataset holds (`compute` leaves the others out: a key
+    the dataset lacks says nothing of its class balance)."""
     index = pc.index_in(gold, value_set=pa.array(classes, pa.string()))
     codes = pc.drop_null(index).to_numpy(zero_copy_only=False).astype(np.int64)
     return (np.bincount(codes, minlength=len(classes)) + 1.0) / (len(codes) + len(classes))
@@ -85,8 +87,9 @@ def compute(spec: LabelSet, matrix: LabelMatrix, gold: tuple[pa.Array, pa.Array]
     # the distinct vote rows, once: the label model and the figures work on them, and each
     # row takes its pattern's decision
     found = matrix.patterns()
+    truth, present = _gold_truth(matrix, gold)
     if source.model == "generative":
-        prior = gold_prior(classes, gold[1]) if gold is not None else None
+        prior = gold_prior(classes, present) if present is not None else None
         chosen, model = generative_patterns(found, classes, matrix.functions, prior=prior,
                                             max_iterations=source.max_iterations,
                                             tolerance=source.tolerance)
@@ -104,7 +107,7 @@ def compute(spec: LabelSet, matrix: LabelMatrix, gold: tuple[pa.Array, pa.Array]
                       "taxonomy_version": _repeated(str(spec.taxonomy.version), kept)})
     data = _parquet(table)
     model_data = _parquet(model.table()) if model.kind == "generative" else None
-    figures = _figures(matrix, found, chosen, gold)
+    figures = _figures(matrix, found, chosen, truth)
     figures.estimated_accuracy = model.accuracies()
     numbers = matrix.numbers[keep] if matrix.numbers is not None else None
     return Computed(data, sha256_bytes(data), _distinct(keys, numbers), model, model_data,
@@ -145,10 +148,29 @@ def _parquet(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+def _gold_truth(matrix: LabelMatrix, gold: tuple[pa.Array, pa.Array] | None
+                ) -> tuple[np.ndarray | None, pa.Array | None]:
+    """Each row's gold class (-1: none), and the labels of the gold examples the dataset
+    holds, each once (the prior's counts), from the gold set's (keys, labels)."""
+    if gold is None:
+        return None, None
+    if not len(gold[0]):
+        return None, gold[1]
+    at = pc.index_in(matrix.keys, value_set=gold[0])
+    found_gold = at.is_valid().to_numpy(zero_copy_only=False)
+    positions = pc.fill_null(at, 0).to_numpy(zero_copy_only=False)
+    codes = pc.index_in(gold[1], value_set=pa.array(matrix.classes, pa.string()))
+    codes_np = pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    truth = np.where(found_gold, codes_np[positions], -1)
+    held = np.unique(positions[found_gold])  # a key on several rows is one gold example
+    return truth, gold[1].take(pa.array(held, pa.int64()))
+
+
 def _figures(matrix: LabelMatrix, found: Patterns, chosen: np.ndarray,
-             gold: tuple[pa.Array, pa.Array] | None) -> Figures:
+             truth: np.ndarray | None) -> Figures:
     """Counted over the distinct vote rows (`chosen`: each one's decision), weighted by how
-    many rows have each; what a gold set decides is counted row by row."""
+    many rows have each; what a gold set decides (`truth`: each row's gold class, -1 none) is
+    counted row by row."""
     votes, weight = found.rows, found.counts
     n = matrix.rows
     voting = votes >= 0
@@ -160,14 +182,6 @@ def _figures(matrix: LabelMatrix, found: Patterns, chosen: np.ndarray,
         conflict = (count >= 2) & (high != low)
     else:
         conflict = np.zeros(len(weight), bool)
-    truth = None
-    if gold is not None and len(gold[0]):
-        at = pc.index_in(matrix.keys, value_set=gold[0])
-        found_gold = at.is_valid().to_numpy(zero_copy_only=False)
-        positions = pc.fill_null(at, 0).to_numpy(zero_copy_only=False)
-        codes = pc.index_in(gold[1], value_set=pa.array(matrix.classes, pa.string()))
-        codes_np = pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        truth = np.where(found_gold, codes_np[positions], -1)
     functions = {}
     for j, name in enumerate(matrix.functions):
         mine = voting[:, j]
