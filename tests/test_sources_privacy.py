@@ -156,6 +156,25 @@ def test_the_report_shows_a_computed_sets_counts_only_as_released(repo):
                                          "annotations_per_class", "agreement"))
 
 
+def test_keys_on_several_rows_of_restricted_data_are_not_counted(repo):
+    """BE889 over restricted data says only that the dataset's keys repeat: how many keys the
+    labeled rows share depends on which rows the functions label."""
+    code, _, err = invoke_cli(["lock", "people"], repo)
+    assert code == 0 and "BE889" not in err, err  # one row per person
+    path = repo / "data" / "people.parquet"
+    table = pq.read_table(path)
+    ids = pa.array(np.arange(table.num_rows) % 300, pa.int64())
+    pq.write_table(table.set_column(0, "person_id", ids), path)
+    code, out, err = invoke_cli(["lock", "people"], repo)
+    assert code == 0, err
+    found = [line for line in err.splitlines() if "BE889" in line]
+    assert len(found) == 1 and "keys of 'people' repeat on several rows (counts withheld" in \
+        found[0], err
+    assert not any(ch.isdigit() for ch in found[0].split("BE889", 1)[1]), found[0]
+    code, out, err = invoke_cli(["labels", "people"], repo)
+    assert code == 0 and "keys of 'people' repeat" in err, err
+
+
 def test_an_aggregate_of_restricted_data_is_not_restricted_and_small_groups_are_withheld(repo):
     from buildenv.core.project import Project
     from buildenv.env.resolve import Multiverse

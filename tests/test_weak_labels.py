@@ -573,6 +573,39 @@ def test_the_gold_prior_counts_only_the_gold_examples_the_dataset_holds():
     assert got.figures.gold_rows == len(inside) + 1  # key 4's two rows are judged
 
 
+_SIGN = LabelSet.model_validate({
+    "dataset": "events", "key": "user", "source": {"functions": "r.py"},
+    "taxonomy": {"name": "sign", "version": 1, "classes": ["neg", "pos"]}})
+
+
+@pytest.mark.parametrize("keys", [["1", "2", "1", "3", "2", "4", "4"],
+                                  ["b", "a", "b", "c", "a", "d", "d"]])
+def test_keys_on_several_labeled_rows_are_counted(keys):
+    """Key 1 (b) gets pos then neg, key 2 (a) neg twice, key 4 (d) one vote and an abstention:
+    two keys share labeled rows, one of them with different labels."""
+    votes = np.array([[1], [0], [0], [1], [0], [1], [-1]], np.int8)
+    array = pa.array(keys, pa.string())
+    matrix = LabelMatrix(array, votes, ["f"], ["neg", "pos"], {}, numbers=plain_integers(array))
+    assert weak.compute(_SIGN, matrix, None).repeats == weak.Repeats(2, 1)
+    once = LabelMatrix(array, np.array([[1], [0], [-1], [1], [-1], [1], [-1]], np.int8),
+                       ["f"], ["neg", "pos"], {})
+    assert weak.compute(_SIGN, once, None).repeats is None
+
+
+def test_a_key_on_several_labeled_rows_is_a_warning_that_counts_them(locked):
+    """The fixture's events repeat their users: each user takes its last labeled row's label
+    (over restricted data: tests/test_sources_privacy.py)."""
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    df = events(locked)
+    pos = (df["x"] > 0.5).astype(int) + (df["kind"] == "a").astype(int)
+    kept = df[pos != (df["x"] < -0.5).astype(int)]  # ties abstain
+    shared = int((kept.groupby("user").size() >= 2).sum())
+    assert shared and f"warning[BE889]: label set 'rules': {shared:,} key(s) of 'events'" in err
+    code, out, err = invoke_cli(["labels", "ev"], locked)
+    assert code == 0 and "BE889" in err, err
+
+
 @pytest.mark.parametrize("keys,examples", [
     (["5", "3", "5", "10"], 3), (["007", "7", "7", "8"], 3), (["b", "a", "b", "c"], 3),
     (["1", None, "1", "2"], 2), (["9223372036854775807", "-9223372036854775808", "0", "0"], 3),

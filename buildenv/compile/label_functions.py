@@ -46,7 +46,7 @@ from buildenv.labels.matrix import (
     missing,
     vote_key,
 )
-from buildenv.labels.weak import Computed, compute, gates
+from buildenv.labels.weak import Computed, compute, gates, repeats
 
 __all__ = ["BuiltLabels", "build_labels", "label_matrix", "model_path", "save_labels"]
 
@@ -96,6 +96,7 @@ def build_labels(project: Project, res: Resolved, datasets: dict[str, LockedData
             continue
         computed = compute(spec, matrix, gold)
         built.computed[name] = computed
+        built.problems.extend(repeats(res, name, matrix, computed))
         found = gates(res, name, computed.figures)
         built.problems.extend(found)
         if any(p.is_error for p in found):

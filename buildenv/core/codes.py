@@ -1011,6 +1011,14 @@ CODES: dict[str, Code] = {
                   "rows get a label, so exact totals and class counts would tell whether a "
                   "given row passed a function. `buildenv labels ENV` shows the set's figures "
                   "as the privacy policy releases them."),
+    "BE889": Code("key on several labeled rows", "A label set computed by labeling "
+                  "functions labels rows, and its key names an example: when several rows of "
+                  "the dataset carry one key, the key takes the label of its last labeled row "
+                  "(file order), whatever the others got, and a training reads every row of "
+                  "the key with that label. The warning counts the keys (and those whose rows "
+                  "got different labels); over a restricted dataset it says only that the "
+                  "dataset's keys repeat. Label a dataset with one row per key, or key the set "
+                  "by a column that names one row."),
     # --- importers (buildenv import) ---------------------------------------------------------
     "BE900": Code("cannot read import file", "`buildenv import` could not read the suite or "
                   "schema file: it does not exist, is not readable, or is not UTF-8 text."),

@@ -8,7 +8,8 @@ votes on, overlaps another function on, and conflicts with another on (and, wher
 set labels the row, how often it is right); for the set, its coverage (rows with a label),
 conflict rate (rows with votes for two or more classes) and class shares. `gates` checks
 `min_coverage` and `max_conflict` on the exact figures; messages about a restricted dataset
-withhold them. Writing is deterministic: the same votes give the same bytes.
+withhold them. `repeats` warns (BE889) when a key is on several rows: each key takes its last
+labeled row's label. Writing is deterministic: the same votes give the same bytes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from buildenv.core.canonical import sha256_bytes
-from buildenv.core.diagnostics import Diagnostic
+from buildenv.core.diagnostics import Diagnostic, Severity
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import LabelSet
 from buildenv.labels.label_model import (
@@ -34,7 +35,8 @@ from buildenv.labels.label_model import (
 )
 from buildenv.labels.matrix import LabelMatrix, plain_integers
 
-__all__ = ["ANNOTATOR", "Computed", "Figures", "compute", "gates", "gold_prior"]
+__all__ = ["ANNOTATOR", "Computed", "Figures", "Repeats", "compute", "gates", "gold_prior",
+           "repeats"]
 
 ANNOTATOR = "labeling-functions"
 
@@ -59,6 +61,14 @@ class Figures:
 
 
 @dataclass
+class Repeats:
+    """Keys on two or more labeled rows, and how many of them got different labels there."""
+
+    keys: int
+    differing: int
+
+
+@dataclass
 class Computed:
     data: bytes  # the label set's Parquet file
     digest: str
@@ -66,6 +76,7 @@ class Computed:
     model: FittedModel
     model_data: bytes | None  # the fitted arrays as Parquet (generative)
     figures: Figures
+    repeats: Repeats | None = None  # None: each labeled row has a key of its own
 
 
 def gold_prior(classes: list[str], gold: pa.Array) -> np.ndarray:
@@ -110,8 +121,29 @@ def compute(spec: LabelSet, matrix: LabelMatrix, gold: tuple[pa.Array, pa.Array]
     figures = _figures(matrix, found, chosen, truth)
     figures.estimated_accuracy = model.accuracies()
     numbers = matrix.numbers[keep] if matrix.numbers is not None else None
-    return Computed(data, sha256_bytes(data), _distinct(keys, numbers), model, model_data,
-                    figures)
+    examples = _distinct(keys, numbers)
+    found_repeats = (_repeats(keys, decided[keep], numbers, len(classes))
+                     if examples < kept - keys.null_count else None)
+    return Computed(data, sha256_bytes(data), examples, model, model_data, figures,
+                    found_repeats)
+
+
+def _repeats(keys: pa.Array, labels: np.ndarray, numbers: np.ndarray | None, classes: int
+             ) -> Repeats:
+    """How many keys the labeled rows share, and how many of those got two or more labels.
+    Only called when some do (fewer distinct keys than labeled rows)."""
+    valid = keys.is_valid().to_numpy(zero_copy_only=False)
+    if numbers is not None:
+        _, codes = np.unique(numbers, return_inverse=True)
+    else:
+        encoded = pc.dictionary_encode(keys.filter(pa.array(valid)))
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+    codes = codes.astype(np.int64)
+    labels = labels[valid].astype(np.int64)
+    rows = np.bincount(codes)
+    pairs = np.unique(codes * classes + labels)  # each key's distinct labels
+    kinds = np.bincount(pairs // classes, minlength=len(rows))
+    return Repeats(int((rows >= 2).sum()), int((kinds >= 2).sum()))
 
 
 def _repeated(value: str, n: int) -> pa.Array:
@@ -201,6 +233,33 @@ def _figures(matrix: LabelMatrix, found: Patterns, chosen: np.ndarray,
     return Figures(n, int(weight[decided].sum()), int(weight[conflict].sum()),
                    {c: int(per_class[k]) for k, c in enumerate(matrix.classes)}, functions,
                    int((truth >= 0).sum()) if truth is not None else 0)
+
+
+def repeats(res: Resolved, name: str, matrix: LabelMatrix, computed: Computed
+            ) -> list[Diagnostic]:
+    """BE889 (a warning): keys on several rows. A key names one example, so each takes the
+    label of its last labeled row (rule 2 of the resolution: one annotator's latest), and a
+    training reads every row of the key with that label. Over restricted data, whether labeled
+    rows share a key depends on which rows the functions label; the warning then says only
+    whether the dataset's keys repeat (the data alone), without counts."""
+    spec = res.env.labels[name]
+    if res.env.restricted(spec.dataset):
+        if _distinct(matrix.keys, matrix.numbers) >= matrix.rows - matrix.keys.null_count:
+            return []
+        what = (f"keys of '{spec.dataset}' repeat on several rows (counts withheld: the "
+                "dataset is restricted)")
+    elif computed.repeats is None:
+        return []
+    else:
+        found = computed.repeats
+        what = (f"{found.keys:,} key(s) of '{spec.dataset}' are on several labeled rows "
+                f"({found.differing:,} with different labels on them)")
+    return [res.diag(
+        "BE889", f"label set '{name}': {what}; a key names one example, so each takes its last "
+        "labeled row's label (in file order) and a training reads every row of the key with it",
+        "labels", name, "key", severity=Severity.WARNING,
+        hints=(f"label a dataset with one row per `{spec.key}` (a derived dataset that "
+               "combines each key's rows), or key the set by a column that names one row",))]
 
 
 def gates(res: Resolved, name: str, figures: Figures) -> list[Diagnostic]:
