@@ -156,6 +156,15 @@ def test_the_report_shows_a_computed_sets_counts_only_as_released(repo):
                                          "annotations_per_class", "agreement"))
 
 
+def test_a_failed_gate_names_no_function_figure_of_restricted_data(repo):
+    env = repo / "environments" / "people.yaml"
+    env.write_text(env.read_text().replace("functions: rules/sign.py",
+                                           "functions: rules/sign.py\n      min_coverage: 0.99"))
+    code, out, err = invoke_cli(["lock", "people"], repo)
+    assert code == 1 and "BE876" in err and "figure withheld" in err, err
+    assert "each function's" not in err and "%" not in err.replace("99.0%", ""), err
+
+
 def test_keys_on_several_rows_of_restricted_data_are_not_counted(repo):
     """BE889 over restricted data says only that the dataset's keys repeat: how many keys the
     labeled rows share depends on which rows the functions label."""

@@ -173,6 +173,12 @@ def test_coverage_and_conflict_gates(locked, gate, code):
                                            f"functions: rules/sign.py\n      {gate}"))
     exit_code, _, err = invoke_cli(["lock", "ev"], locked)
     assert exit_code == 1 and code in err, err
+    # the lock writes nothing, so `labels` cannot show the figures yet: the error does
+    what = "coverage" if code == "BE876" else "conflicts"
+    assert re.search(rf"hint: each function's {what}[^:]*: positive_x \d+\.\d%, negative_x "
+                     r"\d+\.\d%, kind_a \d+\.\d%", err), err
+    assert "`buildenv labels ev` shows every figure once the set locks (until the functions " \
+        "are better, relax the gate to lock)" in err, err
     if code == "BE877":  # the command it hints at is one `buildenv tasks` takes
         assert "`buildenv tasks ev --labels rules --select conflict --annotators ... --out " \
             "DIR`" in err, err

@@ -276,19 +276,31 @@ def gates(res: Resolved, name: str, figures: Figures) -> list[Diagnostic]:
     def shown(value: float) -> str:
         return "(figure withheld: the dataset is restricted)" if hidden else f"{value:.1%}"
 
+    def each(what: str, count: str) -> tuple[str, ...]:
+        # the lock that fails here writes nothing, so `labels` cannot show these yet
+        if hidden:
+            return ()
+        return (f"each function's {what}: " + ", ".join(
+            f"{fn} {values[count] / rows:.1%}" for fn, values in figures.functions.items()),)
+
+    # `labels` and `tasks` need the set locked: relaxing the gate is the way to them
+    later = (f"`buildenv labels {res.name}` shows every figure{' as released' if hidden else ''}"
+             " once the set locks (until the functions are better, relax the gate to lock)")
     if source.min_coverage is not None and coverage < source.min_coverage:
         problems.append(res.diag(
             "BE876", f"label set '{name}': coverage {shown(coverage)} of the rows of "
             f"'{spec.dataset}' is below min_coverage {source.min_coverage:.1%}", "labels",
             name, "source", "min_coverage",
-            hints=("add labeling functions for the rows no function votes on; `buildenv "
-                   f"labels {res.name}` shows each function's coverage",)))
+            hints=(*each("coverage", "votes"), "add labeling functions for the rows no "
+                   f"function votes on; {later}")))
     if source.max_conflict is not None and conflict > source.max_conflict:
         problems.append(res.diag(
             "BE877", f"label set '{name}': {shown(conflict)} of the rows get votes for two or "
             f"more classes, above max_conflict {source.max_conflict:.1%}", "labels", name,
             "source", "max_conflict",
-            hints=(f"`buildenv labels {res.name}` shows which functions conflict; `buildenv "
-                   f"tasks {res.name} --labels {source.gold or name} --select conflict "
-                   "--annotators ... --out DIR` sends those rows to annotators",)))
+            hints=(*each("conflicts (rows where another function votes another class)",
+                         "conflicts"),
+                   f"{later}; then `buildenv tasks {res.name} --labels {source.gold or name} "
+                   "--select conflict --annotators ... --out DIR` sends those rows to "
+                   "annotators")))
     return problems
