@@ -259,3 +259,19 @@ def test_only_classes_defined_in_code_are_named_when_restricted():
     assert SENTINEL not in type_name(made(), True) and "KeyError" in type_name(made(), True)
     assert type_name(ValueError(), True) == "ValueError"
     assert type_name(_Defined(), True) == "_Defined"
+
+
+def test_an_accuracy_withheld_reads_withheld_not_no_gold():
+    """`-` says no gold row judges the function; a count too small to release says withheld."""
+    from buildenv.labels.report import _function_lines
+
+    def found(policy: str, gold: str | None) -> dict:
+        return {"module": "r.py", "model": "majority", "gold": gold, "rows": 400,
+                "release": {"policy": policy}, "coverage": 0.5, "conflict": 0.1,
+                "per_class": {"pos": 0.5},
+                "functions": {"f": {"coverage": 0.5, "overlaps": 0.1, "conflicts": 0.1,
+                                    "accuracy": None, "judged_rows": None}}}
+
+    assert _function_lines(found("exact", "gold"))[3].split()[-1] == "withheld"
+    assert _function_lines(found("public", "gold"))[3].split()[-1] == "-"
+    assert _function_lines(found("exact", None))[3].split()[-1] == "-"
