@@ -264,6 +264,42 @@ def positive_x(batch):
     assert (locked / "environments" / "ev.lock.json").read_bytes() == before
 
 
+def test_a_decorator_imported_under_another_name_declares_a_function(locked):
+    """`from buildenv import labeling_function as lf`: its functions vote like the others (they
+    were left out, the label set computed without them)."""
+    rules = locked / "rules" / "sign.py"
+    rules.write_text(rules.read_text() + '''
+from buildenv import labeling_function as lf
+
+
+@lf(columns=["x"])
+def very_negative(batch):
+    return np.where(batch["x"] < -2, "neg", None)
+''')
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    assert "very_negative" in lock_json(locked)["labels"]["rules"]["source"]["functions"]
+
+
+def test_a_labeling_function_the_static_check_cannot_see_is_refused_when_it_runs(locked):
+    """A decorator bound to another name by assignment is found only by running the module:
+    refused, naming the function, rather than left out of the votes. (Its code is code the
+    functions share, so adding it runs them all, and the module is imported.)"""
+    rules = locked / "rules" / "sign.py"
+    rules.write_text(rules.read_text() + '''
+lf = buildenv.labeling_function
+
+
+@lf(columns=["x"])
+def very_negative(batch):
+    return np.where(batch["x"] < -2, "neg", None)
+''')
+    before = (locked / "environments" / "ev.lock.json").read_bytes()
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 1 and "error[BE870]" in err and "very_negative" in err, err
+    assert (locked / "environments" / "ev.lock.json").read_bytes() == before
+
+
 @pytest.mark.parametrize("again", [
     "positive_x = negative_x\n",
     "def positive_x(batch):\n    return [None] * len(batch)\n",

@@ -208,7 +208,8 @@ def _apply(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
                               "functions": list(f.functions), "votes_out": votes_out,
                               "keys_out": keys_out})
             jobs.append({"kind": "functions", "label_set": name,
-                         "module": parsed[name].path, "dataset": spec.dataset,
+                         "module": parsed[name].path, "declared": parsed[name].names,
+                         "dataset": spec.dataset,
                          "key": spec.key, "classes": list(spec.taxonomy.classes),
                          "taxonomy_version": str(spec.taxonomy.version), "files": files})
         pins = {d: datasets[d].digest for d in used}
