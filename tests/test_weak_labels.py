@@ -727,6 +727,11 @@ def test_a_new_partition_codes_its_own_block_and_reads_no_other_votes(locked, mo
     blocks = locked / ".buildenv/labels/blocks"
     assert len(list(blocks.rglob("*.parquet"))) == FILES
     add_day(locked)
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    # no function changed: the hint says what does run (it said "only the changed functions")
+    assert code == 1 and "label set 'rules' is stale: dataset 'events' changed" in err and \
+        "hint: run `buildenv lock ev`: every function runs again on the added and changed " \
+        "files only" in err, err
     read: list[str] = []
     real = matrix_module.ArrayStore.read
 

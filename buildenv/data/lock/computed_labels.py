@@ -87,5 +87,7 @@ def labels_staleness(project: Project, res: Resolved, name: str, pinned: Any,
             what = f": {describe_diff(*was_pin.manifest.diff(now_pin.manifest))}"
         problems.append(res.diag("BE875", f"label set '{name}' is stale: dataset "
                                  f"'{spec.dataset}' changed since it was labeled{what}",
-                                 "labels", name, "dataset", hints=hint))
+                                 "labels", name, "dataset",
+                                 hints=(f"run `buildenv lock {res.name}`: every function runs "
+                                        "again on the added and changed files only",)))
     return problems
