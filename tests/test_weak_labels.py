@@ -59,6 +59,9 @@ def test_changing_one_function_reapplies_that_function_only(locked):
     rules.write_text(rules.read_text().replace('> 0.5, "pos"', '> 0.7, "pos"'))
     code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
     assert code == 1 and "BE875" in err and "changed: positive_x" in err, err
+    # the function runs on every file (the hint said "on the changed files": none changed)
+    assert "hint: run `buildenv lock ev`: only the changed and added functions run again (on " \
+        "every file); removing one runs nothing" in err, err
     code, _, err = invoke_cli(["lock", "ev"], locked)
     assert code == 0 and f"({FILES} function-file pairs)" in err, err
     assert "derive daily" not in err

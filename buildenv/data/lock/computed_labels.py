@@ -50,8 +50,9 @@ def labels_staleness(project: Project, res: Resolved, name: str, pinned: Any,
     spec = res.env.labels[name]
     assert spec.source is not None
     record = pinned.source or {}
-    hint = (f"run `buildenv lock {res.name}`: only the changed functions run again, on the "
-            "changed files",)
+    # what the relock runs: a changed or added function, on every file; a removed one, nothing
+    hint = (f"run `buildenv lock {res.name}`: only the changed and added functions run again "
+            "(on every file); removing one runs nothing",)
     problems = []
     now = function_digests(project, spec.source.functions, DECORATOR) or {}
     was: dict[str, str] = record.get("functions") or {}
