@@ -204,6 +204,9 @@ def test_an_aggregate_of_restricted_data_is_not_restricted_and_small_groups_are_
     # an exception class named after a row value: its name is not quoted either
     ("rules", '    raise type(str(batch["name"].iloc[0]), (ValueError,), {})()'),
     ("transform", '    raise type(str(df["name"].iloc[0]), (ValueError,), {})()'),
+    # what the code printed is shown when it fails, except over restricted data
+    ("rules", '    print(batch["name"].iloc[0])\n    raise ValueError("bad")'),
+    ("transform", '    print(df["name"].iloc[0])\n    raise ValueError("bad")'),
 ])
 def test_failures_on_restricted_rows_quote_no_value(repo, where, body):
     if where == "rules":

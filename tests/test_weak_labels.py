@@ -218,9 +218,12 @@ def broken(batch):
 
 
 def test_a_function_that_raises_is_named_with_its_line_and_file(locked):
-    code, err = _bad_rule(locked, '["x"]', '    raise RuntimeError("rule broke")')
+    code, err = _bad_rule(locked, '["x"]', '    print("looking at", len(batch), "rows")\n'
+                          '    raise RuntimeError("rule broke")')
     assert code == 1 and "BE872" in err and "labeling function 'broken'" in err, err
-    assert "rules/sign.py:23" in err and "date=2026-09-01/part-0.parquet" in err, err
+    # what it printed before failing is shown, as a failed training's output is
+    assert re.search(r"hint: output: looking at \d+ rows", err), err
+    assert "rules/sign.py:24" in err and "date=2026-09-01/part-0.parquet" in err, err
 
 
 def test_a_function_returning_the_wrong_length_is_refused(locked):
