@@ -411,6 +411,25 @@ def test_bad_inputs_are_diagnosed_in_the_environment(locked, bad, needle):
     assert code == 2 and "BE090" in err and needle in err, err
 
 
+def test_a_derived_input_s_partition_columns_must_be_declared_too(locked):
+    """A dataset derived from a derived one is partitioned like it (like `events`): an
+    undeclared `date` was not caught, and `buildenv validate` ended in an internal KeyError."""
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("labels:\n", """\
+  rollup:
+    source:
+      transform: transforms/daily.py:daily
+      inputs: [daily]
+    columns:
+      kind: {dtype: string}
+labels:
+""", 1))
+    for command in (["lock", "ev"], ["validate", "ev"]):
+        code, _, err = invoke_cli(command, locked)
+        assert code == 2 and "BE090" in err and "partition column 'date' of its first input " \
+            "'daily' (partitioned like 'events') is not declared" in err, err
+
+
 def test_a_derived_dataset_takes_no_uri(locked):
     env = locked / "environments" / "ev.yaml"
     env.write_text(env.read_text().replace("  daily:\n", "  daily:\n    uri: out/\n"))

@@ -156,6 +156,34 @@ def test_the_report_shows_a_computed_sets_counts_only_as_released(repo):
                                          "annotations_per_class", "agreement"))
 
 
+def test_a_failed_gate_names_no_function_figure_of_restricted_data(repo):
+    env = repo / "environments" / "people.yaml"
+    env.write_text(env.read_text().replace("functions: rules/sign.py",
+                                           "functions: rules/sign.py\n      min_coverage: 0.99"))
+    code, out, err = invoke_cli(["lock", "people"], repo)
+    assert code == 1 and "BE876" in err and "figure withheld" in err, err
+    assert "each function's" not in err and "%" not in err.replace("99.0%", ""), err
+
+
+def test_keys_on_several_rows_of_restricted_data_are_not_counted(repo):
+    """BE889 over restricted data says only that the dataset's keys repeat: how many keys the
+    labeled rows share depends on which rows the functions label."""
+    code, _, err = invoke_cli(["lock", "people"], repo)
+    assert code == 0 and "BE889" not in err, err  # one row per person
+    path = repo / "data" / "people.parquet"
+    table = pq.read_table(path)
+    ids = pa.array(np.arange(table.num_rows) % 300, pa.int64())
+    pq.write_table(table.set_column(0, "person_id", ids), path)
+    code, out, err = invoke_cli(["lock", "people"], repo)
+    assert code == 0, err
+    found = [line for line in err.splitlines() if "BE889" in line]
+    assert len(found) == 1 and "keys of 'people' repeat on several rows (counts withheld" in \
+        found[0], err
+    assert not any(ch.isdigit() for ch in found[0].split("BE889", 1)[1]), found[0]
+    code, out, err = invoke_cli(["labels", "people"], repo)
+    assert code == 0 and "keys of 'people' repeat" in err, err
+
+
 def test_an_aggregate_of_restricted_data_is_not_restricted_and_small_groups_are_withheld(repo):
     from buildenv.core.project import Project
     from buildenv.env.resolve import Multiverse
@@ -176,6 +204,9 @@ def test_an_aggregate_of_restricted_data_is_not_restricted_and_small_groups_are_
     # an exception class named after a row value: its name is not quoted either
     ("rules", '    raise type(str(batch["name"].iloc[0]), (ValueError,), {})()'),
     ("transform", '    raise type(str(df["name"].iloc[0]), (ValueError,), {})()'),
+    # what the code printed is shown when it fails, except over restricted data
+    ("rules", '    print(batch["name"].iloc[0])\n    raise ValueError("bad")'),
+    ("transform", '    print(df["name"].iloc[0])\n    raise ValueError("bad")'),
 ])
 def test_failures_on_restricted_rows_quote_no_value(repo, where, body):
     if where == "rules":
@@ -231,3 +262,19 @@ def test_only_classes_defined_in_code_are_named_when_restricted():
     assert SENTINEL not in type_name(made(), True) and "KeyError" in type_name(made(), True)
     assert type_name(ValueError(), True) == "ValueError"
     assert type_name(_Defined(), True) == "_Defined"
+
+
+def test_an_accuracy_withheld_reads_withheld_not_no_gold():
+    """`-` says no gold row judges the function; a count too small to release says withheld."""
+    from buildenv.labels.report import _function_lines
+
+    def found(policy: str, gold: str | None) -> dict:
+        return {"module": "r.py", "model": "majority", "gold": gold, "rows": 400,
+                "release": {"policy": policy}, "coverage": 0.5, "conflict": 0.1,
+                "per_class": {"pos": 0.5},
+                "functions": {"f": {"coverage": 0.5, "overlaps": 0.1, "conflicts": 0.1,
+                                    "accuracy": None, "judged_rows": None}}}
+
+    assert _function_lines(found("exact", "gold"))[3].split()[-1] == "withheld"
+    assert _function_lines(found("public", "gold"))[3].split()[-1] == "-"
+    assert _function_lines(found("exact", None))[3].split()[-1] == "-"

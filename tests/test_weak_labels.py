@@ -59,6 +59,9 @@ def test_changing_one_function_reapplies_that_function_only(locked):
     rules.write_text(rules.read_text().replace('> 0.5, "pos"', '> 0.7, "pos"'))
     code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
     assert code == 1 and "BE875" in err and "changed: positive_x" in err, err
+    # the function runs on every file (the hint said "on the changed files": none changed)
+    assert "hint: run `buildenv lock ev`: only the changed and added functions run again (on " \
+        "every file); removing one runs nothing" in err, err
     code, _, err = invoke_cli(["lock", "ev"], locked)
     assert code == 0 and f"({FILES} function-file pairs)" in err, err
     assert "derive daily" not in err
@@ -104,7 +107,7 @@ def test_a_lock_of_an_earlier_model_algorithm_is_stale_not_called_non_determinis
     path.write_text(json.dumps(data, indent=2) + "\n")
     code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
     assert code == 1 and "BE875" in err and "algorithm 1" in err and "BE094" not in err, err
-    for newer in (3, "2"):  # a newer buildenv's lock, or an edited one
+    for newer in (4, "2"):  # a newer buildenv's lock, or an edited one
         data["labels"]["rules"]["source"]["model_version"] = newer
         path.write_text(json.dumps(data, indent=2) + "\n")
         code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
@@ -114,6 +117,35 @@ def test_a_lock_of_an_earlier_model_algorithm_is_stale_not_called_non_determinis
     assert lock_json(locked)["labels"]["rules"]["source"]["model_version"] == 2
     code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
     assert code == 0, err
+
+
+def test_a_generative_set_with_gold_locked_by_algorithm_2_is_stale(locked):
+    """Algorithm 2 counted gold keys the dataset lacks in the class prior; a set with a gold
+    set is fitted by 3, and its lock at 2 names the model as what changed."""
+    pq.write_table(pa.table({"key": ["1", "nobody"], "label": ["pos", "neg"],
+                             "annotator": ["ann", "ann"]}), locked / "data" / "gold.parquet")
+    env = locked / "environments" / "ev.yaml"
+    text = env.read_text().replace("functions: rules/sign.py\n",
+                                   "functions: rules/sign.py\n      gold: gold\n"
+                                   "      model: generative\n")
+    env.write_text(text.replace("labels:\n", """\
+labels:
+  gold:
+    uri: data/gold.parquet
+    format: parquet
+    dataset: events
+    key: user
+    taxonomy: {name: sign, version: 1, classes: [neg, pos]}
+"""))
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    path = locked / "environments" / "ev.lock.json"
+    data = lock_json(locked)
+    assert data["labels"]["rules"]["source"]["model_version"] == 3
+    data["labels"]["rules"]["source"]["model_version"] = 2
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 1 and "BE875" in err and "algorithm 2" in err and "BE094" not in err, err
 
 
 def test_the_generative_model_is_stored_as_arrays_and_reproducible(locked):
@@ -144,6 +176,12 @@ def test_coverage_and_conflict_gates(locked, gate, code):
                                            f"functions: rules/sign.py\n      {gate}"))
     exit_code, _, err = invoke_cli(["lock", "ev"], locked)
     assert exit_code == 1 and code in err, err
+    # the lock writes nothing, so `labels` cannot show the figures yet: the error does
+    what = "coverage" if code == "BE876" else "conflicts"
+    assert re.search(rf"hint: each function's {what}[^:]*: positive_x \d+\.\d%, negative_x "
+                     r"\d+\.\d%, kind_a \d+\.\d%", err), err
+    assert "`buildenv labels ev` shows every figure once the set locks (until the functions " \
+        "are better, relax the gate to lock)" in err, err
     if code == "BE877":  # the command it hints at is one `buildenv tasks` takes
         assert "`buildenv tasks ev --labels rules --select conflict --annotators ... --out " \
             "DIR`" in err, err
@@ -180,9 +218,12 @@ def broken(batch):
 
 
 def test_a_function_that_raises_is_named_with_its_line_and_file(locked):
-    code, err = _bad_rule(locked, '["x"]', '    raise RuntimeError("rule broke")')
+    code, err = _bad_rule(locked, '["x"]', '    print("looking at", len(batch), "rows")\n'
+                          '    raise RuntimeError("rule broke")')
     assert code == 1 and "BE872" in err and "labeling function 'broken'" in err, err
-    assert "rules/sign.py:23" in err and "date=2026-09-01/part-0.parquet" in err, err
+    # what it printed before failing is shown, as a failed training's output is
+    assert re.search(r"hint: output: looking at \d+ rows", err), err
+    assert "rules/sign.py:24" in err and "date=2026-09-01/part-0.parquet" in err, err
 
 
 def test_a_function_returning_the_wrong_length_is_refused(locked):
@@ -226,6 +267,42 @@ def positive_x(batch):
     code, _, err = invoke_cli(["lock", "ev"], locked)
     assert code == 1 and "BE870" in err and "apply labeling" not in err, err
     assert "labeling function 'positive_x' is defined twice (first at line 7)" in err, err
+    assert (locked / "environments" / "ev.lock.json").read_bytes() == before
+
+
+def test_a_decorator_imported_under_another_name_declares_a_function(locked):
+    """`from buildenv import labeling_function as lf`: its functions vote like the others (they
+    were left out, the label set computed without them)."""
+    rules = locked / "rules" / "sign.py"
+    rules.write_text(rules.read_text() + '''
+from buildenv import labeling_function as lf
+
+
+@lf(columns=["x"])
+def very_negative(batch):
+    return np.where(batch["x"] < -2, "neg", None)
+''')
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    assert "very_negative" in lock_json(locked)["labels"]["rules"]["source"]["functions"]
+
+
+def test_a_labeling_function_the_static_check_cannot_see_is_refused_when_it_runs(locked):
+    """A decorator bound to another name by assignment is found only by running the module:
+    refused, naming the function, rather than left out of the votes. (Its code is code the
+    functions share, so adding it runs them all, and the module is imported.)"""
+    rules = locked / "rules" / "sign.py"
+    rules.write_text(rules.read_text() + '''
+lf = buildenv.labeling_function
+
+
+@lf(columns=["x"])
+def very_negative(batch):
+    return np.where(batch["x"] < -2, "neg", None)
+''')
+    before = (locked / "environments" / "ev.lock.json").read_bytes()
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 1 and "error[BE870]" in err and "very_negative" in err, err
     assert (locked / "environments" / "ev.lock.json").read_bytes() == before
 
 
@@ -522,6 +599,61 @@ def test_the_computed_file_and_figures_are_the_row_by_row_ones(monkeypatch, mode
     assert got.examples == int(keep.sum())
 
 
+def test_the_gold_prior_counts_only_the_gold_examples_the_dataset_holds():
+    """A gold set may label keys the dataset does not hold (BE862 says so); those say nothing
+    of the dataset's class balance, and a gold key on two rows is one example."""
+    n = 600
+    matrix = _matrix([str(i) for i in range(n)] + ["4"])
+    classes = matrix.classes
+    inside = [str(i) for i in range(0, n, 4)]
+    labels = [classes[i % 2] for i in range(len(inside))]  # neg and pos only
+    spec = LabelSet.model_validate({
+        "dataset": "events", "key": "user", "source": {"functions": "r.py",
+                                                       "model": "generative"},
+        "taxonomy": {"name": "t", "version": 1, "classes": classes}})
+    alone = weak.compute(spec, matrix, (pa.array(inside), pa.array(labels)))
+    outside = [f"x{i}" for i in range(1000)]
+    got = weak.compute(spec, matrix, (pa.array(inside + outside),
+                                      pa.array(labels + ["odd"] * len(outside))))
+    assert got.model.prior is not None
+    assert np.array_equal(got.model.prior, weak.gold_prior(classes, pa.array(labels)))
+    assert got.model_data == alone.model_data and got.data == alone.data
+    assert got.figures.gold_rows == len(inside) + 1  # key 4's two rows are judged
+
+
+_SIGN = LabelSet.model_validate({
+    "dataset": "events", "key": "user", "source": {"functions": "r.py"},
+    "taxonomy": {"name": "sign", "version": 1, "classes": ["neg", "pos"]}})
+
+
+@pytest.mark.parametrize("keys", [["1", "2", "1", "3", "2", "4", "4"],
+                                  ["b", "a", "b", "c", "a", "d", "d"]])
+def test_keys_on_several_labeled_rows_are_counted(keys):
+    """Key 1 (b) gets pos then neg, key 2 (a) neg twice, key 4 (d) one vote and an abstention:
+    two keys share labeled rows, one of them with different labels."""
+    votes = np.array([[1], [0], [0], [1], [0], [1], [-1]], np.int8)
+    array = pa.array(keys, pa.string())
+    matrix = LabelMatrix(array, votes, ["f"], ["neg", "pos"], {}, numbers=plain_integers(array))
+    assert weak.compute(_SIGN, matrix, None).repeats == weak.Repeats(2, 1)
+    once = LabelMatrix(array, np.array([[1], [0], [-1], [1], [-1], [1], [-1]], np.int8),
+                       ["f"], ["neg", "pos"], {})
+    assert weak.compute(_SIGN, once, None).repeats is None
+
+
+def test_a_key_on_several_labeled_rows_is_a_warning_that_counts_them(locked):
+    """The fixture's events repeat their users: each user takes its last labeled row's label
+    (over restricted data: tests/test_sources_privacy.py)."""
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    df = events(locked)
+    pos = (df["x"] > 0.5).astype(int) + (df["kind"] == "a").astype(int)
+    kept = df[pos != (df["x"] < -0.5).astype(int)]  # ties abstain
+    shared = int((kept.groupby("user").size() >= 2).sum())
+    assert shared and f"warning[BE889]: label set 'rules': {shared:,} key(s) of 'events'" in err
+    code, out, err = invoke_cli(["labels", "ev"], locked)
+    assert code == 0 and "BE889" in err, err
+
+
 @pytest.mark.parametrize("keys,examples", [
     (["5", "3", "5", "10"], 3), (["007", "7", "7", "8"], 3), (["b", "a", "b", "c"], 3),
     (["1", None, "1", "2"], 2), (["9223372036854775807", "-9223372036854775808", "0", "0"], 3),
@@ -601,6 +733,11 @@ def test_a_new_partition_codes_its_own_block_and_reads_no_other_votes(locked, mo
     blocks = locked / ".buildenv/labels/blocks"
     assert len(list(blocks.rglob("*.parquet"))) == FILES
     add_day(locked)
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    # no function changed: the hint says what does run (it said "only the changed functions")
+    assert code == 1 and "label set 'rules' is stale: dataset 'events' changed" in err and \
+        "hint: run `buildenv lock ev`: every function runs again on the added and changed " \
+        "files only" in err, err
     read: list[str] = []
     real = matrix_module.ArrayStore.read
 

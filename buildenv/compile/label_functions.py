@@ -28,7 +28,7 @@ from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
 from buildenv.core.tempdirs import owned_temp_dir
 from buildenv.data.gate.gate import Gate
-from buildenv.data.lock.computed_labels import MODEL_VERSIONS
+from buildenv.data.lock.computed_labels import model_version
 from buildenv.data.lock.derived import Pinned, narrowed
 from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT, LockedDataset, LockedLabels
 from buildenv.data.lock.locking import label_declaration
@@ -46,7 +46,7 @@ from buildenv.labels.matrix import (
     missing,
     vote_key,
 )
-from buildenv.labels.weak import Computed, compute, gates
+from buildenv.labels.weak import Computed, compute, gates, repeats
 
 __all__ = ["BuiltLabels", "build_labels", "label_matrix", "model_path", "save_labels"]
 
@@ -96,6 +96,7 @@ def build_labels(project: Project, res: Resolved, datasets: dict[str, LockedData
             continue
         computed = compute(spec, matrix, gold)
         built.computed[name] = computed
+        built.problems.extend(repeats(res, name, matrix, computed))
         found = gates(res, name, computed.figures)
         built.problems.extend(found)
         if any(p.is_error for p in found):
@@ -107,8 +108,8 @@ def build_labels(project: Project, res: Resolved, datasets: dict[str, LockedData
             "dataset": datasets[spec.dataset].digest, "model": spec.source.model,
             "model_digest": model_digest,
             "gold": labels[gold_name].digest if gold_name in labels else None}
-        if MODEL_VERSIONS[spec.source.model] > 1:  # the first algorithms' locks stay as they were
-            record["model_version"] = MODEL_VERSIONS[spec.source.model]
+        if model_version(spec.source) > 1:  # the first algorithms' locks stay as they were
+            record["model_version"] = model_version(spec.source)
         # over restricted data the counts (and the file's size) are the functions' exact
         # figures, which a relock would difference: the lock pins the set by digest alone
         withheld = res.env.restricted(spec.dataset)
@@ -207,7 +208,8 @@ def _apply(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
                               "functions": list(f.functions), "votes_out": votes_out,
                               "keys_out": keys_out})
             jobs.append({"kind": "functions", "label_set": name,
-                         "module": parsed[name].path, "dataset": spec.dataset,
+                         "module": parsed[name].path, "declared": parsed[name].names,
+                         "dataset": spec.dataset,
                          "key": spec.key, "classes": list(spec.taxonomy.classes),
                          "taxonomy_version": str(spec.taxonomy.version), "files": files})
         pins = {d: datasets[d].digest for d in used}

@@ -166,6 +166,12 @@ class SourceProcess:
                 f"{self.proc.returncode} and no result", "path": path, "line": None,
                 "col": None, "severity": "error", "hints": _output_tail(output, res)}]}
         result: dict[str, Any] = json.loads(result_file.read_text())
+        errors = [d for d in result.get("diagnostics") or [] if d.get("severity") == "error"]
+        if errors:  # what the user's code printed before it failed, as a training's is shown
+            self._log.flush()
+            output = (self.work / "output.log").read_text(errors="replace")
+            errors[0]["hints"] = [*(errors[0].get("hints") or []),
+                                  *(f"output: {line}" for line in _output_tail(output, res))]
         return result
 
     def close(self) -> None:

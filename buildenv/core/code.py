@@ -88,10 +88,11 @@ def decorated_functions(path: Path, decorator: str
     lines = text.splitlines(keepends=True)
     found: dict[str, tuple[int, str]] = {}
     taken: set[int] = set()
+    aliases = decorator_aliases(tree, decorator)
     for node in tree.body:
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
-        if not any(decorates(d, decorator) for d in node.decorator_list):
+        if not any(decorates(d, decorator, aliases) for d in node.decorator_list):
             continue
         start = min([node.lineno] + [d.lineno for d in node.decorator_list])
         end = node.end_lineno or node.lineno
@@ -105,11 +106,20 @@ def decorated_functions(path: Path, decorator: str
     return found, shared
 
 
-def decorates(node: ast.expr, decorator: str) -> bool:
-    """`@decorator`, `@decorator(...)`, `@pkg.decorator(...)`."""
+def decorator_aliases(tree: ast.Module, decorator: str) -> frozenset[str]:
+    """The names the module imports `decorator` under from buildenv (`from buildenv import
+    labeling_function as lf`): applied under one, it is the same decorator."""
+    return frozenset(
+        alias.asname for node in tree.body if isinstance(node, ast.ImportFrom)
+        and node.level == 0 and (node.module or "").split(".")[0] == "buildenv"
+        for alias in node.names if alias.name == decorator and alias.asname)
+
+
+def decorates(node: ast.expr, decorator: str, aliases: frozenset[str] = frozenset()) -> bool:
+    """`@decorator`, `@decorator(...)`, `@pkg.decorator(...)`, or under one of `aliases`."""
     target = node.func if isinstance(node, ast.Call) else node
-    return (isinstance(target, ast.Name) and target.id == decorator) or (
-        isinstance(target, ast.Attribute) and target.attr == decorator)
+    return (isinstance(target, ast.Name) and (target.id == decorator or target.id in aliases)
+            ) or (isinstance(target, ast.Attribute) and target.attr == decorator)
 
 
 def function_digests(project: Project, module_path: str, decorator: str

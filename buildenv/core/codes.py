@@ -958,11 +958,15 @@ CODES: dict[str, Code] = {
                   "it. The message names the functions and files. Run `buildenv lock ENV`: "
                   "only the changed functions and files are applied again."),
     "BE876": Code("label coverage below minimum", "Fewer rows of the dataset get a label from the labeling functions than "
-                  "the label set's `source.min_coverage` asks. `buildenv labels ENV` shows "
-                  "each function's coverage; add rules or lower the gate."),
+                  "the label set's `source.min_coverage` asks. The lock that fails writes "
+                  "nothing, so the error lists each function's coverage (not for a "
+                  "restricted dataset); `buildenv labels ENV` shows every figure once the set "
+                  "locks. Add rules, or lower the gate meanwhile."),
     "BE877": Code("label conflicts above maximum", "More rows get votes for two or more classes than the label set's "
-                  "`source.max_conflict` allows. `buildenv labels ENV` shows each "
-                  "function's conflicts; tighten the rules that disagree."),
+                  "`source.max_conflict` allows. The lock that fails writes nothing, so the "
+                  "error lists each function's conflicts (not for a restricted dataset); "
+                  "`buildenv labels ENV` and `buildenv tasks --select conflict` work once the "
+                  "set locks. Tighten the rules that disagree, or relax the gate meanwhile."),
     "BE878": Code("invalid computed label set", "A label set with `source: {functions}` has no export: it takes no `uri` "
                   "or `field`; its `gold` is an annotated label set (not computed) of the "
                   "same dataset, key and classes."),
@@ -1011,6 +1015,14 @@ CODES: dict[str, Code] = {
                   "rows get a label, so exact totals and class counts would tell whether a "
                   "given row passed a function. `buildenv labels ENV` shows the set's figures "
                   "as the privacy policy releases them."),
+    "BE889": Code("key on several labeled rows", "A label set computed by labeling "
+                  "functions labels rows, and its key names an example: when several rows of "
+                  "the dataset carry one key, the key takes the label of its last labeled row "
+                  "(file order), whatever the others got, and a training reads every row of "
+                  "the key with that label. The warning counts the keys (and those whose rows "
+                  "got different labels); over a restricted dataset it says only that the "
+                  "dataset's keys repeat. Label a dataset with one row per key, or key the set "
+                  "by a column that names one row."),
     # --- importers (buildenv import) ---------------------------------------------------------
     "BE900": Code("cannot read import file", "`buildenv import` could not read the suite or "
                   "schema file: it does not exist, is not readable, or is not UTF-8 text."),

@@ -91,25 +91,33 @@ def _aggregation_problems(name: str, ds: dict[str, Any], source: dict[str, Any],
 def _partition_problems(name: str, ds: dict[str, Any], source: dict[str, Any],
                         datasets: dict[str, Any], diag: Diag, mapping: Mapping
                         ) -> list[Diagnostic]:
-    """The output is partitioned like the first input: by the same columns, declared here."""
+    """The output is partitioned like the first input: by the same columns, declared here. A
+    derived first input is partitioned like its own first input, and so on down to a dataset
+    with a `uri`."""
     inputs = source.get("inputs")
     first = inputs[0] if isinstance(inputs, list) and inputs else None
-    if not isinstance(first, str) or first not in datasets:
-        return []
-    other = mapping(datasets[first])
-    if other.get("source") is not None:
-        return []  # partitioned like its own first input: checked there
+    direct, seen = first, {name}
+    while True:
+        if not isinstance(first, str) or first not in datasets or first in seen:
+            return []  # an unknown input or a cycle: reported on their own
+        other = mapping(datasets[first])
+        below = mapping(other.get("source")).get("inputs")
+        if other.get("source") is None:
+            break
+        seen.add(first)
+        first = below[0] if isinstance(below, list) and below else None
     uri = other.get("uri")
     theirs = other.get("partitions") if isinstance(uri, str) and names_directory(uri) else None
     theirs = theirs if isinstance(theirs, list) else []
     mine = ds.get("partitions")
+    named = f"'{direct}'" if direct == first else f"'{direct}' (partitioned like '{first}')"
     if mine is not None and mine != theirs:
         return [diag("BE090", f"dataset '{name}': partitions {mine} differ from those of its "
-                     f"first input '{first}' ({theirs}): the output is partitioned like it",
+                     f"first input {named} ({theirs}): the output is partitioned like it",
                      "datasets", name, "partitions", hint="drop `partitions`")]
     columns = mapping(ds.get("columns"))
     return [diag("BE090", f"dataset '{name}': partition column '{col}' of its first input "
-                 f"'{first}' is not declared under columns (the output is partitioned like "
+                 f"{named} is not declared under columns (the output is partitioned like "
                  "the input)", "datasets", name, "columns",
                  hint="declare it like any other column")
             for col in theirs if isinstance(col, str) and col not in columns]

@@ -18,7 +18,12 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any
 
-from buildenv.core.code import decorated_functions, decorates, function_digests
+from buildenv.core.code import (
+    decorated_functions,
+    decorates,
+    decorator_aliases,
+    function_digests,
+)
 from buildenv.core.diagnostics import Diagnostic, did_you_mean
 from buildenv.core.project import Project
 from buildenv.data.lock.computed_labels import DECORATOR
@@ -87,10 +92,11 @@ def parse_functions(project: Project, res: Resolved, name: str) -> ParsedFunctio
     declared = found[0] if found is not None else {}
     columns = res.env.datasets[spec.dataset].columns
     first: dict[str, int] = {}
+    aliases = decorator_aliases(tree, DECORATOR)
     for node in tree.body:
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or \
                 node.name not in declared or \
-                not any(decorates(d, DECORATOR) for d in node.decorator_list):
+                not any(decorates(d, DECORATOR, aliases) for d in node.decorator_list):
             for bound in _bound(node):
                 if bound in first:  # the module keeps this binding, which never votes
                     out.problems.append(Diagnostic(
@@ -107,7 +113,8 @@ def parse_functions(project: Project, res: Resolved, name: str) -> ParsedFunctio
                 node.col_offset + 1, hints=("give each rule its own name",)))
             continue
         first[node.name] = node.lineno
-        problems, names = _declaration(node, rel, spec.dataset, res.env.name, columns)
+        problems, names = _declaration(node, rel, spec.dataset, res.env.name, columns,
+                                       aliases)
         out.problems.extend(problems)
         if not problems:
             out.functions.append(LabelingFunction(node.name, node.lineno, tuple(names),
@@ -137,9 +144,10 @@ def _bound(node: ast.stmt) -> list[str]:
 
 
 def _declaration(node: ast.FunctionDef | ast.AsyncFunctionDef, rel: str, dataset: str,
-                 env: str, declared: dict[str, Any]) -> tuple[list[Diagnostic], list[str]]:
+                 env: str, declared: dict[str, Any], aliases: frozenset[str]
+                 ) -> tuple[list[Diagnostic], list[str]]:
     """Problems of one decorated function, and the columns it declares."""
-    call = next(d for d in node.decorator_list if decorates(d, DECORATOR))
+    call = next(d for d in node.decorator_list if decorates(d, DECORATOR, aliases))
     args = node.args
     positional = args.posonlyargs + args.args
     required = positional[: len(positional) - len(args.defaults)]

@@ -19,7 +19,7 @@ over ten million rows rarely make more than a few thousand patterns.
   the E-step (T[i, c] proportional to pi[c] * prod_j theta_j[c, vote_ij]) until no parameter
   moves by more than `tolerance`, or `max_iterations`. A row's label is the most probable class
   (a tie abstains); rows without votes abstain. With a gold label set the prior is fixed to
-  its class shares (add-one smoothed) instead of estimated. There is no random step: the same
+  the class shares of its examples the dataset holds (add-one smoothed) instead of estimated. There is no random step: the same
   matrix gives the same arrays, bit for bit, so no seed is needed.
 
 `dawid_skene` is the algorithm on observations (item, observer, class, count) -- the form of

@@ -8,7 +8,8 @@ votes on, overlaps another function on, and conflicts with another on (and, wher
 set labels the row, how often it is right); for the set, its coverage (rows with a label),
 conflict rate (rows with votes for two or more classes) and class shares. `gates` checks
 `min_coverage` and `max_conflict` on the exact figures; messages about a restricted dataset
-withhold them. Writing is deterministic: the same votes give the same bytes.
+withhold them. `repeats` warns (BE889) when a key is on several rows: each key takes its last
+labeled row's label. Writing is deterministic: the same votes give the same bytes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from buildenv.core.canonical import sha256_bytes
-from buildenv.core.diagnostics import Diagnostic
+from buildenv.core.diagnostics import Diagnostic, Severity
 from buildenv.env.resolve import Resolved
 from buildenv.env.spec import LabelSet
 from buildenv.labels.label_model import (
@@ -34,7 +35,8 @@ from buildenv.labels.label_model import (
 )
 from buildenv.labels.matrix import LabelMatrix, plain_integers
 
-__all__ = ["ANNOTATOR", "Computed", "Figures", "compute", "gates", "gold_prior"]
+__all__ = ["ANNOTATOR", "Computed", "Figures", "Repeats", "compute", "gates", "gold_prior",
+           "repeats"]
 
 ANNOTATOR = "labeling-functions"
 
@@ -59,6 +61,14 @@ class Figures:
 
 
 @dataclass
+class Repeats:
+    """Keys on two or more labeled rows, and how many of them got different labels there."""
+
+    keys: int
+    differing: int
+
+
+@dataclass
 class Computed:
     data: bytes  # the label set's Parquet file
     digest: str
@@ -66,10 +76,13 @@ class Computed:
     model: FittedModel
     model_data: bytes | None  # the fitted arrays as Parquet (generative)
     figures: Figures
+    repeats: Repeats | None = None  # None: each labeled row has a key of its own
 
 
 def gold_prior(classes: list[str], gold: pa.Array) -> np.ndarray:
-    """Class shares of a gold label set's labels, add-one smoothed over the taxonomy."""
+    """Class shares of a gold label set's labels, add-one smoothed over the taxonomy. `gold`:
+    the labels of the gold examples the dataset holds (`compute` leaves the others out: a key
+    the dataset lacks says nothing of its class balance)."""
     index = pc.index_in(gold, value_set=pa.array(classes, pa.string()))
     codes = pc.drop_null(index).to_numpy(zero_copy_only=False).astype(np.int64)
     return (np.bincount(codes, minlength=len(classes)) + 1.0) / (len(codes) + len(classes))
@@ -85,8 +98,9 @@ def compute(spec: LabelSet, matrix: LabelMatrix, gold: tuple[pa.Array, pa.Array]
     # the distinct vote rows, once: the label model and the figures work on them, and each
     # row takes its pattern's decision
     found = matrix.patterns()
+    truth, present = _gold_truth(matrix, gold)
     if source.model == "generative":
-        prior = gold_prior(classes, gold[1]) if gold is not None else None
+        prior = gold_prior(classes, present) if present is not None else None
         chosen, model = generative_patterns(found, classes, matrix.functions, prior=prior,
                                             max_iterations=source.max_iterations,
                                             tolerance=source.tolerance)
@@ -104,11 +118,32 @@ def compute(spec: LabelSet, matrix: LabelMatrix, gold: tuple[pa.Array, pa.Array]
                       "taxonomy_version": _repeated(str(spec.taxonomy.version), kept)})
     data = _parquet(table)
     model_data = _parquet(model.table()) if model.kind == "generative" else None
-    figures = _figures(matrix, found, chosen, gold)
+    figures = _figures(matrix, found, chosen, truth)
     figures.estimated_accuracy = model.accuracies()
     numbers = matrix.numbers[keep] if matrix.numbers is not None else None
-    return Computed(data, sha256_bytes(data), _distinct(keys, numbers), model, model_data,
-                    figures)
+    examples = _distinct(keys, numbers)
+    found_repeats = (_repeats(keys, decided[keep], numbers, len(classes))
+                     if examples < kept - keys.null_count else None)
+    return Computed(data, sha256_bytes(data), examples, model, model_data, figures,
+                    found_repeats)
+
+
+def _repeats(keys: pa.Array, labels: np.ndarray, numbers: np.ndarray | None, classes: int
+             ) -> Repeats:
+    """How many keys the labeled rows share, and how many of those got two or more labels.
+    Only called when some do (fewer distinct keys than labeled rows)."""
+    valid = keys.is_valid().to_numpy(zero_copy_only=False)
+    if numbers is not None:
+        _, codes = np.unique(numbers, return_inverse=True)
+    else:
+        encoded = pc.dictionary_encode(keys.filter(pa.array(valid)))
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+    codes = codes.astype(np.int64)
+    labels = labels[valid].astype(np.int64)
+    rows = np.bincount(codes)
+    pairs = np.unique(codes * classes + labels)  # each key's distinct labels
+    kinds = np.bincount(pairs // classes, minlength=len(rows))
+    return Repeats(int((rows >= 2).sum()), int((kinds >= 2).sum()))
 
 
 def _repeated(value: str, n: int) -> pa.Array:
@@ -145,10 +180,29 @@ def _parquet(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+def _gold_truth(matrix: LabelMatrix, gold: tuple[pa.Array, pa.Array] | None
+                ) -> tuple[np.ndarray | None, pa.Array | None]:
+    """Each row's gold class (-1: none), and the labels of the gold examples the dataset
+    holds, each once (the prior's counts), from the gold set's (keys, labels)."""
+    if gold is None:
+        return None, None
+    if not len(gold[0]):
+        return None, gold[1]
+    at = pc.index_in(matrix.keys, value_set=gold[0])
+    found_gold = at.is_valid().to_numpy(zero_copy_only=False)
+    positions = pc.fill_null(at, 0).to_numpy(zero_copy_only=False)
+    codes = pc.index_in(gold[1], value_set=pa.array(matrix.classes, pa.string()))
+    codes_np = pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    truth = np.where(found_gold, codes_np[positions], -1)
+    held = np.unique(positions[found_gold])  # a key on several rows is one gold example
+    return truth, gold[1].take(pa.array(held, pa.int64()))
+
+
 def _figures(matrix: LabelMatrix, found: Patterns, chosen: np.ndarray,
-             gold: tuple[pa.Array, pa.Array] | None) -> Figures:
+             truth: np.ndarray | None) -> Figures:
     """Counted over the distinct vote rows (`chosen`: each one's decision), weighted by how
-    many rows have each; what a gold set decides is counted row by row."""
+    many rows have each; what a gold set decides (`truth`: each row's gold class, -1 none) is
+    counted row by row."""
     votes, weight = found.rows, found.counts
     n = matrix.rows
     voting = votes >= 0
@@ -160,14 +214,6 @@ def _figures(matrix: LabelMatrix, found: Patterns, chosen: np.ndarray,
         conflict = (count >= 2) & (high != low)
     else:
         conflict = np.zeros(len(weight), bool)
-    truth = None
-    if gold is not None and len(gold[0]):
-        at = pc.index_in(matrix.keys, value_set=gold[0])
-        found_gold = at.is_valid().to_numpy(zero_copy_only=False)
-        positions = pc.fill_null(at, 0).to_numpy(zero_copy_only=False)
-        codes = pc.index_in(gold[1], value_set=pa.array(matrix.classes, pa.string()))
-        codes_np = pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        truth = np.where(found_gold, codes_np[positions], -1)
     functions = {}
     for j, name in enumerate(matrix.functions):
         mine = voting[:, j]
@@ -189,6 +235,33 @@ def _figures(matrix: LabelMatrix, found: Patterns, chosen: np.ndarray,
                    int((truth >= 0).sum()) if truth is not None else 0)
 
 
+def repeats(res: Resolved, name: str, matrix: LabelMatrix, computed: Computed
+            ) -> list[Diagnostic]:
+    """BE889 (a warning): keys on several rows. A key names one example, so each takes the
+    label of its last labeled row (rule 2 of the resolution: one annotator's latest), and a
+    training reads every row of the key with that label. Over restricted data, whether labeled
+    rows share a key depends on which rows the functions label; the warning then says only
+    whether the dataset's keys repeat (the data alone), without counts."""
+    spec = res.env.labels[name]
+    if res.env.restricted(spec.dataset):
+        if _distinct(matrix.keys, matrix.numbers) >= matrix.rows - matrix.keys.null_count:
+            return []
+        what = (f"keys of '{spec.dataset}' repeat on several rows (counts withheld: the "
+                "dataset is restricted)")
+    elif computed.repeats is None:
+        return []
+    else:
+        found = computed.repeats
+        what = (f"{found.keys:,} key(s) of '{spec.dataset}' are on several labeled rows "
+                f"({found.differing:,} with different labels on them)")
+    return [res.diag(
+        "BE889", f"label set '{name}': {what}; a key names one example, so each takes its last "
+        "labeled row's label (in file order) and a training reads every row of the key with it",
+        "labels", name, "key", severity=Severity.WARNING,
+        hints=(f"label a dataset with one row per `{spec.key}` (a derived dataset that "
+               "combines each key's rows), or key the set by a column that names one row",))]
+
+
 def gates(res: Resolved, name: str, figures: Figures) -> list[Diagnostic]:
     """BE876 / BE877: coverage below `min_coverage`, conflict above `max_conflict`. Decided on
     the exact figures; shown only when the dataset is not restricted."""
@@ -203,19 +276,31 @@ def gates(res: Resolved, name: str, figures: Figures) -> list[Diagnostic]:
     def shown(value: float) -> str:
         return "(figure withheld: the dataset is restricted)" if hidden else f"{value:.1%}"
 
+    def each(what: str, count: str) -> tuple[str, ...]:
+        # the lock that fails here writes nothing, so `labels` cannot show these yet
+        if hidden:
+            return ()
+        return (f"each function's {what}: " + ", ".join(
+            f"{fn} {values[count] / rows:.1%}" for fn, values in figures.functions.items()),)
+
+    # `labels` and `tasks` need the set locked: relaxing the gate is the way to them
+    later = (f"`buildenv labels {res.name}` shows every figure{' as released' if hidden else ''}"
+             " once the set locks (until the functions are better, relax the gate to lock)")
     if source.min_coverage is not None and coverage < source.min_coverage:
         problems.append(res.diag(
             "BE876", f"label set '{name}': coverage {shown(coverage)} of the rows of "
             f"'{spec.dataset}' is below min_coverage {source.min_coverage:.1%}", "labels",
             name, "source", "min_coverage",
-            hints=("add labeling functions for the rows no function votes on; `buildenv "
-                   f"labels {res.name}` shows each function's coverage",)))
+            hints=(*each("coverage", "votes"), "add labeling functions for the rows no "
+                   f"function votes on; {later}")))
     if source.max_conflict is not None and conflict > source.max_conflict:
         problems.append(res.diag(
             "BE877", f"label set '{name}': {shown(conflict)} of the rows get votes for two or "
             f"more classes, above max_conflict {source.max_conflict:.1%}", "labels", name,
             "source", "max_conflict",
-            hints=(f"`buildenv labels {res.name}` shows which functions conflict; `buildenv "
-                   f"tasks {res.name} --labels {source.gold or name} --select conflict "
-                   "--annotators ... --out DIR` sends those rows to annotators",)))
+            hints=(*each("conflicts (rows where another function votes another class)",
+                         "conflicts"),
+                   f"{later}; then `buildenv tasks {res.name} --labels {source.gold or name} "
+                   "--select conflict --annotators ... --out DIR` sends those rows to "
+                   "annotators")))
     return problems

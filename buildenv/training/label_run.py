@@ -75,6 +75,15 @@ def run_functions_job(job: dict[str, Any], env: Environment, project: Project,
                       path or job["module"], line)]
     functions = {name: fn for name in dir(module)
                  if callable(fn := getattr(module, name)) and hasattr(fn, LABELING_FUNCTION)}
+    unseen = _unseen(functions, module.__name__, job.get("declared"))
+    if unseen:
+        return [_diag("BE870", f"label set '{job['label_set']}': {job['module']} defines "
+                      f"labeling function(s) {', '.join(unseen)} in a way the static check "
+                      "does not see (the decorator under another name), so they would never "
+                      "vote", job["module"], functions[unseen[0]].__code__.co_firstlineno,
+                      hints=("decorate each one `@buildenv.labeling_function(columns=[...])`, "
+                             "or `@NAME(...)` after `from buildenv import labeling_function as "
+                             "NAME`",))]
     classes = pa.array(job["classes"], pa.string())
     for item in job["files"]:
         wanted = list(item["functions"])
@@ -104,6 +113,16 @@ def run_functions_job(job: dict[str, Any], env: Environment, project: Project,
         outputs.setdefault("_seconds", 0.0)
         outputs["_seconds"] += time.perf_counter() - started
     return []
+
+
+def _unseen(functions: dict[str, Any], module: str, declared: list[str] | None) -> list[str]:
+    """Functions the module itself defines and marks, that the static parse did not find: the
+    build would apply only those it found."""
+    if declared is None:
+        return []
+    return sorted(name for name, fn in functions.items() if name not in declared
+                  and getattr(fn, "__module__", None) == module
+                  and getattr(fn, "__name__", None) == name and hasattr(fn, "__code__"))
 
 
 def _columns(fn: Any) -> list[str]:

@@ -21,7 +21,7 @@ from buildenv.data.lock.derived import Pinned
 from buildenv.data.lock.manifest import describe_diff
 from buildenv.env.resolve import Resolved
 
-__all__ = ["DECORATOR", "MODEL_VERSIONS", "labels_staleness"]
+__all__ = ["DECORATOR", "MODEL_VERSIONS", "labels_staleness", "model_version"]
 
 DECORATOR = "labeling_function"
 
@@ -29,7 +29,16 @@ MODEL_VERSIONS = {"majority": 1, "generative": 2}
 """Each label model's algorithm (`labels.label_model`), numbered. The lock records the number
 when above 1 (locks of the first algorithms stay as they were), so that a buildenv whose model
 gives other labels for the same votes says the set is stale instead of calling its code
-non-deterministic. generative 2: abstaining is one of a function's answers."""
+non-deterministic. generative 2: abstaining is one of a function's answers; 3 (`model_version`,
+only for a set with a `gold` set: the others fit as 2 did): the gold prior counts only the gold
+examples the dataset holds."""
+
+
+def model_version(source: Any) -> int:
+    """The algorithm number of a computed label set's `source` (its model and gold)."""
+    if source.model == "generative" and source.gold is not None:
+        return 3
+    return MODEL_VERSIONS[source.model]
 
 
 def labels_staleness(project: Project, res: Resolved, name: str, pinned: Any,
@@ -41,8 +50,9 @@ def labels_staleness(project: Project, res: Resolved, name: str, pinned: Any,
     spec = res.env.labels[name]
     assert spec.source is not None
     record = pinned.source or {}
-    hint = (f"run `buildenv lock {res.name}`: only the changed functions run again, on the "
-            "changed files",)
+    # what the relock runs: a changed or added function, on every file; a removed one, nothing
+    hint = (f"run `buildenv lock {res.name}`: only the changed and added functions run again "
+            "(on every file); removing one runs nothing",)
     problems = []
     now = function_digests(project, spec.source.functions, DECORATOR) or {}
     was: dict[str, str] = record.get("functions") or {}
@@ -55,7 +65,7 @@ def labels_staleness(project: Project, res: Resolved, name: str, pinned: Any,
         problems.append(res.diag("BE875", f"label set '{name}' is stale: its labeling functions "
                                  f"changed since it was locked ({'; '.join(parts)})", "labels",
                                  name, "source", "functions", hints=hint))
-    was_version, now_version = record.get("model_version", 1), MODEL_VERSIONS[spec.source.model]
+    was_version, now_version = record.get("model_version", 1), model_version(spec.source)
     if record.get("model") == spec.source.model and was_version != now_version:
         known = isinstance(was_version, int) and not isinstance(was_version, bool)
         why = (f"fitted by algorithm {was_version}, and this buildenv fits algorithm "
@@ -78,5 +88,7 @@ def labels_staleness(project: Project, res: Resolved, name: str, pinned: Any,
             what = f": {describe_diff(*was_pin.manifest.diff(now_pin.manifest))}"
         problems.append(res.diag("BE875", f"label set '{name}' is stale: dataset "
                                  f"'{spec.dataset}' changed since it was labeled{what}",
-                                 "labels", name, "dataset", hints=hint))
+                                 "labels", name, "dataset",
+                                 hints=(f"run `buildenv lock {res.name}`: every function runs "
+                                        "again on the added and changed files only",)))
     return problems
