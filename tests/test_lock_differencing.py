@@ -460,3 +460,29 @@ def test_a_withheld_manifest_is_pinned_by_paths_and_digests_and_others_keep_thei
     with pytest.raises(TypeError):
         FileEntry.from_json(withheld.files_json()[0])
     assert FileEntry.from_json(withheld.files_json()[0], withheld=True) == withheld.files[0]
+
+
+def test_labels_over_an_output_computed_from_restricted_data_withhold_its_rows(tmp_path):
+    """A label set over the transform's output: `labels` showed the output's exact row count
+    ("coverage withheld of 1 rows"), which the lock withholds; now a count like the others
+    (released by the policy: 0 or 1 row is below the minimum group size) and the shares'
+    denominator."""
+    over = ENV.replace("label: {dataset: people", """\
+  picked_probe:
+    dataset: picked
+    key: person_id
+    taxonomy: {name: sign, version: 1, classes: [neg, pos]}
+    source:
+      functions: rules/probe.py
+label: {dataset: people""")
+    texts = []
+    for root, threshold in ((tmp_path / "a", VALUE - 1), (tmp_path / "b", VALUE + 1)):
+        make(root, threshold)
+        (root / "environments/people.yaml").write_text(over)
+        out: list[str] = []
+        assert run(root, out, "lock")[0] == 0, out
+        for args in (["labels", "people"], ["labels", "people", "--format", "json"]):
+            run(root, out, *args)
+        texts.append([DIGEST.sub("<digest>", t.replace(str(root), "<root>")) for t in out[1:]])
+    assert "picked_probe" in texts[0][0] and "of withheld rows" in texts[0][0], texts[0][0]
+    assert texts[0] == texts[1]

@@ -14,7 +14,9 @@ one, `privacy.release` decides:
   which data), so showing the same figures again spends nothing. Without budget, or without
   OpenDP, the counts are withheld (BE516).
 
-The total number of rows is public (the lock records it) and is never noised.
+The total number of rows is public where the lock records it, and is then never noised; the
+rows of an output user code computed over restricted data, which the lock withholds, are a count
+like the others (`compile.label_analysis`).
 """
 
 from __future__ import annotations

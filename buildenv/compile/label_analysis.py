@@ -39,6 +39,10 @@ def function_figures(project: Project, res: Resolved, lock: Lock
         assert source is not None
         digest = lock.datasets[spec.dataset].digest
         counts = _counts(computed.figures)
+        # the rows of an output computed over restricted data are the code's choice: the lock
+        # withholds them, so they are a count like the others (and every share's denominator)
+        if lock.datasets[spec.dataset].counts_withheld is not None:
+            counts["rows"] = computed.figures.rows
         released = release_counts(project, res.env, spec.dataset, digest, counts,
                                   key=digest_json({"labels": name, "entry": lock.labels[name]
                                                    .digest, "data": digest,
@@ -72,7 +76,7 @@ def _ratio(part: float | None, whole: float | None) -> float | None:
 
 def _shown(figures: Figures, counts: dict[str, float | None], hidden: bool,
            about: dict[str, Any]) -> dict[str, Any]:
-    rows = float(figures.rows)
+    rows = counts["rows"] if "rows" in counts else float(figures.rows)
     labeled = counts["labeled"]
     functions = {}
     for name in figures.functions:
@@ -89,7 +93,7 @@ def _shown(figures: Figures, counts: dict[str, float | None], hidden: bool,
                 round(figures.estimated_accuracy[name], 6)
                 if name in figures.estimated_accuracy else None)}
     per_class = {c: _ratio(counts[f"class:{c}"], labeled) for c in figures.per_class}
-    return {**about, "rows": figures.rows, "labeled": labeled,
+    return {**about, "rows": None if rows is None else int(rows), "labeled": labeled,
             "coverage": _ratio(labeled, rows),
             "conflict": _ratio(counts["conflicting"], rows), "per_class": per_class,
             "functions": functions}

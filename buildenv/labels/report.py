@@ -169,6 +169,11 @@ def _table(headers: tuple[str, str], counts: dict[str, int]) -> list[str]:
     right = max([len(headers[1])] + [len(n) for _, n in rows])
     return [f"  {headers[0].ljust(left)}  {headers[1].rjust(right)}"] + [
         f"  {k.ljust(left)}  {n.rjust(right)}" for k, n in rows]
+def _rows(value: int | None) -> str:
+    """None: the rows of an output computed over restricted data, withheld by the policy."""
+    return "withheld" if value is None else f"{value:,}"
+
+
 def _rate(value: float | None) -> str:
     return "withheld" if value is None else f"{value:.1%}"
 
@@ -182,7 +187,7 @@ def _function_lines(found: dict[str, Any]) -> list[str]:
                 f"; figures released {release['policy']}"
                 + (f" (epsilon {release['epsilon_spent']:g})"
                    if release["policy"] == "dp" else "")),
-             f"  coverage {_rate(found['coverage'])} of {found['rows']:,} rows, conflicts "
+             f"  coverage {_rate(found['coverage'])} of {_rows(found['rows'])} rows, conflicts "
              f"{_rate(found['conflict'])}"]
     header = ["function", "coverage", "overlaps", "conflicts", "accuracy"]
     rows = [header]
