@@ -207,6 +207,40 @@ def test_only_trustworthy_reports_are_taken(tmp_path):
     assert not any((tmp_path / "state" / "tmp").iterdir())  # the copies' directory is gone
 
 
+def test_a_record_is_read_once_per_build_and_an_edited_object_is_still_caught(tmp_path,
+                                                                             monkeypatch):
+    """The build asks the store for every file of the plan before the run and again to lay
+    the dataset out after it: the second time, an object whose stat still matches what was
+    read is not read and parsed again (100 records on a one-file rebuild's critical path).
+    What the stat catches is caught as before: an object edited (even to the same size), or
+    removed, in between is not the one recorded."""
+    store = DerivedStore(SimpleNamespace(data_state_dir=tmp_path / "state"))  # type: ignore[arg-type]
+    keys = [f"sha256:{i:02x}" + "0" * 62 for i in range(3)]
+    for i, key in enumerate(keys):
+        _parquet(tmp_path / f"{i}.parquet", 5 + i)
+        meta = store.put(key, tmp_path / f"{i}.parquet", 0)
+    fresh = DerivedStore(SimpleNamespace(data_state_dir=tmp_path / "state"))  # type: ignore[arg-type]
+    metas = [fresh.get(key) for key in keys]
+    assert metas[-1] == meta
+    reads: list[Path] = []
+    read_text = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self)
+                        or read_text(self, *a, **k))
+    assert [fresh.get(key) for key in keys] == metas and reads == []
+    # edited in place to other bytes of the same size (its mtime moves): hashed, refused
+    edited = fresh.path(keys[0])
+    edited.chmod(0o644)
+    data = bytearray(edited.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    edited.write_bytes(bytes(data))
+    os.utime(edited, ns=(metas[0].mtime_ns + 10**9,) * 2)  # an edit's mtime, tick or not
+    assert edited.stat().st_size == metas[0].size
+    assert fresh.get(keys[0]) is None and reads
+    fresh.path(keys[1]).unlink()
+    assert fresh.get(keys[1]) is None
+    assert fresh.get(keys[2]) == metas[2]
+
+
 def test_the_runner_never_waits_for_the_build(tmp_path):
     from buildenv.training.derive_run import _report, _reports
 

@@ -124,24 +124,40 @@ class DerivedStore:
     def __init__(self, project: Project):
         self.root = project.data_state_dir / "derived" / "objects"
         self.scratch = scratch_dir(project.data_state_dir)
+        self._seen: dict[str, OutputMeta] = {}
+        """Each record this store read, checked or wrote: asked again (the layout after the
+        run asks for every file the plan asked for before it), an object whose stat still
+        matches is not read and parsed a second time."""
 
     def path(self, key: str) -> Path:
         hexkey = key.split(":", 1)[1]
         return self.root / hexkey[:2] / f"{hexkey}.parquet"
 
     def get(self, key: str) -> OutputMeta | None:
-        """The object's record, if the object is there and untouched since it was stored."""
+        """The object's record, if the object is there and untouched since it was stored.
+        The object is stat'ed at every call; its record is read once per store unless that
+        stat no longer matches it."""
         path = self.path(key)
+        seen = self._seen.get(key)
+        if seen is not None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            if (st.st_size, st.st_mtime_ns, st.st_ino) == (seen.size, seen.mtime_ns,
+                                                           seen.inode):
+                return seen
         try:
             meta = OutputMeta(**json.loads(path.with_suffix(".json").read_text()))
             st = os.stat(path)
         except (OSError, ValueError, TypeError):
             return None
         if (st.st_size, st.st_mtime_ns, st.st_ino) != (meta.size, meta.mtime_ns, meta.inode):
-            return self._recheck(path, meta)
+            return self._recheck(key, path, meta)
+        self._seen[key] = meta
         return meta
 
-    def _recheck(self, path: Path, meta: OutputMeta) -> OutputMeta | None:
+    def _recheck(self, key: str, path: Path, meta: OutputMeta) -> OutputMeta | None:
         """An object whose stat changed (a restored cache, a copied checkout) is kept when
         its bytes still hash to its record: hashing an output costs far less than making it."""
         try:
@@ -155,6 +171,7 @@ class DerivedStore:
         fresh = OutputMeta(meta.digest, meta.size, meta.rows, meta.withheld, st.st_mtime_ns,
                            st.st_ino)
         _record(path, fresh, self.scratch)
+        self._seen[key] = fresh
         return fresh
 
     def put(self, key: str, source: Path, withheld: int) -> OutputMeta:
@@ -168,6 +185,7 @@ class DerivedStore:
         meta = OutputMeta(value.digest, value.size, value.rows, withheld, st.st_mtime_ns,
                           st.st_ino)
         _record(path, meta, self.scratch)
+        self._seen[key] = meta
         return meta
 
     def stage(self, key: str, data: bytes, path: Path, withheld: int) -> Staged | None:
@@ -209,9 +227,11 @@ class DerivedStore:
             os.replace(staged.path, path)
         if withheld == staged.meta.withheld:
             os.replace(staged.path.with_suffix(".json"), path.with_suffix(".json"))
+            self._seen[key] = staged.meta
             return staged.meta
         meta = OutputMeta(**{**asdict(staged.meta), "withheld": withheld})
         _record(path, meta, self.scratch)
+        self._seen[key] = meta
         return meta
 
 
