@@ -306,6 +306,27 @@ def very_negative(batch):
     assert (locked / "environments" / "ev.lock.json").read_bytes() == before
 
 
+def test_a_labeling_function_imported_from_another_module_is_refused_not_ignored(locked):
+    """A set's functions are those its module defines: one imported by name would never vote,
+    which the lock said nothing about."""
+    (locked / "rules" / "extra.py").write_text('''import numpy as np
+
+import buildenv
+
+
+@buildenv.labeling_function(columns=["x"])
+def very_negative(batch):
+    return np.where(batch["x"] < -2, "neg", None)
+''')
+    rules = locked / "rules" / "sign.py"
+    rules.write_text("from rules.extra import very_negative  # noqa: F401\n" + rules.read_text())
+    before = (locked / "environments" / "ev.lock.json").read_bytes()
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 1 and "error[BE870]" in err and "imports labeling function(s) " \
+        "very_negative (from rules.extra)" in err, err
+    assert (locked / "environments" / "ev.lock.json").read_bytes() == before
+
+
 @pytest.mark.parametrize("again", [
     "positive_x = negative_x\n",
     "def positive_x(batch):\n    return [None] * len(batch)\n",
