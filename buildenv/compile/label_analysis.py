@@ -31,7 +31,7 @@ def function_figures(project: Project, res: Resolved, lock: Lock
     """label set -> its figures as they may be shown; and notes (withheld releases)."""
     annotated = {n: e for n, e in lock.labels.items() if e.source is None}
     built = build_labels(project, res, lock.datasets, annotated, write=False)
-    problems = [p for p in built.problems if p.is_error or p.code == "BE889"]
+    problems = [p for p in built.problems if p.is_error] + built.notes
     out = {}
     for name, computed in built.computed.items():
         spec = res.env.labels[name]

@@ -57,6 +57,9 @@ class BuiltLabels:
     problems: list[Diagnostic] = field(default_factory=list)
     computed: dict[str, Computed] = field(default_factory=dict)
     applied: dict[str, int] = field(default_factory=dict)  # label set -> (function, file) pairs
+    # what `buildenv labels` says of the sets (BE889), not the lock: a lock with a warning
+    # records no plan, so every next lock would take the long way
+    notes: list[Diagnostic] = field(default_factory=list)
 
 
 def model_path(project: Project, digest: str) -> Path:
@@ -96,7 +99,7 @@ def build_labels(project: Project, res: Resolved, datasets: dict[str, LockedData
             continue
         computed = compute(spec, matrix, gold)
         built.computed[name] = computed
-        built.problems.extend(repeats(res, name, matrix, computed))
+        built.notes.extend(repeats(res, name, matrix, computed))
         found = gates(res, name, computed.figures)
         built.problems.extend(found)
         if any(p.is_error for p in found):

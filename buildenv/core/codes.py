@@ -1019,7 +1019,7 @@ CODES: dict[str, Code] = {
                   "functions labels rows, and its key names an example: when several rows of "
                   "the dataset carry one key, the key takes the label of its last labeled row "
                   "(file order), whatever the others got, and a training reads every row of "
-                  "the key with that label. The warning counts the keys (and those whose rows "
+                  "the key with that label. `buildenv labels ENV` counts the keys (and those whose rows "
                   "got different labels); over a restricted dataset it says only that the "
                   "dataset's keys repeat. Label a dataset with one row per key, or key the set "
                   "by a column that names one row."),

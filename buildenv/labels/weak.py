@@ -8,8 +8,8 @@ votes on, overlaps another function on, and conflicts with another on (and, wher
 set labels the row, how often it is right); for the set, its coverage (rows with a label),
 conflict rate (rows with votes for two or more classes) and class shares. `gates` checks
 `min_coverage` and `max_conflict` on the exact figures; messages about a restricted dataset
-withhold them. `repeats` warns (BE889) when a key is on several rows: each key takes its last
-labeled row's label. Writing is deterministic: the same votes give the same bytes.
+withhold them. `repeats` warns (BE889, in `buildenv labels`) when a key is on several rows: each
+key takes its last labeled row's label. Writing is deterministic: the same votes give the same bytes.
 """
 
 from __future__ import annotations

@@ -84,6 +84,15 @@ def run_functions_job(job: dict[str, Any], env: Environment, project: Project,
                       hints=("decorate each one `@buildenv.labeling_function(columns=[...])`, "
                              "or `@NAME(...)` after `from buildenv import labeling_function as "
                              "NAME`",))]
+    imported = _imported(functions, module.__name__, job.get("declared"))
+    if imported:
+        first = functions[imported[0]]
+        return [_diag("BE870", f"label set '{job['label_set']}': {job['module']} imports "
+                      f"labeling function(s) {', '.join(imported)} (from {first.__module__}): "
+                      "a set's functions are the ones its module defines, so they would "
+                      "never vote here", job["module"], None,
+                      hints=("define a rule here that calls it, or import its module "
+                             f"(`import {first.__module__}`) when it is only called",))]
     classes = pa.array(job["classes"], pa.string())
     for item in job["files"]:
         wanted = list(item["functions"])
@@ -123,6 +132,16 @@ def _unseen(functions: dict[str, Any], module: str, declared: list[str] | None) 
     return sorted(name for name, fn in functions.items() if name not in declared
                   and getattr(fn, "__module__", None) == module
                   and getattr(fn, "__name__", None) == name and hasattr(fn, "__code__"))
+
+
+def _imported(functions: dict[str, Any], module: str, declared: list[str] | None
+              ) -> list[str]:
+    """Labeling functions another module defines, bound in this one by an import: the static
+    parse takes a module's own functions, so they would not vote."""
+    if declared is None:
+        return []
+    return sorted(name for name, fn in functions.items() if name not in declared
+                  and getattr(fn, "__module__", None) not in (None, module))
 
 
 def _columns(fn: Any) -> list[str]:
