@@ -55,7 +55,9 @@ _VOLATILE = [
                 r"\d+(\.\d+)?"), r'"\1": <seconds>'),
     (re.compile(r"^  \S+ @ \S+: <seconds> \(.*\)$"), "  <one of the slowest pairs>"),
 ]
-_NUMBER = re.compile(r"-?\d[\d,]*(\.\d+)?(e[+-]?\d+)?")
+# a comma only as a thousands separator: "[37, 38.1]" (an interval whose bound printed whole)
+# is two numbers, not "37," and one
+_NUMBER = re.compile(r"-?\d+(,\d{3})*(\.\d+)?(e[+-]?\d+)?")
 
 
 @dataclass
@@ -242,6 +244,9 @@ def test_the_harness_normalises_only_what_varies(tmp_path):
     assert normalise(shown, root, False) == ["built in <seconds> at <time>",
                                              "<root>/dist run <run id>", "62,559 rows"]
     assert normalise(["mean 41.2 (±0.3)"], root, True) == ["mean <n> (±<n>)"]
+    # noise printed one bound whole: still two numbers (CI saw "[37, 38.146]" differ)
+    assert normalise(["mean 37.5 [37, 38.146]", "rows 7,012 ± 24"], root, True) == normalise(
+        ["mean 37.551 [36.985, 38.129]", "rows 12 ± 24"], root, True)
     page = ("intro\n\n<!-- file: a/b.json -->\n```json\n{}\n```\n\n```console\n$ buildenv "
             "version\n0.1.0\n$ X=1 buildenv envs\nNAME\n```\n\n```console noisy\n$ buildenv "
             "x\n```\n\n<!-- written: c.yaml -->\n```yaml\nname: c\n```\n")
