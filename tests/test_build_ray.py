@@ -607,3 +607,35 @@ def _interrupted_build(tmp_path: Path, ray: bool, sig: int = signal.SIGINT) -> N
     leftovers = [p for p in [*(root / ".buildenv").rglob("*"), *(root / "dist").rglob("*")]
                  if p.is_dir() and ".tmp-" in p.name]
     assert leftovers == []
+
+
+def test_ctrl_c_handed_to_another_thread_stops_build_all_at_once(monkeypatch):
+    """The kernel may hand Ctrl-C to any thread of the build (Ray's, a pair's); Python runs
+    the handler in the main thread only when that thread runs. It waited for the pairs
+    without end, so the interrupt sat there until a pair finished: on Ray, every pair of
+    `build --all` was trained before the build stopped."""
+    from buildenv.compile import launch, plan
+
+    def build_pair(project, multiverse, training, env, options, resolved):
+        if training == "first":  # Ctrl-C, delivered to this pair's thread once the main
+            time.sleep(1)  # thread waits for the pairs
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while not launch._RUNNING.interrupted and time.monotonic() < deadline:
+            time.sleep(0.05)  # a training, stopped by the interrupted build
+        raise KeyboardInterrupt
+
+    class Envs:
+        def resolve_all(self):
+            return {}, []
+
+        def resolve(self, env):
+            return None
+
+    monkeypatch.setattr(plan, "build_pair", build_pair)
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_matrix(None, Envs(), [("first", "a"), ("second", "a")],  # type: ignore[arg-type]
+                   BuildOptions(), jobs=2)
+    assert time.monotonic() - start < 10
+    assert launch._RUNNING.interrupted is False  # resumed for the next build

@@ -466,3 +466,14 @@ def test_the_stray_file_among_hive_directories_is_the_one_named(tmp_path):
     assert code == 1
     assert "error[BE062]: dataset 'ev': 'data/ev/extra.parquet' is not under year=... like 2 " \
         "of 3 files (e.g. 'year=2024/part-0.parquet')" in err, err
+
+
+def test_a_directory_of_one_file_is_said_to_hold_one_file(tmp_path):
+    """The draft's comment counted `in 1 files`."""
+    folder = tmp_path / "data" / "one" / "region=eu"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"n": [1, 2], "ok": [True, False]}), folder / "part-0.parquet")
+    code, _, err = invoke_cli(["init", "--env", "p", "--data", "data/one/"], tmp_path)
+    assert code == 0, err
+    text = (tmp_path / "environments" / "p.yaml").read_text()
+    assert "# 2 rows in 1 file\n" in text, text

@@ -382,8 +382,9 @@ class RayExecutor(Executor):
                                                       item, flag) for item in items]
         pending = list(refs)
         try:
-            while pending:  # the first failure as soon as it happens, not after the rest
-                done, pending = ray.wait(pending, num_returns=1)
+            while pending:  # a failure as it happens; in slices, as Python runs a Ctrl-C's
+                # handler only when the main thread runs (the kernel may hand it to Ray's)
+                done, pending = ray.wait(pending, num_returns=len(pending), timeout=STOP_POLL)
                 ray.get(done)
             results = ray.get(refs)
         except KeyboardInterrupt:  # Ctrl-C here: no task of the map goes on

@@ -74,8 +74,9 @@ def _dataset(env: str, found: InferredDataset) -> DatasetDraft:
         raise DiagnosticError([Diagnostic(
             "BE045", f"dataset '{found.name}': no column of '{found.uri}' has a type an "
             "environment can declare", found.uri.rstrip("/"))], 1)
-    rows = f"{found.rows:,} rows" + (f" in {found.files:,} files" if found.uri.endswith("/")
-                                     else "")
+    rows = f"{found.rows:,} rows" + (
+        f" in {found.files:,} file{'' if found.files == 1 else 's'}" if found.uri.endswith("/")
+        else "")
     if found.restricted:
         rows += (f"; restricted: no values written, fill ranges and domains from `buildenv "
                  f"stats {env} --dataset {found.name}`")
