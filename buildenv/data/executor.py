@@ -63,6 +63,18 @@ class Executor:
     def prepare(self) -> None:
         """Connect now, from the calling (main) thread, before work is spread over threads."""
 
+    def defer(self) -> None:
+        """Connect only if work needs it: a thread that first does asks the main thread, which
+        calls `serve` while it waits for its threads (a lock whose stat cache vouches for every
+        file then starts nothing)."""
+        self.prepare()
+
+    def serve(self) -> None:
+        """From the main thread, while it waits: connect if a thread asked (`defer`)."""
+
+    def end_deferral(self) -> None:
+        """The main thread stops serving: a thread still waiting is told (it raises)."""
+
     def close(self) -> None:
         pass
 
@@ -215,6 +227,11 @@ class RayExecutor(Executor):
         self._stop = StopFlag(uuid.uuid4().hex)  # this build's; its tasks watch it
         self._stop_set = False
         self._task: Any = None  # `_task` as a Ray remote function
+        # `defer`: a thread that needs Ray asks; the main thread connects in `serve`
+        self._deferred = False
+        self._asked = threading.Event()
+        self._answered = threading.Event()
+        self._answer: BaseException | None = None
         # Ray's runtime environment for the whole connection (a cluster only): a local
         # `working_dir` can be shipped only there, not per task
         self.runtime_env: dict[str, Any] | None = None
@@ -231,8 +248,37 @@ class RayExecutor(Executor):
     def prepare(self) -> None:
         self._connect()
 
+    def defer(self) -> None:
+        self._deferred = True
+        self._asked.clear()
+        self._answered.clear()
+        self._answer = None
+
+    def serve(self) -> None:
+        if self._asked.is_set() and not self._answered.is_set():
+            try:
+                self._connect()
+            except BaseException as exc:  # the asking thread raises it (a diagnostic, Ctrl-C)
+                self._answer = exc
+                raise
+            finally:
+                self._answered.set()
+
+    def end_deferral(self) -> None:
+        self._deferred = False
+        if not self._answered.is_set():
+            self._answer = self._answer or RuntimeError("RayExecutor: the main thread stopped "
+                                                        "before it could connect")
+            self._answered.set()
+
     def _connect(self) -> Any:
         if self._ray is not None:
+            return self._ray
+        if self._deferred and threading.current_thread() is not threading.main_thread():
+            self._asked.set()  # Ray starts only from the main thread: it connects (`serve`)
+            self._answered.wait()
+            if self._ray is None:
+                raise self._answer or RuntimeError("RayExecutor: not connected")
             return self._ray
         try:
             import ray  # pants: no-infer-dep (an optional extra: not in the build runtime)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -125,11 +125,26 @@ def _digest_all(project: Project, wanted: dict[DatasetKey, Dataset], algorithm: 
 
     workers = max(1, min(len(wanted), os.cpu_count() or 1, 4))
     if workers == 1:  # one dataset (its files may still be hashed by the executor's threads)
-        for item in sorted(wanted, key=repr):
-            work(item)
+        try:
+            for item in sorted(wanted, key=repr):
+                work(item)  # in this thread: the executor connects here if it must
+        finally:
+            if executor is not None:
+                executor.end_deferral()
         return results, errors
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(work, sorted(wanted, key=repr)))
+        futures = [pool.submit(work, item) for item in sorted(wanted, key=repr)]
+        try:
+            pending = set(futures)
+            while pending:  # in slices: a thread may ask this one to connect the executor
+                if executor is not None:
+                    executor.serve()
+                pending = wait(pending, timeout=0.05)[1]
+        finally:  # on every way out (a diagnostic, Ctrl-C): no thread waits for an answer
+            if executor is not None:
+                executor.end_deferral()
+        for future in futures:
+            future.result()  # a DiagnosticError raised in a thread
     return results, errors
 
 
@@ -210,7 +225,9 @@ def lock_environments_with(label_locker: LabelLocker, multiverse: Multiverse, na
               if ds.source is None}  # derived datasets are built, not hashed from a uri
     if executor is not None and any(names_directory(uri) or ds.is_table
                                     for (uri, *_), ds in wanted.items()):
-        executor.prepare()  # datasets are hashed from threads: connect from this one
+        # files are hashed from threads, and only files the stat cache cannot vouch for: the
+        # executor connects (a Ray started) from this thread only when one needs it
+        executor.defer()
     cache = stat_cache(project)
     locks: dict[str, Lock | None] = {}  # the locks being replaced, read once
     digests, errors = _digest_all(project, wanted, algorithm, cache, executor,

@@ -1,0 +1,71 @@
+"""`executor = "ray"` costs a lock nothing when the stat cache vouches for every file: Ray is
+started only when a file must be hashed, from the main thread, which a hashing thread asks
+(`Executor.defer`/`serve`). A user who sets Ray for builds paid a Ray start (16 s under load)
+on every relock of a directory dataset before."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from partitioned_repo import age, make_partitioned_repo, write_file
+
+from buildenv.core.project import Project
+from buildenv.data.executor import RayExecutor
+from buildenv.env.resolve import Multiverse
+from buildenv.labels.locking import lock_environments
+
+pytestmark = pytest.mark.slow
+
+MORE = """\
+  more:
+    uri: data/more/
+    partitions: [date]
+    columns:
+      date: {dtype: date, range: ["2026-09-01", "2026-12-31"]}
+      user: {dtype: int64, nullable: false}
+      x: {dtype: float64, range: [-10, 10]}
+      kind: {dtype: string, domain: [a, b, c]}
+      y: {dtype: bool, nullable: false}
+"""
+
+
+def test_ray_is_started_only_when_a_file_must_be_hashed(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    root = make_partitioned_repo(tmp_path)
+    shutil.copytree(root / "data/events", root / "data/more")  # two datasets: two threads
+    env = root / "environments/ev.yaml"
+    env.write_text(env.read_text().replace("label:", MORE + "label:"))
+    age(root)
+    started: list[str] = []
+    init = RayExecutor._init
+
+    def counted(self, ray):
+        started.append("ray")
+        return init(self, ray)
+
+    monkeypatch.setattr(RayExecutor, "_init", counted)
+
+    def lock():
+        executor = RayExecutor(address="", num_cpus=2, object_store_mb=100, timeout=120)
+        try:
+            results, problems = lock_environments(Multiverse(Project.discover(root)), ["ev"],
+                                                  executor=executor)
+        finally:
+            executor.close()
+        assert problems == []
+        return results[0][1]
+
+    first = lock()  # every file to hash: a hashing thread asked, the main thread started Ray
+    assert started == ["ray"]
+    assert len(first.datasets["more"].manifest.files) == len(first.datasets["events"].manifest.files)
+
+    again = lock()  # the stat cache vouches for every file: no Ray
+    assert started == ["ray"]
+    assert again.to_json() == first.to_json()
+
+    age(root, write_file(root, 1, 7, seed=4242))  # one new file: Ray again, and it is pinned
+    third = lock()
+    assert started == ["ray", "ray"]
+    paths = [f.path for f in third.datasets["events"].manifest.files]
+    assert len(paths) == len(first.datasets["events"].manifest.files) + 1
