@@ -139,9 +139,7 @@ def __getattr__(name: str) -> Any:
 def run() -> None:
     """The `buildenv` program (`python -m buildenv`, the console script): `main`; for the
     commands of `_QUICK_EXIT`, the process ends as soon as its output is flushed."""
-    if len(sys.argv) < 2 or sys.argv[1] not in _QUICK_EXIT:
-        main()
-        return
+    quick = len(sys.argv) >= 2 and sys.argv[1] in _QUICK_EXIT
     try:
         main()
         code = 0
@@ -149,7 +147,13 @@ def run() -> None:
         if not (exc.code is None or isinstance(exc.code, int)):
             raise  # a message: the interpreter prints it
         code = exc.code or 0
-    if any(name in sys.modules for name in _EXIT_HANDLERS):
+    if code == 130 and "ray" in sys.modules:
+        # interrupted while Ray ran tasks: its exit handlers still stop the Ray it started
+        # (`leave` runs them), but the interpreter's teardown of Ray's core worker, with tasks
+        # cut short, died of SIGSEGV or SIGABRT in about a third of the interrupts under load
+        # (exit 139 after "interrupted")
+        leave(code)
+    if not quick or any(name in sys.modules for name in _EXIT_HANDLERS):
         sys.exit(code)
     leave(code)
 
