@@ -407,7 +407,10 @@ def test_inference_streams_in_bounded_memory(tmp_path):
         assert proc.returncode == 0, proc.stderr
         peaks[name] = int(proc.stdout.splitlines()[-1])
     grown = (large - small) >> 20
-    assert peaks["large"] - peaks["small"] < grown / 4, (peaks, grown)
+    # a read of the whole file grows by at least the added 65 MiB (as Arrow, more); streaming
+    # grows by what batches are in flight: 6-8 MiB on a quiet machine, 18 MiB once under CI's
+    # load (the reader's threads run ahead), so half of the growth is the line
+    assert peaks["large"] - peaks["small"] < grown / 2, (peaks, grown)
     doc = yaml.safe_load((tmp_path / "environments" / "large.yaml").read_text())
     assert doc["datasets"]["large"]["columns"]["id"] == {
         "dtype": "int64", "nullable": False, "range": [0, 2100000], "unique": True}
