@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from partitioned_repo import age, make_partitioned_repo, write_file
+from partitioned_repo import ENV, age, make_partitioned_repo, write_file
 
 from buildenv.core.project import Project
 from buildenv.data.executor import RayExecutor
@@ -17,17 +17,9 @@ from buildenv.labels.locking import lock_environments
 
 pytestmark = pytest.mark.slow
 
-MORE = """\
-  more:
-    uri: data/more/
-    partitions: [date]
-    columns:
-      date: {dtype: date, range: ["2026-09-01", "2026-12-31"]}
-      user: {dtype: int64, nullable: false}
-      x: {dtype: float64, range: [-10, 10]}
-      kind: {dtype: string, domain: [a, b, c]}
-      y: {dtype: bool, nullable: false}
-"""
+# a second directory dataset declared as the first: two datasets, hashed from two threads
+MORE = ENV[ENV.index("  events:\n"):ENV.index("label:")].replace(
+    "  events:", "  more:").replace("data/events/", "data/more/")
 
 
 def test_ray_is_started_only_when_a_file_must_be_hashed(tmp_path, monkeypatch):
