@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 
 from buildenv.compile.build import BuildOptions, BuildOutcome, build_pair
 from buildenv.compile.launch import interrupt_trainings, resume_trainings
@@ -21,6 +21,7 @@ from buildenv.compile.remote import (
     ship_repository,
 )
 from buildenv.core import progress
+from buildenv.core.awake import results
 from buildenv.core.diagnostics import DiagnosticError
 from buildenv.core.project import Project, TrainingConfig
 from buildenv.data.executor import RayExecutor
@@ -30,7 +31,6 @@ __all__ = ["matrix_json", "pairs", "prepare_ray", "render_matrix", "run_matrix",
 
 RAY_PAIRS = 64  # pairs in flight on Ray unless --jobs says otherwise
 SLOW = 1.0  # seconds: faster pairs (cached, failed early) are never "the slowest"
-WAKE = 0.25  # seconds between the main thread's wake-ups while pairs run (signals: `_results`)
 
 
 def pairs(trainings: dict[str, TrainingConfig], env_names: list[str]) -> list[tuple[str, str]]:
@@ -81,7 +81,8 @@ def run_matrix(project: Project, multiverse: Multiverse, selected: list[tuple[st
 
         with ThreadPoolExecutor(workers) as pool:
             try:
-                return _results([pool.submit(one, pair) for pair in selected])
+                # in slices: a signal reaches this thread at once (`core.awake`)
+                return results([pool.submit(one, pair) for pair in selected])
             except BaseException:  # Ctrl-C, SIGTERM: the pool would wait for every training
                 if options.ray is not None:
                     options.ray.cancel_all()
@@ -92,20 +93,6 @@ def run_matrix(project: Project, multiverse: Multiverse, selected: list[tuple[st
                 finally:
                     resume_trainings()
                 raise
-
-
-def _results(futures: list[Future]) -> list[BuildOutcome]:
-    """The pairs' outcomes, in order; the first failure (Ctrl-C in a pair) as soon as it
-    happens. The main thread waits in slices of WAKE seconds: Python runs a signal's handler
-    only in the main thread, when it runs, and the kernel may hand Ctrl-C or SIGTERM to any
-    other thread (Ray's, a pair's). A wait without end then sat on the interrupt until the
-    next pair finished: a build --all on Ray ran every pair to its end before it stopped."""
-    pending = set(futures)
-    while pending:
-        done, pending = wait(pending, timeout=WAKE, return_when=FIRST_EXCEPTION)
-        for future in done:
-            future.result()  # raises what the pair raised
-    return [future.result() for future in futures]
 
 
 def render_matrix(outcomes: list[BuildOutcome], quiet: bool = False) -> str:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from buildenv.core import awake
 from buildenv.core.atomic import atomic_write_text
 from buildenv.core.canonical import canonical_json, digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError
@@ -94,6 +95,9 @@ def digest_declared(project: Project, ds: Dataset, algorithm: str = "sha256",
 Problem = tuple[str, str, tuple[str, ...]]  # code, message, hints
 
 
+SERVE = 0.05  # seconds: how soon a hashing thread that asks for Ray is answered (`serve`)
+
+
 def _digest_all(project: Project, wanted: dict[DatasetKey, Dataset], algorithm: str,
                 cache: StatCache, executor: Executor | None = None,
                 previous: dict[DatasetKey, Previous] | None = None
@@ -134,17 +138,11 @@ def _digest_all(project: Project, wanted: dict[DatasetKey, Dataset], algorithm: 
         return results, errors
     with ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(work, item) for item in sorted(wanted, key=repr)]
-        try:
-            pending = set(futures)
-            while pending:  # in slices: a thread may ask this one to connect the executor
-                if executor is not None:
-                    executor.serve()
-                pending = wait(pending, timeout=0.05)[1]
+        try:  # in slices: a thread may ask this one to connect the executor (`serve`)
+            awake.results(futures, SERVE, executor.serve if executor is not None else None)
         finally:  # on every way out (a diagnostic, Ctrl-C): no thread waits for an answer
             if executor is not None:
                 executor.end_deferral()
-        for future in futures:
-            future.result()  # a DiagnosticError raised in a thread
     return results, errors
 
 
