@@ -270,6 +270,22 @@ def invoke_cli(args: Sequence[object], cwd: Path | str, *, subprocess: bool = Fa
     return result.exit_code, result.stdout, result.stderr
 
 
+def recorded_cancels(monkeypatch) -> list[bool]:
+    """Every `ray.cancel` from now on, by its `force`: a stop must not cancel tasks by force
+    while they can still stop by their flag."""
+    import ray
+
+    forces: list[bool] = []
+    cancel = ray.cancel
+
+    def recording(ref, *, force=False, recursive=True):
+        forces.append(force)
+        return cancel(ref, force=force, recursive=recursive)
+
+    monkeypatch.setattr(ray, "cancel", recording)
+    return forces
+
+
 @pytest.fixture
 def hash_calls(monkeypatch) -> list[str]:
     """Every full hash of a file's bytes by the lock (stat-cache misses), by uri."""

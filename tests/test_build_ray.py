@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from buildrepo import make_build_repo
-from conftest import REPO_ROOT, invoke_cli, process_alive
+from conftest import REPO_ROOT, invoke_cli, process_alive, recorded_cancels
 
 from buildenv.compile import remote
 from buildenv.compile.artifact import LINEAGE_FILE, read_lineage
@@ -185,20 +185,6 @@ def _start_task(executor: RayExecutor, fn, marker: Path, item=None
     return thread, raised
 
 
-def _recorded_cancels(monkeypatch) -> list[bool]:
-    import ray
-
-    forces: list[bool] = []
-    cancel = ray.cancel
-
-    def recording(ref, *, force=False, recursive=True):
-        forces.append(force)
-        return cancel(ref, force=force, recursive=recursive)
-
-    monkeypatch.setattr(ray, "cancel", recording)
-    return forces
-
-
 def test_an_interrupted_build_stops_its_ray_tasks_without_ray_cancel(ray_executor, tmp_path,
                                                                      monkeypatch):
     """Ctrl-C sets the build's stop flag; the task sees it on its worker, stops what it runs
@@ -219,7 +205,7 @@ def test_an_interrupted_build_stops_its_ray_tasks_without_ray_cancel(ray_executo
         Path(marker).write_text("stopped")  # its clean-up ran
         raise KeyboardInterrupt  # as run_training raises when its training was stopped
 
-    forces = _recorded_cancels(monkeypatch)
+    forces = recorded_cancels(monkeypatch)
     build = RayExecutor(address="")  # joins the fixture's Ray
     marker = tmp_path / "marker"
     thread, raised = _start_task(build, stoppable, marker)
@@ -241,7 +227,7 @@ def test_a_stopped_training_task_kills_its_training_without_ray_cancel(
     process group is killed) and the task returns normally (no `ray.cancel`: the worker
     lives)."""
     root = _sleeper_repo(tmp_path / "stop")
-    forces = _recorded_cancels(monkeypatch)
+    forces = recorded_cancels(monkeypatch)
     build = RayExecutor(address="")
     pid_file = root / "train" / "sleeper.pids"
     thread, raised = _start_task(build, remote.train_task, pid_file,
@@ -309,7 +295,7 @@ def test_a_task_that_does_not_stop_is_killed_after_the_grace(ray_executor, tmp_p
         Path(marker).write_text("running")
         time.sleep(300)
 
-    forces = _recorded_cancels(monkeypatch)
+    forces = recorded_cancels(monkeypatch)
     monkeypatch.setattr(executor_module, "CANCEL_GRACE", 1.0)
     build = RayExecutor(address="")
     thread, raised = _start_task(build, stuck, tmp_path / "marker")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO_ROOT, drop_store
+from conftest import REPO_ROOT, drop_store, recorded_cancels
 from partitioned_repo import (
     DAYS,
     FILES_PER_DAY,
@@ -385,20 +385,6 @@ def test_a_delta_table_runs_one_task_per_data_file_on_ray_like_local(tmp_path, r
     assert out["ray"] == out["local"]
 
 
-def _recorded_cancels(monkeypatch) -> list[bool]:
-    import ray
-
-    forces: list[bool] = []
-    cancel = ray.cancel
-
-    def recording(ref, *, force=False, recursive=True):
-        forces.append(force)
-        return cancel(ref, force=force, recursive=recursive)
-
-    monkeypatch.setattr(ray, "cancel", recording)
-    return forces
-
-
 def _failing_map_task():
     """A data task of the tests below, made here so that Ray ships it by value (workers cannot
     import the tests): 'fail' once the other task runs; 'watch' runs until interrupted (and
@@ -436,7 +422,7 @@ def test_a_failed_map_stops_its_other_tasks_by_their_flag_not_ray_cancel(
     """One task of a data map fails: the map's other tasks are stopped by its stop flag (a
     Ctrl-C in their thread) and the map waits for them: no `ray.cancel`, whose crossing with
     a reply can abort Ray's driver, and nothing of the map still runs once BE882 is out."""
-    forces = _recorded_cancels(monkeypatch)
+    forces = recorded_cancels(monkeypatch)
     marker = tmp_path / "watch"
     start = time.monotonic()
     with pytest.raises(DiagnosticError) as err:
@@ -453,7 +439,7 @@ def test_a_map_task_that_does_not_stop_is_killed_after_the_grace(ray_executor, t
     once the grace is over, and only it: `ray.cancel(force=True)`."""
     from buildenv.data import executor as executor_module
 
-    forces = _recorded_cancels(monkeypatch)
+    forces = recorded_cancels(monkeypatch)
     monkeypatch.setattr(executor_module, "CANCEL_GRACE", 1.0)
     marker = tmp_path / "stuck"
     start = time.monotonic()

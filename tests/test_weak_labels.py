@@ -119,15 +119,15 @@ def test_a_lock_of_an_earlier_model_algorithm_is_stale_not_called_non_determinis
     assert code == 0, err
 
 
-def test_a_generative_set_with_gold_locked_by_algorithm_2_is_stale(locked):
-    """Algorithm 2 counted gold keys the dataset lacks in the class prior; a set with a gold
-    set is fitted by 3, and its lock at 2 names the model as what changed."""
-    pq.write_table(pa.table({"key": ["1", "nobody"], "label": ["pos", "neg"],
-                             "annotator": ["ann", "ann"]}), locked / "data" / "gold.parquet")
-    env = locked / "environments" / "ev.yaml"
+def with_gold(root: Path, labels: dict[str, str], rules_also: str = "",
+              gold_also: str = "") -> Path:
+    """The `rules` set given a `gold` label set (annotated, keys -> labels) with `rules_also`
+    added to its source and `gold_also` to the gold set's entry; the environment file."""
+    pq.write_table(pa.table({"key": list(labels), "label": list(labels.values()),
+                             "annotator": ["ann"] * len(labels)}), root / "data" / "gold.parquet")
+    env = root / "environments" / "ev.yaml"
     text = env.read_text().replace("functions: rules/sign.py\n",
-                                   "functions: rules/sign.py\n      gold: gold\n"
-                                   "      model: generative\n")
+                                   "functions: rules/sign.py\n      gold: gold\n" + rules_also)
     env.write_text(text.replace("labels:\n", """\
 labels:
   gold:
@@ -136,7 +136,14 @@ labels:
     dataset: events
     key: user
     taxonomy: {name: sign, version: 1, classes: [neg, pos]}
-"""))
+""" + gold_also))
+    return env
+
+
+def test_a_generative_set_with_gold_locked_by_algorithm_2_is_stale(locked):
+    """Algorithm 2 counted gold keys the dataset lacks in the class prior; a set with a gold
+    set is fitted by 3, and its lock at 2 names the model as what changed."""
+    with_gold(locked, {"1": "pos", "nobody": "neg"}, "      model: generative\n")
     code, _, err = invoke_cli(["lock", "ev"], locked)
     assert code == 0, err
     path = locked / "environments" / "ev.lock.json"
@@ -368,22 +375,7 @@ def test_a_gold_set_must_be_annotated(locked):
 
 
 def test_a_cycle_through_gold_is_reported_at_the_entry_that_closes_it(locked):
-    pq.write_table(pa.table({"key": ["1"], "label": ["pos"], "annotator": ["ann"]}),
-                   locked / "data" / "gold.parquet")
-    env = locked / "environments" / "ev.yaml"
-    text = env.read_text().replace("functions: rules/sign.py\n",
-                                   "functions: rules/sign.py\n      gold: gold\n")
-    env.write_text(text.replace("labels:\n", """\
-labels:
-  gold:
-    uri: data/gold.parquet
-    format: parquet
-    dataset: events
-    key: user
-    taxonomy: {name: sign, version: 1, classes: [neg, pos]}
-    reuse:
-      - {labels: rules}
-"""))
+    env = with_gold(locked, {"1": "pos"}, gold_also="    reuse:\n      - {labels: rules}\n")
     line = env.read_text().splitlines().index("      gold: gold") + 1
     code, _, err = invoke_cli(["lock", "ev"], locked)
     assert code == 2, err
