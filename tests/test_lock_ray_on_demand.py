@@ -5,6 +5,7 @@ on every relock of a directory dataset before."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -61,3 +62,30 @@ def test_ray_is_started_only_when_a_file_must_be_hashed(tmp_path, monkeypatch):
     assert started == ["ray", "ray"]
     paths = [f.path for f in third.datasets["events"].manifest.files]
     assert len(paths) == len(first.datasets["events"].manifest.files) + 1
+
+
+def test_a_cluster_that_does_not_answer_when_a_thread_asks_is_named(tmp_path):
+    """The connection a hashing thread asks for fails in the main thread: the lock ends with
+    the cluster's diagnostic (exit 2), and neither the asking thread nor the pool hangs."""
+    pytest.importorskip("ray")
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    root = make_partitioned_repo(tmp_path)
+    shutil.copytree(root / "data/events", root / "data/more")
+    env = root / "environments/ev.yaml"
+    env.write_text(env.read_text().replace("label:", MORE + "label:"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free, and nothing listens once closed
+    proc = subprocess.run([sys.executable, "-m", "buildenv", "lock", "ev", "--executor", "ray"],
+                          cwd=root, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT),
+                               "BUILDENV_RAY_ADDRESS": f"127.0.0.1:{port}",
+                               "BUILDENV_RAY_TIMEOUT": "5"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "error[BE881]" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (root / "environments/ev.lock.json").exists()
