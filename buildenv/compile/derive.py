@@ -41,8 +41,10 @@ from buildenv.data.lock.derived import (
     materialize,
     narrowed,
     plan_derived,
+    recorded_reads,
 )
-from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT, LockedDataset
+from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT, LockedDataset, read_lock
+from buildenv.data.lock.read_files import pinnable
 from buildenv.env.resolve import Resolved
 from buildenv.env.source_rules import derived_order
 
@@ -130,6 +132,7 @@ def build_derived(project: Project, res: Resolved, pins: dict[str, Pinned],
 def _build_all(project: Project, res: Resolved, pins: dict[str, Pinned], only: set[str] | None,
                store: DerivedStore, built: Built) -> None:
     current = dict(pins)
+    previous = _previous_reads(project, res)
     for name in derived_order(res.env):
         ds = res.env.datasets[name]
         assert ds.source is not None
@@ -141,7 +144,7 @@ def _build_all(project: Project, res: Resolved, pins: dict[str, Pinned], only: s
         processes: list[SourceProcess] = []
         try:
             if (project.root / ds.source.module_path).is_file():
-                plan = plan_derived(project, res.env, name, current)
+                plan = plan_derived(project, res.env, name, current, previous.get(name, ()))
                 todo = [f for f in plan.files if store.get(f.key) is None]
                 if todo:  # it imports while the code is checked (or since the command began)
                     inputs = list(ds.source.inputs)
@@ -161,7 +164,8 @@ def _build_all(project: Project, res: Resolved, pins: dict[str, Pinned], only: s
             assert plan is not None and todo is not None  # the module exists
             if processes:
                 with progress.task(f"derive {name} ({len(todo)} of {len(plan.files)} files)"):
-                    problems = _run(processes, res, plan, todo, current, store)
+                    problems, plan = _run(project, processes, res, plan, todo, current,
+                                          store)
                 built.problems.extend(problems)
                 if any(p.is_error for p in problems):
                     continue
@@ -189,12 +193,25 @@ def _build_all(project: Project, res: Resolved, pins: dict[str, Pinned], only: s
         current[name] = Pinned(digest, manifest)
 
 
-def _run(processes: list[SourceProcess], res: Resolved, plan: DerivedPlan,
+def _previous_reads(project: Project, res: Resolved) -> dict[str, list[str]]:
+    """Each derived dataset's repository files its code read when the lock was written (none
+    without a lock, or from a lock written before they were recorded)."""
+    try:
+        lock = read_lock(project, res.name)
+    except Exception:  # an unreadable lock: `lock` writes a new one, and says why if it must
+        return {}
+    if lock is None:
+        return {}
+    return {name: sorted(recorded_reads(entry.derived))
+            for name, entry in lock.datasets.items() if entry.derived is not None}
+
+
+def _run(project: Project, processes: list[SourceProcess], res: Resolved, plan: DerivedPlan,
          todo: list[OutputFile], current: dict[str, Pinned], store: DerivedStore
-         ) -> list[Diagnostic]:
+         ) -> tuple[list[Diagnostic], DerivedPlan]:
     """Run the transform over `todo` in `processes` (several: each asks for its next file,
     `compile.derive_claims`) and store every output once all succeeded; the problems of the
-    first failure in the files' order."""
+    first failure in the files' order, and the plan keyed by the files the code read."""
     source = plan.ds.source
     assert source is not None
     first = current[source.inputs[0]]
@@ -236,15 +253,41 @@ def _run(processes: list[SourceProcess], res: Resolved, plan: DerivedPlan,
         if failed is not None:
             return [located(res, d) for d in failed.get("diagnostics", [])] or [res.diag(
                 "BE345", f"dataset '{plan.name}': the transform's process reported no result",
-                "datasets", plan.name, "source")]
+                "datasets", plan.name, "source")], plan
         owner = claims.owner if claims is not None else dict.fromkeys(range(len(todo)), 0)
         claimed = owned_temp_dir(store.scratch, "derive-claim")
-        return _store(res, plan, todo, runs, owner, claimed, store)
+        final = _keyed_by_reads(project, res, plan, todo, runs, current, store)
+        keys = {f.key: g.key for f, g in zip(plan.files, final.files)}
+        return _store(res, plan, todo, runs, owner, claimed, store, keys), final
     finally:
         for run in runs:
             run.close()
         if claimed is not None:
             shutil.rmtree(claimed, ignore_errors=True)
+
+
+def _keyed_by_reads(project: Project, res: Resolved, plan: DerivedPlan,
+                    todo: list[OutputFile], runs: list[_Runner], current: dict[str, Pinned],
+                    store: DerivedStore) -> DerivedPlan:
+    """The plan whose keys hold the repository files the code read in this run (beside its
+    modules), when they are not the ones the plan was made with (the last lock's): every file
+    built, exactly those; some files built, those added to the last lock's (the others' outputs
+    were made without reading the new ones, and are stored under their new keys too)."""
+    read: set[str] = set()
+    for run in runs:
+        for paths in (run.result or {}).get("reads") or []:
+            read.update(p for p in paths if isinstance(p, str))
+    kept = set(pinnable(project, res.env, plan.code, read))
+    if len(todo) < len(plan.files):
+        kept |= set(plan.reads)
+    if kept == set(plan.reads):
+        return plan
+    final = plan_derived(project, res.env, plan.name, current, sorted(kept))
+    built = {f.key for f in todo}
+    for before, after in zip(plan.files, final.files):
+        if before.key not in built:
+            store.alias(before.key, after.key)
+    return final
 
 
 def _execute(runs: list[_Runner], claims: Claims | None,
@@ -281,9 +324,11 @@ def _execute(runs: list[_Runner], claims: Claims | None,
 
 
 def _store(res: Resolved, plan: DerivedPlan, todo: list[OutputFile], runs: list[_Runner],
-           owner: dict[int, int], claimed: Path, store: DerivedStore) -> list[Diagnostic]:
+           owner: dict[int, int], claimed: Path, store: DerivedStore, keys: dict[str, str]
+           ) -> list[Diagnostic]:
     """Store every output of a build whose processes all succeeded, each from the process it
-    was handed to (moved into `claimed` first, or its copy taken while the process ran)."""
+    was handed to (moved into `claimed` first, or its copy taken while the process ran),
+    under its key in `keys` (the plan's key -> the key by what the code read)."""
     source = plan.ds.source
     assert source is not None
     taken: dict[int, Path] = {}
@@ -315,9 +360,9 @@ def _store(res: Resolved, plan: DerivedPlan, todo: list[OutputFile], runs: list[
         withheld = int(outputs[str(run.work / f"{index}.parquet")]["withheld"])
         copy = run.staged.get(index)
         if copy is not None:  # the bytes hashed while the runner ran
-            store.commit(f.key, copy, withheld)
+            store.commit(keys[f.key], copy, withheld)
         else:
-            store.put(f.key, taken[index], withheld)
+            store.put(keys[f.key], taken[index], withheld)
     return []
 
 

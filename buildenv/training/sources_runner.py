@@ -8,7 +8,8 @@ refusals each job reports as its own), it runs a list of jobs -- derived dataset
 transforms (`derive_run`) and label sets' labeling functions (`label_run`) -- reading data only
 through the data gate, pinned to the lock, and writes each output file into the directory the
 build gave it. The build moves finished outputs into its stores; a job that fails leaves no
-output the build would keep. The result (`result.json`) lists the outputs and the problems.
+output the build would keep. The result (`result.json`) lists the outputs, the problems and,
+per job, the repository files its code read (`code_reads`: the build pins them as code).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = ["main"]
 def run(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
+    from buildenv.training.code_reads import CodeReads
     from buildenv.training.derive_run import run_transform_job
     from buildenv.training.label_run import run_functions_job
     from buildenv.training.user_code import manifests as _manifests
@@ -64,6 +66,8 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     manifests = _manifests(request)
     outputs: dict[str, Any] = {}
     diagnostics: list[dict[str, Any]] = []
+    recorder = CodeReads.installed(root, own)
+    reads: list[list[str]] = []  # per job: the repository files its code read
     started = time.perf_counter()
     for job, env in zip(jobs, envs):
         runner = run_transform_job if job["kind"] == "transform" else run_functions_job
@@ -72,7 +76,9 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
                 f"the transform {job['transform']} of dataset '{job['dataset']}'"
                 if job["kind"] == "transform" else
                 f"the labeling functions of label set '{job['label_set']}' ({job['module']})")
-        diagnostics = runner(job, env, project, pins, manifests, root, own, outputs)
+        with recorder.recording() as read:
+            diagnostics = runner(job, env, project, pins, manifests, root, own, outputs)
+        reads.append(read)
         if diagnostics:
             break
     seconds = outputs.pop("_seconds", None)
@@ -81,7 +87,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     if seconds is not None:
         timings["apply"] = round(seconds, 6)
     return {"ok": not diagnostics, "diagnostics": diagnostics, "outputs": outputs,
-            "timings": timings, "failed": failed}
+            "timings": timings, "failed": failed, "reads": reads}
 
 
 def _project(request: dict[str, Any], root: Path) -> Any:

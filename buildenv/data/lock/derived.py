@@ -25,8 +25,8 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from buildenv.core.tempdirs import owned_temp_dir, scratch_dir, sweep
 from buildenv.data.lock.digests import ContentDigest, compute_digest
 from buildenv.data.lock.manifest import FileEntry, Manifest, describe_diff, partition_values
 from buildenv.data.lock.parquet_footer import footer_rows
+from buildenv.data.lock.read_files import changes, file_digests
 from buildenv.data.storage import Location, locate
 
 if TYPE_CHECKING:  # an annotation only: the hermetic process imports this module, not YAML
@@ -48,7 +49,7 @@ if TYPE_CHECKING:  # an annotation only: the hermetic process imports this modul
 
 __all__ = ["DerivedPlan", "DerivedStore", "OutputFile", "OutputMeta", "Pinned", "Staged",
            "bytes_digest", "derived_staleness", "materialize", "narrowed", "output_digest",
-           "plan_derived", "writer_version"]
+           "plan_derived", "recorded_reads", "writer_version"]
 
 FORMAT = 1  # bump when what an object holds changes meaning
 
@@ -106,6 +107,8 @@ class DerivedPlan:
     inputs: dict[str, str]  # input dataset -> digest
     files: list[OutputFile]
     partitions: tuple[str, ...]
+    reads: dict[str, str | None] = field(default_factory=dict)
+    """Repository files the code read when it last ran (not modules) -> digest now."""
 
     @property
     def partitioned(self) -> bool:
@@ -114,8 +117,12 @@ class DerivedPlan:
     def record(self) -> dict[str, Any]:
         """The lock's `derived` record."""
         assert self.ds.source is not None
-        return {"transform": self.ds.source.transform, "code": dict(sorted(self.code.items())),
-                "inputs": dict(sorted(self.inputs.items())), "writer": writer_version()}
+        record = {"transform": self.ds.source.transform,
+                  "code": dict(sorted(self.code.items())),
+                  "inputs": dict(sorted(self.inputs.items())), "writer": writer_version()}
+        if self.reads:  # only then: a lock of code that reads no file stays as it was
+            record["files_read"] = dict(sorted(self.reads.items()))
+        return record
 
 
 class DerivedStore:
@@ -234,6 +241,25 @@ class DerivedStore:
         self._seen[key] = meta
         return meta
 
+    def alias(self, key: str, other: str) -> OutputMeta | None:
+        """Store object `key` under key `other` too (a hard link: the same bytes, inode and
+        record), or None when `key` is not stored. The build keys what a run made by the files
+        its code read only once it ran (`compile.derive`)."""
+        meta = self.get(key)
+        if meta is None:
+            return None
+        if self.get(other) is not None:
+            return meta
+        target = self.path(other)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        os.link(self.path(key), tmp)
+        os.replace(tmp, target)
+        _record(target, meta, self.scratch)
+        self._seen[other] = meta
+        return meta
+
 
 @dataclass(frozen=True)
 class Staged:
@@ -296,13 +322,26 @@ def code_record(project: Project, ds: Dataset) -> dict[str, str]:
     return code_files(project, ds.source.module_path)
 
 
+def recorded_reads(record: Mapping[str, Any] | None) -> dict[str, str | None]:
+    """The repository files a lock's `derived` record (or a label set's `source` record) says
+    the code read, with their digests then; {} for a record from before they were recorded."""
+    found = (record or {}).get("files_read")
+    if not isinstance(found, dict):
+        return {}
+    return {k: v for k, v in found.items()
+            if isinstance(k, str) and (v is None or isinstance(v, str))}
+
+
 def plan_derived(project: Project, env: Environment, name: str,
-                 inputs: Mapping[str, Pinned]) -> DerivedPlan:
-    """The output files of derived dataset `name`, given its inputs' pins."""
+                 inputs: Mapping[str, Pinned], reads: Iterable[str] = ()) -> DerivedPlan:
+    """The output files of derived dataset `name`, given its inputs' pins and the repository
+    files (`reads`, besides modules) its code read when it last ran: their digests now are
+    part of every output's key, so that a changed file rebuilds like changed code."""
     ds = env.datasets[name]
     source = ds.source
     assert source is not None
     code = code_record(project, ds)
+    read = file_digests(project.root, reads)
     first = inputs[source.inputs[0]]
     others = {i: inputs[i].digest for i in source.inputs[1:]}
     aggregation = None
@@ -314,6 +353,8 @@ def plan_derived(project: Project, env: Environment, name: str,
               "columns": [[c, col.dtype] for c, col in ds.columns.items()],
               "partitions": list(partitions), "aggregation": aggregation, "others": others,
               "writer": writer_version()}
+    if read:  # absent otherwise: the keys of code that reads no file are as they were
+        common["files_read"] = read
     sources = ([(f.path, f.digest) for f in first.manifest.files]
                if first.manifest is not None else [("", first.digest)])
     files = []
@@ -322,7 +363,7 @@ def plan_derived(project: Project, env: Environment, name: str,
         key = digest_json({**common, "input": digest, "path": path})
         files.append(OutputFile(path if ds.partitioned else "", key, path, digest, values))
     return DerivedPlan(name, ds, code, {i: inputs[i].digest for i in source.inputs}, files,
-                       partitions)
+                       partitions, read)
 
 
 def materialize(project: Project, plan: DerivedPlan, store: DerivedStore
@@ -459,6 +500,12 @@ def derived_staleness(project: Project, res: Resolved, name: str, pinned: Any,
             problems.append(res.diag(
                 "BE092", f"dataset '{name}' is stale: its transform's code changed since it was "
                 f"locked ({', '.join(changed)})", "datasets", name, "source", "transform",
+                hints=hint))
+        read = changes(project.root, recorded_reads(record))
+        if read:
+            problems.append(res.diag(
+                "BE092", f"dataset '{name}' is stale: {', '.join(read)} since it was locked "
+                "(its transform read it)", "datasets", name, "source", "transform",
                 hints=hint))
     for other, digest in sorted((record.get("inputs") or {}).items()):
         now_pin = current.get(other)

@@ -1,0 +1,83 @@
+"""Repository files that code read as it ran: pinned with what it made, like its modules.
+
+The process running a transform or labeling functions notes the repository files the code
+opened for reading (`training.code_reads`). Of those, `pinnable` keeps what no other digest
+covers -- not a module the code digest holds, nor data (a dataset's or label set's files: they
+are inputs, and a restricted one's path or digest is never written as code), nor buildenv's
+state or environment files -- and the lock records each kept file's digest (None: the code
+tried to open it and it was not there; its appearing is a change too). `changes` says which of
+them differ now, in the words `lock --check` uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from buildenv.data.storage import locate
+
+if TYPE_CHECKING:  # annotations only: the hermetic process imports no pydantic
+    from buildenv.core.project import Project
+    from buildenv.env.spec import Environment
+
+__all__ = ["changes", "file_digests", "pinnable"]
+
+
+def file_digests(root: Path, paths: Iterable[str]) -> dict[str, str | None]:
+    """Repository-relative path -> `sha256:` digest of its bytes; None when it is not a file
+    that can be read (removed, a directory, unreadable)."""
+    found: dict[str, str | None] = {}
+    for rel in sorted(set(paths)):
+        try:
+            found[rel] = "sha256:" + hashlib.sha256((root / rel).read_bytes()).hexdigest()
+        except OSError:
+            found[rel] = None
+    return found
+
+
+def pinnable(project: Project, env: Environment, code: Iterable[str], paths: Iterable[str]
+             ) -> list[str]:
+    """The paths (repository-relative) among `paths` that are code to pin: every one but the
+    modules in `code`, bytecode, buildenv's state and environment files, and data."""
+    root = project.root.resolve()
+    skip = set(code)
+    trees = [project.state_dir, project.data_state_dir, project.environments_dir]
+    holes = [p.resolve() for p in trees if p.resolve() != root]
+    for spec in [*env.datasets.values(), *env.labels.values()]:
+        uri = getattr(spec, "uri", None)
+        if not uri:
+            continue
+        try:
+            local = locate(uri, project).local
+        except Exception:  # a uri this machine cannot place: no local file to exclude
+            continue
+        if local is not None:
+            holes.append(Path(local).resolve())
+    kept = []
+    for rel in sorted(set(paths)):
+        if rel in skip or rel.endswith((".pyc", ".pyo")) or "/__pycache__/" in f"/{rel}":
+            continue
+        full = root / rel
+        if any(full == hole or full.is_relative_to(hole) for hole in holes):
+            continue
+        kept.append(rel)
+    return kept
+
+
+def changes(root: Path, was: Mapping[str, str | None]) -> list[str]:
+    """What changed of the files `was` pins (path -> digest), one phrase per file, sorted."""
+    now = file_digests(root, was)
+    said = []
+    for rel in sorted(was):
+        before, after = was[rel], now.get(rel)
+        if before == after:
+            continue
+        if after is None:
+            said.append(f"code file {rel} was removed")
+        elif before is None:
+            said.append(f"code file {rel} now exists")
+        else:
+            said.append(f"code file {rel} changed")
+    return said

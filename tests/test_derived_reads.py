@@ -1,0 +1,186 @@
+"""Repository files a transform or labeling functions read are part of their code (issue #22,
+docs/derived.md "Locked by code and inputs"): a changed, removed or new such file makes the
+lock stale, `lock --check` names it, and `lock` rebuilds what it made; unchanged, nothing runs
+and the lock is the same bytes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import invoke_cli
+from partitioned_repo import DAYS, FILES_PER_DAY, age
+from sourcerepo import make_source_repo
+
+FILES = DAYS * FILES_PER_DAY
+
+TRANSFORM = '''\
+import yaml
+
+
+def daily(ctx):
+    with open("config/scale.yaml") as f:
+        scale = yaml.safe_load(f)["scale"]
+    df = ctx.read("events", columns=["kind", "x"])
+    out = df.groupby("kind", as_index=False).agg(n=("x", "size"), mean_x=("x", "mean"))
+    out["mean_x"] = out["mean_x"] * scale
+    return out.sort_values("kind").reset_index(drop=True)
+'''
+
+
+@pytest.fixture(autouse=True)
+def progress_shown_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUILDENV_PROGRESS", "plain")
+    monkeypatch.setenv("BUILDENV_PROGRESS_AFTER", "0")
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_source_repo(tmp_path_factory.mktemp("derived_reads") / "repo")
+    (root / "transforms" / "daily.py").write_text(TRANSFORM)
+    (root / "config").mkdir()
+    (root / "config" / "scale.yaml").write_text("scale: 1\n")
+    age(root)
+    code, _, err = invoke_cli(["lock", "ev"], root)
+    assert code == 0, err
+    return root
+
+
+@pytest.fixture
+def locked(template: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(template, tmp_path / "repo", symlinks=True))
+
+
+def lock_text(root: Path) -> str:
+    return (root / "environments" / "ev.lock.json").read_text()
+
+
+def means(root: Path) -> list[float]:
+    table = pq.read_table(root / ".buildenv/derived/ev/daily", columns=["mean_x"])
+    return sorted(table.column("mean_x").to_pylist())
+
+
+def test_the_file_read_is_pinned_in_the_derived_record(locked):
+    record = json.loads(lock_text(locked))["datasets"]["daily"]["derived"]
+    assert list(record["files_read"]) == ["config/scale.yaml"]
+    assert record["files_read"]["config/scale.yaml"].startswith("sha256:")
+    assert list(record["code"]) == ["transforms/daily.py"]
+
+
+def test_unchanged_relock_runs_nothing_and_writes_the_same_bytes(locked):
+    before = lock_text(locked)
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and "derive daily (" not in err, err
+    assert lock_text(locked) == before
+    assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
+
+
+def test_a_changed_file_is_named_by_check_and_rebuilds_every_output(locked):
+    was = means(locked)
+    (locked / "config" / "scale.yaml").write_text("scale: 2\n")
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 1, err
+    assert "BE092" in err and "stale: code file config/scale.yaml changed" in err, err
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and f"derive daily ({FILES} of {FILES} files)" in err, err
+    assert means(locked) == pytest.approx([2 * m for m in was])
+    assert invoke_cli(["lock", "ev", "--check"], locked)[0] == 0
+    # and back: the outputs of the first version are still stored, nothing runs
+    (locked / "config" / "scale.yaml").write_text("scale: 1\n")
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and "derive daily (" not in err, err
+    assert means(locked) == pytest.approx(was)
+
+
+def test_a_removed_file_is_stale_and_named(locked):
+    (locked / "config" / "scale.yaml").unlink()
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 1 and "code file config/scale.yaml was removed" in err, err
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 1 and "BE340" in err and "FileNotFoundError" in err, err
+
+
+def test_the_lock_is_the_same_bytes_when_made_again_from_nothing(locked):
+    """Without the lock (no record of what the code read) and without any stored output, or
+    with the outputs but not the lock: the same lock, byte for byte. An output is stored only
+    under the key of what its code read, never under the key of a plan that did not know."""
+    before = lock_text(locked)
+    (locked / "environments" / "ev.lock.json").unlink()
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and f"derive daily ({FILES} of {FILES} files)" in err, err
+    assert lock_text(locked) == before
+    (locked / "environments" / "ev.lock.json").unlink()
+    shutil.rmtree(locked / ".buildenv")
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    assert lock_text(locked) == before
+
+
+def test_a_fresh_checkout_rebuilds_as_pinned(locked):
+    before = lock_text(locked)
+    shutil.rmtree(locked / ".buildenv")
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 0, err
+    assert lock_text(locked) == before
+
+
+def test_a_new_input_file_runs_that_file_only_and_keeps_the_record(locked):
+    from partitioned_repo import write_file
+
+    write_file(locked, DAYS, 0)
+    age(locked)
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and f"derive daily (1 of {FILES + 1} files)" in err, err
+    record = json.loads(lock_text(locked))["datasets"]["daily"]["derived"]
+    assert list(record["files_read"]) == ["config/scale.yaml"]
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and "derive daily (" not in err, err
+
+
+def test_without_the_lock_a_changed_file_is_never_answered_by_an_old_output(locked):
+    """With no lock, the build does not know what the code reads: its plan's keys hold no
+    file. The outputs are stored under the keys of what it read, so a later build that knows
+    nothing either finds none of them and runs the code, which reads the new file."""
+    was = means(locked)
+    (locked / "environments" / "ev.lock.json").unlink()
+    assert invoke_cli(["lock", "ev"], locked)[0] == 0
+    (locked / "environments" / "ev.lock.json").unlink()
+    (locked / "config" / "scale.yaml").write_text("scale: 3\n")
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and f"derive daily ({FILES} of {FILES} files)" in err, err
+    assert means(locked) == pytest.approx([3 * m for m in was])
+    assert "config/scale.yaml" in json.loads(lock_text(locked))["datasets"]["daily"]["derived"][
+        "files_read"]
+
+
+LATE = TRANSFORM.replace('    df = ctx.read(', '''\
+    if str(ctx.partition["date"]) == "2026-09-05":  # a file only the new day's run reads
+        with open("config/late.yaml") as f:
+            scale *= yaml.safe_load(f)["scale"]
+    df = ctx.read(''')
+
+
+def test_a_file_only_a_new_input_files_run_reads_keeps_the_other_outputs(locked):
+    """A run of one new input file whose code reads a file no earlier run read: the file joins
+    the record, and the outputs built before (which did not read it) are stored under the keys
+    that now hold it, so the next lock runs nothing."""
+    from partitioned_repo import write_file
+
+    (locked / "transforms" / "daily.py").write_text(LATE)
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and f"derive daily ({FILES} of {FILES} files)" in err, err
+    write_file(locked, DAYS, 0)
+    (locked / "config" / "late.yaml").write_text("scale: 5\n")
+    age(locked)
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and f"derive daily (1 of {FILES + 1} files)" in err, err
+    record = json.loads(lock_text(locked))["datasets"]["daily"]["derived"]
+    assert list(record["files_read"]) == ["config/late.yaml", "config/scale.yaml"]
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and "derive daily (" not in err, err
+    (locked / "config" / "late.yaml").write_text("scale: 6\n")
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 1 and "code file config/late.yaml changed" in err, err
