@@ -184,3 +184,62 @@ def test_a_file_only_a_new_input_files_run_reads_keeps_the_other_outputs(locked)
     (locked / "config" / "late.yaml").write_text("scale: 6\n")
     code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
     assert code == 1 and "code file config/late.yaml changed" in err, err
+
+
+RULES = '''\
+import numpy as np
+
+import buildenv
+
+with open("rules/kinds.txt") as f:  # read at import: part of every function's code
+    KINDS = f.read().split()
+
+
+@buildenv.labeling_function(columns=["x"])
+def positive_x(batch):
+    return np.where(batch["x"] > 0.5, "pos", None)
+
+
+@buildenv.labeling_function(columns=["kind"])
+def listed_kind(batch):
+    return np.where(batch["kind"].isin(KINDS), "neg", None)
+'''
+
+
+@pytest.fixture
+def labeled(locked: Path) -> Path:
+    (locked / "rules" / "sign.py").write_text(RULES)
+    (locked / "rules" / "kinds.txt").write_text("a\n")
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    return locked
+
+
+def test_labeling_functions_reading_a_word_list_pin_it(labeled):
+    record = json.loads(lock_text(labeled))["labels"]["rules"]["source"]
+    assert list(record["files_read"]) == ["rules/kinds.txt"]
+    before = lock_text(labeled)
+    code, _, err = invoke_cli(["lock", "ev"], labeled)
+    assert code == 0 and "apply labeling" not in err, err
+    assert lock_text(labeled) == before
+    assert invoke_cli(["lock", "ev", "--check"], labeled)[0] == 0
+
+
+def test_a_changed_word_list_is_named_and_its_functions_run_again(labeled):
+    digest = json.loads(lock_text(labeled))["labels"]["rules"]["digest"]
+    (labeled / "rules" / "kinds.txt").write_text("a\nb\n")
+    code, _, err = invoke_cli(["lock", "ev", "--check"], labeled)
+    assert code == 1, err
+    assert "BE875" in err and "stale: code file rules/kinds.txt changed" in err, err
+    code, _, err = invoke_cli(["lock", "ev"], labeled)
+    assert code == 0 and f"({2 * FILES} function-file pairs)" in err, err
+    assert json.loads(lock_text(labeled))["labels"]["rules"]["digest"] != digest
+    assert invoke_cli(["lock", "ev", "--check"], labeled)[0] == 0
+    code, _, err = invoke_cli(["lock", "ev"], labeled)
+    assert code == 0 and "apply labeling" not in err, err
+
+
+def test_a_removed_word_list_is_stale_and_named(labeled):
+    (labeled / "rules" / "kinds.txt").unlink()
+    code, _, err = invoke_cli(["lock", "ev", "--check"], labeled)
+    assert code == 1 and "code file rules/kinds.txt was removed" in err, err

@@ -41,10 +41,9 @@ from buildenv.data.lock.derived import (
     materialize,
     narrowed,
     plan_derived,
-    recorded_reads,
 )
 from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT, LockedDataset, read_lock
-from buildenv.data.lock.read_files import pinnable
+from buildenv.data.lock.read_files import pinnable, recorded_reads
 from buildenv.env.resolve import Resolved
 from buildenv.env.source_rules import derived_order
 

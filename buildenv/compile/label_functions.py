@@ -13,7 +13,8 @@ every function to that file; changing one function applies that one.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,17 @@ from buildenv.compile.source_process import SourceProcess
 from buildenv.compile.verify import located
 from buildenv.core import progress
 from buildenv.core.atomic import atomic_write_bytes
-from buildenv.core.canonical import sha256_bytes
+from buildenv.core.canonical import digest_json, sha256_bytes
+from buildenv.core.code import code_files
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
 from buildenv.core.tempdirs import owned_temp_dir
 from buildenv.data.gate.gate import Gate
 from buildenv.data.lock.computed_labels import model_version
 from buildenv.data.lock.derived import Pinned, narrowed
-from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT, LockedDataset, LockedLabels
+from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT, LockedDataset, LockedLabels, read_lock
 from buildenv.data.lock.locking import label_declaration
+from buildenv.data.lock.read_files import file_digests, pinnable, recorded_reads
 from buildenv.data.storage import locate
 from buildenv.env.resolve import Resolved
 from buildenv.labels.functions import ParsedFunctions, parse_functions
@@ -42,6 +45,7 @@ from buildenv.labels.matrix import (
     FileVotes,
     LabelMatrix,
     assemble,
+    data_files,
     key_key,
     missing,
     vote_key,
@@ -82,8 +86,10 @@ def build_labels(project: Project, res: Resolved, datasets: dict[str, LockedData
     for functions in parsed.values():
         built.problems.extend(functions.problems)
     ready = [n for n in names if not any(p.is_error for p in parsed[n].problems)]
+    previous = _previous_reads(project, res)
+    reads = {n: file_digests(project.root, previous.get(n, ())) for n in ready}
     matrices, problems = label_matrix(project, res, datasets, {n: parsed[n] for n in ready},
-                                      built.applied)
+                                      built.applied, reads)
     built.problems.extend(problems)
     for name, matrix in matrices.items():
         spec = res.env.labels[name]
@@ -113,6 +119,8 @@ def build_labels(project: Project, res: Resolved, datasets: dict[str, LockedData
             "gold": labels[gold_name].digest if gold_name in labels else None}
         if model_version(spec.source) > 1:  # the first algorithms' locks stay as they were
             record["model_version"] = model_version(spec.source)
+        if reads.get(name):  # only then: a lock of functions that read no file is as it was
+            record["files_read"] = dict(sorted(reads[name].items()))
         # over restricted data the counts (and the file's size) are the functions' exact
         # figures, which a relock would difference: the lock pins the set by digest alone
         withheld = res.env.restricted(spec.dataset)
@@ -138,14 +146,44 @@ def save_labels(project: Project, res: Resolved, built: BuiltLabels) -> None:
         _write(project, res.env.labels[name].uri, computed.data)
 
 
+def _previous_reads(project: Project, res: Resolved) -> dict[str, list[str]]:
+    """Each computed label set's repository files its functions read when the lock was
+    written (none without a lock, or from a lock written before they were recorded)."""
+    try:
+        lock = read_lock(project, res.name)
+    except Exception:  # an unreadable lock: `lock` writes a new one, and says why if it must
+        return {}
+    if lock is None:
+        return {}
+    return {name: sorted(recorded_reads(entry.source))
+            for name, entry in lock.labels.items() if entry.source is not None}
+
+
+def keyed(parsed: ParsedFunctions, reads: dict[str, str | None]) -> ParsedFunctions:
+    """`parsed` whose functions' digests hold the digests of the repository files the
+    functions read (`reads`: their votes change when such a file does); as it is without any,
+    so that the votes of functions that read no file keep their keys."""
+    if not reads:
+        return parsed
+    files = dict(sorted(reads.items()))
+    return replace(parsed, functions=[
+        replace(f, digest=digest_json({"function": f.digest, "files_read": files}))
+        for f in parsed.functions])
+
+
 def label_matrix(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
-                 parsed: dict[str, ParsedFunctions], applied: dict[str, int] | None = None
+                 parsed: dict[str, ParsedFunctions], applied: dict[str, int] | None = None,
+                 reads: dict[str, dict[str, str | None]] | None = None
                  ) -> tuple[dict[str, LabelMatrix], list[Diagnostic]]:
-    """The label matrix of each label set, applying in one process what is not cached."""
+    """The label matrix of each label set, applying in one process what is not cached.
+    `reads`: each set's repository files its functions read when they last ran, by digest
+    now; updated with what they read in this run (the votes are keyed by them)."""
     votes, keys = ArrayStore(project, "votes"), ArrayStore(project, "keys")
     blocks = BlockStore(project, "blocks")  # each file's votes coded (`labels.matrix`)
+    reads = reads if reads is not None else {}
+    planned = {n: keyed(found, reads.get(n) or {}) for n, found in parsed.items()}
     todo: dict[str, list[FileVotes]] = {}
-    for name, found in parsed.items():
+    for name, found in planned.items():
         spec = res.env.labels[name]
         pin = _pin(datasets[spec.dataset])
         need = missing(pin, found.digests, spec.key, votes, keys)
@@ -154,13 +192,15 @@ def label_matrix(project: Project, res: Resolved, datasets: dict[str, LockedData
     if todo:
         pairs = sum(len(f.functions) for need in todo.values() for f in need)
         with progress.task(f"apply labeling functions ({pairs} function-file pairs)"):
-            problems = _apply(project, res, datasets, parsed, todo, votes, keys)
+            problems = _apply(project, res, datasets, planned, todo, votes, keys,
+                              _rekey(project, res, datasets, parsed, planned, reads, votes))
         if any(p.is_error for p in problems):
             return {}, problems
         if applied is not None:
             applied.update({n: sum(len(f.functions) for f in need) for n, need in todo.items()})
+        planned = {n: keyed(found, reads.get(n) or {}) for n, found in parsed.items()}
     out = {}
-    for name, found in parsed.items():
+    for name, found in planned.items():
         spec = res.env.labels[name]
         matrix = assemble(_pin(datasets[spec.dataset]), found.digests, spec.key,
                           list(spec.taxonomy.classes), votes, keys, blocks)
@@ -176,9 +216,50 @@ def _pin(entry: LockedDataset) -> Pinned:
     return Pinned(entry.digest, entry.manifest)
 
 
+Rekey = Callable[[dict[str, list[FileVotes]], dict[str, list[str]]],
+                 dict[str, dict[tuple[str, str], str]]]
+"""Given the pairs a run applied and the repository files each label set's functions read in
+it: each new vote's key (label set -> (function, data file digest) -> key)."""
+
+
+def _rekey(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
+           parsed: dict[str, ParsedFunctions], planned: dict[str, ParsedFunctions],
+           reads: dict[str, dict[str, str | None]], votes: ArrayStore) -> Rekey:
+    """What `_apply` calls once the functions ran, with the repository files each job's
+    functions read: the key to store each new vote under (function, file digest -> key), by
+    the files read -- every pair applied, exactly those; some, those added to the last lock's.
+    The votes already stored (made without reading the new files) are stored under their new
+    keys too. `reads` is updated."""
+    def rekey(todo: dict[str, list[FileVotes]], found: dict[str, list[str]]
+              ) -> dict[str, dict[tuple[str, str], str]]:
+        keys: dict[str, dict[tuple[str, str], str]] = {}
+        for name, need in todo.items():
+            before = reads.get(name) or {}
+            code = code_files(project, parsed[name].path)
+            kept = set(pinnable(project, res.env, code, found.get(name, ())))
+            files = data_files(_pin(datasets[res.env.labels[name].dataset]))
+            if sum(len(f.functions) for f in need) < len(parsed[name].functions) * len(files):
+                kept |= set(before)
+            after = before if kept == set(before) else file_digests(project.root, kept)
+            reads[name] = after
+            final = keyed(parsed[name], after).digests
+            was = planned[name].digests
+            ran = {(fn, f.digest) for f in need for fn in f.functions}
+            keys[name] = {(fn, d): vote_key(final[fn], d) for fn, d in ran}
+            if after is not before:
+                for fn in final:
+                    for _, d, _ in files:
+                        if (fn, d) not in ran:
+                            votes.alias(vote_key(was[fn], d), vote_key(final[fn], d))
+        return keys
+
+    return rekey
+
+
 def _apply(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
            parsed: dict[str, ParsedFunctions], todo: dict[str, list[FileVotes]],
-           votes: ArrayStore, keys: ArrayStore) -> list[Diagnostic]:
+           votes: ArrayStore, keys: ArrayStore, rekey: Rekey | None = None
+           ) -> list[Diagnostic]:
     used = {res.env.labels[n].dataset for n in todo}
     manifests = {d: m for d in used if (m := datasets[d].manifest) is not None}
     modules = tuple(dict.fromkeys(parsed[n].path for n in todo))
@@ -188,7 +269,9 @@ def _apply(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
     work = owned_temp_dir(process.out, "label-functions")
     try:
         jobs: list[dict[str, Any]] = []
-        moves: list[tuple[ArrayStore, str, Path]] = []
+        # each object to store: its store, key and file, and (votes) its label set, function
+        # and data file's digest, by which it is keyed again once the files read are known
+        moves: list[tuple[ArrayStore, str, Path, tuple[str, str, str] | None]] = []
         for name, need in todo.items():
             spec = res.env.labels[name]
             entry = datasets[spec.dataset]
@@ -199,12 +282,13 @@ def _apply(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
                 votes_out = {}
                 for fn in f.functions:
                     out = work / f"{len(moves)}.parquet"
-                    moves.append((votes, vote_key(digests[fn], f.digest), out))
+                    moves.append((votes, vote_key(digests[fn], f.digest), out,
+                                  (name, fn, f.digest)))
                     votes_out[fn] = str(out)
                 keys_out = None
                 if f.keys:
                     out = work / f"{len(moves)}.parquet"
-                    moves.append((keys, key_key(f.digest, spec.key), out))
+                    moves.append((keys, key_key(f.digest, spec.key), out, None))
                     keys_out = str(out)
                 files.append({"input_path": f.path,
                               "entry": entries[f.path].to_json() if f.path else None,
@@ -227,7 +311,12 @@ def _apply(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
         if task is not None and isinstance(applying, (int, float)):
             # the functions' own share (reading, calling, writing votes) beside the process's
             task.timings["applying"] = float(applying)
-        for store, key, out in moves:
+        found = {n: [p for p in paths if isinstance(p, str)]
+                 for n, paths in zip(todo, result.get("reads") or [])}
+        final = rekey(todo, found) if rekey is not None else {}
+        for store, key, out, pair in moves:
+            if pair is not None and pair[0] in final:
+                key = final[pair[0]][pair[1:]]
             store.put(key, out)
         return []
     finally:

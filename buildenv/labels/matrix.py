@@ -108,6 +108,24 @@ class ArrayStore:
             {"digest": "sha256:" + hashlib.sha256(data).hexdigest(), "rows": rows}),
             scratch=self.scratch)  # swept by the next build: a kill leaves nothing here
 
+    def alias(self, key: str, other: str) -> bool:
+        """Store object `key` under key `other` too (a hard link, and its record); False when
+        `key` is not stored. Votes are keyed by the files their functions read only once they
+        ran (`compile.label_functions`)."""
+        if not self.has(key):
+            return False
+        target = self.path(other)
+        if self.has(other):
+            return True
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        os.link(self.path(key), tmp)
+        os.replace(tmp, target)
+        atomic_write_text(target.with_suffix(".json"),
+                          self.path(key).with_suffix(".json").read_text(), scratch=self.scratch)
+        return True
+
     def put_bytes(self, key: str, data: bytes, rows: int) -> None:
         """Store an object made in this process: its bytes, then the record that makes it
         readable (a kill in between leaves a miss)."""

@@ -3,10 +3,11 @@ makes it stale.
 
 A computed label set is pinned like an export (the digest of the Parquet file buildenv writes)
 plus a `source` record: each labeling function's digest (`core.code.function_digests`: its own
-source, the module's shared code and the repository modules it imports), the digest of the
-dataset it labeled, the label model and the digest of its fitted arrays. `labels_staleness`
-compares the record with the code and data now and names what changed: which functions, which
-dataset files.
+source, the module's shared code and the repository modules it imports), the repository files
+the functions read as they ran (`files_read`, `read_files`), the digest of the dataset it
+labeled, the label model and the digest of its fitted arrays. `labels_staleness` compares the
+record with the code and data now and names what changed: which functions, which files read,
+which dataset files.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
 from buildenv.data.lock.derived import Pinned
 from buildenv.data.lock.manifest import describe_diff
+from buildenv.data.lock.read_files import changes, recorded_reads
 from buildenv.env.resolve import Resolved
 
 __all__ = ["DECORATOR", "MODEL_VERSIONS", "labels_staleness", "model_version"]
@@ -65,6 +67,13 @@ def labels_staleness(project: Project, res: Resolved, name: str, pinned: Any,
         problems.append(res.diag("BE875", f"label set '{name}' is stale: its labeling functions "
                                  f"changed since it was locked ({'; '.join(parts)})", "labels",
                                  name, "source", "functions", hints=hint))
+    read = changes(project.root, recorded_reads(record))
+    if read:
+        problems.append(res.diag("BE875", f"label set '{name}' is stale: {', '.join(read)} "
+                                 "since it was locked (its labeling functions read it)",
+                                 "labels", name, "source", "functions",
+                                 hints=(f"run `buildenv lock {res.name}`: its functions run "
+                                        "again",)))
     was_version, now_version = record.get("model_version", 1), model_version(spec.source)
     if record.get("model") == spec.source.model and was_version != now_version:
         known = isinstance(was_version, int) and not isinstance(was_version, bool)

@@ -39,7 +39,7 @@ from buildenv.core.tempdirs import owned_temp_dir, scratch_dir, sweep
 from buildenv.data.lock.digests import ContentDigest, compute_digest
 from buildenv.data.lock.manifest import FileEntry, Manifest, describe_diff, partition_values
 from buildenv.data.lock.parquet_footer import footer_rows
-from buildenv.data.lock.read_files import changes, file_digests
+from buildenv.data.lock.read_files import changes, file_digests, recorded_reads
 from buildenv.data.storage import Location, locate
 
 if TYPE_CHECKING:  # an annotation only: the hermetic process imports this module, not YAML
@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # an annotation only: the hermetic process imports this modul
 
 __all__ = ["DerivedPlan", "DerivedStore", "OutputFile", "OutputMeta", "Pinned", "Staged",
            "bytes_digest", "derived_staleness", "materialize", "narrowed", "output_digest",
-           "plan_derived", "recorded_reads", "writer_version"]
+           "plan_derived", "writer_version"]
 
 FORMAT = 1  # bump when what an object holds changes meaning
 
@@ -320,16 +320,6 @@ def code_record(project: Project, ds: Dataset) -> dict[str, str]:
     """The transform's module and the repository modules it imports, by digest."""
     assert ds.source is not None
     return code_files(project, ds.source.module_path)
-
-
-def recorded_reads(record: Mapping[str, Any] | None) -> dict[str, str | None]:
-    """The repository files a lock's `derived` record (or a label set's `source` record) says
-    the code read, with their digests then; {} for a record from before they were recorded."""
-    found = (record or {}).get("files_read")
-    if not isinstance(found, dict):
-        return {}
-    return {k: v for k, v in found.items()
-            if isinstance(k, str) and (v is None or isinstance(v, str))}
 
 
 def plan_derived(project: Project, env: Environment, name: str,

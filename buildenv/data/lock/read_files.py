@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from buildenv.data.storage import locate
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # annotations only: the hermetic process imports no pydantic
     from buildenv.core.project import Project
     from buildenv.env.spec import Environment
 
-__all__ = ["changes", "file_digests", "pinnable"]
+__all__ = ["changes", "file_digests", "pinnable", "recorded_reads"]
 
 
 def file_digests(root: Path, paths: Iterable[str]) -> dict[str, str | None]:
@@ -81,3 +81,13 @@ def changes(root: Path, was: Mapping[str, str | None]) -> list[str]:
         else:
             said.append(f"code file {rel} changed")
     return said
+
+
+def recorded_reads(record: Mapping[str, Any] | None) -> dict[str, str | None]:
+    """The repository files a lock's `derived` record (or a label set's `source` record) says
+    the code read, with their digests then; {} for a record from before they were recorded."""
+    found = (record or {}).get("files_read")
+    if not isinstance(found, dict):
+        return {}
+    return {k: v for k, v in found.items()
+            if isinstance(k, str) and (v is None or isinstance(v, str))}
