@@ -6,7 +6,8 @@ declared columns, `compile.check` as for a training), plan its output files
 (`data.lock.derived.plan_derived`: one per file of the first input, keyed by code and input
 digests), run the transform in the build's hermetic process for the files whose output is not
 stored yet -- in one process, or in several at once when many files are stale
-(`compile.derive_claims`) -- store each output, lay the dataset out and pin it. A new day of input costs one day of transform; changing the transform's code reruns every
+(`compile.derive_claims`) -- store each output under the key of the repository files the
+code read in that run (`_keyed_by_reads`), lay the dataset out and pin it. A new day of input costs one day of transform; changing the transform's code reruns every
 file; an unchanged dataset costs a stat per output.
 """
 

@@ -3,7 +3,8 @@
 A derived dataset (`source: {transform, inputs}`) is made one output file per file of its first
 input (one file in all when that input is one file). Each output file is an **object** keyed by
 everything that determines its bytes: the transform (`path.py:function`), the digests of its
-code files, the declared output columns, the aggregation, the input file's digest and path, the
+code files (its modules, and the other repository files it read when it last ran:
+`read_files`), the declared output columns, the aggregation, the input file's digest and path, the
 digests of the other inputs (read whole), and the Parquet writer's version. Objects live under
 `<state>/derived/objects/<k[:2]>/<k>.parquet`, read-only, with a small record of their digest,
 size, rows and stat beside them; a file whose stat no longer matches its record is a miss.
@@ -15,8 +16,8 @@ dataset's uri -- `<state>/derived/<env>/<dataset>/` with the input's relative pa
 -- as hard links to the objects, built aside and swapped in at once (when only one file
 differs, that file's link alone is renamed into place), so a reader sees the old files or the
 new ones. The lock records the dataset's manifest like any partitioned dataset's, plus
-`derived`: the transform, its code files' digests and its inputs' digests, from which
-`derived_staleness` says what changed.
+`derived`: the transform, its code files' digests, the files it read (`files_read`) and its
+inputs' digests, from which `derived_staleness` says what changed.
 """
 
 from __future__ import annotations
