@@ -243,3 +243,62 @@ def test_a_removed_word_list_is_stale_and_named(labeled):
     (labeled / "rules" / "kinds.txt").unlink()
     code, _, err = invoke_cli(["lock", "ev", "--check"], labeled)
     assert code == 1 and "code file rules/kinds.txt was removed" in err, err
+
+
+def test_only_files_the_users_code_opens_are_recorded(tmp_path: Path):
+    """The recorder (in a process of its own: an audit hook stays for the process's life)
+    notes what the user's code opens for reading inside the repository; not what buildenv
+    opens on its behalf (the data gate), writes, bytecode, `.buildenv/`, or files outside."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "repo"
+    (root / "config").mkdir(parents=True)
+    (root / ".buildenv").mkdir()
+    for rel in ("config/a.yaml", "config/b.txt", "config/by_buildenv.txt", ".buildenv/state",
+                "config/x.pyc"):
+        (root / rel).write_text("x")
+    (tmp_path / "outside.txt").write_text("x")
+    (root / "user.py").write_text(
+        "import os\nfrom pathlib import Path\n\n\n"
+        "def run():\n"
+        "    open('config/a.yaml').read()\n"
+        "    os.close(os.open('config/b.txt', os.O_RDONLY))\n"
+        "    Path('config/b.txt').read_text()\n"
+        "    open('config/new.txt', 'w').close()\n"
+        "    open('config/x.pyc', 'rb').close()\n"
+        "    open('.buildenv/state').close()\n"
+        "    open('../outside.txt').close()\n"
+        "    try:\n        open('config/missing.yaml')\n    except OSError:\n        pass\n")
+    script = (
+        "import json, sys\nfrom pathlib import Path\nimport buildenv\n"
+        "from buildenv.training.code_reads import CodeReads\n"
+        "from buildenv.data.lock.read_files import file_digests\n"
+        "root = Path.cwd()\nsys.path.insert(0, str(root))\n"
+        "recorder = CodeReads.installed(root, Path(buildenv.__file__).parent)\n"
+        "open('config/a.yaml').close()  # not recording yet\n"
+        "import user\n"
+        "with recorder.recording() as read:\n"
+        "    user.run()\n"
+        "    file_digests(root, ['config/by_buildenv.txt'])\n"
+        "open('config/b.txt').close()  # not recording any more\n"
+        "print(json.dumps(read))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True,
+                          text=True, env={"PYTHONPATH": str(Path(__file__).parents[1]),
+                                          "PATH": "/usr/bin:/bin"}, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == ["config/a.yaml", "config/b.txt", "config/missing.yaml"]
+
+
+def test_data_and_state_are_never_pinned_as_code(locked):
+    from buildenv.core.project import Project
+    from buildenv.data.lock.read_files import pinnable
+    from buildenv.env.resolve import Multiverse
+
+    multiverse = Multiverse(Project.discover(locked))
+    res = multiverse.resolve("ev")
+    read = ["config/scale.yaml", "data/events/date=2026-09-01/part-0.parquet",
+            ".buildenv/derived/ev/daily/date=2026-09-01/part-0.parquet", "environments/ev.yaml",
+            "transforms/__pycache__/daily.cpython-311.pyc", "transforms/daily.py"]
+    assert pinnable(multiverse.project, res.env, ["transforms/daily.py"], read) == [
+        "config/scale.yaml"]
