@@ -43,8 +43,8 @@ from buildenv.data.lock.derived import (
     narrowed,
     plan_derived,
 )
-from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT, LockedDataset, read_lock
-from buildenv.data.lock.read_files import pinnable, recorded_reads
+from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT, LockedDataset
+from buildenv.data.lock.read_files import locked_reads, pinnable
 from buildenv.env.resolve import Resolved
 from buildenv.env.source_rules import derived_order
 
@@ -132,7 +132,7 @@ def build_derived(project: Project, res: Resolved, pins: dict[str, Pinned],
 def _build_all(project: Project, res: Resolved, pins: dict[str, Pinned], only: set[str] | None,
                store: DerivedStore, built: Built) -> None:
     current = dict(pins)
-    previous = _previous_reads(project, res)
+    previous = locked_reads(project, res.name)
     for name in derived_order(res.env):
         ds = res.env.datasets[name]
         assert ds.source is not None
@@ -144,7 +144,8 @@ def _build_all(project: Project, res: Resolved, pins: dict[str, Pinned], only: s
         processes: list[SourceProcess] = []
         try:
             if (project.root / ds.source.module_path).is_file():
-                plan = plan_derived(project, res.env, name, current, previous.get(name, ()))
+                plan = plan_derived(project, res.env, name, current,
+                                    previous.get(("datasets", name), ()))
                 todo = [f for f in plan.files if store.get(f.key) is None]
                 if todo:  # it imports while the code is checked (or since the command began)
                     inputs = list(ds.source.inputs)
@@ -191,19 +192,6 @@ def _build_all(project: Project, res: Resolved, pins: dict[str, Pinned], only: s
             None if withheld else value.rows, manifest, derived=plan.record(),
             counts_withheld=RESTRICTED_OUTPUT if withheld else None)
         current[name] = Pinned(digest, manifest)
-
-
-def _previous_reads(project: Project, res: Resolved) -> dict[str, list[str]]:
-    """Each derived dataset's repository files its code read when the lock was written (none
-    without a lock, or from a lock written before they were recorded)."""
-    try:
-        lock = read_lock(project, res.name)
-    except Exception:  # an unreadable lock: `lock` writes a new one, and says why if it must
-        return {}
-    if lock is None:
-        return {}
-    return {name: sorted(recorded_reads(entry.derived))
-            for name, entry in lock.datasets.items() if entry.derived is not None}
 
 
 def _run(project: Project, processes: list[SourceProcess], res: Resolved, plan: DerivedPlan,

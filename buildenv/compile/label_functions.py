@@ -32,9 +32,9 @@ from buildenv.core.tempdirs import owned_temp_dir
 from buildenv.data.gate.gate import Gate
 from buildenv.data.lock.computed_labels import model_version
 from buildenv.data.lock.derived import Pinned, narrowed
-from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT, LockedDataset, LockedLabels, read_lock
+from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT, LockedDataset, LockedLabels
 from buildenv.data.lock.locking import label_declaration
-from buildenv.data.lock.read_files import file_digests, pinnable, recorded_reads
+from buildenv.data.lock.read_files import file_digests, locked_reads, pinnable
 from buildenv.data.storage import locate
 from buildenv.env.resolve import Resolved
 from buildenv.labels.functions import ParsedFunctions, parse_functions
@@ -86,8 +86,8 @@ def build_labels(project: Project, res: Resolved, datasets: dict[str, LockedData
     for functions in parsed.values():
         built.problems.extend(functions.problems)
     ready = [n for n in names if not any(p.is_error for p in parsed[n].problems)]
-    previous = _previous_reads(project, res)
-    reads = {n: file_digests(project.root, previous.get(n, ())) for n in ready}
+    previous = locked_reads(project, res.name)
+    reads = {n: file_digests(project.root, previous.get(("labels", n), ())) for n in ready}
     matrices, problems = label_matrix(project, res, datasets, {n: parsed[n] for n in ready},
                                       built.applied, reads)
     built.problems.extend(problems)
@@ -144,19 +144,6 @@ def save_labels(project: Project, res: Resolved, built: BuiltLabels) -> None:
             if not path.is_file():
                 atomic_write_bytes(path, computed.model_data)
         _write(project, res.env.labels[name].uri, computed.data)
-
-
-def _previous_reads(project: Project, res: Resolved) -> dict[str, list[str]]:
-    """Each computed label set's repository files its functions read when the lock was
-    written (none without a lock, or from a lock written before they were recorded)."""
-    try:
-        lock = read_lock(project, res.name)
-    except Exception:  # an unreadable lock: `lock` writes a new one, and says why if it must
-        return {}
-    if lock is None:
-        return {}
-    return {name: sorted(recorded_reads(entry.source))
-            for name, entry in lock.labels.items() if entry.source is not None}
 
 
 def keyed(parsed: ParsedFunctions, reads: dict[str, str | None]) -> ParsedFunctions:

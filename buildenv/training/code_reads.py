@@ -52,7 +52,7 @@ class CodeReads:
         if cls._installed is None or cls._installed.root != str(root):
             recorder = cls(root, own)
             if cls._installed is None:
-                sys.addaudithook(lambda event, args: CodeReads._dispatch(event, args))
+                sys.addaudithook(CodeReads._dispatch)
             cls._installed = recorder
         return cls._installed
 

@@ -16,13 +16,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from buildenv.data.lock.lockfile import read_lock
 from buildenv.data.storage import locate
 
 if TYPE_CHECKING:  # annotations only: the hermetic process imports no pydantic
     from buildenv.core.project import Project
     from buildenv.env.spec import Environment
 
-__all__ = ["changes", "file_digests", "pinnable", "recorded_reads"]
+__all__ = ["changes", "file_digests", "locked_reads", "pinnable", "recorded_reads"]
 
 
 def file_digests(root: Path, paths: Iterable[str]) -> dict[str, str | None]:
@@ -91,3 +92,21 @@ def recorded_reads(record: Mapping[str, Any] | None) -> dict[str, str | None]:
         return {}
     return {k: v for k, v in found.items()
             if isinstance(k, str) and (v is None or isinstance(v, str))}
+
+
+def locked_reads(project: Project, environment: str) -> dict[tuple[str, str], list[str]]:
+    """The files each derived dataset (`("datasets", name)`) and computed label set
+    (`("labels", name)`) of `environment`'s lock read when it was written; none without a
+    lock, an unreadable one (`lock` writes a new one, and says why if it must), or a record
+    from before they were recorded."""
+    try:
+        lock = read_lock(project, environment)
+    except Exception:
+        return {}
+    if lock is None:
+        return {}
+    found = {("datasets", n): sorted(recorded_reads(e.derived))
+             for n, e in lock.datasets.items() if e.derived is not None}
+    found.update({("labels", n): sorted(recorded_reads(e.source))
+                  for n, e in lock.labels.items() if e.source is not None})
+    return found
