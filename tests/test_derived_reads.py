@@ -302,3 +302,37 @@ def test_data_and_state_are_never_pinned_as_code(locked):
             "transforms/__pycache__/daily.cpython-311.pyc", "transforms/daily.py"]
     assert pinnable(multiverse.project, res.env, ["transforms/daily.py"], read) == [
         "config/scale.yaml"]
+
+
+LATE_RULES = RULES + '''
+
+@buildenv.labeling_function(columns=["x"])
+def late_list(batch):
+    import os
+
+    if os.path.exists("rules/late.txt"):  # not an open: an existence check is not seen
+        with open("rules/late.txt") as f:
+            f.read()
+    return np.where(batch["x"] > 0.9, "pos", None)
+'''
+
+
+def test_a_file_only_a_new_data_files_functions_read_keeps_the_other_votes(labeled):
+    """The labeling functions' run on a new data file reads a file no earlier run read: it
+    joins the record, and the votes made before (which did not read it) are stored under the
+    keys that now hold it, so the next lock applies nothing."""
+    from partitioned_repo import write_file
+
+    (labeled / "rules" / "sign.py").write_text(LATE_RULES)
+    code, _, err = invoke_cli(["lock", "ev"], labeled)
+    assert code == 0, err
+    write_file(labeled, DAYS, 0)
+    (labeled / "rules" / "late.txt").write_text("late\n")
+    age(labeled)
+    code, _, err = invoke_cli(["lock", "ev"], labeled)
+    assert code == 0 and "(3 function-file pairs)" in err, err
+    record = json.loads(lock_text(labeled))["labels"]["rules"]["source"]
+    assert list(record["files_read"]) == ["rules/kinds.txt", "rules/late.txt"]
+    code, _, err = invoke_cli(["lock", "ev"], labeled)
+    assert code == 0 and "apply labeling" not in err, err
+    assert invoke_cli(["lock", "ev", "--check"], labeled)[0] == 0
