@@ -336,3 +336,84 @@ def test_a_file_only_a_new_data_files_functions_read_keeps_the_other_votes(label
     code, _, err = invoke_cli(["lock", "ev"], labeled)
     assert code == 0 and "apply labeling" not in err, err
     assert invoke_cli(["lock", "ev", "--check"], labeled)[0] == 0
+
+
+NATIVE = '''\
+import pyarrow.csv as pv
+
+
+def daily(ctx):
+    table = pv.read_csv("lookups/scale.csv")  # opened by Arrow's C++: no audit event
+    scale = table.column("scale")[0].as_py()
+    df = ctx.read("events", columns=["kind", "x"])
+    out = df.groupby("kind", as_index=False).agg(n=("x", "size"), mean_x=("x", "mean"))
+    out["mean_x"] = out["mean_x"] * scale
+    return out.sort_values("kind").reset_index(drop=True)
+'''
+
+
+def declare(root: Path, line: str) -> None:
+    env = root / "environments" / "ev.yaml"
+    text = env.read_text()
+    anchor = "      inputs: [events]\n"
+    assert anchor in text
+    env.write_text(text.replace(anchor, anchor + line, 1))
+
+
+def test_a_file_native_code_reads_is_pinned_when_declared(locked):
+    """pyarrow opening a path itself raises no audit event: unseen (the documented limit)
+    until `source.files` declares it; then a change is named and rebuilds, and a new file the
+    glob matches is a change too."""
+    (locked / "lookups").mkdir()
+    (locked / "lookups" / "scale.csv").write_text("scale\n1\n")
+    (locked / "transforms" / "daily.py").write_text(NATIVE)
+    assert invoke_cli(["lock", "ev"], locked)[0] == 0
+    record = json.loads(lock_text(locked))["datasets"]["daily"]["derived"]
+    assert "files_read" not in record  # not seen
+    declare(locked, '      files: ["lookups/*.csv"]\n')
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    record = json.loads(lock_text(locked))["datasets"]["daily"]["derived"]
+    assert list(record["files_read"]) == ["lookups/scale.csv"]
+    was = means(locked)
+    (locked / "lookups" / "scale.csv").write_text("scale\n2\n")
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 1 and "code file lookups/scale.csv changed" in err, err
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0 and f"derive daily ({FILES} of {FILES} files)" in err, err
+    assert means(locked) == pytest.approx([2 * m for m in was])
+    (locked / "lookups" / "other.csv").write_text("scale\n3\n")
+    code, _, err = invoke_cli(["lock", "ev", "--check"], locked)
+    assert code == 1 and "code file lookups/other.csv now exists" in err, err
+
+
+def test_a_declared_glob_that_matches_nothing_is_refused(locked):
+    declare(locked, '      files: ["lookups/*.csv"]\n')
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 2, err  # a configuration error, as every BE090
+    assert "BE090" in err and "`files` glob 'lookups/*.csv' matches no file" in err, err
+    assert "ev.yaml:" in err  # where to fix it
+
+
+def test_a_glob_leaving_the_repository_is_refused(locked):
+    declare(locked, '      files: ["../secrets/*"]\n')
+    code, _, err = invoke_cli(["lock", "ev"], locked)
+    assert code != 0 and "not a glob relative to the repository root" in err, err
+
+
+def test_labeling_functions_declare_files_too(labeled):
+    env = labeled / "environments" / "ev.yaml"
+    text = env.read_text()
+    anchor = "      functions: rules/sign.py\n"
+    assert anchor in text
+    env.write_text(text.replace(anchor, anchor + '      files: ["rules/*.md"]\n'))
+    code, _, err = invoke_cli(["lock", "ev"], labeled)
+    assert code == 2 and "BE878" in err and "'rules/*.md' matches no file" in err, err
+    (labeled / "rules" / "notes.md").write_text("the word list's origin\n")
+    code, _, err = invoke_cli(["lock", "ev"], labeled)
+    assert code == 0, err
+    record = json.loads(lock_text(labeled))["labels"]["rules"]["source"]
+    assert list(record["files_read"]) == ["rules/kinds.txt", "rules/notes.md"]
+    (labeled / "rules" / "notes.md").write_text("changed\n")
+    code, _, err = invoke_cli(["lock", "ev", "--check"], labeled)
+    assert code == 1 and "code file rules/notes.md changed" in err, err

@@ -39,12 +39,13 @@ from buildenv.data.lock.derived import (
     OutputFile,
     Pinned,
     Staged,
+    declared_files,
     materialize,
     narrowed,
     plan_derived,
 )
 from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT, LockedDataset
-from buildenv.data.lock.read_files import locked_reads, pinnable
+from buildenv.data.lock.read_files import declared, locked_reads, pinnable
 from buildenv.env.resolve import Resolved
 from buildenv.env.source_rules import derived_order
 
@@ -78,6 +79,14 @@ def transform_problems(project: Project, res: Resolved, name: str) -> list[Diagn
     if not any(isinstance(n, ast.FunctionDef) and n.name == source.function for n in tree.body):
         return [res.diag("BE091", f"dataset '{name}': '{source.module_path}' defines no "
                          f"top-level function '{source.function}'", *place)]
+    unmatched = declared(project.root, source.files)[1]
+    if unmatched:
+        return [res.diag("BE090", f"dataset '{name}': `files` glob '{g}' matches no file of "
+                         "the repository", "datasets", name, "source", "files",
+                         source.files.index(g), hints=(
+                             "globs are relative to the repository root (`config/*.yaml`, "
+                             "`lookups/**/*.csv`); fix the glob or drop it",))
+                for g in unmatched]
     view = Resolved(narrowed(res.env, list(source.inputs)), res.chain, res.raw, res.origin)
     config = TrainingConfig(entry=source.transform)
     found = check_training(project, f"transform of dataset '{name}'", config, view)
@@ -266,6 +275,7 @@ def _keyed_by_reads(project: Project, res: Resolved, plan: DerivedPlan,
         for paths in (run.result or {}).get("reads") or []:
             read.update(p for p in paths if isinstance(p, str))
     kept = set(pinnable(project, res.env, plan.code, read))
+    kept.update(declared_files(project, res.env, plan.name, plan.code))
     if len(todo) < len(plan.files):
         kept |= set(plan.reads)
     if kept == set(plan.reads):

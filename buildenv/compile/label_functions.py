@@ -30,11 +30,11 @@ from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
 from buildenv.core.tempdirs import owned_temp_dir
 from buildenv.data.gate.gate import Gate
-from buildenv.data.lock.computed_labels import model_version
+from buildenv.data.lock.computed_labels import declared_files, model_version
 from buildenv.data.lock.derived import Pinned, narrowed
 from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT, LockedDataset, LockedLabels
 from buildenv.data.lock.locking import label_declaration
-from buildenv.data.lock.read_files import file_digests, locked_reads, pinnable
+from buildenv.data.lock.read_files import declared, file_digests, locked_reads, pinnable
 from buildenv.data.storage import locate
 from buildenv.env.resolve import Resolved
 from buildenv.labels.functions import ParsedFunctions, parse_functions
@@ -85,9 +85,15 @@ def build_labels(project: Project, res: Resolved, datasets: dict[str, LockedData
     parsed = {n: parse_functions(project, res, n) for n in names}
     for functions in parsed.values():
         built.problems.extend(functions.problems)
+    for name in names:
+        unmatched = _unmatched(project, res, name)
+        parsed[name].problems.extend(unmatched)
+        built.problems.extend(unmatched)
     ready = [n for n in names if not any(p.is_error for p in parsed[n].problems)]
     previous = locked_reads(project, res.name)
-    reads = {n: file_digests(project.root, previous.get(("labels", n), ())) for n in ready}
+    reads = {n: file_digests(project.root, {*previous.get(("labels", n), ()),
+                                            *declared_files(project, res, n)})
+             for n in ready}
     matrices, problems = label_matrix(project, res, datasets, {n: parsed[n] for n in ready},
                                       built.applied, reads)
     built.problems.extend(problems)
@@ -144,6 +150,17 @@ def save_labels(project: Project, res: Resolved, built: BuiltLabels) -> None:
             if not path.is_file():
                 atomic_write_bytes(path, computed.model_data)
         _write(project, res.env.labels[name].uri, computed.data)
+
+
+def _unmatched(project: Project, res: Resolved, name: str) -> list[Diagnostic]:
+    """BE878 for each glob of label set `name`'s `source.files` that matches no file."""
+    source = res.env.labels[name].source
+    assert source is not None
+    unmatched = declared(project.root, source.files)[1] if source.files else []
+    return [res.diag("BE878", f"label set '{name}': `files` glob '{g}' matches no file of the "
+                     "repository", "labels", name, "source", "files", source.files.index(g),
+                     hints=("globs are relative to the repository root (`rules/*.txt`); fix "
+                            "the glob or drop it",)) for g in unmatched]
 
 
 def keyed(parsed: ParsedFunctions, reads: dict[str, str | None]) -> ParsedFunctions:
@@ -224,6 +241,7 @@ def _rekey(project: Project, res: Resolved, datasets: dict[str, LockedDataset],
             before = reads.get(name) or {}
             code = code_files(project, parsed[name].path)
             kept = set(pinnable(project, res.env, code, found.get(name, ())))
+            kept.update(declared_files(project, res, name))
             files = data_files(_pin(datasets[res.env.labels[name].dataset]))
             if sum(len(f.functions) for f in need) < len(parsed[name].functions) * len(files):
                 kept |= set(before)

@@ -291,7 +291,8 @@ CODES: dict[str, Code] = {
                   "aggregation's `count` is a declared integer column and its "
                   "`min_group_size` is not below `privacy.min_group_size`; its output is "
                   "partitioned like its first input, so it declares that input's partition "
-                  "columns. docs/derived.md."),
+                  "columns; each glob of its `files` matches a file of the repository. "
+                  "docs/derived.md."),
     "BE091": Code("transform not found", "The module of a derived dataset's `transform` "
                   "(`path/to/module.py:function`, relative to the repository root) does not "
                   "exist or defines no top-level function of that name."),
@@ -969,7 +970,8 @@ CODES: dict[str, Code] = {
                   "set locks. Tighten the rules that disagree, or relax the gate meanwhile."),
     "BE878": Code("invalid computed label set", "A label set with `source: {functions}` has no export: it takes no `uri` "
                   "or `field`; its `gold` is an annotated label set (not computed) of the "
-                  "same dataset, key and classes."),
+                  "same dataset, key and classes; each glob of its `files` matches a file of "
+                  "the repository."),
     "BE879": Code("restricted examples refused", "`buildenv tasks` would send examples of a restricted dataset to annotators that the "
                   "environment's `privacy.annotators` does not list. Nothing is written. Review who may see "
                   "the data, and list them there; every export is recorded in the audit log."),

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 from buildenv.env.spec_base import Strict
 
 __all__ = ["ENTRY_PATTERN", "Aggregation", "LabelFunctions", "Transform", "derived_uri",
-           "weak_labels_uri"]
+           "relative_globs", "weak_labels_uri"]
 
 #: `path/to/module.py:function`, relative to the repository root (as a training's `entry`).
 ENTRY_PATTERN = r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$"
@@ -54,6 +54,10 @@ class Transform(Strict):
     """Sandboxed processes that may run the transform at once over many stale files (each
     holds its own copy of what the transform keeps in memory). Default: as many as the
     cores the build may use; 1: one process, in order."""
+    files: list[str] = Field(default_factory=list)
+    """Repository files the transform reads that the build does not see it open (native code
+    opening a path, a directory listing): globs relative to the root (`**` for any depth),
+    each matching at least one file. Their digests are part of its code's."""
 
     @field_validator("inputs")
     @classmethod
@@ -61,6 +65,11 @@ class Transform(Strict):
         if len(set(value)) != len(value):
             raise ValueError("inputs lists a dataset twice")
         return value
+
+    @field_validator("files")
+    @classmethod
+    def _relative(cls, value: list[str]) -> list[str]:
+        return relative_globs(value)
 
     @property
     def module_path(self) -> str:
@@ -94,6 +103,25 @@ class LabelFunctions(Strict):
     """`generative`: EM stops when no parameter moves by more than this."""
     timeout: Annotated[float, Field(gt=0)] = 3600.0
     """Seconds applying the functions may run before it is stopped."""
+    files: list[str] = Field(default_factory=list)
+    """Repository files the functions read that the build does not see them open: globs
+    relative to the root, as a transform's `files`."""
+
+    @field_validator("files")
+    @classmethod
+    def _relative(cls, value: list[str]) -> list[str]:
+        return relative_globs(value)
+
+
+def relative_globs(value: list[str]) -> list[str]:
+    """`files` of a source: repository-relative globs, each once, none leaving the root."""
+    for pattern in value:
+        parts = pattern.replace("\\", "/").split("/")
+        if not pattern.strip() or pattern.startswith(("/", "~")) or ".." in parts:
+            raise ValueError(f"'{pattern}' is not a glob relative to the repository root")
+    if len(set(value)) != len(value):
+        raise ValueError("files lists a glob twice")
+    return value
 
 
 def derived_uri(state_dir: str, environment: str, dataset: str, partitioned: bool) -> str:

@@ -15,15 +15,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from buildenv.core.code import function_digests
+from buildenv.core.code import code_files, function_digests
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project
 from buildenv.data.lock.derived import Pinned
 from buildenv.data.lock.manifest import describe_diff
-from buildenv.data.lock.read_files import changes, recorded_reads
+from buildenv.data.lock.read_files import changes, declared, pinnable, recorded_reads
 from buildenv.env.resolve import Resolved
 
-__all__ = ["DECORATOR", "MODEL_VERSIONS", "labels_staleness", "model_version"]
+__all__ = ["DECORATOR", "MODEL_VERSIONS", "declared_files", "labels_staleness", "model_version"]
 
 DECORATOR = "labeling_function"
 
@@ -41,6 +41,17 @@ def model_version(source: Any) -> int:
     if source.model == "generative" and source.gold is not None:
         return 3
     return MODEL_VERSIONS[source.model]
+
+
+def declared_files(project: Project, res: Resolved, name: str) -> list[str]:
+    """The files label set `name` declares its functions read (`source.files`' matches), but
+    modules, data and state."""
+    source = res.env.labels[name].source
+    assert source is not None
+    if not source.files:
+        return []
+    return pinnable(project, res.env, code_files(project, source.functions),
+                    declared(project.root, source.files)[0])
 
 
 def labels_staleness(project: Project, res: Resolved, name: str, pinned: Any,
@@ -67,7 +78,9 @@ def labels_staleness(project: Project, res: Resolved, name: str, pinned: Any,
         problems.append(res.diag("BE875", f"label set '{name}' is stale: its labeling functions "
                                  f"changed since it was locked ({'; '.join(parts)})", "labels",
                                  name, "source", "functions", hints=hint))
-    read = changes(project.root, recorded_reads(record))
+    was_read = recorded_reads(record)
+    read = changes(project.root, was_read) + [
+        f"code file {p} now exists" for p in declared_files(project, res, name) if p not in was_read]
     if read:
         problems.append(res.diag("BE875", f"label set '{name}' is stale: {', '.join(read)} "
                                  "since it was locked (its labeling functions read it)",

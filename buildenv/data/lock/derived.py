@@ -40,7 +40,7 @@ from buildenv.core.tempdirs import owned_temp_dir, scratch_dir, sweep
 from buildenv.data.lock.digests import ContentDigest, compute_digest
 from buildenv.data.lock.manifest import FileEntry, Manifest, describe_diff, partition_values
 from buildenv.data.lock.parquet_footer import footer_rows
-from buildenv.data.lock.read_files import changes, file_digests, recorded_reads
+from buildenv.data.lock.read_files import changes, declared, file_digests, pinnable, recorded_reads
 from buildenv.data.storage import Location, locate
 
 if TYPE_CHECKING:  # an annotation only: the hermetic process imports this module, not YAML
@@ -49,7 +49,8 @@ if TYPE_CHECKING:  # an annotation only: the hermetic process imports this modul
     from buildenv.env.spec import Dataset, Environment
 
 __all__ = ["DerivedPlan", "DerivedStore", "OutputFile", "OutputMeta", "Pinned", "Staged",
-           "bytes_digest", "derived_staleness", "materialize", "narrowed", "output_digest",
+           "bytes_digest", "declared_files", "derived_staleness", "materialize", "narrowed",
+           "output_digest",
            "plan_derived", "writer_version"]
 
 FORMAT = 1  # bump when what an object holds changes meaning
@@ -323,6 +324,17 @@ def code_record(project: Project, ds: Dataset) -> dict[str, str]:
     return code_files(project, ds.source.module_path)
 
 
+def declared_files(project: Project, env: Environment, name: str, code: Iterable[str]
+                   ) -> list[str]:
+    """The files derived dataset `name` declares it reads (`source.files`' matches), but
+    modules of `code`, data and state (`read_files.pinnable`)."""
+    source = env.datasets[name].source
+    assert source is not None
+    if not source.files:
+        return []
+    return pinnable(project, env, code, declared(project.root, source.files)[0])
+
+
 def plan_derived(project: Project, env: Environment, name: str,
                  inputs: Mapping[str, Pinned], reads: Iterable[str] = ()) -> DerivedPlan:
     """The output files of derived dataset `name`, given its inputs' pins and the repository
@@ -332,7 +344,7 @@ def plan_derived(project: Project, env: Environment, name: str,
     source = ds.source
     assert source is not None
     code = code_record(project, ds)
-    read = file_digests(project.root, reads)
+    read = file_digests(project.root, {*reads, *declared_files(project, env, name, code)})
     first = inputs[source.inputs[0]]
     others = {i: inputs[i].digest for i in source.inputs[1:]}
     aggregation = None
@@ -492,7 +504,10 @@ def derived_staleness(project: Project, res: Resolved, name: str, pinned: Any,
                 "BE092", f"dataset '{name}' is stale: its transform's code changed since it was "
                 f"locked ({', '.join(changed)})", "datasets", name, "source", "transform",
                 hints=hint))
-        read = changes(project.root, recorded_reads(record))
+        was_read = recorded_reads(record)
+        read = changes(project.root, was_read) + [
+            f"code file {p} now exists" for p in declared_files(project, res.env, name, now)
+            if p not in was_read]
         if read:
             problems.append(res.diag(
                 "BE092", f"dataset '{name}' is stale: {', '.join(read)} since it was locked "

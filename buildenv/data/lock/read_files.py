@@ -11,7 +11,9 @@ them differ now, in the words `lock --check` uses.
 
 from __future__ import annotations
 
+import glob
 import hashlib
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +25,7 @@ if TYPE_CHECKING:  # annotations only: the hermetic process imports no pydantic
     from buildenv.core.project import Project
     from buildenv.env.spec import Environment
 
-__all__ = ["changes", "file_digests", "locked_reads", "pinnable", "recorded_reads"]
+__all__ = ["changes", "declared", "file_digests", "locked_reads", "pinnable", "recorded_reads"]
 
 
 def file_digests(root: Path, paths: Iterable[str]) -> dict[str, str | None]:
@@ -36,6 +38,21 @@ def file_digests(root: Path, paths: Iterable[str]) -> dict[str, str | None]:
         except OSError:
             found[rel] = None
     return found
+
+
+def declared(root: Path, patterns: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The files (repository-relative, sorted) the globs `patterns` (a source's `files`) match
+    under `root`, and the globs that match none."""
+    found: set[str] = set()
+    unmatched = []
+    for pattern in patterns:
+        matched = [os.path.normpath(m).replace(os.sep, "/")
+                   for m in glob.glob(pattern, root_dir=root, recursive=True)
+                   if (root / m).is_file()]
+        if not matched:
+            unmatched.append(pattern)
+        found.update(matched)
+    return sorted(found), unmatched
 
 
 def pinnable(project: Project, env: Environment, code: Iterable[str], paths: Iterable[str]
