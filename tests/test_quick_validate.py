@@ -93,6 +93,10 @@ def _gentle(key: str, rng: random.Random) -> Any:
     def number() -> Any:
         return rng.choice([rng.randint(-3, 600), round(rng.uniform(-1, 2), 3), None])
 
+    if rng.random() < 0.25:  # a value of the wrong type: pydantic coerces some (lax mode)
+        return rng.choice(["5", "0.5", True, False, 1, 0, 1.0, 2.0, None, [True, 3], [1, "2"],
+                           [1.0, 2], [0, True]])
+
     if key in ("range", "length"):
         return [number(), number()]
     if key == "domain":
@@ -145,12 +149,35 @@ def _mappings(value: Any) -> list[dict[str, Any]]:
     return out
 
 
+_WRONG = ["5", "0.5", "", True, False, 1, 0, -1, 1.0, 0.0, 2.5, None, [], {}, [True, 3],
+          [1, "2"], [1.0, 2], [0, True], [None, None], [1], [1, 2, 3], 10 ** 20, 2 ** 53 + 1,
+          float("nan"), float("inf"), [0, float("inf")], [float("-inf"), 0.5]]
+
+
+def _grid() -> list[dict[str, Any]]:
+    """Each key of a column and of a dataset given each value of the wrong type, or of an
+    edge: every coercion pydantic makes in lax mode is met, whatever the seed draws."""
+    def doc(column: dict[str, Any], **dataset: Any) -> dict[str, Any]:
+        ds = {"uri": "data/x.parquet", "columns": {"c": column}, **dataset}
+        return {"name": "e", "datasets": {"t": ds}}
+
+    out = []
+    for dtype in ("int64", "float64", "string", "bool", "date"):
+        for key in _GENTLE:
+            out += [doc({"dtype": dtype, key: value}) for value in _WRONG]
+    for key in ("uri", "format", "keep", "undeclared_columns", "description"):
+        for value in [*_WRONG, "s3://b/x.parquet", "gs://b/x.parquet", "data/dir/",
+                      "file:///tmp/x.parquet", "csv", "delta", "warn", "error"]:
+            out.append(doc({"dtype": "int64"}, **{key: value}))
+    return out
+
+
 def _corpus() -> list[dict[str, Any]]:
     rng = random.Random(SEED)
-    bases = _documents()
+    bases = _documents() + _grid()
     valid = [d for d in bases if dump(d) is not None]  # mostly mutations of good documents
     return bases + [_mutate(rng.choice(valid if rng.random() < 0.8 else bases), rng)
-                    for _ in range(3000)]
+                    for _ in range(4000)]
 
 
 def _exact(value: Any) -> str:
@@ -180,7 +207,7 @@ def test_the_interpreter_answers_only_what_pydantic_makes(capsys):
         print(f"\nquick_validate.dump: answered {answered} of {valid} valid documents "
               f"({share:.0%})")
     assert wrong == 0
-    assert valid > 800 and share > 0.3
+    assert valid > 600 and share > 0.3
 
 
 def test_resolving_alone_answers_only_what_resolving_makes(tmp_path, capsys):
@@ -193,7 +220,8 @@ def test_resolving_alone_answers_only_what_resolving_makes(tmp_path, capsys):
     answered = valid = 0
     rng = random.Random(SEED)
     corpus = _corpus()
-    for doc in [d for d in corpus if "extends" not in d] + rng.sample(corpus, 300):
+    alone = [d for d in corpus if "extends" not in d]  # what the plan may answer for
+    for doc in _grid() + rng.sample(alone, 1200) + rng.sample(corpus, 300):
         doc = copy.deepcopy(doc)
         doc["name"] = doc.get("name") if rng.random() < 0.05 else "e"
         path = root / "environments" / "e.yaml"
