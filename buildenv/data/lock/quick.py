@@ -14,7 +14,11 @@ any of them -- a parent reached through `extends` included -- makes it void), un
 environment file edited since still says what it said (`env.meaning`: comments, layout,
 descriptions): the plan records each file's digest and meaning (taken by the full lock when it
 read the file), and such a relock answers, and records the plan for the new bytes, as the full
-lock would.
+lock would. An environment file that says something else is answered too when resolving it
+alone, without the models (`env.quick_validate.resolve_alone`), is sure of what the full lock
+would make of it, and no environment asked for is resolved through it but itself (each entry
+records its chain of files): its entry is made anew from what it says (the new environment
+digest, its datasets), and its lock written as the full lock writes it.
 
 `relock` then hashes the pinned files (the stat cache and the early prefetch apply as in the
 full lock) and answers what the full lock would answer of these environments, for which it is
