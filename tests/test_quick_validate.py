@@ -45,6 +45,17 @@ def test_the_checked_in_table_is_the_models():
     assert _CURRENT_SCHEMA == CURRENT_SCHEMA
 
 
+def test_the_interpreter_runs_every_validator_of_the_models_the_plan_needs():
+    from buildenv.env.quick_validate import _VALIDATORS
+    from buildenv.env.spec_table import MODELS
+
+    for model in ("Environment", "Dataset", "Column"):
+        unknown = set(MODELS[model]["validators"]) - set(_VALIDATORS.get(model, {}))
+        assert not unknown, (f"{model}'s validators {sorted(unknown)} are new or edited: run "
+                             "their rule in buildenv/env/quick_validate.py (_VALIDATORS, named "
+                             "by the table's digest), or the lock's plan never answers an edit")
+
+
 def _documents() -> list[dict[str, Any]]:
     """Every environment document of the repository and of the tests' sources."""
     texts = [p.read_text(encoding="utf-8") for folder in ("environments", "examples")

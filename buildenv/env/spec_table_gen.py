@@ -10,6 +10,8 @@ editing a model: `python -m buildenv.env.spec_table_gen --write`.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import pprint
 import sys
 import types
@@ -50,8 +52,9 @@ def _model(model: type[BaseModel], reached: list[type[BaseModel]]) -> dict[str, 
     config = model.model_config
     decorators = model.__pydantic_decorators__
     validators = sorted(
-        [f"model_{d.info.mode}:{name}" for name, d in decorators.model_validators.items()]
-        + [f"field_{d.info.mode}:{','.join(d.info.fields)}:{name}"
+        [f"model_{d.info.mode}:{name}:{_source_digest(d.func)}"
+         for name, d in decorators.model_validators.items()]
+        + [f"field_{d.info.mode}:{','.join(d.info.fields)}:{name}:{_source_digest(d.func)}"
            for name, d in decorators.field_validators.items()])
     fields = {}
     for name, info in model.model_fields.items():
@@ -68,6 +71,14 @@ def _model(model: type[BaseModel], reached: list[type[BaseModel]]) -> dict[str, 
         fields[name] = field
     return {"extra": config.get("extra"), "populate_by_name": bool(config.get("populate_by_name")),
             "validators": validators, "fields": fields}
+
+
+def _source_digest(func: Any) -> str:
+    """A validator's source text, digested: an edit of a validator changes the table (and so
+    fails its freshness test), and the interpreter, which names the validators it runs by this
+    digest, stops answering for the model until it is checked against the new rule."""
+    func = getattr(func, "__func__", func)
+    return hashlib.sha256(inspect.getsource(func).encode("utf-8")).hexdigest()[:12]
 
 
 def _type(annotation: Any, metadata: list[Any], reached: list[type[BaseModel]]) -> Any:
