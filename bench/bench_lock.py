@@ -352,7 +352,7 @@ IMPORT_PYDANTIC = "from pydantic import BaseModel"
 FIRST_MODEL = "pydantic + one model (what pydantic loads at its first model)"
 IMPORT_MODELS = "import buildenv.env.resolve (pydantic + the environment models)"
 TINY = "buildenv lock tiny (1 MiB Parquet, cold stat cache)"
-TINY_EDITED = "same, environment file edited (the full command)"
+TINY_EDITED = "same, a range edited (from the plan; the full command before session 14)"
 TINY_DESCRIBED = "same, only its description edited (from the plan)"
 TINY_DATA = "same, data file changed (the lock written from the plan)"
 TINY_DATA_FULL = "same, data file changed, BUILDENV_NO_QUICK_LOCK=1 (the full command)"
@@ -375,9 +375,9 @@ def bench_startup(root: Path, repeats: int) -> tuple[str, bool]:
     edits = iter(range(1 << 30))
 
     def edited() -> None:
-        """Another range of a column each run: the environment says something else, so the
-        lock's plan of the last run does not apply and the full command runs (resolving the
-        environment and rewriting the lock)."""
+        """Another range of a column each run: the environment says something else; the lock's
+        plan validates it without pydantic (`env.quick_validate`) and rewrites the lock (before
+        session 14 the full command ran, resolving the environment with the models)."""
         drop_statcache(root)()
         (root / "environments" / "tiny.yaml").write_text(tiny_env.replace(
             "x: {dtype: float64}", f"x: {{dtype: float64, range: [0, {1 + next(edits)}]}}"))
@@ -429,14 +429,14 @@ def bench_startup(root: Path, repeats: int) -> tuple[str, bool]:
     series = alternate(cases, repeats, {TINY: unedited, TINY_EDITED: edited, TINY_DESCRIBED: described,
                                         TINY_DATA: data_changed, TINY_DATA_FULL: data_changed})
     fixed = series[TINY].median
-    ok = fixed <= 0.15
+    ok = max(fixed, series[TINY_EDITED].median) <= 0.15  # unchanged, and after an edit
     return (table(["fixed cost", "median s", "range s", "CPU s"],
                   [[s.name, f"{s.median:.3f}", s.spread(), f"{s.cpu:.2f}"]
                    for s in series.values()])
             + f"\n\n- the lock's fixed cost (a cold lock of 1 MiB, end to end, environment "
             f"unchanged): **{fixed:.3f} s** wall, {series[TINY].cpu:.3f} s CPU (goal <= 0.15 s: "
-            f"{verdict(ok)}); with its environment file edited since the last lock (the full "
-            f"command): {series[TINY_EDITED].median:.3f} s wall, "
+            f"{verdict(ok)}, with the next); with a range edited since the last lock (from the "
+            f"plan): {series[TINY_EDITED].median:.3f} s wall, "
             f"{series[TINY_EDITED].cpu:.3f} s CPU; with only its description edited (from the "
             f"plan): {series[TINY_DESCRIBED].median:.3f} s wall, {series[TINY_DESCRIBED].cpu:.3f} "
             f"s CPU; with its data changed (a lock that writes, "

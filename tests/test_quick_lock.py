@@ -551,3 +551,99 @@ def test_a_plain_lock_the_plan_cannot_answer_is_typers_command_without_typer(loc
     assert all(r == same[0] for r in same), change  # exit code, output, files, plan
     if "nope" in args:
         assert same[0][0] == 2 and "BE014" in same[0][2]
+
+
+# An environment the plan answers for after an edit of what it says (`env.quick_validate`:
+# no `extends`, no label, serving, privacy or evaluation sections, single local files), and a
+# child of it.
+PLAIN_YAML = """\
+name: plain
+description: One file, what the plan answers for when it says something else.
+datasets:
+  movies:
+    uri: data/movies.parquet
+    columns:
+      movie_id: {dtype: int64, nullable: false}
+      runtime_minutes: {dtype: float64, range: [1, 600]}
+"""
+
+PLAIN_CHILD_YAML = """\
+name: plainchild
+extends: plain
+datasets:
+  movies:
+    uri: data/movies-v2.parquet
+"""
+
+_PLAIN = "environments/plain.yaml"
+
+# Edits that change what `plain` says, each answered by the plan as the full lock would.
+MEANINGS = {
+    "a range": lambda r: _replace(r / _PLAIN, "range: [1, 600]", "range: [0, 900]"),
+    "a fraction and a domain": lambda r: _replace(
+        r / _PLAIN, "{dtype: int64, nullable: false}",
+        "{dtype: int64, max_null_fraction: 1, domain: [1, 2, 3]}"),
+    "a column added": lambda r: _append(r / _PLAIN, "      score: {dtype: float32, "
+                                                    "unique: true}\n"),
+    "another file": lambda r: _replace(r / _PLAIN, "data/movies.parquet", "data/ratings.parquet"),
+    "a dataset added, not kept": lambda r: _append(
+        r / _PLAIN, "  ratings:\n    uri: data/ratings.parquet\n    keep: false\n"
+                    "    columns:\n      liked: {dtype: bool}\n"),
+}
+
+# Edits after which `plain` is invalid: the full lock's diagnostic, exit code 2, no lock.
+BROKEN = {
+    "an empty range": lambda r: _replace(r / _PLAIN, "range: [1, 600]", "range: [600, 1]"),
+    "text for a number": lambda r: _replace(r / _PLAIN, "range: [1, 600]", "range: ['1', 600]"),
+    "a count of none": lambda r: _append(r / _PLAIN, "      n: {dtype: int64, min_count: 0}\n"),
+    "a domain value twice": lambda r: _append(r / _PLAIN, "      g: {dtype: string, domain: "
+                                                          "[a, a]}\n"),
+    "an unknown key": lambda r: _append(r / _PLAIN, "      n: {dtype: int64, nullabel: true}\n"),
+}
+
+
+@pytest.fixture
+def plain(tmp_path) -> Path:
+    root = write_repo(tmp_path / "repo", {"plain": PLAIN_YAML, "plainchild": PLAIN_CHILD_YAML})
+    backdate(root)
+    code, out, err = invoke_cli(["lock"], root)  # the full lock: writes the plan
+    assert code == 0, err
+    return root
+
+
+@pytest.mark.parametrize("args", [["lock", "plain"], ["lock", "plain", "-q"],
+                                  ["lock", "base", "plain"]])
+@pytest.mark.parametrize("edit", sorted(MEANINGS))
+def test_an_edit_that_says_something_else_is_answered_as_the_full_lock(plain, edit, args):
+    results = _alternate(plain, MEANINGS[edit], args)
+    assert [r[-1] for r in results[True]] == [False, False]  # answered without pydantic
+    assert [r[-1] for r in results[False]] == [True, True]
+    same = [r[:-1] for r in results[True] + results[False]]
+    assert all(r == same[0] for r in same), edit  # output, exit code, files, plan
+    assert same[0][0] == 0 and ("plain: updated" in same[0][1] or "1 updated" in same[0][1])
+    # the plan recorded after it answers the next relock from the bytes alone
+    code, out, _, pydantic = buildenv(plain, *args)
+    assert code == 0 and not pydantic and "updated" not in out.replace(" 0 updated", "")
+
+
+@pytest.mark.parametrize("edit", sorted(BROKEN))
+def test_an_edit_that_breaks_the_environment_is_the_full_locks_diagnostic(plain, edit):
+    before = (plain / "environments" / "plain.lock.json").read_bytes()
+    results = _alternate(plain, BROKEN[edit], ["lock", "plain"])
+    assert all(r[-1] for r in results[True] + results[False])  # the full lock answered
+    same = [r[:4] + r[5:-1] for r in results[True] + results[False]]
+    assert all(r == same[0] for r in same), edit
+    code, _, err = same[0][:3]
+    assert code == 2 and "plain.yaml" in err, err
+    assert (plain / "environments" / "plain.lock.json").read_bytes() == before
+
+
+def test_a_child_of_an_edited_environment_is_the_full_locks(plain, monkeypatch):
+    monkeypatch.delenv("BUILDENV_ROOT", raising=False)
+    MEANINGS["a range"](plain)
+    assert quick(plain, "plainchild") is None  # its plan entry says what the parent said
+    assert quick(plain) is None
+    assert quick(plain, "plain") == 0
+    assert quick(plain, "plainchild") is None  # the plan recorded holds `plain` alone
+    code, out, err = invoke_cli(["lock", "plainchild"], plain)
+    assert code == 0 and "plainchild: updated" in out, err

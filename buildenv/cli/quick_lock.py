@@ -8,7 +8,7 @@ plain `lock [ENV...]` with `--root`, `--algorithm`, `--quiet`, `--progress/--no-
 `--format text`; anything else, `--help` included, is left to it), finds the project as it
 would, and, when the plan answers, prints what it would (the locks the plan wrote anew
 `updated`, the others `unchanged`). When it does not (an environment file
-that says something else, data it cannot judge), `run` returns None, having printed nothing and
+that says something the plan cannot validate without the models, data it cannot judge), `run` returns None, having printed nothing and
 written no lock; then `run_full` runs the full lock of the same plain command line without
 typer (`lock_command`: typer and its conversion of the parameters are a tenth of that start-up),
 and any other command line (`--check`, `--help`, another flag) goes to typer. Both are off with

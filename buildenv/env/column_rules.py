@@ -4,7 +4,9 @@
 error whose type (`bad_range`, `bad_presence`, ...) `COLUMN_PROBLEM_KEYS` maps to the key it
 is about, so the diagnostic points at that key's YAML line and carries the code
 `validation_errors` gives the type. Kept apart from the models so that the format (`spec`)
-reads as a list of keys.
+reads as a list of keys, and free of pydantic: the lock's plan runs the same checks on an edited
+environment without the models (`env.quick_validate`), and `spec.Column` turns each problem
+into the pydantic error.
 """
 
 from __future__ import annotations
@@ -12,14 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
-from typing import Any, Protocol
-
-from pydantic_core import PydanticCustomError
+from typing import Any, NamedTuple, Protocol
 
 # Deferred imports (pyarrow): only an environment that declares a `pattern` needs RE2 to check it;
 # `show`, `diff` and `schema` stay light.
 
-__all__ = ["COLUMN_CHECKS", "COLUMN_PROBLEM_KEYS", "FLOAT_DTYPES", "INTEGER_DTYPES",
+__all__ = ["COLUMN_CHECKS", "COLUMN_PROBLEM_KEYS", "ColumnProblem", "FLOAT_DTYPES", "INTEGER_DTYPES",
            "NUMERIC_DTYPES", "TEMPORAL_DTYPES", "parse_temporal", "pattern_problem"]
 
 INTEGER_DTYPES = ("int8", "int16", "int32", "int64")
@@ -54,6 +54,15 @@ class Column(Protocol):
     def constraints(self) -> list[str]: ...
 
 
+class ColumnProblem(NamedTuple):
+    """A column's problem as pydantic's custom error takes it (`spec.Column` raises
+    `pydantic_core.PydanticCustomError(*problem)`): error type, message template, context."""
+
+    type: str
+    message: str
+    context: dict[str, Any]
+
+
 #: A column's cross-field problem (its error type) -> the key it is about.
 COLUMN_PROBLEM_KEYS = {"bad_range": "range", "bad_domain": "domain", "bad_pattern": "pattern",
                        "bad_length": "length", "bad_tolerance": "max_violation_fraction",
@@ -74,95 +83,95 @@ def pattern_problem(pattern: str) -> str | None:
     return None
 
 
-def _range_problem(col: Column) -> PydanticCustomError | None:
+def _range_problem(col: Column) -> ColumnProblem | None:
     if col.range is None:
         return None
     dtype, (lo, hi) = col.dtype, col.range
     if lo is None and hi is None:
-        return PydanticCustomError("bad_range", "range [null, null] bounds nothing: give at "
+        return ColumnProblem("bad_range", "range [null, null] bounds nothing: give at "
                                    "least one end", {})
     given = [v for v in (lo, hi) if v is not None]
     if dtype in NUMERIC_DTYPES:
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in given):
-            return PydanticCustomError("bad_range", "range of a {dtype} column takes two "
+            return ColumnProblem("bad_range", "range of a {dtype} column takes two "
                                        "numbers (or null for an open end)", {"dtype": dtype})
         if any(isinstance(v, float) and math.isnan(v) for v in given):
-            return PydanticCustomError("bad_range", "range bounds cannot be NaN", {})
+            return ColumnProblem("bad_range", "range bounds cannot be NaN", {})
         parsed: list[Any] = [lo, hi]
     elif dtype in TEMPORAL_DTYPES:
         try:
             parsed = [None if v is None else parse_temporal(v) for v in (lo, hi)]
         except ValueError:
-            return PydanticCustomError("bad_range", "range of a {dtype} column takes two ISO "
+            return ColumnProblem("bad_range", "range of a {dtype} column takes two ISO "
                                        "8601 strings (or null for an open end)", {"dtype": dtype})
     else:
-        return PydanticCustomError("bad_range", "a {dtype} column takes no range (use domain)",
+        return ColumnProblem("bad_range", "a {dtype} column takes no range (use domain)",
                                    {"dtype": dtype})
     if parsed[0] is not None and parsed[1] is not None and parsed[0] > parsed[1]:
-        return PydanticCustomError("bad_range", "range [{lo}, {hi}] is empty: the first bound "
+        return ColumnProblem("bad_range", "range [{lo}, {hi}] is empty: the first bound "
                                    "must not exceed the second", {"lo": str(lo), "hi": str(hi)})
     return None
 
 
-def _domain_problem(col: Column) -> PydanticCustomError | None:
+def _domain_problem(col: Column) -> ColumnProblem | None:
     if col.domain is None:
         return None
     dtype = col.dtype
     if dtype not in ("string", "bool") + NUMERIC_DTYPES:
-        return PydanticCustomError("bad_domain", "a {dtype} column takes no domain (use range)",
+        return ColumnProblem("bad_domain", "a {dtype} column takes no domain (use range)",
                                    {"dtype": dtype})
     floating = dtype in ("float32", "float64")
     for value in col.domain:
         if not _domain_value_fits(dtype, value):
-            return PydanticCustomError("bad_domain", "domain value {value} is not {what}",
+            return ColumnProblem("bad_domain", "domain value {value} is not {what}",
                                        {"value": repr(value),
                                         "what": "a finite number" if floating else
                                         f"{'an' if dtype.startswith('int') else 'a'} {dtype}"})
     seen = [float(v) for v in col.domain] if floating else [repr(v) for v in col.domain]
     if len(set(seen)) != len(seen):
-        return PydanticCustomError("bad_domain", "domain lists a value twice", {})
+        return ColumnProblem("bad_domain", "domain lists a value twice", {})
     return None
 
 
-def _pattern_problem(col: Column) -> PydanticCustomError | None:
+def _pattern_problem(col: Column) -> ColumnProblem | None:
     if col.pattern is None:
         return None
     if col.dtype != "string":
-        return PydanticCustomError("bad_pattern", "a {dtype} column takes no pattern (patterns "
+        return ColumnProblem("bad_pattern", "a {dtype} column takes no pattern (patterns "
                                    "apply to strings)", {"dtype": col.dtype})
     why = pattern_problem(col.pattern)
     if why:
-        return PydanticCustomError("bad_pattern", "pattern {pattern} does not compile as RE2: "
+        return ColumnProblem("bad_pattern", "pattern {pattern} does not compile as RE2: "
                                    "{why}", {"pattern": repr(col.pattern), "why": why})
     return None
 
 
-def _length_problem(col: Column) -> PydanticCustomError | None:
+def _length_problem(col: Column) -> ColumnProblem | None:
     if col.length is None:
         return None
     if col.dtype != "string":
-        return PydanticCustomError("bad_length", "a {dtype} column takes no length (lengths "
+        return ColumnProblem("bad_length", "a {dtype} column takes no length (lengths "
                                    "apply to strings)", {"dtype": col.dtype})
     lo, hi = col.length
     if lo is None and hi is None:
-        return PydanticCustomError("bad_length", "length [null, null] bounds nothing: give at "
+        return ColumnProblem("bad_length", "length [null, null] bounds nothing: give at "
                                    "least one end", {})
     if lo is not None and hi is not None and lo > hi:
-        return PydanticCustomError("bad_length", "length [{lo}, {hi}] is empty: the first bound "
+        return ColumnProblem("bad_length", "length [{lo}, {hi}] is empty: the first bound "
                                    "must not exceed the second", {"lo": lo, "hi": hi})
     return None
 
 
-def _unique_problem(col: Column) -> PydanticCustomError | None:
+def _unique_problem(col: Column) -> ColumnProblem | None:
     if col.unique and col.dtype == "bool":
-        return PydanticCustomError("bad_unique", "a bool column cannot be unique (it has two "
+        return ColumnProblem("bad_unique", "a bool column cannot be unique (it has two "
                                    "values); declare a domain instead", {})
     return None
 
 
-def _tolerance_problem(col: Column) -> PydanticCustomError | None:
+def _tolerance_problem(col: Column) -> ColumnProblem | None:
     if col.max_violation_fraction is not None and not col.constraints():
-        return PydanticCustomError("bad_tolerance", "max_violation_fraction tolerates "
+        return ColumnProblem("bad_tolerance", "max_violation_fraction tolerates "
                                    "violations of range, domain, pattern, length or unique, and "
                                    "this column declares none of them", {})
     return None
@@ -187,17 +196,17 @@ def parse_temporal(value: Any) -> dt.datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-def _presence_problem(col: Column) -> PydanticCustomError | None:
+def _presence_problem(col: Column) -> ColumnProblem | None:
     if col.min_count is not None and not col.required:
-        return PydanticCustomError("bad_presence", "min_count {n} asks for values, so the column "
+        return ColumnProblem("bad_presence", "min_count {n} asks for values, so the column "
                                    "cannot be optional: drop `required: false` or `min_count`",
                                    {"n": col.min_count})
     return None
 
 
-def _nan_problem(col: Column) -> PydanticCustomError | None:
+def _nan_problem(col: Column) -> ColumnProblem | None:
     if not col.allow_nan and col.dtype not in FLOAT_DTYPES:
-        return PydanticCustomError("bad_nan", "a {dtype} column holds no NaN (allow_nan applies "
+        return ColumnProblem("bad_nan", "a {dtype} column holds no NaN (allow_nan applies "
                                    "to float32 and float64 columns)", {"dtype": col.dtype})
     return None
 

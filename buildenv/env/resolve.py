@@ -10,7 +10,6 @@ problems of every file are reported at once.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,11 @@ from pydantic import ValidationError
 from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import Diagnostic, DiagnosticError, did_you_mean, sort_diagnostics
 from buildenv.core.project import Project
+from buildenv.env.canonical_form import canonical_document
 from buildenv.env.evaluation_rules import evaluation_problems
 from buildenv.env.loader import KeyPath, Located, Position, load_yaml
 from buildenv.env.meaning import file_meaning
+from buildenv.env.overlay import overlay as _overlay
 from buildenv.env.privacy_rules import privacy_problems
 from buildenv.env.references import semantic_problems
 from buildenv.env.source_rules import fill_sources
@@ -265,33 +266,6 @@ def _state_uri(project: Project) -> str:
     return f"file://{cache_dir}" if Path(cache_dir).is_absolute() else cache_dir
 
 
-def _overlay(target: dict[str, Any], source: dict[str, Any], prefix: KeyPath, located: Located,
-             origin: dict[KeyPath, Position], deleted: dict[KeyPath, Position]) -> None:
-    for key, value in source.items():
-        path = prefix + (key,)
-        if value is None:
-            if key in target:
-                deleted[path] = located.keys[path]
-            target.pop(key, None)
-            _forget(origin, path)
-            continue
-        deleted.pop(path, None)
-        if isinstance(value, dict) and isinstance(target.get(key), dict) and not (
-                path == ("label",) and _label_form(value) != _label_form(target[key])):
-            origin[path] = located.keys[path]
-            _overlay(target[key], value, path, located, origin, deleted)
-            continue
-        target[key] = copy.deepcopy(value)
-        _forget(origin, path)
-        origin[path] = located.keys[path]
-        for sub, pos in located.keys.items():
-            if len(sub) > len(path) and sub[: len(path)] == path:
-                origin[sub] = pos
-        for sub, pos in located.values.items():
-            if len(sub) > len(path) and sub[: len(path)] == path and sub not in origin:
-                origin[sub] = pos
-
-
 def _blame_deletions(problems: list[Diagnostic], deleted: dict[KeyPath, Position],
                      own_file: str) -> list[Diagnostic]:
     """An inherited reference to something a child deleted (`liked: null` under the label's
@@ -318,21 +292,6 @@ def _blame_deletions(problems: list[Diagnostic], deleted: dict[KeyPath, Position
     return out
 
 
-def _label_form(label: dict[str, Any]) -> str | None:
-    """`label` takes a column or a label set: a child that switches form replaces the whole
-    inherited label instead of merging into it."""
-    if "labels" in label:
-        return "labels"
-    if "dataset" in label or "column" in label:
-        return "column"
-    return None
-
-
-def _forget(origin: dict[KeyPath, Position], path: KeyPath) -> None:
-    for sub in [p for p in origin if p[: len(path)] == path]:
-        del origin[sub]
-
-
 # --- canonical form ---------------------------------------------------------------------
 
 def canonical_environment(env: Environment) -> dict[str, Any]:
@@ -341,21 +300,7 @@ def canonical_environment(env: Environment) -> dict[str, Any]:
     Values equal to their defaults are left out (writing `nullable: true` or omitting it is the
     same environment), so a new optional key added to the format does not change the digest of
     environments that do not use it: additive format changes keep every lock valid."""
-    data = env.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-    for key in ("name", "extends", "description", "schema"):
-        data.pop(key, None)
-    for ls in data.get("labels", {}).values():
-        ls.pop("description", None)
-        if "source" in ls:  # where buildenv writes computed labels is not what they are
-            ls.pop("uri", None)
-            ls.pop("format", None)
-    for ds in data["datasets"].values():
-        ds.pop("description", None)
-        if "source" in ds:  # likewise a derived dataset's output location
-            ds.pop("uri", None)
-        for col in ds.get("columns", {}).values():
-            col.pop("description", None)
-    return data
+    return canonical_document(env.model_dump(mode="json", by_alias=True, exclude_defaults=True))
 
 
 def environment_digest(env: Environment) -> str:

@@ -57,6 +57,7 @@ from buildenv.env.serving_spec import (
 )
 from buildenv.env.sources import Aggregation, LabelFunctions, Transform
 from buildenv.env.spec_base import Scalar, Strict, documented, without_required
+from buildenv.env.spec_checks import dataset_columns_problem, dataset_uri_problem
 from buildenv.env.uris import is_remote, names_directory
 
 _parse_temporal = parse_temporal  # the name other rooms import
@@ -133,7 +134,8 @@ class Column(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         # every cross-field problem of the column at once, each located at its own key
-        problems = [problem for check in COLUMN_CHECKS if (problem := check(self)) is not None]
+        problems = [PydanticCustomError(*problem) for check in COLUMN_CHECKS
+                    if (problem := check(self)) is not None]
         if problems:
             raise ValidationError.from_exception_data(
                 "Column", [InitErrorDetails(type=p, loc=(), input=self.model_dump())
@@ -266,10 +268,11 @@ class Dataset(Strict):
 
     @model_validator(mode="after")
     def _uri_or_source(self) -> Self:
-        if self.source is None and not self.uri:
+        problem = dataset_uri_problem(self.uri, self.source, self.format)
+        if problem == "missing":
             raise ValidationError.from_exception_data("Dataset", [InitErrorDetails(
                 type="missing", loc=("uri",), input=self.model_dump())])
-        if self.source is not None and self.format != "parquet":
+        if problem == "derived":
             raise PydanticCustomError("derived", "a derived dataset is written as Parquet: "
                                       "drop `format`", {})
         return self
@@ -298,7 +301,7 @@ class Dataset(Strict):
     @field_validator("columns")
     @classmethod
     def _non_empty(cls, value: dict[str, Column]) -> dict[str, Column]:
-        if not value:
+        if dataset_columns_problem(value) is not None:
             raise PydanticCustomError("missing", "a dataset declares at least one column", {})
         return value
 

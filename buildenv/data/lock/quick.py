@@ -14,7 +14,11 @@ any of them -- a parent reached through `extends` included -- makes it void), un
 environment file edited since still says what it said (`env.meaning`: comments, layout,
 descriptions): the plan records each file's digest and meaning (taken by the full lock when it
 read the file), and such a relock answers, and records the plan for the new bytes, as the full
-lock would.
+lock would. An environment file that says something else is answered too when resolving it
+alone, without the models (`env.quick_validate.resolve_alone`), is sure of what the full lock
+would make of it, and no environment asked for is resolved through it but itself (each entry
+records its chain of files): its entry is made anew from what it says (the new environment
+digest, its datasets), and its lock written as the full lock writes it.
 
 `relock` then hashes the pinned files (the stat cache and the early prefetch apply as in the
 full lock) and answers what the full lock would answer of these environments, for which it is
@@ -39,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from buildenv import __version__
 from buildenv.core.atomic import atomic_write_text
+from buildenv.core.canonical import digest_json
 from buildenv.core.diagnostics import DiagnosticError
 from buildenv.data.lock.digests import ContentDigest, StatCache, digest_location
 from buildenv.data.lock.objects import LocalObjects
@@ -49,12 +54,14 @@ from buildenv.env.uris import is_remote, names_directory, uri_problem
 if TYPE_CHECKING:  # the fast path imports this module: keep pydantic out of it
     from buildenv.core.project import Project
     from buildenv.data.lock.lockfile import Lock
+    from buildenv.env.quick_validate import Alone
     from buildenv.env.resolve import Resolved
 
 __all__ = ["PLAN_FILE", "Relocked", "inputs_digest", "record", "relock"]
 
 PLAN_FILE = "lockplan.json"
-_VERSION = 3  # 2: each dataset's name, size and rows, the environment's digest; 3: files
+_VERSION = 4  # 2: each dataset's name, size and rows, the environment's digest; 3: files;
+# 4: each entry's chain of environment files
 
 
 @dataclass(frozen=True)
@@ -141,15 +148,18 @@ def record(project: Project, resolved: dict[str, Resolved], results: list[tuple[
     for name, lock, _ in results:
         res = resolved.get(name)
         entries[name] = None if res is None or not _eligible(res) else _entry(
-            lock, {n: (res.env.datasets[n].keeps, res.env.restricted(n)) for n in lock.datasets})
+            lock, {n: (res.env.datasets[n].keeps, res.env.restricted(n)) for n in lock.datasets},
+            res.chain)
     _save(project.root, project.environments_dir, project.state_dir, algorithm, inputs, entries,
           meanings)
 
 
-def _entry(lock: Lock, kept: dict[str, tuple[bool, bool]]) -> dict[str, Any]:
+def _entry(lock: Lock, kept: dict[str, tuple[bool, bool]], chain: list[str]) -> dict[str, Any]:
     """The plan's entry of `lock` (the lock as the full lock renders it, not as another process
-    wrote it); `kept`: (keeps, restricted) of each dataset."""
+    wrote it); `kept`: (keeps, restricted) of each dataset; `chain`: the environment files it
+    was resolved from, root first."""
     return {"lock": hashlib.sha256(lock.render().encode("utf-8")).hexdigest(),
+            "chain": list(chain),
             "environment_digest": lock.environment_digest,
             "rows": sum(d.rows or 0 for d in lock.datasets.values()),
             "datasets": [{"name": n, "uri": d.uri, "format": d.format, "digest": d.digest,
@@ -222,10 +232,15 @@ def relock(root: Path, environments_dir: Path, state_dir: Path, names: list[str]
     if now is None:
         return None
     inputs = now.digest
-    reread = None if inputs == plan["inputs"] else _same_meaning(plan, now, environments_dir)
-    if inputs != plan["inputs"] and reread is None:
+    found_meanings = None if inputs == plan["inputs"] else _same_meaning(plan, now,
+                                                                          environments_dir)
+    if inputs != plan["inputs"] and found_meanings is None:
         return None
+    reread, edited = found_meanings if found_meanings is not None else (None, {})
     entries = _entries(plan, environments_dir, names)
+    if entries is None:
+        return None
+    entries = _edited_entries(entries, edited)
     if entries is None:
         return None
     cache = StatCache(state_dir / "statcache.json")
@@ -270,7 +285,7 @@ def _write(root: Path, environments_dir: Path, state_dir: Path, algorithm: str, 
         if changed:
             atomic_write_text(environments_dir / f"{name}.lock.json", text)
         entries[name] = _entry(lock, {ds["name"]: (bool(ds["keeps"]), bool(ds["restricted"]))
-                                      for ds in entry["datasets"]})
+                                      for ds in entry["datasets"]}, entry["chain"])
         out.append(Relocked(name, len(lock.datasets), sum(d.rows or 0 for d in lock.datasets.values()),
                             changed))
     _save(root, environments_dir, state_dir, algorithm, inputs, entries, meanings)
@@ -278,18 +293,22 @@ def _write(root: Path, environments_dir: Path, state_dir: Path, algorithm: str, 
 
 
 def _same_meaning(plan: dict[str, Any], now: _Inputs, environments_dir: Path
-                  ) -> dict[str, str | None] | None:
-    """When only environment files changed since the plan, and each changed file still says
-    what it said (`env.meaning`: comments, layout, descriptions edited), the meaning of each
-    changed file; else None (the plan does not apply)."""
+                  ) -> tuple[dict[str, str | None], dict[str, Alone]] | None:
+    """When only environment files changed since the plan, and each changed file either still
+    says what it said (`env.meaning`: comments, layout, descriptions edited) or says something
+    else that resolving it alone answers without the models (`env.quick_validate`): the meaning
+    of each changed file, and the environment of each file of the second kind; else None (the
+    plan does not apply)."""
     files = plan.get("files")
     if not isinstance(files, dict) or plan.get("frame") != now.frame or set(files) != set(
             now.files):
         return None
     # Deferred import (buildenv, yaml): only an edited environment file is parsed, here.
     from buildenv.env.loader import load_yaml
+    from buildenv.env.quick_validate import resolve_alone
 
     meanings: dict[str, str | None] = {}
+    edited: dict[str, Alone] = {}
     for name, digest in now.files.items():
         was = files[name]
         if not isinstance(was, list) or len(was) != 2:
@@ -299,13 +318,46 @@ def _same_meaning(plan: dict[str, Any], now: _Inputs, environments_dir: Path
         if not isinstance(was[1], str):
             return None
         try:
-            meaning = file_meaning(load_yaml(environments_dir / f"{name}.yaml", name))
+            located = load_yaml(environments_dir / f"{name}.yaml", name)
         except DiagnosticError:
             return None
-        if meaning != was[1]:
+        meaning = file_meaning(located)
+        if meaning is None:
             return None
+        if meaning != was[1]:
+            alone = resolve_alone(located, name)
+            if alone is None:
+                return None
+            edited[name] = alone
         meanings[name] = meaning
-    return meanings
+    return meanings, edited
+
+
+def _edited_entries(entries: list[tuple[str, dict[str, Any], str | None]],
+                    edited: dict[str, Alone]
+                    ) -> list[tuple[str, dict[str, Any], str | None]] | None:
+    """`entries` with the entry of each environment `edited` made from what it says now (the
+    digests it pins are those of the files hashed now, and no lock file matches it); None when
+    one of them is resolved through an edited file it is not (a child of one: its plan entry
+    says what the parent said). The plan recorded afterwards holds only these entries (its
+    inputs changed), so no other environment keeps an entry made from the edited files."""
+    if not edited:
+        return entries
+    out = []
+    for name, entry, text in entries:
+        chain = entry.get("chain")
+        if not isinstance(chain, list) or (not set(chain).isdisjoint(edited)
+                                           and chain != [name]):
+            return None
+        alone = edited.get(name)
+        if alone is not None:
+            entry = {"lock": "", "chain": [name],
+                     "environment_digest": digest_json(alone.canonical),
+                     "datasets": [{"name": n, "uri": uri, "format": fmt, "keeps": keeps,
+                                   "restricted": False, "digest": None}
+                                  for n, (uri, fmt, keeps) in sorted(alone.datasets.items())]}
+        out.append((name, entry, text))
+    return out
 
 
 def _entries(plan: dict[str, Any], environments_dir: Path, names: list[str]
