@@ -8,6 +8,7 @@ pydantic, so that the lock's plan digests an environment it validated without th
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 __all__ = ["canonical_document"]
@@ -28,4 +29,18 @@ def canonical_document(data: dict[str, Any]) -> dict[str, Any]:
             ds.pop("uri", None)
         for col in ds.get("columns", {}).values():
             col.pop("description", None)
-    return data
+    return _finite(data)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with each infinite or NaN float written as text (`"+Infinity"`, `"-Infinity"`,
+    `"NaN"`): the digest's JSON has no such numbers, and the format takes `.inf` where it says
+    so (a slice's bin edges, a condition's value). A text value of those spellings is no
+    number of the format's, so the two cannot meet in one field."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("+Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

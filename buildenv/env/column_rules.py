@@ -95,8 +95,9 @@ def _range_problem(col: Column) -> ColumnProblem | None:
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in given):
             return ColumnProblem("bad_range", "range of a {dtype} column takes two "
                                        "numbers (or null for an open end)", {"dtype": dtype})
-        if any(isinstance(v, float) and math.isnan(v) for v in given):
-            return ColumnProblem("bad_range", "range bounds cannot be NaN", {})
+        if any(isinstance(v, float) and not math.isfinite(v) for v in given):
+            return ColumnProblem("bad_range", "range bounds cannot be NaN or infinite: write "
+                                 "null for an open end", {})
         parsed: list[Any] = [lo, hi]
     elif dtype in TEMPORAL_DTYPES:
         try:

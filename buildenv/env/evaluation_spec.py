@@ -6,7 +6,7 @@ import itertools
 import math
 from typing import Annotated, Any, Literal, Self, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AllowInfNan, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from buildenv.env.spec_base import Scalar, Strict
@@ -86,7 +86,7 @@ class Slice(Strict):
     by: str | None = None
     """A column of the evaluation rows (served or not) that makes one slice per value, or per
     bin with `bins`."""
-    bins: list[float] | None = None
+    bins: list[Annotated[float, AllowInfNan(True)]] | None = None
     """Strictly increasing edges binning a numeric `by` column: `[0, 500, 1500]` makes
     `[0, 500)` and `[500, 1500]`. Values outside the edges are in no slice; `.inf` and `-.inf`
     leave an end open."""

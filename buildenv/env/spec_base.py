@@ -10,13 +10,17 @@ import inspect
 import itertools
 import sys
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AllowInfNan, BaseModel, ConfigDict
 
 __all__ = ["Scalar", "Strict", "documented", "field_docstrings", "without_required"]
 
-Scalar = Union[bool, int, float, str]
+# A scalar of a column's range or domain may be infinite or NaN as YAML writes it (`.inf`): the
+# column's rules refuse it with a message that says what to write (`column_rules`), where the
+# union's refusal would list four types. Every other float of the format must be finite
+# (`Strict`): an infinite value could not be written in the environment's digest (JSON).
+Scalar = Union[bool, int, Annotated[float, AllowInfNan(True)], str]
 
 
 def field_docstrings(model: type[BaseModel]) -> dict[str, str]:
@@ -89,7 +93,8 @@ def _with_description(schema: dict[str, Any], text: str) -> dict[str, Any]:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=documented)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
+                              json_schema_extra=documented)
 
 
 def without_required(*names: str) -> Callable[[dict[str, Any], type[BaseModel]], None]:

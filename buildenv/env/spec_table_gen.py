@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import annotated_types
-from pydantic import BaseModel
+from pydantic import AllowInfNan, BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -137,6 +137,8 @@ def _bounds(metadata: list[Any]) -> tuple[dict[str, Any], bool]:
     """The numeric bounds among `metadata`, and whether anything else is there."""
     found, other = {}, False
     for item in metadata:
+        if isinstance(item, AllowInfNan):
+            continue  # the interpreter takes finite numbers only, whatever this allows
         key = _BOUNDS.get(type(item))
         if key is None:
             other = True
