@@ -11,8 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
-from buildrepo import make_build_repo
+from buildrepo import _table, make_build_repo
 
 from buildenv.compile.cache import explain_rebuild, with_reads
 from buildenv.core.canonical import digest_json
@@ -29,6 +30,15 @@ environments = ["base"]
 [tool.buildenv.trainings.picky]
 entry = "train/picky.py:train"
 environments = ["base"]
+
+[tool.buildenv.trainings.hidden]
+entry = "train/lr.py:train"
+environments = ["hidden"]
+
+[tool.buildenv.trainings.sampler]
+entry = "train/sampler.py:train"
+environments = ["base"]
+threads = 1  # a core left for the pre-check, forked beside the fit (on two cores or more)
 """
 
 # reads its regularisation from a YAML file (parsed by hand: no YAML library needed)
@@ -61,6 +71,10 @@ def train(ctx):
 """
 
 PICKY = TUNED.replace('params("params.yaml")', 'params("picky.yaml")')
+# its sample run (the pre-check's, forked beside the fit when a core is free) reads a file the
+# full fit does not
+SAMPLER = TUNED.replace('params("params.yaml")',
+                        'params("sample.yaml" if ctx.sample_rows else "params.yaml")')
 
 
 def child_env() -> dict[str, str]:
@@ -82,13 +96,19 @@ def build(repo: Path, training: str) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     root = make_build_repo(tmp_path_factory.mktemp("readsrepo") / "repo")
+    # more rows than twice the pre-check's sample: the pre-check runs
+    pq.write_table(_table(5000, 1), root / "data" / "items.parquet")
     with (root / "pyproject.toml").open("a") as f:
         f.write(TRAININGS)
     (root / "train" / "tuned.py").write_text(TUNED)
+    (root / "environments" / "hidden.yaml").write_text(
+        "name: hidden\nextends: base\nprivacy:\n  restricted: [items]\n")
     (root / "train" / "picky.py").write_text(PICKY)
+    (root / "train" / "sampler.py").write_text(SAMPLER)
     (root / "config").mkdir()
     (root / "config" / "params.yaml").write_text("C: 1.0\n")
     (root / "config" / "picky.yaml").write_text("C: -1\n")
+    (root / "config" / "sample.yaml").write_text("C: 2.0\n")
     code, _, err = run(root, "lock")
     assert code == 0, err
     return root
@@ -153,12 +173,32 @@ def test_a_failure_the_file_caused_is_not_replayed_once_it_is_fixed(repo):
     assert list(lineage(repo, "picky")["files_read"]) == ["config/picky.yaml"]
 
 
+def test_what_the_pre_check_read_is_pinned_too(repo):
+    code, out = build(repo, "sampler")
+    assert code == 0, out
+    assert lineage(repo, "sampler")["precheck"]["status"] == "passed"
+    assert list(lineage(repo, "sampler")["files_read"]) == [
+        "config/params.yaml", "config/sample.yaml"]
+    (repo / "config" / "sample.yaml").write_text("C: 3.0\n")
+    code, out = build(repo, "sampler")
+    assert code == 0 and "built (code file config/sample.yaml changed)" in out, out
+
+
 def test_a_training_that_reads_no_file_keeps_its_key(repo):
     code, out = build(repo, "lr")
     assert code == 0, out
     found = lineage(repo, "lr")
     assert "files_read" not in found and "files_read" not in found["cache_parts"]
     assert found["cache_key"] == digest_json(found["cache_parts"])
+
+
+def test_what_buildenv_reads_for_the_training_is_not_its_code(repo):
+    """Reading a restricted dataset, the gate reads pyproject.toml: from buildenv's frames (in
+    the toolchain's runner, imported through a link), so not the training's."""
+    code, out, err = run(repo, "build", "hidden", "--env", "hidden", "--no-register")
+    assert code == 0, out + err
+    found = json.loads((repo / "dist" / "hidden" / "hidden" / "buildenv.json").read_text())
+    assert "files_read" not in found
 
 
 def test_explain_rebuild_names_the_files_read():
