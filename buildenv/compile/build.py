@@ -41,9 +41,12 @@ from buildenv.compile.cache import (
     explain_rebuild,
     failure_file,
     intact,
+    known_reads,
     remember_failure,
+    remember_reads,
     save_to_cache,
     store,
+    with_reads,
 )
 from buildenv.compile.card import card_facts, write_card
 from buildenv.compile.check import check_training
@@ -70,6 +73,7 @@ from buildenv.core.project import Project, TrainingConfig
 from buildenv.core.tempdirs import owned_temp_dir, sweep
 from buildenv.data.executor import RayExecutor
 from buildenv.data.lock.lockfile import RESTRICTED_OUTPUT
+from buildenv.data.lock.read_files import file_digests, pinnable, recorded_reads
 from buildenv.env.resolve import Multiverse, Resolved
 from buildenv.toolchain.toolchain import (
     Interpreter,
@@ -197,17 +201,23 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
     digests = {name: d.digest for name, d in lock.datasets.items()}
     label_pins = lock.label_pins()
     toolchain = _toolchain(project, training, config, res, problems)
-    parts = cache_key_parts(project, training, config, res, digests, toolchain, label_pins,
-                            policy.key())
+    base = cache_key_parts(project, training, config, res, digests, toolchain, label_pins,
+                           policy.key())
     files = code_files(project, config)
-    key = digest_json(parts)
+    hexbase = digest_json(base).split(":", 1)[1]  # every input but the files the code reads
     out = options.out or project.root / "dist" / training / env_name
     previous = read_lineage(out)
-    if previous and previous.get("cache_key") == key and intact(out, previous):
+    # the files the artifact in dist/ was built reading, as they are now: its key if unchanged
+    before = with_reads(base, file_digests(project.root, recorded_reads(previous)))
+    if previous and previous.get("cache_key") == digest_json(before) and \
+            intact(out, previous):
         outcome.status, outcome.reason, outcome.artifact = "cached", "up to date", out
         outcome.lineage = previous
         _maybe_register(project, training, env_name, out, previous, options, outcome)
         return
+    known = known_reads(project, hexbase)  # what the last run with these inputs read
+    parts = before if known is None else with_reads(base, file_digests(project.root, known))
+    key = digest_json(parts)
     hexkey = key.split(":", 1)[1]
     entry = store(project) / hexkey[:2] / hexkey
     if options.use_cache and (entry / LINEAGE_FILE).is_file():
@@ -220,22 +230,21 @@ def _build(project: Project, multiverse: Multiverse, training: str, env_name: st
             outcome.reason = "restored from cache"
             _maybe_register(project, training, env_name, out, cached, options, outcome)
             return
-    failure = failure_file(project, hexkey)
+    failure = failure_file(project, hexbase)  # its record holds the files the failed run read
     if options.use_cache and failure.is_file():
         all_resolved = all_resolved if all_resolved is not None else multiverse.resolve_all()[0]
-        replayed = cached_failure(project, hexkey, _multiverse_digest(all_resolved))
+        replayed = cached_failure(project, hexbase, _multiverse_digest(all_resolved))
         if replayed is not None:
             outcome.diagnostics = problems + replayed
             outcome.reason = CACHED_FAILURE
             return
-    parts_with_files = {**parts, "_files": files}
-    outcome.reason = explain_rebuild(previous, parts_with_files)
+    outcome.reason = explain_rebuild(previous, {**before, "_files": files})
     check_available(policy)  # a required sandbox this machine lacks: before any work
-    early = _early(project, config, res, options, digests, label_pins, lock, parts, policy,
+    early = _early(project, config, res, options, digests, label_pins, lock, base, policy,
                    toolchain)
     try:
         _validated_build(project, multiverse, training, env_name, options, all_resolved,
-                         outcome, res, config, lock, parts, files, key, hexkey, entry, policy,
+                         outcome, res, config, lock, base, files, hexbase, policy,
                          toolchain, problems, out, early)
     finally:
         if early is not None:  # validation failed or was interrupted: nothing of it is kept
@@ -271,11 +280,12 @@ def _early(project: Project, config: TrainingConfig, res: Resolved, options: Bui
 def _validated_build(project: Project, multiverse: Multiverse, training: str, env_name: str,
                      options: BuildOptions, all_resolved: dict[str, Resolved] | None,
                      outcome: BuildOutcome, res: Resolved, config: TrainingConfig, lock,
-                     parts: dict, files: dict, key: str, hexkey: str, entry: Path,
+                     parts: dict, files: dict, hexbase: str,
                      policy: SandboxPolicy, toolchain: Toolchain, problems: list[Diagnostic],
                      out: Path, early: tuple[EarlyTraining, Path] | None) -> None:
     """Validate, then train (or take the result of the training started early), verify and
-    emit."""
+    emit. `parts` is the key of every input but the files the code reads (`hexbase` its
+    digest): the key the artifact is stored under adds those the run read."""
     # validation and the label checks read data (pyarrow, pyarrow.compute): imported here,
     # while a training started early starts, not before it starts
     from buildenv.data.validate.validate import validate_env
@@ -311,26 +321,34 @@ def _validated_build(project: Project, multiverse: Multiverse, training: str, en
                             _lock_rows(lock), toolchain,
                             interpreter)
         outcome.timings = result.get("timings", {})
+        read = _files_read(project, res, files, result)
+        if options.use_cache:
+            remember_reads(project, hexbase, list(read))
         if not result.get("ok"):
             found = [located(res, d) for d in result.get("diagnostics", [])]
             outcome.diagnostics = problems + found
             # an OSError or MemoryError in training may not recur: not remembered
-            remember_failure(project, hexkey, found, options.use_cache and not result.get(
-                "transient"))
+            remember_failure(project, hexbase, found, options.use_cache and not result.get(
+                "transient"), files_read=read)
             raise _Abort()
         progress.phase("verify")
         all_resolved = all_resolved if all_resolved is not None else multiverse.resolve_all()[0]
         found = _judge(res, result, all_resolved, config, model_dir)
         outcome.diagnostics = problems + found
         if any(p.is_error for p in found):
-            remember_failure(project, hexkey, found, options.use_cache,
-                             _multiverse_digest(all_resolved))  # hints name other environments
+            remember_failure(project, hexbase, found, options.use_cache,
+                             _multiverse_digest(all_resolved),  # hints name other environments
+                             files_read=read)
             raise _Abort()
         problems = outcome.diagnostics
         progress.phase("save")
         for item in model_dir.iterdir():  # the scratch dir may be on another filesystem
             shutil.move(item, tmp / item.name)
         model_dir.rmdir()
+        parts = with_reads(parts, read)
+        key = digest_json(parts)
+        hexkey = key.split(":", 1)[1]
+        entry = store(project) / hexkey[:2] / hexkey
         finalize_mlmodel(tmp, _model_key(parts))
         lineage = _lineage(training, env_name, config, res, lock, result, parts, files, key,
                            toolchain)
@@ -346,6 +364,19 @@ def _validated_build(project: Project, multiverse: Multiverse, training: str, en
 
 class _Abort(Exception):
     pass
+
+
+def _files_read(project: Project, res: Resolved, files: dict, result: dict
+                ) -> dict[str, str | None]:
+    """The repository files the training read (the runner's record) that are code no other
+    digest covers -- not its modules, data or buildenv's state (`read_files.pinnable`) --
+    each with its digest now, sorted. With restricted datasets, only files that exist: the
+    path of a missing one may be made of restricted values (`open(f"{name}.csv")`)."""
+    paths = [p for p in result.get("code_reads") or [] if isinstance(p, str)]
+    found = file_digests(project.root, pinnable(project, res.env, files, paths)) if paths else {}
+    if any(res.env.restricted(name) for name in res.env.datasets):
+        found = {path: digest for path, digest in found.items() if digest is not None}
+    return found
 
 
 def _judge(res: Resolved, result: dict, all_resolved: dict[str, Resolved],
@@ -496,6 +527,7 @@ def _lineage(training: str, env_name: str, config: TrainingConfig, res: Resolved
         "serving": res.env.serving.model_dump(mode="json") if res.env.serving else None,
         "label": label,
         "isolation": result.get("isolation"),
+        **({"files_read": parts["files_read"]} if parts.get("files_read") else {}),
         "cache_key": key,
         "cache_parts": parts,
     }

@@ -4,9 +4,13 @@ The cache key covers everything that determines the artifact's bytes: code diges
 module and the repository modules it imports), resolved-environment digest, dataset digests,
 seed, threads, the sandbox policy, buildenv's version, and the training's toolchain: the
 digest of its lock and the version of every distribution in it (known before the training
-runs, so a changed library rebuilds, and the reason names it). Entries live under
-`.buildenv/cache/builds/<k[:2]>/<k>/`; failures that depend only on the inputs are remembered
-under `.buildenv/cache/failures/`.
+runs, so a changed library rebuilds, and the reason names it). The repository files the
+training read as it ran (a `config/params.yaml`; `training.code_reads`) are code too: known
+only after a run, their digests join the code digest (`with_reads`), and the paths a run with
+the same other inputs read are remembered (`remember_reads`) so that the next build can hash
+them before running. Entries live under `.buildenv/cache/builds/<k[:2]>/<k>/`; failures that
+depend only on the inputs are remembered under `.buildenv/cache/failures/`, with the files the
+failed run read: replayed only while those are unchanged.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from buildenv.core.canonical import digest_json
 from buildenv.core.code import code_files as module_files
 from buildenv.core.diagnostics import Diagnostic
 from buildenv.core.project import Project, TrainingConfig
+from buildenv.data.lock.read_files import changes, differences, recorded_reads
 from buildenv.env.resolve import Resolved
 from buildenv.toolchain.toolchain import Toolchain
 
 __all__ = ["CACHED_FAILURE", "cache_key_parts", "cached_failure", "code_files", "explain_rebuild",
-           "failure_file", "intact", "library_changes", "remember_failure", "save_to_cache",
-           "store"]
+           "failure_file", "intact", "known_reads", "library_changes", "remember_failure",
+           "remember_reads", "save_to_cache", "store", "with_reads"]
 
 
 def code_files(project: Project, config: TrainingConfig) -> dict[str, str]:
@@ -62,6 +67,41 @@ def cache_key_parts(project: Project, training: str, config: TrainingConfig, res
     }
 
 
+def with_reads(parts: dict, files_read: dict[str, str | None]) -> dict:
+    """The key's parts once the files the training reads are known: their digests join the
+    code digest, and are kept beside it for `explain_rebuild` to name. With none, `parts`
+    unchanged: the key of a training that reads no file is what it always was."""
+    if not files_read:
+        return parts
+    read = dict(sorted(files_read.items()))
+    return {**parts, "code_digest": digest_json({"code": parts["code_digest"],
+                                                 "files_read": read}), "files_read": read}
+
+
+def _reads_file(project: Project, hexbase: str) -> Path:
+    return project.state_dir / "cache" / "reads" / hexbase[:2] / f"{hexbase}.json"
+
+
+def remember_reads(project: Project, hexbase: str, paths: list[str]) -> None:
+    """The files the last run read, under the key of every other input (`hexbase`): what the
+    next build hashes to find its key before running."""
+    try:
+        atomic_write_text(_reads_file(project, hexbase), json.dumps(sorted(paths)))
+    except OSError:
+        pass  # a cache that cannot be written is only slower
+
+
+def known_reads(project: Project, hexbase: str) -> list[str] | None:
+    """The files the last run with the inputs `hexbase` read; None when none is known."""
+    try:
+        found = json.loads(_reads_file(project, hexbase).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, list) or not all(isinstance(p, str) for p in found):
+        return None
+    return sorted(found)
+
+
 def explain_rebuild(previous: dict | None, parts: dict) -> str:
     """Why a pair is rebuilt, by the cheapest difference first."""
     if previous is None:
@@ -71,7 +111,9 @@ def explain_rebuild(previous: dict | None, parts: dict) -> str:
         changed = sorted(set((previous.get("code_files") or {}).items()) ^ set(
             (parts.get("_files") or {}).items()))
         names = sorted({name for name, _ in changed})
-        return "code changed" + (f" ({', '.join(names)})" if names else "")
+        said = [f"code changed ({', '.join(names)})"] if names else []
+        said += differences(recorded_reads(old), parts.get("files_read") or {})
+        return ", ".join(said) or "code changed"
     if old.get("datasets") != parts["datasets"]:
         names = sorted(k for k in set(old.get("datasets", {})) | set(parts["datasets"])
                        if old.get("datasets", {}).get(k) != parts["datasets"].get(k))
@@ -133,15 +175,20 @@ def failure_file(project: Project, hexkey: str) -> Path:
 
 
 def remember_failure(project: Project, hexkey: str, found: list[Diagnostic],
-                      use_cache: bool, multiverse_digest: str | None = None) -> None:
+                      use_cache: bool, multiverse_digest: str | None = None,
+                      files_read: dict[str, str | None] | None = None) -> None:
     """Cache a failure that will recur with the same inputs. `multiverse` is the digest of
     every environment when the diagnostics' hints name other environments ("it is supported
-    in: ..."): the record is replayed only while that digest is unchanged."""
+    in: ..."): the record is replayed only while that digest is unchanged; and only while the
+    repository files the failed run read (`files_read`, path -> digest) are unchanged."""
     errors = [d for d in found if d.is_error]
     if not use_cache or not errors or any(d.code not in _DETERMINISTIC for d in errors):
         return
 
-    record = {"diagnostics": [d.to_json() for d in found], "multiverse": multiverse_digest}
+    record: dict = {"diagnostics": [d.to_json() for d in found],
+                    "multiverse": multiverse_digest}
+    if files_read:
+        record["files_read"] = dict(sorted(files_read.items()))
     try:
         atomic_write_text(failure_file(project, hexkey), json.dumps(record))
     except OSError:
@@ -149,12 +196,15 @@ def remember_failure(project: Project, hexkey: str, found: list[Diagnostic],
 
 
 def cached_failure(project: Project, hexkey: str, multiverse_digest: str) -> list[Diagnostic] | None:
-    """The remembered diagnostics, unless the record is unreadable or its hints are stale."""
+    """The remembered diagnostics, unless the record is unreadable, its hints are stale or a
+    file the failed run read has changed since."""
     try:
         record = json.loads(failure_file(project, hexkey).read_text())
         if not isinstance(record, dict):  # an older format, without the multiverse digest
             return None
         if record.get("multiverse") not in (None, multiverse_digest):
+            return None
+        if changes(project.root, recorded_reads(record)):
             return None
         return [Diagnostic.from_json(d) for d in record["diagnostics"]]
     except (OSError, ValueError, KeyError, TypeError):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,10 @@ class CodeReads:
     def __init__(self, root: Path, own: Path):
         self.root = str(root)
         self._root = self.root.rstrip(os.sep) + os.sep
-        self._own = str(own).rstrip(os.sep) + os.sep  # buildenv's own package
+        # buildenv's own package: as given, and as this process imported it (a toolchain's
+        # runner imports it through a link, and a frame names the path it was imported by)
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self._own = tuple(sorted({str(own).rstrip(os.sep) + os.sep, here.rstrip(os.sep) + os.sep}))
         # the interpreter's trees (a virtualenv inside the repository): libraries, not code
         prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix}
         self._libraries = tuple(p.rstrip(os.sep) + os.sep for p in prefixes if p)
@@ -77,6 +80,23 @@ class CodeReads:
         finally:
             paths, self._paths = self._paths, None
             found.extend(sorted(paths))
+
+    @classmethod
+    def noted(cls) -> list[str]:
+        """What the process's recording holds so far, sorted (in a forked child: the parent's
+        until the fork and the child's since); [] when nothing records."""
+        recorder = cls._installed
+        if recorder is None or recorder._paths is None:
+            return []
+        return sorted(recorder._paths)
+
+    @classmethod
+    def note(cls, paths: Iterable[str]) -> None:
+        """Add to the recording what a forked child of this process read (the pre-check's
+        sample run: its reads would otherwise end with it)."""
+        recorder = cls._installed
+        if recorder is not None and recorder._paths is not None:
+            recorder._paths.update(p for p in paths if isinstance(p, str))
 
     def _open(self, args: tuple) -> None:
         path, mode, flags = (args + (None, None))[:3]

@@ -13,7 +13,8 @@ bytes (and the sample run draws what it would have drawn in the training process
 which reseeds itself in a forked child, gets its state back); it reads its tables itself (the
 child's reads are not handed back). The child's verdict (`precheck.run`'s, or the failure the
 runner would report) comes back through a pipe, with the installed distributions' table the
-child read on its core (`installed.adopt`), and a refusal interrupts the fit as
+child read on its core (`installed.adopt`) and the repository files its code read (`CodeReads`: the
+sample run may read one the full fit has not opened yet when a failure ends it), and a refusal interrupts the fit as
 `beside.Judge` does for any deferred verdict.
 
 Forking is safe only while the training process runs no other thread: an OpenMP runtime
@@ -40,6 +41,7 @@ from typing import Any
 
 from buildenv.data.gate import handover
 from buildenv.training import installed
+from buildenv.training.code_reads import CodeReads
 from buildenv.training.confinement import Guard
 from buildenv.training.precheck import SAMPLE_ROWS
 
@@ -47,6 +49,7 @@ __all__ = ["ForkedPrecheck", "start"]
 
 _ALLOCATOR_THREADS = frozenset({"jemalloc_bg_thd"})
 _DISTRIBUTIONS = "installed distributions"  # the child's `installed` table, beside its verdict
+_READS = "code reads"  # the repository files the child's code read (`CodeReads`), likewise
 
 
 def start(env: Any, threads: int, work: Callable[[], dict]) -> ForkedPrecheck | None:
@@ -116,6 +119,7 @@ def _child(work: Callable[[], dict], read_end: int, write_end: int,
             found = {**found, _DISTRIBUTIONS: dict(installed.distributions_by_package())}
         except Exception:
             pass
+        found = {**found, _READS: CodeReads.noted()}  # the build keys the training by them
         data = json.dumps(found, default=str).encode()
         view = memoryview(data)
         while view:
@@ -154,6 +158,7 @@ class ForkedPrecheck:
         if chunks:
             found: dict = json.loads(b"".join(chunks))
             installed.adopt(found.pop(_DISTRIBUTIONS, None))
+            CodeReads.note(found.pop(_READS, None) or [])
             return found
         how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else \
             f"exit code {os.waitstatus_to_exitcode(status)}"

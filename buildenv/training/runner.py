@@ -37,6 +37,7 @@ from buildenv.core.leave import leave
 from buildenv.toolchain.bytecode import uncached_sources
 from buildenv.training import skops_table
 from buildenv.training.beside import Beside, Judge, preload, preloaded
+from buildenv.training.code_reads import CodeReads
 from buildenv.training.confinement import Guard
 from buildenv.training.user_code import diag as _diag
 from buildenv.training.user_code import load_entry as _load_entry
@@ -597,15 +598,20 @@ def main(argv: list[str] | None = None) -> int:
     request = json.loads(Path(argv[0]).read_text())
     result_path = Path(request["result"])
     guard = None
-    try:
-        guard = Guard.enter(request.get("sandbox"), Path(request["root"]).resolve())
-        result = run(request, guard)
-    except ConfinementError as exc:
-        result = {"ok": False, "diagnostics": [_diag(
-            "BE326", f"the sandbox could not confine the training: {exc}", None, None,
-            ["`buildenv doctor` checks this machine's sandbox"])]}
-    except BaseException as exc:  # a bug in buildenv, or a crash in a library
-        result = _internal_failure(exc)
+    root = Path(request["root"]).resolve()
+    recorder = CodeReads.installed(root, Path(__file__).resolve().parents[1])
+    with recorder.recording() as read:  # the repository files user code opens: part of it
+        try:
+            guard = Guard.enter(request.get("sandbox"), root)
+            result = run(request, guard)
+        except ConfinementError as exc:
+            result = {"ok": False, "diagnostics": [_diag(
+                "BE326", f"the sandbox could not confine the training: {exc}", None, None,
+                ["`buildenv doctor` checks this machine's sandbox"])]}
+        except BaseException as exc:  # a bug in buildenv, or a crash in a library
+            result = _internal_failure(exc)
+    if read:  # on failure too: a failure remembered is replayed only while they are unchanged
+        result["code_reads"] = read
     left = guard.reap() if guard is not None else None
     if left is not None:
         result.setdefault("diagnostics", []).append({**left, "path": request["module_path"]})

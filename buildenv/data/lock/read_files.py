@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # annotations only: the hermetic process imports no pydantic
     from buildenv.core.project import Project
     from buildenv.env.spec import Environment
 
-__all__ = ["changes", "declared", "file_digests", "locked_reads", "pinnable", "recorded_reads"]
+__all__ = ["changes", "declared", "differences", "file_digests", "locked_reads", "pinnable", "recorded_reads"]
 
 
 def file_digests(root: Path, paths: Iterable[str]) -> dict[str, str | None]:
@@ -86,7 +86,11 @@ def pinnable(project: Project, env: Environment, code: Iterable[str], paths: Ite
 
 def changes(root: Path, was: Mapping[str, str | None]) -> list[str]:
     """What changed of the files `was` pins (path -> digest), one phrase per file, sorted."""
-    now = file_digests(root, was)
+    return differences(was, file_digests(root, was))
+
+
+def differences(was: Mapping[str, str | None], now: Mapping[str, str | None]) -> list[str]:
+    """`changes` between two digests of the same files (a file `now` lacks: removed)."""
     said = []
     for rel in sorted(was):
         before, after = was[rel], now.get(rel)
