@@ -15,7 +15,8 @@ engine's scheduling. A model that needs requirements of its own beyond `[builden
 (torch, XGBoost: a PEX, a venv and imports of its own) builds in about twice the time of the
 others; started last, it ran alone while the other cores idled. So the other models' processes
 ask only after a trivial one (`StartOrder`) has run: by then the long ones hold their slots or
-their places in the queue.
+their places in the queue. One `StartOrder` per command (`check`, `build`, ...): in `pants
+build ::` (`check package`) the builds would otherwise find the checks' one already done.
 
 Datasets are *not* inputs: they are read from the absolute data root, and buildenv
 refuses to build when their bytes differ from the digests in the lock, which is an
@@ -207,7 +208,7 @@ class BuildenvProcess:
 
 @dataclass(frozen=True)
 class StartOrderRequest:
-    pass
+    command: str  # `buildenv <command>`: the processes that wait for it
 
 
 @dataclass(frozen=True)
@@ -217,11 +218,12 @@ class StartOrder:
 
 
 @rule(desc="Let the longest buildenv processes start first", level=LogLevel.DEBUG)
-async def start_order(_: StartOrderRequest, bash: BashBinary) -> StartOrder:
-    # PER_SESSION: it runs in every Pants run (a cache hit would not wait for anything).
+async def start_order(request: StartOrderRequest, bash: BashBinary) -> StartOrder:
+    # PER_SESSION: it runs in every Pants run (a cache hit would not wait for anything); the
+    # command in its argv makes it a process of its own per command.
     await Get(ProcessResult, Process(
-        (bash.path, "-c", ":"),
-        description="let the longest buildenv processes start first",
+        (bash.path, "-c", ":", request.command),
+        description=f"let the longest `buildenv {request.command}` processes start first",
         level=LogLevel.DEBUG,
         cache_scope=ProcessCacheScope.PER_SESSION,
     ))
@@ -233,7 +235,7 @@ async def buildenv_process(request: BuildenvProcess) -> Process:
     sandbox = request.sandbox
     assert sandbox.venv_pex is not None, sandbox.problem
     if not sandbox.own_requirements:
-        await Get(StartOrder, StartOrderRequest())
+        await Get(StartOrder, StartOrderRequest(request.argv[0]))
     process = await Get(
         Process,
         VenvPexProcess(

@@ -56,8 +56,8 @@ def test_own_requirements_are_those_the_runtime_lacks() -> None:
 def run_process_rule(sandbox: MlModelSandbox) -> list[str]:
     asked: list[str] = []
 
-    def start_order(_: StartOrderRequest) -> StartOrder:
-        asked.append("start order")
+    def start_order(request: StartOrderRequest) -> StartOrder:
+        asked.append(f"start order of {request.command}")
         return StartOrder()
 
     def venv_pex_process(request: VenvPexProcess) -> Process:
@@ -78,7 +78,7 @@ def run_process_rule(sandbox: MlModelSandbox) -> list[str]:
 
 def test_a_model_without_requirements_of_its_own_waits_for_the_start_order() -> None:
     assert run_process_rule(MlModelSandbox(VENV_PEX, EMPTY_DIGEST, (".",))) == [
-        "start order", "process"]
+        "start order of build", "process"]
 
 
 def test_a_model_with_requirements_of_its_own_asks_at_once() -> None:
