@@ -15,8 +15,10 @@ engine's scheduling. A model that needs requirements of its own beyond `[builden
 (torch, XGBoost: a PEX, a venv and imports of its own) builds in about twice the time of the
 others; started last, it ran alone while the other cores idled. So the other models' processes
 ask only after a trivial one (`StartOrder`) has run: by then the long ones hold their slots or
-their places in the queue. One `StartOrder` per command (`check`, `build`, ...): in `pants
-build ::` (`check package`) the builds would otherwise find the checks' one already done.
+their places in the queue. The same holds for the runtime PEXes (the first process of each
+then makes its venv: torch's is the longest). One `StartOrder` per kind of process (`pex`, then
+each buildenv command: `check`, `build`, ...): in `pants build ::` (`check package`) the builds
+would otherwise find the checks' one already done.
 
 Datasets are *not* inputs: they are read from the absolute data root, and buildenv
 refuses to build when their bytes differ from the digests in the lock, which is an
@@ -107,6 +109,30 @@ def synthesized_pyproject(config: BuildenvConfig, field_set: MlModelFieldSet) ->
     return "# Synthesized by the buildenv Pants plugin for one model.\n" + toml.dumps(doc)
 
 
+@dataclass(frozen=True)
+class StartOrderRequest:
+    command: str  # `pex`, or the buildenv command of the processes that wait for it
+
+
+@dataclass(frozen=True)
+class StartOrder:
+    """Reached once the models with requirements of their own have asked for their process
+    slots (the module's docstring)."""
+
+
+@rule(desc="Let the longest buildenv processes start first", level=LogLevel.DEBUG)
+async def start_order(request: StartOrderRequest, bash: BashBinary) -> StartOrder:
+    # PER_SESSION: it runs in every Pants run (a cache hit would not wait for anything); the
+    # command in its argv makes it a process of its own per command.
+    await Get(ProcessResult, Process(
+        (bash.path, "-c", ":", request.command),
+        description=f"let the longest `buildenv {request.command}` processes start first",
+        level=LogLevel.DEBUG,
+        cache_scope=ProcessCacheScope.PER_SESSION,
+    ))
+    return StartOrder()
+
+
 @rule(desc="Prepare a buildenv sandbox", level=LogLevel.DEBUG)
 async def ml_model_sandbox(
     field_set: MlModelFieldSet, buildenv: Buildenv, config: BuildenvConfig
@@ -140,6 +166,9 @@ async def ml_model_sandbox(
         t[MlEnvironmentSourcesField].yaml_path for t in env_targets if t not in own
     ]
 
+    extra = own_requirements(transitive, runtime_closure)
+    if not extra:  # the PEXes of the models with requirements of their own are built first
+        await Get(StartOrder, StartOrderRequest("pex"))
     pex_request = PexFromTargetsRequest(
         roots,
         output_filename="buildenv.pex",
@@ -181,7 +210,7 @@ async def ml_model_sandbox(
             ),
         )
     return MlModelSandbox(venv_pex, digest, python_sources.source_roots,
-                          own_requirements=own_requirements(transitive, runtime_closure))
+                          own_requirements=extra)
 
 
 def own_requirements(model: TransitiveTargets, runtime: TransitiveTargets) -> tuple[str, ...]:
@@ -204,30 +233,6 @@ class BuildenvProcess:
     extra_env: Optional[Mapping[str, str]] = None
     cache_scope: ProcessCacheScope = ProcessCacheScope.SUCCESSFUL
     remote_cache_speculation_delay_millis: int = 0
-
-
-@dataclass(frozen=True)
-class StartOrderRequest:
-    command: str  # `buildenv <command>`: the processes that wait for it
-
-
-@dataclass(frozen=True)
-class StartOrder:
-    """Reached once the models with requirements of their own have asked for their process
-    slots (the module's docstring)."""
-
-
-@rule(desc="Let the longest buildenv processes start first", level=LogLevel.DEBUG)
-async def start_order(request: StartOrderRequest, bash: BashBinary) -> StartOrder:
-    # PER_SESSION: it runs in every Pants run (a cache hit would not wait for anything); the
-    # command in its argv makes it a process of its own per command.
-    await Get(ProcessResult, Process(
-        (bash.path, "-c", ":", request.command),
-        description=f"let the longest `buildenv {request.command}` processes start first",
-        level=LogLevel.DEBUG,
-        cache_scope=ProcessCacheScope.PER_SESSION,
-    ))
-    return StartOrder()
 
 
 @rule(level=LogLevel.DEBUG)
