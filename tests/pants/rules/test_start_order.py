@@ -85,3 +85,72 @@ def test_a_model_with_requirements_of_its_own_asks_at_once() -> None:
     sandbox = MlModelSandbox(VENV_PEX, EMPTY_DIGEST, (".",),
                              own_requirements=("//:reqs#torch",))
     assert run_process_rule(sandbox) == ["process"]
+
+
+def run_sandbox_rule(closure_extra: tuple) -> list[str]:
+    """The Gets `ml_model_sandbox` makes for a model whose closure adds `closure_extra` to the
+    runtime's, in order, until its PEX."""
+    from pants.backend.python.util_rules.pex_from_targets import PexFromTargetsRequest
+    from pants.backend.python.util_rules.python_sources import (
+        PythonSourceFiles,
+        PythonSourceFilesRequest,
+    )
+    from pants.core.util_rules.source_files import SourceFiles, SourceFilesRequest
+    from pants.engine.addresses import Addresses, UnparsedAddressInputs
+    from pants.engine.fs import CreateDigest, Digest, DigestSubset, MergeDigests, Snapshot
+    from pants.engine.target import TransitiveTargetsRequest
+    from pants.testutil.option_util import create_subsystem
+
+    from buildenv_pants.config import BuildenvConfig
+    from buildenv_pants.sandbox import ml_model_sandbox
+    from buildenv_pants.subsystem import Buildenv
+    from buildenv_pants.target_types import MlEnvironmentTarget, MlModelFieldSet, MlModelTarget
+
+    asked: list[str] = []
+    runtime_address = Address("buildenv", target_name="buildenv")
+    env = MlEnvironmentTarget({}, Address("environments", target_name="prod-1"))
+    runtime = TransitiveTargets((source("buildenv/cli.py"),), (requirement("pandas"),))
+    model = TransitiveTargets((source("src/train.py"),),
+                              (env, *runtime.closure, *closure_extra))
+    fs = MlModelFieldSet.create(MlModelTarget(
+        {"entry": "src/train.py:train", "env": "prod-1"},
+        Address("src", target_name="rec", generated_name="prod-1")))
+
+    def transitive(request: TransitiveTargetsRequest) -> TransitiveTargets:
+        return runtime if request.roots == (runtime_address,) else model
+
+    def start_order(request: StartOrderRequest) -> StartOrder:
+        asked.append(f"start order of {request.command}")
+        return StartOrder()
+
+    def venv_pex(_: PexFromTargetsRequest) -> VenvPex:
+        asked.append("pex")
+        return VENV_PEX
+
+    empty_files = SourceFiles(Snapshot.create_for_testing(["src/train.py"], []), ())
+    run_rule_with_mocks(
+        ml_model_sandbox,
+        rule_args=[fs, create_subsystem(Buildenv, runtime=["buildenv"]),
+                   BuildenvConfig.parse("")],
+        mock_gets=[
+            MockGet(Addresses, (UnparsedAddressInputs,), lambda _: Addresses([runtime_address])),
+            MockGet(TransitiveTargets, (TransitiveTargetsRequest,), transitive),
+            MockGet(StartOrder, (StartOrderRequest,), start_order),
+            MockGet(VenvPex, (PexFromTargetsRequest,), venv_pex),
+            MockGet(PythonSourceFiles, (PythonSourceFilesRequest,),
+                    lambda _: PythonSourceFiles(empty_files, ("",))),
+            MockGet(SourceFiles, (SourceFilesRequest,), lambda _: empty_files),
+            MockGet(Digest, (CreateDigest,), lambda _: EMPTY_DIGEST),
+            MockGet(Digest, (DigestSubset,), lambda _: EMPTY_DIGEST),
+            MockGet(Digest, (MergeDigests,), lambda _: EMPTY_DIGEST),
+        ],
+    )
+    return asked
+
+
+def test_the_pex_of_a_model_without_requirements_of_its_own_waits_for_the_start_order() -> None:
+    assert run_sandbox_rule(()) == ["start order of pex", "pex"]
+
+
+def test_the_pex_of_a_model_with_requirements_of_its_own_is_asked_for_at_once() -> None:
+    assert run_sandbox_rule((requirement("torch"),)) == ["pex"]
