@@ -123,10 +123,10 @@ class StartOrder:
 @rule(desc="Let the longest buildenv processes start first", level=LogLevel.DEBUG)
 async def start_order(request: StartOrderRequest, bash: BashBinary) -> StartOrder:
     # PER_SESSION: it runs in every Pants run (a cache hit would not wait for anything); the
-    # command in its argv makes it a process of its own per command.
+    # kind in its argv makes it a process of its own per kind.
     await Get(ProcessResult, Process(
         (bash.path, "-c", ":", request.command),
-        description=f"let the longest `buildenv {request.command}` processes start first",
+        description=f"let the longest ML models' `{request.command}` processes start first",
         level=LogLevel.DEBUG,
         cache_scope=ProcessCacheScope.PER_SESSION,
     ))
