@@ -1,6 +1,14 @@
-"""`pants check`: buildenv's static checks of every (training, environment) pair."""
+"""`pants check`: buildenv's static checks of every (training, environment) pair.
+
+Each pair's check starts as soon as its own sandbox is ready, not once every pair's is: the
+pairs share few runtime PEXes (one common, one per set of requirements of their own), and the
+first process of a PEX pays for its venv (seconds: its wheels unpacked). So the common pairs'
+checks, and that venv, run while the PEXes of torch or XGBoost are still being built.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from pants.core.goals.check import CheckRequest, CheckResult, CheckResults
 from pants.engine.process import FallibleProcessResult
@@ -20,40 +28,40 @@ class BuildenvCheckRequest(CheckRequest):
     tool_name = "buildenv"
 
 
+@dataclass(frozen=True)
+class ModelCheck:
+    """One pair's `CheckResult`."""
+
+    result: CheckResult
+
+
+@rule(desc="Check an ML training against its environment", level=LogLevel.DEBUG)
+async def check_model(fs: MlModelFieldSet) -> ModelCheck:
+    sandbox = await Get(MlModelSandbox, MlModelFieldSet, fs)
+    description = f"{fs.training} @ {fs.env_name}"
+    if sandbox.problem is not None:
+        return ModelCheck(CheckResult(CONFIG_ERROR, "", sandbox.problem, description))
+    result = await Get(
+        FallibleProcessResult,
+        BuildenvProcess(
+            sandbox,
+            argv=("check", fs.training, "--env", fs.env_name, "--format", "text"),
+            description=f"buildenv check {fs.training} --env {fs.env_name}",
+        ),
+    )
+    return ModelCheck(CheckResult(
+        result.exit_code,
+        result.stdout.decode(),
+        result.stderr.decode(),
+        partition_description=description,
+    ))
+
+
 @rule(desc="Check ML trainings against their environments", level=LogLevel.DEBUG)
 async def buildenv_check(request: BuildenvCheckRequest) -> CheckResults:
     field_sets = sorted(request.field_sets, key=lambda fs: fs.address)
-    sandboxes = await MultiGet(Get(MlModelSandbox, MlModelFieldSet, fs) for fs in field_sets)
-    runnable = [(fs, sb) for fs, sb in zip(field_sets, sandboxes) if sb.problem is None]
-    results = await MultiGet(
-        Get(
-            FallibleProcessResult,
-            BuildenvProcess(
-                sandbox,
-                argv=("check", fs.training, "--env", fs.env_name, "--format", "text"),
-                description=f"buildenv check {fs.training} --env {fs.env_name}",
-            ),
-        )
-        for fs, sandbox in runnable
-    )
-    by_address = {fs.address: result for (fs, _), result in zip(runnable, results)}
-
-    check_results = []
-    for fs, sandbox in zip(field_sets, sandboxes):
-        description = f"{fs.training} @ {fs.env_name}"
-        if sandbox.problem is not None:
-            check_results.append(CheckResult(CONFIG_ERROR, "", sandbox.problem, description))
-            continue
-        result = by_address[fs.address]
-        check_results.append(
-            CheckResult(
-                result.exit_code,
-                result.stdout.decode(),
-                result.stderr.decode(),
-                partition_description=description,
-            )
-        )
-    return CheckResults(check_results, checker_name="buildenv")
+    checks = await MultiGet(Get(ModelCheck, MlModelFieldSet, fs) for fs in field_sets)
+    return CheckResults([c.result for c in checks], checker_name="buildenv")
 
 
 def rules():

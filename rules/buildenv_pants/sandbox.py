@@ -8,6 +8,18 @@ Inputs, all by digest (they make up the process cache key):
 * a synthesized `pyproject.toml` declaring just this training, so that editing other
   trainings or unrelated project metadata does not invalidate the model.
 
+The longest processes start first. Pants 2.17 runs at most
+`[GLOBAL].process_execution_local_parallelism` processes at once and starts the waiting ones in
+the order they asked (a FIFO semaphore); which of a goal's processes asks first is up to the
+engine's scheduling. A model that needs requirements of its own beyond `[buildenv].runtime`
+(torch, XGBoost: a PEX, a venv and imports of its own) builds in about twice the time of the
+others; started last, it ran alone while the other cores idled. So the other models' processes
+ask only after a trivial one (`StartOrder`) has run: by then the long ones hold their slots or
+their places in the queue. The same holds for the runtime PEXes (the first process of each
+then makes its venv: torch's is the longest). One `StartOrder` per kind of process (`pex`, then
+each buildenv command: `check`, `build`, ...): in `pants build ::` (`check package`) the builds
+would otherwise find the checks' one already done.
+
 Datasets are *not* inputs: they are read from the absolute data root, and buildenv
 refuses to build when their bytes differ from the digests in the lock, which is an
 input. So the key stays truthful without copying data into sandboxes.
@@ -22,7 +34,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import toml
-from pants.backend.python.target_types import EntryPoint
+from pants.backend.python.target_types import EntryPoint, PythonRequirementsField
 from pants.backend.python.util_rules.pex import VenvPex, VenvPexProcess
 from pants.backend.python.util_rules.pex_from_targets import PexFromTargetsRequest
 from pants.backend.python.util_rules.python_sources import (
@@ -30,6 +42,7 @@ from pants.backend.python.util_rules.python_sources import (
     PythonSourceFilesRequest,
 )
 from pants.core.util_rules.source_files import SourceFiles, SourceFilesRequest
+from pants.core.util_rules.system_binaries import BashBinary
 from pants.engine.addresses import Addresses, UnparsedAddressInputs
 from pants.engine.fs import (
     EMPTY_DIGEST,
@@ -40,7 +53,7 @@ from pants.engine.fs import (
     MergeDigests,
     PathGlobs,
 )
-from pants.engine.process import Process, ProcessCacheScope
+from pants.engine.process import Process, ProcessCacheScope, ProcessResult
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
 from pants.engine.target import TransitiveTargets, TransitiveTargetsRequest
 from pants.util.logging import LogLevel
@@ -54,12 +67,15 @@ BUILDENV_MAIN = "buildenv.cli:main"
 
 @dataclass(frozen=True)
 class MlModelSandbox:
-    """Everything but argv. `problem` is a user-facing error found while preparing it."""
+    """Everything but argv. `problem` is a user-facing error found while preparing it.
+    `own_requirements`: the third-party requirements the model needs beyond `[buildenv].runtime`
+    (torch, XGBoost, ...): a PEX, a venv and imports of its own, the longest builds."""
 
     venv_pex: Optional[VenvPex]
     digest: Digest
     source_roots: tuple[str, ...]
     problem: Optional[str] = None
+    own_requirements: tuple[str, ...] = ()
 
 
 def synthesized_pyproject(config: BuildenvConfig, field_set: MlModelFieldSet) -> str:
@@ -93,13 +109,40 @@ def synthesized_pyproject(config: BuildenvConfig, field_set: MlModelFieldSet) ->
     return "# Synthesized by the buildenv Pants plugin for one model.\n" + toml.dumps(doc)
 
 
+@dataclass(frozen=True)
+class StartOrderRequest:
+    command: str  # `pex`, or the buildenv command of the processes that wait for it
+
+
+@dataclass(frozen=True)
+class StartOrder:
+    """Reached once the models with requirements of their own have asked for their process
+    slots (the module's docstring)."""
+
+
+@rule(desc="Let the longest buildenv processes start first", level=LogLevel.DEBUG)
+async def start_order(request: StartOrderRequest, bash: BashBinary) -> StartOrder:
+    # PER_SESSION: it runs in every Pants run (a cache hit would not wait for anything); the
+    # kind in its argv makes it a process of its own per kind.
+    await Get(ProcessResult, Process(
+        (bash.path, "-c", ":", request.command),
+        description=f"let the longest ML models' `{request.command}` processes start first",
+        level=LogLevel.DEBUG,
+        cache_scope=ProcessCacheScope.PER_SESSION,
+    ))
+    return StartOrder()
+
+
 @rule(desc="Prepare a buildenv sandbox", level=LogLevel.DEBUG)
 async def ml_model_sandbox(
     field_set: MlModelFieldSet, buildenv: Buildenv, config: BuildenvConfig
 ) -> MlModelSandbox:
     runtime = await Get(Addresses, UnparsedAddressInputs, buildenv.runtime)
     roots = (field_set.address, *runtime)
-    transitive = await Get(TransitiveTargets, TransitiveTargetsRequest(roots))
+    transitive, runtime_closure = await MultiGet(
+        Get(TransitiveTargets, TransitiveTargetsRequest(roots)),
+        Get(TransitiveTargets, TransitiveTargetsRequest(runtime)),
+    )
 
     env_targets = [t for t in transitive.closure if t.has_field(MlEnvironmentSourcesField)]
     own = [t for t in env_targets if t[MlEnvironmentSourcesField].env_name == field_set.env_name]
@@ -123,6 +166,9 @@ async def ml_model_sandbox(
         t[MlEnvironmentSourcesField].yaml_path for t in env_targets if t not in own
     ]
 
+    extra = own_requirements(transitive, runtime_closure)
+    if not extra:  # the PEXes of the models with requirements of their own are built first
+        await Get(StartOrder, StartOrderRequest("pex"))
     pex_request = PexFromTargetsRequest(
         roots,
         output_filename="buildenv.pex",
@@ -163,7 +209,17 @@ async def ml_model_sandbox(
                 f"`python_source(s)` target\n  hint: run `pants tailor ::`"
             ),
         )
-    return MlModelSandbox(venv_pex, digest, python_sources.source_roots)
+    return MlModelSandbox(venv_pex, digest, python_sources.source_roots,
+                          own_requirements=extra)
+
+
+def own_requirements(model: TransitiveTargets, runtime: TransitiveTargets) -> tuple[str, ...]:
+    """The requirement targets in the model's closure that the runtime's closure lacks."""
+    shared = {t.address for t in runtime.closure if t.has_field(PythonRequirementsField)}
+    return tuple(sorted(
+        str(t.address) for t in model.closure
+        if t.has_field(PythonRequirementsField) and t.address not in shared
+    ))
 
 
 @dataclass(frozen=True)
@@ -183,6 +239,8 @@ class BuildenvProcess:
 async def buildenv_process(request: BuildenvProcess) -> Process:
     sandbox = request.sandbox
     assert sandbox.venv_pex is not None, sandbox.problem
+    if not sandbox.own_requirements:
+        await Get(StartOrder, StartOrderRequest(request.argv[0]))
     process = await Get(
         Process,
         VenvPexProcess(

@@ -199,8 +199,8 @@ def _register_converters() -> None:
     options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
     if "xgboost" in sys.modules:
         # models extra: in a training's runtime only when it uses XGBoost (BUILD's overrides)
-        from onnxmltools.convert.xgboost.operator_converters.XGBoost import (  # pants: no-infer-dep
-            convert_xgboost,
+        from onnxmltools.convert.xgboost.operator_converters.XGBoost import (
+            convert_xgboost,  # pants: no-infer-dep (on the name's line: where Pants reads it)
         )
         from xgboost import XGBClassifier, XGBRegressor  # pants: no-infer-dep
 
@@ -211,8 +211,8 @@ def _register_converters() -> None:
                                     calculate_linear_regressor_output_shapes, convert_xgboost)
     if "lightgbm" in sys.modules:
         from lightgbm import LGBMClassifier, LGBMRegressor  # pants: no-infer-dep
-        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import (  # pants: no-infer-dep
-            convert_lightgbm,
+        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import (
+            convert_lightgbm,  # pants: no-infer-dep (on the name's line: where Pants reads it)
         )
 
         update_registered_converter(LGBMClassifier, "LightGbmLGBMClassifier",

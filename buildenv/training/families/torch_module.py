@@ -213,7 +213,7 @@ def _registry_reused() -> Iterator[None]:
     to the exporter's own path when its private layout is not the one this was written for."""
     try:
         # Deferred: the exporter's own import takes seconds, paid by the first export only.
-        from torch.onnx._internal.exporter import _registration
+        from torch.onnx._internal.exporter import _registration  # pants: no-infer-dep
     except ImportError:
         yield
         return

@@ -14,7 +14,7 @@ from pants.engine.process import FallibleProcessResult, ProcessResultMetadata
 from pants.testutil.rule_runner import MockGet, run_rule_with_mocks
 from pants.util.logging import LogLevel
 
-from buildenv_pants.check import BuildenvCheckRequest, buildenv_check
+from buildenv_pants.check import BuildenvCheckRequest, ModelCheck, buildenv_check, check_model
 from buildenv_pants.sandbox import BuildenvProcess, MlModelSandbox
 from buildenv_pants.target_types import MlModelFieldSet, MlModelTarget
 
@@ -61,14 +61,24 @@ def fake_process(process: BuildenvProcess) -> FallibleProcessResult:
     )
 
 
-def run(*envs: str):
+def check_one(fs: MlModelFieldSet) -> ModelCheck:
     return run_rule_with_mocks(
-        buildenv_check,
-        rule_args=[BuildenvCheckRequest([field_set(e) for e in envs])],
+        check_model,
+        rule_args=[fs],
         mock_gets=[
             MockGet(MlModelSandbox, (MlModelFieldSet,), fake_sandbox),
             MockGet(FallibleProcessResult, (BuildenvProcess,), fake_process),
         ],
+    )
+
+
+def run(*envs: str):
+    # Each pair's check is a rule of its own (its process starts once its own sandbox is
+    # ready): the goal's rule asks for nothing else.
+    return run_rule_with_mocks(
+        buildenv_check,
+        rule_args=[BuildenvCheckRequest([field_set(e) for e in envs])],
+        mock_gets=[MockGet(ModelCheck, (MlModelFieldSet,), check_one)],
     )
 
 
