@@ -417,3 +417,44 @@ def test_labeling_functions_declare_files_too(labeled):
     (labeled / "rules" / "notes.md").write_text("changed\n")
     code, _, err = invoke_cli(["lock", "ev", "--check"], labeled)
     assert code == 1 and "code file rules/notes.md changed" in err, err
+
+
+PEEKING = '''\
+import os
+
+
+def daily(ctx):
+    df = ctx.read("events", columns=["kind", "x"])
+    for kind in sorted(set(df["kind"])):
+        os.path.exists("config/scale.yaml")
+        try:
+            open(f"lookup/SENTINEL-{kind}.txt").close()
+        except OSError:
+            pass
+    with open("config/scale.yaml") as f:
+        f.read()
+    out = df.groupby("kind", as_index=False).agg(n=("x", "size"), mean_x=("x", "mean"))
+    return out.sort_values("kind").reset_index(drop=True)
+'''
+
+
+def test_over_restricted_data_a_missing_files_path_is_never_recorded(locked):
+    """The path code tried to open may be made of restricted values: in an environment that
+    restricts a dataset, only files that exist are pinned (and no file or output names the
+    path)."""
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"who": ["x"]}), locked / "data" / "people.parquet")
+    env = locked / "environments" / "ev.yaml"
+    env.write_text(env.read_text().replace("datasets:\n", "datasets:\n  people:\n    uri: "
+                                           "data/people.parquet\n    columns:\n      who: "
+                                           "{dtype: string}\n", 1)
+                   + "privacy:\n  restricted: [people]\n")
+    (locked / "transforms" / "daily.py").write_text(PEEKING)
+    code, out, err = invoke_cli(["lock", "ev"], locked)
+    assert code == 0, err
+    record = json.loads(lock_text(locked))["datasets"]["daily"]["derived"]
+    assert list(record["files_read"]) == ["config/scale.yaml"]
+    leaked = [p for p in locked.rglob("*") if p.is_file() and b"SENTINEL" in p.read_bytes()
+              and p != locked / "transforms" / "daily.py"]
+    assert not leaked and "SENTINEL" not in out + err, leaked

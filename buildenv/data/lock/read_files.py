@@ -58,8 +58,12 @@ def declared(root: Path, patterns: Iterable[str]) -> tuple[list[str], list[str]]
 def pinnable(project: Project, env: Environment, code: Iterable[str], paths: Iterable[str]
              ) -> list[str]:
     """The paths (repository-relative) among `paths` that are code to pin: every one but the
-    modules in `code`, bytecode, buildenv's state and environment files, and data."""
+    modules in `code`, bytecode, buildenv's state and environment files, and data. When the
+    environment restricts a dataset, only files that exist: the path of a missing one may be
+    made of restricted values (`open(f"lookup/{value}.txt")`), and the lock is no place for
+    them."""
     root = project.root.resolve()
+    hidden = any(env.restricted(name) for name in env.datasets)
     skip = set(code)
     trees = [project.state_dir, project.data_state_dir, project.environments_dir]
     holes = [p.resolve() for p in trees if p.resolve() != root]
@@ -79,6 +83,8 @@ def pinnable(project: Project, env: Environment, code: Iterable[str], paths: Ite
             continue
         full = root / rel
         if any(full == hole or full.is_relative_to(hole) for hole in holes):
+            continue
+        if hidden and not full.is_file():
             continue
         kept.append(rel)
     return kept
