@@ -29,7 +29,8 @@ def canonical_document(data: dict[str, Any]) -> dict[str, Any]:
             ds.pop("uri", None)
         for col in ds.get("columns", {}).values():
             col.pop("description", None)
-    return _finite(data)
+    finite: dict[str, Any] = _finite(data)
+    return finite
 
 
 def _finite(value: Any) -> Any:
