@@ -19,7 +19,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import annotated_types
+import annotated_types  # pants: no-infer-dep (pydantic's own dependency: its constraint types)
 from pydantic import AllowInfNan, BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
