@@ -122,13 +122,16 @@ class StartOrder:
 
 @rule(desc="Let the longest buildenv processes start first", level=LogLevel.DEBUG)
 async def start_order(request: StartOrderRequest, bash: BashBinary) -> StartOrder:
-    # PER_SESSION: it runs in every Pants run (a cache hit would not wait for anything); the
-    # kind in its argv makes it a process of its own per kind.
+    # Never from the disk cache (a hit would not wait for anything), but memoized by pantsd:
+    # it runs in a cold build (a fresh pantsd, or any `--no-pantsd` run), where the order
+    # matters, while a no-op `build ::` with a warm pantsd starts no process for it (a
+    # per-session process would cost three in every run). The kind in its argv makes it a
+    # process of its own per kind.
     await Get(ProcessResult, Process(
         (bash.path, "-c", ":", request.command),
         description=f"let the longest ML models' `{request.command}` processes start first",
         level=LogLevel.DEBUG,
-        cache_scope=ProcessCacheScope.PER_SESSION,
+        cache_scope=ProcessCacheScope.PER_RESTART_SUCCESSFUL,
     ))
     return StartOrder()
 
