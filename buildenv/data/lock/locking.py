@@ -203,8 +203,13 @@ class SourceBuilder(Protocol):
 
 def label_declaration(spec: LabelSet) -> str:
     """Digest of what determines a label set's lock entry (all but its description)."""
-    # `source` only when set: label sets declared before it existed keep their digest
-    exclude = {"description"} if spec.source is not None else {"description", "source"}
+    # `source` only when set, and its `files` only when some are declared: label sets declared
+    # before either existed keep their digest (and their locks stay current)
+    exclude: dict[str, Any] = {"description": True}
+    if spec.source is None:
+        exclude["source"] = True
+    elif not spec.source.files:
+        exclude["source"] = {"files": True}
     return digest_json(spec.model_dump(mode="json", exclude=exclude))
 
 
