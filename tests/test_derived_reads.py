@@ -248,7 +248,9 @@ def test_a_removed_word_list_is_stale_and_named(labeled):
 def test_only_files_the_users_code_opens_are_recorded(tmp_path: Path):
     """The recorder (in a process of its own: an audit hook stays for the process's life)
     notes what the user's code opens for reading inside the repository; not what buildenv
-    opens on its behalf (the data gate), writes, bytecode, `.buildenv/`, or files outside."""
+    opens on its behalf (the data gate), modules the import system loads (whether it loads
+    one in a recording depends on what was imported before: the record would not be
+    reproducible), writes, bytecode, `.buildenv/`, or files outside."""
     import subprocess
     import sys
 
@@ -269,7 +271,12 @@ def test_only_files_the_users_code_opens_are_recorded(tmp_path: Path):
         "    open('config/x.pyc', 'rb').close()\n"
         "    open('.buildenv/state').close()\n"
         "    open('../outside.txt').close()\n"
-        "    try:\n        open('config/missing.yaml')\n    except OSError:\n        pass\n")
+        "    try:\n        open('config/missing.yaml')\n    except OSError:\n        pass\n"
+        "    import pkg.mod  # the import system opens pkg/__init__.py: a module, not a read\n"
+        "    open('pkg/mod.py').close()  # the code opening a source file itself: a read\n")
+    (root / "pkg").mkdir()
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "pkg" / "mod.py").write_text("X = 1\n")
     script = (
         "import json, sys\nfrom pathlib import Path\nimport buildenv\n"
         "from buildenv.training.code_reads import CodeReads\n"
@@ -287,7 +294,8 @@ def test_only_files_the_users_code_opens_are_recorded(tmp_path: Path):
                           text=True, env={"PYTHONPATH": str(Path(__file__).parents[1]),
                                           "PATH": "/usr/bin:/bin"}, check=False)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == ["config/a.yaml", "config/b.txt", "config/missing.yaml"]
+    assert json.loads(done.stdout) == ["config/a.yaml", "config/b.txt", "config/missing.yaml",
+                                       "pkg/mod.py"]
 
 
 def test_data_and_state_are_never_pinned_as_code(locked):

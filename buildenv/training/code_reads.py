@@ -111,21 +111,27 @@ class CodeReads:
             if not full.startswith(self._root):
                 return
         if full.endswith(_BYTECODE) or full.startswith(self._state) or \
-                full.startswith(self._libraries) or self._by_buildenv():
+                full.startswith(self._libraries) or self._by_buildenv(full.endswith(".py")):
             return
         assert self._paths is not None
         self._paths.add(full[len(self._root):].replace(os.sep, "/"))
 
-    def _by_buildenv(self) -> bool:
+    def _by_buildenv(self, source: bool) -> bool:
         """Whether buildenv opened the file (the data gate reading an input, the loader
         importing the code's module) rather than the user's code: the innermost frame that is
-        buildenv's or the repository's says which."""
+        buildenv's or the repository's says which. A Python `source` file the import system
+        opens (a package's `__init__.py` as the code imports a module of it) is a module
+        loaded, not a file read: whether it is opened in this recording depends on what the
+        process imported before (a training started early), so noting it would make the
+        record, and the artifact's key, differ between two builds of the same inputs."""
         frame: Any = sys._getframe(1)
         while frame is not None:
             name = frame.f_code.co_filename
             frame = frame.f_back
             if name == __file__:  # this recorder's own frames
                 continue
+            if source and name.startswith("<frozen importlib._bootstrap"):
+                return True
             if name.startswith(self._own):
                 return True
             if name.startswith(self._root) and not name.startswith(self._libraries):
