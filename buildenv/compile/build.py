@@ -370,13 +370,10 @@ def _files_read(project: Project, res: Resolved, files: dict, result: dict
                 ) -> dict[str, str | None]:
     """The repository files the training read (the runner's record) that are code no other
     digest covers -- not its modules, data or buildenv's state (`read_files.pinnable`) --
-    each with its digest now, sorted. With restricted datasets, only files that exist: the
-    path of a missing one may be made of restricted values (`open(f"{name}.csv")`)."""
+    each with its digest now, sorted (with restricted datasets, only files that exist:
+    `pinnable` keeps a path that may be made of restricted values out)."""
     paths = [p for p in result.get("code_reads") or [] if isinstance(p, str)]
-    found = file_digests(project.root, pinnable(project, res.env, files, paths)) if paths else {}
-    if any(res.env.restricted(name) for name in res.env.datasets):
-        found = {path: digest for path, digest in found.items() if digest is not None}
-    return found
+    return file_digests(project.root, pinnable(project, res.env, files, paths)) if paths else {}
 
 
 def _judge(res: Resolved, result: dict, all_resolved: dict[str, Resolved],
