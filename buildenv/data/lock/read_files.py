@@ -30,11 +30,13 @@ __all__ = ["changes", "declared", "differences", "file_digests", "locked_reads",
 
 def file_digests(root: Path, paths: Iterable[str]) -> dict[str, str | None]:
     """Repository-relative path -> `sha256:` digest of its bytes; None when it is not a file
-    that can be read (removed, a directory, unreadable)."""
+    that can be read (removed, a directory, unreadable). Streamed: a file declared under
+    `source.files` may be large (a lookup table)."""
     found: dict[str, str | None] = {}
     for rel in sorted(set(paths)):
         try:
-            found[rel] = "sha256:" + hashlib.sha256((root / rel).read_bytes()).hexdigest()
+            with open(root / rel, "rb") as f:
+                found[rel] = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
         except OSError:
             found[rel] = None
     return found
